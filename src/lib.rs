@@ -1,0 +1,29 @@
+//! # hearth: digital radiators that heat homes with verified compute
+//!
+//! A household runs `hearth node` on a computer whose waste heat warms a room. When the room
+//! calls for heat the radiator pulls compute shards from coordinators it found over libp2p,
+//! runs them in a deterministic WebAssembly sandbox and returns results that other homes
+//! replicate and check by blake3 hash. Each verified shard earns a heat-work receipt signed by
+//! the worker and countersigned by the submitter.
+//!
+//! ## Architecture map (data flows downwards only; a lower floor never imports a higher one)
+//!
+//! ```text
+//! cli / demo            thin: parse arguments, call the API or the node
+//! api                   local HTTP+JSON face of a node
+//! node                  wires one radiator's services together, owns shutdown
+//! jobs                  coordinator (submitter side) and worker (radiator side)
+//! net        ledger     net moves bytes between peers; ledger keeps receipts in sled
+//! model                 manifests, receipts, wire messages: pure data, canonical bytes
+//! exec kernels store heat identity config   leaves: no knowledge of the network
+//! ```
+//!
+//! `docs/architecture.md` argues the layering and the choice of crates.
+
+pub mod config;
+pub mod exec;
+pub mod identity;
+pub mod kernels;
+pub mod model;
+pub mod net;
+pub mod store;
