@@ -24,6 +24,7 @@ pub mod config;
 pub mod exec;
 pub mod identity;
 pub mod kernels;
+pub mod ledger;
 pub mod model;
 pub mod net;
 pub mod store;

@@ -374,3 +374,78 @@ mod tests {
         assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
     }
 }
+
+/// The export format of `hearth receipts export --json`: each receipt's canonical bytes (the
+/// only thing a verifier needs) beside its fields in readable form. A verifier decodes
+/// `canonical`, checks both signatures and checks that every readable field matches.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptJson {
+    pub id: String,
+    pub job: String,
+    pub shard: u32,
+    pub module: String,
+    pub input: String,
+    pub output: String,
+    pub worker: String,
+    pub submitter: String,
+    pub fuel: u64,
+    pub energy_mj: u64,
+    pub energy_method: EnergyMethod,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub nonce: String,
+    pub worker_sig: String,
+    pub submitter_sig: String,
+    pub canonical: String,
+}
+
+/// Top level of an export file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptExport {
+    /// Always `hearth-receipts/1`.
+    pub format: String,
+    pub receipts: Vec<ReceiptJson>,
+}
+
+pub const EXPORT_FORMAT: &str = "hearth-receipts/1";
+
+impl From<&Receipt> for ReceiptJson {
+    fn from(r: &Receipt) -> ReceiptJson {
+        let rec = &r.record;
+        ReceiptJson {
+            id: r.id().to_hex().to_string(),
+            job: rec.job.to_hex().to_string(),
+            shard: rec.shard,
+            module: rec.module.to_hex().to_string(),
+            input: rec.input.to_hex().to_string(),
+            output: rec.output.to_hex().to_string(),
+            worker: rec.worker.to_hex(),
+            submitter: rec.submitter.to_hex(),
+            fuel: rec.fuel,
+            energy_mj: rec.energy_mj,
+            energy_method: rec.method,
+            start_ms: rec.start_ms,
+            end_ms: rec.end_ms,
+            nonce: hex::encode(rec.nonce),
+            worker_sig: hex::encode(r.worker_sig),
+            submitter_sig: hex::encode(r.submitter_sig),
+            canonical: hex::encode(r.to_bytes()),
+        }
+    }
+}
+
+impl ReceiptJson {
+    /// Decodes the canonical bytes and checks the readable fields agree with them. Signatures
+    /// are checked separately (in a batch) by the caller.
+    pub fn to_receipt(&self) -> Result<Receipt, String> {
+        let bytes = hex::decode(&self.canonical).map_err(|e| format!("canonical: not hex ({e})"))?;
+        let receipt = Receipt::from_bytes(&bytes).map_err(|e| format!("canonical: {e}"))?;
+        let expected = ReceiptJson::from(&receipt);
+        if &expected != self {
+            return Err(
+                "a readable field does not match the canonical bytes (edited after export?)".into(),
+            );
+        }
+        Ok(receipt)
+    }
+}
