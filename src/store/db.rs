@@ -80,7 +80,9 @@ impl Store {
 
     fn lock(&self) -> MutexGuard<'_, ()> {
         // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
-        self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Stores `data` and returns its blake3 hash. Storing a blob twice is a no-op.
@@ -236,16 +238,13 @@ impl Store {
 
     fn remove_locked(&self, hash: &blake3::Hash) -> Result<bool, StoreError> {
         let key = hash.as_bytes();
-        let (blob, partial) = tx_result((&self.blobs, &self.partial).transaction(|(b, p)| {
-            Ok((b.remove(key)?, p.remove(key)?))
-        }))?;
+        let (blob, partial) = tx_result(
+            (&self.blobs, &self.partial).transaction(|(b, p)| Ok((b.remove(key)?, p.remove(key)?))),
+        )?;
         let existed = blob.is_some() || partial.is_some();
         // Remove the groups the outboard names directly (no need to read their values),
         // then sweep the prefix for anything left over (damaged outboard, orphans).
-        if let Some(ob) = blob
-            .or(partial)
-            .and_then(|b| Outboard::from_bytes(&b).ok())
-        {
+        if let Some(ob) = blob.or(partial).and_then(|b| Outboard::from_bytes(&b).ok()) {
             for index in 0..ob.chunk_count() {
                 self.chunks.remove(chunk_key(hash, index))?;
             }

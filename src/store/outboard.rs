@@ -128,6 +128,11 @@ impl Outboard {
     }
 
     /// Whether this outboard hashes up to `root`. Cost: one compression per chunk group.
+    ///
+    /// This proves every chaining value and the number of groups, but not the exact byte
+    /// length inside the last group: blake3 commits to that only through the last group's
+    /// data. A `len` that is off inside the last group therefore passes here, and then that
+    /// group can never pass [`Outboard::verify_chunk`], so no wrong blob can ever complete.
     pub fn verify(&self, root: &blake3::Hash) -> bool {
         self.root().as_ref() == Some(root)
     }
