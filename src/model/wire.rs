@@ -4,7 +4,6 @@
 //! `docs/protocol.md` lists every schema and limit.
 
 use super::canon::{DecodeError, Reader, Writer};
-use super::job::MAX_MANIFEST_BYTES;
 use super::receipt::{Claim, Receipt};
 
 /// Version of the jobs protocol; a coordinator refuses leases to radiators of another version
@@ -155,8 +154,13 @@ pub enum Request {
     Claim(Claim),
     /// A coordinator hands a countersigned receipt to its worker.
     Receipt(Receipt),
-    /// Ask a peer for the manifest bytes of a job it coordinates.
-    Manifest { job: blake3::Hash },
+    /// A radiator reports that a shard could not run (a trap, a limit): not an output.
+    Failure {
+        job: blake3::Hash,
+        shard: u32,
+        nonce: [u8; 16],
+        reason: String,
+    },
 }
 
 /// Why a coordinator gives no work: always said, never silent.
@@ -228,7 +232,7 @@ pub enum Response {
     ClaimAccepted { verified: bool },
     ClaimRejected { detail: String },
     ReceiptStored,
-    Manifest(Vec<u8>),
+    FailureNoted,
     /// The request could not be understood or served.
     Error { detail: String },
 }
@@ -242,8 +246,8 @@ fn reason_text(s: &str) -> &str {
     &s[..end]
 }
 
-/// Largest control message: a manifest plus framing.
-pub const MAX_CONTROL_MESSAGE: usize = MAX_MANIFEST_BYTES + 64;
+/// Largest control message in either direction.
+pub const MAX_CONTROL_MESSAGE: usize = 4096;
 
 impl Request {
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -265,8 +269,17 @@ impl Request {
             Request::Receipt(r) => {
                 w.u8(3).bytes(&r.to_bytes());
             }
-            Request::Manifest { job } => {
-                w.u8(4).hash(job);
+            Request::Failure {
+                job,
+                shard,
+                nonce,
+                reason,
+            } => {
+                w.u8(4)
+                    .hash(job)
+                    .u32(*shard)
+                    .raw(nonce)
+                    .str(reason_text(reason));
             }
         }
         w.into_bytes()
@@ -282,8 +295,11 @@ impl Request {
             },
             2 => Request::Claim(Claim::from_bytes(r.bytes(1024, "claim")?)?),
             3 => Request::Receipt(Receipt::from_bytes(r.bytes(1024, "receipt")?)?),
-            4 => Request::Manifest {
+            4 => Request::Failure {
                 job: r.hash("job id")?,
+                shard: r.u32("shard")?,
+                nonce: r.array("nonce")?,
+                reason: r.str(MAX_REASON, "reason")?.to_string(),
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -327,8 +343,8 @@ impl Response {
             Response::ReceiptStored => {
                 w.u8(5);
             }
-            Response::Manifest(m) => {
-                w.u8(6).bytes(m);
+            Response::FailureNoted => {
+                w.u8(6);
             }
             Response::Error { detail } => {
                 w.u8(7).str(reason_text(detail));
@@ -358,7 +374,7 @@ impl Response {
                 detail: r.str(MAX_REASON, "detail")?.to_string(),
             },
             5 => Response::ReceiptStored,
-            6 => Response::Manifest(r.bytes(MAX_MANIFEST_BYTES, "manifest")?.to_vec()),
+            6 => Response::FailureNoted,
             7 => Response::Error {
                 detail: r.str(MAX_REASON, "detail")?.to_string(),
             },
@@ -408,7 +424,12 @@ mod tests {
                 protocol: 1,
                 demand_permille: 999,
             },
-            Request::Manifest { job },
+            Request::Failure {
+                job,
+                shard: 2,
+                nonce: [3; 16],
+                reason: "out of fuel".into(),
+            },
         ] {
             assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
         }
@@ -426,7 +447,7 @@ mod tests {
             },
             Response::ClaimAccepted { verified: true },
             Response::ReceiptStored,
-            Response::Manifest(vec![9; 10]),
+            Response::FailureNoted,
         ] {
             let back = Response::from_bytes(&resp.to_bytes()).unwrap();
             if let Response::Denied { detail, .. } = &back {
