@@ -5,10 +5,11 @@
 //! nothing about wasmtime; `mod.rs` turns the verdict into a compiled module.
 
 use wasmparser::{
-    CompositeInnerType, FuncType, ValType, Validator, WasmFeatures, types::{CoreTypeId, EntityType},
+    types::{CoreTypeId, EntityType},
+    CompositeInnerType, FuncType, ValType, Validator, WasmFeatures,
 };
 
-use super::{Abi, ExecError, wasi};
+use super::{wasi, Abi, ExecError};
 
 /// The features a shard may use. Every one of them is deterministic in wasmtime once NaN
 /// bits are canonicalised; everything else (SIMD, threads, memory64, multi-memory, GC,

@@ -20,7 +20,7 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, TypedFu
 
 use wasi::{MemoryLimitHit, NoMemory, OutputOverflow, ProcExit, ShardState};
 
-pub use wasi::{FIXED_TIME_NS, STDERR_CAP, provided_imports};
+pub use wasi::{provided_imports, FIXED_TIME_NS, STDERR_CAP};
 
 /// Largest module accepted, in bytes.
 pub const MAX_MODULE_BYTES: usize = 64 << 20;
@@ -101,13 +101,18 @@ pub enum ExecError {
     },
     #[error("the module does not follow a hearth shard ABI: {0}")]
     BadAbi(String),
-    #[error("the shard ran out of fuel after {limit} units; give it a bigger fuel limit or less work")]
+    #[error(
+        "the shard ran out of fuel after {limit} units; give it a bigger fuel limit or less work"
+    )]
     OutOfFuel { limit: u64 },
     #[error("the shard needed more than its memory limit of {limit} bytes")]
     OutOfMemory { limit: u64 },
     #[error("the shard overflowed its call stack (recursion too deep or infinite)")]
     StackOverflow { stderr_tail: String },
-    #[error("the shard executed `unreachable` (a panic or abort in the program){}", tail(stderr_tail))]
+    #[error(
+        "the shard executed `unreachable` (a panic or abort in the program){}",
+        tail(stderr_tail)
+    )]
     Unreachable { stderr_tail: String },
     #[error("the shard trapped: {message}{}", tail(stderr_tail))]
     Trap {
@@ -201,13 +206,11 @@ impl Executor {
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("hearth-exec-epoch".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
                 }
             })
             .map_err(|e| ExecError::Engine(format!("could not start the watchdog: {e}")))?;

@@ -13,8 +13,8 @@ use std::fmt;
 use wasmparser::ValType::{self, I32, I64};
 use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter};
 
-use super::Abi;
 use super::inspect::Signature;
+use super::Abi;
 
 /// The only import module name shards may use.
 pub(crate) const WASI_MODULE: &str = "wasi_snapshot_preview1";
@@ -66,7 +66,11 @@ const IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("fd_sync", &[I32], &[I32]),
     ("fd_datasync", &[I32], &[I32]),
     ("fd_readdir", &[I32, I32, I32, I64, I32], &[I32]),
-    ("path_open", &[I32, I32, I32, I32, I32, I64, I64, I32, I32], &[I32]),
+    (
+        "path_open",
+        &[I32, I32, I32, I32, I32, I64, I64, I32, I32],
+        &[I32],
+    ),
     ("path_filestat_get", &[I32, I32, I32, I32, I32], &[I32]),
     ("path_create_directory", &[I32, I32, I32], &[I32]),
     ("path_remove_directory", &[I32, I32, I32], &[I32]),
@@ -329,9 +333,11 @@ fn sizes(caller: &mut Ctx<'_>, count_ptr: i32, size_ptr: i32, count: u32, size: 
 pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result<()> {
     let m = WASI_MODULE;
 
-    linker.func_wrap(m, "args_sizes_get", |mut c: Ctx<'_>, argc: i32, size: i32| {
-        sizes(&mut c, argc, size, 1, ARGV0.len() as u32)
-    })?;
+    linker.func_wrap(
+        m,
+        "args_sizes_get",
+        |mut c: Ctx<'_>, argc: i32, size: i32| sizes(&mut c, argc, size, 1, ARGV0.len() as u32),
+    )?;
     linker.func_wrap(m, "args_get", |mut c: Ctx<'_>, argv: i32, buf: i32| {
         let Ok(mem) = memory(&mut c) else {
             return EFAULT;
@@ -339,9 +345,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result
         let data = mem.data_mut(&mut c);
         errno(put(data, buf, ARGV0).and_then(|()| put(data, argv, &buf.to_le_bytes())))
     })?;
-    linker.func_wrap(m, "environ_sizes_get", |mut c: Ctx<'_>, n: i32, size: i32| {
-        sizes(&mut c, n, size, 0, 0)
-    })?;
+    linker.func_wrap(
+        m,
+        "environ_sizes_get",
+        |mut c: Ctx<'_>, n: i32, size: i32| sizes(&mut c, n, size, 0, 0),
+    )?;
     linker.func_wrap(m, "environ_get", |_: Ctx<'_>, _: i32, _: i32| SUCCESS)?;
 
     linker.func_wrap(m, "clock_res_get", |mut c: Ctx<'_>, _id: i32, out: i32| {
@@ -366,7 +374,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result
     )?;
 
     linker.func_wrap(m, "fd_close", |_: Ctx<'_>, fd: i32| {
-        if (0..=2).contains(&fd) { SUCCESS } else { EBADF }
+        if (0..=2).contains(&fd) {
+            SUCCESS
+        } else {
+            EBADF
+        }
     })?;
     linker.func_wrap(m, "fd_fdstat_get", |mut c: Ctx<'_>, fd: i32, out: i32| {
         let rights = match fd {
@@ -383,7 +395,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result
         errno(put(mem.data_mut(&mut c), out, &stat))
     })?;
     linker.func_wrap(m, "fd_fdstat_set_flags", |_: Ctx<'_>, fd: i32, _: i32| {
-        if (0..=2).contains(&fd) { ENOTSUP } else { EBADF }
+        if (0..=2).contains(&fd) {
+            ENOTSUP
+        } else {
+            EBADF
+        }
     })?;
     linker.func_wrap(m, "fd_filestat_get", |mut c: Ctx<'_>, fd: i32, out: i32| {
         if !(0..=2).contains(&fd) {
@@ -399,9 +415,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result
     })?;
     // No preopened directories: libc then believes there is no filesystem at all.
     linker.func_wrap(m, "fd_prestat_get", |_: Ctx<'_>, _: i32, _: i32| EBADF)?;
-    linker.func_wrap(m, "fd_prestat_dir_name", |_: Ctx<'_>, _: i32, _: i32, _: i32| {
-        EBADF
-    })?;
+    linker.func_wrap(
+        m,
+        "fd_prestat_dir_name",
+        |_: Ctx<'_>, _: i32, _: i32, _: i32| EBADF,
+    )?;
 
     linker.func_wrap(
         m,
@@ -438,7 +456,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result
     linker.func_wrap(
         m,
         "fd_write",
-        |mut c: Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| -> wasmtime::Result<i32> {
+        |mut c: Ctx<'_>,
+         fd: i32,
+         iovs: i32,
+         iovs_len: i32,
+         nwritten: i32|
+         -> wasmtime::Result<i32> {
             if !(1..=2).contains(&fd) {
                 return Ok(EBADF);
             }
@@ -461,17 +484,37 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result
             Ok(errno(put(data, nwritten, &total.to_le_bytes())))
         },
     )?;
-    linker.func_wrap(m, "fd_seek", |_: Ctx<'_>, fd: i32, _: i64, _: i32, _: i32| {
-        if (0..=2).contains(&fd) { ESPIPE } else { EBADF }
-    })?;
+    linker.func_wrap(
+        m,
+        "fd_seek",
+        |_: Ctx<'_>, fd: i32, _: i64, _: i32, _: i32| {
+            if (0..=2).contains(&fd) {
+                ESPIPE
+            } else {
+                EBADF
+            }
+        },
+    )?;
     linker.func_wrap(m, "fd_tell", |_: Ctx<'_>, fd: i32, _: i32| {
-        if (0..=2).contains(&fd) { ESPIPE } else { EBADF }
+        if (0..=2).contains(&fd) {
+            ESPIPE
+        } else {
+            EBADF
+        }
     })?;
     linker.func_wrap(m, "fd_sync", |_: Ctx<'_>, fd: i32| {
-        if (0..=2).contains(&fd) { EINVAL } else { EBADF }
+        if (0..=2).contains(&fd) {
+            EINVAL
+        } else {
+            EBADF
+        }
     })?;
     linker.func_wrap(m, "fd_datasync", |_: Ctx<'_>, fd: i32| {
-        if (0..=2).contains(&fd) { EINVAL } else { EBADF }
+        if (0..=2).contains(&fd) {
+            EINVAL
+        } else {
+            EBADF
+        }
     })?;
     linker.func_wrap(
         m,
@@ -508,12 +551,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result
     }
 
     // Sleeping or waiting on events would make timing observable.
-    linker.func_wrap(m, "poll_oneoff", |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| {
-        ENOTSUP
-    })?;
-    linker.func_wrap(m, "proc_exit", |_: Ctx<'_>, code: i32| -> wasmtime::Result<()> {
-        Err(wasmtime::Error::new(ProcExit(code as u32)))
-    })?;
+    linker.func_wrap(
+        m,
+        "poll_oneoff",
+        |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| ENOTSUP,
+    )?;
+    linker.func_wrap(
+        m,
+        "proc_exit",
+        |_: Ctx<'_>, code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(ProcExit(code as u32)))
+        },
+    )?;
     linker.func_wrap(m, "proc_raise", |_: Ctx<'_>, _: i32| ENOTSUP)?;
     linker.func_wrap(m, "sched_yield", |_: Ctx<'_>| SUCCESS)?;
     linker.func_wrap(m, "random_get", |mut c: Ctx<'_>, buf: i32, len: i32| {
