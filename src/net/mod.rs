@@ -1,1 +1,517 @@
-//! Placeholder until this module lands.
+//! # net: the libp2p layer of a radiator
+//!
+//! Owns the libp2p [`Swarm`](libp2p::Swarm) and everything that moves bytes between homes:
+//! discovery (mDNS on the LAN, Kademlia seeded by bootstrap peers), announcements over
+//! gossipsub, an opaque request-response *control* protocol for the layers above, and the
+//! verified exchange of content-addressed blobs out of [`crate::store`].
+//!
+//! It must not know what the bytes mean: gossip payloads and control requests are opaque here
+//! and decoded by the node layer, which tells this layer whether a gossip message was valid
+//! ([`Network::report_validation`]). The only messages this module decodes itself are its own
+//! blob-protocol messages ([`wire`]).
+//!
+//! ## Shape (rust-libp2p `examples/file-sharing`)
+//!
+//! One task (spawned by [`spawn`]) owns the swarm. Everyone else holds a cloneable
+//! [`Network`] handle that sends a `Command` over a bounded channel and awaits a `oneshot`
+//! reply. Events the layer above must act on arrive on the bounded [`NetEvent`] receiver.
+//! Pending work is kept in maps keyed by query id / request id, each with a cap.
+//!
+//! ## Rules for callers
+//!
+//! * Every [`NetEvent::Gossip`] **must** be answered with exactly one
+//!   [`Network::report_validation`]: gossipsub runs with manual validation, so a message is
+//!   forwarded to other peers only after `Accept`, and `Reject` counts against the peer that
+//!   sent it (peer scoring). An unanswered message is dropped from the cache after a few
+//!   heartbeats and never forwarded.
+//! * A gossip payload is at most [`MAX_GOSSIP_DATA`] bytes. Anything larger is the caller's
+//!   business: store it as a blob ([`crate::store::Store::put_bytes`]), [`Network::provide`]
+//!   it and gossip its blake3 hash; receivers call [`Network::fetch_blob`].
+//! * Message ids are the blake3 hash of the payload, so publishing identical bytes twice is
+//!   refused as [`NetError::Duplicate`]: payloads should carry their author and a nonce or
+//!   timestamp.
+//! * [`NetError::NoPeersSubscribed`] from [`Network::publish`] is not fatal: nobody is
+//!   listening yet. [`NetError::is_no_peers`] tells it apart.
+//!
+//! `docs/protocol.md` specifies every protocol id, byte layout and limit used here.
+
+mod actor;
+mod behaviour;
+mod bootstrap;
+mod codec;
+pub mod wire;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use libp2p::gossipsub::{IdentTopic, MessageAcceptance, TopicHash};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use bootstrap::{default_bootstrap, parse_peer_list, DEFAULT_PEER_LIST};
+pub use libp2p::gossipsub::MessageId;
+
+use crate::store::Store;
+
+/// Kademlia protocol id. Nodes with a listen address run it in server mode.
+pub const KAD_PROTOCOL: &str = "/hearth/kad/1.0.0";
+/// Request-response protocol carrying opaque control messages for the layers above.
+pub const CONTROL_PROTOCOL: &str = "/hearth/control/1";
+/// Request-response protocol for verified blob exchange ([`wire`]).
+pub const BLOB_PROTOCOL: &str = "/hearth/blob/1";
+/// Identify protocol version string; peers with another major version are still accepted,
+/// the field is informational.
+pub const IDENTIFY_PROTOCOL_VERSION: &str = "/hearth/1.0.0";
+
+/// Largest gossip payload (bytes) this node publishes or accepts. A received message over
+/// this size is rejected (and counts against its sender); see the module rules.
+pub const MAX_GOSSIP_DATA: usize = 64 * 1024;
+/// Largest gossipsub frame on the wire (payload plus signature, topic and control data).
+/// Frames over this size are dropped by the framing layer before they are decoded.
+pub const GOSSIP_MAX_TRANSMIT: usize = 2 * MAX_GOSSIP_DATA;
+/// Largest control request or response (bytes, excluding the 4-byte length prefix).
+pub const MAX_CONTROL_MESSAGE: usize = 256 * 1024;
+
+/// Capacity of the command channel from [`Network`] handles to the swarm task.
+const COMMAND_CHANNEL: usize = 256;
+/// Capacity of the [`NetEvent`] channel to the node layer. When it is full, gossip is
+/// answered `Ignore` and control requests are dropped rather than blocking the swarm.
+const EVENT_CHANNEL: usize = 1024;
+
+/// Gossipsub topics of hearth. The wire names carry a version suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Topic {
+    /// `hearth/jobs/1`: job and shard announcements.
+    Jobs,
+    /// `hearth/receipts/1`: heat-work receipts.
+    Receipts,
+    /// `hearth/heat/1`: heat demand / availability of radiators.
+    Heat,
+}
+
+impl Topic {
+    /// Every topic; a node subscribes to all of them.
+    pub const ALL: [Topic; 3] = [Topic::Jobs, Topic::Receipts, Topic::Heat];
+
+    /// The gossipsub topic string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Jobs => "hearth/jobs/1",
+            Topic::Receipts => "hearth/receipts/1",
+            Topic::Heat => "hearth/heat/1",
+        }
+    }
+
+    fn ident(self) -> IdentTopic {
+        IdentTopic::new(self.name())
+    }
+
+    fn from_hash(hash: &TopicHash) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.name() == hash.as_str())
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The node layer's judgement of a gossip message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it to the mesh.
+    Accept,
+    /// Invalid (undecodable, bad signature, ...): drop it and penalise the sender.
+    Reject,
+    /// Valid but unwanted (stale, duplicate by content): drop it without penalty.
+    Ignore,
+}
+
+impl From<Verdict> for MessageAcceptance {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Accept => MessageAcceptance::Accept,
+            Verdict::Reject => MessageAcceptance::Reject,
+            Verdict::Ignore => MessageAcceptance::Ignore,
+        }
+    }
+}
+
+/// Deliberate misbehaviour, for tests that need a dishonest peer. Plain config rather than
+/// `cfg(test)` because integration tests are a separate crate. Never set it in production.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct FaultInjection {
+    /// Serve every blob chunk with its first byte flipped (the outboard stays correct).
+    pub corrupt_chunks: bool,
+}
+
+/// Configuration of the network layer.
+#[derive(Clone)]
+pub struct NetConfig {
+    /// The node's identity. The PeerId derives from it; keep it stable across restarts.
+    pub keypair: Keypair,
+    /// Addresses to listen on. Default: `/ip4/0.0.0.0/tcp/0` and `/ip4/0.0.0.0/udp/0/quic-v1`.
+    /// A node with at least one listen address runs Kademlia in server mode.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers, each ending in `/p2p/<peer id>`. Default: empty (see
+    /// [`default_bootstrap`] for the shipped list).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the LAN with mDNS. Default: `true`.
+    pub mdns: bool,
+    /// Maximum established connections in total. Default: 128.
+    pub max_connections: u32,
+    /// Close a connection that no protocol uses for this long. Default: 60 s.
+    pub idle_timeout: Duration,
+    /// Identify agent version. Default: `hearth/<crate version>`.
+    pub agent_version: String,
+    /// How often Kademlia is re-bootstrapped. Default: 5 min.
+    pub rebootstrap_interval: Duration,
+    /// Cap of the exponential backoff (from 1 s) for redialling bootstrap peers while the
+    /// node has no peers. Default: 5 min.
+    pub redial_backoff_max: Duration,
+    /// Give up a blob fetch after this long. Default: 10 min.
+    pub fetch_timeout: Duration,
+    /// Timeout of one control or blob request. Default: 30 s.
+    pub request_timeout: Duration,
+    /// Test-only misbehaviour. Default: none.
+    #[doc(hidden)]
+    pub fault: FaultInjection,
+}
+
+impl NetConfig {
+    /// Production defaults (see each field) for the given identity.
+    pub fn new(keypair: Keypair) -> Self {
+        let listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        Self {
+            keypair,
+            listen,
+            bootstrap: Vec::new(),
+            mdns: true,
+            max_connections: 128,
+            idle_timeout: Duration::from_secs(60),
+            agent_version: format!("hearth/{}", env!("CARGO_PKG_VERSION")),
+            rebootstrap_interval: Duration::from_secs(300),
+            redial_backoff_max: Duration::from_secs(300),
+            fetch_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
+            fault: FaultInjection::default(),
+        }
+    }
+
+    /// For tests and benchmarks: listen on loopback TCP with an OS-chosen port, mDNS off.
+    pub fn loopback(keypair: Keypair) -> Self {
+        let mut cfg = Self::new(keypair);
+        cfg.listen = "/ip4/127.0.0.1/tcp/0".parse().into_iter().collect();
+        cfg.mdns = false;
+        cfg
+    }
+}
+
+impl fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("peer_id", &self.keypair.public().to_peer_id())
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("mdns", &self.mdns)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of the network layer, worded for the person reading the log or the API answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NetError {
+    /// Nobody subscribed to the topic is connected; the message was not sent. Not fatal.
+    #[error("no connected peer listens on {0} yet; the message was not sent")]
+    NoPeersSubscribed(Topic),
+    /// The payload is over [`MAX_GOSSIP_DATA`].
+    #[error("the message is {len} bytes, over the {max}-byte gossip limit; store it as a blob and announce its hash")]
+    MessageTooLarge { len: usize, max: usize },
+    /// Identical bytes were already published or received recently.
+    #[error("this exact message was already sent recently")]
+    Duplicate,
+    /// Gossipsub refused the message for another reason.
+    #[error("the message could not be published: {0}")]
+    Publish(String),
+    /// A control request is over [`MAX_CONTROL_MESSAGE`].
+    #[error("the request is {len} bytes, over the {max}-byte limit")]
+    RequestTooLarge { len: usize, max: usize },
+    /// A request to a peer failed (unreachable, timed out, closed, refused).
+    #[error("peer {peer} did not answer: {reason}")]
+    Request { peer: PeerId, reason: String },
+    /// No peer could supply a verified copy of the blob.
+    #[error("no reachable peer could supply blob {0}")]
+    BlobUnavailable(String),
+    /// The blob is not in the local store, so it cannot be provided.
+    #[error("blob {0} is not in the local store, so it cannot be offered to peers")]
+    NotHeld(String),
+    /// The local content store failed.
+    #[error("the local content store failed: {0}")]
+    Store(String),
+    /// Dialling an address failed.
+    #[error("could not connect to {addr}: {reason}")]
+    Dial { addr: Multiaddr, reason: String },
+    /// A line of a bootstrap peer list is not a usable address.
+    #[error("peer list line {line}: {reason}")]
+    PeerList { line: usize, reason: String },
+    /// Too many operations of this kind are already in progress.
+    #[error("too many {0} in progress; try again shortly")]
+    Busy(&'static str),
+    /// The operation did not finish in time.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The network could not be started.
+    #[error("the network could not be started: {0}")]
+    Setup(String),
+    /// The swarm task has stopped (shutdown or crash).
+    #[error("the network has stopped")]
+    Stopped,
+}
+
+impl NetError {
+    /// True for [`NetError::NoPeersSubscribed`], which callers may treat as "sent to nobody".
+    pub fn is_no_peers(&self) -> bool {
+        matches!(self, NetError::NoPeersSubscribed(_))
+    }
+}
+
+/// What the node layer receives from the network.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A gossip message awaiting validation: answer with [`Network::report_validation`]
+    /// using `id` and `propagation_source`.
+    Gossip {
+        topic: Topic,
+        id: MessageId,
+        /// The signing author (always set: messages are signed and checked strictly).
+        source: Option<PeerId>,
+        /// The peer that forwarded it to us.
+        propagation_source: PeerId,
+        data: Vec<u8>,
+    },
+    /// A control request. Send at most [`MAX_CONTROL_MESSAGE`] bytes on `reply`; dropping
+    /// `reply` closes the peer's stream without an answer.
+    ControlRequest {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
+    /// The first connection to a peer was established.
+    PeerConnected(PeerId),
+    /// The last connection to a peer was closed.
+    PeerDisconnected(PeerId),
+}
+
+/// A snapshot of the node's network state.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetStatus {
+    pub peer_id: PeerId,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub connected_peers: usize,
+}
+
+/// What is known of one connected peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub peer_id: PeerId,
+    /// Addresses of its open connections, then the listen addresses it reported (bounded).
+    pub addresses: Vec<Multiaddr>,
+    /// From identify, once received.
+    pub agent_version: Option<String>,
+    /// From identify, once received.
+    pub protocol_version: Option<String>,
+    /// When the first of its current connections was established.
+    pub connected_since: SystemTime,
+    /// Its gossipsub score as seen by this node (negative after invalid messages).
+    pub gossip_score: Option<f64>,
+}
+
+/// Requests from a [`Network`] handle to the swarm task.
+enum Command {
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    ReportValidation {
+        id: MessageId,
+        from: PeerId,
+        verdict: Verdict,
+    },
+    Request {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, NetError>>,
+    },
+    FetchBlob {
+        hash: blake3::Hash,
+        hint: Option<PeerId>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Provide {
+        hash: blake3::Hash,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Status {
+        reply: oneshot::Sender<NetStatus>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Cloneable handle to the swarm task.
+///
+/// Cancel safety: every method sends one command and awaits its reply. Dropping the future
+/// after the command was sent does not undo it (a publish may still go out, a fetch carries
+/// on and its result is discarded).
+#[derive(Clone)]
+pub struct Network {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Network")
+            .field("peer_id", &self.peer_id)
+            .finish()
+    }
+}
+
+impl Network {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// This node's PeerId.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Publish `data` (at most [`MAX_GOSSIP_DATA`] bytes) on `topic`.
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), NetError> {
+        if data.len() > MAX_GOSSIP_DATA {
+            return Err(NetError::MessageTooLarge {
+                len: data.len(),
+                max: MAX_GOSSIP_DATA,
+            });
+        }
+        self.call(|reply| Command::Publish { topic, data, reply })
+            .await?
+    }
+
+    /// Report the verdict on a [`NetEvent::Gossip`]; `from` is its `propagation_source`.
+    /// Best effort: silently does nothing once the network has stopped.
+    pub async fn report_validation(&self, id: MessageId, from: PeerId, verdict: Verdict) {
+        let _ = self
+            .commands
+            .send(Command::ReportValidation { id, from, verdict })
+            .await;
+    }
+
+    /// Send a control request (at most [`MAX_CONTROL_MESSAGE`] bytes) and await the answer.
+    pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        if data.len() > MAX_CONTROL_MESSAGE {
+            return Err(NetError::RequestTooLarge {
+                len: data.len(),
+                max: MAX_CONTROL_MESSAGE,
+            });
+        }
+        self.call(|reply| Command::Request { peer, data, reply })
+            .await?
+    }
+
+    /// Fetch the blob `hash` into the local store, verifying every chunk. Asks `hint` first,
+    /// then Kademlia providers; a peer that sends bad data is disconnected and the fetch
+    /// resumes from another provider. Returns at once if the blob is already held. Once
+    /// fetched the blob is provided to the network.
+    pub async fn fetch_blob(
+        &self,
+        hash: blake3::Hash,
+        hint: Option<PeerId>,
+    ) -> Result<(), NetError> {
+        self.call(|reply| Command::FetchBlob { hash, hint, reply })
+            .await?
+    }
+
+    /// Announce that this node holds `hash` (it must be in the store). Returns once the
+    /// provider record is stored locally; publication to the DHT continues in the background.
+    pub async fn provide(&self, hash: blake3::Hash) -> Result<(), NetError> {
+        self.call(|reply| Command::Provide { hash, reply }).await?
+    }
+
+    /// Connect to `addr` (optionally ending in `/p2p/<peer id>`); returns once connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Peer id, listen addresses and number of connected peers.
+    pub async fn status(&self) -> Result<NetStatus, NetError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// The connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetError> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// Stop the swarm task and wait until it has closed. Idempotent.
+    pub async fn shutdown(&self) {
+        let _ = self.call(|reply| Command::Shutdown { reply }).await;
+    }
+}
+
+/// Start the network: build the swarm, listen, subscribe, provide every blob in `store`,
+/// dial bootstrap peers. Returns once every listener has an address (or failed), so
+/// [`Network::status`] is immediately meaningful.
+pub async fn spawn(
+    config: NetConfig,
+    store: Store,
+) -> Result<
+    (
+        Network,
+        mpsc::Receiver<NetEvent>,
+        tokio::task::JoinHandle<()>,
+    ),
+    NetError,
+> {
+    let peer_id = config.keypair.public().to_peer_id();
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
+    let mut actor = actor::Actor::new(config, store, cmd_rx, ev_tx)?;
+    actor.wait_listening().await;
+    let handle = tokio::spawn(actor.run());
+    Ok((
+        Network {
+            peer_id,
+            commands: cmd_tx,
+        },
+        ev_rx,
+        handle,
+    ))
+}

@@ -1,0 +1,232 @@
+//! The composed libp2p behaviour and the swarm that runs it: which protocols a radiator
+//! speaks and with which parameters. Event handling lives in `actor`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux,
+    StreamProtocol, Swarm, SwarmBuilder,
+};
+
+use super::codec::FrameCodec;
+use super::wire::{MAX_BLOB_REQUEST, MAX_BLOB_RESPONSE};
+use super::{
+    NetConfig, NetError, Topic, BLOB_PROTOCOL, CONTROL_PROTOCOL, GOSSIP_MAX_TRANSMIT,
+    IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MAX_CONTROL_MESSAGE,
+};
+
+/// Gossipsub heartbeat; mesh repair and IHAVE gossip happen at this pace (delivery itself
+/// is immediate).
+pub(crate) const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(300);
+/// Provider records this node keeps for blobs it holds (bounded Kademlia store).
+pub(crate) const MAX_PROVIDED_KEYS: usize = 65_536;
+/// Concurrent inbound streams per connection for each request-response protocol.
+const MAX_CONCURRENT_STREAMS: usize = 64;
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) control: request_response::Behaviour<FrameCodec>,
+    pub(crate) blob: request_response::Behaviour<FrameCodec>,
+}
+
+/// The gossipsub configuration, shared with `docs/protocol.md`.
+pub(crate) fn gossipsub_config() -> Result<gossipsub::Config, NetError> {
+    gossipsub::ConfigBuilder::default()
+        // Signed messages, checked strictly; the node layer validates the payload.
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        // Content-addressed ids: blake3 of the payload.
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::new(blake3::hash(&m.data).as_bytes())
+        })
+        .max_transmit_size(GOSSIP_MAX_TRANSMIT)
+        // Works for 2 nodes and for 1,000: a small network keeps a partial mesh (mesh_n_low
+        // 2), flood publishing reaches every subscribed peer we are connected to.
+        .mesh_n(6)
+        .mesh_n_low(2)
+        .mesh_n_high(12)
+        .mesh_outbound_min(1)
+        .gossip_lazy(6)
+        .flood_publish(true)
+        .heartbeat_interval(GOSSIP_HEARTBEAT)
+        .history_length(5)
+        .history_gossip(3)
+        .duplicate_cache_time(Duration::from_secs(120))
+        .build()
+        .map_err(|e| NetError::Setup(format!("gossipsub config: {e}")))
+}
+
+/// Peer scoring: only misbehaviour is weighed heavily, so an honest but quiet home (sparse,
+/// bursty traffic) is never penalised for delivering little.
+fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        // P1: a little credit for staying in the mesh (at most +1).
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        // P2: credit for being first to deliver (at most +10).
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_decay: 0.5,
+        first_message_deliveries_cap: 10.0,
+        // P3/P3b off: household traffic is too sparse to expect deliveries.
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        // P4: each rejected message costs -10 * count^2, decaying by 10% a second. Three
+        // rejections in a row take a peer below the graylist threshold.
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    };
+    let mut topics = HashMap::new();
+    for t in Topic::ALL {
+        topics.insert(t.ident().hash(), topic.clone());
+    }
+    let params = gossipsub::PeerScoreParams {
+        topics,
+        // Loopback (tests, several nodes on one machine) is exempt from the IP colocation
+        // penalty; a household with more than 10 radiators behind one address is not.
+        ip_colocation_factor_whitelist: [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        accept_px_threshold: 10.0,
+        opportunistic_graft_threshold: 5.0,
+    };
+    (params, thresholds)
+}
+
+fn build_behaviour(cfg: &NetConfig) -> Result<Behaviour, NetError> {
+    let key = &cfg.keypair;
+    let peer_id = key.public().to_peer_id();
+
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(cfg.max_connections))
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_incoming(Some(cfg.max_connections.clamp(8, 64)))
+        .with_max_pending_outgoing(Some(cfg.max_connections.clamp(8, 64)));
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_string(), key.public())
+            .with_agent_version(cfg.agent_version.clone())
+            .with_push_listen_addr_updates(true),
+    );
+
+    let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+    kad_cfg
+        .set_query_timeout(Duration::from_secs(30))
+        .set_periodic_bootstrap_interval(Some(cfg.rebootstrap_interval))
+        .set_provider_publication_interval(Some(Duration::from_secs(6 * 3600)));
+    let store = MemoryStore::with_config(
+        peer_id,
+        MemoryStoreConfig {
+            max_provided_keys: MAX_PROVIDED_KEYS,
+            ..Default::default()
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
+    if !cfg.listen.is_empty() {
+        // A LAN/home system: every node with a listener answers DHT queries, instead of
+        // waiting for a confirmed external address as the automatic mode would.
+        kad.set_mode(Some(kad::Mode::Server));
+    }
+
+    let mdns = if cfg.mdns {
+        let mdns_cfg = mdns::Config {
+            query_interval: Duration::from_secs(60),
+            ..Default::default()
+        };
+        Some(
+            mdns::tokio::Behaviour::new(mdns_cfg, peer_id)
+                .map_err(|e| NetError::Setup(format!("mDNS: {e}")))?,
+        )
+    } else {
+        None
+    };
+
+    let mut gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossipsub_config()?,
+    )
+    .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?;
+    let (params, thresholds) = score_params();
+    gossipsub
+        .with_peer_score(params, thresholds)
+        .map_err(|e| NetError::Setup(format!("gossipsub scoring: {e}")))?;
+    for t in Topic::ALL {
+        gossipsub
+            .subscribe(&t.ident())
+            .map_err(|e| NetError::Setup(format!("subscribe {t}: {e}")))?;
+    }
+
+    let rr_cfg = request_response::Config::default()
+        .with_request_timeout(cfg.request_timeout)
+        .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    let control = request_response::Behaviour::with_codec(
+        FrameCodec::new(MAX_CONTROL_MESSAGE, MAX_CONTROL_MESSAGE),
+        [(
+            StreamProtocol::new(CONTROL_PROTOCOL),
+            request_response::ProtocolSupport::Full,
+        )],
+        rr_cfg.clone(),
+    );
+    let blob = request_response::Behaviour::with_codec(
+        FrameCodec::new(MAX_BLOB_REQUEST, MAX_BLOB_RESPONSE),
+        [(
+            StreamProtocol::new(BLOB_PROTOCOL),
+            request_response::ProtocolSupport::Full,
+        )],
+        rr_cfg,
+    );
+
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        identify,
+        ping: ping::Behaviour::new(ping::Config::new()),
+        kad,
+        mdns: Toggle::from(mdns),
+        gossipsub,
+        control,
+        blob,
+    })
+}
+
+/// Build the swarm: TCP (noise, yamux), QUIC and DNS over tokio.
+pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+    let behaviour = build_behaviour(cfg)?;
+    let swarm = SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Setup(format!("TCP transport: {e}")))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| NetError::Setup(format!("DNS resolver: {e}")))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| NetError::Setup(format!("behaviour: {e}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+        .build();
+    Ok(swarm)
+}
