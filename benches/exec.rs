@@ -62,12 +62,21 @@ fn measure(
     blanket.prepare(&hash, module).expect("compiles");
 
     let (t_native, native_out) = best_of(reps, || {
-        inputs.iter().map(|i| black_box(native(black_box(i)))).collect::<Vec<_>>()
+        inputs
+            .iter()
+            .map(|i| black_box(native(black_box(i))))
+            .collect::<Vec<_>>()
     });
     let (t_hearth, (hearth_out, fuel)) = best_of(reps, || run_all(&exec, module, inputs));
     let (t_blanket, (blanket_out, _)) = best_of(reps, || run_all(&blanket, module, inputs));
-    assert_eq!(hearth_out, native_out, "{name}: executor output differs from native");
-    assert_eq!(blanket_out, native_out, "{name}: blanket-NaN output differs from native");
+    assert_eq!(
+        hearth_out, native_out,
+        "{name}: executor output differs from native"
+    );
+    assert_eq!(
+        blanket_out, native_out,
+        "{name}: blanket-NaN output differs from native"
+    );
     Row {
         name: name.to_string(),
         native: t_native,
