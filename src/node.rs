@@ -255,15 +255,19 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
+        // Control requests in flight; aborted and awaited on shutdown.
+        let mut requests = JoinSet::new();
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some(ev) => router.route(ev).await,
+                    Some(ev) => router.route(ev, &mut requests).await,
                     None => break,
                 },
+                Some(_) = requests.join_next(), if !requests.is_empty() => {}
                 _ = stop.changed() => break,
             }
         }
+        requests.shutdown().await;
     });
 
     tracing::info!(peer = %net.local_peer_id(), household = %identity.public(), api = %api_addr, "node started");
@@ -286,7 +290,7 @@ struct Router {
 }
 
 impl Router {
-    async fn route(&self, ev: NetEvent) {
+    async fn route(&self, ev: NetEvent, requests: &mut JoinSet<()>) {
         match ev {
             NetEvent::Gossip {
                 topic,
@@ -307,7 +311,7 @@ impl Router {
                 // Each request is served on its own task so a slow one (a claim whose state is
                 // being flushed) does not hold up the others; the network layer bounds how many
                 // inbound requests are open at once.
-                tokio::spawn(async move {
+                requests.spawn(async move {
                     let response = control(&coordinator, &ledger, own, peer, &data).await;
                     let _ = reply.send(response.to_bytes());
                 });

@@ -223,6 +223,8 @@ pub struct Coordinator {
     jobs: HashMap<blake3::Hash, (JobManifest, JobState)>,
     tx: mpsc::Sender<Command>,
     rx: mpsc::Receiver<Command>,
+    /// Output fetches and receipt deliveries in flight; aborted and awaited on shutdown.
+    tasks: tokio::task::JoinSet<()>,
 }
 
 impl Coordinator {
@@ -260,6 +262,7 @@ impl Coordinator {
                 jobs,
                 tx,
                 rx,
+                tasks: tokio::task::JoinSet::new(),
             },
             handle,
         ))
@@ -278,9 +281,11 @@ impl Coordinator {
                     None => break,
                 },
                 _ = reannounce.tick() => self.announce_open().await,
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = shutdown.changed() => break,
             }
         }
+        self.tasks.shutdown().await;
         let _ = self.jobs_tree.flush_async().await;
     }
 
@@ -594,11 +599,11 @@ impl Coordinator {
 
     /// Starts fetching a verified shard's output from an agreeing worker. The result comes
     /// back to the actor as a command, so the actor never waits on the network.
-    fn fetch_output(&self, job: blake3::Hash, shard: u32, output: blake3::Hash, hint: Option<libp2p::PeerId>) {
+    fn fetch_output(&mut self, job: blake3::Hash, shard: u32, output: blake3::Hash, hint: Option<libp2p::PeerId>) {
         let net = self.net.clone();
         let store = self.store.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = match store.has(&output) {
                 Ok(true) => Ok(()),
                 _ => net.fetch_blob(output, hint).await.map_err(|e| e.to_string()),
@@ -614,18 +619,22 @@ impl Coordinator {
         });
     }
 
-    fn resume_verification(&self) {
+    fn resume_verification(&mut self) {
+        let mut pending = Vec::new();
         for (id, (manifest, state)) in &self.jobs {
             if state.status != JobStatus::Running {
                 continue;
             }
             for (i, shard) in state.shards.iter().enumerate() {
                 if shard.verified.is_none() && shard.failed.is_none() {
-                    if let Decision::Verified { output, .. } = decide(shard, manifest.replication) {
-                        self.fetch_output(*id, i as u32, output, None);
+                    if let Decision::Verified { output } = decide(shard, manifest.replication) {
+                        pending.push((*id, i as u32, output));
                     }
                 }
             }
+        }
+        for (id, shard, output) in pending {
+            self.fetch_output(id, shard, output, None);
         }
     }
 
@@ -633,7 +642,7 @@ impl Coordinator {
         if let Err(e) = result {
             tracing::warn!(job = %job, shard, "could not fetch the verified output: {e}; retrying");
             let tx = self.tx.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let _ = tx.send(Command::OutputFetched { job, shard, output, result: Ok(()) }).await;
             });
@@ -697,7 +706,7 @@ impl Coordinator {
         }
     }
 
-    async fn deliver(&self, receipt: Receipt) {
+    async fn deliver(&mut self, receipt: Receipt) {
         match self.ledger.insert(&receipt) {
             Ok(_) | Err(crate::ledger::LedgerError::Replay { .. }) => {}
             Err(e) => tracing::error!("own ledger refused a receipt: {e}"),
@@ -713,7 +722,7 @@ impl Coordinator {
         let net = self.net.clone();
         let bytes = Request::Receipt(receipt).to_bytes();
         // Delivery is best effort: the receipt is also on gossip and in this ledger.
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(e) = net.request(peer, bytes).await {
                 tracing::debug!(%peer, "receipt not delivered directly: {e}");
             }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::exec::{Executor, Limits};
 use crate::identity::{Identity, PublicKey};
@@ -104,6 +105,8 @@ pub struct Worker {
     events: mpsc::Receiver<WorkerEvent>,
     known: HashMap<blake3::Hash, KnownJob>,
     running: usize,
+    /// Shard tasks in flight; aborted and awaited on shutdown so nothing outlives the node.
+    tasks: JoinSet<(blake3::Hash, Outcome)>,
 }
 
 impl Worker {
@@ -139,14 +142,14 @@ impl Worker {
                 events,
                 known: HashMap::new(),
                 running: 0,
+                tasks: JoinSet::new(),
             },
             tx,
         ))
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let (done_tx, mut done_rx) = mpsc::channel::<(blake3::Hash, Outcome)>(64);
-        self.resume(&done_tx);
+        self.resume();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -155,11 +158,19 @@ impl Worker {
                     Some(ev) => self.on_event(ev),
                     None => break,
                 },
-                Some((job, outcome)) = done_rx.recv() => self.on_done(job, outcome),
-                _ = tick.tick() => self.start_work(&done_tx),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok((job, outcome)) = done {
+                        self.on_done(job, outcome);
+                    } else {
+                        self.running = self.running.saturating_sub(1);
+                    }
+                }
+                _ = tick.tick() => self.start_work(),
                 _ = shutdown.changed() => break,
             }
         }
+        // Abandoned leases expire at their coordinators and are leased again.
+        self.tasks.shutdown().await;
     }
 
     fn on_event(&mut self, ev: WorkerEvent) {
@@ -218,7 +229,7 @@ impl Worker {
         }
     }
 
-    fn start_work(&mut self, done: &mpsc::Sender<(blake3::Hash, Outcome)>) {
+    fn start_work(&mut self) {
         let wanted = (*self.slots.borrow()).min(self.max_slots);
         self.ctx.demand_permille = (wanted * 1000 / self.max_slots).min(1000) as u16;
         let now = Instant::now();
@@ -236,16 +247,15 @@ impl Worker {
             self.running += 1;
             let ctx = self.ctx.clone();
             let coordinator = k.coordinator;
-            let done = done.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let outcome = ctx.lease_and_work(job, coordinator).await;
-                let _ = done.send((job, outcome)).await;
+                (job, outcome)
             });
         }
     }
 
     /// Picks up leases that were being worked when the node stopped.
-    fn resume(&mut self, done: &mpsc::Sender<(blake3::Hash, Outcome)>) {
+    fn resume(&mut self) {
         for item in self.ctx.leases.iter() {
             let Ok((key, value)) = item else { continue };
             let saved: Option<SavedLease> = serde_json::from_slice(&value).ok();
@@ -272,13 +282,12 @@ impl Worker {
             });
             self.running += 1;
             let ctx = self.ctx.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let outcome = match ctx.work(coordinator, lease).await {
                     Ok(()) => Outcome::Worked,
                     Err(e) => Outcome::Unreachable(e.to_string()),
                 };
-                let _ = done.send((job, outcome)).await;
+                (job, outcome)
             });
         }
     }
