@@ -184,6 +184,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         let _ = net_task.await;
     });
 
+    // Bounded: announcements beyond it are dropped and arrive again with the next one.
+    let (worker_tx, worker_rx) = mpsc::channel(256);
     let (coordinator, coordinator_handle) = Coordinator::new(
         &db,
         identity.clone(),
@@ -191,6 +193,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         ledger.clone(),
         net.clone(),
         opts.coordinator.clone(),
+        worker_tx.clone(),
     )?;
     tasks.spawn(coordinator.run(shutdown_rx.clone()));
 
@@ -200,7 +203,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         Role::Bootstrap => 0,
     };
     let (slots, slots_rx) = watch::channel(initial_slots);
-    let (worker, worker_tx) = Worker::new(
+    let worker = Worker::new(
         &db,
         identity.clone(),
         store.clone(),
@@ -210,6 +213,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         slots_rx,
         max_slots,
         opts.worker.clone(),
+        worker_rx,
     )?;
     tasks.spawn(worker.run(shutdown_rx.clone()));
 

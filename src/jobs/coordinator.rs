@@ -28,6 +28,7 @@ use crate::model::{now_ms, Assembly, JobManifest};
 use crate::net::{Network, Topic};
 use crate::store::Store;
 
+use super::worker::WorkerEvent;
 use super::JobError;
 
 /// How many replicas of one shard may be run at most while replicas disagree.
@@ -225,6 +226,8 @@ pub struct Coordinator {
     rx: mpsc::Receiver<Command>,
     /// Output fetches and receipt deliveries in flight; aborted and awaited on shutdown.
     tasks: tokio::task::JoinSet<()>,
+    /// This node's own worker: gossipsub does not deliver a node's messages to itself.
+    local_worker: mpsc::Sender<WorkerEvent>,
 }
 
 impl Coordinator {
@@ -235,6 +238,7 @@ impl Coordinator {
         ledger: Ledger,
         net: Network,
         config: CoordinatorConfig,
+        local_worker: mpsc::Sender<WorkerEvent>,
     ) -> Result<(Coordinator, CoordinatorHandle), JobError> {
         let jobs_tree = db.open_tree("coord/jobs")?;
         let excluded = db.open_tree("coord/excluded")?;
@@ -263,6 +267,7 @@ impl Coordinator {
                 tx,
                 rx,
                 tasks: tokio::task::JoinSet::new(),
+                local_worker,
             },
             handle,
         ))
@@ -391,6 +396,15 @@ impl Coordinator {
             },
             _ => JobGossip::Closed { job: *id },
         };
+        let local = match &msg {
+            JobGossip::Announce { job, .. } => WorkerEvent::Announced {
+                job: *job,
+                coordinator: self.identity.peer_id(),
+            },
+            JobGossip::Closed { job } => WorkerEvent::Closed { job: *job },
+        };
+        // A full queue means the worker is busy; the next re-announcement tries again.
+        let _ = self.local_worker.try_send(local);
         if let Err(e) = self.net.publish(Topic::Jobs, msg.to_bytes()).await {
             tracing::debug!(job = %id, "announcement not published: {e}");
         }

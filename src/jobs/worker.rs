@@ -121,11 +121,10 @@ impl Worker {
         slots: watch::Receiver<usize>,
         max_slots: usize,
         config: WorkerConfig,
-    ) -> Result<(Worker, mpsc::Sender<WorkerEvent>), JobError> {
-        let (tx, events) = mpsc::channel(256);
+        events: mpsc::Receiver<WorkerEvent>,
+    ) -> Result<Worker, JobError> {
         let local_peer = identity.peer_id();
-        Ok((
-            Worker {
+        Ok(Worker {
                 ctx: Ctx {
                     identity,
                     store,
@@ -143,9 +142,7 @@ impl Worker {
                 known: HashMap::new(),
                 running: 0,
                 tasks: JoinSet::new(),
-            },
-            tx,
-        ))
+        })
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
@@ -435,7 +432,7 @@ impl Ctx {
         let claim = Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
         match self.ask(coordinator, Request::Claim(claim)).await? {
             Response::ClaimAccepted { verified } => {
-                tracing::info!(fuel = out.fuel, verified, "claim accepted");
+                tracing::debug!(fuel = out.fuel, verified, "claim accepted");
                 Ok(())
             }
             Response::ClaimRejected { detail } => {
