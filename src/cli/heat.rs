@@ -90,7 +90,10 @@ fn print_status(s: &HeatStatus) {
     let room = s
         .room_celsius
         .map_or_else(|| "unknown".to_string(), |c| format!("{c:.1} °C"));
-    println!("room        {room} (setpoint {:.1} °C, {} mode, {} sensor)", s.setpoint_celsius, s.mode, s.source);
+    println!(
+        "room        {room} (setpoint {:.1} °C, {} mode, {} sensor)",
+        s.setpoint_celsius, s.mode, s.source
+    );
     if let Some(out) = s.outdoor_celsius {
         println!("outdoor     {out:.1} °C (simulated, {})", s.local_time);
     }
@@ -101,11 +104,18 @@ fn print_status(s: &HeatStatus) {
         s.power_watts,
         f64::from(s.demand_permille) / 10.0
     );
-    println!("today       {:.2} kWh ({:?})", s.energy_today_kwh, s.energy_method);
+    println!(
+        "today       {:.2} kWh ({:?})",
+        s.energy_today_kwh, s.energy_method
+    );
     if let Some(m) = s.boost_minutes_left {
         println!("boost       {m} min left");
     }
-    let mark = if s.fail_safe { "SAFE MODE   " } else { "why         " };
+    let mark = if s.fail_safe {
+        "SAFE MODE   "
+    } else {
+        "why         "
+    };
     println!("{mark}{}", s.reason);
 }
 
@@ -113,7 +123,10 @@ pub async fn set(api: &str, celsius: f64) -> anyhow::Result<()> {
     let s: HeatStatus = Client::new(api)
         .post_json("/v1/heat/setpoint", &Celsius { celsius })
         .await?;
-    println!("holding {:.1} °C until `hearth heat auto`", s.setpoint_celsius);
+    println!(
+        "holding {:.1} °C until `hearth heat auto`",
+        s.setpoint_celsius
+    );
     Ok(())
 }
 
@@ -132,7 +145,11 @@ pub async fn boost(api: &str, duration: &str) -> anyhow::Result<()> {
     println!(
         "boosting at full power for {} min, then back to {}",
         s.boost_minutes_left.unwrap_or(minutes),
-        if s.mode == "boost" { "the previous mode" } else { s.mode.as_str() }
+        if s.mode == "boost" {
+            "the previous mode"
+        } else {
+            s.mode.as_str()
+        }
     );
     Ok(())
 }
@@ -155,7 +172,9 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         bail!("give a duration such as 1h, 90m or 1h30m");
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             bail!("{s:?} is not a duration; write e.g. 1h, 90m or 1h30m");
         }
@@ -163,7 +182,9 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
             .parse()
             .with_context(|| format!("{s:?} is not a duration"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let mult = match unit {
@@ -191,7 +212,7 @@ pub fn simulate_day(args: &SimulateArgs, config: &HeatConfig) -> anyhow::Result<
     let report = simulate(&opts)?;
     if let Some(path) = &args.plot {
         let title = format!(
-            "hearth: simulated winter day, {:.0}% of the time within 0.5 K",
+            "hearth: simulated winter day, {:.0}% of the time within ±0.5 K",
             report.fraction_within_half_kelvin * 100.0
         );
         plot::write_png(&report.samples, &title, path)?;
@@ -201,7 +222,10 @@ pub fn simulate_day(args: &SimulateArgs, config: &HeatConfig) -> anyhow::Result<
     } else {
         println!(
             "{:.0} h simulated, {} slots, outdoor {:.0} to {:.0} °C",
-            report.hours, report.max_slots, config.simulated.outdoor_min_celsius, config.simulated.outdoor_max_celsius
+            report.hours,
+            report.max_slots,
+            config.simulated.outdoor_min_celsius,
+            config.simulated.outdoor_max_celsius
         );
         println!(
             "within ±0.5 K of the setpoint {:.1} % of the time (room {:.2} to {:.2} °C)",

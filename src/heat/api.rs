@@ -77,12 +77,18 @@ async fn status(State(heat): State<HeatHandle>) -> Json<HeatStatus> {
     Json(heat.status())
 }
 
-async fn push(State(heat): State<HeatHandle>, json: Result<Json<Celsius>, JsonRejection>) -> Answer {
+async fn push(
+    State(heat): State<HeatHandle>,
+    json: Result<Json<Celsius>, JsonRejection>,
+) -> Answer {
     let c = body(json, r#"{"celsius": 20.5}"#)?;
     Ok(Json(heat.push_temperature(c.celsius).await?))
 }
 
-async fn setpoint(State(heat): State<HeatHandle>, json: Result<Json<Celsius>, JsonRejection>) -> Answer {
+async fn setpoint(
+    State(heat): State<HeatHandle>,
+    json: Result<Json<Celsius>, JsonRejection>,
+) -> Answer {
     let c = body(json, r#"{"celsius": 20.5}"#)?;
     Ok(Json(heat.set_setpoint(c.celsius).await?))
 }

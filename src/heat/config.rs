@@ -361,8 +361,14 @@ impl HeatConfig {
                 reason: "must be more than heat.idle_watts".into(),
             });
         }
-        temperature("heat.simulated.outdoor_min_celsius", sim.outdoor_min_celsius)?;
-        temperature("heat.simulated.outdoor_max_celsius", sim.outdoor_max_celsius)?;
+        temperature(
+            "heat.simulated.outdoor_min_celsius",
+            sim.outdoor_min_celsius,
+        )?;
+        temperature(
+            "heat.simulated.outdoor_max_celsius",
+            sim.outdoor_max_celsius,
+        )?;
         if sim.outdoor_min_celsius > sim.outdoor_max_celsius {
             return Err(HeatError::Config {
                 field: "heat.simulated.outdoor_min_celsius",

@@ -58,13 +58,41 @@ impl Schedule {
         let night = parse_hhmm("heat.schedule.night_start", &c.night_start)?;
         let mut hours = [(day, night); 7];
         let days: [(&'static str, &'static str, &Option<DayHours>); 7] = [
-            ("heat.schedule.mon.day_start", "heat.schedule.mon.night_start", &c.mon),
-            ("heat.schedule.tue.day_start", "heat.schedule.tue.night_start", &c.tue),
-            ("heat.schedule.wed.day_start", "heat.schedule.wed.night_start", &c.wed),
-            ("heat.schedule.thu.day_start", "heat.schedule.thu.night_start", &c.thu),
-            ("heat.schedule.fri.day_start", "heat.schedule.fri.night_start", &c.fri),
-            ("heat.schedule.sat.day_start", "heat.schedule.sat.night_start", &c.sat),
-            ("heat.schedule.sun.day_start", "heat.schedule.sun.night_start", &c.sun),
+            (
+                "heat.schedule.mon.day_start",
+                "heat.schedule.mon.night_start",
+                &c.mon,
+            ),
+            (
+                "heat.schedule.tue.day_start",
+                "heat.schedule.tue.night_start",
+                &c.tue,
+            ),
+            (
+                "heat.schedule.wed.day_start",
+                "heat.schedule.wed.night_start",
+                &c.wed,
+            ),
+            (
+                "heat.schedule.thu.day_start",
+                "heat.schedule.thu.night_start",
+                &c.thu,
+            ),
+            (
+                "heat.schedule.fri.day_start",
+                "heat.schedule.fri.night_start",
+                &c.fri,
+            ),
+            (
+                "heat.schedule.sat.day_start",
+                "heat.schedule.sat.night_start",
+                &c.sat,
+            ),
+            (
+                "heat.schedule.sun.day_start",
+                "heat.schedule.sun.night_start",
+                &c.sun,
+            ),
         ];
         for (slot, (day_field, night_field, own)) in hours.iter_mut().zip(days) {
             if let Some(own) = own {
@@ -260,7 +288,8 @@ impl Controller {
                 slots: 0,
                 setpoint_celsius: setpoint,
                 demand_permille: 0,
-                reason: "heating is off (`hearth heat auto` or `hearth heat set` turns it back on)".into(),
+                reason: "heating is off (`hearth heat auto` or `hearth heat set` turns it back on)"
+                    .into(),
                 fail_safe: false,
             };
         }
@@ -283,9 +312,19 @@ impl Controller {
             Mode::Boost { until, .. } => {
                 let left = ((until - input.now_secs) / 60.0).ceil().max(0.0);
                 if room >= OVERHEAT_CELSIUS {
-                    (min, 0.0, format!("boost paused: the room is already {room:.1} °C"), false)
+                    (
+                        min,
+                        0.0,
+                        format!("boost paused: the room is already {room:.1} °C"),
+                        false,
+                    )
                 } else {
-                    (max, 1.0, format!("boost: full power for {left:.0} more minute(s)"), false)
+                    (
+                        max,
+                        1.0,
+                        format!("boost: full power for {left:.0} more minute(s)"),
+                        false,
+                    )
                 }
             }
             Mode::Auto | Mode::Manual { .. } => {
@@ -324,7 +363,9 @@ impl Controller {
             return (
                 0,
                 0.0,
-                format!("no heat needed: the room is {room:.1} °C for a setpoint of {setpoint:.1} °C"),
+                format!(
+                    "no heat needed: the room is {room:.1} °C for a setpoint of {setpoint:.1} °C"
+                ),
             );
         }
         let proportional = c.kp_per_k * error;
@@ -366,11 +407,13 @@ mod tests {
 
     #[test]
     fn schedule_day_night_and_weekday_override() {
-        let mut c = ScheduleConfig::default();
-        c.sat = Some(DayHours {
-            day_start: Some("08:30".into()),
-            night_start: None,
-        });
+        let c = ScheduleConfig {
+            sat: Some(DayHours {
+                day_start: Some("08:30".into()),
+                night_start: None,
+            }),
+            ..ScheduleConfig::default()
+        };
         let s = Schedule::from_config(&c).unwrap();
         assert_eq!(s.setpoint_at(at(1, 6, 59)), 16.0);
         assert_eq!(s.setpoint_at(at(1, 7, 0)), 19.0);

@@ -54,7 +54,9 @@ pub enum HeatError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the room temperature file {path} is larger than {limit} bytes; it should hold one number")]
+    #[error(
+        "the room temperature file {path} is larger than {limit} bytes; it should hold one number"
+    )]
     FileTooLarge { path: PathBuf, limit: usize },
     #[error("a setpoint of {0} °C is not allowed; choose between 5 and 30 °C")]
     Setpoint(f64),

@@ -14,6 +14,8 @@ use super::sim::Sample;
 use super::HeatError;
 
 type Rgb = [u8; 3];
+/// A temperature series: colour, line width, dash length (0 = solid), value of a sample.
+type Series = (Rgb, i64, usize, fn(&Sample) -> f64);
 
 const WIDTH: usize = 1000;
 const HEIGHT: usize = 600;
@@ -58,7 +60,14 @@ impl Canvas {
     }
 
     /// A line `thick` pixels wide; `dash` > 0 draws `dash` pixels on, `dash` off.
-    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb, thick: i64, dash: usize) {
+    fn line(
+        &mut self,
+        (x0, y0): (f64, f64),
+        (x1, y1): (f64, f64),
+        c: Rgb,
+        thick: i64,
+        dash: usize,
+    ) {
         let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
         for i in 0..=steps {
             if dash > 0 && (i / dash) % 2 == 1 {
@@ -134,11 +143,17 @@ pub fn render(samples: &[Sample], title: &str) -> Result<Vec<u8>, String> {
     let temps = samples
         .iter()
         .flat_map(|s| [s.room_celsius, s.setpoint_celsius, s.outdoor_celsius]);
-    let (tmin, tmax) = temps.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| (lo.min(t), hi.max(t)));
+    let (tmin, tmax) = temps.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
+        (lo.min(t), hi.max(t))
+    });
     let t_step = tick_step(tmax - tmin + 2.0, 8.0);
     let tmin = ((tmin - 1.0) / t_step).floor() * t_step;
     let tmax = ((tmax + 1.0) / t_step).ceil() * t_step;
-    let pmax_raw = samples.iter().map(|s| s.power_watts).fold(0.0, f64::max).max(1.0);
+    let pmax_raw = samples
+        .iter()
+        .map(|s| s.power_watts)
+        .fold(0.0, f64::max)
+        .max(1.0);
     let p_step = tick_step(pmax_raw, 5.0);
     let pmax = (pmax_raw / p_step).ceil() * p_step;
 
@@ -175,7 +190,11 @@ pub fn render(samples: &[Sample], title: &str) -> Result<Vec<u8>, String> {
         w += p_step;
     }
     // Hour ticks (bottom).
-    let h_step = if hours <= 48.0 { tick_step(hours, 8.0).max(1.0) } else { 24.0 };
+    let h_step = if hours <= 48.0 {
+        tick_step(hours, 8.0).max(1.0)
+    } else {
+        24.0
+    };
     let mut h = 0.0;
     while h <= hours + 1e-9 {
         let x = x_of(h).round();
@@ -188,10 +207,11 @@ pub fn render(samples: &[Sample], title: &str) -> Result<Vec<u8>, String> {
     }
 
     // Series.
-    let series: [(Rgb, i64, usize, fn(&Sample) -> f64); 3] = [
+    let series: [Series; 3] = [
         (OUTDOOR, 2, 0, |s| s.outdoor_celsius),
-        (SETPOINT, 2, 6, |s| s.setpoint_celsius),
         (ROOM, 3, 0, |s| s.room_celsius),
+        // Drawn last, dashed, so it shows on top of a room that holds it.
+        (SETPOINT, 1, 6, |s| s.setpoint_celsius),
     ];
     for pair in samples.windows(2) {
         let (a, z) = (&pair[0], &pair[1]);
@@ -228,11 +248,29 @@ pub fn render(samples: &[Sample], title: &str) -> Result<Vec<u8>, String> {
     cv.line((r, t), (r, b), BLACK, 1, 0);
     cv.line((l, b), (r, b), BLACK, 1, 0);
     cv.line((l, t), (r, t), BLACK, 1, 0);
-    cv.text(LEFT as i64 - 60, TOP as i64 - 18, "temperature (°C)", BLACK, 1);
+    cv.text(
+        LEFT as i64 - 60,
+        TOP as i64 - 18,
+        "temperature (°C)",
+        BLACK,
+        1,
+    );
     let pw = Canvas::text_width("power (W)", 1);
-    cv.text(RIGHT as i64 + 60 - pw, TOP as i64 - 18, "power (W)", POWER, 1);
+    cv.text(
+        RIGHT as i64 + 60 - pw,
+        TOP as i64 - 18,
+        "power (W)",
+        POWER,
+        1,
+    );
     let xl = "time (hours from midnight)";
-    cv.text((WIDTH as i64 - Canvas::text_width(xl, 1)) / 2, BOTTOM as i64 + 30, xl, BLACK, 1);
+    cv.text(
+        (WIDTH as i64 - Canvas::text_width(xl, 1)) / 2,
+        BOTTOM as i64 + 30,
+        xl,
+        BLACK,
+        1,
+    );
     let tw = Canvas::text_width(title, 2);
     cv.text((WIDTH as i64 - tw) / 2, 14, title, BLACK, 2);
 

@@ -106,9 +106,15 @@ impl HeatHandle {
         self.meter.clone()
     }
 
-    async fn ask(&self, make: impl FnOnce(oneshot::Sender<Result<HeatStatus, HeatError>>) -> Command) -> Result<HeatStatus, HeatError> {
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<HeatStatus, HeatError>>) -> Command,
+    ) -> Result<HeatStatus, HeatError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| HeatError::Stopped)?;
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| HeatError::Stopped)?;
         rx.await.map_err(|_| HeatError::Stopped)?
     }
 
@@ -127,7 +133,8 @@ impl HeatHandle {
         if !SETPOINT_RANGE.contains(&celsius) {
             return Err(HeatError::Setpoint(celsius));
         }
-        self.ask(|tx| Command::Mode(ModeChange::Setpoint(celsius), tx)).await
+        self.ask(|tx| Command::Mode(ModeChange::Setpoint(celsius), tx))
+            .await
     }
 
     /// Back to the weekly schedule.
@@ -141,7 +148,8 @@ impl HeatHandle {
         if !(1..=MAX_BOOST_MINUTES).contains(&minutes) {
             return Err(HeatError::BoostDuration(minutes));
         }
-        self.ask(|tx| Command::Mode(ModeChange::Boost(duration), tx)).await
+        self.ask(|tx| Command::Mode(ModeChange::Boost(duration), tx))
+            .await
     }
 
     /// No heating (0 slots, at once) until `set` or `auto`.
@@ -218,7 +226,8 @@ pub fn spawn(
     config.validate()?;
     let max_slots = max_slots.max(1);
     let simulated = config.source == SourceKind::Simulated;
-    let sim_watts_per_slot = (config.simulated.radiator_watts - config.idle_watts) / max_slots as f64;
+    let sim_watts_per_slot =
+        (config.simulated.radiator_watts - config.idle_watts) / max_slots as f64;
     let meter = EnergyMeter::new(MeterConfig {
         idle_watts: config.idle_watts,
         watts_per_core: config.watts_per_slot,
@@ -226,7 +235,11 @@ pub fn spawn(
         rapl_root: config.rapl_root.clone(),
         proc_stat: "/proc/stat".into(),
     });
-    let per_slot = if simulated { sim_watts_per_slot } else { config.watts_per_slot };
+    let per_slot = if simulated {
+        sim_watts_per_slot
+    } else {
+        config.watts_per_slot
+    };
     let cap_slots = config
         .power_cap_watts
         .map(|cap| ((cap - config.idle_watts) / per_slot).floor().max(0.0) as usize)
@@ -247,7 +260,11 @@ pub fn spawn(
     let clock = Clock {
         start: now,
         start_local: chrono::Local::now().naive_local(),
-        acceleration: if simulated { config.simulated.acceleration } else { 1.0 },
+        acceleration: if simulated {
+            config.simulated.acceleration
+        } else {
+            1.0
+        },
         simulated,
     };
     let start_local = clock.local(now);
@@ -367,9 +384,17 @@ impl Service {
                         celsius,
                         at: Instant::now(),
                     });
-                    let trusted = self.judge(Instant::now());
-                    if let Err(why) = &trusted {
-                        tracing::warn!("{why}");
+                    let now = Instant::now();
+                    let trusted = self.judge(now);
+                    if trusted.is_err() {
+                        // An absurd push fails safe at once rather than at the next period.
+                        let decision = self.controller.step(&Input {
+                            now_secs: self.clock.room_secs(now),
+                            dt_secs: 0.0,
+                            local: self.clock.local(now),
+                            room: trusted.clone(),
+                        });
+                        self.apply(decision);
                     }
                     self.publish(trusted.ok());
                     Ok(self.status.borrow().clone())
@@ -382,12 +407,17 @@ impl Service {
                 let now = Instant::now();
                 let room_secs = self.clock.room_secs(now);
                 match change {
-                    ModeChange::Setpoint(c) => self.controller.set_mode(Mode::Manual { celsius: c }),
+                    ModeChange::Setpoint(c) => {
+                        self.controller.set_mode(Mode::Manual { celsius: c })
+                    }
                     ModeChange::Auto => self.controller.set_mode(Mode::Auto),
                     ModeChange::Boost(d) => self.controller.boost(room_secs, d.as_secs_f64()),
                     ModeChange::Off => self.controller.set_mode(Mode::Off),
                 }
-                tracing::info!(mode = self.controller.mode().name(), "heating mode changed by the household");
+                tracing::info!(
+                    mode = self.controller.mode().name(),
+                    "heating mode changed by the household"
+                );
                 let trusted = self.judge(now);
                 if matches!(self.controller.mode(), Mode::Off) {
                     // Off takes effect at once rather than at the next period.

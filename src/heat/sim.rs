@@ -177,8 +177,14 @@ pub fn simulate(opts: &SimOptions) -> Result<SimReport, HeatError> {
         fraction_within_half_kelvin: within / n,
         energy_kwh: energy_j / 3.6e6,
         mean_power_watts: energy_j / (hours * 3600.0).max(1.0),
-        min_room_celsius: samples.iter().map(|s| s.room_celsius).fold(f64::INFINITY, f64::min),
-        max_room_celsius: samples.iter().map(|s| s.room_celsius).fold(f64::NEG_INFINITY, f64::max),
+        min_room_celsius: samples
+            .iter()
+            .map(|s| s.room_celsius)
+            .fold(f64::INFINITY, f64::min),
+        max_room_celsius: samples
+            .iter()
+            .map(|s| s.room_celsius)
+            .fold(f64::NEG_INFINITY, f64::max),
         max_slot_step,
         hours,
         max_slots,

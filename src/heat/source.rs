@@ -161,7 +161,10 @@ pub async fn run_mqtt(
                     tracing::info!(host = %config.host, "MQTT broker reachable again");
                 }
                 failing = false;
-                if let Err(e) = client.subscribe(config.topic.clone(), QoS::AtLeastOnce).await {
+                if let Err(e) = client
+                    .subscribe(config.topic.clone(), QoS::AtLeastOnce)
+                    .await
+                {
                     tracing::warn!("MQTT: could not subscribe to {}: {e}", config.topic);
                 }
             }
@@ -205,8 +208,18 @@ mod tests {
             21.3
         );
         assert_eq!(parse_temperature(br#"{"celsius": 19}"#).unwrap(), 19.0);
-        assert_eq!(parse_temperature(br#"{"temperature":"18.5"}"#).unwrap(), 18.5);
-        for bad in [&b"warm"[..], b"{}", br#"{"temperature":null}"#, b"NaN", b"inf", b"\xff"] {
+        assert_eq!(
+            parse_temperature(br#"{"temperature":"18.5"}"#).unwrap(),
+            18.5
+        );
+        for bad in [
+            &b"warm"[..],
+            b"{}",
+            br#"{"temperature":null}"#,
+            b"NaN",
+            b"inf",
+            b"\xff",
+        ] {
             assert!(parse_temperature(bad).is_err(), "{bad:?}");
         }
         assert!(parse_temperature(&vec![b' '; MAX_READING_BYTES + 1]).is_err());
