@@ -7,14 +7,15 @@
 //! same code.
 //!
 //! How it decides, each control period:
-//! 1. No trustworthy reading ⇒ fail safe: `min_slots`, at once.
-//! 2. `off` ⇒ 0 slots at once; `boost` ⇒ every slot the power cap allows, unless the room is
-//!    already above [`OVERHEAT_CELSIUS`].
-//! 3. Otherwise a thermostat with hysteresis decides whether the room *calls for heat* (below
+//! 1. `off` ⇒ 0 slots, at once, whatever else holds.
+//! 2. No trustworthy reading ⇒ fail safe: `min_slots`, at once.
+//! 3. `boost` ⇒ every slot the power cap allows, unless the room is already above
+//!    [`OVERHEAT_CELSIUS`].
+//! 4. Otherwise a thermostat with hysteresis decides whether the room *calls for heat* (below
 //!    setpoint − h it calls, above setpoint + h it stops), and while it calls a PI controller
 //!    sets the demand (0..1 of full power). The demand is quantised to slots with a dead band
 //!    so that a demand hovering on a boundary does not flip a slot every period.
-//! 4. The slot count moves towards its target by at most one per period: a radiator that
+//! 5. The slot count moves towards its target by at most one per period: a radiator that
 //!    ramps is kinder to the power supply, the fans and the coordinators handing out leases.
 
 use chrono::{Datelike, NaiveDateTime, Timelike};

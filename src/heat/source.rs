@@ -170,8 +170,8 @@ pub async fn run_mqtt(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match parse_temperature(&p.payload) {
                 Ok(celsius) => {
-                    // The service drains this channel every period; a full channel means it
-                    // is shutting down, and a dropped reading is replaced by the next one.
+                    // The service takes readings as they arrive; a full channel means it is
+                    // stuck or stopping, and a dropped reading is replaced by the next one.
                     let _ = readings.try_send(celsius);
                 }
                 Err(e) => tracing::warn!(topic = %p.topic, "MQTT: {e}"),
