@@ -946,4 +946,3 @@ fn meter_estimates_without_rapl_and_simulates() {
     assert!((18_000..25_000).contains(&e.energy_mj), "{}", e.energy_mj);
     assert!(sim.tick().is_none());
 }
-
