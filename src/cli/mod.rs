@@ -3,6 +3,7 @@
 //! it directly. `anyhow` is used here and nowhere below.
 
 mod client;
+pub mod heat;
 mod local;
 mod remote;
 
