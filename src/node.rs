@@ -20,7 +20,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::jobs::{Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent};
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::receipt::Receipt;
-use crate::model::wire::{JobGossip, Request, Response};
+use crate::model::wire::{HeatDemand, JobGossip, Request, Response};
 use crate::model::JobManifest;
 use crate::net::{self, NetConfig, NetEvent, Network, Topic, Verdict};
 use crate::store::Store;
@@ -45,6 +45,8 @@ pub enum NodeError {
     Exec(#[from] crate::exec::ExecError),
     #[error("network: {0}")]
     Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Heat(#[from] crate::heat::HeatError),
     #[error("local API on {addr}: {source}")]
     Api {
         addr: SocketAddr,
@@ -96,6 +98,8 @@ pub struct NodeContext {
     /// Worker slots the room currently wants filled.
     pub slots: watch::Sender<usize>,
     pub max_slots: usize,
+    /// The heat service (radiators only).
+    pub heat: Option<crate::heat::HeatHandle>,
 }
 
 pub struct RunningNode {
@@ -203,6 +207,22 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         Role::Bootstrap => 0,
     };
     let (slots, slots_rx) = watch::channel(initial_slots);
+    // Bootstrap nodes run no compute, so they have no heat to control.
+    let heat = match config.node.role {
+        Role::Radiator => {
+            let (handle, task) = crate::heat::spawn(
+                config.heat.clone(),
+                max_slots,
+                slots.clone(),
+                shutdown_rx.clone(),
+            )?;
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+            Some(handle)
+        }
+        Role::Bootstrap => None,
+    };
     let worker = Worker::new(
         &db,
         identity.clone(),
@@ -214,6 +234,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         max_slots,
         opts.worker.clone(),
         worker_rx,
+        heat.as_ref().map(|h| h.meter()),
     )?;
     tasks.spawn(worker.run(shutdown_rx.clone()));
 
@@ -227,6 +248,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         started: Instant::now(),
         slots,
         max_slots,
+        heat: heat.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)
@@ -249,6 +271,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             tracing::error!("local API stopped: {e}");
         }
     });
+
+    if let Some(heat) = heat.clone() {
+        tasks.spawn(publish_heat(heat, net.clone(), shutdown_rx.clone()));
+    }
 
     let router = Router {
         ledger,
@@ -282,6 +308,35 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         tasks,
         db,
     })
+}
+
+/// Gossips this radiator's heat demand on `hearth/heat/1` when it changes, and every 30 s so
+/// coordinators that joined later learn it.
+async fn publish_heat(heat: crate::heat::HeatHandle, net: Network, mut stop: watch::Receiver<bool>) {
+    let mut status = heat.subscribe();
+    let mut last: Option<(u16, usize)> = None;
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        let s = status.borrow_and_update().clone();
+        let key = (s.demand_permille, s.slots);
+        let msg = HeatDemand {
+            wanted_slots: s.slots.min(u16::MAX as usize) as u16,
+            demand_permille: s.demand_permille.min(1000),
+            room_centi_c: s.room_celsius.map(|c| (c * 100.0).round() as i32),
+            at_ms: crate::model::now_ms(),
+        };
+        if last != Some(key) {
+            last = Some(key);
+            if let Err(e) = net.publish(Topic::Heat, msg.to_bytes()).await {
+                tracing::debug!("heat demand not gossiped: {e}");
+            }
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { break },
+            _ = refresh.tick() => last = None,
+            _ = stop.changed() => break,
+        }
+    }
 }
 
 /// Gives each network event to the service it is for.
@@ -372,8 +427,13 @@ impl Router {
                     Verdict::Reject
                 }
             },
-            Topic::Heat => match crate::model::wire::HeatDemand::from_bytes(data) {
-                Ok(_) => Verdict::Accept,
+            Topic::Heat => match HeatDemand::from_bytes(data) {
+                Ok(demand) => {
+                    if let Some(household) = PublicKey::from_peer_id(&source) {
+                        self.coordinator.heat_demand(household, demand);
+                    }
+                    Verdict::Accept
+                }
                 Err(_) => Verdict::Reject,
             },
         }

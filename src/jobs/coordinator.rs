@@ -23,7 +23,9 @@ use crate::identity::{Identity, PublicKey};
 use crate::kernels;
 use crate::ledger::Ledger;
 use crate::model::receipt::{Claim, Receipt};
-use crate::model::wire::{DenyReason, JobGossip, Lease, Request, Response, PROTOCOL_VERSION};
+use crate::model::wire::{
+    DenyReason, HeatDemand, JobGossip, Lease, Request, Response, PROTOCOL_VERSION,
+};
 use crate::model::{now_ms, Assembly, JobManifest};
 use crate::net::{Network, Topic};
 use crate::store::Store;
@@ -154,6 +156,25 @@ enum Command {
     List {
         reply: oneshot::Sender<Vec<JobView>>,
     },
+    Heat {
+        household: PublicKey,
+        demand: HeatDemand,
+    },
+}
+
+/// Most households whose heat demand a coordinator remembers.
+const MAX_DEMANDS: usize = 4096;
+/// A lease request this recent counts as "still asking" when shards are scarce.
+const ASKING_WINDOW: Duration = Duration::from_secs(1);
+/// Heat gossip older than this is forgotten.
+const DEMAND_FRESH: Duration = Duration::from_secs(90);
+
+/// What a coordinator knows about a radiator's wish for heat.
+#[derive(Clone, Copy, Debug)]
+struct Demand {
+    permille: u16,
+    seen: std::time::Instant,
+    asked: Option<std::time::Instant>,
 }
 
 /// A cloneable handle to the coordinator actor.
@@ -196,6 +217,12 @@ impl CoordinatorHandle {
         rx.await.ok()?
     }
 
+    /// Records a radiator's gossiped heat demand. Never waits: when the coordinator is busy the
+    /// update is dropped and the next one (they repeat) gets through.
+    pub fn heat_demand(&self, household: PublicKey, demand: HeatDemand) {
+        let _ = self.tx.try_send(Command::Heat { household, demand });
+    }
+
     pub async fn list(&self) -> Vec<JobView> {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Command::List { reply }).await.is_err() {
@@ -228,6 +255,7 @@ pub struct Coordinator {
     tasks: tokio::task::JoinSet<()>,
     /// This node's own worker: gossipsub does not deliver a node's messages to itself.
     local_worker: mpsc::Sender<WorkerEvent>,
+    demands: HashMap<PublicKey, Demand>,
 }
 
 impl Coordinator {
@@ -268,6 +296,7 @@ impl Coordinator {
                 rx,
                 tasks: tokio::task::JoinSet::new(),
                 local_worker,
+                demands: HashMap::new(),
             },
             handle,
         ))
@@ -315,10 +344,15 @@ impl Coordinator {
                 result,
             } => self.output_fetched(job, shard, output, result).await,
             Command::View { job, reply } => {
-                let _ = reply.send(self.jobs.get(&job).map(|(m, s)| view(m, s)));
+                let warmth = self.warmth();
+                let _ = reply.send(self.jobs.get(&job).map(|(m, s)| view(m, s, warmth)));
+            }
+            Command::Heat { household, demand } => {
+                self.note_demand(household, demand.demand_permille, false);
             }
             Command::List { reply } => {
-                let mut all: Vec<JobView> = self.jobs.values().map(|(m, s)| view(m, s)).collect();
+                let warmth = self.warmth();
+                let mut all: Vec<JobView> = self.jobs.values().map(|(m, s)| view(m, s, warmth)).collect();
                 all.sort_by_key(|v| v.submitted_ms);
                 let _ = reply.send(all);
             }
@@ -446,9 +480,10 @@ impl Coordinator {
             Request::Lease {
                 job,
                 protocol,
-                demand_permille: _,
+                demand_permille,
             } => {
-                let response = self.lease(&job, &household, protocol);
+                self.note_demand(household, demand_permille, true);
+                let response = self.lease(&job, &household, protocol, demand_permille);
                 if matches!(response, Response::Leased(_)) {
                     self.save(&job).await;
                 }
@@ -467,7 +502,54 @@ impl Coordinator {
         }
     }
 
-    fn lease(&mut self, job: &blake3::Hash, household: &PublicKey, protocol: u32) -> Response {
+    fn note_demand(&mut self, household: PublicKey, permille: u16, asked: bool) {
+        let now = std::time::Instant::now();
+        if self.demands.len() >= MAX_DEMANDS && !self.demands.contains_key(&household) {
+            self.demands.retain(|_, d| now.duration_since(d.seen) < DEMAND_FRESH);
+            if self.demands.len() >= MAX_DEMANDS {
+                return;
+            }
+        }
+        let d = self.demands.entry(household).or_insert(Demand {
+            permille,
+            seen: now,
+            asked: None,
+        });
+        d.permille = permille;
+        d.seen = now;
+        if asked {
+            d.asked = Some(now);
+        }
+    }
+
+    /// Households asking for work right now whose rooms want more heat than `permille`.
+    fn colder_askers(&self, household: &PublicKey, permille: u16) -> usize {
+        let now = std::time::Instant::now();
+        self.demands
+            .iter()
+            .filter(|(h, d)| {
+                *h != household
+                    && d.permille > permille
+                    && d.asked.is_some_and(|a| now.duration_since(a) < ASKING_WINDOW)
+            })
+            .count()
+    }
+
+    /// How many radiators recently told us their heat demand, and how many of them want none.
+    fn warmth(&self) -> Warmth {
+        let now = std::time::Instant::now();
+        let fresh: Vec<&Demand> = self
+            .demands
+            .values()
+            .filter(|d| now.duration_since(d.seen) < DEMAND_FRESH)
+            .collect();
+        Warmth {
+            known: fresh.len(),
+            warm: fresh.iter().filter(|d| d.permille == 0).count(),
+        }
+    }
+
+    fn lease(&mut self, job: &blake3::Hash, household: &PublicKey, protocol: u32, permille: u16) -> Response {
         let deny = |reason, retry_after_ms, detail: &str| Response::Denied {
             reason,
             retry_after_ms,
@@ -488,6 +570,9 @@ impl Coordinator {
             );
         }
         let lease_ms = self.config.lease.as_millis() as u64;
+        // Radiators whose rooms are colder go first: when no more replicas are free than
+        // colder radiators are asking for, this one waits a moment.
+        let colder = self.colder_askers(household, permille);
         let Some((manifest, state)) = self.jobs.get_mut(job) else {
             return deny(DenyReason::UnknownJob, 0, "this node coordinates no such job");
         };
@@ -497,6 +582,24 @@ impl Coordinator {
             JobStatus::Failed { reason } => return deny(DenyReason::JobComplete, 0, &format!("the job failed: {reason}")),
         }
         let now = now_ms();
+        if colder > 0 {
+            let free: usize = state
+                .shards
+                .iter()
+                .filter(|s| s.verified.is_none() && s.failed.is_none())
+                .map(|s| {
+                    let live = s.leases.iter().filter(|l| l.deadline_ms > now).count();
+                    replicas_needed(s, manifest.replication).saturating_sub(live + s.claims.len())
+                })
+                .sum();
+            if free <= colder {
+                return deny(
+                    DenyReason::NothingFree,
+                    250,
+                    "the free shards are held for radiators whose rooms are colder",
+                );
+            }
+        }
         let mut own_replicas = 0;
         for (index, shard) in state.shards.iter_mut().enumerate() {
             if shard.verified.is_some() || shard.failed.is_some() {
@@ -845,7 +948,14 @@ pub fn assemble(store: &Store, manifest: &JobManifest, outputs: &[blake3::Hash])
     Ok(store.put_bytes(&result)?)
 }
 
-fn view(manifest: &JobManifest, state: &JobState) -> JobView {
+/// Heat demand seen by a coordinator, for explaining why shards wait.
+#[derive(Clone, Copy, Debug)]
+struct Warmth {
+    known: usize,
+    warm: usize,
+}
+
+fn view(manifest: &JobManifest, state: &JobState, warmth: Warmth) -> JobView {
     let now = now_ms();
     let shards: Vec<ShardView> = state
         .shards
@@ -871,7 +981,12 @@ fn view(manifest: &JobManifest, state: &JobState) -> JobView {
                 return ShardView::Verifying { claims: claims.len() };
             }
             ShardView::Waiting {
-                reason: if claims.is_empty() {
+                reason: if claims.is_empty() && warmth.known > 0 && warmth.warm == warmth.known {
+                    format!(
+                        "no radiator wants heat right now ({} known, all rooms warm enough)",
+                        warmth.known
+                    )
+                } else if claims.is_empty() {
                     "no radiator has asked for it yet (none wants heat, or none has seen the job)".into()
                 } else {
                     format!("{} of {} agreeing replicas so far; waiting for another household", claims.len(), replicas_needed(s, manifest.replication))

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::exec::{Executor, Limits};
+use crate::heat::EnergyMeter;
 use crate::identity::{Identity, PublicKey};
 use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
 use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
@@ -96,6 +97,8 @@ struct Ctx {
     config: WorkerConfig,
     /// Fraction of full heat, in thousandths, sent along with lease requests.
     demand_permille: u16,
+    /// The heat service's meter; without one (no heat service) energy is estimated from CPU time.
+    meter: Option<EnergyMeter>,
 }
 
 pub struct Worker {
@@ -122,6 +125,7 @@ impl Worker {
         max_slots: usize,
         config: WorkerConfig,
         events: mpsc::Receiver<WorkerEvent>,
+        meter: Option<EnergyMeter>,
     ) -> Result<Worker, JobError> {
         let local_peer = identity.peer_id();
         Ok(Worker {
@@ -135,6 +139,7 @@ impl Worker {
                     leases: db.open_tree("worker/leases")?,
                     config,
                     demand_permille: 0,
+                    meter,
                 },
                 slots,
                 max_slots: max_slots.max(1),
@@ -387,10 +392,24 @@ impl Ctx {
         let executor = self.executor.clone();
         let module_hash = manifest.module;
         let start_ms = now_ms();
+        let mark = self.meter.as_ref().map(|m| m.start_shard());
         let outcome = tokio::task::spawn_blocking(move || executor.run(&module_hash, &module, &input, &limits))
             .await
             .map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
         let end_ms = now_ms().max(start_ms);
+        // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
+        // counted as running.
+        let cpu_time = outcome.as_ref().map(|o| o.cpu_time).unwrap_or_default();
+        let (energy_mj, method) = match (&self.meter, mark) {
+            (Some(meter), Some(mark)) => {
+                let e = meter.finish_shard(mark, cpu_time);
+                (e.energy_mj, e.method)
+            }
+            _ => (
+                (cpu_time.as_secs_f64() * self.config.watts_per_core * 1000.0).round() as u64,
+                EnergyMethod::CpuEstimate,
+            ),
+        };
         let out = match outcome {
             Ok(out) => out,
             Err(e) => {
@@ -413,7 +432,6 @@ impl Ctx {
         if let Err(e) = self.net.provide(output_hash).await {
             tracing::debug!("could not advertise output: {e}");
         }
-        let energy_mj = (out.cpu_time.as_secs_f64() * self.config.watts_per_core * 1000.0).round() as u64;
         let record = WorkRecord {
             job: lease.job,
             shard: lease.shard,
@@ -424,7 +442,7 @@ impl Ctx {
             submitter: manifest.submitter,
             fuel: out.fuel,
             energy_mj,
-            method: EnergyMethod::CpuEstimate,
+            method,
             start_ms,
             end_ms,
             nonce: lease.nonce,
