@@ -115,6 +115,7 @@ struct ControlReply {
 /// A blob answer prepared on the blocking pool.
 struct BlobServed {
     peer: PeerId,
+    is_chunk: bool,
     channel: ResponseChannel<Vec<u8>>,
     data: Vec<u8>,
 }
@@ -145,6 +146,8 @@ pub(crate) struct Actor {
     backoff: Backoff,
     next_redial: Instant,
     listeners_waiting: usize,
+    chunks_served: u64,
+    chunks_fetched: u64,
 }
 
 impl Actor {
@@ -203,6 +206,8 @@ impl Actor {
             backoff: Backoff::new(cfg.redial_backoff_max),
             next_redial: Instant::now(),
             listeners_waiting: listeners,
+            chunks_served: 0,
+            chunks_fetched: 0,
         };
         actor.provide_local_blobs()?;
         Ok(actor)
@@ -357,6 +362,8 @@ impl Actor {
                     peer_id: self.local,
                     listen_addrs: self.swarm.listeners().cloned().collect(),
                     connected_peers: self.peers.len(),
+                    chunks_served: self.chunks_served,
+                    chunks_fetched: self.chunks_fetched,
                 });
             }
             Command::Peers { reply } => {
@@ -748,13 +755,7 @@ impl Actor {
                                 .map(blake3::Hash::from)
                         })
                         .collect();
-                    for h in held {
-                        if self.announce_queue.len() < MAX_ANNOUNCE_QUEUE
-                            && !self.announce_queue.contains(&h)
-                        {
-                            self.announce_queue.push_back(h);
-                        }
-                    }
+                    self.announce_queue = held.into_iter().take(MAX_ANNOUNCE_QUEUE).collect();
                     self.drain_announcements();
                 }
             }
@@ -774,6 +775,7 @@ impl Actor {
                     }
                     _ => return,
                 };
+                debug!(blob = %hash, last = step.last, ?res, "providers query progressed");
                 if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = res {
                     self.add_candidates(hash, providers);
                 }
@@ -941,22 +943,23 @@ impl Actor {
         }
         *self.blob_per_peer.entry(peer).or_insert(0) += 1;
         let store = self.store.clone();
-        let corrupt = self.fault.corrupt_chunks;
+        let fault = self.fault.clone();
         self.blob_serving.push(Box::pin(async move {
-            let data = tokio::task::spawn_blocking(move || serve_blob(&store, req, corrupt))
+            let resp = tokio::task::spawn_blocking(move || serve_blob(&store, req, &fault))
                 .await
-                .unwrap_or(BlobResponse::Error(BlobErrorCode::Internal))
-                .encode();
+                .unwrap_or(BlobResponse::Error(BlobErrorCode::Internal));
             BlobServed {
                 peer,
+                is_chunk: matches!(resp, BlobResponse::Chunk(_)),
+                data: resp.encode(),
                 channel,
-                data,
             }
         }));
     }
 
     fn on_blob_served(&mut self, s: BlobServed) {
         decrement(&mut self.blob_per_peer, &s.peer);
+        self.chunks_served += u64::from(s.is_chunk);
         let _ = self
             .swarm
             .behaviour_mut()
@@ -1191,7 +1194,9 @@ impl Actor {
                             return self.finish_fetch(hash, Err(NetError::Store(e.to_string())))
                         }
                     };
-                if !ok {
+                if ok {
+                    self.chunks_fetched += 1;
+                } else {
                     if last {
                         // A verified outboard still does not pin the exact length inside
                         // the last group, so the outboard may be the liar: fetch it again
@@ -1241,7 +1246,7 @@ impl Actor {
 
 /// Answer one blob request from the store (runs on the blocking pool). Only complete blobs
 /// are served.
-fn serve_blob(store: &Store, req: BlobRequest, corrupt: bool) -> BlobResponse {
+fn serve_blob(store: &Store, req: BlobRequest, fault: &FaultInjection) -> BlobResponse {
     let internal = |e: &dyn std::fmt::Display| {
         warn!("store failed while serving a blob: {e}");
         BlobResponse::Error(BlobErrorCode::Internal)
@@ -1278,7 +1283,7 @@ fn serve_blob(store: &Store, req: BlobRequest, corrupt: bool) -> BlobResponse {
             }
             match store.read_chunk(&hash, index) {
                 Ok(mut data) => {
-                    if corrupt {
+                    if fault.corrupt_chunks && index >= fault.corrupt_from_chunk {
                         if let Some(b) = data.first_mut() {
                             *b ^= 0xff;
                         }
