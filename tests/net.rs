@@ -434,7 +434,7 @@ async fn corrupt_provider_is_detected_and_bypassed() {
         honest.net.provide(hash).await.unwrap();
         let mut bad_cfg = loopback();
         bad_cfg.fault.corrupt_chunks = true;
-        bad_cfg.fault.corrupt_from_chunk = 4;
+        bad_cfg.fault.corrupt_from_chunk = 10;
         let mut liar = TestNode::start(bad_cfg).await;
         assert_eq!(liar.store.put_bytes(&data).unwrap(), hash);
         liar.net.provide(hash).await.unwrap();
@@ -470,11 +470,12 @@ async fn corrupt_provider_is_detected_and_bypassed() {
         })
         .await
         .expect("liar disconnected by C");
-        // ... served some good chunks first, and the fetch carried on from where it was:
-        // the honest node served only what was still missing.
+        // ... after serving some good chunks (its first 10 are intact; at least the 3 that
+        // freed pipeline slots for chunks 8-10 were stored before chunk 10 arrived), and the
+        // fetch carried on from where it was: the honest node served only what was missing.
         let liar_served = liar.net.status().await.unwrap().chunks_served;
         let honest_served = honest.net.status().await.unwrap().chunks_served;
-        assert!(liar_served >= 5, "liar served {liar_served}");
+        assert!(liar_served >= 3, "liar served {liar_served}");
         assert!(
             honest_served < chunks && honest_served >= 1,
             "honest served {honest_served} of {chunks}"

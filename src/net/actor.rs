@@ -55,6 +55,9 @@ const MAX_ANNOUNCE_QUEUE: usize = super::behaviour::MAX_PROVIDED_KEYS;
 const MAX_ADDRS_PER_PEER: usize = 16;
 /// mDNS discoveries acted on per event.
 const MAX_MDNS_PER_EVENT: usize = 32;
+/// First Kademlia refresh after start; each later one waits 4x longer, up to the configured
+/// `rebootstrap_interval`.
+const KAD_FIRST_REFRESH: Duration = Duration::from_secs(2);
 /// How long `wait_listening` waits for listeners to report an address.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -145,6 +148,11 @@ pub(crate) struct Actor {
     bootstrap: Vec<Multiaddr>,
     backoff: Backoff,
     next_redial: Instant,
+    /// Kademlia refresh: soon after start (peers learn of each other while the network
+    /// forms), then every `rebootstrap_interval`.
+    next_kad_bootstrap: Instant,
+    kad_bootstraps: u32,
+    rebootstrap_interval: Duration,
     listeners_waiting: usize,
     chunks_served: u64,
     chunks_fetched: u64,
@@ -205,6 +213,9 @@ impl Actor {
             bootstrap: cfg.bootstrap.clone(),
             backoff: Backoff::new(cfg.redial_backoff_max),
             next_redial: Instant::now(),
+            next_kad_bootstrap: Instant::now() + KAD_FIRST_REFRESH,
+            kad_bootstraps: 0,
+            rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
             chunks_served: 0,
             chunks_fetched: 0,
@@ -431,6 +442,14 @@ impl Actor {
         // Redial bootstrap peers while alone, with capped exponential backoff.
         if self.peers.is_empty() && !self.bootstrap.is_empty() && now >= self.next_redial {
             self.redial_bootstrap();
+        }
+        if now >= self.next_kad_bootstrap {
+            let delay = KAD_FIRST_REFRESH
+                .saturating_mul(4u32.saturating_pow(self.kad_bootstraps.min(8)))
+                .min(self.rebootstrap_interval);
+            self.kad_bootstraps = self.kad_bootstraps.saturating_add(1);
+            self.next_kad_bootstrap = now + delay;
+            self.kad_bootstrap();
         }
         // Fetch deadlines.
         let expired: Vec<blake3::Hash> = self
