@@ -1,1 +1,425 @@
-//! Placeholder until this module lands.
+//! Node configuration: defaults, then `hearth.toml`, then `HEARTH_*` environment variables,
+//! then command-line flags, each later source overriding the earlier ones field by field.
+//!
+//! Every field documents its default here and in the commented `hearth.toml` that `hearth
+//! init` writes. A malformed file is an error naming the file, line and column; a malformed
+//! variable names the variable. This module reads files and the environment it is handed; it
+//! knows nothing of what the values are used for.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// File name of the configuration inside the data directory.
+pub const CONFIG_FILE: &str = "hearth.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's message already carries the line and column.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env {
+        var: String,
+        value: String,
+        reason: String,
+    },
+    #[error("{flag}: {reason}")]
+    Flag { flag: String, reason: String },
+    #[error("no data directory: set --data-dir or HEARTH_DATA_DIR, or HOME so the default ~/.local/share/hearth can be used")]
+    NoDataDir,
+}
+
+/// What a node does on the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A household radiator: runs shards when its room wants heat, coordinates its own jobs.
+    #[default]
+    Radiator,
+    /// A bootstrap node: stable address and key, routes and relays gossip, runs no compute.
+    Bootstrap,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "radiator" => Ok(Role::Radiator),
+            "bootstrap" => Ok(Role::Bootstrap),
+            _ => Err("expected `radiator` or `bootstrap`".into()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Addresses to listen on. Default: TCP and QUIC on port 4001, all interfaces.
+    pub listen: Vec<Multiaddr>,
+    /// Local HTTP API address. Default `127.0.0.1:7070`. Keep it on loopback: it is unauthenticated.
+    pub api: SocketAddr,
+    /// Bootstrap peers (multiaddrs ending in `/p2p/<id>`). Empty means the list shipped in
+    /// `bootstrap/peers.txt`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Find peers on the local network with mDNS. Default true.
+    pub mdns: bool,
+    /// `radiator` (default) or `bootstrap`.
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Shards run at once at full heat demand. Default: the number of CPU cores.
+    pub slots: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001".parse().expect("valid literal"),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".parse().expect("valid literal"),
+            ],
+            api: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            bootstrap: Vec::new(),
+            mdns: true,
+            role: Role::Radiator,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            slots: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeConfig::default(),
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+/// Values given as command-line flags; `None`/empty means "not given".
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Vec<String>,
+    pub api: Option<String>,
+    pub bootstrap: Vec<String>,
+    pub no_mdns: bool,
+    pub role: Option<Role>,
+    pub slots: Option<usize>,
+}
+
+/// The commented file `hearth init` writes. Every line is a comment, so the defaults above stay
+/// the single source of truth until the household changes something.
+pub const TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
+# Precedence: built-in defaults < this file < HEARTH_* environment variables < flags.
+
+[node]
+# Addresses to listen on (HEARTH_LISTEN, comma-separated; --listen, repeatable).
+# listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+
+# Local HTTP API (HEARTH_API; --api). Unauthenticated: keep it on 127.0.0.1.
+# api = "127.0.0.1:7070"
+
+# Bootstrap peers, each ending in /p2p/<peer id> (HEARTH_BOOTSTRAP; --bootstrap).
+# Empty means the default list shipped in bootstrap/peers.txt.
+# bootstrap = []
+
+# Find radiators on the local network with mDNS (HEARTH_MDNS=false; --no-mdns).
+# mdns = true
+
+# "radiator" runs shards; "bootstrap" only helps others find each other (HEARTH_ROLE; --role).
+# role = "radiator"
+
+[worker]
+# Shards run at once when the room wants full heat (HEARTH_SLOTS; --slots). Default: CPU cores.
+# slots = 2
+"#;
+
+impl Config {
+    /// Defaults, then `data_dir/hearth.toml` if it exists, then the environment as read by
+    /// `env`, then `flags`.
+    pub fn load(
+        data_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => return Err(ConfigError::Io { path, source }),
+        };
+        config.apply_env(env)?;
+        config.apply_flags(flags)?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let bad = |var: &str, value: &str, reason: String| ConfigError::Env {
+            var: var.into(),
+            value: value.into(),
+            reason,
+        };
+        if let Some(v) = env("HEARTH_LISTEN") {
+            self.node.listen = parse_list(&v).map_err(|r| bad("HEARTH_LISTEN", &v, r))?;
+        }
+        if let Some(v) = env("HEARTH_API") {
+            self.node.api = v
+                .parse()
+                .map_err(|e| bad("HEARTH_API", &v, format!("expected HOST:PORT ({e})")))?;
+        }
+        if let Some(v) = env("HEARTH_BOOTSTRAP") {
+            self.node.bootstrap = parse_list(&v).map_err(|r| bad("HEARTH_BOOTSTRAP", &v, r))?;
+        }
+        if let Some(v) = env("HEARTH_MDNS") {
+            self.node.mdns = parse_bool(&v).map_err(|r| bad("HEARTH_MDNS", &v, r))?;
+        }
+        if let Some(v) = env("HEARTH_ROLE") {
+            self.node.role = v.parse().map_err(|r| bad("HEARTH_ROLE", &v, r))?;
+        }
+        if let Some(v) = env("HEARTH_SLOTS") {
+            self.worker.slots = parse_slots(&v).map_err(|r| bad("HEARTH_SLOTS", &v, r))?;
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, flags: &Overrides) -> Result<(), ConfigError> {
+        let bad = |flag: &str, reason: String| ConfigError::Flag {
+            flag: flag.into(),
+            reason,
+        };
+        if !flags.listen.is_empty() {
+            self.node.listen = flags
+                .listen
+                .iter()
+                .map(|s| parse_addr(s))
+                .collect::<Result<_, _>>()
+                .map_err(|r| bad("--listen", r))?;
+        }
+        if let Some(v) = &flags.api {
+            self.node.api = v
+                .parse()
+                .map_err(|e| bad("--api", format!("{v:?}: expected HOST:PORT ({e})")))?;
+        }
+        if !flags.bootstrap.is_empty() {
+            self.node.bootstrap = flags
+                .bootstrap
+                .iter()
+                .map(|s| parse_addr(s))
+                .collect::<Result<_, _>>()
+                .map_err(|r| bad("--bootstrap", r))?;
+        }
+        if flags.no_mdns {
+            self.node.mdns = false;
+        }
+        if let Some(role) = flags.role {
+            self.node.role = role;
+        }
+        if let Some(slots) = flags.slots {
+            self.worker.slots = parse_slots(&slots.to_string()).map_err(|r| bad("--slots", r))?;
+        }
+        Ok(())
+    }
+}
+
+/// The data directory: the flag, else `$HEARTH_DATA_DIR`, else `~/.local/share/hearth`.
+pub fn data_dir(
+    flag: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = env("HEARTH_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = env("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or(ConfigError::NoDataDir)?;
+    Ok(Path::new(&home).join(".local/share/hearth"))
+}
+
+/// Reads the process environment; tests pass their own closure instead.
+pub fn process_env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+fn parse_addr(s: &str) -> Result<Multiaddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a multiaddr ({e})"))
+}
+
+fn parse_list(s: &str) -> Result<Vec<Multiaddr>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(parse_addr)
+        .collect()
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_slots(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err("expected a whole number of worker slots from 1 to 1024".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn template_parses_to_defaults() {
+        let c = Config::parse(TEMPLATE, Path::new("hearth.toml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[node]\napi = \"127.0.0.1:8001\"\nmdns = false\nrole = \"bootstrap\"\n[worker]\nslots = 3\n",
+        )
+        .unwrap();
+        let none = env_of(&[]);
+        // File over defaults.
+        let c = Config::load(dir.path(), &none, &Overrides::default()).unwrap();
+        assert_eq!(c.node.api.port(), 8001);
+        assert!(!c.node.mdns);
+        assert_eq!(c.node.role, Role::Bootstrap);
+        assert_eq!(c.worker.slots, 3);
+        assert_eq!(c.node.listen, NodeConfig::default().listen);
+        // Env over file.
+        let env = env_of(&[
+            ("HEARTH_API", "127.0.0.1:8002"),
+            ("HEARTH_MDNS", "true"),
+            ("HEARTH_SLOTS", "4"),
+        ]);
+        let c = Config::load(dir.path(), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.node.api.port(), 8002);
+        assert!(c.node.mdns);
+        assert_eq!(c.worker.slots, 4);
+        assert_eq!(c.node.role, Role::Bootstrap);
+        // Flags over env.
+        let flags = Overrides {
+            api: Some("127.0.0.1:8003".into()),
+            no_mdns: true,
+            role: Some(Role::Radiator),
+            listen: vec!["/ip4/127.0.0.1/tcp/5000".into()],
+            ..Overrides::default()
+        };
+        let c = Config::load(dir.path(), &env, &flags).unwrap();
+        assert_eq!(c.node.api.port(), 8003);
+        assert!(!c.node.mdns);
+        assert_eq!(c.node.role, Role::Radiator);
+        assert_eq!(c.node.listen.len(), 1);
+        assert_eq!(c.worker.slots, 4);
+    }
+
+    #[test]
+    fn malformed_file_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[node]\nmdns = true\napi = 7\n",
+        )
+        .unwrap();
+        let err = Config::load(dir.path(), &env_of(&[]), &Overrides::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("hearth.toml"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        std::fs::write(dir.path().join(CONFIG_FILE), "[node]\nmdsn = true\n").unwrap();
+        let msg = Config::load(dir.path(), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("mdsn") && msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_env_and_flags_name_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(
+            dir.path(),
+            &env_of(&[("HEARTH_SLOTS", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("HEARTH_SLOTS"), "{err}");
+        let flags = Overrides {
+            bootstrap: vec!["not-an-address".into()],
+            ..Overrides::default()
+        };
+        let err = Config::load(dir.path(), &env_of(&[]), &flags).unwrap_err();
+        assert!(err.to_string().contains("--bootstrap"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_precedence() {
+        let env = env_of(&[("HEARTH_DATA_DIR", "/a"), ("HOME", "/h")]);
+        assert_eq!(
+            data_dir(Some(Path::new("/f")), &env).unwrap(),
+            PathBuf::from("/f")
+        );
+        assert_eq!(data_dir(None, &env).unwrap(), PathBuf::from("/a"));
+        let env = env_of(&[("HOME", "/h")]);
+        assert_eq!(
+            data_dir(None, &env).unwrap(),
+            PathBuf::from("/h/.local/share/hearth")
+        );
+        assert!(data_dir(None, &env_of(&[])).is_err());
+    }
+}

@@ -1,1 +1,350 @@
-//! Placeholder until this module lands.
+//! The household identity: one ed25519 key that signs heat-work receipts and is also the
+//! libp2p identity of the node, so a PeerId and a household public key name the same home.
+//!
+//! The key lives in `identity.key` in the data directory, as text so that a damaged file can
+//! be reported by line:
+//!
+//! ```text
+//! # hearth household key. Keep it secret: it signs your heat-work receipts.
+//! ed25519-secret-key: <64 lowercase hex digits: the 32-byte secret seed>
+//! ```
+//!
+//! The file is created with mode 0600 and never overwritten unless the caller asks (`--force`).
+//! This module touches only that file; it knows nothing of the network or the ledger.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+/// File name of the household key inside the data directory.
+pub const KEY_FILE: &str = "identity.key";
+const KEY_FIELD: &str = "ed25519-secret-key:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} already exists; refusing to overwrite a household key (use --force to replace it, which forfeits credit tied to the old key)")]
+    Exists { path: PathBuf },
+    #[error("{path}:{line}: {reason}")]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{path}: no `{KEY_FIELD}` line found; is this a hearth key file?")]
+    Missing { path: PathBuf },
+    #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+}
+
+/// A household's public key, shown as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Result<PublicKey, String> {
+        let bytes = hex::decode(s.trim()).map_err(|e| format!("not hex: {e}"))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "a household key is 32 bytes (64 hex digits)".to_string())?;
+        Ok(PublicKey(arr))
+    }
+
+    /// Verifies an ed25519 signature by this key over `msg` (strict verification: rejects
+    /// small-order keys and non-canonical signatures, so a signature has one valid encoding).
+    pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        key.verify_strict(msg, &Signature::from_bytes(sig)).is_ok()
+    }
+
+    /// The libp2p PeerId of the node run by this household.
+    pub fn peer_id(&self) -> Option<libp2p::PeerId> {
+        let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(&self.0).ok()?;
+        Some(libp2p::identity::PublicKey::from(pk).to_peer_id())
+    }
+
+    /// The household key of a peer, if the PeerId embeds an ed25519 key (hearth nodes' do).
+    pub fn from_peer_id(peer: &libp2p::PeerId) -> Option<PublicKey> {
+        let pk = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+        let ed = pk.try_into_ed25519().ok()?;
+        Some(PublicKey(ed.to_bytes()))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The household's secret key. Cloning is deliberate and cheap; the seed never leaves memory
+/// except through [`Identity::save`].
+#[derive(Clone)]
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.public().to_hex())
+    }
+}
+
+impl Identity {
+    /// A fresh key from the operating system's randomness.
+    pub fn generate() -> Identity {
+        let mut seed = [0u8; 32];
+        // The OS RNG failing is unrecoverable and not caused by input; there is no key to make.
+        getrandom::fill(&mut seed).expect("operating system randomness is unavailable");
+        Identity::from_seed(seed)
+    }
+
+    pub fn from_seed(seed: [u8; 32]) -> Identity {
+        Identity {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.key.verifying_key().to_bytes())
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+
+    /// The same key as a libp2p keypair, so the PeerId is derived from the household key.
+    pub fn libp2p_keypair(&self) -> libp2p::identity::Keypair {
+        let mut seed = self.key.to_bytes();
+        // ed25519_from_bytes only fails on a wrong length; ours is 32 bytes by construction.
+        libp2p::identity::Keypair::ed25519_from_bytes(&mut seed)
+            .expect("a 32-byte seed is a valid ed25519 secret key")
+    }
+
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.libp2p_keypair().public().to_peer_id()
+    }
+
+    /// Path of the key file in `data_dir`.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(KEY_FILE)
+    }
+
+    /// Writes the key to `data_dir/identity.key` with mode 0600. Refuses to replace an existing
+    /// key unless `force`.
+    pub fn save(&self, data_dir: &Path, force: bool) -> Result<PathBuf, IdentityError> {
+        let path = Identity::path(data_dir);
+        let io = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true);
+        if force {
+            opts.create(true).truncate(true);
+        } else {
+            opts.create_new(true);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut file = opts.open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                IdentityError::Exists { path: path.clone() }
+            } else {
+                io(e)
+            }
+        })?;
+        #[cfg(unix)]
+        {
+            // `mode` applies only when the file is created; a forced overwrite must tighten too.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+        let text = format!(
+            "# hearth household key. Keep it secret: it signs your heat-work receipts.\n\
+             # Public key: {}\n{KEY_FIELD} {}\n",
+            self.public().to_hex(),
+            hex::encode(self.key.to_bytes())
+        );
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(path)
+    }
+
+    /// Reads `data_dir/identity.key`. A malformed file is reported with its line number.
+    pub fn load(data_dir: &Path) -> Result<Identity, IdentityError> {
+        let path = Identity::path(data_dir);
+        let text = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(&path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(IdentityError::Permissions { path, mode });
+                }
+            }
+        }
+        Identity::parse(&text, &path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Identity, IdentityError> {
+        let malformed = |line: usize, reason: &str| IdentityError::Malformed {
+            path: path.to_path_buf(),
+            line,
+            reason: reason.to_string(),
+        };
+        let mut found = None;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some(value) = line.strip_prefix(KEY_FIELD) else {
+                return Err(malformed(i + 1, "expected `ed25519-secret-key: <64 hex digits>`"));
+            };
+            if found.is_some() {
+                return Err(malformed(i + 1, "a second key line; a key file holds one key"));
+            }
+            let bytes = hex::decode(value.trim())
+                .map_err(|e| malformed(i + 1, &format!("the key is not hex ({e})")))?;
+            let seed: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| malformed(i + 1, "the key must be 32 bytes (64 hex digits)"))?;
+            found = Some(seed);
+        }
+        found
+            .map(Identity::from_seed)
+            .ok_or_else(|| IdentityError::Missing {
+                path: path.to_path_buf(),
+            })
+    }
+
+    /// Loads the key if present, otherwise creates one. Used by the demo and tests; `hearth
+    /// node` insists on an explicit `hearth init`.
+    pub fn load_or_create(data_dir: &Path) -> Result<Identity, IdentityError> {
+        match Identity::load(data_dir) {
+            Ok(id) => Ok(id),
+            Err(IdentityError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                let id = Identity::generate();
+                id.save(data_dir, false)?;
+                Ok(id)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_mode_and_no_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::generate();
+        let path = id.save(dir.path(), false).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let back = Identity::load(dir.path()).unwrap();
+        assert_eq!(back.public(), id.public());
+        assert_eq!(back.peer_id(), id.peer_id());
+        assert!(matches!(
+            Identity::generate().save(dir.path(), false),
+            Err(IdentityError::Exists { .. })
+        ));
+        assert_eq!(Identity::load(dir.path()).unwrap().public(), id.public());
+        let other = Identity::generate();
+        other.save(dir.path(), true).unwrap();
+        assert_eq!(Identity::load(dir.path()).unwrap().public(), other.public());
+    }
+
+    #[test]
+    fn peer_id_and_public_key_name_the_same_household() {
+        let id = Identity::generate();
+        assert_eq!(id.public().peer_id(), Some(id.peer_id()));
+        assert_eq!(PublicKey::from_peer_id(&id.peer_id()), Some(id.public()));
+    }
+
+    #[test]
+    fn signatures_verify_and_tampering_fails() {
+        let id = Identity::generate();
+        let sig = id.sign(b"heat");
+        assert!(id.public().verify(b"heat", &sig));
+        assert!(!id.public().verify(b"heat!", &sig));
+        assert!(!Identity::generate().public().verify(b"heat", &sig));
+    }
+
+    #[test]
+    fn malformed_files_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Identity::path(dir.path());
+        let cases = [
+            ("# c\n\ned25519-secret-key: zz\n", 3),
+            ("# c\nsomething else\n", 2),
+            ("ed25519-secret-key: abcd\n", 1),
+        ];
+        for (text, line) in cases {
+            std::fs::write(&path, text).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            match Identity::load(dir.path()) {
+                Err(IdentityError::Malformed { line: l, .. }) => assert_eq!(l, line, "{text}"),
+                other => panic!("expected a malformed-line error, got {other:?}"),
+            }
+        }
+        std::fs::write(&path, "# only comments\n").unwrap();
+        assert!(matches!(
+            Identity::load(dir.path()),
+            Err(IdentityError::Missing { .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_readable_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = Identity::generate().save(dir.path(), false).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Identity::load(dir.path()),
+            Err(IdentityError::Permissions { .. })
+        ));
+    }
+}

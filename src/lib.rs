@@ -20,10 +20,16 @@
 //!
 //! `docs/architecture.md` argues the layering and the choice of crates.
 
+pub mod api;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod exec;
 pub mod identity;
+pub mod jobs;
 pub mod kernels;
+pub mod ledger;
 pub mod model;
 pub mod net;
+pub mod node;
 pub mod store;

@@ -1,1 +1,11 @@
-fn main() {}
+//! The `hearth` binary: everything lives in the library; see `hearth::cli`.
+
+fn main() -> std::process::ExitCode {
+    match hearth::cli::main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

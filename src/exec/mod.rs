@@ -1,1 +1,539 @@
-//! Placeholder until this module lands.
+//! The deterministic shard executor: runs untrusted WebAssembly shards so that the same
+//! module and input give the same output bytes *and* the same fuel count on every machine
+//! running this hearth version (replicas compare blake3 hashes of results).
+//!
+//! Owns: the wasmtime engine and its configuration, the bounded cache of compiled modules,
+//! the NaN-canonicalising module rewrite ([`nan`]), the import allow-list and host functions
+//! ([`wasi`]), limits and the mapping of every failure to an [`ExecError`] a job author can
+//! act on. Must not touch: the network, leases, receipts or storage — it runs bytes and
+//! returns bytes. `docs/shard-abi.md` is the contract this module implements.
+
+mod inspect;
+pub mod nan;
+mod wasi;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, TypedFunc};
+
+use wasi::{MemoryLimitHit, NoMemory, OutputOverflow, ProcExit, ShardState};
+
+pub use wasi::{provided_imports, FIXED_TIME_NS, STDERR_CAP};
+
+/// Largest module accepted, in bytes.
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
+/// Largest shard input accepted, in bytes.
+pub const MAX_INPUT_BYTES: usize = 256 << 20;
+/// Largest shard output accepted, in bytes (stdout for WASI, the `run` result for core).
+pub const MAX_OUTPUT_BYTES: usize = 64 << 20;
+/// Compiled modules kept in memory; the least recently used one is dropped beyond this.
+pub const MODULE_CACHE_ENTRIES: usize = 64;
+/// Native stack available to wasm code. Bounds recursion depth; see the caveat in
+/// `docs/shard-abi.md` (the depth at which it overflows is not portable across CPUs).
+pub const MAX_WASM_STACK: usize = 1 << 20;
+/// Period of the wall-clock watchdog's epoch ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Resource limits for one shard run. Part of the job, so every replica uses the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel units (roughly one per wasm instruction) the shard may consume.
+    pub fuel: u64,
+    /// Most bytes of linear memory the shard may have.
+    pub memory_bytes: u64,
+    /// Wall-clock watchdog. Not deterministic: it only catches stuck or absurdly slow runs,
+    /// fuel is the real bound.
+    pub wall_clock: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 10_000_000_000,
+            memory_bytes: 256 << 20,
+            wall_clock: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What a successful shard run produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardOutput {
+    /// The output bytes (deterministic).
+    pub output: Vec<u8>,
+    /// Fuel consumed (deterministic).
+    pub fuel: u64,
+    /// The last [`STDERR_CAP`] bytes the shard wrote to stderr (diagnostics only).
+    pub stderr: Vec<u8>,
+    /// CPU time of this thread spent instantiating and running the shard (not deterministic).
+    pub cpu_time: Duration,
+}
+
+/// How a module talks to the host, detected from its exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Abi {
+    /// Exports `memory`, `alloc(len) -> ptr` and `run(ptr, len) -> (out_ptr << 32) | out_len`.
+    Core,
+    /// A WASI preview1 command exporting `_start`: stdin is the input, stdout the output.
+    WasiCommand,
+}
+
+/// Why a shard could not be prepared or run. Messages are addressed to the job author.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("could not set up the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("the module bytes hash to {actual}, not to the expected {expected}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("the module is {size} bytes; hearth accepts at most {limit}")]
+    ModuleTooLarge { size: usize, limit: usize },
+    #[error("the input is {size} bytes; hearth accepts at most {limit}")]
+    InputTooLarge { size: usize, limit: usize },
+    #[error("the module is not valid WebAssembly for hearth (SIMD, threads and other post-2.0 features are not allowed): {0}")]
+    InvalidModule(String),
+    #[error("the module imports `{module}::{name}`, which is forbidden: {reason}")]
+    ForbiddenImport {
+        module: String,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("the module does not follow a hearth shard ABI: {0}")]
+    BadAbi(String),
+    #[error(
+        "the shard ran out of fuel after {limit} units; give it a bigger fuel limit or less work"
+    )]
+    OutOfFuel { limit: u64 },
+    #[error("the shard needed more than its memory limit of {limit} bytes")]
+    OutOfMemory { limit: u64 },
+    #[error("the shard overflowed its call stack (recursion too deep or infinite)")]
+    StackOverflow { stderr_tail: String },
+    #[error(
+        "the shard executed `unreachable` (a panic or abort in the program){}",
+        tail(stderr_tail)
+    )]
+    Unreachable { stderr_tail: String },
+    #[error("the shard trapped: {message}{}", tail(stderr_tail))]
+    Trap {
+        message: String,
+        stderr_tail: String,
+    },
+    #[error("the shard did not finish within the wall-clock limit of {limit:?}")]
+    Timeout { limit: Duration },
+    #[error("the shard exited with code {code}{}", tail(stderr_tail))]
+    Exit { code: u32, stderr_tail: String },
+    #[error("the shard produced more than the {limit}-byte output limit")]
+    OutputTooLarge { limit: usize },
+}
+
+fn tail(stderr_tail: &str) -> String {
+    if stderr_tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ended with: {stderr_tail}")
+    }
+}
+
+/// Last few hundred bytes of stderr as text, for error messages.
+fn stderr_tail(stderr: &[u8]) -> String {
+    const TAIL: usize = 512;
+    let start = stderr.len().saturating_sub(TAIL);
+    String::from_utf8_lossy(&stderr[start..]).trim().to_string()
+}
+
+/// Runs shards. Cheap to clone; share one per process between worker threads.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<ShardState>,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], CacheEntry>,
+    clock: u64,
+}
+
+struct CacheEntry {
+    pre: InstancePre<ShardState>,
+    abi: Abi,
+    last_used: u64,
+}
+
+impl Executor {
+    /// An executor with hearth's deterministic engine configuration.
+    pub fn new() -> Result<Executor, ExecError> {
+        Self::build(false)
+    }
+
+    /// Benchmark-only: additionally turns on wasmtime's blanket NaN canonicalisation, to
+    /// compare its cost with hearth's targeted rewrite. Not for production use.
+    #[doc(hidden)]
+    pub fn with_blanket_nan_canonicalization() -> Result<Executor, ExecError> {
+        Self::build(true)
+    }
+
+    fn build(blanket_nan: bool) -> Result<Executor, ExecError> {
+        let mut config = Config::new();
+        config
+            // Deterministic budget: same module + input => same fuel, on any machine.
+            .consume_fuel(true)
+            // Wall-clock watchdog only (see the ticker below).
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            // SIMD: relaxed SIMD is explicitly implementation-defined, and plain SIMD float
+            // lanes would need the NaN rewrite for every v128 escape too. Off, both.
+            .wasm_simd(false)
+            .wasm_relaxed_simd(false)
+            // (Threads need wasmtime's `threads` feature, which hearth does not build.)
+            .wasm_multi_memory(false)
+            .wasm_memory64(false)
+            .wasm_tail_call(false)
+            .cranelift_nan_canonicalization(blanket_nan)
+            .parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(|e| ExecError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(|e| ExecError::Engine(e.to_string()))?;
+
+        // One watchdog thread per executor advances the epoch; it holds only a weak
+        // reference, so it ends on its own once the last clone of the executor is dropped.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("hearth-exec-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| ExecError::Engine(format!("could not start the watchdog: {e}")))?;
+
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache: Mutex::new(Cache::default()),
+            }),
+        })
+    }
+
+    /// Validates and compiles `module` (cached by hash) without running it, and reports its
+    /// ABI. Errors are the same as [`Executor::run`] would give before running.
+    pub fn prepare(&self, module_hash: &blake3::Hash, module: &[u8]) -> Result<Abi, ExecError> {
+        self.compiled(module_hash, module).map(|(_, abi)| abi)
+    }
+
+    /// Runs one shard to completion under `limits`.
+    pub fn run(
+        &self,
+        module_hash: &blake3::Hash,
+        module: &[u8],
+        input: &[u8],
+        limits: &Limits,
+    ) -> Result<ShardOutput, ExecError> {
+        if input.len() > MAX_INPUT_BYTES {
+            return Err(ExecError::InputTooLarge {
+                size: input.len(),
+                limit: MAX_INPUT_BYTES,
+            });
+        }
+        let (pre, abi) = self.compiled(module_hash, module)?;
+        let _span = tracing::debug_span!("shard", module = %module_hash.to_hex(), ?abi).entered();
+
+        let cpu_start = thread_cpu_time();
+        let mut store = Store::new(
+            &self.inner.engine,
+            ShardState::new(abi, input, limits.memory_bytes, MAX_OUTPUT_BYTES),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| ExecError::Engine(e.to_string()))?;
+        let ticks = limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let result = match abi {
+            Abi::Core => run_core(&mut store, &pre, input),
+            Abi::WasiCommand => run_wasi(&mut store, &pre),
+        };
+        let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
+        let cpu_time = thread_cpu_time().saturating_sub(cpu_start);
+        let state = store.into_data();
+        let tail = stderr_tail(&state.stderr);
+        let output = match result {
+            Ok(Some(output)) => output,
+            Ok(None) => state.stdout,
+            Err(Failure::Exec(e)) => return Err(e),
+            Err(Failure::Wasm(e)) => return Err(map_wasm_error(e, abi, limits, tail)),
+        };
+        tracing::debug!(fuel, out = output.len(), ?cpu_time, "shard finished");
+        Ok(ShardOutput {
+            output,
+            fuel,
+            stderr: state.stderr,
+            cpu_time,
+        })
+    }
+
+    /// The cached pre-linked module for `module`, compiling it on a miss.
+    fn compiled(
+        &self,
+        module_hash: &blake3::Hash,
+        module: &[u8],
+    ) -> Result<(InstancePre<ShardState>, Abi), ExecError> {
+        if module.len() > MAX_MODULE_BYTES {
+            return Err(ExecError::ModuleTooLarge {
+                size: module.len(),
+                limit: MAX_MODULE_BYTES,
+            });
+        }
+        // Always hash: the cache is keyed by hash, so a caller passing the wrong hash must
+        // not get some other module's code. blake3 costs microseconds next to a run.
+        let actual = blake3::hash(module);
+        if actual != *module_hash {
+            return Err(ExecError::HashMismatch {
+                expected: module_hash.to_hex().to_string(),
+                actual: actual.to_hex().to_string(),
+            });
+        }
+        let key = *module_hash.as_bytes();
+        {
+            let mut cache = self.lock_cache();
+            cache.clock += 1;
+            let now = cache.clock;
+            if let Some(e) = cache.entries.get_mut(&key) {
+                e.last_used = now;
+                return Ok((e.pre.clone(), e.abi));
+            }
+        }
+
+        // Compile outside the lock: it can take a while, and other shards should not wait.
+        // Two threads may compile the same module at once; both get the same result.
+        let inspected = inspect::inspect(module)?;
+        let rewritten = nan::canonicalise(module, &inspected.defined_param_counts)?;
+        let compiled = Module::new(&self.inner.engine, &rewritten)
+            .map_err(|e| ExecError::InvalidModule(format!("{e:#}")))?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&compiled)
+            .map_err(|e| ExecError::InvalidModule(format!("{e:#}")))?;
+        tracing::debug!(module = %module_hash.to_hex(), abi = ?inspected.abi, "compiled module");
+
+        let mut cache = self.lock_cache();
+        if cache.entries.len() >= MODULE_CACHE_ENTRIES && !cache.entries.contains_key(&key) {
+            if let Some(oldest) = cache
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| *k)
+            {
+                cache.entries.remove(&oldest);
+            }
+        }
+        cache.clock += 1;
+        let last_used = cache.clock;
+        cache.entries.insert(
+            key,
+            CacheEntry {
+                pre: pre.clone(),
+                abi: inspected.abi,
+                last_used,
+            },
+        );
+        Ok((pre, inspected.abi))
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // A panic while holding the lock cannot leave the map inconsistent (every update is
+        // a single insert/remove), so a poisoned lock is safe to keep using.
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Number of compiled modules currently cached.
+    pub fn cached_modules(&self) -> usize {
+        self.lock_cache().entries.len()
+    }
+}
+
+/// A failure inside a run: either already classified, or a wasmtime error still to map.
+enum Failure {
+    Exec(ExecError),
+    Wasm(wasmtime::Error),
+}
+
+impl From<wasmtime::Error> for Failure {
+    fn from(e: wasmtime::Error) -> Self {
+        Failure::Wasm(e)
+    }
+}
+
+fn bad_abi(msg: String) -> Failure {
+    Failure::Exec(ExecError::BadAbi(msg))
+}
+
+/// Core ABI: `alloc`, copy input in, `run`, copy output out. Returns the output.
+fn run_core(
+    store: &mut Store<ShardState>,
+    pre: &InstancePre<ShardState>,
+    input: &[u8],
+) -> Result<Option<Vec<u8>>, Failure> {
+    let instance = pre.instantiate(&mut *store)?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| bad_abi("`memory` is not exported".into()))?;
+    let alloc: TypedFunc<i32, i32> = instance.get_typed_func(&mut *store, "alloc")?;
+    let run: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&mut *store, "run")?;
+
+    // MAX_INPUT_BYTES < 2^31, so the length always fits an i32.
+    let len = i32::try_from(input.len())
+        .map_err(|_| bad_abi("input does not fit a 32-bit length".into()))?;
+    let ptr = alloc.call(&mut *store, len)?;
+    memory
+        .write(&mut *store, ptr as u32 as usize, input)
+        .map_err(|_| {
+            bad_abi(format!(
+                "`alloc({len})` returned {ptr:#x}, which is not a buffer inside memory"
+            ))
+        })?;
+    let packed = run.call(&mut *store, (ptr, len))? as u64;
+    let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    if out_len > MAX_OUTPUT_BYTES {
+        return Err(Failure::Exec(ExecError::OutputTooLarge {
+            limit: MAX_OUTPUT_BYTES,
+        }));
+    }
+    let data = memory.data(&*store);
+    let out = out_ptr
+        .checked_add(out_len)
+        .and_then(|end| data.get(out_ptr..end))
+        .ok_or_else(|| {
+            bad_abi(format!(
+                "`run` returned output at {out_ptr:#x}+{out_len}, outside the {}-byte memory",
+                data.len()
+            ))
+        })?;
+    Ok(Some(out.to_vec()))
+}
+
+/// WASI command: call `_start`; output is whatever went to stdout.
+fn run_wasi(
+    store: &mut Store<ShardState>,
+    pre: &InstancePre<ShardState>,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let instance = pre.instantiate(&mut *store)?;
+    let start: TypedFunc<(), ()> = instance.get_typed_func(&mut *store, "_start")?;
+    match start.call(&mut *store, ()) {
+        Ok(()) => Ok(None),
+        Err(e) if e.downcast_ref::<ProcExit>().is_some_and(|p| p.0 == 0) => Ok(None),
+        Err(e) => Err(Failure::Wasm(e)),
+    }
+}
+
+/// Classifies a wasmtime error. Host-raised conditions are checked before traps because
+/// they travel as wasmtime errors too.
+fn map_wasm_error(e: wasmtime::Error, abi: Abi, limits: &Limits, stderr_tail: String) -> ExecError {
+    if let Some(ProcExit(code)) = e.downcast_ref::<ProcExit>() {
+        return match abi {
+            Abi::WasiCommand => ExecError::Exit {
+                code: *code,
+                stderr_tail,
+            },
+            Abi::Core => ExecError::BadAbi(format!(
+                "a core-ABI shard must return from `run`, but it called proc_exit({code})"
+            )),
+        };
+    }
+    if e.downcast_ref::<MemoryLimitHit>().is_some() {
+        return ExecError::OutOfMemory {
+            limit: limits.memory_bytes,
+        };
+    }
+    if e.downcast_ref::<OutputOverflow>().is_some() {
+        return ExecError::OutputTooLarge {
+            limit: MAX_OUTPUT_BYTES,
+        };
+    }
+    if let Some(no_memory) = e.downcast_ref::<NoMemory>() {
+        return ExecError::BadAbi(no_memory.to_string());
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => ExecError::OutOfFuel { limit: limits.fuel },
+        Some(Trap::Interrupt) => ExecError::Timeout {
+            limit: limits.wall_clock,
+        },
+        Some(Trap::StackOverflow) => ExecError::StackOverflow { stderr_tail },
+        Some(Trap::UnreachableCodeReached) => ExecError::Unreachable { stderr_tail },
+        Some(trap) => ExecError::Trap {
+            message: trap.to_string(),
+            stderr_tail,
+        },
+        None => ExecError::Trap {
+            message: format!("{e:#}"),
+            stderr_tail,
+        },
+    }
+}
+
+/// CPU time consumed so far by the calling thread.
+#[cfg(unix)]
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always
+    // available on Linux and macOS. On failure we report zero rather than garbage.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Duration {
+    Duration::ZERO
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wat(src: &str) -> Vec<u8> {
+        wat::parse_str(src).unwrap()
+    }
+
+    #[test]
+    fn cache_is_bounded_and_hits() {
+        let exec = Executor::new().unwrap();
+        for i in 0..(MODULE_CACHE_ENTRIES + 3) {
+            let m = wat(&format!(
+                r#"(module (memory (export "memory") 1)
+                    (func (export "alloc") (param i32) (result i32) i32.const {i})
+                    (func (export "run") (param i32 i32) (result i64) i64.const 0))"#
+            ));
+            assert_eq!(exec.prepare(&blake3::hash(&m), &m).unwrap(), Abi::Core);
+        }
+        assert_eq!(exec.cached_modules(), MODULE_CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn wrong_hash_is_refused() {
+        let exec = Executor::new().unwrap();
+        let m = wat(r#"(module (func (export "_start")) (memory (export "memory") 1))"#);
+        let err = exec.prepare(&blake3::hash(b"other"), &m).unwrap_err();
+        assert!(matches!(err, ExecError::HashMismatch { .. }), "{err}");
+    }
+}

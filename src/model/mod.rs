@@ -1,1 +1,26 @@
-//! Placeholder until this module lands.
+//! Pure data: job manifests, work records and receipts, gossip and control messages, each
+//! with one canonical byte encoding. No I/O and no knowledge of who sends what; everything
+//! above (net, ledger, jobs) carries or interprets these types.
+
+pub mod canon;
+pub mod job;
+pub mod receipt;
+pub mod wire;
+
+pub use canon::DecodeError;
+pub use job::{Assembly, JobLimits, JobManifest};
+pub use receipt::{Claim, EnergyMethod, Receipt, WorkRecord};
+
+/// Parses a blake3 hash written as 64 lowercase or uppercase hex digits.
+pub fn parse_hash(s: &str) -> Result<blake3::Hash, String> {
+    blake3::Hash::from_hex(s.trim())
+        .map_err(|_| format!("{s:?} is not a blake3 hash (64 hex digits)"))
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every hearth message.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

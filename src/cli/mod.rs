@@ -1,0 +1,359 @@
+//! The `hearth` command line: argument parsing and dispatch only. Commands that need a running
+//! node talk to its local API (`client`); commands on the data directory itself (`local`) open
+//! it directly. `anyhow` is used here and nowhere below.
+
+mod client;
+mod local;
+mod remote;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, Overrides, Role};
+use crate::jobs::build::JobSpec;
+
+#[derive(Parser, Debug)]
+#[command(name = "hearth", version, about = "Digital radiators: heat your home with verified compute")]
+pub struct Cli {
+    /// Data directory (default: $HEARTH_DATA_DIR, else ~/.local/share/hearth).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Log format on stderr; filter with RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Local API of the node to talk to (default: from hearth.toml / HEARTH_API).
+    #[arg(long, global = true)]
+    pub api: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the data directory, the household key and a commented hearth.toml.
+    Init {
+        /// Replace an existing household key (its receipts then credit a key you no longer have).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the household public key and the libp2p PeerId derived from it.
+    Id,
+    /// Run the radiator daemon until SIGINT or SIGTERM.
+    Node(NodeArgs),
+    /// Show the running node's status.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the running node's peers.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The content store of this data directory.
+    #[command(subcommand)]
+    Blob(BlobCommand),
+    /// Build jobs and follow jobs submitted to the running node.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// List the jobs the running node coordinates.
+    Jobs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every shard of a stored job on this machine (no network).
+    RunLocal {
+        job: String,
+        /// Where to write the assembled result.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Worker threads (default: CPU cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Submit a job to the network through the running node, which coordinates it.
+    Submit {
+        #[command(subcommand)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        common: JobArgs,
+        /// Wait for the job and write its result here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Heat-work receipts.
+    Receipts(ReceiptsArgs),
+    /// Start a local network of radiators on loopback, render a Mandelbrot set across them
+    /// and check every receipt.
+    Demo {
+        #[arg(long, default_value_t = 4)]
+        radiators: usize,
+        #[arg(long, default_value = "hearth-demo")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        width: u32,
+        #[arg(long, default_value_t = 768)]
+        height: u32,
+        #[arg(long, default_value_t = 128)]
+        tile: u32,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct NodeArgs {
+    /// Listen address (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// Bootstrap peer (repeatable), a multiaddr ending in /p2p/<peer id>.
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+    /// Do not use mDNS to find radiators on the local network.
+    #[arg(long)]
+    pub no_mdns: bool,
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// Shards run at once at full heat demand.
+    #[arg(long)]
+    pub slots: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BlobCommand {
+    /// Store a file; prints its blake3 hash.
+    Put { file: PathBuf },
+    /// Write a stored blob to a file.
+    Get {
+        hash: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// List stored blobs.
+    Ls,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Build a job in the local store; prints its id on the last line.
+    New {
+        #[command(subcommand)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        common: JobArgs,
+    },
+    /// Each shard's state, with reasons.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a job, with a progress bar.
+    Wait { id: String },
+    /// Write a finished job's result.
+    Result {
+        id: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum SpecArgs {
+    /// Tiled Mandelbrot render, assembled into a PNG.
+    Mandelbrot {
+        #[arg(long, default_value_t = 1024)]
+        width: u32,
+        #[arg(long, default_value_t = 768)]
+        height: u32,
+        #[arg(long, default_value_t = 128)]
+        tile: u32,
+        #[arg(long, default_value_t = 500)]
+        max_iter: u32,
+    },
+    /// Monte Carlo estimate of pi, an independent seed per shard.
+    Pi {
+        #[arg(long, default_value_t = 8)]
+        shards: u32,
+        #[arg(long, default_value_t = 1_000_000)]
+        samples: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Any module: one shard per input file.
+    Wasm {
+        #[arg(long)]
+        module: PathBuf,
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct JobArgs {
+    /// Agreeing replicas from distinct households needed per shard.
+    #[arg(long, default_value_t = 2)]
+    pub replication: u8,
+    /// Fuel each shard may spend.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Memory each shard may use, in MiB.
+    #[arg(long)]
+    pub memory_mib: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReceiptsArgs {
+    /// Only receipts crediting this household (hex public key).
+    #[arg(long)]
+    pub household: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<ReceiptsCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReceiptsCommand {
+    /// Write receipts in the JSON export format.
+    Export {
+        #[arg(long, required = true)]
+        json: bool,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check every receipt of an export file: signatures and fields.
+    Verify { file: PathBuf },
+}
+
+impl SpecArgs {
+    pub fn to_spec(&self) -> anyhow::Result<JobSpec> {
+        Ok(match self {
+            SpecArgs::Mandelbrot {
+                width,
+                height,
+                tile,
+                max_iter,
+            } => JobSpec::Mandelbrot {
+                width: *width,
+                height: *height,
+                tile: *tile,
+                max_iter: *max_iter,
+            },
+            SpecArgs::Pi {
+                shards,
+                samples,
+                seed,
+            } => JobSpec::Pi {
+                shards: *shards,
+                samples: *samples,
+                seed: *seed,
+            },
+            SpecArgs::Wasm { module, inputs } => JobSpec::Wasm {
+                module: std::fs::read(module).with_context(|| format!("reading {}", module.display()))?,
+                inputs: inputs
+                    .iter()
+                    .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                    .collect::<anyhow::Result<_>>()?,
+            },
+        })
+    }
+}
+
+impl JobArgs {
+    pub fn limits(&self) -> crate::model::JobLimits {
+        let mut l = crate::model::JobLimits::default();
+        if let Some(f) = self.fuel {
+            l.fuel_per_shard = f;
+        }
+        if let Some(m) = self.memory_mib {
+            l.memory_bytes = m.saturating_mul(1 << 20);
+        }
+        l
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("hearth=info,warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Entry point of the binary.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let data_dir = config::data_dir(cli.data_dir.as_deref(), &config::process_env)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let api = || -> anyhow::Result<client::Client> {
+        let addr = match &cli.api {
+            Some(a) => a.clone(),
+            None => Config::load(&data_dir, &config::process_env, &Overrides::default())?
+                .node
+                .api
+                .to_string(),
+        };
+        Ok(client::Client::new(&addr))
+    };
+    match &cli.command {
+        Command::Init { force } => local::init(&data_dir, *force),
+        Command::Id => local::id(&data_dir),
+        Command::Node(args) => {
+            let overrides = Overrides {
+                listen: args.listen.clone(),
+                api: cli.api.clone(),
+                bootstrap: args.bootstrap.clone(),
+                no_mdns: args.no_mdns,
+                role: args.role,
+                slots: args.slots,
+            };
+            let config = Config::load(&data_dir, &config::process_env, &overrides)?;
+            runtime.block_on(local::node(&data_dir, config))
+        }
+        Command::Status { json } => runtime.block_on(remote::status(&api()?, *json)),
+        Command::Peers { json } => runtime.block_on(remote::peers(&api()?, *json)),
+        Command::Blob(cmd) => local::blob(&data_dir, cmd),
+        Command::Job(JobCommand::New { spec, common }) => local::job_new(&data_dir, &spec.to_spec()?, common),
+        Command::Job(JobCommand::Status { id, json }) => runtime.block_on(remote::job_status(&api()?, id, *json)),
+        Command::Job(JobCommand::Wait { id }) => runtime.block_on(remote::job_wait(&api()?, id)).map(|_| ()),
+        Command::Job(JobCommand::Result { id, output }) => runtime.block_on(remote::job_result(&api()?, id, output)),
+        Command::Jobs { json } => runtime.block_on(remote::jobs(&api()?, *json)),
+        Command::RunLocal { job, output, threads } => local::run_local(&data_dir, job, output.as_deref(), *threads),
+        Command::Submit { spec, common, output } => {
+            runtime.block_on(remote::submit(&api()?, &spec.to_spec()?, common, output.as_deref()))
+        }
+        Command::Receipts(args) => match &args.command {
+            Some(ReceiptsCommand::Verify { file }) => local::receipts_verify(file),
+            Some(ReceiptsCommand::Export { output, .. }) => {
+                runtime.block_on(remote::receipts_export(&api()?, &data_dir, args.household.as_deref(), output.as_deref()))
+            }
+            None => runtime.block_on(remote::receipts(&api()?, &data_dir, args.household.as_deref())),
+        },
+        Command::Demo {
+            radiators,
+            out,
+            width,
+            height,
+            tile,
+        } => runtime.block_on(crate::demo::run(crate::demo::DemoOptions {
+            radiators: *radiators,
+            out: out.clone(),
+            width: *width,
+            height: *height,
+            tile: *tile,
+        })),
+    }
+}

@@ -1,0 +1,244 @@
+//! Commands that talk to a running node through its local API.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::api::{PeerView, Status, SubmitJob};
+use crate::identity::{Identity, PublicKey};
+use crate::jobs::build::{materialise, JobSpec};
+use crate::jobs::{JobStatus, JobView, ShardView};
+use crate::ledger::Ledger;
+use crate::model::receipt::{ReceiptExport, ReceiptJson, EXPORT_FORMAT};
+
+use super::client::Client;
+use super::JobArgs;
+
+pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
+    let s: Status = api.get("/v1/status").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("peer id:    {}", s.peer_id);
+    println!("household:  {}", s.household);
+    println!("role:       {}", s.role);
+    println!("version:    {}", s.version);
+    println!("uptime:     {} s", s.uptime_s);
+    println!("peers:      {}", s.peers);
+    println!("slots:      {} of {}", s.worker_slots, s.worker_slots_max);
+    for a in &s.listen_addrs {
+        println!("listening:  {a}");
+    }
+    Ok(())
+}
+
+pub async fn peers(api: &Client, json: bool) -> anyhow::Result<()> {
+    let peers: Vec<PeerView> = api.get("/v1/peers").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&peers)?);
+        return Ok(());
+    }
+    if peers.is_empty() {
+        println!("no peers connected");
+    }
+    for p in peers {
+        println!(
+            "{}  {:>6} s  {}  {}",
+            p.peer_id,
+            p.connected_s,
+            p.agent.unwrap_or_else(|| "?".into()),
+            p.addresses.join(" ")
+        );
+    }
+    Ok(())
+}
+
+pub async fn submit(api: &Client, spec: &JobSpec, common: &JobArgs, output: Option<&Path>) -> anyhow::Result<()> {
+    let (module, inputs, assembly) = materialise(spec)?;
+    #[derive(serde::Deserialize)]
+    struct Hash {
+        hash: String,
+    }
+    let module: Hash = api.post_bytes("/v1/blobs", module).await.context("uploading the module")?;
+    let mut hashes = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
+        let h: Hash = api
+            .post_bytes("/v1/blobs", input)
+            .await
+            .with_context(|| format!("uploading input {i}"))?;
+        hashes.push(h.hash);
+    }
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let job = SubmitJob {
+        module: module.hash,
+        inputs: hashes,
+        limits: Some(common.limits()),
+        replication: common.replication,
+        assembly,
+    };
+    let id: Id = api.post_json("/v1/jobs", &job).await?;
+    eprintln!("submitted; follow it with `hearth job wait {}`", id.id);
+    println!("{}", id.id);
+    if let Some(path) = output {
+        job_wait(api, &id.id).await?;
+        job_result(api, &id.id, path).await?;
+    }
+    Ok(())
+}
+
+pub async fn jobs(api: &Client, json: bool) -> anyhow::Result<()> {
+    let jobs: Vec<JobView> = api.get("/v1/jobs").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(());
+    }
+    if jobs.is_empty() {
+        println!("this node coordinates no jobs");
+    }
+    for j in jobs {
+        println!("{}  {:<8} {}/{} shards verified", j.id, state_word(&j.status), j.shards_verified, j.shards_total);
+    }
+    Ok(())
+}
+
+fn state_word(s: &JobStatus) -> &'static str {
+    match s {
+        JobStatus::Running => "running",
+        JobStatus::Done { .. } => "done",
+        JobStatus::Failed { .. } => "failed",
+    }
+}
+
+pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let j: JobView = api.get(&format!("/v1/jobs/{id}")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    println!("job {}: {} ({}/{} shards verified, replication {})", j.id, state_word(&j.status), j.shards_verified, j.shards_total, j.replication);
+    if let JobStatus::Failed { reason } = &j.status {
+        println!("reason: {reason}");
+    }
+    let short = |k: &str| k.chars().take(12).collect::<String>();
+    for (i, s) in j.shards.iter().enumerate() {
+        let line = match s {
+            ShardView::Waiting { reason } => format!("waiting: {reason}"),
+            ShardView::Leased { to, claims } => format!(
+                "leased to {} ({claims} claims in)",
+                to.iter().map(|k| short(k)).collect::<Vec<_>>().join(", ")
+            ),
+            ShardView::Verifying { claims } => format!("verifying ({claims} agreeing claims; fetching output)"),
+            ShardView::Verified { output, fuel, households } => format!(
+                "verified: output {} fuel {fuel} by {}",
+                short(output),
+                households.iter().map(|k| short(k)).collect::<Vec<_>>().join(", ")
+            ),
+            ShardView::Failed { reason } => format!("failed: {reason}"),
+        };
+        println!("  shard {i:>4}  {line}");
+    }
+    Ok(())
+}
+
+/// Waits for a job with a progress bar; returns its final view.
+pub async fn job_wait(api: &Client, id: &str) -> anyhow::Result<JobView> {
+    let mut view: JobView = api.get(&format!("/v1/jobs/{id}")).await?;
+    let bar = indicatif::ProgressBar::new(view.shards_total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} shards verified {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        bar.set_position(view.shards_verified as u64);
+        match &view.status {
+            JobStatus::Done { .. } => {
+                bar.finish();
+                return Ok(view);
+            }
+            JobStatus::Failed { reason } => {
+                bar.abandon();
+                bail!("job {id} failed: {reason}");
+            }
+            JobStatus::Running => {
+                let waiting = view.shards.iter().find_map(|s| match s {
+                    ShardView::Waiting { reason } => Some(reason.clone()),
+                    _ => None,
+                });
+                bar.set_message(waiting.unwrap_or_default());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        view = api.get(&format!("/v1/jobs/{id}")).await?;
+    }
+}
+
+pub async fn job_result(api: &Client, id: &str, output: &Path) -> anyhow::Result<()> {
+    let bytes = api.get_bytes(&format!("/v1/jobs/{id}/result")).await?;
+    std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("wrote {} bytes to {}", bytes.len(), output.display());
+    Ok(())
+}
+
+/// Receipts from the running node, or straight from the data directory when no node runs.
+async fn load_receipts(api: &Client, data_dir: &Path, household: Option<&str>) -> anyhow::Result<ReceiptExport> {
+    let path = match household {
+        Some(h) => format!("/v1/receipts?household={h}"),
+        None => "/v1/receipts".to_string(),
+    };
+    match api.get::<ReceiptExport>(&path).await {
+        Ok(e) => Ok(e),
+        Err(e) if Client::is_unreachable(&e) => {
+            let identity = Identity::load(data_dir).context("no node answers and this data directory has no household key")?;
+            let db = crate::node::open_db(data_dir)?;
+            let ledger = Ledger::open(&db, identity.public())?;
+            let filter = household.map(PublicKey::from_hex).transpose().map_err(anyhow::Error::msg)?;
+            let list = ledger.list(filter.as_ref())?;
+            Ok(ReceiptExport {
+                format: EXPORT_FORMAT.into(),
+                receipts: list.iter().map(ReceiptJson::from).collect(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn receipts(api: &Client, data_dir: &Path, household: Option<&str>) -> anyhow::Result<()> {
+    let export = load_receipts(api, data_dir, household).await?;
+    for r in &export.receipts {
+        println!(
+            "{}  job {} shard {:>4}  worker {}  fuel {:>12}  {:>10.3} J ({:?})",
+            &r.id[..16],
+            &r.job[..12],
+            r.shard,
+            &r.worker[..12],
+            r.fuel,
+            r.energy_mj as f64 / 1000.0,
+            r.energy_method
+        );
+    }
+    let mut totals: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for r in &export.receipts {
+        let t = totals.entry(&r.worker).or_default();
+        t.0 += 1;
+        t.1 += r.energy_mj;
+    }
+    for (k, (n, e)) in totals {
+        println!("household {k}: {n} receipts, {:.3} J credited", e as f64 / 1000.0);
+    }
+    Ok(())
+}
+
+pub async fn receipts_export(api: &Client, data_dir: &Path, household: Option<&str>, output: Option<&Path>) -> anyhow::Result<()> {
+    let export = load_receipts(api, data_dir, household).await?;
+    let text = serde_json::to_string_pretty(&export)?;
+    match output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Jobs: the coordinator (submitter side) and the worker (radiator side), plus building jobs
+//! from the built-in kernels or any module, and running a job entirely on this machine.
+//!
+//! This layer gives meaning to the model's messages; it uses `net` to move them, `store` for
+//! blobs, `exec` to run shards and `ledger` for receipts. It never touches the Swarm.
+
+pub mod build;
+pub mod coordinator;
+pub mod local;
+pub mod worker;
+
+pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorHandle, JobStatus, JobView, ShardView};
+pub use worker::{Worker, WorkerConfig, WorkerEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    #[error("content store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("network: {0}")]
+    Network(String),
+    #[error("saved job state is damaged: {0}")]
+    Corrupt(String),
+    #[error("the shard could not run: {0}")]
+    Exec(#[from] crate::exec::ExecError),
+    #[error("the node is shutting down")]
+    Stopped,
+}

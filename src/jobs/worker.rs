@@ -1,0 +1,452 @@
+//! The worker: the radiator's side of a job.
+//!
+//! It learns of jobs from announcements, and while its room wants heat (the number of slots it
+//! is given) it asks their coordinators for leases, fetches the module and input (verified by
+//! the store), runs the shard in the deterministic executor on a blocking thread, stores the
+//! output, and sends a signed claim. A trap is reported as a failure, never as an output.
+//! Leases being worked are kept in sled (`worker/leases`) so a radiator killed mid-shard
+//! picks the work up again after a restart if the lease is still valid. A job whose
+//! coordinator stays unreachable is dropped after `give_up`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::exec::{Executor, Limits};
+use crate::identity::{Identity, PublicKey};
+use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
+use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
+use crate::model::{now_ms, JobManifest};
+use crate::net::Network;
+use crate::store::Store;
+
+use super::coordinator::CoordinatorHandle;
+use super::JobError;
+
+/// Most jobs a worker keeps track of at once; announcements beyond it are ignored until
+/// some finish.
+const MAX_KNOWN_JOBS: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Estimated watts drawn by one busy core, for the CPU-time energy estimate.
+    pub watts_per_core: f64,
+    /// Drop a job whose coordinator stays unreachable this long.
+    pub give_up: Duration,
+    /// Test-only fault injection: report a wrong output for every shard.
+    #[doc(hidden)]
+    pub cheat: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            watts_per_core: 15.0,
+            give_up: Duration::from_secs(120),
+            cheat: false,
+        }
+    }
+}
+
+/// What the node tells the worker.
+pub enum WorkerEvent {
+    Announced {
+        job: blake3::Hash,
+        coordinator: libp2p::PeerId,
+    },
+    Closed {
+        job: blake3::Hash,
+    },
+}
+
+struct KnownJob {
+    coordinator: libp2p::PeerId,
+    next_try: Instant,
+    unreachable_since: Option<Instant>,
+    running: usize,
+}
+
+enum Outcome {
+    Worked,
+    Denied { reason: DenyReason, retry_after: Duration },
+    Unreachable(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedLease {
+    coordinator: String,
+    job: [u8; 32],
+    shard: u32,
+    nonce: [u8; 16],
+    deadline_ms: u64,
+}
+
+/// Everything a shard task needs, cheap to clone into it.
+#[derive(Clone)]
+struct Ctx {
+    identity: Identity,
+    store: Store,
+    net: Network,
+    executor: Executor,
+    local: CoordinatorHandle,
+    local_peer: libp2p::PeerId,
+    leases: sled::Tree,
+    config: WorkerConfig,
+    /// Fraction of full heat, in thousandths, sent along with lease requests.
+    demand_permille: u16,
+}
+
+pub struct Worker {
+    ctx: Ctx,
+    slots: watch::Receiver<usize>,
+    max_slots: usize,
+    events: mpsc::Receiver<WorkerEvent>,
+    known: HashMap<blake3::Hash, KnownJob>,
+    running: usize,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        db: &sled::Db,
+        identity: Identity,
+        store: Store,
+        net: Network,
+        executor: Executor,
+        local: CoordinatorHandle,
+        slots: watch::Receiver<usize>,
+        max_slots: usize,
+        config: WorkerConfig,
+    ) -> Result<(Worker, mpsc::Sender<WorkerEvent>), JobError> {
+        let (tx, events) = mpsc::channel(256);
+        let local_peer = identity.peer_id();
+        Ok((
+            Worker {
+                ctx: Ctx {
+                    identity,
+                    store,
+                    net,
+                    executor,
+                    local,
+                    local_peer,
+                    leases: db.open_tree("worker/leases")?,
+                    config,
+                    demand_permille: 0,
+                },
+                slots,
+                max_slots: max_slots.max(1),
+                events,
+                known: HashMap::new(),
+                running: 0,
+            },
+            tx,
+        ))
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let (done_tx, mut done_rx) = mpsc::channel::<(blake3::Hash, Outcome)>(64);
+        self.resume(&done_tx);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                Some((job, outcome)) = done_rx.recv() => self.on_done(job, outcome),
+                _ = tick.tick() => self.start_work(&done_tx),
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::Announced { job, coordinator } => {
+                if self.known.len() >= MAX_KNOWN_JOBS && !self.known.contains_key(&job) {
+                    return;
+                }
+                self.known.entry(job).or_insert_with(|| {
+                    tracing::debug!(job = %job, %coordinator, "learned of a job");
+                    KnownJob {
+                        coordinator,
+                        next_try: Instant::now(),
+                        unreachable_since: None,
+                        running: 0,
+                    }
+                });
+            }
+            WorkerEvent::Closed { job } => {
+                self.known.remove(&job);
+            }
+        }
+    }
+
+    fn on_done(&mut self, job: blake3::Hash, outcome: Outcome) {
+        self.running = self.running.saturating_sub(1);
+        let give_up = self.ctx.config.give_up;
+        let Some(k) = self.known.get_mut(&job) else {
+            return;
+        };
+        k.running = k.running.saturating_sub(1);
+        match outcome {
+            Outcome::Worked => {
+                k.unreachable_since = None;
+                k.next_try = Instant::now();
+            }
+            Outcome::Denied {
+                reason,
+                retry_after,
+            } => {
+                k.unreachable_since = None;
+                if retry_after.is_zero() {
+                    tracing::info!(job = %job, ?reason, "coordinator has no more work for us");
+                    self.known.remove(&job);
+                } else {
+                    k.next_try = Instant::now() + retry_after;
+                }
+            }
+            Outcome::Unreachable(e) => {
+                let since = *k.unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= give_up {
+                    tracing::warn!(job = %job, "coordinator unreachable for {give_up:?} ({e}); dropping the job");
+                    self.known.remove(&job);
+                } else {
+                    k.next_try = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+    }
+
+    fn start_work(&mut self, done: &mpsc::Sender<(blake3::Hash, Outcome)>) {
+        let wanted = (*self.slots.borrow()).min(self.max_slots);
+        self.ctx.demand_permille = (wanted * 1000 / self.max_slots).min(1000) as u16;
+        let now = Instant::now();
+        while self.running < wanted {
+            // The job tried longest ago goes first, so no job starves the others.
+            let Some((job, k)) = self
+                .known
+                .iter_mut()
+                .filter(|(_, k)| k.next_try <= now)
+                .min_by_key(|(_, k)| k.next_try)
+            else {
+                return;
+            };
+            let job = *job;
+            k.running += 1;
+            self.running += 1;
+            let ctx = self.ctx.clone();
+            let coordinator = k.coordinator;
+            let done = done.clone();
+            tokio::spawn(async move {
+                let outcome = ctx.lease_and_work(job, coordinator).await;
+                let _ = done.send((job, outcome)).await;
+            });
+        }
+    }
+
+    /// Picks up leases that were being worked when the node stopped.
+    fn resume(&mut self, done: &mpsc::Sender<(blake3::Hash, Outcome)>) {
+        for item in self.ctx.leases.iter() {
+            let Ok((key, value)) = item else { continue };
+            let saved: Option<SavedLease> = serde_json::from_slice(&value).ok();
+            let Some(saved) = saved.filter(|s| s.deadline_ms > now_ms()) else {
+                let _ = self.ctx.leases.remove(key);
+                continue;
+            };
+            let Ok(coordinator) = saved.coordinator.parse::<libp2p::PeerId>() else {
+                let _ = self.ctx.leases.remove(key);
+                continue;
+            };
+            let job = blake3::Hash::from_bytes(saved.job);
+            let lease = Lease {
+                job,
+                shard: saved.shard,
+                nonce: saved.nonce,
+                deadline_ms: saved.deadline_ms,
+            };
+            tracing::info!(job = %job, shard = saved.shard, "resuming a shard leased before restart");
+            self.known.entry(job).or_insert(KnownJob {
+                coordinator,
+                next_try: Instant::now(),
+                unreachable_since: None,
+                running: 0,
+            });
+            if let Some(k) = self.known.get_mut(&job) {
+                k.running += 1;
+            }
+            self.running += 1;
+            let ctx = self.ctx.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let outcome = match ctx.work(coordinator, lease).await {
+                    Ok(()) => Outcome::Worked,
+                    Err(e) => Outcome::Unreachable(e.to_string()),
+                };
+                let _ = done.send((job, outcome)).await;
+            });
+        }
+    }
+}
+
+impl Ctx {
+    async fn ask(&self, coordinator: libp2p::PeerId, request: Request) -> Result<Response, JobError> {
+        if coordinator == self.local_peer {
+            return Ok(self.local.control(self.local_peer, request).await);
+        }
+        let bytes = self
+            .net
+            .request(coordinator, request.to_bytes())
+            .await
+            .map_err(|e| JobError::Network(e.to_string()))?;
+        Response::from_bytes(&bytes)
+            .map_err(|e| JobError::Network(format!("coordinator sent an unreadable answer: {e}")))
+    }
+
+    async fn fetch(&self, hash: blake3::Hash, from: libp2p::PeerId) -> Result<(), JobError> {
+        if self.store.has(&hash)? {
+            return Ok(());
+        }
+        let hint = (from != self.local_peer).then_some(from);
+        self.net
+            .fetch_blob(hash, hint)
+            .await
+            .map_err(|e| JobError::Network(format!("fetching {}: {e}", hash.to_hex())))
+    }
+
+    async fn lease_and_work(&self, job: blake3::Hash, coordinator: libp2p::PeerId) -> Outcome {
+        let request = Request::Lease {
+            job,
+            protocol: PROTOCOL_VERSION,
+            demand_permille: self.demand_permille,
+        };
+        match self.ask(coordinator, request).await {
+            Ok(Response::Leased(lease)) if lease.job == job => match self.work(coordinator, lease).await {
+                Ok(()) => Outcome::Worked,
+                Err(e) => Outcome::Unreachable(e.to_string()),
+            },
+            Ok(Response::Denied {
+                reason,
+                retry_after_ms,
+                detail,
+            }) => {
+                tracing::debug!(job = %job, ?reason, "no lease: {detail}");
+                Outcome::Denied {
+                    reason,
+                    retry_after: Duration::from_millis(retry_after_ms.min(60_000)),
+                }
+            }
+            Ok(other) => Outcome::Unreachable(format!("unexpected answer to a lease request: {other:?}")),
+            Err(e) => Outcome::Unreachable(e.to_string()),
+        }
+    }
+
+    /// Runs one leased shard and reports it.
+    async fn work(&self, coordinator: libp2p::PeerId, lease: Lease) -> Result<(), JobError> {
+        let key = [lease.job.as_bytes().as_slice(), &lease.shard.to_be_bytes()].concat();
+        let saved = SavedLease {
+            coordinator: coordinator.to_string(),
+            job: *lease.job.as_bytes(),
+            shard: lease.shard,
+            nonce: lease.nonce,
+            deadline_ms: lease.deadline_ms,
+        };
+        self.leases
+            .insert(key.as_slice(), serde_json::to_vec(&saved).map_err(|e| JobError::Corrupt(e.to_string()))?)?;
+        let result = self.run_shard(coordinator, &lease).await;
+        let _ = self.leases.remove(key.as_slice());
+        result
+    }
+
+    async fn run_shard(&self, coordinator: libp2p::PeerId, lease: &Lease) -> Result<(), JobError> {
+        let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
+        let _enter = span.enter();
+        self.fetch(lease.job, coordinator).await?;
+        let manifest = JobManifest::from_bytes(&self.store.get_bytes(&lease.job)?)
+            .map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
+        if manifest.id() != lease.job {
+            return Err(JobError::Invalid("the manifest does not hash to the job id".into()));
+        }
+        if manifest.submitter.peer_id() != Some(coordinator) {
+            return Err(JobError::Invalid("the lease came from a node that did not submit the job".into()));
+        }
+        let input_hash = *manifest
+            .inputs
+            .get(lease.shard as usize)
+            .ok_or_else(|| JobError::Invalid(format!("the job has no shard {}", lease.shard)))?;
+        self.fetch(manifest.module, coordinator).await?;
+        self.fetch(input_hash, coordinator).await?;
+        let module = self.store.get_bytes(&manifest.module)?;
+        let input = self.store.get_bytes(&input_hash)?;
+        let limits = Limits {
+            fuel: manifest.limits.fuel_per_shard,
+            memory_bytes: manifest.limits.memory_bytes,
+            ..Limits::default()
+        };
+        let executor = self.executor.clone();
+        let module_hash = manifest.module;
+        let start_ms = now_ms();
+        let outcome = tokio::task::spawn_blocking(move || executor.run(&module_hash, &module, &input, &limits))
+            .await
+            .map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
+        let end_ms = now_ms().max(start_ms);
+        let out = match outcome {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::info!("shard failed: {e}");
+                let request = Request::Failure {
+                    job: lease.job,
+                    shard: lease.shard,
+                    nonce: lease.nonce,
+                    reason: e.to_string(),
+                };
+                self.ask(coordinator, request).await?;
+                return Ok(());
+            }
+        };
+        let mut output = out.output;
+        if self.config.cheat {
+            output.extend_from_slice(b"forged");
+        }
+        let output_hash = self.store.put_bytes(&output)?;
+        if let Err(e) = self.net.provide(output_hash).await {
+            tracing::debug!("could not advertise output: {e}");
+        }
+        let energy_mj = (out.cpu_time.as_secs_f64() * self.config.watts_per_core * 1000.0).round() as u64;
+        let record = WorkRecord {
+            job: lease.job,
+            shard: lease.shard,
+            module: manifest.module,
+            input: input_hash,
+            output: output_hash,
+            worker: self.identity.public(),
+            submitter: manifest.submitter,
+            fuel: out.fuel,
+            energy_mj,
+            method: EnergyMethod::CpuEstimate,
+            start_ms,
+            end_ms,
+            nonce: lease.nonce,
+        };
+        let claim = Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
+        match self.ask(coordinator, Request::Claim(claim)).await? {
+            Response::ClaimAccepted { verified } => {
+                tracing::info!(fuel = out.fuel, verified, "claim accepted");
+                Ok(())
+            }
+            Response::ClaimRejected { detail } => {
+                tracing::warn!("claim rejected: {detail}");
+                Ok(())
+            }
+            other => Err(JobError::Network(format!("unexpected answer to a claim: {other:?}"))),
+        }
+    }
+}
+
+/// The household that runs the node with this PeerId, for logs and views.
+pub fn household_of(peer: &libp2p::PeerId) -> Option<PublicKey> {
+    PublicKey::from_peer_id(peer)
+}

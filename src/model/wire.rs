@@ -1,0 +1,470 @@
+//! Messages radiators exchange about jobs, receipts and heat: gossip payloads and the
+//! request/response pairs of the control protocol. Pure data with canonical bytes; the
+//! network layer moves them as opaque bytes and the jobs layer gives them meaning.
+//! `docs/protocol.md` lists every schema and limit.
+
+use super::canon::{DecodeError, Reader, Writer};
+use super::receipt::{Claim, Receipt};
+
+/// Version of the jobs protocol; a coordinator refuses leases to radiators of another version
+/// because fuel counts and outputs are only comparable within one executor version.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Manifests up to this size ride inline in the announcement; larger ones are fetched as a
+/// blob named by the job id.
+pub const INLINE_MANIFEST_MAX: usize = 48 * 1024;
+/// Longest human-readable reason carried in a message.
+pub const MAX_REASON: usize = 512;
+
+/// Payloads of the `hearth/jobs/1` topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobGossip {
+    /// A job is open for work. The gossip author must be the manifest's submitter.
+    Announce {
+        job: blake3::Hash,
+        manifest: Option<Vec<u8>>,
+    },
+    /// The job is finished or cancelled: stop asking for leases.
+    Closed { job: blake3::Hash },
+}
+
+impl JobGossip {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            JobGossip::Announce { job, manifest } => {
+                w.u8(1).hash(job);
+                match manifest {
+                    Some(m) => w.u8(1).bytes(m),
+                    None => w.u8(0),
+                };
+            }
+            JobGossip::Closed { job } => {
+                w.u8(2).hash(job);
+            }
+        }
+        w.into_bytes()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<JobGossip, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let msg = match r.u8("job gossip")? {
+            1 => {
+                let job = r.hash("job id")?;
+                let manifest = match r.u8("inline flag")? {
+                    0 => None,
+                    1 => Some(r.bytes(INLINE_MANIFEST_MAX, "inline manifest")?.to_vec()),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "inline flag",
+                            tag,
+                        })
+                    }
+                };
+                JobGossip::Announce { job, manifest }
+            }
+            2 => JobGossip::Closed {
+                job: r.hash("job id")?,
+            },
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "job gossip",
+                    tag,
+                })
+            }
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// Payload of the `hearth/heat/1` topic: how much heat a radiator wants right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeatDemand {
+    /// Worker slots the radiator wants filled (0 = warm enough, no work wanted).
+    pub wanted_slots: u16,
+    /// Heat demand in thousandths (0 = none, 1000 = full power).
+    pub demand_permille: u16,
+    /// Room temperature in hundredths of a degree Celsius, if known.
+    pub room_centi_c: Option<i32>,
+    pub at_ms: u64,
+}
+
+impl HeatDemand {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(1)
+            .raw(&self.wanted_slots.to_le_bytes())
+            .raw(&self.demand_permille.to_le_bytes());
+        match self.room_centi_c {
+            Some(t) => w.u8(1).raw(&t.to_le_bytes()),
+            None => w.u8(0),
+        };
+        w.u64(self.at_ms);
+        w.into_bytes()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<HeatDemand, DecodeError> {
+        let mut r = Reader::new(bytes);
+        if r.u8("heat message")? != 1 {
+            return Err(DecodeError::Invalid {
+                what: "heat message",
+                reason: "unknown kind".into(),
+            });
+        }
+        let wanted_slots = u16::from_le_bytes(r.array("wanted slots")?);
+        let demand_permille = u16::from_le_bytes(r.array("demand")?);
+        if demand_permille > 1000 {
+            return Err(DecodeError::Invalid {
+                what: "heat message",
+                reason: "demand above 1000 permille".into(),
+            });
+        }
+        let room_centi_c = match r.u8("temperature flag")? {
+            0 => None,
+            1 => Some(i32::from_le_bytes(r.array("temperature")?)),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "temperature flag",
+                    tag,
+                })
+            }
+        };
+        let at_ms = r.u64("time")?;
+        r.finish()?;
+        Ok(HeatDemand {
+            wanted_slots,
+            demand_permille,
+            room_centi_c,
+            at_ms,
+        })
+    }
+}
+
+/// Requests of the control protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A radiator asks a coordinator for one shard of a job.
+    Lease {
+        job: blake3::Hash,
+        protocol: u32,
+        /// The radiator's heat demand, 0..=1000; coordinators serve the coldest first.
+        demand_permille: u16,
+    },
+    /// A radiator reports a finished shard.
+    Claim(Claim),
+    /// A coordinator hands a countersigned receipt to its worker.
+    Receipt(Receipt),
+    /// A radiator reports that a shard could not run (a trap, a limit): not an output.
+    Failure {
+        job: blake3::Hash,
+        shard: u32,
+        nonce: [u8; 16],
+        reason: String,
+    },
+}
+
+/// Why a coordinator gives no work: always said, never silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// This coordinator does not know the job (or forgot it).
+    UnknownJob,
+    /// Every shard is verified.
+    JobComplete,
+    /// Every open shard is leased or already worked by this household; ask again later.
+    NothingFree,
+    /// This household's claims lost a vote here; it gets no more leases from this coordinator.
+    Excluded,
+    /// The radiator runs another protocol version.
+    VersionMismatch,
+    /// The coordinator is shutting down or overloaded.
+    Busy,
+}
+
+impl DenyReason {
+    fn tag(self) -> u8 {
+        match self {
+            DenyReason::UnknownJob => 1,
+            DenyReason::JobComplete => 2,
+            DenyReason::NothingFree => 3,
+            DenyReason::Excluded => 4,
+            DenyReason::VersionMismatch => 5,
+            DenyReason::Busy => 6,
+        }
+    }
+    fn from_tag(tag: u8) -> Result<DenyReason, DecodeError> {
+        Ok(match tag {
+            1 => DenyReason::UnknownJob,
+            2 => DenyReason::JobComplete,
+            3 => DenyReason::NothingFree,
+            4 => DenyReason::Excluded,
+            5 => DenyReason::VersionMismatch,
+            6 => DenyReason::Busy,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "deny reason",
+                    tag,
+                })
+            }
+        })
+    }
+}
+
+/// A lease: permission to run one replica of one shard until the deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub job: blake3::Hash,
+    pub shard: u32,
+    pub nonce: [u8; 16],
+    /// Milliseconds since the Unix epoch (coordinator's clock) after which the lease is void.
+    pub deadline_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Leased(Lease),
+    Denied {
+        reason: DenyReason,
+        /// When asking again makes sense, in milliseconds (0 = do not ask again).
+        retry_after_ms: u64,
+        detail: String,
+    },
+    /// The claim was recorded; `verified` says whether its shard is now verified.
+    ClaimAccepted { verified: bool },
+    ClaimRejected { detail: String },
+    ReceiptStored,
+    FailureNoted,
+    /// The request could not be understood or served.
+    Error { detail: String },
+}
+
+fn reason_text(s: &str) -> &str {
+    // Cut at a char boundary so an over-long reason still encodes within the bound.
+    let mut end = s.len().min(MAX_REASON);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Largest control message in either direction.
+pub const MAX_CONTROL_MESSAGE: usize = 4096;
+
+impl Request {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Request::Lease {
+                job,
+                protocol,
+                demand_permille,
+            } => {
+                w.u8(1)
+                    .hash(job)
+                    .u32(*protocol)
+                    .raw(&demand_permille.to_le_bytes());
+            }
+            Request::Claim(c) => {
+                w.u8(2).bytes(&c.to_bytes());
+            }
+            Request::Receipt(r) => {
+                w.u8(3).bytes(&r.to_bytes());
+            }
+            Request::Failure {
+                job,
+                shard,
+                nonce,
+                reason,
+            } => {
+                w.u8(4)
+                    .hash(job)
+                    .u32(*shard)
+                    .raw(nonce)
+                    .str(reason_text(reason));
+            }
+        }
+        w.into_bytes()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Request, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let req = match r.u8("request")? {
+            1 => Request::Lease {
+                job: r.hash("job id")?,
+                protocol: r.u32("protocol version")?,
+                demand_permille: u16::from_le_bytes(r.array("demand")?).min(1000),
+            },
+            2 => Request::Claim(Claim::from_bytes(r.bytes(1024, "claim")?)?),
+            3 => Request::Receipt(Receipt::from_bytes(r.bytes(1024, "receipt")?)?),
+            4 => Request::Failure {
+                job: r.hash("job id")?,
+                shard: r.u32("shard")?,
+                nonce: r.array("nonce")?,
+                reason: r.str(MAX_REASON, "reason")?.to_string(),
+            },
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "request",
+                    tag,
+                })
+            }
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Response::Leased(l) => {
+                w.u8(1)
+                    .hash(&l.job)
+                    .u32(l.shard)
+                    .raw(&l.nonce)
+                    .u64(l.deadline_ms);
+            }
+            Response::Denied {
+                reason,
+                retry_after_ms,
+                detail,
+            } => {
+                w.u8(2)
+                    .u8(reason.tag())
+                    .u64(*retry_after_ms)
+                    .str(reason_text(detail));
+            }
+            Response::ClaimAccepted { verified } => {
+                w.u8(3).u8(u8::from(*verified));
+            }
+            Response::ClaimRejected { detail } => {
+                w.u8(4).str(reason_text(detail));
+            }
+            Response::ReceiptStored => {
+                w.u8(5);
+            }
+            Response::FailureNoted => {
+                w.u8(6);
+            }
+            Response::Error { detail } => {
+                w.u8(7).str(reason_text(detail));
+            }
+        }
+        w.into_bytes()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Response, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let resp = match r.u8("response")? {
+            1 => Response::Leased(Lease {
+                job: r.hash("job id")?,
+                shard: r.u32("shard")?,
+                nonce: r.array("nonce")?,
+                deadline_ms: r.u64("deadline")?,
+            }),
+            2 => Response::Denied {
+                reason: DenyReason::from_tag(r.u8("deny reason")?)?,
+                retry_after_ms: r.u64("retry after")?,
+                detail: r.str(MAX_REASON, "detail")?.to_string(),
+            },
+            3 => Response::ClaimAccepted {
+                verified: r.u8("verified")? != 0,
+            },
+            4 => Response::ClaimRejected {
+                detail: r.str(MAX_REASON, "detail")?.to_string(),
+            },
+            5 => Response::ReceiptStored,
+            6 => Response::FailureNoted,
+            7 => Response::Error {
+                detail: r.str(MAX_REASON, "detail")?.to_string(),
+            },
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "response",
+                    tag,
+                })
+            }
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trips() {
+        let job = blake3::hash(b"j");
+        for g in [
+            JobGossip::Announce {
+                job,
+                manifest: Some(vec![1, 2, 3]),
+            },
+            JobGossip::Announce {
+                job,
+                manifest: None,
+            },
+            JobGossip::Closed { job },
+        ] {
+            assert_eq!(JobGossip::from_bytes(&g.to_bytes()).unwrap(), g);
+        }
+        let h = HeatDemand {
+            wanted_slots: 2,
+            demand_permille: 500,
+            room_centi_c: Some(-150),
+            at_ms: 5,
+        };
+        assert_eq!(HeatDemand::from_bytes(&h.to_bytes()).unwrap(), h);
+        for req in [
+            Request::Lease {
+                job,
+                protocol: 1,
+                demand_permille: 999,
+            },
+            Request::Failure {
+                job,
+                shard: 2,
+                nonce: [3; 16],
+                reason: "out of fuel".into(),
+            },
+        ] {
+            assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
+        }
+        for resp in [
+            Response::Leased(Lease {
+                job,
+                shard: 4,
+                nonce: [1; 16],
+                deadline_ms: 77,
+            }),
+            Response::Denied {
+                reason: DenyReason::Excluded,
+                retry_after_ms: 0,
+                detail: "x".repeat(2000),
+            },
+            Response::ClaimAccepted { verified: true },
+            Response::ReceiptStored,
+            Response::FailureNoted,
+        ] {
+            let back = Response::from_bytes(&resp.to_bytes()).unwrap();
+            if let Response::Denied { detail, .. } = &back {
+                assert_eq!(detail.len(), MAX_REASON);
+            } else {
+                assert_eq!(back, resp);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = JobGossip::from_bytes(&bytes);
+            let _ = HeatDemand::from_bytes(&bytes);
+            let _ = Request::from_bytes(&bytes);
+            let _ = Response::from_bytes(&bytes);
+        }
+    }
+}

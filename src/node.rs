@@ -1,0 +1,407 @@
+//! One radiator: wires the identity, store, ledger, executor, network, coordinator, worker
+//! and local API together, routes network events to them, and owns shutdown.
+//!
+//! Every service runs in one `JoinSet`; a single `watch` signal (ctrl-c, SIGTERM, or
+//! [`RunningNode::shutdown`]) tells them all to stop, after which sled is flushed. Gossip is
+//! validated here, where the model types are decoded: a message that does not decode, names
+//! the wrong author or carries a bad signature is rejected, which counts against its sender's
+//! gossipsub score.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, Role};
+use crate::exec::Executor;
+use crate::identity::{Identity, PublicKey};
+use crate::jobs::{Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent};
+use crate::ledger::{Ledger, LedgerError};
+use crate::model::receipt::Receipt;
+use crate::model::wire::{JobGossip, Request, Response};
+use crate::model::JobManifest;
+use crate::net::{self, NetConfig, NetEvent, Network, Topic, Verdict};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("opening the database in {path}: {source} (is another hearth node running on this data directory?)")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Jobs(#[from] crate::jobs::JobError),
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
+    #[error("network: {0}")]
+    Net(#[from] crate::net::NetError),
+    #[error("local API on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything needed to start a node, beyond what `hearth.toml` says.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    pub config: Config,
+    pub coordinator: CoordinatorConfig,
+    pub worker: WorkerConfig,
+    /// Test-only network fault injection.
+    #[doc(hidden)]
+    pub net_fault: net::FaultInjection,
+}
+
+impl NodeOptions {
+    pub fn new(data_dir: &Path, config: Config) -> NodeOptions {
+        NodeOptions {
+            data_dir: data_dir.to_path_buf(),
+            config,
+            coordinator: CoordinatorConfig::default(),
+            worker: WorkerConfig::default(),
+            net_fault: net::FaultInjection::default(),
+        }
+    }
+}
+
+/// Opens (or creates) the sled database of a data directory.
+pub fn open_db(data_dir: &Path) -> Result<sled::Db, NodeError> {
+    let path = data_dir.join("db");
+    sled::open(&path).map_err(|source| NodeError::Db { path, source })
+}
+
+/// Shared state the API reads.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub identity: Identity,
+    pub role: Role,
+    pub store: Store,
+    pub ledger: Ledger,
+    pub net: Network,
+    pub coordinator: CoordinatorHandle,
+    pub started: Instant,
+    /// Worker slots the room currently wants filled.
+    pub slots: watch::Sender<usize>,
+    pub max_slots: usize,
+}
+
+pub struct RunningNode {
+    pub context: NodeContext,
+    pub api_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    db: sled::Db,
+}
+
+impl RunningNode {
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.context.net.local_peer_id()
+    }
+
+    pub fn household(&self) -> PublicKey {
+        self.context.identity.public()
+    }
+
+    /// Stops every service and flushes the database.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.context.net.shutdown().await;
+        while self.tasks.join_next().await.is_some() {}
+        let _ = self.db.flush_async().await;
+    }
+
+    /// Runs until ctrl-c, SIGTERM or a service ends, then shuts down.
+    pub async fn run_until_signal(mut self) {
+        let mut stop = self.shutdown.subscribe();
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
+            _ = self.tasks.join_next() => tracing::warn!("a service stopped; shutting down"),
+            _ = stop.changed() => tracing::info!("shutdown requested"),
+        }
+        self.shutdown().await;
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Starts a node on `opts.data_dir`, which must hold a household key (`hearth init`).
+pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
+    let identity = Identity::load(&opts.data_dir)?;
+    let db = open_db(&opts.data_dir)?;
+    let store = Store::with_db(&db)?;
+    let ledger = Ledger::open(&db, identity.public())?;
+    let executor = Executor::new()?;
+    let config = &opts.config;
+
+    let bootstrap = if config.node.bootstrap.is_empty() {
+        net::parse_peer_list(include_str!("../bootstrap/peers.txt"))?
+    } else {
+        config.node.bootstrap.clone()
+    };
+    let mut net_config = NetConfig::new(identity.libp2p_keypair());
+    net_config.listen = config.node.listen.clone();
+    net_config.bootstrap = bootstrap;
+    net_config.mdns = config.node.mdns;
+    net_config.fault = opts.net_fault.clone();
+    let (net, mut events, net_task) = net::spawn(net_config, store.clone()).await?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let _ = net_task.await;
+    });
+
+    let (coordinator, coordinator_handle) = Coordinator::new(
+        &db,
+        identity.clone(),
+        store.clone(),
+        ledger.clone(),
+        net.clone(),
+        opts.coordinator.clone(),
+    )?;
+    tasks.spawn(coordinator.run(shutdown_rx.clone()));
+
+    let max_slots = config.worker.slots.max(1);
+    let initial_slots = match config.node.role {
+        Role::Radiator => max_slots,
+        Role::Bootstrap => 0,
+    };
+    let (slots, slots_rx) = watch::channel(initial_slots);
+    let (worker, worker_tx) = Worker::new(
+        &db,
+        identity.clone(),
+        store.clone(),
+        net.clone(),
+        executor,
+        coordinator_handle.clone(),
+        slots_rx,
+        max_slots,
+        opts.worker.clone(),
+    )?;
+    tasks.spawn(worker.run(shutdown_rx.clone()));
+
+    let context = NodeContext {
+        identity: identity.clone(),
+        role: config.node.role,
+        store: store.clone(),
+        ledger: ledger.clone(),
+        net: net.clone(),
+        coordinator: coordinator_handle.clone(),
+        started: Instant::now(),
+        slots,
+        max_slots,
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.node.api)
+        .await
+        .map_err(|source| NodeError::Api {
+            addr: config.node.api,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| NodeError::Api {
+        addr: config.node.api,
+        source,
+    })?;
+    let app = crate::api::router(context.clone());
+    let mut api_stop = shutdown_rx.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = api_stop.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("local API stopped: {e}");
+        }
+    });
+
+    let router = Router {
+        ledger,
+        net: net.clone(),
+        coordinator: coordinator_handle,
+        worker: worker_tx,
+        own: identity.public(),
+    };
+    let mut stop = shutdown_rx;
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => router.route(ev).await,
+                    None => break,
+                },
+                _ = stop.changed() => break,
+            }
+        }
+    });
+
+    tracing::info!(peer = %net.local_peer_id(), household = %identity.public(), api = %api_addr, "node started");
+    Ok(RunningNode {
+        context,
+        api_addr,
+        shutdown,
+        tasks,
+        db,
+    })
+}
+
+/// Gives each network event to the service it is for.
+struct Router {
+    ledger: Ledger,
+    net: Network,
+    coordinator: CoordinatorHandle,
+    worker: mpsc::Sender<WorkerEvent>,
+    own: PublicKey,
+}
+
+impl Router {
+    async fn route(&self, ev: NetEvent) {
+        match ev {
+            NetEvent::Gossip {
+                topic,
+                id,
+                source,
+                propagation_source,
+                data,
+            } => {
+                let verdict = self.gossip(topic, source, &data).await;
+                self.net
+                    .report_validation(id, propagation_source, verdict)
+                    .await;
+            }
+            NetEvent::ControlRequest { peer, data, reply } => {
+                let coordinator = self.coordinator.clone();
+                let ledger = self.ledger.clone();
+                let own = self.own;
+                // Each request is served on its own task so a slow one (a claim whose state is
+                // being flushed) does not hold up the others; the network layer bounds how many
+                // inbound requests are open at once.
+                tokio::spawn(async move {
+                    let response = control(&coordinator, &ledger, own, peer, &data).await;
+                    let _ = reply.send(response.to_bytes());
+                });
+            }
+            NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {}
+        }
+    }
+
+    async fn gossip(&self, topic: Topic, source: Option<libp2p::PeerId>, data: &[u8]) -> Verdict {
+        let Some(source) = source else {
+            // Hearth gossip is always signed; an anonymous message is someone else's traffic.
+            return Verdict::Reject;
+        };
+        match topic {
+            Topic::Jobs => match JobGossip::from_bytes(data) {
+                Ok(JobGossip::Announce { job, manifest }) => {
+                    if let Some(bytes) = manifest {
+                        let Ok(m) = JobManifest::from_bytes(&bytes) else {
+                            return Verdict::Reject;
+                        };
+                        if m.id() != job || m.submitter.peer_id() != Some(source) {
+                            return Verdict::Reject;
+                        }
+                    }
+                    let _ = self
+                        .worker
+                        .try_send(WorkerEvent::Announced { job, coordinator: source });
+                    Verdict::Accept
+                }
+                Ok(JobGossip::Closed { job }) => {
+                    let _ = self.worker.try_send(WorkerEvent::Closed { job });
+                    Verdict::Accept
+                }
+                Err(e) => {
+                    tracing::debug!(%source, "malformed job gossip: {e}");
+                    Verdict::Reject
+                }
+            },
+            Topic::Receipts => match Receipt::from_bytes(data) {
+                Ok(r) => match self.ledger.insert(&r) {
+                    Ok(_) => Verdict::Accept,
+                    Err(LedgerError::Replay { .. }) => Verdict::Ignore,
+                    Err(e @ (LedgerError::Db(_) | LedgerError::Corrupt(_))) => {
+                        tracing::error!("ledger: {e}");
+                        Verdict::Ignore
+                    }
+                    Err(e) => {
+                        tracing::info!(%source, "receipt refused: {e}");
+                        Verdict::Reject
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(%source, "malformed receipt gossip: {e}");
+                    Verdict::Reject
+                }
+            },
+            Topic::Heat => match crate::model::wire::HeatDemand::from_bytes(data) {
+                Ok(_) => Verdict::Accept,
+                Err(_) => Verdict::Reject,
+            },
+        }
+    }
+}
+
+async fn control(
+    coordinator: &CoordinatorHandle,
+    ledger: &Ledger,
+    own: PublicKey,
+    peer: libp2p::PeerId,
+    data: &[u8],
+) -> Response {
+    let request = match Request::from_bytes(data) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, "malformed control request: {e}");
+            return Response::Error {
+                detail: format!("malformed request: {e}"),
+            };
+        }
+    };
+    match request {
+        Request::Receipt(receipt) => {
+            if receipt.record.worker != own {
+                return Response::Error {
+                    detail: "that receipt credits another household".into(),
+                };
+            }
+            match ledger.insert(&receipt) {
+                Ok(_) | Err(LedgerError::Replay { .. }) => Response::ReceiptStored,
+                Err(e) => Response::Error {
+                    detail: e.to_string(),
+                },
+            }
+        }
+        other => coordinator.control(peer, other).await,
+    }
+}
