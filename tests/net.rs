@@ -777,8 +777,13 @@ async fn restart_with_same_key_keeps_peer_id() {
         let loaded = Keypair::from_protobuf_encoding(&std::fs::read(&key_path).unwrap()).unwrap();
         let second = TestNode::start(NetConfig::loopback(loaded)).await;
         assert_eq!(second.id(), first_id);
-        // And peers see that id on the wire: dialling with /p2p/<first id> succeeds.
+        // And peers see that id on the wire: dialling with /p2p/<first id> succeeds, with
+        // another id it fails.
         let other = TestNode::start(loopback()).await;
+        let mut wrong = second.addr().await;
+        wrong.pop();
+        let wrong = wrong.with(libp2p::multiaddr::Protocol::P2p(PeerId::random()));
+        assert!(other.net.dial(wrong).await.is_err(), "dial with a wrong peer id must fail");
         other.net.dial(second.addr().await).await.expect("dial by peer id");
         assert!(other.peer_ids().await.contains(&first_id));
         second.net.shutdown().await;

@@ -341,6 +341,13 @@ pub struct PeerInfo {
     pub gossip_score: Option<f64>,
 }
 
+impl PeerInfo {
+    /// How long the peer has been connected (zero if the clock went backwards).
+    pub fn connected_for(&self) -> Duration {
+        self.connected_since.elapsed().unwrap_or_default()
+    }
+}
+
 /// Requests from a [`Network`] handle to the swarm task.
 enum Command {
     Publish {
