@@ -11,17 +11,11 @@ use std::time::{Duration, Instant};
 use hearth::exec::{Executor, Limits};
 use hearth::kernels::{self, PiCount};
 
-/// Best of `reps` runs: the least disturbed by the rest of the machine.
-fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
-    let mut best = Duration::MAX;
-    let mut last = None;
-    for _ in 0..reps {
-        let start = Instant::now();
-        let out = f();
-        best = best.min(start.elapsed());
-        last = Some(out);
-    }
-    (best, last.expect("reps > 0"))
+/// Times one call of `f`.
+fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let start = Instant::now();
+    let out = f();
+    (start.elapsed(), out)
 }
 
 fn run_all(exec: &Executor, module: &[u8], inputs: &[Vec<u8>]) -> (Vec<Vec<u8>>, u64) {
@@ -61,13 +55,31 @@ fn measure(
     exec.prepare(&hash, module).expect("compiles");
     blanket.prepare(&hash, module).expect("compiles");
 
-    let (t_native, native_out) = best_of(reps, || {
-        inputs.iter().map(|i| black_box(native(black_box(i)))).collect::<Vec<_>>()
-    });
-    let (t_hearth, (hearth_out, fuel)) = best_of(reps, || run_all(&exec, module, inputs));
-    let (t_blanket, (blanket_out, _)) = best_of(reps, || run_all(&blanket, module, inputs));
-    assert_eq!(hearth_out, native_out, "{name}: executor output differs from native");
-    assert_eq!(blanket_out, native_out, "{name}: blanket-NaN output differs from native");
+    // Interleave the three variants and keep each one's best time, so a burst of load from
+    // the rest of the machine hits them alike instead of skewing one of them.
+    let (mut t_native, mut t_hearth, mut t_blanket) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut native_out, mut hearth_out, mut blanket_out, mut fuel) = (vec![], vec![], vec![], 0);
+    for _ in 0..reps {
+        let (t, out) = timed(|| {
+            inputs
+                .iter()
+                .map(|i| black_box(native(black_box(i))))
+                .collect::<Vec<_>>()
+        });
+        (t_native, native_out) = (t_native.min(t), out);
+        let (t, (out, f)) = timed(|| run_all(&exec, module, inputs));
+        (t_hearth, hearth_out, fuel) = (t_hearth.min(t), out, f);
+        let (t, (out, _)) = timed(|| run_all(&blanket, module, inputs));
+        (t_blanket, blanket_out) = (t_blanket.min(t), out);
+    }
+    assert_eq!(
+        hearth_out, native_out,
+        "{name}: executor output differs from native"
+    );
+    assert_eq!(
+        blanket_out, native_out,
+        "{name}: blanket-NaN output differs from native"
+    );
     Row {
         name: name.to_string(),
         native: t_native,
@@ -78,7 +90,7 @@ fn measure(
 }
 
 fn main() {
-    let reps = 5;
+    let reps = 7;
     let mut rows = Vec::new();
 
     let (w, h, tile, max_iter) = (512, 512, 128, 1000);

@@ -33,7 +33,13 @@ pub struct DemoOptions {
 const MAX_ITER: u32 = 500;
 
 /// Starts `n` radiators on loopback, the first one being every other's bootstrap peer.
-pub async fn start_radiators(root: &std::path::Path, n: usize, slots: usize) -> anyhow::Result<Vec<RunningNode>> {
+/// `configure` may adjust each node's options (by index) before it starts.
+pub async fn start_radiators(
+    root: &std::path::Path,
+    n: usize,
+    slots: usize,
+    configure: &dyn Fn(usize, &mut NodeOptions),
+) -> anyhow::Result<Vec<RunningNode>> {
     let mut nodes: Vec<RunningNode> = Vec::with_capacity(n);
     for i in 0..n {
         let dir = root.join(format!("radiator-{i}"));
@@ -46,7 +52,9 @@ pub async fn start_radiators(root: &std::path::Path, n: usize, slots: usize) -> 
         if let Some(first) = nodes.first() {
             config.node.bootstrap = vec![listen_addr(first).await?];
         }
-        let node = node::start(NodeOptions::new(&dir, config))
+        let mut opts = NodeOptions::new(&dir, config);
+        configure(i, &mut opts);
+        let node = node::start(opts)
             .await
             .with_context(|| format!("starting radiator {i}"))?;
         nodes.push(node);
@@ -99,7 +107,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&nodes_dir).with_context(|| format!("clearing {}", nodes_dir.display()))?;
     }
     println!("starting {} radiators on loopback ...", opts.radiators);
-    let nodes = start_radiators(&nodes_dir, opts.radiators, 1).await?;
+    let nodes = start_radiators(&nodes_dir, opts.radiators, 1, &|_, _| {}).await?;
     wait_connected(&nodes, 1, Duration::from_secs(20)).await?;
     // Give gossipsub a heartbeat or two to graft its meshes before the announcement.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -156,10 +164,10 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         opts.width,
         opts.height,
         opts.tile,
-        &kernels::mandelbrot_job_inputs(opts.width, opts.height, opts.tile, MAX_ITER)
+        &kernels::mandelbrot_tiles(opts.width, opts.height, opts.tile, MAX_ITER)
             .iter()
-            .map(|input| kernels::mandelbrot_native(input))
-            .collect::<Result<Vec<_>, _>>()?,
+            .map(kernels::mandelbrot_native)
+            .collect::<Vec<_>>(),
     )?;
     let image_ok = png == reference;
     println!(

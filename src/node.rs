@@ -167,7 +167,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let config = &opts.config;
 
     let bootstrap = if config.node.bootstrap.is_empty() {
-        net::parse_peer_list(include_str!("../bootstrap/peers.txt"))?
+        net::default_bootstrap()?
     } else {
         config.node.bootstrap.clone()
     };

@@ -18,8 +18,15 @@ fn run(
     exec.run(&blake3::hash(module), module, input, limits)
 }
 
+/// One executor shared by the tests, so each module is compiled once (debug-build Cranelift
+/// is slow); tests that need a fresh engine make their own.
+fn shared() -> &'static Executor {
+    static EXEC: std::sync::OnceLock<Executor> = std::sync::OnceLock::new();
+    EXEC.get_or_init(|| Executor::new().unwrap())
+}
+
 fn run_default(module: &[u8], input: &[u8]) -> Result<ShardOutput, ExecError> {
-    run(&Executor::new().unwrap(), module, input, &Limits::default())
+    run(shared(), module, input, &Limits::default())
 }
 
 /// Wraps a `run` body in a minimal core-ABI module (alloc returns a fixed buffer at 1024).
@@ -96,7 +103,13 @@ fn same_output_and_fuel_repeatedly_and_across_threads() {
         assert_eq!(again.fuel, first.fuel);
     }
     // A fresh executor (empty cache, new engine) must agree too.
-    let fresh = run_default(&module, &input).unwrap();
+    let fresh = run(
+        &Executor::new().unwrap(),
+        &module,
+        &input,
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(
         (fresh.output.clone(), fresh.fuel),
         (first.output.clone(), first.fuel)

@@ -91,7 +91,7 @@ pub enum ExecError {
     ModuleTooLarge { size: usize, limit: usize },
     #[error("the input is {size} bytes; hearth accepts at most {limit}")]
     InputTooLarge { size: usize, limit: usize },
-    #[error("the module is not valid WebAssembly for hearth (SIMD, threads and other post-2.0 features are not allowed): {0}")]
+    #[error("the module is not valid WebAssembly for hearth (which accepts WebAssembly 2.0 without SIMD): {0}")]
     InvalidModule(String),
     #[error("the module imports `{module}::{name}`, which is forbidden: {reason}")]
     ForbiddenImport {
@@ -147,6 +147,12 @@ fn stderr_tail(stderr: &[u8]) -> String {
 pub struct Executor {
     inner: Arc<Inner>,
 }
+
+// Worker threads share one executor; keep that a compile-time promise.
+const _: () = {
+    const fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Executor>();
+};
 
 struct Inner {
     engine: Engine,
@@ -400,13 +406,16 @@ fn run_core(
     let len = i32::try_from(input.len())
         .map_err(|_| bad_abi("input does not fit a 32-bit length".into()))?;
     let ptr = alloc.call(&mut *store, len)?;
-    memory
-        .write(&mut *store, ptr as u32 as usize, input)
-        .map_err(|_| {
-            bad_abi(format!(
-                "`alloc({len})` returned {ptr:#x}, which is not a buffer inside memory"
-            ))
-        })?;
+    // An empty input needs no buffer: allocators may hand out a dangling pointer for it.
+    if !input.is_empty() {
+        memory
+            .write(&mut *store, ptr as u32 as usize, input)
+            .map_err(|_| {
+                bad_abi(format!(
+                    "`alloc({len})` returned {ptr:#x}, which is not a buffer inside memory"
+                ))
+            })?;
+    }
     let packed = run.call(&mut *store, (ptr, len))? as u64;
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     if out_len > MAX_OUTPUT_BYTES {

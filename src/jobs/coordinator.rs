@@ -767,7 +767,7 @@ impl Coordinator {
 }
 
 enum Decision {
-    Verified { output: blake3::Hash, fuel: u64 },
+    Verified { output: blake3::Hash },
     Undecided,
     Hopeless,
 }
@@ -785,8 +785,8 @@ fn decide(shard: &ShardState, replication: u8) -> Decision {
     let total: usize = groups.values().map(Vec::len).sum();
     let best = groups.iter().max_by_key(|(_, v)| v.len());
     match best {
-        Some(((output, fuel), v)) if v.len() >= replication as usize && v.len() * 2 > total => {
-            Decision::Verified { output: *output, fuel: *fuel }
+        Some(((output, _), v)) if v.len() >= replication as usize && v.len() * 2 > total => {
+            Decision::Verified { output: *output }
         }
         _ if total >= MAX_REPLICAS => Decision::Hopeless,
         _ => Decision::Undecided,

@@ -65,7 +65,6 @@ struct KnownJob {
     coordinator: libp2p::PeerId,
     next_try: Instant,
     unreachable_since: Option<Instant>,
-    running: usize,
 }
 
 enum Outcome {
@@ -175,7 +174,6 @@ impl Worker {
                         coordinator,
                         next_try: Instant::now(),
                         unreachable_since: None,
-                        running: 0,
                     }
                 });
             }
@@ -191,7 +189,6 @@ impl Worker {
         let Some(k) = self.known.get_mut(&job) else {
             return;
         };
-        k.running = k.running.saturating_sub(1);
         match outcome {
             Outcome::Worked => {
                 k.unreachable_since = None;
@@ -236,7 +233,6 @@ impl Worker {
                 return;
             };
             let job = *job;
-            k.running += 1;
             self.running += 1;
             let ctx = self.ctx.clone();
             let coordinator = k.coordinator;
@@ -273,11 +269,7 @@ impl Worker {
                 coordinator,
                 next_try: Instant::now(),
                 unreachable_since: None,
-                running: 0,
             });
-            if let Some(k) = self.known.get_mut(&job) {
-                k.running += 1;
-            }
             self.running += 1;
             let ctx = self.ctx.clone();
             let done = done.clone();

@@ -1,0 +1,306 @@
+//! Distributed jobs end to end, with real nodes: real libp2p connections on loopback, real
+//! sled databases on disk, real wasm execution and real signatures. Each test runs under a
+//! timeout.
+
+use std::time::Duration;
+
+use hearth::demo::{start_radiators, wait_connected};
+use hearth::jobs::build::{build, JobSpec};
+use hearth::jobs::{JobStatus, JobView};
+use hearth::kernels;
+use hearth::model::{parse_hash, JobLimits};
+use hearth::node::{NodeOptions, RunningNode};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn wait_done(node: &RunningNode, id: blake3::Hash, timeout: Duration) -> JobView {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let view = node.context.coordinator.view(id).await.expect("job known");
+        match &view.status {
+            JobStatus::Running => {}
+            _ => return view,
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job not finished in {timeout:?}: {view:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn mandelbrot(width: u32, height: u32, tile: u32) -> JobSpec {
+    JobSpec::Mandelbrot {
+        width,
+        height,
+        tile,
+        max_iter: 200,
+    }
+}
+
+fn native_png(width: u32, height: u32, tile: u32) -> Vec<u8> {
+    let tiles: Vec<Vec<u8>> = kernels::mandelbrot_tiles(width, height, tile, 200)
+        .iter()
+        .map(kernels::mandelbrot_native)
+        .collect();
+    kernels::assemble_mandelbrot_png(width, height, tile, &tiles).unwrap()
+}
+
+fn result_bytes(node: &RunningNode, view: &JobView) -> Vec<u8> {
+    let JobStatus::Done { result } = &view.status else {
+        panic!("job did not succeed: {view:#?}")
+    };
+    node.context
+        .store
+        .get_bytes(&parse_hash(result).unwrap())
+        .unwrap()
+}
+
+async fn settle(nodes: &[RunningNode]) {
+    wait_connected(nodes, 1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    // Let gossipsub graft its mesh before the first announcement.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_node_job_completes_with_right_output_and_receipts() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {}).await.unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let manifest = build(
+            &sub.context.store,
+            &mandelbrot(200, 120, 64),
+            sub.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let shards = manifest.inputs.len();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let view = wait_done(sub, id, Duration::from_secs(60)).await;
+        assert_eq!(result_bytes(sub, &view), native_png(200, 120, 64));
+        // Two receipts per shard, from two distinct households each, all valid.
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), shards * 2);
+        for r in &receipts {
+            r.verify().unwrap();
+        }
+        let mut per_shard = std::collections::HashMap::<u32, Vec<_>>::new();
+        for r in &receipts {
+            per_shard.entry(r.record.shard).or_default().push(r.record.worker);
+        }
+        assert!(per_shard.values().all(|w| w.len() == 2 && w[0] != w[1]));
+        // Workers hold their own receipts too (delivered directly or by gossip).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let held: usize = nodes
+            .iter()
+            .map(|n| n.context.ledger.list(Some(&n.household())).unwrap().len())
+            .sum();
+        assert_eq!(held, shards * 2);
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cheating_radiator_is_outvoted_and_excluded() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // Radiator 0 submits and does not work, 1 and 2 are honest, 3 forges outputs.
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            o.worker.cheat = i == 3;
+        })
+        .await
+        .unwrap();
+        nodes[0].context.slots.send_replace(0);
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let manifest = build(
+            &sub.context.store,
+            &mandelbrot(128, 128, 64),
+            sub.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let view = wait_done(sub, id, Duration::from_secs(60)).await;
+        assert_eq!(result_bytes(sub, &view), native_png(128, 128, 64));
+        let cheater = nodes[3].household();
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert!(!receipts.is_empty());
+        assert!(
+            receipts.iter().all(|r| r.record.worker != cheater),
+            "a forged output earned a receipt"
+        );
+        // Once caught, the cheater gets no more leases: it is told why.
+        let response = sub
+            .context
+            .coordinator
+            .control(
+                nodes[3].peer_id(),
+                hearth::model::wire::Request::Lease {
+                    job: id,
+                    protocol: hearth::model::wire::PROTOCOL_VERSION,
+                    demand_permille: 1000,
+                },
+            )
+            .await;
+        for shard in &view.shards {
+            let hearth::jobs::ShardView::Verified { households, .. } = shard else {
+                panic!("unverified shard in a finished job: {shard:?}")
+            };
+            assert!(!households.contains(&cheater.to_hex()));
+        }
+        assert!(
+            matches!(
+                response,
+                hearth::model::wire::Response::Denied {
+                    reason: hearth::model::wire::DenyReason::Excluded,
+                    ..
+                }
+            ),
+            "the cheater was not flagged: {response:?}"
+        );
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_radiator_has_its_shard_leased_again() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 4, 1, &|_, o: &mut NodeOptions| {
+            o.coordinator.lease = Duration::from_secs(3);
+        })
+        .await
+        .unwrap();
+        nodes[0].context.slots.send_replace(0);
+        settle(&nodes).await;
+        let mut nodes = nodes;
+        let sub = &nodes[0];
+        // Slow shards (a few hundred ms each) so a radiator is caught mid-shard.
+        let spec = JobSpec::Pi {
+            shards: 6,
+            samples: 3_000_000,
+            seed: 7,
+        };
+        let manifest = build(
+            &sub.context.store,
+            &spec,
+            sub.household(),
+            JobLimits::default(),
+            1,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        // Wait until radiator 3 holds a lease, then kill it.
+        let victim = nodes[3].household().to_hex();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = nodes[0].context.coordinator.view(id).await.unwrap();
+            let leased = view.shards.iter().any(|s| {
+                matches!(s, hearth::jobs::ShardView::Leased { to, .. } if to.contains(&victim))
+            });
+            if leased {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "radiator 3 never got a lease");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let killed = nodes.pop().unwrap();
+        killed.shutdown().await;
+        let view = wait_done(&nodes[0], id, Duration::from_secs(60)).await;
+        let text = String::from_utf8(result_bytes(&nodes[0], &view)).unwrap();
+        let estimate: f64 = text.trim().parse().unwrap();
+        assert!((estimate - std::f64::consts::PI).abs() < 0.01, "{estimate}");
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_coordinator_finishes_the_job() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // The coordinator listens on a fixed port so radiators can reach it after its restart.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let listen: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        let l2 = listen.clone();
+        let mut nodes = start_radiators(dir.path(), 3, 1, &move |i, o: &mut NodeOptions| {
+            if i == 0 {
+                o.config.node.listen = vec![l2.clone()];
+            }
+            o.coordinator.lease = Duration::from_secs(3);
+        })
+        .await
+        .unwrap();
+        nodes[0].context.slots.send_replace(0);
+        settle(&nodes).await;
+        let spec = JobSpec::Pi {
+            shards: 8,
+            samples: 2_000_000,
+            seed: 3,
+        };
+        let manifest = build(
+            &nodes[0].context.store,
+            &spec,
+            nodes[0].household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let id = nodes[0].context.coordinator.submit(manifest).await.unwrap();
+        // Let some work happen, then restart the coordinator mid-job.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = nodes[0].context.coordinator.view(id).await.unwrap();
+            if v.shards_verified >= 1 {
+                assert!(v.shards_verified < v.shards_total, "job finished before the restart");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let coordinator = nodes.remove(0);
+        let data_dir = dir.path().join("radiator-0");
+        coordinator.shutdown().await;
+        let mut config = hearth::config::Config::default();
+        config.node.listen = vec![listen];
+        config.node.api = "127.0.0.1:0".parse().unwrap();
+        config.node.mdns = false;
+        config.node.bootstrap = vec![hearth::demo::listen_addr(&nodes[0]).await.unwrap()];
+        config.worker.slots = 1;
+        let mut opts = NodeOptions::new(&data_dir, config);
+        opts.coordinator.lease = Duration::from_secs(3);
+        let restarted = hearth::node::start(opts).await.unwrap();
+        restarted.context.slots.send_replace(0);
+        let view = wait_done(&restarted, id, Duration::from_secs(90)).await;
+        let text = String::from_utf8(result_bytes(&restarted, &view)).unwrap();
+        let estimate: f64 = text.trim().parse().unwrap();
+        assert!((estimate - std::f64::consts::PI).abs() < 0.01, "{estimate}");
+        restarted.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
