@@ -142,7 +142,7 @@ async fn gossip_latency() -> (Duration, Duration, usize) {
     )
 }
 
-async fn blob_throughput() -> (f64, f64) {
+async fn blob_throughput() -> (f64, f64, f64) {
     let mut data = vec![0u8; BLOB_LEN];
     blake3::Hasher::new()
         .update(b"bench")
@@ -151,7 +151,9 @@ async fn blob_throughput() -> (f64, f64) {
     let data = Arc::new(data);
 
     // Plain TCP copy of the same bytes over loopback.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let start_tcp = Instant::now();
     let server = tokio::spawn(async move {
@@ -178,7 +180,9 @@ async fn blob_throughput() -> (f64, f64) {
 
     // Over hearth.
     let a = start(0, vec![], None).await;
+    let t = Instant::now();
     let hash = a.store.put_bytes(&data).expect("put");
+    let store_secs = t.elapsed().as_secs_f64();
     a.net.provide(hash).await.expect("provide");
     let b = start(1, vec![addr(&a).await], None).await;
     let t = Instant::now();
@@ -196,7 +200,7 @@ async fn blob_throughput() -> (f64, f64) {
     a.net.shutdown().await;
     b.net.shutdown().await;
     let mib = BLOB_LEN as f64 / (1024.0 * 1024.0);
-    (mib / hearth_secs, mib / tcp_secs)
+    (mib / hearth_secs, mib / tcp_secs, mib / store_secs)
 }
 
 fn main() {
@@ -205,8 +209,14 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let (median, p99, lost) = gossip_latency().await;
-        let (hearth, tcp) = blob_throughput().await;
+        // HEARTH_BENCH=blob skips the gossip part (quicker iterations on the blob path).
+        let gossip = std::env::var("HEARTH_BENCH").as_deref() != Ok("blob");
+        let (median, p99, lost) = if gossip {
+            gossip_latency().await
+        } else {
+            (Duration::ZERO, Duration::ZERO, 0)
+        };
+        let (hearth, tcp, store) = blob_throughput().await;
         println!();
         println!("| benchmark                                   | result        | target    |");
         println!("|---------------------------------------------|---------------|-----------|");
@@ -223,6 +233,7 @@ fn main() {
             "| blob fetch over hearth, 64 MiB              | {hearth:>9.1} MiB/s |           |"
         );
         println!("| plain tokio TCP copy, 64 MiB                | {tcp:>9.1} MiB/s |           |");
+        println!("| store.put_bytes alone (hash + sled), 64 MiB | {store:>9.1} MiB/s |           |");
         println!(
             "| hearth / TCP                                | {:>9.3}     | >= 0.5    |",
             hearth / tcp

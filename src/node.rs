@@ -17,7 +17,9 @@ use tokio::task::JoinSet;
 use crate::config::{Config, Role};
 use crate::exec::Executor;
 use crate::identity::{Identity, PublicKey};
-use crate::jobs::{Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent};
+use crate::jobs::{
+    Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent,
+};
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::receipt::Receipt;
 use crate::model::wire::{JobGossip, Request, Response};
@@ -332,9 +334,10 @@ impl Router {
                             return Verdict::Reject;
                         }
                     }
-                    let _ = self
-                        .worker
-                        .try_send(WorkerEvent::Announced { job, coordinator: source });
+                    let _ = self.worker.try_send(WorkerEvent::Announced {
+                        job,
+                        coordinator: source,
+                    });
                     Verdict::Accept
                 }
                 Ok(JobGossip::Closed { job }) => {

@@ -111,7 +111,11 @@ impl TestNode {
     /// Its first listen address with `/p2p/<id>`.
     async fn addr(&self) -> Multiaddr {
         let status = self.net.status().await.expect("status");
-        let a = status.listen_addrs.first().expect("a listen address").clone();
+        let a = status
+            .listen_addrs
+            .first()
+            .expect("a listen address")
+            .clone();
         a.with(libp2p::multiaddr::Protocol::P2p(self.id()))
     }
 
@@ -180,13 +184,17 @@ async fn nodes_find_each_other_through_bootstrap() {
         .await;
         // Identify filled in the peer info.
         let infos = a.net.peers().await.unwrap();
-        let b_info = infos.iter().find(|p| p.peer_id == b.id()).expect("A sees B");
+        let b_info = infos
+            .iter()
+            .find(|p| p.peer_id == b.id())
+            .expect("A sees B");
         eventually("identify info", || async {
             let infos = a.net.peers().await.unwrap();
-            infos
-                .iter()
-                .find(|p| p.peer_id == b.id())
-                .is_some_and(|p| p.agent_version.as_deref().is_some_and(|v| v.starts_with("hearth/")))
+            infos.iter().find(|p| p.peer_id == b.id()).is_some_and(|p| {
+                p.agent_version
+                    .as_deref()
+                    .is_some_and(|v| v.starts_with("hearth/"))
+            })
         })
         .await;
         assert!(!b_info.addresses.is_empty());
@@ -218,7 +226,10 @@ async fn redials_bootstrap_with_backoff_until_it_comes_up() {
         a_cfg.listen = vec![a_listen];
         let a = TestNode::start(a_cfg).await;
         // Backoff 1, 2, 4 s: B must get through within a few more seconds.
-        eventually("B redials A", || async { b.peer_ids().await.contains(&a_id) }).await;
+        eventually("B redials A", || async {
+            b.peer_ids().await.contains(&a_id)
+        })
+        .await;
         a.net.shutdown().await;
         b.net.shutdown().await;
     })
@@ -231,7 +242,9 @@ async fn redials_bootstrap_with_backoff_until_it_comes_up() {
 /// route. Skipped (with the reason printed) only when such a namespace cannot be made.
 #[tokio::test]
 async fn nodes_find_each_other_through_mdns() {
-    let probe = std::process::Command::new("unshare").args(["-n", "true"]).output();
+    let probe = std::process::Command::new("unshare")
+        .args(["-n", "true"])
+        .output();
     match probe {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
@@ -361,7 +374,11 @@ async fn gossip_reaches_every_node_of_ten() {
             let got = tokio::time::timeout(Duration::from_secs(15), async {
                 loop {
                     match n.seen.recv().await {
-                        Some(Seen::Gossip { topic, source, data }) => return (topic, source, data),
+                        Some(Seen::Gossip {
+                            topic,
+                            source,
+                            data,
+                        }) => return (topic, source, data),
                         Some(_) => continue,
                         None => panic!("event pump ended"),
                     }
@@ -378,7 +395,11 @@ async fn gossip_reaches_every_node_of_ten() {
             Err(net::NetError::MessageTooLarge { .. })
         ));
         let lonely = TestNode::start(loopback()).await;
-        let err = lonely.net.publish(Topic::Jobs, b"anyone?".to_vec()).await.unwrap_err();
+        let err = lonely
+            .net
+            .publish(Topic::Jobs, b"anyone?".to_vec())
+            .await
+            .unwrap_err();
         assert!(err.is_no_peers(), "{err}");
         for n in nodes.iter().chain([&lonely]) {
             n.net.shutdown().await;
@@ -397,12 +418,21 @@ async fn blob_of_20_mib_crosses_two_hops() {
         let hash = a.store.put_bytes(&data).expect("put");
         a.net.provide(hash).await.expect("provide");
         let b = TestNode::start(with_bootstrap(vec![a.addr().await])).await;
-        eventually("B connected to A", || async { b.peer_ids().await.contains(&a.id()) }).await;
+        eventually("B connected to A", || async {
+            b.peer_ids().await.contains(&a.id())
+        })
+        .await;
         let c = TestNode::start(with_bootstrap(vec![b.addr().await])).await;
-        eventually("C connected to B", || async { c.peer_ids().await.contains(&b.id()) }).await;
+        eventually("C connected to B", || async {
+            c.peer_ids().await.contains(&b.id())
+        })
+        .await;
 
         // Hop 1: B fetches from A (hinted).
-        b.net.fetch_blob(hash, Some(a.id())).await.expect("B fetches");
+        b.net
+            .fetch_blob(hash, Some(a.id()))
+            .await
+            .expect("B fetches");
         assert_eq!(b.store.get_bytes(&hash).expect("B has it"), data);
 
         // Take A away: C can only get the blob from B, which it must find via Kademlia.
@@ -412,7 +442,11 @@ async fn blob_of_20_mib_crosses_two_hops() {
         eprintln!("C fetched 20 MiB from B in {:?}", start.elapsed());
         assert_eq!(c.store.get_bytes(&hash).expect("C has it"), data);
         let b_status = b.net.status().await.unwrap();
-        assert!(b_status.chunks_served >= 80, "B served {}", b_status.chunks_served);
+        assert!(
+            b_status.chunks_served >= 80,
+            "B served {}",
+            b_status.chunks_served
+        );
 
         // Fetching something nobody has fails cleanly.
         let nothing = blake3::hash(b"nobody has this");
@@ -444,18 +478,17 @@ async fn corrupt_provider_is_detected_and_bypassed() {
             Err(net::NetError::NotHeld(_))
         ));
 
-        let c = TestNode::start(with_bootstrap(vec![
-            honest.addr().await,
-            liar.addr().await,
-        ]))
-        .await;
+        let c = TestNode::start(with_bootstrap(vec![honest.addr().await, liar.addr().await])).await;
         eventually("C connected to both", || async {
             let p = c.peer_ids().await;
             p.contains(&honest.id()) && p.contains(&liar.id())
         })
         .await;
         // Ask the liar first.
-        c.net.fetch_blob(hash, Some(liar.id())).await.expect("fetch completes");
+        c.net
+            .fetch_blob(hash, Some(liar.id()))
+            .await
+            .expect("fetch completes");
         assert_eq!(c.store.get_bytes(&hash).unwrap(), data);
 
         // The liar was disconnected by C ...
@@ -495,7 +528,10 @@ async fn control_request_round_trip() {
     bounded(async {
         let a = TestNode::start(loopback()).await;
         let b = TestNode::start(with_bootstrap(vec![a.addr().await])).await;
-        eventually("connected", || async { b.peer_ids().await.contains(&a.id()) }).await;
+        eventually("connected", || async {
+            b.peer_ids().await.contains(&a.id())
+        })
+        .await;
         let answer = b.net.request(a.id(), b"lease?".to_vec()).await.unwrap();
         assert_eq!(answer, b"echo:lease?");
         let too_big = vec![0u8; net::MAX_CONTROL_MESSAGE + 1];
@@ -541,14 +577,24 @@ impl request_response::Codec for RawCodec {
         Ok(v)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> std::io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         io.write_all(&req).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> std::io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -581,11 +627,15 @@ fn rogue_swarm() -> Swarm<Rogue> {
             let mut gs =
                 gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
                     .unwrap();
-            gs.subscribe(&gossipsub::IdentTopic::new(Topic::Jobs.name())).unwrap();
+            gs.subscribe(&gossipsub::IdentTopic::new(Topic::Jobs.name()))
+                .unwrap();
             let rr = |p: &'static str| {
                 request_response::Behaviour::with_codec(
                     RawCodec,
-                    [(StreamProtocol::new(p), request_response::ProtocolSupport::Outbound)],
+                    [(
+                        StreamProtocol::new(p),
+                        request_response::ProtocolSupport::Outbound,
+                    )],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(10)),
                 )
@@ -602,7 +652,10 @@ fn rogue_swarm() -> Swarm<Rogue> {
 }
 
 /// Drive the rogue swarm until `pick` returns a value.
-async fn drive<T>(swarm: &mut Swarm<Rogue>, mut pick: impl FnMut(SwarmEvent<RogueEvent>) -> Option<T>) -> T {
+async fn drive<T>(
+    swarm: &mut Swarm<Rogue>,
+    mut pick: impl FnMut(SwarmEvent<RogueEvent>) -> Option<T>,
+) -> T {
     loop {
         let ev = swarm.select_next_some().await;
         if let Some(v) = pick(ev) {
@@ -618,7 +671,12 @@ enum RawOutcome {
     Failed,
 }
 
-async fn raw_request(swarm: &mut Swarm<Rogue>, peer: PeerId, blob: bool, bytes: Vec<u8>) -> RawOutcome {
+async fn raw_request(
+    swarm: &mut Swarm<Rogue>,
+    peer: PeerId,
+    blob: bool,
+    bytes: Vec<u8>,
+) -> RawOutcome {
     let id = if blob {
         swarm.behaviour_mut().blob.send_request(&peer, bytes)
     } else {
@@ -627,7 +685,11 @@ async fn raw_request(swarm: &mut Swarm<Rogue>, peer: PeerId, blob: bool, bytes: 
     drive(swarm, |ev| match ev {
         SwarmEvent::Behaviour(RogueEvent::Blob(e) | RogueEvent::Control(e)) => match e {
             request_response::Event::Message {
-                message: request_response::Message::Response { request_id, response },
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             } if request_id == id => Some(RawOutcome::Answer(response)),
             request_response::Event::OutboundFailure { request_id, .. } if request_id == id => {
@@ -675,7 +737,10 @@ async fn malformed_gossip_and_requests_are_rejected_and_node_survives() {
         // Control: a length prefix claiming 4 GiB: the stream is dropped, no answer.
         let mut huge = u32::MAX.to_be_bytes().to_vec();
         huge.extend_from_slice(b"garbage");
-        assert_eq!(raw_request(&mut rogue, node_id, false, huge).await, RawOutcome::Failed);
+        assert_eq!(
+            raw_request(&mut rogue, node_id, false, huge).await,
+            RawOutcome::Failed
+        );
         // Control: a truncated frame.
         assert_eq!(
             raw_request(&mut rogue, node_id, false, vec![0, 0, 1, 0, 1, 2]).await,
@@ -709,20 +774,35 @@ async fn malformed_gossip_and_requests_are_rejected_and_node_survives() {
             vec![8u8; net::GOSSIP_MAX_TRANSMIT + 1000],
             b"bad: still not a job".to_vec(),
         ] {
-            rogue.behaviour_mut().gossipsub.publish(jobs.clone(), data).expect("rogue publishes");
+            rogue
+                .behaviour_mut()
+                .gossipsub
+                .publish(jobs.clone(), data)
+                .expect("rogue publishes");
             // Let it go out.
-            let _ = tokio::time::timeout(Duration::from_millis(300), drive(&mut rogue, |_| None::<()>)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(300),
+                drive(&mut rogue, |_| None::<()>),
+            )
+            .await;
         }
 
         // The rejections count against the rogue.
         let mut rogue_score = None;
         for _ in 0..50 {
             let peers = node.net.peers().await.unwrap();
-            rogue_score = peers.iter().find(|p| p.peer_id == rogue_id).and_then(|p| p.gossip_score);
+            rogue_score = peers
+                .iter()
+                .find(|p| p.peer_id == rogue_id)
+                .and_then(|p| p.gossip_score);
             if rogue_score.is_some_and(|s| s < 0.0) {
                 break;
             }
-            let _ = tokio::time::timeout(Duration::from_millis(100), drive(&mut rogue, |_| None::<()>)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(100),
+                drive(&mut rogue, |_| None::<()>),
+            )
+            .await;
         }
         assert!(
             rogue_score.is_some_and(|s| s < 0.0),
@@ -749,7 +829,11 @@ async fn malformed_gossip_and_requests_are_rejected_and_node_survives() {
         .expect("honest gossip arrives");
         assert_eq!(got, b"a real job");
         assert_eq!(
-            honest.net.request(node_id, b"still there?".to_vec()).await.unwrap(),
+            honest
+                .net
+                .request(node_id, b"still there?".to_vec())
+                .await
+                .unwrap(),
             b"echo:still there?"
         );
         node.net.shutdown().await;
@@ -772,7 +856,10 @@ async fn restart_with_same_key_keeps_peer_id() {
         let first_id = first.id();
         first.net.shutdown().await;
         // After shutdown the handle reports the network as stopped.
-        assert!(matches!(first.net.status().await, Err(net::NetError::Stopped)));
+        assert!(matches!(
+            first.net.status().await,
+            Err(net::NetError::Stopped)
+        ));
 
         let loaded = Keypair::from_protobuf_encoding(&std::fs::read(&key_path).unwrap()).unwrap();
         let second = TestNode::start(NetConfig::loopback(loaded)).await;
@@ -783,8 +870,15 @@ async fn restart_with_same_key_keeps_peer_id() {
         let mut wrong = second.addr().await;
         wrong.pop();
         let wrong = wrong.with(libp2p::multiaddr::Protocol::P2p(PeerId::random()));
-        assert!(other.net.dial(wrong).await.is_err(), "dial with a wrong peer id must fail");
-        other.net.dial(second.addr().await).await.expect("dial by peer id");
+        assert!(
+            other.net.dial(wrong).await.is_err(),
+            "dial with a wrong peer id must fail"
+        );
+        other
+            .net
+            .dial(second.addr().await)
+            .await
+            .expect("dial by peer id");
         assert!(other.peer_ids().await.contains(&first_id));
         second.net.shutdown().await;
         other.net.shutdown().await;
@@ -802,7 +896,11 @@ async fn blobs_held_at_startup_are_provided() {
         let holder = TestNode::start_with_store(loopback(), store, dir).await;
         let asker = TestNode::start(with_bootstrap(vec![holder.addr().await])).await;
         // No hint: the provider must be found through Kademlia.
-        asker.net.fetch_blob(hash, None).await.expect("fetch via DHT");
+        asker
+            .net
+            .fetch_blob(hash, None)
+            .await
+            .expect("fetch via DHT");
         assert_eq!(asker.store.get_bytes(&hash).unwrap(), data);
         // Already held: returns at once.
         asker.net.fetch_blob(hash, None).await.unwrap();

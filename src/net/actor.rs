@@ -39,14 +39,14 @@ const MAX_INBOUND_CONTROL: usize = 256;
 /// How long the node layer has to answer a control request.
 const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Inbound blob requests being served, per peer / total; over that the answer is `Busy`.
-const MAX_INBOUND_BLOB_PER_PEER: usize = 8;
+const MAX_INBOUND_BLOB_PER_PEER: usize = 16;
 const MAX_INBOUND_BLOB: usize = 64;
 /// Concurrent blob fetches, callers waiting on one fetch, provider candidates per fetch.
 const MAX_FETCHES: usize = 32;
 const MAX_WAITERS: usize = 64;
 const MAX_CANDIDATES: usize = 64;
 /// Chunk requests in flight per fetch (pipelining to the current provider).
-const PIPELINE: usize = 8;
+const PIPELINE: usize = 16;
 /// Concurrent Kademlia queries publishing provider records.
 const MAX_ANNOUNCING: usize = 8;
 /// Queued provider announcements.
@@ -1273,13 +1273,8 @@ fn serve_blob(store: &Store, req: BlobRequest, fault: &FaultInjection) -> BlobRe
     match req {
         BlobRequest::Outboard { hash } => {
             let hash = blake3::Hash::from(hash);
-            match store.has(&hash).and_then(|held| {
-                if held {
-                    store.outboard(&hash)
-                } else {
-                    Ok(None)
-                }
-            }) {
+            // Only complete blobs have an outboard here.
+            match store.outboard(&hash) {
                 Ok(Some(o)) => BlobResponse::Outboard {
                     len: o.len,
                     cvs: o.cvs,
@@ -1290,16 +1285,7 @@ fn serve_blob(store: &Store, req: BlobRequest, fault: &FaultInjection) -> BlobRe
         }
         BlobRequest::Chunk { hash, index } => {
             let hash = blake3::Hash::from(hash);
-            match store.outboard(&hash) {
-                Ok(Some(o)) if index < o.chunk_count() => {}
-                Ok(_) => return BlobResponse::NotFound,
-                Err(e) => return internal(&e),
-            }
-            match store.has(&hash) {
-                Ok(true) => {}
-                Ok(false) => return BlobResponse::NotFound,
-                Err(e) => return internal(&e),
-            }
+            // `read_chunk` serves complete blobs only and verifies what it read.
             match store.read_chunk(&hash, index) {
                 Ok(mut data) => {
                     if fault.corrupt_chunks && index >= fault.corrupt_from_chunk {
@@ -1308,6 +1294,9 @@ fn serve_blob(store: &Store, req: BlobRequest, fault: &FaultInjection) -> BlobRe
                         }
                     }
                     BlobResponse::Chunk(data)
+                }
+                Err(StoreError::NotFound(_) | StoreError::NoSuchChunk { .. }) => {
+                    BlobResponse::NotFound
                 }
                 Err(e) => internal(&e),
             }
