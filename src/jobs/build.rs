@@ -39,7 +39,9 @@ pub fn materialise(spec: &JobSpec) -> Result<(Vec<u8>, Vec<Vec<u8>>, Assembly), 
             max_iter,
         } => {
             if *width == 0 || *height == 0 || *tile == 0 {
-                return Err(JobError::Invalid("width, height and tile must be above zero".into()));
+                return Err(JobError::Invalid(
+                    "width, height and tile must be above zero".into(),
+                ));
             }
             (
                 kernels::mandelbrot_wasm(),
@@ -57,7 +59,9 @@ pub fn materialise(spec: &JobSpec) -> Result<(Vec<u8>, Vec<Vec<u8>>, Assembly), 
             seed,
         } => {
             if *shards == 0 || *samples == 0 {
-                return Err(JobError::Invalid("shards and samples must be above zero".into()));
+                return Err(JobError::Invalid(
+                    "shards and samples must be above zero".into(),
+                ));
             }
             (
                 kernels::pi_wasm(),
