@@ -244,13 +244,13 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         ],
     );
     let api = |i: usize| format!("127.0.0.1:{}", apis[i]);
-    for i in 0..3 {
+    for (i, dir) in dirs.iter().enumerate() {
         let api = api(i);
         wait_for(
             &format!("node {i} to see both others"),
             Duration::from_secs(60),
             || {
-                let out = hearth(&dirs[i], &["--api", &api, "peers", "--json"]);
+                let out = hearth(dir, &["--api", &api, "peers", "--json"]);
                 out.status.success()
                     && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
                         .map(|v| v.len() >= 2)

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 
 use crate::api::{PeerView, Status, SubmitJob};
 use crate::identity::{Identity, PublicKey};
-use crate::jobs::build::{materialise, JobSpec};
+use crate::jobs::build::{materialise, JobSpec, Materials};
 use crate::jobs::{JobStatus, JobView, ShardView};
 use crate::ledger::Ledger;
 use crate::model::receipt::{ReceiptExport, ReceiptJson, EXPORT_FORMAT};
@@ -61,7 +61,11 @@ pub async fn submit(
     common: &JobArgs,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (module, inputs, assembly) = materialise(spec)?;
+    let Materials {
+        module,
+        inputs,
+        assembly,
+    } = materialise(spec)?;
     #[derive(serde::Deserialize)]
     struct Hash {
         hash: String,

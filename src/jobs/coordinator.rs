@@ -140,7 +140,8 @@ enum Command {
     },
     Control {
         from: libp2p::PeerId,
-        request: Request,
+        /// Boxed: a claim is far larger than every other command.
+        request: Box<Request>,
         reply: oneshot::Sender<Response>,
     },
     OutputFetched {
@@ -200,7 +201,7 @@ impl CoordinatorHandle {
             .tx
             .send(Command::Control {
                 from,
-                request,
+                request: Box::new(request),
                 reply,
             })
             .await
@@ -334,7 +335,7 @@ impl Coordinator {
                 request,
                 reply,
             } => {
-                let response = self.control(from, request).await;
+                let response = self.control(from, *request).await;
                 let _ = reply.send(response);
             }
             Command::OutputFetched {
