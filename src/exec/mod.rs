@@ -142,6 +142,10 @@ fn stderr_tail(stderr: &[u8]) -> String {
     String::from_utf8_lossy(&stderr[start..]).trim().to_string()
 }
 
+/// Total CPU nanoseconds spent inside shards in this process (see
+/// [`Executor::process_shard_cpu_time`]).
+static SHARD_CPU_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Runs shards. Cheap to clone; share one per process between worker threads.
 #[derive(Clone)]
 pub struct Executor {
@@ -272,6 +276,10 @@ impl Executor {
         };
         let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
         let cpu_time = thread_cpu_time().saturating_sub(cpu_start);
+        SHARD_CPU_NANOS.fetch_add(
+            u64::try_from(cpu_time.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let state = store.into_data();
         let tail = stderr_tail(&state.stderr);
         let output = match result {
@@ -287,6 +295,12 @@ impl Executor {
             stderr: state.stderr,
             cpu_time,
         })
+    }
+
+    /// CPU time spent inside shards by every executor of this process so far, traps included.
+    /// The efficiency benchmark divides it by the process's whole CPU time.
+    pub fn process_shard_cpu_time() -> Duration {
+        Duration::from_nanos(SHARD_CPU_NANOS.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The cached pre-linked module for `module`, compiling it on a miss.

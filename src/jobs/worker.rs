@@ -160,7 +160,12 @@ impl Worker {
         loop {
             tokio::select! {
                 ev = self.events.recv() => match ev {
-                    Some(ev) => self.on_event(ev),
+                    Some(ev) => {
+                        self.on_event(ev);
+                        // Ask for work at once rather than at the next tick: latency matters
+                        // for small jobs.
+                        self.start_work();
+                    }
                     None => break,
                 },
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
