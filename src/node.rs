@@ -312,8 +312,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     })
 }
 
-/// Gossips this radiator's heat demand on `hearth/heat/1` when it changes, and every 30 s so
-/// coordinators that joined later learn it.
+/// Gossips this radiator's heat demand on `hearth/heat/1` when it changes, and every 10 s so
+/// coordinators that joined later learn it (and forget radiators that went away).
 async fn publish_heat(
     heat: crate::heat::HeatHandle,
     net: Network,
@@ -321,7 +321,7 @@ async fn publish_heat(
 ) {
     let mut status = heat.subscribe();
     let mut last: Option<(u16, usize)> = None;
-    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(30));
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         let s = status.borrow_and_update().clone();
         let key = (s.demand_permille, s.slots);

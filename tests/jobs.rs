@@ -56,6 +56,13 @@ fn result_bytes(node: &RunningNode, view: &JobView) -> Vec<u8> {
         .unwrap()
 }
 
+/// Puts a radiator in a warm simulated room: its heat controller then runs no shards.
+fn warm_if(warm: bool, o: &mut NodeOptions) {
+    if warm {
+        o.config.heat.simulated.initial_celsius = Some(24.0);
+    }
+}
+
 async fn settle(nodes: &[RunningNode]) {
     wait_connected(nodes, 1, Duration::from_secs(20))
         .await
@@ -119,10 +126,10 @@ async fn cheating_radiator_is_outvoted_and_excluded() {
         // Radiator 0 submits and does not work, 1 and 2 are honest, 3 forges outputs.
         let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
             o.worker.cheat = i == 3;
+            warm_if(i == 0, o);
         })
         .await
         .unwrap();
-        nodes[0].context.slots.send_replace(0);
         settle(&nodes).await;
         let sub = &nodes[0];
         let manifest = build(
@@ -184,12 +191,12 @@ async fn cheating_radiator_is_outvoted_and_excluded() {
 async fn killed_radiator_has_its_shard_leased_again() {
     tokio::time::timeout(TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = start_radiators(dir.path(), 4, 1, &|_, o: &mut NodeOptions| {
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
             o.coordinator.lease = Duration::from_secs(3);
+            warm_if(i == 0, o);
         })
         .await
         .unwrap();
-        nodes[0].context.slots.send_replace(0);
         settle(&nodes).await;
         let mut nodes = nodes;
         let sub = &nodes[0];
@@ -255,10 +262,10 @@ async fn restarted_coordinator_finishes_the_job() {
                 o.config.node.listen = vec![l2.clone()];
             }
             o.coordinator.lease = Duration::from_secs(3);
+            warm_if(i == 0, o);
         })
         .await
         .unwrap();
-        nodes[0].context.slots.send_replace(0);
         settle(&nodes).await;
         let spec = JobSpec::Pi {
             shards: 8,
@@ -297,15 +304,75 @@ async fn restarted_coordinator_finishes_the_job() {
         config.node.mdns = false;
         config.node.bootstrap = vec![hearth::demo::listen_addr(&nodes[0]).await.unwrap()];
         config.worker.slots = 1;
+        config.heat.period_secs = 1;
         let mut opts = NodeOptions::new(&data_dir, config);
         opts.coordinator.lease = Duration::from_secs(3);
+        warm_if(true, &mut opts);
         let restarted = hearth::node::start(opts).await.unwrap();
-        restarted.context.slots.send_replace(0);
         let view = wait_done(&restarted, id, Duration::from_secs(90)).await;
         let text = String::from_utf8(result_bytes(&restarted, &view)).unwrap();
         let estimate: f64 = text.trim().parse().unwrap();
         assert!((estimate - std::f64::consts::PI).abs() < 0.01, "{estimate}");
         restarted.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_rooms_pull_no_shards_and_the_job_says_why() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|_, o: &mut NodeOptions| {
+            warm_if(true, o);
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let manifest = build(
+            &sub.context.store,
+            &mandelbrot(64, 64, 64),
+            sub.household(),
+            JobLimits::default(),
+            1,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        // Every room is warm: nobody leases, and the status says so once heat gossip arrived.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = sub.context.coordinator.view(id).await.unwrap();
+            assert_eq!(view.shards_verified, 0, "a warm radiator did work");
+            if let hearth::jobs::ShardView::Waiting { reason } = &view.shards[0] {
+                if reason.contains("no radiator wants heat") {
+                    break;
+                }
+            } else {
+                panic!("shard left the waiting state in warm rooms: {view:#?}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no heat reason: {view:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The household of radiator 2 turns its thermostat up: now it wants heat and works.
+        let heat = nodes[2].context.heat.as_ref().unwrap();
+        heat.set_setpoint(28.0).await.unwrap();
+        let view = wait_done(sub, id, Duration::from_secs(60)).await;
+        assert_eq!(result_bytes(sub, &view), native_png(64, 64, 64));
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(receipts[0].record.worker, nodes[2].household());
+        assert_eq!(
+            receipts[0].record.method,
+            hearth::model::receipt::EnergyMethod::Simulated
+        );
+        assert!(receipts[0].record.energy_mj > 0);
         for n in nodes {
             n.shutdown().await;
         }
