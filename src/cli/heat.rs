@@ -14,7 +14,7 @@ use crate::heat::api::{Boost, Celsius};
 use crate::heat::sim::{simulate, SimOptions};
 use crate::heat::{plot, HeatConfig, HeatStatus};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct HeatArgs {
     #[command(subcommand)]
     pub command: Option<HeatCommand>,
@@ -23,7 +23,7 @@ pub struct HeatArgs {
     pub json: bool,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum HeatCommand {
     /// Hold this setpoint (°C) until `hearth heat auto`; also ends `off` and `boost`.
     Set { celsius: f64 },
@@ -37,7 +37,7 @@ pub enum HeatCommand {
     Simulate(SimulateArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct SimulateArgs {
     /// Hours to simulate.
     #[arg(long, default_value_t = 24.0)]

@@ -97,6 +97,8 @@ pub enum Command {
     },
     /// Heat-work receipts.
     Receipts(ReceiptsArgs),
+    /// The room: status, setpoint, boost, off, and a simulated winter day.
+    Heat(heat::HeatArgs),
     /// Start a local network of radiators on loopback, render a Mandelbrot set across them
     /// and check every receipt.
     Demo {
@@ -391,6 +393,11 @@ pub fn main() -> anyhow::Result<()> {
                 args.household.as_deref(),
             )),
         },
+        Command::Heat(args) => {
+            let config = Config::load(&data_dir, &config::process_env, &Overrides::default())?;
+            let api = cli.api.clone().unwrap_or_else(|| config.node.api.to_string());
+            runtime.block_on(heat::run(args.clone(), &api, &config.heat))
+        }
         Command::Demo {
             radiators,
             out,
