@@ -15,6 +15,7 @@
 //! | GET | `/v1/jobs/{id}/result` | the assembled result once the job is done |
 //! | GET | `/v1/receipts?household=KEY` | receipts, in the export format |
 //! | GET | `/v1/receipts/totals` | credit per household |
+//! | GET, PUT, POST | `/v1/heat/...` | thermostat and controller (radiators only; `crate::heat::api`) |
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -34,7 +35,8 @@ use crate::node::NodeContext;
 pub const MAX_UPLOAD: usize = 256 << 20;
 
 pub fn router(ctx: NodeContext) -> Router {
-    Router::new()
+    let heat = ctx.heat.clone();
+    let router = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/blobs", post(put_blob))
@@ -45,7 +47,11 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/receipts", get(receipts))
         .route("/v1/receipts/totals", get(totals))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
-        .with_state(ctx)
+        .with_state(ctx);
+    match heat {
+        Some(heat) => router.merge(crate::heat::routes().with_state(heat)),
+        None => router,
+    }
 }
 
 pub struct ApiError(StatusCode, String);

@@ -61,11 +61,13 @@ impl FromStr for Role {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub node: NodeConfig,
     pub worker: WorkerConfig,
+    /// `[heat]`: thermostat source, schedule, controller and energy metering.
+    pub heat: crate::heat::HeatConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,15 +118,6 @@ impl Default for WorkerConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node: NodeConfig::default(),
-            worker: WorkerConfig::default(),
-        }
-    }
-}
-
 /// Values given as command-line flags; `None`/empty means "not given".
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -138,7 +131,11 @@ pub struct Overrides {
 
 /// The commented file `hearth init` writes. Every line is a comment, so the defaults above stay
 /// the single source of truth until the household changes something.
-pub const TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
+pub fn template() -> String {
+    format!("{NODE_TEMPLATE}{}", crate::heat::config::TEMPLATE)
+}
+
+const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # Precedence: built-in defaults < this file < HEARTH_* environment variables < flags.
 
 [node]
@@ -323,7 +320,7 @@ mod tests {
 
     #[test]
     fn template_parses_to_defaults() {
-        let c = Config::parse(TEMPLATE, Path::new("hearth.toml")).unwrap();
+        let c = Config::parse(&template(), Path::new("hearth.toml")).unwrap();
         assert_eq!(c, Config::default());
     }
 

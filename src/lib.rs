@@ -32,4 +32,5 @@ pub mod ledger;
 pub mod model;
 pub mod net;
 pub mod node;
+pub mod heat;
 pub mod store;

@@ -20,7 +20,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::jobs::{Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent};
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::receipt::Receipt;
-use crate::model::wire::{JobGossip, Request, Response};
+use crate::model::wire::{HeatDemand, JobGossip, Request, Response};
 use crate::model::JobManifest;
 use crate::net::{self, NetConfig, NetEvent, Network, Topic, Verdict};
 use crate::store::Store;
@@ -45,6 +45,8 @@ pub enum NodeError {
     Exec(#[from] crate::exec::ExecError),
     #[error("network: {0}")]
     Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Heat(#[from] crate::heat::HeatError),
     #[error("local API on {addr}: {source}")]
     Api {
         addr: SocketAddr,
@@ -96,6 +98,8 @@ pub struct NodeContext {
     /// Worker slots the room currently wants filled.
     pub slots: watch::Sender<usize>,
     pub max_slots: usize,
+    /// The heat service (radiators only).
+    pub heat: Option<crate::heat::HeatHandle>,
 }
 
 pub struct RunningNode {
@@ -184,6 +188,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         let _ = net_task.await;
     });
 
+    // Bounded: announcements beyond it are dropped and arrive again with the next one.
+    let (worker_tx, worker_rx) = mpsc::channel(256);
     let (coordinator, coordinator_handle) = Coordinator::new(
         &db,
         identity.clone(),
@@ -191,6 +197,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         ledger.clone(),
         net.clone(),
         opts.coordinator.clone(),
+        worker_tx.clone(),
     )?;
     tasks.spawn(coordinator.run(shutdown_rx.clone()));
 
@@ -200,7 +207,23 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         Role::Bootstrap => 0,
     };
     let (slots, slots_rx) = watch::channel(initial_slots);
-    let (worker, worker_tx) = Worker::new(
+    // Bootstrap nodes run no compute, so they have no heat to control.
+    let heat = match config.node.role {
+        Role::Radiator => {
+            let (handle, task) = crate::heat::spawn(
+                config.heat.clone(),
+                max_slots,
+                slots.clone(),
+                shutdown_rx.clone(),
+            )?;
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+            Some(handle)
+        }
+        Role::Bootstrap => None,
+    };
+    let worker = Worker::new(
         &db,
         identity.clone(),
         store.clone(),
@@ -210,6 +233,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         slots_rx,
         max_slots,
         opts.worker.clone(),
+        worker_rx,
+        heat.as_ref().map(|h| h.meter()),
     )?;
     tasks.spawn(worker.run(shutdown_rx.clone()));
 
@@ -223,6 +248,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         started: Instant::now(),
         slots,
         max_slots,
+        heat: heat.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)
@@ -246,6 +272,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         }
     });
 
+    if let Some(heat) = heat.clone() {
+        tasks.spawn(publish_heat(heat, net.clone(), shutdown_rx.clone()));
+    }
+
     let router = Router {
         ledger,
         net: net.clone(),
@@ -255,15 +285,19 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
+        // Control requests in flight; aborted and awaited on shutdown.
+        let mut requests = JoinSet::new();
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some(ev) => router.route(ev).await,
+                    Some(ev) => router.route(ev, &mut requests).await,
                     None => break,
                 },
+                Some(_) = requests.join_next(), if !requests.is_empty() => {}
                 _ = stop.changed() => break,
             }
         }
+        requests.shutdown().await;
     });
 
     tracing::info!(peer = %net.local_peer_id(), household = %identity.public(), api = %api_addr, "node started");
@@ -276,6 +310,35 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     })
 }
 
+/// Gossips this radiator's heat demand on `hearth/heat/1` when it changes, and every 30 s so
+/// coordinators that joined later learn it.
+async fn publish_heat(heat: crate::heat::HeatHandle, net: Network, mut stop: watch::Receiver<bool>) {
+    let mut status = heat.subscribe();
+    let mut last: Option<(u16, usize)> = None;
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        let s = status.borrow_and_update().clone();
+        let key = (s.demand_permille, s.slots);
+        let msg = HeatDemand {
+            wanted_slots: s.slots.min(u16::MAX as usize) as u16,
+            demand_permille: s.demand_permille.min(1000),
+            room_centi_c: s.room_celsius.map(|c| (c * 100.0).round() as i32),
+            at_ms: crate::model::now_ms(),
+        };
+        if last != Some(key) {
+            last = Some(key);
+            if let Err(e) = net.publish(Topic::Heat, msg.to_bytes()).await {
+                tracing::debug!("heat demand not gossiped: {e}");
+            }
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { break },
+            _ = refresh.tick() => last = None,
+            _ = stop.changed() => break,
+        }
+    }
+}
+
 /// Gives each network event to the service it is for.
 struct Router {
     ledger: Ledger,
@@ -286,7 +349,7 @@ struct Router {
 }
 
 impl Router {
-    async fn route(&self, ev: NetEvent) {
+    async fn route(&self, ev: NetEvent, requests: &mut JoinSet<()>) {
         match ev {
             NetEvent::Gossip {
                 topic,
@@ -307,7 +370,7 @@ impl Router {
                 // Each request is served on its own task so a slow one (a claim whose state is
                 // being flushed) does not hold up the others; the network layer bounds how many
                 // inbound requests are open at once.
-                tokio::spawn(async move {
+                requests.spawn(async move {
                     let response = control(&coordinator, &ledger, own, peer, &data).await;
                     let _ = reply.send(response.to_bytes());
                 });
@@ -364,8 +427,13 @@ impl Router {
                     Verdict::Reject
                 }
             },
-            Topic::Heat => match crate::model::wire::HeatDemand::from_bytes(data) {
-                Ok(_) => Verdict::Accept,
+            Topic::Heat => match HeatDemand::from_bytes(data) {
+                Ok(demand) => {
+                    if let Some(household) = PublicKey::from_peer_id(&source) {
+                        self.coordinator.heat_demand(household, demand);
+                    }
+                    Verdict::Accept
+                }
                 Err(_) => Verdict::Reject,
             },
         }

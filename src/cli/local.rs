@@ -21,7 +21,7 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<()> {
     let key = identity.save(data_dir, force)?;
     let config_path = data_dir.join(CONFIG_FILE);
     if !config_path.exists() {
-        std::fs::write(&config_path, config::TEMPLATE)
+        std::fs::write(&config_path, config::template())
             .with_context(|| format!("writing {}", config_path.display()))?;
     }
     println!("data directory: {}", data_dir.display());

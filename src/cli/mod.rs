@@ -3,6 +3,7 @@
 //! it directly. `anyhow` is used here and nowhere below.
 
 mod client;
+pub mod heat;
 mod local;
 mod remote;
 
@@ -277,9 +278,9 @@ impl JobArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("hearth=info,warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -292,7 +293,12 @@ fn init_logging(format: LogFormat) {
 /// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The daemon logs what it does; other commands print their results and log only trouble.
+    let default_filter = match cli.command {
+        Command::Node(_) => "hearth=info,warn",
+        _ => "hearth=warn,warn",
+    };
+    init_logging(cli.log_format, default_filter);
     let data_dir = config::data_dir(cli.data_dir.as_deref(), &config::process_env)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

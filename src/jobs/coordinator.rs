@@ -23,11 +23,14 @@ use crate::identity::{Identity, PublicKey};
 use crate::kernels;
 use crate::ledger::Ledger;
 use crate::model::receipt::{Claim, Receipt};
-use crate::model::wire::{DenyReason, JobGossip, Lease, Request, Response, PROTOCOL_VERSION};
+use crate::model::wire::{
+    DenyReason, HeatDemand, JobGossip, Lease, Request, Response, PROTOCOL_VERSION,
+};
 use crate::model::{now_ms, Assembly, JobManifest};
 use crate::net::{Network, Topic};
 use crate::store::Store;
 
+use super::worker::WorkerEvent;
 use super::JobError;
 
 /// How many replicas of one shard may be run at most while replicas disagree.
@@ -153,6 +156,25 @@ enum Command {
     List {
         reply: oneshot::Sender<Vec<JobView>>,
     },
+    Heat {
+        household: PublicKey,
+        demand: HeatDemand,
+    },
+}
+
+/// Most households whose heat demand a coordinator remembers.
+const MAX_DEMANDS: usize = 4096;
+/// A lease request this recent counts as "still asking" when shards are scarce.
+const ASKING_WINDOW: Duration = Duration::from_secs(1);
+/// Heat gossip older than this is forgotten.
+const DEMAND_FRESH: Duration = Duration::from_secs(90);
+
+/// What a coordinator knows about a radiator's wish for heat.
+#[derive(Clone, Copy, Debug)]
+struct Demand {
+    permille: u16,
+    seen: std::time::Instant,
+    asked: Option<std::time::Instant>,
 }
 
 /// A cloneable handle to the coordinator actor.
@@ -195,6 +217,12 @@ impl CoordinatorHandle {
         rx.await.ok()?
     }
 
+    /// Records a radiator's gossiped heat demand. Never waits: when the coordinator is busy the
+    /// update is dropped and the next one (they repeat) gets through.
+    pub fn heat_demand(&self, household: PublicKey, demand: HeatDemand) {
+        let _ = self.tx.try_send(Command::Heat { household, demand });
+    }
+
     pub async fn list(&self) -> Vec<JobView> {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Command::List { reply }).await.is_err() {
@@ -223,6 +251,11 @@ pub struct Coordinator {
     jobs: HashMap<blake3::Hash, (JobManifest, JobState)>,
     tx: mpsc::Sender<Command>,
     rx: mpsc::Receiver<Command>,
+    /// Output fetches and receipt deliveries in flight; aborted and awaited on shutdown.
+    tasks: tokio::task::JoinSet<()>,
+    /// This node's own worker: gossipsub does not deliver a node's messages to itself.
+    local_worker: mpsc::Sender<WorkerEvent>,
+    demands: HashMap<PublicKey, Demand>,
 }
 
 impl Coordinator {
@@ -233,6 +266,7 @@ impl Coordinator {
         ledger: Ledger,
         net: Network,
         config: CoordinatorConfig,
+        local_worker: mpsc::Sender<WorkerEvent>,
     ) -> Result<(Coordinator, CoordinatorHandle), JobError> {
         let jobs_tree = db.open_tree("coord/jobs")?;
         let excluded = db.open_tree("coord/excluded")?;
@@ -260,6 +294,9 @@ impl Coordinator {
                 jobs,
                 tx,
                 rx,
+                tasks: tokio::task::JoinSet::new(),
+                local_worker,
+                demands: HashMap::new(),
             },
             handle,
         ))
@@ -278,9 +315,11 @@ impl Coordinator {
                     None => break,
                 },
                 _ = reannounce.tick() => self.announce_open().await,
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = shutdown.changed() => break,
             }
         }
+        self.tasks.shutdown().await;
         let _ = self.jobs_tree.flush_async().await;
     }
 
@@ -305,10 +344,15 @@ impl Coordinator {
                 result,
             } => self.output_fetched(job, shard, output, result).await,
             Command::View { job, reply } => {
-                let _ = reply.send(self.jobs.get(&job).map(|(m, s)| view(m, s)));
+                let warmth = self.warmth();
+                let _ = reply.send(self.jobs.get(&job).map(|(m, s)| view(m, s, warmth)));
+            }
+            Command::Heat { household, demand } => {
+                self.note_demand(household, demand.demand_permille, false);
             }
             Command::List { reply } => {
-                let mut all: Vec<JobView> = self.jobs.values().map(|(m, s)| view(m, s)).collect();
+                let warmth = self.warmth();
+                let mut all: Vec<JobView> = self.jobs.values().map(|(m, s)| view(m, s, warmth)).collect();
                 all.sort_by_key(|v| v.submitted_ms);
                 let _ = reply.send(all);
             }
@@ -386,6 +430,15 @@ impl Coordinator {
             },
             _ => JobGossip::Closed { job: *id },
         };
+        let local = match &msg {
+            JobGossip::Announce { job, .. } => WorkerEvent::Announced {
+                job: *job,
+                coordinator: self.identity.peer_id(),
+            },
+            JobGossip::Closed { job } => WorkerEvent::Closed { job: *job },
+        };
+        // A full queue means the worker is busy; the next re-announcement tries again.
+        let _ = self.local_worker.try_send(local);
         if let Err(e) = self.net.publish(Topic::Jobs, msg.to_bytes()).await {
             tracing::debug!(job = %id, "announcement not published: {e}");
         }
@@ -427,9 +480,10 @@ impl Coordinator {
             Request::Lease {
                 job,
                 protocol,
-                demand_permille: _,
+                demand_permille,
             } => {
-                let response = self.lease(&job, &household, protocol);
+                self.note_demand(household, demand_permille, true);
+                let response = self.lease(&job, &household, protocol, demand_permille);
                 if matches!(response, Response::Leased(_)) {
                     self.save(&job).await;
                 }
@@ -448,7 +502,54 @@ impl Coordinator {
         }
     }
 
-    fn lease(&mut self, job: &blake3::Hash, household: &PublicKey, protocol: u32) -> Response {
+    fn note_demand(&mut self, household: PublicKey, permille: u16, asked: bool) {
+        let now = std::time::Instant::now();
+        if self.demands.len() >= MAX_DEMANDS && !self.demands.contains_key(&household) {
+            self.demands.retain(|_, d| now.duration_since(d.seen) < DEMAND_FRESH);
+            if self.demands.len() >= MAX_DEMANDS {
+                return;
+            }
+        }
+        let d = self.demands.entry(household).or_insert(Demand {
+            permille,
+            seen: now,
+            asked: None,
+        });
+        d.permille = permille;
+        d.seen = now;
+        if asked {
+            d.asked = Some(now);
+        }
+    }
+
+    /// Households asking for work right now whose rooms want more heat than `permille`.
+    fn colder_askers(&self, household: &PublicKey, permille: u16) -> usize {
+        let now = std::time::Instant::now();
+        self.demands
+            .iter()
+            .filter(|(h, d)| {
+                *h != household
+                    && d.permille > permille
+                    && d.asked.is_some_and(|a| now.duration_since(a) < ASKING_WINDOW)
+            })
+            .count()
+    }
+
+    /// How many radiators recently told us their heat demand, and how many of them want none.
+    fn warmth(&self) -> Warmth {
+        let now = std::time::Instant::now();
+        let fresh: Vec<&Demand> = self
+            .demands
+            .values()
+            .filter(|d| now.duration_since(d.seen) < DEMAND_FRESH)
+            .collect();
+        Warmth {
+            known: fresh.len(),
+            warm: fresh.iter().filter(|d| d.permille == 0).count(),
+        }
+    }
+
+    fn lease(&mut self, job: &blake3::Hash, household: &PublicKey, protocol: u32, permille: u16) -> Response {
         let deny = |reason, retry_after_ms, detail: &str| Response::Denied {
             reason,
             retry_after_ms,
@@ -469,6 +570,9 @@ impl Coordinator {
             );
         }
         let lease_ms = self.config.lease.as_millis() as u64;
+        // Radiators whose rooms are colder go first: when no more replicas are free than
+        // colder radiators are asking for, this one waits a moment.
+        let colder = self.colder_askers(household, permille);
         let Some((manifest, state)) = self.jobs.get_mut(job) else {
             return deny(DenyReason::UnknownJob, 0, "this node coordinates no such job");
         };
@@ -478,6 +582,24 @@ impl Coordinator {
             JobStatus::Failed { reason } => return deny(DenyReason::JobComplete, 0, &format!("the job failed: {reason}")),
         }
         let now = now_ms();
+        if colder > 0 {
+            let free: usize = state
+                .shards
+                .iter()
+                .filter(|s| s.verified.is_none() && s.failed.is_none())
+                .map(|s| {
+                    let live = s.leases.iter().filter(|l| l.deadline_ms > now).count();
+                    replicas_needed(s, manifest.replication).saturating_sub(live + s.claims.len())
+                })
+                .sum();
+            if free <= colder {
+                return deny(
+                    DenyReason::NothingFree,
+                    250,
+                    "the free shards are held for radiators whose rooms are colder",
+                );
+            }
+        }
         let mut own_replicas = 0;
         for (index, shard) in state.shards.iter_mut().enumerate() {
             if shard.verified.is_some() || shard.failed.is_some() {
@@ -594,11 +716,11 @@ impl Coordinator {
 
     /// Starts fetching a verified shard's output from an agreeing worker. The result comes
     /// back to the actor as a command, so the actor never waits on the network.
-    fn fetch_output(&self, job: blake3::Hash, shard: u32, output: blake3::Hash, hint: Option<libp2p::PeerId>) {
+    fn fetch_output(&mut self, job: blake3::Hash, shard: u32, output: blake3::Hash, hint: Option<libp2p::PeerId>) {
         let net = self.net.clone();
         let store = self.store.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = match store.has(&output) {
                 Ok(true) => Ok(()),
                 _ => net.fetch_blob(output, hint).await.map_err(|e| e.to_string()),
@@ -614,18 +736,22 @@ impl Coordinator {
         });
     }
 
-    fn resume_verification(&self) {
+    fn resume_verification(&mut self) {
+        let mut pending = Vec::new();
         for (id, (manifest, state)) in &self.jobs {
             if state.status != JobStatus::Running {
                 continue;
             }
             for (i, shard) in state.shards.iter().enumerate() {
                 if shard.verified.is_none() && shard.failed.is_none() {
-                    if let Decision::Verified { output, .. } = decide(shard, manifest.replication) {
-                        self.fetch_output(*id, i as u32, output, None);
+                    if let Decision::Verified { output } = decide(shard, manifest.replication) {
+                        pending.push((*id, i as u32, output));
                     }
                 }
             }
+        }
+        for (id, shard, output) in pending {
+            self.fetch_output(id, shard, output, None);
         }
     }
 
@@ -633,7 +759,7 @@ impl Coordinator {
         if let Err(e) = result {
             tracing::warn!(job = %job, shard, "could not fetch the verified output: {e}; retrying");
             let tx = self.tx.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let _ = tx.send(Command::OutputFetched { job, shard, output, result: Ok(()) }).await;
             });
@@ -697,7 +823,7 @@ impl Coordinator {
         }
     }
 
-    async fn deliver(&self, receipt: Receipt) {
+    async fn deliver(&mut self, receipt: Receipt) {
         match self.ledger.insert(&receipt) {
             Ok(_) | Err(crate::ledger::LedgerError::Replay { .. }) => {}
             Err(e) => tracing::error!("own ledger refused a receipt: {e}"),
@@ -713,7 +839,7 @@ impl Coordinator {
         let net = self.net.clone();
         let bytes = Request::Receipt(receipt).to_bytes();
         // Delivery is best effort: the receipt is also on gossip and in this ledger.
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(e) = net.request(peer, bytes).await {
                 tracing::debug!(%peer, "receipt not delivered directly: {e}");
             }
@@ -822,7 +948,14 @@ pub fn assemble(store: &Store, manifest: &JobManifest, outputs: &[blake3::Hash])
     Ok(store.put_bytes(&result)?)
 }
 
-fn view(manifest: &JobManifest, state: &JobState) -> JobView {
+/// Heat demand seen by a coordinator, for explaining why shards wait.
+#[derive(Clone, Copy, Debug)]
+struct Warmth {
+    known: usize,
+    warm: usize,
+}
+
+fn view(manifest: &JobManifest, state: &JobState, warmth: Warmth) -> JobView {
     let now = now_ms();
     let shards: Vec<ShardView> = state
         .shards
@@ -848,7 +981,12 @@ fn view(manifest: &JobManifest, state: &JobState) -> JobView {
                 return ShardView::Verifying { claims: claims.len() };
             }
             ShardView::Waiting {
-                reason: if claims.is_empty() {
+                reason: if claims.is_empty() && warmth.known > 0 && warmth.warm == warmth.known {
+                    format!(
+                        "no radiator wants heat right now ({} known, all rooms warm enough)",
+                        warmth.known
+                    )
+                } else if claims.is_empty() {
                     "no radiator has asked for it yet (none wants heat, or none has seen the job)".into()
                 } else {
                     format!("{} of {} agreeing replicas so far; waiting for another household", claims.len(), replicas_needed(s, manifest.replication))

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::exec::{Executor, Limits};
+use crate::heat::EnergyMeter;
 use crate::identity::{Identity, PublicKey};
 use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
 use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
@@ -65,7 +67,6 @@ struct KnownJob {
     coordinator: libp2p::PeerId,
     next_try: Instant,
     unreachable_since: Option<Instant>,
-    running: usize,
 }
 
 enum Outcome {
@@ -96,6 +97,8 @@ struct Ctx {
     config: WorkerConfig,
     /// Fraction of full heat, in thousandths, sent along with lease requests.
     demand_permille: u16,
+    /// The heat service's meter; without one (no heat service) energy is estimated from CPU time.
+    meter: Option<EnergyMeter>,
 }
 
 pub struct Worker {
@@ -105,6 +108,8 @@ pub struct Worker {
     events: mpsc::Receiver<WorkerEvent>,
     known: HashMap<blake3::Hash, KnownJob>,
     running: usize,
+    /// Shard tasks in flight; aborted and awaited on shutdown so nothing outlives the node.
+    tasks: JoinSet<(blake3::Hash, Outcome)>,
 }
 
 impl Worker {
@@ -119,11 +124,11 @@ impl Worker {
         slots: watch::Receiver<usize>,
         max_slots: usize,
         config: WorkerConfig,
-    ) -> Result<(Worker, mpsc::Sender<WorkerEvent>), JobError> {
-        let (tx, events) = mpsc::channel(256);
+        events: mpsc::Receiver<WorkerEvent>,
+        meter: Option<EnergyMeter>,
+    ) -> Result<Worker, JobError> {
         let local_peer = identity.peer_id();
-        Ok((
-            Worker {
+        Ok(Worker {
                 ctx: Ctx {
                     identity,
                     store,
@@ -134,20 +139,19 @@ impl Worker {
                     leases: db.open_tree("worker/leases")?,
                     config,
                     demand_permille: 0,
+                    meter,
                 },
                 slots,
                 max_slots: max_slots.max(1),
                 events,
                 known: HashMap::new(),
                 running: 0,
-            },
-            tx,
-        ))
+                tasks: JoinSet::new(),
+        })
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let (done_tx, mut done_rx) = mpsc::channel::<(blake3::Hash, Outcome)>(64);
-        self.resume(&done_tx);
+        self.resume();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -156,11 +160,19 @@ impl Worker {
                     Some(ev) => self.on_event(ev),
                     None => break,
                 },
-                Some((job, outcome)) = done_rx.recv() => self.on_done(job, outcome),
-                _ = tick.tick() => self.start_work(&done_tx),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok((job, outcome)) = done {
+                        self.on_done(job, outcome);
+                    } else {
+                        self.running = self.running.saturating_sub(1);
+                    }
+                }
+                _ = tick.tick() => self.start_work(),
                 _ = shutdown.changed() => break,
             }
         }
+        // Abandoned leases expire at their coordinators and are leased again.
+        self.tasks.shutdown().await;
     }
 
     fn on_event(&mut self, ev: WorkerEvent) {
@@ -175,7 +187,6 @@ impl Worker {
                         coordinator,
                         next_try: Instant::now(),
                         unreachable_since: None,
-                        running: 0,
                     }
                 });
             }
@@ -191,7 +202,6 @@ impl Worker {
         let Some(k) = self.known.get_mut(&job) else {
             return;
         };
-        k.running = k.running.saturating_sub(1);
         match outcome {
             Outcome::Worked => {
                 k.unreachable_since = None;
@@ -221,7 +231,7 @@ impl Worker {
         }
     }
 
-    fn start_work(&mut self, done: &mpsc::Sender<(blake3::Hash, Outcome)>) {
+    fn start_work(&mut self) {
         let wanted = (*self.slots.borrow()).min(self.max_slots);
         self.ctx.demand_permille = (wanted * 1000 / self.max_slots).min(1000) as u16;
         let now = Instant::now();
@@ -236,20 +246,18 @@ impl Worker {
                 return;
             };
             let job = *job;
-            k.running += 1;
             self.running += 1;
             let ctx = self.ctx.clone();
             let coordinator = k.coordinator;
-            let done = done.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let outcome = ctx.lease_and_work(job, coordinator).await;
-                let _ = done.send((job, outcome)).await;
+                (job, outcome)
             });
         }
     }
 
     /// Picks up leases that were being worked when the node stopped.
-    fn resume(&mut self, done: &mpsc::Sender<(blake3::Hash, Outcome)>) {
+    fn resume(&mut self) {
         for item in self.ctx.leases.iter() {
             let Ok((key, value)) = item else { continue };
             let saved: Option<SavedLease> = serde_json::from_slice(&value).ok();
@@ -273,20 +281,15 @@ impl Worker {
                 coordinator,
                 next_try: Instant::now(),
                 unreachable_since: None,
-                running: 0,
             });
-            if let Some(k) = self.known.get_mut(&job) {
-                k.running += 1;
-            }
             self.running += 1;
             let ctx = self.ctx.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let outcome = match ctx.work(coordinator, lease).await {
                     Ok(()) => Outcome::Worked,
                     Err(e) => Outcome::Unreachable(e.to_string()),
                 };
-                let _ = done.send((job, outcome)).await;
+                (job, outcome)
             });
         }
     }
@@ -389,10 +392,24 @@ impl Ctx {
         let executor = self.executor.clone();
         let module_hash = manifest.module;
         let start_ms = now_ms();
+        let mark = self.meter.as_ref().map(|m| m.start_shard());
         let outcome = tokio::task::spawn_blocking(move || executor.run(&module_hash, &module, &input, &limits))
             .await
             .map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
         let end_ms = now_ms().max(start_ms);
+        // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
+        // counted as running.
+        let cpu_time = outcome.as_ref().map(|o| o.cpu_time).unwrap_or_default();
+        let (energy_mj, method) = match (&self.meter, mark) {
+            (Some(meter), Some(mark)) => {
+                let e = meter.finish_shard(mark, cpu_time);
+                (e.energy_mj, e.method)
+            }
+            _ => (
+                (cpu_time.as_secs_f64() * self.config.watts_per_core * 1000.0).round() as u64,
+                EnergyMethod::CpuEstimate,
+            ),
+        };
         let out = match outcome {
             Ok(out) => out,
             Err(e) => {
@@ -415,7 +432,6 @@ impl Ctx {
         if let Err(e) = self.net.provide(output_hash).await {
             tracing::debug!("could not advertise output: {e}");
         }
-        let energy_mj = (out.cpu_time.as_secs_f64() * self.config.watts_per_core * 1000.0).round() as u64;
         let record = WorkRecord {
             job: lease.job,
             shard: lease.shard,
@@ -426,7 +442,7 @@ impl Ctx {
             submitter: manifest.submitter,
             fuel: out.fuel,
             energy_mj,
-            method: EnergyMethod::CpuEstimate,
+            method,
             start_ms,
             end_ms,
             nonce: lease.nonce,
@@ -434,7 +450,7 @@ impl Ctx {
         let claim = Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
         match self.ask(coordinator, Request::Claim(claim)).await? {
             Response::ClaimAccepted { verified } => {
-                tracing::info!(fuel = out.fuel, verified, "claim accepted");
+                tracing::debug!(fuel = out.fuel, verified, "claim accepted");
                 Ok(())
             }
             Response::ClaimRejected { detail } => {

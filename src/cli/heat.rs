@@ -1,0 +1,245 @@
+//! `hearth heat ...`: show and steer the running node's heating, and simulate a winter day.
+//!
+//! Thin: status and commands go to the node's `/v1/heat` API; `simulate` runs
+//! `heat::sim` locally and writes the plot. Nothing here decides how to heat.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use super::client::Client;
+use crate::heat::api::{Boost, Celsius};
+use crate::heat::sim::{simulate, SimOptions};
+use crate::heat::{plot, HeatConfig, HeatStatus};
+
+#[derive(Args, Debug)]
+pub struct HeatArgs {
+    #[command(subcommand)]
+    pub command: Option<HeatCommand>,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HeatCommand {
+    /// Hold this setpoint (°C) until `hearth heat auto`; also ends `off` and `boost`.
+    Set { celsius: f64 },
+    /// Follow the weekly schedule again.
+    Auto,
+    /// Full power for a while (e.g. `1h`, `90m`, `1h30m`; a bare number is minutes).
+    Boost { duration: String },
+    /// Stop heating until `hearth heat set` or `hearth heat auto`.
+    Off,
+    /// Simulate a winter day of the room and the controller with work always available.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Hours to simulate.
+    #[arg(long, default_value_t = 24.0)]
+    pub hours: f64,
+    /// Write a PNG chart of temperatures and power here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker slots of the simulated radiator.
+    #[arg(long, default_value_t = 8)]
+    pub slots: usize,
+    /// Hold this setpoint all day (default: the day setpoint of the schedule).
+    #[arg(long, conflicts_with = "schedule")]
+    pub setpoint: Option<f64>,
+    /// Follow the day/night schedule of hearth.toml instead of one setpoint. The ±0.5 K figure
+    /// then includes the hours the room takes to cool down and warm up between them.
+    #[arg(long)]
+    pub schedule: bool,
+    /// Hours run before recording, so the controller starts in steady operation.
+    #[arg(long, default_value_t = 24.0)]
+    pub warmup_hours: f64,
+}
+
+/// Runs a `hearth heat` command; `api` is the node's API address (`host:port`), `config` the
+/// `[heat]` section (used by `simulate` only).
+pub async fn run(args: HeatArgs, api: &str, config: &HeatConfig) -> anyhow::Result<()> {
+    match args.command {
+        None => status(api, args.json).await,
+        Some(HeatCommand::Set { celsius }) => set(api, celsius).await,
+        Some(HeatCommand::Auto) => auto(api).await,
+        Some(HeatCommand::Boost { duration }) => boost(api, &duration).await,
+        Some(HeatCommand::Off) => off(api).await,
+        Some(HeatCommand::Simulate(sim)) => simulate_day(&sim, config),
+    }
+}
+
+pub async fn status(api: &str, json: bool) -> anyhow::Result<()> {
+    let s: HeatStatus = Client::new(api).get("/v1/heat").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_status(&s);
+    }
+    Ok(())
+}
+
+fn print_status(s: &HeatStatus) {
+    let room = s
+        .room_celsius
+        .map_or_else(|| "unknown".to_string(), |c| format!("{c:.1} °C"));
+    println!(
+        "room        {room} (setpoint {:.1} °C, {} mode, {} sensor)",
+        s.setpoint_celsius, s.mode, s.source
+    );
+    if let Some(out) = s.outdoor_celsius {
+        println!("outdoor     {out:.1} °C (simulated, {})", s.local_time);
+    }
+    println!(
+        "radiator    {} of {} slots, {:.0} W, demand {:.0} %",
+        s.slots,
+        s.max_slots,
+        s.power_watts,
+        f64::from(s.demand_permille) / 10.0
+    );
+    println!(
+        "today       {:.2} kWh ({:?})",
+        s.energy_today_kwh, s.energy_method
+    );
+    if let Some(m) = s.boost_minutes_left {
+        println!("boost       {m} min left");
+    }
+    let mark = if s.fail_safe {
+        "SAFE MODE   "
+    } else {
+        "why         "
+    };
+    println!("{mark}{}", s.reason);
+}
+
+pub async fn set(api: &str, celsius: f64) -> anyhow::Result<()> {
+    let s: HeatStatus = Client::new(api)
+        .post_json("/v1/heat/setpoint", &Celsius { celsius })
+        .await?;
+    println!(
+        "holding {:.1} °C until `hearth heat auto`",
+        s.setpoint_celsius
+    );
+    Ok(())
+}
+
+pub async fn auto(api: &str) -> anyhow::Result<()> {
+    let s: HeatStatus = Client::new(api).post_json("/v1/heat/auto", &()).await?;
+    println!("following the schedule: {:.1} °C now", s.setpoint_celsius);
+    Ok(())
+}
+
+pub async fn boost(api: &str, duration: &str) -> anyhow::Result<()> {
+    let d = parse_duration(duration)?;
+    let minutes = d.as_secs() / 60;
+    let s: HeatStatus = Client::new(api)
+        .post_json("/v1/heat/boost", &Boost { minutes })
+        .await?;
+    println!(
+        "boosting at full power for {} min, then back to {}",
+        s.boost_minutes_left.unwrap_or(minutes),
+        if s.mode == "boost" {
+            "the previous mode"
+        } else {
+            s.mode.as_str()
+        }
+    );
+    Ok(())
+}
+
+pub async fn off(api: &str) -> anyhow::Result<()> {
+    let _: HeatStatus = Client::new(api).post_json("/v1/heat/off", &()).await?;
+    println!("heating off until `hearth heat set` or `hearth heat auto`");
+    Ok(())
+}
+
+/// `1h`, `90m`, `90min`, `1h30m`, `45s`, or a bare number of minutes.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim().to_ascii_lowercase();
+    if let Ok(minutes) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(minutes.saturating_mul(60)));
+    }
+    let mut secs: u64 = 0;
+    let mut rest = s.as_str();
+    if rest.is_empty() {
+        bail!("give a duration such as 1h, 90m or 1h30m");
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            bail!("{s:?} is not a duration; write e.g. 1h, 90m or 1h30m");
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .with_context(|| format!("{s:?} is not a duration"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let mult = match unit {
+            "h" | "hr" | "hour" | "hours" => 3600,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "s" | "sec" | "secs" => 1,
+            _ => bail!("{s:?}: unknown unit {unit:?}; use h, m or s"),
+        };
+        secs = secs.saturating_add(n.saturating_mul(mult));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// `hearth heat simulate`.
+pub fn simulate_day(args: &SimulateArgs, config: &HeatConfig) -> anyhow::Result<()> {
+    let mut opts = SimOptions::new(config.clone());
+    opts.hours = args.hours;
+    opts.max_slots = args.slots;
+    opts.warmup_hours = args.warmup_hours;
+    opts.setpoint = if args.schedule {
+        None
+    } else {
+        Some(args.setpoint.unwrap_or(config.schedule.day_celsius))
+    };
+    let report = simulate(&opts)?;
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "hearth: simulated winter day, {:.0}% of the time within ±0.5 K",
+            report.fraction_within_half_kelvin * 100.0
+        );
+        plot::write_png(&report.samples, &title, path)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{:.0} h simulated, {} slots, outdoor {:.0} to {:.0} °C",
+            report.hours,
+            report.max_slots,
+            config.simulated.outdoor_min_celsius,
+            config.simulated.outdoor_max_celsius
+        );
+        println!(
+            "within ±0.5 K of the setpoint {:.1} % of the time (room {:.2} to {:.2} °C)",
+            report.fraction_within_half_kelvin * 100.0,
+            report.min_room_celsius,
+            report.max_room_celsius
+        );
+        println!(
+            "energy {:.2} kWh (mean {:.0} W); at most {} slot change(s) per period",
+            report.energy_kwh, report.mean_power_watts, report.max_slot_step
+        );
+        if let Some(path) = &args.plot {
+            println!("plot written to {}", path.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Heat: decides how many worker slots run so that the room reaches its setpoint, and meters
+//! the energy the work costs.
+//!
+//! ```text
+//! source (simulated room | file | HTTP push | MQTT) ──reading──▶ controller ──slots──▶ worker
+//!                                      energy meter (RAPL | CPU estimate | simulated) ◀─┘
+//! ```
+//!
+//! - [`config`]: the `[heat]` section of `hearth.toml`.
+//! - [`room`]: the simulated room and a winter day's outdoor temperature.
+//! - [`controller`]: schedule, household overrides, hysteresis, PI, slot ramp. Pure.
+//! - [`source`]: parsing and trusting readings; the file source; the MQTT subscriber.
+//! - [`energy`]: the energy meter the worker charges shards with.
+//! - [`service`]: the live actor ([`spawn`]) and its cloneable [`HeatHandle`].
+//! - [`api`]: the `/v1/heat` HTTP routes, served by the node's API.
+//! - [`sim`], [`plot`]: the offline day simulation behind `hearth heat simulate`.
+//!
+//! A leaf: this module knows nothing of the network, jobs or the ledger. It hands out a slot
+//! count through a `watch` channel and energy figures through [`EnergyMeter`]; the node wires
+//! them to the worker. `docs/heat.md` describes the model, the defaults and the failure
+//! behaviour for households.
+
+pub mod api;
+pub mod config;
+pub mod controller;
+pub mod energy;
+pub mod plot;
+pub mod room;
+pub mod service;
+pub mod sim;
+pub mod source;
+
+use std::path::PathBuf;
+
+pub use api::routes;
+pub use config::{HeatConfig, SourceKind};
+pub use energy::{EnergyMeter, ShardEnergy, ShardMark};
+pub use service::{spawn, HeatHandle, HeatStatus};
+
+/// Lowest and highest setpoint a household can ask for, °C.
+pub const SETPOINT_RANGE: std::ops::RangeInclusive<f64> = 5.0..=30.0;
+/// Longest boost, in minutes.
+pub const MAX_BOOST_MINUTES: u64 = 24 * 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeatError {
+    #[error("heat settings: {field} {reason}")]
+    Config { field: &'static str, reason: String },
+    #[error("the thermostat sent {0:?}, which is not a temperature (expected a number like 20.5, or JSON with a \"temperature\" field)")]
+    Unreadable(String),
+    #[error("reading the room temperature from {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the room temperature file {path} is larger than {limit} bytes; it should hold one number"
+    )]
+    FileTooLarge { path: PathBuf, limit: usize },
+    #[error("a setpoint of {0} °C is not allowed; choose between 5 and 30 °C")]
+    Setpoint(f64),
+    #[error("a boost lasts from 1 minute to 24 hours, not {0} minutes")]
+    BoostDuration(u64),
+    #[error("this radiator reads the room temperature from its {0} source; set `source = \"http\"` in the [heat] section of hearth.toml to push readings")]
+    NotHttpSource(&'static str),
+    #[error("the heating controller has stopped (is the node shutting down?)")]
+    Stopped,
+    #[error("writing the plot {path}: {reason}")]
+    Plot { path: PathBuf, reason: String },
+}

@@ -1,0 +1,554 @@
+//! The live heat service: one task owns the controller, the room reading and (when simulated)
+//! the room; everyone else holds a cloneable [`HeatHandle`].
+//!
+//! Every control period the task takes the latest reading (reads the file, takes the last HTTP
+//! or MQTT push, or advances the simulated room with the power of the shards actually
+//! running), runs the controller, publishes the slot count on the worker's `watch` channel and
+//! a [`HeatStatus`] on its own. Household commands (`set`, `auto`, `boost`, `off`) and HTTP
+//! pushes arrive over a bounded channel, each with a `oneshot` reply. The tick uses tokio's
+//! clock, so tests can pause and advance it.
+
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::config::{HeatConfig, SourceKind};
+use super::controller::{Controller, ControllerConfig, Decision, Input, Mode, Schedule};
+use super::energy::{EnergyMeter, MeterConfig};
+use super::room::{OutdoorProfile, Room};
+use super::source::{self, Reading, Trust};
+use super::{HeatError, MAX_BOOST_MINUTES, SETPOINT_RANGE};
+use crate::model::receipt::EnergyMethod;
+
+/// Commands queued for the service; a household types them, so a few are plenty.
+const COMMAND_QUEUE: usize = 32;
+/// Readings queued from the MQTT task between two periods.
+const READING_QUEUE: usize = 64;
+/// The simulated tick never runs faster than this in real time, however large the
+/// acceleration, so a demo cannot spin a core.
+const MIN_WALL_TICK: Duration = Duration::from_millis(10);
+
+/// What `GET /v1/heat` and `hearth heat` show.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeatStatus {
+    /// `simulated`, `file`, `http` or `mqtt`.
+    pub source: String,
+    /// `auto`, `manual`, `boost` or `off`.
+    pub mode: String,
+    pub setpoint_celsius: f64,
+    /// Last trusted room temperature; `None` while failing safe.
+    pub room_celsius: Option<f64>,
+    /// Outdoor temperature (simulated room only).
+    pub outdoor_celsius: Option<f64>,
+    /// Electrical power of the radiator, W.
+    pub power_watts: f64,
+    pub slots: usize,
+    pub max_slots: usize,
+    pub energy_today_kwh: f64,
+    /// How much heat the room wants, thousandths of full power.
+    pub demand_permille: u16,
+    /// One sentence: why this many slots.
+    pub reason: String,
+    /// True while heating is held back because the reading cannot be trusted.
+    pub fail_safe: bool,
+    /// Minutes of boost left.
+    pub boost_minutes_left: Option<u64>,
+    /// How shard energy is measured.
+    pub energy_method: EnergyMethod,
+    /// The controller's local time (the simulated room's clock when simulated).
+    pub local_time: String,
+}
+
+enum Command {
+    Push(f64, oneshot::Sender<Result<HeatStatus, HeatError>>),
+    Mode(ModeChange, oneshot::Sender<Result<HeatStatus, HeatError>>),
+}
+
+enum ModeChange {
+    Setpoint(f64),
+    Auto,
+    Boost(Duration),
+    Off,
+}
+
+/// Cloneable access to the heat service. Every method is cancel-safe: a dropped call either
+/// reached the service or did not, and leaves nothing half done.
+#[derive(Clone, Debug)]
+pub struct HeatHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<HeatStatus>,
+    meter: EnergyMeter,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("heat command")
+    }
+}
+
+impl HeatHandle {
+    /// The latest status (updated every period and after every command).
+    pub fn status(&self) -> HeatStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status update.
+    pub fn subscribe(&self) -> watch::Receiver<HeatStatus> {
+        self.status.clone()
+    }
+
+    /// The meter the worker charges shards with.
+    pub fn meter(&self) -> EnergyMeter {
+        self.meter.clone()
+    }
+
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<HeatStatus, HeatError>>) -> Command,
+    ) -> Result<HeatStatus, HeatError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| HeatError::Stopped)?;
+        rx.await.map_err(|_| HeatError::Stopped)?
+    }
+
+    /// A room temperature pushed by home automation (`source = "http"`). Any finite number is
+    /// accepted and recorded: an absurd one makes the controller fail safe rather than keep
+    /// heating on the previous reading.
+    pub async fn push_temperature(&self, celsius: f64) -> Result<HeatStatus, HeatError> {
+        if !celsius.is_finite() {
+            return Err(HeatError::Unreadable(celsius.to_string()));
+        }
+        self.ask(|tx| Command::Push(celsius, tx)).await
+    }
+
+    /// Holds `celsius` until [`auto`](Self::auto); also ends `off` and `boost`.
+    pub async fn set_setpoint(&self, celsius: f64) -> Result<HeatStatus, HeatError> {
+        if !SETPOINT_RANGE.contains(&celsius) {
+            return Err(HeatError::Setpoint(celsius));
+        }
+        self.ask(|tx| Command::Mode(ModeChange::Setpoint(celsius), tx))
+            .await
+    }
+
+    /// Back to the weekly schedule.
+    pub async fn auto(&self) -> Result<HeatStatus, HeatError> {
+        self.ask(|tx| Command::Mode(ModeChange::Auto, tx)).await
+    }
+
+    /// Full power for `duration` (1 minute to 24 hours), then back to what ran before.
+    pub async fn boost(&self, duration: Duration) -> Result<HeatStatus, HeatError> {
+        let minutes = duration.as_secs() / 60;
+        if !(1..=MAX_BOOST_MINUTES).contains(&minutes) {
+            return Err(HeatError::BoostDuration(minutes));
+        }
+        self.ask(|tx| Command::Mode(ModeChange::Boost(duration), tx))
+            .await
+    }
+
+    /// No heating (0 slots, at once) until `set` or `auto`.
+    pub async fn off(&self) -> Result<HeatStatus, HeatError> {
+        self.ask(|tx| Command::Mode(ModeChange::Off, tx)).await
+    }
+}
+
+/// Maps real time to the controller's local time.
+struct Clock {
+    start: Instant,
+    start_local: NaiveDateTime,
+    acceleration: f64,
+    simulated: bool,
+}
+
+impl Clock {
+    fn room_secs(&self, now: Instant) -> f64 {
+        now.duration_since(self.start).as_secs_f64() * self.acceleration
+    }
+
+    fn local(&self, now: Instant) -> NaiveDateTime {
+        if self.simulated {
+            let ms = (self.room_secs(now) * 1000.0) as i64;
+            self.start_local + chrono::Duration::milliseconds(ms)
+        } else {
+            // Read afresh so a change to or from summer time is followed.
+            chrono::Local::now().naive_local()
+        }
+    }
+}
+
+struct Simulated {
+    room: Room,
+    outdoor: OutdoorProfile,
+    watts_per_slot: f64,
+    idle_watts: f64,
+}
+
+fn secs_of_day(t: NaiveDateTime) -> f64 {
+    use chrono::Timelike;
+    f64::from(t.num_seconds_from_midnight()) + f64::from(t.nanosecond()) / 1e9
+}
+
+struct Service {
+    config: HeatConfig,
+    controller: Controller,
+    trust: Trust,
+    clock: Clock,
+    sim: Option<Simulated>,
+    meter: EnergyMeter,
+    reading: Option<Reading>,
+    /// Why the source could not be read last time, for the status.
+    source_error: Option<String>,
+    slots: watch::Sender<usize>,
+    status: watch::Sender<HeatStatus>,
+    last_step: Instant,
+    last_decision: Option<Decision>,
+    power_watts: f64,
+    energy_today_j: f64,
+    today: NaiveDate,
+    max_slots: usize,
+}
+
+/// Starts the heat service. `max_slots` is the worker's slot count; `slots` is the channel the
+/// worker reads its allowance from. The task ends when `shutdown` changes (or its sender is
+/// dropped), leaving the last slot count in place.
+pub fn spawn(
+    config: HeatConfig,
+    max_slots: usize,
+    slots: watch::Sender<usize>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(HeatHandle, JoinHandle<()>), HeatError> {
+    config.validate()?;
+    let max_slots = max_slots.max(1);
+    let simulated = config.source == SourceKind::Simulated;
+    let sim_watts_per_slot =
+        (config.simulated.radiator_watts - config.idle_watts) / max_slots as f64;
+    let meter = EnergyMeter::new(MeterConfig {
+        idle_watts: config.idle_watts,
+        watts_per_core: config.watts_per_slot,
+        simulated_watts_per_slot: simulated.then_some(sim_watts_per_slot),
+        rapl_root: config.rapl_root.clone(),
+        proc_stat: "/proc/stat".into(),
+    });
+    let per_slot = if simulated {
+        sim_watts_per_slot
+    } else {
+        config.watts_per_slot
+    };
+    let cap_slots = config
+        .power_cap_watts
+        .map(|cap| ((cap - config.idle_watts) / per_slot).floor().max(0.0) as usize)
+        .unwrap_or(max_slots)
+        .min(max_slots);
+    let schedule = Schedule::from_config(&config.schedule)?;
+    let controller = Controller::new(
+        ControllerConfig {
+            hysteresis_k: config.hysteresis_k,
+            kp_per_k: config.kp_per_k,
+            integral_secs: config.integral_secs,
+            min_slots: config.min_slots,
+            max_slots: cap_slots,
+        },
+        schedule.clone(),
+    );
+    let now = Instant::now();
+    let clock = Clock {
+        start: now,
+        start_local: chrono::Local::now().naive_local(),
+        acceleration: if simulated {
+            config.simulated.acceleration
+        } else {
+            1.0
+        },
+        simulated,
+    };
+    let start_local = clock.local(now);
+    let sim = simulated.then(|| {
+        let initial = config
+            .simulated
+            .initial_celsius
+            .unwrap_or_else(|| schedule.setpoint_at(start_local));
+        Simulated {
+            room: Room::new(&config.simulated, initial),
+            outdoor: OutdoorProfile {
+                min_celsius: config.simulated.outdoor_min_celsius,
+                max_celsius: config.simulated.outdoor_max_celsius,
+            },
+            watts_per_slot: sim_watts_per_slot,
+            idle_watts: config.idle_watts,
+        }
+    });
+    let initial = HeatStatus {
+        source: config.source.name().into(),
+        mode: "auto".into(),
+        setpoint_celsius: schedule.setpoint_at(start_local),
+        room_celsius: None,
+        outdoor_celsius: None,
+        power_watts: 0.0,
+        slots: *slots.borrow(),
+        max_slots,
+        energy_today_kwh: 0.0,
+        demand_permille: 0,
+        reason: "starting".into(),
+        fail_safe: false,
+        boost_minutes_left: None,
+        energy_method: meter.method(),
+        local_time: start_local.format("%a %H:%M").to_string(),
+    };
+    let (status_tx, status_rx) = watch::channel(initial);
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (reading_tx, reading_rx) = mpsc::channel(READING_QUEUE);
+    let mqtt = (config.source == SourceKind::Mqtt).then(|| {
+        tokio::spawn(source::run_mqtt(
+            config.mqtt.clone(),
+            reading_tx,
+            shutdown.clone(),
+        ))
+    });
+    let service = Service {
+        trust: Trust {
+            max_age: Duration::from_secs(config.max_age_secs),
+            min_celsius: config.min_plausible_celsius,
+            max_celsius: config.max_plausible_celsius,
+        },
+        controller,
+        clock,
+        sim,
+        meter: meter.clone(),
+        reading: None,
+        source_error: None,
+        slots,
+        status: status_tx,
+        last_step: now,
+        last_decision: None,
+        power_watts: 0.0,
+        energy_today_j: 0.0,
+        today: start_local.date(),
+        max_slots,
+        config,
+    };
+    let task = tokio::spawn(async move {
+        service.run(cmd_rx, reading_rx, shutdown).await;
+        if let Some(mqtt) = mqtt {
+            let _ = mqtt.await;
+        }
+    });
+    Ok((
+        HeatHandle {
+            commands: cmd_tx,
+            status: status_rx,
+            meter,
+        },
+        task,
+    ))
+}
+
+impl Service {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut readings: mpsc::Receiver<f64>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let period = Duration::from_secs(self.config.period_secs);
+        let wall_period = period.div_f64(self.clock.acceleration).max(MIN_WALL_TICK);
+        let mut tick = tokio::time::interval(wall_period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.control(),
+                Some(cmd) = commands.recv() => self.command(cmd),
+                Some(celsius) = readings.recv() => {
+                    self.reading = Some(Reading { celsius, at: Instant::now() });
+                }
+                res = shutdown.changed() => {
+                    // A dropped sender also means stop.
+                    let _ = res;
+                    break;
+                }
+            }
+        }
+        tracing::debug!("heat service stopped");
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Push(celsius, reply) => {
+                let result = if self.config.source == SourceKind::Http {
+                    self.reading = Some(Reading {
+                        celsius,
+                        at: Instant::now(),
+                    });
+                    let now = Instant::now();
+                    let trusted = self.judge(now);
+                    if trusted.is_err() {
+                        // An absurd push fails safe at once rather than at the next period.
+                        let decision = self.controller.step(&Input {
+                            now_secs: self.clock.room_secs(now),
+                            dt_secs: 0.0,
+                            local: self.clock.local(now),
+                            room: trusted.clone(),
+                        });
+                        self.apply(decision);
+                    }
+                    self.publish(trusted.ok());
+                    Ok(self.status.borrow().clone())
+                } else {
+                    Err(HeatError::NotHttpSource(self.config.source.name()))
+                };
+                let _ = reply.send(result);
+            }
+            Command::Mode(change, reply) => {
+                let now = Instant::now();
+                let room_secs = self.clock.room_secs(now);
+                match change {
+                    ModeChange::Setpoint(c) => {
+                        self.controller.set_mode(Mode::Manual { celsius: c })
+                    }
+                    ModeChange::Auto => self.controller.set_mode(Mode::Auto),
+                    ModeChange::Boost(d) => self.controller.boost(room_secs, d.as_secs_f64()),
+                    ModeChange::Off => self.controller.set_mode(Mode::Off),
+                }
+                tracing::info!(
+                    mode = self.controller.mode().name(),
+                    "heating mode changed by the household"
+                );
+                let trusted = self.judge(now);
+                if matches!(self.controller.mode(), Mode::Off) {
+                    // Off takes effect at once rather than at the next period.
+                    let decision = self.controller.step(&Input {
+                        now_secs: room_secs,
+                        dt_secs: 0.0,
+                        local: self.clock.local(now),
+                        room: trusted.clone(),
+                    });
+                    self.apply(decision);
+                }
+                self.publish(trusted.ok());
+                let _ = reply.send(Ok(self.status.borrow().clone()));
+            }
+        }
+    }
+
+    fn control(&mut self) {
+        let now = Instant::now();
+        let room_dt = now.duration_since(self.last_step).as_secs_f64() * self.clock.acceleration;
+        self.last_step = now;
+        let local = self.clock.local(now);
+        if local.date() != self.today {
+            self.today = local.date();
+            self.energy_today_j = 0.0;
+        }
+        // Power over the period that just ended, with the shards that actually ran.
+        if let Some(sim) = &mut self.sim {
+            let busy = self.meter.active_shards().min(self.max_slots);
+            let watts = sim.idle_watts + busy as f64 * sim.watts_per_slot;
+            let outdoor = sim.outdoor.at(secs_of_day(local));
+            sim.room.step(room_dt, watts, outdoor);
+            self.power_watts = watts;
+            self.energy_today_j += watts * room_dt;
+            self.reading = Some(Reading {
+                celsius: sim.room.celsius,
+                at: now,
+            });
+        } else if let Some(p) = self.meter.tick() {
+            self.power_watts = p.watts;
+            self.energy_today_j += p.joules;
+        }
+        if self.config.source == SourceKind::File {
+            match source::read_file(&self.config.file.path, now) {
+                Ok(r) => {
+                    self.reading = Some(r);
+                    self.source_error = None;
+                }
+                Err(e) => {
+                    // Keep the previous reading: it goes stale by itself, and one failed read
+                    // (the script rewriting the file) should not stop the heating.
+                    tracing::debug!("{e}");
+                    self.source_error = Some(e.to_string());
+                }
+            }
+        }
+        let trusted = self.judge(now);
+        let decision = self.controller.step(&Input {
+            now_secs: self.clock.room_secs(now),
+            dt_secs: room_dt,
+            local,
+            room: trusted.clone(),
+        });
+        let trusted_room = trusted.ok();
+        self.apply(decision);
+        self.publish(trusted_room);
+    }
+
+    /// The trusted room temperature, or why there is none (with the source's last error).
+    fn judge(&self, now: Instant) -> Result<f64, String> {
+        self.trust
+            .judge(self.reading.as_ref(), now)
+            .map_err(|why| match &self.source_error {
+                Some(e) => format!("{why} ({e})"),
+                None => why,
+            })
+    }
+
+    fn apply(&mut self, decision: Decision) {
+        let changed_reason = self
+            .last_decision
+            .as_ref()
+            .is_none_or(|d| d.fail_safe != decision.fail_safe || d.slots != decision.slots);
+        if changed_reason {
+            if decision.fail_safe {
+                tracing::warn!(slots = decision.slots, "{}", decision.reason);
+            } else {
+                tracing::info!(slots = decision.slots, "{}", decision.reason);
+            }
+        }
+        self.slots.send_if_modified(|s| {
+            let changed = *s != decision.slots;
+            *s = decision.slots;
+            changed
+        });
+        self.meter.set_slots(decision.slots);
+        self.last_decision = Some(decision);
+    }
+
+    fn publish(&mut self, room: Option<f64>) {
+        let now = Instant::now();
+        let local = self.clock.local(now);
+        let outdoor = self.sim.as_ref().map(|s| s.outdoor.at(secs_of_day(local)));
+        let boost_minutes_left = match self.controller.mode() {
+            Mode::Boost { until, .. } => {
+                Some(((until - self.clock.room_secs(now)) / 60.0).ceil().max(0.0) as u64)
+            }
+            _ => None,
+        };
+        let d = self.last_decision.as_ref();
+        let status = HeatStatus {
+            source: self.config.source.name().into(),
+            mode: self.controller.mode().name().into(),
+            setpoint_celsius: self.controller.setpoint(local),
+            room_celsius: room,
+            outdoor_celsius: outdoor,
+            power_watts: round1(self.power_watts),
+            slots: self.controller.slots(),
+            max_slots: self.max_slots,
+            energy_today_kwh: (self.energy_today_j / 3.6e6 * 1000.0).round() / 1000.0,
+            demand_permille: d.map_or(0, |d| d.demand_permille),
+            reason: d.map_or_else(|| "starting".into(), |d| d.reason.clone()),
+            fail_safe: d.is_some_and(|d| d.fail_safe),
+            boost_minutes_left,
+            energy_method: self.meter.method(),
+            local_time: local.format("%a %H:%M").to_string(),
+        };
+        self.status.send_replace(status);
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}

@@ -1,0 +1,227 @@
+//! The `hearth` binary as a household uses it: real processes, real data directories, real
+//! sockets. Daemons are killed when a test ends, even on failure.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hearth");
+
+fn hearth(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("HEARTH_DATA_DIR")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run hearth")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = hearth(dir, args);
+    assert!(
+        out.status.success(),
+        "hearth {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = hearth(dir, args);
+    assert!(!out.status.success(), "hearth {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A daemon that is killed when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_node(dir: &Path, api: u16, extra: &[&str]) -> Daemon {
+    let api = format!("127.0.0.1:{api}");
+    Daemon(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--api", &api, "node", "--no-mdns"])
+            .args(extra)
+            .env_remove("HEARTH_DATA_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hearth node"),
+    )
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn init_id_and_key_file_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("identity.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let id = ok(dir.path(), &["id"]);
+    assert!(id.contains("household: ") && id.contains("peer id:   12D3KooW"), "{id}");
+    // Never overwritten without --force.
+    let err = fails(dir.path(), &["init"]);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(ok(dir.path(), &["id"]), id);
+    ok(dir.path(), &["init", "--force"]);
+    assert_ne!(ok(dir.path(), &["id"]), id);
+    // The written config is valid and a broken one names its line.
+    std::fs::write(dir.path().join("hearth.toml"), "[node]\nmdns = \"maybe\"\n").unwrap();
+    let err = fails(dir.path(), &["--api", "127.0.0.1:1", "node"]);
+    assert!(err.contains("hearth.toml") && err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn blobs_round_trip_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.bin");
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let hash = ok(dir.path(), &["blob", "put", file.to_str().unwrap()]);
+    let hash = hash.trim();
+    assert_eq!(hash, blake3::hash(&data).to_hex().as_str());
+    let out = dir.path().join("out.bin");
+    ok(dir.path(), &["blob", "get", hash, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert!(ok(dir.path(), &["blob", "ls"]).contains(hash));
+    let err = fails(dir.path(), &["blob", "get", "nothex", "-o", "x"]);
+    assert!(err.contains("not a blake3 hash"), "{err}");
+}
+
+#[test]
+fn run_local_renders_a_png_of_the_requested_size() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init"]);
+    let out = ok(
+        dir.path(),
+        &["job", "new", "mandelbrot", "--width", "300", "--height", "200", "--tile", "128"],
+    );
+    let job = out.lines().last().unwrap().trim().to_string();
+    assert_eq!(job.len(), 64);
+    let png = dir.path().join("image.png");
+    let listing = ok(
+        dir.path(),
+        &["run-local", &job, "-o", png.to_str().unwrap(), "--threads", "2"],
+    );
+    assert_eq!(listing.lines().filter(|l| l.starts_with("shard")).count(), 6);
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (300, 200));
+    // Any module: a WASI command built from C, one shard per input, outputs concatenated.
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wasi/upper.wasm");
+    let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+    std::fs::write(&a, "warm ").unwrap();
+    std::fs::write(&b, "home").unwrap();
+    let out = ok(
+        dir.path(),
+        &[
+            "job", "new", "wasm", "--module", module.to_str().unwrap(),
+            "--input", a.to_str().unwrap(), "--input", b.to_str().unwrap(),
+        ],
+    );
+    let job = out.lines().last().unwrap().trim().to_string();
+    let result = dir.path().join("result.txt");
+    ok(dir.path(), &["run-local", &job, "-o", result.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), "WARM HOME");
+}
+
+#[test]
+fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("n{i}"))).collect();
+    for d in &dirs {
+        ok(d, &["init"]);
+    }
+    let peer_id = |d: &Path| {
+        ok(d, &["id"])
+            .lines()
+            .find_map(|l| l.strip_prefix("peer id:").map(|p| p.trim().to_string()))
+            .unwrap()
+    };
+    let p2p = free_port();
+    let apis: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let boot = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{}", peer_id(&dirs[0]));
+    let listen0 = format!("/ip4/127.0.0.1/tcp/{p2p}");
+    let _b = spawn_node(&dirs[0], apis[0], &["--role", "bootstrap", "--listen", &listen0]);
+    let _r1 = spawn_node(&dirs[1], apis[1], &["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &boot, "--slots", "1"]);
+    let _r2 = spawn_node(&dirs[2], apis[2], &["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &boot, "--slots", "1"]);
+    let api = |i: usize| format!("127.0.0.1:{}", apis[i]);
+    for i in 0..3 {
+        let api = api(i);
+        wait_for(&format!("node {i} to see both others"), Duration::from_secs(60), || {
+            let out = hearth(&dirs[i], &["--api", &api, "peers", "--json"]);
+            out.status.success()
+                && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                    .map(|v| v.len() >= 2)
+                    .unwrap_or(false)
+        });
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&dirs[0], &["--api", &api(0), "status", "--json"])).unwrap();
+    assert_eq!(status["role"], "bootstrap");
+    assert_eq!(status["peer_id"], peer_id(&dirs[0]));
+
+    // Submit from radiator 1; radiators 1 and 2 verify each other's shards.
+    let png = root.path().join("net.png");
+    ok(
+        &dirs[1],
+        &[
+            "--api", &api(1), "submit", "mandelbrot", "--width", "256", "--height", "128",
+            "--tile", "128", "-o", png.to_str().unwrap(),
+        ],
+    );
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let jobs = ok(&dirs[1], &["--api", &api(1), "jobs"]);
+    assert!(jobs.contains("done") && jobs.contains("2/2"), "{jobs}");
+    // Every receipt the submitter holds verifies offline, and a tampered export does not.
+    let export = root.path().join("receipts.json");
+    ok(&dirs[1], &["--api", &api(1), "receipts", "export", "--json", "-o", export.to_str().unwrap()]);
+    let verified = ok(&dirs[1], &["receipts", "verify", export.to_str().unwrap()]);
+    assert!(verified.contains("4 receipts, 4 valid, 0 invalid"), "{verified}");
+    let text = std::fs::read_to_string(&export).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["receipts"][0]["energy_mj"] = serde_json::json!(999_999_999u64);
+    let tampered = root.path().join("tampered.json");
+    std::fs::write(&tampered, serde_json::to_string(&doc).unwrap()).unwrap();
+    let err = fails(&dirs[1], &["receipts", "verify", tampered.to_str().unwrap()]);
+    assert!(err.contains("1 of 4 receipts failed"), "{err}");
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let first = doc["receipts"][0].clone();
+    doc["receipts"].as_array_mut().unwrap().push(first);
+    std::fs::write(&tampered, serde_json::to_string(&doc).unwrap()).unwrap();
+    let err = fails(&dirs[1], &["receipts", "verify", tampered.to_str().unwrap()]);
+    assert!(err.contains("failed verification"), "{err}");
+}
