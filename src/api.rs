@@ -127,7 +127,10 @@ async fn peers(State(ctx): State<NodeContext>) -> Result<Json<Vec<PeerView>>, Ap
     ))
 }
 
-async fn put_blob(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn put_blob(
+    State(ctx): State<NodeContext>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let store = ctx.store.clone();
     let hash = tokio::task::spawn_blocking(move || store.put_bytes(&body))
         .await
@@ -136,14 +139,21 @@ async fn put_blob(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<se
     if let Err(e) = ctx.net.provide(hash).await {
         tracing::debug!("could not advertise blob: {e}");
     }
-    Ok(Json(serde_json::json!({ "hash": hash.to_hex().to_string() })))
+    Ok(Json(
+        serde_json::json!({ "hash": hash.to_hex().to_string() }),
+    ))
 }
 
-async fn get_blob(State(ctx): State<NodeContext>, Path(hash): Path<String>) -> Result<Vec<u8>, ApiError> {
+async fn get_blob(
+    State(ctx): State<NodeContext>,
+    Path(hash): Path<String>,
+) -> Result<Vec<u8>, ApiError> {
     let hash = parse_hash(&hash).map_err(bad)?;
     match ctx.store.get_bytes(&hash) {
         Ok(b) => Ok(b),
-        Err(crate::store::StoreError::NotFound(h)) => Err(not_found(format!("blob {h} is not stored here"))),
+        Err(crate::store::StoreError::NotFound(h)) => {
+            Err(not_found(format!("blob {h} is not stored here")))
+        }
         Err(e) => Err(internal(e)),
     }
 }
@@ -168,8 +178,12 @@ fn default_assembly() -> Assembly {
     Assembly::Concat
 }
 
-async fn submit(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
-    let req: SubmitJob = serde_json::from_slice(&body).map_err(|e| bad(format!("job request: {e}")))?;
+async fn submit(
+    State(ctx): State<NodeContext>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: SubmitJob =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("job request: {e}")))?;
     let manifest = JobManifest {
         module: parse_hash(&req.module).map_err(|e| bad(format!("module: {e}")))?,
         inputs: req
@@ -184,10 +198,14 @@ async fn submit(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<serd
         submitter: ctx.identity.public(),
         created_ms: now_ms(),
     };
-    let id = ctx.coordinator.submit(manifest).await.map_err(|e| match e {
-        crate::jobs::JobError::Invalid(m) => bad(m),
-        other => internal(other),
-    })?;
+    let id = ctx
+        .coordinator
+        .submit(manifest)
+        .await
+        .map_err(|e| match e {
+            crate::jobs::JobError::Invalid(m) => bad(m),
+            other => internal(other),
+        })?;
     Ok(Json(serde_json::json!({ "id": id.to_hex().to_string() })))
 }
 
@@ -195,7 +213,10 @@ async fn list_jobs(State(ctx): State<NodeContext>) -> Json<Vec<crate::jobs::JobV
     Json(ctx.coordinator.list().await)
 }
 
-async fn job(State(ctx): State<NodeContext>, Path(id): Path<String>) -> Result<Json<crate::jobs::JobView>, ApiError> {
+async fn job(
+    State(ctx): State<NodeContext>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::jobs::JobView>, ApiError> {
     let id = parse_hash(&id).map_err(bad)?;
     ctx.coordinator
         .view(id)
@@ -204,7 +225,10 @@ async fn job(State(ctx): State<NodeContext>, Path(id): Path<String>) -> Result<J
         .ok_or_else(|| not_found("this node coordinates no such job"))
 }
 
-async fn result(State(ctx): State<NodeContext>, Path(id): Path<String>) -> Result<Vec<u8>, ApiError> {
+async fn result(
+    State(ctx): State<NodeContext>,
+    Path(id): Path<String>,
+) -> Result<Vec<u8>, ApiError> {
     let id = parse_hash(&id).map_err(bad)?;
     let view = ctx
         .coordinator
@@ -216,10 +240,16 @@ async fn result(State(ctx): State<NodeContext>, Path(id): Path<String>) -> Resul
             let hash = parse_hash(&result).map_err(internal)?;
             ctx.store.get_bytes(&hash).map_err(internal)
         }
-        JobStatus::Failed { reason } => Err(ApiError(StatusCode::CONFLICT, format!("the job failed: {reason}"))),
+        JobStatus::Failed { reason } => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("the job failed: {reason}"),
+        )),
         JobStatus::Running => Err(ApiError(
             StatusCode::CONFLICT,
-            format!("the job is still running: {} of {} shards verified", view.shards_verified, view.shards_total),
+            format!(
+                "the job is still running: {} of {} shards verified",
+                view.shards_verified, view.shards_total
+            ),
         )),
     }
 }
@@ -229,7 +259,10 @@ struct ReceiptQuery {
     household: Option<String>,
 }
 
-async fn receipts(State(ctx): State<NodeContext>, Query(q): Query<ReceiptQuery>) -> Result<Json<ReceiptExport>, ApiError> {
+async fn receipts(
+    State(ctx): State<NodeContext>,
+    Query(q): Query<ReceiptQuery>,
+) -> Result<Json<ReceiptExport>, ApiError> {
     let household = q
         .household
         .map(|h| PublicKey::from_hex(&h))

@@ -98,7 +98,9 @@ impl Default for NodeConfig {
         NodeConfig {
             listen: vec![
                 "/ip4/0.0.0.0/tcp/4001".parse().expect("valid literal"),
-                "/ip4/0.0.0.0/udp/4001/quic-v1".parse().expect("valid literal"),
+                "/ip4/0.0.0.0/udp/4001/quic-v1"
+                    .parse()
+                    .expect("valid literal"),
             ],
             api: SocketAddr::from(([127, 0, 0, 1], 7070)),
             bootstrap: Vec::new(),

@@ -68,7 +68,9 @@ pub async fn listen_addr(node: &RunningNode) -> anyhow::Result<libp2p::Multiaddr
     loop {
         let status = node.context.net.status().await?;
         if let Some(addr) = status.listen_addrs.first() {
-            return Ok(addr.clone().with(libp2p::multiaddr::Protocol::P2p(node.peer_id())));
+            return Ok(addr
+                .clone()
+                .with(libp2p::multiaddr::Protocol::P2p(node.peer_id())));
         }
         if Instant::now() > deadline {
             bail!("radiator {} is not listening after 10 s", node.peer_id());
@@ -78,7 +80,11 @@ pub async fn listen_addr(node: &RunningNode) -> anyhow::Result<libp2p::Multiaddr
 }
 
 /// Waits until every node has at least `min_peers` connections.
-pub async fn wait_connected(nodes: &[RunningNode], min_peers: usize, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_connected(
+    nodes: &[RunningNode],
+    min_peers: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut ok = true;
@@ -101,10 +107,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     if opts.radiators < 2 {
         bail!("a demo needs at least 2 radiators: every shard is verified by two households");
     }
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
     let nodes_dir = opts.out.join("nodes");
     if nodes_dir.exists() {
-        std::fs::remove_dir_all(&nodes_dir).with_context(|| format!("clearing {}", nodes_dir.display()))?;
+        std::fs::remove_dir_all(&nodes_dir)
+            .with_context(|| format!("clearing {}", nodes_dir.display()))?;
     }
     println!("starting {} radiators on loopback ...", opts.radiators);
     let nodes = start_radiators(&nodes_dir, opts.radiators, 1, &|_, _| {}).await?;
@@ -126,10 +134,20 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         tile: opts.tile,
         max_iter: MAX_ITER,
     };
-    let manifest = build(&submitter.context.store, &spec, submitter.household(), JobLimits::default(), 2)?;
+    let manifest = build(
+        &submitter.context.store,
+        &spec,
+        submitter.household(),
+        JobLimits::default(),
+        2,
+    )?;
     let started = Instant::now();
     let id = submitter.context.coordinator.submit(manifest).await?;
-    println!("submitted job {} from radiator 0 ({} shards, replication 2)", id.to_hex(), opts.width.div_ceil(opts.tile) * opts.height.div_ceil(opts.tile));
+    println!(
+        "submitted job {} from radiator 0 ({} shards, replication 2)",
+        id.to_hex(),
+        opts.width.div_ceil(opts.tile) * opts.height.div_ceil(opts.tile)
+    );
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} shards verified {elapsed}")
@@ -176,7 +194,11 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         image_path.display(),
         opts.width,
         opts.height,
-        if image_ok { "matches the native render" } else { "DIFFERS from the native render" }
+        if image_ok {
+            "matches the native render"
+        } else {
+            "DIFFERS from the native render"
+        }
     );
 
     // Receipts reach their workers directly and everyone over gossip; give stragglers a moment.
@@ -209,7 +231,10 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         all.len() - bad
     );
     println!();
-    println!("{:<10} {:<18} {:>7} {:>14} {:>12}", "radiator", "household", "shards", "fuel", "energy (J)");
+    println!(
+        "{:<10} {:<18} {:>7} {:>14} {:>12}",
+        "radiator", "household", "shards", "fuel", "energy (J)"
+    );
     for (i, n) in nodes.iter().enumerate() {
         let t = n.context.ledger.totals_of(&n.household())?;
         println!(
@@ -225,8 +250,14 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         bail!("the assembled image differs from the native render");
     }
     if bad > 0 || all.len() < expected {
-        bail!("{bad} receipts failed verification; {} of {expected} present", all.len());
+        bail!(
+            "{bad} receipts failed verification; {} of {expected} present",
+            all.len()
+        );
     }
-    println!("\nall {} receipts verify; every shard was checked by two households", all.len());
+    println!(
+        "\nall {} receipts verify; every shard was checked by two households",
+        all.len()
+    );
     Ok(())
 }

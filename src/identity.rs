@@ -227,10 +227,16 @@ impl Identity {
                 continue;
             }
             let Some(value) = line.strip_prefix(KEY_FIELD) else {
-                return Err(malformed(i + 1, "expected `ed25519-secret-key: <64 hex digits>`"));
+                return Err(malformed(
+                    i + 1,
+                    "expected `ed25519-secret-key: <64 hex digits>`",
+                ));
             };
             if found.is_some() {
-                return Err(malformed(i + 1, "a second key line; a key file holds one key"));
+                return Err(malformed(
+                    i + 1,
+                    "a second key line; a key file holds one key",
+                ));
             }
             let bytes = hex::decode(value.trim())
                 .map_err(|e| malformed(i + 1, &format!("the key is not hex ({e})")))?;

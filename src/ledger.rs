@@ -246,7 +246,9 @@ impl Ledger {
 
     pub fn totals_of(&self, household: &PublicKey) -> Result<Totals, LedgerError> {
         Ok(match self.totals.get(household.0)? {
-            Some(v) => Totals::from_bytes(&v).ok_or_else(|| LedgerError::Corrupt("totals".into()))?,
+            Some(v) => {
+                Totals::from_bytes(&v).ok_or_else(|| LedgerError::Corrupt("totals".into()))?
+            }
             None => Totals::default(),
         })
     }
@@ -258,15 +260,21 @@ impl Ledger {
         for item in self.chain.range(..u64::MAX.to_be_bytes()) {
             let (k, v) = item?;
             if k.as_ref() != n.to_be_bytes() || v.len() != 64 {
-                return Err(LedgerError::Corrupt(format!("chain entry {n} is missing or malformed")));
+                return Err(LedgerError::Corrupt(format!(
+                    "chain entry {n} is missing or malformed"
+                )));
             }
             let mut hasher = blake3::Hasher::new();
             hasher.update(&prev).update(&v[..32]);
             if hasher.finalize().as_bytes() != &v[32..] {
-                return Err(LedgerError::Corrupt(format!("chain entry {n} does not link")));
+                return Err(LedgerError::Corrupt(format!(
+                    "chain entry {n} does not link"
+                )));
             }
             if self.receipts.get(&v[..32])?.is_none() {
-                return Err(LedgerError::Corrupt(format!("chain entry {n} names a missing receipt")));
+                return Err(LedgerError::Corrupt(format!(
+                    "chain entry {n} names a missing receipt"
+                )));
             }
             prev.copy_from_slice(&v[32..]);
             n += 1;
@@ -306,13 +314,20 @@ mod tests {
     #[test]
     fn insert_replay_conflict_totals_chain_persist() {
         let dir = tempfile::tempdir().unwrap();
-        let (me, other, sub) = (Identity::generate(), Identity::generate(), Identity::generate());
+        let (me, other, sub) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
         {
             let db = sled::open(dir.path()).unwrap();
             let ledger = Ledger::open(&db, me.public()).unwrap();
             let r0 = receipt(&me, &sub, 0, 1);
             ledger.insert(&r0).unwrap();
-            assert!(matches!(ledger.insert(&r0), Err(LedgerError::Replay { .. })));
+            assert!(matches!(
+                ledger.insert(&r0),
+                Err(LedgerError::Replay { .. })
+            ));
             // Same slot, another lease nonce: a second receipt for the same work.
             assert!(matches!(
                 ledger.insert(&receipt(&me, &sub, 0, 2)),
@@ -323,10 +338,17 @@ mod tests {
             // Forged: signed by the worker but countersigned by someone else.
             let mut forged = receipt(&other, &sub, 5, 1);
             forged.submitter_sig = other.sign(b"nonsense");
-            assert!(matches!(ledger.insert(&forged), Err(LedgerError::Invalid { .. })));
+            assert!(matches!(
+                ledger.insert(&forged),
+                Err(LedgerError::Invalid { .. })
+            ));
             assert_eq!(
                 ledger.totals_of(&me.public()).unwrap(),
-                Totals { receipts: 2, fuel: 200, energy_mj: 4_000 }
+                Totals {
+                    receipts: 2,
+                    fuel: 200,
+                    energy_mj: 4_000
+                }
             );
             assert_eq!(ledger.totals_of(&other.public()).unwrap().receipts, 1);
             assert_eq!(ledger.verify_chain().unwrap().0, 2);

@@ -17,7 +17,9 @@ use tokio::task::JoinSet;
 use crate::config::{Config, Role};
 use crate::exec::Executor;
 use crate::identity::{Identity, PublicKey};
-use crate::jobs::{Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent};
+use crate::jobs::{
+    Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent,
+};
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::receipt::Receipt;
 use crate::model::wire::{HeatDemand, JobGossip, Request, Response};
@@ -312,7 +314,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
 
 /// Gossips this radiator's heat demand on `hearth/heat/1` when it changes, and every 30 s so
 /// coordinators that joined later learn it.
-async fn publish_heat(heat: crate::heat::HeatHandle, net: Network, mut stop: watch::Receiver<bool>) {
+async fn publish_heat(
+    heat: crate::heat::HeatHandle,
+    net: Network,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut status = heat.subscribe();
     let mut last: Option<(u16, usize)> = None;
     let mut refresh = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -395,9 +401,10 @@ impl Router {
                             return Verdict::Reject;
                         }
                     }
-                    let _ = self
-                        .worker
-                        .try_send(WorkerEvent::Announced { job, coordinator: source });
+                    let _ = self.worker.try_send(WorkerEvent::Announced {
+                        job,
+                        coordinator: source,
+                    });
                     Verdict::Accept
                 }
                 Ok(JobGossip::Closed { job }) => {

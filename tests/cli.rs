@@ -91,7 +91,10 @@ fn init_id_and_key_file_mode() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let id = ok(dir.path(), &["id"]);
-    assert!(id.contains("household: ") && id.contains("peer id:   12D3KooW"), "{id}");
+    assert!(
+        id.contains("household: ") && id.contains("peer id:   12D3KooW"),
+        "{id}"
+    );
     // Never overwritten without --force.
     let err = fails(dir.path(), &["init"]);
     assert!(err.contains("--force"), "{err}");
@@ -101,7 +104,10 @@ fn init_id_and_key_file_mode() {
     // The written config is valid and a broken one names its line.
     std::fs::write(dir.path().join("hearth.toml"), "[node]\nmdns = \"maybe\"\n").unwrap();
     let err = fails(dir.path(), &["--api", "127.0.0.1:1", "node"]);
-    assert!(err.contains("hearth.toml") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("hearth.toml") && err.contains("line 2"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -114,7 +120,10 @@ fn blobs_round_trip_through_the_cli() {
     let hash = hash.trim();
     assert_eq!(hash, blake3::hash(&data).to_hex().as_str());
     let out = dir.path().join("out.bin");
-    ok(dir.path(), &["blob", "get", hash, "-o", out.to_str().unwrap()]);
+    ok(
+        dir.path(),
+        &["blob", "get", hash, "-o", out.to_str().unwrap()],
+    );
     assert_eq!(std::fs::read(&out).unwrap(), data);
     assert!(ok(dir.path(), &["blob", "ls"]).contains(hash));
     let err = fails(dir.path(), &["blob", "get", "nothex", "-o", "x"]);
@@ -127,16 +136,36 @@ fn run_local_renders_a_png_of_the_requested_size() {
     ok(dir.path(), &["init"]);
     let out = ok(
         dir.path(),
-        &["job", "new", "mandelbrot", "--width", "300", "--height", "200", "--tile", "128"],
+        &[
+            "job",
+            "new",
+            "mandelbrot",
+            "--width",
+            "300",
+            "--height",
+            "200",
+            "--tile",
+            "128",
+        ],
     );
     let job = out.lines().last().unwrap().trim().to_string();
     assert_eq!(job.len(), 64);
     let png = dir.path().join("image.png");
     let listing = ok(
         dir.path(),
-        &["run-local", &job, "-o", png.to_str().unwrap(), "--threads", "2"],
+        &[
+            "run-local",
+            &job,
+            "-o",
+            png.to_str().unwrap(),
+            "--threads",
+            "2",
+        ],
     );
-    assert_eq!(listing.lines().filter(|l| l.starts_with("shard")).count(), 6);
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("shard")).count(),
+        6
+    );
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     let reader = decoder.read_info().unwrap();
     assert_eq!((reader.info().width, reader.info().height), (300, 200));
@@ -148,13 +177,23 @@ fn run_local_renders_a_png_of_the_requested_size() {
     let out = ok(
         dir.path(),
         &[
-            "job", "new", "wasm", "--module", module.to_str().unwrap(),
-            "--input", a.to_str().unwrap(), "--input", b.to_str().unwrap(),
+            "job",
+            "new",
+            "wasm",
+            "--module",
+            module.to_str().unwrap(),
+            "--input",
+            a.to_str().unwrap(),
+            "--input",
+            b.to_str().unwrap(),
         ],
     );
     let job = out.lines().last().unwrap().trim().to_string();
     let result = dir.path().join("result.txt");
-    ok(dir.path(), &["run-local", &job, "-o", result.to_str().unwrap()]);
+    ok(
+        dir.path(),
+        &["run-local", &job, "-o", result.to_str().unwrap()],
+    );
     assert_eq!(std::fs::read_to_string(&result).unwrap(), "WARM HOME");
 }
 
@@ -175,19 +214,49 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     let apis: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let boot = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{}", peer_id(&dirs[0]));
     let listen0 = format!("/ip4/127.0.0.1/tcp/{p2p}");
-    let _b = spawn_node(&dirs[0], apis[0], &["--role", "bootstrap", "--listen", &listen0]);
-    let _r1 = spawn_node(&dirs[1], apis[1], &["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &boot, "--slots", "1"]);
-    let _r2 = spawn_node(&dirs[2], apis[2], &["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &boot, "--slots", "1"]);
+    let _b = spawn_node(
+        &dirs[0],
+        apis[0],
+        &["--role", "bootstrap", "--listen", &listen0],
+    );
+    let _r1 = spawn_node(
+        &dirs[1],
+        apis[1],
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &boot,
+            "--slots",
+            "1",
+        ],
+    );
+    let _r2 = spawn_node(
+        &dirs[2],
+        apis[2],
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &boot,
+            "--slots",
+            "1",
+        ],
+    );
     let api = |i: usize| format!("127.0.0.1:{}", apis[i]);
-    for i in 0..3 {
+    for (i, dir) in dirs.iter().enumerate() {
         let api = api(i);
-        wait_for(&format!("node {i} to see both others"), Duration::from_secs(60), || {
-            let out = hearth(&dirs[i], &["--api", &api, "peers", "--json"]);
-            out.status.success()
-                && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-                    .map(|v| v.len() >= 2)
-                    .unwrap_or(false)
-        });
+        wait_for(
+            &format!("node {i} to see both others"),
+            Duration::from_secs(60),
+            || {
+                let out = hearth(dir, &["--api", &api, "peers", "--json"]);
+                out.status.success()
+                    && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                        .map(|v| v.len() >= 2)
+                        .unwrap_or(false)
+            },
+        );
     }
     let status: serde_json::Value =
         serde_json::from_str(&ok(&dirs[0], &["--api", &api(0), "status", "--json"])).unwrap();
@@ -199,8 +268,18 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     ok(
         &dirs[1],
         &[
-            "--api", &api(1), "submit", "mandelbrot", "--width", "256", "--height", "128",
-            "--tile", "128", "-o", png.to_str().unwrap(),
+            "--api",
+            &api(1),
+            "submit",
+            "mandelbrot",
+            "--width",
+            "256",
+            "--height",
+            "128",
+            "--tile",
+            "128",
+            "-o",
+            png.to_str().unwrap(),
         ],
     );
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
@@ -208,20 +287,40 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     assert!(jobs.contains("done") && jobs.contains("2/2"), "{jobs}");
     // Every receipt the submitter holds verifies offline, and a tampered export does not.
     let export = root.path().join("receipts.json");
-    ok(&dirs[1], &["--api", &api(1), "receipts", "export", "--json", "-o", export.to_str().unwrap()]);
+    ok(
+        &dirs[1],
+        &[
+            "--api",
+            &api(1),
+            "receipts",
+            "export",
+            "--json",
+            "-o",
+            export.to_str().unwrap(),
+        ],
+    );
     let verified = ok(&dirs[1], &["receipts", "verify", export.to_str().unwrap()]);
-    assert!(verified.contains("4 receipts, 4 valid, 0 invalid"), "{verified}");
+    assert!(
+        verified.contains("4 receipts, 4 valid, 0 invalid"),
+        "{verified}"
+    );
     let text = std::fs::read_to_string(&export).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     doc["receipts"][0]["energy_mj"] = serde_json::json!(999_999_999u64);
     let tampered = root.path().join("tampered.json");
     std::fs::write(&tampered, serde_json::to_string(&doc).unwrap()).unwrap();
-    let err = fails(&dirs[1], &["receipts", "verify", tampered.to_str().unwrap()]);
+    let err = fails(
+        &dirs[1],
+        &["receipts", "verify", tampered.to_str().unwrap()],
+    );
     assert!(err.contains("1 of 4 receipts failed"), "{err}");
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     let first = doc["receipts"][0].clone();
     doc["receipts"].as_array_mut().unwrap().push(first);
     std::fs::write(&tampered, serde_json::to_string(&doc).unwrap()).unwrap();
-    let err = fails(&dirs[1], &["receipts", "verify", tampered.to_str().unwrap()]);
+    let err = fails(
+        &dirs[1],
+        &["receipts", "verify", tampered.to_str().unwrap()],
+    );
     assert!(err.contains("failed verification"), "{err}");
 }

@@ -91,7 +91,10 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
         }
         let mut per_shard = std::collections::HashMap::<u32, Vec<_>>::new();
         for r in &receipts {
-            per_shard.entry(r.record.shard).or_default().push(r.record.worker);
+            per_shard
+                .entry(r.record.shard)
+                .or_default()
+                .push(r.record.worker);
         }
         assert!(per_shard.values().all(|w| w.len() == 2 && w[0] != w[1]));
         // Workers hold their own receipts too (delivered directly or by gossip).
@@ -210,13 +213,16 @@ async fn killed_radiator_has_its_shard_leased_again() {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let view = nodes[0].context.coordinator.view(id).await.unwrap();
-            let leased = view.shards.iter().any(|s| {
-                matches!(s, hearth::jobs::ShardView::Leased { to, .. } if to.contains(&victim))
-            });
+            let leased = view.shards.iter().any(
+                |s| matches!(s, hearth::jobs::ShardView::Leased { to, .. } if to.contains(&victim)),
+            );
             if leased {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "radiator 3 never got a lease");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "radiator 3 never got a lease"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let killed = nodes.pop().unwrap();
@@ -273,7 +279,10 @@ async fn restarted_coordinator_finishes_the_job() {
         loop {
             let v = nodes[0].context.coordinator.view(id).await.unwrap();
             if v.shards_verified >= 1 {
-                assert!(v.shards_verified < v.shards_total, "job finished before the restart");
+                assert!(
+                    v.shards_verified < v.shards_total,
+                    "job finished before the restart"
+                );
                 break;
             }
             assert!(std::time::Instant::now() < deadline);

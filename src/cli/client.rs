@@ -17,13 +17,21 @@ impl Client {
     }
 
     pub fn is_unreachable(err: &anyhow::Error) -> bool {
-        err.chain()
-            .any(|e| e.downcast_ref::<reqwest::Error>().is_some_and(|r| r.is_connect()))
+        err.chain().any(|e| {
+            e.downcast_ref::<reqwest::Error>()
+                .is_some_and(|r| r.is_connect())
+        })
     }
 
-    async fn check(&self, resp: Result<reqwest::Response, reqwest::Error>) -> anyhow::Result<reqwest::Response> {
+    async fn check(
+        &self,
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> anyhow::Result<reqwest::Response> {
         let resp = resp.with_context(|| {
-            format!("no hearth node answers at {} (start one with `hearth node`, or pass --api)", self.base)
+            format!(
+                "no hearth node answers at {} (start one with `hearth node`, or pass --api)",
+                self.base
+            )
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -38,26 +46,56 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let resp = self.check(self.http.get(format!("{}{path}", self.base)).send().await).await?;
-        resp.json().await.context("the node sent an unreadable answer")
+        let resp = self
+            .check(self.http.get(format!("{}{path}", self.base)).send().await)
+            .await?;
+        resp.json()
+            .await
+            .context("the node sent an unreadable answer")
     }
 
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let resp = self.check(self.http.get(format!("{}{path}", self.base)).send().await).await?;
+        let resp = self
+            .check(self.http.get(format!("{}{path}", self.base)).send().await)
+            .await?;
         Ok(resp.bytes().await?.to_vec())
     }
 
-    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> anyhow::Result<T> {
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
         let resp = self
-            .check(self.http.post(format!("{}{path}", self.base)).body(body).send().await)
+            .check(
+                self.http
+                    .post(format!("{}{path}", self.base))
+                    .body(body)
+                    .send()
+                    .await,
+            )
             .await?;
-        resp.json().await.context("the node sent an unreadable answer")
+        resp.json()
+            .await
+            .context("the node sent an unreadable answer")
     }
 
-    pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         let resp = self
-            .check(self.http.post(format!("{}{path}", self.base)).json(body).send().await)
+            .check(
+                self.http
+                    .post(format!("{}{path}", self.base))
+                    .json(body)
+                    .send()
+                    .await,
+            )
             .await?;
-        resp.json().await.context("the node sent an unreadable answer")
+        resp.json()
+            .await
+            .context("the node sent an unreadable answer")
     }
 }

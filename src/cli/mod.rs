@@ -16,7 +16,11 @@ use crate::config::{self, Config, Overrides, Role};
 use crate::jobs::build::JobSpec;
 
 #[derive(Parser, Debug)]
-#[command(name = "hearth", version, about = "Digital radiators: heat your home with verified compute")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Digital radiators: heat your home with verified compute"
+)]
 pub struct Cli {
     /// Data directory (default: $HEARTH_DATA_DIR, else ~/.local/share/hearth).
     #[arg(long, global = true)]
@@ -255,7 +259,8 @@ impl SpecArgs {
                 seed: *seed,
             },
             SpecArgs::Wasm { module, inputs } => JobSpec::Wasm {
-                module: std::fs::read(module).with_context(|| format!("reading {}", module.display()))?,
+                module: std::fs::read(module)
+                    .with_context(|| format!("reading {}", module.display()))?,
                 inputs: inputs
                     .iter()
                     .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
@@ -332,21 +337,49 @@ pub fn main() -> anyhow::Result<()> {
         Command::Status { json } => runtime.block_on(remote::status(&api()?, *json)),
         Command::Peers { json } => runtime.block_on(remote::peers(&api()?, *json)),
         Command::Blob(cmd) => local::blob(&data_dir, cmd),
-        Command::Job(JobCommand::New { spec, common }) => local::job_new(&data_dir, &spec.to_spec()?, common),
-        Command::Job(JobCommand::Status { id, json }) => runtime.block_on(remote::job_status(&api()?, id, *json)),
-        Command::Job(JobCommand::Wait { id }) => runtime.block_on(remote::job_wait(&api()?, id)).map(|_| ()),
-        Command::Job(JobCommand::Result { id, output }) => runtime.block_on(remote::job_result(&api()?, id, output)),
-        Command::Jobs { json } => runtime.block_on(remote::jobs(&api()?, *json)),
-        Command::RunLocal { job, output, threads } => local::run_local(&data_dir, job, output.as_deref(), *threads),
-        Command::Submit { spec, common, output } => {
-            runtime.block_on(remote::submit(&api()?, &spec.to_spec()?, common, output.as_deref()))
+        Command::Job(JobCommand::New { spec, common }) => {
+            local::job_new(&data_dir, &spec.to_spec()?, common)
         }
+        Command::Job(JobCommand::Status { id, json }) => {
+            runtime.block_on(remote::job_status(&api()?, id, *json))
+        }
+        Command::Job(JobCommand::Wait { id }) => {
+            runtime.block_on(remote::job_wait(&api()?, id)).map(|_| ())
+        }
+        Command::Job(JobCommand::Result { id, output }) => {
+            runtime.block_on(remote::job_result(&api()?, id, output))
+        }
+        Command::Jobs { json } => runtime.block_on(remote::jobs(&api()?, *json)),
+        Command::RunLocal {
+            job,
+            output,
+            threads,
+        } => local::run_local(&data_dir, job, output.as_deref(), *threads),
+        Command::Submit {
+            spec,
+            common,
+            output,
+        } => runtime.block_on(remote::submit(
+            &api()?,
+            &spec.to_spec()?,
+            common,
+            output.as_deref(),
+        )),
         Command::Receipts(args) => match &args.command {
             Some(ReceiptsCommand::Verify { file }) => local::receipts_verify(file),
             Some(ReceiptsCommand::Export { output, .. }) => {
-                runtime.block_on(remote::receipts_export(&api()?, &data_dir, args.household.as_deref(), output.as_deref()))
+                runtime.block_on(remote::receipts_export(
+                    &api()?,
+                    &data_dir,
+                    args.household.as_deref(),
+                    output.as_deref(),
+                ))
             }
-            None => runtime.block_on(remote::receipts(&api()?, &data_dir, args.household.as_deref())),
+            None => runtime.block_on(remote::receipts(
+                &api()?,
+                &data_dir,
+                args.household.as_deref(),
+            )),
         },
         Command::Demo {
             radiators,

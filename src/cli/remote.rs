@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 
 use crate::api::{PeerView, Status, SubmitJob};
 use crate::identity::{Identity, PublicKey};
-use crate::jobs::build::{materialise, JobSpec};
+use crate::jobs::build::{materialise, JobSpec, Materials};
 use crate::jobs::{JobStatus, JobView, ShardView};
 use crate::ledger::Ledger;
 use crate::model::receipt::{ReceiptExport, ReceiptJson, EXPORT_FORMAT};
@@ -55,13 +55,25 @@ pub async fn peers(api: &Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn submit(api: &Client, spec: &JobSpec, common: &JobArgs, output: Option<&Path>) -> anyhow::Result<()> {
-    let (module, inputs, assembly) = materialise(spec)?;
+pub async fn submit(
+    api: &Client,
+    spec: &JobSpec,
+    common: &JobArgs,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let Materials {
+        module,
+        inputs,
+        assembly,
+    } = materialise(spec)?;
     #[derive(serde::Deserialize)]
     struct Hash {
         hash: String,
     }
-    let module: Hash = api.post_bytes("/v1/blobs", module).await.context("uploading the module")?;
+    let module: Hash = api
+        .post_bytes("/v1/blobs", module)
+        .await
+        .context("uploading the module")?;
     let mut hashes = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
         let h: Hash = api
@@ -101,7 +113,13 @@ pub async fn jobs(api: &Client, json: bool) -> anyhow::Result<()> {
         println!("this node coordinates no jobs");
     }
     for j in jobs {
-        println!("{}  {:<8} {}/{} shards verified", j.id, state_word(&j.status), j.shards_verified, j.shards_total);
+        println!(
+            "{}  {:<8} {}/{} shards verified",
+            j.id,
+            state_word(&j.status),
+            j.shards_verified,
+            j.shards_total
+        );
     }
     Ok(())
 }
@@ -120,7 +138,14 @@ pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
     }
-    println!("job {}: {} ({}/{} shards verified, replication {})", j.id, state_word(&j.status), j.shards_verified, j.shards_total, j.replication);
+    println!(
+        "job {}: {} ({}/{} shards verified, replication {})",
+        j.id,
+        state_word(&j.status),
+        j.shards_verified,
+        j.shards_total,
+        j.replication
+    );
     if let JobStatus::Failed { reason } = &j.status {
         println!("reason: {reason}");
     }
@@ -132,11 +157,21 @@ pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()
                 "leased to {} ({claims} claims in)",
                 to.iter().map(|k| short(k)).collect::<Vec<_>>().join(", ")
             ),
-            ShardView::Verifying { claims } => format!("verifying ({claims} agreeing claims; fetching output)"),
-            ShardView::Verified { output, fuel, households } => format!(
+            ShardView::Verifying { claims } => {
+                format!("verifying ({claims} agreeing claims; fetching output)")
+            }
+            ShardView::Verified {
+                output,
+                fuel,
+                households,
+            } => format!(
                 "verified: output {} fuel {fuel} by {}",
                 short(output),
-                households.iter().map(|k| short(k)).collect::<Vec<_>>().join(", ")
+                households
+                    .iter()
+                    .map(|k| short(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             ShardView::Failed { reason } => format!("failed: {reason}"),
         };
@@ -150,8 +185,10 @@ pub async fn job_wait(api: &Client, id: &str) -> anyhow::Result<JobView> {
     let mut view: JobView = api.get(&format!("/v1/jobs/{id}")).await?;
     let bar = indicatif::ProgressBar::new(view.shards_total as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} shards verified {elapsed} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} shards verified {elapsed} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     loop {
         bar.set_position(view.shards_verified as u64);
@@ -185,7 +222,11 @@ pub async fn job_result(api: &Client, id: &str, output: &Path) -> anyhow::Result
 }
 
 /// Receipts from the running node, or straight from the data directory when no node runs.
-async fn load_receipts(api: &Client, data_dir: &Path, household: Option<&str>) -> anyhow::Result<ReceiptExport> {
+async fn load_receipts(
+    api: &Client,
+    data_dir: &Path,
+    household: Option<&str>,
+) -> anyhow::Result<ReceiptExport> {
     let path = match household {
         Some(h) => format!("/v1/receipts?household={h}"),
         None => "/v1/receipts".to_string(),
@@ -193,10 +234,14 @@ async fn load_receipts(api: &Client, data_dir: &Path, household: Option<&str>) -
     match api.get::<ReceiptExport>(&path).await {
         Ok(e) => Ok(e),
         Err(e) if Client::is_unreachable(&e) => {
-            let identity = Identity::load(data_dir).context("no node answers and this data directory has no household key")?;
+            let identity = Identity::load(data_dir)
+                .context("no node answers and this data directory has no household key")?;
             let db = crate::node::open_db(data_dir)?;
             let ledger = Ledger::open(&db, identity.public())?;
-            let filter = household.map(PublicKey::from_hex).transpose().map_err(anyhow::Error::msg)?;
+            let filter = household
+                .map(PublicKey::from_hex)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let list = ledger.list(filter.as_ref())?;
             Ok(ReceiptExport {
                 format: EXPORT_FORMAT.into(),
@@ -207,7 +252,11 @@ async fn load_receipts(api: &Client, data_dir: &Path, household: Option<&str>) -
     }
 }
 
-pub async fn receipts(api: &Client, data_dir: &Path, household: Option<&str>) -> anyhow::Result<()> {
+pub async fn receipts(
+    api: &Client,
+    data_dir: &Path,
+    household: Option<&str>,
+) -> anyhow::Result<()> {
     let export = load_receipts(api, data_dir, household).await?;
     for r in &export.receipts {
         println!(
@@ -228,12 +277,20 @@ pub async fn receipts(api: &Client, data_dir: &Path, household: Option<&str>) ->
         t.1 += r.energy_mj;
     }
     for (k, (n, e)) in totals {
-        println!("household {k}: {n} receipts, {:.3} J credited", e as f64 / 1000.0);
+        println!(
+            "household {k}: {n} receipts, {:.3} J credited",
+            e as f64 / 1000.0
+        );
     }
     Ok(())
 }
 
-pub async fn receipts_export(api: &Client, data_dir: &Path, household: Option<&str>, output: Option<&Path>) -> anyhow::Result<()> {
+pub async fn receipts_export(
+    api: &Client,
+    data_dir: &Path,
+    household: Option<&str>,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
     let export = load_receipts(api, data_dir, household).await?;
     let text = serde_json::to_string_pretty(&export)?;
     match output {

@@ -29,9 +29,16 @@ pub enum JobSpec {
     },
 }
 
+/// The bytes a job is made of, before they are stored.
+pub struct Materials {
+    pub module: Vec<u8>,
+    pub inputs: Vec<Vec<u8>>,
+    pub assembly: Assembly,
+}
+
 /// The module, inputs and assembly of a spec.
-pub fn materialise(spec: &JobSpec) -> Result<(Vec<u8>, Vec<Vec<u8>>, Assembly), JobError> {
-    Ok(match spec {
+pub fn materialise(spec: &JobSpec) -> Result<Materials, JobError> {
+    let (module, inputs, assembly) = match spec {
         JobSpec::Mandelbrot {
             width,
             height,
@@ -39,7 +46,9 @@ pub fn materialise(spec: &JobSpec) -> Result<(Vec<u8>, Vec<Vec<u8>>, Assembly), 
             max_iter,
         } => {
             if *width == 0 || *height == 0 || *tile == 0 {
-                return Err(JobError::Invalid("width, height and tile must be above zero".into()));
+                return Err(JobError::Invalid(
+                    "width, height and tile must be above zero".into(),
+                ));
             }
             (
                 kernels::mandelbrot_wasm(),
@@ -57,7 +66,9 @@ pub fn materialise(spec: &JobSpec) -> Result<(Vec<u8>, Vec<Vec<u8>>, Assembly), 
             seed,
         } => {
             if *shards == 0 || *samples == 0 {
-                return Err(JobError::Invalid("shards and samples must be above zero".into()));
+                return Err(JobError::Invalid(
+                    "shards and samples must be above zero".into(),
+                ));
             }
             (
                 kernels::pi_wasm(),
@@ -71,6 +82,11 @@ pub fn materialise(spec: &JobSpec) -> Result<(Vec<u8>, Vec<Vec<u8>>, Assembly), 
             }
             (module.clone(), inputs.clone(), Assembly::Concat)
         }
+    };
+    Ok(Materials {
+        module,
+        inputs,
+        assembly,
     })
 }
 
@@ -82,7 +98,11 @@ pub fn build(
     limits: JobLimits,
     replication: u8,
 ) -> Result<JobManifest, JobError> {
-    let (module, inputs, assembly) = materialise(spec)?;
+    let Materials {
+        module,
+        inputs,
+        assembly,
+    } = materialise(spec)?;
     let module = store.put_bytes(&module)?;
     let inputs = inputs
         .iter()

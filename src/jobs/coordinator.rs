@@ -140,7 +140,8 @@ enum Command {
     },
     Control {
         from: libp2p::PeerId,
-        request: Request,
+        /// Boxed: a claim is far larger than every other command.
+        request: Box<Request>,
         reply: oneshot::Sender<Response>,
     },
     OutputFetched {
@@ -200,7 +201,7 @@ impl CoordinatorHandle {
             .tx
             .send(Command::Control {
                 from,
-                request,
+                request: Box::new(request),
                 reply,
             })
             .await
@@ -334,7 +335,7 @@ impl Coordinator {
                 request,
                 reply,
             } => {
-                let response = self.control(from, request).await;
+                let response = self.control(from, *request).await;
                 let _ = reply.send(response);
             }
             Command::OutputFetched {
@@ -352,7 +353,11 @@ impl Coordinator {
             }
             Command::List { reply } => {
                 let warmth = self.warmth();
-                let mut all: Vec<JobView> = self.jobs.values().map(|(m, s)| view(m, s, warmth)).collect();
+                let mut all: Vec<JobView> = self
+                    .jobs
+                    .values()
+                    .map(|(m, s)| view(m, s, warmth))
+                    .collect();
                 all.sort_by_key(|v| v.submitted_ms);
                 let _ = reply.send(all);
             }
@@ -505,7 +510,8 @@ impl Coordinator {
     fn note_demand(&mut self, household: PublicKey, permille: u16, asked: bool) {
         let now = std::time::Instant::now();
         if self.demands.len() >= MAX_DEMANDS && !self.demands.contains_key(&household) {
-            self.demands.retain(|_, d| now.duration_since(d.seen) < DEMAND_FRESH);
+            self.demands
+                .retain(|_, d| now.duration_since(d.seen) < DEMAND_FRESH);
             if self.demands.len() >= MAX_DEMANDS {
                 return;
             }
@@ -530,7 +536,8 @@ impl Coordinator {
             .filter(|(h, d)| {
                 *h != household
                     && d.permille > permille
-                    && d.asked.is_some_and(|a| now.duration_since(a) < ASKING_WINDOW)
+                    && d.asked
+                        .is_some_and(|a| now.duration_since(a) < ASKING_WINDOW)
             })
             .count()
     }
@@ -549,7 +556,13 @@ impl Coordinator {
         }
     }
 
-    fn lease(&mut self, job: &blake3::Hash, household: &PublicKey, protocol: u32, permille: u16) -> Response {
+    fn lease(
+        &mut self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        protocol: u32,
+        permille: u16,
+    ) -> Response {
         let deny = |reason, retry_after_ms, detail: &str| Response::Denied {
             reason,
             retry_after_ms,
@@ -574,12 +587,24 @@ impl Coordinator {
         // colder radiators are asking for, this one waits a moment.
         let colder = self.colder_askers(household, permille);
         let Some((manifest, state)) = self.jobs.get_mut(job) else {
-            return deny(DenyReason::UnknownJob, 0, "this node coordinates no such job");
+            return deny(
+                DenyReason::UnknownJob,
+                0,
+                "this node coordinates no such job",
+            );
         };
         match &state.status {
             JobStatus::Running => {}
-            JobStatus::Done { .. } => return deny(DenyReason::JobComplete, 0, "every shard is verified"),
-            JobStatus::Failed { reason } => return deny(DenyReason::JobComplete, 0, &format!("the job failed: {reason}")),
+            JobStatus::Done { .. } => {
+                return deny(DenyReason::JobComplete, 0, "every shard is verified")
+            }
+            JobStatus::Failed { reason } => {
+                return deny(
+                    DenyReason::JobComplete,
+                    0,
+                    &format!("the job failed: {reason}"),
+                )
+            }
         }
         let now = now_ms();
         if colder > 0 {
@@ -647,7 +672,12 @@ impl Coordinator {
         deny(DenyReason::NothingFree, 500, detail)
     }
 
-    async fn claim(&mut self, household: &PublicKey, from: libp2p::PeerId, claim: Claim) -> Response {
+    async fn claim(
+        &mut self,
+        household: &PublicKey,
+        from: libp2p::PeerId,
+        claim: Claim,
+    ) -> Response {
         let reject = |detail: String| Response::ClaimRejected { detail };
         if claim.record.worker != *household {
             return reject("the claim names another household as worker".into());
@@ -675,7 +705,10 @@ impl Coordinator {
             .iter()
             .position(|l| l.nonce == rec.nonce && l.worker == household.0)
         else {
-            return reject("no open lease of yours carries this nonce (expired, replayed or never issued)".into());
+            return reject(
+                "no open lease of yours carries this nonce (expired, replayed or never issued)"
+                    .into(),
+            );
         };
         shard.leases.remove(pos);
         shard.claims.push(claim.to_bytes());
@@ -716,14 +749,23 @@ impl Coordinator {
 
     /// Starts fetching a verified shard's output from an agreeing worker. The result comes
     /// back to the actor as a command, so the actor never waits on the network.
-    fn fetch_output(&mut self, job: blake3::Hash, shard: u32, output: blake3::Hash, hint: Option<libp2p::PeerId>) {
+    fn fetch_output(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        output: blake3::Hash,
+        hint: Option<libp2p::PeerId>,
+    ) {
         let net = self.net.clone();
         let store = self.store.clone();
         let tx = self.tx.clone();
         self.tasks.spawn(async move {
             let result = match store.has(&output) {
                 Ok(true) => Ok(()),
-                _ => net.fetch_blob(output, hint).await.map_err(|e| e.to_string()),
+                _ => net
+                    .fetch_blob(output, hint)
+                    .await
+                    .map_err(|e| e.to_string()),
             };
             let _ = tx
                 .send(Command::OutputFetched {
@@ -755,13 +797,26 @@ impl Coordinator {
         }
     }
 
-    async fn output_fetched(&mut self, job: blake3::Hash, shard: u32, output: blake3::Hash, result: Result<(), String>) {
+    async fn output_fetched(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        output: blake3::Hash,
+        result: Result<(), String>,
+    ) {
         if let Err(e) = result {
             tracing::warn!(job = %job, shard, "could not fetch the verified output: {e}; retrying");
             let tx = self.tx.clone();
             self.tasks.spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = tx.send(Command::OutputFetched { job, shard, output, result: Ok(()) }).await;
+                let _ = tx
+                    .send(Command::OutputFetched {
+                        job,
+                        shard,
+                        output,
+                        result: Ok(()),
+                    })
+                    .await;
             });
             return;
         }
@@ -770,8 +825,12 @@ impl Coordinator {
             self.fetch_output(job, shard, output, None);
             return;
         }
-        let Some((_, state)) = self.jobs.get_mut(&job) else { return };
-        let Some(s) = state.shards.get_mut(shard as usize) else { return };
+        let Some((_, state)) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let Some(s) = state.shards.get_mut(shard as usize) else {
+            return;
+        };
         if s.verified.is_some() {
             return;
         }
@@ -783,11 +842,23 @@ impl Coordinator {
     /// Countersigns every agreeing claim not yet receipted, excludes households whose claims
     /// disagree, and delivers and publishes the receipts.
     async fn countersign_agreeing(&mut self, job: &blake3::Hash, index: usize) {
-        let Some((_, state)) = self.jobs.get_mut(job) else { return };
-        let Some(shard) = state.shards.get_mut(index) else { return };
+        let Some((_, state)) = self.jobs.get_mut(job) else {
+            return;
+        };
+        let Some(shard) = state.shards.get_mut(index) else {
+            return;
+        };
         let Some(output) = shard.verified else { return };
-        let claims: Vec<Claim> = shard.claims.iter().filter_map(|c| Claim::from_bytes(c).ok()).collect();
-        let Some(winner) = claims.iter().find(|c| c.record.output.as_bytes() == &output).cloned() else {
+        let claims: Vec<Claim> = shard
+            .claims
+            .iter()
+            .filter_map(|c| Claim::from_bytes(c).ok())
+            .collect();
+        let Some(winner) = claims
+            .iter()
+            .find(|c| c.record.output.as_bytes() == &output)
+            .cloned()
+        else {
             return;
         };
         let mut receipts = Vec::new();
@@ -815,7 +886,9 @@ impl Coordinator {
                 "winning_claim": hex::encode(winner.to_bytes()),
             });
             tracing::warn!(household = %loser.record.worker, job = %job, shard = index, "claim lost the replica vote; household excluded");
-            let _ = self.excluded.insert(loser.record.worker.0, evidence.to_string().into_bytes());
+            let _ = self
+                .excluded
+                .insert(loser.record.worker.0, evidence.to_string().into_bytes());
         }
         self.save(job).await;
         for receipt in receipts {
@@ -846,18 +919,38 @@ impl Coordinator {
         });
     }
 
-    async fn failure(&mut self, job: &blake3::Hash, household: &PublicKey, index: u32, nonce: [u8; 16], reason: String) -> Response {
+    async fn failure(
+        &mut self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        index: u32,
+        nonce: [u8; 16],
+        reason: String,
+    ) -> Response {
         let Some((manifest, state)) = self.jobs.get_mut(job) else {
-            return Response::Error { detail: "this node coordinates no such job".into() };
+            return Response::Error {
+                detail: "this node coordinates no such job".into(),
+            };
         };
         let Some(shard) = state.shards.get_mut(index as usize) else {
-            return Response::Error { detail: format!("the job has no shard {index}") };
+            return Response::Error {
+                detail: format!("the job has no shard {index}"),
+            };
         };
-        let Some(pos) = shard.leases.iter().position(|l| l.nonce == nonce && l.worker == household.0) else {
-            return Response::Error { detail: "no open lease of yours carries this nonce".into() };
+        let Some(pos) = shard
+            .leases
+            .iter()
+            .position(|l| l.nonce == nonce && l.worker == household.0)
+        else {
+            return Response::Error {
+                detail: "no open lease of yours carries this nonce".into(),
+            };
         };
         shard.leases.remove(pos);
-        shard.failures.push(FailureRec { worker: household.0, reason: reason.clone() });
+        shard.failures.push(FailureRec {
+            worker: household.0,
+            reason: reason.clone(),
+        });
         if shard.failures.len() >= manifest.replication as usize && shard.verified.is_none() {
             shard.failed = Some(format!(
                 "{} households could not run it: {reason}",
@@ -870,17 +963,34 @@ impl Coordinator {
     }
 
     async fn check_finished(&mut self, job: &blake3::Hash) {
-        let Some((manifest, state)) = self.jobs.get_mut(job) else { return };
+        let Some((manifest, state)) = self.jobs.get_mut(job) else {
+            return;
+        };
         if state.status != JobStatus::Running {
             return;
         }
-        if let Some((i, reason)) = state.shards.iter().enumerate().find_map(|(i, s)| s.failed.as_ref().map(|r| (i, r))) {
-            state.status = JobStatus::Failed { reason: format!("shard {i}: {reason}") };
+        if let Some((i, reason)) = state
+            .shards
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.failed.as_ref().map(|r| (i, r)))
+        {
+            state.status = JobStatus::Failed {
+                reason: format!("shard {i}: {reason}"),
+            };
         } else if state.shards.iter().all(|s| s.verified.is_some()) {
-            let outputs: Vec<blake3::Hash> = state.shards.iter().filter_map(|s| s.verified.map(blake3::Hash::from_bytes)).collect();
+            let outputs: Vec<blake3::Hash> = state
+                .shards
+                .iter()
+                .filter_map(|s| s.verified.map(blake3::Hash::from_bytes))
+                .collect();
             state.status = match assemble(&self.store, manifest, &outputs) {
-                Ok(result) => JobStatus::Done { result: result.to_hex().to_string() },
-                Err(e) => JobStatus::Failed { reason: format!("assembling the result: {e}") },
+                Ok(result) => JobStatus::Done {
+                    result: result.to_hex().to_string(),
+                },
+                Err(e) => JobStatus::Failed {
+                    reason: format!("assembling the result: {e}"),
+                },
             };
         } else {
             return;
@@ -902,7 +1012,11 @@ enum Decision {
 /// `replication` claims from distinct households and is a strict majority.
 fn decide(shard: &ShardState, replication: u8) -> Decision {
     let mut groups: HashMap<(blake3::Hash, u64), Vec<PublicKey>> = HashMap::new();
-    for c in shard.claims.iter().filter_map(|c| Claim::from_bytes(c).ok()) {
+    for c in shard
+        .claims
+        .iter()
+        .filter_map(|c| Claim::from_bytes(c).ok())
+    {
         let g = groups.entry((c.record.output, c.record.fuel)).or_default();
         if !g.contains(&c.record.worker) {
             g.push(c.record.worker);
@@ -923,7 +1037,11 @@ fn decide(shard: &ShardState, replication: u8) -> Decision {
 /// agreeing group, so a disagreement is settled by a majority.
 fn replicas_needed(shard: &ShardState, replication: u8) -> usize {
     let mut counts: HashMap<(blake3::Hash, u64), usize> = HashMap::new();
-    for c in shard.claims.iter().filter_map(|c| Claim::from_bytes(c).ok()) {
+    for c in shard
+        .claims
+        .iter()
+        .filter_map(|c| Claim::from_bytes(c).ok())
+    {
         *counts.entry((c.record.output, c.record.fuel)).or_default() += 1;
     }
     let total: usize = counts.values().sum();
@@ -932,16 +1050,26 @@ fn replicas_needed(shard: &ShardState, replication: u8) -> usize {
 }
 
 /// Builds the job's result from the verified outputs and stores it. Returns its hash.
-pub fn assemble(store: &Store, manifest: &JobManifest, outputs: &[blake3::Hash]) -> Result<blake3::Hash, JobError> {
-    let bytes = outputs.iter().map(|h| store.get_bytes(h)).collect::<Result<Vec<_>, _>>()?;
+pub fn assemble(
+    store: &Store,
+    manifest: &JobManifest,
+    outputs: &[blake3::Hash],
+) -> Result<blake3::Hash, JobError> {
+    let bytes = outputs
+        .iter()
+        .map(|h| store.get_bytes(h))
+        .collect::<Result<Vec<_>, _>>()?;
     let result = match manifest.assembly {
         Assembly::Concat => bytes.concat(),
-        Assembly::MandelbrotPng { width, height, tile } => {
-            kernels::assemble_mandelbrot_png(width, height, tile, &bytes)
-                .map_err(|e| JobError::Invalid(format!("{e}")))?
-        }
+        Assembly::MandelbrotPng {
+            width,
+            height,
+            tile,
+        } => kernels::assemble_mandelbrot_png(width, height, tile, &bytes)
+            .map_err(|e| JobError::Invalid(format!("{e}")))?,
         Assembly::PiEstimate => {
-            let estimate = kernels::pi_estimate(&bytes).map_err(|e| JobError::Invalid(format!("{e}")))?;
+            let estimate =
+                kernels::pi_estimate(&bytes).map_err(|e| JobError::Invalid(format!("{e}")))?;
             format!("{estimate}\n").into_bytes()
         }
     };
@@ -961,24 +1089,43 @@ fn view(manifest: &JobManifest, state: &JobState, warmth: Warmth) -> JobView {
         .shards
         .iter()
         .map(|s| {
-            let claims: Vec<Claim> = s.claims.iter().filter_map(|c| Claim::from_bytes(c).ok()).collect();
+            let claims: Vec<Claim> = s
+                .claims
+                .iter()
+                .filter_map(|c| Claim::from_bytes(c).ok())
+                .collect();
             if let Some(reason) = &s.failed {
-                return ShardView::Failed { reason: reason.clone() };
+                return ShardView::Failed {
+                    reason: reason.clone(),
+                };
             }
             if let Some(out) = s.verified {
-                let winners: Vec<&Claim> = claims.iter().filter(|c| c.record.output.as_bytes() == &out).collect();
+                let winners: Vec<&Claim> = claims
+                    .iter()
+                    .filter(|c| c.record.output.as_bytes() == &out)
+                    .collect();
                 return ShardView::Verified {
                     output: hex::encode(out),
                     fuel: winners.first().map(|c| c.record.fuel).unwrap_or(0),
                     households: winners.iter().map(|c| c.record.worker.to_hex()).collect(),
                 };
             }
-            let live: Vec<String> = s.leases.iter().filter(|l| l.deadline_ms > now).map(|l| hex::encode(l.worker)).collect();
+            let live: Vec<String> = s
+                .leases
+                .iter()
+                .filter(|l| l.deadline_ms > now)
+                .map(|l| hex::encode(l.worker))
+                .collect();
             if !live.is_empty() {
-                return ShardView::Leased { to: live, claims: claims.len() };
+                return ShardView::Leased {
+                    to: live,
+                    claims: claims.len(),
+                };
             }
             if matches!(decide(s, manifest.replication), Decision::Verified { .. }) {
-                return ShardView::Verifying { claims: claims.len() };
+                return ShardView::Verifying {
+                    claims: claims.len(),
+                };
             }
             ShardView::Waiting {
                 reason: if claims.is_empty() && warmth.known > 0 && warmth.warm == warmth.known {
@@ -987,9 +1134,14 @@ fn view(manifest: &JobManifest, state: &JobState, warmth: Warmth) -> JobView {
                         warmth.known
                     )
                 } else if claims.is_empty() {
-                    "no radiator has asked for it yet (none wants heat, or none has seen the job)".into()
+                    "no radiator has asked for it yet (none wants heat, or none has seen the job)"
+                        .into()
                 } else {
-                    format!("{} of {} agreeing replicas so far; waiting for another household", claims.len(), replicas_needed(s, manifest.replication))
+                    format!(
+                        "{} of {} agreeing replicas so far; waiting for another household",
+                        claims.len(),
+                        replicas_needed(s, manifest.replication)
+                    )
                 },
             }
         })

@@ -42,11 +42,15 @@ pub fn run_local(
         for _ in 0..threads.max(1) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(input_hash) = manifest.inputs.get(i) else { break };
+                let Some(input_hash) = manifest.inputs.get(i) else {
+                    break;
+                };
                 let result = store
                     .get_bytes(input_hash)
                     .map_err(JobError::from)
-                    .and_then(|input| Ok(executor.run(&manifest.module, &module, &input, &limits)?))
+                    .and_then(|input| {
+                        Ok(executor.run(&manifest.module, &module, &input, &limits)?)
+                    })
                     .and_then(|out| {
                         Ok(LocalShard {
                             output: store.put_bytes(&out.output)?,
@@ -66,13 +70,19 @@ pub fn run_local(
             });
         }
     });
-    let results = results.into_inner().map_err(|_| JobError::Invalid("a worker thread panicked".into()))?;
+    let results = results
+        .into_inner()
+        .map_err(|_| JobError::Invalid("a worker thread panicked".into()))?;
     let mut shards = Vec::with_capacity(results.len());
     for (i, r) in results.into_iter().enumerate() {
         match r {
             Some(Ok(s)) => shards.push(s),
             Some(Err(e)) => return Err(JobError::Invalid(format!("shard {i}: {e}"))),
-            None => return Err(JobError::Invalid(format!("shard {i} did not run because an earlier shard failed"))),
+            None => {
+                return Err(JobError::Invalid(format!(
+                    "shard {i} did not run because an earlier shard failed"
+                )))
+            }
         }
     }
     let outputs: Vec<blake3::Hash> = shards.iter().map(|s| s.output).collect();

@@ -9,7 +9,9 @@ pub mod coordinator;
 pub mod local;
 pub mod worker;
 
-pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorHandle, JobStatus, JobView, ShardView};
+pub use coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorHandle, JobStatus, JobView, ShardView,
+};
 pub use worker::{Worker, WorkerConfig, WorkerEvent};
 
 #[derive(Debug, thiserror::Error)]

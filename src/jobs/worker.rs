@@ -71,7 +71,10 @@ struct KnownJob {
 
 enum Outcome {
     Worked,
-    Denied { reason: DenyReason, retry_after: Duration },
+    Denied {
+        reason: DenyReason,
+        retry_after: Duration,
+    },
     Unreachable(String),
 }
 
@@ -129,24 +132,24 @@ impl Worker {
     ) -> Result<Worker, JobError> {
         let local_peer = identity.peer_id();
         Ok(Worker {
-                ctx: Ctx {
-                    identity,
-                    store,
-                    net,
-                    executor,
-                    local,
-                    local_peer,
-                    leases: db.open_tree("worker/leases")?,
-                    config,
-                    demand_permille: 0,
-                    meter,
-                },
-                slots,
-                max_slots: max_slots.max(1),
-                events,
-                known: HashMap::new(),
-                running: 0,
-                tasks: JoinSet::new(),
+            ctx: Ctx {
+                identity,
+                store,
+                net,
+                executor,
+                local,
+                local_peer,
+                leases: db.open_tree("worker/leases")?,
+                config,
+                demand_permille: 0,
+                meter,
+            },
+            slots,
+            max_slots: max_slots.max(1),
+            events,
+            known: HashMap::new(),
+            running: 0,
+            tasks: JoinSet::new(),
         })
     }
 
@@ -296,7 +299,11 @@ impl Worker {
 }
 
 impl Ctx {
-    async fn ask(&self, coordinator: libp2p::PeerId, request: Request) -> Result<Response, JobError> {
+    async fn ask(
+        &self,
+        coordinator: libp2p::PeerId,
+        request: Request,
+    ) -> Result<Response, JobError> {
         if coordinator == self.local_peer {
             return Ok(self.local.control(self.local_peer, request).await);
         }
@@ -327,10 +334,12 @@ impl Ctx {
             demand_permille: self.demand_permille,
         };
         match self.ask(coordinator, request).await {
-            Ok(Response::Leased(lease)) if lease.job == job => match self.work(coordinator, lease).await {
-                Ok(()) => Outcome::Worked,
-                Err(e) => Outcome::Unreachable(e.to_string()),
-            },
+            Ok(Response::Leased(lease)) if lease.job == job => {
+                match self.work(coordinator, lease).await {
+                    Ok(()) => Outcome::Worked,
+                    Err(e) => Outcome::Unreachable(e.to_string()),
+                }
+            }
             Ok(Response::Denied {
                 reason,
                 retry_after_ms,
@@ -342,7 +351,9 @@ impl Ctx {
                     retry_after: Duration::from_millis(retry_after_ms.min(60_000)),
                 }
             }
-            Ok(other) => Outcome::Unreachable(format!("unexpected answer to a lease request: {other:?}")),
+            Ok(other) => {
+                Outcome::Unreachable(format!("unexpected answer to a lease request: {other:?}"))
+            }
             Err(e) => Outcome::Unreachable(e.to_string()),
         }
     }
@@ -357,8 +368,10 @@ impl Ctx {
             nonce: lease.nonce,
             deadline_ms: lease.deadline_ms,
         };
-        self.leases
-            .insert(key.as_slice(), serde_json::to_vec(&saved).map_err(|e| JobError::Corrupt(e.to_string()))?)?;
+        self.leases.insert(
+            key.as_slice(),
+            serde_json::to_vec(&saved).map_err(|e| JobError::Corrupt(e.to_string()))?,
+        )?;
         let result = self.run_shard(coordinator, &lease).await;
         let _ = self.leases.remove(key.as_slice());
         result
@@ -371,10 +384,14 @@ impl Ctx {
         let manifest = JobManifest::from_bytes(&self.store.get_bytes(&lease.job)?)
             .map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
         if manifest.id() != lease.job {
-            return Err(JobError::Invalid("the manifest does not hash to the job id".into()));
+            return Err(JobError::Invalid(
+                "the manifest does not hash to the job id".into(),
+            ));
         }
         if manifest.submitter.peer_id() != Some(coordinator) {
-            return Err(JobError::Invalid("the lease came from a node that did not submit the job".into()));
+            return Err(JobError::Invalid(
+                "the lease came from a node that did not submit the job".into(),
+            ));
         }
         let input_hash = *manifest
             .inputs
@@ -393,9 +410,11 @@ impl Ctx {
         let module_hash = manifest.module;
         let start_ms = now_ms();
         let mark = self.meter.as_ref().map(|m| m.start_shard());
-        let outcome = tokio::task::spawn_blocking(move || executor.run(&module_hash, &module, &input, &limits))
-            .await
-            .map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            executor.run(&module_hash, &module, &input, &limits)
+        })
+        .await
+        .map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
         let end_ms = now_ms().max(start_ms);
         // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
         // counted as running.
@@ -447,7 +466,8 @@ impl Ctx {
             end_ms,
             nonce: lease.nonce,
         };
-        let claim = Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let claim =
+            Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
         match self.ask(coordinator, Request::Claim(claim)).await? {
             Response::ClaimAccepted { verified } => {
                 tracing::debug!(fuel = out.fuel, verified, "claim accepted");
@@ -457,7 +477,9 @@ impl Ctx {
                 tracing::warn!("claim rejected: {detail}");
                 Ok(())
             }
-            other => Err(JobError::Network(format!("unexpected answer to a claim: {other:?}"))),
+            other => Err(JobError::Network(format!(
+                "unexpected answer to a claim: {other:?}"
+            ))),
         }
     }
 }

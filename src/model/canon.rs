@@ -188,6 +188,9 @@ mod tests {
             Err(DecodeError::TooLong { .. })
         ));
         let mut r = Reader::new(&[5, 0, 0, 0, 1]);
-        assert!(matches!(r.count(10, 32, "x"), Err(DecodeError::Truncated(_))));
+        assert!(matches!(
+            r.count(10, 32, "x"),
+            Err(DecodeError::Truncated(_))
+        ));
     }
 }

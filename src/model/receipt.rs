@@ -269,11 +269,10 @@ impl Receipt {
         {
             return Err(ReceiptError::WorkerSignature);
         }
-        if !self
-            .record
-            .submitter
-            .verify(&signed_message(SUBMITTER_DOMAIN, &body), &self.submitter_sig)
-        {
+        if !self.record.submitter.verify(
+            &signed_message(SUBMITTER_DOMAIN, &body),
+            &self.submitter_sig,
+        ) {
             return Err(ReceiptError::SubmitterSignature);
         }
         Ok(())
@@ -438,7 +437,8 @@ impl ReceiptJson {
     /// Decodes the canonical bytes and checks the readable fields agree with them. Signatures
     /// are checked separately (in a batch) by the caller.
     pub fn to_receipt(&self) -> Result<Receipt, String> {
-        let bytes = hex::decode(&self.canonical).map_err(|e| format!("canonical: not hex ({e})"))?;
+        let bytes =
+            hex::decode(&self.canonical).map_err(|e| format!("canonical: not hex ({e})"))?;
         let receipt = Receipt::from_bytes(&bytes).map_err(|e| format!("canonical: {e}"))?;
         let expected = ReceiptJson::from(&receipt);
         if &expected != self {

@@ -229,12 +229,18 @@ pub enum Response {
         detail: String,
     },
     /// The claim was recorded; `verified` says whether its shard is now verified.
-    ClaimAccepted { verified: bool },
-    ClaimRejected { detail: String },
+    ClaimAccepted {
+        verified: bool,
+    },
+    ClaimRejected {
+        detail: String,
+    },
     ReceiptStored,
     FailureNoted,
     /// The request could not be understood or served.
-    Error { detail: String },
+    Error {
+        detail: String,
+    },
 }
 
 fn reason_text(s: &str) -> &str {

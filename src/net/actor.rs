@@ -39,14 +39,14 @@ const MAX_INBOUND_CONTROL: usize = 256;
 /// How long the node layer has to answer a control request.
 const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Inbound blob requests being served, per peer / total; over that the answer is `Busy`.
-const MAX_INBOUND_BLOB_PER_PEER: usize = 8;
+const MAX_INBOUND_BLOB_PER_PEER: usize = 16;
 const MAX_INBOUND_BLOB: usize = 64;
 /// Concurrent blob fetches, callers waiting on one fetch, provider candidates per fetch.
 const MAX_FETCHES: usize = 32;
 const MAX_WAITERS: usize = 64;
 const MAX_CANDIDATES: usize = 64;
 /// Chunk requests in flight per fetch (pipelining to the current provider).
-const PIPELINE: usize = 8;
+const PIPELINE: usize = 16;
 /// Concurrent Kademlia queries publishing provider records.
 const MAX_ANNOUNCING: usize = 8;
 /// Queued provider announcements.
@@ -55,6 +55,9 @@ const MAX_ANNOUNCE_QUEUE: usize = super::behaviour::MAX_PROVIDED_KEYS;
 const MAX_ADDRS_PER_PEER: usize = 16;
 /// mDNS discoveries acted on per event.
 const MAX_MDNS_PER_EVENT: usize = 32;
+/// First Kademlia refresh after start; each later one waits 4x longer, up to the configured
+/// `rebootstrap_interval`.
+const KAD_FIRST_REFRESH: Duration = Duration::from_secs(2);
 /// How long `wait_listening` waits for listeners to report an address.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -115,6 +118,7 @@ struct ControlReply {
 /// A blob answer prepared on the blocking pool.
 struct BlobServed {
     peer: PeerId,
+    is_chunk: bool,
     channel: ResponseChannel<Vec<u8>>,
     data: Vec<u8>,
 }
@@ -144,7 +148,14 @@ pub(crate) struct Actor {
     bootstrap: Vec<Multiaddr>,
     backoff: Backoff,
     next_redial: Instant,
+    /// Kademlia refresh: soon after start (peers learn of each other while the network
+    /// forms), then every `rebootstrap_interval`.
+    next_kad_bootstrap: Instant,
+    kad_bootstraps: u32,
+    rebootstrap_interval: Duration,
     listeners_waiting: usize,
+    chunks_served: u64,
+    chunks_fetched: u64,
 }
 
 impl Actor {
@@ -202,7 +213,12 @@ impl Actor {
             bootstrap: cfg.bootstrap.clone(),
             backoff: Backoff::new(cfg.redial_backoff_max),
             next_redial: Instant::now(),
+            next_kad_bootstrap: Instant::now() + KAD_FIRST_REFRESH,
+            kad_bootstraps: 0,
+            rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
+            chunks_served: 0,
+            chunks_fetched: 0,
         };
         actor.provide_local_blobs()?;
         Ok(actor)
@@ -357,6 +373,8 @@ impl Actor {
                     peer_id: self.local,
                     listen_addrs: self.swarm.listeners().cloned().collect(),
                     connected_peers: self.peers.len(),
+                    chunks_served: self.chunks_served,
+                    chunks_fetched: self.chunks_fetched,
                 });
             }
             Command::Peers { reply } => {
@@ -424,6 +442,14 @@ impl Actor {
         // Redial bootstrap peers while alone, with capped exponential backoff.
         if self.peers.is_empty() && !self.bootstrap.is_empty() && now >= self.next_redial {
             self.redial_bootstrap();
+        }
+        if now >= self.next_kad_bootstrap {
+            let delay = KAD_FIRST_REFRESH
+                .saturating_mul(4u32.saturating_pow(self.kad_bootstraps.min(8)))
+                .min(self.rebootstrap_interval);
+            self.kad_bootstraps = self.kad_bootstraps.saturating_add(1);
+            self.next_kad_bootstrap = now + delay;
+            self.kad_bootstrap();
         }
         // Fetch deadlines.
         let expired: Vec<blake3::Hash> = self
@@ -748,13 +774,7 @@ impl Actor {
                                 .map(blake3::Hash::from)
                         })
                         .collect();
-                    for h in held {
-                        if self.announce_queue.len() < MAX_ANNOUNCE_QUEUE
-                            && !self.announce_queue.contains(&h)
-                        {
-                            self.announce_queue.push_back(h);
-                        }
-                    }
+                    self.announce_queue = held.into_iter().take(MAX_ANNOUNCE_QUEUE).collect();
                     self.drain_announcements();
                 }
             }
@@ -774,6 +794,7 @@ impl Actor {
                     }
                     _ => return,
                 };
+                debug!(blob = %hash, last = step.last, ?res, "providers query progressed");
                 if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = res {
                     self.add_candidates(hash, providers);
                 }
@@ -941,22 +962,23 @@ impl Actor {
         }
         *self.blob_per_peer.entry(peer).or_insert(0) += 1;
         let store = self.store.clone();
-        let corrupt = self.fault.corrupt_chunks;
+        let fault = self.fault.clone();
         self.blob_serving.push(Box::pin(async move {
-            let data = tokio::task::spawn_blocking(move || serve_blob(&store, req, corrupt))
+            let resp = tokio::task::spawn_blocking(move || serve_blob(&store, req, &fault))
                 .await
-                .unwrap_or(BlobResponse::Error(BlobErrorCode::Internal))
-                .encode();
+                .unwrap_or(BlobResponse::Error(BlobErrorCode::Internal));
             BlobServed {
                 peer,
+                is_chunk: matches!(resp, BlobResponse::Chunk(_)),
+                data: resp.encode(),
                 channel,
-                data,
             }
         }));
     }
 
     fn on_blob_served(&mut self, s: BlobServed) {
         decrement(&mut self.blob_per_peer, &s.peer);
+        self.chunks_served += u64::from(s.is_chunk);
         let _ = self
             .swarm
             .behaviour_mut()
@@ -1191,7 +1213,9 @@ impl Actor {
                             return self.finish_fetch(hash, Err(NetError::Store(e.to_string())))
                         }
                     };
-                if !ok {
+                if ok {
+                    self.chunks_fetched += 1;
+                } else {
                     if last {
                         // A verified outboard still does not pin the exact length inside
                         // the last group, so the outboard may be the liar: fetch it again
@@ -1241,7 +1265,7 @@ impl Actor {
 
 /// Answer one blob request from the store (runs on the blocking pool). Only complete blobs
 /// are served.
-fn serve_blob(store: &Store, req: BlobRequest, corrupt: bool) -> BlobResponse {
+fn serve_blob(store: &Store, req: BlobRequest, fault: &FaultInjection) -> BlobResponse {
     let internal = |e: &dyn std::fmt::Display| {
         warn!("store failed while serving a blob: {e}");
         BlobResponse::Error(BlobErrorCode::Internal)
@@ -1249,13 +1273,8 @@ fn serve_blob(store: &Store, req: BlobRequest, corrupt: bool) -> BlobResponse {
     match req {
         BlobRequest::Outboard { hash } => {
             let hash = blake3::Hash::from(hash);
-            match store.has(&hash).and_then(|held| {
-                if held {
-                    store.outboard(&hash)
-                } else {
-                    Ok(None)
-                }
-            }) {
+            // Only complete blobs have an outboard here.
+            match store.outboard(&hash) {
                 Ok(Some(o)) => BlobResponse::Outboard {
                     len: o.len,
                     cvs: o.cvs,
@@ -1266,24 +1285,18 @@ fn serve_blob(store: &Store, req: BlobRequest, corrupt: bool) -> BlobResponse {
         }
         BlobRequest::Chunk { hash, index } => {
             let hash = blake3::Hash::from(hash);
-            match store.outboard(&hash) {
-                Ok(Some(o)) if index < o.chunk_count() => {}
-                Ok(_) => return BlobResponse::NotFound,
-                Err(e) => return internal(&e),
-            }
-            match store.has(&hash) {
-                Ok(true) => {}
-                Ok(false) => return BlobResponse::NotFound,
-                Err(e) => return internal(&e),
-            }
+            // `read_chunk` serves complete blobs only and verifies what it read.
             match store.read_chunk(&hash, index) {
                 Ok(mut data) => {
-                    if corrupt {
+                    if fault.corrupt_chunks && index >= fault.corrupt_from_chunk {
                         if let Some(b) = data.first_mut() {
                             *b ^= 0xff;
                         }
                     }
                     BlobResponse::Chunk(data)
+                }
+                Err(StoreError::NotFound(_) | StoreError::NoSuchChunk { .. }) => {
+                    BlobResponse::NotFound
                 }
                 Err(e) => internal(&e),
             }

@@ -145,8 +145,10 @@ impl From<Verdict> for MessageAcceptance {
 #[doc(hidden)]
 #[derive(Debug, Clone, Default)]
 pub struct FaultInjection {
-    /// Serve every blob chunk with its first byte flipped (the outboard stays correct).
+    /// Serve blob chunks with their first byte flipped (the outboard stays correct).
     pub corrupt_chunks: bool,
+    /// With `corrupt_chunks`: chunks below this index are served intact.
+    pub corrupt_from_chunk: u32,
 }
 
 /// Configuration of the network layer.
@@ -317,6 +319,10 @@ pub struct NetStatus {
     pub peer_id: PeerId,
     pub listen_addrs: Vec<Multiaddr>,
     pub connected_peers: usize,
+    /// Blob chunks served to peers since start.
+    pub chunks_served: u64,
+    /// Verified blob chunks received from peers since start.
+    pub chunks_fetched: u64,
 }
 
 /// What is known of one connected peer.
@@ -333,6 +339,13 @@ pub struct PeerInfo {
     pub connected_since: SystemTime,
     /// Its gossipsub score as seen by this node (negative after invalid messages).
     pub gossip_score: Option<f64>,
+}
+
+impl PeerInfo {
+    /// How long the peer has been connected (zero if the clock went backwards).
+    pub fn connected_for(&self) -> Duration {
+        self.connected_since.elapsed().unwrap_or_default()
+    }
 }
 
 /// Requests from a [`Network`] handle to the swarm task.

@@ -1,0 +1,912 @@
+//! Integration tests for the network layer: several real nodes in one process on loopback
+//! TCP, each test under a timeout. A raw libp2p client plays the misbehaving peer.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use hearth::net::{self, NetConfig, NetEvent, Network, Topic, Verdict};
+use hearth::store::Store;
+use libp2p::identity::Keypair;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{gossipsub, request_response, Multiaddr, PeerId, StreamProtocol, Swarm};
+use tokio::sync::mpsc;
+
+/// Every test body runs under this bound.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn bounded<F: Future<Output = ()>>(f: F) {
+    // `RUST_LOG=hearth=debug cargo test --test net` shows the nodes' logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    if tokio::time::timeout(TEST_TIMEOUT, f).await.is_err() {
+        panic!("test timed out after {TEST_TIMEOUT:?}");
+    }
+}
+
+/// What the stand-in node layer saw.
+#[derive(Debug)]
+enum Seen {
+    Gossip {
+        topic: Topic,
+        source: Option<PeerId>,
+        data: Vec<u8>,
+    },
+    Disconnected(PeerId),
+}
+
+/// One node plus a stand-in node layer: accepts gossip unless it starts with `bad`,
+/// answers control requests with `echo:` + request.
+struct TestNode {
+    net: Network,
+    store: Store,
+    seen: mpsc::Receiver<Seen>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    async fn start(cfg: NetConfig) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        Self::start_with_store(cfg, store, dir).await
+    }
+
+    async fn start_with_store(cfg: NetConfig, store: Store, dir: tempfile::TempDir) -> TestNode {
+        let (net, mut events, _task) = net::spawn(cfg, store.clone()).await.expect("spawn");
+        let (seen_tx, seen) = mpsc::channel(1024);
+        let pump_net = net.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    NetEvent::Gossip {
+                        topic,
+                        id,
+                        source,
+                        propagation_source,
+                        data,
+                    } => {
+                        let verdict = if data.starts_with(b"bad") {
+                            Verdict::Reject
+                        } else {
+                            Verdict::Accept
+                        };
+                        pump_net
+                            .report_validation(id, propagation_source, verdict)
+                            .await;
+                        if verdict == Verdict::Accept {
+                            let _ = seen_tx.try_send(Seen::Gossip {
+                                topic,
+                                source,
+                                data,
+                            });
+                        }
+                    }
+                    NetEvent::ControlRequest { data, reply, .. } => {
+                        let mut answer = b"echo:".to_vec();
+                        answer.extend_from_slice(&data);
+                        let _ = reply.send(answer);
+                    }
+                    NetEvent::PeerDisconnected(p) => {
+                        let _ = seen_tx.try_send(Seen::Disconnected(p));
+                    }
+                    NetEvent::PeerConnected(_) => {}
+                }
+            }
+        });
+        TestNode {
+            net,
+            store,
+            seen,
+            _dir: dir,
+        }
+    }
+
+    fn id(&self) -> PeerId {
+        self.net.local_peer_id()
+    }
+
+    /// Its first listen address with `/p2p/<id>`.
+    async fn addr(&self) -> Multiaddr {
+        let status = self.net.status().await.expect("status");
+        let a = status
+            .listen_addrs
+            .first()
+            .expect("a listen address")
+            .clone();
+        a.with(libp2p::multiaddr::Protocol::P2p(self.id()))
+    }
+
+    async fn peer_ids(&self) -> HashSet<PeerId> {
+        self.net
+            .peers()
+            .await
+            .expect("peers")
+            .into_iter()
+            .map(|p| p.peer_id)
+            .collect()
+    }
+}
+
+fn loopback() -> NetConfig {
+    NetConfig::loopback(Keypair::generate_ed25519())
+}
+
+fn with_bootstrap(addrs: Vec<Multiaddr>) -> NetConfig {
+    let mut cfg = loopback();
+    cfg.bootstrap = addrs;
+    cfg
+}
+
+/// Poll `cond` every 100 ms until it holds; the test's timeout bounds the wait.
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!("gave up waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deterministic pseudo-random bytes (blake3 XOF).
+fn blob_bytes(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+// ------------------------------------------------------------------------- discovery
+
+#[tokio::test]
+async fn nodes_find_each_other_through_bootstrap() {
+    bounded(async {
+        let a = TestNode::start(loopback()).await;
+        let boot = vec![a.addr().await];
+        let b = TestNode::start(with_bootstrap(boot.clone())).await;
+        let c = TestNode::start(with_bootstrap(boot)).await;
+        // B and C only know A; Kademlia (bootstrap query) introduces them to each other.
+        eventually("B and C connect through Kademlia", || async {
+            b.peer_ids().await.contains(&c.id()) || c.peer_ids().await.contains(&b.id())
+        })
+        .await;
+        // Identify filled in the peer info.
+        let infos = a.net.peers().await.unwrap();
+        let b_info = infos
+            .iter()
+            .find(|p| p.peer_id == b.id())
+            .expect("A sees B");
+        eventually("identify info", || async {
+            let infos = a.net.peers().await.unwrap();
+            infos.iter().find(|p| p.peer_id == b.id()).is_some_and(|p| {
+                p.agent_version
+                    .as_deref()
+                    .is_some_and(|v| v.starts_with("hearth/"))
+            })
+        })
+        .await;
+        assert!(!b_info.addresses.is_empty());
+        for n in [&a, &b, &c] {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redials_bootstrap_with_backoff_until_it_comes_up() {
+    bounded(async {
+        // Reserve a port for A, start B pointing at it before A exists.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let a_key = Keypair::generate_ed25519();
+        let a_id = a_key.public().to_peer_id();
+        let a_listen: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        let b = TestNode::start(with_bootstrap(vec![a_listen
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(a_id))]))
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(b.peer_ids().await.is_empty());
+        let mut a_cfg = NetConfig::loopback(a_key);
+        a_cfg.listen = vec![a_listen];
+        let a = TestNode::start(a_cfg).await;
+        // Backoff 1, 2, 4 s: B must get through within a few more seconds.
+        eventually("B redials A", || async {
+            b.peer_ids().await.contains(&a_id)
+        })
+        .await;
+        a.net.shutdown().await;
+        b.net.shutdown().await;
+    })
+    .await;
+}
+
+/// mDNS needs multicast on a non-loopback interface. Sending it onto this machine's real
+/// network is not acceptable in tests, so the test re-runs itself in a private network
+/// namespace whose loopback device carries an extra, non-loopback address and a multicast
+/// route. Skipped (with the reason printed) only when such a namespace cannot be made.
+#[tokio::test]
+async fn nodes_find_each_other_through_mdns() {
+    let probe = std::process::Command::new("unshare")
+        .args(["-n", "true"])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED mDNS test: cannot create a private network namespace (unshare -n: {}); \
+                 multicast cannot be tested without touching the real network",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("SKIPPED mDNS test: `unshare` is not available ({e})");
+            return;
+        }
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let script = format!(
+        "set -e; ip link set lo up; ip link set lo multicast on; \
+         ip addr add 198.18.0.1/32 dev lo; ip route add 224.0.0.0/4 dev lo; \
+         exec '{}' --exact mdns_in_private_namespace --ignored --nocapture",
+        exe.display()
+    );
+    let out = tokio::time::timeout(
+        TEST_TIMEOUT,
+        tokio::process::Command::new("unshare")
+            .args(["-n", "sh", "-c", &script])
+            .env("HEARTH_MDNS_NETNS", "1")
+            .output(),
+    )
+    .await
+    .expect("mDNS test timed out")
+    .expect("run mDNS test in a namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "mDNS test in the namespace failed:\n{stdout}\n{stderr}"
+    );
+    if stdout.contains("SKIPPED") {
+        eprintln!("{stdout}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "run by nodes_find_each_other_through_mdns inside a private network namespace"]
+async fn mdns_in_private_namespace() {
+    assert_eq!(
+        std::env::var("HEARTH_MDNS_NETNS").as_deref(),
+        Ok("1"),
+        "only meant to run inside the namespace"
+    );
+    // First check that multicast works here at all, so a failure below is ours.
+    if let Err(e) = multicast_self_test().await {
+        println!("SKIPPED mDNS test: multicast does not work in the namespace: {e}");
+        return;
+    }
+    bounded(async {
+        let mut cfgs = Vec::new();
+        for _ in 0..2 {
+            let mut cfg = NetConfig::loopback(Keypair::generate_ed25519());
+            cfg.listen = vec!["/ip4/198.18.0.1/tcp/0".parse().unwrap()];
+            cfg.mdns = true;
+            cfgs.push(cfg);
+        }
+        let a = TestNode::start(cfgs.remove(0)).await;
+        let b = TestNode::start(cfgs.remove(0)).await;
+        eventually("A and B discover each other via mDNS", || async {
+            a.peer_ids().await.contains(&b.id()) && b.peer_ids().await.contains(&a.id())
+        })
+        .await;
+        a.net.shutdown().await;
+        b.net.shutdown().await;
+    })
+    .await;
+}
+
+async fn multicast_self_test() -> std::io::Result<()> {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let group = Ipv4Addr::new(239, 255, 42, 99);
+    let iface = Ipv4Addr::new(198, 18, 0, 1);
+    let rx = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    rx.join_multicast_v4(&group, &iface)?;
+    let port = rx.local_addr()?.port();
+    rx.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let tx = std::net::UdpSocket::bind(SocketAddrV4::new(iface, 0))?;
+    tx.set_multicast_loop_v4(true)?;
+    tx.send_to(b"ping", SocketAddrV4::new(group, port))?;
+    let mut buf = [0u8; 8];
+    let (n, _) = rx.recv_from(&mut buf)?;
+    if &buf[..n] == b"ping" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("wrong datagram"))
+    }
+}
+
+// ------------------------------------------------------------------------- gossip
+
+#[tokio::test]
+async fn gossip_reaches_every_node_of_ten() {
+    bounded(async {
+        let first = TestNode::start(loopback()).await;
+        let boot = vec![first.addr().await];
+        let mut nodes = vec![first];
+        for _ in 1..10 {
+            nodes.push(TestNode::start(with_bootstrap(boot.clone())).await);
+        }
+        for n in &nodes {
+            eventually("every node has two peers", || async {
+                n.net.status().await.unwrap().connected_peers >= 2
+            })
+            .await;
+        }
+        // Let subscriptions propagate and a mesh form (a few heartbeats).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let publisher = nodes[5].id();
+        let payload = b"radiator 5 has heat to spare".to_vec();
+        nodes[5]
+            .net
+            .publish(Topic::Heat, payload.clone())
+            .await
+            .expect("publish");
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if i == 5 {
+                continue;
+            }
+            let got = tokio::time::timeout(Duration::from_secs(15), async {
+                loop {
+                    match n.seen.recv().await {
+                        Some(Seen::Gossip {
+                            topic,
+                            source,
+                            data,
+                        }) => return (topic, source, data),
+                        Some(_) => continue,
+                        None => panic!("event pump ended"),
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("node {i} did not receive the message"));
+            assert_eq!(got, (Topic::Heat, Some(publisher), payload.clone()));
+        }
+        // Oversized publishes are refused locally; no subscribers is a distinguishable error.
+        let too_big = vec![0u8; net::MAX_GOSSIP_DATA + 1];
+        assert!(matches!(
+            nodes[0].net.publish(Topic::Jobs, too_big).await,
+            Err(net::NetError::MessageTooLarge { .. })
+        ));
+        let lonely = TestNode::start(loopback()).await;
+        let err = lonely
+            .net
+            .publish(Topic::Jobs, b"anyone?".to_vec())
+            .await
+            .unwrap_err();
+        assert!(err.is_no_peers(), "{err}");
+        for n in nodes.iter().chain([&lonely]) {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------------- blobs
+
+#[tokio::test]
+async fn blob_of_20_mib_crosses_two_hops() {
+    bounded(async {
+        let data = blob_bytes("twenty", 20 * 1024 * 1024);
+        let a = TestNode::start(loopback()).await;
+        let hash = a.store.put_bytes(&data).expect("put");
+        a.net.provide(hash).await.expect("provide");
+        let b = TestNode::start(with_bootstrap(vec![a.addr().await])).await;
+        eventually("B connected to A", || async {
+            b.peer_ids().await.contains(&a.id())
+        })
+        .await;
+        let c = TestNode::start(with_bootstrap(vec![b.addr().await])).await;
+        eventually("C connected to B", || async {
+            c.peer_ids().await.contains(&b.id())
+        })
+        .await;
+
+        // Hop 1: B fetches from A (hinted).
+        b.net
+            .fetch_blob(hash, Some(a.id()))
+            .await
+            .expect("B fetches");
+        assert_eq!(b.store.get_bytes(&hash).expect("B has it"), data);
+
+        // Take A away: C can only get the blob from B, which it must find via Kademlia.
+        a.net.shutdown().await;
+        let start = std::time::Instant::now();
+        c.net.fetch_blob(hash, None).await.expect("C fetches via B");
+        eprintln!("C fetched 20 MiB from B in {:?}", start.elapsed());
+        assert_eq!(c.store.get_bytes(&hash).expect("C has it"), data);
+        let b_status = b.net.status().await.unwrap();
+        assert!(
+            b_status.chunks_served >= 80,
+            "B served {}",
+            b_status.chunks_served
+        );
+
+        // Fetching something nobody has fails cleanly.
+        let nothing = blake3::hash(b"nobody has this");
+        let err = c.net.fetch_blob(nothing, None).await.unwrap_err();
+        assert!(matches!(err, net::NetError::BlobUnavailable(_)), "{err}");
+        b.net.shutdown().await;
+        c.net.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn corrupt_provider_is_detected_and_bypassed() {
+    bounded(async {
+        let data = blob_bytes("corrupt", 6 * 1024 * 1024 + 1234); // 25 chunks
+        let chunks = 25u64;
+        let honest = TestNode::start(loopback()).await;
+        let hash = honest.store.put_bytes(&data).unwrap();
+        honest.net.provide(hash).await.unwrap();
+        let mut bad_cfg = loopback();
+        bad_cfg.fault.corrupt_chunks = true;
+        bad_cfg.fault.corrupt_from_chunk = 20;
+        let mut liar = TestNode::start(bad_cfg).await;
+        assert_eq!(liar.store.put_bytes(&data).unwrap(), hash);
+        liar.net.provide(hash).await.unwrap();
+        // Providing something not held is refused.
+        assert!(matches!(
+            liar.net.provide(blake3::hash(b"not held")).await,
+            Err(net::NetError::NotHeld(_))
+        ));
+
+        let c = TestNode::start(with_bootstrap(vec![honest.addr().await, liar.addr().await])).await;
+        eventually("C connected to both", || async {
+            let p = c.peer_ids().await;
+            p.contains(&honest.id()) && p.contains(&liar.id())
+        })
+        .await;
+        // Ask the liar first.
+        c.net
+            .fetch_blob(hash, Some(liar.id()))
+            .await
+            .expect("fetch completes");
+        assert_eq!(c.store.get_bytes(&hash).unwrap(), data);
+
+        // The liar was disconnected by C ...
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match liar.seen.recv().await {
+                    Some(Seen::Disconnected(p)) if p == c.id() => return,
+                    Some(_) => continue,
+                    None => panic!("pump ended"),
+                }
+            }
+        })
+        .await
+        .expect("liar disconnected by C");
+        // ... after serving some good chunks (its first 20 are intact; with 16 requests in
+        // flight, at least the 5 that freed slots for chunks 16-20 were stored before chunk
+        // 20 arrived), and the fetch carried on from where it was: the honest node served
+        // only what was still missing.
+        let liar_served = liar.net.status().await.unwrap().chunks_served;
+        let honest_served = honest.net.status().await.unwrap().chunks_served;
+        assert!(liar_served >= 5, "liar served {liar_served}");
+        assert!(
+            honest_served < chunks && honest_served >= 1,
+            "honest served {honest_served} of {chunks}"
+        );
+        assert_eq!(c.net.status().await.unwrap().chunks_fetched, chunks);
+        for n in [&honest, &liar, &c] {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------------- control
+
+#[tokio::test]
+async fn control_request_round_trip() {
+    bounded(async {
+        let a = TestNode::start(loopback()).await;
+        let b = TestNode::start(with_bootstrap(vec![a.addr().await])).await;
+        eventually("connected", || async {
+            b.peer_ids().await.contains(&a.id())
+        })
+        .await;
+        let answer = b.net.request(a.id(), b"lease?".to_vec()).await.unwrap();
+        assert_eq!(answer, b"echo:lease?");
+        let too_big = vec![0u8; net::MAX_CONTROL_MESSAGE + 1];
+        assert!(matches!(
+            b.net.request(a.id(), too_big).await,
+            Err(net::NetError::RequestTooLarge { .. })
+        ));
+        a.net.shutdown().await;
+        b.net.shutdown().await;
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------------- malformed input
+
+/// Writes requests raw (no framing) and reads whole responses: lets the test send anything.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut v = Vec::new();
+        io.take(1 << 20).read_to_end(&mut v).await?;
+        Ok(v)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut v = Vec::new();
+        io.take(4 << 20).read_to_end(&mut v).await?;
+        if v.is_empty() {
+            return Err(std::io::Error::other("no response"));
+        }
+        Ok(v)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&res).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Rogue {
+    gossipsub: gossipsub::Behaviour,
+    control: request_response::Behaviour<RawCodec>,
+    blob: request_response::Behaviour<RawCodec>,
+}
+
+fn rogue_swarm() -> Swarm<Rogue> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let cfg = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(1 << 20)
+                .validation_mode(gossipsub::ValidationMode::Permissive)
+                .build()
+                .unwrap();
+            let mut gs =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
+                    .unwrap();
+            gs.subscribe(&gossipsub::IdentTopic::new(Topic::Jobs.name()))
+                .unwrap();
+            let rr = |p: &'static str| {
+                request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(
+                        StreamProtocol::new(p),
+                        request_response::ProtocolSupport::Outbound,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10)),
+                )
+            };
+            Rogue {
+                gossipsub: gs,
+                control: rr(net::CONTROL_PROTOCOL),
+                blob: rr(net::BLOB_PROTOCOL),
+            }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Drive the rogue swarm until `pick` returns a value.
+async fn drive<T>(
+    swarm: &mut Swarm<Rogue>,
+    mut pick: impl FnMut(SwarmEvent<RogueEvent>) -> Option<T>,
+) -> T {
+    loop {
+        let ev = swarm.select_next_some().await;
+        if let Some(v) = pick(ev) {
+            return v;
+        }
+    }
+}
+
+/// Outcome of one raw request.
+#[derive(Debug, PartialEq)]
+enum RawOutcome {
+    Answer(Vec<u8>),
+    Failed,
+}
+
+async fn raw_request(
+    swarm: &mut Swarm<Rogue>,
+    peer: PeerId,
+    blob: bool,
+    bytes: Vec<u8>,
+) -> RawOutcome {
+    let id = if blob {
+        swarm.behaviour_mut().blob.send_request(&peer, bytes)
+    } else {
+        swarm.behaviour_mut().control.send_request(&peer, bytes)
+    };
+    drive(swarm, |ev| match ev {
+        SwarmEvent::Behaviour(RogueEvent::Blob(e) | RogueEvent::Control(e)) => match e {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } if request_id == id => Some(RawOutcome::Answer(response)),
+            request_response::Event::OutboundFailure { request_id, .. } if request_id == id => {
+                Some(RawOutcome::Failed)
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+    .await
+}
+
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[tokio::test]
+async fn malformed_gossip_and_requests_are_rejected_and_node_survives() {
+    bounded(async {
+        let mut node = TestNode::start(loopback()).await;
+        let honest = TestNode::start(with_bootstrap(vec![node.addr().await])).await;
+        eventually("honest peer connected", || async {
+            node.peer_ids().await.contains(&honest.id())
+        })
+        .await;
+
+        let mut rogue = rogue_swarm();
+        let rogue_id = *rogue.local_peer_id();
+        rogue.dial(node.addr().await).unwrap();
+        let node_id = node.id();
+        // Wait until the node's subscription to the jobs topic reached the rogue.
+        drive(&mut rogue, |ev| match ev {
+            SwarmEvent::Behaviour(RogueEvent::Gossipsub(gossipsub::Event::Subscribed {
+                peer_id,
+                topic,
+                ..
+            })) if peer_id == node_id && topic.as_str() == Topic::Jobs.name() => Some(()),
+            _ => None,
+        })
+        .await;
+
+        // --- requests
+        // Control: a length prefix claiming 4 GiB: the stream is dropped, no answer.
+        let mut huge = u32::MAX.to_be_bytes().to_vec();
+        huge.extend_from_slice(b"garbage");
+        assert_eq!(
+            raw_request(&mut rogue, node_id, false, huge).await,
+            RawOutcome::Failed
+        );
+        // Control: a truncated frame.
+        assert_eq!(
+            raw_request(&mut rogue, node_id, false, vec![0, 0, 1, 0, 1, 2]).await,
+            RawOutcome::Failed
+        );
+        // Blob: well framed garbage gets an explicit "malformed" error answer.
+        assert_eq!(
+            raw_request(&mut rogue, node_id, true, framed(b"\x09garbage")).await,
+            RawOutcome::Answer(framed(&[0x04, 0x01]))
+        );
+        // Blob: frame over the request limit: dropped.
+        assert_eq!(
+            raw_request(&mut rogue, node_id, true, framed(&[1u8; 500])).await,
+            RawOutcome::Failed
+        );
+        // Blob: a valid request for something the node does not hold: not found.
+        let mut req = vec![0x01];
+        req.extend_from_slice(blake3::hash(b"absent").as_bytes());
+        assert_eq!(
+            raw_request(&mut rogue, node_id, true, framed(&req)).await,
+            RawOutcome::Answer(framed(&[0x03]))
+        );
+
+        // --- gossip
+        let jobs = gossipsub::IdentTopic::new(Topic::Jobs.name());
+        // Undecodable payload (the node layer rejects it), oversized payload (the network
+        // layer rejects it), and a frame over the transmit limit (dropped by the framing).
+        for data in [
+            b"bad: not a job".to_vec(),
+            vec![7u8; net::MAX_GOSSIP_DATA + 10],
+            vec![8u8; net::GOSSIP_MAX_TRANSMIT + 1000],
+            b"bad: still not a job".to_vec(),
+        ] {
+            rogue
+                .behaviour_mut()
+                .gossipsub
+                .publish(jobs.clone(), data)
+                .expect("rogue publishes");
+            // Let it go out.
+            let _ = tokio::time::timeout(
+                Duration::from_millis(300),
+                drive(&mut rogue, |_| None::<()>),
+            )
+            .await;
+        }
+
+        // The rejections count against the rogue.
+        let mut rogue_score = None;
+        for _ in 0..50 {
+            let peers = node.net.peers().await.unwrap();
+            rogue_score = peers
+                .iter()
+                .find(|p| p.peer_id == rogue_id)
+                .and_then(|p| p.gossip_score);
+            if rogue_score.is_some_and(|s| s < 0.0) {
+                break;
+            }
+            let _ = tokio::time::timeout(
+                Duration::from_millis(100),
+                drive(&mut rogue, |_| None::<()>),
+            )
+            .await;
+        }
+        assert!(
+            rogue_score.is_some_and(|s| s < 0.0),
+            "rogue score should be negative, is {rogue_score:?}"
+        );
+
+        // None of it reached the node layer, and the node still works: honest gossip and
+        // requests go through.
+        honest
+            .net
+            .publish(Topic::Jobs, b"a real job".to_vec())
+            .await
+            .expect("honest publish");
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match node.seen.recv().await {
+                    Some(Seen::Gossip { data, .. }) => return data,
+                    Some(_) => continue,
+                    None => panic!("pump ended"),
+                }
+            }
+        })
+        .await
+        .expect("honest gossip arrives");
+        assert_eq!(got, b"a real job");
+        assert_eq!(
+            honest
+                .net
+                .request(node_id, b"still there?".to_vec())
+                .await
+                .unwrap(),
+            b"echo:still there?"
+        );
+        node.net.shutdown().await;
+        honest.net.shutdown().await;
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------------- identity
+
+#[tokio::test]
+async fn restart_with_same_key_keeps_peer_id() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let key_path = dir.path().join("identity.key");
+        let key = Keypair::generate_ed25519();
+        std::fs::write(&key_path, key.to_protobuf_encoding().unwrap()).unwrap();
+
+        let first = TestNode::start(NetConfig::loopback(key)).await;
+        let first_id = first.id();
+        first.net.shutdown().await;
+        // After shutdown the handle reports the network as stopped.
+        assert!(matches!(
+            first.net.status().await,
+            Err(net::NetError::Stopped)
+        ));
+
+        let loaded = Keypair::from_protobuf_encoding(&std::fs::read(&key_path).unwrap()).unwrap();
+        let second = TestNode::start(NetConfig::loopback(loaded)).await;
+        assert_eq!(second.id(), first_id);
+        // And peers see that id on the wire: dialling with /p2p/<first id> succeeds, with
+        // another id it fails.
+        let other = TestNode::start(loopback()).await;
+        let mut wrong = second.addr().await;
+        wrong.pop();
+        let wrong = wrong.with(libp2p::multiaddr::Protocol::P2p(PeerId::random()));
+        assert!(
+            other.net.dial(wrong).await.is_err(),
+            "dial with a wrong peer id must fail"
+        );
+        other
+            .net
+            .dial(second.addr().await)
+            .await
+            .expect("dial by peer id");
+        assert!(other.peer_ids().await.contains(&first_id));
+        second.net.shutdown().await;
+        other.net.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn blobs_held_at_startup_are_provided() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = blob_bytes("startup", 600 * 1024);
+        let hash = store.put_bytes(&data).unwrap();
+        let holder = TestNode::start_with_store(loopback(), store, dir).await;
+        let asker = TestNode::start(with_bootstrap(vec![holder.addr().await])).await;
+        // No hint: the provider must be found through Kademlia.
+        asker
+            .net
+            .fetch_blob(hash, None)
+            .await
+            .expect("fetch via DHT");
+        assert_eq!(asker.store.get_bytes(&hash).unwrap(), data);
+        // Already held: returns at once.
+        asker.net.fetch_blob(hash, None).await.unwrap();
+        holder.net.shutdown().await;
+        asker.net.shutdown().await;
+    })
+    .await;
+}
