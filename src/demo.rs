@@ -31,6 +31,12 @@ pub struct DemoOptions {
 }
 
 const MAX_ITER: u32 = 500;
+/// Temperature of the demo's warm rooms, above every default setpoint.
+const WARM_ROOM: f64 = 23.0;
+
+fn is_warm(radiator: usize) -> bool {
+    radiator % 4 == 3
+}
 
 /// Starts `n` radiators on loopback, the first one being every other's bootstrap peer.
 /// `configure` may adjust each node's options (by index) before it starts.
@@ -49,6 +55,10 @@ pub async fn start_radiators(
         config.node.api = "127.0.0.1:0".parse()?;
         config.node.mdns = false;
         config.worker.slots = slots;
+        // A cold simulated room (12 °C, below any setpoint) so the radiator wants work from
+        // its first control period; `configure` may warm it.
+        config.heat.simulated.initial_celsius = Some(12.0);
+        config.heat.period_secs = 1;
         if let Some(first) = nodes.first() {
             config.node.bootstrap = vec![listen_addr(first).await?];
         }
@@ -115,7 +125,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             .with_context(|| format!("clearing {}", nodes_dir.display()))?;
     }
     println!("starting {} radiators on loopback ...", opts.radiators);
-    let nodes = start_radiators(&nodes_dir, opts.radiators, 1, &|_, _| {}).await?;
+    // Every fourth radiator stands in a room that is already warm: it should do no work.
+    let nodes = start_radiators(&nodes_dir, opts.radiators, 1, &|i, o: &mut NodeOptions| {
+        if is_warm(i) {
+            o.config.heat.simulated.initial_celsius = Some(WARM_ROOM);
+        }
+    })
+    .await?;
     wait_connected(&nodes, 1, Duration::from_secs(20)).await?;
     // Give gossipsub a heartbeat or two to graft its meshes before the announcement.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -232,19 +248,40 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
     );
     println!();
     println!(
-        "{:<10} {:<18} {:>7} {:>14} {:>12}",
-        "radiator", "household", "shards", "fuel", "energy (J)"
+        "{:<9} {:<18} {:<22} {:>7} {:>14} {:>11}",
+        "radiator", "household", "room", "shards", "fuel", "energy (J)"
     );
+    let mut warm_worked = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let t = n.context.ledger.totals_of(&n.household())?;
+        let room = match n.context.heat.as_ref().map(|h| h.status()) {
+            Some(h) => format!(
+                "{:.1} °C → {:.1} °C{}",
+                h.room_celsius.unwrap_or(f64::NAN),
+                h.setpoint_celsius,
+                if h.demand_permille == 0 {
+                    " warm"
+                } else {
+                    " cold"
+                }
+            ),
+            None => "-".into(),
+        };
+        if is_warm(i) && t.receipts > 0 {
+            warm_worked.push(i);
+        }
         println!(
-            "{:<10} {:<18} {:>7} {:>14} {:>12.3}",
+            "{:<9} {:<18} {:<22} {:>7} {:>14} {:>11.3}",
             format!("#{i}"),
             format!("{}…", &n.household().to_hex()[..16]),
+            room,
             t.receipts,
             t.fuel,
             t.energy_mj as f64 / 1000.0
         );
+    }
+    if !warm_worked.is_empty() {
+        bail!("radiators {warm_worked:?} in warm rooms did work they should have declined");
     }
     if !image_ok {
         bail!("the assembled image differs from the native render");

@@ -203,6 +203,12 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("n{i}"))).collect();
     for d in &dirs {
         ok(d, &["init"]);
+        // Cold simulated rooms, so the radiators want work as soon as they start.
+        std::fs::write(
+            d.join("hearth.toml"),
+            "[heat]\nperiod_secs = 1\n[heat.simulated]\ninitial_celsius = 12.0\n",
+        )
+        .unwrap();
     }
     let peer_id = |d: &Path| {
         ok(d, &["id"])
@@ -265,7 +271,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
 
     // Submit from radiator 1; radiators 1 and 2 verify each other's shards.
     let png = root.path().join("net.png");
-    ok(
+    let out = ok(
         &dirs[1],
         &[
             "--api",
@@ -278,6 +284,21 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
             "128",
             "--tile",
             "128",
+        ],
+    );
+    let job = out.lines().last().unwrap().trim().to_string();
+    ok(
+        &dirs[1],
+        &["--api", &api(1), "job", "wait", &job, "--timeout", "90"],
+    );
+    ok(
+        &dirs[1],
+        &[
+            "--api",
+            &api(1),
+            "job",
+            "result",
+            &job,
             "-o",
             png.to_str().unwrap(),
         ],

@@ -8,6 +8,7 @@ mod local;
 mod remote;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -91,7 +92,7 @@ pub enum Command {
         #[command(flatten)]
         common: JobArgs,
         /// Wait for the job and write its result here.
-        #[arg(short, long)]
+        #[arg(short, long, global = true)]
         output: Option<PathBuf>,
     },
     /// Heat-work receipts.
@@ -160,7 +161,12 @@ pub enum JobCommand {
         json: bool,
     },
     /// Wait for a job, with a progress bar.
-    Wait { id: String },
+    Wait {
+        id: String,
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// Write a finished job's result.
     Result {
         id: String,
@@ -203,13 +209,13 @@ pub enum SpecArgs {
 #[derive(Args, Debug, Clone)]
 pub struct JobArgs {
     /// Agreeing replicas from distinct households needed per shard.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, global = true)]
     pub replication: u8,
     /// Fuel each shard may spend.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub fuel: Option<u64>,
     /// Memory each shard may use, in MiB.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub memory_mib: Option<u64>,
 }
 
@@ -343,9 +349,13 @@ pub fn main() -> anyhow::Result<()> {
         Command::Job(JobCommand::Status { id, json }) => {
             runtime.block_on(remote::job_status(&api()?, id, *json))
         }
-        Command::Job(JobCommand::Wait { id }) => {
-            runtime.block_on(remote::job_wait(&api()?, id)).map(|_| ())
-        }
+        Command::Job(JobCommand::Wait { id, timeout }) => runtime
+            .block_on(remote::job_wait(
+                &api()?,
+                id,
+                timeout.map(Duration::from_secs),
+            ))
+            .map(|_| ()),
         Command::Job(JobCommand::Result { id, output }) => {
             runtime.block_on(remote::job_result(&api()?, id, output))
         }

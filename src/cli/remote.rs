@@ -97,7 +97,7 @@ pub async fn submit(
     eprintln!("submitted; follow it with `hearth job wait {}`", id.id);
     println!("{}", id.id);
     if let Some(path) = output {
-        job_wait(api, &id.id).await?;
+        job_wait(api, &id.id, None).await?;
         job_result(api, &id.id, path).await?;
     }
     Ok(())
@@ -181,7 +181,12 @@ pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()
 }
 
 /// Waits for a job with a progress bar; returns its final view.
-pub async fn job_wait(api: &Client, id: &str) -> anyhow::Result<JobView> {
+pub async fn job_wait(
+    api: &Client,
+    id: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<JobView> {
+    let started = std::time::Instant::now();
     let mut view: JobView = api.get(&format!("/v1/jobs/{id}")).await?;
     let bar = indicatif::ProgressBar::new(view.shards_total as u64);
     bar.set_style(
@@ -208,6 +213,15 @@ pub async fn job_wait(api: &Client, id: &str) -> anyhow::Result<JobView> {
                 });
                 bar.set_message(waiting.unwrap_or_default());
             }
+        }
+        if timeout.is_some_and(|t| started.elapsed() > t) {
+            bar.abandon();
+            bail!(
+                "job {id} is not done after {:?}: {} of {} shards verified (see `hearth job status {id}`)",
+                started.elapsed(),
+                view.shards_verified,
+                view.shards_total
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         view = api.get(&format!("/v1/jobs/{id}")).await?;
