@@ -66,6 +66,7 @@ impl FromStr for Role {
 pub struct Config {
     pub node: NodeConfig,
     pub worker: WorkerConfig,
+    pub jobs: JobsConfig,
     /// `[heat]`: thermostat source, schedule, controller and energy metering.
     pub heat: crate::heat::HeatConfig,
 }
@@ -91,6 +92,20 @@ pub struct NodeConfig {
 pub struct WorkerConfig {
     /// Shards run at once at full heat demand. Default: the number of CPU cores.
     pub slots: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// How long a lease this node grants (as a coordinator) lasts, in seconds. A radiator that
+    /// has not reported by then loses the shard to another. Default 60.
+    pub lease_secs: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { lease_secs: 60 }
+    }
 }
 
 impl Default for NodeConfig {
@@ -160,6 +175,11 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 [worker]
 # Shards run at once when the room wants full heat (HEARTH_SLOTS; --slots). Default: CPU cores.
 # slots = 2
+
+[jobs]
+# How long a lease granted by this node lasts, in seconds, before the shard goes to another
+# radiator (HEARTH_LEASE_SECS).
+# lease_secs = 60
 "#;
 
 impl Config {
@@ -213,6 +233,18 @@ impl Config {
         }
         if let Some(v) = env("HEARTH_SLOTS") {
             self.worker.slots = parse_slots(&v).map_err(|r| bad("HEARTH_SLOTS", &v, r))?;
+        }
+        if let Some(v) = env("HEARTH_LEASE_SECS") {
+            self.jobs.lease_secs = match v.trim().parse::<u64>() {
+                Ok(n) if (1..=86_400).contains(&n) => n,
+                _ => {
+                    return Err(bad(
+                        "HEARTH_LEASE_SECS",
+                        &v,
+                        "expected seconds from 1 to 86400".into(),
+                    ))
+                }
+            };
         }
         Ok(())
     }

@@ -71,10 +71,14 @@ pub struct NodeOptions {
 
 impl NodeOptions {
     pub fn new(data_dir: &Path, config: Config) -> NodeOptions {
+        let coordinator = CoordinatorConfig {
+            lease: std::time::Duration::from_secs(config.jobs.lease_secs.max(1)),
+            ..CoordinatorConfig::default()
+        };
         NodeOptions {
             data_dir: data_dir.to_path_buf(),
             config,
-            coordinator: CoordinatorConfig::default(),
+            coordinator,
             worker: WorkerConfig::default(),
             net_fault: net::FaultInjection::default(),
         }
@@ -392,7 +396,7 @@ impl Router {
         };
         match topic {
             Topic::Jobs => match JobGossip::from_bytes(data) {
-                Ok(JobGossip::Announce { job, manifest }) => {
+                Ok(JobGossip::Announce { job, manifest, .. }) => {
                     if let Some(bytes) = manifest {
                         let Ok(m) = JobManifest::from_bytes(&bytes) else {
                             return Verdict::Reject;
@@ -407,8 +411,10 @@ impl Router {
                     });
                     Verdict::Accept
                 }
-                Ok(JobGossip::Closed { job }) => {
-                    let _ = self.worker.try_send(WorkerEvent::Closed { job });
+                Ok(JobGossip::Closed { job, .. }) => {
+                    let _ = self
+                        .worker
+                        .try_send(WorkerEvent::Closed { job, from: source });
                     Verdict::Accept
                 }
                 Err(e) => {

@@ -131,6 +131,9 @@ pub struct NodeArgs {
     /// Shards run at once at full heat demand.
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Create the household key first if the data directory has none (containers).
+    #[arg(long)]
+    pub init_if_missing: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -339,6 +342,9 @@ pub fn main() -> anyhow::Result<()> {
                 role: args.role,
                 slots: args.slots,
             };
+            if args.init_if_missing && !crate::identity::Identity::path(&data_dir).exists() {
+                local::init(&data_dir, false)?;
+            }
             let config = Config::load(&data_dir, &config::process_env, &overrides)?;
             runtime.block_on(local::node(&data_dir, config))
         }
@@ -395,7 +401,10 @@ pub fn main() -> anyhow::Result<()> {
         },
         Command::Heat(args) => {
             let config = Config::load(&data_dir, &config::process_env, &Overrides::default())?;
-            let api = cli.api.clone().unwrap_or_else(|| config.node.api.to_string());
+            let api = cli
+                .api
+                .clone()
+                .unwrap_or_else(|| config.node.api.to_string());
             runtime.block_on(heat::run(args.clone(), &api, &config.heat))
         }
         Command::Demo {

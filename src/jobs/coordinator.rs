@@ -161,7 +161,14 @@ enum Command {
         household: PublicKey,
         demand: HeatDemand,
     },
+    Delivered {
+        id: blake3::Hash,
+        delivered: bool,
+    },
 }
+
+/// Receipts sent again per re-announcement round, at most.
+const MAX_DELIVERIES_PER_ROUND: usize = 256;
 
 /// Most households whose heat demand a coordinator remembers.
 const MAX_DEMANDS: usize = 4096;
@@ -257,6 +264,9 @@ pub struct Coordinator {
     /// This node's own worker: gossipsub does not deliver a node's messages to itself.
     local_worker: mpsc::Sender<WorkerEvent>,
     demands: HashMap<PublicKey, Demand>,
+    /// Receipts not yet confirmed by their workers (`coord/outbox`: receipt id → bytes).
+    outbox: sled::Tree,
+    delivering: std::collections::HashSet<blake3::Hash>,
 }
 
 impl Coordinator {
@@ -298,6 +308,8 @@ impl Coordinator {
                 tasks: tokio::task::JoinSet::new(),
                 local_worker,
                 demands: HashMap::new(),
+                outbox: db.open_tree("coord/outbox")?,
+                delivering: std::collections::HashSet::new(),
             },
             handle,
         ))
@@ -315,7 +327,10 @@ impl Coordinator {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
                 },
-                _ = reannounce.tick() => self.announce_open().await,
+                _ = reannounce.tick() => {
+                    self.announce_open().await;
+                    self.retry_deliveries();
+                }
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = shutdown.changed() => break,
             }
@@ -347,6 +362,12 @@ impl Coordinator {
             Command::View { job, reply } => {
                 let warmth = self.warmth();
                 let _ = reply.send(self.jobs.get(&job).map(|(m, s)| view(m, s, warmth)));
+            }
+            Command::Delivered { id, delivered } => {
+                self.delivering.remove(&id);
+                if delivered {
+                    let _ = self.outbox.remove(id.as_bytes());
+                }
             }
             Command::Heat { household, demand } => {
                 self.note_demand(household, demand.demand_permille, false);
@@ -430,17 +451,24 @@ impl Coordinator {
         let msg = match state.status {
             JobStatus::Running => JobGossip::Announce {
                 job: *id,
+                at_ms: now_ms(),
                 manifest: (state.manifest.len() <= crate::model::wire::INLINE_MANIFEST_MAX)
                     .then(|| state.manifest.clone()),
             },
-            _ => JobGossip::Closed { job: *id },
+            _ => JobGossip::Closed {
+                job: *id,
+                at_ms: now_ms(),
+            },
         };
         let local = match &msg {
             JobGossip::Announce { job, .. } => WorkerEvent::Announced {
                 job: *job,
                 coordinator: self.identity.peer_id(),
             },
-            JobGossip::Closed { job } => WorkerEvent::Closed { job: *job },
+            JobGossip::Closed { job, .. } => WorkerEvent::Closed {
+                job: *job,
+                from: self.identity.peer_id(),
+            },
         };
         // A full queue means the worker is busy; the next re-announcement tries again.
         let _ = self.local_worker.try_send(local);
@@ -904,19 +932,64 @@ impl Coordinator {
         if let Err(e) = self.net.publish(Topic::Receipts, receipt.to_bytes()).await {
             tracing::debug!("receipt not gossiped: {e}");
         }
-        let worker = receipt.record.worker;
-        if worker == self.identity.public() {
+        if receipt.record.worker == self.identity.public() {
             return;
         }
-        let Some(peer) = worker.peer_id() else { return };
+        // Kept in the outbox until the worker confirms, so a worker that was offline or cut
+        // off when its shard was verified still gets its receipt.
+        if let Err(e) = self
+            .outbox
+            .insert(receipt.id().as_bytes(), receipt.to_bytes())
+        {
+            tracing::error!("could not queue a receipt for delivery: {e}");
+        }
+        self.send_receipt(receipt);
+    }
+
+    fn send_receipt(&mut self, receipt: Receipt) {
+        let id = receipt.id();
+        let Some(peer) = receipt.record.worker.peer_id() else {
+            let _ = self.outbox.remove(id.as_bytes());
+            return;
+        };
+        if !self.delivering.insert(id) {
+            return;
+        }
         let net = self.net.clone();
+        let tx = self.tx.clone();
         let bytes = Request::Receipt(receipt).to_bytes();
-        // Delivery is best effort: the receipt is also on gossip and in this ledger.
         self.tasks.spawn(async move {
-            if let Err(e) = net.request(peer, bytes).await {
-                tracing::debug!(%peer, "receipt not delivered directly: {e}");
-            }
+            let delivered = match net.request(peer, bytes).await {
+                // Any answer is final (a worker that refuses a receipt will not change its
+                // mind); only an unreachable worker is tried again later.
+                Ok(answer) => {
+                    if let Ok(Response::Error { detail }) = Response::from_bytes(&answer) {
+                        tracing::warn!(%peer, "worker refused its receipt: {detail}");
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, "receipt not delivered yet: {e}");
+                    false
+                }
+            };
+            let _ = tx.send(Command::Delivered { id, delivered }).await;
         });
+    }
+
+    /// Sends again every receipt a worker has not confirmed (a bounded number per call).
+    fn retry_deliveries(&mut self) {
+        let pending: Vec<Receipt> = self
+            .outbox
+            .iter()
+            .filter_map(|item| item.ok())
+            .filter_map(|(_, v)| Receipt::from_bytes(&v).ok())
+            .filter(|r| !self.delivering.contains(&r.id()))
+            .take(MAX_DELIVERIES_PER_ROUND)
+            .collect();
+        for receipt in pending {
+            self.send_receipt(receipt);
+        }
     }
 
     async fn failure(

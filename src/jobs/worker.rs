@@ -58,8 +58,10 @@ pub enum WorkerEvent {
         job: blake3::Hash,
         coordinator: libp2p::PeerId,
     },
+    /// `from` is the gossip author: only the job's own coordinator can close it.
     Closed {
         job: blake3::Hash,
+        from: libp2p::PeerId,
     },
 }
 
@@ -198,8 +200,10 @@ impl Worker {
                     }
                 });
             }
-            WorkerEvent::Closed { job } => {
-                self.known.remove(&job);
+            WorkerEvent::Closed { job, from } => {
+                if self.known.get(&job).is_some_and(|k| k.coordinator == from) {
+                    self.known.remove(&job);
+                }
             }
         }
     }

@@ -22,24 +22,32 @@ pub enum JobGossip {
     Announce {
         job: blake3::Hash,
         manifest: Option<Vec<u8>>,
+        /// When this announcement was made. Gossip message ids are content hashes, so a
+        /// repeated announcement must differ from the last one to be forwarded at all.
+        at_ms: u64,
     },
     /// The job is finished or cancelled: stop asking for leases.
-    Closed { job: blake3::Hash },
+    Closed { job: blake3::Hash, at_ms: u64 },
 }
 
 impl JobGossip {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
-            JobGossip::Announce { job, manifest } => {
+            JobGossip::Announce {
+                job,
+                manifest,
+                at_ms,
+            } => {
                 w.u8(1).hash(job);
                 match manifest {
                     Some(m) => w.u8(1).bytes(m),
                     None => w.u8(0),
                 };
+                w.u64(*at_ms);
             }
-            JobGossip::Closed { job } => {
-                w.u8(2).hash(job);
+            JobGossip::Closed { job, at_ms } => {
+                w.u8(2).hash(job).u64(*at_ms);
             }
         }
         w.into_bytes()
@@ -60,10 +68,15 @@ impl JobGossip {
                         })
                     }
                 };
-                JobGossip::Announce { job, manifest }
+                JobGossip::Announce {
+                    job,
+                    manifest,
+                    at_ms: r.u64("time")?,
+                }
             }
             2 => JobGossip::Closed {
                 job: r.hash("job id")?,
+                at_ms: r.u64("time")?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -408,12 +421,14 @@ mod tests {
             JobGossip::Announce {
                 job,
                 manifest: Some(vec![1, 2, 3]),
+                at_ms: 1,
             },
             JobGossip::Announce {
                 job,
                 manifest: None,
+                at_ms: 2,
             },
-            JobGossip::Closed { job },
+            JobGossip::Closed { job, at_ms: 3 },
         ] {
             assert_eq!(JobGossip::from_bytes(&g.to_bytes()).unwrap(), g);
         }
