@@ -380,3 +380,84 @@ async fn warm_rooms_pull_no_shards_and_the_job_says_why() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receipt_reaches_a_worker_that_was_offline_when_its_shard_was_verified() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // 0 coordinates (warm), 1 starts warm, 2 is cold and does the first replica.
+        let mut nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
+            warm_if(i < 2, o);
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let manifest = build(
+            &nodes[0].context.store,
+            &mandelbrot(64, 64, 64),
+            nodes[0].household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let id = nodes[0].context.coordinator.submit(manifest).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = nodes[0].context.coordinator.view(id).await.unwrap();
+            if let hearth::jobs::ShardView::Waiting { reason } = &view.shards[0] {
+                if reason.contains("1 of 2") {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no first claim: {view:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Radiator 2 goes away with one claim in; radiator 1's room turns cold and it
+        // supplies the second replica, which verifies the shard while 2 is offline.
+        let offline = nodes.pop().unwrap();
+        let household = offline.household();
+        offline.shutdown().await;
+        nodes[1]
+            .context
+            .heat
+            .as_ref()
+            .unwrap()
+            .set_setpoint(28.0)
+            .await
+            .unwrap();
+        wait_done(&nodes[0], id, Duration::from_secs(60)).await;
+        // Radiator 2 comes back: the coordinator's outbox delivers its receipt.
+        let mut config = hearth::config::Config::default();
+        config.node.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.node.api = "127.0.0.1:0".parse().unwrap();
+        config.node.mdns = false;
+        config.node.bootstrap = vec![hearth::demo::listen_addr(&nodes[0]).await.unwrap()];
+        config.heat.period_secs = 1;
+        let mut opts = NodeOptions::new(&dir.path().join("radiator-2"), config);
+        warm_if(true, &mut opts);
+        let back = hearth::node::start(opts).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mine = back.context.ledger.list(Some(&household)).unwrap();
+            if mine.len() == 1 {
+                mine[0].verify().unwrap();
+                assert_eq!(mine[0].record.job, id);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the receipt never reached the returning worker"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        back.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

@@ -77,11 +77,26 @@ pub async fn run(args: HeatArgs, api: &str, config: &HeatConfig) -> anyhow::Resu
 }
 
 pub async fn status(api: &str, json: bool) -> anyhow::Result<()> {
-    let s: HeatStatus = Client::new(api).get("/v1/heat").await?;
+    let client = Client::new(api);
+    let s: HeatStatus = client.get("/v1/heat").await?;
+    // Energy credited to this household in verified receipts, from its ledger.
+    let node: crate::api::Status = client.get("/v1/status").await?;
+    let totals: Vec<crate::api::TotalsView> = client.get("/v1/receipts/totals").await?;
+    let (credited_receipts, credited_mj) = totals
+        .iter()
+        .find(|t| t.household == node.household)
+        .map_or((0, 0), |t| (t.receipts, t.energy_mj));
+    let credited_kwh = credited_mj as f64 / 3.6e9;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("credited_receipts".into(), credited_receipts.into());
+            o.insert("credited_kwh".into(), credited_kwh.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_status(&s);
+        println!("credited    {credited_kwh:.4} kWh in {credited_receipts} verified receipts");
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::exec::{Executor, Limits};
 use crate::heat::EnergyMeter;
-use crate::identity::{Identity, PublicKey};
+use crate::identity::Identity;
 use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
 use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
 use crate::model::{now_ms, JobManifest};
@@ -491,9 +491,4 @@ impl Ctx {
             ))),
         }
     }
-}
-
-/// The household that runs the node with this PeerId, for logs and views.
-pub fn household_of(peer: &libp2p::PeerId) -> Option<PublicKey> {
-    PublicKey::from_peer_id(peer)
 }
