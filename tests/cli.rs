@@ -345,3 +345,158 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     );
     assert!(err.contains("failed verification"), "{err}");
 }
+
+#[test]
+fn coordinator_killed_with_sigkill_restarts_and_finishes_its_job() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("n{i}"))).collect();
+    for (i, d) in dirs.iter().enumerate() {
+        ok(d, &["init"]);
+        // The coordinator's room is warm (it does no work); the two radiators' rooms are cold.
+        let room = if i == 0 { 24.0 } else { 12.0 };
+        std::fs::write(
+            d.join("hearth.toml"),
+            format!("[jobs]\nlease_secs = 5\n[heat]\nperiod_secs = 1\n[heat.simulated]\ninitial_celsius = {room}\n"),
+        )
+        .unwrap();
+    }
+    let peer0 = ok(&dirs[0], &["id"])
+        .lines()
+        .find_map(|l| l.strip_prefix("peer id:").map(|p| p.trim().to_string()))
+        .unwrap();
+    let p2p = free_port();
+    let apis: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let api = |i: usize| format!("127.0.0.1:{}", apis[i]);
+    let listen0 = format!("/ip4/127.0.0.1/tcp/{p2p}");
+    let boot = format!("{listen0}/p2p/{peer0}");
+    let mut coordinator = spawn_node(&dirs[0], apis[0], &["--listen", &listen0]);
+    let _r1 = spawn_node(
+        &dirs[1],
+        apis[1],
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &boot,
+            "--slots",
+            "1",
+        ],
+    );
+    let _r2 = spawn_node(
+        &dirs[2],
+        apis[2],
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &boot,
+            "--slots",
+            "1",
+        ],
+    );
+    wait_for(
+        "the coordinator to see both radiators",
+        Duration::from_secs(60),
+        || {
+            let out = hearth(&dirs[0], &["--api", &api(0), "peers", "--json"]);
+            out.status.success()
+                && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                    .map(|v| v.len() >= 2)
+                    .unwrap_or(false)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // Twelve shards of a few tens of milliseconds each, two replicas each.
+    let out = ok(
+        &dirs[0],
+        &[
+            "--api",
+            &api(0),
+            "submit",
+            "pi",
+            "--shards",
+            "12",
+            "--samples",
+            "240000000",
+        ],
+    );
+    let job = out.lines().last().unwrap().trim().to_string();
+    let verified = |i: usize| -> Option<u64> {
+        let out = hearth(
+            &dirs[i],
+            &["--api", &api(i), "job", "status", &job, "--json"],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["shards_verified"].as_u64()
+    };
+    wait_for("a first verified shard", Duration::from_secs(60), || {
+        verified(0).is_some_and(|n| n >= 1)
+    });
+    let before = verified(0).unwrap();
+    assert!(before < 12, "the job finished before the kill");
+    // SIGKILL: no shutdown, no flush beyond what was acknowledged.
+    coordinator.0.kill().unwrap();
+    coordinator.0.wait().unwrap();
+    let _coordinator = spawn_node(&dirs[0], apis[0], &["--listen", &listen0]);
+    wait_for(
+        "the restarted coordinator's API",
+        Duration::from_secs(30),
+        || {
+            hearth(&dirs[0], &["--api", &api(0), "status"])
+                .status
+                .success()
+        },
+    );
+    assert!(
+        verified(0).unwrap() >= before,
+        "verified shards were lost in the kill"
+    );
+    ok(
+        &dirs[0],
+        &["--api", &api(0), "job", "wait", &job, "--timeout", "120"],
+    );
+    let after = verified(0).unwrap();
+    assert_eq!(after, 12);
+    let result = root.path().join("pi.txt");
+    ok(
+        &dirs[0],
+        &[
+            "--api",
+            &api(0),
+            "job",
+            "result",
+            &job,
+            "-o",
+            result.to_str().unwrap(),
+        ],
+    );
+    let estimate: f64 = std::fs::read_to_string(&result)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (estimate - std::f64::consts::PI).abs() < 0.001,
+        "{estimate}"
+    );
+    // Every shard verified before the kill is still verified: nothing acknowledged was lost,
+    // and the coordinator's ledger holds two receipts per shard, none twice.
+    let export = root.path().join("r.json");
+    ok(
+        &dirs[0],
+        &[
+            "--api",
+            &api(0),
+            "receipts",
+            "export",
+            "--json",
+            "-o",
+            export.to_str().unwrap(),
+        ],
+    );
+    let verified_out = ok(&dirs[0], &["receipts", "verify", export.to_str().unwrap()]);
+    assert!(
+        verified_out.contains("24 receipts, 24 valid, 0 invalid"),
+        "{verified_out}"
+    );
+}
