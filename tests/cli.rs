@@ -1,7 +1,7 @@
 //! The `hearth` binary as a household uses it: real processes, real data directories, real
 //! sockets. Daemons are killed when a test ends, even on failure.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -197,73 +197,86 @@ fn run_local_renders_a_png_of_the_requested_size() {
     assert_eq!(std::fs::read_to_string(&result).unwrap(), "WARM HOME");
 }
 
+/// Three `hearth node` processes on loopback: node 0 listens on a fixed port and is the
+/// others' bootstrap peer; mDNS is off. `toml[i]` is written as node i's hearth.toml.
+struct Trio {
+    dirs: Vec<PathBuf>,
+    apis: Vec<u16>,
+    listen0: String,
+    daemons: Vec<Daemon>,
+}
+
+impl Trio {
+    fn start(root: &Path, toml: [&str; 3], first_args: &[&str]) -> Trio {
+        let dirs: Vec<PathBuf> = (0..3).map(|i| root.join(format!("n{i}"))).collect();
+        for (d, t) in dirs.iter().zip(toml) {
+            ok(d, &["init"]);
+            std::fs::write(d.join("hearth.toml"), t).unwrap();
+        }
+        let listen0 = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+        let boot = format!("{listen0}/p2p/{}", peer_id(&dirs[0]));
+        let apis: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut first = vec!["--listen", listen0.as_str()];
+        first.extend_from_slice(first_args);
+        let others = [
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &boot,
+            "--slots",
+            "1",
+        ];
+        let daemons = vec![
+            spawn_node(&dirs[0], apis[0], &first),
+            spawn_node(&dirs[1], apis[1], &others),
+            spawn_node(&dirs[2], apis[2], &others),
+        ];
+        let trio = Trio {
+            dirs,
+            apis,
+            listen0,
+            daemons,
+        };
+        for i in 0..3 {
+            wait_for(
+                &format!("node {i} to see both others"),
+                Duration::from_secs(60),
+                || {
+                    let out = hearth(&trio.dirs[i], &["--api", &trio.api(i), "peers", "--json"]);
+                    out.status.success()
+                        && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                            .map(|v| v.len() >= 2)
+                            .unwrap_or(false)
+                },
+            );
+        }
+        trio
+    }
+
+    fn api(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.apis[i])
+    }
+}
+
+fn peer_id(dir: &Path) -> String {
+    ok(dir, &["id"])
+        .lines()
+        .find_map(|l| l.strip_prefix("peer id:").map(|p| p.trim().to_string()))
+        .unwrap()
+}
+
+/// A cold simulated room (the radiator wants work at once) or a warm one (it does none).
+fn room(celsius: f64) -> String {
+    format!("[jobs]\nlease_secs = 5\n[heat]\nperiod_secs = 1\n[heat.simulated]\ninitial_celsius = {celsius}\n")
+}
+
 #[test]
 fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     let root = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("n{i}"))).collect();
-    for d in &dirs {
-        ok(d, &["init"]);
-        // Cold simulated rooms, so the radiators want work as soon as they start.
-        std::fs::write(
-            d.join("hearth.toml"),
-            "[heat]\nperiod_secs = 1\n[heat.simulated]\ninitial_celsius = 12.0\n",
-        )
-        .unwrap();
-    }
-    let peer_id = |d: &Path| {
-        ok(d, &["id"])
-            .lines()
-            .find_map(|l| l.strip_prefix("peer id:").map(|p| p.trim().to_string()))
-            .unwrap()
-    };
-    let p2p = free_port();
-    let apis: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let boot = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{}", peer_id(&dirs[0]));
-    let listen0 = format!("/ip4/127.0.0.1/tcp/{p2p}");
-    let _b = spawn_node(
-        &dirs[0],
-        apis[0],
-        &["--role", "bootstrap", "--listen", &listen0],
-    );
-    let _r1 = spawn_node(
-        &dirs[1],
-        apis[1],
-        &[
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &boot,
-            "--slots",
-            "1",
-        ],
-    );
-    let _r2 = spawn_node(
-        &dirs[2],
-        apis[2],
-        &[
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &boot,
-            "--slots",
-            "1",
-        ],
-    );
-    let api = |i: usize| format!("127.0.0.1:{}", apis[i]);
-    for (i, dir) in dirs.iter().enumerate() {
-        let api = api(i);
-        wait_for(
-            &format!("node {i} to see both others"),
-            Duration::from_secs(60),
-            || {
-                let out = hearth(dir, &["--api", &api, "peers", "--json"]);
-                out.status.success()
-                    && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-                        .map(|v| v.len() >= 2)
-                        .unwrap_or(false)
-            },
-        );
-    }
+    let (cold, warm) = (room(12.0), room(24.0));
+    let trio = Trio::start(root.path(), [&warm, &cold, &cold], &["--role", "bootstrap"]);
+    let dirs = &trio.dirs;
+    let api = |i: usize| trio.api(i);
     let status: serde_json::Value =
         serde_json::from_str(&ok(&dirs[0], &["--api", &api(0), "status", "--json"])).unwrap();
     assert_eq!(status["role"], "bootstrap");
@@ -349,62 +362,12 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
 #[test]
 fn coordinator_killed_with_sigkill_restarts_and_finishes_its_job() {
     let root = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("n{i}"))).collect();
-    for (i, d) in dirs.iter().enumerate() {
-        ok(d, &["init"]);
-        // The coordinator's room is warm (it does no work); the two radiators' rooms are cold.
-        let room = if i == 0 { 24.0 } else { 12.0 };
-        std::fs::write(
-            d.join("hearth.toml"),
-            format!("[jobs]\nlease_secs = 5\n[heat]\nperiod_secs = 1\n[heat.simulated]\ninitial_celsius = {room}\n"),
-        )
-        .unwrap();
-    }
-    let peer0 = ok(&dirs[0], &["id"])
-        .lines()
-        .find_map(|l| l.strip_prefix("peer id:").map(|p| p.trim().to_string()))
-        .unwrap();
-    let p2p = free_port();
-    let apis: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // The coordinator's room is warm (it does no work); the two radiators' rooms are cold.
+    let (cold, warm) = (room(12.0), room(24.0));
+    let mut trio = Trio::start(root.path(), [&warm, &cold, &cold], &[]);
+    let dirs = trio.dirs.clone();
+    let apis = trio.apis.clone();
     let api = |i: usize| format!("127.0.0.1:{}", apis[i]);
-    let listen0 = format!("/ip4/127.0.0.1/tcp/{p2p}");
-    let boot = format!("{listen0}/p2p/{peer0}");
-    let mut coordinator = spawn_node(&dirs[0], apis[0], &["--listen", &listen0]);
-    let _r1 = spawn_node(
-        &dirs[1],
-        apis[1],
-        &[
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &boot,
-            "--slots",
-            "1",
-        ],
-    );
-    let _r2 = spawn_node(
-        &dirs[2],
-        apis[2],
-        &[
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &boot,
-            "--slots",
-            "1",
-        ],
-    );
-    wait_for(
-        "the coordinator to see both radiators",
-        Duration::from_secs(60),
-        || {
-            let out = hearth(&dirs[0], &["--api", &api(0), "peers", "--json"]);
-            out.status.success()
-                && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-                    .map(|v| v.len() >= 2)
-                    .unwrap_or(false)
-        },
-    );
     std::thread::sleep(Duration::from_secs(2));
     // Twelve shards of a few tens of milliseconds each, two replicas each.
     let out = ok(
@@ -435,9 +398,10 @@ fn coordinator_killed_with_sigkill_restarts_and_finishes_its_job() {
     let before = verified(0).unwrap();
     assert!(before < 12, "the job finished before the kill");
     // SIGKILL: no shutdown, no flush beyond what was acknowledged.
-    coordinator.0.kill().unwrap();
-    coordinator.0.wait().unwrap();
-    let _coordinator = spawn_node(&dirs[0], apis[0], &["--listen", &listen0]);
+    let coordinator = &mut trio.daemons[0].0;
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    trio.daemons[0] = spawn_node(&dirs[0], trio.apis[0], &["--listen", &trio.listen0]);
     wait_for(
         "the restarted coordinator's API",
         Duration::from_secs(30),
