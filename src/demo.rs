@@ -48,21 +48,11 @@ pub async fn start_radiators(
 ) -> anyhow::Result<Vec<RunningNode>> {
     let mut nodes: Vec<RunningNode> = Vec::with_capacity(n);
     for i in 0..n {
-        let dir = root.join(format!("radiator-{i}"));
-        Identity::load_or_create(&dir)?;
-        let mut config = Config::default();
-        config.node.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-        config.node.api = "127.0.0.1:0".parse()?;
-        config.node.mdns = false;
-        config.worker.slots = slots;
-        // A cold simulated room (12 °C, below any setpoint) so the radiator wants work from
-        // its first control period; `configure` may warm it.
-        config.heat.simulated.initial_celsius = Some(12.0);
-        config.heat.period_secs = 1;
-        if let Some(first) = nodes.first() {
-            config.node.bootstrap = vec![listen_addr(first).await?];
-        }
-        let mut opts = NodeOptions::new(&dir, config);
+        let bootstrap = match nodes.first() {
+            Some(first) => Some(listen_addr(first).await?),
+            None => None,
+        };
+        let mut opts = loopback_options(&root.join(format!("radiator-{i}")), bootstrap, slots)?;
         configure(i, &mut opts);
         let node = node::start(opts)
             .await
@@ -70,6 +60,26 @@ pub async fn start_radiators(
         nodes.push(node);
     }
     Ok(nodes)
+}
+
+/// Options for a radiator on loopback: any free port, API on a free port, mDNS off, the given
+/// bootstrap peer, and a cold simulated room (12 °C, below any setpoint) so it wants work from
+/// its first one-second control period. Creates the household key if `dir` has none.
+pub fn loopback_options(
+    dir: &std::path::Path,
+    bootstrap: Option<libp2p::Multiaddr>,
+    slots: usize,
+) -> anyhow::Result<NodeOptions> {
+    Identity::load_or_create(dir)?;
+    let mut config = Config::default();
+    config.node.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    config.node.api = "127.0.0.1:0".parse()?;
+    config.node.mdns = false;
+    config.node.bootstrap = bootstrap.into_iter().collect();
+    config.worker.slots = slots;
+    config.heat.simulated.initial_celsius = Some(12.0);
+    config.heat.period_secs = 1;
+    Ok(NodeOptions::new(dir, config))
 }
 
 /// The first listen address of a node, with its `/p2p/` suffix, once it is listening.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hearth::demo::{start_radiators, wait_connected};
+use hearth::demo::{loopback_options, start_radiators, wait_connected};
 use hearth::jobs::build::{build, JobSpec};
 use hearth::jobs::{JobStatus, JobView};
 use hearth::kernels;
@@ -298,14 +298,9 @@ async fn restarted_coordinator_finishes_the_job() {
         let coordinator = nodes.remove(0);
         let data_dir = dir.path().join("radiator-0");
         coordinator.shutdown().await;
-        let mut config = hearth::config::Config::default();
-        config.node.listen = vec![listen];
-        config.node.api = "127.0.0.1:0".parse().unwrap();
-        config.node.mdns = false;
-        config.node.bootstrap = vec![hearth::demo::listen_addr(&nodes[0]).await.unwrap()];
-        config.worker.slots = 1;
-        config.heat.period_secs = 1;
-        let mut opts = NodeOptions::new(&data_dir, config);
+        let bootstrap = hearth::demo::listen_addr(&nodes[0]).await.unwrap();
+        let mut opts = loopback_options(&data_dir, Some(bootstrap), 1).unwrap();
+        opts.config.node.listen = vec![listen];
         opts.coordinator.lease = Duration::from_secs(3);
         warm_if(true, &mut opts);
         let restarted = hearth::node::start(opts).await.unwrap();
@@ -430,13 +425,9 @@ async fn receipt_reaches_a_worker_that_was_offline_when_its_shard_was_verified()
             .unwrap();
         wait_done(&nodes[0], id, Duration::from_secs(60)).await;
         // Radiator 2 comes back: the coordinator's outbox delivers its receipt.
-        let mut config = hearth::config::Config::default();
-        config.node.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.node.api = "127.0.0.1:0".parse().unwrap();
-        config.node.mdns = false;
-        config.node.bootstrap = vec![hearth::demo::listen_addr(&nodes[0]).await.unwrap()];
-        config.heat.period_secs = 1;
-        let mut opts = NodeOptions::new(&dir.path().join("radiator-2"), config);
+        let bootstrap = hearth::demo::listen_addr(&nodes[0]).await.unwrap();
+        let mut opts =
+            loopback_options(&dir.path().join("radiator-2"), Some(bootstrap), 1).unwrap();
         warm_if(true, &mut opts);
         let back = hearth::node::start(opts).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
