@@ -449,3 +449,56 @@ impl ReceiptJson {
         Ok(receipt)
     }
 }
+
+#[cfg(test)]
+mod vector {
+    //! The worked example in `docs/receipts.md`: fixed keys and fields, so another
+    //! implementation can check its encoding and verification against ours.
+    use super::*;
+
+    pub(super) fn example() -> Receipt {
+        let worker = Identity::from_seed([1; 32]);
+        let submitter = Identity::from_seed([2; 32]);
+        let record = WorkRecord {
+            job: blake3::hash(b"job"),
+            shard: 7,
+            module: blake3::hash(b"module"),
+            input: blake3::hash(b"input"),
+            output: blake3::hash(b"output"),
+            worker: worker.public(),
+            submitter: submitter.public(),
+            fuel: 1_000_000,
+            energy_mj: 42_000,
+            method: EnergyMethod::Rapl,
+            start_ms: 1_700_000_000_000,
+            end_ms: 1_700_000_000_250,
+            nonce: [0xab; 16],
+        };
+        Claim::sign(record, &worker)
+            .unwrap()
+            .countersign(&submitter)
+            .unwrap()
+    }
+
+    #[test]
+    fn documented_vector_matches() {
+        let r = example();
+        r.verify().unwrap();
+        let doc = include_str!("../../docs/receipts.md");
+        let hex = hex::encode(r.to_bytes());
+        assert!(
+            doc.contains(&hex[..64]),
+            "docs/receipts.md lacks the vector's first line: {hex}"
+        );
+        let flat: String = doc.split_whitespace().collect();
+        assert!(
+            flat.contains(&hex),
+            "docs/receipts.md vector is stale; it should be:\n{hex}"
+        );
+        assert!(
+            doc.contains(&r.id().to_hex().to_string()),
+            "receipt id {}",
+            r.id().to_hex()
+        );
+    }
+}
