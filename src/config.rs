@@ -85,6 +85,8 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// `radiator` (default) or `bootstrap`.
     pub role: Role,
+    /// Most established connections. Default 128; bootstrap nodes want more.
+    pub max_connections: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,6 +123,7 @@ impl Default for NodeConfig {
             bootstrap: Vec::new(),
             mdns: true,
             role: Role::Radiator,
+            max_connections: 128,
         }
     }
 }
@@ -144,6 +147,7 @@ pub struct Overrides {
     pub no_mdns: bool,
     pub role: Option<Role>,
     pub slots: Option<usize>,
+    pub max_connections: Option<u32>,
 }
 
 /// The commented file `hearth init` writes. Every line is a comment, so the defaults above stay
@@ -171,6 +175,9 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 
 # "radiator" runs shards; "bootstrap" only helps others find each other (HEARTH_ROLE; --role).
 # role = "radiator"
+
+# Most established connections (HEARTH_MAX_CONNECTIONS; --max-connections).
+# max_connections = 128
 
 [worker]
 # Shards run at once when the room wants full heat (HEARTH_SLOTS; --slots). Default: CPU cores.
@@ -234,6 +241,10 @@ impl Config {
         if let Some(v) = env("HEARTH_SLOTS") {
             self.worker.slots = parse_slots(&v).map_err(|r| bad("HEARTH_SLOTS", &v, r))?;
         }
+        if let Some(v) = env("HEARTH_MAX_CONNECTIONS") {
+            self.node.max_connections =
+                parse_connections(&v).map_err(|r| bad("HEARTH_MAX_CONNECTIONS", &v, r))?;
+        }
         if let Some(v) = env("HEARTH_LEASE_SECS") {
             self.jobs.lease_secs = match v.trim().parse::<u64>() {
                 Ok(n) if (1..=86_400).contains(&n) => n,
@@ -280,6 +291,10 @@ impl Config {
         }
         if let Some(role) = flags.role {
             self.node.role = role;
+        }
+        if let Some(n) = flags.max_connections {
+            self.node.max_connections =
+                parse_connections(&n.to_string()).map_err(|r| bad("--max-connections", r))?;
         }
         if let Some(slots) = flags.slots {
             self.worker.slots = parse_slots(&slots.to_string()).map_err(|r| bad("--slots", r))?;
@@ -329,6 +344,13 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_connections(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
+        _ => Err("expected a number of connections from 1 to 65536".into()),
     }
 }
 

@@ -184,7 +184,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let mut net_config = NetConfig::new(identity.libp2p_keypair());
     net_config.listen = config.node.listen.clone();
     net_config.bootstrap = bootstrap;
-    net_config.mdns = config.node.mdns;
+    // A bootstrap node serves the internet at large; multicast on its LAN helps nobody.
+    net_config.mdns = config.node.mdns && config.node.role == Role::Radiator;
+    net_config.max_connections = config.node.max_connections;
     net_config.fault = opts.net_fault.clone();
     let (net, mut events, net_task) = net::spawn(net_config, store.clone()).await?;
 

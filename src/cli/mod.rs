@@ -131,6 +131,9 @@ pub struct NodeArgs {
     /// Shards run at once at full heat demand.
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Most established connections (bootstrap nodes want more than the default 128).
+    #[arg(long)]
+    pub max_connections: Option<u32>,
     /// Create the household key first if the data directory has none (containers).
     #[arg(long)]
     pub init_if_missing: bool,
@@ -341,6 +344,7 @@ pub fn main() -> anyhow::Result<()> {
                 no_mdns: args.no_mdns,
                 role: args.role,
                 slots: args.slots,
+                max_connections: args.max_connections,
             };
             if args.init_if_missing && !crate::identity::Identity::path(&data_dir).exists() {
                 local::init(&data_dir, false)?;
