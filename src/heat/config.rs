@@ -173,7 +173,8 @@ pub struct SimulatedConfig {
     pub outdoor_min_celsius: f64,
     /// Warmest outdoor temperature of the day (at 15:00), °C. Default 6.
     pub outdoor_max_celsius: f64,
-    /// Room temperature at start, °C. Default: the setpoint at start.
+    /// Room temperature at start, °C. Default: 3 K below the setpoint at start for a running
+    /// radiator (a room whose radiator was off); the setpoint itself for `hearth heat simulate`.
     pub initial_celsius: Option<f64>,
     /// Seconds of room time per second of real time, for demos. Default 1.
     pub acceleration: f64,

@@ -214,6 +214,10 @@ struct Service {
     max_slots: usize,
 }
 
+/// A simulated room starts this much below its setpoint unless configured otherwise: a room
+/// whose radiator was off, so a freshly started radiator has heat to give (and work to pull).
+const COLD_START_K: f64 = 3.0;
+
 /// Starts the heat service. `max_slots` is the worker's slot count; `slots` is the channel the
 /// worker reads its allowance from. The task ends when `shutdown` changes (or its sender is
 /// dropped), leaving the last slot count in place.
@@ -272,7 +276,7 @@ pub fn spawn(
         let initial = config
             .simulated
             .initial_celsius
-            .unwrap_or_else(|| schedule.setpoint_at(start_local));
+            .unwrap_or_else(|| schedule.setpoint_at(start_local) - COLD_START_K);
         Simulated {
             room: Room::new(&config.simulated, initial),
             outdoor: OutdoorProfile {
