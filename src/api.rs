@@ -15,6 +15,7 @@
 //! | GET | `/v1/jobs/{id}/result` | the assembled result once the job is done |
 //! | GET | `/v1/receipts?household=KEY` | receipts, in the export format |
 //! | GET | `/v1/receipts/totals` | credit per household |
+//! | GET | `/metrics` | Prometheus text exposition of the node's state |
 //! | GET, PUT, POST | `/v1/heat/...` | thermostat and controller (radiators only; `crate::heat::api`) |
 
 use axum::body::Bytes;
@@ -46,6 +47,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/receipts", get(receipts))
         .route("/v1/receipts/totals", get(totals))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(ctx);
     match heat {
@@ -296,4 +298,132 @@ async fn totals(State(ctx): State<NodeContext>) -> Result<Json<Vec<TotalsView>>,
             })
             .collect(),
     ))
+}
+
+/// Prometheus metrics, read from the node's state at scrape time (one registry per scrape:
+/// every figure is a gauge over state the node already keeps, so nothing is counted twice).
+async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    use std::sync::atomic::AtomicU64;
+
+    let mut registry = Registry::with_prefix("hearth");
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        let g: Gauge<f64, AtomicU64> = Gauge::default();
+        g.set(value);
+        registry.register(name, help, g);
+    };
+    let net = ctx.net.status().await.map_err(internal)?;
+    gauge("peers", "Connected peers", net.connected_peers as f64);
+    gauge(
+        "blob_chunks_served",
+        "Blob pieces served to peers since start",
+        net.chunks_served as f64,
+    );
+    gauge(
+        "blob_chunks_fetched",
+        "Verified blob pieces fetched since start",
+        net.chunks_fetched as f64,
+    );
+    gauge(
+        "uptime_seconds",
+        "Seconds since the node started",
+        ctx.started.elapsed().as_secs_f64(),
+    );
+    gauge(
+        "worker_slots",
+        "Worker slots the room wants filled now",
+        *ctx.slots.borrow() as f64,
+    );
+    gauge(
+        "worker_slots_max",
+        "Worker slots at full heat",
+        ctx.max_slots as f64,
+    );
+    gauge(
+        "shard_cpu_seconds",
+        "CPU seconds spent inside shards by this process",
+        crate::exec::Executor::process_shard_cpu_time().as_secs_f64(),
+    );
+    let own = ctx
+        .ledger
+        .totals_of(&ctx.identity.public())
+        .map_err(internal)?;
+    gauge(
+        "receipts_own",
+        "Verified receipts crediting this household",
+        own.receipts as f64,
+    );
+    gauge(
+        "energy_credited_joules",
+        "Energy credited to this household in receipts",
+        own.energy_mj as f64 / 1000.0,
+    );
+    gauge(
+        "fuel_credited",
+        "Fuel credited to this household in receipts",
+        own.fuel as f64,
+    );
+    let all: u64 = ctx
+        .ledger
+        .totals()
+        .map_err(internal)?
+        .iter()
+        .map(|(_, t)| t.receipts)
+        .sum();
+    gauge(
+        "ledger_receipts",
+        "Receipts of all households in this ledger",
+        all as f64,
+    );
+    let jobs = ctx.coordinator.list().await;
+    let count = |f: fn(&JobStatus) -> bool| jobs.iter().filter(|j| f(&j.status)).count() as f64;
+    gauge(
+        "jobs_running",
+        "Jobs this node coordinates that are running",
+        count(|s| matches!(s, JobStatus::Running)),
+    );
+    gauge(
+        "jobs_done",
+        "Jobs this node coordinated to completion",
+        count(|s| matches!(s, JobStatus::Done { .. })),
+    );
+    gauge(
+        "jobs_failed",
+        "Jobs this node coordinated that failed",
+        count(|s| matches!(s, JobStatus::Failed { .. })),
+    );
+    if let Some(heat) = &ctx.heat {
+        let h = heat.status();
+        if let Some(room) = h.room_celsius {
+            gauge("room_celsius", "Room temperature", room);
+        }
+        gauge("setpoint_celsius", "Room setpoint", h.setpoint_celsius);
+        gauge(
+            "heat_demand_ratio",
+            "Heat demand, 0 to 1",
+            f64::from(h.demand_permille) / 1000.0,
+        );
+        gauge(
+            "power_watts",
+            "Electrical power of the radiator",
+            h.power_watts,
+        );
+        gauge("energy_today_kwh", "Energy used today", h.energy_today_kwh);
+        gauge(
+            "heat_fail_safe",
+            "1 while heating is held back by an untrusted reading",
+            f64::from(u8::from(h.fail_safe)),
+        );
+    }
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, &registry).map_err(internal)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }
