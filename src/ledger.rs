@@ -207,6 +207,13 @@ impl Ledger {
             .collect()
     }
 
+    /// Makes everything recorded so far durable (the whole sled database is flushed). Call it
+    /// before acknowledging a receipt to anyone.
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        self.receipts.flush_async().await?;
+        Ok(())
+    }
+
     pub fn get(&self, id: &blake3::Hash) -> Result<Option<Receipt>, LedgerError> {
         match self.receipts.get(id.as_bytes())? {
             Some(b) => Receipt::from_bytes(&b)

@@ -479,7 +479,13 @@ async fn control(
                 };
             }
             match ledger.insert(&receipt) {
-                Ok(_) | Err(LedgerError::Replay { .. }) => Response::ReceiptStored,
+                // Acknowledged only once on disk: the coordinator then drops it from its outbox.
+                Ok(_) | Err(LedgerError::Replay { .. }) => match ledger.flush().await {
+                    Ok(()) => Response::ReceiptStored,
+                    Err(e) => Response::Error {
+                        detail: e.to_string(),
+                    },
+                },
                 Err(e) => Response::Error {
                     detail: e.to_string(),
                 },

@@ -918,32 +918,45 @@ impl Coordinator {
                 .excluded
                 .insert(loser.record.worker.0, evidence.to_string().into_bytes());
         }
+        // The receipts go into the ledger and the outbox *before* the shard is saved as
+        // receipted, and `save` flushes the whole database: a crash in between leaves the shard
+        // unreceipted, and countersigning again yields the identical receipt (ed25519 is
+        // deterministic), which the ledger takes as a replay.
+        for receipt in &receipts {
+            self.record(receipt);
+        }
         self.save(job).await;
         for receipt in receipts {
             self.deliver(receipt).await;
         }
     }
 
-    async fn deliver(&mut self, receipt: Receipt) {
-        match self.ledger.insert(&receipt) {
+    /// Keeps a countersigned receipt: in this node's ledger and, for other households, in
+    /// the outbox until the worker confirms, so a worker that was offline or cut off when
+    /// its shard was verified still gets its receipt.
+    fn record(&mut self, receipt: &Receipt) {
+        match self.ledger.insert(receipt) {
             Ok(_) | Err(crate::ledger::LedgerError::Replay { .. }) => {}
             Err(e) => tracing::error!("own ledger refused a receipt: {e}"),
         }
+        if receipt.record.worker != self.identity.public() {
+            if let Err(e) = self
+                .outbox
+                .insert(receipt.id().as_bytes(), receipt.to_bytes())
+            {
+                tracing::error!("could not queue a receipt for delivery: {e}");
+            }
+        }
+    }
+
+    /// Publishes a recorded receipt and sends it to its worker.
+    async fn deliver(&mut self, receipt: Receipt) {
         if let Err(e) = self.net.publish(Topic::Receipts, receipt.to_bytes()).await {
             tracing::debug!("receipt not gossiped: {e}");
         }
-        if receipt.record.worker == self.identity.public() {
-            return;
+        if receipt.record.worker != self.identity.public() {
+            self.send_receipt(receipt);
         }
-        // Kept in the outbox until the worker confirms, so a worker that was offline or cut
-        // off when its shard was verified still gets its receipt.
-        if let Err(e) = self
-            .outbox
-            .insert(receipt.id().as_bytes(), receipt.to_bytes())
-        {
-            tracing::error!("could not queue a receipt for delivery: {e}");
-        }
-        self.send_receipt(receipt);
     }
 
     fn send_receipt(&mut self, receipt: Receipt) {
