@@ -56,6 +56,22 @@ fn result_bytes(node: &RunningNode, view: &JobView) -> Vec<u8> {
         .unwrap()
 }
 
+/// Builds a job from `spec` in `node`'s store and submits it there; returns its id and
+/// number of shards.
+async fn submit(node: &RunningNode, spec: &JobSpec, replication: u8) -> (blake3::Hash, usize) {
+    let manifest = build(
+        &node.context.store,
+        spec,
+        node.household(),
+        JobLimits::default(),
+        replication,
+    )
+    .unwrap();
+    let shards = manifest.inputs.len();
+    let id = node.context.coordinator.submit(manifest).await.unwrap();
+    (id, shards)
+}
+
 /// Puts a radiator in a warm simulated room: its heat controller then runs no shards.
 fn warm_if(warm: bool, o: &mut NodeOptions) {
     if warm {
@@ -78,16 +94,7 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
         let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {}).await.unwrap();
         settle(&nodes).await;
         let sub = &nodes[0];
-        let manifest = build(
-            &sub.context.store,
-            &mandelbrot(200, 120, 64),
-            sub.household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let shards = manifest.inputs.len();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let (id, shards) = submit(sub, &mandelbrot(200, 120, 64), 2).await;
         let view = wait_done(sub, id, Duration::from_secs(60)).await;
         assert_eq!(result_bytes(sub, &view), native_png(200, 120, 64));
         // Two receipts per shard, from two distinct households each, all valid.
@@ -145,15 +152,7 @@ async fn cheating_radiator_is_outvoted_and_excluded() {
         .unwrap();
         settle(&nodes).await;
         let sub = &nodes[0];
-        let manifest = build(
-            &sub.context.store,
-            &mandelbrot(128, 128, 64),
-            sub.household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let (id, _) = submit(sub, &mandelbrot(128, 128, 64), 2).await;
         let view = wait_done(sub, id, Duration::from_secs(60)).await;
         assert_eq!(result_bytes(sub, &view), native_png(128, 128, 64));
         let cheater = nodes[3].household();
@@ -219,15 +218,7 @@ async fn killed_radiator_has_its_shard_leased_again() {
             samples: 3_000_000,
             seed: 7,
         };
-        let manifest = build(
-            &sub.context.store,
-            &spec,
-            sub.household(),
-            JobLimits::default(),
-            1,
-        )
-        .unwrap();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let (id, _) = submit(sub, &spec, 1).await;
         // Wait until radiator 3 holds a lease, then kill it.
         let victim = nodes[3].household().to_hex();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -285,15 +276,7 @@ async fn restarted_coordinator_finishes_the_job() {
             samples: 2_000_000,
             seed: 3,
         };
-        let manifest = build(
-            &nodes[0].context.store,
-            &spec,
-            nodes[0].household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let id = nodes[0].context.coordinator.submit(manifest).await.unwrap();
+        let (id, _) = submit(&nodes[0], &spec, 2).await;
         // Let some work happen, then restart the coordinator mid-job.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -341,15 +324,7 @@ async fn warm_rooms_pull_no_shards_and_the_job_says_why() {
         .unwrap();
         settle(&nodes).await;
         let sub = &nodes[0];
-        let manifest = build(
-            &sub.context.store,
-            &mandelbrot(64, 64, 64),
-            sub.household(),
-            JobLimits::default(),
-            1,
-        )
-        .unwrap();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let (id, _) = submit(sub, &mandelbrot(64, 64, 64), 1).await;
         // Every room is warm: nobody leases, and the status says so once heat gossip arrived.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -400,15 +375,7 @@ async fn receipt_reaches_a_worker_that_was_offline_when_its_shard_was_verified()
         .await
         .unwrap();
         settle(&nodes).await;
-        let manifest = build(
-            &nodes[0].context.store,
-            &mandelbrot(64, 64, 64),
-            nodes[0].household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let id = nodes[0].context.coordinator.submit(manifest).await.unwrap();
+        let (id, _) = submit(&nodes[0], &mandelbrot(64, 64, 64), 2).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let view = nodes[0].context.coordinator.view(id).await.unwrap();

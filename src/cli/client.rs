@@ -66,18 +66,7 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<T> {
-        let resp = self
-            .check(
-                self.http
-                    .post(format!("{}{path}", self.base))
-                    .body(body)
-                    .send()
-                    .await,
-            )
-            .await?;
-        resp.json()
-            .await
-            .context("the node sent an unreadable answer")
+        self.post(path, |req| req.body(body)).await
     }
 
     pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
@@ -85,15 +74,16 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let resp = self
-            .check(
-                self.http
-                    .post(format!("{}{path}", self.base))
-                    .json(body)
-                    .send()
-                    .await,
-            )
-            .await?;
+        self.post(path, |req| req.json(body)).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        with_body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let req = with_body(self.http.post(format!("{}{path}", self.base)));
+        let resp = self.check(req.send().await).await?;
         resp.json()
             .await
             .context("the node sent an unreadable answer")
