@@ -120,10 +120,7 @@ async fn peers(State(ctx): State<NodeContext>) -> Result<Json<Vec<PeerView>>, Ap
                 peer_id: p.peer_id.to_string(),
                 addresses: p.addresses.iter().map(ToString::to_string).collect(),
                 agent: p.agent_version.clone(),
-                connected_s: std::time::SystemTime::now()
-                    .duration_since(p.connected_since)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                connected_s: p.connected_for().as_secs(),
             })
             .collect(),
     ))

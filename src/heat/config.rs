@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::controller::{Controller, ControllerConfig, Schedule};
 use super::HeatError;
 
 /// Where the room temperature comes from.
@@ -312,6 +313,31 @@ fn temperature(field: &'static str, v: f64) -> Result<(), HeatError> {
 }
 
 impl HeatConfig {
+    /// The controller for a radiator of `max_slots` slots drawing `watts_per_slot` each:
+    /// the power cap, if any, lowers the slots it may use.
+    pub fn controller(
+        &self,
+        max_slots: usize,
+        watts_per_slot: f64,
+        schedule: Schedule,
+    ) -> Controller {
+        let cap_slots = self
+            .power_cap_watts
+            .map(|cap| ((cap - self.idle_watts) / watts_per_slot).floor().max(0.0) as usize)
+            .unwrap_or(max_slots)
+            .min(max_slots);
+        Controller::new(
+            ControllerConfig {
+                hysteresis_k: self.hysteresis_k,
+                kp_per_k: self.kp_per_k,
+                integral_secs: self.integral_secs,
+                min_slots: self.min_slots,
+                max_slots: cap_slots,
+            },
+            schedule,
+        )
+    }
+
     /// Checks every number and time of day; the error names the field.
     pub fn validate(&self) -> Result<(), HeatError> {
         if !(1..=3600).contains(&self.period_secs) {

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::config::{HeatConfig, SourceKind};
-use super::controller::{Controller, ControllerConfig, Decision, Input, Mode, Schedule};
+use super::controller::{Controller, Decision, Input, Mode, Schedule};
 use super::energy::{EnergyMeter, MeterConfig};
 use super::room::{OutdoorProfile, Room};
 use super::source::{self, Reading, Trust};
@@ -244,22 +244,8 @@ pub fn spawn(
     } else {
         config.watts_per_slot
     };
-    let cap_slots = config
-        .power_cap_watts
-        .map(|cap| ((cap - config.idle_watts) / per_slot).floor().max(0.0) as usize)
-        .unwrap_or(max_slots)
-        .min(max_slots);
     let schedule = Schedule::from_config(&config.schedule)?;
-    let controller = Controller::new(
-        ControllerConfig {
-            hysteresis_k: config.hysteresis_k,
-            kp_per_k: config.kp_per_k,
-            integral_secs: config.integral_secs,
-            min_slots: config.min_slots,
-            max_slots: cap_slots,
-        },
-        schedule.clone(),
-    );
+    let controller = config.controller(max_slots, per_slot, schedule.clone());
     let now = Instant::now();
     let clock = Clock {
         start: now,

@@ -10,7 +10,7 @@ use chrono::{NaiveDate, NaiveDateTime, Timelike};
 use serde::Serialize;
 
 use super::config::HeatConfig;
-use super::controller::{Controller, ControllerConfig, Input, Schedule};
+use super::controller::{Input, Schedule};
 use super::room::{OutdoorProfile, Room};
 use super::HeatError;
 
@@ -105,21 +105,7 @@ pub fn simulate(opts: &SimOptions) -> Result<SimReport, HeatError> {
         None => Schedule::from_config(&config.schedule)?,
     };
     let per_slot = (config.simulated.radiator_watts - config.idle_watts) / max_slots as f64;
-    let cap_slots = config
-        .power_cap_watts
-        .map(|cap| ((cap - config.idle_watts) / per_slot).floor().max(0.0) as usize)
-        .unwrap_or(max_slots)
-        .min(max_slots);
-    let mut controller = Controller::new(
-        ControllerConfig {
-            hysteresis_k: config.hysteresis_k,
-            kp_per_k: config.kp_per_k,
-            integral_secs: config.integral_secs,
-            min_slots: config.min_slots,
-            max_slots: cap_slots,
-        },
-        schedule.clone(),
-    );
+    let mut controller = config.controller(max_slots, per_slot, schedule.clone());
     let outdoor = OutdoorProfile {
         min_celsius: config.simulated.outdoor_min_celsius,
         max_celsius: config.simulated.outdoor_max_celsius,
