@@ -323,7 +323,7 @@ struct Running {
 fn start(config: HeatConfig, max_slots: usize) -> Running {
     let (slots_tx, slots) = watch::channel(0);
     let (stop, stop_rx) = watch::channel(false);
-    let (heat, _task) = spawn(config, max_slots, slots_tx, stop_rx).unwrap();
+    let (heat, _task) = spawn(config, max_slots, slots_tx, stop_rx, None).unwrap();
     Running {
         heat,
         slots,
@@ -395,7 +395,7 @@ async fn live_simulated_room_holds_setpoint_with_working_shards() {
         }
         while shards.len() > slots {
             let mark = shards.pop().unwrap();
-            let e = meter.finish_shard(mark, Duration::from_secs(1));
+            let e = meter.finish_shard(mark);
             assert_eq!(e.method, EnergyMethod::Simulated);
         }
         let s = r.heat.status();
@@ -875,8 +875,8 @@ fn rapl_reader_with_wraparound() {
     assert!(Rapl::open(empty.path()).is_none());
 }
 
-#[test]
-fn meter_charges_shards_by_rapl_share() {
+#[tokio::test(start_paused = true)]
+async fn meter_charges_shards_by_rapl_share() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("powercap");
     let stat = dir.path().join("stat");
@@ -890,59 +890,75 @@ fn meter_charges_shards_by_rapl_share() {
         idle_watts: 40.0,
         watts_per_core: 15.0,
         simulated_watts_per_slot: None,
+        max_slots: 1,
         rapl_root: root.clone(),
         proc_stat: stat.clone(),
     });
     assert_eq!(meter.method(), EnergyMethod::Rapl);
     let mark = meter.start_shard();
     assert_eq!(meter.active_shards(), 1);
-    // The package used 200 J (across the wrap); the machine was busy 4 CPU-seconds, 1 of them
-    // ours: we are charged a quarter.
+    // Over 1 s the package used 200 J (across the wrap), 40 J of it idle. The machine was
+    // busy for far more CPU time than this process used, so only this process's share of the
+    // 160 J above idle is charged: a small fraction, and never more than 160 J.
+    tokio::time::advance(Duration::from_secs(1)).await;
     write(&root.join("intel-rapl:0/energy_uj"), "100000000\n");
     let hz = clk_tck();
-    write(&stat, &proc_stat(1000 + (4.0 * hz) as u64));
-    let e = meter.finish_shard(mark, Duration::from_secs(1));
+    write(&stat, &proc_stat(1000 + (400.0 * hz) as u64));
+    let e = meter.finish_shard(mark);
     assert_eq!(e.method, EnergyMethod::Rapl);
-    assert_eq!(e.energy_mj, 50_000);
+    assert_eq!(e.end_ms - e.start_ms, 1000);
+    assert!(e.energy_mj < 160_000, "{e:?}");
     assert_eq!(meter.active_shards(), 0);
-    // Power for the status comes from the same counters.
+    let t = meter.totals();
+    assert!((t.drawn_mj - 200_000.0).abs() < 1e-6, "{t:?}");
+    assert!((t.dynamic_mj - 160_000.0).abs() < 1e-6, "{t:?}");
+    // Power for the status comes from the same counters: 10 J more over the next second.
+    assert!((meter.tick().joules - 200.0).abs() < 1e-9);
+    tokio::time::advance(Duration::from_secs(1)).await;
     write(&root.join("intel-rapl:0/energy_uj"), "110000000\n");
-    let p = meter.tick().unwrap();
+    let p = meter.tick();
     assert!((p.joules - 10.0).abs() < 1e-9, "{p:?}");
 }
 
-#[test]
-fn meter_estimates_without_rapl_and_simulates() {
+#[tokio::test(start_paused = true)]
+async fn meter_estimates_without_rapl_and_simulates() {
     let dir = tempfile::tempdir().unwrap();
     let meter = EnergyMeter::new(MeterConfig {
         idle_watts: 40.0,
         watts_per_core: 15.0,
         simulated_watts_per_slot: None,
+        max_slots: 4,
         rapl_root: dir.path().join("no-powercap"),
         proc_stat: dir.path().join("no-stat"),
     });
     assert_eq!(meter.method(), EnergyMethod::CpuEstimate);
-    meter.set_slots(4);
     let mark = meter.start_shard();
-    std::thread::sleep(Duration::from_millis(100));
-    let e = meter.finish_shard(mark, Duration::from_secs(2));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let e = meter.finish_shard(mark);
     assert_eq!(e.method, EnergyMethod::CpuEstimate);
-    // 2 s × 15 W = 30 J, plus a quarter of 40 W idle over ~0.1 s ≈ 1 J.
-    assert!((30_900..32_500).contains(&e.energy_mj), "{}", e.energy_mj);
+    // Without /proc/stat the estimate models one busy core: 2 s × 15 W = 30 J. The idle
+    // power (40 W) is drawn but not credited.
+    assert_eq!(e.energy_mj, 30_000);
+    assert_eq!(e.end_ms - e.start_ms, 2_000);
+    let t = meter.totals();
+    assert!((t.drawn_mj - 110_000.0).abs() < 1e-6, "{t:?}");
 
     let sim = EnergyMeter::new(MeterConfig {
         idle_watts: 40.0,
         watts_per_core: 15.0,
         simulated_watts_per_slot: Some(145.0),
+        max_slots: 8,
         rapl_root: dir.path().join("no-powercap"),
         proc_stat: dir.path().join("no-stat"),
     });
     assert_eq!(sim.method(), EnergyMethod::Simulated);
     let mark = sim.start_shard();
-    std::thread::sleep(Duration::from_millis(100));
-    let e = sim.finish_shard(mark, Duration::from_millis(50));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let e = sim.finish_shard(mark);
     assert_eq!(e.method, EnergyMethod::Simulated);
-    // 185 W (a slot plus all the idle power, one shard running) over ~0.1 s.
-    assert!((18_000..25_000).contains(&e.energy_mj), "{}", e.energy_mj);
-    assert!(sim.tick().is_none());
+    // Exactly the slot's 145 W over the 100 ms window; idle is not credited.
+    assert_eq!(e.energy_mj, 14_500);
+    // The simulated radiator drew idle plus the slot over that time.
+    let p = sim.tick();
+    assert!((p.joules - 18.5).abs() < 1e-9, "{p:?}");
 }
