@@ -393,7 +393,11 @@ impl EnergyMeter {
         EnergyMeter {
             inner: Arc::new(Mutex::new(Inner {
                 method,
-                rapl: if method == EnergyMethod::Rapl { rapl } else { None },
+                rapl: if method == EnergyMethod::Rapl {
+                    rapl
+                } else {
+                    None
+                },
                 account,
                 last_busy,
                 last_ours: process_cpu_secs(),

@@ -520,15 +520,16 @@ impl Service {
         };
         let d = self.last_decision.as_ref();
         let today = self.meter.today();
-        let credited = self.credit.as_ref().and_then(|credit| {
-            match credit(self.meter.day_start_ms()) {
-                Ok(mj) => Some(mj as f64 / 3.6e9),
-                Err(e) => {
-                    tracing::warn!("cannot read today's credit from the ledger: {e}");
-                    None
-                }
-            }
-        });
+        let credited =
+            self.credit
+                .as_ref()
+                .and_then(|credit| match credit(self.meter.day_start_ms()) {
+                    Ok(mj) => Some(mj as f64 / 3.6e9),
+                    Err(e) => {
+                        tracing::warn!("cannot read today's credit from the ledger: {e}");
+                        None
+                    }
+                });
         let status = HeatStatus {
             source: self.config.source.name().into(),
             mode: self.controller.mode().name().into(),
