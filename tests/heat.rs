@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use hearth::heat::config::SourceKind;
-use hearth::heat::controller::{Controller, ControllerConfig, Input, Mode, Schedule};
+use hearth::heat::controller::{
+    Controller, ControllerConfig, Input, Mode, Schedule, OVERHEAT_CELSIUS,
+};
 use hearth::heat::energy::{counter_delta, EnergyMeter, MeterConfig, Rapl};
 use hearth::heat::sim::{simulate, SimOptions};
 use hearth::heat::{spawn, HeatConfig, HeatHandle, HeatStatus};
@@ -254,6 +256,41 @@ fn controller_modes_and_fail_safe() {
     });
     assert_eq!(c.mode(), &Mode::Auto);
     assert!(d.reason.contains("no heat needed"), "{}", d.reason);
+}
+
+#[test]
+fn overheat_stops_heating_in_every_mode() {
+    // min_slots 1: the fail-safe floor does not apply to a room that is too hot.
+    let mut c = Controller::new(
+        ControllerConfig {
+            hysteresis_k: 0.3,
+            kp_per_k: 1.0,
+            integral_secs: 3600.0,
+            min_slots: 1,
+            max_slots: 4,
+        },
+        Schedule::constant(19.0),
+    );
+    let hot = OVERHEAT_CELSIUS + 0.5;
+    for mode in [
+        Mode::Auto,
+        Mode::Manual { celsius: 27.0 },
+        Mode::Boost {
+            until: 3600.0,
+            then: Box::new(Mode::Auto),
+        },
+    ] {
+        c.set_mode(mode.clone());
+        for _ in 0..5 {
+            c.step(&input(Ok(15.0)));
+        }
+        assert!(c.slots() >= 1, "{mode:?} heats a cold room");
+        let d = c.step(&input(Ok(hot)));
+        assert_eq!(d.slots, 0, "{mode:?}: {d:?}");
+        assert!(d.reason.contains("overheat"), "{}", d.reason);
+    }
+    // The highest setpoint a household can choose stays below the limit.
+    assert!(*hearth::heat::SETPOINT_RANGE.end() < OVERHEAT_CELSIUS);
 }
 
 #[test]
@@ -509,7 +546,7 @@ async fn household_commands_steer_the_service() {
         .await
         .unwrap_err()
         .to_string()
-        .contains("between 5 and 30"));
+        .contains("between 5 and 27"));
     assert!(r.heat.boost(Duration::from_secs(10)).await.is_err());
 }
 
@@ -611,7 +648,7 @@ async fn http_api_push_and_commands() {
         assert_eq!(resp.status(), 400);
         let err: serde_json::Value = resp.json().await.unwrap();
         assert!(
-            err["error"].as_str().unwrap().contains("between 5 and 30"),
+            err["error"].as_str().unwrap().contains("between 5 and 27"),
             "{err}"
         );
 
@@ -759,55 +796,88 @@ async fn mqtt_source_against_mosquitto() {
     };
     config.mqtt.port = broker.port;
     config.mqtt.topic = "zigbee2mqtt/living_room".into();
-    let r = start(config, 4);
 
     let mut opts = rumqttc::MqttOptions::new("hearth-test-publisher", "127.0.0.1", broker.port);
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut events) = rumqttc::AsyncClient::new(opts, 10);
     let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let publish = |payload: String, retain: bool| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(
+                    "zigbee2mqtt/living_room",
+                    rumqttc::QoS::AtLeastOnce,
+                    retain,
+                    payload,
+                )
+                .await
+                .unwrap();
+            // Let the broker take it before anyone subscribes.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
 
-    // Zigbee2MQTT style JSON, retained so it reaches the radiator whenever it subscribes.
-    client
-        .publish(
-            "zigbee2mqtt/living_room",
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            r#"{"temperature":17.5,"humidity":44,"battery":97}"#,
-        )
-        .await
-        .unwrap();
-    let s = wait_for(&r.heat, "the JSON reading", |s| {
+    // A retained reading without its own time, published before the radiator subscribes: the
+    // broker hands it over on subscription, but it may be hours old, so it is not trusted.
+    publish(r#"{"temperature":17.5,"humidity":44}"#.into(), true).await;
+    let r = start(config.clone(), 4);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = r.heat.status();
+    assert_eq!(s.source, "mqtt");
+    assert_eq!(s.room_celsius, None, "{s:?}");
+    assert!(s.fail_safe, "{s:?}");
+    // Zigbee2MQTT style JSON, live.
+    publish(
+        r#"{"temperature":17.5,"humidity":44,"battery":97}"#.into(),
+        false,
+    )
+    .await;
+    wait_for(&r.heat, "the JSON reading", |s| {
         s.room_celsius == Some(17.5)
     })
     .await;
-    assert_eq!(s.source, "mqtt");
     // Home Assistant statestream style: a bare number.
-    client
-        .publish(
-            "zigbee2mqtt/living_room",
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            "18.25",
-        )
-        .await
-        .unwrap();
+    publish("18.25".into(), false).await;
     wait_for(&r.heat, "the bare reading", |s| {
         s.room_celsius == Some(18.25)
     })
     .await;
     // Garbage is ignored, not taken as a temperature.
-    client
-        .publish(
-            "zigbee2mqtt/living_room",
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            "hot",
-        )
-        .await
-        .unwrap();
+    publish("hot".into(), false).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(r.heat.status().room_celsius, Some(18.25));
     wait_for(&r.heat, "heating in a cold room", |s| s.slots >= 1).await;
+
+    // A retained reading that carries its own time is as fresh as that time says: a new
+    // radiator trusts one taken a minute ago ...
+    let minute_ago = hearth::model::now_ms() - 60_000;
+    publish(
+        format!(r#"{{"temperature":16.0,"last_seen":{minute_ago}}}"#),
+        true,
+    )
+    .await;
+    let fresh = start(config.clone(), 4);
+    wait_for(&fresh.heat, "the timestamped retained reading", |s| {
+        s.room_celsius == Some(16.0)
+    })
+    .await;
+    // ... and not one taken two hours ago (older than `max_age_secs`).
+    let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+    publish(
+        format!(
+            r#"{{"temperature":16.5,"time":"{}"}}"#,
+            two_hours_ago.to_rfc3339()
+        ),
+        true,
+    )
+    .await;
+    let stale = start(config, 4);
+    let s = wait_for(&stale.heat, "the stale reading judged", |s| {
+        s.reason.contains("old")
+    })
+    .await;
+    assert!(s.fail_safe && s.room_celsius.is_none(), "{s:?}");
     poller.abort();
 }
 

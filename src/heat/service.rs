@@ -351,7 +351,7 @@ impl Service {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut readings: mpsc::Receiver<f64>,
+        mut readings: mpsc::Receiver<Reading>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let period = Duration::from_secs(self.config.period_secs);
@@ -362,9 +362,7 @@ impl Service {
             tokio::select! {
                 _ = tick.tick() => self.control(),
                 Some(cmd) = commands.recv() => self.command(cmd),
-                Some(celsius) = readings.recv() => {
-                    self.reading = Some(Reading { celsius, at: Instant::now() });
-                }
+                Some(reading) = readings.recv() => self.reading = Some(reading),
                 res = shutdown.changed() => {
                     // A dropped sender also means stop.
                     let _ = res;
