@@ -345,7 +345,7 @@ async fn warm_rooms_pull_no_shards_and_the_job_says_why() {
         }
         // The household of radiator 2 turns its thermostat up: now it wants heat and works.
         let heat = nodes[2].context.heat.as_ref().unwrap();
-        heat.set_setpoint(28.0).await.unwrap();
+        heat.set_setpoint(27.0).await.unwrap();
         let view = wait_done(sub, id, Duration::from_secs(60)).await;
         assert_eq!(result_bytes(sub, &view), native_png(64, 64, 64));
         let receipts = sub.context.ledger.list(None).unwrap();
@@ -400,7 +400,7 @@ async fn receipt_reaches_a_worker_that_was_offline_when_its_shard_was_verified()
             .heat
             .as_ref()
             .unwrap()
-            .set_setpoint(28.0)
+            .set_setpoint(27.0)
             .await
             .unwrap();
         wait_done(&nodes[0], id, Duration::from_secs(60)).await;
