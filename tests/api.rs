@@ -509,3 +509,82 @@ async fn the_cli_uses_the_token_of_its_data_dir_and_prints_a_dashboard_link() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_named_by_the_prometheus_conventions() {
+    within(async {
+        let n = start().await;
+        // One control period, so the radiator has a room reading.
+        let heat = n.node.context.heat.clone().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while heat.status().room_celsius.is_none() {
+            assert!(std::time::Instant::now() < deadline, "no room reading");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text = n
+            .authed(Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // Every counter's samples end in _total, every unit is a base unit in the name.
+        let mut families = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                families.push((name.to_string(), kind.to_string()));
+            }
+            if let Some(rest) = line.strip_prefix("# UNIT ") {
+                let (name, unit) = rest.split_once(' ').unwrap();
+                assert!(name.ends_with(&format!("_{unit}")), "{line}");
+                assert!(
+                    ["seconds", "joules", "celsius", "watts"].contains(&unit),
+                    "{line}"
+                );
+            }
+        }
+        for (name, kind) in &families {
+            assert!(name.starts_with("hearth_"), "{name}");
+            assert!(!name.contains("kwh") && !name.ends_with("_total"), "{name}");
+            let sample = text
+                .lines()
+                .find(|l| !l.starts_with('#') && l.starts_with(name.as_str()))
+                .unwrap_or_else(|| panic!("no sample of {name}"));
+            match kind.as_str() {
+                "counter" => assert!(sample.starts_with(&format!("{name}_total ")), "{sample}"),
+                "gauge" => assert!(!sample.contains("_total"), "{sample}"),
+                other => panic!("unexpected metric type {other} for {name}"),
+            }
+        }
+        let names: Vec<&str> = families.iter().map(|(n, _)| n.as_str()).collect();
+        for want in [
+            "hearth_build_info",
+            "hearth_peers",
+            "hearth_uptime_seconds",
+            "hearth_blob_chunks_served",
+            "hearth_shard_cpu_seconds",
+            "hearth_energy_credited_joules",
+            "hearth_receipts_credited",
+            "hearth_ledger_receipts",
+            "hearth_jobs",
+            "hearth_room_temperature_celsius",
+            "hearth_room_setpoint_celsius",
+            "hearth_power_watts",
+            "hearth_energy_today_joules",
+        ] {
+            assert!(names.contains(&want), "{want} missing from\n{text}");
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.lines().any(|l| l.starts_with("hearth_build_info{")
+                && l.contains(&format!("version=\"{version}\""))
+                && l.ends_with(" 1.0")),
+            "{text}"
+        );
+        assert!(text.contains("hearth_jobs{state=\"running\"} 0.0"), "{text}");
+        n.node.shutdown().await;
+    })
+    .await
+}
