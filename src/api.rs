@@ -7,7 +7,9 @@
 //!
 //! | method | path | what | needs token |
 //! |---|---|---|---|
+//! | GET | `/`, `/dashboard.css`, `/dashboard.js` | the dashboard page (no data in it) | no |
 //! | GET | `/login?ticket=..` | exchanges a one-time ticket for a session cookie | no (the ticket is the secret) |
+//! | GET | `/v1/overview` | everything the dashboard shows, with the 24 h room history | yes |
 //! | POST | `/v1/login/ticket` | a one-time login link for a browser | yes |
 //! | GET | `/v1/status` | peer id, household, listen addresses, peer count, uptime, version | yes |
 //! | GET | `/v1/peers` | connected peers | yes |
@@ -36,6 +38,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicU64;
 
 pub mod auth;
+pub mod dashboard;
+pub mod history;
 
 use auth::Access;
 
@@ -52,6 +56,11 @@ pub const MAX_UPLOAD: usize = 256 << 20;
 /// bound to. Which routes need the token is decided here, by which router a route joins.
 pub fn router(ctx: NodeContext, access: Access) -> Router {
     let heat = ctx.heat.clone();
+    let history = history::History::default();
+    if let Some(heat) = &heat {
+        // Ends by itself when the heat service stops.
+        tokio::spawn(history.clone().follow(heat.subscribe()));
+    }
     let mut private = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
@@ -64,11 +73,16 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         .route("/v1/receipts/totals", get(totals))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
-        .with_state(ctx)
+        .with_state(ctx.clone())
         .merge(
             Router::new()
                 .route("/v1/login/ticket", post(auth::ticket))
                 .with_state(access.clone()),
+        )
+        .merge(
+            Router::new()
+                .route("/v1/overview", get(dashboard::overview))
+                .with_state((ctx.clone(), history)),
         );
     if let Some(heat) = heat {
         private = private.merge(crate::heat::routes().with_state(heat));
@@ -78,6 +92,9 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         auth::require,
     ));
     let public = Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard.css", get(dashboard::style))
+        .route("/dashboard.js", get(dashboard::script))
         .route("/login", get(auth::login))
         .with_state(access.clone());
     private
