@@ -426,19 +426,25 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
     let jobs = ctx.coordinator.list().await;
     let jobs_family = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
     for (state, n) in [
-        ("running", count_jobs(&jobs, |s| matches!(s, JobStatus::Running))),
-        ("done", count_jobs(&jobs, |s| matches!(s, JobStatus::Done { .. }))),
-        ("failed", count_jobs(&jobs, |s| matches!(s, JobStatus::Failed { .. }))),
+        (
+            "running",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Running)),
+        ),
+        (
+            "done",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Done { .. })),
+        ),
+        (
+            "failed",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Failed { .. })),
+        ),
     ] {
         jobs_family
             .get_or_create(&vec![("state".to_string(), state.to_string())])
             .set(n);
     }
-    m.registry.register(
-        "jobs",
-        "Jobs this node coordinates, by state",
-        jobs_family,
-    );
+    m.registry
+        .register("jobs", "Jobs this node coordinates, by state", jobs_family);
     if let Some(heat) = &ctx.heat {
         let h = heat.status();
         if let Some(room) = h.room_celsius {
@@ -533,9 +539,7 @@ impl Metrics {
         metric: impl prometheus_client::registry::Metric,
     ) {
         match unit {
-            Some(unit) => self
-                .registry
-                .register_with_unit(name, help, unit, metric),
+            Some(unit) => self.registry.register_with_unit(name, help, unit, metric),
             None => self.registry.register(name, help, metric),
         }
     }

@@ -49,10 +49,12 @@ pub enum NodeError {
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Heat(#[from] crate::heat::HeatError),
-    #[error("refusing to serve the local API on {addr}: other machines could reach it there. \
+    #[error(
+        "refusing to serve the local API on {addr}: other machines could reach it there. \
              Use 127.0.0.1:PORT, or if you mean it set `[node] api_allow_remote = true` \
              (HEARTH_API_ALLOW_REMOTE=true, --api-allow-remote); every request still needs the \
-             API token, which plain HTTP carries in clear")]
+             API token, which plain HTTP carries in clear"
+    )]
     ApiNotLoopback { addr: SocketAddr },
     #[error("API token: {0}")]
     ApiToken(#[from] crate::api::auth::TokenError),

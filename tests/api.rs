@@ -131,6 +131,7 @@ fn every_route() -> Vec<(Method, &'static str, &'static str)> {
         (Method::GET, "/v1/receipts", ""),
         (Method::GET, "/v1/receipts/totals", ""),
         (Method::GET, "/metrics", ""),
+        (Method::GET, "/v1/overview", ""),
         (Method::POST, "/v1/login/ticket", ""),
         (Method::GET, "/v1/heat", ""),
         (Method::PUT, "/v1/heat/temperature", r#"{"celsius": 20}"#),
@@ -190,10 +191,7 @@ async fn forged_cross_site_requests_change_nothing() {
                     resp.status()
                 );
                 let err: serde_json::Value = resp.json().await.unwrap();
-                assert!(
-                    err["error"].as_str().unwrap().contains("another"),
-                    "{err}"
-                );
+                assert!(err["error"].as_str().unwrap().contains("another"), "{err}");
             }
             // No credentials and no browser headers: 401.
             let resp = forged().send().await.unwrap();
@@ -211,7 +209,12 @@ async fn forged_cross_site_requests_change_nothing() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap()
+        );
         assert_eq!(n.job_count().await, 1);
         n.node.shutdown().await;
     })
@@ -242,9 +245,16 @@ async fn foreign_host_is_refused_on_every_route() {
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {path} {host}");
+                assert_eq!(
+                    resp.status(),
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} {host}"
+                );
                 let err: serde_json::Value = resp.json().await.unwrap();
-                assert!(err["error"].as_str().unwrap().contains("DNS rebinding"), "{err}");
+                assert!(
+                    err["error"].as_str().unwrap().contains("DNS rebinding"),
+                    "{err}"
+                );
             }
         }
         assert_eq!(n.heat_mode().await, before);
@@ -275,9 +285,15 @@ async fn every_route_needs_the_token_and_works_with_it() {
                 .await
                 .unwrap();
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
-            assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"hearth\"");
+            assert_eq!(
+                resp.headers()["www-authenticate"],
+                "Bearer realm=\"hearth\""
+            );
             let err: serde_json::Value = resp.json().await.unwrap();
-            assert!(err["error"].as_str().unwrap().contains("api.token"), "{err}");
+            assert!(
+                err["error"].as_str().unwrap().contains("api.token"),
+                "{err}"
+            );
             let resp = n
                 .req(method.clone(), path)
                 .bearer_auth("00".repeat(32))
@@ -290,7 +306,14 @@ async fn every_route_needs_the_token_and_works_with_it() {
         assert_eq!(n.heat_mode().await, before);
         assert_eq!(n.job_count().await, 0);
         // With the token: reads work, and commands are applied.
-        for path in ["/v1/status", "/v1/peers", "/v1/jobs", "/v1/receipts", "/metrics", "/v1/heat"] {
+        for path in [
+            "/v1/status",
+            "/v1/peers",
+            "/v1/jobs",
+            "/v1/receipts",
+            "/metrics",
+            "/v1/heat",
+        ] {
             let resp = n.authed(Method::GET, path).send().await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
             assert_eq!(resp.headers()["cache-control"], "no-store");
@@ -316,8 +339,19 @@ async fn every_route_needs_the_token_and_works_with_it() {
             .store
             .get_bytes(&blake3::hash(b"household bytes"))
             .is_ok());
-        // Public: the login exchange only (it answers 401 to a bad ticket, not 200).
-        let resp = n.req(Method::GET, "/login?ticket=nope").send().await.unwrap();
+        // Public: the dashboard's files, which hold no data, under a strict CSP...
+        for path in ["/", "/dashboard.js", "/dashboard.css"] {
+            let resp = n.req(Method::GET, path).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+            assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        }
+        // ...and the login exchange (it answers 401 to a bad ticket, not 200).
+        let resp = n
+            .req(Method::GET, "/login?ticket=nope")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         assert!(resp.text().await.unwrap().contains("hearth dashboard"));
         n.node.shutdown().await;
@@ -449,7 +483,13 @@ async fn api_beyond_loopback_needs_the_operator_to_say_so() {
     let out = std::process::Command::new(BIN)
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--api", "0.0.0.0:1", "node", "--init-if-missing", "--no-mdns"])
+        .args([
+            "--api",
+            "0.0.0.0:1",
+            "node",
+            "--init-if-missing",
+            "--no-mdns",
+        ])
         .env_remove("HEARTH_DATA_DIR")
         .env_remove("HEARTH_API_ALLOW_REMOTE")
         .output()
@@ -493,16 +533,34 @@ async fn the_cli_uses_the_token_of_its_data_dir_and_prints_a_dashboard_link() {
         })
         .await
         .unwrap();
-        assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
+        assert!(
+            own.status.success(),
+            "{}",
+            String::from_utf8_lossy(&own.stderr)
+        );
         assert!(!without.status.success());
         let err = String::from_utf8_lossy(&without.stderr);
-        assert!(err.contains("HTTP 401") && err.contains("hearth dashboard"), "{err}");
-        assert!(with_env.status.success(), "{}", String::from_utf8_lossy(&with_env.stderr));
+        assert!(
+            err.contains("HTTP 401") && err.contains("hearth dashboard"),
+            "{err}"
+        );
+        assert!(
+            with_env.status.success(),
+            "{}",
+            String::from_utf8_lossy(&with_env.stderr)
+        );
         assert_eq!(n.heat_mode().await, ("manual".to_string(), 21.0));
-        assert!(link.status.success(), "{}", String::from_utf8_lossy(&link.stderr));
+        assert!(
+            link.status.success(),
+            "{}",
+            String::from_utf8_lossy(&link.stderr)
+        );
         let link = String::from_utf8(link.stdout).unwrap();
         let link = link.trim();
-        assert!(link.starts_with(&format!("{}/login?ticket=", n.base)), "{link}");
+        assert!(
+            link.starts_with(&format!("{}/login?ticket=", n.base)),
+            "{link}"
+        );
         let resp = n.http.get(link).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         n.node.shutdown().await;
@@ -583,7 +641,10 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
                 && l.ends_with(" 1.0")),
             "{text}"
         );
-        assert!(text.contains("hearth_jobs{state=\"running\"} 0.0"), "{text}");
+        assert!(
+            text.contains("hearth_jobs{state=\"running\"} 0.0"),
+            "{text}"
+        );
         n.node.shutdown().await;
     })
     .await

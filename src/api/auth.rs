@@ -301,7 +301,10 @@ impl Access {
         if blake3::keyed_hash(&self.inner.session_key, body.as_bytes()) != mac {
             return false;
         }
-        let Some(expiry) = body.split_once('.').and_then(|(e, _)| e.parse::<u64>().ok()) else {
+        let Some(expiry) = body
+            .split_once('.')
+            .and_then(|(e, _)| e.parse::<u64>().ok())
+        else {
             return false;
         };
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -322,9 +325,10 @@ impl Access {
 
     /// A single-use login ticket, good for [`TICKET_TTL`].
     pub fn new_ticket(&self, now: Instant) -> Result<String, Refusal> {
-        let ticket = hex::encode(random::<32>().map_err(|e| {
-            Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        })?);
+        let ticket = hex::encode(
+            random::<32>()
+                .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+        );
         let mut tickets = self.inner.tickets.lock().unwrap_or_else(|p| p.into_inner());
         tickets.retain(|_, until| *until > now);
         if tickets.len() >= MAX_TICKETS {
@@ -523,7 +527,10 @@ pub async fn login(State(access): State<Access>, Query(q): Query<LoginQuery>) ->
     );
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     let h = resp.headers_mut();
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     match HeaderValue::from_str(&cookie) {
         Ok(v) => {
             h.insert(header::SET_COOKIE, v);

@@ -291,16 +291,28 @@ mod tests {
     fn the_headline_says_whether_and_why() {
         let cold = heat(serde_json::json!({}));
         let s = say(Some(&cold), 2, 3);
-        assert!(s.starts_with("Heating: computing 2 shard(s) at 65 W"), "{s}");
+        assert!(
+            s.starts_with("Heating: computing 2 shard(s) at 65 W"),
+            "{s}"
+        );
         assert!(s.contains("18.0 °C for a setpoint of 20.0 °C"), "{s}");
         // Wants heat, but nothing runs: say which of the two reasons.
         let s = say(Some(&cold), 0, 0);
-        assert!(s.starts_with("Wants heat but is not heating") && s.contains("no other radiator"), "{s}");
+        assert!(
+            s.starts_with("Wants heat but is not heating") && s.contains("no other radiator"),
+            "{s}"
+        );
         let s = say(Some(&cold), 0, 4);
-        assert!(s.contains("none of the 4 connected radiators has work"), "{s}");
+        assert!(
+            s.contains("none of the 4 connected radiators has work"),
+            "{s}"
+        );
         let warm = heat(serde_json::json!({"room_celsius": 21.0, "slots": 0}));
         let s = say(Some(&warm), 0, 4);
-        assert!(s.starts_with("Not heating: the room is 21.0 °C, warm enough"), "{s}");
+        assert!(
+            s.starts_with("Not heating: the room is 21.0 °C, warm enough"),
+            "{s}"
+        );
         let off = heat(serde_json::json!({"mode": "off", "slots": 0}));
         assert!(say(Some(&off), 0, 4).contains("switched off"));
         let unsafe_reading = heat(serde_json::json!({
@@ -308,7 +320,10 @@ mod tests {
             "reason": "no reading for 10 minutes; heating held at the minimum of 0 slot(s)",
         }));
         let s = say(Some(&unsafe_reading), 0, 4);
-        assert!(s.contains("cannot be trusted") && s.contains("no reading"), "{s}");
+        assert!(
+            s.contains("cannot be trusted") && s.contains("no reading"),
+            "{s}"
+        );
         let boost = heat(serde_json::json!({"mode": "boost", "boost_minutes_left": 42}));
         assert!(say(Some(&boost), 4, 1).contains("boost is on for 42 more minute(s)"));
         assert!(say(None, 0, 9).contains("bootstrap"));

@@ -171,9 +171,7 @@ pub async fn auto(api: &Client) -> anyhow::Result<()> {
 pub async fn boost(api: &Client, duration: &str) -> anyhow::Result<()> {
     let d = parse_duration(duration)?;
     let minutes = d.as_secs() / 60;
-    let s: HeatStatus = api
-        .post_json("/v1/heat/boost", &Boost { minutes })
-        .await?;
+    let s: HeatStatus = api.post_json("/v1/heat/boost", &Boost { minutes }).await?;
     println!(
         "boosting at full power for {} min, then back to {}",
         s.boost_minutes_left.unwrap_or(minutes),

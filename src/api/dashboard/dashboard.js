@@ -54,12 +54,14 @@ function svg(tag, attrs, parent) {
 }
 
 // Room temperature and setpoint over the last 24 hours, as inline SVG.
-function chart(history) {
+function chart(history, heat) {
   const root = $("chart");
   root.replaceChildren();
   const W = 600, H = 220, L = 40, R = 8, T = 8, B = 22;
   const now = Date.now() / 1000, from = now - 24 * 3600;
   const pts = history.filter((s) => s.t >= from);
+  // The node keeps one sample a minute; the line ends at the reading of right now.
+  if (heat) pts.push({ t: now, room_celsius: heat.room_celsius, setpoint_celsius: heat.setpoint_celsius });
   const temps = [];
   for (const s of pts) {
     if (s.room_celsius !== null) temps.push(s.room_celsius);
@@ -114,7 +116,7 @@ function render(o) {
   text("shards", o.running_shards + " shard(s)");
   text("credited", kwh(o.credited.energy_kwh) + " in " + o.credited.receipts + " receipts");
   text("peers", o.peers + " connected");
-  chart(o.history);
+  chart(o.history, o.heat);
   rows("days", o.credit_per_day.slice().reverse(), (tr, d) => {
     cell(tr, d.day); cell(tr, d.receipts); cell(tr, kwh(d.energy_kwh));
   });
