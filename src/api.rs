@@ -481,6 +481,20 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
             h.energy_today_kwh * 3.6e6,
         );
         m.gauge(
+            "energy_charged_today",
+            "Energy the meter charged to shards that ran since local midnight (idle never is)",
+            Some(Unit::Joules),
+            h.energy_charged_today_kwh * 3.6e6,
+        );
+        if let Some(credited) = h.energy_credited_today_kwh {
+            m.gauge(
+                "energy_credited_today",
+                "Energy this household's receipts credit since local midnight",
+                Some(Unit::Joules),
+                credited * 3.6e6,
+            );
+        }
+        m.gauge(
             "heat_fail_safe",
             "1 while heating is held back by an untrusted reading",
             None,

@@ -268,7 +268,8 @@ mod tests {
         let mut base = serde_json::json!({
             "source": "simulated", "mode": "auto", "setpoint_celsius": 20.0,
             "room_celsius": 18.0, "outdoor_celsius": null, "power_watts": 65.0, "slots": 2,
-            "max_slots": 4, "energy_today_kwh": 0.5, "demand_permille": 500,
+            "max_slots": 4, "energy_today_kwh": 0.5, "energy_charged_today_kwh": 0.4,
+            "energy_credited_today_kwh": 0.3, "demand_permille": 500,
             "reason": "heating: the room is 18.0 °C for a setpoint of 20.0 °C",
             "fail_safe": false, "boost_minutes_left": null, "energy_method": "simulated",
             "local_time": "Mon 08:00",

@@ -112,6 +112,9 @@ function render(o) {
     for (const b of ["auto", "boost", "off"]) $(b).classList.toggle("active", h.mode === b);
     text("power", h.power_watts.toFixed(0) + " W");
     text("energy-today", kwh(h.energy_today_kwh));
+    text("credited-today", h.energy_credited_today_kwh === null
+      ? "unknown"
+      : kwh(h.energy_credited_today_kwh) + " (" + kwh(h.energy_charged_today_kwh) + " charged to shards)");
   }
   text("shards", o.running_shards + " shard(s)");
   text("credited", kwh(o.credited.energy_kwh) + " in " + o.credited.receipts + " receipts");
