@@ -415,6 +415,10 @@ pub fn main() -> anyhow::Result<()> {
         },
         Command::Heat(args) => {
             let config = Config::load(&data_dir, &config::process_env, &Overrides::default())?;
+            // Offline: needs no node and no API token.
+            if let Some(heat::HeatCommand::Simulate(sim)) = &args.command {
+                return heat::simulate_day(sim, &config.heat);
+            }
             runtime.block_on(heat::run(args.clone(), &api()?, &config.heat))
         }
         Command::Demo {
