@@ -80,7 +80,8 @@ function chart(history, heat) {
   for (let h = 0; h <= 24; h += 6) {
     const t = from + h * 3600;
     const label = h === 24 ? "now" : new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    svg("text", { x: x(t), y: H - 6, "text-anchor": "middle", class: "axis" }, root).textContent = label;
+    const anchor = h === 0 ? "start" : h === 24 ? "end" : "middle";
+    svg("text", { x: x(t), y: H - 6, "text-anchor": anchor, class: "axis" }, root).textContent = label;
   }
   const line = (key, cls) => {
     // A gap where the reading was not trusted.
