@@ -118,17 +118,25 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
             .map(|n| n.context.ledger.list(Some(&n.household())).unwrap().len())
             .sum();
         assert_eq!(held, shards * 2);
-        // Operators see the same through Prometheus.
-        let metrics = reqwest::get(format!("http://{}/metrics", sub.api_addr))
+        // Operators see the same through Prometheus, with the node's API token as a scraper
+        // is configured with (`credentials_file`).
+        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
+        let metrics = reqwest::Client::new()
+            .get(format!("http://{}/metrics", sub.api_addr))
+            .bearer_auth(token.trim())
+            .send()
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
-        assert!(metrics.contains("hearth_jobs_done 1.0"), "{metrics}");
+        assert!(
+            metrics.contains("hearth_jobs{state=\"done\"} 1.0"),
+            "{metrics}"
+        );
         assert!(metrics.contains("hearth_peers 2.0"), "{metrics}");
         assert!(
-            metrics.contains(&format!("hearth_ledger_receipts {}.0", shards * 2)),
+            metrics.contains(&format!("hearth_ledger_receipts_total {}.0", shards * 2)),
             "{metrics}"
         );
         for n in nodes {
