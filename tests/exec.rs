@@ -467,3 +467,81 @@ fn wasi_run_out_of_fuel() {
         "{err:?}"
     );
 }
+
+/// A core-ABI module with `n` extra empty functions: tiny to send, slow to compile.
+fn compile_bomb(n: u32) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, ExportKind, ExportSection, Function, FunctionSection, Instruction,
+        MemorySection, MemoryType, Module, TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    types.ty().function([ValType::I32], [ValType::I32]);
+    types.ty().function([ValType::I32, ValType::I32], [ValType::I64]);
+    let mut funcs = FunctionSection::new();
+    funcs.function(1);
+    funcs.function(2);
+    for _ in 0..n {
+        funcs.function(0);
+    }
+    let mut memory = MemorySection::new();
+    memory.memory(MemoryType {
+        minimum: 1,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    let mut exports = ExportSection::new();
+    exports.export("memory", ExportKind::Memory, 0);
+    exports.export("alloc", ExportKind::Func, 0);
+    exports.export("run", ExportKind::Func, 1);
+    let mut code = CodeSection::new();
+    let mut alloc = Function::new([]);
+    alloc.instruction(&Instruction::I32Const(1024)).instruction(&Instruction::End);
+    code.function(&alloc);
+    let mut run = Function::new([]);
+    run.instruction(&Instruction::I64Const(0)).instruction(&Instruction::End);
+    code.function(&run);
+    let mut empty = Function::new([]);
+    empty.instruction(&Instruction::End);
+    for _ in 0..n {
+        code.function(&empty);
+    }
+    let mut m = Module::new();
+    m.section(&types)
+        .section(&funcs)
+        .section(&memory)
+        .section(&exports)
+        .section(&code);
+    m.finish()
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore]
+fn compile_bomb_baseline() {
+    let n: u32 = std::env::var("BOMB_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let m = compile_bomb(n);
+    let before = vm_hwm_kib();
+    let t = std::time::Instant::now();
+    let r = Executor::new().unwrap().prepare(&blake3::hash(&m), &m);
+    eprintln!(
+        "BOMB n={n} bytes={} took {:?} peak_rss {} MiB -> {} MiB result {:?}",
+        m.len(),
+        t.elapsed(),
+        before / 1024,
+        vm_hwm_kib() / 1024,
+        r.map_err(|e| e.to_string())
+    );
+}
