@@ -15,13 +15,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::exec::{Executor, Limits};
+use crate::exec::{ExecError, Executor, Limits};
 use crate::heat::EnergyMeter;
 use crate::identity::Identity;
 use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
 use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
+use crate::model::job::MAX_MANIFEST_BYTES;
 use crate::model::{now_ms, JobManifest};
-use crate::net::Network;
+use crate::net::{NetError, Network};
 use crate::store::Store;
 
 use super::coordinator::CoordinatorHandle;
@@ -78,6 +79,8 @@ enum Outcome {
         retry_after: Duration,
     },
     Unreachable(String),
+    /// The job is beyond this radiator's limits; the coordinator was told why.
+    Declined(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,6 +115,9 @@ pub struct Worker {
     max_slots: usize,
     events: mpsc::Receiver<WorkerEvent>,
     known: HashMap<blake3::Hash, KnownJob>,
+    /// Jobs declined as beyond this radiator's limits: never asked for again, however often
+    /// they are announced. At most [`MAX_KNOWN_JOBS`]; the oldest is forgotten first.
+    declined: std::collections::VecDeque<blake3::Hash>,
     running: usize,
     /// Shard tasks in flight; aborted and awaited on shutdown so nothing outlives the node.
     tasks: JoinSet<(blake3::Hash, Outcome)>,
@@ -150,6 +156,7 @@ impl Worker {
             max_slots: max_slots.max(1),
             events,
             known: HashMap::new(),
+            declined: std::collections::VecDeque::new(),
             running: 0,
             tasks: JoinSet::new(),
         })
@@ -188,7 +195,9 @@ impl Worker {
     fn on_event(&mut self, ev: WorkerEvent) {
         match ev {
             WorkerEvent::Announced { job, coordinator } => {
-                if self.known.len() >= MAX_KNOWN_JOBS && !self.known.contains_key(&job) {
+                if self.known.len() >= MAX_KNOWN_JOBS && !self.known.contains_key(&job)
+                    || self.declined.contains(&job)
+                {
                     return;
                 }
                 self.known.entry(job).or_insert_with(|| {
@@ -230,6 +239,14 @@ impl Worker {
                 } else {
                     k.next_try = Instant::now() + retry_after;
                 }
+            }
+            Outcome::Declined(reason) => {
+                tracing::info!(job = %job, "declined: {reason}");
+                self.known.remove(&job);
+                if self.declined.len() >= MAX_KNOWN_JOBS {
+                    self.declined.pop_front();
+                }
+                self.declined.push_back(job);
             }
             Outcome::Unreachable(e) => {
                 let since = *k.unreachable_since.get_or_insert_with(Instant::now);
@@ -297,11 +314,8 @@ impl Worker {
             self.running += 1;
             let ctx = self.ctx.clone();
             self.tasks.spawn(async move {
-                let outcome = match ctx.work(coordinator, lease).await {
-                    Ok(()) => Outcome::Worked,
-                    Err(e) => Outcome::Unreachable(e.to_string()),
-                };
-                (job, outcome)
+                let result = ctx.work(coordinator, lease).await;
+                (job, ctx.outcome(job, coordinator, result).await)
             });
         }
     }
@@ -325,17 +339,6 @@ impl Ctx {
             .map_err(|e| JobError::Network(format!("coordinator sent an unreadable answer: {e}")))
     }
 
-    async fn fetch(&self, hash: blake3::Hash, from: libp2p::PeerId) -> Result<(), JobError> {
-        if self.store.has(&hash)? {
-            return Ok(());
-        }
-        let hint = (from != self.local_peer).then_some(from);
-        self.net
-            .fetch_blob(hash, hint)
-            .await
-            .map_err(|e| JobError::Network(format!("fetching {}: {e}", hash.to_hex())))
-    }
-
     async fn lease_and_work(&self, job: blake3::Hash, coordinator: libp2p::PeerId) -> Outcome {
         let request = Request::Lease {
             job,
@@ -344,10 +347,8 @@ impl Ctx {
         };
         match self.ask(coordinator, request).await {
             Ok(Response::Leased(lease)) if lease.job == job => {
-                match self.work(coordinator, lease).await {
-                    Ok(()) => Outcome::Worked,
-                    Err(e) => Outcome::Unreachable(e.to_string()),
-                }
+                let result = self.work(coordinator, lease).await;
+                self.outcome(job, coordinator, result).await
             }
             Ok(Response::Denied {
                 reason,
@@ -364,6 +365,56 @@ impl Ctx {
                 Outcome::Unreachable(format!("unexpected answer to a lease request: {other:?}"))
             }
             Err(e) => Outcome::Unreachable(e.to_string()),
+        }
+    }
+
+    /// What a worked lease comes to. A job beyond this radiator's limits is declined: the
+    /// coordinator is told why (and passes it on to the submitter), and the job is dropped.
+    async fn outcome(
+        &self,
+        job: blake3::Hash,
+        coordinator: libp2p::PeerId,
+        result: Result<(), JobError>,
+    ) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Worked,
+            Err(JobError::BeyondLimits(reason)) => {
+                let request = Request::Decline {
+                    job,
+                    reason: reason.clone(),
+                };
+                if let Err(e) = self.ask(coordinator, request).await {
+                    // The job is declined here all the same; the lease simply expires.
+                    tracing::debug!(job = %job, "could not tell the coordinator: {e}");
+                }
+                Outcome::Declined(reason)
+            }
+            Err(e) => Outcome::Unreachable(e.to_string()),
+        }
+    }
+
+    /// Fetches a blob of at most `max_len` bytes. A longer one is refused before any of its
+    /// bytes is fetched, and the job is declined as beyond this radiator's limits.
+    async fn fetch_within(
+        &self,
+        hash: blake3::Hash,
+        from: libp2p::PeerId,
+        max_len: u64,
+        what: &str,
+    ) -> Result<(), JobError> {
+        // A blob already held (the submitter's own) is checked against the limit too.
+        if let Some(len) = self.store.len(&hash)? {
+            return if len > max_len {
+                Err(too_big(what, len, max_len))
+            } else {
+                Ok(())
+            };
+        }
+        let hint = (from != self.local_peer).then_some(from);
+        match self.net.fetch_blob_within(hash, hint, max_len).await {
+            Ok(()) => Ok(()),
+            Err(NetError::BlobTooLarge { len, .. }) => Err(too_big(what, len, max_len)),
+            Err(e) => Err(JobError::Network(format!("fetching {}: {e}", hash.to_hex()))),
         }
     }
 
@@ -389,7 +440,8 @@ impl Ctx {
     async fn run_shard(&self, coordinator: libp2p::PeerId, lease: &Lease) -> Result<(), JobError> {
         let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
         let _enter = span.enter();
-        self.fetch(lease.job, coordinator).await?;
+        self.fetch_within(lease.job, coordinator, MAX_MANIFEST_BYTES as u64, "manifest")
+            .await?;
         let manifest = JobManifest::from_bytes(&self.store.get_bytes(&lease.job)?)
             .map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
         if manifest.id() != lease.job {
@@ -406,8 +458,20 @@ impl Ctx {
             .inputs
             .get(lease.shard as usize)
             .ok_or_else(|| JobError::Invalid(format!("the job has no shard {}", lease.shard)))?;
-        self.fetch(manifest.module, coordinator).await?;
-        self.fetch(input_hash, coordinator).await?;
+        // The radiator's own limits, checked as soon as the manifest is known and before
+        // anything else is fetched: a manifest may ask for less, never for more.
+        let own = self.executor.limits();
+        if manifest.limits.memory_bytes > own.memory_per_shard {
+            return Err(JobError::BeyondLimits(format!(
+                "the job asks for {} MiB of memory per shard; this radiator allows at most {} MiB",
+                manifest.limits.memory_bytes >> 20,
+                own.memory_per_shard >> 20
+            )));
+        }
+        self.fetch_within(manifest.module, coordinator, own.module_bytes, "module")
+            .await?;
+        self.fetch_within(input_hash, coordinator, own.input_bytes, "shard input")
+            .await?;
         let module = self.store.get_bytes(&manifest.module)?;
         let input = self.store.get_bytes(&input_hash)?;
         let limits = Limits {
@@ -440,6 +504,12 @@ impl Ctx {
         };
         let out = match outcome {
             Ok(out) => out,
+            // Beyond this radiator (module shape, compile time): not the shard's fault.
+            Err(e) if e.exceeds_radiator_limits() => {
+                return Err(JobError::BeyondLimits(e.to_string()))
+            }
+            // Earlier over-long compilations still running here: try again later.
+            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
             Err(e) => {
                 tracing::info!("shard failed: {e}");
                 let request = Request::Failure {
@@ -491,4 +561,10 @@ impl Ctx {
             ))),
         }
     }
+}
+
+fn too_big(what: &str, len: u64, max: u64) -> JobError {
+    JobError::BeyondLimits(format!(
+        "the {what} is {len} bytes; this radiator accepts at most {max} (it was not fetched)"
+    ))
 }
