@@ -606,6 +606,11 @@ impl Executor {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Compilations that overran the time limit and are still finishing in the background.
+    pub fn overrun_compiles(&self) -> usize {
+        self.lock_overrun().len()
+    }
+
     /// Number of compiled modules currently cached.
     pub fn cached_modules(&self) -> usize {
         self.lock_cache().entries.len()
