@@ -181,7 +181,12 @@ impl LimitsConfig {
         within("module_mib", self.module_mib, 1, 64)?;
         within("input_mib", self.input_mib, 1, 256)?;
         within("functions", self.functions.into(), 1, 1_000_000)?;
-        within("function_body_kib", self.function_body_kib.into(), 1, 64 * 1024)?;
+        within(
+            "function_body_kib",
+            self.function_body_kib.into(),
+            1,
+            64 * 1024,
+        )?;
         within("locals", self.locals.into(), 1, 50_000)?;
         within("compile_secs", self.compile_secs, 1, 3600)
     }
@@ -351,7 +356,10 @@ impl Config {
         }
         let limits = &mut self.limits;
         for (var, field) in [
-            ("HEARTH_MEMORY_PER_SHARD_MIB", &mut limits.memory_per_shard_mib),
+            (
+                "HEARTH_MEMORY_PER_SHARD_MIB",
+                &mut limits.memory_per_shard_mib,
+            ),
             ("HEARTH_MEMORY_TOTAL_MIB", &mut limits.memory_total_mib),
             ("HEARTH_MODULE_MIB", &mut limits.module_mib),
             ("HEARTH_INPUT_MIB", &mut limits.input_mib),

@@ -467,4 +467,3 @@ fn wasi_run_out_of_fuel() {
         "{err:?}"
     );
 }
-

@@ -70,7 +70,9 @@ fn compile_bomb(n: u32) -> Vec<u8> {
     let mut types = TypeSection::new();
     types.ty().function([], []);
     types.ty().function([ValType::I32], [ValType::I32]);
-    types.ty().function([ValType::I32, ValType::I32], [ValType::I64]);
+    types
+        .ty()
+        .function([ValType::I32, ValType::I32], [ValType::I64]);
     let mut funcs = FunctionSection::new();
     funcs.function(1);
     funcs.function(2);
@@ -167,9 +169,7 @@ fn compile_bomb_is_refused_by_its_shape_before_compiling() {
     let exec = Executor::new().unwrap();
     let before = reset_peak_mib();
     let t = Instant::now();
-    let err = exec
-        .prepare(&blake3::hash(&module), &module)
-        .unwrap_err();
+    let err = exec.prepare(&blake3::hash(&module), &module).unwrap_err();
     let took = t.elapsed();
     let peak = peak_mib();
     eprintln!(
@@ -183,7 +183,10 @@ fn compile_bomb_is_refused_by_its_shape_before_compiling() {
     assert!(err.exceeds_radiator_limits());
     assert!(err.to_string().contains("at most 20000"), "{err}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(peak < before + 64, "peak RSS {peak} MiB, {before} MiB before");
+    assert!(
+        peak < before + 64,
+        "peak RSS {peak} MiB, {before} MiB before"
+    );
 
     // Other shapes that make compilation expensive are refused the same way.
     let strict = Executor::with_limits(RadiatorLimits {
@@ -203,7 +206,14 @@ fn compile_bomb_is_refused_by_its_shape_before_compiling() {
         .prepare(&blake3::hash(&big_body), &big_body)
         .unwrap_err();
     assert!(
-        matches!(err, ExecError::FunctionTooLarge { index: 1, limit: 64, .. }),
+        matches!(
+            err,
+            ExecError::FunctionTooLarge {
+                index: 1,
+                limit: 64,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let many_locals = wat::parse_str(
@@ -216,7 +226,14 @@ fn compile_bomb_is_refused_by_its_shape_before_compiling() {
         .prepare(&blake3::hash(&many_locals), &many_locals)
         .unwrap_err();
     assert!(
-        matches!(err, ExecError::TooManyLocals { index: 0, count: 11, limit: 10 }),
+        matches!(
+            err,
+            ExecError::TooManyLocals {
+                index: 0,
+                count: 11,
+                limit: 10
+            }
+        ),
         "{err:?}"
     );
     // A module too large for this radiator is refused before it is even hashed.
@@ -264,12 +281,19 @@ fn compile_time_is_bounded_by_the_wall_clock() {
         matches!(again, ExecError::CompileTimeout { .. }),
         "{again:?}"
     );
-    assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(exec.overrun_compiles(), 1);
     // The abandoned thread ends on its own and takes its module out of the overrun set.
     let t = Instant::now();
     while exec.overrun_compiles() > 0 {
-        assert!(t.elapsed() < Duration::from_secs(120), "the compile thread never ended");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the compile thread never ended"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("the abandoned compilation ended {:?} later", t.elapsed());

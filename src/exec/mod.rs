@@ -147,13 +147,17 @@ pub enum ExecError {
     ModuleTooLarge { size: u64, limit: u64 },
     #[error("the input is {size} bytes; this radiator accepts at most {limit}")]
     InputTooLarge { size: u64, limit: u64 },
-    #[error("the module defines {count} or more functions; this radiator compiles at most {limit}")]
+    #[error(
+        "the module defines {count} or more functions; this radiator compiles at most {limit}"
+    )]
     TooManyFunctions { count: u64, limit: u32 },
     #[error("function {index} of the module has a {size}-byte body; this radiator compiles bodies of at most {limit} bytes")]
     FunctionTooLarge { index: u32, size: u64, limit: u32 },
     #[error("function {index} of the module declares {count} or more locals; this radiator accepts at most {limit}")]
     TooManyLocals { index: u32, count: u64, limit: u32 },
-    #[error("compiling the module took longer than this radiator's limit of {limit:?}; it was refused")]
+    #[error(
+        "compiling the module took longer than this radiator's limit of {limit:?}; it was refused"
+    )]
     CompileTimeout { limit: Duration },
     #[error("this radiator is still finishing {running} over-long compilations; try again later")]
     CompileBusy { running: usize },
@@ -780,6 +784,47 @@ mod tests {
             assert_eq!(exec.prepare(&blake3::hash(&m), &m).unwrap(), Abi::Core);
         }
         assert_eq!(exec.cached_modules(), MODULE_CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn memory_budget_bounds_how_many_shards_hold_memory_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let budget = MemoryBudget {
+            in_use: Mutex::new(0),
+            freed: Condvar::new(),
+        };
+        let (holding, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        // Total 100: shares of 40 fit two at a time, however many threads ask.
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| {
+                    let _share = budget.reserve(40, 100);
+                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(30));
+                    holding.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(*budget.in_use.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn radiator_limits_are_brought_within_what_hearth_enforces() {
+        let exec = Executor::with_limits(RadiatorLimits {
+            memory_per_shard: 8 << 30,
+            memory_total: 1,
+            module_bytes: u64::MAX,
+            input_bytes: u64::MAX,
+            ..RadiatorLimits::default()
+        })
+        .unwrap();
+        let l = exec.limits();
+        assert_eq!(l.memory_per_shard, 4 << 30);
+        assert_eq!(l.memory_total, l.memory_per_shard);
+        assert_eq!(l.module_bytes, MAX_MODULE_BYTES as u64);
+        assert_eq!(l.input_bytes, MAX_INPUT_BYTES as u64);
     }
 
     #[test]

@@ -18,9 +18,9 @@ use tokio::task::JoinSet;
 use crate::exec::{ExecError, Executor, Limits};
 use crate::heat::EnergyMeter;
 use crate::identity::Identity;
+use crate::model::job::MAX_MANIFEST_BYTES;
 use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
 use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
-use crate::model::job::MAX_MANIFEST_BYTES;
 use crate::model::{now_ms, JobManifest};
 use crate::net::{NetError, Network};
 use crate::store::Store;
@@ -414,7 +414,10 @@ impl Ctx {
         match self.net.fetch_blob_within(hash, hint, max_len).await {
             Ok(()) => Ok(()),
             Err(NetError::BlobTooLarge { len, .. }) => Err(too_big(what, len, max_len)),
-            Err(e) => Err(JobError::Network(format!("fetching {}: {e}", hash.to_hex()))),
+            Err(e) => Err(JobError::Network(format!(
+                "fetching {}: {e}",
+                hash.to_hex()
+            ))),
         }
     }
 
@@ -440,8 +443,13 @@ impl Ctx {
     async fn run_shard(&self, coordinator: libp2p::PeerId, lease: &Lease) -> Result<(), JobError> {
         let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
         let _enter = span.enter();
-        self.fetch_within(lease.job, coordinator, MAX_MANIFEST_BYTES as u64, "manifest")
-            .await?;
+        self.fetch_within(
+            lease.job,
+            coordinator,
+            MAX_MANIFEST_BYTES as u64,
+            "manifest",
+        )
+        .await?;
         let manifest = JobManifest::from_bytes(&self.store.get_bytes(&lease.job)?)
             .map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
         if manifest.id() != lease.job {

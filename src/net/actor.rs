@@ -1222,11 +1222,14 @@ impl Actor {
                 }
                 if f.waiters.is_empty() {
                     info!(blob = %hash, len, "blob over every waiting caller's limit; not fetched");
-                    return self.finish_fetch(hash, Err(NetError::BlobTooLarge {
-                        hash: hash.to_hex().to_string(),
-                        len,
-                        max: 0,
-                    }));
+                    return self.finish_fetch(
+                        hash,
+                        Err(NetError::BlobTooLarge {
+                            hash: hash.to_hex().to_string(),
+                            len,
+                            max: 0,
+                        }),
+                    );
                 }
                 match self.store.begin_import(&hash, &outboard) {
                     Ok(import) => {

@@ -254,7 +254,9 @@ pub enum NetError {
     #[error("no reachable peer could supply blob {0}")]
     BlobUnavailable(String),
     /// The blob is longer than the caller accepts; none of its bytes was fetched.
-    #[error("blob {hash} is {len} bytes, over this radiator's limit of {max} bytes; it was not fetched")]
+    #[error(
+        "blob {hash} is {len} bytes, over this radiator's limit of {max} bytes; it was not fetched"
+    )]
     BlobTooLarge { hash: String, len: u64, max: u64 },
     /// The blob is not in the local store, so it cannot be provided.
     #[error("blob {0} is not in the local store, so it cannot be offered to peers")]
