@@ -134,6 +134,10 @@ pub struct LimitsConfig {
     pub locals: u32,
     /// Longest a module may take to compile, in seconds. Default 60.
     pub compile_secs: u64,
+    /// Disk quota of the content store, in MiB: a blob from a peer that would take the
+    /// store past it is not fetched. Blobs fetched for a job are deleted once the job is
+    /// closed or dropped. Default 10240 (10 GiB).
+    pub store_mib: u64,
 }
 
 impl Default for LimitsConfig {
@@ -148,6 +152,7 @@ impl Default for LimitsConfig {
             function_body_kib: d.function_body_bytes >> 10,
             locals: d.locals,
             compile_secs: d.compile_timeout.as_secs(),
+            store_mib: 10 * 1024,
         }
     }
 }
@@ -188,7 +193,13 @@ impl LimitsConfig {
             64 * 1024,
         )?;
         within("locals", self.locals.into(), 1, 50_000)?;
-        within("compile_secs", self.compile_secs, 1, 3600)
+        within("compile_secs", self.compile_secs, 1, 3600)?;
+        within("store_mib", self.store_mib, 64, 1 << 24)
+    }
+
+    /// The store's disk quota in bytes.
+    pub fn store_quota(&self) -> u64 {
+        self.store_mib.saturating_mul(1 << 20)
     }
 }
 
@@ -295,6 +306,9 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # locals = 20000
 # Longest a module may take to compile, in seconds (HEARTH_COMPILE_SECS).
 # compile_secs = 60
+# Disk quota of the blob store, in MiB: blobs from peers beyond it are not fetched; blobs
+# fetched for a job are deleted once it closes (HEARTH_STORE_MIB).
+# store_mib = 10240
 "#;
 
 impl Config {
@@ -364,6 +378,7 @@ impl Config {
             ("HEARTH_MODULE_MIB", &mut limits.module_mib),
             ("HEARTH_INPUT_MIB", &mut limits.input_mib),
             ("HEARTH_COMPILE_SECS", &mut limits.compile_secs),
+            ("HEARTH_STORE_MIB", &mut limits.store_mib),
         ] {
             if let Some(v) = env(var) {
                 *field = v

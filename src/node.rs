@@ -172,6 +172,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let identity = Identity::load(&opts.data_dir)?;
     let db = open_db(&opts.data_dir)?;
     let store = Store::with_db(&db)?;
+    store.set_quota(opts.config.limits.store_quota());
     let ledger = Ledger::open(&db, identity.public())?;
     let config = &opts.config;
     // The radiator's own limits, which no job can raise (STYLE rule 18).

@@ -545,12 +545,30 @@ async fn jobs_beyond_the_radiators_limits_are_declined_and_the_submitter_sees_wh
             "three jobs declined by three radiators in {:?}",
             started.elapsed()
         );
-        // Declined before anything was fetched: no other radiator holds the 4 GiB job's
-        // module or the oversize module; the compile bomb was fetched, then refused by shape.
+        // Declined before anything was fetched: no other radiator ever held the 4 GiB job's
+        // module or the oversize module. The compile bomb was fetched, refused by its shape,
+        // and deleted with the job's manifests once declined.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         for n in &nodes[1..] {
             assert!(!n.context.store.has(&blake3::hash(&small)).unwrap());
             assert!(!n.context.store.has(&blake3::hash(&oversize)).unwrap());
-            assert!(n.context.store.has(&blake3::hash(&bomb)).unwrap());
+            // Pieces fetched: three manifests, the bomb (two) and its input (one). The 2 MiB
+            // module alone would have been nine.
+            let fetched = n.context.net.status().await.unwrap().chunks_fetched;
+            assert!(fetched <= 6, "{fetched} pieces fetched");
+            let leftovers = || {
+                std::iter::once(blake3::hash(&bomb))
+                    .chain(jobs.iter().map(|(id, _)| *id))
+                    .filter(|h| n.context.store.has(h).unwrap())
+                    .count()
+            };
+            while leftovers() > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "declined jobs' blobs kept"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         // The radiators stop asking: over two re-announcements no shard is leased again.
         for _ in 0..40 {
@@ -563,6 +581,66 @@ async fn jobs_beyond_the_radiators_limits_are_declined_and_the_submitter_sees_wh
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_delete_a_finished_jobs_blobs_and_the_submitter_keeps_its_own() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {}).await.unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let manifest = build(
+            &sub.context.store,
+            &mandelbrot(128, 64, 64),
+            sub.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let mut blobs = vec![manifest.module];
+        blobs.extend(manifest.inputs.iter().copied());
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        blobs.push(id);
+        let view = wait_done(sub, id, Duration::from_secs(60)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        for s in &view.shards {
+            if let hearth::jobs::ShardView::Verified { output, .. } = s {
+                blobs.push(parse_hash(output).unwrap());
+            }
+        }
+        // Some radiator other than the submitter worked it, so it fetched the job's blobs.
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert!(receipts.iter().any(|r| r.record.worker != sub.household()));
+        // Once the job is closed, the other radiators delete everything they fetched or
+        // made for it; the submitter keeps the job's blobs and the result.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for n in &nodes[1..] {
+            loop {
+                let held: Vec<_> = blobs
+                    .iter()
+                    .filter(|h| n.context.store.has(h).unwrap())
+                    .collect();
+                if held.is_empty() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a worker still holds {held:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        for h in &blobs {
+            assert!(sub.context.store.has(h).unwrap(), "the submitter lost {h}");
+        }
+        assert_eq!(result_bytes(sub, &view), native_png(128, 64, 64));
         for n in nodes {
             n.shutdown().await;
         }

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod coordinator;
+mod gc;
 pub mod local;
 pub mod worker;
 

@@ -26,6 +26,7 @@ use crate::net::{NetError, Network};
 use crate::store::Store;
 
 use super::coordinator::CoordinatorHandle;
+use super::gc::JobBlobs;
 use super::JobError;
 
 /// Most jobs a worker keeps track of at once; announcements beyond it are ignored until
@@ -102,6 +103,8 @@ struct Ctx {
     local: CoordinatorHandle,
     local_peer: libp2p::PeerId,
     leases: sled::Tree,
+    /// Blobs brought in for jobs, deleted when their jobs are closed or dropped.
+    blobs: JobBlobs,
     config: WorkerConfig,
     /// Fraction of full heat, in thousandths, sent along with lease requests.
     demand_permille: u16,
@@ -148,6 +151,7 @@ impl Worker {
                 local,
                 local_peer,
                 leases: db.open_tree("worker/leases")?,
+                blobs: JobBlobs::open(db)?,
                 config,
                 demand_permille: 0,
                 meter,
@@ -211,10 +215,22 @@ impl Worker {
             }
             WorkerEvent::Closed { job, from } => {
                 if self.known.get(&job).is_some_and(|k| k.coordinator == from) {
-                    self.known.remove(&job);
+                    self.forget(job);
                 }
             }
         }
+    }
+
+    /// Stops tracking `job` and deletes, off this task, the blobs fetched for it that no
+    /// other job uses (see `jobs::gc`).
+    fn forget(&mut self, job: blake3::Hash) {
+        self.known.remove(&job);
+        let (blobs, store) = (self.ctx.blobs.clone(), self.ctx.store.clone());
+        tokio::task::spawn_blocking(move || match blobs.release(&store, &job) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(job = %job, "deleted {n} blobs the job no longer needs"),
+            Err(e) => tracing::warn!(job = %job, "could not delete the job's blobs: {e}"),
+        });
     }
 
     fn on_done(&mut self, job: blake3::Hash, outcome: Outcome) {
@@ -235,14 +251,14 @@ impl Worker {
                 k.unreachable_since = None;
                 if retry_after.is_zero() {
                     tracing::info!(job = %job, ?reason, "coordinator has no more work for us");
-                    self.known.remove(&job);
+                    self.forget(job);
                 } else {
                     k.next_try = Instant::now() + retry_after;
                 }
             }
             Outcome::Declined(reason) => {
                 tracing::info!(job = %job, "declined: {reason}");
-                self.known.remove(&job);
+                self.forget(job);
                 if self.declined.len() >= MAX_KNOWN_JOBS {
                     self.declined.pop_front();
                 }
@@ -252,7 +268,7 @@ impl Worker {
                 let since = *k.unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= give_up {
                     tracing::warn!(job = %job, "coordinator unreachable for {give_up:?} ({e}); dropping the job");
-                    self.known.remove(&job);
+                    self.forget(job);
                 } else {
                     k.next_try = Instant::now() + Duration::from_secs(1);
                 }
@@ -285,8 +301,31 @@ impl Worker {
         }
     }
 
-    /// Picks up leases that were being worked when the node stopped.
+    /// Picks up leases that were being worked when the node stopped, and asks again about
+    /// every other job whose blobs are still held: a job that closed while this node was
+    /// offline then answers "complete" (or stays unreachable) and its blobs are deleted.
     fn resume(&mut self) {
+        self.resume_leases();
+        let earlier = match self.ctx.blobs.jobs() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!("could not list the blobs of earlier jobs: {e}");
+                return;
+            }
+        };
+        for (job, coordinator) in earlier {
+            if self.known.len() >= MAX_KNOWN_JOBS {
+                break;
+            }
+            self.known.entry(job).or_insert(KnownJob {
+                coordinator,
+                next_try: Instant::now(),
+                unreachable_since: None,
+            });
+        }
+    }
+
+    fn resume_leases(&mut self) {
         for item in self.ctx.leases.iter() {
             let Ok((key, value)) = item else { continue };
             let saved: Option<SavedLease> = serde_json::from_slice(&value).ok();
@@ -395,22 +434,33 @@ impl Ctx {
 
     /// Fetches a blob of at most `max_len` bytes. A longer one is refused before any of its
     /// bytes is fetched, and the job is declined as beyond this radiator's limits.
+    ///
+    /// The blob is recorded as used by `job` (brought in if it was not held), so it is
+    /// deleted once the job is closed or dropped; not for this household's own jobs.
     async fn fetch_within(
         &self,
+        job: &blake3::Hash,
         hash: blake3::Hash,
         from: libp2p::PeerId,
         max_len: u64,
         what: &str,
     ) -> Result<(), JobError> {
+        let own_job = from == self.local_peer;
         // A blob already held (the submitter's own) is checked against the limit too.
         if let Some(len) = self.store.len(&hash)? {
-            return if len > max_len {
-                Err(too_big(what, len, max_len))
-            } else {
-                Ok(())
-            };
+            if len > max_len {
+                return Err(too_big(what, len, max_len));
+            }
+            if !own_job {
+                self.blobs.record(job, &from, &hash, false)?;
+            }
+            return Ok(());
         }
-        let hint = (from != self.local_peer).then_some(from);
+        // Recorded before fetching, so a blob that arrives is never left unrecorded.
+        if !own_job {
+            self.blobs.record(job, &from, &hash, true)?;
+        }
+        let hint = (!own_job).then_some(from);
         match self.net.fetch_blob_within(hash, hint, max_len).await {
             Ok(()) => Ok(()),
             Err(NetError::BlobTooLarge { len, .. }) => Err(too_big(what, len, max_len)),
@@ -444,6 +494,7 @@ impl Ctx {
         let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
         let _enter = span.enter();
         self.fetch_within(
+            &lease.job,
             lease.job,
             coordinator,
             MAX_MANIFEST_BYTES as u64,
@@ -476,10 +527,22 @@ impl Ctx {
                 own.memory_per_shard >> 20
             )));
         }
-        self.fetch_within(manifest.module, coordinator, own.module_bytes, "module")
-            .await?;
-        self.fetch_within(input_hash, coordinator, own.input_bytes, "shard input")
-            .await?;
+        self.fetch_within(
+            &lease.job,
+            manifest.module,
+            coordinator,
+            own.module_bytes,
+            "module",
+        )
+        .await?;
+        self.fetch_within(
+            &lease.job,
+            input_hash,
+            coordinator,
+            own.input_bytes,
+            "shard input",
+        )
+        .await?;
         let module = self.store.get_bytes(&manifest.module)?;
         let input = self.store.get_bytes(&input_hash)?;
         let limits = Limits {
@@ -534,7 +597,15 @@ impl Ctx {
         if self.config.cheat {
             output.extend_from_slice(b"forged");
         }
-        let output_hash = self.store.put_bytes(&output)?;
+        // An output for another household's job is not this household's to keep: it goes
+        // with the job (`jobs::gc`). For its own jobs the household keeps it.
+        let output_hash = if coordinator == self.local_peer {
+            self.store.put_bytes(&output)?
+        } else {
+            let hash = self.store.put_bytes_unkept(&output)?;
+            self.blobs.record(&lease.job, &coordinator, &hash, true)?;
+            hash
+        };
         if let Err(e) = self.net.provide(output_hash).await {
             tracing::debug!("could not advertise output: {e}");
         }
