@@ -260,6 +260,16 @@ impl Ledger {
         })
     }
 
+    /// Energy credited to `household` by receipts whose window ended at or after `since_ms`
+    /// (ms since the Unix epoch), in mJ.
+    pub fn credited_since(&self, household: &PublicKey, since_ms: u64) -> Result<u64, LedgerError> {
+        Ok(self
+            .list(Some(household))?
+            .iter()
+            .filter(|r| r.record.end_ms >= since_ms)
+            .fold(0u64, |sum, r| sum.saturating_add(r.record.energy_mj)))
+    }
+
     /// Walks the own-household hash chain and checks every link. Returns its length and head.
     pub fn verify_chain(&self) -> Result<(u64, [u8; 32]), LedgerError> {
         let mut prev = [0u8; 32];

@@ -16,10 +16,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::exec::{ExecError, Executor, Limits};
-use crate::heat::EnergyMeter;
+use crate::heat::energy::{EnergyMeter, MeterConfig};
 use crate::identity::Identity;
 use crate::model::job::MAX_MANIFEST_BYTES;
-use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
+use crate::model::receipt::{Claim, WorkRecord};
 use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
 use crate::model::{now_ms, JobManifest};
 use crate::net::{NetError, Network};
@@ -108,8 +108,9 @@ struct Ctx {
     config: WorkerConfig,
     /// Fraction of full heat, in thousandths, sent along with lease requests.
     demand_permille: u16,
-    /// The heat service's meter; without one (no heat service) energy is estimated from CPU time.
-    meter: Option<EnergyMeter>,
+    /// The heat service's meter, or (a node without a heat service) one that estimates from
+    /// CPU time.
+    meter: EnergyMeter,
 }
 
 pub struct Worker {
@@ -142,6 +143,9 @@ impl Worker {
         meter: Option<EnergyMeter>,
     ) -> Result<Worker, JobError> {
         let local_peer = identity.peer_id();
+        let meter = meter.unwrap_or_else(|| {
+            EnergyMeter::new(MeterConfig::cpu_estimate(config.watts_per_core, max_slots))
+        });
         Ok(Worker {
             ctx: Ctx {
                 identity,
@@ -535,6 +539,25 @@ impl Ctx {
             "module",
         )
         .await?;
+        // Compile (or find compiled) now, before the input is fetched and before the meter
+        // starts: a module beyond this radiator's shape or compile-time limits is declined
+        // here, and compiling is not shard execution. Other errors surface again from `run`
+        // below and are reported as the shard's failure.
+        let module = self.store.get_bytes(&manifest.module)?;
+        let (executor, module_hash) = (self.executor.clone(), manifest.module);
+        let (module, prepared) = tokio::task::spawn_blocking(move || {
+            let prepared = executor.prepare(&module_hash, &module);
+            (module, prepared)
+        })
+        .await
+        .map_err(|e| JobError::Invalid(format!("the compile thread died: {e}")))?;
+        match prepared {
+            Err(e) if e.exceeds_radiator_limits() => {
+                return Err(JobError::BeyondLimits(e.to_string()))
+            }
+            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
+            _ => {}
+        }
         self.fetch_within(
             &lease.job,
             input_hash,
@@ -543,7 +566,6 @@ impl Ctx {
             "shard input",
         )
         .await?;
-        let module = self.store.get_bytes(&manifest.module)?;
         let input = self.store.get_bytes(&input_hash)?;
         let limits = Limits {
             fuel: manifest.limits.fuel_per_shard,
@@ -552,27 +574,18 @@ impl Ctx {
         };
         let executor = self.executor.clone();
         let module_hash = manifest.module;
-        let start_ms = now_ms();
-        let mark = self.meter.as_ref().map(|m| m.start_shard());
+        // The meter's window is exactly the execution: fetching, queueing and claiming are not
+        // shard energy, and the receipt records this window.
+        let mark = self.meter.start_shard();
         let outcome = tokio::task::spawn_blocking(move || {
             executor.run(&module_hash, &module, &input, &limits)
         })
-        .await
-        .map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
-        let end_ms = now_ms().max(start_ms);
+        .await;
         // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
-        // counted as running.
-        let cpu_time = outcome.as_ref().map(|o| o.cpu_time).unwrap_or_default();
-        let (energy_mj, method) = match (&self.meter, mark) {
-            (Some(meter), Some(mark)) => {
-                let e = meter.finish_shard(mark, cpu_time);
-                (e.energy_mj, e.method)
-            }
-            _ => (
-                (cpu_time.as_secs_f64() * self.config.watts_per_core * 1000.0).round() as u64,
-                EnergyMethod::CpuEstimate,
-            ),
-        };
+        // counted as executing.
+        let energy = self.meter.finish_shard(mark);
+        let outcome =
+            outcome.map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
         let out = match outcome {
             Ok(out) => out,
             // Beyond this radiator (module shape, compile time): not the shard's fault.
@@ -618,10 +631,10 @@ impl Ctx {
             worker: self.identity.public(),
             submitter: manifest.submitter,
             fuel: out.fuel,
-            energy_mj,
-            method,
-            start_ms,
-            end_ms,
+            energy_mj: energy.energy_mj,
+            method: energy.method,
+            start_ms: energy.start_ms,
+            end_ms: energy.end_ms,
             nonce: lease.nonce,
         };
         let claim =

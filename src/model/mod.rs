@@ -4,6 +4,7 @@
 
 pub mod canon;
 pub mod job;
+pub mod power;
 pub mod receipt;
 pub mod wire;
 
