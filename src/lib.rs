@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! cli / demo            thin: parse arguments, call the API or the node
+//! impact                reports from receipts (energy and CO2 both ways); pure
 //! api                   local HTTP+JSON face of a node
 //! node                  wires one radiator's services together, owns shutdown
 //! jobs                  coordinator (submitter side) and worker (radiator side)
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod exec;
 pub mod heat;
 pub mod identity;
+pub mod impact;
 pub mod jobs;
 pub mod kernels;
 pub mod ledger;

@@ -25,10 +25,30 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     .expect("the demo finishes within 4 minutes")
     .expect("the demo passes its own checks, conservation included");
 
-    let export = out.join("receipts.json");
-    let text = std::fs::read_to_string(&export).unwrap();
+    let export_path = out.join("receipts.json");
+    let text = std::fs::read_to_string(&export_path).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["receipts"].as_array().unwrap().len(), 6 * 4 * 2);
+
+    // `hearth impact` on the demo's export: every receipt counts, and the figures follow from
+    // the receipts' own sum and the documented defaults (docs/impact.md).
+    let export = hearth::cli::impact::read_export(&export_path).unwrap();
+    let sum_mj: u64 = export.receipts.iter().map(|r| r.energy_mj).sum();
+    let args = hearth::cli::impact::ImpactArgs::default();
+    let r = hearth::impact::compute(
+        &export.receipts,
+        &hearth::impact::Filter::default(),
+        &args.assumptions(),
+    )
+    .unwrap();
+    assert_eq!((r.receipts, r.invalid_receipts), (6 * 4 * 2, 0));
+    assert!((r.credited_kwh - sum_mj as f64 / 3.6e9).abs() < 1e-12);
+    assert!((r.data_centre_kwh - r.credited_kwh * 1.58).abs() < 1e-12);
+    assert!((r.co2_reduction - (1.0 - 1.0 / 2.58)).abs() < 1e-9);
+    println!(
+        "{}",
+        hearth::cli::impact::report(&args, &export).unwrap()
+    );
 
     if Command::new("python3").arg("--version").output().is_err() {
         eprintln!("python3 not found: the outside check is skipped");
@@ -37,7 +57,7 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/check_power.py");
     let run = |max: &str| {
         Command::new("python3")
-            .args([script, export.to_str().unwrap(), "--max-watts", max])
+            .args([script, export_path.to_str().unwrap(), "--max-watts", max])
             .output()
             .unwrap()
     };

@@ -143,6 +143,9 @@ fn simulate_command_writes_png_and_reports() {
         setpoint: None,
         schedule: false,
         warmup_hours: 24.0,
+        days: None,
+        tariff: None,
+        work_supply: None,
     };
     hearth::cli::heat::simulate_day(&args, &HeatConfig::default()).unwrap();
     let bytes = std::fs::read(&png_path).unwrap();

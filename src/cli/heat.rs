@@ -11,7 +11,8 @@ use clap::{Args, Subcommand};
 
 use super::client::Client;
 use crate::heat::api::{Boost, Celsius};
-use crate::heat::sim::{simulate, SimOptions};
+use crate::heat::grid::{Grid, Tariff};
+use crate::heat::sim::{compare, simulate, Comparison, SimOptions, SimReport, WorkSupply};
 use crate::heat::{plot, HeatConfig, HeatStatus};
 use crate::model::receipt::EnergyMethod;
 
@@ -34,7 +35,8 @@ pub enum HeatCommand {
     Boost { duration: String },
     /// Stop heating until `hearth heat set` or `hearth heat auto`.
     Off,
-    /// Simulate a winter day of the room and the controller with work always available.
+    /// Simulate winter days of the room and the controller; with `--tariff` or
+    /// `--work-supply`, the planning controller beside the plain thermostat.
     Simulate(SimulateArgs),
 }
 
@@ -62,6 +64,17 @@ pub struct SimulateArgs {
     /// Hours run before recording, so the controller starts in steady operation.
     #[arg(long, default_value_t = 24.0)]
     pub warmup_hours: f64,
+    /// Days to simulate (replaces --hours), from Monday 1 January 2024.
+    #[arg(long)]
+    pub days: Option<f64>,
+    /// A tariff (`.toml`, the fields of `[heat.tariff]`) or a price/carbon signal (CSV) file;
+    /// default: `[heat.tariff]` of hearth.toml, if any.
+    #[arg(long)]
+    pub tariff: Option<PathBuf>,
+    /// Fraction of the time work is on offer (e.g. 0.7), or a trace file of
+    /// `hours,available` lines.
+    #[arg(long)]
+    pub work_supply: Option<String>,
 }
 
 /// Runs a `hearth heat` command; `api` is the node's API client, `config` the `[heat]` section
@@ -143,12 +156,27 @@ fn print_status(s: &HeatStatus) {
     if let Some(m) = s.boost_minutes_left {
         println!("boost       {m} min left");
     }
+    if let Some(p) = &s.plan {
+        println!("{}", plan_line(p));
+    }
     let mark = if s.fail_safe {
         "SAFE MODE   "
     } else {
         "why         "
     };
     println!("{mark}{}", s.reason);
+}
+
+/// "plan        pre-heat (+0.7 K) until 2024-01-03 07:00: ...".
+pub fn plan_line(p: &crate::heat::plan::Plan) -> String {
+    use crate::heat::plan::Phase;
+    let phase = match p.phase {
+        Phase::Plain => "plain thermostat",
+        Phase::Normal => "normal",
+        Phase::Preheat => "pre-heat",
+        Phase::Coast => "coast",
+    };
+    format!("plan        {phase} ({:+.1} K): {}", p.offset_k, p.reason)
 }
 
 pub async fn set(api: &Client, celsius: f64) -> anyhow::Result<()> {
@@ -231,7 +259,15 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 /// `hearth heat simulate`.
 pub fn simulate_day(args: &SimulateArgs, config: &HeatConfig) -> anyhow::Result<()> {
     let mut opts = SimOptions::new(config.clone());
-    opts.hours = args.hours;
+    opts.hours = args.days.map_or(args.hours, |d| d * 24.0);
+    opts.grid = match (&args.tariff, &config.tariff) {
+        (Some(path), _) => Some(Grid::read(path)?),
+        (None, Some(t)) => Some(Grid::Tariff(Tariff::new(t)?)),
+        (None, None) => None,
+    };
+    if let Some(w) = &args.work_supply {
+        opts.work = WorkSupply::parse(w)?;
+    }
     opts.max_slots = args.slots;
     opts.warmup_hours = args.warmup_hours;
     opts.setpoint = if args.schedule {
@@ -239,6 +275,9 @@ pub fn simulate_day(args: &SimulateArgs, config: &HeatConfig) -> anyhow::Result<
     } else {
         Some(args.setpoint.unwrap_or(config.schedule.day_celsius))
     };
+    if opts.grid.is_some() || opts.work != WorkSupply::Always {
+        return simulate_compared(args, &opts);
+    }
     let report = simulate(&opts)?;
     if let Some(path) = &args.plot {
         let title = format!(
@@ -272,4 +311,104 @@ pub fn simulate_day(args: &SimulateArgs, config: &HeatConfig) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// The planning controller beside the plain thermostat (and beside planning without
+/// lease-ahead when work comes and goes).
+fn simulate_compared(args: &SimulateArgs, opts: &SimOptions) -> anyhow::Result<()> {
+    let c = compare(opts)?;
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "hearth: planned heating, {:.0}% less energy in expensive periods",
+            c.expensive_energy_cut * 100.0
+        );
+        plot::write_png(&c.plan.samples, &title, path)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    print!("{}", comparison_table(&c));
+    if let Some(path) = &args.plot {
+        println!("plot of the planned run written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The side-by-side table `hearth heat simulate` prints.
+pub fn comparison_table(c: &Comparison) -> String {
+    let mut runs: Vec<(&str, &SimReport)> = vec![("plan", &c.plan), ("plain", &c.plain)];
+    if let Some(r) = &c.plan_without_lease_ahead {
+        runs.push(("plan, no lease-ahead", r));
+    }
+    let mut out = format!(
+        "{:.0} h simulated, {} slots, work on offer {:.0} % of the time, band ±{:.1} K\n",
+        c.plan.hours,
+        c.plan.max_slots,
+        c.plan.work_available_fraction * 100.0,
+        c.plan.band_k
+    );
+    out += &format!("{:<34}", "");
+    for (name, _) in &runs {
+        out += &format!("{name:>22}");
+    }
+    out += "\n";
+    type Row = (&'static str, fn(&SimReport) -> String);
+    let rows: [Row; 14] = [
+        ("within ±0.5 K of setpoint", |r| {
+            format!("{:.1} %", r.fraction_within_half_kelvin * 100.0)
+        }),
+        ("within setpoint ± band", |r| {
+            format!("{:.1} %", r.fraction_within_band * 100.0)
+        }),
+        ("pre-heated (+0.5 K to +band)", |r| {
+            format!("{:.1} %", r.fraction_in_preheat_band * 100.0)
+        }),
+        ("below setpoint − band", |r| {
+            format!("{:.1} %", r.fraction_below_band * 100.0)
+        }),
+        ("room min / max (°C)", |r| {
+            format!("{:.1} / {:.1}", r.min_room_celsius, r.max_room_celsius)
+        }),
+        ("unmet heat (kWh)", |r| format!("{:.2}", r.unmet_heat_kwh)),
+        ("energy (kWh)", |r| format!("{:.2}", r.energy_kwh)),
+        ("  in expensive periods (kWh)", |r| {
+            format!("{:.2}", r.expensive_kwh)
+        }),
+        ("  in peak hours (kWh / cost)", |r| {
+            format!("{:.2} / {:.2}", r.peak_kwh, r.peak_cost)
+        }),
+        ("  off-peak (kWh / cost)", |r| {
+            format!("{:.2} / {:.2}", r.off_peak_kwh, r.off_peak_cost)
+        }),
+        ("  with no signal (kWh)", |r| format!("{:.2}", r.unpriced_kwh)),
+        ("cost", |r| format!("{:.2}", r.cost)),
+        ("CO2 at the signal's intensity (kg)", |r| {
+            format!("{:.2}", r.co2_kg)
+        }),
+        ("hours pre-heating / coasting", |r| {
+            format!("{:.1} / {:.1}", r.preheat_hours, r.coast_hours)
+        }),
+    ];
+    for (label, value) in rows {
+        out += &format!("{label:<34}");
+        for (_, r) in &runs {
+            out += &format!("{:>22}", value(r));
+        }
+        out += "\n";
+    }
+    out += &format!(
+        "planning cuts energy in expensive periods by {:.1} %\n",
+        c.expensive_energy_cut * 100.0
+    );
+    if let Some(r) = &c.plan_without_lease_ahead {
+        out += &format!(
+            "lease-ahead ({:.0} min) recovers {:.1} points of time within ±band and {:.2} kWh \
+             of unmet heat\n",
+            c.plan.lease_ahead_minutes,
+            (c.plan.fraction_within_band - r.fraction_within_band) * 100.0,
+            r.unmet_heat_kwh - c.plan.unmet_heat_kwh
+        );
+    }
+    out
 }

@@ -4,6 +4,7 @@
 
 mod client;
 pub mod heat;
+pub mod impact;
 mod local;
 mod remote;
 
@@ -101,6 +102,9 @@ pub enum Command {
     Receipts(ReceiptsArgs),
     /// The room: status, setpoint, boost, off, and a simulated winter day.
     Heat(heat::HeatArgs),
+    /// What the receipts say hearth saved: energy, heat into homes, data-centre energy and
+    /// CO2 both ways (docs/impact.md states every assumption).
+    Impact(impact::ImpactArgs),
     /// Start a local network of radiators on loopback, render a Mandelbrot set across them
     /// and check every receipt.
     Demo {
@@ -420,6 +424,14 @@ pub fn main() -> anyhow::Result<()> {
                 return heat::simulate_day(sim, &config.heat);
             }
             runtime.block_on(heat::run(args.clone(), &api()?, &config.heat))
+        }
+        Command::Impact(args) => {
+            let client = if args.file.is_some() {
+                None
+            } else {
+                Some(api()?)
+            };
+            runtime.block_on(impact::run(args, client.as_ref(), &data_dir))
         }
         Command::Demo {
             radiators,

@@ -255,7 +255,7 @@ pub async fn job_result(api: &Client, id: &str, output: &Path) -> anyhow::Result
 }
 
 /// Receipts from the running node, or straight from the data directory when no node runs.
-async fn load_receipts(
+pub(crate) async fn load_receipts(
     api: &Client,
     data_dir: &Path,
     household: Option<&str>,

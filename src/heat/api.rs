@@ -16,6 +16,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::grid::{Series, SignalPush};
 use super::service::{HeatHandle, HeatStatus};
 use super::HeatError;
 
@@ -41,6 +42,7 @@ pub fn routes() -> Router<HeatHandle> {
         .route("/v1/heat/auto", post(auto))
         .route("/v1/heat/boost", post(boost))
         .route("/v1/heat/off", post(off))
+        .route("/v1/heat/signal", put(signal))
 }
 
 struct ApiError(StatusCode, String);
@@ -55,7 +57,7 @@ impl From<HeatError> for ApiError {
     fn from(e: HeatError) -> ApiError {
         let code = match e {
             HeatError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            HeatError::NotHttpSource(_) => StatusCode::CONFLICT,
+            HeatError::NotHttpSource(_) | HeatError::NotHttpSignal => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(code, e.to_string())
@@ -105,4 +107,18 @@ async fn boost(State(heat): State<HeatHandle>, json: Result<Json<Boost>, JsonRej
 
 async fn off(State(heat): State<HeatHandle>) -> Answer {
     Ok(Json(heat.off().await?))
+}
+
+/// `PUT /v1/heat/signal`: a price or carbon-intensity forecast (body bounded by axum's 2 MB
+/// limit; [`Series::try_from`] bounds the period count and every number).
+async fn signal(
+    State(heat): State<HeatHandle>,
+    json: Result<Json<SignalPush>, JsonRejection>,
+) -> Answer {
+    let p = body(
+        json,
+        r#"{"points": [{"start": "2024-01-03T07:00", "price_per_kwh": 0.65, "g_co2_per_kwh": 120}], "expensive_price": 0.4}"#,
+    )?;
+    let series = Series::try_from(p)?;
+    Ok(Json(heat.push_signal(series).await?))
 }

@@ -81,6 +81,45 @@ pub struct HeatConfig {
     pub file: FileConfig,
     /// The MQTT source (used when `source = "mqtt"`).
     pub mqtt: MqttConfig,
+    /// A tariff schedule (`[heat.tariff]`): peak hours and day colours with their prices.
+    /// Default none: the plain thermostat, unless `[heat.signal]` gives a signal.
+    pub tariff: Option<super::grid::TariffConfig>,
+    /// Where a price or carbon-intensity signal comes from (`[heat.signal]`); it replaces the
+    /// tariff when both are set. Default none.
+    pub signal: SignalConfig,
+    /// The planning controller's comfort band and lease-ahead (`[heat.plan]`).
+    pub plan: super::plan::PlanConfig,
+}
+
+/// Where a grid signal (price or carbon-intensity forecast) comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalSource {
+    /// No signal: the tariff, if any, alone plans. Default.
+    #[default]
+    None,
+    /// A CSV file rewritten by a script (see `docs/heat.md`), re-read every control period.
+    File,
+    /// Home automation pushes a forecast to `PUT /v1/heat/signal`.
+    Http,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalConfig {
+    /// `none` (default), `file` or `http`.
+    pub source: SignalSource,
+    /// The CSV file for `source = "file"`. Default `/run/hearth/grid-signal.csv`.
+    pub path: PathBuf,
+}
+
+impl Default for SignalConfig {
+    fn default() -> Self {
+        SignalConfig {
+            source: SignalSource::None,
+            path: PathBuf::from("/run/hearth/grid-signal.csv"),
+        }
+    }
 }
 
 impl Default for HeatConfig {
@@ -103,6 +142,9 @@ impl Default for HeatConfig {
             simulated: SimulatedConfig::default(),
             file: FileConfig::default(),
             mqtt: MqttConfig::default(),
+            tariff: None,
+            signal: SignalConfig::default(),
+            plan: super::plan::PlanConfig::default(),
         }
     }
 }
@@ -273,6 +315,21 @@ pub const TEMPLATE: &str = r#"
 [heat.file]
 # path = "/run/hearth/room-temperature"
 
+# Grid-aware heating (docs/heat.md): pre-heat before expensive hours, coast through them.
+# [heat.tariff]
+# peak = ["06:00-22:00"]
+# default_colour = "blue"
+# expensive_price = 0.40
+# [heat.tariff.days]
+# "2024-01-10" = "red"
+# [heat.signal]
+# source = "file"            # or "http": PUT /v1/heat/signal
+# path = "/run/hearth/grid-signal.csv"
+# [heat.plan]
+# band_k = 1.0
+# preheat_hours = 4.0
+# lease_ahead_minutes = 30.0
+
 [heat.mqtt]
 # host = "127.0.0.1"
 # port = 1883
@@ -411,6 +468,10 @@ impl HeatConfig {
                 reason: "must be between 1 and 100000".into(),
             });
         }
+        if let Some(t) = &self.tariff {
+            super::grid::Tariff::new(t)?;
+        }
+        self.plan.validate()?;
         if self.source == SourceKind::Mqtt && self.mqtt.topic.is_empty() {
             return Err(HeatError::Config {
                 field: "heat.mqtt.topic",

@@ -278,6 +278,15 @@ impl Controller {
     }
 
     pub fn step(&mut self, input: &Input) -> Decision {
+        self.step_planned(input, 0.0)
+    }
+
+    /// [`Controller::step`] aiming `offset_k` away from the setpoint, as the planner
+    /// ([`super::plan`]) asks: above it to pre-heat, below it to coast. Only `auto` and
+    /// `manual` follow the offset; `off`, `boost`, fail-safe and overheat rules are unchanged,
+    /// and the room is never aimed above [`OVERHEAT_CELSIUS`] − 1 K.
+    pub fn step_planned(&mut self, input: &Input, offset_k: f64) -> Decision {
+        let offset_k = if offset_k.is_finite() { offset_k } else { 0.0 };
         if let Mode::Boost { until, then } = &self.mode {
             if input.now_secs >= *until {
                 self.mode = (**then).clone();
@@ -336,7 +345,8 @@ impl Controller {
                 )
             }
             Mode::Auto | Mode::Manual { .. } => {
-                let (target, demand, reason) = self.regulate(room, setpoint, input.dt_secs);
+                let aim = (setpoint + offset_k).min(OVERHEAT_CELSIUS - 1.0);
+                let (target, demand, reason) = self.regulate(room, aim, input.dt_secs);
                 (target.max(min), demand, reason, false)
             }
         };

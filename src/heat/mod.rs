@@ -9,6 +9,8 @@
 //! - [`config`]: the `[heat]` section of `hearth.toml`.
 //! - [`room`]: the simulated room and a winter day's outdoor temperature.
 //! - [`controller`]: schedule, household overrides, hysteresis, PI, slot ramp. Pure.
+//! - [`grid`]: tariffs (peak hours, Tempo day colours) and price/carbon signals. Pure.
+//! - [`plan`]: the planning controller: pre-heat before expensive periods, coast through. Pure.
 //! - [`source`]: parsing and trusting readings; the file source; the MQTT subscriber.
 //! - [`energy`]: the energy meter the worker charges shards with.
 //! - [`service`]: the live actor ([`spawn`]) and its cloneable [`HeatHandle`].
@@ -24,6 +26,8 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod energy;
+pub mod grid;
+pub mod plan;
 pub mod plot;
 pub mod room;
 pub mod service;
@@ -65,6 +69,8 @@ pub enum HeatError {
     BoostDuration(u64),
     #[error("this radiator reads the room temperature from its {0} source; set `source = \"http\"` in the [heat] section of hearth.toml to push readings")]
     NotHttpSource(&'static str),
+    #[error("this radiator takes no pushed grid signal; set `source = \"http\"` in the [heat.signal] section of hearth.toml")]
+    NotHttpSignal,
     #[error("the heating controller has stopped (is the node shutting down?)")]
     Stopped,
     #[error("writing the plot {path}: {reason}")]

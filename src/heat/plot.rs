@@ -1,6 +1,6 @@
 //! A PNG chart of a simulated day: room temperature, setpoint and outdoor temperature on the
 //! left axis (°C), the radiator's electrical power on the right axis (W), hours along the
-//! bottom, and a legend.
+//! bottom, expensive periods of the grid shaded, and a legend.
 //!
 //! Drawn pixel by pixel with the `png` encoder and an 8×8 bitmap font, so the chart needs no
 //! system fonts and looks the same on every machine. Only what the simulation needs: lines,
@@ -32,6 +32,8 @@ const SETPOINT: Rgb = [40, 40, 40];
 const OUTDOOR: Rgb = [30, 90, 200];
 const POWER: Rgb = [230, 130, 20];
 const POWER_FILL: Rgb = [253, 232, 205];
+/// Background of expensive (peak-price or high-carbon) periods.
+const EXPENSIVE: Rgb = [236, 236, 250];
 
 struct Canvas {
     px: Vec<u8>,
@@ -162,10 +164,15 @@ pub fn render(samples: &[Sample], title: &str) -> Result<Vec<u8>, String> {
     let y_temp = |c: f64| b - (b - t) * (c - tmin) / (tmax - tmin);
     let y_power = |w: f64| b - (b - t) * w / pmax;
 
-    // Power as a filled area behind everything else, column by column.
+    // Expensive periods shaded, then power as a filled area, behind everything else,
+    // column by column.
+    let any_expensive = samples.iter().any(|s| s.expensive);
     for x in LEFT..=RIGHT {
         let h = (x - LEFT) as f64 / (r - l) * hours;
         let i = samples.partition_point(|s| s.hours <= h).saturating_sub(1);
+        if samples[i].expensive {
+            cv.fill(x as i64, TOP as i64, x as i64, BOTTOM as i64, EXPENSIVE);
+        }
         let y = y_power(samples[i].power_watts).round() as i64;
         cv.fill(x as i64, y, x as i64, BOTTOM as i64, POWER_FILL);
     }
@@ -275,17 +282,31 @@ pub fn render(samples: &[Sample], title: &str) -> Result<Vec<u8>, String> {
     cv.text((WIDTH as i64 - tw) / 2, 14, title, BLACK, 2);
 
     // Legend, top left inside the plot.
-    let entries: [(&str, Rgb); 4] = [
+    let mut entries: Vec<(&str, Rgb)> = vec![
         ("room", ROOM),
         ("setpoint", SETPOINT),
         ("outdoor", OUTDOOR),
         ("compute power", POWER),
     ];
+    if any_expensive {
+        entries.push(("expensive period", EXPENSIVE));
+    }
     let (lx, ly) = (LEFT as i64 + 12, TOP as i64 + 12);
-    cv.fill(lx - 6, ly - 6, lx + 150, ly + 4 * 16 + 2, WHITE);
+    cv.fill(
+        lx - 6,
+        ly - 6,
+        lx + 170,
+        ly + entries.len() as i64 * 16 + 2,
+        WHITE,
+    );
     for (i, (name, colour)) in entries.iter().enumerate() {
         let y = ly + i as i64 * 16;
-        cv.fill(lx, y + 2, lx + 20, y + 5, *colour);
+        let (y0, y1) = if *colour == EXPENSIVE {
+            (y, y + 7)
+        } else {
+            (y + 2, y + 5)
+        };
+        cv.fill(lx, y0, lx + 20, y1, *colour);
         cv.text(lx + 28, y, name, BLACK, 1);
     }
 
@@ -308,4 +329,80 @@ pub fn write_png(samples: &[Sample], title: &str, path: &Path) -> Result<(), Hea
     };
     let bytes = render(samples, title).map_err(plot)?;
     std::fs::write(path, bytes).map_err(|e| plot(e.to_string()))
+}
+
+/// One bar: a label and stacked segments (value, colour, legend name).
+pub struct Bar {
+    pub label: String,
+    pub segments: Vec<(f64, [u8; 3], &'static str)>,
+}
+
+/// One panel of bars sharing a vertical scale.
+pub struct Panel {
+    pub title: String,
+    pub bars: Vec<Bar>,
+}
+
+/// A PNG of side-by-side panels of stacked bars, each bar's total written above it (for
+/// `hearth impact --plot`).
+pub fn render_bars(title: &str, panels: &[Panel]) -> Result<Vec<u8>, String> {
+    if panels.is_empty() {
+        return Err("nothing to plot".into());
+    }
+    let mut cv = Canvas::new();
+    let tw = Canvas::text_width(title, 2);
+    cv.text((WIDTH as i64 - tw) / 2, 14, title, BLACK, 2);
+    let panel_w = (RIGHT - LEFT) as f64 / panels.len() as f64;
+    let (t, b) = (TOP as f64 + 30.0, BOTTOM as f64);
+    let mut legend: Vec<([u8; 3], &'static str)> = Vec::new();
+    for (pi, panel) in panels.iter().enumerate() {
+        let x0 = LEFT as f64 + pi as f64 * panel_w;
+        let max = panel
+            .bars
+            .iter()
+            .map(|bar| bar.segments.iter().map(|s| s.0.max(0.0)).sum::<f64>())
+            .fold(0.0, f64::max)
+            .max(1e-12);
+        let pw = Canvas::text_width(&panel.title, 1);
+        cv.text((x0 + panel_w / 2.0) as i64 - pw / 2, TOP as i64, &panel.title, BLACK, 1);
+        cv.line((x0 + 10.0, b), (x0 + panel_w - 10.0, b), BLACK, 1, 0);
+        let n = panel.bars.len().max(1) as f64;
+        let slot = (panel_w - 20.0) / n;
+        for (bi, bar) in panel.bars.iter().enumerate() {
+            let bx0 = x0 + 10.0 + bi as f64 * slot + slot * 0.2;
+            let bx1 = bx0 + slot * 0.6;
+            let mut y = b;
+            let mut total = 0.0;
+            for &(v, colour, name) in &bar.segments {
+                let h = (b - t) * v.max(0.0) / max;
+                cv.fill(bx0 as i64, (y - h) as i64, bx1 as i64, y as i64, colour);
+                y -= h;
+                total += v.max(0.0);
+                if !legend.iter().any(|l| l.1 == name) {
+                    legend.push((colour, name));
+                }
+            }
+            let value = format!("{total:.3}");
+            let vw = Canvas::text_width(&value, 1);
+            let cx = ((bx0 + bx1) / 2.0) as i64;
+            cv.text(cx - vw / 2, y as i64 - 12, &value, BLACK, 1);
+            let lw = Canvas::text_width(&bar.label, 1);
+            cv.text(cx - lw / 2, BOTTOM as i64 + 8, &bar.label, BLACK, 1);
+        }
+    }
+    for (i, (colour, name)) in legend.iter().enumerate() {
+        let x = LEFT as i64 + i as i64 * 220;
+        let y = BOTTOM as i64 + 36;
+        cv.fill(x, y, x + 20, y + 7, *colour);
+        cv.text(x + 28, y, name, BLACK, 1);
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, WIDTH as u32, HEIGHT as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&cv.px).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
 }

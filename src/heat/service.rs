@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::config::{HeatConfig, SourceKind};
+use super::config::{HeatConfig, SignalSource, SourceKind};
+use super::grid::{Grid, Series, Tariff};
+use super::plan::{plan, Phase, Plan};
 use super::controller::{Controller, Decision, Input, Mode, Schedule};
 use super::energy::{EnergyMeter, MeterConfig};
 use super::room::{OutdoorProfile, Room};
@@ -67,6 +69,13 @@ pub struct HeatStatus {
     pub energy_method: EnergyMethod,
     /// The controller's local time (the simulated room's clock when simulated).
     pub local_time: String,
+    /// The planning controller's plan (absent on a radiator without a tariff or signal).
+    #[serde(default)]
+    pub plan: Option<Plan>,
+    /// Hint for the worker: shards worth leasing ahead beyond the running ones while heat is
+    /// wanted (`heat.plan.lease_ahead_minutes` > 0). The worker does not act on it yet.
+    #[serde(default)]
+    pub lease_ahead_slots: usize,
 }
 
 /// How the heat service learns what the household's receipts credit: given the start of the
@@ -77,6 +86,7 @@ pub type CreditSource = std::sync::Arc<dyn Fn(u64) -> Result<u64, String> + Send
 enum Command {
     Push(f64, oneshot::Sender<Result<HeatStatus, HeatError>>),
     Mode(ModeChange, oneshot::Sender<Result<HeatStatus, HeatError>>),
+    Signal(Series, oneshot::Sender<Result<HeatStatus, HeatError>>),
 }
 
 enum ModeChange {
@@ -140,6 +150,12 @@ impl HeatHandle {
     }
 
     /// Holds `celsius` until [`auto`](Self::auto); also ends `off` and `boost`.
+    /// A price or carbon-intensity forecast pushed by home automation (`PUT /v1/heat/signal`);
+    /// it replaces the previous one.
+    pub async fn push_signal(&self, series: Series) -> Result<HeatStatus, HeatError> {
+        self.ask(|reply| Command::Signal(series, reply)).await
+    }
+
     pub async fn set_setpoint(&self, celsius: f64) -> Result<HeatStatus, HeatError> {
         if !SETPOINT_RANGE.contains(&celsius) {
             return Err(HeatError::Setpoint(celsius));
@@ -220,6 +236,11 @@ struct Service {
     power_watts: f64,
     max_slots: usize,
     credit: Option<CreditSource>,
+    /// The `[heat.tariff]`, when the signal source is none.
+    tariff: Option<Grid>,
+    /// The last signal read from the file or pushed, or why there is none.
+    signal: Result<Grid, String>,
+    plan: Option<Plan>,
 }
 
 /// A simulated room starts this much below its setpoint unless configured otherwise: a room
@@ -299,6 +320,8 @@ pub fn spawn(
         boost_minutes_left: None,
         energy_method: meter.method(),
         local_time: start_local.format("%a %H:%M").to_string(),
+        plan: None,
+        lease_ahead_slots: 0,
     };
     let (status_tx, status_rx) = watch::channel(initial);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -310,7 +333,14 @@ pub fn spawn(
             shutdown.clone(),
         ))
     });
+    let tariff = match &config.tariff {
+        Some(t) => Some(Grid::Tariff(Tariff::new(t)?)),
+        None => None,
+    };
     let service = Service {
+        tariff,
+        signal: Err("no grid signal received yet".into()),
+        plan: None,
         trust: Trust {
             max_age: Duration::from_secs(config.max_age_secs),
             min_celsius: config.min_plausible_celsius,
@@ -429,7 +459,43 @@ impl Service {
                 self.publish(trusted.ok());
                 let _ = reply.send(Ok(self.status.borrow().clone()));
             }
+            Command::Signal(series, reply) => {
+                let result = if self.config.signal.source == SignalSource::Http {
+                    self.signal = Ok(Grid::Series(series));
+                    let now = Instant::now();
+                    self.plan = Some(self.plan_at(self.clock.local(now)));
+                    self.publish(self.judge(now).ok());
+                    Ok(self.status.borrow().clone())
+                } else {
+                    Err(HeatError::NotHttpSignal)
+                };
+                let _ = reply.send(result);
+            }
         }
+    }
+
+    /// The plan at `local`, or `None` when neither a tariff nor a signal is configured.
+    fn plan_at(&self, local: NaiveDateTime) -> Plan {
+        let grid = match self.config.signal.source {
+            SignalSource::None => self.tariff.as_ref(),
+            SignalSource::File | SignalSource::Http => match &self.signal {
+                Ok(g) => Some(g),
+                Err(why) => {
+                    return Plan {
+                        phase: Phase::Plain,
+                        offset_k: 0.0,
+                        period: None,
+                        until: None,
+                        reason: format!("{why}: plain thermostat until a signal comes"),
+                    }
+                }
+            },
+        };
+        plan(&self.config.plan, grid, self.config.hysteresis_k, local)
+    }
+
+    fn planning(&self) -> bool {
+        self.tariff.is_some() || self.config.signal.source != SignalSource::None
     }
 
     fn control(&mut self) {
@@ -464,13 +530,28 @@ impl Service {
                 }
             }
         }
+        if self.config.signal.source == SignalSource::File {
+            // Re-read every period: the script that writes it may have a new forecast. A file
+            // that cannot be read drops the signal, so the plan falls back and says why.
+            self.signal = Series::read(&self.config.signal.path)
+                .map(Grid::Series)
+                .map_err(|e| e.to_string());
+        }
+        self.plan = self.planning().then(|| self.plan_at(local));
+        let offset = self.plan.as_ref().map_or(0.0, |p| p.offset_k);
         let trusted = self.judge(now);
-        let decision = self.controller.step(&Input {
-            now_secs: self.clock.room_secs(now),
-            dt_secs: room_dt,
-            local,
-            room: trusted.clone(),
-        });
+        let mut decision = self.controller.step_planned(
+            &Input {
+                now_secs: self.clock.room_secs(now),
+                dt_secs: room_dt,
+                local,
+                room: trusted.clone(),
+            },
+            offset,
+        );
+        if let Some(p) = &self.plan {
+            decision.reason = format!("{}; plan: {}", decision.reason, p.reason);
+        }
         let trusted_room = trusted.ok();
         self.apply(decision);
         self.publish(trusted_room);
@@ -546,6 +627,12 @@ impl Service {
             boost_minutes_left,
             energy_method: self.meter.method(),
             local_time: local.format("%a %H:%M").to_string(),
+            plan: self.plan.clone(),
+            lease_ahead_slots: if self.config.plan.lease_ahead_minutes > 0.0 {
+                self.controller.slots()
+            } else {
+                0
+            },
         };
         self.status.send_replace(status);
     }
