@@ -278,14 +278,20 @@ impl Controller {
     }
 
     pub fn step(&mut self, input: &Input) -> Decision {
-        self.step_planned(input, 0.0)
+        self.step_planned(input, 0.0, None)
     }
 
     /// [`Controller::step`] aiming `offset_k` away from the setpoint, as the planner
     /// ([`super::plan`]) asks: above it to pre-heat, below it to coast. Only `auto` and
     /// `manual` follow the offset; `off`, `boost`, fail-safe and overheat rules are unchanged,
-    /// and the room is never aimed above [`OVERHEAT_CELSIUS`] − 1 K.
-    pub fn step_planned(&mut self, input: &Input, offset_k: f64) -> Decision {
+    /// and the room is never aimed above [`OVERHEAT_CELSIUS`] − 1 K. `hysteresis_k`, if given,
+    /// narrows the thermostat's dead band (never widens it).
+    pub fn step_planned(
+        &mut self,
+        input: &Input,
+        offset_k: f64,
+        hysteresis_k: Option<f64>,
+    ) -> Decision {
         let offset_k = if offset_k.is_finite() { offset_k } else { 0.0 };
         if let Mode::Boost { until, then } = &self.mode {
             if input.now_secs >= *until {
@@ -346,7 +352,10 @@ impl Controller {
             }
             Mode::Auto | Mode::Manual { .. } => {
                 let aim = (setpoint + offset_k).min(OVERHEAT_CELSIUS - 1.0);
-                let (target, demand, reason) = self.regulate(room, aim, input.dt_secs);
+                let h = hysteresis_k
+                    .filter(|h| h.is_finite() && *h >= 0.0)
+                    .map_or(self.config.hysteresis_k, |h| h.min(self.config.hysteresis_k));
+                let (target, demand, reason) = self.regulate(room, aim, h, input.dt_secs);
                 (target.max(min), demand, reason, false)
             }
         };
@@ -367,12 +376,12 @@ impl Controller {
     }
 
     /// Thermostat with hysteresis, then PI, then quantisation to slots.
-    fn regulate(&mut self, room: f64, setpoint: f64, dt: f64) -> (usize, f64, String) {
+    fn regulate(&mut self, room: f64, setpoint: f64, h: f64, dt: f64) -> (usize, f64, String) {
         let c = &self.config;
         let error = setpoint - room;
-        if room >= setpoint + c.hysteresis_k {
+        if room >= setpoint + h {
             self.calling = false;
-        } else if room <= setpoint - c.hysteresis_k {
+        } else if room <= setpoint - h {
             self.calling = true;
         }
         if !self.calling {

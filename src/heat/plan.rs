@@ -6,10 +6,10 @@
 //! The PI controller then does the heating; the planner never commands slots itself, so every
 //! safety rule of the controller (off, fail-safe, overheat) still holds.
 //!
-//! - Before an expensive period (within `preheat_hours`): aim at setpoint + band − hysteresis,
-//!   so the room stores heat but never passes setpoint + band.
-//! - During it: aim at setpoint − band + hysteresis, so the radiator coasts until the room
-//!   reaches setpoint − band and then holds it there (the thermostat calls below aim − h).
+//! - Before an expensive period (within `preheat_hours`): aim at setpoint + band − h − margin
+//!   with a narrow dead band h, so the room stores heat but does not pass setpoint + band.
+//! - During it: aim at setpoint − band + h + margin, so the radiator coasts until the room
+//!   nears setpoint − band (the thermostat calls below aim − h) and then holds it there.
 //! - No grid configured, or a signal that is missing or stale: offset 0, the plain
 //!   thermostat, and the reason says why.
 
@@ -23,6 +23,13 @@ use super::HeatError;
 const SCAN_MINUTES: i64 = 5;
 /// Longest expensive stretch looked for, hours (its end is shown to the household).
 const MAX_STRETCH_HOURS: i64 = 24;
+/// The thermostat's dead band half-width while pre-heating or coasting, K (at most the
+/// configured one): narrow, so the room uses the whole comfort band.
+pub const PLAN_HYSTERESIS_K: f64 = 0.1;
+/// Kept between the dead band and the band's edges, K: when the room calls again after
+/// coasting the slots ramp up one per period while the room still cools (~0.1 K in the default
+/// room), and they ramp down as slowly when pre-heating stops.
+const MARGIN_K: f64 = 0.1;
 
 /// The `[heat.plan]` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,8 +38,9 @@ pub struct PlanConfig {
     /// Comfort band, K: the room may be pre-heated up to setpoint + band and may coast down to
     /// setpoint − band. 0 turns planning off. Default 1.0.
     pub band_k: f64,
-    /// How long before an expensive period pre-heating starts, hours. Default 4 (the default
-    /// simulated room warms about 0.3 K per hour with the radiator's spare power).
+    /// How long before an expensive period pre-heating starts, hours. Default 6: on the
+    /// coldest night the default simulated radiator has only ~150 W to spare over the room's
+    /// loss, which warms it ~0.2 K an hour.
     pub preheat_hours: f64,
     /// Work leased ahead while heat is wanted, minutes of every running slot: a gap in the
     /// work on offer shorter than this does not stop the heating. 0 leases nothing ahead.
@@ -44,7 +52,7 @@ impl Default for PlanConfig {
     fn default() -> Self {
         PlanConfig {
             band_k: 1.0,
-            preheat_hours: 4.0,
+            preheat_hours: 6.0,
             lease_ahead_minutes: 30.0,
         }
     }
@@ -95,6 +103,9 @@ pub struct Plan {
     pub phase: Phase,
     /// Added to the setpoint the controller aims at, K.
     pub offset_k: f64,
+    /// The thermostat's dead band while this plan holds (`None`: the configured one).
+    #[serde(default)]
+    pub hysteresis_k: Option<f64>,
     /// The grid now, if known.
     pub period: Option<Period>,
     /// Start of the coming expensive period (pre-heat) or end of this one (coast), local
@@ -118,6 +129,7 @@ pub fn plan(
     let plain = |reason: String, period: Option<Period>| Plan {
         phase: Phase::Plain,
         offset_k: 0.0,
+        hysteresis_k: None,
         period,
         until: None,
         reason,
@@ -138,8 +150,9 @@ pub fn plan(
             Some(period),
         );
     }
-    // The aim stays inside the band by the hysteresis: the thermostat swings ±h around it.
-    let reach = (config.band_k - hysteresis_k).max(0.0);
+    // The aims stay inside the band by the dead band and the margin.
+    let h = hysteresis_k.min(PLAN_HYSTERESIS_K);
+    let reach = (config.band_k - h - MARGIN_K).max(0.0);
     let step = chrono::Duration::minutes(SCAN_MINUTES);
     if period.expensive {
         let mut end = now;
@@ -150,6 +163,7 @@ pub fn plan(
         return Plan {
             phase: Phase::Coast,
             offset_k: -reach,
+            hysteresis_k: Some(h),
             reason: format!(
                 "{} ({:.2}/kWh, {:.0} g CO2/kWh): coasting on stored heat until {}; the room \
                  may fall to {:.1} K below the setpoint",
@@ -171,6 +185,7 @@ pub fn plan(
                 return Plan {
                     phase: Phase::Preheat,
                     offset_k: reach,
+                    hysteresis_k: Some(h),
                     reason: format!(
                         "{} now; pre-heating up to {:.1} K above the setpoint before the {} \
                          at {}",
@@ -191,6 +206,7 @@ pub fn plan(
     Plan {
         phase: Phase::Normal,
         offset_k: 0.0,
+        hysteresis_k: None,
         reason: format!(
             "{} ({:.2}/kWh): nothing expensive in the next {:.0} h",
             period.label, period.price_per_kwh, config.preheat_hours
@@ -225,18 +241,19 @@ mod tests {
     fn preheats_before_coasts_during_and_holds_otherwise() {
         let g = red_wednesday();
         let cfg = PlanConfig::default();
-        // Tuesday noon: nothing expensive within 4 h.
+        // Tuesday noon: nothing expensive within 6 h.
         let p = plan(&cfg, Some(&g), 0.3, at(2, 12, 0));
         assert_eq!((p.phase, p.offset_k), (Phase::Normal, 0.0));
         // Wednesday 04:00: the red peak at 07:00 is 3 h away.
         let p = plan(&cfg, Some(&g), 0.3, at(3, 4, 0));
         assert_eq!(p.phase, Phase::Preheat);
-        assert!((p.offset_k - 0.7).abs() < 1e-9);
+        assert!((p.offset_k - 0.8).abs() < 1e-9);
+        assert_eq!(p.hysteresis_k, Some(0.1));
         assert!(p.reason.contains("Wed 07:00"), "{}", p.reason);
         // 08:00: coasting until 10:00, the aim inside the band.
         let p = plan(&cfg, Some(&g), 0.3, at(3, 8, 0));
         assert_eq!(p.phase, Phase::Coast);
-        assert!((p.offset_k + 0.7).abs() < 1e-9);
+        assert!((p.offset_k + 0.8).abs() < 1e-9);
         assert!(p.reason.contains("until Wed 10:00"), "{}", p.reason);
         // Band 0: planning off, says so.
         let off = PlanConfig {
@@ -246,7 +263,7 @@ mod tests {
         let p = plan(&off, Some(&g), 0.3, at(3, 8, 0));
         assert_eq!((p.phase, p.offset_k), (Phase::Plain, 0.0));
         assert!(p.reason.contains("band_k = 0"));
-        // A band narrower than the hysteresis cannot move the aim.
+        // A band narrower than the dead band and margin cannot move the aim.
         let narrow = PlanConfig {
             band_k: 0.2,
             ..cfg

@@ -484,6 +484,7 @@ impl Service {
                     return Plan {
                         phase: Phase::Plain,
                         offset_k: 0.0,
+                        hysteresis_k: None,
                         period: None,
                         until: None,
                         reason: format!("{why}: plain thermostat until a signal comes"),
@@ -539,6 +540,7 @@ impl Service {
         }
         self.plan = self.planning().then(|| self.plan_at(local));
         let offset = self.plan.as_ref().map_or(0.0, |p| p.offset_k);
+        let hysteresis = self.plan.as_ref().and_then(|p| p.hysteresis_k);
         let trusted = self.judge(now);
         let mut decision = self.controller.step_planned(
             &Input {
@@ -548,6 +550,7 @@ impl Service {
                 room: trusted.clone(),
             },
             offset,
+            hysteresis,
         );
         if let Some(p) = &self.plan {
             decision.reason = format!("{}; plan: {}", decision.reason, p.reason);

@@ -372,6 +372,7 @@ pub fn simulate(opts: &SimOptions) -> Result<SimReport, HeatError> {
             .planning
             .then(|| plan(&config.plan, opts.grid.as_ref(), config.hysteresis_k, local));
         let offset = the_plan.as_ref().map_or(0.0, |p| p.offset_k);
+        let hysteresis = the_plan.as_ref().and_then(|p| p.hysteresis_k);
         let decision = controller.step_planned(
             &Input {
                 now_secs: secs,
@@ -380,6 +381,7 @@ pub fn simulate(opts: &SimOptions) -> Result<SimReport, HeatError> {
                 room: Ok(room.celsius),
             },
             offset,
+            hysteresis,
         );
         let wanted = decision.slots as f64;
         let running = if available[i as usize] {
