@@ -99,7 +99,13 @@ impl Assumptions {
             2000.0,
             "between 0 and 2000",
         )?;
-        check("--heat-pump-cop", self.heat_pump_cop, 1.0, 10.0, "between 1 and 10")?;
+        check(
+            "--heat-pump-cop",
+            self.heat_pump_cop,
+            1.0,
+            10.0,
+            "between 1 and 10",
+        )?;
         check(
             "--boiler-efficiency",
             self.boiler_efficiency,
@@ -185,7 +191,10 @@ pub fn compute(
     a.validate()?;
     let wanted: Vec<&ReceiptJson> = receipts.iter().filter(|r| matches(r, filter)).collect();
     let decoded: Vec<_> = wanted.iter().map(|r| r.to_receipt()).collect();
-    let ok: Vec<_> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+    let ok: Vec<_> = decoded
+        .iter()
+        .filter_map(|d| d.as_ref().ok().cloned())
+        .collect();
     let sig = verify_batch(&ok);
     let mut valid = Vec::new();
     let mut sig_iter = sig.into_iter();
@@ -197,8 +206,7 @@ pub fn compute(
     let invalid = wanted.len() - valid.len();
     let credited_kwh = valid.iter().map(|r| credited_mj(r) as f64).sum::<f64>() / MJ_PER_KWH;
     let jobs: std::collections::BTreeSet<&str> = valid.iter().map(|r| r.job.as_str()).collect();
-    let homes: std::collections::BTreeSet<&str> =
-        valid.iter().map(|r| r.worker.as_str()).collect();
+    let homes: std::collections::BTreeSet<&str> = valid.iter().map(|r| r.worker.as_str()).collect();
     let heat = credited_kwh * a.useful_heat_fraction;
     let dc = credited_kwh * a.it_ratio * a.pue;
     let (avoided, avoided_g_per_kwh) = match a.replaced {

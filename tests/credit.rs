@@ -45,10 +45,7 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     assert!((r.credited_kwh - sum_mj as f64 / 3.6e9).abs() < 1e-12);
     assert!((r.data_centre_kwh - r.credited_kwh * 1.58).abs() < 1e-12);
     assert!((r.co2_reduction - (1.0 - 1.0 / 2.58)).abs() < 1e-9);
-    println!(
-        "{}",
-        hearth::cli::impact::report(&args, &export).unwrap()
-    );
+    println!("{}", hearth::cli::impact::report(&args, &export).unwrap());
 
     if Command::new("python3").arg("--version").output().is_err() {
         eprintln!("python3 not found: the outside check is skipped");

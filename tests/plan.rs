@@ -38,7 +38,10 @@ fn week(grid: Grid, work: WorkSupply) -> Comparison {
 fn red_peak_week_halves_expensive_energy_and_keeps_the_band() {
     let c = week(tariff("red-peaks-week.toml"), WorkSupply::Always);
     println!("{}", comparison_table(&c));
-    assert!(c.plain.expensive_kwh > 5.0, "red peaks cost the thermostat energy");
+    assert!(
+        c.plain.expensive_kwh > 5.0,
+        "red peaks cost the thermostat energy"
+    );
     assert!(
         c.expensive_energy_cut >= 0.5,
         "planning cut {:.1} % of expensive-period energy",
@@ -193,7 +196,11 @@ async fn pushed_signal_plans_and_a_stale_one_falls_back_with_a_reason() {
     let s = wait_for(&mut rx, "a first plan", |s| s.plan.is_some()).await;
     let plan = s.plan.unwrap();
     assert_eq!(plan.phase, Phase::Plain);
-    assert!(s.reason.contains("no grid signal received yet"), "{}", s.reason);
+    assert!(
+        s.reason.contains("no grid signal received yet"),
+        "{}",
+        s.reason
+    );
 
     // The service's local clock starts at the real local time; the forecast is around it.
     let now = chrono::Local::now().naive_local();
@@ -225,7 +232,9 @@ async fn pushed_signal_plans_and_a_stale_one_falls_back_with_a_reason() {
         .unwrap();
     assert_eq!(s.plan.unwrap().phase, Phase::Preheat);
     // A forecast that ends in an hour: after it, plain thermostat and the reason says why.
-    heat.push_signal(series(vec![(-1, 50.0)], 120)).await.unwrap();
+    heat.push_signal(series(vec![(-1, 50.0)], 120))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
     let s = wait_for(&mut rx, "the signal to run out", |s| {
         s.plan.as_ref().is_some_and(|p| p.phase == Phase::Plain)
@@ -291,7 +300,10 @@ fn impact_numbers_check_by_hand() {
 
     let a = Assumptions::default();
     let r = compute(&receipts, &Filter::default(), &a).unwrap();
-    assert_eq!((r.receipts, r.invalid_receipts, r.jobs, r.households), (3, 1, 2, 2));
+    assert_eq!(
+        (r.receipts, r.invalid_receipts, r.jobs, r.households),
+        (3, 1, 2, 2)
+    );
     let close = |x: f64, y: f64| assert!((x - y).abs() < 1e-9, "{x} vs {y}");
     close(r.credited_kwh, 2.0);
     close(r.heat_delivered_kwh, 2.0);
@@ -307,8 +319,14 @@ fn impact_numbers_check_by_hand() {
         ..Assumptions::default()
     };
     let r = compute(&receipts, &Filter::default(), &gas).unwrap();
-    close(r.separate_co2_kg, (2.0 / 0.9 * 227.0 + 3.16 * 56.0) / 1000.0);
-    assert!(r.co2_reduction > 0.78, "gas on a low-carbon grid beats the claim");
+    close(
+        r.separate_co2_kg,
+        (2.0 / 0.9 * 227.0 + 3.16 * 56.0) / 1000.0,
+    );
+    assert!(
+        r.co2_reduction > 0.78,
+        "gas on a low-carbon grid beats the claim"
+    );
 
     // Filters: one job, one household.
     let job1 = blake3::hash(b"job-1").to_hex().to_string();
@@ -335,8 +353,14 @@ fn impact_numbers_check_by_hand() {
     };
     let text = hearth::cli::impact::report(&args, &export).unwrap();
     println!("{text}");
-    assert!(text.contains("energy credited          2.000000 kWh"), "{text}");
-    assert!(text.contains("data centre instead      3.160000 kWh"), "{text}");
+    assert!(
+        text.contains("energy credited          2.000000 kWh"),
+        "{text}"
+    );
+    assert!(
+        text.contains("data centre instead      3.160000 kWh"),
+        "{text}"
+    );
     assert!(text.contains("1 invalid left out"), "{text}");
     let png = std::fs::read(dir.path().join("impact.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

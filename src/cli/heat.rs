@@ -319,7 +319,7 @@ fn simulate_compared(args: &SimulateArgs, opts: &SimOptions) -> anyhow::Result<(
     let c = compare(opts)?;
     if let Some(path) = &args.plot {
         let title = format!(
-            "hearth: planned heating, {:.0}% less energy in expensive periods",
+            "hearth: planning, {:.0}% less energy at expensive times",
             c.expensive_energy_cut * 100.0
         );
         plot::write_png(&c.plan.samples, &title, path)?;
@@ -381,7 +381,9 @@ pub fn comparison_table(c: &Comparison) -> String {
         ("  off-peak (kWh / cost)", |r| {
             format!("{:.2} / {:.2}", r.off_peak_kwh, r.off_peak_cost)
         }),
-        ("  with no signal (kWh)", |r| format!("{:.2}", r.unpriced_kwh)),
+        ("  with no signal (kWh)", |r| {
+            format!("{:.2}", r.unpriced_kwh)
+        }),
         ("cost", |r| format!("{:.2}", r.cost)),
         ("CO2 at the signal's intensity (kg)", |r| {
             format!("{:.2}", r.co2_kg)

@@ -82,7 +82,10 @@ pub fn read_export(path: &Path) -> anyhow::Result<ReceiptExport> {
         .with_context(|| format!("reading {}", path.display()))?
         .len();
     if len > LIMIT {
-        bail!("{} is larger than 1 GiB; export fewer receipts", path.display());
+        bail!(
+            "{} is larger than 1 GiB; export fewer receipts",
+            path.display()
+        );
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -354,7 +354,9 @@ impl Controller {
                 let aim = (setpoint + offset_k).min(OVERHEAT_CELSIUS - 1.0);
                 let h = hysteresis_k
                     .filter(|h| h.is_finite() && *h >= 0.0)
-                    .map_or(self.config.hysteresis_k, |h| h.min(self.config.hysteresis_k));
+                    .map_or(self.config.hysteresis_k, |h| {
+                        h.min(self.config.hysteresis_k)
+                    });
                 let (target, demand, reason) = self.regulate(room, aim, h, input.dt_secs);
                 (target.max(min), demand, reason, false)
             }

@@ -309,14 +309,24 @@ impl TryFrom<SignalPush> for Series {
     type Error = HeatError;
     fn try_from(p: SignalPush) -> Result<Series, HeatError> {
         if p.points.len() > MAX_PERIODS {
-            return Err(config_err("grid signal", format!("more than {MAX_PERIODS} periods")));
+            return Err(config_err(
+                "grid signal",
+                format!("more than {MAX_PERIODS} periods"),
+            ));
         }
         let mut points = Vec::with_capacity(p.points.len());
         for q in p.points {
             let start = parse_local(&q.start).ok_or_else(|| {
-                config_err("grid signal", format!("{:?} is not a local time like 2024-01-03T07:00", q.start))
+                config_err(
+                    "grid signal",
+                    format!("{:?} is not a local time like 2024-01-03T07:00", q.start),
+                )
             })?;
-            points.push(SeriesPoint { start, price_per_kwh: q.price_per_kwh, g_co2_per_kwh: q.g_co2_per_kwh });
+            points.push(SeriesPoint {
+                start,
+                price_per_kwh: q.price_per_kwh,
+                g_co2_per_kwh: q.g_co2_per_kwh,
+            });
         }
         Series {
             points,
@@ -339,10 +349,7 @@ impl Series {
             ));
         }
         if !(1..=24 * 60).contains(&self.period_minutes) {
-            return Err(config_err(
-                field,
-                "period_minutes must be 1 to 1440".into(),
-            ));
+            return Err(config_err(field, "period_minutes must be 1 to 1440".into()));
         }
         for p in &self.points {
             for v in [p.price_per_kwh, p.g_co2_per_kwh] {
@@ -450,7 +457,9 @@ impl Series {
         if i == 0 {
             return Err(format!(
                 "the grid signal starts later ({})",
-                self.points.first().map_or_else(String::new, |p| p.start.to_string())
+                self.points
+                    .first()
+                    .map_or_else(String::new, |p| p.start.to_string())
             ));
         }
         if self.end().is_some_and(|end| at >= end) {
@@ -501,9 +510,8 @@ impl Grid {
                 path: path.to_path_buf(),
                 source,
             })?;
-            let config: TariffConfig = toml::from_str(&text).map_err(|e| {
-                config_err("--tariff", format!("{}: {e}", path.display()))
-            })?;
+            let config: TariffConfig = toml::from_str(&text)
+                .map_err(|e| config_err("--tariff", format!("{}: {e}", path.display())))?;
             Ok(Grid::Tariff(Tariff::new(&config)?))
         } else {
             Ok(Grid::Series(Series::read(path)?))
@@ -558,7 +566,10 @@ mod tests {
         assert!(!s.at(at(1, 0, 10)).unwrap().expensive);
         assert!(s.at(at(1, 0, 40)).unwrap().expensive);
         assert!(s.at(at(1, 1, 0)).unwrap_err().contains("ran out"));
-        assert!(Series::parse("2024-01-01T00:00,0.1,100\n").is_err(), "no threshold");
+        assert!(
+            Series::parse("2024-01-01T00:00,0.1,100\n").is_err(),
+            "no threshold"
+        );
         assert!(Series::parse("# expensive_price=1\n2024-01-01T00:00,NaN,1\n").is_err());
         assert!(Series::parse("# expensive_price=1\nyesterday,1,1\n").is_err());
     }

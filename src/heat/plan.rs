@@ -264,10 +264,7 @@ mod tests {
         assert_eq!((p.phase, p.offset_k), (Phase::Plain, 0.0));
         assert!(p.reason.contains("band_k = 0"));
         // A band narrower than the dead band and margin cannot move the aim.
-        let narrow = PlanConfig {
-            band_k: 0.2,
-            ..cfg
-        };
+        let narrow = PlanConfig { band_k: 0.2, ..cfg };
         assert_eq!(plan(&narrow, Some(&g), 0.3, at(3, 8, 0)).offset_k, 0.0);
     }
 
@@ -277,10 +274,9 @@ mod tests {
         let p = plan(&cfg, None, 0.3, at(3, 8, 0));
         assert_eq!(p.phase, Phase::Plain);
         assert!(p.reason.contains("no tariff"));
-        let s = Series::parse(
-            "# expensive_price=0.4 period_minutes=60\n2024-01-03T07:00,0.65,100\n",
-        )
-        .unwrap();
+        let s =
+            Series::parse("# expensive_price=0.4 period_minutes=60\n2024-01-03T07:00,0.65,100\n")
+                .unwrap();
         let g = Grid::Series(s);
         let p = plan(&cfg, Some(&g), 0.3, at(3, 7, 30));
         assert_eq!(p.phase, Phase::Coast);

@@ -34,6 +34,8 @@ const POWER: Rgb = [230, 130, 20];
 const POWER_FILL: Rgb = [253, 232, 205];
 /// Background of expensive (peak-price or high-carbon) periods.
 const EXPENSIVE: Rgb = [236, 236, 250];
+/// The power area inside an expensive period: the two fills blended, so the shading shows.
+const POWER_FILL_EXPENSIVE: Rgb = [228, 208, 228];
 
 struct Canvas {
     px: Vec<u8>,
@@ -174,7 +176,12 @@ pub fn render(samples: &[Sample], title: &str) -> Result<Vec<u8>, String> {
             cv.fill(x as i64, TOP as i64, x as i64, BOTTOM as i64, EXPENSIVE);
         }
         let y = y_power(samples[i].power_watts).round() as i64;
-        cv.fill(x as i64, y, x as i64, BOTTOM as i64, POWER_FILL);
+        let fill = if samples[i].expensive {
+            POWER_FILL_EXPENSIVE
+        } else {
+            POWER_FILL
+        };
+        cv.fill(x as i64, y, x as i64, BOTTOM as i64, fill);
     }
 
     // Grid and temperature ticks (left).
@@ -364,7 +371,13 @@ pub fn render_bars(title: &str, panels: &[Panel]) -> Result<Vec<u8>, String> {
             .fold(0.0, f64::max)
             .max(1e-12);
         let pw = Canvas::text_width(&panel.title, 1);
-        cv.text((x0 + panel_w / 2.0) as i64 - pw / 2, TOP as i64, &panel.title, BLACK, 1);
+        cv.text(
+            (x0 + panel_w / 2.0) as i64 - pw / 2,
+            TOP as i64,
+            &panel.title,
+            BLACK,
+            1,
+        );
         cv.line((x0 + 10.0, b), (x0 + panel_w - 10.0, b), BLACK, 1, 0);
         let n = panel.bars.len().max(1) as f64;
         let slot = (panel_w - 20.0) / n;

@@ -17,10 +17,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::config::{HeatConfig, SignalSource, SourceKind};
-use super::grid::{Grid, Series, Tariff};
-use super::plan::{plan, Phase, Plan};
 use super::controller::{Controller, Decision, Input, Mode, Schedule};
 use super::energy::{EnergyMeter, MeterConfig};
+use super::grid::{Grid, Series, Tariff};
+use super::plan::{plan, Phase, Plan};
 use super::room::{OutdoorProfile, Room};
 use super::source::{self, Reading, Trust};
 use super::{HeatError, MAX_BOOST_MINUTES, SETPOINT_RANGE};
