@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! source (simulated room | file | HTTP push | MQTT) ──reading──▶ controller ──slots──▶ worker
+//! tariff | grid signal (file | HTTP push) ──▶ planner ──aim──▶ ┘         │
 //!                                      energy meter (RAPL | CPU estimate | simulated) ◀─┘
 //! ```
 //!
