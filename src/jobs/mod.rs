@@ -28,6 +28,8 @@ pub enum JobError {
     Corrupt(String),
     #[error("the shard could not run: {0}")]
     Exec(#[from] crate::exec::ExecError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error("the node is shutting down")]
     Stopped,
 }

@@ -174,6 +174,12 @@ pub enum Request {
         nonce: [u8; 16],
         reason: String,
     },
+    /// A radiator still running a shard asks to extend its lease. Tag 5.
+    Renew {
+        job: blake3::Hash,
+        shard: u32,
+        nonce: [u8; 16],
+    },
 }
 
 /// Why a coordinator gives no work: always said, never silent.
@@ -254,6 +260,10 @@ pub enum Response {
     Error {
         detail: String,
     },
+    /// The lease was extended to this deadline (coordinator's clock). Tag 8.
+    Renewed {
+        deadline_ms: u64,
+    },
 }
 
 fn reason_text(s: &str) -> &str {
@@ -300,6 +310,9 @@ impl Request {
                     .raw(nonce)
                     .str(reason_text(reason));
             }
+            Request::Renew { job, shard, nonce } => {
+                w.u8(5).hash(job).u32(*shard).raw(nonce);
+            }
         }
         w.into_bytes()
     }
@@ -319,6 +332,11 @@ impl Request {
                 shard: r.u32("shard")?,
                 nonce: r.array("nonce")?,
                 reason: r.str(MAX_REASON, "reason")?.to_string(),
+            },
+            5 => Request::Renew {
+                job: r.hash("job id")?,
+                shard: r.u32("shard")?,
+                nonce: r.array("nonce")?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -368,6 +386,9 @@ impl Response {
             Response::Error { detail } => {
                 w.u8(7).str(reason_text(detail));
             }
+            Response::Renewed { deadline_ms } => {
+                w.u8(8).u64(*deadline_ms);
+            }
         }
         w.into_bytes()
     }
@@ -396,6 +417,9 @@ impl Response {
             6 => Response::FailureNoted,
             7 => Response::Error {
                 detail: r.str(MAX_REASON, "detail")?.to_string(),
+            },
+            8 => Response::Renewed {
+                deadline_ms: r.u64("deadline")?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -451,6 +475,11 @@ mod tests {
                 nonce: [3; 16],
                 reason: "out of fuel".into(),
             },
+            Request::Renew {
+                job,
+                shard: 9,
+                nonce: [7; 16],
+            },
         ] {
             assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
         }
@@ -469,6 +498,9 @@ mod tests {
             Response::ClaimAccepted { verified: true },
             Response::ReceiptStored,
             Response::FailureNoted,
+            Response::Renewed {
+                deadline_ms: u64::MAX,
+            },
         ] {
             let back = Response::from_bytes(&resp.to_bytes()).unwrap();
             if let Response::Denied { detail, .. } = &back {

@@ -1,0 +1,936 @@
+//! The coordinator's book: every decision about a job and its shards, with no I/O.
+//!
+//! Leases, renewals, claims, failures, the replica vote, exclusions and heat priority are
+//! decided here. The book reads no clock (time comes in as `now_ms`), draws no randomness
+//! (lease nonces come in as arguments), and touches no disk or network: it is a state
+//! machine in the manner of quinn-proto. Every operation that changes state is split in two:
+//!
+//! 1. a method taking `&self` works out the change and returns it as an [`Update`] (the new
+//!    state of one shard, perhaps a new job status and exclusions) together with the answer
+//!    for the requester and any follow-up [`Action`]s;
+//! 2. the actor writes the update to disk and, only once that succeeded, calls
+//!    [`Book::apply`] and sends the answer.
+//!
+//! So nothing is acknowledged before it is durable, and a failed write leaves the book
+//! exactly as the disk has it. Must not touch: sled, the network, tokio, the wall clock.
+//! Its unit and property tests are in `book/tests.rs`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::PublicKey;
+use crate::model::receipt::Claim;
+use crate::model::wire::{DenyReason, Lease, Response, PROTOCOL_VERSION};
+use crate::model::JobManifest;
+
+/// How many households may work one shard at most (claims, failures and live leases
+/// together) while replicas disagree or fail. When the budget is spent without a decision
+/// the shard fails.
+pub const MAX_REPLICAS: usize = 16;
+
+/// Most households whose heat demand a coordinator remembers.
+const MAX_DEMANDS: usize = 4096;
+/// A lease request this recent counts as "still asking" when shards are scarce.
+const ASKING_WINDOW_MS: u64 = 1_000;
+/// Heat gossip older than this is forgotten.
+const DEMAND_FRESH_MS: u64 = 90_000;
+
+/// Lease timing, fixed per coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// How long a lease lasts, and how far each renewal extends it.
+    pub lease_ms: u64,
+    /// The longest a lease may live in total, renewals included, counted from when it was
+    /// granted. A radiator's watchdog stops any shard after 120 s; the default (600 s)
+    /// leaves room for fetching inputs on a slow link, and a worker that keeps renewing a
+    /// dead shard loses it after this.
+    pub max_total_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobStatus {
+    Running,
+    Done { result: String },
+    Failed { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRec {
+    pub worker: PublicKey,
+    pub nonce: [u8; 16],
+    /// When the lease was first granted; bounds renewals.
+    pub granted_ms: u64,
+    pub deadline_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureRec {
+    pub worker: PublicKey,
+    pub reason: String,
+}
+
+/// The (output, fuel) pair a strict majority agreed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Outcome {
+    pub output: blake3::Hash,
+    pub fuel: u64,
+}
+
+/// One shard's state. Stored as one entry per shard (`persist.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardBook {
+    /// Leases granted and not yet claimed or failed. Expired ones are ignored everywhere
+    /// and dropped the next time the shard is written.
+    pub leases: Vec<LeaseRec>,
+    /// Every accepted claim (signature checked), in arrival order.
+    pub claims: Vec<Claim>,
+    pub failures: Vec<FailureRec>,
+    /// Set once the agreed output has been fetched and checked.
+    pub verified: Option<Outcome>,
+    /// Claims settled: countersigned into a receipt (winners) or their household excluded
+    /// (losers). Indices into `claims`.
+    pub settled: Vec<u32>,
+    pub failed: Option<String>,
+}
+
+impl ShardBook {
+    fn live_leases(&self, now_ms: u64) -> impl Iterator<Item = &LeaseRec> {
+        self.leases.iter().filter(move |l| l.deadline_ms > now_ms)
+    }
+
+    fn is_open(&self) -> bool {
+        self.verified.is_none() && self.failed.is_none()
+    }
+
+    /// Whether `household` already holds, or held, a replica of this shard.
+    fn worked_by(&self, household: &PublicKey, now_ms: u64) -> bool {
+        self.live_leases(now_ms).any(|l| l.worker == *household)
+            || self.failures.iter().any(|f| f.worker == *household)
+            || self.claims.iter().any(|c| c.record.worker == *household)
+    }
+}
+
+/// A job in the book.
+#[derive(Clone, Debug)]
+pub struct JobBook {
+    pub manifest: JobManifest,
+    pub status: JobStatus,
+    pub submitted_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub shards: Vec<ShardBook>,
+}
+
+/// The result of the vote on one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Verified(Outcome),
+    Undecided,
+    /// The replica budget is spent without a majority.
+    Hopeless,
+}
+
+/// Groups claims by (output, fuel). Verified when the largest group has at least
+/// `replication` claims from distinct households and is a strict majority of all claims.
+/// Failure reports are not votes (see [`Book::failure`]), but they spend replica budget.
+pub fn decide(shard: &ShardBook, replication: u8) -> Decision {
+    let mut groups: HashMap<Outcome, HashSet<PublicKey>> = HashMap::new();
+    for c in &shard.claims {
+        let key = Outcome {
+            output: c.record.output,
+            fuel: c.record.fuel,
+        };
+        groups.entry(key).or_default().insert(c.record.worker);
+    }
+    let total: usize = groups.values().map(HashSet::len).sum();
+    // A strict majority is unique, so which of several equal groups wins does not matter.
+    let best = groups.iter().max_by_key(|(_, v)| v.len());
+    match best {
+        Some((outcome, v)) if v.len() >= usize::from(replication) && v.len() * 2 > total => {
+            Decision::Verified(*outcome)
+        }
+        _ if shard.claims.len() + shard.failures.len() >= MAX_REPLICAS => Decision::Hopeless,
+        _ => Decision::Undecided,
+    }
+}
+
+/// Replicas a shard needs: `replication`, plus one more for every claim outside the largest
+/// agreeing group, so a disagreement is settled by a majority.
+pub fn replicas_needed(shard: &ShardBook, replication: u8) -> usize {
+    let mut counts: HashMap<Outcome, usize> = HashMap::new();
+    for c in &shard.claims {
+        let key = Outcome {
+            output: c.record.output,
+            fuel: c.record.fuel,
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    let total: usize = counts.values().sum();
+    let largest = counts.values().copied().max().unwrap_or(0);
+    (usize::from(replication) + (total - largest)).min(MAX_REPLICAS)
+}
+
+/// A change to write before it takes effect.
+#[derive(Clone, Debug, Default)]
+pub struct Update {
+    pub job: Option<blake3::Hash>,
+    /// The new state of one shard.
+    pub shard: Option<(u32, ShardBook)>,
+    /// A new job status and finish time.
+    pub status: Option<(JobStatus, Option<u64>)>,
+    /// Households excluded by this change, each with its evidence (JSON).
+    pub exclude: Vec<(PublicKey, String)>,
+}
+
+/// Work the actor does after an update is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Fetch and check the agreed output, then report it with [`Book::output_checked`].
+    FetchOutput {
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        /// A household whose claim agrees, to ask first.
+        hint: Option<PublicKey>,
+    },
+    /// Countersign the winners and exclude the losers of a verified shard
+    /// ([`Book::settlement`]).
+    Settle { job: blake3::Hash, shard: u32 },
+    /// See whether the job is finished ([`Book::finish`]).
+    CheckFinished { job: blake3::Hash },
+}
+
+/// What an accepted request turns into.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub update: Update,
+    pub answer: Response,
+    pub then: Vec<Action>,
+}
+
+/// A verified shard's claims that still need settling.
+#[derive(Clone, Debug)]
+pub struct Settlement {
+    pub outcome: Outcome,
+    /// Agreeing claims to countersign, with their indices.
+    pub winners: Vec<(u32, Claim)>,
+    /// Disagreeing claims; their households are excluded.
+    pub losers: Vec<(u32, Claim)>,
+    /// One agreeing claim, kept as evidence against the losers.
+    pub evidence: Claim,
+}
+
+/// What the actor must do to finish a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finish {
+    NotYet,
+    /// Every shard is verified: assemble these outputs (off the actor) and report back
+    /// with [`Book::assembled`].
+    Assemble(Vec<blake3::Hash>),
+}
+
+/// What a coordinator knows about a radiator's wish for heat.
+#[derive(Clone, Copy, Debug)]
+struct Demand {
+    permille: u16,
+    seen_ms: u64,
+    asked_ms: Option<u64>,
+}
+
+/// Heat demand seen by a coordinator, for explaining why shards wait.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Warmth {
+    pub known: usize,
+    pub warm: usize,
+}
+
+/// All jobs a coordinator runs, the households it excluded, and the heat demand it heard.
+pub struct Book {
+    terms: LeaseTerms,
+    jobs: HashMap<blake3::Hash, JobBook>,
+    /// Households whose claims lost a vote. Grows by one per caught household, at most; a
+    /// household must lose a vote (do real, signed work) to be added.
+    excluded: HashSet<PublicKey>,
+    demands: HashMap<PublicKey, Demand>,
+}
+
+fn deny(reason: DenyReason, retry_after_ms: u64, detail: impl Into<String>) -> Response {
+    Response::Denied {
+        reason,
+        retry_after_ms,
+        detail: detail.into(),
+    }
+}
+
+fn error(detail: impl Into<String>) -> Response {
+    Response::Error {
+        detail: detail.into(),
+    }
+}
+
+impl Book {
+    pub fn new(terms: LeaseTerms) -> Book {
+        Book {
+            terms,
+            jobs: HashMap::new(),
+            excluded: HashSet::new(),
+            demands: HashMap::new(),
+        }
+    }
+
+    pub fn terms(&self) -> LeaseTerms {
+        self.terms
+    }
+
+    /// Adds a job (new, or loaded from disk).
+    pub fn insert_job(&mut self, id: blake3::Hash, job: JobBook) {
+        self.jobs.insert(id, job);
+    }
+
+    /// A fresh job's book: every shard waiting.
+    pub fn new_job(manifest: JobManifest, now_ms: u64) -> JobBook {
+        let shards = vec![ShardBook::default(); manifest.inputs.len()];
+        JobBook {
+            manifest,
+            status: JobStatus::Running,
+            submitted_ms: now_ms,
+            finished_ms: None,
+            shards,
+        }
+    }
+
+    pub fn insert_excluded(&mut self, household: PublicKey) {
+        self.excluded.insert(household);
+    }
+
+    pub fn is_excluded(&self, household: &PublicKey) -> bool {
+        self.excluded.contains(household)
+    }
+
+    pub fn job(&self, id: &blake3::Hash) -> Option<&JobBook> {
+        self.jobs.get(id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = (&blake3::Hash, &JobBook)> {
+        self.jobs.iter()
+    }
+
+    /// Ids of the jobs still running.
+    pub fn running(&self) -> Vec<blake3::Hash> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.status == JobStatus::Running)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Makes a written update take effect.
+    pub fn apply(&mut self, update: Update) {
+        for (household, _) in update.exclude {
+            self.excluded.insert(household);
+        }
+        let Some(job) = update.job.and_then(|id| self.jobs.get_mut(&id)) else {
+            return;
+        };
+        if let Some((index, state)) = update.shard {
+            if let Some(s) = job.shards.get_mut(index as usize) {
+                *s = state;
+            }
+        }
+        if let Some((status, finished_ms)) = update.status {
+            job.status = status;
+            job.finished_ms = finished_ms;
+        }
+    }
+
+    /// Records a radiator's heat demand (from gossip, or carried in a lease request).
+    /// Memory only: heat demand is renewed every few seconds and needs no disk.
+    pub fn note_demand(&mut self, household: PublicKey, permille: u16, asked: bool, now_ms: u64) {
+        if self.demands.len() >= MAX_DEMANDS && !self.demands.contains_key(&household) {
+            self.demands
+                .retain(|_, d| now_ms.saturating_sub(d.seen_ms) < DEMAND_FRESH_MS);
+            if self.demands.len() >= MAX_DEMANDS {
+                return;
+            }
+        }
+        let d = self.demands.entry(household).or_insert(Demand {
+            permille,
+            seen_ms: now_ms,
+            asked_ms: None,
+        });
+        d.permille = permille.min(1000);
+        d.seen_ms = now_ms;
+        if asked {
+            d.asked_ms = Some(now_ms);
+        }
+    }
+
+    /// Households asking for work right now whose rooms want more heat than `permille`.
+    fn colder_askers(&self, household: &PublicKey, permille: u16, now_ms: u64) -> usize {
+        self.demands
+            .iter()
+            .filter(|(h, d)| {
+                *h != household
+                    && d.permille > permille
+                    && d.asked_ms
+                        .is_some_and(|a| now_ms.saturating_sub(a) < ASKING_WINDOW_MS)
+            })
+            .count()
+    }
+
+    /// How many radiators recently told us their heat demand, and how many of them want none.
+    pub fn warmth(&self, now_ms: u64) -> Warmth {
+        let fresh: Vec<&Demand> = self
+            .demands
+            .values()
+            .filter(|d| now_ms.saturating_sub(d.seen_ms) < DEMAND_FRESH_MS)
+            .collect();
+        Warmth {
+            known: fresh.len(),
+            warm: fresh.iter().filter(|d| d.permille == 0).count(),
+        }
+    }
+
+    /// A lease request. Never two replicas of a shard to one household; colder rooms first.
+    #[allow(clippy::result_large_err)]
+    pub fn lease(
+        &self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        protocol: u32,
+        permille: u16,
+        nonce: [u8; 16],
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        if protocol != PROTOCOL_VERSION {
+            return Err(deny(
+                DenyReason::VersionMismatch,
+                0,
+                format!("this coordinator speaks jobs protocol {PROTOCOL_VERSION}, you speak {protocol}; upgrade hearth"),
+            ));
+        }
+        if self.is_excluded(household) {
+            return Err(deny(
+                DenyReason::Excluded,
+                0,
+                "a claim of your household lost a replica vote here; no further leases",
+            ));
+        }
+        let Some(state) = self.jobs.get(job) else {
+            return Err(deny(
+                DenyReason::UnknownJob,
+                0,
+                "this node coordinates no such job",
+            ));
+        };
+        match &state.status {
+            JobStatus::Running => {}
+            JobStatus::Done { .. } => {
+                return Err(deny(DenyReason::JobComplete, 0, "every shard is verified"))
+            }
+            JobStatus::Failed { reason } => {
+                return Err(deny(
+                    DenyReason::JobComplete,
+                    0,
+                    format!("the job failed: {reason}"),
+                ))
+            }
+        }
+        let replication = state.manifest.replication;
+        // Radiators whose rooms are colder go first: when no more replicas are free than
+        // colder radiators are asking for, this one waits a moment.
+        let colder = self.colder_askers(household, permille, now_ms);
+        if colder > 0 {
+            let free: usize = state
+                .shards
+                .iter()
+                .filter(|s| s.is_open())
+                .map(|s| free_replicas(s, replication, now_ms))
+                .sum();
+            if free <= colder {
+                return Err(deny(
+                    DenyReason::NothingFree,
+                    250,
+                    "the free shards are held for radiators whose rooms are colder",
+                ));
+            }
+        }
+        let mut own_replicas = 0;
+        for (index, shard) in state.shards.iter().enumerate() {
+            if !shard.is_open() || free_replicas(shard, replication, now_ms) == 0 {
+                continue;
+            }
+            if shard.worked_by(household, now_ms) {
+                own_replicas += 1;
+                continue;
+            }
+            let deadline_ms = now_ms.saturating_add(self.terms.lease_ms);
+            let mut next = shard.clone();
+            next.leases.retain(|l| l.deadline_ms > now_ms);
+            next.leases.push(LeaseRec {
+                worker: *household,
+                nonce,
+                granted_ms: now_ms,
+                deadline_ms,
+            });
+            let index = index as u32;
+            return Ok(Step {
+                update: Update {
+                    job: Some(*job),
+                    shard: Some((index, next)),
+                    ..Update::default()
+                },
+                answer: Response::Leased(Lease {
+                    job: *job,
+                    shard: index,
+                    nonce,
+                    deadline_ms,
+                }),
+                then: Vec::new(),
+            });
+        }
+        Err(deny(
+            DenyReason::NothingFree,
+            500,
+            if own_replicas > 0 {
+                "every shard that still needs a replica already has one from your household"
+            } else {
+                "every open shard is leased; ask again later"
+            },
+        ))
+    }
+
+    /// Extends a live lease by the lease length, up to `max_total_ms` after it was granted.
+    #[allow(clippy::result_large_err)]
+    pub fn renew(
+        &self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        index: u32,
+        nonce: [u8; 16],
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        let Some(state) = self.jobs.get(job) else {
+            return Err(deny(
+                DenyReason::UnknownJob,
+                0,
+                "this node coordinates no such job",
+            ));
+        };
+        if state.status != JobStatus::Running {
+            return Err(deny(DenyReason::JobComplete, 0, "the job is finished"));
+        }
+        let Some(shard) = state.shards.get(index as usize) else {
+            return Err(error(format!("the job has no shard {index}")));
+        };
+        let Some(pos) = shard
+            .leases
+            .iter()
+            .position(|l| l.nonce == nonce && l.worker == *household && l.deadline_ms > now_ms)
+        else {
+            return Err(deny(
+                DenyReason::NothingFree,
+                0,
+                "no live lease of yours carries this nonce (expired, claimed or never issued)",
+            ));
+        };
+        let lease = &shard.leases[pos];
+        let ceiling = lease.granted_ms.saturating_add(self.terms.max_total_ms);
+        let deadline_ms = now_ms.saturating_add(self.terms.lease_ms).min(ceiling);
+        if deadline_ms <= lease.deadline_ms {
+            return Err(deny(
+                DenyReason::NothingFree,
+                0,
+                format!(
+                    "the lease has reached its longest total time ({} s)",
+                    self.terms.max_total_ms / 1000
+                ),
+            ));
+        }
+        let mut next = shard.clone();
+        next.leases[pos].deadline_ms = deadline_ms;
+        next.leases.retain(|l| l.deadline_ms > now_ms);
+        Ok(Step {
+            update: Update {
+                job: Some(*job),
+                shard: Some((index, next)),
+                ..Update::default()
+            },
+            answer: Response::Renewed { deadline_ms },
+            then: Vec::new(),
+        })
+    }
+
+    /// A claim: checked against the job and a live lease of its household, then counted.
+    #[allow(clippy::result_large_err)]
+    pub fn claim(
+        &self,
+        household: &PublicKey,
+        claim: Claim,
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        let reject = |detail: String| Response::ClaimRejected { detail };
+        if claim.record.worker != *household {
+            return Err(reject("the claim names another household as worker".into()));
+        }
+        if let Err(e) = claim.verify() {
+            return Err(reject(format!("{e}")));
+        }
+        let job = claim.record.job;
+        let Some(state) = self.jobs.get(&job) else {
+            return Err(reject("this node coordinates no such job".into()));
+        };
+        let index = claim.record.shard;
+        let Some(shard) = state.shards.get(index as usize) else {
+            return Err(reject(format!("the job has no shard {index}")));
+        };
+        let manifest = &state.manifest;
+        let rec = &claim.record;
+        if rec.module != manifest.module
+            || manifest.inputs.get(index as usize) != Some(&rec.input)
+            || rec.submitter != manifest.submitter
+        {
+            return Err(reject(
+                "the claim's module, input or submitter does not match the job".into(),
+            ));
+        }
+        let Some(pos) = shard
+            .leases
+            .iter()
+            .position(|l| l.nonce == rec.nonce && l.worker == *household && l.deadline_ms > now_ms)
+        else {
+            return Err(reject(
+                "no live lease of yours carries this nonce (expired, replayed or never issued)"
+                    .into(),
+            ));
+        };
+        let mut next = shard.clone();
+        next.leases.remove(pos);
+        next.leases.retain(|l| l.deadline_ms > now_ms);
+        let hint = claim.record.worker;
+        let (output, fuel) = (claim.record.output, claim.record.fuel);
+        next.claims.push(claim);
+        let mut then = Vec::new();
+        let mut status = None;
+        if next.verified.is_some() {
+            // A late replica: receipted if it agrees, its household excluded if not.
+            then.push(Action::Settle { job, shard: index });
+        } else if next.failed.is_none() {
+            match decide(&next, manifest.replication) {
+                Decision::Verified(outcome) => then.push(Action::FetchOutput {
+                    job,
+                    shard: index,
+                    outcome,
+                    hint: (outcome.output == output && outcome.fuel == fuel).then_some(hint),
+                }),
+                Decision::Hopeless => {
+                    let reason = format!(
+                        "{} replicas could not agree on one output",
+                        next.claims.len()
+                    );
+                    status = fail_job(state, index, &reason, now_ms);
+                    next.failed = Some(reason);
+                }
+                Decision::Undecided => {}
+            }
+        }
+        Ok(Step {
+            update: Update {
+                job: Some(job),
+                shard: Some((index, next)),
+                status,
+                exclude: Vec::new(),
+            },
+            answer: Response::ClaimAccepted { verified: false },
+            then,
+        })
+    }
+
+    /// A failure report (a trap, a limit). A failure is not a vote: a radiator may fail for
+    /// its own reasons (memory, a killed process), or lie. A shard fails on failures only
+    /// when no replica can succeed, defined as: **no claim has been made and failure
+    /// reports from `replication` distinct households are in**. While any claim exists a
+    /// failure only frees the replica for another household; a shard whose claims never
+    /// reach a majority fails once `MAX_REPLICAS` households (claims, failures and live
+    /// leases) have tried it.
+    #[allow(clippy::result_large_err)]
+    pub fn failure(
+        &self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        index: u32,
+        nonce: [u8; 16],
+        reason: String,
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        let Some(state) = self.jobs.get(job) else {
+            return Err(error("this node coordinates no such job"));
+        };
+        let Some(shard) = state.shards.get(index as usize) else {
+            return Err(error(format!("the job has no shard {index}")));
+        };
+        let Some(pos) = shard
+            .leases
+            .iter()
+            .position(|l| l.nonce == nonce && l.worker == *household)
+        else {
+            return Err(error("no open lease of yours carries this nonce"));
+        };
+        let mut next = shard.clone();
+        next.leases.remove(pos);
+        next.leases.retain(|l| l.deadline_ms > now_ms);
+        next.failures.push(FailureRec {
+            worker: *household,
+            reason: reason.clone(),
+        });
+        let mut status = None;
+        if next.is_open() {
+            let failed_by: HashSet<PublicKey> = next.failures.iter().map(|f| f.worker).collect();
+            let verdict = if next.claims.is_empty()
+                && failed_by.len() >= usize::from(state.manifest.replication)
+            {
+                Some(format!(
+                    "{} households could not run it: {reason}",
+                    failed_by.len()
+                ))
+            } else if decide(&next, state.manifest.replication) == Decision::Hopeless {
+                Some(format!(
+                    "{} households tried it without a majority ({} claims, {} failures; last: {reason})",
+                    next.claims.len() + next.failures.len(),
+                    next.claims.len(),
+                    next.failures.len()
+                ))
+            } else {
+                None
+            };
+            if let Some(verdict) = verdict {
+                status = fail_job(state, index, &verdict, now_ms);
+                next.failed = Some(verdict);
+            }
+        }
+        Ok(Step {
+            update: Update {
+                job: Some(*job),
+                shard: Some((index, next)),
+                status,
+                exclude: Vec::new(),
+            },
+            answer: Response::FailureNoted,
+            then: Vec::new(),
+        })
+    }
+
+    /// The agreed output of a shard was fetched and its hash checked: the shard is verified.
+    pub fn output_checked(&self, job: &blake3::Hash, index: u32, outcome: Outcome) -> Option<Step> {
+        let state = self.jobs.get(job)?;
+        let shard = state.shards.get(index as usize)?;
+        if !shard.is_open()
+            || decide(shard, state.manifest.replication) != Decision::Verified(outcome)
+        {
+            return None;
+        }
+        let mut next = shard.clone();
+        next.verified = Some(outcome);
+        Some(Step {
+            update: Update {
+                job: Some(*job),
+                shard: Some((index, next)),
+                ..Update::default()
+            },
+            answer: Response::ClaimAccepted { verified: true },
+            then: vec![
+                Action::Settle {
+                    job: *job,
+                    shard: index,
+                },
+                Action::CheckFinished { job: *job },
+            ],
+        })
+    }
+
+    /// The claims of a verified shard not yet settled. The winners are exactly the claims in
+    /// the decided (output, fuel) group: a claim with the right output and the wrong fuel
+    /// loses like any other wrong claim.
+    pub fn settlement(&self, job: &blake3::Hash, index: u32) -> Option<Settlement> {
+        let shard = self.jobs.get(job)?.shards.get(index as usize)?;
+        let outcome = shard.verified?;
+        let agrees = |c: &Claim| c.record.output == outcome.output && c.record.fuel == outcome.fuel;
+        let evidence = shard.claims.iter().find(|c| agrees(c))?.clone();
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for (i, claim) in shard.claims.iter().enumerate() {
+            let i = i as u32;
+            if shard.settled.contains(&i) {
+                continue;
+            }
+            if agrees(claim) {
+                winners.push((i, claim.clone()));
+            } else {
+                losers.push((i, claim.clone()));
+            }
+        }
+        if winners.is_empty() && losers.is_empty() {
+            return None;
+        }
+        Some(Settlement {
+            outcome,
+            winners,
+            losers,
+            evidence,
+        })
+    }
+
+    /// Marks claims settled: `signed` winners whose receipts are recorded, and every loser of
+    /// `settlement` (their households excluded, with both signed claims as evidence).
+    pub fn settled(
+        &self,
+        job: &blake3::Hash,
+        index: u32,
+        settlement: &Settlement,
+        signed: &[u32],
+    ) -> Option<Update> {
+        let shard = self.jobs.get(job)?.shards.get(index as usize)?;
+        let mut next = shard.clone();
+        let mut exclude = Vec::new();
+        for (i, loser) in &settlement.losers {
+            let evidence = serde_json::json!({
+                "job": job.to_hex().to_string(),
+                "shard": index,
+                "losing_claim": hex::encode(loser.to_bytes()),
+                "winning_claim": hex::encode(settlement.evidence.to_bytes()),
+            });
+            exclude.push((loser.record.worker, evidence.to_string()));
+            next.settled.push(*i);
+        }
+        next.settled.extend(signed.iter().copied());
+        next.settled.sort_unstable();
+        next.settled.dedup();
+        Some(Update {
+            job: Some(*job),
+            shard: Some((index, next)),
+            status: None,
+            exclude,
+        })
+    }
+
+    /// Whether a running job's every shard is verified.
+    pub fn finish(&self, job: &blake3::Hash) -> Finish {
+        let Some(state) = self.jobs.get(job) else {
+            return Finish::NotYet;
+        };
+        if state.status != JobStatus::Running {
+            return Finish::NotYet;
+        }
+        let outputs: Option<Vec<blake3::Hash>> = state
+            .shards
+            .iter()
+            .map(|s| s.verified.map(|o| o.output))
+            .collect();
+        match outputs {
+            Some(outputs) => Finish::Assemble(outputs),
+            None => Finish::NotYet,
+        }
+    }
+
+    /// The assembled result (or why assembly failed) closes the job.
+    pub fn assembled(
+        &self,
+        job: &blake3::Hash,
+        result: Result<blake3::Hash, String>,
+        now_ms: u64,
+    ) -> Option<Update> {
+        let state = self.jobs.get(job)?;
+        if state.status != JobStatus::Running {
+            return None;
+        }
+        let status = match result {
+            Ok(hash) => JobStatus::Done {
+                result: hash.to_hex().to_string(),
+            },
+            Err(e) => JobStatus::Failed {
+                reason: format!("assembling the result: {e}"),
+            },
+        };
+        Some(Update {
+            job: Some(*job),
+            status: Some((status, Some(now_ms))),
+            ..Update::default()
+        })
+    }
+
+    /// What is left to do after a restart or a failed step: outputs to fetch for decided
+    /// shards, verified shards with unsettled claims, and finished jobs to assemble.
+    pub fn pending(&self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (id, state) in &self.jobs {
+            if state.status != JobStatus::Running {
+                // Claims of a finished job may still need receipts (a failed countersign).
+                for (i, s) in state.shards.iter().enumerate() {
+                    if s.verified.is_some() && s.settled.len() < s.claims.len() {
+                        actions.push(Action::Settle {
+                            job: *id,
+                            shard: i as u32,
+                        });
+                    }
+                }
+                continue;
+            }
+            let mut all_verified = true;
+            for (i, s) in state.shards.iter().enumerate() {
+                let i = i as u32;
+                if s.verified.is_some() {
+                    if s.settled.len() < s.claims.len() {
+                        actions.push(Action::Settle { job: *id, shard: i });
+                    }
+                    continue;
+                }
+                all_verified = false;
+                if s.failed.is_none() {
+                    if let Decision::Verified(outcome) = decide(s, state.manifest.replication) {
+                        actions.push(Action::FetchOutput {
+                            job: *id,
+                            shard: i,
+                            outcome,
+                            hint: None,
+                        });
+                    }
+                }
+            }
+            if all_verified {
+                actions.push(Action::CheckFinished { job: *id });
+            }
+        }
+        actions
+    }
+}
+
+/// Replicas of an open shard still to lease: what the vote needs, less live leases and
+/// claims, and never past the replica budget.
+fn free_replicas(shard: &ShardBook, replication: u8, now_ms: u64) -> usize {
+    let live = shard.live_leases(now_ms).count();
+    let needed = replicas_needed(shard, replication);
+    let by_vote = needed.saturating_sub(live + shard.claims.len());
+    let by_budget = MAX_REPLICAS.saturating_sub(live + shard.claims.len() + shard.failures.len());
+    by_vote.min(by_budget)
+}
+
+/// The job status once shard `index` failed with `reason`.
+fn fail_job(
+    state: &JobBook,
+    index: u32,
+    reason: &str,
+    now_ms: u64,
+) -> Option<(JobStatus, Option<u64>)> {
+    (state.status == JobStatus::Running).then(|| {
+        (
+            JobStatus::Failed {
+                reason: format!("shard {index}: {reason}"),
+            },
+            Some(now_ms),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;
