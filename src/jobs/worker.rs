@@ -46,6 +46,12 @@ pub struct WorkerConfig {
     /// Test-only fault injection: report a wrong output for every shard.
     #[doc(hidden)]
     pub cheat: bool,
+    /// Test-only fault injection: report the right output with one fuel unit too many.
+    #[doc(hidden)]
+    pub cheat_fuel: bool,
+    /// Test-only fault injection: report every shard as failed without running it.
+    #[doc(hidden)]
+    pub fake_failure: bool,
 }
 
 impl Default for WorkerConfig {
@@ -54,6 +60,8 @@ impl Default for WorkerConfig {
             watts_per_core: 15.0,
             give_up: Duration::from_secs(120),
             cheat: false,
+            cheat_fuel: false,
+            fake_failure: false,
         }
     }
 }
@@ -564,6 +572,16 @@ impl Ctx {
             tracing::info!("not starting the shard: {why}");
             return Ok(());
         }
+        if self.config.fake_failure {
+            let request = Request::Failure {
+                job: lease.job,
+                shard: lease.shard,
+                nonce: lease.nonce,
+                reason: "test fault: this radiator pretends the shard failed".into(),
+            };
+            self.ask(coordinator, request).await?;
+            return Ok(());
+        }
         let module = self.store.get_bytes(&manifest.module)?;
         let input = self.store.get_bytes(&input_hash)?;
         let limits = Limits {
@@ -624,7 +642,7 @@ impl Ctx {
             output: output_hash,
             worker: self.identity.public(),
             submitter: manifest.submitter,
-            fuel: out.fuel,
+            fuel: out.fuel + u64::from(self.config.cheat_fuel),
             energy_mj,
             method,
             start_ms,
