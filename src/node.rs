@@ -18,7 +18,8 @@ use crate::config::{Config, Role};
 use crate::exec::Executor;
 use crate::identity::{Identity, PublicKey};
 use crate::jobs::{
-    Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent,
+    ControlRoute, Coordinator, CoordinatorConfig, CoordinatorHandle, Loopback, Worker,
+    WorkerConfig, WorkerEvent,
 };
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::receipt::Receipt;
@@ -73,6 +74,13 @@ impl NodeOptions {
     pub fn new(data_dir: &Path, config: Config) -> NodeOptions {
         let coordinator = CoordinatorConfig {
             lease: std::time::Duration::from_secs(config.jobs.lease_secs.max(1)),
+            lease_max: std::time::Duration::from_secs(
+                config
+                    .jobs
+                    .lease_max_secs
+                    .max(config.jobs.lease_secs)
+                    .max(1),
+            ),
             ..CoordinatorConfig::default()
         };
         NodeOptions {
@@ -261,13 +269,17 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         }
         Role::Bootstrap => None,
     };
+    // Requests this node's worker sends to this node's coordinator come back through the
+    // router below, the same path as a peer's.
+    let (loopback_tx, mut loopback_rx) = mpsc::channel::<Loopback>(64);
+    let route = ControlRoute::new(net.clone(), identity.peer_id(), loopback_tx);
     let worker = Worker::new(
         &db,
         identity.clone(),
         store.clone(),
         net.clone(),
         executor,
-        coordinator_handle.clone(),
+        route,
         slots_rx,
         max_slots,
         opts.worker.clone(),
@@ -339,6 +351,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
                     None => break Err("the network's event channel closed".to_string()),
                 },
                 Some(msg) = own_rx.recv() => router.job_gossip(msg, router.local_peer),
+                Some(Loopback { peer, data, reply }) = loopback_rx.recv() => {
+                    router
+                        .route(NetEvent::ControlRequest { peer, data, reply }, &mut requests)
+                        .await
+                }
                 Some(_) = requests.join_next(), if !requests.is_empty() => {}
                 _ = stop.changed() => break Ok(()),
             }

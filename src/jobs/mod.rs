@@ -3,15 +3,21 @@
 //!
 //! This layer gives meaning to the model's messages; it uses `net` to move them, `store` for
 //! blobs, `exec` to run shards and `ledger` for receipts. It never touches the Swarm.
+//! The coordinator and the worker do not import each other: the worker's requests take one
+//! [`route::ControlRoute`] (to a peer, or back through the node's router to this node's own
+//! coordinator), and the coordinator's own announcements reach the worker through the node
+//! like a peer's gossip.
 
 pub mod build;
 pub mod coordinator;
 pub mod local;
+pub mod route;
 pub mod worker;
 
 pub use coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorHandle, JobStatus, JobView, ShardView,
 };
+pub use route::{ControlRoute, Loopback};
 pub use worker::{Worker, WorkerConfig, WorkerEvent};
 
 #[derive(Debug, thiserror::Error)]

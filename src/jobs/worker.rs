@@ -30,7 +30,7 @@ use crate::model::{now_ms, JobManifest};
 use crate::net::Network;
 use crate::store::Store;
 
-use super::coordinator::CoordinatorHandle;
+use super::route::ControlRoute;
 use super::JobError;
 
 /// Most jobs a worker keeps track of at once; announcements beyond it are ignored until
@@ -127,7 +127,8 @@ struct Ctx {
     store: Store,
     net: Network,
     executor: Executor,
-    local: CoordinatorHandle,
+    /// The one path for requests to coordinators, this node's own included.
+    route: ControlRoute,
     local_peer: libp2p::PeerId,
     leases: sled::Tree,
     config: WorkerConfig,
@@ -156,7 +157,7 @@ impl Worker {
         store: Store,
         net: Network,
         executor: Executor,
-        local: CoordinatorHandle,
+        route: ControlRoute,
         slots: watch::Receiver<usize>,
         max_slots: usize,
         config: WorkerConfig,
@@ -170,7 +171,7 @@ impl Worker {
                 store,
                 net,
                 executor,
-                local,
+                route,
                 local_peer,
                 leases: db.open_tree("worker/leases")?,
                 config,
@@ -354,16 +355,7 @@ impl Ctx {
         coordinator: libp2p::PeerId,
         request: Request,
     ) -> Result<Response, JobError> {
-        if coordinator == self.local_peer {
-            return Ok(self.local.control(self.local_peer, request).await);
-        }
-        let bytes = self
-            .net
-            .request(coordinator, request.to_bytes())
-            .await
-            .map_err(|e| JobError::Network(e.to_string()))?;
-        Response::from_bytes(&bytes)
-            .map_err(|e| JobError::Network(format!("coordinator sent an unreadable answer: {e}")))
+        self.route.request(coordinator, &request).await
     }
 
     async fn fetch(&self, hash: blake3::Hash, from: libp2p::PeerId) -> Result<(), JobError> {
