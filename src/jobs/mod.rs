@@ -8,6 +8,7 @@
 //! coordinator), and the coordinator's own announcements reach the worker through the node
 //! like a peer's gossip.
 
+pub mod assemble;
 pub mod build;
 pub mod coordinator;
 pub mod local;

@@ -15,26 +15,25 @@
 //! exactly as the disk has it. Must not touch: sled, the network, tokio, the wall clock.
 //! Its unit and property tests are in `book/tests.rs`.
 
-use std::collections::{HashMap, HashSet};
+mod demand;
+mod shard;
+mod verify;
 
-use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
 use crate::identity::PublicKey;
 use crate::model::receipt::Claim;
 use crate::model::wire::{DenyReason, Lease, Response, PROTOCOL_VERSION};
 use crate::model::JobManifest;
 
-/// How many households may work one shard at most (claims, failures and live leases
-/// together) while replicas disagree or fail. When the budget is spent without a decision
-/// the shard fails.
-pub const MAX_REPLICAS: usize = 16;
-
-/// Most households whose heat demand a coordinator remembers.
-const MAX_DEMANDS: usize = 4096;
-/// A lease request this recent counts as "still asking" when shards are scarce.
-const ASKING_WINDOW_MS: u64 = 1_000;
-/// Heat gossip older than this is forgotten.
-const DEMAND_FRESH_MS: u64 = 90_000;
+use demand::Demands;
+pub use demand::Warmth;
+use shard::free_replicas;
+pub use shard::{
+    decide, replicas_needed, Decision, FailureRec, JobBook, JobStatus, LeaseRec, Outcome,
+    ShardBook, MAX_REPLICAS,
+};
+pub use verify::{Finish, Settlement};
 
 /// Lease timing, fixed per coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,129 +45,6 @@ pub struct LeaseTerms {
     /// leaves room for fetching inputs on a slow link, and a worker that keeps renewing a
     /// dead shard loses it after this.
     pub max_total_ms: u64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum JobStatus {
-    Running,
-    Done { result: String },
-    Failed { reason: String },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseRec {
-    pub worker: PublicKey,
-    pub nonce: [u8; 16],
-    /// When the lease was first granted; bounds renewals.
-    pub granted_ms: u64,
-    pub deadline_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FailureRec {
-    pub worker: PublicKey,
-    pub reason: String,
-}
-
-/// The (output, fuel) pair a strict majority agreed on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Outcome {
-    pub output: blake3::Hash,
-    pub fuel: u64,
-}
-
-/// One shard's state. Stored as one entry per shard (`persist.rs`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ShardBook {
-    /// Leases granted and not yet claimed or failed. Expired ones are ignored everywhere
-    /// and dropped the next time the shard is written.
-    pub leases: Vec<LeaseRec>,
-    /// Every accepted claim (signature checked), in arrival order.
-    pub claims: Vec<Claim>,
-    pub failures: Vec<FailureRec>,
-    /// Set once the agreed output has been fetched and checked.
-    pub verified: Option<Outcome>,
-    /// Claims settled: countersigned into a receipt (winners) or their household excluded
-    /// (losers). Indices into `claims`.
-    pub settled: Vec<u32>,
-    pub failed: Option<String>,
-}
-
-impl ShardBook {
-    fn live_leases(&self, now_ms: u64) -> impl Iterator<Item = &LeaseRec> {
-        self.leases.iter().filter(move |l| l.deadline_ms > now_ms)
-    }
-
-    fn is_open(&self) -> bool {
-        self.verified.is_none() && self.failed.is_none()
-    }
-
-    /// Whether `household` already holds, or held, a replica of this shard.
-    fn worked_by(&self, household: &PublicKey, now_ms: u64) -> bool {
-        self.live_leases(now_ms).any(|l| l.worker == *household)
-            || self.failures.iter().any(|f| f.worker == *household)
-            || self.claims.iter().any(|c| c.record.worker == *household)
-    }
-}
-
-/// A job in the book.
-#[derive(Clone, Debug)]
-pub struct JobBook {
-    pub manifest: JobManifest,
-    pub status: JobStatus,
-    pub submitted_ms: u64,
-    pub finished_ms: Option<u64>,
-    pub shards: Vec<ShardBook>,
-}
-
-/// The result of the vote on one shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Verified(Outcome),
-    Undecided,
-    /// The replica budget is spent without a majority.
-    Hopeless,
-}
-
-/// Groups claims by (output, fuel). Verified when the largest group has at least
-/// `replication` claims from distinct households and is a strict majority of all claims.
-/// Failure reports are not votes (see [`Book::failure`]), but they spend replica budget.
-pub fn decide(shard: &ShardBook, replication: u8) -> Decision {
-    let mut groups: HashMap<Outcome, HashSet<PublicKey>> = HashMap::new();
-    for c in &shard.claims {
-        let key = Outcome {
-            output: c.record.output,
-            fuel: c.record.fuel,
-        };
-        groups.entry(key).or_default().insert(c.record.worker);
-    }
-    let total: usize = groups.values().map(HashSet::len).sum();
-    // A strict majority is unique, so which of several equal groups wins does not matter.
-    let best = groups.iter().max_by_key(|(_, v)| v.len());
-    match best {
-        Some((outcome, v)) if v.len() >= usize::from(replication) && v.len() * 2 > total => {
-            Decision::Verified(*outcome)
-        }
-        _ if shard.claims.len() + shard.failures.len() >= MAX_REPLICAS => Decision::Hopeless,
-        _ => Decision::Undecided,
-    }
-}
-
-/// Replicas a shard needs: `replication`, plus one more for every claim outside the largest
-/// agreeing group, so a disagreement is settled by a majority.
-pub fn replicas_needed(shard: &ShardBook, replication: u8) -> usize {
-    let mut counts: HashMap<Outcome, usize> = HashMap::new();
-    for c in &shard.claims {
-        let key = Outcome {
-            output: c.record.output,
-            fuel: c.record.fuel,
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    let total: usize = counts.values().sum();
-    let largest = counts.values().copied().max().unwrap_or(0);
-    (usize::from(replication) + (total - largest)).min(MAX_REPLICAS)
 }
 
 /// A change to write before it takes effect.
@@ -209,42 +85,6 @@ pub struct Step {
     pub then: Vec<Action>,
 }
 
-/// A verified shard's claims that still need settling.
-#[derive(Clone, Debug)]
-pub struct Settlement {
-    pub outcome: Outcome,
-    /// Agreeing claims to countersign, with their indices.
-    pub winners: Vec<(u32, Claim)>,
-    /// Disagreeing claims; their households are excluded.
-    pub losers: Vec<(u32, Claim)>,
-    /// One agreeing claim, kept as evidence against the losers.
-    pub evidence: Claim,
-}
-
-/// What the actor must do to finish a job.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Finish {
-    NotYet,
-    /// Every shard is verified: assemble these outputs (off the actor) and report back
-    /// with [`Book::assembled`].
-    Assemble(Vec<blake3::Hash>),
-}
-
-/// What a coordinator knows about a radiator's wish for heat.
-#[derive(Clone, Copy, Debug)]
-struct Demand {
-    permille: u16,
-    seen_ms: u64,
-    asked_ms: Option<u64>,
-}
-
-/// Heat demand seen by a coordinator, for explaining why shards wait.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Warmth {
-    pub known: usize,
-    pub warm: usize,
-}
-
 /// All jobs a coordinator runs, the households it excluded, and the heat demand it heard.
 pub struct Book {
     terms: LeaseTerms,
@@ -252,7 +92,7 @@ pub struct Book {
     /// Households whose claims lost a vote. Grows by one per caught household, at most; a
     /// household must lose a vote (do real, signed work) to be added.
     excluded: HashSet<PublicKey>,
-    demands: HashMap<PublicKey, Demand>,
+    demands: Demands,
 }
 
 fn deny(reason: DenyReason, retry_after_ms: u64, detail: impl Into<String>) -> Response {
@@ -275,12 +115,22 @@ impl Book {
             terms,
             jobs: HashMap::new(),
             excluded: HashSet::new(),
-            demands: HashMap::new(),
+            demands: Demands::default(),
         }
     }
 
     pub fn terms(&self) -> LeaseTerms {
         self.terms
+    }
+
+    /// Records a radiator's heat demand (from gossip, or carried in a lease request).
+    pub fn note_demand(&mut self, household: PublicKey, permille: u16, asked: bool, now_ms: u64) {
+        self.demands.note(household, permille, asked, now_ms);
+    }
+
+    /// How many radiators recently told us their heat demand, and how many of them want none.
+    pub fn warmth(&self, now_ms: u64) -> Warmth {
+        self.demands.warmth(now_ms)
     }
 
     /// Adds a job (new, or loaded from disk).
@@ -344,54 +194,6 @@ impl Book {
         }
     }
 
-    /// Records a radiator's heat demand (from gossip, or carried in a lease request).
-    /// Memory only: heat demand is renewed every few seconds and needs no disk.
-    pub fn note_demand(&mut self, household: PublicKey, permille: u16, asked: bool, now_ms: u64) {
-        if self.demands.len() >= MAX_DEMANDS && !self.demands.contains_key(&household) {
-            self.demands
-                .retain(|_, d| now_ms.saturating_sub(d.seen_ms) < DEMAND_FRESH_MS);
-            if self.demands.len() >= MAX_DEMANDS {
-                return;
-            }
-        }
-        let d = self.demands.entry(household).or_insert(Demand {
-            permille,
-            seen_ms: now_ms,
-            asked_ms: None,
-        });
-        d.permille = permille.min(1000);
-        d.seen_ms = now_ms;
-        if asked {
-            d.asked_ms = Some(now_ms);
-        }
-    }
-
-    /// Households asking for work right now whose rooms want more heat than `permille`.
-    fn colder_askers(&self, household: &PublicKey, permille: u16, now_ms: u64) -> usize {
-        self.demands
-            .iter()
-            .filter(|(h, d)| {
-                *h != household
-                    && d.permille > permille
-                    && d.asked_ms
-                        .is_some_and(|a| now_ms.saturating_sub(a) < ASKING_WINDOW_MS)
-            })
-            .count()
-    }
-
-    /// How many radiators recently told us their heat demand, and how many of them want none.
-    pub fn warmth(&self, now_ms: u64) -> Warmth {
-        let fresh: Vec<&Demand> = self
-            .demands
-            .values()
-            .filter(|d| now_ms.saturating_sub(d.seen_ms) < DEMAND_FRESH_MS)
-            .collect();
-        Warmth {
-            known: fresh.len(),
-            warm: fresh.iter().filter(|d| d.permille == 0).count(),
-        }
-    }
-
     /// A lease request. Never two replicas of a shard to one household; colder rooms first.
     #[allow(clippy::result_large_err)]
     pub fn lease(
@@ -440,7 +242,7 @@ impl Book {
         let replication = state.manifest.replication;
         // Radiators whose rooms are colder go first: when no more replicas are free than
         // colder radiators are asking for, this one waits a moment.
-        let colder = self.colder_askers(household, permille, now_ms);
+        let colder = self.demands.colder_askers(household, permille, now_ms);
         if colder > 0 {
             let free: usize = state
                 .shards
@@ -720,199 +522,6 @@ impl Book {
             then: Vec::new(),
         })
     }
-
-    /// The agreed output of a shard was fetched and its hash checked: the shard is verified.
-    pub fn output_checked(&self, job: &blake3::Hash, index: u32, outcome: Outcome) -> Option<Step> {
-        let state = self.jobs.get(job)?;
-        let shard = state.shards.get(index as usize)?;
-        if !shard.is_open()
-            || decide(shard, state.manifest.replication) != Decision::Verified(outcome)
-        {
-            return None;
-        }
-        let mut next = shard.clone();
-        next.verified = Some(outcome);
-        Some(Step {
-            update: Update {
-                job: Some(*job),
-                shard: Some((index, next)),
-                ..Update::default()
-            },
-            answer: Response::ClaimAccepted { verified: true },
-            then: vec![
-                Action::Settle {
-                    job: *job,
-                    shard: index,
-                },
-                Action::CheckFinished { job: *job },
-            ],
-        })
-    }
-
-    /// The claims of a verified shard not yet settled. The winners are exactly the claims in
-    /// the decided (output, fuel) group: a claim with the right output and the wrong fuel
-    /// loses like any other wrong claim.
-    pub fn settlement(&self, job: &blake3::Hash, index: u32) -> Option<Settlement> {
-        let shard = self.jobs.get(job)?.shards.get(index as usize)?;
-        let outcome = shard.verified?;
-        let agrees = |c: &Claim| c.record.output == outcome.output && c.record.fuel == outcome.fuel;
-        let evidence = shard.claims.iter().find(|c| agrees(c))?.clone();
-        let mut winners = Vec::new();
-        let mut losers = Vec::new();
-        for (i, claim) in shard.claims.iter().enumerate() {
-            let i = i as u32;
-            if shard.settled.contains(&i) {
-                continue;
-            }
-            if agrees(claim) {
-                winners.push((i, claim.clone()));
-            } else {
-                losers.push((i, claim.clone()));
-            }
-        }
-        if winners.is_empty() && losers.is_empty() {
-            return None;
-        }
-        Some(Settlement {
-            outcome,
-            winners,
-            losers,
-            evidence,
-        })
-    }
-
-    /// Marks claims settled: `signed` winners whose receipts are recorded, and every loser of
-    /// `settlement` (their households excluded, with both signed claims as evidence).
-    pub fn settled(
-        &self,
-        job: &blake3::Hash,
-        index: u32,
-        settlement: &Settlement,
-        signed: &[u32],
-    ) -> Option<Update> {
-        let shard = self.jobs.get(job)?.shards.get(index as usize)?;
-        let mut next = shard.clone();
-        let mut exclude = Vec::new();
-        for (i, loser) in &settlement.losers {
-            let evidence = serde_json::json!({
-                "job": job.to_hex().to_string(),
-                "shard": index,
-                "losing_claim": hex::encode(loser.to_bytes()),
-                "winning_claim": hex::encode(settlement.evidence.to_bytes()),
-            });
-            exclude.push((loser.record.worker, evidence.to_string()));
-            next.settled.push(*i);
-        }
-        next.settled.extend(signed.iter().copied());
-        next.settled.sort_unstable();
-        next.settled.dedup();
-        Some(Update {
-            job: Some(*job),
-            shard: Some((index, next)),
-            status: None,
-            exclude,
-        })
-    }
-
-    /// Whether a running job's every shard is verified.
-    pub fn finish(&self, job: &blake3::Hash) -> Finish {
-        let Some(state) = self.jobs.get(job) else {
-            return Finish::NotYet;
-        };
-        if state.status != JobStatus::Running {
-            return Finish::NotYet;
-        }
-        let outputs: Option<Vec<blake3::Hash>> = state
-            .shards
-            .iter()
-            .map(|s| s.verified.map(|o| o.output))
-            .collect();
-        match outputs {
-            Some(outputs) => Finish::Assemble(outputs),
-            None => Finish::NotYet,
-        }
-    }
-
-    /// The assembled result (or why assembly failed) closes the job.
-    pub fn assembled(
-        &self,
-        job: &blake3::Hash,
-        result: Result<blake3::Hash, String>,
-        now_ms: u64,
-    ) -> Option<Update> {
-        let state = self.jobs.get(job)?;
-        if state.status != JobStatus::Running {
-            return None;
-        }
-        let status = match result {
-            Ok(hash) => JobStatus::Done {
-                result: hash.to_hex().to_string(),
-            },
-            Err(e) => JobStatus::Failed {
-                reason: format!("assembling the result: {e}"),
-            },
-        };
-        Some(Update {
-            job: Some(*job),
-            status: Some((status, Some(now_ms))),
-            ..Update::default()
-        })
-    }
-
-    /// What is left to do after a restart or a failed step: outputs to fetch for decided
-    /// shards, verified shards with unsettled claims, and finished jobs to assemble.
-    pub fn pending(&self) -> Vec<Action> {
-        let mut actions = Vec::new();
-        for (id, state) in &self.jobs {
-            if state.status != JobStatus::Running {
-                // Claims of a finished job may still need receipts (a failed countersign).
-                for (i, s) in state.shards.iter().enumerate() {
-                    if s.verified.is_some() && s.settled.len() < s.claims.len() {
-                        actions.push(Action::Settle {
-                            job: *id,
-                            shard: i as u32,
-                        });
-                    }
-                }
-                continue;
-            }
-            let mut all_verified = true;
-            for (i, s) in state.shards.iter().enumerate() {
-                let i = i as u32;
-                if s.verified.is_some() {
-                    if s.settled.len() < s.claims.len() {
-                        actions.push(Action::Settle { job: *id, shard: i });
-                    }
-                    continue;
-                }
-                all_verified = false;
-                if s.failed.is_none() {
-                    if let Decision::Verified(outcome) = decide(s, state.manifest.replication) {
-                        actions.push(Action::FetchOutput {
-                            job: *id,
-                            shard: i,
-                            outcome,
-                            hint: None,
-                        });
-                    }
-                }
-            }
-            if all_verified {
-                actions.push(Action::CheckFinished { job: *id });
-            }
-        }
-        actions
-    }
-}
-
-/// Replicas of an open shard still to lease: what the vote needs, less live leases and
-/// claims, and never past the replica budget.
-fn free_replicas(shard: &ShardBook, replication: u8, now_ms: u64) -> usize {
-    let live = shard.live_leases(now_ms).count();
-    let needed = replicas_needed(shard, replication);
-    let by_vote = needed.saturating_sub(live + shard.claims.len());
-    let by_budget = MAX_REPLICAS.saturating_sub(live + shard.claims.len() + shard.failures.len());
-    by_vote.min(by_budget)
 }
 
 /// The job status once shard `index` failed with `reason`.

@@ -18,29 +18,32 @@
 
 pub mod book;
 mod delivery;
+mod handle;
 mod persist;
 mod view;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::identity::{Identity, PublicKey};
-use crate::kernels;
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::receipt::Receipt;
-use crate::model::wire::{DenyReason, HeatDemand, JobGossip, Request, Response};
-use crate::model::{now_ms, Assembly, JobManifest};
+use crate::model::wire::{JobGossip, Request, Response};
+use crate::model::{now_ms, JobManifest};
 use crate::net::{Network, Topic};
 use crate::store::Store;
 
+use super::assemble::assemble;
 use super::JobError;
 use book::{Action, Book, Finish, LeaseTerms, Outcome, Step, Update};
 use delivery::{Outbox, MAX_DELIVERIES_PER_ROUND};
 use persist::Persist;
 
 pub use book::JobStatus;
+pub use handle::CoordinatorHandle;
+use handle::{busy, Command};
 pub use view::{JobView, ShardView};
 
 #[derive(Clone, Debug)]
@@ -68,116 +71,6 @@ impl Default for CoordinatorConfig {
 /// What the local worker is told about this node's own jobs (gossipsub does not deliver a
 /// node's own messages to itself).
 pub type OwnAnnouncements = mpsc::Sender<JobGossip>;
-
-enum Command {
-    Submit {
-        manifest: JobManifest,
-        reply: oneshot::Sender<Result<blake3::Hash, JobError>>,
-    },
-    Control {
-        from: libp2p::PeerId,
-        /// Boxed: a claim is far larger than every other command.
-        request: Box<Request>,
-        reply: oneshot::Sender<Response>,
-    },
-    OutputFetched {
-        job: blake3::Hash,
-        shard: u32,
-        outcome: Outcome,
-        result: Result<(), String>,
-    },
-    Assembled {
-        job: blake3::Hash,
-        result: Result<blake3::Hash, String>,
-    },
-    /// A follow-up action to retry (after a failed fetch).
-    Retry(Action),
-    View {
-        job: blake3::Hash,
-        reply: oneshot::Sender<Option<JobView>>,
-    },
-    List {
-        reply: oneshot::Sender<Vec<JobView>>,
-    },
-    Heat {
-        household: PublicKey,
-        demand: HeatDemand,
-    },
-    Delivered {
-        id: blake3::Hash,
-        stored: bool,
-    },
-}
-
-/// A cloneable handle to the coordinator actor.
-#[derive(Clone)]
-pub struct CoordinatorHandle {
-    tx: mpsc::Sender<Command>,
-}
-
-impl CoordinatorHandle {
-    pub async fn submit(&self, manifest: JobManifest) -> Result<blake3::Hash, JobError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Submit { manifest, reply })
-            .await
-            .map_err(|_| JobError::Stopped)?;
-        rx.await.map_err(|_| JobError::Stopped)?
-    }
-
-    /// Serves one control request from `from`.
-    pub async fn control(&self, from: libp2p::PeerId, request: Request) -> Response {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Command::Control {
-                from,
-                request: Box::new(request),
-                reply,
-            })
-            .await
-            .is_err()
-        {
-            return busy("the coordinator is shutting down");
-        }
-        rx.await
-            .unwrap_or_else(|_| busy("the coordinator is shutting down"))
-    }
-
-    pub async fn view(&self, job: blake3::Hash) -> Option<JobView> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::View { job, reply }).await.ok()?;
-        rx.await.ok()?
-    }
-
-    /// Records a radiator's gossiped heat demand. Never waits: when the coordinator is busy the
-    /// update is dropped and the next one (they repeat every 10 s) gets through.
-    pub fn heat_demand(&self, household: PublicKey, demand: HeatDemand) {
-        if self
-            .tx
-            .try_send(Command::Heat { household, demand })
-            .is_err()
-        {
-            tracing::debug!(%household, "coordinator busy; heat demand update dropped");
-        }
-    }
-
-    pub async fn list(&self) -> Vec<JobView> {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::List { reply }).await.is_err() {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
-    }
-}
-
-fn busy(detail: impl Into<String>) -> Response {
-    Response::Denied {
-        reason: DenyReason::Busy,
-        retry_after_ms: 1000,
-        detail: detail.into(),
-    }
-}
 
 pub struct Coordinator {
     identity: Identity,
@@ -728,32 +621,4 @@ impl Coordinator {
             self.announce(&id).await;
         }
     }
-}
-
-/// Builds the job's result from the verified outputs and stores it. Returns its hash.
-/// CPU- and disk-heavy (PNG encoding): call it on a blocking thread.
-pub fn assemble(
-    store: &Store,
-    manifest: &JobManifest,
-    outputs: &[blake3::Hash],
-) -> Result<blake3::Hash, JobError> {
-    let bytes = outputs
-        .iter()
-        .map(|h| store.get_bytes(h))
-        .collect::<Result<Vec<_>, _>>()?;
-    let result = match manifest.assembly {
-        Assembly::Concat => bytes.concat(),
-        Assembly::MandelbrotPng {
-            width,
-            height,
-            tile,
-        } => kernels::assemble_mandelbrot_png(width, height, tile, &bytes)
-            .map_err(|e| JobError::Invalid(format!("{e}")))?,
-        Assembly::PiEstimate => {
-            let estimate =
-                kernels::pi_estimate(&bytes).map_err(|e| JobError::Invalid(format!("{e}")))?;
-            format!("{estimate}\n").into_bytes()
-        }
-    };
-    Ok(store.put_bytes(&result)?)
 }

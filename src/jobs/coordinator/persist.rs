@@ -147,6 +147,9 @@ fn decode_shard(bytes: &[u8]) -> Result<ShardBook, String> {
     Ok(shard)
 }
 
+/// Everything loaded at start: the jobs with their shards, and the excluded households.
+pub type Loaded = (Vec<(blake3::Hash, JobBook)>, Vec<PublicKey>);
+
 /// The coordinator's trees.
 #[derive(Clone)]
 pub struct Persist {
@@ -167,7 +170,7 @@ impl Persist {
     }
 
     /// Reads every job and every excluded household.
-    pub fn load(&self) -> Result<(Vec<(blake3::Hash, JobBook)>, Vec<PublicKey>), JobError> {
+    pub fn load(&self) -> Result<Loaded, JobError> {
         let mut jobs = Vec::new();
         for item in self.jobs.iter() {
             let (k, v) = item?;
