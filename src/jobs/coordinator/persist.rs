@@ -405,4 +405,50 @@ mod tests {
         let err = p.load().unwrap_err().to_string();
         assert!(err.contains(&id.to_hex().to_string()), "{err}");
     }
+
+    /// What a lease and a claim write does not grow with the job: one shard's entry.
+    #[test]
+    fn a_lease_or_claim_writes_one_small_entry() {
+        let submitter = Identity::from_seed([1; 32]);
+        let worker = Identity::from_seed([2; 32]);
+        let lease = LeaseRec {
+            worker: worker.public(),
+            nonce: [4; 16],
+            granted_ms: u64::MAX,
+            deadline_ms: u64::MAX,
+        };
+        let leased = ShardBook {
+            leases: vec![lease.clone()],
+            ..ShardBook::default()
+        };
+        let m = manifest(&submitter);
+        let claim = Claim::sign(
+            WorkRecord {
+                job: m.id(),
+                shard: 0,
+                module: m.module,
+                input: m.inputs[0],
+                output: blake3::hash(b"out"),
+                worker: worker.public(),
+                submitter: submitter.public(),
+                fuel: u64::MAX,
+                energy_mj: u64::MAX,
+                method: EnergyMethod::CpuEstimate,
+                start_ms: 1,
+                end_ms: 2,
+                nonce: [3; 16],
+            },
+            &worker,
+        )
+        .unwrap();
+        let claimed = ShardBook {
+            leases: vec![lease],
+            claims: vec![claim.clone(), claim],
+            ..ShardBook::default()
+        };
+        let (l, c) = (encode_shard(&leased).len(), encode_shard(&claimed).len());
+        eprintln!("one shard entry: {l} bytes with a lease, {c} bytes with a lease and two claims");
+        assert!(l < 512 && c < 2048, "{l} {c}");
+        assert_eq!(decode_shard(&encode_shard(&claimed)).unwrap(), claimed);
+    }
 }
