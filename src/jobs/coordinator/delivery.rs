@@ -110,3 +110,113 @@ pub async fn send(net: &Network, peer: libp2p::PeerId, receipt: &Receipt) -> boo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::receipt::{EnergyMethod, WorkRecord};
+    use crate::net::{NetConfig, NetEvent};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    fn receipt(submitter: &Identity, worker: &Identity) -> Receipt {
+        let record = WorkRecord {
+            job: blake3::hash(b"job"),
+            shard: 0,
+            module: blake3::hash(b"m"),
+            input: blake3::hash(b"i"),
+            output: blake3::hash(b"o"),
+            worker: worker.public(),
+            submitter: submitter.public(),
+            fuel: 1,
+            energy_mj: 1,
+            method: EnergyMethod::CpuEstimate,
+            start_ms: 1,
+            end_ms: 2,
+            nonce: [0; 16],
+        };
+        countersign(submitter, Claim::sign(record, worker).unwrap()).unwrap()
+    }
+
+    /// A receipt leaves the outbox only when its worker answers `ReceiptStored`; an `Error`
+    /// answer (a worker whose disk is full, say) keeps it for the next round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receipt_is_delivered_only_when_the_worker_stored_it() {
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            let submitter = Identity::from_seed([1; 32]);
+            let worker = Identity::from_seed([2; 32]);
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let store = crate::store::Store::with_db(&db).unwrap();
+            let (a, _a_events, _a_task) = crate::net::spawn(
+                NetConfig::loopback(submitter.libp2p_keypair()),
+                store.clone(),
+            )
+            .await
+            .unwrap();
+            let (b, mut b_events, _b_task) =
+                crate::net::spawn(NetConfig::loopback(worker.libp2p_keypair()), store)
+                    .await
+                    .unwrap();
+            // The worker answers Error (disk full) until told to store.
+            let stores = Arc::new(AtomicBool::new(false));
+            let s = stores.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = b_events.recv().await {
+                    if let NetEvent::ControlRequest { reply, .. } = ev {
+                        let answer = if s.load(Ordering::SeqCst) {
+                            Response::ReceiptStored
+                        } else {
+                            Response::Error {
+                                detail: "no space left on device".into(),
+                            }
+                        };
+                        let _ = reply.send(answer.to_bytes());
+                    }
+                }
+            });
+            let addr = loop {
+                if let Some(addr) = b.status().await.unwrap().listen_addrs.first() {
+                    break addr.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            a.dial(addr).await.unwrap();
+            while !a
+                .peers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|p| p.peer_id == b.local_peer_id())
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+
+            let r = receipt(&submitter, &worker);
+            let id = r.id();
+            let mut outbox = Outbox::open(&db).unwrap();
+            outbox.queue(&r).unwrap();
+            assert!(outbox.begin(id));
+            assert!(!outbox.begin(id), "one delivery in flight at a time");
+            let peer = worker.peer_id();
+            let stored = send(&a, peer, &r).await;
+            assert!(!stored, "an Error answer counted as delivered");
+            outbox.done(&id, stored).unwrap();
+            assert_eq!(
+                outbox.due(10).unwrap(),
+                vec![r.clone()],
+                "kept for the next round"
+            );
+            stores.store(true, Ordering::SeqCst);
+            assert!(outbox.begin(id));
+            let stored = send(&a, peer, &r).await;
+            assert!(stored);
+            outbox.done(&id, stored).unwrap();
+            assert!(outbox.due(10).unwrap().is_empty());
+            a.shutdown().await;
+            b.shutdown().await;
+        })
+        .await
+        .expect("test timed out");
+    }
+}
