@@ -511,6 +511,28 @@ mod tests {
         }
     }
 
+    /// The layouts `docs/protocol.md` states for the lease renewal: request tag 5 (job,
+    /// shard, nonce: 53 bytes), response tag 8 (deadline: 9 bytes).
+    #[test]
+    fn renew_layout() {
+        let req = Request::Renew {
+            job: blake3::hash(b"j"),
+            shard: 0x0102_0304,
+            nonce: [9; 16],
+        };
+        let bytes = req.to_bytes();
+        assert_eq!((bytes[0], bytes.len()), (5, 53));
+        assert_eq!(&bytes[33..37], &[4, 3, 2, 1], "integers are little-endian");
+        let resp = Response::Renewed { deadline_ms: 7 };
+        let bytes = resp.to_bytes();
+        assert_eq!((bytes[0], bytes.len()), (8, 9));
+        // Truncated or padded messages are refused.
+        assert!(Request::from_bytes(&req.to_bytes()[..52]).is_err());
+        let mut long = resp.to_bytes();
+        long.push(0);
+        assert!(Response::from_bytes(&long).is_err());
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
