@@ -41,10 +41,6 @@ impl ControlRoute {
         }
     }
 
-    pub fn local_peer(&self) -> libp2p::PeerId {
-        self.local_peer
-    }
-
     /// Sends a request to `peer` (possibly this node) and decodes the answer.
     pub async fn request(
         &self,

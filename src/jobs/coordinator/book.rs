@@ -13,7 +13,10 @@
 //!
 //! So nothing is acknowledged before it is durable, and a failed write leaves the book
 //! exactly as the disk has it. Must not touch: sled, the network, tokio, the wall clock.
-//! Its unit and property tests are in `book/tests.rs`.
+//!
+//! Parts: `shard.rs` (one shard's and one job's state, and the vote), `demand.rs` (heat
+//! priority), `verify.rs` (after the vote: output checked, claims settled, job assembled),
+//! `tests.rs` (unit and property tests with injected time and real signatures).
 
 mod demand;
 mod shard;
@@ -117,10 +120,6 @@ impl Book {
             excluded: HashSet::new(),
             demands: Demands::default(),
         }
-    }
-
-    pub fn terms(&self) -> LeaseTerms {
-        self.terms
     }
 
     /// Records a radiator's heat demand (from gossip, or carried in a lease request).
