@@ -102,6 +102,9 @@ struct Held {
     refused: Option<String>,
 }
 
+/// Times a claim is sent again when its coordinator could not save it.
+const CLAIM_RETRIES: u32 = 3;
+
 /// Renewals are never sent more often than this, whatever the lease length.
 const MIN_RENEW_EVERY_MS: u64 = 100;
 
@@ -647,18 +650,32 @@ impl Ctx {
         }
         let claim =
             Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
-        match self.ask(coordinator, Request::Claim(claim)).await? {
-            Response::ClaimAccepted { verified } => {
-                tracing::debug!(fuel = out.fuel, verified, "claim accepted");
-                Ok(())
+        // A coordinator that could not save the claim answers Error and saved nothing: send
+        // it again a few times while the lease (renewed meanwhile) lasts.
+        let mut tries = 0;
+        loop {
+            match self.ask(coordinator, Request::Claim(claim.clone())).await? {
+                Response::ClaimAccepted { verified } => {
+                    tracing::debug!(fuel = out.fuel, verified, "claim accepted");
+                    return Ok(());
+                }
+                Response::ClaimRejected { detail } => {
+                    tracing::warn!("claim rejected: {detail}");
+                    return Ok(());
+                }
+                Response::Error { detail } if tries < CLAIM_RETRIES => {
+                    tracing::warn!(
+                        "coordinator could not take the claim: {detail}; sending it again"
+                    );
+                    tries += 1;
+                    sleep(Duration::from_secs(1)).await;
+                }
+                other => {
+                    return Err(JobError::Network(format!(
+                        "unexpected answer to a claim: {other:?}"
+                    )))
+                }
             }
-            Response::ClaimRejected { detail } => {
-                tracing::warn!("claim rejected: {detail}");
-                Ok(())
-            }
-            other => Err(JobError::Network(format!(
-                "unexpected answer to a claim: {other:?}"
-            ))),
         }
     }
 }
