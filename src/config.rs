@@ -110,6 +110,10 @@ pub struct JobsConfig {
     /// How long a lease this node grants (as a coordinator) lasts, in seconds. A radiator that
     /// has not reported by then loses the shard to another. Default 60.
     pub lease_secs: u64,
+    /// The longest a lease may be renewed to while its shard runs, in seconds from when it was
+    /// granted; then it ends and the shard goes to another radiator. Default 600 (five times
+    /// a radiator's 120 s shard watchdog, leaving room to fetch inputs on a slow link).
+    pub lease_max_secs: u64,
 }
 
 /// The radiator's own limits (STYLE rule 18): a job's manifest may ask for less, never for
@@ -209,7 +213,10 @@ impl LimitsConfig {
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { lease_secs: 60 }
+        JobsConfig {
+            lease_secs: 60,
+            lease_max_secs: 600,
+        }
     }
 }
 
@@ -296,6 +303,9 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # How long a lease granted by this node lasts, in seconds, before the shard goes to another
 # radiator (HEARTH_LEASE_SECS).
 # lease_secs = 60
+# Radiators renew a lease while the shard runs; this is the longest one can be renewed to,
+# in seconds from when it was granted.
+# lease_max_secs = 600
 
 [limits]
 # This radiator's own limits. A job may ask for less, never for more: a job beyond them is
