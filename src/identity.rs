@@ -61,10 +61,12 @@ impl PublicKey {
         Ok(PublicKey(arr))
     }
 
-    /// Verifies an ed25519 signature by this key over `msg` (strict verification: rejects
-    /// small-order keys and non-canonical signatures, so a signature has one valid encoding).
+    /// Verifies an ed25519 signature by this key over `msg`, strictly: the checks of
+    /// [`strict_precheck`] first, then the RFC 8032 equation (`verify_strict`, which also
+    /// compares the recomputed `R` with the signature's bytes). A signature therefore has one
+    /// valid encoding and no key or `R` of small order can make it valid for every message.
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+        let Ok(key) = strict_precheck(self, sig) else {
             return false;
         };
         key.verify_strict(msg, &Signature::from_bytes(sig)).is_ok()
@@ -82,6 +84,73 @@ impl PublicKey {
         let ed = pk.try_into_ed25519().ok()?;
         Some(PublicKey(ed.to_bytes()))
     }
+}
+
+/// Why a key or signature fails the strict checks, before any curve equation is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StrictError {
+    #[error("the public key is not a canonical point encoding")]
+    KeyEncoding,
+    #[error("the public key is a point of small order (it would verify almost anything)")]
+    KeySmallOrder,
+    #[error("the signature's R is not a canonical point encoding")]
+    REncoding,
+    #[error("the signature's R is a point of small order")]
+    RSmallOrder,
+    #[error("the signature's S is not below the group order L")]
+    SNotCanonical,
+}
+
+/// The group order L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+const GROUP_ORDER_LE: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
+];
+
+/// Whether a 32-byte little-endian number is below `bound` (also little-endian).
+fn below(value: &[u8; 32], bound: &[u8; 32]) -> bool {
+    value.iter().rev().cmp(bound.iter().rev()) == std::cmp::Ordering::Less
+}
+
+/// A point encoding is canonical when its y coordinate (the low 255 bits) is below
+/// p = 2^255 - 19. The only other non-canonical form, x = 0 with the sign bit set, occurs only
+/// for y = 1 and y = -1, points of small order that the small-order check refuses anyway.
+fn canonical_y(bytes: &[u8; 32]) -> bool {
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    below(&y, &p)
+}
+
+/// The strict checks of `docs/receipts.md` ("Verifying a signature"), spelled out rather than
+/// left to a library's definition of strict: canonical encodings of the key `A` and of `R`,
+/// neither of small order (8·P ≠ identity), and `S < L`. Returns the decoded key.
+pub fn strict_precheck(key: &PublicKey, sig: &[u8; 64]) -> Result<VerifyingKey, StrictError> {
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&sig[..32]);
+    let mut s = [0u8; 32];
+    s.copy_from_slice(&sig[32..]);
+    if !below(&s, &GROUP_ORDER_LE) {
+        return Err(StrictError::SNotCanonical);
+    }
+    if !canonical_y(&key.0) {
+        return Err(StrictError::KeyEncoding);
+    }
+    let a = VerifyingKey::from_bytes(&key.0).map_err(|_| StrictError::KeyEncoding)?;
+    if a.is_weak() {
+        return Err(StrictError::KeySmallOrder);
+    }
+    // R decodes like a public key; `is_weak` is the small-order test on the decoded point.
+    if !canonical_y(&r) {
+        return Err(StrictError::REncoding);
+    }
+    let r_point = VerifyingKey::from_bytes(&r).map_err(|_| StrictError::REncoding)?;
+    if r_point.is_weak() {
+        return Err(StrictError::RSmallOrder);
+    }
+    Ok(a)
 }
 
 impl fmt::Debug for PublicKey {
@@ -311,6 +380,79 @@ mod tests {
         assert!(id.public().verify(b"heat", &sig));
         assert!(!id.public().verify(b"heat!", &sig));
         assert!(!Identity::generate().public().verify(b"heat", &sig));
+    }
+
+    /// The small-order forgery of `docs/receipts.md`: A = R = the neutral point (encoded
+    /// `01 00..00`), S = 0. The cofactorless equation [S]B = R + [k]A holds for every message,
+    /// so a naive verifier accepts it; hearth's strict checks refuse it.
+    pub(crate) const FORGED_KEY: [u8; 32] = {
+        let mut a = [0u8; 32];
+        a[0] = 1;
+        a
+    };
+    pub(crate) const FORGED_SIG: [u8; 64] = {
+        let mut s = [0u8; 64];
+        s[0] = 1;
+        s
+    };
+
+    #[test]
+    fn small_order_forgery_passes_a_naive_verifier_and_not_ours() {
+        use ed25519_dalek::Verifier;
+        let naive = VerifyingKey::from_bytes(&FORGED_KEY).unwrap();
+        let sig = Signature::from_bytes(&FORGED_SIG);
+        for msg in [&b"any message"[..], b"", b"hearth/receipt/worker/v1 and more"] {
+            assert!(naive.verify(msg, &sig).is_ok(), "the naive check accepts it");
+            assert!(!PublicKey(FORGED_KEY).verify(msg, &FORGED_SIG));
+        }
+        assert_eq!(
+            strict_precheck(&PublicKey(FORGED_KEY), &FORGED_SIG).err(),
+            Some(StrictError::KeySmallOrder)
+        );
+        // The same small-order R under an honest key is refused for R's sake.
+        let honest = Identity::from_seed([7; 32]).public();
+        assert_eq!(
+            strict_precheck(&honest, &FORGED_SIG).err(),
+            Some(StrictError::RSmallOrder)
+        );
+    }
+
+    #[test]
+    fn non_canonical_s_and_key_encodings_are_refused() {
+        let id = Identity::from_seed([5; 32]);
+        let sig = id.sign(b"heat");
+        assert!(id.public().verify(b"heat", &sig));
+        // S + L: the same scalar mod L, a second encoding of the same signature.
+        let mut malleable = sig;
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = u16::from(malleable[32 + i]) + u16::from(GROUP_ORDER_LE[i]) + carry;
+            malleable[32 + i] = v as u8;
+            carry = v >> 8;
+        }
+        assert_eq!(carry, 0);
+        assert!(!id.public().verify(b"heat", &malleable));
+        assert_eq!(
+            strict_precheck(&id.public(), &malleable).err(),
+            Some(StrictError::SNotCanonical)
+        );
+        // y = p + 3 encodes the same point as y = 3, which is on the curve and not of small
+        // order: the decoder alone accepts it, the canonical-encoding check does not.
+        let mut key = [0xff; 32];
+        key[0] = 0xed + 3;
+        key[31] = 0x7f;
+        let decoded = VerifyingKey::from_bytes(&key).expect("dalek decodes y = p + 3");
+        assert!(!decoded.is_weak());
+        assert_eq!(
+            strict_precheck(&PublicKey(key), &sig).err(),
+            Some(StrictError::KeyEncoding)
+        );
+        let mut r_bad = sig;
+        r_bad[..32].copy_from_slice(&key);
+        assert_eq!(
+            strict_precheck(&id.public(), &r_bad).err(),
+            Some(StrictError::REncoding)
+        );
     }
 
     #[test]
