@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
 use crate::jobs::JobStatus;
-use crate::model::receipt::{ReceiptExport, ReceiptJson, EXPORT_FORMAT};
+use crate::model::receipt::ReceiptExport;
 use crate::model::{now_ms, parse_hash, Assembly, JobLimits, JobManifest};
 use crate::node::NodeContext;
 
@@ -267,11 +267,9 @@ async fn receipts(
         .map(|h| PublicKey::from_hex(&h))
         .transpose()
         .map_err(|e| bad(format!("household: {e}")))?;
-    let list = ctx.ledger.list(household.as_ref()).map_err(internal)?;
-    Ok(Json(ReceiptExport {
-        format: EXPORT_FORMAT.into(),
-        receipts: list.iter().map(ReceiptJson::from).collect(),
-    }))
+    Ok(Json(
+        ctx.ledger.export(household.as_ref()).map_err(internal)?,
+    ))
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -291,7 +289,7 @@ async fn totals(State(ctx): State<NodeContext>) -> Result<Json<Vec<TotalsView>>,
                 household: k.to_hex(),
                 receipts: t.receipts,
                 fuel: t.fuel,
-                energy_mj: t.energy_mj,
+                energy_mj: t.credited_mj,
             })
             .collect(),
     ))
@@ -354,7 +352,7 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
     gauge(
         "energy_credited_joules",
         "Energy credited to this household in receipts",
-        own.energy_mj as f64 / 1000.0,
+        own.credited_mj as f64 / 1000.0,
     );
     gauge(
         "fuel_credited",

@@ -18,7 +18,7 @@ use crate::identity::Identity;
 use crate::jobs::build::{build, JobSpec};
 use crate::jobs::JobStatus;
 use crate::kernels;
-use crate::model::receipt::{verify_batch, ReceiptExport, ReceiptJson, EXPORT_FORMAT};
+use crate::model::receipt::{verify_batch, ReceiptExport};
 use crate::model::JobLimits;
 use crate::node::{self, NodeOptions, RunningNode};
 
@@ -243,10 +243,7 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
     }
     let checks = verify_batch(&all);
     let bad = checks.iter().filter(|c| c.is_err()).count();
-    let export = ReceiptExport {
-        format: EXPORT_FORMAT.into(),
-        receipts: all.iter().map(ReceiptJson::from).collect(),
-    };
+    let export = ReceiptExport::new(&all, None);
     let receipts_path = opts.out.join("receipts.json");
     std::fs::write(&receipts_path, serde_json::to_string_pretty(&export)?)?;
     println!(
@@ -287,7 +284,7 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
             room,
             t.receipts,
             t.fuel,
-            t.energy_mj as f64 / 1000.0
+            t.credited_mj as f64 / 1000.0
         );
     }
     if !warm_worked.is_empty() {

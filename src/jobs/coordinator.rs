@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::identity::{Identity, PublicKey};
 use crate::kernels;
 use crate::ledger::Ledger;
-use crate::model::receipt::{Claim, Receipt};
+use crate::model::receipt::{Claim, CreditTerms, Receipt};
 use crate::model::wire::{
     DenyReason, HeatDemand, JobGossip, Lease, Request, Response, PROTOCOL_VERSION,
 };
@@ -889,6 +889,14 @@ impl Coordinator {
         else {
             return;
         };
+        // The vote the receipts state: claims agreeing with the winner, of all claims held
+        // (at most a few more than `replication` ≤ 16, so far below u8::MAX).
+        let agreeing = claims
+            .iter()
+            .filter(|c| c.record.agrees_with(&winner.record))
+            .count();
+        let agreeing = u8::try_from(agreeing).unwrap_or(u8::MAX);
+        let replicas = u8::try_from(claims.len()).unwrap_or(u8::MAX).max(agreeing);
         let mut receipts = Vec::new();
         let mut losers = Vec::new();
         for (i, claim) in claims.iter().enumerate() {
@@ -896,7 +904,9 @@ impl Coordinator {
                 continue;
             }
             if claim.record.agrees_with(&winner.record) {
-                match claim.clone().countersign(&self.identity) {
+                // Credits the claim as it stands; the bound on credit comes later (issue 9).
+                let terms = CreditTerms::claimed(&claim.record, agreeing, replicas);
+                match claim.clone().countersign(&self.identity, terms) {
                     Ok(r) => receipts.push(r),
                     Err(e) => tracing::error!("cannot countersign: {e}"),
                 }
