@@ -401,8 +401,15 @@ pub(crate) mod tests {
         use ed25519_dalek::Verifier;
         let naive = VerifyingKey::from_bytes(&FORGED_KEY).unwrap();
         let sig = Signature::from_bytes(&FORGED_SIG);
-        for msg in [&b"any message"[..], b"", b"hearth/receipt/worker/v1 and more"] {
-            assert!(naive.verify(msg, &sig).is_ok(), "the naive check accepts it");
+        for msg in [
+            &b"any message"[..],
+            b"",
+            b"hearth/receipt/worker/v1 and more",
+        ] {
+            assert!(
+                naive.verify(msg, &sig).is_ok(),
+                "the naive check accepts it"
+            );
             assert!(!PublicKey(FORGED_KEY).verify(msg, &FORGED_SIG));
         }
         assert_eq!(

@@ -492,6 +492,9 @@ mod tests {
         let other = Identity::from_seed([3; 32]).public();
         let theirs = ledger.export(Some(&other)).unwrap();
         assert_eq!(theirs.receipts.len(), 1);
-        assert!(theirs.chain.is_none(), "a node holds only its own household's chain");
+        assert!(
+            theirs.chain.is_none(),
+            "a node holds only its own household's chain"
+        );
     }
 }

@@ -185,7 +185,9 @@ pub fn receipts_verify(file: &Path) -> anyhow::Result<()> {
         println!("{line}");
     }
     if let Some((household, length)) = &report.chain {
-        println!("chain of household {household}: {length} entries, links, head and receipts agree");
+        println!(
+            "chain of household {household}: {length} entries, links, head and receipts agree"
+        );
     }
     let total = export.receipts.len();
     println!(
@@ -197,7 +199,11 @@ pub fn receipts_verify(file: &Path) -> anyhow::Result<()> {
         bail!(
             "{} of {total} receipts failed verification{}",
             report.bad,
-            if report.chain_ok { "" } else { "; the chain failed" }
+            if report.chain_ok {
+                ""
+            } else {
+                "; the chain failed"
+            }
         );
     }
     Ok(())

@@ -256,7 +256,16 @@ mod tests {
     fn u64_strings_are_canonical_decimal() {
         assert_eq!(parse("0"), Ok(0));
         assert_eq!(parse("18446744073709551615"), Ok(u64::MAX));
-        for bad in ["", "01", "-1", "1e3", " 1", "18446744073709551616", "0x10", "1.0"] {
+        for bad in [
+            "",
+            "01",
+            "-1",
+            "1e3",
+            " 1",
+            "18446744073709551616",
+            "0x10",
+            "1.0",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

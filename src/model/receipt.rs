@@ -195,7 +195,6 @@ impl WorkRecord {
     }
 }
 
-
 /// Why the coordinator credited the figure it credited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -226,7 +225,12 @@ impl CreditBasis {
             2 => CreditBasis::ReplicaReference,
             3 => CreditBasis::HouseholdHistory,
             4 => CreditBasis::PowerCeiling,
-            tag => return Err(DecodeError::UnknownTag { what: "credit basis", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "credit basis",
+                    tag,
+                })
+            }
         })
     }
 }
@@ -258,7 +262,12 @@ impl VerifiedBy {
             1 => VerifiedBy::Quorum,
             2 => VerifiedBy::TrustedSpotChecked,
             3 => VerifiedBy::TrustedUnchecked,
-            tag => return Err(DecodeError::UnknownTag { what: "verification kind", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "verification kind",
+                    tag,
+                })
+            }
         })
     }
 }
@@ -444,7 +453,8 @@ impl Receipt {
     /// blake3(record ‖ terms): two receipts for one record with different terms differ.
     pub fn id(&self) -> blake3::Hash {
         let mut h = blake3::Hasher::new();
-        h.update(&self.record.to_bytes()).update(&self.terms.to_bytes());
+        h.update(&self.record.to_bytes())
+            .update(&self.terms.to_bytes());
         h.finalize()
     }
 
@@ -498,7 +508,11 @@ impl Receipt {
         if !self.record.worker.verify(&worker_msg, &self.worker_sig) {
             return Err(ReceiptError::WorkerSignature);
         }
-        if !self.record.submitter.verify(&submitter_msg, &self.submitter_sig) {
+        if !self
+            .record
+            .submitter
+            .verify(&submitter_msg, &self.submitter_sig)
+        {
             return Err(ReceiptError::SubmitterSignature);
         }
         Ok(())
@@ -545,7 +559,10 @@ pub(crate) mod tests {
 
     fn receipt_of(record: WorkRecord, w: &Identity, s: &Identity) -> Receipt {
         let terms = CreditTerms::claimed(&record, 2, 2);
-        Claim::sign(record, w).unwrap().countersign(s, terms).unwrap()
+        Claim::sign(record, w)
+            .unwrap()
+            .countersign(s, terms)
+            .unwrap()
     }
 
     #[test]
@@ -922,7 +939,10 @@ pub(crate) mod vector {
             ("submitter key", r.record.submitter.to_hex()),
             ("terms", hex::encode(r.terms.to_bytes())),
         ] {
-            assert!(doc.contains(&value), "docs/receipts.md lacks the {what} {value}");
+            assert!(
+                doc.contains(&value),
+                "docs/receipts.md lacks the {what} {value}"
+            );
         }
     }
 
