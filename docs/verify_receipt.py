@@ -270,6 +270,10 @@ def check_export(export: dict):
         except (ValueError, KeyError) as e:
             bad += 1
             lines.append(f"receipt {i}: INVALID: {e}")
+    why = conservation(valid)
+    if why:
+        bad += 1
+        lines.append(f"conservation: INVALID: {why}")
     chain = export.get("chain")
     if chain is not None:
         try:
@@ -279,6 +283,26 @@ def check_export(export: dict):
             bad += 1
             lines.append(f"chain: INVALID: {e}")
     return lines, len(export["receipts"]), bad
+
+
+def conservation(receipts) -> str:
+    """docs/receipts.md "Conservation": for each household and each interval [a, b] from some
+    receipt's start to some receipt's end, the energy claimed by its receipts lying inside
+    [a, b] is at most MAX_WATTS x (b - a). None if it holds, else what breaks it."""
+    households = {}
+    for f in receipts:
+        households.setdefault(f["worker"], []).append((f["start_ms"], f["end_ms"], f["energy_mj"]))
+    for household, windows in sorted(households.items()):
+        windows.sort(key=lambda w: w[1])
+        for a in sorted({w[0] for w in windows}):
+            total = 0
+            for start, end, energy in windows:
+                if start >= a:
+                    total += energy
+                    if total > MAX_WATTS * (end - a):
+                        return (f"household {household}: receipts within {a}..{end} ms claim "
+                                f"{total} mJ, more than {MAX_WATTS} W can deliver in {end - a} ms")
+    return None
 
 
 def check_chain(chain: dict, receipts) -> str:
@@ -420,6 +444,9 @@ def self_test() -> list:
     numbered = json.loads(json.dumps(export))
     numbered["receipts"][2]["fuel"] = int(numbered["receipts"][2]["fuel"])
     expect(check_export(numbered)[2] >= 1, "a u64 written as a JSON number is refused")
+    two = [{"worker": "aa", "start_ms": 1000, "end_ms": 2000, "energy_mj": 2_000_000}] * 2
+    expect(conservation(two[:1]) is None and conservation(two) is not None,
+           "two 2 000 W receipts of one household over the same second break conservation")
     doubled = json.loads(json.dumps(export))
     doubled["receipts"].append(doubled["receipts"][0])
     expect(check_export(doubled)[2] >= 1, "a second receipt for the same job, shard and worker is refused")

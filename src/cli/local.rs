@@ -9,7 +9,7 @@ use crate::exec::Executor;
 use crate::identity::Identity;
 use crate::jobs::build::{build, JobSpec};
 use crate::jobs::local::run_local as run_jobs_locally;
-use crate::model::receipt::{verify_batch, ReceiptExport, EXPORT_FORMAT};
+use crate::model::receipt::{check_conservation, verify_batch, ReceiptExport, EXPORT_FORMAT};
 use crate::model::{parse_hash, JobManifest};
 use crate::node::{self, NodeOptions};
 use crate::store::Store;
@@ -240,8 +240,10 @@ fn check_export(export: &ReceiptExport) -> ExportReport {
         }
     }
     let list: Vec<_> = decoded.iter().map(|(_, r)| r.clone()).collect();
+    let checks = verify_batch(&list);
     let mut seen = std::collections::HashSet::new();
-    for ((i, r), check) in decoded.iter().zip(verify_batch(&list)) {
+    let mut passed = Vec::new();
+    for ((i, r), check) in decoded.iter().zip(checks.iter()) {
         let id = r.id().to_hex();
         if let Err(e) = check {
             report.bad += 1;
@@ -255,7 +257,14 @@ fn check_export(export: &ReceiptExport) -> ExportReport {
             report.problems.push(format!(
                 "receipt {i} ({id}): INVALID: an earlier receipt covers the same job, shard and worker"
             ));
+        } else {
+            passed.push(r.clone());
         }
+    }
+    // Conservation across the receipts that passed: a household's overlapping receipts never
+    // claim more than one circuit delivers.
+    if let Err(e) = check_conservation(&passed) {
+        report.problems.push(format!("conservation: INVALID: {e}"));
     }
     if let Some(chain) = &export.chain {
         match chain.verify(&list) {

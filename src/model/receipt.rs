@@ -535,6 +535,59 @@ pub fn verify_batch(receipts: &[Receipt]) -> Vec<Result<(), ReceiptError>> {
     receipts.iter().map(Receipt::verify).collect()
 }
 
+/// A household's receipts that together imply more power than [`MAX_WATTS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("household {household}: receipts within {from_ms}..{to_ms} ms claim {energy_mj} mJ, more than {MAX_WATTS} W can deliver in those {} ms", to_ms - from_ms)]
+pub struct ConservationError {
+    pub household: PublicKey,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub energy_mj: u128,
+}
+
+/// Conservation across receipts: for every household and every interval [a, b], the energy
+/// claimed by its receipts whose windows lie inside [a, b] is at most `MAX_WATTS × (b − a)`.
+/// One radiator cannot draw more than one circuit delivers, however its work is split into
+/// shards. Only intervals from some receipt's start to some receipt's end can be tight, so
+/// those are the ones checked: O(n²) per household after sorting.
+pub fn check_conservation(receipts: &[Receipt]) -> Result<(), ConservationError> {
+    let mut by_household: std::collections::BTreeMap<PublicKey, Vec<(u64, u64, u64)>> =
+        Default::default();
+    for r in receipts {
+        let rec = &r.record;
+        by_household
+            .entry(rec.worker)
+            .or_default()
+            .push((rec.start_ms, rec.end_ms, rec.energy_mj));
+    }
+    for (household, mut windows) in by_household {
+        // Sorted by end: walking them accumulates every receipt that ends by each end.
+        windows.sort_by_key(|&(_, end, _)| end);
+        let mut starts: Vec<u64> = windows.iter().map(|&(start, _, _)| start).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        for &from in &starts {
+            let mut sum = 0u128;
+            for &(start, end, energy) in &windows {
+                if start < from {
+                    continue;
+                }
+                sum += u128::from(energy);
+                let span = u128::from(end.saturating_sub(from));
+                if sum > u128::from(MAX_WATTS) * span {
+                    return Err(ConservationError {
+                        household,
+                        from_ms: from,
+                        to_ms: end,
+                        energy_mj: sum,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -792,6 +845,50 @@ pub(crate) mod tests {
         let text = serde_json::to_string(&json).unwrap();
         let dup = text.replacen("{", "{\"shard\":1,", 1);
         assert!(serde_json::from_str::<ReceiptJson>(&dup).is_err());
+    }
+
+    #[test]
+    fn overlapping_receipts_of_one_household_obey_conservation() {
+        let (w, other, s) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let at = |who: &Identity, shard: u32, start: u64, end: u64, energy: u64| {
+            let rec = WorkRecord {
+                shard,
+                start_ms: start,
+                end_ms: end,
+                energy_mj: energy,
+                ..record(who, &s)
+            };
+            receipt_of(rec, who, &s)
+        };
+        // Two shards at 2 000 W each over the same second: each alone is possible, together
+        // they draw 4 000 W from one circuit.
+        let a = at(&w, 0, 1_000, 2_000, 2_000_000);
+        let b = at(&w, 1, 1_000, 2_000, 2_000_000);
+        assert!(a.verify().is_ok() && b.verify().is_ok());
+        let err = check_conservation(&[a.clone(), b.clone()]).unwrap_err();
+        assert_eq!(err.household, w.public());
+        assert_eq!((err.from_ms, err.to_ms), (1_000, 2_000));
+        // Back to back, or on two households, they are fine.
+        let c = at(&w, 1, 2_000, 3_000, 2_000_000);
+        let d = at(&other, 1, 1_000, 2_000, 2_000_000);
+        check_conservation(&[a.clone(), c, d]).unwrap();
+        // A short burst inside a longer shard counts too.
+        let long = at(&w, 2, 0, 10_000, 30_000_000);
+        let burst = at(&w, 3, 4_000, 4_010, 36_800);
+        check_conservation(&[long.clone()]).unwrap();
+        assert!(
+            check_conservation(&[long, burst]).is_ok(),
+            "inside [0, 10 s]: 30.0368 kJ ≤ 36.8 kJ"
+        );
+        let e = at(&w, 4, 1_500, 1_600, 368_000);
+        assert!(
+            check_conservation(&[a, e]).is_err(),
+            "2 368 J in one second"
+        );
     }
 
     proptest::proptest! {
