@@ -424,7 +424,8 @@ impl Ctx {
         })
         .await
         .map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
-        let end_ms = now_ms().max(start_ms);
+        // Rounded up, as `start_ms` is rounded down: the window contains the metered run.
+        let end_ms = crate::model::now_ms_ceil().max(start_ms);
         // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
         // counted as running.
         let cpu_time = outcome.as_ref().map(|o| o.cpu_time).unwrap_or_default();
