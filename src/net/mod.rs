@@ -85,7 +85,7 @@ const EVENT_CHANNEL: usize = 1024;
 pub enum Topic {
     /// `hearth/jobs/1`: job and shard announcements.
     Jobs,
-    /// `hearth/receipts/1`: heat-work receipts.
+    /// `hearth/receipts/2`: heat-work receipts.
     Receipts,
     /// `hearth/heat/1`: heat demand / availability of radiators.
     Heat,
@@ -99,7 +99,7 @@ impl Topic {
     pub fn name(self) -> &'static str {
         match self {
             Topic::Jobs => "hearth/jobs/1",
-            Topic::Receipts => "hearth/receipts/1",
+            Topic::Receipts => "hearth/receipts/2",
             Topic::Heat => "hearth/heat/1",
         }
     }
