@@ -879,7 +879,7 @@ pub(crate) mod tests {
         // A short burst inside a longer shard counts too.
         let long = at(&w, 2, 0, 10_000, 30_000_000);
         let burst = at(&w, 3, 4_000, 4_010, 36_800);
-        check_conservation(&[long.clone()]).unwrap();
+        check_conservation(std::slice::from_ref(&long)).unwrap();
         assert!(
             check_conservation(&[long, burst]).is_ok(),
             "inside [0, 10 s]: 30.0368 kJ ≤ 36.8 kJ"
