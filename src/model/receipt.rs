@@ -898,6 +898,27 @@ pub(crate) mod tests {
     }
 
     proptest::proptest! {
+        /// Decoding untrusted bytes never panics; whatever decodes re-encodes to the same
+        /// bytes (one encoding per value); verifying a mutated receipt never panics.
+        #[test]
+        fn decoders_never_panic_and_are_canonical(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..500),
+            flips in proptest::collection::vec((0..RECEIPT_LEN, proptest::prelude::any::<u8>()), 0..4),
+        ) {
+            let _ = Claim::from_bytes(&noise);
+            let _ = Receipt::from_bytes(&noise);
+            let (w, s) = (Identity::from_seed([3; 32]), Identity::from_seed([4; 32]));
+            let mut bytes = receipt_of(record(&w, &s), &w, &s).to_bytes();
+            for (at, x) in flips {
+                bytes[at] ^= x;
+            }
+            if let Ok(r) = Receipt::from_bytes(&bytes) {
+                proptest::prop_assert_eq!(r.to_bytes(), bytes);
+                let _ = r.verify();
+                let _ = ReceiptJson::from(&r).to_receipt();
+            }
+        }
+
         #[test]
         fn credit_never_exceeds_claim_or_power(
             energy in proptest::prelude::any::<u64>(),
