@@ -309,7 +309,9 @@ def check_chain(chain: dict, receipts) -> str:
     _exact_keys(chain, ("household", "length", "head", "entries"), (), "chain")
     household = _field("hex32", chain["household"], "chain household")
     length = _field("u64", chain["length"], "chain length")
-    if not isinstance(chain["entries"], list) or length != len(chain["entries"]):
+    if not isinstance(chain["entries"], list):
+        raise ValueError("chain entries: expected a list")
+    if length != len(chain["entries"]):
         raise ValueError(f"length {length} but {len(chain['entries'])} entries")
     own = set()
     for r in receipts:
