@@ -18,7 +18,8 @@ use crate::identity::Identity;
 use crate::jobs::build::{build, JobSpec};
 use crate::jobs::JobStatus;
 use crate::kernels;
-use crate::model::receipt::{verify_batch, ReceiptExport};
+use crate::model::power::{peak_overlap_watts, Window};
+use crate::model::receipt::{verify_batch, Receipt, ReceiptExport};
 use crate::model::JobLimits;
 use crate::node::{self, NodeOptions, RunningNode};
 
@@ -255,13 +256,39 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
     );
     println!();
     println!(
-        "{:<9} {:<18} {:<22} {:>7} {:>14} {:>11}",
-        "radiator", "household", "room", "shards", "fuel", "energy (J)"
+        "{:<9} {:<18} {:<22} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "radiator",
+        "household",
+        "room",
+        "shards",
+        "drawn J",
+        "charged J",
+        "credit J",
+        "peak W",
+        "rating W"
     );
+    // Every demo radiator is a simulated one with the default rating (`loopback_options`).
+    let rating = Config::default().heat.simulated.radiator_watts;
     let mut warm_worked = Vec::new();
+    let mut broken_laws = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
-        let t = n.context.ledger.totals_of(&n.household())?;
-        let room = match n.context.heat.as_ref().map(|h| h.status()) {
+        let own: Vec<&Receipt> = all
+            .iter()
+            .filter(|r| r.record.worker == n.household())
+            .collect();
+        let credited: u64 = own.iter().map(|r| r.terms.credited_mj).sum();
+        let windows: Vec<Window> = own
+            .iter()
+            .map(|r| Window {
+                start_ms: r.record.start_ms,
+                end_ms: r.record.end_ms,
+                energy_mj: r.record.energy_mj,
+            })
+            .collect();
+        let peak = peak_overlap_watts(&windows);
+        let heat = n.context.heat.as_ref();
+        let metered = heat.map(|h| h.meter().totals()).unwrap_or_default();
+        let room = match heat.map(|h| h.status()) {
             Some(h) => format!(
                 "{:.1} °C → {:.1} °C{}",
                 h.room_celsius.unwrap_or(f64::NAN),
@@ -274,18 +301,38 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
             ),
             None => "-".into(),
         };
-        if is_warm(i) && t.receipts > 0 {
+        if is_warm(i) && !own.is_empty() {
             warm_worked.push(i);
         }
+        // The conservation laws, per radiator: receipts credit no more than the meter charged,
+        // the meter charged no more than the radiator drew, and no instant's receipts imply
+        // more power than the radiator is rated for.
+        if credited as f64 > metered.charged_mj
+            || metered.charged_mj > metered.drawn_mj
+            || peak > rating
+        {
+            broken_laws.push(i);
+        }
         println!(
-            "{:<9} {:<18} {:<22} {:>7} {:>14} {:>11.3}",
+            "{:<9} {:<18} {:<22} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>8.0} {:>8.0}",
             format!("#{i}"),
             format!("{}…", &n.household().to_hex()[..16]),
             room,
-            t.receipts,
-            t.fuel,
-            t.credited_mj as f64 / 1000.0
+            own.len(),
+            metered.drawn_mj / 1000.0,
+            metered.charged_mj / 1000.0,
+            credited as f64 / 1000.0,
+            peak,
+            rating
         );
+    }
+    println!(
+        "drawn: everything the radiator drew, idle included; charged: what its meter charged to \
+         executing shards; credit: what its verified receipts credit; peak: the most power its \
+         overlapping receipts imply at one instant"
+    );
+    if !broken_laws.is_empty() {
+        bail!("radiators {broken_laws:?} credited more energy than they drew or were rated for");
     }
     if !warm_worked.is_empty() {
         bail!("radiators {warm_worked:?} in warm rooms did work they should have declined");
@@ -300,7 +347,8 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         );
     }
     println!(
-        "\nall {} receipts verify; every shard was checked by two households",
+        "\nall {} receipts verify; every shard was checked by two households; no radiator \
+         credited more energy than it drew or more power than its rating",
         all.len()
     );
     Ok(())

@@ -274,6 +274,16 @@ impl Ledger {
         })
     }
 
+    /// Energy credited to `household` (the terms' `credited_mj`) by receipts whose window
+    /// ended at or after `since_ms` (ms since the Unix epoch), in mJ.
+    pub fn credited_since(&self, household: &PublicKey, since_ms: u64) -> Result<u64, LedgerError> {
+        Ok(self
+            .list(Some(household))?
+            .iter()
+            .filter(|r| r.record.end_ms >= since_ms)
+            .fold(0u64, |sum, r| sum.saturating_add(r.terms.credited_mj)))
+    }
+
     /// The own-household hash chain in order: (receipt id, entry) per link.
     pub fn chain_entries(&self) -> Result<Vec<(blake3::Hash, [u8; 32])>, LedgerError> {
         let mut out = Vec::new();

@@ -223,6 +223,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
                 max_slots,
                 slots.clone(),
                 shutdown_rx.clone(),
+                Some(credit_source(ledger.clone(), identity.public())),
             )?;
             tasks.spawn(async move {
                 let _ = task.await;
@@ -315,6 +316,16 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         shutdown,
         tasks,
         db,
+    })
+}
+
+/// What the household's receipts credit since a moment: the heat service shows it next to
+/// what the meter says the radiator drew, from the same ledger `hearth receipts` reads.
+fn credit_source(ledger: Ledger, own: PublicKey) -> crate::heat::service::CreditSource {
+    std::sync::Arc::new(move |since_ms| {
+        ledger
+            .credited_since(&own, since_ms)
+            .map_err(|e| e.to_string())
     })
 }
 

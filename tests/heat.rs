@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use hearth::heat::config::SourceKind;
-use hearth::heat::controller::{Controller, ControllerConfig, Input, Mode, Schedule};
+use hearth::heat::controller::{
+    Controller, ControllerConfig, Input, Mode, Schedule, OVERHEAT_CELSIUS,
+};
 use hearth::heat::energy::{counter_delta, EnergyMeter, MeterConfig, Rapl};
 use hearth::heat::sim::{simulate, SimOptions};
 use hearth::heat::{spawn, HeatConfig, HeatHandle, HeatStatus};
@@ -257,6 +259,41 @@ fn controller_modes_and_fail_safe() {
 }
 
 #[test]
+fn overheat_stops_heating_in_every_mode() {
+    // min_slots 1: the fail-safe floor does not apply to a room that is too hot.
+    let mut c = Controller::new(
+        ControllerConfig {
+            hysteresis_k: 0.3,
+            kp_per_k: 1.0,
+            integral_secs: 3600.0,
+            min_slots: 1,
+            max_slots: 4,
+        },
+        Schedule::constant(19.0),
+    );
+    let hot = OVERHEAT_CELSIUS + 0.5;
+    for mode in [
+        Mode::Auto,
+        Mode::Manual { celsius: 27.0 },
+        Mode::Boost {
+            until: 3600.0,
+            then: Box::new(Mode::Auto),
+        },
+    ] {
+        c.set_mode(mode.clone());
+        for _ in 0..5 {
+            c.step(&input(Ok(15.0)));
+        }
+        assert!(c.slots() >= 1, "{mode:?} heats a cold room");
+        let d = c.step(&input(Ok(hot)));
+        assert_eq!(d.slots, 0, "{mode:?}: {d:?}");
+        assert!(d.reason.contains("overheat"), "{}", d.reason);
+    }
+    // The highest setpoint a household can choose stays below the limit.
+    assert!(*hearth::heat::SETPOINT_RANGE.end() < OVERHEAT_CELSIUS);
+}
+
+#[test]
 fn schedule_day_and_night() {
     let config = hearth::heat::config::ScheduleConfig {
         sun: Some(hearth::heat::config::DayHours {
@@ -323,7 +360,7 @@ struct Running {
 fn start(config: HeatConfig, max_slots: usize) -> Running {
     let (slots_tx, slots) = watch::channel(0);
     let (stop, stop_rx) = watch::channel(false);
-    let (heat, _task) = spawn(config, max_slots, slots_tx, stop_rx).unwrap();
+    let (heat, _task) = spawn(config, max_slots, slots_tx, stop_rx, None).unwrap();
     Running {
         heat,
         slots,
@@ -395,7 +432,7 @@ async fn live_simulated_room_holds_setpoint_with_working_shards() {
         }
         while shards.len() > slots {
             let mark = shards.pop().unwrap();
-            let e = meter.finish_shard(mark, Duration::from_secs(1));
+            let e = meter.finish_shard(mark);
             assert_eq!(e.method, EnergyMethod::Simulated);
         }
         let s = r.heat.status();
@@ -509,7 +546,7 @@ async fn household_commands_steer_the_service() {
         .await
         .unwrap_err()
         .to_string()
-        .contains("between 5 and 30"));
+        .contains("between 5 and 27"));
     assert!(r.heat.boost(Duration::from_secs(10)).await.is_err());
 }
 
@@ -611,7 +648,7 @@ async fn http_api_push_and_commands() {
         assert_eq!(resp.status(), 400);
         let err: serde_json::Value = resp.json().await.unwrap();
         assert!(
-            err["error"].as_str().unwrap().contains("between 5 and 30"),
+            err["error"].as_str().unwrap().contains("between 5 and 27"),
             "{err}"
         );
 
@@ -759,55 +796,88 @@ async fn mqtt_source_against_mosquitto() {
     };
     config.mqtt.port = broker.port;
     config.mqtt.topic = "zigbee2mqtt/living_room".into();
-    let r = start(config, 4);
 
     let mut opts = rumqttc::MqttOptions::new("hearth-test-publisher", "127.0.0.1", broker.port);
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut events) = rumqttc::AsyncClient::new(opts, 10);
     let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let publish = |payload: String, retain: bool| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(
+                    "zigbee2mqtt/living_room",
+                    rumqttc::QoS::AtLeastOnce,
+                    retain,
+                    payload,
+                )
+                .await
+                .unwrap();
+            // Let the broker take it before anyone subscribes.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
 
-    // Zigbee2MQTT style JSON, retained so it reaches the radiator whenever it subscribes.
-    client
-        .publish(
-            "zigbee2mqtt/living_room",
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            r#"{"temperature":17.5,"humidity":44,"battery":97}"#,
-        )
-        .await
-        .unwrap();
-    let s = wait_for(&r.heat, "the JSON reading", |s| {
+    // A retained reading without its own time, published before the radiator subscribes: the
+    // broker hands it over on subscription, but it may be hours old, so it is not trusted.
+    publish(r#"{"temperature":17.5,"humidity":44}"#.into(), true).await;
+    let r = start(config.clone(), 4);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = r.heat.status();
+    assert_eq!(s.source, "mqtt");
+    assert_eq!(s.room_celsius, None, "{s:?}");
+    assert!(s.fail_safe, "{s:?}");
+    // Zigbee2MQTT style JSON, live.
+    publish(
+        r#"{"temperature":17.5,"humidity":44,"battery":97}"#.into(),
+        false,
+    )
+    .await;
+    wait_for(&r.heat, "the JSON reading", |s| {
         s.room_celsius == Some(17.5)
     })
     .await;
-    assert_eq!(s.source, "mqtt");
     // Home Assistant statestream style: a bare number.
-    client
-        .publish(
-            "zigbee2mqtt/living_room",
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            "18.25",
-        )
-        .await
-        .unwrap();
+    publish("18.25".into(), false).await;
     wait_for(&r.heat, "the bare reading", |s| {
         s.room_celsius == Some(18.25)
     })
     .await;
     // Garbage is ignored, not taken as a temperature.
-    client
-        .publish(
-            "zigbee2mqtt/living_room",
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            "hot",
-        )
-        .await
-        .unwrap();
+    publish("hot".into(), false).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(r.heat.status().room_celsius, Some(18.25));
     wait_for(&r.heat, "heating in a cold room", |s| s.slots >= 1).await;
+
+    // A retained reading that carries its own time is as fresh as that time says: a new
+    // radiator trusts one taken a minute ago ...
+    let minute_ago = hearth::model::now_ms() - 60_000;
+    publish(
+        format!(r#"{{"temperature":16.0,"last_seen":{minute_ago}}}"#),
+        true,
+    )
+    .await;
+    let fresh = start(config.clone(), 4);
+    wait_for(&fresh.heat, "the timestamped retained reading", |s| {
+        s.room_celsius == Some(16.0)
+    })
+    .await;
+    // ... and not one taken two hours ago (older than `max_age_secs`).
+    let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+    publish(
+        format!(
+            r#"{{"temperature":16.5,"time":"{}"}}"#,
+            two_hours_ago.to_rfc3339()
+        ),
+        true,
+    )
+    .await;
+    let stale = start(config, 4);
+    let s = wait_for(&stale.heat, "the stale reading judged", |s| {
+        s.reason.contains("old")
+    })
+    .await;
+    assert!(s.fail_safe && s.room_celsius.is_none(), "{s:?}");
     poller.abort();
 }
 
@@ -875,8 +945,8 @@ fn rapl_reader_with_wraparound() {
     assert!(Rapl::open(empty.path()).is_none());
 }
 
-#[test]
-fn meter_charges_shards_by_rapl_share() {
+#[tokio::test(start_paused = true)]
+async fn meter_charges_shards_by_rapl_share() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("powercap");
     let stat = dir.path().join("stat");
@@ -890,59 +960,75 @@ fn meter_charges_shards_by_rapl_share() {
         idle_watts: 40.0,
         watts_per_core: 15.0,
         simulated_watts_per_slot: None,
+        max_slots: 1,
         rapl_root: root.clone(),
         proc_stat: stat.clone(),
     });
     assert_eq!(meter.method(), EnergyMethod::Rapl);
     let mark = meter.start_shard();
     assert_eq!(meter.active_shards(), 1);
-    // The package used 200 J (across the wrap); the machine was busy 4 CPU-seconds, 1 of them
-    // ours: we are charged a quarter.
+    // Over 1 s the package used 200 J (across the wrap), 40 J of it idle. The machine was
+    // busy for far more CPU time than this process used, so only this process's share of the
+    // 160 J above idle is charged: a small fraction, and never more than 160 J.
+    tokio::time::advance(Duration::from_secs(1)).await;
     write(&root.join("intel-rapl:0/energy_uj"), "100000000\n");
     let hz = clk_tck();
-    write(&stat, &proc_stat(1000 + (4.0 * hz) as u64));
-    let e = meter.finish_shard(mark, Duration::from_secs(1));
+    write(&stat, &proc_stat(1000 + (400.0 * hz) as u64));
+    let e = meter.finish_shard(mark);
     assert_eq!(e.method, EnergyMethod::Rapl);
-    assert_eq!(e.energy_mj, 50_000);
+    assert_eq!(e.end_ms - e.start_ms, 1000);
+    assert!(e.energy_mj < 160_000, "{e:?}");
     assert_eq!(meter.active_shards(), 0);
-    // Power for the status comes from the same counters.
+    let t = meter.totals();
+    assert!((t.drawn_mj - 200_000.0).abs() < 1e-6, "{t:?}");
+    assert!((t.dynamic_mj - 160_000.0).abs() < 1e-6, "{t:?}");
+    // Power for the status comes from the same counters: 10 J more over the next second.
+    assert!((meter.tick().joules - 200.0).abs() < 1e-9);
+    tokio::time::advance(Duration::from_secs(1)).await;
     write(&root.join("intel-rapl:0/energy_uj"), "110000000\n");
-    let p = meter.tick().unwrap();
+    let p = meter.tick();
     assert!((p.joules - 10.0).abs() < 1e-9, "{p:?}");
 }
 
-#[test]
-fn meter_estimates_without_rapl_and_simulates() {
+#[tokio::test(start_paused = true)]
+async fn meter_estimates_without_rapl_and_simulates() {
     let dir = tempfile::tempdir().unwrap();
     let meter = EnergyMeter::new(MeterConfig {
         idle_watts: 40.0,
         watts_per_core: 15.0,
         simulated_watts_per_slot: None,
+        max_slots: 4,
         rapl_root: dir.path().join("no-powercap"),
         proc_stat: dir.path().join("no-stat"),
     });
     assert_eq!(meter.method(), EnergyMethod::CpuEstimate);
-    meter.set_slots(4);
     let mark = meter.start_shard();
-    std::thread::sleep(Duration::from_millis(100));
-    let e = meter.finish_shard(mark, Duration::from_secs(2));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let e = meter.finish_shard(mark);
     assert_eq!(e.method, EnergyMethod::CpuEstimate);
-    // 2 s × 15 W = 30 J, plus a quarter of 40 W idle over ~0.1 s ≈ 1 J.
-    assert!((30_900..32_500).contains(&e.energy_mj), "{}", e.energy_mj);
+    // Without /proc/stat the estimate models one busy core: 2 s × 15 W = 30 J. The idle
+    // power (40 W) is drawn but not credited.
+    assert_eq!(e.energy_mj, 30_000);
+    assert_eq!(e.end_ms - e.start_ms, 2_000);
+    let t = meter.totals();
+    assert!((t.drawn_mj - 110_000.0).abs() < 1e-6, "{t:?}");
 
     let sim = EnergyMeter::new(MeterConfig {
         idle_watts: 40.0,
         watts_per_core: 15.0,
         simulated_watts_per_slot: Some(145.0),
+        max_slots: 8,
         rapl_root: dir.path().join("no-powercap"),
         proc_stat: dir.path().join("no-stat"),
     });
     assert_eq!(sim.method(), EnergyMethod::Simulated);
     let mark = sim.start_shard();
-    std::thread::sleep(Duration::from_millis(100));
-    let e = sim.finish_shard(mark, Duration::from_millis(50));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let e = sim.finish_shard(mark);
     assert_eq!(e.method, EnergyMethod::Simulated);
-    // 185 W (a slot plus all the idle power, one shard running) over ~0.1 s.
-    assert!((18_000..25_000).contains(&e.energy_mj), "{}", e.energy_mj);
-    assert!(sim.tick().is_none());
+    // Exactly the slot's 145 W over the 100 ms window; idle is not credited.
+    assert_eq!(e.energy_mj, 14_500);
+    // The simulated radiator drew idle plus the slot over that time.
+    let p = sim.tick();
+    assert!((p.joules - 18.5).abs() < 1e-9, "{p:?}");
 }

@@ -13,6 +13,7 @@ use super::client::Client;
 use crate::heat::api::{Boost, Celsius};
 use crate::heat::sim::{simulate, SimOptions};
 use crate::heat::{plot, HeatConfig, HeatStatus};
+use crate::model::receipt::EnergyMethod;
 
 #[derive(Args, Debug, Clone)]
 pub struct HeatArgs {
@@ -96,9 +97,29 @@ pub async fn status(api: &str, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_status(&s);
-        println!("credited    {credited_kwh:.4} kWh in {credited_receipts} verified receipts");
+        println!(
+            "all time    {credited_kwh:.4} kWh credited in {credited_receipts} verified receipts"
+        );
     }
     Ok(())
+}
+
+/// "credited 0.82 of 1.10 kWh drawn": what the ledger's receipts credit today against what
+/// the meter says the radiator drew today (idle included), and what the meter charged to
+/// shards whose receipts have not come back yet.
+pub fn today_line(s: &HeatStatus) -> String {
+    let method = match s.energy_method {
+        EnergyMethod::Rapl => "measured by RAPL",
+        EnergyMethod::CpuEstimate => "estimated from CPU time",
+        EnergyMethod::Simulated => "simulated",
+    };
+    let credited = s.energy_credited_today_kwh.unwrap_or(0.0);
+    let pending = (s.energy_charged_today_kwh - credited).max(0.0);
+    format!(
+        "credited {credited:.4} of {:.4} kWh drawn ({method}); {pending:.4} kWh more charged to \
+         shards not yet receipted; idle power is never credited",
+        s.energy_today_kwh
+    )
 }
 
 fn print_status(s: &HeatStatus) {
@@ -119,10 +140,7 @@ fn print_status(s: &HeatStatus) {
         s.power_watts,
         f64::from(s.demand_permille) / 10.0
     );
-    println!(
-        "today       {:.2} kWh ({:?})",
-        s.energy_today_kwh, s.energy_method
-    );
+    println!("today       {}", today_line(s));
     if let Some(m) = s.boost_minutes_left {
         println!("boost       {m} min left");
     }

@@ -9,13 +9,15 @@
 //! How it decides, each control period:
 //! 1. `off` ⇒ 0 slots, at once, whatever else holds.
 //! 2. No trustworthy reading ⇒ fail safe: `min_slots`, at once.
-//! 3. `boost` ⇒ every slot the power cap allows, unless the room is already above
-//!    [`OVERHEAT_CELSIUS`].
-//! 4. Otherwise a thermostat with hysteresis decides whether the room *calls for heat* (below
+//! 3. A room at or above [`OVERHEAT_CELSIUS`] ⇒ 0 slots, at once, in every mode (`min_slots`
+//!    included): whatever the schedule, an override or a bug says, a radiator never heats a
+//!    room that hot.
+//! 4. `boost` ⇒ every slot the power cap allows.
+//! 5. Otherwise a thermostat with hysteresis decides whether the room *calls for heat* (below
 //!    setpoint − h it calls, above setpoint + h it stops), and while it calls a PI controller
 //!    sets the demand (0..1 of full power). The demand is quantised to slots with a dead band
 //!    so that a demand hovering on a boundary does not flip a slot every period.
-//! 5. The slot count moves towards its target by at most one per period: a radiator that
+//! 6. The slot count moves towards its target by at most one per period: a radiator that
 //!    ramps is kinder to the power supply, the fans and the coordinators handing out leases.
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
@@ -23,7 +25,8 @@ use chrono::{Datelike, NaiveDateTime, Timelike};
 use super::config::{DayHours, ScheduleConfig};
 use super::HeatError;
 
-/// Boost never heats a room warmer than this, °C: a boost is for a cold room, not a sauna.
+/// No mode heats a room warmer than this, °C: a radiator is for a living room, not a sauna.
+/// Above the highest setpoint a household can choose ([`super::SETPOINT_RANGE`]).
 pub const OVERHEAT_CELSIUS: f64 = 28.0;
 /// Extra fraction of a slot the demand must move past a rounding boundary before the slot
 /// target changes.
@@ -308,25 +311,29 @@ impl Controller {
                 };
             }
         };
+        if room >= OVERHEAT_CELSIUS {
+            self.slots = 0;
+            return Decision {
+                slots: 0,
+                setpoint_celsius: setpoint,
+                demand_permille: 0,
+                reason: format!(
+                    "the room is {room:.1} °C, at or above the overheat limit of \
+                     {OVERHEAT_CELSIUS:.0} °C: no heating in any mode until it cools"
+                ),
+                fail_safe: false,
+            };
+        }
         let (target, demand, reason, immediate) = match &self.mode {
             Mode::Off => (0, 0.0, String::new(), true),
             Mode::Boost { until, .. } => {
                 let left = ((until - input.now_secs) / 60.0).ceil().max(0.0);
-                if room >= OVERHEAT_CELSIUS {
-                    (
-                        min,
-                        0.0,
-                        format!("boost paused: the room is already {room:.1} °C"),
-                        false,
-                    )
-                } else {
-                    (
-                        max,
-                        1.0,
-                        format!("boost: full power for {left:.0} more minute(s)"),
-                        false,
-                    )
-                }
+                (
+                    max,
+                    1.0,
+                    format!("boost: full power for {left:.0} more minute(s)"),
+                    false,
+                )
             }
             Mode::Auto | Mode::Manual { .. } => {
                 let (target, demand, reason) = self.regulate(room, setpoint, input.dt_secs);

@@ -38,7 +38,8 @@ pub use energy::{EnergyMeter, ShardEnergy, ShardMark};
 pub use service::{spawn, HeatHandle, HeatStatus};
 
 /// Lowest and highest setpoint a household can ask for, °C.
-pub const SETPOINT_RANGE: std::ops::RangeInclusive<f64> = 5.0..=30.0;
+/// Below [`controller::OVERHEAT_CELSIUS`], which stops heating in every mode.
+pub const SETPOINT_RANGE: std::ops::RangeInclusive<f64> = 5.0..=27.0;
 /// Longest boost, in minutes.
 pub const MAX_BOOST_MINUTES: u64 = 24 * 60;
 
@@ -58,7 +59,7 @@ pub enum HeatError {
         "the room temperature file {path} is larger than {limit} bytes; it should hold one number"
     )]
     FileTooLarge { path: PathBuf, limit: usize },
-    #[error("a setpoint of {0} °C is not allowed; choose between 5 and 30 °C")]
+    #[error("a setpoint of {0} °C is not allowed; choose between 5 and 27 °C")]
     Setpoint(f64),
     #[error("a boost lasts from 1 minute to 24 hours, not {0} minutes")]
     BoostDuration(u64),

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -48,7 +48,13 @@ pub struct HeatStatus {
     pub power_watts: f64,
     pub slots: usize,
     pub max_slots: usize,
+    /// Energy the radiator drew today (local day), idle included, kWh. The meter's figure.
     pub energy_today_kwh: f64,
+    /// Energy the meter charged to shards that executed today, kWh (idle is never charged).
+    pub energy_charged_today_kwh: f64,
+    /// Energy credited today by this household's receipts in the ledger (receipts whose window
+    /// ended today), kWh; `None` when the node gave the service no ledger to read.
+    pub energy_credited_today_kwh: Option<f64>,
     /// How much heat the room wants, thousandths of full power.
     pub demand_permille: u16,
     /// One sentence: why this many slots.
@@ -62,6 +68,11 @@ pub struct HeatStatus {
     /// The controller's local time (the simulated room's clock when simulated).
     pub local_time: String,
 }
+
+/// How the heat service learns what the household's receipts credit: given the start of the
+/// local day (ms since the Unix epoch), the millijoules credited since then. The node passes a
+/// reader of its ledger; this module stays a leaf that knows nothing of receipts.
+pub type CreditSource = std::sync::Arc<dyn Fn(u64) -> Result<u64, String> + Send + Sync>;
 
 enum Command {
     Push(f64, oneshot::Sender<Result<HeatStatus, HeatError>>),
@@ -185,8 +196,6 @@ impl Clock {
 struct Simulated {
     room: Room,
     outdoor: OutdoorProfile,
-    watts_per_slot: f64,
-    idle_watts: f64,
 }
 
 fn secs_of_day(t: NaiveDateTime) -> f64 {
@@ -209,9 +218,8 @@ struct Service {
     last_step: Instant,
     last_decision: Option<Decision>,
     power_watts: f64,
-    energy_today_j: f64,
-    today: NaiveDate,
     max_slots: usize,
+    credit: Option<CreditSource>,
 }
 
 /// A simulated room starts this much below its setpoint unless configured otherwise: a room
@@ -226,6 +234,7 @@ pub fn spawn(
     max_slots: usize,
     slots: watch::Sender<usize>,
     shutdown: watch::Receiver<bool>,
+    credit: Option<CreditSource>,
 ) -> Result<(HeatHandle, JoinHandle<()>), HeatError> {
     config.validate()?;
     let max_slots = max_slots.max(1);
@@ -236,6 +245,7 @@ pub fn spawn(
         idle_watts: config.idle_watts,
         watts_per_core: config.watts_per_slot,
         simulated_watts_per_slot: simulated.then_some(sim_watts_per_slot),
+        max_slots,
         rapl_root: config.rapl_root.clone(),
         proc_stat: "/proc/stat".into(),
     });
@@ -269,8 +279,6 @@ pub fn spawn(
                 min_celsius: config.simulated.outdoor_min_celsius,
                 max_celsius: config.simulated.outdoor_max_celsius,
             },
-            watts_per_slot: sim_watts_per_slot,
-            idle_watts: config.idle_watts,
         }
     });
     let initial = HeatStatus {
@@ -283,6 +291,8 @@ pub fn spawn(
         slots: *slots.borrow(),
         max_slots,
         energy_today_kwh: 0.0,
+        energy_charged_today_kwh: 0.0,
+        energy_credited_today_kwh: None,
         demand_permille: 0,
         reason: "starting".into(),
         fail_safe: false,
@@ -317,9 +327,8 @@ pub fn spawn(
         last_step: now,
         last_decision: None,
         power_watts: 0.0,
-        energy_today_j: 0.0,
-        today: start_local.date(),
         max_slots,
+        credit,
         config,
     };
     let task = tokio::spawn(async move {
@@ -342,7 +351,7 @@ impl Service {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut readings: mpsc::Receiver<f64>,
+        mut readings: mpsc::Receiver<Reading>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let period = Duration::from_secs(self.config.period_secs);
@@ -353,9 +362,7 @@ impl Service {
             tokio::select! {
                 _ = tick.tick() => self.control(),
                 Some(cmd) = commands.recv() => self.command(cmd),
-                Some(celsius) = readings.recv() => {
-                    self.reading = Some(Reading { celsius, at: Instant::now() });
-                }
+                Some(reading) = readings.recv() => self.reading = Some(reading),
                 res = shutdown.changed() => {
                     // A dropped sender also means stop.
                     let _ = res;
@@ -430,25 +437,18 @@ impl Service {
         let room_dt = now.duration_since(self.last_step).as_secs_f64() * self.clock.acceleration;
         self.last_step = now;
         let local = self.clock.local(now);
-        if local.date() != self.today {
-            self.today = local.date();
-            self.energy_today_j = 0.0;
-        }
-        // Power over the period that just ended, with the shards that actually ran.
+        // Power over the period that just ended (the meter integrates every shard start and
+        // finish, so short shards between two ticks count too). The simulated room is heated
+        // with exactly what the meter says the radiator drew.
+        let power = self.meter.tick();
+        self.power_watts = power.watts;
         if let Some(sim) = &mut self.sim {
-            let busy = self.meter.active_shards().min(self.max_slots);
-            let watts = sim.idle_watts + busy as f64 * sim.watts_per_slot;
             let outdoor = sim.outdoor.at(secs_of_day(local));
-            sim.room.step(room_dt, watts, outdoor);
-            self.power_watts = watts;
-            self.energy_today_j += watts * room_dt;
+            sim.room.step(room_dt, power.watts, outdoor);
             self.reading = Some(Reading {
                 celsius: sim.room.celsius,
                 at: now,
             });
-        } else if let Some(p) = self.meter.tick() {
-            self.power_watts = p.watts;
-            self.energy_today_j += p.joules;
         }
         if self.config.source == SourceKind::File {
             match source::read_file(&self.config.file.path, now) {
@@ -503,7 +503,6 @@ impl Service {
             *s = decision.slots;
             changed
         });
-        self.meter.set_slots(decision.slots);
         self.last_decision = Some(decision);
     }
 
@@ -518,6 +517,17 @@ impl Service {
             _ => None,
         };
         let d = self.last_decision.as_ref();
+        let today = self.meter.today();
+        let credited =
+            self.credit
+                .as_ref()
+                .and_then(|credit| match credit(self.meter.day_start_ms()) {
+                    Ok(mj) => Some(mj as f64 / 3.6e9),
+                    Err(e) => {
+                        tracing::warn!("cannot read today's credit from the ledger: {e}");
+                        None
+                    }
+                });
         let status = HeatStatus {
             source: self.config.source.name().into(),
             mode: self.controller.mode().name().into(),
@@ -527,7 +537,9 @@ impl Service {
             power_watts: round1(self.power_watts),
             slots: self.controller.slots(),
             max_slots: self.max_slots,
-            energy_today_kwh: (self.energy_today_j / 3.6e6 * 1000.0).round() / 1000.0,
+            energy_today_kwh: round6(today.drawn_kwh),
+            energy_charged_today_kwh: round6(today.charged_kwh),
+            energy_credited_today_kwh: credited.map(round6),
             demand_permille: d.map_or(0, |d| d.demand_permille),
             reason: d.map_or_else(|| "starting".into(), |d| d.reason.clone()),
             fail_safe: d.is_some_and(|d| d.fail_safe),
@@ -537,6 +549,10 @@ impl Service {
         };
         self.status.send_replace(status);
     }
+}
+
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
 }
 
 fn round1(v: f64) -> f64 {

@@ -60,6 +60,37 @@ pub fn parse_temperature(bytes: &[u8]) -> Result<f64, HeatError> {
     Ok(value)
 }
 
+/// The time a payload says its reading was taken, ms since the Unix epoch, if it says: a JSON
+/// `time`, `timestamp` or `last_seen` field (Zigbee2MQTT's `last_seen`) holding epoch seconds
+/// or milliseconds, or an RFC 3339 date.
+pub fn parse_reading_time(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() > MAX_READING_BYTES {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let field = ["time", "timestamp", "last_seen"]
+        .iter()
+        .find_map(|k| json.get(*k))?;
+    match field {
+        serde_json::Value::Number(n) => {
+            let v = n.as_f64().filter(|v| v.is_finite() && *v > 0.0)?;
+            // Epoch seconds are below 1e11 until the year 5138; milliseconds are above.
+            Some(if v < 1e11 { v * 1000.0 } else { v } as u64)
+        }
+        serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
+            .ok()
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok()),
+        _ => None,
+    }
+}
+
+/// When a reading was taken on tokio's clock: `now` less its age by its own timestamp (a time
+/// in the future, from a skewed clock, counts as now).
+fn stamped_at(taken_ms: u64, now: Instant) -> Instant {
+    let age = Duration::from_millis(crate::model::now_ms().saturating_sub(taken_ms));
+    now.checked_sub(age).unwrap_or(now)
+}
+
 /// Limits a reading must meet to be trusted.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Trust {
@@ -137,7 +168,7 @@ pub fn read_file(path: &Path, now: Instant) -> Result<Reading, HeatError> {
 /// connection.
 pub async fn run_mqtt(
     config: MqttConfig,
-    readings: mpsc::Sender<f64>,
+    readings: mpsc::Sender<Reading>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
@@ -170,9 +201,24 @@ pub async fn run_mqtt(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match parse_temperature(&p.payload) {
                 Ok(celsius) => {
+                    let now = Instant::now();
+                    let at = match (parse_reading_time(&p.payload), p.retain) {
+                        (Some(taken_ms), _) => stamped_at(taken_ms, now),
+                        // A retained message is the broker's copy of the last one published,
+                        // which may be hours old: without its own time it proves nothing
+                        // about the room now. Wait for a live one.
+                        (None, true) => {
+                            tracing::info!(
+                                topic = %p.topic,
+                                "MQTT: ignoring a retained reading that carries no time of its own; waiting for a fresh one"
+                            );
+                            continue;
+                        }
+                        (None, false) => now,
+                    };
                     // The service takes readings as they arrive; a full channel means it is
                     // stuck or stopping, and a dropped reading is replaced by the next one.
-                    let _ = readings.try_send(celsius);
+                    let _ = readings.try_send(Reading { celsius, at });
                 }
                 Err(e) => tracing::warn!(topic = %p.topic, "MQTT: {e}"),
             },

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::exec::{Executor, Limits};
-use crate::heat::EnergyMeter;
+use crate::heat::energy::{EnergyMeter, MeterConfig};
 use crate::identity::Identity;
-use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
+use crate::model::receipt::{Claim, WorkRecord};
 use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
 use crate::model::{now_ms, JobManifest};
 use crate::net::Network;
@@ -102,8 +102,9 @@ struct Ctx {
     config: WorkerConfig,
     /// Fraction of full heat, in thousandths, sent along with lease requests.
     demand_permille: u16,
-    /// The heat service's meter; without one (no heat service) energy is estimated from CPU time.
-    meter: Option<EnergyMeter>,
+    /// The heat service's meter, or (a node without a heat service) one that estimates from
+    /// CPU time.
+    meter: EnergyMeter,
 }
 
 pub struct Worker {
@@ -133,6 +134,9 @@ impl Worker {
         meter: Option<EnergyMeter>,
     ) -> Result<Worker, JobError> {
         let local_peer = identity.peer_id();
+        let meter = meter.unwrap_or_else(|| {
+            EnergyMeter::new(MeterConfig::cpu_estimate(config.watts_per_core, max_slots))
+        });
         Ok(Worker {
             ctx: Ctx {
                 identity,
@@ -417,28 +421,18 @@ impl Ctx {
         };
         let executor = self.executor.clone();
         let module_hash = manifest.module;
-        let start_ms = now_ms();
-        let mark = self.meter.as_ref().map(|m| m.start_shard());
+        // The meter's window is exactly the execution: fetching, queueing and claiming are not
+        // shard energy, and the receipt records this window.
+        let mark = self.meter.start_shard();
         let outcome = tokio::task::spawn_blocking(move || {
             executor.run(&module_hash, &module, &input, &limits)
         })
-        .await
-        .map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
-        // Rounded up, as `start_ms` is rounded down: the window contains the metered run.
-        let end_ms = crate::model::now_ms_ceil().max(start_ms);
+        .await;
         // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
-        // counted as running.
-        let cpu_time = outcome.as_ref().map(|o| o.cpu_time).unwrap_or_default();
-        let (energy_mj, method) = match (&self.meter, mark) {
-            (Some(meter), Some(mark)) => {
-                let e = meter.finish_shard(mark, cpu_time);
-                (e.energy_mj, e.method)
-            }
-            _ => (
-                (cpu_time.as_secs_f64() * self.config.watts_per_core * 1000.0).round() as u64,
-                EnergyMethod::CpuEstimate,
-            ),
-        };
+        // counted as executing.
+        let energy = self.meter.finish_shard(mark);
+        let outcome =
+            outcome.map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
         let out = match outcome {
             Ok(out) => out,
             Err(e) => {
@@ -470,10 +464,10 @@ impl Ctx {
             worker: self.identity.public(),
             submitter: manifest.submitter,
             fuel: out.fuel,
-            energy_mj,
-            method,
-            start_ms,
-            end_ms,
+            energy_mj: energy.energy_mj,
+            method: energy.method,
+            start_ms: energy.start_ms,
+            end_ms: energy.end_ms,
             nonce: lease.nonce,
         };
         let claim =

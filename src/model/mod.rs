@@ -5,6 +5,7 @@
 pub mod canon;
 pub mod export;
 pub mod job;
+pub mod power;
 pub mod receipt;
 pub mod wire;
 
@@ -23,15 +24,5 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// [`now_ms`] rounded up: the end of a window that must contain everything measured before
-/// it (`docs/receipts.md`: a record's `start_ms` is rounded down and its `end_ms` up, so a
-/// shard shorter than a millisecond still has a window its energy fits in).
-pub fn now_ms_ceil() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros().div_ceil(1000) as u64)
         .unwrap_or(0)
 }
