@@ -1,30 +1,47 @@
-//! The local HTTP+JSON API of a node, for the `hearth` CLI, dashboards and home automation.
-//! It binds to loopback by default and has no authentication: anyone who can reach it can
-//! submit jobs as this household. Every error is a status code with a JSON `{"error": ...}`
-//! body that says what to do.
+//! The local HTTP+JSON API of a node, for the `hearth` CLI, the dashboard, home automation and
+//! Prometheus. It binds to loopback unless the operator allows more (`[node]
+//! api_allow_remote`). Every route that changes anything or reveals the household's data needs
+//! the API token or a browser session; every route refuses a foreign `Host` and cross-site
+//! requests ([`auth`]). Every error is a status code with a JSON `{"error": ...}` body that
+//! says what to do.
 //!
-//! | method | path | what |
-//! |---|---|---|
-//! | GET | `/v1/status` | peer id, household, listen addresses, peer count, uptime, version |
-//! | GET | `/v1/peers` | connected peers |
-//! | POST | `/v1/blobs` | store the body as a blob → `{"hash"}` |
-//! | GET | `/v1/blobs/{hash}` | a blob's bytes |
-//! | POST | `/v1/jobs` | submit a job (JSON [`SubmitJob`]) → `{"id"}` |
-//! | GET | `/v1/jobs` | jobs this node coordinates |
-//! | GET | `/v1/jobs/{id}` | one job, shard by shard |
-//! | GET | `/v1/jobs/{id}/result` | the assembled result once the job is done |
-//! | GET | `/v1/receipts?household=KEY` | receipts, in the export format |
-//! | GET | `/v1/receipts/totals` | credit per household |
-//! | GET | `/metrics` | Prometheus text exposition of the node's state |
-//! | GET, PUT, POST | `/v1/heat/...` | thermostat and controller (radiators only; `crate::heat::api`) |
+//! | method | path | what | needs token |
+//! |---|---|---|---|
+//! | GET | `/`, `/dashboard.css`, `/dashboard.js` | the dashboard page (no data in it) | no |
+//! | GET | `/login?ticket=..` | exchanges a one-time ticket for a session cookie | no (the ticket is the secret) |
+//! | GET | `/v1/overview` | everything the dashboard shows, with the 24 h room history | yes |
+//! | POST | `/v1/login/ticket` | a one-time login link for a browser | yes |
+//! | GET | `/v1/status` | peer id, household, listen addresses, peer count, uptime, version | yes |
+//! | GET | `/v1/peers` | connected peers | yes |
+//! | POST | `/v1/blobs` | store the body as a blob → `{"hash"}` | yes |
+//! | GET | `/v1/blobs/{hash}` | a blob's bytes | yes |
+//! | POST | `/v1/jobs` | submit a job (JSON [`SubmitJob`]) → `{"id"}` | yes |
+//! | GET | `/v1/jobs` | jobs this node coordinates | yes |
+//! | GET | `/v1/jobs/{id}` | one job, shard by shard | yes |
+//! | GET | `/v1/jobs/{id}/result` | the assembled result once the job is done | yes |
+//! | GET | `/v1/receipts?household=KEY` | receipts, in the export format | yes |
+//! | GET | `/v1/receipts/totals` | credit per household | yes |
+//! | GET | `/metrics` | Prometheus text exposition of the node's state | yes |
+//! | GET, PUT, POST | `/v1/heat/...` | thermostat and controller (radiators only; `crate::heat::api`) | yes |
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicU64;
+
+pub mod auth;
+pub mod dashboard;
+pub mod history;
+
+use auth::Access;
 
 use crate::identity::PublicKey;
 use crate::jobs::JobStatus;
@@ -35,9 +52,16 @@ use crate::node::NodeContext;
 /// Largest blob accepted through the API in one request.
 pub const MAX_UPLOAD: usize = 256 << 20;
 
-pub fn router(ctx: NodeContext) -> Router {
+/// The API with its access control: `access` knows the token and the address the API is
+/// bound to. Which routes need the token is decided here, by which router a route joins.
+pub fn router(ctx: NodeContext, access: Access) -> Router {
     let heat = ctx.heat.clone();
-    let router = Router::new()
+    let history = history::History::default();
+    if let Some(heat) = &heat {
+        // Ends by itself when the heat service stops.
+        tokio::spawn(history.clone().follow(heat.subscribe()));
+    }
+    let mut private = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/blobs", post(put_blob))
@@ -49,11 +73,33 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/receipts/totals", get(totals))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
-        .with_state(ctx);
-    match heat {
-        Some(heat) => router.merge(crate::heat::routes().with_state(heat)),
-        None => router,
+        .with_state(ctx.clone())
+        .merge(
+            Router::new()
+                .route("/v1/login/ticket", post(auth::ticket))
+                .with_state(access.clone()),
+        )
+        .merge(
+            Router::new()
+                .route("/v1/overview", get(dashboard::overview))
+                .with_state((ctx.clone(), history)),
+        );
+    if let Some(heat) = heat {
+        private = private.merge(crate::heat::routes().with_state(heat));
     }
+    let private = private.route_layer(middleware::from_fn_with_state(
+        access.clone(),
+        auth::require,
+    ));
+    let public = Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard.css", get(dashboard::style))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/login", get(auth::login))
+        .with_state(access.clone());
+    private
+        .merge(public)
+        .layer(middleware::from_fn_with_state(access, auth::guard))
 }
 
 pub struct ApiError(StatusCode, String);
@@ -295,68 +341,71 @@ async fn totals(State(ctx): State<NodeContext>) -> Result<Json<Vec<TotalsView>>,
     ))
 }
 
-/// Prometheus metrics, read from the node's state at scrape time (one registry per scrape:
-/// every figure is a gauge over state the node already keeps, so nothing is counted twice).
+/// Prometheus metrics, read from the node's state at scrape time (one registry per scrape, so
+/// nothing is counted twice). Names follow the Prometheus conventions: base units in the name
+/// (`_seconds`, `_joules`, `_celsius`, `_watts`), `_total` on counters (values that only grow:
+/// the encoder appends it), gauges for values that go up and down. `docs/operations.md` lists
+/// every name.
 async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
-    use prometheus_client::metrics::gauge::Gauge;
-    use prometheus_client::registry::Registry;
-    use std::sync::atomic::AtomicU64;
-
-    let mut registry = Registry::with_prefix("hearth");
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        let g: Gauge<f64, AtomicU64> = Gauge::default();
-        g.set(value);
-        registry.register(name, help, g);
-    };
+    let mut m = Metrics::new();
     let net = ctx.net.status().await.map_err(internal)?;
-    gauge("peers", "Connected peers", net.connected_peers as f64);
-    gauge(
+    m.gauge("peers", "Connected peers", None, net.connected_peers as f64);
+    m.counter(
         "blob_chunks_served",
-        "Blob pieces served to peers since start",
+        "Blob pieces served to peers since the node started",
+        None,
         net.chunks_served as f64,
     );
-    gauge(
+    m.counter(
         "blob_chunks_fetched",
-        "Verified blob pieces fetched since start",
+        "Verified blob pieces fetched from peers since the node started",
+        None,
         net.chunks_fetched as f64,
     );
-    gauge(
-        "uptime_seconds",
-        "Seconds since the node started",
+    m.gauge(
+        "uptime",
+        "Time since the node started",
+        Some(Unit::Seconds),
         ctx.started.elapsed().as_secs_f64(),
     );
-    gauge(
+    m.gauge(
         "worker_slots",
         "Worker slots the room wants filled now",
+        None,
         *ctx.slots.borrow() as f64,
     );
-    gauge(
+    m.gauge(
         "worker_slots_max",
         "Worker slots at full heat",
+        None,
         ctx.max_slots as f64,
     );
-    gauge(
-        "shard_cpu_seconds",
-        "CPU seconds spent inside shards by this process",
+    m.counter(
+        "shard_cpu",
+        "CPU time spent inside shards by this process",
+        Some(Unit::Seconds),
         crate::exec::Executor::process_shard_cpu_time().as_secs_f64(),
     );
     let own = ctx
         .ledger
         .totals_of(&ctx.identity.public())
         .map_err(internal)?;
-    gauge(
-        "receipts_own",
+    m.counter(
+        "receipts_credited",
         "Verified receipts crediting this household",
+        None,
         own.receipts as f64,
     );
-    gauge(
-        "energy_credited_joules",
-        "Energy credited to this household in receipts",
+    m.counter(
+        "energy_credited",
+        "Energy credited to this household in verified receipts",
+        Some(Unit::Joules),
         own.credited_mj as f64 / 1000.0,
     );
-    gauge(
+    m.counter(
         "fuel_credited",
-        "Fuel credited to this household in receipts",
+        "Fuel (wasm instructions) credited to this household in verified receipts",
+        None,
         own.fuel as f64,
     );
     let all: u64 = ctx
@@ -366,53 +415,108 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
         .iter()
         .map(|(_, t)| t.receipts)
         .sum();
-    gauge(
+    m.counter(
         "ledger_receipts",
-        "Receipts of all households in this ledger",
+        "Receipts of all households in this node's ledger",
+        None,
         all as f64,
     );
     let jobs = ctx.coordinator.list().await;
-    let count = |f: fn(&JobStatus) -> bool| jobs.iter().filter(|j| f(&j.status)).count() as f64;
-    gauge(
-        "jobs_running",
-        "Jobs this node coordinates that are running",
-        count(|s| matches!(s, JobStatus::Running)),
-    );
-    gauge(
-        "jobs_done",
-        "Jobs this node coordinated to completion",
-        count(|s| matches!(s, JobStatus::Done { .. })),
-    );
-    gauge(
-        "jobs_failed",
-        "Jobs this node coordinated that failed",
-        count(|s| matches!(s, JobStatus::Failed { .. })),
-    );
+    let jobs_family = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+    for (state, n) in [
+        (
+            "running",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Running)),
+        ),
+        (
+            "done",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Done { .. })),
+        ),
+        (
+            "failed",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Failed { .. })),
+        ),
+    ] {
+        jobs_family
+            .get_or_create(&vec![("state".to_string(), state.to_string())])
+            .set(n);
+    }
+    m.registry
+        .register("jobs", "Jobs this node coordinates, by state", jobs_family);
     if let Some(heat) = &ctx.heat {
         let h = heat.status();
         if let Some(room) = h.room_celsius {
-            gauge("room_celsius", "Room temperature", room);
+            m.gauge(
+                "room_temperature",
+                "Room temperature (absent while the reading is not trusted)",
+                Some(Unit::Celsius),
+                room,
+            );
         }
-        gauge("setpoint_celsius", "Room setpoint", h.setpoint_celsius);
-        gauge(
+        m.gauge(
+            "room_setpoint",
+            "Room temperature the radiator aims for",
+            Some(Unit::Celsius),
+            h.setpoint_celsius,
+        );
+        m.gauge(
             "heat_demand_ratio",
-            "Heat demand, 0 to 1",
+            "Heat the room wants, 0 to 1 of full power",
+            None,
             f64::from(h.demand_permille) / 1000.0,
         );
-        gauge(
-            "power_watts",
+        m.gauge(
+            "power",
             "Electrical power of the radiator",
+            Some(Unit::Other("watts".into())),
             h.power_watts,
         );
-        gauge("energy_today_kwh", "Energy used today", h.energy_today_kwh);
-        gauge(
+        // Starts again from 0 at local midnight, so a gauge, not a counter.
+        m.gauge(
+            "energy_today",
+            "Electrical energy the radiator drew since local midnight",
+            Some(Unit::Joules),
+            h.energy_today_kwh * 3.6e6,
+        );
+        m.gauge(
+            "energy_charged_today",
+            "Energy the meter charged to shards that ran since local midnight (idle never is)",
+            Some(Unit::Joules),
+            h.energy_charged_today_kwh * 3.6e6,
+        );
+        if let Some(credited) = h.energy_credited_today_kwh {
+            m.gauge(
+                "energy_credited_today",
+                "Energy this household's receipts credit since local midnight",
+                Some(Unit::Joules),
+                credited * 3.6e6,
+            );
+        }
+        m.gauge(
             "heat_fail_safe",
             "1 while heating is held back by an untrusted reading",
+            None,
             f64::from(u8::from(h.fail_safe)),
         );
     }
+    let build = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+    build
+        .get_or_create(&vec![
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            (
+                "protocol".to_string(),
+                crate::model::wire::PROTOCOL_VERSION.to_string(),
+            ),
+            ("role".to_string(), format!("{:?}", ctx.role).to_lowercase()),
+        ])
+        .set(1.0);
+    m.registry.register(
+        "build_info",
+        "Always 1; the labels say which hearth this is",
+        build,
+    );
     let mut body = String::new();
-    prometheus_client::encoding::text::encode(&mut body, &registry).map_err(internal)?;
+    prometheus_client::encoding::text::encode(&mut body, &m.registry).map_err(internal)?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -421,4 +525,48 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
         body,
     )
         .into_response())
+}
+
+fn count_jobs(jobs: &[crate::jobs::JobView], f: fn(&JobStatus) -> bool) -> f64 {
+    jobs.iter().filter(|j| f(&j.status)).count() as f64
+}
+
+/// One scrape's registry, with the prefix `hearth_`.
+struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        Metrics {
+            registry: Registry::with_prefix("hearth"),
+        }
+    }
+
+    fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        match unit {
+            Some(unit) => self.registry.register_with_unit(name, help, unit, metric),
+            None => self.registry.register(name, help, metric),
+        }
+    }
+
+    /// A value that goes up and down.
+    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>, value: f64) {
+        let g: Gauge<f64, AtomicU64> = Gauge::default();
+        g.set(value);
+        self.register(name, help, unit, g);
+    }
+
+    /// A value that only grows while the node runs (the encoder appends `_total`).
+    fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>, value: f64) {
+        let c: Counter<f64, AtomicU64> = Counter::default();
+        c.inc_by(value);
+        self.register(name, help, unit, c);
+    }
 }

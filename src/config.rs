@@ -76,8 +76,12 @@ pub struct Config {
 pub struct NodeConfig {
     /// Addresses to listen on. Default: TCP and QUIC on port 4001, all interfaces.
     pub listen: Vec<Multiaddr>,
-    /// Local HTTP API address. Default `127.0.0.1:7070`. Keep it on loopback: it is unauthenticated.
+    /// Local HTTP API address. Default `127.0.0.1:7070`.
     pub api: SocketAddr,
+    /// Serve the API on an address other machines can reach. Default false: the node refuses
+    /// to start with a non-loopback `api` unless this is true. Every request still needs the
+    /// API token, which travels in clear over plain HTTP.
+    pub api_allow_remote: bool,
     /// Bootstrap peers (multiaddrs ending in `/p2p/<id>`). Empty means the list shipped in
     /// `bootstrap/peers.txt`.
     pub bootstrap: Vec<Multiaddr>,
@@ -120,6 +124,7 @@ impl Default for NodeConfig {
                     .expect("valid literal"),
             ],
             api: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            api_allow_remote: false,
             bootstrap: Vec::new(),
             mdns: true,
             role: Role::Radiator,
@@ -143,6 +148,7 @@ impl Default for WorkerConfig {
 pub struct Overrides {
     pub listen: Vec<String>,
     pub api: Option<String>,
+    pub api_allow_remote: bool,
     pub bootstrap: Vec<String>,
     pub no_mdns: bool,
     pub role: Option<Role>,
@@ -163,8 +169,12 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # Addresses to listen on (HEARTH_LISTEN, comma-separated; --listen, repeatable).
 # listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 
-# Local HTTP API (HEARTH_API; --api). Unauthenticated: keep it on 127.0.0.1.
+# Local HTTP API (HEARTH_API; --api). Clients need the token in api.token next to this file.
 # api = "127.0.0.1:7070"
+
+# Allow an API address other machines can reach, e.g. "0.0.0.0:7070" (HEARTH_API_ALLOW_REMOTE;
+# --api-allow-remote). The token then crosses the network in clear: prefer an SSH tunnel.
+# api_allow_remote = false
 
 # Bootstrap peers, each ending in /p2p/<peer id> (HEARTH_BOOTSTRAP; --bootstrap).
 # Empty means the default list shipped in bootstrap/peers.txt.
@@ -229,6 +239,10 @@ impl Config {
                 .parse()
                 .map_err(|e| bad("HEARTH_API", &v, format!("expected HOST:PORT ({e})")))?;
         }
+        if let Some(v) = env("HEARTH_API_ALLOW_REMOTE") {
+            self.node.api_allow_remote =
+                parse_bool(&v).map_err(|r| bad("HEARTH_API_ALLOW_REMOTE", &v, r))?;
+        }
         if let Some(v) = env("HEARTH_BOOTSTRAP") {
             self.node.bootstrap = parse_list(&v).map_err(|r| bad("HEARTH_BOOTSTRAP", &v, r))?;
         }
@@ -277,6 +291,9 @@ impl Config {
             self.node.api = v
                 .parse()
                 .map_err(|e| bad("--api", format!("{v:?}: expected HOST:PORT ({e})")))?;
+        }
+        if flags.api_allow_remote {
+            self.node.api_allow_remote = true;
         }
         if !flags.bootstrap.is_empty() {
             self.node.bootstrap = flags
@@ -396,16 +413,19 @@ mod tests {
         assert_eq!(c.node.role, Role::Bootstrap);
         assert_eq!(c.worker.slots, 3);
         assert_eq!(c.node.listen, NodeConfig::default().listen);
+        assert!(!c.node.api_allow_remote);
         // Env over file.
         let env = env_of(&[
             ("HEARTH_API", "127.0.0.1:8002"),
             ("HEARTH_MDNS", "true"),
             ("HEARTH_SLOTS", "4"),
+            ("HEARTH_API_ALLOW_REMOTE", "yes"),
         ]);
         let c = Config::load(dir.path(), &env, &Overrides::default()).unwrap();
         assert_eq!(c.node.api.port(), 8002);
         assert!(c.node.mdns);
         assert_eq!(c.worker.slots, 4);
+        assert!(c.node.api_allow_remote);
         assert_eq!(c.node.role, Role::Bootstrap);
         // Flags over env.
         let flags = Overrides {

@@ -49,6 +49,15 @@ pub enum NodeError {
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Heat(#[from] crate::heat::HeatError),
+    #[error(
+        "refusing to serve the local API on {addr}: other machines could reach it there. \
+             Use 127.0.0.1:PORT, or if you mean it set `[node] api_allow_remote = true` \
+             (HEARTH_API_ALLOW_REMOTE=true, --api-allow-remote); every request still needs the \
+             API token, which plain HTTP carries in clear"
+    )]
+    ApiNotLoopback { addr: SocketAddr },
+    #[error("API token: {0}")]
+    ApiToken(#[from] crate::api::auth::TokenError),
     #[error("local API on {addr}: {source}")]
     Api {
         addr: SocketAddr,
@@ -169,7 +178,14 @@ async fn shutdown_signal() {
 
 /// Starts a node on `opts.data_dir`, which must hold a household key (`hearth init`).
 pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
+    if !opts.config.node.api.ip().is_loopback() && !opts.config.node.api_allow_remote {
+        return Err(NodeError::ApiNotLoopback {
+            addr: opts.config.node.api,
+        });
+    }
     let identity = Identity::load(&opts.data_dir)?;
+    // Data directories made before API tokens existed get one now.
+    let (api_token, _) = crate::api::auth::ApiToken::load_or_create(&opts.data_dir)?;
     let db = open_db(&opts.data_dir)?;
     let store = Store::with_db(&db)?;
     let ledger = Ledger::open(&db, identity.public())?;
@@ -270,7 +286,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         addr: config.node.api,
         source,
     })?;
-    let app = crate::api::router(context.clone());
+    let app = crate::api::router(
+        context.clone(),
+        crate::api::auth::Access::new(&api_token, api_addr),
+    );
     let mut api_stop = shutdown_rx.clone();
     tasks.spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -118,17 +118,25 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
             .map(|n| n.context.ledger.list(Some(&n.household())).unwrap().len())
             .sum();
         assert_eq!(held, shards * 2);
-        // Operators see the same through Prometheus.
-        let metrics = reqwest::get(format!("http://{}/metrics", sub.api_addr))
+        // Operators see the same through Prometheus, with the node's API token as a scraper
+        // is configured with (`credentials_file`).
+        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
+        let metrics = reqwest::Client::new()
+            .get(format!("http://{}/metrics", sub.api_addr))
+            .bearer_auth(token.trim())
+            .send()
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
-        assert!(metrics.contains("hearth_jobs_done 1.0"), "{metrics}");
+        assert!(
+            metrics.contains("hearth_jobs{state=\"done\"} 1.0"),
+            "{metrics}"
+        );
         assert!(metrics.contains("hearth_peers 2.0"), "{metrics}");
         assert!(
-            metrics.contains(&format!("hearth_ledger_receipts {}.0", shards * 2)),
+            metrics.contains(&format!("hearth_ledger_receipts_total {}.0", shards * 2)),
             "{metrics}"
         );
         for n in nodes {
@@ -345,7 +353,7 @@ async fn warm_rooms_pull_no_shards_and_the_job_says_why() {
         }
         // The household of radiator 2 turns its thermostat up: now it wants heat and works.
         let heat = nodes[2].context.heat.as_ref().unwrap();
-        heat.set_setpoint(28.0).await.unwrap();
+        heat.set_setpoint(27.0).await.unwrap();
         let view = wait_done(sub, id, Duration::from_secs(60)).await;
         assert_eq!(result_bytes(sub, &view), native_png(64, 64, 64));
         let receipts = sub.context.ledger.list(None).unwrap();
@@ -400,7 +408,7 @@ async fn receipt_reaches_a_worker_that_was_offline_when_its_shard_was_verified()
             .heat
             .as_ref()
             .unwrap()
-            .set_setpoint(28.0)
+            .set_setpoint(27.0)
             .await
             .unwrap();
         wait_done(&nodes[0], id, Duration::from_secs(60)).await;

@@ -1,18 +1,37 @@
-//! A small client for a node's local API.
+//! A small client for a node's local API. It sends the API token (`api::auth`) with every
+//! request when it has one.
 
 use anyhow::{anyhow, Context};
 use serde::de::DeserializeOwned;
 
+use crate::api::auth::ApiToken;
+
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<ApiToken>,
 }
 
 impl Client {
-    pub fn new(addr: &str) -> Client {
+    /// `addr` is `host:port`; `token` is what [`ApiToken::for_client`] found.
+    pub fn new(addr: &str, token: Option<ApiToken>) -> Client {
         Client {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
+            token,
+        }
+    }
+
+    /// `http://host:port` of the node.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t.to_hex()),
+            None => req,
         }
     }
 
@@ -47,7 +66,7 @@ impl Client {
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self
-            .check(self.http.get(format!("{}{path}", self.base)).send().await)
+            .check(self.request(reqwest::Method::GET, path).send().await)
             .await?;
         resp.json()
             .await
@@ -56,7 +75,7 @@ impl Client {
 
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let resp = self
-            .check(self.http.get(format!("{}{path}", self.base)).send().await)
+            .check(self.request(reqwest::Method::GET, path).send().await)
             .await?;
         Ok(resp.bytes().await?.to_vec())
     }
@@ -82,7 +101,7 @@ impl Client {
         path: &str,
         with_body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> anyhow::Result<T> {
-        let req = with_body(self.http.post(format!("{}{path}", self.base)));
+        let req = with_body(self.request(reqwest::Method::POST, path));
         let resp = self.check(req.send().await).await?;
         resp.json()
             .await

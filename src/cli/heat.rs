@@ -64,9 +64,9 @@ pub struct SimulateArgs {
     pub warmup_hours: f64,
 }
 
-/// Runs a `hearth heat` command; `api` is the node's API address (`host:port`), `config` the
-/// `[heat]` section (used by `simulate` only).
-pub async fn run(args: HeatArgs, api: &str, config: &HeatConfig) -> anyhow::Result<()> {
+/// Runs a `hearth heat` command; `api` is the node's API client, `config` the `[heat]` section
+/// (used by `simulate` only).
+pub async fn run(args: HeatArgs, api: &Client, config: &HeatConfig) -> anyhow::Result<()> {
     match args.command {
         None => status(api, args.json).await,
         Some(HeatCommand::Set { celsius }) => set(api, celsius).await,
@@ -77,8 +77,7 @@ pub async fn run(args: HeatArgs, api: &str, config: &HeatConfig) -> anyhow::Resu
     }
 }
 
-pub async fn status(api: &str, json: bool) -> anyhow::Result<()> {
-    let client = Client::new(api);
+pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let s: HeatStatus = client.get("/v1/heat").await?;
     // Energy credited to this household in verified receipts, from its ledger.
     let node: crate::api::Status = client.get("/v1/status").await?;
@@ -152,8 +151,8 @@ fn print_status(s: &HeatStatus) {
     println!("{mark}{}", s.reason);
 }
 
-pub async fn set(api: &str, celsius: f64) -> anyhow::Result<()> {
-    let s: HeatStatus = Client::new(api)
+pub async fn set(api: &Client, celsius: f64) -> anyhow::Result<()> {
+    let s: HeatStatus = api
         .post_json("/v1/heat/setpoint", &Celsius { celsius })
         .await?;
     println!(
@@ -163,18 +162,16 @@ pub async fn set(api: &str, celsius: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn auto(api: &str) -> anyhow::Result<()> {
-    let s: HeatStatus = Client::new(api).post_json("/v1/heat/auto", &()).await?;
+pub async fn auto(api: &Client) -> anyhow::Result<()> {
+    let s: HeatStatus = api.post_json("/v1/heat/auto", &()).await?;
     println!("following the schedule: {:.1} °C now", s.setpoint_celsius);
     Ok(())
 }
 
-pub async fn boost(api: &str, duration: &str) -> anyhow::Result<()> {
+pub async fn boost(api: &Client, duration: &str) -> anyhow::Result<()> {
     let d = parse_duration(duration)?;
     let minutes = d.as_secs() / 60;
-    let s: HeatStatus = Client::new(api)
-        .post_json("/v1/heat/boost", &Boost { minutes })
-        .await?;
+    let s: HeatStatus = api.post_json("/v1/heat/boost", &Boost { minutes }).await?;
     println!(
         "boosting at full power for {} min, then back to {}",
         s.boost_minutes_left.unwrap_or(minutes),
@@ -187,8 +184,8 @@ pub async fn boost(api: &str, duration: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn off(api: &str) -> anyhow::Result<()> {
-    let _: HeatStatus = Client::new(api).post_json("/v1/heat/off", &()).await?;
+pub async fn off(api: &Client) -> anyhow::Result<()> {
+    let _: HeatStatus = api.post_json("/v1/heat/off", &()).await?;
     println!("heating off until `hearth heat set` or `hearth heat auto`");
     Ok(())
 }

@@ -24,8 +24,14 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<()> {
         std::fs::write(&config_path, config::template())
             .with_context(|| format!("writing {}", config_path.display()))?;
     }
+    let (_, created) = crate::api::auth::ApiToken::load_or_create(data_dir)?;
     println!("data directory: {}", data_dir.display());
     println!("household key:  {} (mode 0600)", key.display());
+    println!(
+        "API token:      {} (mode 0600{})",
+        crate::api::auth::ApiToken::path(data_dir).display(),
+        if created { "" } else { ", kept" }
+    );
     println!("config:         {}", config_path.display());
     println!("household:      {}", identity.public());
     println!("peer id:        {}", identity.peer_id());

@@ -54,6 +54,8 @@ pub enum Command {
     Id,
     /// Run the radiator daemon until SIGINT or SIGTERM.
     Node(NodeArgs),
+    /// Print a one-time link that opens the running node's dashboard in a browser.
+    Dashboard,
     /// Show the running node's status.
     Status {
         #[arg(long)]
@@ -137,6 +139,9 @@ pub struct NodeArgs {
     /// Create the household key first if the data directory has none (containers).
     #[arg(long)]
     pub init_if_missing: bool,
+    /// Allow an --api address other machines can reach (default: loopback only).
+    #[arg(long)]
+    pub api_allow_remote: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -333,7 +338,8 @@ pub fn main() -> anyhow::Result<()> {
                 .api
                 .to_string(),
         };
-        Ok(client::Client::new(&addr))
+        let token = crate::api::auth::ApiToken::for_client(&data_dir, &config::process_env)?;
+        Ok(client::Client::new(&addr, token))
     };
     match &cli.command {
         Command::Init { force } => local::init(&data_dir, *force),
@@ -342,6 +348,7 @@ pub fn main() -> anyhow::Result<()> {
             let overrides = Overrides {
                 listen: args.listen.clone(),
                 api: cli.api.clone(),
+                api_allow_remote: args.api_allow_remote,
                 bootstrap: args.bootstrap.clone(),
                 no_mdns: args.no_mdns,
                 role: args.role,
@@ -354,6 +361,7 @@ pub fn main() -> anyhow::Result<()> {
             let config = Config::load(&data_dir, &config::process_env, &overrides)?;
             runtime.block_on(local::node(&data_dir, config))
         }
+        Command::Dashboard => runtime.block_on(remote::dashboard(&api()?)),
         Command::Status { json } => runtime.block_on(remote::status(&api()?, *json)),
         Command::Peers { json } => runtime.block_on(remote::peers(&api()?, *json)),
         Command::Blob(cmd) => local::blob(&data_dir, cmd),
@@ -407,11 +415,11 @@ pub fn main() -> anyhow::Result<()> {
         },
         Command::Heat(args) => {
             let config = Config::load(&data_dir, &config::process_env, &Overrides::default())?;
-            let api = cli
-                .api
-                .clone()
-                .unwrap_or_else(|| config.node.api.to_string());
-            runtime.block_on(heat::run(args.clone(), &api, &config.heat))
+            // Offline: needs no node and no API token.
+            if let Some(heat::HeatCommand::Simulate(sim)) = &args.command {
+                return heat::simulate_day(sim, &config.heat);
+            }
+            runtime.block_on(heat::run(args.clone(), &api()?, &config.heat))
         }
         Command::Demo {
             radiators,

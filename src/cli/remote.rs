@@ -34,6 +34,25 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `hearth dashboard`: asks the node for a one-time login ticket and prints the link.
+pub async fn dashboard(api: &Client) -> anyhow::Result<()> {
+    let t: crate::api::auth::Ticket = api
+        .post_json("/v1/login/ticket", &())
+        .await
+        .context("asking the node for a login link")?;
+    // A node serving every interface is still reachable on loopback from here.
+    let base = api
+        .base()
+        .replace("://0.0.0.0:", "://127.0.0.1:")
+        .replace("://[::]:", "://[::1]:");
+    eprintln!(
+        "open this link in a browser on this machine within {} s; it works once:",
+        t.expires_in_s
+    );
+    println!("{base}{}", t.path);
+    Ok(())
+}
+
 pub async fn peers(api: &Client, json: bool) -> anyhow::Result<()> {
     let peers: Vec<PeerView> = api.get("/v1/peers").await?;
     if json {

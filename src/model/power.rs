@@ -38,7 +38,7 @@ pub fn peak_overlap_watts(windows: &[Window]) -> f64 {
             [(w.start_ms, true, p), (w.end_ms.max(w.start_ms), false, p)]
         })
         .collect();
-    edges.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    edges.sort_by_key(|e| (e.0, e.1));
     let (mut now, mut peak) = (0.0f64, 0.0f64);
     for (_, starts, p) in edges {
         if starts {

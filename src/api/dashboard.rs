@@ -1,0 +1,332 @@
+//! The household's dashboard: a page, a stylesheet and a script compiled into the binary
+//! (`include_str!`, no build step, nothing fetched from elsewhere), and the one JSON document
+//! the page polls, `GET /v1/overview`. The page itself holds no data and is public; the
+//! overview and every control need the session (`auth`).
+//!
+//! [`headline`] is the sentence at the top of the page: whether the radiator heats and why. It
+//! is a pure function of what the node knows, so it is unit-tested here.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::history::{History, Sample};
+use super::{internal, ApiError};
+use crate::heat::HeatStatus;
+use crate::jobs::JobStatus;
+use crate::node::NodeContext;
+
+const INDEX: &str = include_str!("dashboard/index.html");
+const STYLE: &str = include_str!("dashboard/dashboard.css");
+const SCRIPT: &str = include_str!("dashboard/dashboard.js");
+
+/// Only this origin's files, no inline script or style, never framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+pub async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// Recent receipts and jobs shown on the page.
+const RECENT: usize = 10;
+/// Days of credit shown.
+const CREDIT_DAYS: u64 = 7;
+
+/// `GET /v1/overview`: everything the dashboard shows, in one poll.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Overview {
+    /// One plain sentence: is it heating, and why (not).
+    pub headline: String,
+    /// True while shards run on this radiator.
+    pub heating: bool,
+    pub role: String,
+    pub peers: usize,
+    pub running_shards: usize,
+    /// Radiators only.
+    pub heat: Option<HeatStatus>,
+    /// Room and setpoint, one sample a minute, up to 24 h.
+    pub history: Vec<Sample>,
+    pub credited: Credit,
+    /// Credit earned per UTC day, oldest first, the last [`CREDIT_DAYS`] days with any.
+    pub credit_per_day: Vec<DayCredit>,
+    /// Newest first.
+    pub recent_receipts: Vec<RecentReceipt>,
+    /// Jobs this node coordinates, newest first.
+    pub jobs: Vec<JobLine>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Credit {
+    pub receipts: u64,
+    pub energy_kwh: f64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DayCredit {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub receipts: u64,
+    pub energy_kwh: f64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RecentReceipt {
+    pub job: String,
+    pub shard: u32,
+    pub energy_kwh: f64,
+    pub end_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct JobLine {
+    pub id: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub shards_verified: usize,
+    pub shards_total: usize,
+    pub submitted_ms: u64,
+}
+
+/// What [`headline`] decides from.
+pub struct Facts<'a> {
+    pub heat: Option<&'a HeatStatus>,
+    pub running_shards: usize,
+    pub peers: usize,
+}
+
+/// One sentence a household understands: whether the radiator heats, and why or why not.
+pub fn headline(f: &Facts) -> String {
+    let Some(h) = f.heat else {
+        return "This is a bootstrap node: it helps radiators find each other and does not heat."
+            .into();
+    };
+    let room = h
+        .room_celsius
+        .map_or_else(|| "unknown".to_string(), |c| format!("{c:.1} °C"));
+    if h.fail_safe {
+        return format!(
+            "Not heating: the room temperature cannot be trusted ({}).",
+            h.reason
+        );
+    }
+    if h.mode == "off" {
+        return "Not heating: heating is switched off. Press Auto or set a temperature to heat again."
+            .into();
+    }
+    if h.slots == 0 {
+        return format!(
+            "Not heating: the room is {room}, warm enough for the setpoint of {:.1} °C.",
+            h.setpoint_celsius
+        );
+    }
+    if f.running_shards > 0 {
+        let why = match h.boost_minutes_left {
+            Some(m) if h.mode == "boost" => format!("boost is on for {m} more minute(s)"),
+            _ => format!(
+                "the room is {room} for a setpoint of {:.1} °C",
+                h.setpoint_celsius
+            ),
+        };
+        return format!(
+            "Heating: computing {} shard(s) at {:.0} W, because {why}.",
+            f.running_shards, h.power_watts
+        );
+    }
+    if f.peers == 0 {
+        return format!(
+            "Wants heat but is not heating: the room is {room} and no other radiator is \
+             connected, so there is no work. Check this computer's network connection."
+        );
+    }
+    format!(
+        "Wants heat but is not heating yet: the room is {room}, and none of the {} connected \
+         radiators has work for it right now. It starts as soon as a job needs it.",
+        f.peers
+    )
+}
+
+fn day_of(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map_or_else(|| "?".into(), |d| d.format("%Y-%m-%d").to_string())
+}
+
+const MJ_PER_KWH: f64 = 3.6e9;
+
+pub async fn overview(
+    State((ctx, history)): State<(NodeContext, History)>,
+) -> Result<Json<Overview>, ApiError> {
+    let net = ctx.net.status().await.map_err(internal)?;
+    let heat = ctx.heat.as_ref().map(|h| h.status());
+    let running_shards = ctx.heat.as_ref().map_or(0, |h| h.meter().active_shards());
+    let headline = headline(&Facts {
+        heat: heat.as_ref(),
+        running_shards,
+        peers: net.connected_peers,
+    });
+    // The ledger is read off the async threads: a household's receipts can be many.
+    let ledger = ctx.ledger.clone();
+    let own = ctx.identity.public();
+    let (credited, per_day, recent) = tokio::task::spawn_blocking(move || {
+        let totals = ledger.totals_of(&own)?;
+        let mut mine = ledger.list(Some(&own))?;
+        mine.sort_by_key(|r| std::cmp::Reverse(r.record.end_ms));
+        let mut days: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for r in &mine {
+            let d = days.entry(day_of(r.record.end_ms)).or_default();
+            d.0 += 1;
+            d.1 = d.1.saturating_add(r.terms.credited_mj);
+        }
+        let recent: Vec<RecentReceipt> = mine
+            .iter()
+            .take(RECENT)
+            .map(|r| RecentReceipt {
+                job: r.record.job.to_hex().to_string(),
+                shard: r.record.shard,
+                energy_kwh: r.terms.credited_mj as f64 / MJ_PER_KWH,
+                end_ms: r.record.end_ms,
+            })
+            .collect();
+        Ok::<_, crate::ledger::LedgerError>((totals, days, recent))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    let skip = per_day.len().saturating_sub(CREDIT_DAYS as usize);
+    let credit_per_day = per_day
+        .into_iter()
+        .skip(skip)
+        .map(|(day, (receipts, mj))| DayCredit {
+            day,
+            receipts,
+            energy_kwh: mj as f64 / MJ_PER_KWH,
+        })
+        .collect();
+    let mut jobs = ctx.coordinator.list().await;
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.submitted_ms));
+    let jobs = jobs
+        .into_iter()
+        .take(RECENT)
+        .map(|j| JobLine {
+            state: match j.status {
+                JobStatus::Running => "running",
+                JobStatus::Done { .. } => "done",
+                JobStatus::Failed { .. } => "failed",
+            }
+            .into(),
+            id: j.id,
+            shards_verified: j.shards_verified,
+            shards_total: j.shards_total,
+            submitted_ms: j.submitted_ms,
+        })
+        .collect();
+    Ok(Json(Overview {
+        headline,
+        heating: running_shards > 0,
+        role: format!("{:?}", ctx.role).to_lowercase(),
+        peers: net.connected_peers,
+        running_shards,
+        heat,
+        history: history.samples(),
+        credited: Credit {
+            receipts: credited.receipts,
+            energy_kwh: credited.credited_mj as f64 / MJ_PER_KWH,
+        },
+        credit_per_day,
+        recent_receipts: recent,
+        jobs,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heat(json: serde_json::Value) -> HeatStatus {
+        let mut base = serde_json::json!({
+            "source": "simulated", "mode": "auto", "setpoint_celsius": 20.0,
+            "room_celsius": 18.0, "outdoor_celsius": null, "power_watts": 65.0, "slots": 2,
+            "max_slots": 4, "energy_today_kwh": 0.5, "energy_charged_today_kwh": 0.4,
+            "energy_credited_today_kwh": 0.3, "demand_permille": 500,
+            "reason": "heating: the room is 18.0 °C for a setpoint of 20.0 °C",
+            "fail_safe": false, "boost_minutes_left": null, "energy_method": "simulated",
+            "local_time": "Mon 08:00",
+        });
+        for (k, v) in json.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn say(h: Option<&HeatStatus>, running: usize, peers: usize) -> String {
+        headline(&Facts {
+            heat: h,
+            running_shards: running,
+            peers,
+        })
+    }
+
+    #[test]
+    fn the_headline_says_whether_and_why() {
+        let cold = heat(serde_json::json!({}));
+        let s = say(Some(&cold), 2, 3);
+        assert!(
+            s.starts_with("Heating: computing 2 shard(s) at 65 W"),
+            "{s}"
+        );
+        assert!(s.contains("18.0 °C for a setpoint of 20.0 °C"), "{s}");
+        // Wants heat, but nothing runs: say which of the two reasons.
+        let s = say(Some(&cold), 0, 0);
+        assert!(
+            s.starts_with("Wants heat but is not heating") && s.contains("no other radiator"),
+            "{s}"
+        );
+        let s = say(Some(&cold), 0, 4);
+        assert!(
+            s.contains("none of the 4 connected radiators has work"),
+            "{s}"
+        );
+        let warm = heat(serde_json::json!({"room_celsius": 21.0, "slots": 0}));
+        let s = say(Some(&warm), 0, 4);
+        assert!(
+            s.starts_with("Not heating: the room is 21.0 °C, warm enough"),
+            "{s}"
+        );
+        let off = heat(serde_json::json!({"mode": "off", "slots": 0}));
+        assert!(say(Some(&off), 0, 4).contains("switched off"));
+        let unsafe_reading = heat(serde_json::json!({
+            "fail_safe": true, "room_celsius": null, "slots": 0,
+            "reason": "no reading for 10 minutes; heating held at the minimum of 0 slot(s)",
+        }));
+        let s = say(Some(&unsafe_reading), 0, 4);
+        assert!(
+            s.contains("cannot be trusted") && s.contains("no reading"),
+            "{s}"
+        );
+        let boost = heat(serde_json::json!({"mode": "boost", "boost_minutes_left": 42}));
+        assert!(say(Some(&boost), 4, 1).contains("boost is on for 42 more minute(s)"));
+        assert!(say(None, 0, 9).contains("bootstrap"));
+    }
+}
