@@ -351,6 +351,7 @@ def load_export(path: str) -> dict:
 HERE = os.path.dirname(os.path.abspath(__file__))
 FORGED_KEY = bytes([1]) + bytes(31)       # the neutral point
 FORGED_SIG = bytes([1]) + bytes(31) + bytes(32)  # R = neutral point, S = 0
+TORSION_SIG_0 = "70180a56bd154a7f10d2f3a8115b1f3866ef9d32bb7cbcbfe1387bbd2e5248ef49bd7e64de486a9f9d1972d8066bb3b09a4253e83acb9e71aa026d2243250602"
 
 
 def example() -> bytes:
@@ -408,6 +409,13 @@ def self_test() -> list:
                          s_plus_l) == "S is not below L", "S + L refused")
     expect(strict_verify((P + 3).to_bytes(32, "little"), b"m", ex[RECORD_LEN:CLAIM_LEN])
            == "the key is not a canonical point encoding", "key y = p + 3 refused")
+
+    # R with a component of order 2 (src/identity.rs TORSION_SIGS[0]): canonical, not of small
+    # order, refused by the cofactorless equation alone.
+    torsion_key = bytes.fromhex("fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618")
+    torsion_sig = bytes.fromhex(TORSION_SIG_0)
+    expect(strict_verify(torsion_key, b"torsion-0", torsion_sig) == "the equation does not hold",
+           "R with a small-order component refused by the equation")
 
     # Issue 9: receipts minted by two fresh keys with energy = fuel = end_ms = 2^64 - 1.
     wseed, sseed = os.urandom(32), os.urandom(32)

@@ -424,6 +424,54 @@ pub(crate) mod tests {
         );
     }
 
+    /// Signatures by the key of seed 32 × `09` over `torsion-0` .. `torsion-15` whose `R` is
+    /// r·B plus the point of order 2, S = r + k·a (made by `docs/verify_receipt.py`'s
+    /// arithmetic). The cofactorless equation refuses every one; ed25519 batch verification
+    /// (a random combination) accepts some of them, which is why hearth does not batch.
+    const TORSION_KEY: &str = "fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618";
+    const TORSION_SIGS: [&str; 16] = [
+        "70180a56bd154a7f10d2f3a8115b1f3866ef9d32bb7cbcbfe1387bbd2e5248ef49bd7e64de486a9f9d1972d8066bb3b09a4253e83acb9e71aa026d2243250602",
+        "ee4a5146be078db7960395fe8ed0d811518262b1008ade9635165020c7bcc50982e1ca1a4cba8b158448447562231dfd3d528b2a3c6b7b441b6c57a8d44e3704",
+        "0f9db3e88649bb99ca0b31d35974d3896e3eb9a0a78dbfceaa4aca3b8974e0470de8cede4d19b0a15afb9091de3c7b85efeaa3d5991ad2db453af7e2a0966909",
+        "a702a06ca597ef94aa58a3a0dfa8fc8d6680fdbce95fd5075cbd78c0ccf4dcc3c00da385af22de93ee7aa07d8b6977bb62647fb46eff97e867fe6e747ebb6b0e",
+        "eddf61c3d04a0830587abcc86d0f8ba8b3ef4fabe3c78cd19d05c2eac5f63952496fbbeeb5de0e6be695447631c52ccb60fe67af8be843dd79f181688321310b",
+        "30417c20374eac05d7ce7ee9595be895be7d35f14fa36e039a10bbf392893cc3e0b74a644e730ca10e29dbc72ebb97a6a4353950fd5362ef80d4400d318b0506",
+        "2360e4d7bef0ed612e9b32cdaa7fe57af007dd49104d26ac3a02f2c6a37667b23707eea9b269120e40792ad99e54ffcfc7b27ae1223b191ff23ba121ba2e370e",
+        "2bd5e45ae2b4379d0efb6a8084a8cb4110d4c6d95dafe37fddcf12e1284f79ede6fe40fe4930501548d73e32575daff7cb3adbd396a082168e178f87b8e3e50a",
+        "6036c7bf6185f65f5be62bf270b59ed181506f85c8a1a3bcc8a608d09ca91af8fed8b6dfdac3eaa352062aed5c79ca666f90a11dddb4d2341d289d08526c060d",
+        "18b9da15ad06590cb7f164f0f41bfee96c3f2c26257e198fd6f89c4ecb900a9169b63bc31b7126854e65645498ed2138d5b8b3500d888de2eeac168a9048a00f",
+        "282dde92394040065c6a9acdc2befd137910ac22fe988346abc6d7e9da498ce6cab99b66481d8fd9eece67208f1776d6cbc53c039fd9402092a727c2a5932b00",
+        "afda006f0f9709e91c2b5d2c44520edd75a8265f06e496313ca8a701555abcee097b2188c1d61789a7842addfb903a72ffa14fe5dacadb7c567df78b694bc10a",
+        "4b169031770b3a4cfd9af31d1102d38a3bc294913dcbd64b806498c3e4928bab43a910476544a4660520f257f09af604b4e9c0fae7f894a9f053a6a88afa110c",
+        "ad8bd64c1d9a3aec3590a1275acfeb6e764d7194dd827435a4ee7b9c6cacb797aa925fd51463d7e66519bdd3f07de1b9c87f60c5dc13a4e6c678a7a7f8af0300",
+        "5caba5ff2d33e0ef74b342136f8c7aa8f3243b9447eacc8c564cd0d40a4105e0fbefa9e6677c445a1b4fb142542c5e8127fef3895a58c9f8cfdeea486170240b",
+        "0721000dd79ef86f2fd8d6bb3551c8a214deaeb8b423f225b6eb3a202361d5fcd8bec2be776da630fd265d450907a8df63c9dd9542d7f4a95e5b4682e1b14401",
+    ];
+
+    #[test]
+    fn r_with_a_small_order_component_splits_batch_from_single_verification() {
+        let key = PublicKey::from_hex(TORSION_KEY).unwrap();
+        assert_eq!(key, Identity::from_seed([9; 32]).public());
+        let mut batch_accepted = 0;
+        for (i, hex) in TORSION_SIGS.iter().enumerate() {
+            let sig: [u8; 64] = hex::decode(hex).unwrap().try_into().unwrap();
+            let msg = format!("torsion-{i}");
+            // Canonical, not of small order: only the equation itself refuses it.
+            let k = strict_precheck(&key, &sig).unwrap();
+            assert!(!key.verify(msg.as_bytes(), &sig), "signature {i}");
+            let batch = ed25519_dalek::verify_batch(
+                &[msg.as_bytes()],
+                &[Signature::from_bytes(&sig)],
+                &[k],
+            );
+            batch_accepted += usize::from(batch.is_ok());
+        }
+        assert!(
+            batch_accepted > 0,
+            "batch verification accepted none of 16 (each about even odds)"
+        );
+    }
+
     #[test]
     fn non_canonical_s_and_key_encodings_are_refused() {
         let id = Identity::from_seed([5; 32]);
