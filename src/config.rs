@@ -35,6 +35,8 @@ pub enum ConfigError {
     },
     #[error("{flag}: {reason}")]
     Flag { flag: String, reason: String },
+    #[error("{0} (from hearth.toml or a HEARTH_* variable)")]
+    Limit(String),
     #[error("no data directory: set --data-dir or HEARTH_DATA_DIR, or HOME so the default ~/.local/share/hearth can be used")]
     NoDataDir,
 }
@@ -67,6 +69,8 @@ pub struct Config {
     pub node: NodeConfig,
     pub worker: WorkerConfig,
     pub jobs: JobsConfig,
+    /// `[limits]`: this radiator's own limits, which no job can raise.
+    pub limits: LimitsConfig,
     /// `[heat]`: thermostat source, schedule, controller and energy metering.
     pub heat: crate::heat::HeatConfig,
 }
@@ -106,6 +110,101 @@ pub struct JobsConfig {
     /// How long a lease this node grants (as a coordinator) lasts, in seconds. A radiator that
     /// has not reported by then loses the shard to another. Default 60.
     pub lease_secs: u64,
+}
+
+/// The radiator's own limits (STYLE rule 18): a job's manifest may ask for less, never for
+/// more. A job beyond them is declined, and the reason is shown to its submitter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most linear memory one shard may use, in MiB (64 KiB to 4096). Jobs asking for more
+    /// are declined; the executor enforces it whatever a job asks. Default 1024.
+    pub memory_per_shard_mib: u64,
+    /// Most linear memory all running shards may use together, in MiB; shards wait for a
+    /// share, so this bounds how many run at once. Raised to `memory_per_shard_mib` if
+    /// below it. Default 2048.
+    pub memory_total_mib: u64,
+    /// Largest module accepted, in MiB (at most 64). Checked before any byte is fetched.
+    /// Default 16.
+    pub module_mib: u64,
+    /// Largest shard input accepted, in MiB (at most 256). Checked before any byte is
+    /// fetched. Default 256.
+    pub input_mib: u64,
+    /// Most functions a module may define. Default 20000.
+    pub functions: u32,
+    /// Largest body of one function, in KiB. Default 1024.
+    pub function_body_kib: u32,
+    /// Most locals one function may declare. Default 20000.
+    pub locals: u32,
+    /// Longest a module may take to compile, in seconds. Default 60.
+    pub compile_secs: u64,
+    /// Disk quota of the content store, in MiB: a blob from a peer that would take the
+    /// store past it is not fetched. Blobs fetched for a job are deleted once the job is
+    /// closed or dropped. Default 10240 (10 GiB).
+    pub store_mib: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = crate::exec::RadiatorLimits::default();
+        LimitsConfig {
+            memory_per_shard_mib: d.memory_per_shard >> 20,
+            memory_total_mib: d.memory_total >> 20,
+            module_mib: d.module_bytes >> 20,
+            input_mib: d.input_bytes >> 20,
+            functions: d.functions,
+            function_body_kib: d.function_body_bytes >> 10,
+            locals: d.locals,
+            compile_secs: d.compile_timeout.as_secs(),
+            store_mib: 10 * 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits in the executor's units.
+    pub fn radiator_limits(&self) -> crate::exec::RadiatorLimits {
+        crate::exec::RadiatorLimits {
+            memory_per_shard: self.memory_per_shard_mib.saturating_mul(1 << 20),
+            memory_total: self.memory_total_mib.saturating_mul(1 << 20),
+            module_bytes: self.module_mib.saturating_mul(1 << 20),
+            input_bytes: self.input_mib.saturating_mul(1 << 20),
+            functions: self.functions,
+            function_body_bytes: self.function_body_kib.saturating_mul(1 << 10),
+            locals: self.locals,
+            compile_timeout: std::time::Duration::from_secs(self.compile_secs),
+        }
+    }
+
+    /// Every value within what hearth can enforce, or a message naming the field.
+    fn check(&self) -> Result<(), String> {
+        let within = |name: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("limits.{name} = {v}: expected {lo} to {hi}"))
+            }
+        };
+        within("memory_per_shard_mib", self.memory_per_shard_mib, 1, 4096)?;
+        within("memory_total_mib", self.memory_total_mib, 1, 1 << 30)?;
+        within("module_mib", self.module_mib, 1, 64)?;
+        within("input_mib", self.input_mib, 1, 256)?;
+        within("functions", self.functions.into(), 1, 1_000_000)?;
+        within(
+            "function_body_kib",
+            self.function_body_kib.into(),
+            1,
+            64 * 1024,
+        )?;
+        within("locals", self.locals.into(), 1, 50_000)?;
+        within("compile_secs", self.compile_secs, 1, 3600)?;
+        within("store_mib", self.store_mib, 64, 1 << 24)
+    }
+
+    /// The store's disk quota in bytes.
+    pub fn store_quota(&self) -> u64 {
+        self.store_mib.saturating_mul(1 << 20)
+    }
 }
 
 impl Default for JobsConfig {
@@ -197,6 +296,29 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # How long a lease granted by this node lasts, in seconds, before the shard goes to another
 # radiator (HEARTH_LEASE_SECS).
 # lease_secs = 60
+
+[limits]
+# This radiator's own limits. A job may ask for less, never for more: a job beyond them is
+# declined, and its submitter sees why in `hearth job status`.
+# Most memory one shard may use, in MiB (HEARTH_MEMORY_PER_SHARD_MIB).
+# memory_per_shard_mib = 1024
+# Most memory all running shards may use together, in MiB; shards wait for their share
+# (HEARTH_MEMORY_TOTAL_MIB).
+# memory_total_mib = 2048
+# Largest module and shard input, in MiB, refused before any byte is fetched
+# (HEARTH_MODULE_MIB, HEARTH_INPUT_MIB).
+# module_mib = 16
+# input_mib = 256
+# Shape of a module: most functions, largest function body in KiB, most locals per function
+# (HEARTH_FUNCTIONS, HEARTH_FUNCTION_BODY_KIB, HEARTH_LOCALS).
+# functions = 20000
+# function_body_kib = 1024
+# locals = 20000
+# Longest a module may take to compile, in seconds (HEARTH_COMPILE_SECS).
+# compile_secs = 60
+# Disk quota of the blob store, in MiB: blobs from peers beyond it are not fetched; blobs
+# fetched for a job are deleted once it closes (HEARTH_STORE_MIB).
+# store_mib = 10240
 "#;
 
 impl Config {
@@ -215,6 +337,7 @@ impl Config {
         };
         config.apply_env(env)?;
         config.apply_flags(flags)?;
+        config.limits.check().map_err(ConfigError::Limit)?;
         Ok(config)
     }
 
@@ -258,6 +381,37 @@ impl Config {
         if let Some(v) = env("HEARTH_MAX_CONNECTIONS") {
             self.node.max_connections =
                 parse_connections(&v).map_err(|r| bad("HEARTH_MAX_CONNECTIONS", &v, r))?;
+        }
+        let limits = &mut self.limits;
+        for (var, field) in [
+            (
+                "HEARTH_MEMORY_PER_SHARD_MIB",
+                &mut limits.memory_per_shard_mib,
+            ),
+            ("HEARTH_MEMORY_TOTAL_MIB", &mut limits.memory_total_mib),
+            ("HEARTH_MODULE_MIB", &mut limits.module_mib),
+            ("HEARTH_INPUT_MIB", &mut limits.input_mib),
+            ("HEARTH_COMPILE_SECS", &mut limits.compile_secs),
+            ("HEARTH_STORE_MIB", &mut limits.store_mib),
+        ] {
+            if let Some(v) = env(var) {
+                *field = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(var, &v, "expected a whole number".into()))?;
+            }
+        }
+        for (var, field) in [
+            ("HEARTH_FUNCTIONS", &mut limits.functions),
+            ("HEARTH_FUNCTION_BODY_KIB", &mut limits.function_body_kib),
+            ("HEARTH_LOCALS", &mut limits.locals),
+        ] {
+            if let Some(v) = env(var) {
+                *field = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(var, &v, "expected a whole number".into()))?;
+            }
         }
         if let Some(v) = env("HEARTH_LEASE_SECS") {
             self.jobs.lease_secs = match v.trim().parse::<u64>() {
@@ -478,6 +632,39 @@ mod tests {
         };
         let err = Config::load(dir.path(), &env_of(&[]), &flags).unwrap_err();
         assert!(err.to_string().contains("--bootstrap"), "{err}");
+    }
+
+    #[test]
+    fn limits_come_from_file_then_env_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[limits]\nmemory_per_shard_mib = 256\nfunctions = 500\n",
+        )
+        .unwrap();
+        let c = Config::load(dir.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.limits.memory_per_shard_mib, 256);
+        assert_eq!(c.limits.functions, 500);
+        assert_eq!(c.limits.compile_secs, LimitsConfig::default().compile_secs);
+        let env = env_of(&[("HEARTH_COMPILE_SECS", "5"), ("HEARTH_FUNCTIONS", "900")]);
+        let c = Config::load(dir.path(), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.limits.compile_secs, 5);
+        assert_eq!(c.limits.functions, 900);
+        let r = c.limits.radiator_limits();
+        assert_eq!(r.memory_per_shard, 256 << 20);
+        assert_eq!(r.compile_timeout, std::time::Duration::from_secs(5));
+        // The defaults are the executor's defaults.
+        assert_eq!(
+            LimitsConfig::default().radiator_limits(),
+            crate::exec::RadiatorLimits::default()
+        );
+        // Out of range or malformed: the error names the field or the variable.
+        let env = env_of(&[("HEARTH_MODULE_MIB", "100")]);
+        let err = Config::load(dir.path(), &env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("module_mib"), "{err}");
+        let env = env_of(&[("HEARTH_LOCALS", "many")]);
+        let err = Config::load(dir.path(), &env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("HEARTH_LOCALS"), "{err}");
     }
 
     #[test]

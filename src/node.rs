@@ -188,9 +188,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let (api_token, _) = crate::api::auth::ApiToken::load_or_create(&opts.data_dir)?;
     let db = open_db(&opts.data_dir)?;
     let store = Store::with_db(&db)?;
+    store.set_quota(opts.config.limits.store_quota());
     let ledger = Ledger::open(&db, identity.public())?;
-    let executor = Executor::new()?;
     let config = &opts.config;
+    // The radiator's own limits, which no job can raise (STYLE rule 18).
+    let executor = Executor::with_limits(config.limits.radiator_limits())?;
 
     let bootstrap = if config.node.bootstrap.is_empty() {
         net::default_bootstrap()?

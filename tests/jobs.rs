@@ -440,3 +440,219 @@ async fn receipt_reaches_a_worker_that_was_offline_when_its_shard_was_verified()
     .await
     .expect("test timed out");
 }
+
+/// A core-ABI module with `n` extra empty functions: small to send, slow to compile.
+fn compile_bomb(n: u32) -> Vec<u8> {
+    let mut body = String::new();
+    for _ in 0..n {
+        body.push_str("(func)");
+    }
+    wat::parse_str(format!(
+        r#"(module (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "run") (param i32 i32) (result i64) i64.const 0)
+            {body})"#
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_beyond_the_radiators_limits_are_declined_and_the_submitter_sees_why() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // Every radiator allows 64 MiB per shard and modules of at most 1 MiB.
+        let nodes = start_radiators(dir.path(), 3, 1, &|_, o: &mut NodeOptions| {
+            o.config.limits.memory_per_shard_mib = 64;
+            o.config.limits.module_mib = 1;
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let small = wat::parse_str(
+            r#"(module (memory (export "memory") 1)
+                (func (export "alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "run") (param i32 i32) (result i64) i64.const 0))"#,
+        )
+        .unwrap();
+        // 1. The memory bomb: a manifest asking for 4 GiB per shard.
+        let huge_memory = JobLimits {
+            memory_bytes: 4 << 30,
+            ..JobLimits::default()
+        };
+        let modest = JobLimits {
+            memory_bytes: 16 << 20,
+            ..JobLimits::default()
+        };
+        // 2. The compile bomb: 100 000 empty functions in 400 kB.
+        let bomb = compile_bomb(100_000);
+        // 3. A module over the 1 MiB limit (a 2 MiB data segment).
+        let oversize = wat::parse_str(format!(
+            r#"(module (memory (export "memory") 40)
+                (func (export "alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "run") (param i32 i32) (result i64) i64.const 0)
+                (data (i32.const 0) "{}"))"#,
+            "x".repeat(2 << 20)
+        ))
+        .unwrap();
+        let mut jobs = Vec::new();
+        for (module, limits, expect) in [
+            (
+                small.clone(),
+                huge_memory,
+                "asks for 4096 MiB of memory per shard; this radiator allows at most 64 MiB",
+            ),
+            (
+                bomb.clone(),
+                modest,
+                "defines 100002 or more functions; this radiator compiles at most 20000",
+            ),
+            (
+                oversize.clone(),
+                modest,
+                "this radiator accepts at most 1048576 (it was not fetched)",
+            ),
+        ] {
+            let spec = JobSpec::Wasm {
+                module,
+                inputs: vec![b"in".to_vec()],
+            };
+            let manifest = build(&sub.context.store, &spec, sub.household(), limits, 1).unwrap();
+            let id = sub.context.coordinator.submit(manifest).await.unwrap();
+            jobs.push((id, expect));
+        }
+        let started = std::time::Instant::now();
+        // `hearth job status` reads this API: every job waits, declined by all three
+        // households, with the reason.
+        let http = reqwest::Client::new();
+        for (id, expect) in &jobs {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let view: serde_json::Value = http
+                    .get(format!("http://{}/v1/jobs/{}", sub.api_addr, id.to_hex()))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let reason = view["shards"][0]["reason"].as_str().unwrap_or_default();
+                if reason.contains("declined by 3 household(s)") {
+                    assert!(reason.contains(expect), "{reason}");
+                    assert_eq!(view["status"]["state"], "running", "{view:#}");
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "not declined: {view:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        eprintln!(
+            "three jobs declined by three radiators in {:?}",
+            started.elapsed()
+        );
+        // Declined before anything was fetched: no other radiator ever held the 4 GiB job's
+        // module or the oversize module. The compile bomb was fetched, refused by its shape,
+        // and deleted with the job's manifests once declined.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for n in &nodes[1..] {
+            assert!(!n.context.store.has(&blake3::hash(&small)).unwrap());
+            assert!(!n.context.store.has(&blake3::hash(&oversize)).unwrap());
+            // Pieces fetched: three manifests and the bomb (two; its input is never fetched).
+            // The 2 MiB module alone would have been nine.
+            let fetched = n.context.net.status().await.unwrap().chunks_fetched;
+            assert!(fetched <= 5, "{fetched} pieces fetched");
+            let leftovers = || {
+                std::iter::once(blake3::hash(&bomb))
+                    .chain(jobs.iter().map(|(id, _)| *id))
+                    .filter(|h| n.context.store.has(h).unwrap())
+                    .count()
+            };
+            while leftovers() > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "declined jobs' blobs kept"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // The radiators stop asking: over two re-announcements no shard is leased again.
+        for _ in 0..40 {
+            for (id, _) in &jobs {
+                let view = sub.context.coordinator.view(*id).await.unwrap();
+                assert!(
+                    matches!(view.shards[0], hearth::jobs::ShardView::Waiting { .. }),
+                    "a declining radiator asked again: {view:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_delete_a_finished_jobs_blobs_and_the_submitter_keeps_its_own() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {}).await.unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let manifest = build(
+            &sub.context.store,
+            &mandelbrot(128, 64, 64),
+            sub.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let mut blobs = vec![manifest.module];
+        blobs.extend(manifest.inputs.iter().copied());
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        blobs.push(id);
+        let view = wait_done(sub, id, Duration::from_secs(60)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        for s in &view.shards {
+            if let hearth::jobs::ShardView::Verified { output, .. } = s {
+                blobs.push(parse_hash(output).unwrap());
+            }
+        }
+        // Some radiator other than the submitter worked it, so it fetched the job's blobs.
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert!(receipts.iter().any(|r| r.record.worker != sub.household()));
+        // Once the job is closed, the other radiators delete everything they fetched or
+        // made for it; the submitter keeps the job's blobs and the result.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for n in &nodes[1..] {
+            loop {
+                let held: Vec<_> = blobs
+                    .iter()
+                    .filter(|h| n.context.store.has(h).unwrap())
+                    .collect();
+                if held.is_empty() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a worker still holds {held:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        for h in &blobs {
+            assert!(sub.context.store.has(h).unwrap(), "the submitter lost {h}");
+        }
+        assert_eq!(result_bytes(sub, &view), native_png(128, 64, 64));
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

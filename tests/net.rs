@@ -459,6 +459,59 @@ async fn blob_of_20_mib_crosses_two_hops() {
 }
 
 #[tokio::test]
+async fn oversize_blob_is_refused_before_any_chunk_is_fetched() {
+    bounded(async {
+        let data = blob_bytes("oversize", 3 * 1024 * 1024 + 17);
+        let len = data.len() as u64;
+        let a = TestNode::start(loopback()).await;
+        let hash = a.store.put_bytes(&data).unwrap();
+        a.net.provide(hash).await.unwrap();
+        let b = TestNode::start(with_bootstrap(vec![a.addr().await])).await;
+        eventually("B connected to A", || async {
+            b.peer_ids().await.contains(&a.id())
+        })
+        .await;
+
+        // The provider's first answer (the outboard) gives the length: refused right there.
+        let err = b
+            .net
+            .fetch_blob_within(hash, Some(a.id()), 1024 * 1024)
+            .await
+            .unwrap_err();
+        match &err {
+            net::NetError::BlobTooLarge { len: l, max, .. } => {
+                assert_eq!((*l, *max), (len, 1024 * 1024));
+            }
+            other => panic!("expected BlobTooLarge, got {other}"),
+        }
+        assert!(err.to_string().contains("not fetched"), "{err}");
+        assert_eq!(b.net.status().await.unwrap().chunks_fetched, 0);
+        assert_eq!(a.net.status().await.unwrap().chunks_served, 0);
+        assert!(!b.store.has(&hash).unwrap());
+
+        // Two callers of one fetch with different limits: each gets its own answer.
+        let (small, large) = tokio::join!(
+            b.net.fetch_blob_within(hash, Some(a.id()), len - 1),
+            b.net.fetch_blob_within(hash, Some(a.id()), len),
+        );
+        assert!(
+            matches!(small, Err(net::NetError::BlobTooLarge { .. })),
+            "{small:?}"
+        );
+        large.expect("within its limit, the blob is fetched");
+        assert_eq!(b.store.get_bytes(&hash).unwrap(), data);
+        // Once held, a caller with a smaller limit is still refused.
+        assert!(matches!(
+            b.net.fetch_blob_within(hash, None, 1024).await,
+            Err(net::NetError::BlobTooLarge { .. })
+        ));
+        a.net.shutdown().await;
+        b.net.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn corrupt_provider_is_detected_and_bypassed() {
     bounded(async {
         let data = blob_bytes("corrupt", 6 * 1024 * 1024 + 1234); // 25 chunks

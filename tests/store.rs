@@ -591,3 +591,59 @@ proptest! {
         prop_assert_eq!(streamed, ob);
     }
 }
+
+#[test]
+fn quota_refuses_imports_from_peers_and_counts_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let own = pattern(CHUNK_SIZE + 10);
+    store.put_bytes(&own).unwrap();
+    assert_eq!(store.usage().unwrap(), own.len() as u64);
+    store.set_quota(2 * CHUNK_SIZE as u64);
+    // A blob from a peer that would take the store past its quota is refused at the
+    // outboard, before a single piece is stored.
+    let big = pattern(CHUNK_SIZE);
+    let hash = blake3::hash(&big);
+    let err = store
+        .begin_import(&hash, &Outboard::compute(&big))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded { .. }), "{err:?}");
+    assert!(err.to_string().contains("quota"), "{err}");
+    assert_eq!(store.usage().unwrap(), own.len() as u64);
+    // One that fits is accepted, and a partial import counts at its full length.
+    let small = pattern(1000);
+    let small_hash = blake3::hash(&small);
+    let import = store
+        .begin_import(&small_hash, &Outboard::compute(&small))
+        .unwrap();
+    assert_eq!(store.usage().unwrap(), own.len() as u64 + 1000);
+    // Resuming it is not a new import: it passes even under a tighter quota.
+    drop(import);
+    store.set_quota(own.len() as u64);
+    let mut import = store
+        .begin_import(&small_hash, &Outboard::compute(&small))
+        .unwrap();
+    import.put_chunk(0, &small).unwrap();
+    import.finish().unwrap();
+    // The household's own blobs are not refused by the quota.
+    store.put_bytes(&pattern(3000)).unwrap();
+}
+
+#[test]
+fn kept_blobs_survive_delete_unless_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mine = store.put_bytes(b"mine").unwrap();
+    let theirs = store.put_bytes_unkept(b"theirs").unwrap();
+    assert!(!store.delete_unless_kept(&mine).unwrap());
+    assert!(store.delete_unless_kept(&theirs).unwrap());
+    assert!(store.has(&mine).unwrap() && !store.has(&theirs).unwrap());
+    // Storing a blob as one's own later keeps it too.
+    let shared = store.put_bytes_unkept(b"shared").unwrap();
+    store.put_bytes(b"shared").unwrap();
+    assert!(!store.delete_unless_kept(&shared).unwrap());
+    // An explicit delete removes a kept blob, and the mark with it.
+    assert!(store.delete(&mine).unwrap());
+    store.put_bytes_unkept(b"mine").unwrap();
+    assert!(store.delete_unless_kept(&mine).unwrap());
+}

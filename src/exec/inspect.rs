@@ -9,7 +9,7 @@ use wasmparser::{
     CompositeInnerType, FuncType, ValType, Validator, WasmFeatures,
 };
 
-use super::{wasi, Abi, ExecError};
+use super::{wasi, Abi, ExecError, RadiatorLimits};
 
 /// The features a shard may use. Every one of them is deterministic in wasmtime once NaN
 /// bits are canonicalised; everything else (SIMD, threads, memory64, multi-memory, GC,
@@ -17,6 +17,68 @@ use super::{wasi, Abi, ExecError};
 /// `floats` is part of the MVP and stays on: the NaN rewrite makes it deterministic.
 pub(crate) fn features() -> WasmFeatures {
     WasmFeatures::WASM2.difference(WasmFeatures::SIMD)
+}
+
+/// Checks the module's shape against the radiator's limits in one streaming pass, before
+/// validation and long before compilation: how many functions it defines, how big each body
+/// is and how many locals each declares. Compile time and memory grow with these (a 5 MB
+/// module of a million empty functions took minutes and gigabytes to compile), so bounding
+/// them bounds compilation. Malformed bytes are left to validation, which follows.
+pub(crate) fn check_shape(module: &[u8], limits: &RadiatorLimits) -> Result<(), ExecError> {
+    use wasmparser::{Parser, Payload};
+    let invalid = |e: wasmparser::BinaryReaderError| ExecError::InvalidModule(e.to_string());
+    let mut index = 0u32;
+    for payload in Parser::new(0).parse_all(module) {
+        match payload.map_err(invalid)? {
+            // Declared counts are claims; they are checked here and the code entries below
+            // are counted too, so a lying count does not help.
+            Payload::FunctionSection(reader) if reader.count() > limits.functions => {
+                return Err(ExecError::TooManyFunctions {
+                    count: u64::from(reader.count()),
+                    limit: limits.functions,
+                });
+            }
+            Payload::CodeSectionStart { count, .. } if count > limits.functions => {
+                return Err(ExecError::TooManyFunctions {
+                    count: u64::from(count),
+                    limit: limits.functions,
+                });
+            }
+            Payload::CodeSectionEntry(body) => {
+                if index >= limits.functions {
+                    return Err(ExecError::TooManyFunctions {
+                        count: u64::from(index) + 1,
+                        limit: limits.functions,
+                    });
+                }
+                let size = body.range().len() as u64;
+                if size > u64::from(limits.function_body_bytes) {
+                    return Err(ExecError::FunctionTooLarge {
+                        index,
+                        size,
+                        limit: limits.function_body_bytes,
+                    });
+                }
+                // Each entry is (count: u32, type); the sum can exceed u32, hence u64. The
+                // number of entries is bounded by the body size checked above.
+                let mut locals = 0u64;
+                for entry in body.get_locals_reader().map_err(invalid)? {
+                    let (count, _) = entry.map_err(invalid)?;
+                    locals += u64::from(count);
+                    if locals > u64::from(limits.locals) {
+                        return Err(ExecError::TooManyLocals {
+                            index,
+                            count: locals,
+                            limit: limits.locals,
+                        });
+                    }
+                }
+                index += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What inspection learned about a valid module.

@@ -12,8 +12,8 @@ mod inspect;
 pub mod nan;
 mod wasi;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, TypedFunc};
@@ -22,10 +22,14 @@ use wasi::{MemoryLimitHit, NoMemory, OutputOverflow, ProcExit, ShardState};
 
 pub use wasi::{provided_imports, FIXED_TIME_NS, STDERR_CAP};
 
-/// Largest module accepted, in bytes.
+/// Largest module any radiator accepts, in bytes, whatever its configuration says.
 pub const MAX_MODULE_BYTES: usize = 64 << 20;
-/// Largest shard input accepted, in bytes.
+/// Largest shard input any radiator accepts, in bytes, whatever its configuration says.
 pub const MAX_INPUT_BYTES: usize = 256 << 20;
+/// Compilations that overran [`RadiatorLimits::compile_timeout`] and are still finishing on
+/// their own threads (a compilation cannot be interrupted). Beyond this, new compilations
+/// wait for them: see [`ExecError::CompileBusy`].
+pub const MAX_OVERRUN_COMPILES: usize = 2;
 /// Largest shard output accepted, in bytes (stdout for WASI, the `run` result for core).
 pub const MAX_OUTPUT_BYTES: usize = 64 << 20;
 /// Compiled modules kept in memory; the least recently used one is dropped beyond this.
@@ -58,6 +62,58 @@ impl Default for Limits {
     }
 }
 
+/// The radiator's own limits, set by its household (`[limits]` in `hearth.toml`), never by a
+/// job: a manifest may ask for less, never for more (STYLE rule 18). The executor enforces
+/// them whatever [`Limits`] a caller passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RadiatorLimits {
+    /// Most linear memory one shard may have, in bytes. A run asking for more gets this.
+    pub memory_per_shard: u64,
+    /// Most linear memory all shards running at once may have together, in bytes. A run
+    /// waits (on its own thread) until its share is free, so this bounds how many shards run
+    /// at once given their memory. Never below `memory_per_shard`.
+    pub memory_total: u64,
+    /// Largest module, in bytes (at most [`MAX_MODULE_BYTES`]).
+    pub module_bytes: u64,
+    /// Largest shard input, in bytes (at most [`MAX_INPUT_BYTES`]).
+    pub input_bytes: u64,
+    /// Most functions a module may define.
+    pub functions: u32,
+    /// Largest body of a single function, in bytes.
+    pub function_body_bytes: u32,
+    /// Most locals one function may declare (parameters not counted).
+    pub locals: u32,
+    /// Wall-clock bound on compiling one module; see [`ExecError::CompileTimeout`].
+    pub compile_timeout: Duration,
+}
+
+impl Default for RadiatorLimits {
+    fn default() -> Self {
+        RadiatorLimits {
+            memory_per_shard: 1 << 30,
+            memory_total: 2 << 30,
+            module_bytes: 16 << 20,
+            input_bytes: MAX_INPUT_BYTES as u64,
+            functions: 20_000,
+            function_body_bytes: 1 << 20,
+            locals: 20_000,
+            compile_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RadiatorLimits {
+    /// The same limits with every value inside what hearth can enforce at all.
+    fn sanitised(mut self) -> RadiatorLimits {
+        self.memory_per_shard = self.memory_per_shard.clamp(64 * 1024, 4 << 30);
+        self.memory_total = self.memory_total.max(self.memory_per_shard);
+        self.module_bytes = self.module_bytes.min(MAX_MODULE_BYTES as u64);
+        self.input_bytes = self.input_bytes.min(MAX_INPUT_BYTES as u64);
+        self.compile_timeout = self.compile_timeout.max(Duration::from_millis(10));
+        self
+    }
+}
+
 /// What a successful shard run produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardOutput {
@@ -87,10 +143,24 @@ pub enum ExecError {
     Engine(String),
     #[error("the module bytes hash to {actual}, not to the expected {expected}")]
     HashMismatch { expected: String, actual: String },
-    #[error("the module is {size} bytes; hearth accepts at most {limit}")]
-    ModuleTooLarge { size: usize, limit: usize },
-    #[error("the input is {size} bytes; hearth accepts at most {limit}")]
-    InputTooLarge { size: usize, limit: usize },
+    #[error("the module is {size} bytes; this radiator accepts at most {limit}")]
+    ModuleTooLarge { size: u64, limit: u64 },
+    #[error("the input is {size} bytes; this radiator accepts at most {limit}")]
+    InputTooLarge { size: u64, limit: u64 },
+    #[error(
+        "the module defines {count} or more functions; this radiator compiles at most {limit}"
+    )]
+    TooManyFunctions { count: u64, limit: u32 },
+    #[error("function {index} of the module has a {size}-byte body; this radiator compiles bodies of at most {limit} bytes")]
+    FunctionTooLarge { index: u32, size: u64, limit: u32 },
+    #[error("function {index} of the module declares {count} or more locals; this radiator accepts at most {limit}")]
+    TooManyLocals { index: u32, count: u64, limit: u32 },
+    #[error(
+        "compiling the module took longer than this radiator's limit of {limit:?}; it was refused"
+    )]
+    CompileTimeout { limit: Duration },
+    #[error("this radiator is still finishing {running} over-long compilations; try again later")]
+    CompileBusy { running: usize },
     #[error("the module is not valid WebAssembly for hearth (which accepts WebAssembly 2.0 without SIMD): {0}")]
     InvalidModule(String),
     #[error("the module imports `{module}::{name}`, which is forbidden: {reason}")]
@@ -125,6 +195,23 @@ pub enum ExecError {
     Exit { code: u32, stderr_tail: String },
     #[error("the shard produced more than the {limit}-byte output limit")]
     OutputTooLarge { limit: usize },
+}
+
+impl ExecError {
+    /// True when the module or input is beyond this radiator's own limits (its size, its
+    /// shape, its compile time), as opposed to a fault of the shard: another radiator with
+    /// larger limits may run it, so a worker declines the job rather than report a failure.
+    pub fn exceeds_radiator_limits(&self) -> bool {
+        matches!(
+            self,
+            ExecError::ModuleTooLarge { .. }
+                | ExecError::InputTooLarge { .. }
+                | ExecError::TooManyFunctions { .. }
+                | ExecError::FunctionTooLarge { .. }
+                | ExecError::TooManyLocals { .. }
+                | ExecError::CompileTimeout { .. }
+        )
+    }
 }
 
 fn tail(stderr_tail: &str) -> String {
@@ -162,6 +249,47 @@ struct Inner {
     engine: Engine,
     linker: Linker<ShardState>,
     cache: Mutex<Cache>,
+    limits: RadiatorLimits,
+    memory: MemoryBudget,
+    /// Modules whose compilation overran the time limit and is still running on its own
+    /// thread. At most [`MAX_OVERRUN_COMPILES`]; each is removed by its thread when it ends.
+    overrun: Mutex<HashSet<[u8; 32]>>,
+}
+
+/// Linear memory promised to the shards running now, against [`RadiatorLimits::memory_total`].
+struct MemoryBudget {
+    in_use: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// A share of the memory budget, given back when dropped.
+struct MemoryShare<'a> {
+    budget: &'a MemoryBudget,
+    bytes: u64,
+}
+
+impl MemoryBudget {
+    /// Blocks until `bytes` fit under `total`. Callers never ask for more than `total`
+    /// (`memory_per_shard <= memory_total`), so every wait ends when running shards finish.
+    fn reserve(&self, bytes: u64, total: u64) -> MemoryShare<'_> {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        while in_use.saturating_add(bytes) > total {
+            in_use = self.freed.wait(in_use).unwrap_or_else(|p| p.into_inner());
+        }
+        *in_use += bytes;
+        MemoryShare {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+impl Drop for MemoryShare<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        *in_use = in_use.saturating_sub(self.bytes);
+        self.budget.freed.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -177,19 +305,31 @@ struct CacheEntry {
 }
 
 impl Executor {
-    /// An executor with hearth's deterministic engine configuration.
+    /// An executor with hearth's deterministic engine configuration and the default
+    /// [`RadiatorLimits`].
     pub fn new() -> Result<Executor, ExecError> {
-        Self::build(false)
+        Self::build(false, RadiatorLimits::default())
+    }
+
+    /// An executor enforcing this radiator's own `limits` (values outside what hearth can
+    /// enforce are brought inside it: see [`Executor::limits`]).
+    pub fn with_limits(limits: RadiatorLimits) -> Result<Executor, ExecError> {
+        Self::build(false, limits)
+    }
+
+    /// The limits this executor enforces.
+    pub fn limits(&self) -> RadiatorLimits {
+        self.inner.limits
     }
 
     /// Benchmark-only: additionally turns on wasmtime's blanket NaN canonicalisation, to
     /// compare its cost with hearth's targeted rewrite. Not for production use.
     #[doc(hidden)]
     pub fn with_blanket_nan_canonicalization() -> Result<Executor, ExecError> {
-        Self::build(true)
+        Self::build(true, RadiatorLimits::default())
     }
 
-    fn build(blanket_nan: bool) -> Result<Executor, ExecError> {
+    fn build(blanket_nan: bool, limits: RadiatorLimits) -> Result<Executor, ExecError> {
         let mut config = Config::new();
         config
             // Deterministic budget: same module + input => same fuel, on any machine.
@@ -230,6 +370,12 @@ impl Executor {
                 engine,
                 linker,
                 cache: Mutex::new(Cache::default()),
+                limits: limits.sanitised(),
+                memory: MemoryBudget {
+                    in_use: Mutex::new(0),
+                    freed: Condvar::new(),
+                },
+                overrun: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -240,7 +386,10 @@ impl Executor {
         self.compiled(module_hash, module).map(|(_, abi)| abi)
     }
 
-    /// Runs one shard to completion under `limits`.
+    /// Runs one shard to completion under `limits`, lowered to this radiator's own limits:
+    /// a shard never gets more memory than [`RadiatorLimits::memory_per_shard`], whatever
+    /// `limits.memory_bytes` asks. Blocks first while the shards already running hold so much
+    /// memory that this one would take them past [`RadiatorLimits::memory_total`].
     pub fn run(
         &self,
         module_hash: &blake3::Hash,
@@ -248,13 +397,22 @@ impl Executor {
         input: &[u8],
         limits: &Limits,
     ) -> Result<ShardOutput, ExecError> {
-        if input.len() > MAX_INPUT_BYTES {
+        let own = self.inner.limits;
+        if input.len() as u64 > own.input_bytes {
             return Err(ExecError::InputTooLarge {
-                size: input.len(),
-                limit: MAX_INPUT_BYTES,
+                size: input.len() as u64,
+                limit: own.input_bytes,
             });
         }
+        let limits = &Limits {
+            memory_bytes: limits.memory_bytes.min(own.memory_per_shard),
+            ..*limits
+        };
         let (pre, abi) = self.compiled(module_hash, module)?;
+        let _share = self
+            .inner
+            .memory
+            .reserve(limits.memory_bytes, own.memory_total);
         let _span = tracing::debug_span!("shard", module = %module_hash.to_hex(), ?abi).entered();
 
         let cpu_start = thread_cpu_time();
@@ -309,10 +467,11 @@ impl Executor {
         module_hash: &blake3::Hash,
         module: &[u8],
     ) -> Result<(InstancePre<ShardState>, Abi), ExecError> {
-        if module.len() > MAX_MODULE_BYTES {
+        let limits = self.inner.limits;
+        if module.len() as u64 > limits.module_bytes {
             return Err(ExecError::ModuleTooLarge {
-                size: module.len(),
-                limit: MAX_MODULE_BYTES,
+                size: module.len() as u64,
+                limit: limits.module_bytes,
             });
         }
         // Always hash: the cache is keyed by hash, so a caller passing the wrong hash must
@@ -337,15 +496,12 @@ impl Executor {
 
         // Compile outside the lock: it can take a while, and other shards should not wait.
         // Two threads may compile the same module at once; both get the same result.
+        // The shape checks come first and cost one pass over the bytes; they bound what
+        // compilation can cost before any of it is spent.
+        inspect::check_shape(module, &limits)?;
         let inspected = inspect::inspect(module)?;
         let rewritten = nan::canonicalise(module, &inspected.defined_param_counts)?;
-        let compiled = Module::new(&self.inner.engine, &rewritten)
-            .map_err(|e| ExecError::InvalidModule(format!("{e:#}")))?;
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&compiled)
-            .map_err(|e| ExecError::InvalidModule(format!("{e:#}")))?;
+        let pre = self.compile_bounded(key, rewritten)?;
         tracing::debug!(module = %module_hash.to_hex(), abi = ?inspected.abi, "compiled module");
 
         let mut cache = self.lock_cache();
@@ -372,6 +528,79 @@ impl Executor {
         Ok((pre, inspected.abi))
     }
 
+    /// Compiles on a thread of its own and waits at most [`RadiatorLimits::compile_timeout`].
+    ///
+    /// Cranelift cannot be interrupted, so on a timeout the compiling thread is *abandoned*,
+    /// not killed: it runs to its end, drops what it compiled and exits. The shape checks
+    /// bound how long that can take and how much memory it uses. While it runs, the same
+    /// module is refused at once (no second compile of a known bomb), and once
+    /// [`MAX_OVERRUN_COMPILES`] such threads are running every new compilation is refused
+    /// with [`ExecError::CompileBusy`], so a stream of slow modules cannot pile up threads.
+    fn compile_bounded(
+        &self,
+        key: [u8; 32],
+        rewritten: Vec<u8>,
+    ) -> Result<InstancePre<ShardState>, ExecError> {
+        let timeout = self.inner.limits.compile_timeout;
+        {
+            let overrun = self.lock_overrun();
+            if overrun.contains(&key) {
+                return Err(ExecError::CompileTimeout { limit: timeout });
+            }
+            if overrun.len() >= MAX_OVERRUN_COMPILES {
+                return Err(ExecError::CompileBusy {
+                    running: overrun.len(),
+                });
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let inner = Arc::clone(&self.inner);
+        std::thread::Builder::new()
+            .name("hearth-exec-compile".into())
+            .spawn(move || {
+                let result = Module::new(&inner.engine, &rewritten)
+                    .and_then(|compiled| inner.linker.instantiate_pre(&compiled))
+                    .map_err(|e| ExecError::InvalidModule(format!("{e:#}")));
+                // Send first, then leave the overrun set: `compile_bounded` checks the
+                // channel while holding the set's lock, so a key is never left behind.
+                let _ = tx.send(result);
+                inner
+                    .overrun
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            })
+            .map_err(|e| ExecError::Engine(format!("could not start a compile thread: {e}")))?;
+        match rx.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ExecError::Engine(
+                "the compile thread ended without an answer".into(),
+            )),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let mut overrun = self.lock_overrun();
+                // It may have finished just now; then it is not an overrun.
+                if let Ok(result) = rx.try_recv() {
+                    return result;
+                }
+                overrun.insert(key);
+                tracing::warn!(
+                    module = %blake3::Hash::from_bytes(key).to_hex(),
+                    ?timeout,
+                    "compilation overran its time limit; refused, its thread finishes in the background"
+                );
+                Err(ExecError::CompileTimeout { limit: timeout })
+            }
+        }
+    }
+
+    fn lock_overrun(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        // Every update is a single insert/remove: a poisoned lock is still consistent.
+        self.inner
+            .overrun
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         // A panic while holding the lock cannot leave the map inconsistent (every update is
         // a single insert/remove), so a poisoned lock is safe to keep using.
@@ -379,6 +608,11 @@ impl Executor {
             .cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Compilations that overran the time limit and are still finishing in the background.
+    pub fn overrun_compiles(&self) -> usize {
+        self.lock_overrun().len()
     }
 
     /// Number of compiled modules currently cached.
@@ -550,6 +784,47 @@ mod tests {
             assert_eq!(exec.prepare(&blake3::hash(&m), &m).unwrap(), Abi::Core);
         }
         assert_eq!(exec.cached_modules(), MODULE_CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn memory_budget_bounds_how_many_shards_hold_memory_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let budget = MemoryBudget {
+            in_use: Mutex::new(0),
+            freed: Condvar::new(),
+        };
+        let (holding, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        // Total 100: shares of 40 fit two at a time, however many threads ask.
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| {
+                    let _share = budget.reserve(40, 100);
+                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(30));
+                    holding.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(*budget.in_use.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn radiator_limits_are_brought_within_what_hearth_enforces() {
+        let exec = Executor::with_limits(RadiatorLimits {
+            memory_per_shard: 8 << 30,
+            memory_total: 1,
+            module_bytes: u64::MAX,
+            input_bytes: u64::MAX,
+            ..RadiatorLimits::default()
+        })
+        .unwrap();
+        let l = exec.limits();
+        assert_eq!(l.memory_per_shard, 4 << 30);
+        assert_eq!(l.memory_total, l.memory_per_shard);
+        assert_eq!(l.module_bytes, MAX_MODULE_BYTES as u64);
+        assert_eq!(l.input_bytes, MAX_INPUT_BYTES as u64);
     }
 
     #[test]

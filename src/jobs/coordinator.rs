@@ -94,7 +94,14 @@ struct JobState {
     shards: Vec<ShardState>,
     submitted_ms: u64,
     finished_ms: Option<u64>,
+    /// Households that declined the job as beyond their own limits, with their reasons
+    /// (at most [`MAX_DECLINES`], the latest reason per household).
+    #[serde(default)]
+    declined: Vec<FailureRec>,
 }
+
+/// Most declining households remembered per job.
+const MAX_DECLINES: usize = 16;
 
 /// What `hearth job status` shows for one shard.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -409,6 +416,7 @@ impl Coordinator {
             shards: vec![ShardState::default(); manifest.inputs.len()],
             submitted_ms: now_ms(),
             finished_ms: None,
+            declined: Vec::new(),
         };
         self.persist(&id, &state)?;
         self.jobs_tree.flush_async().await?;
@@ -529,6 +537,7 @@ impl Coordinator {
                 nonce,
                 reason,
             } => self.failure(&job, &household, shard, nonce, reason).await,
+            Request::Decline { job, reason } => self.decline(&job, &household, reason).await,
             Request::Receipt(_) => Response::Error {
                 detail: "receipts are delivered to workers, not coordinators".into(),
             },
@@ -790,8 +799,9 @@ impl Coordinator {
         self.tasks.spawn(async move {
             let result = match store.has(&output) {
                 Ok(true) => Ok(()),
+                // No shard output can be larger than the executor produces.
                 _ => net
-                    .fetch_blob(output, hint)
+                    .fetch_blob_within(output, hint, crate::exec::MAX_OUTPUT_BYTES as u64)
                     .await
                     .map_err(|e| e.to_string()),
             };
@@ -1058,6 +1068,37 @@ impl Coordinator {
         Response::FailureNoted
     }
 
+    /// A household will not work `job` at all (it is beyond that radiator's own limits):
+    /// remember why, for the submitter's view, and free its leases on the job at once so
+    /// the shards go to someone else. The job itself stays open for other radiators.
+    async fn decline(
+        &mut self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        reason: String,
+    ) -> Response {
+        let Some((_, state)) = self.jobs.get_mut(job) else {
+            return Response::Error {
+                detail: "this node coordinates no such job".into(),
+            };
+        };
+        tracing::info!(job = %job, household = %household.to_hex(), "declined: {reason}");
+        for shard in &mut state.shards {
+            shard.leases.retain(|l| l.worker != household.0);
+        }
+        // `reason` is bounded by the wire format (MAX_REASON); the list by MAX_DECLINES.
+        state.declined.retain(|d| d.worker != household.0);
+        if state.declined.len() >= MAX_DECLINES {
+            state.declined.remove(0);
+        }
+        state.declined.push(FailureRec {
+            worker: household.0,
+            reason,
+        });
+        self.save(job).await;
+        Response::FailureNoted
+    }
+
     async fn check_finished(&mut self, job: &blake3::Hash) {
         let Some((manifest, state)) = self.jobs.get_mut(job) else {
             return;
@@ -1179,6 +1220,19 @@ struct Warmth {
     warm: usize,
 }
 
+/// Why radiators declined a job, for the waiting reason the submitter sees.
+fn declined_text(declined: &[FailureRec]) -> String {
+    let reasons: Vec<String> = declined
+        .iter()
+        .map(|d| format!("{}: {}", hex::encode(&d.worker[..4]), d.reason))
+        .collect();
+    format!(
+        "declined by {} household(s) as beyond their limits ({}); waiting for a radiator that accepts it",
+        declined.len(),
+        reasons.join("; ")
+    )
+}
+
 fn view(manifest: &JobManifest, state: &JobState, warmth: Warmth) -> JobView {
     let now = now_ms();
     let shards: Vec<ShardView> = state
@@ -1224,7 +1278,9 @@ fn view(manifest: &JobManifest, state: &JobState, warmth: Warmth) -> JobView {
                 };
             }
             ShardView::Waiting {
-                reason: if claims.is_empty() && warmth.known > 0 && warmth.warm == warmth.known {
+                reason: if claims.is_empty() && !state.declined.is_empty() {
+                    declined_text(&state.declined)
+                } else if claims.is_empty() && warmth.known > 0 && warmth.warm == warmth.known {
                     format!(
                         "no radiator wants heat right now ({} known, all rooms warm enough)",
                         warmth.known

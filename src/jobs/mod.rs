@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod coordinator;
+mod gc;
 pub mod local;
 pub mod worker;
 
@@ -26,6 +27,9 @@ pub enum JobError {
     Network(String),
     #[error("saved job state is damaged: {0}")]
     Corrupt(String),
+    /// The job is beyond this radiator's own limits: it is declined, not failed.
+    #[error("beyond this radiator's limits: {0}")]
+    BeyondLimits(String),
     #[error("the shard could not run: {0}")]
     Exec(#[from] crate::exec::ExecError),
     #[error("the node is shutting down")]

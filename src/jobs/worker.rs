@@ -15,16 +15,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::exec::{Executor, Limits};
+use crate::exec::{ExecError, Executor, Limits};
 use crate::heat::energy::{EnergyMeter, MeterConfig};
 use crate::identity::Identity;
+use crate::model::job::MAX_MANIFEST_BYTES;
 use crate::model::receipt::{Claim, WorkRecord};
 use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
 use crate::model::{now_ms, JobManifest};
-use crate::net::Network;
+use crate::net::{NetError, Network};
 use crate::store::Store;
 
 use super::coordinator::CoordinatorHandle;
+use super::gc::JobBlobs;
 use super::JobError;
 
 /// Most jobs a worker keeps track of at once; announcements beyond it are ignored until
@@ -78,6 +80,8 @@ enum Outcome {
         retry_after: Duration,
     },
     Unreachable(String),
+    /// The job is beyond this radiator's limits; the coordinator was told why.
+    Declined(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,6 +103,8 @@ struct Ctx {
     local: CoordinatorHandle,
     local_peer: libp2p::PeerId,
     leases: sled::Tree,
+    /// Blobs brought in for jobs, deleted when their jobs are closed or dropped.
+    blobs: JobBlobs,
     config: WorkerConfig,
     /// Fraction of full heat, in thousandths, sent along with lease requests.
     demand_permille: u16,
@@ -113,6 +119,9 @@ pub struct Worker {
     max_slots: usize,
     events: mpsc::Receiver<WorkerEvent>,
     known: HashMap<blake3::Hash, KnownJob>,
+    /// Jobs declined as beyond this radiator's limits: never asked for again, however often
+    /// they are announced. At most [`MAX_KNOWN_JOBS`]; the oldest is forgotten first.
+    declined: std::collections::VecDeque<blake3::Hash>,
     running: usize,
     /// Shard tasks in flight; aborted and awaited on shutdown so nothing outlives the node.
     tasks: JoinSet<(blake3::Hash, Outcome)>,
@@ -146,6 +155,7 @@ impl Worker {
                 local,
                 local_peer,
                 leases: db.open_tree("worker/leases")?,
+                blobs: JobBlobs::open(db)?,
                 config,
                 demand_permille: 0,
                 meter,
@@ -154,6 +164,7 @@ impl Worker {
             max_slots: max_slots.max(1),
             events,
             known: HashMap::new(),
+            declined: std::collections::VecDeque::new(),
             running: 0,
             tasks: JoinSet::new(),
         })
@@ -192,7 +203,9 @@ impl Worker {
     fn on_event(&mut self, ev: WorkerEvent) {
         match ev {
             WorkerEvent::Announced { job, coordinator } => {
-                if self.known.len() >= MAX_KNOWN_JOBS && !self.known.contains_key(&job) {
+                if self.known.len() >= MAX_KNOWN_JOBS && !self.known.contains_key(&job)
+                    || self.declined.contains(&job)
+                {
                     return;
                 }
                 self.known.entry(job).or_insert_with(|| {
@@ -206,10 +219,22 @@ impl Worker {
             }
             WorkerEvent::Closed { job, from } => {
                 if self.known.get(&job).is_some_and(|k| k.coordinator == from) {
-                    self.known.remove(&job);
+                    self.forget(job);
                 }
             }
         }
+    }
+
+    /// Stops tracking `job` and deletes, off this task, the blobs fetched for it that no
+    /// other job uses (see `jobs::gc`).
+    fn forget(&mut self, job: blake3::Hash) {
+        self.known.remove(&job);
+        let (blobs, store) = (self.ctx.blobs.clone(), self.ctx.store.clone());
+        tokio::task::spawn_blocking(move || match blobs.release(&store, &job) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(job = %job, "deleted {n} blobs the job no longer needs"),
+            Err(e) => tracing::warn!(job = %job, "could not delete the job's blobs: {e}"),
+        });
     }
 
     fn on_done(&mut self, job: blake3::Hash, outcome: Outcome) {
@@ -230,16 +255,24 @@ impl Worker {
                 k.unreachable_since = None;
                 if retry_after.is_zero() {
                     tracing::info!(job = %job, ?reason, "coordinator has no more work for us");
-                    self.known.remove(&job);
+                    self.forget(job);
                 } else {
                     k.next_try = Instant::now() + retry_after;
                 }
+            }
+            Outcome::Declined(reason) => {
+                tracing::info!(job = %job, "declined: {reason}");
+                self.forget(job);
+                if self.declined.len() >= MAX_KNOWN_JOBS {
+                    self.declined.pop_front();
+                }
+                self.declined.push_back(job);
             }
             Outcome::Unreachable(e) => {
                 let since = *k.unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= give_up {
                     tracing::warn!(job = %job, "coordinator unreachable for {give_up:?} ({e}); dropping the job");
-                    self.known.remove(&job);
+                    self.forget(job);
                 } else {
                     k.next_try = Instant::now() + Duration::from_secs(1);
                 }
@@ -272,8 +305,31 @@ impl Worker {
         }
     }
 
-    /// Picks up leases that were being worked when the node stopped.
+    /// Picks up leases that were being worked when the node stopped, and asks again about
+    /// every other job whose blobs are still held: a job that closed while this node was
+    /// offline then answers "complete" (or stays unreachable) and its blobs are deleted.
     fn resume(&mut self) {
+        self.resume_leases();
+        let earlier = match self.ctx.blobs.jobs() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!("could not list the blobs of earlier jobs: {e}");
+                return;
+            }
+        };
+        for (job, coordinator) in earlier {
+            if self.known.len() >= MAX_KNOWN_JOBS {
+                break;
+            }
+            self.known.entry(job).or_insert(KnownJob {
+                coordinator,
+                next_try: Instant::now(),
+                unreachable_since: None,
+            });
+        }
+    }
+
+    fn resume_leases(&mut self) {
         for item in self.ctx.leases.iter() {
             let Ok((key, value)) = item else { continue };
             let saved: Option<SavedLease> = serde_json::from_slice(&value).ok();
@@ -301,11 +357,8 @@ impl Worker {
             self.running += 1;
             let ctx = self.ctx.clone();
             self.tasks.spawn(async move {
-                let outcome = match ctx.work(coordinator, lease).await {
-                    Ok(()) => Outcome::Worked,
-                    Err(e) => Outcome::Unreachable(e.to_string()),
-                };
-                (job, outcome)
+                let result = ctx.work(coordinator, lease).await;
+                (job, ctx.outcome(job, coordinator, result).await)
             });
         }
     }
@@ -329,17 +382,6 @@ impl Ctx {
             .map_err(|e| JobError::Network(format!("coordinator sent an unreadable answer: {e}")))
     }
 
-    async fn fetch(&self, hash: blake3::Hash, from: libp2p::PeerId) -> Result<(), JobError> {
-        if self.store.has(&hash)? {
-            return Ok(());
-        }
-        let hint = (from != self.local_peer).then_some(from);
-        self.net
-            .fetch_blob(hash, hint)
-            .await
-            .map_err(|e| JobError::Network(format!("fetching {}: {e}", hash.to_hex())))
-    }
-
     async fn lease_and_work(&self, job: blake3::Hash, coordinator: libp2p::PeerId) -> Outcome {
         let request = Request::Lease {
             job,
@@ -348,10 +390,8 @@ impl Ctx {
         };
         match self.ask(coordinator, request).await {
             Ok(Response::Leased(lease)) if lease.job == job => {
-                match self.work(coordinator, lease).await {
-                    Ok(()) => Outcome::Worked,
-                    Err(e) => Outcome::Unreachable(e.to_string()),
-                }
+                let result = self.work(coordinator, lease).await;
+                self.outcome(job, coordinator, result).await
             }
             Ok(Response::Denied {
                 reason,
@@ -368,6 +408,70 @@ impl Ctx {
                 Outcome::Unreachable(format!("unexpected answer to a lease request: {other:?}"))
             }
             Err(e) => Outcome::Unreachable(e.to_string()),
+        }
+    }
+
+    /// What a worked lease comes to. A job beyond this radiator's limits is declined: the
+    /// coordinator is told why (and passes it on to the submitter), and the job is dropped.
+    async fn outcome(
+        &self,
+        job: blake3::Hash,
+        coordinator: libp2p::PeerId,
+        result: Result<(), JobError>,
+    ) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Worked,
+            Err(JobError::BeyondLimits(reason)) => {
+                let request = Request::Decline {
+                    job,
+                    reason: reason.clone(),
+                };
+                if let Err(e) = self.ask(coordinator, request).await {
+                    // The job is declined here all the same; the lease simply expires.
+                    tracing::debug!(job = %job, "could not tell the coordinator: {e}");
+                }
+                Outcome::Declined(reason)
+            }
+            Err(e) => Outcome::Unreachable(e.to_string()),
+        }
+    }
+
+    /// Fetches a blob of at most `max_len` bytes. A longer one is refused before any of its
+    /// bytes is fetched, and the job is declined as beyond this radiator's limits.
+    ///
+    /// The blob is recorded as used by `job` (brought in if it was not held), so it is
+    /// deleted once the job is closed or dropped; not for this household's own jobs.
+    async fn fetch_within(
+        &self,
+        job: &blake3::Hash,
+        hash: blake3::Hash,
+        from: libp2p::PeerId,
+        max_len: u64,
+        what: &str,
+    ) -> Result<(), JobError> {
+        let own_job = from == self.local_peer;
+        // A blob already held (the submitter's own) is checked against the limit too.
+        if let Some(len) = self.store.len(&hash)? {
+            if len > max_len {
+                return Err(too_big(what, len, max_len));
+            }
+            if !own_job {
+                self.blobs.record(job, &from, &hash, false)?;
+            }
+            return Ok(());
+        }
+        // Recorded before fetching, so a blob that arrives is never left unrecorded.
+        if !own_job {
+            self.blobs.record(job, &from, &hash, true)?;
+        }
+        let hint = (!own_job).then_some(from);
+        match self.net.fetch_blob_within(hash, hint, max_len).await {
+            Ok(()) => Ok(()),
+            Err(NetError::BlobTooLarge { len, .. }) => Err(too_big(what, len, max_len)),
+            Err(e) => Err(JobError::Network(format!(
+                "fetching {}: {e}",
+                hash.to_hex()
+            ))),
         }
     }
 
@@ -393,7 +497,14 @@ impl Ctx {
     async fn run_shard(&self, coordinator: libp2p::PeerId, lease: &Lease) -> Result<(), JobError> {
         let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
         let _enter = span.enter();
-        self.fetch(lease.job, coordinator).await?;
+        self.fetch_within(
+            &lease.job,
+            lease.job,
+            coordinator,
+            MAX_MANIFEST_BYTES as u64,
+            "manifest",
+        )
+        .await?;
         let manifest = JobManifest::from_bytes(&self.store.get_bytes(&lease.job)?)
             .map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
         if manifest.id() != lease.job {
@@ -410,9 +521,51 @@ impl Ctx {
             .inputs
             .get(lease.shard as usize)
             .ok_or_else(|| JobError::Invalid(format!("the job has no shard {}", lease.shard)))?;
-        self.fetch(manifest.module, coordinator).await?;
-        self.fetch(input_hash, coordinator).await?;
+        // The radiator's own limits, checked as soon as the manifest is known and before
+        // anything else is fetched: a manifest may ask for less, never for more.
+        let own = self.executor.limits();
+        if manifest.limits.memory_bytes > own.memory_per_shard {
+            return Err(JobError::BeyondLimits(format!(
+                "the job asks for {} MiB of memory per shard; this radiator allows at most {} MiB",
+                manifest.limits.memory_bytes >> 20,
+                own.memory_per_shard >> 20
+            )));
+        }
+        self.fetch_within(
+            &lease.job,
+            manifest.module,
+            coordinator,
+            own.module_bytes,
+            "module",
+        )
+        .await?;
+        // Compile (or find compiled) now, before the input is fetched and before the meter
+        // starts: a module beyond this radiator's shape or compile-time limits is declined
+        // here, and compiling is not shard execution. Other errors surface again from `run`
+        // below and are reported as the shard's failure.
         let module = self.store.get_bytes(&manifest.module)?;
+        let (executor, module_hash) = (self.executor.clone(), manifest.module);
+        let (module, prepared) = tokio::task::spawn_blocking(move || {
+            let prepared = executor.prepare(&module_hash, &module);
+            (module, prepared)
+        })
+        .await
+        .map_err(|e| JobError::Invalid(format!("the compile thread died: {e}")))?;
+        match prepared {
+            Err(e) if e.exceeds_radiator_limits() => {
+                return Err(JobError::BeyondLimits(e.to_string()))
+            }
+            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
+            _ => {}
+        }
+        self.fetch_within(
+            &lease.job,
+            input_hash,
+            coordinator,
+            own.input_bytes,
+            "shard input",
+        )
+        .await?;
         let input = self.store.get_bytes(&input_hash)?;
         let limits = Limits {
             fuel: manifest.limits.fuel_per_shard,
@@ -435,6 +588,12 @@ impl Ctx {
             outcome.map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
         let out = match outcome {
             Ok(out) => out,
+            // Beyond this radiator (module shape, compile time): not the shard's fault.
+            Err(e) if e.exceeds_radiator_limits() => {
+                return Err(JobError::BeyondLimits(e.to_string()))
+            }
+            // Earlier over-long compilations still running here: try again later.
+            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
             Err(e) => {
                 tracing::info!("shard failed: {e}");
                 let request = Request::Failure {
@@ -451,7 +610,15 @@ impl Ctx {
         if self.config.cheat {
             output.extend_from_slice(b"forged");
         }
-        let output_hash = self.store.put_bytes(&output)?;
+        // An output for another household's job is not this household's to keep: it goes
+        // with the job (`jobs::gc`). For its own jobs the household keeps it.
+        let output_hash = if coordinator == self.local_peer {
+            self.store.put_bytes(&output)?
+        } else {
+            let hash = self.store.put_bytes_unkept(&output)?;
+            self.blobs.record(&lease.job, &coordinator, &hash, true)?;
+            hash
+        };
         if let Err(e) = self.net.provide(output_hash).await {
             tracing::debug!("could not advertise output: {e}");
         }
@@ -486,4 +653,10 @@ impl Ctx {
             ))),
         }
     }
+}
+
+fn too_big(what: &str, len: u64, max: u64) -> JobError {
+    JobError::BeyondLimits(format!(
+        "the {what} is {len} bytes; this radiator accepts at most {max} (it was not fetched)"
+    ))
 }

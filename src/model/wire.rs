@@ -174,6 +174,11 @@ pub enum Request {
         nonce: [u8; 16],
         reason: String,
     },
+    /// A radiator will not work this job at all: it is beyond the radiator's own limits
+    /// (memory, module or input size, module shape, compile time). The coordinator shows the
+    /// reason to the submitter and the radiator stops asking for the job. (Tag 6; tag 5 is
+    /// reserved for lease renewal.)
+    Decline { job: blake3::Hash, reason: String },
 }
 
 /// Why a coordinator gives no work: always said, never silent.
@@ -300,6 +305,9 @@ impl Request {
                     .raw(nonce)
                     .str(reason_text(reason));
             }
+            Request::Decline { job, reason } => {
+                w.u8(6).hash(job).str(reason_text(reason));
+            }
         }
         w.into_bytes()
     }
@@ -318,6 +326,10 @@ impl Request {
                 job: r.hash("job id")?,
                 shard: r.u32("shard")?,
                 nonce: r.array("nonce")?,
+                reason: r.str(MAX_REASON, "reason")?.to_string(),
+            },
+            6 => Request::Decline {
+                job: r.hash("job id")?,
                 reason: r.str(MAX_REASON, "reason")?.to_string(),
             },
             tag => {
@@ -451,6 +463,11 @@ mod tests {
                 nonce: [3; 16],
                 reason: "out of fuel".into(),
             },
+            Request::Decline {
+                job,
+                reason: "the job asks for 4096 MiB of memory per shard; this radiator allows 1024"
+                    .into(),
+            },
         ] {
             assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
         }
@@ -476,6 +493,24 @@ mod tests {
             } else {
                 assert_eq!(back, resp);
             }
+        }
+    }
+
+    #[test]
+    fn decline_has_tag_6_and_a_bounded_reason() {
+        let job = blake3::hash(b"j");
+        let bytes = Request::Decline {
+            job,
+            reason: "é".repeat(MAX_REASON),
+        }
+        .to_bytes();
+        assert_eq!(bytes[0], 6);
+        match Request::from_bytes(&bytes).unwrap() {
+            Request::Decline { job: j, reason } => {
+                assert_eq!(j, job);
+                assert!(reason.len() <= MAX_REASON && reason.starts_with('é'));
+            }
+            other => panic!("decoded as {other:?}"),
         }
     }
 

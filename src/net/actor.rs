@@ -88,7 +88,8 @@ struct PeerState {
 
 /// One blob being fetched.
 struct Fetch {
-    waiters: Vec<oneshot::Sender<Result<(), NetError>>>,
+    /// Callers waiting, each with the longest blob it accepts.
+    waiters: Vec<(oneshot::Sender<Result<(), NetError>>, u64)>,
     /// Providers still to try, hint first.
     candidates: VecDeque<PeerId>,
     /// Every peer ever queued, so providers reported twice are tried once.
@@ -336,7 +337,12 @@ impl Actor {
                 let id = self.swarm.behaviour_mut().control.send_request(&peer, data);
                 self.pending_requests.insert(id, reply);
             }
-            Command::FetchBlob { hash, hint, reply } => self.start_fetch(hash, hint, reply),
+            Command::FetchBlob {
+                hash,
+                hint,
+                max_len,
+                reply,
+            } => self.start_fetch(hash, hint, max_len, reply),
             Command::Provide { hash, reply } => {
                 let res = match self.store.has(&hash) {
                     Ok(true) => {
@@ -992,8 +998,21 @@ impl Actor {
         &mut self,
         hash: blake3::Hash,
         hint: Option<PeerId>,
+        max_len: u64,
         reply: oneshot::Sender<Result<(), NetError>>,
     ) {
+        // A blob already held is not fetched, so its length is checked here instead.
+        match self.store.len(&hash) {
+            Ok(Some(len)) if len > max_len => {
+                let _ = reply.send(Err(too_large(hash, len, max_len)));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Store(e.to_string())));
+                return;
+            }
+        }
         match self.store.has(&hash) {
             Ok(true) => {
                 let _ = reply.send(Ok(()));
@@ -1010,7 +1029,11 @@ impl Actor {
                 let _ = reply.send(Err(NetError::Busy("callers waiting for this blob")));
                 return;
             }
-            f.waiters.push(reply);
+            if let Some(len) = f.outboard.as_ref().map(|o| o.len).filter(|l| *l > max_len) {
+                let _ = reply.send(Err(too_large(hash, len, max_len)));
+                return;
+            }
+            f.waiters.push((reply, max_len));
             if let Some(h) = hint {
                 self.add_candidates(hash, [h]);
                 self.advance_fetch(hash);
@@ -1031,7 +1054,7 @@ impl Actor {
         self.fetches.insert(
             hash,
             Fetch {
-                waiters: vec![reply],
+                waiters: vec![(reply, max_len)],
                 candidates: VecDeque::new(),
                 seen: HashSet::new(),
                 banned: HashSet::new(),
@@ -1187,6 +1210,27 @@ impl Actor {
                 if !outboard.verify(&hash) {
                     return self.drop_provider(hash, peer, true);
                 }
+                // The verified outboard fixes the length (to within its last chunk group,
+                // which `put_chunk` then pins): refuse callers whose limit it exceeds now,
+                // before a single chunk is asked for.
+                let (fits, over): (Vec<_>, Vec<_>) = std::mem::take(&mut f.waiters)
+                    .into_iter()
+                    .partition(|(_, max)| len <= *max);
+                f.waiters = fits;
+                for (w, max) in over {
+                    let _ = w.send(Err(too_large(hash, len, max)));
+                }
+                if f.waiters.is_empty() {
+                    info!(blob = %hash, len, "blob over every waiting caller's limit; not fetched");
+                    return self.finish_fetch(
+                        hash,
+                        Err(NetError::BlobTooLarge {
+                            hash: hash.to_hex().to_string(),
+                            len,
+                            max: 0,
+                        }),
+                    );
+                }
                 match self.store.begin_import(&hash, &outboard) {
                     Ok(import) => {
                         f.pending = import.missing().into();
@@ -1257,7 +1301,7 @@ impl Actor {
         if let Err(e) = &result {
             warn!(blob = %hash, "blob fetch failed: {e}");
         }
-        for w in f.waiters {
+        for (w, _) in f.waiters {
             let _ = w.send(result.clone());
         }
     }
@@ -1301,6 +1345,14 @@ fn serve_blob(store: &Store, req: BlobRequest, fault: &FaultInjection) -> BlobRe
                 Err(e) => internal(&e),
             }
         }
+    }
+}
+
+fn too_large(hash: blake3::Hash, len: u64, max: u64) -> NetError {
+    NetError::BlobTooLarge {
+        hash: hash.to_hex().to_string(),
+        len,
+        max,
     }
 }
 

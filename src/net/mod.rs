@@ -253,6 +253,11 @@ pub enum NetError {
     /// No peer could supply a verified copy of the blob.
     #[error("no reachable peer could supply blob {0}")]
     BlobUnavailable(String),
+    /// The blob is longer than the caller accepts; none of its bytes was fetched.
+    #[error(
+        "blob {hash} is {len} bytes, over this radiator's limit of {max} bytes; it was not fetched"
+    )]
+    BlobTooLarge { hash: String, len: u64, max: u64 },
     /// The blob is not in the local store, so it cannot be provided.
     #[error("blob {0} is not in the local store, so it cannot be offered to peers")]
     NotHeld(String),
@@ -368,6 +373,8 @@ enum Command {
     FetchBlob {
         hash: blake3::Hash,
         hint: Option<PeerId>,
+        /// Longest blob this caller accepts, in bytes.
+        max_len: u64,
         reply: oneshot::Sender<Result<(), NetError>>,
     },
     Provide {
@@ -468,8 +475,26 @@ impl Network {
         hash: blake3::Hash,
         hint: Option<PeerId>,
     ) -> Result<(), NetError> {
-        self.call(|reply| Command::FetchBlob { hash, hint, reply })
-            .await?
+        self.fetch_blob_within(hash, hint, crate::store::MAX_BLOB_LEN)
+            .await
+    }
+
+    /// Like [`Network::fetch_blob`], for a blob of at most `max_len` bytes. The blob's length
+    /// is learned from the provider's first answer (its outboard), and a longer blob is
+    /// refused with [`NetError::BlobTooLarge`] there, before any of its bytes is fetched.
+    pub async fn fetch_blob_within(
+        &self,
+        hash: blake3::Hash,
+        hint: Option<PeerId>,
+        max_len: u64,
+    ) -> Result<(), NetError> {
+        self.call(|reply| Command::FetchBlob {
+            hash,
+            hint,
+            max_len,
+            reply,
+        })
+        .await?
     }
 
     /// Announce that this node holds `hash` (it must be in the store). Returns once the

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -17,6 +18,7 @@ use super::{hex_of, Outboard, StoreError, CHUNK_SIZE, MAX_BLOB_LEN, MAX_GET_BYTE
 const BLOBS_TREE: &str = "store/blobs";
 const PARTIAL_TREE: &str = "store/partial";
 const CHUNKS_TREE: &str = "store/chunks";
+const KEPT_TREE: &str = "store/kept";
 
 /// Cheap, cloneable handle on the content store (sled trees are reference counted).
 ///
@@ -29,10 +31,16 @@ pub struct Store {
     blobs: Tree,
     partial: Tree,
     chunks: Tree,
+    /// Blobs this node stored itself with `put_bytes` / `put_file` (the household's own
+    /// data): [`Store::delete_unless_kept`] never removes them.
+    kept: Tree,
     /// Serialises the structural steps (start of an import, storing a group, making a blob
     /// visible, deleting) so a delete cannot interleave with them and leave a visible blob
     /// with missing groups or orphan groups nobody will clean up. Hashing happens outside it.
     lock: Arc<Mutex<()>>,
+    /// Most bytes of blobs (complete and partial) an import from a peer may bring the store
+    /// to; `u64::MAX` (the default) means no quota. Shared by every clone of the handle.
+    quota: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -74,8 +82,33 @@ impl Store {
             blobs: db.open_tree(BLOBS_TREE)?,
             partial: db.open_tree(PARTIAL_TREE)?,
             chunks: db.open_tree(CHUNKS_TREE)?,
+            kept: db.open_tree(KEPT_TREE)?,
             lock: Arc::new(Mutex::new(())),
+            quota: Arc::new(AtomicU64::new(u64::MAX)),
         })
+    }
+
+    /// Sets the disk quota: an import from a peer ([`Store::begin_import`]) that would take
+    /// the blobs stored past `bytes` is refused with [`StoreError::QuotaExceeded`]. Blobs
+    /// this node creates itself (`put_bytes`, `put_file`) count towards it but are not
+    /// refused. Applies to every clone of this handle.
+    pub fn set_quota(&self, bytes: u64) {
+        self.quota.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of blob data stored, complete blobs and partial imports at their full length
+    /// (what they take once finished). Reads every outboard: linear in the number of blobs.
+    pub fn usage(&self) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for tree in [&self.blobs, &self.partial] {
+            for value in tree.iter().values() {
+                // A damaged outboard counts as nothing here; reads of it remove it.
+                if let Ok(ob) = Outboard::from_bytes(&value?) {
+                    total = total.saturating_add(ob.len);
+                }
+            }
+        }
+        Ok(total)
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -85,8 +118,17 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stores `data` and returns its blake3 hash. Storing a blob twice is a no-op.
+    /// Stores `data` as this node's own (kept: see [`Store::delete_unless_kept`]) and returns
+    /// its blake3 hash. Storing a blob twice stores nothing more.
     pub fn put_bytes(&self, data: &[u8]) -> Result<blake3::Hash, StoreError> {
+        let hash = self.put_bytes_unkept(data)?;
+        self.kept.insert(hash.as_bytes(), &[])?;
+        Ok(hash)
+    }
+
+    /// Stores `data` made for someone else (a shard output for another household's job),
+    /// without marking it kept, and returns its blake3 hash.
+    pub fn put_bytes_unkept(&self, data: &[u8]) -> Result<blake3::Hash, StoreError> {
         if data.len() as u64 > MAX_BLOB_LEN {
             return Err(StoreError::BlobTooBig {
                 len: data.len() as u64,
@@ -98,7 +140,7 @@ impl Store {
         if self.has(&hash)? {
             return Ok(hash);
         }
-        let mut import = self.start_import(&hash, &outboard)?;
+        let mut import = self.start_import(&hash, &outboard, false)?;
         for index in import.missing() {
             let start = index as usize * CHUNK_SIZE;
             let group = &data[start..start + outboard.chunk_len(index)];
@@ -111,7 +153,14 @@ impl Store {
     /// Stores the file at `path` and returns its blake3 hash, in two passes (hash, then
     /// store) so at most two chunk groups are in memory. Each group is verified again in the
     /// second pass, so a file modified in between gives [`StoreError::FileChanged`].
+    /// The blob is this node's own (kept).
     pub fn put_file(&self, path: &Path) -> Result<blake3::Hash, StoreError> {
+        let hash = self.put_file_unkept(path)?;
+        self.kept.insert(hash.as_bytes(), &[])?;
+        Ok(hash)
+    }
+
+    fn put_file_unkept(&self, path: &Path) -> Result<blake3::Hash, StoreError> {
         let file_err = |source| StoreError::File {
             path: path.to_path_buf(),
             source,
@@ -132,7 +181,7 @@ impl Store {
         if self.has(&hash)? {
             return Ok(hash);
         }
-        let mut import = self.start_import(&hash, &outboard)?;
+        let mut import = self.start_import(&hash, &outboard, false)?;
         file.seek(SeekFrom::Start(0)).map_err(file_err)?;
         let mut buf = vec![0u8; CHUNK_SIZE];
         for index in 0..outboard.chunk_count() {
@@ -236,8 +285,20 @@ impl Store {
         self.remove_locked(hash)
     }
 
+    /// Deletes the blob unless this node stored it itself with `put_bytes` or `put_file`
+    /// (then it is the household's own data, kept whoever else used it). Returns whether
+    /// anything was deleted. Garbage collection of fetched blobs uses this.
+    pub fn delete_unless_kept(&self, hash: &blake3::Hash) -> Result<bool, StoreError> {
+        let _guard = self.lock();
+        if self.kept.contains_key(hash.as_bytes())? {
+            return Ok(false);
+        }
+        self.remove_locked(hash)
+    }
+
     fn remove_locked(&self, hash: &blake3::Hash) -> Result<bool, StoreError> {
         let key = hash.as_bytes();
+        self.kept.remove(key)?;
         let (blob, partial) = tx_result(
             (&self.blobs, &self.partial).transaction(|(b, p)| Ok((b.remove(key)?, p.remove(key)?))),
         )?;
@@ -321,11 +382,17 @@ impl Store {
         if !outboard.verify(hash) {
             return Err(StoreError::BadOutboard);
         }
-        self.start_import(hash, outboard)
+        self.start_import(hash, outboard, true)
     }
 
     /// [`Store::begin_import`] for an outboard already known to match `hash`.
-    fn start_import(&self, hash: &blake3::Hash, outboard: &Outboard) -> Result<Import, StoreError> {
+    /// `quota`: refuse a new import that would take the store past its quota.
+    fn start_import(
+        &self,
+        hash: &blake3::Hash,
+        outboard: &Outboard,
+        quota: bool,
+    ) -> Result<Import, StoreError> {
         let count = outboard.chunk_count() as usize;
         let mut import = Import {
             store: self.clone(),
@@ -340,6 +407,22 @@ impl Store {
                 import.already_complete = true;
                 import.present = vec![true; count];
                 return Ok(import);
+            }
+            // A new import must fit the quota; one being resumed is already counted.
+            let quota = if quota {
+                self.quota.load(Ordering::Relaxed)
+            } else {
+                u64::MAX
+            };
+            if quota != u64::MAX && !self.partial.contains_key(hash.as_bytes())? {
+                let used = self.usage()?;
+                if used.saturating_add(outboard.len) > quota {
+                    return Err(StoreError::QuotaExceeded {
+                        len: outboard.len,
+                        used,
+                        quota,
+                    });
+                }
             }
             let encoded = outboard.to_bytes();
             // Two valid outboards for one hash would be a blake3 collision, so a different

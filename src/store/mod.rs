@@ -91,6 +91,16 @@ pub enum StoreError {
         /// The limit, [`MAX_BLOB_LEN`].
         max: u64,
     },
+    /// Storing the blob would take the store past its disk quota.
+    #[error("a blob of {len} bytes does not fit this radiator's store quota ({used} of {quota} bytes used); it was not fetched")]
+    QuotaExceeded {
+        /// Length of the refused blob.
+        len: u64,
+        /// Bytes stored now.
+        used: u64,
+        /// The quota, `[limits] store_mib`.
+        quota: u64,
+    },
     /// A chunk group index past the end of the blob was asked for.
     #[error("blob {hash} has {count} pieces; piece {index} does not exist")]
     NoSuchChunk {
