@@ -525,11 +525,13 @@ async fn jobs_beyond_the_radiators_limits_are_declined_and_the_submitter_sees_wh
         // `hearth job status` reads this API: every job waits, declined by all three
         // households, with the reason.
         let http = reqwest::Client::new();
+        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
         for (id, expect) in &jobs {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             loop {
                 let view: serde_json::Value = http
                     .get(format!("http://{}/v1/jobs/{}", sub.api_addr, id.to_hex()))
+                    .bearer_auth(token.trim())
                     .send()
                     .await
                     .unwrap()

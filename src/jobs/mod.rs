@@ -11,6 +11,7 @@
 pub mod assemble;
 pub mod build;
 pub mod coordinator;
+pub mod credit;
 mod gc;
 pub mod local;
 pub mod route;

@@ -34,9 +34,13 @@ pub use demand::Warmth;
 use shard::free_replicas;
 pub use shard::{
     decide, replicas_needed, Decision, FailureRec, JobBook, JobStatus, LeaseRec, Outcome,
-    ShardBook, MAX_REPLICAS,
+    ShardBook, ShardCredit, MAX_REPLICAS,
 };
 pub use verify::{Finish, Settlement};
+
+/// How far a worker's clock may be from the coordinator's when a claim's window is checked
+/// against its lease. Radiators keep NTP time; a minute is far more than NTP leaves.
+pub const CLOCK_SKEW_MS: u64 = 60_000;
 
 /// Lease timing, fixed per coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +147,7 @@ impl Book {
     pub fn new_job(manifest: JobManifest, now_ms: u64) -> JobBook {
         let shards = vec![ShardBook::default(); manifest.inputs.len()];
         JobBook {
+            rates: Default::default(),
             declined: Vec::new(),
             manifest,
             status: JobStatus::Running,
@@ -187,6 +192,12 @@ impl Book {
         };
         if let Some((index, state)) = update.shard {
             if let Some(s) = job.shards.get_mut(index as usize) {
+                if let (None, Some(credit), Some(outcome)) =
+                    (s.credit, state.credit, state.verified)
+                {
+                    job.rates
+                        .record(crate::jobs::credit::rate(credit.reference_mj, outcome.fuel));
+                }
                 *s = state;
             }
         }
@@ -412,6 +423,24 @@ impl Book {
                     .into(),
             ));
         };
+        // The record's window must lie within the lease it answers: the shard cannot have
+        // started before the lease was granted nor ended after the claim arrived (give or
+        // take the clocks' skew). Its energy is already bounded by MAX_WATTS over that window
+        // (`Claim::verify`), so no claim can carry more than a radiator could draw while
+        // it held the lease.
+        let lease = &shard.leases[pos];
+        if rec.start_ms.saturating_add(CLOCK_SKEW_MS) < lease.granted_ms
+            || rec.end_ms > now_ms.saturating_add(CLOCK_SKEW_MS)
+        {
+            return Err(reject(format!(
+                "the claim's window ({}..{} ms) falls outside its lease ({}..{} ms, ± {} s of clock skew)",
+                rec.start_ms,
+                rec.end_ms,
+                lease.granted_ms,
+                now_ms,
+                CLOCK_SKEW_MS / 1000
+            )));
+        }
         let mut next = shard.clone();
         next.leases.remove(pos);
         next.leases.retain(|l| l.deadline_ms > now_ms);

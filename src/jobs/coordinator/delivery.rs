@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use crate::identity::Identity;
-use crate::model::receipt::{Claim, Receipt, ReceiptError};
+use crate::model::receipt::{Claim, CreditTerms, Receipt, ReceiptError};
 use crate::model::wire::{Request, Response};
 use crate::net::Network;
 
@@ -19,8 +19,12 @@ use crate::jobs::JobError;
 pub const MAX_DELIVERIES_PER_ROUND: usize = 256;
 
 /// Countersigns a claim with the submitter's key: the only place a receipt is made.
-pub fn countersign(identity: &Identity, claim: Claim) -> Result<Receipt, ReceiptError> {
-    claim.countersign(identity)
+pub fn countersign(
+    identity: &Identity,
+    claim: Claim,
+    terms: CreditTerms,
+) -> Result<Receipt, ReceiptError> {
+    claim.countersign(identity, terms)
 }
 
 pub struct Outbox {
@@ -135,7 +139,8 @@ mod tests {
             end_ms: 2,
             nonce: [0; 16],
         };
-        countersign(submitter, Claim::sign(record, worker).unwrap()).unwrap()
+        let terms = CreditTerms::claimed(&record, 2, 2);
+        countersign(submitter, Claim::sign(record, worker).unwrap(), terms).unwrap()
     }
 
     /// A receipt leaves the outbox only when its worker answers `ReceiptStored`; an `Error`

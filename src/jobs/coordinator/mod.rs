@@ -475,8 +475,13 @@ impl Coordinator {
         };
         let mut signed = Vec::new();
         let mut receipts = Vec::new();
-        for (i, claim) in &settlement.winners {
-            let receipt = match delivery::countersign(&self.identity, claim.clone()) {
+        for (i, claim, terms) in &settlement.winners {
+            if terms.credited_mj < claim.record.energy_mj {
+                tracing::warn!(job = %job, shard, household = %claim.record.worker,
+                    claimed_mj = claim.record.energy_mj, credited_mj = terms.credited_mj,
+                    "claimed energy above the replicas' reference; credit capped");
+            }
+            let receipt = match delivery::countersign(&self.identity, claim.clone(), *terms) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(job = %job, shard, "cannot countersign a claim: {e}; it stays pending");

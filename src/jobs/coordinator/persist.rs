@@ -21,7 +21,9 @@ use crate::identity::PublicKey;
 use crate::model::receipt::Claim;
 use crate::model::JobManifest;
 
-use super::book::{FailureRec, JobBook, JobStatus, LeaseRec, Outcome, ShardBook, Update};
+use super::book::{
+    FailureRec, JobBook, JobStatus, LeaseRec, Outcome, ShardBook, ShardCredit, Update,
+};
 use crate::jobs::JobError;
 
 #[derive(Serialize, Deserialize)]
@@ -70,6 +72,9 @@ struct StoredShard {
     verified: Option<StoredOutcome>,
     settled: Vec<u32>,
     failed: Option<String>,
+    /// Set when verified: (reference energy in mJ, agreeing, replicas).
+    #[serde(default)]
+    credit: Option<(u64, u8, u8)>,
 }
 
 fn shard_key(job: &blake3::Hash, index: u32) -> [u8; 36] {
@@ -106,6 +111,7 @@ fn encode_shard(s: &ShardBook) -> Vec<u8> {
         }),
         settled: s.settled.clone(),
         failed: s.failed.clone(),
+        credit: s.credit.map(|c| (c.reference_mj, c.agreeing, c.replicas)),
     };
     // Serialising plain strings and numbers cannot fail.
     serde_json::to_vec(&stored).unwrap_or_default()
@@ -154,6 +160,13 @@ fn decode_shard(bytes: &[u8]) -> Result<ShardBook, String> {
     }
     shard.settled = s.settled;
     shard.failed = s.failed;
+    shard.credit = s
+        .credit
+        .map(|(reference_mj, agreeing, replicas)| ShardCredit {
+            reference_mj,
+            agreeing,
+            replicas,
+        });
     Ok(shard)
 }
 
@@ -221,6 +234,11 @@ impl Persist {
             jobs.push((
                 id,
                 JobBook {
+                    rates: crate::jobs::credit::JobRates::from_shards(
+                        shards
+                            .iter()
+                            .filter_map(|s| Some((s.credit?.reference_mj, s.verified?.fuel))),
+                    ),
                     manifest,
                     status: meta.status,
                     submitted_ms: meta.submitted_ms,
@@ -405,6 +423,11 @@ mod tests {
             }),
             settled: vec![0],
             failed: None,
+            credit: Some(ShardCredit {
+                reference_mj: 7,
+                agreeing: 1,
+                replicas: 1,
+            }),
         };
         let update = Update {
             job: Some(id),

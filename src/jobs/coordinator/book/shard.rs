@@ -59,6 +59,19 @@ pub struct ShardBook {
     /// (losers). Indices into `claims`.
     pub settled: Vec<u32>,
     pub failed: Option<String>,
+    /// Fixed when the shard is verified: what its receipts' credit terms are computed from.
+    pub credit: Option<ShardCredit>,
+}
+
+/// The evidence a verified shard's credit is bounded by (`jobs::credit`), and the vote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardCredit {
+    /// The shard's reference energy, mJ: each claim is credited at most
+    /// `HARDWARE_SPREAD` × this.
+    pub reference_mj: u64,
+    /// The vote that verified the shard: households agreeing, of claims held.
+    pub agreeing: u8,
+    pub replicas: u8,
 }
 
 impl ShardBook {
@@ -81,6 +94,9 @@ impl ShardBook {
 /// A job in the book.
 #[derive(Clone, Debug)]
 pub struct JobBook {
+    /// The reference rates of the job's verified shards, for the credit bound's floor.
+    /// Kept in memory only: rebuilt from the shards' stored credit when loaded.
+    pub rates: crate::jobs::credit::JobRates,
     pub manifest: JobManifest,
     pub status: JobStatus,
     pub submitted_ms: u64,

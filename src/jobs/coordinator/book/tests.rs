@@ -263,11 +263,11 @@ fn the_winner_is_the_decided_output_and_fuel_not_the_first_matching_output() {
     assert!(f.fetched(&actions));
     assert_eq!(f.shard(0).verified.unwrap().fuel, 10);
     let s = f.book.settlement(&f.id, 0).unwrap();
-    let paid: Vec<PublicKey> = s.winners.iter().map(|(_, c)| c.record.worker).collect();
+    let paid: Vec<PublicKey> = s.winners.iter().map(|(_, c, _)| c.record.worker).collect();
     assert_eq!(paid, vec![household(2).public(), household(3).public()]);
     assert_eq!(s.losers.len(), 1);
     assert_eq!(s.losers[0].1.record.worker, household(1).public());
-    let signed: Vec<u32> = s.winners.iter().map(|(i, _)| *i).collect();
+    let signed: Vec<u32> = s.winners.iter().map(|(i, _, _)| *i).collect();
     let update = f.book.settled(&f.id, 0, &s, &signed).unwrap();
     assert_eq!(update.exclude.len(), 1);
     assert_eq!(update.exclude[0].0, household(1).public());

@@ -2,16 +2,18 @@
 //! countersigned, losers excluded), the finished job assembled, and what is left to do after
 //! a restart. Pure, like the rest of the book. Must not touch: I/O, clocks.
 
-use super::{decide, Action, Book, Decision, JobStatus, Outcome, Step, Update};
-use crate::model::receipt::Claim;
+use super::{decide, Action, Book, Decision, JobStatus, Outcome, ShardCredit, Step, Update};
+use crate::jobs::credit;
+use crate::model::receipt::{Claim, CreditTerms, VerifiedBy};
 use crate::model::wire::Response;
 
 /// A verified shard's claims that still need settling.
 #[derive(Clone, Debug)]
 pub struct Settlement {
     pub outcome: Outcome,
-    /// Agreeing claims to countersign, with their indices.
-    pub winners: Vec<(u32, Claim)>,
+    /// Agreeing claims to countersign, with their indices and the credit terms each is
+    /// countersigned with.
+    pub winners: Vec<(u32, Claim, CreditTerms)>,
     /// Disagreeing claims; their households are excluded.
     pub losers: Vec<(u32, Claim)>,
     /// One agreeing claim, kept as evidence against the losers.
@@ -39,6 +41,20 @@ impl Book {
         }
         let mut next = shard.clone();
         next.verified = Some(outcome);
+        // The credit bound's evidence, fixed now (`jobs::credit`): the agreeing replicas'
+        // energies for the same fuel, and the job's verified shards so far.
+        let agreeing: Vec<u64> = shard
+            .claims
+            .iter()
+            .filter(|c| c.record.output == outcome.output && c.record.fuel == outcome.fuel)
+            .map(|c| c.record.energy_mj)
+            .collect();
+        next.credit = Some(ShardCredit {
+            reference_mj: credit::shard_reference(&agreeing, outcome.fuel, &state.rates),
+            // At most MAX_REPLICAS (16) claims are ever held for a shard.
+            agreeing: agreeing.len().min(u8::MAX as usize) as u8,
+            replicas: shard.claims.len().min(u8::MAX as usize) as u8,
+        });
         Some(Step {
             update: Update {
                 job: Some(*job),
@@ -64,6 +80,21 @@ impl Book {
         let outcome = shard.verified?;
         let agrees = |c: &Claim| c.record.output == outcome.output && c.record.fuel == outcome.fuel;
         let evidence = shard.claims.iter().find(|c| agrees(c))?.clone();
+        // Set with `verified` by `output_checked`; a shard verified without it (none exist
+        // but the type allows it) is credited against its own agreeing claims.
+        let shard_credit = shard.credit.unwrap_or_else(|| {
+            let agreeing: Vec<u64> = shard
+                .claims
+                .iter()
+                .filter(|c| agrees(c))
+                .map(|c| c.record.energy_mj)
+                .collect();
+            ShardCredit {
+                reference_mj: credit::shard_reference(&agreeing, outcome.fuel, &Default::default()),
+                agreeing: agreeing.len().min(u8::MAX as usize) as u8,
+                replicas: shard.claims.len().min(u8::MAX as usize) as u8,
+            }
+        });
         let mut winners = Vec::new();
         let mut losers = Vec::new();
         for (i, claim) in shard.claims.iter().enumerate() {
@@ -72,7 +103,17 @@ impl Book {
                 continue;
             }
             if agrees(claim) {
-                winners.push((i, claim.clone()));
+                let c = credit::credit(claim.record.energy_mj, shard_credit.reference_mj);
+                let terms = CreditTerms {
+                    credited_mj: c.credited_mj,
+                    basis: c.basis,
+                    verified_by: VerifiedBy::Quorum,
+                    // A late replica that agrees is counted with the vote that verified the
+                    // shard (itself not included), so its terms are fixed too.
+                    agreeing: shard_credit.agreeing.max(1),
+                    replicas: shard_credit.replicas.max(shard_credit.agreeing).max(1),
+                };
+                winners.push((i, claim.clone(), terms));
             } else {
                 losers.push((i, claim.clone()));
             }
