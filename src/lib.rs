@@ -15,6 +15,7 @@
 //! jobs                  coordinator (submitter side) and worker (radiator side)
 //! net        ledger     net moves bytes between peers; ledger keeps receipts in sled
 //! model                 manifests, receipts, wire messages: pure data, canonical bytes
+//! homeassistant         MQTT discovery bridge: reads the heat service, nothing above it
 //! exec kernels store heat identity config   leaves: no knowledge of the network
 //! ```
 //!
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod exec;
 pub mod heat;
+pub mod homeassistant;
 pub mod identity;
 pub mod jobs;
 pub mod kernels;

@@ -49,6 +49,8 @@ pub enum NodeError {
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Heat(#[from] crate::heat::HeatError),
+    #[error(transparent)]
+    HomeAssistant(#[from] crate::homeassistant::HaError),
     #[error(
         "refusing to serve the local API on {addr}: other machines could reach it there. \
              Use 127.0.0.1:PORT, or if you mean it set `[node] api_allow_remote = true` \
@@ -248,6 +250,16 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         }
         Role::Bootstrap => None,
     };
+    // Home Assistant sees the radiator through its heat service (radiators only).
+    if let (Some(heat), true) = (heat.clone(), config.homeassistant.enabled) {
+        let bridge = crate::homeassistant::Bridge::new(
+            config.homeassistant.clone(),
+            &identity.public().to_hex(),
+            heat,
+            Some(credit_source(ledger.clone(), identity.public())),
+        )?;
+        tasks.spawn(bridge.run(shutdown_rx.clone()));
+    }
     let worker = Worker::new(
         &db,
         identity.clone(),
