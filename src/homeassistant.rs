@@ -148,7 +148,10 @@ impl HomeAssistantConfig {
         if !(1..=MAX_BOOST_MINUTES).contains(&self.boost_minutes) {
             return Err(HaError::Config {
                 field: "boost_minutes",
-                reason: format!("must be 1 to {MAX_BOOST_MINUTES}, not {}", self.boost_minutes),
+                reason: format!(
+                    "must be 1 to {MAX_BOOST_MINUTES}, not {}",
+                    self.boost_minutes
+                ),
             });
         }
         if self.state_interval_secs == 0 {

@@ -12,10 +12,10 @@
 //! cli / demo            thin: parse arguments, call the API or the node
 //! api                   local HTTP+JSON face of a node
 //! node                  wires one radiator's services together, owns shutdown
+//! homeassistant         MQTT discovery bridge: reads the heat service, nothing above it
 //! jobs                  coordinator (submitter side) and worker (radiator side)
 //! net        ledger     net moves bytes between peers; ledger keeps receipts in sled
 //! model                 manifests, receipts, wire messages: pure data, canonical bytes
-//! homeassistant         MQTT discovery bridge: reads the heat service, nothing above it
 //! exec kernels store heat identity config   leaves: no knowledge of the network
 //! ```
 //!

@@ -322,7 +322,10 @@ fn check_discovery(d: &Value) {
     let modes = c["modes"].as_array().unwrap();
     assert!(modes.contains(&"heat".into()) && modes.contains(&"off".into()));
     assert_eq!(c["preset_modes"], serde_json::json!(["boost"]));
-    assert_eq!((c["min_temp"].as_f64(), c["max_temp"].as_f64()), (Some(5.0), Some(27.0)));
+    assert_eq!(
+        (c["min_temp"].as_f64(), c["max_temp"].as_f64()),
+        (Some(5.0), Some(27.0))
+    );
     // Sensors: every one needs a state topic (its own or the shared one).
     let sensors = platform("sensor");
     for s in &sensors {
@@ -391,7 +394,10 @@ async fn home_assistant_sees_and_drives_the_radiator_over_mosquitto() {
         assert_eq!(s["mode"], "auto");
         let drawn = s["energy_drawn_kwh"].as_f64().unwrap();
         let today = h["energy_today_kwh"].as_f64().unwrap();
-        assert!(drawn > 0.0 && (drawn - today).abs() < 1e-4, "{drawn} vs {today}");
+        assert!(
+            drawn > 0.0 && (drawn - today).abs() < 1e-4,
+            "{drawn} vs {today}"
+        );
         assert_eq!(s["energy_credited_kwh"].as_f64(), Some(0.0));
         assert_eq!(s["computing"], "OFF");
         assert_eq!(s["action"], "idle");
@@ -409,7 +415,8 @@ async fn home_assistant_sees_and_drives_the_radiator_over_mosquitto() {
     // Commands from Home Assistant reach the heat service.
     let cmps = d["cmps"]["climate"].clone();
     let topic = |key: &str| cmps[key].as_str().unwrap().to_string();
-    ha.publish(&topic("temperature_command_topic"), "24.5").await;
+    ha.publish(&topic("temperature_command_topic"), "24.5")
+        .await;
     ha.state(10, |v| {
         v["setpoint_celsius"].as_f64() == Some(24.5) && v["mode"] == "heat"
     })
@@ -455,7 +462,10 @@ async fn home_assistant_sees_and_drives_the_radiator_over_mosquitto() {
             assert!(status.success(), "{status:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "the node did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the node did not stop on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A late subscriber (Home Assistant starting later) sees the retained `offline`.

@@ -98,13 +98,49 @@ impl Drop for Daemon {
 }
 
 fn as_hearth(args: &[&str]) -> Output {
-    let mut all = vec!["-u", "hearth", "--", "/usr/bin/hearth", "--data-dir", "/var/lib/hearth"];
+    let mut all = vec![
+        "-u",
+        "hearth",
+        "--",
+        "/usr/bin/hearth",
+        "--data-dir",
+        "/var/lib/hearth",
+    ];
     all.extend_from_slice(args);
     run("runuser", &all)
 }
 
+/// Holds an exclusive lock so two test runs on one machine (two checkouts, two CI jobs) take
+/// turns with dpkg and the `hearth` user; the kernel releases it if the test dies.
+fn machine_lock() -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/lock/hearth-package-test.lock")
+        .or_else(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(std::env::temp_dir().join("hearth-package-test.lock"))
+        })
+        .expect("lock file");
+    // SAFETY: flock on a descriptor this function owns; blocks until the other run is done.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+    file
+}
+
 #[test]
 fn debian_package_installs_runs_as_hearth_and_purges_clean() {
+    let uid = run("id", &["-u"]);
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        println!("SKIPPED debian package test: not root (it needs root and dpkg)");
+        return;
+    }
+    let _lock = machine_lock();
     if let Some(why) = skip_reason() {
         println!("SKIPPED debian package test: {why} (it needs root, dpkg and a machine without hearth installed)");
         return;
@@ -112,7 +148,13 @@ fn debian_package_installs_runs_as_hearth_and_purges_clean() {
     let out_dir = tempfile::tempdir().unwrap();
     let deb = ok(
         &format!("{ROOT}/packaging/build-deb"),
-        &["--binary", BIN, "--out", out_dir.path().to_str().unwrap(), "--fast"],
+        &[
+            "--binary",
+            BIN,
+            "--out",
+            out_dir.path().to_str().unwrap(),
+            "--fast",
+        ],
     );
     let deb = deb.trim();
     assert!(deb.ends_with(".deb") && Path::new(deb).exists(), "{deb}");
@@ -132,7 +174,15 @@ fn debian_package_installs_runs_as_hearth_and_purges_clean() {
     // postinst made the household key, so hearth.toml can be edited before the first start.
     assert!(Path::new("/var/lib/hearth/identity.key").exists());
     assert!(Path::new("/var/lib/hearth/hearth.toml").exists());
-    let owner = ok("stat", &["-c", "%U:%G %a", "/var/lib/hearth", "/var/lib/hearth/api.token"]);
+    let owner = ok(
+        "stat",
+        &[
+            "-c",
+            "%U:%G %a",
+            "/var/lib/hearth",
+            "/var/lib/hearth/api.token",
+        ],
+    );
     assert_eq!(owner, "hearth:hearth 700\nhearth:hearth 600\n");
 
     if have("systemd-analyze") {
@@ -175,8 +225,22 @@ fn debian_package_installs_runs_as_hearth_and_purges_clean() {
     let api = format!("127.0.0.1:{port}");
     let node = Daemon(
         Command::new("runuser")
-            .args(["-u", "hearth", "--", "/usr/bin/hearth", "--data-dir", "/var/lib/hearth"])
-            .args(["--api", &api, "node", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args([
+                "-u",
+                "hearth",
+                "--",
+                "/usr/bin/hearth",
+                "--data-dir",
+                "/var/lib/hearth",
+            ])
+            .args([
+                "--api",
+                &api,
+                "node",
+                "--no-mdns",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -198,7 +262,15 @@ fn debian_package_installs_runs_as_hearth_and_purges_clean() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let id = ok(
         "runuser",
-        &["-u", "hearth", "--", "/usr/bin/hearth", "--data-dir", "/var/lib/hearth", "id"],
+        &[
+            "-u",
+            "hearth",
+            "--",
+            "/usr/bin/hearth",
+            "--data-dir",
+            "/var/lib/hearth",
+            "id",
+        ],
     );
     assert!(
         id.contains(status["household"].as_str().unwrap()),
