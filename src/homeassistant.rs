@@ -121,7 +121,10 @@ impl HomeAssistantConfig {
     pub fn node_id(&self, household_hex: &str) -> String {
         match &self.node_id {
             Some(id) => id.clone(),
-            None => format!("hearth_{}", &household_hex[..household_hex.len().min(12)]),
+            None => {
+                let short: String = household_hex.chars().take(12).collect();
+                format!("hearth_{short}")
+            }
         }
     }
 
