@@ -73,6 +73,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[heat]`: thermostat source, schedule, controller and energy metering.
     pub heat: crate::heat::HeatConfig,
+    /// `[homeassistant]`: the MQTT discovery bridge to Home Assistant.
+    pub homeassistant: crate::homeassistant::HomeAssistantConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,7 +267,11 @@ pub struct Overrides {
 /// The commented file `hearth init` writes. Every line is a comment, so the defaults above stay
 /// the single source of truth until the household changes something.
 pub fn template() -> String {
-    format!("{NODE_TEMPLATE}{}", crate::heat::config::TEMPLATE)
+    format!(
+        "{NODE_TEMPLATE}{}{}",
+        crate::heat::config::TEMPLATE,
+        crate::homeassistant::TEMPLATE
+    )
 }
 
 const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.

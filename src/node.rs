@@ -50,6 +50,8 @@ pub enum NodeError {
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Heat(#[from] crate::heat::HeatError),
+    #[error(transparent)]
+    HomeAssistant(#[from] crate::homeassistant::HaError),
     #[error(
         "refusing to serve the local API on {addr}: other machines could reach it there. \
              Use 127.0.0.1:PORT, or if you mean it set `[node] api_allow_remote = true` \
@@ -288,6 +290,20 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         }
         Role::Bootstrap => None,
     };
+    // Home Assistant sees the radiator through its heat service (radiators only).
+    if let (Some(heat), true) = (heat.clone(), config.homeassistant.enabled) {
+        let bridge = crate::homeassistant::Bridge::new(
+            config.homeassistant.clone(),
+            &identity.public().to_hex(),
+            heat,
+            Some(credit_source(ledger.clone(), identity.public())),
+        )?;
+        let stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            bridge.run(stop).await;
+            ("home assistant", Ok(()))
+        });
+    }
     // Requests this node's worker sends to this node's coordinator come back through the
     // router below, the same path as a peer's.
     let (loopback_tx, mut loopback_rx) = mpsc::channel::<Loopback>(64);
