@@ -54,6 +54,9 @@ pub struct WorkerConfig {
     /// Test-only fault injection: report every shard as failed without running it.
     #[doc(hidden)]
     pub fake_failure: bool,
+    /// Test-only fault injection: claim this many times the energy the meter charged.
+    #[doc(hidden)]
+    pub inflate_energy: u64,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +67,7 @@ impl Default for WorkerConfig {
             cheat: false,
             cheat_fuel: false,
             fake_failure: false,
+            inflate_energy: 1,
         }
     }
 }
@@ -800,7 +804,9 @@ impl Ctx {
             worker: self.identity.public(),
             submitter: manifest.submitter,
             fuel: out.fuel + u64::from(self.config.cheat_fuel),
-            energy_mj: energy.energy_mj,
+            energy_mj: energy
+                .energy_mj
+                .saturating_mul(self.config.inflate_energy.max(1)),
             method: energy.method,
             start_ms: energy.start_ms,
             end_ms: energy.end_ms,
