@@ -748,6 +748,8 @@ mod tests {
             boost_minutes_left: None,
             energy_method: crate::model::receipt::EnergyMethod::CpuEstimate,
             local_time: "Mon 10:00".into(),
+            plan: None,
+            lease_ahead_slots: 0,
         };
         let s = HaState::new(&status("boost"), true, 1.0, Some(0.5));
         assert_eq!((s.mode.as_str(), s.preset.as_str()), ("heat", "boost"));

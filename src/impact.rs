@@ -149,8 +149,11 @@ pub struct Impact {
     pub invalid_receipts: usize,
     pub jobs: usize,
     pub households: usize,
-    /// Electricity credited in the receipts: what the shards drew (idle never counted).
+    /// Electricity credited in the receipts: what the shards drew (idle never counted), as
+    /// the submitters countersigned it.
     pub credited_kwh: f64,
+    /// What the workers claimed (at least the credit; shown for reference, counts nowhere).
+    pub claimed_kwh: f64,
     /// Heat the credited electricity put into homes (all of it: a computer is a resistive
     /// heater), times `useful_heat_fraction`.
     pub heat_delivered_kwh: f64,
@@ -168,10 +171,9 @@ pub struct Impact {
     pub energy_reduction: f64,
 }
 
-/// Energy a receipt credits, mJ. One place to change when receipts carry separate credit
-/// terms (`credited_mj`).
+/// Energy a receipt credits, mJ: the countersigned credit terms, never the worker's claim.
 fn credited_mj(r: &ReceiptJson) -> u64 {
-    r.energy_mj
+    r.credited_mj
 }
 
 fn matches(r: &ReceiptJson, f: &Filter) -> bool {
@@ -205,6 +207,7 @@ pub fn compute(
     }
     let invalid = wanted.len() - valid.len();
     let credited_kwh = valid.iter().map(|r| credited_mj(r) as f64).sum::<f64>() / MJ_PER_KWH;
+    let claimed_kwh = valid.iter().map(|r| r.energy_mj as f64).sum::<f64>() / MJ_PER_KWH;
     let jobs: std::collections::BTreeSet<&str> = valid.iter().map(|r| r.job.as_str()).collect();
     let homes: std::collections::BTreeSet<&str> = valid.iter().map(|r| r.worker.as_str()).collect();
     let heat = credited_kwh * a.useful_heat_fraction;
@@ -230,6 +233,7 @@ pub fn compute(
         jobs: jobs.len(),
         households: homes.len(),
         credited_kwh,
+        claimed_kwh,
         heat_delivered_kwh: heat,
         data_centre_kwh: dc,
         heating_energy_avoided_kwh: avoided,

@@ -33,7 +33,7 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     // `hearth impact` on the demo's export: every receipt counts, and the figures follow from
     // the receipts' own sum and the documented defaults (docs/impact.md).
     let export = hearth::cli::impact::read_export(&export_path).unwrap();
-    let sum_mj: u64 = export.receipts.iter().map(|r| r.energy_mj).sum();
+    let sum_mj: u64 = export.receipts.iter().map(|r| r.credited_mj).sum();
     let args = hearth::cli::impact::ImpactArgs::default();
     let r = hearth::impact::compute(
         &export.receipts,
@@ -99,7 +99,9 @@ async fn a_tenfold_liar_is_credited_at_most_the_bound() {
         })
         .await
         .unwrap();
-        wait_connected(&nodes, 2, Duration::from_secs(20)).await.unwrap();
+        wait_connected(&nodes, 2, Duration::from_secs(20))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let sub = &nodes[0];
         let spec = JobSpec::Mandelbrot {

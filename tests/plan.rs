@@ -13,7 +13,10 @@ use hearth::heat::sim::{compare, Comparison, SimOptions, WorkSupply};
 use hearth::heat::{spawn, HeatConfig, HeatStatus};
 use hearth::identity::Identity;
 use hearth::impact::{compute, Assumptions, Filter, Replaced};
-use hearth::model::receipt::{Claim, EnergyMethod, ReceiptExport, ReceiptJson, WorkRecord};
+use hearth::model::receipt::{
+    Claim, CreditBasis, CreditTerms, EnergyMethod, ReceiptExport, ReceiptJson, VerifiedBy,
+    WorkRecord,
+};
 use tokio::sync::watch;
 
 fn tariff(name: &str) -> Grid {
@@ -257,7 +260,15 @@ async fn signal_push_is_refused_without_an_http_signal_source() {
 // ---------------------------------------------------------------------------------------------
 // Impact
 
-fn receipt(worker: &Identity, submitter: &Identity, job: &[u8], energy_mj: u64) -> ReceiptJson {
+/// A receipt whose worker claimed `claimed_mj` and was credited `credited_mj`.
+fn receipt(
+    worker: &Identity,
+    submitter: &Identity,
+    job: &[u8],
+    claimed_mj: u64,
+    credited_mj: u64,
+) -> ReceiptJson {
+    let energy_mj = claimed_mj;
     let record = WorkRecord {
         job: blake3::hash(job),
         shard: 0,
@@ -269,13 +280,25 @@ fn receipt(worker: &Identity, submitter: &Identity, job: &[u8], energy_mj: u64) 
         fuel: 1000,
         energy_mj,
         method: EnergyMethod::Rapl,
-        start_ms: 0,
-        end_ms: 1000,
-        nonce: [energy_mj as u8; 16],
+        // 20 hours: 1 kWh in 20 h is 50 W, well within a household circuit.
+        start_ms: 1_700_000_000_000,
+        end_ms: 1_700_000_000_000 + 72_000_000,
+        nonce: [(energy_mj % 251) as u8; 16],
+    };
+    let terms = CreditTerms {
+        credited_mj,
+        basis: if credited_mj == claimed_mj {
+            CreditBasis::Claimed
+        } else {
+            CreditBasis::ReplicaReference
+        },
+        verified_by: VerifiedBy::Quorum,
+        agreeing: 2,
+        replicas: 2,
     };
     let r = Claim::sign(record, worker)
         .unwrap()
-        .countersign(submitter)
+        .countersign(submitter, terms)
         .unwrap();
     ReceiptJson::from(&r)
 }
@@ -287,15 +310,16 @@ fn impact_numbers_check_by_hand() {
         Identity::generate(),
         Identity::generate(),
     );
-    // 3.6e9 mJ = 1 kWh; 1.8e9 mJ = 0.5 kWh.
+    // 3.6e9 mJ = 1 kWh; 1.8e9 mJ = 0.5 kWh. The third claimed 1 kWh and was credited 0.5:
+    // the credit counts, not the claim.
     let mut receipts = vec![
-        receipt(&home_a, &sub, b"job-1", 3_600_000_000),
-        receipt(&home_b, &sub, b"job-1", 1_800_000_000),
-        receipt(&home_a, &sub, b"job-2", 1_800_000_000),
+        receipt(&home_a, &sub, b"job-1", 3_600_000_000, 3_600_000_000),
+        receipt(&home_b, &sub, b"job-1", 1_800_000_000, 1_800_000_000),
+        receipt(&home_a, &sub, b"job-2", 3_600_000_000, 1_800_000_000),
     ];
-    // A receipt whose readable energy was inflated after signing does not count.
-    let mut forged = receipt(&home_b, &sub, b"job-2", 360_000);
-    forged.energy_mj = 36_000_000_000;
+    // A receipt whose readable credit was inflated after signing does not count.
+    let mut forged = receipt(&home_b, &sub, b"job-2", 3_600_000_000, 360_000);
+    forged.credited_mj = 3_600_000_000;
     receipts.push(forged);
 
     let a = Assumptions::default();
@@ -306,6 +330,7 @@ fn impact_numbers_check_by_hand() {
     );
     let close = |x: f64, y: f64| assert!((x - y).abs() < 1e-9, "{x} vs {y}");
     close(r.credited_kwh, 2.0);
+    close(r.claimed_kwh, 2.5);
     close(r.heat_delivered_kwh, 2.0);
     close(r.data_centre_kwh, 2.0 * 1.58);
     close(r.heating_energy_avoided_kwh, 2.0);
@@ -350,6 +375,7 @@ fn impact_numbers_check_by_hand() {
     let export = ReceiptExport {
         format: hearth::model::receipt::EXPORT_FORMAT.into(),
         receipts,
+        chain: None,
     };
     let text = hearth::cli::impact::report(&args, &export).unwrap();
     println!("{text}");

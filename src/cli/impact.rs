@@ -150,8 +150,9 @@ fn text(i: &Impact) -> String {
         i.receipts, i.invalid_receipts, i.jobs, i.households
     );
     s += &format!(
-        "energy credited          {:.6} kWh (shards' execution only; idle never credited)\n",
-        i.credited_kwh
+        "energy credited          {:.6} kWh (shards' execution only; idle never credited; \
+         {:.6} kWh claimed)\n",
+        i.credited_kwh, i.claimed_kwh
     );
     s += &format!(
         "heat delivered to homes  {:.6} kWh ({:.0} % of it wanted)\n",
