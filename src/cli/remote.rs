@@ -183,6 +183,7 @@ pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()
                 output,
                 fuel,
                 households,
+                ..
             } => format!(
                 "verified: output {} fuel {fuel} by {}",
                 short(output),

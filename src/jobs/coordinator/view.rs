@@ -25,6 +25,10 @@ pub enum ShardView {
         output: String,
         fuel: u64,
         households: Vec<String>,
+        /// The shard's reference energy, mJ: each receipt credits at most four times this
+        /// (`jobs::credit`, `docs/receipts.md`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credit_reference_mj: Option<u64>,
     },
     Failed {
         reason: String,
@@ -67,6 +71,7 @@ pub fn view(id: &blake3::Hash, job: &JobBook, warmth: Warmth, now_ms: u64) -> Jo
                     output: outcome.output.to_hex().to_string(),
                     fuel: outcome.fuel,
                     households: winners,
+                    credit_reference_mj: s.credit.map(|c| c.reference_mj),
                 };
             }
             let live: Vec<String> = s
