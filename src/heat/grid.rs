@@ -506,10 +506,17 @@ impl Grid {
     /// top level) when the name ends in `.toml`, otherwise a CSV signal file.
     pub fn read(path: &Path) -> Result<Grid, HeatError> {
         if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(path).map_err(|source| HeatError::File {
+            let io = |source| HeatError::File {
                 path: path.to_path_buf(),
                 source,
-            })?;
+            };
+            if std::fs::metadata(path).map_err(io)?.len() > MAX_SIGNAL_FILE {
+                return Err(HeatError::FileTooLarge {
+                    path: path.to_path_buf(),
+                    limit: MAX_SIGNAL_FILE as usize,
+                });
+            }
+            let text = std::fs::read_to_string(path).map_err(io)?;
             let config: TariffConfig = toml::from_str(&text)
                 .map_err(|e| config_err("--tariff", format!("{}: {e}", path.display())))?;
             Ok(Grid::Tariff(Tariff::new(&config)?))
