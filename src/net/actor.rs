@@ -690,6 +690,18 @@ impl Actor {
                         reason: error.to_string(),
                     }));
                 }
+                // A provider we dialled for a blob fetch cannot be reached: move on now.
+                if let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
+                    let waiting: Vec<blake3::Hash> = self
+                        .fetches
+                        .iter()
+                        .filter(|(_, f)| f.current == Some(peer) && f.direct_deadline.is_some())
+                        .map(|(h, _)| *h)
+                        .collect();
+                    for hash in waiting {
+                        self.give_up_relayed(hash, peer);
+                    }
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
