@@ -746,7 +746,9 @@ impl Actor {
         if state.endpoints.len() < MAX_ADDRS_PER_PEER {
             state.endpoints.insert(connection_id, remote.clone());
         }
-        let relayed = is_relayed(&remote);
+        // Not from `remote`: an inbound relayed connection's send-back address is only
+        // `/p2p/<peer>`, its local address holds the `/p2p-circuit`.
+        let relayed = endpoint.is_relayed();
         if relayed {
             state.relayed.insert(connection_id);
         } else {
@@ -1383,11 +1385,22 @@ impl Actor {
         let Some(f) = self.fetches.get_mut(&hash) else {
             return;
         };
+        let mut better = false;
         for p in peers {
             if p == self.local || f.seen.len() >= MAX_CANDIDATES || !f.seen.insert(p) {
                 continue;
             }
+            better |= !relayed_only(&self.peers, &p);
             f.candidates.push_back(p);
+        }
+        // Waiting for a hole punch to the current provider while a provider we may reach
+        // directly turned up: switch (the current one stays a candidate, after it).
+        if better && f.direct_deadline.is_some() && f.outboard_req.is_none() && f.in_flight.is_empty()
+        {
+            if let Some(cur) = f.current.take() {
+                f.candidates.push_back(cur);
+                f.direct_deadline = None;
+            }
         }
     }
 
@@ -1398,12 +1411,14 @@ impl Actor {
             return;
         };
         if f.current.is_none() {
-            while let Some(p) = f.candidates.pop_front() {
-                if !f.banned.contains(&p) {
-                    f.current = Some(p);
-                    break;
-                }
-            }
+            // Providers reachable only through a relay come last: they need a hole punch.
+            let usable = |p: &PeerId| !f.banned.contains(p);
+            let pick = f
+                .candidates
+                .iter()
+                .position(|p| usable(p) && !relayed_only(&self.peers, p))
+                .or_else(|| f.candidates.iter().position(usable));
+            f.current = pick.and_then(|i| f.candidates.remove(i));
             let Some(peer) = f.current else {
                 if f.providers_query.is_none() {
                     let err = match f.relayed_only {
@@ -1681,6 +1696,13 @@ fn serve_blob(store: &Store, req: BlobRequest, fault: &FaultInjection) -> BlobRe
             }
         }
     }
+}
+
+/// True when `peer` is connected, only through a relay.
+fn relayed_only(peers: &HashMap<PeerId, PeerState>, peer: &PeerId) -> bool {
+    peers
+        .get(peer)
+        .is_some_and(|p| p.direct.is_empty() && !p.relayed.is_empty())
 }
 
 /// True for an address through a relay (`/p2p-circuit`).
