@@ -1023,8 +1023,15 @@ async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
         assert!(msg.contains("only a relayed connection to"), "{msg}");
         assert!(msg.contains("hole punch failed"), "{msg}");
         // Bounded by the direct wait (10 s), not by the 10-minute fetch timeout.
-        assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
-        assert!(!b.store.has(&hash).expect("has"), "no byte came through the relay");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            !b.store.has(&hash).expect("has"),
+            "no byte came through the relay"
+        );
         let s = b.net.status().await.expect("status");
         assert!(s.reachability.relayed_peers.contains(&a.id()), "{s:?}");
         assert_eq!(s.chunks_fetched, 0);

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
-use libp2p::multiaddr::Protocol;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, ProviderRecord, QueryId, QueryResult, RecordKey};
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::core::transport::ListenerId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
     autonat, dcutr, gossipsub, identify, mdns, relay, upnp, Multiaddr, PeerId, StreamProtocol,
@@ -30,8 +30,7 @@ use super::bootstrap::{peer_id_of, without_peer_id, Backoff};
 use super::wire::{BlobErrorCode, BlobRequest, BlobResponse};
 use super::{
     Command, FaultInjection, NetConfig, NetError, NetEvent, NetStatus, PeerInfo, Reachability,
-    Topic,
-    KAD_PROTOCOL, MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
+    Topic, KAD_PROTOCOL, MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
 };
 use crate::store::{Import, Outboard, Store, StoreError};
 
@@ -98,6 +97,9 @@ struct PeerState {
     direct: HashSet<ConnectionId>,
     /// The current direct connection came from a hole punch.
     hole_punched: bool,
+    /// When the latest relayed connection was established (DCUtR runs once per relayed
+    /// connection).
+    relayed_since: Option<Instant>,
     listen_addrs: Vec<Multiaddr>,
     agent_version: Option<String>,
     protocol_version: Option<String>,
@@ -162,7 +164,8 @@ pub(crate) struct Actor {
     relay_listeners: HashMap<PeerId, ListenerId>,
     /// Relays that accepted our reservation.
     relays: HashSet<PeerId>,
-    punch_failures: HashMap<PeerId, u32>,
+    /// Hole punches given up per peer, and when the last one was.
+    punch_failures: HashMap<PeerId, (u32, Instant)>,
     hole_punch_successes: u64,
     hole_punch_failures: u64,
     commands: mpsc::Receiver<Command>,
@@ -737,6 +740,7 @@ impl Actor {
             relayed: HashSet::new(),
             direct: HashSet::new(),
             hole_punched: false,
+            relayed_since: None,
             listen_addrs: Vec::new(),
             agent_version: None,
             protocol_version: None,
@@ -751,6 +755,7 @@ impl Actor {
         let relayed = endpoint.is_relayed();
         if relayed {
             state.relayed.insert(connection_id);
+            state.relayed_since = Some(Instant::now());
         } else {
             state.direct.insert(connection_id);
         }
@@ -975,8 +980,11 @@ impl Actor {
                 if self.punch_failures.len() < MAX_PUNCH_FAILURES
                     || self.punch_failures.contains_key(&peer)
                 {
-                    let n = self.punch_failures.entry(peer).or_insert(0);
-                    *n = n.saturating_add(1);
+                    let e = self
+                        .punch_failures
+                        .entry(peer)
+                        .or_insert((0, Instant::now()));
+                    *e = (e.0.saturating_add(1), Instant::now());
                 }
                 info!("hole punch failed; the connection stays relayed: {e}");
                 // Fetches waiting for a direct connection to this peer move on now.
@@ -1009,7 +1017,7 @@ impl Actor {
     /// The current provider of `hash` is still not directly connected: try another one, and
     /// remember why.
     fn give_up_relayed(&mut self, hash: blake3::Hash, peer: PeerId) {
-        let failures = self.punch_failures.get(&peer).copied().unwrap_or(0);
+        let failures = self.punch_failures.get(&peer).map_or(0, |f| f.0);
         let relayed = self
             .peers
             .get(&peer)
@@ -1395,7 +1403,10 @@ impl Actor {
         }
         // Waiting for a hole punch to the current provider while a provider we may reach
         // directly turned up: switch (the current one stays a candidate, after it).
-        if better && f.direct_deadline.is_some() && f.outboard_req.is_none() && f.in_flight.is_empty()
+        if better
+            && f.direct_deadline.is_some()
+            && f.outboard_req.is_none()
+            && f.in_flight.is_empty()
         {
             if let Some(cur) = f.current.take() {
                 f.candidates.push_back(cur);
@@ -1442,6 +1453,16 @@ impl Actor {
         // the hole punch, never bulk data.
         let state = self.peers.get(&peer);
         if state.is_none_or(|p| p.direct.is_empty()) {
+            // The hole punch over the current relayed connection already failed: nothing
+            // will change before that connection is replaced, so do not wait for it.
+            let punch_over = state
+                .filter(|p| !p.relayed.is_empty())
+                .and_then(|p| p.relayed_since)
+                .zip(self.punch_failures.get(&peer))
+                .is_some_and(|(since, (_, failed_at))| *failed_at >= since);
+            if punch_over {
+                return self.give_up_relayed(hash, peer);
+            }
             if f.direct_deadline.is_none() {
                 f.direct_deadline = Some(Instant::now() + self.direct_wait);
                 if state.is_some() {
