@@ -3,8 +3,9 @@
 //! - efficiency: CPU time inside shards ÷ CPU time of the whole process (all four radiators
 //!   live in this process) while a job of ~200 ms shards runs; target at least 0.95;
 //! - latency: submit → verified result for a trivial 1-shard job; target median ≤ 100 ms;
-//! - receipt verification: receipts per second on one core, one by one and batched; target
-//!   at least 40 000/s batched.
+//! - receipt verification: receipts per second on one core (strict checks, physics, both
+//!   signatures, one receipt at a time: `verify_batch` deliberately does not use ed25519 batch
+//!   verification, see `docs/receipts.md`); no target yet.
 //!
 //! Run with `cargo bench --bench jobs`. It prints a table; it asserts nothing.
 
@@ -15,7 +16,7 @@ use hearth::exec::Executor;
 use hearth::identity::Identity;
 use hearth::jobs::build::{build, JobSpec};
 use hearth::jobs::JobStatus;
-use hearth::model::receipt::{verify_batch, Claim, EnergyMethod, Receipt, WorkRecord};
+use hearth::model::receipt::{verify_batch, Claim, CreditTerms, EnergyMethod, Receipt, WorkRecord};
 use hearth::model::JobLimits;
 use hearth::node::RunningNode;
 
@@ -74,7 +75,11 @@ fn receipts(n: usize) -> Vec<Receipt> {
                 end_ms: 2,
                 nonce: [i as u8; 16],
             };
-            Claim::sign(record, &w).unwrap().countersign(&s).unwrap()
+            let terms = CreditTerms::claimed(&record, 2, 2);
+            Claim::sign(record, &w)
+                .unwrap()
+                .countersign(&s, terms)
+                .unwrap()
         })
         .collect()
 }
@@ -83,11 +88,8 @@ fn main() {
     // Receipt verification on this thread (one core).
     let batch = receipts(20_000);
     let t = Instant::now();
-    assert!(batch.iter().all(|r| r.verify().is_ok()));
-    let single = batch.len() as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
     assert!(verify_batch(&batch).iter().all(|r| r.is_ok()));
-    let batched = batch.len() as f64 / t.elapsed().as_secs_f64();
+    let single = batch.len() as f64 / t.elapsed().as_secs_f64();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -155,11 +157,6 @@ fn main() {
     );
     println!(
         "{:<52} {:>12.0}/s {:>10}",
-        "receipts verified, one by one, one core", single, ""
+        "receipts verified (strict), one core", single, ""
     );
-    println!(
-        "{:<52} {:>12.0}/s {:>10}",
-        "receipts verified, batched, one core", batched, ">= 40000"
-    );
-    println!("{:<52} {:>14.2}", "batched / one by one", batched / single);
 }

@@ -1,87 +1,484 @@
 #!/usr/bin/env python3
 """An independent verifier of hearth heat-work receipts, written from docs/receipts.md alone.
 
-    pip install blake3 cryptography
+    pip install blake3                                # cryptography too, for the naive-library demo
     python3 docs/verify_receipt.py receipts.json      # an export of `hearth receipts export --json`
-    python3 docs/verify_receipt.py --example          # the worked example in docs/receipts.md
+    python3 docs/verify_receipt.py --example          # the worked examples and test vectors
 
-Exits 0 when every receipt verifies, 1 otherwise.
+Ed25519 is verified here in pure Python (RFC 8032, cofactorless, with the strict checks of
+docs/receipts.md): OpenSSL, behind the `cryptography` package, accepts small-order keys and R
+points, so it cannot be the verifier on its own. Exits 0 when everything verifies, 1 otherwise.
 """
+import hashlib
 import json
+import os
 import struct
 import sys
 
 import blake3
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-RECORD_LEN, RECEIPT_LEN = 250, 378
+RECORD_LEN, CLAIM_LEN, TERMS_LEN = 250, 314, 17
+RECEIPT_LEN = RECORD_LEN + 64 + TERMS_LEN + 64  # 395
 WORKER_DOMAIN = b"hearth/receipt/worker/v1"
-SUBMITTER_DOMAIN = b"hearth/receipt/submitter/v1"
+SUBMITTER_DOMAIN = b"hearth/receipt/submitter/v2"
+EXPORT_FORMAT = "hearth-receipts/2"
+MAX_WATTS = 3680  # W; W x ms = mJ
+MAX_WINDOW_MS = 24 * 3600 * 1000
+METHODS = {1: "rapl", 2: "cpu_estimate", 3: "simulated"}
+BASES = {1: "claimed", 2: "replica_reference", 3: "household_history", 4: "power_ceiling"}
+VERIFIED_BY = {1: "quorum", 2: "trusted_spot_checked", 3: "trusted_unchecked"}
+U64_MAX = 2**64 - 1
+
+# ---------------------------------------------------------------- Ed25519, strict (RFC 8032)
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+D = -121665 * pow(121666, P - 2, P) % P
+SQRT_M1 = pow(2, (P - 1) // 4, P)
+IDENTITY = (0, 1, 1, 0)  # extended coordinates (X, Y, Z, T)
 
 
-def verify(receipt: bytes) -> dict:
-    """Runs the steps of docs/receipts.md; returns the decoded fields or raises ValueError."""
+def _add(a, b):
+    x1, y1, z1, t1 = a
+    x2, y2, z2, t2 = b
+    aa = (y1 - x1) * (y2 - x2) % P
+    bb = (y1 + x1) * (y2 + x2) % P
+    cc = 2 * t1 * t2 * D % P
+    dd = 2 * z1 * z2 % P
+    e, f, g, h = bb - aa, dd - cc, dd + cc, bb + aa
+    return (e * f % P, g * h % P, f * g % P, e * h % P)
+
+
+def _mul(k, pt):
+    acc = IDENTITY
+    while k:
+        if k & 1:
+            acc = _add(acc, pt)
+        pt = _add(pt, pt)
+        k >>= 1
+    return acc
+
+
+def _is_neutral(pt):
+    x, y, z, _ = pt
+    return x % P == 0 and (y - z) % P == 0
+
+
+def _encode(pt):
+    x, y, z, _ = pt
+    zi = pow(z, P - 2, P)
+    x, y = x * zi % P, y * zi % P
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
+def _decode(b):
+    """RFC 8032 5.1.3, refusing non-canonical encodings (y >= p, or x = 0 with the sign bit)."""
+    v = int.from_bytes(b, "little")
+    sign, y = v >> 255, v & ((1 << 255) - 1)
+    if y >= P:
+        return None
+    u, w = (y * y - 1) % P, (D * y * y + 1) % P
+    x = u * pow(w, 3, P) * pow(u * pow(w, 7, P), (P - 5) // 8, P) % P
+    if (w * x * x - u) % P != 0:
+        x = x * SQRT_M1 % P
+        if (w * x * x - u) % P != 0:
+            return None
+    if x == 0 and sign:
+        return None
+    if x & 1 != sign:
+        x = P - x
+    return (x, y, 1, x * y % P)
+
+
+BASE = _decode((4 * pow(5, P - 2, P) % P).to_bytes(32, "little"))
+
+
+def strict_verify(key: bytes, msg: bytes, sig: bytes):
+    """None if the signature verifies under docs/receipts.md's strict rules, else the reason."""
+    if len(key) != 32 or len(sig) != 64:
+        return "wrong length"
+    s = int.from_bytes(sig[32:], "little")
+    if s >= L:
+        return "S is not below L"
+    a = _decode(key)
+    if a is None:
+        return "the key is not a canonical point encoding"
+    if _is_neutral(_mul(8, a)):
+        return "the key is a point of small order"
+    r = _decode(sig[:32])
+    if r is None:
+        return "R is not a canonical point encoding"
+    if _is_neutral(_mul(8, r)):
+        return "R is a point of small order"
+    k = int.from_bytes(hashlib.sha512(sig[:32] + key + msg).digest(), "little") % L
+    neg_a = ((-a[0]) % P, a[1], a[2], (-a[3]) % P)
+    if _encode(_add(_mul(s, BASE), _mul(k, neg_a))) != sig[:32]:
+        return "the equation does not hold"
+    return None
+
+
+def sign(seed: bytes, msg: bytes) -> bytes:
+    """RFC 8032 signing, for the self-tests only."""
+    h = hashlib.sha512(seed).digest()
+    a = int.from_bytes(h[:32], "little") & ((1 << 254) - 8) | (1 << 254)
+    pub = _encode(_mul(a, BASE))
+    r = int.from_bytes(hashlib.sha512(h[32:] + msg).digest(), "little") % L
+    big_r = _encode(_mul(r, BASE))
+    k = int.from_bytes(hashlib.sha512(big_r + pub + msg).digest(), "little") % L
+    return big_r + ((r + k * a) % L).to_bytes(32, "little")
+
+
+def public_key(seed: bytes) -> bytes:
+    h = hashlib.sha512(seed).digest()
+    a = int.from_bytes(h[:32], "little") & ((1 << 254) - 8) | (1 << 254)
+    return _encode(_mul(a, BASE))
+
+
+# ---------------------------------------------------------------- receipts
+def decode(receipt: bytes) -> dict:
+    """Steps 1-4 of "Verifying a receipt": layout, magics, versions, known tags."""
     if len(receipt) != RECEIPT_LEN:
         raise ValueError(f"a receipt is {RECEIPT_LEN} bytes, not {len(receipt)}")
-    record, worker_sig, submitter_sig = receipt[:250], receipt[250:314], receipt[314:]
+    record, terms = receipt[:RECORD_LEN], receipt[CLAIM_LEN:CLAIM_LEN + TERMS_LEN]
     if record[0:4] != b"HRCP" or record[4] != 1:
-        raise ValueError("bad magic or version")
+        raise ValueError("bad record magic or version")
+    if terms[0:4] != b"HRCT" or terms[4] != 1:
+        raise ValueError("bad terms magic or version")
     (shard,) = struct.unpack_from("<I", record, 37)
     fuel, energy_mj = struct.unpack_from("<QQ", record, 201)
-    method = record[217]
     start_ms, end_ms = struct.unpack_from("<QQ", record, 218)
-    if method not in (1, 2, 3) or end_ms < start_ms:
-        raise ValueError("bad energy method or time window")
-    worker, submitter = record[137:169], record[169:201]
-    for key, domain, sig, role in (
-        (worker, WORKER_DOMAIN, worker_sig, "worker"),
-        (submitter, SUBMITTER_DOMAIN, submitter_sig, "submitter"),
-    ):
-        try:
-            Ed25519PublicKey.from_public_bytes(key).verify(sig, domain + record)
-        except InvalidSignature:
-            raise ValueError(f"the {role} signature does not verify") from None
+    (credited_mj,) = struct.unpack_from("<Q", terms, 5)
+    method, basis, verified_by, agreeing, replicas = record[217], terms[13], terms[14], terms[15], terms[16]
+    if method not in METHODS or basis not in BASES or verified_by not in VERIFIED_BY:
+        raise ValueError("unknown energy method, credit basis or verification kind")
     return {
-        "id": blake3.blake3(record).hexdigest(),
-        "job": record[5:37].hex(),
-        "shard": shard,
-        "worker": worker.hex(),
-        "submitter": submitter.hex(),
-        "fuel": fuel,
-        "energy_mj": energy_mj,
-        "method": {1: "rapl", 2: "cpu_estimate", 3: "simulated"}[method],
+        "id": blake3.blake3(record + terms).hexdigest(),
+        "job": record[5:37].hex(), "shard": shard, "module": record[41:73].hex(),
+        "input": record[73:105].hex(), "output": record[105:137].hex(),
+        "worker": record[137:169].hex(), "submitter": record[169:201].hex(),
+        "fuel": fuel, "energy_mj": energy_mj, "energy_method": METHODS[method],
+        "start_ms": start_ms, "end_ms": end_ms, "nonce": record[234:250].hex(),
+        "worker_sig": receipt[RECORD_LEN:CLAIM_LEN].hex(),
+        "credited_mj": credited_mj, "basis": BASES[basis], "verified_by": VERIFIED_BY[verified_by],
+        "agreeing": agreeing, "replicas": replicas,
+        "submitter_sig": receipt[CLAIM_LEN + TERMS_LEN:].hex(),
+        "canonical": receipt.hex(),
     }
 
 
+def verify(receipt: bytes) -> dict:
+    """All steps of "Verifying a receipt"; returns the decoded fields or raises ValueError."""
+    f = decode(receipt)
+    # Physics (arbitrary-precision integers: no overflow).
+    if f["end_ms"] < f["start_ms"]:
+        raise ValueError("physics: it ends before it starts")
+    window = f["end_ms"] - f["start_ms"]
+    if window > MAX_WINDOW_MS:
+        raise ValueError(f"physics: it covers {window} ms, more than 24 h")
+    if f["energy_mj"] > MAX_WATTS * window:
+        raise ValueError(f"physics: {f['energy_mj']} mJ in {window} ms is above {MAX_WATTS} W")
+    # Terms.
+    if f["credited_mj"] > f["energy_mj"]:
+        raise ValueError("terms: credits more than the worker claimed")
+    if not 1 <= f["agreeing"] <= f["replicas"]:
+        raise ValueError("terms: agreeing must be between 1 and replicas")
+    # Signatures.
+    record, terms = receipt[:RECORD_LEN], receipt[CLAIM_LEN:CLAIM_LEN + TERMS_LEN]
+    for key, msg, sig, role in (
+        (record[137:169], WORKER_DOMAIN + record, receipt[RECORD_LEN:CLAIM_LEN], "worker"),
+        (record[169:201], SUBMITTER_DOMAIN + record + terms, receipt[CLAIM_LEN + TERMS_LEN:], "submitter"),
+    ):
+        why = strict_verify(key, msg, sig)
+        if why:
+            raise ValueError(f"the {role} signature does not verify: {why}")
+    return f
+
+
+# ---------------------------------------------------------------- the export format
+RECEIPT_KEYS = {
+    "id": "hex32", "job": "hex32", "shard": "u32", "module": "hex32", "input": "hex32",
+    "output": "hex32", "worker": "hex32", "submitter": "hex32", "fuel": "u64",
+    "energy_mj": "u64", "energy_method": "name", "start_ms": "u64", "end_ms": "u64",
+    "nonce": "hex16", "worker_sig": "hex64", "credited_mj": "u64", "basis": "name",
+    "verified_by": "name", "agreeing": "u8", "replicas": "u8", "submitter_sig": "hex64",
+    "canonical": f"hex{RECEIPT_LEN}",
+}
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise ValueError(f"duplicate keys {sorted(dup)}")
+    return dict(pairs)
+
+
+def _exact_keys(obj, required, optional=(), where=""):
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected an object")
+    missing = set(required) - obj.keys()
+    unknown = obj.keys() - set(required) - set(optional)
+    if missing or unknown:
+        raise ValueError(f"{where}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+
+
+def _field(kind, value, where):
+    if kind.startswith("hex"):
+        n = 2 * int(kind[3:])
+        if not isinstance(value, str) or len(value) != n or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError(f"{where}: expected {n} lowercase hex digits")
+        return value
+    if kind == "u64":
+        if not isinstance(value, str) or not value.isascii() or not value.isdigit() \
+                or (len(value) > 1 and value[0] == "0") or int(value) > U64_MAX:
+            raise ValueError(f"{where}: a u64 is a string of decimal digits without leading zeros")
+        return int(value)
+    if kind in ("u32", "u8"):
+        top = 2**32 - 1 if kind == "u32" else 255
+        if type(value) is not int or not 0 <= value <= top:
+            raise ValueError(f"{where}: expected an integer 0..{top}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: expected a name")
+    return value
+
+
+def check_export(export: dict):
+    """docs/receipts.md "Verifying an export". Returns (lines, number of receipts, failures)."""
+    lines, bad = [], 0
+    _exact_keys(export, ("format", "receipts"), ("chain",), "export")
+    if export["format"] != EXPORT_FORMAT:
+        raise ValueError(f"format {export['format']!r}, expected {EXPORT_FORMAT!r}")
+    if not isinstance(export["receipts"], list):
+        raise ValueError("receipts: expected a list")
+    valid, slots = [], set()
+    for i, r in enumerate(export["receipts"]):
+        try:
+            _exact_keys(r, RECEIPT_KEYS, (), f"receipt {i}")
+            readable = {k: _field(kind, r[k], f"receipt {i} {k}") for k, kind in RECEIPT_KEYS.items()}
+            fields = verify(bytes.fromhex(readable["canonical"]))
+            for k, v in readable.items():
+                if fields[k] != v:
+                    raise ValueError(f"field {k!r} does not match the canonical bytes")
+            slot = (fields["job"], fields["shard"], fields["worker"])
+            if slot in slots:
+                raise ValueError("an earlier receipt covers the same job, shard and worker")
+            slots.add(slot)
+            valid.append(fields)
+            lines.append(f"receipt {i}: valid, id {fields['id']}, shard {fields['shard']}, "
+                         f"{fields['credited_mj']} of {fields['energy_mj']} mJ credited "
+                         f"({fields['basis']}, {fields['energy_method']})")
+        except (ValueError, KeyError) as e:
+            bad += 1
+            lines.append(f"receipt {i}: INVALID: {e}")
+    why = conservation(valid)
+    if why:
+        bad += 1
+        lines.append(f"conservation: INVALID: {why}")
+    chain = export.get("chain")
+    if chain is not None:
+        try:
+            lines.append(check_chain(chain, [bytes.fromhex(r["canonical"]) for r in export["receipts"]
+                                             if isinstance(r, dict) and isinstance(r.get("canonical"), str)]))
+        except ValueError as e:
+            bad += 1
+            lines.append(f"chain: INVALID: {e}")
+    return lines, len(export["receipts"]), bad
+
+
+def conservation(receipts) -> str:
+    """docs/receipts.md "Conservation": for each household and each interval [a, b] from some
+    receipt's start to some receipt's end, the energy claimed by its receipts lying inside
+    [a, b] is at most MAX_WATTS x (b - a). None if it holds, else what breaks it."""
+    households = {}
+    for f in receipts:
+        households.setdefault(f["worker"], []).append((f["start_ms"], f["end_ms"], f["energy_mj"]))
+    for household, windows in sorted(households.items()):
+        windows.sort(key=lambda w: w[1])
+        for a in sorted({w[0] for w in windows}):
+            total = 0
+            for start, end, energy in windows:
+                if start >= a:
+                    total += energy
+                    if total > MAX_WATTS * (end - a):
+                        return (f"household {household}: receipts within {a}..{end} ms claim "
+                                f"{total} mJ, more than {MAX_WATTS} W can deliver in {end - a} ms")
+    return None
+
+
+def check_chain(chain: dict, receipts) -> str:
+    _exact_keys(chain, ("household", "length", "head", "entries"), (), "chain")
+    household = _field("hex32", chain["household"], "chain household")
+    length = _field("u64", chain["length"], "chain length")
+    if not isinstance(chain["entries"], list):
+        raise ValueError("chain entries: expected a list")
+    if length != len(chain["entries"]):
+        raise ValueError(f"length {length} but {len(chain['entries'])} entries")
+    own = set()
+    for r in receipts:
+        try:
+            f = decode(r)
+        except ValueError:
+            continue
+        if f["worker"] == household:
+            own.add(f["id"])
+    prev, seen = bytes(32), set()
+    for n, e in enumerate(chain["entries"]):
+        _exact_keys(e, ("id", "entry"), (), f"chain entry {n}")
+        rid = _field("hex32", e["id"], f"chain entry {n} id")
+        entry = _field("hex32", e["entry"], f"chain entry {n} entry")
+        if blake3.blake3(prev + bytes.fromhex(rid)).hexdigest() != entry:
+            raise ValueError(f"entry {n} does not link to the one before")
+        if rid not in own:
+            raise ValueError(f"entry {n} names {rid}, not a receipt of this export crediting {household}")
+        if rid in seen:
+            raise ValueError(f"entry {n} names {rid} twice")
+        seen.add(rid)
+        prev = bytes.fromhex(entry)
+    if _field("hex32", chain["head"], "chain head") != prev.hex():
+        raise ValueError("the head is not the last entry")
+    missing = own - seen
+    if missing:
+        raise ValueError(f"receipt {sorted(missing)[0]} credits {household} but is not on its chain")
+    return f"chain of household {household}: {length} entries, links, head and receipts agree"
+
+
+def load_export(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f, object_pairs_hook=_no_duplicates)
+
+
+# ---------------------------------------------------------------- examples and test vectors
+HERE = os.path.dirname(os.path.abspath(__file__))
+FORGED_KEY = bytes([1]) + bytes(31)       # the neutral point
+FORGED_SIG = bytes([1]) + bytes(31) + bytes(32)  # R = neutral point, S = 0
+TORSION_SIG_0 = "70180a56bd154a7f10d2f3a8115b1f3866ef9d32bb7cbcbfe1387bbd2e5248ef49bd7e64de486a9f9d1972d8066bb3b09a4253e83acb9e71aa026d2243250602"
+
+
 def example() -> bytes:
-    doc = open(__file__.replace("verify_receipt.py", "receipts.md"), encoding="utf-8").read()
-    block = doc.split("The receipt's 378 bytes, 32 per line:")[1].split("```text")[1].split("```")[0]
+    doc = open(os.path.join(HERE, "receipts.md"), encoding="utf-8").read()
+    block = doc.split("The receipt's 395 bytes,\n32 per line:")[1].split("```text")[1].split("```")[0]
     return bytes.fromhex("".join(block.split()))
+
+
+def self_test() -> list:
+    """The worked examples and the refusals docs/receipts.md promises. Returns failures."""
+    failures = []
+
+    def expect(ok, what):
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+        if not ok:
+            failures.append(what)
+
+    ex = example()
+    f = verify(ex)
+    expect(f["id"] == "5439cfefcdf9e94a9b36a67e78a7ebb0c94003705144a63dfc5415741ca2763e",
+           f"worked example verifies, id {f['id']}")
+    expect(public_key(bytes([1]) * 32).hex() == f["worker"], "worker key from seed 32 x 01")
+
+    # The small-order forgery: a naive check accepts it for any message, the strict one never.
+    naive = None
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        naive = Ed25519PublicKey.from_public_bytes(FORGED_KEY)
+    except ImportError:
+        print("     (python package cryptography absent: naive-library demonstration skipped)")
+    for msg in (b"", b"any message", WORKER_DOMAIN + ex[:RECORD_LEN]):
+        expect(strict_verify(FORGED_KEY, msg, FORGED_SIG) == "the key is a point of small order",
+               f"small-order forgery refused for a {len(msg)}-byte message")
+        if naive is not None:
+            try:
+                naive.verify(FORGED_SIG, msg)
+                expect(True, "  ... while OpenSSL (cryptography) accepts it")
+            except Exception:
+                expect(False, "  ... OpenSSL was expected to accept the forgery")
+    forged = bytearray(ex)
+    forged[137:169] = FORGED_KEY
+    forged[169:201] = FORGED_KEY
+    forged[RECORD_LEN:CLAIM_LEN] = FORGED_SIG
+    forged[CLAIM_LEN + TERMS_LEN:] = FORGED_SIG
+    try:
+        verify(bytes(forged))
+        expect(False, "a receipt signed with the small-order forgery is refused")
+    except ValueError as e:
+        expect("small order" in str(e), f"a receipt signed with the small-order forgery is refused ({e})")
+
+    # Non-canonical S (S + L) and a non-canonical key encoding (y = p + 3).
+    s_plus_l = ex[CLAIM_LEN + TERMS_LEN:CLAIM_LEN + TERMS_LEN + 32] + \
+        (int.from_bytes(ex[-32:], "little") + L).to_bytes(32, "little")
+    expect(strict_verify(ex[169:201], SUBMITTER_DOMAIN + ex[:RECORD_LEN] + ex[CLAIM_LEN:CLAIM_LEN + TERMS_LEN],
+                         s_plus_l) == "S is not below L", "S + L refused")
+    expect(strict_verify((P + 3).to_bytes(32, "little"), b"m", ex[RECORD_LEN:CLAIM_LEN])
+           == "the key is not a canonical point encoding", "key y = p + 3 refused")
+
+    # R with a component of order 2 (src/identity.rs TORSION_SIGS[0]): canonical, not of small
+    # order, refused by the cofactorless equation alone.
+    torsion_key = bytes.fromhex("fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618")
+    torsion_sig = bytes.fromhex(TORSION_SIG_0)
+    expect(strict_verify(torsion_key, b"torsion-0", torsion_sig) == "the equation does not hold",
+           "R with a small-order component refused by the equation")
+
+    # Issue 9: receipts minted by two fresh keys with energy = fuel = end_ms = 2^64 - 1.
+    wseed, sseed = os.urandom(32), os.urandom(32)
+    wpub, spub = public_key(wseed), public_key(sseed)
+    refused, signatures_ok = 0, 0
+    for i in range(1000):
+        start = (0, U64_MAX - i, U64_MAX - MAX_WINDOW_MS + i, (i * 0x9E3779B97F4A7C15) % 2**64)[i % 4]
+        record = ex[:137] + wpub + spub + struct.pack("<QQ", U64_MAX, U64_MAX) + bytes([2]) + \
+            struct.pack("<QQ", start, U64_MAX) + ex[234:250]
+        record = record[:37] + struct.pack("<I", i) + record[41:]
+        terms = b"HRCT\x01" + struct.pack("<Q", U64_MAX) + bytes([1, 1, 1, 1])
+        if i < 4:  # signing in pure Python is slow; four real signatures show it is not about them
+            wsig, ssig = sign(wseed, WORKER_DOMAIN + record), sign(sseed, SUBMITTER_DOMAIN + record + terms)
+            signatures_ok += strict_verify(wpub, WORKER_DOMAIN + record, wsig) is None
+        else:
+            wsig, ssig = ex[RECORD_LEN:CLAIM_LEN], ex[CLAIM_LEN + TERMS_LEN:]
+        try:
+            verify(record + wsig + terms + ssig)
+        except ValueError as e:
+            refused += str(e).startswith("physics")
+    expect(signatures_ok == 4 and refused == 1000,
+           f"{refused} of 1000 minted 2^64-1 receipts refused for physics")
+
+    # The complete example export, with its chain; then the same export pruned and edited.
+    export = load_export(os.path.join(HERE, "receipts-example.json"))
+    lines, n, bad = check_export(export)
+    for line in lines:
+        print(f"     {line}")
+    expect(n == 4 and bad == 0, "docs/receipts-example.json verifies, chain included")
+    pruned = json.loads(json.dumps(export))
+    del pruned["receipts"][1]
+    expect(check_export(pruned)[2] == 1, "a receipt pruned from the export breaks the chain")
+    edited = json.loads(json.dumps(export))
+    edited["receipts"][0]["credited_mj"] = "42000"
+    expect(check_export(edited)[2] == 1, "an edited readable field is caught")
+    numbered = json.loads(json.dumps(export))
+    numbered["receipts"][2]["fuel"] = int(numbered["receipts"][2]["fuel"])
+    expect(check_export(numbered)[2] >= 1, "a u64 written as a JSON number is refused")
+    two = [{"worker": "aa", "start_ms": 1000, "end_ms": 2000, "energy_mj": 2_000_000}] * 2
+    expect(conservation(two[:1]) is None and conservation(two) is not None,
+           "two 2 000 W receipts of one household over the same second break conservation")
+    doubled = json.loads(json.dumps(export))
+    doubled["receipts"].append(doubled["receipts"][0])
+    expect(check_export(doubled)[2] >= 1, "a second receipt for the same job, shard and worker is refused")
+    return failures
 
 
 def main() -> int:
     if sys.argv[1:] == ["--example"]:
-        receipts = [example()]
-    elif len(sys.argv) == 2:
-        export = json.load(open(sys.argv[1], encoding="utf-8"))
-        if export.get("format") != "hearth-receipts/1":
-            print("not a hearth-receipts/1 export", file=sys.stderr)
-            return 1
-        receipts = [bytes.fromhex(r["canonical"]) for r in export["receipts"]]
-    else:
+        failures = self_test()
+        print(f"{len(failures)} failures")
+        return 1 if failures else 0
+    if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    bad = 0
-    for i, r in enumerate(receipts):
-        try:
-            fields = verify(r)
-            print(f"receipt {i}: valid, id {fields['id']}, shard {fields['shard']}, "
-                  f"{fields['energy_mj']} mJ ({fields['method']})")
-        except ValueError as e:
-            bad += 1
-            print(f"receipt {i}: INVALID: {e}")
-    print(f"{len(receipts)} receipts, {len(receipts) - bad} valid, {bad} invalid")
+    try:
+        lines, n, bad = check_export(load_export(sys.argv[1]))
+    except (ValueError, OSError) as e:
+        print(f"{sys.argv[1]}: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    print(f"{n} receipts, {n - min(bad, n)} valid, {bad} invalid")
     return 1 if bad else 0
 
 

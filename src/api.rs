@@ -45,7 +45,7 @@ use auth::Access;
 
 use crate::identity::PublicKey;
 use crate::jobs::JobStatus;
-use crate::model::receipt::{ReceiptExport, ReceiptJson, EXPORT_FORMAT};
+use crate::model::receipt::ReceiptExport;
 use crate::model::{now_ms, parse_hash, Assembly, JobLimits, JobManifest};
 use crate::node::NodeContext;
 
@@ -317,11 +317,9 @@ async fn receipts(
         .map(|h| PublicKey::from_hex(&h))
         .transpose()
         .map_err(|e| bad(format!("household: {e}")))?;
-    let list = ctx.ledger.list(household.as_ref()).map_err(internal)?;
-    Ok(Json(ReceiptExport {
-        format: EXPORT_FORMAT.into(),
-        receipts: list.iter().map(ReceiptJson::from).collect(),
-    }))
+    Ok(Json(
+        ctx.ledger.export(household.as_ref()).map_err(internal)?,
+    ))
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -341,7 +339,7 @@ async fn totals(State(ctx): State<NodeContext>) -> Result<Json<Vec<TotalsView>>,
                 household: k.to_hex(),
                 receipts: t.receipts,
                 fuel: t.fuel,
-                energy_mj: t.energy_mj,
+                energy_mj: t.credited_mj,
             })
             .collect(),
     ))
@@ -431,7 +429,7 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
         "energy_credited",
         "Energy credited to this household in verified receipts",
         Some(Unit::Joules),
-        own.energy_mj as f64 / 1000.0,
+        own.credited_mj as f64 / 1000.0,
     );
     m.counter(
         "fuel_credited",

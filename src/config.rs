@@ -75,6 +75,8 @@ pub struct Config {
     pub heat: crate::heat::HeatConfig,
     /// `[relay]`: serving as a circuit relay for homes behind NAT (bootstrap nodes).
     pub relay: RelayConfig,
+    /// `[homeassistant]`: the MQTT discovery bridge to Home Assistant.
+    pub homeassistant: crate::homeassistant::HomeAssistantConfig,
 }
 
 /// `[relay]`: the circuit relay a bootstrap node runs for homes behind NAT. A relayed
@@ -168,6 +170,10 @@ pub struct JobsConfig {
     /// How long a lease this node grants (as a coordinator) lasts, in seconds. A radiator that
     /// has not reported by then loses the shard to another. Default 60.
     pub lease_secs: u64,
+    /// The longest a lease may be renewed to while its shard runs, in seconds from when it was
+    /// granted; then it ends and the shard goes to another radiator. Default 600 (five times
+    /// a radiator's 120 s shard watchdog, leaving room to fetch inputs on a slow link).
+    pub lease_max_secs: u64,
 }
 
 /// The radiator's own limits (STYLE rule 18): a job's manifest may ask for less, never for
@@ -267,7 +273,10 @@ impl LimitsConfig {
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { lease_secs: 60 }
+        JobsConfig {
+            lease_secs: 60,
+            lease_max_secs: 600,
+        }
     }
 }
 
@@ -319,7 +328,11 @@ pub struct Overrides {
 /// The commented file `hearth init` writes. Every line is a comment, so the defaults above stay
 /// the single source of truth until the household changes something.
 pub fn template() -> String {
-    format!("{NODE_TEMPLATE}{}", crate::heat::config::TEMPLATE)
+    format!(
+        "{NODE_TEMPLATE}{}{}",
+        crate::heat::config::TEMPLATE,
+        crate::homeassistant::TEMPLATE
+    )
 }
 
 const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
@@ -376,6 +389,9 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # How long a lease granted by this node lasts, in seconds, before the shard goes to another
 # radiator (HEARTH_LEASE_SECS).
 # lease_secs = 60
+# Radiators renew a lease while the shard runs; this is the longest one can be renewed to,
+# in seconds from when it was granted.
+# lease_max_secs = 600
 
 [limits]
 # This radiator's own limits. A job may ask for less, never for more: a job beyond them is

@@ -19,7 +19,7 @@ use crate::jobs::build::{build, JobSpec};
 use crate::jobs::JobStatus;
 use crate::kernels;
 use crate::model::power::{peak_overlap_watts, Window};
-use crate::model::receipt::{verify_batch, Receipt, ReceiptExport, ReceiptJson, EXPORT_FORMAT};
+use crate::model::receipt::{verify_batch, Receipt, ReceiptExport};
 use crate::model::JobLimits;
 use crate::node::{self, NodeOptions, RunningNode};
 
@@ -244,10 +244,7 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
     }
     let checks = verify_batch(&all);
     let bad = checks.iter().filter(|c| c.is_err()).count();
-    let export = ReceiptExport {
-        format: EXPORT_FORMAT.into(),
-        receipts: all.iter().map(ReceiptJson::from).collect(),
-    };
+    let export = ReceiptExport::new(&all, None);
     let receipts_path = opts.out.join("receipts.json");
     std::fs::write(&receipts_path, serde_json::to_string_pretty(&export)?)?;
     println!(
@@ -279,7 +276,7 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
             .iter()
             .filter(|r| r.record.worker == n.household())
             .collect();
-        let credited: u64 = own.iter().map(|r| r.record.energy_mj).sum();
+        let credited: u64 = own.iter().map(|r| r.terms.credited_mj).sum();
         let windows: Vec<Window> = own
             .iter()
             .map(|r| Window {

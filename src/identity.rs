@@ -61,10 +61,12 @@ impl PublicKey {
         Ok(PublicKey(arr))
     }
 
-    /// Verifies an ed25519 signature by this key over `msg` (strict verification: rejects
-    /// small-order keys and non-canonical signatures, so a signature has one valid encoding).
+    /// Verifies an ed25519 signature by this key over `msg`, strictly: the checks of
+    /// [`strict_precheck`] first, then the RFC 8032 equation (`verify_strict`, which also
+    /// compares the recomputed `R` with the signature's bytes). A signature therefore has one
+    /// valid encoding and no key or `R` of small order can make it valid for every message.
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+        let Ok(key) = strict_precheck(self, sig) else {
             return false;
         };
         key.verify_strict(msg, &Signature::from_bytes(sig)).is_ok()
@@ -82,6 +84,73 @@ impl PublicKey {
         let ed = pk.try_into_ed25519().ok()?;
         Some(PublicKey(ed.to_bytes()))
     }
+}
+
+/// Why a key or signature fails the strict checks, before any curve equation is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StrictError {
+    #[error("the public key is not a canonical point encoding")]
+    KeyEncoding,
+    #[error("the public key is a point of small order (it would verify almost anything)")]
+    KeySmallOrder,
+    #[error("the signature's R is not a canonical point encoding")]
+    REncoding,
+    #[error("the signature's R is a point of small order")]
+    RSmallOrder,
+    #[error("the signature's S is not below the group order L")]
+    SNotCanonical,
+}
+
+/// The group order L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+const GROUP_ORDER_LE: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
+];
+
+/// Whether a 32-byte little-endian number is below `bound` (also little-endian).
+fn below(value: &[u8; 32], bound: &[u8; 32]) -> bool {
+    value.iter().rev().cmp(bound.iter().rev()) == std::cmp::Ordering::Less
+}
+
+/// A point encoding is canonical when its y coordinate (the low 255 bits) is below
+/// p = 2^255 - 19. The only other non-canonical form, x = 0 with the sign bit set, occurs only
+/// for y = 1 and y = -1, points of small order that the small-order check refuses anyway.
+fn canonical_y(bytes: &[u8; 32]) -> bool {
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    below(&y, &p)
+}
+
+/// The strict checks of `docs/receipts.md` ("Verifying a signature"), spelled out rather than
+/// left to a library's definition of strict: canonical encodings of the key `A` and of `R`,
+/// neither of small order (8·P ≠ identity), and `S < L`. Returns the decoded key.
+pub fn strict_precheck(key: &PublicKey, sig: &[u8; 64]) -> Result<VerifyingKey, StrictError> {
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&sig[..32]);
+    let mut s = [0u8; 32];
+    s.copy_from_slice(&sig[32..]);
+    if !below(&s, &GROUP_ORDER_LE) {
+        return Err(StrictError::SNotCanonical);
+    }
+    if !canonical_y(&key.0) {
+        return Err(StrictError::KeyEncoding);
+    }
+    let a = VerifyingKey::from_bytes(&key.0).map_err(|_| StrictError::KeyEncoding)?;
+    if a.is_weak() {
+        return Err(StrictError::KeySmallOrder);
+    }
+    // R decodes like a public key; `is_weak` is the small-order test on the decoded point.
+    if !canonical_y(&r) {
+        return Err(StrictError::REncoding);
+    }
+    let r_point = VerifyingKey::from_bytes(&r).map_err(|_| StrictError::REncoding)?;
+    if r_point.is_weak() {
+        return Err(StrictError::RSmallOrder);
+    }
+    Ok(a)
 }
 
 impl fmt::Debug for PublicKey {
@@ -270,7 +339,7 @@ impl Identity {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -311,6 +380,134 @@ mod tests {
         assert!(id.public().verify(b"heat", &sig));
         assert!(!id.public().verify(b"heat!", &sig));
         assert!(!Identity::generate().public().verify(b"heat", &sig));
+    }
+
+    /// The small-order forgery of `docs/receipts.md`: A = R = the neutral point (encoded
+    /// `01 00..00`), S = 0. The cofactorless equation [S]B = R + [k]A holds for every message,
+    /// so a naive verifier accepts it; hearth's strict checks refuse it.
+    pub(crate) const FORGED_KEY: [u8; 32] = {
+        let mut a = [0u8; 32];
+        a[0] = 1;
+        a
+    };
+    pub(crate) const FORGED_SIG: [u8; 64] = {
+        let mut s = [0u8; 64];
+        s[0] = 1;
+        s
+    };
+
+    #[test]
+    fn small_order_forgery_passes_a_naive_verifier_and_not_ours() {
+        use ed25519_dalek::Verifier;
+        let naive = VerifyingKey::from_bytes(&FORGED_KEY).unwrap();
+        let sig = Signature::from_bytes(&FORGED_SIG);
+        for msg in [
+            &b"any message"[..],
+            b"",
+            b"hearth/receipt/worker/v1 and more",
+        ] {
+            assert!(
+                naive.verify(msg, &sig).is_ok(),
+                "the naive check accepts it"
+            );
+            assert!(!PublicKey(FORGED_KEY).verify(msg, &FORGED_SIG));
+        }
+        assert_eq!(
+            strict_precheck(&PublicKey(FORGED_KEY), &FORGED_SIG).err(),
+            Some(StrictError::KeySmallOrder)
+        );
+        // The same small-order R under an honest key is refused for R's sake.
+        let honest = Identity::from_seed([7; 32]).public();
+        assert_eq!(
+            strict_precheck(&honest, &FORGED_SIG).err(),
+            Some(StrictError::RSmallOrder)
+        );
+    }
+
+    /// Signatures by the key of seed 32 × `09` over `torsion-0` .. `torsion-15` whose `R` is
+    /// r·B plus the point of order 2, S = r + k·a (made by `docs/verify_receipt.py`'s
+    /// arithmetic). The cofactorless equation refuses every one; ed25519 batch verification
+    /// (a random combination) accepts some of them, which is why hearth does not batch.
+    const TORSION_KEY: &str = "fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618";
+    const TORSION_SIGS: [&str; 16] = [
+        "70180a56bd154a7f10d2f3a8115b1f3866ef9d32bb7cbcbfe1387bbd2e5248ef49bd7e64de486a9f9d1972d8066bb3b09a4253e83acb9e71aa026d2243250602",
+        "ee4a5146be078db7960395fe8ed0d811518262b1008ade9635165020c7bcc50982e1ca1a4cba8b158448447562231dfd3d528b2a3c6b7b441b6c57a8d44e3704",
+        "0f9db3e88649bb99ca0b31d35974d3896e3eb9a0a78dbfceaa4aca3b8974e0470de8cede4d19b0a15afb9091de3c7b85efeaa3d5991ad2db453af7e2a0966909",
+        "a702a06ca597ef94aa58a3a0dfa8fc8d6680fdbce95fd5075cbd78c0ccf4dcc3c00da385af22de93ee7aa07d8b6977bb62647fb46eff97e867fe6e747ebb6b0e",
+        "eddf61c3d04a0830587abcc86d0f8ba8b3ef4fabe3c78cd19d05c2eac5f63952496fbbeeb5de0e6be695447631c52ccb60fe67af8be843dd79f181688321310b",
+        "30417c20374eac05d7ce7ee9595be895be7d35f14fa36e039a10bbf392893cc3e0b74a644e730ca10e29dbc72ebb97a6a4353950fd5362ef80d4400d318b0506",
+        "2360e4d7bef0ed612e9b32cdaa7fe57af007dd49104d26ac3a02f2c6a37667b23707eea9b269120e40792ad99e54ffcfc7b27ae1223b191ff23ba121ba2e370e",
+        "2bd5e45ae2b4379d0efb6a8084a8cb4110d4c6d95dafe37fddcf12e1284f79ede6fe40fe4930501548d73e32575daff7cb3adbd396a082168e178f87b8e3e50a",
+        "6036c7bf6185f65f5be62bf270b59ed181506f85c8a1a3bcc8a608d09ca91af8fed8b6dfdac3eaa352062aed5c79ca666f90a11dddb4d2341d289d08526c060d",
+        "18b9da15ad06590cb7f164f0f41bfee96c3f2c26257e198fd6f89c4ecb900a9169b63bc31b7126854e65645498ed2138d5b8b3500d888de2eeac168a9048a00f",
+        "282dde92394040065c6a9acdc2befd137910ac22fe988346abc6d7e9da498ce6cab99b66481d8fd9eece67208f1776d6cbc53c039fd9402092a727c2a5932b00",
+        "afda006f0f9709e91c2b5d2c44520edd75a8265f06e496313ca8a701555abcee097b2188c1d61789a7842addfb903a72ffa14fe5dacadb7c567df78b694bc10a",
+        "4b169031770b3a4cfd9af31d1102d38a3bc294913dcbd64b806498c3e4928bab43a910476544a4660520f257f09af604b4e9c0fae7f894a9f053a6a88afa110c",
+        "ad8bd64c1d9a3aec3590a1275acfeb6e764d7194dd827435a4ee7b9c6cacb797aa925fd51463d7e66519bdd3f07de1b9c87f60c5dc13a4e6c678a7a7f8af0300",
+        "5caba5ff2d33e0ef74b342136f8c7aa8f3243b9447eacc8c564cd0d40a4105e0fbefa9e6677c445a1b4fb142542c5e8127fef3895a58c9f8cfdeea486170240b",
+        "0721000dd79ef86f2fd8d6bb3551c8a214deaeb8b423f225b6eb3a202361d5fcd8bec2be776da630fd265d450907a8df63c9dd9542d7f4a95e5b4682e1b14401",
+    ];
+
+    #[test]
+    fn r_with_a_small_order_component_splits_batch_from_single_verification() {
+        let key = PublicKey::from_hex(TORSION_KEY).unwrap();
+        assert_eq!(key, Identity::from_seed([9; 32]).public());
+        let mut batch_accepted = 0;
+        for (i, hex) in TORSION_SIGS.iter().enumerate() {
+            let sig: [u8; 64] = hex::decode(hex).unwrap().try_into().unwrap();
+            let msg = format!("torsion-{i}");
+            // Canonical, not of small order: only the equation itself refuses it.
+            let k = strict_precheck(&key, &sig).unwrap();
+            assert!(!key.verify(msg.as_bytes(), &sig), "signature {i}");
+            let batch = ed25519_dalek::verify_batch(
+                &[msg.as_bytes()],
+                &[Signature::from_bytes(&sig)],
+                &[k],
+            );
+            batch_accepted += usize::from(batch.is_ok());
+        }
+        assert!(
+            batch_accepted > 0,
+            "batch verification accepted none of 16 (each about even odds)"
+        );
+    }
+
+    #[test]
+    fn non_canonical_s_and_key_encodings_are_refused() {
+        let id = Identity::from_seed([5; 32]);
+        let sig = id.sign(b"heat");
+        assert!(id.public().verify(b"heat", &sig));
+        // S + L: the same scalar mod L, a second encoding of the same signature.
+        let mut malleable = sig;
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = u16::from(malleable[32 + i]) + u16::from(GROUP_ORDER_LE[i]) + carry;
+            malleable[32 + i] = v as u8;
+            carry = v >> 8;
+        }
+        assert_eq!(carry, 0);
+        assert!(!id.public().verify(b"heat", &malleable));
+        assert_eq!(
+            strict_precheck(&id.public(), &malleable).err(),
+            Some(StrictError::SNotCanonical)
+        );
+        // y = p + 3 encodes the same point as y = 3, which is on the curve and not of small
+        // order: the decoder alone accepts it, the canonical-encoding check does not.
+        let mut key = [0xff; 32];
+        key[0] = 0xed + 3;
+        key[31] = 0x7f;
+        let decoded = VerifyingKey::from_bytes(&key).expect("dalek decodes y = p + 3");
+        assert!(!decoded.is_weak());
+        assert_eq!(
+            strict_precheck(&PublicKey(key), &sig).err(),
+            Some(StrictError::KeyEncoding)
+        );
+        let mut r_bad = sig;
+        r_bad[..32].copy_from_slice(&key);
+        assert_eq!(
+            strict_precheck(&id.public(), &r_bad).err(),
+            Some(StrictError::REncoding)
+        );
     }
 
     #[test]

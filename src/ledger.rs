@@ -1,22 +1,28 @@
 //! The receipts ledger: every heat-work receipt this node has seen, kept in sled.
 //!
-//! Rules: one receipt per (job, shard, worker); a receipt is stored only if both signatures
-//! verify; the same receipt offered twice is a replay and is refused without double credit; a
-//! different receipt for a (job, shard, worker) that already has one is a conflict and is
-//! refused. Totals per household are updated in the same transaction as the insert, so they
-//! never drift from the receipts. The receipts that credit this node's own household also form
-//! an append-only hash chain: entry n = blake3(entry n-1 || receipt id), entry 0 chained from
-//! 32 zero bytes, so a household can show its history was not reordered or pruned.
+//! Rules: one receipt per (job, shard, worker); a receipt is stored only if it verifies
+//! (physics, credit terms, both signatures); the same receipt offered twice is a replay and is
+//! refused without double credit; a different receipt for a (job, shard, worker) that already
+//! has one is a conflict and is refused: the first one recorded stands. Totals per household
+//! are updated in the same transaction as the insert, so they never drift from the receipts;
+//! they count the energy *credited* (the terms' `credited_mj`) and, beside it, the energy the
+//! workers *claimed*. The receipts that credit this node's own household also form an
+//! append-only hash chain: entry n = blake3(entry n-1 || receipt id), entry 0 chained from 32
+//! zero bytes, so a household can show its history was not reordered or pruned; an export
+//! carries it ([`Ledger::export`]).
 //!
-//! Trees (all prefixed `ledger/`): `receipts` id → receipt bytes; `slots` job‖shard‖worker →
-//! id; `totals` worker key → count‖fuel‖energy_mj (u64 LE each); `chain` seq (u64 BE) →
-//! receipt id‖entry hash.
+//! Trees (all prefixed `ledger/v2/`; receipts of format 1 in the older `ledger/*` trees are
+//! not read): `receipts` id → receipt bytes; `slots` job‖shard‖worker → id; `totals` worker
+//! key → count‖fuel‖credited_mj‖claimed_mj (u64 LE each); `chain` seq (u64 BE) → receipt
+//! id‖entry hash, and under seq u64::MAX the head: length-1 (u64 BE)‖entry hash.
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use crate::identity::PublicKey;
-use crate::model::receipt::{Receipt, ReceiptError};
+use crate::model::receipt::{
+    chain_link, ChainEntryJson, ChainJson, Receipt, ReceiptError, ReceiptExport,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -46,26 +52,33 @@ pub enum LedgerError {
 pub struct Totals {
     pub receipts: u64,
     pub fuel: u64,
-    pub energy_mj: u64,
+    /// Energy credited by the submitters (the sum of the receipts' `credited_mj`): the figure
+    /// a household is repaid by.
+    pub credited_mj: u64,
+    /// Energy the household's workers claimed (the records' `energy_mj`); at least
+    /// `credited_mj`.
+    pub claimed_mj: u64,
 }
 
 impl Totals {
-    fn to_bytes(self) -> [u8; 24] {
-        let mut b = [0u8; 24];
+    fn to_bytes(self) -> [u8; 32] {
+        let mut b = [0u8; 32];
         b[..8].copy_from_slice(&self.receipts.to_le_bytes());
         b[8..16].copy_from_slice(&self.fuel.to_le_bytes());
-        b[16..].copy_from_slice(&self.energy_mj.to_le_bytes());
+        b[16..24].copy_from_slice(&self.credited_mj.to_le_bytes());
+        b[24..].copy_from_slice(&self.claimed_mj.to_le_bytes());
         b
     }
     fn from_bytes(b: &[u8]) -> Option<Totals> {
-        if b.len() != 24 {
+        if b.len() != 32 {
             return None;
         }
         let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
         Some(Totals {
             receipts: u(0),
             fuel: u(8),
-            energy_mj: u(16),
+            credited_mj: u(16),
+            claimed_mj: u(24),
         })
     }
 }
@@ -98,15 +111,15 @@ impl Ledger {
     /// receipts go on the hash chain.
     pub fn open(db: &sled::Db, own: PublicKey) -> Result<Ledger, LedgerError> {
         Ok(Ledger {
-            receipts: db.open_tree("ledger/receipts")?,
-            slots: db.open_tree("ledger/slots")?,
-            totals: db.open_tree("ledger/totals")?,
-            chain: db.open_tree("ledger/chain")?,
+            receipts: db.open_tree("ledger/v2/receipts")?,
+            slots: db.open_tree("ledger/v2/slots")?,
+            totals: db.open_tree("ledger/v2/totals")?,
+            chain: db.open_tree("ledger/v2/chain")?,
             own,
         })
     }
 
-    /// Verifies and records a receipt. Returns its id.
+    /// Verifies (physics, terms, signatures) and records a receipt. Returns its id.
     pub fn insert(&self, receipt: &Receipt) -> Result<blake3::Hash, LedgerError> {
         let id = receipt.id();
         receipt.verify().map_err(|source| LedgerError::Invalid {
@@ -142,7 +155,10 @@ impl Ledger {
                 };
                 t.receipts += 1;
                 t.fuel = t.fuel.saturating_add(receipt.record.fuel);
-                t.energy_mj = t.energy_mj.saturating_add(receipt.record.energy_mj);
+                // Saturating: each figure is bounded by physics (at most MAX_WATTS over 24 h
+                // per receipt), but the count of receipts is not.
+                t.credited_mj = t.credited_mj.saturating_add(receipt.terms.credited_mj);
+                t.claimed_mj = t.claimed_mj.saturating_add(receipt.record.energy_mj);
                 totals.insert(&worker.0, &t.to_bytes())?;
                 if on_chain {
                     // The head is kept under the key u64::MAX so the append is one read and
@@ -160,14 +176,12 @@ impl Ledger {
                         }
                         None => (0, [0u8; 32]),
                     };
-                    let mut hasher = blake3::Hasher::new();
-                    hasher.update(&prev).update(id.as_bytes());
-                    let entry = hasher.finalize();
+                    let entry = chain_link(&prev, &id);
                     let mut value = id.as_bytes().to_vec();
-                    value.extend_from_slice(entry.as_bytes());
+                    value.extend_from_slice(&entry);
                     chain.insert(&seq.to_be_bytes(), value)?;
                     let mut head = seq.to_be_bytes().to_vec();
-                    head.extend_from_slice(entry.as_bytes());
+                    head.extend_from_slice(&entry);
                     chain.insert(&u64::MAX.to_be_bytes(), head)?;
                 }
                 Ok(Outcome::Stored)
@@ -191,8 +205,8 @@ impl Ledger {
         }
     }
 
-    /// Verifies a batch of receipts with ed25519 batch verification and records the valid
-    /// ones. Returns one result per receipt.
+    /// Verifies a batch of receipts (see [`crate::model::receipt::verify_batch`]) and records
+    /// the valid ones. Returns one result per receipt.
     pub fn insert_batch(&self, receipts: &[Receipt]) -> Vec<Result<blake3::Hash, LedgerError>> {
         crate::model::receipt::verify_batch(receipts)
             .into_iter()
@@ -260,43 +274,80 @@ impl Ledger {
         })
     }
 
-    /// Energy credited to `household` by receipts whose window ended at or after `since_ms`
-    /// (ms since the Unix epoch), in mJ.
+    /// Energy credited to `household` (the terms' `credited_mj`) by receipts whose window
+    /// ended at or after `since_ms` (ms since the Unix epoch), in mJ.
     pub fn credited_since(&self, household: &PublicKey, since_ms: u64) -> Result<u64, LedgerError> {
         Ok(self
             .list(Some(household))?
             .iter()
             .filter(|r| r.record.end_ms >= since_ms)
-            .fold(0u64, |sum, r| sum.saturating_add(r.record.energy_mj)))
+            .fold(0u64, |sum, r| sum.saturating_add(r.terms.credited_mj)))
     }
 
-    /// Walks the own-household hash chain and checks every link. Returns its length and head.
-    pub fn verify_chain(&self) -> Result<(u64, [u8; 32]), LedgerError> {
-        let mut prev = [0u8; 32];
-        let mut n = 0u64;
+    /// The own-household hash chain in order: (receipt id, entry) per link.
+    pub fn chain_entries(&self) -> Result<Vec<(blake3::Hash, [u8; 32])>, LedgerError> {
+        let mut out = Vec::new();
         for item in self.chain.range(..u64::MAX.to_be_bytes()) {
             let (k, v) = item?;
+            let n = out.len() as u64;
             if k.as_ref() != n.to_be_bytes() || v.len() != 64 {
                 return Err(LedgerError::Corrupt(format!(
                     "chain entry {n} is missing or malformed"
                 )));
             }
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(&prev).update(&v[..32]);
-            if hasher.finalize().as_bytes() != &v[32..] {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&v[..32]);
+            let mut entry = [0u8; 32];
+            entry.copy_from_slice(&v[32..]);
+            out.push((blake3::Hash::from_bytes(id), entry));
+        }
+        Ok(out)
+    }
+
+    /// Walks the own-household hash chain and checks every link. Returns its length and head.
+    pub fn verify_chain(&self) -> Result<(u64, [u8; 32]), LedgerError> {
+        let mut prev = [0u8; 32];
+        let entries = self.chain_entries()?;
+        for (n, (id, entry)) in entries.iter().enumerate() {
+            if chain_link(&prev, id) != *entry {
                 return Err(LedgerError::Corrupt(format!(
                     "chain entry {n} does not link"
                 )));
             }
-            if self.receipts.get(&v[..32])?.is_none() {
+            if self.receipts.get(id.as_bytes())?.is_none() {
                 return Err(LedgerError::Corrupt(format!(
                     "chain entry {n} names a missing receipt"
                 )));
             }
-            prev.copy_from_slice(&v[32..]);
-            n += 1;
+            prev = *entry;
         }
-        Ok((n, prev))
+        Ok((entries.len() as u64, prev))
+    }
+
+    /// The export of `hearth receipts export --json` and `GET /v1/receipts`: the receipts (all,
+    /// or those crediting `household`) and, when the export holds this node's own household's
+    /// receipts, its hash chain, so a verifier can check that history offline.
+    pub fn export(&self, household: Option<&PublicKey>) -> Result<ReceiptExport, LedgerError> {
+        let receipts = self.list(household)?;
+        let chain = if household.is_none_or(|h| *h == self.own) {
+            let entries = self.chain_entries()?;
+            let head = entries.last().map_or([0u8; 32], |(_, e)| *e);
+            Some(ChainJson {
+                household: self.own.to_hex(),
+                length: entries.len() as u64,
+                head: hex::encode(head),
+                entries: entries
+                    .iter()
+                    .map(|(id, e)| ChainEntryJson {
+                        id: id.to_hex().to_string(),
+                        entry: hex::encode(e),
+                    })
+                    .collect(),
+            })
+        } else {
+            None
+        };
+        Ok(ReceiptExport::new(&receipts, chain))
     }
 }
 
@@ -304,7 +355,7 @@ impl Ledger {
 mod tests {
     use super::*;
     use crate::identity::Identity;
-    use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
+    use crate::model::receipt::{Claim, CreditBasis, CreditTerms, EnergyMethod, WorkRecord};
 
     fn receipt(worker: &Identity, submitter: &Identity, shard: u32, nonce: u8) -> Receipt {
         let record = WorkRecord {
@@ -322,9 +373,15 @@ mod tests {
             end_ms: 2,
             nonce: [nonce; 16],
         };
+        // Credit three quarters of the claim, as a coordinator capping it would.
+        let terms = CreditTerms {
+            credited_mj: 1_500,
+            basis: CreditBasis::ReplicaReference,
+            ..CreditTerms::claimed(&record, 2, 2)
+        };
         Claim::sign(record, worker)
             .unwrap()
-            .countersign(submitter)
+            .countersign(submitter, terms)
             .unwrap()
     }
 
@@ -364,7 +421,8 @@ mod tests {
                 Totals {
                     receipts: 2,
                     fuel: 200,
-                    energy_mj: 4_000
+                    credited_mj: 3_000,
+                    claimed_mj: 4_000,
                 }
             );
             assert_eq!(ledger.totals_of(&other.public()).unwrap().receipts, 1);
@@ -394,5 +452,59 @@ mod tests {
         assert!(results[0].is_ok());
         assert!(matches!(results[1], Err(LedgerError::Invalid { .. })));
         assert!(matches!(results[2], Err(LedgerError::Replay { .. })));
+    }
+
+    #[test]
+    fn impossible_receipts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let (w, s) = (Identity::generate(), Identity::generate());
+        let ledger = Ledger::open(&db, w.public()).unwrap();
+        let mut record = receipt(&w, &s, 0, 1).record;
+        record.energy_mj = u64::MAX;
+        record.fuel = u64::MAX;
+        record.end_ms = u64::MAX;
+        let terms = CreditTerms::claimed(&record, 1, 1);
+        let minted = Claim::sign(record, &w)
+            .unwrap()
+            .countersign(&s, terms)
+            .unwrap();
+        assert!(matches!(
+            ledger.insert(&minted),
+            Err(LedgerError::Invalid {
+                source: ReceiptError::Physics(_),
+                ..
+            })
+        ));
+        assert_eq!(ledger.totals_of(&w.public()).unwrap(), Totals::default());
+    }
+
+    /// The ledger's export of the documented example is the documented export: same receipts,
+    /// same chain (`docs/receipts-example.json`).
+    #[test]
+    fn export_carries_the_documented_chain() {
+        use crate::model::receipt::vector;
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let ledger = Ledger::open(&db, vector::worker().public()).unwrap();
+        for r in vector::export_receipts() {
+            ledger.insert(&r).unwrap();
+        }
+        let mut got = ledger.export(None).unwrap();
+        let mut want = vector::export();
+        assert_eq!(got.chain, want.chain);
+        got.receipts.sort_by(|a, b| a.id.cmp(&b.id));
+        want.receipts.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(got, want);
+        let own = ledger.export(Some(&vector::worker().public())).unwrap();
+        assert_eq!(own.receipts.len(), 3);
+        assert!(own.chain.is_some());
+        let other = Identity::from_seed([3; 32]).public();
+        let theirs = ledger.export(Some(&other)).unwrap();
+        assert_eq!(theirs.receipts.len(), 1);
+        assert!(
+            theirs.chain.is_none(),
+            "a node holds only its own household's chain"
+        );
     }
 }

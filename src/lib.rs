@@ -12,6 +12,7 @@
 //! cli / demo            thin: parse arguments, call the API or the node
 //! api                   local HTTP+JSON face of a node
 //! node                  wires one radiator's services together, owns shutdown
+//! homeassistant         MQTT discovery bridge: reads the heat service, nothing above it
 //! jobs                  coordinator (submitter side) and worker (radiator side)
 //! net        ledger     net moves bytes between peers; ledger keeps receipts in sled
 //! model                 manifests, receipts, wire messages: pure data, canonical bytes
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod exec;
 pub mod heat;
+pub mod homeassistant;
 pub mod identity;
 pub mod jobs;
 pub mod kernels;

@@ -18,7 +18,8 @@ use crate::config::{Config, Role};
 use crate::exec::Executor;
 use crate::identity::{Identity, PublicKey};
 use crate::jobs::{
-    Coordinator, CoordinatorConfig, CoordinatorHandle, Worker, WorkerConfig, WorkerEvent,
+    ControlRoute, Coordinator, CoordinatorConfig, CoordinatorHandle, Loopback, Worker,
+    WorkerConfig, WorkerEvent,
 };
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::receipt::Receipt;
@@ -49,6 +50,8 @@ pub enum NodeError {
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Heat(#[from] crate::heat::HeatError),
+    #[error(transparent)]
+    HomeAssistant(#[from] crate::homeassistant::HaError),
     #[error(
         "refusing to serve the local API on {addr}: other machines could reach it there. \
              Use 127.0.0.1:PORT, or if you mean it set `[node] api_allow_remote = true` \
@@ -82,6 +85,13 @@ impl NodeOptions {
     pub fn new(data_dir: &Path, config: Config) -> NodeOptions {
         let coordinator = CoordinatorConfig {
             lease: std::time::Duration::from_secs(config.jobs.lease_secs.max(1)),
+            lease_max: std::time::Duration::from_secs(
+                config
+                    .jobs
+                    .lease_max_secs
+                    .max(config.jobs.lease_secs)
+                    .max(1),
+            ),
             ..CoordinatorConfig::default()
         };
         NodeOptions {
@@ -117,12 +127,26 @@ pub struct NodeContext {
     pub heat: Option<crate::heat::HeatHandle>,
 }
 
+/// How a service ended: its name, and why if it failed.
+type ServiceExit = (&'static str, Result<(), String>);
+
 pub struct RunningNode {
     pub context: NodeContext,
     pub api_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    /// Every service of the node; each reports its name and exit reason.
+    tasks: JoinSet<ServiceExit>,
     db: sled::Db,
+}
+
+/// Logs how a service ended.
+fn log_exit(exit: Result<ServiceExit, tokio::task::JoinError>) {
+    match exit {
+        Ok((name, Ok(()))) => tracing::debug!(service = name, "service stopped"),
+        Ok((name, Err(e))) => tracing::error!(service = name, "service failed: {e}"),
+        Err(e) if e.is_panic() => tracing::error!("a service panicked: {e}"),
+        Err(e) => tracing::debug!("a service was cancelled: {e}"),
+    }
 }
 
 impl RunningNode {
@@ -136,10 +160,15 @@ impl RunningNode {
 
     /// Stops every service and flushes the database.
     pub async fn shutdown(mut self) {
+        // Receivers are held by the services; none listening means all have stopped.
         let _ = self.shutdown.send(true);
         self.context.net.shutdown().await;
-        while self.tasks.join_next().await.is_some() {}
-        let _ = self.db.flush_async().await;
+        while let Some(exit) = self.tasks.join_next().await {
+            log_exit(exit);
+        }
+        if let Err(e) = self.db.flush_async().await {
+            tracing::error!("could not flush the database on shutdown: {e}");
+        }
     }
 
     /// Runs until ctrl-c, SIGTERM or a service ends, then shuts down.
@@ -147,7 +176,11 @@ impl RunningNode {
         let mut stop = self.shutdown.subscribe();
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
-            _ = self.tasks.join_next() => tracing::warn!("a service stopped; shutting down"),
+            Some(exit) = self.tasks.join_next() => {
+                let name = exit.as_ref().map(|(n, _)| *n).unwrap_or("unknown");
+                log_exit(exit);
+                tracing::warn!(service = name, "a service stopped; shutting down");
+            }
             _ = stop.changed() => tracing::info!("shutdown requested"),
         }
         self.shutdown().await;
@@ -213,13 +246,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let (net, mut events, net_task) = net::spawn(net_config, store.clone()).await?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    tasks.spawn(async move {
-        let _ = net_task.await;
-    });
+    let mut tasks: JoinSet<ServiceExit> = JoinSet::new();
+    tasks.spawn(async move { ("network", net_task.await.map_err(|e| e.to_string())) });
 
     // Bounded: announcements beyond it are dropped and arrive again with the next one.
     let (worker_tx, worker_rx) = mpsc::channel(256);
+    // This node's own job announcements, routed to its worker like a peer's gossip.
+    let (own_tx, mut own_rx) = mpsc::channel::<JobGossip>(256);
     let (coordinator, coordinator_handle) = Coordinator::new(
         &db,
         identity.clone(),
@@ -227,9 +260,18 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         ledger.clone(),
         net.clone(),
         opts.coordinator.clone(),
-        worker_tx.clone(),
+        own_tx,
     )?;
-    tasks.spawn(coordinator.run(shutdown_rx.clone()));
+    let coordinator_stop = shutdown_rx.clone();
+    tasks.spawn(async move {
+        (
+            "coordinator",
+            coordinator
+                .run(coordinator_stop)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    });
 
     let max_slots = config.worker.slots.max(1);
     let initial_slots = match config.node.role {
@@ -247,27 +289,47 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
                 shutdown_rx.clone(),
                 Some(credit_source(ledger.clone(), identity.public())),
             )?;
-            tasks.spawn(async move {
-                let _ = task.await;
-            });
+            tasks.spawn(async move { ("heat", task.await.map_err(|e| e.to_string())) });
             Some(handle)
         }
         Role::Bootstrap => None,
     };
+    // Home Assistant sees the radiator through its heat service (radiators only).
+    if let (Some(heat), true) = (heat.clone(), config.homeassistant.enabled) {
+        let bridge = crate::homeassistant::Bridge::new(
+            config.homeassistant.clone(),
+            &identity.public().to_hex(),
+            heat,
+            Some(credit_source(ledger.clone(), identity.public())),
+        )?;
+        let stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            bridge.run(stop).await;
+            ("home assistant", Ok(()))
+        });
+    }
+    // Requests this node's worker sends to this node's coordinator come back through the
+    // router below, the same path as a peer's.
+    let (loopback_tx, mut loopback_rx) = mpsc::channel::<Loopback>(64);
+    let route = ControlRoute::new(net.clone(), identity.peer_id(), loopback_tx);
     let worker = Worker::new(
         &db,
         identity.clone(),
         store.clone(),
         net.clone(),
         executor,
-        coordinator_handle.clone(),
+        route,
         slots_rx,
         max_slots,
         opts.worker.clone(),
         worker_rx,
         heat.as_ref().map(|h| h.meter()),
     )?;
-    tasks.spawn(worker.run(shutdown_rx.clone()));
+    let worker_stop = shutdown_rx.clone();
+    tasks.spawn(async move {
+        worker.run(worker_stop).await;
+        ("worker", Ok(()))
+    });
 
     let context = NodeContext {
         identity: identity.clone(),
@@ -301,13 +363,15 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = api_stop.changed().await;
         });
-        if let Err(e) = serve.await {
-            tracing::error!("local API stopped: {e}");
-        }
+        ("local API", serve.await.map_err(|e| e.to_string()))
     });
 
     if let Some(heat) = heat.clone() {
-        tasks.spawn(publish_heat(heat, net.clone(), shutdown_rx.clone()));
+        let (net, stop) = (net.clone(), shutdown_rx.clone());
+        tasks.spawn(async move {
+            publish_heat(heat, net, stop).await;
+            ("heat gossip", Ok(()))
+        });
     }
 
     let router = Router {
@@ -316,22 +380,30 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         coordinator: coordinator_handle,
         worker: worker_tx,
         own: identity.public(),
+        local_peer: identity.peer_id(),
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
         // Control requests in flight; aborted and awaited on shutdown.
         let mut requests = JoinSet::new();
-        loop {
+        let reason = loop {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => router.route(ev, &mut requests).await,
-                    None => break,
+                    None => break Err("the network's event channel closed".to_string()),
                 },
+                Some(msg) = own_rx.recv() => router.job_gossip(msg, router.local_peer),
+                Some(Loopback { peer, data, reply }) = loopback_rx.recv() => {
+                    router
+                        .route(NetEvent::ControlRequest { peer, data, reply }, &mut requests)
+                        .await
+                }
                 Some(_) = requests.join_next(), if !requests.is_empty() => {}
-                _ = stop.changed() => break,
+                _ = stop.changed() => break Ok(()),
             }
-        }
+        };
         requests.shutdown().await;
+        ("router", reason)
     });
 
     tracing::info!(peer = %net.local_peer_id(), household = %identity.public(), api = %api_addr, "node started");
@@ -394,6 +466,7 @@ struct Router {
     coordinator: CoordinatorHandle,
     worker: mpsc::Sender<WorkerEvent>,
     own: PublicKey,
+    local_peer: libp2p::PeerId,
 }
 
 impl Router {
@@ -427,6 +500,21 @@ impl Router {
         }
     }
 
+    /// Tells the worker of a job announcement, a peer's or this node's own.
+    fn job_gossip(&self, msg: JobGossip, source: libp2p::PeerId) {
+        let event = match msg {
+            JobGossip::Announce { job, .. } => WorkerEvent::Announced {
+                job,
+                coordinator: source,
+            },
+            JobGossip::Closed { job, .. } => WorkerEvent::Closed { job, from: source },
+        };
+        // A full queue means the worker is busy; announcements repeat every few seconds.
+        if self.worker.try_send(event).is_err() {
+            tracing::debug!(%source, "worker busy; job announcement dropped");
+        }
+    }
+
     async fn gossip(&self, topic: Topic, source: Option<libp2p::PeerId>, data: &[u8]) -> Verdict {
         let Some(source) = source else {
             // Hearth gossip is always signed; an anonymous message is someone else's traffic.
@@ -434,25 +522,21 @@ impl Router {
         };
         match topic {
             Topic::Jobs => match JobGossip::from_bytes(data) {
-                Ok(JobGossip::Announce { job, manifest, .. }) => {
-                    if let Some(bytes) = manifest {
-                        let Ok(m) = JobManifest::from_bytes(&bytes) else {
+                Ok(msg) => {
+                    if let JobGossip::Announce {
+                        job,
+                        manifest: Some(bytes),
+                        ..
+                    } = &msg
+                    {
+                        let Ok(m) = JobManifest::from_bytes(bytes) else {
                             return Verdict::Reject;
                         };
-                        if m.id() != job || m.submitter.peer_id() != Some(source) {
+                        if m.id() != *job || m.submitter.peer_id() != Some(source) {
                             return Verdict::Reject;
                         }
                     }
-                    let _ = self.worker.try_send(WorkerEvent::Announced {
-                        job,
-                        coordinator: source,
-                    });
-                    Verdict::Accept
-                }
-                Ok(JobGossip::Closed { job, .. }) => {
-                    let _ = self
-                        .worker
-                        .try_send(WorkerEvent::Closed { job, from: source });
+                    self.job_gossip(msg, source);
                     Verdict::Accept
                 }
                 Err(e) => {

@@ -52,3 +52,118 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     // draws 1160 W above idle).
     assert!(!run("100").status.success());
 }
+
+/// A worker that claims 10× the energy its meter charged is credited at most the bound: four
+/// times the replicas' reference (the lower of the two agreeing claims), and its receipts say
+/// the credit was capped. The honest household keeps its own figure. Real nodes, real wasm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenfold_liar_is_credited_at_most_the_bound() {
+    use hearth::demo::{start_radiators, wait_connected};
+    use hearth::jobs::build::{build, JobSpec};
+    use hearth::jobs::credit::HARDWARE_SPREAD;
+    use hearth::jobs::JobStatus;
+    use hearth::model::receipt::CreditBasis;
+    use hearth::model::JobLimits;
+    use hearth::node::NodeOptions;
+    use std::time::Duration;
+
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        // 0 submits from a warm room; 1 is honest; 2 claims ten times its energy. Four slots
+        // each: a slot stands for (1200 − 40) / 4 = 290 W, so 10× is 2 900 W, below the
+        // 3 680 W any household circuit allows: only the credit bound can catch it.
+        let nodes = start_radiators(dir.path(), 3, 4, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                o.config.heat.simulated.initial_celsius = Some(24.0);
+            }
+            if i == 2 {
+                o.worker.inflate_energy = 10;
+            }
+        })
+        .await
+        .unwrap();
+        wait_connected(&nodes, 2, Duration::from_secs(20)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let sub = &nodes[0];
+        let spec = JobSpec::Mandelbrot {
+            width: 256,
+            height: 128,
+            tile: 64,
+            max_iter: 500,
+        };
+        let manifest = build(
+            &sub.context.store,
+            &spec,
+            sub.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        loop {
+            let view = sub.context.coordinator.view(id).await.unwrap();
+            match view.status {
+                JobStatus::Done { .. } => break,
+                JobStatus::Failed { reason } => panic!("job failed: {reason}"),
+                JobStatus::Running => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let view = sub.context.coordinator.view(id).await.unwrap();
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), 8 * 2);
+        let (honest, liar) = (nodes[1].household(), nodes[2].household());
+        let (mut capped, mut claimed, mut credited) = (0, 0u64, 0u64);
+        for shard in 0..8u32 {
+            let of = |who| {
+                receipts
+                    .iter()
+                    .find(|r| r.record.shard == shard && r.record.worker == who)
+                    .unwrap_or_else(|| panic!("shard {shard} has no receipt of {who}"))
+            };
+            let (h, l) = (of(honest), of(liar));
+            let hearth::jobs::ShardView::Verified {
+                credit_reference_mj: Some(reference),
+                ..
+            } = view.shards[shard as usize]
+            else {
+                panic!("shard {shard}: {:?}", view.shards[shard as usize]);
+            };
+            // The reference is the lower of the two claims, unless the job's floor (its
+            // median energy per unit of fuel ÷ 4) lifted it.
+            assert!(
+                reference >= h.record.energy_mj.min(l.record.energy_mj),
+                "shard {shard}: reference {reference}"
+            );
+            let bound = (HARDWARE_SPREAD * reference as f64) as u64;
+            for r in [h, l] {
+                assert!(r.terms.credited_mj <= r.record.energy_mj.min(bound), "{:?}", r.terms);
+                let expect = if r.record.energy_mj > bound {
+                    CreditBasis::ReplicaReference
+                } else {
+                    CreditBasis::Claimed
+                };
+                assert_eq!(r.terms.basis, expect, "shard {shard}");
+                assert_eq!((r.terms.agreeing, r.terms.replicas), (2, 2));
+            }
+            // The liar: never more than the bound, whatever it claimed.
+            if l.record.energy_mj > bound {
+                assert_eq!(l.terms.credited_mj, bound);
+                capped += 1;
+            }
+            claimed += l.record.energy_mj;
+            credited += l.terms.credited_mj;
+        }
+        eprintln!(
+            "the liar claimed {claimed} mJ and was credited {credited} mJ; {capped} of 8 claims capped"
+        );
+        assert!(credited < claimed);
+        // Ten times the liar's metered energy lies above four times the reference on most
+        // shards (both ran the same shards on the same machine).
+        assert!(capped > 0, "no claim was capped: the test proves nothing");
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

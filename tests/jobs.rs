@@ -525,11 +525,13 @@ async fn jobs_beyond_the_radiators_limits_are_declined_and_the_submitter_sees_wh
         // `hearth job status` reads this API: every job waits, declined by all three
         // households, with the reason.
         let http = reqwest::Client::new();
+        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
         for (id, expect) in &jobs {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             loop {
                 let view: serde_json::Value = http
                     .get(format!("http://{}/v1/jobs/{}", sub.api_addr, id.to_hex()))
+                    .bearer_auth(token.trim())
                     .send()
                     .await
                     .unwrap()
@@ -649,6 +651,246 @@ async fn workers_delete_a_finished_jobs_blobs_and_the_submitter_keeps_its_own() 
             assert!(sub.context.store.has(h).unwrap(), "the submitter lost {h}");
         }
         assert_eq!(result_bytes(sub, &view), native_png(128, 64, 64));
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A core-ABI shard that spins `n` times (n = the input, u64 little-endian) and returns the
+/// 8-byte result of an LCG: a busy loop whose length the test chooses.
+const SPIN_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
+    (local $n i64) (local $acc i64)
+    (local.set $n (i64.load (local.get $ptr)))
+    (block $done
+      (loop $l
+        (br_if $done (i64.eqz (local.get $n)))
+        (local.set $acc (i64.add (i64.mul (local.get $acc) (i64.const 6364136223846793005))
+                                 (i64.const 1442695040888963407)))
+        (local.set $n (i64.sub (local.get $n) (i64.const 1)))
+        (br $l)))
+    (i64.store (i32.const 0) (local.get $acc))
+    (i64.const 8)))"#;
+
+/// Issue 16: a shard slower than its lease used to livelock (every claim came after the
+/// deadline and was rejected; the shard was leased again and again). Workers now renew their
+/// lease while the shard runs, so 4-second shards under a 1.5-second lease complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_shards_under_short_leases_complete_by_renewal() {
+    tokio::time::timeout(TIMEOUT, async {
+        let module = wat::parse_str(SPIN_WAT).unwrap();
+        // Calibrate the spin to about 3 s of this machine's time.
+        let executor = hearth::exec::Executor::new().unwrap();
+        let hash = blake3::hash(&module);
+        let limits = hearth::exec::Limits {
+            fuel: u64::MAX / 2,
+            ..Default::default()
+        };
+        // The first run compiles the module; time the second.
+        executor
+            .run(&hash, &module, &1u64.to_le_bytes(), &limits)
+            .unwrap();
+        // This machine is shared, so its speed varies: calibrate on the fastest of three
+        // probes, so the shards take at least about 4 s however quiet the machine gets.
+        let probe = 30_000_000u64;
+        let per_spin = (0..3)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                executor
+                    .run(&hash, &module, &probe.to_le_bytes(), &limits)
+                    .unwrap();
+                t.elapsed().as_secs_f64() / probe as f64
+            })
+            .fold(f64::INFINITY, f64::min);
+        let spins = (4.0 / per_spin) as u64;
+        let lease = Duration::from_millis(1500);
+
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
+            o.coordinator.lease = lease;
+            warm_if(i == 0, o);
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let spec = JobSpec::Wasm {
+            module: module.clone(),
+            inputs: vec![spins.to_le_bytes().to_vec(), (spins + 1).to_le_bytes().to_vec()],
+        };
+        let manifest = build(
+            &sub.context.store,
+            &spec,
+            sub.household(),
+            JobLimits {
+                fuel_per_shard: u64::MAX / 2,
+                ..JobLimits::default()
+            },
+            1,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let view = wait_done(sub, id, Duration::from_secs(90)).await;
+        let out = result_bytes(sub, &view);
+        assert_eq!(out.len(), 16);
+        // Each shard ran for longer than its lease lasts, and was still claimed.
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), 2);
+        for r in &receipts {
+            let ran = r.record.end_ms - r.record.start_ms;
+            assert!(
+                ran > lease.as_millis() as u64,
+                "the shard ran {ran} ms, not longer than the {lease:?} lease: the test proves nothing"
+            );
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Waits until shard 0 of `id` is waiting with `reason` in its explanation.
+async fn wait_reason(node: &RunningNode, id: blake3::Hash, reason: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = node.context.coordinator.view(id).await.unwrap();
+        if let hearth::jobs::ShardView::Waiting { reason: r } = &view.shards[0] {
+            if r.contains(reason) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard 0 never waited with {reason:?}: {view:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn turn_cold(node: &RunningNode) {
+    node.context
+        .heat
+        .as_ref()
+        .unwrap()
+        .set_setpoint(27.0)
+        .await
+        .unwrap();
+}
+
+/// Issue 10, defect (a): a liar who claims first with the right output and the wrong fuel
+/// used to be paid (the receipt went to the first claim with the winning output) while the
+/// honest majority was excluded. The receipts now go to the decided (output, fuel) group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_claim_with_the_wrong_fuel_is_not_paid() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // 0 submits (warm); 1 lies about fuel and is the only cold room at first; 2 and 3
+        // are honest and start warm.
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            o.worker.cheat_fuel = i == 1;
+            warm_if(i != 1, o);
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let (id, _) = submit(sub, &mandelbrot(64, 64, 64), 2).await;
+        wait_reason(sub, id, "1 of 2").await;
+        turn_cold(&nodes[2]).await;
+        turn_cold(&nodes[3]).await;
+        let view = wait_done(sub, id, Duration::from_secs(60)).await;
+        assert_eq!(result_bytes(sub, &view), native_png(64, 64, 64));
+        let liar = nodes[1].household();
+        let paid: Vec<_> = sub
+            .context
+            .ledger
+            .list(None)
+            .unwrap()
+            .iter()
+            .map(|r| r.record.worker)
+            .collect();
+        assert_eq!(paid.len(), 2, "{paid:?}");
+        assert!(!paid.contains(&liar), "the liar was paid");
+        assert!(paid.contains(&nodes[2].household()) && paid.contains(&nodes[3].household()));
+        let hearth::jobs::ShardView::Verified { households, .. } = &view.shards[0] else {
+            panic!("{view:#?}")
+        };
+        assert!(!households.contains(&liar.to_hex()));
+        // The liar is the one excluded, not the honest households.
+        for (i, expect_excluded) in [(1, true), (2, false), (3, false)] {
+            let r = sub
+                .context
+                .coordinator
+                .control(
+                    nodes[i].peer_id(),
+                    hearth::model::wire::Request::Lease {
+                        job: id,
+                        protocol: hearth::model::wire::PROTOCOL_VERSION,
+                        demand_permille: 1000,
+                    },
+                )
+                .await;
+            let excluded = matches!(
+                r,
+                hearth::model::wire::Response::Denied {
+                    reason: hearth::model::wire::DenyReason::Excluded,
+                    ..
+                }
+            );
+            assert_eq!(excluded, expect_excluded, "radiator {i}: {r:?}");
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Issue 10, defect (b): `replication` failure reports used to fail the shard, and the job,
+/// even when an honest claim was in. Failures now fail a shard only when no claim exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failure_reports_do_not_fail_a_shard_with_an_honest_claim() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // 0 submits (warm); 1 is honest and cold; 2 and 3 report failures; 4 is honest and
+        // starts warm.
+        let nodes = start_radiators(dir.path(), 5, 1, &|i, o: &mut NodeOptions| {
+            o.worker.fake_failure = i == 2 || i == 3;
+            warm_if(i != 1, o);
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let (id, _) = submit(sub, &mandelbrot(64, 64, 64), 2).await;
+        wait_reason(sub, id, "1 of 2").await;
+        turn_cold(&nodes[2]).await;
+        turn_cold(&nodes[3]).await;
+        // Both failures come in while the honest claim stands: the job runs on.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let view = sub.context.coordinator.view(id).await.unwrap();
+        assert_eq!(view.status, JobStatus::Running, "{view:#?}");
+        turn_cold(&nodes[4]).await;
+        let view = wait_done(sub, id, Duration::from_secs(60)).await;
+        assert_eq!(result_bytes(sub, &view), native_png(64, 64, 64));
+        let paid: Vec<_> = sub
+            .context
+            .ledger
+            .list(None)
+            .unwrap()
+            .iter()
+            .map(|r| r.record.worker)
+            .collect();
+        assert_eq!(paid.len(), 2);
+        assert!(paid.contains(&nodes[1].household()) && paid.contains(&nodes[4].household()));
         for n in nodes {
             n.shutdown().await;
         }

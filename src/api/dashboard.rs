@@ -197,7 +197,7 @@ pub async fn overview(
         for r in &mine {
             let d = days.entry(day_of(r.record.end_ms)).or_default();
             d.0 += 1;
-            d.1 = d.1.saturating_add(r.record.energy_mj);
+            d.1 = d.1.saturating_add(r.terms.credited_mj);
         }
         let recent: Vec<RecentReceipt> = mine
             .iter()
@@ -205,7 +205,7 @@ pub async fn overview(
             .map(|r| RecentReceipt {
                 job: r.record.job.to_hex().to_string(),
                 shard: r.record.shard,
-                energy_kwh: r.record.energy_mj as f64 / MJ_PER_KWH,
+                energy_kwh: r.terms.credited_mj as f64 / MJ_PER_KWH,
                 end_ms: r.record.end_ms,
             })
             .collect();
@@ -252,7 +252,7 @@ pub async fn overview(
         history: history.samples(),
         credited: Credit {
             receipts: credited.receipts,
-            energy_kwh: credited.energy_mj as f64 / MJ_PER_KWH,
+            energy_kwh: credited.credited_mj as f64 / MJ_PER_KWH,
         },
         credit_per_day,
         recent_receipts: recent,

@@ -10,7 +10,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::jobs::build::{materialise, JobSpec, Materials};
 use crate::jobs::{JobStatus, JobView, ShardView};
 use crate::ledger::Ledger;
-use crate::model::receipt::{ReceiptExport, ReceiptJson, EXPORT_FORMAT};
+use crate::model::receipt::{CreditBasis, EnergyMethod, ReceiptExport};
 
 use super::client::Client;
 use super::JobArgs;
@@ -208,6 +208,7 @@ pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()
                 output,
                 fuel,
                 households,
+                ..
             } => format!(
                 "verified: output {} fuel {fuel} by {}",
                 short(output),
@@ -300,11 +301,7 @@ async fn load_receipts(
                 .map(PublicKey::from_hex)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let list = ledger.list(filter.as_ref())?;
-            Ok(ReceiptExport {
-                format: EXPORT_FORMAT.into(),
-                receipts: list.iter().map(ReceiptJson::from).collect(),
-            })
+            Ok(ledger.export(filter.as_ref())?)
         }
         Err(e) => Err(e),
     }
@@ -316,31 +313,60 @@ pub async fn receipts(
     household: Option<&str>,
 ) -> anyhow::Result<()> {
     let export = load_receipts(api, data_dir, household).await?;
+    // "claimed" is the worker's own figure (the signed record); "credited" is what the
+    // submitter countersigned in the credit terms, the figure a household is repaid by.
+    println!(
+        "{:<16}  {:<12} {:>5}  {:<12} {:>12}  {:>11} {:>11}  basis",
+        "receipt", "job", "shard", "worker", "fuel", "claimed J", "credited J"
+    );
     for r in &export.receipts {
         println!(
-            "{}  job {} shard {:>4}  worker {}  fuel {:>12}  {:>10.3} J ({:?})",
-            &r.id[..16],
-            &r.job[..12],
+            "{:<16}  {:<12} {:>5}  {:<12} {:>12}  {:>11.3} {:>11.3}  {} ({}, {}/{} agreed)",
+            r.id.get(..16).unwrap_or(&r.id),
+            r.job.get(..12).unwrap_or(&r.job),
             r.shard,
-            &r.worker[..12],
+            r.worker.get(..12).unwrap_or(&r.worker),
             r.fuel,
             r.energy_mj as f64 / 1000.0,
-            r.energy_method
+            r.credited_mj as f64 / 1000.0,
+            basis_name(r.basis),
+            method_name(r.energy_method),
+            r.agreeing,
+            r.replicas,
         );
     }
-    let mut totals: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    let mut totals: std::collections::BTreeMap<&str, (u64, u64, u64)> = Default::default();
     for r in &export.receipts {
         let t = totals.entry(&r.worker).or_default();
         t.0 += 1;
-        t.1 += r.energy_mj;
+        t.1 = t.1.saturating_add(r.credited_mj);
+        t.2 = t.2.saturating_add(r.energy_mj);
     }
-    for (k, (n, e)) in totals {
+    for (k, (n, credited, claimed)) in totals {
         println!(
-            "household {k}: {n} receipts, {:.3} J credited",
-            e as f64 / 1000.0
+            "household {k}: {n} receipts, {:.3} J credited of {:.3} J claimed",
+            credited as f64 / 1000.0,
+            claimed as f64 / 1000.0
         );
     }
     Ok(())
+}
+
+fn basis_name(b: CreditBasis) -> &'static str {
+    match b {
+        CreditBasis::Claimed => "claimed",
+        CreditBasis::ReplicaReference => "capped at replicas' reference",
+        CreditBasis::HouseholdHistory => "capped by household history",
+        CreditBasis::PowerCeiling => "capped at power ceiling",
+    }
+}
+
+fn method_name(m: EnergyMethod) -> &'static str {
+    match m {
+        EnergyMethod::Rapl => "RAPL",
+        EnergyMethod::CpuEstimate => "CPU estimate",
+        EnergyMethod::Simulated => "simulated",
+    }
 }
 
 pub async fn receipts_export(

@@ -8,7 +8,7 @@ use crate::exec::{Executor, Limits};
 use crate::model::JobManifest;
 use crate::store::Store;
 
-use super::{coordinator::assemble, JobError};
+use super::{assemble::assemble, JobError};
 
 /// One shard's result.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,16 +3,24 @@
 //!
 //! This layer gives meaning to the model's messages; it uses `net` to move them, `store` for
 //! blobs, `exec` to run shards and `ledger` for receipts. It never touches the Swarm.
+//! The coordinator and the worker do not import each other: the worker's requests take one
+//! [`route::ControlRoute`] (to a peer, or back through the node's router to this node's own
+//! coordinator), and the coordinator's own announcements reach the worker through the node
+//! like a peer's gossip.
 
+pub mod assemble;
 pub mod build;
 pub mod coordinator;
+pub mod credit;
 mod gc;
 pub mod local;
+pub mod route;
 pub mod worker;
 
 pub use coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorHandle, JobStatus, JobView, ShardView,
 };
+pub use route::{ControlRoute, Loopback};
 pub use worker::{Worker, WorkerConfig, WorkerEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +40,8 @@ pub enum JobError {
     BeyondLimits(String),
     #[error("the shard could not run: {0}")]
     Exec(#[from] crate::exec::ExecError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error("the node is shutting down")]
     Stopped,
 }

@@ -7,6 +7,11 @@
 //! Leases being worked are kept in sled (`worker/leases`) so a radiator killed mid-shard
 //! picks the work up again after a restart if the lease is still valid. A job whose
 //! coordinator stays unreachable is dropped after `give_up`.
+//!
+//! While a shard is worked its lease is renewed every third of its length (`Request::Renew`),
+//! so a shard slower than the lease does not livelock. Execution starts only if at least
+//! [`min_lease_left`] of the lease remains (renewing first if needed), and a shard whose
+//! renewal is refused is not claimed: its replica is someone else's by then.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio::time::sleep;
 
 use crate::exec::{ExecError, Executor, Limits};
 use crate::heat::energy::{EnergyMeter, MeterConfig};
@@ -25,8 +31,8 @@ use crate::model::{now_ms, JobManifest};
 use crate::net::{NetError, Network};
 use crate::store::Store;
 
-use super::coordinator::CoordinatorHandle;
 use super::gc::JobBlobs;
+use super::route::ControlRoute;
 use super::JobError;
 
 /// Most jobs a worker keeps track of at once; announcements beyond it are ignored until
@@ -42,6 +48,15 @@ pub struct WorkerConfig {
     /// Test-only fault injection: report a wrong output for every shard.
     #[doc(hidden)]
     pub cheat: bool,
+    /// Test-only fault injection: report the right output with one fuel unit too many.
+    #[doc(hidden)]
+    pub cheat_fuel: bool,
+    /// Test-only fault injection: report every shard as failed without running it.
+    #[doc(hidden)]
+    pub fake_failure: bool,
+    /// Test-only fault injection: claim this many times the energy the meter charged.
+    #[doc(hidden)]
+    pub inflate_energy: u64,
 }
 
 impl Default for WorkerConfig {
@@ -50,6 +65,9 @@ impl Default for WorkerConfig {
             watts_per_core: 15.0,
             give_up: Duration::from_secs(120),
             cheat: false,
+            cheat_fuel: false,
+            fake_failure: false,
+            inflate_energy: 1,
         }
     }
 }
@@ -84,6 +102,26 @@ enum Outcome {
     Declined(String),
 }
 
+/// The lease of a shard being worked, as its renewals leave it.
+#[derive(Clone, Debug)]
+struct Held {
+    deadline_ms: u64,
+    /// Why a renewal was refused, once one was.
+    refused: Option<String>,
+}
+
+/// Times a claim is sent again when its coordinator could not save it.
+const CLAIM_RETRIES: u32 = 3;
+
+/// Renewals are never sent more often than this, whatever the lease length.
+const MIN_RENEW_EVERY_MS: u64 = 100;
+
+/// The least lease time that must be left to start executing a shard: a third of the lease
+/// (what one renewal period leaves at worst), and never under 250 ms.
+pub fn min_lease_left(length_ms: u64) -> u64 {
+    (length_ms / 3).max(250)
+}
+
 #[derive(Serialize, Deserialize)]
 struct SavedLease {
     coordinator: String,
@@ -100,7 +138,8 @@ struct Ctx {
     store: Store,
     net: Network,
     executor: Executor,
-    local: CoordinatorHandle,
+    /// The one path for requests to coordinators, this node's own included.
+    route: ControlRoute,
     local_peer: libp2p::PeerId,
     leases: sled::Tree,
     /// Blobs brought in for jobs, deleted when their jobs are closed or dropped.
@@ -135,7 +174,7 @@ impl Worker {
         store: Store,
         net: Network,
         executor: Executor,
-        local: CoordinatorHandle,
+        route: ControlRoute,
         slots: watch::Receiver<usize>,
         max_slots: usize,
         config: WorkerConfig,
@@ -152,7 +191,7 @@ impl Worker {
                 store,
                 net,
                 executor,
-                local,
+                route,
                 local_peer,
                 leases: db.open_tree("worker/leases")?,
                 blobs: JobBlobs::open(db)?,
@@ -331,14 +370,24 @@ impl Worker {
 
     fn resume_leases(&mut self) {
         for item in self.ctx.leases.iter() {
-            let Ok((key, value)) = item else { continue };
+            let (key, value) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    tracing::error!("cannot read the saved leases: {e}; none resumed");
+                    return;
+                }
+            };
             let saved: Option<SavedLease> = serde_json::from_slice(&value).ok();
             let Some(saved) = saved.filter(|s| s.deadline_ms > now_ms()) else {
-                let _ = self.ctx.leases.remove(key);
+                if let Err(e) = self.ctx.leases.remove(key) {
+                    tracing::error!("could not drop an expired saved lease: {e}");
+                }
                 continue;
             };
             let Ok(coordinator) = saved.coordinator.parse::<libp2p::PeerId>() else {
-                let _ = self.ctx.leases.remove(key);
+                if let Err(e) = self.ctx.leases.remove(key) {
+                    tracing::error!("could not drop an unreadable saved lease: {e}");
+                }
                 continue;
             };
             let job = blake3::Hash::from_bytes(saved.job);
@@ -370,16 +419,7 @@ impl Ctx {
         coordinator: libp2p::PeerId,
         request: Request,
     ) -> Result<Response, JobError> {
-        if coordinator == self.local_peer {
-            return Ok(self.local.control(self.local_peer, request).await);
-        }
-        let bytes = self
-            .net
-            .request(coordinator, request.to_bytes())
-            .await
-            .map_err(|e| JobError::Network(e.to_string()))?;
-        Response::from_bytes(&bytes)
-            .map_err(|e| JobError::Network(format!("coordinator sent an unreadable answer: {e}")))
+        self.route.request(coordinator, &request).await
     }
 
     async fn lease_and_work(&self, job: blake3::Hash, coordinator: libp2p::PeerId) -> Outcome {
@@ -489,12 +529,131 @@ impl Ctx {
             key.as_slice(),
             serde_json::to_vec(&saved).map_err(|e| JobError::Corrupt(e.to_string()))?,
         )?;
-        let result = self.run_shard(coordinator, &lease).await;
-        let _ = self.leases.remove(key.as_slice());
+        let (held_tx, held) = watch::channel(Held {
+            deadline_ms: lease.deadline_ms,
+            refused: None,
+        });
+        let length_ms = lease.deadline_ms.saturating_sub(now_ms());
+        let renewals = self.keep_renewing(coordinator, &lease, &key, length_ms, held_tx);
+        tokio::pin!(renewals);
+        let run = self.run_shard(coordinator, &lease, &held, length_ms);
+        tokio::pin!(run);
+        let mut renewing = true;
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                // Renewal ends only when refused; the shard runs on but will not be claimed.
+                _ = &mut renewals, if renewing => renewing = false,
+            }
+        };
+        if let Err(e) = self.leases.remove(key.as_slice()) {
+            tracing::error!(job = %lease.job, shard = lease.shard, "could not forget a finished lease: {e}; it is dropped at the next restart");
+        }
         result
     }
 
-    async fn run_shard(&self, coordinator: libp2p::PeerId, lease: &Lease) -> Result<(), JobError> {
+    /// Renews the lease every third of its length until refused. Busy answers and
+    /// unreachable coordinators are tried again; any other answer is a refusal.
+    async fn keep_renewing(
+        &self,
+        coordinator: libp2p::PeerId,
+        lease: &Lease,
+        key: &[u8],
+        length_ms: u64,
+        held: watch::Sender<Held>,
+    ) {
+        let every = Duration::from_millis((length_ms / 3).max(MIN_RENEW_EVERY_MS));
+        loop {
+            sleep(every).await;
+            let request = Request::Renew {
+                job: lease.job,
+                shard: lease.shard,
+                nonce: lease.nonce,
+            };
+            match self.ask(coordinator, request).await {
+                Ok(Response::Renewed { deadline_ms }) => {
+                    held.send_modify(|h| h.deadline_ms = deadline_ms);
+                    let saved = SavedLease {
+                        coordinator: coordinator.to_string(),
+                        job: *lease.job.as_bytes(),
+                        shard: lease.shard,
+                        nonce: lease.nonce,
+                        deadline_ms,
+                    };
+                    // The saved lease only helps a restart resume; failing to update it
+                    // costs at most that resumption.
+                    match serde_json::to_vec(&saved) {
+                        Ok(bytes) => {
+                            if let Err(e) = self.leases.insert(key, bytes) {
+                                tracing::warn!(job = %lease.job, shard = lease.shard, "could not save a renewed lease: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("could not encode a renewed lease: {e}"),
+                    }
+                }
+                Ok(Response::Denied {
+                    reason: DenyReason::Busy,
+                    ..
+                }) => {}
+                Ok(other) => {
+                    let why = match other {
+                        Response::Denied { detail, .. } | Response::Error { detail } => detail,
+                        other => format!("unexpected answer: {other:?}"),
+                    };
+                    tracing::warn!(job = %lease.job, shard = lease.shard, "lease renewal refused: {why}; the shard will not be claimed");
+                    held.send_modify(|h| h.refused = Some(why));
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(job = %lease.job, shard = lease.shard, "lease not renewed yet: {e}");
+                }
+            }
+        }
+    }
+
+    /// Makes sure enough of the lease is left to start executing: renews now if not.
+    async fn ready_to_run(
+        &self,
+        coordinator: libp2p::PeerId,
+        lease: &Lease,
+        held: &watch::Receiver<Held>,
+        length_ms: u64,
+    ) -> Result<(), String> {
+        let h = held.borrow().clone();
+        if let Some(why) = h.refused {
+            return Err(why);
+        }
+        let min = min_lease_left(length_ms);
+        if h.deadline_ms.saturating_sub(now_ms()) >= min {
+            return Ok(());
+        }
+        let request = Request::Renew {
+            job: lease.job,
+            shard: lease.shard,
+            nonce: lease.nonce,
+        };
+        match self.ask(coordinator, request).await {
+            Ok(Response::Renewed { deadline_ms })
+                if deadline_ms.saturating_sub(now_ms()) >= min =>
+            {
+                Ok(())
+            }
+            Ok(other) => Err(format!(
+                "too little of the lease is left and it was not renewed: {other:?}"
+            )),
+            Err(e) => Err(format!(
+                "too little of the lease is left and the coordinator is unreachable: {e}"
+            )),
+        }
+    }
+
+    async fn run_shard(
+        &self,
+        coordinator: libp2p::PeerId,
+        lease: &Lease,
+        held: &watch::Receiver<Held>,
+        length_ms: u64,
+    ) -> Result<(), JobError> {
         let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
         let _enter = span.enter();
         self.fetch_within(
@@ -567,6 +726,20 @@ impl Ctx {
         )
         .await?;
         let input = self.store.get_bytes(&input_hash)?;
+        if let Err(why) = self.ready_to_run(coordinator, lease, held, length_ms).await {
+            tracing::info!("not starting the shard: {why}");
+            return Ok(());
+        }
+        if self.config.fake_failure {
+            let request = Request::Failure {
+                job: lease.job,
+                shard: lease.shard,
+                nonce: lease.nonce,
+                reason: "test fault: this radiator pretends the shard failed".into(),
+            };
+            self.ask(coordinator, request).await?;
+            return Ok(());
+        }
         let limits = Limits {
             fuel: manifest.limits.fuel_per_shard,
             memory_bytes: manifest.limits.memory_bytes,
@@ -630,27 +803,47 @@ impl Ctx {
             output: output_hash,
             worker: self.identity.public(),
             submitter: manifest.submitter,
-            fuel: out.fuel,
-            energy_mj: energy.energy_mj,
+            fuel: out.fuel + u64::from(self.config.cheat_fuel),
+            energy_mj: energy
+                .energy_mj
+                .saturating_mul(self.config.inflate_energy.max(1)),
             method: energy.method,
             start_ms: energy.start_ms,
             end_ms: energy.end_ms,
             nonce: lease.nonce,
         };
+        if let Some(why) = held.borrow().refused.clone() {
+            tracing::info!("shard done but its lease was not renewed ({why}); no claim");
+            return Ok(());
+        }
         let claim =
             Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
-        match self.ask(coordinator, Request::Claim(claim)).await? {
-            Response::ClaimAccepted { verified } => {
-                tracing::debug!(fuel = out.fuel, verified, "claim accepted");
-                Ok(())
+        // A coordinator that could not save the claim answers Error and saved nothing: send
+        // it again a few times while the lease (renewed meanwhile) lasts.
+        let mut tries = 0;
+        loop {
+            match self.ask(coordinator, Request::Claim(claim.clone())).await? {
+                Response::ClaimAccepted { verified } => {
+                    tracing::debug!(fuel = out.fuel, verified, "claim accepted");
+                    return Ok(());
+                }
+                Response::ClaimRejected { detail } => {
+                    tracing::warn!("claim rejected: {detail}");
+                    return Ok(());
+                }
+                Response::Error { detail } if tries < CLAIM_RETRIES => {
+                    tracing::warn!(
+                        "coordinator could not take the claim: {detail}; sending it again"
+                    );
+                    tries += 1;
+                    sleep(Duration::from_secs(1)).await;
+                }
+                other => {
+                    return Err(JobError::Network(format!(
+                        "unexpected answer to a claim: {other:?}"
+                    )))
+                }
             }
-            Response::ClaimRejected { detail } => {
-                tracing::warn!("claim rejected: {detail}");
-                Ok(())
-            }
-            other => Err(JobError::Network(format!(
-                "unexpected answer to a claim: {other:?}"
-            ))),
         }
     }
 }

@@ -1,22 +1,50 @@
 //! Heat-work claims and receipts: the record of energy spent on verified work.
 //!
-//! A worker that finished a shard signs a [`WorkRecord`] (a *claim*). When enough claims from
-//! distinct households agree, the coordinator countersigns each agreeing record with the
-//! submitter's key, making a [`Receipt`]. `docs/receipts.md` specifies the byte layout and the
-//! verification steps precisely enough to write a verifier in another language.
+//! A worker that finished a shard signs a [`WorkRecord`] (a *claim*: what it says it did,
+//! including the energy it says it drew). When enough claims from distinct households agree,
+//! the coordinator decides how much of each claim to credit, writes that down as
+//! [`CreditTerms`], and countersigns record and terms together with the submitter's key,
+//! making a [`Receipt`]. `docs/receipts.md` specifies the byte layout and the verification
+//! steps precisely enough to write a verifier in another language; the JSON export lives in
+//! [`super::export`].
+//!
+//! Verification checks signatures *and* physics: no record may imply more power than a
+//! household circuit delivers ([`MAX_WATTS`]) or cover more than [`MAX_WINDOW_MS`], and no
+//! receipt credits more than its worker claimed.
 
 use super::canon::{DecodeError, Reader, Writer};
 use crate::identity::{Identity, PublicKey};
 
+pub use super::export::{
+    chain_link, ChainEntryJson, ChainJson, ReceiptExport, ReceiptJson, EXPORT_FORMAT,
+};
+
 const MAGIC: &[u8; 4] = b"HRCP";
 const VERSION: u8 = 1;
-/// Domain tags: a signature made in one role can never be replayed in the other.
+const TERMS_MAGIC: &[u8; 4] = b"HRCT";
+const TERMS_VERSION: u8 = 1;
+/// Domain tags: a signature made in one role can never be replayed in the other. The
+/// submitter's tag is v2 because it signs the record *and* the credit terms.
 pub const WORKER_DOMAIN: &[u8] = b"hearth/receipt/worker/v1";
-pub const SUBMITTER_DOMAIN: &[u8] = b"hearth/receipt/submitter/v1";
+pub const SUBMITTER_DOMAIN: &[u8] = b"hearth/receipt/submitter/v2";
 /// Canonical size of a record's bytes.
 pub const RECORD_LEN: usize = 4 + 1 + 32 + 4 + 32 * 3 + 32 * 2 + 8 + 8 + 1 + 8 + 8 + 16;
-/// Canonical size of a receipt: the record, then the worker's and the submitter's signatures.
-pub const RECEIPT_LEN: usize = RECORD_LEN + 64 + 64;
+/// Canonical size of a claim: the record, then the worker's signature.
+pub const CLAIM_LEN: usize = RECORD_LEN + 64;
+/// Canonical size of the credit terms.
+pub const TERMS_LEN: usize = 4 + 1 + 8 + 1 + 1 + 1 + 1;
+/// Canonical size of a receipt: record, worker signature, terms, submitter signature.
+pub const RECEIPT_LEN: usize = RECORD_LEN + 64 + TERMS_LEN + 64;
+
+/// The most power any household circuit can deliver, in watts: 16 A × 230 V, the largest
+/// ordinary single-phase domestic circuit. A record whose energy implies more power over its
+/// window than this is physically impossible for one radiator and is refused. Units:
+/// W × ms = mJ, so the check is `energy_mj <= MAX_WATTS * (end_ms - start_ms)`.
+pub const MAX_WATTS: u64 = 3_680;
+/// The longest window one record may cover: 24 hours. Far above any shard's wall-clock limit
+/// (the sandbox watchdog, 120 s by default); it caps one receipt at 3 680 W × 24 h ≈ 88 kWh,
+/// so a forged far-future `end_ms` cannot make any energy figure look physical.
+pub const MAX_WINDOW_MS: u64 = 24 * 3600 * 1000;
 
 /// How the energy figure in a record was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -64,7 +92,8 @@ pub struct WorkRecord {
     pub worker: PublicKey,
     pub submitter: PublicKey,
     pub fuel: u64,
-    /// Energy spent on the shard, in millijoules.
+    /// Energy the worker says it spent on the shard, in millijoules (its claim; the receipt's
+    /// [`CreditTerms`] say how much of it was credited).
     pub energy_mj: u64,
     pub method: EnergyMethod,
     /// When the shard started and ended, milliseconds since the Unix epoch (worker's clock).
@@ -137,9 +166,27 @@ impl WorkRecord {
         Ok(rec)
     }
 
-    /// The receipt id: blake3 of the record's canonical bytes.
-    pub fn id(&self) -> blake3::Hash {
-        blake3::hash(&self.to_bytes())
+    /// The physics every record must obey whoever signed it: a window of at most
+    /// [`MAX_WINDOW_MS`], and no more energy than [`MAX_WATTS`] over that window.
+    pub fn check_physics(&self) -> Result<(), ReceiptError> {
+        let window = self
+            .end_ms
+            .checked_sub(self.start_ms)
+            .ok_or_else(|| ReceiptError::Physics("it ends before it starts".into()))?;
+        if window > MAX_WINDOW_MS {
+            return Err(ReceiptError::Physics(format!(
+                "it covers {window} ms, more than the {MAX_WINDOW_MS} ms (24 h) any record may cover"
+            )));
+        }
+        // u128: MAX_WATTS × MAX_WINDOW_MS fits in u64 too, but the product is never trusted.
+        let ceiling = u128::from(MAX_WATTS) * u128::from(window);
+        if u128::from(self.energy_mj) > ceiling {
+            return Err(ReceiptError::Physics(format!(
+                "{} mJ in {window} ms is more than a {MAX_WATTS} W household circuit can deliver",
+                self.energy_mj
+            )));
+        }
+        Ok(())
     }
 
     /// Agreement between replicas means equal output and equal fuel.
@@ -148,10 +195,167 @@ impl WorkRecord {
     }
 }
 
-fn signed_message(domain: &[u8], record: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(domain.len() + record.len());
+/// Why the coordinator credited the figure it credited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditBasis {
+    /// The worker's own figure, which was within every bound.
+    Claimed,
+    /// Capped at the replicas' reference: a multiple of the agreeing replicas' median energy
+    /// per unit of fuel.
+    ReplicaReference,
+    /// Capped by the household's own history of energy per unit of fuel.
+    HouseholdHistory,
+    /// Capped at the power ceiling over the record's window.
+    PowerCeiling,
+}
+
+impl CreditBasis {
+    pub fn tag(self) -> u8 {
+        match self {
+            CreditBasis::Claimed => 1,
+            CreditBasis::ReplicaReference => 2,
+            CreditBasis::HouseholdHistory => 3,
+            CreditBasis::PowerCeiling => 4,
+        }
+    }
+    pub fn from_tag(tag: u8) -> Result<CreditBasis, DecodeError> {
+        Ok(match tag {
+            1 => CreditBasis::Claimed,
+            2 => CreditBasis::ReplicaReference,
+            3 => CreditBasis::HouseholdHistory,
+            4 => CreditBasis::PowerCeiling,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "credit basis",
+                    tag,
+                })
+            }
+        })
+    }
+}
+
+/// How the output the worker was credited for was verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifiedBy {
+    /// A quorum: `agreeing` of `replicas` households' claims agreed on output and fuel.
+    Quorum,
+    /// A trusted household's single run, spot-checked by re-running it elsewhere (reserved for
+    /// adaptive replication).
+    TrustedSpotChecked,
+    /// A trusted household's single run, not (yet) spot-checked (reserved for adaptive
+    /// replication).
+    TrustedUnchecked,
+}
+
+impl VerifiedBy {
+    pub fn tag(self) -> u8 {
+        match self {
+            VerifiedBy::Quorum => 1,
+            VerifiedBy::TrustedSpotChecked => 2,
+            VerifiedBy::TrustedUnchecked => 3,
+        }
+    }
+    pub fn from_tag(tag: u8) -> Result<VerifiedBy, DecodeError> {
+        Ok(match tag {
+            1 => VerifiedBy::Quorum,
+            2 => VerifiedBy::TrustedSpotChecked,
+            3 => VerifiedBy::TrustedUnchecked,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "verification kind",
+                    tag,
+                })
+            }
+        })
+    }
+}
+
+/// What the coordinator credited for one record, and on what evidence. Signed by the
+/// submitter together with the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CreditTerms {
+    /// Energy credited, millijoules; never above the record's `energy_mj`.
+    pub credited_mj: u64,
+    pub basis: CreditBasis,
+    pub verified_by: VerifiedBy,
+    /// Households whose claims agreed with this one on output and fuel (itself included).
+    pub agreeing: u8,
+    /// Claims the coordinator held for the shard when it decided.
+    pub replicas: u8,
+}
+
+impl CreditTerms {
+    /// Credits the worker's claim as it stands, verified by a quorum.
+    pub fn claimed(record: &WorkRecord, agreeing: u8, replicas: u8) -> CreditTerms {
+        CreditTerms {
+            credited_mj: record.energy_mj,
+            basis: CreditBasis::Claimed,
+            verified_by: VerifiedBy::Quorum,
+            agreeing,
+            replicas,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(TERMS_MAGIC)
+            .u8(TERMS_VERSION)
+            .u64(self.credited_mj)
+            .u8(self.basis.tag())
+            .u8(self.verified_by.tag())
+            .u8(self.agreeing)
+            .u8(self.replicas);
+        let bytes = w.into_bytes();
+        debug_assert_eq!(bytes.len(), TERMS_LEN);
+        bytes
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<CreditTerms, DecodeError> {
+        r.magic(TERMS_MAGIC, "credit terms")?;
+        let version = r.u8("terms version")?;
+        if version != TERMS_VERSION {
+            return Err(DecodeError::Version {
+                what: "credit terms",
+                version,
+            });
+        }
+        Ok(CreditTerms {
+            credited_mj: r.u64("credited energy")?,
+            basis: CreditBasis::from_tag(r.u8("credit basis")?)?,
+            verified_by: VerifiedBy::from_tag(r.u8("verification kind")?)?,
+            agreeing: r.u8("agreeing replicas")?,
+            replicas: r.u8("replicas")?,
+        })
+    }
+
+    /// The rules terms obey whoever signed them: credit never above the claim, and
+    /// `1 <= agreeing <= replicas`.
+    pub fn check(&self, record: &WorkRecord) -> Result<(), ReceiptError> {
+        if self.credited_mj > record.energy_mj {
+            return Err(ReceiptError::Terms(format!(
+                "credits {} mJ, more than the {} mJ the worker claimed",
+                self.credited_mj, record.energy_mj
+            )));
+        }
+        if self.agreeing == 0 || self.agreeing > self.replicas {
+            return Err(ReceiptError::Terms(format!(
+                "{} agreeing of {} replicas is not a vote",
+                self.agreeing, self.replicas
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn signed_message(domain: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let len = domain.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut m = Vec::with_capacity(len);
     m.extend_from_slice(domain);
-    m.extend_from_slice(record);
+    for p in parts {
+        m.extend_from_slice(p);
+    }
     m
 }
 
@@ -159,6 +363,10 @@ fn signed_message(domain: &[u8], record: &[u8]) -> Vec<u8> {
 pub enum ReceiptError {
     #[error("cannot decode: {0}")]
     Decode(#[from] DecodeError),
+    #[error("the record is physically impossible: {0}")]
+    Physics(String),
+    #[error("the credit terms are invalid: {0}")]
+    Terms(String),
     #[error("the worker's signature does not verify")]
     WorkerSignature,
     #[error("the submitter's countersignature does not verify")]
@@ -179,12 +387,14 @@ impl Claim {
         if worker.public() != record.worker {
             return Err(ReceiptError::WrongSigner("worker"));
         }
-        let worker_sig = worker.sign(&signed_message(WORKER_DOMAIN, &record.to_bytes()));
+        let worker_sig = worker.sign(&signed_message(WORKER_DOMAIN, &[&record.to_bytes()]));
         Ok(Claim { record, worker_sig })
     }
 
+    /// Physics first (cheap, and a lie no signature excuses), then the worker's signature.
     pub fn verify(&self) -> Result<(), ReceiptError> {
-        let msg = signed_message(WORKER_DOMAIN, &self.record.to_bytes());
+        self.record.check_physics()?;
+        let msg = signed_message(WORKER_DOMAIN, &[&self.record.to_bytes()]);
         if !self.record.worker.verify(&msg, &self.worker_sig) {
             return Err(ReceiptError::WorkerSignature);
         }
@@ -205,37 +415,53 @@ impl Claim {
         Ok(Claim { record, worker_sig })
     }
 
-    /// The coordinator's countersignature, made with the submitter's key.
-    pub fn countersign(self, submitter: &Identity) -> Result<Receipt, ReceiptError> {
+    /// The coordinator's countersignature, made with the submitter's key over the record and
+    /// the terms it decided. Refuses terms that break the rules of [`CreditTerms::check`].
+    pub fn countersign(
+        self,
+        submitter: &Identity,
+        terms: CreditTerms,
+    ) -> Result<Receipt, ReceiptError> {
         if submitter.public() != self.record.submitter {
             return Err(ReceiptError::WrongSigner("submitter"));
         }
-        let submitter_sig =
-            submitter.sign(&signed_message(SUBMITTER_DOMAIN, &self.record.to_bytes()));
+        terms.check(&self.record)?;
+        let submitter_sig = submitter.sign(&signed_message(
+            SUBMITTER_DOMAIN,
+            &[&self.record.to_bytes(), &terms.to_bytes()],
+        ));
         Ok(Receipt {
             record: self.record,
             worker_sig: self.worker_sig,
+            terms,
             submitter_sig,
         })
     }
 }
 
-/// A heat-work receipt: a work record signed by its worker and countersigned by its submitter.
+/// A heat-work receipt: a work record signed by its worker, and the credit terms
+/// countersigned with the record by its submitter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
     pub record: WorkRecord,
     pub worker_sig: [u8; 64],
+    pub terms: CreditTerms,
     pub submitter_sig: [u8; 64],
 }
 
 impl Receipt {
+    /// blake3(record ‖ terms): two receipts for one record with different terms differ.
     pub fn id(&self) -> blake3::Hash {
-        self.record.id()
+        let mut h = blake3::Hasher::new();
+        h.update(&self.record.to_bytes())
+            .update(&self.terms.to_bytes());
+        h.finalize()
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = self.record.to_bytes();
         b.extend_from_slice(&self.worker_sig);
+        b.extend_from_slice(&self.terms.to_bytes());
         b.extend_from_slice(&self.submitter_sig);
         b
     }
@@ -250,29 +476,43 @@ impl Receipt {
         let mut r = Reader::new(bytes);
         let record = WorkRecord::read(&mut r)?;
         let worker_sig = r.array("worker signature")?;
+        let terms = CreditTerms::read(&mut r)?;
         let submitter_sig = r.array("submitter signature")?;
         r.finish()?;
         Ok(Receipt {
             record,
             worker_sig,
+            terms,
             submitter_sig,
         })
     }
 
-    /// Checks both signatures, one at a time.
+    fn messages(&self) -> [Vec<u8>; 2] {
+        let record = self.record.to_bytes();
+        [
+            signed_message(WORKER_DOMAIN, &[&record]),
+            signed_message(SUBMITTER_DOMAIN, &[&record, &self.terms.to_bytes()]),
+        ]
+    }
+
+    /// Everything but the signatures: physics and the terms' rules.
+    pub fn check_content(&self) -> Result<(), ReceiptError> {
+        self.record.check_physics()?;
+        self.terms.check(&self.record)
+    }
+
+    /// Checks physics, the terms and both signatures, one at a time.
     pub fn verify(&self) -> Result<(), ReceiptError> {
-        let body = self.record.to_bytes();
-        if !self
-            .record
-            .worker
-            .verify(&signed_message(WORKER_DOMAIN, &body), &self.worker_sig)
-        {
+        self.check_content()?;
+        let [worker_msg, submitter_msg] = self.messages();
+        if !self.record.worker.verify(&worker_msg, &self.worker_sig) {
             return Err(ReceiptError::WorkerSignature);
         }
-        if !self.record.submitter.verify(
-            &signed_message(SUBMITTER_DOMAIN, &body),
-            &self.submitter_sig,
-        ) {
+        if !self
+            .record
+            .submitter
+            .verify(&submitter_msg, &self.submitter_sig)
+        {
             return Err(ReceiptError::SubmitterSignature);
         }
         Ok(())
@@ -286,40 +526,70 @@ impl Receipt {
     }
 }
 
-/// Verifies many receipts at once with ed25519 batch verification (about twice as fast per
-/// signature as one by one). When the batch fails, each receipt is checked alone so the
-/// result says exactly which ones are bad.
+/// Verifies many receipts, one result per receipt. Deliberately *not* ed25519 batch
+/// verification: the batch equation is a random linear combination that a signature whose `R`
+/// carries a small-order component (R' = R + T, T of order 2) satisfies about half the time
+/// while the single equation always refuses it, so two honest nodes could disagree about one
+/// receipt. One at a time, every verifier reaches the same verdict (about 50 µs a signature).
 pub fn verify_batch(receipts: &[Receipt]) -> Vec<Result<(), ReceiptError>> {
-    use ed25519_dalek::{Signature, VerifyingKey};
-    let mut messages = Vec::with_capacity(receipts.len() * 2);
-    let mut signatures = Vec::with_capacity(receipts.len() * 2);
-    let mut keys = Vec::with_capacity(receipts.len() * 2);
-    let mut all_keys_valid = true;
-    for r in receipts {
-        let body = r.record.to_bytes();
-        for (domain, key, sig) in [
-            (WORKER_DOMAIN, &r.record.worker, &r.worker_sig),
-            (SUBMITTER_DOMAIN, &r.record.submitter, &r.submitter_sig),
-        ] {
-            match VerifyingKey::from_bytes(&key.0) {
-                Ok(k) if !k.is_weak() => keys.push(k),
-                _ => all_keys_valid = false,
-            }
-            messages.push(signed_message(domain, &body));
-            signatures.push(Signature::from_bytes(sig));
-        }
-    }
-    if all_keys_valid {
-        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-        if ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok() {
-            return receipts.iter().map(|_| Ok(())).collect();
-        }
-    }
     receipts.iter().map(Receipt::verify).collect()
 }
 
+/// A household's receipts that together imply more power than [`MAX_WATTS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("household {household}: receipts within {from_ms}..{to_ms} ms claim {energy_mj} mJ, more than {MAX_WATTS} W can deliver in those {} ms", to_ms - from_ms)]
+pub struct ConservationError {
+    pub household: PublicKey,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub energy_mj: u128,
+}
+
+/// Conservation across receipts: for every household and every interval [a, b], the energy
+/// claimed by its receipts whose windows lie inside [a, b] is at most `MAX_WATTS × (b − a)`.
+/// One radiator cannot draw more than one circuit delivers, however its work is split into
+/// shards. Only intervals from some receipt's start to some receipt's end can be tight, so
+/// those are the ones checked: O(n²) per household after sorting.
+pub fn check_conservation(receipts: &[Receipt]) -> Result<(), ConservationError> {
+    let mut by_household: std::collections::BTreeMap<PublicKey, Vec<(u64, u64, u64)>> =
+        Default::default();
+    for r in receipts {
+        let rec = &r.record;
+        by_household
+            .entry(rec.worker)
+            .or_default()
+            .push((rec.start_ms, rec.end_ms, rec.energy_mj));
+    }
+    for (household, mut windows) in by_household {
+        // Sorted by end: walking them accumulates every receipt that ends by each end.
+        windows.sort_by_key(|&(_, end, _)| end);
+        let mut starts: Vec<u64> = windows.iter().map(|&(start, _, _)| start).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        for &from in &starts {
+            let mut sum = 0u128;
+            for &(start, end, energy) in &windows {
+                if start < from {
+                    continue;
+                }
+                sum += u128::from(energy);
+                let span = u128::from(end.saturating_sub(from));
+                if sum > u128::from(MAX_WATTS) * span {
+                    return Err(ConservationError {
+                        household,
+                        from_ms: from,
+                        to_ms: end,
+                        energy_mj: sum,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn record(worker: &Identity, submitter: &Identity) -> WorkRecord {
@@ -340,144 +610,436 @@ mod tests {
         }
     }
 
+    fn receipt_of(record: WorkRecord, w: &Identity, s: &Identity) -> Receipt {
+        let terms = CreditTerms::claimed(&record, 2, 2);
+        Claim::sign(record, w)
+            .unwrap()
+            .countersign(s, terms)
+            .unwrap()
+    }
+
     #[test]
     fn sign_countersign_verify_round_trip() {
         let (w, s) = (Identity::generate(), Identity::generate());
         let claim = Claim::sign(record(&w, &s), &w).unwrap();
         claim.verify().unwrap();
+        assert_eq!(claim.to_bytes().len(), CLAIM_LEN);
         assert_eq!(Claim::from_bytes(&claim.to_bytes()).unwrap(), claim);
-        let receipt = claim.countersign(&s).unwrap();
+        let terms = CreditTerms {
+            credited_mj: 5_000,
+            basis: CreditBasis::ReplicaReference,
+            verified_by: VerifiedBy::Quorum,
+            agreeing: 2,
+            replicas: 3,
+        };
+        let receipt = claim.countersign(&s, terms).unwrap();
         receipt.verify().unwrap();
         let bytes = receipt.to_bytes();
         assert_eq!(bytes.len(), RECEIPT_LEN);
         assert_eq!(Receipt::from_bytes(&bytes).unwrap(), receipt);
+        let mut id_input = receipt.record.to_bytes();
+        id_input.extend_from_slice(&terms.to_bytes());
+        assert_eq!(receipt.id(), blake3::hash(&id_input));
     }
 
     #[test]
     fn tampering_and_wrong_signers_are_caught() {
         let (w, s) = (Identity::generate(), Identity::generate());
         assert!(Claim::sign(record(&w, &s), &s).is_err());
-        let receipt = Claim::sign(record(&w, &s), &w)
-            .unwrap()
-            .countersign(&s)
-            .unwrap();
+        let claim = Claim::sign(record(&w, &s), &w).unwrap();
+        let terms = CreditTerms::claimed(&claim.record, 2, 2);
+        assert!(claim.clone().countersign(&w, terms).is_err());
+        let receipt = claim.countersign(&s, terms).unwrap();
         let mut bytes = receipt.to_bytes();
-        // Flip a byte of the fuel field: both signatures break.
+        // Lower the fuel field: both signatures break.
         bytes[4 + 1 + 32 + 4 + 96 + 64] ^= 1;
         let tampered = Receipt::from_bytes(&bytes).unwrap();
         assert_eq!(tampered.verify(), Err(ReceiptError::WorkerSignature));
+        // Change the credit in the terms (6000 → 5984 mJ, still within the claim): only the
+        // countersignature covers them.
+        let mut bytes = receipt.to_bytes();
+        bytes[RECORD_LEN + 64 + 5] ^= 0x10;
+        let recredited = Receipt::from_bytes(&bytes).unwrap();
+        assert_eq!(recredited.verify(), Err(ReceiptError::SubmitterSignature));
+        assert_ne!(recredited.id(), receipt.id(), "the id covers the terms");
         let mut swapped = receipt.clone();
         std::mem::swap(&mut swapped.worker_sig, &mut swapped.submitter_sig);
         assert!(swapped.verify().is_err(), "roles are domain-separated");
         let results = verify_batch(&[receipt.clone(), tampered, receipt]);
         assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
     }
-}
 
-/// The export format of `hearth receipts export --json`: each receipt's canonical bytes (the
-/// only thing a verifier needs) beside its fields in readable form. A verifier decodes
-/// `canonical`, checks both signatures and checks that every readable field matches.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReceiptJson {
-    pub id: String,
-    pub job: String,
-    pub shard: u32,
-    pub module: String,
-    pub input: String,
-    pub output: String,
-    pub worker: String,
-    pub submitter: String,
-    pub fuel: u64,
-    pub energy_mj: u64,
-    pub energy_method: EnergyMethod,
-    pub start_ms: u64,
-    pub end_ms: u64,
-    pub nonce: String,
-    pub worker_sig: String,
-    pub submitter_sig: String,
-    pub canonical: String,
-}
-
-/// Top level of an export file.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReceiptExport {
-    /// Always `hearth-receipts/1`.
-    pub format: String,
-    pub receipts: Vec<ReceiptJson>,
-}
-
-pub const EXPORT_FORMAT: &str = "hearth-receipts/1";
-
-impl From<&Receipt> for ReceiptJson {
-    fn from(r: &Receipt) -> ReceiptJson {
-        let rec = &r.record;
-        ReceiptJson {
-            id: r.id().to_hex().to_string(),
-            job: rec.job.to_hex().to_string(),
-            shard: rec.shard,
-            module: rec.module.to_hex().to_string(),
-            input: rec.input.to_hex().to_string(),
-            output: rec.output.to_hex().to_string(),
-            worker: rec.worker.to_hex(),
-            submitter: rec.submitter.to_hex(),
-            fuel: rec.fuel,
-            energy_mj: rec.energy_mj,
-            energy_method: rec.method,
-            start_ms: rec.start_ms,
-            end_ms: rec.end_ms,
-            nonce: hex::encode(rec.nonce),
-            worker_sig: hex::encode(r.worker_sig),
-            submitter_sig: hex::encode(r.submitter_sig),
-            canonical: hex::encode(r.to_bytes()),
+    #[test]
+    fn terms_rules_and_unknown_tags() {
+        let (w, s) = (Identity::generate(), Identity::generate());
+        let claim = Claim::sign(record(&w, &s), &w).unwrap();
+        let base = CreditTerms::claimed(&claim.record, 1, 1);
+        for bad in [
+            CreditTerms {
+                credited_mj: 6_001,
+                ..base
+            },
+            CreditTerms {
+                agreeing: 0,
+                ..base
+            },
+            CreditTerms {
+                agreeing: 3,
+                replicas: 2,
+                ..base
+            },
+        ] {
+            assert!(matches!(
+                claim.clone().countersign(&s, bad),
+                Err(ReceiptError::Terms(_))
+            ));
+        }
+        let bytes = claim.countersign(&s, base).unwrap().to_bytes();
+        for (offset, what) in [(4 + 1 + 8, "basis"), (4 + 1 + 8 + 1, "verified_by")] {
+            for tag in [0u8, 5, 255] {
+                let mut b = bytes.clone();
+                b[RECORD_LEN + 64 + offset] = tag;
+                if what == "verified_by" && tag == 5 {
+                    continue;
+                }
+                assert!(
+                    matches!(Receipt::from_bytes(&b), Err(DecodeError::UnknownTag { .. })),
+                    "{what} {tag}"
+                );
+            }
         }
     }
-}
 
-impl ReceiptJson {
-    /// Decodes the canonical bytes and checks the readable fields agree with them. Signatures
-    /// are checked separately (in a batch) by the caller.
-    pub fn to_receipt(&self) -> Result<Receipt, String> {
-        let bytes =
-            hex::decode(&self.canonical).map_err(|e| format!("canonical: not hex ({e})"))?;
-        let receipt = Receipt::from_bytes(&bytes).map_err(|e| format!("canonical: {e}"))?;
-        let expected = ReceiptJson::from(&receipt);
-        if &expected != self {
-            return Err(
-                "a readable field does not match the canonical bytes (edited after export?)".into(),
+    #[test]
+    fn physics_refuses_impossible_records() {
+        let (w, s) = (Identity::generate(), Identity::generate());
+        let ok = record(&w, &s);
+        // 10 ms at exactly MAX_WATTS is possible; one millijoule more is not.
+        let edge = WorkRecord {
+            energy_mj: MAX_WATTS * 10,
+            ..ok.clone()
+        };
+        receipt_of(edge.clone(), &w, &s).verify().unwrap();
+        let over = WorkRecord {
+            energy_mj: MAX_WATTS * 10 + 1,
+            ..ok.clone()
+        };
+        let claim = Claim::sign(over.clone(), &w).unwrap();
+        assert!(matches!(claim.verify(), Err(ReceiptError::Physics(_))));
+        let zero_window = WorkRecord {
+            end_ms: 10,
+            energy_mj: 1,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            zero_window.check_physics(),
+            Err(ReceiptError::Physics(_))
+        ));
+        let too_long = WorkRecord {
+            start_ms: 0,
+            end_ms: MAX_WINDOW_MS + 1,
+            energy_mj: 0,
+            ..ok
+        };
+        assert!(matches!(
+            too_long.check_physics(),
+            Err(ReceiptError::Physics(_))
+        ));
+    }
+
+    /// Issue 9: 1 000 receipts minted offline by two fresh keys with energy = fuel = end_ms =
+    /// 2^64 − 1 all passed verification. Now every one is refused, whatever its start.
+    #[test]
+    fn minted_maximal_receipts_are_refused() {
+        let (w, s) = (Identity::generate(), Identity::generate());
+        let mut minted = Vec::new();
+        for i in 0..1000u64 {
+            let start_ms = match i % 4 {
+                0 => 0,
+                1 => u64::MAX - i,
+                2 => u64::MAX - MAX_WINDOW_MS + i,
+                _ => i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            };
+            let rec = WorkRecord {
+                fuel: u64::MAX,
+                energy_mj: u64::MAX,
+                start_ms,
+                end_ms: u64::MAX,
+                shard: i as u32,
+                ..record(&w, &s)
+            };
+            // Credit as much as the rules allow: the claimed figure itself.
+            let terms = CreditTerms::claimed(&rec, 1, 1);
+            minted.push(
+                Claim::sign(rec, &w)
+                    .unwrap()
+                    .countersign(&s, terms)
+                    .unwrap(),
             );
         }
-        Ok(receipt)
+        let results = verify_batch(&minted);
+        assert!(results
+            .iter()
+            .all(|r| matches!(r, Err(ReceiptError::Physics(_)))));
+        // The same, decoded from the export format a verifier would be handed.
+        for r in &minted {
+            let back = ReceiptJson::from(r).to_receipt().unwrap();
+            assert!(back.verify().is_err());
+        }
+    }
+
+    #[test]
+    fn small_order_forgery_is_refused_in_a_receipt() {
+        use crate::identity::tests::{FORGED_KEY, FORGED_SIG};
+        let (w, s) = (Identity::generate(), Identity::generate());
+        let mut forged = receipt_of(record(&w, &s), &w, &s);
+        forged.record.worker = PublicKey(FORGED_KEY);
+        forged.record.submitter = PublicKey(FORGED_KEY);
+        forged.worker_sig = FORGED_SIG;
+        forged.submitter_sig = FORGED_SIG;
+        // A naive verifier accepts both signatures of this receipt...
+        use ed25519_dalek::Verifier;
+        let naive = ed25519_dalek::VerifyingKey::from_bytes(&FORGED_KEY).unwrap();
+        let sig = ed25519_dalek::Signature::from_bytes(&FORGED_SIG);
+        for m in forged.messages() {
+            assert!(naive.verify(&m, &sig).is_ok());
+        }
+        // ...hearth does not.
+        assert_eq!(forged.verify(), Err(ReceiptError::WorkerSignature));
+        assert!(verify_batch(&[forged])[0].is_err());
+    }
+
+    #[test]
+    fn export_json_rules() {
+        let (w, s) = (Identity::generate(), Identity::generate());
+        let mut rec = record(&w, &s);
+        rec.fuel = (1 << 53) + 1;
+        let r = receipt_of(rec, &w, &s);
+        let json = serde_json::to_value(ReceiptJson::from(&r)).unwrap();
+        assert_eq!(json["fuel"], serde_json::json!("9007199254740993"));
+        assert_eq!(json["energy_method"], serde_json::json!("cpu_estimate"));
+        assert_eq!(json["basis"], serde_json::json!("claimed"));
+        assert_eq!(json["verified_by"], serde_json::json!("quorum"));
+        let back: ReceiptJson = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.to_receipt().unwrap(), r);
+        // A number where a u64 string belongs, an unknown key, a missing key, uppercase hex.
+        let mut number = json.clone();
+        number["fuel"] = serde_json::json!(9007199254740993u64);
+        assert!(serde_json::from_value::<ReceiptJson>(number).is_err());
+        let mut unknown = json.clone();
+        unknown["extra"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<ReceiptJson>(unknown).is_err());
+        let mut missing = json.clone();
+        missing.as_object_mut().unwrap().remove("credited_mj");
+        assert!(serde_json::from_value::<ReceiptJson>(missing).is_err());
+        let mut upper = back.clone();
+        upper.worker = upper.worker.to_uppercase();
+        assert!(upper.to_receipt().unwrap_err().contains("`worker`"));
+        let mut upper = back.clone();
+        upper.canonical = upper.canonical.to_uppercase();
+        assert!(upper.to_receipt().unwrap_err().contains("lowercase"));
+        let mut edited = back;
+        edited.credited_mj -= 1;
+        assert!(edited.to_receipt().unwrap_err().contains("`credited_mj`"));
+        // Duplicate keys are refused.
+        let text = serde_json::to_string(&json).unwrap();
+        let dup = text.replacen("{", "{\"shard\":1,", 1);
+        assert!(serde_json::from_str::<ReceiptJson>(&dup).is_err());
+    }
+
+    #[test]
+    fn overlapping_receipts_of_one_household_obey_conservation() {
+        let (w, other, s) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let at = |who: &Identity, shard: u32, start: u64, end: u64, energy: u64| {
+            let rec = WorkRecord {
+                shard,
+                start_ms: start,
+                end_ms: end,
+                energy_mj: energy,
+                ..record(who, &s)
+            };
+            receipt_of(rec, who, &s)
+        };
+        // Two shards at 2 000 W each over the same second: each alone is possible, together
+        // they draw 4 000 W from one circuit.
+        let a = at(&w, 0, 1_000, 2_000, 2_000_000);
+        let b = at(&w, 1, 1_000, 2_000, 2_000_000);
+        assert!(a.verify().is_ok() && b.verify().is_ok());
+        let err = check_conservation(&[a.clone(), b.clone()]).unwrap_err();
+        assert_eq!(err.household, w.public());
+        assert_eq!((err.from_ms, err.to_ms), (1_000, 2_000));
+        // Back to back, or on two households, they are fine.
+        let c = at(&w, 1, 2_000, 3_000, 2_000_000);
+        let d = at(&other, 1, 1_000, 2_000, 2_000_000);
+        check_conservation(&[a.clone(), c, d]).unwrap();
+        // A short burst inside a longer shard counts too.
+        let long = at(&w, 2, 0, 10_000, 30_000_000);
+        let burst = at(&w, 3, 4_000, 4_010, 36_800);
+        check_conservation(std::slice::from_ref(&long)).unwrap();
+        assert!(
+            check_conservation(&[long, burst]).is_ok(),
+            "inside [0, 10 s]: 30.0368 kJ ≤ 36.8 kJ"
+        );
+        // A burst at the ceiling inside a 2 000 W second is possible (the longer shard may
+        // have drawn its energy at other moments of its window)...
+        let at_ceiling = at(&w, 4, 1_500, 1_600, 368_000);
+        check_conservation(&[a.clone(), at_ceiling]).unwrap();
+        // ...but 2 000 J + 1 700 J within the same second is not.
+        let e = at(&w, 5, 1_200, 1_900, 1_700_000);
+        assert!(e.verify().is_ok());
+        assert!(
+            check_conservation(&[a, e]).is_err(),
+            "3 700 J in one second"
+        );
+    }
+
+    proptest::proptest! {
+        /// Decoding untrusted bytes never panics; whatever decodes re-encodes to the same
+        /// bytes (one encoding per value); verifying a mutated receipt never panics.
+        #[test]
+        fn decoders_never_panic_and_are_canonical(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..500),
+            flips in proptest::collection::vec((0..RECEIPT_LEN, proptest::prelude::any::<u8>()), 0..4),
+        ) {
+            let _ = Claim::from_bytes(&noise);
+            let _ = Receipt::from_bytes(&noise);
+            let (w, s) = (Identity::from_seed([3; 32]), Identity::from_seed([4; 32]));
+            let mut bytes = receipt_of(record(&w, &s), &w, &s).to_bytes();
+            for (at, x) in flips {
+                bytes[at] ^= x;
+            }
+            if let Ok(r) = Receipt::from_bytes(&bytes) {
+                proptest::prop_assert_eq!(r.to_bytes(), bytes);
+                let _ = r.verify();
+                let _ = ReceiptJson::from(&r).to_receipt();
+            }
+        }
+
+        #[test]
+        fn credit_never_exceeds_claim_or_power(
+            energy in proptest::prelude::any::<u64>(),
+            credited in proptest::prelude::any::<u64>(),
+            start in proptest::prelude::any::<u64>(),
+            len in proptest::prelude::any::<u64>(),
+        ) {
+            let (w, s) = (Identity::from_seed([3; 32]), Identity::from_seed([4; 32]));
+            let rec = WorkRecord {
+                energy_mj: energy,
+                start_ms: start,
+                end_ms: start.saturating_add(len % (2 * MAX_WINDOW_MS)),
+                ..record(&w, &s)
+            };
+            let terms = CreditTerms { credited_mj: credited, ..CreditTerms::claimed(&rec, 1, 1) };
+            let claim = Claim { record: rec.clone(), worker_sig: [0; 64] };
+            if let Ok(r) = claim.countersign(&s, terms) {
+                // Whatever the terms, a receipt that passes the content checks obeys physics.
+                if r.check_content().is_ok() {
+                    let window = u128::from(r.record.end_ms - r.record.start_ms);
+                    proptest::prop_assert!(u128::from(r.terms.credited_mj) <= u128::from(r.record.energy_mj));
+                    proptest::prop_assert!(u128::from(r.terms.credited_mj) <= u128::from(MAX_WATTS) * window);
+                    proptest::prop_assert!(window <= u128::from(MAX_WINDOW_MS));
+                }
+                proptest::prop_assert!(r.terms.credited_mj <= r.record.energy_mj);
+            }
+        }
     }
 }
 
 #[cfg(test)]
-mod vector {
-    //! The worked example in `docs/receipts.md`: fixed keys and fields, so another
-    //! implementation can check its encoding and verification against ours.
+pub(crate) mod vector {
+    //! The worked examples in `docs/receipts.md` and `docs/receipts-example.json`: fixed keys
+    //! and fields, so another implementation can check its encoding and verification against
+    //! ours byte for byte.
     use super::*;
 
-    pub(super) fn example() -> Receipt {
-        let worker = Identity::from_seed([1; 32]);
-        let submitter = Identity::from_seed([2; 32]);
-        let record = WorkRecord {
+    pub(crate) fn worker() -> Identity {
+        Identity::from_seed([1; 32])
+    }
+    pub(crate) fn submitter() -> Identity {
+        Identity::from_seed([2; 32])
+    }
+
+    pub(crate) fn example_record(shard: u32, worker: &Identity) -> WorkRecord {
+        WorkRecord {
             job: blake3::hash(b"job"),
-            shard: 7,
+            shard,
             module: blake3::hash(b"module"),
             input: blake3::hash(b"input"),
             output: blake3::hash(b"output"),
             worker: worker.public(),
-            submitter: submitter.public(),
+            submitter: submitter().public(),
             fuel: 1_000_000,
             energy_mj: 42_000,
             method: EnergyMethod::Rapl,
             start_ms: 1_700_000_000_000,
             end_ms: 1_700_000_000_250,
             nonce: [0xab; 16],
+        }
+    }
+
+    pub(crate) fn example() -> Receipt {
+        let record = example_record(7, &worker());
+        let terms = CreditTerms {
+            credited_mj: 40_000,
+            basis: CreditBasis::ReplicaReference,
+            verified_by: VerifiedBy::Quorum,
+            agreeing: 2,
+            replicas: 3,
         };
-        Claim::sign(record, &worker)
+        Claim::sign(record, &worker())
             .unwrap()
-            .countersign(&submitter)
+            .countersign(&submitter(), terms)
             .unwrap()
+    }
+
+    /// The receipts of `docs/receipts-example.json`, in the order the exporting ledger
+    /// recorded them: three crediting the worker of the example (the exporting household),
+    /// one crediting another household.
+    pub(crate) fn export_receipts() -> Vec<Receipt> {
+        let other = Identity::from_seed([3; 32]);
+        let mut out = vec![example()];
+        for (shard, who) in [(8, worker()), (9, worker()), (7, other)] {
+            let mut rec = example_record(shard, &who);
+            rec.start_ms += 1000 * u64::from(shard);
+            rec.end_ms += 1000 * u64::from(shard);
+            rec.fuel = (1 << 53) + u64::from(shard);
+            let terms = CreditTerms::claimed(&rec, 2, 2);
+            out.push(
+                Claim::sign(rec, &who)
+                    .unwrap()
+                    .countersign(&submitter(), terms)
+                    .unwrap(),
+            );
+        }
+        out
+    }
+
+    pub(crate) fn export() -> ReceiptExport {
+        let receipts = export_receipts();
+        let household = worker().public();
+        let mut prev = [0u8; 32];
+        let entries: Vec<ChainEntryJson> = receipts
+            .iter()
+            .filter(|r| r.record.worker == household)
+            .map(|r| {
+                prev = chain_link(&prev, &r.id());
+                ChainEntryJson {
+                    id: r.id().to_hex().to_string(),
+                    entry: hex::encode(prev),
+                }
+            })
+            .collect();
+        let chain = ChainJson {
+            household: household.to_hex(),
+            length: entries.len() as u64,
+            head: hex::encode(prev),
+            entries,
+        };
+        ReceiptExport::new(&receipts, Some(chain))
     }
 
     #[test]
@@ -495,10 +1057,47 @@ mod vector {
             flat.contains(&hex),
             "docs/receipts.md vector is stale; it should be:\n{hex}"
         );
+        for (what, value) in [
+            ("receipt id", r.id().to_hex().to_string()),
+            ("worker key", r.record.worker.to_hex()),
+            ("submitter key", r.record.submitter.to_hex()),
+            ("terms", hex::encode(r.terms.to_bytes())),
+        ] {
+            assert!(
+                doc.contains(&value),
+                "docs/receipts.md lacks the {what} {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn documented_export_matches() {
+        let export = export();
+        let text = serde_json::to_string_pretty(&export).unwrap() + "\n";
+        let doc = include_str!("../../docs/receipts-example.json");
         assert!(
-            doc.contains(&r.id().to_hex().to_string()),
-            "receipt id {}",
-            r.id().to_hex()
+            doc == text,
+            "docs/receipts-example.json is stale; it should be:\n{text}"
         );
+        let back: ReceiptExport = serde_json::from_str(doc).unwrap();
+        let receipts: Vec<Receipt> = back
+            .receipts
+            .iter()
+            .map(|r| r.to_receipt().unwrap())
+            .collect();
+        assert!(verify_batch(&receipts).iter().all(Result::is_ok));
+        let chain = back.chain.as_ref().unwrap();
+        assert_eq!(chain.verify(&receipts).unwrap(), worker().public());
+        // Dropping a receipt of the household from the export breaks the chain check.
+        let pruned: Vec<Receipt> = receipts
+            .iter()
+            .filter(|r| r.record.shard != 8)
+            .cloned()
+            .collect();
+        assert!(chain.verify(&pruned).is_err());
+        // So does reordering the chain.
+        let mut reordered = chain.clone();
+        reordered.entries.swap(0, 1);
+        assert!(reordered.verify(&receipts).is_err());
     }
 }

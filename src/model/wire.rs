@@ -179,6 +179,12 @@ pub enum Request {
     /// reason to the submitter and the radiator stops asking for the job. (Tag 6; tag 5 is
     /// reserved for lease renewal.)
     Decline { job: blake3::Hash, reason: String },
+    /// A radiator still running a shard asks to extend its lease. Tag 5.
+    Renew {
+        job: blake3::Hash,
+        shard: u32,
+        nonce: [u8; 16],
+    },
 }
 
 /// Why a coordinator gives no work: always said, never silent.
@@ -259,6 +265,10 @@ pub enum Response {
     Error {
         detail: String,
     },
+    /// The lease was extended to this deadline (coordinator's clock). Tag 8.
+    Renewed {
+        deadline_ms: u64,
+    },
 }
 
 fn reason_text(s: &str) -> &str {
@@ -308,6 +318,9 @@ impl Request {
             Request::Decline { job, reason } => {
                 w.u8(6).hash(job).str(reason_text(reason));
             }
+            Request::Renew { job, shard, nonce } => {
+                w.u8(5).hash(job).u32(*shard).raw(nonce);
+            }
         }
         w.into_bytes()
     }
@@ -331,6 +344,11 @@ impl Request {
             6 => Request::Decline {
                 job: r.hash("job id")?,
                 reason: r.str(MAX_REASON, "reason")?.to_string(),
+            },
+            5 => Request::Renew {
+                job: r.hash("job id")?,
+                shard: r.u32("shard")?,
+                nonce: r.array("nonce")?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -380,6 +398,9 @@ impl Response {
             Response::Error { detail } => {
                 w.u8(7).str(reason_text(detail));
             }
+            Response::Renewed { deadline_ms } => {
+                w.u8(8).u64(*deadline_ms);
+            }
         }
         w.into_bytes()
     }
@@ -408,6 +429,9 @@ impl Response {
             6 => Response::FailureNoted,
             7 => Response::Error {
                 detail: r.str(MAX_REASON, "detail")?.to_string(),
+            },
+            8 => Response::Renewed {
+                deadline_ms: r.u64("deadline")?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -468,6 +492,11 @@ mod tests {
                 reason: "the job asks for 4096 MiB of memory per shard; this radiator allows 1024"
                     .into(),
             },
+            Request::Renew {
+                job,
+                shard: 9,
+                nonce: [7; 16],
+            },
         ] {
             assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
         }
@@ -486,6 +515,9 @@ mod tests {
             Response::ClaimAccepted { verified: true },
             Response::ReceiptStored,
             Response::FailureNoted,
+            Response::Renewed {
+                deadline_ms: u64::MAX,
+            },
         ] {
             let back = Response::from_bytes(&resp.to_bytes()).unwrap();
             if let Response::Denied { detail, .. } = &back {
@@ -512,6 +544,28 @@ mod tests {
             }
             other => panic!("decoded as {other:?}"),
         }
+    }
+
+    /// The layouts `docs/protocol.md` states for the lease renewal: request tag 5 (job,
+    /// shard, nonce: 53 bytes), response tag 8 (deadline: 9 bytes).
+    #[test]
+    fn renew_layout() {
+        let req = Request::Renew {
+            job: blake3::hash(b"j"),
+            shard: 0x0102_0304,
+            nonce: [9; 16],
+        };
+        let bytes = req.to_bytes();
+        assert_eq!((bytes[0], bytes.len()), (5, 53));
+        assert_eq!(&bytes[33..37], &[4, 3, 2, 1], "integers are little-endian");
+        let resp = Response::Renewed { deadline_ms: 7 };
+        let bytes = resp.to_bytes();
+        assert_eq!((bytes[0], bytes.len()), (8, 9));
+        // Truncated or padded messages are refused.
+        assert!(Request::from_bytes(&req.to_bytes()[..52]).is_err());
+        let mut long = resp.to_bytes();
+        long.push(0);
+        assert!(Response::from_bytes(&long).is_err());
     }
 
     proptest! {

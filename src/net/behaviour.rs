@@ -68,16 +68,28 @@ fn relay_config(l: &RelayLimits) -> relay::Config {
     }
 }
 
+/// Gossip message id: blake3(author ‖ data), the author being the message's signed `from`
+/// field (the PeerId's binary multihash, self-delimiting). The same author publishing the same
+/// bytes twice is one message; two radiators publishing identical bytes (the same heat
+/// reading in the same millisecond) are two, so neither is dropped as the other's duplicate.
+pub(crate) fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut h = blake3::Hasher::new();
+    // Strict validation refuses messages without an author before ids matter; an absent one
+    // hashes as nothing.
+    if let Some(author) = &m.source {
+        h.update(&author.to_bytes());
+    }
+    h.update(&m.data);
+    gossipsub::MessageId::new(h.finalize().as_bytes())
+}
+
 /// The gossipsub configuration, shared with `docs/protocol.md`.
 pub(crate) fn gossipsub_config() -> Result<gossipsub::Config, NetError> {
     gossipsub::ConfigBuilder::default()
         // Signed messages, checked strictly; the node layer validates the payload.
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
-        // Content-addressed ids: blake3 of the payload.
-        .message_id_fn(|m: &gossipsub::Message| {
-            gossipsub::MessageId::new(blake3::hash(&m.data).as_bytes())
-        })
+        .message_id_fn(message_id)
         .max_transmit_size(GOSSIP_MAX_TRANSMIT)
         // Works for 2 nodes and for 1,000: a small network keeps a partial mesh (mesh_n_low
         // 2), flood publishing reaches every subscribed peer we are connected to.
@@ -274,4 +286,47 @@ pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError>
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
         .build();
     Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(author: libp2p::PeerId, data: &[u8]) -> gossipsub::Message {
+        gossipsub::Message {
+            source: Some(author),
+            data: data.to_vec(),
+            sequence_number: Some(1),
+            topic: Topic::Heat.ident().hash(),
+        }
+    }
+
+    /// Two radiators whose heat messages are byte-identical (same demand, same millisecond)
+    /// must not share a message id, or gossipsub drops the second as a duplicate.
+    #[test]
+    fn identical_payloads_from_two_authors_are_two_messages() {
+        let (a, b) = (libp2p::PeerId::random(), libp2p::PeerId::random());
+        let reading = crate::model::wire::HeatDemand {
+            wanted_slots: 1,
+            demand_permille: 500,
+            room_centi_c: None,
+            at_ms: 1_700_000_000_000,
+        }
+        .to_bytes();
+        assert_ne!(
+            message_id(&message(a, &reading)),
+            message_id(&message(b, &reading))
+        );
+        assert_eq!(
+            message_id(&message(a, &reading)),
+            message_id(&message(a, &reading)),
+            "one author publishing the same bytes twice is one message"
+        );
+        let mut expected = blake3::Hasher::new();
+        expected.update(&a.to_bytes()).update(&reading);
+        assert_eq!(
+            message_id(&message(a, &reading)),
+            gossipsub::MessageId::new(expected.finalize().as_bytes())
+        );
+    }
 }

@@ -27,9 +27,9 @@
 //! * A gossip payload is at most [`MAX_GOSSIP_DATA`] bytes. Anything larger is the caller's
 //!   business: store it as a blob ([`crate::store::Store::put_bytes`]), [`Network::provide`]
 //!   it and gossip its blake3 hash; receivers call [`Network::fetch_blob`].
-//! * Message ids are the blake3 hash of the payload, so publishing identical bytes twice is
-//!   refused as [`NetError::Duplicate`]: payloads should carry their author and a nonce or
-//!   timestamp.
+//! * Message ids are blake3(author PeerId ‖ payload), so one author publishing identical
+//!   bytes twice is refused as [`NetError::Duplicate`] (payloads carry a timestamp), while two
+//!   authors' identical payloads are distinct messages.
 //! * [`NetError::NoPeersSubscribed`] from [`Network::publish`] is not fatal: nobody is
 //!   listening yet. [`NetError::is_no_peers`] tells it apart.
 //!
@@ -85,7 +85,7 @@ const EVENT_CHANNEL: usize = 1024;
 pub enum Topic {
     /// `hearth/jobs/1`: job and shard announcements.
     Jobs,
-    /// `hearth/receipts/1`: heat-work receipts.
+    /// `hearth/receipts/2`: heat-work receipts.
     Receipts,
     /// `hearth/heat/1`: heat demand / availability of radiators.
     Heat,
@@ -99,7 +99,7 @@ impl Topic {
     pub fn name(self) -> &'static str {
         match self {
             Topic::Jobs => "hearth/jobs/1",
-            Topic::Receipts => "hearth/receipts/1",
+            Topic::Receipts => "hearth/receipts/2",
             Topic::Heat => "hearth/heat/1",
         }
     }

@@ -1,0 +1,633 @@
+//! The coordinator's book: every decision about a job and its shards, with no I/O.
+//!
+//! Leases, renewals, claims, failures, the replica vote, exclusions and heat priority are
+//! decided here. The book reads no clock (time comes in as `now_ms`), draws no randomness
+//! (lease nonces come in as arguments), and touches no disk or network: it is a state
+//! machine in the manner of quinn-proto. Every operation that changes state is split in two:
+//!
+//! 1. a method taking `&self` works out the change and returns it as an [`Update`] (the new
+//!    state of one shard, perhaps a new job status and exclusions) together with the answer
+//!    for the requester and any follow-up [`Action`]s;
+//! 2. the actor writes the update to disk and, only once that succeeded, calls
+//!    [`Book::apply`] and sends the answer.
+//!
+//! So nothing is acknowledged before it is durable, and a failed write leaves the book
+//! exactly as the disk has it. Must not touch: sled, the network, tokio, the wall clock.
+//!
+//! Parts: `shard.rs` (one shard's and one job's state, and the vote), `demand.rs` (heat
+//! priority), `verify.rs` (after the vote: output checked, claims settled, job assembled),
+//! `tests.rs` (unit and property tests with injected time and real signatures).
+
+mod demand;
+mod shard;
+mod verify;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::identity::PublicKey;
+use crate::model::receipt::Claim;
+use crate::model::wire::{DenyReason, Lease, Response, PROTOCOL_VERSION};
+use crate::model::JobManifest;
+
+use demand::Demands;
+pub use demand::Warmth;
+use shard::free_replicas;
+pub use shard::{
+    decide, replicas_needed, Decision, FailureRec, JobBook, JobStatus, LeaseRec, Outcome,
+    ShardBook, ShardCredit, MAX_REPLICAS,
+};
+pub use verify::{Finish, Settlement};
+
+/// How far a worker's clock may be from the coordinator's when a claim's window is checked
+/// against its lease. Radiators keep NTP time; a minute is far more than NTP leaves.
+pub const CLOCK_SKEW_MS: u64 = 60_000;
+
+/// Lease timing, fixed per coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// How long a lease lasts, and how far each renewal extends it.
+    pub lease_ms: u64,
+    /// The longest a lease may live in total, renewals included, counted from when it was
+    /// granted. A radiator's watchdog stops any shard after 120 s; the default (600 s)
+    /// leaves room for fetching inputs on a slow link, and a worker that keeps renewing a
+    /// dead shard loses it after this.
+    pub max_total_ms: u64,
+}
+
+/// A change to write before it takes effect.
+#[derive(Clone, Debug, Default)]
+pub struct Update {
+    pub job: Option<blake3::Hash>,
+    /// The new state of one shard.
+    pub shard: Option<(u32, ShardBook)>,
+    /// A new job status and finish time.
+    pub status: Option<(JobStatus, Option<u64>)>,
+    /// Households excluded by this change, each with its evidence (JSON).
+    pub exclude: Vec<(PublicKey, String)>,
+    /// The job's new list of declining households.
+    pub declined: Option<Vec<FailureRec>>,
+}
+
+/// Work the actor does after an update is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Fetch and check the agreed output, then report it with [`Book::output_checked`].
+    FetchOutput {
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        /// A household whose claim agrees, to ask first.
+        hint: Option<PublicKey>,
+    },
+    /// Countersign the winners and exclude the losers of a verified shard
+    /// ([`Book::settlement`]).
+    Settle { job: blake3::Hash, shard: u32 },
+    /// See whether the job is finished ([`Book::finish`]).
+    CheckFinished { job: blake3::Hash },
+}
+
+/// What an accepted request turns into.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub update: Update,
+    pub answer: Response,
+    pub then: Vec<Action>,
+}
+
+/// All jobs a coordinator runs, the households it excluded, and the heat demand it heard.
+pub struct Book {
+    terms: LeaseTerms,
+    jobs: HashMap<blake3::Hash, JobBook>,
+    /// Households whose claims lost a vote. Grows by one per caught household, at most; a
+    /// household must lose a vote (do real, signed work) to be added.
+    excluded: HashSet<PublicKey>,
+    demands: Demands,
+}
+
+fn deny(reason: DenyReason, retry_after_ms: u64, detail: impl Into<String>) -> Response {
+    Response::Denied {
+        reason,
+        retry_after_ms,
+        detail: detail.into(),
+    }
+}
+
+fn error(detail: impl Into<String>) -> Response {
+    Response::Error {
+        detail: detail.into(),
+    }
+}
+
+impl Book {
+    pub fn new(terms: LeaseTerms) -> Book {
+        Book {
+            terms,
+            jobs: HashMap::new(),
+            excluded: HashSet::new(),
+            demands: Demands::default(),
+        }
+    }
+
+    /// Records a radiator's heat demand (from gossip, or carried in a lease request).
+    pub fn note_demand(&mut self, household: PublicKey, permille: u16, asked: bool, now_ms: u64) {
+        self.demands.note(household, permille, asked, now_ms);
+    }
+
+    /// How many radiators recently told us their heat demand, and how many of them want none.
+    pub fn warmth(&self, now_ms: u64) -> Warmth {
+        self.demands.warmth(now_ms)
+    }
+
+    /// Adds a job (new, or loaded from disk).
+    pub fn insert_job(&mut self, id: blake3::Hash, job: JobBook) {
+        self.jobs.insert(id, job);
+    }
+
+    /// A fresh job's book: every shard waiting.
+    pub fn new_job(manifest: JobManifest, now_ms: u64) -> JobBook {
+        let shards = vec![ShardBook::default(); manifest.inputs.len()];
+        JobBook {
+            rates: Default::default(),
+            declined: Vec::new(),
+            manifest,
+            status: JobStatus::Running,
+            submitted_ms: now_ms,
+            finished_ms: None,
+            shards,
+        }
+    }
+
+    pub fn insert_excluded(&mut self, household: PublicKey) {
+        self.excluded.insert(household);
+    }
+
+    pub fn is_excluded(&self, household: &PublicKey) -> bool {
+        self.excluded.contains(household)
+    }
+
+    pub fn job(&self, id: &blake3::Hash) -> Option<&JobBook> {
+        self.jobs.get(id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = (&blake3::Hash, &JobBook)> {
+        self.jobs.iter()
+    }
+
+    /// Ids of the jobs still running.
+    pub fn running(&self) -> Vec<blake3::Hash> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.status == JobStatus::Running)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Makes a written update take effect.
+    pub fn apply(&mut self, update: Update) {
+        for (household, _) in update.exclude {
+            self.excluded.insert(household);
+        }
+        let Some(job) = update.job.and_then(|id| self.jobs.get_mut(&id)) else {
+            return;
+        };
+        if let Some((index, state)) = update.shard {
+            if let Some(s) = job.shards.get_mut(index as usize) {
+                if let (None, Some(credit), Some(outcome)) =
+                    (s.credit, state.credit, state.verified)
+                {
+                    job.rates
+                        .record(crate::jobs::credit::rate(credit.reference_mj, outcome.fuel));
+                }
+                *s = state;
+            }
+        }
+        if let Some((status, finished_ms)) = update.status {
+            job.status = status;
+            job.finished_ms = finished_ms;
+        }
+        if let Some(declined) = update.declined {
+            job.declined = declined;
+        }
+    }
+
+    /// A lease request. Never two replicas of a shard to one household; colder rooms first.
+    #[allow(clippy::result_large_err)]
+    pub fn lease(
+        &self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        protocol: u32,
+        permille: u16,
+        nonce: [u8; 16],
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        if protocol != PROTOCOL_VERSION {
+            return Err(deny(
+                DenyReason::VersionMismatch,
+                0,
+                format!("this coordinator speaks jobs protocol {PROTOCOL_VERSION}, you speak {protocol}; upgrade hearth"),
+            ));
+        }
+        if self.is_excluded(household) {
+            return Err(deny(
+                DenyReason::Excluded,
+                0,
+                "a claim of your household lost a replica vote here; no further leases",
+            ));
+        }
+        let Some(state) = self.jobs.get(job) else {
+            return Err(deny(
+                DenyReason::UnknownJob,
+                0,
+                "this node coordinates no such job",
+            ));
+        };
+        match &state.status {
+            JobStatus::Running => {}
+            JobStatus::Done { .. } => {
+                return Err(deny(DenyReason::JobComplete, 0, "every shard is verified"))
+            }
+            JobStatus::Failed { reason } => {
+                return Err(deny(
+                    DenyReason::JobComplete,
+                    0,
+                    format!("the job failed: {reason}"),
+                ))
+            }
+        }
+        let replication = state.manifest.replication;
+        // Radiators whose rooms are colder go first: when no more replicas are free than
+        // colder radiators are asking for, this one waits a moment.
+        let colder = self.demands.colder_askers(household, permille, now_ms);
+        if colder > 0 {
+            let free: usize = state
+                .shards
+                .iter()
+                .filter(|s| s.is_open())
+                .map(|s| free_replicas(s, replication, now_ms))
+                .sum();
+            if free <= colder {
+                return Err(deny(
+                    DenyReason::NothingFree,
+                    250,
+                    "the free shards are held for radiators whose rooms are colder",
+                ));
+            }
+        }
+        let mut own_replicas = 0;
+        for (index, shard) in state.shards.iter().enumerate() {
+            if !shard.is_open() || free_replicas(shard, replication, now_ms) == 0 {
+                continue;
+            }
+            if shard.worked_by(household, now_ms) {
+                own_replicas += 1;
+                continue;
+            }
+            let deadline_ms = now_ms.saturating_add(self.terms.lease_ms);
+            let mut next = shard.clone();
+            next.leases.retain(|l| l.deadline_ms > now_ms);
+            next.leases.push(LeaseRec {
+                worker: *household,
+                nonce,
+                granted_ms: now_ms,
+                deadline_ms,
+            });
+            let index = index as u32;
+            return Ok(Step {
+                update: Update {
+                    job: Some(*job),
+                    shard: Some((index, next)),
+                    ..Update::default()
+                },
+                answer: Response::Leased(Lease {
+                    job: *job,
+                    shard: index,
+                    nonce,
+                    deadline_ms,
+                }),
+                then: Vec::new(),
+            });
+        }
+        Err(deny(
+            DenyReason::NothingFree,
+            500,
+            if own_replicas > 0 {
+                "every shard that still needs a replica already has one from your household"
+            } else {
+                "every open shard is leased; ask again later"
+            },
+        ))
+    }
+
+    /// Extends a live lease by the lease length, up to `max_total_ms` after it was granted.
+    #[allow(clippy::result_large_err)]
+    pub fn renew(
+        &self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        index: u32,
+        nonce: [u8; 16],
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        let Some(state) = self.jobs.get(job) else {
+            return Err(deny(
+                DenyReason::UnknownJob,
+                0,
+                "this node coordinates no such job",
+            ));
+        };
+        if state.status != JobStatus::Running {
+            return Err(deny(DenyReason::JobComplete, 0, "the job is finished"));
+        }
+        let Some(shard) = state.shards.get(index as usize) else {
+            return Err(error(format!("the job has no shard {index}")));
+        };
+        let Some(pos) = shard
+            .leases
+            .iter()
+            .position(|l| l.nonce == nonce && l.worker == *household && l.deadline_ms > now_ms)
+        else {
+            return Err(deny(
+                DenyReason::NothingFree,
+                0,
+                "no live lease of yours carries this nonce (expired, claimed or never issued)",
+            ));
+        };
+        let lease = &shard.leases[pos];
+        let ceiling = lease.granted_ms.saturating_add(self.terms.max_total_ms);
+        let deadline_ms = now_ms.saturating_add(self.terms.lease_ms).min(ceiling);
+        if deadline_ms <= lease.deadline_ms {
+            return Err(deny(
+                DenyReason::NothingFree,
+                0,
+                format!(
+                    "the lease has reached its longest total time ({} s)",
+                    self.terms.max_total_ms / 1000
+                ),
+            ));
+        }
+        let mut next = shard.clone();
+        next.leases[pos].deadline_ms = deadline_ms;
+        next.leases.retain(|l| l.deadline_ms > now_ms);
+        Ok(Step {
+            update: Update {
+                job: Some(*job),
+                shard: Some((index, next)),
+                ..Update::default()
+            },
+            answer: Response::Renewed { deadline_ms },
+            then: Vec::new(),
+        })
+    }
+
+    /// A claim: checked against the job and a live lease of its household, then counted.
+    #[allow(clippy::result_large_err)]
+    pub fn claim(
+        &self,
+        household: &PublicKey,
+        claim: Claim,
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        let reject = |detail: String| Response::ClaimRejected { detail };
+        if claim.record.worker != *household {
+            return Err(reject("the claim names another household as worker".into()));
+        }
+        if let Err(e) = claim.verify() {
+            return Err(reject(format!("{e}")));
+        }
+        let job = claim.record.job;
+        let Some(state) = self.jobs.get(&job) else {
+            return Err(reject("this node coordinates no such job".into()));
+        };
+        let index = claim.record.shard;
+        let Some(shard) = state.shards.get(index as usize) else {
+            return Err(reject(format!("the job has no shard {index}")));
+        };
+        let manifest = &state.manifest;
+        let rec = &claim.record;
+        if rec.module != manifest.module
+            || manifest.inputs.get(index as usize) != Some(&rec.input)
+            || rec.submitter != manifest.submitter
+        {
+            return Err(reject(
+                "the claim's module, input or submitter does not match the job".into(),
+            ));
+        }
+        let Some(pos) = shard
+            .leases
+            .iter()
+            .position(|l| l.nonce == rec.nonce && l.worker == *household && l.deadline_ms > now_ms)
+        else {
+            return Err(reject(
+                "no live lease of yours carries this nonce (expired, replayed or never issued)"
+                    .into(),
+            ));
+        };
+        // The record's window must lie within the lease it answers: the shard cannot have
+        // started before the lease was granted nor ended after the claim arrived (give or
+        // take the clocks' skew). Its energy is already bounded by MAX_WATTS over that window
+        // (`Claim::verify`), so no claim can carry more than a radiator could draw while
+        // it held the lease.
+        let lease = &shard.leases[pos];
+        if rec.start_ms.saturating_add(CLOCK_SKEW_MS) < lease.granted_ms
+            || rec.end_ms > now_ms.saturating_add(CLOCK_SKEW_MS)
+        {
+            return Err(reject(format!(
+                "the claim's window ({}..{} ms) falls outside its lease ({}..{} ms, ± {} s of clock skew)",
+                rec.start_ms,
+                rec.end_ms,
+                lease.granted_ms,
+                now_ms,
+                CLOCK_SKEW_MS / 1000
+            )));
+        }
+        let mut next = shard.clone();
+        next.leases.remove(pos);
+        next.leases.retain(|l| l.deadline_ms > now_ms);
+        let hint = claim.record.worker;
+        let (output, fuel) = (claim.record.output, claim.record.fuel);
+        next.claims.push(claim);
+        let mut then = Vec::new();
+        let mut status = None;
+        if next.verified.is_some() {
+            // A late replica: receipted if it agrees, its household excluded if not.
+            then.push(Action::Settle { job, shard: index });
+        } else if next.failed.is_none() {
+            match decide(&next, manifest.replication) {
+                Decision::Verified(outcome) => then.push(Action::FetchOutput {
+                    job,
+                    shard: index,
+                    outcome,
+                    hint: (outcome.output == output && outcome.fuel == fuel).then_some(hint),
+                }),
+                Decision::Hopeless => {
+                    let reason = format!(
+                        "{} replicas could not agree on one output",
+                        next.claims.len()
+                    );
+                    status = fail_job(state, index, &reason, now_ms);
+                    next.failed = Some(reason);
+                }
+                Decision::Undecided => {}
+            }
+        }
+        Ok(Step {
+            update: Update {
+                job: Some(job),
+                shard: Some((index, next)),
+                status,
+                exclude: Vec::new(),
+                declined: None,
+            },
+            answer: Response::ClaimAccepted { verified: false },
+            then,
+        })
+    }
+
+    /// A failure report (a trap, a limit). A failure is not a vote: a radiator may fail for
+    /// its own reasons (memory, a killed process), or lie. A shard fails on failures only
+    /// when no replica can succeed, defined as: **no claim has been made and failure
+    /// reports from `replication` distinct households are in**. While any claim exists a
+    /// failure only frees the replica for another household; a shard whose claims never
+    /// reach a majority fails once `MAX_REPLICAS` households (claims, failures and live
+    /// leases) have tried it.
+    #[allow(clippy::result_large_err)]
+    /// A household will not work `job` at all: it is beyond that radiator's own limits.
+    /// Remember why (for the submitter's view) and free its live lease on the job, so the
+    /// shard goes to someone else at once; the job stays open for other radiators. A
+    /// declining worker holds at most one lease on the job (it declines from the shard it
+    /// was leased); any other expires by itself.
+    #[allow(clippy::result_large_err)]
+    pub fn decline(
+        &self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        reason: String,
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        let Some(state) = self.jobs.get(job) else {
+            return Err(error("this node coordinates no such job"));
+        };
+        // `reason` is bounded by the wire format (MAX_REASON); the list by MAX_DECLINES.
+        let mut declined: Vec<FailureRec> = state
+            .declined
+            .iter()
+            .filter(|d| d.worker != *household)
+            .cloned()
+            .collect();
+        if declined.len() >= shard::MAX_DECLINES {
+            declined.remove(0);
+        }
+        declined.push(FailureRec {
+            worker: *household,
+            reason,
+        });
+        let shard = state.shards.iter().enumerate().find_map(|(i, s)| {
+            s.leases
+                .iter()
+                .any(|l| l.worker == *household && l.deadline_ms > now_ms)
+                .then(|| {
+                    let mut next = s.clone();
+                    next.leases.retain(|l| l.worker != *household);
+                    (i as u32, next)
+                })
+        });
+        Ok(Step {
+            update: Update {
+                job: Some(*job),
+                shard,
+                declined: Some(declined),
+                ..Update::default()
+            },
+            answer: Response::FailureNoted,
+            then: Vec::new(),
+        })
+    }
+
+    pub fn failure(
+        &self,
+        job: &blake3::Hash,
+        household: &PublicKey,
+        index: u32,
+        nonce: [u8; 16],
+        reason: String,
+        now_ms: u64,
+    ) -> Result<Step, Response> {
+        let Some(state) = self.jobs.get(job) else {
+            return Err(error("this node coordinates no such job"));
+        };
+        let Some(shard) = state.shards.get(index as usize) else {
+            return Err(error(format!("the job has no shard {index}")));
+        };
+        let Some(pos) = shard
+            .leases
+            .iter()
+            .position(|l| l.nonce == nonce && l.worker == *household)
+        else {
+            return Err(error("no open lease of yours carries this nonce"));
+        };
+        let mut next = shard.clone();
+        next.leases.remove(pos);
+        next.leases.retain(|l| l.deadline_ms > now_ms);
+        next.failures.push(FailureRec {
+            worker: *household,
+            reason: reason.clone(),
+        });
+        let mut status = None;
+        if next.is_open() {
+            let failed_by: HashSet<PublicKey> = next.failures.iter().map(|f| f.worker).collect();
+            let verdict = if next.claims.is_empty()
+                && failed_by.len() >= usize::from(state.manifest.replication)
+            {
+                Some(format!(
+                    "{} households could not run it: {reason}",
+                    failed_by.len()
+                ))
+            } else if decide(&next, state.manifest.replication) == Decision::Hopeless {
+                Some(format!(
+                    "{} households tried it without a majority ({} claims, {} failures; last: {reason})",
+                    next.claims.len() + next.failures.len(),
+                    next.claims.len(),
+                    next.failures.len()
+                ))
+            } else {
+                None
+            };
+            if let Some(verdict) = verdict {
+                status = fail_job(state, index, &verdict, now_ms);
+                next.failed = Some(verdict);
+            }
+        }
+        Ok(Step {
+            update: Update {
+                job: Some(*job),
+                shard: Some((index, next)),
+                status,
+                exclude: Vec::new(),
+                declined: None,
+            },
+            answer: Response::FailureNoted,
+            then: Vec::new(),
+        })
+    }
+}
+
+/// The job status once shard `index` failed with `reason`.
+fn fail_job(
+    state: &JobBook,
+    index: u32,
+    reason: &str,
+    now_ms: u64,
+) -> Option<(JobStatus, Option<u64>)> {
+    (state.status == JobStatus::Running).then(|| {
+        (
+            JobStatus::Failed {
+                reason: format!("shard {index}: {reason}"),
+            },
+            Some(now_ms),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;

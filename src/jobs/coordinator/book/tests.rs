@@ -1,0 +1,553 @@
+//! The book's decisions with injected time and real signatures: no sled, no network.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::identity::Identity;
+use crate::model::receipt::{EnergyMethod, WorkRecord};
+use crate::model::{Assembly, JobLimits};
+
+const LEASE_MS: u64 = 1_000;
+const MAX_TOTAL_MS: u64 = 5_000;
+
+fn household(i: u8) -> Identity {
+    Identity::from_seed([i.wrapping_add(1); 32])
+}
+
+struct Fix {
+    book: Book,
+    submitter: Identity,
+    manifest: JobManifest,
+    id: blake3::Hash,
+}
+
+impl Fix {
+    fn new(shards: usize, replication: u8) -> Fix {
+        let submitter = Identity::from_seed([200; 32]);
+        let manifest = JobManifest {
+            module: blake3::hash(b"module"),
+            inputs: (0..shards)
+                .map(|i| blake3::hash(&(i as u64).to_le_bytes()))
+                .collect(),
+            limits: JobLimits::default(),
+            replication,
+            assembly: Assembly::Concat,
+            submitter: submitter.public(),
+            created_ms: 1,
+        };
+        let id = manifest.id();
+        let mut book = Book::new(LeaseTerms {
+            lease_ms: LEASE_MS,
+            max_total_ms: MAX_TOTAL_MS,
+        });
+        book.insert_job(id, Book::new_job(manifest.clone(), 0));
+        Fix {
+            book,
+            submitter,
+            manifest,
+            id,
+        }
+    }
+
+    /// Applies a step as the actor does once its write succeeded.
+    fn commit(&mut self, step: Step) -> (Response, Vec<Action>) {
+        self.book.apply(step.update);
+        (step.answer, step.then)
+    }
+
+    fn lease(&mut self, who: u8, now: u64) -> Result<Lease, Response> {
+        let mut nonce = [0u8; 16];
+        nonce[0] = who;
+        nonce[1..9].copy_from_slice(&now.to_le_bytes());
+        let step = self.book.lease(
+            &self.id,
+            &household(who).public(),
+            PROTOCOL_VERSION,
+            500,
+            nonce,
+            now,
+        )?;
+        match self.commit(step).0 {
+            Response::Leased(l) => Ok(l),
+            other => Err(other),
+        }
+    }
+
+    fn claim_of(&self, who: u8, lease: &Lease, output: &[u8], fuel: u64) -> Claim {
+        let worker = household(who);
+        Claim::sign(
+            WorkRecord {
+                job: self.id,
+                shard: lease.shard,
+                module: self.manifest.module,
+                input: self.manifest.inputs[lease.shard as usize],
+                output: blake3::hash(output),
+                worker: worker.public(),
+                submitter: self.submitter.public(),
+                fuel,
+                energy_mj: 1,
+                method: EnergyMethod::CpuEstimate,
+                start_ms: 0,
+                end_ms: 1,
+                nonce: lease.nonce,
+            },
+            &worker,
+        )
+        .unwrap()
+    }
+
+    fn claim(
+        &mut self,
+        who: u8,
+        lease: &Lease,
+        output: &[u8],
+        fuel: u64,
+        now: u64,
+    ) -> Result<Vec<Action>, Response> {
+        let claim = self.claim_of(who, lease, output, fuel);
+        let step = self.book.claim(&household(who).public(), claim, now)?;
+        Ok(self.commit(step).1)
+    }
+
+    fn fail(&mut self, who: u8, lease: &Lease, now: u64) -> Response {
+        match self.book.failure(
+            &self.id,
+            &household(who).public(),
+            lease.shard,
+            lease.nonce,
+            "trap: out of memory".into(),
+            now,
+        ) {
+            Ok(step) => self.commit(step).0,
+            Err(r) => r,
+        }
+    }
+
+    fn shard(&self, i: u32) -> &ShardBook {
+        &self.book.job(&self.id).unwrap().shards[i as usize]
+    }
+
+    fn status(&self) -> JobStatus {
+        self.book.job(&self.id).unwrap().status.clone()
+    }
+
+    /// Carries out a FetchOutput as if the output arrived and checked.
+    fn fetched(&mut self, actions: &[Action]) -> bool {
+        for a in actions {
+            if let Action::FetchOutput { shard, outcome, .. } = a {
+                let step = self
+                    .book
+                    .output_checked(&self.id, *shard, *outcome)
+                    .unwrap();
+                self.commit(step);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn denied(r: &Response) -> Option<DenyReason> {
+    match r {
+        Response::Denied { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_lease_expires_and_the_replica_goes_to_someone_else() {
+    let mut f = Fix::new(1, 1);
+    let l1 = f.lease(1, 0).unwrap();
+    assert_eq!(l1.deadline_ms, LEASE_MS);
+    // Held: nobody else gets the only replica, not even just before the deadline.
+    let r = f.lease(2, LEASE_MS - 1).unwrap_err();
+    assert_eq!(denied(&r), Some(DenyReason::NothingFree));
+    // Expired: the replica is free again, and the late claim is refused.
+    let l2 = f.lease(2, LEASE_MS).unwrap();
+    assert_eq!(l2.shard, 0);
+    let late = f.claim(1, &l1, b"out", 7, LEASE_MS + 1).unwrap_err();
+    assert!(matches!(late, Response::ClaimRejected { .. }), "{late:?}");
+    let actions = f.claim(2, &l2, b"out", 7, LEASE_MS + 1).unwrap();
+    assert!(f.fetched(&actions));
+    assert!(f.shard(0).verified.is_some());
+}
+
+#[test]
+fn a_renewed_lease_lives_on_up_to_its_bound_and_no_further() {
+    let mut f = Fix::new(1, 1);
+    let l = f.lease(1, 0).unwrap();
+    let me = household(1).public();
+    let mut now = 0;
+    let mut deadline = l.deadline_ms;
+    loop {
+        now += LEASE_MS / 2;
+        match f.book.renew(&f.id, &me, 0, l.nonce, now) {
+            Ok(step) => {
+                let Response::Renewed { deadline_ms } = f.commit(step).0 else {
+                    panic!("renewal answered otherwise")
+                };
+                assert!(deadline_ms > deadline && deadline_ms <= MAX_TOTAL_MS);
+                deadline = deadline_ms;
+                // Held all along: nobody else gets the replica.
+                assert!(f.lease(2, now).is_err());
+            }
+            Err(r) => {
+                assert_eq!(denied(&r), Some(DenyReason::NothingFree), "{r:?}");
+                break;
+            }
+        }
+        assert!(now < 10 * MAX_TOTAL_MS, "renewals never stopped");
+    }
+    assert_eq!(deadline, MAX_TOTAL_MS, "renewed up to the bound");
+    // A claim within the renewed deadline is accepted, long after the first one passed.
+    let actions = f.claim(1, &l, b"out", 1, MAX_TOTAL_MS - 1).unwrap();
+    assert!(f.fetched(&actions));
+    // Someone else's nonce, or an expired lease, is never renewed.
+    let other = household(2).public();
+    assert!(f.book.renew(&f.id, &other, 0, l.nonce, 10).is_err());
+}
+
+#[test]
+fn a_strict_majority_decides_and_disagreement_adds_replicas() {
+    let mut f = Fix::new(1, 2);
+    let a = f.lease(1, 0).unwrap();
+    let b = f.lease(2, 0).unwrap();
+    // Two replicas needed: a third household waits.
+    assert!(f.lease(3, 0).is_err());
+    assert!(f.claim(1, &a, b"right", 10, 1).unwrap().is_empty());
+    assert!(f.claim(2, &b, b"wrong", 10, 1).unwrap().is_empty());
+    assert_eq!(replicas_needed(f.shard(0), 2), 3);
+    // The disagreement opens a third replica; its claim makes a 2-of-3 majority.
+    let c = f.lease(3, 2).unwrap();
+    let actions = f.claim(3, &c, b"right", 10, 3).unwrap();
+    let Some(Action::FetchOutput { outcome, .. }) = actions.first() else {
+        panic!("no decision: {actions:?}")
+    };
+    assert_eq!(outcome.output, blake3::hash(b"right"));
+    assert!(f.fetched(&actions));
+    let s = f.book.settlement(&f.id, 0).unwrap();
+    assert_eq!(s.winners.len(), 2);
+    assert_eq!(s.losers.len(), 1);
+    assert_eq!(s.losers[0].1.record.worker, household(2).public());
+}
+
+#[test]
+fn replicas_that_never_agree_fail_the_shard_at_the_budget() {
+    let mut f = Fix::new(1, 2);
+    let mut now = 0;
+    for who in 0..MAX_REPLICAS as u8 {
+        let l = f
+            .lease(who, now)
+            .unwrap_or_else(|r| panic!("replica {who}: {r:?}"));
+        f.claim(who, &l, &[who], 1, now + 1).unwrap();
+        now += 2;
+    }
+    assert!(f.shard(0).failed.is_some());
+    assert!(matches!(f.status(), JobStatus::Failed { .. }));
+    let r = f.lease(100, now).unwrap_err();
+    assert_eq!(denied(&r), Some(DenyReason::JobComplete));
+}
+
+/// Issue 10, defect (a): the receipts go to the decided (output, fuel) group. A liar who
+/// claims first with the right output and the wrong fuel is not paid, and the honest
+/// majority is not excluded.
+#[test]
+fn the_winner_is_the_decided_output_and_fuel_not_the_first_matching_output() {
+    let mut f = Fix::new(1, 2);
+    let liar = f.lease(1, 0).unwrap();
+    let h1 = f.lease(2, 0).unwrap();
+    f.claim(1, &liar, b"right", 999, 1).unwrap();
+    f.claim(2, &h1, b"right", 10, 2).unwrap();
+    let h2 = f.lease(3, 3).unwrap();
+    let actions = f.claim(3, &h2, b"right", 10, 4).unwrap();
+    assert!(f.fetched(&actions));
+    assert_eq!(f.shard(0).verified.unwrap().fuel, 10);
+    let s = f.book.settlement(&f.id, 0).unwrap();
+    let paid: Vec<PublicKey> = s.winners.iter().map(|(_, c, _)| c.record.worker).collect();
+    assert_eq!(paid, vec![household(2).public(), household(3).public()]);
+    assert_eq!(s.losers.len(), 1);
+    assert_eq!(s.losers[0].1.record.worker, household(1).public());
+    let signed: Vec<u32> = s.winners.iter().map(|(i, _, _)| *i).collect();
+    let update = f.book.settled(&f.id, 0, &s, &signed).unwrap();
+    assert_eq!(update.exclude.len(), 1);
+    assert_eq!(update.exclude[0].0, household(1).public());
+    f.book.apply(update);
+    assert!(f.book.is_excluded(&household(1).public()));
+    assert!(!f.book.is_excluded(&household(2).public()));
+    assert!(f.book.settlement(&f.id, 0).is_none(), "everything settled");
+}
+
+/// A countersignature that failed leaves its claim pending, to be settled later.
+#[test]
+fn unsigned_winners_stay_pending() {
+    let mut f = Fix::new(1, 1);
+    let l = f.lease(1, 0).unwrap();
+    let actions = f.claim(1, &l, b"x", 1, 1).unwrap();
+    assert!(f.fetched(&actions));
+    let s = f.book.settlement(&f.id, 0).unwrap();
+    let update = f.book.settled(&f.id, 0, &s, &[]).unwrap();
+    f.book.apply(update);
+    assert!(f.book.pending().contains(&Action::Settle {
+        job: f.id,
+        shard: 0
+    }));
+    assert_eq!(f.book.settlement(&f.id, 0).unwrap().winners.len(), 1);
+}
+
+/// Issue 10, defect (b): failure reports do not fail a shard that has a claim which more
+/// replicas could still verify.
+#[test]
+fn failures_do_not_fail_a_shard_that_a_claim_could_still_verify() {
+    let mut f = Fix::new(1, 2);
+    let honest = f.lease(1, 0).unwrap();
+    let x = f.lease(2, 0).unwrap();
+    f.claim(1, &honest, b"right", 10, 1).unwrap();
+    assert_eq!(f.fail(2, &x, 1), Response::FailureNoted);
+    let y = f.lease(3, 2).unwrap();
+    assert_eq!(f.fail(3, &y, 3), Response::FailureNoted);
+    assert!(f.shard(0).failed.is_none(), "{:?}", f.shard(0).failed);
+    assert_eq!(f.status(), JobStatus::Running);
+    // Another honest replica verifies it.
+    let z = f.lease(4, 4).unwrap();
+    let actions = f.claim(4, &z, b"right", 10, 5).unwrap();
+    assert!(f.fetched(&actions));
+    assert!(f.shard(0).verified.is_some());
+}
+
+#[test]
+fn failures_from_replication_households_and_no_claim_fail_the_shard() {
+    let mut f = Fix::new(2, 2);
+    let a = f.lease(1, 0).unwrap();
+    let b = f.lease(2, 0).unwrap();
+    assert_eq!(a.shard, b.shard);
+    f.fail(1, &a, 1);
+    assert!(f.shard(a.shard).failed.is_none());
+    f.fail(2, &b, 1);
+    assert!(f.shard(a.shard).failed.is_some());
+    let JobStatus::Failed { reason } = f.status() else {
+        panic!("job not failed")
+    };
+    assert!(
+        reason.contains("could not run it") && reason.contains("out of memory"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_excluded_household_and_another_protocol_get_no_lease() {
+    let mut f = Fix::new(1, 1);
+    f.book.insert_excluded(household(1).public());
+    assert_eq!(
+        denied(&f.lease(1, 0).unwrap_err()),
+        Some(DenyReason::Excluded)
+    );
+    let r = f
+        .book
+        .lease(
+            &f.id,
+            &household(2).public(),
+            PROTOCOL_VERSION + 1,
+            0,
+            [0; 16],
+            0,
+        )
+        .unwrap_err();
+    assert_eq!(denied(&r), Some(DenyReason::VersionMismatch));
+    let r = f
+        .book
+        .lease(
+            &blake3::hash(b"?"),
+            &household(2).public(),
+            PROTOCOL_VERSION,
+            0,
+            [0; 16],
+            0,
+        )
+        .unwrap_err();
+    assert_eq!(denied(&r), Some(DenyReason::UnknownJob));
+}
+
+#[test]
+fn colder_rooms_go_first_when_replicas_are_scarce() {
+    let mut f = Fix::new(1, 1);
+    f.book.note_demand(household(9).public(), 1000, true, 0);
+    // One replica free, one colder room asking: a warmer room waits.
+    let r = f
+        .book
+        .lease(
+            &f.id,
+            &household(1).public(),
+            PROTOCOL_VERSION,
+            100,
+            [1; 16],
+            10,
+        )
+        .unwrap_err();
+    assert_eq!(denied(&r), Some(DenyReason::NothingFree));
+    // Once the colder room stopped asking (the window passed), it is served.
+    assert!(f
+        .book
+        .lease(
+            &f.id,
+            &household(1).public(),
+            PROTOCOL_VERSION,
+            100,
+            [1; 16],
+            2_000
+        )
+        .is_ok());
+}
+
+#[test]
+fn a_finished_job_is_assembled_once_every_shard_is_verified() {
+    let mut f = Fix::new(2, 1);
+    let a = f.lease(1, 0).unwrap();
+    let b = f.lease(1, 0).unwrap();
+    assert_ne!(a.shard, b.shard);
+    let acts = f.claim(1, &a, b"a", 1, 1).unwrap();
+    f.fetched(&acts);
+    assert_eq!(f.book.finish(&f.id), Finish::NotYet);
+    let acts = f.claim(1, &b, b"b", 1, 1).unwrap();
+    f.fetched(&acts);
+    let Finish::Assemble(outputs) = f.book.finish(&f.id) else {
+        panic!("not finished")
+    };
+    assert_eq!(outputs.len(), 2);
+    let update = f.book.assembled(&f.id, Ok(blake3::hash(b"r")), 5).unwrap();
+    f.book.apply(update);
+    assert!(matches!(f.status(), JobStatus::Done { .. }));
+    assert_eq!(f.book.finish(&f.id), Finish::NotYet);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Lease(u8),
+    /// Claim with one of a few outputs and fuels, by the holder of the n-th live lease.
+    Claim(usize, u8, u8),
+    Fail(usize),
+    Renew(usize),
+    Wait(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..24).prop_map(Op::Lease),
+        4 => (0usize..8, 0u8..3, 0u8..2).prop_map(|(i, o, f)| Op::Claim(i, o, f)),
+        1 => (0usize..8).prop_map(Op::Fail),
+        1 => (0usize..8).prop_map(Op::Renew),
+        2 => (0u64..800).prop_map(Op::Wait),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever households do and whenever: no household ever holds two replicas of a shard,
+    /// a verified shard was decided by a strict majority of at least `replication` agreeing
+    /// households, nobody works a shard beyond the replica budget, and a failed shard either
+    /// had no claim or spent the budget.
+    #[test]
+    fn the_book_keeps_its_invariants(
+        shards in 1usize..4,
+        replication in 1u8..4,
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let mut f = Fix::new(shards, replication);
+        let mut now = 0u64;
+        let mut held: Vec<(u8, Lease)> = Vec::new();
+        let mut was_failed = vec![false; shards];
+        for op in ops {
+            now += 1;
+            match op {
+                Op::Lease(who) => {
+                    if let Ok(l) = f.lease(who, now) {
+                        let s = f.shard(l.shard);
+                        let me = household(who).public();
+                        let mine = s.leases.iter().filter(|x| x.worker == me && x.deadline_ms > now).count();
+                        prop_assert_eq!(mine, 1, "two live leases of one household on a shard");
+                        prop_assert!(!s.claims.iter().any(|c| c.record.worker == me));
+                        prop_assert!(!s.failures.iter().any(|x| x.worker == me));
+                        held.push((who, l));
+                    }
+                }
+                Op::Claim(i, out, fuel) => {
+                    if !held.is_empty() {
+                        let (who, l) = held.remove(i % held.len());
+                        if let Ok(actions) = f.claim(who, &l, &[out], u64::from(fuel), now) {
+                            f.fetched(&actions);
+                        }
+                    }
+                }
+                Op::Fail(i) => {
+                    if !held.is_empty() {
+                        let (who, l) = held.remove(i % held.len());
+                        f.fail(who, &l, now);
+                    }
+                }
+                Op::Renew(i) => {
+                    if !held.is_empty() {
+                        let (who, l) = &held[i % held.len()];
+                        if let Ok(step) = f.book.renew(&f.id, &household(*who).public(), l.shard, l.nonce, now) {
+                            f.commit(step);
+                        }
+                    }
+                }
+                Op::Wait(ms) => now += ms,
+            }
+            for (i, s) in f.book.job(&f.id).unwrap().shards.iter().enumerate() {
+                let mut seen = HashSet::new();
+                for c in &s.claims {
+                    prop_assert!(seen.insert(c.record.worker), "two claims from one household");
+                }
+                for x in &s.failures {
+                    prop_assert!(seen.insert(x.worker), "a household both claimed and failed");
+                }
+                for l in s.leases.iter().filter(|l| l.deadline_ms > now) {
+                    prop_assert!(seen.insert(l.worker), "a live lease beside a report");
+                    prop_assert!(l.deadline_ms <= l.granted_ms + MAX_TOTAL_MS);
+                }
+                prop_assert!(seen.len() <= MAX_REPLICAS);
+                if let Some(v) = s.verified {
+                    let agree = s.claims.iter().filter(|c| c.record.output == v.output && c.record.fuel == v.fuel).count();
+                    prop_assert!(agree >= usize::from(replication));
+                    // Verified at the decision; late replicas may join but cannot outvote it.
+                    prop_assert!(s.failed.is_none());
+                }
+                // When a shard fails, no claim could still verify it: none was made, or the
+                // replica budget is spent. (A lease still live may claim afterwards.)
+                if s.failed.is_some() && !was_failed[i] {
+                    prop_assert!(s.claims.is_empty() || s.claims.len() + s.failures.len() >= MAX_REPLICAS);
+                    was_failed[i] = true;
+                }
+            }
+        }
+    }
+
+    /// `decide` is a strict majority of at least `replication` agreeing claims.
+    #[test]
+    fn decide_is_a_strict_majority(
+        replication in 1u8..5,
+        votes in proptest::collection::vec((0u8..3, 0u8..2), 0..12),
+    ) {
+        let f = Fix::new(1, replication);
+        let mut shard = ShardBook::default();
+        for (who, (out, fuel)) in votes.iter().enumerate() {
+            let lease = Lease { job: f.id, shard: 0, nonce: [who as u8; 16], deadline_ms: 1 };
+            shard.claims.push(f.claim_of(who as u8, &lease, &[*out], u64::from(*fuel)));
+        }
+        match decide(&shard, replication) {
+            Decision::Verified(o) => {
+                let n = shard.claims.iter().filter(|c| c.record.output == o.output && c.record.fuel == o.fuel).count();
+                prop_assert!(n >= usize::from(replication));
+                prop_assert!(2 * n > shard.claims.len());
+            }
+            Decision::Hopeless => prop_assert!(shard.claims.len() >= MAX_REPLICAS),
+            Decision::Undecided => {
+                let mut counts: HashMap<(u8, u8), usize> = HashMap::new();
+                for v in &votes { *counts.entry(*v).or_default() += 1; }
+                let best = counts.values().copied().max().unwrap_or(0);
+                prop_assert!(best < usize::from(replication) || 2 * best <= votes.len());
+            }
+        }
+    }
+}

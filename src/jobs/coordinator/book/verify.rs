@@ -1,0 +1,255 @@
+//! After the vote: a decided shard's output checked, its claims settled (winners
+//! countersigned, losers excluded), the finished job assembled, and what is left to do after
+//! a restart. Pure, like the rest of the book. Must not touch: I/O, clocks.
+
+use super::{decide, Action, Book, Decision, JobStatus, Outcome, ShardCredit, Step, Update};
+use crate::jobs::credit;
+use crate::model::receipt::{Claim, CreditTerms, VerifiedBy};
+use crate::model::wire::Response;
+
+/// A verified shard's claims that still need settling.
+#[derive(Clone, Debug)]
+pub struct Settlement {
+    pub outcome: Outcome,
+    /// Agreeing claims to countersign, with their indices and the credit terms each is
+    /// countersigned with.
+    pub winners: Vec<(u32, Claim, CreditTerms)>,
+    /// Disagreeing claims; their households are excluded.
+    pub losers: Vec<(u32, Claim)>,
+    /// One agreeing claim, kept as evidence against the losers.
+    pub evidence: Claim,
+}
+
+/// What the actor must do to finish a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finish {
+    NotYet,
+    /// Every shard is verified: assemble these outputs (off the actor) and report back
+    /// with [`Book::assembled`].
+    Assemble(Vec<blake3::Hash>),
+}
+
+impl Book {
+    /// The agreed output of a shard was fetched and its hash checked: the shard is verified.
+    pub fn output_checked(&self, job: &blake3::Hash, index: u32, outcome: Outcome) -> Option<Step> {
+        let state = self.jobs.get(job)?;
+        let shard = state.shards.get(index as usize)?;
+        if !shard.is_open()
+            || decide(shard, state.manifest.replication) != Decision::Verified(outcome)
+        {
+            return None;
+        }
+        let mut next = shard.clone();
+        next.verified = Some(outcome);
+        // The credit bound's evidence, fixed now (`jobs::credit`): the agreeing replicas'
+        // energies for the same fuel, and the job's verified shards so far.
+        let agreeing: Vec<u64> = shard
+            .claims
+            .iter()
+            .filter(|c| c.record.output == outcome.output && c.record.fuel == outcome.fuel)
+            .map(|c| c.record.energy_mj)
+            .collect();
+        next.credit = Some(ShardCredit {
+            reference_mj: credit::shard_reference(&agreeing, outcome.fuel, &state.rates),
+            // At most MAX_REPLICAS (16) claims are ever held for a shard.
+            agreeing: agreeing.len().min(u8::MAX as usize) as u8,
+            replicas: shard.claims.len().min(u8::MAX as usize) as u8,
+        });
+        Some(Step {
+            update: Update {
+                job: Some(*job),
+                shard: Some((index, next)),
+                ..Update::default()
+            },
+            answer: Response::ClaimAccepted { verified: true },
+            then: vec![
+                Action::Settle {
+                    job: *job,
+                    shard: index,
+                },
+                Action::CheckFinished { job: *job },
+            ],
+        })
+    }
+
+    /// The claims of a verified shard not yet settled. The winners are exactly the claims in
+    /// the decided (output, fuel) group: a claim with the right output and the wrong fuel
+    /// loses like any other wrong claim.
+    pub fn settlement(&self, job: &blake3::Hash, index: u32) -> Option<Settlement> {
+        let shard = self.jobs.get(job)?.shards.get(index as usize)?;
+        let outcome = shard.verified?;
+        let agrees = |c: &Claim| c.record.output == outcome.output && c.record.fuel == outcome.fuel;
+        let evidence = shard.claims.iter().find(|c| agrees(c))?.clone();
+        // Set with `verified` by `output_checked`; a shard verified without it (none exist
+        // but the type allows it) is credited against its own agreeing claims.
+        let shard_credit = shard.credit.unwrap_or_else(|| {
+            let agreeing: Vec<u64> = shard
+                .claims
+                .iter()
+                .filter(|c| agrees(c))
+                .map(|c| c.record.energy_mj)
+                .collect();
+            ShardCredit {
+                reference_mj: credit::shard_reference(&agreeing, outcome.fuel, &Default::default()),
+                agreeing: agreeing.len().min(u8::MAX as usize) as u8,
+                replicas: shard.claims.len().min(u8::MAX as usize) as u8,
+            }
+        });
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for (i, claim) in shard.claims.iter().enumerate() {
+            let i = i as u32;
+            if shard.settled.contains(&i) {
+                continue;
+            }
+            if agrees(claim) {
+                let c = credit::credit(claim.record.energy_mj, shard_credit.reference_mj);
+                let terms = CreditTerms {
+                    credited_mj: c.credited_mj,
+                    basis: c.basis,
+                    verified_by: VerifiedBy::Quorum,
+                    // A late replica that agrees is counted with the vote that verified the
+                    // shard (itself not included), so its terms are fixed too.
+                    agreeing: shard_credit.agreeing.max(1),
+                    replicas: shard_credit.replicas.max(shard_credit.agreeing).max(1),
+                };
+                winners.push((i, claim.clone(), terms));
+            } else {
+                losers.push((i, claim.clone()));
+            }
+        }
+        if winners.is_empty() && losers.is_empty() {
+            return None;
+        }
+        Some(Settlement {
+            outcome,
+            winners,
+            losers,
+            evidence,
+        })
+    }
+
+    /// Marks claims settled: `signed` winners whose receipts are recorded, and every loser of
+    /// `settlement` (their households excluded, with both signed claims as evidence).
+    pub fn settled(
+        &self,
+        job: &blake3::Hash,
+        index: u32,
+        settlement: &Settlement,
+        signed: &[u32],
+    ) -> Option<Update> {
+        let shard = self.jobs.get(job)?.shards.get(index as usize)?;
+        let mut next = shard.clone();
+        let mut exclude = Vec::new();
+        for (i, loser) in &settlement.losers {
+            let evidence = serde_json::json!({
+                "job": job.to_hex().to_string(),
+                "shard": index,
+                "losing_claim": hex::encode(loser.to_bytes()),
+                "winning_claim": hex::encode(settlement.evidence.to_bytes()),
+            });
+            exclude.push((loser.record.worker, evidence.to_string()));
+            next.settled.push(*i);
+        }
+        next.settled.extend(signed.iter().copied());
+        next.settled.sort_unstable();
+        next.settled.dedup();
+        Some(Update {
+            job: Some(*job),
+            shard: Some((index, next)),
+            status: None,
+            exclude,
+            declined: None,
+        })
+    }
+
+    /// Whether a running job's every shard is verified.
+    pub fn finish(&self, job: &blake3::Hash) -> Finish {
+        let Some(state) = self.jobs.get(job) else {
+            return Finish::NotYet;
+        };
+        if state.status != JobStatus::Running {
+            return Finish::NotYet;
+        }
+        let outputs: Option<Vec<blake3::Hash>> = state
+            .shards
+            .iter()
+            .map(|s| s.verified.map(|o| o.output))
+            .collect();
+        match outputs {
+            Some(outputs) => Finish::Assemble(outputs),
+            None => Finish::NotYet,
+        }
+    }
+
+    /// The assembled result (or why assembly failed) closes the job.
+    pub fn assembled(
+        &self,
+        job: &blake3::Hash,
+        result: Result<blake3::Hash, String>,
+        now_ms: u64,
+    ) -> Option<Update> {
+        let state = self.jobs.get(job)?;
+        if state.status != JobStatus::Running {
+            return None;
+        }
+        let status = match result {
+            Ok(hash) => JobStatus::Done {
+                result: hash.to_hex().to_string(),
+            },
+            Err(e) => JobStatus::Failed {
+                reason: format!("assembling the result: {e}"),
+            },
+        };
+        Some(Update {
+            job: Some(*job),
+            status: Some((status, Some(now_ms))),
+            ..Update::default()
+        })
+    }
+
+    /// What is left to do after a restart or a failed step: outputs to fetch for decided
+    /// shards, verified shards with unsettled claims, and finished jobs to assemble.
+    pub fn pending(&self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (id, state) in &self.jobs {
+            if state.status != JobStatus::Running {
+                // Claims of a finished job may still need receipts (a failed countersign).
+                for (i, s) in state.shards.iter().enumerate() {
+                    if s.verified.is_some() && s.settled.len() < s.claims.len() {
+                        actions.push(Action::Settle {
+                            job: *id,
+                            shard: i as u32,
+                        });
+                    }
+                }
+                continue;
+            }
+            let mut all_verified = true;
+            for (i, s) in state.shards.iter().enumerate() {
+                let i = i as u32;
+                if s.verified.is_some() {
+                    if s.settled.len() < s.claims.len() {
+                        actions.push(Action::Settle { job: *id, shard: i });
+                    }
+                    continue;
+                }
+                all_verified = false;
+                if s.failed.is_none() {
+                    if let Decision::Verified(outcome) = decide(s, state.manifest.replication) {
+                        actions.push(Action::FetchOutput {
+                            job: *id,
+                            shard: i,
+                            outcome,
+                            hint: None,
+                        });
+                    }
+                }
+            }
+            if all_verified {
+                actions.push(Action::CheckFinished { job: *id });
+            }
+        }
+        actions
+    }
+}

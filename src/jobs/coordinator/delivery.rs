@@ -1,0 +1,227 @@
+//! Receipt delivery: the outbox of countersigned receipts not yet stored by their workers,
+//! and the one place a claim is countersigned into a receipt.
+//!
+//! A receipt for another household enters the outbox (`coord/outbox`: receipt id → bytes)
+//! before its claim is marked settled, and leaves it only when the worker answers
+//! [`Response::ReceiptStored`]; any other answer (an `Error` from a worker whose disk is
+//! full, say) or no answer keeps it for the next round. Must not touch: the book's state.
+
+use std::collections::HashSet;
+
+use crate::identity::Identity;
+use crate::model::receipt::{Claim, CreditTerms, Receipt, ReceiptError};
+use crate::model::wire::{Request, Response};
+use crate::net::Network;
+
+use crate::jobs::JobError;
+
+/// Receipts sent again per re-announcement round, at most.
+pub const MAX_DELIVERIES_PER_ROUND: usize = 256;
+
+/// Countersigns a claim with the submitter's key: the only place a receipt is made.
+pub fn countersign(
+    identity: &Identity,
+    claim: Claim,
+    terms: CreditTerms,
+) -> Result<Receipt, ReceiptError> {
+    claim.countersign(identity, terms)
+}
+
+pub struct Outbox {
+    tree: sled::Tree,
+    /// Deliveries in flight, so a receipt is not sent twice at once. Bounded by the outbox.
+    in_flight: HashSet<blake3::Hash>,
+}
+
+impl Outbox {
+    pub fn open(db: &sled::Db) -> Result<Outbox, JobError> {
+        Ok(Outbox {
+            tree: db.open_tree("coord/outbox")?,
+            in_flight: HashSet::new(),
+        })
+    }
+
+    /// Keeps a receipt until its worker confirms it. The caller flushes.
+    pub fn queue(&self, receipt: &Receipt) -> Result<(), JobError> {
+        self.tree
+            .insert(receipt.id().as_bytes(), receipt.to_bytes())?;
+        Ok(())
+    }
+
+    /// Marks a delivery as started; false if one is already in flight.
+    pub fn begin(&mut self, id: blake3::Hash) -> bool {
+        self.in_flight.insert(id)
+    }
+
+    /// A delivery ended: confirmed receipts leave the outbox.
+    pub fn done(&mut self, id: &blake3::Hash, stored: bool) -> Result<(), JobError> {
+        self.in_flight.remove(id);
+        if stored {
+            self.tree.remove(id.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Drops a receipt that can never be delivered (its worker key names no peer).
+    pub fn drop_undeliverable(&mut self, id: &blake3::Hash) -> Result<(), JobError> {
+        self.done(id, true)
+    }
+
+    /// Receipts waiting and not in flight, at most `max`. An unreadable entry is an error
+    /// naming its key, never skipped in silence.
+    pub fn due(&self, max: usize) -> Result<Vec<Receipt>, JobError> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            if out.len() >= max {
+                break;
+            }
+            let (k, v) = item?;
+            let receipt = Receipt::from_bytes(&v).map_err(|e| {
+                JobError::Corrupt(format!("receipt {} in the outbox: {e}", hex::encode(&k)))
+            })?;
+            if !self.in_flight.contains(&receipt.id()) {
+                out.push(receipt);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Sends a receipt to its worker. True only when the worker says it stored it.
+pub async fn send(net: &Network, peer: libp2p::PeerId, receipt: &Receipt) -> bool {
+    match net
+        .request(peer, Request::Receipt(receipt.clone()).to_bytes())
+        .await
+    {
+        Ok(answer) => match Response::from_bytes(&answer) {
+            Ok(Response::ReceiptStored) => true,
+            Ok(Response::Error { detail }) => {
+                tracing::warn!(%peer, "worker did not store its receipt: {detail}; will retry");
+                false
+            }
+            Ok(other) => {
+                tracing::warn!(%peer, "unexpected answer to a receipt: {other:?}; will retry");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%peer, "unreadable answer to a receipt: {e}; will retry");
+                false
+            }
+        },
+        Err(e) => {
+            tracing::debug!(%peer, "receipt not delivered yet: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::receipt::{EnergyMethod, WorkRecord};
+    use crate::net::{NetConfig, NetEvent};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    fn receipt(submitter: &Identity, worker: &Identity) -> Receipt {
+        let record = WorkRecord {
+            job: blake3::hash(b"job"),
+            shard: 0,
+            module: blake3::hash(b"m"),
+            input: blake3::hash(b"i"),
+            output: blake3::hash(b"o"),
+            worker: worker.public(),
+            submitter: submitter.public(),
+            fuel: 1,
+            energy_mj: 1,
+            method: EnergyMethod::CpuEstimate,
+            start_ms: 1,
+            end_ms: 2,
+            nonce: [0; 16],
+        };
+        let terms = CreditTerms::claimed(&record, 2, 2);
+        countersign(submitter, Claim::sign(record, worker).unwrap(), terms).unwrap()
+    }
+
+    /// A receipt leaves the outbox only when its worker answers `ReceiptStored`; an `Error`
+    /// answer (a worker whose disk is full, say) keeps it for the next round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receipt_is_delivered_only_when_the_worker_stored_it() {
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            let submitter = Identity::from_seed([1; 32]);
+            let worker = Identity::from_seed([2; 32]);
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let store = crate::store::Store::with_db(&db).unwrap();
+            let (a, _a_events, _a_task) = crate::net::spawn(
+                NetConfig::loopback(submitter.libp2p_keypair()),
+                store.clone(),
+            )
+            .await
+            .unwrap();
+            let (b, mut b_events, _b_task) =
+                crate::net::spawn(NetConfig::loopback(worker.libp2p_keypair()), store)
+                    .await
+                    .unwrap();
+            // The worker answers Error (disk full) until told to store.
+            let stores = Arc::new(AtomicBool::new(false));
+            let s = stores.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = b_events.recv().await {
+                    if let NetEvent::ControlRequest { reply, .. } = ev {
+                        let answer = if s.load(Ordering::SeqCst) {
+                            Response::ReceiptStored
+                        } else {
+                            Response::Error {
+                                detail: "no space left on device".into(),
+                            }
+                        };
+                        let _ = reply.send(answer.to_bytes());
+                    }
+                }
+            });
+            let addr = loop {
+                if let Some(addr) = b.status().await.unwrap().listen_addrs.first() {
+                    break addr.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            a.dial(addr).await.unwrap();
+            while !a
+                .peers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|p| p.peer_id == b.local_peer_id())
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+
+            let r = receipt(&submitter, &worker);
+            let id = r.id();
+            let mut outbox = Outbox::open(&db).unwrap();
+            outbox.queue(&r).unwrap();
+            assert!(outbox.begin(id));
+            assert!(!outbox.begin(id), "one delivery in flight at a time");
+            let peer = worker.peer_id();
+            let stored = send(&a, peer, &r).await;
+            assert!(!stored, "an Error answer counted as delivered");
+            outbox.done(&id, stored).unwrap();
+            assert_eq!(
+                outbox.due(10).unwrap(),
+                vec![r.clone()],
+                "kept for the next round"
+            );
+            stores.store(true, Ordering::SeqCst);
+            assert!(outbox.begin(id));
+            let stored = send(&a, peer, &r).await;
+            assert!(stored);
+            outbox.done(&id, stored).unwrap();
+            assert!(outbox.due(10).unwrap().is_empty());
+            a.shutdown().await;
+            b.shutdown().await;
+        })
+        .await
+        .expect("test timed out");
+    }
+}

@@ -1,0 +1,123 @@
+//! The coordinator's commands and the cloneable handle everyone else holds. Each call is a
+//! command carrying a `oneshot` reply; the channel is bounded (callers wait when the actor
+//! is busy). Must not touch: the coordinator's state.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::identity::PublicKey;
+use crate::model::wire::{DenyReason, HeatDemand, Request, Response};
+use crate::model::JobManifest;
+
+use super::book::{Action, Outcome};
+use super::view::JobView;
+use super::JobError;
+
+pub(super) enum Command {
+    Submit {
+        manifest: JobManifest,
+        reply: oneshot::Sender<Result<blake3::Hash, JobError>>,
+    },
+    Control {
+        from: libp2p::PeerId,
+        /// Boxed: a claim is far larger than every other command.
+        request: Box<Request>,
+        reply: oneshot::Sender<Response>,
+    },
+    OutputFetched {
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        result: Result<(), String>,
+    },
+    Assembled {
+        job: blake3::Hash,
+        result: Result<blake3::Hash, String>,
+    },
+    /// A follow-up action to retry (after a failed fetch).
+    Retry(Action),
+    View {
+        job: blake3::Hash,
+        reply: oneshot::Sender<Option<JobView>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<JobView>>,
+    },
+    Heat {
+        household: PublicKey,
+        demand: HeatDemand,
+    },
+    Delivered {
+        id: blake3::Hash,
+        stored: bool,
+    },
+}
+
+/// A cloneable handle to the coordinator actor.
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+}
+
+impl CoordinatorHandle {
+    pub async fn submit(&self, manifest: JobManifest) -> Result<blake3::Hash, JobError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Submit { manifest, reply })
+            .await
+            .map_err(|_| JobError::Stopped)?;
+        rx.await.map_err(|_| JobError::Stopped)?
+    }
+
+    /// Serves one control request from `from`.
+    pub async fn control(&self, from: libp2p::PeerId, request: Request) -> Response {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Control {
+                from,
+                request: Box::new(request),
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return busy("the coordinator is shutting down");
+        }
+        rx.await
+            .unwrap_or_else(|_| busy("the coordinator is shutting down"))
+    }
+
+    pub async fn view(&self, job: blake3::Hash) -> Option<JobView> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::View { job, reply }).await.ok()?;
+        rx.await.ok()?
+    }
+
+    /// Records a radiator's gossiped heat demand. Never waits: when the coordinator is busy the
+    /// update is dropped and the next one (they repeat every 10 s) gets through.
+    pub fn heat_demand(&self, household: PublicKey, demand: HeatDemand) {
+        if self
+            .tx
+            .try_send(Command::Heat { household, demand })
+            .is_err()
+        {
+            tracing::debug!(%household, "coordinator busy; heat demand update dropped");
+        }
+    }
+
+    pub async fn list(&self) -> Vec<JobView> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::List { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+pub(super) fn busy(detail: impl Into<String>) -> Response {
+    Response::Denied {
+        reason: DenyReason::Busy,
+        retry_after_ms: 1000,
+        detail: detail.into(),
+    }
+}

@@ -1,0 +1,634 @@
+//! The coordinator: the submitter's side of a job.
+//!
+//! The node that submits a job coordinates it. Work is pulled, never pushed: radiators ask
+//! for leases, renew them while a shard runs, and send signed claims or failure reports.
+//! The decisions (who gets which lease, when a vote is won, who is excluded, when a shard or
+//! job fails) are made by the pure [`book::Book`]; this actor owns the I/O around it:
+//!
+//! - `book.rs`: the state machine (no sled, no network, no clock);
+//! - `persist.rs`: the state on disk, one entry per shard, written and flushed before any
+//!   acknowledgement is sent;
+//! - `delivery.rs`: countersigning and the receipt outbox;
+//! - `view.rs`: what the API shows.
+//!
+//! Fetching outputs, delivering receipts and assembling the result (PNG encoding, on a
+//! blocking thread) run off the actor and report back as commands, so the actor never waits
+//! on the network or the CPU. Everyone else talks to it through [`CoordinatorHandle`].
+//! Must not touch: the worker, the Swarm.
+
+pub mod book;
+mod delivery;
+mod handle;
+mod persist;
+mod view;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::identity::{Identity, PublicKey};
+use crate::ledger::{Ledger, LedgerError};
+use crate::model::receipt::Receipt;
+use crate::model::wire::{JobGossip, Request, Response};
+use crate::model::{now_ms, JobManifest};
+use crate::net::{Network, Topic};
+use crate::store::Store;
+
+use super::assemble::assemble;
+use super::JobError;
+use book::{Action, Book, Finish, LeaseTerms, Outcome, Step, Update};
+use delivery::{Outbox, MAX_DELIVERIES_PER_ROUND};
+use persist::Persist;
+
+pub use book::JobStatus;
+pub use handle::CoordinatorHandle;
+use handle::{busy, Command};
+pub use view::{JobView, ShardView};
+
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// How long a lease lasts, and how far one renewal extends it. A radiator that neither
+    /// claims nor renews by then loses it.
+    pub lease: Duration,
+    /// The longest a lease may be renewed to, counted from when it was granted (default
+    /// 600 s: five times the radiator's 120 s shard watchdog).
+    pub lease_max: Duration,
+    /// How often open jobs are announced again, for radiators that joined later.
+    pub reannounce: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            lease: Duration::from_secs(60),
+            lease_max: Duration::from_secs(600),
+            reannounce: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the local worker is told about this node's own jobs (gossipsub does not deliver a
+/// node's own messages to itself).
+pub type OwnAnnouncements = mpsc::Sender<JobGossip>;
+
+pub struct Coordinator {
+    identity: Identity,
+    store: Store,
+    ledger: Ledger,
+    net: Network,
+    config: CoordinatorConfig,
+    persist: Persist,
+    outbox: Outbox,
+    book: Book,
+    tx: mpsc::Sender<Command>,
+    rx: mpsc::Receiver<Command>,
+    /// Output fetches, assemblies and receipt deliveries in flight; aborted and awaited on
+    /// shutdown.
+    tasks: tokio::task::JoinSet<()>,
+    /// Shards whose output is being fetched (at most one fetch per shard).
+    fetching: HashSet<(blake3::Hash, u32)>,
+    /// Jobs being assembled (at most one assembly per job).
+    assembling: HashSet<blake3::Hash>,
+    own: OwnAnnouncements,
+}
+
+impl Coordinator {
+    pub fn new(
+        db: &sled::Db,
+        identity: Identity,
+        store: Store,
+        ledger: Ledger,
+        net: Network,
+        config: CoordinatorConfig,
+        own: OwnAnnouncements,
+    ) -> Result<(Coordinator, CoordinatorHandle), JobError> {
+        let persist = Persist::open(db)?;
+        let mut book = Book::new(LeaseTerms {
+            lease_ms: config.lease.as_millis().min(u64::MAX as u128) as u64,
+            max_total_ms: config
+                .lease_max
+                .max(config.lease)
+                .as_millis()
+                .min(u64::MAX as u128) as u64,
+        });
+        let (jobs, excluded) = persist.load()?;
+        for (id, job) in jobs {
+            book.insert_job(id, job);
+        }
+        for household in excluded {
+            book.insert_excluded(household);
+        }
+        // Bounded: submitters and the API wait when the coordinator is busy.
+        let (tx, rx) = mpsc::channel(256);
+        let handle = CoordinatorHandle { tx: tx.clone() };
+        Ok((
+            Coordinator {
+                identity,
+                store,
+                ledger,
+                net,
+                config,
+                persist,
+                outbox: Outbox::open(db)?,
+                book,
+                tx,
+                rx,
+                tasks: tokio::task::JoinSet::new(),
+                fetching: HashSet::new(),
+                assembling: HashSet::new(),
+                own,
+            },
+            handle,
+        ))
+    }
+
+    /// Runs until every handle is dropped or `shutdown` fires. An error means the final
+    /// flush failed.
+    pub async fn run(
+        mut self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), JobError> {
+        let mut reannounce = tokio::time::interval(self.config.reannounce);
+        reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => break,
+                },
+                _ = reannounce.tick() => {
+                    // A restarted coordinator (or one whose write failed) may have decided
+                    // shards without receipts, or a finished job not yet assembled.
+                    for action in self.book.pending() {
+                        self.act(action).await;
+                    }
+                    self.announce_open().await;
+                    self.retry_deliveries();
+                }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!("a coordinator task panicked: {e}");
+                        }
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.tasks.shutdown().await;
+        self.persist.flush().await
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit { manifest, reply } => {
+                let result = self.submit(manifest).await;
+                let _ = reply.send(result);
+            }
+            Command::Control {
+                from,
+                request,
+                reply,
+            } => {
+                let response = self.control(from, *request).await;
+                // The requester may have gone away; its lease then simply expires.
+                let _ = reply.send(response);
+            }
+            Command::OutputFetched {
+                job,
+                shard,
+                outcome,
+                result,
+            } => self.output_fetched(job, shard, outcome, result).await,
+            Command::Assembled { job, result } => self.assembled(job, result).await,
+            Command::Retry(action) => self.act(action).await,
+            Command::View { job, reply } => {
+                let now = now_ms();
+                let warmth = self.book.warmth(now);
+                let v = self
+                    .book
+                    .job(&job)
+                    .map(|j| view::view(&job, j, warmth, now));
+                let _ = reply.send(v);
+            }
+            Command::Delivered { id, stored } => {
+                if let Err(e) = self.outbox.done(&id, stored) {
+                    tracing::error!(receipt = %id, "could not remove a delivered receipt from the outbox: {e}; it will be sent again");
+                }
+            }
+            Command::Heat { household, demand } => {
+                self.book
+                    .note_demand(household, demand.demand_permille, false, now_ms());
+            }
+            Command::List { reply } => {
+                let now = now_ms();
+                let warmth = self.book.warmth(now);
+                let mut all: Vec<JobView> = self
+                    .book
+                    .jobs()
+                    .map(|(id, j)| view::view(id, j, warmth, now))
+                    .collect();
+                all.sort_by_key(|v| v.submitted_ms);
+                let _ = reply.send(all);
+            }
+        }
+    }
+
+    async fn submit(&mut self, manifest: JobManifest) -> Result<blake3::Hash, JobError> {
+        manifest.validate().map_err(JobError::Invalid)?;
+        if manifest.submitter != self.identity.public() {
+            return Err(JobError::Invalid(
+                "the manifest names another household as submitter; a node coordinates only its own jobs".into(),
+            ));
+        }
+        for h in std::iter::once(&manifest.module).chain(manifest.inputs.iter()) {
+            if !self.store.has(h)? {
+                return Err(JobError::Invalid(format!(
+                    "blob {} named by the manifest is not in this node's store",
+                    h.to_hex()
+                )));
+            }
+        }
+        let id = manifest.id();
+        if self.book.job(&id).is_some() {
+            // The same manifest again: the job already runs (or ran); nothing to reset.
+            return Ok(id);
+        }
+        // The manifest is a blob under its own id, so radiators fetch it like any other blob.
+        let stored = self.store.put_bytes(&manifest.to_bytes())?;
+        debug_assert_eq!(stored, id);
+        let job = Book::new_job(manifest.clone(), now_ms());
+        self.persist.submit(&id, &job).await?;
+        for h in std::iter::once(&id)
+            .chain(std::iter::once(&manifest.module))
+            .chain(manifest.inputs.iter())
+        {
+            if let Err(e) = self.net.provide(*h).await {
+                tracing::debug!(blob = %h, "could not advertise: {e}");
+            }
+        }
+        self.book.insert_job(id, job);
+        tracing::info!(job = %id, "job submitted");
+        self.announce(&id).await;
+        Ok(id)
+    }
+
+    async fn control(&mut self, from: libp2p::PeerId, request: Request) -> Response {
+        let Some(household) = PublicKey::from_peer_id(&from) else {
+            return Response::Error {
+                detail: "your peer id carries no ed25519 household key".into(),
+            };
+        };
+        let now = now_ms();
+        let step = match request {
+            Request::Lease {
+                job,
+                protocol,
+                demand_permille,
+            } => {
+                self.book.note_demand(household, demand_permille, true, now);
+                let mut nonce = [0u8; 16];
+                if getrandom::fill(&mut nonce).is_err() {
+                    return busy("no randomness for a lease nonce");
+                }
+                self.book
+                    .lease(&job, &household, protocol, demand_permille, nonce, now)
+            }
+            Request::Renew { job, shard, nonce } => {
+                self.book.renew(&job, &household, shard, nonce, now)
+            }
+            Request::Claim(claim) => self.book.claim(&household, claim, now),
+            Request::Failure {
+                job,
+                shard,
+                nonce,
+                reason,
+            } => self
+                .book
+                .failure(&job, &household, shard, nonce, reason, now),
+            Request::Decline { job, reason } => {
+                tracing::info!(job = %job, %household, "declined: {reason}");
+                self.book.decline(&job, &household, reason, now)
+            }
+            Request::Receipt(_) => {
+                return Response::Error {
+                    detail: "receipts are delivered to workers, not coordinators".into(),
+                }
+            }
+        };
+        let step = match step {
+            Ok(step) => step,
+            Err(answer) => return answer,
+        };
+        if let Response::Leased(lease) = &step.answer {
+            tracing::debug!(job = %lease.job, shard = lease.shard, worker = %household, "leased");
+        }
+        let answer = step.answer.clone();
+        let touched = step
+            .update
+            .job
+            .zip(step.update.shard.as_ref().map(|(i, _)| *i));
+        if let Err(e) = self.commit(step).await {
+            tracing::error!("could not save the coordinator's state: {e}");
+            // Nothing was acknowledged and the book is unchanged: the requester may ask again.
+            return match answer {
+                Response::Leased(_) | Response::Renewed { .. } => {
+                    busy(format!("the coordinator could not save the lease: {e}"))
+                }
+                _ => Response::Error {
+                    detail: format!(
+                        "the coordinator could not save your report: {e}; send it again"
+                    ),
+                },
+            };
+        }
+        match answer {
+            Response::ClaimAccepted { .. } => Response::ClaimAccepted {
+                verified: touched
+                    .and_then(|(job, i)| self.book.job(&job)?.shards.get(i as usize))
+                    .is_some_and(|s| s.verified.is_some()),
+            },
+            other => other,
+        }
+    }
+
+    /// Writes a step, applies it to the book once durable, and carries out what follows.
+    async fn commit(&mut self, step: Step) -> Result<(), JobError> {
+        self.write(step.update).await?;
+        for action in step.then {
+            self.act(action).await;
+        }
+        Ok(())
+    }
+
+    /// Writes an update and flushes; only then applies it. A closed job is announced.
+    async fn write(&mut self, update: Update) -> Result<(), JobError> {
+        let job = update.job.and_then(|id| self.book.job(&id));
+        self.persist.write(&update, job).await?;
+        let closed = update.job.filter(|_| update.status.is_some());
+        self.book.apply(update);
+        if let Some(id) = closed {
+            if let Some(j) = self.book.job(&id) {
+                tracing::info!(job = %id, status = ?j.status, "job finished");
+            }
+            self.announce(&id).await;
+        }
+        Ok(())
+    }
+
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::FetchOutput {
+                job,
+                shard,
+                outcome,
+                hint,
+            } => self.fetch_output(job, shard, outcome, hint),
+            Action::Settle { job, shard } => self.settle(job, shard).await,
+            Action::CheckFinished { job } => self.check_finished(job),
+        }
+    }
+
+    /// Starts fetching a decided shard's output, from an agreeing worker if one is named.
+    /// The result comes back as a command, so the actor never waits on the network.
+    fn fetch_output(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        hint: Option<PublicKey>,
+    ) {
+        if !self.fetching.insert((job, shard)) {
+            return;
+        }
+        let net = self.net.clone();
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        let hint = hint.and_then(|h| h.peer_id());
+        self.tasks.spawn(async move {
+            let output = outcome.output;
+            let result = match store.has(&output) {
+                Ok(true) => Ok(()),
+                // The store checks every piece against the output hash as it arrives.
+                _ => net
+                    // No shard output can be larger than the executor produces.
+                    .fetch_blob_within(output, hint, crate::exec::MAX_OUTPUT_BYTES as u64)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            let _ = tx
+                .send(Command::OutputFetched {
+                    job,
+                    shard,
+                    outcome,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    async fn output_fetched(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        result: Result<(), String>,
+    ) {
+        self.fetching.remove(&(job, shard));
+        if let Err(e) = result {
+            tracing::warn!(job = %job, shard, "could not fetch the verified output: {e}; retrying");
+            let tx = self.tx.clone();
+            self.tasks.spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = tx
+                    .send(Command::Retry(Action::FetchOutput {
+                        job,
+                        shard,
+                        outcome,
+                        hint: None,
+                    }))
+                    .await;
+            });
+            return;
+        }
+        let Some(step) = self.book.output_checked(&job, shard, outcome) else {
+            return;
+        };
+        if let Err(e) = self.commit(step).await {
+            // The book is unchanged; the next round's `pending` fetches and tries again.
+            tracing::error!(job = %job, shard, "could not save the verified shard: {e}");
+        }
+    }
+
+    /// Countersigns every agreeing claim of a verified shard not yet settled and excludes
+    /// the households whose claims lost, then delivers and publishes the receipts.
+    ///
+    /// The receipts go into the ledger and the outbox *before* the shard is saved as
+    /// settled, and that save flushes the whole database: a crash in between leaves the
+    /// claims unsettled, and countersigning again yields the identical receipt (ed25519 is
+    /// deterministic), which the ledger takes as a replay. A claim whose countersignature or
+    /// recording failed stays unsettled and is tried again next round.
+    async fn settle(&mut self, job: blake3::Hash, shard: u32) {
+        let Some(settlement) = self.book.settlement(&job, shard) else {
+            return;
+        };
+        let mut signed = Vec::new();
+        let mut receipts = Vec::new();
+        for (i, claim, terms) in &settlement.winners {
+            if terms.credited_mj < claim.record.energy_mj {
+                tracing::warn!(job = %job, shard, household = %claim.record.worker,
+                    claimed_mj = claim.record.energy_mj, credited_mj = terms.credited_mj,
+                    "claimed energy above the replicas' reference; credit capped");
+            }
+            let receipt = match delivery::countersign(&self.identity, claim.clone(), *terms) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(job = %job, shard, "cannot countersign a claim: {e}; it stays pending");
+                    continue;
+                }
+            };
+            if let Err(e) = self.record(&receipt) {
+                tracing::error!(job = %job, shard, "cannot record a receipt: {e}; it stays pending");
+                continue;
+            }
+            signed.push(*i);
+            receipts.push(receipt);
+        }
+        for (_, loser) in &settlement.losers {
+            tracing::warn!(household = %loser.record.worker, job = %job, shard, "claim lost the replica vote; household excluded");
+        }
+        let Some(update) = self.book.settled(&job, shard, &settlement, &signed) else {
+            return;
+        };
+        if let Err(e) = self.write(update).await {
+            tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
+            return;
+        }
+        for receipt in receipts {
+            self.deliver(receipt).await;
+        }
+    }
+
+    /// Keeps a countersigned receipt: in this node's ledger and, for other households, in
+    /// the outbox until the worker confirms, so a worker that was offline or cut off when
+    /// its shard was verified still gets its receipt. The caller flushes.
+    fn record(&mut self, receipt: &Receipt) -> Result<(), JobError> {
+        match self.ledger.insert(receipt) {
+            Ok(_) | Err(LedgerError::Replay { .. }) => {}
+            Err(e) => return Err(JobError::Ledger(e)),
+        }
+        if receipt.record.worker != self.identity.public() {
+            self.outbox.queue(receipt)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a recorded receipt and sends it to its worker.
+    async fn deliver(&mut self, receipt: Receipt) {
+        if let Err(e) = self.net.publish(Topic::Receipts, receipt.to_bytes()).await {
+            tracing::debug!("receipt not gossiped: {e}");
+        }
+        if receipt.record.worker != self.identity.public() {
+            self.send_receipt(receipt);
+        }
+    }
+
+    fn send_receipt(&mut self, receipt: Receipt) {
+        let id = receipt.id();
+        let Some(peer) = receipt.record.worker.peer_id() else {
+            if let Err(e) = self.outbox.drop_undeliverable(&id) {
+                tracing::error!(receipt = %id, "could not drop an undeliverable receipt: {e}");
+            }
+            return;
+        };
+        if !self.outbox.begin(id) {
+            return;
+        }
+        let net = self.net.clone();
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            let stored = delivery::send(&net, peer, &receipt).await;
+            let _ = tx.send(Command::Delivered { id, stored }).await;
+        });
+    }
+
+    /// Sends again every receipt a worker has not confirmed (a bounded number per call).
+    fn retry_deliveries(&mut self) {
+        match self.outbox.due(MAX_DELIVERIES_PER_ROUND) {
+            Ok(due) => {
+                for receipt in due {
+                    self.send_receipt(receipt);
+                }
+            }
+            Err(e) => tracing::error!("cannot read the receipt outbox: {e}"),
+        }
+    }
+
+    /// Starts assembling a job whose every shard is verified, on a blocking thread.
+    fn check_finished(&mut self, job: blake3::Hash) {
+        let Finish::Assemble(outputs) = self.book.finish(&job) else {
+            return;
+        };
+        let Some(manifest) = self.book.job(&job).map(|j| j.manifest.clone()) else {
+            return;
+        };
+        if !self.assembling.insert(job) {
+            return;
+        }
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || assemble(&store, &manifest, &outputs))
+                .await
+                .map_err(|e| format!("the assembly thread died: {e}"))
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let _ = tx.send(Command::Assembled { job, result }).await;
+        });
+    }
+
+    async fn assembled(&mut self, job: blake3::Hash, result: Result<blake3::Hash, String>) {
+        self.assembling.remove(&job);
+        let Some(update) = self.book.assembled(&job, result, now_ms()) else {
+            return;
+        };
+        if let Err(e) = self.write(update).await {
+            // The book is unchanged; the next round assembles again.
+            tracing::error!(job = %job, "could not save the finished job: {e}");
+        }
+    }
+
+    async fn announce(&self, id: &blake3::Hash) {
+        let Some(job) = self.book.job(id) else {
+            return;
+        };
+        let msg = match job.status {
+            JobStatus::Running => {
+                let bytes = job.manifest.to_bytes();
+                JobGossip::Announce {
+                    job: *id,
+                    at_ms: now_ms(),
+                    manifest: (bytes.len() <= crate::model::wire::INLINE_MANIFEST_MAX)
+                        .then_some(bytes),
+                }
+            }
+            _ => JobGossip::Closed {
+                job: *id,
+                at_ms: now_ms(),
+            },
+        };
+        // A full queue means the worker is busy; the next re-announcement tries again.
+        if self.own.try_send(msg.clone()).is_err() {
+            tracing::debug!(job = %id, "own worker busy; announcement to it dropped");
+        }
+        if let Err(e) = self.net.publish(Topic::Jobs, msg.to_bytes()).await {
+            tracing::debug!(job = %id, "announcement not published: {e}");
+        }
+    }
+
+    async fn announce_open(&mut self) {
+        for id in self.book.running() {
+            self.announce(&id).await;
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The coordinator's state on disk, one entry per shard, so a lease or a claim writes only
+//! the shard it changed.
+//!
+//! Trees:
+//! - `coord/manifests`: job id → the manifest's canonical bytes (written once, at submit);
+//! - `coord/jobs`: job id → JSON [`StoredJob`] (status and times: small, rewritten when the
+//!   job finishes);
+//! - `coord/shards`: job id ‖ shard index (u32 big-endian) → JSON [`StoredShard`]; a shard
+//!   never leased has no entry;
+//! - `coord/excluded`: household key → JSON evidence (both signed claims).
+//!
+//! Every [`Update`] is written in one sled transaction across these trees and then flushed;
+//! the actor acknowledges nothing before that returns. An entry that cannot be read stops
+//! the node with an error naming the job (and shard), never silently.
+//! Must not touch: the network, the book's decisions.
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::identity::PublicKey;
+use crate::model::receipt::Claim;
+use crate::model::JobManifest;
+
+use super::book::{
+    FailureRec, JobBook, JobStatus, LeaseRec, Outcome, ShardBook, ShardCredit, Update,
+};
+use crate::jobs::JobError;
+
+#[derive(Serialize, Deserialize)]
+struct StoredJob {
+    status: JobStatus,
+    submitted_ms: u64,
+    finished_ms: Option<u64>,
+    /// Households that declined the job (hex key, reason).
+    #[serde(default)]
+    declined: Vec<(String, String)>,
+}
+
+fn encode_declined(declined: &[FailureRec]) -> Vec<(String, String)> {
+    declined
+        .iter()
+        .map(|d| (d.worker.to_hex(), d.reason.clone()))
+        .collect()
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredLease {
+    worker: String,
+    nonce: String,
+    granted_ms: u64,
+    deadline_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredFailure {
+    worker: String,
+    reason: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOutcome {
+    output: String,
+    fuel: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredShard {
+    leases: Vec<StoredLease>,
+    /// Claims' canonical bytes, hex.
+    claims: Vec<String>,
+    failures: Vec<StoredFailure>,
+    verified: Option<StoredOutcome>,
+    settled: Vec<u32>,
+    failed: Option<String>,
+    /// Set when verified: (reference energy in mJ, agreeing, replicas).
+    #[serde(default)]
+    credit: Option<(u64, u8, u8)>,
+}
+
+fn shard_key(job: &blake3::Hash, index: u32) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(job.as_bytes());
+    k[32..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn encode_shard(s: &ShardBook) -> Vec<u8> {
+    let stored = StoredShard {
+        leases: s
+            .leases
+            .iter()
+            .map(|l| StoredLease {
+                worker: l.worker.to_hex(),
+                nonce: hex::encode(l.nonce),
+                granted_ms: l.granted_ms,
+                deadline_ms: l.deadline_ms,
+            })
+            .collect(),
+        claims: s.claims.iter().map(|c| hex::encode(c.to_bytes())).collect(),
+        failures: s
+            .failures
+            .iter()
+            .map(|f| StoredFailure {
+                worker: f.worker.to_hex(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+        verified: s.verified.map(|o| StoredOutcome {
+            output: o.output.to_hex().to_string(),
+            fuel: o.fuel,
+        }),
+        settled: s.settled.clone(),
+        failed: s.failed.clone(),
+        credit: s.credit.map(|c| (c.reference_mj, c.agreeing, c.replicas)),
+    };
+    // Serialising plain strings and numbers cannot fail.
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+fn decode_shard(bytes: &[u8]) -> Result<ShardBook, String> {
+    let s: StoredShard = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let hex_array = |h: &str, what: &str| -> Result<Vec<u8>, String> {
+        hex::decode(h).map_err(|e| format!("{what}: {e}"))
+    };
+    let key = |h: &str| PublicKey::from_hex(h).map_err(|e| format!("household key: {e}"));
+    let mut shard = ShardBook::default();
+    for l in s.leases {
+        let nonce: [u8; 16] = hex_array(&l.nonce, "lease nonce")?
+            .try_into()
+            .map_err(|_| "lease nonce is not 16 bytes".to_string())?;
+        shard.leases.push(LeaseRec {
+            worker: key(&l.worker)?,
+            nonce,
+            granted_ms: l.granted_ms,
+            deadline_ms: l.deadline_ms,
+        });
+    }
+    for c in s.claims {
+        let bytes = hex_array(&c, "claim")?;
+        shard
+            .claims
+            .push(Claim::from_bytes(&bytes).map_err(|e| format!("claim: {e}"))?);
+    }
+    for f in s.failures {
+        shard.failures.push(FailureRec {
+            worker: key(&f.worker)?,
+            reason: f.reason,
+        });
+    }
+    shard.verified = match s.verified {
+        Some(o) => Some(Outcome {
+            output: crate::model::parse_hash(&o.output)
+                .map_err(|e| format!("verified output: {e}"))?,
+            fuel: o.fuel,
+        }),
+        None => None,
+    };
+    if s.settled.iter().any(|&i| i as usize >= shard.claims.len()) {
+        return Err("a settled claim index is out of range".into());
+    }
+    shard.settled = s.settled;
+    shard.failed = s.failed;
+    shard.credit = s
+        .credit
+        .map(|(reference_mj, agreeing, replicas)| ShardCredit {
+            reference_mj,
+            agreeing,
+            replicas,
+        });
+    Ok(shard)
+}
+
+/// Everything loaded at start: the jobs with their shards, and the excluded households.
+pub type Loaded = (Vec<(blake3::Hash, JobBook)>, Vec<PublicKey>);
+
+/// The coordinator's trees.
+#[derive(Clone)]
+pub struct Persist {
+    manifests: sled::Tree,
+    jobs: sled::Tree,
+    shards: sled::Tree,
+    excluded: sled::Tree,
+}
+
+impl Persist {
+    pub fn open(db: &sled::Db) -> Result<Persist, JobError> {
+        Ok(Persist {
+            manifests: db.open_tree("coord/manifests")?,
+            jobs: db.open_tree("coord/jobs")?,
+            shards: db.open_tree("coord/shards")?,
+            excluded: db.open_tree("coord/excluded")?,
+        })
+    }
+
+    /// Reads every job and every excluded household.
+    pub fn load(&self) -> Result<Loaded, JobError> {
+        let mut jobs = Vec::new();
+        for item in self.jobs.iter() {
+            let (k, v) = item?;
+            let name = hex::encode(&k);
+            let corrupt = |what: String| JobError::Corrupt(format!("job {name}: {what}"));
+            let id: [u8; 32] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("the key is not a 32-byte job id".into()))?;
+            let id = blake3::Hash::from_bytes(id);
+            let meta: StoredJob = serde_json::from_slice(&v)
+                .map_err(|e| corrupt(format!("unreadable job entry: {e}")))?;
+            let manifest_bytes = self
+                .manifests
+                .get(id.as_bytes())?
+                .ok_or_else(|| corrupt("its manifest is missing".into()))?;
+            let manifest = JobManifest::from_bytes(&manifest_bytes)
+                .map_err(|e| corrupt(format!("manifest: {e}")))?;
+            if manifest.id() != id {
+                return Err(corrupt(
+                    "the stored manifest does not hash to the job id".into(),
+                ));
+            }
+            let mut shards = vec![ShardBook::default(); manifest.inputs.len()];
+            for item in self.shards.scan_prefix(id.as_bytes()) {
+                let (k, v) = item?;
+                let index = k
+                    .get(32..36)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes)
+                    .filter(|_| k.len() == 36)
+                    .ok_or_else(|| corrupt("a shard key is malformed".into()))?;
+                let slot = shards
+                    .get_mut(index as usize)
+                    .ok_or_else(|| corrupt(format!("shard {index} is beyond the job's shards")))?;
+                *slot = decode_shard(&v).map_err(|e| corrupt(format!("shard {index}: {e}")))?;
+            }
+            jobs.push((
+                id,
+                JobBook {
+                    rates: crate::jobs::credit::JobRates::from_shards(
+                        shards
+                            .iter()
+                            .filter_map(|s| Some((s.credit?.reference_mj, s.verified?.fuel))),
+                    ),
+                    manifest,
+                    status: meta.status,
+                    submitted_ms: meta.submitted_ms,
+                    finished_ms: meta.finished_ms,
+                    shards,
+                    declined: meta
+                        .declined
+                        .iter()
+                        .map(|(worker, reason)| {
+                            Ok(FailureRec {
+                                worker: PublicKey::from_hex(worker)
+                                    .map_err(|e| corrupt(format!("a declining household: {e}")))?,
+                                reason: reason.clone(),
+                            })
+                        })
+                        .collect::<Result<_, JobError>>()?,
+                },
+            ));
+        }
+        let mut excluded = Vec::new();
+        for item in self.excluded.iter() {
+            let (k, _) = item?;
+            let key: [u8; 32] = k.as_ref().try_into().map_err(|_| {
+                JobError::Corrupt(format!(
+                    "excluded household {}: not a 32-byte key",
+                    hex::encode(&k)
+                ))
+            })?;
+            excluded.push(PublicKey(key));
+        }
+        Ok((jobs, excluded))
+    }
+
+    /// Writes a new job and flushes.
+    pub async fn submit(&self, id: &blake3::Hash, job: &JobBook) -> Result<(), JobError> {
+        let meta = encode_job(job);
+        let bytes = job.manifest.to_bytes();
+        (&self.manifests, &self.jobs)
+            .transaction(|(manifests, jobs)| {
+                manifests.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
+                jobs.insert(id.as_bytes().as_slice(), meta.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        self.flush().await
+    }
+
+    /// Writes an update atomically and flushes. Only after this returned `Ok` may the
+    /// update be applied to the book and acknowledged.
+    pub async fn write(&self, update: &Update, job: Option<&JobBook>) -> Result<(), JobError> {
+        let Some(id) = update.job else {
+            return Ok(());
+        };
+        let shard = update
+            .shard
+            .as_ref()
+            .map(|(i, s)| (shard_key(&id, *i), encode_shard(s)));
+        let meta = match (update.status.is_some() || update.declined.is_some(), job) {
+            (true, Some(job)) => {
+                let (status, finished_ms) = update
+                    .status
+                    .clone()
+                    .unwrap_or_else(|| (job.status.clone(), job.finished_ms));
+                let declined = update.declined.as_deref().unwrap_or(&job.declined);
+                Some(
+                    serde_json::to_vec(&StoredJob {
+                        status,
+                        submitted_ms: job.submitted_ms,
+                        finished_ms,
+                        declined: encode_declined(declined),
+                    })
+                    .map_err(|e| JobError::Corrupt(format!("encoding a job entry: {e}")))?,
+                )
+            }
+            _ => None,
+        };
+        (&self.jobs, &self.shards, &self.excluded)
+            .transaction(|(jobs, shards, excluded)| {
+                if let Some((k, v)) = &shard {
+                    shards.insert(k.as_slice(), v.as_slice())?;
+                }
+                if let Some(m) = &meta {
+                    jobs.insert(id.as_bytes().as_slice(), m.as_slice())?;
+                }
+                for (household, evidence) in &update.exclude {
+                    excluded.insert(household.0.as_slice(), evidence.as_bytes())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        self.flush().await
+    }
+
+    pub async fn flush(&self) -> Result<(), JobError> {
+        // One flush covers every tree of the database.
+        self.jobs.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn encode_job(job: &JobBook) -> Vec<u8> {
+    serde_json::to_vec(&StoredJob {
+        status: job.status.clone(),
+        submitted_ms: job.submitted_ms,
+        finished_ms: job.finished_ms,
+        declined: encode_declined(&job.declined),
+    })
+    .unwrap_or_default()
+}
+
+fn tx_error(e: TransactionError<()>) -> JobError {
+    match e {
+        TransactionError::Storage(e) => JobError::Db(e),
+        TransactionError::Abort(()) => JobError::Corrupt("a write was aborted".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::model::receipt::{EnergyMethod, WorkRecord};
+    use crate::model::{Assembly, JobLimits};
+
+    fn manifest(submitter: &Identity) -> JobManifest {
+        JobManifest {
+            module: blake3::hash(b"m"),
+            inputs: vec![blake3::hash(b"a"), blake3::hash(b"b")],
+            limits: JobLimits::default(),
+            replication: 2,
+            assembly: Assembly::Concat,
+            submitter: submitter.public(),
+            created_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn shards_round_trip_one_entry_each_and_damage_names_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let p = Persist::open(&db).unwrap();
+        let submitter = Identity::from_seed([1; 32]);
+        let worker = Identity::from_seed([2; 32]);
+        let m = manifest(&submitter);
+        let id = m.id();
+        let job = super::super::book::Book::new_job(m.clone(), 10);
+        p.submit(&id, &job).await.unwrap();
+        let claim = Claim::sign(
+            WorkRecord {
+                job: id,
+                shard: 1,
+                module: m.module,
+                input: m.inputs[1],
+                output: blake3::hash(b"out"),
+                worker: worker.public(),
+                submitter: submitter.public(),
+                fuel: 5,
+                energy_mj: 1,
+                method: EnergyMethod::CpuEstimate,
+                start_ms: 1,
+                end_ms: 2,
+                nonce: [3; 16],
+            },
+            &worker,
+        )
+        .unwrap();
+        let shard = ShardBook {
+            leases: vec![LeaseRec {
+                worker: worker.public(),
+                nonce: [4; 16],
+                granted_ms: 5,
+                deadline_ms: 6,
+            }],
+            claims: vec![claim],
+            failures: vec![FailureRec {
+                worker: submitter.public(),
+                reason: "trap".into(),
+            }],
+            verified: Some(Outcome {
+                output: blake3::hash(b"out"),
+                fuel: 5,
+            }),
+            settled: vec![0],
+            failed: None,
+            credit: Some(ShardCredit {
+                reference_mj: 7,
+                agreeing: 1,
+                replicas: 1,
+            }),
+        };
+        let update = Update {
+            job: Some(id),
+            shard: Some((1, shard.clone())),
+            status: None,
+            exclude: vec![(worker.public(), "{}".into())],
+            declined: None,
+        };
+        p.write(&update, Some(&job)).await.unwrap();
+        // Only the changed shard has an entry.
+        assert_eq!(p.shards.len(), 1);
+        let (jobs, excluded) = p.load().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].1.shards[0], ShardBook::default());
+        assert_eq!(jobs[0].1.shards[1], shard);
+        assert_eq!(excluded, vec![worker.public()]);
+        // A damaged shard entry stops loading with an error naming the job and the shard.
+        p.shards
+            .insert(shard_key(&id, 0), b"{not json".to_vec())
+            .unwrap();
+        let err = p.load().unwrap_err().to_string();
+        assert!(
+            err.contains(&id.to_hex().to_string()) && err.contains("shard 0"),
+            "{err}"
+        );
+        // So does a damaged job entry.
+        p.shards.remove(shard_key(&id, 0)).unwrap();
+        p.jobs.insert(id.as_bytes(), b"garbage".to_vec()).unwrap();
+        let err = p.load().unwrap_err().to_string();
+        assert!(err.contains(&id.to_hex().to_string()), "{err}");
+    }
+
+    /// What a lease and a claim write does not grow with the job: one shard's entry.
+    #[test]
+    fn a_lease_or_claim_writes_one_small_entry() {
+        let submitter = Identity::from_seed([1; 32]);
+        let worker = Identity::from_seed([2; 32]);
+        let lease = LeaseRec {
+            worker: worker.public(),
+            nonce: [4; 16],
+            granted_ms: u64::MAX,
+            deadline_ms: u64::MAX,
+        };
+        let leased = ShardBook {
+            leases: vec![lease.clone()],
+            ..ShardBook::default()
+        };
+        let m = manifest(&submitter);
+        let claim = Claim::sign(
+            WorkRecord {
+                job: m.id(),
+                shard: 0,
+                module: m.module,
+                input: m.inputs[0],
+                output: blake3::hash(b"out"),
+                worker: worker.public(),
+                submitter: submitter.public(),
+                fuel: u64::MAX,
+                energy_mj: u64::MAX,
+                method: EnergyMethod::CpuEstimate,
+                start_ms: 1,
+                end_ms: 2,
+                nonce: [3; 16],
+            },
+            &worker,
+        )
+        .unwrap();
+        let claimed = ShardBook {
+            leases: vec![lease],
+            claims: vec![claim.clone(), claim],
+            ..ShardBook::default()
+        };
+        let (l, c) = (encode_shard(&leased).len(), encode_shard(&claimed).len());
+        eprintln!("one shard entry: {l} bytes with a lease, {c} bytes with a lease and two claims");
+        assert!(l < 512 && c < 2048, "{l} {c}");
+        assert_eq!(decode_shard(&encode_shard(&claimed)).unwrap(), claimed);
+    }
+}

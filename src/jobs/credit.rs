@@ -1,0 +1,201 @@
+//! The credit a verified shard's receipts carry: a bound no worker can talk past. Pure: no
+//! I/O, no clock.
+//!
+//! A worker's energy figure is a claim. The coordinator credits at most a bound derived from
+//! evidence it holds:
+//! - **the agreeing replicas of the same shard**: they ran the same module on the same input
+//!   and burned exactly the same fuel, so their energies per unit of fuel differ only by
+//!   hardware and measurement. The shard's reference rate is the *lower median* of their rates
+//!   (for two replicas, the lower one), so an inflating replica cannot raise it;
+//! - **the job's history**: the median of the reference rates of its shards verified so far
+//!   (the same module throughout), kept bounded ([`JobRates`]). The reference never falls
+//!   below that median ÷ [`HARDWARE_SPREAD`], so a replica that reports almost nothing cannot
+//!   drag an honest household's credit down with it.
+//!
+//! A claim is credited at most [`HARDWARE_SPREAD`] × reference × fuel. An old CPU that really
+//! draws up to 4× the energy per unit of work of the most frugal replica keeps its figure; a
+//! worker that reports 10× is cut to 4× and its receipt says so
+//! ([`CreditBasis::ReplicaReference`]). The power ceiling (`MAX_WATTS` over the record's
+//! window) is a check on the claim itself: a claim above it is refused before it is counted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::receipt::CreditBasis;
+
+/// How much more energy per unit of fuel an honest household may draw than the reference:
+/// the spread between an old desktop CPU and an efficient recent one running the same wasm
+/// (package energy per instruction), with room for measurement noise.
+pub const HARDWARE_SPREAD: f64 = 4.0;
+
+/// Shard reference rates a job remembers (the newest ones): enough for a stable median, a
+/// few kilobytes of job state.
+pub const JOB_SAMPLES: usize = 255;
+
+/// Energy per unit of fuel, mJ. Fuel 0 (a shard that did nothing measurable) counts as 1.
+pub fn rate(energy_mj: u64, fuel: u64) -> f64 {
+    energy_mj as f64 / fuel.max(1) as f64
+}
+
+/// The reference rates of a job's verified shards, newest last, at most [`JOB_SAMPLES`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobRates {
+    samples: Vec<f64>,
+}
+
+impl JobRates {
+    /// Rebuilt from verified shards' (reference energy, fuel), in shard order.
+    pub fn from_shards(shards: impl Iterator<Item = (u64, u64)>) -> JobRates {
+        let mut rates = JobRates::default();
+        for (reference_mj, fuel) in shards {
+            rates.record(rate(reference_mj, fuel));
+        }
+        rates
+    }
+
+    pub fn median(&self) -> Option<f64> {
+        lower_median(&self.samples)
+    }
+
+    pub fn record(&mut self, rate: f64) {
+        if !rate.is_finite() || rate < 0.0 {
+            return;
+        }
+        if self.samples.len() >= JOB_SAMPLES {
+            self.samples.remove(0);
+        }
+        self.samples.push(rate);
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+fn lower_median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[(v.len() - 1) / 2])
+}
+
+/// What one agreeing claim is credited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credit {
+    pub credited_mj: u64,
+    pub basis: CreditBasis,
+}
+
+/// The reference energy of a verified shard, mJ: the lower median of its agreeing claims'
+/// energies (they all burned the same fuel), never below the job's median rate ÷
+/// [`HARDWARE_SPREAD`] for that fuel. Fixed when the shard is verified and stored with it, so
+/// a claim countersigned again after a restart gets the identical terms.
+pub fn shard_reference(agreeing_energies_mj: &[u64], fuel: u64, job: &JobRates) -> u64 {
+    let energies: Vec<f64> = agreeing_energies_mj.iter().map(|&e| e as f64).collect();
+    let shard = lower_median(&energies).unwrap_or(0.0);
+    let floor = job
+        .median()
+        .map_or(0.0, |m| m / HARDWARE_SPREAD * fuel.max(1) as f64);
+    // Both are at most the largest u64 energy claimed, or finite products of it: the cast
+    // saturates at u64::MAX and never wraps.
+    shard.max(floor).ceil() as u64
+}
+
+/// What a claim of `claimed_mj` is credited against its shard's reference energy.
+pub fn credit(claimed_mj: u64, reference_mj: u64) -> Credit {
+    let bound = HARDWARE_SPREAD * reference_mj as f64;
+    if (claimed_mj as f64) <= bound {
+        Credit {
+            credited_mj: claimed_mj,
+            basis: CreditBasis::Claimed,
+        }
+    } else {
+        Credit {
+            // `bound` < claimed_mj ≤ u64::MAX here, so the cast cannot saturate wrongly.
+            credited_mj: bound.floor().max(0.0) as u64,
+            basis: CreditBasis::ReplicaReference,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_tenfold_liar_is_cut_to_the_bound() {
+        let fuel = 1_000_000;
+        let honest = 50_000; // 50 J
+        let liar = 10 * honest;
+        let reference = shard_reference(&[honest, liar], fuel, &JobRates::default());
+        assert_eq!(credit(honest, reference).basis, CreditBasis::Claimed);
+        let c = credit(liar, reference);
+        assert_eq!(c.basis, CreditBasis::ReplicaReference);
+        assert_eq!(c.credited_mj, 4 * honest);
+    }
+
+    #[test]
+    fn an_old_cpu_keeps_its_figure() {
+        let fuel = 1_000_000;
+        let reference = shard_reference(&[50_000, 150_000], fuel, &JobRates::default());
+        let c = credit(150_000, reference);
+        assert_eq!(c.credited_mj, 150_000);
+        assert_eq!(c.basis, CreditBasis::Claimed);
+    }
+
+    #[test]
+    fn a_deflating_replica_cannot_drag_honest_credit_down() {
+        let fuel = 1_000_000;
+        let mut job = JobRates::default();
+        for _ in 0..10 {
+            job.record(rate(50_000, fuel));
+        }
+        // The griefer claims 0 J; the honest household's 50 J stays credited.
+        let reference = shard_reference(&[0, 50_000], fuel, &job);
+        assert_eq!(credit(50_000, reference).credited_mj, 50_000);
+    }
+
+    #[test]
+    fn job_rates_stay_bounded() {
+        let mut job = JobRates::default();
+        for i in 0..1000 {
+            job.record(i as f64);
+        }
+        job.record(f64::NAN);
+        job.record(-1.0);
+        assert_eq!(job.len(), JOB_SAMPLES);
+        assert_eq!(job.median(), Some(872.0));
+    }
+
+    proptest! {
+        /// Credit never exceeds the claim nor the bound; a claim within the bound is credited
+        /// whole; and the largest honest spread survives.
+        #[test]
+        fn credit_is_bounded(
+            energies in proptest::collection::vec(0u64..10_000_000_000, 1..8),
+            fuel in 0u64..1_000_000_000_000,
+            history in proptest::collection::vec(0.0f64..1e6, 0..20),
+        ) {
+            let mut job = JobRates::default();
+            for h in history { job.record(h); }
+            let reference = shard_reference(&energies, fuel, &job);
+            let bound = HARDWARE_SPREAD * reference as f64;
+            for &e in &energies {
+                let c = credit(e, reference);
+                prop_assert!(c.credited_mj <= e);
+                prop_assert!(c.credited_mj as f64 <= bound.max(e as f64));
+                if e as f64 <= bound {
+                    prop_assert_eq!(c.credited_mj, e);
+                } else {
+                    prop_assert!(c.credited_mj as f64 <= bound + 1.0);
+                }
+            }
+        }
+    }
+}
