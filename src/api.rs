@@ -132,6 +132,9 @@ pub struct Status {
     pub uptime_s: u64,
     pub worker_slots: usize,
     pub worker_slots_max: usize,
+    /// Public or behind NAT, relays, relayed and hole-punched peers.
+    #[serde(default)]
+    pub reachability: crate::net::Reachability,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
@@ -146,6 +149,7 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         uptime_s: ctx.started.elapsed().as_secs(),
         worker_slots: *ctx.slots.borrow(),
         worker_slots_max: ctx.max_slots,
+        reachability: net.reachability,
     }))
 }
 
@@ -350,6 +354,31 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
     let mut m = Metrics::new();
     let net = ctx.net.status().await.map_err(internal)?;
     m.gauge("peers", "Connected peers", None, net.connected_peers as f64);
+    let r = &net.reachability;
+    m.counter(
+        "hole_punch_attempts",
+        "Hole punches (DCUtR) finished since the node started, successful or not",
+        None,
+        r.hole_punch_attempts as f64,
+    );
+    m.counter(
+        "hole_punch_successes",
+        "Hole punches that gave a direct connection since the node started",
+        None,
+        r.hole_punch_successes as f64,
+    );
+    m.gauge(
+        "relayed_peers",
+        "Peers connected only through a relay",
+        None,
+        r.relayed_peers.len() as f64,
+    );
+    m.gauge(
+        "reachable_public",
+        "1 when a direct address of this node is confirmed reachable from the internet",
+        None,
+        f64::from(u8::from(r.is_public())),
+    );
     m.counter(
         "blob_chunks_served",
         "Blob pieces served to peers since the node started",

@@ -73,8 +73,58 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[heat]`: thermostat source, schedule, controller and energy metering.
     pub heat: crate::heat::HeatConfig,
+    /// `[relay]`: serving as a circuit relay for homes behind NAT (bootstrap nodes).
+    pub relay: RelayConfig,
     /// `[homeassistant]`: the MQTT discovery bridge to Home Assistant.
     pub homeassistant: crate::homeassistant::HomeAssistantConfig,
+}
+
+/// `[relay]`: the circuit relay a bootstrap node runs for homes behind NAT. A relayed
+/// connection carries the hole punch and small control messages, never blobs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Serve as a relay. Default: on for `role = "bootstrap"`, off for radiators.
+    pub serve: Option<bool>,
+    /// Nodes listening through this relay at once. Default 256.
+    pub max_reservations: usize,
+    /// Relayed connections at once. Default 64; per peer 8.
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    /// A relayed connection closes after this many seconds. Default 120.
+    pub max_circuit_secs: u64,
+    /// A relayed connection closes after carrying this many KiB. Default 1024.
+    pub max_circuit_kib: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        let l = crate::net::RelayLimits::default();
+        RelayConfig {
+            serve: None,
+            max_reservations: l.max_reservations,
+            max_circuits: l.max_circuits,
+            max_circuits_per_peer: l.max_circuits_per_peer,
+            max_circuit_secs: l.max_circuit_duration.as_secs(),
+            max_circuit_kib: l.max_circuit_bytes / 1024,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// The relay limits, if this node serves as a relay in `role`.
+    pub fn limits(&self, role: Role) -> Option<crate::net::RelayLimits> {
+        if !self.serve.unwrap_or(role == Role::Bootstrap) {
+            return None;
+        }
+        Some(crate::net::RelayLimits {
+            max_reservations: self.max_reservations,
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: std::time::Duration::from_secs(self.max_circuit_secs),
+            max_circuit_bytes: self.max_circuit_kib.saturating_mul(1024),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,6 +147,14 @@ pub struct NodeConfig {
     pub role: Role,
     /// Most established connections. Default 128; bootstrap nodes want more.
     pub max_connections: u32,
+    /// Public addresses of this node, known to reach it from the internet (a bootstrap
+    /// node's). Empty (default): AutoNAT finds out.
+    pub external_addresses: Vec<Multiaddr>,
+    /// Listen through a relay while this node is not reachable from the internet. Default
+    /// true.
+    pub use_relays: bool,
+    /// Ask the home router for a port mapping with UPnP. Default false.
+    pub upnp: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,6 +295,9 @@ impl Default for NodeConfig {
             mdns: true,
             role: Role::Radiator,
             max_connections: 128,
+            external_addresses: Vec::new(),
+            use_relays: true,
+            upnp: false,
         }
     }
 }
@@ -300,6 +361,25 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 
 # Most established connections (HEARTH_MAX_CONNECTIONS; --max-connections).
 # max_connections = 128
+
+# Behind a home router nothing needs setting: the radiator learns whether it is reachable
+# (AutoNAT), listens through a bootstrap relay when it is not, and hole punches to peers.
+# Public addresses of this node (set them on a bootstrap node), e.g. ["/ip4/203.0.113.7/tcp/4001"].
+# external_addresses = []
+# Listen through a relay while not reachable from the internet.
+# use_relays = true
+# Ask the home router for a port mapping with UPnP (off: many routers' UPnP is a risk).
+# upnp = false
+
+[relay]
+# A bootstrap node relays for homes behind NAT (serve defaults to true for role = "bootstrap").
+# A relayed connection only carries the hole punch and small control messages.
+# serve = false
+# max_reservations = 256
+# max_circuits = 64
+# max_circuits_per_peer = 8
+# max_circuit_secs = 120
+# max_circuit_kib = 1024
 
 [worker]
 # Shards run at once when the room wants full heat (HEARTH_SLOTS; --slots). Default: CPU cores.

@@ -238,6 +238,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     // A bootstrap node serves the internet at large; multicast on its LAN helps nobody.
     net_config.mdns = config.node.mdns && config.node.role == Role::Radiator;
     net_config.max_connections = config.node.max_connections;
+    net_config.external_addrs = config.node.external_addresses.clone();
+    net_config.relay_client = config.node.use_relays && config.node.role == Role::Radiator;
+    net_config.upnp = config.node.upnp;
+    net_config.relay_server = config.relay.limits(config.node.role);
     net_config.fault = opts.net_fault.clone();
     let (net, mut events, net_task) = net::spawn(net_config, store.clone()).await?;
 

@@ -963,3 +963,78 @@ async fn blobs_held_at_startup_are_provided() {
     })
     .await;
 }
+
+// ------------------------------------------------------------------------- NAT traversal
+
+/// A free loopback TCP port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Two nodes without any listen address (as behind NAT) reach each other only through a
+/// relay; hole punching cannot work (neither listens anywhere), so a blob fetch must end
+/// quickly with the reason, not hang and not pull the blob through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
+    bounded(async {
+        let port = free_port();
+        let relay_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr");
+        let mut r_cfg = loopback();
+        r_cfg.listen = vec![relay_addr.clone()];
+        r_cfg.external_addrs = vec![relay_addr.clone()];
+        r_cfg.relay_server = Some(net::RelayLimits::default());
+        let relay = TestNode::start(r_cfg).await;
+        let relay_full = relay_addr.with(libp2p::multiaddr::Protocol::P2p(relay.id()));
+
+        let mut a_cfg = with_bootstrap(vec![relay_full.clone()]);
+        a_cfg.listen = Vec::new();
+        let a = TestNode::start(a_cfg).await;
+        let mut b_cfg = with_bootstrap(vec![relay_full.clone()]);
+        b_cfg.listen = Vec::new();
+        b_cfg.direct_wait = Duration::from_secs(10);
+        let b = TestNode::start(b_cfg).await;
+
+        eventually("A listens through the relay", || async {
+            let s = a.net.status().await.expect("status");
+            s.reachability.relays.contains(&relay.id()) && !s.reachability.is_public()
+        })
+        .await;
+        let data = blob_bytes("relayed", 300 * 1024);
+        let hash = a.store.put_bytes(&data).expect("put");
+        let circuit = relay_full
+            .with(libp2p::multiaddr::Protocol::P2pCircuit)
+            .with(libp2p::multiaddr::Protocol::P2p(a.id()));
+        b.net.dial(circuit).await.expect("dial A through the relay");
+
+        let started = tokio::time::Instant::now();
+        let err = b
+            .net
+            .fetch_blob(hash, Some(a.id()))
+            .await
+            .expect_err("a blob must not be fetched over a relayed connection");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, net::NetError::RelayedOnly { peer, .. } if peer == a.id()),
+            "{msg}"
+        );
+        assert!(msg.contains("only a relayed connection to"), "{msg}");
+        assert!(msg.contains("hole punch failed"), "{msg}");
+        // Bounded by the direct wait (10 s), not by the 10-minute fetch timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            !b.store.has(&hash).expect("has"),
+            "no byte came through the relay"
+        );
+        let s = b.net.status().await.expect("status");
+        assert!(s.reachability.relayed_peers.contains(&a.id()), "{s:?}");
+        assert_eq!(s.chunks_fetched, 0);
+    })
+    .await;
+}

@@ -31,6 +31,31 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
     for a in &s.listen_addrs {
         println!("listening:  {a}");
     }
+    let r = &s.reachability;
+    if r.is_public() {
+        for a in &r.confirmed_addrs {
+            println!("reachable:  public, at {a}");
+        }
+    } else if r.relays.is_empty() {
+        println!("reachable:  behind NAT (no relay yet; other homes cannot reach this node)");
+    } else {
+        for relay in &r.relays {
+            println!("reachable:  behind NAT, via relay {relay}");
+        }
+    }
+    println!(
+        "hole punch: {} of {} succeeded; direct after hole punch: {}; relayed only: {}",
+        r.hole_punch_successes,
+        r.hole_punch_attempts,
+        r.hole_punched_peers.len(),
+        r.relayed_peers.len()
+    );
+    for p in &r.hole_punched_peers {
+        println!("direct:     {p} (hole punched)");
+    }
+    for p in &r.relayed_peers {
+        println!("relayed:    {p}");
+    }
     Ok(())
 }
 

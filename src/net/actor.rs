@@ -10,13 +10,18 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, ProviderRecord, QueryId, QueryResult, RecordKey};
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{gossipsub, identify, mdns, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{
+    autonat, dcutr, gossipsub, identify, mdns, relay, upnp, Multiaddr, PeerId, StreamProtocol,
+    Swarm,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Span};
 
@@ -24,8 +29,8 @@ use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{peer_id_of, without_peer_id, Backoff};
 use super::wire::{BlobErrorCode, BlobRequest, BlobResponse};
 use super::{
-    Command, FaultInjection, NetConfig, NetError, NetEvent, NetStatus, PeerInfo, Topic,
-    KAD_PROTOCOL, MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
+    Command, FaultInjection, NetConfig, NetError, NetEvent, NetStatus, PeerInfo, Reachability,
+    Topic, KAD_PROTOCOL, MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
 };
 use crate::store::{Import, Outboard, Store, StoreError};
 
@@ -58,6 +63,12 @@ const MAX_MDNS_PER_EVENT: usize = 32;
 /// First Kademlia refresh after start; each later one waits 4x longer, up to the configured
 /// `rebootstrap_interval`.
 const KAD_FIRST_REFRESH: Duration = Duration::from_secs(2);
+/// Relays this node listens through at once while not publicly reachable.
+const MAX_RELAYS: usize = 2;
+/// Confirmed external addresses remembered.
+const MAX_CONFIRMED: usize = 16;
+/// Peers whose hole-punch failures are remembered (for the reason a blob fetch gives).
+const MAX_PUNCH_FAILURES: usize = 1024;
 /// How long `wait_listening` waits for listeners to report an address.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -80,6 +91,15 @@ struct PeerState {
     since: SystemTime,
     connections: u32,
     endpoints: HashMap<ConnectionId, Multiaddr>,
+    /// Open connections through a relay / direct ones (at most 2 per peer: connection
+    /// limits).
+    relayed: HashSet<ConnectionId>,
+    direct: HashSet<ConnectionId>,
+    /// The current direct connection came from a hole punch.
+    hole_punched: bool,
+    /// When the latest relayed connection was established (DCUtR runs once per relayed
+    /// connection).
+    relayed_since: Option<Instant>,
     listen_addrs: Vec<Multiaddr>,
     agent_version: Option<String>,
     protocol_version: Option<String>,
@@ -107,6 +127,12 @@ struct Fetch {
     in_flight: HashMap<OutboundRequestId, u32>,
     providers_query: Option<QueryId>,
     deadline: Instant,
+    /// The current provider is reachable only through a relay (or not yet connected): its
+    /// requests wait for a direct connection until this instant.
+    direct_deadline: Option<Instant>,
+    /// The last provider given up because only a relayed connection existed, with its
+    /// hole-punch failures: the reason the fetch gives if nobody else has the blob.
+    relayed_only: Option<(PeerId, u32)>,
 }
 
 /// A control answer prepared by the node layer (or `None`: no answer / timed out).
@@ -130,6 +156,18 @@ pub(crate) struct Actor {
     store: Store,
     fault: FaultInjection,
     fetch_timeout: Duration,
+    direct_wait: Duration,
+    relay_client: bool,
+    /// Confirmed external direct addresses (no `/p2p-circuit`).
+    confirmed: Vec<Multiaddr>,
+    /// Relay listeners we opened, by relay.
+    relay_listeners: HashMap<PeerId, ListenerId>,
+    /// Relays that accepted our reservation.
+    relays: HashSet<PeerId>,
+    /// Hole punches given up per peer, and when the last one was.
+    punch_failures: HashMap<PeerId, (u32, Instant)>,
+    hole_punch_successes: u64,
+    hole_punch_failures: u64,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     peers: HashMap<PeerId, PeerState>,
@@ -190,12 +228,25 @@ impl Actor {
             }
         }
 
+        for addr in &cfg.external_addrs {
+            // Declared by the operator (a bootstrap node's public address): confirmed now, so
+            // a relay server serves at once.
+            swarm.add_external_address(addr.clone());
+        }
         let mut actor = Self {
             swarm,
             local,
             store,
             fault: cfg.fault.clone(),
             fetch_timeout: cfg.fetch_timeout,
+            direct_wait: cfg.direct_wait,
+            relay_client: cfg.relay_client,
+            confirmed: Vec::new(),
+            relay_listeners: HashMap::new(),
+            relays: HashSet::new(),
+            punch_failures: HashMap::new(),
+            hole_punch_successes: 0,
+            hole_punch_failures: 0,
             commands,
             events,
             peers: HashMap::new(),
@@ -381,6 +432,7 @@ impl Actor {
                     connected_peers: self.peers.len(),
                     chunks_served: self.chunks_served,
                     chunks_fetched: self.chunks_fetched,
+                    reachability: self.reachability(),
                 });
             }
             Command::Peers { reply } => {
@@ -411,6 +463,34 @@ impl Actor {
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
             }
+        }
+    }
+
+    fn reachability(&self) -> Reachability {
+        let mut relays: Vec<PeerId> = self.relays.iter().copied().collect();
+        relays.sort();
+        let mut relayed_peers = Vec::new();
+        let mut hole_punched_peers = Vec::new();
+        for (id, p) in &self.peers {
+            if p.direct.is_empty() && !p.relayed.is_empty() {
+                relayed_peers.push(*id);
+            }
+            if p.hole_punched && !p.direct.is_empty() {
+                hole_punched_peers.push(*id);
+            }
+        }
+        relayed_peers.sort();
+        hole_punched_peers.sort();
+        Reachability {
+            confirmed_addrs: self.confirmed.clone(),
+            relays,
+            relayed_peers,
+            hole_punched_peers,
+            hole_punch_attempts: self
+                .hole_punch_successes
+                .saturating_add(self.hole_punch_failures),
+            hole_punch_successes: self.hole_punch_successes,
+            hole_punch_failures: self.hole_punch_failures,
         }
     }
 
@@ -466,6 +546,16 @@ impl Actor {
             .collect();
         for hash in expired {
             self.finish_fetch(hash, Err(NetError::Timeout("blob fetch")));
+        }
+        // Providers reachable only through a relay for too long: give them up.
+        let stuck: Vec<(blake3::Hash, PeerId)> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.direct_deadline.is_some_and(|d| d <= now))
+            .filter_map(|(h, f)| f.current.map(|p| (*h, p)))
+            .collect();
+        for (hash, peer) in stuck {
+            self.give_up_relayed(hash, peer);
         }
         self.drain_announcements();
     }
@@ -538,8 +628,18 @@ impl Actor {
             }
             SwarmEvent::ListenerError { error, .. } => warn!("listener error: {error}"),
             SwarmEvent::ListenerClosed {
-                addresses, reason, ..
+                listener_id,
+                addresses,
+                reason,
+                ..
             } => {
+                self.relay_listeners.retain(|relay, id| {
+                    let keep = *id != listener_id;
+                    if !keep {
+                        self.relays.remove(relay);
+                    }
+                    keep
+                });
                 if addresses.is_empty() {
                     self.listeners_waiting = self.listeners_waiting.saturating_sub(1);
                 }
@@ -564,6 +664,10 @@ impl Actor {
                 debug!(?cause, "connection closed");
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.endpoints.remove(&connection_id);
+                    p.relayed.remove(&connection_id);
+                    if p.direct.remove(&connection_id) && p.direct.is_empty() {
+                        p.hole_punched = false;
+                    }
                     p.connections = num_established;
                 }
                 if num_established == 0 {
@@ -589,12 +693,29 @@ impl Actor {
                         reason: error.to_string(),
                     }));
                 }
+                // A provider we dialled for a blob fetch cannot be reached: move on now.
+                if let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
+                    let waiting: Vec<blake3::Hash> = self
+                        .fetches
+                        .iter()
+                        .filter(|(_, f)| f.current == Some(peer) && f.direct_deadline.is_some())
+                        .map(|(h, _)| *h)
+                        .collect();
+                    for hash in waiting {
+                        self.give_up_relayed(hash, peer);
+                    }
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error,
                 ..
             } => debug!(%send_back_addr, "incoming connection failed: {error}"),
+            SwarmEvent::ExternalAddrConfirmed { address } => self.on_confirmed(address),
+            SwarmEvent::ExternalAddrExpired { address } => {
+                info!(%address, "external address no longer confirmed");
+                self.confirmed.retain(|a| *a != address);
+            }
             _ => {}
         }
     }
@@ -616,6 +737,10 @@ impl Actor {
             since: SystemTime::now(),
             connections: 0,
             endpoints: HashMap::new(),
+            relayed: HashSet::new(),
+            direct: HashSet::new(),
+            hole_punched: false,
+            relayed_since: None,
             listen_addrs: Vec::new(),
             agent_version: None,
             protocol_version: None,
@@ -625,9 +750,33 @@ impl Actor {
         if state.endpoints.len() < MAX_ADDRS_PER_PEER {
             state.endpoints.insert(connection_id, remote.clone());
         }
+        // Not from `remote`: an inbound relayed connection's send-back address is only
+        // `/p2p/<peer>`, its local address holds the `/p2p-circuit`.
+        let relayed = endpoint.is_relayed();
+        if relayed {
+            state.relayed.insert(connection_id);
+            state.relayed_since = Some(Instant::now());
+        } else {
+            state.direct.insert(connection_id);
+        }
+        // Once a direct connection exists the relayed one is closed, so that every request
+        // (request-response picks among a peer's connections) goes direct and the relay is
+        // freed.
+        let obsolete: Vec<ConnectionId> = if relayed {
+            Vec::new()
+        } else {
+            state.relayed.iter().copied().collect()
+        };
         let span = state.span.clone();
         let _g = span.enter();
-        debug!(%remote, dialer = endpoint.is_dialer(), "connection established");
+        debug!(%remote, dialer = endpoint.is_dialer(), relayed, "connection established");
+        for id in obsolete {
+            debug!("closing the relayed connection: a direct one is open");
+            self.swarm.close_connection(id);
+        }
+        if !relayed {
+            self.resume_fetches_of(peer);
+        }
         if first {
             info!("peer connected");
             self.emit(NetEvent::PeerConnected(peer));
@@ -648,6 +797,14 @@ impl Actor {
             BehaviourEvent::Control(ev) => self.on_control(ev),
             BehaviourEvent::Blob(ev) => self.on_blob(ev),
             BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
+            BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
+            BehaviourEvent::RelayServer(ev) => on_relay_server(ev),
+            BehaviourEvent::Autonat(ev) => on_autonat(ev),
+            BehaviourEvent::AutonatServer(ev) => {
+                debug!(client = %ev.client, addr = %ev.tested_addr, ok = ev.result.is_ok(), "AutoNAT: tested a peer's address")
+            }
+            BehaviourEvent::Upnp(ev) => on_upnp(ev),
             BehaviourEvent::Limits(never) => match never {},
         }
     }
@@ -705,6 +862,9 @@ impl Actor {
         debug!(agent = %info.agent_version, "identified");
         let kad_proto = StreamProtocol::new(KAD_PROTOCOL);
         let speaks_kad = info.protocols.contains(&kad_proto);
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            self.maybe_listen_via(peer_id);
+        }
         let addrs: Vec<Multiaddr> = info
             .listen_addrs
             .into_iter()
@@ -723,6 +883,158 @@ impl Actor {
             p.protocol_version = Some(truncate(info.protocol_version, 256));
             p.listen_addrs = addrs;
         }
+    }
+
+    // ---------------------------------------------------------------- reachability
+
+    /// A relay-capable peer identified itself: listen through it while we have no confirmed
+    /// direct address, so that other homes can reach us (and hole punch) through it.
+    fn maybe_listen_via(&mut self, relay: PeerId) {
+        if !self.relay_client
+            || !self.confirmed.is_empty()
+            || self.relay_listeners.len() >= MAX_RELAYS
+            || self.relay_listeners.contains_key(&relay)
+        {
+            return;
+        }
+        // The address we reach the relay at: a direct connection's remote address.
+        let Some(base) = self.peers.get(&relay).and_then(|p| {
+            p.direct
+                .iter()
+                .filter_map(|id| p.endpoints.get(id))
+                .find(|a| !is_relayed(a))
+                .cloned()
+        }) else {
+            return;
+        };
+        let addr = without_peer_id(&base)
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(addr.clone()) {
+            Ok(id) => {
+                info!(%relay, %addr, "no confirmed public address: listening through relay");
+                self.relay_listeners.insert(relay, id);
+            }
+            Err(e) => warn!(%addr, "cannot listen through relay: {e}"),
+        }
+    }
+
+    /// An external address was confirmed (AutoNAT, configuration or UPnP).
+    fn on_confirmed(&mut self, address: Multiaddr) {
+        if is_relayed(&address) {
+            return;
+        }
+        if !self.confirmed.contains(&address) && self.confirmed.len() < MAX_CONFIRMED {
+            info!(%address, "reachable from the internet at this address");
+            self.confirmed.push(address);
+        }
+        // Directly reachable: relays are not needed any more.
+        for (relay, id) in self.relay_listeners.drain() {
+            info!(%relay, "directly reachable: stopped listening through relay");
+            self.relays.remove(&relay);
+            self.swarm.remove_listener(id);
+        }
+    }
+
+    fn on_relay_client(&mut self, ev: relay::client::Event) {
+        match ev {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            } => {
+                if !renewal {
+                    info!(relay = %relay_peer_id, "relay reservation accepted: reachable through it");
+                }
+                if self.relay_listeners.contains_key(&relay_peer_id) {
+                    self.relays.insert(relay_peer_id);
+                }
+            }
+            relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
+                debug!(relay = %relay_peer_id, "connected to a peer through a relay")
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                debug!(peer = %src_peer_id, "a peer connected to us through a relay")
+            }
+        }
+    }
+
+    fn on_dcutr(&mut self, ev: dcutr::Event) {
+        let peer = ev.remote_peer_id;
+        let span = self.span(&peer);
+        let _g = span.enter();
+        match ev.result {
+            Ok(connection) => {
+                self.hole_punch_successes = self.hole_punch_successes.saturating_add(1);
+                info!("hole punch succeeded: direct connection");
+                self.punch_failures.remove(&peer);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.direct.contains(&connection) {
+                        p.hole_punched = true;
+                    }
+                }
+                self.resume_fetches_of(peer);
+            }
+            Err(e) => {
+                self.hole_punch_failures = self.hole_punch_failures.saturating_add(1);
+                if self.punch_failures.len() < MAX_PUNCH_FAILURES
+                    || self.punch_failures.contains_key(&peer)
+                {
+                    let e = self
+                        .punch_failures
+                        .entry(peer)
+                        .or_insert((0, Instant::now()));
+                    *e = (e.0.saturating_add(1), Instant::now());
+                }
+                info!("hole punch failed; the connection stays relayed: {e}");
+                // Fetches waiting for a direct connection to this peer move on now.
+                let waiting: Vec<blake3::Hash> = self
+                    .fetches
+                    .iter()
+                    .filter(|(_, f)| f.current == Some(peer) && f.direct_deadline.is_some())
+                    .map(|(h, _)| *h)
+                    .collect();
+                for hash in waiting {
+                    self.give_up_relayed(hash, peer);
+                }
+            }
+        }
+    }
+
+    /// A direct connection to `peer` opened: fetches waiting for it carry on.
+    fn resume_fetches_of(&mut self, peer: PeerId) {
+        let waiting: Vec<blake3::Hash> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.current == Some(peer) && f.direct_deadline.is_some())
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in waiting {
+            self.advance_fetch(hash);
+        }
+    }
+
+    /// The current provider of `hash` is still not directly connected: try another one, and
+    /// remember why.
+    fn give_up_relayed(&mut self, hash: blake3::Hash, peer: PeerId) {
+        let failures = self.punch_failures.get(&peer).map_or(0, |f| f.0);
+        let relayed = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.direct.is_empty() && !p.relayed.is_empty());
+        let Some(f) = self.fetches.get_mut(&hash) else {
+            return;
+        };
+        if f.current != Some(peer) {
+            return;
+        }
+        if relayed {
+            warn!(blob = %hash, %peer, failures, "only a relayed connection to this provider and hole punching did not give a direct one; trying another provider");
+            f.relayed_only = Some((peer, failures));
+        } else {
+            info!(blob = %hash, %peer, "no connection to this provider; trying another");
+        }
+        self.drop_provider(hash, peer, false);
     }
 
     fn on_mdns(&mut self, ev: mdns::Event) {
@@ -1067,6 +1379,8 @@ impl Actor {
                 in_flight: HashMap::new(),
                 providers_query: Some(query),
                 deadline: Instant::now() + self.fetch_timeout,
+                direct_deadline: None,
+                relayed_only: None,
             },
         );
         if let Some(h) = hint {
@@ -1079,11 +1393,25 @@ impl Actor {
         let Some(f) = self.fetches.get_mut(&hash) else {
             return;
         };
+        let mut better = false;
         for p in peers {
             if p == self.local || f.seen.len() >= MAX_CANDIDATES || !f.seen.insert(p) {
                 continue;
             }
+            better |= !relayed_only(&self.peers, &p);
             f.candidates.push_back(p);
+        }
+        // Waiting for a hole punch to the current provider while a provider we may reach
+        // directly turned up: switch (the current one stays a candidate, after it).
+        if better
+            && f.direct_deadline.is_some()
+            && f.outboard_req.is_none()
+            && f.in_flight.is_empty()
+        {
+            if let Some(cur) = f.current.take() {
+                f.candidates.push_back(cur);
+                f.direct_deadline = None;
+            }
         }
     }
 
@@ -1093,33 +1421,75 @@ impl Actor {
         let Some(f) = self.fetches.get_mut(&hash) else {
             return;
         };
-        let behaviour = self.swarm.behaviour_mut();
         if f.current.is_none() {
-            while let Some(p) = f.candidates.pop_front() {
-                if !f.banned.contains(&p) {
-                    f.current = Some(p);
-                    break;
-                }
-            }
+            // Providers reachable only through a relay come last: they need a hole punch.
+            let usable = |p: &PeerId| !f.banned.contains(p);
+            let pick = f
+                .candidates
+                .iter()
+                .position(|p| usable(p) && !relayed_only(&self.peers, p))
+                .or_else(|| f.candidates.iter().position(usable));
+            f.current = pick.and_then(|i| f.candidates.remove(i));
             let Some(peer) = f.current else {
                 if f.providers_query.is_none() {
-                    self.finish_fetch(
-                        hash,
-                        Err(NetError::BlobUnavailable(hash.to_hex().to_string())),
-                    );
+                    let err = match f.relayed_only {
+                        Some((peer, failures)) => NetError::RelayedOnly {
+                            hash: hash.to_hex().to_string(),
+                            peer,
+                            failures,
+                        },
+                        None => NetError::BlobUnavailable(hash.to_hex().to_string()),
+                    };
+                    self.finish_fetch(hash, Err(err));
                 }
                 return;
             };
             debug!(blob = %hash, %peer, "asking provider");
-            if f.outboard.is_none() {
+        }
+        let Some(peer) = f.current else {
+            return;
+        };
+        // Blobs travel over direct connections only: a relay carries control messages and
+        // the hole punch, never bulk data.
+        let state = self.peers.get(&peer);
+        if state.is_none_or(|p| p.direct.is_empty()) {
+            // The hole punch over the current relayed connection already failed: nothing
+            // will change before that connection is replaced, so do not wait for it.
+            let punch_over = state
+                .filter(|p| !p.relayed.is_empty())
+                .and_then(|p| p.relayed_since)
+                .zip(self.punch_failures.get(&peer))
+                .is_some_and(|(since, (_, failed_at))| *failed_at >= since);
+            if punch_over {
+                return self.give_up_relayed(hash, peer);
+            }
+            if f.direct_deadline.is_none() {
+                f.direct_deadline = Some(Instant::now() + self.direct_wait);
+                if state.is_some() {
+                    info!(blob = %hash, %peer, wait_s = self.direct_wait.as_secs(), "blob fetch waits: only a relayed connection to this provider; waiting for the hole punch");
+                } else {
+                    let opts = DialOpts::peer_id(peer)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        debug!(%peer, "dial to provider not started: {e}");
+                    }
+                }
+            }
+            return;
+        }
+        f.direct_deadline = None;
+        let behaviour = self.swarm.behaviour_mut();
+        if f.outboard.is_none() {
+            if f.outboard_req.is_none() {
                 let req = BlobRequest::Outboard {
                     hash: *hash.as_bytes(),
                 };
                 let id = behaviour.blob.send_request(&peer, req.encode());
                 f.outboard_req = Some(id);
                 self.blob_requests.insert(id, (hash, BlobAsk::Outboard));
-                return;
             }
+            return;
         }
         let (Some(peer), Some(_)) = (f.current, f.outboard.as_ref()) else {
             return;
@@ -1167,6 +1537,7 @@ impl Actor {
             return;
         }
         f.current = None;
+        f.direct_deadline = None;
         for (id, _) in f.in_flight.drain() {
             self.blob_requests.remove(&id);
         }
@@ -1344,6 +1715,64 @@ fn serve_blob(store: &Store, req: BlobRequest, fault: &FaultInjection) -> BlobRe
                 }
                 Err(e) => internal(&e),
             }
+        }
+    }
+}
+
+/// True when `peer` is connected, only through a relay.
+fn relayed_only(peers: &HashMap<PeerId, PeerState>, peer: &PeerId) -> bool {
+    peers
+        .get(peer)
+        .is_some_and(|p| p.direct.is_empty() && !p.relayed.is_empty())
+}
+
+/// True for an address through a relay (`/p2p-circuit`).
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn on_relay_server(ev: relay::Event) {
+    match ev {
+        relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+            debug!(peer = %src_peer_id, "relay: reservation accepted")
+        }
+        relay::Event::CircuitReqAccepted {
+            src_peer_id,
+            dst_peer_id,
+            ..
+        } => debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened"),
+        relay::Event::CircuitClosed {
+            src_peer_id,
+            dst_peer_id,
+            error,
+            ..
+        } => debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "relay: circuit closed"),
+        other => debug!(?other, "relay server event"),
+    }
+}
+
+fn on_autonat(ev: autonat::v2::client::Event) {
+    match ev.result {
+        Ok(()) => {
+            info!(addr = %ev.tested_addr, server = %ev.server, "AutoNAT: address reachable from outside")
+        }
+        Err(e) => {
+            debug!(addr = %ev.tested_addr, server = %ev.server, "AutoNAT: address not reachable from outside: {e}")
+        }
+    }
+}
+
+fn on_upnp(ev: upnp::Event) {
+    match ev {
+        upnp::Event::NewExternalAddr { external_addr, .. } => {
+            info!(addr = %external_addr, "UPnP: the router maps a port to us")
+        }
+        upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+            info!(addr = %external_addr, "UPnP: port mapping expired")
+        }
+        upnp::Event::GatewayNotFound => info!("UPnP: no router answered; port mapping off"),
+        upnp::Event::NonRoutableGateway => {
+            info!("UPnP: the router is itself behind NAT; port mapping off")
         }
     }
 }

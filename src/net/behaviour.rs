@@ -9,14 +9,14 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux,
-    StreamProtocol, Swarm, SwarmBuilder,
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay,
+    request_response, tcp, upnp, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
 
 use super::codec::FrameCodec;
 use super::wire::{MAX_BLOB_REQUEST, MAX_BLOB_RESPONSE};
 use super::{
-    NetConfig, NetError, Topic, BLOB_PROTOCOL, CONTROL_PROTOCOL, GOSSIP_MAX_TRANSMIT,
+    NetConfig, NetError, RelayLimits, Topic, BLOB_PROTOCOL, CONTROL_PROTOCOL, GOSSIP_MAX_TRANSMIT,
     IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MAX_CONTROL_MESSAGE,
 };
 
@@ -38,6 +38,34 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) control: request_response::Behaviour<FrameCodec>,
     pub(crate) blob: request_response::Behaviour<FrameCodec>,
+    /// Circuit relay v2 client: listen through a relay while not publicly reachable, dial
+    /// peers through their relay.
+    pub(crate) relay_client: relay::client::Behaviour,
+    /// Circuit relay v2 server: on bootstrap nodes only (`NetConfig::relay_server`).
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    /// Direct connection upgrade through relay: hole punching over a relayed connection.
+    pub(crate) dcutr: dcutr::Behaviour,
+    /// AutoNAT v2: asks peers to dial our address candidates back; a candidate that works
+    /// becomes a confirmed external address.
+    pub(crate) autonat: autonat::v2::client::Behaviour,
+    /// AutoNAT v2 server: dials other nodes' candidates back (from a new port).
+    pub(crate) autonat_server: autonat::v2::server::Behaviour,
+    /// UPnP port mapping on the home router, off by default (`NetConfig::upnp`).
+    pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
+}
+
+/// The relay server configuration from our limits. Rate limits stay libp2p's defaults (per
+/// peer one reservation / circuit every 2 min, at most 30 an hour; per IP one a minute).
+fn relay_config(l: &RelayLimits) -> relay::Config {
+    relay::Config {
+        max_reservations: l.max_reservations,
+        max_reservations_per_peer: 4,
+        max_circuits: l.max_circuits,
+        max_circuits_per_peer: l.max_circuits_per_peer,
+        max_circuit_duration: l.max_circuit_duration,
+        max_circuit_bytes: l.max_circuit_bytes,
+        ..Default::default()
+    }
 }
 
 /// Gossip message id: blake3(author ‖ data), the author being the message's signed `from`
@@ -127,7 +155,10 @@ fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds
     (params, thresholds)
 }
 
-fn build_behaviour(cfg: &NetConfig) -> Result<Behaviour, NetError> {
+fn build_behaviour(
+    cfg: &NetConfig,
+    relay_client: relay::client::Behaviour,
+) -> Result<Behaviour, NetError> {
     let key = &cfg.keypair;
     let peer_id = key.public().to_peer_id();
 
@@ -219,12 +250,22 @@ fn build_behaviour(cfg: &NetConfig) -> Result<Behaviour, NetError> {
         gossipsub,
         control,
         blob,
+        relay_client,
+        relay_server: Toggle::from(
+            cfg.relay_server
+                .as_ref()
+                .map(|l| relay::Behaviour::new(peer_id, relay_config(l))),
+        ),
+        dcutr: dcutr::Behaviour::new(peer_id),
+        // Defaults: up to 10 candidates, one probe every 5 s.
+        autonat: autonat::v2::client::Behaviour::default(),
+        autonat_server: autonat::v2::server::Behaviour::default(),
+        upnp: Toggle::from(cfg.upnp.then(upnp::tokio::Behaviour::default)),
     })
 }
 
-/// Build the swarm: TCP (noise, yamux), QUIC and DNS over tokio.
+/// Build the swarm: TCP (noise, yamux), QUIC, DNS and relayed circuits over tokio.
 pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
-    let behaviour = build_behaviour(cfg)?;
     let swarm = SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -236,7 +277,11 @@ pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError>
         .with_quic()
         .with_dns()
         .map_err(|e| NetError::Setup(format!("DNS resolver: {e}")))?
-        .with_behaviour(|_| behaviour)
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetError::Setup(format!("relay transport: {e}")))?
+        .with_behaviour(|_, relay_client| {
+            build_behaviour(cfg, relay_client).map_err(|e| Box::new(e) as _)
+        })
         .map_err(|e| NetError::Setup(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
         .build();

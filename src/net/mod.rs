@@ -179,9 +179,55 @@ pub struct NetConfig {
     pub fetch_timeout: Duration,
     /// Timeout of one control or blob request. Default: 30 s.
     pub request_timeout: Duration,
+    /// Addresses at which this node is known to be reachable from the internet (a bootstrap
+    /// node's public address). They are used as confirmed external addresses at once, without
+    /// waiting for AutoNAT; a relay server only serves once it has one. Default: none.
+    pub external_addrs: Vec<Multiaddr>,
+    /// Serve as a circuit relay v2 for nodes behind NAT, with these limits. Default: off
+    /// (the node layer turns it on for bootstrap nodes).
+    pub relay_server: Option<RelayLimits>,
+    /// Listen through relays (bootstrap peers that offer it) while no direct address of this
+    /// node is confirmed reachable. Default: `true`.
+    pub relay_client: bool,
+    /// Ask the home router for a port mapping with UPnP IGD. Default: `false`.
+    pub upnp: bool,
+    /// How long a blob fetch waits for a direct connection to a provider it only reaches
+    /// through a relay (hole punching in progress) before trying another provider.
+    /// Default: 30 s.
+    pub direct_wait: Duration,
     /// Test-only misbehaviour. Default: none.
     #[doc(hidden)]
     pub fault: FaultInjection,
+}
+
+/// What a relay server lets one relayed connection carry, and how many it serves. A relayed
+/// connection is for coordinating a hole punch and for small control messages; blobs never
+/// cross it (see `docs/operations.md`, "Running a relay").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Reservations (nodes listening through this relay) at once. Default: 256.
+    pub max_reservations: usize,
+    /// Relayed connections at once. Default: 64.
+    pub max_circuits: usize,
+    /// Relayed connections at once per source or destination peer. Default: 8.
+    pub max_circuits_per_peer: usize,
+    /// A relayed connection is closed after this long. Default: 2 min (libp2p's default).
+    pub max_circuit_duration: Duration,
+    /// A relayed connection is closed after carrying this many bytes (both directions).
+    /// Default: 1 MiB (libp2p's default is 128 KiB, less than one 256 KiB control message).
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            max_reservations: 256,
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration: Duration::from_secs(120),
+            max_circuit_bytes: 1 << 20,
+        }
+    }
 }
 
 impl NetConfig {
@@ -203,6 +249,11 @@ impl NetConfig {
             redial_backoff_max: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
+            external_addrs: Vec::new(),
+            relay_server: None,
+            relay_client: true,
+            upnp: false,
+            direct_wait: Duration::from_secs(30),
             fault: FaultInjection::default(),
         }
     }
@@ -253,6 +304,14 @@ pub enum NetError {
     /// No peer could supply a verified copy of the blob.
     #[error("no reachable peer could supply blob {0}")]
     BlobUnavailable(String),
+    /// The only provider(s) left are reachable through a relay only, and hole punching did
+    /// not give a direct connection. Blobs never cross a relay.
+    #[error("blob {hash}: only a relayed connection to {peer}; hole punch failed {failures} times (blobs are only fetched over direct connections)")]
+    RelayedOnly {
+        hash: String,
+        peer: PeerId,
+        failures: u32,
+    },
     /// The blob is longer than the caller accepts; none of its bytes was fetched.
     #[error(
         "blob {hash} is {len} bytes, over this radiator's limit of {max} bytes; it was not fetched"
@@ -328,6 +387,34 @@ pub struct NetStatus {
     pub chunks_served: u64,
     /// Verified blob chunks received from peers since start.
     pub chunks_fetched: u64,
+    /// Whether and how other homes can reach this node.
+    pub reachability: Reachability,
+}
+
+/// How this node can be reached, and how its connections through relays fared.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reachability {
+    /// Direct addresses confirmed reachable from outside (AutoNAT, configuration or UPnP).
+    /// Empty: behind NAT (or not yet tested).
+    pub confirmed_addrs: Vec<Multiaddr>,
+    /// Relays this node holds a reservation with: other homes reach it through them.
+    pub relays: Vec<PeerId>,
+    /// Peers connected only through a relay right now.
+    pub relayed_peers: Vec<PeerId>,
+    /// Connected peers whose direct connection came from hole punching (DCUtR).
+    pub hole_punched_peers: Vec<PeerId>,
+    /// Hole punches started, succeeded and given up since start (a failure is reported
+    /// after libp2p's 3 dial attempts).
+    pub hole_punch_attempts: u64,
+    pub hole_punch_successes: u64,
+    pub hole_punch_failures: u64,
+}
+
+impl Reachability {
+    /// True when at least one direct address is confirmed reachable.
+    pub fn is_public(&self) -> bool {
+        !self.confirmed_addrs.is_empty()
+    }
 }
 
 /// What is known of one connected peer.
