@@ -16,6 +16,7 @@ pub fn key(u: &mut Unstructured<'_>) -> Result<PublicKey> {
 }
 
 pub fn record(u: &mut Unstructured<'_>) -> Result<WorkRecord> {
+    let (a, b): (u64, u64) = (u.arbitrary()?, u.arbitrary()?);
     Ok(WorkRecord {
         job: hash(u)?,
         shard: u.arbitrary()?,
@@ -31,8 +32,9 @@ pub fn record(u: &mut Unstructured<'_>) -> Result<WorkRecord> {
             EnergyMethod::CpuEstimate,
             EnergyMethod::Simulated,
         ])?,
-        start_ms: u.arbitrary()?,
-        end_ms: u.arbitrary()?,
+        // A record never ends before it starts (the decoder refuses that).
+        start_ms: a.min(b),
+        end_ms: a.max(b),
         nonce: u.arbitrary()?,
     })
 }

@@ -8,7 +8,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(o) = Outboard::from_bytes(data) {
-        assert_eq!(o.to_bytes(), data, "outboard accepted a non-canonical encoding");
+        assert_eq!(
+            o.to_bytes(),
+            data,
+            "outboard accepted a non-canonical encoding"
+        );
         let count = o.chunk_count();
         assert!(count >= 1);
         for i in [0, count / 2, count - 1, count, u32::MAX] {
@@ -16,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let root = o.root().expect("a decoded outboard is well formed");
         assert!(o.verify(&root));
-        let _ = o.verify_chunk(&root, count - 1, &data[..o.chunk_len(count - 1).min(data.len())]);
+        let _ = o.verify_chunk(
+            &root,
+            count - 1,
+            &data[..o.chunk_len(count - 1).min(data.len())],
+        );
         let _ = o.verify_chunk(&root, count, &[]);
     }
     let o = Outboard::compute(data);

@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     if let Ok(r) = common::receipt(&mut u) {
         assert_eq!(Receipt::from_bytes(&r.to_bytes()).ok().as_ref(), Some(&r));
-        assert_eq!(Claim::from_bytes(&r.claim().to_bytes()).ok(), Some(r.claim()));
+        assert_eq!(
+            Claim::from_bytes(&r.claim().to_bytes()).ok(),
+            Some(r.claim())
+        );
         assert_eq!(
             WorkRecord::from_bytes(&r.record.to_bytes()).ok().as_ref(),
             Some(&r.record)

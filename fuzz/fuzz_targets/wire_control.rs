@@ -40,17 +40,20 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
         },
     };
     let text_fits = |s: &str| s.len() <= MAX_REASON;
-    let fits = match &req {
-        Request::Failure { reason, .. } | Request::Decline { reason, .. } => text_fits(reason),
-        _ => true,
-    };
     let back = Request::from_bytes(&req.to_bytes());
-    if fits {
-        // Every request we can build with reasons within the bound must come back as itself.
-        assert_eq!(back.ok().as_ref(), Some(&req));
-    } else {
+    match &req {
+        // A demand is at most 1000 permille; more has no second meaning, it is refused.
+        Request::Lease {
+            demand_permille, ..
+        } if *demand_permille > 1000 => {
+            assert!(back.is_err(), "a demand above 1000 permille was accepted")
+        }
         // An over-long reason is cut on a char boundary when encoding; it must still decode.
-        assert!(back.is_ok(), "{req:?} encodes to bytes that do not decode");
+        Request::Failure { reason, .. } | Request::Decline { reason, .. } if !text_fits(reason) => {
+            assert!(back.is_ok(), "{req:?} encodes to bytes that do not decode")
+        }
+        // Every other request must come back as itself.
+        _ => assert_eq!(back.ok().as_ref(), Some(&req)),
     }
 
     let resp = match u.int_in_range(0..=7u8)? {
