@@ -15,7 +15,7 @@ use super::{wasi, Abi, ExecError, RadiatorLimits};
 /// bits are canonicalised; everything else (SIMD, threads, memory64, multi-memory, GC,
 /// exceptions, tail calls...) is refused so the engine never has to reason about it.
 /// `floats` is part of the MVP and stays on: the NaN rewrite makes it deterministic.
-pub(crate) fn features() -> WasmFeatures {
+pub fn features() -> WasmFeatures {
     WasmFeatures::WASM2.difference(WasmFeatures::SIMD)
 }
 
@@ -24,7 +24,7 @@ pub(crate) fn features() -> WasmFeatures {
 /// is and how many locals each declares. Compile time and memory grow with these (a 5 MB
 /// module of a million empty functions took minutes and gigabytes to compile), so bounding
 /// them bounds compilation. Malformed bytes are left to validation, which follows.
-pub(crate) fn check_shape(module: &[u8], limits: &RadiatorLimits) -> Result<(), ExecError> {
+pub fn check_shape(module: &[u8], limits: &RadiatorLimits) -> Result<(), ExecError> {
     use wasmparser::{Parser, Payload};
     let invalid = |e: wasmparser::BinaryReaderError| ExecError::InvalidModule(e.to_string());
     let mut index = 0u32;
@@ -82,7 +82,7 @@ pub(crate) fn check_shape(module: &[u8], limits: &RadiatorLimits) -> Result<(), 
 }
 
 /// What inspection learned about a valid module.
-pub(crate) struct Inspected {
+pub struct Inspected {
     pub abi: Abi,
     /// Number of parameters of every function *defined* (not imported) by the module, in
     /// code-section order. The NaN rewrite needs it to number its extra locals.
@@ -90,7 +90,7 @@ pub(crate) struct Inspected {
 }
 
 /// Validates `module`, checks its imports and detects its ABI.
-pub(crate) fn inspect(module: &[u8]) -> Result<Inspected, ExecError> {
+pub fn inspect(module: &[u8]) -> Result<Inspected, ExecError> {
     let mut validator = Validator::new_with_features(features());
     let types = validator
         .validate_all(module)

@@ -8,7 +8,7 @@
 //! act on. Must not touch: the network, leases, receipts or storage — it runs bytes and
 //! returns bytes. `docs/shard-abi.md` is the contract this module implements.
 
-mod inspect;
+pub mod inspect;
 pub mod nan;
 mod wasi;
 

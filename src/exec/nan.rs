@@ -157,7 +157,7 @@ impl Reencode for NanRewriter<'_> {
 }
 
 /// Returns `module` with NaN canonicalisation inserted before every escape point.
-pub(crate) fn canonicalise(module: &[u8], param_counts: &[u32]) -> Result<Vec<u8>, ExecError> {
+pub fn canonicalise(module: &[u8], param_counts: &[u32]) -> Result<Vec<u8>, ExecError> {
     let mut out = Module::new();
     let mut rewriter = NanRewriter {
         param_counts,

@@ -331,7 +331,17 @@ impl Request {
             1 => Request::Lease {
                 job: r.hash("job id")?,
                 protocol: r.u32("protocol version")?,
-                demand_permille: u16::from_le_bytes(r.array("demand")?).min(1000),
+                demand_permille: match u16::from_le_bytes(r.array("demand")?) {
+                    // Refused rather than clamped: one request, one encoding (a clamp made
+                    // 64 536 byte strings mean "1000"). Our workers never send more.
+                    d if d > 1000 => {
+                        return Err(DecodeError::Invalid {
+                            what: "lease request",
+                            reason: "demand above 1000 permille".into(),
+                        })
+                    }
+                    d => d,
+                },
             },
             2 => Request::Claim(Claim::from_bytes(r.bytes(1024, "claim")?)?),
             3 => Request::Receipt(Receipt::from_bytes(r.bytes(1024, "receipt")?)?),
@@ -420,7 +430,17 @@ impl Response {
                 detail: r.str(MAX_REASON, "detail")?.to_string(),
             },
             3 => Response::ClaimAccepted {
-                verified: r.u8("verified")? != 0,
+                verified: match r.u8("verified")? {
+                    0 => false,
+                    1 => true,
+                    // Any other byte would be a second encoding of `true`.
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "verified flag",
+                            tag,
+                        })
+                    }
+                },
             },
             4 => Response::ClaimRejected {
                 detail: r.str(MAX_REASON, "detail")?.to_string(),
@@ -566,6 +586,40 @@ mod tests {
         let mut long = resp.to_bytes();
         long.push(0);
         assert!(Response::from_bytes(&long).is_err());
+    }
+
+    /// Found while writing the `wire_control` fuzz target, whose canonical check (decoded bytes
+    /// re-encode to themselves) they broke: a lease request's demand above 1000 was clamped
+    /// and a claim answer's flag was "any non-zero byte", so distinct byte strings decoded to
+    /// one message.
+    #[test]
+    fn decoding_accepts_one_encoding_per_message() {
+        let lease = Request::Lease {
+            job: blake3::hash(b"j"),
+            protocol: 1,
+            demand_permille: 1000,
+        };
+        let bytes = lease.to_bytes();
+        assert_eq!(Request::from_bytes(&bytes).unwrap(), lease);
+        let mut over = bytes.clone();
+        over[37..39].copy_from_slice(&1001u16.to_le_bytes());
+        assert!(Request::from_bytes(&over).is_err(), "demand 1001 accepted");
+        over[37..39].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert!(Request::from_bytes(&over).is_err(), "demand 65535 accepted");
+
+        let accepted = Response::ClaimAccepted { verified: true };
+        assert_eq!(accepted.to_bytes(), [3, 1]);
+        assert_eq!(
+            Response::from_bytes(&[3, 0]).unwrap(),
+            Response::ClaimAccepted { verified: false }
+        );
+        assert_eq!(Response::from_bytes(&[3, 1]).unwrap(), accepted);
+        for flag in [2u8, 0x80, 0xff] {
+            assert!(
+                Response::from_bytes(&[3, flag]).is_err(),
+                "verified flag {flag} accepted"
+            );
+        }
     }
 
     proptest! {
