@@ -29,6 +29,7 @@ pub mod exec;
 pub mod heat;
 pub mod homeassistant;
 pub mod identity;
+pub mod integrity;
 pub mod jobs;
 pub mod kernels;
 pub mod ledger;
