@@ -95,12 +95,12 @@ impl Checkpoint {
     pub fn load(data_dir: &Path) -> Result<Option<Checkpoint>, IntegrityError> {
         let path = data_dir.join(CHECKPOINT);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| IntegrityError::BadCheckpoint {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                IntegrityError::BadCheckpoint {
                     path,
                     detail: e.to_string(),
-                }),
+                }
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(IntegrityError::Io { path, source }),
         }
@@ -168,7 +168,11 @@ impl Report {
 }
 
 /// Runs every check on an open database.
-pub fn check(data_dir: &Path, ledger: &Ledger, persist: &Persist) -> Result<Report, IntegrityError> {
+pub fn check(
+    data_dir: &Path,
+    ledger: &Ledger,
+    persist: &Persist,
+) -> Result<Report, IntegrityError> {
     let expected = Checkpoint::load(data_dir)?;
     let now = Checkpoint::of(ledger, persist)?;
     let mut lost = Vec::new();
@@ -181,14 +185,16 @@ pub fn check(data_dir: &Path, ledger: &Ledger, persist: &Persist) -> Result<Repo
             }
         };
         less("receipts", exp.receipts, now.receipts);
-        less("links of the hash chain", exp.chain_length, now.chain_length);
+        less(
+            "links of the hash chain",
+            exp.chain_length,
+            now.chain_length,
+        );
         less("jobs", exp.jobs, now.jobs);
         less("finished jobs", exp.jobs_finished, now.jobs_finished);
         less("shard records", exp.shard_entries, now.shard_entries);
         if exp.chain_length > 0 && now.chain_length >= exp.chain_length {
-            let at = ledger
-                .chain_entry(exp.chain_length - 1)?
-                .map(hex::encode);
+            let at = ledger.chain_entry(exp.chain_length - 1)?.map(hex::encode);
             if at.as_deref() != Some(exp.chain_head.as_str()) {
                 lost.push(format!(
                     "the ledger's hash chain was rewritten: entry {} is not the one recorded when the database was last flushed",
@@ -284,7 +290,8 @@ pub async fn repair(
     let mut out = Repaired::default();
     let mut exported: Vec<serde_json::Value> = Vec::new();
     for (key, bytes) in &report.ledger.bad {
-        exported.push(serde_json::json!({"tree": "ledger/v2/receipts", "key": key, "value": bytes}));
+        exported
+            .push(serde_json::json!({"tree": "ledger/v2/receipts", "key": key, "value": bytes}));
     }
     for (tree, key, _) in &report.jobs {
         for (tree, key, value) in persist.entries(tree, key)? {

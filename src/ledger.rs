@@ -507,9 +507,7 @@ impl Ledger {
             }
         }
         if wrong_slots > 0 {
-            damage.push(LedgerDamage::Slots {
-                count: wrong_slots,
-            });
+            damage.push(LedgerDamage::Slots { count: wrong_slots });
         }
 
         // The totals.

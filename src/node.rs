@@ -121,7 +121,43 @@ impl NodeOptions {
 /// Opens (or creates) the sled database of a data directory.
 pub fn open_db(data_dir: &Path) -> Result<sled::Db, NodeError> {
     let path = data_dir.join("db");
+    // sled opened on a full disk can leave a database it later calls corrupt even once space
+    // returns (tests/integrity.rs), so it is not opened without room to write.
+    if let Some(free) = free_bytes(data_dir).filter(|&f| f < MIN_FREE_BYTES) {
+        return Err(NodeError::DiskFull {
+            path,
+            source: sled::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{free} bytes free, at least {MIN_FREE_BYTES} needed"),
+            )),
+        });
+    }
     sled::open(&path).map_err(|source| db_error(path, source))
+}
+
+/// Free space the database needs to open safely: several of sled's 512 KiB log segments.
+const MIN_FREE_BYTES: u64 = 8 << 20;
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`; `None` if it
+/// cannot be asked (the database is then opened anyway).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a zeroed statvfs that the
+        // call fills; nothing is read from it unless the call succeeded.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
 }
 
 /// Names why sled would not open: only a lock really held blames another node (sled reports

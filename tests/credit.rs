@@ -82,7 +82,9 @@ async fn a_tenfold_liar_is_credited_at_most_the_bound() {
         })
         .await
         .unwrap();
-        wait_connected(&nodes, 2, Duration::from_secs(20)).await.unwrap();
+        wait_connected(&nodes, 2, Duration::from_secs(20))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let sub = &nodes[0];
         let spec = JobSpec::Mandelbrot {

@@ -313,7 +313,14 @@ impl Persist {
                     continue;
                 }
                 if self.jobs.get(&job)?.is_none() {
-                    out.push((name, job.clone(), format!("{name} entries of job {} whose job entry is missing", hex::encode(&job))));
+                    out.push((
+                        name,
+                        job.clone(),
+                        format!(
+                            "{name} entries of job {} whose job entry is missing",
+                            hex::encode(&job)
+                        ),
+                    ));
                 }
                 last = Some(job);
             }
@@ -356,7 +363,11 @@ impl Persist {
 
     /// Every entry of a job (or an excluded household) named by [`Persist::damaged`], as
     /// (tree, key hex, value hex), so it can be exported before [`Persist::remove`].
-    pub fn entries(&self, tree: &str, key: &[u8]) -> Result<Vec<(String, String, String)>, JobError> {
+    pub fn entries(
+        &self,
+        tree: &str,
+        key: &[u8],
+    ) -> Result<Vec<(String, String, String)>, JobError> {
         let mut out = Vec::new();
         for (t, name) in self.trees_of(tree) {
             for item in t.scan_prefix(key) {
