@@ -450,7 +450,7 @@ impl Ledger {
                 id.copy_from_slice(&v[..32]);
                 if chain_link(&prev, &blake3::Hash::from_bytes(id)) != v[32..] {
                     Some("does not link to the entry before it".to_string())
-                } else if !by_id.get(&id).is_some_and(|r| r.record.worker == self.own) {
+                } else if by_id.get(&id).is_none_or(|r| r.record.worker != self.own) {
                     Some(format!(
                         "names receipt {} that is missing, unreadable or not this household's",
                         hex::encode(id)

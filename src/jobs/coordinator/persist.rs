@@ -185,6 +185,9 @@ fn excluded_key(k: &[u8]) -> Result<PublicKey, JobError> {
     Ok(PublicKey(key))
 }
 
+/// A coordinator entry that cannot be loaded: (tree, key, what is wrong).
+pub type Damaged = (&'static str, Vec<u8>, String);
+
 /// Everything loaded at start: the jobs with their shards, and the excluded households.
 pub type Loaded = (Vec<(blake3::Hash, JobBook)>, Vec<PublicKey>);
 
@@ -289,7 +292,7 @@ impl Persist {
 
     /// Every entry [`Persist::load`] would refuse: (tree, key, what is wrong), for the
     /// start-up integrity check and `hearth doctor`, which list them all rather than the first.
-    pub fn damaged(&self) -> Result<Vec<(&'static str, Vec<u8>, String)>, JobError> {
+    pub fn damaged(&self) -> Result<Vec<Damaged>, JobError> {
         let mut out = Vec::new();
         for item in self.jobs.iter() {
             let (k, v) = item?;
