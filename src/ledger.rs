@@ -720,6 +720,65 @@ mod tests {
         assert_eq!(ledger.verify_chain().unwrap().0, 3);
     }
 
+    /// A broken chain link, wrong totals and a receipt that no longer verifies are each found;
+    /// the repair exports nothing itself, rebuilds from the receipts, and leaves no damage.
+    #[test]
+    fn check_finds_and_repair_rebuilds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let (me, sub) = (Identity::generate(), Identity::generate());
+        let ledger = Ledger::open(&db, me.public()).unwrap();
+        for shard in 0..4 {
+            ledger.insert(&receipt(&me, &sub, shard, 1)).unwrap();
+        }
+        assert!(ledger.check().unwrap().damage.is_empty());
+        // Entry 2 of the chain overwritten with garbage of the right length.
+        ledger
+            .chain
+            .insert(2u64.to_be_bytes(), vec![7u8; 64])
+            .unwrap();
+        // The totals of this household doubled.
+        let t = ledger.totals_of(&me.public()).unwrap();
+        let doubled = Totals {
+            receipts: t.receipts * 2,
+            ..t
+        };
+        ledger
+            .totals
+            .insert(me.public().0, &doubled.to_bytes())
+            .unwrap();
+        // A receipt whose bytes no longer decode.
+        ledger
+            .receipts
+            .insert([9u8; 32], b"garbage".as_slice())
+            .unwrap();
+        let check = ledger.check().unwrap();
+        let text: Vec<String> = check.damage.iter().map(|d| d.to_string()).collect();
+        assert!(
+            check.damage.contains(&LedgerDamage::Chain {
+                entry: 2,
+                fault: "does not link to the entry before it".into()
+            }),
+            "{text:?}"
+        );
+        assert!(
+            check
+                .damage
+                .iter()
+                .any(|d| matches!(d, LedgerDamage::Totals { .. })),
+            "{text:?}"
+        );
+        assert_eq!(check.bad.len(), 1, "{text:?}");
+        assert_eq!(check.chain_length, 2);
+        // Two receipts are appended again after the intact prefix of two.
+        assert_eq!(ledger.repair(&check).unwrap(), 2);
+        let after = ledger.check().unwrap();
+        assert!(after.damage.is_empty(), "{:?}", after.damage);
+        assert_eq!(ledger.verify_chain().unwrap().0, 4);
+        assert_eq!(ledger.totals_of(&me.public()).unwrap(), t);
+        assert_eq!(ledger.list(None).unwrap().len(), 4);
+    }
+
     #[test]
     fn batch_insert_reports_each_receipt() {
         let dir = tempfile::tempdir().unwrap();
