@@ -375,9 +375,19 @@ async fn a_full_disk_acknowledges_nothing_and_the_node_recovers() {
         }
         // Space returns: the node starts, with everything it had acknowledged.
         std::fs::remove_file(filler).unwrap();
-        let node = hearth::node::start(loopback_options(&data, None, 1).unwrap())
-            .await
-            .unwrap();
+        // The stopped node's last database handles may still be closing (the lock is then
+        // really held, and said so): retry for a few seconds.
+        let mut tries = 0;
+        let node = loop {
+            match hearth::node::start(loopback_options(&data, None, 1).unwrap()).await {
+                Ok(node) => break node,
+                Err(e) if tries < 50 && e.to_string().contains("another hearth node") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no restart once space returned: {e}"),
+            }
+        };
         // The node ran some of the jobs it acknowledged, so it holds more receipts now.
         assert!(node.context.ledger.counts().unwrap().0 >= u64::from(SHARDS));
         for id in &acknowledged {
