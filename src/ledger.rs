@@ -83,6 +83,46 @@ impl Totals {
     }
 }
 
+/// What [`Ledger::check`] found.
+#[derive(Debug, Default)]
+pub struct LedgerCheck {
+    /// Receipts that decode and verify.
+    pub receipts: u64,
+    /// Links of the own chain that are intact, from the first.
+    pub chain_length: u64,
+    pub damage: Vec<LedgerDamage>,
+    /// Receipts that do not verify: (key hex, stored bytes hex), to export before a repair.
+    pub bad: Vec<(String, String)>,
+}
+
+/// One damage in the ledger, worded for a household.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerDamage {
+    #[error("the receipt stored under {key} {reason}")]
+    Receipt { key: String, reason: String },
+    #[error("the ledger's hash chain breaks at entry {entry}: that entry {fault}")]
+    Chain { entry: u64, fault: String },
+    #[error("{count} of this household's receipts are not on its hash chain")]
+    Unchained { count: u64 },
+    #[error("the receipt index (one receipt per job, shard and worker) has {count} wrong entries")]
+    Slots { count: u64 },
+    #[error("the stored totals of household {household} are not what its receipts add up to")]
+    Totals { household: String },
+}
+
+/// Totals per household key, recomputed from receipts.
+fn totals_of_receipts(receipts: &[Receipt]) -> std::collections::BTreeMap<Vec<u8>, Totals> {
+    let mut out: std::collections::BTreeMap<Vec<u8>, Totals> = Default::default();
+    for r in receipts {
+        let t = out.entry(r.record.worker.0.to_vec()).or_default();
+        t.receipts += 1;
+        t.fuel = t.fuel.saturating_add(r.record.fuel);
+        t.credited_mj = t.credited_mj.saturating_add(r.terms.credited_mj);
+        t.claimed_mj = t.claimed_mj.saturating_add(r.record.energy_mj);
+    }
+    out
+}
+
 #[derive(Clone)]
 pub struct Ledger {
     receipts: sled::Tree,
@@ -324,6 +364,246 @@ impl Ledger {
         Ok((entries.len() as u64, prev))
     }
 
+    /// Counts for the integrity checkpoint: receipts stored, and the own chain's length and
+    /// head entry as its head record says (the record is not walked here; see
+    /// [`Ledger::check`]).
+    pub fn counts(&self) -> Result<(u64, u64, [u8; 32]), LedgerError> {
+        let mut receipts = 0u64;
+        for item in self.receipts.iter() {
+            item?;
+            receipts += 1;
+        }
+        let (length, head) = match self.chain.get(u64::MAX.to_be_bytes())? {
+            Some(h) if h.len() == 40 => {
+                let last = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8]));
+                let mut head = [0u8; 32];
+                head.copy_from_slice(&h[8..]);
+                (last.saturating_add(1), head)
+            }
+            Some(_) => return Err(LedgerError::Corrupt("the chain's head record".into())),
+            None => (0, [0u8; 32]),
+        };
+        Ok((receipts, length, head))
+    }
+
+    /// The chain entry stored at `seq`, if any: (receipt id, entry hash).
+    pub fn chain_entry(&self, seq: u64) -> Result<Option<[u8; 32]>, LedgerError> {
+        Ok(self
+            .chain
+            .get(seq.to_be_bytes())?
+            .filter(|v| v.len() == 64)
+            .map(|v| {
+                let mut e = [0u8; 32];
+                e.copy_from_slice(&v[32..]);
+                e
+            }))
+    }
+
+    /// Checks everything the ledger stores against everything else: every receipt decodes,
+    /// is stored under its own id and verifies (physics, terms, both signatures); every link
+    /// of the own-household chain links, names a stored receipt of this household, and the
+    /// head record names the last link; every own receipt is on the chain; the slot index and
+    /// the totals are what the receipts say. Returns every damage found, not only the first.
+    pub fn check(&self) -> Result<LedgerCheck, LedgerError> {
+        let mut damage = Vec::new();
+        let mut bad = Vec::new();
+        let mut good: Vec<Receipt> = Vec::new();
+        for item in self.receipts.iter() {
+            let (k, v) = item?;
+            let reason = match Receipt::from_bytes(&v) {
+                Err(e) => Some(format!("does not decode: {e}")),
+                Ok(r) if r.id().as_bytes() != k.as_ref() => {
+                    Some("is stored under another id than its own".to_string())
+                }
+                Ok(r) => match r.verify() {
+                    Err(e) => Some(format!("does not verify: {e}")),
+                    Ok(()) => {
+                        good.push(r);
+                        None
+                    }
+                },
+            };
+            if let Some(reason) = reason {
+                damage.push(LedgerDamage::Receipt {
+                    key: hex::encode(&k),
+                    reason,
+                });
+                bad.push((hex::encode(&k), hex::encode(&v)));
+            }
+        }
+        let by_id: std::collections::HashMap<[u8; 32], &Receipt> =
+            good.iter().map(|r| (*r.id().as_bytes(), r)).collect();
+
+        // The chain: the first entry that fails ends the walk; later entries are suspect.
+        let mut chained = std::collections::HashSet::new();
+        let mut prev = [0u8; 32];
+        let mut length = 0u64;
+        let mut broken = false;
+        for item in self.chain.range(..u64::MAX.to_be_bytes()) {
+            let (k, v) = item?;
+            let fault = if k.as_ref() != length.to_be_bytes() {
+                Some("is missing (the next entry has another number)".to_string())
+            } else if v.len() != 64 {
+                Some("is malformed".to_string())
+            } else {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&v[..32]);
+                if chain_link(&prev, &blake3::Hash::from_bytes(id)) != v[32..] {
+                    Some("does not link to the entry before it".to_string())
+                } else if by_id.get(&id).is_none_or(|r| r.record.worker != self.own) {
+                    Some(format!(
+                        "names receipt {} that is missing, unreadable or not this household's",
+                        hex::encode(id)
+                    ))
+                } else {
+                    chained.insert(id);
+                    prev.copy_from_slice(&v[32..]);
+                    None
+                }
+            };
+            if let Some(fault) = fault {
+                damage.push(LedgerDamage::Chain {
+                    entry: length,
+                    fault,
+                });
+                broken = true;
+                break;
+            }
+            length += 1;
+        }
+        if !broken {
+            let head = self.chain.get(u64::MAX.to_be_bytes())?;
+            let expected = (length > 0).then(|| {
+                let mut h = (length - 1).to_be_bytes().to_vec();
+                h.extend_from_slice(&prev);
+                h
+            });
+            if head.as_deref() != expected.as_deref() {
+                damage.push(LedgerDamage::Chain {
+                    entry: length,
+                    fault: "the head record does not name the last entry".into(),
+                });
+            }
+        }
+        let unchained = good
+            .iter()
+            .filter(|r| r.record.worker == self.own && !chained.contains(r.id().as_bytes()))
+            .count() as u64;
+        if unchained > 0 && !broken {
+            damage.push(LedgerDamage::Unchained { count: unchained });
+        }
+
+        // The slot index.
+        let mut wrong_slots = 0u64;
+        for r in &good {
+            if self.slots.get(slot_key(r))?.as_deref() != Some(r.id().as_bytes().as_slice()) {
+                wrong_slots += 1;
+            }
+        }
+        for item in self.slots.iter() {
+            let (_, v) = item?;
+            if !<[u8; 32]>::try_from(v.as_ref()).is_ok_and(|id| by_id.contains_key(&id)) {
+                wrong_slots += 1;
+            }
+        }
+        if wrong_slots > 0 {
+            damage.push(LedgerDamage::Slots { count: wrong_slots });
+        }
+
+        // The totals.
+        let want = totals_of_receipts(&good);
+        let mut have = std::collections::BTreeMap::new();
+        for item in self.totals.iter() {
+            let (k, v) = item?;
+            have.insert(k.to_vec(), Totals::from_bytes(&v));
+        }
+        for (key, t) in &want {
+            if have.get(key.as_slice()) != Some(&Some(*t)) {
+                damage.push(LedgerDamage::Totals {
+                    household: hex::encode(key),
+                });
+            }
+        }
+        for key in have.keys() {
+            if key.len() != 32 || !want.contains_key(key.as_slice()) {
+                damage.push(LedgerDamage::Totals {
+                    household: hex::encode(key),
+                });
+            }
+        }
+        Ok(LedgerCheck {
+            receipts: good.len() as u64,
+            chain_length: length,
+            damage,
+            bad,
+        })
+    }
+
+    /// Repairs what [`Ledger::check`] found, from the receipts alone: removes the receipts
+    /// that do not verify (the caller exports `check.bad` first), rebuilds the slot index and
+    /// the totals from the rest, keeps the chain up to its first damaged entry and appends
+    /// the own receipts not on it in the order (window end, receipt id). Returns how many
+    /// receipts were appended to the chain. Not one transaction: if it is interrupted, run
+    /// it again (it starts from the receipts each time).
+    pub fn repair(&self, check: &LedgerCheck) -> Result<u64, LedgerError> {
+        for (key, _) in &check.bad {
+            let key = hex::decode(key).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            self.receipts.remove(key)?;
+        }
+        let mut good = Vec::new();
+        for item in self.receipts.iter() {
+            let (_, v) = item?;
+            if let Ok(r) = Receipt::from_bytes(&v) {
+                good.push(r);
+            }
+        }
+        self.slots.clear()?;
+        for r in &good {
+            self.slots.insert(slot_key(r), r.id().as_bytes())?;
+        }
+        self.totals.clear()?;
+        for (key, t) in totals_of_receipts(&good) {
+            self.totals.insert(key, &t.to_bytes())?;
+        }
+        // Keep the intact prefix of the chain, drop the rest.
+        let keep = check.chain_length;
+        let stale: Vec<sled::IVec> = self
+            .chain
+            .range(keep.to_be_bytes()..)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in stale {
+            self.chain.remove(k)?;
+        }
+        let mut chained = std::collections::HashSet::new();
+        let mut prev = [0u8; 32];
+        for (id, entry) in self.chain_entries()? {
+            chained.insert(id);
+            prev = entry;
+        }
+        let mut missing: Vec<&Receipt> = good
+            .iter()
+            .filter(|r| r.record.worker == self.own && !chained.contains(&r.id()))
+            .collect();
+        missing.sort_by_key(|r| (r.record.end_ms, *r.id().as_bytes()));
+        let mut seq = keep;
+        for r in &missing {
+            let id = r.id();
+            let entry = chain_link(&prev, &id);
+            let mut value = id.as_bytes().to_vec();
+            value.extend_from_slice(&entry);
+            self.chain.insert(seq.to_be_bytes(), value)?;
+            prev = entry;
+            seq += 1;
+        }
+        if seq > 0 {
+            let mut head = (seq - 1).to_be_bytes().to_vec();
+            head.extend_from_slice(&prev);
+            self.chain.insert(u64::MAX.to_be_bytes(), head)?;
+        }
+        Ok(missing.len() as u64)
+    }
+
     /// The export of `hearth receipts export --json` and `GET /v1/receipts`: the receipts (all,
     /// or those crediting `household`) and, when the export holds this node's own household's
     /// receipts, its hash chain, so a verifier can check that history offline.
@@ -438,6 +718,65 @@ mod tests {
         assert_ne!(head, [0; 32]);
         ledger.insert(&receipt(&me, &sub, 2, 1)).unwrap();
         assert_eq!(ledger.verify_chain().unwrap().0, 3);
+    }
+
+    /// A broken chain link, wrong totals and a receipt that no longer verifies are each found;
+    /// the repair exports nothing itself, rebuilds from the receipts, and leaves no damage.
+    #[test]
+    fn check_finds_and_repair_rebuilds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let (me, sub) = (Identity::generate(), Identity::generate());
+        let ledger = Ledger::open(&db, me.public()).unwrap();
+        for shard in 0..4 {
+            ledger.insert(&receipt(&me, &sub, shard, 1)).unwrap();
+        }
+        assert!(ledger.check().unwrap().damage.is_empty());
+        // Entry 2 of the chain overwritten with garbage of the right length.
+        ledger
+            .chain
+            .insert(2u64.to_be_bytes(), vec![7u8; 64])
+            .unwrap();
+        // The totals of this household doubled.
+        let t = ledger.totals_of(&me.public()).unwrap();
+        let doubled = Totals {
+            receipts: t.receipts * 2,
+            ..t
+        };
+        ledger
+            .totals
+            .insert(me.public().0, &doubled.to_bytes())
+            .unwrap();
+        // A receipt whose bytes no longer decode.
+        ledger
+            .receipts
+            .insert([9u8; 32], b"garbage".as_slice())
+            .unwrap();
+        let check = ledger.check().unwrap();
+        let text: Vec<String> = check.damage.iter().map(|d| d.to_string()).collect();
+        assert!(
+            check.damage.contains(&LedgerDamage::Chain {
+                entry: 2,
+                fault: "does not link to the entry before it".into()
+            }),
+            "{text:?}"
+        );
+        assert!(
+            check
+                .damage
+                .iter()
+                .any(|d| matches!(d, LedgerDamage::Totals { .. })),
+            "{text:?}"
+        );
+        assert_eq!(check.bad.len(), 1, "{text:?}");
+        assert_eq!(check.chain_length, 2);
+        // Two receipts are appended again after the intact prefix of two.
+        assert_eq!(ledger.repair(&check).unwrap(), 2);
+        let after = ledger.check().unwrap();
+        assert!(after.damage.is_empty(), "{:?}", after.damage);
+        assert_eq!(ledger.verify_chain().unwrap().0, 4);
+        assert_eq!(ledger.totals_of(&me.public()).unwrap(), t);
+        assert_eq!(ledger.list(None).unwrap().len(), 4);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod heat;
 pub mod homeassistant;
 pub mod identity;
 pub mod impact;
+pub mod integrity;
 pub mod jobs;
 pub mod kernels;
 pub mod ledger;

@@ -32,12 +32,26 @@ use crate::store::Store;
 pub enum NodeError {
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
-    #[error("opening the database in {path}: {source} (is another hearth node running on this data directory?)")]
+    #[error("opening the database in {path}: another hearth node is running on this data directory ({source})")]
+    DbLocked {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("opening the database in {path}: the disk is full ({source}); free some space and start again")]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("opening the database in {path}: {source}; run `hearth doctor` to check it")]
     Db {
         path: PathBuf,
         #[source]
         source: sled::Error,
     },
+    #[error(transparent)]
+    Integrity(#[from] crate::integrity::IntegrityError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -107,7 +121,59 @@ impl NodeOptions {
 /// Opens (or creates) the sled database of a data directory.
 pub fn open_db(data_dir: &Path) -> Result<sled::Db, NodeError> {
     let path = data_dir.join("db");
-    sled::open(&path).map_err(|source| NodeError::Db { path, source })
+    // sled opened on a full disk can leave a database it later calls corrupt even once space
+    // returns (tests/integrity.rs), so it is not opened without room to write.
+    if let Some(free) = free_bytes(data_dir).filter(|&f| f < MIN_FREE_BYTES) {
+        return Err(NodeError::DiskFull {
+            path,
+            source: sled::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{free} bytes free, at least {MIN_FREE_BYTES} needed"),
+            )),
+        });
+    }
+    sled::open(&path).map_err(|source| db_error(path, source))
+}
+
+/// Free space the database needs to open safely: several of sled's 512 KiB log segments.
+const MIN_FREE_BYTES: u64 = 8 << 20;
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`; `None` if it
+/// cannot be asked (the database is then opened anyway).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a zeroed statvfs that the
+        // call fills; nothing is read from it unless the call succeeded.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Names why sled would not open: only a lock really held blames another node (sled reports
+/// it as an I/O error of kind `Other` saying it "could not acquire lock").
+fn db_error(path: PathBuf, source: sled::Error) -> NodeError {
+    match &source {
+        sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+            NodeError::DbLocked { path, source }
+        }
+        sled::Error::Io(e)
+            if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) =>
+        {
+            NodeError::DiskFull { path, source }
+        }
+        _ => NodeError::Db { path, source },
+    }
 }
 
 /// Shared state the API reads.
@@ -137,6 +203,7 @@ pub struct RunningNode {
     /// Every service of the node; each reports its name and exit reason.
     tasks: JoinSet<ServiceExit>,
     db: sled::Db,
+    data_dir: PathBuf,
 }
 
 /// Logs how a service ended.
@@ -169,21 +236,43 @@ impl RunningNode {
         if let Err(e) = self.db.flush_async().await {
             tracing::error!("could not flush the database on shutdown: {e}");
         }
+        match crate::jobs::coordinator::persist::Persist::open(&self.db) {
+            Ok(persist) => {
+                if let Err(e) = crate::integrity::checkpoint(
+                    &self.data_dir,
+                    &self.db,
+                    &self.context.ledger,
+                    &persist,
+                )
+                .await
+                {
+                    tracing::error!("could not write the database checkpoint on shutdown: {e}");
+                }
+            }
+            Err(e) => tracing::error!("could not write the database checkpoint on shutdown: {e}"),
+        }
     }
 
-    /// Runs until ctrl-c, SIGTERM or a service ends, then shuts down.
-    pub async fn run_until_signal(mut self) {
+    /// Runs until ctrl-c, SIGTERM or a service ends, then shuts down. Returns the reason a
+    /// service failed, if one did (the process then exits non-zero, so a supervisor restarts
+    /// it: how a node recovers from a database that refused a write, see docs/storage.md).
+    pub async fn run_until_signal(mut self) -> Result<(), String> {
         let mut stop = self.shutdown.subscribe();
+        let mut failed = Ok(());
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
             Some(exit) = self.tasks.join_next() => {
                 let name = exit.as_ref().map(|(n, _)| *n).unwrap_or("unknown");
+                if let Ok((_, Err(e))) = &exit {
+                    failed = Err(format!("{name}: {e}"));
+                }
                 log_exit(exit);
                 tracing::warn!(service = name, "a service stopped; shutting down");
             }
             _ = stop.changed() => tracing::info!("shutdown requested"),
         }
         self.shutdown().await;
+        failed
     }
 }
 
@@ -223,6 +312,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let store = Store::with_db(&db)?;
     store.set_quota(opts.config.limits.store_quota());
     let ledger = Ledger::open(&db, identity.public())?;
+    // Before anything is served: a damaged database stops the start (docs/storage.md).
+    crate::integrity::ensure_intact(&opts.data_dir, &db, &ledger).await?;
     let config = &opts.config;
     // The radiator's own limits, which no job can raise (STYLE rule 18).
     let executor = Executor::with_limits(config.limits.radiator_limits())?;
@@ -248,6 +339,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks: JoinSet<ServiceExit> = JoinSet::new();
     tasks.spawn(async move { ("network", net_task.await.map_err(|e| e.to_string())) });
+    let checkpoint = crate::integrity::keep_checkpoint(
+        opts.data_dir.clone(),
+        db.clone(),
+        ledger.clone(),
+        shutdown_rx.clone(),
+    );
+    tasks.spawn(async move { ("database", checkpoint.await) });
 
     // Bounded: announcements beyond it are dropped and arrive again with the next one.
     let (worker_tx, worker_rx) = mpsc::channel(256);
@@ -413,6 +511,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         shutdown,
         tasks,
         db,
+        data_dir: opts.data_dir.clone(),
     })
 }
 

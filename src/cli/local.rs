@@ -51,6 +51,75 @@ fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     Ok(Store::with_db(&db)?)
 }
 
+/// `hearth doctor`: the start-up checks, offline, every damage listed; with `repair`, the
+/// local repairs (docs/storage.md). Fails (exit status 1) while damage remains.
+pub async fn doctor(data_dir: &Path, repair: bool) -> anyhow::Result<()> {
+    use crate::integrity;
+    let identity =
+        Identity::load(data_dir).context("no household key here yet? run `hearth init`")?;
+    let db = node::open_db(data_dir)?;
+    let ledger = crate::ledger::Ledger::open(&db, identity.public())?;
+    let persist = crate::jobs::coordinator::persist::Persist::open(&db)?;
+    let report = integrity::check(data_dir, &ledger, &persist)?;
+    let now = &report.now;
+    println!("database:   {}", data_dir.join("db").display());
+    println!(
+        "holds:      {} receipts, a hash chain of {} links, {} jobs ({} finished), {} shard records",
+        now.receipts, now.chain_length, now.jobs, now.jobs_finished, now.shard_entries
+    );
+    match &report.expected {
+        Some(e) => println!(
+            "checkpoint: {} receipts, {} links, {} jobs ({} finished), {} shard records",
+            e.receipts, e.chain_length, e.jobs, e.jobs_finished, e.shard_entries
+        ),
+        None => println!("checkpoint: none yet (written when a node starts)"),
+    }
+    let damage = report.damage();
+    if damage.is_empty() {
+        println!("no damage found");
+        if repair {
+            integrity::checkpoint(data_dir, &db, &ledger, &persist).await?;
+        }
+        return Ok(());
+    }
+    println!("damage ({}):", damage.len());
+    for d in &damage {
+        println!("  - {d}");
+    }
+    if !repair {
+        bail!(
+            "the database is damaged; copy the data directory, then run `hearth doctor --repair`"
+        );
+    }
+    let done = integrity::repair(data_dir, &db, &ledger, &report).await?;
+    println!("repaired:");
+    if let Some(path) = &done.exported {
+        println!(
+            "  - exported {} unreadable receipts and {} unreadable job entries to {}, then removed them",
+            done.receipts_removed,
+            done.jobs_removed,
+            path.display()
+        );
+    }
+    println!("  - rebuilt the receipt index and the totals from the receipts");
+    if done.rechained > 0 {
+        println!(
+            "  - appended {} of this household's receipts to the hash chain (by window end, then id)",
+            done.rechained
+        );
+    }
+    println!("  - wrote a new checkpoint");
+    for n in &done.not_repaired {
+        println!("not repaired: {n}");
+    }
+    let after = integrity::check(data_dir, &ledger, &persist)?.damage();
+    if !after.is_empty() {
+        bail!("damage remains after the repair: {}", after.join("; "));
+    }
+    println!("the database is now consistent");
+    Ok(())
+}
+
 pub async fn node(data_dir: &Path, config: Config) -> anyhow::Result<()> {
     let node = node::start(NodeOptions::new(data_dir, config)).await?;
     println!(
@@ -58,8 +127,9 @@ pub async fn node(data_dir: &Path, config: Config) -> anyhow::Result<()> {
         node.peer_id(),
         node.api_addr
     );
-    node.run_until_signal().await;
-    Ok(())
+    node.run_until_signal()
+        .await
+        .map_err(|e| anyhow::anyhow!("the node stopped: {e}"))
 }
 
 pub fn blob(data_dir: &Path, cmd: &BlobCommand) -> anyhow::Result<()> {

@@ -98,6 +98,13 @@ pub enum Command {
         #[arg(short, long, global = true)]
         output: Option<PathBuf>,
     },
+    /// Check this data directory's database (the node must be stopped): the ledger's hash
+    /// chain, receipts, totals, every job, and data lost since the last checkpoint.
+    Doctor {
+        /// Also repair what can be repaired here (exports what it removes first).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Heat-work receipts.
     Receipts(ReceiptsArgs),
     /// The room: status, setpoint, boost, off, and a simulated winter day.
@@ -348,6 +355,7 @@ pub fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Init { force } => local::init(&data_dir, *force),
         Command::Id => local::id(&data_dir),
+        Command::Doctor { repair } => runtime.block_on(local::doctor(&data_dir, *repair)),
         Command::Node(args) => {
             let overrides = Overrides {
                 listen: args.listen.clone(),

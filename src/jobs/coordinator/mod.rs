@@ -19,7 +19,7 @@
 pub mod book;
 mod delivery;
 mod handle;
-mod persist;
+pub mod persist;
 mod view;
 
 use std::collections::HashSet;

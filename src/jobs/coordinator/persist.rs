@@ -170,6 +170,24 @@ fn decode_shard(bytes: &[u8]) -> Result<ShardBook, String> {
     Ok(shard)
 }
 
+const JOBS: &str = "coord/jobs";
+const MANIFESTS: &str = "coord/manifests";
+const SHARDS: &str = "coord/shards";
+const EXCLUDED: &str = "coord/excluded";
+
+fn excluded_key(k: &[u8]) -> Result<PublicKey, JobError> {
+    let key: [u8; 32] = k.try_into().map_err(|_| {
+        JobError::Corrupt(format!(
+            "excluded household {}: not a 32-byte key",
+            hex::encode(k)
+        ))
+    })?;
+    Ok(PublicKey(key))
+}
+
+/// A coordinator entry that cannot be loaded: (tree, key, what is wrong).
+pub type Damaged = (&'static str, Vec<u8>, String);
+
 /// Everything loaded at start: the jobs with their shards, and the excluded households.
 pub type Loaded = (Vec<(blake3::Hash, JobBook)>, Vec<PublicKey>);
 
@@ -185,10 +203,10 @@ pub struct Persist {
 impl Persist {
     pub fn open(db: &sled::Db) -> Result<Persist, JobError> {
         Ok(Persist {
-            manifests: db.open_tree("coord/manifests")?,
-            jobs: db.open_tree("coord/jobs")?,
-            shards: db.open_tree("coord/shards")?,
-            excluded: db.open_tree("coord/excluded")?,
+            manifests: db.open_tree(MANIFESTS)?,
+            jobs: db.open_tree(JOBS)?,
+            shards: db.open_tree(SHARDS)?,
+            excluded: db.open_tree(EXCLUDED)?,
         })
     }
 
@@ -197,14 +215,26 @@ impl Persist {
         let mut jobs = Vec::new();
         for item in self.jobs.iter() {
             let (k, v) = item?;
-            let name = hex::encode(&k);
+            jobs.push(self.load_job(&k, &v)?);
+        }
+        let mut excluded = Vec::new();
+        for item in self.excluded.iter() {
+            let (k, _) = item?;
+            excluded.push(excluded_key(&k)?);
+        }
+        Ok((jobs, excluded))
+    }
+
+    /// Reads one job entry with its manifest and shards; an error names the job.
+    fn load_job(&self, k: &[u8], v: &[u8]) -> Result<(blake3::Hash, JobBook), JobError> {
+        {
+            let name = hex::encode(k);
             let corrupt = |what: String| JobError::Corrupt(format!("job {name}: {what}"));
             let id: [u8; 32] = k
-                .as_ref()
                 .try_into()
                 .map_err(|_| corrupt("the key is not a 32-byte job id".into()))?;
             let id = blake3::Hash::from_bytes(id);
-            let meta: StoredJob = serde_json::from_slice(&v)
+            let meta: StoredJob = serde_json::from_slice(v)
                 .map_err(|e| corrupt(format!("unreadable job entry: {e}")))?;
             let manifest_bytes = self
                 .manifests
@@ -231,7 +261,7 @@ impl Persist {
                     .ok_or_else(|| corrupt(format!("shard {index} is beyond the job's shards")))?;
                 *slot = decode_shard(&v).map_err(|e| corrupt(format!("shard {index}: {e}")))?;
             }
-            jobs.push((
+            Ok((
                 id,
                 JobBook {
                     rates: crate::jobs::credit::JobRates::from_shards(
@@ -256,20 +286,110 @@ impl Persist {
                         })
                         .collect::<Result<_, JobError>>()?,
                 },
-            ));
+            ))
         }
-        let mut excluded = Vec::new();
+    }
+
+    /// Every entry [`Persist::load`] would refuse: (tree, key, what is wrong), for the
+    /// start-up integrity check and `hearth doctor`, which list them all rather than the first.
+    pub fn damaged(&self) -> Result<Vec<Damaged>, JobError> {
+        let mut out = Vec::new();
+        for item in self.jobs.iter() {
+            let (k, v) = item?;
+            if let Err(e) = self.load_job(&k, &v) {
+                out.push((JOBS, k.to_vec(), e.to_string()));
+            }
+        }
         for item in self.excluded.iter() {
             let (k, _) = item?;
-            let key: [u8; 32] = k.as_ref().try_into().map_err(|_| {
-                JobError::Corrupt(format!(
-                    "excluded household {}: not a 32-byte key",
-                    hex::encode(&k)
-                ))
-            })?;
-            excluded.push(PublicKey(key));
+            if let Err(e) = excluded_key(&k) {
+                out.push((EXCLUDED, k.to_vec(), e.to_string()));
+            }
         }
-        Ok((jobs, excluded))
+        // Shards and manifests with no job entry: left by a job entry that was lost.
+        for (tree, name) in [(&self.shards, SHARDS), (&self.manifests, MANIFESTS)] {
+            let mut last: Option<Vec<u8>> = None;
+            for item in tree.iter() {
+                let (k, _) = item?;
+                let job = k.get(..32).unwrap_or(&k[..]).to_vec();
+                if last.as_deref() == Some(job.as_slice()) {
+                    continue;
+                }
+                if self.jobs.get(&job)?.is_none() {
+                    out.push((
+                        name,
+                        job.clone(),
+                        format!(
+                            "{name} entries of job {} whose job entry is missing",
+                            hex::encode(&job)
+                        ),
+                    ));
+                }
+                last = Some(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts for the integrity checkpoint: (jobs, jobs no longer running, shard entries).
+    /// A job entry that cannot be read counts as running (the check reports it anyway).
+    pub fn counts(&self) -> Result<(u64, u64, u64), JobError> {
+        let (mut jobs, mut finished) = (0u64, 0u64);
+        for item in self.jobs.iter() {
+            let (_, v) = item?;
+            jobs += 1;
+            if serde_json::from_slice::<StoredJob>(&v)
+                .is_ok_and(|j| !matches!(j.status, JobStatus::Running))
+            {
+                finished += 1;
+            }
+        }
+        let mut shards = 0u64;
+        for item in self.shards.iter() {
+            item?;
+            shards += 1;
+        }
+        Ok((jobs, finished, shards))
+    }
+
+    fn trees_of(&self, tree: &str) -> Vec<(&sled::Tree, &'static str)> {
+        if tree == EXCLUDED {
+            vec![(&self.excluded, EXCLUDED)]
+        } else {
+            vec![
+                (&self.jobs, JOBS),
+                (&self.manifests, MANIFESTS),
+                (&self.shards, SHARDS),
+            ]
+        }
+    }
+
+    /// Every entry of a job (or an excluded household) named by [`Persist::damaged`], as
+    /// (tree, key hex, value hex), so it can be exported before [`Persist::remove`].
+    pub fn entries(
+        &self,
+        tree: &str,
+        key: &[u8],
+    ) -> Result<Vec<(String, String, String)>, JobError> {
+        let mut out = Vec::new();
+        for (t, name) in self.trees_of(tree) {
+            for item in t.scan_prefix(key) {
+                let (k, v) = item?;
+                out.push((name.to_string(), hex::encode(&k), hex::encode(&v)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every entry of a job (or an excluded household) named by [`Persist::damaged`].
+    pub fn remove(&self, tree: &str, key: &[u8]) -> Result<(), JobError> {
+        for (t, _) in self.trees_of(tree) {
+            let keys: Vec<sled::IVec> = t.scan_prefix(key).keys().collect::<Result<_, _>>()?;
+            for k in keys {
+                t.remove(&k)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes a new job and flushes.

@@ -1,0 +1,337 @@
+//! Honest storage: the start-up integrity check, the checkpoint beside the database, and the
+//! checks and repairs of `hearth doctor`.
+//!
+//! sled does not tell us when its file lost data: on a damaged or truncated log it recovers up
+//! to the damage and opens what is left, without an error (`tests/integrity.rs` reproduces
+//! it). So the node keeps a small checkpoint beside the database, `DATA_DIR/db.expect` (JSON:
+//! receipts, chain length and head, jobs, finished jobs, shard entries), written atomically
+//! (temporary file, fsync, rename) after the database was flushed: at start-up, on a timer
+//! while running, and at shutdown. None of those numbers ever goes down (receipts, jobs and
+//! shard entries are never deleted, a finished job never runs again, the chain only grows),
+//! so a database holding less than its checkpoint lost data.
+//!
+//! Before the node serves anything, [`ensure_intact`] checks the checkpoint, the whole ledger
+//! ([`Ledger::check`]: every chain link, the head, every receipt's signatures, the slot index
+//! and the totals) and every coordinator job ([`Persist::damaged`]). Any damage stops the
+//! start with an error that names it and says to run `hearth doctor`. Must not touch: the
+//! network.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::jobs::coordinator::persist::Persist;
+use crate::jobs::JobError;
+use crate::ledger::{Ledger, LedgerCheck, LedgerError};
+
+/// The checkpoint's file name in the data directory.
+pub const CHECKPOINT: &str = "db.expect";
+
+/// How often a running node refreshes its checkpoint.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    #[error(
+        "the database in {dir} is damaged, so the node will not start (starting would \
+         silently forget what was lost): {first}{more}. Run `hearth doctor` to see every \
+         damage, and `hearth doctor --repair` (after copying the data directory) to repair \
+         what can be repaired and export the rest"
+    )]
+    Damaged {
+        dir: PathBuf,
+        first: String,
+        more: String,
+    },
+    #[error(
+        "the database cannot be written ({0}); after a failed write sled refuses every \
+         further one, so the node stops: start it again once the disk has space (the \
+         packaged service restarts it by itself)"
+    )]
+    Flush(sled::Error),
+    #[error("checking the database: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("checking the database: {0}")]
+    Jobs(#[from] JobError),
+    #[error("the checkpoint {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the checkpoint {path} is unreadable ({detail}); if the database is intact, `hearth doctor --repair` writes a new one")]
+    BadCheckpoint { path: PathBuf, detail: String },
+}
+
+/// What a database held when it was last flushed. Every figure only ever grows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub receipts: u64,
+    pub chain_length: u64,
+    /// The own chain's last entry (hex), all zeros for an empty chain.
+    pub chain_head: String,
+    pub jobs: u64,
+    pub jobs_finished: u64,
+    pub shard_entries: u64,
+}
+
+impl Checkpoint {
+    /// The database's figures now.
+    pub fn of(ledger: &Ledger, persist: &Persist) -> Result<Checkpoint, IntegrityError> {
+        let (receipts, chain_length, head) = ledger.counts()?;
+        let (jobs, jobs_finished, shard_entries) = persist.counts()?;
+        Ok(Checkpoint {
+            receipts,
+            chain_length,
+            chain_head: hex::encode(head),
+            jobs,
+            jobs_finished,
+            shard_entries,
+        })
+    }
+
+    /// Reads the checkpoint of a data directory; `None` if it has none yet.
+    pub fn load(data_dir: &Path) -> Result<Option<Checkpoint>, IntegrityError> {
+        let path = data_dir.join(CHECKPOINT);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                IntegrityError::BadCheckpoint {
+                    path,
+                    detail: e.to_string(),
+                }
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(IntegrityError::Io { path, source }),
+        }
+    }
+
+    /// Writes the checkpoint atomically: a crash leaves the old one or the new one.
+    pub fn save(&self, data_dir: &Path) -> Result<(), IntegrityError> {
+        let path = data_dir.join(CHECKPOINT);
+        let tmp = data_dir.join(format!("{CHECKPOINT}.tmp"));
+        let io = |source| IntegrityError::Io {
+            path: path.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        if let Ok(d) = std::fs::File::open(data_dir) {
+            // Makes the rename durable; a failure only risks the previous checkpoint.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Writes the checkpoint for what is durable now: counts first, then flush, then write, so it
+/// never claims more than the disk holds.
+pub async fn checkpoint(
+    data_dir: &Path,
+    db: &sled::Db,
+    ledger: &Ledger,
+    persist: &Persist,
+) -> Result<(), IntegrityError> {
+    let now = Checkpoint::of(ledger, persist)?;
+    db.flush_async().await.map_err(IntegrityError::Flush)?;
+    now.save(data_dir)
+}
+
+/// Everything the checks found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub ledger: LedgerCheck,
+    /// Coordinator entries that cannot be loaded: (tree, key, what is wrong).
+    pub jobs: Vec<(&'static str, Vec<u8>, String)>,
+    /// The figures now, and what the checkpoint expected (if there is one).
+    pub now: Checkpoint,
+    pub expected: Option<Checkpoint>,
+    /// Data the database lost against its checkpoint, worded for a household.
+    pub lost: Vec<String>,
+}
+
+impl Report {
+    /// Every damage, worded for a household.
+    pub fn damage(&self) -> Vec<String> {
+        let mut out = self.lost.clone();
+        out.extend(self.ledger.damage.iter().map(|d| d.to_string()));
+        out.extend(
+            self.jobs
+                .iter()
+                .map(|(tree, key, what)| format!("{tree} entry {}: {what}", hex::encode(key))),
+        );
+        out
+    }
+}
+
+/// Runs every check on an open database.
+pub fn check(
+    data_dir: &Path,
+    ledger: &Ledger,
+    persist: &Persist,
+) -> Result<Report, IntegrityError> {
+    let expected = Checkpoint::load(data_dir)?;
+    let now = Checkpoint::of(ledger, persist)?;
+    let mut lost = Vec::new();
+    if let Some(exp) = &expected {
+        let mut less = |what: &str, had: u64, has: u64| {
+            if has < had {
+                lost.push(format!(
+                    "the database lost data: it held {had} {what} when last flushed and now holds {has}"
+                ));
+            }
+        };
+        less("receipts", exp.receipts, now.receipts);
+        less(
+            "links of the hash chain",
+            exp.chain_length,
+            now.chain_length,
+        );
+        less("jobs", exp.jobs, now.jobs);
+        less("finished jobs", exp.jobs_finished, now.jobs_finished);
+        less("shard records", exp.shard_entries, now.shard_entries);
+        if exp.chain_length > 0 && now.chain_length >= exp.chain_length {
+            let at = ledger.chain_entry(exp.chain_length - 1)?.map(hex::encode);
+            if at.as_deref() != Some(exp.chain_head.as_str()) {
+                lost.push(format!(
+                    "the ledger's hash chain was rewritten: entry {} is not the one recorded when the database was last flushed",
+                    exp.chain_length - 1
+                ));
+            }
+        }
+    }
+    Ok(Report {
+        ledger: ledger.check()?,
+        jobs: persist.damaged()?,
+        now,
+        expected,
+        lost,
+    })
+}
+
+/// The start-up check: refuses a damaged database, and writes a fresh checkpoint for an
+/// intact one.
+pub async fn ensure_intact(
+    data_dir: &Path,
+    db: &sled::Db,
+    ledger: &Ledger,
+) -> Result<(), IntegrityError> {
+    let persist = Persist::open(db)?;
+    let report = check(data_dir, ledger, &persist)?;
+    let damage = report.damage();
+    if let Some(first) = damage.first() {
+        return Err(IntegrityError::Damaged {
+            dir: data_dir.to_path_buf(),
+            first: first.clone(),
+            more: match damage.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            },
+        });
+    }
+    checkpoint(data_dir, db, ledger, &persist).await
+}
+
+/// Keeps the checkpoint current while the node runs (it is written once more on shutdown,
+/// after the services stopped, see `node.rs`). A checkpoint file that cannot be written (a
+/// full disk) is logged and the previous one stays, which still never claims more than the
+/// disk holds. A database that cannot be flushed ends this service with the error: sled
+/// refuses every write after a failed one until it is opened again, so the node stops and
+/// exits non-zero rather than run on refusing all work.
+pub async fn keep_checkpoint(
+    data_dir: PathBuf,
+    db: sled::Db,
+    ledger: Ledger,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let persist = Persist::open(&db).map_err(|e| e.to_string())?;
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        match checkpoint(&data_dir, &db, &ledger, &persist).await {
+            Ok(()) => {}
+            Err(e @ IntegrityError::Flush(_)) => return Err(e.to_string()),
+            Err(e) => tracing::warn!("could not update the database checkpoint: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// What `hearth doctor --repair` did.
+#[derive(Debug, Default)]
+pub struct Repaired {
+    /// Where the removed entries were exported, if any were removed.
+    pub exported: Option<PathBuf>,
+    pub receipts_removed: usize,
+    pub jobs_removed: usize,
+    pub rechained: u64,
+    /// What could not be repaired here.
+    pub not_repaired: Vec<String>,
+}
+
+/// Repairs what can be repaired locally. Entries that cannot be read are exported to
+/// `DATA_DIR/doctor-export-<ms>.json` before they are removed; the ledger's index, totals and
+/// chain are rebuilt from its receipts; and a new checkpoint accepts what was lost (which
+/// cannot be recovered from this machine: it is listed in `not_repaired`).
+pub async fn repair(
+    data_dir: &Path,
+    db: &sled::Db,
+    ledger: &Ledger,
+    report: &Report,
+) -> Result<Repaired, IntegrityError> {
+    let persist = Persist::open(db)?;
+    let mut out = Repaired::default();
+    let mut exported: Vec<serde_json::Value> = Vec::new();
+    for (key, bytes) in &report.ledger.bad {
+        exported
+            .push(serde_json::json!({"tree": "ledger/v2/receipts", "key": key, "value": bytes}));
+    }
+    for (tree, key, _) in &report.jobs {
+        for (tree, key, value) in persist.entries(tree, key)? {
+            exported.push(serde_json::json!({"tree": tree, "key": key, "value": value}));
+        }
+    }
+    // Export first: nothing is removed that was not written out.
+    if !exported.is_empty() {
+        let path = data_dir.join(format!(
+            "doctor-export-{}.json",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        ));
+        let bytes = serde_json::to_vec_pretty(&exported).unwrap_or_default();
+        std::fs::write(&path, bytes).map_err(|source| IntegrityError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        out.exported = Some(path);
+    }
+    for (tree, key, _) in &report.jobs {
+        persist.remove(tree, key)?;
+    }
+    out.receipts_removed = report.ledger.bad.len();
+    out.jobs_removed = report.jobs.len();
+    out.rechained = ledger.repair(&report.ledger)?;
+    out.not_repaired = report
+        .lost
+        .iter()
+        .map(|l| {
+            format!(
+                "{l}: what was lost is not on this machine any more (receipts of this household \
+                 are also held by the coordinators that countersigned them; fetching them back \
+                 from peers is not implemented)"
+            )
+        })
+        .collect();
+    db.flush_async().await.map_err(IntegrityError::Flush)?;
+    checkpoint(data_dir, db, ledger, &persist).await?;
+    Ok(out)
+}
