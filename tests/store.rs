@@ -545,7 +545,19 @@ fn reopening_the_store_keeps_data() {
         let store = open(&dir);
         store.put_bytes(&data).unwrap()
     };
-    let store = open(&dir);
+    // sled's background flusher holds the database (and its file lock) for a moment after the
+    // last handle is dropped: reopen within a few seconds, as a restarted node would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let store = loop {
+        match Store::open(dir.path()) {
+            Ok(store) => break store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reopening: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("reopen store: {e}"),
+        }
+    };
     assert!(store.has(&hash).unwrap());
     assert_eq!(store.get_bytes(&hash).unwrap(), data);
     assert_eq!(store.list().unwrap(), vec![(hash, data.len() as u64)]);
