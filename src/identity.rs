@@ -270,15 +270,8 @@ impl Identity {
             path: path.clone(),
             source,
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(meta) = std::fs::metadata(&path) {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(IdentityError::Permissions { path, mode });
-                }
-            }
+        if let Some(mode) = exposed_mode(&path) {
+            return Err(IdentityError::Permissions { path, mode });
         }
         Identity::parse(&text, &path)
     }
@@ -335,6 +328,22 @@ impl Identity {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The permission bits of a secret file (household key, API token) if its group or other users
+/// can access it: such a file must be mode 0600. `None` when it is private or cannot be read.
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

@@ -15,6 +15,9 @@
 //! not read): `receipts` id → receipt bytes; `slots` job‖shard‖worker → id; `totals` worker
 //! key → count‖fuel‖credited_mj‖claimed_mj (u64 LE each); `chain` seq (u64 BE) → receipt
 //! id‖entry hash, and under seq u64::MAX the head: length-1 (u64 BE)‖entry hash.
+//!
+//! Size: about 630 lines of code (insert, chain, check and repair share one set of trees);
+//! the rest are its unit tests.
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;

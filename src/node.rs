@@ -6,6 +6,9 @@
 //! validated here, where the model types are decoded: a message that does not decode, names
 //! the wrong author or carries a bad signature is rejected, which counts against its sender's
 //! gossipsub score.
+//!
+//! Size: 715 lines: start-up wiring of every service, the router and the integrity checkpoint.
+//! The checkpoint service is the first thing to move out if it grows.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

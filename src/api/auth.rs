@@ -109,15 +109,8 @@ impl ApiToken {
             path: path.clone(),
             source,
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(meta) = std::fs::metadata(&path) {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(TokenError::Permissions { path, mode });
-                }
-            }
+        if let Some(mode) = crate::identity::exposed_mode(&path) {
+            return Err(TokenError::Permissions { path, mode });
         }
         ApiToken::from_hex(&text).ok_or(TokenError::Malformed { path })
     }

@@ -7,6 +7,10 @@
 //! ([`wasi`]), limits and the mapping of every failure to an [`ExecError`] a job author can
 //! act on. Must not touch: the network, leases, receipts or storage — it runs bytes and
 //! returns bytes. `docs/shard-abi.md` is the contract this module implements.
+//!
+//! Size: above 700 lines with its unit tests; the executor (module cache, limits, fuel, the
+//! watchdog and both ABIs' entry) is one lifecycle kept together. Split candidates: the module
+//! cache and compile bounds.
 
 pub mod inspect;
 pub mod nan;

@@ -3,6 +3,10 @@
 //! one-second maintenance tick (bootstrap redial, Kademlia refresh, fetch deadlines,
 //! provider announcements). Nothing here blocks for long: store reads for serving blobs run
 //! on the blocking pool; chunk verification and writes (one 256 KiB chunk) run inline.
+//!
+//! Size: 1 800 lines, far above the 700 the house style asks, and owed a split (issue 13 item
+//! 2): the download manager, blob serving and the reachability (relay, DCUtR, AutoNAT) handlers
+//! belong in modules of their own, leaving the loop that only moves bytes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
