@@ -80,6 +80,9 @@ pub struct Config {
     pub relay: RelayConfig,
     /// `[homeassistant]`: the MQTT discovery bridge to Home Assistant.
     pub homeassistant: crate::homeassistant::HomeAssistantConfig,
+    /// `[impact]`: the assumptions of `hearth impact` (PUE, grid intensities, what the heat
+    /// replaced); defaults and their sources in `docs/impact.md`.
+    pub impact: crate::impact::Assumptions,
 }
 
 /// `[relay]`: the circuit relay a bootstrap node runs for homes behind NAT. A relayed
@@ -332,9 +335,10 @@ pub struct Overrides {
 /// the single source of truth until the household changes something.
 pub fn template() -> String {
     format!(
-        "{NODE_TEMPLATE}{}{}",
+        "{NODE_TEMPLATE}{}{}{}",
         crate::heat::config::TEMPLATE,
-        crate::homeassistant::TEMPLATE
+        crate::homeassistant::TEMPLATE,
+        crate::impact::TEMPLATE
     )
 }
 

@@ -426,6 +426,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         worker_rx,
         heat.as_ref().map(|h| h.meter()),
     )?;
+    // Shards held ahead of the running ones while the room wants heat (issue 15).
+    let worker = match &heat {
+        Some(h) => worker.lease_ahead(h.lease_ahead()),
+        None => worker,
+    };
     let worker_stop = shutdown_rx.clone();
     tasks.spawn(async move {
         worker.run(worker_stop).await;

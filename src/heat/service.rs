@@ -19,10 +19,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::config::{HeatConfig, SignalSource, SourceKind};
 use super::controller::{Controller, Decision, Input, Mode, Schedule};
 use super::energy::{EnergyMeter, MeterConfig};
-use super::grid::{Grid, Series, Tariff};
+use super::grid::{Grid, Series, SignalMessage, Tariff};
 use super::plan::{plan, Phase, Plan};
 use super::room::{OutdoorProfile, Room};
-use super::source::{self, Reading, Trust};
+use super::source::{self, Reading, SignalUpdate, Trust};
 use super::{HeatError, MAX_BOOST_MINUTES, SETPOINT_RANGE};
 use crate::model::receipt::EnergyMethod;
 
@@ -30,6 +30,8 @@ use crate::model::receipt::EnergyMethod;
 const COMMAND_QUEUE: usize = 32;
 /// Readings queued from the MQTT task between two periods.
 const READING_QUEUE: usize = 64;
+/// Grid-signal messages queued from the MQTT task (each at most `MAX_SIGNAL_MESSAGE`).
+const SIGNAL_QUEUE: usize = 16;
 /// The simulated tick never runs faster than this in real time, however large the
 /// acceleration, so a demo cannot spin a core.
 const MIN_WALL_TICK: Duration = Duration::from_millis(10);
@@ -72,8 +74,9 @@ pub struct HeatStatus {
     /// The planning controller's plan (absent on a radiator without a tariff or signal).
     #[serde(default)]
     pub plan: Option<Plan>,
-    /// Hint for the worker: shards worth leasing ahead beyond the running ones while heat is
-    /// wanted (`heat.plan.lease_ahead_minutes` > 0). The worker does not act on it yet.
+    /// Shards the worker holds leased ahead beyond the running ones while heat is wanted
+    /// (`heat.plan.lease_ahead_minutes` > 0): one per running slot, 0 when no heat is
+    /// wanted. The worker reads it from [`HeatHandle::lease_ahead`].
     #[serde(default)]
     pub lease_ahead_slots: usize,
 }
@@ -103,6 +106,7 @@ pub struct HeatHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<HeatStatus>,
     meter: EnergyMeter,
+    lease_ahead: watch::Receiver<usize>,
 }
 
 impl std::fmt::Debug for Command {
@@ -125,6 +129,12 @@ impl HeatHandle {
     /// The meter the worker charges shards with.
     pub fn meter(&self) -> EnergyMeter {
         self.meter.clone()
+    }
+
+    /// Shards worth holding leased ahead of the running ones (`lease_ahead_slots` of the
+    /// status), for the worker: so a gap in the work on offer does not leave the room cold.
+    pub fn lease_ahead(&self) -> watch::Receiver<usize> {
+        self.lease_ahead.clone()
     }
 
     async fn ask(
@@ -238,9 +248,14 @@ struct Service {
     credit: Option<CreditSource>,
     /// The `[heat.tariff]`, when the signal source is none.
     tariff: Option<Grid>,
-    /// The last signal read from the file or pushed, or why there is none.
+    /// The last signal read from the file, pushed or received over MQTT, or why there is
+    /// none.
     signal: Result<Grid, String>,
+    /// Why the last MQTT signal message could not be used (unreadable, broker down); shown
+    /// with the plain thermostat's reason. Cleared by the next good message.
+    signal_error: Option<String>,
     plan: Option<Plan>,
+    lease_ahead: watch::Sender<usize>,
 }
 
 /// A simulated room starts this much below its setpoint unless configured otherwise: a room
@@ -326,6 +341,16 @@ pub fn spawn(
     let (status_tx, status_rx) = watch::channel(initial);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (reading_tx, reading_rx) = mpsc::channel(READING_QUEUE);
+    let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
+    let (lease_ahead_tx, lease_ahead_rx) = watch::channel(0);
+    let mqtt_signal = (config.signal.source == SignalSource::Mqtt).then(|| {
+        tokio::spawn(source::run_mqtt_signal(
+            config.mqtt.clone(),
+            config.signal.clone(),
+            signal_tx,
+            shutdown.clone(),
+        ))
+    });
     let mqtt = (config.source == SourceKind::Mqtt).then(|| {
         tokio::spawn(source::run_mqtt(
             config.mqtt.clone(),
@@ -340,7 +365,9 @@ pub fn spawn(
     let service = Service {
         tariff,
         signal: Err("no grid signal received yet".into()),
+        signal_error: None,
         plan: None,
+        lease_ahead: lease_ahead_tx,
         trust: Trust {
             max_age: Duration::from_secs(config.max_age_secs),
             min_celsius: config.min_plausible_celsius,
@@ -362,9 +389,9 @@ pub fn spawn(
         config,
     };
     let task = tokio::spawn(async move {
-        service.run(cmd_rx, reading_rx, shutdown).await;
-        if let Some(mqtt) = mqtt {
-            let _ = mqtt.await;
+        service.run(cmd_rx, reading_rx, signal_rx, shutdown).await;
+        for task in [mqtt, mqtt_signal].into_iter().flatten() {
+            let _ = task.await;
         }
     });
     Ok((
@@ -372,6 +399,7 @@ pub fn spawn(
             commands: cmd_tx,
             status: status_rx,
             meter,
+            lease_ahead: lease_ahead_rx,
         },
         task,
     ))
@@ -382,6 +410,7 @@ impl Service {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut readings: mpsc::Receiver<Reading>,
+        mut signals: mpsc::Receiver<SignalUpdate>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let period = Duration::from_secs(self.config.period_secs);
@@ -393,6 +422,7 @@ impl Service {
                 _ = tick.tick() => self.control(),
                 Some(cmd) = commands.recv() => self.command(cmd),
                 Some(reading) = readings.recv() => self.reading = Some(reading),
+                Some(update) = signals.recv() => self.signal_update(update),
                 res = shutdown.changed() => {
                     // A dropped sender also means stop.
                     let _ = res;
@@ -474,25 +504,73 @@ impl Service {
         }
     }
 
+    /// A message from the MQTT signal topic: a forecast replaces the signal; a current value
+    /// becomes a one-period signal from when it was taken, holding `hold_minutes`; an error
+    /// leaves the last signal to go stale by itself and is shown with the fallback's reason.
+    fn signal_update(&mut self, update: SignalUpdate) {
+        let now = Instant::now();
+        let local = self.clock.local(now);
+        let c = &self.config.signal;
+        let signal = match update {
+            Ok(SignalMessage::Forecast(series)) => Ok(series),
+            Ok(SignalMessage::Current {
+                price_per_kwh,
+                g_co2_per_kwh,
+                taken_ms,
+            }) => {
+                // Its age by its own time (a time in the future, from a skewed clock, is now).
+                let age_ms = taken_ms.map_or(0, |t| crate::model::now_ms().saturating_sub(t));
+                let start = local - chrono::Duration::milliseconds(age_ms.min(i64::MAX as u64) as i64);
+                Series::current(
+                    start,
+                    price_per_kwh,
+                    g_co2_per_kwh,
+                    c.hold_minutes,
+                    c.expensive_price,
+                    c.expensive_g_co2_per_kwh,
+                )
+                .map_err(|e| e.to_string())
+            }
+            Err(why) => Err(why),
+        };
+        match signal {
+            Ok(series) => {
+                self.signal = Ok(Grid::Series(series));
+                self.signal_error = None;
+            }
+            Err(why) => self.signal_error = Some(why),
+        }
+        self.plan = Some(self.plan_at(local));
+        self.publish(self.judge(now).ok());
+    }
+
     /// The plan at `local`, or `None` when neither a tariff nor a signal is configured.
     fn plan_at(&self, local: NaiveDateTime) -> Plan {
         let grid = match self.config.signal.source {
             SignalSource::None => self.tariff.as_ref(),
-            SignalSource::File | SignalSource::Http => match &self.signal {
+            SignalSource::File | SignalSource::Http | SignalSource::Mqtt => match &self.signal {
                 Ok(g) => Some(g),
                 Err(why) => {
+                    let last = self
+                        .signal_error
+                        .as_ref()
+                        .map_or_else(String::new, |e| format!(" ({e})"));
                     return Plan {
                         phase: Phase::Plain,
                         offset_k: 0.0,
                         hysteresis_k: None,
                         period: None,
                         until: None,
-                        reason: format!("{why}: plain thermostat until a signal comes"),
-                    }
+                        reason: format!("{why}{last}: plain thermostat until a signal comes"),
+                    };
                 }
             },
         };
-        plan(&self.config.plan, grid, self.config.hysteresis_k, local)
+        let mut p = plan(&self.config.plan, grid, self.config.hysteresis_k, local);
+        if let (Phase::Plain, Some(e)) = (p.phase, &self.signal_error) {
+            p.reason = format!("{} (last signal message: {e})", p.reason);
+        }
+        p
     }
 
     fn planning(&self) -> bool {
@@ -631,13 +709,23 @@ impl Service {
             energy_method: self.meter.method(),
             local_time: local.format("%a %H:%M").to_string(),
             plan: self.plan.clone(),
-            lease_ahead_slots: if self.config.plan.lease_ahead_minutes > 0.0 {
-                self.controller.slots()
-            } else {
-                0
-            },
+            lease_ahead_slots: self.lease_ahead_slots(),
         };
+        let ahead = status.lease_ahead_slots;
+        self.lease_ahead.send_if_modified(|a| std::mem::replace(a, ahead) != ahead);
         self.status.send_replace(status);
+    }
+}
+
+impl Service {
+    /// One shard held ahead per running slot while heat is wanted and lease-ahead is on; none
+    /// when the room wants no heat, so a warm room never holds work others could do.
+    fn lease_ahead_slots(&self) -> usize {
+        if self.config.plan.lease_ahead_minutes > 0.0 {
+            self.controller.slots()
+        } else {
+            0
+        }
     }
 }
 
