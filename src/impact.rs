@@ -291,12 +291,16 @@ mod tests {
             .to_string()
             .contains("--pue"));
         // The section of hearth.toml: fields left out keep their defaults; typos are refused.
-        let a: Assumptions =
-            toml::from_str("pue = 1.2\nreplaced = \"heat-pump\"\ndata_centre_g_co2_per_kwh = 300.0\n")
-                .unwrap();
-        assert_eq!((a.pue, a.replaced, a.data_centre_g_co2()), (1.2, Replaced::HeatPump, 300.0));
+        let a: Assumptions = toml::from_str(
+            "pue = 1.2\nreplaced = \"heat-pump\"\ndata_centre_g_co2_per_kwh = 300.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (a.pue, a.replaced, a.data_centre_g_co2()),
+            (1.2, Replaced::HeatPump, 300.0)
+        );
         assert_eq!(a.grid_g_co2_per_kwh, 56.0);
-        assert!(toml::from_str::<Assumptions>("pue = 1.2\n").is_err());
+        assert!(toml::from_str::<Assumptions>("peu = 1.2\n").is_err());
     }
 }
 

@@ -910,7 +910,9 @@ async fn mqtt_grid_signal_against_mosquitto() {
     missing.signal.expensive_g_co2_per_kwh = None;
     let (tx, _rx) = watch::channel(0);
     let (_stop, stop_rx) = watch::channel(false);
-    let err = spawn(missing, 4, tx, stop_rx, None).unwrap_err().to_string();
+    let err = spawn(missing, 4, tx, stop_rx, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("heat.signal.expensive_g_co2_per_kwh"), "{err}");
 
     let mut opts = rumqttc::MqttOptions::new("hearth-test-ha", "127.0.0.1", broker.port);
@@ -930,7 +932,11 @@ async fn mqtt_grid_signal_against_mosquitto() {
     let r = start(config.clone(), 4);
     let s = wait_for(&r.heat, "a first plan", |s| s.plan.is_some()).await;
     assert_eq!(phase(&s), Some(Phase::Plain));
-    assert!(s.reason.contains("no grid signal received yet"), "{}", s.reason);
+    assert!(
+        s.reason.contains("no grid signal received yet"),
+        "{}",
+        s.reason
+    );
     // Subscribed by now (the service took a period); a low intensity: hold the setpoint.
     tokio::time::sleep(Duration::from_millis(500)).await;
     publish("120".into()).await;
@@ -948,7 +954,11 @@ async fn mqtt_grid_signal_against_mosquitto() {
     .await;
     // A forecast (the body format of PUT /v1/heat/signal): clean now, dirty in two hours.
     let now = chrono::Local::now().naive_local();
-    let at = |h: i64| (now + chrono::Duration::hours(h)).format("%Y-%m-%dT%H:%M").to_string();
+    let at = |h: i64| {
+        (now + chrono::Duration::hours(h))
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
     publish(format!(
         r#"{{"points":[{{"start":"{}","price_per_kwh":0.2,"g_co2_per_kwh":80}},
                        {{"start":"{}","price_per_kwh":0.2,"g_co2_per_kwh":400}}],
@@ -957,9 +967,11 @@ async fn mqtt_grid_signal_against_mosquitto() {
         at(2)
     ))
     .await;
-    let s = wait_for(&r.heat, "pre-heating before the forecast's dirty hours", |s| {
-        phase(s) == Some(Phase::Preheat)
-    })
+    let s = wait_for(
+        &r.heat,
+        "pre-heating before the forecast's dirty hours",
+        |s| phase(s) == Some(Phase::Preheat),
+    )
     .await;
     assert!(s.plan.unwrap().offset_k > 0.0);
     // A value taken two hours ago (Home Assistant's JSON state with `last_updated`) has
@@ -985,7 +997,10 @@ async fn mqtt_grid_signal_against_mosquitto() {
     assert_eq!(phase(&s), Some(Phase::Plain));
     // A fresh value brings planning back.
     publish("380".into()).await;
-    wait_for(&r.heat, "coasting again", |s| phase(s) == Some(Phase::Coast)).await;
+    wait_for(&r.heat, "coasting again", |s| {
+        phase(s) == Some(Phase::Coast)
+    })
+    .await;
     poller.abort();
 
     // No broker at all: plain thermostat, and the reason names the broker.

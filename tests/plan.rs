@@ -452,7 +452,13 @@ async fn one_slot_radiator(lease_ahead_minutes: f64) -> (usize, Vec<(u64, u64)>,
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (sub, radiator) = (&nodes[0], &nodes[1]);
-    let ahead_hint = radiator.context.heat.as_ref().unwrap().status().lease_ahead_slots;
+    let ahead_hint = radiator
+        .context
+        .heat
+        .as_ref()
+        .unwrap()
+        .status()
+        .lease_ahead_slots;
     let spec = JobSpec::Wasm {
         module,
         inputs: (0..6u64)
@@ -495,7 +501,11 @@ async fn one_slot_radiator(lease_ahead_minutes: f64) -> (usize, Vec<(u64, u64)>,
         .unwrap()
         .iter()
         .map(|r| {
-            assert_eq!(r.record.worker, radiator.household(), "the warm room ran none");
+            assert_eq!(
+                r.record.worker,
+                radiator.household(),
+                "the warm room ran none"
+            );
             (r.record.start_ms, r.record.end_ms)
         })
         .collect();
@@ -525,7 +535,10 @@ async fn a_cold_radiator_holds_a_shard_ahead_but_runs_one_per_slot() {
         // Without lease-ahead, one lease at a time.
         let (most, windows, hint) = one_slot_radiator(0.0).await;
         assert_eq!((hint, windows.len()), (0, 6));
-        assert_eq!(most, 1, "without lease-ahead a one-slot radiator holds one lease");
+        assert_eq!(
+            most, 1,
+            "without lease-ahead a one-slot radiator holds one lease"
+        );
     })
     .await
     .expect("test timed out");

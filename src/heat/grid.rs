@@ -744,18 +744,28 @@ mod tests {
             }
         );
         assert_eq!(
-            read(r#"{"state":"0.65","last_updated":"2024-01-03T07:00:00+00:00"}"#, Price)
-                .unwrap(),
+            read(
+                r#"{"state":"0.65","last_updated":"2024-01-03T07:00:00+00:00"}"#,
+                Price
+            )
+            .unwrap(),
             SignalMessage::Current {
                 price_per_kwh: Some(0.65),
                 g_co2_per_kwh: None,
                 taken_ms: Some(1_704_265_200_000)
             }
         );
-        let both = read(r#"{"price_per_kwh":0.2,"g_co2_per_kwh":90,"time":1704265200}"#, Carbon);
+        let both = read(
+            r#"{"price_per_kwh":0.2,"g_co2_per_kwh":90,"time":1704265200}"#,
+            Carbon,
+        );
         assert!(matches!(
             both,
-            Ok(SignalMessage::Current { price_per_kwh: Some(_), g_co2_per_kwh: Some(_), taken_ms: Some(1_704_265_200_000) })
+            Ok(SignalMessage::Current {
+                price_per_kwh: Some(_),
+                g_co2_per_kwh: Some(_),
+                taken_ms: Some(1_704_265_200_000)
+            })
         ));
         let f = read(
             r#"{"points":[{"start":"2024-01-03T07:00","price_per_kwh":0.2,"g_co2_per_kwh":250}]}"#,
@@ -782,12 +792,12 @@ mod tests {
         let huge = vec![b' '; MAX_SIGNAL_MESSAGE + 1];
         assert!(parse_signal_message(&huge, Carbon, None, Some(1.0)).is_err());
         // A current carbon value: its price never makes it expensive.
-        let s = Series::current(at(3, 7, 0), None, Some(250.0), 60, Some(0.0), Some(200.0))
-            .unwrap();
+        let s =
+            Series::current(at(3, 7, 0), None, Some(250.0), 60, Some(0.0), Some(200.0)).unwrap();
         assert!(s.at(at(3, 7, 59)).unwrap().expensive);
         assert!(s.at(at(3, 8, 0)).unwrap_err().contains("ran out"));
-        let s = Series::current(at(3, 7, 0), None, Some(150.0), 60, Some(0.0), Some(200.0))
-            .unwrap();
+        let s =
+            Series::current(at(3, 7, 0), None, Some(150.0), 60, Some(0.0), Some(200.0)).unwrap();
         assert!(!s.at(at(3, 7, 30)).unwrap().expensive);
     }
 }

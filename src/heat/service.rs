@@ -520,7 +520,8 @@ impl Service {
             }) => {
                 // Its age by its own time (a time in the future, from a skewed clock, is now).
                 let age_ms = taken_ms.map_or(0, |t| crate::model::now_ms().saturating_sub(t));
-                let start = local - chrono::Duration::milliseconds(age_ms.min(i64::MAX as u64) as i64);
+                let start =
+                    local - chrono::Duration::milliseconds(age_ms.min(i64::MAX as u64) as i64);
                 Series::current(
                     start,
                     price_per_kwh,
@@ -620,7 +621,7 @@ impl Service {
         let offset = self.plan.as_ref().map_or(0.0, |p| p.offset_k);
         let hysteresis = self.plan.as_ref().and_then(|p| p.hysteresis_k);
         let trusted = self.judge(now);
-        let mut decision = self.controller.step_planned(
+        let decision = self.controller.step_planned(
             &Input {
                 now_secs: self.clock.room_secs(now),
                 dt_secs: room_dt,
@@ -630,9 +631,6 @@ impl Service {
             offset,
             hysteresis,
         );
-        if let Some(p) = &self.plan {
-            decision.reason = format!("{}; plan: {}", decision.reason, p.reason);
-        }
         let trusted_room = trusted.ok();
         self.apply(decision);
         self.publish(trusted_room);
@@ -654,10 +652,11 @@ impl Service {
             .as_ref()
             .is_none_or(|d| d.fail_safe != decision.fail_safe || d.slots != decision.slots);
         if changed_reason {
+            let reason = self.reason(&decision.reason);
             if decision.fail_safe {
-                tracing::warn!(slots = decision.slots, "{}", decision.reason);
+                tracing::warn!(slots = decision.slots, "{reason}");
             } else {
-                tracing::info!(slots = decision.slots, "{}", decision.reason);
+                tracing::info!(slots = decision.slots, "{reason}");
             }
         }
         self.slots.send_if_modified(|s| {
@@ -703,7 +702,7 @@ impl Service {
             energy_charged_today_kwh: round6(today.charged_kwh),
             energy_credited_today_kwh: credited.map(round6),
             demand_permille: d.map_or(0, |d| d.demand_permille),
-            reason: d.map_or_else(|| "starting".into(), |d| d.reason.clone()),
+            reason: d.map_or_else(|| "starting".into(), |d| self.reason(&d.reason)),
             fail_safe: d.is_some_and(|d| d.fail_safe),
             boost_minutes_left,
             energy_method: self.meter.method(),
@@ -712,12 +711,22 @@ impl Service {
             lease_ahead_slots: self.lease_ahead_slots(),
         };
         let ahead = status.lease_ahead_slots;
-        self.lease_ahead.send_if_modified(|a| std::mem::replace(a, ahead) != ahead);
+        self.lease_ahead
+            .send_if_modified(|a| std::mem::replace(a, ahead) != ahead);
         self.status.send_replace(status);
     }
 }
 
 impl Service {
+    /// The controller's sentence, and the plan's when there is one: composed when shown, so a
+    /// signal that arrives between two periods shows at once with the plan it changed.
+    fn reason(&self, controller: &str) -> String {
+        match &self.plan {
+            Some(p) => format!("{controller}; plan: {}", p.reason),
+            None => controller.to_string(),
+        }
+    }
+
     /// One shard held ahead per running slot while heat is wanted and lease-ahead is on; none
     /// when the room wants no heat, so a warm room never holds work others could do.
     fn lease_ahead_slots(&self) -> usize {
