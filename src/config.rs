@@ -771,6 +771,25 @@ mod tests {
     }
 
     #[test]
+    fn impact_assumptions_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[impact]\ngrid_g_co2_per_kwh = 400.0\nreplaced = \"gas\"\n",
+        )
+        .unwrap();
+        let c = Config::load(dir.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.impact.grid_g_co2_per_kwh, 400.0);
+        assert_eq!(c.impact.replaced, crate::impact::Replaced::Gas);
+        assert_eq!(c.impact.pue, crate::impact::Assumptions::default().pue);
+        std::fs::write(dir.path().join(CONFIG_FILE), "[impact]\ngrid = 400.0\n").unwrap();
+        let msg = Config::load(dir.path(), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("grid") && msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
     fn data_dir_precedence() {
         let env = env_of(&[("HEARTH_DATA_DIR", "/a"), ("HOME", "/h")]);
         assert_eq!(

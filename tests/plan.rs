@@ -390,6 +390,33 @@ fn impact_numbers_check_by_hand() {
     assert!(text.contains("1 invalid left out"), "{text}");
     let png = std::fs::read(dir.path().join("impact.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // `[impact]` of hearth.toml over the defaults, flags over it: a gas-heated home whose
+    // data centre would run on a 300 g/kWh grid, PUE from the flag.
+    let args = hearth::cli::impact::ImpactArgs {
+        pue: Some(1.2),
+        config: Some(Assumptions {
+            pue: 2.0,
+            replaced: Replaced::Gas,
+            data_centre_g_co2_per_kwh: Some(300.0),
+            ..Assumptions::default()
+        }),
+        ..Default::default()
+    };
+    let a = args.assumptions();
+    assert_eq!(
+        (a.pue, a.replaced, a.grid_g_co2_per_kwh),
+        (1.2, Replaced::Gas, 56.0)
+    );
+    let r = compute(&export.receipts, &Filter::default(), &a).unwrap();
+    // Separately: 2 kWh × 1.2 at 300 g + 2 / 0.9 kWh of gas at 227 g; hearth: 2 kWh at 56 g.
+    close(
+        r.separate_co2_kg,
+        (2.0 * 1.2 * 300.0 + 2.0 / 0.9 * 227.0) / 1000.0,
+    );
+    close(r.hearth_co2_kg, 2.0 * 0.056);
+    let text = hearth::cli::impact::report(&args, &export).unwrap();
+    assert!(text.contains("data centre at 300 g/kWh"), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------------
