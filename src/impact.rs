@@ -273,6 +273,30 @@ pub fn compute(
     })
 }
 
+/// Commented `[impact]` lines for the template `hearth init` writes (`config::template`).
+pub const TEMPLATE: &str = r#"
+[impact]
+# Assumptions of `hearth impact` (docs/impact.md gives the source of each default); its flags
+# override these field by field.
+# Data-centre power usage effectiveness: Uptime Institute Global Data Center Survey 2023.
+# pue = 1.58
+# Data-centre IT energy for the same work, as a fraction of what the radiators were credited.
+# it_ratio = 1.0
+# Carbon intensity of this home's electricity, g CO2/kWh: France 2023, RTE Bilan électrique.
+# grid_g_co2_per_kwh = 56.0
+# The data centre's own grid, if not this one (default: the same grid).
+# data_centre_g_co2_per_kwh = 300.0
+# What the radiator's heat replaced: "electric", "heat-pump" or "gas".
+# replaced = "electric"
+# heat_pump_cop = 3.0
+# Condensing gas boiler; EU Regulation 813/2013 asks at least 0.86 of new ones.
+# boiler_efficiency = 0.90
+# Natural gas, combustion and upstream, g CO2e/kWh: ADEME Base Empreinte.
+# gas_g_co2_per_kwh = 227.0
+# Share of the heat the home wanted.
+# useful_heat_fraction = 1.0
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,27 +327,3 @@ mod tests {
         assert!(toml::from_str::<Assumptions>("peu = 1.2\n").is_err());
     }
 }
-
-/// Commented `[impact]` lines for the template `hearth init` writes (`config::template`).
-pub const TEMPLATE: &str = r#"
-[impact]
-# Assumptions of `hearth impact` (docs/impact.md gives the source of each default); its flags
-# override these field by field.
-# Data-centre power usage effectiveness: Uptime Institute Global Data Center Survey 2023.
-# pue = 1.58
-# Data-centre IT energy for the same work, as a fraction of what the radiators were credited.
-# it_ratio = 1.0
-# Carbon intensity of this home's electricity, g CO2/kWh: France 2023, RTE Bilan électrique.
-# grid_g_co2_per_kwh = 56.0
-# The data centre's own grid, if not this one (default: the same grid).
-# data_centre_g_co2_per_kwh = 300.0
-# What the radiator's heat replaced: "electric", "heat-pump" or "gas".
-# replaced = "electric"
-# heat_pump_cop = 3.0
-# Condensing gas boiler; EU Regulation 813/2013 asks at least 0.86 of new ones.
-# boiler_efficiency = 0.90
-# Natural gas, combustion and upstream, g CO2e/kWh: ADEME Base Empreinte.
-# gas_g_co2_per_kwh = 227.0
-# Share of the heat the home wanted.
-# useful_heat_fraction = 1.0
-"#;

@@ -112,7 +112,15 @@ enum Outcome {
     Unreachable(String),
     /// The job is beyond this radiator's limits; the coordinator was told why.
     Declined(String),
+    /// The job's blobs cannot reach this radiator now (only a relay leads to their providers
+    /// and hole punching failed); its lease was given back with the reason. Asked again after
+    /// [`RELAYED_ONLY_RETRY`]: a later circuit may hole punch, or a directly reachable
+    /// radiator may hold the blobs by then.
+    RelayedOnly(String),
 }
+
+/// How long a job whose blobs only a relay could carry is left before asking again.
+const RELAYED_ONLY_RETRY: Duration = Duration::from_secs(30);
 
 /// The lease of a shard being worked, as its renewals leave it.
 #[derive(Clone, Debug)]
@@ -382,6 +390,11 @@ impl Worker {
                 }
                 self.declined.push_back(job);
             }
+            Outcome::RelayedOnly(reason) => {
+                tracing::info!(job = %job, "lease given back: {reason}; asking again in {RELAYED_ONLY_RETRY:?}");
+                k.unreachable_since = None;
+                k.next_try = Instant::now() + RELAYED_ONLY_RETRY;
+            }
             Outcome::Unreachable(e) => {
                 let since = *k.unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= give_up {
@@ -545,8 +558,10 @@ impl Ctx {
             Err(e @ JobError::RelayedOnly(_)) => {
                 // The lease goes back at once (a decline releases it) and the submitter sees
                 // why, rather than the shard waiting for the lease to expire.
+                // A decline releases this household's leases of the job; the coordinator does
+                // not bar a household that declined, so it may ask again later.
                 let reason = e.to_string();
-                tracing::warn!(job = %job, %coordinator, "{reason}; declining the job");
+                tracing::warn!(job = %job, %coordinator, "{reason}; declining the job for now");
                 let request = Request::Decline {
                     job,
                     reason: reason.clone(),
@@ -554,7 +569,7 @@ impl Ctx {
                 if let Err(e) = self.ask(coordinator, request).await {
                     tracing::debug!(job = %job, "could not tell the coordinator: {e}");
                 }
-                Outcome::Declined(reason)
+                Outcome::RelayedOnly(reason)
             }
             Err(JobError::BeyondLimits(reason)) => {
                 let request = Request::Decline {
