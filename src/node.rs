@@ -436,6 +436,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         worker.run(worker_stop).await;
         ("worker", Ok(()))
     });
+    // A public peer first met through a relay is dialled directly: blobs never cross a relay,
+    // and hole punching cannot help behind a symmetric NAT (issue 11).
+    let (direct_net, direct_stop) = (net.clone(), shutdown_rx.clone());
+    tasks.spawn(async move {
+        net::direct::run(direct_net, direct_stop).await;
+        ("direct dialler", Ok(()))
+    });
 
     let context = NodeContext {
         identity: identity.clone(),

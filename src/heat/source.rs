@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::config::{MqttConfig, SignalConfig};
-use super::grid::{parse_signal_message, SignalMessage, MAX_SIGNAL_MESSAGE};
+use super::signal::{parse_signal_message, SignalMessage, MAX_SIGNAL_MESSAGE};
 use super::HeatError;
 
 /// Largest payload or file accepted as one reading: a Zigbee2MQTT message with every field a
