@@ -17,7 +17,8 @@
 //! ahead of the running ones ([`Worker::lease_ahead`]). They are leased, renewed and their
 //! blobs fetched like any other, then wait at a gate ([`Gate`]) that lets at most the wanted
 //! slots execute at once: when a running shard ends, a held one starts at once, and a gap in
-//! the work on offer does not stop the heating. A held shard whose room stops wanting heat is
+//! the work on offer does not stop the heating. Only jobs a shard of which already ran here are
+//! leased ahead, so a job this radiator must decline is never asked for twice at once. A held shard whose room stops wanting heat is
 //! let go (its lease lapses at the coordinator within `lease_secs`).
 //!
 //! Size: about 1000 lines, above the 700 the house style asks: lease/renew, the lease-ahead
@@ -101,6 +102,9 @@ struct KnownJob {
     coordinator: libp2p::PeerId,
     next_try: Instant,
     unreachable_since: Option<Instant>,
+    /// A shard of it ran here: its blobs reach this radiator and its module suits it, so
+    /// shards of it may be leased ahead.
+    worked: bool,
 }
 
 enum Outcome {
@@ -336,6 +340,7 @@ impl Worker {
                         coordinator,
                         next_try: Instant::now(),
                         unreachable_since: None,
+                        worked: false,
                     }
                 });
             }
@@ -369,6 +374,7 @@ impl Worker {
             Outcome::Worked => {
                 k.unreachable_since = None;
                 k.next_try = Instant::now();
+                k.worked = true;
             }
             Outcome::Denied {
                 reason,
@@ -418,11 +424,15 @@ impl Worker {
         };
         let now = Instant::now();
         while self.running < wanted + ahead {
+            // Beyond the wanted slots only jobs already worked here are leased ahead: a job
+            // this radiator may have to decline (limits, blobs it cannot reach) is tried one
+            // shard at a time.
+            let ahead_slot = self.running >= wanted;
             // The job tried longest ago goes first, so no job starves the others.
             let Some((job, k)) = self
                 .known
                 .iter_mut()
-                .filter(|(_, k)| k.next_try <= now)
+                .filter(|(_, k)| k.next_try <= now && (k.worked || !ahead_slot))
                 .min_by_key(|(_, k)| k.next_try)
             else {
                 return;
@@ -458,6 +468,7 @@ impl Worker {
                 coordinator,
                 next_try: Instant::now(),
                 unreachable_since: None,
+                worked: false,
             });
         }
     }
@@ -496,6 +507,7 @@ impl Worker {
                 coordinator,
                 next_try: Instant::now(),
                 unreachable_since: None,
+                worked: false,
             });
             self.running += 1;
             let ctx = self.ctx.clone();
