@@ -18,8 +18,9 @@
 //! blobs fetched like any other, then wait at a gate ([`Gate`]) that lets at most the wanted
 //! slots execute at once: when a running shard ends, a held one starts at once, and a gap in
 //! the work on offer does not stop the heating. Only jobs a shard of which already ran here are
-//! leased ahead, so a job this radiator must decline is never asked for twice at once. A held shard whose room stops wanting heat is
-//! let go (its lease lapses at the coordinator within `lease_secs`).
+//! leased ahead, so a job this radiator must decline is never asked for twice at once. A held
+//! shard whose room stops wanting heat is let go (its lease lapses at the coordinator within
+//! `lease_secs`).
 //!
 //! Size: about 1000 lines, above the 700 the house style asks: lease/renew, the lease-ahead
 //! gate, limits and decline, fetch, metering and claim grew here. Owed a split (lease and
