@@ -6,7 +6,7 @@
 //! variable names the variable. This module reads files and the environment it is handed; it
 //! knows nothing of what the values are used for.
 //!
-//! Size: about 630 lines of code, most of it the commented `hearth.toml` template and one
+//! Size: about 650 lines of code, most of it the commented `hearth.toml` template and one
 //! section struct per subsystem; the rest are its unit tests.
 
 use std::net::SocketAddr;
@@ -80,6 +80,9 @@ pub struct Config {
     pub relay: RelayConfig,
     /// `[homeassistant]`: the MQTT discovery bridge to Home Assistant.
     pub homeassistant: crate::homeassistant::HomeAssistantConfig,
+    /// `[impact]`: the assumptions of `hearth impact` (PUE, grid intensities, what the heat
+    /// replaced); defaults and their sources in `docs/impact.md`.
+    pub impact: crate::impact::Assumptions,
 }
 
 /// `[relay]`: the circuit relay a bootstrap node runs for homes behind NAT. A relayed
@@ -332,9 +335,10 @@ pub struct Overrides {
 /// the single source of truth until the household changes something.
 pub fn template() -> String {
     format!(
-        "{NODE_TEMPLATE}{}{}",
+        "{NODE_TEMPLATE}{}{}{}",
         crate::heat::config::TEMPLATE,
-        crate::homeassistant::TEMPLATE
+        crate::homeassistant::TEMPLATE,
+        crate::impact::TEMPLATE
     )
 }
 
@@ -764,6 +768,25 @@ mod tests {
         let env = env_of(&[("HEARTH_LOCALS", "many")]);
         let err = Config::load(dir.path(), &env, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("HEARTH_LOCALS"), "{err}");
+    }
+
+    #[test]
+    fn impact_assumptions_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[impact]\ngrid_g_co2_per_kwh = 400.0\nreplaced = \"gas\"\n",
+        )
+        .unwrap();
+        let c = Config::load(dir.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.impact.grid_g_co2_per_kwh, 400.0);
+        assert_eq!(c.impact.replaced, crate::impact::Replaced::Gas);
+        assert_eq!(c.impact.pue, crate::impact::Assumptions::default().pue);
+        std::fs::write(dir.path().join(CONFIG_FILE), "[impact]\ngrid = 400.0\n").unwrap();
+        let msg = Config::load(dir.path(), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("grid") && msg.contains("line 2"), "{msg}");
     }
 
     #[test]

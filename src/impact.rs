@@ -7,7 +7,7 @@
 //! bytes and both signatures) before they count. Reads no file and no clock; the CLI
 //! (`cli::impact`) loads the receipts.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::receipt::{verify_batch, ReceiptJson};
 
@@ -15,7 +15,7 @@ use crate::model::receipt::{verify_batch, ReceiptJson};
 const MJ_PER_KWH: f64 = 3.6e9;
 
 /// What the heat from hearth replaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Replaced {
     /// Direct electric (resistive) heating: 1 kWh of electricity per kWh of heat.
@@ -26,8 +26,11 @@ pub enum Replaced {
     Gas,
 }
 
-/// Every assumption of the report; `docs/impact.md` gives each default's source.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Every assumption of the report; `docs/impact.md` gives each default's source. Also the
+/// `[impact]` section of `hearth.toml`, so a household states its own grid and heating once;
+/// `hearth impact`'s flags override it field by field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Assumptions {
     /// Power usage effectiveness of the data centre the compute would otherwise run in.
     /// Default 1.58: the Uptime Institute Global Data Center Survey 2023 mean.
@@ -35,9 +38,13 @@ pub struct Assumptions {
     /// IT energy a data-centre server needs for the same work, as a fraction of what the
     /// radiator was credited. Default 1.0 (the same CPUs); lower for more efficient servers.
     pub it_ratio: f64,
-    /// Grid carbon intensity for electricity, both ways, g CO2/kWh. Default 56 (France's
+    /// Carbon intensity of the homes' electricity, g CO2/kWh: what the radiators draw, and
+    /// electric heating or a heat pump if that was replaced. Default 56 (France's
     /// consumption mix, 2023, RTE Bilan électrique).
     pub grid_g_co2_per_kwh: f64,
+    /// Carbon intensity of the data centre's electricity, g CO2/kWh, when it runs on another
+    /// grid than the homes. Default none: the homes' grid (one country compared with itself).
+    pub data_centre_g_co2_per_kwh: Option<f64>,
     /// What the heat replaced. Default electric.
     pub replaced: Replaced,
     /// Seasonal COP of the heat pump, if that was replaced. Default 3.0.
@@ -58,6 +65,7 @@ impl Default for Assumptions {
             pue: 1.58,
             it_ratio: 1.0,
             grid_g_co2_per_kwh: 56.0,
+            data_centre_g_co2_per_kwh: None,
             replaced: Replaced::Electric,
             heat_pump_cop: 3.0,
             boiler_efficiency: 0.90,
@@ -90,43 +98,64 @@ impl Assumptions {
                 })
             }
         };
-        check("--pue", self.pue, 1.0, 5.0, "between 1 and 5")?;
-        check("--it-ratio", self.it_ratio, 0.0, 10.0, "between 0 and 10")?;
+        check("pue (--pue)", self.pue, 1.0, 5.0, "between 1 and 5")?;
         check(
-            "--grid-g-co2",
+            "it_ratio (--it-ratio)",
+            self.it_ratio,
+            0.0,
+            10.0,
+            "between 0 and 10",
+        )?;
+        check(
+            "grid_g_co2_per_kwh (--grid-g-co2)",
             self.grid_g_co2_per_kwh,
             0.0,
             2000.0,
             "between 0 and 2000",
         )?;
+        if let Some(g) = self.data_centre_g_co2_per_kwh {
+            check(
+                "data_centre_g_co2_per_kwh (--data-centre-g-co2)",
+                g,
+                0.0,
+                2000.0,
+                "between 0 and 2000",
+            )?;
+        }
         check(
-            "--heat-pump-cop",
+            "heat_pump_cop (--heat-pump-cop)",
             self.heat_pump_cop,
             1.0,
             10.0,
             "between 1 and 10",
         )?;
         check(
-            "--boiler-efficiency",
+            "boiler_efficiency (--boiler-efficiency)",
             self.boiler_efficiency,
             0.1,
             1.1,
             "between 0.1 and 1.1",
         )?;
         check(
-            "--gas-g-co2",
+            "gas_g_co2_per_kwh (--gas-g-co2)",
             self.gas_g_co2_per_kwh,
             0.0,
             1000.0,
             "between 0 and 1000",
         )?;
         check(
-            "--useful-heat",
+            "useful_heat_fraction (--useful-heat)",
             self.useful_heat_fraction,
             0.0,
             1.0,
             "between 0 and 1",
         )
+    }
+
+    /// The data centre's grid intensity: its own, or the homes'.
+    pub fn data_centre_g_co2(&self) -> f64 {
+        self.data_centre_g_co2_per_kwh
+            .unwrap_or(self.grid_g_co2_per_kwh)
     }
 }
 
@@ -218,7 +247,7 @@ pub fn compute(
         Replaced::Gas => (heat / a.boiler_efficiency, a.gas_g_co2_per_kwh),
     };
     let hearth_co2 = credited_kwh * a.grid_g_co2_per_kwh / 1000.0;
-    let separate_co2 = (dc * a.grid_g_co2_per_kwh + avoided * avoided_g_per_kwh) / 1000.0;
+    let separate_co2 = (dc * a.data_centre_g_co2() + avoided * avoided_g_per_kwh) / 1000.0;
     let ratio = |ours: f64, theirs: f64| {
         if theirs > 0.0 {
             1.0 - ours / theirs
@@ -244,6 +273,30 @@ pub fn compute(
     })
 }
 
+/// Commented `[impact]` lines for the template `hearth init` writes (`config::template`).
+pub const TEMPLATE: &str = r#"
+[impact]
+# Assumptions of `hearth impact` (docs/impact.md gives the source of each default); its flags
+# override these field by field.
+# Data-centre power usage effectiveness: Uptime Institute Global Data Center Survey 2023.
+# pue = 1.58
+# Data-centre IT energy for the same work, as a fraction of what the radiators were credited.
+# it_ratio = 1.0
+# Carbon intensity of this home's electricity, g CO2/kWh: France 2023, RTE Bilan électrique.
+# grid_g_co2_per_kwh = 56.0
+# The data centre's own grid, if not this one (default: the same grid).
+# data_centre_g_co2_per_kwh = 300.0
+# What the radiator's heat replaced: "electric", "heat-pump" or "gas".
+# replaced = "electric"
+# heat_pump_cop = 3.0
+# Condensing gas boiler; EU Regulation 813/2013 asks at least 0.86 of new ones.
+# boiler_efficiency = 0.90
+# Natural gas, combustion and upstream, g CO2e/kWh: ADEME Base Empreinte.
+# gas_g_co2_per_kwh = 227.0
+# Share of the heat the home wanted.
+# useful_heat_fraction = 1.0
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +314,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--pue"));
+        // The section of hearth.toml: fields left out keep their defaults; typos are refused.
+        let a: Assumptions = toml::from_str(
+            "pue = 1.2\nreplaced = \"heat-pump\"\ndata_centre_g_co2_per_kwh = 300.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (a.pue, a.replaced, a.data_centre_g_co2()),
+            (1.2, Replaced::HeatPump, 300.0)
+        );
+        assert_eq!(a.grid_g_co2_per_kwh, 56.0);
+        assert!(toml::from_str::<Assumptions>("peu = 1.2\n").is_err());
     }
 }

@@ -426,10 +426,22 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         worker_rx,
         heat.as_ref().map(|h| h.meter()),
     )?;
+    // Shards held ahead of the running ones while the room wants heat (issue 15).
+    let worker = match &heat {
+        Some(h) => worker.lease_ahead(h.lease_ahead()),
+        None => worker,
+    };
     let worker_stop = shutdown_rx.clone();
     tasks.spawn(async move {
         worker.run(worker_stop).await;
         ("worker", Ok(()))
+    });
+    // A public peer first met through a relay is dialled directly: blobs never cross a relay,
+    // and hole punching cannot help behind a symmetric NAT (issue 11).
+    let (direct_net, direct_stop) = (net.clone(), shutdown_rx.clone());
+    tasks.spawn(async move {
+        net::direct::run(direct_net, direct_stop).await;
+        ("direct dialler", Ok(()))
     });
 
     let context = NodeContext {

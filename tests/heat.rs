@@ -884,6 +884,137 @@ async fn mqtt_source_against_mosquitto() {
     poller.abort();
 }
 
+/// Issue 15: a carbon-intensity signal read from MQTT, as Home Assistant publishes a sensor's
+/// state (statestream: a bare number) or a forecast; missing, unreadable, stale signals and a
+/// broker that cannot be reached fall back to the plain thermostat and say why.
+#[tokio::test]
+async fn mqtt_grid_signal_against_mosquitto() {
+    use hearth::heat::config::{SignalSource, SignalValue};
+    use hearth::heat::plan::Phase;
+    let broker = start_mosquitto().await;
+    let topic = "homeassistant/sensor/grid_carbon_intensity/state";
+    let mut config = HeatConfig {
+        period_secs: 1,
+        ..HeatConfig::default()
+    };
+    config.simulated.initial_celsius = Some(19.0);
+    config.mqtt.port = broker.port;
+    config.mqtt.client_id = "hearth-signal-test".into();
+    config.signal.source = SignalSource::Mqtt;
+    config.signal.topic = topic.into();
+    config.signal.value = SignalValue::Carbon;
+    config.signal.expensive_g_co2_per_kwh = Some(200.0);
+
+    // No threshold for the kind of value the topic carries: refused, naming the field.
+    let mut missing = config.clone();
+    missing.signal.expensive_g_co2_per_kwh = None;
+    let (tx, _rx) = watch::channel(0);
+    let (_stop, stop_rx) = watch::channel(false);
+    let err = spawn(missing, 4, tx, stop_rx, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("heat.signal.expensive_g_co2_per_kwh"), "{err}");
+
+    let mut opts = rumqttc::MqttOptions::new("hearth-test-ha", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 10);
+    let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let publish = |payload: String| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+    };
+    let phase = |s: &HeatStatus| s.plan.as_ref().map(|p| p.phase);
+    let r = start(config.clone(), 4);
+    let s = wait_for(&r.heat, "a first plan", |s| s.plan.is_some()).await;
+    assert_eq!(phase(&s), Some(Phase::Plain));
+    assert!(
+        s.reason.contains("no grid signal received yet"),
+        "{}",
+        s.reason
+    );
+    // Subscribed by now (the service took a period); a low intensity: hold the setpoint.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish("120".into()).await;
+    let s = wait_for(&r.heat, "the cheap reading", |s| {
+        phase(s) == Some(Phase::Normal)
+    })
+    .await;
+    let period = s.plan.unwrap().period.unwrap();
+    assert_eq!(period.g_co2_per_kwh, 120.0);
+    // A high one: coast.
+    publish("350".into()).await;
+    wait_for(&r.heat, "coasting on a high intensity", |s| {
+        phase(s) == Some(Phase::Coast)
+    })
+    .await;
+    // A forecast (the body format of PUT /v1/heat/signal): clean now, dirty in two hours.
+    let now = chrono::Local::now().naive_local();
+    let at = |h: i64| {
+        (now + chrono::Duration::hours(h))
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    publish(format!(
+        r#"{{"points":[{{"start":"{}","price_per_kwh":0.2,"g_co2_per_kwh":80}},
+                       {{"start":"{}","price_per_kwh":0.2,"g_co2_per_kwh":400}}],
+            "period_minutes":600}}"#,
+        at(-1),
+        at(2)
+    ))
+    .await;
+    let s = wait_for(
+        &r.heat,
+        "pre-heating before the forecast's dirty hours",
+        |s| phase(s) == Some(Phase::Preheat),
+    )
+    .await;
+    assert!(s.plan.unwrap().offset_k > 0.0);
+    // A value taken two hours ago (Home Assistant's JSON state with `last_updated`) has
+    // outlived `hold_minutes` (60): stale, the plain thermostat, and the reason says so.
+    let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+    publish(format!(
+        r#"{{"state":"350","last_updated":"{}"}}"#,
+        two_hours_ago.to_rfc3339()
+    ))
+    .await;
+    let s = wait_for(&r.heat, "the stale value to fall back", |s| {
+        phase(s) == Some(Phase::Plain)
+    })
+    .await;
+    assert!(s.reason.contains("ran out"), "{}", s.reason);
+    assert!(!s.fail_safe, "a stale grid signal is not a sensor failure");
+    // The sensor goes unavailable: still plain, and the reason quotes it.
+    publish("unavailable".into()).await;
+    let s = wait_for(&r.heat, "the unavailable sensor in the reason", |s| {
+        s.reason.contains("unavailable")
+    })
+    .await;
+    assert_eq!(phase(&s), Some(Phase::Plain));
+    // A fresh value brings planning back.
+    publish("380".into()).await;
+    wait_for(&r.heat, "coasting again", |s| {
+        phase(s) == Some(Phase::Coast)
+    })
+    .await;
+    poller.abort();
+
+    // No broker at all: plain thermostat, and the reason names the broker.
+    drop(broker);
+    let mut gone = config;
+    gone.mqtt.client_id = "hearth-signal-test-2".into();
+    let r = start(gone, 4);
+    let s = wait_for(&r.heat, "the unreachable broker in the reason", |s| {
+        s.reason.contains("MQTT broker")
+    })
+    .await;
+    assert_eq!(phase(&s), Some(Phase::Plain));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Energy
 

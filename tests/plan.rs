@@ -390,4 +390,183 @@ fn impact_numbers_check_by_hand() {
     assert!(text.contains("1 invalid left out"), "{text}");
     let png = std::fs::read(dir.path().join("impact.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // `[impact]` of hearth.toml over the defaults, flags over it: a gas-heated home whose
+    // data centre would run on a 300 g/kWh grid, PUE from the flag.
+    let args = hearth::cli::impact::ImpactArgs {
+        pue: Some(1.2),
+        config: Some(Assumptions {
+            pue: 2.0,
+            replaced: Replaced::Gas,
+            data_centre_g_co2_per_kwh: Some(300.0),
+            ..Assumptions::default()
+        }),
+        ..Default::default()
+    };
+    let a = args.assumptions();
+    assert_eq!(
+        (a.pue, a.replaced, a.grid_g_co2_per_kwh),
+        (1.2, Replaced::Gas, 56.0)
+    );
+    let r = compute(&export.receipts, &Filter::default(), &a).unwrap();
+    // Separately: 2 kWh × 1.2 at 300 g + 2 / 0.9 kWh of gas at 227 g; hearth: 2 kWh at 56 g.
+    close(
+        r.separate_co2_kg,
+        (2.0 * 1.2 * 300.0 + 2.0 / 0.9 * 227.0) / 1000.0,
+    );
+    close(r.hearth_co2_kg, 2.0 * 0.056);
+    let text = hearth::cli::impact::report(&args, &export).unwrap();
+    assert!(text.contains("data centre at 300 g/kWh"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lease-ahead on real nodes
+
+/// A shard that spins `n` times (about 1 ns each on a desktop core).
+const SPIN_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
+    (local $n i64) (local $acc i64)
+    (local.set $n (i64.load (local.get $ptr)))
+    (block $done
+      (loop $l
+        (br_if $done (i64.eqz (local.get $n)))
+        (local.set $acc (i64.add (i64.mul (local.get $acc) (i64.const 6364136223846793005))
+                                 (i64.const 1442695040888963407)))
+        (local.set $n (i64.sub (local.get $n) (i64.const 1)))
+        (br $l)))
+    (i64.store (i32.const 0) (local.get $acc))
+    (i64.const 8)))"#;
+
+/// Runs a job of six ~0.6 s shards on one cold one-slot radiator (the submitter's room is
+/// warm, so it runs none) and returns the most shards leased to the radiator at once, and its
+/// receipts' execution windows.
+async fn one_slot_radiator(lease_ahead_minutes: f64) -> (usize, Vec<(u64, u64)>, usize) {
+    use hearth::demo::{start_radiators, wait_connected};
+    use hearth::jobs::build::{build, JobSpec};
+    use hearth::jobs::{JobStatus, ShardView};
+    use hearth::model::JobLimits;
+
+    let module = wat::parse_str(SPIN_WAT).unwrap();
+    let executor = hearth::exec::Executor::new().unwrap();
+    let hash = blake3::hash(&module);
+    let limits = hearth::exec::Limits {
+        fuel: u64::MAX / 2,
+        ..Default::default()
+    };
+    executor
+        .run(&hash, &module, &1u64.to_le_bytes(), &limits)
+        .unwrap();
+    let probe = 20_000_000u64;
+    let t = std::time::Instant::now();
+    executor
+        .run(&hash, &module, &probe.to_le_bytes(), &limits)
+        .unwrap();
+    let spins = (0.6 / (t.elapsed().as_secs_f64() / probe as f64)) as u64;
+
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_radiators(dir.path(), 2, 1, &|i, o| {
+        if i == 0 {
+            o.config.heat.simulated.initial_celsius = Some(24.0);
+        }
+        o.config.heat.plan.lease_ahead_minutes = lease_ahead_minutes;
+    })
+    .await
+    .unwrap();
+    wait_connected(&nodes, 1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (sub, radiator) = (&nodes[0], &nodes[1]);
+    let ahead_hint = radiator
+        .context
+        .heat
+        .as_ref()
+        .unwrap()
+        .status()
+        .lease_ahead_slots;
+    let spec = JobSpec::Wasm {
+        module,
+        inputs: (0..6u64)
+            .map(|i| (spins + i).to_le_bytes().to_vec())
+            .collect(),
+    };
+    let manifest = build(
+        &sub.context.store,
+        &spec,
+        sub.household(),
+        JobLimits {
+            fuel_per_shard: u64::MAX / 2,
+            ..JobLimits::default()
+        },
+        1,
+    )
+    .unwrap();
+    let id = sub.context.coordinator.submit(manifest).await.unwrap();
+    let mut most = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let view = sub.context.coordinator.view(id).await.unwrap();
+        let leased = view
+            .shards
+            .iter()
+            .filter(|s| matches!(s, ShardView::Leased { .. }))
+            .count();
+        most = most.max(leased);
+        if !matches!(view.status, JobStatus::Running) {
+            assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{view:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut windows: Vec<(u64, u64)> = sub
+        .context
+        .ledger
+        .list(None)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                r.record.worker,
+                radiator.household(),
+                "the warm room ran none"
+            );
+            (r.record.start_ms, r.record.end_ms)
+        })
+        .collect();
+    windows.sort();
+    for n in nodes {
+        n.shutdown().await;
+    }
+    (most, windows, ahead_hint)
+}
+
+/// Issue 15: when heat is wanted the worker takes leases ahead, so a gap in the work on offer
+/// does not leave the room cold, yet never executes more shards than the room wants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cold_radiator_holds_a_shard_ahead_but_runs_one_per_slot() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let (most, windows, hint) = one_slot_radiator(30.0).await;
+        assert_eq!(hint, 1, "one shard ahead per running slot");
+        assert_eq!(windows.len(), 6);
+        assert!(
+            most >= 2,
+            "the cold radiator never held a shard ahead of the running one ({most} at most)"
+        );
+        // One slot: the execution windows never overlap, although two leases were held.
+        for w in windows.windows(2) {
+            assert!(w[1].0 >= w[0].1, "shards ran at once: {windows:?}");
+        }
+        // Without lease-ahead, one lease at a time.
+        let (most, windows, hint) = one_slot_radiator(0.0).await;
+        assert_eq!((hint, windows.len()), (0, 6));
+        assert_eq!(
+            most, 1,
+            "without lease-ahead a one-slot radiator holds one lease"
+        );
+    })
+    .await
+    .expect("test timed out");
 }

@@ -152,6 +152,13 @@ fn print_status(s: &HeatStatus) {
         s.power_watts,
         f64::from(s.demand_permille) / 10.0
     );
+    if s.lease_ahead_slots > 0 {
+        println!(
+            "lease-ahead {} shard(s) held ahead of the running ones, so a gap in the work on \
+             offer does not leave the room cold",
+            s.lease_ahead_slots
+        );
+    }
     println!("today       {}", today_line(s));
     if let Some(m) = s.boost_minutes_left {
         println!("boost       {m} min left");

@@ -38,9 +38,12 @@ pub struct ImpactArgs {
     /// Default 1.0.
     #[arg(long)]
     pub it_ratio: Option<f64>,
-    /// Grid carbon intensity, g CO2/kWh. Default 56 (France 2023, RTE).
+    /// Grid carbon intensity of the homes, g CO2/kWh. Default 56 (France 2023, RTE).
     #[arg(long)]
     pub grid_g_co2: Option<f64>,
+    /// Grid carbon intensity of the data centre, g CO2/kWh. Default: the homes' grid.
+    #[arg(long)]
+    pub data_centre_g_co2: Option<f64>,
     /// What the heat replaced. Default electric.
     #[arg(long, value_enum)]
     pub replaced: Option<Replaced>,
@@ -56,15 +59,21 @@ pub struct ImpactArgs {
     /// Fraction of the credited heat the home wanted. Default 1.0.
     #[arg(long)]
     pub useful_heat: Option<f64>,
+    /// The `[impact]` section of `hearth.toml` (`run` reads it); the flags override it field
+    /// by field. `None`: the documented defaults.
+    #[arg(skip)]
+    pub config: Option<Assumptions>,
 }
 
 impl ImpactArgs {
+    /// Defaults, then `[impact]` of `hearth.toml`, then the flags.
     pub fn assumptions(&self) -> Assumptions {
-        let d = Assumptions::default();
+        let d = self.config.clone().unwrap_or_default();
         Assumptions {
             pue: self.pue.unwrap_or(d.pue),
             it_ratio: self.it_ratio.unwrap_or(d.it_ratio),
             grid_g_co2_per_kwh: self.grid_g_co2.unwrap_or(d.grid_g_co2_per_kwh),
+            data_centre_g_co2_per_kwh: self.data_centre_g_co2.or(d.data_centre_g_co2_per_kwh),
             replaced: self.replaced.unwrap_or(d.replaced),
             heat_pump_cop: self.heat_pump_cop.unwrap_or(d.heat_pump_cop),
             boiler_efficiency: self.boiler_efficiency.unwrap_or(d.boiler_efficiency),
@@ -125,6 +134,15 @@ pub fn report(args: &ImpactArgs, export: &ReceiptExport) -> anyhow::Result<Strin
 }
 
 pub async fn run(args: &ImpactArgs, api: Option<&Client>, data_dir: &Path) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(
+        data_dir,
+        &crate::config::process_env,
+        &crate::config::Overrides::default(),
+    )?;
+    let args = &ImpactArgs {
+        config: Some(config.impact),
+        ..args.clone()
+    };
     let export = match (&args.file, api) {
         (Some(file), _) => read_export(file)?,
         (None, Some(api)) => super::remote::load_receipts(api, data_dir, None).await?,
@@ -172,8 +190,9 @@ fn text(i: &Impact) -> String {
         i.hearth_co2_kg, a.grid_g_co2_per_kwh
     );
     s += &format!(
-        "CO2, separately          {:.6} kg (data centre + home heating)\n",
-        i.separate_co2_kg
+        "CO2, separately          {:.6} kg (data centre at {:.0} g/kWh + home heating)\n",
+        i.separate_co2_kg,
+        a.data_centre_g_co2()
     );
     s += &format!(
         "reduction                {:.1} % CO2, {:.1} % energy (the seed claims 78 % CO2; see \
@@ -221,7 +240,7 @@ fn panels(i: &Impact) -> Vec<Panel> {
                     label: "separately".into(),
                     segments: vec![
                         (
-                            i.data_centre_kwh * a.grid_g_co2_per_kwh / 1000.0,
+                            i.data_centre_kwh * a.data_centre_g_co2() / 1000.0,
                             DC,
                             "data centre",
                         ),

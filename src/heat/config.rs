@@ -102,15 +102,47 @@ pub enum SignalSource {
     File,
     /// Home automation pushes a forecast to `PUT /v1/heat/signal`.
     Http,
+    /// An MQTT topic, e.g. a Home Assistant sensor's state (`topic`), on the broker of
+    /// `[heat.mqtt]`: a bare number (the current price or intensity, see `value`) or a JSON
+    /// forecast in the body format of `PUT /v1/heat/signal`.
+    Mqtt,
+}
+
+/// What a bare number on the MQTT signal topic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalValue {
+    /// Carbon intensity, g CO2/kWh (RTE éCO2mix, the UK Carbon Intensity API, Electricity
+    /// Maps). Default.
+    #[default]
+    Carbon,
+    /// Price, currency per kWh (a dynamic tariff's sensor).
+    Price,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignalConfig {
-    /// `none` (default), `file` or `http`.
+    /// `none` (default), `file`, `http` or `mqtt`.
     pub source: SignalSource,
     /// The CSV file for `source = "file"`. Default `/run/hearth/grid-signal.csv`.
     pub path: PathBuf,
+    /// The topic for `source = "mqtt"`, on the broker of `[heat.mqtt]` (host, port, user).
+    /// Default `homeassistant/sensor/grid_carbon_intensity/state` (Home Assistant's MQTT
+    /// statestream of a sensor named `grid_carbon_intensity`).
+    pub topic: String,
+    /// What a bare number on `topic` is: `carbon` (g CO2/kWh, default) or `price`.
+    pub value: SignalValue,
+    /// A current value at or above this price is expensive (`value = "price"`; a JSON
+    /// forecast without its own thresholds uses these too). Default none.
+    pub expensive_price: Option<f64>,
+    /// A current value at or above this intensity, g CO2/kWh, is expensive
+    /// (`value = "carbon"`). Default none.
+    pub expensive_g_co2_per_kwh: Option<f64>,
+    /// How long one current value holds, minutes: with no newer message by then the signal is
+    /// stale and the plain thermostat runs. Set it above the sensor's update interval (Home
+    /// Assistant publishes on change only). Default 60, at most 1440.
+    pub hold_minutes: u32,
 }
 
 impl Default for SignalConfig {
@@ -118,6 +150,53 @@ impl Default for SignalConfig {
         SignalConfig {
             source: SignalSource::None,
             path: PathBuf::from("/run/hearth/grid-signal.csv"),
+            topic: "homeassistant/sensor/grid_carbon_intensity/state".into(),
+            value: SignalValue::Carbon,
+            expensive_price: None,
+            expensive_g_co2_per_kwh: None,
+            hold_minutes: 60,
+        }
+    }
+}
+
+impl SignalConfig {
+    fn validate(&self) -> Result<(), HeatError> {
+        let bad = |field, reason: &str| {
+            Err(HeatError::Config {
+                field,
+                reason: reason.into(),
+            })
+        };
+        for (field, v) in [
+            ("heat.signal.expensive_price", self.expensive_price),
+            (
+                "heat.signal.expensive_g_co2_per_kwh",
+                self.expensive_g_co2_per_kwh,
+            ),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && (0.0..=10_000.0).contains(&v))) {
+                return bad(field, "must be between 0 and 10000");
+            }
+        }
+        if self.source != SignalSource::Mqtt {
+            return Ok(());
+        }
+        if self.topic.trim().is_empty() {
+            return bad("heat.signal.topic", "must name the topic the signal is on");
+        }
+        if !(1..=24 * 60).contains(&self.hold_minutes) {
+            return bad("heat.signal.hold_minutes", "must be 1 to 1440 minutes");
+        }
+        match self.value {
+            SignalValue::Carbon if self.expensive_g_co2_per_kwh.is_none() => bad(
+                "heat.signal.expensive_g_co2_per_kwh",
+                "say from which carbon intensity a period is expensive (value = \"carbon\")",
+            ),
+            SignalValue::Price if self.expensive_price.is_none() => bad(
+                "heat.signal.expensive_price",
+                "say from which price a period is expensive (value = \"price\")",
+            ),
+            _ => Ok(()),
         }
     }
 }
@@ -323,8 +402,12 @@ pub const TEMPLATE: &str = r#"
 # [heat.tariff.days]
 # "2024-01-10" = "red"
 # [heat.signal]
-# source = "file"            # or "http": PUT /v1/heat/signal
+# source = "file"            # or "http": PUT /v1/heat/signal; or "mqtt" (broker of [heat.mqtt])
 # path = "/run/hearth/grid-signal.csv"
+# topic = "homeassistant/sensor/grid_carbon_intensity/state"
+# value = "carbon"           # a bare number is g CO2/kWh; or "price"
+# expensive_g_co2_per_kwh = 200.0
+# hold_minutes = 60
 # [heat.plan]
 # band_k = 1.0
 # preheat_hours = 4.0
@@ -472,6 +555,7 @@ impl HeatConfig {
             super::grid::Tariff::new(t)?;
         }
         self.plan.validate()?;
+        self.signal.validate()?;
         if self.source == SourceKind::Mqtt && self.mqtt.topic.is_empty() {
             return Err(HeatError::Config {
                 field: "heat.mqtt.topic",

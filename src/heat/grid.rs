@@ -1,6 +1,6 @@
 //! Grid signals as heat inputs: a tariff schedule (peak and off-peak hours, day colours such as
 //! French Tempo blue/white/red, each with its prices and carbon intensity) and a price or
-//! carbon-intensity series read from a file or pushed over HTTP.
+//! carbon-intensity series read from a file, pushed over HTTP or received over MQTT.
 //!
 //! Pure: [`Grid::at`] answers what a kilowatt-hour costs and emits at a local time, or why it
 //! cannot say (a series that has run out is stale). The planner ([`super::plan`]) looks ahead
@@ -483,6 +483,32 @@ impl Series {
                 p.price_per_kwh, p.g_co2_per_kwh
             ),
         })
+    }
+}
+
+impl Series {
+    /// A series of one period holding a current value from `start` for `minutes`.
+    pub fn current(
+        start: NaiveDateTime,
+        price_per_kwh: Option<f64>,
+        g_co2_per_kwh: Option<f64>,
+        minutes: u32,
+        expensive_price: Option<f64>,
+        expensive_g_co2_per_kwh: Option<f64>,
+    ) -> Result<Series, HeatError> {
+        Series {
+            points: vec![SeriesPoint {
+                start,
+                // A quantity the sensor does not give is shown as 0 and never makes the
+                // period expensive: its threshold is left out below.
+                price_per_kwh: price_per_kwh.unwrap_or(0.0),
+                g_co2_per_kwh: g_co2_per_kwh.unwrap_or(0.0),
+            }],
+            period_minutes: minutes,
+            expensive_price: expensive_price.filter(|_| price_per_kwh.is_some()),
+            expensive_g_co2_per_kwh: expensive_g_co2_per_kwh.filter(|_| g_co2_per_kwh.is_some()),
+        }
+        .validated()
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! source (simulated room | file | HTTP push | MQTT) ──reading──▶ controller ──slots──▶ worker
-//! tariff | grid signal (file | HTTP push) ──▶ planner ──aim──▶ ┘         │
+//! tariff | grid signal (file | HTTP push | MQTT) ──▶ planner ──aim──▶ ┘   │
 //!                                      energy meter (RAPL | CPU estimate | simulated) ◀─┘
 //! ```
 //!
@@ -11,8 +11,10 @@
 //! - [`room`]: the simulated room and a winter day's outdoor temperature.
 //! - [`controller`]: schedule, household overrides, hysteresis, PI, slot ramp. Pure.
 //! - [`grid`]: tariffs (peak hours, Tempo day colours) and price/carbon signals. Pure.
+//! - [`signal`]: the grid signal's MQTT message format. Pure.
 //! - [`plan`]: the planning controller: pre-heat before expensive periods, coast through. Pure.
-//! - [`source`]: parsing and trusting readings; the file source; the MQTT subscriber.
+//! - [`source`]: parsing and trusting readings; the file source; the MQTT subscribers (room
+//!   temperature, grid signal).
 //! - [`energy`]: the energy meter the worker charges shards with.
 //! - [`service`]: the live actor ([`spawn`]) and its cloneable [`HeatHandle`].
 //! - [`api`]: the `/v1/heat` HTTP routes, served by the node's API.
@@ -32,6 +34,7 @@ pub mod plan;
 pub mod plot;
 pub mod room;
 pub mod service;
+pub mod signal;
 pub mod sim;
 pub mod source;
 

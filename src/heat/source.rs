@@ -1,5 +1,6 @@
 //! Room temperature readings: parsing what thermostats send, judging whether a reading can be
-//! trusted, the file source and the MQTT subscriber.
+//! trusted, the file source and the MQTT subscribers (the thermostat's topic, and a grid
+//! signal's topic).
 //!
 //! A reading is trusted only if it is recent (`max_age_secs`) and plausible for a room
 //! (`min_plausible_celsius..=max_plausible_celsius`); the controller fails safe otherwise. This
@@ -13,7 +14,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::config::MqttConfig;
+use super::config::{MqttConfig, SignalConfig};
+use super::signal::{parse_signal_message, SignalMessage, MAX_SIGNAL_MESSAGE};
 use super::HeatError;
 
 /// Largest payload or file accepted as one reading: a Zigbee2MQTT message with every field a
@@ -162,21 +164,36 @@ pub fn read_file(path: &Path, now: Instant) -> Result<Reading, HeatError> {
     Ok(Reading { celsius, at })
 }
 
-/// Subscribes to the thermostat's topic and sends each temperature to `readings` until
-/// `shutdown`. Reconnects by itself (rumqttc does, as long as it is polled), re-subscribing on
-/// every connection because the session is clean. Cancel-safe: dropping it drops the
-/// connection.
-pub async fn run_mqtt(
-    config: MqttConfig,
-    readings: mpsc::Sender<Reading>,
+/// What a subscription hands its owner.
+enum MqttEvent<'a> {
+    /// Connected (again) and subscribed.
+    Up,
+    Publish {
+        topic: &'a str,
+        payload: &'a [u8],
+        retain: bool,
+    },
+    /// The broker cannot be reached; retried every 2 s.
+    Down(String),
+}
+
+/// Subscribes to `topic` on `broker` and hands every event to `on` until `shutdown`.
+/// Reconnects by itself (rumqttc does, as long as it is polled), re-subscribing on every
+/// connection because the session is clean. Cancel-safe: dropping it drops the connection.
+async fn subscribe(
+    broker: &MqttConfig,
+    client_id: String,
+    topic: &str,
+    max_payload: usize,
     mut shutdown: watch::Receiver<bool>,
+    mut on: impl FnMut(MqttEvent<'_>),
 ) {
-    let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+    let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(true);
-    options.set_max_packet_size(MAX_READING_BYTES + 1024, MAX_READING_BYTES + 1024);
-    if let Some(user) = &config.username {
-        options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
+    options.set_max_packet_size(max_payload + 1024, max_payload + 1024);
+    if let Some(user) = &broker.username {
+        options.set_credentials(user.clone(), broker.password.clone().unwrap_or_default());
     }
     // Capacity of the request queue: we only ever queue one subscribe.
     let (client, mut events) = AsyncClient::new(options, 8);
@@ -189,49 +206,27 @@ pub async fn run_mqtt(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 if failing {
-                    tracing::info!(host = %config.host, "MQTT broker reachable again");
+                    tracing::info!(host = %broker.host, "MQTT broker reachable again");
                 }
                 failing = false;
-                if let Err(e) = client
-                    .subscribe(config.topic.clone(), QoS::AtLeastOnce)
-                    .await
-                {
-                    tracing::warn!("MQTT: could not subscribe to {}: {e}", config.topic);
+                if let Err(e) = client.subscribe(topic, QoS::AtLeastOnce).await {
+                    tracing::warn!("MQTT: could not subscribe to {topic}: {e}");
                 }
+                on(MqttEvent::Up);
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => match parse_temperature(&p.payload) {
-                Ok(celsius) => {
-                    let now = Instant::now();
-                    let at = match (parse_reading_time(&p.payload), p.retain) {
-                        (Some(taken_ms), _) => stamped_at(taken_ms, now),
-                        // A retained message is the broker's copy of the last one published,
-                        // which may be hours old: without its own time it proves nothing
-                        // about the room now. Wait for a live one.
-                        (None, true) => {
-                            tracing::info!(
-                                topic = %p.topic,
-                                "MQTT: ignoring a retained reading that carries no time of its own; waiting for a fresh one"
-                            );
-                            continue;
-                        }
-                        (None, false) => now,
-                    };
-                    // The service takes readings as they arrive; a full channel means it is
-                    // stuck or stopping, and a dropped reading is replaced by the next one.
-                    let _ = readings.try_send(Reading { celsius, at });
-                }
-                Err(e) => tracing::warn!(topic = %p.topic, "MQTT: {e}"),
-            },
+            Ok(Event::Incoming(Packet::Publish(p))) => on(MqttEvent::Publish {
+                topic: &p.topic,
+                payload: &p.payload,
+                retain: p.retain,
+            }),
             Ok(_) => {}
             Err(e) => {
+                let why = format!("MQTT broker {}:{}: {e}", broker.host, broker.port);
                 if !failing {
-                    tracing::warn!(
-                        "MQTT broker {}:{}: {e}; retrying every 2 s (heating stops once the last reading is stale)",
-                        config.host,
-                        config.port
-                    );
+                    tracing::warn!("{why}; retrying every 2 s");
                 }
                 failing = true;
+                on(MqttEvent::Down(why));
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     _ = shutdown.changed() => break,
@@ -240,6 +235,99 @@ pub async fn run_mqtt(
         }
     }
     let _ = client.try_disconnect();
+}
+
+/// Subscribes to the thermostat's topic and sends each temperature to `readings` until
+/// `shutdown` (heating stops once the last reading is stale, e.g. while the broker is down).
+pub async fn run_mqtt(
+    config: MqttConfig,
+    readings: mpsc::Sender<Reading>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let topic = config.topic.clone();
+    subscribe(
+        &config,
+        config.client_id.clone(),
+        &topic,
+        MAX_READING_BYTES,
+        shutdown,
+        |event| {
+            let MqttEvent::Publish {
+                topic,
+                payload,
+                retain,
+            } = event
+            else {
+                return;
+            };
+            match parse_temperature(payload) {
+                Ok(celsius) => {
+                    let now = Instant::now();
+                    let at = match (parse_reading_time(payload), retain) {
+                        (Some(taken_ms), _) => stamped_at(taken_ms, now),
+                        // A retained message is the broker's copy of the last one published,
+                        // which may be hours old: without its own time it proves nothing
+                        // about the room now. Wait for a live one.
+                        (None, true) => {
+                            tracing::info!(
+                                %topic,
+                                "MQTT: ignoring a retained reading that carries no time of its own; waiting for a fresh one"
+                            );
+                            return;
+                        }
+                        (None, false) => now,
+                    };
+                    // The service takes readings as they arrive; a full channel means it is
+                    // stuck or stopping, and a dropped reading is replaced by the next one.
+                    let _ = readings.try_send(Reading { celsius, at });
+                }
+                Err(e) => tracing::warn!(%topic, "MQTT: {e}"),
+            }
+        },
+    )
+    .await;
+}
+
+/// What the MQTT grid-signal subscriber tells the heat service: a message read, or why there
+/// is none (an unreadable message, a broker that cannot be reached).
+pub type SignalUpdate = Result<SignalMessage, String>;
+
+/// Subscribes to the grid-signal topic (`[heat.signal] topic`) on the broker of
+/// `[heat.mqtt]`, with its own client id (`<client_id>-signal`: a broker drops the older of
+/// two connections sharing one), and sends every message, read, to `updates`.
+pub async fn run_mqtt_signal(
+    broker: MqttConfig,
+    signal: SignalConfig,
+    updates: mpsc::Sender<SignalUpdate>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let client_id = format!("{}-signal", broker.client_id);
+    subscribe(
+        &broker,
+        client_id,
+        &signal.topic,
+        MAX_SIGNAL_MESSAGE,
+        shutdown,
+        |event| {
+            let update = match event {
+                MqttEvent::Up => return,
+                MqttEvent::Down(why) => Err(why),
+                MqttEvent::Publish { payload, .. } => parse_signal_message(
+                    payload,
+                    signal.value,
+                    signal.expensive_price,
+                    signal.expensive_g_co2_per_kwh,
+                )
+                .map_err(|e| format!("MQTT topic {}: {e}", signal.topic)),
+            };
+            if let Err(why) = &update {
+                tracing::debug!("grid signal: {why}");
+            }
+            // As for readings: a full channel means the service is stuck or stopping.
+            let _ = updates.try_send(update);
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

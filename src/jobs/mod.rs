@@ -38,6 +38,10 @@ pub enum JobError {
     /// The job is beyond this radiator's own limits: it is declined, not failed.
     #[error("beyond this radiator's limits: {0}")]
     BeyondLimits(String),
+    /// The job's blobs cannot reach this radiator: its only path to every provider is a
+    /// relay and hole punching failed (blobs never cross a relay). Declined, not failed.
+    #[error("cannot fetch the job's data here: {0}")]
+    RelayedOnly(String),
     #[error("the shard could not run: {0}")]
     Exec(#[from] crate::exec::ExecError),
     #[error("ledger: {0}")]

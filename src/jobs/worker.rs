@@ -13,11 +13,21 @@
 //! [`min_lease_left`] of the lease remains (renewing first if needed), and a shard whose
 //! renewal is refused is not claimed: its replica is someone else's by then.
 //!
-//! Size: 855 lines, above the 700 the house style asks: lease/renew, limits and decline,
-//! fetch, metering and claim grew here this session. Owed a split (lease and renewal loop in
-//! one file, the shard run in another).
+//! Lease-ahead (issue 15): while the room wants heat, the heat service may ask for shards held
+//! ahead of the running ones ([`Worker::lease_ahead`]). They are leased, renewed and their
+//! blobs fetched like any other, then wait at a gate ([`Gate`]) that lets at most the wanted
+//! slots execute at once: when a running shard ends, a held one starts at once, and a gap in
+//! the work on offer does not stop the heating. Only jobs a shard of which already ran here are
+//! leased ahead, so a job this radiator must decline is never asked for twice at once. A held
+//! shard whose room stops wanting heat is let go (its lease lapses at the coordinator within
+//! `lease_secs`).
+//!
+//! Size: about 1000 lines, above the 700 the house style asks: lease/renew, the lease-ahead
+//! gate, limits and decline, fetch, metering and claim grew here. Owed a split (lease and
+//! renewal loop in one file, the gate and the shard run in another).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -93,6 +103,9 @@ struct KnownJob {
     coordinator: libp2p::PeerId,
     next_try: Instant,
     unreachable_since: Option<Instant>,
+    /// A shard of it ran here: its blobs reach this radiator and its module suits it, so
+    /// shards of it may be leased ahead.
+    worked: bool,
 }
 
 enum Outcome {
@@ -104,7 +117,15 @@ enum Outcome {
     Unreachable(String),
     /// The job is beyond this radiator's limits; the coordinator was told why.
     Declined(String),
+    /// The job's blobs cannot reach this radiator now (only a relay leads to their providers
+    /// and hole punching failed); its lease was given back with the reason. Asked again after
+    /// [`RELAYED_ONLY_RETRY`]: a later circuit may hole punch, or a directly reachable
+    /// radiator may hold the blobs by then.
+    RelayedOnly(String),
 }
+
+/// How long a job whose blobs only a relay could carry is left before asking again.
+const RELAYED_ONLY_RETRY: Duration = Duration::from_secs(30);
 
 /// The lease of a shard being worked, as its renewals leave it.
 #[derive(Clone, Debug)]
@@ -154,11 +175,65 @@ struct Ctx {
     /// The heat service's meter, or (a node without a heat service) one that estimates from
     /// CPU time.
     meter: EnergyMeter,
+    /// At most the wanted slots execute at once; shards leased ahead wait here.
+    gate: Arc<Gate>,
+}
+
+/// Lets at most `limit` shards execute at once (the slots the room wants). Shards leased ahead
+/// of them wait for a turn with their blobs already fetched.
+#[derive(Default)]
+struct Gate {
+    /// (limit, executing). A std mutex: held for a few instructions, never across an await.
+    state: std::sync::Mutex<(usize, usize)>,
+    turn: tokio::sync::Notify,
+}
+
+/// One executing shard's place at the gate, given back on drop.
+struct Turn(Arc<Gate>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.1 = s.1.saturating_sub(1);
+        }
+        self.0.turn.notify_waiters();
+    }
+}
+
+impl Gate {
+    fn set_limit(&self, limit: usize) {
+        let raised = match self.state.lock() {
+            Ok(mut s) => {
+                let raised = limit > s.0;
+                s.0 = limit;
+                raised
+            }
+            Err(_) => false,
+        };
+        if raised {
+            self.turn.notify_waiters();
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.0)
+    }
+
+    fn try_take(self: &Arc<Self>) -> Option<Turn> {
+        let mut s = self.state.lock().ok()?;
+        (s.1 < s.0).then(|| {
+            s.1 += 1;
+            Turn(self.clone())
+        })
+    }
 }
 
 pub struct Worker {
     ctx: Ctx,
     slots: watch::Receiver<usize>,
+    /// Shards to hold leased ahead of the running ones (the heat service's hint); none
+    /// without a heat service.
+    lease_ahead: Option<watch::Receiver<usize>>,
     max_slots: usize,
     events: mpsc::Receiver<WorkerEvent>,
     known: HashMap<blake3::Hash, KnownJob>,
@@ -202,8 +277,10 @@ impl Worker {
                 config,
                 demand_permille: 0,
                 meter,
+                gate: Arc::new(Gate::default()),
             },
             slots,
+            lease_ahead: None,
             max_slots: max_slots.max(1),
             events,
             known: HashMap::new(),
@@ -211,6 +288,13 @@ impl Worker {
             running: 0,
             tasks: JoinSet::new(),
         })
+    }
+
+    /// Holds up to this many shards leased ahead of the running ones while the room wants
+    /// heat (at most `max_slots` more): the heat service's `lease_ahead_slots`.
+    pub fn lease_ahead(mut self, hint: watch::Receiver<usize>) -> Worker {
+        self.lease_ahead = Some(hint);
+        self
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
@@ -257,6 +341,7 @@ impl Worker {
                         coordinator,
                         next_try: Instant::now(),
                         unreachable_since: None,
+                        worked: false,
                     }
                 });
             }
@@ -290,6 +375,7 @@ impl Worker {
             Outcome::Worked => {
                 k.unreachable_since = None;
                 k.next_try = Instant::now();
+                k.worked = true;
             }
             Outcome::Denied {
                 reason,
@@ -311,6 +397,11 @@ impl Worker {
                 }
                 self.declined.push_back(job);
             }
+            Outcome::RelayedOnly(reason) => {
+                tracing::info!(job = %job, "lease given back: {reason}; asking again in {RELAYED_ONLY_RETRY:?}");
+                k.unreachable_since = None;
+                k.next_try = Instant::now() + RELAYED_ONLY_RETRY;
+            }
             Outcome::Unreachable(e) => {
                 let since = *k.unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= give_up {
@@ -326,13 +417,23 @@ impl Worker {
     fn start_work(&mut self) {
         let wanted = (*self.slots.borrow()).min(self.max_slots);
         self.ctx.demand_permille = (wanted * 1000 / self.max_slots).min(1000) as u16;
+        self.ctx.gate.set_limit(wanted);
+        // Held ahead only while heat is wanted, and never more than one per slot.
+        let ahead = match (&self.lease_ahead, wanted) {
+            (Some(hint), 1..) => (*hint.borrow()).min(self.max_slots),
+            _ => 0,
+        };
         let now = Instant::now();
-        while self.running < wanted {
+        while self.running < wanted + ahead {
+            // Beyond the wanted slots only jobs already worked here are leased ahead: a job
+            // this radiator may have to decline (limits, blobs it cannot reach) is tried one
+            // shard at a time.
+            let ahead_slot = self.running >= wanted;
             // The job tried longest ago goes first, so no job starves the others.
             let Some((job, k)) = self
                 .known
                 .iter_mut()
-                .filter(|(_, k)| k.next_try <= now)
+                .filter(|(_, k)| k.next_try <= now && (k.worked || !ahead_slot))
                 .min_by_key(|(_, k)| k.next_try)
             else {
                 return;
@@ -368,6 +469,7 @@ impl Worker {
                 coordinator,
                 next_try: Instant::now(),
                 unreachable_since: None,
+                worked: false,
             });
         }
     }
@@ -406,6 +508,7 @@ impl Worker {
                 coordinator,
                 next_try: Instant::now(),
                 unreachable_since: None,
+                worked: false,
             });
             self.running += 1;
             let ctx = self.ctx.clone();
@@ -465,6 +568,22 @@ impl Ctx {
     ) -> Outcome {
         match result {
             Ok(()) => Outcome::Worked,
+            Err(e @ JobError::RelayedOnly(_)) => {
+                // The lease goes back at once (a decline releases it) and the submitter sees
+                // why, rather than the shard waiting for the lease to expire.
+                // A decline releases this household's leases of the job; the coordinator does
+                // not bar a household that declined, so it may ask again later.
+                let reason = e.to_string();
+                tracing::warn!(job = %job, %coordinator, "{reason}; declining the job for now");
+                let request = Request::Decline {
+                    job,
+                    reason: reason.clone(),
+                };
+                if let Err(e) = self.ask(coordinator, request).await {
+                    tracing::debug!(job = %job, "could not tell the coordinator: {e}");
+                }
+                Outcome::RelayedOnly(reason)
+            }
             Err(JobError::BeyondLimits(reason)) => {
                 let request = Request::Decline {
                     job,
@@ -512,6 +631,12 @@ impl Ctx {
         match self.net.fetch_blob_within(hash, hint, max_len).await {
             Ok(()) => Ok(()),
             Err(NetError::BlobTooLarge { len, .. }) => Err(too_big(what, len, max_len)),
+            // Behind NATs that defeat hole punching (symmetric ones) a relay is the only path
+            // to the submitter, and blobs never cross it: waiting would only hold the lease
+            // until it expires. Declined instead (issue 11).
+            Err(e @ NetError::RelayedOnly { .. }) => {
+                Err(JobError::RelayedOnly(format!("the {what}: {e}")))
+            }
             Err(e) => Err(JobError::Network(format!(
                 "fetching {}: {e}",
                 hash.to_hex()
@@ -611,6 +736,38 @@ impl Ctx {
                 Err(e) => {
                     tracing::debug!(job = %lease.job, shard = lease.shard, "lease not renewed yet: {e}");
                 }
+            }
+        }
+    }
+
+    /// Waits until fewer shards execute than the room wants. Gives up when the room wants no
+    /// heat at all (a warm room does not hold work others could do), or when the lease is
+    /// refused or has run out while waiting.
+    async fn wait_turn(&self, held: &watch::Receiver<Held>) -> Result<Turn, String> {
+        loop {
+            let notified = self.gate.turn.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a turn given back in between is not missed.
+            notified.as_mut().enable();
+            if let Some(turn) = self.gate.try_take() {
+                return Ok(turn);
+            }
+            if self.gate.limit() == 0 {
+                return Err("the room wants no heat now; the lease held ahead is let go".into());
+            }
+            {
+                let h = held.borrow();
+                if let Some(why) = &h.refused {
+                    return Err(why.clone());
+                }
+                if h.deadline_ms <= now_ms() {
+                    return Err("the lease held ahead ran out while waiting for a slot".into());
+                }
+            }
+            // Renewals and slot changes are seen within a tick of the worker's loop.
+            tokio::select! {
+                _ = notified => {}
+                _ = sleep(Duration::from_millis(200)) => {}
             }
         }
     }
@@ -730,6 +887,14 @@ impl Ctx {
         )
         .await?;
         let input = self.store.get_bytes(&input_hash)?;
+        // A shard leased ahead waits here, ready, for a running one to end.
+        let turn = match self.wait_turn(held).await {
+            Ok(turn) => turn,
+            Err(why) => {
+                tracing::info!("not starting the shard: {why}");
+                return Ok(());
+            }
+        };
         if let Err(why) = self.ready_to_run(coordinator, lease, held, length_ms).await {
             tracing::info!("not starting the shard: {why}");
             return Ok(());
@@ -761,6 +926,8 @@ impl Ctx {
         // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
         // counted as executing.
         let energy = self.meter.finish_shard(mark);
+        // The slot is free for a shard held ahead while this one is verified and claimed.
+        drop(turn);
         let outcome =
             outcome.map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
         let out = match outcome {

@@ -39,6 +39,7 @@ mod actor;
 mod behaviour;
 mod bootstrap;
 mod codec;
+pub mod direct;
 pub mod wire;
 
 use std::fmt;
