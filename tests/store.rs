@@ -329,7 +329,7 @@ fn import_out_of_order_rejects_bad_chunk() {
         Err(StoreError::BadOutboard)
     ));
 
-    let mut import = store.begin_import(&hash, &ob).unwrap();
+    let import = store.begin_import(&hash, &ob).unwrap();
     assert_eq!(import.missing(), vec![0, 1, 2, 3, 4]);
     import.put_chunk(4, group(4)).unwrap();
     import.put_chunk(1, group(1)).unwrap();
@@ -365,7 +365,7 @@ fn finish_refuses_an_incomplete_import() {
     let data = pattern(2 * CHUNK_SIZE);
     let hash = blake3::hash(&data);
     let ob = Outboard::compute(&data);
-    let mut import = store.begin_import(&hash, &ob).unwrap();
+    let import = store.begin_import(&hash, &ob).unwrap();
     import.put_chunk(0, &data[..CHUNK_SIZE]).unwrap();
     assert!(matches!(
         import.finish(),
@@ -383,7 +383,7 @@ fn import_resumes_after_reopening_the_store() {
     let group = |i: u32| &data[i as usize * CHUNK_SIZE..i as usize * CHUNK_SIZE + ob.chunk_len(i)];
     {
         let store = open(&dir);
-        let mut import = store.begin_import(&hash, &ob).unwrap();
+        let import = store.begin_import(&hash, &ob).unwrap();
         for i in [5, 0, 3] {
             import.put_chunk(i, group(i)).unwrap();
         }
@@ -392,7 +392,7 @@ fn import_resumes_after_reopening_the_store() {
     }
     let store = open(&dir);
     assert!(!store.has(&hash).unwrap());
-    let mut import = store.begin_import(&hash, &ob).unwrap();
+    let import = store.begin_import(&hash, &ob).unwrap();
     assert_eq!(import.missing(), vec![1, 2, 4]);
     for i in import.missing() {
         import.put_chunk(i, group(i)).unwrap();
@@ -413,7 +413,7 @@ fn resume_drops_a_damaged_partial_group() {
     let data = pattern(3 * CHUNK_SIZE);
     let hash = blake3::hash(&data);
     let ob = Outboard::compute(&data);
-    let mut import = store.begin_import(&hash, &ob).unwrap();
+    let import = store.begin_import(&hash, &ob).unwrap();
     import.put_chunk(0, &data[..CHUNK_SIZE]).unwrap();
     import
         .put_chunk(1, &data[CHUNK_SIZE..2 * CHUNK_SIZE])
@@ -434,7 +434,7 @@ fn delete_cancels_a_running_import() {
     let data = pattern(2 * CHUNK_SIZE + 5);
     let hash = blake3::hash(&data);
     let ob = Outboard::compute(&data);
-    let mut import = store.begin_import(&hash, &ob).unwrap();
+    let import = store.begin_import(&hash, &ob).unwrap();
     import.put_chunk(0, &data[..CHUNK_SIZE]).unwrap();
     assert!(store.delete(&hash).unwrap());
     assert!(matches!(
@@ -632,7 +632,7 @@ fn quota_refuses_imports_from_peers_and_counts_everything() {
     // Resuming it is not a new import: it passes even under a tighter quota.
     drop(import);
     store.set_quota(own.len() as u64);
-    let mut import = store
+    let import = store
         .begin_import(&small_hash, &Outboard::compute(&small))
         .unwrap();
     import.put_chunk(0, &small).unwrap();

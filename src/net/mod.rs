@@ -39,6 +39,8 @@ mod actor;
 mod behaviour;
 mod bootstrap;
 mod codec;
+mod download;
+mod serve;
 pub mod wire;
 
 use std::fmt;
