@@ -696,10 +696,20 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
             }
             Done::Begun(Err(e)) => self.finish(io, hash, Err(NetError::Store(e.to_string()))),
             Done::TooLarge(len) => {
-                for (w, max) in std::mem::take(&mut f.waiters) {
+                let (fits, over): (Vec<_>, Vec<_>) = std::mem::take(&mut f.waiters)
+                    .into_iter()
+                    .partition(|(_, max)| len <= *max);
+                for (w, max) in over {
                     let _ = w.send(Err(too_large(hash, len, max)));
                 }
-                self.over_every_limit(io, hash, len);
+                if fits.is_empty() {
+                    return self.over_every_limit(io, hash, len);
+                }
+                // A caller with a higher limit joined while the outboard was being checked:
+                // check it again for them (the outboard is asked for again; it is small).
+                f.waiters = fits;
+                f.beginning = false;
+                self.advance(io, now, hash);
             }
             Done::Written {
                 first,
