@@ -701,7 +701,7 @@ fn large_blobs_are_files_small_ones_stay_in_sled() {
     assert_eq!(range, &large[CHUNK_SIZE..]);
     assert_eq!(store.usage().unwrap(), (small.len() + large.len()) as u64);
     // Garbage collection and deletes remove the file.
-    let theirs = pattern(3 * CHUNK_SIZE + 7);
+    let theirs = pattern(5 * CHUNK_SIZE + 7);
     let ht = store.put_bytes_unkept(&theirs).unwrap();
     assert!(blob_file(dir.path(), &ht).exists());
     assert!(store.delete_unless_kept(&ht).unwrap());
