@@ -327,10 +327,7 @@ fn a_server_without_range_requests_is_asked_group_by_group() {
     let old = PeerId::random();
     h.io.links.insert(old, Link::Direct);
     let mut rx = h.start(hash, Some(old), u64::MAX);
-    loop {
-        let Some((id, peer, req)) = h.io.sent.pop() else {
-            break;
-        };
+    while let Some((id, peer, req)) = h.io.sent.pop() {
         let frame = match req {
             BlobRequest::Range { .. } => BlobResponse::Error(BlobErrorCode::Malformed).encode(),
             _ => respond(&data, &req, &[]),
