@@ -3,8 +3,15 @@
 //! 1. gossip latency: time from `publish` until every other node of a 30-node in-process
 //!    network (loopback TCP) has the message, median and p99 over many messages. The stand-in
 //!    node layer accepts each message at once, so each hop includes one validation round trip.
-//! 2. blob throughput: a 64 MiB blob fetched over hearth (noise + yamux + per-chunk
-//!    verification + store writes) divided by a plain tokio TCP copy of the same bytes.
+//! 2. blob throughput, 64 MiB and 1 GiB: a blob fetched over hearth (noise + yamux + every
+//!    piece verified + written durably to the store) divided by a plain tokio TCP copy of the
+//!    same bytes into memory. Printed beside it: the same TCP copy written to a file and
+//!    `fsync`ed (what the disk allows a durable copy), and `store.put_bytes` alone.
+//! 3. a job of 2 × 100 MB inputs on 3 loopback radiators (replication 2): submit → verified
+//!    result, divided by the time plain TCP takes to copy the input bytes the radiators
+//!    fetched, as many times as they fetched them.
+//!
+//! `HEARTH_BENCH=blob` skips the gossip part, `HEARTH_BENCH=small` also the 1 GiB blob.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +26,8 @@ use tokio::sync::mpsc;
 
 const NODES: usize = 30;
 const MESSAGES: usize = 200;
-const BLOB_LEN: usize = 64 * 1024 * 1024;
+const MIB: usize = 1024 * 1024;
+const JOB_INPUT: usize = 100_000_000;
 
 struct Node {
     net: Network,
@@ -142,22 +150,31 @@ async fn gossip_latency() -> (Duration, Duration, usize) {
     )
 }
 
-async fn blob_throughput() -> (f64, f64, f64) {
-    let mut data = vec![0u8; BLOB_LEN];
+fn pseudo_random(len: usize, seed: &[u8]) -> Vec<u8> {
+    let mut data = vec![0u8; len];
     blake3::Hasher::new()
-        .update(b"bench")
+        .update(seed)
         .finalize_xof()
         .fill(&mut data);
-    let data = Arc::new(data);
+    data
+}
 
-    // Plain TCP copy of the same bytes over loopback.
+/// Copies `data` once over a fresh loopback TCP connection; `sink`: where the receiver puts
+/// the bytes (`None`: nowhere, a memory copy; `Some(path)`: a file, `fsync`ed at the end).
+/// Returns the seconds from connect to the last byte received (and synced).
+async fn tcp_copy(data: Arc<Vec<u8>>, sink: Option<std::path::PathBuf>) -> f64 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let start_tcp = Instant::now();
+    let len = data.len();
+    let start = Instant::now();
     let server = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
+        let mut file = match &sink {
+            Some(path) => Some(tokio::fs::File::create(path).await.expect("create")),
+            None => None,
+        };
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0usize;
         loop {
@@ -165,7 +182,13 @@ async fn blob_throughput() -> (f64, f64, f64) {
             if n == 0 {
                 break;
             }
+            if let Some(f) = &mut file {
+                f.write_all(&buf[..n]).await.expect("write");
+            }
             total += n;
+        }
+        if let Some(f) = file {
+            f.sync_all().await.expect("fsync");
         }
         total
     });
@@ -175,14 +198,35 @@ async fn blob_throughput() -> (f64, f64, f64) {
     c.write_all(&data).await.expect("write");
     c.shutdown().await.expect("shutdown");
     let got = server.await.expect("server");
-    let tcp_secs = start_tcp.elapsed().as_secs_f64();
-    assert_eq!(got, BLOB_LEN);
+    assert_eq!(got, len);
+    start.elapsed().as_secs_f64()
+}
+
+struct BlobRun {
+    mib: f64,
+    hearth: f64,
+    tcp: f64,
+    tcp_fsync: f64,
+    put: f64,
+}
+
+async fn blob_throughput(len: usize) -> BlobRun {
+    let data = Arc::new(pseudo_random(len, b"bench"));
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let tcp = tcp_copy(data.clone(), None).await;
+    let tcp_fsync = tcp_copy(data.clone(), Some(scratch.path().join("copy"))).await;
+    drop(scratch);
 
     // Over hearth.
     let a = start(0, vec![], None).await;
     let t = Instant::now();
-    let hash = a.store.put_bytes(&data).expect("put");
-    let store_secs = t.elapsed().as_secs_f64();
+    let store = a.store.clone();
+    let d = data.clone();
+    let hash = tokio::task::spawn_blocking(move || store.put_bytes(&d))
+        .await
+        .expect("join")
+        .expect("put");
+    let put = t.elapsed().as_secs_f64();
     a.net.provide(hash).await.expect("provide");
     let b = start(1, vec![addr(&a).await], None).await;
     let t = Instant::now();
@@ -195,12 +239,109 @@ async fn blob_throughput() -> (f64, f64, f64) {
         .fetch_blob(hash, Some(a.net.local_peer_id()))
         .await
         .expect("fetch");
-    let hearth_secs = start_hearth.elapsed().as_secs_f64();
+    let hearth = start_hearth.elapsed().as_secs_f64();
     assert!(b.store.has(&hash).expect("has"));
     a.net.shutdown().await;
     b.net.shutdown().await;
-    let mib = BLOB_LEN as f64 / (1024.0 * 1024.0);
-    (mib / hearth_secs, mib / tcp_secs, mib / store_secs)
+    let mib = len as f64 / MIB as f64;
+    BlobRun {
+        mib,
+        hearth: mib / hearth,
+        tcp: mib / tcp,
+        tcp_fsync: mib / tcp_fsync,
+        put: mib / put,
+    }
+}
+
+/// A core-ABI shard that takes any input (growing its memory to fit) and returns the input's
+/// first 32 bytes: the job's cost is moving its inputs, not computing.
+const PASS_THROUGH: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "alloc") (param $len i32) (result i32)
+    (local $base i32)
+    (local.set $base (i32.mul (memory.size) (i32.const 65536)))
+    (drop (memory.grow (i32.shr_u (i32.add (local.get $len) (i32.const 65535)) (i32.const 16))))
+    (local.get $base))
+  (func (export "run") (param $ptr i32) (param $len i32) (result i64)
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.const 32))))"#;
+
+struct JobRun {
+    secs: f64,
+    copies: f64,
+    tcp_secs: f64,
+}
+
+async fn job_of_two_inputs() -> JobRun {
+    use hearth::demo::{start_radiators, wait_connected};
+    use hearth::jobs::build::{build, JobSpec};
+    use hearth::jobs::JobStatus;
+    use hearth::model::JobLimits;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {})
+        .await
+        .expect("radiators");
+    wait_connected(&nodes, 2, Duration::from_secs(30))
+        .await
+        .expect("connected");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sub = &nodes[0];
+    let inputs = vec![
+        pseudo_random(JOB_INPUT, b"input 0"),
+        pseudo_random(JOB_INPUT, b"input 1"),
+    ];
+    let spec = JobSpec::Wasm {
+        module: wat::parse_str(PASS_THROUGH).expect("wat"),
+        inputs: inputs.clone(),
+    };
+    let store = sub.context.store.clone();
+    let household = sub.household();
+    let manifest = tokio::task::spawn_blocking(move || {
+        build(&store, &spec, household, JobLimits::default(), 2)
+    })
+    .await
+    .expect("join")
+    .expect("build job");
+    let mut fetched_before = 0;
+    for n in &nodes {
+        fetched_before += n.context.net.status().await.expect("status").chunks_fetched;
+    }
+    let started = Instant::now();
+    let id = sub
+        .context
+        .coordinator
+        .submit(manifest)
+        .await
+        .expect("submit");
+    loop {
+        let view = sub.context.coordinator.view(id).await.expect("job");
+        match view.status {
+            JobStatus::Done { .. } => break,
+            JobStatus::Failed { reason } => panic!("job failed: {reason}"),
+            JobStatus::Running => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut fetched = 0;
+    for n in &nodes {
+        fetched += n.context.net.status().await.expect("status").chunks_fetched;
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    // Input copies the radiators fetched (module, manifest and outputs are a few KiB).
+    let groups_per_input = JOB_INPUT.div_ceil(hearth::store::CHUNK_SIZE) as f64;
+    let copies = ((fetched - fetched_before) as f64 / groups_per_input).round();
+    let one = Arc::new(inputs.into_iter().next().expect("input"));
+    let mut tcp_secs = 0.0;
+    for _ in 0..copies as usize {
+        tcp_secs += tcp_copy(one.clone(), None).await;
+    }
+    JobRun {
+        secs,
+        copies,
+        tcp_secs,
+    }
 }
 
 fn main() {
@@ -209,34 +350,68 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        // HEARTH_BENCH=blob skips the gossip part (quicker iterations on the blob path).
-        let gossip = std::env::var("HEARTH_BENCH").as_deref() != Ok("blob");
-        let (median, p99, lost) = if gossip {
+        let which = std::env::var("HEARTH_BENCH").unwrap_or_default();
+        let (median, p99, lost) = if which.is_empty() {
             gossip_latency().await
         } else {
             (Duration::ZERO, Duration::ZERO, 0)
         };
-        let (hearth, tcp, store) = blob_throughput().await;
+        let mut blobs = vec![blob_throughput(64 * MIB).await];
+        if which != "small" {
+            blobs.push(blob_throughput(1024 * MIB).await);
+        }
+        let job = job_of_two_inputs().await;
         println!();
-        println!("| benchmark                                   | result        | target    |");
-        println!("|---------------------------------------------|---------------|-----------|");
+        println!("| benchmark                                        | result          | target    |");
+        println!("|--------------------------------------------------|-----------------|-----------|");
         println!(
-            "| gossip to all of {NODES} nodes, median ({MESSAGES} msgs) | {:>9.1} ms  |           |",
+            "| gossip to all of {NODES} nodes, median ({MESSAGES} msgs)     | {:>12.1} ms |           |",
             median.as_secs_f64() * 1e3
         );
         println!(
-            "| gossip to all of {NODES} nodes, p99               | {:>9.1} ms  | < 250 ms  |",
+            "| gossip to all of {NODES} nodes, p99                   | {:>12.1} ms | < 250 ms  |",
             p99.as_secs_f64() * 1e3
         );
-        println!("| gossip messages that missed a node (5 s)    | {lost:>9}     | 0         |");
+        println!("| gossip messages that missed a node (5 s)         | {lost:>12}    | 0         |");
+        for b in &blobs {
+            let size = format!("{:.0} MiB", b.mib);
+            println!(
+                "| blob fetch over hearth, {size:<9}                | {:>9.1} MiB/s |           |",
+                b.hearth
+            );
+            println!(
+                "| plain TCP copy to memory, {size:<9}              | {:>9.1} MiB/s |           |",
+                b.tcp
+            );
+            println!(
+                "| plain TCP copy to a file + fsync, {size:<9}      | {:>9.1} MiB/s |           |",
+                b.tcp_fsync
+            );
+            println!(
+                "| store.put_bytes alone (hash + write), {size:<9}  | {:>9.1} MiB/s |           |",
+                b.put
+            );
+            println!(
+                "| hearth / TCP, {size:<9}                          | {:>12.3}    | >= 0.5    |",
+                b.hearth / b.tcp
+            );
+            println!(
+                "| hearth / (TCP + file + fsync), {size:<9}         | {:>12.3}    |           |",
+                b.hearth / b.tcp_fsync
+            );
+        }
         println!(
-            "| blob fetch over hearth, 64 MiB              | {hearth:>9.1} MiB/s |           |"
+            "| job 2 x 100 MB, 3 radiators, repl. 2: end to end | {:>12.2} s  |           |",
+            job.secs
         );
-        println!("| plain tokio TCP copy, 64 MiB                | {tcp:>9.1} MiB/s |           |");
-        println!("| store.put_bytes alone (hash + sled), 64 MiB | {store:>9.1} MiB/s |           |");
+        let label = format!("same bytes over plain TCP ({:.0} x 100 MB)", job.copies);
         println!(
-            "| hearth / TCP                                | {:>9.3}     | >= 0.5    |",
-            hearth / tcp
+            "| {label:<48} | {:>12.2} s  |           |",
+            job.tcp_secs
+        );
+        println!(
+            "| job / TCP                                        | {:>12.1}    | cut it    |",
+            job.secs / job.tcp_secs.max(f64::EPSILON)
         );
     });
 }

@@ -138,6 +138,11 @@ pub fn open_db(data_dir: &Path) -> Result<sled::Db, NodeError> {
     sled::open(&path).map_err(|source| db_error(path, source))
 }
 
+/// The directory of a node's large blobs (`DATA_DIR/blobs`, docs/storage.md §4).
+pub fn blob_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("blobs")
+}
+
 /// Free space the database needs to open safely: several of sled's 512 KiB log segments.
 const MIN_FREE_BYTES: u64 = 8 << 20;
 
@@ -312,7 +317,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     // Data directories made before API tokens existed get one now.
     let (api_token, _) = crate::api::auth::ApiToken::load_or_create(&opts.data_dir)?;
     let db = open_db(&opts.data_dir)?;
-    let store = Store::with_db(&db)?;
+    let store = Store::with_files(&db, &blob_dir(&opts.data_dir))?;
     store.set_quota(opts.config.limits.store_quota());
     let ledger = Ledger::open(&db, identity.public())?;
     // Before anything is served: a damaged database stops the start (docs/storage.md).

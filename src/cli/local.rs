@@ -48,7 +48,7 @@ pub fn id(data_dir: &Path) -> anyhow::Result<()> {
 
 fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     let db = node::open_db(data_dir)?;
-    Ok(Store::with_db(&db)?)
+    Ok(Store::with_files(&db, &node::blob_dir(data_dir))?)
 }
 
 /// `hearth doctor`: the start-up checks, offline, every damage listed; with `repair`, the

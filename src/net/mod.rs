@@ -40,6 +40,8 @@ mod behaviour;
 mod bootstrap;
 mod codec;
 pub mod direct;
+mod download;
+mod serve;
 pub mod wire;
 
 use std::fmt;

@@ -8,8 +8,10 @@
 //! ```text
 //! request  0x01 hash[32]                         get outboard
 //!          0x02 hash[32] index:u32               get chunk `index`
+//!          0x03 hash[32] first:u32 count:u16     get chunks `first..first+count` (1..=8)
 //! response 0x01 len:u64 count:u32 cv[32]*count   outboard (blob length, chunk-group CVs)
-//!          0x02 data[..]                         chunk bytes (rest of the frame)
+//!          0x02 data[..]                         chunk bytes (rest of the frame; for a range,
+//!                                                the groups one after the other)
 //!          0x03                                  not found / not held
 //!          0x04 code:u8                          error: 1 malformed, 2 busy, 3 internal
 //! ```
@@ -21,14 +23,21 @@ pub const MAX_BLOB_REQUEST: usize = 64;
 /// Most chaining values an outboard response can carry: one per chunk group of the largest
 /// blob the store accepts (16 GiB / 256 KiB = 65 536).
 pub const MAX_OUTBOARD_CVS: usize = (MAX_BLOB_LEN / CHUNK_SIZE as u64) as usize;
+/// Most chunk groups one range request may ask for: 8 groups (2 MiB), so a range response
+/// (2 MiB + 1) fits the frame limit the largest outboard already set.
+pub const MAX_RANGE_GROUPS: u16 = 8;
 /// Largest blob response frame (bytes): the largest outboard (2 MiB + 13), which is bigger
-/// than a chunk response (256 KiB + 1).
+/// than a range response (2 MiB + 1) and a chunk response (256 KiB + 1).
 pub const MAX_BLOB_RESPONSE: usize = 13 + 32 * MAX_OUTBOARD_CVS;
+/// Largest data of a chunk response: a full range.
+const MAX_CHUNK_DATA: usize = MAX_RANGE_GROUPS as usize * CHUNK_SIZE;
 
 const REQ_OUTBOARD: u8 = 0x01;
 const REQ_CHUNK: u8 = 0x02;
+const REQ_RANGE: u8 = 0x03;
 const RESP_OUTBOARD: u8 = 0x01;
-const RESP_CHUNK: u8 = 0x02;
+/// First byte of a chunk response; the data follows (see [`chunk_data`]).
+pub(crate) const RESP_CHUNK: u8 = 0x02;
 const RESP_NOT_FOUND: u8 = 0x03;
 const RESP_ERROR: u8 = 0x04;
 
@@ -39,6 +48,14 @@ pub enum BlobRequest {
     Outboard { hash: [u8; 32] },
     /// Chunk `index` (of [`CHUNK_SIZE`] bytes, the last one shorter) of blob `hash`.
     Chunk { hash: [u8; 32], index: u32 },
+    /// Chunks `first..first + count` of blob `hash`, `count` in `1..=MAX_RANGE_GROUPS`,
+    /// answered by one chunk response holding them one after the other. A server that does
+    /// not know this request answers `Malformed`; ask it chunk by chunk.
+    Range {
+        hash: [u8; 32],
+        first: u32,
+        count: u16,
+    },
 }
 
 /// Why a peer refused a blob request.
@@ -104,6 +121,17 @@ pub enum WireError {
     TooManyCvs(usize),
     #[error("message of {0} bytes is over the frame limit")]
     TooLarge(usize),
+    #[error("range of {0} chunk groups; 1 to {MAX_RANGE_GROUPS} may be asked at once")]
+    BadRange(u16),
+}
+
+/// The data of a chunk response frame, borrowed (the download path hands the frame on
+/// without copying it): `None` if `frame` is not a well-formed chunk response.
+pub fn chunk_data(frame: &[u8]) -> Option<&[u8]> {
+    match frame.split_first() {
+        Some((&RESP_CHUNK, data)) if data.len() <= MAX_CHUNK_DATA => Some(data),
+        _ => None,
+    }
 }
 
 fn hash_at(b: &[u8]) -> [u8; 32] {
@@ -127,6 +155,14 @@ impl BlobRequest {
                 v.push(REQ_CHUNK);
                 v.extend_from_slice(hash);
                 v.extend_from_slice(&index.to_be_bytes());
+                v
+            }
+            BlobRequest::Range { hash, first, count } => {
+                let mut v = Vec::with_capacity(39);
+                v.push(REQ_RANGE);
+                v.extend_from_slice(hash);
+                v.extend_from_slice(&first.to_be_bytes());
+                v.extend_from_slice(&count.to_be_bytes());
                 v
             }
         }
@@ -163,6 +199,20 @@ impl BlobRequest {
                 Ok(BlobRequest::Chunk {
                     hash: hash_at(rest),
                     index: u32::from_be_bytes(idx),
+                })
+            }
+            REQ_RANGE => {
+                expect(38)?;
+                let mut first = [0u8; 4];
+                first.copy_from_slice(&rest[32..36]);
+                let count = u16::from_be_bytes([rest[36], rest[37]]);
+                if count == 0 || count > MAX_RANGE_GROUPS {
+                    return Err(WireError::BadRange(count));
+                }
+                Ok(BlobRequest::Range {
+                    hash: hash_at(rest),
+                    first: u32::from_be_bytes(first),
+                    count,
                 })
             }
             other => Err(WireError::UnknownType(other)),
@@ -231,8 +281,8 @@ impl BlobResponse {
                 })
             }
             RESP_CHUNK => {
-                if rest.len() > CHUNK_SIZE {
-                    return Err(bad(1 + CHUNK_SIZE));
+                if rest.len() > MAX_CHUNK_DATA {
+                    return Err(bad(1 + MAX_CHUNK_DATA));
                 }
                 Ok(BlobResponse::Chunk(rest.to_vec()))
             }
@@ -265,6 +315,11 @@ mod tests {
                 hash: h,
                 index: 0xdead_beef,
             },
+            BlobRequest::Range {
+                hash: h,
+                first: 7,
+                count: MAX_RANGE_GROUPS,
+            },
         ] {
             assert_eq!(BlobRequest::decode(&r.encode()), Ok(r));
         }
@@ -289,6 +344,17 @@ mod tests {
         assert!(BlobRequest::decode(&[1, 2, 3]).is_err());
         assert!(BlobRequest::decode(&[9; 33]).is_err());
         assert!(BlobRequest::decode(&[0u8; 100]).is_err());
+        // Ranges of no group or over the limit.
+        for count in [0, MAX_RANGE_GROUPS + 1, u16::MAX] {
+            let mut b = vec![REQ_RANGE];
+            b.extend_from_slice(&[0; 36]);
+            b.extend_from_slice(&count.to_be_bytes());
+            assert_eq!(BlobRequest::decode(&b), Err(WireError::BadRange(count)));
+        }
+        // A chunk response's data is borrowed only when well formed.
+        assert_eq!(chunk_data(&[RESP_CHUNK, 1, 2]), Some(&[1u8, 2][..]));
+        assert_eq!(chunk_data(&[RESP_NOT_FOUND]), None);
+        assert_eq!(chunk_data(&vec![RESP_CHUNK; 2 + MAX_CHUNK_DATA]), None);
         // Outboard claiming more CVs than the limit.
         let mut b = vec![RESP_OUTBOARD];
         b.extend_from_slice(&0u64.to_be_bytes());

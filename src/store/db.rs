@@ -1,17 +1,22 @@
-//! The sled-backed [`Store`] and resumable [`Import`]s.
+//! The [`Store`] handle: where each blob's bytes live (sled or a file of the blob directory),
+//! verified reads, deletes and the quota.
 //!
-//! Owns the `store/blobs`, `store/partial` and `store/chunks` trees (layout in the parent
-//! module doc); must not touch any other tree of a shared `Db`.
+//! Owns the `store/blobs`, `store/partial`, `store/chunks`, `store/kept` and `store/files`
+//! trees (layout in the parent module doc) and the blob directory; must not touch any other
+//! tree of a shared `Db`. Imports (writes) are in `import.rs`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
 
+use super::files::{read_at, Files};
+use super::import::Import;
 use super::outboard::read_full;
 use super::{hex_of, Outboard, StoreError, CHUNK_SIZE, MAX_BLOB_LEN, MAX_GET_BYTES};
 
@@ -19,6 +24,30 @@ const BLOBS_TREE: &str = "store/blobs";
 const PARTIAL_TREE: &str = "store/partial";
 const CHUNKS_TREE: &str = "store/chunks";
 const KEPT_TREE: &str = "store/kept";
+const FILES_TREE: &str = "store/files";
+
+/// Sub-directory of [`Store::open`]'s directory holding the large blobs.
+const OPEN_FILES_DIR: &str = "files";
+
+/// Bytes of chaining values the cache of verified outboards may hold (4 MiB: the outboards
+/// of 32 GiB of blobs); past it the cache is emptied and refilled on demand.
+const CACHE_CV_BYTES: usize = 4 << 20;
+
+/// What the store knows about a complete blob once its entry was read and verified.
+#[derive(Debug)]
+pub(crate) struct Meta {
+    pub(crate) outboard: Outboard,
+    /// Its bytes are a file of the blob directory (else groups in `store/chunks`).
+    pub(crate) in_file: bool,
+}
+
+/// Verified outboards of complete blobs, so serving the pieces of a 1 GiB blob does not walk
+/// its 4 096-leaf tree once per piece. Bounded by [`CACHE_CV_BYTES`].
+#[derive(Default)]
+struct Cache {
+    map: HashMap<blake3::Hash, Arc<Meta>>,
+    cv_bytes: usize,
+}
 
 /// Cheap, cloneable handle on the content store (sled trees are reference counted).
 ///
@@ -27,20 +56,25 @@ const KEPT_TREE: &str = "store/kept";
 /// other's lock.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    blobs: Tree,
-    partial: Tree,
-    chunks: Tree,
+    pub(crate) db: sled::Db,
+    pub(crate) blobs: Tree,
+    pub(crate) partial: Tree,
+    pub(crate) chunks: Tree,
     /// Blobs this node stored itself with `put_bytes` / `put_file` (the household's own
     /// data): [`Store::delete_unless_kept`] never removes them.
     kept: Tree,
-    /// Serialises the structural steps (start of an import, storing a group, making a blob
-    /// visible, deleting) so a delete cannot interleave with them and leave a visible blob
-    /// with missing groups or orphan groups nobody will clean up. Hashing happens outside it.
+    /// Blobs (complete or partial) whose bytes are a file of the blob directory.
+    pub(crate) in_files: Tree,
+    /// The blob directory; `None` keeps every blob in sled ([`Store::with_db`]).
+    pub(crate) files: Option<Arc<Files>>,
+    /// Serialises the structural steps (start of an import, making a blob visible,
+    /// deleting) so a delete cannot interleave with them and leave a visible blob with
+    /// missing groups or orphan groups nobody will clean up. Hashing happens outside it.
     lock: Arc<Mutex<()>>,
     /// Most bytes of blobs (complete and partial) an import from a peer may bring the store
     /// to; `u64::MAX` (the default) means no quota. Shared by every clone of the handle.
     quota: Arc<AtomicU64>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -49,7 +83,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn chunk_key(hash: &blake3::Hash, index: u32) -> [u8; 36] {
+pub(crate) fn chunk_key(hash: &blake3::Hash, index: u32) -> [u8; 36] {
     let mut key = [0u8; 36];
     key[..32].copy_from_slice(hash.as_bytes());
     key[32..].copy_from_slice(&index.to_be_bytes());
@@ -57,7 +91,7 @@ fn chunk_key(hash: &blake3::Hash, index: u32) -> [u8; 36] {
 }
 
 /// Maps the result of a transaction that never aborts on purpose.
-fn tx_result<T>(r: Result<T, TransactionError<()>>) -> Result<T, StoreError> {
+pub(crate) fn tx_result<T>(r: Result<T, TransactionError<()>>) -> Result<T, StoreError> {
     match r {
         Ok(v) => Ok(v),
         Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
@@ -68,14 +102,23 @@ fn tx_result<T>(r: Result<T, TransactionError<()>>) -> Result<T, StoreError> {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every mutex here guards data no panic can leave half-changed (`()` or a cache that is
+    // only ever replaced whole), so a poisoned one is still good.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Store {
-    /// Opens (or creates) a sled database in `dir` and the store's trees in it.
+    /// Opens (or creates) a store in `dir`: the sled database in `dir` itself, large blobs
+    /// as files in `dir/files`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::open(dir)?;
-        Store::with_db(&db)
+        Store::with_files(&db, &dir.join(OPEN_FILES_DIR))
     }
 
-    /// Uses the store's own `store/...` trees inside a `Db` shared with other subsystems.
+    /// Uses the store's own `store/...` trees inside a `Db` shared with other subsystems,
+    /// with no blob directory: every blob, whatever its size, is kept in sled. For tests and
+    /// tools; a node uses [`Store::with_files`].
     pub fn with_db(db: &sled::Db) -> Result<Store, StoreError> {
         Ok(Store {
             db: db.clone(),
@@ -83,9 +126,33 @@ impl Store {
             partial: db.open_tree(PARTIAL_TREE)?,
             chunks: db.open_tree(CHUNKS_TREE)?,
             kept: db.open_tree(KEPT_TREE)?,
+            in_files: db.open_tree(FILES_TREE)?,
+            files: None,
             lock: Arc::new(Mutex::new(())),
             quota: Arc::new(AtomicU64::new(u64::MAX)),
+            cache: Arc::new(Mutex::new(Cache::default())),
         })
+    }
+
+    /// Like [`Store::with_db`], with blobs over [`super::INLINE_MAX`] bytes kept as plain
+    /// files in `dir` (created if needed). Blobs stored in sled before (every blob of a store
+    /// made before the blob directory existed) stay there and stay readable. Files in `dir`
+    /// that no entry refers to (left by a crash) are removed here.
+    pub fn with_files(db: &sled::Db, dir: &Path) -> Result<Store, StoreError> {
+        let mut store = Store::with_db(db)?;
+        let files = Files::open(dir).map_err(|source| StoreError::File {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for hash in files.hashes()? {
+            let key = hash.as_bytes();
+            if !store.blobs.contains_key(key)? && !store.partial.contains_key(key)? {
+                tracing::info!(hash = %hex_of(&hash), "removing a blob file nothing refers to");
+                files.remove(&hash)?;
+            }
+        }
+        store.files = Some(Arc::new(files));
+        Ok(store)
     }
 
     /// Sets the disk quota: an import from a peer ([`Store::begin_import`]) that would take
@@ -96,8 +163,13 @@ impl Store {
         self.quota.store(bytes, Ordering::Relaxed);
     }
 
+    pub(crate) fn quota(&self) -> u64 {
+        self.quota.load(Ordering::Relaxed)
+    }
+
     /// Bytes of blob data stored, complete blobs and partial imports at their full length
-    /// (what they take once finished). Reads every outboard: linear in the number of blobs.
+    /// (what they take once finished), in sled and in files alike. Reads every outboard:
+    /// linear in the number of blobs.
     pub fn usage(&self) -> Result<u64, StoreError> {
         let mut total = 0u64;
         for tree in [&self.blobs, &self.partial] {
@@ -111,11 +183,8 @@ impl Store {
         Ok(total)
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
-        self.lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.lock)
     }
 
     /// Stores `data` as this node's own (kept: see [`Store::delete_unless_kept`]) and returns
@@ -140,7 +209,7 @@ impl Store {
         if self.has(&hash)? {
             return Ok(hash);
         }
-        let mut import = self.start_import(&hash, &outboard, false)?;
+        let import = self.start_import(&hash, &outboard, false)?;
         for index in import.missing() {
             let start = index as usize * CHUNK_SIZE;
             let group = &data[start..start + outboard.chunk_len(index)];
@@ -181,16 +250,18 @@ impl Store {
         if self.has(&hash)? {
             return Ok(hash);
         }
-        let mut import = self.start_import(&hash, &outboard, false)?;
+        let import = self.start_import(&hash, &outboard, false)?;
         file.seek(SeekFrom::Start(0)).map_err(file_err)?;
         let mut buf = vec![0u8; CHUNK_SIZE];
+        let missing = import.missing();
+        let mut missing = missing.iter().peekable();
         for index in 0..outboard.chunk_count() {
             let want = outboard.chunk_len(index);
             let got = read_full(&mut file, &mut buf[..want]).map_err(file_err)?;
             if got != want {
                 return Err(StoreError::FileChanged(path.to_path_buf()));
             }
-            if !import.present[index as usize] {
+            if missing.next_if_eq(&&index).is_some() {
                 import.put_chunk(index, &buf[..want]).map_err(|e| match e {
                     StoreError::BadChunk { .. } => StoreError::FileChanged(path.to_path_buf()),
                     other => other,
@@ -207,16 +278,16 @@ impl Store {
     /// Returns the whole blob, verified. Refuses blobs above [`MAX_GET_BYTES`] with
     /// [`StoreError::TooLarge`]; stream those with [`Store::write_to`].
     pub fn get_bytes(&self, hash: &blake3::Hash) -> Result<Vec<u8>, StoreError> {
-        let outboard = self.require_outboard(hash)?;
-        if outboard.len > MAX_GET_BYTES {
+        let meta = self.require_meta(hash)?;
+        if meta.outboard.len > MAX_GET_BYTES {
             return Err(StoreError::TooLarge {
-                len: outboard.len,
+                len: meta.outboard.len,
                 max: MAX_GET_BYTES,
             });
         }
         // Bounded by MAX_GET_BYTES just above.
-        let mut out = Vec::with_capacity(outboard.len as usize);
-        self.stream(hash, &outboard, &mut out)?;
+        let mut out = Vec::with_capacity(meta.outboard.len as usize);
+        self.stream(hash, &meta, &mut out)?;
         Ok(out)
     }
 
@@ -225,20 +296,23 @@ impl Store {
     /// If a group fails verification midway, `w` has already received the verified groups
     /// before it: on error, discard what was written.
     pub fn write_to(&self, hash: &blake3::Hash, w: &mut dyn Write) -> Result<u64, StoreError> {
-        let outboard = self.require_outboard(hash)?;
-        self.stream(hash, &outboard, w)?;
-        Ok(outboard.len)
+        let meta = self.require_meta(hash)?;
+        self.stream(hash, &meta, w)?;
+        Ok(meta.outboard.len)
     }
 
     fn stream(
         &self,
         hash: &blake3::Hash,
-        outboard: &Outboard,
+        meta: &Meta,
         w: &mut dyn Write,
     ) -> Result<(), StoreError> {
-        for index in 0..outboard.chunk_count() {
-            let group = self.load_chunk(hash, outboard, index)?;
-            w.write_all(&group)?;
+        let source = self.source(hash, meta)?;
+        let mut buf = Vec::with_capacity(CHUNK_SIZE);
+        for index in 0..meta.outboard.chunk_count() {
+            buf.clear();
+            self.load_chunk(hash, meta, &source, index, &mut buf)?;
+            w.write_all(&buf)?;
         }
         Ok(())
     }
@@ -250,7 +324,7 @@ impl Store {
 
     /// Length of a complete blob, or `None` if it is not stored.
     pub fn len(&self, hash: &blake3::Hash) -> Result<Option<u64>, StoreError> {
-        Ok(self.outboard(hash)?.map(|o| o.len))
+        Ok(self.meta(hash)?.map(|m| m.outboard.len))
     }
 
     /// Every complete blob with its length, in hash order. Entries whose outboard fails
@@ -298,11 +372,18 @@ impl Store {
 
     fn remove_locked(&self, hash: &blake3::Hash) -> Result<bool, StoreError> {
         let key = hash.as_bytes();
+        self.forget(hash);
         self.kept.remove(key)?;
         let (blob, partial) = tx_result(
             (&self.blobs, &self.partial).transaction(|(b, p)| Ok((b.remove(key)?, p.remove(key)?))),
         )?;
         let existed = blob.is_some() || partial.is_some();
+        // The entries are gone first, so a crash below leaves only orphans, which the next
+        // open (files) or the prefix sweep of the next delete (groups) removes.
+        if let Some(files) = &self.files {
+            files.remove(hash)?;
+        }
+        self.in_files.remove(key)?;
         // Remove the groups the outboard names directly (no need to read their values),
         // then sweep the prefix for anything left over (damaged outboard, orphans).
         if let Some(ob) = blob.or(partial).and_then(|b| Outboard::from_bytes(&b).ok()) {
@@ -316,53 +397,144 @@ impl Store {
         Ok(existed)
     }
 
-    /// The verified outboard of a complete blob, or `None` if it is not stored.
-    pub fn outboard(&self, hash: &blake3::Hash) -> Result<Option<Outboard>, StoreError> {
-        let Some(bytes) = self.blobs.get(hash.as_bytes())? else {
-            return Ok(None);
-        };
-        match Outboard::from_bytes(&bytes) {
-            Ok(ob) if ob.verify(hash) => Ok(Some(ob)),
-            _ => Err(self.corrupt(hash, "its piece list is damaged".into())),
+    /// Drops `hash` from the cache of verified outboards.
+    fn forget(&self, hash: &blake3::Hash) {
+        let mut cache = lock(&self.cache);
+        if let Some(m) = cache.map.remove(hash) {
+            cache.cv_bytes = cache.cv_bytes.saturating_sub(32 * m.outboard.cvs.len());
         }
     }
 
-    fn require_outboard(&self, hash: &blake3::Hash) -> Result<Outboard, StoreError> {
-        self.outboard(hash)?
+    /// The verified outboard of a complete blob, or `None` if it is not stored.
+    pub fn outboard(&self, hash: &blake3::Hash) -> Result<Option<Outboard>, StoreError> {
+        Ok(self.meta(hash)?.map(|m| m.outboard.clone()))
+    }
+
+    /// The verified entry of a complete blob (from the cache when it is there).
+    pub(crate) fn meta(&self, hash: &blake3::Hash) -> Result<Option<Arc<Meta>>, StoreError> {
+        if let Some(m) = lock(&self.cache).map.get(hash) {
+            return Ok(Some(m.clone()));
+        }
+        let Some(bytes) = self.blobs.get(hash.as_bytes())? else {
+            return Ok(None);
+        };
+        let outboard = match Outboard::from_bytes(&bytes) {
+            Ok(ob) if ob.verify(hash) => ob,
+            _ => return Err(self.corrupt(hash, "its piece list is damaged".into())),
+        };
+        let meta = Arc::new(Meta {
+            outboard,
+            in_file: self.in_files.contains_key(hash.as_bytes())?,
+        });
+        // Under the lock, so a delete that ran meanwhile is seen and nothing stale is cached.
+        let _guard = self.lock();
+        if self.blobs.contains_key(hash.as_bytes())? {
+            let mut cache = lock(&self.cache);
+            let bytes = 32 * meta.outboard.cvs.len();
+            if cache.cv_bytes + bytes > CACHE_CV_BYTES {
+                cache.map.clear();
+                cache.cv_bytes = 0;
+            }
+            if bytes <= CACHE_CV_BYTES && cache.map.insert(*hash, meta.clone()).is_none() {
+                cache.cv_bytes += bytes;
+            }
+        }
+        Ok(Some(meta))
+    }
+
+    fn require_meta(&self, hash: &blake3::Hash) -> Result<Arc<Meta>, StoreError> {
+        self.meta(hash)?
             .ok_or_else(|| StoreError::NotFound(hex_of(hash)))
     }
 
     /// One chunk group of a complete blob, verified (e.g. to serve it to a peer).
     pub fn read_chunk(&self, hash: &blake3::Hash, index: u32) -> Result<Vec<u8>, StoreError> {
-        let outboard = self.require_outboard(hash)?;
-        if index >= outboard.chunk_count() {
-            return Err(StoreError::NoSuchChunk {
-                hash: hex_of(hash),
-                index,
-                count: outboard.chunk_count(),
-            });
-        }
-        Ok(self.load_chunk(hash, &outboard, index)?.to_vec())
+        let mut out = Vec::new();
+        self.read_chunks(hash, index, 1, &mut out)?;
+        Ok(out)
     }
 
-    /// Loads and verifies one group of a complete blob; removes the blob if it is bad.
+    /// Appends `count` consecutive chunk groups of a complete blob, from `first`, to `out`,
+    /// each verified. A range running past the end is [`StoreError::NoSuchChunk`]; on any
+    /// error `out` may hold part of the range and must be discarded.
+    pub fn read_chunks(
+        &self,
+        hash: &blake3::Hash,
+        first: u32,
+        count: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let meta = self.require_meta(hash)?;
+        let groups = meta.outboard.chunk_count();
+        let end = first.saturating_add(count.max(1));
+        if end > groups {
+            return Err(StoreError::NoSuchChunk {
+                hash: hex_of(hash),
+                index: end - 1,
+                count: groups,
+            });
+        }
+        let source = self.source(hash, &meta)?;
+        for index in first..end {
+            self.load_chunk(hash, &meta, &source, index, out)?;
+        }
+        Ok(())
+    }
+
+    /// Where a complete blob's groups are read from: its open file, or sled.
+    fn source(&self, hash: &blake3::Hash, meta: &Meta) -> Result<Option<File>, StoreError> {
+        if !meta.in_file {
+            return Ok(None);
+        }
+        let Some(files) = &self.files else {
+            return Err(StoreError::NoBlobDir(hex_of(hash)));
+        };
+        match files.open_complete(hash) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(self.corrupt(hash, "its file is missing".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Appends one verified group of a complete blob to `out`; removes the blob if it is bad.
     fn load_chunk(
         &self,
         hash: &blake3::Hash,
-        outboard: &Outboard,
+        meta: &Meta,
+        source: &Option<File>,
         index: u32,
-    ) -> Result<sled::IVec, StoreError> {
-        match self.chunks.get(chunk_key(hash, index))? {
-            None => Err(self.corrupt(hash, format!("piece {index} is missing"))),
-            Some(group) if !outboard.verify_chunk(hash, index, &group) => {
-                Err(self.corrupt(hash, format!("piece {index} does not match its hash")))
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let start = out.len();
+        let len = meta.outboard.chunk_len(index);
+        match source {
+            Some(file) => {
+                out.resize(start + len, 0);
+                let offset = index as u64 * CHUNK_SIZE as u64;
+                match read_at(file, &mut out[start..], offset) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return Err(self.corrupt(hash, format!("piece {index} is missing")));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Some(group) => Ok(group),
+            None => match self.chunks.get(chunk_key(hash, index))? {
+                None => return Err(self.corrupt(hash, format!("piece {index} is missing"))),
+                Some(group) => out.extend_from_slice(&group),
+            },
         }
+        if !meta.outboard.verify_chunk(hash, index, &out[start..]) {
+            out.truncate(start);
+            return Err(self.corrupt(hash, format!("piece {index} does not match its hash")));
+        }
+        Ok(())
     }
 
     /// Logs a damaged blob, removes it so it can be fetched again, and builds the error.
-    fn corrupt(&self, hash: &blake3::Hash, reason: String) -> StoreError {
+    pub(crate) fn corrupt(&self, hash: &blake3::Hash, reason: String) -> StoreError {
         let hex = hex_of(hash);
         tracing::warn!(hash = %hex, %reason, "removing damaged blob from the store");
         if let Err(e) = self.delete(hash) {
@@ -374,6 +546,7 @@ impl Store {
     /// Starts or resumes importing the blob `hash` described by `outboard` (e.g. received
     /// from a peer). The outboard is verified against `hash` first; groups stored by an
     /// earlier, interrupted import are re-verified and kept, damaged ones are dropped.
+    /// This may hash up to the whole blob: call it off any task that must stay responsive.
     pub fn begin_import(
         &self,
         hash: &blake3::Hash,
@@ -385,183 +558,10 @@ impl Store {
         self.start_import(hash, outboard, true)
     }
 
-    /// [`Store::begin_import`] for an outboard already known to match `hash`.
-    /// `quota`: refuse a new import that would take the store past its quota.
-    fn start_import(
-        &self,
-        hash: &blake3::Hash,
-        outboard: &Outboard,
-        quota: bool,
-    ) -> Result<Import, StoreError> {
-        let count = outboard.chunk_count() as usize;
-        let mut import = Import {
-            store: self.clone(),
-            hash: *hash,
-            outboard: outboard.clone(),
-            present: vec![false; count],
-            already_complete: false,
-        };
-        {
-            let _guard = self.lock();
-            if self.blobs.contains_key(hash.as_bytes())? {
-                import.already_complete = true;
-                import.present = vec![true; count];
-                return Ok(import);
-            }
-            // A new import must fit the quota; one being resumed is already counted.
-            let quota = if quota {
-                self.quota.load(Ordering::Relaxed)
-            } else {
-                u64::MAX
-            };
-            if quota != u64::MAX && !self.partial.contains_key(hash.as_bytes())? {
-                let used = self.usage()?;
-                if used.saturating_add(outboard.len) > quota {
-                    return Err(StoreError::QuotaExceeded {
-                        len: outboard.len,
-                        used,
-                        quota,
-                    });
-                }
-            }
-            let encoded = outboard.to_bytes();
-            // Two valid outboards for one hash would be a blake3 collision, so a different
-            // stored one can only be damaged: replace it.
-            if self.partial.get(hash.as_bytes())?.as_deref() != Some(&encoded[..]) {
-                self.partial.insert(hash.as_bytes(), encoded)?;
-            }
-        }
-        // Re-verify what an earlier attempt stored, outside the lock: it is plain hashing.
-        for index in 0..count as u32 {
-            let key = chunk_key(hash, index);
-            let Some(group) = self.chunks.get(key)? else {
-                continue;
-            };
-            if outboard.verify_chunk(hash, index, &group) {
-                import.present[index as usize] = true;
-            } else {
-                tracing::warn!(hash = %hex_of(hash), index, "dropping damaged piece of an interrupted download");
-                self.chunks.remove(key)?;
-            }
-        }
-        Ok(import)
-    }
-
     /// Flushes everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
-    }
-}
-
-/// A blob being imported group by group, e.g. while it downloads from peers.
-///
-/// Dropping an `Import` keeps what it stored: [`Store::begin_import`] with the same hash
-/// resumes it, even after a restart. [`Store::delete`] abandons it.
-pub struct Import {
-    store: Store,
-    hash: blake3::Hash,
-    outboard: Outboard,
-    /// One flag per group; bounded by the outboard, itself bounded by `MAX_BLOB_LEN`.
-    present: Vec<bool>,
-    /// The blob was already complete when the import began; there is nothing to do.
-    already_complete: bool,
-}
-
-impl std::fmt::Debug for Import {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Import")
-            .field("hash", &hex_of(&self.hash))
-            .field("len", &self.outboard.len)
-            .field("missing", &self.present.iter().filter(|p| !**p).count())
-            .finish()
-    }
-}
-
-impl Import {
-    /// Verifies group `index` against the outboard and stores it. Bad data gives
-    /// [`StoreError::BadChunk`] and stores nothing. Storing a group twice is harmless.
-    pub fn put_chunk(&mut self, index: u32, data: &[u8]) -> Result<(), StoreError> {
-        if !self.outboard.verify_chunk(&self.hash, index, data) {
-            return Err(StoreError::BadChunk {
-                hash: hex_of(&self.hash),
-                index,
-            });
-        }
-        self.store_chunk(index, data)
-    }
-
-    /// Stores a group already known to be valid.
-    fn store_chunk(&mut self, index: u32, data: &[u8]) -> Result<(), StoreError> {
-        if self.already_complete || self.present[index as usize] {
-            return Ok(());
-        }
-        let store = &self.store;
-        let _guard = store.lock();
-        if !store.partial.contains_key(self.hash.as_bytes())? {
-            return Err(StoreError::ImportCancelled(hex_of(&self.hash)));
-        }
-        store.chunks.insert(chunk_key(&self.hash, index), data)?;
-        self.present[index as usize] = true;
-        Ok(())
-    }
-
-    /// Indices of the groups still to be fetched, in order.
-    pub fn missing(&self) -> Vec<u32> {
-        self.present
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !**p)
-            .map(|(i, _)| i as u32)
-            .collect()
-    }
-
-    /// Makes the blob visible once every group is stored, and flushes it to disk.
-    pub fn finish(self) -> Result<blake3::Hash, StoreError> {
-        if self.already_complete {
-            return Ok(self.hash);
-        }
-        let missing = self.present.iter().filter(|p| !**p).count();
-        if missing > 0 {
-            return Err(StoreError::Incomplete {
-                hash: hex_of(&self.hash),
-                missing,
-            });
-        }
-        let store = &self.store;
-        let key = self.hash.as_bytes();
-        {
-            let _guard = store.lock();
-            if !store.partial.contains_key(key)? {
-                // Another import of the same blob may have finished first.
-                if store.blobs.contains_key(key)? {
-                    return Ok(self.hash);
-                }
-                return Err(StoreError::ImportCancelled(hex_of(&self.hash)));
-            }
-            // Every group was verified when stored; check they are all still there.
-            let mut lost = 0;
-            for index in 0..self.outboard.chunk_count() {
-                if !store.chunks.contains_key(chunk_key(&self.hash, index))? {
-                    lost += 1;
-                }
-            }
-            if lost > 0 {
-                return Err(StoreError::Incomplete {
-                    hash: hex_of(&self.hash),
-                    missing: lost,
-                });
-            }
-            let encoded = self.outboard.to_bytes();
-            tx_result((&store.blobs, &store.partial).transaction(|(b, p)| {
-                b.insert(key, encoded.as_slice())?;
-                p.remove(key)?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            }))?;
-        }
-        // The caller will announce this blob as stored; make that survive a crash.
-        store.flush()?;
-        Ok(self.hash)
     }
 }
 
@@ -571,5 +571,6 @@ mod tests {
     fn store_is_a_cheap_shareable_handle() {
         fn send_sync_clone<T: Send + Sync + Clone>() {}
         send_sync_clone::<super::Store>();
+        send_sync_clone::<super::Import>();
     }
 }

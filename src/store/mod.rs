@@ -1,30 +1,43 @@
 //! Content store: blobs (wasm modules, shard inputs, outputs) addressed by their plain blake3
-//! hash, kept in sled in verified 256 KiB chunk groups.
+//! hash, checked in 256 KiB chunk groups against their outboard on every write and every read.
 //!
-//! This module owns the `store/...` sled trees and nothing else; it knows nothing about peers
-//! or the network. The network layer uses [`Outboard`] to check each piece as it arrives and
-//! [`Store::begin_import`] to store it, so a half-finished download resumes from any peer.
+//! This module owns the `store/...` sled trees and the blob directory, and nothing else; it
+//! knows nothing about peers or the network. The network layer uses [`Outboard`] to check each
+//! piece as it arrives and [`Store::begin_import`] to store it, so a half-finished download
+//! resumes from any peer.
 //!
-//! # Key layout (all in the caller's or our own sled `Db`)
+//! # Layout
 //!
-//! | tree            | key                                   | value                          |
+//! Small blobs (at most [`INLINE_MAX`] bytes) live in sled, group by group. Larger ones, when
+//! the store has a blob directory ([`Store::with_files`], which every node uses), are one plain
+//! file each, written with `pwrite` at each group's offset, then `fsync` and `rename`: sled's
+//! log caps a write path near 300 MiB/s, the page cache does not (`docs/storage.md` §4 has
+//! the measurements). Outboards stay in sled either way.
+//!
+//! | tree / file     | key                                   | value                          |
 //! |-----------------|---------------------------------------|--------------------------------|
 //! | `store/blobs`   | hash (32 bytes)                       | outboard bytes (complete blob) |
 //! | `store/partial` | hash (32 bytes)                       | outboard bytes (import underway) |
-//! | `store/chunks`  | hash (32 bytes) ‖ group index (u32 BE) | chunk group bytes            |
+//! | `store/chunks`  | hash (32 bytes) ‖ group index (u32 BE) | chunk group bytes (small blobs) |
+//! | `store/files`   | hash (32 bytes)                       | empty: the bytes are a file     |
+//! | `store/kept`    | hash (32 bytes)                       | empty: stored by this node itself |
+//! | `DIR/<hex>[.part]` | —                                  | a large blob's bytes (partial) |
 //!
 //! A blob is visible (to `has`, `get_*`, `list`, ...) exactly when it has a `store/blobs`
 //! entry. That entry is written, and the `store/partial` entry removed, in one sled
-//! transaction, and only after every chunk group is stored; so a crash leaves either a
-//! resumable partial import or a complete blob, never a visible blob with holes. Big-endian
-//! indices keep a blob's groups in order under a prefix scan.
+//! transaction, and only after every chunk group is stored and durable; so a crash leaves
+//! either a resumable partial import or a complete blob, never a visible blob with holes.
+//! Big-endian indices keep a blob's groups in order under a prefix scan. Stores made before
+//! the blob directory existed hold every blob in sled; they are read as they are, and new
+//! large blobs go to files.
 //!
 //! # Trust
 //!
 //! Nothing read back from disk is trusted: every read checks the outboard against the hash
-//! and every group against the outboard. A mismatch is logged, the whole blob is removed (so
-//! it can be fetched again) and [`StoreError::Corrupt`] is returned; bad bytes are never
-//! handed out. `docs/storage.md` gives the byte-exact formats and a test vector.
+//! (once per blob while it stays in a bounded cache) and every group against the outboard. A
+//! mismatch is logged, the whole blob is removed (so it can be fetched again) and
+//! [`StoreError::Corrupt`] is returned; bad bytes are never handed out. `docs/storage.md`
+//! gives the byte-exact formats and a test vector.
 //!
 //! # Memory
 //!
@@ -33,14 +46,21 @@
 //! [`MAX_BLOB_LEN`]; `get_bytes` refuses blobs above [`MAX_GET_BYTES`].
 
 mod db;
+mod files;
+mod import;
 mod outboard;
 
-pub use db::{Import, Store};
+pub use db::Store;
+pub use import::Import;
 pub use outboard::{Outboard, MAX_OUTBOARD_BYTES};
 
 /// Size of a chunk group: 256 blake3 chunks, so every full group is a complete subtree of the
 /// blake3 tree and can be verified on its own.
 pub const CHUNK_SIZE: usize = 256 * 1024;
+
+/// Largest blob kept in sled when the store has a blob directory (1 MiB, four groups): for
+/// blobs this small a file, an `fsync` and a `rename` cost more than sled's log.
+pub const INLINE_MAX: u64 = 4 * CHUNK_SIZE as u64;
 
 /// Largest blob the store accepts (16 GiB, 65 536 groups): bounds the outboard at 2 MiB so a
 /// peer cannot make us allocate without limit by announcing a huge length.
@@ -133,6 +153,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The blob's bytes are a file, but this store was opened without its blob directory.
+    #[error("blob {0} is kept as a file, but the store was opened without its blob directory")]
+    NoBlobDir(String),
     /// Reading from or writing to a stream failed.
     #[error("reading or writing data failed: {0}")]
     Io(#[from] std::io::Error),

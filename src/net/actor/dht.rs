@@ -1,0 +1,152 @@
+//! Kademlia and mDNS upkeep on the swarm task: provider records for the blobs held, their
+//! publication a few queries at a time, bootstrap, LAN discovery, and provider answers handed
+//! to the download state machine. Part of the swarm task (`actor.rs`).
+
+use super::*;
+
+impl Actor {
+    /// Record a provider entry for every complete blob in the store and queue their
+    /// publication to the DHT.
+    pub(super) fn provide_local_blobs(&mut self) -> Result<(), NetError> {
+        let list = self
+            .store
+            .list()
+            .map_err(|e| NetError::Store(e.to_string()))?;
+        for (hash, _len) in list {
+            self.add_local_provider(hash);
+        }
+        Ok(())
+    }
+
+    pub(super) fn add_local_provider(&mut self, hash: blake3::Hash) {
+        let record = ProviderRecord::new(RecordKey::new(hash.as_bytes()), self.local, Vec::new());
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if let Err(e) = kad.store_mut().add_provider(record) {
+            warn!(blob = %hash, "cannot record provider entry: {e}");
+            return;
+        }
+        if self.announce_queue.len() < MAX_ANNOUNCE_QUEUE {
+            self.announce_queue.push_back(hash);
+        }
+    }
+
+    pub(super) fn kad_bootstrap(&mut self) {
+        match self.swarm.behaviour_mut().kad.bootstrap() {
+            Ok(id) => {
+                self.queries.insert(id, QueryKind::Bootstrap);
+            }
+            Err(_) => debug!("Kademlia bootstrap skipped: no known peers"),
+        }
+    }
+
+    /// Publish queued provider records, a few queries at a time, once we have peers.
+    pub(super) fn drain_announcements(&mut self) {
+        if self.peers.is_empty() {
+            return;
+        }
+        while self.announcing < MAX_ANNOUNCING {
+            let Some(hash) = self.announce_queue.pop_front() else {
+                break;
+            };
+            match self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .start_providing(RecordKey::new(hash.as_bytes()))
+            {
+                Ok(id) => {
+                    self.queries.insert(id, QueryKind::Announce);
+                    self.announcing += 1;
+                }
+                Err(e) => warn!(blob = %hash, "cannot provide: {e}"),
+            }
+        }
+    }
+
+    pub(super) fn on_mdns(&mut self, ev: mdns::Event) {
+        let mdns::Event::Discovered(found) = ev else {
+            return;
+        };
+        for (peer, addr) in found.into_iter().take(MAX_MDNS_PER_EVENT) {
+            if peer == self.local {
+                continue;
+            }
+            debug!(%peer, %addr, "discovered on the LAN");
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+            if !self.swarm.is_connected(&peer) {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(vec![addr])
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    debug!(%peer, "mDNS dial not started: {e}");
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_kad(&mut self, ev: kad::Event) {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = ev
+        else {
+            return;
+        };
+        let kind = if step.last {
+            self.queries.remove(&id)
+        } else {
+            None
+        };
+        match result {
+            QueryResult::Bootstrap(res) if step.last => {
+                debug!(ok = res.is_ok(), "Kademlia bootstrap finished");
+                if !self.announced_with_peers && !self.peers.is_empty() {
+                    // Our provider records were only local so far: publish them all.
+                    self.announced_with_peers = true;
+                    let held: Vec<blake3::Hash> = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .provided()
+                        .filter_map(|r| {
+                            <[u8; 32]>::try_from(r.key.as_ref())
+                                .ok()
+                                .map(blake3::Hash::from)
+                        })
+                        .collect();
+                    self.announce_queue = held.into_iter().take(MAX_ANNOUNCE_QUEUE).collect();
+                    self.drain_announcements();
+                }
+            }
+            QueryResult::StartProviding(res) => {
+                if matches!(kind, Some(QueryKind::Announce)) {
+                    self.announcing = self.announcing.saturating_sub(1);
+                }
+                if let Err(e) = res {
+                    debug!("provider announcement incomplete: {e}");
+                }
+                self.drain_announcements();
+            }
+            QueryResult::GetProviders(res) => {
+                let hash = match (&kind, self.queries.get(&id)) {
+                    (Some(QueryKind::Providers(h)), _) | (None, Some(QueryKind::Providers(h))) => {
+                        *h
+                    }
+                    _ => return,
+                };
+                debug!(blob = %hash, last = step.last, ?res, "providers query progressed");
+                let found = match res {
+                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => providers,
+                    _ => HashSet::new(),
+                };
+                let last = step.last;
+                self.with_downloads(|d, io| d.providers(io, Instant::now(), hash, id, found, last));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Reachability on the swarm task: listening through relays while not publicly reachable,
+//! confirmed external addresses, hole punches (DCUtR) and their outcome for blob fetches,
+//! AutoNAT and UPnP reports. Part of the swarm task (`actor.rs`).
+
+use super::*;
+
+impl Actor {
+    pub(super) fn reachability(&self) -> Reachability {
+        let mut relays: Vec<PeerId> = self.relays.iter().copied().collect();
+        relays.sort();
+        let mut relayed_peers = Vec::new();
+        let mut hole_punched_peers = Vec::new();
+        for (id, p) in &self.peers {
+            if p.direct.is_empty() && !p.relayed.is_empty() {
+                relayed_peers.push(*id);
+            }
+            if p.hole_punched && !p.direct.is_empty() {
+                hole_punched_peers.push(*id);
+            }
+        }
+        relayed_peers.sort();
+        hole_punched_peers.sort();
+        Reachability {
+            confirmed_addrs: self.confirmed.clone(),
+            relays,
+            relayed_peers,
+            hole_punched_peers,
+            hole_punch_attempts: self
+                .hole_punch_successes
+                .saturating_add(self.hole_punch_failures),
+            hole_punch_successes: self.hole_punch_successes,
+            hole_punch_failures: self.hole_punch_failures,
+        }
+    }
+
+    // ---------------------------------------------------------------- reachability
+
+    /// A relay-capable peer identified itself: listen through it while we have no confirmed
+    /// direct address, so that other homes can reach us (and hole punch) through it.
+    pub(super) fn maybe_listen_via(&mut self, relay: PeerId) {
+        if !self.relay_client
+            || !self.confirmed.is_empty()
+            || self.relay_listeners.len() >= MAX_RELAYS
+            || self.relay_listeners.contains_key(&relay)
+        {
+            return;
+        }
+        // The address we reach the relay at: a direct connection's remote address.
+        let Some(base) = self.peers.get(&relay).and_then(|p| {
+            p.direct
+                .iter()
+                .filter_map(|id| p.endpoints.get(id))
+                .find(|a| !is_relayed(a))
+                .cloned()
+        }) else {
+            return;
+        };
+        let addr = without_peer_id(&base)
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(addr.clone()) {
+            Ok(id) => {
+                info!(%relay, %addr, "no confirmed public address: listening through relay");
+                self.relay_listeners.insert(relay, id);
+            }
+            Err(e) => warn!(%addr, "cannot listen through relay: {e}"),
+        }
+    }
+
+    /// An external address was confirmed (AutoNAT, configuration or UPnP).
+    pub(super) fn on_confirmed(&mut self, address: Multiaddr) {
+        if is_relayed(&address) {
+            return;
+        }
+        if !self.confirmed.contains(&address) && self.confirmed.len() < MAX_CONFIRMED {
+            info!(%address, "reachable from the internet at this address");
+            self.confirmed.push(address);
+        }
+        // Directly reachable: relays are not needed any more.
+        for (relay, id) in self.relay_listeners.drain() {
+            info!(%relay, "directly reachable: stopped listening through relay");
+            self.relays.remove(&relay);
+            self.swarm.remove_listener(id);
+        }
+    }
+
+    pub(super) fn on_relay_client(&mut self, ev: relay::client::Event) {
+        match ev {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            } => {
+                if !renewal {
+                    info!(relay = %relay_peer_id, "relay reservation accepted: reachable through it");
+                }
+                if self.relay_listeners.contains_key(&relay_peer_id) {
+                    self.relays.insert(relay_peer_id);
+                }
+            }
+            relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
+                debug!(relay = %relay_peer_id, "connected to a peer through a relay")
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                debug!(peer = %src_peer_id, "a peer connected to us through a relay")
+            }
+        }
+    }
+
+    pub(super) fn on_dcutr(&mut self, ev: dcutr::Event) {
+        let peer = ev.remote_peer_id;
+        let span = self.span(&peer);
+        let _g = span.enter();
+        match ev.result {
+            Ok(connection) => {
+                self.hole_punch_successes = self.hole_punch_successes.saturating_add(1);
+                info!("hole punch succeeded: direct connection");
+                self.punch_failures.remove(&peer);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.direct.contains(&connection) {
+                        p.hole_punched = true;
+                    }
+                }
+                self.with_downloads(|d, io| d.direct_to(io, Instant::now(), peer));
+            }
+            Err(e) => {
+                self.hole_punch_failures = self.hole_punch_failures.saturating_add(1);
+                if self.punch_failures.len() < MAX_PUNCH_FAILURES
+                    || self.punch_failures.contains_key(&peer)
+                {
+                    let e = self
+                        .punch_failures
+                        .entry(peer)
+                        .or_insert((0, Instant::now()));
+                    *e = (e.0.saturating_add(1), Instant::now());
+                }
+                info!("hole punch failed; the connection stays relayed: {e}");
+                // Fetches waiting for a direct connection to this peer move on now.
+                self.with_downloads(|d, io| d.unreachable(io, Instant::now(), peer));
+            }
+        }
+    }
+}
+
+/// True for an address through a relay (`/p2p-circuit`).
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+pub(super) fn on_relay_server(ev: relay::Event) {
+    match ev {
+        relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+            debug!(peer = %src_peer_id, "relay: reservation accepted")
+        }
+        relay::Event::CircuitReqAccepted {
+            src_peer_id,
+            dst_peer_id,
+            ..
+        } => debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened"),
+        relay::Event::CircuitClosed {
+            src_peer_id,
+            dst_peer_id,
+            error,
+            ..
+        } => debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "relay: circuit closed"),
+        other => debug!(?other, "relay server event"),
+    }
+}
+
+pub(super) fn on_autonat(ev: autonat::v2::client::Event) {
+    match ev.result {
+        Ok(()) => {
+            info!(addr = %ev.tested_addr, server = %ev.server, "AutoNAT: address reachable from outside")
+        }
+        Err(e) => {
+            debug!(addr = %ev.tested_addr, server = %ev.server, "AutoNAT: address not reachable from outside: {e}")
+        }
+    }
+}
+
+pub(super) fn on_upnp(ev: upnp::Event) {
+    match ev {
+        upnp::Event::NewExternalAddr { external_addr, .. } => {
+            info!(addr = %external_addr, "UPnP: the router maps a port to us")
+        }
+        upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+            info!(addr = %external_addr, "UPnP: port mapping expired")
+        }
+        upnp::Event::GatewayNotFound => info!("UPnP: no router answered; port mapping off"),
+        upnp::Event::NonRoutableGateway => {
+            info!("UPnP: the router is itself behind NAT; port mapping off")
+        }
+    }
+}
