@@ -1123,6 +1123,19 @@ pub(crate) mod vector {
         let chain = back.chain.as_ref().unwrap();
         assert_eq!(chain.verify(&receipts).unwrap(), worker().public());
         assert_eq!(back.inclusions.len(), receipts.len());
+        // docs/receipts.md shows the worked example's proof byte for byte.
+        let proof = inclusions()
+            .into_iter()
+            .find(|(id, _)| *id == example().id())
+            .map(|(_, inc)| hex::encode(inc.to_bytes()))
+            .unwrap();
+        let flat: String = include_str!("../../docs/receipts.md")
+            .split_whitespace()
+            .collect();
+        assert!(
+            flat.contains(&proof),
+            "docs/receipts.md inclusion example is stale; it should be:\n{proof}"
+        );
         for j in &back.inclusions {
             let (id, inc) = j.to_inclusion().unwrap();
             let r = receipts.iter().find(|r| r.id() == id).unwrap();
