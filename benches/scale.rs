@@ -166,7 +166,8 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
         }
         let spec = JobSpec::Pi {
             shards: SHARDS,
-            samples: 20_000 + i as u64,
+            samples: 20_000,
+            seed: i as u64,
         };
         let manifest = build(
             &node.context.store,

@@ -23,7 +23,7 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
         },
         1 => Request::Claim(common::claim(u)?),
         2 => Request::Receipt {
-            receipt: common::receipt(u)?,
+            receipt: Box::new(common::receipt(u)?),
             inclusion: hearth::model::commit::Inclusion {
                 commitment: hearth::model::commit::Commitment {
                     coordinator: common::key(u)?,

@@ -170,7 +170,7 @@ pub enum Request {
     /// A coordinator hands a countersigned receipt to its worker, with the proof that the
     /// receipt is in one of the coordinator's signed commitments (`docs/receipts.md`).
     Receipt {
-        receipt: Receipt,
+        receipt: Box<Receipt>,
         inclusion: Inclusion,
     },
     /// A radiator reports that a shard could not run (a trap, a limit): not an output.
@@ -371,7 +371,7 @@ impl Request {
             },
             2 => Request::Claim(Claim::from_bytes(r.bytes(1024, "claim")?)?),
             3 => Request::Receipt {
-                receipt: Receipt::from_bytes(r.bytes(1024, "receipt")?)?,
+                receipt: Box::new(Receipt::from_bytes(r.bytes(1024, "receipt")?)?),
                 inclusion: Inclusion::from_bytes(r.bytes(MAX_INCLUSION, "inclusion proof")?)?,
             },
             4 => Request::Failure {

@@ -99,7 +99,7 @@ pub async fn send(
     inclusion: &Inclusion,
 ) -> bool {
     let request = Request::Receipt {
-        receipt: receipt.clone(),
+        receipt: Box::new(receipt.clone()),
         inclusion: inclusion.clone(),
     };
     match net.request(peer, request.to_bytes()).await {
