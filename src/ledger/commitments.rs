@@ -44,9 +44,10 @@ impl Ledger {
     }
 
     /// Records a receipt delivered with its inclusion proof: the receipt must verify, the
-    /// proof must lead to the root its coordinator signed. The same receipt again with a
-    /// proof is a replay for the receipt and stores the proof if it was missing (a crash
-    /// between the two writes is mended by the coordinator's next delivery).
+    /// proof must lead to the root its coordinator signed. The proof is stored first, then the
+    /// receipt, so the receipt is never visible without it; the same receipt again with a
+    /// proof is a replay (and a crash between the two writes leaves a proof that
+    /// [`Ledger::check`] reports and the coordinator's next delivery completes).
     pub fn insert_proven(
         &self,
         receipt: &Receipt,
@@ -59,11 +60,10 @@ impl Ledger {
                 id: id.to_hex().to_string(),
                 reason: e.to_string(),
             })?;
-        let stored = self.insert(receipt);
-        match &stored {
-            Ok(_) | Err(LedgerError::Replay { .. }) => {}
-            Err(_) => return stored,
-        }
+        receipt.verify().map_err(|source| LedgerError::Invalid {
+            id: id.to_hex().to_string(),
+            source,
+        })?;
         let c = &inclusion.commitment;
         let key = commitment_key(&c.coordinator, c.seq);
         let value = proof_value(&key, inclusion.index, &inclusion.path);
@@ -92,6 +92,12 @@ impl Ledger {
             },
             TransactionError::Storage(e) => LedgerError::Db(e),
         })?;
+        // The proof is written first, so a reader never finds the receipt without it.
+        let stored = self.insert_verified(receipt, false);
+        if let Err(LedgerError::Conflict { .. }) = &stored {
+            // Another receipt holds the slot: this one is not kept, nor its proof.
+            self.proofs.remove(id.as_bytes())?;
+        }
         stored
     }
 
