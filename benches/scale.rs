@@ -129,11 +129,17 @@ struct Row {
     latency_max: Duration,
 }
 
+/// Radiators per bootstrap node: like a real network, several bootstrap nodes share the
+/// newcomers (one node would reach its 128-connection limit before N = 150).
+const PER_BOOTSTRAP: usize = 40;
+
 async fn start(root: &std::path::Path, n: usize) -> anyhow::Result<Vec<RunningNode>> {
     let mut nodes: Vec<RunningNode> = Vec::with_capacity(n);
+    let bootstraps = n.div_ceil(PER_BOOTSTRAP).max(1);
     for i in 0..n {
-        let bootstrap = match nodes.first() {
-            Some(first) => Some(hearth::demo::listen_addr(first).await?),
+        let via = if i < bootstraps { 0 } else { i % bootstraps };
+        let bootstrap = match nodes.get(via).filter(|_| i > 0) {
+            Some(b) => Some(hearth::demo::listen_addr(b).await?),
             None => None,
         };
         let mut opts = loopback_options(&root.join(format!("r{i}")), bootstrap, 1)?;
@@ -149,7 +155,7 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
     let rss0 = rss();
     let t0 = Instant::now();
     let nodes = start(dir.path(), n).await?;
-    wait_connected(&nodes, 1, Duration::from_secs(120)).await?;
+    wait_connected(&nodes, 1, Duration::from_secs(300)).await?;
     let start_s = t0.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
 
@@ -281,6 +287,35 @@ fn fit(rows: &[Row], f: impl Fn(&Row) -> f64) -> String {
     format!("{:>5.2}× b={exp:+.2}", yb / ya)
 }
 
+fn print_header() {
+    println!(
+        "{:>5} | {:>9} {:>8} {:>6} | {:>9} {:>8} {:>6} | {:>7} | {:>8} {:>8} {:>5} {:>5} | {:>9} {:>9} {:>5}",
+        "N", "idle B/s", "seg/s", "CPU%", "load B/s", "seg/s", "CPU%", "RSS MiB", "ledger B", "max B", "rcpts", "alien", "lat med", "lat max", "done"
+    );
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "{:>5} | {:>9.0} {:>8.1} {:>6.2} | {:>9.0} {:>8.1} {:>6.2} | {:>7.1} | {:>8.0} {:>8} {:>5} {:>5} | {:>9.2?} {:>9.2?} {:>2}/{:<2}",
+        r.n,
+        r.idle.bytes_per_s,
+        r.idle.segments_per_s,
+        r.idle.cpu_share * 100.0,
+        r.load.bytes_per_s,
+        r.load.segments_per_s,
+        r.load.cpu_share * 100.0,
+        r.rss_per_node / (1 << 20) as f64,
+        r.ledger_mean,
+        r.ledger_max,
+        r.receipts_max,
+        r.foreign_receipts,
+        r.latency_median,
+        r.latency_max,
+        r.jobs_done,
+        r.jobs,
+    );
+}
+
 fn main() -> anyhow::Result<()> {
     if let Some(status) = in_own_namespace() {
         std::process::exit(status.code().unwrap_or(1));
@@ -296,6 +331,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
+    print_header();
     for &n in &ns {
         eprintln!("scale: starting {n} radiators");
         let row = rt.block_on(run_n(n))?;
@@ -303,34 +339,14 @@ fn main() -> anyhow::Result<()> {
             "scale: N={n} started in {:.1} s, {}/{} jobs done",
             row.start_s, row.jobs_done, row.jobs
         );
+        print_row(&row);
         rows.push(row);
     }
     println!();
     println!("per radiator, N radiators in one process on loopback; idle {IDLE:?}, load {LOAD:?} (N/{SUBMITTER_EVERY} jobs × {SHARDS} shards × {REPLICATION} replicas)");
-    println!(
-        "{:>5} | {:>9} {:>8} {:>6} | {:>9} {:>8} {:>6} | {:>7} | {:>8} {:>8} {:>5} {:>5} | {:>9} {:>9} {:>5}",
-        "N", "idle B/s", "seg/s", "CPU%", "load B/s", "seg/s", "CPU%", "RSS MiB", "ledger B", "max B", "rcpts", "alien", "lat med", "lat max", "done"
-    );
+    print_header();
     for r in &rows {
-        println!(
-            "{:>5} | {:>9.0} {:>8.1} {:>6.2} | {:>9.0} {:>8.1} {:>6.2} | {:>7.1} | {:>8.0} {:>8} {:>5} {:>5} | {:>9.2?} {:>9.2?} {:>2}/{:<2}",
-            r.n,
-            r.idle.bytes_per_s,
-            r.idle.segments_per_s,
-            r.idle.cpu_share * 100.0,
-            r.load.bytes_per_s,
-            r.load.segments_per_s,
-            r.load.cpu_share * 100.0,
-            r.rss_per_node / (1 << 20) as f64,
-            r.ledger_mean,
-            r.ledger_max,
-            r.receipts_max,
-            r.foreign_receipts,
-            r.latency_median,
-            r.latency_max,
-            r.jobs_done,
-            r.jobs,
-        );
+        print_row(r);
     }
     if rows.len() >= 2 {
         let (a, b) = (rows[0].n, rows[rows.len() - 1].n);
