@@ -116,7 +116,7 @@ async fn gossip_latency() -> (Duration, Duration, usize) {
         let sent = Instant::now();
         nodes[publisher]
             .net
-            .publish(Topic::Heat, data)
+            .publish(Topic::Commitments, data)
             .await
             .expect("publish");
         let mut reached = std::collections::HashSet::new();

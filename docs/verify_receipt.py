@@ -5,6 +5,10 @@
     python3 docs/verify_receipt.py receipts.json      # an export of `hearth receipts export --json`
     python3 docs/verify_receipt.py --example          # the worked examples and test vectors
 
+An export may carry inclusion proofs (format hearth-receipts/3): each is checked against its
+receipt and the coordinator's signed commitment (docs/receipts.md, "Commitments and inclusion
+proofs").
+
 Ed25519 is verified here in pure Python (RFC 8032, cofactorless, with the strict checks of
 docs/receipts.md): OpenSSL, behind the `cryptography` package, accepts small-order keys and R
 points, so it cannot be the verifier on its own. Exits 0 when everything verifies, 1 otherwise.
@@ -21,7 +25,12 @@ RECORD_LEN, CLAIM_LEN, TERMS_LEN = 250, 314, 17
 RECEIPT_LEN = RECORD_LEN + 64 + TERMS_LEN + 64  # 395
 WORKER_DOMAIN = b"hearth/receipt/worker/v1"
 SUBMITTER_DOMAIN = b"hearth/receipt/submitter/v2"
-EXPORT_FORMAT = "hearth-receipts/2"
+EXPORT_FORMAT = "hearth-receipts/3"
+EXPORT_FORMATS = ("hearth-receipts/2", EXPORT_FORMAT)  # format 2 has no inclusions
+COMMIT_DOMAIN = b"hearth/commitment/v1"
+COMMIT_BODY_LEN = 97
+COMMITMENT_LEN = COMMIT_BODY_LEN + 64  # 161
+MAX_LEAVES, MAX_PATH = 1 << 16, 16
 MAX_WATTS = 3680  # W; W x ms = mJ
 MAX_WINDOW_MS = 24 * 3600 * 1000
 METHODS = {1: "rapl", 2: "cpu_estimate", 3: "simulated"}
@@ -193,6 +202,128 @@ def verify(receipt: bytes) -> dict:
     return f
 
 
+# ---------------------------------------------------------------- commitments and inclusion
+def leaf_hash(receipt_id: bytes) -> bytes:
+    return blake3.blake3(b"\x00" + receipt_id).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return blake3.blake3(b"\x01" + left + right).digest()
+
+
+def root_from_path(leaf: bytes, index: int, count: int, path):
+    """RFC 9162 2.1.3.2: the root that a leaf at `index` of `count` and its audit path (bottom
+    first) lead to, or None when the path's length does not fit index and count."""
+    if index >= count:
+        return None
+    fn, sn, r = index, count - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return r if sn == 0 else None
+
+
+def merkle_root(leaves):
+    """RFC 6962 MTH over leaf hashes (at least one): split at the largest power of two below n."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return node_hash(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+
+
+def decode_inclusion(b: bytes) -> dict:
+    """An inclusion proof's bytes: "HINC", version 1, the signed commitment, the leaf index
+    (u32 LE), the path length (u8, at most 16) and the path's 32-byte hashes."""
+    if b[:5] != b"HINC\x01":
+        raise ValueError("bad inclusion magic or version")
+    c = b[5:5 + COMMITMENT_LEN]
+    if len(c) != COMMITMENT_LEN or c[:5] != b"HCMT\x01":
+        raise ValueError("bad commitment magic, version or length")
+    rest = b[5 + COMMITMENT_LEN:]
+    if len(rest) < 5:
+        raise ValueError("inclusion proof ends early")
+    (index,), n = struct.unpack_from("<I", rest, 0), rest[4]
+    if n > MAX_PATH or len(rest) != 5 + 32 * n:
+        raise ValueError("inclusion path too long, or bytes left over")
+    seq, count = struct.unpack_from("<QI", c, 37)
+    first_ms, last_ms = struct.unpack_from("<QQ", c, 81)
+    return {
+        "commitment": blake3.blake3(c[:COMMIT_BODY_LEN]).hexdigest(), "body": c[:COMMIT_BODY_LEN],
+        "coordinator": c[5:37].hex(), "seq": seq, "count": count, "root": c[49:81].hex(),
+        "first_ms": first_ms, "last_ms": last_ms, "commitment_sig": c[COMMIT_BODY_LEN:].hex(),
+        "index": index, "path": [rest[5 + 32 * i:37 + 32 * i].hex() for i in range(n)],
+    }
+
+
+def verify_inclusion(proof: bytes, receipt: dict) -> dict:
+    """The commitment's count bound and signature (strict Ed25519 over COMMIT_DOMAIN ‖ body),
+    its coordinator is the receipt's submitter, and the path leads from the receipt's leaf to
+    the committed root. Returns the decoded proof or raises ValueError."""
+    f = decode_inclusion(proof)
+    if not 1 <= f["count"] <= MAX_LEAVES:
+        raise ValueError(f"a commitment covers 1 to {MAX_LEAVES} receipts, not {f['count']}")
+    why = strict_verify(bytes.fromhex(f["coordinator"]), COMMIT_DOMAIN + f["body"],
+                        bytes.fromhex(f["commitment_sig"]))
+    if why:
+        raise ValueError(f"the commitment signature does not verify: {why}")
+    if f["coordinator"] != receipt["submitter"]:
+        raise ValueError("the commitment is not the receipt's submitter's")
+    root = root_from_path(leaf_hash(bytes.fromhex(receipt["id"])), f["index"], f["count"],
+                          [bytes.fromhex(p) for p in f["path"]])
+    if root is None or root.hex() != f["root"]:
+        raise ValueError("the path does not lead from the receipt to the committed root")
+    return f
+
+
+INCLUSION_KEYS = {
+    "receipt": "hex32", "commitment": "hex32", "coordinator": "hex32", "seq": "u64",
+    "count": "u32", "root": "hex32", "first_ms": "u64", "last_ms": "u64",
+    "commitment_sig": "hex64", "index": "u32", "path": "path", "canonical": "hexany",
+}
+
+
+def check_inclusions(inclusions, receipts, listed) -> tuple:
+    """Each proof names a receipt of the export (by id), once, its readable fields match its
+    canonical bytes, and it verifies. `receipts`: the valid receipts' fields; `listed`: every
+    id the export lists (a proof of a receipt that already failed is not counted twice).
+    Returns (lines, failures)."""
+    if not isinstance(inclusions, list):
+        raise ValueError("inclusions: expected a list")
+    by_id = {r["id"]: r for r in receipts}
+    lines, bad, seen, commitments = [], 0, set(), set()
+    for n, j in enumerate(inclusions):
+        try:
+            _exact_keys(j, INCLUSION_KEYS, (), f"inclusion {n}")
+            readable = {k: _field(kind, j[k], f"inclusion {n} {k}") for k, kind in INCLUSION_KEYS.items()}
+            if readable["receipt"] in listed and readable["receipt"] not in by_id:
+                continue
+            if readable["receipt"] not in by_id:
+                raise ValueError(f"names receipt {readable['receipt']} that this export does not hold")
+            if readable["receipt"] in seen:
+                raise ValueError("a second proof for the same receipt")
+            f = verify_inclusion(bytes.fromhex(readable["canonical"]), by_id[readable["receipt"]])
+            for k, v in readable.items():
+                if k not in ("receipt", "canonical") and f[k] != v:
+                    raise ValueError(f"field {k!r} does not match the canonical bytes")
+            seen.add(readable["receipt"])
+            commitments.add(f["commitment"])
+        except (ValueError, KeyError) as e:
+            bad += 1
+            lines.append(f"inclusion {n}: INVALID: {e}")
+    lines.append(f"{len(seen)} receipts proven included in {len(commitments)} signed commitments; "
+                 f"{len(receipts) - len(seen)} without an inclusion proof")
+    return lines, bad
+
+
 # ---------------------------------------------------------------- the export format
 RECEIPT_KEYS = {
     "id": "hex32", "job": "hex32", "shard": "u32", "module": "hex32", "input": "hex32",
@@ -222,11 +353,19 @@ def _exact_keys(obj, required, optional=(), where=""):
 
 
 def _field(kind, value, where):
+    if kind == "hexany":
+        if not isinstance(value, str) or len(value) % 2 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError(f"{where}: expected lowercase hex digits")
+        return value
     if kind.startswith("hex"):
         n = 2 * int(kind[3:])
         if not isinstance(value, str) or len(value) != n or any(c not in "0123456789abcdef" for c in value):
             raise ValueError(f"{where}: expected {n} lowercase hex digits")
         return value
+    if kind == "path":
+        if not isinstance(value, list) or len(value) > MAX_PATH:
+            raise ValueError(f"{where}: expected a list of at most {MAX_PATH} hashes")
+        return [_field("hex32", p, where) for p in value]
     if kind == "u64":
         if not isinstance(value, str) or not value.isascii() or not value.isdigit() \
                 or (len(value) > 1 and value[0] == "0") or int(value) > U64_MAX:
@@ -245,9 +384,11 @@ def _field(kind, value, where):
 def check_export(export: dict):
     """docs/receipts.md "Verifying an export". Returns (lines, number of receipts, failures)."""
     lines, bad = [], 0
-    _exact_keys(export, ("format", "receipts"), ("chain",), "export")
-    if export["format"] != EXPORT_FORMAT:
-        raise ValueError(f"format {export['format']!r}, expected {EXPORT_FORMAT!r}")
+    _exact_keys(export, ("format", "receipts"), ("chain", "inclusions"), "export")
+    if export["format"] not in EXPORT_FORMATS:
+        raise ValueError(f"format {export['format']!r}, expected one of {EXPORT_FORMATS!r}")
+    if "inclusions" in export and export["format"] != EXPORT_FORMAT:
+        raise ValueError(f"inclusions need format {EXPORT_FORMAT!r}")
     if not isinstance(export["receipts"], list):
         raise ValueError("receipts: expected a list")
     valid, slots = [], set()
@@ -282,6 +423,10 @@ def check_export(export: dict):
         except ValueError as e:
             bad += 1
             lines.append(f"chain: INVALID: {e}")
+    listed = {r.get("id") for r in export["receipts"] if isinstance(r, dict)}
+    proof_lines, proof_bad = check_inclusions(export.get("inclusions", []), valid, listed)
+    lines += proof_lines
+    bad += proof_bad
     return lines, len(export["receipts"]), bad
 
 
@@ -446,7 +591,8 @@ def self_test() -> list:
         print(f"     {line}")
     expect(n == 4 and bad == 0, "docs/receipts-example.json verifies, chain included")
     pruned = json.loads(json.dumps(export))
-    del pruned["receipts"][1]
+    gone = pruned["receipts"].pop(1)["id"]
+    pruned["inclusions"] = [j for j in pruned["inclusions"] if j["receipt"] != gone]
     expect(check_export(pruned)[2] == 1, "a receipt pruned from the export breaks the chain")
     edited = json.loads(json.dumps(export))
     edited["receipts"][0]["credited_mj"] = "42000"
@@ -460,6 +606,47 @@ def self_test() -> list:
     doubled = json.loads(json.dumps(export))
     doubled["receipts"].append(doubled["receipts"][0])
     expect(check_export(doubled)[2] >= 1, "a second receipt for the same job, shard and worker is refused")
+
+    # Inclusion proofs: the example's four receipts are in the submitter's commitment 0.
+    proven = [l for l in lines if "proven included" in l]
+    expect(proven == ["4 receipts proven included in 1 signed commitments; 0 without an inclusion proof"],
+           "every receipt of the example is proven included in one signed commitment")
+    ids = sorted(bytes.fromhex(r["id"]) for r in export["receipts"])
+    expect(merkle_root([leaf_hash(i) for i in ids]).hex() == export["inclusions"][0]["root"],
+           "the committed root is the Merkle root of the sorted receipt ids")
+    for what, edit in (
+        ("a proof moved to another receipt", lambda j: j[0].update(receipt=j[1]["receipt"])),
+        ("a proof with a flipped path hash", lambda j: j[0].update(
+            canonical=j[0]["canonical"][:-2] + ("00" if j[0]["canonical"][-2:] != "00" else "01"),
+            path=j[0]["path"][:-1] + [j[0]["path"][-1][:-2] + ("00" if j[0]["path"][-1][-2:] != "00" else "01")])),
+        ("a proof whose readable root was edited", lambda j: j[0].update(root="00" * 32)),
+    ):
+        tampered = json.loads(json.dumps(export))
+        edit(tampered["inclusions"])
+        expect(check_export(tampered)[2] >= 1, f"{what} is refused")
+    for count in range(1, 20):
+        leaves = [leaf_hash(bytes([i]) * 32) for i in range(count)]
+        root = merkle_root(leaves)
+        ok = True
+        for m in range(count):
+            path = []
+
+            def audit(m, d):
+                if len(d) <= 1:
+                    return
+                k = 1
+                while k * 2 < len(d):
+                    k *= 2
+                if m < k:
+                    audit(m, d[:k])
+                    path.append(merkle_root(d[k:]))
+                else:
+                    audit(m - k, d[k:])
+                    path.append(merkle_root(d[:k]))
+            audit(m, leaves)
+            ok &= root_from_path(leaves[m], m, count, path) == root
+            ok &= count == 1 or root_from_path(leaves[m], (m + 1) % count, count, path) != root
+        expect(ok, f"every audit path of a {count}-leaf tree leads to its root, and no other index's")
     return failures
 
 

@@ -228,7 +228,8 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         }
     );
 
-    // Receipts reach their workers directly and everyone over gossip; give stragglers a moment.
+    // Receipts reach their workers directly, with their inclusion proofs; give stragglers a
+    // moment.
     let expected = view.shards_total * 2;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut all = Vec::new();
@@ -244,7 +245,16 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
     }
     let checks = verify_batch(&all);
     let bad = checks.iter().filter(|c| c.is_err()).count();
-    let export = ReceiptExport::new(&all, None);
+    let mut export = ReceiptExport::new(&all, None);
+    for n in nodes {
+        for r in n.context.ledger.list(Some(&n.household()))? {
+            if let Some(inc) = n.context.ledger.inclusion(&r.id())? {
+                export
+                    .inclusions
+                    .push(crate::model::receipt::InclusionJson::new(&r.id(), &inc));
+            }
+        }
+    }
     let receipts_path = opts.out.join("receipts.json");
     std::fs::write(&receipts_path, serde_json::to_string_pretty(&export)?)?;
     println!(

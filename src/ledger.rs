@@ -11,20 +11,29 @@
 //! zero bytes, so a household can show its history was not reordered or pruned; an export
 //! carries it ([`Ledger::export`]).
 //!
+//! Which receipts: those crediting this node's own household (delivered by their
+//! coordinators with an inclusion proof) and those this node countersigned as a coordinator.
+//! Nobody else's: receipts are not gossiped (issue 14); the network carries only the
+//! coordinators' signed commitments, and this ledger keeps the commitments its own receipts
+//! are proven against and the ones it sealed itself ([`commitments`]).
+//!
 //! Trees (all prefixed `ledger/v2/`; receipts of format 1 in the older `ledger/*` trees are
 //! not read): `receipts` id → receipt bytes; `slots` job‖shard‖worker → id; `totals` worker
 //! key → count‖fuel‖credited_mj‖claimed_mj (u64 LE each); `chain` seq (u64 BE) → receipt
-//! id‖entry hash, and under seq u64::MAX the head: length-1 (u64 BE)‖entry hash.
+//! id‖entry hash, and under seq u64::MAX the head: length-1 (u64 BE)‖entry hash; and, in
+//! [`commitments`], `pending`, `commitments` and `proofs`.
 //!
 //! Size: about 630 lines of code (insert, chain, check and repair share one set of trees);
 //! the rest are its unit tests.
+
+pub mod commitments;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use crate::identity::PublicKey;
 use crate::model::receipt::{
-    chain_link, ChainEntryJson, ChainJson, Receipt, ReceiptError, ReceiptExport,
+    chain_link, ChainEntryJson, ChainJson, InclusionJson, Receipt, ReceiptError, ReceiptExport,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +57,10 @@ pub enum LedgerError {
     Db(#[from] sled::Error),
     #[error("ledger entry {0} is corrupt")]
     Corrupt(String),
+    #[error(
+        "receipt {id} comes without a valid proof that its coordinator committed to it: {reason}"
+    )]
+    Unproven { id: String, reason: String },
 }
 
 /// Credit of one household.
@@ -96,6 +109,9 @@ pub struct LedgerCheck {
     pub damage: Vec<LedgerDamage>,
     /// Receipts that do not verify: (key hex, stored bytes hex), to export before a repair.
     pub bad: Vec<(String, String)>,
+    /// Inclusion proofs that do not prove their receipt, and pending entries naming no
+    /// receipt (key hex); a repair drops them.
+    pub bad_proofs: Vec<String>,
 }
 
 /// One damage in the ledger, worded for a household.
@@ -111,6 +127,10 @@ pub enum LedgerDamage {
     Slots { count: u64 },
     #[error("the stored totals of household {household} are not what its receipts add up to")]
     Totals { household: String },
+    #[error(
+        "{count} inclusion proofs or pending commitment entries do not match a stored receipt"
+    )]
+    Proofs { count: u64 },
 }
 
 /// Totals per household key, recomputed from receipts.
@@ -132,6 +152,13 @@ pub struct Ledger {
     slots: sled::Tree,
     totals: sled::Tree,
     chain: sled::Tree,
+    /// Receipts countersigned here and not yet in a commitment: id → window end (u64 BE).
+    pending: sled::Tree,
+    /// Commitments: coordinator key ‖ seq (u64 BE) → signed commitment bytes.
+    commitments: sled::Tree,
+    /// Inclusion of a stored receipt: id → coordinator key ‖ seq (u64 BE) ‖ index (u32 BE) ‖
+    /// audit path (32 bytes per hash).
+    proofs: sled::Tree,
     own: PublicKey,
 }
 
@@ -158,6 +185,9 @@ impl Ledger {
             slots: db.open_tree("ledger/v2/slots")?,
             totals: db.open_tree("ledger/v2/totals")?,
             chain: db.open_tree("ledger/v2/chain")?,
+            pending: db.open_tree("ledger/v2/pending")?,
+            commitments: db.open_tree("ledger/v2/commitments")?,
+            proofs: db.open_tree("ledger/v2/proofs")?,
             own,
         })
     }
@@ -169,18 +199,29 @@ impl Ledger {
             id: id.to_hex().to_string(),
             source,
         })?;
-        self.insert_verified(receipt)
+        self.insert_verified(receipt, false)
     }
 
     /// Records a receipt whose signatures the caller has already checked (batch import).
-    fn insert_verified(&self, receipt: &Receipt) -> Result<blake3::Hash, LedgerError> {
+    /// `pending`: this node countersigned it, and it waits for the next commitment.
+    fn insert_verified(
+        &self,
+        receipt: &Receipt,
+        pending: bool,
+    ) -> Result<blake3::Hash, LedgerError> {
         let id = receipt.id();
         let slot = slot_key(receipt);
         let bytes = receipt.to_bytes();
         let worker = receipt.record.worker;
         let on_chain = worker == self.own;
-        let result = (&self.receipts, &self.slots, &self.totals, &self.chain).transaction(
-            |(receipts, slots, totals, chain)| {
+        let result = (
+            &self.receipts,
+            &self.slots,
+            &self.totals,
+            &self.chain,
+            &self.pending,
+        )
+            .transaction(|(receipts, slots, totals, chain, pending_tree)| {
                 if let Some(existing) = slots.get(&slot)? {
                     return Ok(if existing.as_ref() == id.as_bytes() {
                         Outcome::Replay
@@ -190,6 +231,9 @@ impl Ledger {
                 }
                 receipts.insert(id.as_bytes(), bytes.as_slice())?;
                 slots.insert(slot.as_slice(), id.as_bytes())?;
+                if pending {
+                    pending_tree.insert(id.as_bytes(), &receipt.record.end_ms.to_be_bytes())?;
+                }
                 let mut t = match totals.get(worker.0)? {
                     Some(v) => Totals::from_bytes(&v).ok_or_else(|| {
                         ConflictableTransactionError::Abort("totals entry corrupt")
@@ -228,8 +272,7 @@ impl Ledger {
                     chain.insert(&u64::MAX.to_be_bytes(), head)?;
                 }
                 Ok(Outcome::Stored)
-            },
-        );
+            });
         let outcome = result.map_err(|e| match e {
             TransactionError::Abort(what) => LedgerError::Corrupt(what.to_string()),
             TransactionError::Storage(e) => LedgerError::Db(e),
@@ -255,7 +298,7 @@ impl Ledger {
             .into_iter()
             .zip(receipts)
             .map(|(check, r)| match check {
-                Ok(()) => self.insert_verified(r),
+                Ok(()) => self.insert_verified(r, false),
                 Err(source) => Err(LedgerError::Invalid {
                     id: r.id().to_hex().to_string(),
                     source,
@@ -534,11 +577,18 @@ impl Ledger {
                 });
             }
         }
+        let bad_proofs = self.check_proofs()?;
+        if !bad_proofs.is_empty() {
+            damage.push(LedgerDamage::Proofs {
+                count: bad_proofs.len() as u64,
+            });
+        }
         Ok(LedgerCheck {
             receipts: good.len() as u64,
             chain_length: length,
             damage,
             bad,
+            bad_proofs,
         })
     }
 
@@ -553,6 +603,8 @@ impl Ledger {
             let key = hex::decode(key).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
             self.receipts.remove(key)?;
         }
+        // Proofs are checked again here: removing a bad receipt orphans its proof.
+        self.repair_proofs(&self.check_proofs()?)?;
         let mut good = Vec::new();
         for item in self.receipts.iter() {
             let (_, v) = item?;
@@ -609,9 +661,17 @@ impl Ledger {
 
     /// The export of `hearth receipts export --json` and `GET /v1/receipts`: the receipts (all,
     /// or those crediting `household`) and, when the export holds this node's own household's
-    /// receipts, its hash chain, so a verifier can check that history offline.
+    /// receipts, its hash chain, so a verifier can check that history offline; and every
+    /// exported receipt's inclusion proof that the ledger holds.
     pub fn export(&self, household: Option<&PublicKey>) -> Result<ReceiptExport, LedgerError> {
         let receipts = self.list(household)?;
+        let mut inclusions = Vec::new();
+        for r in &receipts {
+            if let Some(inc) = self.inclusion(&r.id())? {
+                inclusions.push(InclusionJson::new(&r.id(), &inc));
+            }
+        }
+        inclusions.sort_by(|a, b| a.receipt.cmp(&b.receipt));
         let chain = if household.is_none_or(|h| *h == self.own) {
             let entries = self.chain_entries()?;
             let head = entries.last().map_or([0u8; 32], |(_, e)| *e);
@@ -630,7 +690,9 @@ impl Ledger {
         } else {
             None
         };
-        Ok(ReceiptExport::new(&receipts, chain))
+        let mut export = ReceiptExport::new(&receipts, chain);
+        export.inclusions = inclusions;
+        Ok(export)
     }
 }
 
@@ -829,14 +891,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let ledger = Ledger::open(&db, vector::worker().public()).unwrap();
+        let proofs = vector::inclusions();
         for r in vector::export_receipts() {
-            ledger.insert(&r).unwrap();
+            let (_, inc) = proofs.iter().find(|(id, _)| *id == r.id()).unwrap();
+            ledger.insert_proven(&r, inc).unwrap();
         }
         let mut got = ledger.export(None).unwrap();
         let mut want = vector::export();
         assert_eq!(got.chain, want.chain);
         got.receipts.sort_by(|a, b| a.id.cmp(&b.id));
         want.receipts.sort_by(|a, b| a.id.cmp(&b.id));
+        want.inclusions.sort_by(|a, b| a.receipt.cmp(&b.receipt));
         assert_eq!(got, want);
         let own = ledger.export(Some(&vector::worker().public())).unwrap();
         assert_eq!(own.receipts.len(), 3);

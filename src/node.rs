@@ -25,11 +25,14 @@ use crate::jobs::{
     WorkerConfig, WorkerEvent,
 };
 use crate::ledger::{Ledger, LedgerError};
-use crate::model::receipt::Receipt;
-use crate::model::wire::{HeatDemand, JobGossip, Request, Response};
+use crate::model::commit::Commitment;
+use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::JobManifest;
 use crate::net::{self, NetConfig, NetEvent, Network, Topic, Verdict};
+
+mod offers;
 use crate::store::Store;
+use offers::Offers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -342,6 +345,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     net_config.upnp = config.node.upnp;
     net_config.relay_server = config.relay.limits(config.node.role);
     net_config.fault = opts.net_fault.clone();
+    // Radiators hear no one's receipt commitments; bootstrap nodes audit them.
+    net_config.topics = Topic::ALL
+        .into_iter()
+        .filter(|t| *t != Topic::Commitments || config.node.role == Role::Bootstrap)
+        .collect();
     let (net, mut events, net_task) = net::spawn(net_config, store.clone()).await?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -484,11 +492,12 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         ("local API", serve.await.map_err(|e| e.to_string()))
     });
 
+    let offers = Offers::default();
     if let Some(heat) = heat.clone() {
-        let (net, stop) = (net.clone(), shutdown_rx.clone());
+        let (net, stop, offers) = (net.clone(), shutdown_rx.clone(), offers.clone());
         tasks.spawn(async move {
-            publish_heat(heat, net, stop).await;
-            ("heat gossip", Ok(()))
+            offers::send_heat(heat, net, offers, stop).await;
+            ("heat demand", Ok(()))
         });
     }
 
@@ -499,6 +508,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         worker: worker_tx,
         own: identity.public(),
         local_peer: identity.peer_id(),
+        offers,
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -545,39 +555,6 @@ fn credit_source(ledger: Ledger, own: PublicKey) -> crate::heat::service::Credit
     })
 }
 
-/// Gossips this radiator's heat demand on `hearth/heat/1` when it changes, and every 10 s so
-/// coordinators that joined later learn it (and forget radiators that went away).
-async fn publish_heat(
-    heat: crate::heat::HeatHandle,
-    net: Network,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut status = heat.subscribe();
-    let mut last: Option<(u16, usize)> = None;
-    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(10));
-    loop {
-        let s = status.borrow_and_update().clone();
-        let key = (s.demand_permille, s.slots);
-        let msg = HeatDemand {
-            wanted_slots: s.slots.min(u16::MAX as usize) as u16,
-            demand_permille: s.demand_permille.min(1000),
-            room_centi_c: s.room_celsius.map(|c| (c * 100.0).round() as i32),
-            at_ms: crate::model::now_ms(),
-        };
-        if last != Some(key) {
-            last = Some(key);
-            if let Err(e) = net.publish(Topic::Heat, msg.to_bytes()).await {
-                tracing::debug!("heat demand not gossiped: {e}");
-            }
-        }
-        tokio::select! {
-            changed = status.changed() => if changed.is_err() { break },
-            _ = refresh.tick() => last = None,
-            _ = stop.changed() => break,
-        }
-    }
-}
-
 /// Gives each network event to the service it is for.
 struct Router {
     ledger: Ledger,
@@ -586,6 +563,8 @@ struct Router {
     worker: mpsc::Sender<WorkerEvent>,
     own: PublicKey,
     local_peer: libp2p::PeerId,
+    /// Coordinators that announced work to this node, for its heat demand.
+    offers: Offers,
 }
 
 impl Router {
@@ -604,6 +583,11 @@ impl Router {
                     .await;
             }
             NetEvent::ControlRequest { peer, data, reply } => {
+                // Announcements are for the worker: answered here, in order, at once.
+                if let Ok(Request::Announce(msg)) = Request::from_bytes(&data) {
+                    let _ = reply.send(self.announcement(msg, peer).to_bytes());
+                    return;
+                }
                 let coordinator = self.coordinator.clone();
                 let ledger = self.ledger.clone();
                 let own = self.own;
@@ -634,61 +618,47 @@ impl Router {
         }
     }
 
+    /// A job announcement from the coordinator `source`: checked (an inline manifest must be
+    /// the job's and the sender's own), remembered for heat demand, given to the worker.
+    fn announcement(&self, msg: JobGossip, source: libp2p::PeerId) -> Response {
+        match &msg {
+            JobGossip::Announce {
+                job,
+                manifest: Some(bytes),
+                ..
+            } => {
+                let Ok(m) = JobManifest::from_bytes(bytes) else {
+                    return Response::Error {
+                        detail: "the announced manifest does not decode".into(),
+                    };
+                };
+                if m.id() != *job || m.submitter.peer_id() != Some(source) {
+                    return Response::Error {
+                        detail: "the announced manifest is not that job's or not yours".into(),
+                    };
+                }
+                self.offers.heard(source, Instant::now());
+            }
+            JobGossip::Announce { .. } => self.offers.heard(source, Instant::now()),
+            JobGossip::Closed { .. } => self.offers.closed(&source),
+        }
+        self.job_gossip(msg, source);
+        Response::Noted
+    }
+
     async fn gossip(&self, topic: Topic, source: Option<libp2p::PeerId>, data: &[u8]) -> Verdict {
         let Some(source) = source else {
             // Hearth gossip is always signed; an anonymous message is someone else's traffic.
             return Verdict::Reject;
         };
         match topic {
-            Topic::Jobs => match JobGossip::from_bytes(data) {
-                Ok(msg) => {
-                    if let JobGossip::Announce {
-                        job,
-                        manifest: Some(bytes),
-                        ..
-                    } = &msg
-                    {
-                        let Ok(m) = JobManifest::from_bytes(bytes) else {
-                            return Verdict::Reject;
-                        };
-                        if m.id() != *job || m.submitter.peer_id() != Some(source) {
-                            return Verdict::Reject;
-                        }
-                    }
-                    self.job_gossip(msg, source);
+            // Audited, not stored: a commitment must be signed by its author's household key.
+            // Whoever holds one of its receipts has it already, with the receipt's proof.
+            Topic::Commitments => match Commitment::from_bytes(data) {
+                Ok(c) if c.coordinator.peer_id() == Some(source) && c.verify().is_ok() => {
                     Verdict::Accept
                 }
-                Err(e) => {
-                    tracing::debug!(%source, "malformed job gossip: {e}");
-                    Verdict::Reject
-                }
-            },
-            Topic::Receipts => match Receipt::from_bytes(data) {
-                Ok(r) => match self.ledger.insert(&r) {
-                    Ok(_) => Verdict::Accept,
-                    Err(LedgerError::Replay { .. }) => Verdict::Ignore,
-                    Err(e @ (LedgerError::Db(_) | LedgerError::Corrupt(_))) => {
-                        tracing::error!("ledger: {e}");
-                        Verdict::Ignore
-                    }
-                    Err(e) => {
-                        tracing::info!(%source, "receipt refused: {e}");
-                        Verdict::Reject
-                    }
-                },
-                Err(e) => {
-                    tracing::debug!(%source, "malformed receipt gossip: {e}");
-                    Verdict::Reject
-                }
-            },
-            Topic::Heat => match HeatDemand::from_bytes(data) {
-                Ok(demand) => {
-                    if let Some(household) = PublicKey::from_peer_id(&source) {
-                        self.coordinator.heat_demand(household, demand);
-                    }
-                    Verdict::Accept
-                }
-                Err(_) => Verdict::Reject,
+                _ => Verdict::Reject,
             },
         }
     }
@@ -711,13 +681,18 @@ async fn control(
         }
     };
     match request {
-        Request::Receipt(receipt) => {
+        Request::Receipt { receipt, inclusion } => {
             if receipt.record.worker != own {
                 return Response::Error {
                     detail: "that receipt credits another household".into(),
                 };
             }
-            match ledger.insert(&receipt) {
+            if PublicKey::from_peer_id(&peer) != Some(receipt.record.submitter) {
+                return Response::Error {
+                    detail: "only the coordinator that countersigned a receipt delivers it".into(),
+                };
+            }
+            match ledger.insert_proven(&receipt, &inclusion) {
                 // Acknowledged only once on disk: the coordinator then drops it from its outbox.
                 Ok(_) | Err(LedgerError::Replay { .. }) => match ledger.flush().await {
                     Ok(()) => Response::ReceiptStored,

@@ -338,6 +338,11 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         verified.contains("4 receipts, 4 valid, 0 invalid"),
         "{verified}"
     );
+    // The coordinator sealed them: each carries its inclusion proof (issue 14).
+    assert!(
+        verified.contains("4 receipts proven included in"),
+        "{verified}"
+    );
     python_verifies(&export);
     let text = std::fs::read_to_string(&export).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -364,7 +364,7 @@ async fn gossip_reaches_every_node_of_ten() {
         let payload = b"radiator 5 has heat to spare".to_vec();
         nodes[5]
             .net
-            .publish(Topic::Heat, payload.clone())
+            .publish(Topic::Commitments, payload.clone())
             .await
             .expect("publish");
         for (i, n) in nodes.iter_mut().enumerate() {
@@ -386,18 +386,18 @@ async fn gossip_reaches_every_node_of_ten() {
             })
             .await
             .unwrap_or_else(|_| panic!("node {i} did not receive the message"));
-            assert_eq!(got, (Topic::Heat, Some(publisher), payload.clone()));
+            assert_eq!(got, (Topic::Commitments, Some(publisher), payload.clone()));
         }
         // Oversized publishes are refused locally; no subscribers is a distinguishable error.
         let too_big = vec![0u8; net::MAX_GOSSIP_DATA + 1];
         assert!(matches!(
-            nodes[0].net.publish(Topic::Jobs, too_big).await,
+            nodes[0].net.publish(Topic::Commitments, too_big).await,
             Err(net::NetError::MessageTooLarge { .. })
         ));
         let lonely = TestNode::start(loopback()).await;
         let err = lonely
             .net
-            .publish(Topic::Jobs, b"anyone?".to_vec())
+            .publish(Topic::Commitments, b"anyone?".to_vec())
             .await
             .unwrap_err();
         assert!(err.is_no_peers(), "{err}");
@@ -681,7 +681,7 @@ fn rogue_swarm() -> Swarm<Rogue> {
             let mut gs =
                 gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
                     .unwrap();
-            gs.subscribe(&gossipsub::IdentTopic::new(Topic::Jobs.name()))
+            gs.subscribe(&gossipsub::IdentTopic::new(Topic::Commitments.name()))
                 .unwrap();
             let rr = |p: &'static str| {
                 request_response::Behaviour::with_codec(
@@ -782,7 +782,7 @@ async fn malformed_gossip_and_requests_are_rejected_and_node_survives() {
                 peer_id,
                 topic,
                 ..
-            })) if peer_id == node_id && topic.as_str() == Topic::Jobs.name() => Some(()),
+            })) if peer_id == node_id && topic.as_str() == Topic::Commitments.name() => Some(()),
             _ => None,
         })
         .await;
@@ -819,7 +819,7 @@ async fn malformed_gossip_and_requests_are_rejected_and_node_survives() {
         );
 
         // --- gossip
-        let jobs = gossipsub::IdentTopic::new(Topic::Jobs.name());
+        let jobs = gossipsub::IdentTopic::new(Topic::Commitments.name());
         // Undecodable payload (the node layer rejects it), oversized payload (the network
         // layer rejects it), and a frame over the transmit limit (dropped by the framing).
         for data in [
@@ -867,7 +867,7 @@ async fn malformed_gossip_and_requests_are_rejected_and_node_survives() {
         // requests go through.
         honest
             .net
-            .publish(Topic::Jobs, b"a real job".to_vec())
+            .publish(Topic::Commitments, b"a real job".to_vec())
             .await
             .expect("honest publish");
         let got = tokio::time::timeout(Duration::from_secs(10), async {

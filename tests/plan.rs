@@ -376,6 +376,7 @@ fn impact_numbers_check_by_hand() {
         format: hearth::model::receipt::EXPORT_FORMAT.into(),
         receipts,
         chain: None,
+        inclusions: Vec::new(),
     };
     let text = hearth::cli::impact::report(&args, &export).unwrap();
     println!("{text}");

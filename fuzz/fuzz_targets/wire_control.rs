@@ -22,7 +22,24 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
             demand_permille: u.arbitrary()?,
         },
         1 => Request::Claim(common::claim(u)?),
-        2 => Request::Receipt(common::receipt(u)?),
+        2 => Request::Receipt {
+            receipt: Box::new(common::receipt(u)?),
+            inclusion: hearth::model::commit::Inclusion {
+                commitment: hearth::model::commit::Commitment {
+                    coordinator: common::key(u)?,
+                    seq: u.arbitrary()?,
+                    count: u.arbitrary()?,
+                    root: u.arbitrary()?,
+                    first_ms: u.arbitrary()?,
+                    last_ms: u.arbitrary()?,
+                    sig: u.arbitrary()?,
+                },
+                index: u.arbitrary()?,
+                path: (0..u.int_in_range(0..=16u8)?)
+                    .map(|_| u.arbitrary())
+                    .collect::<Result<_>>()?,
+            },
+        },
         3 => Request::Failure {
             job: common::hash(u)?,
             shard: u.arbitrary()?,

@@ -9,7 +9,9 @@ use crate::exec::Executor;
 use crate::identity::Identity;
 use crate::jobs::build::{build, JobSpec};
 use crate::jobs::local::run_local as run_jobs_locally;
-use crate::model::receipt::{check_conservation, verify_batch, ReceiptExport, EXPORT_FORMAT};
+use crate::model::receipt::{
+    check_conservation, verify_batch, ReceiptExport, EXPORT_FORMAT, EXPORT_FORMAT_2,
+};
 use crate::model::{parse_hash, JobManifest};
 use crate::node::{self, NodeOptions};
 use crate::store::Store;
@@ -247,9 +249,9 @@ pub fn receipts_verify(file: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not JSON", file.display()))?
         .get("format")
         .and_then(|f| f.as_str().map(str::to_owned));
-    if format.as_deref() != Some(EXPORT_FORMAT) {
+    if format.as_deref() != Some(EXPORT_FORMAT) && format.as_deref() != Some(EXPORT_FORMAT_2) {
         bail!(
-            "{}: format {:?}, expected {EXPORT_FORMAT:?}",
+            "{}: format {:?}, expected {EXPORT_FORMAT:?} (or {EXPORT_FORMAT_2:?})",
             file.display(),
             format.unwrap_or_default()
         );
@@ -265,6 +267,12 @@ pub fn receipts_verify(file: &Path) -> anyhow::Result<()> {
             "chain of household {household}: {length} entries, links, head and receipts agree"
         );
     }
+    println!(
+        "{} receipts proven included in {} signed commitments; {} without an inclusion proof",
+        report.proven,
+        report.commitments,
+        export.receipts.len().saturating_sub(report.proven)
+    );
     let total = export.receipts.len();
     println!(
         "{total} receipts, {} valid, {} invalid",
@@ -291,6 +299,9 @@ struct ExportReport {
     problems: Vec<String>,
     chain: Option<(String, usize)>,
     chain_ok: bool,
+    /// Receipts whose inclusion proof checks out, and the distinct commitments they name.
+    proven: usize,
+    commitments: usize,
 }
 
 /// Every receipt decodes and its readable fields match; physics, terms and both signatures
@@ -302,6 +313,8 @@ fn check_export(export: &ReceiptExport) -> ExportReport {
         problems: Vec::new(),
         chain: None,
         chain_ok: true,
+        proven: 0,
+        commitments: 0,
     };
     let mut decoded = Vec::new();
     for (i, r) in export.receipts.iter().enumerate() {
@@ -342,6 +355,31 @@ fn check_export(export: &ReceiptExport) -> ExportReport {
     if let Err(e) = check_conservation(&passed) {
         report.problems.push(format!("conservation: INVALID: {e}"));
     }
+    // Inclusion proofs: each names a receipt of this export, once, and leads from it to a
+    // root its coordinator signed. A receipt without a proof is reported, not refused
+    // (format 2 exports, receipts not yet committed).
+    let mut proven = std::collections::HashSet::new();
+    let mut commitments = std::collections::HashSet::new();
+    for (n, j) in export.inclusions.iter().enumerate() {
+        let result = j.to_inclusion().and_then(|(id, inc)| {
+            let r = list.iter().find(|r| r.id() == id).ok_or_else(|| {
+                format!("names receipt {} that this export does not hold", j.receipt)
+            })?;
+            inc.verify(r).map_err(|e| e.to_string())?;
+            if !proven.insert(id) {
+                return Err(format!("a second proof for receipt {}", j.receipt));
+            }
+            commitments.insert(inc.commitment.id());
+            Ok(())
+        });
+        if let Err(e) = result {
+            report
+                .problems
+                .push(format!("inclusion {n} ({}): INVALID: {e}", j.receipt));
+        }
+    }
+    report.proven = proven.len();
+    report.commitments = commitments.len();
     if let Some(chain) = &export.chain {
         match chain.verify(&list) {
             Ok(household) => report.chain = Some((household.to_hex(), chain.entries.len())),

@@ -3,16 +3,19 @@
 //! hash chain, so a verifier can check signatures, physics and history from the file alone.
 //!
 //! Rules (`docs/receipts.md`, "Export format"): every key listed here is required except
-//! `chain`; unknown and duplicate keys are errors; key order is irrelevant; every hex string
+//! `chain` and `inclusions`; unknown and duplicate keys are errors; key order is irrelevant; every hex string
 //! is lowercase and of exact length; every u64 is a JSON *string* of decimal digits without
 //! leading zeros, so that parsers that read numbers as doubles (JavaScript, many others) keep
 //! values above 2^53 exact. Small integers (`shard`, `agreeing`, `replicas`) are numbers.
 
+use super::commit::{Commitment, Inclusion};
 use super::receipt::{CreditBasis, EnergyMethod, Receipt, VerifiedBy};
 use crate::identity::PublicKey;
 
-/// The format name of this version of the export.
-pub const EXPORT_FORMAT: &str = "hearth-receipts/2";
+/// The format name of this version of the export: format 2 plus `inclusions`.
+pub const EXPORT_FORMAT: &str = "hearth-receipts/3";
+/// The previous format, still read (it has no `inclusions`).
+pub const EXPORT_FORMAT_2: &str = "hearth-receipts/2";
 
 /// u64 values as decimal strings: `"0"` or `[1-9][0-9]*`, at most 2^64 − 1.
 mod dec_u64 {
@@ -107,6 +110,10 @@ pub struct ReceiptExport {
     /// Absent (or null) when the export is not one household's own history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainJson>,
+    /// Proofs that receipts of this export are in their coordinators' signed commitments.
+    /// Absent when there are none (format 2, or receipts not yet committed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inclusions: Vec<InclusionJson>,
 }
 
 impl ReceiptExport {
@@ -115,7 +122,77 @@ impl ReceiptExport {
             format: EXPORT_FORMAT.into(),
             receipts: receipts.iter().map(ReceiptJson::from).collect(),
             chain,
+            inclusions: Vec::new(),
         }
+    }
+}
+
+/// One receipt's inclusion proof in readable form. `canonical` (the [`Inclusion`] bytes) alone
+/// is authoritative; the other fields must equal what it says.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionJson {
+    /// The id of the receipt it proves.
+    pub receipt: String,
+    /// blake3 of the commitment body.
+    pub commitment: String,
+    pub coordinator: String,
+    #[serde(with = "dec_u64")]
+    pub seq: u64,
+    pub count: u32,
+    pub root: String,
+    #[serde(with = "dec_u64")]
+    pub first_ms: u64,
+    #[serde(with = "dec_u64")]
+    pub last_ms: u64,
+    pub commitment_sig: String,
+    pub index: u32,
+    /// Audit path, bottom first.
+    pub path: Vec<String>,
+    pub canonical: String,
+}
+
+impl InclusionJson {
+    pub fn new(receipt: &blake3::Hash, inc: &Inclusion) -> InclusionJson {
+        let c: &Commitment = &inc.commitment;
+        InclusionJson {
+            receipt: receipt.to_hex().to_string(),
+            commitment: c.id().to_hex().to_string(),
+            coordinator: c.coordinator.to_hex(),
+            seq: c.seq,
+            count: c.count,
+            root: hex::encode(c.root),
+            first_ms: c.first_ms,
+            last_ms: c.last_ms,
+            commitment_sig: hex::encode(c.sig),
+            index: inc.index,
+            path: inc.path.iter().map(hex::encode).collect(),
+            canonical: hex::encode(inc.to_bytes()),
+        }
+    }
+
+    /// Decodes the canonical bytes and checks that every readable field agrees with them.
+    /// Returns the receipt id and the proof; the proof itself is checked by the caller
+    /// ([`Inclusion::verify`]).
+    pub fn to_inclusion(&self) -> Result<(blake3::Hash, Inclusion), String> {
+        if self.canonical.len() > 2 * super::wire::MAX_INCLUSION
+            || !self
+                .canonical
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err("inclusion canonical: expected lowercase hex of a proof".into());
+        }
+        let bytes = hex::decode(&self.canonical).map_err(|e| format!("inclusion: {e}"))?;
+        let inc = Inclusion::from_bytes(&bytes).map_err(|e| format!("inclusion: {e}"))?;
+        let id = blake3::Hash::from_bytes(hash32("inclusion receipt", &self.receipt)?);
+        if InclusionJson::new(&id, &inc) != *self {
+            return Err(format!(
+                "the inclusion proof of receipt {} has fields that do not match its canonical bytes",
+                self.receipt
+            ));
+        }
+        Ok((id, inc))
     }
 }
 

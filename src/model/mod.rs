@@ -3,6 +3,7 @@
 //! above (net, ledger, jobs) carries or interprets these types.
 
 pub mod canon;
+pub mod commit;
 pub mod export;
 pub mod job;
 pub mod power;

@@ -20,7 +20,8 @@ use super::canon::{DecodeError, Reader, Writer};
 use crate::identity::{Identity, PublicKey};
 
 pub use super::export::{
-    chain_link, ChainEntryJson, ChainJson, ReceiptExport, ReceiptJson, EXPORT_FORMAT,
+    chain_link, ChainEntryJson, ChainJson, InclusionJson, ReceiptExport, ReceiptJson,
+    EXPORT_FORMAT, EXPORT_FORMAT_2,
 };
 
 const MAGIC: &[u8; 4] = b"HRCP";
@@ -1043,7 +1044,36 @@ pub(crate) mod vector {
             head: hex::encode(prev),
             entries,
         };
-        ReceiptExport::new(&receipts, Some(chain))
+        let mut export = ReceiptExport::new(&receipts, Some(chain));
+        export.inclusions = inclusions()
+            .iter()
+            .map(|(id, inc)| InclusionJson::new(id, inc))
+            .collect();
+        export
+    }
+
+    /// The submitter's commitment number 0 over the four receipts of the export, and each
+    /// receipt's proof, in ascending receipt id order.
+    pub(crate) fn inclusions() -> Vec<(blake3::Hash, crate::model::commit::Inclusion)> {
+        let receipts = export_receipts();
+        let ids: Vec<blake3::Hash> = receipts.iter().map(Receipt::id).collect();
+        let first = receipts.iter().map(|r| r.record.end_ms).min().unwrap();
+        let last = receipts.iter().map(|r| r.record.end_ms).max().unwrap();
+        let (c, proofs) =
+            crate::model::commit::Commitment::seal(&submitter(), 0, &ids, first, last).unwrap();
+        proofs
+            .into_iter()
+            .map(|(id, index, path)| {
+                (
+                    id,
+                    crate::model::commit::Inclusion {
+                        commitment: c.clone(),
+                        index,
+                        path,
+                    },
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -1092,6 +1122,25 @@ pub(crate) mod vector {
         assert!(verify_batch(&receipts).iter().all(Result::is_ok));
         let chain = back.chain.as_ref().unwrap();
         assert_eq!(chain.verify(&receipts).unwrap(), worker().public());
+        assert_eq!(back.inclusions.len(), receipts.len());
+        // docs/receipts.md shows the worked example's proof byte for byte.
+        let proof = inclusions()
+            .into_iter()
+            .find(|(id, _)| *id == example().id())
+            .map(|(_, inc)| hex::encode(inc.to_bytes()))
+            .unwrap();
+        let flat: String = include_str!("../../docs/receipts.md")
+            .split_whitespace()
+            .collect();
+        assert!(
+            flat.contains(&proof),
+            "docs/receipts.md inclusion example is stale; it should be:\n{proof}"
+        );
+        for j in &back.inclusions {
+            let (id, inc) = j.to_inclusion().unwrap();
+            let r = receipts.iter().find(|r| r.id() == id).unwrap();
+            inc.verify(r).unwrap();
+        }
         // Dropping a receipt of the household from the export breaks the chain check.
         let pruned: Vec<Receipt> = receipts
             .iter()

@@ -4,6 +4,7 @@
 //! `docs/protocol.md` lists every schema and limit.
 
 use super::canon::{DecodeError, Reader, Writer};
+use super::commit::Inclusion;
 use super::receipt::{Claim, Receipt};
 
 /// Version of the jobs protocol; a coordinator refuses leases to radiators of another version
@@ -15,7 +16,7 @@ pub const INLINE_MANIFEST_MAX: usize = 48 * 1024;
 /// Longest human-readable reason carried in a message.
 pub const MAX_REASON: usize = 512;
 
-/// Payloads of the `hearth/jobs/1` topic.
+/// A job announcement, carried by [`Request::Announce`] to peers a coordinator chose.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobGossip {
     /// A job is open for work. The gossip author must be the manifest's submitter.
@@ -90,7 +91,8 @@ impl JobGossip {
     }
 }
 
-/// Payload of the `hearth/heat/1` topic: how much heat a radiator wants right now.
+/// How much heat a radiator wants right now, carried by [`Request::Heat`] to coordinators
+/// that offered it work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeatDemand {
     /// Worker slots the radiator wants filled (0 = warm enough, no work wanted).
@@ -165,8 +167,12 @@ pub enum Request {
     },
     /// A radiator reports a finished shard.
     Claim(Claim),
-    /// A coordinator hands a countersigned receipt to its worker.
-    Receipt(Receipt),
+    /// A coordinator hands a countersigned receipt to its worker, with the proof that the
+    /// receipt is in one of the coordinator's signed commitments (`docs/receipts.md`).
+    Receipt {
+        receipt: Box<Receipt>,
+        inclusion: Inclusion,
+    },
     /// A radiator reports that a shard could not run (a trap, a limit): not an output.
     Failure {
         job: blake3::Hash,
@@ -185,6 +191,12 @@ pub enum Request {
         shard: u32,
         nonce: [u8; 16],
     },
+    /// A coordinator offers work to a peer it chose (tag 7): job announcements go to a
+    /// bounded number of connected peers, never to the whole network (`docs/protocol.md`,
+    /// "How work and heat demand travel").
+    Announce(JobGossip),
+    /// A radiator tells a coordinator that offered it work how much heat it wants (tag 8).
+    Heat(HeatDemand),
 }
 
 /// Why a coordinator gives no work: always said, never silent.
@@ -269,6 +281,8 @@ pub enum Response {
     Renewed {
         deadline_ms: u64,
     },
+    /// An announcement or a heat demand was taken note of. Tag 9.
+    Noted,
 }
 
 fn reason_text(s: &str) -> &str {
@@ -282,6 +296,10 @@ fn reason_text(s: &str) -> &str {
 
 /// Largest control message in either direction.
 pub const MAX_CONTROL_MESSAGE: usize = 4096;
+/// Largest encoded inclusion proof: magic, version, commitment, index, path length and
+/// [`super::commit::MAX_PATH`] hashes.
+pub const MAX_INCLUSION: usize =
+    4 + 1 + super::commit::COMMITMENT_LEN + 4 + 1 + 32 * super::commit::MAX_PATH;
 
 impl Request {
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -300,8 +318,10 @@ impl Request {
             Request::Claim(c) => {
                 w.u8(2).bytes(&c.to_bytes());
             }
-            Request::Receipt(r) => {
-                w.u8(3).bytes(&r.to_bytes());
+            Request::Receipt { receipt, inclusion } => {
+                w.u8(3)
+                    .bytes(&receipt.to_bytes())
+                    .bytes(&inclusion.to_bytes());
             }
             Request::Failure {
                 job,
@@ -320,6 +340,12 @@ impl Request {
             }
             Request::Renew { job, shard, nonce } => {
                 w.u8(5).hash(job).u32(*shard).raw(nonce);
+            }
+            Request::Announce(g) => {
+                w.u8(7).bytes(&g.to_bytes());
+            }
+            Request::Heat(h) => {
+                w.u8(8).bytes(&h.to_bytes());
             }
         }
         w.into_bytes()
@@ -344,7 +370,10 @@ impl Request {
                 },
             },
             2 => Request::Claim(Claim::from_bytes(r.bytes(1024, "claim")?)?),
-            3 => Request::Receipt(Receipt::from_bytes(r.bytes(1024, "receipt")?)?),
+            3 => Request::Receipt {
+                receipt: Box::new(Receipt::from_bytes(r.bytes(1024, "receipt")?)?),
+                inclusion: Inclusion::from_bytes(r.bytes(MAX_INCLUSION, "inclusion proof")?)?,
+            },
             4 => Request::Failure {
                 job: r.hash("job id")?,
                 shard: r.u32("shard")?,
@@ -360,6 +389,10 @@ impl Request {
                 shard: r.u32("shard")?,
                 nonce: r.array("nonce")?,
             },
+            7 => Request::Announce(JobGossip::from_bytes(
+                r.bytes(INLINE_MANIFEST_MAX + 64, "announcement")?,
+            )?),
+            8 => Request::Heat(HeatDemand::from_bytes(r.bytes(64, "heat demand")?)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "request",
@@ -411,6 +444,9 @@ impl Response {
             Response::Renewed { deadline_ms } => {
                 w.u8(8).u64(*deadline_ms);
             }
+            Response::Noted => {
+                w.u8(9);
+            }
         }
         w.into_bytes()
     }
@@ -453,6 +489,7 @@ impl Response {
             8 => Response::Renewed {
                 deadline_ms: r.u64("deadline")?,
             },
+            9 => Response::Noted,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "response",
@@ -517,6 +554,8 @@ mod tests {
                 shard: 9,
                 nonce: [7; 16],
             },
+            Request::Announce(JobGossip::Closed { job, at_ms: 4 }),
+            Request::Heat(h),
         ] {
             assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
         }
@@ -538,6 +577,7 @@ mod tests {
             Response::Renewed {
                 deadline_ms: u64::MAX,
             },
+            Response::Noted,
         ] {
             let back = Response::from_bytes(&resp.to_bytes()).unwrap();
             if let Response::Denied { detail, .. } = &back {

@@ -215,7 +215,7 @@ fn build_behaviour(
     gossipsub
         .with_peer_score(params, thresholds)
         .map_err(|e| NetError::Setup(format!("gossipsub scoring: {e}")))?;
-    for t in Topic::ALL {
+    for t in cfg.topics.iter().copied() {
         gossipsub
             .subscribe(&t.ident())
             .map_err(|e| NetError::Setup(format!("subscribe {t}: {e}")))?;
@@ -297,7 +297,7 @@ mod tests {
             source: Some(author),
             data: data.to_vec(),
             sequence_number: Some(1),
-            topic: Topic::Heat.ident().hash(),
+            topic: Topic::Commitments.ident().hash(),
         }
     }
 

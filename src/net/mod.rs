@@ -84,26 +84,27 @@ const COMMAND_CHANNEL: usize = 256;
 const EVENT_CHANNEL: usize = 1024;
 
 /// Gossipsub topics of hearth. The wire names carry a version suffix.
+///
+/// Job announcements, heat demand and receipts are not gossiped: each travels as a control
+/// message between the two nodes it concerns, so what a radiator receives does not grow with
+/// the size of the network (issue 14; `docs/protocol.md`, "How work and heat demand travel").
+/// Gossip is left for what must be public: coordinators' receipt commitments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Topic {
-    /// `hearth/jobs/1`: job and shard announcements.
-    Jobs,
-    /// `hearth/receipts/2`: heat-work receipts.
-    Receipts,
-    /// `hearth/heat/1`: heat demand / availability of radiators.
-    Heat,
+    /// `hearth/commitments/1`: coordinators' signed Merkle roots over the receipts they
+    /// countersigned (`docs/receipts.md`). Every node may publish; only nodes that audit
+    /// (bootstrap nodes) subscribe, so radiators do not receive everyone's commitments.
+    Commitments,
 }
 
 impl Topic {
-    /// Every topic; a node subscribes to all of them.
-    pub const ALL: [Topic; 3] = [Topic::Jobs, Topic::Receipts, Topic::Heat];
+    /// Every topic.
+    pub const ALL: [Topic; 1] = [Topic::Commitments];
 
     /// The gossipsub topic string.
     pub fn name(self) -> &'static str {
         match self {
-            Topic::Jobs => "hearth/jobs/1",
-            Topic::Receipts => "hearth/receipts/2",
-            Topic::Heat => "hearth/heat/1",
+            Topic::Commitments => "hearth/commitments/1",
         }
     }
 
@@ -198,6 +199,9 @@ pub struct NetConfig {
     /// through a relay (hole punching in progress) before trying another provider.
     /// Default: 30 s.
     pub direct_wait: Duration,
+    /// Topics this node subscribes to (it may publish on any). Default: every topic
+    /// ([`Topic::ALL`]); the node layer subscribes radiators to none of the audit topics.
+    pub topics: Vec<Topic>,
     /// Test-only misbehaviour. Default: none.
     #[doc(hidden)]
     pub fault: FaultInjection,
@@ -257,6 +261,7 @@ impl NetConfig {
             relay_client: true,
             upnp: false,
             direct_wait: Duration::from_secs(30),
+            topics: Topic::ALL.to_vec(),
             fault: FaultInjection::default(),
         }
     }

@@ -2,13 +2,16 @@
 //! and the one place a claim is countersigned into a receipt.
 //!
 //! A receipt for another household enters the outbox (`coord/outbox`: receipt id → bytes)
-//! before its claim is marked settled, and leaves it only when the worker answers
+//! before its claim is marked settled, is sent once the ledger has sealed it into a
+//! commitment (with its inclusion proof; receipts are not gossiped), and leaves it only when
+//! the worker answers
 //! [`Response::ReceiptStored`]; any other answer (an `Error` from a worker whose disk is
 //! full, say) or no answer keeps it for the next round. Must not touch: the book's state.
 
 use std::collections::HashSet;
 
 use crate::identity::Identity;
+use crate::model::commit::Inclusion;
 use crate::model::receipt::{Claim, CreditTerms, Receipt, ReceiptError};
 use crate::model::wire::{Request, Response};
 use crate::net::Network;
@@ -87,12 +90,19 @@ impl Outbox {
     }
 }
 
-/// Sends a receipt to its worker. True only when the worker says it stored it.
-pub async fn send(net: &Network, peer: libp2p::PeerId, receipt: &Receipt) -> bool {
-    match net
-        .request(peer, Request::Receipt(receipt.clone()).to_bytes())
-        .await
-    {
+/// Sends a receipt and its inclusion proof to its worker. True only when the worker says it
+/// stored it.
+pub async fn send(
+    net: &Network,
+    peer: libp2p::PeerId,
+    receipt: &Receipt,
+    inclusion: &Inclusion,
+) -> bool {
+    let request = Request::Receipt {
+        receipt: Box::new(receipt.clone()),
+        inclusion: inclusion.clone(),
+    };
+    match net.request(peer, request.to_bytes()).await {
         Ok(answer) => match Response::from_bytes(&answer) {
             Ok(Response::ReceiptStored) => true,
             Ok(Response::Error { detail }) => {
@@ -199,12 +209,19 @@ mod tests {
 
             let r = receipt(&submitter, &worker);
             let id = r.id();
+            let (c, proofs) =
+                crate::model::commit::Commitment::seal(&submitter, 0, &[id], 2, 2).unwrap();
+            let inc = Inclusion {
+                commitment: c,
+                index: proofs[0].1,
+                path: proofs[0].2.clone(),
+            };
             let mut outbox = Outbox::open(&db).unwrap();
             outbox.queue(&r).unwrap();
             assert!(outbox.begin(id));
             assert!(!outbox.begin(id), "one delivery in flight at a time");
             let peer = worker.peer_id();
-            let stored = send(&a, peer, &r).await;
+            let stored = send(&a, peer, &r, &inc).await;
             assert!(!stored, "an Error answer counted as delivered");
             outbox.done(&id, stored).unwrap();
             assert_eq!(
@@ -214,7 +231,7 @@ mod tests {
             );
             stores.store(true, Ordering::SeqCst);
             assert!(outbox.begin(id));
-            let stored = send(&a, peer, &r).await;
+            let stored = send(&a, peer, &r, &inc).await;
             assert!(stored);
             outbox.done(&id, stored).unwrap();
             assert!(outbox.due(10).unwrap().is_empty());

@@ -17,6 +17,7 @@
 //! Must not touch: the worker, the Swarm.
 
 pub mod book;
+mod cadence;
 mod delivery;
 mod handle;
 pub mod persist;
@@ -34,6 +35,7 @@ use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::{now_ms, JobManifest};
 use crate::net::{Network, Topic};
 use crate::store::Store;
+use cadence::Cadence;
 
 use super::assemble::assemble;
 use super::JobError;
@@ -54,8 +56,16 @@ pub struct CoordinatorConfig {
     /// The longest a lease may be renewed to, counted from when it was granted (default
     /// 600 s: five times the radiator's 120 s shard watchdog).
     pub lease_max: Duration,
-    /// How often open jobs are announced again, for radiators that joined later.
+    /// How often open jobs are announced again, for radiators that joined later, and how
+    /// often the coordinator's round runs (retries, receipt commitments, deliveries).
     pub reannounce: Duration,
+    /// The longest interval between two announcements of an open job that nobody asks
+    /// for (the interval doubles from `reannounce` up to this; default 40 s, below the 60 s
+    /// connection idle timeout so neighbours stay connected while a job is open).
+    pub reannounce_max: Duration,
+    /// Peers one announcement is sent to, at most (default 16): connected peers, a different
+    /// selection each time. Announcements are never broadcast to the whole network.
+    pub announce_fanout: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -64,9 +74,14 @@ impl Default for CoordinatorConfig {
             lease: Duration::from_secs(60),
             lease_max: Duration::from_secs(600),
             reannounce: Duration::from_secs(5),
+            reannounce_max: Duration::from_secs(40),
+            announce_fanout: 16,
         }
     }
 }
+
+/// Jobs announced per round at most; the rest wait for the next round.
+const MAX_ANNOUNCED_PER_ROUND: usize = 8;
 
 /// What the local worker is told about this node's own jobs (gossipsub does not deliver a
 /// node's own messages to itself).
@@ -91,6 +106,10 @@ pub struct Coordinator {
     /// Jobs being assembled (at most one assembly per job).
     assembling: HashSet<blake3::Hash>,
     own: OwnAnnouncements,
+    /// When each open job is announced next.
+    cadence: Cadence,
+    /// Rotates which connected peers hear the next announcement.
+    announce_turn: usize,
 }
 
 impl Coordinator {
@@ -113,7 +132,14 @@ impl Coordinator {
                 .min(u64::MAX as u128) as u64,
         });
         let (jobs, excluded) = persist.load()?;
+        let mut cadence = Cadence::new(
+            config.reannounce.as_millis().min(u64::MAX as u128) as u64,
+            config.reannounce_max.as_millis().min(u64::MAX as u128) as u64,
+        );
         for (id, job) in jobs {
+            if job.status == JobStatus::Running {
+                cadence.start(id, now_ms());
+            }
             book.insert_job(id, job);
         }
         for household in excluded {
@@ -138,6 +164,8 @@ impl Coordinator {
                 fetching: HashSet::new(),
                 assembling: HashSet::new(),
                 own,
+                cadence,
+                announce_turn: 0,
             },
             handle,
         ))
@@ -164,7 +192,7 @@ impl Coordinator {
                         self.act(action).await;
                     }
                     self.announce_open().await;
-                    self.retry_deliveries();
+                    self.seal_and_deliver().await;
                 }
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done {
@@ -270,7 +298,8 @@ impl Coordinator {
         }
         self.book.insert_job(id, job);
         tracing::info!(job = %id, "job submitted");
-        self.announce(&id).await;
+        self.cadence.start(id, now_ms());
+        self.announce_open().await;
         Ok(id)
     }
 
@@ -288,6 +317,7 @@ impl Coordinator {
                 demand_permille,
             } => {
                 self.book.note_demand(household, demand_permille, true, now);
+                self.cadence.asked(&job);
                 let mut nonce = [0u8; 16];
                 if getrandom::fill(&mut nonce).is_err() {
                     return busy("no randomness for a lease nonce");
@@ -311,10 +341,15 @@ impl Coordinator {
                 tracing::info!(job = %job, %household, "declined: {reason}");
                 self.book.decline(&job, &household, reason, now)
             }
-            Request::Receipt(_) => {
+            Request::Receipt { .. } | Request::Announce(_) => {
                 return Response::Error {
-                    detail: "receipts are delivered to workers, not coordinators".into(),
+                    detail: "receipts and announcements go to workers, not coordinators".into(),
                 }
+            }
+            Request::Heat(demand) => {
+                self.book
+                    .note_demand(household, demand.demand_permille, false, now);
+                return Response::Noted;
             }
         };
         let step = match step {
@@ -505,16 +540,23 @@ impl Coordinator {
             tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
             return;
         }
-        for receipt in receipts {
-            self.deliver(receipt).await;
+        // Receipts are delivered with their inclusion proof, so they wait for a commitment:
+        // the next round's, or at once when this shard was the job's last.
+        let last = self
+            .book
+            .job(&job)
+            .is_some_and(|j| j.shards.iter().all(|s| s.verified.is_some()));
+        if !receipts.is_empty() && last {
+            self.seal_and_deliver().await;
         }
     }
 
-    /// Keeps a countersigned receipt: in this node's ledger and, for other households, in
-    /// the outbox until the worker confirms, so a worker that was offline or cut off when
-    /// its shard was verified still gets its receipt. The caller flushes.
+    /// Keeps a countersigned receipt: in this node's ledger (pending its commitment) and, for
+    /// other households, in the outbox until the worker confirms, so a worker that was
+    /// offline or cut off when its shard was verified still gets its receipt. The caller
+    /// flushes.
     fn record(&mut self, receipt: &Receipt) -> Result<(), JobError> {
-        match self.ledger.insert(receipt) {
+        match self.ledger.insert_countersigned(receipt) {
             Ok(_) | Err(LedgerError::Replay { .. }) => {}
             Err(e) => return Err(JobError::Ledger(e)),
         }
@@ -524,18 +566,38 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Publishes a recorded receipt and sends it to its worker.
-    async fn deliver(&mut self, receipt: Receipt) {
-        if let Err(e) = self.net.publish(Topic::Receipts, receipt.to_bytes()).await {
-            tracing::debug!("receipt not gossiped: {e}");
+    /// Seals the receipts countersigned since the last commitment into a signed commitment,
+    /// makes it durable, publishes it on `hearth/commitments/1` (heard by auditors, not by
+    /// every radiator) and sends every waiting receipt with its proof.
+    async fn seal_and_deliver(&mut self) {
+        match self.ledger.seal(&self.identity) {
+            Ok(Some(c)) => {
+                if let Err(e) = self.ledger.flush().await {
+                    tracing::error!("could not save a receipt commitment: {e}; receipts wait");
+                    return;
+                }
+                tracing::debug!(seq = c.seq, receipts = c.count, "receipts committed");
+                if let Err(e) = self.net.publish(Topic::Commitments, c.to_bytes()).await {
+                    tracing::debug!("commitment not gossiped: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("could not seal a receipt commitment: {e}"),
         }
-        if receipt.record.worker != self.identity.public() {
-            self.send_receipt(receipt);
-        }
+        self.retry_deliveries();
     }
 
     fn send_receipt(&mut self, receipt: Receipt) {
         let id = receipt.id();
+        let inclusion = match self.ledger.inclusion(&id) {
+            Ok(Some(inc)) => inc,
+            // Not committed yet: the round after the next seal sends it.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(receipt = %id, "cannot read a receipt's inclusion proof: {e}");
+                return;
+            }
+        };
         let Some(peer) = receipt.record.worker.peer_id() else {
             if let Err(e) = self.outbox.drop_undeliverable(&id) {
                 tracing::error!(receipt = %id, "could not drop an undeliverable receipt: {e}");
@@ -548,7 +610,7 @@ impl Coordinator {
         let net = self.net.clone();
         let tx = self.tx.clone();
         self.tasks.spawn(async move {
-            let stored = delivery::send(&net, peer, &receipt).await;
+            let stored = delivery::send(&net, peer, &receipt, &inclusion).await;
             let _ = tx.send(Command::Delivered { id, stored }).await;
         });
     }
@@ -598,7 +660,10 @@ impl Coordinator {
         }
     }
 
-    async fn announce(&self, id: &blake3::Hash) {
+    /// Offers a job (or says it closed) to this node's own worker and to at most
+    /// `announce_fanout` connected peers, a different selection each call; never to the
+    /// whole network.
+    async fn announce(&mut self, id: &blake3::Hash) {
         let Some(job) = self.book.job(id) else {
             return;
         };
@@ -612,22 +677,51 @@ impl Coordinator {
                         .then_some(bytes),
                 }
             }
-            _ => JobGossip::Closed {
-                job: *id,
-                at_ms: now_ms(),
-            },
+            _ => {
+                self.cadence.forget(id);
+                JobGossip::Closed {
+                    job: *id,
+                    at_ms: now_ms(),
+                }
+            }
         };
         // A full queue means the worker is busy; the next re-announcement tries again.
         if self.own.try_send(msg.clone()).is_err() {
             tracing::debug!(job = %id, "own worker busy; announcement to it dropped");
         }
-        if let Err(e) = self.net.publish(Topic::Jobs, msg.to_bytes()).await {
-            tracing::debug!(job = %id, "announcement not published: {e}");
+        let peers = match self.net.peers().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(job = %id, "announcement not sent: {e}");
+                return;
+            }
+        };
+        let n = peers.len();
+        if n == 0 {
+            return;
+        }
+        let take = self.config.announce_fanout.min(n);
+        let start = self.announce_turn % n;
+        self.announce_turn = self.announce_turn.wrapping_add(take);
+        let bytes = crate::model::wire::Request::Announce(msg).to_bytes();
+        for i in 0..take {
+            let peer = peers[(start + i) % n].peer_id;
+            let net = self.net.clone();
+            let bytes = bytes.clone();
+            // One task per peer so a slow peer holds up nobody; each ends within the
+            // network's request timeout, and at most `announce_fanout` run per announcement.
+            self.tasks.spawn(async move {
+                if let Err(e) = net.request(peer, bytes).await {
+                    tracing::debug!(%peer, "announcement not delivered: {e}");
+                }
+            });
         }
     }
 
+    /// Announces the open jobs that are due (`cadence.rs`), at most
+    /// [`MAX_ANNOUNCED_PER_ROUND`] per call.
     async fn announce_open(&mut self) {
-        for id in self.book.running() {
+        for id in self.cadence.due(now_ms(), MAX_ANNOUNCED_PER_ROUND) {
             self.announce(&id).await;
         }
     }

@@ -1,0 +1,378 @@
+//! The scale experiment of issue 14 (`docs/scale.md`): does what one radiator pays grow with
+//! the size of the network?
+//!
+//! For each N (default 10, 50, 150; `HEARTH_SCALE_NODES=10,50,150`) it starts N complete
+//! radiators (`node::start`: sled, wasm executor, heat service, API, libp2p on loopback TCP)
+//! in this one process, all bootstrapped from the first, lets them settle, then measures
+//!
+//! - idle: `IDLE` seconds with no job;
+//! - load: every fifth radiator submits a 5-shard Monte Carlo pi job at replication 2 (two
+//!   shard runs per radiator, the same per-radiator load at every N), measured over `LOAD`
+//!   seconds from the first submission;
+//!
+//! and prints per radiator: bytes and TCP segments received per second, CPU (share of one
+//! core), resident memory, ledger bytes, receipts held, and job latency (submit → verified
+//! result); then the exponent `b` of a fit `cost ∝ N^b` between the smallest and largest N.
+//!
+//! Bytes and segments are the kernel's counters of the loopback interface. To count only this
+//! experiment's traffic the benchmark re-runs itself in a network namespace of its own
+//! (`unshare -rn`, an unprivileged user namespace); where that is impossible it says so and
+//! the byte columns then include whatever else this machine sends over loopback. CPU and
+//! memory are the whole process's divided by N (the radiators share one tokio runtime).
+//!
+//! Run: `cargo bench --bench scale` (release), or `cargo bench --profile dev --bench scale`
+//! to reuse a debug build (CPU figures are then those of unoptimised code). It prints a
+//! table; it asserts nothing.
+
+use std::time::{Duration, Instant};
+
+use hearth::demo::{loopback_options, wait_connected};
+use hearth::jobs::build::{build, JobSpec};
+use hearth::jobs::JobStatus;
+use hearth::model::JobLimits;
+use hearth::node::{self, RunningNode};
+
+/// Settling time after the last radiator started (`HEARTH_SCALE_SETTLE_SECS`, default 15 s,
+/// what `docs/scale.md`'s table used). 140 s lets Kademlia's start-up refreshes (2, 8, 32 and
+/// 128 s after start) pass before the idle window.
+fn settle() -> Duration {
+    Duration::from_secs(
+        std::env::var("HEARTH_SCALE_SETTLE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(15),
+    )
+}
+const IDLE: Duration = Duration::from_secs(20);
+const LOAD: Duration = Duration::from_secs(40);
+/// One radiator in this many submits a job.
+const SUBMITTER_EVERY: usize = 5;
+const SHARDS: u32 = 5;
+const REPLICATION: u8 = 2;
+
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Resident memory of this process, bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// (bytes, packets) received on the loopback interface so far.
+fn lo_rx() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("lo:") {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if f.len() >= 2 {
+                return (f[0], f[1]);
+            }
+        }
+    }
+    (0, 0)
+}
+
+/// Rates over a window, per radiator.
+#[derive(Clone, Copy, Default)]
+struct Window {
+    bytes_per_s: f64,
+    segments_per_s: f64,
+    cpu_share: f64,
+}
+
+struct Meter {
+    at: Instant,
+    cpu: Duration,
+    rx: (u64, u64),
+}
+
+impl Meter {
+    fn start() -> Meter {
+        Meter {
+            at: Instant::now(),
+            cpu: process_cpu(),
+            rx: lo_rx(),
+        }
+    }
+    fn stop(&self, n: usize) -> Window {
+        let secs = self.at.elapsed().as_secs_f64();
+        let rx = lo_rx();
+        let n = n as f64;
+        Window {
+            bytes_per_s: (rx.0 - self.rx.0) as f64 / secs / n,
+            segments_per_s: (rx.1 - self.rx.1) as f64 / secs / n,
+            cpu_share: (process_cpu() - self.cpu).as_secs_f64() / secs / n,
+        }
+    }
+}
+
+struct Row {
+    n: usize,
+    start_s: f64,
+    idle: Window,
+    load: Window,
+    rss_per_node: f64,
+    ledger_mean: f64,
+    ledger_max: u64,
+    receipts_max: usize,
+    foreign_receipts: usize,
+    jobs_done: usize,
+    jobs: usize,
+    latency_median: Duration,
+    latency_max: Duration,
+}
+
+/// Radiators per bootstrap node: like a real network, several bootstrap nodes share the
+/// newcomers (one node would reach its 128-connection limit before N = 150).
+const PER_BOOTSTRAP: usize = 40;
+
+async fn start(root: &std::path::Path, n: usize) -> anyhow::Result<Vec<RunningNode>> {
+    let mut nodes: Vec<RunningNode> = Vec::with_capacity(n);
+    let bootstraps = n.div_ceil(PER_BOOTSTRAP).max(1);
+    for i in 0..n {
+        let via = if i < bootstraps { 0 } else { i % bootstraps };
+        let bootstrap = match nodes.get(via).filter(|_| i > 0) {
+            Some(b) => Some(hearth::demo::listen_addr(b).await?),
+            None => None,
+        };
+        let mut opts = loopback_options(&root.join(format!("r{i}")), bootstrap, 1)?;
+        // Lean: one worker slot, no wasm compile cache beyond the default.
+        opts.config.worker.slots = 1;
+        nodes.push(node::start(opts).await?);
+    }
+    Ok(nodes)
+}
+
+async fn run_n(n: usize) -> anyhow::Result<Row> {
+    let dir = tempfile::tempdir()?;
+    let rss0 = rss();
+    let t0 = Instant::now();
+    let nodes = start(dir.path(), n).await?;
+    wait_connected(&nodes, 1, Duration::from_secs(300)).await?;
+    let start_s = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(settle()).await;
+
+    let idle_meter = Meter::start();
+    tokio::time::sleep(IDLE).await;
+    let idle = idle_meter.stop(n);
+
+    // Load: every fifth radiator submits a job.
+    let load_meter = Meter::start();
+    let mut jobs = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        if i % SUBMITTER_EVERY != 0 {
+            continue;
+        }
+        let spec = JobSpec::Pi {
+            shards: SHARDS,
+            samples: 20_000,
+            seed: i as u64,
+        };
+        let manifest = build(
+            &node.context.store,
+            &spec,
+            node.household(),
+            JobLimits::default(),
+            REPLICATION,
+        )?;
+        let id = node.context.coordinator.submit(manifest).await?;
+        jobs.push((i, id, Instant::now(), None::<Duration>));
+    }
+    let deadline = load_meter.at + LOAD;
+    while Instant::now() < deadline {
+        for (i, id, at, done) in jobs.iter_mut() {
+            if done.is_none() {
+                if let Some(v) = nodes[*i].context.coordinator.view(*id).await {
+                    if matches!(v.status, JobStatus::Done { .. }) {
+                        *done = Some(at.elapsed());
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let load = load_meter.stop(n);
+    let rss_per_node = rss().saturating_sub(rss0) as f64 / n as f64;
+
+    let mut ledger_total = 0u64;
+    let mut ledger_max = 0u64;
+    let mut receipts_max = 0usize;
+    let mut foreign = 0usize;
+    for node in &nodes {
+        let ledger = &node.context.ledger;
+        let bytes = ledger.stored_bytes()?;
+        ledger_total += bytes;
+        ledger_max = ledger_max.max(bytes);
+        let all = ledger.list(None)?;
+        receipts_max = receipts_max.max(all.len());
+        // Receipts neither crediting this household nor countersigned by it: must be none.
+        foreign += all
+            .iter()
+            .filter(|r| {
+                r.record.worker != node.household() && r.record.submitter != node.household()
+            })
+            .count();
+    }
+    let mut lat: Vec<Duration> = jobs.iter().filter_map(|j| j.3).collect();
+    lat.sort();
+    let row = Row {
+        n,
+        start_s,
+        idle,
+        load,
+        rss_per_node,
+        ledger_mean: ledger_total as f64 / n as f64,
+        ledger_max,
+        receipts_max,
+        foreign_receipts: foreign,
+        jobs_done: lat.len(),
+        jobs: jobs.len(),
+        latency_median: lat.get(lat.len() / 2).copied().unwrap_or_default(),
+        latency_max: lat.last().copied().unwrap_or_default(),
+    };
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(row)
+}
+
+/// Re-runs this benchmark in a network namespace of its own so the loopback counters are
+/// ours alone. Returns `Some(exit status)` if it did.
+fn in_own_namespace() -> Option<std::process::ExitStatus> {
+    if std::env::var_os("HEARTH_SCALE_NS").is_some() {
+        // Inside: bring loopback up (a new namespace starts with it down).
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        if !up.is_ok_and(|s| s.success()) {
+            eprintln!("note: could not bring loopback up in the namespace");
+        }
+        return None;
+    }
+    let works = std::process::Command::new("unshare")
+        .args(["-rn", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!(
+            "note: no network namespace (unshare -rn failed); loopback byte counts include \
+             this machine's other loopback traffic"
+        );
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    std::process::Command::new("unshare")
+        .arg("-rn")
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env("HEARTH_SCALE_NS", "1")
+        .status()
+        .ok()
+}
+
+fn fit(rows: &[Row], f: impl Fn(&Row) -> f64) -> String {
+    let (a, b) = (&rows[0], &rows[rows.len() - 1]);
+    let (ya, yb) = (f(a), f(b));
+    if ya <= 0.0 || yb <= 0.0 || a.n == b.n {
+        return "   -  ".into();
+    }
+    let exp = (yb / ya).ln() / (b.n as f64 / a.n as f64).ln();
+    format!("{:>5.2}× b={exp:+.2}", yb / ya)
+}
+
+fn print_header() {
+    println!(
+        "{:>5} | {:>9} {:>8} {:>6} | {:>9} {:>8} {:>6} | {:>7} | {:>8} {:>8} {:>5} {:>5} | {:>9} {:>9} {:>5}",
+        "N", "idle B/s", "seg/s", "CPU%", "load B/s", "seg/s", "CPU%", "RSS MiB", "ledger B", "max B", "rcpts", "alien", "lat med", "lat max", "done"
+    );
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "{:>5} | {:>9.0} {:>8.1} {:>6.2} | {:>9.0} {:>8.1} {:>6.2} | {:>7.1} | {:>8.0} {:>8} {:>5} {:>5} | {:>9.2?} {:>9.2?} {:>2}/{:<2}",
+        r.n,
+        r.idle.bytes_per_s,
+        r.idle.segments_per_s,
+        r.idle.cpu_share * 100.0,
+        r.load.bytes_per_s,
+        r.load.segments_per_s,
+        r.load.cpu_share * 100.0,
+        r.rss_per_node / (1 << 20) as f64,
+        r.ledger_mean,
+        r.ledger_max,
+        r.receipts_max,
+        r.foreign_receipts,
+        r.latency_median,
+        r.latency_max,
+        r.jobs_done,
+        r.jobs,
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Some(status) = in_own_namespace() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let ns: Vec<usize> = std::env::var("HEARTH_SCALE_NODES")
+        .unwrap_or_else(|_| "10,50,150".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    print_header();
+    for &n in &ns {
+        eprintln!("scale: starting {n} radiators");
+        let row = rt.block_on(run_n(n))?;
+        eprintln!(
+            "scale: N={n} started in {:.1} s, {}/{} jobs done",
+            row.start_s, row.jobs_done, row.jobs
+        );
+        print_row(&row);
+        rows.push(row);
+    }
+    println!();
+    println!("per radiator, N radiators in one process on loopback; idle {IDLE:?}, load {LOAD:?} (N/{SUBMITTER_EVERY} jobs × {SHARDS} shards × {REPLICATION} replicas)");
+    print_header();
+    for r in &rows {
+        print_row(r);
+    }
+    if rows.len() >= 2 {
+        let (a, b) = (rows[0].n, rows[rows.len() - 1].n);
+        println!("\ngrowth from N={a} to N={b} (ratio, and b of cost ∝ N^b):");
+        println!("  idle bytes/s   {}", fit(&rows, |r| r.idle.bytes_per_s));
+        println!("  idle segments  {}", fit(&rows, |r| r.idle.segments_per_s));
+        println!("  idle CPU       {}", fit(&rows, |r| r.idle.cpu_share));
+        println!("  load bytes/s   {}", fit(&rows, |r| r.load.bytes_per_s));
+        println!("  load segments  {}", fit(&rows, |r| r.load.segments_per_s));
+        println!("  load CPU       {}", fit(&rows, |r| r.load.cpu_share));
+        println!("  RSS            {}", fit(&rows, |r| r.rss_per_node));
+        println!("  ledger bytes   {}", fit(&rows, |r| r.ledger_mean));
+        println!(
+            "  job latency    {}",
+            fit(&rows, |r| r.latency_median.as_secs_f64())
+        );
+    }
+    Ok(())
+}

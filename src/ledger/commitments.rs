@@ -1,0 +1,383 @@
+//! The ledger's commitments: receipts this node countersigned wait in `pending` until
+//! [`Ledger::seal`] puts them into one signed Merkle commitment
+//! ([`crate::model::commit`]); each stored receipt's inclusion proof is kept in `proofs`, and
+//! the commitments it names in `commitments`. A worker's ledger stores the proof and the
+//! commitment that came with its receipt ([`Ledger::insert_proven`]). Gossiped commitments of
+//! other coordinators are checked by the node and not stored here: a radiator's storage grows
+//! with its own work and its own jobs only.
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::{Ledger, LedgerError};
+use crate::identity::{Identity, PublicKey};
+use crate::model::commit::{Commitment, Inclusion, MAX_LEAVES, MAX_PATH};
+use crate::model::receipt::Receipt;
+
+fn commitment_key(coordinator: &PublicKey, seq: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(&coordinator.0);
+    k[32..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn proof_value(key: &[u8; 40], index: u32, path: &[[u8; 32]]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(44 + 32 * path.len());
+    v.extend_from_slice(key);
+    v.extend_from_slice(&index.to_be_bytes());
+    for p in path {
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+impl Ledger {
+    /// Records a receipt this node countersigned as a coordinator; it waits for the next
+    /// [`Ledger::seal`]. Verifies it first, like [`Ledger::insert`].
+    pub fn insert_countersigned(&self, receipt: &Receipt) -> Result<blake3::Hash, LedgerError> {
+        let id = receipt.id();
+        receipt.verify().map_err(|source| LedgerError::Invalid {
+            id: id.to_hex().to_string(),
+            source,
+        })?;
+        self.insert_verified(receipt, true)
+    }
+
+    /// Records a receipt delivered with its inclusion proof: the receipt must verify, the
+    /// proof must lead to the root its coordinator signed. The proof is stored first, then the
+    /// receipt, so the receipt is never visible without it; the same receipt again with a
+    /// proof is a replay (and a crash between the two writes leaves a proof that
+    /// [`Ledger::check`] reports and the coordinator's next delivery completes).
+    pub fn insert_proven(
+        &self,
+        receipt: &Receipt,
+        inclusion: &Inclusion,
+    ) -> Result<blake3::Hash, LedgerError> {
+        let id = receipt.id();
+        inclusion
+            .verify(receipt)
+            .map_err(|e| LedgerError::Unproven {
+                id: id.to_hex().to_string(),
+                reason: e.to_string(),
+            })?;
+        receipt.verify().map_err(|source| LedgerError::Invalid {
+            id: id.to_hex().to_string(),
+            source,
+        })?;
+        let c = &inclusion.commitment;
+        let key = commitment_key(&c.coordinator, c.seq);
+        let value = proof_value(&key, inclusion.index, &inclusion.path);
+        let bytes = c.to_bytes();
+        let result = (&self.commitments, &self.proofs).transaction(|(commitments, proofs)| {
+            match commitments.get(key)? {
+                // Two signed commitments with one number: keep the first, refuse the proof.
+                Some(existing) if existing.as_ref() != bytes.as_slice() => {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
+                Some(_) => {}
+                None => {
+                    commitments.insert(key.as_slice(), bytes.as_slice())?;
+                }
+            }
+            proofs.insert(id.as_bytes(), value.as_slice())?;
+            Ok(())
+        });
+        result.map_err(|e| match e {
+            TransactionError::Abort(()) => LedgerError::Unproven {
+                id: id.to_hex().to_string(),
+                reason: format!(
+                    "its coordinator signed two different commitments numbered {}",
+                    c.seq
+                ),
+            },
+            TransactionError::Storage(e) => LedgerError::Db(e),
+        })?;
+        // The proof is written first, so a reader never finds the receipt without it.
+        let stored = self.insert_verified(receipt, false);
+        if let Err(LedgerError::Conflict { .. }) = &stored {
+            // Another receipt holds the slot: this one is not kept, nor its proof.
+            self.proofs.remove(id.as_bytes())?;
+        }
+        stored
+    }
+
+    /// Receipts countersigned here and waiting for a commitment.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Seals up to [`MAX_LEAVES`] pending receipts into the next commitment of `identity`
+    /// (this node as coordinator), stores it and every receipt's proof, and clears them from
+    /// `pending`, in one transaction. `None` when nothing is pending. The caller flushes
+    /// before it publishes the commitment or delivers a receipt with its proof.
+    pub fn seal(&self, identity: &Identity) -> Result<Option<Commitment>, LedgerError> {
+        let mut ids = Vec::new();
+        let (mut first, mut last) = (u64::MAX, 0u64);
+        for item in self.pending.iter() {
+            if ids.len() >= MAX_LEAVES as usize {
+                break;
+            }
+            let (k, v) = item?;
+            let id: [u8; 32] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| LedgerError::Corrupt("pending receipt key".into()))?;
+            let end = u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| LedgerError::Corrupt("pending receipt time".into()))?,
+            );
+            first = first.min(end);
+            last = last.max(end);
+            ids.push(blake3::Hash::from_bytes(id));
+        }
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let own = identity.public();
+        let seq = match self.commitments.scan_prefix(own.0).keys().next_back() {
+            Some(k) => {
+                let k = k?;
+                let seq: [u8; 8] = k[32..]
+                    .try_into()
+                    .map_err(|_| LedgerError::Corrupt("commitment key".into()))?;
+                u64::from_be_bytes(seq).saturating_add(1)
+            }
+            None => 0,
+        };
+        let (commitment, proofs) = Commitment::seal(identity, seq, &ids, first, last)
+            .map_err(|e| LedgerError::Corrupt(format!("sealing a commitment: {e}")))?;
+        let key = commitment_key(&own, seq);
+        let bytes = commitment.to_bytes();
+        let result = (&self.commitments, &self.proofs, &self.pending).transaction(
+            |(commitments, proof_tree, pending)| {
+                commitments.insert(key.as_slice(), bytes.as_slice())?;
+                for (id, index, path) in &proofs {
+                    proof_tree.insert(id.as_bytes(), proof_value(&key, *index, path))?;
+                    pending.remove(id.as_bytes())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            },
+        );
+        result.map_err(|e| match e {
+            TransactionError::Abort(()) => LedgerError::Corrupt("sealing".into()),
+            TransactionError::Storage(e) => LedgerError::Db(e),
+        })?;
+        Ok(Some(commitment))
+    }
+
+    /// The inclusion proof of a stored receipt, once it is in a commitment.
+    pub fn inclusion(&self, id: &blake3::Hash) -> Result<Option<Inclusion>, LedgerError> {
+        let Some(v) = self.proofs.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let corrupt = || LedgerError::Corrupt(format!("inclusion proof of {}", id.to_hex()));
+        if v.len() < 44 || (v.len() - 44) % 32 != 0 || (v.len() - 44) / 32 > MAX_PATH {
+            return Err(corrupt());
+        }
+        let c = self.commitments.get(&v[..40])?.ok_or_else(corrupt)?;
+        let commitment = Commitment::from_bytes(&c).map_err(|_| corrupt())?;
+        let index = u32::from_be_bytes(v[40..44].try_into().map_err(|_| corrupt())?);
+        let path = v[44..]
+            .chunks_exact(32)
+            .map(|c| c.try_into().map_err(|_| corrupt()))
+            .collect::<Result<Vec<[u8; 32]>, _>>()?;
+        Ok(Some(Inclusion {
+            commitment,
+            index,
+            path,
+        }))
+    }
+
+    /// Every commitment stored (own and those proving own receipts), in key order.
+    pub fn commitments(&self) -> Result<Vec<Commitment>, LedgerError> {
+        let mut out = Vec::new();
+        for item in self.commitments.iter() {
+            let (k, v) = item?;
+            out.push(Commitment::from_bytes(&v).map_err(|e| {
+                LedgerError::Corrupt(format!("commitment {}: {e}", hex::encode(k)))
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes of keys and values in the ledger's trees: what the scale experiment reports as
+    /// ledger size (sled's own overhead comes on top).
+    pub fn stored_bytes(&self) -> Result<u64, LedgerError> {
+        let mut total = 0u64;
+        for tree in [
+            &self.receipts,
+            &self.slots,
+            &self.totals,
+            &self.chain,
+            &self.pending,
+            &self.commitments,
+            &self.proofs,
+        ] {
+            for item in tree.iter() {
+                let (k, v) = item?;
+                total += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Proofs that do not lead from their receipt to a stored commitment's root, and pending
+    /// entries naming no stored receipt: (proof or pending key hex). Part of
+    /// [`Ledger::check`].
+    pub(super) fn check_proofs(&self) -> Result<Vec<String>, LedgerError> {
+        let mut bad = Vec::new();
+        for item in self.proofs.iter() {
+            let (k, _) = item?;
+            let ok = match <[u8; 32]>::try_from(k.as_ref()) {
+                Ok(id) => {
+                    let id = blake3::Hash::from_bytes(id);
+                    match (self.get(&id), self.inclusion(&id)) {
+                        (Ok(Some(r)), Ok(Some(inc))) => inc.verify(&r).is_ok(),
+                        _ => false,
+                    }
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                bad.push(hex::encode(&k));
+            }
+        }
+        for item in self.pending.iter() {
+            let (k, _) = item?;
+            if self.receipts.get(&k)?.is_none() {
+                bad.push(hex::encode(&k));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Removes what [`Ledger::check_proofs`] found. A receipt whose proof is removed is
+    /// proven again when its coordinator delivers it again (a coordinator's own are sealed
+    /// again: they go back to `pending`).
+    pub(super) fn repair_proofs(&self, bad: &[String]) -> Result<(), LedgerError> {
+        for key in bad {
+            let key = hex::decode(key).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            self.proofs.remove(&key)?;
+            self.pending.remove(&key)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::receipt::{Claim, CreditTerms, EnergyMethod, WorkRecord};
+
+    fn receipt(worker: &Identity, submitter: &Identity, shard: u32) -> Receipt {
+        let record = WorkRecord {
+            job: blake3::hash(b"job"),
+            shard,
+            module: blake3::hash(b"m"),
+            input: blake3::hash(b"i"),
+            output: blake3::hash(b"o"),
+            worker: worker.public(),
+            submitter: submitter.public(),
+            fuel: 100,
+            energy_mj: 2_000,
+            method: EnergyMethod::CpuEstimate,
+            start_ms: 1,
+            end_ms: 2 + u64::from(shard),
+            nonce: [1; 16],
+        };
+        let terms = CreditTerms::claimed(&record, 2, 2);
+        Claim::sign(record, worker)
+            .unwrap()
+            .countersign(submitter, terms)
+            .unwrap()
+    }
+
+    /// A coordinator seals what it countersigned; each worker stores its receipt with the
+    /// proof and nothing else; a proof for another receipt, a forged commitment and an
+    /// equivocating second commitment are refused.
+    #[test]
+    fn seal_deliver_prove() {
+        let dir = tempfile::tempdir().unwrap();
+        let (coord, w1, w2) = (
+            Identity::from_seed([1; 32]),
+            Identity::from_seed([2; 32]),
+            Identity::from_seed([3; 32]),
+        );
+        let db_c = sled::open(dir.path().join("c")).unwrap();
+        let db_w = sled::open(dir.path().join("w")).unwrap();
+        let lc = Ledger::open(&db_c, coord.public()).unwrap();
+        let lw = Ledger::open(&db_w, w1.public()).unwrap();
+        let rs: Vec<Receipt> = (0..5)
+            .map(|s| receipt(if s % 2 == 0 { &w1 } else { &w2 }, &coord, s))
+            .collect();
+        for r in &rs {
+            lc.insert_countersigned(r).unwrap();
+        }
+        assert_eq!(lc.pending_count(), 5);
+        assert!(lc.inclusion(&rs[0].id()).unwrap().is_none());
+        let c = lc.seal(&coord).unwrap().unwrap();
+        assert_eq!((c.seq, c.count, c.first_ms, c.last_ms), (0, 5, 2, 6));
+        assert_eq!(lc.pending_count(), 0);
+        assert!(lc.seal(&coord).unwrap().is_none(), "nothing left to seal");
+        lc.insert_countersigned(&receipt(&w1, &coord, 9)).unwrap();
+        assert_eq!(lc.seal(&coord).unwrap().unwrap().seq, 1);
+        assert!(lc.check_proofs().unwrap().is_empty());
+
+        for r in rs.iter().filter(|r| r.record.worker == w1.public()) {
+            let inc = lc.inclusion(&r.id()).unwrap().unwrap();
+            inc.verify(r).unwrap();
+            lw.insert_proven(r, &inc).unwrap();
+            // Delivered again (the ack was lost): a replay, the proof stays.
+            assert!(matches!(
+                lw.insert_proven(r, &inc),
+                Err(LedgerError::Replay { .. })
+            ));
+            assert_eq!(lw.inclusion(&r.id()).unwrap(), Some(inc));
+        }
+        assert_eq!(lw.list(None).unwrap().len(), 3);
+        assert_eq!(lw.commitments().unwrap(), vec![c.clone()]);
+        assert!(lw.check_proofs().unwrap().is_empty());
+
+        // Another receipt's proof does not prove this one.
+        let other = lc.inclusion(&rs[1].id()).unwrap().unwrap();
+        let fresh = receipt(&w1, &coord, 20);
+        assert!(matches!(
+            lw.insert_proven(&fresh, &other),
+            Err(LedgerError::Unproven { .. })
+        ));
+        // A commitment signed by someone else.
+        let mut forged = other.clone();
+        forged.commitment.coordinator = w1.public();
+        assert!(lw.insert_proven(&rs[1], &forged).is_err());
+        // Equivocation: the same number, another root, properly signed.
+        let (twin, proofs) = Commitment::seal(&coord, 0, &[fresh.id()], 2, 22).unwrap();
+        let inc = Inclusion {
+            commitment: twin,
+            index: proofs[0].1,
+            path: proofs[0].2.clone(),
+        };
+        let err = lw.insert_proven(&fresh, &inc).unwrap_err();
+        assert!(
+            err.to_string().contains("two different commitments"),
+            "{err}"
+        );
+    }
+
+    /// A proof pointing at a receipt the ledger no longer has is damage, and repair drops it.
+    #[test]
+    fn check_finds_orphan_proofs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let (coord, w) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
+        let l = Ledger::open(&db, coord.public()).unwrap();
+        let r = receipt(&w, &coord, 0);
+        l.insert_countersigned(&r).unwrap();
+        l.seal(&coord).unwrap().unwrap();
+        l.receipts.remove(r.id().as_bytes()).unwrap();
+        let bad = l.check_proofs().unwrap();
+        assert_eq!(bad, vec![r.id().to_hex().to_string()]);
+        l.repair_proofs(&bad).unwrap();
+        assert!(l.check_proofs().unwrap().is_empty());
+    }
+}
