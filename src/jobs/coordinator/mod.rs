@@ -311,7 +311,8 @@ impl Coordinator {
                 tracing::info!(job = %job, %household, "declined: {reason}");
                 self.book.decline(&job, &household, reason, now)
             }
-            Request::Receipt(_) => {
+            // Both are answered by the node (node.rs `control`), never passed here.
+            Request::Receipt(_) | Request::Receipts { .. } => {
                 return Response::Error {
                     detail: "receipts are delivered to workers, not coordinators".into(),
                 }
