@@ -73,12 +73,14 @@ impl PublicKey {
     }
 
     /// The libp2p PeerId of the node run by this household.
+    #[cfg(feature = "node")]
     pub fn peer_id(&self) -> Option<libp2p::PeerId> {
         let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(&self.0).ok()?;
         Some(libp2p::identity::PublicKey::from(pk).to_peer_id())
     }
 
     /// The household key of a peer, if the PeerId embeds an ed25519 key (hearth nodes' do).
+    #[cfg(feature = "node")]
     pub fn from_peer_id(peer: &libp2p::PeerId) -> Option<PublicKey> {
         let pk = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
         let ed = pk.try_into_ed25519().ok()?;
@@ -202,6 +204,7 @@ impl Identity {
     }
 
     /// The same key as a libp2p keypair, so the PeerId is derived from the household key.
+    #[cfg(feature = "node")]
     pub fn libp2p_keypair(&self) -> libp2p::identity::Keypair {
         let mut seed = self.key.to_bytes();
         // ed25519_from_bytes only fails on a wrong length; ours is 32 bytes by construction.
@@ -209,6 +212,7 @@ impl Identity {
             .expect("a 32-byte seed is a valid ed25519 secret key")
     }
 
+    #[cfg(feature = "node")]
     pub fn peer_id(&self) -> libp2p::PeerId {
         self.libp2p_keypair().public().to_peer_id()
     }

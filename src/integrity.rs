@@ -13,17 +13,28 @@
 //! Before the node serves anything, [`ensure_intact`] checks the checkpoint, the whole ledger
 //! ([`Ledger::check`]: every chain link, the head, every receipt's signatures, the slot index
 //! and the totals) and every coordinator job ([`Persist::damaged`]). Any damage stops the
-//! start with an error that names it and says to run `hearth doctor`. Must not touch: the
-//! network.
+//! start with an error that names it and says to run `hearth doctor`.
+//!
+//! Receipts lost here are held by the coordinators that countersigned them (each keeps every
+//! receipt it made): `hearth doctor --repair --from ADDR` asks them again ([`fetch_receipts`],
+//! control request `Receipts`, answered by [`receipts_answer`]). That is the only use of the
+//! network here; the checks themselves never touch it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{Identity, PublicKey};
 use crate::jobs::coordinator::persist::Persist;
 use crate::jobs::JobError;
 use crate::ledger::{Ledger, LedgerCheck, LedgerError};
+use crate::model::receipt::Receipt;
+use crate::model::wire::{Request, Response, MAX_RECEIPTS_PER_ANSWER};
+use crate::net::{NetConfig, Network};
+use crate::store::Store;
 
 /// The checkpoint's file name in the data directory.
 pub const CHECKPOINT: &str = "db.expect";
@@ -60,6 +71,8 @@ pub enum IntegrityError {
         #[source]
         source: std::io::Error,
     },
+    #[error("repairing from peers: {0}")]
+    Repair(String),
     #[error("the checkpoint {path} is unreadable ({detail}); if the database is intact, `hearth doctor --repair` writes a new one")]
     BadCheckpoint { path: PathBuf, detail: String },
 }
@@ -334,4 +347,155 @@ pub async fn repair(
     db.flush_async().await.map_err(IntegrityError::Flush)?;
     checkpoint(data_dir, db, ledger, &persist).await?;
     Ok(out)
+}
+
+/// The answer to [`Request::Receipts`]: the receipts this node countersigned (as the
+/// coordinator of their jobs) crediting the asking household, in id order after `after`, at
+/// most [`MAX_RECEIPTS_PER_ANSWER`]. The asker is who the connection says it is (its PeerId
+/// carries its household key), so a peer gets only its own receipts. Every receipt the node
+/// countersigned stays in its ledger, which is what makes `hearth doctor --repair --from`
+/// possible for its workers.
+pub fn receipts_answer(
+    ledger: &Ledger,
+    own: &PublicKey,
+    peer: &libp2p::PeerId,
+    after: Option<blake3::Hash>,
+) -> Response {
+    let Some(asker) = PublicKey::from_peer_id(peer) else {
+        return Response::Error {
+            detail: "your peer id carries no ed25519 household key".into(),
+        };
+    };
+    let all = match ledger.list(Some(&asker)) {
+        Ok(all) => all,
+        Err(e) => {
+            return Response::Error {
+                detail: e.to_string(),
+            }
+        }
+    };
+    let mut mine = all
+        .into_iter()
+        .filter(|r| r.record.submitter == *own)
+        .filter(|r| after.is_none_or(|a| r.id().as_bytes() > a.as_bytes()));
+    let receipts: Vec<Receipt> = mine.by_ref().take(MAX_RECEIPTS_PER_ANSWER).collect();
+    let more = mine.next().is_some();
+    Response::Receipts { receipts, more }
+}
+
+/// What [`fetch_receipts`] got from one coordinator.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Receipts the coordinator sent that verify and credit this household.
+    pub received: u64,
+    /// Of those, the ones this database did not hold.
+    pub added: u64,
+}
+
+/// Most pages asked of one coordinator (each up to [`MAX_RECEIPTS_PER_ANSWER`] receipts):
+/// bounds a repair against a peer that always says "more".
+pub const MAX_REPAIR_PAGES: usize = 100_000;
+
+/// `hearth doctor --repair --from ADDR...`: asks each coordinator (a multiaddr ending in
+/// `/p2p/PEER`) for every receipt it countersigned crediting this household and keeps those
+/// that verify and are missing here. Nothing a coordinator sends is trusted: each receipt
+/// must carry both valid signatures and credit this household, and the cursor must advance.
+/// The node must be stopped (the database is open here). Flushes before returning.
+pub async fn fetch_receipts(
+    identity: &Identity,
+    db: &sled::Db,
+    ledger: &Ledger,
+    from: &[Multiaddr],
+) -> Result<Vec<(PeerId, Result<Fetched, String>)>, IntegrityError> {
+    let store = Store::with_db(db).map_err(|e| IntegrityError::Repair(e.to_string()))?;
+    let mut config = NetConfig::new(identity.libp2p_keypair());
+    config.listen = Vec::new();
+    config.mdns = false;
+    config.relay_client = false;
+    config.upnp = false;
+    config.request_timeout = std::time::Duration::from_secs(20);
+    let (net, _events, task) = crate::net::spawn(config, store)
+        .await
+        .map_err(|e| IntegrityError::Repair(e.to_string()))?;
+    let own = identity.public();
+    let mut out = Vec::new();
+    for addr in from {
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            return Err(IntegrityError::Repair(format!(
+                "{addr} does not end in /p2p/PEER_ID, so the coordinator cannot be authenticated"
+            )));
+        };
+        let result = fetch_from(&net, ledger, &own, addr, peer).await;
+        out.push((peer, result));
+    }
+    ledger.flush().await?;
+    net.shutdown().await;
+    task.abort();
+    Ok(out)
+}
+
+async fn fetch_from(
+    net: &Network,
+    ledger: &Ledger,
+    own: &PublicKey,
+    addr: &Multiaddr,
+    peer: PeerId,
+) -> Result<Fetched, String> {
+    let mut dialled = net.dial(addr.clone()).await;
+    // The connection may take a moment; a few tries, then the error.
+    for _ in 0..20 {
+        if dialled.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        dialled = net.dial(addr.clone()).await;
+    }
+    dialled.map_err(|e| format!("could not reach {addr}: {e}"))?;
+    let mut fetched = Fetched::default();
+    let mut after = None;
+    for _ in 0..MAX_REPAIR_PAGES {
+        let mut answer = net
+            .request(peer, Request::Receipts { after }.to_bytes())
+            .await;
+        for _ in 0..20 {
+            if answer.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            answer = net
+                .request(peer, Request::Receipts { after }.to_bytes())
+                .await;
+        }
+        let answer = answer.map_err(|e| format!("no answer: {e}"))?;
+        let (receipts, more) = match Response::from_bytes(&answer) {
+            Ok(Response::Receipts { receipts, more }) => (receipts, more),
+            Ok(Response::Error { detail }) => return Err(detail),
+            Ok(other) => return Err(format!("unexpected answer {other:?}")),
+            Err(e) => return Err(format!("unreadable answer: {e}")),
+        };
+        for r in &receipts {
+            let id = r.id();
+            if after.is_some_and(|a: blake3::Hash| id.as_bytes() <= a.as_bytes()) {
+                return Err("the coordinator's receipts are not in id order".into());
+            }
+            after = Some(id);
+            if r.record.worker != *own {
+                return Err("the coordinator sent a receipt crediting another household".into());
+            }
+            r.verify()
+                .map_err(|e| format!("the coordinator sent a receipt that does not verify: {e}"))?;
+            fetched.received += 1;
+            match ledger.insert(r) {
+                Ok(_) => fetched.added += 1,
+                Err(LedgerError::Replay { .. }) => {}
+                Err(e) => return Err(format!("could not store a fetched receipt: {e}")),
+            }
+        }
+        if !more || receipts.is_empty() {
+            return Ok(fetched);
+        }
+    }
+    Err(format!(
+        "stopped after {MAX_REPAIR_PAGES} pages; run the repair again to continue"
+    ))
 }

@@ -22,20 +22,34 @@
 //!
 //! `docs/architecture.md` argues the layering and the choice of crates.
 
+// Without the `node` feature (Cargo.toml) the library is only its decoders of untrusted bytes
+// and what they need: what the fuzz targets link (docs/fuzzing.md).
+#[cfg(feature = "node")]
 pub mod api;
+#[cfg(feature = "node")]
 pub mod cli;
+#[cfg(feature = "node")]
 pub mod config;
+#[cfg(feature = "node")]
 pub mod demo;
 pub mod exec;
 pub mod heat;
+#[cfg(feature = "node")]
 pub mod homeassistant;
 pub mod identity;
+#[cfg(feature = "node")]
 pub mod impact;
+#[cfg(feature = "node")]
 pub mod integrity;
+#[cfg(feature = "node")]
 pub mod jobs;
+#[cfg(feature = "node")]
 pub mod kernels;
+#[cfg(feature = "node")]
 pub mod ledger;
 pub mod model;
+#[cfg(feature = "node")]
 pub mod net;
+#[cfg(feature = "node")]
 pub mod node;
 pub mod store;

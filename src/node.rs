@@ -705,6 +705,9 @@ async fn control(
                 },
             }
         }
+        Request::Receipts { after } => {
+            crate::integrity::receipts_answer(ledger, &own, &peer, after)
+        }
         other => coordinator.control(peer, other).await,
     }
 }

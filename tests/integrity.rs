@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use hearth::demo::loopback_options;
+use hearth::demo::{listen_addr, loopback_options};
 use hearth::identity::Identity;
 use hearth::jobs::build::{build, JobSpec};
 use hearth::jobs::coordinator::persist::Persist;
@@ -427,4 +427,95 @@ async fn only_a_lock_really_held_blames_another_node() {
         panic!("started on a garbled sled config");
     };
     assert!(!e.to_string().contains("another hearth node"), "{e}");
+}
+
+/// Issue 16, item 3: receipts a worker lost come back from the coordinator that countersigned
+/// them. The coordinator keeps every receipt it made; `hearth doctor --repair --from ADDR`
+/// asks it for this household's, checks each one and stores those missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn doctor_restores_lost_receipts_from_their_coordinator() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let (cdir, wdir) = (dir.path().join("coordinator"), dir.path().join("worker"));
+        let coordinator = hearth::node::start(loopback_options(&cdir, None, 1).unwrap())
+            .await
+            .unwrap();
+        let addr = listen_addr(&coordinator).await.unwrap();
+        let worker = hearth::node::start(loopback_options(&wdir, Some(addr.clone()), 1).unwrap())
+            .await
+            .unwrap();
+        let household = worker.household();
+        // Replication 2 with two households: both run every shard, so the worker earns one
+        // receipt per shard.
+        let spec = JobSpec::Pi {
+            shards: SHARDS,
+            samples: 20_000,
+            seed: 9,
+        };
+        let manifest = build(
+            &coordinator.context.store,
+            &spec,
+            coordinator.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        coordinator
+            .context
+            .coordinator
+            .submit(manifest)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(150);
+        let held = loop {
+            let held = worker.context.ledger.list(Some(&household)).unwrap();
+            if held.len() == SHARDS as usize {
+                break held;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker holds {} receipts",
+                held.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        worker.shutdown().await;
+
+        // The worker's database is gone; its key and its checkpoint are left.
+        std::fs::remove_dir_all(wdir.join("db")).unwrap();
+        let out = hearth(&wdir, &["doctor"]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("lost data"), "{}", text(&out));
+        // A coordinator address without /p2p/ cannot be authenticated: refused.
+        let bare = addr
+            .iter()
+            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            .collect::<libp2p::Multiaddr>()
+            .to_string();
+        let out = hearth(&wdir, &["doctor", "--repair", "--from", &bare]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("/p2p/"), "{}", text(&out));
+
+        let out = hearth(&wdir, &["doctor", "--repair", "--from", &addr.to_string()]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!(
+                "{SHARDS} receipts for this household, {SHARDS} of them missing here and restored"
+            )),
+            "{}",
+            text(&out)
+        );
+        let out = hearth(&wdir, &["doctor"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("no damage found"), "{}", text(&out));
+        // The same receipts, byte for byte, and the worker starts.
+        let worker = hearth::node::start(loopback_options(&wdir, Some(addr), 1).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(worker.context.ledger.list(Some(&household)).unwrap(), held);
+        worker.shutdown().await;
+        coordinator.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
 }

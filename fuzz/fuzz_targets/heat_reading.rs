@@ -2,7 +2,7 @@
 //! sends. Parsing must not panic; a temperature, when accepted, is finite.
 #![no_main]
 
-use hearth::heat::source::{parse_reading_time, parse_temperature};
+use hearth::heat::payload::{parse_reading_time, parse_temperature};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,9 @@
 mod common;
 
 use arbitrary::{Result, Unstructured};
-use hearth::model::wire::{DenyReason, Lease, Request, Response, MAX_REASON};
+use hearth::model::wire::{
+    DenyReason, Lease, Request, Response, MAX_REASON, MAX_RECEIPTS_PER_ANSWER,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn reason(u: &mut Unstructured<'_>) -> Result<String> {
@@ -15,7 +17,7 @@ fn reason(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn built(u: &mut Unstructured<'_>) -> Result<()> {
-    let req = match u.int_in_range(0..=5u8)? {
+    let req = match u.int_in_range(0..=6u8)? {
         0 => Request::Lease {
             job: common::hash(u)?,
             protocol: u.arbitrary()?,
@@ -50,6 +52,13 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
             job: common::hash(u)?,
             reason: reason(u)?,
         },
+        5 => Request::Receipts {
+            after: if u.arbitrary()? {
+                Some(common::hash(u)?)
+            } else {
+                None
+            },
+        },
         _ => Request::Renew {
             job: common::hash(u)?,
             shard: u.arbitrary()?,
@@ -73,7 +82,7 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
         _ => assert_eq!(back.ok().as_ref(), Some(&req)),
     }
 
-    let resp = match u.int_in_range(0..=7u8)? {
+    let resp = match u.int_in_range(0..=8u8)? {
         0 => Response::Leased(Lease {
             job: common::hash(u)?,
             shard: u.arbitrary()?,
@@ -99,6 +108,12 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
         4 => Response::ReceiptStored,
         5 => Response::FailureNoted,
         6 => Response::Error { detail: reason(u)? },
+        7 => Response::Receipts {
+            receipts: (0..u.int_in_range(0..=MAX_RECEIPTS_PER_ANSWER)?)
+                .map(|_| common::receipt(u))
+                .collect::<Result<Vec<_>>>()?,
+            more: u.arbitrary()?,
+        },
         _ => Response::Renewed {
             deadline_ms: u.arbitrary()?,
         },

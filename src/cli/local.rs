@@ -48,14 +48,50 @@ pub fn id(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The receipt part of `hearth doctor --repair --from`: prints what each coordinator gave;
+/// an unreachable or misbehaving coordinator is reported and fails the command.
+async fn fetch_receipts(
+    identity: &Identity,
+    db: &sled::Db,
+    ledger: &crate::ledger::Ledger,
+    from: &[libp2p::Multiaddr],
+) -> anyhow::Result<()> {
+    if from.is_empty() {
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for (peer, result) in crate::integrity::fetch_receipts(identity, db, ledger, from).await? {
+        match result {
+            Ok(f) => println!(
+                "  - coordinator {peer}: {} receipts for this household, {} of them missing here and restored",
+                f.received, f.added
+            ),
+            Err(e) => {
+                println!("not repaired: receipts from coordinator {peer}: {e}");
+                failed.push(peer.to_string());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("could not fetch receipts from {}", failed.join(", "));
+    }
+    Ok(())
+}
+
 fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     let db = node::open_db(data_dir)?;
     Ok(Store::with_files(&db, &node::blob_dir(data_dir))?)
 }
 
 /// `hearth doctor`: the start-up checks, offline, every damage listed; with `repair`, the
-/// local repairs (docs/storage.md). Fails (exit status 1) while damage remains.
-pub async fn doctor(data_dir: &Path, repair: bool) -> anyhow::Result<()> {
+/// local repairs (docs/storage.md), then, for each `from` address, the receipts that
+/// coordinator countersigned for this household and this database lost. Fails (exit status
+/// 1) while damage remains.
+pub async fn doctor(
+    data_dir: &Path,
+    repair: bool,
+    from: &[libp2p::Multiaddr],
+) -> anyhow::Result<()> {
     use crate::integrity;
     let identity =
         Identity::load(data_dir).context("no household key here yet? run `hearth init`")?;
@@ -80,6 +116,7 @@ pub async fn doctor(data_dir: &Path, repair: bool) -> anyhow::Result<()> {
     if damage.is_empty() {
         println!("no damage found");
         if repair {
+            fetch_receipts(&identity, &db, &ledger, from).await?;
             integrity::checkpoint(data_dir, &db, &ledger, &persist).await?;
         }
         return Ok(());
@@ -113,6 +150,10 @@ pub async fn doctor(data_dir: &Path, repair: bool) -> anyhow::Result<()> {
     println!("  - wrote a new checkpoint");
     for n in &done.not_repaired {
         println!("not repaired: {n}");
+    }
+    if !from.is_empty() {
+        fetch_receipts(&identity, &db, &ledger, from).await?;
+        integrity::checkpoint(data_dir, &db, &ledger, &persist).await?;
     }
     let after = integrity::check(data_dir, &ledger, &persist)?.damage();
     if !after.is_empty() {

@@ -104,6 +104,11 @@ pub enum Command {
         /// Also repair what can be repaired here (exports what it removes first).
         #[arg(long)]
         repair: bool,
+        /// With --repair: ask this coordinator (a multiaddr ending in /p2p/PEER_ID) for the
+        /// receipts it countersigned for this household, and keep the missing ones. Repeat
+        /// for each coordinator.
+        #[arg(long, requires = "repair")]
+        from: Vec<libp2p::Multiaddr>,
     },
     /// Heat-work receipts.
     Receipts(ReceiptsArgs),
@@ -355,7 +360,9 @@ pub fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Init { force } => local::init(&data_dir, *force),
         Command::Id => local::id(&data_dir),
-        Command::Doctor { repair } => runtime.block_on(local::doctor(&data_dir, *repair)),
+        Command::Doctor { repair, from } => {
+            runtime.block_on(local::doctor(&data_dir, *repair, from))
+        }
         Command::Node(args) => {
             let overrides = Overrides {
                 listen: args.listen.clone(),

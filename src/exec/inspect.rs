@@ -9,7 +9,7 @@ use wasmparser::{
     CompositeInnerType, FuncType, ValType, Validator, WasmFeatures,
 };
 
-use super::{wasi, Abi, ExecError, RadiatorLimits};
+use super::{imports, Abi, ExecError, RadiatorLimits};
 
 /// The features a shard may use. Every one of them is deterministic in wasmtime once NaN
 /// bits are canonicalised; everything else (SIMD, threads, memory64, multi-memory, GC,
@@ -115,7 +115,7 @@ pub fn inspect(module: &[u8]) -> Result<Inspected, ExecError> {
             });
         };
         imported_funcs += 1;
-        let Some(expected) = wasi::import_signature(module_name, name) else {
+        let Some(expected) = imports::import_signature(module_name, name) else {
             return Err(ExecError::ForbiddenImport {
                 module: module_name.to_string(),
                 name: name.to_string(),

@@ -10,14 +10,12 @@
 
 use std::fmt;
 
-use wasmparser::ValType::{self, I32, I64};
 use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter};
 
-use super::inspect::Signature;
+#[cfg(test)]
+use super::imports::IMPORTS;
+use super::imports::WASI_MODULE;
 use super::Abi;
-
-/// The only import module name shards may use.
-pub(crate) const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
 /// The one argument (`argv[0]`) a WASI command sees.
 const ARGV0: &[u8] = b"shard\0";
@@ -44,61 +42,6 @@ const ENOTCAPABLE: i32 = 76;
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
 const RIGHTS_FD_READ: u64 = 1 << 1;
 const RIGHTS_FD_WRITE: u64 = 1 << 6;
-
-/// Signatures of every import hearth provides. `tests` check the linker against this table.
-const IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
-    ("args_get", &[I32, I32], &[I32]),
-    ("args_sizes_get", &[I32, I32], &[I32]),
-    ("environ_get", &[I32, I32], &[I32]),
-    ("environ_sizes_get", &[I32, I32], &[I32]),
-    ("clock_res_get", &[I32, I32], &[I32]),
-    ("clock_time_get", &[I32, I64, I32], &[I32]),
-    ("fd_close", &[I32], &[I32]),
-    ("fd_fdstat_get", &[I32, I32], &[I32]),
-    ("fd_fdstat_set_flags", &[I32, I32], &[I32]),
-    ("fd_filestat_get", &[I32, I32], &[I32]),
-    ("fd_prestat_get", &[I32, I32], &[I32]),
-    ("fd_prestat_dir_name", &[I32, I32, I32], &[I32]),
-    ("fd_read", &[I32, I32, I32, I32], &[I32]),
-    ("fd_write", &[I32, I32, I32, I32], &[I32]),
-    ("fd_seek", &[I32, I64, I32, I32], &[I32]),
-    ("fd_tell", &[I32, I32], &[I32]),
-    ("fd_sync", &[I32], &[I32]),
-    ("fd_datasync", &[I32], &[I32]),
-    ("fd_readdir", &[I32, I32, I32, I64, I32], &[I32]),
-    (
-        "path_open",
-        &[I32, I32, I32, I32, I32, I64, I64, I32, I32],
-        &[I32],
-    ),
-    ("path_filestat_get", &[I32, I32, I32, I32, I32], &[I32]),
-    ("path_create_directory", &[I32, I32, I32], &[I32]),
-    ("path_remove_directory", &[I32, I32, I32], &[I32]),
-    ("path_unlink_file", &[I32, I32, I32], &[I32]),
-    ("path_rename", &[I32, I32, I32, I32, I32, I32], &[I32]),
-    ("path_readlink", &[I32, I32, I32, I32, I32, I32], &[I32]),
-    ("poll_oneoff", &[I32, I32, I32, I32], &[I32]),
-    ("proc_exit", &[I32], &[]),
-    ("proc_raise", &[I32], &[I32]),
-    ("random_get", &[I32, I32], &[I32]),
-    ("sched_yield", &[], &[I32]),
-];
-
-/// The signature hearth provides for `module::name`, or `None` if that import is forbidden.
-pub(crate) fn import_signature(module: &str, name: &str) -> Option<Signature> {
-    if module != WASI_MODULE {
-        return None;
-    }
-    IMPORTS
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, params, results)| Signature { params, results })
-}
-
-/// Names of every provided import (for tests and docs).
-pub fn provided_imports() -> impl Iterator<Item = &'static str> {
-    IMPORTS.iter().map(|(n, _, _)| *n)
-}
 
 /// Raised (as a wasmtime error, which unwinds the guest) by `proc_exit`.
 #[derive(Debug)]
@@ -329,7 +272,7 @@ fn sizes(caller: &mut Ctx<'_>, count_ptr: i32, size_ptr: i32, count: u32, size: 
     )
 }
 
-/// Registers every import of [`IMPORTS`] on `linker`.
+/// Registers every import of [`super::imports`]' table on `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result<()> {
     let m = WASI_MODULE;
 
@@ -584,6 +527,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ShardState>) -> wasmtime::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmparser::ValType::{self, I32, I64};
     use wasmtime::{Engine, Store, ValType as W};
 
     fn to_wasmparser(t: &W) -> ValType {

@@ -13,7 +13,8 @@
 //! - [`grid`]: tariffs (peak hours, Tempo day colours) and price/carbon signals. Pure.
 //! - [`signal`]: the grid signal's MQTT message format. Pure.
 //! - [`plan`]: the planning controller: pre-heat before expensive periods, coast through. Pure.
-//! - [`source`]: parsing and trusting readings; the file source; the MQTT subscribers (room
+//! - [`payload`]: parsing what thermostats send.
+//! - [`source`]: trusting readings; the file source; the MQTT subscribers (room
 //!   temperature, grid signal).
 //! - [`energy`]: the energy meter the worker charges shards with.
 //! - [`service`]: the live actor ([`spawn`]) and its cloneable [`HeatHandle`].
@@ -25,24 +26,42 @@
 //! them to the worker. `docs/heat.md` describes the model, the defaults and the failure
 //! behaviour for households.
 
+// Without the `node` feature only the payload parsers are built (for the fuzz targets).
+#[cfg(feature = "node")]
 pub mod api;
+#[cfg(feature = "node")]
 pub mod config;
+#[cfg(feature = "node")]
 pub mod controller;
+#[cfg(feature = "node")]
 pub mod energy;
+#[cfg(feature = "node")]
 pub mod grid;
+pub mod payload;
+#[cfg(feature = "node")]
 pub mod plan;
+#[cfg(feature = "node")]
 pub mod plot;
+#[cfg(feature = "node")]
 pub mod room;
+#[cfg(feature = "node")]
 pub mod service;
+#[cfg(feature = "node")]
 pub mod signal;
+#[cfg(feature = "node")]
 pub mod sim;
+#[cfg(feature = "node")]
 pub mod source;
 
 use std::path::PathBuf;
 
+#[cfg(feature = "node")]
 pub use api::routes;
+#[cfg(feature = "node")]
 pub use config::{HeatConfig, SourceKind};
+#[cfg(feature = "node")]
 pub use energy::{EnergyMeter, ShardEnergy, ShardMark};
+#[cfg(feature = "node")]
 pub use service::{spawn, HeatHandle, HeatStatus};
 
 /// Lowest and highest setpoint a household can ask for, °C.

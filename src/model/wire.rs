@@ -197,7 +197,17 @@ pub enum Request {
     Announce(JobGossip),
     /// A radiator tells a coordinator that offered it work how much heat it wants (tag 8).
     Heat(HeatDemand),
+    /// A radiator that lost receipts (`hearth doctor --repair --from`) asks a coordinator for
+    /// the receipts it countersigned crediting the asking household, in id order after
+    /// `after`. Answered with [`Response::Receipts`]. Tag 9.
+    Receipts { after: Option<blake3::Hash> },
 }
+
+/// Most receipts in one [`Response::Receipts`]: as many as fit [`MAX_CONTROL_MESSAGE`] (a
+/// receipt is `RECEIPT_LEN` bytes plus its 4-byte length, after a 3-byte header).
+pub const MAX_RECEIPTS_PER_ANSWER: usize = 10;
+const _: () =
+    assert!(3 + MAX_RECEIPTS_PER_ANSWER * (4 + super::receipt::RECEIPT_LEN) <= MAX_CONTROL_MESSAGE);
 
 /// Why a coordinator gives no work: always said, never silent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,6 +293,12 @@ pub enum Response {
     },
     /// An announcement or a heat demand was taken note of. Tag 9.
     Noted,
+    /// Receipts answering [`Request::Receipts`], at most [`MAX_RECEIPTS_PER_ANSWER`], in id
+    /// order; `more` says whether to ask again after the last one. Tag 10.
+    Receipts {
+        receipts: Vec<Receipt>,
+        more: bool,
+    },
 }
 
 fn reason_text(s: &str) -> &str {
@@ -347,6 +363,13 @@ impl Request {
             Request::Heat(h) => {
                 w.u8(8).bytes(&h.to_bytes());
             }
+            Request::Receipts { after } => {
+                w.u8(9);
+                match after {
+                    Some(h) => w.u8(1).hash(h),
+                    None => w.u8(0),
+                };
+            }
         }
         w.into_bytes()
     }
@@ -393,6 +416,18 @@ impl Request {
                 r.bytes(INLINE_MANIFEST_MAX + 64, "announcement")?,
             )?),
             8 => Request::Heat(HeatDemand::from_bytes(r.bytes(64, "heat demand")?)?),
+            9 => Request::Receipts {
+                after: match r.u8("cursor flag")? {
+                    0 => None,
+                    1 => Some(r.hash("cursor")?),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "cursor flag",
+                            tag,
+                        })
+                    }
+                },
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "request",
@@ -447,6 +482,14 @@ impl Response {
             Response::Noted => {
                 w.u8(9);
             }
+            Response::Receipts { receipts, more } => {
+                // Callers never put more than the bound in; the count is a byte either way.
+                let n = receipts.len().min(MAX_RECEIPTS_PER_ANSWER);
+                w.u8(10).u8(u8::from(*more)).u8(n as u8);
+                for receipt in &receipts[..n] {
+                    w.bytes(&receipt.to_bytes());
+                }
+            }
         }
         w.into_bytes()
     }
@@ -490,6 +533,31 @@ impl Response {
                 deadline_ms: r.u64("deadline")?,
             },
             9 => Response::Noted,
+            10 => {
+                let more = match r.u8("more flag")? {
+                    0 => false,
+                    1 => true,
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "more flag",
+                            tag,
+                        })
+                    }
+                };
+                // A claim by the peer: at most the bound, checked before any receipt is read.
+                let n = usize::from(r.u8("receipt count")?);
+                if n > MAX_RECEIPTS_PER_ANSWER {
+                    return Err(DecodeError::Invalid {
+                        what: "receipts answer",
+                        reason: format!("{n} receipts, more than {MAX_RECEIPTS_PER_ANSWER}"),
+                    });
+                }
+                let mut receipts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    receipts.push(Receipt::from_bytes(r.bytes(1024, "receipt")?)?);
+                }
+                Response::Receipts { receipts, more }
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "response",
@@ -660,6 +728,71 @@ mod tests {
                 "verified flag {flag} accepted"
             );
         }
+    }
+
+    /// The receipts a coordinator hands back for `hearth doctor --repair --from`: request tag 7
+    /// with an optional cursor, answer tag 9 with at most `MAX_RECEIPTS_PER_ANSWER` real
+    /// receipts, which fit the control message bound; a peer claiming more is refused before
+    /// any receipt is read.
+    #[test]
+    fn receipts_for_repair_round_trip_within_the_bound() {
+        use crate::identity::Identity;
+        use crate::model::receipt::{CreditTerms, EnergyMethod, WorkRecord};
+        for after in [None, Some(blake3::hash(b"last"))] {
+            let req = Request::Receipts { after };
+            let bytes = req.to_bytes();
+            assert_eq!(bytes[0], 7);
+            assert_eq!(Request::from_bytes(&bytes).unwrap(), req);
+        }
+        assert!(
+            Request::from_bytes(&[7, 2]).is_err(),
+            "cursor flag 2 accepted"
+        );
+        let (w, s) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
+        let receipts: Vec<Receipt> = (0..MAX_RECEIPTS_PER_ANSWER as u32)
+            .map(|shard| {
+                let record = WorkRecord {
+                    job: blake3::hash(b"job"),
+                    shard,
+                    module: blake3::hash(b"module"),
+                    input: blake3::hash(b"input"),
+                    output: blake3::hash(b"output"),
+                    worker: w.public(),
+                    submitter: s.public(),
+                    fuel: u64::MAX,
+                    energy_mj: 6_000,
+                    method: EnergyMethod::Rapl,
+                    start_ms: 10,
+                    end_ms: 20,
+                    nonce: [9; 16],
+                };
+                let terms = CreditTerms::claimed(&record, 2, 2);
+                Claim::sign(record, &w)
+                    .unwrap()
+                    .countersign(&s, terms)
+                    .unwrap()
+            })
+            .collect();
+        let full = Response::Receipts {
+            receipts: receipts.clone(),
+            more: true,
+        };
+        let bytes = full.to_bytes();
+        assert!(bytes.len() <= MAX_CONTROL_MESSAGE, "{} bytes", bytes.len());
+        assert_eq!(Response::from_bytes(&bytes).unwrap(), full);
+        let empty = Response::Receipts {
+            receipts: Vec::new(),
+            more: false,
+        };
+        assert_eq!(empty.to_bytes(), [9, 0, 0]);
+        assert_eq!(Response::from_bytes(&[9, 0, 0]).unwrap(), empty);
+        assert!(
+            Response::from_bytes(&[9, 2, 0]).is_err(),
+            "more flag 2 accepted"
+        );
+        let mut over = bytes.clone();
+        over[2] = MAX_RECEIPTS_PER_ANSWER as u8 + 1;
+        assert!(Response::from_bytes(&over).is_err(), "more than the bound");
     }
 
     proptest! {

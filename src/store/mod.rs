@@ -45,12 +45,18 @@
 //! (512 KiB) plus the outboard (32 bytes per group, at most 2 MiB). Blobs are capped at
 //! [`MAX_BLOB_LEN`]; `get_bytes` refuses blobs above [`MAX_GET_BYTES`].
 
+// Without the `node` feature only the outboard (a decoder of peers' bytes) is built.
+#[cfg(feature = "node")]
 mod db;
+#[cfg(feature = "node")]
 mod files;
+#[cfg(feature = "node")]
 mod import;
 mod outboard;
 
+#[cfg(feature = "node")]
 pub use db::Store;
+#[cfg(feature = "node")]
 pub use import::Import;
 pub use outboard::{Outboard, MAX_OUTBOARD_BYTES};
 
@@ -160,11 +166,13 @@ pub enum StoreError {
     #[error("reading or writing data failed: {0}")]
     Io(#[from] std::io::Error),
     /// The local database failed.
+    #[cfg(feature = "node")]
     #[error("the local database failed: {0}")]
     Db(#[from] sled::Error),
 }
 
 /// Lowercase hex of a hash, the way hearth shows hashes to people.
+#[cfg(feature = "node")]
 fn hex_of(hash: &blake3::Hash) -> String {
     hash.to_hex().to_string()
 }

@@ -341,7 +341,8 @@ impl Coordinator {
                 tracing::info!(job = %job, %household, "declined: {reason}");
                 self.book.decline(&job, &household, reason, now)
             }
-            Request::Receipt { .. } | Request::Announce(_) => {
+            // Answered by the node (node.rs `control`), never passed here.
+            Request::Receipt { .. } | Request::Announce(_) | Request::Receipts { .. } => {
                 return Response::Error {
                     detail: "receipts and announcements go to workers, not coordinators".into(),
                 }

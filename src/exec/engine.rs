@@ -1,0 +1,634 @@
+//! The executor: the wasmtime engine and its deterministic configuration, the bounded cache of
+//! compiled modules, compile bounds, fuel, the wall-clock watchdog and both ABIs' entry. The
+//! limits and errors it works with are in `mod.rs`; the module is checked by [`super::inspect`]
+//! and rewritten by [`super::nan`] before it is compiled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, TypedFunc};
+
+use super::wasi::{self, MemoryLimitHit, NoMemory, OutputOverflow, ProcExit, ShardState};
+use super::{
+    inspect, nan, Abi, ExecError, Limits, RadiatorLimits, ShardOutput, MAX_OUTPUT_BYTES,
+    MAX_OVERRUN_COMPILES, MAX_WASM_STACK, MODULE_CACHE_ENTRIES,
+};
+
+/// Period of the wall-clock watchdog's epoch ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Last few hundred bytes of stderr as text, for error messages.
+fn stderr_tail(stderr: &[u8]) -> String {
+    const TAIL: usize = 512;
+    let start = stderr.len().saturating_sub(TAIL);
+    String::from_utf8_lossy(&stderr[start..]).trim().to_string()
+}
+
+/// Total CPU nanoseconds spent inside shards in this process (see
+/// [`Executor::process_shard_cpu_time`]).
+static SHARD_CPU_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs shards. Cheap to clone; share one per process between worker threads.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+// Worker threads share one executor; keep that a compile-time promise.
+const _: () = {
+    const fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Executor>();
+};
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<ShardState>,
+    cache: Mutex<Cache>,
+    limits: RadiatorLimits,
+    memory: MemoryBudget,
+    /// Modules whose compilation overran the time limit and is still running on its own
+    /// thread. At most [`MAX_OVERRUN_COMPILES`]; each is removed by its thread when it ends.
+    overrun: Mutex<HashSet<[u8; 32]>>,
+}
+
+/// Linear memory promised to the shards running now, against [`RadiatorLimits::memory_total`].
+struct MemoryBudget {
+    in_use: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// A share of the memory budget, given back when dropped.
+struct MemoryShare<'a> {
+    budget: &'a MemoryBudget,
+    bytes: u64,
+}
+
+impl MemoryBudget {
+    /// Blocks until `bytes` fit under `total`. Callers never ask for more than `total`
+    /// (`memory_per_shard <= memory_total`), so every wait ends when running shards finish.
+    fn reserve(&self, bytes: u64, total: u64) -> MemoryShare<'_> {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        while in_use.saturating_add(bytes) > total {
+            in_use = self.freed.wait(in_use).unwrap_or_else(|p| p.into_inner());
+        }
+        *in_use += bytes;
+        MemoryShare {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+impl Drop for MemoryShare<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        *in_use = in_use.saturating_sub(self.bytes);
+        self.budget.freed.notify_all();
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], CacheEntry>,
+    clock: u64,
+}
+
+struct CacheEntry {
+    pre: InstancePre<ShardState>,
+    abi: Abi,
+    last_used: u64,
+}
+
+impl Executor {
+    /// An executor with hearth's deterministic engine configuration and the default
+    /// [`RadiatorLimits`].
+    pub fn new() -> Result<Executor, ExecError> {
+        Self::build(false, RadiatorLimits::default())
+    }
+
+    /// An executor enforcing this radiator's own `limits` (values outside what hearth can
+    /// enforce are brought inside it: see [`Executor::limits`]).
+    pub fn with_limits(limits: RadiatorLimits) -> Result<Executor, ExecError> {
+        Self::build(false, limits)
+    }
+
+    /// The limits this executor enforces.
+    pub fn limits(&self) -> RadiatorLimits {
+        self.inner.limits
+    }
+
+    /// Benchmark-only: additionally turns on wasmtime's blanket NaN canonicalisation, to
+    /// compare its cost with hearth's targeted rewrite. Not for production use.
+    #[doc(hidden)]
+    pub fn with_blanket_nan_canonicalization() -> Result<Executor, ExecError> {
+        Self::build(true, RadiatorLimits::default())
+    }
+
+    fn build(blanket_nan: bool, limits: RadiatorLimits) -> Result<Executor, ExecError> {
+        let mut config = Config::new();
+        config
+            // Deterministic budget: same module + input => same fuel, on any machine.
+            .consume_fuel(true)
+            // Wall-clock watchdog only (see the ticker below).
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            // SIMD: relaxed SIMD is explicitly implementation-defined, and plain SIMD float
+            // lanes would need the NaN rewrite for every v128 escape too. Off, both.
+            .wasm_simd(false)
+            .wasm_relaxed_simd(false)
+            // (Threads need wasmtime's `threads` feature, which hearth does not build.)
+            .wasm_multi_memory(false)
+            .wasm_memory64(false)
+            .wasm_tail_call(false)
+            .cranelift_nan_canonicalization(blanket_nan)
+            .parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(|e| ExecError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(|e| ExecError::Engine(e.to_string()))?;
+
+        // One watchdog thread per executor advances the epoch; it holds only a weak
+        // reference, so it ends on its own once the last clone of the executor is dropped.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("hearth-exec-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| ExecError::Engine(format!("could not start the watchdog: {e}")))?;
+
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache: Mutex::new(Cache::default()),
+                limits: limits.sanitised(),
+                memory: MemoryBudget {
+                    in_use: Mutex::new(0),
+                    freed: Condvar::new(),
+                },
+                overrun: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Validates and compiles `module` (cached by hash) without running it, and reports its
+    /// ABI. Errors are the same as [`Executor::run`] would give before running.
+    pub fn prepare(&self, module_hash: &blake3::Hash, module: &[u8]) -> Result<Abi, ExecError> {
+        self.compiled(module_hash, module).map(|(_, abi)| abi)
+    }
+
+    /// Runs one shard to completion under `limits`, lowered to this radiator's own limits:
+    /// a shard never gets more memory than [`RadiatorLimits::memory_per_shard`], whatever
+    /// `limits.memory_bytes` asks. Blocks first while the shards already running hold so much
+    /// memory that this one would take them past [`RadiatorLimits::memory_total`].
+    pub fn run(
+        &self,
+        module_hash: &blake3::Hash,
+        module: &[u8],
+        input: &[u8],
+        limits: &Limits,
+    ) -> Result<ShardOutput, ExecError> {
+        let own = self.inner.limits;
+        if input.len() as u64 > own.input_bytes {
+            return Err(ExecError::InputTooLarge {
+                size: input.len() as u64,
+                limit: own.input_bytes,
+            });
+        }
+        let limits = &Limits {
+            memory_bytes: limits.memory_bytes.min(own.memory_per_shard),
+            ..*limits
+        };
+        let (pre, abi) = self.compiled(module_hash, module)?;
+        let _share = self
+            .inner
+            .memory
+            .reserve(limits.memory_bytes, own.memory_total);
+        let _span = tracing::debug_span!("shard", module = %module_hash.to_hex(), ?abi).entered();
+
+        let cpu_start = thread_cpu_time();
+        let mut store = Store::new(
+            &self.inner.engine,
+            ShardState::new(abi, input, limits.memory_bytes, MAX_OUTPUT_BYTES),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| ExecError::Engine(e.to_string()))?;
+        let ticks = limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let result = match abi {
+            Abi::Core => run_core(&mut store, &pre, input),
+            Abi::WasiCommand => run_wasi(&mut store, &pre),
+        };
+        let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
+        let cpu_time = thread_cpu_time().saturating_sub(cpu_start);
+        SHARD_CPU_NANOS.fetch_add(
+            u64::try_from(cpu_time.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let state = store.into_data();
+        let tail = stderr_tail(&state.stderr);
+        let output = match result {
+            Ok(Some(output)) => output,
+            Ok(None) => state.stdout,
+            Err(Failure::Exec(e)) => return Err(e),
+            Err(Failure::Wasm(e)) => return Err(map_wasm_error(e, abi, limits, tail)),
+        };
+        tracing::debug!(fuel, out = output.len(), ?cpu_time, "shard finished");
+        Ok(ShardOutput {
+            output,
+            fuel,
+            stderr: state.stderr,
+            cpu_time,
+        })
+    }
+
+    /// CPU time spent inside shards by every executor of this process so far, traps included.
+    /// The efficiency benchmark divides it by the process's whole CPU time.
+    pub fn process_shard_cpu_time() -> Duration {
+        Duration::from_nanos(SHARD_CPU_NANOS.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The cached pre-linked module for `module`, compiling it on a miss.
+    fn compiled(
+        &self,
+        module_hash: &blake3::Hash,
+        module: &[u8],
+    ) -> Result<(InstancePre<ShardState>, Abi), ExecError> {
+        let limits = self.inner.limits;
+        if module.len() as u64 > limits.module_bytes {
+            return Err(ExecError::ModuleTooLarge {
+                size: module.len() as u64,
+                limit: limits.module_bytes,
+            });
+        }
+        // Always hash: the cache is keyed by hash, so a caller passing the wrong hash must
+        // not get some other module's code. blake3 costs microseconds next to a run.
+        let actual = blake3::hash(module);
+        if actual != *module_hash {
+            return Err(ExecError::HashMismatch {
+                expected: module_hash.to_hex().to_string(),
+                actual: actual.to_hex().to_string(),
+            });
+        }
+        let key = *module_hash.as_bytes();
+        {
+            let mut cache = self.lock_cache();
+            cache.clock += 1;
+            let now = cache.clock;
+            if let Some(e) = cache.entries.get_mut(&key) {
+                e.last_used = now;
+                return Ok((e.pre.clone(), e.abi));
+            }
+        }
+
+        // Compile outside the lock: it can take a while, and other shards should not wait.
+        // Two threads may compile the same module at once; both get the same result.
+        // The shape checks come first and cost one pass over the bytes; they bound what
+        // compilation can cost before any of it is spent.
+        inspect::check_shape(module, &limits)?;
+        let inspected = inspect::inspect(module)?;
+        let rewritten = nan::canonicalise(module, &inspected.defined_param_counts)?;
+        let pre = self.compile_bounded(key, rewritten)?;
+        tracing::debug!(module = %module_hash.to_hex(), abi = ?inspected.abi, "compiled module");
+
+        let mut cache = self.lock_cache();
+        if cache.entries.len() >= MODULE_CACHE_ENTRIES && !cache.entries.contains_key(&key) {
+            if let Some(oldest) = cache
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| *k)
+            {
+                cache.entries.remove(&oldest);
+            }
+        }
+        cache.clock += 1;
+        let last_used = cache.clock;
+        cache.entries.insert(
+            key,
+            CacheEntry {
+                pre: pre.clone(),
+                abi: inspected.abi,
+                last_used,
+            },
+        );
+        Ok((pre, inspected.abi))
+    }
+
+    /// Compiles on a thread of its own and waits at most [`RadiatorLimits::compile_timeout`].
+    ///
+    /// Cranelift cannot be interrupted, so on a timeout the compiling thread is *abandoned*,
+    /// not killed: it runs to its end, drops what it compiled and exits. The shape checks
+    /// bound how long that can take and how much memory it uses. While it runs, the same
+    /// module is refused at once (no second compile of a known bomb), and once
+    /// [`MAX_OVERRUN_COMPILES`] such threads are running every new compilation is refused
+    /// with [`ExecError::CompileBusy`], so a stream of slow modules cannot pile up threads.
+    fn compile_bounded(
+        &self,
+        key: [u8; 32],
+        rewritten: Vec<u8>,
+    ) -> Result<InstancePre<ShardState>, ExecError> {
+        let timeout = self.inner.limits.compile_timeout;
+        {
+            let overrun = self.lock_overrun();
+            if overrun.contains(&key) {
+                return Err(ExecError::CompileTimeout { limit: timeout });
+            }
+            if overrun.len() >= MAX_OVERRUN_COMPILES {
+                return Err(ExecError::CompileBusy {
+                    running: overrun.len(),
+                });
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let inner = Arc::clone(&self.inner);
+        std::thread::Builder::new()
+            .name("hearth-exec-compile".into())
+            .spawn(move || {
+                let result = Module::new(&inner.engine, &rewritten)
+                    .and_then(|compiled| inner.linker.instantiate_pre(&compiled))
+                    .map_err(|e| ExecError::InvalidModule(format!("{e:#}")));
+                // Send first, then leave the overrun set: `compile_bounded` checks the
+                // channel while holding the set's lock, so a key is never left behind.
+                let _ = tx.send(result);
+                inner
+                    .overrun
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            })
+            .map_err(|e| ExecError::Engine(format!("could not start a compile thread: {e}")))?;
+        match rx.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ExecError::Engine(
+                "the compile thread ended without an answer".into(),
+            )),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let mut overrun = self.lock_overrun();
+                // It may have finished just now; then it is not an overrun.
+                if let Ok(result) = rx.try_recv() {
+                    return result;
+                }
+                overrun.insert(key);
+                tracing::warn!(
+                    module = %blake3::Hash::from_bytes(key).to_hex(),
+                    ?timeout,
+                    "compilation overran its time limit; refused, its thread finishes in the background"
+                );
+                Err(ExecError::CompileTimeout { limit: timeout })
+            }
+        }
+    }
+
+    fn lock_overrun(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        // Every update is a single insert/remove: a poisoned lock is still consistent.
+        self.inner
+            .overrun
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // A panic while holding the lock cannot leave the map inconsistent (every update is
+        // a single insert/remove), so a poisoned lock is safe to keep using.
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Compilations that overran the time limit and are still finishing in the background.
+    pub fn overrun_compiles(&self) -> usize {
+        self.lock_overrun().len()
+    }
+
+    /// Number of compiled modules currently cached.
+    pub fn cached_modules(&self) -> usize {
+        self.lock_cache().entries.len()
+    }
+}
+
+/// A failure inside a run: either already classified, or a wasmtime error still to map.
+enum Failure {
+    Exec(ExecError),
+    Wasm(wasmtime::Error),
+}
+
+impl From<wasmtime::Error> for Failure {
+    fn from(e: wasmtime::Error) -> Self {
+        Failure::Wasm(e)
+    }
+}
+
+fn bad_abi(msg: String) -> Failure {
+    Failure::Exec(ExecError::BadAbi(msg))
+}
+
+/// Core ABI: `alloc`, copy input in, `run`, copy output out. Returns the output.
+fn run_core(
+    store: &mut Store<ShardState>,
+    pre: &InstancePre<ShardState>,
+    input: &[u8],
+) -> Result<Option<Vec<u8>>, Failure> {
+    let instance = pre.instantiate(&mut *store)?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| bad_abi("`memory` is not exported".into()))?;
+    let alloc: TypedFunc<i32, i32> = instance.get_typed_func(&mut *store, "alloc")?;
+    let run: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&mut *store, "run")?;
+
+    // MAX_INPUT_BYTES < 2^31, so the length always fits an i32.
+    let len = i32::try_from(input.len())
+        .map_err(|_| bad_abi("input does not fit a 32-bit length".into()))?;
+    let ptr = alloc.call(&mut *store, len)?;
+    // An empty input needs no buffer: allocators may hand out a dangling pointer for it.
+    if !input.is_empty() {
+        memory
+            .write(&mut *store, ptr as u32 as usize, input)
+            .map_err(|_| {
+                bad_abi(format!(
+                    "`alloc({len})` returned {ptr:#x}, which is not a buffer inside memory"
+                ))
+            })?;
+    }
+    let packed = run.call(&mut *store, (ptr, len))? as u64;
+    let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    if out_len > MAX_OUTPUT_BYTES {
+        return Err(Failure::Exec(ExecError::OutputTooLarge {
+            limit: MAX_OUTPUT_BYTES,
+        }));
+    }
+    let data = memory.data(&*store);
+    let out = out_ptr
+        .checked_add(out_len)
+        .and_then(|end| data.get(out_ptr..end))
+        .ok_or_else(|| {
+            bad_abi(format!(
+                "`run` returned output at {out_ptr:#x}+{out_len}, outside the {}-byte memory",
+                data.len()
+            ))
+        })?;
+    Ok(Some(out.to_vec()))
+}
+
+/// WASI command: call `_start`; output is whatever went to stdout.
+fn run_wasi(
+    store: &mut Store<ShardState>,
+    pre: &InstancePre<ShardState>,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let instance = pre.instantiate(&mut *store)?;
+    let start: TypedFunc<(), ()> = instance.get_typed_func(&mut *store, "_start")?;
+    match start.call(&mut *store, ()) {
+        Ok(()) => Ok(None),
+        Err(e) if e.downcast_ref::<ProcExit>().is_some_and(|p| p.0 == 0) => Ok(None),
+        Err(e) => Err(Failure::Wasm(e)),
+    }
+}
+
+/// Classifies a wasmtime error. Host-raised conditions are checked before traps because
+/// they travel as wasmtime errors too.
+fn map_wasm_error(e: wasmtime::Error, abi: Abi, limits: &Limits, stderr_tail: String) -> ExecError {
+    if let Some(ProcExit(code)) = e.downcast_ref::<ProcExit>() {
+        return match abi {
+            Abi::WasiCommand => ExecError::Exit {
+                code: *code,
+                stderr_tail,
+            },
+            Abi::Core => ExecError::BadAbi(format!(
+                "a core-ABI shard must return from `run`, but it called proc_exit({code})"
+            )),
+        };
+    }
+    if e.downcast_ref::<MemoryLimitHit>().is_some() {
+        return ExecError::OutOfMemory {
+            limit: limits.memory_bytes,
+        };
+    }
+    if e.downcast_ref::<OutputOverflow>().is_some() {
+        return ExecError::OutputTooLarge {
+            limit: MAX_OUTPUT_BYTES,
+        };
+    }
+    if let Some(no_memory) = e.downcast_ref::<NoMemory>() {
+        return ExecError::BadAbi(no_memory.to_string());
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => ExecError::OutOfFuel { limit: limits.fuel },
+        Some(Trap::Interrupt) => ExecError::Timeout {
+            limit: limits.wall_clock,
+        },
+        Some(Trap::StackOverflow) => ExecError::StackOverflow { stderr_tail },
+        Some(Trap::UnreachableCodeReached) => ExecError::Unreachable { stderr_tail },
+        Some(trap) => ExecError::Trap {
+            message: trap.to_string(),
+            stderr_tail,
+        },
+        None => ExecError::Trap {
+            message: format!("{e:#}"),
+            stderr_tail,
+        },
+    }
+}
+
+/// CPU time consumed so far by the calling thread.
+#[cfg(unix)]
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always
+    // available on Linux and macOS. On failure we report zero rather than garbage.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Duration {
+    Duration::ZERO
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::*;
+
+    fn wat(src: &str) -> Vec<u8> {
+        wat::parse_str(src).unwrap()
+    }
+
+    #[test]
+    fn cache_is_bounded_and_hits() {
+        let exec = Executor::new().unwrap();
+        for i in 0..(MODULE_CACHE_ENTRIES + 3) {
+            let m = wat(&format!(
+                r#"(module (memory (export "memory") 1)
+                    (func (export "alloc") (param i32) (result i32) i32.const {i})
+                    (func (export "run") (param i32 i32) (result i64) i64.const 0))"#
+            ));
+            assert_eq!(exec.prepare(&blake3::hash(&m), &m).unwrap(), Abi::Core);
+        }
+        assert_eq!(exec.cached_modules(), MODULE_CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn memory_budget_bounds_how_many_shards_hold_memory_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let budget = MemoryBudget {
+            in_use: Mutex::new(0),
+            freed: Condvar::new(),
+        };
+        let (holding, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        // Total 100: shares of 40 fit two at a time, however many threads ask.
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| {
+                    let _share = budget.reserve(40, 100);
+                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(30));
+                    holding.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(*budget.in_use.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn radiator_limits_are_brought_within_what_hearth_enforces() {
+        let exec = Executor::with_limits(RadiatorLimits {
+            memory_per_shard: 8 << 30,
+            memory_total: 1,
+            module_bytes: u64::MAX,
+            input_bytes: u64::MAX,
+            ..RadiatorLimits::default()
+        })
+        .unwrap();
+        let l = exec.limits();
+        assert_eq!(l.memory_per_shard, 4 << 30);
+        assert_eq!(l.memory_total, l.memory_per_shard);
+        assert_eq!(l.module_bytes, MAX_MODULE_BYTES as u64);
+        assert_eq!(l.input_bytes, MAX_INPUT_BYTES as u64);
+    }
+
+    #[test]
+    fn wrong_hash_is_refused() {
+        let exec = Executor::new().unwrap();
+        let m = wat(r#"(module (func (export "_start")) (memory (export "memory") 1))"#);
+        let err = exec.prepare(&blake3::hash(b"other"), &m).unwrap_err();
+        assert!(matches!(err, ExecError::HashMismatch { .. }), "{err}");
+    }
+}
