@@ -109,6 +109,7 @@ impl NodeOptions {
                     .max(config.jobs.lease_secs)
                     .max(1),
             ),
+            trust: config.trust.clone(),
             ..CoordinatorConfig::default()
         };
         NodeOptions {
@@ -647,18 +648,7 @@ impl Router {
                 }
             },
             Topic::Receipts => match Receipt::from_bytes(data) {
-                Ok(r) => match self.ledger.insert(&r) {
-                    Ok(_) => Verdict::Accept,
-                    Err(LedgerError::Replay { .. }) => Verdict::Ignore,
-                    Err(e @ (LedgerError::Db(_) | LedgerError::Corrupt(_))) => {
-                        tracing::error!("ledger: {e}");
-                        Verdict::Ignore
-                    }
-                    Err(e) => {
-                        tracing::info!(%source, "receipt refused: {e}");
-                        Verdict::Reject
-                    }
-                },
+                Ok(r) => receipt_verdict(self.ledger.insert(&r), &source),
                 Err(e) => {
                     tracing::debug!(%source, "malformed receipt gossip: {e}");
                     Verdict::Reject
@@ -674,6 +664,52 @@ impl Router {
                 Err(_) => Verdict::Reject,
             },
         }
+    }
+}
+
+/// How a gossiped receipt the ledger took or refused is judged. Only what the forwarder
+/// could check itself (the signatures, the terms' rules) is its fault: a receipt that
+/// conflicts with another already recorded here is valid on its own, so an honest peer may
+/// forward it without knowing of the other, and it is ignored, never rejected (rejection
+/// lowers the forwarder's gossipsub score; issue 10).
+fn receipt_verdict(result: Result<blake3::Hash, LedgerError>, source: &libp2p::PeerId) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Accept,
+        Err(LedgerError::Replay { .. }) => Verdict::Ignore,
+        Err(e @ LedgerError::Conflict { .. }) => {
+            tracing::warn!(%source, "conflicting receipt ignored: {e}");
+            Verdict::Ignore
+        }
+        Err(e @ (LedgerError::Db(_) | LedgerError::Corrupt(_))) => {
+            tracing::error!("ledger: {e}");
+            Verdict::Ignore
+        }
+        Err(e @ LedgerError::Invalid { .. }) => {
+            tracing::info!(%source, "receipt refused: {e}");
+            Verdict::Reject
+        }
+    }
+}
+
+#[cfg(test)]
+mod receipt_verdict_tests {
+    use super::*;
+
+    #[test]
+    fn a_conflicting_receipt_is_ignored_not_held_against_its_forwarder() {
+        let peer = libp2p::PeerId::random();
+        let conflict = LedgerError::Conflict {
+            id: "b".into(),
+            existing: "a".into(),
+            job: "j".into(),
+            shard: 0,
+        };
+        assert_eq!(receipt_verdict(Err(conflict), &peer), Verdict::Ignore);
+        let invalid = LedgerError::Invalid {
+            id: "c".into(),
+            source: crate::model::receipt::ReceiptError::Terms("x".into()),
+        };
+        assert_eq!(receipt_verdict(Err(invalid), &peer), Verdict::Reject);
     }
 }
 

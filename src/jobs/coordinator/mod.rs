@@ -56,6 +56,8 @@ pub struct CoordinatorConfig {
     pub lease_max: Duration,
     /// How often open jobs are announced again, for radiators that joined later.
     pub reannounce: Duration,
+    /// `[trust]`: reputation rules and the replication policy of jobs (`jobs::trust`).
+    pub trust: crate::jobs::trust::TrustConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -64,6 +66,7 @@ impl Default for CoordinatorConfig {
             lease: Duration::from_secs(60),
             lease_max: Duration::from_secs(600),
             reannounce: Duration::from_secs(5),
+            trust: Default::default(),
         }
     }
 }
@@ -79,6 +82,7 @@ pub struct Coordinator {
     net: Network,
     config: CoordinatorConfig,
     persist: Persist,
+    trust: crate::jobs::trust::store::TrustStore,
     outbox: Outbox,
     book: Book,
     tx: mpsc::Sender<Command>,
@@ -119,6 +123,14 @@ impl Coordinator {
         for household in excluded {
             book.insert_excluded(household);
         }
+        let trust = crate::jobs::trust::store::TrustStore::open(db)?;
+        book.set_reputation(config.trust.reputation(identity.public(), trust.load()?));
+        book.set_default_policy(config.trust.policy());
+        book.set_allowed(config.trust.allowed());
+        let mut spot_key = [0u8; 32];
+        getrandom::fill(&mut spot_key)
+            .map_err(|e| JobError::Invalid(format!("no randomness for the spot-check key: {e}")))?;
+        book.set_spot_key(spot_key);
         // Bounded: submitters and the API wait when the coordinator is busy.
         let (tx, rx) = mpsc::channel(256);
         let handle = CoordinatorHandle { tx: tx.clone() };
@@ -130,6 +142,7 @@ impl Coordinator {
                 net,
                 config,
                 persist,
+                trust,
                 outbox: Outbox::open(db)?,
                 book,
                 tx,
@@ -365,6 +378,8 @@ impl Coordinator {
     /// Writes an update and flushes; only then applies it. A closed job is announced.
     async fn write(&mut self, update: Update) -> Result<(), JobError> {
         let job = update.job.and_then(|id| self.book.job(&id));
+        // Unflushed: the flush in `persist.write` covers every tree of the database.
+        self.trust.write(&update.reputation)?;
         self.persist.write(&update, job).await?;
         let closed = update.job.filter(|_| update.status.is_some());
         self.book.apply(update);
