@@ -433,7 +433,7 @@ mod tests {
     /// Issue 10: receipts a household countersigned for its own jobs are counted apart.
     #[test]
     fn self_dealt_receipts_are_totalled_apart() {
-        let export = crate::model::receipt::tests::export();
+        let export = crate::model::receipt::vector::export();
         let mut receipts = export.receipts.clone();
         let mut own = receipts[0].clone();
         own.submitter = own.worker.clone();

@@ -328,6 +328,13 @@ impl Book {
                 "a claim of your household lost a replica vote here; no further leases",
             ));
         }
+        if self.is_suspended(job, household) {
+            return Err(deny(
+                DenyReason::Excluded,
+                0,
+                "a claim of your household lost a replica vote on this job; no further leases for it",
+            ));
+        }
         let Some(state) = self.jobs.get(job) else {
             return Err(deny(
                 DenyReason::UnknownJob,
@@ -357,13 +364,6 @@ impl Book {
                 DenyReason::Excluded,
                 0,
                 "this job's submitter lets only the households it chose work its jobs",
-            ));
-        }
-        if self.is_suspended(job, household) {
-            return Err(deny(
-                DenyReason::Excluded,
-                0,
-                "a claim of your household lost a replica vote on this job; no further leases for it",
             ));
         }
         let held = state

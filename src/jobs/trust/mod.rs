@@ -12,6 +12,7 @@
 //! - **Policy** ([`Policy`]): how many agreeing replicas a shard needs when an established
 //!   household ran it, how many when only households on probation did, the spot-check rate,
 //!   and how far replication may rise when rooms want more heat than there is work.
+//!
 //! Must not touch: I/O, clocks, randomness.
 
 pub mod store;
@@ -207,7 +208,7 @@ impl Policy {
 }
 
 /// `[trust]` in the configuration: how this node, as a coordinator, judges households.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrustConfig {
     /// Adaptive replication for the jobs this node submits (`policy`); off: every shard gets
@@ -223,18 +224,6 @@ pub struct TrustConfig {
     /// If not empty, only these households (hex keys; at most 256 read) get leases on the
     /// jobs this node submits.
     pub allow: Vec<String>,
-}
-
-impl Default for TrustConfig {
-    fn default() -> Self {
-        TrustConfig {
-            adaptive: false,
-            policy: Policy::default(),
-            rules: Rules::default(),
-            trusted: Vec::new(),
-            allow: Vec::new(),
-        }
-    }
 }
 
 impl TrustConfig {

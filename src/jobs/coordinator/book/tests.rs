@@ -269,10 +269,12 @@ fn the_winner_is_the_decided_output_and_fuel_not_the_first_matching_output() {
     assert_eq!(s.losers[0].1.record.worker, household(1).public());
     let signed: Vec<u32> = s.winners.iter().map(|(i, _, _)| *i).collect();
     let update = f.book.settled(&f.id, 0, &s, &signed).unwrap();
-    assert_eq!(update.exclude.len(), 1);
-    assert_eq!(update.exclude[0].0, household(1).public());
+    // Nobody established took part: the liar is shut out of the job, not excluded for good.
+    assert!(update.exclude.is_empty());
+    assert_eq!(update.suspend, vec![household(1).public()]);
     f.book.apply(update);
-    assert!(f.book.is_excluded(&household(1).public()));
+    assert!(f.book.is_suspended(&f.id, &household(1).public()));
+    assert!(!f.book.is_suspended(&f.id, &household(2).public()));
     assert!(!f.book.is_excluded(&household(2).public()));
     assert!(f.book.settlement(&f.id, 0).is_none(), "everything settled");
 }
