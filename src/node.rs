@@ -691,28 +691,6 @@ fn receipt_verdict(result: Result<blake3::Hash, LedgerError>, source: &libp2p::P
     }
 }
 
-#[cfg(test)]
-mod receipt_verdict_tests {
-    use super::*;
-
-    #[test]
-    fn a_conflicting_receipt_is_ignored_not_held_against_its_forwarder() {
-        let peer = libp2p::PeerId::random();
-        let conflict = LedgerError::Conflict {
-            id: "b".into(),
-            existing: "a".into(),
-            job: "j".into(),
-            shard: 0,
-        };
-        assert_eq!(receipt_verdict(Err(conflict), &peer), Verdict::Ignore);
-        let invalid = LedgerError::Invalid {
-            id: "c".into(),
-            source: crate::model::receipt::ReceiptError::Terms("x".into()),
-        };
-        assert_eq!(receipt_verdict(Err(invalid), &peer), Verdict::Reject);
-    }
-}
-
 async fn control(
     coordinator: &CoordinatorHandle,
     ledger: &Ledger,
@@ -750,5 +728,27 @@ async fn control(
             }
         }
         other => coordinator.control(peer, other).await,
+    }
+}
+
+#[cfg(test)]
+mod receipt_verdict_tests {
+    use super::*;
+
+    #[test]
+    fn a_conflicting_receipt_is_ignored_not_held_against_its_forwarder() {
+        let peer = libp2p::PeerId::random();
+        let conflict = LedgerError::Conflict {
+            id: "b".into(),
+            existing: "a".into(),
+            job: "j".into(),
+            shard: 0,
+        };
+        assert_eq!(receipt_verdict(Err(conflict), &peer), Verdict::Ignore);
+        let invalid = LedgerError::Invalid {
+            id: "c".into(),
+            source: crate::model::receipt::ReceiptError::Terms("x".into()),
+        };
+        assert_eq!(receipt_verdict(Err(invalid), &peer), Verdict::Reject);
     }
 }
