@@ -72,6 +72,8 @@ pub struct Config {
     pub node: NodeConfig,
     pub worker: WorkerConfig,
     pub jobs: JobsConfig,
+    /// `[trust]`: reputation and adaptive replication for the jobs this node coordinates.
+    pub trust: crate::jobs::trust::TrustConfig,
     /// `[limits]`: this radiator's own limits, which no job can raise.
     pub limits: LimitsConfig,
     /// `[heat]`: thermostat source, schedule, controller and energy metering.

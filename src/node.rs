@@ -112,6 +112,7 @@ impl NodeOptions {
                     .max(config.jobs.lease_secs)
                     .max(1),
             ),
+            trust: config.trust.clone(),
             ..CoordinatorConfig::default()
         };
         NodeOptions {
@@ -663,6 +664,7 @@ impl Router {
         }
     }
 }
+
 
 async fn control(
     coordinator: &CoordinatorHandle,

@@ -10,7 +10,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::jobs::build::{materialise, JobSpec, Materials};
 use crate::jobs::{JobStatus, JobView, ShardView};
 use crate::ledger::Ledger;
-use crate::model::receipt::{CreditBasis, EnergyMethod, ReceiptExport};
+use crate::model::receipt::{CreditBasis, EnergyMethod, ReceiptExport, VerifiedBy};
 
 use super::client::Client;
 use super::JobArgs;
@@ -321,7 +321,7 @@ pub async fn receipts(
     );
     for r in &export.receipts {
         println!(
-            "{:<16}  {:<12} {:>5}  {:<12} {:>12}  {:>11.3} {:>11.3}  {} ({}, {}/{} agreed)",
+            "{:<16}  {:<12} {:>5}  {:<12} {:>12}  {:>11.3} {:>11.3}  {} ({}, {}, {}/{} agreed){}",
             r.id.get(..16).unwrap_or(&r.id),
             r.job.get(..12).unwrap_or(&r.job),
             r.shard,
@@ -331,25 +331,67 @@ pub async fn receipts(
             r.credited_mj as f64 / 1000.0,
             basis_name(r.basis),
             method_name(r.energy_method),
+            verified_name(r.verified_by),
             r.agreeing,
             r.replicas,
+            if r.worker == r.submitter {
+                "  SELF-DEALT"
+            } else {
+                ""
+            },
         );
     }
-    let mut totals: std::collections::BTreeMap<&str, (u64, u64, u64)> = Default::default();
-    for r in &export.receipts {
-        let t = totals.entry(&r.worker).or_default();
-        t.0 += 1;
-        t.1 = t.1.saturating_add(r.credited_mj);
-        t.2 = t.2.saturating_add(r.energy_mj);
-    }
-    for (k, (n, credited, claimed)) in totals {
+    for (k, t) in totals_by_worker(&export.receipts) {
         println!(
-            "household {k}: {n} receipts, {:.3} J credited of {:.3} J claimed",
-            credited as f64 / 1000.0,
-            claimed as f64 / 1000.0
+            "household {k}: {} receipts, {:.3} J credited of {:.3} J claimed for other households' jobs",
+            t.others.0,
+            t.others.1 as f64 / 1000.0,
+            t.others.2 as f64 / 1000.0
         );
+        if t.own.0 > 0 {
+            println!(
+                "household {k}: {} self-dealt receipts (its own jobs, countersigned by itself), {:.3} J credited of {:.3} J claimed; nobody else vouched for them",
+                t.own.0,
+                t.own.1 as f64 / 1000.0,
+                t.own.2 as f64 / 1000.0
+            );
+        }
     }
     Ok(())
+}
+
+/// One household's receipts, (count, credited mJ, claimed mJ): for other households' jobs,
+/// and self-dealt (worker and submitter are the same key: nobody else vouched for the work).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SplitTotals {
+    others: (u64, u64, u64),
+    own: (u64, u64, u64),
+}
+
+fn totals_by_worker(
+    receipts: &[crate::model::export::ReceiptJson],
+) -> std::collections::BTreeMap<&str, SplitTotals> {
+    let mut totals: std::collections::BTreeMap<&str, SplitTotals> = Default::default();
+    for r in receipts {
+        let t = totals.entry(&r.worker).or_default();
+        let part = if r.worker == r.submitter {
+            &mut t.own
+        } else {
+            &mut t.others
+        };
+        part.0 += 1;
+        part.1 = part.1.saturating_add(r.credited_mj);
+        part.2 = part.2.saturating_add(r.energy_mj);
+    }
+    totals
+}
+
+fn verified_name(v: VerifiedBy) -> &'static str {
+    match v {
+        VerifiedBy::Quorum => "quorum",
+        VerifiedBy::TrustedSpotChecked => "trusted, spot-checked",
+        VerifiedBy::TrustedUnchecked => "trusted alone",
+    }
 }
 
 fn basis_name(b: CreditBasis) -> &'static str {
@@ -382,4 +424,23 @@ pub async fn receipts_export(
         None => println!("{text}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10: receipts a household countersigned for its own jobs are counted apart.
+    #[test]
+    fn self_dealt_receipts_are_totalled_apart() {
+        let export = crate::model::receipt::vector::export();
+        let mut receipts = export.receipts.clone();
+        let mut own = receipts[0].clone();
+        own.submitter = own.worker.clone();
+        receipts.push(own.clone());
+        let totals = totals_by_worker(&receipts);
+        let t = totals[own.worker.as_str()];
+        assert_eq!(t.own, (1, own.credited_mj, own.energy_mj));
+        assert!(t.others.0 >= 1);
+    }
 }

@@ -97,7 +97,15 @@ pub struct Credit {
 /// a claim countersigned again after a restart gets the identical terms.
 pub fn shard_reference(agreeing_energies_mj: &[u64], fuel: u64, job: &JobRates) -> u64 {
     let energies: Vec<f64> = agreeing_energies_mj.iter().map(|&e| e as f64).collect();
-    let shard = lower_median(&energies).unwrap_or(0.0);
+    let mut shard = lower_median(&energies).unwrap_or(0.0);
+    // A trusted household's result may stand alone (adaptive replication, `jobs::trust`):
+    // then no other replica bounds it, and its own figure is its reference only up to the
+    // job's median rate for this fuel, so it is credited at most HARDWARE_SPREAD × that.
+    if energies.len() == 1 {
+        if let Some(m) = job.median() {
+            shard = shard.min(m * fuel.max(1) as f64);
+        }
+    }
     let floor = job
         .median()
         .map_or(0.0, |m| m / HARDWARE_SPREAD * fuel.max(1) as f64);
@@ -159,6 +167,24 @@ mod tests {
         // The griefer claims 0 J; the honest household's 50 J stays credited.
         let reference = shard_reference(&[0, 50_000], fuel, &job);
         assert_eq!(credit(50_000, reference).credited_mj, 50_000);
+    }
+
+    /// A trusted result standing alone has no replica to bound it: the job's median does.
+    #[test]
+    fn a_lone_trusted_claim_is_bounded_by_the_job_median() {
+        let fuel = 1_000_000;
+        let mut job = JobRates::default();
+        for _ in 0..10 {
+            job.record(rate(50_000, fuel));
+        }
+        let reference = shard_reference(&[5_000_000], fuel, &job);
+        assert_eq!(reference, 50_000);
+        let c = credit(5_000_000, reference);
+        assert_eq!(c.credited_mj, 200_000);
+        assert_eq!(c.basis, CreditBasis::ReplicaReference);
+        // An honest lone claim keeps its figure.
+        assert_eq!(shard_reference(&[60_000], fuel, &job), 50_000);
+        assert_eq!(credit(60_000, 50_000).credited_mj, 60_000);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod credit;
 mod gc;
 pub mod local;
 pub mod route;
+pub mod trust;
 pub mod worker;
 
 pub use coordinator::{

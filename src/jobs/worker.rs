@@ -59,18 +59,58 @@ pub struct WorkerConfig {
     pub watts_per_core: f64,
     /// Drop a job whose coordinator stays unreachable this long.
     pub give_up: Duration,
-    /// Test-only fault injection: report a wrong output for every shard.
+    /// Test-only fault injection: report a wrong output for every shard (every cheater
+    /// forges the same one, so cheaters collude). Absent from builds without the `testing`
+    /// feature, which only the crate's own tests and benches enable.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub cheat: bool,
     /// Test-only fault injection: report the right output with one fuel unit too many.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub cheat_fuel: bool,
     /// Test-only fault injection: report every shard as failed without running it.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fake_failure: bool,
     /// Test-only fault injection: claim this many times the energy the meter charged.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub inflate_energy: u64,
+}
+
+/// The test-only faults, as no-ops when the `testing` feature is off: release builds carry no
+/// way to make a radiator lie.
+impl WorkerConfig {
+    fn fakes_failure(&self) -> bool {
+        #[cfg(feature = "testing")]
+        return self.fake_failure;
+        #[cfg(not(feature = "testing"))]
+        false
+    }
+
+    fn forge(&self, output: &mut Vec<u8>) {
+        #[cfg(feature = "testing")]
+        if self.cheat {
+            output.extend_from_slice(b"forged");
+        }
+        #[cfg(not(feature = "testing"))]
+        let _ = output;
+    }
+
+    fn claimed_fuel(&self, fuel: u64) -> u64 {
+        #[cfg(feature = "testing")]
+        return fuel + u64::from(self.cheat_fuel);
+        #[cfg(not(feature = "testing"))]
+        fuel
+    }
+
+    fn claimed_energy(&self, energy_mj: u64) -> u64 {
+        #[cfg(feature = "testing")]
+        return energy_mj.saturating_mul(self.inflate_energy.max(1));
+        #[cfg(not(feature = "testing"))]
+        energy_mj
+    }
 }
 
 impl Default for WorkerConfig {
@@ -78,9 +118,13 @@ impl Default for WorkerConfig {
         WorkerConfig {
             watts_per_core: 15.0,
             give_up: Duration::from_secs(120),
+            #[cfg(feature = "testing")]
             cheat: false,
+            #[cfg(feature = "testing")]
             cheat_fuel: false,
+            #[cfg(feature = "testing")]
             fake_failure: false,
+            #[cfg(feature = "testing")]
             inflate_energy: 1,
         }
     }
@@ -899,7 +943,7 @@ impl Ctx {
             tracing::info!("not starting the shard: {why}");
             return Ok(());
         }
-        if self.config.fake_failure {
+        if self.config.fakes_failure() {
             let request = Request::Failure {
                 job: lease.job,
                 shard: lease.shard,
@@ -951,9 +995,7 @@ impl Ctx {
             }
         };
         let mut output = out.output;
-        if self.config.cheat {
-            output.extend_from_slice(b"forged");
-        }
+        self.config.forge(&mut output);
         // An output for another household's job is not this household's to keep: it goes
         // with the job (`jobs::gc`). For its own jobs the household keeps it.
         let output_hash = if coordinator == self.local_peer {
@@ -974,10 +1016,8 @@ impl Ctx {
             output: output_hash,
             worker: self.identity.public(),
             submitter: manifest.submitter,
-            fuel: out.fuel + u64::from(self.config.cheat_fuel),
-            energy_mj: energy
-                .energy_mj
-                .saturating_mul(self.config.inflate_energy.max(1)),
+            fuel: self.config.claimed_fuel(out.fuel),
+            energy_mj: self.config.claimed_energy(energy.energy_mj),
             method: energy.method,
             start_ms: energy.start_ms,
             end_ms: energy.end_ms,

@@ -29,11 +29,11 @@ use crate::model::receipt::Claim;
 use crate::model::wire::{DenyReason, Lease, Response, PROTOCOL_VERSION};
 use crate::model::JobManifest;
 
+use crate::jobs::trust::{self, Policy, Record, Reputation};
 use demand::Demands;
 pub use demand::Warmth;
-use shard::free_replicas;
 pub use shard::{
-    decide, replicas_needed, Decision, FailureRec, JobBook, JobStatus, LeaseRec, Outcome,
+    decide, replicas_needed, Decision, FailureRec, JobBook, JobStatus, Judge, LeaseRec, Outcome,
     ShardBook, ShardCredit, MAX_REPLICAS,
 };
 pub use verify::{Finish, Settlement};
@@ -41,6 +41,12 @@ pub use verify::{Finish, Settlement};
 /// How far a worker's clock may be from the coordinator's when a claim's window is checked
 /// against its lease. Radiators keep NTP time; a minute is far more than NTP leaves.
 pub const CLOCK_SKEW_MS: u64 = 60_000;
+
+/// Most live leases one household may hold on one job. A radiator runs one shard per core
+/// and leases one shard at a time as a core frees up, so 16 covers a 16-core radiator with
+/// room to spare; without a bound one key could hold a lease on every shard and stall the
+/// job until the leases expire (issue 10).
+pub const MAX_LEASES_PER_HOUSEHOLD: usize = 16;
 
 /// Lease timing, fixed per coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +72,11 @@ pub struct Update {
     pub exclude: Vec<(PublicKey, String)>,
     /// The job's new list of declining households.
     pub declined: Option<Vec<FailureRec>>,
+    /// Reputation records changed by this update (`jobs::trust::store`).
+    pub reputation: Vec<(PublicKey, Record)>,
+    /// Households shut out of this job only: they lost a vote that no established household
+    /// took part in, which is not proof that they lied (memory only; see `Book::settled`).
+    pub suspend: Vec<PublicKey>,
 }
 
 /// Work the actor does after an update is applied.
@@ -101,7 +112,17 @@ pub struct Book {
     /// Households whose claims lost a vote. Grows by one per caught household, at most; a
     /// household must lose a vote (do real, signed work) to be added.
     excluded: HashSet<PublicKey>,
+    /// Per job, households that lost a vote nobody established took part in.
+    suspended: HashMap<blake3::Hash, HashSet<PublicKey>>,
     demands: Demands,
+    reputation: Reputation,
+    /// The policy of jobs that were given none: plain replication when `None`.
+    default_policy: Option<Policy>,
+    policies: HashMap<blake3::Hash, Policy>,
+    /// The households allowed to work jobs submitted here; `None`: anyone.
+    allowed: Option<HashSet<PublicKey>>,
+    /// Keys the spot-check draw (`trust::spot_check`); secret to this coordinator.
+    spot_key: [u8; 32],
 }
 
 fn deny(reason: DenyReason, retry_after_ms: u64, detail: impl Into<String>) -> Response {
@@ -124,8 +145,72 @@ impl Book {
             terms,
             jobs: HashMap::new(),
             excluded: HashSet::new(),
+            suspended: HashMap::new(),
             demands: Demands::default(),
+            reputation: Reputation::default(),
+            default_policy: None,
+            policies: HashMap::new(),
+            allowed: None,
+            spot_key: [0; 32],
         }
+    }
+
+    /// Sets the reputation the book judges by (loaded from disk, with the submitter's own
+    /// trusted households).
+    pub fn set_reputation(&mut self, reputation: Reputation) {
+        self.reputation = reputation;
+    }
+
+    pub fn reputation(&self) -> &Reputation {
+        &self.reputation
+    }
+
+    /// The policy for jobs given none (the `[trust]` configuration); `None`: plain
+    /// replication.
+    pub fn set_default_policy(&mut self, policy: Option<Policy>) {
+        self.default_policy = policy;
+    }
+
+    /// One job's policy.
+    pub fn set_policy(&mut self, job: blake3::Hash, policy: Policy) {
+        self.policies.insert(job, policy);
+    }
+
+    /// Restricts the jobs submitted here to these households (`[trust] allow`).
+    pub fn set_allowed(&mut self, allowed: Option<HashSet<PublicKey>>) {
+        self.allowed = allowed;
+    }
+
+    /// The secret that keys the spot-check draw; random per coordinator.
+    pub fn set_spot_key(&mut self, key: [u8; 32]) {
+        self.spot_key = key;
+    }
+
+    /// The policy job `id` runs under.
+    pub fn policy(&self, id: &blake3::Hash, state: &JobBook) -> Policy {
+        self.policies
+            .get(id)
+            .copied()
+            .or(self.default_policy)
+            .unwrap_or_else(|| Policy::fixed(state.manifest.replication))
+    }
+
+    /// How shard `index` of job `id` is judged.
+    pub fn judge(&self, id: &blake3::Hash, state: &JobBook, index: u32) -> Judge<'_> {
+        let policy = self.policy(id, state);
+        Judge {
+            reputation: &self.reputation,
+            policy,
+            replication: state.manifest.replication,
+            spot_checked: trust::spot_check(&self.spot_key, id, index, policy.spot_check_permille),
+        }
+    }
+
+    /// Whether `household` lost a vote on `job` that nobody established took part in.
+    pub fn is_suspended(&self, job: &blake3::Hash, household: &PublicKey) -> bool {
+        self.suspended
+            .get(job)
+            .is_some_and(|s| s.contains(household))
     }
 
     /// Records a radiator's heat demand (from gossip, or carried in a lease request).
@@ -187,6 +272,14 @@ impl Book {
         for (household, _) in update.exclude {
             self.excluded.insert(household);
         }
+        for (household, record) in update.reputation {
+            self.reputation.insert(household, record);
+        }
+        if let Some(id) = update.job {
+            for household in update.suspend {
+                self.suspended.entry(id).or_default().insert(household);
+            }
+        }
         let Some(job) = update.job.and_then(|id| self.jobs.get_mut(&id)) else {
             return;
         };
@@ -235,6 +328,13 @@ impl Book {
                 "a claim of your household lost a replica vote here; no further leases",
             ));
         }
+        if self.is_suspended(job, household) {
+            return Err(deny(
+                DenyReason::Excluded,
+                0,
+                "a claim of your household lost a replica vote on this job; no further leases for it",
+            ));
+        }
         let Some(state) = self.jobs.get(job) else {
             return Err(deny(
                 DenyReason::UnknownJob,
@@ -255,32 +355,156 @@ impl Book {
                 ))
             }
         }
-        let replication = state.manifest.replication;
+        if self
+            .allowed
+            .as_ref()
+            .is_some_and(|a| !a.contains(household) && !self.reputation.is_trusted(household))
+        {
+            return Err(deny(
+                DenyReason::Excluded,
+                0,
+                "this job's submitter lets only the households it chose work its jobs",
+            ));
+        }
+        let held = state
+            .shards
+            .iter()
+            .flat_map(|s| s.live_leases(now_ms))
+            .filter(|l| l.worker == *household)
+            .count();
+        if held >= MAX_LEASES_PER_HOUSEHOLD {
+            return Err(deny(
+                DenyReason::NothingFree,
+                1_000,
+                format!("your household already holds {held} leases on this job, the most one household may"),
+            ));
+        }
+        let policy = self.policy(job, state);
+        // Free replicas of the job, counted only as far as the comparisons below need
+        // (past the number of askers the answer no longer changes): a lease costs
+        // O(askers), not O(shards), while work is plentiful.
+        let free_up_to = |limit: usize| -> usize {
+            let mut free = 0;
+            for (i, s) in state.shards.iter().enumerate() {
+                if free > limit {
+                    break;
+                }
+                if s.is_open() {
+                    free += self.judge(job, state, i as u32).free_replicas(s, 0, now_ms);
+                }
+            }
+            free
+        };
         // Radiators whose rooms are colder go first: when no more replicas are free than
-        // colder radiators are asking for, this one waits a moment.
-        let colder = self.demands.colder_askers(household, permille, now_ms);
-        if colder > 0 {
-            let free: usize = state
+        // colder radiators are asking for, this one waits a moment. A room's demand is its
+        // own claim, so a household counts as "colder" only while it can take another lease
+        // here: one that always reports the coldest room holds at most
+        // MAX_LEASES_PER_HOUSEHOLD shards of the job, then the others are served.
+        let lease_count = |h: &PublicKey| {
+            state
+                .shards
+                .iter()
+                .flat_map(|s| s.live_leases(now_ms))
+                .filter(|l| l.worker == *h)
+                .count()
+        };
+        let colder = self
+            .demands
+            .colder_askers(household, permille, now_ms, &|h| {
+                lease_count(h) < MAX_LEASES_PER_HOUSEHOLD
+                    && !self.is_excluded(h)
+                    && !self.is_suspended(job, h)
+            });
+        if colder > 0 && free_up_to(colder) <= colder {
+            return Err(deny(
+                DenyReason::NothingFree,
+                250,
+                "the free shards are held for radiators whose rooms are colder",
+            ));
+        }
+        // Replication follows heat: when more radiators ask for heat than there are replicas
+        // to hand out, each shard may go up to the policy's maximum (never below what the
+        // vote needs), since redundant work still heats a home.
+        let wanting = self.demands.heat_askers(now_ms, &|h| {
+            !self.is_excluded(h) && !self.is_suspended(job, h)
+        });
+        let floor = if wanting > 0 && wanting > free_up_to(wanting) {
+            usize::from(policy.max_replicas)
+        } else {
+            0
+        };
+        // Probation: while an established household is around (its heat demand heard within
+        // the last 90 s), the last replica a shard needs goes to one, so no shard is verified
+        // by new identities alone; and a household on probation works one shard of the job at
+        // a time, so it cannot lie on many shards before its first vote is decided.
+        let established_here = self.reputation.established(household);
+        if policy.probation && !established_here {
+            let open = state
                 .shards
                 .iter()
                 .filter(|s| s.is_open())
-                .map(|s| free_replicas(s, replication, now_ms))
-                .sum();
-            if free <= colder {
+                .filter(|s| {
+                    s.live_leases(now_ms).any(|l| l.worker == *household)
+                        || s.claims.iter().any(|c| c.record.worker == *household)
+                })
+                .count();
+            if open > 0 {
                 return Err(deny(
                     DenyReason::NothingFree,
-                    250,
-                    "the free shards are held for radiators whose rooms are colder",
+                    1_000,
+                    "on probation: one shard at a time until your household's results are verified",
                 ));
             }
         }
+        let reserve = policy.probation
+            && !established_here
+            && self.demands.any_known(now_ms, &|h| {
+                h != household
+                    && self.reputation.established(h)
+                    && !self.is_excluded(h)
+                    && !self.is_suspended(job, h)
+            });
+        let own_around = policy.own_replica
+            && !self.reputation.is_trusted(household)
+            && self
+                .demands
+                .any_known(now_ms, &|h| h != household && self.reputation.is_trusted(h));
         let mut own_replicas = 0;
         for (index, shard) in state.shards.iter().enumerate() {
-            if !shard.is_open() || free_replicas(shard, replication, now_ms) == 0 {
+            if !shard.is_open() {
+                continue;
+            }
+            let free_here = self
+                .judge(job, state, index as u32)
+                .free_replicas(shard, floor, now_ms);
+            if free_here == 0 {
                 continue;
             }
             if shard.worked_by(household, now_ms) {
                 own_replicas += 1;
+                continue;
+            }
+            // The submitter asked for one replica of its own: while one of its households is
+            // around, the last replica is kept for it.
+            if own_around
+                && !self.reputation.is_trusted(household)
+                && free_here == 1
+                && !shard
+                    .live_leases(now_ms)
+                    .map(|l| &l.worker)
+                    .chain(shard.claims.iter().map(|c| &c.record.worker))
+                    .any(|h| self.reputation.is_trusted(h))
+            {
+                continue;
+            }
+            if reserve
+                && free_here == 1
+                && !shard
+                    .live_leases(now_ms)
+                    .map(|l| &l.worker)
+                    .chain(shard.claims.iter().map(|c| &c.record.worker))
+                    .any(|h| self.reputation.established(h))
+            {
                 continue;
             }
             let deadline_ms = now_ms.saturating_add(self.terms.lease_ms);
@@ -444,6 +668,15 @@ impl Book {
         let mut next = shard.clone();
         next.leases.remove(pos);
         next.leases.retain(|l| l.deadline_ms > now_ms);
+        let mut record = self
+            .reputation
+            .record(household)
+            .copied()
+            .unwrap_or(Record {
+                first_seen_ms: now_ms,
+                ..Record::default()
+            });
+        record.last_seen_ms = record.last_seen_ms.max(now_ms);
         let hint = claim.record.worker;
         let (output, fuel) = (claim.record.output, claim.record.fuel);
         next.claims.push(claim);
@@ -453,7 +686,7 @@ impl Book {
             // A late replica: receipted if it agrees, its household excluded if not.
             then.push(Action::Settle { job, shard: index });
         } else if next.failed.is_none() {
-            match decide(&next, manifest.replication) {
+            match self.judge(&job, state, index).decide(&next) {
                 Decision::Verified(outcome) => then.push(Action::FetchOutput {
                     job,
                     shard: index,
@@ -476,8 +709,8 @@ impl Book {
                 job: Some(job),
                 shard: Some((index, next)),
                 status,
-                exclude: Vec::new(),
-                declined: None,
+                reputation: vec![(*household, record)],
+                ..Update::default()
             },
             answer: Response::ClaimAccepted { verified: false },
             then,
@@ -583,7 +816,7 @@ impl Book {
                     "{} households could not run it: {reason}",
                     failed_by.len()
                 ))
-            } else if decide(&next, state.manifest.replication) == Decision::Hopeless {
+            } else if self.judge(job, state, index).decide(&next) == Decision::Hopeless {
                 Some(format!(
                     "{} households tried it without a majority ({} claims, {} failures; last: {reason})",
                     next.claims.len() + next.failures.len(),
@@ -603,8 +836,7 @@ impl Book {
                 job: Some(*job),
                 shard: Some((index, next)),
                 status,
-                exclude: Vec::new(),
-                declined: None,
+                ..Update::default()
             },
             answer: Response::FailureNoted,
             then: Vec::new(),

@@ -66,6 +66,8 @@ pub struct CoordinatorConfig {
     /// Peers one announcement is sent to, at most (default 16): connected peers, a different
     /// selection each time. Announcements are never broadcast to the whole network.
     pub announce_fanout: usize,
+    /// `[trust]`: reputation rules and the replication policy of jobs (`jobs::trust`).
+    pub trust: crate::jobs::trust::TrustConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -76,6 +78,7 @@ impl Default for CoordinatorConfig {
             reannounce: Duration::from_secs(5),
             reannounce_max: Duration::from_secs(40),
             announce_fanout: 16,
+            trust: Default::default(),
         }
     }
 }
@@ -94,6 +97,7 @@ pub struct Coordinator {
     net: Network,
     config: CoordinatorConfig,
     persist: Persist,
+    trust: crate::jobs::trust::store::TrustStore,
     outbox: Outbox,
     book: Book,
     tx: mpsc::Sender<Command>,
@@ -145,6 +149,14 @@ impl Coordinator {
         for household in excluded {
             book.insert_excluded(household);
         }
+        let trust = crate::jobs::trust::store::TrustStore::open(db)?;
+        book.set_reputation(config.trust.reputation(identity.public(), trust.load()?));
+        book.set_default_policy(config.trust.policy());
+        book.set_allowed(config.trust.allowed());
+        let mut spot_key = [0u8; 32];
+        getrandom::fill(&mut spot_key)
+            .map_err(|e| JobError::Invalid(format!("no randomness for the spot-check key: {e}")))?;
+        book.set_spot_key(spot_key);
         // Bounded: submitters and the API wait when the coordinator is busy.
         let (tx, rx) = mpsc::channel(256);
         let handle = CoordinatorHandle { tx: tx.clone() };
@@ -156,6 +168,7 @@ impl Coordinator {
                 net,
                 config,
                 persist,
+                trust,
                 outbox: Outbox::open(db)?,
                 book,
                 tx,
@@ -401,6 +414,8 @@ impl Coordinator {
     /// Writes an update and flushes; only then applies it. A closed job is announced.
     async fn write(&mut self, update: Update) -> Result<(), JobError> {
         let job = update.job.and_then(|id| self.book.job(&id));
+        // Unflushed: the flush in `persist.write` covers every tree of the database.
+        self.trust.write(&update.reputation)?;
         self.persist.write(&update, job).await?;
         let closed = update.job.filter(|_| update.status.is_some());
         self.book.apply(update);

@@ -554,7 +554,7 @@ mod tests {
             shard: Some((1, shard.clone())),
             status: None,
             exclude: vec![(worker.public(), "{}".into())],
-            declined: None,
+            ..Update::default()
         };
         p.write(&update, Some(&job)).await.unwrap();
         // Only the changed shard has an entry.

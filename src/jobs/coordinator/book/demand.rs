@@ -57,17 +57,41 @@ impl Demands {
         }
     }
 
-    /// Households asking for work right now whose rooms want more heat than `permille`.
-    pub fn colder_askers(&self, household: &PublicKey, permille: u16, now_ms: u64) -> usize {
+    /// Households asking for work right now whose rooms want more heat than `permille`,
+    /// among those `eligible` says could take a lease.
+    pub fn colder_askers(
+        &self,
+        household: &PublicKey,
+        permille: u16,
+        now_ms: u64,
+        eligible: &dyn Fn(&PublicKey) -> bool,
+    ) -> usize {
         self.seen
             .iter()
             .filter(|(h, d)| {
-                *h != household
-                    && d.permille > permille
-                    && d.asked_ms
-                        .is_some_and(|a| now_ms.saturating_sub(a) < ASKING_WINDOW_MS)
+                *h != household && d.permille > permille && self.asking(d, now_ms) && eligible(h)
             })
             .count()
+    }
+
+    /// Households asking for work right now whose rooms want heat, among the `eligible`.
+    pub fn heat_askers(&self, now_ms: u64, eligible: &dyn Fn(&PublicKey) -> bool) -> usize {
+        self.seen
+            .iter()
+            .filter(|(h, d)| d.permille > 0 && self.asking(d, now_ms) && eligible(h))
+            .count()
+    }
+
+    /// Whether any household `eligible` says counts told us its demand recently.
+    pub fn any_known(&self, now_ms: u64, eligible: &dyn Fn(&PublicKey) -> bool) -> bool {
+        self.seen
+            .iter()
+            .any(|(h, d)| now_ms.saturating_sub(d.seen_ms) < DEMAND_FRESH_MS && eligible(h))
+    }
+
+    fn asking(&self, d: &Demand, now_ms: u64) -> bool {
+        d.asked_ms
+            .is_some_and(|a| now_ms.saturating_sub(a) < ASKING_WINDOW_MS)
     }
 
     /// How many radiators recently told us their heat demand, and how many of them want none.

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
+use crate::jobs::trust::{Policy, Reputation};
 use crate::model::receipt::Claim;
 use crate::model::JobManifest;
 
@@ -119,52 +120,188 @@ pub enum Decision {
     Hopeless,
 }
 
-/// Groups claims by (output, fuel). Verified when the largest group has at least
-/// `replication` claims from distinct households and is a strict majority of all claims.
-/// Failure reports are not votes (see [`Book::failure`]), but they spend replica budget.
-pub fn decide(shard: &ShardBook, replication: u8) -> Decision {
-    let mut groups: HashMap<Outcome, HashSet<PublicKey>> = HashMap::new();
-    for c in &shard.claims {
-        let key = Outcome {
-            output: c.record.output,
-            fuel: c.record.fuel,
-        };
-        groups.entry(key).or_default().insert(c.record.worker);
-    }
-    let total: usize = groups.values().map(HashSet::len).sum();
-    // A strict majority is unique, so which of several equal groups wins does not matter.
-    let best = groups.iter().max_by_key(|(_, v)| v.len());
-    match best {
-        Some((outcome, v)) if v.len() >= usize::from(replication) && v.len() * 2 > total => {
-            Decision::Verified(*outcome)
+/// What the vote on one shard is judged by: who is established, the job's policy and
+/// replication, and whether the shard was drawn for a spot check.
+#[derive(Clone, Copy)]
+pub struct Judge<'a> {
+    pub reputation: &'a Reputation,
+    pub policy: Policy,
+    pub replication: u8,
+    pub spot_checked: bool,
+}
+
+/// One agreeing group of claims.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    outcome: Outcome,
+    households: usize,
+    established: usize,
+}
+
+impl Judge<'_> {
+    /// Plain replication with nobody established: a strict majority of `replication`.
+    pub fn plain(reputation: &Reputation, replication: u8) -> Judge<'_> {
+        Judge {
+            reputation,
+            policy: Policy::fixed(replication),
+            replication,
+            spot_checked: false,
         }
-        _ if shard.claims.len() + shard.failures.len() >= MAX_REPLICAS => Decision::Hopeless,
-        _ => Decision::Undecided,
     }
-}
 
-/// Replicas a shard needs: `replication`, plus one more for every claim outside the largest
-/// agreeing group, so a disagreement is settled by a majority.
-pub fn replicas_needed(shard: &ShardBook, replication: u8) -> usize {
-    let mut counts: HashMap<Outcome, usize> = HashMap::new();
-    for c in &shard.claims {
-        let key = Outcome {
-            output: c.record.output,
-            fuel: c.record.fuel,
+    fn groups(&self, shard: &ShardBook) -> Vec<Group> {
+        let mut by: HashMap<Outcome, HashSet<PublicKey>> = HashMap::new();
+        for c in &shard.claims {
+            let key = Outcome {
+                output: c.record.output,
+                fuel: c.record.fuel,
+            };
+            by.entry(key).or_default().insert(c.record.worker);
+        }
+        let mut groups: Vec<Group> = by
+            .into_iter()
+            .map(|(outcome, hs)| Group {
+                outcome,
+                households: hs.len(),
+                established: hs.iter().filter(|h| self.reputation.established(h)).count(),
+            })
+            .collect();
+        // Largest first; ties in a stable order so the leading group does not flicker.
+        groups.sort_by(|a, b| {
+            (b.established, b.households, b.outcome.output.as_bytes()).cmp(&(
+                a.established,
+                a.households,
+                a.outcome.output.as_bytes(),
+            ))
+        });
+        groups
+    }
+
+    /// The group that would win if it had enough replicas, and the replicas it needs.
+    ///
+    /// When established households have claims, the group holding a strict majority of them
+    /// leads and needs the trusted quorum (`Policy::trusted_quorum`): households on
+    /// probation, however many, cannot outvote them. Otherwise the largest group leads if it
+    /// is a strict majority of all claims, and needs the untrusted quorum. This is what keeps
+    /// a colluding majority of new identities from winning a vote against an established
+    /// household (issue 10).
+    fn leader(&self, shard: &ShardBook) -> (Option<Group>, usize, usize) {
+        let (lead, need, total) = self.vote_leader(shard);
+        // The submitter asked for one replica of its own: a group without one needs one more.
+        match lead {
+            Some(g) if self.policy.own_replica && !self.has_own(shard, g.outcome) => {
+                (lead, need.max(g.households + 1), total)
+            }
+            _ => (lead, need, total),
+        }
+    }
+
+    /// Whether a claim in the `outcome` group comes from the submitter's trusted set.
+    fn has_own(&self, shard: &ShardBook, outcome: Outcome) -> bool {
+        shard.claims.iter().any(|c| {
+            c.record.output == outcome.output
+                && c.record.fuel == outcome.fuel
+                && self.reputation.is_trusted(&c.record.worker)
+        })
+    }
+
+    fn vote_leader(&self, shard: &ShardBook) -> (Option<Group>, usize, usize) {
+        let groups = self.groups(shard);
+        let total: usize = groups.iter().map(|g| g.households).sum();
+        let established: usize = groups.iter().map(|g| g.established).sum();
+        if established > 0 {
+            let lead = groups
+                .first()
+                .copied()
+                .filter(|g| g.established * 2 > established);
+            (
+                lead,
+                self.policy
+                    .trusted_quorum(self.replication, self.spot_checked),
+                total,
+            )
+        } else {
+            let lead = groups.first().copied().filter(|g| g.households * 2 > total);
+            (lead, self.policy.untrusted_quorum(self.replication), total)
+        }
+    }
+
+    /// The vote. Failure reports are not votes (see [`Book::failure`]), but they spend
+    /// replica budget.
+    pub fn decide(&self, shard: &ShardBook) -> Decision {
+        match self.leader(shard) {
+            (Some(g), need, _) if g.households >= need => Decision::Verified(g.outcome),
+            _ if shard.claims.len() + shard.failures.len() >= MAX_REPLICAS => Decision::Hopeless,
+            _ => Decision::Undecided,
+        }
+    }
+
+    /// Replicas a shard needs: what its leading group needs, plus one for every claim
+    /// outside it, so a disagreement is settled by more replicas. A shard that nobody
+    /// established has touched needs the untrusted quorum; once an established household
+    /// holds a lease or a claim, the trusted one.
+    pub fn replicas_needed(&self, shard: &ShardBook, now_ms: u64) -> usize {
+        let (lead, need, total) = self.leader(shard);
+        let need = if shard.claims.is_empty() {
+            if shard
+                .live_leases(now_ms)
+                .any(|l| self.reputation.established(&l.worker))
+            {
+                self.policy
+                    .trusted_quorum(self.replication, self.spot_checked)
+            } else {
+                self.policy.untrusted_quorum(self.replication)
+            }
+        } else {
+            need
         };
-        *counts.entry(key).or_default() += 1;
+        let agreeing = lead.map_or(0, |g| g.households);
+        // Without a leader, every claim but the largest group's is outside it.
+        let largest = lead.map_or_else(
+            || {
+                self.groups(shard)
+                    .iter()
+                    .map(|g| g.households)
+                    .max()
+                    .unwrap_or(0)
+            },
+            |_| agreeing,
+        );
+        (need + (total - largest)).min(MAX_REPLICAS)
     }
-    let total: usize = counts.values().sum();
-    let largest = counts.values().copied().max().unwrap_or(0);
-    (usize::from(replication) + (total - largest)).min(MAX_REPLICAS)
+
+    /// Replicas of an open shard still to lease: what the vote needs (at least `floor`, the
+    /// heat-driven target), less live leases and claims, and never past the replica budget.
+    pub fn free_replicas(&self, shard: &ShardBook, floor: usize, now_ms: u64) -> usize {
+        let live = shard.live_leases(now_ms).count();
+        let needed = self
+            .replicas_needed(shard, now_ms)
+            .max(floor.min(MAX_REPLICAS));
+        let by_vote = needed.saturating_sub(live + shard.claims.len());
+        let by_budget =
+            MAX_REPLICAS.saturating_sub(live + shard.claims.len() + shard.failures.len());
+        by_vote.min(by_budget)
+    }
+
+    /// Whether the agreeing group of a decided shard holds an established household: only
+    /// then is a losing claim proof of a lie (see `Book::settled`).
+    pub fn backed_by_established(&self, shard: &ShardBook, outcome: Outcome) -> bool {
+        shard.claims.iter().any(|c| {
+            c.record.output == outcome.output
+                && c.record.fuel == outcome.fuel
+                && self.reputation.established(&c.record.worker)
+        })
+    }
 }
 
-/// Replicas of an open shard still to lease: what the vote needs, less live leases and
-/// claims, and never past the replica budget.
-pub(super) fn free_replicas(shard: &ShardBook, replication: u8, now_ms: u64) -> usize {
-    let live = shard.live_leases(now_ms).count();
-    let needed = replicas_needed(shard, replication);
-    let by_vote = needed.saturating_sub(live + shard.claims.len());
-    let by_budget = MAX_REPLICAS.saturating_sub(live + shard.claims.len() + shard.failures.len());
-    by_vote.min(by_budget)
+/// Plain replication (nobody established): verified when the largest group has at least
+/// `replication` claims from distinct households and is a strict majority of all claims.
+pub fn decide(shard: &ShardBook, replication: u8) -> Decision {
+    Judge::plain(&Reputation::default(), replication).decide(shard)
+}
+
+/// Replicas a shard needs under plain replication: `replication`, plus one more for every
+/// claim outside the largest agreeing group, so a disagreement is settled by a majority.
+pub fn replicas_needed(shard: &ShardBook, replication: u8) -> usize {
+    Judge::plain(&Reputation::default(), replication).replicas_needed(shard, 0)
 }

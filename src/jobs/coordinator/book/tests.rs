@@ -269,10 +269,12 @@ fn the_winner_is_the_decided_output_and_fuel_not_the_first_matching_output() {
     assert_eq!(s.losers[0].1.record.worker, household(1).public());
     let signed: Vec<u32> = s.winners.iter().map(|(i, _, _)| *i).collect();
     let update = f.book.settled(&f.id, 0, &s, &signed).unwrap();
-    assert_eq!(update.exclude.len(), 1);
-    assert_eq!(update.exclude[0].0, household(1).public());
+    // Nobody established took part: the liar is shut out of the job, not excluded for good.
+    assert!(update.exclude.is_empty());
+    assert_eq!(update.suspend, vec![household(1).public()]);
     f.book.apply(update);
-    assert!(f.book.is_excluded(&household(1).public()));
+    assert!(f.book.is_suspended(&f.id, &household(1).public()));
+    assert!(!f.book.is_suspended(&f.id, &household(2).public()));
     assert!(!f.book.is_excluded(&household(2).public()));
     assert!(f.book.settlement(&f.id, 0).is_none(), "everything settled");
 }
@@ -417,6 +419,181 @@ fn a_finished_job_is_assembled_once_every_shard_is_verified() {
     f.book.apply(update);
     assert!(matches!(f.status(), JobStatus::Done { .. }));
     assert_eq!(f.book.finish(&f.id), Finish::NotYet);
+}
+
+fn lease_at(f: &mut Fix, who: u8, permille: u16, nonce: u8, now: u64) -> Result<Lease, Response> {
+    let step = f.book.lease(
+        &f.id,
+        &household(who).public(),
+        PROTOCOL_VERSION,
+        permille,
+        [nonce; 16],
+        now,
+    )?;
+    match f.commit(step).0 {
+        Response::Leased(l) => Ok(l),
+        other => Err(other),
+    }
+}
+
+/// Settles every verified shard as the actor does: all winners signed.
+fn settle_all(f: &mut Fix) {
+    for i in 0..f.manifest.inputs.len() as u32 {
+        if let Some(s) = f.book.settlement(&f.id, i) {
+            let signed: Vec<u32> = s.winners.iter().map(|(i, _, _)| *i).collect();
+            let update = f.book.settled(&f.id, i, &s, &signed).unwrap();
+            f.book.apply(update);
+        }
+    }
+}
+
+/// Issue 10: a colluding majority of new identities used to win the vote against an
+/// honest, established household and get it excluded for good. Now the established
+/// household's group leads, more replicas are asked for, and the colluders are excluded.
+#[test]
+fn a_colluding_majority_cannot_outvote_an_established_household() {
+    let mut f = Fix::new(1, 2);
+    let mut rep = crate::jobs::trust::Reputation::default();
+    rep.trust(household(1).public());
+    f.book.set_reputation(rep);
+    let honest = f.lease(1, 0).unwrap();
+    let c1 = f.lease(2, 0).unwrap();
+    f.claim(1, &honest, b"right", 10, 1).unwrap();
+    f.claim(2, &c1, b"wrong", 10, 1).unwrap();
+    let c2 = f.lease(3, 2).unwrap();
+    let actions = f.claim(3, &c2, b"wrong", 10, 3).unwrap();
+    assert!(
+        !f.fetched(&actions),
+        "the colluders' 2 of 3 decided the shard"
+    );
+    let h2 = f.lease(4, 4).unwrap();
+    let actions = f.claim(4, &h2, b"right", 10, 5).unwrap();
+    assert!(f.fetched(&actions));
+    assert_eq!(f.shard(0).verified.unwrap().output, blake3::hash(b"right"));
+    settle_all(&mut f);
+    assert!(!f.book.is_excluded(&household(1).public()));
+    assert!(!f.book.is_excluded(&household(4).public()));
+    assert!(f.book.is_excluded(&household(2).public()));
+    assert!(f.book.is_excluded(&household(3).public()));
+    assert_eq!(
+        f.book
+            .reputation()
+            .record(&household(2).public())
+            .unwrap()
+            .wrong,
+        1
+    );
+}
+
+/// Issue 10: where nobody established took part, losing a vote is no proof (a colluding
+/// majority may have won it): the loser is shut out of the job, not excluded for good.
+#[test]
+fn losing_a_vote_among_new_identities_only_suspends_from_the_job() {
+    let mut f = Fix::new(2, 2);
+    let a = f.lease(1, 0).unwrap();
+    let b = f.lease(2, 0).unwrap();
+    f.claim(1, &a, b"right", 10, 1).unwrap();
+    f.claim(2, &b, b"wrong", 10, 1).unwrap();
+    let c = f.lease(3, 2).unwrap();
+    let actions = f.claim(3, &c, b"wrong", 10, 3).unwrap();
+    assert!(f.fetched(&actions));
+    settle_all(&mut f);
+    let me = household(1).public();
+    assert!(
+        !f.book.is_excluded(&me),
+        "excluded for good on a colluders' vote"
+    );
+    assert_eq!(f.book.reputation().record(&me).unwrap().disputed, 1);
+    assert_eq!(f.book.reputation().record(&me).unwrap().wrong, 0);
+    assert_eq!(
+        denied(&f.lease(1, 5).unwrap_err()),
+        Some(DenyReason::Excluded)
+    );
+}
+
+/// Issue 10: one key could hold a lease on every shard of a job.
+#[test]
+fn one_household_holds_a_bounded_number_of_leases_per_job() {
+    let mut f = Fix::new(MAX_LEASES_PER_HOUSEHOLD + 4, 1);
+    for n in 0..MAX_LEASES_PER_HOUSEHOLD as u8 {
+        lease_at(&mut f, 1, 500, n, 0).unwrap();
+    }
+    let r = lease_at(&mut f, 1, 500, 200, 0).unwrap_err();
+    assert_eq!(denied(&r), Some(DenyReason::NothingFree), "{r:?}");
+    // Others are still served.
+    assert!(lease_at(&mut f, 2, 500, 201, 0).is_ok());
+}
+
+/// Issue 10: priority follows a room's self-reported demand; a household that always
+/// reports the coldest room may be served first, but only up to its lease bound: then the
+/// others get the remaining shards.
+#[test]
+fn a_household_claiming_the_coldest_room_cannot_starve_the_others() {
+    let mut f = Fix::new(MAX_LEASES_PER_HOUSEHOLD + 1, 1);
+    let greedy = household(9).public();
+    for n in 0..MAX_LEASES_PER_HOUSEHOLD as u8 {
+        f.book.note_demand(greedy, 1000, true, 10);
+        lease_at(&mut f, 9, 1000, n, 10).unwrap();
+    }
+    // Still asking, at the coldest possible room: one shard left, and a warmer room asks.
+    f.book.note_demand(greedy, 1000, true, 20);
+    let l = lease_at(&mut f, 1, 100, 100, 20);
+    assert!(l.is_ok(), "starved by a self-declared cold room: {l:?}");
+}
+
+/// Issue 10, item 4: a submitter restricts its jobs to households it chose.
+#[test]
+fn an_allow_list_keeps_everyone_else_out() {
+    let mut f = Fix::new(2, 1);
+    f.book
+        .set_allowed(Some([household(1).public()].into_iter().collect()));
+    assert!(f.lease(1, 0).is_ok());
+    assert_eq!(
+        denied(&f.lease(2, 0).unwrap_err()),
+        Some(DenyReason::Excluded)
+    );
+}
+
+/// Issue 10, item 4: with `own_replica`, a shard is verified only once one of the
+/// submitter's own trusted households agrees, and its last replica is kept for one.
+#[test]
+fn a_submitter_can_require_one_replica_of_its_own() {
+    let mut f = Fix::new(1, 2);
+    let mut rep = crate::jobs::trust::Reputation::default();
+    rep.trust(household(9).public());
+    f.book.set_reputation(rep);
+    f.book.note_demand(household(9).public(), 500, true, 0);
+    f.book.set_policy(
+        f.id,
+        crate::jobs::trust::Policy {
+            own_replica: true,
+            ..crate::jobs::trust::Policy::fixed(2)
+        },
+    );
+    let a = f.lease(1, 0).unwrap();
+    // The second replica is kept for the submitter's own household.
+    assert!(f.lease(2, 0).is_err());
+    let own = f.lease(9, 0).unwrap();
+    f.claim(1, &a, b"x", 1, 1).unwrap();
+    let actions = f.claim(9, &own, b"x", 1, 1).unwrap();
+    assert!(f.fetched(&actions));
+    // Without it, two strangers agreeing are not enough.
+    let mut g = Fix::new(1, 2);
+    g.book.set_policy(
+        g.id,
+        crate::jobs::trust::Policy {
+            own_replica: true,
+            ..crate::jobs::trust::Policy::fixed(2)
+        },
+    );
+    let a = g.lease(1, 0).unwrap();
+    let b = g.lease(2, 0).unwrap();
+    g.claim(1, &a, b"x", 1, 1).unwrap();
+    let actions = g.claim(2, &b, b"x", 1, 1).unwrap();
+    assert!(
+        !g.fetched(&actions),
+        "verified without the submitter's own replica"
+    );
 }
 
 #[derive(Clone, Debug)]

@@ -2,8 +2,9 @@
 //! countersigned, losers excluded), the finished job assembled, and what is left to do after
 //! a restart. Pure, like the rest of the book. Must not touch: I/O, clocks.
 
-use super::{decide, Action, Book, Decision, JobStatus, Outcome, ShardCredit, Step, Update};
+use super::{Action, Book, Decision, JobStatus, Outcome, ShardCredit, Step, Update};
 use crate::jobs::credit;
+use crate::jobs::trust::Record;
 use crate::model::receipt::{Claim, CreditTerms, VerifiedBy};
 use crate::model::wire::Response;
 
@@ -35,7 +36,7 @@ impl Book {
         let state = self.jobs.get(job)?;
         let shard = state.shards.get(index as usize)?;
         if !shard.is_open()
-            || decide(shard, state.manifest.replication) != Decision::Verified(outcome)
+            || self.judge(job, state, index).decide(shard) != Decision::Verified(outcome)
         {
             return None;
         }
@@ -76,8 +77,10 @@ impl Book {
     /// the decided (output, fuel) group: a claim with the right output and the wrong fuel
     /// loses like any other wrong claim.
     pub fn settlement(&self, job: &blake3::Hash, index: u32) -> Option<Settlement> {
-        let shard = self.jobs.get(job)?.shards.get(index as usize)?;
+        let state = self.jobs.get(job)?;
+        let shard = state.shards.get(index as usize)?;
         let outcome = shard.verified?;
+        let judge = self.judge(job, state, index);
         let agrees = |c: &Claim| c.record.output == outcome.output && c.record.fuel == outcome.fuel;
         let evidence = shard.claims.iter().find(|c| agrees(c))?.clone();
         // Set with `verified` by `output_checked`; a shard verified without it (none exist
@@ -95,6 +98,19 @@ impl Book {
                 replicas: shard.claims.len().min(u8::MAX as usize) as u8,
             }
         });
+        // How the shard was verified, for whoever repays the credit: a quorum of the job's
+        // full replication, or an established household's result standing on fewer replicas
+        // (spot-checked by a second household when the draw picked the shard).
+        let trusted = judge.backed_by_established(shard, outcome);
+        let verified_by = if trusted && judge.spot_checked && shard_credit.agreeing >= 2 {
+            VerifiedBy::TrustedSpotChecked
+        } else if trusted
+            && usize::from(shard_credit.agreeing) < judge.policy.untrusted_quorum(judge.replication)
+        {
+            VerifiedBy::TrustedUnchecked
+        } else {
+            VerifiedBy::Quorum
+        };
         let mut winners = Vec::new();
         let mut losers = Vec::new();
         for (i, claim) in shard.claims.iter().enumerate() {
@@ -107,7 +123,7 @@ impl Book {
                 let terms = CreditTerms {
                     credited_mj: c.credited_mj,
                     basis: c.basis,
-                    verified_by: VerifiedBy::Quorum,
+                    verified_by,
                     // A late replica that agrees is counted with the vote that verified the
                     // shard (itself not included), so its terms are fixed too.
                     agreeing: shard_credit.agreeing.max(1),
@@ -130,7 +146,15 @@ impl Book {
     }
 
     /// Marks claims settled: `signed` winners whose receipts are recorded, and every loser of
-    /// `settlement` (their households excluded, with both signed claims as evidence).
+    /// `settlement`.
+    ///
+    /// A loser is excluded for good (with both signed claims as evidence) only when the
+    /// winning group holds an established household: then the vote is backed by a
+    /// household with a clean record of verified work, which new identities, however many,
+    /// cannot outvote (`Judge::decide`). A loser of a vote among households on probation
+    /// only is shut out of this job, and its record counts a dispute, not a lie: a colluding
+    /// majority could have won that vote (issue 10). Winners' records count a verified
+    /// result, unless the household verified the shard alone on probation.
     pub fn settled(
         &self,
         job: &blake3::Hash,
@@ -138,18 +162,54 @@ impl Book {
         settlement: &Settlement,
         signed: &[u32],
     ) -> Option<Update> {
-        let shard = self.jobs.get(job)?.shards.get(index as usize)?;
+        let state = self.jobs.get(job)?;
+        let shard = state.shards.get(index as usize)?;
+        let judge = self.judge(job, state, index);
+        let proven = judge.backed_by_established(shard, settlement.outcome);
         let mut next = shard.clone();
         let mut exclude = Vec::new();
+        let mut suspend = Vec::new();
+        let mut records: Vec<(crate::identity::PublicKey, Record)> = Vec::new();
+        let mut bump = |who: crate::identity::PublicKey, f: &dyn Fn(&mut Record)| {
+            if let Some((_, r)) = records.iter_mut().find(|(h, _)| *h == who) {
+                f(r);
+            } else {
+                let mut r = self.reputation.record(&who).copied().unwrap_or_default();
+                f(&mut r);
+                records.push((who, r));
+            }
+        };
         for (i, loser) in &settlement.losers {
-            let evidence = serde_json::json!({
-                "job": job.to_hex().to_string(),
-                "shard": index,
-                "losing_claim": hex::encode(loser.to_bytes()),
-                "winning_claim": hex::encode(settlement.evidence.to_bytes()),
-            });
-            exclude.push((loser.record.worker, evidence.to_string()));
+            let who = loser.record.worker;
+            if proven {
+                let evidence = serde_json::json!({
+                    "job": job.to_hex().to_string(),
+                    "shard": index,
+                    "losing_claim": hex::encode(loser.to_bytes()),
+                    "winning_claim": hex::encode(settlement.evidence.to_bytes()),
+                });
+                exclude.push((who, evidence.to_string()));
+                bump(who, &|r| r.wrong = r.wrong.saturating_add(1));
+            } else {
+                suspend.push(who);
+                bump(who, &|r| r.disputed = r.disputed.saturating_add(1));
+            }
             next.settled.push(*i);
+        }
+        let agreeing = shard
+            .claims
+            .iter()
+            .filter(|c| {
+                c.record.output == settlement.outcome.output
+                    && c.record.fuel == settlement.outcome.fuel
+            })
+            .count();
+        for (i, claim, _) in &settlement.winners {
+            if signed.contains(i) && (proven || agreeing >= 2) {
+                bump(claim.record.worker, &|r| {
+                    r.verified = r.verified.saturating_add(1)
+                });
+            }
         }
         next.settled.extend(signed.iter().copied());
         next.settled.sort_unstable();
@@ -160,6 +220,8 @@ impl Book {
             status: None,
             exclude,
             declined: None,
+            reputation: records,
+            suspend,
         })
     }
 
@@ -236,7 +298,7 @@ impl Book {
                 }
                 all_verified = false;
                 if s.failed.is_none() {
-                    if let Decision::Verified(outcome) = decide(s, state.manifest.replication) {
+                    if let Decision::Verified(outcome) = self.judge(id, state, i).decide(s) {
                         actions.push(Action::FetchOutput {
                             job: *id,
                             shard: i,

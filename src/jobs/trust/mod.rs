@@ -1,0 +1,333 @@
+//! Trust between households, as one coordinator sees them: reputation, probation and each
+//! job's replication policy. Pure: time and the spot-check key come in as arguments; nothing
+//! here reads a clock, draws randomness or touches a disk. `store.rs` keeps the reputation
+//! in sled; the book ([`crate::jobs::coordinator::book`]) takes it as input and decides.
+//!
+//! - **Reputation** ([`Record`]): per household, results verified, results proven wrong
+//!   (lost to a vote that an established household won), votes lost with nobody established
+//!   in them (`disputed`), and when it was first and last seen.
+//! - **Standing**: a household is *established* once it has `established_after` verified
+//!   results, none wrong, over at least `established_age_ms`; until then it is on
+//!   *probation*. Households the submitter trusts (its own) are established from the start.
+//! - **Policy** ([`Policy`]): how many agreeing replicas a shard needs when an established
+//!   household ran it, how many when only households on probation did, the spot-check rate,
+//!   and how far replication may rise when rooms want more heat than there is work.
+//!
+//! Must not touch: I/O, clocks, randomness.
+
+pub mod store;
+
+#[cfg(feature = "testing")]
+pub mod sim;
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::PublicKey;
+
+/// What it takes to leave probation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rules {
+    /// Verified results (each agreed by at least two households, or by an established one)
+    /// a household needs before it is established. Default 20.
+    pub established_after: u32,
+    /// How long a household must have been known, ms, before it is established. Default one
+    /// day: a fresh identity cannot buy trust with a burst of work.
+    pub established_age_ms: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            established_after: 20,
+            established_age_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// One household's record at one coordinator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Claims that agreed with a verified shard's decided output and fuel.
+    pub verified: u32,
+    /// Claims that lost a vote won by a group holding an established household.
+    pub wrong: u32,
+    /// Claims that lost a vote no established household took part in: not proof (a
+    /// colluding majority could have won it), so never a reason for exclusion by itself.
+    pub disputed: u32,
+    /// When its first claim was accepted, ms.
+    pub first_seen_ms: u64,
+    /// When its latest claim was accepted, ms.
+    pub last_seen_ms: u64,
+}
+
+/// Where a household stands with a coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// New, or not yet enough verified results: never verifies a shard alone.
+    Probation,
+    /// Enough verified results, none wrong, over long enough; or trusted by the submitter.
+    Established,
+}
+
+/// Every household's record, and the households the submitter trusts outright.
+#[derive(Clone, Debug, Default)]
+pub struct Reputation {
+    pub rules: Rules,
+    records: HashMap<PublicKey, Record>,
+    /// The submitter's own trusted set (its own household at least): established from the
+    /// start. Bounded by configuration, not by peers.
+    trusted: HashSet<PublicKey>,
+}
+
+impl Reputation {
+    pub fn new(rules: Rules) -> Reputation {
+        Reputation {
+            rules,
+            ..Reputation::default()
+        }
+    }
+
+    /// Adds a household the submitter trusts outright (its own, or one it names).
+    pub fn trust(&mut self, household: PublicKey) {
+        self.trusted.insert(household);
+    }
+
+    pub fn is_trusted(&self, household: &PublicKey) -> bool {
+        self.trusted.contains(household)
+    }
+
+    pub fn record(&self, household: &PublicKey) -> Option<&Record> {
+        self.records.get(household)
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = (&PublicKey, &Record)> {
+        self.records.iter()
+    }
+
+    /// Sets a record (loaded from disk, or an applied update). One record per household
+    /// that ever had a claim accepted: bounded by the leases this coordinator granted.
+    pub fn insert(&mut self, household: PublicKey, record: Record) {
+        self.records.insert(household, record);
+    }
+
+    pub fn standing(&self, household: &PublicKey) -> Standing {
+        if self.trusted.contains(household) {
+            return Standing::Established;
+        }
+        match self.records.get(household) {
+            Some(r)
+                if r.wrong == 0
+                    && r.verified >= self.rules.established_after
+                    && r.last_seen_ms.saturating_sub(r.first_seen_ms)
+                        >= self.rules.established_age_ms =>
+            {
+                Standing::Established
+            }
+            _ => Standing::Probation,
+        }
+    }
+
+    pub fn established(&self, household: &PublicKey) -> bool {
+        self.standing(household) == Standing::Established
+    }
+}
+
+/// A job's replication policy. Bounds: every count is clamped to `1..=MAX_REPLICAS` where
+/// it is used, and the rate to 0..=1000 ‰.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Agreeing replicas a shard needs when an established household's claim is among them
+    /// (before a spot check). 1 lets a trusted result stand alone.
+    pub min_replicas: u8,
+    /// The most replicas handed out for a shard when radiators want more heat than there is
+    /// work: redundant work still heats a home.
+    pub max_replicas: u8,
+    /// Share of trusted shards, ‰, re-run elsewhere as a spot check.
+    pub spot_check_permille: u16,
+    /// New identities never verify a shard alone, and a shard's last replica is kept for an
+    /// established household while one is asking for work.
+    pub probation: bool,
+    /// At least one agreeing replica must come from the submitter's own trusted set (its
+    /// household and `[trust] trusted`); the last replica a shard needs is kept for one.
+    pub own_replica: bool,
+}
+
+impl Default for Policy {
+    /// The adaptive default: a trusted result may stand alone, one in ten is spot-checked,
+    /// unknown households get full replication, and up to 3 replicas when heat is wanted.
+    fn default() -> Self {
+        Policy {
+            min_replicas: 1,
+            max_replicas: 3,
+            spot_check_permille: 100,
+            probation: true,
+            own_replica: false,
+        }
+    }
+}
+
+impl Policy {
+    /// Plain replication: `replication` agreeing replicas for every shard, whoever ran it.
+    pub fn fixed(replication: u8) -> Policy {
+        Policy {
+            min_replicas: replication,
+            max_replicas: replication,
+            spot_check_permille: 0,
+            probation: false,
+            own_replica: false,
+        }
+    }
+
+    /// Agreeing replicas needed when nobody established ran the shard: the job's replication
+    /// (full replication), and never fewer than 2 on probation.
+    pub fn untrusted_quorum(&self, replication: u8) -> usize {
+        let q = usize::from(replication.max(1));
+        if self.probation {
+            q.max(2)
+        } else {
+            q
+        }
+    }
+
+    /// Agreeing replicas needed when an established household's claim is in the winning
+    /// group: `min_replicas` (never above the job's replication), or 2 when the shard was
+    /// drawn for a spot check.
+    pub fn trusted_quorum(&self, replication: u8, spot_checked: bool) -> usize {
+        let q = usize::from(self.min_replicas.clamp(1, replication.max(1)));
+        if spot_checked {
+            q.max(2)
+        } else {
+            q
+        }
+    }
+}
+
+/// `[trust]` in the configuration: how this node, as a coordinator, judges households.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Adaptive replication for the jobs this node submits (`policy`); off: every shard gets
+    /// the job's full replication, whoever runs it. Default off.
+    pub adaptive: bool,
+    /// The policy when `adaptive` is on.
+    pub policy: Policy,
+    /// What it takes to leave probation.
+    pub rules: Rules,
+    /// Households (hex keys) trusted outright, besides this node's own: established from
+    /// the start. At most 256 are read.
+    pub trusted: Vec<String>,
+    /// If not empty, only these households (hex keys; at most 256 read) get leases on the
+    /// jobs this node submits.
+    pub allow: Vec<String>,
+}
+
+impl TrustConfig {
+    /// The policy of jobs submitted without one; `None`: plain replication.
+    pub fn policy(&self) -> Option<Policy> {
+        self.adaptive.then_some(self.policy)
+    }
+
+    /// The allow-list of the jobs this node submits; `None`: anyone.
+    pub fn allowed(&self) -> Option<HashSet<PublicKey>> {
+        (!self.allow.is_empty()).then(|| {
+            self.allow
+                .iter()
+                .take(256)
+                .filter_map(|k| PublicKey::from_hex(k).ok())
+                .collect()
+        })
+    }
+
+    /// The reputation a coordinator starts from: its stored records, its own household and
+    /// the configured ones trusted outright. Unparsable keys are skipped.
+    pub fn reputation(&self, own: PublicKey, records: Vec<(PublicKey, Record)>) -> Reputation {
+        let mut rep = Reputation::new(self.rules);
+        rep.trust(own);
+        for key in self.trusted.iter().take(256) {
+            if let Ok(k) = PublicKey::from_hex(key) {
+                rep.trust(k);
+            }
+        }
+        for (h, r) in records {
+            rep.insert(h, r);
+        }
+        rep
+    }
+}
+
+/// Whether shard `index` of `job` is spot-checked: a keyed hash, so a worker cannot tell
+/// in advance which of its shards will be re-run, and the same shard always draws the same.
+pub fn spot_check(key: &[u8; 32], job: &blake3::Hash, index: u32, permille: u16) -> bool {
+    if permille == 0 {
+        return false;
+    }
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(job.as_bytes()).update(&index.to_le_bytes());
+    let out = h.finalize();
+    let draw = u16::from_le_bytes([out.as_bytes()[0], out.as_bytes()[1]]);
+    u32::from(draw) % 1000 < u32::from(permille.min(1000))
+}
+
+/// The chance that a household lying on a share `lie` of its shards as an established
+/// household gets `n` wrong results accepted before a spot check catches it, for spot-check
+/// rate `s` (‰): each lie is caught with probability s, so it gets k lies through with
+/// probability (1 − s)^k · s, and on average (1 − s) / s lies through before it is caught.
+pub fn expected_lies_accepted(spot_check_permille: u16) -> f64 {
+    let s = f64::from(spot_check_permille.min(1000)) / 1000.0;
+    if s == 0.0 {
+        f64::INFINITY
+    } else {
+        (1.0 - s) / s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn a_household_is_established_after_enough_verified_results_over_enough_time() {
+        let h = Identity::from_seed([1; 32]).public();
+        let mut rep = Reputation::new(Rules {
+            established_after: 3,
+            established_age_ms: 100,
+        });
+        assert_eq!(rep.standing(&h), Standing::Probation);
+        let mut r = Record {
+            verified: 3,
+            first_seen_ms: 0,
+            last_seen_ms: 50,
+            ..Record::default()
+        };
+        rep.insert(h, r);
+        assert_eq!(rep.standing(&h), Standing::Probation, "too young");
+        r.last_seen_ms = 100;
+        rep.insert(h, r);
+        assert_eq!(rep.standing(&h), Standing::Established);
+        r.wrong = 1;
+        rep.insert(h, r);
+        assert_eq!(rep.standing(&h), Standing::Probation, "one wrong result");
+        let own = Identity::from_seed([2; 32]).public();
+        rep.trust(own);
+        assert_eq!(rep.standing(&own), Standing::Established);
+    }
+
+    #[test]
+    fn spot_checks_follow_their_rate() {
+        let key = [7; 32];
+        let job = blake3::hash(b"job");
+        for permille in [0u16, 100, 500, 1000] {
+            let n = (0..10_000)
+                .filter(|i| spot_check(&key, &job, *i, permille))
+                .count();
+            let expected = usize::from(permille) * 10;
+            assert!(n.abs_diff(expected) <= 300, "{permille} ‰: {n} of 10000");
+        }
+    }
+}

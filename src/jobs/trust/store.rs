@@ -1,0 +1,104 @@
+//! Reputation on disk: one sled entry per household, `household key (32 bytes) →
+//! verified u32 | wrong u32 | disputed u32 | first_seen_ms u64 | last_seen_ms u64` (all
+//! little-endian, 28 bytes). Written in the coordinator's `write` before the update's flush,
+//! so a record is durable exactly when the shard update that changed it is.
+//! Must not touch: decisions (they are in `trust` and the book).
+
+use super::Record;
+use crate::identity::PublicKey;
+use crate::jobs::JobError;
+
+const TREE: &str = "trust_reputation";
+const LEN: usize = 4 * 3 + 8 * 2;
+
+#[derive(Clone)]
+pub struct TrustStore {
+    tree: sled::Tree,
+}
+
+fn encode(r: &Record) -> [u8; LEN] {
+    let mut b = [0u8; LEN];
+    b[0..4].copy_from_slice(&r.verified.to_le_bytes());
+    b[4..8].copy_from_slice(&r.wrong.to_le_bytes());
+    b[8..12].copy_from_slice(&r.disputed.to_le_bytes());
+    b[12..20].copy_from_slice(&r.first_seen_ms.to_le_bytes());
+    b[20..28].copy_from_slice(&r.last_seen_ms.to_le_bytes());
+    b
+}
+
+fn decode(b: &[u8]) -> Option<Record> {
+    if b.len() != LEN {
+        return None;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    Some(Record {
+        verified: u32_at(0),
+        wrong: u32_at(4),
+        disputed: u32_at(8),
+        first_seen_ms: u64_at(12),
+        last_seen_ms: u64_at(20),
+    })
+}
+
+impl TrustStore {
+    pub fn open(db: &sled::Db) -> Result<TrustStore, JobError> {
+        Ok(TrustStore {
+            tree: db.open_tree(TREE)?,
+        })
+    }
+
+    /// Every stored record.
+    pub fn load(&self) -> Result<Vec<(PublicKey, Record)>, JobError> {
+        let mut out = Vec::new();
+        for entry in self.tree.iter() {
+            let (k, v) = entry?;
+            let key: [u8; 32] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| JobError::Corrupt("reputation key".into()))?;
+            let household = PublicKey(key);
+            let record = decode(&v).ok_or_else(|| JobError::Corrupt("reputation record".into()))?;
+            out.push((household, record));
+        }
+        Ok(out)
+    }
+
+    /// Writes records without flushing: the caller's flush (one per database) covers them.
+    pub fn write(&self, records: &[(PublicKey, Record)]) -> Result<(), JobError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (h, r) in records {
+            batch.insert(h.0.as_slice(), encode(r).as_slice());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = crate::identity::Identity::from_seed([3; 32]).public();
+        let r = Record {
+            verified: 5,
+            wrong: 1,
+            disputed: 2,
+            first_seen_ms: 10,
+            last_seen_ms: u64::MAX,
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            TrustStore::open(&db).unwrap().write(&[(h, r)]).unwrap();
+            db.flush().unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        assert_eq!(TrustStore::open(&db).unwrap().load().unwrap(), vec![(h, r)]);
+    }
+}

@@ -1,0 +1,132 @@
+//! The adaptive trust policy (`docs/trust.md`) with real nodes: real libp2p on loopback, real
+//! sled, real wasm, real signatures. The submitter trusts one household outright; a colluding
+//! cheater (the test-only `cheat` hook, absent from release builds) joins fresh. The result
+//! must be right, the cheater must earn nothing and be shut out, and the receipts must say
+//! how each shard was verified.
+
+use std::time::Duration;
+
+use hearth::demo::{start_radiators, wait_connected};
+use hearth::identity::Identity;
+use hearth::jobs::build::{build, JobSpec};
+use hearth::jobs::trust::TrustConfig;
+use hearth::jobs::JobStatus;
+use hearth::kernels;
+use hearth::model::receipt::VerifiedBy;
+use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
+use hearth::model::{parse_hash, JobLimits};
+use hearth::node::NodeOptions;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adaptive_trust_with_real_nodes_keeps_the_cheater_out() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        // Radiator 1's key exists before the nodes start, so radiator 0 can trust it.
+        let trusted = Identity::load_or_create(&dir.path().join("radiator-1"))
+            .unwrap()
+            .public();
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                // The submitter coordinates and does not work (a warm room).
+                o.config.heat.simulated.initial_celsius = Some(24.0);
+                o.coordinator.trust = TrustConfig {
+                    adaptive: true,
+                    trusted: vec![trusted.to_hex()],
+                    ..TrustConfig::default()
+                };
+            }
+            o.worker.cheat = i == 3;
+        })
+        .await
+        .unwrap();
+        wait_connected(&nodes, 1, Duration::from_secs(20))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let sub = &nodes[0];
+        let spec = JobSpec::Mandelbrot {
+            width: 256,
+            height: 128,
+            tile: 64,
+            max_iter: 200,
+        };
+        let manifest = build(
+            &sub.context.store,
+            &spec,
+            sub.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let shards = manifest.inputs.len();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let view = loop {
+            let view = sub.context.coordinator.view(id).await.expect("job known");
+            if view.status != JobStatus::Running {
+                break view;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let JobStatus::Done { result } = &view.status else {
+            panic!("job did not succeed: {view:#?}")
+        };
+        let tiles: Vec<Vec<u8>> = kernels::mandelbrot_tiles(256, 128, 64, 200)
+            .iter()
+            .map(kernels::mandelbrot_native)
+            .collect();
+        let expected = kernels::assemble_mandelbrot_png(256, 128, 64, &tiles).unwrap();
+        assert_eq!(
+            sub.context
+                .store
+                .get_bytes(&parse_hash(result).unwrap())
+                .unwrap(),
+            expected
+        );
+        let cheater = nodes[3].household();
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert!(receipts.len() >= shards, "{} receipts", receipts.len());
+        for r in &receipts {
+            r.verify().unwrap();
+            assert_ne!(r.record.worker, cheater, "a forged output earned a receipt");
+            // A shard verified on fewer replicas than the job's replication was the trusted
+            // household's result (others may have agreed as spot checks or late replicas).
+            if r.terms.verified_by != VerifiedBy::Quorum {
+                assert!(
+                    receipts
+                        .iter()
+                        .any(|o| o.record.shard == r.record.shard && o.record.worker == trusted),
+                    "{:?} without the trusted household",
+                    r.terms
+                );
+            }
+        }
+        // If the cheater got to claim anything, it is shut out now.
+        let response = sub
+            .context
+            .coordinator
+            .control(
+                nodes[3].peer_id(),
+                Request::Lease {
+                    job: id,
+                    protocol: PROTOCOL_VERSION,
+                    demand_permille: 1000,
+                },
+            )
+            .await;
+        assert!(
+            matches!(
+                response,
+                Response::Denied {
+                    reason: DenyReason::Excluded | DenyReason::JobComplete,
+                    ..
+                }
+            ),
+            "{response:?}"
+        );
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
