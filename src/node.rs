@@ -665,7 +665,6 @@ impl Router {
     }
 }
 
-
 async fn control(
     coordinator: &CoordinatorHandle,
     ledger: &Ledger,
