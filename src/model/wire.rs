@@ -730,8 +730,8 @@ mod tests {
         }
     }
 
-    /// The receipts a coordinator hands back for `hearth doctor --repair --from`: request tag 7
-    /// with an optional cursor, answer tag 9 with at most `MAX_RECEIPTS_PER_ANSWER` real
+    /// The receipts a coordinator hands back for `hearth doctor --repair --from`: request tag 9
+    /// with an optional cursor, answer tag 10 with at most `MAX_RECEIPTS_PER_ANSWER` real
     /// receipts, which fit the control message bound; a peer claiming more is refused before
     /// any receipt is read.
     #[test]
@@ -741,11 +741,11 @@ mod tests {
         for after in [None, Some(blake3::hash(b"last"))] {
             let req = Request::Receipts { after };
             let bytes = req.to_bytes();
-            assert_eq!(bytes[0], 7);
+            assert_eq!(bytes[0], 9);
             assert_eq!(Request::from_bytes(&bytes).unwrap(), req);
         }
         assert!(
-            Request::from_bytes(&[7, 2]).is_err(),
+            Request::from_bytes(&[9, 2]).is_err(),
             "cursor flag 2 accepted"
         );
         let (w, s) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
@@ -784,10 +784,10 @@ mod tests {
             receipts: Vec::new(),
             more: false,
         };
-        assert_eq!(empty.to_bytes(), [9, 0, 0]);
-        assert_eq!(Response::from_bytes(&[9, 0, 0]).unwrap(), empty);
+        assert_eq!(empty.to_bytes(), [10, 0, 0]);
+        assert_eq!(Response::from_bytes(&[10, 0, 0]).unwrap(), empty);
         assert!(
-            Response::from_bytes(&[9, 2, 0]).is_err(),
+            Response::from_bytes(&[10, 2, 0]).is_err(),
             "more flag 2 accepted"
         );
         let mut over = bytes.clone();
