@@ -1,4 +1,4 @@
-//! The receipts ledger: every heat-work receipt this node has seen, kept in sled.
+//! The receipts ledger: this node's heat-work receipts (see "Which receipts"), kept in sled.
 //!
 //! Rules: one receipt per (job, shard, worker); a receipt is stored only if it verifies
 //! (physics, credit terms, both signatures); the same receipt offered twice is a replay and is

@@ -17,6 +17,10 @@
 //! Parts: `shard.rs` (one shard's and one job's state, and the vote), `demand.rs` (heat
 //! priority), `verify.rs` (after the vote: output checked, claims settled, job assembled),
 //! `tests.rs` (unit and property tests with injected time and real signatures).
+//!
+//! Size: about 860 lines since trust (reputation, probation, adaptive replication, spot
+//! checks) joined the lease and vote decisions; `trust` policy helpers are the next to move
+//! into a part of their own.
 
 mod demand;
 mod shard;

@@ -11,6 +11,9 @@
 //! - `delivery.rs`: countersigning and the receipt outbox;
 //! - `view.rs`: what the API shows.
 //!
+//! Size: about 740 lines: the actor's loop, sealing commitments and the announcement cadence
+//! share its state. Owed a split with the group-commit work (branch `coord`, issue 13).
+//!
 //! Fetching outputs, delivering receipts and assembling the result (PNG encoding, on a
 //! blocking thread) run off the actor and report back as commands, so the actor never waits
 //! on the network or the CPU. Everyone else talks to it through [`CoordinatorHandle`].

@@ -1,4 +1,5 @@
 //! The book's decisions with injected time and real signatures: no sled, no network.
+//! Long because it is only tests, one per decision the book makes.
 
 use proptest::prelude::*;
 
