@@ -174,6 +174,30 @@ fn a_lease_expires_and_the_replica_goes_to_someone_else() {
 }
 
 #[test]
+fn a_claim_sent_again_after_a_crash_is_answered_as_before_and_counted_once() {
+    // A worker killed after sending its claim and before reading the answer sends the same
+    // claim again when it restarts; the lease it answered is gone by then. Seen in the crash
+    // soak (testnet/soak) as "no live lease" for claims the coordinator had already counted.
+    let mut f = Fix::new(1, 2);
+    let l1 = f.lease(1, 0).unwrap();
+    f.claim(1, &l1, b"out", 7, 10).unwrap();
+    let again = f.claim_of(1, &l1, b"out", 7);
+    let step = f.book.claim(&household(1).public(), again, 20).unwrap();
+    assert_eq!(step.answer, Response::ClaimAccepted { verified: false });
+    assert!(
+        step.update.job.is_none(),
+        "nothing to write: {:?}",
+        step.update
+    );
+    assert!(step.then.is_empty());
+    f.commit(step);
+    assert_eq!(f.shard(0).claims.len(), 1);
+    // A different claim on the spent lease is still refused.
+    let other = f.claim(1, &l1, b"other", 7, 30).unwrap_err();
+    assert!(matches!(other, Response::ClaimRejected { .. }), "{other:?}");
+}
+
+#[test]
 fn a_renewed_lease_lives_on_up_to_its_bound_and_no_further() {
     let mut f = Fix::new(1, 1);
     let l = f.lease(1, 0).unwrap();
