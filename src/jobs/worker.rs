@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -852,6 +853,10 @@ impl Ctx {
         }
     }
 
+    /// Runs one leased shard inside its own `shard{job, shard}` span. The span instruments the
+    /// future rather than being entered: a guard held across an `.await` stays entered on the
+    /// thread while other tasks run, and their lines were logged under this shard's name (the
+    /// crash soak attributed claims to the wrong shards that way).
     async fn run_shard(
         &self,
         coordinator: libp2p::PeerId,
@@ -860,7 +865,18 @@ impl Ctx {
         length_ms: u64,
     ) -> Result<(), JobError> {
         let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
-        let _enter = span.enter();
+        self.run_shard_in_span(coordinator, lease, held, length_ms)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_shard_in_span(
+        &self,
+        coordinator: libp2p::PeerId,
+        lease: &Lease,
+        held: &watch::Receiver<Held>,
+        length_ms: u64,
+    ) -> Result<(), JobError> {
         self.fetch_within(
             &lease.job,
             lease.job,
