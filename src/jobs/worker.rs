@@ -615,32 +615,31 @@ impl Ctx {
             Ok(()) => Outcome::Worked,
             Err(e @ JobError::RelayedOnly(_)) => {
                 // The lease goes back at once (a decline releases it) and the submitter sees
-                // why, rather than the shard waiting for the lease to expire.
-                // A decline releases this household's leases of the job; the coordinator does
-                // not bar a household that declined, so it may ask again later.
+                // why, rather than the shard waiting for the lease to expire. The coordinator
+                // does not bar a household that declined, so it may ask again later.
                 let reason = e.to_string();
                 tracing::warn!(job = %job, %coordinator, "{reason}; declining the job for now");
-                let request = Request::Decline {
-                    job,
-                    reason: reason.clone(),
-                };
-                if let Err(e) = self.ask(coordinator, request).await {
-                    tracing::debug!(job = %job, "could not tell the coordinator: {e}");
-                }
+                self.decline(coordinator, job, &reason).await;
                 Outcome::RelayedOnly(reason)
             }
             Err(JobError::BeyondLimits(reason)) => {
-                let request = Request::Decline {
-                    job,
-                    reason: reason.clone(),
-                };
-                if let Err(e) = self.ask(coordinator, request).await {
-                    // The job is declined here all the same; the lease simply expires.
-                    tracing::debug!(job = %job, "could not tell the coordinator: {e}");
-                }
+                self.decline(coordinator, job, &reason).await;
                 Outcome::Declined(reason)
             }
             Err(e) => Outcome::Unreachable(e.to_string()),
+        }
+    }
+
+    /// Tells the coordinator this household declines the job, which releases its leases of
+    /// it. The job is declined here all the same if the coordinator cannot be told; the
+    /// leases then simply expire.
+    async fn decline(&self, coordinator: libp2p::PeerId, job: blake3::Hash, reason: &str) {
+        let request = Request::Decline {
+            job,
+            reason: reason.to_string(),
+        };
+        if let Err(e) = self.ask(coordinator, request).await {
+            tracing::debug!(job = %job, "could not tell the coordinator: {e}");
         }
     }
 
