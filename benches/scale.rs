@@ -5,7 +5,7 @@
 //! radiators (`node::start`: sled, wasm executor, heat service, API, libp2p on loopback TCP)
 //! in this one process, all bootstrapped from the first, lets them settle, then measures
 //!
-//! - idle: `IDLE` seconds with no job;
+//! - idle: a window with no job (`HEARTH_SCALE_IDLE_SECS`, default 20 s);
 //! - load: every fifth radiator submits a 5-shard Monte Carlo pi job at replication 2 (two
 //!   shard runs per radiator, the same per-radiator load at every N), measured over `LOAD`
 //!   seconds from the first submission;
@@ -43,7 +43,18 @@ fn settle() -> Duration {
             .unwrap_or(15),
     )
 }
-const IDLE: Duration = Duration::from_secs(20);
+/// The idle window (`HEARTH_SCALE_IDLE_SECS`, default 20 s). Idle traffic is mostly ping on
+/// open connections, and Kademlia's refreshes (every 300 s once started) open connections
+/// that then stay up for the 60 s idle timeout; a steady-state figure needs a window of a
+/// whole refresh period (300 s) after a settle past the start-up refreshes (200 s).
+fn idle_window() -> Duration {
+    Duration::from_secs(
+        std::env::var("HEARTH_SCALE_IDLE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    )
+}
 const LOAD: Duration = Duration::from_secs(40);
 /// One radiator in this many submits a job.
 const SUBMITTER_EVERY: usize = 5;
@@ -129,6 +140,10 @@ struct Row {
     idle: Window,
     load: Window,
     rss_per_node: f64,
+    /// Mean connected peers per radiator at the end of the idle window: what most background
+    /// traffic (ping, identify, Kademlia) scales with.
+    peers_mean: f64,
+    peers_max: usize,
     ledger_mean: f64,
     ledger_max: u64,
     receipts_max: usize,
@@ -170,8 +185,15 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
     tokio::time::sleep(settle()).await;
 
     let idle_meter = Meter::start();
-    tokio::time::sleep(IDLE).await;
+    tokio::time::sleep(idle_window()).await;
     let idle = idle_meter.stop(n);
+    let mut peers_total = 0usize;
+    let mut peers_max = 0usize;
+    for node in &nodes {
+        let count = node.context.net.peers().await.map(|p| p.len()).unwrap_or(0);
+        peers_total += count;
+        peers_max = peers_max.max(count);
+    }
 
     // Load: every fifth radiator submits a job.
     let load_meter = Meter::start();
@@ -238,6 +260,8 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
         idle,
         load,
         rss_per_node,
+        peers_mean: peers_total as f64 / n as f64,
+        peers_max,
         ledger_mean: ledger_total as f64 / n as f64,
         ledger_max,
         receipts_max,
@@ -299,14 +323,14 @@ fn fit(rows: &[Row], f: impl Fn(&Row) -> f64) -> String {
 
 fn print_header() {
     println!(
-        "{:>5} | {:>9} {:>8} {:>6} | {:>9} {:>8} {:>6} | {:>7} | {:>8} {:>8} {:>5} {:>5} | {:>9} {:>9} {:>5}",
-        "N", "idle B/s", "seg/s", "CPU%", "load B/s", "seg/s", "CPU%", "RSS MiB", "ledger B", "max B", "rcpts", "alien", "lat med", "lat max", "done"
+        "{:>5} | {:>9} {:>8} {:>6} | {:>9} {:>8} {:>6} | {:>7} | {:>5} {:>5} | {:>8} {:>8} {:>5} {:>5} | {:>9} {:>9} {:>5}",
+        "N", "idle B/s", "seg/s", "CPU%", "load B/s", "seg/s", "CPU%", "RSS MiB", "peers", "max", "ledger B", "max B", "rcpts", "alien", "lat med", "lat max", "done"
     );
 }
 
 fn print_row(r: &Row) {
     println!(
-        "{:>5} | {:>9.0} {:>8.1} {:>6.2} | {:>9.0} {:>8.1} {:>6.2} | {:>7.1} | {:>8.0} {:>8} {:>5} {:>5} | {:>9.2?} {:>9.2?} {:>2}/{:<2}",
+        "{:>5} | {:>9.0} {:>8.1} {:>6.2} | {:>9.0} {:>8.1} {:>6.2} | {:>7.1} | {:>5.1} {:>5} | {:>8.0} {:>8} {:>5} {:>5} | {:>9.2?} {:>9.2?} {:>2}/{:<2}",
         r.n,
         r.idle.bytes_per_s,
         r.idle.segments_per_s,
@@ -315,6 +339,8 @@ fn print_row(r: &Row) {
         r.load.segments_per_s,
         r.load.cpu_share * 100.0,
         r.rss_per_node / (1 << 20) as f64,
+        r.peers_mean,
+        r.peers_max,
         r.ledger_mean,
         r.ledger_max,
         r.receipts_max,
@@ -353,7 +379,14 @@ fn main() -> anyhow::Result<()> {
         rows.push(row);
     }
     println!();
-    println!("per radiator, N radiators in one process on loopback; idle {IDLE:?}, load {LOAD:?} (N/{SUBMITTER_EVERY} jobs × {SHARDS} shards × {REPLICATION} replicas)");
+    println!(
+        "per radiator, N radiators in one process on loopback; settle {:?}, idle {:?}, load",
+        settle(),
+        idle_window()
+    );
+    println!(
+        "  load {LOAD:?} (N/{SUBMITTER_EVERY} jobs × {SHARDS} shards × {REPLICATION} replicas)"
+    );
     print_header();
     for r in &rows {
         print_row(r);
@@ -368,6 +401,7 @@ fn main() -> anyhow::Result<()> {
         println!("  load segments  {}", fit(&rows, |r| r.load.segments_per_s));
         println!("  load CPU       {}", fit(&rows, |r| r.load.cpu_share));
         println!("  RSS            {}", fit(&rows, |r| r.rss_per_node));
+        println!("  peers          {}", fit(&rows, |r| r.peers_mean));
         println!("  ledger bytes   {}", fit(&rows, |r| r.ledger_mean));
         println!(
             "  job latency    {}",
