@@ -345,6 +345,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     net_config.relay_client = config.node.use_relays && config.node.role == Role::Radiator;
     net_config.upnp = config.node.upnp;
     net_config.relay_server = config.relay.limits(config.node.role);
+    // A bootstrap node holds its newcomers' connections; a radiator only those it uses.
+    if config.node.role == Role::Bootstrap {
+        net_config.peer_watermarks = None;
+    }
     net_config.fault = opts.net_fault.clone();
     // Radiators hear no one's receipt commitments; bootstrap nodes audit them.
     net_config.topics = Topic::ALL

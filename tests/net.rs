@@ -599,6 +599,57 @@ async fn control_request_round_trip() {
     .await;
 }
 
+/// Issue 14: a radiator holds the connections it uses, not every peer that ever connected.
+/// A hub with six peers and watermarks low 2 / high 3 disconnects the ones it does not use
+/// and keeps the one it keeps asking.
+#[tokio::test]
+async fn a_node_holding_more_peers_than_it_uses_prunes_the_unused_ones() {
+    bounded(async {
+        let mut hub_cfg = loopback();
+        hub_cfg.peer_watermarks = Some(net::Watermarks {
+            low: 2,
+            high: 3,
+            grace: Duration::from_secs(2),
+        });
+        let hub = TestNode::start(hub_cfg).await;
+        let hub_addr = hub.addr().await;
+        let mut spokes = Vec::new();
+        for _ in 0..6 {
+            let mut cfg = loopback();
+            cfg.peer_watermarks = None;
+            let s = TestNode::start(cfg).await;
+            s.net.dial(hub_addr.clone()).await.expect("dial the hub");
+            spokes.push(s);
+        }
+        eventually("the hub holds all six", || async {
+            hub.peer_ids().await.len() == 6
+        })
+        .await;
+        let used = spokes[0].id();
+        let asker = hub.net.clone();
+        let keep_asking = tokio::spawn(async move {
+            loop {
+                let _ = asker.request(used, b"still there?".to_vec()).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        eventually(
+            "the hub pruned the unused peers and kept the used one",
+            || async {
+                let held = hub.peer_ids().await;
+                held.len() <= 3 && held.contains(&used)
+            },
+        )
+        .await;
+        keep_asking.abort();
+        hub.net.shutdown().await;
+        for s in spokes {
+            s.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------- malformed input
 
 /// Writes requests raw (no framing) and reads whole responses: lets the test send anything.

@@ -81,6 +81,8 @@ const MAX_RELAYS: usize = 2;
 const MAX_CONFIRMED: usize = 16;
 /// Peers whose hole-punch failures are remembered (for the reason a blob fetch gives).
 const MAX_PUNCH_FAILURES: usize = 1024;
+/// How often connection pruning looks at the peers held (`prune.rs`).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// How long `wait_listening` waits for listeners to report an address.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -105,6 +107,10 @@ struct PeerState {
     /// When the latest relayed connection was established (DCUtR runs once per relayed
     /// connection).
     relayed_since: Option<Instant>,
+    /// When the first of its open connections was established, and the last hearth request
+    /// or answer either way (control or blob): what connection pruning weighs.
+    connected_at: Instant,
+    last_used: Option<Instant>,
     listen_addrs: Vec<Multiaddr>,
     agent_version: Option<String>,
     protocol_version: Option<String>,
@@ -152,6 +158,9 @@ pub(crate) struct Actor {
     /// Kademlia refresh: soon after start (peers learn of each other while the network
     /// forms), then every `rebootstrap_interval`.
     next_kad_bootstrap: Instant,
+    /// Connection pruning (`prune.rs`): the watermarks, and when it next runs.
+    watermarks: Option<super::Watermarks>,
+    next_prune: Instant,
     kad_bootstraps: u32,
     rebootstrap_interval: Duration,
     listeners_waiting: usize,
@@ -223,6 +232,8 @@ impl Actor {
             backoff: Backoff::new(cfg.redial_backoff_max),
             next_redial: Instant::now(),
             next_kad_bootstrap: Instant::now() + KAD_FIRST_REFRESH,
+            watermarks: cfg.peer_watermarks,
+            next_prune: Instant::now() + PRUNE_EVERY,
             kad_bootstraps: 0,
             rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
@@ -322,6 +333,7 @@ impl Actor {
                 }
                 let id = self.swarm.behaviour_mut().control.send_request(&peer, data);
                 self.pending_requests.insert(id, reply);
+                self.touch(&peer);
             }
             Command::FetchBlob {
                 hash,
@@ -446,9 +458,57 @@ impl Actor {
             self.next_kad_bootstrap = now + delay;
             self.kad_bootstrap();
         }
+        if now >= self.next_prune {
+            // Never less often than the grace period (a short one in tests).
+            let every = self
+                .watermarks
+                .map_or(PRUNE_EVERY, |w| PRUNE_EVERY.min(w.grace));
+            self.next_prune = now + every.max(Duration::from_secs(1));
+            self.prune_peers(now);
+        }
         // Fetch deadlines; providers reachable only through a relay for too long.
         self.with_downloads(|d, io| d.tick(io, now));
         self.drain_announcements();
+    }
+
+    /// Hearth traffic with `peer` (a control or blob request or answer, either way): pruning
+    /// keeps it connected for the grace period.
+    fn touch(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.last_used = Some(Instant::now());
+        }
+    }
+
+    /// Disconnect the peers we hold but do not use, above the high watermark
+    /// (`prune.rs`). Relays we listen through and bootstrap peers are kept.
+    fn prune_peers(&mut self, now: Instant) {
+        let Some(w) = self.watermarks else { return };
+        if self.peers.len() <= w.high {
+            return;
+        }
+        let candidates: Vec<super::prune::Candidate> = self
+            .peers
+            .iter()
+            .map(|(id, p)| super::prune::Candidate {
+                peer: *id,
+                connected_at: p.connected_at,
+                last_used: p.last_used,
+                protected: self.relays.contains(id)
+                    || self.relay_listeners.contains_key(id)
+                    || self.bootstrap.iter().any(|a| peer_id_of(a) == Some(*id)),
+            })
+            .collect();
+        let out = super::prune::to_prune(now, &candidates, w);
+        if !out.is_empty() {
+            debug!(
+                connected = self.peers.len(),
+                closing = out.len(),
+                "pruning peers we hold but do not use"
+            );
+        }
+        for peer in out {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn redial_bootstrap(&mut self) {
@@ -591,6 +651,8 @@ impl Actor {
             direct: HashSet::new(),
             hole_punched: false,
             relayed_since: None,
+            connected_at: Instant::now(),
+            last_used: None,
             listen_addrs: Vec::new(),
             agent_version: None,
             protocol_version: None,

@@ -41,8 +41,11 @@ mod bootstrap;
 mod codec;
 pub mod direct;
 mod download;
+mod prune;
 mod serve;
 pub mod wire;
+
+pub use prune::Watermarks;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -199,6 +202,10 @@ pub struct NetConfig {
     /// through a relay (hole punching in progress) before trying another provider.
     /// Default: 30 s.
     pub direct_wait: Duration,
+    /// Connected peers kept when unused: above `high` the least used unprotected peers are
+    /// disconnected down to `low` ([`Watermarks`], `src/net/prune.rs`). `None` keeps every
+    /// connection (bootstrap nodes: they serve newcomers). Default [`Watermarks::RADIATOR`].
+    pub peer_watermarks: Option<Watermarks>,
     /// Topics this node subscribes to (it may publish on any). Default: every topic
     /// ([`Topic::ALL`]); the node layer subscribes radiators to none of the audit topics.
     pub topics: Vec<Topic>,
@@ -261,6 +268,7 @@ impl NetConfig {
             relay_client: true,
             upnp: false,
             direct_wait: Duration::from_secs(30),
+            peer_watermarks: Some(Watermarks::RADIATOR),
             topics: Topic::ALL.to_vec(),
             fault: FaultInjection::default(),
         }

@@ -14,6 +14,7 @@ impl Actor {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    self.touch(&peer);
                     let span = self.span(&peer);
                     let _g = span.enter();
                     if let Some((channel, resp)) = self.server.request(peer, &request, channel) {
@@ -24,6 +25,7 @@ impl Actor {
                     request_id,
                     response,
                 } => {
+                    self.touch(&peer);
                     let span = self.span(&peer);
                     let _g = span.enter();
                     self.with_downloads(|d, io| {

@@ -12,11 +12,15 @@ impl Actor {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
-                } => self.on_control_request(peer, request, channel),
+                } => {
+                    self.touch(&peer);
+                    self.on_control_request(peer, request, channel)
+                }
                 request_response::Message::Response {
                     request_id,
                     response,
                 } => {
+                    self.touch(&peer);
                     if let Some(reply) = self.pending_requests.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
