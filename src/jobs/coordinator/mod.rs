@@ -26,13 +26,13 @@ mod handle;
 pub mod persist;
 mod view;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::{Identity, PublicKey};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::Ledger;
 use crate::model::receipt::Receipt;
 use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::{now_ms, JobManifest};
@@ -48,7 +48,7 @@ use persist::Persist;
 
 pub use book::JobStatus;
 pub use handle::CoordinatorHandle;
-use handle::{busy, Command};
+use handle::{busy, Command, Control};
 pub use view::{JobView, ShardView};
 
 #[derive(Clone, Debug)]
@@ -112,11 +112,55 @@ pub struct Coordinator {
     fetching: HashSet<(blake3::Hash, u32)>,
     /// Jobs being assembled (at most one assembly per job).
     assembling: HashSet<blake3::Hash>,
+    /// Shards whose claims are being countersigned (at most one settlement per shard).
+    settling: HashSet<(blake3::Hash, u32)>,
+    /// Countersigning and assembly, on blocking threads. Awaited, never abandoned, when the
+    /// actor stops: a blocking thread cannot be cancelled, and one still holding the
+    /// database after the node shut down would keep it locked.
+    blocking: tokio::task::JoinSet<Blocking>,
+    blocking_work: HashMap<tokio::task::Id, Work>,
     own: OwnAnnouncements,
     /// When each open job is announced next.
     cadence: Cadence,
     /// Rotates which connected peers hear the next announcement.
     announce_turn: usize,
+    /// Updates written to sled (and applied to the book) so far, and how many of them a
+    /// completed flush made durable (group commit, see [`Coordinator::run`]).
+    written: u64,
+    durable: u64,
+    /// What waits for the flush that makes its update durable, oldest first.
+    waiting: VecDeque<Waiting>,
+}
+
+/// What a blocking thread hands back to the actor.
+enum Blocking {
+    Settled {
+        job: blake3::Hash,
+        shard: u32,
+        /// Boxed: a settlement carries signed claims.
+        settlement: Box<book::Settlement>,
+        signed: Vec<u32>,
+    },
+    Assembled {
+        job: blake3::Hash,
+        result: Result<blake3::Hash, String>,
+    },
+}
+
+/// What a blocking thread is doing, so a failed one frees its guard.
+enum Work {
+    Settle(blake3::Hash, u32),
+    Assemble(blake3::Hash),
+}
+
+/// An answer, follow-up work or announcement that may go out only once the writes it
+/// depends on (every write up to `after`) are durable.
+struct Waiting {
+    after: u64,
+    reply: Option<(oneshot::Sender<Response>, Response)>,
+    then: Vec<Action>,
+    /// A job that closed: announced as closed.
+    closed: Option<blake3::Hash>,
 }
 
 impl Coordinator {
@@ -179,24 +223,61 @@ impl Coordinator {
                 tasks: tokio::task::JoinSet::new(),
                 fetching: HashSet::new(),
                 assembling: HashSet::new(),
+                settling: HashSet::new(),
+                blocking: tokio::task::JoinSet::new(),
+                blocking_work: HashMap::new(),
                 own,
                 cadence,
                 announce_turn: 0,
+                written: 0,
+                durable: 0,
+                waiting: VecDeque::new(),
             },
             handle,
         ))
     }
 
-    /// Runs until every handle is dropped or `shutdown` fires. An error means the final
-    /// flush failed.
+    /// Runs until every handle is dropped or `shutdown` fires. An error means a flush
+    /// failed: what waited for it was answered with an error, and the node stops (its state
+    /// on disk is then reloaded by the restart, see docs/storage.md).
+    ///
+    /// Group commit: each update is written to sled and applied to the book at once, so the
+    /// next request sees it, but its answer, its follow-up actions and any announcement wait
+    /// in `waiting` until a flush that began after the write returns. One flush is in flight
+    /// at a time and covers every write made before it began; whatever arrives meanwhile
+    /// goes with the next one. So under load one flush acknowledges many requests, and
+    /// nothing is acknowledged before it is durable. The flush runs on sled's own thread
+    /// (`flush_async`), polled here: no other task holds the database, and it is awaited
+    /// before `run` returns.
     pub async fn run(
         mut self,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), JobError> {
         let mut reannounce = tokio::time::interval(self.config.reannounce);
         reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flushing: Option<(u64, persist::Flush)> = None;
+        let mut failed = None;
         loop {
+            if flushing.is_none() && self.written > self.durable {
+                flushing = Some((self.written, self.persist.flush_future()));
+            }
             tokio::select! {
+                done = async {
+                    match flushing.as_mut() {
+                        Some((_, f)) => f.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let upto = flushing.take().map_or(0, |(upto, _)| upto);
+                    match done {
+                        Ok(()) => self.durable_up_to(upto).await,
+                        Err(e) => {
+                            tracing::error!("could not save the coordinator's state: {e}; stopping");
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
@@ -210,6 +291,9 @@ impl Coordinator {
                     self.announce_open().await;
                     self.seal_and_deliver().await;
                 }
+                Some(done) = self.blocking.join_next_with_id(), if !self.blocking.is_empty() => {
+                    self.blocking_done(done).await;
+                }
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done {
                         if e.is_panic() {
@@ -220,8 +304,77 @@ impl Coordinator {
                 _ = shutdown.changed() => break,
             }
         }
+        // The flush in flight ends before the database may be closed.
+        if let Some((_, f)) = flushing.take() {
+            if let Err(e) = f.await {
+                failed.get_or_insert(e);
+            }
+        }
         self.tasks.shutdown().await;
-        self.persist.flush().await
+        // Blocking threads cannot be cancelled: wait for them, drop their results (the
+        // claims stay unsettled and a restart settles them again, as a replay).
+        while self.blocking.join_next().await.is_some() {}
+        if failed.is_none() {
+            if let Err(e) = self.persist.flush().await {
+                failed = Some(e);
+            }
+        }
+        // Nothing more is acted on; a restart finds what is left (`Book::pending`).
+        for w in std::mem::take(&mut self.waiting) {
+            if let Some((reply, answer)) = w.reply {
+                let answer = match &failed {
+                    None => answer,
+                    Some(e) => unsaved(answer, e),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes up to `upto` are durable: sends what waited for them and acts on it.
+    async fn durable_up_to(&mut self, upto: u64) {
+        self.durable = self.durable.max(upto);
+        while self
+            .waiting
+            .front()
+            .is_some_and(|w| w.after <= self.durable)
+        {
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
+            if let Some((reply, answer)) = w.reply {
+                // The requester may have gone away; its lease then simply expires.
+                let _ = reply.send(answer);
+            }
+            for action in w.then {
+                self.act(action).await;
+            }
+            if let Some(id) = w.closed {
+                self.announce(&id).await;
+            }
+        }
+    }
+
+    /// Sends `answer` once every write made so far is durable.
+    fn answer(&mut self, reply: oneshot::Sender<Response>, answer: Response) {
+        if self.written == self.durable {
+            let _ = reply.send(answer);
+        } else {
+            self.after_durable(Waiting {
+                after: self.written,
+                reply: Some((reply, answer)),
+                then: Vec::new(),
+                closed: None,
+            });
+        }
+    }
+
+    fn after_durable(&mut self, w: Waiting) {
+        self.waiting.push_back(w);
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -236,8 +389,7 @@ impl Coordinator {
                 reply,
             } => {
                 let response = self.control(from, *request).await;
-                // The requester may have gone away; its lease then simply expires.
-                let _ = reply.send(response);
+                self.answer(reply, response);
             }
             Command::OutputFetched {
                 job,
@@ -245,7 +397,6 @@ impl Coordinator {
                 outcome,
                 result,
             } => self.output_fetched(job, shard, outcome, result).await,
-            Command::Assembled { job, result } => self.assembled(job, result).await,
             Command::Retry(action) => self.act(action).await,
             Command::View { job, reply } => {
                 let now = now_ms();
@@ -319,13 +470,19 @@ impl Coordinator {
         Ok(id)
     }
 
-    async fn control(&mut self, from: libp2p::PeerId, request: Request) -> Response {
+    async fn control(&mut self, from: libp2p::PeerId, request: Control) -> Response {
         let Some(household) = PublicKey::from_peer_id(&from) else {
             return Response::Error {
                 detail: "your peer id carries no ed25519 household key".into(),
             };
         };
         let now = now_ms();
+        let request = match request {
+            Control::Claim(claim) => {
+                return self.step(household, self.book.checked_claim(&household, claim, now))
+            }
+            Control::Other(request) => request,
+        };
         let step = match request {
             Request::Lease {
                 job,
@@ -344,6 +501,7 @@ impl Coordinator {
             Request::Renew { job, shard, nonce } => {
                 self.book.renew(&job, &household, shard, nonce, now)
             }
+            // The handle checks claims and sends them as `Control::Claim`.
             Request::Claim(claim) => self.book.claim(&household, claim, now),
             Request::Failure {
                 job,
@@ -369,6 +527,11 @@ impl Coordinator {
                 return Response::Noted;
             }
         };
+        self.step(household, step)
+    }
+
+    /// Writes an accepted request's step; the answer to send once it is durable.
+    fn step(&mut self, household: PublicKey, step: Result<Step, Response>) -> Response {
         let step = match step {
             Ok(step) => step,
             Err(answer) => return answer,
@@ -381,19 +544,10 @@ impl Coordinator {
             .update
             .job
             .zip(step.update.shard.as_ref().map(|(i, _)| *i));
-        if let Err(e) = self.commit(step).await {
+        if let Err(e) = self.commit(step) {
             tracing::error!("could not save the coordinator's state: {e}");
             // Nothing was acknowledged and the book is unchanged: the requester may ask again.
-            return match answer {
-                Response::Leased(_) | Response::Renewed { .. } => {
-                    busy(format!("the coordinator could not save the lease: {e}"))
-                }
-                _ => Response::Error {
-                    detail: format!(
-                        "the coordinator could not save your report: {e}; send it again"
-                    ),
-                },
-            };
+            return unsaved(answer, &e);
         }
         match answer {
             Response::ClaimAccepted { .. } => Response::ClaimAccepted {
@@ -405,28 +559,40 @@ impl Coordinator {
         }
     }
 
-    /// Writes a step, applies it to the book once durable, and carries out what follows.
-    async fn commit(&mut self, step: Step) -> Result<(), JobError> {
-        self.write(step.update).await?;
-        for action in step.then {
-            self.act(action).await;
+    /// Writes a step and applies it; what follows waits until the write is durable.
+    fn commit(&mut self, step: Step) -> Result<(), JobError> {
+        self.write(step.update)?;
+        if !step.then.is_empty() {
+            self.after_durable(Waiting {
+                after: self.written,
+                reply: None,
+                then: step.then,
+                closed: None,
+            });
         }
         Ok(())
     }
 
-    /// Writes an update and flushes; only then applies it. A closed job is announced.
-    async fn write(&mut self, update: Update) -> Result<(), JobError> {
+    /// Writes an update in one sled transaction (unflushed: the group flush in
+    /// [`Coordinator::run`] makes it durable) and applies it to the book. A failed write
+    /// leaves the book unchanged. A closed job is announced once durable.
+    fn write(&mut self, update: Update) -> Result<(), JobError> {
         let job = update.job.and_then(|id| self.book.job(&id));
-        // Unflushed: the flush in `persist.write` covers every tree of the database.
         self.trust.write(&update.reputation)?;
-        self.persist.write(&update, job).await?;
+        self.persist.write(&update, job)?;
         let closed = update.job.filter(|_| update.status.is_some());
         self.book.apply(update);
+        self.written += 1;
         if let Some(id) = closed {
             if let Some(j) = self.book.job(&id) {
                 tracing::info!(job = %id, status = ?j.status, "job finished");
             }
-            self.announce(&id).await;
+            self.after_durable(Waiting {
+                after: self.written,
+                reply: None,
+                then: Vec::new(),
+                closed: Some(id),
+            });
         }
         Ok(())
     }
@@ -439,7 +605,7 @@ impl Coordinator {
                 outcome,
                 hint,
             } => self.fetch_output(job, shard, outcome, hint),
-            Action::Settle { job, shard } => self.settle(job, shard).await,
+            Action::Settle { job, shard } => self.settle(job, shard),
             Action::CheckFinished { job } => self.check_finished(job),
         }
     }
@@ -509,7 +675,7 @@ impl Coordinator {
         let Some(step) = self.book.output_checked(&job, shard, outcome) else {
             return;
         };
-        if let Err(e) = self.commit(step).await {
+        if let Err(e) = self.commit(step) {
             // The book is unchanged; the next round's `pending` fetches and tries again.
             tracing::error!(job = %job, shard, "could not save the verified shard: {e}");
         }
@@ -518,71 +684,108 @@ impl Coordinator {
     /// Countersigns every agreeing claim of a verified shard not yet settled and excludes
     /// the households whose claims lost, then delivers and publishes the receipts.
     ///
-    /// The receipts go into the ledger and the outbox *before* the shard is saved as
-    /// settled, and that save flushes the whole database: a crash in between leaves the
-    /// claims unsettled, and countersigning again yields the identical receipt (ed25519 is
-    /// deterministic), which the ledger takes as a replay. A claim whose countersignature or
-    /// recording failed stays unsettled and is tried again next round.
-    async fn settle(&mut self, job: blake3::Hash, shard: u32) {
+    /// Countersigning and recording run on a blocking thread ([`delivery::countersign_all`]);
+    /// [`Coordinator::settled`] takes the result. The receipts go into the ledger and the
+    /// outbox *before* the shard is saved as settled, and nothing is delivered before a
+    /// flush: a crash in between leaves the claims unsettled, and countersigning again yields
+    /// the identical receipt (ed25519 is deterministic), which the ledger takes as a replay.
+    /// A claim whose countersignature or recording failed stays unsettled and is tried again
+    /// next round. At most one settlement per shard runs at a time.
+    fn settle(&mut self, job: blake3::Hash, shard: u32) {
+        if self.settling.contains(&(job, shard)) {
+            return;
+        }
         let Some(settlement) = self.book.settlement(&job, shard) else {
             return;
         };
-        let mut signed = Vec::new();
-        let mut receipts = Vec::new();
-        for (i, claim, terms) in &settlement.winners {
-            if terms.credited_mj < claim.record.energy_mj {
-                tracing::warn!(job = %job, shard, household = %claim.record.worker,
-                    claimed_mj = claim.record.energy_mj, credited_mj = terms.credited_mj,
-                    "claimed energy above the replicas' reference; credit capped");
+        let (identity, ledger, outbox) = (
+            self.identity.clone(),
+            self.ledger.clone(),
+            self.outbox.writer(),
+        );
+        let task = self.blocking.spawn_blocking(move || {
+            let signed = delivery::countersign_all(
+                &identity,
+                &ledger,
+                &outbox,
+                &job,
+                shard,
+                &settlement.winners,
+            );
+            Blocking::Settled {
+                job,
+                shard,
+                settlement: Box::new(settlement),
+                signed,
             }
-            let receipt = match delivery::countersign(&self.identity, claim.clone(), *terms) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(job = %job, shard, "cannot countersign a claim: {e}; it stays pending");
-                    continue;
-                }
-            };
-            if let Err(e) = self.record(&receipt) {
-                tracing::error!(job = %job, shard, "cannot record a receipt: {e}; it stays pending");
-                continue;
-            }
-            signed.push(*i);
-            receipts.push(receipt);
-        }
+        });
+        self.settling.insert((job, shard));
+        self.blocking_work
+            .insert(task.id(), Work::Settle(job, shard));
+    }
+
+    /// A settlement's receipts are recorded: marks the claims settled and excludes the
+    /// losers.
+    async fn settled(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        settlement: book::Settlement,
+        signed: Vec<u32>,
+    ) {
         for (_, loser) in &settlement.losers {
             tracing::warn!(household = %loser.record.worker, job = %job, shard, "claim lost the replica vote; household excluded");
         }
         let Some(update) = self.book.settled(&job, shard, &settlement, &signed) else {
             return;
         };
-        if let Err(e) = self.write(update).await {
+        if let Err(e) = self.write(update) {
             tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
             return;
         }
         // Receipts are delivered with their inclusion proof, so they wait for a commitment:
-        // the next round's, or at once when this shard was the job's last.
-        let last = self
-            .book
-            .job(&job)
-            .is_some_and(|j| j.shards.iter().all(|s| s.verified.is_some()));
-        if !receipts.is_empty() && last {
-            self.seal_and_deliver().await;
+        // the next round's, or at once when this shard was the job's last (the seal flushes
+        // the whole database, this write included).
+        if self.book.all_verified(&job) {
+            if !signed.is_empty() {
+                self.seal_and_deliver().await;
+            }
+            self.check_finished(job);
         }
     }
 
-    /// Keeps a countersigned receipt: in this node's ledger (pending its commitment) and, for
-    /// other households, in the outbox until the worker confirms, so a worker that was
-    /// offline or cut off when its shard was verified still gets its receipt. The caller
-    /// flushes.
-    fn record(&mut self, receipt: &Receipt) -> Result<(), JobError> {
-        match self.ledger.insert_countersigned(receipt) {
-            Ok(_) | Err(LedgerError::Replay { .. }) => {}
-            Err(e) => return Err(JobError::Ledger(e)),
+    /// Work done on a blocking thread came back.
+    async fn blocking_done(
+        &mut self,
+        done: Result<(tokio::task::Id, Blocking), tokio::task::JoinError>,
+    ) {
+        let id = match &done {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        match self.blocking_work.remove(&id) {
+            Some(Work::Settle(job, shard)) => {
+                self.settling.remove(&(job, shard));
+            }
+            Some(Work::Assemble(job)) => {
+                self.assembling.remove(&job);
+            }
+            None => {}
         }
-        if receipt.record.worker != self.identity.public() {
-            self.outbox.queue(receipt)?;
+        match done {
+            Ok((
+                _,
+                Blocking::Settled {
+                    job,
+                    shard,
+                    settlement,
+                    signed,
+                },
+            )) => self.settled(job, shard, *settlement, signed).await,
+            Ok((_, Blocking::Assembled { job, result })) => self.assembled(job, result).await,
+            // The claims stay unsettled (or the job unassembled): the next round tries again.
+            Err(e) => tracing::error!("a coordinator thread failed: {e}"),
         }
-        Ok(())
     }
 
     /// Seals the receipts countersigned since the last commitment into a signed commitment,
@@ -646,8 +849,13 @@ impl Coordinator {
         }
     }
 
-    /// Starts assembling a job whose every shard is verified, on a blocking thread.
+    /// Starts assembling a job whose every shard is verified, on a blocking thread, once no
+    /// settlement of it is in flight (so a finished job's receipts are recorded when it is
+    /// shown done; the last settlement calls this again).
     fn check_finished(&mut self, job: blake3::Hash) {
+        if self.settling.iter().any(|(j, _)| *j == job) {
+            return;
+        }
         let Finish::Assemble(outputs) = self.book.finish(&job) else {
             return;
         };
@@ -658,22 +866,18 @@ impl Coordinator {
             return;
         }
         let store = self.store.clone();
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            let result = tokio::task::spawn_blocking(move || assemble(&store, &manifest, &outputs))
-                .await
-                .map_err(|e| format!("the assembly thread died: {e}"))
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            let _ = tx.send(Command::Assembled { job, result }).await;
+        let task = self.blocking.spawn_blocking(move || Blocking::Assembled {
+            job,
+            result: assemble(&store, &manifest, &outputs).map_err(|e| e.to_string()),
         });
+        self.blocking_work.insert(task.id(), Work::Assemble(job));
     }
 
     async fn assembled(&mut self, job: blake3::Hash, result: Result<blake3::Hash, String>) {
-        self.assembling.remove(&job);
         let Some(update) = self.book.assembled(&job, result, now_ms()) else {
             return;
         };
-        if let Err(e) = self.write(update).await {
+        if let Err(e) = self.write(update) {
             // The book is unchanged; the next round assembles again.
             tracing::error!(job = %job, "could not save the finished job: {e}");
         }
@@ -743,5 +947,18 @@ impl Coordinator {
         for id in self.cadence.due(now_ms(), MAX_ANNOUNCED_PER_ROUND) {
             self.announce(&id).await;
         }
+    }
+}
+
+/// What a requester is told instead of `answer` when the write it depended on failed:
+/// nothing was acknowledged, so it may ask again.
+fn unsaved(answer: Response, e: &JobError) -> Response {
+    match answer {
+        Response::Leased(_) | Response::Renewed { .. } => {
+            busy(format!("the coordinator could not save the lease: {e}"))
+        }
+        _ => Response::Error {
+            detail: format!("the coordinator could not save your report: {e}; send it again"),
+        },
     }
 }
