@@ -18,7 +18,10 @@
 //! priority), `verify.rs` (after the vote: output checked, claims settled, job assembled),
 //! `tests.rs` (unit and property tests with injected time and real signatures).
 //!
-//! Size: about 860 lines since trust (reputation, probation, adaptive replication, spot
+//! `index.rs` keeps, per job, the shards a decision has to look at, so a lease costs
+//! O(shards in flight), not O(shards).
+//!
+//! Size: about 940 lines since trust (reputation, probation, adaptive replication, spot
 //! checks) joined the lease and vote decisions; `trust` policy helpers are the next to move
 //! into a part of their own.
 

@@ -5,45 +5,52 @@
 //! The decisions (who gets which lease, when a vote is won, who is excluded, when a shard or
 //! job fails) are made by the pure [`book::Book`]; this actor owns the I/O around it:
 //!
-//! - `book.rs`: the state machine (no sled, no network, no clock);
-//! - `persist.rs`: the state on disk, one entry per shard, written and flushed before any
-//!   acknowledgement is sent;
+//! - `book.rs`: the state machine (no sled, no network, no clock), with its shard index;
+//! - `persist.rs`: the state on disk, one entry per shard;
+//! - this file: the actor's loop and the group commit (every update is written and applied
+//!   at once, and its answer and follow-up wait for a flush begun after it: one flush
+//!   acknowledges every request that arrived while the previous one ran);
+//! - `after.rs`: what follows a decided shard: output fetched, claims countersigned (on a
+//!   blocking thread), result assembled (on a blocking thread);
+//! - `outgoing.rs`: commitments, receipt deliveries and job announcements;
 //! - `delivery.rs`: countersigning and the receipt outbox;
+//! - `handle.rs`: the commands and the handle (which checks claim signatures, off the actor);
 //! - `view.rs`: what the API shows.
 //!
-//! Size: about 740 lines: the actor's loop, sealing commitments and the announcement cadence
-//! share its state. Owed a split with the group-commit work (branch `coord`, issue 13).
-//!
-//! Fetching outputs, delivering receipts and assembling the result (PNG encoding, on a
-//! blocking thread) run off the actor and report back as commands, so the actor never waits
-//! on the network or the CPU. Everyone else talks to it through [`CoordinatorHandle`].
+//! Fetching outputs, countersigning, delivering receipts and assembling the result run off
+//! the actor and report back, so the actor never waits on the network or the CPU. Everyone
+//! else talks to it through [`CoordinatorHandle`].
 //! Must not touch: the worker, the Swarm.
 
+mod after;
 pub mod book;
 mod cadence;
 mod delivery;
+mod group;
 mod handle;
+mod outgoing;
 pub mod persist;
 mod view;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::{Identity, PublicKey};
 use crate::ledger::Ledger;
-use crate::model::receipt::Receipt;
 use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::{now_ms, JobManifest};
-use crate::net::{Network, Topic};
+use crate::net::Network;
 use crate::store::Store;
 use cadence::Cadence;
 
 use super::assemble::assemble;
 use super::JobError;
-use book::{Action, Book, Finish, LeaseTerms, Outcome, Step, Update};
-use delivery::{Outbox, MAX_DELIVERIES_PER_ROUND};
+use after::{Blocking, Work};
+use book::{Action, Book, LeaseTerms, Step, Update};
+use delivery::Outbox;
+use group::GroupCommit;
 use persist::Persist;
 
 pub use book::JobStatus;
@@ -124,39 +131,13 @@ pub struct Coordinator {
     cadence: Cadence,
     /// Rotates which connected peers hear the next announcement.
     announce_turn: usize,
-    /// Updates written to sled (and applied to the book) so far, and how many of them a
-    /// completed flush made durable (group commit, see [`Coordinator::run`]).
-    written: u64,
-    durable: u64,
-    /// What waits for the flush that makes its update durable, oldest first.
-    waiting: VecDeque<Waiting>,
-}
-
-/// What a blocking thread hands back to the actor.
-enum Blocking {
-    Settled {
-        job: blake3::Hash,
-        shard: u32,
-        /// Boxed: a settlement carries signed claims.
-        settlement: Box<book::Settlement>,
-        signed: Vec<u32>,
-    },
-    Assembled {
-        job: blake3::Hash,
-        result: Result<blake3::Hash, String>,
-    },
-}
-
-/// What a blocking thread is doing, so a failed one frees its guard.
-enum Work {
-    Settle(blake3::Hash, u32),
-    Assemble(blake3::Hash),
+    /// What waits for the flush that makes the writes it depends on durable (`group.rs`).
+    group: GroupCommit<Waiting>,
 }
 
 /// An answer, follow-up work or announcement that may go out only once the writes it
-/// depends on (every write up to `after`) are durable.
+/// depends on are durable.
 struct Waiting {
-    after: u64,
     reply: Option<(oneshot::Sender<Response>, Response)>,
     then: Vec<Action>,
     /// A job that closed: announced as closed.
@@ -229,9 +210,7 @@ impl Coordinator {
                 own,
                 cadence,
                 announce_turn: 0,
-                written: 0,
-                durable: 0,
-                waiting: VecDeque::new(),
+                group: GroupCommit::default(),
             },
             handle,
         ))
@@ -255,22 +234,22 @@ impl Coordinator {
     ) -> Result<(), JobError> {
         let mut reannounce = tokio::time::interval(self.config.reannounce);
         reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut flushing: Option<(u64, persist::Flush)> = None;
+        let mut flushing: Option<persist::Flush> = None;
         let mut failed = None;
         loop {
-            if flushing.is_none() && self.written > self.durable {
-                flushing = Some((self.written, self.persist.flush_future()));
+            if self.group.begin_flush() {
+                flushing = Some(self.persist.flush_future());
             }
             tokio::select! {
                 done = async {
                     match flushing.as_mut() {
-                        Some((_, f)) => f.as_mut().await,
+                        Some(f) => f.as_mut().await,
                         None => std::future::pending().await,
                     }
                 } => {
-                    let upto = flushing.take().map_or(0, |(upto, _)| upto);
+                    flushing = None;
                     match done {
-                        Ok(()) => self.durable_up_to(upto).await,
+                        Ok(()) => self.flushed().await,
                         Err(e) => {
                             tracing::error!("could not save the coordinator's state: {e}; stopping");
                             failed = Some(e);
@@ -305,7 +284,7 @@ impl Coordinator {
             }
         }
         // The flush in flight ends before the database may be closed.
-        if let Some((_, f)) = flushing.take() {
+        if let Some(f) = flushing.take() {
             if let Err(e) = f.await {
                 failed.get_or_insert(e);
             }
@@ -320,7 +299,7 @@ impl Coordinator {
             }
         }
         // Nothing more is acted on; a restart finds what is left (`Book::pending`).
-        for w in std::mem::take(&mut self.waiting) {
+        for w in self.group.drain() {
             if let Some((reply, answer)) = w.reply {
                 let answer = match &failed {
                     None => answer,
@@ -335,17 +314,9 @@ impl Coordinator {
         }
     }
 
-    /// Writes up to `upto` are durable: sends what waited for them and acts on it.
-    async fn durable_up_to(&mut self, upto: u64) {
-        self.durable = self.durable.max(upto);
-        while self
-            .waiting
-            .front()
-            .is_some_and(|w| w.after <= self.durable)
-        {
-            let Some(w) = self.waiting.pop_front() else {
-                break;
-            };
+    /// A flush returned: sends what waited for it and acts on it.
+    async fn flushed(&mut self) {
+        for w in self.group.flushed() {
             if let Some((reply, answer)) = w.reply {
                 // The requester may have gone away; its lease then simply expires.
                 let _ = reply.send(answer);
@@ -361,20 +332,22 @@ impl Coordinator {
 
     /// Sends `answer` once every write made so far is durable.
     fn answer(&mut self, reply: oneshot::Sender<Response>, answer: Response) {
-        if self.written == self.durable {
-            let _ = reply.send(answer);
-        } else {
-            self.after_durable(Waiting {
-                after: self.written,
-                reply: Some((reply, answer)),
-                then: Vec::new(),
-                closed: None,
-            });
-        }
+        self.after_durable(Waiting {
+            reply: Some((reply, answer)),
+            then: Vec::new(),
+            closed: None,
+        });
     }
 
+    /// Holds `w` until every write made so far is durable; sends an answer at once when
+    /// nothing is pending (follow-up work and announcements are always queued with a write).
     fn after_durable(&mut self, w: Waiting) {
-        self.waiting.push_back(w);
+        if let Some(w) = self.group.hold(w) {
+            debug_assert!(w.then.is_empty() && w.closed.is_none());
+            if let Some((reply, answer)) = w.reply {
+                let _ = reply.send(answer);
+            }
+        }
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -564,7 +537,6 @@ impl Coordinator {
         self.write(step.update)?;
         if !step.then.is_empty() {
             self.after_durable(Waiting {
-                after: self.written,
                 reply: None,
                 then: step.then,
                 closed: None,
@@ -582,13 +554,12 @@ impl Coordinator {
         self.persist.write(&update, job)?;
         let closed = update.job.filter(|_| update.status.is_some());
         self.book.apply(update);
-        self.written += 1;
+        self.group.wrote();
         if let Some(id) = closed {
             if let Some(j) = self.book.job(&id) {
                 tracing::info!(job = %id, status = ?j.status, "job finished");
             }
             self.after_durable(Waiting {
-                after: self.written,
                 reply: None,
                 then: Vec::new(),
                 closed: Some(id),
@@ -607,345 +578,6 @@ impl Coordinator {
             } => self.fetch_output(job, shard, outcome, hint),
             Action::Settle { job, shard } => self.settle(job, shard),
             Action::CheckFinished { job } => self.check_finished(job),
-        }
-    }
-
-    /// Starts fetching a decided shard's output, from an agreeing worker if one is named.
-    /// The result comes back as a command, so the actor never waits on the network.
-    fn fetch_output(
-        &mut self,
-        job: blake3::Hash,
-        shard: u32,
-        outcome: Outcome,
-        hint: Option<PublicKey>,
-    ) {
-        if !self.fetching.insert((job, shard)) {
-            return;
-        }
-        let net = self.net.clone();
-        let store = self.store.clone();
-        let tx = self.tx.clone();
-        let hint = hint.and_then(|h| h.peer_id());
-        self.tasks.spawn(async move {
-            let output = outcome.output;
-            let result = match store.has(&output) {
-                Ok(true) => Ok(()),
-                // The store checks every piece against the output hash as it arrives.
-                _ => net
-                    // No shard output can be larger than the executor produces.
-                    .fetch_blob_within(output, hint, crate::exec::MAX_OUTPUT_BYTES as u64)
-                    .await
-                    .map_err(|e| e.to_string()),
-            };
-            let _ = tx
-                .send(Command::OutputFetched {
-                    job,
-                    shard,
-                    outcome,
-                    result,
-                })
-                .await;
-        });
-    }
-
-    async fn output_fetched(
-        &mut self,
-        job: blake3::Hash,
-        shard: u32,
-        outcome: Outcome,
-        result: Result<(), String>,
-    ) {
-        self.fetching.remove(&(job, shard));
-        if let Err(e) = result {
-            tracing::warn!(job = %job, shard, "could not fetch the verified output: {e}; retrying");
-            let tx = self.tx.clone();
-            self.tasks.spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = tx
-                    .send(Command::Retry(Action::FetchOutput {
-                        job,
-                        shard,
-                        outcome,
-                        hint: None,
-                    }))
-                    .await;
-            });
-            return;
-        }
-        let Some(step) = self.book.output_checked(&job, shard, outcome) else {
-            return;
-        };
-        if let Err(e) = self.commit(step) {
-            // The book is unchanged; the next round's `pending` fetches and tries again.
-            tracing::error!(job = %job, shard, "could not save the verified shard: {e}");
-        }
-    }
-
-    /// Countersigns every agreeing claim of a verified shard not yet settled and excludes
-    /// the households whose claims lost, then delivers and publishes the receipts.
-    ///
-    /// Countersigning and recording run on a blocking thread ([`delivery::countersign_all`]);
-    /// [`Coordinator::settled`] takes the result. The receipts go into the ledger and the
-    /// outbox *before* the shard is saved as settled, and nothing is delivered before a
-    /// flush: a crash in between leaves the claims unsettled, and countersigning again yields
-    /// the identical receipt (ed25519 is deterministic), which the ledger takes as a replay.
-    /// A claim whose countersignature or recording failed stays unsettled and is tried again
-    /// next round. At most one settlement per shard runs at a time.
-    fn settle(&mut self, job: blake3::Hash, shard: u32) {
-        if self.settling.contains(&(job, shard)) {
-            return;
-        }
-        let Some(settlement) = self.book.settlement(&job, shard) else {
-            return;
-        };
-        let (identity, ledger, outbox) = (
-            self.identity.clone(),
-            self.ledger.clone(),
-            self.outbox.writer(),
-        );
-        let task = self.blocking.spawn_blocking(move || {
-            let signed = delivery::countersign_all(
-                &identity,
-                &ledger,
-                &outbox,
-                &job,
-                shard,
-                &settlement.winners,
-            );
-            Blocking::Settled {
-                job,
-                shard,
-                settlement: Box::new(settlement),
-                signed,
-            }
-        });
-        self.settling.insert((job, shard));
-        self.blocking_work
-            .insert(task.id(), Work::Settle(job, shard));
-    }
-
-    /// A settlement's receipts are recorded: marks the claims settled and excludes the
-    /// losers.
-    async fn settled(
-        &mut self,
-        job: blake3::Hash,
-        shard: u32,
-        settlement: book::Settlement,
-        signed: Vec<u32>,
-    ) {
-        for (_, loser) in &settlement.losers {
-            tracing::warn!(household = %loser.record.worker, job = %job, shard, "claim lost the replica vote; household excluded");
-        }
-        let Some(update) = self.book.settled(&job, shard, &settlement, &signed) else {
-            return;
-        };
-        if let Err(e) = self.write(update) {
-            tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
-            return;
-        }
-        // Receipts are delivered with their inclusion proof, so they wait for a commitment:
-        // the next round's, or at once when this shard was the job's last (the seal flushes
-        // the whole database, this write included).
-        if self.book.all_verified(&job) {
-            if !signed.is_empty() {
-                self.seal_and_deliver().await;
-            }
-            self.check_finished(job);
-        }
-    }
-
-    /// Work done on a blocking thread came back.
-    async fn blocking_done(
-        &mut self,
-        done: Result<(tokio::task::Id, Blocking), tokio::task::JoinError>,
-    ) {
-        let id = match &done {
-            Ok((id, _)) => *id,
-            Err(e) => e.id(),
-        };
-        match self.blocking_work.remove(&id) {
-            Some(Work::Settle(job, shard)) => {
-                self.settling.remove(&(job, shard));
-            }
-            Some(Work::Assemble(job)) => {
-                self.assembling.remove(&job);
-            }
-            None => {}
-        }
-        match done {
-            Ok((
-                _,
-                Blocking::Settled {
-                    job,
-                    shard,
-                    settlement,
-                    signed,
-                },
-            )) => self.settled(job, shard, *settlement, signed).await,
-            Ok((_, Blocking::Assembled { job, result })) => self.assembled(job, result).await,
-            // The claims stay unsettled (or the job unassembled): the next round tries again.
-            Err(e) => tracing::error!("a coordinator thread failed: {e}"),
-        }
-    }
-
-    /// Seals the receipts countersigned since the last commitment into a signed commitment,
-    /// makes it durable, publishes it on `hearth/commitments/1` (heard by auditors, not by
-    /// every radiator) and sends every waiting receipt with its proof.
-    async fn seal_and_deliver(&mut self) {
-        match self.ledger.seal(&self.identity) {
-            Ok(Some(c)) => {
-                if let Err(e) = self.ledger.flush().await {
-                    tracing::error!("could not save a receipt commitment: {e}; receipts wait");
-                    return;
-                }
-                tracing::debug!(seq = c.seq, receipts = c.count, "receipts committed");
-                if let Err(e) = self.net.publish(Topic::Commitments, c.to_bytes()).await {
-                    tracing::debug!("commitment not gossiped: {e}");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!("could not seal a receipt commitment: {e}"),
-        }
-        self.retry_deliveries();
-    }
-
-    fn send_receipt(&mut self, receipt: Receipt) {
-        let id = receipt.id();
-        let inclusion = match self.ledger.inclusion(&id) {
-            Ok(Some(inc)) => inc,
-            // Not committed yet: the round after the next seal sends it.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(receipt = %id, "cannot read a receipt's inclusion proof: {e}");
-                return;
-            }
-        };
-        let Some(peer) = receipt.record.worker.peer_id() else {
-            if let Err(e) = self.outbox.drop_undeliverable(&id) {
-                tracing::error!(receipt = %id, "could not drop an undeliverable receipt: {e}");
-            }
-            return;
-        };
-        if !self.outbox.begin(id) {
-            return;
-        }
-        let net = self.net.clone();
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            let stored = delivery::send(&net, peer, &receipt, &inclusion).await;
-            let _ = tx.send(Command::Delivered { id, stored }).await;
-        });
-    }
-
-    /// Sends again every receipt a worker has not confirmed (a bounded number per call).
-    fn retry_deliveries(&mut self) {
-        match self.outbox.due(MAX_DELIVERIES_PER_ROUND) {
-            Ok(due) => {
-                for receipt in due {
-                    self.send_receipt(receipt);
-                }
-            }
-            Err(e) => tracing::error!("cannot read the receipt outbox: {e}"),
-        }
-    }
-
-    /// Starts assembling a job whose every shard is verified, on a blocking thread, once no
-    /// settlement of it is in flight (so a finished job's receipts are recorded when it is
-    /// shown done; the last settlement calls this again).
-    fn check_finished(&mut self, job: blake3::Hash) {
-        if self.settling.iter().any(|(j, _)| *j == job) {
-            return;
-        }
-        let Finish::Assemble(outputs) = self.book.finish(&job) else {
-            return;
-        };
-        let Some(manifest) = self.book.job(&job).map(|j| j.manifest.clone()) else {
-            return;
-        };
-        if !self.assembling.insert(job) {
-            return;
-        }
-        let store = self.store.clone();
-        let task = self.blocking.spawn_blocking(move || Blocking::Assembled {
-            job,
-            result: assemble(&store, &manifest, &outputs).map_err(|e| e.to_string()),
-        });
-        self.blocking_work.insert(task.id(), Work::Assemble(job));
-    }
-
-    async fn assembled(&mut self, job: blake3::Hash, result: Result<blake3::Hash, String>) {
-        let Some(update) = self.book.assembled(&job, result, now_ms()) else {
-            return;
-        };
-        if let Err(e) = self.write(update) {
-            // The book is unchanged; the next round assembles again.
-            tracing::error!(job = %job, "could not save the finished job: {e}");
-        }
-    }
-
-    /// Offers a job (or says it closed) to this node's own worker and to at most
-    /// `announce_fanout` connected peers, a different selection each call; never to the
-    /// whole network.
-    async fn announce(&mut self, id: &blake3::Hash) {
-        let Some(job) = self.book.job(id) else {
-            return;
-        };
-        let msg = match job.status {
-            JobStatus::Running => {
-                let bytes = job.manifest.to_bytes();
-                JobGossip::Announce {
-                    job: *id,
-                    at_ms: now_ms(),
-                    manifest: (bytes.len() <= crate::model::wire::INLINE_MANIFEST_MAX)
-                        .then_some(bytes),
-                }
-            }
-            _ => {
-                self.cadence.forget(id);
-                JobGossip::Closed {
-                    job: *id,
-                    at_ms: now_ms(),
-                }
-            }
-        };
-        // A full queue means the worker is busy; the next re-announcement tries again.
-        if self.own.try_send(msg.clone()).is_err() {
-            tracing::debug!(job = %id, "own worker busy; announcement to it dropped");
-        }
-        let peers = match self.net.peers().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(job = %id, "announcement not sent: {e}");
-                return;
-            }
-        };
-        let n = peers.len();
-        if n == 0 {
-            return;
-        }
-        let take = self.config.announce_fanout.min(n);
-        let start = self.announce_turn % n;
-        self.announce_turn = self.announce_turn.wrapping_add(take);
-        let bytes = crate::model::wire::Request::Announce(msg).to_bytes();
-        for i in 0..take {
-            let peer = peers[(start + i) % n].peer_id;
-            let net = self.net.clone();
-            let bytes = bytes.clone();
-            // One task per peer so a slow peer holds up nobody; each ends within the
-            // network's request timeout, and at most `announce_fanout` run per announcement.
-            self.tasks.spawn(async move {
-                if let Err(e) = net.request(peer, bytes).await {
-                    tracing::debug!(%peer, "announcement not delivered: {e}");
-                }
-            });
-        }
-    }
-
-    /// Announces the open jobs that are due (`cadence.rs`), at most
-    /// [`MAX_ANNOUNCED_PER_ROUND`] per call.
-    async fn announce_open(&mut self) {
-        for id in self.cadence.due(now_ms(), MAX_ANNOUNCED_PER_ROUND) {
-            self.announce(&id).await;
         }
     }
 }
