@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 
 use crate::identity::Identity;
+use crate::ledger::{Ledger, LedgerError};
 use crate::model::commit::Inclusion;
 use crate::model::receipt::{Claim, CreditTerms, Receipt, ReceiptError};
 use crate::model::wire::{Request, Response};
@@ -30,6 +31,73 @@ pub fn countersign(
     claim.countersign(identity, terms)
 }
 
+/// Countersigns the winners of a verified shard and keeps each receipt: in this node's
+/// ledger (pending its commitment) and, for other households, in the outbox until the
+/// worker confirms, so a worker that was offline or cut off when its shard was verified
+/// still gets its receipt. Returns the claim indices whose receipts are kept; a claim whose
+/// countersignature or recording failed is left out, so it stays unsettled and is tried
+/// again next round. Unflushed: the caller's write of the settled claims, flushed with the
+/// group, makes them durable (and sealing flushes them before any receipt is delivered).
+///
+/// The CPU part of settling (one signature per winner and the ledger's verification of the
+/// receipt): the actor runs it on a blocking thread.
+pub fn countersign_all(
+    identity: &Identity,
+    ledger: &Ledger,
+    outbox: &OutboxWriter,
+    job: &blake3::Hash,
+    shard: u32,
+    winners: &[(u32, Claim, CreditTerms)],
+) -> Vec<u32> {
+    let mut signed = Vec::new();
+    for (i, claim, terms) in winners {
+        if terms.credited_mj < claim.record.energy_mj {
+            tracing::warn!(job = %job, shard, household = %claim.record.worker,
+                claimed_mj = claim.record.energy_mj, credited_mj = terms.credited_mj,
+                "claimed energy above the replicas' reference; credit capped");
+        }
+        let receipt = match countersign(identity, claim.clone(), *terms) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(job = %job, shard, "cannot countersign a claim: {e}; it stays pending");
+                continue;
+            }
+        };
+        let kept = match ledger.insert_countersigned(&receipt) {
+            Ok(_) | Err(LedgerError::Replay { .. }) => {
+                if receipt.record.worker != identity.public() {
+                    outbox.queue(&receipt)
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(JobError::Ledger(e)),
+        };
+        match kept {
+            Ok(()) => signed.push(*i),
+            Err(e) => {
+                tracing::error!(job = %job, shard, "cannot record a receipt: {e}; it stays pending")
+            }
+        }
+    }
+    signed
+}
+
+/// The outbox's writing half, for the countersigning thread.
+#[derive(Clone)]
+pub struct OutboxWriter {
+    tree: sled::Tree,
+}
+
+impl OutboxWriter {
+    /// Keeps a receipt until its worker confirms it. The caller flushes.
+    pub fn queue(&self, receipt: &Receipt) -> Result<(), JobError> {
+        self.tree
+            .insert(receipt.id().as_bytes(), receipt.to_bytes())?;
+        Ok(())
+    }
+}
+
 pub struct Outbox {
     tree: sled::Tree,
     /// Deliveries in flight, so a receipt is not sent twice at once. Bounded by the outbox.
@@ -44,11 +112,11 @@ impl Outbox {
         })
     }
 
-    /// Keeps a receipt until its worker confirms it. The caller flushes.
-    pub fn queue(&self, receipt: &Receipt) -> Result<(), JobError> {
-        self.tree
-            .insert(receipt.id().as_bytes(), receipt.to_bytes())?;
-        Ok(())
+    /// The half that queues receipts ([`OutboxWriter::queue`]).
+    pub fn writer(&self) -> OutboxWriter {
+        OutboxWriter {
+            tree: self.tree.clone(),
+        }
     }
 
     /// Marks a delivery as started; false if one is already in flight.
@@ -217,7 +285,7 @@ mod tests {
                 path: proofs[0].2.clone(),
             };
             let mut outbox = Outbox::open(&db).unwrap();
-            outbox.queue(&r).unwrap();
+            outbox.writer().queue(&r).unwrap();
             assert!(outbox.begin(id));
             assert!(!outbox.begin(id), "one delivery in flight at a time");
             let peer = worker.peer_id();

@@ -8,7 +8,7 @@ use crate::identity::PublicKey;
 use crate::model::wire::{DenyReason, HeatDemand, Request, Response};
 use crate::model::JobManifest;
 
-use super::book::{Action, Outcome};
+use super::book::{Action, CheckedClaim, Outcome};
 use super::view::JobView;
 use super::JobError;
 
@@ -20,7 +20,7 @@ pub(super) enum Command {
     Control {
         from: libp2p::PeerId,
         /// Boxed: a claim is far larger than every other command.
-        request: Box<Request>,
+        request: Box<Control>,
         reply: oneshot::Sender<Response>,
     },
     OutputFetched {
@@ -28,10 +28,6 @@ pub(super) enum Command {
         shard: u32,
         outcome: Outcome,
         result: Result<(), String>,
-    },
-    Assembled {
-        job: blake3::Hash,
-        result: Result<blake3::Hash, String>,
     },
     /// A follow-up action to retry (after a failed fetch).
     Retry(Action),
@@ -52,6 +48,12 @@ pub(super) enum Command {
     },
 }
 
+/// A control request as the actor gets it: a claim arrives with its signature checked.
+pub(super) enum Control {
+    Claim(CheckedClaim),
+    Other(Request),
+}
+
 /// A cloneable handle to the coordinator actor.
 #[derive(Clone)]
 pub struct CoordinatorHandle {
@@ -68,8 +70,20 @@ impl CoordinatorHandle {
         rx.await.map_err(|_| JobError::Stopped)?
     }
 
-    /// Serves one control request from `from`.
+    /// Serves one control request from `from`. A claim's signature is checked here, on the
+    /// caller's task, before the actor sees it.
     pub async fn control(&self, from: libp2p::PeerId, request: Request) -> Response {
+        let request = match request {
+            Request::Claim(claim) => match CheckedClaim::check(claim) {
+                Ok(claim) => Control::Claim(claim),
+                Err(e) => {
+                    return Response::ClaimRejected {
+                        detail: e.to_string(),
+                    }
+                }
+            },
+            other => Control::Other(other),
+        };
         let (reply, rx) = oneshot::channel();
         if self
             .tx

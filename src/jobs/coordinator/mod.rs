@@ -5,50 +5,57 @@
 //! The decisions (who gets which lease, when a vote is won, who is excluded, when a shard or
 //! job fails) are made by the pure [`book::Book`]; this actor owns the I/O around it:
 //!
-//! - `book.rs`: the state machine (no sled, no network, no clock);
-//! - `persist.rs`: the state on disk, one entry per shard, written and flushed before any
-//!   acknowledgement is sent;
+//! - `book.rs`: the state machine (no sled, no network, no clock), with its shard index;
+//! - `persist.rs`: the state on disk, one entry per shard;
+//! - this file: the actor's loop and the group commit (every update is written and applied
+//!   at once, and its answer and follow-up wait for a flush begun after it: one flush
+//!   acknowledges every request that arrived while the previous one ran);
+//! - `after.rs`: what follows a decided shard: output fetched, claims countersigned (on a
+//!   blocking thread), result assembled (on a blocking thread);
+//! - `outgoing.rs`: commitments, receipt deliveries and job announcements;
 //! - `delivery.rs`: countersigning and the receipt outbox;
+//! - `handle.rs`: the commands and the handle (which checks claim signatures, off the actor);
 //! - `view.rs`: what the API shows.
 //!
-//! Size: about 740 lines: the actor's loop, sealing commitments and the announcement cadence
-//! share its state. Owed a split with the group-commit work (branch `coord`, issue 13).
-//!
-//! Fetching outputs, delivering receipts and assembling the result (PNG encoding, on a
-//! blocking thread) run off the actor and report back as commands, so the actor never waits
-//! on the network or the CPU. Everyone else talks to it through [`CoordinatorHandle`].
+//! Fetching outputs, countersigning, delivering receipts and assembling the result run off
+//! the actor and report back, so the actor never waits on the network or the CPU. Everyone
+//! else talks to it through [`CoordinatorHandle`].
 //! Must not touch: the worker, the Swarm.
 
+mod after;
 pub mod book;
 mod cadence;
 mod delivery;
+mod group;
 mod handle;
+mod outgoing;
 pub mod persist;
 mod view;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::{Identity, PublicKey};
-use crate::ledger::{Ledger, LedgerError};
-use crate::model::receipt::Receipt;
+use crate::ledger::Ledger;
 use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::{now_ms, JobManifest};
-use crate::net::{Network, Topic};
+use crate::net::Network;
 use crate::store::Store;
 use cadence::Cadence;
 
 use super::assemble::assemble;
 use super::JobError;
-use book::{Action, Book, Finish, LeaseTerms, Outcome, Step, Update};
-use delivery::{Outbox, MAX_DELIVERIES_PER_ROUND};
+use after::{Blocking, Work};
+use book::{Action, Book, LeaseTerms, Step, Update};
+use delivery::Outbox;
+use group::GroupCommit;
 use persist::Persist;
 
 pub use book::JobStatus;
 pub use handle::CoordinatorHandle;
-use handle::{busy, Command};
+use handle::{busy, Command, Control};
 pub use view::{JobView, ShardView};
 
 #[derive(Clone, Debug)]
@@ -112,11 +119,29 @@ pub struct Coordinator {
     fetching: HashSet<(blake3::Hash, u32)>,
     /// Jobs being assembled (at most one assembly per job).
     assembling: HashSet<blake3::Hash>,
+    /// Shards whose claims are being countersigned (at most one settlement per shard).
+    settling: HashSet<(blake3::Hash, u32)>,
+    /// Countersigning and assembly, on blocking threads. Awaited, never abandoned, when the
+    /// actor stops: a blocking thread cannot be cancelled, and one still holding the
+    /// database after the node shut down would keep it locked.
+    blocking: tokio::task::JoinSet<Blocking>,
+    blocking_work: HashMap<tokio::task::Id, Work>,
     own: OwnAnnouncements,
     /// When each open job is announced next.
     cadence: Cadence,
     /// Rotates which connected peers hear the next announcement.
     announce_turn: usize,
+    /// What waits for the flush that makes the writes it depends on durable (`group.rs`).
+    group: GroupCommit<Waiting>,
+}
+
+/// An answer, follow-up work or announcement that may go out only once the writes it
+/// depends on are durable.
+struct Waiting {
+    reply: Option<(oneshot::Sender<Response>, Response)>,
+    then: Vec<Action>,
+    /// A job that closed: announced as closed.
+    closed: Option<blake3::Hash>,
 }
 
 impl Coordinator {
@@ -179,24 +204,59 @@ impl Coordinator {
                 tasks: tokio::task::JoinSet::new(),
                 fetching: HashSet::new(),
                 assembling: HashSet::new(),
+                settling: HashSet::new(),
+                blocking: tokio::task::JoinSet::new(),
+                blocking_work: HashMap::new(),
                 own,
                 cadence,
                 announce_turn: 0,
+                group: GroupCommit::default(),
             },
             handle,
         ))
     }
 
-    /// Runs until every handle is dropped or `shutdown` fires. An error means the final
-    /// flush failed.
+    /// Runs until every handle is dropped or `shutdown` fires. An error means a flush
+    /// failed: what waited for it was answered with an error, and the node stops (its state
+    /// on disk is then reloaded by the restart, see docs/storage.md).
+    ///
+    /// Group commit: each update is written to sled and applied to the book at once, so the
+    /// next request sees it, but its answer, its follow-up actions and any announcement wait
+    /// in `waiting` until a flush that began after the write returns. One flush is in flight
+    /// at a time and covers every write made before it began; whatever arrives meanwhile
+    /// goes with the next one. So under load one flush acknowledges many requests, and
+    /// nothing is acknowledged before it is durable. The flush runs on sled's own thread
+    /// (`flush_async`), polled here: no other task holds the database, and it is awaited
+    /// before `run` returns.
     pub async fn run(
         mut self,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), JobError> {
         let mut reannounce = tokio::time::interval(self.config.reannounce);
         reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flushing: Option<persist::Flush> = None;
+        let mut failed = None;
         loop {
+            if self.group.begin_flush() {
+                flushing = Some(self.persist.flush_future());
+            }
             tokio::select! {
+                done = async {
+                    match flushing.as_mut() {
+                        Some(f) => f.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    flushing = None;
+                    match done {
+                        Ok(()) => self.flushed().await,
+                        Err(e) => {
+                            tracing::error!("could not save the coordinator's state: {e}; stopping");
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
@@ -210,6 +270,9 @@ impl Coordinator {
                     self.announce_open().await;
                     self.seal_and_deliver().await;
                 }
+                Some(done) = self.blocking.join_next_with_id(), if !self.blocking.is_empty() => {
+                    self.blocking_done(done).await;
+                }
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done {
                         if e.is_panic() {
@@ -220,8 +283,71 @@ impl Coordinator {
                 _ = shutdown.changed() => break,
             }
         }
+        // The flush in flight ends before the database may be closed.
+        if let Some(f) = flushing.take() {
+            if let Err(e) = f.await {
+                failed.get_or_insert(e);
+            }
+        }
         self.tasks.shutdown().await;
-        self.persist.flush().await
+        // Blocking threads cannot be cancelled: wait for them, drop their results (the
+        // claims stay unsettled and a restart settles them again, as a replay).
+        while self.blocking.join_next().await.is_some() {}
+        if failed.is_none() {
+            if let Err(e) = self.persist.flush().await {
+                failed = Some(e);
+            }
+        }
+        // Nothing more is acted on; a restart finds what is left (`Book::pending`).
+        for w in self.group.drain() {
+            if let Some((reply, answer)) = w.reply {
+                let answer = match &failed {
+                    None => answer,
+                    Some(e) => unsaved(answer, e),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// A flush returned: sends what waited for it and acts on it.
+    async fn flushed(&mut self) {
+        for w in self.group.flushed() {
+            if let Some((reply, answer)) = w.reply {
+                // The requester may have gone away; its lease then simply expires.
+                let _ = reply.send(answer);
+            }
+            for action in w.then {
+                self.act(action).await;
+            }
+            if let Some(id) = w.closed {
+                self.announce(&id).await;
+            }
+        }
+    }
+
+    /// Sends `answer` once every write made so far is durable.
+    fn answer(&mut self, reply: oneshot::Sender<Response>, answer: Response) {
+        self.after_durable(Waiting {
+            reply: Some((reply, answer)),
+            then: Vec::new(),
+            closed: None,
+        });
+    }
+
+    /// Holds `w` until every write made so far is durable; sends an answer at once when
+    /// nothing is pending (follow-up work and announcements are always queued with a write).
+    fn after_durable(&mut self, w: Waiting) {
+        if let Some(w) = self.group.hold(w) {
+            debug_assert!(w.then.is_empty() && w.closed.is_none());
+            if let Some((reply, answer)) = w.reply {
+                let _ = reply.send(answer);
+            }
+        }
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -236,8 +362,7 @@ impl Coordinator {
                 reply,
             } => {
                 let response = self.control(from, *request).await;
-                // The requester may have gone away; its lease then simply expires.
-                let _ = reply.send(response);
+                self.answer(reply, response);
             }
             Command::OutputFetched {
                 job,
@@ -245,7 +370,6 @@ impl Coordinator {
                 outcome,
                 result,
             } => self.output_fetched(job, shard, outcome, result).await,
-            Command::Assembled { job, result } => self.assembled(job, result).await,
             Command::Retry(action) => self.act(action).await,
             Command::View { job, reply } => {
                 let now = now_ms();
@@ -319,13 +443,19 @@ impl Coordinator {
         Ok(id)
     }
 
-    async fn control(&mut self, from: libp2p::PeerId, request: Request) -> Response {
+    async fn control(&mut self, from: libp2p::PeerId, request: Control) -> Response {
         let Some(household) = PublicKey::from_peer_id(&from) else {
             return Response::Error {
                 detail: "your peer id carries no ed25519 household key".into(),
             };
         };
         let now = now_ms();
+        let request = match request {
+            Control::Claim(claim) => {
+                return self.step(household, self.book.checked_claim(&household, claim, now))
+            }
+            Control::Other(request) => request,
+        };
         let step = match request {
             Request::Lease {
                 job,
@@ -344,6 +474,7 @@ impl Coordinator {
             Request::Renew { job, shard, nonce } => {
                 self.book.renew(&job, &household, shard, nonce, now)
             }
+            // The handle checks claims and sends them as `Control::Claim`.
             Request::Claim(claim) => self.book.claim(&household, claim, now),
             Request::Failure {
                 job,
@@ -369,6 +500,11 @@ impl Coordinator {
                 return Response::Noted;
             }
         };
+        self.step(household, step)
+    }
+
+    /// Writes an accepted request's step; the answer to send once it is durable.
+    fn step(&mut self, household: PublicKey, step: Result<Step, Response>) -> Response {
         let step = match step {
             Ok(step) => step,
             Err(answer) => return answer,
@@ -381,19 +517,10 @@ impl Coordinator {
             .update
             .job
             .zip(step.update.shard.as_ref().map(|(i, _)| *i));
-        if let Err(e) = self.commit(step).await {
+        if let Err(e) = self.commit(step) {
             tracing::error!("could not save the coordinator's state: {e}");
             // Nothing was acknowledged and the book is unchanged: the requester may ask again.
-            return match answer {
-                Response::Leased(_) | Response::Renewed { .. } => {
-                    busy(format!("the coordinator could not save the lease: {e}"))
-                }
-                _ => Response::Error {
-                    detail: format!(
-                        "the coordinator could not save your report: {e}; send it again"
-                    ),
-                },
-            };
+            return unsaved(answer, &e);
         }
         match answer {
             Response::ClaimAccepted { .. } => Response::ClaimAccepted {
@@ -405,28 +532,38 @@ impl Coordinator {
         }
     }
 
-    /// Writes a step, applies it to the book once durable, and carries out what follows.
-    async fn commit(&mut self, step: Step) -> Result<(), JobError> {
-        self.write(step.update).await?;
-        for action in step.then {
-            self.act(action).await;
+    /// Writes a step and applies it; what follows waits until the write is durable.
+    fn commit(&mut self, step: Step) -> Result<(), JobError> {
+        self.write(step.update)?;
+        if !step.then.is_empty() {
+            self.after_durable(Waiting {
+                reply: None,
+                then: step.then,
+                closed: None,
+            });
         }
         Ok(())
     }
 
-    /// Writes an update and flushes; only then applies it. A closed job is announced.
-    async fn write(&mut self, update: Update) -> Result<(), JobError> {
+    /// Writes an update in one sled transaction (unflushed: the group flush in
+    /// [`Coordinator::run`] makes it durable) and applies it to the book. A failed write
+    /// leaves the book unchanged. A closed job is announced once durable.
+    fn write(&mut self, update: Update) -> Result<(), JobError> {
         let job = update.job.and_then(|id| self.book.job(&id));
-        // Unflushed: the flush in `persist.write` covers every tree of the database.
         self.trust.write(&update.reputation)?;
-        self.persist.write(&update, job).await?;
+        self.persist.write(&update, job)?;
         let closed = update.job.filter(|_| update.status.is_some());
         self.book.apply(update);
+        self.group.wrote();
         if let Some(id) = closed {
             if let Some(j) = self.book.job(&id) {
                 tracing::info!(job = %id, status = ?j.status, "job finished");
             }
-            self.announce(&id).await;
+            self.after_durable(Waiting {
+                reply: None,
+                then: Vec::new(),
+                closed: Some(id),
+            });
         }
         Ok(())
     }
@@ -439,309 +576,21 @@ impl Coordinator {
                 outcome,
                 hint,
             } => self.fetch_output(job, shard, outcome, hint),
-            Action::Settle { job, shard } => self.settle(job, shard).await,
+            Action::Settle { job, shard } => self.settle(job, shard),
             Action::CheckFinished { job } => self.check_finished(job),
         }
     }
+}
 
-    /// Starts fetching a decided shard's output, from an agreeing worker if one is named.
-    /// The result comes back as a command, so the actor never waits on the network.
-    fn fetch_output(
-        &mut self,
-        job: blake3::Hash,
-        shard: u32,
-        outcome: Outcome,
-        hint: Option<PublicKey>,
-    ) {
-        if !self.fetching.insert((job, shard)) {
-            return;
+/// What a requester is told instead of `answer` when the write it depended on failed:
+/// nothing was acknowledged, so it may ask again.
+fn unsaved(answer: Response, e: &JobError) -> Response {
+    match answer {
+        Response::Leased(_) | Response::Renewed { .. } => {
+            busy(format!("the coordinator could not save the lease: {e}"))
         }
-        let net = self.net.clone();
-        let store = self.store.clone();
-        let tx = self.tx.clone();
-        let hint = hint.and_then(|h| h.peer_id());
-        self.tasks.spawn(async move {
-            let output = outcome.output;
-            let result = match store.has(&output) {
-                Ok(true) => Ok(()),
-                // The store checks every piece against the output hash as it arrives.
-                _ => net
-                    // No shard output can be larger than the executor produces.
-                    .fetch_blob_within(output, hint, crate::exec::MAX_OUTPUT_BYTES as u64)
-                    .await
-                    .map_err(|e| e.to_string()),
-            };
-            let _ = tx
-                .send(Command::OutputFetched {
-                    job,
-                    shard,
-                    outcome,
-                    result,
-                })
-                .await;
-        });
-    }
-
-    async fn output_fetched(
-        &mut self,
-        job: blake3::Hash,
-        shard: u32,
-        outcome: Outcome,
-        result: Result<(), String>,
-    ) {
-        self.fetching.remove(&(job, shard));
-        if let Err(e) = result {
-            tracing::warn!(job = %job, shard, "could not fetch the verified output: {e}; retrying");
-            let tx = self.tx.clone();
-            self.tasks.spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = tx
-                    .send(Command::Retry(Action::FetchOutput {
-                        job,
-                        shard,
-                        outcome,
-                        hint: None,
-                    }))
-                    .await;
-            });
-            return;
-        }
-        let Some(step) = self.book.output_checked(&job, shard, outcome) else {
-            return;
-        };
-        if let Err(e) = self.commit(step).await {
-            // The book is unchanged; the next round's `pending` fetches and tries again.
-            tracing::error!(job = %job, shard, "could not save the verified shard: {e}");
-        }
-    }
-
-    /// Countersigns every agreeing claim of a verified shard not yet settled and excludes
-    /// the households whose claims lost, then delivers and publishes the receipts.
-    ///
-    /// The receipts go into the ledger and the outbox *before* the shard is saved as
-    /// settled, and that save flushes the whole database: a crash in between leaves the
-    /// claims unsettled, and countersigning again yields the identical receipt (ed25519 is
-    /// deterministic), which the ledger takes as a replay. A claim whose countersignature or
-    /// recording failed stays unsettled and is tried again next round.
-    async fn settle(&mut self, job: blake3::Hash, shard: u32) {
-        let Some(settlement) = self.book.settlement(&job, shard) else {
-            return;
-        };
-        let mut signed = Vec::new();
-        let mut receipts = Vec::new();
-        for (i, claim, terms) in &settlement.winners {
-            if terms.credited_mj < claim.record.energy_mj {
-                tracing::warn!(job = %job, shard, household = %claim.record.worker,
-                    claimed_mj = claim.record.energy_mj, credited_mj = terms.credited_mj,
-                    "claimed energy above the replicas' reference; credit capped");
-            }
-            let receipt = match delivery::countersign(&self.identity, claim.clone(), *terms) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(job = %job, shard, "cannot countersign a claim: {e}; it stays pending");
-                    continue;
-                }
-            };
-            if let Err(e) = self.record(&receipt) {
-                tracing::error!(job = %job, shard, "cannot record a receipt: {e}; it stays pending");
-                continue;
-            }
-            signed.push(*i);
-            receipts.push(receipt);
-        }
-        for (_, loser) in &settlement.losers {
-            tracing::warn!(household = %loser.record.worker, job = %job, shard, "claim lost the replica vote; household excluded");
-        }
-        let Some(update) = self.book.settled(&job, shard, &settlement, &signed) else {
-            return;
-        };
-        if let Err(e) = self.write(update).await {
-            tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
-            return;
-        }
-        // Receipts are delivered with their inclusion proof, so they wait for a commitment:
-        // the next round's, or at once when this shard was the job's last.
-        let last = self
-            .book
-            .job(&job)
-            .is_some_and(|j| j.shards.iter().all(|s| s.verified.is_some()));
-        if !receipts.is_empty() && last {
-            self.seal_and_deliver().await;
-        }
-    }
-
-    /// Keeps a countersigned receipt: in this node's ledger (pending its commitment) and, for
-    /// other households, in the outbox until the worker confirms, so a worker that was
-    /// offline or cut off when its shard was verified still gets its receipt. The caller
-    /// flushes.
-    fn record(&mut self, receipt: &Receipt) -> Result<(), JobError> {
-        match self.ledger.insert_countersigned(receipt) {
-            Ok(_) | Err(LedgerError::Replay { .. }) => {}
-            Err(e) => return Err(JobError::Ledger(e)),
-        }
-        if receipt.record.worker != self.identity.public() {
-            self.outbox.queue(receipt)?;
-        }
-        Ok(())
-    }
-
-    /// Seals the receipts countersigned since the last commitment into a signed commitment,
-    /// makes it durable, publishes it on `hearth/commitments/1` (heard by auditors, not by
-    /// every radiator) and sends every waiting receipt with its proof.
-    async fn seal_and_deliver(&mut self) {
-        match self.ledger.seal(&self.identity) {
-            Ok(Some(c)) => {
-                if let Err(e) = self.ledger.flush().await {
-                    tracing::error!("could not save a receipt commitment: {e}; receipts wait");
-                    return;
-                }
-                tracing::debug!(seq = c.seq, receipts = c.count, "receipts committed");
-                if let Err(e) = self.net.publish(Topic::Commitments, c.to_bytes()).await {
-                    tracing::debug!("commitment not gossiped: {e}");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!("could not seal a receipt commitment: {e}"),
-        }
-        self.retry_deliveries();
-    }
-
-    fn send_receipt(&mut self, receipt: Receipt) {
-        let id = receipt.id();
-        let inclusion = match self.ledger.inclusion(&id) {
-            Ok(Some(inc)) => inc,
-            // Not committed yet: the round after the next seal sends it.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(receipt = %id, "cannot read a receipt's inclusion proof: {e}");
-                return;
-            }
-        };
-        let Some(peer) = receipt.record.worker.peer_id() else {
-            if let Err(e) = self.outbox.drop_undeliverable(&id) {
-                tracing::error!(receipt = %id, "could not drop an undeliverable receipt: {e}");
-            }
-            return;
-        };
-        if !self.outbox.begin(id) {
-            return;
-        }
-        let net = self.net.clone();
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            let stored = delivery::send(&net, peer, &receipt, &inclusion).await;
-            let _ = tx.send(Command::Delivered { id, stored }).await;
-        });
-    }
-
-    /// Sends again every receipt a worker has not confirmed (a bounded number per call).
-    fn retry_deliveries(&mut self) {
-        match self.outbox.due(MAX_DELIVERIES_PER_ROUND) {
-            Ok(due) => {
-                for receipt in due {
-                    self.send_receipt(receipt);
-                }
-            }
-            Err(e) => tracing::error!("cannot read the receipt outbox: {e}"),
-        }
-    }
-
-    /// Starts assembling a job whose every shard is verified, on a blocking thread.
-    fn check_finished(&mut self, job: blake3::Hash) {
-        let Finish::Assemble(outputs) = self.book.finish(&job) else {
-            return;
-        };
-        let Some(manifest) = self.book.job(&job).map(|j| j.manifest.clone()) else {
-            return;
-        };
-        if !self.assembling.insert(job) {
-            return;
-        }
-        let store = self.store.clone();
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            let result = tokio::task::spawn_blocking(move || assemble(&store, &manifest, &outputs))
-                .await
-                .map_err(|e| format!("the assembly thread died: {e}"))
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            let _ = tx.send(Command::Assembled { job, result }).await;
-        });
-    }
-
-    async fn assembled(&mut self, job: blake3::Hash, result: Result<blake3::Hash, String>) {
-        self.assembling.remove(&job);
-        let Some(update) = self.book.assembled(&job, result, now_ms()) else {
-            return;
-        };
-        if let Err(e) = self.write(update).await {
-            // The book is unchanged; the next round assembles again.
-            tracing::error!(job = %job, "could not save the finished job: {e}");
-        }
-    }
-
-    /// Offers a job (or says it closed) to this node's own worker and to at most
-    /// `announce_fanout` connected peers, a different selection each call; never to the
-    /// whole network.
-    async fn announce(&mut self, id: &blake3::Hash) {
-        let Some(job) = self.book.job(id) else {
-            return;
-        };
-        let msg = match job.status {
-            JobStatus::Running => {
-                let bytes = job.manifest.to_bytes();
-                JobGossip::Announce {
-                    job: *id,
-                    at_ms: now_ms(),
-                    manifest: (bytes.len() <= crate::model::wire::INLINE_MANIFEST_MAX)
-                        .then_some(bytes),
-                }
-            }
-            _ => {
-                self.cadence.forget(id);
-                JobGossip::Closed {
-                    job: *id,
-                    at_ms: now_ms(),
-                }
-            }
-        };
-        // A full queue means the worker is busy; the next re-announcement tries again.
-        if self.own.try_send(msg.clone()).is_err() {
-            tracing::debug!(job = %id, "own worker busy; announcement to it dropped");
-        }
-        let peers = match self.net.peers().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(job = %id, "announcement not sent: {e}");
-                return;
-            }
-        };
-        let n = peers.len();
-        if n == 0 {
-            return;
-        }
-        let take = self.config.announce_fanout.min(n);
-        let start = self.announce_turn % n;
-        self.announce_turn = self.announce_turn.wrapping_add(take);
-        let bytes = crate::model::wire::Request::Announce(msg).to_bytes();
-        for i in 0..take {
-            let peer = peers[(start + i) % n].peer_id;
-            let net = self.net.clone();
-            let bytes = bytes.clone();
-            // One task per peer so a slow peer holds up nobody; each ends within the
-            // network's request timeout, and at most `announce_fanout` run per announcement.
-            self.tasks.spawn(async move {
-                if let Err(e) = net.request(peer, bytes).await {
-                    tracing::debug!(%peer, "announcement not delivered: {e}");
-                }
-            });
-        }
-    }
-
-    /// Announces the open jobs that are due (`cadence.rs`), at most
-    /// [`MAX_ANNOUNCED_PER_ROUND`] per call.
-    async fn announce_open(&mut self) {
-        for id in self.cadence.due(now_ms(), MAX_ANNOUNCED_PER_ROUND) {
-            self.announce(&id).await;
-        }
+        _ => Response::Error {
+            detail: format!("the coordinator could not save your report: {e}; send it again"),
+        },
     }
 }

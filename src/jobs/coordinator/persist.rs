@@ -9,8 +9,9 @@
 //!   never leased has no entry;
 //! - `coord/excluded`: household key → JSON evidence (both signed claims).
 //!
-//! Every [`Update`] is written in one sled transaction across these trees and then flushed;
-//! the actor acknowledges nothing before that returns. An entry that cannot be read stops
+//! Every [`Update`] is written in one sled transaction across these trees; the actor
+//! acknowledges nothing before a flush begun after that write returned (group commit: one
+//! flush covers every update written while the previous one ran). An entry that cannot be read stops
 //! the node with an error naming the job (and shard), never silently.
 //! Must not touch: the network, the book's decisions.
 
@@ -406,9 +407,10 @@ impl Persist {
         self.flush().await
     }
 
-    /// Writes an update atomically and flushes. Only after this returned `Ok` may the
-    /// update be applied to the book and acknowledged.
-    pub async fn write(&self, update: &Update, job: Option<&JobBook>) -> Result<(), JobError> {
+    /// Writes an update atomically, unflushed: the actor applies it to the book at once and
+    /// acknowledges it only after a later flush ([`Persist::flush_future`]) returned, which
+    /// covers every write made before it began (group commit, `Coordinator::run`).
+    pub fn write(&self, update: &Update, job: Option<&JobBook>) -> Result<(), JobError> {
         let Some(id) = update.job else {
             return Ok(());
         };
@@ -449,7 +451,18 @@ impl Persist {
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
-        self.flush().await
+        Ok(())
+    }
+
+    /// A flush of the whole database that borrows nothing: the actor polls it while it
+    /// serves further requests. sled runs it on its own thread and it makes durable every
+    /// write made before it was created.
+    pub fn flush_future(&self) -> Flush {
+        let tree = self.jobs.clone();
+        Box::pin(async move {
+            tree.flush_async().await?;
+            Ok(())
+        })
     }
 
     pub async fn flush(&self) -> Result<(), JobError> {
@@ -458,6 +471,9 @@ impl Persist {
         Ok(())
     }
 }
+
+/// A flush in flight ([`Persist::flush_future`]).
+pub type Flush = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobError>> + Send>>;
 
 fn encode_job(job: &JobBook) -> Vec<u8> {
     serde_json::to_vec(&StoredJob {
@@ -556,7 +572,8 @@ mod tests {
             exclude: vec![(worker.public(), "{}".into())],
             ..Update::default()
         };
-        p.write(&update, Some(&job)).await.unwrap();
+        p.write(&update, Some(&job)).unwrap();
+        p.flush().await.unwrap();
         // Only the changed shard has an entry.
         assert_eq!(p.shards.len(), 1);
         let (jobs, excluded) = p.load().unwrap();

@@ -696,6 +696,8 @@ proptest! {
                 }
                 Op::Wait(ms) => now += ms,
             }
+            // The index the leases are chosen by is always what the shards say.
+            prop_assert_eq!(f.book.index(&f.id), Some(&ShardIndex::of(f.book.job(&f.id).unwrap())));
             for (i, s) in f.book.job(&f.id).unwrap().shards.iter().enumerate() {
                 let mut seen = HashSet::new();
                 for c in &s.claims {
@@ -722,6 +724,64 @@ proptest! {
                     was_failed[i] = true;
                 }
             }
+        }
+    }
+
+    /// Leases chosen through the shard index go where a scan of every shard would send them:
+    /// the first open shard with a free replica that the household does not work already, and
+    /// none when there is no such shard. Time passes between requests, so leases expire.
+    #[test]
+    fn the_index_leases_as_a_full_scan_would(
+        shards in 1usize..40,
+        replication in 1u8..4,
+        ops in proptest::collection::vec(op(), 1..200),
+    ) {
+        let mut f = Fix::new(shards, replication);
+        let mut now = 0u64;
+        let mut held: Vec<(u8, Lease)> = Vec::new();
+        for op in ops {
+            now += 1;
+            match op {
+                Op::Lease(who) => {
+                    let me = household(who).public();
+                    let job = f.book.job(&f.id).unwrap();
+                    let held_here = job.shards.iter().flat_map(|s| s.live_leases(now)).filter(|l| l.worker == me).count();
+                    let expected = job.shards.iter().enumerate().find(|(i, s)| {
+                        s.is_open()
+                            && f.book.judge(&f.id, job, *i as u32).free_replicas(s, 0, now) > 0
+                            && !s.worked_by(&me, now)
+                    }).map(|(i, _)| i as u32);
+                    let expected = expected.filter(|_| held_here < MAX_LEASES_PER_HOUSEHOLD && job.status == JobStatus::Running);
+                    match f.lease(who, now) {
+                        Ok(l) => {
+                            prop_assert_eq!(Some(l.shard), expected);
+                            held.push((who, l));
+                        }
+                        Err(_) => prop_assert_eq!(None, expected),
+                    }
+                }
+                Op::Claim(i, out, fuel) => {
+                    if !held.is_empty() {
+                        let (who, l) = held.remove(i % held.len());
+                        if let Ok(actions) = f.claim(who, &l, &[out], u64::from(fuel), now) {
+                            f.fetched(&actions);
+                        }
+                    }
+                }
+                Op::Fail(i) => {
+                    if !held.is_empty() {
+                        let (who, l) = held.remove(i % held.len());
+                        f.fail(who, &l, now);
+                    }
+                }
+                Op::Renew(_) => {}
+                Op::Wait(ms) => now += ms,
+            }
+            prop_assert_eq!(f.book.index(&f.id), Some(&ShardIndex::of(f.book.job(&f.id).unwrap())));
+            prop_assert_eq!(
+                f.book.all_verified(&f.id),
+                f.book.job(&f.id).unwrap().shards.iter().all(|s| s.verified.is_some())
+            );
         }
     }
 

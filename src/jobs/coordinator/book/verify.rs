@@ -230,7 +230,8 @@ impl Book {
         let Some(state) = self.jobs.get(job) else {
             return Finish::NotYet;
         };
-        if state.status != JobStatus::Running {
+        // O(1) until the last shard is verified: this is asked after every verified shard.
+        if state.status != JobStatus::Running || !self.all_verified(job) {
             return Finish::NotYet;
         }
         let outputs: Option<Vec<blake3::Hash>> = state
@@ -271,44 +272,35 @@ impl Book {
     }
 
     /// What is left to do after a restart or a failed step: outputs to fetch for decided
-    /// shards, verified shards with unsettled claims, and finished jobs to assemble.
+    /// shards, verified shards with unsettled claims, and finished jobs to assemble. Looks
+    /// at the indexed shards only (`index.rs`): a round costs O(shards in flight).
     pub fn pending(&self) -> Vec<Action> {
         let mut actions = Vec::new();
         for (id, state) in &self.jobs {
+            let Some(ix) = self.index.get(id) else {
+                continue;
+            };
+            // Claims of a finished job too may still need receipts (a failed countersign).
+            for &i in &ix.unsettled {
+                actions.push(Action::Settle { job: *id, shard: i });
+            }
             if state.status != JobStatus::Running {
-                // Claims of a finished job may still need receipts (a failed countersign).
-                for (i, s) in state.shards.iter().enumerate() {
-                    if s.verified.is_some() && s.settled.len() < s.claims.len() {
-                        actions.push(Action::Settle {
-                            job: *id,
-                            shard: i as u32,
-                        });
-                    }
-                }
                 continue;
             }
-            let mut all_verified = true;
-            for (i, s) in state.shards.iter().enumerate() {
-                let i = i as u32;
-                if s.verified.is_some() {
-                    if s.settled.len() < s.claims.len() {
-                        actions.push(Action::Settle { job: *id, shard: i });
-                    }
+            for &i in &ix.claimed {
+                let Some(s) = state.shards.get(i as usize) else {
                     continue;
-                }
-                all_verified = false;
-                if s.failed.is_none() {
-                    if let Decision::Verified(outcome) = self.judge(id, state, i).decide(s) {
-                        actions.push(Action::FetchOutput {
-                            job: *id,
-                            shard: i,
-                            outcome,
-                            hint: None,
-                        });
-                    }
+                };
+                if let Decision::Verified(outcome) = self.judge(id, state, i).decide(s) {
+                    actions.push(Action::FetchOutput {
+                        job: *id,
+                        shard: i,
+                        outcome,
+                        hint: None,
+                    });
                 }
             }
-            if all_verified {
+            if self.all_verified(id) {
                 actions.push(Action::CheckFinished { job: *id });
             }
         }

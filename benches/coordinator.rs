@@ -1,0 +1,308 @@
+//! Coordinator throughput: verified shards per second with trivial shards
+//! (`cargo bench --bench coordinator`).
+//!
+//! One real node (sled on disk in a temporary directory, real ed25519 signatures, every
+//! answer sent only after the state it depends on is flushed) coordinates a job; `RADIATORS`
+//! in-process radiators, each a household key with `SLOTS` concurrent shard loops, ask it
+//! for leases and send signed claims through its coordinator handle (the path a peer's
+//! request takes once the router has decoded it). A shard's work is nothing: its output is a
+//! blob the coordinator already holds, so no output is fetched and the figure is the
+//! coordinator's own cost per shard (leases, claims, the vote, countersigning, receipts,
+//! durability). The node's own worker takes no shards (it runs as a bootstrap node).
+//!
+//! Two jobs, replication 2: a small one and one of the largest legal size (65 536 shards).
+//! Printed per job: verified shards per second (shards ÷ time from submit to done), and the
+//! bytes the process wrote (`wchar` of `/proc/self/io`) per verified shard. Target: at least
+//! 2 000 shards per second on both (issue 13). It asserts nothing.
+//!
+//! `HEARTH_BENCH=small` runs the small job only; `HEARTH_BENCH_SHARDS=N` and
+//! `HEARTH_BENCH_SMALL_SHARDS=N` set the jobs' sizes; `HEARTH_BENCH_VERIFY=N` measures the
+//! first N shards of each job only (the rest is abandoned: for slow, unoptimised builds);
+//! `HEARTH_BENCH_RADIATORS` and `HEARTH_BENCH_SLOTS` set the load; `HEARTH_BENCH_PROGRESS`
+//! prints progress. Also printed: the whole process's CPU time per verified shard, which,
+//! unlike the rate, does not depend on how busy the machine is.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth::config::Role;
+use hearth::identity::Identity;
+use hearth::jobs::JobStatus;
+use hearth::model::receipt::{Claim, EnergyMethod, WorkRecord};
+use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
+use hearth::model::{now_ms, Assembly, JobLimits, JobManifest};
+use hearth::node::RunningNode;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Bytes this process passed to write calls so far (`wchar`, Linux).
+fn written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar:").map(|v| v.trim().parse().ok()))
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_bytes(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// CPU time of the whole process so far (every thread: the coordinator, sled, the bench's
+/// radiators).
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+struct Run {
+    shards: usize,
+    verified: usize,
+    cpu: Duration,
+    elapsed: Duration,
+    written: u64,
+    db_growth: u64,
+    claims: u64,
+}
+
+/// One shard loop of one radiator: lease, claim at once, again, until the job is complete.
+async fn shard_loop(
+    node: Arc<RunningNode>,
+    worker: Identity,
+    manifest: Arc<JobManifest>,
+    output: blake3::Hash,
+    claims: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let job = manifest.id();
+    let peer = worker.peer_id();
+    let coordinator = node.context.coordinator.clone();
+    while !stop.load(Ordering::Relaxed) {
+        let lease = coordinator
+            .control(
+                peer,
+                Request::Lease {
+                    job,
+                    protocol: PROTOCOL_VERSION,
+                    demand_permille: 500,
+                },
+            )
+            .await;
+        let lease = match lease {
+            Response::Leased(lease) => lease,
+            Response::Denied {
+                reason: DenyReason::JobComplete | DenyReason::UnknownJob,
+                ..
+            } => return,
+            Response::Denied { retry_after_ms, .. } => {
+                // Every open shard is leased (the job's tail): ask again soon.
+                tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(1, 20))).await;
+                continue;
+            }
+            other => panic!("unexpected answer to a lease: {other:?}"),
+        };
+        let now = now_ms();
+        let record = WorkRecord {
+            job,
+            shard: lease.shard,
+            module: manifest.module,
+            input: manifest.inputs[lease.shard as usize],
+            output,
+            worker: worker.public(),
+            submitter: manifest.submitter,
+            fuel: 1_000,
+            energy_mj: 1,
+            method: EnergyMethod::CpuEstimate,
+            start_ms: now.saturating_sub(1),
+            end_ms: now,
+            nonce: lease.nonce,
+        };
+        let claim = Claim::sign(record, &worker).expect("sign a claim");
+        match coordinator.control(peer, Request::Claim(claim)).await {
+            Response::ClaimAccepted { .. } => {
+                claims.fetch_add(1, Ordering::Relaxed);
+            }
+            other => panic!("unexpected answer to a claim: {other:?}"),
+        }
+    }
+}
+
+async fn run_job(
+    node: &Arc<RunningNode>,
+    data_dir: &std::path::Path,
+    shards: usize,
+    radiators: usize,
+    slots: usize,
+    seed: u64,
+) -> Run {
+    let store = &node.context.store;
+    let module = store.put_bytes(b"a trivial module").unwrap();
+    let output = store.put_bytes(b"a trivial output").unwrap();
+    let input = store.put_bytes(b"a trivial input").unwrap();
+    let manifest = JobManifest {
+        module,
+        inputs: vec![input; shards],
+        limits: JobLimits::default(),
+        replication: 2,
+        assembly: Assembly::Concat,
+        submitter: node.household(),
+        created_ms: now_ms() + seed,
+    };
+    let manifest = Arc::new(manifest);
+    let (w0, db0, cpu0) = (written(), dir_bytes(data_dir), process_cpu());
+    let claims = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Measure the first `limit` shards only (the rest of the job is abandoned).
+    let limit = env("HEARTH_BENCH_VERIFY", shards).min(shards);
+    let started = Instant::now();
+    let job = node
+        .context
+        .coordinator
+        .submit((*manifest).clone())
+        .await
+        .expect("submit");
+    let mut loops = Vec::new();
+    for _ in 0..radiators {
+        let worker = Identity::generate();
+        for _ in 0..slots {
+            loops.push(tokio::spawn(shard_loop(
+                node.clone(),
+                worker.clone(),
+                manifest.clone(),
+                output,
+                claims.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+    let verified = loop {
+        if limit < shards && claims.load(Ordering::Relaxed) >= 2 * limit as u64 {
+            let view = node.context.coordinator.view(job).await.expect("job");
+            break view.shards_verified;
+        }
+        let view = node.context.coordinator.view(job).await.expect("job");
+        match view.status {
+            JobStatus::Done { .. } => break shards,
+            JobStatus::Failed { reason } => panic!("job failed: {reason}"),
+            JobStatus::Running => {
+                if std::env::var_os("HEARTH_BENCH_PROGRESS").is_some() {
+                    eprintln!(
+                        "{:>8.1?} {} of {} verified, {} claims",
+                        started.elapsed(),
+                        view.shards_verified,
+                        shards,
+                        claims.load(Ordering::Relaxed)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.expect("a shard loop panicked");
+    }
+    Run {
+        shards,
+        verified,
+        elapsed,
+        cpu: process_cpu() - cpu0,
+        written: written() - w0,
+        db_growth: dir_bytes(data_dir).saturating_sub(db0),
+        claims: claims.load(Ordering::Relaxed),
+    }
+}
+
+fn main() {
+    let radiators = env("HEARTH_BENCH_RADIATORS", 8);
+    let slots = env("HEARTH_BENCH_SLOTS", 8);
+    let large = env("HEARTH_BENCH_SHARDS", hearth::model::job::MAX_SHARDS);
+    let small_only = std::env::var("HEARTH_BENCH").as_deref() == Ok("small");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runs = runtime.block_on(async {
+        // On the disk, not in memory: durability is what is being measured.
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let data_dir = dir.path().join("coordinator");
+        let mut opts = hearth::demo::loopback_options(&data_dir, None, 1).unwrap();
+        // A bootstrap node's worker takes no shards: every lease goes to the bench's radiators.
+        opts.config.node.role = Role::Bootstrap;
+        let node = Arc::new(hearth::node::start(opts).await.expect("start the node"));
+        let small = env("HEARTH_BENCH_SMALL_SHARDS", 4_096);
+        let mut runs = vec![run_job(&node, &data_dir, small, radiators, slots, 0).await];
+        if !small_only {
+            runs.push(run_job(&node, &data_dir, large, radiators, slots, 1).await);
+        }
+        match Arc::try_unwrap(node) {
+            Ok(node) => node.shutdown().await,
+            Err(_) => panic!("the node is still shared"),
+        }
+        runs
+    });
+    println!(
+        "hearth coordinator benchmark: one coordinator, {radiators} radiators × {slots} shard loops, \
+         trivial shards, replication 2, sled on disk"
+    );
+    println!("{:<44} {:>14} {:>10}", "measure", "value", "target");
+    for r in &runs {
+        let rate = r.verified as f64 / r.elapsed.as_secs_f64();
+        println!(
+            "{:<44} {:>12.0}/s {:>10}",
+            format!(
+                "verified shards, {}-shard job ({} in {:.1?})",
+                r.shards, r.verified, r.elapsed
+            ),
+            rate,
+            ">= 2000"
+        );
+        println!(
+            "{:<44} {:>12.0} B {:>10}",
+            format!("  bytes written per verified shard"),
+            r.written as f64 / r.verified as f64,
+            ""
+        );
+        println!(
+            "{:<44} {:>12.0} B {:>10}",
+            format!("  database growth per verified shard"),
+            r.db_growth as f64 / r.verified as f64,
+            ""
+        );
+        println!(
+            "{:<44} {:>11.0} µs {:>10}",
+            "  CPU time per verified shard (all threads)",
+            r.cpu.as_secs_f64() * 1e6 / r.verified as f64,
+            ""
+        );
+        println!(
+            "{:<44} {:>14.2} {:>10}",
+            "  claims per verified shard",
+            r.claims as f64 / r.verified as f64,
+            ""
+        );
+    }
+}

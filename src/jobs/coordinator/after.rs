@@ -1,0 +1,254 @@
+//! What follows a decided shard, off the actor's hot path: its output fetched and checked,
+//! its claims countersigned and recorded (on a blocking thread), and the finished job
+//! assembled (on a blocking thread). Each reports back to the actor, which writes the result
+//! through the group commit. Must not touch: the network beyond fetching an output.
+
+use std::time::Duration;
+
+use crate::identity::PublicKey;
+use crate::model::now_ms;
+
+use super::assemble;
+use super::book::{self, Action, Finish, Outcome};
+use super::delivery;
+use super::handle::Command;
+use super::Coordinator;
+
+/// What a blocking thread hands back to the actor.
+pub(super) enum Blocking {
+    Settled {
+        job: blake3::Hash,
+        shard: u32,
+        /// Boxed: a settlement carries signed claims.
+        settlement: Box<book::Settlement>,
+        signed: Vec<u32>,
+    },
+    Assembled {
+        job: blake3::Hash,
+        result: Result<blake3::Hash, String>,
+    },
+}
+
+/// What a blocking thread is doing, so a failed one frees its guard.
+pub(super) enum Work {
+    Settle(blake3::Hash, u32),
+    Assemble(blake3::Hash),
+}
+
+impl Coordinator {
+    /// Starts fetching a decided shard's output, from an agreeing worker if one is named.
+    /// The result comes back as a command, so the actor never waits on the network.
+    pub(super) fn fetch_output(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        hint: Option<PublicKey>,
+    ) {
+        if !self.fetching.insert((job, shard)) {
+            return;
+        }
+        let net = self.net.clone();
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        let hint = hint.and_then(|h| h.peer_id());
+        self.tasks.spawn(async move {
+            let output = outcome.output;
+            let result = match store.has(&output) {
+                Ok(true) => Ok(()),
+                // The store checks every piece against the output hash as it arrives.
+                _ => net
+                    // No shard output can be larger than the executor produces.
+                    .fetch_blob_within(output, hint, crate::exec::MAX_OUTPUT_BYTES as u64)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            let _ = tx
+                .send(Command::OutputFetched {
+                    job,
+                    shard,
+                    outcome,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    pub(super) async fn output_fetched(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        result: Result<(), String>,
+    ) {
+        self.fetching.remove(&(job, shard));
+        if let Err(e) = result {
+            tracing::warn!(job = %job, shard, "could not fetch the verified output: {e}; retrying");
+            let tx = self.tx.clone();
+            self.tasks.spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = tx
+                    .send(Command::Retry(Action::FetchOutput {
+                        job,
+                        shard,
+                        outcome,
+                        hint: None,
+                    }))
+                    .await;
+            });
+            return;
+        }
+        let Some(step) = self.book.output_checked(&job, shard, outcome) else {
+            return;
+        };
+        if let Err(e) = self.commit(step) {
+            // The book is unchanged; the next round's `pending` fetches and tries again.
+            tracing::error!(job = %job, shard, "could not save the verified shard: {e}");
+        }
+    }
+
+    /// Countersigns every agreeing claim of a verified shard not yet settled and excludes
+    /// the households whose claims lost, then delivers and publishes the receipts.
+    ///
+    /// Countersigning and recording run on a blocking thread ([`delivery::countersign_all`]);
+    /// [`Coordinator::settled`] takes the result. The receipts go into the ledger and the
+    /// outbox *before* the shard is saved as settled, and nothing is delivered before a
+    /// flush: a crash in between leaves the claims unsettled, and countersigning again yields
+    /// the identical receipt (ed25519 is deterministic), which the ledger takes as a replay.
+    /// A claim whose countersignature or recording failed stays unsettled and is tried again
+    /// next round. At most one settlement per shard runs at a time.
+    pub(super) fn settle(&mut self, job: blake3::Hash, shard: u32) {
+        if self.settling.contains(&(job, shard)) {
+            return;
+        }
+        let Some(settlement) = self.book.settlement(&job, shard) else {
+            return;
+        };
+        let (identity, ledger, outbox) = (
+            self.identity.clone(),
+            self.ledger.clone(),
+            self.outbox.writer(),
+        );
+        let task = self.blocking.spawn_blocking(move || {
+            let signed = delivery::countersign_all(
+                &identity,
+                &ledger,
+                &outbox,
+                &job,
+                shard,
+                &settlement.winners,
+            );
+            Blocking::Settled {
+                job,
+                shard,
+                settlement: Box::new(settlement),
+                signed,
+            }
+        });
+        self.settling.insert((job, shard));
+        self.blocking_work
+            .insert(task.id(), Work::Settle(job, shard));
+    }
+
+    /// A settlement's receipts are recorded: marks the claims settled and excludes the
+    /// losers.
+    pub(super) async fn settled(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        settlement: book::Settlement,
+        signed: Vec<u32>,
+    ) {
+        for (_, loser) in &settlement.losers {
+            tracing::warn!(household = %loser.record.worker, job = %job, shard, "claim lost the replica vote; household excluded");
+        }
+        let Some(update) = self.book.settled(&job, shard, &settlement, &signed) else {
+            return;
+        };
+        if let Err(e) = self.write(update) {
+            tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
+            return;
+        }
+        // Receipts are delivered with their inclusion proof, so they wait for a commitment:
+        // the next round's, or at once when this shard was the job's last (the seal flushes
+        // the whole database, this write included).
+        if self.book.all_verified(&job) {
+            if !signed.is_empty() {
+                self.seal_and_deliver().await;
+            }
+            self.check_finished(job);
+        }
+    }
+
+    /// Work done on a blocking thread came back.
+    pub(super) async fn blocking_done(
+        &mut self,
+        done: Result<(tokio::task::Id, Blocking), tokio::task::JoinError>,
+    ) {
+        let id = match &done {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        match self.blocking_work.remove(&id) {
+            Some(Work::Settle(job, shard)) => {
+                self.settling.remove(&(job, shard));
+            }
+            Some(Work::Assemble(job)) => {
+                self.assembling.remove(&job);
+            }
+            None => {}
+        }
+        match done {
+            Ok((
+                _,
+                Blocking::Settled {
+                    job,
+                    shard,
+                    settlement,
+                    signed,
+                },
+            )) => self.settled(job, shard, *settlement, signed).await,
+            Ok((_, Blocking::Assembled { job, result })) => self.assembled(job, result).await,
+            // The claims stay unsettled (or the job unassembled): the next round tries again.
+            Err(e) => tracing::error!("a coordinator thread failed: {e}"),
+        }
+    }
+
+    /// Starts assembling a job whose every shard is verified, on a blocking thread, once no
+    /// settlement of it is in flight (so a finished job's receipts are recorded when it is
+    /// shown done; the last settlement calls this again).
+    pub(super) fn check_finished(&mut self, job: blake3::Hash) {
+        if self.settling.iter().any(|(j, _)| *j == job) {
+            return;
+        }
+        let Finish::Assemble(outputs) = self.book.finish(&job) else {
+            return;
+        };
+        let Some(manifest) = self.book.job(&job).map(|j| j.manifest.clone()) else {
+            return;
+        };
+        if !self.assembling.insert(job) {
+            return;
+        }
+        let store = self.store.clone();
+        let task = self.blocking.spawn_blocking(move || Blocking::Assembled {
+            job,
+            result: assemble(&store, &manifest, &outputs).map_err(|e| e.to_string()),
+        });
+        self.blocking_work.insert(task.id(), Work::Assemble(job));
+    }
+
+    pub(super) async fn assembled(
+        &mut self,
+        job: blake3::Hash,
+        result: Result<blake3::Hash, String>,
+    ) {
+        let Some(update) = self.book.assembled(&job, result, now_ms()) else {
+            return;
+        };
+        if let Err(e) = self.write(update) {
+            // The book is unchanged; the next round assembles again.
+            tracing::error!(job = %job, "could not save the finished job: {e}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! What the coordinator sends out: receipt commitments and receipts (each with its inclusion
+//! proof, retried until the worker stores it) and job announcements to a bounded, rotating
+//! set of peers. Must not touch: the book's decisions.
+
+use crate::model::now_ms;
+use crate::model::receipt::Receipt;
+use crate::model::wire::JobGossip;
+use crate::net::Topic;
+
+use super::delivery::{self, MAX_DELIVERIES_PER_ROUND};
+use super::handle::Command;
+use super::{Coordinator, JobStatus, MAX_ANNOUNCED_PER_ROUND};
+
+impl Coordinator {
+    /// Seals the receipts countersigned since the last commitment into a signed commitment,
+    /// makes it durable, publishes it on `hearth/commitments/1` (heard by auditors, not by
+    /// every radiator) and sends every waiting receipt with its proof.
+    pub(super) async fn seal_and_deliver(&mut self) {
+        match self.ledger.seal(&self.identity) {
+            Ok(Some(c)) => {
+                if let Err(e) = self.ledger.flush().await {
+                    tracing::error!("could not save a receipt commitment: {e}; receipts wait");
+                    return;
+                }
+                tracing::debug!(seq = c.seq, receipts = c.count, "receipts committed");
+                if let Err(e) = self.net.publish(Topic::Commitments, c.to_bytes()).await {
+                    tracing::debug!("commitment not gossiped: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("could not seal a receipt commitment: {e}"),
+        }
+        self.retry_deliveries();
+    }
+
+    pub(super) fn send_receipt(&mut self, receipt: Receipt) {
+        let id = receipt.id();
+        let inclusion = match self.ledger.inclusion(&id) {
+            Ok(Some(inc)) => inc,
+            // Not committed yet: the round after the next seal sends it.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(receipt = %id, "cannot read a receipt's inclusion proof: {e}");
+                return;
+            }
+        };
+        let Some(peer) = receipt.record.worker.peer_id() else {
+            if let Err(e) = self.outbox.drop_undeliverable(&id) {
+                tracing::error!(receipt = %id, "could not drop an undeliverable receipt: {e}");
+            }
+            return;
+        };
+        if !self.outbox.begin(id) {
+            return;
+        }
+        let net = self.net.clone();
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            let stored = delivery::send(&net, peer, &receipt, &inclusion).await;
+            let _ = tx.send(Command::Delivered { id, stored }).await;
+        });
+    }
+
+    /// Sends again every receipt a worker has not confirmed (a bounded number per call).
+    pub(super) fn retry_deliveries(&mut self) {
+        match self.outbox.due(MAX_DELIVERIES_PER_ROUND) {
+            Ok(due) => {
+                for receipt in due {
+                    self.send_receipt(receipt);
+                }
+            }
+            Err(e) => tracing::error!("cannot read the receipt outbox: {e}"),
+        }
+    }
+
+    /// Offers a job (or says it closed) to this node's own worker and to at most
+    /// `announce_fanout` connected peers, a different selection each call; never to the
+    /// whole network.
+    pub(super) async fn announce(&mut self, id: &blake3::Hash) {
+        let Some(job) = self.book.job(id) else {
+            return;
+        };
+        let msg = match job.status {
+            JobStatus::Running => {
+                let bytes = job.manifest.to_bytes();
+                JobGossip::Announce {
+                    job: *id,
+                    at_ms: now_ms(),
+                    manifest: (bytes.len() <= crate::model::wire::INLINE_MANIFEST_MAX)
+                        .then_some(bytes),
+                }
+            }
+            _ => {
+                self.cadence.forget(id);
+                JobGossip::Closed {
+                    job: *id,
+                    at_ms: now_ms(),
+                }
+            }
+        };
+        // A full queue means the worker is busy; the next re-announcement tries again.
+        if self.own.try_send(msg.clone()).is_err() {
+            tracing::debug!(job = %id, "own worker busy; announcement to it dropped");
+        }
+        let peers = match self.net.peers().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(job = %id, "announcement not sent: {e}");
+                return;
+            }
+        };
+        let n = peers.len();
+        if n == 0 {
+            return;
+        }
+        let take = self.config.announce_fanout.min(n);
+        let start = self.announce_turn % n;
+        self.announce_turn = self.announce_turn.wrapping_add(take);
+        let bytes = crate::model::wire::Request::Announce(msg).to_bytes();
+        for i in 0..take {
+            let peer = peers[(start + i) % n].peer_id;
+            let net = self.net.clone();
+            let bytes = bytes.clone();
+            // One task per peer so a slow peer holds up nobody; each ends within the
+            // network's request timeout, and at most `announce_fanout` run per announcement.
+            self.tasks.spawn(async move {
+                if let Err(e) = net.request(peer, bytes).await {
+                    tracing::debug!(%peer, "announcement not delivered: {e}");
+                }
+            });
+        }
+    }
+
+    /// Announces the open jobs that are due (`cadence.rs`), at most
+    /// [`MAX_ANNOUNCED_PER_ROUND`] per call.
+    pub(super) async fn announce_open(&mut self) {
+        for id in self.cadence.due(now_ms(), MAX_ANNOUNCED_PER_ROUND) {
+            self.announce(&id).await;
+        }
+    }
+}
