@@ -329,7 +329,7 @@ impl Book {
             return Err(deny(
                 DenyReason::Excluded,
                 0,
-                "a claim of your household lost a replica vote here; no further leases",
+                "a claim of your household was proven wrong (it lost a replica vote here, or fraud evidence against it was re-run here); no further leases",
             ));
         }
         if self.is_suspended(job, household) {

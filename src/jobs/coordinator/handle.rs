@@ -50,6 +50,11 @@ pub(super) enum Command {
         id: blake3::Hash,
         stored: bool,
     },
+    /// Fraud evidence against `household` was confirmed by re-running its shard here
+    /// (`jobs::trust::service`); it is already durable in `trust/excluded`.
+    ExcludeChecked {
+        household: PublicKey,
+    },
 }
 
 /// A cloneable handle to the coordinator actor.
@@ -103,6 +108,13 @@ impl CoordinatorHandle {
         {
             tracing::debug!(%household, "coordinator busy; heat demand update dropped");
         }
+    }
+
+    /// Excludes a household that checked fraud evidence proved wrong: it gets no further
+    /// leases here. Waits while the coordinator is busy; the exclusion is already on disk
+    /// (the coordinator loads it at start), so one lost when the node stops is not lost.
+    pub async fn exclude_checked(&self, household: PublicKey) {
+        let _ = self.tx.send(Command::ExcludeChecked { household }).await;
     }
 
     pub async fn list(&self) -> Vec<JobView> {

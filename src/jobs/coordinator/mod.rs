@@ -152,6 +152,10 @@ impl Coordinator {
         for household in excluded {
             book.insert_excluded(household);
         }
+        // Households excluded on fraud evidence this node re-ran (`jobs::trust::service`).
+        for household in crate::jobs::trust::evidence::EvidenceStore::open(db)?.excluded()? {
+            book.insert_excluded(household);
+        }
         let trust = crate::jobs::trust::store::TrustStore::open(db)?;
         book.set_reputation(config.trust.reputation(identity.public(), trust.load()?));
         book.set_default_policy(config.trust.policy());
@@ -261,6 +265,7 @@ impl Coordinator {
                     tracing::error!(receipt = %id, "could not remove a delivered receipt from the outbox: {e}; it will be sent again");
                 }
             }
+            Command::ExcludeChecked { household } => self.book.insert_excluded(household),
             Command::Heat { household, demand } => {
                 self.book
                     .note_demand(household, demand.demand_permille, false, now_ms());
@@ -555,10 +560,12 @@ impl Coordinator {
         let Some(update) = self.book.settled(&job, shard, &settlement, &signed) else {
             return;
         };
+        let excluded: Vec<PublicKey> = update.exclude.iter().map(|(h, _)| *h).collect();
         if let Err(e) = self.write(update).await {
             tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
             return;
         }
+        self.publish_evidence(&settlement, &excluded).await;
         // Receipts are delivered with their inclusion proof, so they wait for a commitment:
         // the next round's, or at once when this shard was the job's last.
         let last = self
@@ -567,6 +574,36 @@ impl Coordinator {
             .is_some_and(|j| j.shards.iter().all(|s| s.verified.is_some()));
         if !receipts.is_empty() && last {
             self.seal_and_deliver().await;
+        }
+    }
+
+    /// Gossips fraud evidence (`docs/protocol.md` §6.5) against each household this vote
+    /// excluded: its claim and a winning one, signed by this coordinator, so other nodes can
+    /// re-run the shard and exclude it too. Best effort: published once, when the exclusion
+    /// is durable; a node that does not hear it learns of the liar only by catching it.
+    async fn publish_evidence(&self, settlement: &book::Settlement, excluded: &[PublicKey]) {
+        for (_, loser) in &settlement.losers {
+            if !excluded.contains(&loser.record.worker) {
+                continue;
+            }
+            let evidence = crate::model::evidence::Evidence::sign(
+                &self.identity,
+                now_ms(),
+                settlement.outcome.output,
+                settlement.outcome.fuel,
+                loser.clone(),
+                settlement.evidence.clone(),
+            );
+            match evidence {
+                Ok(e) => {
+                    if let Err(err) = self.net.publish(Topic::Evidence, e.to_bytes()).await {
+                        tracing::debug!(household = %loser.record.worker, "fraud evidence not gossiped: {err}");
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(household = %loser.record.worker, "cannot sign fraud evidence: {err}")
+                }
+            }
         }
     }
 

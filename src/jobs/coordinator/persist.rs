@@ -290,6 +290,17 @@ impl Persist {
         }
     }
 
+    /// Every household excluded by this coordinator's own votes, with its evidence (JSON:
+    /// job, shard, both signed claims), for `hearth trust`.
+    pub fn excluded_evidence(&self) -> Result<Vec<(PublicKey, String)>, JobError> {
+        let mut out = Vec::new();
+        for item in self.excluded.iter() {
+            let (k, v) = item?;
+            out.push((excluded_key(&k)?, String::from_utf8_lossy(&v).into_owned()));
+        }
+        Ok(out)
+    }
+
     /// Every entry [`Persist::load`] would refuse: (tree, key, what is wrong), for the
     /// start-up integrity check and `hearth doctor`, which list them all rather than the first.
     pub fn damaged(&self) -> Result<Vec<Damaged>, JobError> {

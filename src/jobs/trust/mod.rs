@@ -13,9 +13,18 @@
 //!   household ran it, how many when only households on probation did, the spot-check rate,
 //!   and how far replication may rise when rooms want more heat than there is work.
 //!
-//! Must not touch: I/O, clocks, randomness.
+//! Must not touch (this file): I/O, clocks, randomness.
+//!
+//! Around it: `store.rs` (reputation in sled), `evidence.rs` (fraud evidence heard from
+//! other coordinators, its rate limits and trees), `recheck.rs` (re-running the shard a piece
+//! of evidence is about), `service.rs` (the actor that judges gossiped evidence and excludes
+//! only on a confirming re-run), `view.rs` (what `hearth trust` shows).
 
+pub mod evidence;
+pub mod recheck;
+pub mod service;
 pub mod store;
+pub mod view;
 
 #[cfg(feature = "testing")]
 pub mod sim;

@@ -1,0 +1,269 @@
+//! The trust service: judges fraud evidence heard on `hearth/evidence/1`, re-runs its shard,
+//! and excludes a household here only when the re-run shows it lied.
+//!
+//! For each gossip message the router asks [`TrustHandle::offer`] for a verdict, answered at
+//! once from what can be checked at once (gossipsub forwards nothing until it has one):
+//!
+//! | the message | verdict | why |
+//! |---|---|---|
+//! | does not decode, is not signed by its gossip author, or fails [`Evidence::check`] | Reject | forged or broken: gossipsub scoring costs the peer that sent it |
+//! | from a coordinator whose evidence a re-run here refuted, or against a household already excluded here on checked evidence | Ignore | it has lied before, or it changes nothing; not forwarded |
+//! | about a claim already heard (same accused, job and shard), not left unchecked | Ignore | a replay |
+//! | over its author's or the global rate ([`super::evidence::Intake`]), or the queue or the store is full | Ignore (Reject when the author sent it to us itself) | a flood; forwarders are not punished for it |
+//! | otherwise | Accept | kept (durably) as pending, queued for a re-run, forwarded |
+//!
+//! Re-runs happen one at a time, off the service's loop (`recheck.rs`), at most
+//! [`MAX_QUEUED`] waiting. A confirmed re-run excludes the household (durably, then in the
+//! coordinator's book, so it gets no more leases here); a refuted one marks the author a
+//! false accuser. Accepting forwards evidence this node has not yet re-run: forwarding lets
+//! every node check for itself, and nobody acts on evidence it did not check.
+//! Must not touch: the Swarm (the router moves the bytes), the book (the coordinator's
+//! handle does).
+
+use std::collections::VecDeque;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::identity::PublicKey;
+use crate::jobs::coordinator::CoordinatorHandle;
+use crate::jobs::JobError;
+use crate::model::evidence::Evidence;
+use crate::model::now_ms;
+use crate::net::Verdict;
+
+use super::evidence::{entry_key, Check, Entry, EvidenceStore, Intake, MAX_ENTRIES, MAX_QUEUED};
+use super::recheck::Rechecker;
+use super::view::TrustView;
+
+type Key = [u8; 68];
+
+enum Command {
+    Offer {
+        author: libp2p::PeerId,
+        direct: bool,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Verdict>,
+    },
+    Checked {
+        key: Key,
+        check: Check,
+    },
+}
+
+/// What the router and the API hold.
+#[derive(Clone)]
+pub struct TrustHandle {
+    tx: mpsc::Sender<Command>,
+    pub view: TrustView,
+}
+
+impl TrustHandle {
+    /// The verdict on one gossip message of `hearth/evidence/1` from `author` (its signed
+    /// author); `direct`: the author itself sent it to us. Never waits on a busy service:
+    /// then the message is ignored (not forwarded), which is what a flood deserves.
+    pub async fn offer(&self, author: libp2p::PeerId, direct: bool, data: Vec<u8>) -> Verdict {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .try_send(Command::Offer {
+                author,
+                direct,
+                data,
+                reply,
+            })
+            .is_err()
+        {
+            return Verdict::Ignore;
+        }
+        rx.await.unwrap_or(Verdict::Ignore)
+    }
+}
+
+pub struct TrustService {
+    store: EvidenceStore,
+    intake: Intake,
+    queue: VecDeque<Key>,
+    running: bool,
+    rechecker: Rechecker,
+    coordinator: CoordinatorHandle,
+    tx: mpsc::Sender<Command>,
+    rx: mpsc::Receiver<Command>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl TrustService {
+    pub fn new(
+        db: &sled::Db,
+        view: TrustView,
+        rechecker: Rechecker,
+        coordinator: CoordinatorHandle,
+    ) -> Result<(TrustService, TrustHandle), JobError> {
+        let store = EvidenceStore::open(db)?;
+        // Bounded: a full channel answers Ignore (`offer`).
+        let (tx, rx) = mpsc::channel(64);
+        // Evidence heard before a restart and not yet re-run.
+        let queue = store
+            .entries(None)?
+            .into_iter()
+            .filter(|(_, e)| e.check == Check::Pending)
+            .map(|(k, _)| k)
+            .take(MAX_QUEUED)
+            .collect();
+        Ok((
+            TrustService {
+                store,
+                intake: Intake::new(now_ms()),
+                queue,
+                running: false,
+                rechecker,
+                coordinator,
+                tx: tx.clone(),
+                rx,
+                tasks: tokio::task::JoinSet::new(),
+            },
+            TrustHandle { tx, view },
+        ))
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), JobError> {
+        self.next();
+        loop {
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Offer { author, direct, data, reply }) => {
+                        let verdict = self.offer(author, direct, &data).await;
+                        let _ = reply.send(verdict);
+                    }
+                    Some(Command::Checked { key, check }) => {
+                        self.running = false;
+                        self.checked(key, check).await?;
+                        self.next();
+                    }
+                    None => break,
+                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!("a fraud evidence re-run panicked: {e}");
+                            self.running = false;
+                            self.next();
+                        }
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.tasks.shutdown().await;
+        Ok(())
+    }
+
+    async fn offer(&mut self, author: libp2p::PeerId, direct: bool, data: &[u8]) -> Verdict {
+        let Ok(e) = Evidence::from_bytes(data) else {
+            return Verdict::Reject;
+        };
+        if PublicKey::from_peer_id(&author) != Some(e.coordinator) {
+            // Only the coordinator that decided the vote may accuse; forwarding keeps the
+            // author, so this is a forgery, not a relay.
+            return Verdict::Reject;
+        }
+        if let Err(err) = e.check() {
+            tracing::debug!(%author, "evidence rejected: {err}");
+            return Verdict::Reject;
+        }
+        match self.admit(&e, direct).await {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::error!("could not keep fraud evidence: {err}");
+                Verdict::Ignore
+            }
+        }
+    }
+
+    async fn admit(&mut self, e: &Evidence, direct: bool) -> Result<Verdict, JobError> {
+        let key = entry_key(e);
+        if self.store.is_false_accuser(&e.coordinator)? || self.store.is_excluded(&e.accused())? {
+            return Ok(Verdict::Ignore);
+        }
+        if let Some(entry) = self.store.get(&key)? {
+            if !matches!(entry.check, Check::Unchecked(_)) {
+                return Ok(Verdict::Ignore);
+            }
+        }
+        let flood = if direct {
+            Verdict::Reject
+        } else {
+            Verdict::Ignore
+        };
+        if self.store.len() >= MAX_ENTRIES || self.queue.len() >= MAX_QUEUED {
+            return Ok(Verdict::Ignore);
+        }
+        if !self.intake.admit(e.coordinator, now_ms()) {
+            tracing::debug!(coordinator = %e.coordinator, "fraud evidence over its rate; dropped");
+            return Ok(flood);
+        }
+        let entry = Entry {
+            evidence: hex::encode(e.to_bytes()),
+            heard_ms: now_ms(),
+            check: Check::Pending,
+            checked_ms: None,
+        };
+        self.store.put(&key, &entry).await?;
+        tracing::info!(accused = %e.accused(), coordinator = %e.coordinator, job = %e.job, shard = e.shard, "fraud evidence heard; re-running the shard");
+        self.queue.push_back(key);
+        self.next();
+        Ok(Verdict::Accept)
+    }
+
+    /// Starts the next re-run if none is running.
+    fn next(&mut self) {
+        if self.running {
+            return;
+        }
+        while let Some(key) = self.queue.pop_front() {
+            let evidence = match self.store.get(&key).and_then(|e| match e {
+                Some(entry) if entry.check == Check::Pending => entry.evidence().map(Some),
+                _ => Ok(None),
+            }) {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::error!("stored fraud evidence unreadable: {err}");
+                    continue;
+                }
+            };
+            self.running = true;
+            let (rechecker, tx) = (self.rechecker.clone(), self.tx.clone());
+            self.tasks.spawn(async move {
+                let check = rechecker.check(&evidence).await;
+                let _ = tx.send(Command::Checked { key, check }).await;
+            });
+            return;
+        }
+    }
+
+    async fn checked(&mut self, key: Key, check: Check) -> Result<(), JobError> {
+        let Some(mut entry) = self.store.get(&key)? else {
+            return Ok(());
+        };
+        let evidence = entry.evidence()?;
+        entry.check = check.clone();
+        entry.checked_ms = Some(now_ms());
+        // Durable before acted on; a failed write stops the service (and the node says why).
+        self.store.put(&key, &entry).await?;
+        let (accused, coordinator) = (evidence.accused(), evidence.coordinator);
+        match check {
+            Check::Confirmed => {
+                tracing::warn!(household = %accused, %coordinator, job = %evidence.job, shard = evidence.shard, "fraud evidence confirmed by re-running the shard; household excluded");
+                self.coordinator.exclude_checked(accused).await;
+            }
+            Check::Refuted => {
+                tracing::warn!(%coordinator, household = %accused, job = %evidence.job, shard = evidence.shard, "fraud evidence refuted by re-running the shard: the accused was right; the coordinator's evidence is ignored from now on");
+            }
+            Check::Inconclusive(why) | Check::Unchecked(why) => {
+                tracing::info!(household = %accused, %coordinator, "fraud evidence not confirmed: {why}");
+            }
+            Check::Pending => {}
+        }
+        Ok(())
+    }
+}
