@@ -141,6 +141,36 @@ async fn checked_evidence_excludes_the_liar_at_another_node_and_survives_its_res
             assert!(v.evidence.is_empty() && v.standing != "excluded", "{v:#?}");
             assert!(!excluded(&lease_answer(observer, &honest).await));
         }
+        // The household sees why, through the API and `hearth trust`.
+        let (bin, data_dir, api) = (
+            env!("CARGO_BIN_EXE_hearth"),
+            dir.path().join("radiator-2"),
+            observer.api_addr.to_string(),
+        );
+        let liar_hex = liar.to_hex();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--api", &api, "trust", &liar_hex])
+                .env_remove("HEARTH_API_TOKEN")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("excluded")
+                && text.contains("confirmed")
+                && text.contains(&format!("re-run by {}", observer.household().to_hex())),
+            "{text}"
+        );
         // The exclusion is on disk: node 2 restarted still refuses the liar.
         let mut nodes = nodes;
         let observer = nodes.remove(2);

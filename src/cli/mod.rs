@@ -110,6 +110,14 @@ pub enum Command {
         #[arg(long, requires = "repair")]
         from: Vec<libp2p::Multiaddr>,
     },
+    /// Where households stand with the running node: trusted, on probation or excluded, and
+    /// why (with the fraud evidence against them and who checked it).
+    Trust {
+        /// One household (hex key; default: every household the node knows of).
+        household: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Heat-work receipts.
     Receipts(ReceiptsArgs),
     /// The room: status, setpoint, boost, off, and a simulated winter day.
@@ -401,6 +409,9 @@ pub fn main() -> anyhow::Result<()> {
             runtime.block_on(remote::job_result(&api()?, id, output))
         }
         Command::Jobs { json } => runtime.block_on(remote::jobs(&api()?, *json)),
+        Command::Trust { household, json } => {
+            runtime.block_on(remote::trust(&api()?, household.as_deref(), *json))
+        }
         Command::RunLocal {
             job,
             output,
