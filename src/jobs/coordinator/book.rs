@@ -79,7 +79,7 @@ pub struct Update {
     /// Reputation records changed by this update (`jobs::trust::store`).
     pub reputation: Vec<(PublicKey, Record)>,
     /// Households shut out of this job only: they lost a vote that no established household
-    /// took part in, which is not proof that they lied (memory only; see `Book::settled`).
+    /// took part in, which is not proof that they lied (see `Book::settled`).
     pub suspend: Vec<PublicKey>,
 }
 
@@ -244,6 +244,11 @@ impl Book {
             finished_ms: None,
             shards,
         }
+    }
+
+    /// Shuts `household` out of `job` (a suspension loaded from disk).
+    pub fn insert_suspended(&mut self, job: blake3::Hash, household: PublicKey) {
+        self.suspended.entry(job).or_default().insert(household);
     }
 
     pub fn insert_excluded(&mut self, household: PublicKey) {

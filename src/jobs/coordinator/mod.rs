@@ -152,6 +152,9 @@ impl Coordinator {
         for household in excluded {
             book.insert_excluded(household);
         }
+        for (job, household) in persist.suspended()? {
+            book.insert_suspended(job, household);
+        }
         // Households excluded on fraud evidence this node re-ran (`jobs::trust::service`).
         for household in crate::jobs::trust::evidence::EvidenceStore::open(db)?.excluded()? {
             book.insert_excluded(household);

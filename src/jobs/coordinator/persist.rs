@@ -7,7 +7,9 @@
 //!   job finishes);
 //! - `coord/shards`: job id ‖ shard index (u32 big-endian) → JSON [`StoredShard`]; a shard
 //!   never leased has no entry;
-//! - `coord/excluded`: household key → JSON evidence (both signed claims).
+//! - `coord/excluded`: household key → JSON evidence (both signed claims);
+//! - `coord/suspended`: job id ‖ household key → empty: households shut out of one job
+//!   after losing a vote among households on probation (`Book::settled`).
 //!
 //! Every [`Update`] is written in one sled transaction across these trees and then flushed;
 //! the actor acknowledges nothing before that returns. An entry that cannot be read stops
@@ -174,6 +176,7 @@ const JOBS: &str = "coord/jobs";
 const MANIFESTS: &str = "coord/manifests";
 const SHARDS: &str = "coord/shards";
 const EXCLUDED: &str = "coord/excluded";
+const SUSPENDED: &str = "coord/suspended";
 
 fn excluded_key(k: &[u8]) -> Result<PublicKey, JobError> {
     let key: [u8; 32] = k.try_into().map_err(|_| {
@@ -198,6 +201,7 @@ pub struct Persist {
     jobs: sled::Tree,
     shards: sled::Tree,
     excluded: sled::Tree,
+    suspended: sled::Tree,
 }
 
 impl Persist {
@@ -207,6 +211,7 @@ impl Persist {
             jobs: db.open_tree(JOBS)?,
             shards: db.open_tree(SHARDS)?,
             excluded: db.open_tree(EXCLUDED)?,
+            suspended: db.open_tree(SUSPENDED)?,
         })
     }
 
@@ -290,6 +295,22 @@ impl Persist {
         }
     }
 
+    /// Every suspension: (job, household). Entries that are not a job id and a key (64
+    /// bytes) are skipped: a suspension only ever narrows who may lease.
+    pub fn suspended(&self) -> Result<Vec<(blake3::Hash, PublicKey)>, JobError> {
+        let mut out = Vec::new();
+        for item in self.suspended.iter() {
+            let (k, _) = item?;
+            if let (Some(job), Some(h)) = (
+                k.get(..32).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                k.get(32..).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+            ) {
+                out.push((blake3::Hash::from_bytes(job), PublicKey(h)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every household excluded by this coordinator's own votes, with its evidence (JSON:
     /// job, shard, both signed claims), for `hearth trust`.
     pub fn excluded_evidence(&self) -> Result<Vec<(PublicKey, String)>, JobError> {
@@ -371,6 +392,7 @@ impl Persist {
                 (&self.jobs, JOBS),
                 (&self.manifests, MANIFESTS),
                 (&self.shards, SHARDS),
+                (&self.suspended, SUSPENDED),
             ]
         }
     }
@@ -446,8 +468,8 @@ impl Persist {
             }
             _ => None,
         };
-        (&self.jobs, &self.shards, &self.excluded)
-            .transaction(|(jobs, shards, excluded)| {
+        (&self.jobs, &self.shards, &self.excluded, &self.suspended)
+            .transaction(|(jobs, shards, excluded, suspended)| {
                 if let Some((k, v)) = &shard {
                     shards.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -456,6 +478,10 @@ impl Persist {
                 }
                 for (household, evidence) in &update.exclude {
                     excluded.insert(household.0.as_slice(), evidence.as_bytes())?;
+                }
+                for household in &update.suspend {
+                    let key = [id.as_bytes().as_slice(), household.0.as_slice()].concat();
+                    suspended.insert(key, &[])?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
@@ -589,6 +615,36 @@ mod tests {
         p.jobs.insert(id.as_bytes(), b"garbage".to_vec()).unwrap();
         let err = p.load().unwrap_err().to_string();
         assert!(err.contains(&id.to_hex().to_string()), "{err}");
+    }
+
+    /// A suspension from one job (a vote lost among households on probation) is written with
+    /// its update and read back after a restart: before, it lived in memory only and a
+    /// restart lifted it (issue 10).
+    #[tokio::test]
+    async fn suspensions_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let submitter = Identity::from_seed([1; 32]);
+        let worker = Identity::from_seed([2; 32]);
+        let m = manifest(&submitter);
+        let id = m.id();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let p = Persist::open(&db).unwrap();
+            let job = super::super::book::Book::new_job(m.clone(), 10);
+            p.submit(&id, &job).await.unwrap();
+            let update = Update {
+                job: Some(id),
+                suspend: vec![worker.public()],
+                ..Update::default()
+            };
+            p.write(&update, Some(&job)).await.unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let p = Persist::open(&db).unwrap();
+        assert_eq!(p.suspended().unwrap(), vec![(id, worker.public())]);
+        // Removing a damaged job removes its suspensions with it.
+        p.remove(JOBS, id.as_bytes()).unwrap();
+        assert!(p.suspended().unwrap().is_empty());
     }
 
     /// What a lease and a claim write does not grow with the job: one shard's entry.
