@@ -222,6 +222,9 @@ pub struct SubmitJob {
     pub replication: u8,
     #[serde(default = "default_assembly")]
     pub assembly: Assembly,
+    /// The job's own replication policy (`docs/trust.md`); absent: the node's `[trust]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::jobs::trust::Policy>,
 }
 
 fn default_replication() -> u8 {
@@ -253,7 +256,7 @@ async fn submit(
     };
     let id = ctx
         .coordinator
-        .submit(manifest)
+        .submit_with_policy(manifest, req.policy)
         .await
         .map_err(|e| match e {
             crate::jobs::JobError::Invalid(m) => bad(m),

@@ -699,6 +699,31 @@ async fn trust_says_where_a_household_stands_and_why() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        // A job's own policy is checked before anything is submitted.
+        let mut job: serde_json::Value = serde_json::from_str(&n.job_body()).unwrap();
+        job["policy"] = serde_json::json!({"min_replicas": 4, "max_replicas": 2});
+        let resp = n
+            .authed(Method::POST, "/v1/jobs")
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            err["error"].as_str().unwrap().contains("max_replicas"),
+            "{err}"
+        );
+        assert_eq!(n.job_count().await, 0);
+        job["policy"] = serde_json::json!({"min_replicas": 1, "spot_check_permille": 1000});
+        let resp = n
+            .authed(Method::POST, "/v1/jobs")
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(n.job_count().await, 1);
         n.node.shutdown().await;
     })
     .await

@@ -103,6 +103,7 @@ pub async fn submit(
     api: &Client,
     spec: &JobSpec,
     common: &JobArgs,
+    policy: Option<crate::jobs::trust::Policy>,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
     let Materials {
@@ -136,6 +137,7 @@ pub async fn submit(
         limits: Some(common.limits()),
         replication: common.replication,
         assembly,
+        policy,
     };
     let id: Id = api.post_json("/v1/jobs", &job).await?;
     eprintln!("submitted; follow it with `hearth job wait {}`", id.id);

@@ -15,6 +15,9 @@ use super::JobError;
 pub(super) enum Command {
     Submit {
         manifest: JobManifest,
+        /// The job's own replication policy (`hearth submit --min-replicas …`); `None`: the
+        /// node's `[trust]` default.
+        policy: Option<crate::jobs::trust::Policy>,
         reply: oneshot::Sender<Result<blake3::Hash, JobError>>,
     },
     Control {
@@ -65,9 +68,22 @@ pub struct CoordinatorHandle {
 
 impl CoordinatorHandle {
     pub async fn submit(&self, manifest: JobManifest) -> Result<blake3::Hash, JobError> {
+        self.submit_with_policy(manifest, None).await
+    }
+
+    /// Submits a job that runs under its own replication policy (kept with the job).
+    pub async fn submit_with_policy(
+        &self,
+        manifest: JobManifest,
+        policy: Option<crate::jobs::trust::Policy>,
+    ) -> Result<blake3::Hash, JobError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Submit { manifest, reply })
+            .send(Command::Submit {
+                manifest,
+                policy,
+                reply,
+            })
             .await
             .map_err(|_| JobError::Stopped)?;
         rx.await.map_err(|_| JobError::Stopped)?

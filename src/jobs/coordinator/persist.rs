@@ -8,6 +8,8 @@
 //! - `coord/shards`: job id ‖ shard index (u32 big-endian) → JSON [`StoredShard`]; a shard
 //!   never leased has no entry;
 //! - `coord/excluded`: household key → JSON evidence (both signed claims);
+//! - `coord/policies`: job id → JSON replication policy of a job submitted with its own
+//!   (`hearth submit --min-replicas …`; written with the job);
 //! - `coord/suspended`: job id ‖ household key → empty: households shut out of one job
 //!   after losing a vote among households on probation (`Book::settled`).
 //!
@@ -177,6 +179,7 @@ const MANIFESTS: &str = "coord/manifests";
 const SHARDS: &str = "coord/shards";
 const EXCLUDED: &str = "coord/excluded";
 const SUSPENDED: &str = "coord/suspended";
+const POLICIES: &str = "coord/policies";
 
 fn excluded_key(k: &[u8]) -> Result<PublicKey, JobError> {
     let key: [u8; 32] = k.try_into().map_err(|_| {
@@ -202,6 +205,7 @@ pub struct Persist {
     shards: sled::Tree,
     excluded: sled::Tree,
     suspended: sled::Tree,
+    policies: sled::Tree,
 }
 
 impl Persist {
@@ -212,6 +216,7 @@ impl Persist {
             shards: db.open_tree(SHARDS)?,
             excluded: db.open_tree(EXCLUDED)?,
             suspended: db.open_tree(SUSPENDED)?,
+            policies: db.open_tree(POLICIES)?,
         })
     }
 
@@ -293,6 +298,28 @@ impl Persist {
                 },
             ))
         }
+    }
+
+    /// Every job's own replication policy. One that cannot be read stops the node with an
+    /// error naming the job (it would otherwise run under another policy than asked).
+    pub fn policies(&self) -> Result<Vec<(blake3::Hash, crate::jobs::trust::Policy)>, JobError> {
+        let mut out = Vec::new();
+        for item in self.policies.iter() {
+            let (k, v) = item?;
+            let corrupt = |what: String| {
+                JobError::Corrupt(format!(
+                    "job {}: its replication policy {what}",
+                    hex::encode(&k)
+                ))
+            };
+            let id: [u8; 32] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("has a malformed key".into()))?;
+            let policy = serde_json::from_slice(&v).map_err(|e| corrupt(e.to_string()))?;
+            out.push((blake3::Hash::from_bytes(id), policy));
+        }
+        Ok(out)
     }
 
     /// Every suspension: (job, household). Entries that are not a job id and a key (64
@@ -393,6 +420,7 @@ impl Persist {
                 (&self.manifests, MANIFESTS),
                 (&self.shards, SHARDS),
                 (&self.suspended, SUSPENDED),
+                (&self.policies, POLICIES),
             ]
         }
     }
@@ -425,14 +453,26 @@ impl Persist {
         Ok(())
     }
 
-    /// Writes a new job and flushes.
-    pub async fn submit(&self, id: &blake3::Hash, job: &JobBook) -> Result<(), JobError> {
+    /// Writes a new job (with its own policy, if it has one) and flushes.
+    pub async fn submit(
+        &self,
+        id: &blake3::Hash,
+        job: &JobBook,
+        policy: Option<&crate::jobs::trust::Policy>,
+    ) -> Result<(), JobError> {
         let meta = encode_job(job);
         let bytes = job.manifest.to_bytes();
-        (&self.manifests, &self.jobs)
-            .transaction(|(manifests, jobs)| {
+        let policy = policy
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| JobError::Corrupt(format!("encoding a policy: {e}")))?;
+        (&self.manifests, &self.jobs, &self.policies)
+            .transaction(|(manifests, jobs, policies)| {
                 manifests.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
                 jobs.insert(id.as_bytes().as_slice(), meta.as_slice())?;
+                if let Some(p) = &policy {
+                    policies.insert(id.as_bytes().as_slice(), p.as_slice())?;
+                }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
@@ -542,7 +582,7 @@ mod tests {
         let m = manifest(&submitter);
         let id = m.id();
         let job = super::super::book::Book::new_job(m.clone(), 10);
-        p.submit(&id, &job).await.unwrap();
+        p.submit(&id, &job, None).await.unwrap();
         let claim = Claim::sign(
             WorkRecord {
                 job: id,
@@ -631,7 +671,7 @@ mod tests {
             let db = sled::open(dir.path()).unwrap();
             let p = Persist::open(&db).unwrap();
             let job = super::super::book::Book::new_job(m.clone(), 10);
-            p.submit(&id, &job).await.unwrap();
+            p.submit(&id, &job, None).await.unwrap();
             let update = Update {
                 job: Some(id),
                 suspend: vec![worker.public()],
@@ -642,9 +682,46 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let p = Persist::open(&db).unwrap();
         assert_eq!(p.suspended().unwrap(), vec![(id, worker.public())]);
+        assert!(p.policies().unwrap().is_empty());
         // Removing a damaged job removes its suspensions with it.
         p.remove(JOBS, id.as_bytes()).unwrap();
         assert!(p.suspended().unwrap().is_empty());
+    }
+
+    /// A job submitted with its own policy runs under it after a restart too.
+    #[tokio::test]
+    async fn a_jobs_own_policy_is_kept_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(&Identity::from_seed([1; 32]));
+        let id = m.id();
+        let policy = crate::jobs::trust::Policy {
+            min_replicas: 2,
+            max_replicas: 5,
+            spot_check_permille: 250,
+            probation: true,
+            own_replica: true,
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let p = Persist::open(&db).unwrap();
+            let job = super::super::book::Book::new_job(m.clone(), 10);
+            p.submit(&id, &job, Some(&policy)).await.unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let p = Persist::open(&db).unwrap();
+        assert_eq!(p.policies().unwrap(), vec![(id, policy)]);
+        let mut book = super::super::book::Book::new(super::super::book::LeaseTerms {
+            lease_ms: 1,
+            max_total_ms: 1,
+        });
+        let (jobs, _) = p.load().unwrap();
+        for (id, job) in jobs {
+            book.insert_job(id, job);
+        }
+        for (job, policy) in p.policies().unwrap() {
+            book.set_policy(job, policy);
+        }
+        assert_eq!(book.policy(&id, book.job(&id).unwrap()), policy);
     }
 
     /// What a lease and a claim write does not grow with the job: one shard's entry.

@@ -181,6 +181,33 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Refuses a policy a submitter asked for that makes no sense: replicas outside
+    /// 1..=16 (`MAX_REPLICAS`), `max_replicas` below `min_replicas`, a rate above 1000 ‰.
+    pub fn validate(&self) -> Result<(), String> {
+        let most = crate::jobs::coordinator::book::MAX_REPLICAS;
+        for (name, v) in [
+            ("min_replicas", self.min_replicas),
+            ("max_replicas", self.max_replicas),
+        ] {
+            if v == 0 || usize::from(v) > most {
+                return Err(format!("{name} is {v}; it must be 1 to {most}"));
+            }
+        }
+        if self.max_replicas < self.min_replicas {
+            return Err(format!(
+                "max_replicas ({}) is below min_replicas ({})",
+                self.max_replicas, self.min_replicas
+            ));
+        }
+        if self.spot_check_permille > 1000 {
+            return Err(format!(
+                "spot_check_permille is {}; it is a share in thousandths, at most 1000",
+                self.spot_check_permille
+            ));
+        }
+        Ok(())
+    }
+
     /// Plain replication: `replication` agreeing replicas for every shard, whoever ran it.
     pub fn fixed(replication: u8) -> Policy {
         Policy {
