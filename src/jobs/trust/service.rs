@@ -7,9 +7,10 @@
 //! | the message | verdict | why |
 //! |---|---|---|
 //! | does not decode, is not signed by its gossip author, or fails [`Evidence::check`] | Reject | forged or broken: gossipsub scoring costs the peer that sent it |
-//! | from a coordinator whose evidence a re-run here refuted, or against a household already excluded here on checked evidence | Ignore | it has lied before, or it changes nothing; not forwarded |
-//! | about a claim already heard (same accused, job and shard), not left unchecked | Ignore | a replay |
-//! | over its author's or the global rate ([`super::evidence::Intake`]), or the queue or the store is full | Ignore (Reject when the author sent it to us itself) | a flood; forwarders are not punished for it |
+//! | from a coordinator whose evidence a re-run here refuted | Ignore (Reject when the author sent it to us itself) | it has lied before; not forwarded |
+//! | about a claim already heard (same accused, job and shard), not left unchecked | Ignore (Reject from the author itself) | a replay: an honest coordinator publishes each piece once |
+//! | over its author's or the global rate ([`super::evidence::Intake`]) | Ignore (Reject from the author itself) | a flood; forwarders are not punished for it |
+//! | against a household already excluded here on checked evidence, or the queue or the store is full | Ignore | it changes nothing, or this node's own limit |
 //! | otherwise | Accept | kept (durably) as pending, queued for a re-run, forwarded |
 //!
 //! Re-runs happen one at a time, off the service's loop (`recheck.rs`), at most
@@ -48,6 +49,47 @@ enum Command {
         key: Key,
         check: Check,
     },
+}
+
+/// What this node already knows about a well-formed piece of evidence.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    /// Its coordinator's evidence was refuted by a re-run here before.
+    pub false_accuser: bool,
+    /// Its accused household is already excluded here on checked evidence.
+    pub accused_excluded: bool,
+    /// The same (accused, job, shard) was heard before: `true` if that one was checked or is
+    /// waiting for its re-run, `false` if it could not be checked (then it may be again).
+    pub heard: Option<bool>,
+    /// The re-run queue or the store is full.
+    pub full: bool,
+}
+
+/// What a misbehaving author sending to us itself gets (Reject: costs it gossip score), and
+/// what the same message forwarded by someone else gets (Ignore: a forwarder is not to blame
+/// for an author's flood or replay, and may not know the author's record here).
+fn from_author(direct: bool) -> Verdict {
+    if direct {
+        Verdict::Reject
+    } else {
+        Verdict::Ignore
+    }
+}
+
+impl Seen {
+    /// The verdict before rate limits, or `None` to go on. A false accuser's evidence and a
+    /// replay (an honest coordinator publishes each piece once) cost their author when it
+    /// sends them itself; evidence against a household already excluded changes nothing (two
+    /// honest coordinators may catch the same liar), and a full queue is this node's limit.
+    pub fn verdict(&self, direct: bool) -> Option<Verdict> {
+        if self.false_accuser || self.heard == Some(true) {
+            return Some(from_author(direct));
+        }
+        if self.accused_excluded || self.full {
+            return Some(Verdict::Ignore);
+        }
+        None
+    }
 }
 
 /// What the router and the API hold.
@@ -181,25 +223,21 @@ impl TrustService {
 
     async fn admit(&mut self, e: &Evidence, direct: bool) -> Result<Verdict, JobError> {
         let key = entry_key(e);
-        if self.store.is_false_accuser(&e.coordinator)? || self.store.is_excluded(&e.accused())? {
-            return Ok(Verdict::Ignore);
-        }
-        if let Some(entry) = self.store.get(&key)? {
-            if !matches!(entry.check, Check::Unchecked(_)) {
-                return Ok(Verdict::Ignore);
-            }
-        }
-        let flood = if direct {
-            Verdict::Reject
-        } else {
-            Verdict::Ignore
+        let seen = Seen {
+            false_accuser: self.store.is_false_accuser(&e.coordinator)?,
+            accused_excluded: self.store.is_excluded(&e.accused())?,
+            heard: self
+                .store
+                .get(&key)?
+                .map(|entry| !matches!(entry.check, Check::Unchecked(_))),
+            full: self.store.len() >= MAX_ENTRIES || self.queue.len() >= MAX_QUEUED,
         };
-        if self.store.len() >= MAX_ENTRIES || self.queue.len() >= MAX_QUEUED {
-            return Ok(Verdict::Ignore);
+        if let Some(v) = seen.verdict(direct) {
+            return Ok(v);
         }
         if !self.intake.admit(e.coordinator, now_ms()) {
             tracing::debug!(coordinator = %e.coordinator, "fraud evidence over its rate; dropped");
-            return Ok(flood);
+            return Ok(from_author(direct));
         }
         let entry = Entry {
             evidence: hex::encode(e.to_bytes()),
@@ -265,5 +303,57 @@ impl TrustService {
             Check::Pending => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_floods_and_false_accusers_cost_only_their_author() {
+        let fresh = Seen::default();
+        assert_eq!(
+            fresh.verdict(true),
+            None,
+            "new evidence goes on to the rate limits"
+        );
+        let unchecked = Seen {
+            heard: Some(false),
+            ..fresh
+        };
+        assert_eq!(
+            unchecked.verdict(true),
+            None,
+            "unchecked evidence may be checked again"
+        );
+        for bad in [
+            Seen {
+                heard: Some(true),
+                ..fresh
+            },
+            Seen {
+                false_accuser: true,
+                ..fresh
+            },
+        ] {
+            assert_eq!(bad.verdict(true), Some(Verdict::Reject));
+            assert_eq!(bad.verdict(false), Some(Verdict::Ignore));
+        }
+        for nothing_new in [
+            Seen {
+                accused_excluded: true,
+                ..fresh
+            },
+            Seen {
+                full: true,
+                ..fresh
+            },
+        ] {
+            assert_eq!(nothing_new.verdict(true), Some(Verdict::Ignore));
+            assert_eq!(nothing_new.verdict(false), Some(Verdict::Ignore));
+        }
+        assert_eq!(from_author(true), Verdict::Reject);
+        assert_eq!(from_author(false), Verdict::Ignore);
     }
 }
