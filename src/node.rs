@@ -426,7 +426,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         });
     }
     // Fraud evidence heard on gossip is re-run here, under this radiator's limits, before it
-    // excludes anyone (`jobs::trust::service`).
+    // excludes anyone (`jobs::trust::service`); bootstrap nodes forward it and re-run nothing.
     let (trust_service, trust) = crate::jobs::trust::service::TrustService::new(
         &db,
         crate::jobs::trust::view::TrustView::new(
@@ -434,12 +434,15 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             identity.public(),
             opts.coordinator.trust.clone(),
         )?,
-        crate::jobs::trust::recheck::Rechecker::new(
-            &db,
-            net.clone(),
-            store.clone(),
-            executor.clone(),
-        )?,
+        match config.node.role {
+            Role::Radiator => Some(crate::jobs::trust::recheck::Rechecker::new(
+                &db,
+                net.clone(),
+                store.clone(),
+                executor.clone(),
+            )?),
+            Role::Bootstrap => None,
+        },
         coordinator_handle.clone(),
     )?;
     let trust_stop = shutdown_rx.clone();

@@ -126,7 +126,9 @@ pub struct TrustService {
     intake: Intake,
     queue: VecDeque<Key>,
     running: bool,
-    rechecker: Rechecker,
+    /// `None` on a bootstrap node, which runs no shards: it judges and forwards evidence
+    /// but re-runs nothing, so it excludes nobody.
+    rechecker: Option<Rechecker>,
     coordinator: CoordinatorHandle,
     tx: mpsc::Sender<Command>,
     rx: mpsc::Receiver<Command>,
@@ -137,7 +139,7 @@ impl TrustService {
     pub fn new(
         db: &sled::Db,
         view: TrustView,
-        rechecker: Rechecker,
+        rechecker: Option<Rechecker>,
         coordinator: CoordinatorHandle,
     ) -> Result<(TrustService, TrustHandle), JobError> {
         let store = EvidenceStore::open(db)?;
@@ -272,7 +274,10 @@ impl TrustService {
             self.running = true;
             let (rechecker, tx) = (self.rechecker.clone(), self.tx.clone());
             self.tasks.spawn(async move {
-                let check = rechecker.check(&evidence).await;
+                let check = match rechecker {
+                    Some(r) => r.check(&evidence).await,
+                    None => Check::Unchecked("this is a bootstrap node; it runs no shards".into()),
+                };
                 let _ = tx.send(Command::Checked { key, check }).await;
             });
             return;
