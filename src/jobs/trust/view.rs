@@ -3,6 +3,10 @@
 //! own vote (with both signed claims), and every piece of fraud evidence heard against it,
 //! with how this node's re-run judged it. Read straight from sled; the sentences are made by
 //! the pure [`why`]. Must not touch: decisions.
+//!
+//! Layering: this file and `service.rs` sit above the coordinator (they read its trees and
+//! use its handle); the rest of `trust` sits below it (the coordinator imports the policy,
+//! reputation and evidence trees). No two files import each other.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +17,12 @@ use crate::jobs::JobError;
 use super::evidence::{Check, EvidenceStore};
 use super::store::TrustStore;
 use super::{Record, Standing, TrustConfig};
+
+/// Records and this coordinator's own exclusions, read once per request.
+struct Loaded {
+    reputation: super::Reputation,
+    excluded: std::collections::HashMap<PublicKey, String>,
+}
 
 /// One household as this node sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -119,27 +129,31 @@ impl TrustView {
         );
         keys.sort();
         keys.dedup();
-        keys.iter().map(|h| self.household(h)).collect()
+        let loaded = self.load()?;
+        keys.iter().map(|h| self.describe(&loaded, h)).collect()
     }
 
     /// One household (known or not).
     pub fn household(&self, household: &PublicKey) -> Result<HouseholdTrust, JobError> {
-        let records = self.reputation.load()?;
-        let record = records
-            .iter()
-            .find(|(h, _)| h == household)
-            .map(|(_, r)| *r);
-        let reputation = self.config.reputation(self.own, records);
+        self.describe(&self.load()?, household)
+    }
+
+    /// What every description needs, read once.
+    fn load(&self) -> Result<Loaded, JobError> {
+        Ok(Loaded {
+            reputation: self.config.reputation(self.own, self.reputation.load()?),
+            excluded: self.persist.excluded_evidence()?.into_iter().collect(),
+        })
+    }
+
+    fn describe(&self, loaded: &Loaded, household: &PublicKey) -> Result<HouseholdTrust, JobError> {
+        let reputation = &loaded.reputation;
+        let record = reputation.record(household).copied();
         let trusted = reputation.is_trusted(household);
         let standing = reputation.standing(household);
-        let excluded_by_vote = self
-            .persist
-            .excluded_evidence()?
-            .into_iter()
-            .find(|(h, _)| h == household)
-            .map(|(_, json)| {
-                serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json))
-            });
+        let excluded_by_vote = loaded.excluded.get(household).map(|json| {
+            serde_json::from_str(json).unwrap_or_else(|_| serde_json::Value::String(json.clone()))
+        });
         let mut evidence = Vec::new();
         for (_, entry) in self.evidence.entries(Some(household))? {
             let e = entry.evidence()?;
