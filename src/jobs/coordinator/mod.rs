@@ -11,8 +11,8 @@
 //! - `delivery.rs`: countersigning and the receipt outbox;
 //! - `view.rs`: what the API shows.
 //!
-//! Size: about 740 lines: the actor's loop, sealing commitments and the announcement cadence
-//! share its state. Owed a split with the group-commit work (branch `coord`, issue 13).
+//! Size: about 810 lines: the actor's loop, sealing commitments, the announcement cadence and
+//! (issue 10) publishing fraud evidence share its state. Owed a split with the group-commit work (branch `coord`, issue 13).
 //!
 //! Fetching outputs, delivering receipts and assembling the result (PNG encoding, on a
 //! blocking thread) run off the actor and report back as commands, so the actor never waits

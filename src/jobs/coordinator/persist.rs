@@ -17,6 +17,10 @@
 //! the actor acknowledges nothing before that returns. An entry that cannot be read stops
 //! the node with an error naming the job (and shard), never silently.
 //! Must not touch: the network, the book's decisions.
+//!
+//! Size: about 770 lines, of which the tests are 220: one tree per kind of coordinator state
+//! (jobs, shards, exclusions, suspensions, per-job policies) read and written together in one
+//! transaction; splitting the trees across files would split that transaction.
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
