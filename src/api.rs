@@ -21,6 +21,8 @@
 //! | GET | `/v1/jobs/{id}/result` | the assembled result once the job is done | yes |
 //! | GET | `/v1/receipts?household=KEY` | receipts, in the export format | yes |
 //! | GET | `/v1/receipts/totals` | credit per household | yes |
+//! | GET | `/v1/trust` | every household this node has a record, an exclusion or fraud evidence about: standing and why ([`crate::jobs::trust::view::HouseholdTrust`]) | yes |
+//! | GET | `/v1/trust/{household}` | one household's standing, why, record, exclusion and the evidence against it with who checked it | yes |
 //! | GET | `/metrics` | Prometheus text exposition of the node's state | yes |
 //! | GET, PUT, POST | `/v1/heat/...` | thermostat and controller (radiators only; `crate::heat::api`) | yes |
 
@@ -71,6 +73,8 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/receipts", get(receipts))
         .route("/v1/receipts/totals", get(totals))
+        .route("/v1/trust", get(trust_all))
+        .route("/v1/trust/{household}", get(trust_one))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(ctx.clone())
@@ -218,6 +222,9 @@ pub struct SubmitJob {
     pub replication: u8,
     #[serde(default = "default_assembly")]
     pub assembly: Assembly,
+    /// The job's own replication policy (`docs/trust.md`); absent: the node's `[trust]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::jobs::trust::Policy>,
 }
 
 fn default_replication() -> u8 {
@@ -249,7 +256,7 @@ async fn submit(
     };
     let id = ctx
         .coordinator
-        .submit(manifest)
+        .submit_with_policy(manifest, req.policy)
         .await
         .map_err(|e| match e {
             crate::jobs::JobError::Invalid(m) => bad(m),
@@ -319,6 +326,22 @@ async fn receipts(
         .map_err(|e| bad(format!("household: {e}")))?;
     Ok(Json(
         ctx.ledger.export(household.as_ref()).map_err(internal)?,
+    ))
+}
+
+async fn trust_all(
+    State(ctx): State<NodeContext>,
+) -> Result<Json<Vec<crate::jobs::trust::view::HouseholdTrust>>, ApiError> {
+    Ok(Json(ctx.trust.view.all().map_err(internal)?))
+}
+
+async fn trust_one(
+    State(ctx): State<NodeContext>,
+    Path(household): Path<String>,
+) -> Result<Json<crate::jobs::trust::view::HouseholdTrust>, ApiError> {
+    let household = PublicKey::from_hex(&household).map_err(|e| bad(format!("household: {e}")))?;
+    Ok(Json(
+        ctx.trust.view.household(&household).map_err(internal)?,
     ))
 }
 

@@ -14,7 +14,8 @@
 //! api                   local HTTP+JSON face of a node
 //! node                  wires one radiator's services together, owns shutdown
 //! homeassistant         MQTT discovery bridge: reads the heat service, nothing above it
-//! jobs                  coordinator (submitter side) and worker (radiator side)
+//! jobs                  coordinator (submitter side), worker (radiator side), trust
+//!                       (reputation; fraud evidence, re-run before it excludes anyone)
 //! net        ledger     net moves bytes between peers; ledger keeps receipts in sled
 //! model                 manifests, receipts, wire messages: pure data, canonical bytes
 //! exec kernels store heat identity config   leaves: no knowledge of the network

@@ -7,7 +7,8 @@
 //! the wrong author or carries a bad signature is rejected, which counts against its sender's
 //! gossipsub score.
 //!
-//! Size: 715 lines: start-up wiring of every service, the router and the integrity checkpoint.
+//! Size: about 760 lines: start-up wiring of every service (the trust service since issue 10),
+//! the router and the integrity checkpoint.
 //! The checkpoint service is the first thing to move out if it grows.
 
 use std::net::SocketAddr;
@@ -203,6 +204,8 @@ pub struct NodeContext {
     pub max_slots: usize,
     /// The heat service (radiators only).
     pub heat: Option<crate::heat::HeatHandle>,
+    /// Trust: fraud evidence and what `hearth trust` shows (`jobs::trust::service`).
+    pub trust: crate::jobs::trust::service::TrustHandle,
 }
 
 /// How a service ended: its name, and why if it failed.
@@ -427,6 +430,36 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             ("home assistant", Ok(()))
         });
     }
+    // Fraud evidence heard on gossip is re-run here, under this radiator's limits, before it
+    // excludes anyone (`jobs::trust::service`); bootstrap nodes forward it and re-run nothing.
+    let (trust_service, trust) = crate::jobs::trust::service::TrustService::new(
+        &db,
+        crate::jobs::trust::view::TrustView::new(
+            &db,
+            identity.public(),
+            opts.coordinator.trust.clone(),
+        )?,
+        match config.node.role {
+            Role::Radiator => Some(crate::jobs::trust::recheck::Rechecker::new(
+                &db,
+                net.clone(),
+                store.clone(),
+                executor.clone(),
+            )?),
+            Role::Bootstrap => None,
+        },
+        coordinator_handle.clone(),
+    )?;
+    let trust_stop = shutdown_rx.clone();
+    tasks.spawn(async move {
+        (
+            "trust",
+            trust_service
+                .run(trust_stop)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    });
     // Requests this node's worker sends to this node's coordinator come back through the
     // router below, the same path as a peer's.
     let (loopback_tx, mut loopback_rx) = mpsc::channel::<Loopback>(64);
@@ -473,6 +506,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         slots,
         max_slots,
         heat: heat.clone(),
+        trust: trust.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)
@@ -514,6 +548,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         own: identity.public(),
         local_peer: identity.peer_id(),
         offers,
+        trust,
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -570,6 +605,8 @@ struct Router {
     local_peer: libp2p::PeerId,
     /// Coordinators that announced work to this node, for its heat demand.
     offers: Offers,
+    /// Judges fraud evidence.
+    trust: crate::jobs::trust::service::TrustHandle,
 }
 
 impl Router {
@@ -582,7 +619,7 @@ impl Router {
                 propagation_source,
                 data,
             } => {
-                let verdict = self.gossip(topic, source, &data).await;
+                let verdict = self.gossip(topic, source, propagation_source, data).await;
                 self.net
                     .report_validation(id, propagation_source, verdict)
                     .await;
@@ -651,7 +688,13 @@ impl Router {
         Response::Noted
     }
 
-    async fn gossip(&self, topic: Topic, source: Option<libp2p::PeerId>, data: &[u8]) -> Verdict {
+    async fn gossip(
+        &self,
+        topic: Topic,
+        source: Option<libp2p::PeerId>,
+        via: libp2p::PeerId,
+        data: Vec<u8>,
+    ) -> Verdict {
         let Some(source) = source else {
             // Hearth gossip is always signed; an anonymous message is someone else's traffic.
             return Verdict::Reject;
@@ -659,12 +702,14 @@ impl Router {
         match topic {
             // Audited, not stored: a commitment must be signed by its author's household key.
             // Whoever holds one of its receipts has it already, with the receipt's proof.
-            Topic::Commitments => match Commitment::from_bytes(data) {
+            Topic::Commitments => match Commitment::from_bytes(&data) {
                 Ok(c) if c.coordinator.peer_id() == Some(source) && c.verify().is_ok() => {
                     Verdict::Accept
                 }
                 _ => Verdict::Reject,
             },
+            // Judged (and, if new, queued for a re-run) by the trust service.
+            Topic::Evidence => self.trust.offer(source, source == via, data).await,
         }
     }
 }

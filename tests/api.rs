@@ -130,6 +130,12 @@ fn every_route() -> Vec<(Method, &'static str, &'static str)> {
         ),
         (Method::GET, "/v1/receipts", ""),
         (Method::GET, "/v1/receipts/totals", ""),
+        (Method::GET, "/v1/trust", ""),
+        (
+            Method::GET,
+            "/v1/trust/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+            "",
+        ),
         (Method::GET, "/metrics", ""),
         (Method::GET, "/v1/overview", ""),
         (Method::POST, "/v1/login/ticket", ""),
@@ -311,6 +317,7 @@ async fn every_route_needs_the_token_and_works_with_it() {
             "/v1/peers",
             "/v1/jobs",
             "/v1/receipts",
+            "/v1/trust",
             "/metrics",
             "/v1/heat",
         ] {
@@ -645,6 +652,78 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
             text.contains("hearth_jobs{state=\"running\"} 0.0"),
             "{text}"
         );
+        n.node.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_says_where_a_household_stands_and_why() {
+    within(async {
+        let n = start().await;
+        let own = n.node.household().to_hex();
+        let all: serde_json::Value = n
+            .authed(Method::GET, "/v1/trust")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let me = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["household"] == own.as_str())
+            .expect("the node's own household is listed");
+        assert_eq!(me["standing"], "established");
+        assert!(
+            me["why"].as_str().unwrap().contains("own household"),
+            "{me}"
+        );
+        let stranger = "11".repeat(32);
+        let one: serde_json::Value = n
+            .authed(Method::GET, &format!("/v1/trust/{stranger}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(one["standing"], "probation");
+        assert!(one["why"].as_str().unwrap().contains("no claim"), "{one}");
+        assert_eq!(one["evidence"], serde_json::json!([]));
+        let resp = n
+            .authed(Method::GET, "/v1/trust/not-a-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        // A job's own policy is checked before anything is submitted.
+        let mut job: serde_json::Value = serde_json::from_str(&n.job_body()).unwrap();
+        job["policy"] = serde_json::json!({"min_replicas": 4, "max_replicas": 2});
+        let resp = n
+            .authed(Method::POST, "/v1/jobs")
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            err["error"].as_str().unwrap().contains("max_replicas"),
+            "{err}"
+        );
+        assert_eq!(n.job_count().await, 0);
+        job["policy"] = serde_json::json!({"min_replicas": 1, "spot_check_permille": 1000});
+        let resp = n
+            .authed(Method::POST, "/v1/jobs")
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(n.job_count().await, 1);
         n.node.shutdown().await;
     })
     .await

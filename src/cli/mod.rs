@@ -94,6 +94,8 @@ pub enum Command {
         spec: SpecArgs,
         #[command(flatten)]
         common: JobArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
         /// Wait for the job and write its result here.
         #[arg(short, long, global = true)]
         output: Option<PathBuf>,
@@ -109,6 +111,14 @@ pub enum Command {
         /// for each coordinator.
         #[arg(long, requires = "repair")]
         from: Vec<libp2p::Multiaddr>,
+    },
+    /// Where households stand with the running node: trusted, on probation or excluded, and
+    /// why (with the fraud evidence against them and who checked it).
+    Trust {
+        /// One household (hex key; default: every household the node knows of).
+        household: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Heat-work receipts.
     Receipts(ReceiptsArgs),
@@ -246,6 +256,53 @@ pub struct JobArgs {
     /// Memory each shard may use, in MiB.
     #[arg(long, global = true)]
     pub memory_mib: Option<u64>,
+}
+
+/// The job's own replication policy (`docs/trust.md`). Any of these flags makes the job
+/// adaptive, starting from the adaptive defaults (1 / 3 / 100 ‰); none: the node's `[trust]`.
+#[derive(Args, Debug, Default)]
+pub struct PolicyArgs {
+    /// Agreeing replicas a shard needs when an established household ran it (1 lets a
+    /// trusted result stand alone, spot-checked).
+    #[arg(long, global = true)]
+    pub min_replicas: Option<u8>,
+    /// Most replicas per shard when rooms want more heat than there is work.
+    #[arg(long, global = true)]
+    pub max_replicas: Option<u8>,
+    /// Share of trusted shards re-run elsewhere, in thousandths (0 to 1000).
+    #[arg(long, global = true)]
+    pub spot_check_permille: Option<u16>,
+    /// Verify a shard only once a household of this node's trusted set (itself and
+    /// `[trust] trusted`) agrees.
+    #[arg(long, global = true)]
+    pub own_replica: bool,
+}
+
+impl PolicyArgs {
+    /// The policy these flags ask for, checked; `None` when no flag was given.
+    pub fn policy(&self) -> anyhow::Result<Option<crate::jobs::trust::Policy>> {
+        if self.min_replicas.is_none()
+            && self.max_replicas.is_none()
+            && self.spot_check_permille.is_none()
+            && !self.own_replica
+        {
+            return Ok(None);
+        }
+        let mut p = crate::jobs::trust::Policy::default();
+        if let Some(n) = self.min_replicas {
+            p.min_replicas = n;
+            p.max_replicas = p.max_replicas.max(n);
+        }
+        if let Some(n) = self.max_replicas {
+            p.max_replicas = n;
+        }
+        if let Some(n) = self.spot_check_permille {
+            p.spot_check_permille = n;
+        }
+        p.own_replica = self.own_replica;
+        p.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Some(p))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -401,6 +458,9 @@ pub fn main() -> anyhow::Result<()> {
             runtime.block_on(remote::job_result(&api()?, id, output))
         }
         Command::Jobs { json } => runtime.block_on(remote::jobs(&api()?, *json)),
+        Command::Trust { household, json } => {
+            runtime.block_on(remote::trust(&api()?, household.as_deref(), *json))
+        }
         Command::RunLocal {
             job,
             output,
@@ -409,11 +469,13 @@ pub fn main() -> anyhow::Result<()> {
         Command::Submit {
             spec,
             common,
+            policy,
             output,
         } => runtime.block_on(remote::submit(
             &api()?,
             &spec.to_spec()?,
             common,
+            policy.policy()?,
             output.as_deref(),
         )),
         Command::Receipts(args) => match &args.command {
@@ -461,5 +523,53 @@ pub fn main() -> anyhow::Result<()> {
             height: *height,
             tile: *tile,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit_policy(args: &[&str]) -> anyhow::Result<Option<crate::jobs::trust::Policy>> {
+        let cli = Cli::try_parse_from(
+            ["hearth", "submit", "pi"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect::<Vec<_>>(),
+        )?;
+        let Command::Submit { policy, .. } = cli.command else {
+            panic!("not a submit")
+        };
+        policy.policy()
+    }
+
+    #[test]
+    fn submit_takes_the_jobs_own_policy() {
+        assert_eq!(
+            submit_policy(&[]).unwrap(),
+            None,
+            "no flag: the node's [trust]"
+        );
+        let p = submit_policy(&["--min-replicas", "2", "--spot-check-permille", "500"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.min_replicas, p.max_replicas), (2, 3));
+        assert_eq!(p.spot_check_permille, 500);
+        assert!(p.probation && !p.own_replica);
+        let p = submit_policy(&["--min-replicas", "5", "--own-replica"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.min_replicas, p.max_replicas), (5, 5));
+        assert!(p.own_replica);
+        for bad in [
+            &["--min-replicas", "4", "--max-replicas", "2"][..],
+            &["--min-replicas", "0"],
+            &["--max-replicas", "17"],
+            &["--spot-check-permille", "1001"],
+        ] {
+            let err = submit_policy(bad).unwrap_err().to_string();
+            assert!(!err.is_empty(), "{bad:?}");
+        }
     }
 }

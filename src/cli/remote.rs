@@ -103,6 +103,7 @@ pub async fn submit(
     api: &Client,
     spec: &JobSpec,
     common: &JobArgs,
+    policy: Option<crate::jobs::trust::Policy>,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
     let Materials {
@@ -136,6 +137,7 @@ pub async fn submit(
         limits: Some(common.limits()),
         replication: common.replication,
         assembly,
+        policy,
     };
     let id: Id = api.post_json("/v1/jobs", &job).await?;
     eprintln!("submitted; follow it with `hearth job wait {}`", id.id);
@@ -164,6 +166,59 @@ pub async fn jobs(api: &Client, json: bool) -> anyhow::Result<()> {
             j.shards_verified,
             j.shards_total
         );
+    }
+    Ok(())
+}
+
+/// `hearth trust [HOUSEHOLD]`: each household's standing and why; for one household also
+/// its record and every piece of fraud evidence against it, with how this node's re-run of
+/// the shard judged it.
+pub async fn trust(api: &Client, household: Option<&str>, json: bool) -> anyhow::Result<()> {
+    use crate::jobs::trust::view::HouseholdTrust;
+    let all: Vec<HouseholdTrust> = match household {
+        Some(h) => vec![api.get(&format!("/v1/trust/{}", h.trim())).await?],
+        None => api.get("/v1/trust").await?,
+    };
+    if json {
+        let text = match household {
+            Some(_) => serde_json::to_string_pretty(&all[0])?,
+            None => serde_json::to_string_pretty(&all)?,
+        };
+        println!("{text}");
+        return Ok(());
+    }
+    for t in &all {
+        println!("{}  {:<11} {}", t.household, t.standing, t.why);
+        if household.is_none() {
+            continue;
+        }
+        if let Some(r) = &t.record {
+            println!(
+                "  record here: {} verified, {} wrong, {} disputed",
+                r.verified, r.wrong, r.disputed
+            );
+        }
+        if let Some(e) = &t.excluded_by_vote {
+            println!("  excluded by this node's vote; evidence: {e}");
+        }
+        if t.false_accuser {
+            println!("  evidence it signed was refuted by a re-run here; its evidence is ignored");
+        }
+        for e in &t.evidence {
+            println!(
+                "  evidence from coordinator {}: job {} shard {}: it claimed {} (fuel {}), {} won with {} (fuel {})",
+                e.coordinator, e.job, e.shard, e.accused_output, e.accused_fuel, e.winner, e.winning_output, e.winning_fuel
+            );
+            let by = e
+                .checked_by
+                .as_deref()
+                .map(|k| format!(", re-run by {k}"))
+                .unwrap_or_default();
+            match &e.detail {
+                Some(d) => println!("    {}{by}: {d}", e.status),
+                None => println!("    {}{by}", e.status),
+            }
+        }
     }
     Ok(())
 }

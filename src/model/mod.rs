@@ -4,6 +4,7 @@
 
 pub mod canon;
 pub mod commit;
+pub mod evidence;
 pub mod export;
 pub mod job;
 pub mod power;

@@ -91,23 +91,29 @@ const EVENT_CHANNEL: usize = 1024;
 /// Job announcements, heat demand and receipts are not gossiped: each travels as a control
 /// message between the two nodes it concerns, so what a radiator receives does not grow with
 /// the size of the network (issue 14; `docs/protocol.md`, "How work and heat demand travel").
-/// Gossip is left for what must be public: coordinators' receipt commitments.
+/// Gossip is left for what must be public: coordinators' receipt commitments, and fraud
+/// evidence, which every coordinator needs to hear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Topic {
     /// `hearth/commitments/1`: coordinators' signed Merkle roots over the receipts they
     /// countersigned (`docs/receipts.md`). Every node may publish; only nodes that audit
     /// (bootstrap nodes) subscribe, so radiators do not receive everyone's commitments.
     Commitments,
+    /// `hearth/evidence/1`: fraud evidence (`docs/protocol.md` §6.5): two signed claims of one
+    /// shard that a coordinator's vote set against each other. Every node subscribes; the
+    /// node layer decides what it means (`jobs::trust::evidence`).
+    Evidence,
 }
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 1] = [Topic::Commitments];
+    pub const ALL: [Topic; 2] = [Topic::Commitments, Topic::Evidence];
 
     /// The gossipsub topic string.
     pub fn name(self) -> &'static str {
         match self {
             Topic::Commitments => "hearth/commitments/1",
+            Topic::Evidence => "hearth/evidence/1",
         }
     }
 

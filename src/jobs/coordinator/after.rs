@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::identity::PublicKey;
 use crate::model::now_ms;
+use crate::net::Topic;
 
 use super::assemble;
 use super::book::{self, Action, Finish, Outcome};
@@ -165,10 +166,12 @@ impl Coordinator {
         let Some(update) = self.book.settled(&job, shard, &settlement, &signed) else {
             return;
         };
+        let excluded: Vec<PublicKey> = update.exclude.iter().map(|(h, _)| *h).collect();
         if let Err(e) = self.write(update) {
             tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
             return;
         }
+        self.publish_evidence(&settlement, &excluded).await;
         // Receipts are delivered with their inclusion proof, so they wait for a commitment:
         // the next round's, or at once when this shard was the job's last (the seal flushes
         // the whole database, this write included).
@@ -249,6 +252,41 @@ impl Coordinator {
         if let Err(e) = self.write(update) {
             // The book is unchanged; the next round assembles again.
             tracing::error!(job = %job, "could not save the finished job: {e}");
+        }
+    }
+}
+
+impl Coordinator {
+    /// Gossips fraud evidence (`docs/protocol.md` §6.5) against each household this vote
+    /// excluded: its claim and a winning one, signed by this coordinator, so other nodes can
+    /// re-run the shard and exclude it too. Best effort: published once, when the exclusion
+    /// is written (the group flush that makes it durable may still be running: evidence is
+    /// self-contained and every receiver re-runs the shard, so a crash before that flush
+    /// costs nothing but this node's own record); a node that does not hear it learns of the
+    /// liar only by catching it.
+    async fn publish_evidence(&self, settlement: &book::Settlement, excluded: &[PublicKey]) {
+        for (_, loser) in &settlement.losers {
+            if !excluded.contains(&loser.record.worker) {
+                continue;
+            }
+            let evidence = crate::model::evidence::Evidence::sign(
+                &self.identity,
+                now_ms(),
+                settlement.outcome.output,
+                settlement.outcome.fuel,
+                loser.clone(),
+                settlement.evidence.clone(),
+            );
+            match evidence {
+                Ok(e) => {
+                    if let Err(err) = self.net.publish(Topic::Evidence, e.to_bytes()).await {
+                        tracing::debug!(household = %loser.record.worker, "fraud evidence not gossiped: {err}");
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(household = %loser.record.worker, "cannot sign fraud evidence: {err}")
+                }
+            }
         }
     }
 }

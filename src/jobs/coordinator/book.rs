@@ -101,7 +101,7 @@ pub struct Update {
     /// Reputation records changed by this update (`jobs::trust::store`).
     pub reputation: Vec<(PublicKey, Record)>,
     /// Households shut out of this job only: they lost a vote that no established household
-    /// took part in, which is not proof that they lied (memory only; see `Book::settled`).
+    /// took part in, which is not proof that they lied (see `Book::settled`).
     pub suspend: Vec<PublicKey>,
 }
 
@@ -286,6 +286,11 @@ impl Book {
         }
     }
 
+    /// Shuts `household` out of `job` (a suspension loaded from disk).
+    pub fn insert_suspended(&mut self, job: blake3::Hash, household: PublicKey) {
+        self.suspended.entry(job).or_default().insert(household);
+    }
+
     pub fn insert_excluded(&mut self, household: PublicKey) {
         self.excluded.insert(household);
     }
@@ -376,7 +381,7 @@ impl Book {
             return Err(deny(
                 DenyReason::Excluded,
                 0,
-                "a claim of your household lost a replica vote here; no further leases",
+                "a claim of your household was proven wrong (it lost a replica vote here, or fraud evidence against it was re-run here); no further leases",
             ));
         }
         if self.is_suspended(job, household) {

@@ -15,6 +15,9 @@ use super::JobError;
 pub(super) enum Command {
     Submit {
         manifest: JobManifest,
+        /// The job's own replication policy (`hearth submit --min-replicas …`); `None`: the
+        /// node's `[trust]` default.
+        policy: Option<crate::jobs::trust::Policy>,
         reply: oneshot::Sender<Result<blake3::Hash, JobError>>,
     },
     Control {
@@ -46,6 +49,11 @@ pub(super) enum Command {
         id: blake3::Hash,
         stored: bool,
     },
+    /// Fraud evidence against `household` was confirmed by re-running its shard here
+    /// (`jobs::trust::service`); it is already durable in `trust/excluded`.
+    ExcludeChecked {
+        household: PublicKey,
+    },
 }
 
 /// A control request as the actor gets it: a claim arrives with its signature checked.
@@ -62,9 +70,22 @@ pub struct CoordinatorHandle {
 
 impl CoordinatorHandle {
     pub async fn submit(&self, manifest: JobManifest) -> Result<blake3::Hash, JobError> {
+        self.submit_with_policy(manifest, None).await
+    }
+
+    /// Submits a job that runs under its own replication policy (kept with the job).
+    pub async fn submit_with_policy(
+        &self,
+        manifest: JobManifest,
+        policy: Option<crate::jobs::trust::Policy>,
+    ) -> Result<blake3::Hash, JobError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Submit { manifest, reply })
+            .send(Command::Submit {
+                manifest,
+                policy,
+                reply,
+            })
             .await
             .map_err(|_| JobError::Stopped)?;
         rx.await.map_err(|_| JobError::Stopped)?
@@ -117,6 +138,13 @@ impl CoordinatorHandle {
         {
             tracing::debug!(%household, "coordinator busy; heat demand update dropped");
         }
+    }
+
+    /// Excludes a household that checked fraud evidence proved wrong: it gets no further
+    /// leases here. Waits while the coordinator is busy; the exclusion is already on disk
+    /// (the coordinator loads it at start), so one lost when the node stops is not lost.
+    pub async fn exclude_checked(&self, household: PublicKey) {
+        let _ = self.tx.send(Command::ExcludeChecked { household }).await;
     }
 
     pub async fn list(&self) -> Vec<JobView> {

@@ -177,6 +177,16 @@ impl Coordinator {
         for household in excluded {
             book.insert_excluded(household);
         }
+        for (job, policy) in persist.policies()? {
+            book.set_policy(job, policy);
+        }
+        for (job, household) in persist.suspended()? {
+            book.insert_suspended(job, household);
+        }
+        // Households excluded on fraud evidence this node re-ran (`jobs::trust::service`).
+        for household in crate::jobs::trust::evidence::EvidenceStore::open(db)?.excluded()? {
+            book.insert_excluded(household);
+        }
         let trust = crate::jobs::trust::store::TrustStore::open(db)?;
         book.set_reputation(config.trust.reputation(identity.public(), trust.load()?));
         book.set_default_policy(config.trust.policy());
@@ -352,8 +362,12 @@ impl Coordinator {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit { manifest, reply } => {
-                let result = self.submit(manifest).await;
+            Command::Submit {
+                manifest,
+                policy,
+                reply,
+            } => {
+                let result = self.submit(manifest, policy).await;
                 let _ = reply.send(result);
             }
             Command::Control {
@@ -385,6 +399,7 @@ impl Coordinator {
                     tracing::error!(receipt = %id, "could not remove a delivered receipt from the outbox: {e}; it will be sent again");
                 }
             }
+            Command::ExcludeChecked { household } => self.book.insert_excluded(household),
             Command::Heat { household, demand } => {
                 self.book
                     .note_demand(household, demand.demand_permille, false, now_ms());
@@ -403,8 +418,16 @@ impl Coordinator {
         }
     }
 
-    async fn submit(&mut self, manifest: JobManifest) -> Result<blake3::Hash, JobError> {
+    async fn submit(
+        &mut self,
+        manifest: JobManifest,
+        policy: Option<crate::jobs::trust::Policy>,
+    ) -> Result<blake3::Hash, JobError> {
         manifest.validate().map_err(JobError::Invalid)?;
+        if let Some(p) = &policy {
+            p.validate()
+                .map_err(|e| JobError::Invalid(format!("replication policy: {e}")))?;
+        }
         if manifest.submitter != self.identity.public() {
             return Err(JobError::Invalid(
                 "the manifest names another household as submitter; a node coordinates only its own jobs".into(),
@@ -427,7 +450,10 @@ impl Coordinator {
         let stored = self.store.put_bytes(&manifest.to_bytes())?;
         debug_assert_eq!(stored, id);
         let job = Book::new_job(manifest.clone(), now_ms());
-        self.persist.submit(&id, &job).await?;
+        self.persist.submit(&id, &job, policy.as_ref()).await?;
+        if let Some(p) = policy {
+            self.book.set_policy(id, p);
+        }
         for h in std::iter::once(&id)
             .chain(std::iter::once(&manifest.module))
             .chain(manifest.inputs.iter())

@@ -7,13 +7,21 @@
 //!   job finishes);
 //! - `coord/shards`: job id ‖ shard index (u32 big-endian) → JSON [`StoredShard`]; a shard
 //!   never leased has no entry;
-//! - `coord/excluded`: household key → JSON evidence (both signed claims).
+//! - `coord/excluded`: household key → JSON evidence (both signed claims);
+//! - `coord/policies`: job id → JSON replication policy of a job submitted with its own
+//!   (`hearth submit --min-replicas …`; written with the job);
+//! - `coord/suspended`: job id ‖ household key → empty: households shut out of one job
+//!   after losing a vote among households on probation (`Book::settled`).
 //!
 //! Every [`Update`] is written in one sled transaction across these trees; the actor
 //! acknowledges nothing before a flush begun after that write returned (group commit: one
 //! flush covers every update written while the previous one ran). An entry that cannot be read stops
 //! the node with an error naming the job (and shard), never silently.
 //! Must not touch: the network, the book's decisions.
+//!
+//! Size: about 770 lines, of which the tests are 220: one tree per kind of coordinator state
+//! (jobs, shards, exclusions, suspensions, per-job policies) read and written together in one
+//! transaction; splitting the trees across files would split that transaction.
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -175,6 +183,8 @@ const JOBS: &str = "coord/jobs";
 const MANIFESTS: &str = "coord/manifests";
 const SHARDS: &str = "coord/shards";
 const EXCLUDED: &str = "coord/excluded";
+const SUSPENDED: &str = "coord/suspended";
+const POLICIES: &str = "coord/policies";
 
 fn excluded_key(k: &[u8]) -> Result<PublicKey, JobError> {
     let key: [u8; 32] = k.try_into().map_err(|_| {
@@ -199,6 +209,8 @@ pub struct Persist {
     jobs: sled::Tree,
     shards: sled::Tree,
     excluded: sled::Tree,
+    suspended: sled::Tree,
+    policies: sled::Tree,
 }
 
 impl Persist {
@@ -208,6 +220,8 @@ impl Persist {
             jobs: db.open_tree(JOBS)?,
             shards: db.open_tree(SHARDS)?,
             excluded: db.open_tree(EXCLUDED)?,
+            suspended: db.open_tree(SUSPENDED)?,
+            policies: db.open_tree(POLICIES)?,
         })
     }
 
@@ -291,6 +305,55 @@ impl Persist {
         }
     }
 
+    /// Every job's own replication policy. One that cannot be read stops the node with an
+    /// error naming the job (it would otherwise run under another policy than asked).
+    pub fn policies(&self) -> Result<Vec<(blake3::Hash, crate::jobs::trust::Policy)>, JobError> {
+        let mut out = Vec::new();
+        for item in self.policies.iter() {
+            let (k, v) = item?;
+            let corrupt = |what: String| {
+                JobError::Corrupt(format!(
+                    "job {}: its replication policy {what}",
+                    hex::encode(&k)
+                ))
+            };
+            let id: [u8; 32] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("has a malformed key".into()))?;
+            let policy = serde_json::from_slice(&v).map_err(|e| corrupt(e.to_string()))?;
+            out.push((blake3::Hash::from_bytes(id), policy));
+        }
+        Ok(out)
+    }
+
+    /// Every suspension: (job, household). Entries that are not a job id and a key (64
+    /// bytes) are skipped: a suspension only ever narrows who may lease.
+    pub fn suspended(&self) -> Result<Vec<(blake3::Hash, PublicKey)>, JobError> {
+        let mut out = Vec::new();
+        for item in self.suspended.iter() {
+            let (k, _) = item?;
+            if let (Some(job), Some(h)) = (
+                k.get(..32).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                k.get(32..).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+            ) {
+                out.push((blake3::Hash::from_bytes(job), PublicKey(h)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every household excluded by this coordinator's own votes, with its evidence (JSON:
+    /// job, shard, both signed claims), for `hearth trust`.
+    pub fn excluded_evidence(&self) -> Result<Vec<(PublicKey, String)>, JobError> {
+        let mut out = Vec::new();
+        for item in self.excluded.iter() {
+            let (k, v) = item?;
+            out.push((excluded_key(&k)?, String::from_utf8_lossy(&v).into_owned()));
+        }
+        Ok(out)
+    }
+
     /// Every entry [`Persist::load`] would refuse: (tree, key, what is wrong), for the
     /// start-up integrity check and `hearth doctor`, which list them all rather than the first.
     pub fn damaged(&self) -> Result<Vec<Damaged>, JobError> {
@@ -361,6 +424,8 @@ impl Persist {
                 (&self.jobs, JOBS),
                 (&self.manifests, MANIFESTS),
                 (&self.shards, SHARDS),
+                (&self.suspended, SUSPENDED),
+                (&self.policies, POLICIES),
             ]
         }
     }
@@ -393,14 +458,26 @@ impl Persist {
         Ok(())
     }
 
-    /// Writes a new job and flushes.
-    pub async fn submit(&self, id: &blake3::Hash, job: &JobBook) -> Result<(), JobError> {
+    /// Writes a new job (with its own policy, if it has one) and flushes.
+    pub async fn submit(
+        &self,
+        id: &blake3::Hash,
+        job: &JobBook,
+        policy: Option<&crate::jobs::trust::Policy>,
+    ) -> Result<(), JobError> {
         let meta = encode_job(job);
         let bytes = job.manifest.to_bytes();
-        (&self.manifests, &self.jobs)
-            .transaction(|(manifests, jobs)| {
+        let policy = policy
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| JobError::Corrupt(format!("encoding a policy: {e}")))?;
+        (&self.manifests, &self.jobs, &self.policies)
+            .transaction(|(manifests, jobs, policies)| {
                 manifests.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
                 jobs.insert(id.as_bytes().as_slice(), meta.as_slice())?;
+                if let Some(p) = &policy {
+                    policies.insert(id.as_bytes().as_slice(), p.as_slice())?;
+                }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
@@ -437,8 +514,8 @@ impl Persist {
             }
             _ => None,
         };
-        (&self.jobs, &self.shards, &self.excluded)
-            .transaction(|(jobs, shards, excluded)| {
+        (&self.jobs, &self.shards, &self.excluded, &self.suspended)
+            .transaction(|(jobs, shards, excluded, suspended)| {
                 if let Some((k, v)) = &shard {
                     shards.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -447,6 +524,10 @@ impl Persist {
                 }
                 for (household, evidence) in &update.exclude {
                     excluded.insert(household.0.as_slice(), evidence.as_bytes())?;
+                }
+                for household in &update.suspend {
+                    let key = [id.as_bytes().as_slice(), household.0.as_slice()].concat();
+                    suspended.insert(key, &[])?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
@@ -521,7 +602,7 @@ mod tests {
         let m = manifest(&submitter);
         let id = m.id();
         let job = super::super::book::Book::new_job(m.clone(), 10);
-        p.submit(&id, &job).await.unwrap();
+        p.submit(&id, &job, None).await.unwrap();
         let claim = Claim::sign(
             WorkRecord {
                 job: id,
@@ -595,6 +676,73 @@ mod tests {
         p.jobs.insert(id.as_bytes(), b"garbage".to_vec()).unwrap();
         let err = p.load().unwrap_err().to_string();
         assert!(err.contains(&id.to_hex().to_string()), "{err}");
+    }
+
+    /// A suspension from one job (a vote lost among households on probation) is written with
+    /// its update and read back after a restart: before, it lived in memory only and a
+    /// restart lifted it (issue 10).
+    #[tokio::test]
+    async fn suspensions_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let submitter = Identity::from_seed([1; 32]);
+        let worker = Identity::from_seed([2; 32]);
+        let m = manifest(&submitter);
+        let id = m.id();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let p = Persist::open(&db).unwrap();
+            let job = super::super::book::Book::new_job(m.clone(), 10);
+            p.submit(&id, &job, None).await.unwrap();
+            let update = Update {
+                job: Some(id),
+                suspend: vec![worker.public()],
+                ..Update::default()
+            };
+            p.write(&update, Some(&job)).await.unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let p = Persist::open(&db).unwrap();
+        assert_eq!(p.suspended().unwrap(), vec![(id, worker.public())]);
+        assert!(p.policies().unwrap().is_empty());
+        // Removing a damaged job removes its suspensions with it.
+        p.remove(JOBS, id.as_bytes()).unwrap();
+        assert!(p.suspended().unwrap().is_empty());
+    }
+
+    /// A job submitted with its own policy runs under it after a restart too.
+    #[tokio::test]
+    async fn a_jobs_own_policy_is_kept_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(&Identity::from_seed([1; 32]));
+        let id = m.id();
+        let policy = crate::jobs::trust::Policy {
+            min_replicas: 2,
+            max_replicas: 5,
+            spot_check_permille: 250,
+            probation: true,
+            own_replica: true,
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let p = Persist::open(&db).unwrap();
+            let job = super::super::book::Book::new_job(m.clone(), 10);
+            p.submit(&id, &job, Some(&policy)).await.unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let p = Persist::open(&db).unwrap();
+        assert_eq!(p.policies().unwrap(), vec![(id, policy)]);
+        let mut book = super::super::book::Book::new(super::super::book::LeaseTerms {
+            lease_ms: 1,
+            max_total_ms: 1,
+        });
+        let (jobs, _) = p.load().unwrap();
+        for (id, job) in jobs {
+            book.insert_job(id, job);
+        }
+        for (job, policy) in p.policies().unwrap() {
+            book.set_policy(job, policy);
+        }
+        assert_eq!(book.policy(&id, book.job(&id).unwrap()), policy);
     }
 
     /// What a lease and a claim write does not grow with the job: one shard's entry.

@@ -13,9 +13,18 @@
 //!   household ran it, how many when only households on probation did, the spot-check rate,
 //!   and how far replication may rise when rooms want more heat than there is work.
 //!
-//! Must not touch: I/O, clocks, randomness.
+//! Must not touch (this file): I/O, clocks, randomness.
+//!
+//! Around it: `store.rs` (reputation in sled), `evidence.rs` (fraud evidence heard from
+//! other coordinators, its rate limits and trees), `recheck.rs` (re-running the shard a piece
+//! of evidence is about), `service.rs` (the actor that judges gossiped evidence and excludes
+//! only on a confirming re-run), `view.rs` (what `hearth trust` shows).
 
+pub mod evidence;
+pub mod recheck;
+pub mod service;
 pub mod store;
+pub mod view;
 
 #[cfg(feature = "testing")]
 pub mod sim;
@@ -172,6 +181,33 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Refuses a policy a submitter asked for that makes no sense: replicas outside
+    /// 1..=16 (`MAX_REPLICAS`), `max_replicas` below `min_replicas`, a rate above 1000 ‰.
+    pub fn validate(&self) -> Result<(), String> {
+        let most = crate::jobs::coordinator::book::MAX_REPLICAS;
+        for (name, v) in [
+            ("min_replicas", self.min_replicas),
+            ("max_replicas", self.max_replicas),
+        ] {
+            if v == 0 || usize::from(v) > most {
+                return Err(format!("{name} is {v}; it must be 1 to {most}"));
+            }
+        }
+        if self.max_replicas < self.min_replicas {
+            return Err(format!(
+                "max_replicas ({}) is below min_replicas ({})",
+                self.max_replicas, self.min_replicas
+            ));
+        }
+        if self.spot_check_permille > 1000 {
+            return Err(format!(
+                "spot_check_permille is {}; it is a share in thousandths, at most 1000",
+                self.spot_check_permille
+            ));
+        }
+        Ok(())
+    }
+
     /// Plain replication: `replication` agreeing replicas for every shard, whoever ran it.
     pub fn fixed(replication: u8) -> Policy {
         Policy {

@@ -1,0 +1,211 @@
+//! Re-running the shard a piece of fraud evidence is about, to see which claim was right.
+//!
+//! The same path as a worker's shard, under the same radiator limits: the manifest is fetched
+//! (at most `MAX_MANIFEST_BYTES`) from the coordinator and must hash to the job and name the
+//! coordinator as submitter; the job's memory request must be within this radiator's
+//! `memory_per_shard`; the module (at most `[limits] module_bytes`) is fetched and compiled
+//! under the compile limits; the input (at most `input_bytes`) is fetched; the shard runs in
+//! the deterministic executor, on a blocking thread, with the manifest's fuel and memory
+//! (lowered to this radiator's). Execution is bit-exact, so the output's hash and the fuel
+//! decide: the winner's pair confirms the evidence, the accused's refutes it.
+//!
+//! Blobs brought in for a re-run are recorded under a job id of their own (`recheck_id`)
+//! in the worker's garbage-collection trees (`jobs::gc`) and released when the re-run ends,
+//! so they are deleted unless a job of the worker uses them too; a re-run cut short by a
+//! crash is released at the next start like any job whose coordinator no longer knows it.
+//! Must not touch: the coordinator, exclusions (the service decides on the result).
+
+use crate::exec::{ExecError, Executor, Limits};
+use crate::jobs::gc::JobBlobs;
+use crate::model::evidence::Evidence;
+use crate::model::job::MAX_MANIFEST_BYTES;
+use crate::model::JobManifest;
+use crate::net::Network;
+use crate::store::Store;
+
+use super::evidence::Check;
+
+/// What a re-run needs: the same store, network and executor (with this radiator's limits)
+/// as the worker.
+#[derive(Clone)]
+pub struct Rechecker {
+    pub net: Network,
+    pub store: Store,
+    pub executor: Executor,
+    pub(crate) blobs: JobBlobs,
+}
+
+/// The id under which a re-run's blobs are recorded for garbage collection: never a real
+/// job's (a real job id is the hash of a manifest, which does not start with this domain).
+pub fn recheck_id(e: &Evidence) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"hearth/recheck/v1")
+        .update(e.job.as_bytes())
+        .update(&e.shard.to_le_bytes());
+    h.finalize()
+}
+
+impl Rechecker {
+    pub fn new(
+        db: &sled::Db,
+        net: Network,
+        store: Store,
+        executor: Executor,
+    ) -> Result<Rechecker, crate::jobs::JobError> {
+        Ok(Rechecker {
+            net,
+            store,
+            executor,
+            blobs: JobBlobs::open(db)?,
+        })
+    }
+
+    /// Re-runs the shard of `e` and says how the evidence fared. Never excludes anyone.
+    pub async fn check(&self, e: &Evidence) -> Check {
+        let id = recheck_id(e);
+        let check = self.rerun(e, &id).await;
+        let (blobs, store) = (self.blobs.clone(), self.store.clone());
+        match tokio::task::spawn_blocking(move || blobs.release(&store, &id)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!("could not delete a re-run's blobs: {err}"),
+            Err(err) => tracing::warn!("could not delete a re-run's blobs: {err}"),
+        }
+        check
+    }
+
+    async fn fetch(
+        &self,
+        id: &blake3::Hash,
+        coordinator: libp2p::PeerId,
+        hash: blake3::Hash,
+        max_len: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, Check> {
+        let unchecked = |why: String| Check::Unchecked(format!("the {what}: {why}"));
+        let held = self
+            .store
+            .len(&hash)
+            .map_err(|e| unchecked(e.to_string()))?;
+        match held {
+            Some(len) if len > max_len => {
+                return Err(Check::Unchecked(format!(
+                    "the {what} is {len} bytes; this radiator accepts at most {max_len}"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                // Recorded before fetching, so a blob that arrives is never left unrecorded.
+                self.blobs
+                    .record(id, &coordinator, &hash, true)
+                    .map_err(|e| unchecked(e.to_string()))?;
+                self.net
+                    .fetch_blob_within(hash, Some(coordinator), max_len)
+                    .await
+                    .map_err(|e| unchecked(e.to_string()))?;
+            }
+        }
+        self.store
+            .get_bytes(&hash)
+            .map_err(|e| unchecked(e.to_string()))
+    }
+
+    async fn rerun(&self, e: &Evidence, id: &blake3::Hash) -> Check {
+        match self.try_rerun(e, id).await {
+            Ok(c) | Err(c) => c,
+        }
+    }
+
+    async fn try_rerun(&self, e: &Evidence, id: &blake3::Hash) -> Result<Check, Check> {
+        let Some(coordinator) = e.coordinator.peer_id() else {
+            return Ok(Check::Unchecked(
+                "the coordinator's key is no peer id".into(),
+            ));
+        };
+        let bytes = self
+            .fetch(
+                id,
+                coordinator,
+                e.job,
+                MAX_MANIFEST_BYTES as u64,
+                "manifest",
+            )
+            .await?;
+        let manifest = JobManifest::from_bytes(&bytes).map_err(|err| {
+            Check::Inconclusive(format!("the job's manifest does not decode: {err}"))
+        })?;
+        let claim = &e.winning.record;
+        if manifest.id() != e.job
+            || manifest.submitter != e.coordinator
+            || manifest.module != claim.module
+            || manifest.inputs.get(e.shard as usize) != Some(&claim.input)
+        {
+            return Ok(Check::Inconclusive(
+                "the job's manifest does not match the claims (module, input or submitter)".into(),
+            ));
+        }
+        let own = self.executor.limits();
+        if manifest.limits.memory_bytes > own.memory_per_shard {
+            return Ok(Check::Unchecked(format!(
+                "the job asks for {} MiB of memory per shard; this radiator allows at most {} MiB",
+                manifest.limits.memory_bytes >> 20,
+                own.memory_per_shard >> 20
+            )));
+        }
+        let module = self
+            .fetch(id, coordinator, manifest.module, own.module_bytes, "module")
+            .await?;
+        let input = self
+            .fetch(id, coordinator, claim.input, own.input_bytes, "shard input")
+            .await?;
+        let limits = Limits {
+            fuel: manifest.limits.fuel_per_shard,
+            memory_bytes: manifest.limits.memory_bytes,
+            ..Limits::default()
+        };
+        let (executor, module_hash) = (self.executor.clone(), manifest.module);
+        let ran = tokio::task::spawn_blocking(move || {
+            executor.run(&module_hash, &module, &input, &limits)
+        })
+        .await
+        .map_err(|err| Check::Unchecked(format!("the re-run's thread died: {err}")))?;
+        let out = match ran {
+            Ok(out) => out,
+            Err(err) => return Ok(judge_failure(err)),
+        };
+        let output = blake3::hash(&out.output);
+        let (l, w) = (&e.losing.record, &e.winning.record);
+        Ok(if output == w.output && out.fuel == w.fuel {
+            Check::Confirmed
+        } else if output == l.output && out.fuel == l.fuel {
+            Check::Refuted
+        } else {
+            Check::Inconclusive(format!(
+                "the re-run gave output {} with {} fuel, which neither claim carries",
+                output.to_hex(),
+                out.fuel
+            ))
+        })
+    }
+}
+
+/// A re-run that did not produce an output. Deterministic failures (a trap, fuel, memory,
+/// an invalid module) mean neither claim's output is the shard's: inconclusive. What depends
+/// on this radiator (its limits, its wall clock, its stack, a busy compiler) says nothing
+/// about the claims: unchecked.
+fn judge_failure(err: ExecError) -> Check {
+    match err {
+        ExecError::OutOfFuel { .. }
+        | ExecError::OutOfMemory { .. }
+        | ExecError::Unreachable { .. }
+        | ExecError::Trap { .. }
+        | ExecError::Exit { .. }
+        | ExecError::OutputTooLarge { .. }
+        | ExecError::InvalidModule(_)
+        | ExecError::ForbiddenImport { .. }
+        | ExecError::BadAbi(_)
+        | ExecError::HashMismatch { .. } => Check::Inconclusive(format!(
+            "the re-run failed, so neither claim is right: {err}"
+        )),
+        other => Check::Unchecked(format!("could not re-run the shard here: {other}")),
+    }
+}

@@ -1,0 +1,357 @@
+//! Fraud evidence across coordinators (`docs/trust.md`, "Fraud evidence"), with real nodes:
+//! real libp2p gossip on loopback, real sled, real wasm re-runs, real signatures.
+//!
+//! - A liar caught by one coordinator is excluded at another node only after that node
+//!   re-ran the shard, and the exclusion survives the node's restart.
+//! - Evidence with a bad signature is rejected (and costs its sender gossip score); evidence
+//!   whose re-run shows the accused was right excludes nobody and marks its author a false
+//!   accuser.
+
+use std::time::Duration;
+
+use hearth::demo::{loopback_options, start_radiators, wait_connected};
+use hearth::exec::{Executor, Limits};
+use hearth::identity::{Identity, PublicKey};
+use hearth::jobs::build::{build, JobSpec};
+use hearth::jobs::trust::view::HouseholdTrust;
+use hearth::jobs::trust::TrustConfig;
+use hearth::jobs::JobStatus;
+use hearth::model::evidence::Evidence;
+use hearth::model::receipt::{Claim, EnergyMethod, WorkRecord};
+use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
+use hearth::model::{now_ms, JobLimits};
+use hearth::net::Topic;
+use hearth::node::{NodeOptions, RunningNode};
+
+const SPEC: JobSpec = JobSpec::Mandelbrot {
+    width: 256,
+    height: 128,
+    tile: 32,
+    max_iter: 200,
+};
+
+/// Polls `node`'s trust view of `household` until `done` holds.
+async fn wait_for(
+    node: &RunningNode,
+    household: &PublicKey,
+    done: impl Fn(&HouseholdTrust) -> bool,
+) -> HouseholdTrust {
+    loop {
+        let view = node.context.trust.view.household(household).unwrap();
+        if done(&view) {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What `node`'s coordinator answers `household` asking for a lease on some job.
+async fn lease_answer(node: &RunningNode, household: &PublicKey) -> Response {
+    node.context
+        .coordinator
+        .control(
+            household.peer_id().unwrap(),
+            Request::Lease {
+                job: blake3::hash(b"any job"),
+                protocol: PROTOCOL_VERSION,
+                demand_permille: 1000,
+            },
+        )
+        .await
+}
+
+fn excluded(r: &Response) -> bool {
+    matches!(
+        r,
+        Response::Denied {
+            reason: DenyReason::Excluded,
+            ..
+        }
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checked_evidence_excludes_the_liar_at_another_node_and_survives_its_restart() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = Identity::load_or_create(&dir.path().join("radiator-1"))
+            .unwrap()
+            .public();
+        // 0 submits and coordinates (warm: it does not work); 1 is honest and trusted by 0;
+        // 2 is honest, works, and is the node that must learn of the liar from gossip;
+        // 3 lies on every shard (the test-only `cheat` hook).
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                o.config.heat.simulated.initial_celsius = Some(24.0);
+                o.coordinator.trust = TrustConfig {
+                    trusted: vec![trusted.to_hex()],
+                    ..TrustConfig::default()
+                };
+            }
+            o.worker.cheat = i == 3;
+        })
+        .await
+        .unwrap();
+        wait_connected(&nodes, 1, Duration::from_secs(20))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (sub, observer, liar) = (&nodes[0], &nodes[2], nodes[3].household());
+        // Before anything happened, node 2 leases to the liar like to anyone.
+        assert!(!excluded(&lease_answer(observer, &liar).await));
+        let manifest = build(
+            &sub.context.store,
+            &SPEC,
+            sub.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        loop {
+            let view = sub.context.coordinator.view(id).await.unwrap();
+            if view.status != JobStatus::Running {
+                assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The coordinator excluded the liar by its own vote (a shard it claimed could only
+        // be verified against it, with the trusted household in the winning group).
+        let at_sub = sub.context.trust.view.household(&liar).unwrap();
+        assert!(at_sub.excluded_by_vote.is_some(), "{at_sub:#?}");
+        // Node 2 heard the evidence, re-ran the shard, and excluded the liar.
+        let at_observer = wait_for(observer, &liar, |v| {
+            v.evidence.iter().any(|e| e.status != "pending")
+        })
+        .await;
+        let e = &at_observer.evidence[0];
+        assert_eq!(e.status, "confirmed", "{at_observer:#?}");
+        assert_eq!(e.coordinator, sub.household().to_hex());
+        assert_eq!(e.checked_by, Some(observer.household().to_hex()));
+        assert_eq!(at_observer.standing, "excluded");
+        assert!(
+            at_observer.excluded_by_vote.is_none(),
+            "node 2 never voted on it"
+        );
+        assert!(excluded(&lease_answer(observer, &liar).await));
+        // Nobody honest was accused.
+        for honest in [trusted, observer.household()] {
+            let v = observer.context.trust.view.household(&honest).unwrap();
+            assert!(v.evidence.is_empty() && v.standing != "excluded", "{v:#?}");
+            assert!(!excluded(&lease_answer(observer, &honest).await));
+        }
+        // The household sees why, through the API and `hearth trust`.
+        let (bin, data_dir, api) = (
+            env!("CARGO_BIN_EXE_hearth"),
+            dir.path().join("radiator-2"),
+            observer.api_addr.to_string(),
+        );
+        let liar_hex = liar.to_hex();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--api", &api, "trust", &liar_hex])
+                .env_remove("HEARTH_API_TOKEN")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("excluded")
+                && text.contains("confirmed")
+                && text.contains(&format!("re-run by {}", observer.household().to_hex())),
+            "{text}"
+        );
+        // The exclusion is on disk: node 2 restarted still refuses the liar.
+        let mut nodes = nodes;
+        let observer = nodes.remove(2);
+        observer.shutdown().await;
+        let restarted =
+            hearth::node::start(loopback_options(&dir.path().join("radiator-2"), None, 1).unwrap())
+                .await
+                .unwrap();
+        assert!(excluded(&lease_answer(&restarted, &liar).await));
+        assert_eq!(
+            restarted
+                .context
+                .trust
+                .view
+                .household(&liar)
+                .unwrap()
+                .evidence[0]
+                .status,
+            "confirmed"
+        );
+        restarted.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A claim on shard 0 of `manifest` by `worker` with `output` and `fuel`.
+fn claim(
+    worker: &Identity,
+    manifest: &hearth::model::JobManifest,
+    output: blake3::Hash,
+    fuel: u64,
+) -> Claim {
+    Claim::sign(
+        WorkRecord {
+            job: manifest.id(),
+            shard: 0,
+            module: manifest.module,
+            input: manifest.inputs[0],
+            output,
+            worker: worker.public(),
+            submitter: manifest.submitter,
+            fuel,
+            energy_mj: 1_000,
+            method: EnergyMethod::CpuEstimate,
+            start_ms: now_ms() - 1_000,
+            end_ms: now_ms(),
+            nonce: [7; 16],
+        },
+        worker,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_evidence_excludes_nobody() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        // Two warm nodes: 0 forges evidence, 1 hears it. Neither works shards.
+        let nodes = start_radiators(dir.path(), 2, 1, &|_, o: &mut NodeOptions| {
+            o.config.heat.simulated.initial_celsius = Some(24.0);
+        })
+        .await
+        .unwrap();
+        wait_connected(&nodes, 1, Duration::from_secs(20))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (forger, observer) = (&nodes[0], &nodes[1]);
+        // A real job of the forger's, never submitted: its blobs are there to be fetched.
+        let store = &forger.context.store;
+        let manifest = build(store, &SPEC, forger.household(), JobLimits::default(), 2).unwrap();
+        assert_eq!(
+            store.put_bytes(&manifest.to_bytes()).unwrap(),
+            manifest.id()
+        );
+        for h in [manifest.id(), manifest.module, manifest.inputs[0]] {
+            forger.context.net.provide(h).await.unwrap();
+        }
+        // The shard's true output and fuel.
+        let out = Executor::new()
+            .unwrap()
+            .run(
+                &manifest.module,
+                &store.get_bytes(&manifest.module).unwrap(),
+                &store.get_bytes(&manifest.inputs[0]).unwrap(),
+                &Limits {
+                    fuel: manifest.limits.fuel_per_shard,
+                    memory_bytes: manifest.limits.memory_bytes,
+                    ..Limits::default()
+                },
+            )
+            .unwrap();
+        let (right, fuel) = (blake3::hash(&out.output), out.fuel);
+        let wrong = blake3::hash(b"a forged output");
+        let (honest, sybil) = (Identity::generate(), Identity::generate());
+        let forger_id = Identity::load(&dir.path().join("radiator-0")).unwrap();
+
+        // 1. A bad signature: rejected, which costs the sender gossip score, and kept nowhere.
+        let victim = Identity::generate();
+        let mut bad = Evidence::sign(
+            &forger_id,
+            now_ms(),
+            right,
+            fuel,
+            claim(&victim, &manifest, wrong, fuel),
+            claim(&sybil, &manifest, right, fuel),
+        )
+        .unwrap()
+        .to_bytes();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        forger
+            .context
+            .net
+            .publish(Topic::Evidence, bad)
+            .await
+            .unwrap();
+        loop {
+            let peers = observer.context.net.peers().await.unwrap();
+            let score = peers
+                .iter()
+                .find(|p| p.peer_id == forger.peer_id())
+                .and_then(|p| p.gossip_score);
+            if score.is_some_and(|s| s < 0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let v = observer
+            .context
+            .trust
+            .view
+            .household(&victim.public())
+            .unwrap();
+        assert!(v.evidence.is_empty() && v.standing != "excluded", "{v:#?}");
+
+        // 2. Validly signed, but the accused was right: the forger's Sybil "won" with a wrong
+        // output. The observer re-runs the shard and excludes nobody.
+        let forged = Evidence::sign(
+            &forger_id,
+            now_ms(),
+            wrong,
+            fuel,
+            claim(&honest, &manifest, right, fuel),
+            claim(&sybil, &manifest, wrong, fuel),
+        )
+        .unwrap();
+        forger
+            .context
+            .net
+            .publish(Topic::Evidence, forged.to_bytes())
+            .await
+            .unwrap();
+        let v = wait_for(observer, &honest.public(), |v| {
+            v.evidence.iter().any(|e| e.status != "pending")
+        })
+        .await;
+        assert_eq!(v.evidence[0].status, "refuted", "{v:#?}");
+        assert_ne!(v.standing, "excluded");
+        assert!(!excluded(&lease_answer(observer, &honest.public()).await));
+        // The forger is marked: its evidence is not believed any more.
+        let f = observer
+            .context
+            .trust
+            .view
+            .household(&forger.household())
+            .unwrap();
+        assert!(f.false_accuser, "{f:#?}");
+        // The blobs fetched for the re-run were deleted afterwards: the observer keeps none
+        // of the forger's job.
+        for h in [manifest.id(), manifest.module, manifest.inputs[0]] {
+            assert!(!observer.context.store.has(&h).unwrap());
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
