@@ -698,7 +698,8 @@ mod tests {
                 suspend: vec![worker.public()],
                 ..Update::default()
             };
-            p.write(&update, Some(&job)).await.unwrap();
+            p.write(&update, Some(&job)).unwrap();
+            p.flush().await.unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
         let p = Persist::open(&db).unwrap();
