@@ -610,6 +610,7 @@ async fn a_node_holding_more_peers_than_it_uses_prunes_the_unused_ones() {
             low: 2,
             high: 3,
             grace: Duration::from_secs(2),
+            idle: Duration::from_secs(2),
         });
         let hub = TestNode::start(hub_cfg).await;
         let hub_addr = hub.addr().await;

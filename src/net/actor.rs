@@ -82,7 +82,7 @@ const MAX_CONFIRMED: usize = 16;
 /// Peers whose hole-punch failures are remembered (for the reason a blob fetch gives).
 const MAX_PUNCH_FAILURES: usize = 1024;
 /// How often connection pruning looks at the peers held (`prune.rs`).
-const PRUNE_EVERY: Duration = Duration::from_secs(10);
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// How long `wait_listening` waits for listeners to report an address.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -462,7 +462,7 @@ impl Actor {
             // Never less often than the grace period (a short one in tests).
             let every = self
                 .watermarks
-                .map_or(PRUNE_EVERY, |w| PRUNE_EVERY.min(w.grace));
+                .map_or(PRUNE_EVERY, |w| PRUNE_EVERY.min(w.grace).min(w.idle));
             self.next_prune = now + every.max(Duration::from_secs(1));
             self.prune_peers(now);
         }

@@ -13,8 +13,9 @@
 //!
 //! "Use" is hearth's own traffic (control requests and blob transfers, either way): Kademlia,
 //! identify and ping do not count. A peer is never disconnected while it is protected (a
-//! relay we listen through, a bootstrap peer), within the grace period of its connection, or
-//! used within the grace period. Kademlia keeps disconnected peers in its routing table and
+//! relay we listen through, a bootstrap peer), within the grace period of its connection
+//! (15 s: a Kademlia lookup's connection is not needed longer), or used by hearth within the
+//! last minute. Kademlia keeps disconnected peers in its routing table and
 //! request-response dials again when hearth next needs the peer.
 //!
 //! Pure: no swarm, no clock (time is passed in). Must not touch: the network.
@@ -30,8 +31,12 @@ pub struct Watermarks {
     pub low: usize,
     /// Pruning starts when more peers than this are connected.
     pub high: usize,
-    /// A connection younger than this, or a peer used more recently than this, is kept.
+    /// A connection younger than this is kept (a peer just dialled for a lookup or a request
+    /// gets to finish it).
     pub grace: Duration,
+    /// A peer hearth used (a control or blob request or answer, either way) more recently
+    /// than this is kept.
+    pub idle: Duration,
 }
 
 impl Watermarks {
@@ -41,7 +46,8 @@ impl Watermarks {
     pub const RADIATOR: Watermarks = Watermarks {
         low: 12,
         high: 16,
-        grace: Duration::from_secs(60),
+        grace: Duration::from_secs(15),
+        idle: Duration::from_secs(60),
     };
 }
 
@@ -58,7 +64,8 @@ pub(crate) struct Candidate {
 }
 
 /// The peers to disconnect now: none while at most `w.high` are connected; otherwise the
-/// prunable ones (unprotected, connected and unused for at least `w.grace`), never-used first,
+/// prunable ones (unprotected, connected for at least `w.grace`, unused for at least
+/// `w.idle`), never-used first,
 /// then least recently used, oldest connection first among equals, until `w.low` would
 /// remain.
 pub(crate) fn to_prune(now: Instant, peers: &[Candidate], w: Watermarks) -> Vec<PeerId> {
@@ -66,10 +73,14 @@ pub(crate) fn to_prune(now: Instant, peers: &[Candidate], w: Watermarks) -> Vec<
         return Vec::new();
     }
     let excess = peers.len() - w.low.min(w.high);
-    let aged = |t: Instant| now.saturating_duration_since(t) >= w.grace;
+    let older = |t: Instant, d: Duration| now.saturating_duration_since(t) >= d;
     let mut prunable: Vec<&Candidate> = peers
         .iter()
-        .filter(|c| !c.protected && aged(c.connected_at) && c.last_used.is_none_or(aged))
+        .filter(|c| {
+            !c.protected
+                && older(c.connected_at, w.grace)
+                && c.last_used.is_none_or(|t| older(t, w.idle))
+        })
         .collect();
     prunable.sort_by_key(|c| (c.last_used, c.connected_at, c.peer));
     prunable.into_iter().take(excess).map(|c| c.peer).collect()
@@ -82,7 +93,8 @@ mod tests {
     const W: Watermarks = Watermarks {
         low: 2,
         high: 4,
-        grace: Duration::from_secs(60),
+        grace: Duration::from_secs(15),
+        idle: Duration::from_secs(60),
     };
 
     fn cand(t0: Instant, connected_s: u64, used_s: Option<u64>, protected: bool) -> Candidate {
@@ -109,7 +121,7 @@ mod tests {
         let old_use = cand(t0, 0, Some(100), false);
         let newer_use = cand(t0, 0, Some(500), false);
         let recent = cand(t0, 0, Some(990), false);
-        let fresh = cand(t0, 980, None, false);
+        let fresh = cand(t0, 990, None, false);
         let guarded = cand(t0, 0, None, true);
         let peers = [recent, guarded, newer_use, fresh, old_use, never];
         // 6 connected, low 2: 4 should go, but only 3 are prunable (recent, fresh, guarded
@@ -159,7 +171,7 @@ mod tests {
                 let c = peers.iter().find(|c| c.peer == *p).unwrap();
                 assert!(!c.protected);
                 assert!(now.duration_since(c.connected_at) >= W.grace);
-                assert!(c.last_used.is_none_or(|t| now.duration_since(t) >= W.grace));
+                assert!(c.last_used.is_none_or(|t| now.duration_since(t) >= W.idle));
             }
         }
     }
