@@ -40,6 +40,10 @@ use crate::model::now_ms;
 use crate::model::receipt::Claim;
 use crate::model::wire::{DenyReason, Request, Response};
 
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::lease::SavedLease;
 use super::{Ctx, Held};
 use crate::jobs::JobError;
 
@@ -155,6 +159,8 @@ struct Waiting {
 #[derive(Clone)]
 pub(super) struct ClaimOutbox {
     tree: sled::Tree,
+    /// `worker/leases`: an answered claim's saved lease goes with it, in one transaction.
+    leases: sled::Tree,
     /// One entry per stored claim (so bounded as the tree is). A std mutex: held for a few
     /// instructions, never across an await.
     waiting: Arc<Mutex<HashMap<Key, Waiting>>>,
@@ -174,6 +180,7 @@ impl ClaimOutbox {
     pub(super) fn open(db: &sled::Db) -> Result<ClaimOutbox, sled::Error> {
         Ok(ClaimOutbox {
             tree: db.open_tree(CLAIMS_TREE)?,
+            leases: db.open_tree("worker/leases")?,
             waiting: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -341,9 +348,38 @@ impl ClaimOutbox {
         }
     }
 
-    /// The coordinator answered: the claim leaves the outbox.
+    /// The coordinator answered: the claim leaves the outbox, and the saved lease it answers
+    /// (same key and nonce) with it, in one transaction. Were the claim removed first, a crash
+    /// before the lease went would leave a lease with no claim, and the restart would run the
+    /// shard again and send a claim that is not the one answered.
     fn answered(&self, out: &Outgoing) {
-        self.drop_entry(&out.key, &out.entry);
+        let nonce = out.claim.record.nonce;
+        let removed = (&self.tree, &self.leases).transaction(|(claims, leases)| {
+            if claims.get(out.key)?.as_deref() != Some(out.entry.as_slice()) {
+                // Replaced by a later claim of the same shard: that one and its lease stay.
+                return Ok(false);
+            }
+            claims.remove(out.key.as_slice())?;
+            if let Some(saved) = leases.get(out.key)? {
+                if SavedLease::nonce_of(&saved) == Some(nonce) {
+                    leases.remove(out.key.as_slice())?;
+                }
+            }
+            Ok::<bool, ConflictableTransactionError<()>>(true)
+        });
+        match removed {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(TransactionError::Storage(e)) => {
+                // Left stored: sent again after a restart and answered as before.
+                tracing::error!("could not remove an answered claim from the outbox: {e}");
+            }
+            Err(TransactionError::Abort(())) => {}
+        }
+        let mut waiting = self.waiting();
+        if waiting.get(&out.key).is_some_and(|w| w.entry == out.entry) {
+            waiting.remove(&out.key);
+        }
     }
 
     /// No answer: sent again after [`RESEND_AFTER`], or dropped once its coordinator has not
@@ -598,13 +634,37 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let outbox = ClaimOutbox::open(&db).unwrap();
         let peer = libp2p::PeerId::random();
+        let saved = |nonce: [u8; 16]| {
+            serde_json::to_vec(&SavedLease {
+                coordinator: peer.to_string(),
+                job: *blake3::hash(b"job").as_bytes(),
+                shard: 0,
+                nonce,
+                deadline_ms: 9,
+            })
+            .unwrap()
+        };
+        let k = key(&blake3::hash(b"job"), 0);
+        // The saved lease of another lease of the shard is not this claim's to remove.
+        outbox.leases.insert(k, saved([8; 16])).unwrap();
+        let first = outbox.keep(peer, 1, claim(0)).await.unwrap();
+        outbox.answered(&first);
+        assert_eq!(outbox.leases.len(), 1, "another lease's record stays");
+        // The lease the claim answers goes with it.
+        outbox.leases.insert(k, saved([7; 16])).unwrap();
         let first = outbox.keep(peer, 1, claim(0)).await.unwrap();
         let second = outbox.keep(peer, 2, claim(0)).await.unwrap();
         assert_eq!(outbox.len(), 1, "one claim per shard");
         outbox.answered(&first);
         assert_eq!(outbox.tree.len(), 1, "the later claim stays");
+        assert_eq!(outbox.leases.len(), 1, "and so does its lease");
         outbox.answered(&second);
         assert_eq!(outbox.tree.len(), 0);
+        assert_eq!(
+            outbox.leases.len(),
+            0,
+            "the answered lease's record went with it"
+        );
         assert_eq!(outbox.len(), 0);
     }
 

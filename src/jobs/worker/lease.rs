@@ -24,6 +24,7 @@ pub fn min_lease_left(length_ms: u64) -> u64 {
     (length_ms / 3).max(250)
 }
 
+/// A lease being worked, as `worker/leases` keeps it (JSON) under job ‖ shard (u32 BE).
 #[derive(Serialize, Deserialize)]
 pub(super) struct SavedLease {
     pub(super) coordinator: String,
@@ -31,6 +32,15 @@ pub(super) struct SavedLease {
     pub(super) shard: u32,
     pub(super) nonce: [u8; 16],
     pub(super) deadline_ms: u64,
+}
+
+impl SavedLease {
+    /// The nonce of a saved lease's bytes, if they can be read.
+    pub(super) fn nonce_of(bytes: &[u8]) -> Option<[u8; 16]> {
+        serde_json::from_slice::<SavedLease>(bytes)
+            .ok()
+            .map(|s| s.nonce)
+    }
 }
 
 impl Ctx {
@@ -193,7 +203,14 @@ impl Ctx {
                     // costs at most that resumption.
                     match serde_json::to_vec(&saved) {
                         Ok(bytes) => {
-                            if let Err(e) = self.leases.insert(key, bytes) {
+                            // Only while the lease is still saved: once its claim was
+                            // answered the saved lease is gone for good (`claims.rs`), and a
+                            // renewal that crossed the claim must not bring it back (a restart
+                            // would run the shard again).
+                            let renewed = self
+                                .leases
+                                .update_and_fetch(key, |old| old.map(|_| bytes.clone()));
+                            if let Err(e) = renewed {
                                 tracing::warn!(job = %lease.job, shard = lease.shard, "could not save a renewed lease: {e}");
                             }
                         }
