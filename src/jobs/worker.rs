@@ -22,29 +22,43 @@
 //! shard whose room stops wanting heat is let go (its lease lapses at the coordinator within
 //! `lease_secs`).
 //!
-//! Size: about 1000 lines, above the 700 the house style asks: lease/renew, the lease-ahead
-//! gate, limits and decline, fetch, metering and claim grew here. Owed a split (lease and
-//! renewal loop in one file, the gate and the shard run in another).
+//! Claims go through a durable outbox (`worker/claims`, [`claims`]): a signed claim is written
+//! and flushed before it is sent, sent again with the same bytes until the coordinator answers,
+//! and a restart sends a stored claim again instead of running its shard a second time.
+//!
+//! Layout: this file holds the worker's loop (which jobs to ask, how many shards at once,
+//! what a restart resumes); `lease.rs` asks for, saves and renews a lease; `gate.rs` lets the
+//! wanted slots execute; `shard.rs` fetches and runs one shard; `claims.rs` keeps and sends
+//! claims.
+
+mod claims;
+mod gate;
+mod lease;
+mod shard;
+
+#[cfg(feature = "testing")]
+pub use claims::{ClaimEvent, ClaimLog, ClaimStop};
+pub use lease::min_lease_left;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::sleep;
+use tracing::Instrument;
 
-use crate::exec::{ExecError, Executor, Limits};
+use crate::exec::Executor;
 use crate::heat::energy::{EnergyMeter, MeterConfig};
 use crate::identity::Identity;
-use crate::model::job::MAX_MANIFEST_BYTES;
-use crate::model::receipt::{Claim, WorkRecord};
-use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION};
-use crate::model::{now_ms, JobManifest};
-use crate::net::{NetError, Network};
+use crate::model::now_ms;
+use crate::model::wire::{DenyReason, Lease};
+use crate::net::Network;
 use crate::store::Store;
+
+use claims::{ClaimOutbox, MAX_STORED_CLAIMS};
+use gate::Gate;
+use lease::SavedLease;
 
 use super::gc::JobBlobs;
 use super::route::ControlRoute;
@@ -78,6 +92,14 @@ pub struct WorkerConfig {
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub inflate_energy: u64,
+    /// Test-only: stop the worker on its way to sending a claim, as if killed there.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub claim_stop: Option<ClaimStop>,
+    /// Test-only: record what becomes of each claim.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub claim_log: Option<ClaimLog>,
 }
 
 /// The test-only faults, as no-ops when the `testing` feature is off: release builds carry no
@@ -127,6 +149,10 @@ impl Default for WorkerConfig {
             fake_failure: false,
             #[cfg(feature = "testing")]
             inflate_energy: 1,
+            #[cfg(feature = "testing")]
+            claim_stop: None,
+            #[cfg(feature = "testing")]
+            claim_log: None,
         }
     }
 }
@@ -180,27 +206,6 @@ struct Held {
     refused: Option<String>,
 }
 
-/// Times a claim is sent again when its coordinator could not save it.
-const CLAIM_RETRIES: u32 = 3;
-
-/// Renewals are never sent more often than this, whatever the lease length.
-const MIN_RENEW_EVERY_MS: u64 = 100;
-
-/// The least lease time that must be left to start executing a shard: a third of the lease
-/// (what one renewal period leaves at worst), and never under 250 ms.
-pub fn min_lease_left(length_ms: u64) -> u64 {
-    (length_ms / 3).max(250)
-}
-
-#[derive(Serialize, Deserialize)]
-struct SavedLease {
-    coordinator: String,
-    job: [u8; 32],
-    shard: u32,
-    nonce: [u8; 16],
-    deadline_ms: u64,
-}
-
 /// Everything a shard task needs, cheap to clone into it.
 #[derive(Clone)]
 struct Ctx {
@@ -212,6 +217,8 @@ struct Ctx {
     route: ControlRoute,
     local_peer: libp2p::PeerId,
     leases: sled::Tree,
+    /// Signed claims, stored before they are sent and kept until answered.
+    claims: ClaimOutbox,
     /// Blobs brought in for jobs, deleted when their jobs are closed or dropped.
     blobs: JobBlobs,
     config: WorkerConfig,
@@ -222,55 +229,6 @@ struct Ctx {
     meter: EnergyMeter,
     /// At most the wanted slots execute at once; shards leased ahead wait here.
     gate: Arc<Gate>,
-}
-
-/// Lets at most `limit` shards execute at once (the slots the room wants). Shards leased ahead
-/// of them wait for a turn with their blobs already fetched.
-#[derive(Default)]
-struct Gate {
-    /// (limit, executing). A std mutex: held for a few instructions, never across an await.
-    state: std::sync::Mutex<(usize, usize)>,
-    turn: tokio::sync::Notify,
-}
-
-/// One executing shard's place at the gate, given back on drop.
-struct Turn(Arc<Gate>);
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.0.state.lock() {
-            s.1 = s.1.saturating_sub(1);
-        }
-        self.0.turn.notify_waiters();
-    }
-}
-
-impl Gate {
-    fn set_limit(&self, limit: usize) {
-        let raised = match self.state.lock() {
-            Ok(mut s) => {
-                let raised = limit > s.0;
-                s.0 = limit;
-                raised
-            }
-            Err(_) => false,
-        };
-        if raised {
-            self.turn.notify_waiters();
-        }
-    }
-
-    fn limit(&self) -> usize {
-        self.state.lock().map_or(0, |s| s.0)
-    }
-
-    fn try_take(self: &Arc<Self>) -> Option<Turn> {
-        let mut s = self.state.lock().ok()?;
-        (s.1 < s.0).then(|| {
-            s.1 += 1;
-            Turn(self.clone())
-        })
-    }
 }
 
 pub struct Worker {
@@ -288,6 +246,8 @@ pub struct Worker {
     running: usize,
     /// Shard tasks in flight; aborted and awaited on shutdown so nothing outlives the node.
     tasks: JoinSet<(blake3::Hash, Outcome)>,
+    /// Stored claims being sent again: at most one per claim in the outbox.
+    resends: JoinSet<()>,
 }
 
 impl Worker {
@@ -318,6 +278,7 @@ impl Worker {
                 route,
                 local_peer,
                 leases: db.open_tree("worker/leases")?,
+                claims: ClaimOutbox::open(db)?,
                 blobs: JobBlobs::open(db)?,
                 config,
                 demand_permille: 0,
@@ -332,6 +293,7 @@ impl Worker {
             declined: std::collections::VecDeque::new(),
             running: 0,
             tasks: JoinSet::new(),
+            resends: JoinSet::new(),
         })
     }
 
@@ -364,12 +326,18 @@ impl Worker {
                         self.running = self.running.saturating_sub(1);
                     }
                 }
-                _ = tick.tick() => self.start_work(),
+                Some(_) = self.resends.join_next(), if !self.resends.is_empty() => {}
+                _ = tick.tick() => {
+                    self.resend_claims();
+                    self.start_work();
+                }
                 _ = shutdown.changed() => break,
             }
         }
-        // Abandoned leases expire at their coordinators and are leased again.
+        // Abandoned leases expire at their coordinators and are leased again; stored claims
+        // are sent again after the restart.
         self.tasks.shutdown().await;
+        self.resends.shutdown().await;
     }
 
     fn on_event(&mut self, ev: WorkerEvent) {
@@ -469,6 +437,12 @@ impl Worker {
             _ => 0,
         };
         let now = Instant::now();
+        // Claims whose coordinators do not answer cannot pile up: no new lease until the
+        // outbox drains (`claims.rs`, its bound).
+        if self.ctx.claims.len() >= MAX_STORED_CLAIMS {
+            tracing::debug!("{MAX_STORED_CLAIMS} claims wait for an answer; asking for no lease");
+            return;
+        }
         while self.running < wanted + ahead {
             // Beyond the wanted slots only jobs already worked here are leased ahead: a job
             // this radiator may have to decline (limits, blobs it cannot reach) is tried one
@@ -494,10 +468,25 @@ impl Worker {
         }
     }
 
+    /// Sends again the stored claims that are due (after a restart, or whose coordinator did
+    /// not answer), each in the span of its shard.
+    fn resend_claims(&mut self) {
+        for out in self.ctx.claims.due() {
+            let ctx = self.ctx.clone();
+            let span = tracing::info_span!("shard", job = %out.job(), shard = out.shard());
+            self.resends
+                .spawn(async move { ctx.resend(out).await }.instrument(span));
+        }
+    }
+
     /// Picks up leases that were being worked when the node stopped, and asks again about
     /// every other job whose blobs are still held: a job that closed while this node was
     /// offline then answers "complete" (or stays unreachable) and its blobs are deleted.
     fn resume(&mut self) {
+        let stored = self.ctx.claims.load();
+        if stored > 0 {
+            tracing::info!("{stored} stored claims to send again");
+        }
         self.resume_leases();
         let earlier = match self.ctx.blobs.jobs() {
             Ok(jobs) => jobs,
@@ -542,6 +531,20 @@ impl Worker {
                 continue;
             };
             let job = blake3::Hash::from_bytes(saved.job);
+            // Its claim was stored before the stop: that claim is sent again (`claims.rs`),
+            // the shard is not run a second time. A second run's claim would differ from the
+            // first, which the coordinator may already have counted.
+            if self
+                .ctx
+                .claims
+                .holds(&claims::key(&job, saved.shard), saved.deadline_ms)
+            {
+                tracing::info!(job = %job, shard = saved.shard, "the shard leased before the restart was claimed; its stored claim is sent again");
+                if let Err(e) = self.ctx.leases.remove(key) {
+                    tracing::error!("could not drop a claimed saved lease: {e}");
+                }
+                continue;
+            }
             let lease = Lease {
                 job,
                 shard: saved.shard,
@@ -563,519 +566,4 @@ impl Worker {
             });
         }
     }
-}
-
-impl Ctx {
-    async fn ask(
-        &self,
-        coordinator: libp2p::PeerId,
-        request: Request,
-    ) -> Result<Response, JobError> {
-        self.route.request(coordinator, &request).await
-    }
-
-    async fn lease_and_work(&self, job: blake3::Hash, coordinator: libp2p::PeerId) -> Outcome {
-        let request = Request::Lease {
-            job,
-            protocol: PROTOCOL_VERSION,
-            demand_permille: self.demand_permille,
-        };
-        match self.ask(coordinator, request).await {
-            Ok(Response::Leased(lease)) if lease.job == job => {
-                let result = self.work(coordinator, lease).await;
-                self.outcome(job, coordinator, result).await
-            }
-            Ok(Response::Denied {
-                reason,
-                retry_after_ms,
-                detail,
-            }) => {
-                tracing::debug!(job = %job, ?reason, "no lease: {detail}");
-                Outcome::Denied {
-                    reason,
-                    retry_after: Duration::from_millis(retry_after_ms.min(60_000)),
-                }
-            }
-            Ok(other) => {
-                Outcome::Unreachable(format!("unexpected answer to a lease request: {other:?}"))
-            }
-            Err(e) => Outcome::Unreachable(e.to_string()),
-        }
-    }
-
-    /// What a worked lease comes to. A job beyond this radiator's limits is declined: the
-    /// coordinator is told why (and passes it on to the submitter), and the job is dropped.
-    async fn outcome(
-        &self,
-        job: blake3::Hash,
-        coordinator: libp2p::PeerId,
-        result: Result<(), JobError>,
-    ) -> Outcome {
-        match result {
-            Ok(()) => Outcome::Worked,
-            Err(e @ JobError::RelayedOnly(_)) => {
-                // The lease goes back at once (a decline releases it) and the submitter sees
-                // why, rather than the shard waiting for the lease to expire. The coordinator
-                // does not bar a household that declined, so it may ask again later.
-                let reason = e.to_string();
-                tracing::warn!(job = %job, %coordinator, "{reason}; declining the job for now");
-                self.decline(coordinator, job, &reason).await;
-                Outcome::RelayedOnly(reason)
-            }
-            Err(JobError::BeyondLimits(reason)) => {
-                self.decline(coordinator, job, &reason).await;
-                Outcome::Declined(reason)
-            }
-            Err(e) => Outcome::Unreachable(e.to_string()),
-        }
-    }
-
-    /// Tells the coordinator this household declines the job, which releases its leases of
-    /// it. The job is declined here all the same if the coordinator cannot be told; the
-    /// leases then simply expire.
-    async fn decline(&self, coordinator: libp2p::PeerId, job: blake3::Hash, reason: &str) {
-        let request = Request::Decline {
-            job,
-            reason: reason.to_string(),
-        };
-        if let Err(e) = self.ask(coordinator, request).await {
-            tracing::debug!(job = %job, "could not tell the coordinator: {e}");
-        }
-    }
-
-    /// Fetches a blob of at most `max_len` bytes. A longer one is refused before any of its
-    /// bytes is fetched, and the job is declined as beyond this radiator's limits.
-    ///
-    /// The blob is recorded as used by `job` (brought in if it was not held), so it is
-    /// deleted once the job is closed or dropped; not for this household's own jobs.
-    async fn fetch_within(
-        &self,
-        job: &blake3::Hash,
-        hash: blake3::Hash,
-        from: libp2p::PeerId,
-        max_len: u64,
-        what: &str,
-    ) -> Result<(), JobError> {
-        let own_job = from == self.local_peer;
-        // A blob already held (the submitter's own) is checked against the limit too.
-        if let Some(len) = self.store.len(&hash)? {
-            if len > max_len {
-                return Err(too_big(what, len, max_len));
-            }
-            if !own_job {
-                self.blobs.record(job, &from, &hash, false)?;
-            }
-            return Ok(());
-        }
-        // Recorded before fetching, so a blob that arrives is never left unrecorded.
-        if !own_job {
-            self.blobs.record(job, &from, &hash, true)?;
-        }
-        let hint = (!own_job).then_some(from);
-        match self.net.fetch_blob_within(hash, hint, max_len).await {
-            Ok(()) => Ok(()),
-            Err(NetError::BlobTooLarge { len, .. }) => Err(too_big(what, len, max_len)),
-            // Behind NATs that defeat hole punching (symmetric ones) a relay is the only path
-            // to the submitter, and blobs never cross it: waiting would only hold the lease
-            // until it expires. Declined instead (issue 11).
-            Err(e @ NetError::RelayedOnly { .. }) => {
-                Err(JobError::RelayedOnly(format!("the {what}: {e}")))
-            }
-            Err(e) => Err(JobError::Network(format!(
-                "fetching {}: {e}",
-                hash.to_hex()
-            ))),
-        }
-    }
-
-    /// Runs one leased shard and reports it.
-    async fn work(&self, coordinator: libp2p::PeerId, lease: Lease) -> Result<(), JobError> {
-        let key = [lease.job.as_bytes().as_slice(), &lease.shard.to_be_bytes()].concat();
-        let saved = SavedLease {
-            coordinator: coordinator.to_string(),
-            job: *lease.job.as_bytes(),
-            shard: lease.shard,
-            nonce: lease.nonce,
-            deadline_ms: lease.deadline_ms,
-        };
-        self.leases.insert(
-            key.as_slice(),
-            serde_json::to_vec(&saved).map_err(|e| JobError::Corrupt(e.to_string()))?,
-        )?;
-        let (held_tx, held) = watch::channel(Held {
-            deadline_ms: lease.deadline_ms,
-            refused: None,
-        });
-        let length_ms = lease.deadline_ms.saturating_sub(now_ms());
-        let renewals = self.keep_renewing(coordinator, &lease, &key, length_ms, held_tx);
-        tokio::pin!(renewals);
-        let run = self.run_shard(coordinator, &lease, &held, length_ms);
-        tokio::pin!(run);
-        let mut renewing = true;
-        let result = loop {
-            tokio::select! {
-                r = &mut run => break r,
-                // Renewal ends only when refused; the shard runs on but will not be claimed.
-                _ = &mut renewals, if renewing => renewing = false,
-            }
-        };
-        if let Err(e) = self.leases.remove(key.as_slice()) {
-            tracing::error!(job = %lease.job, shard = lease.shard, "could not forget a finished lease: {e}; it is dropped at the next restart");
-        }
-        result
-    }
-
-    /// Renews the lease every third of its length until refused. Busy answers and
-    /// unreachable coordinators are tried again; any other answer is a refusal.
-    async fn keep_renewing(
-        &self,
-        coordinator: libp2p::PeerId,
-        lease: &Lease,
-        key: &[u8],
-        length_ms: u64,
-        held: watch::Sender<Held>,
-    ) {
-        let every = Duration::from_millis((length_ms / 3).max(MIN_RENEW_EVERY_MS));
-        loop {
-            sleep(every).await;
-            let request = Request::Renew {
-                job: lease.job,
-                shard: lease.shard,
-                nonce: lease.nonce,
-            };
-            match self.ask(coordinator, request).await {
-                Ok(Response::Renewed { deadline_ms }) => {
-                    held.send_modify(|h| h.deadline_ms = deadline_ms);
-                    let saved = SavedLease {
-                        coordinator: coordinator.to_string(),
-                        job: *lease.job.as_bytes(),
-                        shard: lease.shard,
-                        nonce: lease.nonce,
-                        deadline_ms,
-                    };
-                    // The saved lease only helps a restart resume; failing to update it
-                    // costs at most that resumption.
-                    match serde_json::to_vec(&saved) {
-                        Ok(bytes) => {
-                            if let Err(e) = self.leases.insert(key, bytes) {
-                                tracing::warn!(job = %lease.job, shard = lease.shard, "could not save a renewed lease: {e}");
-                            }
-                        }
-                        Err(e) => tracing::warn!("could not encode a renewed lease: {e}"),
-                    }
-                }
-                Ok(Response::Denied {
-                    reason: DenyReason::Busy,
-                    ..
-                }) => {}
-                Ok(other) => {
-                    let why = match other {
-                        Response::Denied { detail, .. } | Response::Error { detail } => detail,
-                        other => format!("unexpected answer: {other:?}"),
-                    };
-                    tracing::warn!(job = %lease.job, shard = lease.shard, "lease renewal refused: {why}; the shard will not be claimed");
-                    held.send_modify(|h| h.refused = Some(why));
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(job = %lease.job, shard = lease.shard, "lease not renewed yet: {e}");
-                }
-            }
-        }
-    }
-
-    /// Waits until fewer shards execute than the room wants. Gives up when the room wants no
-    /// heat at all (a warm room does not hold work others could do), or when the lease is
-    /// refused or has run out while waiting.
-    async fn wait_turn(&self, held: &watch::Receiver<Held>) -> Result<Turn, String> {
-        loop {
-            let notified = self.gate.turn.notified();
-            tokio::pin!(notified);
-            // Registered before checking, so a turn given back in between is not missed.
-            notified.as_mut().enable();
-            if let Some(turn) = self.gate.try_take() {
-                return Ok(turn);
-            }
-            if self.gate.limit() == 0 {
-                return Err("the room wants no heat now; the lease held ahead is let go".into());
-            }
-            {
-                let h = held.borrow();
-                if let Some(why) = &h.refused {
-                    return Err(why.clone());
-                }
-                if h.deadline_ms <= now_ms() {
-                    return Err("the lease held ahead ran out while waiting for a slot".into());
-                }
-            }
-            // Renewals and slot changes are seen within a tick of the worker's loop.
-            tokio::select! {
-                _ = notified => {}
-                _ = sleep(Duration::from_millis(200)) => {}
-            }
-        }
-    }
-
-    /// Makes sure enough of the lease is left to start executing: renews now if not.
-    async fn ready_to_run(
-        &self,
-        coordinator: libp2p::PeerId,
-        lease: &Lease,
-        held: &watch::Receiver<Held>,
-        length_ms: u64,
-    ) -> Result<(), String> {
-        let h = held.borrow().clone();
-        if let Some(why) = h.refused {
-            return Err(why);
-        }
-        let min = min_lease_left(length_ms);
-        if h.deadline_ms.saturating_sub(now_ms()) >= min {
-            return Ok(());
-        }
-        let request = Request::Renew {
-            job: lease.job,
-            shard: lease.shard,
-            nonce: lease.nonce,
-        };
-        match self.ask(coordinator, request).await {
-            Ok(Response::Renewed { deadline_ms })
-                if deadline_ms.saturating_sub(now_ms()) >= min =>
-            {
-                Ok(())
-            }
-            Ok(other) => Err(format!(
-                "too little of the lease is left and it was not renewed: {other:?}"
-            )),
-            Err(e) => Err(format!(
-                "too little of the lease is left and the coordinator is unreachable: {e}"
-            )),
-        }
-    }
-
-    /// Runs one leased shard inside its own `shard{job, shard}` span. The span instruments the
-    /// future rather than being entered: a guard held across an `.await` stays entered on the
-    /// thread while other tasks run, and their lines were logged under this shard's name (the
-    /// crash soak attributed claims to the wrong shards that way).
-    async fn run_shard(
-        &self,
-        coordinator: libp2p::PeerId,
-        lease: &Lease,
-        held: &watch::Receiver<Held>,
-        length_ms: u64,
-    ) -> Result<(), JobError> {
-        let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
-        self.run_shard_in_span(coordinator, lease, held, length_ms)
-            .instrument(span)
-            .await
-    }
-
-    async fn run_shard_in_span(
-        &self,
-        coordinator: libp2p::PeerId,
-        lease: &Lease,
-        held: &watch::Receiver<Held>,
-        length_ms: u64,
-    ) -> Result<(), JobError> {
-        self.fetch_within(
-            &lease.job,
-            lease.job,
-            coordinator,
-            MAX_MANIFEST_BYTES as u64,
-            "manifest",
-        )
-        .await?;
-        let manifest = JobManifest::from_bytes(&self.store.get_bytes(&lease.job)?)
-            .map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
-        if manifest.id() != lease.job {
-            return Err(JobError::Invalid(
-                "the manifest does not hash to the job id".into(),
-            ));
-        }
-        if manifest.submitter.peer_id() != Some(coordinator) {
-            return Err(JobError::Invalid(
-                "the lease came from a node that did not submit the job".into(),
-            ));
-        }
-        let input_hash = *manifest
-            .inputs
-            .get(lease.shard as usize)
-            .ok_or_else(|| JobError::Invalid(format!("the job has no shard {}", lease.shard)))?;
-        // The radiator's own limits, checked as soon as the manifest is known and before
-        // anything else is fetched: a manifest may ask for less, never for more.
-        let own = self.executor.limits();
-        if manifest.limits.memory_bytes > own.memory_per_shard {
-            return Err(JobError::BeyondLimits(format!(
-                "the job asks for {} MiB of memory per shard; this radiator allows at most {} MiB",
-                manifest.limits.memory_bytes >> 20,
-                own.memory_per_shard >> 20
-            )));
-        }
-        self.fetch_within(
-            &lease.job,
-            manifest.module,
-            coordinator,
-            own.module_bytes,
-            "module",
-        )
-        .await?;
-        // Compile (or find compiled) now, before the input is fetched and before the meter
-        // starts: a module beyond this radiator's shape or compile-time limits is declined
-        // here, and compiling is not shard execution. Other errors surface again from `run`
-        // below and are reported as the shard's failure.
-        let module = self.store.get_bytes(&manifest.module)?;
-        let (executor, module_hash) = (self.executor.clone(), manifest.module);
-        let (module, prepared) = tokio::task::spawn_blocking(move || {
-            let prepared = executor.prepare(&module_hash, &module);
-            (module, prepared)
-        })
-        .await
-        .map_err(|e| JobError::Invalid(format!("the compile thread died: {e}")))?;
-        match prepared {
-            Err(e) if e.exceeds_radiator_limits() => {
-                return Err(JobError::BeyondLimits(e.to_string()))
-            }
-            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
-            _ => {}
-        }
-        self.fetch_within(
-            &lease.job,
-            input_hash,
-            coordinator,
-            own.input_bytes,
-            "shard input",
-        )
-        .await?;
-        let input = self.store.get_bytes(&input_hash)?;
-        // A shard leased ahead waits here, ready, for a running one to end.
-        let turn = match self.wait_turn(held).await {
-            Ok(turn) => turn,
-            Err(why) => {
-                tracing::info!("not starting the shard: {why}");
-                return Ok(());
-            }
-        };
-        if let Err(why) = self.ready_to_run(coordinator, lease, held, length_ms).await {
-            tracing::info!("not starting the shard: {why}");
-            return Ok(());
-        }
-        if self.config.fakes_failure() {
-            let request = Request::Failure {
-                job: lease.job,
-                shard: lease.shard,
-                nonce: lease.nonce,
-                reason: "test fault: this radiator pretends the shard failed".into(),
-            };
-            self.ask(coordinator, request).await?;
-            return Ok(());
-        }
-        let limits = Limits {
-            fuel: manifest.limits.fuel_per_shard,
-            memory_bytes: manifest.limits.memory_bytes,
-            ..Limits::default()
-        };
-        let executor = self.executor.clone();
-        let module_hash = manifest.module;
-        // The meter's window is exactly the execution: fetching, queueing and claiming are not
-        // shard energy, and the receipt records this window.
-        let mark = self.meter.start_shard();
-        let outcome = tokio::task::spawn_blocking(move || {
-            executor.run(&module_hash, &module, &input, &limits)
-        })
-        .await;
-        // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
-        // counted as executing.
-        let energy = self.meter.finish_shard(mark);
-        // The slot is free for a shard held ahead while this one is verified and claimed.
-        drop(turn);
-        let outcome =
-            outcome.map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
-        let out = match outcome {
-            Ok(out) => out,
-            // Beyond this radiator (module shape, compile time): not the shard's fault.
-            Err(e) if e.exceeds_radiator_limits() => {
-                return Err(JobError::BeyondLimits(e.to_string()))
-            }
-            // Earlier over-long compilations still running here: try again later.
-            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
-            Err(e) => {
-                tracing::info!("shard failed: {e}");
-                let request = Request::Failure {
-                    job: lease.job,
-                    shard: lease.shard,
-                    nonce: lease.nonce,
-                    reason: e.to_string(),
-                };
-                self.ask(coordinator, request).await?;
-                return Ok(());
-            }
-        };
-        let mut output = out.output;
-        self.config.forge(&mut output);
-        // An output for another household's job is not this household's to keep: it goes
-        // with the job (`jobs::gc`). For its own jobs the household keeps it.
-        let output_hash = if coordinator == self.local_peer {
-            self.store.put_bytes(&output)?
-        } else {
-            let hash = self.store.put_bytes_unkept(&output)?;
-            self.blobs.record(&lease.job, &coordinator, &hash, true)?;
-            hash
-        };
-        if let Err(e) = self.net.provide(output_hash).await {
-            tracing::debug!("could not advertise output: {e}");
-        }
-        let record = WorkRecord {
-            job: lease.job,
-            shard: lease.shard,
-            module: manifest.module,
-            input: input_hash,
-            output: output_hash,
-            worker: self.identity.public(),
-            submitter: manifest.submitter,
-            fuel: self.config.claimed_fuel(out.fuel),
-            energy_mj: self.config.claimed_energy(energy.energy_mj),
-            method: energy.method,
-            start_ms: energy.start_ms,
-            end_ms: energy.end_ms,
-            nonce: lease.nonce,
-        };
-        if let Some(why) = held.borrow().refused.clone() {
-            tracing::info!("shard done but its lease was not renewed ({why}); no claim");
-            return Ok(());
-        }
-        let claim =
-            Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
-        // A coordinator that could not save the claim answers Error and saved nothing: send
-        // it again a few times while the lease (renewed meanwhile) lasts.
-        let mut tries = 0;
-        loop {
-            match self.ask(coordinator, Request::Claim(claim.clone())).await? {
-                Response::ClaimAccepted { verified } => {
-                    tracing::debug!(fuel = out.fuel, verified, "claim accepted");
-                    return Ok(());
-                }
-                Response::ClaimRejected { detail } => {
-                    tracing::warn!("claim rejected: {detail}");
-                    return Ok(());
-                }
-                Response::Error { detail } if tries < CLAIM_RETRIES => {
-                    tracing::warn!(
-                        "coordinator could not take the claim: {detail}; sending it again"
-                    );
-                    tries += 1;
-                    sleep(Duration::from_secs(1)).await;
-                }
-                other => {
-                    return Err(JobError::Network(format!(
-                        "unexpected answer to a claim: {other:?}"
-                    )))
-                }
-            }
-        }
-    }
-}
-
-fn too_big(what: &str, len: u64, max: u64) -> JobError {
-    JobError::BeyondLimits(format!(
-        "the {what} is {len} bytes; this radiator accepts at most {max} (it was not fetched)"
-    ))
 }

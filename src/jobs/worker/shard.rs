@@ -1,0 +1,266 @@
+//! Running one leased shard: fetch its manifest, module and input within this radiator's own
+//! limits, wait for a turn at the gate, execute it metered, store the output and hand the
+//! signed claim to the claim outbox (`claims.rs`).
+
+use tracing::Instrument;
+
+use tokio::sync::watch;
+
+use crate::exec::{ExecError, Limits};
+use crate::model::job::MAX_MANIFEST_BYTES;
+use crate::model::receipt::{Claim, WorkRecord};
+use crate::model::wire::{Lease, Request};
+use crate::model::JobManifest;
+use crate::net::NetError;
+
+use super::{Ctx, Held};
+use crate::jobs::JobError;
+
+impl Ctx {
+    /// Fetches a blob of at most `max_len` bytes. A longer one is refused before any of its
+    /// bytes is fetched, and the job is declined as beyond this radiator's limits.
+    ///
+    /// The blob is recorded as used by `job` (brought in if it was not held), so it is
+    /// deleted once the job is closed or dropped; not for this household's own jobs.
+    pub(super) async fn fetch_within(
+        &self,
+        job: &blake3::Hash,
+        hash: blake3::Hash,
+        from: libp2p::PeerId,
+        max_len: u64,
+        what: &str,
+    ) -> Result<(), JobError> {
+        let own_job = from == self.local_peer;
+        // A blob already held (the submitter's own) is checked against the limit too.
+        if let Some(len) = self.store.len(&hash)? {
+            if len > max_len {
+                return Err(too_big(what, len, max_len));
+            }
+            if !own_job {
+                self.blobs.record(job, &from, &hash, false)?;
+            }
+            return Ok(());
+        }
+        // Recorded before fetching, so a blob that arrives is never left unrecorded.
+        if !own_job {
+            self.blobs.record(job, &from, &hash, true)?;
+        }
+        let hint = (!own_job).then_some(from);
+        match self.net.fetch_blob_within(hash, hint, max_len).await {
+            Ok(()) => Ok(()),
+            Err(NetError::BlobTooLarge { len, .. }) => Err(too_big(what, len, max_len)),
+            // Behind NATs that defeat hole punching (symmetric ones) a relay is the only path
+            // to the submitter, and blobs never cross it: waiting would only hold the lease
+            // until it expires. Declined instead (issue 11).
+            Err(e @ NetError::RelayedOnly { .. }) => {
+                Err(JobError::RelayedOnly(format!("the {what}: {e}")))
+            }
+            Err(e) => Err(JobError::Network(format!(
+                "fetching {}: {e}",
+                hash.to_hex()
+            ))),
+        }
+    }
+
+    /// Runs one leased shard inside its own `shard{job, shard}` span. The span instruments the
+    /// future rather than being entered: a guard held across an `.await` stays entered on the
+    /// thread while other tasks run, and their lines were logged under this shard's name (the
+    /// crash soak attributed claims to the wrong shards that way).
+    pub(super) async fn run_shard(
+        &self,
+        coordinator: libp2p::PeerId,
+        lease: &Lease,
+        held: &watch::Receiver<Held>,
+        length_ms: u64,
+    ) -> Result<(), JobError> {
+        let span = tracing::info_span!("shard", job = %lease.job, shard = lease.shard);
+        self.run_shard_in_span(coordinator, lease, held, length_ms)
+            .instrument(span)
+            .await
+    }
+
+    pub(super) async fn run_shard_in_span(
+        &self,
+        coordinator: libp2p::PeerId,
+        lease: &Lease,
+        held: &watch::Receiver<Held>,
+        length_ms: u64,
+    ) -> Result<(), JobError> {
+        self.fetch_within(
+            &lease.job,
+            lease.job,
+            coordinator,
+            MAX_MANIFEST_BYTES as u64,
+            "manifest",
+        )
+        .await?;
+        let manifest = JobManifest::from_bytes(&self.store.get_bytes(&lease.job)?)
+            .map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
+        if manifest.id() != lease.job {
+            return Err(JobError::Invalid(
+                "the manifest does not hash to the job id".into(),
+            ));
+        }
+        if manifest.submitter.peer_id() != Some(coordinator) {
+            return Err(JobError::Invalid(
+                "the lease came from a node that did not submit the job".into(),
+            ));
+        }
+        let input_hash = *manifest
+            .inputs
+            .get(lease.shard as usize)
+            .ok_or_else(|| JobError::Invalid(format!("the job has no shard {}", lease.shard)))?;
+        // The radiator's own limits, checked as soon as the manifest is known and before
+        // anything else is fetched: a manifest may ask for less, never for more.
+        let own = self.executor.limits();
+        if manifest.limits.memory_bytes > own.memory_per_shard {
+            return Err(JobError::BeyondLimits(format!(
+                "the job asks for {} MiB of memory per shard; this radiator allows at most {} MiB",
+                manifest.limits.memory_bytes >> 20,
+                own.memory_per_shard >> 20
+            )));
+        }
+        self.fetch_within(
+            &lease.job,
+            manifest.module,
+            coordinator,
+            own.module_bytes,
+            "module",
+        )
+        .await?;
+        // Compile (or find compiled) now, before the input is fetched and before the meter
+        // starts: a module beyond this radiator's shape or compile-time limits is declined
+        // here, and compiling is not shard execution. Other errors surface again from `run`
+        // below and are reported as the shard's failure.
+        let module = self.store.get_bytes(&manifest.module)?;
+        let (executor, module_hash) = (self.executor.clone(), manifest.module);
+        let (module, prepared) = tokio::task::spawn_blocking(move || {
+            let prepared = executor.prepare(&module_hash, &module);
+            (module, prepared)
+        })
+        .await
+        .map_err(|e| JobError::Invalid(format!("the compile thread died: {e}")))?;
+        match prepared {
+            Err(e) if e.exceeds_radiator_limits() => {
+                return Err(JobError::BeyondLimits(e.to_string()))
+            }
+            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
+            _ => {}
+        }
+        self.fetch_within(
+            &lease.job,
+            input_hash,
+            coordinator,
+            own.input_bytes,
+            "shard input",
+        )
+        .await?;
+        let input = self.store.get_bytes(&input_hash)?;
+        // A shard leased ahead waits here, ready, for a running one to end.
+        let turn = match self.wait_turn(held).await {
+            Ok(turn) => turn,
+            Err(why) => {
+                tracing::info!("not starting the shard: {why}");
+                return Ok(());
+            }
+        };
+        if let Err(why) = self.ready_to_run(coordinator, lease, held, length_ms).await {
+            tracing::info!("not starting the shard: {why}");
+            return Ok(());
+        }
+        if self.config.fakes_failure() {
+            let request = Request::Failure {
+                job: lease.job,
+                shard: lease.shard,
+                nonce: lease.nonce,
+                reason: "test fault: this radiator pretends the shard failed".into(),
+            };
+            self.ask(coordinator, request).await?;
+            return Ok(());
+        }
+        let limits = Limits {
+            fuel: manifest.limits.fuel_per_shard,
+            memory_bytes: manifest.limits.memory_bytes,
+            ..Limits::default()
+        };
+        let executor = self.executor.clone();
+        let module_hash = manifest.module;
+        // The meter's window is exactly the execution: fetching, queueing and claiming are not
+        // shard energy, and the receipt records this window.
+        let mark = self.meter.start_shard();
+        let outcome = tokio::task::spawn_blocking(move || {
+            executor.run(&module_hash, &module, &input, &limits)
+        })
+        .await;
+        // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
+        // counted as executing.
+        let energy = self.meter.finish_shard(mark);
+        // The slot is free for a shard held ahead while this one is verified and claimed.
+        drop(turn);
+        let outcome =
+            outcome.map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
+        let out = match outcome {
+            Ok(out) => out,
+            // Beyond this radiator (module shape, compile time): not the shard's fault.
+            Err(e) if e.exceeds_radiator_limits() => {
+                return Err(JobError::BeyondLimits(e.to_string()))
+            }
+            // Earlier over-long compilations still running here: try again later.
+            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::info!("shard failed: {e}");
+                let request = Request::Failure {
+                    job: lease.job,
+                    shard: lease.shard,
+                    nonce: lease.nonce,
+                    reason: e.to_string(),
+                };
+                self.ask(coordinator, request).await?;
+                return Ok(());
+            }
+        };
+        let mut output = out.output;
+        self.config.forge(&mut output);
+        // An output for another household's job is not this household's to keep: it goes
+        // with the job (`jobs::gc`). For its own jobs the household keeps it.
+        let output_hash = if coordinator == self.local_peer {
+            self.store.put_bytes(&output)?
+        } else {
+            let hash = self.store.put_bytes_unkept(&output)?;
+            self.blobs.record(&lease.job, &coordinator, &hash, true)?;
+            hash
+        };
+        if let Err(e) = self.net.provide(output_hash).await {
+            tracing::debug!("could not advertise output: {e}");
+        }
+        let record = WorkRecord {
+            job: lease.job,
+            shard: lease.shard,
+            module: manifest.module,
+            input: input_hash,
+            output: output_hash,
+            worker: self.identity.public(),
+            submitter: manifest.submitter,
+            fuel: self.config.claimed_fuel(out.fuel),
+            energy_mj: self.config.claimed_energy(energy.energy_mj),
+            method: energy.method,
+            start_ms: energy.start_ms,
+            end_ms: energy.end_ms,
+            nonce: lease.nonce,
+        };
+        if let Some(why) = held.borrow().refused.clone() {
+            tracing::info!("shard done but its lease was not renewed ({why}); no claim");
+            return Ok(());
+        }
+        let claim =
+            Claim::sign(record, &self.identity).map_err(|e| JobError::Invalid(e.to_string()))?;
+        // Stored durably first, then sent; kept until the coordinator answers (`claims.rs`).
+        self.claim(coordinator, claim, held).await
+    }
+}
+
+pub(super) fn too_big(what: &str, len: u64, max: u64) -> JobError {
+    JobError::BeyondLimits(format!(
+        "the {what} is {len} bytes; this radiator accepts at most {max} (it was not fetched)"
+    ))
+}
