@@ -170,6 +170,21 @@ fn slot_key(r: &Receipt) -> Vec<u8> {
     k
 }
 
+/// Why a receipt's write transaction was abandoned.
+enum Abort {
+    Corrupt(&'static str),
+    /// Its proof's commitment number already holds another signed commitment.
+    Equivocation,
+}
+
+/// An inclusion proof written with its receipt (`ledger/commitments.rs`).
+struct ProofWrite<'a> {
+    key: &'a [u8],
+    commitment: &'a [u8],
+    value: &'a [u8],
+    seq: u64,
+}
+
 enum Outcome {
     Stored,
     Replay,
@@ -199,7 +214,7 @@ impl Ledger {
             id: id.to_hex().to_string(),
             source,
         })?;
-        self.insert_verified(receipt, false)
+        self.insert_verified(receipt, false, None)
     }
 
     /// Records a receipt whose signatures the caller has already checked (batch import).
@@ -208,6 +223,7 @@ impl Ledger {
         &self,
         receipt: &Receipt,
         pending: bool,
+        proof: Option<ProofWrite<'_>>,
     ) -> Result<blake3::Hash, LedgerError> {
         let id = receipt.id();
         let slot = slot_key(receipt);
@@ -220,61 +236,98 @@ impl Ledger {
             &self.totals,
             &self.chain,
             &self.pending,
+            &self.commitments,
+            &self.proofs,
         )
-            .transaction(|(receipts, slots, totals, chain, pending_tree)| {
-                if let Some(existing) = slots.get(&slot)? {
-                    return Ok(if existing.as_ref() == id.as_bytes() {
-                        Outcome::Replay
-                    } else {
-                        Outcome::Conflict(existing.to_vec())
-                    });
-                }
-                receipts.insert(id.as_bytes(), bytes.as_slice())?;
-                slots.insert(slot.as_slice(), id.as_bytes())?;
-                if pending {
-                    pending_tree.insert(id.as_bytes(), &receipt.record.end_ms.to_be_bytes())?;
-                }
-                let mut t = match totals.get(worker.0)? {
-                    Some(v) => Totals::from_bytes(&v).ok_or_else(|| {
-                        ConflictableTransactionError::Abort("totals entry corrupt")
-                    })?,
-                    None => Totals::default(),
-                };
-                t.receipts += 1;
-                t.fuel = t.fuel.saturating_add(receipt.record.fuel);
-                // Saturating: each figure is bounded by physics (at most MAX_WATTS over 24 h
-                // per receipt), but the count of receipts is not.
-                t.credited_mj = t.credited_mj.saturating_add(receipt.terms.credited_mj);
-                t.claimed_mj = t.claimed_mj.saturating_add(receipt.record.energy_mj);
-                totals.insert(&worker.0, &t.to_bytes())?;
-                if on_chain {
-                    // The head is kept under the key u64::MAX so the append is one read and
-                    // two writes inside the transaction.
-                    let head = chain.get(u64::MAX.to_be_bytes())?;
-                    let (seq, prev) = match head {
-                        Some(h) if h.len() == 40 => {
-                            let seq = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8]));
-                            let mut prev = [0u8; 32];
-                            prev.copy_from_slice(&h[8..]);
-                            (seq + 1, prev)
+            .transaction(
+                |(receipts, slots, totals, chain, pending_tree, commitments, proofs)| {
+                    // The receipt's inclusion proof (and the commitment it points into) is written
+                    // in this same transaction: a kill can never leave one without the other.
+                    let write_proof = || -> Result<(), ConflictableTransactionError<Abort>> {
+                        let Some(p) = &proof else { return Ok(()) };
+                        match commitments.get(p.key)? {
+                            // Two signed commitments with one number: keep the first, refuse.
+                            Some(existing) if existing.as_ref() != p.commitment => {
+                                return Err(ConflictableTransactionError::Abort(
+                                    Abort::Equivocation,
+                                ));
+                            }
+                            Some(_) => {}
+                            None => {
+                                commitments.insert(p.key, p.commitment)?;
+                            }
                         }
-                        Some(_) => {
-                            return Err(ConflictableTransactionError::Abort("chain head corrupt"))
-                        }
-                        None => (0, [0u8; 32]),
+                        proofs.insert(id.as_bytes(), p.value)?;
+                        Ok(())
                     };
-                    let entry = chain_link(&prev, &id);
-                    let mut value = id.as_bytes().to_vec();
-                    value.extend_from_slice(&entry);
-                    chain.insert(&seq.to_be_bytes(), value)?;
-                    let mut head = seq.to_be_bytes().to_vec();
-                    head.extend_from_slice(&entry);
-                    chain.insert(&u64::MAX.to_be_bytes(), head)?;
-                }
-                Ok(Outcome::Stored)
-            });
+                    if let Some(existing) = slots.get(&slot)? {
+                        return Ok(if existing.as_ref() == id.as_bytes() {
+                            // Delivered again: the receipt is here; keep (or add) its proof.
+                            write_proof()?;
+                            Outcome::Replay
+                        } else {
+                            Outcome::Conflict(existing.to_vec())
+                        });
+                    }
+                    write_proof()?;
+                    receipts.insert(id.as_bytes(), bytes.as_slice())?;
+                    slots.insert(slot.as_slice(), id.as_bytes())?;
+                    if pending {
+                        pending_tree.insert(id.as_bytes(), &receipt.record.end_ms.to_be_bytes())?;
+                    }
+                    let mut t = match totals.get(worker.0)? {
+                        Some(v) => Totals::from_bytes(&v).ok_or_else(|| {
+                            ConflictableTransactionError::Abort(Abort::Corrupt(
+                                "totals entry corrupt",
+                            ))
+                        })?,
+                        None => Totals::default(),
+                    };
+                    t.receipts += 1;
+                    t.fuel = t.fuel.saturating_add(receipt.record.fuel);
+                    // Saturating: each figure is bounded by physics (at most MAX_WATTS over 24 h
+                    // per receipt), but the count of receipts is not.
+                    t.credited_mj = t.credited_mj.saturating_add(receipt.terms.credited_mj);
+                    t.claimed_mj = t.claimed_mj.saturating_add(receipt.record.energy_mj);
+                    totals.insert(&worker.0, &t.to_bytes())?;
+                    if on_chain {
+                        // The head is kept under the key u64::MAX so the append is one read and
+                        // two writes inside the transaction.
+                        let head = chain.get(u64::MAX.to_be_bytes())?;
+                        let (seq, prev) = match head {
+                            Some(h) if h.len() == 40 => {
+                                let seq = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8]));
+                                let mut prev = [0u8; 32];
+                                prev.copy_from_slice(&h[8..]);
+                                (seq + 1, prev)
+                            }
+                            Some(_) => {
+                                return Err(ConflictableTransactionError::Abort(Abort::Corrupt(
+                                    "chain head corrupt",
+                                )))
+                            }
+                            None => (0, [0u8; 32]),
+                        };
+                        let entry = chain_link(&prev, &id);
+                        let mut value = id.as_bytes().to_vec();
+                        value.extend_from_slice(&entry);
+                        chain.insert(&seq.to_be_bytes(), value)?;
+                        let mut head = seq.to_be_bytes().to_vec();
+                        head.extend_from_slice(&entry);
+                        chain.insert(&u64::MAX.to_be_bytes(), head)?;
+                    }
+                    Ok(Outcome::Stored)
+                },
+            );
         let outcome = result.map_err(|e| match e {
-            TransactionError::Abort(what) => LedgerError::Corrupt(what.to_string()),
+            TransactionError::Abort(Abort::Corrupt(what)) => LedgerError::Corrupt(what.to_string()),
+            TransactionError::Abort(Abort::Equivocation) => LedgerError::Unproven {
+                id: id.to_hex().to_string(),
+                reason: format!(
+                    "its coordinator signed two different commitments numbered {}",
+                    proof.as_ref().map_or(0, |p| p.seq)
+                ),
+            },
             TransactionError::Storage(e) => LedgerError::Db(e),
         })?;
         match outcome {
@@ -298,7 +351,7 @@ impl Ledger {
             .into_iter()
             .zip(receipts)
             .map(|(check, r)| match check {
-                Ok(()) => self.insert_verified(r, false),
+                Ok(()) => self.insert_verified(r, false, None),
                 Err(source) => Err(LedgerError::Invalid {
                     id: r.id().to_hex().to_string(),
                     source,

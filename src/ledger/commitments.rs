@@ -40,7 +40,7 @@ impl Ledger {
             id: id.to_hex().to_string(),
             source,
         })?;
-        self.insert_verified(receipt, true)
+        self.insert_verified(receipt, true, None)
     }
 
     /// Records a receipt delivered with its inclusion proof: the receipt must verify, the
@@ -68,37 +68,19 @@ impl Ledger {
         let key = commitment_key(&c.coordinator, c.seq);
         let value = proof_value(&key, inclusion.index, &inclusion.path);
         let bytes = c.to_bytes();
-        let result = (&self.commitments, &self.proofs).transaction(|(commitments, proofs)| {
-            match commitments.get(key)? {
-                // Two signed commitments with one number: keep the first, refuse the proof.
-                Some(existing) if existing.as_ref() != bytes.as_slice() => {
-                    return Err(ConflictableTransactionError::Abort(()));
-                }
-                Some(_) => {}
-                None => {
-                    commitments.insert(key.as_slice(), bytes.as_slice())?;
-                }
-            }
-            proofs.insert(id.as_bytes(), value.as_slice())?;
-            Ok(())
-        });
-        result.map_err(|e| match e {
-            TransactionError::Abort(()) => LedgerError::Unproven {
-                id: id.to_hex().to_string(),
-                reason: format!(
-                    "its coordinator signed two different commitments numbered {}",
-                    c.seq
-                ),
-            },
-            TransactionError::Storage(e) => LedgerError::Db(e),
-        })?;
-        // The proof is written first, so a reader never finds the receipt without it.
-        let stored = self.insert_verified(receipt, false);
-        if let Err(LedgerError::Conflict { .. }) = &stored {
-            // Another receipt holds the slot: this one is not kept, nor its proof.
-            self.proofs.remove(id.as_bytes())?;
-        }
-        stored
+        // Receipt, proof and commitment in one transaction: a reader never finds the receipt
+        // without its proof, and a kill never leaves a proof without its receipt. A receipt
+        // refused for its slot (another receipt holds it) keeps no proof either.
+        self.insert_verified(
+            receipt,
+            false,
+            Some(super::ProofWrite {
+                key: key.as_slice(),
+                commitment: bytes.as_slice(),
+                value: value.as_slice(),
+                seq: c.seq,
+            }),
+        )
     }
 
     /// Receipts countersigned here and waiting for a commitment.
@@ -362,6 +344,35 @@ mod tests {
             err.to_string().contains("two different commitments"),
             "{err}"
         );
+    }
+
+    /// A receipt and its proof are stored together or not at all (issue 16's crash soak: a
+    /// worker killed between the two writes could not start again, "inclusion proofs ... do not
+    /// match a stored receipt"). Here the receipt's write fails (its household's totals entry is
+    /// damaged): no proof may be left behind.
+    #[test]
+    fn a_receipt_that_cannot_be_stored_leaves_no_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let (coord, w) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
+        let lc = Ledger::open(&sled::open(dir.path().join("c")).unwrap(), coord.public()).unwrap();
+        let lw = Ledger::open(&sled::open(dir.path().join("w")).unwrap(), w.public()).unwrap();
+        let r = receipt(&w, &coord, 0);
+        lc.insert_countersigned(&r).unwrap();
+        lc.seal(&coord).unwrap().unwrap();
+        let inc = lc.inclusion(&r.id()).unwrap().unwrap();
+        lw.totals
+            .insert(w.public().0, b"garbage".as_slice())
+            .unwrap();
+        assert!(matches!(
+            lw.insert_proven(&r, &inc),
+            Err(LedgerError::Corrupt(_))
+        ));
+        assert!(
+            lw.inclusion(&r.id()).unwrap().is_none(),
+            "a proof without its receipt"
+        );
+        assert!(lw.commitments().unwrap().is_empty());
+        assert!(lw.check_proofs().unwrap().is_empty());
     }
 
     /// A proof pointing at a receipt the ledger no longer has is damage, and repair drops it.
