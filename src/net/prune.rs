@@ -14,8 +14,10 @@
 //! "Use" is hearth's own traffic (control requests and blob transfers, either way): Kademlia,
 //! identify and ping do not count. A peer is never disconnected while it is protected (a
 //! relay we listen through, a bootstrap peer), within the grace period of its connection
-//! (15 s: a Kademlia lookup's connection is not needed longer), or used by hearth within the
-//! last minute. Kademlia keeps disconnected peers in its routing table and
+//! (60 s), or used by hearth within the last minute. Measured with `benches/scale.rs` (50
+//! radiators, 300 idle seconds): no pruning 5 319 B/s received per radiator; 60 s grace
+//! 2 571 B/s; 15 s grace 6 104 B/s — pruned peers come back (something re-dials them; not yet
+//! found), and each comeback costs a handshake, so a short grace turns pruning into churn. Kademlia keeps disconnected peers in its routing table and
 //! request-response dials again when hearth next needs the peer.
 //!
 //! Pure: no swarm, no clock (time is passed in). Must not touch: the network.
@@ -46,7 +48,7 @@ impl Watermarks {
     pub const RADIATOR: Watermarks = Watermarks {
         low: 12,
         high: 16,
-        grace: Duration::from_secs(15),
+        grace: Duration::from_secs(60),
         idle: Duration::from_secs(60),
     };
 }
