@@ -16,8 +16,9 @@
 //! relay we listen through, a bootstrap peer), within the grace period of its connection
 //! (60 s), or used by hearth within the last minute. Measured with `benches/scale.rs` (50
 //! radiators, 300 idle seconds): no pruning 5 319 B/s received per radiator; 60 s grace
-//! 2 571 B/s; 15 s grace 6 104 B/s — pruned peers come back (something re-dials them; not yet
-//! found), and each comeback costs a handshake, so a short grace turns pruning into churn. Kademlia keeps disconnected peers in its routing table and
+//! 2 571 B/s; 15 s grace 6 104 B/s (that run also had radiators subscribed to the evidence
+//! topic for the first time, so the two are confounded) — pruned peers come back (something
+//! re-dials them; not yet found), and each comeback costs a handshake (`docs/scale.md`). Kademlia keeps disconnected peers in its routing table and
 //! request-response dials again when hearth next needs the peer.
 //!
 //! Pure: no swarm, no clock (time is passed in). Must not touch: the network.
