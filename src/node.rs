@@ -143,6 +143,24 @@ pub fn open_db(data_dir: &Path) -> Result<sled::Db, NodeError> {
     sled::open(&path).map_err(|source| db_error(path, source))
 }
 
+/// For tests: opens a database the test had open a moment ago. sled releases its file lock
+/// when its last internal handle goes, and the thread of a `flush_async` that already returned
+/// may still hold one for a moment (CI once failed with "could not acquire lock"), so this
+/// retries for up to 5 s.
+#[cfg(test)]
+pub(crate) fn reopen_db(path: &Path) -> sled::Db {
+    for _ in 0..250 {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("reopening {}: {e}", path.display()),
+        }
+    }
+    panic!("{} still locked after 5 s", path.display())
+}
+
 /// The directory of a node's large blobs (`DATA_DIR/blobs`, docs/storage.md §4).
 pub fn blob_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("blobs")

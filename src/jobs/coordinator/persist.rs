@@ -580,23 +580,6 @@ mod tests {
     use crate::model::receipt::{EnergyMethod, WorkRecord};
     use crate::model::{Assembly, JobLimits};
 
-    /// Opens a database this test had open a moment ago. sled releases its file lock when its
-    /// last internal handle goes, and the thread of a `flush_async` that already returned may
-    /// still hold one for a moment (CI once failed here with "could not acquire lock"), so
-    /// the reopen retries for up to 5 s.
-    fn reopen(path: &std::path::Path) -> sled::Db {
-        for _ in 0..250 {
-            match sled::open(path) {
-                Ok(db) => return db,
-                Err(e) if e.to_string().contains("could not acquire lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Err(e) => panic!("reopening {}: {e}", path.display()),
-            }
-        }
-        panic!("{} still locked after 5 s", path.display())
-    }
-
     fn manifest(submitter: &Identity) -> JobManifest {
         JobManifest {
             module: blake3::hash(b"m"),
@@ -718,7 +701,7 @@ mod tests {
             p.write(&update, Some(&job)).unwrap();
             p.flush().await.unwrap();
         }
-        let db = reopen(dir.path());
+        let db = crate::node::reopen_db(dir.path());
         let p = Persist::open(&db).unwrap();
         assert_eq!(p.suspended().unwrap(), vec![(id, worker.public())]);
         assert!(p.policies().unwrap().is_empty());
@@ -746,7 +729,7 @@ mod tests {
             let job = super::super::book::Book::new_job(m.clone(), 10);
             p.submit(&id, &job, Some(&policy)).await.unwrap();
         }
-        let db = reopen(dir.path());
+        let db = crate::node::reopen_db(dir.path());
         let p = Persist::open(&db).unwrap();
         assert_eq!(p.policies().unwrap(), vec![(id, policy)]);
         let mut book = super::super::book::Book::new(super::super::book::LeaseTerms {

@@ -344,7 +344,7 @@ mod tests {
                 store.put(&entry_key(e), &entry).await.unwrap();
             }
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::reopen_db(dir.path());
         let store = EvidenceStore::open(&db).unwrap();
         // The three accuse the same household of the same shard, by three coordinators:
         // one key per (accused, job, shard), so the last write holds the entry.
