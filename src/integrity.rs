@@ -149,7 +149,7 @@ pub async fn checkpoint(
     persist: &Persist,
 ) -> Result<(), IntegrityError> {
     let now = Checkpoint::of(ledger, persist)?;
-    db.flush_async().await.map_err(IntegrityError::Flush)?;
+    crate::kv::flush(db).await.map_err(IntegrityError::Flush)?;
     now.save(data_dir)
 }
 
@@ -344,7 +344,7 @@ pub async fn repair(
             )
         })
         .collect();
-    db.flush_async().await.map_err(IntegrityError::Flush)?;
+    crate::kv::flush(db).await.map_err(IntegrityError::Flush)?;
     checkpoint(data_dir, db, ledger, &persist).await?;
     Ok(out)
 }

@@ -4,7 +4,7 @@
 //! (physics, credit terms, both signatures); the same receipt offered twice is a replay and is
 //! refused without double credit; a different receipt for a (job, shard, worker) that already
 //! has one is a conflict and is refused: the first one recorded stands. Totals per household
-//! are updated in the same transaction as the insert, so they never drift from the receipts;
+//! are updated in the same kv batch as the insert, so they never drift from the receipts;
 //! they count the energy *credited* (the terms' `credited_mj`) and, beside it, the energy the
 //! workers *claimed*. The receipts that credit this node's own household also form an
 //! append-only hash chain: entry n = blake3(entry n-1 || receipt id), entry 0 chained from 32
@@ -27,9 +27,6 @@
 //! the rest are its unit tests.
 
 pub mod commitments;
-
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use crate::identity::PublicKey;
 use crate::model::receipt::{
@@ -160,6 +157,10 @@ pub struct Ledger {
     /// audit path (32 bytes per hash).
     proofs: sled::Tree,
     own: PublicKey,
+    kv: crate::kv::Kv,
+    /// Held by every read-decide-write of the ledger's trees (insert, sealing a commitment),
+    /// which sled's transactions used to isolate (`kv`'s header says why they are gone).
+    write: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn slot_key(r: &Receipt) -> Vec<u8> {
@@ -168,13 +169,6 @@ fn slot_key(r: &Receipt) -> Vec<u8> {
     k.extend_from_slice(&r.record.shard.to_be_bytes());
     k.extend_from_slice(&r.record.worker.0);
     k
-}
-
-/// Why a receipt's write transaction was abandoned.
-enum Abort {
-    Corrupt(&'static str),
-    /// Its proof's commitment number already holds another signed commitment.
-    Equivocation,
 }
 
 /// An inclusion proof written with its receipt (`ledger/commitments.rs`).
@@ -204,6 +198,8 @@ impl Ledger {
             commitments: db.open_tree("ledger/v2/commitments")?,
             proofs: db.open_tree("ledger/v2/proofs")?,
             own,
+            kv: crate::kv::Kv::open(db)?,
+            write: Default::default(),
         })
     }
 
@@ -230,106 +226,86 @@ impl Ledger {
         let bytes = receipt.to_bytes();
         let worker = receipt.record.worker;
         let on_chain = worker == self.own;
-        let result = (
-            &self.receipts,
-            &self.slots,
-            &self.totals,
-            &self.chain,
-            &self.pending,
-            &self.commitments,
-            &self.proofs,
-        )
-            .transaction(
-                |(receipts, slots, totals, chain, pending_tree, commitments, proofs)| {
-                    // The receipt's inclusion proof (and the commitment it points into) is written
-                    // in this same transaction: a kill can never leave one without the other.
-                    let write_proof = || -> Result<(), ConflictableTransactionError<Abort>> {
-                        let Some(p) = &proof else { return Ok(()) };
-                        match commitments.get(p.key)? {
-                            // Two signed commitments with one number: keep the first, refuse.
-                            Some(existing) if existing.as_ref() != p.commitment => {
-                                return Err(ConflictableTransactionError::Abort(
-                                    Abort::Equivocation,
-                                ));
-                            }
-                            Some(_) => {}
-                            None => {
-                                commitments.insert(p.key, p.commitment)?;
-                            }
-                        }
-                        proofs.insert(id.as_bytes(), p.value)?;
-                        Ok(())
-                    };
-                    if let Some(existing) = slots.get(&slot)? {
-                        return Ok(if existing.as_ref() == id.as_bytes() {
-                            // Delivered again: the receipt is here; keep (or add) its proof.
-                            write_proof()?;
-                            Outcome::Replay
-                        } else {
-                            Outcome::Conflict(existing.to_vec())
-                        });
+        // Read, decide and write under the ledger's lock (two inserts of one slot must not both
+        // see it free); the writes go in one kv batch, all or none after a crash.
+        let _write = self.write_lock();
+        let mut batch = self.kv.batch();
+        let corrupt = |what: &str| LedgerError::Corrupt(what.to_string());
+        // The receipt's inclusion proof (and the commitment it points into) is written in the
+        // same batch: a kill can never leave one without the other.
+        let write_proof = |batch: &mut crate::kv::Batch<'_>| -> Result<(), LedgerError> {
+            let Some(p) = &proof else { return Ok(()) };
+            match self.commitments.get(p.key)? {
+                // Two signed commitments with one number: keep the first, refuse.
+                Some(existing) if existing.as_ref() != p.commitment => {
+                    return Err(LedgerError::Unproven {
+                        id: id.to_hex().to_string(),
+                        reason: format!(
+                            "its coordinator signed two different commitments numbered {}",
+                            p.seq
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => batch.insert(&self.commitments, p.key, p.commitment),
+            }
+            batch.insert(&self.proofs, id.as_bytes(), p.value);
+            Ok(())
+        };
+        let outcome = if let Some(existing) = self.slots.get(&slot)? {
+            if existing.as_ref() == id.as_bytes() {
+                // Delivered again: the receipt is here; keep (or add) its proof.
+                write_proof(&mut batch)?;
+                Outcome::Replay
+            } else {
+                Outcome::Conflict(existing.to_vec())
+            }
+        } else {
+            write_proof(&mut batch)?;
+            batch.insert(&self.receipts, id.as_bytes(), bytes.as_slice());
+            batch.insert(&self.slots, slot.as_slice(), id.as_bytes());
+            if pending {
+                batch.insert(
+                    &self.pending,
+                    id.as_bytes(),
+                    receipt.record.end_ms.to_be_bytes(),
+                );
+            }
+            let mut t = match self.totals.get(worker.0)? {
+                Some(v) => Totals::from_bytes(&v).ok_or_else(|| corrupt("totals entry corrupt"))?,
+                None => Totals::default(),
+            };
+            t.receipts += 1;
+            t.fuel = t.fuel.saturating_add(receipt.record.fuel);
+            // Saturating: each figure is bounded by physics (at most MAX_WATTS over 24 h per
+            // receipt), but the count of receipts is not.
+            t.credited_mj = t.credited_mj.saturating_add(receipt.terms.credited_mj);
+            t.claimed_mj = t.claimed_mj.saturating_add(receipt.record.energy_mj);
+            batch.insert(&self.totals, worker.0, t.to_bytes());
+            if on_chain {
+                // The head is kept under the key u64::MAX so the append is one read and two
+                // writes.
+                let (seq, prev) = match self.chain.get(u64::MAX.to_be_bytes())? {
+                    Some(h) if h.len() == 40 => {
+                        let seq = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8]));
+                        let mut prev = [0u8; 32];
+                        prev.copy_from_slice(&h[8..]);
+                        (seq + 1, prev)
                     }
-                    write_proof()?;
-                    receipts.insert(id.as_bytes(), bytes.as_slice())?;
-                    slots.insert(slot.as_slice(), id.as_bytes())?;
-                    if pending {
-                        pending_tree.insert(id.as_bytes(), &receipt.record.end_ms.to_be_bytes())?;
-                    }
-                    let mut t = match totals.get(worker.0)? {
-                        Some(v) => Totals::from_bytes(&v).ok_or_else(|| {
-                            ConflictableTransactionError::Abort(Abort::Corrupt(
-                                "totals entry corrupt",
-                            ))
-                        })?,
-                        None => Totals::default(),
-                    };
-                    t.receipts += 1;
-                    t.fuel = t.fuel.saturating_add(receipt.record.fuel);
-                    // Saturating: each figure is bounded by physics (at most MAX_WATTS over 24 h
-                    // per receipt), but the count of receipts is not.
-                    t.credited_mj = t.credited_mj.saturating_add(receipt.terms.credited_mj);
-                    t.claimed_mj = t.claimed_mj.saturating_add(receipt.record.energy_mj);
-                    totals.insert(&worker.0, &t.to_bytes())?;
-                    if on_chain {
-                        // The head is kept under the key u64::MAX so the append is one read and
-                        // two writes inside the transaction.
-                        let head = chain.get(u64::MAX.to_be_bytes())?;
-                        let (seq, prev) = match head {
-                            Some(h) if h.len() == 40 => {
-                                let seq = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8]));
-                                let mut prev = [0u8; 32];
-                                prev.copy_from_slice(&h[8..]);
-                                (seq + 1, prev)
-                            }
-                            Some(_) => {
-                                return Err(ConflictableTransactionError::Abort(Abort::Corrupt(
-                                    "chain head corrupt",
-                                )))
-                            }
-                            None => (0, [0u8; 32]),
-                        };
-                        let entry = chain_link(&prev, &id);
-                        let mut value = id.as_bytes().to_vec();
-                        value.extend_from_slice(&entry);
-                        chain.insert(&seq.to_be_bytes(), value)?;
-                        let mut head = seq.to_be_bytes().to_vec();
-                        head.extend_from_slice(&entry);
-                        chain.insert(&u64::MAX.to_be_bytes(), head)?;
-                    }
-                    Ok(Outcome::Stored)
-                },
-            );
-        let outcome = result.map_err(|e| match e {
-            TransactionError::Abort(Abort::Corrupt(what)) => LedgerError::Corrupt(what.to_string()),
-            TransactionError::Abort(Abort::Equivocation) => LedgerError::Unproven {
-                id: id.to_hex().to_string(),
-                reason: format!(
-                    "its coordinator signed two different commitments numbered {}",
-                    proof.as_ref().map_or(0, |p| p.seq)
-                ),
-            },
-            TransactionError::Storage(e) => LedgerError::Db(e),
-        })?;
+                    Some(_) => return Err(corrupt("chain head corrupt")),
+                    None => (0, [0u8; 32]),
+                };
+                let entry = chain_link(&prev, &id);
+                let mut value = id.as_bytes().to_vec();
+                value.extend_from_slice(&entry);
+                batch.insert(&self.chain, seq.to_be_bytes(), value);
+                let mut head = seq.to_be_bytes().to_vec();
+                head.extend_from_slice(&entry);
+                batch.insert(&self.chain, u64::MAX.to_be_bytes(), head);
+            }
+            Outcome::Stored
+        };
+        batch.commit()?;
         match outcome {
             Outcome::Stored => Ok(id),
             Outcome::Replay => Err(LedgerError::Replay {
@@ -363,8 +339,14 @@ impl Ledger {
     /// Makes everything recorded so far durable (the whole sled database is flushed). Call it
     /// before acknowledging a receipt to anyone.
     pub async fn flush(&self) -> Result<(), LedgerError> {
-        self.receipts.flush_async().await?;
+        crate::kv::flush(&self.receipts).await?;
         Ok(())
+    }
+
+    /// The ledger's write lock ([`Ledger`]'s `write`). Nothing panics while holding it with
+    /// the trees half written (a batch commits whole or not), so a poisoned lock is still good.
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self, id: &blake3::Hash) -> Result<Option<Receipt>, LedgerError> {
@@ -650,8 +632,9 @@ impl Ledger {
     /// the totals from the rest, keeps the chain up to its first damaged entry and appends
     /// the own receipts not on it in the order (window end, receipt id). Returns how many
     /// receipts were appended to the chain. Not one transaction: if it is interrupted, run
-    /// it again (it starts from the receipts each time).
+    /// it again (it starts from the receipts each time). Holds the ledger's lock throughout.
     pub fn repair(&self, check: &LedgerCheck) -> Result<u64, LedgerError> {
+        let _write = self.write_lock();
         for (key, _) in &check.bad {
             let key = hex::decode(key).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
             self.receipts.remove(key)?;

@@ -47,6 +47,8 @@ pub mod jobs;
 #[cfg(feature = "node")]
 pub mod kernels;
 #[cfg(feature = "node")]
+pub mod kv;
+#[cfg(feature = "node")]
 pub mod ledger;
 pub mod model;
 #[cfg(feature = "node")]

@@ -57,6 +57,12 @@ pub enum NodeError {
         #[source]
         source: sled::Error,
     },
+    #[error("opening the database in {path}: {source}; run `hearth doctor` to check it")]
+    DbIntent {
+        path: PathBuf,
+        #[source]
+        source: crate::kv::KvError,
+    },
     #[error(transparent)]
     Integrity(#[from] crate::integrity::IntegrityError),
     #[error(transparent)]
@@ -140,25 +146,37 @@ pub fn open_db(data_dir: &Path) -> Result<sled::Db, NodeError> {
             )),
         });
     }
-    sled::open(&path).map_err(|source| db_error(path, source))
+    // Opened through kv: a batch a crash interrupted is finished before anything reads.
+    crate::kv::open(&path).map_err(|e| match e {
+        crate::kv::KvError::Db(source) => db_error(path, source),
+        source => NodeError::DbIntent { path, source },
+    })
 }
 
 /// For tests: opens a database the test had open a moment ago. sled releases its file lock
-/// when its last internal handle goes, and the thread of a `flush_async` that already returned
-/// may still hold one for a moment (CI once failed with "could not acquire lock"), so this
-/// retries for up to 5 s.
+/// when its last internal handle goes, and its threads may still hold one for a moment (CI
+/// once failed with "could not acquire lock"), so this retries for up to 5 s.
 #[cfg(test)]
 pub(crate) fn reopen_db(path: &Path) -> sled::Db {
+    reopen_db_with(path, crate::kv::open)
+        .unwrap_or_else(|e| panic!("reopening {}: {e}", path.display()))
+}
+
+/// [`reopen_db`] with the opening function given; returns its last result.
+#[cfg(test)]
+pub(crate) fn reopen_db_with<T, E: std::fmt::Display>(
+    path: &Path,
+    open: impl Fn(&Path) -> Result<T, E>,
+) -> Result<T, E> {
     for _ in 0..250 {
-        match sled::open(path) {
-            Ok(db) => return db,
+        match open(path) {
             Err(e) if e.to_string().contains("could not acquire lock") => {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }
-            Err(e) => panic!("reopening {}: {e}", path.display()),
+            result => return result,
         }
     }
-    panic!("{} still locked after 5 s", path.display())
+    open(path)
 }
 
 /// The directory of a node's large blobs (`DATA_DIR/blobs`, docs/storage.md §4).
@@ -266,7 +284,7 @@ impl RunningNode {
         while let Some(exit) = self.tasks.join_next().await {
             log_exit(exit);
         }
-        if let Err(e) = self.db.flush_async().await {
+        if let Err(e) = crate::kv::flush(&self.db).await {
             tracing::error!("could not flush the database on shutdown: {e}");
         }
         match crate::jobs::coordinator::persist::Persist::open(&self.db) {

@@ -6,9 +6,6 @@
 //! other coordinators are checked by the node and not stored here: a radiator's storage grows
 //! with its own work and its own jobs only.
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
 use super::{Ledger, LedgerError};
 use crate::identity::{Identity, PublicKey};
 use crate::model::commit::{Commitment, Inclusion, MAX_LEAVES, MAX_PATH};
@@ -68,8 +65,8 @@ impl Ledger {
         let key = commitment_key(&c.coordinator, c.seq);
         let value = proof_value(&key, inclusion.index, &inclusion.path);
         let bytes = c.to_bytes();
-        // Receipt, proof and commitment in one transaction: a reader never finds the receipt
-        // without its proof, and a kill never leaves a proof without its receipt. A receipt
+        // Receipt, proof and commitment in one kv batch: a kill never leaves a proof without
+        // its receipt or the receipt without its proof. A receipt
         // refused for its slot (another receipt holds it) keeps no proof either.
         self.insert_verified(
             receipt,
@@ -90,9 +87,11 @@ impl Ledger {
 
     /// Seals up to [`MAX_LEAVES`] pending receipts into the next commitment of `identity`
     /// (this node as coordinator), stores it and every receipt's proof, and clears them from
-    /// `pending`, in one transaction. `None` when nothing is pending. The caller flushes
+    /// `pending`, in one kv batch (all or none after a crash). `None` when nothing is pending. The caller flushes
     /// before it publishes the commitment or delivers a receipt with its proof.
     pub fn seal(&self, identity: &Identity) -> Result<Option<Commitment>, LedgerError> {
+        // Under the ledger's lock: the pending set read here is the one cleared below.
+        let _write = self.write_lock();
         let mut ids = Vec::new();
         let (mut first, mut last) = (u64::MAX, 0u64);
         for item in self.pending.iter() {
@@ -131,20 +130,13 @@ impl Ledger {
             .map_err(|e| LedgerError::Corrupt(format!("sealing a commitment: {e}")))?;
         let key = commitment_key(&own, seq);
         let bytes = commitment.to_bytes();
-        let result = (&self.commitments, &self.proofs, &self.pending).transaction(
-            |(commitments, proof_tree, pending)| {
-                commitments.insert(key.as_slice(), bytes.as_slice())?;
-                for (id, index, path) in &proofs {
-                    proof_tree.insert(id.as_bytes(), proof_value(&key, *index, path))?;
-                    pending.remove(id.as_bytes())?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            },
-        );
-        result.map_err(|e| match e {
-            TransactionError::Abort(()) => LedgerError::Corrupt("sealing".into()),
-            TransactionError::Storage(e) => LedgerError::Db(e),
-        })?;
+        let mut batch = self.kv.batch();
+        batch.insert(&self.commitments, key.as_slice(), bytes.as_slice());
+        for (id, index, path) in &proofs {
+            batch.insert(&self.proofs, id.as_bytes(), proof_value(&key, *index, path));
+            batch.remove(&self.pending, id.as_bytes());
+        }
+        batch.commit()?;
         Ok(Some(commitment))
     }
 

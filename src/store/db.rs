@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
 
 use super::files::{read_at, Files};
@@ -71,6 +70,8 @@ pub struct Store {
     /// deleting) so a delete cannot interleave with them and leave a visible blob with
     /// missing groups or orphan groups nobody will clean up. Hashing happens outside it.
     lock: Arc<Mutex<()>>,
+    /// Writes to several trees at once go in one kv batch (all or none after a crash).
+    pub(crate) kv: crate::kv::Kv,
     /// Most bytes of blobs (complete and partial) an import from a peer may bring the store
     /// to; `u64::MAX` (the default) means no quota. Shared by every clone of the handle.
     quota: Arc<AtomicU64>,
@@ -90,18 +91,6 @@ pub(crate) fn chunk_key(hash: &blake3::Hash, index: u32) -> [u8; 36] {
     key
 }
 
-/// Maps the result of a transaction that never aborts on purpose.
-pub(crate) fn tx_result<T>(r: Result<T, TransactionError<()>>) -> Result<T, StoreError> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
-        // Our closures never call abort; keep a clear error rather than a panic anyway.
-        Err(TransactionError::Abort(())) => Err(StoreError::Db(sled::Error::Unsupported(
-            "store transaction aborted".into(),
-        ))),
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every mutex here guards data no panic can leave half-changed (`()` or a cache that is
     // only ever replaced whole), so a poisoned one is still good.
@@ -112,7 +101,7 @@ impl Store {
     /// Opens (or creates) a store in `dir`: the sled database in `dir` itself, large blobs
     /// as files in `dir/files`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::open(dir)?;
+        let db = crate::kv::open(dir)?;
         Store::with_files(&db, &dir.join(OPEN_FILES_DIR))
     }
 
@@ -129,6 +118,7 @@ impl Store {
             in_files: db.open_tree(FILES_TREE)?,
             files: None,
             lock: Arc::new(Mutex::new(())),
+            kv: crate::kv::Kv::open(db)?,
             quota: Arc::new(AtomicU64::new(u64::MAX)),
             cache: Arc::new(Mutex::new(Cache::default())),
         })
@@ -374,10 +364,13 @@ impl Store {
         let key = hash.as_bytes();
         self.forget(hash);
         self.kept.remove(key)?;
-        let (blob, partial) = tx_result(
-            (&self.blobs, &self.partial).transaction(|(b, p)| Ok((b.remove(key)?, p.remove(key)?))),
-        )?;
+        // Under the store's lock (the caller holds it): nothing writes these keys meanwhile.
+        let (blob, partial) = (self.blobs.get(key)?, self.partial.get(key)?);
         let existed = blob.is_some() || partial.is_some();
+        let mut batch = self.kv.batch();
+        batch.remove(&self.blobs, key);
+        batch.remove(&self.partial, key);
+        batch.commit()?;
         // The entries are gone first, so a crash below leaves only orphans, which the next
         // open (files) or the prefix sweep of the next delete (groups) removes.
         if let Some(files) = &self.files {

@@ -7,9 +7,7 @@
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
-use sled::transaction::{ConflictableTransactionError, Transactional};
-
-use super::db::{chunk_key, tx_result, Store};
+use super::db::{chunk_key, Store};
 use super::files::{read_at, write_at};
 use super::{hex_of, Outboard, StoreError, CHUNK_SIZE, INLINE_MAX};
 
@@ -292,11 +290,10 @@ impl Import {
                 }
             }
             let encoded = inner.outboard.to_bytes();
-            tx_result((&store.blobs, &store.partial).transaction(|(b, p)| {
-                b.insert(key, encoded.as_slice())?;
-                p.remove(key)?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            }))?;
+            let mut batch = store.kv.batch();
+            batch.insert(&store.blobs, key, encoded.as_slice());
+            batch.remove(&store.partial, key);
+            batch.commit()?;
         }
         // The caller will announce this blob as stored; make that survive a crash.
         store.flush()?;

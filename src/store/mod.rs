@@ -169,10 +169,24 @@ pub enum StoreError {
     #[cfg(feature = "node")]
     #[error("the local database failed: {0}")]
     Db(#[from] sled::Error),
+    /// A batch a crash interrupted could not be finished (`kv::open`).
+    #[cfg(feature = "node")]
+    #[error(transparent)]
+    Intent(crate::kv::KvError),
 }
 
 /// Lowercase hex of a hash, the way hearth shows hashes to people.
 #[cfg(feature = "node")]
 fn hex_of(hash: &blake3::Hash) -> String {
     hash.to_hex().to_string()
+}
+
+#[cfg(feature = "node")]
+impl From<crate::kv::KvError> for StoreError {
+    fn from(e: crate::kv::KvError) -> StoreError {
+        match e {
+            crate::kv::KvError::Db(e) => StoreError::Db(e),
+            e => StoreError::Intent(e),
+        }
+    }
 }

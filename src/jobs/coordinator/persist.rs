@@ -24,7 +24,6 @@
 //! transaction; splitting the trees across files would split that transaction.
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::identity::PublicKey;
 use crate::model::receipt::Claim;
@@ -211,6 +210,7 @@ pub struct Persist {
     excluded: sled::Tree,
     suspended: sled::Tree,
     policies: sled::Tree,
+    kv: crate::kv::Kv,
 }
 
 impl Persist {
@@ -222,6 +222,7 @@ impl Persist {
             excluded: db.open_tree(EXCLUDED)?,
             suspended: db.open_tree(SUSPENDED)?,
             policies: db.open_tree(POLICIES)?,
+            kv: crate::kv::Kv::open(db)?,
         })
     }
 
@@ -471,16 +472,14 @@ impl Persist {
             .map(serde_json::to_vec)
             .transpose()
             .map_err(|e| JobError::Corrupt(format!("encoding a policy: {e}")))?;
-        (&self.manifests, &self.jobs, &self.policies)
-            .transaction(|(manifests, jobs, policies)| {
-                manifests.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
-                jobs.insert(id.as_bytes().as_slice(), meta.as_slice())?;
-                if let Some(p) = &policy {
-                    policies.insert(id.as_bytes().as_slice(), p.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)?;
+        // Blind writes from the coordinator's one actor: a batch needs no lock.
+        let mut batch = self.kv.batch();
+        batch.insert(&self.manifests, id.as_bytes(), bytes.as_slice());
+        batch.insert(&self.jobs, id.as_bytes(), meta.as_slice());
+        if let Some(p) = &policy {
+            batch.insert(&self.policies, id.as_bytes(), p.as_slice());
+        }
+        batch.commit()?;
         self.flush().await
     }
 
@@ -514,41 +513,41 @@ impl Persist {
             }
             _ => None,
         };
-        (&self.jobs, &self.shards, &self.excluded, &self.suspended)
-            .transaction(|(jobs, shards, excluded, suspended)| {
-                if let Some((k, v)) = &shard {
-                    shards.insert(k.as_slice(), v.as_slice())?;
-                }
-                if let Some(m) = &meta {
-                    jobs.insert(id.as_bytes().as_slice(), m.as_slice())?;
-                }
-                for (household, evidence) in &update.exclude {
-                    excluded.insert(household.0.as_slice(), evidence.as_bytes())?;
-                }
-                for household in &update.suspend {
-                    let key = [id.as_bytes().as_slice(), household.0.as_slice()].concat();
-                    suspended.insert(key, &[])?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)?;
+        let mut batch = self.kv.batch();
+        if let Some((k, v)) = &shard {
+            batch.insert(&self.shards, k, v);
+        }
+        if let Some(m) = &meta {
+            batch.insert(&self.jobs, id.as_bytes(), m);
+        }
+        for (household, evidence) in &update.exclude {
+            batch.insert(&self.excluded, household.0, evidence.as_bytes());
+        }
+        for household in &update.suspend {
+            batch.insert(
+                &self.suspended,
+                [id.as_bytes().as_slice(), household.0.as_slice()].concat(),
+                [],
+            );
+        }
+        batch.commit()?;
         Ok(())
     }
 
     /// A flush of the whole database that borrows nothing: the actor polls it while it
-    /// serves further requests. sled runs it on its own thread and it makes durable every
+    /// serves further requests. It runs on a blocking thread (`kv::flush`) and makes durable every
     /// write made before it was created.
     pub fn flush_future(&self) -> Flush {
         let tree = self.jobs.clone();
         Box::pin(async move {
-            tree.flush_async().await?;
+            crate::kv::flush(&tree).await?;
             Ok(())
         })
     }
 
     pub async fn flush(&self) -> Result<(), JobError> {
         // One flush covers every tree of the database.
-        self.jobs.flush_async().await?;
+        crate::kv::flush(&self.jobs).await?;
         Ok(())
     }
 }
@@ -564,13 +563,6 @@ fn encode_job(job: &JobBook) -> Vec<u8> {
         declined: encode_declined(&job.declined),
     })
     .unwrap_or_default()
-}
-
-fn tx_error(e: TransactionError<()>) -> JobError {
-    match e {
-        TransactionError::Storage(e) => JobError::Db(e),
-        TransactionError::Abort(()) => JobError::Corrupt("a write was aborted".into()),
-    }
 }
 
 #[cfg(test)]

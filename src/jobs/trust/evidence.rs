@@ -223,7 +223,7 @@ impl EvidenceStore {
             Check::Pending => return Ok(()),
             _ => {}
         }
-        self.db.flush_async().await?;
+        crate::kv::flush(&self.db).await?;
         Ok(())
     }
 

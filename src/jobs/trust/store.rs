@@ -14,6 +14,7 @@ const LEN: usize = 4 * 3 + 8 * 2;
 #[derive(Clone)]
 pub struct TrustStore {
     tree: sled::Tree,
+    kv: crate::kv::Kv,
 }
 
 fn encode(r: &Record) -> [u8; LEN] {
@@ -45,6 +46,7 @@ impl TrustStore {
     pub fn open(db: &sled::Db) -> Result<TrustStore, JobError> {
         Ok(TrustStore {
             tree: db.open_tree(TREE)?,
+            kv: crate::kv::Kv::open(db)?,
         })
     }
 
@@ -69,11 +71,12 @@ impl TrustStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        // Blind writes from the coordinator's actor: all or none after a crash, no lock needed.
+        let mut batch = self.kv.batch();
         for (h, r) in records {
-            batch.insert(h.0.as_slice(), encode(r).as_slice());
+            batch.insert(&self.tree, h.0, encode(r));
         }
-        self.tree.apply_batch(batch)?;
+        batch.commit()?;
         Ok(())
     }
 }

@@ -40,9 +40,6 @@ use crate::model::now_ms;
 use crate::model::receipt::Claim;
 use crate::model::wire::{DenyReason, Request, Response};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
 use super::lease::SavedLease;
 use super::{Ctx, Held};
 use crate::jobs::JobError;
@@ -159,7 +156,7 @@ struct Waiting {
 #[derive(Clone)]
 pub(super) struct ClaimOutbox {
     tree: sled::Tree,
-    /// `worker/leases`: an answered claim's saved lease goes with it, in one transaction.
+    /// `worker/leases`: an answered claim's saved lease goes with it ([`ClaimOutbox::answered`]).
     leases: sled::Tree,
     /// One entry per stored claim (so bounded as the tree is). A std mutex: held for a few
     /// instructions, never across an await.
@@ -259,7 +256,7 @@ impl ClaimOutbox {
         let key = key(&claim.record.job, claim.record.shard);
         let entry = Outgoing::encode(&coordinator, deadline_ms, &claim);
         self.tree.insert(key, entry.as_slice())?;
-        self.tree.flush_async().await?;
+        crate::kv::flush(&self.tree).await?;
         self.waiting().insert(
             key,
             Waiting {
@@ -348,33 +345,45 @@ impl ClaimOutbox {
         }
     }
 
-    /// The coordinator answered: the claim leaves the outbox, and the saved lease it answers
-    /// (same key and nonce) with it, in one transaction. Were the claim removed first, a crash
-    /// before the lease went would leave a lease with no claim, and the restart would run the
-    /// shard again and send a claim that is not the one answered.
+    /// The coordinator answered: the saved lease it answers (same key and nonce) leaves, then
+    /// the claim. Were the claim removed first, a crash before the lease went would leave a
+    /// lease with no claim, and the restart would run the shard again and send a claim that is
+    /// not the one answered; the other way round, a crash leaves a stored claim without its
+    /// lease, which the restart sends again and its coordinator answers as before. Both removals
+    /// compare and swap, so a renewal rewriting the lease or a later claim of the same shard
+    /// replacing this one is never lost (no sled transaction: `kv`'s header says why).
     fn answered(&self, out: &Outgoing) {
         let nonce = out.claim.record.nonce;
-        let removed = (&self.tree, &self.leases).transaction(|(claims, leases)| {
-            if claims.get(out.key)?.as_deref() != Some(out.entry.as_slice()) {
+        let removed = (|| -> Result<bool, sled::Error> {
+            if self.tree.get(out.key)?.as_deref() != Some(out.entry.as_slice()) {
                 // Replaced by a later claim of the same shard: that one and its lease stay.
                 return Ok(false);
             }
-            claims.remove(out.key.as_slice())?;
-            if let Some(saved) = leases.get(out.key)? {
-                if SavedLease::nonce_of(&saved) == Some(nonce) {
-                    leases.remove(out.key.as_slice())?;
+            // A renewal may rewrite the lease between the read and the swap: read again.
+            while let Some(saved) = self.leases.get(out.key)? {
+                if SavedLease::nonce_of(&saved) != Some(nonce) {
+                    break;
+                }
+                if self
+                    .leases
+                    .compare_and_swap(out.key, Some(saved), None as Option<&[u8]>)?
+                    .is_ok()
+                {
+                    break;
                 }
             }
-            Ok::<bool, ConflictableTransactionError<()>>(true)
-        });
+            Ok(self
+                .tree
+                .compare_and_swap(out.key, Some(out.entry.as_slice()), None as Option<&[u8]>)?
+                .is_ok())
+        })();
         match removed {
             Ok(false) => return,
             Ok(true) => {}
-            Err(TransactionError::Storage(e)) => {
+            Err(e) => {
                 // Left stored: sent again after a restart and answered as before.
                 tracing::error!("could not remove an answered claim from the outbox: {e}");
             }
-            Err(TransactionError::Abort(())) => {}
         }
         let mut waiting = self.waiting();
         if waiting.get(&out.key).is_some_and(|w| w.entry == out.entry) {

@@ -1,0 +1,442 @@
+//! Atomic writes across sled trees, and flushes, without the parts of sled 0.34 that freeze a
+//! process (docs/storage.md §7).
+//!
+//! sled 0.34 guards every operation with a process-wide concurrency control that is free until
+//! the first transaction, `apply_batch` or `checksum` runs; from then on every read, write,
+//! iteration and flush — also those of sled's own flusher and IO threads — takes a shared
+//! `parking_lot` read lock and every transaction the write lock. Threads that hold the read
+//! lock wait inside sled for other threads that need it again (a flush waiting for an IO
+//! buffer the flusher must seal, an iterator waiting for a page to become durable), and
+//! `parking_lot` queues new readers behind a waiting writer: the whole process stops. That
+//! is how radiators froze in the docker testnet, right after a job finished (the ledger's
+//! transaction on one worker thread, every other thread parked on the read lock). sled's
+//! `flush_async` runs on sled's own thread pool and has a known deadlock of its own in 0.34
+//! (spacejam/sled#1308).
+//!
+//! So hearth never calls them (clippy's `disallowed-methods` in `clippy.toml` enforces it) and
+//! uses this module instead:
+//! - [`Batch::commit`] writes several keys in several trees so that after a crash either all
+//!   or none are there. It first stores the whole batch as one *intent* record (one insert is
+//!   atomic in sled), then applies each write, then removes the intent. sled recovers a prefix
+//!   of its log, so a crash leaves either no intent and none of the writes, or the intent and
+//!   some of them; [`open`] applies every intent left behind before anything reads the
+//!   database. Writes are idempotent (insert a value, remove a key), so applying twice is safe.
+//! - It gives atomicity, not isolation: a concurrent reader may see a batch half applied, and
+//!   two batches that touch the same key must be serialised by their caller (every caller holds
+//!   its own lock around read-decide-commit; each says where).
+//! - [`flush`] runs sled's blocking `flush` on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The tree of interrupted batches, keyed by a big-endian sequence number.
+const INTENTS: &str = "kv/intents";
+
+/// Longest tree name an intent can hold (one length byte; hearth's names are under 40 bytes).
+const MAX_NAME: usize = u8::MAX as usize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error(transparent)]
+    Db(#[from] sled::Error),
+    /// An interrupted batch could not be decoded: the database was damaged on disk.
+    #[error("an interrupted write (intent {key}) in the database is damaged: {reason}")]
+    Corrupt { key: String, reason: &'static str },
+}
+
+/// Opens a sled database and finishes every batch a crash interrupted. Every database hearth
+/// writes with [`Batch`] is opened through here.
+pub fn open(path: &Path) -> Result<sled::Db, KvError> {
+    let db = sled::open(path)?;
+    recover(&db)?;
+    Ok(db)
+}
+
+/// Applies and removes every intent left in `db`; returns how many there were. Runs before
+/// anything else uses the database (from [`open`]): applying an intent while its own batch is
+/// still being committed could undo a later write to the same key.
+pub fn recover(db: &sled::Db) -> Result<usize, KvError> {
+    let intents = db.open_tree(INTENTS)?;
+    let mut n = 0;
+    for item in intents.iter() {
+        let (key, value) = item?;
+        let corrupt = |reason| KvError::Corrupt {
+            key: hex::encode(&key),
+            reason,
+        };
+        let ops = decode(&value).map_err(corrupt)?;
+        for op in ops {
+            let tree = db.open_tree(op.tree)?;
+            match op.value {
+                Some(v) => tree.insert(op.key, v)?,
+                None => tree.remove(op.key)?,
+            };
+        }
+        intents.remove(&key)?;
+        n += 1;
+    }
+    if n > 0 {
+        db.flush()?;
+        tracing::warn!("finished {n} write(s) a crash had interrupted");
+    }
+    Ok(n)
+}
+
+/// The intents tree of a database, kept by whoever commits batches into it.
+#[derive(Clone)]
+pub struct Kv {
+    intents: sled::Tree,
+}
+
+impl Kv {
+    pub fn open(db: &sled::Db) -> sled::Result<Kv> {
+        Ok(Kv {
+            intents: db.open_tree(INTENTS)?,
+        })
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            kv: self,
+            ops: Vec::new(),
+        }
+    }
+}
+
+/// Writes to apply together ([`Kv::batch`]).
+pub struct Batch<'a> {
+    kv: &'a Kv,
+    /// (tree, key, value to insert or `None` to remove); a tree handle is a cheap clone.
+    ops: Vec<(sled::Tree, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch<'_> {
+    pub fn insert(&mut self, tree: &sled::Tree, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let write = (key.as_ref().to_vec(), Some(value.as_ref().to_vec()));
+        self.ops.push((tree.clone(), write.0, write.1));
+    }
+
+    pub fn remove(&mut self, tree: &sled::Tree, key: impl AsRef<[u8]>) {
+        self.ops.push((tree.clone(), key.as_ref().to_vec(), None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Applies every write, all or none after a crash (unflushed: the caller's flush makes
+    /// it durable). A batch of one write needs no intent.
+    pub fn commit(self) -> sled::Result<()> {
+        let intent = if self.ops.len() > 1 {
+            let key = next_sequence().to_be_bytes();
+            let names: Vec<sled::IVec> = self.ops.iter().map(|(tree, ..)| tree.name()).collect();
+            if names.iter().any(|n| n.len() > MAX_NAME) {
+                return Err(sled::Error::Unsupported("tree name over 255 bytes".into()));
+            }
+            let ops: Vec<Op<'_>> = self
+                .ops
+                .iter()
+                .zip(&names)
+                .map(|((_, key, value), tree)| Op {
+                    tree,
+                    key,
+                    value: value.as_deref(),
+                })
+                .collect();
+            self.kv.intents.insert(key, encode(&ops))?;
+            Some(key)
+        } else {
+            None
+        };
+        for (tree, key, value) in &self.ops {
+            match value {
+                Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
+                None => tree.remove(key.as_slice())?,
+            };
+        }
+        if let Some(key) = intent {
+            self.kv.intents.remove(key)?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes every write made to the database before the call durable. sled's blocking flush, on
+/// tokio's blocking pool (never sled's `flush_async`: see the module header).
+pub async fn flush(tree: &sled::Tree) -> sled::Result<()> {
+    let tree = tree.clone();
+    tokio::task::spawn_blocking(move || tree.flush().map(drop))
+        .await
+        .unwrap_or_else(|e| {
+            Err(sled::Error::Io(std::io::Error::other(format!(
+                "database flush did not finish: {e}"
+            ))))
+        })
+}
+
+/// Intent keys: unique within the process (one counter for every database) and increasing,
+/// seeded from the clock so that a run does not reuse a key an earlier run left in a database
+/// opened without [`open`] (tests).
+fn next_sequence() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        AtomicU64::new(micros << 8)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
+
+struct Op<'a> {
+    tree: &'a [u8],
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+}
+
+/// An intent: per write, `kind u8` (1 insert, 0 remove), `name_len u8`, the tree's name,
+/// `key_len u32` big-endian, the key, and for an insert `value_len u32` and the value.
+fn encode(ops: &[Op<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for op in ops {
+        out.push(op.value.is_some() as u8);
+        out.push(op.tree.len() as u8);
+        out.extend_from_slice(op.tree);
+        out.extend_from_slice(&(op.key.len() as u32).to_be_bytes());
+        out.extend_from_slice(op.key);
+        if let Some(v) = op.value {
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+    out
+}
+
+struct Decoded<'a> {
+    tree: &'a [u8],
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+}
+
+fn decode(mut b: &[u8]) -> Result<Vec<Decoded<'_>>, &'static str> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+        if b.len() < n {
+            return Err("truncated");
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+    fn len32(b: &mut &[u8]) -> Result<usize, &'static str> {
+        let v = take(b, 4)?;
+        Ok(u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as usize)
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let kind = take(&mut b, 1)?[0];
+        if kind > 1 {
+            return Err("unknown write kind");
+        }
+        let name_len = take(&mut b, 1)?[0] as usize;
+        let tree = take(&mut b, name_len)?;
+        let key_len = len32(&mut b)?;
+        let key = take(&mut b, key_len)?;
+        let value = if kind == 1 {
+            let n = len32(&mut b)?;
+            Some(take(&mut b, n)?)
+        } else {
+            None
+        };
+        out.push(Decoded { tree, key, value });
+    }
+    if out.is_empty() {
+        return Err("empty");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_applies_every_write_and_leaves_no_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let kv = Kv::open(&db).unwrap();
+        let (a, b) = (db.open_tree("a").unwrap(), db.open_tree("b").unwrap());
+        a.insert("gone", "x").unwrap();
+        let mut batch = kv.batch();
+        batch.insert(&a, "k", "1");
+        batch.insert(&b, "k", "2");
+        batch.remove(&a, "gone");
+        batch.commit().unwrap();
+        assert_eq!(a.get("k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(a.get("gone").unwrap(), None);
+        assert!(kv.intents.is_empty());
+    }
+
+    /// A crash after the intent and part of its writes reached the disk: opening the database
+    /// finishes the batch.
+    #[test]
+    fn an_interrupted_batch_is_finished_when_the_database_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open(dir.path()).unwrap();
+            let (a, b) = (db.open_tree("a").unwrap(), db.open_tree("b").unwrap());
+            a.insert("old", "x").unwrap();
+            let ops = [
+                Op {
+                    tree: b"a",
+                    key: b"k",
+                    value: Some(b"1"),
+                },
+                Op {
+                    tree: b"b",
+                    key: b"k",
+                    value: Some(b"2"),
+                },
+                Op {
+                    tree: b"a",
+                    key: b"old",
+                    value: None,
+                },
+            ];
+            db.open_tree(INTENTS)
+                .unwrap()
+                .insert(7u64.to_be_bytes(), encode(&ops))
+                .unwrap();
+            // Only the first write made it before the "crash".
+            a.insert("k", "1").unwrap();
+            assert_eq!(b.get("k").unwrap(), None);
+            db.flush().unwrap();
+        }
+        let db = crate::node::reopen_db(dir.path());
+        assert_eq!(
+            db.open_tree("b").unwrap().get("k").unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
+        assert_eq!(db.open_tree("a").unwrap().get("old").unwrap(), None);
+        assert!(db.open_tree(INTENTS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_intent_is_named_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open(dir.path()).unwrap();
+            let ops = [Op {
+                tree: b"a",
+                key: b"k",
+                value: Some(b"1"),
+            }];
+            let mut bytes = encode(&ops);
+            bytes.truncate(bytes.len() - 1);
+            db.open_tree(INTENTS)
+                .unwrap()
+                .insert(9u64.to_be_bytes(), bytes)
+                .unwrap();
+            db.flush().unwrap();
+        }
+        match crate::node::reopen_db_with(dir.path(), open) {
+            Err(KvError::Corrupt { key, reason }) => {
+                assert_eq!(
+                    (key.as_str(), reason),
+                    (hex::encode(9u64.to_be_bytes()).as_str(), "truncated")
+                );
+            }
+            other => panic!("expected a damaged intent, got {:?}", other.map(drop)),
+        }
+    }
+
+    #[test]
+    fn decoding_never_panics_on_any_prefix() {
+        let ops = [
+            Op {
+                tree: b"tree",
+                key: b"key",
+                value: Some(b"value"),
+            },
+            Op {
+                tree: b"t",
+                key: b"",
+                value: None,
+            },
+        ];
+        let bytes = encode(&ops);
+        assert_eq!(decode(&bytes).unwrap().len(), 2);
+        for n in 0..bytes.len() {
+            let _ = decode(&bytes[..n]);
+        }
+    }
+
+    /// sled 0.34's `flush_async`, called by many tasks at once, never returns (this workload
+    /// with `flush_async` in place of [`flush`] stalled in its first round, 5 runs of 5), and
+    /// its transactions switch the whole process to a global lock. Many tasks committing
+    /// batches, writing, scanning and flushing at once must all finish.
+    #[test]
+    fn concurrent_batches_scans_and_flushes_all_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let kv = Kv::open(&db).unwrap();
+        let (a, b) = (db.open_tree("a").unwrap(), db.open_tree("b").unwrap());
+        let (a2, b2) = (a.clone(), b.clone());
+        // The work runs on its own runtime and thread: a stalled database blocks the threads
+        // that would run a timer, so the watchdog is this thread waiting on a channel.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (a, b) = (a2, b2);
+                for round in 0..20u32 {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for i in 0..32u32 {
+                        let (kv, a, b) = (kv.clone(), a.clone(), b.clone());
+                        tasks.spawn(async move {
+                            let key = (round * 100 + i).to_be_bytes();
+                            match i % 4 {
+                                0 => {
+                                    let mut batch = kv.batch();
+                                    batch.insert(&a, key, [0u8; 200]);
+                                    batch.insert(&b, key, [1u8; 50]);
+                                    batch.commit().unwrap();
+                                }
+                                1 => {
+                                    let a = a.clone();
+                                    tokio::task::spawn_blocking(move || a.iter().keys().count())
+                                        .await
+                                        .unwrap();
+                                }
+                                _ => {
+                                    a.insert(key, vec![2u8; 1000]).unwrap();
+                                }
+                            }
+                            flush(&a).await.unwrap();
+                        });
+                    }
+                    while let Some(r) = tasks.join_next().await {
+                        r.unwrap();
+                    }
+                }
+            });
+            let _ = done.send(());
+        });
+        if finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .is_err()
+        {
+            // Dropping a stalled database would wait on it (sled flushes on drop).
+            std::mem::forget((db, a, b, dir));
+            panic!("the database stalled: writes and flushes stopped finishing");
+        }
+        assert_eq!(a.len(), 20 * 24);
+        assert_eq!(b.len(), 20 * 8);
+    }
+}
