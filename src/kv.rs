@@ -83,6 +83,23 @@ pub fn recover(db: &sled::Db) -> Result<usize, KvError> {
     Ok(n)
 }
 
+/// Removes every intent that does not decode (`hearth doctor --repair`); returns their keys
+/// (hex). Its batch may be half applied: the integrity check that follows finds and repairs
+/// what that left.
+pub fn discard_damaged(db: &sled::Db) -> Result<Vec<String>, KvError> {
+    let intents = db.open_tree(INTENTS)?;
+    let mut gone = Vec::new();
+    for item in intents.iter() {
+        let (key, value) = item?;
+        if decode(&value).is_err() {
+            intents.remove(&key)?;
+            gone.push(hex::encode(&key));
+        }
+    }
+    db.flush()?;
+    Ok(gone)
+}
+
 /// The intents tree of a database, kept by whoever commits batches into it.
 #[derive(Clone)]
 pub struct Kv {
@@ -350,6 +367,14 @@ mod tests {
             }
             other => panic!("expected a damaged intent, got {:?}", other.map(drop)),
         }
+        // `hearth doctor --repair` discards it; the database then opens.
+        let db = crate::node::reopen_db_with(dir.path(), |p| sled::open(p)).unwrap();
+        assert_eq!(
+            discard_damaged(&db).unwrap(),
+            vec![hex::encode(9u64.to_be_bytes())]
+        );
+        drop(db);
+        crate::node::reopen_db(dir.path());
     }
 
     #[test]

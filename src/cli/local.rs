@@ -95,7 +95,20 @@ pub async fn doctor(
     use crate::integrity;
     let identity =
         Identity::load(data_dir).context("no household key here yet? run `hearth init`")?;
-    let db = node::open_db(data_dir)?;
+    let db = match node::open_db(data_dir) {
+        // A batch a crash interrupted whose record is damaged: discard it; the check below
+        // finds what its half-applied writes left.
+        Err(node::NodeError::DbIntent { path, source }) if repair => {
+            println!("damage: {source}");
+            let db = sled::open(&path)?;
+            for key in crate::kv::discard_damaged(&db)? {
+                println!("  discarded the damaged record of an interrupted write ({key})");
+            }
+            crate::kv::recover(&db)?;
+            db
+        }
+        other => other?,
+    };
     let ledger = crate::ledger::Ledger::open(&db, identity.public())?;
     let persist = crate::jobs::coordinator::persist::Persist::open(&db)?;
     let report = integrity::check(data_dir, &ledger, &persist)?;
