@@ -225,6 +225,11 @@ pub struct SubmitJob {
     /// The job's own replication policy (`docs/trust.md`); absent: the node's `[trust]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::jobs::trust::Policy>,
+    /// Only these households (hex keys, at most 256) and the submitter's trusted set may work
+    /// the job; it goes into the job's policy (`docs/trust.md`). Absent or empty: anyone
+    /// `[trust] allow` lets in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
 }
 
 fn default_replication() -> u8 {
@@ -240,6 +245,8 @@ async fn submit(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req: SubmitJob =
         serde_json::from_slice(&body).map_err(|e| bad(format!("job request: {e}")))?;
+    let allow = crate::jobs::trust::parse_keys(req.allow.iter().map(String::as_str))
+        .map_err(|e| bad(format!("allow: {e}")))?;
     let manifest = JobManifest {
         module: parse_hash(&req.module).map_err(|e| bad(format!("module: {e}")))?,
         inputs: req
@@ -256,7 +263,7 @@ async fn submit(
     };
     let id = ctx
         .coordinator
-        .submit_with_policy(manifest, req.policy)
+        .submit_with(manifest, req.policy, allow)
         .await
         .map_err(|e| match e {
             crate::jobs::JobError::Invalid(m) => bad(m),

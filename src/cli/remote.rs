@@ -104,6 +104,7 @@ pub async fn submit(
     spec: &JobSpec,
     common: &JobArgs,
     policy: Option<crate::jobs::trust::Policy>,
+    allow: Vec<String>,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
     let Materials {
@@ -138,6 +139,7 @@ pub async fn submit(
         replication: common.replication,
         assembly,
         policy,
+        allow,
     };
     let id: Id = api.post_json("/v1/jobs", &job).await?;
     eprintln!("submitted; follow it with `hearth job wait {}`", id.id);

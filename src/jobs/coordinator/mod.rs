@@ -365,9 +365,10 @@ impl Coordinator {
             Command::Submit {
                 manifest,
                 policy,
+                allow,
                 reply,
             } => {
-                let result = self.submit(manifest, policy).await;
+                let result = self.submit(manifest, policy, allow).await;
                 let _ = reply.send(result);
             }
             Command::Control {
@@ -422,8 +423,21 @@ impl Coordinator {
         &mut self,
         manifest: JobManifest,
         policy: Option<crate::jobs::trust::Policy>,
+        allow: Vec<PublicKey>,
     ) -> Result<blake3::Hash, JobError> {
         manifest.validate().map_err(JobError::Invalid)?;
+        // An allow-list goes into the job's policy, kept with it in `coord/policies`. A job
+        // given a list and no policy takes the node's default policy as it is now (or plain
+        // replication), so naming who may work it never changes how it is verified.
+        let policy = if allow.is_empty() {
+            policy
+        } else {
+            let mut p = policy
+                .or_else(|| self.book.default_policy().cloned())
+                .unwrap_or_else(|| crate::jobs::trust::Policy::fixed(manifest.replication));
+            p.allow = allow;
+            Some(p)
+        };
         if let Some(p) = &policy {
             p.validate()
                 .map_err(|e| JobError::Invalid(format!("replication policy: {e}")))?;
