@@ -21,6 +21,7 @@
 //! | GET | `/v1/jobs/{id}/result` | the assembled result once the job is done | yes |
 //! | GET | `/v1/receipts?household=KEY` | receipts, in the export format | yes |
 //! | GET | `/v1/receipts/totals` | credit per household | yes |
+//! | GET | `/v1/receipts/related` | receipts this node countersigned whose worker is itself or shares an address with it: `{"<receipt id>": "same_key" \| "shared_address"}` | yes |
 //! | GET | `/v1/trust` | every household this node has a record, an exclusion or fraud evidence about: standing and why ([`crate::jobs::trust::view::HouseholdTrust`]) | yes |
 //! | GET | `/v1/trust/{household}` | one household's standing, why, record, exclusion and the evidence against it with who checked it | yes |
 //! | GET | `/metrics` | Prometheus text exposition of the node's state | yes |
@@ -73,6 +74,7 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/receipts", get(receipts))
         .route("/v1/receipts/totals", get(totals))
+        .route("/v1/receipts/related", get(receipts_related))
         .route("/v1/trust", get(trust_all))
         .route("/v1/trust/{household}", get(trust_one))
         .route("/metrics", get(metrics))
@@ -334,6 +336,15 @@ async fn receipts(
     Ok(Json(
         ctx.ledger.export(household.as_ref()).map_err(internal)?,
     ))
+}
+
+/// Receipts this node countersigned whose worker is this household or shares an address
+/// with it (`docs/threat-model.md`): receipt id → `same_key` | `shared_address`.
+async fn receipts_related(
+    State(ctx): State<NodeContext>,
+) -> Result<Json<std::collections::BTreeMap<String, crate::jobs::trust::related::Relation>>, ApiError>
+{
+    Ok(Json(ctx.trust.view.all_related().map_err(internal)?))
 }
 
 async fn trust_all(

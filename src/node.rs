@@ -399,7 +399,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         store.clone(),
         ledger.clone(),
         net.clone(),
-        opts.coordinator.clone(),
+        CoordinatorConfig {
+            own_addresses: config.node.external_addresses.clone(),
+            ..opts.coordinator.clone()
+        },
         own_tx,
     )?;
     let coordinator_stop = shutdown_rx.clone();

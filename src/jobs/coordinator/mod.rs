@@ -78,6 +78,10 @@ pub struct CoordinatorConfig {
     pub announce_fanout: usize,
     /// `[trust]`: reputation rules and the replication policy of jobs (`jobs::trust`).
     pub trust: crate::jobs::trust::TrustConfig,
+    /// This node's declared public addresses (`[node] external_addresses`), counted among
+    /// its own when receipts are marked as going to a household that shares an address with
+    /// it (`jobs::trust::related`), besides those the network confirmed. Default empty.
+    pub own_addresses: Vec<libp2p::Multiaddr>,
 }
 
 impl Default for CoordinatorConfig {
@@ -89,6 +93,7 @@ impl Default for CoordinatorConfig {
             reannounce_max: Duration::from_secs(40),
             announce_fanout: 16,
             trust: Default::default(),
+            own_addresses: Vec::new(),
         }
     }
 }
@@ -133,6 +138,9 @@ pub struct Coordinator {
     announce_turn: usize,
     /// What waits for the flush that makes the writes it depends on durable (`group.rs`).
     group: GroupCommit<Waiting>,
+    /// The addresses this node and its peers were last seen at, for marking receipts of
+    /// households that share one with this node (`after.rs`, `jobs::trust::related`).
+    addresses: after::Addresses,
 }
 
 /// An answer, follow-up work or announcement that may go out only once the writes it
@@ -221,6 +229,7 @@ impl Coordinator {
                 cadence,
                 announce_turn: 0,
                 group: GroupCommit::default(),
+                addresses: after::Addresses::default(),
             },
             handle,
         ))

@@ -22,6 +22,7 @@
 
 pub mod evidence;
 pub mod recheck;
+pub mod related;
 pub mod service;
 pub mod store;
 pub mod view;

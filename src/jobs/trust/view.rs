@@ -97,6 +97,24 @@ impl TrustView {
         })
     }
 
+    /// How the worker of receipt `id` is tied to this node, if this node marked it when it
+    /// countersigned it (`related.rs`).
+    pub fn related(&self, id: &blake3::Hash) -> Result<Option<super::related::Relation>, JobError> {
+        self.reputation.related(id)
+    }
+
+    /// Every receipt this node marked, by id (hex).
+    pub fn all_related(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, super::related::Relation>, JobError> {
+        Ok(self
+            .reputation
+            .all_related()?
+            .into_iter()
+            .map(|(id, r)| (id.to_hex().to_string(), r))
+            .collect())
+    }
+
     /// Every household this node has a record, an exclusion or evidence about, and the
     /// trusted ones, sorted by key.
     pub fn all(&self) -> Result<Vec<HouseholdTrust>, JobError> {
