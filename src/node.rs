@@ -657,12 +657,16 @@ impl Router {
                 // Each request is served on its own task so a slow one (a claim whose state is
                 // being flushed) does not hold up the others; the network layer bounds how many
                 // inbound requests are open at once.
+                let trust = self.trust.view.clone();
                 requests.spawn(async move {
-                    let response = control(&coordinator, &ledger, own, peer, &data).await;
+                    let response = control(&coordinator, &ledger, &trust, own, peer, &data).await;
                     let _ = reply.send(response.to_bytes());
                 });
             }
-            NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {}
+            // A newly connected peer may hold fraud evidence gossiped before this node could
+            // hear it: the trust service asks it (bounded, `jobs::trust::service`).
+            NetEvent::PeerConnected(peer) => self.trust.peer_connected(peer),
+            NetEvent::PeerDisconnected(_) => {}
         }
     }
 
@@ -738,6 +742,7 @@ impl Router {
 async fn control(
     coordinator: &CoordinatorHandle,
     ledger: &Ledger,
+    trust: &crate::jobs::trust::view::TrustView,
     own: PublicKey,
     peer: libp2p::PeerId,
     data: &[u8],
@@ -779,6 +784,8 @@ async fn control(
         Request::Receipts { after } => {
             crate::integrity::receipts_answer(ledger, &own, &peer, after)
         }
+        // Evidence this node checked itself, for a node that joined after it was gossiped.
+        Request::Evidence { after } => trust.evidence_answer(after.as_ref()),
         other => coordinator.control(peer, other).await,
     }
 }

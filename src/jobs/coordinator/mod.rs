@@ -505,50 +505,54 @@ impl Coordinator {
             }
             Control::Other(request) => request,
         };
-        let step = match request {
-            Request::Lease {
-                job,
-                protocol,
-                demand_permille,
-            } => {
-                self.book.note_demand(household, demand_permille, true, now);
-                self.cadence.asked(&job);
-                let mut nonce = [0u8; 16];
-                if getrandom::fill(&mut nonce).is_err() {
-                    return busy("no randomness for a lease nonce");
+        let step =
+            match request {
+                Request::Lease {
+                    job,
+                    protocol,
+                    demand_permille,
+                } => {
+                    self.book.note_demand(household, demand_permille, true, now);
+                    self.cadence.asked(&job);
+                    let mut nonce = [0u8; 16];
+                    if getrandom::fill(&mut nonce).is_err() {
+                        return busy("no randomness for a lease nonce");
+                    }
+                    self.book
+                        .lease(&job, &household, protocol, demand_permille, nonce, now)
                 }
-                self.book
-                    .lease(&job, &household, protocol, demand_permille, nonce, now)
-            }
-            Request::Renew { job, shard, nonce } => {
-                self.book.renew(&job, &household, shard, nonce, now)
-            }
-            // The handle checks claims and sends them as `Control::Claim`.
-            Request::Claim(claim) => self.book.claim(&household, claim, now),
-            Request::Failure {
-                job,
-                shard,
-                nonce,
-                reason,
-            } => self
-                .book
-                .failure(&job, &household, shard, nonce, reason, now),
-            Request::Decline { job, reason } => {
-                tracing::info!(job = %job, %household, "declined: {reason}");
-                self.book.decline(&job, &household, reason, now)
-            }
-            // Answered by the node (node.rs `control`), never passed here.
-            Request::Receipt { .. } | Request::Announce(_) | Request::Receipts { .. } => {
-                return Response::Error {
-                    detail: "receipts and announcements go to workers, not coordinators".into(),
+                Request::Renew { job, shard, nonce } => {
+                    self.book.renew(&job, &household, shard, nonce, now)
                 }
-            }
-            Request::Heat(demand) => {
-                self.book
-                    .note_demand(household, demand.demand_permille, false, now);
-                return Response::Noted;
-            }
-        };
+                // The handle checks claims and sends them as `Control::Claim`.
+                Request::Claim(claim) => self.book.claim(&household, claim, now),
+                Request::Failure {
+                    job,
+                    shard,
+                    nonce,
+                    reason,
+                } => self
+                    .book
+                    .failure(&job, &household, shard, nonce, reason, now),
+                Request::Decline { job, reason } => {
+                    tracing::info!(job = %job, %household, "declined: {reason}");
+                    self.book.decline(&job, &household, reason, now)
+                }
+                // Answered by the node (node.rs `control`), never passed here.
+                Request::Receipt { .. }
+                | Request::Announce(_)
+                | Request::Receipts { .. }
+                | Request::Evidence { .. } => return Response::Error {
+                    detail:
+                        "receipts, evidence and announcements are the node's, not the coordinator's"
+                            .into(),
+                },
+                Request::Heat(demand) => {
+                    self.book
+                        .note_demand(household, demand.demand_permille, false, now);
+                    return Response::Noted;
+                }
+            };
         self.step(household, step)
     }
 

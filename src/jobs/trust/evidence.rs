@@ -43,6 +43,68 @@ pub const MAX_ENTRIES: usize = 65_536;
 /// Evidence waiting for its re-run; more is ignored until the queue drains.
 pub const MAX_QUEUED: usize = 32;
 
+/// How often one peer is asked for the evidence it holds, at most: when it connects, and
+/// again only if it reconnects ten minutes later. Evidence is rare (one piece per caught
+/// liar) and a node keeps what it heard, so a late joiner needs each peer once.
+pub const PULL_EVERY_MS: u64 = 10 * 60_000;
+/// Peers waiting to be asked; one is asked at a time. More connecting meanwhile are not
+/// queued (each is asked when it next connects, ten minutes on): a node joining a crowd asks
+/// a handful of its first peers, which is what it takes to hear what the network knows.
+pub const MAX_PULL_WAITING: usize = 8;
+/// Pages asked of one peer per pull: 8 × `MAX_EVIDENCE_PER_ANSWER` (4) = 32 pieces, as many
+/// as the re-run queue holds (`MAX_QUEUED`); what is past them is heard from another peer or
+/// on the next pull. Every piece still goes through [`Intake`] and the replay rules.
+pub const MAX_PULL_PAGES: usize = 8;
+/// Peers whose last pull time is remembered; the oldest are forgotten first.
+pub const MAX_PULL_TRACKED: usize = 1024;
+
+/// When to ask which peer for the evidence it holds (`Request::Evidence`). Pure: time comes
+/// in as `now_ms`.
+#[derive(Debug, Default)]
+pub struct Pulls {
+    asked: HashMap<libp2p::PeerId, u64>,
+    waiting: std::collections::VecDeque<libp2p::PeerId>,
+    running: bool,
+}
+
+impl Pulls {
+    /// A peer connected: queued to be asked unless it was asked within [`PULL_EVERY_MS`] or
+    /// the queue is full.
+    pub fn connected(&mut self, peer: libp2p::PeerId, now_ms: u64) {
+        if self
+            .asked
+            .get(&peer)
+            .is_some_and(|t| now_ms.saturating_sub(*t) < PULL_EVERY_MS)
+            || self.waiting.contains(&peer)
+            || self.waiting.len() >= MAX_PULL_WAITING
+        {
+            return;
+        }
+        self.waiting.push_back(peer);
+    }
+
+    /// The peer to ask now, if none is being asked.
+    pub fn next(&mut self, now_ms: u64) -> Option<libp2p::PeerId> {
+        if self.running {
+            return None;
+        }
+        let peer = self.waiting.pop_front()?;
+        if self.asked.len() >= MAX_PULL_TRACKED && !self.asked.contains_key(&peer) {
+            if let Some(oldest) = self.asked.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
+                self.asked.remove(&oldest);
+            }
+        }
+        self.asked.insert(peer, now_ms);
+        self.running = true;
+        Some(peer)
+    }
+
+    /// The pull in flight ended.
+    pub fn done(&mut self) {
+        self.running = false;
+    }
+}
+
 /// How a piece of evidence fared here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "detail")]
@@ -245,6 +307,36 @@ impl EvidenceStore {
         Ok(self.false_accusers.contains_key(coordinator.0)?)
     }
 
+    /// Up to `n` pieces of evidence this node re-ran and confirmed, one per excluded
+    /// household in key order after `after`'s accused (its first 32 bytes), and whether more
+    /// follow: what a peer that asks is answered (`Request::Evidence`). Reads `trust/excluded`
+    /// (one entry per household excluded on checked evidence), so a page costs `n` reads
+    /// whatever the store holds. An exclusion whose entry was since overwritten by evidence
+    /// not confirmed is skipped: only what this node checked is passed on.
+    pub fn confirmed_after(
+        &self,
+        after: Option<&[u8; 68]>,
+        n: usize,
+    ) -> Result<(Vec<Evidence>, bool), JobError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(k) => Bound::Excluded(k[..32].to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in self.excluded.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (_, key) = item?;
+            if out.len() == n {
+                return Ok((out, true));
+            }
+            match self.get(&key)? {
+                Some(entry) if entry.check == Check::Confirmed => out.push(entry.evidence()?),
+                _ => continue,
+            }
+        }
+        Ok((out, false))
+    }
+
     /// Every entry about `accused`, or every entry.
     pub fn entries(&self, accused: Option<&PublicKey>) -> Result<Vec<([u8; 68], Entry)>, JobError> {
         let iter = match accused {
@@ -357,6 +449,37 @@ mod tests {
         let json = serde_json::to_value(entry).unwrap();
         assert_eq!(json["status"], "unchecked");
         assert_eq!(json["detail"], "offline");
+    }
+
+    #[test]
+    fn peers_are_asked_for_evidence_once_per_interval_one_at_a_time() {
+        let peers: Vec<libp2p::PeerId> = (0..20).map(|_| libp2p::PeerId::random()).collect();
+        let mut p = Pulls::default();
+        p.connected(peers[0], 0);
+        p.connected(peers[0], 0);
+        p.connected(peers[1], 0);
+        assert_eq!(p.next(0), Some(peers[0]));
+        assert_eq!(p.next(0), None, "one pull at a time");
+        p.done();
+        assert_eq!(p.next(1), Some(peers[1]));
+        p.done();
+        assert_eq!(p.next(1), None, "queued once");
+        // Reconnecting soon after is not asked again; ten minutes on it is.
+        p.connected(peers[0], PULL_EVERY_MS - 1);
+        assert_eq!(p.next(PULL_EVERY_MS - 1), None);
+        p.connected(peers[0], PULL_EVERY_MS);
+        assert_eq!(p.next(PULL_EVERY_MS), Some(peers[0]));
+        p.done();
+        // A crowd connecting at once: only the first few wait.
+        for peer in &peers[2..] {
+            p.connected(*peer, 0);
+        }
+        let mut asked = 0;
+        while p.next(0).is_some() {
+            asked += 1;
+            p.done();
+        }
+        assert_eq!(asked, MAX_PULL_WAITING);
     }
 
     #[test]

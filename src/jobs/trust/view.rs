@@ -103,6 +103,24 @@ impl TrustView {
         self.reputation.related(id)
     }
 
+    /// The answer to a peer's `Request::Evidence`: a page of the evidence this node re-ran
+    /// and confirmed (`EvidenceStore::confirmed_after`).
+    pub fn evidence_answer(&self, after: Option<&[u8; 68]>) -> crate::model::wire::Response {
+        use crate::model::wire::{Response, MAX_EVIDENCE_PER_ANSWER};
+        match self
+            .evidence
+            .confirmed_after(after, MAX_EVIDENCE_PER_ANSWER)
+        {
+            Ok((evidence, more)) => Response::Evidence { evidence, more },
+            Err(e) => {
+                tracing::error!("cannot read fraud evidence for a peer: {e}");
+                Response::Error {
+                    detail: "this node cannot read its evidence now".into(),
+                }
+            }
+        }
+    }
+
     /// Every receipt this node marked, by id (hex).
     pub fn all_related(
         &self,
