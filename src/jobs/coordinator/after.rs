@@ -356,6 +356,10 @@ impl Coordinator {
             );
             match evidence {
                 Ok(e) => {
+                    // Kept to answer nodes that join after the gossip (`Request::Evidence`).
+                    if let Err(err) = self.evidence.keep_published(&e) {
+                        tracing::error!(household = %loser.record.worker, "could not keep fraud evidence for late joiners: {err}");
+                    }
                     if let Err(err) = self.net.publish(Topic::Evidence, e.to_bytes()).await {
                         tracing::debug!(household = %loser.record.worker, "fraud evidence not gossiped: {err}");
                     }

@@ -113,6 +113,8 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     persist: Persist,
     trust: crate::jobs::trust::store::TrustStore,
+    /// Where the evidence this coordinator publishes is kept, to answer late joiners.
+    evidence: crate::jobs::trust::evidence::EvidenceStore,
     outbox: Outbox,
     book: Book,
     tx: mpsc::Sender<Command>,
@@ -192,7 +194,8 @@ impl Coordinator {
             book.insert_suspended(job, household);
         }
         // Households excluded on fraud evidence this node re-ran (`jobs::trust::service`).
-        for household in crate::jobs::trust::evidence::EvidenceStore::open(db)?.excluded()? {
+        let evidence = crate::jobs::trust::evidence::EvidenceStore::open(db)?;
+        for household in evidence.excluded()? {
             book.insert_excluded(household);
         }
         let trust = crate::jobs::trust::store::TrustStore::open(db)?;
@@ -215,6 +218,7 @@ impl Coordinator {
                 config,
                 persist,
                 trust,
+                evidence,
                 outbox: Outbox::open(db)?,
                 book,
                 tx,

@@ -11,6 +11,7 @@
 //! | `trust/evidence` | accused (32) ‖ job (32) ‖ shard (u32 BE) | JSON [`Entry`]: the evidence's bytes, when heard, how its check went |
 //! | `trust/excluded` | accused (32) | the key of the confirmed entry |
 //! | `trust/false_accusers` | coordinator (32) | the key of the entry its re-run refuted |
+//! | `trust/published` | accused (32) | the canonical bytes (813) of the evidence this node's coordinator signed and gossiped against it |
 //!
 //! Must not touch: the network, the coordinator's book (the service tells it).
 
@@ -236,6 +237,7 @@ pub struct EvidenceStore {
     entries: sled::Tree,
     excluded: sled::Tree,
     false_accusers: sled::Tree,
+    published: sled::Tree,
 }
 
 impl EvidenceStore {
@@ -245,6 +247,7 @@ impl EvidenceStore {
             entries: db.open_tree("trust/evidence")?,
             excluded: db.open_tree("trust/excluded")?,
             false_accusers: db.open_tree("trust/false_accusers")?,
+            published: db.open_tree("trust/published")?,
         })
     }
 
@@ -307,34 +310,67 @@ impl EvidenceStore {
         Ok(self.false_accusers.contains_key(coordinator.0)?)
     }
 
-    /// Up to `n` pieces of evidence this node re-ran and confirmed, one per excluded
-    /// household in key order after `after`'s accused (its first 32 bytes), and whether more
-    /// follow: what a peer that asks is answered (`Request::Evidence`). Reads `trust/excluded`
-    /// (one entry per household excluded on checked evidence), so a page costs `n` reads
-    /// whatever the store holds. An exclusion whose entry was since overwritten by evidence
-    /// not confirmed is skipped: only what this node checked is passed on.
+    /// Keeps evidence this node's coordinator signed and gossiped, so it can answer peers
+    /// that join later (`confirmed_after`). One entry per household it excluded by its own
+    /// vote, so bounded like its exclusions. A plain insert, not flushed here: the
+    /// coordinator's next flush covers it, and one lost to a crash is only evidence not
+    /// served again (the exclusion itself is in the coordinator's own trees).
+    pub fn keep_published(&self, e: &Evidence) -> Result<(), JobError> {
+        self.published
+            .insert(e.accused().0.as_slice(), e.to_bytes())?;
+        Ok(())
+    }
+
+    /// Up to `n` pieces of evidence this node stands behind, one per accused household in
+    /// key order after `after`'s accused (its first 32 bytes), and whether more follow: what
+    /// a peer that asks is answered (`Request::Evidence`). Two sources, merged by accused:
+    /// evidence this node re-ran and confirmed (`trust/excluded`, pointing into
+    /// `trust/evidence`; an exclusion whose entry was since overwritten by evidence not
+    /// confirmed is skipped), and evidence its own coordinator signed after its own vote
+    /// (`trust/published`). A page reads `n + 1` entries of each source (plus exclusions
+    /// whose entry is no longer confirmed, rare), whatever the store holds.
     pub fn confirmed_after(
         &self,
         after: Option<&[u8; 68]>,
         n: usize,
     ) -> Result<(Vec<Evidence>, bool), JobError> {
         use std::ops::Bound;
-        let start = match after {
+        let start = || match after {
             Some(k) => Bound::Excluded(k[..32].to_vec()),
             None => Bound::Unbounded,
         };
-        let mut out = Vec::new();
-        for item in self.excluded.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
-            let (_, key) = item?;
-            if out.len() == n {
-                return Ok((out, true));
+        // The first n + 1 of each source, in key order: the first n of their union are then
+        // the first n overall (anything unread in a source sorts after its (n + 1)-th).
+        let mut found: std::collections::BTreeMap<[u8; 32], Evidence> = Default::default();
+        let mut confirmed = 0;
+        for item in self
+            .excluded
+            .range::<Vec<u8>, _>((start(), Bound::Unbounded))
+        {
+            if confirmed > n {
+                break;
             }
-            match self.get(&key)? {
-                Some(entry) if entry.check == Check::Confirmed => out.push(entry.evidence()?),
-                _ => continue,
+            let (_, key) = item?;
+            if let Some(entry) = self.get(&key)? {
+                if entry.check == Check::Confirmed {
+                    let e = entry.evidence()?;
+                    found.insert(e.accused().0, e);
+                    confirmed += 1;
+                }
             }
         }
-        Ok((out, false))
+        for item in self
+            .published
+            .range::<Vec<u8>, _>((start(), Bound::Unbounded))
+            .take(n + 1)
+        {
+            let (_, bytes) = item?;
+            let e = Evidence::from_bytes(&bytes)
+                .map_err(|err| JobError::Corrupt(format!("published evidence: {err}")))?;
+            found.entry(e.accused().0).or_insert(e);
+        }
+        let more = found.len() > n;
+        Ok((found.into_values().take(n).collect(), more))
     }
 
     /// Every entry about `accused`, or every entry.
@@ -377,6 +413,10 @@ mod tests {
     use crate::identity::Identity;
 
     fn evidence(seed: u8) -> Evidence {
+        evidence_against(seed, 200)
+    }
+
+    fn evidence_against(seed: u8, liar: u8) -> Evidence {
         use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
         let coordinator = Identity::from_seed([seed; 32]);
         let claim = |who: &Identity, out: &[u8]| {
@@ -401,7 +441,7 @@ mod tests {
             .unwrap()
         };
         let (liar, honest) = (
-            Identity::from_seed([200; 32]),
+            Identity::from_seed([liar; 32]),
             Identity::from_seed([201; 32]),
         );
         Evidence::sign(
@@ -449,6 +489,60 @@ mod tests {
         let json = serde_json::to_value(entry).unwrap();
         assert_eq!(json["status"], "unchecked");
         assert_eq!(json["detail"], "offline");
+    }
+
+    /// What a late joiner is answered: evidence re-run and confirmed here and evidence this
+    /// node's coordinator published, each household once, in key order, page by page; never
+    /// evidence merely heard (pending), refuted or unchecked.
+    #[tokio::test]
+    async fn peers_are_answered_with_confirmed_and_published_evidence_page_by_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = EvidenceStore::open(&db).unwrap();
+        let mut expected = Vec::new();
+        for liar in 100u8..110 {
+            let e = evidence_against(1, liar);
+            let check = match liar % 5 {
+                0 => Check::Pending,
+                1 => Check::Refuted,
+                2 => Check::Unchecked("offline".into()),
+                _ => Check::Confirmed,
+            };
+            if check == Check::Confirmed {
+                expected.push(e.accused());
+            }
+            let entry = Entry {
+                evidence: hex::encode(e.to_bytes()),
+                heard_ms: 1,
+                check,
+                checked_ms: Some(2),
+            };
+            store.put(&entry_key(&e), &entry).await.unwrap();
+        }
+        for liar in 105u8..115 {
+            // Published by this node's coordinator; 105..110 overlap the heard ones.
+            let e = evidence_against(2, liar);
+            store.keep_published(&e).unwrap();
+            if !expected.contains(&e.accused()) {
+                expected.push(e.accused());
+            }
+        }
+        expected.sort();
+        let mut got = Vec::new();
+        let mut after = None;
+        for _ in 0..20 {
+            let (page, more) = store.confirmed_after(after.as_ref(), 3).unwrap();
+            assert!(page.len() <= 3);
+            for e in &page {
+                e.check().unwrap();
+                got.push(e.accused());
+                after = Some(entry_key(e));
+            }
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(got, expected);
     }
 
     #[test]
