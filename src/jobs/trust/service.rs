@@ -360,6 +360,10 @@ impl TrustService {
                 self.coordinator.exclude_checked(accused).await;
             }
             Check::Refuted => {
+                // Its gossip score is not lowered here: the verdict on its message (Accept)
+                // was given long before the re-run ended, and gossipsub takes no later one.
+                // That needs `gossipsub::Behaviour::set_application_score` behind a `Network`
+                // command (src/net), called here and for every stored false accuser at start.
                 tracing::warn!(%coordinator, household = %accused, job = %evidence.job, shard = evidence.shard, "fraud evidence refuted by re-running the shard: the accused was right; the coordinator's evidence is ignored from now on");
             }
             Check::Inconclusive(why) | Check::Unchecked(why) => {
