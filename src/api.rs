@@ -21,6 +21,7 @@
 //! | GET | `/v1/jobs/{id}/result` | the assembled result once the job is done | yes |
 //! | GET | `/v1/receipts?household=KEY` | receipts, in the export format | yes |
 //! | GET | `/v1/receipts/totals` | credit per household | yes |
+//! | GET | `/v1/receipts/related` | receipts this node countersigned whose worker is itself or shares an address with it: `{"<receipt id>": "same_key" \| "shared_address"}` | yes |
 //! | GET | `/v1/trust` | every household this node has a record, an exclusion or fraud evidence about: standing and why ([`crate::jobs::trust::view::HouseholdTrust`]) | yes |
 //! | GET | `/v1/trust/{household}` | one household's standing, why, record, exclusion and the evidence against it with who checked it | yes |
 //! | GET | `/metrics` | Prometheus text exposition of the node's state | yes |
@@ -73,6 +74,7 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/receipts", get(receipts))
         .route("/v1/receipts/totals", get(totals))
+        .route("/v1/receipts/related", get(receipts_related))
         .route("/v1/trust", get(trust_all))
         .route("/v1/trust/{household}", get(trust_one))
         .route("/metrics", get(metrics))
@@ -225,6 +227,11 @@ pub struct SubmitJob {
     /// The job's own replication policy (`docs/trust.md`); absent: the node's `[trust]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::jobs::trust::Policy>,
+    /// Only these households (hex keys, at most 256) and the submitter's trusted set may work
+    /// the job; it goes into the job's policy (`docs/trust.md`). Absent or empty: anyone
+    /// `[trust] allow` lets in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
 }
 
 fn default_replication() -> u8 {
@@ -240,6 +247,8 @@ async fn submit(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req: SubmitJob =
         serde_json::from_slice(&body).map_err(|e| bad(format!("job request: {e}")))?;
+    let allow = crate::jobs::trust::parse_keys(req.allow.iter().map(String::as_str))
+        .map_err(|e| bad(format!("allow: {e}")))?;
     let manifest = JobManifest {
         module: parse_hash(&req.module).map_err(|e| bad(format!("module: {e}")))?,
         inputs: req
@@ -256,7 +265,7 @@ async fn submit(
     };
     let id = ctx
         .coordinator
-        .submit_with_policy(manifest, req.policy)
+        .submit_with(manifest, req.policy, allow)
         .await
         .map_err(|e| match e {
             crate::jobs::JobError::Invalid(m) => bad(m),
@@ -327,6 +336,15 @@ async fn receipts(
     Ok(Json(
         ctx.ledger.export(household.as_ref()).map_err(internal)?,
     ))
+}
+
+/// Receipts this node countersigned whose worker is this household or shares an address
+/// with it (`docs/threat-model.md`): receipt id → `same_key` | `shared_address`.
+async fn receipts_related(
+    State(ctx): State<NodeContext>,
+) -> Result<Json<std::collections::BTreeMap<String, crate::jobs::trust::related::Relation>>, ApiError>
+{
+    Ok(Json(ctx.trust.view.all_related().map_err(internal)?))
 }
 
 async fn trust_all(

@@ -417,7 +417,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         store.clone(),
         ledger.clone(),
         net.clone(),
-        opts.coordinator.clone(),
+        CoordinatorConfig {
+            own_addresses: config.node.external_addresses.clone(),
+            ..opts.coordinator.clone()
+        },
         own_tx,
     )?;
     let coordinator_stop = shutdown_rx.clone();
@@ -672,12 +675,16 @@ impl Router {
                 // Each request is served on its own task so a slow one (a claim whose state is
                 // being flushed) does not hold up the others; the network layer bounds how many
                 // inbound requests are open at once.
+                let trust = self.trust.view.clone();
                 requests.spawn(async move {
-                    let response = control(&coordinator, &ledger, own, peer, &data).await;
+                    let response = control(&coordinator, &ledger, &trust, own, peer, &data).await;
                     let _ = reply.send(response.to_bytes());
                 });
             }
-            NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {}
+            // A newly connected peer may hold fraud evidence gossiped before this node could
+            // hear it: the trust service asks it (bounded, `jobs::trust::service`).
+            NetEvent::PeerConnected(peer) => self.trust.peer_connected(peer),
+            NetEvent::PeerDisconnected(_) => {}
         }
     }
 
@@ -753,6 +760,7 @@ impl Router {
 async fn control(
     coordinator: &CoordinatorHandle,
     ledger: &Ledger,
+    trust: &crate::jobs::trust::view::TrustView,
     own: PublicKey,
     peer: libp2p::PeerId,
     data: &[u8],
@@ -794,6 +802,8 @@ async fn control(
         Request::Receipts { after } => {
             crate::integrity::receipts_answer(ledger, &own, &peer, after)
         }
+        // Evidence this node checked itself, for a node that joined after it was gossiped.
+        Request::Evidence { after } => trust.evidence_answer(after.as_ref()),
         other => coordinator.control(peer, other).await,
     }
 }

@@ -130,6 +130,7 @@ fn every_route() -> Vec<(Method, &'static str, &'static str)> {
         ),
         (Method::GET, "/v1/receipts", ""),
         (Method::GET, "/v1/receipts/totals", ""),
+        (Method::GET, "/v1/receipts/related", ""),
         (Method::GET, "/v1/trust", ""),
         (
             Method::GET,
@@ -724,6 +725,43 @@ async fn trust_says_where_a_household_stands_and_why() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(n.job_count().await, 1);
+        // A job's own allow-list: a mistyped key is refused, naming the entry, before
+        // anything is submitted; a good list is taken (issue 10, item 4).
+        let mut job: serde_json::Value = serde_json::from_str(&n.job_body()).unwrap();
+        // Another manifest than the job above (replication 1), so it is a new job.
+        job["replication"] = serde_json::json!(1);
+        let good = "ab".repeat(32);
+        job["allow"] = serde_json::json!([good, "not-a-key"]);
+        let resp = n
+            .authed(Method::POST, "/v1/jobs")
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let err: serde_json::Value = resp.json().await.unwrap();
+        let msg = err["error"].as_str().unwrap();
+        assert!(msg.contains("allow") && msg.contains("entry 2"), "{err}");
+        assert_eq!(n.job_count().await, 1);
+        job["allow"] = serde_json::json!([good]);
+        let resp = n
+            .authed(Method::POST, "/v1/jobs")
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(n.job_count().await, 2);
+        // Self-dealing marks: none yet, served as an empty map.
+        let related: serde_json::Value = n
+            .authed(Method::GET, "/v1/receipts/related")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(related, serde_json::json!({}));
         n.node.shutdown().await;
     })
     .await

@@ -355,3 +355,106 @@ async fn forged_evidence_excludes_nobody() {
     .await
     .expect("test timed out");
 }
+
+/// Evidence reaches a node that joins after it was gossiped: the newcomer asks the peers it
+/// connects to (first the coordinator that caught the liar) for the evidence they stand
+/// behind (`Request::Evidence`), re-runs the shard itself, and only then excludes the liar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_joins_later_still_excludes_the_liar_after_its_own_rerun() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = Identity::load_or_create(&dir.path().join("radiator-1"))
+            .unwrap()
+            .public();
+        // As above: 0 coordinates, 1 is trusted, 2 observes (and re-runs), 3 lies.
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                o.config.heat.simulated.initial_celsius = Some(24.0);
+                o.coordinator.trust = TrustConfig {
+                    trusted: vec![trusted.to_hex()],
+                    ..TrustConfig::default()
+                };
+            }
+            o.worker.cheat = i == 3;
+        })
+        .await
+        .unwrap();
+        wait_connected(&nodes, 1, Duration::from_secs(20))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (sub, observer, liar) = (&nodes[0], &nodes[2], nodes[3].household());
+        let manifest = build(
+            &sub.context.store,
+            &SPEC,
+            sub.household(),
+            JobLimits::default(),
+            2,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        loop {
+            let view = sub.context.coordinator.view(id).await.unwrap();
+            if view.status != JobStatus::Running {
+                assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let at_observer = wait_for(observer, &liar, |v| {
+            v.evidence.iter().any(|e| e.status != "pending")
+        })
+        .await;
+        assert_eq!(at_observer.evidence[0].status, "confirmed");
+        // Long past gossipsub's message cache (a few heartbeats): the gossip is gone.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let late_dir = dir.path().join("radiator-late");
+        let mut opts = loopback_options(
+            &late_dir,
+            Some(hearth::demo::listen_addr(sub).await.unwrap()),
+            1,
+        )
+        .unwrap();
+        opts.config.heat.simulated.initial_celsius = Some(24.0);
+        let late = hearth::node::start(opts).await.unwrap();
+        assert!(
+            late.context
+                .trust
+                .view
+                .household(&liar)
+                .unwrap()
+                .evidence
+                .is_empty()
+                || !excluded(&lease_answer(&late, &liar).await),
+            "nothing is believed before the re-run"
+        );
+        let at_late = wait_for(&late, &liar, |v| {
+            v.evidence.iter().any(|e| e.status != "pending")
+        })
+        .await;
+        // The liar may have lost on more than one shard: each piece is re-run on its own.
+        let e = at_late
+            .evidence
+            .iter()
+            .find(|e| e.status != "pending")
+            .unwrap();
+        assert_eq!(e.status, "confirmed", "{at_late:#?}");
+        assert_eq!(e.coordinator, sub.household().to_hex());
+        assert_eq!(e.checked_by, Some(late.household().to_hex()));
+        assert_eq!(at_late.standing, "excluded");
+        // The coordinator's book hears of it just after the exclusion is on disk.
+        while !excluded(&lease_answer(&late, &liar).await) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Nobody honest was accused on the way.
+        for honest in [trusted, observer.household()] {
+            assert!(!excluded(&lease_answer(&late, &honest).await));
+        }
+        late.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

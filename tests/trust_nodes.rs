@@ -130,3 +130,171 @@ async fn adaptive_trust_with_real_nodes_keeps_the_cheater_out() {
     .await
     .expect("test timed out");
 }
+
+/// Issue 10, item 4: a job submitted with its own allow-list is worked only by the
+/// households on it; another radiator asking for a lease is told why it gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_jobs_allow_list_holds_with_real_nodes() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = Identity::load_or_create(&dir.path().join("radiator-1"))
+            .unwrap()
+            .public();
+        let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                o.config.heat.simulated.initial_celsius = Some(24.0);
+            }
+        })
+        .await
+        .unwrap();
+        wait_connected(&nodes, 1, Duration::from_secs(20))
+            .await
+            .unwrap();
+        let sub = &nodes[0];
+        let spec = JobSpec::Mandelbrot {
+            width: 128,
+            height: 64,
+            tile: 64,
+            max_iter: 100,
+        };
+        let manifest = build(
+            &sub.context.store,
+            &spec,
+            sub.household(),
+            JobLimits::default(),
+            1,
+        )
+        .unwrap();
+        let shards = manifest.inputs.len();
+        let id = sub
+            .context
+            .coordinator
+            .submit_with(manifest, None, vec![allowed])
+            .await
+            .unwrap();
+        let view = loop {
+            let view = sub.context.coordinator.view(id).await.expect("job known");
+            if view.status != JobStatus::Running {
+                break view;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            matches!(view.status, JobStatus::Done { .. }),
+            "job did not succeed: {view:#?}"
+        );
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), shards);
+        for r in &receipts {
+            assert_eq!(
+                r.record.worker, allowed,
+                "a household off the list was paid"
+            );
+        }
+        // Radiator 2 asks anyway: the refusal names the allow-list (checked before whether
+        // the job is finished, so it holds for this finished job too).
+        let response = sub
+            .context
+            .coordinator
+            .control(
+                nodes[2].peer_id(),
+                Request::Lease {
+                    job: id,
+                    protocol: PROTOCOL_VERSION,
+                    demand_permille: 1000,
+                },
+            )
+            .await;
+        match response {
+            Response::Denied {
+                reason: DenyReason::Excluded,
+                detail,
+                ..
+            } => assert!(detail.contains("allow-list"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Issue 10, item 5: a receipt earned by a household that shares a public address with the
+/// submitter is marked self-dealt; one earned from another address is not. The nodes run on
+/// loopback (which never counts as shared) and declare public external addresses from the
+/// documentation range: radiator 1 the submitter's, radiator 2 its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_household_sharing_the_submitters_address_is_marked_self_dealing() {
+    use hearth::jobs::trust::related::Relation;
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |i: usize| {
+            Identity::load_or_create(&dir.path().join(format!("radiator-{i}")))
+                .unwrap()
+                .public()
+        };
+        let (near, far) = (key(1), key(2));
+        let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
+            let ip = if i == 2 { "203.0.113.8" } else { "203.0.113.7" };
+            o.config.node.external_addresses = vec![format!("/ip4/{ip}/tcp/4001").parse().unwrap()];
+            if i == 0 {
+                o.config.heat.simulated.initial_celsius = Some(24.0);
+            }
+        })
+        .await
+        .unwrap();
+        wait_connected(&nodes, 1, Duration::from_secs(20))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let sub = &nodes[0];
+        for (max_iter, worker) in [(100, near), (101, far)] {
+            let manifest = build(
+                &sub.context.store,
+                &JobSpec::Mandelbrot {
+                    width: 128,
+                    height: 64,
+                    tile: 64,
+                    max_iter,
+                },
+                sub.household(),
+                JobLimits::default(),
+                1,
+            )
+            .unwrap();
+            let id = sub
+                .context
+                .coordinator
+                .submit_with(manifest, None, vec![worker])
+                .await
+                .unwrap();
+            loop {
+                let view = sub.context.coordinator.view(id).await.expect("job known");
+                if view.status != JobStatus::Running {
+                    assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let related = sub.context.trust.view.all_related().unwrap();
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), 4);
+        for r in &receipts {
+            let mark = related.get(&r.id().to_hex().to_string()).copied();
+            if r.record.worker == near {
+                assert_eq!(mark, Some(Relation::SharedAddress), "shares 203.0.113.7");
+            } else {
+                assert_eq!(r.record.worker, far);
+                assert_eq!(mark, None, "another address");
+            }
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

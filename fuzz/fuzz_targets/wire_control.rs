@@ -17,7 +17,7 @@ fn reason(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn built(u: &mut Unstructured<'_>) -> Result<()> {
-    let req = match u.int_in_range(0..=6u8)? {
+    let req = match u.int_in_range(0..=7u8)? {
         0 => Request::Lease {
             job: common::hash(u)?,
             protocol: u.arbitrary()?,
@@ -55,6 +55,13 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
         5 => Request::Receipts {
             after: if u.arbitrary()? {
                 Some(common::hash(u)?)
+            } else {
+                None
+            },
+        },
+        6 => Request::Evidence {
+            after: if u.arbitrary()? {
+                Some(u.arbitrary::<[u8; 68]>()?)
             } else {
                 None
             },

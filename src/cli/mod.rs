@@ -276,6 +276,11 @@ pub struct PolicyArgs {
     /// `[trust] trusted`) agrees.
     #[arg(long, global = true)]
     pub own_replica: bool,
+    /// Only these households (hex keys, comma-separated or repeated; at most 256), and this
+    /// node's trusted set, may work the job. The job keeps the node's replication policy
+    /// unless other flags here change it.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "HEX")]
+    pub allow: Vec<String>,
 }
 
 impl PolicyArgs {
@@ -302,6 +307,14 @@ impl PolicyArgs {
         p.own_replica = self.own_replica;
         p.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Some(p))
+    }
+
+    /// The households `--allow` names, checked (a mistyped key is an error, not a household
+    /// silently shut out); hex again, as the API takes them.
+    pub fn allow(&self) -> anyhow::Result<Vec<String>> {
+        let keys = crate::jobs::trust::parse_keys(self.allow.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("--allow: {e}"))?;
+        Ok(keys.iter().map(|k| k.to_hex()).collect())
     }
 }
 
@@ -476,6 +489,7 @@ pub fn main() -> anyhow::Result<()> {
             &spec.to_spec()?,
             common,
             policy.policy()?,
+            policy.allow()?,
             output.as_deref(),
         )),
         Command::Receipts(args) => match &args.command {
@@ -542,6 +556,45 @@ mod tests {
             panic!("not a submit")
         };
         policy.policy()
+    }
+
+    fn submit_allow(args: &[&str]) -> anyhow::Result<Vec<String>> {
+        let cli = Cli::try_parse_from(
+            ["hearth", "submit", "pi"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect::<Vec<_>>(),
+        )?;
+        let Command::Submit { policy, .. } = cli.command else {
+            panic!("not a submit")
+        };
+        assert_eq!(
+            policy.policy()?,
+            None,
+            "--allow alone keeps the node's policy"
+        );
+        policy.allow()
+    }
+
+    #[test]
+    fn submit_takes_an_allow_list_and_refuses_bad_hex() {
+        let a = "11".repeat(32);
+        let b = "22".repeat(32);
+        assert!(submit_allow(&[]).unwrap().is_empty());
+        let both = format!("{a},{b}");
+        assert_eq!(
+            submit_allow(&["--allow", &both]).unwrap(),
+            vec![a.clone(), b.clone()]
+        );
+        assert_eq!(
+            submit_allow(&["--allow", &a, "--allow", &b]).unwrap(),
+            vec![a.clone(), b]
+        );
+        let err = submit_allow(&["--allow", &format!("{a},xyz")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--allow") && err.contains("entry 2"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Commands that talk to a running node through its local API.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use anyhow::{bail, Context};
 use crate::api::{PeerView, Status, SubmitJob};
 use crate::identity::{Identity, PublicKey};
 use crate::jobs::build::{materialise, JobSpec, Materials};
+use crate::jobs::trust::related::Relation;
 use crate::jobs::{JobStatus, JobView, ShardView};
 use crate::ledger::Ledger;
 use crate::model::receipt::{CreditBasis, EnergyMethod, ReceiptExport, VerifiedBy};
@@ -104,6 +106,7 @@ pub async fn submit(
     spec: &JobSpec,
     common: &JobArgs,
     policy: Option<crate::jobs::trust::Policy>,
+    allow: Vec<String>,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
     let Materials {
@@ -138,6 +141,7 @@ pub async fn submit(
         replication: common.replication,
         assembly,
         policy,
+        allow,
     };
     let id: Id = api.post_json("/v1/jobs", &job).await?;
     eprintln!("submitted; follow it with `hearth job wait {}`", id.id);
@@ -368,6 +372,7 @@ pub async fn receipts(
     household: Option<&str>,
 ) -> anyhow::Result<()> {
     let export = load_receipts(api, data_dir, household).await?;
+    let related = load_related(api, data_dir).await;
     // "claimed" is the worker's own figure (the signed record); "credited" is what the
     // submitter countersigned in the credit terms, the figure a household is repaid by.
     println!(
@@ -389,14 +394,15 @@ pub async fn receipts(
             verified_name(r.verified_by),
             r.agreeing,
             r.replicas,
-            if r.worker == r.submitter {
-                "  SELF-DEALT"
-            } else {
-                ""
+            match self_dealt(r, &related) {
+                Some(Relation::SameKey) => "  SELF-DEALT",
+                Some(Relation::SharedAddress) =>
+                    "  SELF-DEALT (shares an address with the submitter)",
+                None => "",
             },
         );
     }
-    for (k, t) in totals_by_worker(&export.receipts) {
+    for (k, t) in totals_by_worker(&export.receipts, &related) {
         println!(
             "household {k}: {} receipts, {:.3} J credited of {:.3} J claimed for other households' jobs",
             t.others.0,
@@ -405,7 +411,7 @@ pub async fn receipts(
         );
         if t.own.0 > 0 {
             println!(
-                "household {k}: {} self-dealt receipts (its own jobs, countersigned by itself), {:.3} J credited of {:.3} J claimed; nobody else vouched for them",
+                "household {k}: {} self-dealt receipts (its own jobs, or jobs of a household sharing its address), {:.3} J credited of {:.3} J claimed; nobody else vouched for them",
                 t.own.0,
                 t.own.1 as f64 / 1000.0,
                 t.own.2 as f64 / 1000.0
@@ -415,21 +421,64 @@ pub async fn receipts(
     Ok(())
 }
 
+/// The receipts this node marked when it countersigned them (`GET /v1/receipts/related`, or
+/// the database when no node answers): receipt id → how its worker is tied to this node.
+/// Empty when neither can be read: the key case is still seen in the receipt itself.
+async fn load_related(api: &Client, data_dir: &Path) -> BTreeMap<String, Relation> {
+    match api
+        .get::<BTreeMap<String, Relation>>("/v1/receipts/related")
+        .await
+    {
+        Ok(m) => m,
+        Err(e) if Client::is_unreachable(&e) => {
+            let read = || -> anyhow::Result<BTreeMap<String, Relation>> {
+                let db = crate::node::open_db(data_dir)?;
+                let store = crate::jobs::trust::store::TrustStore::open(&db)?;
+                Ok(store
+                    .all_related()?
+                    .into_iter()
+                    .map(|(id, r)| (id.to_hex().to_string(), r))
+                    .collect())
+            };
+            read().unwrap_or_default()
+        }
+        Err(e) => {
+            tracing::debug!("no self-dealing marks: {e}");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Whether a receipt is self-dealt: its worker is its submitter (seen in the receipt), or the
+/// coordinator that countersigned it marked the worker as sharing its address.
+fn self_dealt(
+    r: &crate::model::export::ReceiptJson,
+    related: &BTreeMap<String, Relation>,
+) -> Option<Relation> {
+    if r.worker == r.submitter {
+        Some(Relation::SameKey)
+    } else {
+        related.get(&r.id).copied()
+    }
+}
+
 /// One household's receipts, (count, credited mJ, claimed mJ): for other households' jobs,
-/// and self-dealt (worker and submitter are the same key: nobody else vouched for the work).
+/// and self-dealt (worker and submitter are the same key, or share an address: nobody else
+/// vouched for the work).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct SplitTotals {
     others: (u64, u64, u64),
     own: (u64, u64, u64),
 }
 
-fn totals_by_worker(
-    receipts: &[crate::model::export::ReceiptJson],
-) -> std::collections::BTreeMap<&str, SplitTotals> {
-    let mut totals: std::collections::BTreeMap<&str, SplitTotals> = Default::default();
+fn totals_by_worker<'a>(
+    receipts: &'a [crate::model::export::ReceiptJson],
+    related: &BTreeMap<String, Relation>,
+) -> BTreeMap<&'a str, SplitTotals> {
+    let mut totals: BTreeMap<&str, SplitTotals> = Default::default();
     for r in receipts {
         let t = totals.entry(&r.worker).or_default();
-        let part = if r.worker == r.submitter {
+        let part = if self_dealt(r, related).is_some() {
             &mut t.own
         } else {
             &mut t.others
@@ -493,9 +542,21 @@ mod tests {
         let mut own = receipts[0].clone();
         own.submitter = own.worker.clone();
         receipts.push(own.clone());
-        let totals = totals_by_worker(&receipts);
+        let totals = totals_by_worker(&receipts, &BTreeMap::new());
         let t = totals[own.worker.as_str()];
         assert_eq!(t.own, (1, own.credited_mj, own.energy_mj));
         assert!(t.others.0 >= 1);
+        // A receipt its coordinator marked as going to a household sharing its address is
+        // self-dealt too.
+        let other = receipts
+            .iter()
+            .find(|r| r.worker == own.worker && r.worker != r.submitter)
+            .unwrap();
+        let marked = [(other.id.clone(), Relation::SharedAddress)].into();
+        let totals = totals_by_worker(&receipts, &marked);
+        let u = totals[own.worker.as_str()];
+        assert_eq!(u.own.0, 2);
+        assert_eq!(u.others.0, t.others.0 - 1);
+        assert_eq!(self_dealt(other, &marked), Some(Relation::SharedAddress));
     }
 }

@@ -13,6 +13,7 @@ pub mod build;
 pub mod coordinator;
 pub mod credit;
 mod gc;
+pub(crate) mod inputs;
 pub mod local;
 pub mod route;
 pub mod trust;

@@ -184,6 +184,9 @@ enum Outcome {
     Denied {
         reason: DenyReason,
         retry_after: Duration,
+        /// The coordinator's words (bounded by the wire format), logged when the job is
+        /// dropped so the household sees why (an allow-list, an exclusion).
+        detail: String,
     },
     Unreachable(String),
     /// The job is beyond this radiator's limits; the coordinator was told why.
@@ -393,10 +396,11 @@ impl Worker {
             Outcome::Denied {
                 reason,
                 retry_after,
+                detail,
             } => {
                 k.unreachable_since = None;
                 if retry_after.is_zero() {
-                    tracing::info!(job = %job, ?reason, "coordinator has no more work for us");
+                    tracing::info!(job = %job, ?reason, "coordinator has no more work for us: {detail}");
                     self.forget(job);
                 } else {
                     k.next_try = Instant::now() + retry_after;

@@ -216,7 +216,7 @@ impl Evidence {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::receipt::{EnergyMethod, WorkRecord};
 
@@ -242,7 +242,7 @@ mod tests {
         .unwrap()
     }
 
-    fn sample() -> (Identity, Evidence) {
+    pub(crate) fn sample() -> (Identity, Evidence) {
         let coordinator = Identity::from_seed([1; 32]);
         let liar = Identity::from_seed([2; 32]);
         let honest = Identity::from_seed([3; 32]);

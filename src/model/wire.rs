@@ -204,7 +204,20 @@ pub enum Request {
     /// the receipts it countersigned crediting the asking household, in id order after
     /// `after`. Answered with [`Response::Receipts`]. Tag 9.
     Receipts { after: Option<blake3::Hash> },
+    /// A node asks a peer for the fraud evidence the peer re-ran and confirmed itself, in key
+    /// order after `after` (the 68-byte key: accused ‖ job ‖ shard, big-endian), so a node
+    /// that joined after the evidence was gossiped still hears it (`docs/trust.md`).
+    /// Answered with [`Response::Evidence`]. Tag 10.
+    Evidence { after: Option<[u8; 68]> },
 }
+
+/// Most pieces of evidence in one [`Response::Evidence`]: as many as fit
+/// [`MAX_CONTROL_MESSAGE`] (a piece is `EVIDENCE_LEN` bytes plus its 4-byte length, after a
+/// 3-byte header).
+pub const MAX_EVIDENCE_PER_ANSWER: usize = 4;
+const _: () = assert!(
+    3 + MAX_EVIDENCE_PER_ANSWER * (4 + super::evidence::EVIDENCE_LEN) <= MAX_CONTROL_MESSAGE
+);
 
 /// Most receipts in one [`Response::Receipts`]: as many as fit [`MAX_CONTROL_MESSAGE`] (a
 /// receipt is `RECEIPT_LEN` bytes plus its 4-byte length, after a 3-byte header).
@@ -302,6 +315,13 @@ pub enum Response {
         receipts: Vec<Receipt>,
         more: bool,
     },
+    /// Fraud evidence answering [`Request::Evidence`], at most [`MAX_EVIDENCE_PER_ANSWER`],
+    /// in key order; `more` says whether to ask again after the last one. Decoded, not
+    /// checked: the asker checks each piece as if it came from gossip. Tag 11.
+    Evidence {
+        evidence: Vec<super::evidence::Evidence>,
+        more: bool,
+    },
 }
 
 fn reason_text(s: &str) -> &str {
@@ -373,6 +393,13 @@ impl Request {
                     None => w.u8(0),
                 };
             }
+            Request::Evidence { after } => {
+                w.u8(10);
+                match after {
+                    Some(k) => w.u8(1).raw(k),
+                    None => w.u8(0),
+                };
+            }
         }
         w.into_bytes()
     }
@@ -423,6 +450,18 @@ impl Request {
                 after: match r.u8("cursor flag")? {
                     0 => None,
                     1 => Some(r.hash("cursor")?),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "cursor flag",
+                            tag,
+                        })
+                    }
+                },
+            },
+            10 => Request::Evidence {
+                after: match r.u8("cursor flag")? {
+                    0 => None,
+                    1 => Some(r.array("cursor")?),
                     tag => {
                         return Err(DecodeError::UnknownTag {
                             what: "cursor flag",
@@ -493,6 +532,13 @@ impl Response {
                     w.bytes(&receipt.to_bytes());
                 }
             }
+            Response::Evidence { evidence, more } => {
+                let n = evidence.len().min(MAX_EVIDENCE_PER_ANSWER);
+                w.u8(11).u8(u8::from(*more)).u8(n as u8);
+                for e in &evidence[..n] {
+                    w.bytes(&e.to_bytes());
+                }
+            }
         }
         w.into_bytes()
     }
@@ -560,6 +606,37 @@ impl Response {
                     receipts.push(Receipt::from_bytes(r.bytes(1024, "receipt")?)?);
                 }
                 Response::Receipts { receipts, more }
+            }
+            11 => {
+                let more = match r.u8("more flag")? {
+                    0 => false,
+                    1 => true,
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "more flag",
+                            tag,
+                        })
+                    }
+                };
+                // A claim by the peer: at most the bound, checked before any piece is read.
+                let n = usize::from(r.u8("evidence count")?);
+                if n > MAX_EVIDENCE_PER_ANSWER {
+                    return Err(DecodeError::Invalid {
+                        what: "evidence answer",
+                        reason: format!("{n} pieces, more than {MAX_EVIDENCE_PER_ANSWER}"),
+                    });
+                }
+                let mut evidence = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let bytes = r.bytes(super::evidence::EVIDENCE_LEN, "evidence")?;
+                    evidence.push(super::evidence::Evidence::from_bytes(bytes).map_err(|e| {
+                        DecodeError::Invalid {
+                            what: "evidence",
+                            reason: e.to_string(),
+                        }
+                    })?);
+                }
+                Response::Evidence { evidence, more }
             }
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -675,6 +752,49 @@ mod tests {
             }
             other => panic!("decoded as {other:?}"),
         }
+    }
+
+    /// The layouts `docs/protocol.md` states for the evidence exchange: request tag 10 (a
+    /// cursor flag and, if set, the 68-byte key), response tag 11 (more flag, count, then
+    /// each piece as `bytes` of exactly 813); more than 4 pieces are refused before any is
+    /// read.
+    #[test]
+    fn evidence_exchange_layout() {
+        let none = Request::Evidence { after: None }.to_bytes();
+        assert_eq!(none, vec![10, 0]);
+        let key = [7u8; 68];
+        let some = Request::Evidence { after: Some(key) }.to_bytes();
+        assert_eq!(some.len(), 2 + 68);
+        assert_eq!(&some[..2], &[10, 1]);
+        for req in [
+            Request::Evidence { after: None },
+            Request::Evidence { after: Some(key) },
+        ] {
+            assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
+        }
+        assert!(Request::from_bytes(&[10, 2]).is_err());
+        assert!(Request::from_bytes(&[10, 1, 0]).is_err());
+        let (_, e) = crate::model::evidence::tests::sample();
+        let resp = Response::Evidence {
+            evidence: vec![e.clone(), e.clone()],
+            more: true,
+        };
+        let bytes = resp.to_bytes();
+        assert_eq!(bytes.len(), 3 + 2 * (4 + 813));
+        assert_eq!(&bytes[..3], &[11, 1, 2]);
+        assert_eq!(&bytes[3..7], &813u32.to_le_bytes());
+        assert_eq!(Response::from_bytes(&bytes).unwrap(), resp);
+        let mut too_many = vec![11, 0, 5];
+        too_many.extend(std::iter::repeat_n(0u8, 5 * (4 + 813)));
+        assert!(Response::from_bytes(&too_many).is_err());
+        let mut broken = bytes.clone();
+        broken[7] ^= 1;
+        assert!(Response::from_bytes(&broken).is_err(), "magic flipped");
+        let full = Response::Evidence {
+            evidence: vec![e; MAX_EVIDENCE_PER_ANSWER],
+            more: false,
+        };
+        assert!(full.to_bytes().len() <= MAX_CONTROL_MESSAGE);
     }
 
     /// The layouts `docs/protocol.md` states for the lease renewal: request tag 5 (job,

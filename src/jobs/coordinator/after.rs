@@ -15,6 +15,21 @@ use super::delivery;
 use super::handle::Command;
 use super::Coordinator;
 
+/// How long the addresses read from the network serve before they are read again. Marking
+/// runs once per settled shard; re-reading every peer's addresses that often would cost the
+/// swarm task a walk over all peers per shard. Ten seconds is far shorter than a lease.
+const ADDRESSES_FRESH: Duration = Duration::from_secs(10);
+
+/// The IP addresses this node and its connected peers were last seen at (see
+/// `jobs::trust::related` for which count). Bounded: one entry per connected peer, each at
+/// most `related::MAX_ADDRESSES` long; replaced whole at each read.
+#[derive(Default)]
+pub(super) struct Addresses {
+    read_at: Option<std::time::Instant>,
+    own: Vec<std::net::IpAddr>,
+    peers: std::collections::HashMap<libp2p::PeerId, Vec<std::net::IpAddr>>,
+}
+
 /// What a blocking thread hands back to the actor.
 pub(super) enum Blocking {
     Settled {
@@ -172,6 +187,7 @@ impl Coordinator {
             return;
         }
         self.publish_evidence(&settlement, &excluded).await;
+        self.mark_related(&settlement, &signed).await;
         // Receipts are delivered with their inclusion proof, so they wait for a commitment:
         // the next round's, or at once when this shard was the job's last (the seal flushes
         // the whole database, this write included).
@@ -180,6 +196,67 @@ impl Coordinator {
                 self.seal_and_deliver().await;
             }
             self.check_finished(job);
+        }
+    }
+
+    /// Marks the receipts just recorded whose worker is this household or shares an address
+    /// with it (issue 10, item 5; `jobs::trust::related`, `docs/threat-model.md`). The
+    /// decision is pure; this only reads the addresses the network saw and writes the marks.
+    async fn mark_related(&mut self, settlement: &book::Settlement, signed: &[u32]) {
+        use crate::jobs::trust::related;
+        let stale = self
+            .addresses
+            .read_at
+            .is_none_or(|t| t.elapsed() >= ADDRESSES_FRESH);
+        if stale {
+            let (status, peers) = (self.net.status().await, self.net.peers().await);
+            if let (Ok(status), Ok(peers)) = (status, peers) {
+                let ips = |addrs: &mut dyn Iterator<Item = &libp2p::Multiaddr>| {
+                    addrs
+                        .filter_map(related::ip_of)
+                        .take(related::MAX_ADDRESSES)
+                        .collect::<Vec<_>>()
+                };
+                self.addresses = Addresses {
+                    read_at: Some(std::time::Instant::now()),
+                    own: ips(&mut status
+                        .listen_addrs
+                        .iter()
+                        .chain(status.reachability.confirmed_addrs.iter())
+                        .chain(self.config.own_addresses.iter())),
+                    peers: peers
+                        .iter()
+                        .map(|p| (p.peer_id, ips(&mut p.addresses.iter())))
+                        .collect(),
+                };
+            }
+        }
+        let own = self.identity.public();
+        let marks: Vec<(blake3::Hash, related::Relation)> = settlement
+            .winners
+            .iter()
+            .filter(|(i, _, _)| signed.contains(i))
+            .filter_map(|(_, claim, terms)| {
+                let worker = claim.record.worker;
+                let worker_ips = worker
+                    .peer_id()
+                    .and_then(|p| self.addresses.peers.get(&p))
+                    .map_or(&[][..], Vec::as_slice);
+                let relation = related::relation(&own, &worker, &self.addresses.own, worker_ips)?;
+                let mut id = blake3::Hasher::new();
+                id.update(&claim.record.to_bytes())
+                    .update(&terms.to_bytes());
+                Some((id.finalize(), relation))
+            })
+            .collect();
+        if marks.is_empty() {
+            return;
+        }
+        for (id, relation) in &marks {
+            tracing::info!(receipt = %id, ?relation, "receipt marked: its worker is this household or shares an address with it");
+        }
+        if let Err(e) = self.trust.mark_related(&marks) {
+            tracing::error!("could not mark {} self-dealt receipt(s): {e}", marks.len());
         }
     }
 
@@ -279,6 +356,10 @@ impl Coordinator {
             );
             match evidence {
                 Ok(e) => {
+                    // Kept to answer nodes that join after the gossip (`Request::Evidence`).
+                    if let Err(err) = self.evidence.keep_published(&e) {
+                        tracing::error!(household = %loser.record.worker, "could not keep fraud evidence for late joiners: {err}");
+                    }
                     if let Err(err) = self.net.publish(Topic::Evidence, e.to_bytes()).await {
                         tracing::debug!(household = %loser.record.worker, "fraud evidence not gossiped: {err}");
                     }

@@ -21,7 +21,7 @@
 //! `index.rs` keeps, per job, the shards a decision has to look at, so a lease costs
 //! O(shards in flight), not O(shards).
 //!
-//! Size: about 940 lines since trust (reputation, probation, adaptive replication, spot
+//! Size: about 970 lines since trust (reputation, probation, adaptive replication, spot
 //! checks) joined the lease and vote decisions; `trust` policy helpers are the next to move
 //! into a part of their own.
 
@@ -30,6 +30,7 @@ mod index;
 mod shard;
 mod verify;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use crate::identity::PublicKey;
@@ -216,24 +217,42 @@ impl Book {
         self.spot_key = key;
     }
 
-    /// The policy job `id` runs under.
-    pub fn policy(&self, id: &blake3::Hash, state: &JobBook) -> Policy {
-        self.policies
-            .get(id)
-            .copied()
-            .or(self.default_policy)
-            .unwrap_or_else(|| Policy::fixed(state.manifest.replication))
+    /// The policy for jobs given none, if the configuration sets one.
+    pub fn default_policy(&self) -> Option<&Policy> {
+        self.default_policy.as_ref()
+    }
+
+    /// The policy job `id` runs under (borrowed: a policy may carry an allow-list, and this
+    /// is asked once per shard a lease looks at).
+    pub fn policy(&self, id: &blake3::Hash, state: &JobBook) -> Cow<'_, Policy> {
+        match self.policies.get(id).or(self.default_policy.as_ref()) {
+            Some(p) => Cow::Borrowed(p),
+            None => Cow::Owned(Policy::fixed(state.manifest.replication)),
+        }
     }
 
     /// How shard `index` of job `id` is judged.
     pub fn judge(&self, id: &blake3::Hash, state: &JobBook, index: u32) -> Judge<'_> {
         let policy = self.policy(id, state);
+        let spot_checked = trust::spot_check(&self.spot_key, id, index, policy.spot_check_permille);
         Judge {
             reputation: &self.reputation,
             policy,
             replication: state.manifest.replication,
-            spot_checked: trust::spot_check(&self.spot_key, id, index, policy.spot_check_permille),
+            spot_checked,
         }
+    }
+
+    /// Whether `household` may work a job under `policy` at all: on the job's own allow-list if it has
+    /// one, else on `[trust] allow` if that is set; the submitter's trusted set always may.
+    pub fn may_work(&self, policy: &Policy, household: &PublicKey) -> bool {
+        if self.reputation.is_trusted(household) {
+            return true;
+        }
+        if !policy.allow.is_empty() {
+            return policy.allows(household);
+        }
+        self.allowed.as_ref().is_none_or(|a| a.contains(household))
     }
 
     /// Whether `household` lost a vote on `job` that nobody established took part in.
@@ -398,6 +417,21 @@ impl Book {
                 "this node coordinates no such job",
             ));
         };
+        let policy = self.policy(job, state);
+        if !self.may_work(&policy, household) {
+            return Err(deny(
+                DenyReason::Excluded,
+                0,
+                if policy.allow.is_empty() {
+                    "this job's submitter lets only the households it chose work its jobs (`[trust] allow`); yours is not among them".to_string()
+                } else {
+                    format!(
+                        "this job is restricted to an allow-list of {} household(s) its submitter chose; yours is not on it",
+                        policy.allow.len()
+                    )
+                },
+            ));
+        }
         match &state.status {
             JobStatus::Running => {}
             JobStatus::Done { .. } => {
@@ -410,17 +444,6 @@ impl Book {
                     format!("the job failed: {reason}"),
                 ))
             }
-        }
-        if self
-            .allowed
-            .as_ref()
-            .is_some_and(|a| !a.contains(household) && !self.reputation.is_trusted(household))
-        {
-            return Err(deny(
-                DenyReason::Excluded,
-                0,
-                "this job's submitter lets only the households it chose work its jobs",
-            ));
         }
         // Every live lease is on a shard of `ix.leased`, and every shard a lease can go to is
         // in `ix.open`: what follows looks at the shards in flight, never at all of them.
@@ -443,7 +466,6 @@ impl Book {
                 format!("your household already holds {held} leases on this job, the most one household may"),
             ));
         }
-        let policy = self.policy(job, state);
         // Free replicas of the job, counted only as far as the comparisons below need
         // (past the number of askers the answer no longer changes): a lease costs
         // O(askers), not O(shards), while work is plentiful.
@@ -470,6 +492,7 @@ impl Book {
                 lease_count(h) < MAX_LEASES_PER_HOUSEHOLD
                     && !self.is_excluded(h)
                     && !self.is_suspended(job, h)
+                    && self.may_work(&policy, h)
             });
         if colder > 0 && free_up_to(colder) <= colder {
             return Err(deny(
@@ -482,7 +505,7 @@ impl Book {
         // to hand out, each shard may go up to the policy's maximum (never below what the
         // vote needs), since redundant work still heats a home.
         let wanting = self.demands.heat_askers(now_ms, &|h| {
-            !self.is_excluded(h) && !self.is_suspended(job, h)
+            !self.is_excluded(h) && !self.is_suspended(job, h) && self.may_work(&policy, h)
         });
         let floor = if wanting > 0 && wanting > free_up_to(wanting) {
             usize::from(policy.max_replicas)
@@ -521,6 +544,7 @@ impl Book {
                     && self.reputation.established(h)
                     && !self.is_excluded(h)
                     && !self.is_suspended(job, h)
+                    && self.may_work(&policy, h)
             });
         let own_around = policy.own_replica
             && !self.reputation.is_trusted(household)

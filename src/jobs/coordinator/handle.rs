@@ -18,6 +18,9 @@ pub(super) enum Command {
         /// The job's own replication policy (`hearth submit --min-replicas …`); `None`: the
         /// node's `[trust]` default.
         policy: Option<crate::jobs::trust::Policy>,
+        /// The job's allow-list (`hearth submit --allow`): put into its policy (the node's
+        /// default one when it was given none). Empty: the policy's own list, if any.
+        allow: Vec<PublicKey>,
         reply: oneshot::Sender<Result<blake3::Hash, JobError>>,
     },
     Control {
@@ -79,11 +82,23 @@ impl CoordinatorHandle {
         manifest: JobManifest,
         policy: Option<crate::jobs::trust::Policy>,
     ) -> Result<blake3::Hash, JobError> {
+        self.submit_with(manifest, policy, Vec::new()).await
+    }
+
+    /// Submits a job under its own policy and restricted to `allow` (when not empty): only
+    /// those households, and the submitter's trusted set, get leases on it.
+    pub async fn submit_with(
+        &self,
+        manifest: JobManifest,
+        policy: Option<crate::jobs::trust::Policy>,
+        allow: Vec<PublicKey>,
+    ) -> Result<blake3::Hash, JobError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Submit {
                 manifest,
                 policy,
+                allow,
                 reply,
             })
             .await

@@ -78,6 +78,10 @@ pub struct CoordinatorConfig {
     pub announce_fanout: usize,
     /// `[trust]`: reputation rules and the replication policy of jobs (`jobs::trust`).
     pub trust: crate::jobs::trust::TrustConfig,
+    /// This node's declared public addresses (`[node] external_addresses`), counted among
+    /// its own when receipts are marked as going to a household that shares an address with
+    /// it (`jobs::trust::related`), besides those the network confirmed. Default empty.
+    pub own_addresses: Vec<libp2p::Multiaddr>,
 }
 
 impl Default for CoordinatorConfig {
@@ -89,6 +93,7 @@ impl Default for CoordinatorConfig {
             reannounce_max: Duration::from_secs(40),
             announce_fanout: 16,
             trust: Default::default(),
+            own_addresses: Vec::new(),
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     persist: Persist,
     trust: crate::jobs::trust::store::TrustStore,
+    /// Where the evidence this coordinator publishes is kept, to answer late joiners.
+    evidence: crate::jobs::trust::evidence::EvidenceStore,
     outbox: Outbox,
     book: Book,
     tx: mpsc::Sender<Command>,
@@ -133,6 +140,9 @@ pub struct Coordinator {
     announce_turn: usize,
     /// What waits for the flush that makes the writes it depends on durable (`group.rs`).
     group: GroupCommit<Waiting>,
+    /// The addresses this node and its peers were last seen at, for marking receipts of
+    /// households that share one with this node (`after.rs`, `jobs::trust::related`).
+    addresses: after::Addresses,
 }
 
 /// An answer, follow-up work or announcement that may go out only once the writes it
@@ -184,7 +194,8 @@ impl Coordinator {
             book.insert_suspended(job, household);
         }
         // Households excluded on fraud evidence this node re-ran (`jobs::trust::service`).
-        for household in crate::jobs::trust::evidence::EvidenceStore::open(db)?.excluded()? {
+        let evidence = crate::jobs::trust::evidence::EvidenceStore::open(db)?;
+        for household in evidence.excluded()? {
             book.insert_excluded(household);
         }
         let trust = crate::jobs::trust::store::TrustStore::open(db)?;
@@ -207,6 +218,7 @@ impl Coordinator {
                 config,
                 persist,
                 trust,
+                evidence,
                 outbox: Outbox::open(db)?,
                 book,
                 tx,
@@ -221,6 +233,7 @@ impl Coordinator {
                 cadence,
                 announce_turn: 0,
                 group: GroupCommit::default(),
+                addresses: after::Addresses::default(),
             },
             handle,
         ))
@@ -235,8 +248,8 @@ impl Coordinator {
     /// in `waiting` until a flush that began after the write returns. One flush is in flight
     /// at a time and covers every write made before it began; whatever arrives meanwhile
     /// goes with the next one. So under load one flush acknowledges many requests, and
-    /// nothing is acknowledged before it is durable. The flush runs on sled's own thread
-    /// (`flush_async`), polled here: no other task holds the database, and it is awaited
+    /// nothing is acknowledged before it is durable. The flush runs on a blocking thread
+    /// (`kv::flush`), polled here: no other task holds the database, and it is awaited
     /// before `run` returns.
     pub async fn run(
         mut self,
@@ -365,9 +378,10 @@ impl Coordinator {
             Command::Submit {
                 manifest,
                 policy,
+                allow,
                 reply,
             } => {
-                let result = self.submit(manifest, policy).await;
+                let result = self.submit(manifest, policy, allow).await;
                 let _ = reply.send(result);
             }
             Command::Control {
@@ -422,8 +436,21 @@ impl Coordinator {
         &mut self,
         manifest: JobManifest,
         policy: Option<crate::jobs::trust::Policy>,
+        allow: Vec<PublicKey>,
     ) -> Result<blake3::Hash, JobError> {
         manifest.validate().map_err(JobError::Invalid)?;
+        // An allow-list goes into the job's policy, kept with it in `coord/policies`. A job
+        // given a list and no policy takes the node's default policy as it is now (or plain
+        // replication), so naming who may work it never changes how it is verified.
+        let policy = if allow.is_empty() {
+            policy
+        } else {
+            let mut p = policy
+                .or_else(|| self.book.default_policy().cloned())
+                .unwrap_or_else(|| crate::jobs::trust::Policy::fixed(manifest.replication));
+            p.allow = allow;
+            Some(p)
+        };
         if let Some(p) = &policy {
             p.validate()
                 .map_err(|e| JobError::Invalid(format!("replication policy: {e}")))?;
@@ -482,50 +509,54 @@ impl Coordinator {
             }
             Control::Other(request) => request,
         };
-        let step = match request {
-            Request::Lease {
-                job,
-                protocol,
-                demand_permille,
-            } => {
-                self.book.note_demand(household, demand_permille, true, now);
-                self.cadence.asked(&job);
-                let mut nonce = [0u8; 16];
-                if getrandom::fill(&mut nonce).is_err() {
-                    return busy("no randomness for a lease nonce");
+        let step =
+            match request {
+                Request::Lease {
+                    job,
+                    protocol,
+                    demand_permille,
+                } => {
+                    self.book.note_demand(household, demand_permille, true, now);
+                    self.cadence.asked(&job);
+                    let mut nonce = [0u8; 16];
+                    if getrandom::fill(&mut nonce).is_err() {
+                        return busy("no randomness for a lease nonce");
+                    }
+                    self.book
+                        .lease(&job, &household, protocol, demand_permille, nonce, now)
                 }
-                self.book
-                    .lease(&job, &household, protocol, demand_permille, nonce, now)
-            }
-            Request::Renew { job, shard, nonce } => {
-                self.book.renew(&job, &household, shard, nonce, now)
-            }
-            // The handle checks claims and sends them as `Control::Claim`.
-            Request::Claim(claim) => self.book.claim(&household, claim, now),
-            Request::Failure {
-                job,
-                shard,
-                nonce,
-                reason,
-            } => self
-                .book
-                .failure(&job, &household, shard, nonce, reason, now),
-            Request::Decline { job, reason } => {
-                tracing::info!(job = %job, %household, "declined: {reason}");
-                self.book.decline(&job, &household, reason, now)
-            }
-            // Answered by the node (node.rs `control`), never passed here.
-            Request::Receipt { .. } | Request::Announce(_) | Request::Receipts { .. } => {
-                return Response::Error {
-                    detail: "receipts and announcements go to workers, not coordinators".into(),
+                Request::Renew { job, shard, nonce } => {
+                    self.book.renew(&job, &household, shard, nonce, now)
                 }
-            }
-            Request::Heat(demand) => {
-                self.book
-                    .note_demand(household, demand.demand_permille, false, now);
-                return Response::Noted;
-            }
-        };
+                // The handle checks claims and sends them as `Control::Claim`.
+                Request::Claim(claim) => self.book.claim(&household, claim, now),
+                Request::Failure {
+                    job,
+                    shard,
+                    nonce,
+                    reason,
+                } => self
+                    .book
+                    .failure(&job, &household, shard, nonce, reason, now),
+                Request::Decline { job, reason } => {
+                    tracing::info!(job = %job, %household, "declined: {reason}");
+                    self.book.decline(&job, &household, reason, now)
+                }
+                // Answered by the node (node.rs `control`), never passed here.
+                Request::Receipt { .. }
+                | Request::Announce(_)
+                | Request::Receipts { .. }
+                | Request::Evidence { .. } => return Response::Error {
+                    detail:
+                        "receipts, evidence and announcements are the node's, not the coordinator's"
+                            .into(),
+                },
+                Request::Heat(demand) => {
+                    self.book
+                        .note_demand(household, demand.demand_permille, false, now);
+                    return Response::Noted;
+                }
+            };
         self.step(household, step)
     }
 

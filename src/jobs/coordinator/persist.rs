@@ -702,7 +702,8 @@ mod tests {
         assert!(p.suspended().unwrap().is_empty());
     }
 
-    /// A job submitted with its own policy runs under it after a restart too.
+    /// A job submitted with its own policy (its allow-list included) runs under it after a
+    /// restart too.
     #[tokio::test]
     async fn a_jobs_own_policy_is_kept_with_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -714,6 +715,7 @@ mod tests {
             spot_check_permille: 250,
             probation: true,
             own_replica: true,
+            allow: vec![Identity::from_seed([9; 32]).public()],
         };
         {
             let db = sled::open(dir.path()).unwrap();
@@ -723,7 +725,7 @@ mod tests {
         }
         let db = crate::node::reopen_db(dir.path());
         let p = Persist::open(&db).unwrap();
-        assert_eq!(p.policies().unwrap(), vec![(id, policy)]);
+        assert_eq!(p.policies().unwrap(), vec![(id, policy.clone())]);
         let mut book = super::super::book::Book::new(super::super::book::LeaseTerms {
             lease_ms: 1,
             max_total_ms: 1,
@@ -735,7 +737,7 @@ mod tests {
         for (job, policy) in p.policies().unwrap() {
             book.set_policy(job, policy);
         }
-        assert_eq!(book.policy(&id, book.job(&id).unwrap()), policy);
+        assert_eq!(*book.policy(&id, book.job(&id).unwrap()), policy);
     }
 
     /// What a lease and a claim write does not grow with the job: one shard's entry.

@@ -11,6 +11,7 @@
 //! | `trust/evidence` | accused (32) ‖ job (32) ‖ shard (u32 BE) | JSON [`Entry`]: the evidence's bytes, when heard, how its check went |
 //! | `trust/excluded` | accused (32) | the key of the confirmed entry |
 //! | `trust/false_accusers` | coordinator (32) | the key of the entry its re-run refuted |
+//! | `trust/published` | accused (32) | the canonical bytes (813) of the evidence this node's coordinator signed and gossiped against it |
 //!
 //! Must not touch: the network, the coordinator's book (the service tells it).
 
@@ -42,6 +43,68 @@ pub const MAX_SOURCES: usize = 1024;
 pub const MAX_ENTRIES: usize = 65_536;
 /// Evidence waiting for its re-run; more is ignored until the queue drains.
 pub const MAX_QUEUED: usize = 32;
+
+/// How often one peer is asked for the evidence it holds, at most: when it connects, and
+/// again only if it reconnects ten minutes later. Evidence is rare (one piece per caught
+/// liar) and a node keeps what it heard, so a late joiner needs each peer once.
+pub const PULL_EVERY_MS: u64 = 10 * 60_000;
+/// Peers waiting to be asked; one is asked at a time. More connecting meanwhile are not
+/// queued (each is asked when it next connects, ten minutes on): a node joining a crowd asks
+/// a handful of its first peers, which is what it takes to hear what the network knows.
+pub const MAX_PULL_WAITING: usize = 8;
+/// Pages asked of one peer per pull: 8 × `MAX_EVIDENCE_PER_ANSWER` (4) = 32 pieces, as many
+/// as the re-run queue holds (`MAX_QUEUED`); what is past them is heard from another peer or
+/// on the next pull. Every piece still goes through [`Intake`] and the replay rules.
+pub const MAX_PULL_PAGES: usize = 8;
+/// Peers whose last pull time is remembered; the oldest are forgotten first.
+pub const MAX_PULL_TRACKED: usize = 1024;
+
+/// When to ask which peer for the evidence it holds (`Request::Evidence`). Pure: time comes
+/// in as `now_ms`.
+#[derive(Debug, Default)]
+pub struct Pulls {
+    asked: HashMap<libp2p::PeerId, u64>,
+    waiting: std::collections::VecDeque<libp2p::PeerId>,
+    running: bool,
+}
+
+impl Pulls {
+    /// A peer connected: queued to be asked unless it was asked within [`PULL_EVERY_MS`] or
+    /// the queue is full.
+    pub fn connected(&mut self, peer: libp2p::PeerId, now_ms: u64) {
+        if self
+            .asked
+            .get(&peer)
+            .is_some_and(|t| now_ms.saturating_sub(*t) < PULL_EVERY_MS)
+            || self.waiting.contains(&peer)
+            || self.waiting.len() >= MAX_PULL_WAITING
+        {
+            return;
+        }
+        self.waiting.push_back(peer);
+    }
+
+    /// The peer to ask now, if none is being asked.
+    pub fn next(&mut self, now_ms: u64) -> Option<libp2p::PeerId> {
+        if self.running {
+            return None;
+        }
+        let peer = self.waiting.pop_front()?;
+        if self.asked.len() >= MAX_PULL_TRACKED && !self.asked.contains_key(&peer) {
+            if let Some(oldest) = self.asked.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
+                self.asked.remove(&oldest);
+            }
+        }
+        self.asked.insert(peer, now_ms);
+        self.running = true;
+        Some(peer)
+    }
+
+    /// The pull in flight ended.
+    pub fn done(&mut self) {
+        self.running = false;
+    }
+}
 
 /// How a piece of evidence fared here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +237,7 @@ pub struct EvidenceStore {
     entries: sled::Tree,
     excluded: sled::Tree,
     false_accusers: sled::Tree,
+    published: sled::Tree,
 }
 
 impl EvidenceStore {
@@ -183,6 +247,7 @@ impl EvidenceStore {
             entries: db.open_tree("trust/evidence")?,
             excluded: db.open_tree("trust/excluded")?,
             false_accusers: db.open_tree("trust/false_accusers")?,
+            published: db.open_tree("trust/published")?,
         })
     }
 
@@ -245,6 +310,69 @@ impl EvidenceStore {
         Ok(self.false_accusers.contains_key(coordinator.0)?)
     }
 
+    /// Keeps evidence this node's coordinator signed and gossiped, so it can answer peers
+    /// that join later (`confirmed_after`). One entry per household it excluded by its own
+    /// vote, so bounded like its exclusions. A plain insert, not flushed here: the
+    /// coordinator's next flush covers it, and one lost to a crash is only evidence not
+    /// served again (the exclusion itself is in the coordinator's own trees).
+    pub fn keep_published(&self, e: &Evidence) -> Result<(), JobError> {
+        self.published
+            .insert(e.accused().0.as_slice(), e.to_bytes())?;
+        Ok(())
+    }
+
+    /// Up to `n` pieces of evidence this node stands behind, one per accused household in
+    /// key order after `after`'s accused (its first 32 bytes), and whether more follow: what
+    /// a peer that asks is answered (`Request::Evidence`). Two sources, merged by accused:
+    /// evidence this node re-ran and confirmed (`trust/excluded`, pointing into
+    /// `trust/evidence`; an exclusion whose entry was since overwritten by evidence not
+    /// confirmed is skipped), and evidence its own coordinator signed after its own vote
+    /// (`trust/published`). A page reads `n + 1` entries of each source (plus exclusions
+    /// whose entry is no longer confirmed, rare), whatever the store holds.
+    pub fn confirmed_after(
+        &self,
+        after: Option<&[u8; 68]>,
+        n: usize,
+    ) -> Result<(Vec<Evidence>, bool), JobError> {
+        use std::ops::Bound;
+        let start = || match after {
+            Some(k) => Bound::Excluded(k[..32].to_vec()),
+            None => Bound::Unbounded,
+        };
+        // The first n + 1 of each source, in key order: the first n of their union are then
+        // the first n overall (anything unread in a source sorts after its (n + 1)-th).
+        let mut found: std::collections::BTreeMap<[u8; 32], Evidence> = Default::default();
+        let mut confirmed = 0;
+        for item in self
+            .excluded
+            .range::<Vec<u8>, _>((start(), Bound::Unbounded))
+        {
+            if confirmed > n {
+                break;
+            }
+            let (_, key) = item?;
+            if let Some(entry) = self.get(&key)? {
+                if entry.check == Check::Confirmed {
+                    let e = entry.evidence()?;
+                    found.insert(e.accused().0, e);
+                    confirmed += 1;
+                }
+            }
+        }
+        for item in self
+            .published
+            .range::<Vec<u8>, _>((start(), Bound::Unbounded))
+            .take(n + 1)
+        {
+            let (_, bytes) = item?;
+            let e = Evidence::from_bytes(&bytes)
+                .map_err(|err| JobError::Corrupt(format!("published evidence: {err}")))?;
+            found.entry(e.accused().0).or_insert(e);
+        }
+        let more = found.len() > n;
+        Ok((found.into_values().take(n).collect(), more))
+    }
+
     /// Every entry about `accused`, or every entry.
     pub fn entries(&self, accused: Option<&PublicKey>) -> Result<Vec<([u8; 68], Entry)>, JobError> {
         let iter = match accused {
@@ -285,6 +413,10 @@ mod tests {
     use crate::identity::Identity;
 
     fn evidence(seed: u8) -> Evidence {
+        evidence_against(seed, 200)
+    }
+
+    fn evidence_against(seed: u8, liar: u8) -> Evidence {
         use crate::model::receipt::{Claim, EnergyMethod, WorkRecord};
         let coordinator = Identity::from_seed([seed; 32]);
         let claim = |who: &Identity, out: &[u8]| {
@@ -309,7 +441,7 @@ mod tests {
             .unwrap()
         };
         let (liar, honest) = (
-            Identity::from_seed([200; 32]),
+            Identity::from_seed([liar; 32]),
             Identity::from_seed([201; 32]),
         );
         Evidence::sign(
@@ -357,6 +489,91 @@ mod tests {
         let json = serde_json::to_value(entry).unwrap();
         assert_eq!(json["status"], "unchecked");
         assert_eq!(json["detail"], "offline");
+    }
+
+    /// What a late joiner is answered: evidence re-run and confirmed here and evidence this
+    /// node's coordinator published, each household once, in key order, page by page; never
+    /// evidence merely heard (pending), refuted or unchecked.
+    #[tokio::test]
+    async fn peers_are_answered_with_confirmed_and_published_evidence_page_by_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = EvidenceStore::open(&db).unwrap();
+        let mut expected = Vec::new();
+        for liar in 100u8..110 {
+            let e = evidence_against(1, liar);
+            let check = match liar % 5 {
+                0 => Check::Pending,
+                1 => Check::Refuted,
+                2 => Check::Unchecked("offline".into()),
+                _ => Check::Confirmed,
+            };
+            if check == Check::Confirmed {
+                expected.push(e.accused());
+            }
+            let entry = Entry {
+                evidence: hex::encode(e.to_bytes()),
+                heard_ms: 1,
+                check,
+                checked_ms: Some(2),
+            };
+            store.put(&entry_key(&e), &entry).await.unwrap();
+        }
+        for liar in 105u8..115 {
+            // Published by this node's coordinator; 105..110 overlap the heard ones.
+            let e = evidence_against(2, liar);
+            store.keep_published(&e).unwrap();
+            if !expected.contains(&e.accused()) {
+                expected.push(e.accused());
+            }
+        }
+        expected.sort();
+        let mut got = Vec::new();
+        let mut after = None;
+        for _ in 0..20 {
+            let (page, more) = store.confirmed_after(after.as_ref(), 3).unwrap();
+            assert!(page.len() <= 3);
+            for e in &page {
+                e.check().unwrap();
+                got.push(e.accused());
+                after = Some(entry_key(e));
+            }
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn peers_are_asked_for_evidence_once_per_interval_one_at_a_time() {
+        let peers: Vec<libp2p::PeerId> = (0..20).map(|_| libp2p::PeerId::random()).collect();
+        let mut p = Pulls::default();
+        p.connected(peers[0], 0);
+        p.connected(peers[0], 0);
+        p.connected(peers[1], 0);
+        assert_eq!(p.next(0), Some(peers[0]));
+        assert_eq!(p.next(0), None, "one pull at a time");
+        p.done();
+        assert_eq!(p.next(1), Some(peers[1]));
+        p.done();
+        assert_eq!(p.next(1), None, "queued once");
+        // Reconnecting soon after is not asked again; ten minutes on it is.
+        p.connected(peers[0], PULL_EVERY_MS - 1);
+        assert_eq!(p.next(PULL_EVERY_MS - 1), None);
+        p.connected(peers[0], PULL_EVERY_MS);
+        assert_eq!(p.next(PULL_EVERY_MS), Some(peers[0]));
+        p.done();
+        // A crowd connecting at once: only the first few wait.
+        for peer in &peers[2..] {
+            p.connected(*peer, 0);
+        }
+        let mut asked = 0;
+        while p.next(0).is_some() {
+            asked += 1;
+            p.done();
+        }
+        assert_eq!(asked, MAX_PULL_WAITING);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 pub mod evidence;
 pub mod recheck;
+pub mod related;
 pub mod service;
 pub mod store;
 pub mod view;
@@ -145,9 +146,16 @@ impl Reputation {
     }
 }
 
+/// Most households a job's allow-list may name. A submitter names the households it knows
+/// (its neighbours, its own radiators), not a network; the list is kept with the job in
+/// `coord/policies`, in memory for the job's life, and scanned on every lease request, so it
+/// stays small: 256 keys are 16 KiB of hex per job and a scan far cheaper than the lease's
+/// sled write. The same bound as `[trust] allow`.
+pub const MAX_ALLOW: usize = 256;
+
 /// A job's replication policy. Bounds: every count is clamped to `1..=MAX_REPLICAS` where
-/// it is used, and the rate to 0..=1000 ‰.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// it is used, the rate to 0..=1000 ‰, and the allow-list to [`MAX_ALLOW`] households.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Agreeing replicas a shard needs when an established household's claim is among them
@@ -164,6 +172,49 @@ pub struct Policy {
     /// At least one agreeing replica must come from the submitter's own trusted set (its
     /// household and `[trust] trusted`); the last replica a shard needs is kept for one.
     pub own_replica: bool,
+    /// If not empty, only these households (and the submitter's own trusted set) get leases
+    /// on the job; it replaces `[trust] allow` for this job. Hex keys in JSON; at most
+    /// [`MAX_ALLOW`]. Empty (the default, and every policy stored before it existed): anyone
+    /// `[trust] allow` lets in.
+    #[serde(with = "hex_keys", skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<PublicKey>,
+}
+
+/// Household keys as a JSON list of lowercase hex strings; a bad entry is refused with its
+/// position and why.
+mod hex_keys {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    use crate::identity::PublicKey;
+
+    pub fn serialize<S: Serializer>(keys: &[PublicKey], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(keys.iter().map(|k| k.to_hex()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PublicKey>, D::Error> {
+        let hex: Vec<String> = Vec::deserialize(d)?;
+        super::parse_keys(hex.iter().map(String::as_str)).map_err(D::Error::custom)
+    }
+}
+
+/// Parses household keys (hex), refusing the list if any entry is not a key or if there are
+/// more than [`MAX_ALLOW`]: a submitter who mistyped one key would otherwise shut out the
+/// household it meant, silently.
+pub fn parse_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<Vec<PublicKey>, String> {
+    let mut out = Vec::new();
+    for (i, k) in keys.into_iter().enumerate() {
+        if i >= MAX_ALLOW {
+            return Err(format!(
+                "an allow-list names at most {MAX_ALLOW} households"
+            ));
+        }
+        let key = PublicKey::from_hex(k)
+            .map_err(|e| format!("allow-list entry {} (`{}`): {e}", i + 1, k.trim()))?;
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    Ok(out)
 }
 
 impl Default for Policy {
@@ -176,6 +227,7 @@ impl Default for Policy {
             spot_check_permille: 100,
             probation: true,
             own_replica: false,
+            allow: Vec::new(),
         }
     }
 }
@@ -205,7 +257,19 @@ impl Policy {
                 self.spot_check_permille
             ));
         }
+        if self.allow.len() > MAX_ALLOW {
+            return Err(format!(
+                "the allow-list names {} households; at most {MAX_ALLOW}",
+                self.allow.len()
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the job's own allow-list lets `household` in (an empty list lets anyone in;
+    /// the submitter's trusted set is checked by the caller).
+    pub fn allows(&self, household: &PublicKey) -> bool {
+        self.allow.is_empty() || self.allow.contains(household)
     }
 
     /// Plain replication: `replication` agreeing replicas for every shard, whoever ran it.
@@ -216,6 +280,7 @@ impl Policy {
             spot_check_permille: 0,
             probation: false,
             own_replica: false,
+            allow: Vec::new(),
         }
     }
 
@@ -265,7 +330,7 @@ pub struct TrustConfig {
 impl TrustConfig {
     /// The policy of jobs submitted without one; `None`: plain replication.
     pub fn policy(&self) -> Option<Policy> {
-        self.adaptive.then_some(self.policy)
+        self.adaptive.then(|| self.policy.clone())
     }
 
     /// The allow-list of the jobs this node submits; `None`: anyone.

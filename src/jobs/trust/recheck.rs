@@ -1,6 +1,7 @@
 //! Re-running the shard a piece of fraud evidence is about, to see which claim was right.
 //!
-//! The same path as a worker's shard, under the same radiator limits: the manifest is fetched
+//! The same path as a worker's shard (one function for both, `jobs::inputs`), under the same
+//! radiator limits: the manifest is fetched
 //! (at most `MAX_MANIFEST_BYTES`) from the coordinator and must hash to the job and name the
 //! coordinator as submitter; the job's memory request must be within this radiator's
 //! `memory_per_shard`; the module (at most `[limits] module_bytes`) is fetched and compiled
@@ -15,11 +16,11 @@
 //! crash is released at the next start like any job whose coordinator no longer knows it.
 //! Must not touch: the coordinator, exclusions (the service decides on the result).
 
-use crate::exec::{ExecError, Executor, Limits};
+use crate::exec::{ExecError, Executor};
 use crate::jobs::gc::JobBlobs;
+use crate::jobs::inputs::{shard_limits, Inputs};
+use crate::jobs::JobError;
 use crate::model::evidence::Evidence;
-use crate::model::job::MAX_MANIFEST_BYTES;
-use crate::model::JobManifest;
 use crate::net::Network;
 use crate::store::Store;
 
@@ -73,40 +74,14 @@ impl Rechecker {
         check
     }
 
-    async fn fetch(
-        &self,
-        id: &blake3::Hash,
-        coordinator: libp2p::PeerId,
-        hash: blake3::Hash,
-        max_len: u64,
-        what: &str,
-    ) -> Result<Vec<u8>, Check> {
-        let unchecked = |why: String| Check::Unchecked(format!("the {what}: {why}"));
-        let held = self
-            .store
-            .len(&hash)
-            .map_err(|e| unchecked(e.to_string()))?;
-        match held {
-            Some(len) if len > max_len => {
-                return Err(Check::Unchecked(format!(
-                    "the {what} is {len} bytes; this radiator accepts at most {max_len}"
-                )))
-            }
-            Some(_) => {}
-            None => {
-                // Recorded before fetching, so a blob that arrives is never left unrecorded.
-                self.blobs
-                    .record(id, &coordinator, &hash, true)
-                    .map_err(|e| unchecked(e.to_string()))?;
-                self.net
-                    .fetch_blob_within(hash, Some(coordinator), max_len)
-                    .await
-                    .map_err(|e| unchecked(e.to_string()))?;
-            }
+    /// Fetching within this radiator's limits: the worker's own path (`jobs::inputs`).
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            net: &self.net,
+            store: &self.store,
+            blobs: &self.blobs,
+            local_peer: self.net.local_peer_id(),
         }
-        self.store
-            .get_bytes(&hash)
-            .map_err(|e| unchecked(e.to_string()))
     }
 
     async fn rerun(&self, e: &Evidence, id: &blake3::Hash) -> Check {
@@ -121,22 +96,13 @@ impl Rechecker {
                 "the coordinator's key is no peer id".into(),
             ));
         };
-        let bytes = self
-            .fetch(
-                id,
-                coordinator,
-                e.job,
-                MAX_MANIFEST_BYTES as u64,
-                "manifest",
-            )
-            .await?;
-        let manifest = JobManifest::from_bytes(&bytes).map_err(|err| {
-            Check::Inconclusive(format!("the job's manifest does not decode: {err}"))
-        })?;
+        let inputs = self.inputs();
+        let manifest = inputs
+            .manifest(id, e.job, coordinator)
+            .await
+            .map_err(unchecked_or_inconclusive)?;
         let claim = &e.winning.record;
-        if manifest.id() != e.job
-            || manifest.submitter != e.coordinator
-            || manifest.module != claim.module
+        if manifest.module != claim.module
             || manifest.inputs.get(e.shard as usize) != Some(&claim.input)
         {
             return Ok(Check::Inconclusive(
@@ -144,24 +110,21 @@ impl Rechecker {
             ));
         }
         let own = self.executor.limits();
-        if manifest.limits.memory_bytes > own.memory_per_shard {
-            return Ok(Check::Unchecked(format!(
-                "the job asks for {} MiB of memory per shard; this radiator allows at most {} MiB",
-                manifest.limits.memory_bytes >> 20,
-                own.memory_per_shard >> 20
-            )));
-        }
-        let module = self
-            .fetch(id, coordinator, manifest.module, own.module_bytes, "module")
-            .await?;
-        let input = self
-            .fetch(id, coordinator, claim.input, own.input_bytes, "shard input")
-            .await?;
-        let limits = Limits {
-            fuel: manifest.limits.fuel_per_shard,
-            memory_bytes: manifest.limits.memory_bytes,
-            ..Limits::default()
+        let limits = shard_limits(&manifest, &own).map_err(unchecked_or_inconclusive)?;
+        inputs
+            .fetch_within(id, manifest.module, coordinator, own.module_bytes, "module")
+            .await
+            .map_err(unchecked_or_inconclusive)?;
+        inputs
+            .fetch_within(id, claim.input, coordinator, own.input_bytes, "shard input")
+            .await
+            .map_err(unchecked_or_inconclusive)?;
+        let read = |h: &blake3::Hash| {
+            self.store
+                .get_bytes(h)
+                .map_err(|err| Check::Unchecked(err.to_string()))
         };
+        let (module, input) = (read(&manifest.module)?, read(&claim.input)?);
         let (executor, module_hash) = (self.executor.clone(), manifest.module);
         let ran = tokio::task::spawn_blocking(move || {
             executor.run(&module_hash, &module, &input, &limits)
@@ -185,6 +148,17 @@ impl Rechecker {
                 out.fuel
             ))
         })
+    }
+}
+
+/// Why the shard's blobs could not be had. A manifest that does not decode, hash to the job
+/// or name the coordinator as submitter is the coordinator's doing: inconclusive (it proves
+/// nothing about the accused). Anything else (the network, this radiator's limits, its
+/// disk) depends on this node: unchecked, and the same evidence heard again is tried again.
+fn unchecked_or_inconclusive(err: JobError) -> Check {
+    match err {
+        JobError::Invalid(why) => Check::Inconclusive(why),
+        other => Check::Unchecked(other.to_string()),
     }
 }
 

@@ -32,7 +32,9 @@ use crate::model::evidence::Evidence;
 use crate::model::now_ms;
 use crate::net::Verdict;
 
-use super::evidence::{entry_key, Check, Entry, EvidenceStore, Intake, MAX_ENTRIES, MAX_QUEUED};
+use super::evidence::{
+    entry_key, Check, Entry, EvidenceStore, Intake, Pulls, MAX_ENTRIES, MAX_PULL_PAGES, MAX_QUEUED,
+};
 use super::recheck::Rechecker;
 use super::view::TrustView;
 
@@ -49,6 +51,12 @@ enum Command {
         key: Key,
         check: Check,
     },
+    /// A peer connected: it may hold evidence gossiped before this node could hear it.
+    PeerConnected(libp2p::PeerId),
+    /// A piece of evidence a peer answered a pull with; judged like gossip from a forwarder.
+    Pulled(Box<Evidence>),
+    /// The pull in flight ended.
+    PullDone,
 }
 
 /// What this node already knows about a well-formed piece of evidence.
@@ -119,6 +127,12 @@ impl TrustHandle {
         }
         rx.await.unwrap_or(Verdict::Ignore)
     }
+
+    /// A peer connected (from the router). Never waits: a busy service skips the pull, and
+    /// the peer is asked when it next connects.
+    pub fn peer_connected(&self, peer: libp2p::PeerId) {
+        let _ = self.tx.try_send(Command::PeerConnected(peer));
+    }
 }
 
 pub struct TrustService {
@@ -133,6 +147,8 @@ pub struct TrustService {
     tx: mpsc::Sender<Command>,
     rx: mpsc::Receiver<Command>,
     tasks: tokio::task::JoinSet<()>,
+    /// Which peer to ask next for the evidence it holds (late joiners, `Pulls`).
+    pulls: Pulls,
 }
 
 impl TrustService {
@@ -164,6 +180,7 @@ impl TrustService {
                 tx: tx.clone(),
                 rx,
                 tasks: tokio::task::JoinSet::new(),
+                pulls: Pulls::default(),
             },
             TrustHandle { tx, view },
         ))
@@ -182,6 +199,15 @@ impl TrustService {
                         self.running = false;
                         self.checked(key, check).await?;
                         self.next();
+                    }
+                    Some(Command::PeerConnected(peer)) => {
+                        self.pulls.connected(peer, now_ms());
+                        self.pull();
+                    }
+                    Some(Command::Pulled(e)) => self.pulled(&e).await,
+                    Some(Command::PullDone) => {
+                        self.pulls.done();
+                        self.pull();
                     }
                     None => break,
                 },
@@ -254,6 +280,40 @@ impl TrustService {
         Ok(Verdict::Accept)
     }
 
+    /// Asks the next waiting peer for the evidence it re-ran and confirmed, page by page
+    /// (at most `MAX_PULL_PAGES`), off the service's loop. Only a radiator pulls: a
+    /// bootstrap node re-runs nothing, so evidence it pulled would change nothing.
+    fn pull(&mut self) {
+        let Some(net) = self.rechecker.as_ref().map(|r| r.net.clone()) else {
+            return;
+        };
+        let Some(peer) = self.pulls.next(now_ms()) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            pull_from(&net, peer, &tx).await;
+            let _ = tx.send(Command::PullDone).await;
+        });
+    }
+
+    /// A piece a peer sent when asked: checked as gossip is, and admitted as from a
+    /// forwarder (the peer is not its author), so a replay or a flood is dropped without
+    /// blame and nothing is believed before this node re-ran it.
+    async fn pulled(&mut self, e: &Evidence) {
+        if let Err(err) = e.check() {
+            tracing::debug!("pulled evidence does not check: {err}");
+            return;
+        }
+        match self.admit(e, false).await {
+            Ok(Verdict::Accept) => {
+                tracing::info!(accused = %e.accused(), coordinator = %e.coordinator, "fraud evidence heard from a peer that checked it")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!("could not keep pulled fraud evidence: {err}"),
+        }
+    }
+
     /// Starts the next re-run if none is running.
     fn next(&mut self) {
         if self.running {
@@ -300,6 +360,10 @@ impl TrustService {
                 self.coordinator.exclude_checked(accused).await;
             }
             Check::Refuted => {
+                // Its gossip score is not lowered here: the verdict on its message (Accept)
+                // was given long before the re-run ended, and gossipsub takes no later one.
+                // That needs `gossipsub::Behaviour::set_application_score` behind a `Network`
+                // command (src/net), called here and for every stored false accuser at start.
                 tracing::warn!(%coordinator, household = %accused, job = %evidence.job, shard = evidence.shard, "fraud evidence refuted by re-running the shard: the accused was right; the coordinator's evidence is ignored from now on");
             }
             Check::Inconclusive(why) | Check::Unchecked(why) => {
@@ -308,6 +372,44 @@ impl TrustService {
             Check::Pending => {}
         }
         Ok(())
+    }
+}
+
+/// Asks `peer` for its checked evidence, page after page, and hands each piece to the
+/// service. Stops at `MAX_PULL_PAGES`, at the first answer that is not a page, and when the
+/// peer's keys stop increasing (a peer that pages in circles gets nowhere).
+async fn pull_from(net: &crate::net::Network, peer: libp2p::PeerId, tx: &mpsc::Sender<Command>) {
+    use crate::model::wire::{Request, Response};
+    let mut after: Option<Key> = None;
+    for _ in 0..MAX_PULL_PAGES {
+        let answer = match net
+            .request(peer, Request::Evidence { after }.to_bytes())
+            .await
+        {
+            Ok(bytes) => Response::from_bytes(&bytes),
+            Err(e) => {
+                tracing::debug!(%peer, "could not ask for evidence: {e}");
+                return;
+            }
+        };
+        let Ok(Response::Evidence { evidence, more }) = answer else {
+            // An older node answers Error (unknown request tag); nothing to learn from it.
+            return;
+        };
+        for e in evidence {
+            let key = entry_key(&e);
+            if after.is_some_and(|a| key[..32] <= a[..32]) {
+                tracing::debug!(%peer, "evidence pages out of order; stopped asking");
+                return;
+            }
+            after = Some(key);
+            if tx.send(Command::Pulled(Box::new(e))).await.is_err() {
+                return;
+            }
+        }
+        if !more || after.is_none() {
+            return;
+        }
     }
 }
 

@@ -257,7 +257,7 @@ pub fn run(s: &Scenario) -> Report {
         }
     }
     book.set_reputation(rep);
-    book.set_default_policy(s.policy);
+    book.set_default_policy(s.policy.clone());
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&rng.next().to_le_bytes());
     book.set_spot_key(key);
@@ -408,7 +408,7 @@ pub fn standard() -> Vec<(String, Scenario, Scenario)> {
             seed: 7,
         };
         let adapt = Scenario {
-            policy: Some(adaptive),
+            policy: Some(adaptive.clone()),
             ..fixed.clone()
         };
         (fixed, adapt)

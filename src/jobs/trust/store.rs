@@ -2,19 +2,26 @@
 //! verified u32 | wrong u32 | disputed u32 | first_seen_ms u64 | last_seen_ms u64` (all
 //! little-endian, 28 bytes). Written in the coordinator's `write` before the update's flush,
 //! so a record is durable exactly when the shard update that changed it is.
+//!
+//! `trust_related`: receipt id (32 bytes) → one byte, [`Relation::tag`]: receipts this node
+//! countersigned whose worker it saw sharing an address with itself (`related.rs`). Local
+//! observation, not part of the signed receipt; written after the receipt is durable.
 //! Must not touch: decisions (they are in `trust` and the book).
 
+use super::related::Relation;
 use super::Record;
 use crate::identity::PublicKey;
 use crate::jobs::JobError;
 
 const TREE: &str = "trust_reputation";
+const RELATED: &str = "trust_related";
 const LEN: usize = 4 * 3 + 8 * 2;
 
 #[derive(Clone)]
 pub struct TrustStore {
     tree: sled::Tree,
     kv: crate::kv::Kv,
+    related: sled::Tree,
 }
 
 fn encode(r: &Record) -> [u8; LEN] {
@@ -47,6 +54,7 @@ impl TrustStore {
         Ok(TrustStore {
             tree: db.open_tree(TREE)?,
             kv: crate::kv::Kv::open(db)?,
+            related: db.open_tree(RELATED)?,
         })
     }
 
@@ -62,6 +70,43 @@ impl TrustStore {
             let household = PublicKey(key);
             let record = decode(&v).ok_or_else(|| JobError::Corrupt("reputation record".into()))?;
             out.push((household, record));
+        }
+        Ok(out)
+    }
+
+    /// Marks receipts whose worker is tied to this node (`related.rs`). Each mark is one key
+    /// on its own, so plain inserts are atomic enough; the database's next flush (the next
+    /// commitment's seal) makes them durable, and a mark lost to a crash before it is only
+    /// a mark not shown. One entry per receipt this node countersigned, at most.
+    pub fn mark_related(&self, marks: &[(blake3::Hash, Relation)]) -> Result<(), JobError> {
+        for (id, relation) in marks {
+            self.related
+                .insert(id.as_bytes().as_slice(), &[relation.tag()])?;
+        }
+        Ok(())
+    }
+
+    /// How the worker of receipt `id` is tied to this node, if it was marked.
+    pub fn related(&self, id: &blake3::Hash) -> Result<Option<Relation>, JobError> {
+        Ok(self
+            .related
+            .get(id.as_bytes())?
+            .and_then(|v| v.first().copied())
+            .and_then(Relation::from_tag))
+    }
+
+    /// Every marked receipt (entries that cannot be read are skipped: a mark is advice).
+    pub fn all_related(&self) -> Result<Vec<(blake3::Hash, Relation)>, JobError> {
+        let mut out = Vec::new();
+        for entry in self.related.iter() {
+            let (k, v) = entry?;
+            let (Ok(id), Some(r)) = (
+                <[u8; 32]>::try_from(k.as_ref()),
+                v.first().copied().and_then(Relation::from_tag),
+            ) else {
+                continue;
+            };
+            out.push((blake3::Hash::from_bytes(id), r));
         }
         Ok(out)
     }

@@ -97,6 +97,42 @@ impl TrustView {
         })
     }
 
+    /// How the worker of receipt `id` is tied to this node, if this node marked it when it
+    /// countersigned it (`related.rs`).
+    pub fn related(&self, id: &blake3::Hash) -> Result<Option<super::related::Relation>, JobError> {
+        self.reputation.related(id)
+    }
+
+    /// The answer to a peer's `Request::Evidence`: a page of the evidence this node re-ran
+    /// and confirmed (`EvidenceStore::confirmed_after`).
+    pub fn evidence_answer(&self, after: Option<&[u8; 68]>) -> crate::model::wire::Response {
+        use crate::model::wire::{Response, MAX_EVIDENCE_PER_ANSWER};
+        match self
+            .evidence
+            .confirmed_after(after, MAX_EVIDENCE_PER_ANSWER)
+        {
+            Ok((evidence, more)) => Response::Evidence { evidence, more },
+            Err(e) => {
+                tracing::error!("cannot read fraud evidence for a peer: {e}");
+                Response::Error {
+                    detail: "this node cannot read its evidence now".into(),
+                }
+            }
+        }
+    }
+
+    /// Every receipt this node marked, by id (hex).
+    pub fn all_related(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, super::related::Relation>, JobError> {
+        Ok(self
+            .reputation
+            .all_related()?
+            .into_iter()
+            .map(|(id, r)| (id.to_hex().to_string(), r))
+            .collect())
+    }
+
     /// Every household this node has a record, an exclusion or evidence about, and the
     /// trusted ones, sorted by key.
     pub fn all(&self) -> Result<Vec<HouseholdTrust>, JobError> {

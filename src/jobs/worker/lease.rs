@@ -76,6 +76,7 @@ impl Ctx {
                 Outcome::Denied {
                     reason,
                     retry_after: Duration::from_millis(retry_after_ms.min(60_000)),
+                    detail,
                 }
             }
             Ok(other) => {

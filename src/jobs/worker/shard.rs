@@ -1,64 +1,28 @@
 //! Running one leased shard: fetch its manifest, module and input within this radiator's own
-//! limits, wait for a turn at the gate, execute it metered, store the output and hand the
+//! limits (`jobs::inputs`, shared with the evidence re-run), wait for a turn at the gate, execute it metered, store the output and hand the
 //! signed claim to the claim outbox (`claims.rs`).
 
 use tracing::Instrument;
 
 use tokio::sync::watch;
 
-use crate::exec::{ExecError, Limits};
-use crate::model::job::MAX_MANIFEST_BYTES;
+use crate::exec::ExecError;
+use crate::jobs::inputs::{shard_limits, Inputs};
 use crate::model::receipt::{Claim, WorkRecord};
 use crate::model::wire::{Lease, Request};
-use crate::model::JobManifest;
-use crate::net::NetError;
 
 use super::{Ctx, Held};
 use crate::jobs::JobError;
 
 impl Ctx {
-    /// Fetches a blob of at most `max_len` bytes. A longer one is refused before any of its
-    /// bytes is fetched, and the job is declined as beyond this radiator's limits.
-    ///
-    /// The blob is recorded as used by `job` (brought in if it was not held), so it is
-    /// deleted once the job is closed or dropped; not for this household's own jobs.
-    pub(super) async fn fetch_within(
-        &self,
-        job: &blake3::Hash,
-        hash: blake3::Hash,
-        from: libp2p::PeerId,
-        max_len: u64,
-        what: &str,
-    ) -> Result<(), JobError> {
-        let own_job = from == self.local_peer;
-        // A blob already held (the submitter's own) is checked against the limit too.
-        if let Some(len) = self.store.len(&hash)? {
-            if len > max_len {
-                return Err(too_big(what, len, max_len));
-            }
-            if !own_job {
-                self.blobs.record(job, &from, &hash, false)?;
-            }
-            return Ok(());
-        }
-        // Recorded before fetching, so a blob that arrives is never left unrecorded.
-        if !own_job {
-            self.blobs.record(job, &from, &hash, true)?;
-        }
-        let hint = (!own_job).then_some(from);
-        match self.net.fetch_blob_within(hash, hint, max_len).await {
-            Ok(()) => Ok(()),
-            Err(NetError::BlobTooLarge { len, .. }) => Err(too_big(what, len, max_len)),
-            // Behind NATs that defeat hole punching (symmetric ones) a relay is the only path
-            // to the submitter, and blobs never cross it: waiting would only hold the lease
-            // until it expires. Declined instead (issue 11).
-            Err(e @ NetError::RelayedOnly { .. }) => {
-                Err(JobError::RelayedOnly(format!("the {what}: {e}")))
-            }
-            Err(e) => Err(JobError::Network(format!(
-                "fetching {}: {e}",
-                hash.to_hex()
-            ))),
+    /// Fetching within this radiator's limits, the path the evidence re-run takes too
+    /// (`jobs::inputs`).
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            net: &self.net,
+            store: &self.store,
+            blobs: &self.blobs,
+            local_peer: self.local_peer,
         }
     }
 
@@ -86,26 +50,8 @@ impl Ctx {
         held: &watch::Receiver<Held>,
         length_ms: u64,
     ) -> Result<(), JobError> {
-        self.fetch_within(
-            &lease.job,
-            lease.job,
-            coordinator,
-            MAX_MANIFEST_BYTES as u64,
-            "manifest",
-        )
-        .await?;
-        let manifest = JobManifest::from_bytes(&self.store.get_bytes(&lease.job)?)
-            .map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
-        if manifest.id() != lease.job {
-            return Err(JobError::Invalid(
-                "the manifest does not hash to the job id".into(),
-            ));
-        }
-        if manifest.submitter.peer_id() != Some(coordinator) {
-            return Err(JobError::Invalid(
-                "the lease came from a node that did not submit the job".into(),
-            ));
-        }
+        let inputs = self.inputs();
+        let manifest = inputs.manifest(&lease.job, lease.job, coordinator).await?;
         let input_hash = *manifest
             .inputs
             .get(lease.shard as usize)
@@ -113,21 +59,16 @@ impl Ctx {
         // The radiator's own limits, checked as soon as the manifest is known and before
         // anything else is fetched: a manifest may ask for less, never for more.
         let own = self.executor.limits();
-        if manifest.limits.memory_bytes > own.memory_per_shard {
-            return Err(JobError::BeyondLimits(format!(
-                "the job asks for {} MiB of memory per shard; this radiator allows at most {} MiB",
-                manifest.limits.memory_bytes >> 20,
-                own.memory_per_shard >> 20
-            )));
-        }
-        self.fetch_within(
-            &lease.job,
-            manifest.module,
-            coordinator,
-            own.module_bytes,
-            "module",
-        )
-        .await?;
+        let limits = shard_limits(&manifest, &own)?;
+        inputs
+            .fetch_within(
+                &lease.job,
+                manifest.module,
+                coordinator,
+                own.module_bytes,
+                "module",
+            )
+            .await?;
         // Compile (or find compiled) now, before the input is fetched and before the meter
         // starts: a module beyond this radiator's shape or compile-time limits is declined
         // here, and compiling is not shard execution. Other errors surface again from `run`
@@ -147,14 +88,15 @@ impl Ctx {
             Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
             _ => {}
         }
-        self.fetch_within(
-            &lease.job,
-            input_hash,
-            coordinator,
-            own.input_bytes,
-            "shard input",
-        )
-        .await?;
+        inputs
+            .fetch_within(
+                &lease.job,
+                input_hash,
+                coordinator,
+                own.input_bytes,
+                "shard input",
+            )
+            .await?;
         let input = self.store.get_bytes(&input_hash)?;
         // A shard leased ahead waits here, ready, for a running one to end.
         let turn = match self.wait_turn(held).await {
@@ -178,11 +120,6 @@ impl Ctx {
             self.ask(coordinator, request).await?;
             return Ok(());
         }
-        let limits = Limits {
-            fuel: manifest.limits.fuel_per_shard,
-            memory_bytes: manifest.limits.memory_bytes,
-            ..Limits::default()
-        };
         let executor = self.executor.clone();
         let module_hash = manifest.module;
         // The meter's window is exactly the execution: fetching, queueing and claiming are not
@@ -257,10 +194,4 @@ impl Ctx {
         // Stored durably first, then sent; kept until the coordinator answers (`claims.rs`).
         self.claim(coordinator, claim, held).await
     }
-}
-
-pub(super) fn too_big(what: &str, len: u64, max: u64) -> JobError {
-    JobError::BeyondLimits(format!(
-        "the {what} is {len} bytes; this radiator accepts at most {max} (it was not fetched)"
-    ))
 }

@@ -122,10 +122,10 @@ pub enum Decision {
 
 /// What the vote on one shard is judged by: who is established, the job's policy and
 /// replication, and whether the shard was drawn for a spot check.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Judge<'a> {
     pub reputation: &'a Reputation,
-    pub policy: Policy,
+    pub policy: std::borrow::Cow<'a, Policy>,
     pub replication: u8,
     pub spot_checked: bool,
 }
@@ -143,7 +143,7 @@ impl Judge<'_> {
     pub fn plain(reputation: &Reputation, replication: u8) -> Judge<'_> {
         Judge {
             reputation,
-            policy: Policy::fixed(replication),
+            policy: std::borrow::Cow::Owned(Policy::fixed(replication)),
             replication,
             spot_checked: false,
         }

@@ -579,6 +579,103 @@ fn an_allow_list_keeps_everyone_else_out() {
     );
 }
 
+/// Issue 10, item 4: a job's own allow-list. Only the households on it (and the submitter's
+/// trusted set) get leases; the refusal says why; it replaces `[trust] allow` for that job;
+/// and a household kept out does not hold shards back as a "colder" asker.
+#[test]
+fn a_jobs_own_allow_list_keeps_everyone_else_out_and_says_why() {
+    let policy = crate::jobs::trust::Policy {
+        allow: vec![household(1).public()],
+        ..crate::jobs::trust::Policy::fixed(1)
+    };
+    let mut f = Fix::new(3, 1);
+    f.book.set_policy(f.id, policy.clone());
+    // `[trust] allow` names household 2; the job's own list replaces it.
+    f.book
+        .set_allowed(Some([household(2).public()].into_iter().collect()));
+    let mut rep = crate::jobs::trust::Reputation::default();
+    rep.trust(household(9).public());
+    f.book.set_reputation(rep);
+    match f.lease(2, 0).unwrap_err() {
+        Response::Denied {
+            reason,
+            retry_after_ms,
+            detail,
+        } => {
+            assert_eq!(reason, DenyReason::Excluded);
+            assert_eq!(retry_after_ms, 0, "the worker drops the job");
+            assert!(detail.contains("allow-list"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(f.lease(1, 0).is_ok(), "on the list");
+    assert!(f.lease(9, 0).is_ok(), "the submitter's trusted set");
+    // A colder room outside the list does not make household 1 wait: it cannot take the
+    // shard anyway.
+    let mut g = Fix::new(1, 1);
+    g.book.set_policy(g.id, policy);
+    g.book.note_demand(household(3).public(), 1000, true, 0);
+    assert!(g.lease(1, 0).is_ok(), "held for a household kept out");
+    // The same job without a list of its own follows `[trust] allow`.
+    let mut h = Fix::new(1, 1);
+    h.book
+        .set_allowed(Some([household(2).public()].into_iter().collect()));
+    assert_eq!(
+        denied(&h.lease(1, 0).unwrap_err()),
+        Some(DenyReason::Excluded)
+    );
+    assert!(h.lease(2, 0).is_ok());
+}
+
+/// An allow-list with a mistyped key, or longer than `MAX_ALLOW`, is refused with a reason;
+/// stored policies from before the list existed still load (no `allow` field).
+#[test]
+fn a_bad_allow_list_is_refused_clearly() {
+    use crate::jobs::trust::{parse_keys, Policy, MAX_ALLOW};
+    let good = household(1).public().to_hex();
+    assert_eq!(
+        parse_keys([good.as_str()]).unwrap(),
+        vec![household(1).public()]
+    );
+    let err = parse_keys([good.as_str(), "zz"]).unwrap_err();
+    assert!(err.contains("entry 2") && err.contains("not hex"), "{err}");
+    let err = parse_keys(["abcd"]).unwrap_err();
+    assert!(err.contains("32 bytes"), "{err}");
+    let many: Vec<String> = (0..=MAX_ALLOW)
+        .map(|i| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            hex::encode(k)
+        })
+        .collect();
+    let err = parse_keys(many.iter().map(String::as_str)).unwrap_err();
+    assert!(err.contains(&MAX_ALLOW.to_string()), "{err}");
+    let json = format!(r#"{{"allow": ["{good}", "not a key"]}}"#);
+    let err = serde_json::from_str::<Policy>(&json)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("entry 2"), "{err}");
+    let old: Policy = serde_json::from_str(r#"{"min_replicas": 2}"#).unwrap();
+    assert!(old.allow.is_empty());
+    let p = Policy {
+        allow: vec![household(1).public()],
+        ..Policy::default()
+    };
+    let back: Policy = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+    assert_eq!(back, p);
+    let too_long = Policy {
+        allow: (0..=MAX_ALLOW as u64)
+            .map(|i| {
+                let mut k = [0u8; 32];
+                k[..8].copy_from_slice(&i.to_le_bytes());
+                crate::identity::PublicKey(k)
+            })
+            .collect(),
+        ..Policy::default()
+    };
+    assert!(too_long.validate().is_err());
+}
+
 /// Issue 10, item 4: with `own_replica`, a shard is verified only once one of the
 /// submitter's own trusted households agrees, and its last replica is kept for one.
 #[test]
