@@ -343,6 +343,21 @@ async fn forged_evidence_excludes_nobody() {
             .household(&forger.household())
             .unwrap();
         assert!(f.false_accuser, "{f:#?}");
+        // And it pays in gossip score: below the graylist threshold (-80), which the one
+        // rejected message of step 1 (-10, decaying) never reaches.
+        let mut score = None;
+        for _ in 0..100 {
+            let peers = observer.context.net.peers().await.unwrap();
+            score = peers
+                .iter()
+                .find(|p| p.peer_id == forger.peer_id())
+                .and_then(|p| p.gossip_score);
+            if score.is_some_and(|s| s < -80.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(score.is_some_and(|s| s < -80.0), "forger's score {score:?}");
         // The blobs fetched for the re-run were deleted afterwards: the observer keeps none
         // of the forger's job.
         for h in [manifest.id(), manifest.module, manifest.inputs[0]] {

@@ -326,6 +326,12 @@ impl Actor {
                     .gossipsub
                     .report_message_validation_result(&id, &from, verdict.into());
             }
+            Command::ApplicationScore { peer, score } => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .set_application_score(&peer, score);
+            }
             Command::Request { peer, data, reply } => {
                 if self.pending_requests.len() >= MAX_PENDING_REQUESTS {
                     let _ = reply.send(Err(NetError::Busy("control requests")));

@@ -474,6 +474,10 @@ enum Command {
         from: PeerId,
         verdict: Verdict,
     },
+    ApplicationScore {
+        peer: PeerId,
+        score: f64,
+    },
     Request {
         peer: PeerId,
         data: Vec<u8>,
@@ -560,6 +564,16 @@ impl Network {
         let _ = self
             .commands
             .send(Command::ReportValidation { id, from, verdict })
+            .await;
+    }
+
+    /// Sets the application-specific part of a peer's gossipsub score (weight 10 in
+    /// `behaviour.rs`; scores below -80 are graylisted). Kept for a connected peer, and for a
+    /// gone one until its score expires; the caller sets it again when the peer reconnects.
+    pub async fn set_application_score(&self, peer: PeerId, score: f64) {
+        let _ = self
+            .commands
+            .send(Command::ApplicationScore { peer, score })
             .await;
     }
 

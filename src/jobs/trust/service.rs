@@ -135,6 +135,10 @@ impl TrustHandle {
     }
 }
 
+/// The application score of a refuted accuser: times the weight 10 (`net/behaviour.rs`) it is
+/// -100, below the graylist threshold of -80, whatever its topic scores (at most +11).
+pub const FALSE_ACCUSER_SCORE: f64 = -10.0;
+
 pub struct TrustService {
     store: EvidenceStore,
     intake: Intake,
@@ -201,6 +205,13 @@ impl TrustService {
                         self.next();
                     }
                     Some(Command::PeerConnected(peer)) => {
+                        // A false accuser's score is kept only while gossipsub remembers the
+                        // peer: set it again whenever it connects.
+                        if let Some(key) = PublicKey::from_peer_id(&peer) {
+                            if self.store.is_false_accuser(&key).unwrap_or(false) {
+                                self.penalise(key).await;
+                            }
+                        }
                         self.pulls.connected(peer, now_ms());
                         self.pull();
                     }
@@ -283,6 +294,17 @@ impl TrustService {
     /// Asks the next waiting peer for the evidence it re-ran and confirmed, page by page
     /// (at most `MAX_PULL_PAGES`), off the service's loop. Only a radiator pulls: a
     /// bootstrap node re-runs nothing, so evidence it pulled would change nothing.
+    /// Lowers the gossip score of a coordinator whose evidence a re-run here refuted to
+    /// [`FALSE_ACCUSER_SCORE`], below the graylist threshold: its messages are then ignored.
+    async fn penalise(&self, coordinator: PublicKey) {
+        let Some(net) = self.rechecker.as_ref().map(|r| &r.net) else {
+            return;
+        };
+        if let Some(peer) = coordinator.peer_id() {
+            net.set_application_score(peer, FALSE_ACCUSER_SCORE).await;
+        }
+    }
+
     fn pull(&mut self) {
         let Some(net) = self.rechecker.as_ref().map(|r| r.net.clone()) else {
             return;
@@ -360,10 +382,9 @@ impl TrustService {
                 self.coordinator.exclude_checked(accused).await;
             }
             Check::Refuted => {
-                // Its gossip score is not lowered here: the verdict on its message (Accept)
-                // was given long before the re-run ended, and gossipsub takes no later one.
-                // That needs `gossipsub::Behaviour::set_application_score` behind a `Network`
-                // command (src/net), called here and for every stored false accuser at start.
+                // The verdict on its message (Accept) was given long before the re-run ended
+                // and gossipsub takes no later one, so the accuser's score is lowered directly.
+                self.penalise(coordinator).await;
                 tracing::warn!(%coordinator, household = %accused, job = %evidence.job, shard = evidence.shard, "fraud evidence refuted by re-running the shard: the accused was right; the coordinator's evidence is ignored from now on");
             }
             Check::Inconclusive(why) | Check::Unchecked(why) => {
