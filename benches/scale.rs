@@ -30,6 +30,7 @@ use hearth::demo::{loopback_options, wait_connected};
 use hearth::jobs::build::{build, JobSpec};
 use hearth::jobs::JobStatus;
 use hearth::model::JobLimits;
+use hearth::net::{DialCounts, DialOrigin};
 use hearth::node::{self, RunningNode};
 
 /// Settling time after the last radiator started (`HEARTH_SCALE_SETTLE_SECS`, default 15 s,
@@ -184,9 +185,29 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
     let start_s = t0.elapsed().as_secs_f64();
     tokio::time::sleep(settle()).await;
 
+    let dials_before = dial_totals(&nodes).await;
     let idle_meter = Meter::start();
     tokio::time::sleep(idle_window()).await;
     let idle = idle_meter.stop(n);
+    let dials_after = dial_totals(&nodes).await;
+    let idle_dials: Vec<(DialOrigin, u64, u64)> = dials_after
+        .by_origin
+        .iter()
+        .zip(&dials_before.by_origin)
+        .map(|(a, b)| (a.0, a.1 - b.1, a.2 - b.2))
+        .collect();
+    eprintln!(
+        "scale: N={n} idle window, per radiator: inbound connections {:.2}, outbound by origin (dials / established):",
+        (dials_after.inbound - dials_before.inbound) as f64 / n as f64
+    );
+    for (origin, d, e) in idle_dials.iter().filter(|x| x.1 > 0 || x.2 > 0) {
+        eprintln!(
+            "scale:   {:<15} {:>8.2} / {:>8.2}",
+            origin.name(),
+            *d as f64 / n as f64,
+            *e as f64 / n as f64
+        );
+    }
     let mut peers_total = 0usize;
     let mut peers_max = 0usize;
     for node in &nodes {
@@ -275,6 +296,26 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
         node.shutdown().await;
     }
     Ok(row)
+}
+
+/// Dials by origin summed over every node (`NetStatus::dials`).
+async fn dial_totals(nodes: &[RunningNode]) -> DialCounts {
+    let mut total = DialCounts {
+        by_origin: DialOrigin::ALL.iter().map(|o| (*o, 0, 0)).collect(),
+        ..Default::default()
+    };
+    for node in nodes {
+        let Ok(status) = node.context.net.status().await else {
+            continue;
+        };
+        for (t, s) in total.by_origin.iter_mut().zip(&status.dials.by_origin) {
+            t.1 += s.1;
+            t.2 += s.2;
+        }
+        total.inbound += status.dials.inbound;
+        total.outbound_unattributed += status.dials.outbound_unattributed;
+    }
+    total
 }
 
 /// Re-runs this benchmark in a network namespace of its own so the loopback counters are
