@@ -33,9 +33,10 @@ use hearth::model::JobLimits;
 use hearth::net::{DialCounts, DialOrigin};
 use hearth::node::{self, RunningNode};
 
-/// Settling time after the last radiator started (`HEARTH_SCALE_SETTLE_SECS`, default 15 s,
-/// what `docs/scale.md`'s table used). 140 s lets Kademlia's start-up refreshes (2, 8, 32 and
-/// 128 s after start) pass before the idle window.
+/// Settling time after the last radiator started (`HEARTH_SCALE_SETTLE_SECS`, default 15 s).
+/// 200 s (what `docs/scale.md`'s steady-state tables use) lets Kademlia's start-up full
+/// refreshes (2, 4, 12 and 44 s after start) and the first own-key refresh (172 s) pass
+/// before the idle window.
 fn settle() -> Duration {
     Duration::from_secs(
         std::env::var("HEARTH_SCALE_SETTLE_SECS")
@@ -45,9 +46,10 @@ fn settle() -> Duration {
     )
 }
 /// The idle window (`HEARTH_SCALE_IDLE_SECS`, default 20 s). Idle traffic is mostly ping on
-/// open connections, and Kademlia's refreshes (every 300 s once started) open connections
-/// that then stay up for the 60 s idle timeout; a steady-state figure needs a window of a
-/// whole refresh period (300 s) after a settle past the start-up refreshes (200 s).
+/// open connections and Kademlia's refreshes (every 300 s once started: an own-key lookup,
+/// every sixth a full refresh); a steady-state figure needs a window of a whole refresh
+/// period (300 s) after a settle past the start-up refreshes (200 s). The window then holds
+/// one own-key refresh and no full one (`docs/scale.md` adds a sixth of a full refresh).
 fn idle_window() -> Duration {
     Duration::from_secs(
         std::env::var("HEARTH_SCALE_IDLE_SECS")
