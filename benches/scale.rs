@@ -217,6 +217,15 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
         peers_total += count;
         peers_max = peers_max.max(count);
     }
+    // Printed now: the row itself comes only after the load window and every node's shutdown
+    // (minutes at N = 150 on a busy machine).
+    eprintln!(
+        "scale: N={n} idle: {:.0} B/s, {:.1} seg/s, CPU {:.2} %, peers mean {:.1} max {peers_max} per radiator",
+        idle.bytes_per_s,
+        idle.segments_per_s,
+        idle.cpu_share * 100.0,
+        peers_total as f64 / n as f64
+    );
 
     // Load: every fifth radiator submits a job.
     let load_meter = Meter::start();
