@@ -611,6 +611,7 @@ async fn a_node_holding_more_peers_than_it_uses_prunes_the_unused_ones() {
             high: 3,
             grace: Duration::from_secs(2),
             idle: Duration::from_secs(2),
+            lookup_grace: Duration::from_secs(2),
         });
         let hub = TestNode::start(hub_cfg).await;
         let hub_addr = hub.addr().await;
@@ -646,6 +647,77 @@ async fn a_node_holding_more_peers_than_it_uses_prunes_the_unused_ones() {
         hub.net.shutdown().await;
         for s in spokes {
             s.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
+/// Issue 14: peers a radiator pruned must not keep coming back. Kademlia's routing-table
+/// refreshes dial most of a small network; each connection they opened used to be held for
+/// the whole grace period (60 s) and was re-dialled by the next refresh, so in the scale
+/// experiment a radiator of a 50-node network held ~45 peers although it prunes above 16.
+/// Here refreshes run every 6 s and the grace period is 30 s: over a 40 s window (longer than
+/// the grace period) an idle radiator must hold at most its high watermark most of the time
+/// (the median of its connected-peer count), while its Kademlia lookups go on dialling.
+/// (Failed before the fix with a median of 7: every peer of the network, all the time.)
+#[tokio::test]
+async fn pruned_peers_do_not_come_back_with_each_kademlia_refresh() {
+    bounded(async {
+        const RADIATORS: usize = 7;
+        let watermarks = net::Watermarks {
+            low: 2,
+            high: 4,
+            grace: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            lookup_grace: Duration::from_secs(1),
+        };
+        let mut hub_cfg = loopback();
+        // A bootstrap node: holds everyone.
+        hub_cfg.peer_watermarks = None;
+        let hub = TestNode::start(hub_cfg).await;
+        let hub_addr = hub.addr().await;
+        let mut radiators = Vec::new();
+        for _ in 0..RADIATORS {
+            let mut cfg = with_bootstrap(vec![hub_addr.clone()]);
+            cfg.peer_watermarks = Some(watermarks);
+            cfg.rebootstrap_interval = Duration::from_secs(6);
+            radiators.push(TestNode::start(cfg).await);
+        }
+        let watched = &radiators[0];
+        eventually("the radiator found the others through Kademlia", || async {
+            watched.peer_ids().await.len() >= 3
+        })
+        .await;
+        let kad_dials = |s: net::NetStatus| s.dials.dials(net::DialOrigin::Kad);
+        let dials_before = kad_dials(watched.net.status().await.unwrap());
+        let mut counts = Vec::new();
+        let window = watermarks.grace + Duration::from_secs(10);
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < window {
+            counts.push(watched.peer_ids().await.len());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let dials = kad_dials(watched.net.status().await.unwrap()) - dials_before;
+        counts.sort_unstable();
+        let median = counts[counts.len() / 2];
+        eprintln!(
+            "connected peers over {window:?}: min {} median {median} max {}; {dials} Kademlia dials",
+            counts[0],
+            counts[counts.len() - 1]
+        );
+        assert!(
+            dials >= 2,
+            "Kademlia refreshes should have dialled peers in the window ({dials} dials)"
+        );
+        assert!(
+            median <= watermarks.high,
+            "an idle radiator held a median of {median} peers over {window:?}, above its high \
+             watermark {}: pruned peers come back",
+            watermarks.high
+        );
+        hub.net.shutdown().await;
+        for r in radiators {
+            r.net.shutdown().await;
         }
     })
     .await;

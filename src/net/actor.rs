@@ -11,7 +11,7 @@
 //! `reach.rs` (relays, hole punching, AutoNAT, UPnP); this file keeps the loop, commands, peer
 //! bookkeeping and gossip.
 //!
-//! Size: about 810 lines, above the ~700 the house style asks: the loop, the commands, the
+//! Size: about 850 lines, above the ~700 the house style asks: the loop, the commands, the
 //! swarm events and peer bookkeeping, and gossip stay together in this round (issue 13) so
 //! that concurrent edits to `on_gossip` and `publish` merge; the commands and the swarm-event
 //! handlers are the next split (`actor/commands.rs`, `actor/peers.rs`).
@@ -46,6 +46,7 @@ use self::control::ControlReply;
 use self::reach::{on_autonat, on_relay_server, on_upnp};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{peer_id_of, without_peer_id, Backoff};
+use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::serve::{Served, Server};
 use super::wire::BlobRequest;
@@ -75,6 +76,13 @@ const MAX_MDNS_PER_EVENT: usize = 32;
 /// First Kademlia refresh after start; each later one waits 4x longer, up to the configured
 /// `rebootstrap_interval`.
 const KAD_FIRST_REFRESH: Duration = Duration::from_secs(2);
+/// Once the start-up refreshes are over, every this-many-th refresh is a full bootstrap (a
+/// lookup per bucket: ~30 min apart at the default 5 min); the others look up only our own
+/// key, which keeps our neighbourhood (the peers that store our provider records and find us
+/// for others) fresh at the cost of one lookup. Measured (`docs/scale.md`, "Who re-dials
+/// pruned peers"): the per-bucket lookups of a full bootstrap were the whole of an idle
+/// radiator's dials, each asking up to k = 20 peers, and grew with the network.
+const FULL_REFRESH_EVERY: u32 = 6;
 /// Relays this node listens through at once while not publicly reachable.
 const MAX_RELAYS: usize = 2;
 /// Confirmed external addresses remembered.
@@ -89,6 +97,8 @@ const LISTEN_WAIT: Duration = Duration::from_secs(10);
 /// What a Kademlia query was started for.
 enum QueryKind {
     Bootstrap,
+    /// A lookup of our own key (a light refresh).
+    OwnKey,
     Providers(blake3::Hash),
     Announce,
 }
@@ -111,6 +121,9 @@ struct PeerState {
     /// or answer either way (control or blob): what connection pruning weighs.
     connected_at: Instant,
     last_used: Option<Instant>,
+    /// Open connections our Kademlia dialled (for a lookup): with one of them open and no
+    /// hearth traffic, the peer is a lookup peer to pruning (`prune.rs`).
+    kad_dialled: HashSet<ConnectionId>,
     listen_addrs: Vec<Multiaddr>,
     agent_version: Option<String>,
     protocol_version: Option<String>,
@@ -136,6 +149,8 @@ pub(crate) struct Actor {
     events: mpsc::Sender<NetEvent>,
     peers: HashMap<PeerId, PeerState>,
     pending_dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<(), NetError>>)>,
+    /// Every dial by origin (`dials.rs`), for [`NetStatus::dials`].
+    dials: DialLog,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, NetError>>>,
     control_replies: FuturesUnordered<BoxFuture<'static, ControlReply>>,
     control_per_peer: HashMap<PeerId, usize>,
@@ -162,6 +177,8 @@ pub(crate) struct Actor {
     watermarks: Option<super::Watermarks>,
     next_prune: Instant,
     kad_bootstraps: u32,
+    /// Refreshes since the start-up ones (every `FULL_REFRESH_EVERY`-th is a full bootstrap).
+    steady_refreshes: u32,
     rebootstrap_interval: Duration,
     listeners_waiting: usize,
 }
@@ -173,7 +190,8 @@ impl Actor {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetEvent>,
     ) -> Result<Self, NetError> {
-        let mut swarm = build_swarm(&cfg)?;
+        let dials = DialLog::default();
+        let mut swarm = build_swarm(&cfg, &dials)?;
         let local = *swarm.local_peer_id();
         let mut listeners = 0;
         for addr in &cfg.listen {
@@ -217,6 +235,7 @@ impl Actor {
             events,
             peers: HashMap::new(),
             pending_dials: HashMap::new(),
+            dials,
             pending_requests: HashMap::new(),
             control_replies: FuturesUnordered::new(),
             control_per_peer: HashMap::new(),
@@ -235,6 +254,7 @@ impl Actor {
             watermarks: cfg.peer_watermarks,
             next_prune: Instant::now() + PRUNE_EVERY,
             kad_bootstraps: 0,
+            steady_refreshes: 0,
             rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
         };
@@ -370,6 +390,7 @@ impl Actor {
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
                     Ok(()) => {
+                        self.dials.dialled(DialOrigin::Command, id);
                         self.pending_dials.insert(id, (addr, reply));
                     }
                     Err(e) => {
@@ -388,6 +409,7 @@ impl Actor {
                     chunks_served: self.server.chunks_served,
                     chunks_fetched: self.downloads.chunks_fetched,
                     reachability: self.reachability(),
+                    dials: self.dials.counts(),
                 });
             }
             Command::Peers { reply } => {
@@ -462,13 +484,23 @@ impl Actor {
                 .min(self.rebootstrap_interval);
             self.kad_bootstraps = self.kad_bootstraps.saturating_add(1);
             self.next_kad_bootstrap = now + delay;
-            self.kad_bootstrap();
+            if delay < self.rebootstrap_interval {
+                // Start-up: the network is forming.
+                self.kad_bootstrap();
+            } else {
+                self.steady_refreshes = self.steady_refreshes.wrapping_add(1);
+                if self.steady_refreshes.is_multiple_of(FULL_REFRESH_EVERY) {
+                    self.kad_bootstrap();
+                } else {
+                    self.kad_refresh_own_key();
+                }
+            }
         }
         if now >= self.next_prune {
             // Never less often than the grace period (a short one in tests).
-            let every = self
-                .watermarks
-                .map_or(PRUNE_EVERY, |w| PRUNE_EVERY.min(w.grace).min(w.idle));
+            let every = self.watermarks.map_or(PRUNE_EVERY, |w| {
+                PRUNE_EVERY.min(w.grace).min(w.idle).min(w.lookup_grace)
+            });
             self.next_prune = now + every.max(Duration::from_secs(1));
             self.prune_peers(now);
         }
@@ -485,11 +517,12 @@ impl Actor {
         }
     }
 
-    /// Disconnect the peers we hold but do not use, above the high watermark
-    /// (`prune.rs`). Relays we listen through and bootstrap peers are kept.
+    /// Disconnect the peers we hold but do not use: lookup peers above the low watermark,
+    /// others above the high one (`prune.rs`). Relays we listen through and bootstrap peers
+    /// are kept.
     fn prune_peers(&mut self, now: Instant) {
         let Some(w) = self.watermarks else { return };
-        if self.peers.len() <= w.high {
+        if self.peers.len() <= w.low {
             return;
         }
         let candidates: Vec<super::prune::Candidate> = self
@@ -502,6 +535,7 @@ impl Actor {
                 protected: self.relays.contains(id)
                     || self.relay_listeners.contains_key(id)
                     || self.bootstrap.iter().any(|a| peer_id_of(a) == Some(*id)),
+                looked_up: !p.kad_dialled.is_empty(),
             })
             .collect();
         let out = super::prune::to_prune(now, &candidates, w);
@@ -535,8 +569,10 @@ impl Actor {
                     .build(),
                 None => DialOpts::from(addr.clone()),
             };
-            if let Err(e) = self.swarm.dial(opts) {
-                debug!(%addr, "bootstrap dial not started: {e}");
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => self.dials.dialled(DialOrigin::Bootstrap, id),
+                Err(e) => debug!(%addr, "bootstrap dial not started: {e}"),
             }
         }
     }
@@ -588,6 +624,7 @@ impl Actor {
                 debug!(?cause, "connection closed");
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.endpoints.remove(&connection_id);
+                    p.kad_dialled.remove(&connection_id);
                     p.relayed.remove(&connection_id);
                     if p.direct.remove(&connection_id) && p.direct.is_empty() {
                         p.hole_punched = false;
@@ -611,6 +648,7 @@ impl Actor {
                 error,
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
+                self.dials.failed(connection_id);
                 if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(NetError::Dial {
                         addr,
@@ -644,6 +682,7 @@ impl Actor {
         num_established: u32,
     ) {
         let remote = endpoint.get_remote_address().clone();
+        let origin = self.dials.established(connection_id, endpoint.is_dialer());
         if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
             let _ = reply.send(Ok(()));
         }
@@ -659,6 +698,7 @@ impl Actor {
             relayed_since: None,
             connected_at: Instant::now(),
             last_used: None,
+            kad_dialled: HashSet::new(),
             listen_addrs: Vec::new(),
             agent_version: None,
             protocol_version: None,
@@ -670,6 +710,9 @@ impl Actor {
         }
         // Not from `remote`: an inbound relayed connection's send-back address is only
         // `/p2p/<peer>`, its local address holds the `/p2p-circuit`.
+        if origin == Some(DialOrigin::Kad) {
+            state.kad_dialled.insert(connection_id);
+        }
         let relayed = endpoint.is_relayed();
         if relayed {
             state.relayed.insert(connection_id);
@@ -687,7 +730,7 @@ impl Actor {
         };
         let span = state.span.clone();
         let _g = span.enter();
-        debug!(%remote, dialer = endpoint.is_dialer(), relayed, "connection established");
+        debug!(%remote, dialer = endpoint.is_dialer(), origin = origin.map(|o| o.name()), relayed, "connection established");
         for id in obsolete {
             debug!("closing the relayed connection: a direct one is open");
             self.swarm.close_connection(id);

@@ -14,6 +14,7 @@ use libp2p::{
 };
 
 use super::codec::FrameCodec;
+use super::dials::{Counted, DialLog, DialOrigin};
 use super::wire::{MAX_BLOB_REQUEST, MAX_BLOB_RESPONSE};
 use super::{
     NetConfig, NetError, RelayLimits, Topic, BLOB_PROTOCOL, CONTROL_PROTOCOL, GOSSIP_MAX_TRANSMIT,
@@ -33,23 +34,23 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) kad: Counted<kad::Behaviour<MemoryStore>>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
-    pub(crate) gossipsub: gossipsub::Behaviour,
-    pub(crate) control: request_response::Behaviour<FrameCodec>,
-    pub(crate) blob: request_response::Behaviour<FrameCodec>,
+    pub(crate) gossipsub: Counted<gossipsub::Behaviour>,
+    pub(crate) control: Counted<request_response::Behaviour<FrameCodec>>,
+    pub(crate) blob: Counted<request_response::Behaviour<FrameCodec>>,
     /// Circuit relay v2 client: listen through a relay while not publicly reachable, dial
     /// peers through their relay.
-    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay_client: Counted<relay::client::Behaviour>,
     /// Circuit relay v2 server: on bootstrap nodes only (`NetConfig::relay_server`).
     pub(crate) relay_server: Toggle<relay::Behaviour>,
     /// Direct connection upgrade through relay: hole punching over a relayed connection.
-    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) dcutr: Counted<dcutr::Behaviour>,
     /// AutoNAT v2: asks peers to dial our address candidates back; a candidate that works
     /// becomes a confirmed external address.
     pub(crate) autonat: autonat::v2::client::Behaviour,
     /// AutoNAT v2 server: dials other nodes' candidates back (from a new port).
-    pub(crate) autonat_server: autonat::v2::server::Behaviour,
+    pub(crate) autonat_server: Counted<autonat::v2::server::Behaviour>,
     /// UPnP port mapping on the home router, off by default (`NetConfig::upnp`).
     pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
 }
@@ -158,6 +159,7 @@ fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds
 fn build_behaviour(
     cfg: &NetConfig,
     relay_client: relay::client::Behaviour,
+    dials: &DialLog,
 ) -> Result<Behaviour, NetError> {
     let key = &cfg.keypair;
     let peer_id = key.public().to_peer_id();
@@ -181,7 +183,11 @@ fn build_behaviour(
     let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
     kad_cfg
         .set_query_timeout(Duration::from_secs(30))
-        .set_periodic_bootstrap_interval(Some(cfg.rebootstrap_interval))
+        // The swarm task runs the refreshes on its own schedule (`actor.rs`: full bootstraps at
+        // start and every half hour, own-key lookups in between); Kademlia's own timer would
+        // add a full bootstrap every interval. Its automatic bootstrap while the routing table
+        // holds fewer than k peers stays on.
+        .set_periodic_bootstrap_interval(None)
         .set_provider_publication_interval(Some(Duration::from_secs(6 * 3600)));
     let store = MemoryStore::with_config(
         peer_id,
@@ -249,27 +255,32 @@ fn build_behaviour(
         limits: connection_limits::Behaviour::new(limits),
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),
-        kad,
+        kad: Counted::new(kad, DialOrigin::Kad, dials),
         mdns: Toggle::from(mdns),
-        gossipsub,
-        control,
-        blob,
-        relay_client,
+        gossipsub: Counted::new(gossipsub, DialOrigin::Gossipsub, dials),
+        control: Counted::new(control, DialOrigin::Control, dials),
+        blob: Counted::new(blob, DialOrigin::Blob, dials),
+        relay_client: Counted::new(relay_client, DialOrigin::RelayClient, dials),
         relay_server: Toggle::from(
             cfg.relay_server
                 .as_ref()
                 .map(|l| relay::Behaviour::new(peer_id, relay_config(l))),
         ),
-        dcutr: dcutr::Behaviour::new(peer_id),
+        dcutr: Counted::new(dcutr::Behaviour::new(peer_id), DialOrigin::Dcutr, dials),
         // Defaults: up to 10 candidates, one probe every 5 s.
         autonat: autonat::v2::client::Behaviour::default(),
-        autonat_server: autonat::v2::server::Behaviour::default(),
+        autonat_server: Counted::new(
+            autonat::v2::server::Behaviour::default(),
+            DialOrigin::AutonatServer,
+            dials,
+        ),
         upnp: Toggle::from(cfg.upnp.then(upnp::tokio::Behaviour::default)),
     })
 }
 
 /// Build the swarm: TCP (noise, yamux), QUIC, DNS and relayed circuits over tokio.
-pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+/// Dials of every behaviour that can dial are logged by origin in `dials`.
+pub(crate) fn build_swarm(cfg: &NetConfig, dials: &DialLog) -> Result<Swarm<Behaviour>, NetError> {
     let swarm = SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -284,7 +295,7 @@ pub(crate) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError>
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| NetError::Setup(format!("relay transport: {e}")))?
         .with_behaviour(|_, relay_client| {
-            build_behaviour(cfg, relay_client).map_err(|e| Box::new(e) as _)
+            build_behaviour(cfg, relay_client, dials).map_err(|e| Box::new(e) as _)
         })
         .map_err(|e| NetError::Setup(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))

@@ -39,12 +39,14 @@ mod actor;
 mod behaviour;
 mod bootstrap;
 mod codec;
+mod dials;
 pub mod direct;
 mod download;
 mod prune;
 mod serve;
 pub mod wire;
 
+pub use dials::{DialCounts, DialOrigin};
 pub use prune::Watermarks;
 
 use std::fmt;
@@ -411,6 +413,8 @@ pub struct NetStatus {
     pub chunks_fetched: u64,
     /// Whether and how other homes can reach this node.
     pub reachability: Reachability,
+    /// Dials since start by who asked for them, and connections established (`dials.rs`).
+    pub dials: DialCounts,
 }
 
 /// How this node can be reached, and how its connections through relays fared.

@@ -14,12 +14,18 @@
 //! "Use" is hearth's own traffic (control requests and blob transfers, either way): Kademlia,
 //! identify and ping do not count. A peer is never disconnected while it is protected (a
 //! relay we listen through, a bootstrap peer), within the grace period of its connection
-//! (60 s), or used by hearth within the last minute. Measured with `benches/scale.rs` (50
-//! radiators, 300 idle seconds): no pruning 5 319 B/s received per radiator; 60 s grace
-//! 2 571 B/s; 15 s grace 6 104 B/s (that run also had radiators subscribed to the evidence
-//! topic for the first time, so the two are confounded) — pruned peers come back (something
-//! re-dials them; not yet found), and each comeback costs a handshake (`docs/scale.md`). Kademlia keeps disconnected peers in its routing table and
-//! request-response dials again when hearth next needs the peer.
+//! (60 s), or used by hearth within the last minute.
+//!
+//! **Lookup connections.** Kademlia dials the peers its lookups ask, and a routing-table
+//! refresh (every 5 minutes) asks most of a small network. Held for the whole grace period,
+//! those connections came back with every refresh: measured with `benches/scale.rs`
+//! (`docs/scale.md`, "Who re-dials pruned peers"), every dial of an idle radiator came from
+//! Kademlia, and a radiator of a 50-node network still held ~45 peers. So a peer our own
+//! Kademlia dialled (one of its open connections) and hearth never used is a *lookup peer*:
+//! above [`Watermarks::low`] it is disconnected once its connection is
+//! [`Watermarks::lookup_grace`] old (10 s: a lookup asks a live peer in milliseconds; a
+//! request cut short only makes the query ask another). Kademlia keeps disconnected peers in
+//! its routing table, and request-response dials again when hearth next needs the peer.
 //!
 //! Pure: no swarm, no clock (time is passed in). Must not touch: the network.
 
@@ -40,6 +46,9 @@ pub struct Watermarks {
     /// A peer hearth used (a control or blob request or answer, either way) more recently
     /// than this is kept.
     pub idle: Duration,
+    /// A lookup peer (a connection dialled by our Kademlia, never used by hearth) is
+    /// kept this long, and disconnected above `low` rather than `high`.
+    pub lookup_grace: Duration,
 }
 
 impl Watermarks {
@@ -51,6 +60,7 @@ impl Watermarks {
         high: 16,
         grace: Duration::from_secs(60),
         idle: Duration::from_secs(60),
+        lookup_grace: Duration::from_secs(10),
     };
 }
 
@@ -64,28 +74,45 @@ pub(crate) struct Candidate {
     pub last_used: Option<Instant>,
     /// A relay we listen through, a bootstrap peer: never pruned.
     pub protected: bool,
+    /// One of its open connections was dialled by our Kademlia (a lookup). The others, if
+    /// any, are inbound ones that the peer's own lookup opened at the same moment (all
+    /// radiators refresh on the same schedule), and hearth traffic on any of them shows in
+    /// `last_used`.
+    pub looked_up: bool,
 }
 
-/// The peers to disconnect now: none while at most `w.high` are connected; otherwise the
-/// prunable ones (unprotected, connected for at least `w.grace`, unused for at least
-/// `w.idle`), never-used first,
-/// then least recently used, oldest connection first among equals, until `w.low` would
-/// remain.
+/// The peers to disconnect now, never taking the count below `w.low`:
+///
+/// - lookup peers (unprotected, [`Candidate::looked_up`], never used by hearth, connected
+///   for at least `w.lookup_grace`) whenever more than `w.low` are connected, oldest first;
+/// - above `w.high`, also the other prunable ones (unprotected, connected for at least
+///   `w.grace`, unused for at least `w.idle`): never-used first, then least recently used,
+///   oldest connection first among equals.
 pub(crate) fn to_prune(now: Instant, peers: &[Candidate], w: Watermarks) -> Vec<PeerId> {
-    if peers.len() <= w.high {
+    let low = w.low.min(w.high);
+    if peers.len() <= low {
         return Vec::new();
     }
-    let excess = peers.len() - w.low.min(w.high);
+    let excess = peers.len() - low;
     let older = |t: Instant, d: Duration| now.saturating_duration_since(t) >= d;
+    let lookup = |c: &Candidate| {
+        !c.protected
+            && c.looked_up
+            && c.last_used.is_none()
+            && older(c.connected_at, w.lookup_grace)
+    };
+    let above_high = peers.len() > w.high;
     let mut prunable: Vec<&Candidate> = peers
         .iter()
         .filter(|c| {
-            !c.protected
-                && older(c.connected_at, w.grace)
-                && c.last_used.is_none_or(|t| older(t, w.idle))
+            lookup(c)
+                || (above_high
+                    && !c.protected
+                    && older(c.connected_at, w.grace)
+                    && c.last_used.is_none_or(|t| older(t, w.idle)))
         })
         .collect();
-    prunable.sort_by_key(|c| (c.last_used, c.connected_at, c.peer));
+    prunable.sort_by_key(|c| (!lookup(c), c.last_used, c.connected_at, c.peer));
     prunable.into_iter().take(excess).map(|c| c.peer).collect()
 }
 
@@ -98,6 +125,7 @@ mod tests {
         high: 4,
         grace: Duration::from_secs(15),
         idle: Duration::from_secs(60),
+        lookup_grace: Duration::from_secs(5),
     };
 
     fn cand(t0: Instant, connected_s: u64, used_s: Option<u64>, protected: bool) -> Candidate {
@@ -106,7 +134,55 @@ mod tests {
             connected_at: t0 + Duration::from_secs(connected_s),
             last_used: used_s.map(|s| t0 + Duration::from_secs(s)),
             protected,
+            looked_up: false,
         }
+    }
+
+    fn lookup(t0: Instant, connected_s: u64) -> Candidate {
+        Candidate {
+            looked_up: true,
+            ..cand(t0, connected_s, None, false)
+        }
+    }
+
+    #[test]
+    fn lookup_peers_go_above_low_after_their_short_grace() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(100);
+        // 4 connected (not above high): two plain peers are kept, of the lookup peers the
+        // one older than the lookup grace goes, the one just dialled stays.
+        let plain = [cand(t0, 0, None, false), cand(t0, 0, Some(10), false)];
+        let (old, fresh) = (lookup(t0, 90), lookup(t0, 98));
+        let peers = [plain[0], old, plain[1], fresh];
+        assert_eq!(to_prune(now, &peers, W), vec![old.peer]);
+        // At low, nothing goes, lookup peers included.
+        assert!(to_prune(now, &[old, plain[0]], W).is_empty());
+        // A lookup peer hearth used is an ordinary peer.
+        let used = Candidate {
+            last_used: Some(t0 + Duration::from_secs(95)),
+            ..lookup(t0, 0)
+        };
+        assert!(to_prune(now, &[used, plain[0], plain[1]], W).is_empty());
+        // Protected ones stay.
+        let guarded = Candidate {
+            protected: true,
+            ..lookup(t0, 0)
+        };
+        assert!(to_prune(now, &[guarded, plain[0], plain[1]], W).is_empty());
+    }
+
+    #[test]
+    fn above_high_lookup_peers_go_first() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(1000);
+        let never = cand(t0, 0, None, false);
+        let looked_up = lookup(t0, 900);
+        let peers: Vec<_> = [never, looked_up]
+            .into_iter()
+            .chain((0..4).map(|_| cand(t0, 990, None, false)))
+            .collect();
+        // 6 connected, low 2, but only two are prunable: the lookup peer first.
+        assert_eq!(to_prune(now, &peers, W), vec![looked_up.peer, never.peer]);
     }
 
     #[test]
@@ -160,11 +236,14 @@ mod tests {
                         2 => Some(i as u64 * 10 % 900),
                         _ => Some(999),
                     };
-                    cand(t0, (i as u64 * 37) % 1000, used, i % 5 == 0)
+                    Candidate {
+                        looked_up: i % 3 == 0,
+                        ..cand(t0, (i as u64 * 37) % 1000, used, i % 5 == 0)
+                    }
                 })
                 .collect();
             let out = to_prune(now, &peers, W);
-            if n <= W.high {
+            if n <= W.low {
                 assert!(out.is_empty());
             }
             assert!(n - out.len() >= W.low.min(n));
@@ -173,8 +252,13 @@ mod tests {
                 assert!(seen.insert(*p), "a peer named twice");
                 let c = peers.iter().find(|c| c.peer == *p).unwrap();
                 assert!(!c.protected);
-                assert!(now.duration_since(c.connected_at) >= W.grace);
-                assert!(c.last_used.is_none_or(|t| now.duration_since(t) >= W.idle));
+                if c.looked_up && c.last_used.is_none() {
+                    assert!(now.duration_since(c.connected_at) >= W.lookup_grace);
+                } else {
+                    assert!(n > W.high, "only lookup peers go at or below high");
+                    assert!(now.duration_since(c.connected_at) >= W.grace);
+                    assert!(c.last_used.is_none_or(|t| now.duration_since(t) >= W.idle));
+                }
             }
         }
     }

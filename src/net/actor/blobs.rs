@@ -78,6 +78,7 @@ impl Actor {
             store: &self.store,
             jobs: &mut self.store_jobs,
             fetched: &mut self.fetched,
+            dials: &self.dials,
         };
         f(&mut self.downloads, &mut io);
         if self.fetched.is_empty() {
@@ -100,6 +101,7 @@ pub(super) struct NetIo<'a> {
     store: &'a Store,
     jobs: &'a mut FuturesUnordered<BoxFuture<'static, Option<StoreDone>>>,
     fetched: &'a mut Vec<blake3::Hash>,
+    dials: &'a DialLog,
 }
 
 impl Io for NetIo<'_> {
@@ -139,8 +141,10 @@ impl Io for NetIo<'_> {
         let opts = DialOpts::peer_id(*peer)
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
-        if let Err(e) = self.swarm.dial(opts) {
-            debug!(%peer, "dial to provider not started: {e}");
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.dials.dialled(DialOrigin::Blob, id),
+            Err(e) => debug!(%peer, "dial to provider not started: {e}"),
         }
     }
 

@@ -39,6 +39,13 @@ impl Actor {
         }
     }
 
+    /// A light refresh: look up our own key (the k closest peers to us), not every bucket.
+    pub(super) fn kad_refresh_own_key(&mut self) {
+        let local = self.local;
+        let id = self.swarm.behaviour_mut().kad.get_closest_peers(local);
+        self.queries.insert(id, QueryKind::OwnKey);
+    }
+
     /// Publish queued provider records, a few queries at a time, once we have peers.
     pub(super) fn drain_announcements(&mut self) {
         if self.peers.is_empty() {
@@ -81,8 +88,10 @@ impl Actor {
                     .addresses(vec![addr])
                     .condition(PeerCondition::DisconnectedAndNotDialing)
                     .build();
-                if let Err(e) = self.swarm.dial(opts) {
-                    debug!(%peer, "mDNS dial not started: {e}");
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.dials.dialled(DialOrigin::Mdns, id),
+                    Err(e) => debug!(%peer, "mDNS dial not started: {e}"),
                 }
             }
         }
