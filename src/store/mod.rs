@@ -24,8 +24,8 @@
 //! | `DIR/<hex>[.part]` | —                                  | a large blob's bytes (partial) |
 //!
 //! A blob is visible (to `has`, `get_*`, `list`, ...) exactly when it has a `store/blobs`
-//! entry. That entry is written, and the `store/partial` entry removed, in one sled
-//! transaction, and only after every chunk group is stored and durable; so a crash leaves
+//! entry. That entry is written, and the `store/partial` entry removed, in one kv batch
+//! (all or none after a crash, `crate::kv`), and only after every chunk group is stored and durable; so a crash leaves
 //! either a resumable partial import or a complete blob, never a visible blob with holes.
 //! Big-endian indices keep a blob's groups in order under a prefix scan. Stores made before
 //! the blob directory existed hold every blob in sled; they are read as they are, and new

@@ -602,7 +602,7 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Writes an update in one sled transaction (unflushed: the group flush in
+    /// Writes an update in one kv batch (unflushed: the group flush in
     /// [`Coordinator::run`] makes it durable) and applies it to the book. A failed write
     /// leaves the book unchanged. A closed job is announced once durable.
     fn write(&mut self, update: Update) -> Result<(), JobError> {

@@ -13,7 +13,7 @@
 //! - `coord/suspended`: job id ‖ household key → empty: households shut out of one job
 //!   after losing a vote among households on probation (`Book::settled`).
 //!
-//! Every [`Update`] is written in one sled transaction across these trees; the actor
+//! Every [`Update`] is written in one kv batch across these trees (`crate::kv`); the actor
 //! acknowledges nothing before a flush begun after that write returned (group commit: one
 //! flush covers every update written while the previous one ran). An entry that cannot be read stops
 //! the node with an error naming the job (and shard), never silently.
@@ -21,7 +21,7 @@
 //!
 //! Size: about 770 lines, of which the tests are 220: one tree per kind of coordinator state
 //! (jobs, shards, exclusions, suspensions, per-job policies) read and written together in one
-//! transaction; splitting the trees across files would split that transaction.
+//! kv batch; splitting the trees across files would split that batch.
 
 use serde::{Deserialize, Serialize};
 
