@@ -1,5 +1,5 @@
 //! Atomic writes across sled trees, and flushes, without the parts of sled 0.34 that freeze a
-//! process (docs/storage.md §7).
+//! process (docs/storage.md §9).
 //!
 //! sled 0.34 guards every operation with a process-wide concurrency control that is free until
 //! the first transaction, `apply_batch` or `checksum` runs; from then on every read, write,
@@ -9,9 +9,9 @@
 //! buffer the flusher must seal, an iterator waiting for a page to become durable), and
 //! `parking_lot` queues new readers behind a waiting writer: the whole process stops. That
 //! is how radiators froze in the docker testnet, right after a job finished (the ledger's
-//! transaction on one worker thread, every other thread parked on the read lock). sled's
-//! `flush_async` runs on sled's own thread pool and has a known deadlock of its own in 0.34
-//! (spacejam/sled#1308).
+//! transaction on one worker thread, every other thread parked on the read lock). And sled's
+//! `flush_async`, run by several tasks at once, never returns (spacejam/sled#1308; the test
+//! below stalls with it).
 //!
 //! So hearth never calls them (clippy's `disallowed-methods` in `clippy.toml` enforces it) and
 //! uses this module instead:
@@ -130,16 +130,12 @@ pub struct Batch<'a> {
 
 impl Batch<'_> {
     pub fn insert(&mut self, tree: &sled::Tree, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        let write = (key.as_ref().to_vec(), Some(value.as_ref().to_vec()));
-        self.ops.push((tree.clone(), write.0, write.1));
+        let (key, value) = (key.as_ref().to_vec(), value.as_ref().to_vec());
+        self.ops.push((tree.clone(), key, Some(value)));
     }
 
     pub fn remove(&mut self, tree: &sled::Tree, key: impl AsRef<[u8]>) {
         self.ops.push((tree.clone(), key.as_ref().to_vec(), None));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
     }
 
     /// Applies every write, all or none after a crash (unflushed: the caller's flush makes
