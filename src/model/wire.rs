@@ -3,7 +3,7 @@
 //! network layer moves them as opaque bytes and the jobs layer gives them meaning.
 //! `docs/protocol.md` lists every schema and limit.
 //!
-//! Size: about 570 lines of code (every control request and response with its bounds, kept in
+//! Size: about 650 lines of code (every control request and response with its bounds, kept in
 //! one place so the tags cannot collide); the rest are round-trip and bound tests.
 
 use super::canon::{DecodeError, Reader, Writer};
@@ -583,24 +583,7 @@ impl Response {
             },
             9 => Response::Noted,
             10 => {
-                let more = match r.u8("more flag")? {
-                    0 => false,
-                    1 => true,
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "more flag",
-                            tag,
-                        })
-                    }
-                };
-                // A claim by the peer: at most the bound, checked before any receipt is read.
-                let n = usize::from(r.u8("receipt count")?);
-                if n > MAX_RECEIPTS_PER_ANSWER {
-                    return Err(DecodeError::Invalid {
-                        what: "receipts answer",
-                        reason: format!("{n} receipts, more than {MAX_RECEIPTS_PER_ANSWER}"),
-                    });
-                }
+                let (more, n) = page_header(&mut r, "receipts answer", MAX_RECEIPTS_PER_ANSWER)?;
                 let mut receipts = Vec::with_capacity(n);
                 for _ in 0..n {
                     receipts.push(Receipt::from_bytes(r.bytes(1024, "receipt")?)?);
@@ -608,24 +591,7 @@ impl Response {
                 Response::Receipts { receipts, more }
             }
             11 => {
-                let more = match r.u8("more flag")? {
-                    0 => false,
-                    1 => true,
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "more flag",
-                            tag,
-                        })
-                    }
-                };
-                // A claim by the peer: at most the bound, checked before any piece is read.
-                let n = usize::from(r.u8("evidence count")?);
-                if n > MAX_EVIDENCE_PER_ANSWER {
-                    return Err(DecodeError::Invalid {
-                        what: "evidence answer",
-                        reason: format!("{n} pieces, more than {MAX_EVIDENCE_PER_ANSWER}"),
-                    });
-                }
+                let (more, n) = page_header(&mut r, "evidence answer", MAX_EVIDENCE_PER_ANSWER)?;
                 let mut evidence = Vec::with_capacity(n);
                 for _ in 0..n {
                     let bytes = r.bytes(super::evidence::EVIDENCE_LEN, "evidence")?;
@@ -648,6 +614,34 @@ impl Response {
         r.finish()?;
         Ok(resp)
     }
+}
+
+/// The head of a paged answer (receipts, evidence): the "more" flag (0 or 1) and the count of
+/// items that follow. The count is a claim by the peer: refused above `max` before any item
+/// is read.
+fn page_header(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    max: usize,
+) -> Result<(bool, usize), DecodeError> {
+    let more = match r.u8("more flag")? {
+        0 => false,
+        1 => true,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "more flag",
+                tag,
+            })
+        }
+    };
+    let n = usize::from(r.u8("item count")?);
+    if n > max {
+        return Err(DecodeError::Invalid {
+            what,
+            reason: format!("{n} items, more than {max}"),
+        });
+    }
+    Ok((more, n))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! the node with an error naming the job (and shard), never silently.
 //! Must not touch: the network, the book's decisions.
 //!
-//! Size: about 770 lines, of which the tests are 220: one tree per kind of coordinator state
+//! Size: about 790 lines, of which the tests are 220: one tree per kind of coordinator state
 //! (jobs, shards, exclusions, suspensions, per-job policies) read and written together in one
 //! kv batch; splitting the trees across files would split that batch.
 
