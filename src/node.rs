@@ -684,6 +684,7 @@ impl Router {
             // A newly connected peer may hold fraud evidence gossiped before this node could
             // hear it: the trust service asks it (bounded, `jobs::trust::service`).
             NetEvent::PeerConnected(peer) => self.trust.peer_connected(peer),
+            NetEvent::PeerSettled(peer) => self.trust.peer_settled(peer),
             NetEvent::PeerDisconnected(_) => {}
         }
     }

@@ -39,7 +39,9 @@ enum Seen {
 }
 
 /// One node plus a stand-in node layer: accepts gossip unless it starts with `bad`,
-/// answers control requests with `echo:` + request.
+/// answers control requests with `echo:` + request. Started with [`TestNode::start_asking`],
+/// it also sends each peer a control request when the network layer says the peer settled,
+/// as the node's fraud-evidence pull does (`jobs/trust/service.rs`).
 struct TestNode {
     net: Network,
     store: Store,
@@ -54,7 +56,22 @@ impl TestNode {
         Self::start_with_store(cfg, store, dir).await
     }
 
+    async fn start_asking(cfg: NetConfig) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        Self::start_inner(cfg, store, dir, true).await
+    }
+
     async fn start_with_store(cfg: NetConfig, store: Store, dir: tempfile::TempDir) -> TestNode {
+        Self::start_inner(cfg, store, dir, false).await
+    }
+
+    async fn start_inner(
+        cfg: NetConfig,
+        store: Store,
+        dir: tempfile::TempDir,
+        ask_on_connect: bool,
+    ) -> TestNode {
         let (net, mut events, _task) = net::spawn(cfg, store.clone()).await.expect("spawn");
         let (seen_tx, seen) = mpsc::channel(1024);
         let pump_net = net.clone();
@@ -93,6 +110,14 @@ impl TestNode {
                         let _ = seen_tx.try_send(Seen::Disconnected(p));
                     }
                     NetEvent::PeerConnected(_) => {}
+                    NetEvent::PeerSettled(peer) => {
+                        if ask_on_connect {
+                            let net = pump_net.clone();
+                            tokio::spawn(async move {
+                                let _ = net.request(peer, b"hello".to_vec()).await;
+                            });
+                        }
+                    }
                 }
             }
         });
@@ -612,6 +637,7 @@ async fn a_node_holding_more_peers_than_it_uses_prunes_the_unused_ones() {
             grace: Duration::from_secs(2),
             idle: Duration::from_secs(2),
             lookup_grace: Duration::from_secs(2),
+            settle: Duration::from_secs(5),
         });
         let hub = TestNode::start(hub_cfg).await;
         let hub_addr = hub.addr().await;
@@ -660,6 +686,10 @@ async fn a_node_holding_more_peers_than_it_uses_prunes_the_unused_ones() {
 /// the grace period) an idle radiator must hold at most its high watermark most of the time
 /// (the median of its connected-peer count), while its Kademlia lookups go on dialling.
 /// (Failed before the fix with a median of 7: every peer of the network, all the time.)
+/// The radiators also ask each peer the network layer reports, as the node's fraud-evidence
+/// pull does; while that was every peer that connected, a lookup peer became a peer in use and
+/// was held for the grace period (failed with a median of 5 before peers were reported only
+/// once settled).
 #[tokio::test]
 async fn pruned_peers_do_not_come_back_with_each_kademlia_refresh() {
     bounded(async {
@@ -670,6 +700,7 @@ async fn pruned_peers_do_not_come_back_with_each_kademlia_refresh() {
             grace: Duration::from_secs(30),
             idle: Duration::from_secs(30),
             lookup_grace: Duration::from_secs(1),
+            settle: Duration::from_secs(5),
         };
         let mut hub_cfg = loopback();
         // A bootstrap node: holds everyone.
@@ -681,7 +712,9 @@ async fn pruned_peers_do_not_come_back_with_each_kademlia_refresh() {
             let mut cfg = with_bootstrap(vec![hub_addr.clone()]);
             cfg.peer_watermarks = Some(watermarks);
             cfg.rebootstrap_interval = Duration::from_secs(6);
-            radiators.push(TestNode::start(cfg).await);
+            // Each radiator asks every peer the network layer reports, as the node's evidence
+            // pull does: that must not turn lookup peers into peers it holds.
+            radiators.push(TestNode::start_asking(cfg).await);
         }
         let watched = &radiators[0];
         eventually("the radiator found the others through Kademlia", || async {

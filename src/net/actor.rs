@@ -73,16 +73,21 @@ const MAX_ANNOUNCE_QUEUE: usize = super::behaviour::MAX_PROVIDED_KEYS;
 const MAX_ADDRS_PER_PEER: usize = 16;
 /// mDNS discoveries acted on per event.
 const MAX_MDNS_PER_EVENT: usize = 32;
-/// First Kademlia refresh after start; each later one waits 4x longer, up to the configured
-/// `rebootstrap_interval`.
+/// First Kademlia refresh after start; each later start-up refresh waits 4x longer (2, 8,
+/// 32, 128 s), while the wait is shorter than both `KAD_STARTUP_MAX` and the configured
+/// `rebootstrap_interval`; after that one refresh every `rebootstrap_interval`.
 const KAD_FIRST_REFRESH: Duration = Duration::from_secs(2);
+/// The start-up refreshes (full bootstraps: the network is forming) end once the next would
+/// wait this long or more.
+const KAD_STARTUP_MAX: Duration = Duration::from_secs(180);
 /// Once the start-up refreshes are over, every this-many-th refresh is a full bootstrap (a
-/// lookup per bucket: ~30 min apart at the default 5 min); the others look up only our own
+/// lookup per bucket: an hour apart at the default 15 min); the others look up only our own
 /// key, which keeps our neighbourhood (the peers that store our provider records and find us
 /// for others) fresh at the cost of one lookup. Measured (`docs/scale.md`, "Who re-dials
 /// pruned peers"): the per-bucket lookups of a full bootstrap were the whole of an idle
-/// radiator's dials, each asking up to k = 20 peers, and grew with the network.
-const FULL_REFRESH_EVERY: u32 = 6;
+/// radiator's dials, each asking up to k = 20 peers, and grew with the network; after that,
+/// the own-key lookups every 5 min were what still grew ("What is left").
+const FULL_REFRESH_EVERY: u32 = 4;
 /// Relays this node listens through at once while not publicly reachable.
 const MAX_RELAYS: usize = 2;
 /// Confirmed external addresses remembered.
@@ -124,6 +129,8 @@ struct PeerState {
     /// Open connections our Kademlia dialled (for a lookup): with one of them open and no
     /// hearth traffic, the peer is a lookup peer to pruning (`prune.rs`).
     kad_dialled: HashSet<ConnectionId>,
+    /// `NetEvent::PeerSettled` was sent for this connected spell.
+    settled: bool,
     listen_addrs: Vec<Multiaddr>,
     agent_version: Option<String>,
     protocol_version: Option<String>,
@@ -484,7 +491,7 @@ impl Actor {
                 .min(self.rebootstrap_interval);
             self.kad_bootstraps = self.kad_bootstraps.saturating_add(1);
             self.next_kad_bootstrap = now + delay;
-            if delay < self.rebootstrap_interval {
+            if delay < self.rebootstrap_interval.min(KAD_STARTUP_MAX) {
                 // Start-up: the network is forming.
                 self.kad_bootstrap();
             } else {
@@ -505,6 +512,7 @@ impl Actor {
             self.prune_peers(now);
         }
         // Fetch deadlines; providers reachable only through a relay for too long.
+        self.report_settled(now);
         self.with_downloads(|d, io| d.tick(io, now));
         self.drain_announcements();
     }
@@ -548,6 +556,21 @@ impl Actor {
         }
         for peer in out {
             let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Reports each peer connected for `settle` without a break, once per connected spell.
+    fn report_settled(&mut self, now: Instant) {
+        let settle = self.watermarks.map_or(super::SETTLE, |w| w.settle);
+        let mut settled = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            if !p.settled && now.saturating_duration_since(p.connected_at) >= settle {
+                p.settled = true;
+                settled.push(*id);
+            }
+        }
+        for peer in settled {
+            self.emit(NetEvent::PeerSettled(peer));
         }
     }
 
@@ -699,6 +722,7 @@ impl Actor {
             connected_at: Instant::now(),
             last_used: None,
             kad_dialled: HashSet::new(),
+            settled: false,
             listen_addrs: Vec::new(),
             agent_version: None,
             protocol_version: None,

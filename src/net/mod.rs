@@ -47,7 +47,7 @@ mod serve;
 pub mod wire;
 
 pub use dials::{DialCounts, DialOrigin};
-pub use prune::Watermarks;
+pub use prune::{Watermarks, SETTLE};
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -185,7 +185,11 @@ pub struct NetConfig {
     pub idle_timeout: Duration,
     /// Identify agent version. Default: `hearth/<crate version>`.
     pub agent_version: String,
-    /// How often Kademlia is re-bootstrapped. Default: 5 min.
+    /// How often Kademlia's routing table is refreshed once the start-up refreshes are over
+    /// (a lookup of the node's own key; every fourth time a full bootstrap). Default: 15 min,
+    /// as BitTorrent's mainline DHT refreshes an unused bucket (BEP 5); libp2p-kad's 5 min
+    /// made the refresh an idle radiator's largest cost that grows with the network
+    /// (`docs/scale.md`).
     pub rebootstrap_interval: Duration,
     /// Cap of the exponential backoff (from 1 s) for redialling bootstrap peers while the
     /// node has no peers. Default: 5 min.
@@ -267,7 +271,7 @@ impl NetConfig {
             max_connections: 128,
             idle_timeout: Duration::from_secs(60),
             agent_version: format!("hearth/{}", env!("CARGO_PKG_VERSION")),
-            rebootstrap_interval: Duration::from_secs(300),
+            rebootstrap_interval: Duration::from_secs(900),
             redial_backoff_max: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
@@ -397,6 +401,12 @@ pub enum NetEvent {
     },
     /// The first connection to a peer was established.
     PeerConnected(PeerId),
+    /// A peer has stayed connected without a break for `Watermarks::settle` (30 s on a
+    /// radiator; [`SETTLE`] without pruning): a peer this node holds, not one a Kademlia lookup
+    /// touched for a few seconds. Reported once per connected spell. Per-peer work the node
+    /// starts on its own (the fraud-evidence pull) waits for this: started on every connection,
+    /// it made each lookup peer a peer in use, held for the whole grace period (issue 14).
+    PeerSettled(PeerId),
     /// The last connection to a peer was closed.
     PeerDisconnected(PeerId),
 }

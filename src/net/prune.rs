@@ -49,7 +49,15 @@ pub struct Watermarks {
     /// A lookup peer (a connection dialled by our Kademlia, never used by hearth) is
     /// kept this long, and disconnected above `low` rather than `high`.
     pub lookup_grace: Duration,
+    /// A peer connected this long without a break has *settled*
+    /// ([`crate::net::NetEvent::PeerSettled`]): longer than a lookup peer is kept, so the
+    /// node's own per-peer work (the fraud-evidence pull) goes to the peers it holds, not to
+    /// every peer a Kademlia lookup touches.
+    pub settle: Duration,
 }
+
+/// When a peer has settled on a node that does not prune (bootstrap nodes).
+pub const SETTLE: Duration = Watermarks::RADIATOR.settle;
 
 impl Watermarks {
     /// A radiator's defaults: a coordinator announces a job to at most 16 connected peers
@@ -61,6 +69,7 @@ impl Watermarks {
         grace: Duration::from_secs(60),
         idle: Duration::from_secs(60),
         lookup_grace: Duration::from_secs(10),
+        settle: Duration::from_secs(30),
     };
 }
 
@@ -126,6 +135,7 @@ mod tests {
         grace: Duration::from_secs(15),
         idle: Duration::from_secs(60),
         lookup_grace: Duration::from_secs(5),
+        settle: Duration::from_secs(5),
     };
 
     fn cand(t0: Instant, connected_s: u64, used_s: Option<u64>, protected: bool) -> Candidate {

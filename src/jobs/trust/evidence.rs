@@ -69,9 +69,9 @@ pub struct Pulls {
 }
 
 impl Pulls {
-    /// A peer connected: queued to be asked unless it was asked within [`PULL_EVERY_MS`] or
+    /// A peer settled (stayed connected): queued to be asked unless it was asked within [`PULL_EVERY_MS`] or
     /// the queue is full.
-    pub fn connected(&mut self, peer: libp2p::PeerId, now_ms: u64) {
+    pub fn settled(&mut self, peer: libp2p::PeerId, now_ms: u64) {
         if self
             .asked
             .get(&peer)
@@ -549,9 +549,9 @@ mod tests {
     fn peers_are_asked_for_evidence_once_per_interval_one_at_a_time() {
         let peers: Vec<libp2p::PeerId> = (0..20).map(|_| libp2p::PeerId::random()).collect();
         let mut p = Pulls::default();
-        p.connected(peers[0], 0);
-        p.connected(peers[0], 0);
-        p.connected(peers[1], 0);
+        p.settled(peers[0], 0);
+        p.settled(peers[0], 0);
+        p.settled(peers[1], 0);
         assert_eq!(p.next(0), Some(peers[0]));
         assert_eq!(p.next(0), None, "one pull at a time");
         p.done();
@@ -559,14 +559,14 @@ mod tests {
         p.done();
         assert_eq!(p.next(1), None, "queued once");
         // Reconnecting soon after is not asked again; ten minutes on it is.
-        p.connected(peers[0], PULL_EVERY_MS - 1);
+        p.settled(peers[0], PULL_EVERY_MS - 1);
         assert_eq!(p.next(PULL_EVERY_MS - 1), None);
-        p.connected(peers[0], PULL_EVERY_MS);
+        p.settled(peers[0], PULL_EVERY_MS);
         assert_eq!(p.next(PULL_EVERY_MS), Some(peers[0]));
         p.done();
         // A crowd connecting at once: only the first few wait.
         for peer in &peers[2..] {
-            p.connected(*peer, 0);
+            p.settled(*peer, 0);
         }
         let mut asked = 0;
         while p.next(0).is_some() {

@@ -51,8 +51,13 @@ enum Command {
         key: Key,
         check: Check,
     },
-    /// A peer connected: it may hold evidence gossiped before this node could hear it.
+    /// A peer connected: a false accuser's penalty is set again.
     PeerConnected(libp2p::PeerId),
+    /// A peer stayed connected (`NetEvent::PeerSettled`): it may hold evidence gossiped
+    /// before this node could hear it. Not asked on connection: most connections are a
+    /// Kademlia lookup's few seconds, and a request would make the peer one in use, held for
+    /// the grace period (issue 14, `docs/scale.md`).
+    PeerSettled(libp2p::PeerId),
     /// A piece of evidence a peer answered a pull with; judged like gossip from a forwarder.
     Pulled(Box<Evidence>),
     /// The pull in flight ended.
@@ -128,10 +133,15 @@ impl TrustHandle {
         rx.await.unwrap_or(Verdict::Ignore)
     }
 
-    /// A peer connected (from the router). Never waits: a busy service skips the pull, and
-    /// the peer is asked when it next connects.
+    /// A peer connected (from the router). Never waits.
     pub fn peer_connected(&self, peer: libp2p::PeerId) {
         let _ = self.tx.try_send(Command::PeerConnected(peer));
+    }
+
+    /// A peer settled (from the router). Never waits: a busy service skips the pull, and the
+    /// peer is asked when it next settles.
+    pub fn peer_settled(&self, peer: libp2p::PeerId) {
+        let _ = self.tx.try_send(Command::PeerSettled(peer));
     }
 }
 
@@ -212,7 +222,9 @@ impl TrustService {
                                 self.penalise(key).await;
                             }
                         }
-                        self.pulls.connected(peer, now_ms());
+                    }
+                    Some(Command::PeerSettled(peer)) => {
+                        self.pulls.settled(peer, now_ms());
                         self.pull();
                     }
                     Some(Command::Pulled(e)) => self.pulled(&e).await,
