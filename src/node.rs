@@ -179,6 +179,32 @@ pub(crate) fn reopen_db_with<T, E: std::fmt::Display>(
     open(path)
 }
 
+/// How long [`RunningNode::shutdown`] waits for the database's file lock to be released: a
+/// shard re-run on the blocking pool ends within its own wall-clock limit, sled's flusher
+/// within one flush.
+const DB_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until nothing holds `lock` (the `flock` sled takes on `DATA_DIR/db/db`) or `wait`
+/// passed. Takes the lock for an instant itself, non-blocking, then lets it go.
+fn wait_unlocked(lock: &Path, wait: std::time::Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(lock)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            // SAFETY: as above.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::WouldBlock || std::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The directory of a node's large blobs (`DATA_DIR/blobs`, docs/storage.md §4).
 pub fn blob_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("blobs")
@@ -301,6 +327,25 @@ impl RunningNode {
                 }
             }
             Err(e) => tracing::error!("could not write the database checkpoint on shutdown: {e}"),
+        }
+        // Returns once the database is let go of, so the same data directory can be opened
+        // again at once (a test restarting a node in-process failed with "could not acquire
+        // lock" otherwise): every handle here is dropped, then the lock waited for, since
+        // sled's own threads and the last blocking tasks of aborted services may still hold
+        // one for a moment.
+        let RunningNode {
+            context,
+            tasks,
+            db,
+            data_dir,
+            ..
+        } = self;
+        drop((context, tasks, db));
+        let lock = data_dir.join("db").join("db");
+        match tokio::task::spawn_blocking(move || wait_unlocked(&lock, DB_RELEASE_WAIT)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("the database is still held after shutdown: {e}"),
+            Err(e) => tracing::warn!("could not wait for the database to be released: {e}"),
         }
     }
 

@@ -519,3 +519,36 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
     .await
     .expect("test timed out");
 }
+
+/// A node that shut down lets go of its database before `shutdown` returns, so the same data
+/// directory starts again at once in the same process. (`tests/evidence_nodes.rs` once failed
+/// restarting a radiator with "could not acquire lock": a stopped service's work on the
+/// blocking pool, such as a shard re-run, cannot be aborted and still held the database.)
+/// Here a blocking task holding the node's store stands for that work. (Failed before the fix:
+/// the restart found the database locked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_shut_down_starts_again_at_once_on_the_same_directory() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        node_with_history(dir.path()).await;
+        for again in 0..3 {
+            let node = hearth::node::start(loopback_options(dir.path(), None, 2).unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("restart {again} at once after shutdown: {e}"));
+            let store = node.context.store.clone();
+            let work = tokio::task::spawn_blocking(move || {
+                std::thread::sleep(Duration::from_millis(500));
+                store.list().map(|l| l.len())
+            });
+            node.shutdown().await;
+            // Started at once, with no retry.
+            let node = hearth::node::start(loopback_options(dir.path(), None, 2).unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("restart {again} at once after shutdown: {e}"));
+            assert!(work.await.unwrap().is_ok());
+            node.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
