@@ -624,6 +624,30 @@ async fn control_request_round_trip() {
     .await;
 }
 
+/// A request the node starts on its own (the fraud-evidence pull) goes only to a peer still
+/// connected: `request_if_connected` refuses at once and dials nobody, where `request` dials
+/// (which brought back peers that had gone: control dials in the scale experiment's idle
+/// window, `docs/scale.md`).
+#[tokio::test]
+async fn a_request_if_connected_dials_nobody() {
+    bounded(async {
+        let a = TestNode::start(loopback()).await;
+        let gone = PeerId::random();
+        let control_dials = |s: net::NetStatus| s.dials.dials(net::DialOrigin::Control);
+        let before = control_dials(a.net.status().await.unwrap());
+        assert!(matches!(
+            a.net.request_if_connected(gone, b"evidence?".to_vec()).await,
+            Err(net::NetError::NotConnected(p)) if p == gone
+        ));
+        assert_eq!(control_dials(a.net.status().await.unwrap()), before);
+        // The plain request does dial (and fails: nobody is there), so the count can tell.
+        assert!(a.net.request(gone, b"evidence?".to_vec()).await.is_err());
+        assert!(control_dials(a.net.status().await.unwrap()) > before);
+        a.net.shutdown().await;
+    })
+    .await;
+}
+
 /// Issue 14: a radiator holds the connections it uses, not every peer that ever connected.
 /// A hub with six peers and watermarks low 2 / high 3 disconnects the ones it does not use
 /// and keeps the one it keeps asking.

@@ -359,9 +359,18 @@ impl Actor {
                     .gossipsub
                     .set_application_score(&peer, score);
             }
-            Command::Request { peer, data, reply } => {
+            Command::Request {
+                dial,
+                peer,
+                data,
+                reply,
+            } => {
                 if self.pending_requests.len() >= MAX_PENDING_REQUESTS {
                     let _ = reply.send(Err(NetError::Busy("control requests")));
+                    return;
+                }
+                if !dial && !self.peers.contains_key(&peer) {
+                    let _ = reply.send(Err(NetError::NotConnected(peer)));
                     return;
                 }
                 let id = self.swarm.behaviour_mut().control.send_request(&peer, data);

@@ -326,6 +326,9 @@ pub enum NetError {
     /// A control request is over [`MAX_CONTROL_MESSAGE`].
     #[error("the request is {len} bytes, over the {max}-byte limit")]
     RequestTooLarge { len: usize, max: usize },
+    /// [`Network::request_if_connected`] to a peer not connected: nothing was sent.
+    #[error("peer {0} is not connected; the request was not sent")]
+    NotConnected(PeerId),
     /// A request to a peer failed (unreachable, timed out, closed, refused).
     #[error("peer {peer} did not answer: {reason}")]
     Request { peer: PeerId, reason: String },
@@ -493,6 +496,9 @@ enum Command {
         score: f64,
     },
     Request {
+        /// Dial the peer if it is not connected (request-response's own behaviour); without,
+        /// a request to a peer not connected fails with [`NetError::NotConnected`].
+        dial: bool,
         peer: PeerId,
         data: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<u8>, NetError>>,
@@ -599,8 +605,37 @@ impl Network {
                 max: MAX_CONTROL_MESSAGE,
             });
         }
-        self.call(|reply| Command::Request { peer, data, reply })
-            .await?
+        self.call(|reply| Command::Request {
+            dial: true,
+            peer,
+            data,
+            reply,
+        })
+        .await?
+    }
+
+    /// Like [`Network::request`], but only to a peer connected now: never dials. For work the
+    /// node starts on its own about a peer it saw (the fraud-evidence pull), which must not
+    /// bring back a peer that has gone (a dial costs a full handshake and holds the peer for
+    /// the grace period: `docs/scale.md`).
+    pub async fn request_if_connected(
+        &self,
+        peer: PeerId,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, NetError> {
+        if data.len() > MAX_CONTROL_MESSAGE {
+            return Err(NetError::RequestTooLarge {
+                len: data.len(),
+                max: MAX_CONTROL_MESSAGE,
+            });
+        }
+        self.call(|reply| Command::Request {
+            dial: false,
+            peer,
+            data,
+            reply,
+        })
+        .await?
     }
 
     /// Fetch the blob `hash` into the local store, verifying every chunk. Asks `hint` first,

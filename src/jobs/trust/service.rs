@@ -416,7 +416,7 @@ async fn pull_from(net: &crate::net::Network, peer: libp2p::PeerId, tx: &mpsc::S
     let mut after: Option<Key> = None;
     for _ in 0..MAX_PULL_PAGES {
         let answer = match net
-            .request(peer, Request::Evidence { after }.to_bytes())
+            .request_if_connected(peer, Request::Evidence { after }.to_bytes())
             .await
         {
             Ok(bytes) => Response::from_bytes(&bytes),
