@@ -185,6 +185,34 @@ enum Outcome {
     Conflict(Vec<u8>),
 }
 
+impl Outcome {
+    fn result(self, receipt: &Receipt) -> Result<blake3::Hash, LedgerError> {
+        let id = receipt.id();
+        match self {
+            Outcome::Stored => Ok(id),
+            Outcome::Replay => Err(LedgerError::Replay {
+                id: id.to_hex().to_string(),
+            }),
+            Outcome::Conflict(existing) => Err(LedgerError::Conflict {
+                id: id.to_hex().to_string(),
+                existing: hex::encode(existing),
+                job: receipt.record.job.to_hex().to_string(),
+                shard: receipt.record.shard,
+            }),
+        }
+    }
+}
+
+/// What the receipts staged so far in one kv batch changed, read in place of the database
+/// by the next receipt of the batch ([`Ledger::stage`]).
+#[derive(Default)]
+struct Staged {
+    slots: std::collections::HashMap<Vec<u8>, [u8; 32]>,
+    totals: std::collections::HashMap<[u8; 32], Totals>,
+    /// The own chain's head: (seq of the last entry, its entry hash).
+    head: Option<(u64, [u8; 32])>,
+}
+
 impl Ledger {
     /// Opens the ledger in a shared sled database. `own` is this node's household, whose
     /// receipts go on the hash chain.
@@ -221,15 +249,54 @@ impl Ledger {
         pending: bool,
         proof: Option<ProofWrite<'_>>,
     ) -> Result<blake3::Hash, LedgerError> {
-        let id = receipt.id();
-        let slot = slot_key(receipt);
-        let bytes = receipt.to_bytes();
-        let worker = receipt.record.worker;
-        let on_chain = worker == self.own;
         // Read, decide and write under the ledger's lock (two inserts of one slot must not both
         // see it free); the writes go in one kv batch, all or none after a crash.
         let _write = self.write_lock();
         let mut batch = self.kv.batch();
+        let mut staged = Staged::default();
+        let outcome = self.stage(&mut batch, &mut staged, receipt, pending, proof)?;
+        batch.commit()?;
+        outcome.result(receipt)
+    }
+
+    /// Records several receipts whose signatures the caller has checked, in one kv batch
+    /// (one intent for all of them, all or none after a crash). `pending` as for
+    /// [`Ledger::insert_verified`]. One result per receipt; a database error fails them all.
+    fn insert_verified_all(
+        &self,
+        receipts: &[&Receipt],
+        pending: bool,
+    ) -> Result<Vec<Result<blake3::Hash, LedgerError>>, LedgerError> {
+        let _write = self.write_lock();
+        let mut batch = self.kv.batch();
+        let mut staged = Staged::default();
+        let mut outcomes = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            outcomes.push(self.stage(&mut batch, &mut staged, r, pending, None)?);
+        }
+        batch.commit()?;
+        Ok(outcomes
+            .into_iter()
+            .zip(receipts)
+            .map(|(o, r)| o.result(r))
+            .collect())
+    }
+
+    /// Works out the writes that record `receipt` and adds them to `batch`; `staged` holds
+    /// what earlier receipts of the same batch changed (read before the database). The
+    /// caller holds the ledger's lock and commits.
+    fn stage(
+        &self,
+        batch: &mut crate::kv::Batch<'_>,
+        staged: &mut Staged,
+        receipt: &Receipt,
+        pending: bool,
+        proof: Option<ProofWrite<'_>>,
+    ) -> Result<Outcome, LedgerError> {
+        let id = receipt.id();
+        let slot = slot_key(receipt);
+        let worker = receipt.record.worker;
+        let on_chain = worker == self.own;
         let corrupt = |what: &str| LedgerError::Corrupt(what.to_string());
         // The receipt's inclusion proof (and the commitment it points into) is written in the
         // same batch: a kill can never leave one without the other.
@@ -252,72 +319,75 @@ impl Ledger {
             batch.insert(&self.proofs, id.as_bytes(), p.value);
             Ok(())
         };
-        let outcome = if let Some(existing) = self.slots.get(&slot)? {
-            if existing.as_ref() == id.as_bytes() {
+        let existing = match staged.slots.get(&slot) {
+            Some(id) => Some(id.to_vec()),
+            None => self.slots.get(&slot)?.map(|v| v.to_vec()),
+        };
+        if let Some(existing) = existing {
+            return if existing.as_slice() == id.as_bytes() {
                 // Delivered again: the receipt is here; keep (or add) its proof.
-                write_proof(&mut batch)?;
-                Outcome::Replay
+                write_proof(batch)?;
+                Ok(Outcome::Replay)
             } else {
-                Outcome::Conflict(existing.to_vec())
-            }
-        } else {
-            write_proof(&mut batch)?;
-            batch.insert(&self.receipts, id.as_bytes(), bytes.as_slice());
-            batch.insert(&self.slots, slot.as_slice(), id.as_bytes());
-            if pending {
-                batch.insert(
-                    &self.pending,
-                    id.as_bytes(),
-                    receipt.record.end_ms.to_be_bytes(),
-                );
-            }
-            let mut t = match self.totals.get(worker.0)? {
+                Ok(Outcome::Conflict(existing))
+            };
+        }
+        write_proof(batch)?;
+        batch.insert(&self.receipts, id.as_bytes(), receipt.to_bytes());
+        batch.insert(&self.slots, slot.as_slice(), id.as_bytes());
+        staged.slots.insert(slot, *id.as_bytes());
+        if pending {
+            batch.insert(
+                &self.pending,
+                id.as_bytes(),
+                receipt.record.end_ms.to_be_bytes(),
+            );
+        }
+        let mut t = match staged.totals.get(&worker.0) {
+            Some(t) => *t,
+            None => match self.totals.get(worker.0)? {
                 Some(v) => Totals::from_bytes(&v).ok_or_else(|| corrupt("totals entry corrupt"))?,
                 None => Totals::default(),
-            };
-            t.receipts += 1;
-            t.fuel = t.fuel.saturating_add(receipt.record.fuel);
-            // Saturating: each figure is bounded by physics (at most MAX_WATTS over 24 h per
-            // receipt), but the count of receipts is not.
-            t.credited_mj = t.credited_mj.saturating_add(receipt.terms.credited_mj);
-            t.claimed_mj = t.claimed_mj.saturating_add(receipt.record.energy_mj);
-            batch.insert(&self.totals, worker.0, t.to_bytes());
-            if on_chain {
-                // The head is kept under the key u64::MAX so the append is one read and two
-                // writes.
-                let (seq, prev) = match self.chain.get(u64::MAX.to_be_bytes())? {
+            },
+        };
+        t.receipts += 1;
+        t.fuel = t.fuel.saturating_add(receipt.record.fuel);
+        // Saturating: each figure is bounded by physics (at most MAX_WATTS over 24 h per
+        // receipt), but the count of receipts is not.
+        t.credited_mj = t.credited_mj.saturating_add(receipt.terms.credited_mj);
+        t.claimed_mj = t.claimed_mj.saturating_add(receipt.record.energy_mj);
+        batch.insert(&self.totals, worker.0, t.to_bytes());
+        staged.totals.insert(worker.0, t);
+        if on_chain {
+            // The head is kept under the key u64::MAX so the append is one read and two
+            // writes.
+            let head = match staged.head {
+                Some(h) => Some(h),
+                None => match self.chain.get(u64::MAX.to_be_bytes())? {
                     Some(h) if h.len() == 40 => {
                         let seq = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8]));
                         let mut prev = [0u8; 32];
                         prev.copy_from_slice(&h[8..]);
-                        (seq + 1, prev)
+                        Some((seq, prev))
                     }
                     Some(_) => return Err(corrupt("chain head corrupt")),
-                    None => (0, [0u8; 32]),
-                };
-                let entry = chain_link(&prev, &id);
-                let mut value = id.as_bytes().to_vec();
-                value.extend_from_slice(&entry);
-                batch.insert(&self.chain, seq.to_be_bytes(), value);
-                let mut head = seq.to_be_bytes().to_vec();
-                head.extend_from_slice(&entry);
-                batch.insert(&self.chain, u64::MAX.to_be_bytes(), head);
-            }
-            Outcome::Stored
-        };
-        batch.commit()?;
-        match outcome {
-            Outcome::Stored => Ok(id),
-            Outcome::Replay => Err(LedgerError::Replay {
-                id: id.to_hex().to_string(),
-            }),
-            Outcome::Conflict(existing) => Err(LedgerError::Conflict {
-                id: id.to_hex().to_string(),
-                existing: hex::encode(existing),
-                job: receipt.record.job.to_hex().to_string(),
-                shard: receipt.record.shard,
-            }),
+                    None => None,
+                },
+            };
+            let (seq, prev) = match head {
+                Some((seq, prev)) => (seq + 1, prev),
+                None => (0, [0u8; 32]),
+            };
+            let entry = chain_link(&prev, &id);
+            let mut value = id.as_bytes().to_vec();
+            value.extend_from_slice(&entry);
+            batch.insert(&self.chain, seq.to_be_bytes(), value);
+            let mut head = seq.to_be_bytes().to_vec();
+            head.extend_from_slice(&entry);
+            batch.insert(&self.chain, u64::MAX.to_be_bytes(), head);
+            staged.head = Some((seq, entry));
         }
+        Ok(Outcome::Stored)
     }
 
     /// Verifies a batch of receipts (see [`crate::model::receipt::verify_batch`]) and records

@@ -335,6 +335,23 @@ impl Book {
             .collect()
     }
 
+    /// The answer to send for an accepted request once its step's update is applied (the
+    /// actor calls it after [`Book::apply`]). A claim is answered with whether its shard is
+    /// verified now: a late replica of a verified shard learns so at once.
+    pub fn answer_after(&self, answer: Response, touched: Option<(blake3::Hash, u32)>) -> Response {
+        match (answer, touched) {
+            // A claim that was counted: whether its shard is verified once it is applied.
+            (Response::ClaimAccepted { .. }, Some((job, i))) => Response::ClaimAccepted {
+                verified: self
+                    .job(&job)
+                    .and_then(|j| j.shards.get(i as usize))
+                    .is_some_and(|s| s.verified.is_some()),
+            },
+            // A claim counted before touches nothing: the book answered it from its shard.
+            (answer, _) => answer,
+        }
+    }
+
     /// Makes a written update take effect.
     pub fn apply(&mut self, update: Update) {
         for (household, _) in update.exclude {

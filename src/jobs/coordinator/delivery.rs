@@ -1,8 +1,10 @@
 //! Receipt delivery: the outbox of countersigned receipts not yet stored by their workers,
 //! and the one place a claim is countersigned into a receipt.
 //!
-//! A receipt for another household enters the outbox (`coord/outbox`: receipt id → bytes)
-//! before its claim is marked settled, is sent once the ledger has sealed it into a
+//! A receipt for another household enters the outbox (`coord/outbox`: receipt id → empty;
+//! the receipt itself is read from the ledger, which holds it already; entries written
+//! before that hold the receipt's bytes and are read as they are) before its claim is
+//! marked settled, is sent once the ledger has sealed it into a
 //! commitment (with its inclusion proof; receipts are not gossiped), and leaves it only when
 //! the worker answers
 //! [`Response::ReceiptStored`]; any other answer (an `Error` from a worker whose disk is
@@ -39,8 +41,8 @@ pub fn countersign(
 /// again next round. Unflushed: the caller's write of the settled claims, flushed with the
 /// group, makes them durable (and sealing flushes them before any receipt is delivered).
 ///
-/// The CPU part of settling (one signature per winner and the ledger's verification of the
-/// receipt): the actor runs it on a blocking thread.
+/// The CPU part of settling (one signature per winner, and the ledger's write of all the
+/// shard's receipts in one kv batch): the actor runs it on a blocking thread.
 pub fn countersign_all(
     identity: &Identity,
     ledger: &Ledger,
@@ -49,24 +51,36 @@ pub fn countersign_all(
     shard: u32,
     winners: &[(u32, Claim, CreditTerms)],
 ) -> Vec<u32> {
-    let mut signed = Vec::new();
+    let mut made = Vec::with_capacity(winners.len());
     for (i, claim, terms) in winners {
         if terms.credited_mj < claim.record.energy_mj {
             tracing::warn!(job = %job, shard, household = %claim.record.worker,
                 claimed_mj = claim.record.energy_mj, credited_mj = terms.credited_mj,
                 "claimed energy above the replicas' reference; credit capped");
         }
-        let receipt = match countersign(identity, claim.clone(), *terms) {
-            Ok(r) => r,
+        match countersign(identity, claim.clone(), *terms) {
+            Ok(r) => made.push((*i, r)),
             Err(e) => {
                 tracing::error!(job = %job, shard, "cannot countersign a claim: {e}; it stays pending");
-                continue;
             }
-        };
-        let kept = match ledger.insert_countersigned(&receipt) {
+        }
+    }
+    // The shard's receipts in one ledger batch: their claims' signatures were checked when
+    // they arrived and this node just made the countersignatures (`insert_countersigned`).
+    let receipts: Vec<&Receipt> = made.iter().map(|(_, r)| r).collect();
+    let recorded = match ledger.insert_countersigned_all(&receipts) {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(job = %job, shard, "cannot record the shard's receipts: {e}; they stay pending");
+            return Vec::new();
+        }
+    };
+    let mut signed = Vec::new();
+    for ((i, receipt), result) in made.iter().zip(recorded) {
+        let kept = match result {
             Ok(_) | Err(LedgerError::Replay { .. }) => {
                 if receipt.record.worker != identity.public() {
-                    outbox.queue(&receipt)
+                    outbox.queue(receipt)
                 } else {
                     Ok(())
                 }
@@ -90,10 +104,10 @@ pub struct OutboxWriter {
 }
 
 impl OutboxWriter {
-    /// Keeps a receipt until its worker confirms it. The caller flushes.
+    /// Keeps a receipt until its worker confirms it: its id only, the ledger holds the
+    /// receipt (the caller recorded it there first). The caller flushes.
     pub fn queue(&self, receipt: &Receipt) -> Result<(), JobError> {
-        self.tree
-            .insert(receipt.id().as_bytes(), receipt.to_bytes())?;
+        self.tree.insert(receipt.id().as_bytes(), &[])?;
         Ok(())
     }
 }
@@ -138,21 +152,37 @@ impl Outbox {
         self.done(id, true)
     }
 
-    /// Receipts waiting and not in flight, at most `max`. An unreadable entry is an error
-    /// naming its key, never skipped in silence.
-    pub fn due(&self, max: usize) -> Result<Vec<Receipt>, JobError> {
+    /// Receipts waiting and not in flight, at most `max`, read from `ledger` (or, for an
+    /// entry written before outbox entries held ids only, from the entry). An unreadable
+    /// entry, or one whose receipt the ledger lacks, is an error naming its key, never
+    /// skipped in silence.
+    pub fn due(&self, max: usize, ledger: &Ledger) -> Result<Vec<Receipt>, JobError> {
         let mut out = Vec::new();
         for item in self.tree.iter() {
             if out.len() >= max {
                 break;
             }
             let (k, v) = item?;
-            let receipt = Receipt::from_bytes(&v).map_err(|e| {
+            let corrupt = |e: String| {
                 JobError::Corrupt(format!("receipt {} in the outbox: {e}", hex::encode(&k)))
-            })?;
-            if !self.in_flight.contains(&receipt.id()) {
-                out.push(receipt);
+            };
+            let id: [u8; 32] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("the key is not a receipt id".into()))?;
+            let id = blake3::Hash::from_bytes(id);
+            if self.in_flight.contains(&id) {
+                continue;
             }
+            let receipt = if v.is_empty() {
+                ledger
+                    .get(&id)
+                    .map_err(|e| corrupt(e.to_string()))?
+                    .ok_or_else(|| corrupt("the ledger does not hold it".into()))?
+            } else {
+                Receipt::from_bytes(&v).map_err(|e| corrupt(e.to_string()))?
+            };
+            out.push(receipt);
         }
         Ok(out)
     }
@@ -284,6 +314,8 @@ mod tests {
                 index: proofs[0].1,
                 path: proofs[0].2.clone(),
             };
+            let ledger = Ledger::open(&db, submitter.public()).unwrap();
+            ledger.insert_countersigned(&r).unwrap();
             let mut outbox = Outbox::open(&db).unwrap();
             outbox.writer().queue(&r).unwrap();
             assert!(outbox.begin(id));
@@ -293,7 +325,7 @@ mod tests {
             assert!(!stored, "an Error answer counted as delivered");
             outbox.done(&id, stored).unwrap();
             assert_eq!(
-                outbox.due(10).unwrap(),
+                outbox.due(10, &ledger).unwrap(),
                 vec![r.clone()],
                 "kept for the next round"
             );
@@ -302,7 +334,7 @@ mod tests {
             let stored = send(&a, peer, &r, &inc).await;
             assert!(stored);
             outbox.done(&id, stored).unwrap();
-            assert!(outbox.due(10).unwrap().is_empty());
+            assert!(outbox.due(10, &ledger).unwrap().is_empty());
             a.shutdown().await;
             b.shutdown().await;
         })

@@ -9,7 +9,7 @@ use crate::model::wire::{DenyReason, HeatDemand, Request, Response};
 use crate::model::JobManifest;
 
 use super::book::{Action, CheckedClaim, Outcome};
-use super::view::JobView;
+use super::view::{JobView, Progress};
 use super::JobError;
 
 pub(super) enum Command {
@@ -40,6 +40,10 @@ pub(super) enum Command {
     View {
         job: blake3::Hash,
         reply: oneshot::Sender<Option<JobView>>,
+    },
+    Progress {
+        job: blake3::Hash,
+        reply: oneshot::Sender<Option<Progress>>,
     },
     List {
         reply: oneshot::Sender<Vec<JobView>>,
@@ -140,6 +144,15 @@ impl CoordinatorHandle {
     pub async fn view(&self, job: blake3::Hash) -> Option<JobView> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::View { job, reply }).await.ok()?;
+        rx.await.ok()?
+    }
+
+    /// A job's status and count of verified shards, without the per-shard view: O(1) on the
+    /// actor where [`CoordinatorHandle::view`] walks every shard (a 65 536-shard job's view
+    /// costs milliseconds of the actor's time; the coordinator bench polls this instead).
+    pub async fn progress(&self, job: blake3::Hash) -> Option<Progress> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Progress { job, reply }).await.ok()?;
         rx.await.ok()?
     }
 

@@ -56,7 +56,7 @@ use persist::Persist;
 pub use book::JobStatus;
 pub use handle::CoordinatorHandle;
 use handle::{busy, Command, Control};
-pub use view::{JobView, ShardView};
+pub use view::{JobView, Progress, ShardView};
 
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -165,6 +165,7 @@ impl Coordinator {
         own: OwnAnnouncements,
     ) -> Result<(Coordinator, CoordinatorHandle), JobError> {
         let persist = Persist::open(db)?;
+        persist.migrate()?;
         let mut book = Book::new(LeaseTerms {
             lease_ms: config.lease.as_millis().min(u64::MAX as u128) as u64,
             max_total_ms: config
@@ -408,6 +409,14 @@ impl Coordinator {
                     .map(|j| view::view(&job, j, warmth, now));
                 let _ = reply.send(v);
             }
+            Command::Progress { job, reply } => {
+                let p = self.book.job(&job).map(|j| Progress {
+                    status: j.status.clone(),
+                    shards_total: j.shards.len(),
+                    shards_verified: self.book.index(&job).map_or(0, |ix| ix.verified),
+                });
+                let _ = reply.send(p);
+            }
             Command::Delivered { id, stored } => {
                 if let Err(e) = self.outbox.done(&id, stored) {
                     tracing::error!(receipt = %id, "could not remove a delivered receipt from the outbox: {e}; it will be sent again");
@@ -481,10 +490,16 @@ impl Coordinator {
         if let Some(p) = policy {
             self.book.set_policy(id, p);
         }
+        // Each distinct blob once: a job may name one input for many shards, and every
+        // `provide` is a round trip to the swarm task (65 536 of them for the largest job).
+        let mut provided = HashSet::new();
         for h in std::iter::once(&id)
             .chain(std::iter::once(&manifest.module))
             .chain(manifest.inputs.iter())
         {
+            if !provided.insert(*h) {
+                continue;
+            }
             if let Err(e) = self.net.provide(*h).await {
                 tracing::debug!(blob = %h, "could not advertise: {e}");
             }
@@ -579,14 +594,7 @@ impl Coordinator {
             // Nothing was acknowledged and the book is unchanged: the requester may ask again.
             return unsaved(answer, &e);
         }
-        match answer {
-            Response::ClaimAccepted { .. } => Response::ClaimAccepted {
-                verified: touched
-                    .and_then(|(job, i)| self.book.job(&job)?.shards.get(i as usize))
-                    .is_some_and(|s| s.verified.is_some()),
-            },
-            other => other,
-        }
+        self.book.answer_after(answer, touched)
     }
 
     /// Writes a step and applies it; what follows waits until the write is durable.

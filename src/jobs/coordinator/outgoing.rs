@@ -63,7 +63,7 @@ impl Coordinator {
 
     /// Sends again every receipt a worker has not confirmed (a bounded number per call).
     pub(super) fn retry_deliveries(&mut self) {
-        match self.outbox.due(MAX_DELIVERIES_PER_ROUND) {
+        match self.outbox.due(MAX_DELIVERIES_PER_ROUND, &self.ledger) {
             Ok(due) => {
                 for receipt in due {
                     self.send_receipt(receipt);

@@ -5,15 +5,20 @@
 //! - `coord/manifests`: job id → the manifest's canonical bytes (written once, at submit);
 //! - `coord/jobs`: job id → JSON [`StoredJob`] (status and times: small, rewritten when the
 //!   job finishes);
-//! - `coord/shards`: job id ‖ shard index (u32 big-endian) → JSON [`StoredShard`]; a shard
-//!   never leased has no entry;
+//! - `coord/shards`: job id ‖ shard index (u32 big-endian) → the shard's state without its
+//!   claims, binary ([`encode_state`]; entries from before are JSON [`StoredShard`] with the
+//!   claims inside, rewritten at start by [`Persist::migrate`]); a shard never leased has no
+//!   entry;
+//! - `coord/claims`: job id ‖ shard index ‖ claim number (u32 big-endian each) → the claim's
+//!   canonical bytes, written once, before the shard entry that counts it;
 //! - `coord/excluded`: household key → JSON evidence (both signed claims);
 //! - `coord/policies`: job id → JSON replication policy of a job submitted with its own
 //!   (`hearth submit --min-replicas …`; written with the job);
 //! - `coord/suspended`: job id ‖ household key → empty: households shut out of one job
 //!   after losing a vote among households on probation (`Book::settled`).
 //!
-//! Every [`Update`] is written in one kv batch across these trees (`crate::kv`); the actor
+//! Every [`Update`] is written in one kv batch across these trees (`crate::kv`; a batch of one
+//! write, the common case, needs no intent), its new claims just before it; the actor
 //! acknowledges nothing before a flush begun after that write returned (group commit: one
 //! flush covers every update written while the previous one ran). An entry that cannot be read stops
 //! the node with an error naming the job (and shard), never silently.
@@ -92,7 +97,147 @@ fn shard_key(job: &blake3::Hash, index: u32) -> [u8; 36] {
     k
 }
 
-fn encode_shard(s: &ShardBook) -> Vec<u8> {
+/// The first byte of a shard entry in the binary format ([`encode_state`]). Entries written
+/// before it are JSON ([`StoredShard`], claims inside) and begin with `{`; both are read.
+const SHARD_V1: u8 = 1;
+
+/// Bounds for reading a shard entry back (the coordinator wrote it, but a damaged disk must
+/// give an error, never a huge allocation): list lengths, and text lengths in bytes. A shard
+/// holds at most `MAX_REPLICAS` claims and failures and as many live leases; expired leases
+/// are dropped whenever it is written.
+const MAX_SHARD_LIST: usize = 4 * super::book::MAX_REPLICAS;
+const MAX_SHARD_TEXT: usize = 16 * 1024;
+
+fn claim_key(job: &blake3::Hash, index: u32, claim: u32) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..36].copy_from_slice(&shard_key(job, index));
+    k[36..].copy_from_slice(&claim.to_be_bytes());
+    k
+}
+
+/// One shard's state without its claims, in the binary format (docs/storage.md, "The
+/// coordinator's trees"): `1` ‖ leases ‖ claim count ‖ failures ‖ verified ‖ settled ‖
+/// failed ‖ credit, in `model::canon` encoding (integers little-endian, lists and strings
+/// with a u32 count or length). A lease is worker key ‖ nonce ‖ granted ms ‖ deadline ms (64
+/// bytes); an option is a 0/1 byte then the value. The claims are in `coord/claims`, each
+/// written once: a lease, a claim, a verdict or a settlement rewrites about 100 bytes here
+/// instead of the whole shard with its claims (the JSON entry, claims in hex, was about
+/// 1.7 KB once a shard held two).
+fn encode_state(s: &ShardBook) -> Vec<u8> {
+    let mut w = crate::model::canon::Writer::new();
+    w.u8(SHARD_V1);
+    w.u32(s.leases.len() as u32);
+    for l in &s.leases {
+        w.raw(&l.worker.0)
+            .raw(&l.nonce)
+            .u64(l.granted_ms)
+            .u64(l.deadline_ms);
+    }
+    w.u32(s.claims.len() as u32);
+    w.u32(s.failures.len() as u32);
+    for f in &s.failures {
+        w.raw(&f.worker.0).str(&f.reason);
+    }
+    match &s.verified {
+        Some(o) => w.u8(1).hash(&o.output).u64(o.fuel),
+        None => w.u8(0),
+    };
+    w.u32(s.settled.len() as u32);
+    for i in &s.settled {
+        w.u32(*i);
+    }
+    match &s.failed {
+        Some(reason) => w.u8(1).str(reason),
+        None => w.u8(0),
+    };
+    match &s.credit {
+        Some(c) => w.u8(1).u64(c.reference_mj).u8(c.agreeing).u8(c.replicas),
+        None => w.u8(0),
+    };
+    w.into_bytes()
+}
+
+/// A shard entry as read: the state, and where its claims are.
+#[derive(Debug, PartialEq)]
+enum ReadShard {
+    /// Binary: the claims (`shard.claims` empty here) are the first `claims` entries of
+    /// the shard in `coord/claims`.
+    Binary { shard: ShardBook, claims: u32 },
+    /// JSON, written before the binary format: the claims are inside.
+    Json(ShardBook),
+}
+
+fn decode_shard(bytes: &[u8]) -> Result<ReadShard, String> {
+    match bytes.first() {
+        Some(&SHARD_V1) => decode_state(&bytes[1..]).map_err(|e| e.to_string()),
+        _ => decode_shard_json(bytes).map(ReadShard::Json),
+    }
+}
+
+fn decode_state(bytes: &[u8]) -> Result<ReadShard, crate::model::DecodeError> {
+    use crate::model::DecodeError;
+    let mut r = crate::model::canon::Reader::new(bytes);
+    let flag = |r: &mut crate::model::canon::Reader<'_>, what| match r.u8(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        tag => Err(DecodeError::UnknownTag { what, tag }),
+    };
+    let mut shard = ShardBook::default();
+    for _ in 0..r.count(MAX_SHARD_LIST, 64, "leases")? {
+        shard.leases.push(LeaseRec {
+            worker: PublicKey(r.array("lease worker")?),
+            nonce: r.array("lease nonce")?,
+            granted_ms: r.u64("lease granted")?,
+            deadline_ms: r.u64("lease deadline")?,
+        });
+    }
+    let claims = r.u32("claim count")?;
+    if claims as usize > MAX_SHARD_LIST {
+        return Err(DecodeError::TooLong {
+            what: "claim count",
+            len: claims as usize,
+            max: MAX_SHARD_LIST,
+        });
+    }
+    for _ in 0..r.count(MAX_SHARD_LIST, 36, "failures")? {
+        shard.failures.push(FailureRec {
+            worker: PublicKey(r.array("failure worker")?),
+            reason: r.str(MAX_SHARD_TEXT, "failure reason")?.to_string(),
+        });
+    }
+    if flag(&mut r, "verified")? {
+        shard.verified = Some(Outcome {
+            output: r.hash("verified output")?,
+            fuel: r.u64("verified fuel")?,
+        });
+    }
+    for _ in 0..r.count(MAX_SHARD_LIST, 4, "settled")? {
+        shard.settled.push(r.u32("settled claim")?);
+    }
+    if flag(&mut r, "failed")? {
+        shard.failed = Some(r.str(MAX_SHARD_TEXT, "failure")?.to_string());
+    }
+    if flag(&mut r, "credit")? {
+        shard.credit = Some(ShardCredit {
+            reference_mj: r.u64("credit reference")?,
+            agreeing: r.u8("credit agreeing")?,
+            replicas: r.u8("credit replicas")?,
+        });
+    }
+    r.finish()?;
+    if shard.settled.iter().any(|&i| i >= claims) {
+        return Err(DecodeError::Invalid {
+            what: "shard",
+            reason: "a settled claim index is out of range".into(),
+        });
+    }
+    Ok(ReadShard::Binary { shard, claims })
+}
+
+/// The JSON a shard entry was written as before the binary format (tests: old entries are
+/// still read).
+#[cfg(test)]
+fn encode_shard_json(s: &ShardBook) -> Vec<u8> {
     let stored = StoredShard {
         leases: s
             .leases
@@ -121,11 +266,11 @@ fn encode_shard(s: &ShardBook) -> Vec<u8> {
         failed: s.failed.clone(),
         credit: s.credit.map(|c| (c.reference_mj, c.agreeing, c.replicas)),
     };
-    // Serialising plain strings and numbers cannot fail.
-    serde_json::to_vec(&stored).unwrap_or_default()
+    serde_json::to_vec(&stored).unwrap()
 }
 
-fn decode_shard(bytes: &[u8]) -> Result<ShardBook, String> {
+/// A shard entry written as JSON, before the binary format.
+fn decode_shard_json(bytes: &[u8]) -> Result<ShardBook, String> {
     let s: StoredShard = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let hex_array = |h: &str, what: &str| -> Result<Vec<u8>, String> {
         hex::decode(h).map_err(|e| format!("{what}: {e}"))
@@ -181,6 +326,7 @@ fn decode_shard(bytes: &[u8]) -> Result<ShardBook, String> {
 const JOBS: &str = "coord/jobs";
 const MANIFESTS: &str = "coord/manifests";
 const SHARDS: &str = "coord/shards";
+const CLAIMS: &str = "coord/claims";
 const EXCLUDED: &str = "coord/excluded";
 const SUSPENDED: &str = "coord/suspended";
 const POLICIES: &str = "coord/policies";
@@ -207,6 +353,7 @@ pub struct Persist {
     manifests: sled::Tree,
     jobs: sled::Tree,
     shards: sled::Tree,
+    claims: sled::Tree,
     excluded: sled::Tree,
     suspended: sled::Tree,
     policies: sled::Tree,
@@ -219,6 +366,7 @@ impl Persist {
             manifests: db.open_tree(MANIFESTS)?,
             jobs: db.open_tree(JOBS)?,
             shards: db.open_tree(SHARDS)?,
+            claims: db.open_tree(CLAIMS)?,
             excluded: db.open_tree(EXCLUDED)?,
             suspended: db.open_tree(SUSPENDED)?,
             policies: db.open_tree(POLICIES)?,
@@ -264,6 +412,8 @@ impl Persist {
                 ));
             }
             let mut shards = vec![ShardBook::default(); manifest.inputs.len()];
+            // Per shard in the binary format, how many of its claims are in `coord/claims`.
+            let mut expect: std::collections::BTreeMap<u32, u32> = Default::default();
             for item in self.shards.scan_prefix(id.as_bytes()) {
                 let (k, v) = item?;
                 let index = k
@@ -275,7 +425,51 @@ impl Persist {
                 let slot = shards
                     .get_mut(index as usize)
                     .ok_or_else(|| corrupt(format!("shard {index} is beyond the job's shards")))?;
-                *slot = decode_shard(&v).map_err(|e| corrupt(format!("shard {index}: {e}")))?;
+                match decode_shard(&v).map_err(|e| corrupt(format!("shard {index}: {e}")))? {
+                    ReadShard::Binary { shard, claims } => {
+                        *slot = shard;
+                        if claims > 0 {
+                            expect.insert(index, claims);
+                        }
+                    }
+                    ReadShard::Json(shard) => *slot = shard,
+                }
+            }
+            // A shard's claims are its first `claims` entries here, in order. Entries past
+            // that count are claims whose shard entry a crash kept from being written (never
+            // acknowledged): ignored, and overwritten by the shard's next claim.
+            for item in self.claims.scan_prefix(id.as_bytes()) {
+                let (k, v) = item?;
+                let (index, n) = match (k.len(), k.get(32..36), k.get(36..40)) {
+                    (40, Some(i), Some(n)) => (
+                        u32::from_be_bytes(i.try_into().unwrap_or_default()),
+                        u32::from_be_bytes(n.try_into().unwrap_or_default()),
+                    ),
+                    _ => return Err(corrupt("a claim key is malformed".into())),
+                };
+                if expect.get(&index).is_none_or(|&count| n >= count) {
+                    continue;
+                }
+                let shard = &mut shards[index as usize];
+                if shard.claims.len() != n as usize {
+                    return Err(corrupt(format!(
+                        "shard {index}: claim {} is missing",
+                        shard.claims.len()
+                    )));
+                }
+                shard.claims.push(
+                    Claim::from_bytes(&v)
+                        .map_err(|e| corrupt(format!("shard {index}: claim {n}: {e}")))?,
+                );
+            }
+            for (index, count) in expect {
+                let have = shards[index as usize].claims.len();
+                if have != count as usize {
+                    return Err(corrupt(format!(
+                        "shard {index}: {} of its {count} claims are missing",
+                        count as usize - have
+                    )));
+                }
             }
             Ok((
                 id,
@@ -304,6 +498,48 @@ impl Persist {
                 },
             ))
         }
+    }
+
+    /// Rewrites every shard entry still in JSON (written before the binary format) as a
+    /// binary entry with its claims in `coord/claims`; returns how many. Runs before the
+    /// coordinator loads its jobs, so every shard entry it writes afterwards has its claims
+    /// in `coord/claims` (a write stores only the claims the book did not hold yet). Each
+    /// shard's claims are written before its entry, so a crash leaves either the JSON entry
+    /// (read as before; the claims written meanwhile are ignored and written again) or the
+    /// binary one with all its claims. Unflushed: the coordinator's first flush covers it.
+    pub fn migrate(&self) -> Result<usize, JobError> {
+        let mut n = 0;
+        for item in self.shards.iter() {
+            let (k, v) = item?;
+            if v.first() == Some(&SHARD_V1) {
+                continue;
+            }
+            let name = hex::encode(&k);
+            let (Some(job), Some(index)) = (
+                k.get(..32).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                k.get(32..36)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes)
+                    .filter(|_| k.len() == 36),
+            ) else {
+                return Err(JobError::Corrupt(format!(
+                    "shard entry {name}: malformed key"
+                )));
+            };
+            let job = blake3::Hash::from_bytes(job);
+            let shard = decode_shard_json(&v)
+                .map_err(|e| JobError::Corrupt(format!("shard entry {name}: {e}")))?;
+            for (c, claim) in shard.claims.iter().enumerate() {
+                self.claims
+                    .insert(claim_key(&job, index, c as u32), claim.to_bytes())?;
+            }
+            self.shards.insert(&k, encode_state(&shard))?;
+            n += 1;
+        }
+        if n > 0 {
+            tracing::info!("{n} coordinator shard entries rewritten in the binary format");
+        }
+        Ok(n)
     }
 
     /// Every job's own replication policy. One that cannot be read stops the node with an
@@ -372,7 +608,11 @@ impl Persist {
             }
         }
         // Shards and manifests with no job entry: left by a job entry that was lost.
-        for (tree, name) in [(&self.shards, SHARDS), (&self.manifests, MANIFESTS)] {
+        for (tree, name) in [
+            (&self.shards, SHARDS),
+            (&self.claims, CLAIMS),
+            (&self.manifests, MANIFESTS),
+        ] {
             let mut last: Option<Vec<u8>> = None;
             for item in tree.iter() {
                 let (k, _) = item?;
@@ -425,6 +665,7 @@ impl Persist {
                 (&self.jobs, JOBS),
                 (&self.manifests, MANIFESTS),
                 (&self.shards, SHARDS),
+                (&self.claims, CLAIMS),
                 (&self.suspended, SUSPENDED),
                 (&self.policies, POLICIES),
             ]
@@ -490,10 +731,26 @@ impl Persist {
         let Some(id) = update.job else {
             return Ok(());
         };
-        let shard = update
-            .shard
-            .as_ref()
-            .map(|(i, s)| (shard_key(&id, *i), encode_shard(s)));
+        // A shard's new claims go to `coord/claims` first, each on its own (one claim, one
+        // insert: atomic), and the shard entry, which counts them, after them: sled recovers
+        // a prefix of its log, so a crash in between leaves claims past the stored count,
+        // which loading ignores. Claims already written (those of the book's current state)
+        // are not written again.
+        let shard = match &update.shard {
+            Some((i, s)) => {
+                let before = job.and_then(|j| j.shards.get(*i as usize));
+                let from = match before {
+                    Some(b) if s.claims.starts_with(&b.claims) => b.claims.len(),
+                    _ => 0,
+                };
+                for (n, c) in s.claims.iter().enumerate().skip(from) {
+                    self.claims
+                        .insert(claim_key(&id, *i, n as u32), c.to_bytes())?;
+                }
+                Some((shard_key(&id, *i), encode_state(s)))
+            }
+            None => None,
+        };
         let meta = match (update.status.is_some() || update.declined.is_some(), job) {
             (true, Some(job)) => {
                 let (status, finished_ms) = update
@@ -670,6 +927,98 @@ mod tests {
         assert!(err.contains(&id.to_hex().to_string()), "{err}");
     }
 
+    fn signed_claim(m: &JobManifest, shard: u32, worker: &Identity, nonce: u8) -> Claim {
+        Claim::sign(
+            WorkRecord {
+                job: m.id(),
+                shard,
+                module: m.module,
+                input: m.inputs[shard as usize],
+                output: blake3::hash(b"out"),
+                worker: worker.public(),
+                submitter: m.submitter,
+                fuel: 5,
+                energy_mj: 1,
+                method: EnergyMethod::CpuEstimate,
+                start_ms: 1,
+                end_ms: 2,
+                nonce: [nonce; 16],
+            },
+            worker,
+        )
+        .unwrap()
+    }
+
+    /// Claims live in `coord/claims`, each written once: a shard's later writes store only
+    /// the claims it gained; a claim left past the stored count by a crash is ignored and a
+    /// missing one is named; a JSON entry from before the binary format is read, and
+    /// rewritten by `migrate` with its claims moved out.
+    #[tokio::test]
+    async fn claims_are_written_once_and_loaded_with_their_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let p = Persist::open(&db).unwrap();
+        let m = manifest(&Identity::from_seed([1; 32]));
+        let id = m.id();
+        let (a, b) = (Identity::from_seed([2; 32]), Identity::from_seed([3; 32]));
+        let mut job = super::super::book::Book::new_job(m.clone(), 10);
+        p.submit(&id, &job, None).await.unwrap();
+        let write = |job: &mut JobBook, shard: ShardBook| {
+            let update = Update {
+                job: Some(id),
+                shard: Some((0, shard.clone())),
+                ..Update::default()
+            };
+            p.write(&update, Some(&*job)).unwrap();
+            job.shards[0] = shard;
+        };
+        let one = ShardBook {
+            claims: vec![signed_claim(&m, 0, &a, 1)],
+            ..ShardBook::default()
+        };
+        write(&mut job, one.clone());
+        assert_eq!(p.claims.len(), 1);
+        let two = ShardBook {
+            claims: vec![signed_claim(&m, 0, &a, 1), signed_claim(&m, 0, &b, 2)],
+            ..ShardBook::default()
+        };
+        write(&mut job, two.clone());
+        let settled = ShardBook {
+            settled: vec![0, 1],
+            ..two.clone()
+        };
+        write(&mut job, settled.clone());
+        assert_eq!(p.claims.len(), 2, "a claim is written once");
+        assert_eq!(p.load().unwrap().0[0].1.shards[0], settled);
+        // A claim a crash left past the count: ignored.
+        p.claims
+            .insert(claim_key(&id, 0, 2), signed_claim(&m, 0, &a, 9).to_bytes())
+            .unwrap();
+        assert_eq!(p.load().unwrap().0[0].1.shards[0], settled);
+        assert!(p.damaged().unwrap().is_empty());
+        // A claim the entry counts is missing: the error names the job and the shard.
+        p.claims.remove(claim_key(&id, 0, 1)).unwrap();
+        let err = p.load().unwrap_err().to_string();
+        assert!(
+            err.contains(&id.to_hex().to_string()) && err.contains("shard 0"),
+            "{err}"
+        );
+        assert_eq!(p.damaged().unwrap().len(), 1);
+        // An entry from before the binary format (claims inside) is read, then migrated.
+        p.claims.clear().unwrap();
+        p.shards
+            .insert(shard_key(&id, 0), encode_shard_json(&settled))
+            .unwrap();
+        assert_eq!(p.load().unwrap().0[0].1.shards[0], settled);
+        assert_eq!(p.migrate().unwrap(), 1);
+        assert_eq!(p.migrate().unwrap(), 0);
+        assert_eq!(p.claims.len(), 2);
+        assert_eq!(p.load().unwrap().0[0].1.shards[0], settled);
+        // Removing a damaged job removes its claims with it.
+        p.remove(JOBS, id.as_bytes()).unwrap();
+        assert!(p.claims.is_empty() && p.shards.is_empty());
+    }
+
     /// A suspension from one job (a vote lost among households on probation) is written with
     /// its update and read back after a restart: before, it lived in memory only and a
     /// restart lifted it (issue 10).
@@ -780,9 +1129,95 @@ mod tests {
             claims: vec![claim.clone(), claim],
             ..ShardBook::default()
         };
-        let (l, c) = (encode_shard(&leased).len(), encode_shard(&claimed).len());
-        eprintln!("one shard entry: {l} bytes with a lease, {c} bytes with a lease and two claims");
-        assert!(l < 512 && c < 2048, "{l} {c}");
-        assert_eq!(decode_shard(&encode_shard(&claimed)).unwrap(), claimed);
+        let (l, c) = (encode_state(&leased).len(), encode_state(&claimed).len());
+        let claim_len = claimed.claims[0].to_bytes().len();
+        eprintln!(
+            "one shard entry: {l} bytes with a lease, {c} bytes with a lease and two claims \
+             (each claim {claim_len} bytes in coord/claims, written once)"
+        );
+        assert!(l < 128 && c < 128 && claim_len < 512, "{l} {c} {claim_len}");
+        let mut bare = claimed.clone();
+        bare.claims.clear();
+        assert_eq!(
+            decode_shard(&encode_state(&claimed)).unwrap(),
+            ReadShard::Binary {
+                shard: bare,
+                claims: 2
+            }
+        );
+    }
+
+    /// Entries written as JSON before the binary format are read as they were; every prefix
+    /// of a binary entry is refused, not misread.
+    #[test]
+    fn json_shard_entries_are_still_read_and_damage_is_refused() {
+        let worker = Identity::from_seed([2; 32]);
+        let m = manifest(&Identity::from_seed([1; 32]));
+        let claim = Claim::sign(
+            WorkRecord {
+                job: m.id(),
+                shard: 0,
+                module: m.module,
+                input: m.inputs[0],
+                output: blake3::hash(b"out"),
+                worker: worker.public(),
+                submitter: m.submitter,
+                fuel: 9,
+                energy_mj: 3,
+                method: EnergyMethod::CpuEstimate,
+                start_ms: 1,
+                end_ms: 2,
+                nonce: [3; 16],
+            },
+            &worker,
+        )
+        .unwrap();
+        let shard = ShardBook {
+            leases: vec![LeaseRec {
+                worker: worker.public(),
+                nonce: [4; 16],
+                granted_ms: 5,
+                deadline_ms: 6,
+            }],
+            claims: vec![claim],
+            failures: vec![FailureRec {
+                worker: worker.public(),
+                reason: "trap".into(),
+            }],
+            verified: Some(Outcome {
+                output: blake3::hash(b"out"),
+                fuel: 9,
+            }),
+            settled: vec![0],
+            failed: Some("no".into()),
+            credit: Some(ShardCredit {
+                reference_mj: 7,
+                agreeing: 1,
+                replicas: 2,
+            }),
+        };
+        assert_eq!(
+            decode_shard(&encode_shard_json(&shard)).unwrap(),
+            ReadShard::Json(shard.clone())
+        );
+        let bytes = encode_state(&shard);
+        let mut bare = shard.clone();
+        bare.claims.clear();
+        assert_eq!(
+            decode_shard(&bytes).unwrap(),
+            ReadShard::Binary {
+                shard: bare,
+                claims: 1
+            }
+        );
+        for n in 1..bytes.len() {
+            assert!(
+                decode_shard(&bytes[..n]).is_err(),
+                "prefix of {n} bytes read"
+            );
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_shard(&trailing).is_err());
     }
 }

@@ -48,6 +48,14 @@ pub struct JobView {
     pub shards: Vec<ShardView>,
 }
 
+/// A job's status and how many of its shards are verified ([`super::CoordinatorHandle::progress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub status: JobStatus,
+    pub shards_total: usize,
+    pub shards_verified: usize,
+}
+
 pub fn view(id: &blake3::Hash, job: &JobBook, warmth: Warmth, now_ms: u64) -> JobView {
     let replication = job.manifest.replication;
     let shards: Vec<ShardView> = job

@@ -197,6 +197,35 @@ fn a_claim_sent_again_after_a_crash_is_answered_as_before_and_counted_once() {
     assert!(matches!(other, Response::ClaimRejected { .. }), "{other:?}");
 }
 
+/// A claim sent again after its shard was verified (its worker restarted before reading the
+/// answer) is answered with the truth: verified. It changes nothing, so its step touches no
+/// shard; the answer used to be taken from the shard the update touched, and said "not
+/// verified".
+#[test]
+fn a_claim_sent_again_after_its_shard_was_verified_is_told_so() {
+    let mut f = Fix::new(1, 2);
+    let l1 = f.lease(1, 0).unwrap();
+    let l2 = f.lease(2, 0).unwrap();
+    f.claim(1, &l1, b"out", 7, 10).unwrap();
+    let actions = f.claim(2, &l2, b"out", 7, 10).unwrap();
+    assert!(f.fetched(&actions));
+    assert!(f.shard(0).verified.is_some());
+    let again = f.claim_of(1, &l1, b"out", 7);
+    let step = f.book.claim(&household(1).public(), again, 20).unwrap();
+    // As the actor does: the shard the update touches, the update applied, then the answer.
+    let touched = step
+        .update
+        .job
+        .zip(step.update.shard.as_ref().map(|(i, _)| *i));
+    let (answer, then) = f.commit(step);
+    assert!(then.is_empty());
+    assert_eq!(
+        f.book.answer_after(answer, touched),
+        Response::ClaimAccepted { verified: true }
+    );
+    assert_eq!(f.shard(0).claims.len(), 2);
+}
+
 #[test]
 fn a_renewed_lease_lives_on_up_to_its_bound_and_no_further() {
     let mut f = Fix::new(1, 1);
