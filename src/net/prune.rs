@@ -17,7 +17,7 @@
 //! (60 s), or used by hearth within the last minute.
 //!
 //! **Lookup connections.** Kademlia dials the peers its lookups ask, and a routing-table
-//! refresh (every 5 minutes) asks most of a small network. Held for the whole grace period,
+//! refresh (every 15 minutes) asks most of a small network. Held for the whole grace period,
 //! those connections came back with every refresh: measured with `benches/scale.rs`
 //! (`docs/scale.md`, "Who re-dials pruned peers"), every dial of an idle radiator came from
 //! Kademlia, and a radiator of a 50-node network still held ~45 peers. So a peer our own
@@ -26,6 +26,8 @@
 //! [`Watermarks::lookup_grace`] old (10 s: a lookup asks a live peer in milliseconds; a
 //! request cut short only makes the query ask another). Kademlia keeps disconnected peers in
 //! its routing table, and request-response dials again when hearth next needs the peer.
+//! Work the node starts on its own for each peer (the fraud-evidence pull) waits until the
+//! peer has *settled* ([`Watermarks::settle`]), or it would make every lookup peer one in use.
 //!
 //! Pure: no swarm, no clock (time is passed in). Must not touch: the network.
 
