@@ -414,7 +414,12 @@ async fn period() {
 async fn live_simulated_room_holds_setpoint_with_working_shards() {
     let mut config = HeatConfig::default();
     config.simulated.initial_celsius = Some(19.0);
-    config.schedule.night_celsius = 19.0; // whatever the local time, one setpoint
+    // Whatever the local time, one setpoint and one outdoor temperature (the default day's
+    // mean): six simulated hours from midnight fall through the day's coldest, and the room
+    // then held the band 340 of 360 periods (the test failed when run after midnight).
+    config.schedule.night_celsius = 19.0;
+    config.simulated.outdoor_min_celsius = 2.0;
+    config.simulated.outdoor_max_celsius = 2.0;
     let mut r = start(config, 8);
     let start_day = r.heat.status().local_time;
     let meter = r.heat.meter();
