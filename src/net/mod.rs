@@ -10,6 +10,10 @@
 //! ([`Network::report_validation`]). The only messages this module decodes itself are its own
 //! blob-protocol messages ([`wire`]).
 //!
+//! Size: about 730 lines, most of them the public surface (config with its documented
+//! defaults, events, errors, status, one method per command); the work is in `actor` and its
+//! parts.
+//!
 //! ## Shape (rust-libp2p `examples/file-sharing`)
 //!
 //! One task (spawned by [`spawn`]) owns the swarm. Everyone else holds a cloneable

@@ -24,7 +24,8 @@
 //! the node with an error naming the job (and shard), never silently.
 //! Must not touch: the network, the book's decisions.
 //!
-//! Size: about 790 lines, of which the tests are 220: one tree per kind of coordinator state
+//! Size: about 1 220 lines, of which the tests are 400 (the binary shard entry, the claims
+//! written once, and the migration from JSON entries added about 430): one tree per kind of coordinator state
 //! (jobs, shards, exclusions, suspensions, per-job policies) read and written together in one
 //! kv batch; splitting the trees across files would split that batch.
 
