@@ -603,19 +603,7 @@ impl Network {
 
     /// Send a control request (at most [`MAX_CONTROL_MESSAGE`] bytes) and await the answer.
     pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetError> {
-        if data.len() > MAX_CONTROL_MESSAGE {
-            return Err(NetError::RequestTooLarge {
-                len: data.len(),
-                max: MAX_CONTROL_MESSAGE,
-            });
-        }
-        self.call(|reply| Command::Request {
-            dial: true,
-            peer,
-            data,
-            reply,
-        })
-        .await?
+        self.request_with(peer, data, true).await
     }
 
     /// Like [`Network::request`], but only to a peer connected now: never dials. For work the
@@ -627,6 +615,15 @@ impl Network {
         peer: PeerId,
         data: Vec<u8>,
     ) -> Result<Vec<u8>, NetError> {
+        self.request_with(peer, data, false).await
+    }
+
+    async fn request_with(
+        &self,
+        peer: PeerId,
+        data: Vec<u8>,
+        dial: bool,
+    ) -> Result<Vec<u8>, NetError> {
         if data.len() > MAX_CONTROL_MESSAGE {
             return Err(NetError::RequestTooLarge {
                 len: data.len(),
@@ -634,7 +631,7 @@ impl Network {
             });
         }
         self.call(|reply| Command::Request {
-            dial: false,
+            dial,
             peer,
             data,
             reply,
