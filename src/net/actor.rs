@@ -86,7 +86,7 @@ const KAD_STARTUP_MAX: Duration = Duration::from_secs(180);
 /// for others) fresh at the cost of one lookup. Measured (`docs/scale.md`, "Who re-dials
 /// pruned peers"): the per-bucket lookups of a full bootstrap were the whole of an idle
 /// radiator's dials, each asking up to k = 20 peers, and grew with the network; after that,
-/// the own-key lookups every 5 min were what still grew ("What is left").
+/// the own-key lookups every 5 min were what still grew ("What was left").
 const FULL_REFRESH_EVERY: u32 = 4;
 /// Relays this node listens through at once while not publicly reachable.
 const MAX_RELAYS: usize = 2;
@@ -520,8 +520,8 @@ impl Actor {
             self.next_prune = now + every.max(Duration::from_secs(1));
             self.prune_peers(now);
         }
-        // Fetch deadlines; providers reachable only through a relay for too long.
         self.report_settled(now);
+        // Fetch deadlines; providers reachable only through a relay for too long.
         self.with_downloads(|d, io| d.tick(io, now));
         self.drain_announcements();
     }
