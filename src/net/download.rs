@@ -12,14 +12,11 @@
 //!
 //! One fetch asks one provider at a time: the outboard first (its verified length is checked
 //! against every waiting caller's limit), then ranges of up to [`RANGE_GROUPS`] chunk groups,
-//! [`PIPELINE`] requests in flight; over every fetch together at most [`MAX_BUFFERED_GROUPS`]
-//! groups are asked for and not yet stored, and at most [`MAX_REQUESTS_PER_PEER`] requests go
-//! to one provider at once (a fetch held back by either waits and is woken when room frees).
-//! Pieces already stored (by an earlier, interrupted fetch too) are never asked again. A
-//! provider that sends bad data is banned for the fetch and disconnected; the next one carries
-//! on from the pieces still missing.
+//! [`PIPELINE`] requests in flight. Pieces already stored (by an earlier, interrupted fetch
+//! too) are never asked again. A provider that sends bad data is banned for the fetch and
+//! disconnected; the next one carries on from the pieces still missing.
 //!
-//! Size: about 990 lines, above the ~700 the house style asks: one state machine whose every
+//! Size: about 890 lines, above the ~700 the house style asks: one state machine whose every
 //! handler reads and changes the same per-fetch state, plus the store jobs it hands out;
 //! splitting it would scatter one invariant (what is asked, in flight, being written, missing)
 //! over several files. Its tests are in `download/tests.rs`.
@@ -39,23 +36,12 @@ use crate::store::{Import, Outboard, Store, StoreError};
 pub(crate) const MAX_FETCHES: usize = 32;
 const MAX_WAITERS: usize = 64;
 const MAX_CANDIDATES: usize = 64;
-/// Chunk groups asked for in one request (2 MiB, the most [`MAX_RANGE_GROUPS`] allows): each
-/// request is a new stream whose yamux window starts at 256 KiB, so fewer, longer answers
-/// spend less of the fetch on stream set-up and window updates.
-pub(crate) const RANGE_GROUPS: u16 = 8;
+/// Chunk groups asked for in one request (1 MiB): four times fewer request round trips and
+/// stream set-ups than one group per request. At most [`MAX_RANGE_GROUPS`].
+pub(crate) const RANGE_GROUPS: u16 = 4;
 /// Requests in flight plus pieces being written, per fetch: bounds what one fetch holds in
-/// memory to `PIPELINE` × 2 MiB, and stops asking when the disk falls behind the network.
-/// At most the server's per-peer limit (8, `serve.rs`), above which it answers `Busy`.
-pub(crate) const PIPELINE: usize = 8;
-
-/// Chunk groups all fetches together may have asked for and not yet stored: what the
-/// download side holds in memory at most, whatever the number of fetches. A fetch that finds
-/// it used up waits ("starved") and is woken, before the fetch that freed room, when a piece
-/// is stored or a request ends.
-pub(crate) const MAX_BUFFERED_GROUPS: u32 = 256;
-/// Blob requests in flight to one provider, over every fetch: what a provider serves one
-/// peer at once (`serve.rs`, `docs/protocol.md` §4.2) before it answers `Busy`.
-pub(crate) const MAX_REQUESTS_PER_PEER: usize = 8;
+/// memory to `PIPELINE` × 1 MiB, and stops asking when the disk falls behind the network.
+pub(crate) const PIPELINE: usize = 4;
 
 const _: () = assert!(RANGE_GROUPS <= MAX_RANGE_GROUPS);
 
@@ -222,9 +208,6 @@ struct Fetch<R, Q> {
     writing: HashMap<u32, u32>,
     /// The blob is being made durable (the last store job).
     finishing: bool,
-    /// Groups are still to be asked but [`MAX_BUFFERED_GROUPS`] or [`MAX_REQUESTS_PER_PEER`]
-    /// was reached.
-    starved: bool,
     providers_query: Option<Q>,
     deadline: Instant,
     /// The current provider is reachable only through a relay (or not yet connected): its
@@ -241,8 +224,8 @@ pub(crate) struct Downloads<R, Q> {
     fetch_timeout: Duration,
     direct_wait: Duration,
     fetches: HashMap<blake3::Hash, Fetch<R, Q>>,
-    /// Bounded by `MAX_FETCHES` × (`PIPELINE` + 1); the peer each request went to.
-    requests: HashMap<R, (blake3::Hash, Ask, PeerId)>,
+    /// Bounded by `MAX_FETCHES` × (`PIPELINE` + 1).
+    requests: HashMap<R, (blake3::Hash, Ask)>,
     next_id: u64,
     /// Chunk groups fetched and stored since start.
     pub(crate) chunks_fetched: u64,
@@ -337,7 +320,6 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
                 in_flight: HashMap::new(),
                 writing: HashMap::new(),
                 finishing: false,
-                starved: false,
                 providers_query: Some(query),
                 deadline: now + self.fetch_timeout,
                 direct_deadline: None,
@@ -405,7 +387,6 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
     /// Moves a fetch forward: pick a provider if none, ask for the outboard, keep the
     /// pipeline full, finish when every group is stored, fail when nobody is left to ask.
     fn advance(&mut self, io: &mut impl Io<Req = R, Query = Q>, now: Instant, hash: blake3::Hash) {
-        let mut buffered = self.buffered();
         let Some(f) = self.fetches.get_mut(&hash) else {
             return;
         };
@@ -472,24 +453,11 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
                     },
                 );
                 f.outboard_req = Some(id);
-                self.requests.insert(id, (hash, Ask::Outboard, peer));
+                self.requests.insert(id, (hash, Ask::Outboard));
             }
             return;
         };
-        f.starved = false;
         while f.in_flight.len() + f.writing.len() < PIPELINE {
-            if f.pending.is_empty() {
-                break;
-            }
-            let Some(room) = MAX_BUFFERED_GROUPS.checked_sub(buffered).filter(|r| *r > 0) else {
-                f.starved = true;
-                break;
-            };
-            // Several fetches from one provider share what it serves us at once.
-            if self.requests.values().filter(|r| r.2 == peer).count() >= MAX_REQUESTS_PER_PEER {
-                f.starved = true;
-                break;
-            }
             let Some(first) = f.pending.pop_front() else {
                 break;
             };
@@ -499,7 +467,6 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
             } else {
                 RANGE_GROUPS
             };
-            let max = max.min(u16::try_from(room).unwrap_or(u16::MAX));
             while count < max && f.pending.front() == Some(&(first + u32::from(count))) {
                 f.pending.pop_front();
                 count += 1;
@@ -518,10 +485,9 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
                 }
             };
             let id = io.send(&peer, req);
-            buffered += u32::from(count);
             f.in_flight.insert(id, (first, count));
             self.requests
-                .insert(id, (hash, Ask::Range { first, count }, peer));
+                .insert(id, (hash, Ask::Range { first, count }));
         }
         if f.pending.is_empty() && f.in_flight.is_empty() && f.writing.is_empty() {
             f.finishing = true;
@@ -533,38 +499,6 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
                     import: import.clone(),
                 },
             });
-        }
-    }
-
-    /// Chunk groups asked for and not yet stored, over every fetch: what the download side
-    /// holds in memory (bounded by [`MAX_BUFFERED_GROUPS`]).
-    fn buffered(&self) -> u32 {
-        self.fetches
-            .values()
-            .map(|f| {
-                f.in_flight
-                    .values()
-                    .map(|&(_, n)| u32::from(n))
-                    .sum::<u32>()
-                    + f.writing.values().sum::<u32>()
-            })
-            .sum()
-    }
-
-    /// Fetches that stopped asking because [`MAX_BUFFERED_GROUPS`] or
-    /// [`MAX_REQUESTS_PER_PEER`] was reached carry on, as far as the room freed since allows.
-    fn wake_starved(&mut self, io: &mut impl Io<Req = R, Query = Q>, now: Instant) {
-        let starved: Vec<blake3::Hash> = self
-            .fetches
-            .iter()
-            .filter(|(_, f)| f.starved)
-            .map(|(h, _)| *h)
-            .collect();
-        for hash in starved {
-            if self.buffered() >= MAX_BUFFERED_GROUPS {
-                return;
-            }
-            self.advance(io, now, hash);
         }
     }
 
@@ -625,21 +559,8 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
         id: R,
         frame: Vec<u8>,
     ) {
-        self.response(io, now, peer, id, frame);
-        // A refused or bad answer frees room other fetches may wait for.
-        self.wake_starved(io, now);
-    }
-
-    fn response(
-        &mut self,
-        io: &mut impl Io<Req = R, Query = Q>,
-        now: Instant,
-        peer: PeerId,
-        id: R,
-        frame: Vec<u8>,
-    ) {
         // Unknown ids are answers to requests of a fetch that moved on: ignore them.
-        let Some((hash, ask, _)) = self.requests.remove(&id) else {
+        let Some((hash, ask)) = self.requests.remove(&id) else {
             return;
         };
         let Some(f) = self.fetches.get_mut(&hash) else {
@@ -734,10 +655,9 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
         peer: PeerId,
         id: R,
     ) {
-        if let Some((hash, _, _)) = self.requests.remove(&id) {
+        if let Some((hash, _)) = self.requests.remove(&id) {
             debug!(blob = %hash, %peer, "blob request failed");
             self.drop_provider(io, now, hash, peer, false);
-            self.wake_starved(io, now);
         }
     }
 
@@ -748,11 +668,6 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
         now: Instant,
         done: StoreDone,
     ) {
-        self.stored(io, now, done);
-        self.wake_starved(io, now);
-    }
-
-    fn stored(&mut self, io: &mut impl Io<Req = R, Query = Q>, now: Instant, done: StoreDone) {
         let StoreDone {
             fetch,
             hash,
@@ -809,11 +724,7 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
                 f.writing.remove(&first);
                 self.chunks_fetched += stored;
                 match result {
-                    Ok(()) => {
-                        // The room this piece held goes first to the fetches that waited.
-                        self.wake_starved(io, now);
-                        self.advance(io, now, hash)
-                    }
+                    Ok(()) => self.advance(io, now, hash),
                     Err(StoreError::BadChunk { index, .. }) => {
                         let last = f
                             .import
@@ -893,7 +804,6 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
         for (hash, peer) in stuck {
             self.give_up_relayed(io, now, hash, peer);
         }
-        self.wake_starved(io, now);
     }
 
     /// Fetches whose current provider is `peer` and that wait for a direct connection.
