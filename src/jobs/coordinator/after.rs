@@ -43,12 +43,15 @@ pub(super) enum Blocking {
         job: blake3::Hash,
         result: Result<blake3::Hash, String>,
     },
+    /// A commitment sealed and written (not yet flushed), or nothing was pending.
+    Sealed(Result<Option<crate::model::commit::Commitment>, String>),
 }
 
 /// What a blocking thread is doing, so a failed one frees its guard.
 pub(super) enum Work {
     Settle(blake3::Hash, u32),
     Assemble(blake3::Hash),
+    Seal,
 }
 
 impl Coordinator {
@@ -189,11 +192,10 @@ impl Coordinator {
         self.publish_evidence(&settlement, &excluded).await;
         self.mark_related(&settlement, &signed).await;
         // Receipts are delivered with their inclusion proof, so they wait for a commitment:
-        // the next round's, or at once when this shard was the job's last (the seal flushes
-        // the whole database, this write included).
+        // the next round's, or at once when this shard was the job's last.
         if self.book.all_verified(&job) {
             if !signed.is_empty() {
-                self.seal_and_deliver().await;
+                self.seal();
             }
             self.check_finished(job);
         }
@@ -276,6 +278,7 @@ impl Coordinator {
             Some(Work::Assemble(job)) => {
                 self.assembling.remove(&job);
             }
+            Some(Work::Seal) => self.sealing = false,
             None => {}
         }
         match done {
@@ -289,6 +292,7 @@ impl Coordinator {
                 },
             )) => self.settled(job, shard, *settlement, signed).await,
             Ok((_, Blocking::Assembled { job, result })) => self.assembled(job, result).await,
+            Ok((_, Blocking::Sealed(result))) => self.sealed(result),
             // The claims stay unsettled (or the job unassembled): the next round tries again.
             Err(e) => tracing::error!("a coordinator thread failed: {e}"),
         }

@@ -128,6 +128,10 @@ pub struct Coordinator {
     assembling: HashSet<blake3::Hash>,
     /// Shards whose claims are being countersigned (at most one settlement per shard).
     settling: HashSet<(blake3::Hash, u32)>,
+    /// A seal runs on a blocking thread (at most one at a time) ...
+    sealing: bool,
+    /// ... and another was asked for meanwhile.
+    seal_again: bool,
     /// Countersigning and assembly, on blocking threads. Awaited, never abandoned, when the
     /// actor stops: a blocking thread cannot be cancelled, and one still holding the
     /// database after the node shut down would keep it locked.
@@ -152,6 +156,8 @@ struct Waiting {
     then: Vec<Action>,
     /// A job that closed: announced as closed.
     closed: Option<blake3::Hash>,
+    /// A receipt commitment just sealed: published, and its receipts delivered.
+    commitment: Option<crate::model::commit::Commitment>,
 }
 
 impl Coordinator {
@@ -228,6 +234,8 @@ impl Coordinator {
                 fetching: HashSet::new(),
                 assembling: HashSet::new(),
                 settling: HashSet::new(),
+                sealing: false,
+                seal_again: false,
                 blocking: tokio::task::JoinSet::new(),
                 blocking_work: HashMap::new(),
                 own,
@@ -292,7 +300,8 @@ impl Coordinator {
                         self.act(action).await;
                     }
                     self.announce_open().await;
-                    self.seal_and_deliver().await;
+                    self.seal();
+                    self.retry_deliveries();
                 }
                 Some(done) = self.blocking.join_next_with_id(), if !self.blocking.is_empty() => {
                     self.blocking_done(done).await;
@@ -351,6 +360,9 @@ impl Coordinator {
             if let Some(id) = w.closed {
                 self.announce(&id).await;
             }
+            if let Some(c) = w.commitment {
+                self.committed(c).await;
+            }
         }
     }
 
@@ -360,6 +372,7 @@ impl Coordinator {
             reply: Some((reply, answer)),
             then: Vec::new(),
             closed: None,
+            commitment: None,
         });
     }
 
@@ -367,7 +380,7 @@ impl Coordinator {
     /// nothing is pending (follow-up work and announcements are always queued with a write).
     fn after_durable(&mut self, w: Waiting) {
         if let Some(w) = self.group.hold(w) {
-            debug_assert!(w.then.is_empty() && w.closed.is_none());
+            debug_assert!(w.then.is_empty() && w.closed.is_none() && w.commitment.is_none());
             if let Some((reply, answer)) = w.reply {
                 let _ = reply.send(answer);
             }
@@ -605,6 +618,7 @@ impl Coordinator {
                 reply: None,
                 then: step.then,
                 closed: None,
+                commitment: None,
             });
         }
         Ok(())
@@ -615,7 +629,7 @@ impl Coordinator {
     /// leaves the book unchanged. A closed job is announced once durable.
     fn write(&mut self, update: Update) -> Result<(), JobError> {
         let job = update.job.and_then(|id| self.book.job(&id));
-        self.trust.write(&update.reputation)?;
+        // One kv batch: the shard entry, the job's entry and the reputation records.
         self.persist.write(&update, job)?;
         let closed = update.job.filter(|_| update.status.is_some());
         self.book.apply(update);
@@ -628,6 +642,7 @@ impl Coordinator {
                 reply: None,
                 then: Vec::new(),
                 closed: Some(id),
+                commitment: None,
             });
         }
         Ok(())

@@ -2,33 +2,65 @@
 //! proof, retried until the worker stores it) and job announcements to a bounded, rotating
 //! set of peers. Must not touch: the book's decisions.
 
+use crate::model::commit::Commitment;
 use crate::model::now_ms;
 use crate::model::receipt::Receipt;
 use crate::model::wire::JobGossip;
 use crate::net::Topic;
 
+use super::after::{Blocking, Work};
 use super::delivery::{self, MAX_DELIVERIES_PER_ROUND};
 use super::handle::Command;
-use super::{Coordinator, JobStatus, MAX_ANNOUNCED_PER_ROUND};
+use super::{Coordinator, JobStatus, Waiting, MAX_ANNOUNCED_PER_ROUND};
 
 impl Coordinator {
-    /// Seals the receipts countersigned since the last commitment into a signed commitment,
-    /// makes it durable, publishes it on `hearth/commitments/1` (heard by auditors, not by
-    /// every radiator) and sends every waiting receipt with its proof.
-    pub(super) async fn seal_and_deliver(&mut self) {
-        match self.ledger.seal(&self.identity) {
+    /// Starts sealing the receipts countersigned since the last commitment into a signed
+    /// commitment, on a blocking thread: a commitment covers up to 65 536 receipts, and
+    /// hashing its tree and writing every proof is more than the actor may stop for. One
+    /// seal runs at a time; one asked for meanwhile follows it (the receipts of a job's last
+    /// shard must not wait for the next round).
+    pub(super) fn seal(&mut self) {
+        if self.sealing {
+            self.seal_again = true;
+            return;
+        }
+        self.sealing = true;
+        self.seal_again = false;
+        let (ledger, identity) = (self.ledger.clone(), self.identity.clone());
+        let task = self.blocking.spawn_blocking(move || {
+            Blocking::Sealed(ledger.seal(&identity).map_err(|e| e.to_string()))
+        });
+        self.blocking_work.insert(task.id(), Work::Seal);
+    }
+
+    /// A seal returned. Its commitment is published, and the receipts it covers go out with
+    /// their proofs, once a flush begun after the seal's writes returns (`flushed`).
+    pub(super) fn sealed(&mut self, result: Result<Option<Commitment>, String>) {
+        match result {
             Ok(Some(c)) => {
-                if let Err(e) = self.ledger.flush().await {
-                    tracing::error!("could not save a receipt commitment: {e}; receipts wait");
-                    return;
-                }
                 tracing::debug!(seq = c.seq, receipts = c.count, "receipts committed");
-                if let Err(e) = self.net.publish(Topic::Commitments, c.to_bytes()).await {
-                    tracing::debug!("commitment not gossiped: {e}");
-                }
+                // The blocking thread wrote it before returning: the next flush covers it.
+                self.group.wrote();
+                self.after_durable(Waiting {
+                    reply: None,
+                    then: Vec::new(),
+                    closed: None,
+                    commitment: Some(c),
+                });
             }
             Ok(None) => {}
             Err(e) => tracing::error!("could not seal a receipt commitment: {e}"),
+        }
+        if self.seal_again {
+            self.seal();
+        }
+    }
+
+    /// A commitment is durable: gossips it on `hearth/commitments/1` (heard by auditors, not
+    /// by every radiator) and sends the waiting receipts with their proofs.
+    pub(super) async fn committed(&mut self, c: Commitment) {
+        if let Err(e) = self.net.publish(Topic::Commitments, c.to_bytes()).await {
+            tracing::debug!("commitment not gossiped: {e}");
         }
         self.retry_deliveries();
     }

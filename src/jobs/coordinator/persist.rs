@@ -358,6 +358,8 @@ pub struct Persist {
     excluded: sled::Tree,
     suspended: sled::Tree,
     policies: sled::Tree,
+    /// Reputation records, written in the batch of the update that changed them.
+    reputation: crate::jobs::trust::store::TrustStore,
     kv: crate::kv::Kv,
 }
 
@@ -371,6 +373,7 @@ impl Persist {
             excluded: db.open_tree(EXCLUDED)?,
             suspended: db.open_tree(SUSPENDED)?,
             policies: db.open_tree(POLICIES)?,
+            reputation: crate::jobs::trust::store::TrustStore::open(db)?,
             kv: crate::kv::Kv::open(db)?,
         })
     }
@@ -730,6 +733,10 @@ impl Persist {
     /// covers every write made before it began (group commit, `Coordinator::run`).
     pub fn write(&self, update: &Update, job: Option<&JobBook>) -> Result<(), JobError> {
         let Some(id) = update.job else {
+            // No job's state changed; the reputation records (if any) alone.
+            let mut batch = self.kv.batch();
+            self.reputation.stage(&mut batch, &update.reputation);
+            batch.commit()?;
             return Ok(());
         };
         // A shard's new claims go to `coord/claims` first, each on its own (one claim, one
@@ -775,6 +782,9 @@ impl Persist {
         if let Some((k, v)) = &shard {
             batch.insert(&self.shards, k, v);
         }
+        // With the shard entry that counts the result they change: a crash between the two
+        // would count the result again when the restarted coordinator decides the shard.
+        self.reputation.stage(&mut batch, &update.reputation);
         if let Some(m) = &meta {
             batch.insert(&self.jobs, id.as_bytes(), m);
         }
@@ -840,6 +850,60 @@ mod tests {
             submitter: submitter.public(),
             created_ms: 1,
         }
+    }
+
+    /// The reputation records an update changes are written by the update's own batch,
+    /// with the shard entry that counts the result (they were written apart, by a batch of
+    /// their own: a crash between the two counted the result twice after a restart).
+    #[tokio::test]
+    async fn reputation_records_are_written_with_the_shard_that_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let p = Persist::open(&db).unwrap();
+        let submitter = Identity::from_seed([1; 32]);
+        let m = manifest(&submitter);
+        let id = m.id();
+        let job = super::super::book::Book::new_job(m, 10);
+        p.submit(&id, &job, None).await.unwrap();
+        let record = crate::jobs::trust::Record {
+            verified: 3,
+            wrong: 0,
+            disputed: 1,
+            first_seen_ms: 10,
+            last_seen_ms: 20,
+        };
+        let worker = Identity::from_seed([2; 32]).public();
+        let shard = ShardBook {
+            verified: Some(Outcome {
+                output: blake3::hash(b"out"),
+                fuel: 5,
+            }),
+            ..ShardBook::default()
+        };
+        let update = Update {
+            job: Some(id),
+            shard: Some((0, shard)),
+            reputation: vec![(worker, record)],
+            ..Update::default()
+        };
+        p.write(&update, Some(&job)).unwrap();
+        // An update that changes no job's state still records what it changes.
+        let other = Identity::from_seed([3; 32]).public();
+        let alone = Update {
+            reputation: vec![(other, record)],
+            ..Update::default()
+        };
+        p.write(&alone, None).unwrap();
+        p.flush().await.unwrap();
+        drop(p);
+        let mut stored = crate::jobs::trust::store::TrustStore::open(&db)
+            .unwrap()
+            .load()
+            .unwrap();
+        stored.sort_by_key(|(h, _)| h.0);
+        let mut expected = vec![(worker, record), (other, record)];
+        expected.sort_by_key(|(h, _)| h.0);
+        assert_eq!(stored, expected);
     }
 
     #[tokio::test]

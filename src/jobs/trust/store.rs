@@ -1,7 +1,7 @@
 //! Reputation on disk: one sled entry per household, `household key (32 bytes) →
 //! verified u32 | wrong u32 | disputed u32 | first_seen_ms u64 | last_seen_ms u64` (all
-//! little-endian, 28 bytes). Written in the coordinator's `write` before the update's flush,
-//! so a record is durable exactly when the shard update that changed it is.
+//! little-endian, 28 bytes). Written in the kv batch of the coordinator's update that changed
+//! it, so a record is durable exactly when the shard update that changed it is.
 //!
 //! `trust_related`: receipt id (32 bytes) → one byte, [`Relation::tag`]: receipts this node
 //! countersigned whose worker it saw sharing an address with itself (`related.rs`). Local
@@ -20,7 +20,6 @@ const LEN: usize = 4 * 3 + 8 * 2;
 #[derive(Clone)]
 pub struct TrustStore {
     tree: sled::Tree,
-    kv: crate::kv::Kv,
     related: sled::Tree,
 }
 
@@ -53,7 +52,6 @@ impl TrustStore {
     pub fn open(db: &sled::Db) -> Result<TrustStore, JobError> {
         Ok(TrustStore {
             tree: db.open_tree(TREE)?,
-            kv: crate::kv::Kv::open(db)?,
             related: db.open_tree(RELATED)?,
         })
     }
@@ -111,18 +109,15 @@ impl TrustStore {
         Ok(out)
     }
 
-    /// Writes records without flushing: the caller's flush (one per database) covers them.
-    pub fn write(&self, records: &[(PublicKey, Record)]) -> Result<(), JobError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        // Blind writes from the coordinator's actor: all or none after a crash, no lock needed.
-        let mut batch = self.kv.batch();
+    /// Adds records to `batch`, the batch of the coordinator's update that changed them
+    /// (`coordinator/persist.rs`, `Persist::write`): the records and the shard entry that
+    /// counts the result are then on disk together or not at all. Written apart, a crash
+    /// between the two left a result counted in the record but not in the shard, and the
+    /// restarted coordinator, deciding the shard again, counted it a second time.
+    pub fn stage(&self, batch: &mut crate::kv::Batch<'_>, records: &[(PublicKey, Record)]) {
         for (h, r) in records {
             batch.insert(&self.tree, h.0, encode(r));
         }
-        batch.commit()?;
-        Ok(())
     }
 }
 
@@ -143,7 +138,10 @@ mod tests {
         };
         {
             let db = sled::open(dir.path()).unwrap();
-            TrustStore::open(&db).unwrap().write(&[(h, r)]).unwrap();
+            let kv = crate::kv::Kv::open(&db).unwrap();
+            let mut batch = kv.batch();
+            TrustStore::open(&db).unwrap().stage(&mut batch, &[(h, r)]);
+            batch.commit().unwrap();
             db.flush().unwrap();
         }
         let db = sled::open(dir.path()).unwrap();

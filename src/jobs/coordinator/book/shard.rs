@@ -1,8 +1,6 @@
 //! One job's and one shard's state, and the vote: pure data and pure functions.
 //! Must not touch: I/O, clocks.
 
-use std::collections::{HashMap, HashSet};
-
 use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
@@ -150,22 +148,34 @@ impl Judge<'_> {
     }
 
     fn groups(&self, shard: &ShardBook) -> Vec<Group> {
-        let mut by: HashMap<Outcome, HashSet<PublicKey>> = HashMap::new();
+        // A shard holds a handful of claims (at most one per lease, and leases are bounded
+        // by `MAX_REPLICAS`): linear scans, no hashing or maps. Asked for every candidate
+        // shard a lease looks at, so this is on the coordinator's hot path.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut counted: Vec<(Outcome, PublicKey)> = Vec::with_capacity(shard.claims.len());
         for c in &shard.claims {
-            let key = Outcome {
+            let outcome = Outcome {
                 output: c.record.output,
                 fuel: c.record.fuel,
             };
-            by.entry(key).or_default().insert(c.record.worker);
+            // A household counts once per outcome.
+            if counted.contains(&(outcome, c.record.worker)) {
+                continue;
+            }
+            counted.push((outcome, c.record.worker));
+            let established = usize::from(self.reputation.established(&c.record.worker));
+            match groups.iter_mut().find(|g| g.outcome == outcome) {
+                Some(g) => {
+                    g.households += 1;
+                    g.established += established;
+                }
+                None => groups.push(Group {
+                    outcome,
+                    households: 1,
+                    established,
+                }),
+            }
         }
-        let mut groups: Vec<Group> = by
-            .into_iter()
-            .map(|(outcome, hs)| Group {
-                outcome,
-                households: hs.len(),
-                established: hs.iter().filter(|h| self.reputation.established(h)).count(),
-            })
-            .collect();
         // Largest first; ties in a stable order so the leading group does not flicker.
         groups.sort_by(|a, b| {
             (b.established, b.households, b.outcome.output.as_bytes()).cmp(&(
