@@ -10,8 +10,24 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
+/// Opens the store in `dir`. A store dropped just before, in this process, may still hold
+/// sled's file lock for a moment (its flusher thread ends on its own time; under load that
+/// took long enough to fail a reopen here), so a lock held by someone is waited out, up to
+/// 10 s, as a restarted node does (`node.rs`, `wait_unlocked`).
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(dir.path()).expect("open store")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir.path()) {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("open store: {e}"),
+        }
+    }
 }
 
 /// Raw sled access to the store's trees, to damage them like a failing disk would.
