@@ -24,10 +24,11 @@
 //! the node with an error naming the job (and shard), never silently.
 //! Must not touch: the network, the book's decisions.
 //!
-//! Size: about 1 220 lines, of which the tests are 400 (the binary shard entry, the claims
-//! written once, and the migration from JSON entries added about 430): one tree per kind of coordinator state
-//! (jobs, shards, exclusions, suspensions, per-job policies) read and written together in one
-//! kv batch; splitting the trees across files would split that batch.
+//! Size: about 1 290 lines, of which the tests are 460 (the binary shard entry, the claims
+//! written once, and the migration from JSON entries added about 430): one tree per kind of
+//! coordinator state (jobs, shards, exclusions, suspensions, per-job policies, and the
+//! reputation records through `TrustStore::stage`) read and written together in one kv
+//! batch; splitting the trees across files would split that batch.
 
 use serde::{Deserialize, Serialize};
 
