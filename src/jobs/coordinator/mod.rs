@@ -132,7 +132,7 @@ pub struct Coordinator {
     sealing: bool,
     /// ... and another was asked for meanwhile.
     seal_again: bool,
-    /// Countersigning and assembly, on blocking threads. Awaited, never abandoned, when the
+    /// Countersigning, sealing and assembly, on blocking threads. Awaited, never abandoned, when the
     /// actor stops: a blocking thread cannot be cancelled, and one still holding the
     /// database after the node shut down would keep it locked.
     blocking: tokio::task::JoinSet<Blocking>,
