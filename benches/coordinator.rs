@@ -261,7 +261,10 @@ fn main() {
             runs.push(run_job(&node, &data_dir, large, radiators, slots, 1).await);
         }
         match Arc::try_unwrap(node) {
-            Ok(node) => node.shutdown().await,
+            Ok(node) => {
+                let failed = node.shutdown().await;
+                assert!(failed.is_empty(), "services failed: {failed:?}");
+            }
             Err(_) => panic!("the node is still shared"),
         }
         runs

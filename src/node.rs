@@ -302,12 +302,18 @@ impl RunningNode {
         self.context.identity.public()
     }
 
-    /// Stops every service and flushes the database.
-    pub async fn shutdown(mut self) {
+    /// Stops every service and flushes the database. Returns the services that failed as
+    /// they stopped ("name: reason"; each is also logged): none, for a node shutting down
+    /// cleanly.
+    pub async fn shutdown(mut self) -> Vec<String> {
         // Receivers are held by the services; none listening means all have stopped.
         let _ = self.shutdown.send(true);
         self.context.net.shutdown().await;
+        let mut failed = Vec::new();
         while let Some(exit) = self.tasks.join_next().await {
+            if let Ok((name, Err(e))) = &exit {
+                failed.push(format!("{name}: {e}"));
+            }
             log_exit(exit);
         }
         if let Err(e) = crate::kv::flush(&self.db).await {
@@ -347,6 +353,7 @@ impl RunningNode {
             Ok(Err(e)) => tracing::warn!("the database is still held after shutdown: {e}"),
             Err(e) => tracing::warn!("could not wait for the database to be released: {e}"),
         }
+        failed
     }
 
     /// Runs until ctrl-c, SIGTERM or a service ends, then shuts down. Returns the reason a
@@ -642,6 +649,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => router.route(ev, &mut requests).await,
+                    // The network closes its channel when the node shuts down, which may
+                    // reach this loop before the shutdown signal does.
+                    None if *stop.borrow() => break Ok(()),
                     None => break Err("the network's event channel closed".to_string()),
                 },
                 Some(msg) = own_rx.recv() => router.job_gossip(msg, router.local_peer),
