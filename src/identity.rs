@@ -83,13 +83,13 @@ impl PublicKey {
     }
 
     /// The household key of a peer, if the PeerId embeds an ed25519 key (hearth nodes' do).
-    #[cfg(feature = "node")]
     ///
     /// A hearth PeerId is the identity multihash of the key's protobuf encoding: field 1
     /// (type) = 1 (Ed25519), field 2 (data) = the 32 key bytes. That layout is read directly,
     /// without decoding the point: the coordinator asks this for every request it answers,
     /// and a peer's PeerId was authenticated by its connection's handshake, which already
     /// proved the key. Any other encoding goes through libp2p's full decoding.
+    #[cfg(feature = "node")]
     pub fn from_peer_id(peer: &libp2p::PeerId) -> Option<PublicKey> {
         const IDENTITY: u64 = 0x00;
         const ED25519_PROTOBUF: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
