@@ -364,7 +364,7 @@ mod tests {
             other => panic!("expected a damaged intent, got {:?}", other.map(drop)),
         }
         // `hearth doctor --repair` discards it; the database then opens.
-        let db = crate::node::reopen_db_with(dir.path(), |p| sled::open(p)).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         assert_eq!(
             discard_damaged(&db).unwrap(),
             vec![hex::encode(9u64.to_be_bytes())]

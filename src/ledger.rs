@@ -845,7 +845,7 @@ mod tests {
             Identity::generate(),
         );
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::node::test_db(dir.path()).unwrap();
             let ledger = Ledger::open(&db, me.public()).unwrap();
             let r0 = receipt(&me, &sub, 0, 1);
             ledger.insert(&r0).unwrap();
@@ -880,7 +880,7 @@ mod tests {
             assert_eq!(ledger.verify_chain().unwrap().0, 2);
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let ledger = Ledger::open(&db, me.public()).unwrap();
         assert_eq!(ledger.list(None).unwrap().len(), 3);
         assert_eq!(ledger.list(Some(&me.public())).unwrap().len(), 2);
@@ -896,7 +896,7 @@ mod tests {
     #[test]
     fn check_finds_and_repair_rebuilds() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let (me, sub) = (Identity::generate(), Identity::generate());
         let ledger = Ledger::open(&db, me.public()).unwrap();
         for shard in 0..4 {
@@ -953,7 +953,7 @@ mod tests {
     #[test]
     fn batch_insert_reports_each_receipt() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let (w, s) = (Identity::generate(), Identity::generate());
         let ledger = Ledger::open(&db, w.public()).unwrap();
         let mut bad = receipt(&w, &s, 1, 1);
@@ -967,7 +967,7 @@ mod tests {
     #[test]
     fn impossible_receipts_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let (w, s) = (Identity::generate(), Identity::generate());
         let ledger = Ledger::open(&db, w.public()).unwrap();
         let mut record = receipt(&w, &s, 0, 1).record;
@@ -995,7 +995,7 @@ mod tests {
     fn export_carries_the_documented_chain() {
         use crate::model::receipt::vector;
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let ledger = Ledger::open(&db, vector::worker().public()).unwrap();
         let proofs = vector::inclusions();
         for r in vector::export_receipts() {

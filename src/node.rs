@@ -162,6 +162,15 @@ pub(crate) fn reopen_db(path: &Path) -> sled::Db {
         .unwrap_or_else(|e| panic!("reopening {}: {e}", path.display()))
 }
 
+/// A plain sled database for a unit test, opened like [`reopen_db`]: a database dropped just
+/// before in this process may still hold its file lock for a moment (sled's flusher thread
+/// ends on its own time), which under load failed tests that reopen one ("could not acquire
+/// lock").
+#[cfg(test)]
+pub(crate) fn test_db(path: impl AsRef<Path>) -> sled::Result<sled::Db> {
+    reopen_db_with(path.as_ref(), |p| sled::open(p))
+}
+
 /// [`reopen_db`] with the opening function given; returns its last result.
 #[cfg(test)]
 pub(crate) fn reopen_db_with<T, E: std::fmt::Display>(

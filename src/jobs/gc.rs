@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn a_blob_goes_when_the_last_job_using_it_is_released() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let store = Store::with_db(&db).unwrap();
         let gc = JobBlobs::open(&db).unwrap();
         let (a, b) = (blake3::hash(b"job a"), blake3::hash(b"job b"));

@@ -324,7 +324,7 @@ mod tests {
     fn a_countersigned_receipt_is_checked_for_content_and_in_debug_for_signatures() {
         let dir = tempfile::tempdir().unwrap();
         let (coord, w) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let l = Ledger::open(&db, coord.public()).unwrap();
         let mut impossible = receipt(&w, &coord, 0);
         impossible.terms.credited_mj = impossible.record.energy_mj + 1;
@@ -352,8 +352,8 @@ mod tests {
             Identity::from_seed([2; 32]),
             Identity::from_seed([3; 32]),
         );
-        let db_c = sled::open(dir.path().join("c")).unwrap();
-        let db_w = sled::open(dir.path().join("w")).unwrap();
+        let db_c = crate::node::test_db(dir.path().join("c")).unwrap();
+        let db_w = crate::node::test_db(dir.path().join("w")).unwrap();
         let lc = Ledger::open(&db_c, coord.public()).unwrap();
         let lw = Ledger::open(&db_w, w1.public()).unwrap();
         let rs: Vec<Receipt> = (0..5)
@@ -420,8 +420,16 @@ mod tests {
     fn a_receipt_that_cannot_be_stored_leaves_no_proof() {
         let dir = tempfile::tempdir().unwrap();
         let (coord, w) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
-        let lc = Ledger::open(&sled::open(dir.path().join("c")).unwrap(), coord.public()).unwrap();
-        let lw = Ledger::open(&sled::open(dir.path().join("w")).unwrap(), w.public()).unwrap();
+        let lc = Ledger::open(
+            &crate::node::test_db(dir.path().join("c")).unwrap(),
+            coord.public(),
+        )
+        .unwrap();
+        let lw = Ledger::open(
+            &crate::node::test_db(dir.path().join("w")).unwrap(),
+            w.public(),
+        )
+        .unwrap();
         let r = receipt(&w, &coord, 0);
         lc.insert_countersigned(&r).unwrap();
         lc.seal(&coord).unwrap().unwrap();
@@ -445,7 +453,7 @@ mod tests {
     #[test]
     fn check_finds_orphan_proofs() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let (coord, w) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
         let l = Ledger::open(&db, coord.public()).unwrap();
         let r = receipt(&w, &coord, 0);

@@ -259,7 +259,7 @@ mod tests {
             let submitter = Identity::from_seed([1; 32]);
             let worker = Identity::from_seed([2; 32]);
             let dir = tempfile::tempdir().unwrap();
-            let db = sled::open(dir.path().join("db")).unwrap();
+            let db = crate::node::test_db(dir.path().join("db")).unwrap();
             let store = crate::store::Store::with_db(&db).unwrap();
             let (a, _a_events, _a_task) = crate::net::spawn(
                 NetConfig::loopback(submitter.libp2p_keypair()),

@@ -859,7 +859,7 @@ mod tests {
     #[tokio::test]
     async fn reputation_records_are_written_with_the_shard_that_counts_them() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let p = Persist::open(&db).unwrap();
         let submitter = Identity::from_seed([1; 32]);
         let m = manifest(&submitter);
@@ -910,7 +910,7 @@ mod tests {
     #[tokio::test]
     async fn shards_round_trip_one_entry_each_and_damage_names_the_job() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let p = Persist::open(&db).unwrap();
         let submitter = Identity::from_seed([1; 32]);
         let worker = Identity::from_seed([2; 32]);
@@ -1022,7 +1022,7 @@ mod tests {
     #[tokio::test]
     async fn claims_are_written_once_and_loaded_with_their_shard() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let p = Persist::open(&db).unwrap();
         let m = manifest(&Identity::from_seed([1; 32]));
         let id = m.id();
@@ -1096,7 +1096,7 @@ mod tests {
         let m = manifest(&submitter);
         let id = m.id();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::node::test_db(dir.path()).unwrap();
             let p = Persist::open(&db).unwrap();
             let job = super::super::book::Book::new_job(m.clone(), 10);
             p.submit(&id, &job, None).await.unwrap();
@@ -1133,7 +1133,7 @@ mod tests {
             allow: vec![Identity::from_seed([9; 32]).public()],
         };
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::node::test_db(dir.path()).unwrap();
             let p = Persist::open(&db).unwrap();
             let job = super::super::book::Book::new_job(m.clone(), 10);
             p.submit(&id, &job, Some(&policy)).await.unwrap();

@@ -460,7 +460,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (confirmed, refuted, unchecked) = (evidence(1), evidence(2), evidence(3));
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::node::test_db(dir.path()).unwrap();
             let store = EvidenceStore::open(&db).unwrap();
             for (e, check) in [
                 (&confirmed, Check::Confirmed),
@@ -497,7 +497,7 @@ mod tests {
     #[tokio::test]
     async fn peers_are_answered_with_confirmed_and_published_evidence_page_by_page() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let store = EvidenceStore::open(&db).unwrap();
         let mut expected = Vec::new();
         for liar in 100u8..110 {

@@ -137,14 +137,14 @@ mod tests {
             last_seen_ms: u64::MAX,
         };
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::node::test_db(dir.path()).unwrap();
             let kv = crate::kv::Kv::open(&db).unwrap();
             let mut batch = kv.batch();
             TrustStore::open(&db).unwrap().stage(&mut batch, &[(h, r)]);
             batch.commit().unwrap();
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         assert_eq!(TrustStore::open(&db).unwrap().load().unwrap(), vec![(h, r)]);
     }
 }

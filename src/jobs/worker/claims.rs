@@ -643,7 +643,7 @@ mod tests {
     #[tokio::test]
     async fn an_answered_claim_leaves_the_outbox_but_a_later_one_of_the_shard_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let outbox = ClaimOutbox::open(&db).unwrap();
         let peer = libp2p::PeerId::random();
         let saved = |nonce: [u8; 16]| {
@@ -683,7 +683,7 @@ mod tests {
     #[tokio::test]
     async fn an_unanswered_claim_waits_then_is_dropped_after_give_up() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
         let outbox = ClaimOutbox::open(&db).unwrap();
         let out = outbox
             .keep(libp2p::PeerId::random(), 1, claim(0))
