@@ -24,7 +24,7 @@
 //! the node with an error naming the job (and shard), never silently.
 //! Must not touch: the network, the book's decisions.
 //!
-//! Size: about 1 290 lines, of which the tests are 460 (the binary shard entry, the claims
+//! Size: about 1 240 lines, of which the tests are 400 (the binary shard entry, the claims
 //! written once, and the migration from JSON entries added about 430): one tree per kind of
 //! coordinator state (jobs, shards, exclusions, suspensions, per-job policies, and the
 //! reputation records through `TrustStore::stage`) read and written together in one kv
@@ -907,6 +907,75 @@ mod tests {
         assert_eq!(stored, expected);
     }
 
+    fn signed_claim(m: &JobManifest, shard: u32, worker: &Identity, nonce: u8) -> Claim {
+        claim_of(m, shard, worker, nonce, 5, 1)
+    }
+
+    /// A claim on `shard` of `m` by `worker`, output "out", with the given fuel and energy.
+    fn claim_of(
+        m: &JobManifest,
+        shard: u32,
+        worker: &Identity,
+        nonce: u8,
+        fuel: u64,
+        energy_mj: u64,
+    ) -> Claim {
+        Claim::sign(
+            WorkRecord {
+                job: m.id(),
+                shard,
+                module: m.module,
+                input: m.inputs[shard as usize],
+                output: blake3::hash(b"out"),
+                worker: worker.public(),
+                submitter: m.submitter,
+                fuel,
+                energy_mj,
+                method: EnergyMethod::CpuEstimate,
+                start_ms: 1,
+                end_ms: 2,
+                nonce: [nonce; 16],
+            },
+            worker,
+        )
+        .unwrap()
+    }
+
+    /// A shard with every field set: one lease and the claim (by its worker), a failure by
+    /// `failed_by`, verified on the claim's outcome, the claim settled.
+    fn full_shard(
+        claim: Claim,
+        failed_by: PublicKey,
+        failed: Option<String>,
+        replicas: u8,
+    ) -> ShardBook {
+        let fuel = claim.record.fuel;
+        ShardBook {
+            leases: vec![LeaseRec {
+                worker: claim.record.worker,
+                nonce: [4; 16],
+                granted_ms: 5,
+                deadline_ms: 6,
+            }],
+            claims: vec![claim],
+            failures: vec![FailureRec {
+                worker: failed_by,
+                reason: "trap".into(),
+            }],
+            verified: Some(Outcome {
+                output: blake3::hash(b"out"),
+                fuel,
+            }),
+            settled: vec![0],
+            failed,
+            credit: Some(ShardCredit {
+                reference_mj: 7,
+                agreeing: 1,
+                replicas,
+            }),
+        }
+    }
+
     #[tokio::test]
     async fn shards_round_trip_one_entry_each_and_damage_names_the_job() {
         let dir = tempfile::tempdir().unwrap();
@@ -918,49 +987,8 @@ mod tests {
         let id = m.id();
         let job = super::super::book::Book::new_job(m.clone(), 10);
         p.submit(&id, &job, None).await.unwrap();
-        let claim = Claim::sign(
-            WorkRecord {
-                job: id,
-                shard: 1,
-                module: m.module,
-                input: m.inputs[1],
-                output: blake3::hash(b"out"),
-                worker: worker.public(),
-                submitter: submitter.public(),
-                fuel: 5,
-                energy_mj: 1,
-                method: EnergyMethod::CpuEstimate,
-                start_ms: 1,
-                end_ms: 2,
-                nonce: [3; 16],
-            },
-            &worker,
-        )
-        .unwrap();
-        let shard = ShardBook {
-            leases: vec![LeaseRec {
-                worker: worker.public(),
-                nonce: [4; 16],
-                granted_ms: 5,
-                deadline_ms: 6,
-            }],
-            claims: vec![claim],
-            failures: vec![FailureRec {
-                worker: submitter.public(),
-                reason: "trap".into(),
-            }],
-            verified: Some(Outcome {
-                output: blake3::hash(b"out"),
-                fuel: 5,
-            }),
-            settled: vec![0],
-            failed: None,
-            credit: Some(ShardCredit {
-                reference_mj: 7,
-                agreeing: 1,
-                replicas: 1,
-            }),
-        };
+        let claim = signed_claim(&m, 1, &worker, 3);
+        let shard = full_shard(claim, submitter.public(), None, 1);
         let update = Update {
             job: Some(id),
             shard: Some((1, shard.clone())),
@@ -991,28 +1019,6 @@ mod tests {
         p.jobs.insert(id.as_bytes(), b"garbage".to_vec()).unwrap();
         let err = p.load().unwrap_err().to_string();
         assert!(err.contains(&id.to_hex().to_string()), "{err}");
-    }
-
-    fn signed_claim(m: &JobManifest, shard: u32, worker: &Identity, nonce: u8) -> Claim {
-        Claim::sign(
-            WorkRecord {
-                job: m.id(),
-                shard,
-                module: m.module,
-                input: m.inputs[shard as usize],
-                output: blake3::hash(b"out"),
-                worker: worker.public(),
-                submitter: m.submitter,
-                fuel: 5,
-                energy_mj: 1,
-                method: EnergyMethod::CpuEstimate,
-                start_ms: 1,
-                end_ms: 2,
-                nonce: [nonce; 16],
-            },
-            worker,
-        )
-        .unwrap()
     }
 
     /// Claims live in `coord/claims`, each written once: a shard's later writes store only
@@ -1171,25 +1177,7 @@ mod tests {
             ..ShardBook::default()
         };
         let m = manifest(&submitter);
-        let claim = Claim::sign(
-            WorkRecord {
-                job: m.id(),
-                shard: 0,
-                module: m.module,
-                input: m.inputs[0],
-                output: blake3::hash(b"out"),
-                worker: worker.public(),
-                submitter: submitter.public(),
-                fuel: u64::MAX,
-                energy_mj: u64::MAX,
-                method: EnergyMethod::CpuEstimate,
-                start_ms: 1,
-                end_ms: 2,
-                nonce: [3; 16],
-            },
-            &worker,
-        )
-        .unwrap();
+        let claim = claim_of(&m, 0, &worker, 3, u64::MAX, u64::MAX);
         let claimed = ShardBook {
             leases: vec![lease],
             claims: vec![claim.clone(), claim],
@@ -1219,49 +1207,8 @@ mod tests {
     fn json_shard_entries_are_still_read_and_damage_is_refused() {
         let worker = Identity::from_seed([2; 32]);
         let m = manifest(&Identity::from_seed([1; 32]));
-        let claim = Claim::sign(
-            WorkRecord {
-                job: m.id(),
-                shard: 0,
-                module: m.module,
-                input: m.inputs[0],
-                output: blake3::hash(b"out"),
-                worker: worker.public(),
-                submitter: m.submitter,
-                fuel: 9,
-                energy_mj: 3,
-                method: EnergyMethod::CpuEstimate,
-                start_ms: 1,
-                end_ms: 2,
-                nonce: [3; 16],
-            },
-            &worker,
-        )
-        .unwrap();
-        let shard = ShardBook {
-            leases: vec![LeaseRec {
-                worker: worker.public(),
-                nonce: [4; 16],
-                granted_ms: 5,
-                deadline_ms: 6,
-            }],
-            claims: vec![claim],
-            failures: vec![FailureRec {
-                worker: worker.public(),
-                reason: "trap".into(),
-            }],
-            verified: Some(Outcome {
-                output: blake3::hash(b"out"),
-                fuel: 9,
-            }),
-            settled: vec![0],
-            failed: Some("no".into()),
-            credit: Some(ShardCredit {
-                reference_mj: 7,
-                agreeing: 1,
-                replicas: 2,
-            }),
-        };
+        let claim = claim_of(&m, 0, &worker, 3, 9, 3);
+        let shard = full_shard(claim, worker.public(), Some("no".into()), 2);
         assert_eq!(
             decode_shard(&encode_shard_json(&shard)).unwrap(),
             ReadShard::Json(shard.clone())
