@@ -6,7 +6,9 @@
 //! 2. blob throughput, 64 MiB and 1 GiB: a blob fetched over hearth (noise + yamux + every
 //!    piece verified + written durably to the store) divided by a plain tokio TCP copy of the
 //!    same bytes into memory. Printed beside it: the same TCP copy written to a file and
-//!    `fsync`ed (what the disk allows a durable copy), and `store.put_bytes` alone.
+//!    `fsync`ed (what the disk allows a durable copy), the same again with the file written
+//!    as a fetch writes it (256 KiB pieces at their offsets, several at once), and
+//!    `store.put_bytes` alone.
 //! 3. a job of 2 × 100 MB inputs on 3 loopback radiators (replication 2): submit → verified
 //!    result, divided by the time plain TCP takes to copy the input bytes the radiators
 //!    fetched, as many times as they fetched them.
@@ -202,11 +204,67 @@ async fn tcp_copy(data: Arc<Vec<u8>>, sink: Option<std::path::PathBuf>) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// Like [`tcp_copy`] into a file, but written the way a fetch writes: the file is first given
+/// the blob's full length, then each 256 KiB piece is written at its offset (`pwrite`) on the
+/// blocking pool, up to four at once, and the file is `fsync`ed at the end. Beside the append
+/// copy, it tells whether that write pattern, rather than the network, is what slows a fetch.
+async fn tcp_copy_pieces(data: Arc<Vec<u8>>, path: std::path::PathBuf) -> f64 {
+    use std::os::unix::fs::FileExt;
+    const PIECE: usize = 256 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let len = data.len();
+    let start = Instant::now();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_len(len as u64).expect("set_len");
+        let file = Arc::new(file);
+        let mut writes = tokio::task::JoinSet::new();
+        let (mut piece, mut filled, mut offset, mut total) = (vec![0u8; PIECE], 0, 0u64, 0);
+        loop {
+            let n = s.read(&mut piece[filled..]).await.expect("read");
+            filled += n;
+            total += n;
+            if filled == PIECE || (n == 0 && filled > 0) {
+                let mut full = std::mem::replace(&mut piece, vec![0u8; PIECE]);
+                full.truncate(filled);
+                let f = file.clone();
+                writes.spawn_blocking(move || f.write_all_at(&full, offset).expect("pwrite"));
+                offset += filled as u64;
+                filled = 0;
+                while writes.len() >= 4 {
+                    writes.join_next().await.expect("a write").expect("write");
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        while let Some(w) = writes.join_next().await {
+            w.expect("write");
+        }
+        file.sync_all().expect("fsync");
+        total
+    });
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    c.write_all(&data).await.expect("write");
+    c.shutdown().await.expect("shutdown");
+    let got = server.await.expect("server");
+    assert_eq!(got, len);
+    start.elapsed().as_secs_f64()
+}
+
 struct BlobRun {
     mib: f64,
     hearth: f64,
     tcp: f64,
     tcp_fsync: f64,
+    tcp_pieces: f64,
     put: f64,
 }
 
@@ -215,6 +273,7 @@ async fn blob_throughput(len: usize) -> BlobRun {
     let scratch = tempfile::tempdir().expect("tempdir");
     let tcp = tcp_copy(data.clone(), None).await;
     let tcp_fsync = tcp_copy(data.clone(), Some(scratch.path().join("copy"))).await;
+    let tcp_pieces = tcp_copy_pieces(data.clone(), scratch.path().join("pieces")).await;
     drop(scratch);
 
     // Over hearth.
@@ -249,6 +308,7 @@ async fn blob_throughput(len: usize) -> BlobRun {
         hearth: mib / hearth,
         tcp: mib / tcp,
         tcp_fsync: mib / tcp_fsync,
+        tcp_pieces: mib / tcp_pieces,
         put: mib / put,
     }
 }
@@ -386,6 +446,10 @@ fn main() {
             println!(
                 "| plain TCP copy to a file + fsync, {size:<9}      | {:>9.1} MiB/s |           |",
                 b.tcp_fsync
+            );
+            println!(
+                "| TCP, pieces written at offsets + fsync, {size:<9}| {:>9.1} MiB/s |           |",
+                b.tcp_pieces
             );
             println!(
                 "| store.put_bytes alone (hash + write), {size:<9}  | {:>9.1} MiB/s |           |",
