@@ -161,10 +161,22 @@ fn pseudo_random(len: usize, seed: &[u8]) -> Vec<u8> {
     data
 }
 
-/// Copies `data` once over a fresh loopback TCP connection; `sink`: where the receiver puts
-/// the bytes (`None`: nowhere, a memory copy; `Some(path)`: a file, `fsync`ed at the end).
-/// Returns the seconds from connect to the last byte received (and synced).
-async fn tcp_copy(data: Arc<Vec<u8>>, sink: Option<std::path::PathBuf>) -> f64 {
+/// Where the receiver of a [`tcp_copy`] puts the bytes.
+enum Sink {
+    /// Nowhere: a copy into memory.
+    Memory,
+    /// Appended to a file in order, `fsync`ed at the end.
+    Append(std::path::PathBuf),
+    /// Written as a fetch writes: the file is first given the full length, then each 256 KiB
+    /// piece is written at its offset (`pwrite`) on the blocking pool, up to four at once,
+    /// and the file is `fsync`ed at the end. Beside [`Sink::Append`], it tells whether that
+    /// write pattern, rather than the network, is what slows a fetch.
+    Pieces(std::path::PathBuf),
+}
+
+/// Copies `data` once over a fresh loopback TCP connection into `sink`. Returns the seconds
+/// from connect to the last byte received (and synced).
+async fn tcp_copy(data: Arc<Vec<u8>>, sink: Sink) -> f64 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -172,27 +184,8 @@ async fn tcp_copy(data: Arc<Vec<u8>>, sink: Option<std::path::PathBuf>) -> f64 {
     let len = data.len();
     let start = Instant::now();
     let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.expect("accept");
-        let mut file = match &sink {
-            Some(path) => Some(tokio::fs::File::create(path).await.expect("create")),
-            None => None,
-        };
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0usize;
-        loop {
-            let n = s.read(&mut buf).await.expect("read");
-            if n == 0 {
-                break;
-            }
-            if let Some(f) = &mut file {
-                f.write_all(&buf[..n]).await.expect("write");
-            }
-            total += n;
-        }
-        if let Some(f) = file {
-            f.sync_all().await.expect("fsync");
-        }
-        total
+        let (s, _) = listener.accept().await.expect("accept");
+        receive(s, sink, len).await
     });
     let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -204,59 +197,57 @@ async fn tcp_copy(data: Arc<Vec<u8>>, sink: Option<std::path::PathBuf>) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-/// Like [`tcp_copy`] into a file, but written the way a fetch writes: the file is first given
-/// the blob's full length, then each 256 KiB piece is written at its offset (`pwrite`) on the
-/// blocking pool, up to four at once, and the file is `fsync`ed at the end. Beside the append
-/// copy, it tells whether that write pattern, rather than the network, is what slows a fetch.
-async fn tcp_copy_pieces(data: Arc<Vec<u8>>, path: std::path::PathBuf) -> f64 {
+/// The receiving end of [`tcp_copy`]: reads until the sender closes; the bytes received.
+async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize {
     use std::os::unix::fs::FileExt;
     const PIECE: usize = 256 * 1024;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let len = data.len();
-    let start = Instant::now();
-    let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.expect("accept");
-        let file = std::fs::File::create(&path).expect("create");
-        file.set_len(len as u64).expect("set_len");
-        let file = Arc::new(file);
-        let mut writes = tokio::task::JoinSet::new();
-        let (mut piece, mut filled, mut offset, mut total) = (vec![0u8; PIECE], 0, 0u64, 0);
-        loop {
-            let n = s.read(&mut piece[filled..]).await.expect("read");
+    let mut piece = vec![0u8; PIECE];
+    let (mut filled, mut total) = (0, 0);
+    let (mut append, mut pieces) = (None, None);
+    match &sink {
+        Sink::Memory => {}
+        Sink::Append(path) => {
+            append = Some(tokio::fs::File::create(path).await.expect("create"));
+        }
+        Sink::Pieces(path) => {
+            let file = std::fs::File::create(path).expect("create");
+            file.set_len(len as u64).expect("set_len");
+            pieces = Some((Arc::new(file), tokio::task::JoinSet::new(), 0u64));
+        }
+    }
+    loop {
+        let n = s.read(&mut piece[filled..]).await.expect("read");
+        total += n;
+        if let Some(f) = &mut append {
+            f.write_all(&piece[..n]).await.expect("write");
+        } else if let Some((file, writes, offset)) = &mut pieces {
             filled += n;
-            total += n;
             if filled == PIECE || (n == 0 && filled > 0) {
                 let mut full = std::mem::replace(&mut piece, vec![0u8; PIECE]);
                 full.truncate(filled);
-                let f = file.clone();
-                writes.spawn_blocking(move || f.write_all_at(&full, offset).expect("pwrite"));
-                offset += filled as u64;
+                let (f, at) = (file.clone(), *offset);
+                writes.spawn_blocking(move || f.write_all_at(&full, at).expect("pwrite"));
+                *offset += filled as u64;
                 filled = 0;
                 while writes.len() >= 4 {
                     writes.join_next().await.expect("a write").expect("write");
                 }
             }
-            if n == 0 {
-                break;
-            }
         }
+        if n == 0 {
+            break;
+        }
+    }
+    if let Some(f) = append {
+        f.sync_all().await.expect("fsync");
+    }
+    if let Some((file, mut writes, _)) = pieces {
         while let Some(w) = writes.join_next().await {
             w.expect("write");
         }
         file.sync_all().expect("fsync");
-        total
-    });
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    c.write_all(&data).await.expect("write");
-    c.shutdown().await.expect("shutdown");
-    let got = server.await.expect("server");
-    assert_eq!(got, len);
-    start.elapsed().as_secs_f64()
+    }
+    total
 }
 
 struct BlobRun {
@@ -271,9 +262,9 @@ struct BlobRun {
 async fn blob_throughput(len: usize) -> BlobRun {
     let data = Arc::new(pseudo_random(len, b"bench"));
     let scratch = tempfile::tempdir().expect("tempdir");
-    let tcp = tcp_copy(data.clone(), None).await;
-    let tcp_fsync = tcp_copy(data.clone(), Some(scratch.path().join("copy"))).await;
-    let tcp_pieces = tcp_copy_pieces(data.clone(), scratch.path().join("pieces")).await;
+    let tcp = tcp_copy(data.clone(), Sink::Memory).await;
+    let tcp_fsync = tcp_copy(data.clone(), Sink::Append(scratch.path().join("copy"))).await;
+    let tcp_pieces = tcp_copy(data.clone(), Sink::Pieces(scratch.path().join("pieces"))).await;
     drop(scratch);
 
     // Over hearth.
@@ -395,7 +386,7 @@ async fn job_of_two_inputs() -> JobRun {
     let one = Arc::new(inputs.into_iter().next().expect("input"));
     let mut tcp_secs = 0.0;
     for _ in 0..copies as usize {
-        tcp_secs += tcp_copy(one.clone(), None).await;
+        tcp_secs += tcp_copy(one.clone(), Sink::Memory).await;
     }
     JobRun {
         secs,
