@@ -34,6 +34,11 @@ use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
 use hearth::model::{now_ms, Assembly, JobLimits, JobManifest};
 use hearth::node::RunningNode;
 
+/// The process's CPU time so far (user + system), seconds.
+fn cpu_secs() -> f64 {
+    hearth::heat::energy::process_cpu_secs().expect("getrusage")
+}
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -69,18 +74,10 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 /// CPU time of the whole process so far (every thread: the coordinator, sled, the bench's
 /// radiators).
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct we hand it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 struct Run {
     shards: usize,
     verified: usize,
-    cpu: Duration,
+    cpu: f64,
     elapsed: Duration,
     written: u64,
     db_growth: u64,
@@ -171,7 +168,7 @@ async fn run_job(
         created_ms: now_ms() + seed,
     };
     let manifest = Arc::new(manifest);
-    let (w0, db0, cpu0) = (written(), dir_bytes(data_dir), process_cpu());
+    let (w0, db0, cpu0) = (written(), dir_bytes(data_dir), cpu_secs());
     let claims = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // Measure the first `limit` shards only (the rest of the job is abandoned).
@@ -231,7 +228,7 @@ async fn run_job(
         shards,
         verified,
         elapsed,
-        cpu: process_cpu() - cpu0,
+        cpu: cpu_secs() - cpu0,
         written: written() - w0,
         db_growth: dir_bytes(data_dir).saturating_sub(db0),
         claims: claims.load(Ordering::Relaxed),
@@ -300,7 +297,7 @@ fn main() {
         println!(
             "{:<44} {:>11.0} µs {:>10}",
             "  CPU time per verified shard (all threads)",
-            r.cpu.as_secs_f64() * 1e6 / r.verified as f64,
+            r.cpu * 1e6 / r.verified as f64,
             ""
         );
         println!(

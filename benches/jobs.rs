@@ -20,12 +20,9 @@ use hearth::model::receipt::{verify_batch, Claim, CreditTerms, EnergyMethod, Rec
 use hearth::model::JobLimits;
 use hearth::node::RunningNode;
 
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct we hand it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+/// The process's CPU time so far (user + system), seconds.
+fn cpu_secs() -> f64 {
+    hearth::heat::energy::process_cpu_secs().expect("getrusage")
 }
 
 /// Submits a job and polls until it is done, every `poll` (the polling itself costs CPU that
@@ -120,10 +117,10 @@ fn main() {
             samples: 1_800_000_000,
             seed: 99,
         };
-        let (cpu0, shard0) = (process_cpu(), Executor::process_shard_cpu_time());
+        let (cpu0, shard0) = (cpu_secs(), Executor::process_shard_cpu_time());
         let job_time = run_job(sub, &spec, 2, Duration::from_millis(100)).await;
-        let (cpu1, shard1) = (process_cpu(), Executor::process_shard_cpu_time());
-        let efficiency = (shard1 - shard0).as_secs_f64() / (cpu1 - cpu0).as_secs_f64();
+        let (cpu1, shard1) = (cpu_secs(), Executor::process_shard_cpu_time());
+        let efficiency = (shard1 - shard0).as_secs_f64() / (cpu1 - cpu0);
         let shard_ms = (shard1 - shard0).as_secs_f64() * 1000.0 / 32.0;
         for n in nodes {
             n.shutdown().await;

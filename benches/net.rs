@@ -7,13 +7,15 @@
 //!    piece verified + written durably to the store) divided by a plain tokio TCP copy of the
 //!    same bytes into memory. Printed beside it: the same TCP copy written to a file and
 //!    `fsync`ed (what the disk allows a durable copy), the same again with the file written
-//!    as a fetch writes it (256 KiB pieces at their offsets, several at once), and
-//!    `store.put_bytes` alone.
+//!    as a fetch writes it (256 KiB pieces at their offsets, several at once),
+//!    `store.put_bytes` alone, the CPU time per MiB of the fetch (both ends) and of the TCP
+//!    copy into memory, and how many cores the fetch kept busy.
 //! 3. a job of 2 × 100 MB inputs on 3 loopback radiators (replication 2): submit → verified
 //!    result, divided by the time plain TCP takes to copy the input bytes the radiators
-//!    fetched, as many times as they fetched them.
+//!    fetched, as many times as they fetched them, and how many cores the job kept busy.
 //!
-//! `HEARTH_BENCH=blob` skips the gossip part, `HEARTH_BENCH=small` also the 1 GiB blob.
+//! `HEARTH_BENCH=blob` skips the gossip part, `HEARTH_BENCH=small` also the 1 GiB blob,
+//! `HEARTH_BENCH=job` runs only the job.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,11 @@ use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+/// The process's CPU time so far (user + system), seconds.
+fn cpu_secs() -> f64 {
+    hearth::heat::energy::process_cpu_secs().expect("getrusage")
+}
 
 const NODES: usize = 30;
 const MESSAGES: usize = 200;
@@ -253,6 +260,10 @@ async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize 
 struct BlobRun {
     mib: f64,
     hearth: f64,
+    /// CPU seconds per MiB: the hearth fetch (both ends, all of this process) and the plain
+    /// TCP copy into memory.
+    hearth_cpu: f64,
+    tcp_cpu: f64,
     tcp: f64,
     tcp_fsync: f64,
     tcp_pieces: f64,
@@ -262,7 +273,9 @@ struct BlobRun {
 async fn blob_throughput(len: usize) -> BlobRun {
     let data = Arc::new(pseudo_random(len, b"bench"));
     let scratch = tempfile::tempdir().expect("tempdir");
+    let cpu0 = cpu_secs();
     let tcp = tcp_copy(data.clone(), Sink::Memory).await;
+    let tcp_cpu = cpu_secs() - cpu0;
     let tcp_fsync = tcp_copy(data.clone(), Sink::Append(scratch.path().join("copy"))).await;
     let tcp_pieces = tcp_copy(data.clone(), Sink::Pieces(scratch.path().join("pieces"))).await;
     drop(scratch);
@@ -284,12 +297,12 @@ async fn blob_throughput(len: usize) -> BlobRun {
         assert!(t.elapsed() < Duration::from_secs(10), "B never connected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let start_hearth = Instant::now();
+    let (start_hearth, cpu0) = (Instant::now(), cpu_secs());
     b.net
         .fetch_blob(hash, Some(a.net.local_peer_id()))
         .await
         .expect("fetch");
-    let hearth = start_hearth.elapsed().as_secs_f64();
+    let (hearth, hearth_cpu) = (start_hearth.elapsed().as_secs_f64(), cpu_secs() - cpu0);
     assert!(b.store.has(&hash).expect("has"));
     a.net.shutdown().await;
     b.net.shutdown().await;
@@ -297,6 +310,8 @@ async fn blob_throughput(len: usize) -> BlobRun {
     BlobRun {
         mib,
         hearth: mib / hearth,
+        hearth_cpu: hearth_cpu / mib,
+        tcp_cpu: tcp_cpu / mib,
         tcp: mib / tcp,
         tcp_fsync: mib / tcp_fsync,
         tcp_pieces: mib / tcp_pieces,
@@ -318,6 +333,8 @@ const PASS_THROUGH: &str = r#"(module
 
 struct JobRun {
     secs: f64,
+    /// CPU seconds of the whole process (three radiators) while the job ran.
+    cpu: f64,
     copies: f64,
     tcp_secs: f64,
 }
@@ -357,7 +374,7 @@ async fn job_of_two_inputs() -> JobRun {
     for n in &nodes {
         fetched_before += n.context.net.status().await.expect("status").chunks_fetched;
     }
-    let started = Instant::now();
+    let (started, cpu0) = (Instant::now(), cpu_secs());
     let id = sub
         .context
         .coordinator
@@ -372,7 +389,7 @@ async fn job_of_two_inputs() -> JobRun {
             JobStatus::Running => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-    let secs = started.elapsed().as_secs_f64();
+    let (secs, cpu) = (started.elapsed().as_secs_f64(), cpu_secs() - cpu0);
     let mut fetched = 0;
     for n in &nodes {
         fetched += n.context.net.status().await.expect("status").chunks_fetched;
@@ -390,12 +407,18 @@ async fn job_of_two_inputs() -> JobRun {
     }
     JobRun {
         secs,
+        cpu,
         copies,
         tcp_secs,
     }
 }
 
 fn main() {
+    // `RUST_LOG=hearth=debug` shows where a run's time goes (off unless set).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -407,8 +430,11 @@ fn main() {
         } else {
             (Duration::ZERO, Duration::ZERO, 0)
         };
-        let mut blobs = vec![blob_throughput(64 * MIB).await];
-        if which != "small" {
+        let mut blobs = Vec::new();
+        if which != "job" {
+            blobs.push(blob_throughput(64 * MIB).await);
+        }
+        if which != "small" && which != "job" {
             blobs.push(blob_throughput(1024 * MIB).await);
         }
         let job = job_of_two_inputs().await;
@@ -454,10 +480,27 @@ fn main() {
                 "| hearth / (TCP + file + fsync), {size:<9}         | {:>12.3}    |           |",
                 b.hearth / b.tcp_fsync
             );
+            println!(
+                "| CPU per MiB: hearth fetch, {size:<9}             | {:>9.2} ms   |           |",
+                b.hearth_cpu * 1e3
+            );
+            println!(
+                "| CPU per MiB: plain TCP copy to memory, {size:<9} | {:>9.2} ms   |           |",
+                b.tcp_cpu * 1e3
+            );
+            println!(
+                "| cores busy during the hearth fetch, {size:<9}    | {:>12.2}    | of {}     |",
+                b.hearth_cpu * b.hearth,
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            );
         }
         println!(
             "| job 2 x 100 MB, 3 radiators, repl. 2: end to end | {:>12.2} s  |           |",
             job.secs
+        );
+        println!(
+            "| cores busy during the job                        | {:>12.2}    |           |",
+            job.cpu / job.secs
         );
         let label = format!("same bytes over plain TCP ({:.0} x 100 MB)", job.copies);
         println!(

@@ -33,6 +33,11 @@ use hearth::model::JobLimits;
 use hearth::net::{DialCounts, DialOrigin};
 use hearth::node::{self, RunningNode};
 
+/// The process's CPU time so far (user + system), seconds.
+fn cpu_secs() -> f64 {
+    hearth::heat::energy::process_cpu_secs().expect("getrusage")
+}
+
 /// Settling time after the last radiator started (`HEARTH_SCALE_SETTLE_SECS`, default 15 s).
 /// 200 s (what `docs/scale.md`'s steady-state tables use) lets Kademlia's start-up full
 /// refreshes (2, 4, 12 and 44 s after start) and the first own-key refresh (172 s) pass
@@ -63,14 +68,6 @@ const LOAD: Duration = Duration::from_secs(40);
 const SUBMITTER_EVERY: usize = 5;
 const SHARDS: u32 = 5;
 const REPLICATION: u8 = 2;
-
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct we hand it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
 
 /// Resident memory of this process, bytes.
 fn rss() -> u64 {
@@ -113,7 +110,7 @@ struct Window {
 
 struct Meter {
     at: Instant,
-    cpu: Duration,
+    cpu: f64,
     rx: (u64, u64),
 }
 
@@ -121,7 +118,7 @@ impl Meter {
     fn start() -> Meter {
         Meter {
             at: Instant::now(),
-            cpu: process_cpu(),
+            cpu: cpu_secs(),
             rx: lo_rx(),
         }
     }
@@ -132,7 +129,7 @@ impl Meter {
         Window {
             bytes_per_s: (rx.0 - self.rx.0) as f64 / secs / n,
             segments_per_s: (rx.1 - self.rx.1) as f64 / secs / n,
-            cpu_share: (process_cpu() - self.cpu).as_secs_f64() / secs / n,
+            cpu_share: (cpu_secs() - self.cpu) / secs / n,
         }
     }
 }

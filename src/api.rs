@@ -204,7 +204,7 @@ async fn get_blob(
     Path(hash): Path<String>,
 ) -> Result<Vec<u8>, ApiError> {
     let hash = parse_hash(&hash).map_err(bad)?;
-    match ctx.store.get_bytes(&hash) {
+    match ctx.store.read(hash).await {
         Ok(b) => Ok(b),
         Err(crate::store::StoreError::NotFound(h)) => {
             Err(not_found(format!("blob {h} is not stored here")))
@@ -303,7 +303,7 @@ async fn result(
     match view.status {
         JobStatus::Done { result } => {
             let hash = parse_hash(&result).map_err(internal)?;
-            ctx.store.get_bytes(&hash).map_err(internal)
+            ctx.store.read(hash).await.map_err(internal)
         }
         JobStatus::Failed { reason } => Err(ApiError(
             StatusCode::CONFLICT,

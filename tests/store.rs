@@ -30,6 +30,52 @@ fn open(dir: &tempfile::TempDir) -> Store {
     }
 }
 
+/// Reading a large blob from async code must not hold the runtime's thread. A worker read
+/// its shard's input (100 MB in `cargo bench --bench net`'s job) with `get_bytes` on the
+/// runtime, and every task sharing that thread, the network's among them, waited as long as
+/// reading and hashing took. On a one-thread runtime a task counting its turns gets turns
+/// while `Store::read` runs; it got none while the blob was read in place.
+#[test]
+fn an_async_read_leaves_the_runtime_free() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let data = pattern(64 << 20);
+    let hash = store.put_bytes(&data).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (turns, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let ticker = {
+            let (turns, stop) = (turns.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    turns.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let before = turns.load(Ordering::Relaxed);
+        let read = store.read(hash).await.unwrap();
+        let during = turns.load(Ordering::Relaxed) - before;
+        stop.store(true, Ordering::Relaxed);
+        ticker.await.unwrap();
+        assert!(read == data, "the blob read back differs");
+        assert!(during > 0, "no other task ran while 64 MiB were read");
+        assert!(matches!(
+            store.read(blake3::hash(b"absent")).await,
+            Err(StoreError::NotFound(_))
+        ));
+    });
+}
+
 /// Raw sled access to the store's trees, to damage them like a failing disk would.
 fn chunk_key(hash: &blake3::Hash, index: u32) -> Vec<u8> {
     let mut key = hash.as_bytes().to_vec();

@@ -281,6 +281,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `work` on this store on the blocking pool: how async code reads or writes a blob.
+    /// A blob may be hundreds of MB, and hashing and moving it on the runtime would stall
+    /// every task sharing the thread (the network's among them) meanwhile.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| {
+                StoreError::Io(std::io::Error::other(format!("the store work died: {e}")))
+            })?
+    }
+
+    /// [`Store::get_bytes`] for async code, on the blocking pool ([`Store::blocking`]).
+    pub async fn read(&self, hash: blake3::Hash) -> Result<Vec<u8>, StoreError> {
+        self.blocking(move |store| store.get_bytes(&hash)).await
+    }
+
     /// Streams the blob into `w` one verified chunk group at a time; returns the length.
     ///
     /// If a group fails verification midway, `w` has already received the verified groups

@@ -119,12 +119,9 @@ impl Rechecker {
             .fetch_within(id, claim.input, coordinator, own.input_bytes, "shard input")
             .await
             .map_err(unchecked_or_inconclusive)?;
-        let read = |h: &blake3::Hash| {
-            self.store
-                .get_bytes(h)
-                .map_err(|err| Check::Unchecked(err.to_string()))
-        };
-        let (module, input) = (read(&manifest.module)?, read(&claim.input)?);
+        let unchecked = |err: crate::store::StoreError| Check::Unchecked(err.to_string());
+        let module = self.store.read(manifest.module).await.map_err(unchecked)?;
+        let input = self.store.read(claim.input).await.map_err(unchecked)?;
         let (executor, module_hash) = (self.executor.clone(), manifest.module);
         let ran = tokio::task::spawn_blocking(move || {
             executor.run(&module_hash, &module, &input, &limits)

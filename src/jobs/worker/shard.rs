@@ -73,7 +73,7 @@ impl Ctx {
         // starts: a module beyond this radiator's shape or compile-time limits is declined
         // here, and compiling is not shard execution. Other errors surface again from `run`
         // below and are reported as the shard's failure.
-        let module = self.store.get_bytes(&manifest.module)?;
+        let module = self.store.read(manifest.module).await?;
         let (executor, module_hash) = (self.executor.clone(), manifest.module);
         let (module, prepared) = tokio::task::spawn_blocking(move || {
             let prepared = executor.prepare(&module_hash, &module);
@@ -97,7 +97,7 @@ impl Ctx {
                 "shard input",
             )
             .await?;
-        let input = self.store.get_bytes(&input_hash)?;
+        let input = self.store.read(input_hash).await?;
         // A shard leased ahead waits here, ready, for a running one to end.
         let turn = match self.wait_turn(held).await {
             Ok(turn) => turn,
@@ -160,13 +160,18 @@ impl Ctx {
         self.config.forge(&mut output);
         // An output for another household's job is not this household's to keep: it goes
         // with the job (`jobs::gc`). For its own jobs the household keeps it.
-        let output_hash = if coordinator == self.local_peer {
-            self.store.put_bytes(&output)?
-        } else {
-            let hash = self.store.put_bytes_unkept(&output)?;
-            self.blobs.record(&lease.job, &coordinator, &hash, true)?;
-            hash
-        };
+        let own_job = coordinator == self.local_peer;
+        let output_hash = self
+            .store
+            .blocking(move |store| match own_job {
+                true => store.put_bytes(&output),
+                false => store.put_bytes_unkept(&output),
+            })
+            .await?;
+        if !own_job {
+            self.blobs
+                .record(&lease.job, &coordinator, &output_hash, true)?;
+        }
         if let Err(e) = self.net.provide(output_hash).await {
             tracing::debug!("could not advertise output: {e}");
         }
