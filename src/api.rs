@@ -186,10 +186,10 @@ async fn put_blob(
     State(ctx): State<NodeContext>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let store = ctx.store.clone();
-    let hash = tokio::task::spawn_blocking(move || store.put_bytes(&body))
+    let hash = ctx
+        .store
+        .blocking(move |store| store.put_bytes(&body))
         .await
-        .map_err(internal)?
         .map_err(internal)?;
     if let Err(e) = ctx.net.provide(hash).await {
         tracing::debug!("could not advertise blob: {e}");

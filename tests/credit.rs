@@ -7,6 +7,8 @@ use std::process::Command;
 
 use hearth::demo::{run, DemoOptions};
 
+mod support;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,13 +78,13 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenfold_liar_is_credited_at_most_the_bound() {
     use hearth::demo::{start_radiators, wait_connected};
-    use hearth::jobs::build::{build, JobSpec};
+    use hearth::jobs::build::JobSpec;
     use hearth::jobs::credit::HARDWARE_SPREAD;
     use hearth::jobs::JobStatus;
     use hearth::model::receipt::CreditBasis;
-    use hearth::model::JobLimits;
     use hearth::node::NodeOptions;
     use std::time::Duration;
+    use support::{submit, wait_done, warm_if};
 
     tokio::time::timeout(Duration::from_secs(240), async {
         let dir = tempfile::tempdir().unwrap();
@@ -90,9 +92,7 @@ async fn a_tenfold_liar_is_credited_at_most_the_bound() {
         // each: a slot stands for (1200 − 40) / 4 = 290 W, so 10× is 2 900 W, below the
         // 3 680 W any household circuit allows: only the credit bound can catch it.
         let nodes = start_radiators(dir.path(), 3, 4, &|i, o: &mut NodeOptions| {
-            if i == 0 {
-                o.config.heat.simulated.initial_celsius = Some(24.0);
-            }
+            warm_if(i == 0, o);
             if i == 2 {
                 o.worker.inflate_energy = 10;
             }
@@ -110,24 +110,9 @@ async fn a_tenfold_liar_is_credited_at_most_the_bound() {
             tile: 64,
             max_iter: 500,
         };
-        let manifest = build(
-            &sub.context.store,
-            &spec,
-            sub.household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
-        loop {
-            let view = sub.context.coordinator.view(id).await.unwrap();
-            match view.status {
-                JobStatus::Done { .. } => break,
-                JobStatus::Failed { reason } => panic!("job failed: {reason}"),
-                JobStatus::Running => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        let view = sub.context.coordinator.view(id).await.unwrap();
+        let (id, _) = submit(sub, &spec, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(200)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
         let receipts = sub.context.ledger.list(None).unwrap();
         assert_eq!(receipts.len(), 8 * 2);
         let (honest, liar) = (nodes[1].household(), nodes[2].household());

@@ -9,19 +9,22 @@
 
 use std::time::Duration;
 
-use hearth::demo::{loopback_options, start_radiators, wait_connected};
+use hearth::demo::{loopback_options, start_radiators};
 use hearth::exec::{Executor, Limits};
 use hearth::identity::{Identity, PublicKey};
-use hearth::jobs::build::{build, JobSpec};
+use hearth::jobs::build::JobSpec;
 use hearth::jobs::trust::view::HouseholdTrust;
 use hearth::jobs::trust::TrustConfig;
 use hearth::jobs::JobStatus;
 use hearth::model::evidence::Evidence;
+use hearth::model::now_ms;
 use hearth::model::receipt::{Claim, EnergyMethod, WorkRecord};
 use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
-use hearth::model::{now_ms, JobLimits};
 use hearth::net::Topic;
 use hearth::node::{NodeOptions, RunningNode};
+
+mod support;
+use support::*;
 
 const SPEC: JobSpec = JobSpec::Mandelbrot {
     width: 256,
@@ -74,15 +77,13 @@ fn excluded(r: &Response) -> bool {
 async fn checked_evidence_excludes_the_liar_at_another_node_and_survives_its_restart() {
     tokio::time::timeout(Duration::from_secs(240), async {
         let dir = tempfile::tempdir().unwrap();
-        let trusted = Identity::load_or_create(&dir.path().join("radiator-1"))
-            .unwrap()
-            .public();
+        let trusted = household_key(dir.path(), 1);
         // 0 submits and coordinates (warm: it does not work); 1 is honest and trusted by 0;
         // 2 is honest, works, and is the node that must learn of the liar from gossip;
         // 3 lies on every shard (the test-only `cheat` hook).
         let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            warm_if(i == 0, o);
             if i == 0 {
-                o.config.heat.simulated.initial_celsius = Some(24.0);
                 o.coordinator.trust = TrustConfig {
                     trusted: vec![trusted.to_hex()],
                     ..TrustConfig::default()
@@ -92,30 +93,13 @@ async fn checked_evidence_excludes_the_liar_at_another_node_and_survives_its_res
         })
         .await
         .unwrap();
-        wait_connected(&nodes, 1, Duration::from_secs(20))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        settle(&nodes).await;
         let (sub, observer, liar) = (&nodes[0], &nodes[2], nodes[3].household());
         // Before anything happened, node 2 leases to the liar like to anyone.
         assert!(!excluded(&lease_answer(observer, &liar).await));
-        let manifest = build(
-            &sub.context.store,
-            &SPEC,
-            sub.household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
-        loop {
-            let view = sub.context.coordinator.view(id).await.unwrap();
-            if view.status != JobStatus::Running {
-                assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (id, _) = submit(sub, &SPEC, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(180)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
         // The coordinator excluded the liar by its own vote (a shard it claimed could only
         // be verified against it, with the trusted household in the winning group).
         let at_sub = sub.context.trust.view.household(&liar).unwrap();
@@ -233,19 +217,14 @@ async fn forged_evidence_excludes_nobody() {
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir().unwrap();
         // Two warm nodes: 0 forges evidence, 1 hears it. Neither works shards.
-        let nodes = start_radiators(dir.path(), 2, 1, &|_, o: &mut NodeOptions| {
-            o.config.heat.simulated.initial_celsius = Some(24.0);
-        })
-        .await
-        .unwrap();
-        wait_connected(&nodes, 1, Duration::from_secs(20))
+        let nodes = start_radiators(dir.path(), 2, 1, &|_, o: &mut NodeOptions| warm_if(true, o))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        settle(&nodes).await;
         let (forger, observer) = (&nodes[0], &nodes[1]);
         // A real job of the forger's, never submitted: its blobs are there to be fetched.
         let store = &forger.context.store;
-        let manifest = build(store, &SPEC, forger.household(), JobLimits::default(), 2).unwrap();
+        let manifest = manifest(forger, &SPEC, 2);
         assert_eq!(
             store.put_bytes(&manifest.to_bytes()).unwrap(),
             manifest.id()
@@ -378,13 +357,11 @@ async fn forged_evidence_excludes_nobody() {
 async fn a_node_that_joins_later_still_excludes_the_liar_after_its_own_rerun() {
     tokio::time::timeout(Duration::from_secs(240), async {
         let dir = tempfile::tempdir().unwrap();
-        let trusted = Identity::load_or_create(&dir.path().join("radiator-1"))
-            .unwrap()
-            .public();
+        let trusted = household_key(dir.path(), 1);
         // As above: 0 coordinates, 1 is trusted, 2 observes (and re-runs), 3 lies.
         let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            warm_if(i == 0, o);
             if i == 0 {
-                o.config.heat.simulated.initial_celsius = Some(24.0);
                 o.coordinator.trust = TrustConfig {
                     trusted: vec![trusted.to_hex()],
                     ..TrustConfig::default()
@@ -394,28 +371,11 @@ async fn a_node_that_joins_later_still_excludes_the_liar_after_its_own_rerun() {
         })
         .await
         .unwrap();
-        wait_connected(&nodes, 1, Duration::from_secs(20))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        settle(&nodes).await;
         let (sub, observer, liar) = (&nodes[0], &nodes[2], nodes[3].household());
-        let manifest = build(
-            &sub.context.store,
-            &SPEC,
-            sub.household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
-        loop {
-            let view = sub.context.coordinator.view(id).await.unwrap();
-            if view.status != JobStatus::Running {
-                assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (id, _) = submit(sub, &SPEC, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(180)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
         let at_observer = wait_for(observer, &liar, |v| {
             v.evidence.iter().any(|e| e.status != "pending")
         })
@@ -430,7 +390,7 @@ async fn a_node_that_joins_later_still_excludes_the_liar_after_its_own_rerun() {
             1,
         )
         .unwrap();
-        opts.config.heat.simulated.initial_celsius = Some(24.0);
+        warm_if(true, &mut opts);
         let late = hearth::node::start(opts).await.unwrap();
         assert!(
             late.context

@@ -4,88 +4,16 @@
 
 use std::time::Duration;
 
-use hearth::demo::{loopback_options, start_radiators, wait_connected};
+use hearth::demo::{loopback_options, start_radiators};
 use hearth::jobs::build::{build, JobSpec};
-use hearth::jobs::{JobStatus, JobView};
-use hearth::kernels;
+use hearth::jobs::JobStatus;
 use hearth::model::{parse_hash, JobLimits};
 use hearth::node::{NodeOptions, RunningNode};
 
+mod support;
+use support::*;
+
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn wait_done(node: &RunningNode, id: blake3::Hash, timeout: Duration) -> JobView {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let view = node.context.coordinator.view(id).await.expect("job known");
-        match &view.status {
-            JobStatus::Running => {}
-            _ => return view,
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job not finished in {timeout:?}: {view:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn mandelbrot(width: u32, height: u32, tile: u32) -> JobSpec {
-    JobSpec::Mandelbrot {
-        width,
-        height,
-        tile,
-        max_iter: 200,
-    }
-}
-
-fn native_png(width: u32, height: u32, tile: u32) -> Vec<u8> {
-    let tiles: Vec<Vec<u8>> = kernels::mandelbrot_tiles(width, height, tile, 200)
-        .iter()
-        .map(kernels::mandelbrot_native)
-        .collect();
-    kernels::assemble_mandelbrot_png(width, height, tile, &tiles).unwrap()
-}
-
-fn result_bytes(node: &RunningNode, view: &JobView) -> Vec<u8> {
-    let JobStatus::Done { result } = &view.status else {
-        panic!("job did not succeed: {view:#?}")
-    };
-    node.context
-        .store
-        .get_bytes(&parse_hash(result).unwrap())
-        .unwrap()
-}
-
-/// Builds a job from `spec` in `node`'s store and submits it there; returns its id and
-/// number of shards.
-async fn submit(node: &RunningNode, spec: &JobSpec, replication: u8) -> (blake3::Hash, usize) {
-    let manifest = build(
-        &node.context.store,
-        spec,
-        node.household(),
-        JobLimits::default(),
-        replication,
-    )
-    .unwrap();
-    let shards = manifest.inputs.len();
-    let id = node.context.coordinator.submit(manifest).await.unwrap();
-    (id, shards)
-}
-
-/// Puts a radiator in a warm simulated room: its heat controller then runs no shards.
-fn warm_if(warm: bool, o: &mut NodeOptions) {
-    if warm {
-        o.config.heat.simulated.initial_celsius = Some(24.0);
-    }
-}
-
-async fn settle(nodes: &[RunningNode]) {
-    wait_connected(nodes, 1, Duration::from_secs(20))
-        .await
-        .unwrap();
-    // Let gossipsub graft its mesh before the first announcement.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn multi_node_job_completes_with_right_output_and_receipts() {
@@ -606,14 +534,7 @@ async fn workers_delete_a_finished_jobs_blobs_and_the_submitter_keeps_its_own() 
         let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {}).await.unwrap();
         settle(&nodes).await;
         let sub = &nodes[0];
-        let manifest = build(
-            &sub.context.store,
-            &mandelbrot(128, 64, 64),
-            sub.household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
+        let manifest = manifest(sub, &mandelbrot(128, 64, 64), 2);
         let mut blobs = vec![manifest.module];
         blobs.extend(manifest.inputs.iter().copied());
         let id = sub.context.coordinator.submit(manifest).await.unwrap();

@@ -8,48 +8,31 @@
 
 use std::time::Duration;
 
-use hearth::demo::{start_radiators, wait_connected};
-use hearth::jobs::build::{build, JobSpec};
+use hearth::demo::start_radiators;
+use hearth::jobs::build::JobSpec;
 use hearth::jobs::JobStatus;
-use hearth::model::JobLimits;
+
+mod support;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receipts_stay_with_their_worker_and_coordinator_and_prove_inclusion() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempfile::tempdir().unwrap();
         // Radiator 3's room is warm: it hears the job and does no work for it.
-        let nodes = start_radiators(dir.path(), 4, 1, &|i, o| {
-            if i == 3 {
-                o.config.heat.simulated.initial_celsius = Some(24.0);
-            }
-        })
-        .await
-        .unwrap();
-        wait_connected(&nodes, 1, Duration::from_secs(20))
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o| warm_if(i == 3, o))
             .await
             .unwrap();
+        settle(&nodes).await;
         let sub = &nodes[0];
-        let manifest = build(
-            &sub.context.store,
-            &JobSpec::Pi {
-                shards: 4,
-                samples: 20_000,
-                seed: 7,
-            },
-            sub.household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
-        loop {
-            let v = sub.context.coordinator.view(id).await.unwrap();
-            match v.status {
-                JobStatus::Done { .. } => break,
-                JobStatus::Failed { reason } => panic!("job failed: {reason}"),
-                JobStatus::Running => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        let spec = JobSpec::Pi {
+            shards: 4,
+            samples: 20_000,
+            seed: 7,
+        };
+        let (id, _) = submit(sub, &spec, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(90)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
         // Deliveries follow the job's last commitment at once; give them a moment.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let all = sub.context.ledger.list(None).unwrap();

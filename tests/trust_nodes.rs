@@ -6,29 +6,27 @@
 
 use std::time::Duration;
 
-use hearth::demo::{start_radiators, wait_connected};
-use hearth::identity::Identity;
-use hearth::jobs::build::{build, JobSpec};
+use hearth::demo::start_radiators;
+use hearth::jobs::build::JobSpec;
 use hearth::jobs::trust::TrustConfig;
 use hearth::jobs::JobStatus;
-use hearth::kernels;
 use hearth::model::receipt::VerifiedBy;
 use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
-use hearth::model::{parse_hash, JobLimits};
 use hearth::node::NodeOptions;
+
+mod support;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn adaptive_trust_with_real_nodes_keeps_the_cheater_out() {
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir().unwrap();
         // Radiator 1's key exists before the nodes start, so radiator 0 can trust it.
-        let trusted = Identity::load_or_create(&dir.path().join("radiator-1"))
-            .unwrap()
-            .public();
+        let trusted = household_key(dir.path(), 1);
         let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            // The submitter coordinates and does not work (a warm room).
+            warm_if(i == 0, o);
             if i == 0 {
-                // The submitter coordinates and does not work (a warm room).
-                o.config.heat.simulated.initial_celsius = Some(24.0);
                 o.coordinator.trust = TrustConfig {
                     adaptive: true,
                     trusted: vec![trusted.to_hex()],
@@ -39,49 +37,11 @@ async fn adaptive_trust_with_real_nodes_keeps_the_cheater_out() {
         })
         .await
         .unwrap();
-        wait_connected(&nodes, 1, Duration::from_secs(20))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        settle(&nodes).await;
         let sub = &nodes[0];
-        let spec = JobSpec::Mandelbrot {
-            width: 256,
-            height: 128,
-            tile: 64,
-            max_iter: 200,
-        };
-        let manifest = build(
-            &sub.context.store,
-            &spec,
-            sub.household(),
-            JobLimits::default(),
-            2,
-        )
-        .unwrap();
-        let shards = manifest.inputs.len();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
-        let view = loop {
-            let view = sub.context.coordinator.view(id).await.expect("job known");
-            if view.status != JobStatus::Running {
-                break view;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let JobStatus::Done { result } = &view.status else {
-            panic!("job did not succeed: {view:#?}")
-        };
-        let tiles: Vec<Vec<u8>> = kernels::mandelbrot_tiles(256, 128, 64, 200)
-            .iter()
-            .map(kernels::mandelbrot_native)
-            .collect();
-        let expected = kernels::assemble_mandelbrot_png(256, 128, 64, &tiles).unwrap();
-        assert_eq!(
-            sub.context
-                .store
-                .get_bytes(&parse_hash(result).unwrap())
-                .unwrap(),
-            expected
-        );
+        let (id, shards) = submit(sub, &mandelbrot(256, 128, 64), 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(150)).await;
+        assert_eq!(result_bytes(sub, &view), native_png(256, 128, 64));
         let cheater = nodes[3].household();
         let receipts = sub.context.ledger.list(None).unwrap();
         assert!(receipts.len() >= shards, "{} receipts", receipts.len());
@@ -137,34 +97,15 @@ async fn adaptive_trust_with_real_nodes_keeps_the_cheater_out() {
 async fn a_jobs_allow_list_holds_with_real_nodes() {
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir().unwrap();
-        let allowed = Identity::load_or_create(&dir.path().join("radiator-1"))
-            .unwrap()
-            .public();
+        let allowed = household_key(dir.path(), 1);
         let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
-            if i == 0 {
-                o.config.heat.simulated.initial_celsius = Some(24.0);
-            }
+            warm_if(i == 0, o)
         })
         .await
         .unwrap();
-        wait_connected(&nodes, 1, Duration::from_secs(20))
-            .await
-            .unwrap();
+        settle(&nodes).await;
         let sub = &nodes[0];
-        let spec = JobSpec::Mandelbrot {
-            width: 128,
-            height: 64,
-            tile: 64,
-            max_iter: 100,
-        };
-        let manifest = build(
-            &sub.context.store,
-            &spec,
-            sub.household(),
-            JobLimits::default(),
-            1,
-        )
-        .unwrap();
+        let manifest = manifest(sub, &mandelbrot(128, 64, 64), 1);
         let shards = manifest.inputs.len();
         let id = sub
             .context
@@ -172,13 +113,7 @@ async fn a_jobs_allow_list_holds_with_real_nodes() {
             .submit_with(manifest, None, vec![allowed])
             .await
             .unwrap();
-        let view = loop {
-            let view = sub.context.coordinator.view(id).await.expect("job known");
-            if view.status != JobStatus::Running {
-                break view;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let view = wait_done(sub, id, Duration::from_secs(150)).await;
         assert!(
             matches!(view.status, JobStatus::Done { .. }),
             "job did not succeed: {view:#?}"
@@ -230,54 +165,31 @@ async fn a_household_sharing_the_submitters_address_is_marked_self_dealing() {
     use hearth::jobs::trust::related::Relation;
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir().unwrap();
-        let key = |i: usize| {
-            Identity::load_or_create(&dir.path().join(format!("radiator-{i}")))
-                .unwrap()
-                .public()
-        };
-        let (near, far) = (key(1), key(2));
+        let (near, far) = (household_key(dir.path(), 1), household_key(dir.path(), 2));
         let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
             let ip = if i == 2 { "203.0.113.8" } else { "203.0.113.7" };
             o.config.node.external_addresses = vec![format!("/ip4/{ip}/tcp/4001").parse().unwrap()];
-            if i == 0 {
-                o.config.heat.simulated.initial_celsius = Some(24.0);
-            }
+            warm_if(i == 0, o);
         })
         .await
         .unwrap();
-        wait_connected(&nodes, 1, Duration::from_secs(20))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        settle(&nodes).await;
         let sub = &nodes[0];
         for (max_iter, worker) in [(100, near), (101, far)] {
-            let manifest = build(
-                &sub.context.store,
-                &JobSpec::Mandelbrot {
-                    width: 128,
-                    height: 64,
-                    tile: 64,
-                    max_iter,
-                },
-                sub.household(),
-                JobLimits::default(),
-                1,
-            )
-            .unwrap();
+            let spec = JobSpec::Mandelbrot {
+                width: 128,
+                height: 64,
+                tile: 64,
+                max_iter,
+            };
             let id = sub
                 .context
                 .coordinator
-                .submit_with(manifest, None, vec![worker])
+                .submit_with(manifest(sub, &spec, 1), None, vec![worker])
                 .await
                 .unwrap();
-            loop {
-                let view = sub.context.coordinator.view(id).await.expect("job known");
-                if view.status != JobStatus::Running {
-                    assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let view = wait_done(sub, id, Duration::from_secs(60)).await;
+            assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
         }
         let related = sub.context.trust.view.all_related().unwrap();
         let receipts = sub.context.ledger.list(None).unwrap();

@@ -496,7 +496,11 @@ impl Coordinator {
             return Ok(id);
         }
         // The manifest is a blob under its own id, so radiators fetch it like any other blob.
-        let stored = self.store.put_bytes(&manifest.to_bytes())?;
+        let bytes = manifest.to_bytes();
+        let stored = self
+            .store
+            .blocking(move |store| store.put_bytes(&bytes))
+            .await?;
         debug_assert_eq!(stored, id);
         let job = Book::new_job(manifest.clone(), now_ms());
         self.persist.submit(&id, &job, policy.as_ref()).await?;
