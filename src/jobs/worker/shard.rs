@@ -163,9 +163,12 @@ impl Ctx {
         let own_job = coordinator == self.local_peer;
         let output_hash = self
             .store
-            .blocking(move |store| match own_job {
-                true => store.put_bytes(&output),
-                false => store.put_bytes_unkept(&output),
+            .blocking(move |store| {
+                if own_job {
+                    store.put_bytes(&output)
+                } else {
+                    store.put_bytes_unkept(&output)
+                }
             })
             .await?;
         if !own_job {
