@@ -21,6 +21,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::receipt::CreditBasis;
+#[cfg(doc)]
+use crate::model::receipt::{WorkRecord, MAX_WATTS};
 
 /// How much more energy per unit of fuel an honest household may draw than the reference:
 /// the spread between an old desktop CPU and an efficient recent one running the same wasm
@@ -114,9 +116,31 @@ pub fn shard_reference(agreeing_energies_mj: &[u64], fuel: u64, job: &JobRates) 
     shard.max(floor).ceil() as u64
 }
 
-/// What a claim of `claimed_mj` is credited against its shard's reference energy.
-pub fn credit(claimed_mj: u64, reference_mj: u64) -> Credit {
-    let bound = HARDWARE_SPREAD * reference_mj as f64;
+/// Milliseconds of a claim's own power its credit bound allows beyond [`HARDWARE_SPREAD`] ×
+/// reference: windows are whole milliseconds, so each reads up to one off, the reference's
+/// short and the claim's long. Found in `hearth demo`: two honest replicas of a shard of
+/// about a millisecond read 0 ms (0 mJ) on one radiator and 1 or 2 ms on the other, and the
+/// second was capped to 4 × 0.
+pub const RESOLUTION_MS: u64 = 2;
+
+/// How far past [`HARDWARE_SPREAD`] × reference a claim may go: [`RESOLUTION_MS`] at the
+/// claim's own power, `RESOLUTION_MS × floor(claimed_mj / window_ms)`, 0 for an empty window.
+/// Bounded by `RESOLUTION_MS ×` [`MAX_WATTS`] mJ (7.36 J): a claim above
+/// `MAX_WATTS × window_ms` is refused before it is counted ([`WorkRecord::check_physics`]),
+/// so that is the most a liar gains from it per shard.
+pub fn resolution_tolerance(claimed_mj: u64, window_ms: u64) -> u64 {
+    claimed_mj
+        .checked_div(window_ms)
+        .unwrap_or(0)
+        .saturating_mul(RESOLUTION_MS)
+}
+
+/// What a claim of `claimed_mj` over `window_ms` is credited against its shard's reference
+/// energy: the claim whole up to [`HARDWARE_SPREAD`] × reference + the resolution tolerance,
+/// that bound (rounded down) above it.
+pub fn credit(claimed_mj: u64, window_ms: u64, reference_mj: u64) -> Credit {
+    let bound =
+        HARDWARE_SPREAD * reference_mj as f64 + resolution_tolerance(claimed_mj, window_ms) as f64;
     if (claimed_mj as f64) <= bound {
         Credit {
             credited_mj: claimed_mj,
@@ -134,6 +158,7 @@ pub fn credit(claimed_mj: u64, reference_mj: u64) -> Credit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::receipt::MAX_WATTS;
     use proptest::prelude::*;
 
     #[test]
@@ -142,17 +167,17 @@ mod tests {
         let honest = 50_000; // 50 J
         let liar = 10 * honest;
         let reference = shard_reference(&[honest, liar], fuel, &JobRates::default());
-        assert_eq!(credit(honest, reference).basis, CreditBasis::Claimed);
-        let c = credit(liar, reference);
+        assert_eq!(credit(honest, 100, reference).basis, CreditBasis::Claimed);
+        let c = credit(liar, 100, reference);
         assert_eq!(c.basis, CreditBasis::ReplicaReference);
-        assert_eq!(c.credited_mj, 4 * honest);
+        assert_eq!(c.credited_mj, 4 * honest + 2 * (liar / 100));
     }
 
     #[test]
     fn an_old_cpu_keeps_its_figure() {
         let fuel = 1_000_000;
         let reference = shard_reference(&[50_000, 150_000], fuel, &JobRates::default());
-        let c = credit(150_000, reference);
+        let c = credit(150_000, 100, reference);
         assert_eq!(c.credited_mj, 150_000);
         assert_eq!(c.basis, CreditBasis::Claimed);
     }
@@ -166,7 +191,7 @@ mod tests {
         }
         // The griefer claims 0 J; the honest household's 50 J stays credited.
         let reference = shard_reference(&[0, 50_000], fuel, &job);
-        assert_eq!(credit(50_000, reference).credited_mj, 50_000);
+        assert_eq!(credit(50_000, 100, reference).credited_mj, 50_000);
     }
 
     /// A trusted result standing alone has no replica to bound it: the job's median does.
@@ -179,12 +204,33 @@ mod tests {
         }
         let reference = shard_reference(&[5_000_000], fuel, &job);
         assert_eq!(reference, 50_000);
-        let c = credit(5_000_000, reference);
-        assert_eq!(c.credited_mj, 200_000);
+        let c = credit(5_000_000, 10_000, reference);
+        assert_eq!(c.credited_mj, 200_000 + 2 * 500);
         assert_eq!(c.basis, CreditBasis::ReplicaReference);
         // An honest lone claim keeps its figure.
         assert_eq!(shard_reference(&[60_000], fuel, &job), 50_000);
-        assert_eq!(credit(60_000, 50_000).credited_mj, 60_000);
+        assert_eq!(credit(60_000, 100, 50_000).credited_mj, 60_000);
+    }
+
+    /// Found in `hearth demo`: two honest replicas of a shard of about a millisecond, one
+    /// window read 0 ms (0 mJ), the other 1 or 2 ms at 1 160 W; the second was capped to 0.
+    #[test]
+    fn a_replica_two_milliseconds_longer_keeps_its_claim() {
+        let reference = shard_reference(&[0, 2_320], 52_000, &JobRates::default());
+        assert_eq!(reference, 0);
+        for w in [1, 2] {
+            let c = credit(1_160 * w, w, reference);
+            assert_eq!((c.credited_mj, c.basis), (1_160 * w, CreditBasis::Claimed));
+        }
+        // The tolerance is two milliseconds, not a blank cheque: 3 ms at 1 160 W against a
+        // reference of 0 is cut to two of them.
+        let c = credit(3_480, 3, reference);
+        assert_eq!(
+            (c.credited_mj, c.basis),
+            (2_320, CreditBasis::ReplicaReference)
+        );
+        // An empty window claims nothing (the physics refuse more) and has no tolerance.
+        assert_eq!(resolution_tolerance(0, 0), 0);
     }
 
     #[test]
@@ -200,27 +246,60 @@ mod tests {
     }
 
     proptest! {
-        /// Credit never exceeds the claim nor the bound; a claim within the bound is credited
-        /// whole; and the largest honest spread survives.
+        /// Credit never exceeds the claim nor the bound (4 × reference + two milliseconds at
+        /// the claim's power); a claim within the bound is credited whole.
         #[test]
         fn credit_is_bounded(
-            energies in proptest::collection::vec(0u64..10_000_000_000, 1..8),
+            claims in proptest::collection::vec((0u64..10_000_000_000, 0u64..100_000), 1..8),
             fuel in 0u64..1_000_000_000_000,
             history in proptest::collection::vec(0.0f64..1e6, 0..20),
         ) {
             let mut job = JobRates::default();
             for h in history { job.record(h); }
+            let energies: Vec<u64> = claims.iter().map(|&(e, _)| e).collect();
             let reference = shard_reference(&energies, fuel, &job);
-            let bound = HARDWARE_SPREAD * reference as f64;
-            for &e in &energies {
-                let c = credit(e, reference);
+            for &(e, w) in &claims {
+                let bound = HARDWARE_SPREAD * reference as f64 + resolution_tolerance(e, w) as f64;
+                let c = credit(e, w, reference);
                 prop_assert!(c.credited_mj <= e);
-                prop_assert!(c.credited_mj as f64 <= bound.max(e as f64));
                 if e as f64 <= bound {
-                    prop_assert_eq!(c.credited_mj, e);
+                    prop_assert_eq!((c.credited_mj, c.basis), (e, CreditBasis::Claimed));
                 } else {
-                    prop_assert!(c.credited_mj as f64 <= bound + 1.0);
+                    prop_assert!(c.credited_mj as f64 <= bound);
+                    prop_assert_eq!(c.basis, CreditBasis::ReplicaReference);
                 }
+            }
+        }
+
+        /// What the tolerance gives a liar is physically bounded: two milliseconds at most of
+        /// the most a household circuit delivers, for any claim the physics accept.
+        #[test]
+        fn the_tolerance_is_at_most_two_milliseconds_of_a_household_circuit(
+            w in 0u64..crate::model::receipt::MAX_WINDOW_MS,
+            fraction in 0.0f64..=1.0,
+        ) {
+            let e = (MAX_WATTS as f64 * w as f64 * fraction) as u64;
+            prop_assert!(resolution_tolerance(e, w) <= RESOLUTION_MS * MAX_WATTS);
+        }
+
+        /// Honest replicas on like radiators (the same power, about the same duration) are all
+        /// credited whole without any job history, however their windows fall on millisecond
+        /// boundaries: each reads up to one off, so they differ by up to two (0 against 2 is
+        /// what `hearth demo` found).
+        #[test]
+        fn like_radiators_are_credited_whole_whatever_the_rounding(
+            watts in 1u64..=MAX_WATTS,
+            short in 0u64..10_000,
+            longer in proptest::collection::vec(0u64..=RESOLUTION_MS, 1..6),
+            fuel in 0u64..1_000_000_000,
+        ) {
+            let mut windows = vec![short];
+            windows.extend(longer.iter().map(|&l| short + l));
+            let energies: Vec<u64> = windows.iter().map(|w| watts * w).collect();
+            let reference = shard_reference(&energies, fuel, &JobRates::default());
+            for (&w, &e) in windows.iter().zip(&energies) {
+                let c = credit(e, w, reference);
+                prop_assert_eq!((c.credited_mj, c.basis), (e, CreditBasis::Claimed), "{} ms of {:?}", w, windows);
             }
         }
     }

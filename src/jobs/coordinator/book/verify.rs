@@ -119,7 +119,9 @@ impl Book {
                 continue;
             }
             if agrees(claim) {
-                let c = credit::credit(claim.record.energy_mj, shard_credit.reference_mj);
+                let window_ms = claim.record.end_ms.saturating_sub(claim.record.start_ms);
+                let c =
+                    credit::credit(claim.record.energy_mj, window_ms, shard_credit.reference_mj);
                 let terms = CreditTerms {
                     credited_mj: c.credited_mj,
                     basis: c.basis,
