@@ -299,3 +299,71 @@ fn compile_time_is_bounded_by_the_wall_clock() {
     }
     eprintln!("the abandoned compilation ended {:?} later", t.elapsed());
 }
+
+/// A core-ABI module that grows its memory to hold its input, then counts to `n` before
+/// returning an empty output: long enough to look at the executor while it runs.
+fn slow_shard(n: u64) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "alloc") (param $len i32) (result i32)
+              (i32.mul
+                (memory.grow (i32.div_u (i32.add (local.get $len) (i32.const 65535)) (i32.const 65536)))
+                (i32.const 65536)))
+            (func (export "run") (param i32 i32) (result i64)
+              (local $i i64)
+              (loop $more
+                (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                (br_if $more (i64.lt_u (local.get $i) (i64.const {n}))))
+              i64.const 0))"#
+    ))
+    .unwrap()
+}
+
+/// What a running shard holds besides its linear memory counts against the radiator's
+/// `memory_total`: the input it was handed. Found by reading the code (issue 13's notes): the
+/// budget counted linear memory alone, so shards with large inputs could together hold far
+/// more than the household allowed.
+#[test]
+fn a_shards_input_counts_against_the_radiators_memory() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let exec = Executor::with_limits(RadiatorLimits {
+        memory_per_shard: 8 << 20,
+        memory_total: 16 << 20,
+        ..RadiatorLimits::default()
+    })
+    .unwrap();
+    let module = slow_shard(400_000_000);
+    let hash = blake3::hash(&module);
+    exec.prepare(&hash, &module).unwrap();
+    let input = vec![7u8; 3 << 20];
+    let limits = Limits {
+        memory_bytes: 8 << 20,
+        ..Limits::default()
+    };
+    assert_eq!(exec.memory_in_use(), 0);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| exec.run(&hash, &module, &input, &limits));
+        let t = Instant::now();
+        while exec.memory_in_use() == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the shard never started"
+            );
+            std::thread::yield_now();
+        }
+        // 8 MiB of linear memory and the 3 MiB input.
+        assert_eq!(exec.memory_in_use(), 11 << 20);
+        // A second such shard does not fit beside it in 16 MiB: it waits for the first.
+        let second = s.spawn(|| exec.run(&hash, &module, &input, &limits));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !first.is_finished(),
+            "the shard ended too soon to show anything"
+        );
+        assert_eq!(exec.memory_in_use(), 11 << 20);
+        first.join().unwrap().unwrap();
+        second.join().unwrap().unwrap();
+    });
+    assert_eq!(exec.memory_in_use(), 0);
+}

@@ -52,7 +52,8 @@ struct Inner {
     overrun: Mutex<HashSet<[u8; 32]>>,
 }
 
-/// Linear memory promised to the shards running now, against [`RadiatorLimits::memory_total`].
+/// Memory promised to the shards running now (linear memory and inputs), against
+/// [`RadiatorLimits::memory_total`].
 struct MemoryBudget {
     in_use: Mutex<u64>,
     freed: Condvar,
@@ -205,10 +206,18 @@ impl Executor {
             ..*limits
         };
         let (pre, abi) = self.compiled(module_hash, module)?;
-        let _share = self
-            .inner
-            .memory
-            .reserve(limits.memory_bytes, own.memory_total);
+        // What the run holds besides its linear memory: the caller's input and, for a WASI
+        // command, the copy it reads as stdin. At most `memory_total` is reserved, so one
+        // shard alone always fits and every wait ends.
+        let copies = if abi == Abi::WasiCommand { 2 } else { 1 };
+        let held = (input.len() as u64).saturating_mul(copies);
+        let _share = self.inner.memory.reserve(
+            limits
+                .memory_bytes
+                .saturating_add(held)
+                .min(own.memory_total),
+            own.memory_total,
+        );
         let _span = tracing::debug_span!("shard", module = %module_hash.to_hex(), ?abi).entered();
 
         let cpu_start = thread_cpu_time();
@@ -404,6 +413,17 @@ impl Executor {
             .cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Bytes of the memory budget ([`RadiatorLimits::memory_total`]) the shards running now
+    /// hold: their linear memory limits and their inputs.
+    pub fn memory_in_use(&self) -> u64 {
+        *self
+            .inner
+            .memory
+            .in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Compilations that overran the time limit and are still finishing in the background.

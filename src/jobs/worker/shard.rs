@@ -97,8 +97,8 @@ impl Ctx {
                 "shard input",
             )
             .await?;
-        let input = self.store.read(input_hash).await?;
-        // A shard leased ahead waits here, ready, for a running one to end.
+        // A shard leased ahead waits here, ready (its blobs on disk, not in memory), for a
+        // running one to end.
         let turn = match self.wait_turn(held).await {
             Ok(turn) => turn,
             Err(why) => {
@@ -120,6 +120,9 @@ impl Ctx {
             self.ask(coordinator, request).await?;
             return Ok(());
         }
+        // Read only now that the shard has its turn: the radiator's memory budget counts the
+        // inputs of running shards (`Executor::run`), and shards held ahead hold none.
+        let input = self.store.read(input_hash).await?;
         let executor = self.executor.clone();
         let module_hash = manifest.module;
         // The meter's window is exactly the execution: fetching, queueing and claiming are not
