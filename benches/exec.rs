@@ -25,7 +25,9 @@ fn run_all(exec: &Executor, module: &[u8], inputs: &[Vec<u8>]) -> (Vec<Vec<u8>>,
     let outs = inputs
         .iter()
         .map(|i| {
-            let out = exec.run(&hash, module, i, &limits).expect("kernel runs");
+            let out = exec
+                .run(&hash, module, i.as_slice(), &limits)
+                .expect("kernel runs");
             fuel += out.fuel;
             out.output
         })

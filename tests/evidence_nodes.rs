@@ -238,7 +238,7 @@ async fn forged_evidence_excludes_nobody() {
             .run(
                 &manifest.module,
                 &store.get_bytes(&manifest.module).unwrap(),
-                &store.get_bytes(&manifest.inputs[0]).unwrap(),
+                store.get_bytes(&manifest.inputs[0]).unwrap(),
                 &Limits {
                     fuel: manifest.limits.fuel_per_shard,
                     memory_bytes: manifest.limits.memory_bytes,

@@ -89,7 +89,7 @@ fn mandelbrot_rejects_a_tile_outside_the_image() {
         .run(
             &blake3::hash(&module),
             &module,
-            &tile.encode(),
+            tile.encode(),
             &Limits::default(),
         )
         .unwrap_err();

@@ -343,7 +343,7 @@ fn a_shards_input_counts_against_the_radiators_memory() {
     };
     assert_eq!(exec.memory_in_use(), 0);
     std::thread::scope(|s| {
-        let first = s.spawn(|| exec.run(&hash, &module, &input, &limits));
+        let first = s.spawn(|| exec.run(&hash, &module, input.clone(), &limits));
         let t = Instant::now();
         while exec.memory_in_use() == 0 {
             assert!(
@@ -355,7 +355,7 @@ fn a_shards_input_counts_against_the_radiators_memory() {
         // 8 MiB of linear memory and the 3 MiB input.
         assert_eq!(exec.memory_in_use(), 11 << 20);
         // A second such shard does not fit beside it in 16 MiB: it waits for the first.
-        let second = s.spawn(|| exec.run(&hash, &module, &input, &limits));
+        let second = s.spawn(|| exec.run(&hash, &module, input.clone(), &limits));
         std::thread::sleep(Duration::from_millis(100));
         assert!(
             !first.is_finished(),

@@ -187,13 +187,18 @@ impl Executor {
     /// a shard never gets more memory than [`RadiatorLimits::memory_per_shard`], whatever
     /// `limits.memory_bytes` asks. Blocks first while the shards already running hold so much
     /// memory that this one would take them past [`RadiatorLimits::memory_total`].
+    ///
+    /// The run takes the input: a WASI command reads it as its stdin, and a core-ABI shard's
+    /// copy is dropped once it is in linear memory, so no second copy is made (a caller
+    /// holding only a borrowed slice pays for one).
     pub fn run(
         &self,
         module_hash: &blake3::Hash,
         module: &[u8],
-        input: &[u8],
+        input: impl Into<Vec<u8>>,
         limits: &Limits,
     ) -> Result<ShardOutput, ExecError> {
+        let input = input.into();
         let own = self.inner.limits;
         if input.len() as u64 > own.input_bytes {
             return Err(ExecError::InputTooLarge {
@@ -206,15 +211,12 @@ impl Executor {
             ..*limits
         };
         let (pre, abi) = self.compiled(module_hash, module)?;
-        // What the run holds besides its linear memory: the caller's input and, for a WASI
-        // command, the copy it reads as stdin. At most `memory_total` is reserved, so one
-        // shard alone always fits and every wait ends.
-        let copies = if abi == Abi::WasiCommand { 2 } else { 1 };
-        let held = (input.len() as u64).saturating_mul(copies);
+        // What the run holds besides its linear memory: its input. At most `memory_total` is
+        // reserved, so one shard alone always fits and every wait ends.
         let _share = self.inner.memory.reserve(
             limits
                 .memory_bytes
-                .saturating_add(held)
+                .saturating_add(input.len() as u64)
                 .min(own.memory_total),
             own.memory_total,
         );
@@ -234,7 +236,7 @@ impl Executor {
         store.epoch_deadline_trap();
 
         let result = match abi {
-            Abi::Core => run_core(&mut store, &pre, input),
+            Abi::Core => run_core(&mut store, &pre),
             Abi::WasiCommand => run_wasi(&mut store, &pre),
         };
         let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
@@ -457,8 +459,9 @@ fn bad_abi(msg: String) -> Failure {
 fn run_core(
     store: &mut Store<ShardState>,
     pre: &InstancePre<ShardState>,
-    input: &[u8],
 ) -> Result<Option<Vec<u8>>, Failure> {
+    // A core shard gets its input through `alloc`/`run`; its stdin is empty, from `start` on.
+    let input = std::mem::take(&mut store.data_mut().stdin);
     let instance = pre.instantiate(&mut *store)?;
     let memory = instance
         .get_memory(&mut *store, "memory")
@@ -473,13 +476,14 @@ fn run_core(
     // An empty input needs no buffer: allocators may hand out a dangling pointer for it.
     if !input.is_empty() {
         memory
-            .write(&mut *store, ptr as u32 as usize, input)
+            .write(&mut *store, ptr as u32 as usize, &input)
             .map_err(|_| {
                 bad_abi(format!(
                     "`alloc({len})` returned {ptr:#x}, which is not a buffer inside memory"
                 ))
             })?;
     }
+    drop(input);
     let packed = run.call(&mut *store, (ptr, len))? as u64;
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     if out_len > MAX_OUTPUT_BYTES {

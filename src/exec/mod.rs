@@ -75,9 +75,9 @@ pub struct RadiatorLimits {
     /// Most linear memory one shard may have, in bytes. A run asking for more gets this.
     pub memory_per_shard: u64,
     /// Most memory all shards running at once may hold together, in bytes: their linear
-    /// memory limits and their inputs (twice for a WASI command, whose stdin is a copy). A
-    /// run waits (on its own thread) until its share is free, so this bounds how many shards
-    /// run at once given their memory. Never below `memory_per_shard`.
+    /// memory limits and their inputs. A run waits (on its own thread) until its share is
+    /// free, so this bounds how many shards run at once given their memory. Never below
+    /// `memory_per_shard`.
     pub memory_total: u64,
     /// Largest module, in bytes (at most [`MAX_MODULE_BYTES`]).
     pub module_bytes: u64,

@@ -152,22 +152,19 @@ pub(crate) struct ShardState {
 }
 
 impl ShardState {
-    pub fn new(abi: Abi, input: &[u8], memory_limit: u64, stdout_cap: usize) -> ShardState {
+    /// The state of a run of `input`. It holds the input as `stdin`, where a WASI command
+    /// reads it; a core-ABI run takes it out before instantiating (`engine::run_core`).
+    pub fn new(abi: Abi, input: Vec<u8>, memory_limit: u64, stdout_cap: usize) -> ShardState {
         // The random stream depends on the input only, so replicas agree and different
         // shards of one job still see different numbers.
-        let input_hash = blake3::hash(input);
+        let input_hash = blake3::hash(&input);
         let rng = blake3::Hasher::new_derive_key("hearth 2024 wasi random_get v1")
             .update(input_hash.as_bytes())
             .finalize_xof();
         ShardState {
             limiter: Limiter { memory_limit },
             abi,
-            // A core-ABI shard gets its input through `alloc`/`run`, not stdin.
-            stdin: if abi == Abi::WasiCommand {
-                input.to_vec()
-            } else {
-                Vec::new()
-            },
+            stdin: input,
             stdin_pos: 0,
             stdout: Vec::new(),
             stdout_cap,
@@ -549,7 +546,7 @@ mod tests {
         add_to_linker(&mut linker).unwrap();
         let mut store = Store::new(
             &engine,
-            ShardState::new(Abi::WasiCommand, b"", 1 << 20, 1 << 20),
+            ShardState::new(Abi::WasiCommand, Vec::new(), 1 << 20, 1 << 20),
         );
         let mut defined = 0;
         for (name, params, results) in IMPORTS {
@@ -573,7 +570,7 @@ mod tests {
 
     #[test]
     fn stderr_keeps_the_tail() {
-        let mut s = ShardState::new(Abi::WasiCommand, b"", 1, 1);
+        let mut s = ShardState::new(Abi::WasiCommand, Vec::new(), 1, 1);
         s.push_stderr(&vec![b'a'; STDERR_CAP - 1]);
         s.push_stderr(b"xyz");
         assert_eq!(s.stderr.len(), STDERR_CAP);

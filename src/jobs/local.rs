@@ -49,7 +49,7 @@ pub fn run_local(
                     .get_bytes(input_hash)
                     .map_err(JobError::from)
                     .and_then(|input| {
-                        Ok(executor.run(&manifest.module, &module, &input, &limits)?)
+                        Ok(executor.run(&manifest.module, &module, input, &limits)?)
                     })
                     .and_then(|out| {
                         Ok(LocalShard {

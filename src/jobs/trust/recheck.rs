@@ -124,7 +124,7 @@ impl Rechecker {
         let input = self.store.read(claim.input).await.map_err(unchecked)?;
         let (executor, module_hash) = (self.executor.clone(), manifest.module);
         let ran = tokio::task::spawn_blocking(move || {
-            executor.run(&module_hash, &module, &input, &limits)
+            executor.run(&module_hash, &module, input, &limits)
         })
         .await
         .map_err(|err| Check::Unchecked(format!("the re-run's thread died: {err}")))?;

@@ -129,7 +129,7 @@ impl Ctx {
         // shard energy, and the receipt records this window.
         let mark = self.meter.start_shard();
         let outcome = tokio::task::spawn_blocking(move || {
-            executor.run(&module_hash, &module, &input, &limits)
+            executor.run(&module_hash, &module, input, &limits)
         })
         .await;
         // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
