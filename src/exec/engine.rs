@@ -11,8 +11,8 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, TypedFu
 
 use super::wasi::{self, MemoryLimitHit, NoMemory, OutputOverflow, ProcExit, ShardState};
 use super::{
-    inspect, nan, Abi, ExecError, Limits, RadiatorLimits, ShardOutput, MAX_OUTPUT_BYTES,
-    MAX_OVERRUN_COMPILES, MAX_WASM_STACK, MODULE_CACHE_ENTRIES,
+    inspect, nan, Abi, ExecError, Limits, RadiatorLimits, ShardInput, ShardOutput,
+    MAX_OUTPUT_BYTES, MAX_OVERRUN_COMPILES, MAX_WASM_STACK, MODULE_CACHE_ENTRIES,
 };
 
 /// Period of the wall-clock watchdog's epoch ticks.
@@ -190,12 +190,12 @@ impl Executor {
     ///
     /// The run takes the input: a WASI command reads it as its stdin, and a core-ABI shard's
     /// copy is dropped once it is in linear memory, so no second copy is made (a caller
-    /// holding only a borrowed slice pays for one).
+    /// holding only a borrowed slice pays for one). See [`ShardInput`] for its hash.
     pub fn run(
         &self,
         module_hash: &blake3::Hash,
         module: &[u8],
-        input: impl Into<Vec<u8>>,
+        input: impl Into<ShardInput>,
         limits: &Limits,
     ) -> Result<ShardOutput, ExecError> {
         let input = input.into();

@@ -45,6 +45,61 @@ pub const MODULE_CACHE_ENTRIES: usize = 64;
 /// `docs/shard-abi.md` (the depth at which it overflows is not portable across CPUs).
 pub const MAX_WASM_STACK: usize = 1 << 20;
 
+/// A shard's input and its BLAKE3 hash, which seeds the shard's `random_get` stream (so
+/// replicas agree and different shards see different numbers). Built from bytes alone the
+/// hash is computed; a caller that read the input from the store by its content address
+/// passes that hash instead of hashing the bytes a second time.
+pub struct ShardInput {
+    bytes: Vec<u8>,
+    hash: blake3::Hash,
+}
+
+impl ShardInput {
+    /// An input read from the store under its content address `hash`, which the store
+    /// verified: `hash` is BLAKE3 of `bytes` (checked again in debug builds).
+    pub fn from_store(hash: blake3::Hash, bytes: Vec<u8>) -> ShardInput {
+        debug_assert_eq!(
+            blake3::hash(&bytes),
+            hash,
+            "not the input's content address"
+        );
+        ShardInput { bytes, hash }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl From<Vec<u8>> for ShardInput {
+    fn from(bytes: Vec<u8>) -> ShardInput {
+        let hash = blake3::hash(&bytes);
+        ShardInput { bytes, hash }
+    }
+}
+
+impl From<&[u8]> for ShardInput {
+    fn from(bytes: &[u8]) -> ShardInput {
+        bytes.to_vec().into()
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for ShardInput {
+    fn from(bytes: &[u8; N]) -> ShardInput {
+        bytes.to_vec().into()
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for ShardInput {
+    fn from(bytes: [u8; N]) -> ShardInput {
+        bytes.to_vec().into()
+    }
+}
+
 /// Resource limits for one shard run. Part of the job, so every replica uses the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

@@ -15,7 +15,7 @@ use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter};
 #[cfg(test)]
 use super::imports::IMPORTS;
 use super::imports::WASI_MODULE;
-use super::Abi;
+use super::{Abi, ShardInput};
 
 /// The one argument (`argv[0]`) a WASI command sees.
 const ARGV0: &[u8] = b"shard\0";
@@ -154,12 +154,12 @@ pub(crate) struct ShardState {
 impl ShardState {
     /// The state of a run of `input`. It holds the input as `stdin`, where a WASI command
     /// reads it; a core-ABI run takes it out before instantiating (`engine::run_core`).
-    pub fn new(abi: Abi, input: Vec<u8>, memory_limit: u64, stdout_cap: usize) -> ShardState {
+    pub fn new(abi: Abi, input: ShardInput, memory_limit: u64, stdout_cap: usize) -> ShardState {
         // The random stream depends on the input only, so replicas agree and different
         // shards of one job still see different numbers.
-        let input_hash = blake3::hash(&input);
+        let ShardInput { bytes: input, hash } = input;
         let rng = blake3::Hasher::new_derive_key("hearth 2024 wasi random_get v1")
-            .update(input_hash.as_bytes())
+            .update(hash.as_bytes())
             .finalize_xof();
         ShardState {
             limiter: Limiter { memory_limit },
@@ -546,7 +546,7 @@ mod tests {
         add_to_linker(&mut linker).unwrap();
         let mut store = Store::new(
             &engine,
-            ShardState::new(Abi::WasiCommand, Vec::new(), 1 << 20, 1 << 20),
+            ShardState::new(Abi::WasiCommand, Vec::new().into(), 1 << 20, 1 << 20),
         );
         let mut defined = 0;
         for (name, params, results) in IMPORTS {
@@ -570,7 +570,7 @@ mod tests {
 
     #[test]
     fn stderr_keeps_the_tail() {
-        let mut s = ShardState::new(Abi::WasiCommand, Vec::new(), 1, 1);
+        let mut s = ShardState::new(Abi::WasiCommand, Vec::new().into(), 1, 1);
         s.push_stderr(&vec![b'a'; STDERR_CAP - 1]);
         s.push_stderr(b"xyz");
         assert_eq!(s.stderr.len(), STDERR_CAP);

@@ -49,6 +49,7 @@ pub fn run_local(
                     .get_bytes(input_hash)
                     .map_err(JobError::from)
                     .and_then(|input| {
+                        let input = crate::exec::ShardInput::from_store(*input_hash, input);
                         Ok(executor.run(&manifest.module, &module, input, &limits)?)
                     })
                     .and_then(|out| {

@@ -122,6 +122,7 @@ impl Rechecker {
         let unchecked = |err: crate::store::StoreError| Check::Unchecked(err.to_string());
         let module = self.store.read(manifest.module).await.map_err(unchecked)?;
         let input = self.store.read(claim.input).await.map_err(unchecked)?;
+        let input = crate::exec::ShardInput::from_store(claim.input, input);
         let (executor, module_hash) = (self.executor.clone(), manifest.module);
         let ran = tokio::task::spawn_blocking(move || {
             executor.run(&module_hash, &module, input, &limits)

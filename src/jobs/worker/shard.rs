@@ -6,7 +6,7 @@ use tracing::Instrument;
 
 use tokio::sync::watch;
 
-use crate::exec::ExecError;
+use crate::exec::{ExecError, ShardInput};
 use crate::jobs::inputs::{shard_limits, Inputs};
 use crate::model::receipt::{Claim, WorkRecord};
 use crate::model::wire::{Lease, Request};
@@ -123,6 +123,7 @@ impl Ctx {
         // Read only now that the shard has its turn: the radiator's memory budget counts the
         // inputs of running shards (`Executor::run`), and shards held ahead hold none.
         let input = self.store.read(input_hash).await?;
+        let input = ShardInput::from_store(input_hash, input);
         let executor = self.executor.clone();
         let module_hash = manifest.module;
         // The meter's window is exactly the execution: fetching, queueing and claiming are not
