@@ -332,7 +332,7 @@ fn wrong_hash_is_refused() {
         .run(
             &blake3::hash(b"something else"),
             &module,
-            b"",
+            b"".as_slice(),
             &Limits::default(),
         )
         .unwrap_err();

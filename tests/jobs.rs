@@ -614,7 +614,7 @@ async fn slow_shards_under_short_leases_complete_by_renewal() {
         };
         // The first run compiles the module; time the second.
         executor
-            .run(&hash, &module, 1u64.to_le_bytes(), &limits)
+            .run(&hash, &module, 1u64.to_le_bytes().as_slice(), &limits)
             .unwrap();
         // This machine is shared, so its speed varies: calibrate on the fastest of three
         // probes, so the shards take at least about 4 s however quiet the machine gets.
@@ -623,7 +623,7 @@ async fn slow_shards_under_short_leases_complete_by_renewal() {
             .map(|_| {
                 let t = std::time::Instant::now();
                 executor
-                    .run(&hash, &module, probe.to_le_bytes(), &limits)
+                    .run(&hash, &module, probe.to_le_bytes().as_slice(), &limits)
                     .unwrap();
                 t.elapsed().as_secs_f64() / probe as f64
             })

@@ -133,7 +133,7 @@ fn memory_bomb_stops_at_the_radiators_cap_whatever_the_job_asks() {
     let before = reset_peak_mib();
     let t = Instant::now();
     let err = exec
-        .run(&blake3::hash(&module), &module, b"", &asks)
+        .run(&blake3::hash(&module), &module, b"".as_slice(), &asks)
         .unwrap_err();
     let peak = peak_mib();
     eprintln!(
@@ -154,7 +154,7 @@ fn memory_bomb_stops_at_the_radiators_cap_whatever_the_job_asks() {
         memory_bytes: 8 << 20,
         ..Limits::default()
     };
-    match exec.run(&blake3::hash(&module), &module, b"", &small) {
+    match exec.run(&blake3::hash(&module), &module, b"".as_slice(), &small) {
         Err(ExecError::OutOfMemory { limit }) => assert_eq!(limit, 8 << 20),
         other => panic!("expected OutOfMemory at 8 MiB, got {other:?}"),
     }

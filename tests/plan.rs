@@ -457,12 +457,12 @@ async fn one_slot_radiator(lease_ahead_minutes: f64) -> (usize, Vec<(u64, u64)>,
         ..Default::default()
     };
     executor
-        .run(&hash, &module, 1u64.to_le_bytes(), &limits)
+        .run(&hash, &module, 1u64.to_le_bytes().as_slice(), &limits)
         .unwrap();
     let probe = 20_000_000u64;
     let t = std::time::Instant::now();
     executor
-        .run(&hash, &module, probe.to_le_bytes(), &limits)
+        .run(&hash, &module, probe.to_le_bytes().as_slice(), &limits)
         .unwrap();
     let spins = (0.6 / (t.elapsed().as_secs_f64() / probe as f64)) as u64;
 

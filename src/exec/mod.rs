@@ -88,18 +88,6 @@ impl From<&[u8]> for ShardInput {
     }
 }
 
-impl<const N: usize> From<&[u8; N]> for ShardInput {
-    fn from(bytes: &[u8; N]) -> ShardInput {
-        bytes.to_vec().into()
-    }
-}
-
-impl<const N: usize> From<[u8; N]> for ShardInput {
-    fn from(bytes: [u8; N]) -> ShardInput {
-        bytes.to_vec().into()
-    }
-}
-
 /// Resource limits for one shard run. Part of the job, so every replica uses the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

@@ -97,8 +97,8 @@ impl Ctx {
                 "shard input",
             )
             .await?;
-        // A shard leased ahead waits here, ready (its blobs on disk, not in memory), for a
-        // running one to end.
+        // A shard leased ahead waits here, ready (its module compiled, its input on disk and
+        // not yet in memory), for a running one to end.
         let turn = match self.wait_turn(held).await {
             Ok(turn) => turn,
             Err(why) => {
