@@ -192,7 +192,7 @@ pub struct LimitsConfig {
     /// Most linear memory one shard may use, in MiB (64 KiB to 4096). Jobs asking for more
     /// are declined; the executor enforces it whatever a job asks. Default 1024.
     pub memory_per_shard_mib: u64,
-    /// Most memory all running shards may use together (linear memory and inputs), in MiB;
+    /// Most memory all running shards may use together (linear memory, inputs, outputs), in MiB;
     /// shards wait for a share, so this bounds how many run at once. Raised to `memory_per_shard_mib` if
     /// below it. Default 2048.
     pub memory_total_mib: u64,
@@ -407,7 +407,7 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # declined, and its submitter sees why in `hearth job status`.
 # Most memory one shard may use, in MiB (HEARTH_MEMORY_PER_SHARD_MIB).
 # memory_per_shard_mib = 1024
-# Most memory all running shards may use together (their inputs counted), in MiB; shards
+# Most memory all running shards may use together (inputs and outputs counted), in MiB; shards
 # wait for their share (HEARTH_MEMORY_TOTAL_MIB).
 # memory_total_mib = 2048
 # Largest module and shard input, in MiB, refused before any byte is fetched

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hearth::exec::{Abi, ExecError, Executor, Limits, ShardOutput, MAX_OUTPUT_BYTES};
+use hearth::exec::{Abi, ExecError, Executor, Limits, ShardInput, ShardOutput, MAX_OUTPUT_BYTES};
 
 fn wat(src: &str) -> Vec<u8> {
     wat::parse_str(src).expect("test WAT is valid")
@@ -466,4 +466,47 @@ fn wasi_run_out_of_fuel() {
         matches!(err, ExecError::OutOfFuel { limit: 1_000 }),
         "{err:?}"
     );
+}
+
+/// A stored input is read only when its run is admitted (after the memory budget's wait),
+/// and failing to read it is the radiator's problem, not the shard's: `InputUnreadable`,
+/// which a worker does not report as the shard's failure; nothing stays reserved.
+#[test]
+fn a_stored_input_is_read_on_admission_and_its_failure_is_not_the_shards() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let exec = Executor::new().unwrap();
+    let module = reverse_module();
+    let hash = blake3::hash(&module);
+    let limits = Limits::default();
+    let stored = |len: u64, read: Result<Vec<u8>, String>| {
+        let was_read = Arc::new(AtomicBool::new(false));
+        let flag = was_read.clone();
+        let input = ShardInput::stored(blake3::hash(b"hearth"), len, move || {
+            flag.store(true, Ordering::SeqCst);
+            read
+        });
+        (input, was_read)
+    };
+
+    let (input, was_read) = stored(6, Ok(b"hearth".to_vec()));
+    assert!(!was_read.load(Ordering::SeqCst));
+    let admitted = exec.admit(&hash, &module, input, &limits).unwrap();
+    assert!(was_read.load(Ordering::SeqCst), "read when admitted");
+    assert_eq!(admitted.run().unwrap().output, b"htraeh");
+
+    let (input, _) = stored(6, Err("the disk is on fire".into()));
+    let err = exec.run(&hash, &module, input, &limits).unwrap_err();
+    assert!(
+        matches!(&err, ExecError::InputUnreadable(why) if why.contains("on fire")),
+        "{err}"
+    );
+    assert!(!err.exceeds_radiator_limits());
+    // A store that returns another length than it announced is caught too.
+    let (input, _) = stored(7, Ok(b"hearth".to_vec()));
+    assert!(matches!(
+        exec.run(&hash, &module, input, &limits),
+        Err(ExecError::InputUnreadable(_))
+    ));
+    assert_eq!(exec.memory_in_use(), 0);
 }

@@ -677,6 +677,90 @@ async fn slow_shards_under_short_leases_complete_by_renewal() {
     .expect("test timed out");
 }
 
+/// A shard waiting for the radiator's memory is not executing, so its receipt's window (the
+/// meter's charge) starts only once it is admitted. Found by reading the code: the worker
+/// started the meter before the executor waited for the memory budget, so on a radiator
+/// whose memory admits one shard at a time, the second of two slots was charged for the whole
+/// of the first's run as well as its own (and their windows overlapped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_waiting_for_memory_is_not_charged_for_the_wait() {
+    tokio::time::timeout(TIMEOUT, async {
+        let module = wat::parse_str(SPIN_WAT).unwrap();
+        // About half a second of this machine's time per shard.
+        let executor = hearth::exec::Executor::new().unwrap();
+        let hash = blake3::hash(&module);
+        let limits = hearth::exec::Limits {
+            fuel: u64::MAX / 2,
+            ..Default::default()
+        };
+        let probe = 30_000_000u64;
+        executor
+            .run(&hash, &module, probe.to_le_bytes().as_slice(), &limits)
+            .unwrap();
+        let t = std::time::Instant::now();
+        executor
+            .run(&hash, &module, probe.to_le_bytes().as_slice(), &limits)
+            .unwrap();
+        let spins = (0.5 / t.elapsed().as_secs_f64() * probe as f64) as u64;
+
+        let dir = tempfile::tempdir().unwrap();
+        // Radiator 1 has two slots but memory for one such shard at a time: a shard of 16 MiB
+        // reserves its memory, room for an output as large and stderr's tail, more than
+        // half of 32 MiB.
+        let nodes = start_radiators(dir.path(), 2, 2, &|i, o: &mut NodeOptions| {
+            warm_if(i == 0, o);
+            o.config.limits.memory_per_shard_mib = 32;
+            o.config.limits.memory_total_mib = 32;
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let spec = JobSpec::Wasm {
+            module,
+            inputs: (0..4u64)
+                .map(|i| (spins + i).to_le_bytes().to_vec())
+                .collect(),
+        };
+        let manifest = build(
+            &sub.context.store,
+            &spec,
+            sub.household(),
+            JobLimits {
+                fuel_per_shard: u64::MAX / 2,
+                memory_bytes: 16 << 20,
+            },
+            1,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let view = wait_done(sub, id, Duration::from_secs(90)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        let mut windows: Vec<(u64, u64)> = sub
+            .context
+            .ledger
+            .list(None)
+            .unwrap()
+            .iter()
+            .map(|r| (r.record.start_ms, r.record.end_ms))
+            .collect();
+        assert_eq!(windows.len(), 4);
+        windows.sort();
+        // One shard executed at a time, so the charged windows follow one another.
+        for pair in windows.windows(2) {
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "windows overlap: {pair:?} (all: {windows:?})"
+            );
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// Waits until shard 0 of `id` is waiting with `reason` in its explanation.
 async fn wait_reason(node: &RunningNode, id: blake3::Hash, reason: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hearth::exec::{ExecError, Executor, Limits, RadiatorLimits};
+use hearth::exec::{ExecError, Executor, Limits, RadiatorLimits, STDERR_CAP};
 
 /// Serialises the tests of this file: each measures the process's peak RSS.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -329,7 +329,7 @@ fn a_shards_input_counts_against_the_radiators_memory() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let exec = Executor::with_limits(RadiatorLimits {
         memory_per_shard: 8 << 20,
-        memory_total: 16 << 20,
+        memory_total: 32 << 20,
         ..RadiatorLimits::default()
     })
     .unwrap();
@@ -352,18 +352,99 @@ fn a_shards_input_counts_against_the_radiators_memory() {
             );
             std::thread::yield_now();
         }
-        // 8 MiB of linear memory and the 3 MiB input.
-        assert_eq!(exec.memory_in_use(), 11 << 20);
-        // A second such shard does not fit beside it in 16 MiB: it waits for the first.
+        // 8 MiB of linear memory, the 3 MiB input, room for an output as large as that
+        // memory (a core shard's is copied out of it) and stderr's tail.
+        let running = (19 << 20) + STDERR_CAP as u64;
+        assert_eq!(exec.memory_in_use(), running);
+        // A second such shard does not fit beside it in 32 MiB: it waits for the first.
         let second = s.spawn(|| exec.run(&hash, &module, input.clone(), &limits));
         std::thread::sleep(Duration::from_millis(100));
         assert!(
             !first.is_finished(),
             "the shard ended too soon to show anything"
         );
-        assert_eq!(exec.memory_in_use(), 11 << 20);
+        assert_eq!(exec.memory_in_use(), running);
         first.join().unwrap().unwrap();
         second.join().unwrap().unwrap();
+    });
+    assert_eq!(exec.memory_in_use(), 0);
+}
+
+/// A WASI command that counts to `spin`, then writes `len` bytes of its memory (from 64 KiB
+/// on) to stdout.
+fn stdout_shard(len: u32, spin: u64) -> Vec<u8> {
+    let pages = len / 65536 + 2;
+    wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+              (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") {pages})
+            (func (export "_start")
+              (local $i i64)
+              (loop $more
+                (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                (br_if $more (i64.lt_u (local.get $i) (i64.const {spin}))))
+              (i32.store (i32.const 0) (i32.const 65536))
+              (i32.store (i32.const 4) (i32.const {len}))
+              (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    ))
+    .unwrap()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(30), "{what}");
+        std::thread::yield_now();
+    }
+}
+
+/// A shard's output counts against the radiator's `memory_total`: a running shard has room
+/// for it reserved, and a finished one's output holds its share until the caller drops it.
+/// Found by reading the code (the threat model listed it as a known limit): each running
+/// shard could hold up to 64 MiB of output outside the budget, and a worker held a finished
+/// one's output while it stored it, beside the next shard's share.
+#[test]
+fn a_shards_output_counts_against_the_radiators_memory_until_dropped() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let exec = Executor::with_limits(RadiatorLimits {
+        memory_per_shard: 24 << 20,
+        memory_total: 100 << 20,
+        ..RadiatorLimits::default()
+    })
+    .unwrap();
+    let module = stdout_shard(16 << 20, 400_000_000);
+    let hash = blake3::hash(&module);
+    exec.prepare(&hash, &module).unwrap();
+    let limits = Limits {
+        memory_bytes: 24 << 20,
+        ..Limits::default()
+    };
+    // 24 MiB of linear memory, room for 64 MiB of stdout and stderr's tail.
+    let running = (88 << 20) + STDERR_CAP as u64;
+    std::thread::scope(|s| {
+        let first = s.spawn(|| exec.run(&hash, &module, Vec::new(), &limits));
+        wait_until("the shard never started", || exec.memory_in_use() != 0);
+        assert_eq!(exec.memory_in_use(), running);
+        let out = first.join().unwrap().unwrap();
+        assert_eq!(out.output.len(), 16 << 20);
+        // stdout grew to the 16 MiB it needed, no further, and holds exactly that.
+        assert_eq!(out.memory_held(), 16 << 20);
+        assert_eq!(exec.memory_in_use(), 16 << 20);
+        // A second such shard does not fit beside that output in 100 MiB: it waits until
+        // the output is dropped.
+        let second = s.spawn(|| {
+            exec.run(&hash, &module, Vec::new(), &limits)
+                .map(|o| o.output.len())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!second.is_finished(), "ran beside the output");
+        assert_eq!(exec.memory_in_use(), 16 << 20);
+        drop(out);
+        wait_until("the second shard never started", || {
+            exec.memory_in_use() == running || second.is_finished()
+        });
+        assert_eq!(second.join().unwrap().unwrap(), 16 << 20);
     });
     assert_eq!(exec.memory_in_use(), 0);
 }

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, TypedFunc};
 
-use super::wasi::{self, MemoryLimitHit, NoMemory, OutputOverflow, ProcExit, ShardState};
+use super::wasi::{
+    self, MemoryLimitHit, NoMemory, OutputOverflow, ProcExit, ShardState, STDERR_CAP,
+};
 use super::{
-    inspect, nan, Abi, ExecError, Limits, RadiatorLimits, ShardInput, ShardOutput,
-    MAX_OUTPUT_BYTES, MAX_OVERRUN_COMPILES, MAX_WASM_STACK, MODULE_CACHE_ENTRIES,
+    inspect, nan, Abi, ExecError, Limits, RadiatorLimits, ShardInput, MAX_OUTPUT_BYTES,
+    MAX_OVERRUN_COMPILES, MAX_WASM_STACK, MODULE_CACHE_ENTRIES,
 };
 
 /// Period of the wall-clock watchdog's epoch ticks.
@@ -46,46 +48,96 @@ struct Inner {
     linker: Linker<ShardState>,
     cache: Mutex<Cache>,
     limits: RadiatorLimits,
-    memory: MemoryBudget,
+    memory: Arc<MemoryBudget>,
     /// Modules whose compilation overran the time limit and is still running on its own
     /// thread. At most [`MAX_OVERRUN_COMPILES`]; each is removed by its thread when it ends.
     overrun: Mutex<HashSet<[u8; 32]>>,
 }
 
-/// Memory promised to the shards running now (linear memory and inputs), against
-/// [`RadiatorLimits::memory_total`].
+/// Memory promised to shards, against [`RadiatorLimits::memory_total`]: what each running
+/// shard may hold (linear memory, input, output, diagnostics), and the outputs of finished
+/// shards until their callers drop them. Shared with those outputs ([`ShardOutput`]).
+#[derive(Default)]
 struct MemoryBudget {
     in_use: Mutex<u64>,
     freed: Condvar,
 }
 
+/// What a successful shard run produced. It holds its size of the radiator's memory budget
+/// until dropped: store it and drop it, and never wait for another run on the same executor
+/// while holding it (that run could wait for this memory for ever).
+#[derive(Debug)]
+pub struct ShardOutput {
+    /// The output bytes (deterministic).
+    pub output: Vec<u8>,
+    /// Fuel consumed (deterministic).
+    pub fuel: u64,
+    /// The last [`STDERR_CAP`] bytes the shard wrote to stderr (diagnostics only).
+    pub stderr: Vec<u8>,
+    /// CPU time of this thread spent instantiating and running the shard (not deterministic).
+    pub cpu_time: Duration,
+    /// The budget's share the output and stderr hold: given back when this is dropped.
+    memory: MemoryShare,
+}
+
+impl ShardOutput {
+    /// Bytes of the radiator's memory budget this output holds (its buffers' capacity,
+    /// stdout's and stderr's) until it is dropped.
+    pub fn memory_held(&self) -> u64 {
+        self.memory.bytes
+    }
+}
+
 /// A share of the memory budget, given back when dropped.
-struct MemoryShare<'a> {
-    budget: &'a MemoryBudget,
+struct MemoryShare {
+    budget: Arc<MemoryBudget>,
     bytes: u64,
 }
 
 impl MemoryBudget {
-    /// Blocks until `bytes` fit under `total`. Callers never ask for more than `total`
-    /// (`memory_per_shard <= memory_total`), so every wait ends when running shards finish.
-    fn reserve(&self, bytes: u64, total: u64) -> MemoryShare<'_> {
-        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+    /// Blocks until `bytes` fit under `total`. Callers never ask for more than `total`, so
+    /// every wait ends once the shards running now finish and their outputs are dropped
+    /// (a caller must not hold an output while it waits for another run).
+    fn reserve(self: &Arc<Self>, bytes: u64, total: u64) -> MemoryShare {
+        let mut in_use = self.lock();
         while in_use.saturating_add(bytes) > total {
             in_use = self.freed.wait(in_use).unwrap_or_else(|p| p.into_inner());
         }
         *in_use += bytes;
         MemoryShare {
-            budget: self,
+            budget: self.clone(),
             bytes,
         }
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        // Plain numbers: a panic while holding the lock leaves them usable.
+        self.in_use.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
-impl Drop for MemoryShare<'_> {
-    fn drop(&mut self) {
-        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|p| p.into_inner());
-        *in_use = in_use.saturating_sub(self.bytes);
+impl MemoryShare {
+    /// Gives back all of the share beyond `bytes`.
+    fn shrink_to(&mut self, bytes: u64) {
+        if bytes >= self.bytes {
+            return;
+        }
+        let mut in_use = self.budget.lock();
+        *in_use = in_use.saturating_sub(self.bytes - bytes);
+        self.bytes = bytes;
         self.budget.freed.notify_all();
+    }
+}
+
+impl std::fmt::Debug for MemoryShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemoryShare({} bytes)", self.bytes)
+    }
+}
+
+impl Drop for MemoryShare {
+    fn drop(&mut self) {
+        self.shrink_to(0);
     }
 }
 
@@ -168,10 +220,7 @@ impl Executor {
                 linker,
                 cache: Mutex::new(Cache::default()),
                 limits: limits.sanitised(),
-                memory: MemoryBudget {
-                    in_use: Mutex::new(0),
-                    freed: Condvar::new(),
-                },
+                memory: Arc::default(),
                 overrun: Mutex::new(HashSet::new()),
             }),
         })
@@ -183,14 +232,7 @@ impl Executor {
         self.compiled(module_hash, module).map(|(_, abi)| abi)
     }
 
-    /// Runs one shard to completion under `limits`, lowered to this radiator's own limits:
-    /// a shard never gets more memory than [`RadiatorLimits::memory_per_shard`], whatever
-    /// `limits.memory_bytes` asks. Blocks first while the shards already running hold so much
-    /// memory that this one would take them past [`RadiatorLimits::memory_total`].
-    ///
-    /// The run takes the input: a WASI command reads it as its stdin, and a core-ABI shard's
-    /// copy is dropped once it is in linear memory, so no second copy is made (a caller
-    /// holding only a borrowed slice pays for one). See [`ShardInput`] for its hash.
+    /// Runs one shard to completion: [`Executor::admit`], then [`Admitted::run`].
     pub fn run(
         &self,
         module_hash: &blake3::Hash,
@@ -198,67 +240,69 @@ impl Executor {
         input: impl Into<ShardInput>,
         limits: &Limits,
     ) -> Result<ShardOutput, ExecError> {
+        self.admit(module_hash, module, input, limits)?.run()
+    }
+
+    /// Admits one shard to run under `limits`, lowered to this radiator's own limits: a shard
+    /// never gets more memory than [`RadiatorLimits::memory_per_shard`], whatever
+    /// `limits.memory_bytes` asks. Blocks while shards already running, and outputs not yet
+    /// dropped, hold so much memory that this one would take them past
+    /// [`RadiatorLimits::memory_total`]; then reads the input (a [`ShardInput::stored`] one
+    /// only now, so a shard waiting for its share holds no input). Nothing of the shard
+    /// executes before [`Admitted::run`]: a caller metering the run's energy starts after
+    /// this returns, and waiting for memory is not charged.
+    ///
+    /// The run takes the input: a WASI command reads it as its stdin, and a core-ABI shard's
+    /// copy is dropped once it is in linear memory, so no second copy is made (a caller
+    /// holding only a borrowed slice pays for one). See [`ShardInput`] for its hash.
+    pub fn admit(
+        &self,
+        module_hash: &blake3::Hash,
+        module: &[u8],
+        input: impl Into<ShardInput>,
+        limits: &Limits,
+    ) -> Result<Admitted, ExecError> {
         let input = input.into();
         let own = self.inner.limits;
-        if input.len() as u64 > own.input_bytes {
+        if input.len() > own.input_bytes {
             return Err(ExecError::InputTooLarge {
-                size: input.len() as u64,
+                size: input.len(),
                 limit: own.input_bytes,
             });
         }
-        let limits = &Limits {
+        let limits = Limits {
             memory_bytes: limits.memory_bytes.min(own.memory_per_shard),
             ..*limits
         };
         let (pre, abi) = self.compiled(module_hash, module)?;
-        // What the run holds besides its linear memory: its input. At most `memory_total` is
-        // reserved, so one shard alone always fits and every wait ends.
-        let _share = self.inner.memory.reserve(
+        // What the run may hold besides its linear memory: its input, its output (a WASI
+        // command's stdout grows up to MAX_OUTPUT_BYTES during the run; a core shard's is
+        // copied out of linear memory as `run` returns, so it is at most that memory) and
+        // its diagnostics. At most `memory_total` is reserved, so one shard alone always
+        // fits and every wait ends.
+        let output_bytes = match abi {
+            Abi::WasiCommand => MAX_OUTPUT_BYTES as u64,
+            Abi::Core => limits.memory_bytes.min(MAX_OUTPUT_BYTES as u64),
+        };
+        let share = self.inner.memory.reserve(
             limits
                 .memory_bytes
-                .saturating_add(input.len() as u64)
+                .saturating_add(input.len())
+                .saturating_add(output_bytes)
+                .saturating_add(STDERR_CAP as u64)
                 .min(own.memory_total),
             own.memory_total,
         );
-        let _span = tracing::debug_span!("shard", module = %module_hash.to_hex(), ?abi).entered();
-
-        let cpu_start = thread_cpu_time();
-        let mut store = Store::new(
-            &self.inner.engine,
-            ShardState::new(abi, input, limits.memory_bytes, MAX_OUTPUT_BYTES),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| ExecError::Engine(e.to_string()))?;
-        let ticks = limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
-
-        let result = match abi {
-            Abi::Core => run_core(&mut store, &pre),
-            Abi::WasiCommand => run_wasi(&mut store, &pre),
-        };
-        let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
-        let cpu_time = thread_cpu_time().saturating_sub(cpu_start);
-        SHARD_CPU_NANOS.fetch_add(
-            u64::try_from(cpu_time.as_nanos()).unwrap_or(u64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let state = store.into_data();
-        let tail = stderr_tail(&state.stderr);
-        let output = match result {
-            Ok(Some(output)) => output,
-            Ok(None) => state.stdout,
-            Err(Failure::Exec(e)) => return Err(e),
-            Err(Failure::Wasm(e)) => return Err(map_wasm_error(e, abi, limits, tail)),
-        };
-        tracing::debug!(fuel, out = output.len(), ?cpu_time, "shard finished");
-        Ok(ShardOutput {
-            output,
-            fuel,
-            stderr: state.stderr,
-            cpu_time,
+        let (input, input_hash) = input.read()?;
+        Ok(Admitted {
+            engine: self.inner.engine.clone(),
+            module: *module_hash,
+            pre,
+            abi,
+            input,
+            input_hash,
+            limits,
+            share,
         })
     }
 
@@ -417,15 +461,11 @@ impl Executor {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Bytes of the memory budget ([`RadiatorLimits::memory_total`]) the shards running now
-    /// hold: their linear memory limits and their inputs.
+    /// Bytes of the memory budget ([`RadiatorLimits::memory_total`]) held now: by the shards
+    /// running (their linear memory limits, inputs, and room for their outputs and
+    /// diagnostics) and by the outputs of finished shards not yet dropped.
     pub fn memory_in_use(&self) -> u64 {
-        *self
-            .inner
-            .memory
-            .in_use
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        *self.inner.memory.lock()
     }
 
     /// Compilations that overran the time limit and are still finishing in the background.
@@ -436,6 +476,87 @@ impl Executor {
     /// Number of compiled modules currently cached.
     pub fn cached_modules(&self) -> usize {
         self.lock_cache().entries.len()
+    }
+}
+
+/// A shard admitted by [`Executor::admit`]: its module compiled, its share of the memory
+/// budget held and its input read. Dropping it without running gives the share back.
+pub struct Admitted {
+    engine: Engine,
+    module: blake3::Hash,
+    pre: InstancePre<ShardState>,
+    abi: Abi,
+    input: Vec<u8>,
+    input_hash: blake3::Hash,
+    limits: Limits,
+    share: MemoryShare,
+}
+
+impl Admitted {
+    /// Executes the shard to completion: instantiation, the shard's code, and copying its
+    /// output out. This, and only this, is the shard's execution.
+    pub fn run(self) -> Result<ShardOutput, ExecError> {
+        let Admitted {
+            engine,
+            module,
+            pre,
+            abi,
+            input,
+            input_hash,
+            limits,
+            mut share,
+        } = self;
+        let limits = &limits;
+        let _span = tracing::debug_span!("shard", module = %module.to_hex(), ?abi).entered();
+
+        let cpu_start = thread_cpu_time();
+        let mut store = Store::new(
+            &engine,
+            ShardState::new(
+                abi,
+                input,
+                input_hash,
+                limits.memory_bytes,
+                MAX_OUTPUT_BYTES,
+            ),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| ExecError::Engine(e.to_string()))?;
+        let ticks = limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let result = match abi {
+            Abi::Core => run_core(&mut store, &pre),
+            Abi::WasiCommand => run_wasi(&mut store, &pre),
+        };
+        let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
+        let cpu_time = thread_cpu_time().saturating_sub(cpu_start);
+        SHARD_CPU_NANOS.fetch_add(
+            u64::try_from(cpu_time.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        // Linear memory and the input go with the store; only stdout and stderr live on.
+        let ShardState { stdout, stderr, .. } = store.into_data();
+        let tail = stderr_tail(&stderr);
+        let output = match result {
+            Ok(Some(output)) => output,
+            Ok(None) => stdout,
+            Err(Failure::Exec(e)) => return Err(e),
+            Err(Failure::Wasm(e)) => return Err(map_wasm_error(e, abi, limits, tail)),
+        };
+        tracing::debug!(fuel, out = output.len(), ?cpu_time, "shard finished");
+        // The output keeps its part of the budget until the caller drops it.
+        share.shrink_to((output.capacity() + stderr.capacity()) as u64);
+        Ok(ShardOutput {
+            output,
+            fuel,
+            stderr,
+            cpu_time,
+            memory: share,
+        })
     }
 }
 
@@ -610,10 +731,7 @@ mod tests {
     #[test]
     fn memory_budget_bounds_how_many_shards_hold_memory_at_once() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let budget = MemoryBudget {
-            in_use: Mutex::new(0),
-            freed: Condvar::new(),
-        };
+        let budget = Arc::new(MemoryBudget::default());
         let (holding, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
         // Total 100: shares of 40 fit two at a time, however many threads ask.
         std::thread::scope(|scope| {

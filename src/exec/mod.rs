@@ -24,7 +24,7 @@ mod wasi;
 use std::time::Duration;
 
 #[cfg(feature = "node")]
-pub use engine::Executor;
+pub use engine::{Admitted, Executor, ShardOutput};
 pub use imports::provided_imports;
 #[cfg(feature = "node")]
 pub use wasi::{FIXED_TIME_NS, STDERR_CAP};
@@ -47,38 +47,77 @@ pub const MAX_WASM_STACK: usize = 1 << 20;
 
 /// A shard's input and its BLAKE3 hash, which seeds the shard's `random_get` stream (so
 /// replicas agree and different shards see different numbers). Built from bytes alone the
-/// hash is computed; a caller that read the input from the store by its content address
-/// passes that hash instead of hashing the bytes a second time.
+/// hash is computed; an input in the caller's store is [`ShardInput::stored`], read only once
+/// its run has its share of the radiator's memory ([`Executor::admit`]).
 pub struct ShardInput {
-    bytes: Vec<u8>,
+    source: Source,
     hash: blake3::Hash,
+    len: u64,
 }
 
+enum Source {
+    Bytes(Vec<u8>),
+    Stored(Box<ReadInput>),
+}
+
+/// Reads a stored input: the verified bytes, or why they could not be read.
+type ReadInput = dyn FnOnce() -> Result<Vec<u8>, String> + Send;
+
 impl ShardInput {
-    /// An input read from the store under its content address `hash`, which the store
-    /// verified: `hash` is BLAKE3 of `bytes` (checked again in debug builds).
-    pub fn from_store(hash: blake3::Hash, bytes: Vec<u8>) -> ShardInput {
-        debug_assert_eq!(
-            blake3::hash(&bytes),
+    /// An input of `len` bytes kept under the content address `hash` in the caller's store,
+    /// read by `read` (which must return the blob as the store verified it) only when the run
+    /// is admitted. Its failure is [`ExecError::InputUnreadable`], never the shard's fault.
+    pub fn stored(
+        hash: blake3::Hash,
+        len: u64,
+        read: impl FnOnce() -> Result<Vec<u8>, String> + Send + 'static,
+    ) -> ShardInput {
+        ShardInput {
+            source: Source::Stored(Box::new(read)),
             hash,
-            "not the input's content address"
-        );
-        ShardInput { bytes, hash }
+            len,
+        }
     }
 
-    pub fn len(&self) -> usize {
-        self.bytes.len()
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len == 0
+    }
+
+    /// Its bytes, a stored input's read now, and its hash.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    fn read(self) -> Result<(Vec<u8>, blake3::Hash), ExecError> {
+        let bytes = match self.source {
+            Source::Bytes(bytes) => bytes,
+            Source::Stored(read) => read().map_err(ExecError::InputUnreadable)?,
+        };
+        if bytes.len() as u64 != self.len {
+            return Err(ExecError::InputUnreadable(format!(
+                "the store returned {} bytes for an input of {}",
+                bytes.len(),
+                self.len
+            )));
+        }
+        debug_assert_eq!(
+            blake3::hash(&bytes),
+            self.hash,
+            "not the input's content address"
+        );
+        Ok((bytes, self.hash))
     }
 }
 
 impl From<Vec<u8>> for ShardInput {
     fn from(bytes: Vec<u8>) -> ShardInput {
-        let hash = blake3::hash(&bytes);
-        ShardInput { bytes, hash }
+        ShardInput {
+            hash: blake3::hash(&bytes),
+            len: bytes.len() as u64,
+            source: Source::Bytes(bytes),
+        }
     }
 }
 
@@ -117,10 +156,11 @@ impl Default for Limits {
 pub struct RadiatorLimits {
     /// Most linear memory one shard may have, in bytes. A run asking for more gets this.
     pub memory_per_shard: u64,
-    /// Most memory all shards running at once may hold together, in bytes: their linear
-    /// memory limits and their inputs. A run waits (on its own thread) until its share is
-    /// free, so this bounds how many shards run at once given their memory. Never below
-    /// `memory_per_shard`.
+    /// Most memory shards may hold together, in bytes: the running ones their linear memory
+    /// limits, their inputs and room for their outputs (64 MiB for a WASI command, at most its
+    /// memory for a core shard) and diagnostics; finished ones their outputs until the caller
+    /// drops them. A run waits (on its own thread) until its share is free, so this bounds how
+    /// many shards run at once given their memory. Never below `memory_per_shard`.
     pub memory_total: u64,
     /// Largest module, in bytes (at most [`MAX_MODULE_BYTES`]).
     pub module_bytes: u64,
@@ -162,19 +202,6 @@ impl RadiatorLimits {
         self.compile_timeout = self.compile_timeout.max(Duration::from_millis(10));
         self
     }
-}
-
-/// What a successful shard run produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardOutput {
-    /// The output bytes (deterministic).
-    pub output: Vec<u8>,
-    /// Fuel consumed (deterministic).
-    pub fuel: u64,
-    /// The last [`STDERR_CAP`] bytes the shard wrote to stderr (diagnostics only).
-    pub stderr: Vec<u8>,
-    /// CPU time of this thread spent instantiating and running the shard (not deterministic).
-    pub cpu_time: Duration,
 }
 
 /// How a module talks to the host, detected from its exports.
@@ -245,6 +272,8 @@ pub enum ExecError {
     Exit { code: u32, stderr_tail: String },
     #[error("the shard produced more than the {limit}-byte output limit")]
     OutputTooLarge { limit: usize },
+    #[error("could not read the shard's input on this radiator: {0}")]
+    InputUnreadable(String),
 }
 
 impl ExecError {

@@ -15,7 +15,7 @@ use wasmtime::{Caller, Extern, Linker, Memory, ResourceLimiter};
 #[cfg(test)]
 use super::imports::IMPORTS;
 use super::imports::WASI_MODULE;
-use super::{Abi, ShardInput};
+use super::Abi;
 
 /// The one argument (`argv[0]`) a WASI command sees.
 const ARGV0: &[u8] = b"shard\0";
@@ -154,12 +154,17 @@ pub(crate) struct ShardState {
 impl ShardState {
     /// The state of a run of `input`. It holds the input as `stdin`, where a WASI command
     /// reads it; a core-ABI run takes it out before instantiating (`engine::run_core`).
-    pub fn new(abi: Abi, input: ShardInput, memory_limit: u64, stdout_cap: usize) -> ShardState {
+    pub fn new(
+        abi: Abi,
+        input: Vec<u8>,
+        input_hash: blake3::Hash,
+        memory_limit: u64,
+        stdout_cap: usize,
+    ) -> ShardState {
         // The random stream depends on the input only, so replicas agree and different
         // shards of one job still see different numbers.
-        let ShardInput { bytes: input, hash } = input;
         let rng = blake3::Hasher::new_derive_key("hearth 2024 wasi random_get v1")
-            .update(hash.as_bytes())
+            .update(input_hash.as_bytes())
             .finalize_xof();
         ShardState {
             limiter: Limiter { memory_limit },
@@ -173,8 +178,12 @@ impl ShardState {
         }
     }
 
-    /// Appends to stderr, keeping only the last [`STDERR_CAP`] bytes.
+    /// Appends to stderr, keeping only the last [`STDERR_CAP`] bytes. Its buffer is
+    /// allocated once at [`STDERR_CAP`] and never grows (the memory budget counts that much).
     fn push_stderr(&mut self, bytes: &[u8]) {
+        if self.stderr.capacity() < STDERR_CAP {
+            self.stderr.reserve_exact(STDERR_CAP - self.stderr.len());
+        }
         if bytes.len() >= STDERR_CAP {
             self.stderr.clear();
             self.stderr
@@ -190,8 +199,14 @@ impl ShardState {
     fn write_fd(&mut self, fd: i32, bytes: &[u8]) -> Result<Result<(), i32>, wasmtime::Error> {
         match (fd, self.abi) {
             (1, Abi::WasiCommand) => {
-                if self.stdout.len() + bytes.len() > self.stdout_cap {
+                let len = self.stdout.len() + bytes.len();
+                if len > self.stdout_cap {
                     return Err(wasmtime::Error::new(OutputOverflow));
+                }
+                // Doubling, but never past the cap: the memory budget counts `stdout_cap`.
+                if len > self.stdout.capacity() {
+                    let grown = len.max(self.stdout.capacity() * 2).min(self.stdout_cap);
+                    self.stdout.reserve_exact(grown - self.stdout.len());
                 }
                 self.stdout.extend_from_slice(bytes);
             }
@@ -546,7 +561,13 @@ mod tests {
         add_to_linker(&mut linker).unwrap();
         let mut store = Store::new(
             &engine,
-            ShardState::new(Abi::WasiCommand, Vec::new().into(), 1 << 20, 1 << 20),
+            ShardState::new(
+                Abi::WasiCommand,
+                Vec::new(),
+                blake3::hash(b""),
+                1 << 20,
+                1 << 20,
+            ),
         );
         let mut defined = 0;
         for (name, params, results) in IMPORTS {
@@ -570,12 +591,30 @@ mod tests {
 
     #[test]
     fn stderr_keeps_the_tail() {
-        let mut s = ShardState::new(Abi::WasiCommand, Vec::new().into(), 1, 1);
+        let mut s = ShardState::new(Abi::WasiCommand, Vec::new(), blake3::hash(b""), 1, 1);
         s.push_stderr(&vec![b'a'; STDERR_CAP - 1]);
         s.push_stderr(b"xyz");
         assert_eq!(s.stderr.len(), STDERR_CAP);
         assert!(s.stderr.ends_with(b"axyz"));
         s.push_stderr(&vec![b'b'; STDERR_CAP + 5]);
         assert_eq!(s.stderr, vec![b'b'; STDERR_CAP]);
+    }
+
+    /// The memory budget counts `stdout_cap` for stdout and `STDERR_CAP` for stderr, so
+    /// neither buffer may grow past them (plain doubling took stdout to 1 406 here).
+    #[test]
+    fn output_buffers_never_grow_past_their_caps() {
+        let cap = 1000;
+        let mut s = ShardState::new(Abi::WasiCommand, Vec::new(), blake3::hash(b""), 1, cap);
+        for n in [3, 300, 400, 297] {
+            s.write_fd(1, &vec![1; n]).unwrap().unwrap();
+            assert!(s.stdout.capacity() <= cap, "{}", s.stdout.capacity());
+        }
+        assert_eq!(s.stdout.len(), cap);
+        assert!(s.write_fd(1, b"x").is_err(), "past the cap");
+        for n in [10, STDERR_CAP - 3, 7, 2 * STDERR_CAP] {
+            s.push_stderr(&vec![2; n]);
+            assert_eq!(s.stderr.capacity(), STDERR_CAP);
+        }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! **What a shard is charged.** A shard is charged only for the time it *executes* in the
 //! sandbox: the receipt's `start_ms..end_ms` is exactly the window the meter charged, taken by
-//! [`EnergyMeter::start_shard`] and [`EnergyMeter::finish_shard`] right around the call into the
-//! executor. Fetching blobs, queueing, verifying and waiting for the coordinator are not shard
-//! energy.
+//! [`EnergyMeter::start_shard`] and [`EnergyMeter::finish_shard`] right around
+//! [`crate::exec::Admitted::run`]. Fetching blobs, queueing, waiting for the radiator's memory
+//! and reading the input (both in [`crate::exec::Executor::admit`]), verifying and waiting for
+//! the coordinator are not shard energy.
 //!
 //! **Idle power is never credited.** The power a radiator draws doing nothing (`idle_watts`)
 //! heats the room but is not work; only the power that executing shards add is charged to

@@ -46,10 +46,16 @@ pub fn run_local(
                     break;
                 };
                 let result = store
-                    .get_bytes(input_hash)
+                    .len(input_hash)
                     .map_err(JobError::from)
-                    .and_then(|input| {
-                        let input = crate::exec::ShardInput::from_store(*input_hash, input);
+                    .and_then(|len| {
+                        let len = len.ok_or_else(|| {
+                            JobError::Invalid(format!("input {input_hash} is not stored"))
+                        })?;
+                        let (store, hash) = (store.clone(), *input_hash);
+                        let input = crate::exec::ShardInput::stored(hash, len, move || {
+                            store.get_bytes(&hash).map_err(|e| e.to_string())
+                        });
                         Ok(executor.run(&manifest.module, &module, input, &limits)?)
                     })
                     .and_then(|out| {

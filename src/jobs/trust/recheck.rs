@@ -121,8 +121,15 @@ impl Rechecker {
             .map_err(unchecked_or_inconclusive)?;
         let unchecked = |err: crate::store::StoreError| Check::Unchecked(err.to_string());
         let module = self.store.read(manifest.module).await.map_err(unchecked)?;
-        let input = self.store.read(claim.input).await.map_err(unchecked)?;
-        let input = crate::exec::ShardInput::from_store(claim.input, input);
+        let input_len = self
+            .store
+            .len(&claim.input)
+            .map_err(unchecked)?
+            .ok_or_else(|| Check::Unchecked(format!("input {} is not stored", claim.input)))?;
+        let (store, input_hash) = (self.store.clone(), claim.input);
+        let input = crate::exec::ShardInput::stored(input_hash, input_len, move || {
+            store.get_bytes(&input_hash).map_err(|e| e.to_string())
+        });
         let (executor, module_hash) = (self.executor.clone(), manifest.module);
         let ran = tokio::task::spawn_blocking(move || {
             executor.run(&module_hash, &module, input, &limits)

@@ -120,34 +120,49 @@ impl Ctx {
             self.ask(coordinator, request).await?;
             return Ok(());
         }
-        // Read only now that the shard has its turn: the radiator's memory budget counts the
-        // inputs of running shards (`Executor::run`), and shards held ahead hold none.
-        let input = self.store.read(input_hash).await?;
-        let input = ShardInput::from_store(input_hash, input);
-        let executor = self.executor.clone();
-        let module_hash = manifest.module;
-        // The meter's window is exactly the execution: fetching, queueing and claiming are not
-        // shard energy, and the receipt records this window.
-        let mark = self.meter.start_shard();
+        // Read only once the run is admitted: the radiator's memory budget counts the inputs
+        // of running shards (`Executor::admit`), and shards held ahead or waiting for memory
+        // hold none.
+        let input_len = self
+            .store
+            .len(&input_hash)?
+            .ok_or_else(|| JobError::Invalid(format!("input {input_hash} is not stored")))?;
+        let store = self.store.clone();
+        let input = ShardInput::stored(input_hash, input_len, move || {
+            store.get_bytes(&input_hash).map_err(|e| e.to_string())
+        });
+        let (executor, meter, module_hash) =
+            (self.executor.clone(), self.meter.clone(), manifest.module);
+        // The meter's window is exactly the execution: fetching, queueing, waiting for memory
+        // and claiming are not shard energy, and the receipt records this window.
         let outcome = tokio::task::spawn_blocking(move || {
-            executor.run(&module_hash, &module, input, &limits)
+            let admitted = executor.admit(&module_hash, &module, input, &limits)?;
+            let mark = meter.start_shard();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| admitted.run()));
+            // Finished whatever the outcome, so a trap or a panic does not leave a shard
+            // counted as executing.
+            let energy = meter.finish_shard(mark);
+            match ran {
+                Ok(ran) => ran.map(|out| (out, energy)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         })
         .await;
-        // Finish the meter's mark whatever the outcome, so a trap does not leave a shard
-        // counted as executing.
-        let energy = self.meter.finish_shard(mark);
         // The slot is free for a shard held ahead while this one is verified and claimed.
         drop(turn);
         let outcome =
             outcome.map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
-        let out = match outcome {
-            Ok(out) => out,
+        let (out, energy) = match outcome {
+            Ok(ran) => ran,
             // Beyond this radiator (module shape, compile time): not the shard's fault.
             Err(e) if e.exceeds_radiator_limits() => {
                 return Err(JobError::BeyondLimits(e.to_string()))
             }
-            // Earlier over-long compilations still running here: try again later.
-            Err(e @ ExecError::CompileBusy { .. }) => return Err(e.into()),
+            // Earlier over-long compilations still running here, or the input could not be
+            // read from this radiator's store: not the shard's fault; try again later.
+            Err(e @ (ExecError::CompileBusy { .. } | ExecError::InputUnreadable(_))) => {
+                return Err(e.into())
+            }
             Err(e) => {
                 tracing::info!("shard failed: {e}");
                 let request = Request::Failure {
@@ -160,18 +175,20 @@ impl Ctx {
                 return Ok(());
             }
         };
-        let mut output = out.output;
-        self.config.forge(&mut output);
+        let mut out = out;
+        self.config.forge(&mut out.output);
+        let fuel = out.fuel;
         // An output for another household's job is not this household's to keep: it goes
-        // with the job (`jobs::gc`). For its own jobs the household keeps it.
+        // with the job (`jobs::gc`). For its own jobs the household keeps it. The output
+        // holds its part of the radiator's memory budget until it is stored and dropped.
         let own_job = coordinator == self.local_peer;
         let output_hash = self
             .store
             .blocking(move |store| {
                 if own_job {
-                    store.put_bytes(&output)
+                    store.put_bytes(&out.output)
                 } else {
-                    store.put_bytes_unkept(&output)
+                    store.put_bytes_unkept(&out.output)
                 }
             })
             .await?;
@@ -190,7 +207,7 @@ impl Ctx {
             output: output_hash,
             worker: self.identity.public(),
             submitter: manifest.submitter,
-            fuel: self.config.claimed_fuel(out.fuel),
+            fuel: self.config.claimed_fuel(fuel),
             energy_mj: self.config.claimed_energy(energy.energy_mj),
             method: energy.method,
             start_ms: energy.start_ms,
