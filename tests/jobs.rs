@@ -598,37 +598,41 @@ const SPIN_WAT: &str = r#"(module
     (i64.store (i32.const 0) (local.get $acc))
     (i64.const 8)))"#;
 
+/// [`SPIN_WAT`] compiled, and how many spins take at least about `secs` of this machine's
+/// time. The machine is shared, so its speed varies: calibrated on the fastest of three
+/// probes, so the shards take at least that long however quiet the machine gets.
+fn spin_module(secs: f64) -> (Vec<u8>, u64) {
+    let module = wat::parse_str(SPIN_WAT).unwrap();
+    let executor = hearth::exec::Executor::new().unwrap();
+    let hash = blake3::hash(&module);
+    let limits = hearth::exec::Limits {
+        fuel: u64::MAX / 2,
+        ..Default::default()
+    };
+    // The first run compiles the module; the probes time the later ones.
+    executor
+        .run(&hash, &module, 1u64.to_le_bytes().as_slice(), &limits)
+        .unwrap();
+    let probe = 30_000_000u64;
+    let per_spin = (0..3)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            executor
+                .run(&hash, &module, probe.to_le_bytes().as_slice(), &limits)
+                .unwrap();
+            t.elapsed().as_secs_f64() / probe as f64
+        })
+        .fold(f64::INFINITY, f64::min);
+    (module, (secs / per_spin) as u64)
+}
+
 /// Issue 16: a shard slower than its lease used to livelock (every claim came after the
 /// deadline and was rejected; the shard was leased again and again). Workers now renew their
 /// lease while the shard runs, so 4-second shards under a 1.5-second lease complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_shards_under_short_leases_complete_by_renewal() {
     tokio::time::timeout(TIMEOUT, async {
-        let module = wat::parse_str(SPIN_WAT).unwrap();
-        // Calibrate the spin to about 3 s of this machine's time.
-        let executor = hearth::exec::Executor::new().unwrap();
-        let hash = blake3::hash(&module);
-        let limits = hearth::exec::Limits {
-            fuel: u64::MAX / 2,
-            ..Default::default()
-        };
-        // The first run compiles the module; time the second.
-        executor
-            .run(&hash, &module, 1u64.to_le_bytes().as_slice(), &limits)
-            .unwrap();
-        // This machine is shared, so its speed varies: calibrate on the fastest of three
-        // probes, so the shards take at least about 4 s however quiet the machine gets.
-        let probe = 30_000_000u64;
-        let per_spin = (0..3)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                executor
-                    .run(&hash, &module, probe.to_le_bytes().as_slice(), &limits)
-                    .unwrap();
-                t.elapsed().as_secs_f64() / probe as f64
-            })
-            .fold(f64::INFINITY, f64::min);
-        let spins = (4.0 / per_spin) as u64;
+        let (module, spins) = spin_module(4.0);
         let lease = Duration::from_millis(1500);
 
         let dir = tempfile::tempdir().unwrap();
@@ -685,23 +689,7 @@ async fn slow_shards_under_short_leases_complete_by_renewal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shard_waiting_for_memory_is_not_charged_for_the_wait() {
     tokio::time::timeout(TIMEOUT, async {
-        let module = wat::parse_str(SPIN_WAT).unwrap();
-        // About half a second of this machine's time per shard.
-        let executor = hearth::exec::Executor::new().unwrap();
-        let hash = blake3::hash(&module);
-        let limits = hearth::exec::Limits {
-            fuel: u64::MAX / 2,
-            ..Default::default()
-        };
-        let probe = 30_000_000u64;
-        executor
-            .run(&hash, &module, probe.to_le_bytes().as_slice(), &limits)
-            .unwrap();
-        let t = std::time::Instant::now();
-        executor
-            .run(&hash, &module, probe.to_le_bytes().as_slice(), &limits)
-            .unwrap();
-        let spins = (0.5 / t.elapsed().as_secs_f64() * probe as f64) as u64;
+        let (module, spins) = spin_module(0.5);
 
         let dir = tempfile::tempdir().unwrap();
         // Radiator 1 has two slots but memory for one such shard at a time: a shard of 16 MiB
