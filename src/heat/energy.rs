@@ -9,16 +9,19 @@
 //!
 //! **Idle power is never credited.** The power a radiator draws doing nothing (`idle_watts`)
 //! heats the room but is not work; only the power that executing shards add is charged to
-//! them, for every method:
-//! - **Simulated**: each executing shard adds `(radiator_watts − idle_watts) / max_slots`, so a
-//!   shard is charged exactly that many watts × its window (W × ms = mJ). At most `max_slots`
-//!   shards are counted at once, so the charge never implies more than the radiator's power.
-//! - **CPU estimate**: `watts_per_core` × the CPU time of the shard's own thread, which is at
-//!   most its window.
-//! - **RAPL**: the CPU package energy over the shard's window, less `idle_watts` over that
-//!   window, times the shard's share of the CPU time the whole machine used meanwhile (from
-//!   `/proc/stat`). The counters wrap at `max_energy_range_uj`; they are sampled at every
-//!   shard start and finish and every control period, far more often than they wrap.
+//! them. What the radiator drew above idle while shards executed (the *dynamic* energy),
+//! times this process's share of the machine's busy CPU time, is split equally among the
+//! shards executing at the time; per method, what it drew is:
+//! - **Simulated**: idle plus `(radiator_watts − idle_watts) / max_slots` for each executing
+//!   shard (at most `max_slots` counted), so a shard is charged exactly that many watts × its
+//!   window (W × ms = mJ) and the charges never imply more than the radiator's power.
+//! - **CPU estimate**: idle plus `watts_per_core` × the machine's busy CPU time (`/proc/stat`).
+//! - **RAPL**: the CPU package counters. They wrap at `max_energy_range_uj`; they are sampled
+//!   at every shard start and finish and every control period, far more often than they
+//!   wrap.
+//!
+//! An equal split charges a shard that is descheduled (on a busy machine) as much as one
+//! that computes; `docs/heat.md` says what that costs a household's credit.
 //!
 //! **Conservation.** The meter integrates what the radiator drew (measured for RAPL, estimated
 //! from the machine's busy CPU time for the CPU estimate, modelled when simulated) and what it
