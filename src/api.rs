@@ -141,6 +141,12 @@ pub struct Status {
     /// Public or behind NAT, relays, relayed and hole-punched peers.
     #[serde(default)]
     pub reachability: crate::net::Reachability,
+    /// Bytes of the radiator's shard memory budget held now (running shards' reservations and
+    /// outputs not yet stored), and the budget (`memory_total_mib`). 0 from older nodes.
+    #[serde(default)]
+    pub shard_memory_bytes: u64,
+    #[serde(default)]
+    pub shard_memory_limit_bytes: u64,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
@@ -156,6 +162,8 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         worker_slots: *ctx.slots.borrow(),
         worker_slots_max: ctx.max_slots,
         reachability: net.reachability,
+        shard_memory_bytes: ctx.executor.memory_in_use(),
+        shard_memory_limit_bytes: ctx.executor.limits().memory_total,
     }))
 }
 
@@ -449,6 +457,18 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
         "Worker slots at full heat",
         None,
         ctx.max_slots as f64,
+    );
+    m.gauge(
+        "shard_memory",
+        "Memory of the radiator's shard budget held now: running shards and unstored outputs",
+        Some(Unit::Bytes),
+        ctx.executor.memory_in_use() as f64,
+    );
+    m.gauge(
+        "shard_memory_limit",
+        "The radiator's shard memory budget (memory_total_mib)",
+        Some(Unit::Bytes),
+        ctx.executor.limits().memory_total as f64,
     );
     m.counter(
         "shard_cpu",

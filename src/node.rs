@@ -277,6 +277,8 @@ pub struct NodeContext {
     pub heat: Option<crate::heat::HeatHandle>,
     /// Trust: fraud evidence and what `hearth trust` shows (`jobs::trust::service`).
     pub trust: crate::jobs::trust::service::TrustHandle,
+    /// The worker's executor: its memory budget is shown in the status and metrics.
+    pub executor: Executor,
 }
 
 /// How a service ended: its name, and why if it failed.
@@ -569,7 +571,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         identity.clone(),
         store.clone(),
         net.clone(),
-        executor,
+        executor.clone(),
         route,
         slots_rx,
         max_slots,
@@ -607,6 +609,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         max_slots,
         heat: heat.clone(),
         trust: trust.clone(),
+        executor,
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)

@@ -606,7 +606,7 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
                 let (name, unit) = rest.split_once(' ').unwrap();
                 assert!(name.ends_with(&format!("_{unit}")), "{line}");
                 assert!(
-                    ["seconds", "joules", "celsius", "watts"].contains(&unit),
+                    ["seconds", "joules", "celsius", "watts", "bytes"].contains(&unit),
                     "{line}"
                 );
             }
@@ -631,6 +631,8 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
             "hearth_uptime_seconds",
             "hearth_blob_chunks_served",
             "hearth_shard_cpu_seconds",
+            "hearth_shard_memory_bytes",
+            "hearth_shard_memory_limit_bytes",
             "hearth_energy_credited_joules",
             "hearth_receipts_credited",
             "hearth_ledger_receipts",

@@ -263,6 +263,11 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
                 .any(|p| headline.starts_with(p)),
             "{headline}"
         );
+        // What its shards compute and the memory they hold, of the default 2 GiB budget.
+        let shards = wd
+            .wait_text(&sid, "#shards", |t| t.ends_with("MiB of memory"))
+            .await;
+        assert!(shards.contains(" of 2048 MiB of memory"), "{shards}");
         // Chart: a line for the room.
         wd.element(&sid, "#chart path.room-line").await;
 

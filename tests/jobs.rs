@@ -63,6 +63,15 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
             "{metrics}"
         );
         assert!(metrics.contains("hearth_peers 2.0"), "{metrics}");
+        // The shard memory budget: 2 GiB by default, none of it held once the job is done.
+        assert!(
+            metrics.contains("hearth_shard_memory_limit_bytes 2147483648.0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("hearth_shard_memory_bytes 0.0"),
+            "{metrics}"
+        );
         assert!(
             metrics.contains(&format!("hearth_ledger_receipts_total {}.0", shards * 2)),
             "{metrics}"
@@ -721,7 +730,42 @@ async fn a_shard_waiting_for_memory_is_not_charged_for_the_wait() {
             1,
         )
         .unwrap();
+        // The household sees its radiator's memory in `hearth status` (`GET /v1/status`).
+        let token = std::fs::read_to_string(dir.path().join("radiator-1/api.token")).unwrap();
+        let status_url = format!("http://{}/v1/status", nodes[1].api_addr);
+        let memory = move || {
+            let (url, token) = (status_url.clone(), token.clone());
+            async move {
+                let s: hearth::api::Status = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token.trim())
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                (s.shard_memory_bytes, s.shard_memory_limit_bytes)
+            }
+        };
         let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let mut most = 0;
+        loop {
+            let (held, limit) = memory().await;
+            assert_eq!(limit, 32 << 20);
+            assert!(held <= limit, "{held} held");
+            most = most.max(held);
+            if !matches!(
+                sub.context.coordinator.view(id).await.unwrap().status,
+                JobStatus::Running
+            ) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A running shard's whole reservation (capped at the budget), none once all is stored.
+        assert_eq!(most, 32 << 20);
+        assert_eq!(memory().await.0, 0);
         let view = wait_done(sub, id, Duration::from_secs(90)).await;
         assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
         let mut windows: Vec<(u64, u64)> = sub

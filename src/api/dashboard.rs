@@ -65,6 +65,9 @@ pub struct Overview {
     pub role: String,
     pub peers: usize,
     pub running_shards: usize,
+    /// Memory the radiator's shard budget holds now, and the budget (`memory_total_mib`).
+    pub shard_memory_bytes: u64,
+    pub shard_memory_limit_bytes: u64,
     /// Radiators only.
     pub heat: Option<HeatStatus>,
     /// Room and setpoint, one sample a minute, up to 24 h.
@@ -248,6 +251,8 @@ pub async fn overview(
         role: format!("{:?}", ctx.role).to_lowercase(),
         peers: net.connected_peers,
         running_shards,
+        shard_memory_bytes: ctx.executor.memory_in_use(),
+        shard_memory_limit_bytes: ctx.executor.limits().memory_total,
         heat,
         history: history.samples(),
         credited: Credit {

@@ -30,6 +30,11 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
     println!("uptime:     {} s", s.uptime_s);
     println!("peers:      {}", s.peers);
     println!("slots:      {} of {}", s.worker_slots, s.worker_slots_max);
+    println!(
+        "memory:     {} of {} MiB held by shards",
+        s.shard_memory_bytes.div_ceil(1 << 20),
+        s.shard_memory_limit_bytes >> 20
+    );
     for a in &s.listen_addrs {
         println!("listening:  {a}");
     }

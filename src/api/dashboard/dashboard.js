@@ -117,7 +117,9 @@ function render(o) {
       ? "unknown"
       : kwh(h.energy_credited_today_kwh) + " (" + kwh(h.energy_charged_today_kwh) + " charged to shards)");
   }
-  text("shards", o.running_shards + " shard(s)");
+  const mib = (bytes) => Math.ceil(bytes / 1048576);
+  text("shards", o.running_shards + " shard(s), holding " + mib(o.shard_memory_bytes) +
+    " of " + mib(o.shard_memory_limit_bytes) + " MiB of memory");
   text("credited", kwh(o.credited.energy_kwh) + " in " + o.credited.receipts + " receipts");
   text("peers", o.peers + " connected");
   chart(o.history, o.heat);
