@@ -8,7 +8,8 @@
 //!    same bytes into memory. Printed beside it: the same TCP copy written to a file and
 //!    `fsync`ed (what the disk allows a durable copy), the same again with the file written
 //!    as a fetch writes it (256 KiB pieces at their offsets, several at once),
-//!    `store.put_bytes` alone, the CPU time per MiB of the fetch (both ends) and of the TCP
+//!    `store.put_bytes` alone, `store.get_bytes` alone (64 MiB: how a worker reads a shard's
+//!    input), the CPU time per MiB of the fetch (both ends) and of the TCP
 //!    copy into memory, and how many cores the fetch kept busy.
 //! 3. a job of 2 × 100 MB inputs on 3 loopback radiators (replication 2): submit → verified
 //!    result, divided by the time plain TCP takes to copy the input bytes the radiators
@@ -268,6 +269,8 @@ struct BlobRun {
     tcp_fsync: f64,
     tcp_pieces: f64,
     put: f64,
+    /// `store.get_bytes` (read + verify) of the stored blob; `None` above `MAX_GET_BYTES`.
+    get: Option<f64>,
 }
 
 async fn blob_throughput(len: usize) -> BlobRun {
@@ -290,6 +293,19 @@ async fn blob_throughput(len: usize) -> BlobRun {
         .expect("join")
         .expect("put");
     let put = t.elapsed().as_secs_f64();
+    // How a worker reads a shard's input (blobs up to MAX_GET_BYTES).
+    let get = if len as u64 <= hearth::store::MAX_GET_BYTES {
+        let store = a.store.clone();
+        let t = Instant::now();
+        let read = tokio::task::spawn_blocking(move || store.get_bytes(&hash))
+            .await
+            .expect("join")
+            .expect("get");
+        assert_eq!(read.len(), len);
+        Some(t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
     a.net.provide(hash).await.expect("provide");
     let b = start(1, vec![addr(&a).await], None).await;
     let t = Instant::now();
@@ -316,6 +332,7 @@ async fn blob_throughput(len: usize) -> BlobRun {
         tcp_fsync: mib / tcp_fsync,
         tcp_pieces: mib / tcp_pieces,
         put: mib / put,
+        get: get.map(|g| mib / g),
     }
 }
 
@@ -472,6 +489,11 @@ fn main() {
                 "| store.put_bytes alone (hash + write), {size:<9}  | {:>9.1} MiB/s |           |",
                 b.put
             );
+            if let Some(get) = b.get {
+                println!(
+                    "| store.get_bytes alone (read + verify), {size:<9} | {get:>9.1} MiB/s |           |"
+                );
+            }
             println!(
                 "| hearth / TCP, {size:<9}                          | {:>12.3}    | >= 0.5    |",
                 b.hearth / b.tcp

@@ -275,9 +275,16 @@ impl Store {
                 max: MAX_GET_BYTES,
             });
         }
-        // Bounded by MAX_GET_BYTES just above.
-        let mut out = Vec::with_capacity(meta.outboard.len as usize);
-        self.stream(hash, &meta, &mut out)?;
+        // Bounded by MAX_GET_BYTES just above. Each group is read and verified where it ends
+        // up: no group buffer to zero and copy out of (a zeroed allocation this large is
+        // fresh pages, zeroed by the kernel as they are first written).
+        let mut out = vec![0; meta.outboard.len as usize];
+        let source = self.source(hash, &meta)?;
+        for index in 0..meta.outboard.chunk_count() {
+            let start = index as usize * CHUNK_SIZE;
+            let group = &mut out[start..start + meta.outboard.chunk_len(index)];
+            self.fill_chunk(hash, &meta, &source, index, group)?;
+        }
         Ok(out)
     }
 
@@ -521,12 +528,29 @@ impl Store {
         out: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
         let start = out.len();
-        let len = meta.outboard.chunk_len(index);
+        out.resize(start + meta.outboard.chunk_len(index), 0);
+        let filled = self.fill_chunk(hash, meta, source, index, &mut out[start..]);
+        if filled.is_err() {
+            out.truncate(start);
+        }
+        filled
+    }
+
+    /// Reads one group of a complete blob into `group` (exactly its length) and verifies it;
+    /// removes the blob if it is bad. On error `group` holds no verified data.
+    fn fill_chunk(
+        &self,
+        hash: &blake3::Hash,
+        meta: &Meta,
+        source: &Option<File>,
+        index: u32,
+        group: &mut [u8],
+    ) -> Result<(), StoreError> {
+        debug_assert_eq!(group.len(), meta.outboard.chunk_len(index));
         match source {
             Some(file) => {
-                out.resize(start + len, 0);
                 let offset = index as u64 * CHUNK_SIZE as u64;
-                match read_at(file, &mut out[start..], offset) {
+                match read_at(file, group, offset) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                         return Err(self.corrupt(hash, format!("piece {index} is missing")));
@@ -535,12 +559,14 @@ impl Store {
                 }
             }
             None => match self.chunks.get(chunk_key(hash, index))? {
+                Some(stored) if stored.len() == group.len() => group.copy_from_slice(&stored),
+                Some(_) => {
+                    return Err(self.corrupt(hash, format!("piece {index} has the wrong length")))
+                }
                 None => return Err(self.corrupt(hash, format!("piece {index} is missing"))),
-                Some(group) => out.extend_from_slice(&group),
             },
         }
-        if !meta.outboard.verify_chunk(hash, index, &out[start..]) {
-            out.truncate(start);
+        if !meta.outboard.verify_chunk(hash, index, group) {
             return Err(self.corrupt(hash, format!("piece {index} does not match its hash")));
         }
         Ok(())
