@@ -31,30 +31,21 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     let text = std::fs::read_to_string(&export_path).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["receipts"].as_array().unwrap().len(), 6 * 4 * 2);
-    // Four honest, like radiators (the same power per slot): two replicas whose windows read
-    // within two milliseconds of each other are both credited whole, even for shards of about
-    // a millisecond, where one window reads 0 ms and 0 mJ and the other 1 or 2 ms (the credit
-    // bound's resolution tolerance, docs/receipts.md). Windows further apart (a replica
-    // descheduled on a loaded machine) may be capped, as the bound intends.
+    // Four honest, like radiators (the same power per slot), charged by the CPU time their
+    // shards' threads used (docs/heat.md): replicas of a shard claim alike for the same work
+    // however the four radiators share this machine's cores, so no claim is capped. Charged
+    // by the wall-clock window, a replica descheduled for part of its run claimed more than
+    // its partner, and 2–3 of these 48 claims were capped in some runs; the deterministic
+    // case is `a_descheduled_replica_keeps_its_whole_credit` below.
     let receipts = doc["receipts"].as_array().unwrap();
-    let window = |r: &serde_json::Value| {
-        let ms = |k: &str| r[k].as_str().unwrap().parse::<u64>().unwrap();
-        ms("end_ms") - ms("start_ms")
-    };
-    let mut close = 0;
     for shard in 0..24u64 {
         let pair: Vec<_> = receipts.iter().filter(|r| r["shard"] == shard).collect();
         assert_eq!(pair.len(), 2, "shard {shard}");
-        if window(pair[0]).abs_diff(window(pair[1])) <= hearth::jobs::credit::RESOLUTION_MS {
-            close += 1;
-            for r in pair {
-                assert_eq!(r["basis"], "claimed", "an honest claim was capped: {r:#}");
-                assert_eq!(r["credited_mj"], r["energy_mj"], "{r:#}");
-            }
+        for r in pair {
+            assert_eq!(r["basis"], "claimed", "an honest claim was capped: {r:#}");
+            assert_eq!(r["credited_mj"], r["energy_mj"], "{r:#}");
         }
     }
-    let capped = receipts.iter().filter(|r| r["basis"] != "claimed").count();
-    eprintln!("{close} of 24 shards ran within two milliseconds on both replicas; {capped} of 48 claims capped");
 
     // `hearth impact` on the demo's export: every receipt counts, and the figures follow from
     // the receipts' own sum and the documented defaults (docs/impact.md).
@@ -195,6 +186,82 @@ async fn a_tenfold_liar_is_credited_at_most_the_bound() {
         // Ten times the liar's metered energy lies above four times the reference on most
         // shards (both ran the same shards on the same machine).
         assert!(capped > 0, "no claim was capped: the test proves nothing");
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A replica whose thread is descheduled for much of its run (a busy household computer) is
+/// charged for the CPU time it used, so it claims what its partner claims for the same work
+/// and keeps its whole credit. Found in `hearth demo` (four radiators on two cores): charged
+/// by its wall-clock window, such a replica claimed several times its partner's energy and
+/// the coordinator's credit bound (four times the lower claim) capped it. Real nodes, real
+/// wasm; radiator 2's shard threads wait 40 ms inside the meter's window before they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_descheduled_replica_keeps_its_whole_credit() {
+    use hearth::demo::{start_radiators, wait_connected};
+    use hearth::jobs::build::JobSpec;
+    use hearth::jobs::JobStatus;
+    use hearth::model::receipt::CreditBasis;
+    use hearth::node::NodeOptions;
+    use std::time::Duration;
+    use support::{submit, wait_done, warm_if};
+
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        let stall = Duration::from_millis(40);
+        let nodes = start_radiators(dir.path(), 3, 4, &|i, o: &mut NodeOptions| {
+            warm_if(i == 0, o);
+            if i == 2 {
+                o.worker.stall = stall;
+            }
+        })
+        .await
+        .unwrap();
+        wait_connected(&nodes, 2, Duration::from_secs(20))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let sub = &nodes[0];
+        let spec = JobSpec::Mandelbrot {
+            width: 256,
+            height: 128,
+            tile: 64,
+            max_iter: 200,
+        };
+        let (id, _) = submit(sub, &spec, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(200)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), 8 * 2);
+        let stalled = nodes[2].household();
+        let window = |r: &hearth::model::receipt::Receipt| r.record.end_ms - r.record.start_ms;
+        let mut shows = 0;
+        for shard in 0..8u32 {
+            let of = |stalled_one: bool| {
+                receipts
+                    .iter()
+                    .find(|r| {
+                        r.record.shard == shard && (r.record.worker == stalled) == stalled_one
+                    })
+                    .unwrap_or_else(|| panic!("shard {shard} lacks a receipt"))
+            };
+            let (s, h) = (of(true), of(false));
+            assert!(window(s) >= stall.as_millis() as u64, "{s:?}");
+            for r in [s, h] {
+                assert_eq!(r.terms.basis, CreditBasis::Claimed, "capped: {r:?}");
+                assert_eq!(r.terms.credited_mj, r.record.energy_mj);
+            }
+            // Charged by its window, the stalled claim would lie beyond the bound here.
+            if window(s) > 4 * window(h) + 2 {
+                shows += 1;
+            }
+        }
+        eprintln!("{shows} of 8 stalled windows beyond four times their partner's and 2 ms");
+        assert!(shows > 0, "the shards are too long for the stall to show");
         for n in nodes {
             n.shutdown().await;
         }

@@ -440,7 +440,7 @@ async fn live_simulated_room_holds_setpoint_with_working_shards() {
         }
         while shards.len() > slots {
             let mark = shards.pop().unwrap();
-            let e = meter.finish_shard(mark);
+            let e = meter.finish_shard(mark, None);
             assert_eq!(e.method, EnergyMethod::Simulated);
         }
         let s = r.heat.status();
@@ -1116,7 +1116,7 @@ async fn meter_charges_shards_by_rapl_share() {
     write(&root.join("intel-rapl:0/energy_uj"), "100000000\n");
     let hz = clk_tck();
     write(&stat, &proc_stat(1000 + (400.0 * hz) as u64));
-    let e = meter.finish_shard(mark);
+    let e = meter.finish_shard(mark, None);
     assert_eq!(e.method, EnergyMethod::Rapl);
     assert_eq!(e.end_ms - e.start_ms, 1000);
     assert!(e.energy_mj < 160_000, "{e:?}");
@@ -1146,7 +1146,7 @@ async fn meter_estimates_without_rapl_and_simulates() {
     assert_eq!(meter.method(), EnergyMethod::CpuEstimate);
     let mark = meter.start_shard();
     tokio::time::advance(Duration::from_secs(2)).await;
-    let e = meter.finish_shard(mark);
+    let e = meter.finish_shard(mark, None);
     assert_eq!(e.method, EnergyMethod::CpuEstimate);
     // Without /proc/stat the estimate models one busy core: 2 s × 15 W = 30 J. The idle
     // power (40 W) is drawn but not credited.
@@ -1166,7 +1166,7 @@ async fn meter_estimates_without_rapl_and_simulates() {
     assert_eq!(sim.method(), EnergyMethod::Simulated);
     let mark = sim.start_shard();
     tokio::time::advance(Duration::from_millis(100)).await;
-    let e = sim.finish_shard(mark);
+    let e = sim.finish_shard(mark, None);
     assert_eq!(e.method, EnergyMethod::Simulated);
     // Exactly the slot's 145 W over the 100 ms window; idle is not credited.
     assert_eq!(e.energy_mj, 14_500);

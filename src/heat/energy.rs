@@ -13,15 +13,18 @@
 //! times this process's share of the machine's busy CPU time, is split equally among the
 //! shards executing at the time; per method, what it drew is:
 //! - **Simulated**: idle plus `(radiator_watts − idle_watts) / max_slots` for each executing
-//!   shard (at most `max_slots` counted), so a shard is charged exactly that many watts × its
-//!   window (W × ms = mJ) and the charges never imply more than the radiator's power.
+//!   shard (at most `max_slots` counted), so the charges never imply more than the radiator's
+//!   power.
 //! - **CPU estimate**: idle plus `watts_per_core` × the machine's busy CPU time (`/proc/stat`).
 //! - **RAPL**: the CPU package counters. They wrap at `max_energy_range_uj`; they are sampled
 //!   at every shard start and finish and every control period, far more often than they
 //!   wrap.
 //!
-//! An equal split charges a shard that is descheduled (on a busy machine) as much as one
-//! that computes; `docs/heat.md` says what that costs a household's credit.
+//! **Work, not waiting.** For the simulated and CPU-estimate methods a shard is charged at most
+//! the model's power per busy core (the slot power, or `watts_per_core`) × the CPU time its
+//! own thread used ([`EnergyMeter::finish_shard`]): a shard descheduled on a busy machine is
+//! charged for its work, so replicas of one shard claim alike. RAPL splits what it measured
+//! equally among the shards executing; `docs/heat.md` says what that still costs.
 //!
 //! **Conservation.** The meter integrates what the radiator drew (measured for RAPL, estimated
 //! from the machine's busy CPU time for the CPU estimate, modelled when simulated) and what it
@@ -270,17 +273,27 @@ impl Accounting {
     }
 
     /// The shard stops executing at `now_ms`. Returns `(end_ms, charged mJ)`.
+    ///
+    /// `busy_ms` is the CPU time the shard's own thread used in its window, for the methods
+    /// that model power per busy core (simulated, CPU estimate): the charge is then at most
+    /// `model_watts × busy_ms`, so a shard descheduled on a busy machine is charged for the
+    /// work it did, not for the time it waited for a core. `None` (RAPL, or a run whose CPU
+    /// time is unknown) leaves its split alone.
     pub fn finish(
         &mut self,
         mark: AccountMark,
         now_ms: u64,
         measured_mj: Option<f64>,
         ours: f64,
+        busy_ms: Option<f64>,
     ) -> (u64, u64) {
         self.advance(now_ms, measured_mj, ours);
         self.executing = self.executing.saturating_sub(1);
         let end_ms = self.last_ms.max(mark.start_ms);
-        let wanted = (self.per_shard_mj - mark.per_shard_mj).max(0.0);
+        let mut wanted = (self.per_shard_mj - mark.per_shard_mj).max(0.0);
+        if let Some(busy_ms) = busy_ms {
+            wanted = wanted.min(self.model_watts * finite_non_negative(busy_ms));
+        }
         // Never more than what is attributable and not yet charged; rounding down to whole
         // millijoules keeps the sum of receipts under the integral.
         let available = (self.attributed_mj - self.charged_mj).max(0.0);
@@ -495,13 +508,24 @@ impl EnergyMeter {
         }
     }
 
-    /// Call right after the shard stopped executing. Returns the energy charged and the window
-    /// it was charged for.
-    pub fn finish_shard(&self, mark: ShardMark) -> ShardEnergy {
+    /// Call right after the shard stopped executing, with the CPU time its thread used
+    /// meanwhile when known ([`crate::exec::ShardOutput::cpu_time`]). Returns the energy
+    /// charged and the window it was charged for. The simulated and CPU-estimate methods
+    /// charge at most their power per busy core × that CPU time ([`Accounting::finish`]);
+    /// RAPL measures, and splits what it measured.
+    pub fn finish_shard(&self, mark: ShardMark, busy: Option<std::time::Duration>) -> ShardEnergy {
         let now = self.now_ms();
         let mut inner = self.lock();
         Self::sample(&mut inner, now);
-        let (end_ms, energy_mj) = inner.account.finish(mark.account, now, Some(0.0), 1.0);
+        let busy_ms = match inner.method {
+            EnergyMethod::Rapl => None,
+            EnergyMethod::Simulated | EnergyMethod::CpuEstimate => {
+                busy.map(|b| b.as_secs_f64() * 1000.0)
+            }
+        };
+        let (end_ms, energy_mj) = inner
+            .account
+            .finish(mark.account, now, Some(0.0), 1.0, busy_ms);
         ShardEnergy {
             energy_mj,
             method: inner.method,
@@ -610,6 +634,8 @@ mod tests {
         start_ms: u64,
         end_ms: u64,
         energy_mj: u64,
+        /// The CPU time the shard's thread was said to use, if any.
+        busy_ms: Option<f64>,
     }
 
     /// A worker with `slots` slots: each step either starts a shard (if a slot is free), or
@@ -632,11 +658,16 @@ mod tests {
                 executing.push(acc.start(now, measured, ours));
             } else {
                 let mark = executing.swap_remove(pick as usize % executing.len());
-                let (end_ms, energy_mj) = acc.finish(mark, now, measured, ours);
+                // A third of the shards report no CPU time; the rest some part of their
+                // window (a descheduled shard uses less than all of it).
+                let window = now.saturating_sub(mark.start_ms) as f64;
+                let busy_ms = (pick % 3 != 0).then(|| window * f64::from(pick) / 255.0);
+                let (end_ms, energy_mj) = acc.finish(mark, now, measured, ours, busy_ms);
                 receipts.push(Charged {
                     start_ms: mark.start_ms,
                     end_ms,
                     energy_mj,
+                    busy_ms,
                 });
             }
             checkpoints.push((now, acc.totals().drawn_mj));
@@ -686,6 +717,10 @@ mod tests {
                 let window = (r.end_ms - r.start_ms) as f64;
                 // W × ms = mJ: a receipt's energy over its window is its mean power.
                 prop_assert!(r.energy_mj as f64 <= per_slot * window + 1e-6, "{r:?}");
+                // A slot is charged for the CPU time its shard used, never for waiting.
+                if let Some(busy) = r.busy_ms {
+                    prop_assert!(r.energy_mj as f64 <= per_slot * busy + 1e-6, "{r:?}");
+                }
             }
             // Sweep every window edge: the mean powers of the receipts covering it.
             for edge in receipts.iter().flat_map(|r| [r.start_ms, r.end_ms]) {
@@ -726,8 +761,8 @@ mod tests {
         acc.advance(2_000, None, 1.0);
         let a = acc.start(2_000, None, 1.0);
         let b = acc.start(3_000, None, 1.0);
-        let (end_a, ea) = acc.finish(a, 4_000, None, 1.0);
-        let (end_b, eb) = acc.finish(b, 4_000, None, 1.0);
+        let (end_a, ea) = acc.finish(a, 4_000, None, 1.0, None);
+        let (end_b, eb) = acc.finish(b, 4_000, None, 1.0, None);
         assert_eq!((end_a, end_b), (4_000, 4_000));
         assert_eq!(ea, 1_000_000, "500 W × 2 s");
         assert_eq!(eb, 500_000, "500 W × 1 s");
@@ -735,6 +770,25 @@ mod tests {
         // Drawn: 100 W × 4 s idle + 500 W × 3 shard-seconds.
         assert!((t.drawn_mj - 1_900_000.0).abs() < 1e-6, "{t:?}");
         assert!((t.charged_mj - 1_500_000.0).abs() < 1e-6, "{t:?}");
+    }
+
+    /// Found in `hearth demo` (four radiators on two cores): a replica descheduled for part of
+    /// its run had a longer window than its partner on another radiator, so it claimed more
+    /// energy for the same work and the coordinator's credit bound capped it. Charged by the
+    /// CPU time its thread used, both claim the same.
+    #[test]
+    fn a_descheduled_shard_is_charged_for_its_work_not_its_wait() {
+        // A 500 W slot. One shard ran 1 s of CPU in a 1 s window, its replica the same work
+        // in a 4 s window (descheduled three quarters of it).
+        let mut acc = Accounting::new(0.0, 500.0, 2, 0);
+        let quick = acc.start(0, None, 1.0);
+        let (_, e_quick) = acc.finish(quick, 1_000, None, 1.0, Some(1_000.0));
+        let slow = acc.start(1_000, None, 1.0);
+        let (_, e_slow) = acc.finish(slow, 5_000, None, 1.0, Some(1_000.0));
+        assert_eq!((e_quick, e_slow), (500_000, 500_000));
+        // Without its CPU time the window alone counts: four times as much.
+        let unknown = acc.start(5_000, None, 1.0);
+        assert_eq!(acc.finish(unknown, 9_000, None, 1.0, None).1, 2_000_000);
     }
 
     #[test]
@@ -745,7 +799,7 @@ mod tests {
         let marks: Vec<_> = (0..4).map(|_| acc.start(0, None, 1.0)).collect();
         let total: u64 = marks
             .into_iter()
-            .map(|m| acc.finish(m, 1_000, None, 1.0).1)
+            .map(|m| acc.finish(m, 1_000, None, 1.0, None).1)
             .sum();
         assert_eq!(total, 1_000_000);
     }

@@ -92,6 +92,11 @@ pub struct WorkerConfig {
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub inflate_energy: u64,
+    /// Test-only: each shard's thread waits this long inside the meter's window before it
+    /// runs, as a thread descheduled on a busy machine would (its CPU time is unchanged).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub stall: Duration,
     /// Test-only: stop the worker on its way to sending a claim, as if killed there.
     #[cfg(feature = "testing")]
     #[doc(hidden)]
@@ -128,6 +133,13 @@ impl WorkerConfig {
         fuel
     }
 
+    fn stall(&self) -> Duration {
+        #[cfg(feature = "testing")]
+        return self.stall;
+        #[cfg(not(feature = "testing"))]
+        Duration::ZERO
+    }
+
     fn claimed_energy(&self, energy_mj: u64) -> u64 {
         #[cfg(feature = "testing")]
         return energy_mj.saturating_mul(self.inflate_energy.max(1));
@@ -149,6 +161,8 @@ impl Default for WorkerConfig {
             fake_failure: false,
             #[cfg(feature = "testing")]
             inflate_energy: 1,
+            #[cfg(feature = "testing")]
+            stall: Duration::ZERO,
             #[cfg(feature = "testing")]
             claim_stop: None,
             #[cfg(feature = "testing")]

@@ -133,15 +133,25 @@ impl Ctx {
         });
         let (executor, meter, module_hash) =
             (self.executor.clone(), self.meter.clone(), manifest.module);
+        let stall = self.config.stall();
         // The meter's window is exactly the execution: fetching, queueing, waiting for memory
         // and claiming are not shard energy, and the receipt records this window.
         let outcome = tokio::task::spawn_blocking(move || {
             let admitted = executor.admit(&module_hash, &module, input, &limits)?;
             let mark = meter.start_shard();
+            if !stall.is_zero() {
+                std::thread::sleep(stall);
+            }
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| admitted.run()));
             // Finished whatever the outcome, so a trap or a panic does not leave a shard
-            // counted as executing.
-            let energy = meter.finish_shard(mark);
+            // counted as executing. A shard that ran is charged by the CPU time it used
+            // (`EnergyMeter::finish_shard`), so a replica descheduled on a busy machine claims
+            // what its partner claims for the same work.
+            let busy = match &ran {
+                Ok(Ok(out)) => Some(out.cpu_time),
+                _ => None,
+            };
+            let energy = meter.finish_shard(mark, busy);
             match ran {
                 Ok(ran) => ran.map(|out| (out, energy)),
                 Err(panic) => std::panic::resume_unwind(panic),
