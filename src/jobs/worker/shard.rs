@@ -162,7 +162,7 @@ impl Ctx {
         drop(turn);
         let outcome =
             outcome.map_err(|e| JobError::Invalid(format!("the shard thread died: {e}")))?;
-        let (out, energy) = match outcome {
+        let (mut out, energy) = match outcome {
             Ok(ran) => ran,
             // Beyond this radiator (module shape, compile time): not the shard's fault.
             Err(e) if e.exceeds_radiator_limits() => {
@@ -185,7 +185,6 @@ impl Ctx {
                 return Ok(());
             }
         };
-        let mut out = out;
         self.config.forge(&mut out.output);
         let fuel = out.fuel;
         // An output for another household's job is not this household's to keep: it goes
