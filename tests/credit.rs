@@ -87,49 +87,67 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     assert!(!run("100").status.success());
 }
 
+/// Three radiators of four slots on loopback (0 submits from a warm room; `radiator_2` sets
+/// up radiator 2, 1 is plain) render 8 Mandelbrot tiles of `max_iter` iterations, replicated
+/// twice. Returns the nodes, the job's view and the submitter's 16 receipts.
+async fn render_with(
+    dir: &std::path::Path,
+    max_iter: u32,
+    radiator_2: impl Fn(&mut hearth::node::NodeOptions),
+) -> (
+    Vec<hearth::node::RunningNode>,
+    hearth::jobs::JobView,
+    Vec<hearth::model::receipt::Receipt>,
+) {
+    use hearth::demo::{start_radiators, wait_connected};
+    use hearth::jobs::build::JobSpec;
+    use hearth::jobs::JobStatus;
+    use std::time::Duration;
+    use support::{submit, wait_done, warm_if};
+
+    let nodes = start_radiators(dir, 3, 4, &|i, o| {
+        warm_if(i == 0, o);
+        if i == 2 {
+            radiator_2(o);
+        }
+    })
+    .await
+    .unwrap();
+    wait_connected(&nodes, 2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sub = &nodes[0];
+    let spec = JobSpec::Mandelbrot {
+        width: 256,
+        height: 128,
+        tile: 64,
+        max_iter,
+    };
+    let (id, _) = submit(sub, &spec, 2).await;
+    let view = wait_done(sub, id, Duration::from_secs(200)).await;
+    assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+    let receipts = sub.context.ledger.list(None).unwrap();
+    assert_eq!(receipts.len(), 8 * 2);
+    (nodes, view, receipts)
+}
+
 /// A worker that claims 10× the energy its meter charged is credited at most the bound: four
 /// times the replicas' reference (the lower of the two agreeing claims), and its receipts say
 /// the credit was capped. The honest household keeps its own figure. Real nodes, real wasm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenfold_liar_is_credited_at_most_the_bound() {
-    use hearth::demo::{start_radiators, wait_connected};
-    use hearth::jobs::build::JobSpec;
     use hearth::jobs::credit::{resolution_tolerance, HARDWARE_SPREAD};
-    use hearth::jobs::JobStatus;
     use hearth::model::receipt::CreditBasis;
-    use hearth::node::NodeOptions;
     use std::time::Duration;
-    use support::{submit, wait_done, warm_if};
 
     tokio::time::timeout(Duration::from_secs(240), async {
         let dir = tempfile::tempdir().unwrap();
         // 0 submits from a warm room; 1 is honest; 2 claims ten times its energy. Four slots
         // each: a slot stands for (1200 − 40) / 4 = 290 W, so 10× is 2 900 W, below the
         // 3 680 W any household circuit allows: only the credit bound can catch it.
-        let nodes = start_radiators(dir.path(), 3, 4, &|i, o: &mut NodeOptions| {
-            warm_if(i == 0, o);
-            if i == 2 {
-                o.worker.inflate_energy = 10;
-            }
-        })
-        .await
-        .unwrap();
-        wait_connected(&nodes, 2, Duration::from_secs(20))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let sub = &nodes[0];
-        let spec = JobSpec::Mandelbrot {
-            width: 256,
-            height: 128,
-            tile: 64,
-            max_iter: 500,
-        };
-        let (id, _) = submit(sub, &spec, 2).await;
-        let view = wait_done(sub, id, Duration::from_secs(200)).await;
-        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
-        let receipts = sub.context.ledger.list(None).unwrap();
-        assert_eq!(receipts.len(), 8 * 2);
+        let (nodes, view, receipts) =
+            render_with(dir.path(), 500, |o| o.worker.inflate_energy = 10).await;
         let (honest, liar) = (nodes[1].household(), nodes[2].household());
         let (mut capped, mut claimed, mut credited) = (0, 0u64, 0u64);
         for shard in 0..8u32 {
@@ -202,41 +220,13 @@ async fn a_tenfold_liar_is_credited_at_most_the_bound() {
 /// wasm; radiator 2's shard threads wait 40 ms inside the meter's window before they run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_descheduled_replica_keeps_its_whole_credit() {
-    use hearth::demo::{start_radiators, wait_connected};
-    use hearth::jobs::build::JobSpec;
-    use hearth::jobs::JobStatus;
     use hearth::model::receipt::CreditBasis;
-    use hearth::node::NodeOptions;
     use std::time::Duration;
-    use support::{submit, wait_done, warm_if};
 
     tokio::time::timeout(Duration::from_secs(240), async {
         let dir = tempfile::tempdir().unwrap();
         let stall = Duration::from_millis(40);
-        let nodes = start_radiators(dir.path(), 3, 4, &|i, o: &mut NodeOptions| {
-            warm_if(i == 0, o);
-            if i == 2 {
-                o.worker.stall = stall;
-            }
-        })
-        .await
-        .unwrap();
-        wait_connected(&nodes, 2, Duration::from_secs(20))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let sub = &nodes[0];
-        let spec = JobSpec::Mandelbrot {
-            width: 256,
-            height: 128,
-            tile: 64,
-            max_iter: 200,
-        };
-        let (id, _) = submit(sub, &spec, 2).await;
-        let view = wait_done(sub, id, Duration::from_secs(200)).await;
-        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
-        let receipts = sub.context.ledger.list(None).unwrap();
-        assert_eq!(receipts.len(), 8 * 2);
+        let (nodes, _, receipts) = render_with(dir.path(), 200, |o| o.worker.stall = stall).await;
         let stalled = nodes[2].household();
         let window = |r: &hearth::model::receipt::Receipt| r.record.end_ms - r.record.start_ms;
         let mut shows = 0;
