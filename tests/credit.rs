@@ -33,19 +33,32 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
     assert_eq!(doc["receipts"].as_array().unwrap().len(), 6 * 4 * 2);
     // Four honest, like radiators (the same power per slot), charged by the CPU time their
     // shards' threads used (docs/heat.md): replicas of a shard claim alike for the same work
-    // however the four radiators share this machine's cores, so no claim is capped. Charged
-    // by the wall-clock window, a replica descheduled for part of its run claimed more than
-    // its partner, and 2–3 of these 48 claims were capped in some runs; the deterministic
-    // case is `a_descheduled_replica_keeps_its_whole_credit` below.
+    // however the four radiators share this machine's cores, and are credited whole (charged
+    // by the wall-clock window, a descheduled replica was capped; the deterministic case is
+    // `a_descheduled_replica_keeps_its_whole_credit` below). Excepted: a pair whose shorter
+    // window is under 3 ms and whose windows lie more than 2 ms apart, where the meter's
+    // millisecond resolution decides the shorter one's charge (docs/receipts.md, "Left open").
     let receipts = doc["receipts"].as_array().unwrap();
+    let window = |r: &serde_json::Value| {
+        let ms = |k: &str| r[k].as_str().unwrap().parse::<u64>().unwrap();
+        ms("end_ms") - ms("start_ms")
+    };
+    let mut judged = 0;
     for shard in 0..24u64 {
         let pair: Vec<_> = receipts.iter().filter(|r| r["shard"] == shard).collect();
         assert_eq!(pair.len(), 2, "shard {shard}");
+        let (a, b) = (window(pair[0]), window(pair[1]));
+        if a.min(b) < 3 && a.abs_diff(b) > hearth::jobs::credit::RESOLUTION_MS {
+            continue;
+        }
+        judged += 1;
         for r in pair {
             assert_eq!(r["basis"], "claimed", "an honest claim was capped: {r:#}");
             assert_eq!(r["credited_mj"], r["energy_mj"], "{r:#}");
         }
     }
+    let capped = receipts.iter().filter(|r| r["basis"] != "claimed").count();
+    eprintln!("{judged} of 24 shards judged; {capped} of 48 claims capped");
 
     // `hearth impact` on the demo's export: every receipt counts, and the figures follow from
     // the receipts' own sum and the documented defaults (docs/impact.md).
@@ -147,7 +160,7 @@ async fn a_tenfold_liar_is_credited_at_most_the_bound() {
         // each: a slot stands for (1200 − 40) / 4 = 290 W, so 10× is 2 900 W, below the
         // 3 680 W any household circuit allows: only the credit bound can catch it.
         let (nodes, view, receipts) =
-            render_with(dir.path(), 500, |o| o.worker.inflate_energy = 10).await;
+            render_with(dir.path(), 5_000, |o| o.worker.inflate_energy = 10).await;
         let (honest, liar) = (nodes[1].household(), nodes[2].household());
         let (mut capped, mut claimed, mut credited) = (0, 0u64, 0u64);
         for shard in 0..8u32 {
@@ -217,7 +230,11 @@ async fn a_tenfold_liar_is_credited_at_most_the_bound() {
 /// and keeps its whole credit. Found in `hearth demo` (four radiators on two cores): charged
 /// by its wall-clock window, such a replica claimed several times its partner's energy and
 /// the coordinator's credit bound (four times the lower claim) capped it. Real nodes, real
-/// wasm; radiator 2's shard threads wait 40 ms inside the meter's window before they run.
+/// wasm; radiator 2's shard threads wait 100 ms inside the meter's window before they run.
+///
+/// Only shards whose partner ran for 3 ms or more are judged: below that the meter's
+/// millisecond resolution, not descheduling, decides what the partner is charged (a shard
+/// inside one millisecond is charged nothing; docs/receipts.md, "Left open").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_descheduled_replica_keeps_its_whole_credit() {
     use hearth::model::receipt::CreditBasis;
@@ -225,11 +242,11 @@ async fn a_descheduled_replica_keeps_its_whole_credit() {
 
     tokio::time::timeout(Duration::from_secs(240), async {
         let dir = tempfile::tempdir().unwrap();
-        let stall = Duration::from_millis(40);
-        let (nodes, _, receipts) = render_with(dir.path(), 200, |o| o.worker.stall = stall).await;
+        let stall = Duration::from_millis(100);
+        let (nodes, _, receipts) = render_with(dir.path(), 2_000, |o| o.worker.stall = stall).await;
         let stalled = nodes[2].household();
         let window = |r: &hearth::model::receipt::Receipt| r.record.end_ms - r.record.start_ms;
-        let mut shows = 0;
+        let (mut judged, mut shows) = (0, 0);
         for shard in 0..8u32 {
             let of = |stalled_one: bool| {
                 receipts
@@ -241,6 +258,10 @@ async fn a_descheduled_replica_keeps_its_whole_credit() {
             };
             let (s, h) = (of(true), of(false));
             assert!(window(s) >= stall.as_millis() as u64, "{s:?}");
+            if window(h) < 3 {
+                continue;
+            }
+            judged += 1;
             for r in [s, h] {
                 assert_eq!(r.terms.basis, CreditBasis::Claimed, "capped: {r:?}");
                 assert_eq!(r.terms.credited_mj, r.record.energy_mj);
@@ -250,8 +271,11 @@ async fn a_descheduled_replica_keeps_its_whole_credit() {
                 shows += 1;
             }
         }
-        eprintln!("{shows} of 8 stalled windows beyond four times their partner's and 2 ms");
-        assert!(shows > 0, "the shards are too long for the stall to show");
+        eprintln!("{judged} of 8 shards judged; {shows} stalled windows beyond the bound's reach");
+        assert!(
+            judged >= 2 && shows >= 1,
+            "the shards are too short or too long for the stall to show"
+        );
         for n in nodes {
             n.shutdown().await;
         }
