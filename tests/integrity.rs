@@ -360,10 +360,33 @@ async fn a_full_disk_acknowledges_nothing_and_the_node_recovers() {
             "on a full disk: {} jobs acknowledged, then: {err}",
             acknowledged.len()
         );
-        assert!(
-            err.contains("space") || err.contains("quota") || err.contains("disk"),
-            "{err}"
-        );
+        let clear =
+            |err: &str| err.contains("space") || err.contains("quota") || err.contains("disk");
+        assert!(clear(&err), "{err}");
+        // Asked again a little later, the node still says why, whether its coordinator is
+        // still there (and cannot write) or stopped when a flush failed (it keeps the cause:
+        // a submitter was once told only "the node is shutting down").
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let spec = JobSpec::Pi {
+            shards: 2,
+            samples: 1_000,
+            seed: 9_999,
+        };
+        let again = match build(
+            &node.context.store,
+            &spec,
+            node.household(),
+            JobLimits::default(),
+            1,
+        ) {
+            Err(e) => e.to_string(),
+            Ok(m) => match node.context.coordinator.submit(m).await {
+                Ok(id) => panic!("acknowledged on a full disk: {id}"),
+                Err(e) => e.to_string(),
+            },
+        };
+        eprintln!("asked again: {again}");
+        assert!(clear(&again), "{again}");
         node.shutdown().await;
 
         // Restarting on the full disk does not blame another node, and does not open sled

@@ -50,4 +50,6 @@ pub enum JobError {
     Ledger(#[from] crate::ledger::LedgerError),
     #[error("the node is shutting down")]
     Stopped,
+    #[error("the coordinator stopped: {0}")]
+    CoordinatorFailed(String),
 }

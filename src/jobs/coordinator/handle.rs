@@ -2,6 +2,8 @@
 //! command carrying a `oneshot` reply; the channel is bounded (callers wait when the actor
 //! is busy). Must not touch: the coordinator's state.
 
+use std::sync::{Arc, OnceLock};
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::PublicKey;
@@ -73,9 +75,20 @@ pub(super) enum Control {
 #[derive(Clone)]
 pub struct CoordinatorHandle {
     pub(super) tx: mpsc::Sender<Command>,
+    /// Why the coordinator stopped, when it stopped on a failure (set before it drops any
+    /// request), so a submitter is told the cause rather than only that it stopped.
+    pub(super) failure: Arc<OnceLock<String>>,
 }
 
 impl CoordinatorHandle {
+    /// The error for a request the coordinator can no longer answer.
+    fn stopped(&self) -> JobError {
+        match self.failure.get() {
+            Some(why) => JobError::CoordinatorFailed(why.clone()),
+            None => JobError::Stopped,
+        }
+    }
+
     pub async fn submit(&self, manifest: JobManifest) -> Result<blake3::Hash, JobError> {
         self.submit_with_policy(manifest, None).await
     }
@@ -106,8 +119,8 @@ impl CoordinatorHandle {
                 reply,
             })
             .await
-            .map_err(|_| JobError::Stopped)?;
-        rx.await.map_err(|_| JobError::Stopped)?
+            .map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())?
     }
 
     /// Serves one control request from `from`. A claim's signature is checked here, on the

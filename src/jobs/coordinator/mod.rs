@@ -119,6 +119,9 @@ pub struct Coordinator {
     book: Book,
     tx: mpsc::Sender<Command>,
     rx: mpsc::Receiver<Command>,
+    /// Why this coordinator stopped, if on a failure: shared with its handles
+    /// (`CoordinatorHandle::stopped`).
+    failure: std::sync::Arc<std::sync::OnceLock<String>>,
     /// Output fetches, assemblies and receipt deliveries in flight; aborted and awaited on
     /// shutdown.
     tasks: tokio::task::JoinSet<()>,
@@ -215,7 +218,11 @@ impl Coordinator {
         book.set_spot_key(spot_key);
         // Bounded: submitters and the API wait when the coordinator is busy.
         let (tx, rx) = mpsc::channel(256);
-        let handle = CoordinatorHandle { tx: tx.clone() };
+        let failure = std::sync::Arc::new(std::sync::OnceLock::new());
+        let handle = CoordinatorHandle {
+            tx: tx.clone(),
+            failure: failure.clone(),
+        };
         Ok((
             Coordinator {
                 identity,
@@ -230,6 +237,7 @@ impl Coordinator {
                 book,
                 tx,
                 rx,
+                failure,
                 tasks: tokio::task::JoinSet::new(),
                 fetching: HashSet::new(),
                 assembling: HashSet::new(),
@@ -284,6 +292,8 @@ impl Coordinator {
                         Ok(()) => self.flushed().await,
                         Err(e) => {
                             tracing::error!("could not save the coordinator's state: {e}; stopping");
+                            // Before any waiting request is dropped: they learn why.
+                            let _ = self.failure.set(format!("could not save its state: {e}"));
                             failed = Some(e);
                             break;
                         }
