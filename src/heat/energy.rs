@@ -39,7 +39,7 @@
 //!
 //! The meter is shared (`Clone`); it never blocks for long: each call reads a few small files.
 //!
-//! Size: about 590 lines of code; the rest are the conservation property tests.
+//! Size: about 620 lines of code; the rest are the conservation property tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
