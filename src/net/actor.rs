@@ -48,6 +48,7 @@ use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{peer_id_of, without_peer_id, Backoff};
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
+use super::punch::PunchRetry;
 use super::serve::{Served, Server};
 use super::wire::BlobRequest;
 use super::{
@@ -113,12 +114,14 @@ struct PeerState {
     since: SystemTime,
     connections: u32,
     endpoints: HashMap<ConnectionId, Multiaddr>,
-    /// Open connections through a relay / direct ones (at most 2 per peer: connection
+    /// Open connections through a relay / direct ones (at most 4 per peer in all: connection
     /// limits).
     relayed: HashSet<ConnectionId>,
     direct: HashSet<ConnectionId>,
     /// The current direct connection came from a hole punch.
     hole_punched: bool,
+    /// Retries of a failed hole punch (`punch.rs`).
+    punch: PunchRetry,
     /// When the latest relayed connection was established (DCUtR runs once per relayed
     /// connection).
     relayed_since: Option<Instant>,
@@ -521,6 +524,7 @@ impl Actor {
             self.prune_peers(now);
         }
         self.report_settled(now);
+        self.retry_hole_punches(now);
         // Fetch deadlines; providers reachable only through a relay for too long.
         self.with_downloads(|d, io| d.tick(io, now));
         self.drain_announcements();
@@ -654,14 +658,18 @@ impl Actor {
                 let span = self.span(&peer_id);
                 let _g = span.enter();
                 debug!(?cause, "connection closed");
+                let mut relayed_closed = false;
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.endpoints.remove(&connection_id);
                     p.kad_dialled.remove(&connection_id);
-                    p.relayed.remove(&connection_id);
+                    relayed_closed = p.relayed.remove(&connection_id);
                     if p.direct.remove(&connection_id) && p.direct.is_empty() {
                         p.hole_punched = false;
                     }
                     p.connections = num_established;
+                }
+                if relayed_closed {
+                    self.direct_settled(peer_id);
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
@@ -727,6 +735,7 @@ impl Actor {
             relayed: HashSet::new(),
             direct: HashSet::new(),
             hole_punched: false,
+            punch: PunchRetry::default(),
             relayed_since: None,
             connected_at: Instant::now(),
             last_used: None,
@@ -753,10 +762,11 @@ impl Actor {
         } else {
             state.direct.insert(connection_id);
         }
-        // Once a direct connection exists the relayed one is closed, so that every request
-        // (request-response picks among a peer's connections) goes direct and the relay is
-        // freed.
-        let obsolete: Vec<ConnectionId> = if relayed {
+        // Once a direct connection exists the relayed ones are closed (also one that opens
+        // later: an AutoNAT dial-back, a retried punch landing after a success), so that every
+        // request (request-response picks among a peer's connections) goes direct and the
+        // relay is freed.
+        let obsolete: Vec<ConnectionId> = if state.direct.is_empty() {
             Vec::new()
         } else {
             state.relayed.iter().copied().collect()
@@ -769,7 +779,7 @@ impl Actor {
             self.swarm.close_connection(id);
         }
         if !relayed {
-            self.with_downloads(|d, io| d.direct_to(io, Instant::now(), peer));
+            self.direct_settled(peer);
         }
         if first {
             info!("peer connected");
@@ -782,6 +792,20 @@ impl Actor {
         }
     }
 
+    /// Fetches waiting for a direct connection to `peer` go on once it has one and its relayed
+    /// connections are closed: a request sent while one is still closing can go over it
+    /// (request-response picks among a peer's connections) and fail with it, which lost a
+    /// fetch the moment its hole punch succeeded (NAT lab, 2026-12-01).
+    pub(super) fn direct_settled(&mut self, peer: PeerId) {
+        if self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| !p.direct.is_empty() && p.relayed.is_empty())
+        {
+            self.with_downloads(|d, io| d.direct_to(io, Instant::now(), peer));
+        }
+    }
+
     fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
         match ev {
             BehaviourEvent::Gossipsub(ev) => self.on_gossip(ev),
@@ -791,6 +815,7 @@ impl Actor {
             BehaviourEvent::Control(ev) => self.on_control(ev),
             BehaviourEvent::Blob(ev) => self.on_blob(ev),
             BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::OneRelayed(never) => match never {},
             BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
             BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
             BehaviourEvent::RelayServer(ev) => on_relay_server(ev),

@@ -15,6 +15,7 @@ use libp2p::{
 
 use super::codec::FrameCodec;
 use super::dials::{Counted, DialLog, DialOrigin};
+use super::relayed::OneRelayed;
 use super::wire::{MAX_BLOB_REQUEST, MAX_BLOB_RESPONSE};
 use super::{
     NetConfig, NetError, RelayLimits, Topic, BLOB_PROTOCOL, CONTROL_PROTOCOL, GOSSIP_MAX_TRANSMIT,
@@ -32,6 +33,9 @@ const MAX_CONCURRENT_STREAMS: usize = 64;
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
+    /// One relayed connection per peer, none beside a direct one (`relayed.rs`); before the
+    /// behaviours with handlers, so that a connection it denies never starts one.
+    pub(crate) one_relayed: OneRelayed,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: Counted<kad::Behaviour<MemoryStore>>,
@@ -166,11 +170,12 @@ fn build_behaviour(
 
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(cfg.max_connections))
-        // Three per peer: when two homes behind NAT dial each other through a relay at the same
-        // moment, each opens a circuit, and the direct connection a hole punch makes must still
-        // fit beside both (with two, the limit closed it as soon as it opened: the NAT lab's
-        // hole punches failed with "broken pipe" about half the time).
-        .with_max_established_per_peer(Some(3))
+        // Four per peer: one relayed connection is kept per peer (`relayed.rs`), but a
+        // replaced one is counted until it has closed, and the direct connection a hole punch
+        // makes must fit beside them (with two, this limit closed it as soon as it opened: the
+        // NAT lab's hole punches failed with "broken pipe" about half the time). Once a direct
+        // connection is open the relayed ones are closed.
+        .with_max_established_per_peer(Some(4))
         .with_max_pending_incoming(Some(cfg.max_connections.clamp(8, 64)))
         .with_max_pending_outgoing(Some(cfg.max_connections.clamp(8, 64)));
 
@@ -253,6 +258,7 @@ fn build_behaviour(
 
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
+        one_relayed: OneRelayed::new(peer_id),
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),
         kad: Counted::new(kad, DialOrigin::Kad, dials),

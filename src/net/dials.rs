@@ -44,6 +44,9 @@ pub enum DialOrigin {
     RelayClient,
     /// DCUtR hole punching.
     Dcutr,
+    /// The swarm task opening a fresh relayed connection to try a failed hole punch again
+    /// (`punch.rs`).
+    PunchRetry,
     /// The AutoNAT v2 server dialling a peer's address candidate back.
     AutonatServer,
     /// The swarm task redialling its bootstrap peers.
@@ -56,13 +59,14 @@ pub enum DialOrigin {
 
 impl DialOrigin {
     /// Every origin, in the order [`DialCounts`] lists them.
-    pub const ALL: [DialOrigin; 10] = [
+    pub const ALL: [DialOrigin; 11] = [
         DialOrigin::Kad,
         DialOrigin::Gossipsub,
         DialOrigin::Control,
         DialOrigin::Blob,
         DialOrigin::RelayClient,
         DialOrigin::Dcutr,
+        DialOrigin::PunchRetry,
         DialOrigin::AutonatServer,
         DialOrigin::Bootstrap,
         DialOrigin::Mdns,
@@ -77,6 +81,7 @@ impl DialOrigin {
             DialOrigin::Blob => "blob",
             DialOrigin::RelayClient => "relay_client",
             DialOrigin::Dcutr => "dcutr",
+            DialOrigin::PunchRetry => "punch_retry",
             DialOrigin::AutonatServer => "autonat_server",
             DialOrigin::Bootstrap => "bootstrap",
             DialOrigin::Mdns => "mdns",

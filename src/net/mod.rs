@@ -47,6 +47,8 @@ mod dials;
 pub mod direct;
 mod download;
 mod prune;
+mod punch;
+mod relayed;
 mod serve;
 pub mod wire;
 

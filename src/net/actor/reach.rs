@@ -3,6 +3,7 @@
 //! AutoNAT and UPnP reports. Part of the swarm task (`actor.rs`).
 
 use super::*;
+use crate::net::punch::circuit_addr;
 
 impl Actor {
     pub(super) fn reachability(&self) -> Reachability {
@@ -107,6 +108,43 @@ impl Actor {
         }
     }
 
+    /// Failed hole punches whose retry is due (`punch.rs`): a fresh relayed connection to each
+    /// such peer still reached only through a relay; the peer runs DCUtR over it.
+    pub(super) fn retry_hole_punches(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            let relayed_only = p.direct.is_empty() && !p.relayed.is_empty();
+            if p.punch.take_due(now, relayed_only) {
+                let dialled = p
+                    .relayed
+                    .iter()
+                    .filter_map(|c| p.endpoints.get(c))
+                    .collect::<Vec<_>>();
+                due.push((*id, circuit_addr(id, dialled, &p.listen_addrs)));
+            }
+        }
+        for (peer, addr) in due {
+            let span = self.span(&peer);
+            let _g = span.enter();
+            let Some(addr) = addr else {
+                info!("hole punch not retried: no address reaches this peer through a relay");
+                continue;
+            };
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::Always)
+                .build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    info!(%addr, "retrying the hole punch: a fresh relayed connection");
+                    self.dials.dialled(DialOrigin::PunchRetry, id);
+                }
+                Err(e) => info!(%addr, "hole punch not retried: {e}"),
+            }
+        }
+    }
+
     pub(super) fn on_dcutr(&mut self, ev: dcutr::Event) {
         let peer = ev.remote_peer_id;
         let span = self.span(&peer);
@@ -120,8 +158,9 @@ impl Actor {
                     if p.direct.contains(&connection) {
                         p.hole_punched = true;
                     }
+                    p.punch.succeeded();
                 }
-                self.with_downloads(|d, io| d.direct_to(io, Instant::now(), peer));
+                self.direct_settled(peer);
             }
             Err(e) => {
                 self.hole_punch_failures = self.hole_punch_failures.saturating_add(1);
@@ -134,7 +173,18 @@ impl Actor {
                         .or_insert((0, Instant::now()));
                     *e = (e.0.saturating_add(1), Instant::now());
                 }
-                info!("hole punch failed; the connection stays relayed: {e}");
+                let now = Instant::now();
+                let retry = self.peers.get_mut(&peer).and_then(|p| {
+                    let relayed_only = p.direct.is_empty() && !p.relayed.is_empty();
+                    p.punch.failed(now, relayed_only)
+                });
+                match retry {
+                    Some(at) => info!(
+                        retry_in_s = at.saturating_duration_since(now).as_secs(),
+                        "hole punch failed; the connection stays relayed until a retry succeeds: {e}"
+                    ),
+                    None => info!("hole punch failed; the connection stays relayed: {e}"),
+                }
                 // Fetches waiting for a direct connection to this peer move on now.
                 self.with_downloads(|d, io| d.unreachable(io, Instant::now(), peer));
             }

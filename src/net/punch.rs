@@ -1,0 +1,179 @@
+//! When a failed hole punch is tried again (sans-IO: the swarm task asks, acts and reports).
+//!
+//! DCUtR runs once per relayed connection: when a punch fails, libp2p leaves the two homes
+//! relayed until something else happens to open another relayed connection between them (an
+//! AutoNAT dial-back, a Kademlia dial). A punch fails for reasons that pass: a path that was
+//! down for a moment, both SYNs dropped by NATs that had no mapping yet, a candidate address
+//! learned before the port mapping settled, an earlier dial still holding the four-tuple. The
+//! NAT lab's cone variant once failed on CI with a radiator of home 2 left relayed after three
+//! rounds (the lab now prints each punch dial's error when it fails). So a home tries again
+//! itself: a while after a failure, while the peer is still reached only through a relay, it
+//! opens a fresh relayed connection to it, and the peer runs the punch over that one with its
+//! address candidates taken afresh.
+//!
+//! Bounds: at most [`RETRIES`] retries per peer per connected spell (the state lives with the
+//! peer's connection state and goes when the peer disconnects), the waits doubling from
+//! [`FIRST_WAIT`]; a success resets them. Behind a NAT that maps per destination (symmetric)
+//! every punch fails, so a pair costs the relay at most `RETRIES` more short circuits.
+
+use std::time::{Duration, Instant};
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+
+/// Retries of a failed hole punch per peer per connected spell.
+pub(crate) const RETRIES: u32 = 3;
+/// Wait before the first retry; each later one waits three times as long (5, 15, 45 s). Long
+/// enough that the failed round's dials are over: a dial whose SYN was dropped holds its
+/// four-tuple (the listen port, reused, to the peer's address) until libp2p's 10 s connection
+/// timeout, and a punch dialled meanwhile gets a fresh port that no NAT mapping expects.
+pub(crate) const FIRST_WAIT: Duration = Duration::from_secs(5);
+
+/// Hole-punch retries for one connected peer.
+#[derive(Debug, Default)]
+pub(crate) struct PunchRetry {
+    failed: u32,
+    due: Option<Instant>,
+}
+
+impl PunchRetry {
+    /// A hole punch with this peer failed at `now`. `relayed_only`: we still reach it only
+    /// through a relay. Returns when the retry is due, if one is scheduled.
+    pub(crate) fn failed(&mut self, now: Instant, relayed_only: bool) -> Option<Instant> {
+        self.failed = self.failed.saturating_add(1);
+        if !relayed_only || self.failed > RETRIES {
+            self.due = None;
+            return None;
+        }
+        let wait = FIRST_WAIT.saturating_mul(3u32.saturating_pow(self.failed - 1));
+        self.due = Some(now + wait);
+        self.due
+    }
+
+    /// A hole punch with this peer succeeded (or a direct connection opened): nothing to retry,
+    /// and a later failure starts the count again.
+    pub(crate) fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Whether a retry is due at `now` and the peer is still reached only through a relay;
+    /// takes it (each scheduled retry happens once).
+    pub(crate) fn take_due(&mut self, now: Instant, relayed_only: bool) -> bool {
+        match self.due {
+            Some(due) if now >= due => {
+                self.due = None;
+                relayed_only
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An address that reaches `peer` through a relay, to open a fresh relayed connection: the
+/// address of a relayed connection we dialled (an inbound one's send-back address is only
+/// `/p2p/<peer>`), else one of the peer's own relayed listen addresses (identify). Only
+/// addresses that start at a transport address and go through `/p2p-circuit` qualify; the
+/// result ends in `/p2p/<peer>`.
+pub(crate) fn circuit_addr<'a>(
+    peer: &PeerId,
+    dialled: impl IntoIterator<Item = &'a Multiaddr>,
+    listen: impl IntoIterator<Item = &'a Multiaddr>,
+) -> Option<Multiaddr> {
+    let usable = |a: &&Multiaddr| {
+        matches!(
+            a.iter().next(),
+            Some(
+                Protocol::Ip4(_)
+                    | Protocol::Ip6(_)
+                    | Protocol::Dns(_)
+                    | Protocol::Dns4(_)
+                    | Protocol::Dns6(_)
+            )
+        ) && a.iter().any(|p| p == Protocol::P2pCircuit)
+    };
+    let addr = dialled
+        .into_iter()
+        .find(usable)
+        .or_else(|| listen.into_iter().find(usable))?
+        .clone();
+    // Everything up to and including `/p2p-circuit`, then the peer.
+    let mut out = Multiaddr::empty();
+    for p in addr.iter() {
+        let end = p == Protocol::P2pCircuit;
+        out.push(p);
+        if end {
+            break;
+        }
+    }
+    Some(out.with(Protocol::P2p(*peer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_bounded_and_back_off() {
+        let t0 = Instant::now();
+        let mut r = PunchRetry::default();
+        let mut waits = Vec::new();
+        for _ in 0..RETRIES {
+            let due = r.failed(t0, true).expect("a retry within the budget");
+            waits.push(due - t0);
+            assert!(
+                !r.take_due(due - Duration::from_millis(1), true),
+                "not before it is due"
+            );
+            assert!(r.take_due(due, true), "due");
+            assert!(!r.take_due(due, true), "each retry happens once");
+        }
+        assert_eq!(waits, [5, 15, 45].map(Duration::from_secs));
+        assert_eq!(r.failed(t0, true), None, "the budget is spent");
+        assert!(!r.take_due(t0 + Duration::from_secs(60), true));
+        // A success starts the count again.
+        r.succeeded();
+        assert_eq!(r.failed(t0, true), Some(t0 + FIRST_WAIT));
+    }
+
+    #[test]
+    fn no_retry_once_direct() {
+        let t0 = Instant::now();
+        let mut r = PunchRetry::default();
+        assert_eq!(
+            r.failed(t0, false),
+            None,
+            "already direct: nothing to retry"
+        );
+        let due = r.failed(t0, true).unwrap();
+        // The peer went direct (or away) before the retry was due.
+        assert!(!r.take_due(due, false));
+        assert!(!r.take_due(due + FIRST_WAIT, true), "the retry was spent");
+    }
+
+    #[test]
+    fn circuit_address_from_a_dialled_relayed_connection_or_a_listen_address() {
+        let peer: PeerId = "12D3KooWCQ7VyJfZhSX95n2qamrVEGkr2aCWtQPqWD6W7BryLDLz"
+            .parse()
+            .unwrap();
+        let relay = "12D3KooWDugkEFJ32QQAeResV5QXCLHhPe2hCyVkjkmQEfFYexPu";
+        let via = |tail: &str| -> Multiaddr {
+            format!("/ip4/198.51.100.2/tcp/4001/p2p/{relay}/p2p-circuit{tail}")
+                .parse()
+                .unwrap()
+        };
+        let want = via(&format!("/p2p/{peer}"));
+        let direct: Multiaddr = "/ip4/198.51.100.12/tcp/4002".parse().unwrap();
+        let bare: Multiaddr = format!("/p2p/{peer}").parse().unwrap();
+        // An inbound relayed connection's send-back address and a direct one do not qualify.
+        assert_eq!(circuit_addr(&peer, [&bare, &direct], []), None);
+        assert_eq!(
+            circuit_addr(&peer, [&bare], [&direct, &via("")]),
+            Some(want.clone())
+        );
+        assert_eq!(circuit_addr(&peer, [&want], []), Some(want.clone()));
+        // A listen address naming the peer already, or something after the circuit.
+        assert_eq!(circuit_addr(&peer, [], [&want]), Some(want.clone()));
+        let odd = via(&format!("/p2p/{relay}"));
+        assert_eq!(circuit_addr(&peer, [], [&odd]), Some(want));
+    }
+}
