@@ -45,7 +45,7 @@ mod reach;
 use self::control::ControlReply;
 use self::reach::{on_autonat, on_relay_server, on_upnp};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
-use super::bootstrap::{peer_id_of, without_peer_id, Backoff};
+use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::punch::PunchRetry;
@@ -884,9 +884,14 @@ impl Actor {
         if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
             self.maybe_listen_via(peer_id);
         }
+        let on_loopback = self
+            .peers
+            .get(&peer_id)
+            .is_some_and(|p| p.endpoints.values().any(is_loopback));
         let addrs: Vec<Multiaddr> = info
             .listen_addrs
             .into_iter()
+            .filter(|a| worth_dialling(a, on_loopback))
             .take(MAX_ADDRS_PER_PEER)
             .collect();
         if speaks_kad {

@@ -69,6 +69,30 @@ pub(crate) fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
     a
 }
 
+/// Whether an address a peer advertised (identify's listen addresses) is worth remembering:
+/// never an unspecified one (`0.0.0.0`), and a loopback one only when we reach that peer over
+/// loopback ourselves (`peer_on_loopback`: the same machine). Homes behind NAT advertise
+/// `127.0.0.1`; dialled from another machine it reaches the dialler itself (the NAT lab's nodes
+/// kept connecting to themselves: "WrongPeerId").
+pub(crate) fn worth_dialling(addr: &Multiaddr, peer_on_loopback: bool) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) if ip.is_unspecified() => false,
+        Some(Protocol::Ip6(ip)) if ip.is_unspecified() => false,
+        Some(Protocol::Ip4(ip)) if ip.is_loopback() => peer_on_loopback,
+        Some(Protocol::Ip6(ip)) if ip.is_loopback() => peer_on_loopback,
+        _ => true,
+    }
+}
+
+/// Whether `addr` (a connection's remote address) is on this machine.
+pub(crate) fn is_loopback(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
 /// Exponential backoff: 1 s, 2 s, 4 s, ... capped.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
@@ -101,6 +125,27 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_addresses_only_from_a_peer_on_this_machine() {
+        let a = |s: &str| s.parse::<Multiaddr>().unwrap();
+        for (addr, local, want) in [
+            ("/ip4/127.0.0.1/tcp/4001", false, false),
+            ("/ip4/127.0.0.1/tcp/4001", true, true),
+            ("/ip6/::1/tcp/4001", false, false),
+            ("/ip4/0.0.0.0/tcp/4001", true, false),
+            ("/ip4/10.2.0.3/tcp/4002", false, true),
+            ("/ip4/198.51.100.2/tcp/4001/p2p/12D3KooWCQ7VyJfZhSX95n2qamrVEGkr2aCWtQPqWD6W7BryLDLz/p2p-circuit", false, true),
+            ("/dns4/boot.example/tcp/4001", false, true),
+        ] {
+            assert_eq!(worth_dialling(&a(addr), local), want, "{addr} (peer on loopback: {local})");
+        }
+        assert!(is_loopback(&a("/ip4/127.0.0.1/tcp/50000")));
+        assert!(!is_loopback(&a("/ip4/198.51.100.11/tcp/4001")));
+        assert!(!is_loopback(&a(
+            "/p2p/12D3KooWCQ7VyJfZhSX95n2qamrVEGkr2aCWtQPqWD6W7BryLDLz"
+        )));
+    }
 
     #[test]
     fn parses_comments_and_names_bad_lines() {
