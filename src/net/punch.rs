@@ -12,8 +12,8 @@
 //! address candidates taken afresh.
 //!
 //! Bounds: at most [`RETRIES`] retries per peer per connected spell (the state lives with the
-//! peer's connection state and goes when the peer disconnects), the waits doubling from
-//! [`FIRST_WAIT`]; a success resets them. Behind a NAT that maps per destination (symmetric)
+//! peer's connection state and goes when the peer disconnects), each wait three times the
+//! last from [`FIRST_WAIT`] (5, 15, 45 s); a success resets them. Behind a NAT that maps per destination (symmetric)
 //! every punch fails, so a pair costs the relay at most `RETRIES` more short circuits.
 
 use std::time::{Duration, Instant};
@@ -50,8 +50,8 @@ impl PunchRetry {
         self.due
     }
 
-    /// A hole punch with this peer succeeded (or a direct connection opened): nothing to retry,
-    /// and a later failure starts the count again.
+    /// A hole punch with this peer succeeded: nothing to retry, and a later failure starts the
+    /// count again.
     pub(crate) fn succeeded(&mut self) {
         *self = Self::default();
     }
