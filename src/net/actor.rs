@@ -89,8 +89,6 @@ const FULL_REFRESH_EVERY: u32 = 4;
 const MAX_RELAYS: usize = 2;
 /// Confirmed external addresses remembered.
 const MAX_CONFIRMED: usize = 16;
-/// Peers whose hole-punch failures are remembered (for the reason a blob fetch gives).
-const MAX_PUNCH_FAILURES: usize = 1024;
 /// How often connection pruning looks at the peers held (`prune.rs`).
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// How long `wait_listening` waits for listeners to report an address.
@@ -116,7 +114,7 @@ struct PeerState {
     direct: HashSet<ConnectionId>,
     /// The current direct connection came from a hole punch.
     hole_punched: bool,
-    /// Retries of a failed hole punch (`punch.rs`).
+    /// Failed hole punches and their retry (`punch.rs`).
     punch: PunchRetry,
     /// When the latest relayed connection was established (DCUtR runs once per relayed
     /// connection).
@@ -147,8 +145,6 @@ pub(crate) struct Actor {
     relay_listeners: HashMap<PeerId, ListenerId>,
     /// Relays that accepted our reservation.
     relays: HashSet<PeerId>,
-    /// Hole punches given up per peer, and when the last one was.
-    punch_failures: HashMap<PeerId, (u32, Instant)>,
     hole_punch_successes: u64,
     hole_punch_failures: u64,
     commands: mpsc::Receiver<Command>,
@@ -234,7 +230,6 @@ impl Actor {
             confirmed: Vec::new(),
             relay_listeners: HashMap::new(),
             relays: HashSet::new(),
-            punch_failures: HashMap::new(),
             hole_punch_successes: 0,
             hole_punch_failures: 0,
             commands,

@@ -29,10 +29,12 @@ pub(crate) const RETRIES: u32 = 3;
 /// timeout, and a punch dialled meanwhile gets a fresh port that no NAT mapping expects.
 pub(crate) const FIRST_WAIT: Duration = Duration::from_secs(5);
 
-/// Hole-punch retries for one connected peer.
+/// Hole punches with one connected peer: failures since the last success (what a blob fetch
+/// waiting on the peer reports, and what bounds the retries) and the retry due.
 #[derive(Debug, Default)]
 pub(crate) struct PunchRetry {
     failed: u32,
+    last_failed: Option<Instant>,
     due: Option<Instant>,
 }
 
@@ -41,6 +43,7 @@ impl PunchRetry {
     /// through a relay. Returns when the retry is due, if one is scheduled.
     pub(crate) fn failed(&mut self, now: Instant, relayed_only: bool) -> Option<Instant> {
         self.failed = self.failed.saturating_add(1);
+        self.last_failed = Some(now);
         if !relayed_only || self.failed > RETRIES {
             self.due = None;
             return None;
@@ -48,6 +51,16 @@ impl PunchRetry {
         let wait = FIRST_WAIT.saturating_mul(3u32.saturating_pow(self.failed - 1));
         self.due = Some(now + wait);
         self.due
+    }
+
+    /// Punches with this peer that failed since the last success.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failed
+    }
+
+    /// When the last of them failed.
+    pub(crate) fn last_failed(&self) -> Option<Instant> {
+        self.last_failed
     }
 
     /// A hole punch with this peer succeeded: nothing to retry, and a later failure starts the
@@ -129,9 +142,11 @@ mod tests {
         }
         assert_eq!(waits, [5, 15, 45].map(Duration::from_secs));
         assert_eq!(r.failed(t0, true), None, "the budget is spent");
+        assert_eq!((r.failures(), r.last_failed()), (RETRIES + 1, Some(t0)));
         assert!(!r.take_due(t0 + Duration::from_secs(60), true));
         // A success starts the count again.
         r.succeeded();
+        assert_eq!((r.failures(), r.last_failed()), (0, None));
         assert_eq!(r.failed(t0, true), Some(t0 + FIRST_WAIT));
     }
 

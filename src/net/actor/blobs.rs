@@ -73,7 +73,6 @@ impl Actor {
         let mut io = NetIo {
             swarm: &mut self.swarm,
             peers: &self.peers,
-            punch_failures: &self.punch_failures,
             queries: &mut self.queries,
             store: &self.store,
             jobs: &mut self.store_jobs,
@@ -96,7 +95,6 @@ impl Actor {
 pub(super) struct NetIo<'a> {
     swarm: &'a mut Swarm<Behaviour>,
     peers: &'a HashMap<PeerId, PeerState>,
-    punch_failures: &'a HashMap<PeerId, (u32, Instant)>,
     queries: &'a mut HashMap<QueryId, QueryKind>,
     store: &'a Store,
     jobs: &'a mut FuturesUnordered<BoxFuture<'static, Option<StoreDone>>>,
@@ -111,16 +109,13 @@ impl Io for NetIo<'_> {
     fn link(&self, peer: &PeerId) -> Link {
         match self.peers.get(peer) {
             Some(p) if !p.direct.is_empty() => Link::Direct,
-            Some(p) if !p.relayed.is_empty() => {
-                let failures = self.punch_failures.get(peer);
-                Link::Relayed {
-                    punch_over: p
-                        .relayed_since
-                        .zip(failures)
-                        .is_some_and(|(since, (_, failed_at))| *failed_at >= since),
-                    failures: failures.map_or(0, |f| f.0),
-                }
-            }
+            Some(p) if !p.relayed.is_empty() => Link::Relayed {
+                punch_over: p
+                    .relayed_since
+                    .zip(p.punch.last_failed())
+                    .is_some_and(|(since, failed_at)| failed_at >= since),
+                failures: p.punch.failures(),
+            },
             _ => Link::Absent,
         }
     }

@@ -211,11 +211,10 @@ impl Actor {
         } else {
             state.direct.insert(connection_id);
         }
-        // Once a direct connection exists the relayed ones are closed (also one that opens
-        // later: an AutoNAT dial-back, a retried punch landing after a success), so that every
-        // request (request-response picks among a peer's connections) goes direct and the
-        // relay is freed.
-        let obsolete: Vec<ConnectionId> = if state.direct.is_empty() {
+        // Once a direct connection exists the relayed ones are closed, so that every request
+        // (request-response picks among a peer's connections) goes direct and the relay is
+        // freed (a relayed connection beside a direct one is refused: `relayed.rs`).
+        let obsolete: Vec<ConnectionId> = if relayed {
             Vec::new()
         } else {
             state.relayed.iter().copied().collect()

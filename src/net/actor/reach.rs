@@ -153,7 +153,6 @@ impl Actor {
             Ok(connection) => {
                 self.hole_punch_successes = self.hole_punch_successes.saturating_add(1);
                 info!("hole punch succeeded: direct connection");
-                self.punch_failures.remove(&peer);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     if p.direct.contains(&connection) {
                         p.hole_punched = true;
@@ -164,15 +163,6 @@ impl Actor {
             }
             Err(e) => {
                 self.hole_punch_failures = self.hole_punch_failures.saturating_add(1);
-                if self.punch_failures.len() < MAX_PUNCH_FAILURES
-                    || self.punch_failures.contains_key(&peer)
-                {
-                    let e = self
-                        .punch_failures
-                        .entry(peer)
-                        .or_insert((0, Instant::now()));
-                    *e = (e.0.saturating_add(1), Instant::now());
-                }
                 let now = Instant::now();
                 let retry = self.peers.get_mut(&peer).and_then(|p| {
                     let relayed_only = p.direct.is_empty() && !p.relayed.is_empty();
