@@ -30,7 +30,9 @@
 //! from the machine's busy CPU time for the CPU estimate, modelled when simulated) and what it
 //! drew above idle (the *dynamic* energy). Whatever a method computes, a charge is cut so that
 //! the sum of all charges never exceeds the dynamic energy measured so far: energy credited in
-//! receipts is at most energy drawn, in every interval (`Accounting`, property-tested). The
+//! receipts is at most energy drawn, in every interval, and at most what one household circuit
+//! delivers ([`MAX_WATTS`]) in that interval, whatever a counter read (`Accounting`,
+//! property-tested). The
 //! arithmetic lives in [`Accounting`], which takes the time and the readings as parameters
 //! (no clock, no files), so the law is tested without a machine to measure.
 //!
@@ -44,7 +46,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::model::receipt::EnergyMethod;
+use crate::model::receipt::{EnergyMethod, MAX_WATTS};
 
 /// Wraparound-safe difference of two readings of a counter that runs from 0 to `max_range`.
 pub fn counter_delta(prev: u64, now: u64, max_range: u64) -> u64 {
@@ -255,7 +257,11 @@ impl Accounting {
         // against the meter must find the energy inside the window.
         if self.executing > 0 && dt_ms > 0.0 {
             let dynamic = (drawn - idle).max(0.0);
-            let attributable = dynamic * finite_non_negative(ours).min(1.0);
+            // Never more than a household circuit delivers ([`MAX_WATTS`]), whatever a counter
+            // read: receipts are bounded so, alone and together, and a coordinator refuses
+            // claims that together imply more (`jobs/coordinator/book/draw.rs`).
+            let attributable =
+                (dynamic * finite_non_negative(ours).min(1.0)).min(MAX_WATTS as f64 * dt_ms);
             self.dynamic_mj += dynamic;
             self.attributed_mj += attributable;
             self.per_shard_mj += attributable / self.executing as f64;
@@ -693,6 +699,12 @@ mod tests {
                     credited as f64 <= drawn_b - drawn_a + 1e-3,
                     "[{a}, {b}]: credited {credited} mJ, drawn {} mJ",
                     drawn_b - drawn_a
+                );
+                // And never more than a household circuit delivers, whatever was measured: a
+                // coordinator refuses claims that together imply more (`book/draw.rs`).
+                assert!(
+                    credited <= MAX_WATTS * (b - a),
+                    "[{a}, {b}]: credited {credited} mJ, more than {MAX_WATTS} W"
                 );
             }
         }

@@ -615,7 +615,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn receipt_of(record: WorkRecord, w: &Identity, s: &Identity) -> Receipt {
+    pub(crate) fn receipt_of(record: WorkRecord, w: &Identity, s: &Identity) -> Receipt {
         let terms = CreditTerms::claimed(&record, 2, 2);
         Claim::sign(record, w)
             .unwrap()

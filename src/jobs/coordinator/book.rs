@@ -16,16 +16,18 @@
 //!
 //! Parts: `shard.rs` (one shard's and one job's state, and the vote), `demand.rs` (heat
 //! priority), `verify.rs` (after the vote: output checked, claims settled, job assembled),
-//! `tests.rs` (unit and property tests with injected time and real signatures).
+//! `draw.rs` (one household's claims together stay within one circuit), `tests.rs` (unit and
+//! property tests with injected time and real signatures).
 //!
 //! `index.rs` keeps, per job, the shards a decision has to look at, so a lease costs
 //! O(shards in flight), not O(shards).
 //!
-//! Size: about 970 lines since trust (reputation, probation, adaptive replication, spot
+//! Size: about 1 000 lines since trust (reputation, probation, adaptive replication, spot
 //! checks) joined the lease and vote decisions; `trust` policy helpers are the next to move
 //! into a part of their own.
 
 mod demand;
+mod draw;
 mod index;
 mod shard;
 mod verify;
@@ -41,6 +43,7 @@ use crate::model::JobManifest;
 use crate::jobs::trust::{self, Policy, Record, Reputation};
 use demand::Demands;
 pub use demand::Warmth;
+use draw::Draws;
 pub use index::ShardIndex;
 pub use shard::{
     decide, replicas_needed, Decision, FailureRec, JobBook, JobStatus, Judge, LeaseRec, Outcome,
@@ -153,6 +156,9 @@ pub struct Book {
     allowed: Option<HashSet<PublicKey>>,
     /// Keys the spot-check draw (`trust::spot_check`); secret to this coordinator.
     spot_key: [u8; 32],
+    /// Each household's recent claims here: together they stay within one circuit
+    /// (`draw.rs`).
+    draws: Draws,
 }
 
 fn deny(reason: DenyReason, retry_after_ms: u64, detail: impl Into<String>) -> Response {
@@ -183,6 +189,7 @@ impl Book {
             policies: HashMap::new(),
             allowed: None,
             spot_key: [0; 32],
+            draws: Draws::default(),
         }
     }
 
@@ -274,6 +281,9 @@ impl Book {
 
     /// Adds a job (new, or loaded from disk).
     pub fn insert_job(&mut self, id: blake3::Hash, job: JobBook) {
+        for claim in job.shards.iter().flat_map(|s| &s.claims) {
+            self.draws.record(&claim.record);
+        }
         self.index.insert(id, ShardIndex::of(&job));
         self.jobs.insert(id, job);
     }
@@ -373,6 +383,9 @@ impl Book {
         };
         if let Some((index, state)) = update.shard {
             if let Some(s) = job.shards.get_mut(index as usize) {
+                for claim in state.claims.iter().filter(|c| !s.claims.contains(c)) {
+                    self.draws.record(&claim.record);
+                }
                 self.index
                     .entry(id)
                     .or_default()
@@ -788,6 +801,11 @@ impl Book {
                 now_ms,
                 CLOCK_SKEW_MS / 1000
             )));
+        }
+        // Nor may it, with this household's other claims here, imply more than one household
+        // circuit delivers (`draw.rs`): its own signature would show it false.
+        if let Err(e) = self.draws.check(rec) {
+            return Err(reject(format!("{e}")));
         }
         let mut next = shard.clone();
         next.leases.remove(pos);
