@@ -8,7 +8,11 @@
 //! them (`credit.rs`), so without this check they could each claim `MAX_WATTS` on every shard
 //! they run at once: 16 circuits' worth per job. An honest radiator never claims more, in any
 //! interval, than it drew ([`crate::heat::energy::Accounting`] caps what it attributes at
-//! `MAX_WATTS`): so a claim refused here is one its own signature shows to be false.
+//! `MAX_WATTS`): so a claim refused here is one its own signature shows to be false. (One
+//! exception: a meter anchors its clock to the wall clock when the node starts, so a clock
+//! stepped back across a restart can make the new run's windows overlap the old run's; a
+//! radiator drawing more than half a circuit can then have a claim refused, and that shard's
+//! replica goes to another household.)
 //!
 //! The law is the one `receipts verify` checks across a household's export
 //! ([`crate::model::receipt::check_conservation`]): for every interval [a, b], the energy of
