@@ -24,7 +24,8 @@
 //! claiming more than [`MAX_WEIGHED`] shards in that time) it weighs fewer intervals, so it
 //! never refuses what the law allows and still catches claims piled on top of each other,
 //! which is where the room to cheat is. Claims are remembered for [`HORIZON_MS`] (at most
-//! [`MAX_PER_HOUSEHOLD`] per household, the newest kept). Cost: O(n) when the claims weighed
+//! [`MAX_PER_HOUSEHOLD`] per household, the newest kept; households that stopped claiming are
+//! dropped). Cost: O(n) when the claims weighed
 //! sum to less than `MAX_WATTS` over the new window alone (an honest radiator's usual case),
 //! else O(n²), about 65 000 steps at 256. Pure: no clock, no I/O.
 
@@ -33,17 +34,23 @@ use std::collections::{BTreeMap, HashMap};
 use crate::identity::PublicKey;
 use crate::model::receipt::{WorkRecord, MAX_WATTS};
 
-/// Claims that started this long before the household's newest are forgotten: more than the
-/// reach, and a lease lives at most 10 minutes.
-pub const HORIZON_MS: u64 = 3_600_000;
+/// Claims that started this long before the household's newest are forgotten, and households
+/// without a claim this recent: the reach, plus a lease's life (10 minutes) and the clock skew
+/// allowed (a minute), rounded up. Every claim's window lies within its lease, so all
+/// households' windows are on the coordinator's clock give or take that skew.
+pub const HORIZON_MS: u64 = 1_800_000;
 
 /// The claims weighed with a new one start at most this long before its start or after its
 /// end (a lease lives at most 10 minutes, so every claim that overlaps it is in reach).
 pub const REACH_MS: u64 = 900_000;
 
-/// Claims remembered per household (its newest). A radiator running trivial shards claims
-/// often; the oldest then drop out first, which only narrows the check.
-pub const MAX_PER_HOUSEHOLD: usize = 4_096;
+/// Claims remembered per household (its newest): at most about 80 KB each. A radiator running
+/// trivial shards claims often; the oldest then drop out first, which only narrows the check.
+pub const MAX_PER_HOUSEHOLD: usize = 1_024;
+
+/// Every this many claims recorded, households with no claim within [`HORIZON_MS`] are
+/// dropped, so memory follows the households working here now.
+const SWEEP_EVERY: u64 = 4_096;
 
 /// Claims weighed with a new one, the nearest by start: one household holds at most 16 leases
 /// of a job at once, so this is many jobs' worth of overlap.
@@ -58,6 +65,7 @@ type Key = (u64, [u8; 32], u32);
 #[derive(Debug, Default)]
 pub struct Draws {
     by_household: HashMap<PublicKey, BTreeMap<Key, Window>>,
+    recorded: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,8 +167,17 @@ impl Draws {
 
     /// Remembers a counted claim, forgetting the household's claims that started more than
     /// [`HORIZON_MS`] before it and the oldest beyond [`MAX_PER_HOUSEHOLD`] (amortised
-    /// O(log n): a book loading a 65 536-shard job records every claim it holds).
+    /// O(log n): a book loading a 65 536-shard job records every claim it holds), and now and
+    /// then the households that stopped claiming.
     pub fn record(&mut self, rec: &WorkRecord) {
+        self.recorded = self.recorded.wrapping_add(1);
+        if self.recorded.is_multiple_of(SWEEP_EVERY) {
+            let cutoff = rec.start_ms.saturating_sub(HORIZON_MS);
+            self.by_household.retain(|_, mine| {
+                mine.last_key_value()
+                    .is_some_and(|((start, _, _), _)| *start >= cutoff)
+            });
+        }
         let mine = self.by_household.entry(rec.worker).or_default();
         mine.insert(
             (rec.start_ms, *rec.job.as_bytes(), rec.shard),
@@ -181,6 +198,12 @@ impl Draws {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_household.values().map(BTreeMap::len).sum()
+    }
+
+    /// Households remembered.
+    #[cfg(test)]
+    pub fn households(&self) -> usize {
+        self.by_household.len()
     }
 }
 
@@ -288,6 +311,14 @@ mod tests {
             draws.record(&claim(&base, shard + 2, at, at + 5, 1));
         }
         assert_eq!(draws.len(), MAX_PER_HOUSEHOLD);
+        // A household that stopped claiming is dropped once others have claimed on.
+        let later_on = HORIZON_MS * 3;
+        let busy = record(&Identity::generate(), &submitter);
+        for shard in 0..SWEEP_EVERY as u32 {
+            let at = later_on + u64::from(shard);
+            draws.record(&claim(&busy, shard, at, at + 1, 1));
+        }
+        assert_eq!(draws.households(), 1);
     }
 
     proptest::proptest! {
