@@ -210,23 +210,26 @@ fn claims_of_one_household_that_overlap_stay_within_one_circuit() {
     let now = 100_000;
     let (a, b) = (f.lease(1, now).unwrap(), f.lease(1, now).unwrap());
     assert_ne!(a.shard, b.shard);
-    let claim = |f: &Fix, lease: &Lease, watts: u64| {
-        let worker = household(1);
+    // A claim over [now, now + 1 s] carrying `energy_mj`.
+    let claim = |f: &Fix, who: u8, lease: &Lease, energy_mj: u64| {
         let record = WorkRecord {
-            energy_mj: watts * 1_000,
+            energy_mj,
             start_ms: now,
             end_ms: now + 1_000,
-            ..f.claim_of(1, lease, b"out", 10).record
+            ..f.claim_of(who, lease, b"out", 10).record
         };
-        Claim::sign(record, &worker).unwrap()
+        Claim::sign(record, &household(who)).unwrap()
     };
     let who = household(1).public();
-    let step = f.book.claim(&who, claim(&f, &a, 3_000), now + 900).unwrap();
+    let step = f
+        .book
+        .claim(&who, claim(&f, 1, &a, 3_000_000), now + 900)
+        .unwrap();
     f.commit(step);
     // 3 000 W + 1 000 W over one second: refused, with the reason.
     let over = f
         .book
-        .claim(&who, claim(&f, &b, 1_000), now + 900)
+        .claim(&who, claim(&f, 1, &b, 1_000_000), now + 900)
         .unwrap_err();
     match &over {
         Response::ClaimRejected { detail } => {
@@ -235,20 +238,14 @@ fn claims_of_one_household_that_overlap_stay_within_one_circuit() {
         other => panic!("{other:?}"),
     }
     // 680 W fits.
-    let step = f.book.claim(&who, claim(&f, &b, 680), now + 900).unwrap();
+    let step = f
+        .book
+        .claim(&who, claim(&f, 1, &b, 680_000), now + 900)
+        .unwrap();
     f.commit(step);
     // Another household is weighed on its own.
     let c = f.lease(2, now).unwrap();
-    let theirs = Claim::sign(
-        WorkRecord {
-            energy_mj: 3_680_000,
-            start_ms: now,
-            end_ms: now + 1_000,
-            ..f.claim_of(2, &c, b"out", 10).record
-        },
-        &household(2),
-    )
-    .unwrap();
+    let theirs = claim(&f, 2, &c, 3_680_000);
     f.book
         .claim(&household(2).public(), theirs, now + 900)
         .unwrap();
@@ -258,16 +255,7 @@ fn claims_of_one_household_that_overlap_stay_within_one_circuit() {
         max_total_ms: MAX_TOTAL_MS,
     });
     let lease = f.lease(1, now).unwrap();
-    let late = Claim::sign(
-        WorkRecord {
-            energy_mj: 1,
-            start_ms: now,
-            end_ms: now + 1_000,
-            ..f.claim_of(1, &lease, b"out", 10).record
-        },
-        &household(1),
-    )
-    .unwrap();
+    let late = claim(&f, 1, &lease, 1);
     reloaded.insert_job(f.id, f.book.job(&f.id).unwrap().clone());
     for book in [&f.book, &reloaded] {
         match book.claim(&who, late.clone(), now + 900) {
