@@ -32,9 +32,9 @@
 //! the sum of all charges never exceeds the dynamic energy measured so far: energy credited in
 //! receipts is at most energy drawn, in every interval, and at most what one household circuit
 //! delivers ([`MAX_WATTS`]) in that interval, whatever a counter read (`Accounting`,
-//! property-tested). The
-//! arithmetic lives in [`Accounting`], which takes the time and the readings as parameters
-//! (no clock, no files), so the law is tested without a machine to measure.
+//! property-tested). The arithmetic lives in [`Accounting`], which takes the time and the
+//! readings as parameters (no clock, no files), so the law is tested without a machine to
+//! measure.
 //!
 //! The meter's clock is tokio's (so tests can pause it), anchored to the Unix epoch when the
 //! meter is made: receipts carry milliseconds since the epoch.
