@@ -20,15 +20,16 @@
 //! for every interval that contains the new claim, over the household's claims that start
 //! within [`REACH_MS`] of it (the [`MAX_WEIGHED`] nearest, if more). Within that reach the
 //! check is exact: a set of claims accepted one by one obeys the law on every interval it
-//! spans (property-tested). Beyond it (intervals longer than half an hour, or a household
-//! claiming more than [`MAX_WEIGHED`] shards in that time) it weighs fewer intervals, so it
+//! spans (property-tested). Beyond it (intervals reaching further than that from the new
+//! claim, a household claiming more than [`MAX_WEIGHED`] shards in that time, or leases
+//! configured to live longer than the default 10 minutes) it weighs fewer intervals, so it
 //! never refuses what the law allows and still catches claims piled on top of each other,
 //! which is where the room to cheat is. Claims are remembered for [`HORIZON_MS`] (at most
 //! [`MAX_PER_HOUSEHOLD`] per household, the newest kept; households that stopped claiming are
-//! dropped). Cost: O(1) when all the household's
-//! remembered claims sum to less than `MAX_WATTS` over the new window alone (trivial shards
-//! claimed often), O(n) when the claims weighed do (an honest radiator's usual case), else
-//! O(n²), about 65 000 steps at 256. Pure: no clock, no I/O.
+//! dropped). Cost: O(1) when all the household's remembered claims sum to less than
+//! `MAX_WATTS` over the new window alone (trivial shards claimed often), O(n) when the claims
+//! weighed do (an honest radiator's usual case), else O(n²), about 65 000 steps at 256.
+//! Pure: no clock, no I/O.
 
 use std::collections::{BTreeMap, HashMap};
 
