@@ -566,31 +566,51 @@ pub fn check_conservation(receipts: &[Receipt]) -> Result<(), ConservationError>
             .push((rec.start_ms, rec.end_ms, rec.energy_mj));
     }
     for (household, mut windows) in by_household {
-        // Sorted by end: walking them accumulates every receipt that ends by each end.
-        windows.sort_by_key(|&(_, end, _)| end);
-        let mut starts: Vec<u64> = windows.iter().map(|&(start, _, _)| start).collect();
-        starts.sort_unstable();
-        starts.dedup();
-        for &from in &starts {
-            let mut sum = 0u128;
-            for &(start, end, energy) in &windows {
-                if start < from {
-                    continue;
-                }
-                sum += u128::from(energy);
-                let span = u128::from(end.saturating_sub(from));
-                if sum > u128::from(MAX_WATTS) * span {
-                    return Err(ConservationError {
-                        household,
-                        from_ms: from,
-                        to_ms: end,
-                        energy_mj: sum,
-                    });
-                }
-            }
+        if let Some((from_ms, to_ms, energy_mj)) = overdrawn(&mut windows, None) {
+            return Err(ConservationError {
+                household,
+                from_ms,
+                to_ms,
+                energy_mj,
+            });
         }
     }
     Ok(())
+}
+
+/// The law of [`check_conservation`] over one household's `(start_ms, end_ms, energy_mj)`
+/// windows (reordered): the first interval `(from, to, energy)` whose windows claim more than
+/// `MAX_WATTS` allows, among the intervals from a window's start to a window's end, or only
+/// those containing `within` (a window of the set: the coordinator weighing a new claim
+/// against the ones it holds, which were weighed before it). O(n²).
+pub(crate) fn overdrawn(
+    windows: &mut [(u64, u64, u64)],
+    within: Option<(u64, u64)>,
+) -> Option<(u64, u64, u128)> {
+    let (latest_from, earliest_to) = within.unwrap_or((u64::MAX, 0));
+    // Sorted by end: walking them accumulates every window that ends by each end.
+    windows.sort_unstable_by_key(|&(_, end, _)| end);
+    let mut starts: Vec<u64> = windows
+        .iter()
+        .map(|&(start, _, _)| start)
+        .filter(|s| *s <= latest_from)
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    for from in starts {
+        let mut sum = 0u128;
+        for &(start, end, energy) in windows.iter() {
+            if start < from {
+                continue;
+            }
+            sum += u128::from(energy);
+            let span = u128::from(end.saturating_sub(from));
+            if end >= earliest_to && sum > u128::from(MAX_WATTS) * span {
+                return Some((from, end, sum));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

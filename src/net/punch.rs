@@ -13,8 +13,9 @@
 //!
 //! Bounds: at most [`RETRIES`] retries per peer per connected spell (the state lives with the
 //! peer's connection state and goes when the peer disconnects), each wait three times the
-//! last from [`FIRST_WAIT`] (5, 15, 45 s); a success resets them. Behind a NAT that maps per destination (symmetric)
-//! every punch fails, so a pair costs the relay at most `RETRIES` more short circuits.
+//! last from [`FIRST_WAIT`] (5, 15, 45 s); a success resets them. Behind a NAT that maps per
+//! destination (symmetric) every punch fails, so a pair costs the relay at most `RETRIES` more
+//! short circuits.
 
 use std::time::{Duration, Instant};
 

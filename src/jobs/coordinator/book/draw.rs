@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::identity::PublicKey;
-use crate::model::receipt::{WorkRecord, MAX_WATTS};
+use crate::model::receipt::{overdrawn, WorkRecord, MAX_WATTS};
 
 /// Claims that started this long before the household's newest are forgotten, and households
 /// without a claim this recent: the reach, plus a lease's life (10 minutes) and the clock skew
@@ -150,36 +150,14 @@ impl Draws {
         if total <= ceiling {
             return Ok(());
         }
-        windows.sort_unstable_by_key(|&(_, end, _)| end);
-        // Intervals [from, to] containing the new window: `from` a start at or before its
-        // start, `to` an end at or after its end; the claims inside each are summed.
-        let mut starts: Vec<u64> = windows
-            .iter()
-            .map(|&(start, _, _)| start)
-            .filter(|s| *s <= rec.start_ms)
-            .collect();
-        starts.sort_unstable();
-        starts.dedup();
-        for from in starts {
-            let mut sum = 0u128;
-            for &(start, end, energy) in &windows {
-                if start < from {
-                    continue;
-                }
-                sum += u128::from(energy);
-                if end >= rec.end_ms {
-                    let span = u128::from(end - from);
-                    if sum > u128::from(MAX_WATTS) * span {
-                        return Err(Overdrawn {
-                            from_ms: from,
-                            to_ms: end,
-                            energy_mj: sum,
-                        });
-                    }
-                }
-            }
+        match overdrawn(&mut windows, Some((rec.start_ms, rec.end_ms))) {
+            Some((from_ms, to_ms, energy_mj)) => Err(Overdrawn {
+                from_ms,
+                to_ms,
+                energy_mj,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Remembers a counted claim, forgetting the household's claims that started more than
