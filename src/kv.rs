@@ -139,22 +139,29 @@ impl Batch<'_> {
     }
 
     /// Applies every write, all or none after a crash (unflushed: the caller's flush makes
-    /// it durable). A batch of one write needs no intent.
+    /// it durable). A key written more than once in the batch is written once, with its last
+    /// value (what applying every write in order would leave). A batch of one write needs no
+    /// intent.
     pub fn commit(self) -> sled::Result<()> {
-        let intent = if self.ops.len() > 1 {
+        let names: Vec<sled::IVec> = self.ops.iter().map(|(tree, ..)| tree.name()).collect();
+        if names.iter().any(|n| n.len() > MAX_NAME) {
+            return Err(sled::Error::Unsupported("tree name over 255 bytes".into()));
+        }
+        // The last write of each (tree, key), in the batch's order.
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<usize> = (0..self.ops.len())
+            .rev()
+            .filter(|&i| seen.insert((names[i].as_ref(), self.ops[i].1.as_slice())))
+            .collect();
+        kept.reverse();
+        let intent = if kept.len() > 1 {
             let key = next_sequence().to_be_bytes();
-            let names: Vec<sled::IVec> = self.ops.iter().map(|(tree, ..)| tree.name()).collect();
-            if names.iter().any(|n| n.len() > MAX_NAME) {
-                return Err(sled::Error::Unsupported("tree name over 255 bytes".into()));
-            }
-            let ops: Vec<Op<'_>> = self
-                .ops
+            let ops: Vec<Op<'_>> = kept
                 .iter()
-                .zip(&names)
-                .map(|((_, key, value), tree)| Op {
-                    tree,
-                    key,
-                    value: value.as_deref(),
+                .map(|&i| Op {
+                    tree: &names[i],
+                    key: &self.ops[i].1,
+                    value: self.ops[i].2.as_deref(),
                 })
                 .collect();
             self.kv.intents.insert(key, encode(&ops))?;
@@ -162,7 +169,8 @@ impl Batch<'_> {
         } else {
             None
         };
-        for (tree, key, value) in &self.ops {
+        for &i in &kept {
+            let (tree, key, value) = &self.ops[i];
             match value {
                 Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
                 None => tree.remove(key.as_slice())?,
@@ -289,6 +297,33 @@ mod tests {
         assert_eq!(a.get("k").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(a.get("gone").unwrap(), None);
+        assert!(kv.intents.is_empty());
+    }
+
+    /// A key written several times in one batch (a household's record changed by several
+    /// shards of one settlement batch) ends with its last value, and a remove after an
+    /// insert (or an insert after a remove) wins as it would applied in order.
+    #[test]
+    fn the_last_write_of_a_key_in_a_batch_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let kv = Kv::open(&db).unwrap();
+        let (a, b) = (db.open_tree("a").unwrap(), db.open_tree("b").unwrap());
+        b.insert("back", "0").unwrap();
+        let mut batch = kv.batch();
+        batch.insert(&a, "k", "1");
+        batch.insert(&b, "k", "b");
+        batch.insert(&a, "k", "2");
+        batch.insert(&a, "gone", "x");
+        batch.remove(&a, "gone");
+        batch.remove(&b, "back");
+        batch.insert(&b, "back", "3");
+        batch.insert(&a, "k", "4");
+        batch.commit().unwrap();
+        assert_eq!(a.get("k").unwrap().as_deref(), Some(&b"4"[..]));
+        assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"b"[..]));
+        assert_eq!(a.get("gone").unwrap(), None);
+        assert_eq!(b.get("back").unwrap().as_deref(), Some(&b"3"[..]));
         assert!(kv.intents.is_empty());
     }
 

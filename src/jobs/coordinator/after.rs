@@ -32,13 +32,8 @@ pub(super) struct Addresses {
 
 /// What a blocking thread hands back to the actor.
 pub(super) enum Blocking {
-    Settled {
-        job: blake3::Hash,
-        shard: u32,
-        /// Boxed: a settlement carries signed claims.
-        settlement: Box<book::Settlement>,
-        signed: Vec<u32>,
-    },
+    /// A batch of settlements, each with the claim indices whose receipts were recorded.
+    Settled(Vec<(Settling, Vec<u32>)>),
     Assembled {
         job: blake3::Hash,
         result: Result<blake3::Hash, String>,
@@ -47,9 +42,23 @@ pub(super) enum Blocking {
     Sealed(Result<Option<crate::model::commit::Commitment>, String>),
 }
 
+/// A verified shard's claims on their way to being countersigned.
+pub(super) struct Settling {
+    pub job: blake3::Hash,
+    pub shard: u32,
+    pub settlement: book::Settlement,
+}
+
+/// Shards settled by one blocking task at most, so one task's result (and the one kv batch
+/// that marks them settled) stays small. Each shard's receipts are still recorded in a
+/// ledger batch of their own: one ledger batch for all the shards of a task (an intent of
+/// about 40 KB for 32 shards) made sled write twice the bytes per verified shard on the
+/// 65 536-shard bench (docs/architecture.md, "Coordinator throughput").
+pub(super) const MAX_SETTLE_BATCH: usize = 32;
+
 /// What a blocking thread is doing, so a failed one frees its guard.
 pub(super) enum Work {
-    Settle(blake3::Hash, u32),
+    Settle(Vec<(blake3::Hash, u32)>),
     Assemble(blake3::Hash),
     Seal,
 }
@@ -126,16 +135,18 @@ impl Coordinator {
         }
     }
 
-    /// Countersigns every agreeing claim of a verified shard not yet settled and excludes
-    /// the households whose claims lost, then delivers and publishes the receipts.
+    /// Queues a verified shard whose claims are not all settled: its agreeing claims are to
+    /// be countersigned and the households whose claims lost excluded, then the receipts
+    /// delivered and published. [`Coordinator::start_settling`] hands the queue to blocking
+    /// threads, so the shards one flush released are settled by one task and marked settled
+    /// in one write; [`Coordinator::settled`] takes the result.
     ///
-    /// Countersigning and recording run on a blocking thread ([`delivery::countersign_all`]);
-    /// [`Coordinator::settled`] takes the result. The receipts go into the ledger and the
-    /// outbox *before* the shard is saved as settled, and nothing is delivered before a
-    /// flush: a crash in between leaves the claims unsettled, and countersigning again yields
-    /// the identical receipt (ed25519 is deterministic), which the ledger takes as a replay.
-    /// A claim whose countersignature or recording failed stays unsettled and is tried again
-    /// next round. At most one settlement per shard runs at a time.
+    /// The receipts go into the ledger and the outbox *before* the shards are saved as
+    /// settled, and nothing is delivered before a flush: a crash in between leaves the
+    /// claims unsettled, and countersigning again yields the identical receipt (ed25519 is
+    /// deterministic), which the ledger takes as a replay. A claim whose countersignature or
+    /// recording failed stays unsettled and is tried again next round. At most one
+    /// settlement per shard is queued or runs at a time.
     pub(super) fn settle(&mut self, job: blake3::Hash, shard: u32) {
         if self.settling.contains(&(job, shard)) {
             return;
@@ -143,61 +154,100 @@ impl Coordinator {
         let Some(settlement) = self.book.settlement(&job, shard) else {
             return;
         };
-        let (identity, ledger, outbox) = (
-            self.identity.clone(),
-            self.ledger.clone(),
-            self.outbox.writer(),
-        );
-        let task = self.blocking.spawn_blocking(move || {
-            let signed = delivery::countersign_all(
-                &identity,
-                &ledger,
-                &outbox,
-                &job,
-                shard,
-                &settlement.winners,
-            );
-            Blocking::Settled {
-                job,
-                shard,
-                settlement: Box::new(settlement),
-                signed,
-            }
-        });
         self.settling.insert((job, shard));
-        self.blocking_work
-            .insert(task.id(), Work::Settle(job, shard));
+        self.to_settle.push(Settling {
+            job,
+            shard,
+            settlement,
+        });
     }
 
-    /// A settlement's receipts are recorded: marks the claims settled and excludes the
-    /// losers.
-    pub(super) async fn settled(
-        &mut self,
-        job: blake3::Hash,
-        shard: u32,
-        settlement: book::Settlement,
-        signed: Vec<u32>,
-    ) {
-        for (_, loser) in &settlement.losers {
-            tracing::warn!(household = %loser.record.worker, job = %job, shard, "claim lost the replica vote; household excluded");
+    /// Countersigns and records the queued settlements on blocking threads, up to
+    /// [`MAX_SETTLE_BATCH`] shards per thread ([`delivery::countersign_all`] for each).
+    pub(super) fn start_settling(&mut self) {
+        while !self.to_settle.is_empty() {
+            let rest = self
+                .to_settle
+                .split_off(self.to_settle.len().min(MAX_SETTLE_BATCH));
+            let batch = std::mem::replace(&mut self.to_settle, rest);
+            let shards: Vec<(blake3::Hash, u32)> = batch.iter().map(|s| (s.job, s.shard)).collect();
+            let (identity, ledger, outbox) = (
+                self.identity.clone(),
+                self.ledger.clone(),
+                self.outbox.writer(),
+            );
+            let task = self.blocking.spawn_blocking(move || {
+                let settled = batch
+                    .into_iter()
+                    .map(|s| {
+                        let signed = delivery::countersign_all(
+                            &identity,
+                            &ledger,
+                            &outbox,
+                            &s.job,
+                            s.shard,
+                            &s.settlement.winners,
+                        );
+                        (s, signed)
+                    })
+                    .collect();
+                Blocking::Settled(settled)
+            });
+            self.blocking_work.insert(task.id(), Work::Settle(shards));
         }
-        let Some(update) = self.book.settled(&job, shard, &settlement, &signed) else {
-            return;
-        };
-        let excluded: Vec<PublicKey> = update.exclude.iter().map(|(h, _)| *h).collect();
-        if let Err(e) = self.write(update) {
-            tracing::error!(job = %job, shard, "could not save the settled claims: {e}; will retry");
-            return;
-        }
-        self.publish_evidence(&settlement, &excluded).await;
-        self.mark_related(&settlement, &signed).await;
-        // Receipts are delivered with their inclusion proof, so they wait for a commitment:
-        // the next round's, or at once when this shard was the job's last.
-        if self.book.all_verified(&job) {
-            if !signed.is_empty() {
-                self.seal();
+    }
+
+    /// A batch of settlements' receipts is recorded: marks the claims settled and excludes
+    /// the losers, in one write.
+    pub(super) async fn settled(&mut self, batch: Vec<(Settling, Vec<u32>)>) {
+        for (s, _) in &batch {
+            for (_, loser) in &s.settlement.losers {
+                tracing::warn!(household = %loser.record.worker, job = %s.job, shard = s.shard, "claim lost the replica vote; household excluded");
             }
-            self.check_finished(job);
+        }
+        let items: Vec<_> = batch
+            .iter()
+            .map(|(s, signed)| (s.job, s.shard, &s.settlement, signed.as_slice()))
+            .collect();
+        let updates = self.book.settled_all(&items);
+        // Who each shard's update excludes, in the batch's order (the book leaves out shards
+        // it no longer holds, so match by job and shard).
+        let excluded: Vec<((blake3::Hash, u32), Vec<PublicKey>)> = updates
+            .iter()
+            .filter_map(|u| {
+                let key = (u.job?, u.shard.as_ref()?.0);
+                Some((key, u.exclude.iter().map(|(h, _)| *h).collect()))
+            })
+            .collect();
+        if let Err(e) = self.write(updates) {
+            tracing::error!(
+                shards = batch.len(),
+                "could not save the settled claims: {e}; will retry"
+            );
+            return;
+        }
+        // The batch's jobs, each with whether any of its receipts was recorded.
+        let mut jobs: Vec<(blake3::Hash, bool)> = Vec::new();
+        for (s, signed) in &batch {
+            let Some((_, excluded)) = excluded.iter().find(|(k, _)| *k == (s.job, s.shard)) else {
+                continue;
+            };
+            self.publish_evidence(&s.settlement, excluded).await;
+            self.mark_related(&s.settlement, signed).await;
+            match jobs.iter_mut().find(|(j, _)| *j == s.job) {
+                Some(j) => j.1 |= !signed.is_empty(),
+                None => jobs.push((s.job, !signed.is_empty())),
+            }
+        }
+        // Receipts are delivered with their inclusion proof, so they wait for a commitment:
+        // the next round's, or at once when a shard of the batch was its job's last.
+        for (job, signed) in jobs {
+            if self.book.all_verified(&job) {
+                if signed {
+                    self.seal();
+                }
+                self.check_finished(job);
+            }
         }
     }
 
@@ -272,8 +322,10 @@ impl Coordinator {
             Err(e) => e.id(),
         };
         match self.blocking_work.remove(&id) {
-            Some(Work::Settle(job, shard)) => {
-                self.settling.remove(&(job, shard));
+            Some(Work::Settle(shards)) => {
+                for shard in shards {
+                    self.settling.remove(&shard);
+                }
             }
             Some(Work::Assemble(job)) => {
                 self.assembling.remove(&job);
@@ -282,15 +334,7 @@ impl Coordinator {
             None => {}
         }
         match done {
-            Ok((
-                _,
-                Blocking::Settled {
-                    job,
-                    shard,
-                    settlement,
-                    signed,
-                },
-            )) => self.settled(job, shard, *settlement, signed).await,
+            Ok((_, Blocking::Settled(batch))) => self.settled(batch).await,
             Ok((_, Blocking::Assembled { job, result })) => self.assembled(job, result).await,
             Ok((_, Blocking::Sealed(result))) => self.sealed(result),
             // The claims stay unsettled (or the job unassembled): the next round tries again.
@@ -302,7 +346,8 @@ impl Coordinator {
     /// settlement of it is in flight (so a finished job's receipts are recorded when it is
     /// shown done; the last settlement calls this again).
     pub(super) fn check_finished(&mut self, job: blake3::Hash) {
-        if self.settling.iter().any(|(j, _)| *j == job) {
+        // O(1) until the job's last shard is verified; asked after every verified shard.
+        if !self.book.all_verified(&job) || self.settling.iter().any(|(j, _)| *j == job) {
             return;
         }
         let Finish::Assemble(outputs) = self.book.finish(&job) else {
@@ -330,7 +375,7 @@ impl Coordinator {
         let Some(update) = self.book.assembled(&job, result, now_ms()) else {
             return;
         };
-        if let Err(e) = self.write(update) {
+        if let Err(e) = self.write(vec![update]) {
             // The book is unchanged; the next round assembles again.
             tracing::error!(job = %job, "could not save the finished job: {e}");
         }

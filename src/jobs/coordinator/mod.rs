@@ -129,8 +129,12 @@ pub struct Coordinator {
     fetching: HashSet<(blake3::Hash, u32)>,
     /// Jobs being assembled (at most one assembly per job).
     assembling: HashSet<blake3::Hash>,
-    /// Shards whose claims are being countersigned (at most one settlement per shard).
+    /// Shards whose claims are queued or being countersigned (at most one settlement per
+    /// shard).
     settling: HashSet<(blake3::Hash, u32)>,
+    /// Settlements queued since the loop last turned: handed to blocking threads together
+    /// (`after.rs`, `start_settling`).
+    to_settle: Vec<after::Settling>,
     /// A seal runs on a blocking thread (at most one at a time) ...
     sealing: bool,
     /// ... and another was asked for meanwhile.
@@ -242,6 +246,7 @@ impl Coordinator {
                 fetching: HashSet::new(),
                 assembling: HashSet::new(),
                 settling: HashSet::new(),
+                to_settle: Vec::new(),
                 sealing: false,
                 seal_again: false,
                 blocking: tokio::task::JoinSet::new(),
@@ -277,6 +282,9 @@ impl Coordinator {
         let mut flushing: Option<persist::Flush> = None;
         let mut failed = None;
         loop {
+            // Everything settled since the last turn (a flush's release, a round) goes to
+            // the blocking pool together.
+            self.start_settling();
             if self.group.begin_flush() {
                 flushing = Some(self.persist.flush_future());
             }
@@ -626,7 +634,7 @@ impl Coordinator {
 
     /// Writes a step and applies it; what follows waits until the write is durable.
     fn commit(&mut self, step: Step) -> Result<(), JobError> {
-        self.write(step.update)?;
+        self.write(vec![step.update])?;
         if !step.then.is_empty() {
             self.after_durable(Waiting {
                 reply: None,
@@ -638,26 +646,33 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Writes an update in one kv batch (unflushed: the group flush in
-    /// [`Coordinator::run`] makes it durable) and applies it to the book. A failed write
-    /// leaves the book unchanged. A closed job is announced once durable.
-    fn write(&mut self, update: Update) -> Result<(), JobError> {
-        let job = update.job.and_then(|id| self.book.job(&id));
-        // One kv batch: the shard entry, the job's entry and the reputation records.
-        self.persist.write(&update, job)?;
-        let closed = update.job.filter(|_| update.status.is_some());
-        self.book.apply(update);
+    /// Writes updates in one kv batch (unflushed: the group flush in [`Coordinator::run`]
+    /// makes them durable) and applies them to the book, in order. A failed write leaves
+    /// the book unchanged. A closed job is announced once durable.
+    fn write(&mut self, updates: Vec<Update>) -> Result<(), JobError> {
+        {
+            let staged: Vec<(&Update, Option<&book::JobBook>)> = updates
+                .iter()
+                .map(|u| (u, u.job.and_then(|id| self.book.job(&id))))
+                .collect();
+            // One kv batch: the shard entries, the jobs' entries and the reputation records.
+            self.persist.write(&staged)?;
+        }
         self.group.wrote();
-        if let Some(id) = closed {
-            if let Some(j) = self.book.job(&id) {
-                tracing::info!(job = %id, status = ?j.status, "job finished");
+        for update in updates {
+            let closed = update.job.filter(|_| update.status.is_some());
+            self.book.apply(update);
+            if let Some(id) = closed {
+                if let Some(j) = self.book.job(&id) {
+                    tracing::info!(job = %id, status = ?j.status, "job finished");
+                }
+                self.after_durable(Waiting {
+                    reply: None,
+                    then: Vec::new(),
+                    closed: Some(id),
+                    commitment: None,
+                });
             }
-            self.after_durable(Waiting {
-                reply: None,
-                then: Vec::new(),
-                closed: Some(id),
-                commitment: None,
-            });
         }
         Ok(())
     }

@@ -729,15 +729,32 @@ impl Persist {
         self.flush().await
     }
 
-    /// Writes an update atomically, unflushed: the actor applies it to the book at once and
-    /// acknowledges it only after a later flush ([`Persist::flush_future`]) returned, which
-    /// covers every write made before it began (group commit, `Coordinator::run`).
-    pub fn write(&self, update: &Update, job: Option<&JobBook>) -> Result<(), JobError> {
+    /// Writes updates atomically, all or none after a crash, unflushed: the actor applies
+    /// them to the book at once and acknowledges them only after a later flush
+    /// ([`Persist::flush_future`]) returned, which covers every write made before it began
+    /// (group commit, `Coordinator::run`). Each update comes with its job's book as it is
+    /// before the update (which claims are new, and the job's entry). Updates of one batch
+    /// touch different shards; a key they share (a household's reputation record) is
+    /// written with the last update's value.
+    pub fn write(&self, updates: &[(&Update, Option<&JobBook>)]) -> Result<(), JobError> {
+        let mut batch = self.kv.batch();
+        for (update, job) in updates {
+            self.stage(&mut batch, update, *job)?;
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Adds one update's writes to `batch`; its new claims are written at once, before it.
+    fn stage(
+        &self,
+        batch: &mut crate::kv::Batch<'_>,
+        update: &Update,
+        job: Option<&JobBook>,
+    ) -> Result<(), JobError> {
         let Some(id) = update.job else {
             // No job's state changed; the reputation records (if any) alone.
-            let mut batch = self.kv.batch();
-            self.reputation.stage(&mut batch, &update.reputation);
-            batch.commit()?;
+            self.reputation.stage(batch, &update.reputation);
             return Ok(());
         };
         // A shard's new claims go to `coord/claims` first, each on its own (one claim, one
@@ -745,49 +762,35 @@ impl Persist {
         // a prefix of its log, so a crash in between leaves claims past the stored count,
         // which loading ignores. Claims already written (those of the book's current state)
         // are not written again.
-        let shard = match &update.shard {
-            Some((i, s)) => {
-                let before = job.and_then(|j| j.shards.get(*i as usize));
-                let from = match before {
-                    Some(b) if s.claims.starts_with(&b.claims) => b.claims.len(),
-                    _ => 0,
-                };
-                for (n, c) in s.claims.iter().enumerate().skip(from) {
-                    self.claims
-                        .insert(claim_key(&id, *i, n as u32), c.to_bytes())?;
-                }
-                Some((shard_key(&id, *i), encode_state(s)))
+        if let Some((i, s)) = &update.shard {
+            let before = job.and_then(|j| j.shards.get(*i as usize));
+            let from = match before {
+                Some(b) if s.claims.starts_with(&b.claims) => b.claims.len(),
+                _ => 0,
+            };
+            for (n, c) in s.claims.iter().enumerate().skip(from) {
+                self.claims
+                    .insert(claim_key(&id, *i, n as u32), c.to_bytes())?;
             }
-            None => None,
-        };
-        let meta = match (update.status.is_some() || update.declined.is_some(), job) {
-            (true, Some(job)) => {
-                let (status, finished_ms) = update
-                    .status
-                    .clone()
-                    .unwrap_or_else(|| (job.status.clone(), job.finished_ms));
-                let declined = update.declined.as_deref().unwrap_or(&job.declined);
-                Some(
-                    serde_json::to_vec(&StoredJob {
-                        status,
-                        submitted_ms: job.submitted_ms,
-                        finished_ms,
-                        declined: encode_declined(declined),
-                    })
-                    .map_err(|e| JobError::Corrupt(format!("encoding a job entry: {e}")))?,
-                )
-            }
-            _ => None,
-        };
-        let mut batch = self.kv.batch();
-        if let Some((k, v)) = &shard {
-            batch.insert(&self.shards, k, v);
+            batch.insert(&self.shards, shard_key(&id, *i), encode_state(s));
         }
         // With the shard entry that counts the result they change: a crash between the two
         // would count the result again when the restarted coordinator decides the shard.
-        self.reputation.stage(&mut batch, &update.reputation);
-        if let Some(m) = &meta {
-            batch.insert(&self.jobs, id.as_bytes(), m);
+        self.reputation.stage(batch, &update.reputation);
+        if let (true, Some(job)) = (update.status.is_some() || update.declined.is_some(), job) {
+            let (status, finished_ms) = update
+                .status
+                .clone()
+                .unwrap_or_else(|| (job.status.clone(), job.finished_ms));
+            let declined = update.declined.as_deref().unwrap_or(&job.declined);
+            let meta = serde_json::to_vec(&StoredJob {
+                status,
+                submitted_ms: job.submitted_ms,
+                finished_ms,
+                declined: encode_declined(declined),
+            })
+            .map_err(|e| JobError::Corrupt(format!("encoding a job entry: {e}")))?;
+            batch.insert(&self.jobs, id.as_bytes(), meta);
         }
         for (household, evidence) in &update.exclude {
             batch.insert(&self.excluded, household.0, evidence.as_bytes());
@@ -799,7 +802,6 @@ impl Persist {
                 [],
             );
         }
-        batch.commit()?;
         Ok(())
     }
 
@@ -887,14 +889,14 @@ mod tests {
             reputation: vec![(worker, record)],
             ..Update::default()
         };
-        p.write(&update, Some(&job)).unwrap();
+        p.write(&[(&update, Some(&job))]).unwrap();
         // An update that changes no job's state still records what it changes.
         let other = Identity::from_seed([3; 32]).public();
         let alone = Update {
             reputation: vec![(other, record)],
             ..Update::default()
         };
-        p.write(&alone, None).unwrap();
+        p.write(&[(&alone, None)]).unwrap();
         p.flush().await.unwrap();
         drop(p);
         let mut stored = crate::jobs::trust::store::TrustStore::open(&db)
@@ -996,7 +998,7 @@ mod tests {
             exclude: vec![(worker.public(), "{}".into())],
             ..Update::default()
         };
-        p.write(&update, Some(&job)).unwrap();
+        p.write(&[(&update, Some(&job))]).unwrap();
         p.flush().await.unwrap();
         // Only the changed shard has an entry.
         assert_eq!(p.shards.len(), 1);
@@ -1041,7 +1043,7 @@ mod tests {
                 shard: Some((0, shard.clone())),
                 ..Update::default()
             };
-            p.write(&update, Some(&*job)).unwrap();
+            p.write(&[(&update, Some(&*job))]).unwrap();
             job.shards[0] = shard;
         };
         let one = ShardBook {
@@ -1111,7 +1113,7 @@ mod tests {
                 suspend: vec![worker.public()],
                 ..Update::default()
             };
-            p.write(&update, Some(&job)).unwrap();
+            p.write(&[(&update, Some(&job))]).unwrap();
             p.flush().await.unwrap();
         }
         let db = crate::node::reopen_db(dir.path());

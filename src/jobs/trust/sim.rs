@@ -164,7 +164,7 @@ impl Sim {
                             None => {}
                         }
                     }
-                    if let Some(update) = self.book.settled(&job, shard, &s, &signed) {
+                    for update in self.book.settled_all(&[(job, shard, &s, &signed)]) {
                         self.book.apply(update);
                     }
                 }

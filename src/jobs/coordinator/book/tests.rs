@@ -388,7 +388,7 @@ fn the_winner_is_the_decided_output_and_fuel_not_the_first_matching_output() {
     assert_eq!(s.losers.len(), 1);
     assert_eq!(s.losers[0].1.record.worker, household(1).public());
     let signed: Vec<u32> = s.winners.iter().map(|(i, _, _)| *i).collect();
-    let update = f.book.settled(&f.id, 0, &s, &signed).unwrap();
+    let update = f.book.settled_all(&[(f.id, 0, &s, &signed)]).pop().unwrap();
     // Nobody established took part: the liar is shut out of the job, not excluded for good.
     assert!(update.exclude.is_empty());
     assert_eq!(update.suspend, vec![household(1).public()]);
@@ -407,7 +407,7 @@ fn unsigned_winners_stay_pending() {
     let actions = f.claim(1, &l, b"x", 1, 1).unwrap();
     assert!(f.fetched(&actions));
     let s = f.book.settlement(&f.id, 0).unwrap();
-    let update = f.book.settled(&f.id, 0, &s, &[]).unwrap();
+    let update = f.book.settled_all(&[(f.id, 0, &s, &[])]).pop().unwrap();
     f.book.apply(update);
     assert!(f.book.pending().contains(&Action::Settle {
         job: f.id,
@@ -561,10 +561,65 @@ fn settle_all(f: &mut Fix) {
     for i in 0..f.manifest.inputs.len() as u32 {
         if let Some(s) = f.book.settlement(&f.id, i) {
             let signed: Vec<u32> = s.winners.iter().map(|(i, _, _)| *i).collect();
-            let update = f.book.settled(&f.id, i, &s, &signed).unwrap();
+            let update = f.book.settled_all(&[(f.id, i, &s, &signed)]).pop().unwrap();
             f.book.apply(update);
         }
     }
+}
+
+/// Settlements arrive in batches (one per group flush). A household that wins several
+/// shards of one batch has each counted: every update carries its record with the earlier
+/// shards of the batch included, so applying them in order, or writing them in one kv batch
+/// where the last write of a key wins, ends at the same record as settling one by one.
+#[test]
+fn a_batch_of_settlements_counts_every_shard_a_household_won() {
+    let shards = 3u32;
+    let mut f = Fix::new(shards as usize, 2);
+    for round in 0..shards {
+        let now = u64::from(round) * 10;
+        let a = f.lease(1, now).unwrap();
+        let b = f.lease(2, now).unwrap();
+        assert_eq!(a.shard, b.shard, "both replicas of one shard");
+        f.claim(1, &a, b"right", 10, now + 1).unwrap();
+        let actions = f.claim(2, &b, b"right", 10, now + 2).unwrap();
+        assert!(f.fetched(&actions));
+    }
+    let settlements: Vec<(u32, Settlement, Vec<u32>)> = (0..shards)
+        .map(|i| {
+            let s = f.book.settlement(&f.id, i).unwrap();
+            let signed = s.winners.iter().map(|(i, _, _)| *i).collect();
+            (i, s, signed)
+        })
+        .collect();
+    let batch: Vec<_> = settlements
+        .iter()
+        .map(|(i, s, signed)| (f.id, *i, s, signed.as_slice()))
+        .collect();
+    let updates = f.book.settled_all(&batch);
+    assert_eq!(updates.len(), shards as usize);
+    // The last record written for each household is its final one.
+    for who in [household(1).public(), household(2).public()] {
+        let last = updates
+            .iter()
+            .rev()
+            .find_map(|u| u.reputation.iter().find(|(h, _)| *h == who))
+            .unwrap();
+        assert_eq!(
+            last.1.verified, shards,
+            "a shard of the batch went uncounted"
+        );
+    }
+    for u in updates {
+        f.book.apply(u);
+    }
+    for who in [household(1).public(), household(2).public()] {
+        assert_eq!(f.book.reputation().record(&who).unwrap().verified, shards);
+    }
+    assert!(f
+        .book
+        .pending()
+        .iter()
+        .all(|a| !matches!(a, Action::Settle { .. })));
 }
 
 /// Issue 10: a colluding majority of new identities used to win the vote against an

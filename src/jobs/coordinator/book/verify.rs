@@ -147,8 +147,9 @@ impl Book {
         })
     }
 
-    /// Marks claims settled: `signed` winners whose receipts are recorded, and every loser of
-    /// `settlement`.
+    /// Marks claims settled, for each verified shard of a batch: `signed` winners whose
+    /// receipts are recorded, and every loser of its settlement. One update per shard, in
+    /// the batch's order; shards the book no longer holds are left out.
     ///
     /// A loser is excluded for good (with both signed claims as evidence) only when the
     /// winning group holds an established household: then the vote is backed by a
@@ -157,74 +158,93 @@ impl Book {
     /// only is shut out of this job, and its record counts a dispute, not a lie: a colluding
     /// majority could have won that vote (issue 10). Winners' records count a verified
     /// result, unless the household verified the shard alone on probation.
-    pub fn settled(
-        &self,
-        job: &blake3::Hash,
-        index: u32,
-        settlement: &Settlement,
-        signed: &[u32],
-    ) -> Option<Update> {
-        let state = self.jobs.get(job)?;
-        let shard = state.shards.get(index as usize)?;
-        let judge = self.judge(job, state, index);
-        let proven = judge.backed_by_established(shard, settlement.outcome);
-        let mut next = shard.clone();
-        let mut exclude = Vec::new();
-        let mut suspend = Vec::new();
+    ///
+    /// Reputation records accumulate across the batch: each update carries a household's
+    /// record with every earlier shard of the batch counted, so applying the updates in
+    /// order (or writing them in one batch, the last write of a key winning) loses no count.
+    /// Whether a vote was backed by an established household is judged on the records as
+    /// they were before the batch: a household that becomes established within it counts as
+    /// such from the next batch on, which can only turn an exclusion into a suspension.
+    pub fn settled_all(&self, batch: &[(blake3::Hash, u32, &Settlement, &[u32])]) -> Vec<Update> {
         let mut records: Vec<(crate::identity::PublicKey, Record)> = Vec::new();
-        let mut bump = |who: crate::identity::PublicKey, f: &dyn Fn(&mut Record)| {
-            if let Some((_, r)) = records.iter_mut().find(|(h, _)| *h == who) {
-                f(r);
-            } else {
-                let mut r = self.reputation.record(&who).copied().unwrap_or_default();
-                f(&mut r);
-                records.push((who, r));
+        let mut updates = Vec::with_capacity(batch.len());
+        for &(job, index, settlement, signed) in batch {
+            let Some(state) = self.jobs.get(&job) else {
+                continue;
+            };
+            let Some(shard) = state.shards.get(index as usize) else {
+                continue;
+            };
+            let judge = self.judge(&job, state, index);
+            let proven = judge.backed_by_established(shard, settlement.outcome);
+            let mut next = shard.clone();
+            let mut exclude = Vec::new();
+            let mut suspend = Vec::new();
+            // The households this shard changes, with their records as of this shard.
+            let mut touched: Vec<crate::identity::PublicKey> = Vec::new();
+            let mut bump = |who: crate::identity::PublicKey, f: &dyn Fn(&mut Record)| {
+                if !touched.contains(&who) {
+                    touched.push(who);
+                }
+                if let Some((_, r)) = records.iter_mut().find(|(h, _)| *h == who) {
+                    f(r);
+                } else {
+                    let mut r = self.reputation.record(&who).copied().unwrap_or_default();
+                    f(&mut r);
+                    records.push((who, r));
+                }
+            };
+            for (i, loser) in &settlement.losers {
+                let who = loser.record.worker;
+                if proven {
+                    let evidence = serde_json::json!({
+                        "job": job.to_hex().to_string(),
+                        "shard": index,
+                        "losing_claim": hex::encode(loser.to_bytes()),
+                        "winning_claim": hex::encode(settlement.evidence.to_bytes()),
+                    });
+                    exclude.push((who, evidence.to_string()));
+                    bump(who, &|r| r.wrong = r.wrong.saturating_add(1));
+                } else {
+                    suspend.push(who);
+                    bump(who, &|r| r.disputed = r.disputed.saturating_add(1));
+                }
+                next.settled.push(*i);
             }
-        };
-        for (i, loser) in &settlement.losers {
-            let who = loser.record.worker;
-            if proven {
-                let evidence = serde_json::json!({
-                    "job": job.to_hex().to_string(),
-                    "shard": index,
-                    "losing_claim": hex::encode(loser.to_bytes()),
-                    "winning_claim": hex::encode(settlement.evidence.to_bytes()),
-                });
-                exclude.push((who, evidence.to_string()));
-                bump(who, &|r| r.wrong = r.wrong.saturating_add(1));
-            } else {
-                suspend.push(who);
-                bump(who, &|r| r.disputed = r.disputed.saturating_add(1));
+            let agreeing = shard
+                .claims
+                .iter()
+                .filter(|c| {
+                    c.record.output == settlement.outcome.output
+                        && c.record.fuel == settlement.outcome.fuel
+                })
+                .count();
+            for (i, claim, _) in &settlement.winners {
+                if signed.contains(i) && (proven || agreeing >= 2) {
+                    bump(claim.record.worker, &|r| {
+                        r.verified = r.verified.saturating_add(1)
+                    });
+                }
             }
-            next.settled.push(*i);
+            next.settled.extend(signed.iter().copied());
+            next.settled.sort_unstable();
+            next.settled.dedup();
+            let reputation = records
+                .iter()
+                .filter(|(h, _)| touched.contains(h))
+                .copied()
+                .collect();
+            updates.push(Update {
+                job: Some(job),
+                shard: Some((index, next)),
+                status: None,
+                exclude,
+                declined: None,
+                reputation,
+                suspend,
+            });
         }
-        let agreeing = shard
-            .claims
-            .iter()
-            .filter(|c| {
-                c.record.output == settlement.outcome.output
-                    && c.record.fuel == settlement.outcome.fuel
-            })
-            .count();
-        for (i, claim, _) in &settlement.winners {
-            if signed.contains(i) && (proven || agreeing >= 2) {
-                bump(claim.record.worker, &|r| {
-                    r.verified = r.verified.saturating_add(1)
-                });
-            }
-        }
-        next.settled.extend(signed.iter().copied());
-        next.settled.sort_unstable();
-        next.settled.dedup();
-        Some(Update {
-            job: Some(*job),
-            shard: Some((index, next)),
-            status: None,
-            exclude,
-            declined: None,
-            reputation: records,
-            suspend,
-        })
+        updates
     }
 
     /// Whether a running job's every shard is verified.
