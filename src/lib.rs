@@ -25,6 +25,15 @@
 
 // Without the `node` feature (Cargo.toml) the library is only its decoders of untrusted bytes
 // and what they need: what the fuzz targets link (docs/fuzzing.md).
+
+/// The allocator of every program that runs a node (the binary, the tests, the benches):
+/// mimalloc, which took 13–23 % off the coordinator bench's CPU per verified shard against
+/// glibc's malloc (docs/architecture.md, "Coordinator throughput"). Declared here, not in
+/// `main.rs`, so the tests and benches measure the allocator the node runs on.
+#[cfg(feature = "node")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(feature = "node")]
 pub mod api;
 #[cfg(feature = "node")]
