@@ -27,9 +27,11 @@
 // and what they need: what the fuzz targets link (docs/fuzzing.md).
 
 /// The allocator of every program that runs a node (the binary, the tests, the benches):
-/// mimalloc, which took 13–23 % off the coordinator bench's CPU per verified shard against
-/// glibc's malloc (docs/architecture.md, "Coordinator throughput"). Declared here, not in
-/// `main.rs`, so the tests and benches measure the allocator the node runs on.
+/// mimalloc, which took 15–20 % off the CPU per verified shard of the coordinator bench's
+/// 4 096-shard job against glibc's malloc (docs/architecture.md, "Coordinator throughput").
+/// Built without transparent huge pages (Cargo.toml), which tripled an idle radiator's RSS.
+/// Declared here, not in `main.rs`, so the tests and benches measure the allocator the node
+/// runs on.
 #[cfg(feature = "node")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
