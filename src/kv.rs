@@ -147,13 +147,19 @@ impl Batch<'_> {
         if names.iter().any(|n| n.len() > MAX_NAME) {
             return Err(sled::Error::Unsupported("tree name over 255 bytes".into()));
         }
-        // The last write of each (tree, key), in the batch's order.
-        let mut seen = std::collections::HashSet::new();
-        let mut kept: Vec<usize> = (0..self.ops.len())
-            .rev()
-            .filter(|&i| seen.insert((names[i].as_ref(), self.ops[i].1.as_slice())))
-            .collect();
-        kept.reverse();
+        // The last write of each (tree, key), in the batch's order (a batch of one write, the
+        // coordinator's usual lease or claim, is kept as it is).
+        let kept: Vec<usize> = if self.ops.len() <= 1 {
+            (0..self.ops.len()).collect()
+        } else {
+            let mut seen = std::collections::HashSet::new();
+            let mut kept: Vec<usize> = (0..self.ops.len())
+                .rev()
+                .filter(|&i| seen.insert((names[i].as_ref(), self.ops[i].1.as_slice())))
+                .collect();
+            kept.reverse();
+            kept
+        };
         let intent = if kept.len() > 1 {
             let key = next_sequence().to_be_bytes();
             let ops: Vec<Op<'_>> = kept
