@@ -33,6 +33,22 @@ use std::sync::OnceLock;
 /// The tree of interrupted batches, keyed by a big-endian sequence number.
 const INTENTS: &str = "kv/intents";
 
+/// The intents of large batches ([`LARGE_INTENT`] bytes and more), keyed like [`INTENTS`]
+/// from the same sequence. Apart because sled rewrites a whole leaf, with every value in it,
+/// when it consolidates the leaf (every ten changes or so), and a tree holding only
+/// short-lived intents is one leaf that every batch changes twice: a receipt seal's intent
+/// (up to about 14 MB for 65 536 receipts) kept in it was rewritten each time the batches
+/// committed meanwhile consolidated the leaf — on the 65 536-shard coordinator bench, 67
+/// rewrites of a 5.5 MB intent in 20 000 shards, 18 KB per verified shard
+/// (docs/storage.md §9). Large batches are few and seldom overlap (one seal at a time, a
+/// job's submission), so here an intent is written once and removed once.
+const LARGE_INTENTS: &str = "kv/intents/large";
+
+/// Intents of at least this many bytes go to [`LARGE_INTENTS`]. A shard's receipts (about
+/// 2 KB) and a settlement batch of 32 shards stay below it; a seal of a few hundred receipts
+/// or more, and a large job's submission (its manifest), are above.
+const LARGE_INTENT: usize = 64 * 1024;
+
 /// Longest tree name an intent can hold (one length byte; hearth's names are under 40 bytes).
 const MAX_NAME: usize = u8::MAX as usize;
 
@@ -56,11 +72,22 @@ pub fn open(path: &Path) -> Result<sled::Db, KvError> {
 /// Applies and removes every intent left in `db`; returns how many there were. Runs before
 /// anything else uses the database (from [`open`]): applying an intent while its own batch is
 /// still being committed could undo a later write to the same key.
+/// Intents are applied in the order their batches began (their keys, one sequence across
+/// both intent trees): two interrupted batches that wrote one key leave the later one's value.
 pub fn recover(db: &sled::Db) -> Result<usize, KvError> {
-    let intents = db.open_tree(INTENTS)?;
+    let trees = [db.open_tree(INTENTS)?, db.open_tree(LARGE_INTENTS)?];
+    let mut left: Vec<(sled::IVec, &sled::Tree)> = Vec::new();
+    for tree in &trees {
+        for key in tree.iter().keys() {
+            left.push((key?, tree));
+        }
+    }
+    left.sort_by(|a, b| a.0.cmp(&b.0));
     let mut n = 0;
-    for item in intents.iter() {
-        let (key, value) = item?;
+    for (key, intents) in left {
+        let Some(value) = intents.get(&key)? else {
+            continue;
+        };
         let corrupt = |reason| KvError::Corrupt {
             key: hex::encode(&key),
             reason,
@@ -87,29 +114,33 @@ pub fn recover(db: &sled::Db) -> Result<usize, KvError> {
 /// (hex). Its batch may be half applied: the integrity check that follows finds and repairs
 /// what that left.
 pub fn discard_damaged(db: &sled::Db) -> Result<Vec<String>, KvError> {
-    let intents = db.open_tree(INTENTS)?;
     let mut gone = Vec::new();
-    for item in intents.iter() {
-        let (key, value) = item?;
-        if decode(&value).is_err() {
-            intents.remove(&key)?;
-            gone.push(hex::encode(&key));
+    for name in [INTENTS, LARGE_INTENTS] {
+        let intents = db.open_tree(name)?;
+        for item in intents.iter() {
+            let (key, value) = item?;
+            if decode(&value).is_err() {
+                intents.remove(&key)?;
+                gone.push(hex::encode(&key));
+            }
         }
     }
     db.flush()?;
     Ok(gone)
 }
 
-/// The intents tree of a database, kept by whoever commits batches into it.
+/// The intents trees of a database, kept by whoever commits batches into it.
 #[derive(Clone)]
 pub struct Kv {
     intents: sled::Tree,
+    large: sled::Tree,
 }
 
 impl Kv {
     pub fn open(db: &sled::Db) -> sled::Result<Kv> {
         Ok(Kv {
             intents: db.open_tree(INTENTS)?,
+            large: db.open_tree(LARGE_INTENTS)?,
         })
     }
 
@@ -170,8 +201,14 @@ impl Batch<'_> {
                     value: self.ops[i].2.as_deref(),
                 })
                 .collect();
-            self.kv.intents.insert(key, encode(&ops))?;
-            Some(key)
+            let bytes = encode(&ops);
+            let intents = if bytes.len() >= LARGE_INTENT {
+                &self.kv.large
+            } else {
+                &self.kv.intents
+            };
+            intents.insert(key, bytes)?;
+            Some((intents, key))
         } else {
             None
         };
@@ -182,8 +219,8 @@ impl Batch<'_> {
                 None => tree.remove(key.as_slice())?,
             };
         }
-        if let Some(key) = intent {
-            self.kv.intents.remove(key)?;
+        if let Some((intents, key)) = intent {
+            intents.remove(key)?;
         }
         Ok(())
     }
@@ -375,6 +412,62 @@ mod tests {
         );
         assert_eq!(db.open_tree("a").unwrap().get("old").unwrap(), None);
         assert!(db.open_tree(INTENTS).unwrap().is_empty());
+    }
+
+    /// A large batch (its intent kept apart, in `kv/intents/large`) commits like any other
+    /// and leaves no intent in either tree.
+    #[test]
+    fn a_large_batch_applies_every_write_and_leaves_no_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let kv = Kv::open(&db).unwrap();
+        let (a, b) = (db.open_tree("a").unwrap(), db.open_tree("b").unwrap());
+        let big = vec![7u8; LARGE_INTENT];
+        let mut batch = kv.batch();
+        batch.insert(&a, "k", &big);
+        batch.insert(&b, "k", "2");
+        batch.commit().unwrap();
+        assert_eq!(a.get("k").unwrap().as_deref(), Some(big.as_slice()));
+        assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"2"[..]));
+        assert!(kv.intents.is_empty() && kv.large.is_empty());
+    }
+
+    /// Two interrupted batches that wrote one key, the earlier one large: opening the
+    /// database applies them in the order they began, whichever tree holds each intent, so
+    /// the later batch's value stands.
+    #[test]
+    fn interrupted_batches_are_finished_in_the_order_they_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![1u8; LARGE_INTENT];
+        {
+            let db = open(dir.path()).unwrap();
+            let earlier = [Op {
+                tree: b"a",
+                key: b"k",
+                value: Some(&big),
+            }];
+            let later = [Op {
+                tree: b"a",
+                key: b"k",
+                value: Some(b"later"),
+            }];
+            db.open_tree(LARGE_INTENTS)
+                .unwrap()
+                .insert(5u64.to_be_bytes(), encode(&earlier))
+                .unwrap();
+            db.open_tree(INTENTS)
+                .unwrap()
+                .insert(6u64.to_be_bytes(), encode(&later))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let db = crate::node::reopen_db(dir.path());
+        assert_eq!(
+            db.open_tree("a").unwrap().get("k").unwrap().as_deref(),
+            Some(&b"later"[..])
+        );
+        assert!(db.open_tree(INTENTS).unwrap().is_empty());
+        assert!(db.open_tree(LARGE_INTENTS).unwrap().is_empty());
     }
 
     #[test]
