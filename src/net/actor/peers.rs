@@ -139,10 +139,21 @@ impl Actor {
                 debug!(?peer_id, "outgoing connection failed: {error}");
                 self.dials.failed(connection_id);
                 if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
-                    let _ = reply.send(Err(NetError::Dial {
-                        addr,
-                        reason: error.to_string(),
-                    }));
+                    // libp2p words a denial "Dial error" alone; the cause's source says
+                    // which of this node's rules refused it.
+                    let reason = match &error {
+                        libp2p::swarm::DialError::Denied { cause } => {
+                            let mut reason = format!("refused by this node: {cause}");
+                            let mut source = std::error::Error::source(cause);
+                            while let Some(s) = source {
+                                reason.push_str(&format!(": {s}"));
+                                source = s.source();
+                            }
+                            reason
+                        }
+                        other => other.to_string(),
+                    };
+                    let _ = reply.send(Err(NetError::Dial { addr, reason }));
                 }
                 // A provider we dialled for a blob fetch cannot be reached: move on now.
                 if let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
