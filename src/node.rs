@@ -785,7 +785,7 @@ impl Router {
                         detail: "the announced manifest does not decode".into(),
                     };
                 };
-                if m.id() != *job || m.submitter.peer_id() != Some(source) {
+                if m.id() != *job || m.submitter.peer_id() != source {
                     return Response::Error {
                         detail: "the announced manifest is not that job's or not yours".into(),
                     };
@@ -814,9 +814,7 @@ impl Router {
             // Audited, not stored: a commitment must be signed by its author's household key.
             // Whoever holds one of its receipts has it already, with the receipt's proof.
             Topic::Commitments => match Commitment::from_bytes(&data) {
-                Ok(c) if c.coordinator.peer_id() == Some(source) && c.verify().is_ok() => {
-                    Verdict::Accept
-                }
+                Ok(c) if c.coordinator.peer_id() == source && c.verify().is_ok() => Verdict::Accept,
                 _ => Verdict::Reject,
             },
             // Judged (and, if new, queued for a re-run) by the trust service.

@@ -53,7 +53,7 @@ async fn lease_answer(node: &RunningNode, household: &PublicKey) -> Response {
     node.context
         .coordinator
         .control(
-            household.peer_id().unwrap(),
+            household.peer_id(),
             Request::Lease {
                 job: blake3::hash(b"any job"),
                 protocol: PROTOCOL_VERSION,

@@ -92,7 +92,7 @@ impl Inputs<'_> {
                 "the manifest does not hash to the job id".into(),
             ));
         }
-        if manifest.submitter.peer_id() != Some(coordinator) {
+        if manifest.submitter.peer_id() != coordinator {
             return Err(JobError::Invalid(
                 "the manifest names another household as submitter than the node the work came from".into(),
             ));

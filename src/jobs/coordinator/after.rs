@@ -79,7 +79,7 @@ impl Coordinator {
         let net = self.net.clone();
         let store = self.store.clone();
         let tx = self.tx.clone();
-        let hint = hint.and_then(|h| h.peer_id());
+        let hint = hint.map(|h| h.peer_id());
         self.tasks.spawn(async move {
             let output = outcome.output;
             let result = match store.has(&output) {
@@ -290,9 +290,10 @@ impl Coordinator {
             .filter(|(i, _, _)| signed.contains(i))
             .filter_map(|(_, claim, terms)| {
                 let worker = claim.record.worker;
-                let worker_ips = worker
-                    .peer_id()
-                    .and_then(|p| self.addresses.peers.get(&p))
+                let worker_ips = self
+                    .addresses
+                    .peers
+                    .get(&worker.peer_id())
                     .map_or(&[][..], Vec::as_slice);
                 let relation = related::relation(&own, &worker, &self.addresses.own, worker_ips)?;
                 let mut id = blake3::Hasher::new();

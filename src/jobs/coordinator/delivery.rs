@@ -147,11 +147,6 @@ impl Outbox {
         Ok(())
     }
 
-    /// Drops a receipt that can never be delivered (its worker key names no peer).
-    pub fn drop_undeliverable(&mut self, id: &blake3::Hash) -> Result<(), JobError> {
-        self.done(id, true)
-    }
-
     /// Receipts waiting and not in flight, at most `max`, read from `ledger` (or, for an
     /// entry written before outbox entries held ids only, from the entry). An unreadable
     /// entry, or one whose receipt the ledger lacks, is an error naming its key, never

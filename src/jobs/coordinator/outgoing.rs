@@ -76,12 +76,7 @@ impl Coordinator {
                 return;
             }
         };
-        let Some(peer) = receipt.record.worker.peer_id() else {
-            if let Err(e) = self.outbox.drop_undeliverable(&id) {
-                tracing::error!(receipt = %id, "could not drop an undeliverable receipt: {e}");
-            }
-            return;
-        };
+        let peer = receipt.record.worker.peer_id();
         if !self.outbox.begin(id) {
             return;
         }

@@ -312,9 +312,8 @@ impl TrustService {
         let Some(net) = self.rechecker.as_ref().map(|r| &r.net) else {
             return;
         };
-        if let Some(peer) = coordinator.peer_id() {
-            net.set_application_score(peer, FALSE_ACCUSER_SCORE).await;
-        }
+        net.set_application_score(coordinator.peer_id(), FALSE_ACCUSER_SCORE)
+            .await;
     }
 
     fn pull(&mut self) {
