@@ -189,6 +189,32 @@ fn key_and_encodings(key: &PublicKey, sig: &[u8; 64]) -> Result<VerifyingKey, St
     if !below(&s, &GROUP_ORDER_LE) {
         return Err(StrictError::SNotCanonical);
     }
+    let a = decoded(key)?;
+    if !canonical_y(&r) {
+        return Err(StrictError::REncoding);
+    }
+    Ok(a)
+}
+
+/// Household keys this thread decoded and found valid (canonical, not of small order), at
+/// most [`DECODED_KEYS`] (8 in unit tests, so they reach the bound), forgotten all at once
+/// when full. Decoding a key is a square root in
+/// the field, about a sixth of a strict verification, and a coordinator checks the claims of
+/// the same few households over and over (3 % of the coordinator bench's CPU went to
+/// decompressing points). Per thread, so no lock is taken on the hot path; only keys that
+/// passed every check are kept, so a cached answer is the answer decoding would give.
+const DECODED_KEYS: usize = if cfg!(test) { 8 } else { 1024 };
+
+thread_local! {
+    static DECODED: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `key` decoded, if its encoding is canonical and the point not of small order.
+fn decoded(key: &PublicKey) -> Result<VerifyingKey, StrictError> {
+    if let Some(a) = DECODED.with(|d| d.borrow().get(&key.0).copied()) {
+        return Ok(a);
+    }
     if !canonical_y(&key.0) {
         return Err(StrictError::KeyEncoding);
     }
@@ -196,9 +222,13 @@ fn key_and_encodings(key: &PublicKey, sig: &[u8; 64]) -> Result<VerifyingKey, St
     if a.is_weak() {
         return Err(StrictError::KeySmallOrder);
     }
-    if !canonical_y(&r) {
-        return Err(StrictError::REncoding);
-    }
+    DECODED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.len() >= DECODED_KEYS {
+            d.clear();
+        }
+        d.insert(key.0, a);
+    });
     Ok(a)
 }
 
@@ -468,6 +498,48 @@ pub(crate) mod tests {
         assert!(id.public().verify(b"heat", &sig));
         assert!(!id.public().verify(b"heat!", &sig));
         assert!(!Identity::generate().public().verify(b"heat", &sig));
+    }
+
+    /// Keys decoded once answer as decoding them again would: a refused key stays refused
+    /// (only valid keys are kept), a kept key still refuses a tampered message or another
+    /// key's signature, and past the cache's bound (when it is forgotten) nothing changes.
+    #[test]
+    fn decoded_keys_answer_as_decoding_does() {
+        let ids: Vec<Identity> = (0..DECODED_KEYS as u64 + 100)
+            .map(|i| {
+                let mut seed = [7u8; 32];
+                seed[..8].copy_from_slice(&i.to_le_bytes());
+                Identity::from_seed(seed)
+            })
+            .collect();
+        for round in 0..2 {
+            for (i, id) in ids.iter().enumerate() {
+                let sig = id.sign(b"heat");
+                assert!(id.public().verify(b"heat", &sig), "round {round}, key {i}");
+                assert!(
+                    !id.public().verify(b"heat!", &sig),
+                    "round {round}, key {i}"
+                );
+                let other = &ids[(i + 1) % ids.len()];
+                assert!(
+                    !other.public().verify(b"heat", &sig),
+                    "round {round}, key {i}"
+                );
+            }
+            assert_eq!(
+                strict_precheck(&PublicKey(FORGED_KEY), &FORGED_SIG).err(),
+                Some(StrictError::KeySmallOrder),
+                "round {round}"
+            );
+            let mut not_canonical = [0xff; 32];
+            not_canonical[31] = 0x7f;
+            assert_eq!(
+                strict_precheck(&PublicKey(not_canonical), &ids[0].sign(b"x")).err(),
+                Some(StrictError::KeyEncoding),
+                "round {round}"
+            );
+        }
+        DECODED.with(|d| assert!(d.borrow().len() <= DECODED_KEYS));
     }
 
     /// The small-order forgery of `docs/receipts.md`: A = R = the neutral point (encoded

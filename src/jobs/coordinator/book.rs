@@ -44,6 +44,7 @@ use crate::jobs::trust::{self, Policy, Record, Reputation};
 use demand::Demands;
 pub use demand::Warmth;
 use draw::Draws;
+use index::Rooms;
 pub use index::ShardIndex;
 pub use shard::{
     decide, replicas_needed, Decision, FailureRec, JobBook, JobStatus, Judge, LeaseRec, Outcome,
@@ -240,7 +241,17 @@ impl Book {
 
     /// How shard `index` of job `id` is judged.
     pub fn judge(&self, id: &blake3::Hash, state: &JobBook, index: u32) -> Judge<'_> {
-        let policy = self.policy(id, state);
+        self.judge_under(self.policy(id, state), id, state, index)
+    }
+
+    /// [`Book::judge`] under the job's `policy`, already looked up.
+    fn judge_under<'a>(
+        &'a self,
+        policy: Cow<'a, Policy>,
+        id: &blake3::Hash,
+        state: &JobBook,
+        index: u32,
+    ) -> Judge<'a> {
         let spot_checked = trust::spot_check(&self.spot_key, id, index, policy.spot_check_permille);
         Judge {
             reputation: &self.reputation,
@@ -476,18 +487,22 @@ impl Book {
             }
         }
         // Every live lease is on a shard of `ix.leased`, and every shard a lease can go to is
-        // in `ix.open`: what follows looks at the shards in flight, never at all of them.
+        // in `ix.open`: what follows looks at the shards in flight, never at all of them,
+        // and at each once: the live leases per household counted in one walk, each open
+        // shard judged once however many questions below look at it.
         let empty = ShardIndex::default();
         let ix = self.index.get(job).unwrap_or(&empty);
         let shard_at = |i: &u32| state.shards.get(*i as usize);
-        let lease_count = |h: &PublicKey| {
-            ix.leased
-                .iter()
-                .filter_map(shard_at)
-                .flat_map(|s| s.live_leases(now_ms))
-                .filter(|l| l.worker == *h)
-                .count()
-        };
+        let mut leases_of: HashMap<PublicKey, usize> = HashMap::new();
+        for l in ix
+            .leased
+            .iter()
+            .filter_map(shard_at)
+            .flat_map(|s| s.live_leases(now_ms))
+        {
+            *leases_of.entry(l.worker).or_default() += 1;
+        }
+        let lease_count = |h: &PublicKey| leases_of.get(h).copied().unwrap_or(0);
         let held = lease_count(household);
         if held >= MAX_LEASES_PER_HOUSEHOLD {
             return Err(deny(
@@ -496,21 +511,13 @@ impl Book {
                 format!("your household already holds {held} leases on this job, the most one household may"),
             ));
         }
-        // Free replicas of the job, counted only as far as the comparisons below need
+        // Free replicas of the job are counted only as far as the comparisons below need
         // (past the number of askers the answer no longer changes): a lease costs
         // O(askers), not O(shards), while work is plentiful.
-        let free_up_to = |limit: usize| -> usize {
-            let mut free = 0;
-            for &i in &ix.open {
-                if free > limit {
-                    break;
-                }
-                if let Some(s) = shard_at(&i) {
-                    free += self.judge(job, state, i).free_replicas(s, 0, now_ms);
-                }
-            }
-            free
-        };
+        let mut rooms = Rooms::new(ix, &state.shards, |i, s| {
+            self.judge_under(Cow::Borrowed(&*policy), job, state, i)
+                .room(s, now_ms)
+        });
         // Radiators whose rooms are colder go first: when no more replicas are free than
         // colder radiators are asking for, this one waits a moment. A room's demand is its
         // own claim, so a household counts as "colder" only while it can take another lease
@@ -524,7 +531,7 @@ impl Book {
                     && !self.is_suspended(job, h)
                     && self.may_work(&policy, h)
             });
-        if colder > 0 && free_up_to(colder) <= colder {
+        if colder > 0 && rooms.free_up_to(colder) <= colder {
             return Err(deny(
                 DenyReason::NothingFree,
                 250,
@@ -537,7 +544,7 @@ impl Book {
         let wanting = self.demands.heat_askers(now_ms, &|h| {
             !self.is_excluded(h) && !self.is_suspended(job, h) && self.may_work(&policy, h)
         });
-        let floor = if wanting > 0 && wanting > free_up_to(wanting) {
+        let floor = if wanting > 0 && wanting > rooms.free_up_to(wanting) {
             usize::from(policy.max_replicas)
         } else {
             0
@@ -582,13 +589,13 @@ impl Book {
                 .demands
                 .any_known(now_ms, &|h| h != household && self.reputation.is_trusted(h));
         let mut own_replicas = 0;
-        for (index, shard) in ix.open.iter().filter_map(|i| Some((*i, shard_at(i)?))) {
-            if !shard.is_open() {
+        let mut k = 0;
+        while let Some((index, room)) = rooms.at(k) {
+            k += 1;
+            let Some(shard) = shard_at(&index).filter(|s| s.is_open()) else {
                 continue;
-            }
-            let free_here = self
-                .judge(job, state, index)
-                .free_replicas(shard, floor, now_ms);
+            };
+            let free_here = room.free(floor);
             if free_here == 0 {
                 continue;
             }

@@ -128,6 +128,27 @@ pub struct Judge<'a> {
     pub spot_checked: bool,
 }
 
+/// An open shard's replicas at one moment: what its vote needs, how many live leases and
+/// claims hold replicas, and how much of the replica budget (`MAX_REPLICAS`, failures
+/// included) is spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    needed: usize,
+    held: usize,
+    spent: usize,
+}
+
+impl Room {
+    /// Replicas still to lease when each shard should have at least `floor` (the
+    /// heat-driven target): never past the replica budget.
+    pub fn free(&self, floor: usize) -> usize {
+        let needed = self.needed.max(floor.min(MAX_REPLICAS));
+        let by_vote = needed.saturating_sub(self.held);
+        let by_budget = MAX_REPLICAS.saturating_sub(self.spent);
+        by_vote.min(by_budget)
+    }
+}
+
 /// One agreeing group of claims.
 #[derive(Clone, Copy, Debug)]
 struct Group {
@@ -283,14 +304,18 @@ impl Judge<'_> {
     /// Replicas of an open shard still to lease: what the vote needs (at least `floor`, the
     /// heat-driven target), less live leases and claims, and never past the replica budget.
     pub fn free_replicas(&self, shard: &ShardBook, floor: usize, now_ms: u64) -> usize {
+        self.room(shard, now_ms).free(floor)
+    }
+
+    /// What [`Judge::free_replicas`] is computed from, for every floor: the vote's part is
+    /// worked out once, and a lease asks about floor 0 and the heat-driven target.
+    pub fn room(&self, shard: &ShardBook, now_ms: u64) -> Room {
         let live = shard.live_leases(now_ms).count();
-        let needed = self
-            .replicas_needed(shard, now_ms)
-            .max(floor.min(MAX_REPLICAS));
-        let by_vote = needed.saturating_sub(live + shard.claims.len());
-        let by_budget =
-            MAX_REPLICAS.saturating_sub(live + shard.claims.len() + shard.failures.len());
-        by_vote.min(by_budget)
+        Room {
+            needed: self.replicas_needed(shard, now_ms),
+            held: live + shard.claims.len(),
+            spent: live + shard.claims.len() + shard.failures.len(),
+        }
     }
 
     /// Whether the agreeing group of a decided shard holds an established household: only
