@@ -202,11 +202,11 @@ fn key_and_encodings(key: &PublicKey, sig: &[u8; 64]) -> Result<VerifyingKey, St
 
 /// Household keys this thread decoded and found valid (canonical, not of small order), at
 /// most [`DECODED_KEYS`] (8 in unit tests, so they reach the bound), forgotten all at once
-/// when full. Decoding a key is a square root in
-/// the field, about a sixth of a strict verification, and a coordinator checks the claims of
-/// the same few households over and over (3 % of the coordinator bench's CPU went to
-/// decompressing points). Per thread, so no lock is taken on the hot path; only keys that
-/// passed every check are kept, so a cached answer is the answer decoding would give.
+/// when full. Decoding a key is a square root in the field, about a sixth of a strict
+/// verification, and a coordinator checks the claims of the same few households over and
+/// over (3 % of the coordinator bench's CPU went to decompressing points). Per thread, so no
+/// lock is taken on the hot path; only keys that passed every check are kept, so a cached
+/// answer is the answer decoding would give.
 const DECODED_KEYS: usize = if cfg!(test) { 8 } else { 1024 };
 
 thread_local! {

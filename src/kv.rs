@@ -37,8 +37,8 @@ const INTENTS: &str = "kv/intents";
 /// from the same sequence. Apart because sled rewrites a whole leaf, with every value in it,
 /// when it consolidates the leaf (every ten changes or so), and a tree holding only
 /// short-lived intents is one leaf that every batch changes twice: a receipt seal's intent
-/// (about 600 bytes per receipt: 45 MB for 65 536) kept in it was rewritten each time the batches
-/// committed meanwhile consolidated the leaf — on the 65 536-shard coordinator bench, 67
+/// (about 600 bytes per receipt: 45 MB for 65 536) kept in it was rewritten each time the
+/// batches committed meanwhile consolidated the leaf — on the 65 536-shard coordinator bench, 67
 /// rewrites of a 5.5 MB intent in 20 000 shards, 18 KB per verified shard
 /// (docs/storage.md §9). Large batches are few and seldom overlap (one seal at a time, a
 /// job's submission), so here an intent is written once and removed once.

@@ -590,11 +590,8 @@ impl Book {
                 .any_known(now_ms, &|h| h != household && self.reputation.is_trusted(h));
         let mut own_replicas = 0;
         let mut k = 0;
-        while let Some((index, room)) = rooms.at(k) {
+        while let Some((index, shard, room)) = rooms.at(k) {
             k += 1;
-            let Some(shard) = shard_at(&index).filter(|s| s.is_open()) else {
-                continue;
-            };
             let free_here = room.free(floor);
             if free_here == 0 {
                 continue;

@@ -69,7 +69,7 @@ pub struct Rooms<'a, F> {
     order: std::collections::btree_set::Iter<'a, u32>,
     shards: &'a [ShardBook],
     judge: F,
-    seen: Vec<(u32, Room)>,
+    seen: Vec<(u32, &'a ShardBook, Room)>,
 }
 
 impl<'a, F: Fn(u32, &ShardBook) -> Room> Rooms<'a, F> {
@@ -83,13 +83,14 @@ impl<'a, F: Fn(u32, &ShardBook) -> Room> Rooms<'a, F> {
         }
     }
 
-    /// The `k`-th open shard (its index and room), if there are that many.
-    pub fn at(&mut self, k: usize) -> Option<(u32, Room)> {
+    /// The `k`-th open shard (its index, state and room), if there are that many.
+    pub fn at(&mut self, k: usize) -> Option<(u32, &'a ShardBook, Room)> {
         while self.seen.len() <= k {
             let i = *self.order.next()?;
-            if let Some(s) = self.shards.get(i as usize) {
+            let shards: &'a [ShardBook] = self.shards;
+            if let Some(s) = shards.get(i as usize) {
                 let room = (self.judge)(i, s);
-                self.seen.push((i, room));
+                self.seen.push((i, s, room));
             }
         }
         self.seen.get(k).copied()
@@ -101,7 +102,7 @@ impl<'a, F: Fn(u32, &ShardBook) -> Room> Rooms<'a, F> {
         let mut free = 0;
         let mut k = 0;
         while free <= limit {
-            let Some((_, room)) = self.at(k) else {
+            let Some((_, _, room)) = self.at(k) else {
                 break;
             };
             free += room.free(0);
