@@ -145,22 +145,23 @@ impl Kv {
         })
     }
 
-    pub fn batch(&self) -> Batch<'_> {
+    pub fn batch(&self) -> Batch {
         Batch {
-            kv: self,
+            kv: self.clone(),
             ops: Vec::new(),
         }
     }
 }
 
-/// Writes to apply together ([`Kv::batch`]).
-pub struct Batch<'a> {
-    kv: &'a Kv,
+/// Writes to apply together ([`Kv::batch`]). It holds its own handles on the intents trees
+/// (two reference counts), so it can be kept and committed later, on another thread.
+pub struct Batch {
+    kv: Kv,
     /// (tree, key, value to insert or `None` to remove); a tree handle is a cheap clone.
     ops: Vec<(sled::Tree, Vec<u8>, Option<Vec<u8>>)>,
 }
 
-impl Batch<'_> {
+impl Batch {
     pub fn insert(&mut self, tree: &sled::Tree, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
         let (key, value) = (key.as_ref().to_vec(), value.as_ref().to_vec());
         self.ops.push((tree.clone(), key, Some(value)));
@@ -168,6 +169,15 @@ impl Batch<'_> {
 
     pub fn remove(&mut self, tree: &sled::Tree, key: impl AsRef<[u8]>) {
         self.ops.push((tree.clone(), key.as_ref().to_vec(), None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Adds `other`'s writes after this batch's own (they win where both write one key).
+    pub fn append(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
     }
 
     /// Applies every write, all or none after a crash (unflushed: the caller's flush makes
@@ -238,6 +248,24 @@ pub async fn flush(tree: &sled::Tree) -> sled::Result<()> {
                 "database flush did not finish: {e}"
             ))))
         })
+}
+
+/// Commits `batch` and then flushes the database, both on tokio's blocking pool: when it
+/// returns, the batch and every write made before the call are durable. For write-behind
+/// (the coordinator's group commit): the writes of many requests, collected in one batch
+/// while the previous flush ran, are applied just before the flush that acknowledges them.
+pub async fn commit_and_flush(batch: Batch, tree: &sled::Tree) -> sled::Result<()> {
+    let tree = tree.clone();
+    tokio::task::spawn_blocking(move || {
+        batch.commit()?;
+        tree.flush().map(drop)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(sled::Error::Io(std::io::Error::other(format!(
+            "database commit and flush did not finish: {e}"
+        ))))
+    })
 }
 
 /// Intent keys: unique within the process (one counter for every database) and increasing,

@@ -287,7 +287,7 @@ impl Ledger {
     /// caller holds the ledger's lock and commits.
     fn stage(
         &self,
-        batch: &mut crate::kv::Batch<'_>,
+        batch: &mut crate::kv::Batch,
         staged: &mut Staged,
         receipt: &Receipt,
         pending: bool,
@@ -300,7 +300,7 @@ impl Ledger {
         let corrupt = |what: &str| LedgerError::Corrupt(what.to_string());
         // The receipt's inclusion proof (and the commitment it points into) is written in the
         // same batch: a kill can never leave one without the other.
-        let write_proof = |batch: &mut crate::kv::Batch<'_>| -> Result<(), LedgerError> {
+        let write_proof = |batch: &mut crate::kv::Batch| -> Result<(), LedgerError> {
             let Some(p) = &proof else { return Ok(()) };
             match self.commitments.get(p.key)? {
                 // Two signed commitments with one number: keep the first, refuse.

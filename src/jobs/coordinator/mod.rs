@@ -7,9 +7,9 @@
 //!
 //! - `book.rs`: the state machine (no sled, no network, no clock), with its shard index;
 //! - `persist.rs`: the state on disk, one entry per shard;
-//! - this file: the actor's loop and the group commit (every update is written and applied
-//!   at once, and its answer and follow-up wait for a flush begun after it: one flush
-//!   acknowledges every request that arrived while the previous one ran);
+//! - this file: the actor's loop and the group commit (every update is staged and applied
+//!   at once, and its answer and follow-up wait for a flush begun after it: one flush writes
+//!   and acknowledges every request that arrived while the previous one ran);
 //! - `after.rs`: what follows a decided shard: output fetched, claims countersigned (on a
 //!   blocking thread), result assembled (on a blocking thread);
 //! - `outgoing.rs`: commitments, receipt deliveries and job announcements;
@@ -154,6 +154,9 @@ pub struct Coordinator {
     announce_turn: usize,
     /// What waits for the flush that makes the writes it depends on durable (`group.rs`).
     group: GroupCommit<Waiting>,
+    /// Updates written behind since the last flush began (`Persist::write`): committed by
+    /// the next flush, just before it.
+    staged: crate::kv::Batch,
     /// The addresses this node and its peers were last seen at, for marking receipts of
     /// households that share one with this node (`after.rs`, `jobs::trust::related`).
     addresses: after::Addresses,
@@ -226,6 +229,7 @@ impl Coordinator {
         // Bounded: submitters and the API wait when the coordinator is busy.
         let (tx, rx) = mpsc::channel(256);
         let failure = std::sync::Arc::new(std::sync::OnceLock::new());
+        let staged = persist.batch();
         let handle = CoordinatorHandle {
             tx: tx.clone(),
             failure: failure.clone(),
@@ -258,24 +262,26 @@ impl Coordinator {
                 cadence,
                 announce_turn: 0,
                 group: GroupCommit::default(),
+                staged,
                 addresses: after::Addresses::default(),
             },
             handle,
         ))
     }
 
-    /// Runs until every handle is dropped or `shutdown` fires. An error means a flush
-    /// failed: what waited for it was answered with an error, and the node stops (its state
-    /// on disk is then reloaded by the restart, see docs/storage.md).
+    /// Runs until every handle is dropped or `shutdown` fires. An error means a commit or a
+    /// flush failed: what waited for it was answered with an error, and the node stops (the
+    /// book then holds updates that may not be on disk; the restart reloads the state on
+    /// disk, see docs/storage.md).
     ///
-    /// Group commit: each update is written to sled and applied to the book at once, so the
+    /// Group commit: each update is staged (`staged`) and applied to the book at once, so the
     /// next request sees it, but its answer, its follow-up actions and any announcement wait
-    /// in `waiting` until a flush that began after the write returns. One flush is in flight
-    /// at a time and covers every write made before it began; whatever arrives meanwhile
-    /// goes with the next one. So under load one flush acknowledges many requests, and
-    /// nothing is acknowledged before it is durable. The flush runs on a blocking thread
-    /// (`kv::flush`), polled here: no other task holds the database, and it is awaited
-    /// before `run` returns.
+    /// in `waiting` until a flush that began after it returns. One flush is in flight at a
+    /// time: it commits every update staged before it began, then flushes; whatever arrives
+    /// meanwhile goes with the next one. So under load one flush acknowledges many requests
+    /// and writes each shard they changed once, and nothing is acknowledged before it is
+    /// durable. Commit and flush run on a blocking thread (`kv::commit_and_flush`), polled
+    /// here: no other task holds the database, and it is awaited before `run` returns.
     pub async fn run(
         mut self,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -289,7 +295,8 @@ impl Coordinator {
             // the blocking pool together.
             self.start_settling();
             if self.group.begin_flush() {
-                flushing = Some(self.persist.flush_future());
+                let staged = self.take_staged();
+                flushing = Some(self.persist.flush_future(staged));
             }
             tokio::select! {
                 done = async {
@@ -348,7 +355,8 @@ impl Coordinator {
         // claims stay unsettled and a restart settles them again, as a replay).
         while self.blocking.join_next().await.is_some() {}
         if failed.is_none() {
-            if let Err(e) = self.persist.flush().await {
+            let staged = self.take_staged();
+            if let Err(e) = self.persist.flush(staged).await {
                 failed = Some(e);
             }
         }
@@ -366,6 +374,11 @@ impl Coordinator {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// The updates staged since the last flush began, for the next one to commit.
+    fn take_staged(&mut self) -> crate::kv::Batch {
+        std::mem::replace(&mut self.staged, self.persist.batch())
     }
 
     /// A flush returned: sends what waited for it and acts on it.
@@ -649,17 +662,17 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Writes updates in one kv batch (unflushed: the group flush in [`Coordinator::run`]
-    /// makes them durable) and applies them to the book, in order. A failed write leaves
-    /// the book unchanged. A closed job is announced once durable.
+    /// Stages updates (written behind: the next group flush in [`Coordinator::run`] commits
+    /// and flushes them) and applies them to the book, in order. A failed write leaves the
+    /// book and the staged batch unchanged. A closed job is announced once durable.
     fn write(&mut self, updates: Vec<Update>) -> Result<(), JobError> {
         {
-            let staged: Vec<(&Update, Option<&book::JobBook>)> = updates
+            let with_books: Vec<(&Update, Option<&book::JobBook>)> = updates
                 .iter()
                 .map(|u| (u, u.job.and_then(|id| self.book.job(&id))))
                 .collect();
-            // One kv batch: the shard entries, the jobs' entries and the reputation records.
-            self.persist.write(&staged)?;
+            // The shard entries, the jobs' entries and the reputation records.
+            self.persist.write(&mut self.staged, &with_books)?;
         }
         self.group.wrote();
         for update in updates {

@@ -17,11 +17,14 @@
 //! - `coord/suspended`: job id ‖ household key → empty: households shut out of one job
 //!   after losing a vote among households on probation (`Book::settled`).
 //!
-//! Every [`Update`] is written in one kv batch across these trees (`crate::kv`; a batch of one
-//! write, the common case, needs no intent), its new claims just before it; the actor
-//! acknowledges nothing before a flush begun after that write returned (group commit: one
-//! flush covers every update written while the previous one ran). An entry that cannot be read stops
-//! the node with an error naming the job (and shard), never silently.
+//! Updates are written behind (`Persist::write`): each update's new claims are inserted at
+//! once, and the rest of it is staged in one kv batch (`crate::kv`) that collects every update
+//! made while the previous flush ran; the batch is committed, all or none after a crash, on
+//! the blocking thread of the flush that acknowledges those updates, just before it. So a
+//! shard changed several times between two flushes is written once, with its last state, and
+//! the actor acknowledges nothing before the flush that made it durable returned (group
+//! commit). An entry that cannot be read stops the node with an error naming the job (and
+//! shard), never silently.
 //! Must not touch: the network, the book's decisions.
 //!
 //! Size: about 1 240 lines, of which the tests are 400 (the binary shard entry, the claims
@@ -705,7 +708,8 @@ impl Persist {
         Ok(())
     }
 
-    /// Writes a new job (with its own policy, if it has one) and flushes.
+    /// Writes a new job (with its own policy, if it has one) and flushes: durable when it
+    /// returns.
     pub async fn submit(
         &self,
         id: &blake3::Hash,
@@ -725,30 +729,44 @@ impl Persist {
         if let Some(p) = &policy {
             batch.insert(&self.policies, id.as_bytes(), p.as_slice());
         }
-        batch.commit()?;
-        self.flush().await
+        self.flush(batch).await
     }
 
-    /// Writes updates atomically, all or none after a crash, unflushed: the actor applies
-    /// them to the book at once and acknowledges them only after a later flush
-    /// ([`Persist::flush_future`]) returned, which covers every write made before it began
-    /// (group commit, `Coordinator::run`). Each update comes with its job's book as it is
-    /// before the update (which claims are new, and the job's entry). Updates of one batch
-    /// touch different shards; a key they share (a household's reputation record) is
-    /// written with the last update's value.
-    pub fn write(&self, updates: &[(&Update, Option<&JobBook>)]) -> Result<(), JobError> {
+    /// An empty batch to stage updates in ([`Persist::write`]).
+    pub fn batch(&self) -> crate::kv::Batch {
+        self.kv.batch()
+    }
+
+    /// Stages updates in `staged` (write-behind): their new claims are written at once, the
+    /// rest (shard entries, job entries, reputation records, exclusions, suspensions) waits
+    /// in `staged` until [`Persist::flush_future`] commits it, all or none after a crash,
+    /// just before the flush that makes it durable. The actor applies the updates to the
+    /// book at once and acknowledges them only after that flush returned (group commit,
+    /// `Coordinator::run`), so a shard changed several times between two flushes (leased,
+    /// claimed twice, settled) is written once, with its last state. Each update comes with
+    /// its job's book as it is before the update (which claims are new, and the job's
+    /// entry). A key staged twice keeps the later value. On an error nothing is staged (a
+    /// claim already written is past its shard's stored count, which loading ignores).
+    ///
+    /// Until then readers of these trees (the API's trust view) see the state as of the
+    /// previous flush; the coordinator itself reads only its book.
+    pub fn write(
+        &self,
+        staged: &mut crate::kv::Batch,
+        updates: &[(&Update, Option<&JobBook>)],
+    ) -> Result<(), JobError> {
         let mut batch = self.kv.batch();
         for (update, job) in updates {
             self.stage(&mut batch, update, *job)?;
         }
-        batch.commit()?;
+        staged.append(batch);
         Ok(())
     }
 
     /// Adds one update's writes to `batch`; its new claims are written at once, before it.
     fn stage(
         &self,
-        batch: &mut crate::kv::Batch<'_>,
+        batch: &mut crate::kv::Batch,
         update: &Update,
         job: Option<&JobBook>,
     ) -> Result<(), JobError> {
@@ -805,21 +823,23 @@ impl Persist {
         Ok(())
     }
 
-    /// A flush of the whole database that borrows nothing: the actor polls it while it
-    /// serves further requests. It runs on a blocking thread (`kv::flush`) and makes durable every
-    /// write made before it was created.
-    pub fn flush_future(&self) -> Flush {
+    /// Commits `staged` and flushes the whole database, borrowing nothing: the actor polls
+    /// it while it serves further requests. Both run on a blocking thread
+    /// (`kv::commit_and_flush`); when it returns, `staged` and every write made before it was
+    /// created are durable. One runs at a time (the group commit's one flush in flight), so
+    /// two staged batches never write the same key at once.
+    pub fn flush_future(&self, staged: crate::kv::Batch) -> Flush {
+        // One flush covers every tree of the database.
         let tree = self.jobs.clone();
         Box::pin(async move {
-            crate::kv::flush(&tree).await?;
+            crate::kv::commit_and_flush(staged, &tree).await?;
             Ok(())
         })
     }
 
-    pub async fn flush(&self) -> Result<(), JobError> {
-        // One flush covers every tree of the database.
-        crate::kv::flush(&self.jobs).await?;
-        Ok(())
+    /// [`Persist::flush_future`], awaited.
+    pub async fn flush(&self, staged: crate::kv::Batch) -> Result<(), JobError> {
+        self.flush_future(staged).await
     }
 }
 
@@ -889,15 +909,16 @@ mod tests {
             reputation: vec![(worker, record)],
             ..Update::default()
         };
-        p.write(&[(&update, Some(&job))]).unwrap();
+        let mut staged = p.batch();
+        p.write(&mut staged, &[(&update, Some(&job))]).unwrap();
         // An update that changes no job's state still records what it changes.
         let other = Identity::from_seed([3; 32]).public();
         let alone = Update {
             reputation: vec![(other, record)],
             ..Update::default()
         };
-        p.write(&[(&alone, None)]).unwrap();
-        p.flush().await.unwrap();
+        p.write(&mut staged, &[(&alone, None)]).unwrap();
+        p.flush(staged).await.unwrap();
         drop(p);
         let mut stored = crate::jobs::trust::store::TrustStore::open(&db)
             .unwrap()
@@ -998,8 +1019,9 @@ mod tests {
             exclude: vec![(worker.public(), "{}".into())],
             ..Update::default()
         };
-        p.write(&[(&update, Some(&job))]).unwrap();
-        p.flush().await.unwrap();
+        let mut staged = p.batch();
+        p.write(&mut staged, &[(&update, Some(&job))]).unwrap();
+        p.flush(staged).await.unwrap();
         // Only the changed shard has an entry.
         assert_eq!(p.shards.len(), 1);
         let (jobs, excluded) = p.load().unwrap();
@@ -1043,7 +1065,9 @@ mod tests {
                 shard: Some((0, shard.clone())),
                 ..Update::default()
             };
-            p.write(&[(&update, Some(&*job))]).unwrap();
+            let mut staged = p.batch();
+            p.write(&mut staged, &[(&update, Some(&*job))]).unwrap();
+            staged.commit().unwrap();
             job.shards[0] = shard;
         };
         let one = ShardBook {
@@ -1093,6 +1117,65 @@ mod tests {
         assert!(p.claims.is_empty() && p.shards.is_empty());
     }
 
+    /// Written behind: a shard changed three times before the flush (leased, claimed,
+    /// settled) is not in its tree until the flush commits it, and then is written once,
+    /// with its last state; its claims are written at once, each once.
+    #[tokio::test]
+    async fn a_shard_changed_between_two_flushes_is_written_once_by_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
+        let p = Persist::open(&db).unwrap();
+        let m = manifest(&Identity::from_seed([1; 32]));
+        let id = m.id();
+        let a = Identity::from_seed([2; 32]);
+        let mut job = super::super::book::Book::new_job(m.clone(), 10);
+        p.submit(&id, &job, None).await.unwrap();
+        let mut writes = p.shards.watch_prefix(id.as_bytes());
+        let mut staged = p.batch();
+        let leased = ShardBook {
+            leases: vec![LeaseRec {
+                worker: a.public(),
+                nonce: [1; 16],
+                granted_ms: 10,
+                deadline_ms: 70_000,
+            }],
+            ..ShardBook::default()
+        };
+        let claimed = ShardBook {
+            claims: vec![signed_claim(&m, 0, &a, 1)],
+            ..leased.clone()
+        };
+        let settled = ShardBook {
+            leases: Vec::new(),
+            settled: vec![0],
+            ..claimed.clone()
+        };
+        for shard in [leased, claimed, settled.clone()] {
+            let update = Update {
+                job: Some(id),
+                shard: Some((0, shard.clone())),
+                ..Update::default()
+            };
+            p.write(&mut staged, &[(&update, Some(&job))]).unwrap();
+            job.shards[0] = shard;
+        }
+        assert_eq!(p.claims.len(), 1, "claims are written at once, each once");
+        assert!(p.shards.is_empty(), "the shard entry waits for the flush");
+        assert!(p.load().unwrap().0[0].1.shards[0].leases.is_empty());
+        p.flush(staged).await.unwrap();
+        let mut events = 0;
+        while writes
+            .next_timeout(std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            events += 1;
+        }
+        assert_eq!(events, 1, "one write of the shard entry, not one per change");
+        drop(p);
+        let p = Persist::open(&db).unwrap();
+        assert_eq!(p.load().unwrap().0[0].1.shards[0], settled);
+    }
+
     /// A suspension from one job (a vote lost among households on probation) is written with
     /// its update and read back after a restart: before, it lived in memory only and a
     /// restart lifted it (issue 10).
@@ -1113,8 +1196,9 @@ mod tests {
                 suspend: vec![worker.public()],
                 ..Update::default()
             };
-            p.write(&[(&update, Some(&job))]).unwrap();
-            p.flush().await.unwrap();
+            let mut staged = p.batch();
+            p.write(&mut staged, &[(&update, Some(&job))]).unwrap();
+            p.flush(staged).await.unwrap();
         }
         let db = crate::node::reopen_db(dir.path());
         let p = Persist::open(&db).unwrap();

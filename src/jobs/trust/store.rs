@@ -114,7 +114,7 @@ impl TrustStore {
     /// counts the result are then on disk together or not at all. Written apart, a crash
     /// between the two left a result counted in the record but not in the shard, and the
     /// restarted coordinator, deciding the shard again, counted it a second time.
-    pub fn stage(&self, batch: &mut crate::kv::Batch<'_>, records: &[(PublicKey, Record)]) {
+    pub fn stage(&self, batch: &mut crate::kv::Batch, records: &[(PublicKey, Record)]) {
         for (h, r) in records {
             batch.insert(&self.tree, h.0, encode(r));
         }
