@@ -1170,7 +1170,10 @@ mod tests {
         {
             events += 1;
         }
-        assert_eq!(events, 1, "one write of the shard entry, not one per change");
+        assert_eq!(
+            events, 1,
+            "one write of the shard entry, not one per change"
+        );
         drop(p);
         let p = Persist::open(&db).unwrap();
         assert_eq!(p.load().unwrap().0[0].1.shards[0], settled);
