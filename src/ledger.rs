@@ -154,8 +154,12 @@ pub struct Ledger {
     /// Commitments: coordinator key ‖ seq (u64 BE) → signed commitment bytes.
     commitments: sled::Tree,
     /// Inclusion of a stored receipt: id → coordinator key ‖ seq (u64 BE) ‖ index (u32 BE) ‖
-    /// audit path (32 bytes per hash).
+    /// audit path (32 bytes per hash). A receipt this node sealed has no path here: its path
+    /// is read from the commitment's tree in `trees` (`commitments.rs`, `Ledger::inclusion`).
     proofs: sled::Tree,
+    /// The trees of this node's own commitments: coordinator key ‖ seq → every node of the
+    /// tree, 32 bytes each (`model::commit::path_in`), written once by the seal.
+    trees: sled::Tree,
     own: PublicKey,
     kv: crate::kv::Kv,
     /// Held by every read-decide-write of the ledger's trees (insert, sealing a commitment),
@@ -225,6 +229,7 @@ impl Ledger {
             pending: db.open_tree("ledger/v2/pending")?,
             commitments: db.open_tree("ledger/v2/commitments")?,
             proofs: db.open_tree("ledger/v2/proofs")?,
+            trees: db.open_tree("ledger/v2/trees")?,
             own,
             kv: crate::kv::Kv::open(db)?,
             write: Default::default(),

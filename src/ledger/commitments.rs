@@ -1,14 +1,16 @@
 //! The ledger's commitments: receipts this node countersigned wait in `pending` until
 //! [`Ledger::seal`] puts them into one signed Merkle commitment
 //! ([`crate::model::commit`]); each stored receipt's inclusion proof is kept in `proofs`, and
-//! the commitments it names in `commitments`. A worker's ledger stores the proof and the
+//! the commitments it names in `commitments`. A seal stores its commitment's whole tree once
+//! (`trees`) and per receipt only its leaf's place; the path is read from the tree when asked
+//! for ([`Ledger::inclusion`]). A worker's ledger stores the proof, path included, and the
 //! commitment that came with its receipt ([`Ledger::insert_proven`]). Gossiped commitments of
 //! other coordinators are checked by the node and not stored here: a radiator's storage grows
 //! with its own work and its own jobs only.
 
 use super::{Ledger, LedgerError};
 use crate::identity::{Identity, PublicKey};
-use crate::model::commit::{Commitment, Inclusion, MAX_LEAVES, MAX_PATH};
+use crate::model::commit::{path_in, Commitment, Inclusion, MAX_LEAVES, MAX_PATH};
 use crate::model::receipt::Receipt;
 
 fn commitment_key(coordinator: &PublicKey, seq: u64) -> [u8; 40] {
@@ -136,9 +138,10 @@ impl Ledger {
     }
 
     /// Seals up to [`MAX_LEAVES`] pending receipts into the next commitment of `identity`
-    /// (this node as coordinator), stores it and every receipt's proof, and clears them from
-    /// `pending`, in one kv batch (all or none after a crash). `None` when nothing is pending. The caller flushes
-    /// before it publishes the commitment or delivers a receipt with its proof.
+    /// (this node as coordinator), stores it, its tree and every receipt's place in it, and
+    /// clears them from `pending`, in one kv batch (all or none after a crash). `None` when
+    /// nothing is pending. The caller flushes before it publishes the commitment or delivers
+    /// a receipt with its proof.
     pub fn seal(&self, identity: &Identity) -> Result<Option<Commitment>, LedgerError> {
         // Under the ledger's lock: the pending set read here is the one cleared below.
         let _write = self.write_lock();
@@ -176,14 +179,21 @@ impl Ledger {
             }
             None => 0,
         };
-        let (commitment, proofs) = Commitment::seal(identity, seq, &ids, first, last)
+        let (commitment, sealed) = Commitment::seal(identity, seq, &ids, first, last)
             .map_err(|e| LedgerError::Corrupt(format!("sealing a commitment: {e}")))?;
         let key = commitment_key(&own, seq);
         let bytes = commitment.to_bytes();
         let mut batch = self.kv.batch();
         batch.insert(&self.commitments, key.as_slice(), bytes.as_slice());
-        for (id, index, path) in &proofs {
-            batch.insert(&self.proofs, id.as_bytes(), proof_value(&key, *index, path));
+        // The tree once (64 bytes per receipt at most), and per receipt where its leaf is
+        // (44 bytes), not its path: `inclusion` reads the path from the tree.
+        batch.insert(&self.trees, key.as_slice(), sealed.tree_bytes());
+        for (index, id) in sealed.ids.iter().enumerate() {
+            batch.insert(
+                &self.proofs,
+                id.as_bytes(),
+                proof_value(&key, index as u32, &[]),
+            );
             batch.remove(&self.pending, id.as_bytes());
         }
         batch.commit()?;
@@ -202,10 +212,19 @@ impl Ledger {
         let c = self.commitments.get(&v[..40])?.ok_or_else(corrupt)?;
         let commitment = Commitment::from_bytes(&c).map_err(|_| corrupt())?;
         let index = u32::from_be_bytes(v[40..44].try_into().map_err(|_| corrupt())?);
-        let path = v[44..]
-            .chunks_exact(32)
-            .map(|c| c.try_into().map_err(|_| corrupt()))
-            .collect::<Result<Vec<[u8; 32]>, _>>()?;
+        // A receipt this node sealed: its path is in the commitment's tree. Any other proof
+        // holds its path (none for a commitment of one receipt, whose tree gives none too).
+        let tree = match v.len() {
+            44 => self.trees.get(&v[..40])?,
+            _ => None,
+        };
+        let path = match tree {
+            Some(tree) => path_in(&tree, commitment.count, index).ok_or_else(corrupt)?,
+            None => v[44..]
+                .chunks_exact(32)
+                .map(|c| c.try_into().map_err(|_| corrupt()))
+                .collect::<Result<Vec<[u8; 32]>, _>>()?,
+        };
         Ok(Some(Inclusion {
             commitment,
             index,
@@ -237,6 +256,7 @@ impl Ledger {
             &self.pending,
             &self.commitments,
             &self.proofs,
+            &self.trees,
         ] {
             for item in tree.iter() {
                 let (k, v) = item?;
@@ -277,13 +297,23 @@ impl Ledger {
     }
 
     /// Removes what [`Ledger::check_proofs`] found. A receipt whose proof is removed is
-    /// proven again when its coordinator delivers it again (a coordinator's own are sealed
-    /// again: they go back to `pending`).
+    /// proven again when its coordinator delivers it again; one this node countersigned goes
+    /// back to `pending`, so the next seal commits it again and its worker gets it with a
+    /// proof that holds (else it would wait in the outbox for a proof that never comes).
     pub(super) fn repair_proofs(&self, bad: &[String]) -> Result<(), LedgerError> {
         for key in bad {
             let key = hex::decode(key).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
             self.proofs.remove(&key)?;
             self.pending.remove(&key)?;
+            let Ok(id) = <[u8; 32]>::try_from(key.as_slice()) else {
+                continue;
+            };
+            // A receipt that does not decode is the receipt check's to report and remove.
+            if let Ok(Some(r)) = self.get(&blake3::Hash::from_bytes(id)) {
+                if r.record.submitter == self.own {
+                    self.pending.insert(&key, &r.record.end_ms.to_be_bytes())?;
+                }
+            }
         }
         Ok(())
     }
@@ -400,16 +430,66 @@ mod tests {
         assert!(lw.insert_proven(&rs[1], &forged).is_err());
         // Equivocation: the same number, another root, properly signed.
         let (twin, proofs) = Commitment::seal(&coord, 0, &[fresh.id()], 2, 22).unwrap();
+        let (_, index, path) = proofs.proofs().next().unwrap();
         let inc = Inclusion {
             commitment: twin,
-            index: proofs[0].1,
-            path: proofs[0].2.clone(),
+            index,
+            path,
         };
         let err = lw.insert_proven(&fresh, &inc).unwrap_err();
         assert!(
             err.to_string().contains("two different commitments"),
             "{err}"
         );
+    }
+
+    /// A seal keeps its commitment's tree once and 44 bytes per receipt (where its leaf is),
+    /// not a path per receipt; each receipt's path read back from the tree proves it, and a
+    /// damaged or cut tree is reported by the check, never trusted.
+    #[test]
+    fn a_seal_keeps_one_tree_and_no_path_per_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (coord, w) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
+        let db = crate::node::test_db(dir.path()).unwrap();
+        let l = Ledger::open(&db, coord.public()).unwrap();
+        let rs: Vec<Receipt> = (0..37).map(|s| receipt(&w, &coord, s)).collect();
+        for r in &rs {
+            l.insert_countersigned(r).unwrap();
+        }
+        let c = l.seal(&coord).unwrap().unwrap();
+        assert_eq!(c.count, 37);
+        for r in &rs {
+            assert_eq!(l.proofs.get(r.id().as_bytes()).unwrap().unwrap().len(), 44);
+            let inc = l.inclusion(&r.id()).unwrap().unwrap();
+            assert!(!inc.path.is_empty());
+            inc.verify(r).unwrap();
+        }
+        assert!(l.check_proofs().unwrap().is_empty());
+        let key = commitment_key(&coord.public(), 0);
+        let tree = l.trees.get(key).unwrap().unwrap();
+        assert_eq!(tree.len(), 32 * (37 + 19 + 10 + 5 + 3 + 2 + 1));
+        // One hash of the level above the leaves changed: the receipts whose path holds it
+        // no longer prove, and the check names them.
+        let mut damaged = tree.to_vec();
+        damaged[32 * 37] ^= 1;
+        l.trees.insert(key, damaged).unwrap();
+        let bad = l.check_proofs().unwrap();
+        assert!(!bad.is_empty() && bad.len() < 37, "{}", bad.len());
+        // A tree cut short gives no path at all: an error naming the receipt.
+        l.trees.insert(key, &tree[..32 * 37]).unwrap();
+        let err = l.inclusion(&rs[0].id()).unwrap_err().to_string();
+        assert!(err.contains(&rs[0].id().to_hex().to_string()), "{err}");
+        let bad = l.check_proofs().unwrap();
+        assert_eq!(bad.len(), 37);
+        // Repaired: the receipts go back to `pending`, the next seal commits them again and
+        // every one is proven.
+        l.repair_proofs(&bad).unwrap();
+        assert_eq!(l.pending_count(), 37);
+        assert_eq!(l.seal(&coord).unwrap().unwrap().seq, 1);
+        for r in &rs {
+            l.inclusion(&r.id()).unwrap().unwrap().verify(r).unwrap();
+        }
+        assert!(l.check_proofs().unwrap().is_empty());
     }
 
     /// A receipt and its proof are stored together or not at all (issue 16's crash soak: a

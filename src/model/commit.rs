@@ -51,7 +51,8 @@ pub fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Largest power of two strictly below `n` (n ≥ 2).
+/// Largest power of two strictly below `n` (n ≥ 2): where RFC 6962 splits a list.
+#[cfg(test)]
 fn split(n: usize) -> usize {
     let mut k = 1;
     while k * 2 < n {
@@ -61,7 +62,7 @@ fn split(n: usize) -> usize {
 }
 
 /// RFC 6962 MTH(D[n]), the Merkle root of leaf hashes (at least one), straight from the RFC's
-/// definition: the reference [`root_and_paths`] is checked against.
+/// definition: the reference [`tree_of`] is checked against.
 #[cfg(test)]
 fn root_of(leaves: &[[u8; 32]]) -> [u8; 32] {
     match leaves.len() {
@@ -74,33 +75,73 @@ fn root_of(leaves: &[[u8; 32]]) -> [u8; 32] {
     }
 }
 
-/// The root of `leaves` and, into `paths` (one per leaf), each leaf's RFC 6962 audit path
-/// PATH(m, D[n]): its siblings from the leaf up to the root, bottom first. Each inner node is
-/// hashed once, so a tree of n leaves costs n − 1 node hashes and the paths n·log2(n) copies
-/// (asking [`path_of`] for every leaf costs n² hashes: 4·10⁹ for a full commitment).
-fn root_and_paths(leaves: &[[u8; 32]], paths: &mut [Vec<[u8; 32]>]) -> [u8; 32] {
-    debug_assert_eq!(leaves.len(), paths.len());
-    match leaves.len() {
-        0 => [0; 32],
-        1 => leaves[0],
-        n => {
-            let k = split(n);
-            let (left_paths, right_paths) = paths.split_at_mut(k);
-            let left = root_and_paths(&leaves[..k], left_paths);
-            let right = root_and_paths(&leaves[k..], right_paths);
-            for p in left_paths.iter_mut() {
-                p.push(right);
-            }
-            for p in right_paths.iter_mut() {
-                p.push(left);
-            }
-            node_hash(&left, &right)
-        }
+/// Nodes in a tree of `count` leaves, every level included: each level pairs its nodes left
+/// to right and carries an odd last one up unpaired, down to the root.
+fn nodes_in(count: usize) -> usize {
+    let (mut total, mut len) = (0, count);
+    while len > 1 {
+        total += len;
+        len = len.div_ceil(2);
     }
+    total + len
+}
+
+/// Every node of the tree over `leaves` (at least one), level by level from the leaves up:
+/// level 0 is the leaf hashes, each next level pairs the one below left to right (an odd last
+/// node is carried up unpaired), the last node is the root. That is RFC 6962's tree (which
+/// splits at the largest power of two below n) built from the bottom, so a leaf's audit path
+/// is its sibling on each level where it has one ([`path_in`]); the property test
+/// `the_tree_gives_the_rfc_root_and_paths` checks both against the RFC's definition. n − 1
+/// node hashes for n leaves.
+fn tree_of(leaves: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    let mut nodes = Vec::with_capacity(nodes_in(leaves.len()));
+    nodes.extend_from_slice(leaves);
+    let (mut start, mut len) = (0, leaves.len());
+    while len > 1 {
+        for i in (0..len).step_by(2) {
+            let node = if i + 1 < len {
+                node_hash(&nodes[start + i], &nodes[start + i + 1])
+            } else {
+                nodes[start + i]
+            };
+            nodes.push(node);
+        }
+        start += len;
+        len = len.div_ceil(2);
+    }
+    nodes
+}
+
+/// The RFC 6962 audit path of leaf `index` in a tree of `count` leaves, read from the tree's
+/// nodes as [`tree_of`] lays them out and [`Sealed::tree_bytes`] stores them (32 bytes each):
+/// `None` when `nodes` is not exactly such a tree or `index` is past the leaves. Reads
+/// log2(count) hashes, whatever the tree's size.
+pub fn path_in(nodes: &[u8], count: u32, index: u32) -> Option<Vec<[u8; 32]>> {
+    let count = count as usize;
+    if count == 0 || count > MAX_LEAVES as usize || nodes.len() != 32 * nodes_in(count) {
+        return None;
+    }
+    let mut m = index as usize;
+    if m >= count {
+        return None;
+    }
+    let node = |i: usize| -> Option<[u8; 32]> { nodes.get(32 * i..32 * i + 32)?.try_into().ok() };
+    let mut path = Vec::new();
+    let (mut start, mut len) = (0, count);
+    while len > 1 {
+        let sibling = m ^ 1;
+        if sibling < len {
+            path.push(node(start + sibling)?);
+        }
+        start += len;
+        len = len.div_ceil(2);
+        m >>= 1;
+    }
+    Some(path)
 }
 
 /// RFC 6962 PATH(m, D[n]) of one leaf, straight from the RFC's definition: the reference
-/// [`root_and_paths`] is checked against.
+/// [`path_in`] is checked against.
 #[cfg(test)]
 fn path_of(m: usize, leaves: &[[u8; 32]], out: &mut Vec<[u8; 32]>) {
     let n = leaves.len();
@@ -184,15 +225,14 @@ pub struct Commitment {
 
 impl Commitment {
     /// Seals the ids (any order; sorted here, duplicates removed) into a signed commitment
-    /// and returns it with each id's audit path, in ascending id order.
-    #[allow(clippy::type_complexity)]
+    /// and returns it with its leaves and tree ([`Sealed`]).
     pub fn seal(
         identity: &Identity,
         seq: u64,
         ids: &[blake3::Hash],
         first_ms: u64,
         last_ms: u64,
-    ) -> Result<(Commitment, Vec<(blake3::Hash, u32, Vec<[u8; 32]>)>), CommitError> {
+    ) -> Result<(Commitment, Sealed), CommitError> {
         let mut sorted: Vec<blake3::Hash> = ids.to_vec();
         sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         sorted.dedup();
@@ -201,25 +241,18 @@ impl Commitment {
             return Err(CommitError::Count(count));
         }
         let leaves: Vec<[u8; 32]> = sorted.iter().map(leaf_hash).collect();
-        let mut paths = vec![Vec::new(); leaves.len()];
-        let root = root_and_paths(&leaves, &mut paths);
+        let nodes = tree_of(&leaves);
         let mut c = Commitment {
             coordinator: identity.public(),
             seq,
             count,
-            root,
+            root: nodes[nodes.len() - 1],
             first_ms,
             last_ms,
             sig: [0; 64],
         };
         c.sig = identity.sign(&c.signed_message());
-        let proofs = sorted
-            .into_iter()
-            .zip(paths)
-            .enumerate()
-            .map(|(i, (id, path))| (id, i as u32, path))
-            .collect();
-        Ok((c, proofs))
+        Ok((c, Sealed { ids: sorted, nodes }))
     }
 
     /// The signed body.
@@ -290,6 +323,31 @@ impl Commitment {
             return Err(CommitError::Signature);
         }
         Ok(())
+    }
+}
+
+/// What a seal covers: the receipt ids in ascending byte order (leaf `i` is `ids[i]`) and every
+/// node of their tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    pub ids: Vec<blake3::Hash>,
+    nodes: Vec<[u8; 32]>,
+}
+
+impl Sealed {
+    /// The tree's nodes, 32 bytes each, level by level from the leaves up ([`path_in`] reads
+    /// it): 2·n − 1 hashes at most for n leaves.
+    pub fn tree_bytes(&self) -> &[u8] {
+        self.nodes.as_flattened()
+    }
+
+    /// Each id with its leaf index and audit path, in leaf order.
+    pub fn proofs(&self) -> impl Iterator<Item = (blake3::Hash, u32, Vec<[u8; 32]>)> + '_ {
+        let count = self.ids.len() as u32;
+        self.ids.iter().enumerate().map(move |(i, id)| {
+            let path = path_in(self.tree_bytes(), count, i as u32).unwrap_or_default();
+            (*id, i as u32, path)
+        })
     }
 }
 
@@ -388,8 +446,9 @@ mod tests {
     fn every_leaf_proves_and_nothing_else_does() {
         let id = Identity::from_seed([5; 32]);
         for n in 1..70 {
-            let (c, proofs) = Commitment::seal(&id, n as u64, &ids(n), 1, 2).unwrap();
+            let (c, sealed) = Commitment::seal(&id, n as u64, &ids(n), 1, 2).unwrap();
             c.verify().unwrap();
+            let proofs: Vec<_> = sealed.proofs().collect();
             assert_eq!(proofs.len(), n);
             for (leaf, index, path) in &proofs {
                 assert!(path.len() <= MAX_PATH);
@@ -447,25 +506,31 @@ mod tests {
         #[test]
         fn commitments_and_proofs_round_trip(n in 1usize..300, pick in 0usize..300, seq in any::<u64>()) {
             let id = Identity::from_seed([9; 32]);
-            let (c, proofs) = Commitment::seal(&id, seq, &ids(n), 3, 4).unwrap();
+            let (c, sealed) = Commitment::seal(&id, seq, &ids(n), 3, 4).unwrap();
             prop_assert_eq!(Commitment::from_bytes(&c.to_bytes()).unwrap(), c.clone());
-            let (_, index, path) = proofs[pick % n].clone();
+            let (_, index, path) = sealed.proofs().nth(pick % n).unwrap();
             let inc = Inclusion { commitment: c, index, path };
             prop_assert_eq!(Inclusion::from_bytes(&inc.to_bytes()).unwrap(), inc);
         }
 
-        /// The one-pass tree gives the RFC's root and every leaf's RFC path, for any size
-        /// (powers of two and the uneven splits between them).
+        /// The tree built from the bottom gives the RFC's root and, read back from its bytes,
+        /// every leaf's RFC path, for any size (powers of two and the uneven splits between
+        /// them); bytes of any other length, or an index past the leaves, give no path.
         #[test]
-        fn one_pass_paths_equal_the_rfc_definition(n in 1usize..600) {
+        fn the_tree_gives_the_rfc_root_and_paths(n in 1usize..600, cut in 1usize..64) {
             let leaves: Vec<[u8; 32]> = ids(n).iter().map(leaf_hash).collect();
-            let mut paths = vec![Vec::new(); n];
-            prop_assert_eq!(root_and_paths(&leaves, &mut paths), root_of(&leaves));
-            for (m, path) in paths.iter().enumerate() {
+            let nodes = tree_of(&leaves);
+            prop_assert_eq!(nodes.len(), nodes_in(n));
+            prop_assert_eq!(nodes[nodes.len() - 1], root_of(&leaves));
+            let bytes = nodes.as_flattened();
+            for m in 0..n {
                 let mut reference = Vec::new();
                 path_of(m, &leaves, &mut reference);
-                prop_assert_eq!(path, &reference, "leaf {} of {}", m, n);
+                prop_assert_eq!(path_in(bytes, n as u32, m as u32), Some(reference), "leaf {} of {}", m, n);
             }
+            prop_assert_eq!(path_in(bytes, n as u32, n as u32), None);
+            prop_assert_eq!(path_in(&bytes[..bytes.len() - cut.min(bytes.len())], n as u32, 0), None);
+            prop_assert_eq!(path_in(bytes, n as u32 + 1, 0), None);
         }
 
         #[test]

@@ -1082,7 +1082,7 @@ pub(crate) mod vector {
         let (c, proofs) =
             crate::model::commit::Commitment::seal(&submitter(), 0, &ids, first, last).unwrap();
         proofs
-            .into_iter()
+            .proofs()
             .map(|(id, index, path)| {
                 (
                     id,

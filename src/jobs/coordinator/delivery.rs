@@ -304,10 +304,11 @@ mod tests {
             let id = r.id();
             let (c, proofs) =
                 crate::model::commit::Commitment::seal(&submitter, 0, &[id], 2, 2).unwrap();
+            let (_, index, path) = proofs.proofs().next().unwrap();
             let inc = Inclusion {
                 commitment: c,
-                index: proofs[0].1,
-                path: proofs[0].2.clone(),
+                index,
+                path,
             };
             let ledger = Ledger::open(&db, submitter.public()).unwrap();
             ledger.insert_countersigned(&r).unwrap();
