@@ -20,7 +20,8 @@
 //! first N shards of each job only (the rest is abandoned: for slow, unoptimised builds);
 //! `HEARTH_BENCH_RADIATORS` and `HEARTH_BENCH_SLOTS` set the load; `HEARTH_BENCH_PROGRESS`
 //! prints progress. Also printed: the whole process's CPU time per verified shard, which,
-//! unlike the rate, does not depend on how busy the machine is.
+//! unlike the rate, does not depend on how busy the machine is, and how many cores the run
+//! kept busy on average (CPU time ÷ wall time).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -306,6 +307,14 @@ fn main() {
             "  CPU time per verified shard (all threads)",
             r.cpu * 1e6 / r.verified as f64,
             ""
+        );
+        // Below 2 the process waits on something besides the CPU (flushes, locks, the
+        // radiators' round trips); near 2 the machine's two cores are the limit.
+        println!(
+            "{:<44} {:>12.2}   {:>10}",
+            "  cores busy (CPU time / wall time)",
+            r.cpu / r.elapsed.as_secs_f64(),
+            "of 2"
         );
         println!(
             "{:<44} {:>14.2} {:>10}",
