@@ -171,10 +171,6 @@ impl Batch {
         self.ops.push((tree.clone(), key.as_ref().to_vec(), None));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
     /// Adds `other`'s writes after this batch's own (they win where both write one key).
     pub fn append(&mut self, other: Batch) {
         self.ops.extend(other.ops);
@@ -240,14 +236,7 @@ impl Batch {
 /// Makes every write made to the database before the call durable. sled's blocking flush, on
 /// tokio's blocking pool (never sled's `flush_async`: see the module header).
 pub async fn flush(tree: &sled::Tree) -> sled::Result<()> {
-    let tree = tree.clone();
-    tokio::task::spawn_blocking(move || tree.flush().map(drop))
-        .await
-        .unwrap_or_else(|e| {
-            Err(sled::Error::Io(std::io::Error::other(format!(
-                "database flush did not finish: {e}"
-            ))))
-        })
+    on_blocking_pool(None, tree).await
 }
 
 /// Commits `batch` and then flushes the database, both on tokio's blocking pool: when it
@@ -255,15 +244,21 @@ pub async fn flush(tree: &sled::Tree) -> sled::Result<()> {
 /// (the coordinator's group commit): the writes of many requests, collected in one batch
 /// while the previous flush ran, are applied just before the flush that acknowledges them.
 pub async fn commit_and_flush(batch: Batch, tree: &sled::Tree) -> sled::Result<()> {
+    on_blocking_pool(Some(batch), tree).await
+}
+
+async fn on_blocking_pool(batch: Option<Batch>, tree: &sled::Tree) -> sled::Result<()> {
     let tree = tree.clone();
     tokio::task::spawn_blocking(move || {
-        batch.commit()?;
+        if let Some(batch) = batch {
+            batch.commit()?;
+        }
         tree.flush().map(drop)
     })
     .await
     .unwrap_or_else(|e| {
         Err(sled::Error::Io(std::io::Error::other(format!(
-            "database commit and flush did not finish: {e}"
+            "database flush did not finish: {e}"
         ))))
     })
 }
