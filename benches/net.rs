@@ -8,7 +8,9 @@
 //!    same bytes into memory. Printed beside it: the same TCP copy written to a file and
 //!    `fsync`ed (what the disk allows a durable copy), the same again with the file written
 //!    as a fetch writes it (256 KiB pieces at their offsets, several at once),
-//!    `store.put_bytes` alone, `store.get_bytes` alone (64 MiB: how a worker reads a shard's
+//!    the same bytes over one stream of a bare libp2p transport into memory (TCP + noise +
+//!    yamux, and QUIC; no swarm, no hearth protocol, no verification, no disk: the ceiling
+//!    of anything built on that transport), `store.put_bytes` alone, `store.get_bytes` alone (64 MiB: how a worker reads a shard's
 //!    input), the CPU time per MiB of the fetch (both ends) and of the TCP
 //!    copy into memory, and how many cores the fetch kept busy.
 //! 3. a job of 2 × 100 MB inputs on 3 loopback radiators (replication 2): submit → verified
@@ -258,6 +260,105 @@ async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize 
     total
 }
 
+/// Which libp2p transport [`bare_copy`] runs over.
+#[derive(Clone, Copy)]
+enum Bare {
+    /// TCP secured with noise, multiplexed with yamux: what a fetch uses.
+    Tcp,
+    /// QUIC (TLS 1.3 inside).
+    Quic,
+}
+
+/// Copies `data` once over one libp2p stream between two bare transports (no swarm, no
+/// hearth protocol, no verification, no disk) into memory. Returns the seconds from the
+/// first byte sent to the last received. It is the ceiling any protocol on that transport
+/// can reach in this process.
+async fn bare_copy(data: Arc<Vec<u8>>, kind: Bare) -> f64 {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+    use libp2p::core::muxing::{StreamMuxerBox, StreamMuxerExt};
+    use libp2p::core::transport::{Boxed, DialOpts, ListenerId, PortUse, TransportEvent};
+    use libp2p::core::{upgrade, Endpoint, Transport};
+
+    fn transport(kind: Bare) -> Boxed<(libp2p::PeerId, StreamMuxerBox)> {
+        let key = Keypair::generate_ed25519();
+        match kind {
+            Bare::Tcp => {
+                libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true))
+                    .upgrade(upgrade::Version::V1Lazy)
+                    .authenticate(libp2p::noise::Config::new(&key).expect("noise"))
+                    .multiplex(libp2p::yamux::Config::default())
+                    .boxed()
+            }
+            Bare::Quic => libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(&key))
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+                .boxed(),
+        }
+    }
+    /// Drives a connection (yamux and QUIC move stream bytes only while it is polled).
+    async fn drive(mut m: StreamMuxerBox) {
+        while futures::future::poll_fn(|cx| m.poll_unpin(cx))
+            .await
+            .is_ok()
+        {}
+    }
+
+    let mut listener = transport(kind);
+    let on: Multiaddr = match kind {
+        Bare::Tcp => "/ip4/127.0.0.1/tcp/0",
+        Bare::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+    }
+    .parse()
+    .expect("addr");
+    listener.listen_on(ListenerId::next(), on).expect("listen");
+    let at = loop {
+        if let TransportEvent::NewAddress { listen_addr, .. } = listener.select_next_some().await {
+            break listen_addr;
+        }
+    };
+    let len = data.len();
+    let server = tokio::spawn(async move {
+        let upgrade = loop {
+            if let TransportEvent::Incoming { upgrade, .. } = listener.select_next_some().await {
+                break upgrade;
+            }
+        };
+        let (_, mut muxer) = upgrade.await.expect("upgrade");
+        let mut stream = futures::future::poll_fn(|cx| muxer.poll_inbound_unpin(cx))
+            .await
+            .expect("inbound");
+        tokio::spawn(drive(muxer));
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0;
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        drop(listener);
+        total
+    });
+    let mut dialer = transport(kind);
+    let opts = DialOpts {
+        role: Endpoint::Dialer,
+        port_use: PortUse::New,
+    };
+    let (_, mut muxer) = dialer.dial(at, opts).expect("dial").await.expect("connect");
+    let mut stream = futures::future::poll_fn(|cx| muxer.poll_outbound_unpin(cx))
+        .await
+        .expect("outbound");
+    tokio::spawn(drive(muxer));
+    let start = Instant::now();
+    for piece in data.chunks(256 * 1024) {
+        stream.write_all(piece).await.expect("write");
+    }
+    stream.close().await.expect("close");
+    let got = server.await.expect("server");
+    assert_eq!(got, len);
+    start.elapsed().as_secs_f64()
+}
+
 struct BlobRun {
     mib: f64,
     hearth: f64,
@@ -268,6 +369,11 @@ struct BlobRun {
     tcp: f64,
     tcp_fsync: f64,
     tcp_pieces: f64,
+    /// Copies into memory over one stream of a bare libp2p transport: TCP + noise + yamux,
+    /// and QUIC.
+    bare_tcp: f64,
+    bare_tcp_cpu: f64,
+    bare_quic: f64,
     put: f64,
     /// `store.get_bytes` (read + verify) of the stored blob; `None` above `MAX_GET_BYTES`.
     get: Option<f64>,
@@ -282,6 +388,10 @@ async fn blob_throughput(len: usize) -> BlobRun {
     let tcp_fsync = tcp_copy(data.clone(), Sink::Append(scratch.path().join("copy"))).await;
     let tcp_pieces = tcp_copy(data.clone(), Sink::Pieces(scratch.path().join("pieces"))).await;
     drop(scratch);
+    let cpu0 = cpu_secs();
+    let bare_tcp = bare_copy(data.clone(), Bare::Tcp).await;
+    let bare_tcp_cpu = cpu_secs() - cpu0;
+    let bare_quic = bare_copy(data.clone(), Bare::Quic).await;
 
     // Over hearth.
     let a = start(0, vec![], None).await;
@@ -331,6 +441,9 @@ async fn blob_throughput(len: usize) -> BlobRun {
         tcp: mib / tcp,
         tcp_fsync: mib / tcp_fsync,
         tcp_pieces: mib / tcp_pieces,
+        bare_tcp: mib / bare_tcp,
+        bare_tcp_cpu: bare_tcp_cpu / mib,
+        bare_quic: mib / bare_quic,
         put: mib / put,
         get: get.map(|g| mib / g),
     }
@@ -486,6 +599,14 @@ fn main() {
                 b.tcp_pieces
             );
             println!(
+                "| bare libp2p stream, TCP+noise+yamux, {size:<9}   | {:>9.1} MiB/s |           |",
+                b.bare_tcp
+            );
+            println!(
+                "| bare libp2p stream, QUIC, {size:<9}              | {:>9.1} MiB/s |           |",
+                b.bare_quic
+            );
+            println!(
                 "| store.put_bytes alone (hash + write), {size:<9}  | {:>9.1} MiB/s |           |",
                 b.put
             );
@@ -503,12 +624,24 @@ fn main() {
                 b.hearth / b.tcp_fsync
             );
             println!(
+                "| bare TCP+noise+yamux / TCP, {size:<9}            | {:>12.3}    |           |",
+                b.bare_tcp / b.tcp
+            );
+            println!(
+                "| hearth / bare TCP+noise+yamux, {size:<9}         | {:>12.3}    |           |",
+                b.hearth / b.bare_tcp
+            );
+            println!(
                 "| CPU per MiB: hearth fetch, {size:<9}             | {:>9.2} ms   |           |",
                 b.hearth_cpu * 1e3
             );
             println!(
                 "| CPU per MiB: plain TCP copy to memory, {size:<9} | {:>9.2} ms   |           |",
                 b.tcp_cpu * 1e3
+            );
+            println!(
+                "| CPU per MiB: bare TCP+noise+yamux, {size:<9}     | {:>9.2} ms   |           |",
+                b.bare_tcp_cpu * 1e3
             );
             println!(
                 "| cores busy during the hearth fetch, {size:<9}    | {:>12.2}    | of {}     |",
