@@ -616,3 +616,197 @@ async fn a_node_shut_down_reports_no_failed_service() {
     .await
     .expect("test timed out");
 }
+
+/// What the radiators of [`the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim`]
+/// were told: `(shard, worker, nonce)` of every lease granted and every claim accepted, and
+/// the first answer that was neither.
+#[derive(Default)]
+struct Told {
+    leases: Vec<(u32, hearth::identity::PublicKey, [u8; 16])>,
+    claims: Vec<(u32, hearth::identity::PublicKey, [u8; 16])>,
+    refusals: Vec<String>,
+}
+
+/// One shard loop of an in-process radiator, as the coordinator bench runs them: lease,
+/// claim at once, again, recording every acknowledgement, until an answer is neither a
+/// lease, an accepted claim nor "nothing free now".
+async fn shard_loop(
+    node: std::sync::Arc<RunningNode>,
+    worker: Identity,
+    manifest: std::sync::Arc<hearth::model::JobManifest>,
+    output: blake3::Hash,
+    told: std::sync::Arc<std::sync::Mutex<Told>>,
+) {
+    use hearth::model::receipt::{Claim, EnergyMethod, WorkRecord};
+    use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
+    let job = manifest.id();
+    let coordinator = node.context.coordinator.clone();
+    loop {
+        let request = Request::Lease {
+            job,
+            protocol: PROTOCOL_VERSION,
+            demand_permille: 500,
+        };
+        let lease = match coordinator.control(worker.peer_id(), request).await {
+            Response::Leased(lease) => lease,
+            Response::Denied {
+                reason: DenyReason::NothingFree,
+                ..
+            } => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            other => {
+                told.lock().unwrap().refusals.push(format!("{other:?}"));
+                return;
+            }
+        };
+        told.lock()
+            .unwrap()
+            .leases
+            .push((lease.shard, worker.public(), lease.nonce));
+        let now = hearth::model::now_ms();
+        let record = WorkRecord {
+            job,
+            shard: lease.shard,
+            module: manifest.module,
+            input: manifest.inputs[lease.shard as usize],
+            output,
+            worker: worker.public(),
+            submitter: manifest.submitter,
+            fuel: 1_000,
+            energy_mj: 1,
+            method: EnergyMethod::CpuEstimate,
+            start_ms: now.saturating_sub(1),
+            end_ms: now,
+            nonce: lease.nonce,
+        };
+        let claim = Claim::sign(record, &worker).unwrap();
+        match coordinator
+            .control(worker.peer_id(), Request::Claim(claim))
+            .await
+        {
+            Response::ClaimAccepted { .. } => {
+                told.lock()
+                    .unwrap()
+                    .claims
+                    .push((lease.shard, worker.public(), lease.nonce));
+            }
+            other => {
+                told.lock().unwrap().refusals.push(format!("{other:?}"));
+                return;
+            }
+        }
+    }
+}
+
+/// Rule 16 under load: the coordinator answers leases and claims in groups, one flush per
+/// group. When the disk fills while many radiators lease and claim, every lease and claim
+/// it acknowledged is in its database afterwards, and those it could not save were refused
+/// with a reason. Real sled on a real full filesystem (tmpfs), real signatures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
+    use std::sync::{Arc, Mutex};
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 48) else {
+            return;
+        };
+        let data = fs.0.join("node");
+        let mut opts = loopback_options(&data, None, 1).unwrap();
+        // A bootstrap node's worker takes no shards: every lease goes to the loops below.
+        opts.config.node.role = hearth::config::Role::Bootstrap;
+        let node = Arc::new(hearth::node::start(opts).await.unwrap());
+        let store = &node.context.store;
+        let input = store.put_bytes(b"a trivial input").unwrap();
+        let manifest = Arc::new(hearth::model::JobManifest {
+            module: store.put_bytes(b"a trivial module").unwrap(),
+            inputs: vec![input; 20_000],
+            limits: JobLimits::default(),
+            replication: 2,
+            assembly: hearth::model::Assembly::Concat,
+            submitter: node.household(),
+            created_ms: hearth::model::now_ms(),
+        });
+        let output = store.put_bytes(b"a trivial output").unwrap();
+        let job = node
+            .context
+            .coordinator
+            .submit((*manifest).clone())
+            .await
+            .unwrap();
+        let told = Arc::new(Mutex::new(Told::default()));
+        let mut loops = Vec::new();
+        for _ in 0..4 {
+            let worker = Identity::generate();
+            for _ in 0..4 {
+                loops.push(tokio::spawn(shard_loop(
+                    node.clone(),
+                    worker.clone(),
+                    manifest.clone(),
+                    output,
+                    told.clone(),
+                )));
+            }
+        }
+        // The disk fills while claims flow.
+        while told.lock().unwrap().claims.len() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let root = fs.0.clone();
+        let filler = tokio::task::spawn_blocking(move || fill(&root))
+            .await
+            .unwrap();
+        for l in loops {
+            l.await.unwrap();
+        }
+        let node = Arc::try_unwrap(node)
+            .ok()
+            .expect("the node is still shared");
+        node.shutdown().await;
+        let told = Arc::try_unwrap(told).ok().unwrap().into_inner().unwrap();
+        eprintln!(
+            "acknowledged {} leases and {} claims; first refusal: {:?}",
+            told.leases.len(),
+            told.claims.len(),
+            told.refusals.first()
+        );
+        // Space returns; what the database holds is read as a restart reads it.
+        std::fs::remove_file(filler).unwrap();
+        let db = sled::open(data.join("db")).unwrap();
+        let (jobs, _) = Persist::open(&db).unwrap().load().unwrap();
+        let book = &jobs.iter().find(|(id, _)| *id == job).expect("the job").1;
+        for (shard, worker, nonce) in &told.claims {
+            let claims = &book.shards[*shard as usize].claims;
+            assert!(
+                claims
+                    .iter()
+                    .any(|c| c.record.worker == *worker && c.record.nonce == *nonce),
+                "an accepted claim on shard {shard} is not in the database"
+            );
+        }
+        for (shard, worker, nonce) in &told.leases {
+            let s = &book.shards[*shard as usize];
+            let held = s
+                .leases
+                .iter()
+                .any(|l| l.worker == *worker && l.nonce == *nonce)
+                || s.claims.iter().any(|c| c.record.nonce == *nonce);
+            assert!(
+                held,
+                "a granted lease on shard {shard} is not in the database"
+            );
+        }
+        // And what it could not save, it refused, saying why.
+        assert_eq!(told.refusals.len(), 16, "every loop ends refused");
+        assert!(
+            told.refusals
+                .iter()
+                .any(|r| r.contains("space") || r.contains("disk") || r.contains("quota")),
+            "no refusal says the disk is full: {:?}",
+            told.refusals
+        );
+    })
+    .await
+    .expect("test timed out");
+}
