@@ -468,45 +468,89 @@ fn wasi_run_out_of_fuel() {
     );
 }
 
-/// A stored input is read only when its run is admitted (after the memory budget's wait),
-/// and failing to read it is the radiator's problem, not the shard's: `InputUnreadable`,
-/// which a worker does not report as the shard's failure; nothing stays reserved.
+/// A stored input as a store hands it over: `bytes` (or `error`) written into the buffer
+/// the run gives, and a flag set when it is read.
+fn stored_input(
+    bytes: &'static [u8],
+    error: Option<&'static str>,
+    delay: Duration,
+) -> (ShardInput, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let was_read = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = was_read.clone();
+    let input = ShardInput::stored(
+        blake3::hash(bytes),
+        bytes.len() as u64,
+        move |buffer: &mut [u8]| {
+            flag.store(true, Ordering::SeqCst);
+            std::thread::sleep(delay);
+            match error {
+                Some(why) => Err(why.to_string()),
+                None => {
+                    buffer.copy_from_slice(bytes);
+                    Ok(())
+                }
+            }
+        },
+    );
+    (input, was_read)
+}
+
+/// A stored input is read only when its run is admitted (after the memory budget's wait: a
+/// core shard's straight into its linear memory, a WASI command's into its stdin), and
+/// failing to read it is the radiator's problem, not the shard's: `InputUnreadable`, which a
+/// worker does not report as the shard's failure; nothing stays reserved.
 #[test]
 fn a_stored_input_is_read_on_admission_and_its_failure_is_not_the_shards() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     let exec = Executor::new().unwrap();
     let module = reverse_module();
     let hash = blake3::hash(&module);
     let limits = Limits::default();
-    let stored = |len: u64, read: Result<Vec<u8>, String>| {
-        let was_read = Arc::new(AtomicBool::new(false));
-        let flag = was_read.clone();
-        let input = ShardInput::stored(blake3::hash(b"hearth"), len, move || {
-            flag.store(true, Ordering::SeqCst);
-            read
-        });
-        (input, was_read)
-    };
 
-    let (input, was_read) = stored(6, Ok(b"hearth".to_vec()));
+    let (input, was_read) = stored_input(b"hearth", None, Duration::ZERO);
     assert!(!was_read.load(Ordering::SeqCst));
     let admitted = exec.admit(&hash, &module, input, &limits).unwrap();
     assert!(was_read.load(Ordering::SeqCst), "read when admitted");
     assert_eq!(admitted.run().unwrap().output, b"htraeh");
 
-    let (input, _) = stored(6, Err("the disk is on fire".into()));
-    let err = exec.run(&hash, &module, input, &limits).unwrap_err();
-    assert!(
-        matches!(&err, ExecError::InputUnreadable(why) if why.contains("on fire")),
-        "{err}"
+    let wasi = upper_wasm();
+    let (input, _) = stored_input(b"hearth", None, Duration::ZERO);
+    let out = exec
+        .run(&blake3::hash(&wasi), &wasi, input, &limits)
+        .unwrap();
+    assert_eq!(
+        out.output, b"HEARTH",
+        "a WASI command reads it as its stdin"
     );
-    assert!(!err.exceeds_radiator_limits());
-    // A store that returns another length than it announced is caught too.
-    let (input, _) = stored(7, Ok(b"hearth".to_vec()));
-    assert!(matches!(
-        exec.run(&hash, &module, input, &limits),
-        Err(ExecError::InputUnreadable(_))
-    ));
+    drop(out); // its output held its part of the memory budget
+
+    for module in [&module, &wasi] {
+        let (input, _) = stored_input(b"hearth", Some("the disk is on fire"), Duration::ZERO);
+        let err = exec
+            .run(&blake3::hash(module), module, input, &limits)
+            .unwrap_err();
+        assert!(
+            matches!(&err, ExecError::InputUnreadable(why) if why.contains("on fire")),
+            "{err}"
+        );
+        assert!(!err.exceeds_radiator_limits());
+    }
     assert_eq!(exec.memory_in_use(), 0);
+}
+
+/// A slow disk is not the shard's fault: a core shard's input is read on admission, once the
+/// shard has asked for its buffer, and the wall-clock limit starts again for the run.
+#[test]
+fn reading_a_stored_input_does_not_count_against_the_wall_clock_limit() {
+    let exec = Executor::new().unwrap();
+    let module = reverse_module();
+    let hash = blake3::hash(&module);
+    let limits = Limits {
+        wall_clock: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let (input, _) = stored_input(b"hearth", None, Duration::from_millis(400));
+    let out = exec.run(&hash, &module, input, &limits).unwrap();
+    assert_eq!(out.output, b"htraeh");
 }

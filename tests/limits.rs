@@ -370,6 +370,60 @@ fn a_shards_input_counts_against_the_radiators_memory() {
     assert_eq!(exec.memory_in_use(), 0);
 }
 
+/// A core shard's stored input is read straight into its linear memory, so it is not counted
+/// a second time beside that memory: with the limits of
+/// [`a_shards_input_counts_against_the_radiators_memory`] but 34 MiB in all, two such shards
+/// run side by side (each holds 8 MiB of memory, room for an output as large, and stderr's
+/// tail: 16 MiB and 64 KiB), where two shards handed their 3 MiB input as bytes (19 MiB and
+/// 64 KiB each) would not.
+#[test]
+fn a_core_shards_stored_input_is_read_into_its_memory_and_counted_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let exec = Executor::with_limits(RadiatorLimits {
+        memory_per_shard: 8 << 20,
+        memory_total: 34 << 20,
+        ..RadiatorLimits::default()
+    })
+    .unwrap();
+    let module = slow_shard(1_000_000_000);
+    let hash = blake3::hash(&module);
+    exec.prepare(&hash, &module).unwrap();
+    let limits = Limits {
+        memory_bytes: 8 << 20,
+        ..Limits::default()
+    };
+    let bytes = std::sync::Arc::new(vec![7u8; 3 << 20]);
+    let stored = || {
+        let bytes = bytes.clone();
+        hearth::exec::ShardInput::stored(
+            blake3::hash(&bytes),
+            bytes.len() as u64,
+            move |buffer: &mut [u8]| {
+                buffer.copy_from_slice(&bytes);
+                Ok(())
+            },
+        )
+    };
+    let one = (16 << 20) + STDERR_CAP as u64;
+    std::thread::scope(|s| {
+        let first = s.spawn(|| exec.run(&hash, &module, stored(), &limits));
+        wait_until("the first shard never started", || {
+            exec.memory_in_use() == one
+        });
+        let second = s.spawn(|| exec.run(&hash, &module, stored(), &limits));
+        wait_until("the second shard waited", || {
+            exec.memory_in_use() == 2 * one
+        });
+        assert!(
+            !first.is_finished(),
+            "the first shard ended too soon to show anything"
+        );
+        first.join().unwrap().unwrap();
+        second.join().unwrap().unwrap();
+    });
+    assert_eq!(exec.memory_in_use(), 0);
+}
+
 /// A WASI command that counts to `spin`, then writes `len` bytes of its memory (from 64 KiB
 /// on) to stdout.
 fn stdout_shard(len: u32, spin: u64) -> Vec<u8> {

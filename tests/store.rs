@@ -773,6 +773,38 @@ fn large_blobs_are_files_small_ones_stay_in_sled() {
     assert!(!store.has(&hl).unwrap());
 }
 
+/// `get_into` (how a core shard's input goes straight into its linear memory) reads what
+/// `get_bytes` reads, from a file or from sled, refuses a buffer of another length, and
+/// finds a damaged piece as `get_bytes` does.
+#[test]
+fn get_into_reads_a_blob_into_a_buffer_of_its_length_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, store) = open_with_files(dir.path());
+    let large = pattern(6 * CHUNK_SIZE + 3);
+    let small = pattern(CHUNK_SIZE + 5);
+    for data in [&large, &small] {
+        let hash = store.put_bytes(data).unwrap();
+        let mut buffer = vec![0; data.len()];
+        store.get_into(&hash, &mut buffer).unwrap();
+        assert_eq!(&buffer, data);
+        let mut short = vec![0; data.len() - 1];
+        let err = store.get_into(&hash, &mut short).unwrap_err();
+        assert!(err.to_string().contains("not the"), "{err}");
+        assert!(store.has(&hash).unwrap(), "a wrong buffer is not damage");
+    }
+    let hash = blake3::hash(&large);
+    let path = blob_file(dir.path(), &hash);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5 * CHUNK_SIZE + 1] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut buffer = vec![0; large.len()];
+    match store.get_into(&hash, &mut buffer) {
+        Err(StoreError::Corrupt { reason, .. }) => assert!(reason.contains("piece 5"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(!store.has(&hash).unwrap());
+}
+
 #[test]
 fn a_damaged_or_truncated_blob_file_is_detected_and_removed() {
     let dir = tempfile::tempdir().unwrap();

@@ -252,14 +252,16 @@ impl Executor {
     /// never gets more memory than [`RadiatorLimits::memory_per_shard`], whatever
     /// `limits.memory_bytes` asks. Blocks while shards already running, and outputs not yet
     /// dropped, hold so much memory that this one would take them past
-    /// [`RadiatorLimits::memory_total`]; then reads the input (a [`ShardInput::stored`] one
-    /// only now, so a shard waiting for its share holds no input). Nothing of the shard
-    /// executes before [`Admitted::run`]: a caller metering the run's energy starts after
-    /// this returns, and waiting for memory is not charged.
-    ///
-    /// The run takes the input: a WASI command reads it as its stdin, and a core-ABI shard's
-    /// copy is dropped once it is in linear memory, so no second copy is made (a caller
-    /// holding only a borrowed slice pays for one). See [`ShardInput`] for its hash.
+    /// [`RadiatorLimits::memory_total`]; then puts the input in place, a
+    /// [`ShardInput::stored`] one read only now (so a shard waiting for its share holds
+    /// none): a core-ABI shard is instantiated and its input read straight into the buffer
+    /// its `alloc` returns (no buffer besides linear memory; an input handed in as bytes is
+    /// copied there and dropped), a WASI command's becomes the buffer its stdin reads from.
+    /// A core shard's setup runs its code (`start`, `alloc`) under the job's fuel and
+    /// wall-clock limits, and the wall clock starts again for the run, so a slow disk is
+    /// never the shard's fault. The shard's work, [`Admitted::run`], comes after: a caller
+    /// metering the run's energy starts after this returns, and neither waiting for memory
+    /// nor reading the input is charged. See [`ShardInput`] for its hash.
     pub fn admit(
         &self,
         module_hash: &blake3::Hash,
@@ -280,32 +282,71 @@ impl Executor {
             ..*limits
         };
         let (pre, abi) = self.compiled(module_hash, module)?;
-        // What the run may hold besides its linear memory: its input, its output (a WASI
-        // command's stdout grows up to MAX_OUTPUT_BYTES during the run; a core shard's is
-        // copied out of linear memory as `run` returns, so it is at most that memory) and
-        // its diagnostics. At most `memory_total` is reserved, so one shard alone always
-        // fits and every wait ends.
-        let output_bytes = match abi {
-            Abi::WasiCommand => MAX_OUTPUT_BYTES as u64,
-            Abi::Core => limits.memory_bytes.min(MAX_OUTPUT_BYTES as u64),
+        // What the run may hold besides its linear memory: its input where it is a buffer of
+        // its own (a WASI command's stdin, or bytes the caller handed in; a core shard's
+        // stored input is read into linear memory), its output (a WASI command's stdout
+        // grows up to MAX_OUTPUT_BYTES during the run; a core shard's is copied out of
+        // linear memory as `run` returns, so it is at most that memory) and its diagnostics.
+        // At most `memory_total` is reserved, so one shard alone always fits and every wait
+        // ends.
+        let (input_bytes, output_bytes) = match abi {
+            Abi::WasiCommand => (input.len(), MAX_OUTPUT_BYTES as u64),
+            Abi::Core if input.is_stored() => (0, limits.memory_bytes.min(MAX_OUTPUT_BYTES as u64)),
+            Abi::Core => (
+                input.len(),
+                limits.memory_bytes.min(MAX_OUTPUT_BYTES as u64),
+            ),
         };
         let share = self.inner.memory.reserve(
             limits
                 .memory_bytes
-                .saturating_add(input.len())
+                .saturating_add(input_bytes)
                 .saturating_add(output_bytes)
                 .saturating_add(STDERR_CAP as u64)
                 .min(own.memory_total),
             own.memory_total,
         );
-        let (input, input_hash) = input.read()?;
+        let input_hash = input.hash();
+        let ticks = u64::try_from(limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1)
+            .unwrap_or(u64::MAX);
+        let (stdin, core_input) = match abi {
+            Abi::WasiCommand => (input.into_bytes()?, None),
+            Abi::Core => (Vec::new(), Some(input)),
+        };
+        let mut store = Store::new(
+            &self.inner.engine,
+            ShardState::new(
+                abi,
+                stdin,
+                input_hash,
+                limits.memory_bytes,
+                MAX_OUTPUT_BYTES,
+            ),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| ExecError::Engine(e.to_string()))?;
+        // Setting up a core shard runs its code (`start`, `alloc`): under the same limits.
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let setup = match core_input {
+            None => Setup::Wasi { pre },
+            Some(input) => match core_setup(&mut store, &pre, input) {
+                Ok(core) => Setup::Core(core),
+                Err(Failure::Exec(e)) => return Err(e),
+                Err(Failure::Wasm(e)) => {
+                    let tail = stderr_tail(&store.data().stderr);
+                    return Err(map_wasm_error(e, abi, &limits, tail));
+                }
+            },
+        };
         Ok(Admitted {
-            engine: self.inner.engine.clone(),
             module: *module_hash,
-            pre,
             abi,
-            input,
-            input_hash,
+            store,
+            setup,
+            ticks,
             limits,
             share,
         })
@@ -485,29 +526,45 @@ impl Executor {
 }
 
 /// A shard admitted by [`Executor::admit`]: its module compiled, its share of the memory
-/// budget held and its input read. Dropping it without running gives the share back.
+/// budget held and its input in place (a core shard's in its linear memory, a WASI
+/// command's as its stdin). Dropping it without running gives the share back.
 pub struct Admitted {
-    engine: Engine,
     module: blake3::Hash,
-    pre: InstancePre<ShardState>,
     abi: Abi,
-    input: Vec<u8>,
-    input_hash: blake3::Hash,
+    store: Store<ShardState>,
+    setup: Setup,
+    /// The wall-clock limit in epoch ticks, set again as the run begins.
+    ticks: u64,
     limits: Limits,
     share: MemoryShare,
 }
 
+/// What admission prepared for the run.
+enum Setup {
+    /// A core shard, instantiated, its input written into the buffer its `alloc` gave.
+    Core(CoreShard),
+    /// A WASI command, instantiated by the run.
+    Wasi { pre: InstancePre<ShardState> },
+}
+
+struct CoreShard {
+    memory: wasmtime::Memory,
+    run: TypedFunc<(i32, i32), i64>,
+    ptr: i32,
+    len: i32,
+}
+
 impl Admitted {
-    /// Executes the shard to completion: instantiation, the shard's code, and copying its
-    /// output out. This, and only this, is the shard's execution.
+    /// Executes the shard to completion: a WASI command's instantiation, the shard's code,
+    /// and copying its output out. This, and only this, is the shard's execution (a core
+    /// shard's instantiation and `alloc`, which place its input, were its admission).
     pub fn run(self) -> Result<ShardOutput, ExecError> {
         let Admitted {
-            engine,
             module,
-            pre,
             abi,
-            input,
-            input_hash,
+            mut store,
+            setup,
+            ticks,
             limits,
             mut share,
         } = self;
@@ -515,27 +572,10 @@ impl Admitted {
         let _span = tracing::debug_span!("shard", module = %module.to_hex(), ?abi).entered();
 
         let cpu_start = thread_cpu_time();
-        let mut store = Store::new(
-            &engine,
-            ShardState::new(
-                abi,
-                input,
-                input_hash,
-                limits.memory_bytes,
-                MAX_OUTPUT_BYTES,
-            ),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| ExecError::Engine(e.to_string()))?;
-        let ticks = limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
-
-        let result = match abi {
-            Abi::Core => run_core(&mut store, &pre),
-            Abi::WasiCommand => run_wasi(&mut store, &pre),
+        store.set_epoch_deadline(ticks);
+        let result = match setup {
+            Setup::Core(core) => run_core(&mut store, core),
+            Setup::Wasi { pre } => run_wasi(&mut store, &pre),
         };
         let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
         let cpu_time = thread_cpu_time().saturating_sub(cpu_start);
@@ -581,13 +621,13 @@ fn bad_abi(msg: String) -> Failure {
     Failure::Exec(ExecError::BadAbi(msg))
 }
 
-/// Core ABI: `alloc`, copy input in, `run`, copy output out. Returns the output.
-fn run_core(
+/// Core ABI, admission: instantiate, `alloc` a buffer for the input and read the input
+/// straight into it (no buffer of its own beside linear memory).
+fn core_setup(
     store: &mut Store<ShardState>,
     pre: &InstancePre<ShardState>,
-) -> Result<Option<Vec<u8>>, Failure> {
-    // A core shard gets its input through `alloc`/`run`; its stdin is empty, from `start` on.
-    let input = std::mem::take(&mut store.data_mut().stdin);
+    input: ShardInput,
+) -> Result<CoreShard, Failure> {
     let instance = pre.instantiate(&mut *store)?;
     let memory = instance
         .get_memory(&mut *store, "memory")
@@ -601,15 +641,33 @@ fn run_core(
     let ptr = alloc.call(&mut *store, len)?;
     // An empty input needs no buffer: allocators may hand out a dangling pointer for it.
     if !input.is_empty() {
-        memory
-            .write(&mut *store, ptr as u32 as usize, &input)
-            .map_err(|_| {
+        let start = ptr as u32 as usize;
+        let buffer = memory
+            .data_mut(&mut *store)
+            .get_mut(start..start + len as usize)
+            .ok_or_else(|| {
                 bad_abi(format!(
                     "`alloc({len})` returned {ptr:#x}, which is not a buffer inside memory"
                 ))
             })?;
+        input.read_into(buffer).map_err(Failure::Exec)?;
     }
-    drop(input);
+    Ok(CoreShard {
+        memory,
+        run,
+        ptr,
+        len,
+    })
+}
+
+/// Core ABI, the run: `run`, copy the output out. Returns the output.
+fn run_core(store: &mut Store<ShardState>, core: CoreShard) -> Result<Option<Vec<u8>>, Failure> {
+    let CoreShard {
+        memory,
+        run,
+        ptr,
+        len,
+    } = core;
     let packed = run.call(&mut *store, (ptr, len))? as u64;
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     if out_len > MAX_OUTPUT_BYTES {

@@ -47,8 +47,9 @@ pub const MAX_WASM_STACK: usize = 1 << 20;
 
 /// A shard's input and its BLAKE3 hash, which seeds the shard's `random_get` stream (so
 /// replicas agree and different shards see different numbers). Built from bytes alone the
-/// hash is computed; an input in the caller's store is [`ShardInput::stored`], read only once
-/// its run has its share of the radiator's memory ([`Executor::admit`]).
+/// hash is computed; an input in the caller's store is [`ShardInput::stored`], read only when
+/// its run needs it ([`Admitted::run`](engine::Admitted::run)): a core shard's straight into
+/// its linear memory, a WASI command's into the buffer its stdin reads from.
 pub struct ShardInput {
     source: Source,
     hash: blake3::Hash,
@@ -60,17 +61,19 @@ enum Source {
     Stored(Box<ReadInput>),
 }
 
-/// Reads a stored input: the verified bytes, or why they could not be read.
-type ReadInput = dyn FnOnce() -> Result<Vec<u8>, String> + Send;
+/// Reads a stored input into a buffer of exactly its length, verified, or says why it
+/// could not.
+type ReadInput = dyn FnOnce(&mut [u8]) -> Result<(), String> + Send;
 
 impl ShardInput {
     /// An input of `len` bytes kept under the content address `hash` in the caller's store,
-    /// read by `read` (which must return the blob as the store verified it) only when the run
-    /// is admitted. Its failure is [`ExecError::InputUnreadable`], never the shard's fault.
+    /// read by `read` into a buffer of exactly `len` bytes (it must write the blob as the
+    /// store verified it) only when the run needs it. Its failure is
+    /// [`ExecError::InputUnreadable`], never the shard's fault.
     pub fn stored(
         hash: blake3::Hash,
         len: u64,
-        read: impl FnOnce() -> Result<Vec<u8>, String> + Send + 'static,
+        read: impl FnOnce(&mut [u8]) -> Result<(), String> + Send + 'static,
     ) -> ShardInput {
         ShardInput {
             source: Source::Stored(Box::new(read)),
@@ -88,26 +91,52 @@ impl ShardInput {
         self.len == 0
     }
 
-    /// Its bytes, a stored input's read now, and its hash.
+    /// Its content address.
     #[cfg_attr(not(feature = "node"), allow(dead_code))]
-    fn read(self) -> Result<(Vec<u8>, blake3::Hash), ExecError> {
-        let bytes = match self.source {
-            Source::Bytes(bytes) => bytes,
-            Source::Stored(read) => read().map_err(ExecError::InputUnreadable)?,
-        };
-        if bytes.len() as u64 != self.len {
+    fn hash(&self) -> blake3::Hash {
+        self.hash
+    }
+
+    /// Whether it is still to be read from the caller's store (not yet in memory).
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    fn is_stored(&self) -> bool {
+        matches!(self.source, Source::Stored(_))
+    }
+
+    /// Writes its bytes into `dst`, which is exactly [`ShardInput::len`] long.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    fn read_into(self, dst: &mut [u8]) -> Result<(), ExecError> {
+        if dst.len() as u64 != self.len {
             return Err(ExecError::InputUnreadable(format!(
-                "the store returned {} bytes for an input of {}",
-                bytes.len(),
+                "a buffer of {} bytes for an input of {}",
+                dst.len(),
                 self.len
             )));
         }
+        match self.source {
+            Source::Bytes(bytes) => dst.copy_from_slice(&bytes),
+            Source::Stored(read) => read(dst).map_err(ExecError::InputUnreadable)?,
+        }
         debug_assert_eq!(
-            blake3::hash(&bytes),
+            blake3::hash(dst),
             self.hash,
             "not the input's content address"
         );
-        Ok((bytes, self.hash))
+        Ok(())
+    }
+
+    /// Its bytes, a stored input's read now into a buffer of its length.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    fn into_bytes(self) -> Result<Vec<u8>, ExecError> {
+        match self.source {
+            Source::Bytes(bytes) => Ok(bytes),
+            Source::Stored(_) => {
+                // The length was held to the radiator's input limit on admission.
+                let mut bytes = vec![0; usize::try_from(self.len).unwrap_or(usize::MAX)];
+                self.read_into(&mut bytes)?;
+                Ok(bytes)
+            }
+        }
     }
 }
 

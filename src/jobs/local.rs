@@ -53,8 +53,8 @@ pub fn run_local(
                             JobError::Invalid(format!("input {input_hash} is not stored"))
                         })?;
                         let (store, hash) = (store.clone(), *input_hash);
-                        let input = crate::exec::ShardInput::stored(hash, len, move || {
-                            store.get_bytes(&hash).map_err(|e| e.to_string())
+                        let input = crate::exec::ShardInput::stored(hash, len, move |buffer| {
+                            store.get_into(&hash, buffer).map_err(|e| e.to_string())
                         });
                         Ok(executor.run(&manifest.module, &module, input, &limits)?)
                     })

@@ -275,17 +275,38 @@ impl Store {
                 max: MAX_GET_BYTES,
             });
         }
-        // Bounded by MAX_GET_BYTES just above. Each group is read and verified where it ends
-        // up: no group buffer to zero and copy out of (a zeroed allocation this large is
-        // fresh pages, zeroed by the kernel as they are first written).
+        // Bounded by MAX_GET_BYTES just above. A zeroed allocation this large is fresh
+        // pages, zeroed by the kernel as they are first written.
         let mut out = vec![0; meta.outboard.len as usize];
-        let source = self.source(hash, &meta)?;
+        self.fill(hash, &meta, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads the whole blob into `out`, which must be exactly its length, verifying every
+    /// piece where it ends up: how a shard's input goes straight into its linear memory,
+    /// with no buffer between. On an error `out` holds part of the blob, unverified.
+    pub fn get_into(&self, hash: &blake3::Hash, out: &mut [u8]) -> Result<(), StoreError> {
+        let meta = self.require_meta(hash)?;
+        if meta.outboard.len != out.len() as u64 {
+            return Err(StoreError::Io(std::io::Error::other(format!(
+                "blob {} is {} bytes, not the {} asked for",
+                hex_of(hash),
+                meta.outboard.len,
+                out.len()
+            ))));
+        }
+        self.fill(hash, &meta, out)
+    }
+
+    /// Reads and verifies every group of a blob where it ends up in `out` (its length).
+    fn fill(&self, hash: &blake3::Hash, meta: &Meta, out: &mut [u8]) -> Result<(), StoreError> {
+        let source = self.source(hash, meta)?;
         for index in 0..meta.outboard.chunk_count() {
             let start = index as usize * CHUNK_SIZE;
             let group = &mut out[start..start + meta.outboard.chunk_len(index)];
-            self.fill_chunk(hash, &meta, &source, index, group)?;
+            self.fill_chunk(hash, meta, &source, index, group)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Runs `work` on this store on the blocking pool: how async code reads or writes a blob.

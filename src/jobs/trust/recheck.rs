@@ -123,8 +123,10 @@ impl Rechecker {
             .map_err(unchecked)?
             .ok_or_else(|| Check::Unchecked(format!("input {} is not stored", claim.input)))?;
         let (store, input_hash) = (self.store.clone(), claim.input);
-        let input = crate::exec::ShardInput::stored(input_hash, input_len, move || {
-            store.get_bytes(&input_hash).map_err(|e| e.to_string())
+        let input = crate::exec::ShardInput::stored(input_hash, input_len, move |buffer| {
+            store
+                .get_into(&input_hash, buffer)
+                .map_err(|e| e.to_string())
         });
         let (executor, module_hash) = (self.executor.clone(), manifest.module);
         let ran = tokio::task::spawn_blocking(move || {

@@ -128,8 +128,10 @@ impl Ctx {
             .len(&input_hash)?
             .ok_or_else(|| JobError::Invalid(format!("input {input_hash} is not stored")))?;
         let store = self.store.clone();
-        let input = ShardInput::stored(input_hash, input_len, move || {
-            store.get_bytes(&input_hash).map_err(|e| e.to_string())
+        let input = ShardInput::stored(input_hash, input_len, move |buffer| {
+            store
+                .get_into(&input_hash, buffer)
+                .map_err(|e| e.to_string())
         });
         let (executor, meter, module_hash) =
             (self.executor.clone(), self.meter.clone(), manifest.module);
