@@ -3,7 +3,7 @@
 //! limits and errors it works with are in `mod.rs`; the module is checked by [`super::inspect`]
 //! and rewritten by [`super::nan`] before it is compiled.
 //!
-//! Size: about 700 lines of code, one concern each: the executor's entry (admission against
+//! Size: about 840 lines with its tests, one concern each: the executor's entry (admission against
 //! the radiator's memory budget, then the run), the module cache and compile bounds, and
 //! both ABIs' entry. The memory budget (`MemoryBudget`, `MemoryShare`, about 90 lines) is the
 //! part to move into a module of its own if this grows again.
