@@ -3,17 +3,18 @@
 //! limits and errors it works with are in `mod.rs`; the module is checked by [`super::inspect`]
 //! and rewritten by [`super::nan`] before it is compiled.
 //!
-//! Size: about 840 lines with its tests, one concern each: the executor's entry (admission against
-//! the radiator's memory budget, then the run), the module cache and compile bounds, and
-//! both ABIs' entry. The memory budget (`MemoryBudget`, `MemoryShare`, about 90 lines) is the
-//! part to move into a module of its own if this grows again.
+//! Size: about 760 lines with its tests, one concern each: the executor's entry (admission
+//! against the radiator's memory budget, which lives in `budget.rs`, and setting the shard
+//! up with its input in place; then the run), the module cache and compile bounds, and both
+//! ABIs' entry.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, TypedFunc};
 
+use super::budget::{MemoryBudget, MemoryShare};
 use super::wasi::{
     self, MemoryLimitHit, NoMemory, OutputOverflow, ProcExit, ShardState, STDERR_CAP,
 };
@@ -59,15 +60,6 @@ struct Inner {
     overrun: Mutex<HashSet<[u8; 32]>>,
 }
 
-/// Memory promised to shards, against [`RadiatorLimits::memory_total`]: what each running
-/// shard may hold (linear memory, input, output, diagnostics), and the outputs of finished
-/// shards until their callers drop them. Shared with those outputs ([`ShardOutput`]).
-#[derive(Default)]
-struct MemoryBudget {
-    in_use: Mutex<u64>,
-    freed: Condvar,
-}
-
 /// What a successful shard run produced. It holds its size of the radiator's memory budget
 /// until dropped: store it and drop it, and never wait for another run on the same executor
 /// while holding it (that run could wait for this memory for ever).
@@ -90,59 +82,6 @@ impl ShardOutput {
     /// stdout's and stderr's) until it is dropped.
     pub fn memory_held(&self) -> u64 {
         self.memory.bytes
-    }
-}
-
-/// A share of the memory budget, given back when dropped.
-struct MemoryShare {
-    budget: Arc<MemoryBudget>,
-    bytes: u64,
-}
-
-impl MemoryBudget {
-    /// Blocks until `bytes` fit under `total`. Callers never ask for more than `total`, so
-    /// every wait ends once the shards running now finish and their outputs are dropped
-    /// (a caller must not hold an output while it waits for another run).
-    fn reserve(self: &Arc<Self>, bytes: u64, total: u64) -> MemoryShare {
-        let mut in_use = self.lock();
-        while in_use.saturating_add(bytes) > total {
-            in_use = self.freed.wait(in_use).unwrap_or_else(|p| p.into_inner());
-        }
-        *in_use += bytes;
-        MemoryShare {
-            budget: self.clone(),
-            bytes,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        // Plain numbers: a panic while holding the lock leaves them usable.
-        self.in_use.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl MemoryShare {
-    /// Gives back all of the share beyond `bytes`.
-    fn shrink_to(&mut self, bytes: u64) {
-        if bytes >= self.bytes {
-            return;
-        }
-        let mut in_use = self.budget.lock();
-        *in_use = in_use.saturating_sub(self.bytes - bytes);
-        self.bytes = bytes;
-        self.budget.freed.notify_all();
-    }
-}
-
-impl std::fmt::Debug for MemoryShare {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MemoryShare({} bytes)", self.bytes)
-    }
-}
-
-impl Drop for MemoryShare {
-    fn drop(&mut self) {
-        self.shrink_to(0);
     }
 }
 
@@ -789,27 +728,6 @@ mod tests {
             assert_eq!(exec.prepare(&blake3::hash(&m), &m).unwrap(), Abi::Core);
         }
         assert_eq!(exec.cached_modules(), MODULE_CACHE_ENTRIES);
-    }
-
-    #[test]
-    fn memory_budget_bounds_how_many_shards_hold_memory_at_once() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let budget = Arc::new(MemoryBudget::default());
-        let (holding, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        // Total 100: shares of 40 fit two at a time, however many threads ask.
-        std::thread::scope(|scope| {
-            for _ in 0..6 {
-                scope.spawn(|| {
-                    let _share = budget.reserve(40, 100);
-                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(30));
-                    holding.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        assert_eq!(most.load(Ordering::SeqCst), 2);
-        assert_eq!(*budget.in_use.lock().unwrap(), 0);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 // Without the `node` feature only the wasmtime-free half is built: the limits, the errors,
 // the inspector, the import allow-list and the NaN rewrite (what the fuzz targets link).
 #[cfg(feature = "node")]
+mod budget;
+#[cfg(feature = "node")]
 mod engine;
 mod imports;
 pub mod inspect;
