@@ -221,6 +221,34 @@ fn wall_clock_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// A core shard's setup is its code too: an `alloc` that never returns meets the wall-clock
+/// limit, as a `run` that never returns does.
+#[test]
+fn a_core_shards_setup_code_is_under_the_wall_clock_limit() {
+    let module = wat(r#"(module
+        (memory (export "memory") 1)
+        (func (export "alloc") (param i32) (result i32) (loop $l (br $l)) i32.const 0)
+        (func (export "run") (param i32 i32) (result i64) i64.const 0))"#);
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        wall_clock: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let exec = Executor::new().unwrap();
+    let started = std::time::Instant::now();
+    let err = exec
+        .run(
+            &blake3::hash(&module),
+            &module,
+            b"input".as_slice(),
+            &limits,
+        )
+        .expect_err("an alloc that never returns");
+    assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(exec.memory_in_use(), 0);
+}
+
 #[test]
 fn bad_abi_is_explained() {
     let missing_run = wat(
@@ -496,12 +524,12 @@ fn stored_input(
     (input, was_read)
 }
 
-/// A stored input is read only when its run is admitted (after the memory budget's wait: a
-/// core shard's straight into its linear memory, a WASI command's into its stdin), and
-/// failing to read it is the radiator's problem, not the shard's: `InputUnreadable`, which a
-/// worker does not report as the shard's failure; nothing stays reserved.
+/// A stored input is read only after the memory budget's wait: a core shard's by its run,
+/// straight into its linear memory, a WASI command's on admission, into its stdin. Failing to
+/// read it is the radiator's problem, not the shard's: `InputUnreadable`, which a worker does
+/// not report as the shard's failure; nothing stays reserved.
 #[test]
-fn a_stored_input_is_read_on_admission_and_its_failure_is_not_the_shards() {
+fn a_stored_input_is_read_after_admission_and_its_failure_is_not_the_shards() {
     use std::sync::atomic::Ordering;
     let exec = Executor::new().unwrap();
     let module = reverse_module();
@@ -509,10 +537,13 @@ fn a_stored_input_is_read_on_admission_and_its_failure_is_not_the_shards() {
     let limits = Limits::default();
 
     let (input, was_read) = stored_input(b"hearth", None, Duration::ZERO);
-    assert!(!was_read.load(Ordering::SeqCst));
     let admitted = exec.admit(&hash, &module, input, &limits).unwrap();
-    assert!(was_read.load(Ordering::SeqCst), "read when admitted");
+    assert!(
+        !was_read.load(Ordering::SeqCst),
+        "a core shard's read before its run"
+    );
     assert_eq!(admitted.run().unwrap().output, b"htraeh");
+    assert!(was_read.load(Ordering::SeqCst));
 
     let wasi = upper_wasm();
     let (input, _) = stored_input(b"hearth", None, Duration::ZERO);
@@ -539,8 +570,8 @@ fn a_stored_input_is_read_on_admission_and_its_failure_is_not_the_shards() {
     assert_eq!(exec.memory_in_use(), 0);
 }
 
-/// A slow disk is not the shard's fault: a core shard's input is read on admission, once the
-/// shard has asked for its buffer, and the wall-clock limit starts again for the run.
+/// A slow disk is not the shard's fault: a core shard's input is read once the shard has
+/// asked for its buffer, and the wall-clock limit counts the shard's own code only.
 #[test]
 fn reading_a_stored_input_does_not_count_against_the_wall_clock_limit() {
     let exec = Executor::new().unwrap();

@@ -269,11 +269,7 @@ async fn warm_rooms_pull_no_shards_and_the_job_says_why() {
         .unwrap();
         settle(&nodes).await;
         let sub = &nodes[0];
-        // One tile of 128 × 128: several milliseconds of work. A receipt's window is whole
-        // milliseconds and its energy at most 3 680 W times that window, so a shard that ran
-        // within one millisecond (a 64 × 64 tile, now that reading the input and
-        // instantiating are admission, not the shard's run) is rightly credited nothing.
-        let (id, _) = submit(sub, &mandelbrot(128, 128, 128), 1).await;
+        let (id, _) = submit(sub, &mandelbrot(64, 64, 64), 1).await;
         // Every room is warm: nobody leases, and the status says so once heat gossip arrived.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -296,7 +292,7 @@ async fn warm_rooms_pull_no_shards_and_the_job_says_why() {
         let heat = nodes[2].context.heat.as_ref().unwrap();
         heat.set_setpoint(27.0).await.unwrap();
         let view = wait_done(sub, id, Duration::from_secs(60)).await;
-        assert_eq!(result_bytes(sub, &view), native_png(128, 128, 128));
+        assert_eq!(result_bytes(sub, &view), native_png(64, 64, 64));
         let receipts = sub.context.ledger.list(None).unwrap();
         assert_eq!(receipts.len(), 1);
         assert_eq!(receipts[0].record.worker, nodes[2].household());

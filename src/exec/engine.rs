@@ -71,7 +71,8 @@ pub struct ShardOutput {
     pub fuel: u64,
     /// The last [`STDERR_CAP`] bytes the shard wrote to stderr (diagnostics only).
     pub stderr: Vec<u8>,
-    /// CPU time of this thread spent instantiating and running the shard (not deterministic).
+    /// CPU time of this thread spent instantiating and running the shard, reading a core
+    /// shard's input not included (not deterministic).
     pub cpu_time: Duration,
     /// The budget's share the output and stderr hold: given back when this is dropped.
     memory: MemoryShare,
@@ -191,16 +192,13 @@ impl Executor {
     /// never gets more memory than [`RadiatorLimits::memory_per_shard`], whatever
     /// `limits.memory_bytes` asks. Blocks while shards already running, and outputs not yet
     /// dropped, hold so much memory that this one would take them past
-    /// [`RadiatorLimits::memory_total`]; then puts the input in place, a
-    /// [`ShardInput::stored`] one read only now (so a shard waiting for its share holds
-    /// none): a core-ABI shard is instantiated and its input read straight into the buffer
-    /// its `alloc` returns (no buffer besides linear memory; an input handed in as bytes is
-    /// copied there and dropped), a WASI command's becomes the buffer its stdin reads from.
-    /// A core shard's setup runs its code (`start`, `alloc`) under the job's fuel and
-    /// wall-clock limits, and the wall clock starts again for the run, so a slow disk is
-    /// never the shard's fault. The shard's work, [`Admitted::run`], comes after: a caller
-    /// metering the run's energy starts after this returns, and neither waiting for memory
-    /// nor reading the input is charged. See [`ShardInput`] for its hash.
+    /// [`RadiatorLimits::memory_total`]. A [`ShardInput::stored`] input is read only after
+    /// that wait, so a shard waiting for its share holds none: a WASI command's now, into
+    /// the buffer its stdin reads from; a core shard's by [`Admitted::run`], straight into
+    /// the buffer its `alloc` returns (no buffer besides linear memory; an input handed in
+    /// as bytes is copied there and dropped). Nothing of the shard executes before
+    /// [`Admitted::run`]: a caller metering the run's energy starts after this returns, and
+    /// waiting for memory is not charged. See [`ShardInput`] for its hash.
     pub fn admit(
         &self,
         module_hash: &blake3::Hash,
@@ -245,9 +243,9 @@ impl Executor {
                 .min(own.memory_total),
             own.memory_total,
         );
+        // A WASI command's stdin is read now; a core shard's input is read by the run,
+        // straight into the buffer its `alloc` returns.
         let input_hash = input.hash();
-        let ticks = u64::try_from(limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1)
-            .unwrap_or(u64::MAX);
         let (stdin, core_input) = match abi {
             Abi::WasiCommand => (input.into_bytes()?, None),
             Abi::Core => (Vec::new(), Some(input)),
@@ -266,26 +264,13 @@ impl Executor {
         store
             .set_fuel(limits.fuel)
             .map_err(|e| ExecError::Engine(e.to_string()))?;
-        // Setting up a core shard runs its code (`start`, `alloc`): under the same limits.
-        store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let setup = match core_input {
-            None => Setup::Wasi { pre },
-            Some(input) => match core_setup(&mut store, &pre, input) {
-                Ok(core) => Setup::Core(core),
-                Err(Failure::Exec(e)) => return Err(e),
-                Err(Failure::Wasm(e)) => {
-                    let tail = stderr_tail(&store.data().stderr);
-                    return Err(map_wasm_error(e, abi, &limits, tail));
-                }
-            },
-        };
         Ok(Admitted {
             module: *module_hash,
             abi,
             store,
-            setup,
-            ticks,
+            pre,
+            core_input,
             limits,
             share,
         })
@@ -465,45 +450,32 @@ impl Executor {
 }
 
 /// A shard admitted by [`Executor::admit`]: its module compiled, its share of the memory
-/// budget held and its input in place (a core shard's in its linear memory, a WASI
-/// command's as its stdin). Dropping it without running gives the share back.
+/// budget held, and a WASI command's input read. Dropping it without running gives the share
+/// back.
 pub struct Admitted {
     module: blake3::Hash,
     abi: Abi,
     store: Store<ShardState>,
-    setup: Setup,
-    /// The wall-clock limit in epoch ticks, set again as the run begins.
-    ticks: u64,
+    pre: InstancePre<ShardState>,
+    /// A core shard's input, read by the run into the buffer its `alloc` returns.
+    core_input: Option<ShardInput>,
     limits: Limits,
     share: MemoryShare,
 }
 
-/// What admission prepared for the run.
-enum Setup {
-    /// A core shard, instantiated, its input written into the buffer its `alloc` gave.
-    Core(CoreShard),
-    /// A WASI command, instantiated by the run.
-    Wasi { pre: InstancePre<ShardState> },
-}
-
-struct CoreShard {
-    memory: wasmtime::Memory,
-    run: TypedFunc<(i32, i32), i64>,
-    ptr: i32,
-    len: i32,
-}
-
 impl Admitted {
-    /// Executes the shard to completion: a WASI command's instantiation, the shard's code,
-    /// and copying its output out. This, and only this, is the shard's execution (a core
-    /// shard's instantiation and `alloc`, which place its input, were its admission).
+    /// Executes the shard to completion: instantiation, a core shard's `alloc` and its
+    /// input read into that buffer, the shard's code, and copying its output out. This, and
+    /// only this, is the shard's execution. Reading a core shard's input is not the shard's
+    /// work: its CPU time is taken off [`ShardOutput::cpu_time`], and the wall-clock limit
+    /// counts the shard's own code only, so a slow disk is never the shard's fault.
     pub fn run(self) -> Result<ShardOutput, ExecError> {
         let Admitted {
             module,
             abi,
             mut store,
-            setup,
-            ticks,
+            pre,
+            core_input,
             limits,
             mut share,
         } = self;
@@ -511,13 +483,18 @@ impl Admitted {
         let _span = tracing::debug_span!("shard", module = %module.to_hex(), ?abi).entered();
 
         let cpu_start = thread_cpu_time();
+        let ticks = u64::try_from(limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1)
+            .unwrap_or(u64::MAX);
         store.set_epoch_deadline(ticks);
-        let result = match setup {
-            Setup::Core(core) => run_core(&mut store, core),
-            Setup::Wasi { pre } => run_wasi(&mut store, &pre),
+        let mut reading = Duration::ZERO;
+        let result = match core_input {
+            Some(input) => run_core(&mut store, &pre, input, ticks, &mut reading),
+            None => run_wasi(&mut store, &pre),
         };
         let fuel = limits.fuel - store.get_fuel().unwrap_or(0);
-        let cpu_time = thread_cpu_time().saturating_sub(cpu_start);
+        let cpu_time = thread_cpu_time()
+            .saturating_sub(cpu_start)
+            .saturating_sub(reading);
         SHARD_CPU_NANOS.fetch_add(
             u64::try_from(cpu_time.as_nanos()).unwrap_or(u64::MAX),
             std::sync::atomic::Ordering::Relaxed,
@@ -560,13 +537,18 @@ fn bad_abi(msg: String) -> Failure {
     Failure::Exec(ExecError::BadAbi(msg))
 }
 
-/// Core ABI, admission: instantiate, `alloc` a buffer for the input and read the input
-/// straight into it (no buffer of its own beside linear memory).
-fn core_setup(
+/// Core ABI: instantiate, `alloc` a buffer for the input, read the input straight into it,
+/// `run`, copy the output out. Returns the output. The read's thread CPU time is added to
+/// `reading`; after it the wall-clock deadline is set again to what the shard's own code
+/// (`start`, `alloc`) left of the `ticks` it had, so the read is not counted against it.
+fn run_core(
     store: &mut Store<ShardState>,
     pre: &InstancePre<ShardState>,
     input: ShardInput,
-) -> Result<CoreShard, Failure> {
+    ticks: u64,
+    reading: &mut Duration,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let began = std::time::Instant::now();
     let instance = pre.instantiate(&mut *store)?;
     let memory = instance
         .get_memory(&mut *store, "memory")
@@ -580,6 +562,7 @@ fn core_setup(
     let ptr = alloc.call(&mut *store, len)?;
     // An empty input needs no buffer: allocators may hand out a dangling pointer for it.
     if !input.is_empty() {
+        let used = began.elapsed().as_nanos() / EPOCH_TICK.as_nanos();
         let start = ptr as u32 as usize;
         let buffer = memory
             .data_mut(&mut *store)
@@ -589,24 +572,12 @@ fn core_setup(
                     "`alloc({len})` returned {ptr:#x}, which is not a buffer inside memory"
                 ))
             })?;
+        let cpu = thread_cpu_time();
         input.read_into(buffer).map_err(Failure::Exec)?;
+        *reading += thread_cpu_time().saturating_sub(cpu);
+        let left = ticks.saturating_sub(u64::try_from(used).unwrap_or(u64::MAX));
+        store.set_epoch_deadline(left.max(1));
     }
-    Ok(CoreShard {
-        memory,
-        run,
-        ptr,
-        len,
-    })
-}
-
-/// Core ABI, the run: `run`, copy the output out. Returns the output.
-fn run_core(store: &mut Store<ShardState>, core: CoreShard) -> Result<Option<Vec<u8>>, Failure> {
-    let CoreShard {
-        memory,
-        run,
-        ptr,
-        len,
-    } = core;
     let packed = run.call(&mut *store, (ptr, len))? as u64;
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     if out_len > MAX_OUTPUT_BYTES {

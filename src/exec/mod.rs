@@ -50,8 +50,9 @@ pub const MAX_WASM_STACK: usize = 1 << 20;
 /// A shard's input and its BLAKE3 hash, which seeds the shard's `random_get` stream (so
 /// replicas agree and different shards see different numbers). Built from bytes alone the
 /// hash is computed; an input in the caller's store is [`ShardInput::stored`], read only once
-/// its run has its share of the radiator's memory ([`Executor::admit`]): a core shard's
-/// straight into its linear memory, a WASI command's into the buffer its stdin reads from.
+/// its run has its share of the radiator's memory ([`Executor::admit`]): a core shard's by
+/// the run, straight into its linear memory, a WASI command's on admission, into the buffer
+/// its stdin reads from.
 pub struct ShardInput {
     source: Source,
     hash: blake3::Hash,
@@ -70,7 +71,7 @@ type ReadInput = dyn FnOnce(&mut [u8]) -> Result<(), String> + Send;
 impl ShardInput {
     /// An input of `len` bytes kept under the content address `hash` in the caller's store,
     /// read by `read` into a buffer of exactly `len` bytes (it must write the blob as the
-    /// store verified it) only when the run is admitted. Its failure is
+    /// store verified it) only once the run is admitted. Its failure is
     /// [`ExecError::InputUnreadable`], never the shard's fault.
     pub fn stored(
         hash: blake3::Hash,
