@@ -3,10 +3,10 @@
 //! limits and errors it works with are in `mod.rs`; the module is checked by [`super::inspect`]
 //! and rewritten by [`super::nan`] before it is compiled.
 //!
-//! Size: about 760 lines with its tests, one concern each: the executor's entry (admission
-//! against the radiator's memory budget, which lives in `budget.rs`, and setting the shard
-//! up with its input in place; then the run), the module cache and compile bounds, and both
-//! ABIs' entry.
+//! Size: about 740 lines with its tests, one concern each: the executor's entry (admission
+//! against the radiator's memory budget, which lives in `budget.rs`, then the run), the
+//! module cache and compile bounds, and both ABIs' entry (a core shard's input read straight
+//! into its linear memory).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
