@@ -284,7 +284,8 @@ impl Store {
 
     /// Reads the whole blob into `out`, which must be exactly its length, verifying every
     /// piece where it ends up: how a shard's input goes straight into its linear memory,
-    /// with no buffer between. On an error `out` holds part of the blob, unverified.
+    /// with no buffer between. On an error `out` holds part of the blob (the piece that
+    /// failed unverified) and must not be used.
     pub fn get_into(&self, hash: &blake3::Hash, out: &mut [u8]) -> Result<(), StoreError> {
         let meta = self.require_meta(hash)?;
         if meta.outboard.len != out.len() as u64 {
