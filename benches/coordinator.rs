@@ -308,13 +308,16 @@ fn main() {
             r.cpu * 1e6 / r.verified as f64,
             ""
         );
-        // Below 2 the process waits on something besides the CPU (flushes, locks, the
-        // radiators' round trips); near 2 the machine's two cores are the limit.
+        // Below the machine's cores the process waits on something besides the CPU (flushes,
+        // locks, the radiators' round trips); near them the cores are the limit.
         println!(
             "{:<44} {:>12.2}   {:>10}",
             "  cores busy (CPU time / wall time)",
             r.cpu / r.elapsed.as_secs_f64(),
-            "of 2"
+            format!(
+                "of {}",
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            )
         );
         println!(
             "{:<44} {:>14.2} {:>10}",

@@ -250,27 +250,14 @@ impl Executor {
             Abi::WasiCommand => (input.into_bytes()?, None),
             Abi::Core => (Vec::new(), Some(input)),
         };
-        let mut store = Store::new(
-            &self.inner.engine,
-            ShardState::new(
-                abi,
-                stdin,
-                input_hash,
-                limits.memory_bytes,
-                MAX_OUTPUT_BYTES,
-            ),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| ExecError::Engine(e.to_string()))?;
-        store.epoch_deadline_trap();
         Ok(Admitted {
+            engine: self.inner.engine.clone(),
             module: *module_hash,
-            abi,
-            store,
             pre,
+            abi,
+            stdin,
             core_input,
+            input_hash,
             limits,
             share,
         })
@@ -453,12 +440,15 @@ impl Executor {
 /// budget held, and a WASI command's input read. Dropping it without running gives the share
 /// back.
 pub struct Admitted {
+    engine: Engine,
     module: blake3::Hash,
-    abi: Abi,
-    store: Store<ShardState>,
     pre: InstancePre<ShardState>,
+    abi: Abi,
+    /// A WASI command's input, read on admission.
+    stdin: Vec<u8>,
     /// A core shard's input, read by the run into the buffer its `alloc` returns.
     core_input: Option<ShardInput>,
+    input_hash: blake3::Hash,
     limits: Limits,
     share: MemoryShare,
 }
@@ -471,11 +461,13 @@ impl Admitted {
     /// counts the shard's own code only, so a slow disk is never the shard's fault.
     pub fn run(self) -> Result<ShardOutput, ExecError> {
         let Admitted {
+            engine,
             module,
-            abi,
-            mut store,
             pre,
+            abi,
+            stdin,
             core_input,
+            input_hash,
             limits,
             mut share,
         } = self;
@@ -483,9 +475,24 @@ impl Admitted {
         let _span = tracing::debug_span!("shard", module = %module.to_hex(), ?abi).entered();
 
         let cpu_start = thread_cpu_time();
+        let mut store = Store::new(
+            &engine,
+            ShardState::new(
+                abi,
+                stdin,
+                input_hash,
+                limits.memory_bytes,
+                MAX_OUTPUT_BYTES,
+            ),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| ExecError::Engine(e.to_string()))?;
         let ticks = u64::try_from(limits.wall_clock.as_nanos() / EPOCH_TICK.as_nanos() + 1)
             .unwrap_or(u64::MAX);
         store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
         let mut reading = Duration::ZERO;
         let result = match core_input {
             Some(input) => run_core(&mut store, &pre, input, ticks, &mut reading),
