@@ -6,13 +6,16 @@
 //! 2. blob throughput, 64 MiB and 1 GiB: a blob fetched over hearth (noise + yamux + every
 //!    piece verified + written durably to the store) divided by a plain tokio TCP copy of the
 //!    same bytes into memory. Printed beside it: the same TCP copy written to a file and
-//!    `fsync`ed (what the disk allows a durable copy), the same again with the file written
-//!    as a fetch writes it (256 KiB pieces at their offsets, several at once),
-//!    the same bytes over one stream of a bare libp2p transport into memory (TCP + noise +
-//!    yamux, and QUIC; no swarm, no hearth protocol, no verification, no disk: the ceiling
-//!    of anything built on that transport), `store.put_bytes` alone, `store.get_bytes` alone (64 MiB: how a worker reads a shard's
-//!    input), the CPU time per MiB of the fetch (both ends) and of the TCP
-//!    copy into memory, and how many cores the fetch kept busy.
+//!    `fsync`ed (what the disk allows a durable copy); the same again with the file written
+//!    as a fetch writes it (256 KiB pieces at their offsets, several at once); that copy
+//!    with BLAKE3 over every piece on both ends and no `fsync` (the ceiling of a blob path
+//!    without noise whose fetched blobs are not made durable); the file written alone, no
+//!    network, no `fsync` (what the page cache allows); the same bytes over one stream of a
+//!    bare libp2p transport into memory (TCP + noise + yamux, and QUIC; no swarm, no hearth
+//!    protocol, no verification, no disk: the ceiling of anything built on that transport);
+//!    `store.put_bytes` alone, `store.get_bytes` alone (64 MiB: how a worker reads a shard's
+//!    input); the CPU time per MiB of the fetch (both ends) and of the TCP copy into memory;
+//!    and how many cores the fetch kept busy.
 //! 3. a job of 2 × 100 MB inputs on 3 loopback radiators (replication 2): submit → verified
 //!    result, divided by the time plain TCP takes to copy the input bytes the radiators
 //!    fetched, as many times as they fetched them, and how many cores the job kept busy.
@@ -182,6 +185,11 @@ enum Sink {
     /// and the file is `fsync`ed at the end. Beside [`Sink::Append`], it tells whether that
     /// write pattern, rather than the network, is what slows a fetch.
     Pieces(std::path::PathBuf),
+    /// The ceiling of a blob path without noise whose fetched blobs are not `fsync`ed: as
+    /// [`Sink::Pieces`], each piece also hashed with BLAKE3 on the blocking pool before it is
+    /// written, and no `fsync`; the sender copies each piece out of its buffer (the store's
+    /// read) and hashes it (the store's verification) before sending it.
+    Plaintext(std::path::PathBuf),
 }
 
 /// Copies `data` once over a fresh loopback TCP connection into `sink`. Returns the seconds
@@ -192,6 +200,7 @@ async fn tcp_copy(data: Arc<Vec<u8>>, sink: Sink) -> f64 {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let len = data.len();
+    let plaintext = matches!(sink, Sink::Plaintext(_));
     let start = Instant::now();
     let server = tokio::spawn(async move {
         let (s, _) = listener.accept().await.expect("accept");
@@ -200,7 +209,16 @@ async fn tcp_copy(data: Arc<Vec<u8>>, sink: Sink) -> f64 {
     let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    c.write_all(&data).await.expect("write");
+    if plaintext {
+        let mut read = vec![0u8; 256 * 1024];
+        for piece in data.chunks(256 * 1024) {
+            read[..piece.len()].copy_from_slice(piece);
+            std::hint::black_box(blake3::hash(&read[..piece.len()]));
+            c.write_all(&read[..piece.len()]).await.expect("write");
+        }
+    } else {
+        c.write_all(&data).await.expect("write");
+    }
     c.shutdown().await.expect("shutdown");
     let got = server.await.expect("server");
     assert_eq!(got, len);
@@ -219,7 +237,7 @@ async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize 
         Sink::Append(path) => {
             append = Some(tokio::fs::File::create(path).await.expect("create"));
         }
-        Sink::Pieces(path) => {
+        Sink::Pieces(path) | Sink::Plaintext(path) => {
             let file = std::fs::File::create(path).expect("create");
             file.set_len(len as u64).expect("set_len");
             pieces = Some((Arc::new(file), tokio::task::JoinSet::new(), 0u64));
@@ -236,7 +254,13 @@ async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize 
                 let mut full = std::mem::replace(&mut piece, vec![0u8; PIECE]);
                 full.truncate(filled);
                 let (f, at) = (file.clone(), *offset);
-                writes.spawn_blocking(move || f.write_all_at(&full, at).expect("pwrite"));
+                let verify = matches!(sink, Sink::Plaintext(_));
+                writes.spawn_blocking(move || {
+                    if verify {
+                        std::hint::black_box(blake3::hash(&full));
+                    }
+                    f.write_all_at(&full, at).expect("pwrite")
+                });
                 *offset += filled as u64;
                 filled = 0;
                 while writes.len() >= 4 {
@@ -255,9 +279,24 @@ async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize 
         while let Some(w) = writes.join_next().await {
             w.expect("write");
         }
-        file.sync_all().expect("fsync");
+        if !matches!(sink, Sink::Plaintext(_)) {
+            file.sync_all().expect("fsync");
+        }
     }
     total
+}
+
+/// Writes `data` into a new file at `path` in 256 KiB pieces, without `fsync`: what the page
+/// cache alone allows a fetch. Returns the seconds it took.
+fn page_cache_write(data: &[u8], path: &std::path::Path) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let start = Instant::now();
+    let file = std::fs::File::create(path).expect("create");
+    for (i, piece) in data.chunks(256 * 1024).enumerate() {
+        file.write_all_at(piece, (i * 256 * 1024) as u64)
+            .expect("pwrite");
+    }
+    start.elapsed().as_secs_f64()
 }
 
 /// Which libp2p transport [`bare_copy`] runs over.
@@ -369,6 +408,8 @@ struct BlobRun {
     tcp: f64,
     tcp_fsync: f64,
     tcp_pieces: f64,
+    plaintext: f64,
+    page_cache: f64,
     /// Copies into memory over one stream of a bare libp2p transport: TCP + noise + yamux,
     /// and QUIC.
     bare_tcp: f64,
@@ -387,6 +428,13 @@ async fn blob_throughput(len: usize) -> BlobRun {
     let tcp_cpu = cpu_secs() - cpu0;
     let tcp_fsync = tcp_copy(data.clone(), Sink::Append(scratch.path().join("copy"))).await;
     let tcp_pieces = tcp_copy(data.clone(), Sink::Pieces(scratch.path().join("pieces"))).await;
+    let plaintext = tcp_copy(data.clone(), Sink::Plaintext(scratch.path().join("plain"))).await;
+    let page_cache = {
+        let (data, path) = (data.clone(), scratch.path().join("page-cache"));
+        tokio::task::spawn_blocking(move || page_cache_write(&data, &path))
+            .await
+            .expect("join")
+    };
     drop(scratch);
     let cpu0 = cpu_secs();
     let bare_tcp = bare_copy(data.clone(), Bare::Tcp).await;
@@ -441,6 +489,8 @@ async fn blob_throughput(len: usize) -> BlobRun {
         tcp: mib / tcp,
         tcp_fsync: mib / tcp_fsync,
         tcp_pieces: mib / tcp_pieces,
+        plaintext: mib / plaintext,
+        page_cache: mib / page_cache,
         bare_tcp: mib / bare_tcp,
         bare_tcp_cpu: bare_tcp_cpu / mib,
         bare_quic: mib / bare_quic,
@@ -599,6 +649,16 @@ fn main() {
                 b.tcp_pieces
             );
             println!(
+                "| {:<48} | {:>9.1} MiB/s |           |",
+                format!("TCP + BLAKE3 + pieces, no fsync, {size}"),
+                b.plaintext
+            );
+            println!(
+                "| {:<48} | {:>9.1} MiB/s |           |",
+                format!("a file written alone, no fsync, {size}"),
+                b.page_cache
+            );
+            println!(
                 "| bare libp2p stream, TCP+noise+yamux, {size:<9}   | {:>9.1} MiB/s |           |",
                 b.bare_tcp
             );
@@ -622,6 +682,11 @@ fn main() {
             println!(
                 "| hearth / (TCP + file + fsync), {size:<9}         | {:>12.3}    |           |",
                 b.hearth / b.tcp_fsync
+            );
+            println!(
+                "| {:<48} | {:>12.3}    |           |",
+                format!("TCP + BLAKE3 + pieces, no fsync / TCP, {size}"),
+                b.plaintext / b.tcp
             );
             println!(
                 "| bare TCP+noise+yamux / TCP, {size:<9}            | {:>12.3}    |           |",
