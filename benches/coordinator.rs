@@ -30,10 +30,13 @@ use std::time::{Duration, Instant};
 use hearth::config::Role;
 use hearth::identity::Identity;
 use hearth::jobs::JobStatus;
-use hearth::model::receipt::{Claim, EnergyMethod, WorkRecord};
 use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
 use hearth::model::{now_ms, Assembly, JobLimits, JobManifest};
 use hearth::node::RunningNode;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::trivial_claim;
 
 /// The process's CPU time so far (user + system), seconds.
 fn cpu_secs() -> f64 {
@@ -121,23 +124,7 @@ async fn shard_loop(
             }
             other => panic!("unexpected answer to a lease: {other:?}"),
         };
-        let now = now_ms();
-        let record = WorkRecord {
-            job,
-            shard: lease.shard,
-            module: manifest.module,
-            input: manifest.inputs[lease.shard as usize],
-            output,
-            worker: worker.public(),
-            submitter: manifest.submitter,
-            fuel: 1_000,
-            energy_mj: 1,
-            method: EnergyMethod::CpuEstimate,
-            start_ms: now.saturating_sub(1),
-            end_ms: now,
-            nonce: lease.nonce,
-        };
-        let claim = Claim::sign(record, &worker).expect("sign a claim");
+        let claim = trivial_claim(&manifest, &lease, output, &worker);
         match coordinator.control(peer, Request::Claim(claim)).await {
             Response::ClaimAccepted { .. } => {
                 claims.fetch_add(1, Ordering::Relaxed);

@@ -19,6 +19,9 @@ use hearth::ledger::Ledger;
 use hearth::model::JobLimits;
 use hearth::node::RunningNode;
 
+mod support;
+use support::trivial_claim;
+
 const TIMEOUT: Duration = Duration::from_secs(180);
 const BIN: &str = env!("CARGO_BIN_EXE_hearth");
 const SHARDS: u32 = 6;
@@ -637,7 +640,6 @@ async fn shard_loop(
     output: blake3::Hash,
     told: std::sync::Arc<std::sync::Mutex<Told>>,
 ) {
-    use hearth::model::receipt::{Claim, EnergyMethod, WorkRecord};
     use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
     let job = manifest.id();
     let coordinator = node.context.coordinator.clone();
@@ -665,23 +667,7 @@ async fn shard_loop(
             .unwrap()
             .leases
             .push((lease.shard, worker.public(), lease.nonce));
-        let now = hearth::model::now_ms();
-        let record = WorkRecord {
-            job,
-            shard: lease.shard,
-            module: manifest.module,
-            input: manifest.inputs[lease.shard as usize],
-            output,
-            worker: worker.public(),
-            submitter: manifest.submitter,
-            fuel: 1_000,
-            energy_mj: 1,
-            method: EnergyMethod::CpuEstimate,
-            start_ms: now.saturating_sub(1),
-            end_ms: now,
-            nonce: lease.nonce,
-        };
-        let claim = Claim::sign(record, &worker).unwrap();
+        let claim = trivial_claim(&manifest, &lease, output, &worker);
         match coordinator
             .control(worker.peer_id(), Request::Claim(claim))
             .await

@@ -1,6 +1,8 @@
 //! Fixtures shared by the tests that run real nodes on loopback (`mod support;` in each):
 //! settle a network of radiators, submit a job built from a spec, wait for its outcome and
-//! read its result. Each test file uses some of them, hence `allow(dead_code)`.
+//! read its result; the claim of an in-process radiator whose shards cost nothing (also used
+//! by `benches/coordinator.rs`, with `#[path]`). Each test file uses some of them, hence
+//! `allow(dead_code)`.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -11,7 +13,9 @@ use hearth::identity::{Identity, PublicKey};
 use hearth::jobs::build::{build, JobSpec};
 use hearth::jobs::{JobStatus, JobView};
 use hearth::kernels;
-use hearth::model::{parse_hash, JobLimits, JobManifest};
+use hearth::model::receipt::{Claim, EnergyMethod, WorkRecord};
+use hearth::model::wire::Lease;
+use hearth::model::{now_ms, parse_hash, JobLimits, JobManifest};
 use hearth::node::{NodeOptions, RunningNode};
 
 /// Iterations of the Mandelbrot jobs built by [`mandelbrot`] and checked by [`native_png`].
@@ -107,4 +111,31 @@ pub fn result_bytes(node: &RunningNode, view: &JobView) -> Vec<u8> {
         .store
         .get_bytes(&parse_hash(result).unwrap())
         .unwrap()
+}
+
+/// A signed claim for `lease`: `output` as the shard's result, 1 000 fuel and 1 mJ spent in
+/// the millisecond before now.
+pub fn trivial_claim(
+    manifest: &JobManifest,
+    lease: &Lease,
+    output: blake3::Hash,
+    worker: &Identity,
+) -> Claim {
+    let now = now_ms();
+    let record = WorkRecord {
+        job: lease.job,
+        shard: lease.shard,
+        module: manifest.module,
+        input: manifest.inputs[lease.shard as usize],
+        output,
+        worker: worker.public(),
+        submitter: manifest.submitter,
+        fuel: 1_000,
+        energy_mj: 1,
+        method: EnergyMethod::CpuEstimate,
+        start_ms: now.saturating_sub(1),
+        end_ms: now,
+        nonce: lease.nonce,
+    };
+    Claim::sign(record, worker).expect("sign a claim")
 }
