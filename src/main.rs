@@ -4,7 +4,7 @@ fn main() -> std::process::ExitCode {
     match hearth::cli::main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", hearth::cli::report(&e));
             std::process::ExitCode::FAILURE
         }
     }

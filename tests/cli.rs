@@ -130,6 +130,23 @@ fn blobs_round_trip_through_the_cli() {
     assert!(err.contains("not a blake3 hash"), "{err}");
 }
 
+/// An error says each of its causes once: an error whose message already quotes its cause
+/// is not followed by that cause again.
+#[test]
+fn an_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.bin");
+    let err = fails(dir.path(), &["blob", "put", missing.to_str().unwrap()]);
+    assert!(err.contains("missing.bin"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // A data directory that cannot be created: the key file's error, once.
+    let inside_a_file = dir.path().join("missing.bin").join("data");
+    std::fs::write(dir.path().join("missing.bin"), b"a file, not a directory").unwrap();
+    let err = fails(&inside_a_file, &["init"]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("(os error").count(), 1, "{err}");
+}
+
 #[test]
 fn run_local_renders_a_png_of_the_requested_size() {
     let dir = tempfile::tempdir().unwrap();

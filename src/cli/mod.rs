@@ -403,6 +403,22 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 }
 
 /// Entry point of the binary.
+/// What the binary prints for an error: the error, then each cause the text does not already
+/// quote, `: `-separated. Most of this crate's errors quote their cause in their own message
+/// (`"could not read file {path}: {source}"`) and also name it as their `source`, so printing
+/// the whole chain would say it twice.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The daemon logs what it does; other commands print their results and log only trouble.
@@ -624,5 +640,22 @@ mod tests {
             let err = submit_policy(bad).unwrap_err().to_string();
             assert!(!err.is_empty(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_report_names_every_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        // A cause the message quotes is not repeated.
+        let quoted = crate::store::StoreError::File {
+            path: "x.bin".into(),
+            source: io(),
+        };
+        assert_eq!(
+            report(&anyhow::Error::new(quoted)),
+            "could not read file x.bin: no such file"
+        );
+        // A context that does not quote its cause is followed by it.
+        let context = anyhow::Error::new(io()).context("reading the job spec");
+        assert_eq!(report(&context), "reading the job spec: no such file");
     }
 }
