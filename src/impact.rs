@@ -235,8 +235,11 @@ pub fn compute(
         }
     }
     let invalid = wanted.len() - valid.len();
-    let credited_kwh = valid.iter().map(|r| credited_mj(r) as f64).sum::<f64>() / MJ_PER_KWH;
-    let claimed_kwh = valid.iter().map(|r| r.energy_mj as f64).sum::<f64>() / MJ_PER_KWH;
+    // Summed exactly, in whole millijoules (u128: no number of u64 receipts overflows it);
+    // a float sum would also make an empty export -0.0 kWh.
+    let kwh = |mj: u128| mj as f64 / MJ_PER_KWH;
+    let credited_kwh = kwh(valid.iter().map(|r| u128::from(credited_mj(r))).sum());
+    let claimed_kwh = kwh(valid.iter().map(|r| u128::from(r.energy_mj)).sum());
     let jobs: std::collections::BTreeSet<&str> = valid.iter().map(|r| r.job.as_str()).collect();
     let homes: std::collections::BTreeSet<&str> = valid.iter().map(|r| r.worker.as_str()).collect();
     let heat = credited_kwh * a.useful_heat_fraction;
@@ -306,6 +309,15 @@ mod tests {
         // No receipts: zeros, no division by zero.
         let r = compute(&[], &Filter::default(), &Assumptions::default()).unwrap();
         assert_eq!((r.receipts, r.co2_reduction), (0, 0.0));
+        // Plain zeros, not -0 (an empty float sum is -0.0, printed "-0.000000 kWh").
+        for kwh in [
+            r.credited_kwh,
+            r.claimed_kwh,
+            r.heat_delivered_kwh,
+            r.hearth_co2_kg,
+        ] {
+            assert!(kwh == 0.0 && kwh.is_sign_positive(), "{kwh}");
+        }
         let bad = Assumptions {
             pue: 0.5,
             ..Assumptions::default()
