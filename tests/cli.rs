@@ -130,6 +130,17 @@ fn blobs_round_trip_through_the_cli() {
     assert!(err.contains("not a blake3 hash"), "{err}");
 }
 
+/// A household without receipts is told so, not shown an empty table.
+#[test]
+fn no_receipts_yet_is_said_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init"]);
+    // No node answers on this port: the command reads the data directory's own ledger.
+    let api = format!("http://127.0.0.1:{}", free_port());
+    let out = ok(dir.path(), &["--api", &api, "receipts"]);
+    assert!(out.starts_with("no receipts yet"), "{out}");
+}
+
 /// An error says each of its causes once: an error whose message already quotes its cause
 /// is not followed by that cause again.
 #[test]

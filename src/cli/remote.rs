@@ -378,6 +378,16 @@ pub async fn receipts(
 ) -> anyhow::Result<()> {
     let export = load_receipts(api, data_dir, household).await?;
     let related = load_related(api, data_dir).await;
+    if export.receipts.is_empty() {
+        match household {
+            Some(h) => println!("no receipts credit household {h} here"),
+            None => println!(
+                "no receipts yet: a receipt comes with each verified shard this radiator runs \
+                 (`hearth heat` shows whether the room calls for heat)"
+            ),
+        }
+        return Ok(());
+    }
     // "claimed" is the worker's own figure (the signed record); "credited" is what the
     // submitter countersigned in the credit terms, the figure a household is repaid by.
     println!(
