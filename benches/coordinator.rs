@@ -143,7 +143,7 @@ async fn run_job(
     seed: u64,
 ) -> Run {
     let store = &node.context.store;
-    let module = store.put_bytes(b"a trivial module").unwrap();
+    let module = store.put_bytes(&support::trivial_module()).unwrap();
     let output = store.put_bytes(b"a trivial output").unwrap();
     let input = store.put_bytes(b"a trivial input").unwrap();
     let manifest = JobManifest {

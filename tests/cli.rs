@@ -130,6 +130,53 @@ fn blobs_round_trip_through_the_cli() {
     assert!(err.contains("not a blake3 hash"), "{err}");
 }
 
+/// `--module` takes WebAssembly text as well as binary; a file that is neither is refused with
+/// a reason a person can act on, before anything is stored.
+#[test]
+fn a_module_may_be_webassembly_text_and_garbage_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init"]);
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, b"input").unwrap();
+    let text = dir.path().join("shard.wat");
+    let wat = r#"(module (memory (export "memory") 1)
+        (func (export "alloc") (param i32) (result i32) i32.const 1024)
+        (func (export "run") (param i32 i32) (result i64) i64.const 0))"#;
+    std::fs::write(&text, wat).unwrap();
+    let binary = blake3::hash(&wat::parse_str(wat).unwrap())
+        .to_hex()
+        .to_string();
+    let args = |module: &Path| {
+        [
+            "job",
+            "new",
+            "wasm",
+            "--module",
+            module.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ]
+        .map(str::to_string)
+    };
+    let run = |module: &Path| hearth(dir.path(), &args(module).each_ref().map(String::as_str));
+    let built = run(&text);
+    assert!(built.status.success(), "{built:?}");
+    let out = String::from_utf8(built.stdout).unwrap();
+    assert_eq!(out.lines().last().unwrap().len(), 64, "{out}");
+    // The job's module is the text compiled, not the text.
+    let said = String::from_utf8(built.stderr).unwrap();
+    assert!(said.contains(&format!("module {binary}")), "{said}");
+    let garbage = dir.path().join("notes.txt");
+    std::fs::write(&garbage, b"not a module").unwrap();
+    let refused = run(&garbage);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("notes.txt is neither a WebAssembly binary nor WebAssembly text"),
+        "{err}"
+    );
+}
+
 /// A household without receipts is told so, not shown an empty table.
 #[test]
 fn no_receipts_yet_is_said_in_words() {

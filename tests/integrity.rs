@@ -706,7 +706,7 @@ async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
         let store = &node.context.store;
         let input = store.put_bytes(b"a trivial input").unwrap();
         let manifest = Arc::new(hearth::model::JobManifest {
-            module: store.put_bytes(b"a trivial module").unwrap(),
+            module: store.put_bytes(&support::trivial_module()).unwrap(),
             inputs: vec![input; 20_000],
             limits: JobLimits::default(),
             replication: 2,

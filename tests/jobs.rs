@@ -536,6 +536,53 @@ async fn jobs_beyond_the_radiators_limits_are_declined_and_the_submitter_sees_wh
     .expect("test timed out");
 }
 
+/// A module no radiator can run (not WebAssembly, an import outside hearth's deterministic
+/// set, no shard ABI) is refused when it is submitted, with the reason, instead of being
+/// announced for every radiator to fetch, fail on and report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_module_no_radiator_can_run_is_refused_at_submission() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 1, 1, &|_, _: &mut NodeOptions| {})
+            .await
+            .unwrap();
+        let sub = &nodes[0];
+        let clock = wat::parse_str(
+            r#"(module (import "env" "clock" (func (result i64)))
+                (memory (export "memory") 1)
+                (func (export "alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "run") (param i32 i32) (result i64) i64.const 0))"#,
+        )
+        .unwrap();
+        let no_abi = wat::parse_str(r#"(module (func (export "main")))"#).unwrap();
+        for (module, expect) in [
+            (b"MZ, not a module".to_vec(), "not valid WebAssembly"),
+            (clock, "env::clock"),
+            (no_abi, "does not follow a hearth shard ABI"),
+        ] {
+            let spec = JobSpec::Wasm {
+                module,
+                inputs: vec![b"in".to_vec()],
+            };
+            let manifest = build(
+                &sub.context.store,
+                &spec,
+                sub.household(),
+                JobLimits::default(),
+                1,
+            )
+            .unwrap();
+            let err = sub.context.coordinator.submit(manifest).await.unwrap_err();
+            let err = err.to_string();
+            assert!(err.contains("no radiator can run"), "{err}");
+            assert!(err.contains(expect), "{err}");
+        }
+        assert!(sub.context.coordinator.list().await.is_empty());
+    })
+    .await
+    .expect("timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_delete_a_finished_jobs_blobs_and_the_submitter_keeps_its_own() {
     tokio::time::timeout(TIMEOUT, async {

@@ -8,7 +8,7 @@ pub mod impact;
 mod local;
 mod remote;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -238,6 +238,7 @@ pub enum SpecArgs {
     },
     /// Any module: one shard per input file.
     Wasm {
+        /// The module: WebAssembly binary (`.wasm`) or text (`.wat`, compiled here).
         #[arg(long)]
         module: PathBuf,
         #[arg(long = "input", required = true)]
@@ -364,14 +365,26 @@ impl SpecArgs {
                 seed: *seed,
             },
             SpecArgs::Wasm { module, inputs } => JobSpec::Wasm {
-                module: std::fs::read(module)
-                    .with_context(|| format!("reading {}", module.display()))?,
+                module: read_module(module)?,
                 inputs: inputs
                     .iter()
                     .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
                     .collect::<anyhow::Result<_>>()?,
             },
         })
+    }
+}
+
+/// A module file: WebAssembly binary as it is, WebAssembly text compiled to binary (the `wat`
+/// crate, which the built-in kernels' text already needs).
+fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    match wat::parse_bytes(&bytes) {
+        Ok(module) => Ok(module.into_owned()),
+        Err(e) => anyhow::bail!(
+            "{} is neither a WebAssembly binary nor WebAssembly text: {e}",
+            path.display()
+        ),
     }
 }
 

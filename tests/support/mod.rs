@@ -1,6 +1,6 @@
 //! Fixtures shared by the tests that run real nodes on loopback (`mod support;` in each):
 //! settle a network of radiators, submit a job built from a spec, wait for its outcome and
-//! read its result; the claim of an in-process radiator whose shards cost nothing (also used
+//! read its result; the module and claim of an in-process radiator whose shards cost nothing (also used
 //! by `benches/coordinator.rs`, with `#[path]`). Each test file uses some of them, hence
 //! `allow(dead_code)`.
 #![allow(dead_code)]
@@ -111,6 +111,17 @@ pub fn result_bytes(node: &RunningNode, view: &JobView) -> Vec<u8> {
         .store
         .get_bytes(&parse_hash(result).unwrap())
         .unwrap()
+}
+
+/// The smallest module a radiator accepts (core ABI: `alloc`, `run`, a memory), for jobs whose
+/// shards are never really run.
+pub fn trivial_module() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "run") (param i32 i32) (result i64) i64.const 0))"#,
+    )
+    .expect("a valid module")
 }
 
 /// A signed claim for `lease`: `output` as the shard's result, 1 000 fuel and 1 mJ spent in

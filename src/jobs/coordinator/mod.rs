@@ -524,6 +524,27 @@ impl Coordinator {
                 )));
             }
         }
+        // A module no radiator can run (not WebAssembly, an import outside the deterministic
+        // set, no shard ABI, over every radiator's size cap) is refused now, with the reason,
+        // rather than announced for radiators to fetch, fail on and report. Each radiator's
+        // own limits (size, shape, memory) are its to apply; they are not checked here.
+        let module = manifest.module;
+        self.store
+            .blocking(move |store| {
+                let len = store.len(&module)?.unwrap_or(0);
+                if len > crate::exec::MAX_MODULE_BYTES as u64 {
+                    return Ok(Err(format!(
+                        "its module is {len} bytes, over the {} any radiator accepts",
+                        crate::exec::MAX_MODULE_BYTES
+                    )));
+                }
+                let bytes = store.get_bytes(&module)?;
+                Ok(crate::exec::inspect::inspect(&bytes)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()))
+            })
+            .await?
+            .map_err(|e| JobError::Invalid(format!("no radiator can run this job: {e}")))?;
         let id = manifest.id();
         if self.book.job(&id).is_some() {
             // The same manifest again: the job already runs (or ran); nothing to reset.
