@@ -146,19 +146,13 @@ fn a_module_may_be_webassembly_text_and_garbage_is_named() {
     let binary = blake3::hash(&wat::parse_str(wat).unwrap())
         .to_hex()
         .to_string();
-    let args = |module: &Path| {
-        [
-            "job",
-            "new",
-            "wasm",
-            "--module",
-            module.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-        ]
-        .map(str::to_string)
+    let run = |module: &Path| {
+        let (module, input) = (module.to_str().unwrap(), input.to_str().unwrap());
+        hearth(
+            dir.path(),
+            &["job", "new", "wasm", "--module", module, "--input", input],
+        )
     };
-    let run = |module: &Path| hearth(dir.path(), &args(module).each_ref().map(String::as_str));
     let built = run(&text);
     assert!(built.status.success(), "{built:?}");
     let out = String::from_utf8(built.stdout).unwrap();
