@@ -415,7 +415,6 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     };
 }
 
-/// Entry point of the binary.
 /// What the binary prints for an error: the error, then each cause the text does not already
 /// quote, `: `-separated. Most of this crate's errors quote their cause in their own message
 /// (`"could not read file {path}: {source}"`) and also name it as their `source`, so printing
@@ -432,6 +431,7 @@ pub fn report(e: &anyhow::Error) -> String {
     text
 }
 
+/// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The daemon logs what it does; other commands print their results and log only trouble.
