@@ -232,6 +232,7 @@ async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize 
     let mut piece = vec![0u8; PIECE];
     let (mut filled, mut total) = (0, 0);
     let (mut append, mut pieces) = (None, None);
+    let verify = matches!(sink, Sink::Plaintext(_));
     match &sink {
         Sink::Memory => {}
         Sink::Append(path) => {
@@ -254,7 +255,6 @@ async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize 
                 let mut full = std::mem::replace(&mut piece, vec![0u8; PIECE]);
                 full.truncate(filled);
                 let (f, at) = (file.clone(), *offset);
-                let verify = matches!(sink, Sink::Plaintext(_));
                 writes.spawn_blocking(move || {
                     if verify {
                         std::hint::black_box(blake3::hash(&full));
@@ -279,7 +279,7 @@ async fn receive(mut s: tokio::net::TcpStream, sink: Sink, len: usize) -> usize 
         while let Some(w) = writes.join_next().await {
             w.expect("write");
         }
-        if !matches!(sink, Sink::Plaintext(_)) {
+        if !verify {
             file.sync_all().expect("fsync");
         }
     }

@@ -559,6 +559,11 @@ async fn a_module_no_radiator_can_run_is_refused_at_submission() {
             (b"MZ, not a module".to_vec(), "not valid WebAssembly"),
             (clock, "env::clock"),
             (no_abi, "does not follow a hearth shard ABI"),
+            // Over the size any radiator accepts: refused without being read.
+            (
+                vec![0; hearth::exec::MAX_MODULE_BYTES + 1],
+                "over the 67108864 any radiator accepts",
+            ),
         ] {
             let spec = JobSpec::Wasm {
                 module,

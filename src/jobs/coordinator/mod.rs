@@ -524,6 +524,11 @@ impl Coordinator {
                 )));
             }
         }
+        let id = manifest.id();
+        if self.book.job(&id).is_some() {
+            // The same manifest again: the job already runs (or ran); nothing to reset.
+            return Ok(id);
+        }
         // A module no radiator can run (not WebAssembly, an import outside the deterministic
         // set, no shard ABI, over every radiator's size cap) is refused now, with the reason,
         // rather than announced for radiators to fetch, fail on and report. Each radiator's
@@ -545,11 +550,6 @@ impl Coordinator {
             })
             .await?
             .map_err(|e| JobError::Invalid(format!("no radiator can run this job: {e}")))?;
-        let id = manifest.id();
-        if self.book.job(&id).is_some() {
-            // The same manifest again: the job already runs (or ran); nothing to reset.
-            return Ok(id);
-        }
         // The manifest is a blob under its own id, so radiators fetch it like any other blob.
         let bytes = manifest.to_bytes();
         let stored = self
