@@ -21,7 +21,9 @@
 //! `HEARTH_BENCH_RADIATORS` and `HEARTH_BENCH_SLOTS` set the load; `HEARTH_BENCH_PROGRESS`
 //! prints progress. Also printed: the whole process's CPU time per verified shard, which,
 //! unlike the rate, does not depend on how busy the machine is, and how many cores the run
-//! kept busy on average (CPU time ÷ wall time).
+//! kept busy on average (CPU time ÷ wall time), and what following the finished job costs per
+//! request (the coordinator's actor building the answer, and its JSON encoding): its
+//! shard-by-shard view against its summary.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -86,6 +88,43 @@ struct Run {
     written: u64,
     db_growth: u64,
     claims: u64,
+    follow: Follow,
+}
+
+/// What following the finished job costs the coordinator's actor, per request, and the size
+/// of the answer's JSON: the shard-by-shard view (`hearth job status`, and what `hearth job
+/// wait`, the dashboard and every Prometheus scrape asked for until 2026-12-02) against the
+/// summary they ask for now.
+struct Follow {
+    view: Duration,
+    view_bytes: usize,
+    summary: Duration,
+    summary_bytes: usize,
+}
+
+async fn follow_costs(node: &RunningNode, job: blake3::Hash) -> Follow {
+    let coordinator = &node.context.coordinator;
+    let started = Instant::now();
+    let mut view_bytes = 0;
+    const VIEWS: u32 = 5;
+    for _ in 0..VIEWS {
+        let view = coordinator.view(job).await.expect("job");
+        view_bytes = serde_json::to_vec(&view).unwrap().len();
+    }
+    let view = started.elapsed() / VIEWS;
+    const SUMMARIES: u32 = 1_000;
+    let started = Instant::now();
+    let mut summary_bytes = 0;
+    for _ in 0..SUMMARIES {
+        let summary = coordinator.summary(job).await.expect("job");
+        summary_bytes = serde_json::to_vec(&summary).unwrap().len();
+    }
+    Follow {
+        view,
+        view_bytes,
+        summary: started.elapsed() / SUMMARIES,
+        summary_bytes,
+    }
 }
 
 /// One shard loop of one radiator: lease, claim at once, again, until the job is complete.
@@ -182,7 +221,7 @@ async fn run_job(
             )));
         }
     }
-    // `progress`, not `view`: a view walks every shard on the coordinator's actor (tens of
+    // `summary`, not `view`: a view walks every shard on the coordinator's actor (tens of
     // milliseconds for 65 536 shards), which would be measured as coordination. Asked every
     // 10 ms: the job's time is the time of the first answer that says it is done, and asked
     // every 200 ms (until 2026-12-02) it was rounded up to the next 200 ms, so the 4 096-shard
@@ -190,10 +229,10 @@ async fn run_job(
     let mut printed = started;
     let verified = loop {
         if limit < shards && claims.load(Ordering::Relaxed) >= 2 * limit as u64 {
-            let view = node.context.coordinator.progress(job).await.expect("job");
+            let view = node.context.coordinator.summary(job).await.expect("job");
             break view.shards_verified;
         }
-        let view = node.context.coordinator.progress(job).await.expect("job");
+        let view = node.context.coordinator.summary(job).await.expect("job");
         match view.status {
             JobStatus::Done { .. } => break shards,
             JobStatus::Failed { reason } => panic!("job failed: {reason}"),
@@ -219,13 +258,19 @@ async fn run_job(
     for l in loops {
         l.await.expect("a shard loop panicked");
     }
+    let (cpu, written, db_growth) = (
+        cpu_secs() - cpu0,
+        written() - w0,
+        dir_bytes(data_dir).saturating_sub(db0),
+    );
     Run {
+        follow: follow_costs(node, job).await,
         shards,
         verified,
         elapsed,
-        cpu: cpu_secs() - cpu0,
-        written: written() - w0,
-        db_growth: dir_bytes(data_dir).saturating_sub(db0),
+        cpu,
+        written,
+        db_growth,
         claims: claims.load(Ordering::Relaxed),
     }
 }
@@ -310,6 +355,28 @@ fn main() {
             "{:<44} {:>14.2} {:>10}",
             "  claims per verified shard",
             r.claims as f64 / r.verified as f64,
+            ""
+        );
+        let f = &r.follow;
+        println!(
+            "{:<44} {:>11.2} ms {:>10}",
+            format!(
+                "  job's view, shard by shard ({} KB JSON)",
+                f.view_bytes / 1000
+            ),
+            f.view.as_secs_f64() * 1e3,
+            ""
+        );
+        println!(
+            "{:<44} {:>11.2} ms {:>10}",
+            format!("  job's summary ({} B JSON)", f.summary_bytes),
+            f.summary.as_secs_f64() * 1e3,
+            ""
+        );
+        println!(
+            "{:<44} {:>13.0}x {:>10}",
+            "  view ÷ summary, time per request",
+            f.view.as_secs_f64() / f.summary.as_secs_f64(),
             ""
         );
     }

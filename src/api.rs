@@ -16,8 +16,9 @@
 //! | POST | `/v1/blobs` | store the body as a blob → `{"hash"}` | yes |
 //! | GET | `/v1/blobs/{hash}` | a blob's bytes | yes |
 //! | POST | `/v1/jobs` | submit a job (JSON [`SubmitJob`]) → `{"id"}` | yes |
-//! | GET | `/v1/jobs` | jobs this node coordinates | yes |
-//! | GET | `/v1/jobs/{id}` | one job, shard by shard | yes |
+//! | GET | `/v1/jobs` | jobs this node coordinates, each without its shards ([`crate::jobs::JobSummary`]) | yes |
+//! | GET | `/v1/jobs/{id}` | one job, shard by shard ([`crate::jobs::JobView`]) | yes |
+//! | GET | `/v1/jobs/{id}/summary` | one job without its shards: what to poll while following it | yes |
 //! | GET | `/v1/jobs/{id}/result` | the assembled result once the job is done | yes |
 //! | GET | `/v1/receipts?household=KEY` | receipts, in the export format | yes |
 //! | GET | `/v1/receipts/totals` | credit per household | yes |
@@ -71,6 +72,7 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         .route("/v1/blobs/{hash}", get(get_blob))
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/summary", get(job_summary))
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/receipts", get(receipts))
         .route("/v1/receipts/totals", get(totals))
@@ -282,8 +284,20 @@ async fn submit(
     Ok(Json(serde_json::json!({ "id": id.to_hex().to_string() })))
 }
 
-async fn list_jobs(State(ctx): State<NodeContext>) -> Json<Vec<crate::jobs::JobView>> {
+async fn list_jobs(State(ctx): State<NodeContext>) -> Json<Vec<crate::jobs::JobSummary>> {
     Json(ctx.coordinator.list().await)
+}
+
+async fn job_summary(
+    State(ctx): State<NodeContext>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::jobs::JobSummary>, ApiError> {
+    let id = parse_hash(&id).map_err(bad)?;
+    ctx.coordinator
+        .summary(id)
+        .await
+        .map(Json)
+        .ok_or_else(|| not_found("this node coordinates no such job"))
 }
 
 async fn job(
@@ -617,7 +631,7 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-fn count_jobs(jobs: &[crate::jobs::JobView], f: fn(&JobStatus) -> bool) -> f64 {
+fn count_jobs(jobs: &[crate::jobs::JobSummary], f: fn(&JobStatus) -> bool) -> f64 {
     jobs.iter().filter(|j| f(&j.status)).count() as f64
 }
 

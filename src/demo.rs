@@ -181,7 +181,7 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let view = loop {
-        let Some(view) = submitter.context.coordinator.view(id).await else {
+        let Some(view) = submitter.context.coordinator.summary(id).await else {
             bail!("the coordinator lost the job");
         };
         bar.set_length(view.shards_total as u64);

@@ -125,6 +125,11 @@ fn every_route() -> Vec<(Method, &'static str, &'static str)> {
         ),
         (
             Method::GET,
+            "/v1/jobs/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262/summary",
+            "",
+        ),
+        (
+            Method::GET,
             "/v1/jobs/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262/result",
             "",
         ),
@@ -147,6 +152,54 @@ fn every_route() -> Vec<(Method, &'static str, &'static str)> {
         (Method::POST, "/v1/heat/boost", r#"{"minutes": 60}"#),
         (Method::POST, "/v1/heat/off", ""),
     ]
+}
+
+/// The list of jobs and a job's summary carry no shards: what the dashboard, Prometheus and
+/// `hearth job wait` poll must not grow with a job's size. The shard-by-shard view is asked for
+/// by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_listed_and_followed_without_their_shards() {
+    within(async {
+        let n = start().await;
+        let get = |path: String| {
+            let req = n.authed(Method::GET, &path);
+            async move {
+                let resp = req.send().await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK, "{path}");
+                resp.json::<serde_json::Value>().await.unwrap()
+            }
+        };
+        let submitted: serde_json::Value = n
+            .authed(Method::POST, "/v1/jobs")
+            .header("content-type", "application/json")
+            .body(n.job_body())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = submitted["id"].as_str().unwrap().to_string();
+        let list = get("/v1/jobs".into()).await;
+        let listed = &list.as_array().unwrap()[0];
+        assert_eq!(listed["id"], id.as_str());
+        assert_eq!(listed["shards_total"], 1);
+        assert!(listed.get("shards").is_none(), "{listed}");
+        let summary = get(format!("/v1/jobs/{id}/summary")).await;
+        assert!(summary.get("shards").is_none(), "{summary}");
+        assert_eq!(summary["id"], id.as_str());
+        assert!(summary.get("waiting").is_some(), "{summary}");
+        let view = get(format!("/v1/jobs/{id}")).await;
+        assert_eq!(view["shards"].as_array().unwrap().len(), 1, "{view}");
+        let resp = n
+            .authed(Method::GET, &format!("/v1/jobs/{}/summary", "0".repeat(64)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        n.node.shutdown().await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

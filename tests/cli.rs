@@ -369,9 +369,28 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         ],
     );
     let job = out.lines().last().unwrap().trim().to_string();
-    ok(
+    // A job is named by the start of its id, as `hearth receipts` prints it; `job wait` says
+    // how it ended even when no terminal shows its progress bar.
+    let short = &job[..12];
+    let waited = hearth(
         &dirs[1],
-        &["--api", &api(1), "job", "wait", &job, "--timeout", "90"],
+        &["--api", &api(1), "job", "wait", short, "--timeout", "90"],
+    );
+    let said = String::from_utf8_lossy(&waited.stderr);
+    assert!(waited.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("job {job} is done: 2 of 2 shards verified")),
+        "{said}"
+    );
+    let status = ok(&dirs[1], &["--api", &api(1), "job", "status", short]);
+    assert!(status.starts_with(&format!("job {job}: done")), "{status}");
+    let unknown = if job.starts_with("00") { "ff" } else { "00" };
+    let err = fails(&dirs[1], &["--api", &api(1), "job", "status", unknown]);
+    assert!(
+        err.contains(&format!(
+            "no job this node coordinates has an id starting with {unknown}"
+        )),
+        "{err}"
     );
     ok(
         &dirs[1],

@@ -195,12 +195,14 @@ pub enum JobCommand {
     },
     /// Each shard's state, with reasons.
     Status {
+        /// The job's id, or enough of its first digits to name one job of this node's.
         id: String,
         #[arg(long)]
         json: bool,
     },
     /// Wait for a job, with a progress bar.
     Wait {
+        /// The job's id, or enough of its first digits to name one job of this node's.
         id: String,
         /// Give up (exit 1) after this many seconds.
         #[arg(long)]
@@ -208,6 +210,7 @@ pub enum JobCommand {
     },
     /// Write a finished job's result.
     Result {
+        /// The job's id, or enough of its first digits to name one job of this node's.
         id: String,
         #[arg(short, long)]
         output: PathBuf,
@@ -489,13 +492,11 @@ pub fn main() -> anyhow::Result<()> {
         Command::Job(JobCommand::Status { id, json }) => {
             runtime.block_on(remote::job_status(&api()?, id, *json))
         }
-        Command::Job(JobCommand::Wait { id, timeout }) => runtime
-            .block_on(remote::job_wait(
-                &api()?,
-                id,
-                timeout.map(Duration::from_secs),
-            ))
-            .map(|_| ()),
+        Command::Job(JobCommand::Wait { id, timeout }) => runtime.block_on(remote::job_wait(
+            &api()?,
+            id,
+            timeout.map(Duration::from_secs),
+        )),
         Command::Job(JobCommand::Result { id, output }) => {
             runtime.block_on(remote::job_result(&api()?, id, output))
         }

@@ -10,7 +10,7 @@ use crate::api::{PeerView, Status, SubmitJob};
 use crate::identity::{Identity, PublicKey};
 use crate::jobs::build::{materialise, JobSpec, Materials};
 use crate::jobs::trust::related::Relation;
-use crate::jobs::{JobStatus, JobView, ShardView};
+use crate::jobs::{JobStatus, JobSummary, JobView, ShardView};
 use crate::ledger::Ledger;
 use crate::model::receipt::{CreditBasis, EnergyMethod, ReceiptExport, VerifiedBy};
 
@@ -159,7 +159,7 @@ pub async fn submit(
 }
 
 pub async fn jobs(api: &Client, json: bool) -> anyhow::Result<()> {
-    let jobs: Vec<JobView> = api.get("/v1/jobs").await?;
+    let jobs: Vec<JobSummary> = api.get("/v1/jobs").await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(());
@@ -240,7 +240,41 @@ fn state_word(s: &JobStatus) -> &'static str {
     }
 }
 
+/// The full id of the job `given` names: its 64 hex digits, or their start when exactly one
+/// job this node coordinates begins so (`hearth receipts` prints 12 of them). Anything else
+/// goes to the node as it is, which says what is wrong with it.
+pub async fn job_id(api: &Client, given: &str) -> anyhow::Result<String> {
+    let given = given.trim().to_ascii_lowercase();
+    if given.is_empty() || given.len() >= 64 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(given);
+    }
+    let jobs: Vec<JobSummary> = api.get("/v1/jobs").await?;
+    pick_job(&given, jobs.iter().map(|j| j.id.as_str()))
+        .map(str::to_string)
+        .map_err(anyhow::Error::msg)
+}
+
+/// The one id among `ids` that starts with `prefix`.
+fn pick_job<'a>(prefix: &str, ids: impl Iterator<Item = &'a str>) -> Result<&'a str, String> {
+    let found: Vec<&str> = ids.filter(|id| id.starts_with(prefix)).collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "no job this node coordinates has an id starting with {prefix} (`hearth jobs` lists them)"
+        )),
+        many => Err(format!(
+            "{prefix} starts the ids of {} jobs ({}); give more of its digits",
+            many.len(),
+            many.iter()
+                .map(|id| id.get(..16).unwrap_or(id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let id = job_id(api, id).await?;
     let j: JobView = api.get(&format!("/v1/jobs/{id}")).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&j)?);
@@ -289,15 +323,14 @@ pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// Waits for a job with a progress bar; returns its final view.
-pub async fn job_wait(
-    api: &Client,
-    id: &str,
-    timeout: Option<Duration>,
-) -> anyhow::Result<JobView> {
+/// Waits for a job with a progress bar (its summary, polled: never the shard-by-shard view,
+/// which costs the coordinator a walk over every shard); says how it ended.
+pub async fn job_wait(api: &Client, id: &str, timeout: Option<Duration>) -> anyhow::Result<()> {
+    let id = job_id(api, id).await?;
+    let path = format!("/v1/jobs/{id}/summary");
     let started = std::time::Instant::now();
-    let mut view: JobView = api.get(&format!("/v1/jobs/{id}")).await?;
-    let bar = indicatif::ProgressBar::new(view.shards_total as u64);
+    let mut job: JobSummary = api.get(&path).await?;
+    let bar = indicatif::ProgressBar::new(job.shards_total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} shards verified {elapsed} {msg}",
@@ -305,39 +338,38 @@ pub async fn job_wait(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     loop {
-        bar.set_position(view.shards_verified as u64);
-        match &view.status {
+        bar.set_position(job.shards_verified as u64);
+        match &job.status {
             JobStatus::Done { .. } => {
-                bar.finish();
-                return Ok(view);
+                bar.finish_and_clear();
+                eprintln!(
+                    "job {id} is done: {} of {} shards verified (replication {}); `hearth job result {id} -o FILE` writes it",
+                    job.shards_verified, job.shards_total, job.replication
+                );
+                return Ok(());
             }
             JobStatus::Failed { reason } => {
                 bar.abandon();
                 bail!("job {id} failed: {reason}");
             }
-            JobStatus::Running => {
-                let waiting = view.shards.iter().find_map(|s| match s {
-                    ShardView::Waiting { reason } => Some(reason.clone()),
-                    _ => None,
-                });
-                bar.set_message(waiting.unwrap_or_default());
-            }
+            JobStatus::Running => bar.set_message(job.waiting.clone().unwrap_or_default()),
         }
         if timeout.is_some_and(|t| started.elapsed() > t) {
             bar.abandon();
             bail!(
                 "job {id} is not done after {:?}: {} of {} shards verified (see `hearth job status {id}`)",
                 started.elapsed(),
-                view.shards_verified,
-                view.shards_total
+                job.shards_verified,
+                job.shards_total
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        view = api.get(&format!("/v1/jobs/{id}")).await?;
+        job = api.get(&path).await?;
     }
 }
 
 pub async fn job_result(api: &Client, id: &str, output: &Path) -> anyhow::Result<()> {
+    let id = job_id(api, id).await?;
     let bytes = api.get_bytes(&format!("/v1/jobs/{id}/result")).await?;
     std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     eprintln!("wrote {} bytes to {}", bytes.len(), output.display());
@@ -573,5 +605,19 @@ mod tests {
         assert_eq!(u.own.0, 2);
         assert_eq!(u.others.0, t.others.0 - 1);
         assert_eq!(self_dealt(other, &marked), Some(Relation::SharedAddress));
+    }
+
+    #[test]
+    fn a_job_is_named_by_the_start_of_its_id_when_only_one_begins_so() {
+        let ids = ["5ff84f69d294ab9a", "5ff8aa0000000000", "a0b1c2d3e4f50617"];
+        assert_eq!(pick_job("5ff84", ids.into_iter()), Ok(ids[0]));
+        assert_eq!(pick_job("a", ids.into_iter()), Ok(ids[2]));
+        let many = pick_job("5ff8", ids.into_iter()).unwrap_err();
+        assert!(
+            many.contains("starts the ids of 2 jobs") && many.contains(ids[1]),
+            "{many}"
+        );
+        let none = pick_job("5ff9", ids.into_iter()).unwrap_err();
+        assert!(none.contains("no job this node coordinates"), "{none}");
     }
 }

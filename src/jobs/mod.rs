@@ -20,7 +20,7 @@ pub mod trust;
 pub mod worker;
 
 pub use coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorHandle, JobStatus, JobView, ShardView,
+    Coordinator, CoordinatorConfig, CoordinatorHandle, JobStatus, JobSummary, JobView, ShardView,
 };
 pub use route::{ControlRoute, Loopback};
 pub use worker::{Worker, WorkerConfig, WorkerEvent};

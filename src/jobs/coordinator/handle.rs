@@ -11,7 +11,7 @@ use crate::model::wire::{DenyReason, HeatDemand, Request, Response};
 use crate::model::JobManifest;
 
 use super::book::{Action, CheckedClaim, Outcome};
-use super::view::{JobView, Progress};
+use super::view::{JobSummary, JobView};
 use super::JobError;
 
 pub(super) enum Command {
@@ -43,12 +43,12 @@ pub(super) enum Command {
         job: blake3::Hash,
         reply: oneshot::Sender<Option<JobView>>,
     },
-    Progress {
+    Summary {
         job: blake3::Hash,
-        reply: oneshot::Sender<Option<Progress>>,
+        reply: oneshot::Sender<Option<JobSummary>>,
     },
     List {
-        reply: oneshot::Sender<Vec<JobView>>,
+        reply: oneshot::Sender<Vec<JobSummary>>,
     },
     Heat {
         household: PublicKey,
@@ -160,12 +160,12 @@ impl CoordinatorHandle {
         rx.await.ok()?
     }
 
-    /// A job's status and count of verified shards, without the per-shard view: O(1) on the
-    /// actor where [`CoordinatorHandle::view`] walks every shard (a 65 536-shard job's view
-    /// costs milliseconds of the actor's time; the coordinator bench polls this instead).
-    pub async fn progress(&self, job: blake3::Hash) -> Option<Progress> {
+    /// A job without its shards: what to poll while following a job. [`CoordinatorHandle::view`]
+    /// walks every shard on the actor (tens of milliseconds for 65 536 shards, measured by the
+    /// coordinator bench); this walks none of the verified ones.
+    pub async fn summary(&self, job: blake3::Hash) -> Option<JobSummary> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Progress { job, reply }).await.ok()?;
+        self.tx.send(Command::Summary { job, reply }).await.ok()?;
         rx.await.ok()?
     }
 
@@ -188,7 +188,7 @@ impl CoordinatorHandle {
         let _ = self.tx.send(Command::ExcludeChecked { household }).await;
     }
 
-    pub async fn list(&self) -> Vec<JobView> {
+    pub async fn list(&self) -> Vec<JobSummary> {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Command::List { reply }).await.is_err() {
             return Vec::new();

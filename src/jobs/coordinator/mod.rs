@@ -59,7 +59,7 @@ use persist::Persist;
 pub use book::JobStatus;
 pub use handle::CoordinatorHandle;
 use handle::{busy, Command, Control};
-pub use view::{JobView, Progress, ShardView};
+pub use view::{JobSummary, JobView, ShardView};
 
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -456,13 +456,15 @@ impl Coordinator {
                     .map(|j| view::view(&job, j, warmth, now));
                 let _ = reply.send(v);
             }
-            Command::Progress { job, reply } => {
-                let p = self.book.job(&job).map(|j| Progress {
-                    status: j.status.clone(),
-                    shards_total: j.shards.len(),
-                    shards_verified: self.book.index(&job).map_or(0, |ix| ix.verified),
-                });
-                let _ = reply.send(p);
+            Command::Summary { job, reply } => {
+                let now = now_ms();
+                let warmth = self.book.warmth(now);
+                let s = self
+                    .book
+                    .job(&job)
+                    .zip(self.book.index(&job))
+                    .map(|(j, ix)| view::summary(&job, j, ix, warmth, now));
+                let _ = reply.send(s);
             }
             Command::Delivered { id, stored } => {
                 if let Err(e) = self.outbox.done(&id, stored) {
@@ -477,10 +479,12 @@ impl Coordinator {
             Command::List { reply } => {
                 let now = now_ms();
                 let warmth = self.book.warmth(now);
-                let mut all: Vec<JobView> = self
+                let mut all: Vec<JobSummary> = self
                     .book
                     .jobs()
-                    .map(|(id, j)| view::view(id, j, warmth, now))
+                    .filter_map(|(id, j)| {
+                        Some(view::summary(id, j, self.book.index(id)?, warmth, now))
+                    })
                     .collect();
                 all.sort_by_key(|v| v.submitted_ms);
                 let _ = reply.send(all);

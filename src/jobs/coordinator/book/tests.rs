@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::identity::Identity;
+use crate::jobs::coordinator::view::{self, ShardView};
 use crate::model::receipt::{EnergyMethod, WorkRecord};
 use crate::model::{Assembly, JobLimits};
 
@@ -945,6 +946,19 @@ proptest! {
             }
             // The index the leases are chosen by is always what the shards say.
             prop_assert_eq!(f.book.index(&f.id), Some(&ShardIndex::of(f.book.job(&f.id).unwrap())));
+            // The summary `hearth job wait` polls, built from the index alone, says what the
+            // shard-by-shard view says.
+            let job = f.book.job(&f.id).unwrap();
+            let warmth = f.book.warmth(now);
+            let full = view::view(&f.id, job, warmth, now);
+            let short = view::summary(&f.id, job, f.book.index(&f.id).unwrap(), warmth, now);
+            prop_assert_eq!(short.shards_verified, full.shards_verified);
+            prop_assert_eq!(&short.status, &full.status);
+            let first_waiting = full.shards.iter().find_map(|s| match s {
+                ShardView::Waiting { reason } => Some(reason.clone()),
+                _ => None,
+            });
+            prop_assert_eq!(short.waiting, first_waiting);
             for (i, s) in f.book.job(&f.id).unwrap().shards.iter().enumerate() {
                 let mut seen = HashSet::new();
                 for c in &s.claims {
