@@ -124,15 +124,17 @@ pub fn shard_reference(agreeing_energies_mj: &[u64], fuel: u64, job: &JobRates) 
 pub const RESOLUTION_MS: u64 = 2;
 
 /// How far past [`HARDWARE_SPREAD`] × reference a claim may go: [`RESOLUTION_MS`] at the
-/// claim's own power, `RESOLUTION_MS × floor(claimed_mj / window_ms)`, 0 for an empty window.
-/// Bounded by `RESOLUTION_MS ×` [`MAX_WATTS`] mJ (7.36 J): a claim above
-/// `MAX_WATTS × window_ms` is refused before it is counted ([`WorkRecord::check_physics`]),
-/// so that is the most a liar gains from it per shard.
+/// claim's own power, `RESOLUTION_MS × ceil(claimed_mj / window_ms)`, 0 for an empty window.
+/// Rounded up: charged by CPU time, a claim's energy over its window is a fraction of the
+/// power it was charged at, so a window of up to two milliseconds must keep its claim whole
+/// (rounded down, 401 mJ over 2 ms was cut to 400). Bounded by `RESOLUTION_MS ×`
+/// [`MAX_WATTS`] mJ (7.36 J): a claim above `MAX_WATTS × window_ms` is refused before it is
+/// counted ([`WorkRecord::check_physics`]), so that is the most a liar gains from it per shard.
 pub fn resolution_tolerance(claimed_mj: u64, window_ms: u64) -> u64 {
-    claimed_mj
-        .checked_div(window_ms)
-        .unwrap_or(0)
-        .saturating_mul(RESOLUTION_MS)
+    match window_ms {
+        0 => 0,
+        w => claimed_mj.div_ceil(w).saturating_mul(RESOLUTION_MS),
+    }
 }
 
 /// What a claim of `claimed_mj` over `window_ms` is credited against its shard's reference
@@ -233,6 +235,16 @@ mod tests {
         assert_eq!(resolution_tolerance(0, 0), 0);
     }
 
+    /// Found by CI on 2026-12-02 (`tests/credit.rs`): charged by CPU time, an honest replica
+    /// claimed 401 mJ over a 2 ms window (0.35 ms of CPU at 1 160 W) against a reference
+    /// that read 0 ms and 0 mJ. Its power over the window (200.5 mJ/ms) is a fraction of
+    /// its real power, and rounded down, two milliseconds of it (400 mJ) fell 1 mJ short.
+    #[test]
+    fn a_claim_charged_by_cpu_time_keeps_its_odd_millijoule() {
+        let c = credit(401, 2, 0);
+        assert_eq!((c.credited_mj, c.basis), (401, CreditBasis::Claimed));
+    }
+
     #[test]
     fn job_rates_stay_bounded() {
         let mut job = JobRates::default();
@@ -296,6 +308,36 @@ mod tests {
             let mut windows = vec![short];
             windows.extend(longer.iter().map(|&l| short + l));
             let energies: Vec<u64> = windows.iter().map(|w| watts * w).collect();
+            let reference = shard_reference(&energies, fuel, &JobRates::default());
+            for (&w, &e) in windows.iter().zip(&energies) {
+                let c = credit(e, w, reference);
+                prop_assert_eq!((c.credited_mj, c.basis), (e, CreditBasis::Claimed), "{} ms of {:?}", w, windows);
+            }
+        }
+
+        /// The same, charged as the simulated and CPU-estimate meters charge
+        /// (`heat::energy`): each replica gets `floor(watts × min(window, cpu))`, the same
+        /// CPU time for the same work, and a window that reads more than `cpu − 1` ms (its
+        /// ends are read in whole milliseconds and wall time is at least CPU time). A
+        /// replica descheduled for up to two more milliseconds keeps its claim.
+        #[test]
+        fn replicas_charged_by_cpu_time_are_credited_whole(
+            watts in 1u64..=MAX_WATTS,
+            cpu_us in 0u64..5_000,
+            late in 0u64..=1,
+            longer in proptest::collection::vec(0u64..=RESOLUTION_MS, 1..6),
+            fuel in 0u64..1_000_000_000,
+        ) {
+            let cpu_ms = cpu_us as f64 / 1000.0;
+            // The shortest window: `ceil(cpu) − 1` or, if the shard started early in its
+            // first millisecond, `ceil(cpu)`.
+            let short = (cpu_ms.ceil() as u64).saturating_sub(1) + late;
+            let mut windows = vec![short];
+            windows.extend(longer.iter().map(|&l| short + l));
+            let energies: Vec<u64> = windows
+                .iter()
+                .map(|&w| (watts as f64 * (w as f64).min(cpu_ms)).floor() as u64)
+                .collect();
             let reference = shard_reference(&energies, fuel, &JobRates::default());
             for (&w, &e) in windows.iter().zip(&energies) {
                 let c = credit(e, w, reference);
