@@ -27,8 +27,11 @@ pub struct HeatArgs {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum HeatCommand {
-    /// Hold this setpoint (°C) until `hearth heat auto`; also ends `off` and `boost`.
-    Set { celsius: f64 },
+    /// Hold this setpoint (°C, 5 to 27) until `hearth heat auto`; also ends `off` and `boost`.
+    Set {
+        #[arg(value_parser = parse_setpoint, allow_negative_numbers = true)]
+        celsius: f64,
+    },
     /// Follow the weekly schedule again.
     Auto,
     /// Full power for a while (e.g. `1h`, `90m`, `1h30m`; a bare number is minutes).
@@ -55,7 +58,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 8)]
     pub slots: usize,
     /// Hold this setpoint all day (default: the day setpoint of the schedule).
-    #[arg(long, conflicts_with = "schedule")]
+    #[arg(long, conflicts_with = "schedule", value_parser = parse_setpoint, allow_negative_numbers = true)]
     pub setpoint: Option<f64>,
     /// Follow the day/night schedule of hearth.toml instead of one setpoint. The ±0.5 K figure
     /// then includes the hours the room takes to cool down and warm up between them.
@@ -223,6 +226,23 @@ pub async fn off(api: &Client) -> anyhow::Result<()> {
     let _: HeatStatus = api.post_json("/v1/heat/off", &()).await?;
     println!("heating off until `hearth heat set` or `hearth heat auto`");
     Ok(())
+}
+
+/// A setpoint as the household types it: a number of °C within
+/// [`crate::heat::SETPOINT_RANGE`], refused here with the node's own words, so `nan` (which
+/// JSON cannot carry) or `-5` never reach the node as something else.
+pub fn parse_setpoint(s: &str) -> Result<f64, String> {
+    let celsius: f64 = s
+        .trim()
+        .trim_end_matches("°C")
+        .trim_end_matches(['C', 'c'])
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a temperature; give °C as a number, e.g. 20.5"))?;
+    if !crate::heat::SETPOINT_RANGE.contains(&celsius) {
+        return Err(crate::heat::HeatError::Setpoint(celsius).to_string());
+    }
+    Ok(celsius)
 }
 
 /// `1h`, `90m`, `90min`, `1h30m`, `45s`, or a bare number of minutes.

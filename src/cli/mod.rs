@@ -607,6 +607,34 @@ mod tests {
         policy.allow()
     }
 
+    /// A setpoint is checked where it is typed: what JSON cannot carry (`nan`, `inf`) or the
+    /// node would refuse (`-5`, `30`) is refused with the node's own words, not sent.
+    #[test]
+    fn a_setpoint_is_a_temperature_the_node_accepts() {
+        let set = |v: &str| {
+            Cli::try_parse_from(["hearth", "heat", "set", v]).map(|cli| match cli.command {
+                Command::Heat(crate::cli::heat::HeatArgs {
+                    command: Some(crate::cli::heat::HeatCommand::Set { celsius }),
+                    ..
+                }) => celsius,
+                other => panic!("not a setpoint: {other:?}"),
+            })
+        };
+        assert_eq!(set("20.5").unwrap(), 20.5);
+        assert_eq!(set("21°C").unwrap(), 21.0);
+        for bad in ["nan", "inf", "-5", "30", "4.99"] {
+            let e = set(bad).unwrap_err().to_string();
+            assert!(e.contains("choose between 5 and 27 °C"), "{bad}: {e}");
+        }
+        let e = set("warm").unwrap_err().to_string();
+        assert!(e.contains("\"warm\" is not a temperature"), "{e}");
+        let sim = Cli::try_parse_from(["hearth", "heat", "simulate", "--setpoint", "nan"]);
+        assert!(sim
+            .unwrap_err()
+            .to_string()
+            .contains("choose between 5 and 27"));
+    }
+
     #[test]
     fn submit_takes_an_allow_list_and_refuses_bad_hex() {
         let a = "11".repeat(32);
