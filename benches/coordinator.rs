@@ -23,7 +23,9 @@
 //! unlike the rate, does not depend on how busy the machine is, and how many cores the run
 //! kept busy on average (CPU time ÷ wall time), and what following the finished job costs per
 //! request (the coordinator's actor building the answer, and its JSON encoding): its
-//! shard-by-shard view against its summary.
+//! shard-by-shard view against its summary; and the coordinator's own household's credit since
+//! the job began (the heat status's "today"; radiator 0 is that household), by decoding every
+//! receipt of the ledger against reading the ledger's index of its own receipts by time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,6 +102,12 @@ struct Follow {
     view_bytes: usize,
     summary: Duration,
     summary_bytes: usize,
+    /// The own household's credit since the job began (what the heat status asks for each
+    /// control period, since midnight): decoding every receipt of the ledger, as until
+    /// 2026-12-02, and through the ledger's index of its own receipts by time.
+    credit_walk: Duration,
+    credit_index: Duration,
+    ledger_receipts: usize,
 }
 
 async fn follow_costs(node: &RunningNode, job: blake3::Hash) -> Follow {
@@ -119,12 +127,37 @@ async fn follow_costs(node: &RunningNode, job: blake3::Hash) -> Follow {
         let summary = coordinator.summary(job).await.expect("job");
         summary_bytes = serde_json::to_vec(&summary).unwrap().len();
     }
-    Follow {
-        view,
-        view_bytes,
-        summary: started.elapsed() / SUMMARIES,
-        summary_bytes,
-    }
+    let summary = started.elapsed() / SUMMARIES;
+    let (ledger, node_household) = (node.context.ledger.clone(), node.household());
+    let job_started = coordinator.summary(job).await.expect("job").submitted_ms;
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let all = ledger.list(None).unwrap();
+        let household = node_household;
+        let walked: u64 = all
+            .iter()
+            .filter(|r| r.record.worker == household && r.record.end_ms >= job_started)
+            .map(|r| r.terms.credited_mj)
+            .sum();
+        let credit_walk = started.elapsed();
+        const READS: u32 = 20;
+        let started = Instant::now();
+        for _ in 0..READS {
+            let indexed = ledger.credited_since(&household, job_started).unwrap();
+            assert_eq!(indexed, walked, "the index and the walk disagree");
+        }
+        Follow {
+            view,
+            view_bytes,
+            summary,
+            summary_bytes,
+            credit_walk,
+            credit_index: started.elapsed() / READS,
+            ledger_receipts: all.len(),
+        }
+    })
+    .await
+    .unwrap()
 }
 
 /// One shard loop of one radiator: lease, claim at once, again, until the job is complete.
@@ -208,8 +241,13 @@ async fn run_job(
         .await
         .expect("submit");
     let mut loops = Vec::new();
-    for _ in 0..radiators {
-        let worker = Identity::generate();
+    for i in 0..radiators {
+        // Radiator 0 is the coordinator's own household, as `hearth demo`'s submitting
+        // radiator is: its receipts go on its hash chain and its index by time.
+        let worker = match i {
+            0 => node.context.identity.clone(),
+            _ => Identity::generate(),
+        };
         for _ in 0..slots {
             loops.push(tokio::spawn(shard_loop(
                 node.clone(),
@@ -377,6 +415,27 @@ fn main() {
             "{:<44} {:>13.0}x {:>10}",
             "  view ÷ summary, time per request",
             f.view.as_secs_f64() / f.summary.as_secs_f64(),
+            ""
+        );
+        println!(
+            "{:<44} {:>11.2} ms {:>10}",
+            format!(
+                "  own credit, every receipt decoded ({} in the ledger)",
+                f.ledger_receipts
+            ),
+            f.credit_walk.as_secs_f64() * 1e3,
+            ""
+        );
+        println!(
+            "{:<44} {:>11.2} ms {:>10}",
+            "  own credit, through its index",
+            f.credit_index.as_secs_f64() * 1e3,
+            ""
+        );
+        println!(
+            "{:<44} {:>13.0}x {:>10}",
+            "  decoded ÷ indexed",
+            f.credit_walk.as_secs_f64() / f.credit_index.as_secs_f64(),
             ""
         );
     }

@@ -20,7 +20,12 @@
 //! Trees (all prefixed `ledger/v2/`; receipts of format 1 in the older `ledger/*` trees are
 //! not read): `receipts` id → receipt bytes; `slots` job‖shard‖worker → id; `totals` worker
 //! key → count‖fuel‖credited_mj‖claimed_mj (u64 LE each); `chain` seq (u64 BE) → receipt
-//! id‖entry hash, and under seq u64::MAX the head: length-1 (u64 BE)‖entry hash; and, in
+//! id‖entry hash, and under seq u64::MAX the head: length-1 (u64 BE)‖entry hash;
+//! `own_by_end` window end (u64 BE)‖id → credited_mj (u64 LE) for this household's receipts
+//! only, so its receipts and its credit over a time are read without decoding anyone else's
+//! (the heat status asks for today's credit every control period, the dashboard for the last
+//! days' every 5 s, and a coordinator's ledger holds every receipt it countersigned), with,
+//! under the empty key, the mark that it was built from the receipts; and, in
 //! [`commitments`], `pending`, `commitments` and `proofs`.
 //!
 //! Size: about 630 lines of code (insert, chain, check and repair share one set of trees);
@@ -122,6 +127,8 @@ pub enum LedgerDamage {
     Unchained { count: u64 },
     #[error("the receipt index (one receipt per job, shard and worker) has {count} wrong entries")]
     Slots { count: u64 },
+    #[error("the index of this household's receipts by time has {count} wrong entries")]
+    Own { count: u64 },
     #[error("the stored totals of household {household} are not what its receipts add up to")]
     Totals { household: String },
     #[error(
@@ -149,6 +156,8 @@ pub struct Ledger {
     slots: sled::Tree,
     totals: sled::Tree,
     chain: sled::Tree,
+    /// This household's receipts by time: end_ms (u64 BE) ‖ id → credited_mj (u64 LE).
+    own_by_end: sled::Tree,
     /// Receipts countersigned here and not yet in a commitment: id → window end (u64 BE).
     pending: sled::Tree,
     /// Commitments: coordinator key ‖ seq (u64 BE) → signed commitment bytes.
@@ -165,6 +174,44 @@ pub struct Ledger {
     /// Held by every read-decide-write of the ledger's trees (insert, sealing a commitment),
     /// which sled's transactions used to isolate (`kv`'s header says why they are gone).
     write: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+/// The key of an own receipt in `own_by_end`: window end (u64 BE) ‖ id.
+fn own_key(r: &Receipt) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(&r.record.end_ms.to_be_bytes());
+    k.extend_from_slice(r.id().as_bytes());
+    k
+}
+
+/// Under the empty key of `own_by_end` (no entry's key is empty): the index holds every own
+/// receipt. Ledgers written before the index had none; [`Ledger::open`] builds it once.
+const OWN_BUILT: &[u8] = b"";
+
+/// One receipt of this household as `own_by_end` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Worked {
+    pub end_ms: u64,
+    pub id: blake3::Hash,
+    pub credited_mj: u64,
+}
+
+impl Worked {
+    fn parse(k: &[u8], v: &[u8]) -> Result<Worked, LedgerError> {
+        let corrupt = || LedgerError::Corrupt("an entry of the own receipts' index".into());
+        let (Ok(end), Ok(id), Ok(credited)) = (
+            <[u8; 8]>::try_from(k.get(..8).ok_or_else(corrupt)?),
+            <[u8; 32]>::try_from(k.get(8..).ok_or_else(corrupt)?),
+            <[u8; 8]>::try_from(v),
+        ) else {
+            return Err(corrupt());
+        };
+        Ok(Worked {
+            end_ms: u64::from_be_bytes(end),
+            id: blake3::Hash::from_bytes(id),
+            credited_mj: u64::from_le_bytes(credited),
+        })
+    }
 }
 
 fn slot_key(r: &Receipt) -> Vec<u8> {
@@ -221,11 +268,12 @@ impl Ledger {
     /// Opens the ledger in a shared sled database. `own` is this node's household, whose
     /// receipts go on the hash chain.
     pub fn open(db: &sled::Db, own: PublicKey) -> Result<Ledger, LedgerError> {
-        Ok(Ledger {
+        let ledger = Ledger {
             receipts: db.open_tree("ledger/v2/receipts")?,
             slots: db.open_tree("ledger/v2/slots")?,
             totals: db.open_tree("ledger/v2/totals")?,
             chain: db.open_tree("ledger/v2/chain")?,
+            own_by_end: db.open_tree("ledger/v2/own_by_end")?,
             pending: db.open_tree("ledger/v2/pending")?,
             commitments: db.open_tree("ledger/v2/commitments")?,
             proofs: db.open_tree("ledger/v2/proofs")?,
@@ -233,7 +281,31 @@ impl Ledger {
             own,
             kv: crate::kv::Kv::open(db)?,
             write: Default::default(),
-        })
+        };
+        if ledger.own_by_end.get(OWN_BUILT)?.is_none() {
+            ledger.build_own_index()?;
+        }
+        Ok(ledger)
+    }
+
+    /// (Re)builds `own_by_end` from the receipts, then marks it built: a ledger from before
+    /// the index, or one a repair rebuilds. Interrupted, it starts again at the next open (the
+    /// mark is written last).
+    fn build_own_index(&self) -> Result<(), LedgerError> {
+        self.own_by_end.clear()?;
+        for item in self.receipts.iter() {
+            let (_, v) = item?;
+            // A receipt that does not decode is `hearth doctor`'s to report; not indexed.
+            match Receipt::from_bytes(&v) {
+                Ok(r) if r.record.worker == self.own => {
+                    self.own_by_end
+                        .insert(own_key(&r), &r.terms.credited_mj.to_le_bytes())?;
+                }
+                _ => {}
+            }
+        }
+        self.own_by_end.insert(OWN_BUILT, b"1")?;
+        Ok(())
     }
 
     /// Verifies (physics, terms, signatures) and records a receipt. Returns its id.
@@ -341,6 +413,13 @@ impl Ledger {
         batch.insert(&self.receipts, id.as_bytes(), receipt.to_bytes());
         batch.insert(&self.slots, slot.as_slice(), id.as_bytes());
         staged.slots.insert(slot, *id.as_bytes());
+        if on_chain {
+            batch.insert(
+                &self.own_by_end,
+                own_key(receipt),
+                receipt.terms.credited_mj.to_le_bytes(),
+            );
+        }
         if pending {
             batch.insert(
                 &self.pending,
@@ -433,18 +512,49 @@ impl Ledger {
         }
     }
 
-    /// All receipts, or those crediting one household, in id order.
+    /// All receipts, or those crediting one household (this node's through its index: none of
+    /// anyone else's is decoded), in id order.
     pub fn list(&self, household: Option<&PublicKey>) -> Result<Vec<Receipt>, LedgerError> {
-        let mut out = Vec::new();
-        for item in self.receipts.iter() {
-            let (k, v) = item?;
-            let r = Receipt::from_bytes(&v)
-                .map_err(|e| LedgerError::Corrupt(format!("receipt {}: {e}", hex::encode(&k))))?;
-            if household.is_none_or(|h| *h == r.record.worker) {
-                out.push(r);
+        let decode = |k: &[u8], v: &[u8]| {
+            Receipt::from_bytes(v)
+                .map_err(|e| LedgerError::Corrupt(format!("receipt {}: {e}", hex::encode(k))))
+        };
+        if household.is_none_or(|h| *h != self.own) {
+            let mut out = Vec::new();
+            for item in self.receipts.iter() {
+                let (k, v) = item?;
+                let r = decode(&k, &v)?;
+                if household.is_none_or(|h| *h == r.record.worker) {
+                    out.push(r);
+                }
             }
+            return Ok(out);
         }
+        let mut out = Vec::new();
+        for w in self.own_since(0) {
+            let id = w?.id;
+            let v = self.receipts.get(id.as_bytes())?.ok_or_else(|| {
+                LedgerError::Corrupt(format!(
+                    "the own receipts' index names receipt {}, which is not stored (`hearth doctor`)",
+                    id.to_hex()
+                ))
+            })?;
+            out.push(decode(id.as_bytes(), &v)?);
+        }
+        out.sort_by_key(|r| *r.id().as_bytes());
         Ok(out)
+    }
+
+    /// This household's receipts whose window ended at or after `since_ms`, oldest first
+    /// (`.rev()`: newest first), as its index names them: nothing is decoded.
+    pub fn own_since(
+        &self,
+        since_ms: u64,
+    ) -> impl DoubleEndedIterator<Item = Result<Worked, LedgerError>> {
+        self.own_by_end.range(since_ms.to_be_bytes()..).map(|item| {
+            let (k, v) = item?;
+            Worked::parse(&k, &v)
+        })
     }
 
     pub fn totals(&self) -> Result<Vec<(PublicKey, Totals)>, LedgerError> {
@@ -472,7 +582,13 @@ impl Ledger {
 
     /// Energy credited to `household` (the terms' `credited_mj`) by receipts whose window
     /// ended at or after `since_ms` (ms since the Unix epoch), in mJ.
+    /// This household's through its index; another's by decoding every receipt.
     pub fn credited_since(&self, household: &PublicKey, since_ms: u64) -> Result<u64, LedgerError> {
+        if *household == self.own {
+            return self
+                .own_since(since_ms)
+                .try_fold(0u64, |sum, w| Ok(sum.saturating_add(w?.credited_mj)));
+        }
         Ok(self
             .list(Some(household))?
             .iter()
@@ -666,6 +782,31 @@ impl Ledger {
             damage.push(LedgerDamage::Slots { count: wrong_slots });
         }
 
+        // The index of own receipts by time.
+        let mut wrong_own = 0u64;
+        for r in good.iter().filter(|r| r.record.worker == self.own) {
+            if self.own_by_end.get(own_key(r))?.as_deref()
+                != Some(r.terms.credited_mj.to_le_bytes().as_slice())
+            {
+                wrong_own += 1;
+            }
+        }
+        for item in self.own_by_end.iter() {
+            let (k, _) = item?;
+            if k.as_ref() == OWN_BUILT {
+                continue;
+            }
+            let named = <[u8; 32]>::try_from(k.get(8..).unwrap_or_default())
+                .ok()
+                .and_then(|id| by_id.get(&id));
+            if named.is_none_or(|r| r.record.worker != self.own || own_key(r) != k.as_ref()) {
+                wrong_own += 1;
+            }
+        }
+        if wrong_own > 0 || self.own_by_end.get(OWN_BUILT)?.is_none() {
+            damage.push(LedgerDamage::Own { count: wrong_own });
+        }
+
         // The totals.
         let want = totals_of_receipts(&good);
         let mut have = std::collections::BTreeMap::new();
@@ -731,6 +872,7 @@ impl Ledger {
         for (key, t) in totals_of_receipts(&good) {
             self.totals.insert(key, &t.to_bytes())?;
         }
+        self.build_own_index()?;
         // Keep the intact prefix of the chain, drop the rest.
         let keep = check.chain_length;
         let stale: Vec<sled::IVec> = self
@@ -814,6 +956,17 @@ mod tests {
     use crate::model::receipt::{Claim, CreditBasis, CreditTerms, EnergyMethod, WorkRecord};
 
     fn receipt(worker: &Identity, submitter: &Identity, shard: u32, nonce: u8) -> Receipt {
+        receipt_at(worker, submitter, shard, nonce, 2)
+    }
+
+    /// A receipt whose window ends at `end_ms`.
+    fn receipt_at(
+        worker: &Identity,
+        submitter: &Identity,
+        shard: u32,
+        nonce: u8,
+        end_ms: u64,
+    ) -> Receipt {
         let record = WorkRecord {
             job: blake3::hash(b"job"),
             shard,
@@ -825,8 +978,8 @@ mod tests {
             fuel: 100,
             energy_mj: 2_000,
             method: EnergyMethod::CpuEstimate,
-            start_ms: 1,
-            end_ms: 2,
+            start_ms: end_ms - 1,
+            end_ms,
             nonce: [nonce; 16],
         };
         // Credit three quarters of the claim, as a coordinator capping it would.
@@ -928,6 +1081,17 @@ mod tests {
             .receipts
             .insert([9u8; 32], b"garbage".as_slice())
             .unwrap();
+        // The index of own receipts by time: one entry lost, one naming nothing.
+        let first = ledger.own_since(0).next().unwrap().unwrap();
+        let key = ledger
+            .own_by_end
+            .iter()
+            .keys()
+            .map(|k| k.unwrap())
+            .find(|k| k.ends_with(first.id.as_bytes()))
+            .unwrap();
+        ledger.own_by_end.remove(&key).unwrap();
+        ledger.own_by_end.insert([5u8; 40], &[0u8; 8]).unwrap();
         let check = ledger.check().unwrap();
         let text: Vec<String> = check.damage.iter().map(|d| d.to_string()).collect();
         assert!(
@@ -944,6 +1108,10 @@ mod tests {
                 .any(|d| matches!(d, LedgerDamage::Totals { .. })),
             "{text:?}"
         );
+        assert!(
+            check.damage.contains(&LedgerDamage::Own { count: 2 }),
+            "{text:?}"
+        );
         assert_eq!(check.bad.len(), 1, "{text:?}");
         assert_eq!(check.chain_length, 2);
         // Two receipts are appended again after the intact prefix of two.
@@ -953,6 +1121,66 @@ mod tests {
         assert_eq!(ledger.verify_chain().unwrap().0, 4);
         assert_eq!(ledger.totals_of(&me.public()).unwrap(), t);
         assert_eq!(ledger.list(None).unwrap().len(), 4);
+    }
+
+    /// This household's receipts and its credit since a moment are read through its index by
+    /// time, and say what a walk over every receipt says (as another household's still are);
+    /// a ledger written before the index gets it when opened.
+    #[test]
+    fn a_households_credit_is_read_through_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
+        let (me, other, sub) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let ledger = Ledger::open(&db, me.public()).unwrap();
+        for shard in 0..30u32 {
+            let worker = if shard % 3 == 0 { &other } else { &me };
+            let end = 1_000 + u64::from(shard * 7 % 30) * 1_000;
+            ledger
+                .insert(&receipt_at(worker, &sub, shard, 1, end))
+                .unwrap();
+        }
+        let walk = |h: &PublicKey, since: u64| -> (Vec<Receipt>, u64) {
+            let mut all: Vec<Receipt> = ledger
+                .list(None)
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.record.worker == *h)
+                .collect();
+            all.sort_by_key(|r| *r.id().as_bytes());
+            let credit = all
+                .iter()
+                .filter(|r| r.record.end_ms >= since)
+                .map(|r| r.terms.credited_mj)
+                .sum();
+            (all, credit)
+        };
+        for h in [me.public(), other.public()] {
+            for since in [0, 1_000, 15_500, 30_000, 31_000] {
+                let (all, credit) = walk(&h, since);
+                assert_eq!(ledger.credited_since(&h, since).unwrap(), credit);
+                assert_eq!(ledger.list(Some(&h)).unwrap(), all);
+            }
+        }
+        let newest: Vec<u64> = ledger
+            .own_since(0)
+            .rev()
+            .map(|w| w.unwrap().end_ms)
+            .collect();
+        assert_eq!(newest.len(), 20);
+        assert!(newest.windows(2).all(|w| w[0] >= w[1]), "{newest:?}");
+        // As a ledger from before the index: no entries, no mark. Opened, it is built.
+        ledger.own_by_end.clear().unwrap();
+        assert!(!ledger.check().unwrap().damage.is_empty());
+        let reopened = Ledger::open(&db, me.public()).unwrap();
+        assert!(reopened.check().unwrap().damage.is_empty());
+        assert_eq!(
+            reopened.credited_since(&me.public(), 0).unwrap(),
+            walk(&me.public(), 0).1
+        );
     }
 
     #[test]

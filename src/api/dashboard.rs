@@ -178,6 +178,53 @@ fn day_of(ms: u64) -> String {
 
 const MJ_PER_KWH: f64 = 3.6e9;
 
+/// This household's credit: its totals, per day (the last [`CREDIT_DAYS`] days with any,
+/// oldest first) and its [`RECENT`] newest receipts. Read newest first through the ledger's
+/// index of own receipts by time, until the days shown are complete: what is read is the last
+/// days' receipts, however long the ledger's history and however many others' it holds.
+fn own_credit(
+    ledger: &crate::ledger::Ledger,
+    own: &crate::identity::PublicKey,
+) -> Result<(crate::ledger::Totals, Vec<DayCredit>, Vec<RecentReceipt>), crate::ledger::LedgerError>
+{
+    let totals = ledger.totals_of(own)?;
+    let mut days: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut recent: Vec<RecentReceipt> = Vec::new();
+    for w in ledger.own_since(0).rev() {
+        let w = w?;
+        let day = day_of(w.end_ms);
+        if !days.contains_key(&day) && days.len() == CREDIT_DAYS as usize {
+            break;
+        }
+        let d = days.entry(day).or_default();
+        d.0 += 1;
+        d.1 = d.1.saturating_add(w.credited_mj);
+        if recent.len() < RECENT {
+            let Some(r) = ledger.get(&w.id)? else {
+                return Err(crate::ledger::LedgerError::Corrupt(format!(
+                    "the index names receipt {}, which is not stored (`hearth doctor`)",
+                    w.id.to_hex()
+                )));
+            };
+            recent.push(RecentReceipt {
+                job: r.record.job.to_hex().to_string(),
+                shard: r.record.shard,
+                energy_kwh: w.credited_mj as f64 / MJ_PER_KWH,
+                end_ms: w.end_ms,
+            });
+        }
+    }
+    let per_day = days
+        .into_iter()
+        .map(|(day, (receipts, mj))| DayCredit {
+            day,
+            receipts,
+            energy_kwh: mj as f64 / MJ_PER_KWH,
+        })
+        .collect();
+    Ok((totals, per_day, recent))
+}
+
 pub async fn overview(
     State((ctx, history)): State<(NodeContext, History)>,
 ) -> Result<Json<Overview>, ApiError> {
@@ -189,44 +236,14 @@ pub async fn overview(
         running_shards,
         peers: net.connected_peers,
     });
-    // The ledger is read off the async threads: a household's receipts can be many.
+    // The ledger is read off the async threads.
     let ledger = ctx.ledger.clone();
     let own = ctx.identity.public();
-    let (credited, per_day, recent) = tokio::task::spawn_blocking(move || {
-        let totals = ledger.totals_of(&own)?;
-        let mut mine = ledger.list(Some(&own))?;
-        mine.sort_by_key(|r| std::cmp::Reverse(r.record.end_ms));
-        let mut days: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-        for r in &mine {
-            let d = days.entry(day_of(r.record.end_ms)).or_default();
-            d.0 += 1;
-            d.1 = d.1.saturating_add(r.terms.credited_mj);
-        }
-        let recent: Vec<RecentReceipt> = mine
-            .iter()
-            .take(RECENT)
-            .map(|r| RecentReceipt {
-                job: r.record.job.to_hex().to_string(),
-                shard: r.record.shard,
-                energy_kwh: r.terms.credited_mj as f64 / MJ_PER_KWH,
-                end_ms: r.record.end_ms,
-            })
-            .collect();
-        Ok::<_, crate::ledger::LedgerError>((totals, days, recent))
-    })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
-    let skip = per_day.len().saturating_sub(CREDIT_DAYS as usize);
-    let credit_per_day = per_day
-        .into_iter()
-        .skip(skip)
-        .map(|(day, (receipts, mj))| DayCredit {
-            day,
-            receipts,
-            energy_kwh: mj as f64 / MJ_PER_KWH,
-        })
-        .collect();
+    let (credited, credit_per_day, recent) =
+        tokio::task::spawn_blocking(move || own_credit(&ledger, &own))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
     let mut jobs = ctx.coordinator.list().await;
     jobs.sort_by_key(|j| std::cmp::Reverse(j.submitted_ms));
     let jobs = jobs
@@ -268,6 +285,91 @@ pub async fn overview(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
+    use crate::model::receipt::{Claim, CreditTerms, EnergyMethod, Receipt, WorkRecord};
+
+    fn receipt(worker: &Identity, submitter: &Identity, shard: u32, end_ms: u64) -> Receipt {
+        let record = WorkRecord {
+            job: blake3::hash(b"job"),
+            shard,
+            module: blake3::hash(b"m"),
+            input: blake3::hash(b"i"),
+            output: blake3::hash(b"o"),
+            worker: worker.public(),
+            submitter: submitter.public(),
+            fuel: 100,
+            energy_mj: 1_000 + u64::from(shard),
+            method: EnergyMethod::CpuEstimate,
+            start_ms: end_ms - 1,
+            end_ms,
+            nonce: [1; 16],
+        };
+        let terms = CreditTerms::claimed(&record, 2, 2);
+        Claim::sign(record, worker)
+            .unwrap()
+            .countersign(submitter, terms)
+            .unwrap()
+    }
+
+    /// The credit shown: the last seven days with receipts, oldest first, and the ten newest
+    /// receipts, newest first, of this household only, from a real ledger on disk.
+    #[test]
+    fn the_dashboard_shows_the_last_days_and_the_newest_receipts() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::node::test_db(dir.path()).unwrap();
+        let (me, other, sub) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let ledger = crate::ledger::Ledger::open(&db, me.public()).unwrap();
+        const DAY: u64 = 86_400_000;
+        let base = 1_796_000_000_000 / DAY * DAY; // midnight UTC, 2026-11-30
+                                                  // Nine days, one empty: two receipts of mine a day, inserted out of order, and one of
+                                                  // another household's, newer than all of mine, that must not show.
+        let mut shard = 0;
+        for day in [8u64, 0, 3, 1, 7, 5, 6, 2] {
+            for hour in [2u64, 20] {
+                ledger
+                    .insert(&receipt(
+                        &me,
+                        &sub,
+                        shard,
+                        base + day * DAY + hour * 3_600_000,
+                    ))
+                    .unwrap();
+                shard += 1;
+            }
+        }
+        ledger
+            .insert(&receipt(&other, &sub, 99, base + 9 * DAY))
+            .unwrap();
+
+        let (totals, days, recent) = own_credit(&ledger, &me.public()).unwrap();
+        assert_eq!(totals.receipts, 16);
+        let shown: Vec<(String, u64)> = days.iter().map(|d| (d.day.clone(), d.receipts)).collect();
+        let want: Vec<(String, u64)> = [1u64, 2, 3, 5, 6, 7, 8]
+            .iter()
+            .map(|d| (day_of(base + d * DAY), 2))
+            .collect();
+        assert_eq!(shown, want);
+        let ends: Vec<u64> = recent.iter().map(|r| r.end_ms).collect();
+        let mut mine: Vec<u64> = [8u64, 0, 3, 1, 7, 5, 6, 2]
+            .iter()
+            .flat_map(|d| {
+                [
+                    base + d * DAY + 2 * 3_600_000,
+                    base + d * DAY + 20 * 3_600_000,
+                ]
+            })
+            .collect();
+        mine.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(ends, mine[..RECENT]);
+        // Each shows its own receipt's credit.
+        let newest = &recent[0];
+        assert_eq!(newest.shard, 1);
+        assert!((newest.energy_kwh - 1_001.0 / MJ_PER_KWH).abs() < 1e-15);
+    }
 
     fn heat(json: serde_json::Value) -> HeatStatus {
         let mut base = serde_json::json!({
