@@ -25,7 +25,8 @@
 //! request (the coordinator's actor building the answer, and its JSON encoding): its
 //! shard-by-shard view against its summary; and the coordinator's own household's credit since
 //! the job began (the heat status's "today"; radiator 0 is that household), by decoding every
-//! receipt of the ledger against reading the ledger's index of its own receipts by time.
+//! receipt of the ledger against reading the ledger's index of its own receipts by time; and a
+//! worker's receipts paged as `hearth doctor --repair --from` asks a coordinator for them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,7 +35,9 @@ use std::time::{Duration, Instant};
 use hearth::config::Role;
 use hearth::identity::Identity;
 use hearth::jobs::JobStatus;
-use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
+use hearth::model::wire::{
+    DenyReason, Request, Response, MAX_RECEIPTS_PER_ANSWER, PROTOCOL_VERSION,
+};
 use hearth::model::{now_ms, Assembly, JobLimits, JobManifest};
 use hearth::node::RunningNode;
 
@@ -108,6 +111,13 @@ struct Follow {
     credit_walk: Duration,
     credit_index: Duration,
     ledger_receipts: usize,
+    /// One worker's receipts as `hearth doctor --repair --from` asks for them, a page of
+    /// `MAX_RECEIPTS_PER_ANSWER` at a time: the first page decoding every receipt (as every
+    /// page did until 2026-12-03), the same page from the cursor, and all of its pages.
+    page_walk: Duration,
+    page: Duration,
+    pages: usize,
+    all_pages: Duration,
 }
 
 async fn follow_costs(node: &RunningNode, job: blake3::Hash) -> Follow {
@@ -131,6 +141,17 @@ async fn follow_costs(node: &RunningNode, job: blake3::Hash) -> Follow {
     let (ledger, node_household) = (node.context.ledger.clone(), node.household());
     let job_started = coordinator.summary(job).await.expect("job").submitted_ms;
     tokio::task::spawn_blocking(move || {
+        // The own household's receipts reach its ledger by the route every worker's do, after
+        // the job is done: read once they stop arriving.
+        let mut held = ledger.totals_of(&node_household).unwrap().receipts;
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = ledger.totals_of(&node_household).unwrap().receipts;
+            if now == held {
+                break;
+            }
+            held = now;
+        }
         let started = Instant::now();
         let all = ledger.list(None).unwrap();
         let household = node_household;
@@ -146,14 +167,53 @@ async fn follow_costs(node: &RunningNode, job: blake3::Hash) -> Follow {
             let indexed = ledger.credited_since(&household, job_started).unwrap();
             assert_eq!(indexed, walked, "the index and the walk disagree");
         }
+        let credit_index = started.elapsed() / READS;
+
+        let asker = all
+            .iter()
+            .map(|r| r.record.worker)
+            .find(|w| *w != household)
+            .expect("another radiator's receipts");
+        let started = Instant::now();
+        let walked: Vec<_> = ledger
+            .list(Some(&asker))
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.record.submitter == household)
+            .take(MAX_RECEIPTS_PER_ANSWER)
+            .collect();
+        let page_walk = started.elapsed();
+        let started = Instant::now();
+        for _ in 0..READS {
+            let (page, _) = ledger
+                .page(&asker, &household, None, MAX_RECEIPTS_PER_ANSWER)
+                .unwrap();
+            assert_eq!(page, walked, "the page and the walk disagree");
+        }
+        let page = started.elapsed() / READS;
+        let (started, mut pages, mut after) = (Instant::now(), 0, None);
+        loop {
+            let (page, more) = ledger
+                .page(&asker, &household, after.as_ref(), MAX_RECEIPTS_PER_ANSWER)
+                .unwrap();
+            pages += 1;
+            after = page.last().map(|r| r.id());
+            if !more {
+                break;
+            }
+        }
         Follow {
             view,
             view_bytes,
             summary,
             summary_bytes,
             credit_walk,
-            credit_index: started.elapsed() / READS,
+            credit_index,
             ledger_receipts: all.len(),
+            page_walk,
+            page,
+            pages,
+            all_pages: started.elapsed(),
         }
     })
     .await
@@ -436,6 +496,24 @@ fn main() {
             "{:<44} {:>13.0}x {:>10}",
             "  decoded ÷ indexed",
             f.credit_walk.as_secs_f64() / f.credit_index.as_secs_f64(),
+            ""
+        );
+        println!(
+            "{:<44} {:>11.2} ms {:>10}",
+            "  a worker's first page, every receipt decoded",
+            f.page_walk.as_secs_f64() * 1e3,
+            ""
+        );
+        println!(
+            "{:<44} {:>11.3} ms {:>10}",
+            "  the same page, from the cursor",
+            f.page.as_secs_f64() * 1e3,
+            ""
+        );
+        println!(
+            "{:<44} {:>11.2} ms {:>10}",
+            format!("  all {} pages, from the cursor", f.pages),
+            f.all_pages.as_secs_f64() * 1e3,
             ""
         );
     }

@@ -31,7 +31,6 @@ use crate::identity::{Identity, PublicKey};
 use crate::jobs::coordinator::persist::Persist;
 use crate::jobs::JobError;
 use crate::ledger::{Ledger, LedgerCheck, LedgerError};
-use crate::model::receipt::Receipt;
 use crate::model::wire::{Request, Response, MAX_RECEIPTS_PER_ANSWER};
 use crate::net::{NetConfig, Network};
 use crate::store::Store;
@@ -366,21 +365,12 @@ pub fn receipts_answer(
             detail: "your peer id carries no ed25519 household key".into(),
         };
     };
-    let all = match ledger.list(Some(&asker)) {
-        Ok(all) => all,
-        Err(e) => {
-            return Response::Error {
-                detail: e.to_string(),
-            }
-        }
-    };
-    let mut mine = all
-        .into_iter()
-        .filter(|r| r.record.submitter == *own)
-        .filter(|r| after.is_none_or(|a| r.id().as_bytes() > a.as_bytes()));
-    let receipts: Vec<Receipt> = mine.by_ref().take(MAX_RECEIPTS_PER_ANSWER).collect();
-    let more = mine.next().is_some();
-    Response::Receipts { receipts, more }
+    match ledger.page(&asker, own, after.as_ref(), MAX_RECEIPTS_PER_ANSWER) {
+        Ok((receipts, more)) => Response::Receipts { receipts, more },
+        Err(e) => Response::Error {
+            detail: e.to_string(),
+        },
+    }
 }
 
 /// What [`fetch_receipts`] got from one coordinator.

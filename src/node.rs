@@ -865,8 +865,16 @@ async fn control(
                 },
             }
         }
+        // Read off the async threads: a page may pass over many others' receipts.
         Request::Receipts { after } => {
-            crate::integrity::receipts_answer(ledger, &own, &peer, after)
+            let ledger = ledger.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::integrity::receipts_answer(&ledger, &own, &peer, after)
+            })
+            .await
+            .unwrap_or_else(|e| Response::Error {
+                detail: format!("the receipts could not be read: {e}"),
+            })
         }
         // Evidence this node checked itself, for a node that joined after it was gossiped.
         Request::Evidence { after } => trust.evidence_answer(after.as_ref()),

@@ -479,6 +479,8 @@ async fn only_a_lock_really_held_blames_another_node() {
 /// asks it for this household's, checks each one and stores those missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn doctor_restores_lost_receipts_from_their_coordinator() {
+    // More than one page of `MAX_RECEIPTS_PER_ANSWER`: the coordinator answers from a cursor.
+    const RESTORED: u32 = hearth::model::wire::MAX_RECEIPTS_PER_ANSWER as u32 + 3;
     tokio::time::timeout(TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
         let (cdir, wdir) = (dir.path().join("coordinator"), dir.path().join("worker"));
@@ -493,7 +495,7 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
         // Replication 2 with two households: both run every shard, so the worker earns one
         // receipt per shard.
         let spec = JobSpec::Pi {
-            shards: SHARDS,
+            shards: RESTORED,
             samples: 20_000,
             seed: 9,
         };
@@ -514,7 +516,7 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
         let deadline = std::time::Instant::now() + Duration::from_secs(150);
         let held = loop {
             let held = worker.context.ledger.list(Some(&household)).unwrap();
-            if held.len() == SHARDS as usize {
+            if held.len() == RESTORED as usize {
                 break held;
             }
             assert!(
@@ -545,7 +547,7 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
         assert!(out.status.success(), "{}", text(&out));
         assert!(
             text(&out).contains(&format!(
-                "{SHARDS} receipts for this household, {SHARDS} of them missing here and restored"
+                "{RESTORED} receipts for this household, {RESTORED} of them missing here and restored"
             )),
             "{}",
             text(&out)

@@ -34,6 +34,11 @@ pub const WORKER_DOMAIN: &[u8] = b"hearth/receipt/worker/v1";
 pub const SUBMITTER_DOMAIN: &[u8] = b"hearth/receipt/submitter/v2";
 /// Canonical size of a record's bytes.
 pub const RECORD_LEN: usize = 4 + 1 + 32 + 4 + 32 * 3 + 32 * 2 + 8 + 8 + 1 + 8 + 8 + 16;
+/// Where the worker's and the submitter's household keys lie in a record's bytes, and so in
+/// a claim's and a receipt's (both begin with the record): a store can pass over others'
+/// receipts by these 32 bytes without decoding them.
+pub const WORKER_AT: usize = 137;
+pub const SUBMITTER_AT: usize = 169;
 /// Canonical size of a claim: the record, then the worker's signature.
 pub const CLAIM_LEN: usize = RECORD_LEN + 64;
 /// Canonical size of the credit terms.
@@ -641,6 +646,18 @@ pub(crate) mod tests {
             .unwrap()
             .countersign(s, terms)
             .unwrap()
+    }
+
+    /// The documented offsets of the two keys (docs/receipts.md) are where the bytes put them.
+    #[test]
+    fn the_household_keys_lie_at_their_offsets() {
+        let (w, s) = (Identity::generate(), Identity::generate());
+        let bytes = receipt_of(record(&w, &s), &w, &s).to_bytes();
+        assert_eq!(&bytes[WORKER_AT..WORKER_AT + 32], w.public().0.as_slice());
+        assert_eq!(
+            &bytes[SUBMITTER_AT..SUBMITTER_AT + 32],
+            s.public().0.as_slice()
+        );
     }
 
     #[test]
