@@ -300,7 +300,7 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         let metered = heat.map(|h| h.meter().totals()).unwrap_or_default();
         let room = match heat.map(|h| h.status()) {
             Some(h) => format!(
-                "{:.1} °C → {:.1} °C{}",
+                "{:.1} °C, set {:.1}{}",
                 h.room_celsius.unwrap_or(f64::NAN),
                 h.setpoint_celsius,
                 if h.demand_permille == 0 {
@@ -337,8 +337,8 @@ async fn drive(nodes: &[RunningNode], opts: &DemoOptions) -> anyhow::Result<()> 
         );
     }
     println!(
-        "drawn: everything the radiator drew, idle included; charged: what its meter charged to \
-         executing shards; credit: what its verified receipts credit; peak: the most power its \
+        "room: its temperature and setpoint, and whether it wants heat; drawn: everything the \
+         radiator drew, idle included; charged: what its meter charged to executing shards; credit: what its verified receipts credit; peak: the most power its \
          overlapping receipts imply at one instant"
     );
     if !broken_laws.is_empty() {

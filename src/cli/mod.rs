@@ -193,12 +193,15 @@ pub enum JobCommand {
         #[command(flatten)]
         common: JobArgs,
     },
-    /// Each shard's state, with reasons.
+    /// How many shards are in each state, and each shard that is not verified, with reasons.
     Status {
         /// The job's id, or enough of its first digits to name one job of this node's.
         id: String,
         #[arg(long)]
         json: bool,
+        /// List every verified shard too, with its output, fuel and households.
+        #[arg(long)]
+        all: bool,
     },
     /// Wait for a job, with a progress bar.
     Wait {
@@ -489,8 +492,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Job(JobCommand::New { spec, common }) => {
             local::job_new(&data_dir, &spec.to_spec()?, common)
         }
-        Command::Job(JobCommand::Status { id, json }) => {
-            runtime.block_on(remote::job_status(&api()?, id, *json))
+        Command::Job(JobCommand::Status { id, json, all }) => {
+            runtime.block_on(remote::job_status(&api()?, id, *json, *all))
         }
         Command::Job(JobCommand::Wait { id, timeout }) => runtime.block_on(remote::job_wait(
             &api()?,

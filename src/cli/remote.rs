@@ -273,7 +273,7 @@ fn pick_job<'a>(prefix: &str, ids: impl Iterator<Item = &'a str>) -> Result<&'a 
     }
 }
 
-pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+pub async fn job_status(api: &Client, id: &str, json: bool, all: bool) -> anyhow::Result<()> {
     let id = job_id(api, id).await?;
     let j: JobView = api.get(&format!("/v1/jobs/{id}")).await?;
     if json {
@@ -291,36 +291,94 @@ pub async fn job_status(api: &Client, id: &str, json: bool) -> anyhow::Result<()
     if let JobStatus::Failed { reason } = &j.status {
         println!("reason: {reason}");
     }
-    let short = |k: &str| k.chars().take(12).collect::<String>();
-    for (i, s) in j.shards.iter().enumerate() {
-        let line = match s {
-            ShardView::Waiting { reason } => format!("waiting: {reason}"),
-            ShardView::Leased { to, claims } => format!(
-                "leased to {} ({claims} claims in)",
-                to.iter().map(|k| short(k)).collect::<Vec<_>>().join(", ")
-            ),
-            ShardView::Verifying { claims } => {
-                format!("verifying ({claims} agreeing claims; fetching output)")
-            }
-            ShardView::Verified {
-                output,
-                fuel,
-                households,
-                ..
-            } => format!(
-                "verified: output {} fuel {fuel} by {}",
-                short(output),
-                households
-                    .iter()
-                    .map(|k| short(k))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            ShardView::Failed { reason } => format!("failed: {reason}"),
-        };
-        println!("  shard {i:>4}  {line}");
+    for line in shard_lines(&j.shards, all) {
+        println!("{line}");
     }
     Ok(())
+}
+
+/// What `hearth job status` prints below its first line: how many shards are in each state,
+/// then every shard that is not verified, consecutive shards that say the same on one line
+/// (a 65 536-shard job printed 65 536 lines), and the verified ones one by one only when
+/// `all` (`--all`): each names its own output.
+fn shard_lines(shards: &[ShardView], all: bool) -> Vec<String> {
+    let short = |k: &str| k.chars().take(12).collect::<String>();
+    let keys = |ks: &[String]| ks.iter().map(|k| short(k)).collect::<Vec<_>>().join(", ");
+    let describe = |s: &ShardView| match s {
+        ShardView::Waiting { reason } => format!("waiting: {reason}"),
+        ShardView::Leased { to, claims } => {
+            format!("leased to {} ({claims} claims in)", keys(to))
+        }
+        ShardView::Verifying { claims } => {
+            format!("verifying ({claims} agreeing claims; fetching output)")
+        }
+        ShardView::Verified {
+            output,
+            fuel,
+            households,
+            ..
+        } => format!(
+            "verified: output {} fuel {fuel} by {}",
+            short(output),
+            keys(households)
+        ),
+        ShardView::Failed { reason } => format!("failed: {reason}"),
+    };
+    let state = |s: &ShardView| match s {
+        ShardView::Waiting { .. } => 0,
+        ShardView::Leased { .. } => 1,
+        ShardView::Verifying { .. } => 2,
+        ShardView::Verified { .. } => 3,
+        ShardView::Failed { .. } => 4,
+    };
+    let mut counts = [0usize; 5];
+    for s in shards {
+        counts[state(s)] += 1;
+    }
+    let names = ["waiting", "leased", "verifying", "verified", "failed"];
+    let mut lines = vec![format!(
+        "  {}",
+        names
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    // Runs of consecutive shards that say the same, verified ones left out unless `all`.
+    let mut run: Option<(usize, usize, String)> = None;
+    let flush = |run: Option<(usize, usize, String)>, lines: &mut Vec<String>| {
+        if let Some((first, last, line)) = run {
+            lines.push(match last - first {
+                0 => format!("  shard  {first:>5}          {line}"),
+                n => format!("  shards {first:>5}–{last:<5}    {line} ({} shards)", n + 1),
+            });
+        }
+    };
+    for (i, s) in shards.iter().enumerate() {
+        if !all && matches!(s, ShardView::Verified { .. }) {
+            flush(run.take(), &mut lines);
+            continue;
+        }
+        let line = describe(s);
+        match &mut run {
+            // Consecutive: a verified shard left out ends the run above.
+            Some((_, last, same)) if *same == line => *last = i,
+            _ => {
+                flush(run.take(), &mut lines);
+                run = Some((i, i, line));
+            }
+        }
+    }
+    flush(run, &mut lines);
+    if !all && counts[3] > 0 {
+        lines.push(format!(
+            "  ({} verified shards not listed: `--all` lists each with its output)",
+            counts[3]
+        ));
+    }
+    lines
 }
 
 /// Waits for a job with a progress bar (its summary, polled: never the shard-by-shard view,
@@ -580,6 +638,55 @@ pub async fn receipts_export(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A big job's status is a few lines: counts, then the shards that are not verified, runs
+    /// of shards saying the same on one line; `--all` lists each verified shard too.
+    #[test]
+    fn job_status_groups_shards_that_say_the_same() {
+        let waiting = |r: &str| ShardView::Waiting { reason: r.into() };
+        let verified = |o: &str| ShardView::Verified {
+            output: o.repeat(64),
+            fuel: 7,
+            households: vec!["ab".repeat(32)],
+            credit_reference_mj: None,
+        };
+        let mut shards: Vec<ShardView> = (0..60_000).map(|_| verified("1")).collect();
+        shards.extend((0..5_000).map(|_| waiting("no radiator has asked for work yet")));
+        shards.push(ShardView::Leased {
+            to: vec!["cd".repeat(32)],
+            claims: 1,
+        });
+        shards.extend((0..535).map(|_| waiting("no radiator has asked for work yet")));
+        let lines = shard_lines(&shards, false);
+        assert_eq!(
+            lines,
+            vec![
+                "  5535 waiting, 1 leased, 60000 verified".to_string(),
+                "  shards 60000–64999    waiting: no radiator has asked for work yet (5000 shards)"
+                    .into(),
+                "  shard  65000          leased to cdcdcdcdcdcd (1 claims in)".into(),
+                "  shards 65001–65535    waiting: no radiator has asked for work yet (535 shards)"
+                    .into(),
+                "  (60000 verified shards not listed: `--all` lists each with its output)".into(),
+            ]
+        );
+        // A verified shard between two that wait splits their run; with `all` it is listed.
+        let few = [waiting("a"), verified("2"), waiting("a"), waiting("a")];
+        assert_eq!(
+            shard_lines(&few, false)[1..],
+            [
+                "  shard      0          waiting: a".to_string(),
+                "  shards     2–3        waiting: a (2 shards)".into(),
+                "  (1 verified shards not listed: `--all` lists each with its output)".into(),
+            ]
+        );
+        let every = shard_lines(&few, true);
+        assert_eq!(every.len(), 4, "{every:?}");
+        assert_eq!(
+            every[2],
+            "  shard      1          verified: output 222222222222 fuel 7 by abababababab"
+        );
+    }
 
     /// Issue 10: receipts a household countersigned for its own jobs are counted apart.
     #[test]
