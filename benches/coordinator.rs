@@ -456,65 +456,39 @@ fn main() {
             ""
         );
         let f = &r.follow;
-        println!(
-            "{:<44} {:>11.2} ms {:>10}",
+        let ms = |label: String, d: Duration| {
+            println!("{label:<44} {:>11.3} ms {:>10}", d.as_secs_f64() * 1e3, "")
+        };
+        let times = |label: &str, a: Duration, b: Duration| {
+            println!(
+                "{label:<44} {:>13.0}x {:>10}",
+                a.as_secs_f64() / b.as_secs_f64(),
+                ""
+            )
+        };
+        ms(
             format!(
                 "  job's view, shard by shard ({} KB JSON)",
                 f.view_bytes / 1000
             ),
-            f.view.as_secs_f64() * 1e3,
-            ""
+            f.view,
         );
-        println!(
-            "{:<44} {:>11.2} ms {:>10}",
+        ms(
             format!("  job's summary ({} B JSON)", f.summary_bytes),
-            f.summary.as_secs_f64() * 1e3,
-            ""
+            f.summary,
         );
-        println!(
-            "{:<44} {:>13.0}x {:>10}",
-            "  view ÷ summary, time per request",
-            f.view.as_secs_f64() / f.summary.as_secs_f64(),
-            ""
+        times("  view ÷ summary, time per request", f.view, f.summary);
+        ms(
+            format!("  own credit, decoding all {} receipts", f.ledger_receipts),
+            f.credit_walk,
         );
-        println!(
-            "{:<44} {:>11.2} ms {:>10}",
-            format!(
-                "  own credit, every receipt decoded ({} in the ledger)",
-                f.ledger_receipts
-            ),
-            f.credit_walk.as_secs_f64() * 1e3,
-            ""
-        );
-        println!(
-            "{:<44} {:>11.2} ms {:>10}",
-            "  own credit, through its index",
-            f.credit_index.as_secs_f64() * 1e3,
-            ""
-        );
-        println!(
-            "{:<44} {:>13.0}x {:>10}",
-            "  decoded ÷ indexed",
-            f.credit_walk.as_secs_f64() / f.credit_index.as_secs_f64(),
-            ""
-        );
-        println!(
-            "{:<44} {:>11.2} ms {:>10}",
-            "  a worker's first page, every receipt decoded",
-            f.page_walk.as_secs_f64() * 1e3,
-            ""
-        );
-        println!(
-            "{:<44} {:>11.3} ms {:>10}",
-            "  the same page, from the cursor",
-            f.page.as_secs_f64() * 1e3,
-            ""
-        );
-        println!(
-            "{:<44} {:>11.2} ms {:>10}",
+        ms("  own credit, through its index".into(), f.credit_index);
+        times("  decoded ÷ indexed", f.credit_walk, f.credit_index);
+        ms("  a worker's first page, all decoded".into(), f.page_walk);
+        ms("  the same page, from the cursor".into(), f.page);
+        ms(
             format!("  all {} pages, from the cursor", f.pages),
-            f.all_pages.as_secs_f64() * 1e3,
-            ""
+            f.all_pages,
         );
     }
 }

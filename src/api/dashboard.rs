@@ -286,29 +286,18 @@ pub async fn overview(
 mod tests {
     use super::*;
     use crate::identity::Identity;
-    use crate::model::receipt::{Claim, CreditTerms, EnergyMethod, Receipt, WorkRecord};
+    use crate::model::receipt::tests::{receipt_of, record};
+    use crate::model::receipt::Receipt;
 
     fn receipt(worker: &Identity, submitter: &Identity, shard: u32, end_ms: u64) -> Receipt {
-        let record = WorkRecord {
-            job: blake3::hash(b"job"),
+        let record = crate::model::receipt::WorkRecord {
             shard,
-            module: blake3::hash(b"m"),
-            input: blake3::hash(b"i"),
-            output: blake3::hash(b"o"),
-            worker: worker.public(),
-            submitter: submitter.public(),
-            fuel: 100,
             energy_mj: 1_000 + u64::from(shard),
-            method: EnergyMethod::CpuEstimate,
             start_ms: end_ms - 1,
             end_ms,
-            nonce: [1; 16],
+            ..record(worker, submitter)
         };
-        let terms = CreditTerms::claimed(&record, 2, 2);
-        Claim::sign(record, worker)
-            .unwrap()
-            .countersign(submitter, terms)
-            .unwrap()
+        receipt_of(record, worker, submitter)
     }
 
     /// The credit shown: the last seven days with receipts, oldest first, and the ten newest
