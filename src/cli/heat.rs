@@ -113,13 +113,14 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     } else {
         print_status(&s);
         println!(
-            "all time    {credited_kwh:.4} kWh credited in {credited_receipts} verified receipts"
+            "all time    {} credited in {credited_receipts} verified receipts",
+            energy(credited_kwh)
         );
     }
     Ok(())
 }
 
-/// "credited 0.82 of 1.10 kWh drawn": what the ledger's receipts credit today against what
+/// "credited 0.82 kWh of 1.10 kWh drawn": what the ledger's receipts credit today against what
 /// the meter says the radiator drew today (idle included), and what the meter charged to
 /// shards whose receipts have not come back yet.
 pub fn today_line(s: &HeatStatus) -> String {
@@ -131,10 +132,26 @@ pub fn today_line(s: &HeatStatus) -> String {
     let credited = s.energy_credited_today_kwh.unwrap_or(0.0);
     let pending = (s.energy_charged_today_kwh - credited).max(0.0);
     format!(
-        "credited {credited:.4} of {:.4} kWh drawn ({method}); {pending:.4} kWh more charged to \
-         shards not yet receipted; idle power is never credited",
-        s.energy_today_kwh
+        "credited {} of {} drawn ({method}); {} more charged to shards not yet receipted; idle \
+         power is never credited",
+        energy(credited),
+        energy(s.energy_today_kwh),
+        energy(pending)
     )
+}
+
+/// An amount of energy as a household reads it: kWh from 0.01 kWh, Wh from 0.1 Wh, whole
+/// joules below, as the dashboard does. Until 2026-12-03 it was always four decimals of kWh,
+/// and the demo's radiators, credited a few hundred joules each, read "0.0001 kWh".
+pub fn energy(kwh: f64) -> String {
+    let kwh = kwh.max(0.0);
+    if kwh >= 0.01 {
+        format!("{kwh:.2} kWh")
+    } else if kwh >= 0.0001 {
+        format!("{:.1} Wh", kwh * 1e3)
+    } else {
+        format!("{:.0} J", kwh * 3.6e6)
+    }
 }
 
 fn print_status(s: &HeatStatus) {
@@ -440,4 +457,20 @@ pub fn comparison_table(c: &Comparison) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn energy_reads_in_the_unit_that_shows_it() {
+        assert_eq!(energy(1.234), "1.23 kWh");
+        assert_eq!(energy(0.01), "0.01 kWh");
+        assert_eq!(energy(0.0042), "4.2 Wh");
+        // One demo shard's credit, 400 mJ, and a few of them.
+        assert_eq!(energy(0.4 / 3.6e6), "0 J");
+        assert_eq!(energy(298.2 / 3.6e6), "298 J");
+        assert_eq!(energy(-1.0), "0 J");
+    }
 }
