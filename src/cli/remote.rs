@@ -248,13 +248,25 @@ fn state_word(s: &JobStatus) -> &'static str {
 /// goes to the node as it is, which says what is wrong with it.
 pub async fn job_id(api: &Client, given: &str) -> anyhow::Result<String> {
     let given = given.trim().to_ascii_lowercase();
-    if given.is_empty() || given.len() >= 64 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if whole_job_id(&given).map_err(anyhow::Error::msg)? {
         return Ok(given);
     }
     let jobs: Vec<JobSummary> = api.get("/v1/jobs").await?;
     pick_job(&given, jobs.iter().map(|j| j.id.as_str()))
         .map(str::to_string)
         .map_err(anyhow::Error::msg)
+}
+
+/// Whether what was typed for a job is its whole id (true) or the start of one (false), or
+/// neither: said here in words, where the node would answer "not a blake3 hash".
+fn whole_job_id(given: &str) -> Result<bool, String> {
+    if given.is_empty() || given.len() > 64 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{given:?} is not a job id: give its 64 hex digits, or enough of the first ones to \
+             name one job (`hearth jobs` lists them)"
+        ));
+    }
+    Ok(given.len() == 64)
 }
 
 /// The one id among `ids` that starts with `prefix`.
@@ -729,5 +741,12 @@ mod tests {
         );
         let none = pick_job("5ff9", ids.into_iter()).unwrap_err();
         assert!(none.contains("no job this node coordinates"), "{none}");
+        // What is neither an id nor the start of one is said so before the node is asked.
+        assert_eq!(whole_job_id(&"ab".repeat(32)), Ok(true));
+        assert_eq!(whole_job_id("5ff8"), Ok(false));
+        for bad in ["", "zz", "5ff8-", &"a".repeat(65)] {
+            let e = whole_job_id(bad).unwrap_err();
+            assert!(e.contains("is not a job id: give its 64 hex digits"), "{e}");
+        }
     }
 }
