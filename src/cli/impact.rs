@@ -11,7 +11,7 @@ use clap::Args;
 use super::client::Client;
 use crate::heat::plot::{render_bars, Bar, Panel};
 use crate::impact::{compute, Assumptions, Filter, Impact, Replaced};
-use crate::model::receipt::{ReceiptExport, EXPORT_FORMAT};
+use crate::model::receipt::ReceiptExport;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ImpactArgs {
@@ -83,33 +83,6 @@ impl ImpactArgs {
     }
 }
 
-/// Reads an export file.
-pub fn read_export(path: &Path) -> anyhow::Result<ReceiptExport> {
-    // An export of a million receipts is ~2 GB; refuse what cannot be a sane export.
-    const LIMIT: u64 = 1 << 30;
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    if len > LIMIT {
-        bail!(
-            "{} is larger than 1 GiB; export fewer receipts",
-            path.display()
-        );
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let export: ReceiptExport = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a receipts export", path.display()))?;
-    if export.format != EXPORT_FORMAT {
-        bail!(
-            "{}: format {:?}, expected {EXPORT_FORMAT:?}",
-            path.display(),
-            export.format
-        );
-    }
-    Ok(export)
-}
-
 /// Runs `hearth impact` on an export already loaded; returns what it printed.
 pub fn report(args: &ImpactArgs, export: &ReceiptExport) -> anyhow::Result<String> {
     let filter = Filter {
@@ -144,7 +117,7 @@ pub async fn run(args: &ImpactArgs, api: Option<&Client>, data_dir: &Path) -> an
         ..args.clone()
     };
     let export = match (&args.file, api) {
-        (Some(file), _) => read_export(file)?,
+        (Some(file), _) => super::read_export(file)?,
         (None, Some(api)) => super::remote::load_receipts(api, data_dir, None).await?,
         (None, None) => bail!("give --file EXPORT, or run it where a node or its data is"),
     };

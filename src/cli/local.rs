@@ -9,9 +9,7 @@ use crate::exec::Executor;
 use crate::identity::Identity;
 use crate::jobs::build::{build, JobSpec};
 use crate::jobs::local::run_local as run_jobs_locally;
-use crate::model::receipt::{
-    check_conservation, verify_batch, ReceiptExport, EXPORT_FORMAT, EXPORT_FORMAT_2,
-};
+use crate::model::receipt::{check_conservation, verify_batch, ReceiptExport};
 use crate::model::{parse_hash, JobManifest};
 use crate::node::{self, NodeOptions};
 use crate::store::Store;
@@ -296,22 +294,7 @@ pub fn run_local(
 
 /// `hearth receipts verify FILE`: the checks of `docs/receipts.md` ("Verifying an export").
 pub fn receipts_verify(file: &Path) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    // Read the format first, so an older export is named as such rather than as a parse error.
-    let format = serde_json::from_str::<serde_json::Value>(&text)
-        .with_context(|| format!("{} is not JSON", file.display()))?
-        .get("format")
-        .and_then(|f| f.as_str().map(str::to_owned));
-    if format.as_deref() != Some(EXPORT_FORMAT) && format.as_deref() != Some(EXPORT_FORMAT_2) {
-        bail!(
-            "{}: format {:?}, expected {EXPORT_FORMAT:?} (or {EXPORT_FORMAT_2:?})",
-            file.display(),
-            format.unwrap_or_default()
-        );
-    }
-    let export: ReceiptExport = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a {EXPORT_FORMAT} export", file.display()))?;
+    let export = super::read_export(file)?;
     let report = check_export(&export);
     for line in &report.problems {
         println!("{line}");
