@@ -62,7 +62,7 @@ async fn demo_receipts_conserve_energy_checked_outside_hearth() {
 
     // `hearth impact` on the demo's export: every receipt counts, and the figures follow from
     // the receipts' own sum and the documented defaults (docs/impact.md).
-    let export = hearth::cli::read_export(&export_path).unwrap();
+    let export = hearth::cli::export::read_export(&export_path).unwrap();
     let sum_mj: u64 = export.receipts.iter().map(|r| r.credited_mj).sum();
     let args = hearth::cli::impact::ImpactArgs::default();
     let r = hearth::impact::compute(

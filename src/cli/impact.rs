@@ -117,7 +117,7 @@ pub async fn run(args: &ImpactArgs, api: Option<&Client>, data_dir: &Path) -> an
         ..args.clone()
     };
     let export = match (&args.file, api) {
-        (Some(file), _) => super::read_export(file)?,
+        (Some(file), _) => super::export::read_export(file)?,
         (None, Some(api)) => super::remote::load_receipts(api, data_dir, None).await?,
         (None, None) => bail!("give --file EXPORT, or run it where a node or its data is"),
     };

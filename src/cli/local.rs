@@ -294,7 +294,7 @@ pub fn run_local(
 
 /// `hearth receipts verify FILE`: the checks of `docs/receipts.md` ("Verifying an export").
 pub fn receipts_verify(file: &Path) -> anyhow::Result<()> {
-    let export = super::read_export(file)?;
+    let export = super::export::read_export(file)?;
     let report = check_export(&export);
     for line in &report.problems {
         println!("{line}");
