@@ -12,9 +12,9 @@
 //! household circuit delivers ([`MAX_WATTS`]) or cover more than [`MAX_WINDOW_MS`], and no
 //! receipt credits more than its worker claimed.
 //!
-//! Size: about 590 lines of code (record, claim, terms, receipt and their physics checks, one
-//! canonical format); the rest are the documented test vectors and property tests that keep
-//! docs/receipts.md true byte for byte.
+//! Size: about 620 lines before its tests (record, claim, terms, receipt and their physics
+//! checks, one canonical format); the rest are the documented test vectors and property tests
+//! that keep docs/receipts.md true byte for byte.
 
 use super::canon::{DecodeError, Reader, Writer};
 use crate::identity::{Identity, PublicKey};
