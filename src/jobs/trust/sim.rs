@@ -167,6 +167,8 @@ impl Sim {
                     for update in self.book.settled_all(&[(job, shard, &s, &signed)]) {
                         self.book.apply(update);
                     }
+                    // As the actor does: the last settlement of a job finishes it.
+                    queue.push(Action::CheckFinished { job });
                 }
                 Action::CheckFinished { job } => {
                     if let Finish::Assemble(_) = self.book.finish(&job) {

@@ -247,13 +247,25 @@ impl Book {
         updates
     }
 
-    /// Whether a running job's every shard is verified.
+    /// Whether a running job's every shard is verified and settled (its receipts recorded, or
+    /// its losers excluded). A claim whose countersignature keeps failing holds the job back;
+    /// every round tries it again.
     pub fn finish(&self, job: &blake3::Hash) -> Finish {
         let Some(state) = self.jobs.get(job) else {
             return Finish::NotYet;
         };
         // O(1) until the last shard is verified: this is asked after every verified shard.
         if state.status != JobStatus::Running || !self.all_verified(job) {
+            return Finish::NotYet;
+        }
+        // Shown done only with every receipt recorded: a shard verified here may still wait
+        // for the write that verified it before it is settled, or for a countersignature
+        // tried again next round. The last settlement asks again.
+        if self
+            .index
+            .get(job)
+            .is_some_and(|ix| !ix.unsettled.is_empty())
+        {
             return Finish::NotYet;
         }
         let outputs: Option<Vec<blake3::Hash>> = state
@@ -302,7 +314,8 @@ impl Book {
             let Some(ix) = self.index.get(id) else {
                 continue;
             };
-            // Claims of a finished job too may still need receipts (a failed countersign).
+            // Claims of a finished job too may still need receipts (a late replica that
+            // agrees).
             for &i in &ix.unsettled {
                 actions.push(Action::Settle { job: *id, shard: i });
             }
