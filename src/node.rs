@@ -642,6 +642,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             ("heat demand", Ok(()))
         });
     }
+    if let Some(heat) = heat.clone() {
+        let (net, stop, offers) = (net.clone(), shutdown_rx.clone(), offers.clone());
+        tasks.spawn(async move {
+            offers::seek_work(heat, net, offers, stop).await;
+            ("work seeker", Ok(()))
+        });
+    }
 
     let router = Router {
         ledger,

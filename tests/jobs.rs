@@ -84,6 +84,39 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
     .expect("test timed out");
 }
 
+/// A coordinator whose announcements reach nobody (as one whose neighbours all have work, far
+/// from the radiators that want heat) is still found: a cold radiator that no coordinator
+/// offered work looks the work keys up on the DHT, tells the coordinators it finds its heat
+/// demand, is offered their open jobs and runs them (`net::work`, `docs/scale.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_radiator_finds_work_that_was_announced_to_nobody_through_the_dht() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 2, 1, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                warm_if(true, o);
+                o.coordinator.announce_fanout = 0;
+            }
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let sub = &nodes[0];
+        let (id, shards) = submit(sub, &mandelbrot(128, 64, 64), 1).await;
+        let view = wait_done(sub, id, Duration::from_secs(100)).await;
+        assert_eq!(result_bytes(sub, &view), native_png(128, 64, 64));
+        let worker = nodes[1].household();
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), shards);
+        assert!(receipts.iter().all(|r| r.record.worker == worker));
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cheating_radiator_is_outvoted_and_excluded() {
     tokio::time::timeout(TIMEOUT, async {

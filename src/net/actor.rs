@@ -57,6 +57,8 @@ use crate::store::{Store, StoreError};
 const MAX_PENDING_REQUESTS: usize = 1024;
 /// Dials awaiting their outcome.
 const MAX_PENDING_DIALS: usize = 256;
+/// Work lookups at once; a node starts one a minute at most (`node/offers.rs`).
+const MAX_WORK_FINDS: usize = 4;
 /// Inbound control requests handed to the node layer and not yet answered, per peer / total.
 const MAX_INBOUND_CONTROL_PER_PEER: usize = 16;
 const MAX_INBOUND_CONTROL: usize = 256;
@@ -101,6 +103,10 @@ enum QueryKind {
     OwnKey,
     Providers(blake3::Hash),
     Announce,
+    /// Publishing this node's work records (`work.rs`).
+    WorkProvide,
+    /// A lookup of a work key; its caller waits in `Actor::work_finds`.
+    FindWork,
 }
 
 /// State of one connected peer.
@@ -167,6 +173,9 @@ pub(crate) struct Actor {
     queries: HashMap<QueryId, QueryKind>,
     announce_queue: VecDeque<blake3::Hash>,
     announcing: usize,
+    /// Work lookups in progress (`work.rs`): their callers and the providers found so far. At
+    /// most [`MAX_WORK_FINDS`].
+    work_finds: HashMap<QueryId, dht::WorkFind>,
     /// Provider records have been (re)published since the node last had peers.
     announced_with_peers: bool,
     bootstrap: Vec<Multiaddr>,
@@ -247,6 +256,7 @@ impl Actor {
             queries: HashMap::new(),
             announce_queue: VecDeque::new(),
             announcing: 0,
+            work_finds: HashMap::new(),
             announced_with_peers: false,
             bootstrap: cfg.bootstrap.clone(),
             backoff: Backoff::new(cfg.redial_backoff_max),
@@ -391,6 +401,9 @@ impl Actor {
                 };
                 let _ = reply.send(res);
             }
+            Command::ProvideWork => self.provide_work(),
+            Command::StopWork => self.stop_work(),
+            Command::FindWork { reply } => self.find_work(reply),
             Command::Dial { addr, reply } => {
                 if self.pending_dials.len() >= MAX_PENDING_DIALS {
                     let _ = reply.send(Err(NetError::Busy("dials")));

@@ -38,7 +38,7 @@ pub(crate) struct Behaviour {
     pub(crate) one_relayed: OneRelayed,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) kad: Counted<kad::Behaviour<MemoryStore>>,
+    pub(crate) kad: Counted<kad::Behaviour<super::work::Store>>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) gossipsub: Counted<gossipsub::Behaviour>,
     pub(crate) control: Counted<request_response::Behaviour<FrameCodec>>,
@@ -194,13 +194,14 @@ fn build_behaviour(
         // holds fewer than k peers stays on.
         .set_periodic_bootstrap_interval(None)
         .set_provider_publication_interval(Some(Duration::from_secs(6 * 3600)));
-    let store = MemoryStore::with_config(
+    // Work records (`work.rs`) are kept apart from blob records, short-lived and bounded.
+    let store = super::work::Store::new(MemoryStore::with_config(
         peer_id,
         MemoryStoreConfig {
             max_provided_keys: MAX_PROVIDED_KEYS,
             ..Default::default()
         },
-    );
+    ));
     let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
     if !cfg.listen.is_empty() {
         // A LAN/home system: every node with a listener answers DHT queries, instead of

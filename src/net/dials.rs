@@ -55,11 +55,13 @@ pub enum DialOrigin {
     Mdns,
     /// [`super::Network::dial`] (the node layer, `direct.rs`).
     Command,
+    /// The swarm task dialling coordinators a work lookup found (`work.rs`).
+    Work,
 }
 
 impl DialOrigin {
     /// Every origin, in the order [`DialCounts`] lists them.
-    pub const ALL: [DialOrigin; 11] = [
+    pub const ALL: [DialOrigin; 12] = [
         DialOrigin::Kad,
         DialOrigin::Gossipsub,
         DialOrigin::Control,
@@ -71,6 +73,7 @@ impl DialOrigin {
         DialOrigin::Bootstrap,
         DialOrigin::Mdns,
         DialOrigin::Command,
+        DialOrigin::Work,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +89,7 @@ impl DialOrigin {
             DialOrigin::Bootstrap => "bootstrap",
             DialOrigin::Mdns => "mdns",
             DialOrigin::Command => "command",
+            DialOrigin::Work => "work",
         }
     }
 

@@ -51,6 +51,7 @@ mod punch;
 mod relayed;
 mod serve;
 pub mod wire;
+pub mod work;
 
 pub use dials::{DialCounts, DialOrigin};
 pub use prune::{Watermarks, SETTLE};
@@ -520,6 +521,13 @@ enum Command {
         hash: blake3::Hash,
         reply: oneshot::Sender<Result<(), NetError>>,
     },
+    /// Publish this node's work records now (`work.rs`); fire and forget.
+    ProvideWork,
+    /// No more work: drop this node's own work records (they expire elsewhere).
+    StopWork,
+    FindWork {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     Dial {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<(), NetError>>,
@@ -676,6 +684,32 @@ impl Network {
     /// provider record is stored locally; publication to the DHT continues in the background.
     pub async fn provide(&self, hash: blake3::Hash) -> Result<(), NetError> {
         self.call(|reply| Command::Provide { hash, reply }).await?
+    }
+
+    /// Publishes this node as a provider of work (`work.rs`: under a few work keys drawn
+    /// among those in use for the network's size as this node sees it): returns once the
+    /// swarm task has the command; publication continues in the background.
+    pub async fn provide_work(&self) -> Result<(), NetError> {
+        self.commands
+            .send(Command::ProvideWork)
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// This node has no open job any more: it stops providing work (its records elsewhere
+    /// expire within [`work::WORK_RECORD_TTL`]).
+    pub async fn stop_work(&self) -> Result<(), NetError> {
+        self.commands
+            .send(Command::StopWork)
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Looks up who provides work under one work key drawn among those in use, and starts
+    /// dialling them while the lookup still holds their addresses. At most
+    /// [`work::MAX_WORK_FOUND`], never this node; empty when nobody does or the lookup failed.
+    pub async fn find_work(&self) -> Result<Vec<PeerId>, NetError> {
+        self.call(|reply| Command::FindWork { reply }).await
     }
 
     /// Connect to `addr` (optionally ending in `/p2p/<peer id>`); returns once connected.

@@ -4,6 +4,12 @@
 //! announced open jobs to it in the last [`OFFER_TTL`], by a direct control message, when its
 //! demand changes and every [`HEAT_REFRESH`]. What a radiator sends therefore grows with the
 //! coordinators near it that have work, at most [`MAX_OFFERS`], never with the network.
+//!
+//! A radiator that wants heat and that no coordinator offered work within [`OFFER_TTL`] looks
+//! for coordinators with work beyond its neighbours on the DHT ([`seek_work`], `net::work`)
+//! and tells those it finds its heat demand; a coordinator with an open job answers by
+//! offering it (`jobs::coordinator`, `Cadence::offer_to`), and is an offer like any other
+//! from then on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +29,55 @@ pub const OFFER_TTL: Duration = Duration::from_secs(90);
 /// Demand is sent again this often even when unchanged, so a coordinator that restarted
 /// learns it.
 pub const HEAT_REFRESH: Duration = Duration::from_secs(10);
+/// How soon a radiator that wants heat, and that no coordinator offered work, looks for
+/// coordinators with work on the DHT: one Kademlia lookup each time (about 3·log₂ N
+/// requests). The first look is this long after start, once the neighbours' own
+/// announcements (every 5 to 40 s) have had a chance.
+pub const SEEK_FIRST: Duration = Duration::from_secs(20);
+/// The longest wait between two lookups: each one that finds nobody doubles the wait up to
+/// this, so a cold radiator in a network without work costs about as much as Kademlia's own
+/// 15-minute refresh, not a lookup every 20 s.
+pub const SEEK_MAX: Duration = Duration::from_secs(640);
+
+/// When the work seeker looks next (pure: time comes in as a parameter).
+#[derive(Debug)]
+pub struct Seek {
+    wait: Duration,
+    next: Instant,
+    wanted: bool,
+}
+
+impl Seek {
+    pub fn new(now: Instant) -> Seek {
+        Seek {
+            wait: SEEK_FIRST,
+            next: now + SEEK_FIRST,
+            wanted: false,
+        }
+    }
+
+    /// Whether to look up now: the room wants heat (`wanting`), no coordinator offers work
+    /// (`offered`) and the wait is over. A room that starts wanting heat again looks
+    /// [`SEEK_FIRST`] later, however long the wait had grown.
+    pub fn due(&mut self, now: Instant, wanting: bool, offered: bool) -> bool {
+        if wanting && !self.wanted {
+            self.wait = SEEK_FIRST;
+            self.next = self.next.min(now + SEEK_FIRST);
+        }
+        self.wanted = wanting;
+        wanting && !offered && now >= self.next
+    }
+
+    /// A lookup ended, having found `found` coordinators.
+    pub fn looked(&mut self, now: Instant, found: usize) {
+        self.wait = if found > 0 {
+            SEEK_FIRST
+        } else {
+            (self.wait * 2).min(SEEK_MAX)
+        };
+        self.next = now + self.wait;
+    }
+}
 
 /// Coordinators with open work, by when they last announced. Shared by the router (which
 /// records announcements) and the heat sender.
@@ -94,13 +149,7 @@ pub async fn send_heat(
             last_full = now;
         }
         if !targets.is_empty() {
-            let msg = HeatDemand {
-                wanted_slots: s.slots.min(u16::MAX as usize) as u16,
-                demand_permille: s.demand_permille.min(1000),
-                room_centi_c: s.room_celsius.map(|c| (c * 100.0).round() as i32),
-                at_ms: crate::model::now_ms(),
-            };
-            let bytes = Request::Heat(msg).to_bytes();
+            let bytes = demand_request(&s);
             // Sent one after another: at most MAX_OFFERS small requests, each bounded by the
             // network's request timeout; a slow coordinator delays only this loop.
             for peer in &targets {
@@ -120,9 +169,106 @@ pub async fn send_heat(
     }
 }
 
+/// The heat demand request for this radiator's status now.
+fn demand_request(s: &crate::heat::HeatStatus) -> Vec<u8> {
+    let msg = HeatDemand {
+        wanted_slots: s.slots.min(u16::MAX as usize) as u16,
+        demand_permille: s.demand_permille.min(1000),
+        room_centi_c: s.room_celsius.map(|c| (c * 100.0).round() as i32),
+        at_ms: crate::model::now_ms(),
+    };
+    Request::Heat(msg).to_bytes()
+}
+
+/// While this radiator wants heat and no coordinator has offered it work within
+/// [`OFFER_TTL`], looks up coordinators with work on the DHT ([`Network::find_work`]) as
+/// [`Seek`] says, and sends each one found this radiator's heat demand.
+pub async fn seek_work(
+    heat: crate::heat::HeatHandle,
+    net: Network,
+    offers: Offers,
+    mut stop: watch::Receiver<bool>,
+) {
+    let status = heat.subscribe();
+    let mut seek = Seek::new(Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let s = status.borrow().clone();
+        let now = Instant::now();
+        let wanting = s.demand_permille > 0 && s.slots > 0;
+        if !seek.due(now, wanting, !offers.current(now).is_empty()) {
+            continue;
+        }
+        let found = tokio::select! {
+            found = net.find_work() => found,
+            _ = stop.changed() => break,
+        };
+        let found = found.unwrap_or_else(|e| {
+            tracing::debug!("work lookup failed: {e}");
+            Vec::new()
+        });
+        seek.looked(Instant::now(), found.len());
+        if found.is_empty() {
+            tracing::debug!("no coordinator with work found on the DHT");
+            continue;
+        }
+        tracing::info!(
+            coordinators = found.len(),
+            "found coordinators with work beyond this radiator's neighbours"
+        );
+        let bytes = demand_request(&s);
+        // At most MAX_WORK_FOUND small requests, one after another, each bounded by the
+        // network's request timeout.
+        for peer in found {
+            match net.request(peer, bytes.clone()).await {
+                Ok(answer) if Response::from_bytes(&answer) == Ok(Response::Noted) => {}
+                Ok(other) => tracing::debug!(%peer, "heat demand answered {other:?}"),
+                Err(e) => tracing::debug!(%peer, "heat demand not sent: {e}"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cold_unoffered_radiator_looks_less_often_while_it_finds_nothing() {
+        let t0 = Instant::now();
+        let mut seek = Seek::new(t0);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(!seek.due(at(19), true, false), "neighbours first");
+        assert!(!seek.due(at(20), true, true), "offered: no lookup");
+        assert!(!seek.due(at(20), false, false), "warm: no lookup");
+        assert!(seek.due(at(20), true, false));
+        // Nothing found: 40, 80, ... up to SEEK_MAX.
+        let mut now = 20;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            seek.looked(at(now), 0);
+            let mut next = now + 1;
+            while !seek.due(at(next), true, false) {
+                next += 1;
+            }
+            waits.push(next - now);
+            now = next;
+        }
+        assert_eq!(waits, vec![40, 80, 160, 320, 640, 640, 640]);
+        seek.looked(at(now), 0);
+        // A room that warmed up and wants heat again looks soon.
+        assert!(!seek.due(at(now + 1), false, false));
+        assert!(!seek.due(at(now + 2), true, false));
+        assert!(seek.due(at(now + 2 + 20), true, false));
+        // Found someone: back to the short wait.
+        seek.looked(at(now + 22), 1);
+        assert!(seek.due(at(now + 42), true, false));
+    }
 
     #[test]
     fn offers_are_bounded_and_expire() {

@@ -7,8 +7,30 @@
 //! newcomer should hear of it soon. `max` stays below the connection idle timeout, so the
 //! coordinator's neighbours stay connected while a job is open (`docs/protocol.md`, "How work
 //! and heat demand travel").
+//!
+//! Beside the announcements, two decisions about work beyond the neighbours (`net::work`):
+//! when to publish this coordinator's work records on the DHT ([`Cadence::work_step`]), and
+//! whether a radiator that told us its heat demand is offered our open jobs directly
+//! ([`Cadence::offer_to`]): a radiator that found us on the DHT is not among the neighbours
+//! the announcements go to.
 
 use std::collections::HashMap;
+
+use crate::identity::PublicKey;
+
+/// Radiators remembered as offered our jobs directly; beyond, the oldest offers are
+/// forgotten first, and with all of them recent nobody new is offered until one ages out.
+pub const MAX_DIRECT_OFFERS: usize = 4_096;
+
+/// What to do about this coordinator's work records (`net::work`) now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkStep {
+    /// Publish them (again): a job is open.
+    Provide,
+    /// The last open job closed: stop providing.
+    Stop,
+    Nothing,
+}
 
 /// One job's schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +49,10 @@ pub struct Cadence {
     base_ms: u64,
     max_ms: u64,
     jobs: HashMap<blake3::Hash, Slot>,
+    /// When the work records are next due while providing; `None` while not providing.
+    work_next_ms: Option<u64>,
+    /// Radiators offered our jobs directly, by when (at most [`MAX_DIRECT_OFFERS`]).
+    offered: HashMap<PublicKey, u64>,
 }
 
 impl Cadence {
@@ -36,7 +62,54 @@ impl Cadence {
             base_ms,
             max_ms: max_ms.max(base_ms),
             jobs: HashMap::new(),
+            work_next_ms: None,
+            offered: HashMap::new(),
         }
+    }
+
+    /// Whether to publish the work records now (every `period_ms` while a job is open) or
+    /// stop providing (once, when the last open job has closed).
+    pub fn work_step(&mut self, now_ms: u64, period_ms: u64) -> WorkStep {
+        match (self.jobs.is_empty(), self.work_next_ms) {
+            (false, Some(next)) if now_ms < next => WorkStep::Nothing,
+            (false, _) => {
+                self.work_next_ms = Some(now_ms.saturating_add(period_ms.max(1)));
+                WorkStep::Provide
+            }
+            (true, Some(_)) => {
+                self.work_next_ms = None;
+                WorkStep::Stop
+            }
+            (true, None) => WorkStep::Nothing,
+        }
+    }
+
+    /// A radiator told us its heat demand: whether to offer it our open jobs directly now.
+    /// Yes when it wants heat, a job is open, and it was not offered them in the last
+    /// `window_ms` (so a radiator that keeps telling us, every 10 s, is offered them once a
+    /// window, enough to keep us among its offers; and no peer can make us send more).
+    pub fn offer_to(
+        &mut self,
+        household: PublicKey,
+        demand_permille: u16,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> bool {
+        if demand_permille == 0 || self.jobs.is_empty() {
+            return false;
+        }
+        let recent = |at: u64| now_ms.saturating_sub(at) < window_ms;
+        if self.offered.get(&household).is_some_and(|at| recent(*at)) {
+            return false;
+        }
+        if !self.offered.contains_key(&household) && self.offered.len() >= MAX_DIRECT_OFFERS {
+            self.offered.retain(|_, at| recent(*at));
+            if self.offered.len() >= MAX_DIRECT_OFFERS {
+                return false;
+            }
+        }
+        self.offered.insert(household, now_ms);
+        true
     }
 
     /// A job to announce now (submitted, or found open after a restart).
@@ -122,6 +195,59 @@ mod tests {
         assert_eq!(c.interval_of(&job), Some(5_000));
         c.forget(&job);
         assert!(c.due(u64::MAX, 8).is_empty());
+    }
+
+    #[test]
+    fn work_records_are_published_while_a_job_is_open_and_stopped_once_after() {
+        let mut c = Cadence::new(5_000, 40_000);
+        assert_eq!(c.work_step(0, 60_000), WorkStep::Nothing);
+        let job = blake3::hash(b"j");
+        c.start(job, 1_000);
+        assert_eq!(c.work_step(1_000, 60_000), WorkStep::Provide);
+        assert_eq!(c.work_step(60_999, 60_000), WorkStep::Nothing);
+        assert_eq!(c.work_step(61_000, 60_000), WorkStep::Provide);
+        c.forget(&job);
+        assert_eq!(c.work_step(62_000, 60_000), WorkStep::Stop);
+        assert_eq!(c.work_step(200_000, 60_000), WorkStep::Nothing);
+        // A new job publishes at once, not a period after the last publication.
+        c.start(job, 200_000);
+        assert_eq!(c.work_step(200_001, 60_000), WorkStep::Provide);
+    }
+
+    fn household(i: u32) -> PublicKey {
+        crate::identity::Identity::from_seed(*blake3::hash(&i.to_le_bytes()).as_bytes()).public()
+    }
+
+    #[test]
+    fn a_radiator_wanting_heat_is_offered_the_open_jobs_once_a_window() {
+        let mut c = Cadence::new(5_000, 40_000);
+        let h = household(1);
+        assert!(!c.offer_to(h, 500, 0, 60_000), "no open job");
+        c.start(blake3::hash(b"j"), 0);
+        assert!(!c.offer_to(h, 0, 0, 60_000), "wants no heat");
+        assert!(c.offer_to(h, 500, 0, 60_000));
+        assert!(!c.offer_to(h, 500, 10_000, 60_000));
+        assert!(!c.offer_to(h, 500, 59_999, 60_000));
+        assert!(c.offer_to(h, 500, 60_000, 60_000));
+        assert!(c.offer_to(household(2), 500, 60_000, 60_000));
+    }
+
+    #[test]
+    fn direct_offers_are_bounded_and_make_room_as_they_age() {
+        let mut c = Cadence::new(5_000, 40_000);
+        c.start(blake3::hash(b"j"), 0);
+        for i in 0..MAX_DIRECT_OFFERS as u32 {
+            assert!(c.offer_to(household(i), 1, u64::from(i), 60_000));
+        }
+        let newcomer = household(u32::MAX);
+        assert!(
+            !c.offer_to(newcomer, 1, 1_000, 60_000),
+            "all recent: nobody new"
+        );
+        assert_eq!(c.offered.len(), MAX_DIRECT_OFFERS);
+        // Once the first have aged out, they make room.
+        assert!(c.offer_to(newcomer, 1, 60_010, 60_000));
+        assert!(c.offered.len() <= MAX_DIRECT_OFFERS);
     }
 
     proptest! {

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::PublicKey;
-use crate::model::wire::{DenyReason, HeatDemand, Request, Response};
+use crate::model::wire::{DenyReason, Request, Response};
 use crate::model::JobManifest;
 
 use super::book::{Action, CheckedClaim, Outcome};
@@ -49,10 +49,6 @@ pub(super) enum Command {
     },
     List {
         reply: oneshot::Sender<Vec<JobSummary>>,
-    },
-    Heat {
-        household: PublicKey,
-        demand: HeatDemand,
     },
     Delivered {
         id: blake3::Hash,
@@ -167,18 +163,6 @@ impl CoordinatorHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Summary { job, reply }).await.ok()?;
         rx.await.ok()?
-    }
-
-    /// Records a radiator's gossiped heat demand. Never waits: when the coordinator is busy the
-    /// update is dropped and the next one (they repeat every 10 s) gets through.
-    pub fn heat_demand(&self, household: PublicKey, demand: HeatDemand) {
-        if self
-            .tx
-            .try_send(Command::Heat { household, demand })
-            .is_err()
-        {
-            tracing::debug!(%household, "coordinator busy; heat demand update dropped");
-        }
     }
 
     /// Excludes a household that checked fraud evidence proved wrong: it gets no further

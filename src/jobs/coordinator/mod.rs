@@ -44,6 +44,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::ledger::Ledger;
 use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::{now_ms, JobManifest};
+use crate::net::work::WORK_PROVIDE_PERIOD;
 use crate::net::Network;
 use crate::store::Store;
 use cadence::Cadence;
@@ -328,6 +329,7 @@ impl Coordinator {
                         self.act(action).await;
                     }
                     self.announce_open().await;
+                    self.provide_work().await;
                     self.seal();
                     self.retry_deliveries();
                 }
@@ -472,10 +474,6 @@ impl Coordinator {
                 }
             }
             Command::ExcludeChecked { household } => self.book.insert_excluded(household),
-            Command::Heat { household, demand } => {
-                self.book
-                    .note_demand(household, demand.demand_permille, false, now_ms());
-            }
             Command::List { reply } => {
                 let now = now_ms();
                 let warmth = self.book.warmth(now);
@@ -645,6 +643,15 @@ impl Coordinator {
                 Request::Heat(demand) => {
                     self.book
                         .note_demand(household, demand.demand_permille, false, now);
+                    // A radiator that found us through our work records (`net::work`) is
+                    // not among the peers our announcements reach: offered directly.
+                    let window = WORK_PROVIDE_PERIOD.as_millis() as u64;
+                    if self
+                        .cadence
+                        .offer_to(household, demand.demand_permille, now, window)
+                    {
+                        self.offer_directly(&household);
+                    }
                     return Response::Noted;
                 }
             };

@@ -2,13 +2,17 @@
 //! proof, retried until the worker stores it) and job announcements to a bounded, rotating
 //! set of peers. Must not touch: the book's decisions.
 
+use crate::identity::PublicKey;
 use crate::model::commit::Commitment;
 use crate::model::now_ms;
 use crate::model::receipt::Receipt;
-use crate::model::wire::JobGossip;
+use crate::model::wire::{JobGossip, Request};
+use crate::model::JobManifest;
+use crate::net::work::WORK_PROVIDE_PERIOD;
 use crate::net::Topic;
 
 use super::after::{Blocking, Work};
+use super::cadence::WorkStep;
 use super::delivery::{self, MAX_DELIVERIES_PER_ROUND};
 use super::handle::Command;
 use super::{Coordinator, JobStatus, Waiting, MAX_ANNOUNCED_PER_ROUND};
@@ -108,15 +112,7 @@ impl Coordinator {
             return;
         };
         let msg = match job.status {
-            JobStatus::Running => {
-                let bytes = job.manifest.to_bytes();
-                JobGossip::Announce {
-                    job: *id,
-                    at_ms: now_ms(),
-                    manifest: (bytes.len() <= crate::model::wire::INLINE_MANIFEST_MAX)
-                        .then_some(bytes),
-                }
-            }
+            JobStatus::Running => announcement(id, &job.manifest),
             _ => {
                 self.cadence.forget(id);
                 JobGossip::Closed {
@@ -143,7 +139,7 @@ impl Coordinator {
         let take = self.config.announce_fanout.min(n);
         let start = self.announce_turn % n;
         self.announce_turn = self.announce_turn.wrapping_add(take);
-        let bytes = crate::model::wire::Request::Announce(msg).to_bytes();
+        let bytes = Request::Announce(msg).to_bytes();
         for i in 0..take {
             let peer = peers[(start + i) % n].peer_id;
             let net = self.net.clone();
@@ -158,11 +154,68 @@ impl Coordinator {
         }
     }
 
+    /// Offers a radiator that told us it wants heat our open jobs (at most
+    /// [`MAX_ANNOUNCED_PER_ROUND`]) directly, when `cadence.rs` says so: it may have found us
+    /// through our work records on the DHT (`net::work`), beyond the peers announcements
+    /// reach.
+    pub(super) fn offer_directly(&mut self, household: &PublicKey) {
+        let peer = household.peer_id();
+        if peer == self.net.local_peer_id() {
+            // This node's own worker hears every announcement already.
+            return;
+        }
+        let offers: Vec<Vec<u8>> = self
+            .book
+            .jobs()
+            .filter(|(_, j)| j.status == JobStatus::Running)
+            .take(MAX_ANNOUNCED_PER_ROUND)
+            .map(|(id, j)| Request::Announce(announcement(id, &j.manifest)).to_bytes())
+            .collect();
+        if offers.is_empty() {
+            return;
+        }
+        let net = self.net.clone();
+        // One task, the offers one after another: at most MAX_ANNOUNCED_PER_ROUND small
+        // requests, each bounded by the network's request timeout.
+        self.tasks.spawn(async move {
+            for bytes in offers {
+                if let Err(e) = net.request(peer, bytes).await {
+                    tracing::debug!(%peer, "direct offer not delivered: {e}");
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Publishes or withdraws this coordinator's work records (`net::work`) as
+    /// `cadence.rs` says.
+    pub(super) async fn provide_work(&mut self) {
+        let period = WORK_PROVIDE_PERIOD.as_millis() as u64;
+        let res = match self.cadence.work_step(now_ms(), period) {
+            WorkStep::Nothing => return,
+            WorkStep::Stop => self.net.stop_work().await,
+            WorkStep::Provide => self.net.provide_work().await,
+        };
+        if let Err(e) = res {
+            tracing::debug!("work records not updated: {e}");
+        }
+    }
+
     /// Announces the open jobs that are due (`cadence.rs`), at most
     /// [`MAX_ANNOUNCED_PER_ROUND`] per call.
     pub(super) async fn announce_open(&mut self) {
         for id in self.cadence.due(now_ms(), MAX_ANNOUNCED_PER_ROUND) {
             self.announce(&id).await;
         }
+    }
+}
+
+/// The announcement of an open job, its manifest inline when small enough.
+fn announcement(id: &blake3::Hash, manifest: &JobManifest) -> JobGossip {
+    let bytes = manifest.to_bytes();
+    JobGossip::Announce {
+        job: *id,
+        at_ms: now_ms(),
+        manifest: (bytes.len() <= crate::model::wire::INLINE_MANIFEST_MAX).then_some(bytes),
     }
 }

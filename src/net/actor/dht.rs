@@ -2,9 +2,127 @@
 //! publication a few queries at a time, bootstrap, LAN discovery, and provider answers handed
 //! to the download state machine. Part of the swarm task (`actor.rs`).
 
+use super::super::work::{
+    buckets_in_use, network_size_estimate, provide_buckets, seek_bucket, work_key, MAX_WORK_FOUND,
+    WORK_PROVIDE_BUCKETS,
+};
 use super::*;
 
+/// A work lookup's caller and the providers found so far (`work.rs`).
+pub(super) struct WorkFind {
+    reply: oneshot::Sender<Vec<PeerId>>,
+    found: Vec<PeerId>,
+}
+
 impl Actor {
+    /// The work buckets in use for the network's size as this node's routing table shows it.
+    fn work_buckets(&mut self) -> u16 {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let routing_peers: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+        buckets_in_use(network_size_estimate(routing_peers))
+    }
+
+    /// Publishes provider records under [`WORK_PROVIDE_BUCKETS`] work keys drawn at random.
+    pub(super) fn provide_work(&mut self) {
+        let mut random = [0u8; WORK_PROVIDE_BUCKETS];
+        if let Err(e) = getrandom::fill(&mut random) {
+            warn!("no randomness for the work keys ({e}); the first buckets are used");
+        }
+        let in_use = self.work_buckets();
+        for bucket in provide_buckets(in_use, random) {
+            match self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .start_providing(work_key(bucket))
+            {
+                Ok(id) => {
+                    self.queries.insert(id, QueryKind::WorkProvide);
+                }
+                Err(e) => warn!(bucket, "cannot provide work: {e}"),
+            }
+        }
+    }
+
+    /// Drops this node's own work records; those other nodes hold expire on their own.
+    pub(super) fn stop_work(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for bucket in 0..=u8::MAX {
+            kad.stop_providing(&work_key(bucket));
+        }
+    }
+
+    /// Starts a lookup of one work key drawn at random; `reply` gets the providers found.
+    pub(super) fn find_work(&mut self, reply: oneshot::Sender<Vec<PeerId>>) {
+        if self.work_finds.len() >= MAX_WORK_FINDS {
+            let _ = reply.send(Vec::new());
+            return;
+        }
+        let mut random = [0u8; 1];
+        if let Err(e) = getrandom::fill(&mut random) {
+            warn!("no randomness for the work key ({e}); the first bucket is used");
+        }
+        let bucket = seek_bucket(self.work_buckets(), random[0]);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(work_key(bucket));
+        self.queries.insert(id, QueryKind::FindWork);
+        self.work_finds.insert(
+            id,
+            WorkFind {
+                reply,
+                found: Vec::new(),
+            },
+        );
+    }
+
+    /// Providers of a work key arrived: dialled at once, while the lookup still holds their
+    /// addresses (Kademlia keeps a provider's addresses only for the lookup's lifetime). The
+    /// caller is answered when the lookup ends or [`MAX_WORK_FOUND`] are found.
+    fn work_found(&mut self, id: QueryId, providers: HashSet<PeerId>, last: bool) {
+        let Some(find) = self.work_finds.get_mut(&id) else {
+            return;
+        };
+        let mut dial = Vec::new();
+        for peer in providers {
+            if peer != self.local
+                && find.found.len() < MAX_WORK_FOUND
+                && !find.found.contains(&peer)
+            {
+                find.found.push(peer);
+                dial.push(peer);
+            }
+        }
+        let full = find.found.len() >= MAX_WORK_FOUND;
+        for peer in dial {
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let conn = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => self.dials.dialled(DialOrigin::Work, conn),
+                Err(e) => debug!(%peer, "dial to a work provider not started: {e}"),
+            }
+        }
+        if last || full {
+            if let Some(find) = self.work_finds.remove(&id) {
+                debug!(found = find.found.len(), "work lookup done");
+                let _ = find.reply.send(find.found);
+            }
+            if !last {
+                // Its last event still comes, and finds no caller.
+                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    q.finish();
+                }
+            }
+        }
+    }
+
     /// Record a provider entry for every complete blob in the store and queue their
     /// publication to the DHT.
     pub(super) fn provide_local_blobs(&mut self) -> Result<(), NetError> {
@@ -139,6 +257,18 @@ impl Actor {
                     debug!("provider announcement incomplete: {e}");
                 }
                 self.drain_announcements();
+            }
+            QueryResult::GetProviders(res)
+                if matches!(
+                    (&kind, self.queries.get(&id)),
+                    (Some(QueryKind::FindWork), _) | (None, Some(QueryKind::FindWork))
+                ) =>
+            {
+                let found = match res {
+                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => providers,
+                    _ => HashSet::new(),
+                };
+                self.work_found(id, found, step.last);
             }
             QueryResult::GetProviders(res) => {
                 let hash = match (&kind, self.queries.get(&id)) {
