@@ -17,8 +17,9 @@
 //!
 //! Receipts lost here are held by the coordinators that countersigned them (each keeps every
 //! receipt it made): `hearth doctor --repair --from ADDR` asks them again ([`fetch_receipts`],
-//! control request `Receipts`, answered by [`receipts_answer`]). That is the only use of the
-//! network here; the checks themselves never touch it.
+//! control request `Receipts`, answered by [`receipts_answer`], one answer per peer and two
+//! in all at once: [`ReceiptsGate`]). That is the only use of the network here; the checks
+//! themselves never touch it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -373,6 +374,60 @@ pub fn receipts_answer(
     }
 }
 
+/// [`Request::Receipts`] answers read at once, by all peers together. Each is at most one
+/// pass over the ledger on a blocking thread (about 0.1 s of a core at 139 264 receipts,
+/// `benches/coordinator.rs`); a repair asks for one page after another. One at a time keeps
+/// a radiator's other cores for its shards and its network however many peers ask (a
+/// radiator may have two); repairs that meet wait their turn, half a second at a time.
+pub const RECEIPTS_ANSWERS_AT_ONCE: usize = 1;
+/// How long a peer told "busy" waits before asking again.
+pub const RECEIPTS_BUSY_RETRY_MS: u64 = 500;
+
+/// Who is being answered a [`Request::Receipts`] now: at most one answer per peer and
+/// [`RECEIPTS_ANSWERS_AT_ONCE`] in all (`docs/threat-model.md`). A peer asking again before
+/// its answer is read, or while two others are, is told busy ([`ReceiptsGate::enter`]).
+#[derive(Clone, Default)]
+pub struct ReceiptsGate(std::sync::Arc<std::sync::Mutex<Vec<PeerId>>>);
+
+/// One answer being read; leaving the gate when dropped.
+pub struct ReceiptsPass {
+    gate: ReceiptsGate,
+    peer: PeerId,
+}
+
+impl ReceiptsGate {
+    /// A pass for `peer`'s answer, or the answer to give instead (busy, with the reason).
+    pub fn enter(&self, peer: PeerId) -> Result<ReceiptsPass, Response> {
+        let busy = |detail: &str| Response::Denied {
+            reason: crate::model::wire::DenyReason::Busy,
+            retry_after_ms: RECEIPTS_BUSY_RETRY_MS,
+            detail: detail.into(),
+        };
+        let Ok(mut inside) = self.0.lock() else {
+            return Err(busy("the receipts gate is broken"));
+        };
+        if inside.contains(&peer) {
+            return Err(busy("still reading your previous receipts request"));
+        }
+        if inside.len() >= RECEIPTS_ANSWERS_AT_ONCE {
+            return Err(busy("reading other households' receipts requests"));
+        }
+        inside.push(peer);
+        Ok(ReceiptsPass {
+            gate: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for ReceiptsPass {
+    fn drop(&mut self) {
+        if let Ok(mut inside) = self.gate.0.lock() {
+            inside.retain(|p| *p != self.peer);
+        }
+    }
+}
+
 /// What [`fetch_receipts`] got from one coordinator.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -380,7 +435,13 @@ pub struct Fetched {
     pub received: u64,
     /// Of those, the ones this database did not hold.
     pub added: u64,
+    /// Times the coordinator said it was busy and the page was asked again.
+    pub busy: u64,
 }
+
+/// Most times one page is asked again of a busy coordinator (each after the wait it names,
+/// at most 5 s): a coordinator that stays busy for minutes is reported, not waited on.
+pub const MAX_BUSY_RETRIES: u64 = 120;
 
 /// Most pages asked of one coordinator (each up to [`MAX_RECEIPTS_PER_ANSWER`] receipts):
 /// bounds a repair against a peer that always says "more".
@@ -443,7 +504,8 @@ async fn fetch_from(
     dialled.map_err(|e| format!("could not reach {addr}: {e}"))?;
     let mut fetched = Fetched::default();
     let mut after = None;
-    for _ in 0..MAX_REPAIR_PAGES {
+    // Pages asked, busy answers included (those are bounded by MAX_BUSY_RETRIES as well).
+    for _ in 0..MAX_REPAIR_PAGES as u64 + MAX_BUSY_RETRIES {
         let mut answer = net
             .request(peer, Request::Receipts { after }.to_bytes())
             .await;
@@ -459,6 +521,20 @@ async fn fetch_from(
         let answer = answer.map_err(|e| format!("no answer: {e}"))?;
         let (receipts, more) = match Response::from_bytes(&answer) {
             Ok(Response::Receipts { receipts, more }) => (receipts, more),
+            // Answering others (or an earlier request of ours): the same page again, later.
+            Ok(Response::Denied {
+                reason: crate::model::wire::DenyReason::Busy,
+                retry_after_ms,
+                detail,
+            }) => {
+                fetched.busy += 1;
+                if fetched.busy > MAX_BUSY_RETRIES {
+                    return Err(format!("the coordinator stayed busy: {detail}"));
+                }
+                let wait = retry_after_ms.clamp(100, 5_000);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                continue;
+            }
             Ok(Response::Error { detail }) => return Err(detail),
             Ok(other) => return Err(format!("unexpected answer {other:?}")),
             Err(e) => return Err(format!("unreadable answer: {e}")),
@@ -488,4 +564,48 @@ async fn fetch_from(
     Err(format!(
         "stopped after {MAX_REPAIR_PAGES} pages; run the repair again to continue"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::wire::DenyReason;
+
+    fn is_busy(r: &Result<ReceiptsPass, Response>) -> bool {
+        matches!(
+            r,
+            Err(Response::Denied {
+                reason: DenyReason::Busy,
+                retry_after_ms: RECEIPTS_BUSY_RETRY_MS,
+                ..
+            })
+        )
+    }
+
+    #[test]
+    fn receipts_answers_are_one_per_peer_and_bounded_in_all() {
+        let gate = ReceiptsGate::default();
+        let a = PeerId::random();
+        let first = gate.enter(a).unwrap_or_else(|_| panic!("open"));
+        assert!(is_busy(&gate.enter(a)), "a second answer to the same peer");
+        let others: Vec<ReceiptsPass> = (1..RECEIPTS_ANSWERS_AT_ONCE)
+            .map(|_| {
+                gate.enter(PeerId::random())
+                    .unwrap_or_else(|_| panic!("open"))
+            })
+            .collect();
+        let late = PeerId::random();
+        assert!(
+            is_busy(&gate.enter(late)),
+            "one answer more than allowed in all"
+        );
+        drop(first);
+        let room = gate.enter(late).unwrap_or_else(|_| panic!("room again"));
+        assert!(is_busy(&gate.enter(a)));
+        drop((others, room));
+        // A pass moved to another thread is let go there.
+        let pass = gate.enter(a).unwrap_or_else(|_| panic!("open"));
+        std::thread::spawn(move || drop(pass)).join().unwrap();
+        assert!(gate.enter(a).is_ok());
+    }
 }

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, Role};
 use crate::exec::Executor;
 use crate::identity::{Identity, PublicKey};
+use crate::integrity::ReceiptsGate;
 use crate::jobs::{
     ControlRoute, Coordinator, CoordinatorConfig, CoordinatorHandle, Loopback, Worker,
     WorkerConfig, WorkerEvent,
@@ -279,6 +280,8 @@ pub struct NodeContext {
     pub trust: crate::jobs::trust::service::TrustHandle,
     /// The worker's executor: its memory budget is shown in the status and metrics.
     pub executor: Executor,
+    /// Who is being answered a `Receipts` request now (`integrity::ReceiptsGate`).
+    pub receipts_gate: ReceiptsGate,
 }
 
 /// How a service ended: its name, and why if it failed.
@@ -610,6 +613,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         heat: heat.clone(),
         trust: trust.clone(),
         executor,
+        receipts_gate: ReceiptsGate::default(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)
@@ -659,6 +663,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         local_peer: identity.peer_id(),
         offers,
         trust,
+        receipts_gate: context.receipts_gate.clone(),
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -720,6 +725,8 @@ struct Router {
     offers: Offers,
     /// Judges fraud evidence.
     trust: crate::jobs::trust::service::TrustHandle,
+    /// Bounds the `Receipts` answers read at once.
+    receipts_gate: ReceiptsGate,
 }
 
 impl Router {
@@ -745,13 +752,15 @@ impl Router {
                 }
                 let coordinator = self.coordinator.clone();
                 let ledger = self.ledger.clone();
+                let gate = self.receipts_gate.clone();
                 let own = self.own;
                 // Each request is served on its own task so a slow one (a claim whose state is
                 // being flushed) does not hold up the others; the network layer bounds how many
                 // inbound requests are open at once.
                 let trust = self.trust.view.clone();
                 requests.spawn(async move {
-                    let response = control(&coordinator, &ledger, &trust, own, peer, &data).await;
+                    let response =
+                        control(&coordinator, &ledger, &gate, &trust, own, peer, &data).await;
                     let _ = reply.send(response.to_bytes());
                 });
             }
@@ -833,6 +842,7 @@ impl Router {
 async fn control(
     coordinator: &CoordinatorHandle,
     ledger: &Ledger,
+    receipts_gate: &ReceiptsGate,
     trust: &crate::jobs::trust::view::TrustView,
     own: PublicKey,
     peer: libp2p::PeerId,
@@ -874,8 +884,15 @@ async fn control(
         }
         // Read off the async threads: a page may pass over many others' receipts.
         Request::Receipts { after } => {
+            // One answer per peer and two in all at once; the pass is held by the read itself,
+            // so it is let go when the read ends, even if this request was dropped.
+            let pass = match receipts_gate.enter(peer) {
+                Ok(pass) => pass,
+                Err(busy) => return busy,
+            };
             let ledger = ledger.clone();
             tokio::task::spawn_blocking(move || {
+                let _pass = pass;
                 crate::integrity::receipts_answer(&ledger, &own, &peer, after)
             })
             .await

@@ -492,6 +492,7 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
             .await
             .unwrap();
         let household = worker.household();
+        let worker_peer = worker.peer_id();
         // Replication 2 with two households: both run every shard, so the worker earns one
         // receipt per shard.
         let spec = JobSpec::Pi {
@@ -543,12 +544,30 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
         assert!(!out.status.success(), "{}", text(&out));
         assert!(text(&out).contains("/p2p/"), "{}", text(&out));
 
+        // While an earlier answer to this household is still being read, the coordinator
+        // says it is busy (one answer per peer at once: `integrity::ReceiptsGate`); the repair
+        // asks the same page again after the wait the answer names, and gets everything.
+        let pass = coordinator
+            .context
+            .receipts_gate
+            .enter(worker_peer)
+            .unwrap_or_else(|_| panic!("the gate is open"));
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            drop(pass);
+        });
         let out = hearth(&wdir, &["doctor", "--repair", "--from", &addr.to_string()]);
+        release.await.unwrap();
         assert!(out.status.success(), "{}", text(&out));
         assert!(
             text(&out).contains(&format!(
                 "{RESTORED} receipts for this household, {RESTORED} of them missing here and restored"
             )),
+            "{}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("busy answering other requests"),
             "{}",
             text(&out)
         );

@@ -60,10 +60,18 @@ async fn fetch_receipts(
     let mut failed = Vec::new();
     for (peer, result) in crate::integrity::fetch_receipts(identity, db, ledger, from).await? {
         match result {
-            Ok(f) => println!(
-                "  - coordinator {peer}: {} receipts for this household, {} of them missing here and restored",
-                f.received, f.added
-            ),
+            Ok(f) => {
+                println!(
+                    "  - coordinator {peer}: {} receipts for this household, {} of them missing here and restored",
+                    f.received, f.added
+                );
+                if f.busy > 0 {
+                    println!(
+                        "    (it was busy answering other requests {} time(s); asked again each time)",
+                        f.busy
+                    );
+                }
+            }
             Err(e) => {
                 println!("not repaired: receipts from coordinator {peer}: {e}");
                 failed.push(peer.to_string());
