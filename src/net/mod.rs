@@ -10,8 +10,8 @@
 //! ([`Network::report_validation`]). The only messages this module decodes itself are its own
 //! blob-protocol messages ([`wire`]).
 //!
-//! Size: about 730 lines, most of them the public surface (config with its documented
-//! defaults, events, errors, status, one method per command); the work is in `actor` and its
+//! Size: about 765 lines, most of them the public surface (config with its documented
+//! defaults, events, errors, status, one method per command, the work-key ones since 2026-12-03); the work is in `actor` and its
 //! parts.
 //!
 //! ## Shape (rust-libp2p `examples/file-sharing`)
