@@ -11,8 +11,8 @@
 //! blob-protocol messages ([`wire`]).
 //!
 //! Size: about 765 lines, most of them the public surface (config with its documented
-//! defaults, events, errors, status, one method per command, the work-key ones since 2026-12-03); the work is in `actor` and its
-//! parts.
+//! defaults, events, errors, status, one method per command, the work-key ones since
+//! 2026-12-03); the work is in `actor` and its parts.
 //!
 //! ## Shape (rust-libp2p `examples/file-sharing`)
 //!
