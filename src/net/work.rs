@@ -5,11 +5,11 @@
 //! work and heat demand travel"). In a large network those are its Kademlia neighbourhood, so
 //! a radiator whose neighbours have no work would stay cold while a coordinator further away
 //! has more work than its own neighbours want. So a coordinator with an open job also keeps a
-//! provider record under [`WORK_PROVIDE_BUCKETS`] *work keys* ([`work_key`]), drawn at random
-//! among the buckets in use ([`buckets_in_use`]: one in a network of a few hundred nodes, up
-//! to [`MAX_BUCKETS`] in a large one) each time it publishes ([`WORK_PROVIDE_PERIOD`]); a
-//! cold radiator that no coordinator offers work looks one of those keys up, and tells the
-//! providers it finds its heat demand, which makes them offer it their jobs.
+//! provider record under a *work key* ([`work_key`]), drawn at random among the buckets in use
+//! ([`buckets_in_use`]: one in a network of a few hundred nodes, up to [`MAX_BUCKETS`] in a
+//! large one) each time it publishes ([`WORK_PROVIDE_PERIOD`]); a cold radiator that no
+//! coordinator offers work looks one of those keys up, and tells the providers it finds its
+//! heat demand, which makes them offer it their jobs.
 //!
 //! Blob provider records live 48 hours and are published every 6 hours. A work record must
 //! not: a coordinator's work ends within minutes, and a record that outlived it would send
@@ -36,14 +36,16 @@ use libp2p::PeerId;
 pub const NODES_PER_BUCKET: u64 = 256;
 /// The most buckets in use, whatever the network's size (the key's last byte).
 pub const MAX_BUCKETS: u16 = 256;
-/// Work keys a coordinator provides under at once, drawn anew at every publication (fewer
-/// when fewer buckets are in use).
-pub const WORK_PROVIDE_BUCKETS: usize = 2;
-/// How often a coordinator with an open job publishes its work records again.
-pub const WORK_PROVIDE_PERIOD: Duration = Duration::from_secs(60);
+/// How often a coordinator with an open job publishes its work record again, under a bucket
+/// drawn anew. Each publication is a Kademlia lookup that dials about 25 peers in a large
+/// network (`docs/scale.md`): every 5 minutes is about 66 MB a day for a coordinator whose
+/// job stays open all day, every minute would be five times that.
+pub const WORK_PROVIDE_PERIOD: Duration = Duration::from_secs(300);
 /// How long a work record lives in a hearth node's store after its last publication: a
 /// little over two publication periods, so one lost publication does not hide a coordinator.
-pub const WORK_RECORD_TTL: Duration = Duration::from_secs(150);
+/// A coordinator is therefore under two or three buckets at once, and its records outlive
+/// its last job by at most this (a radiator that finds it then is told nothing).
+pub const WORK_RECORD_TTL: Duration = Duration::from_secs(720);
 /// Providers kept per work key (Kademlia's k): a radiator needs one coordinator with work,
 /// not every one.
 pub const MAX_WORK_PROVIDERS: usize = 20;
@@ -85,23 +87,8 @@ pub fn buckets_in_use(nodes: u64) -> u16 {
     pow.min(u64::from(MAX_BUCKETS)) as u16
 }
 
-/// The buckets a coordinator provides under: [`WORK_PROVIDE_BUCKETS`] distinct ones (fewer
-/// when fewer are in use), drawn from `random`.
-pub fn provide_buckets(in_use: u16, random: [u8; WORK_PROVIDE_BUCKETS]) -> Vec<u8> {
-    let in_use = in_use.clamp(1, MAX_BUCKETS);
-    let mut buckets: Vec<u8> = Vec::with_capacity(WORK_PROVIDE_BUCKETS);
-    for r in random.into_iter().take(usize::from(in_use)) {
-        let mut b = (u16::from(r) % in_use) as u8;
-        while buckets.contains(&b) {
-            b = ((u16::from(b) + 1) % in_use) as u8;
-        }
-        buckets.push(b);
-    }
-    buckets
-}
-
-/// The bucket a radiator looks up, drawn from `random`.
-pub fn seek_bucket(in_use: u16, random: u8) -> u8 {
+/// The bucket a coordinator publishes under, or a radiator looks up, drawn from `random`.
+pub fn draw_bucket(in_use: u16, random: u8) -> u8 {
     (u16::from(random) % in_use.clamp(1, MAX_BUCKETS)) as u8
 }
 
@@ -241,27 +228,21 @@ mod tests {
         assert_eq!(buckets_in_use(10_240), 32);
         assert_eq!(buckets_in_use(1_000_000), 256);
         assert_eq!(buckets_in_use(network_size_estimate(usize::MAX)), 256);
-        assert_eq!(provide_buckets(1, [7, 200]), vec![0]);
-        assert_eq!(provide_buckets(2, [7, 201]), vec![1, 0]);
-        assert_eq!(provide_buckets(16, [3, 19]), vec![3, 4]);
-        assert_eq!(seek_bucket(1, 255), 0);
-        assert_eq!(seek_bucket(256, 255), 255);
+        assert_eq!(draw_bucket(1, 255), 0);
+        assert_eq!(draw_bucket(16, 19), 3);
+        assert_eq!(draw_bucket(256, 255), 255);
     }
 
     proptest::proptest! {
-        /// Bucket counts are powers of two within bounds and grow with the network; drawn
-        /// buckets are distinct and in use.
+        /// Bucket counts are powers of two within bounds and grow with the network; a drawn
+        /// bucket is one in use.
         #[test]
-        fn buckets_stay_in_range(t in 0usize..10_000, a in proptest::prelude::any::<[u8; 2]>(), r in proptest::prelude::any::<u8>()) {
+        fn buckets_stay_in_range(t in 0usize..10_000, r in proptest::prelude::any::<u8>()) {
             let n = network_size_estimate(t);
             let b = buckets_in_use(n);
             proptest::prop_assert!(b.is_power_of_two() && (1..=MAX_BUCKETS).contains(&b));
             proptest::prop_assert!(buckets_in_use(network_size_estimate(t + 1)) >= b);
-            let got = provide_buckets(b, a);
-            proptest::prop_assert_eq!(got.len(), usize::from(b).min(WORK_PROVIDE_BUCKETS));
-            proptest::prop_assert!(got.iter().all(|x| u16::from(*x) < b));
-            proptest::prop_assert!(got.len() < 2 || got[0] != got[1]);
-            proptest::prop_assert!(u16::from(seek_bucket(b, r)) < b);
+            proptest::prop_assert!(u16::from(draw_bucket(b, r)) < b);
         }
     }
 

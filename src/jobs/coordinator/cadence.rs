@@ -21,6 +21,10 @@ use crate::identity::PublicKey;
 /// Radiators remembered as offered our jobs directly; beyond, the oldest offers are
 /// forgotten first, and with all of them recent nobody new is offered until one ages out.
 pub const MAX_DIRECT_OFFERS: usize = 4_096;
+/// A radiator is offered our open jobs directly at most once in this window: below a
+/// radiator's 90 s memory of the coordinators that offered it work (`node/offers.rs`), so
+/// one that keeps telling us its demand keeps us among its offers.
+pub const DIRECT_OFFER_WINDOW_MS: u64 = 60_000;
 
 /// What to do about this coordinator's work records (`net::work`) now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

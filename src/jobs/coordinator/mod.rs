@@ -44,7 +44,6 @@ use crate::identity::{Identity, PublicKey};
 use crate::ledger::Ledger;
 use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::{now_ms, JobManifest};
-use crate::net::work::WORK_PROVIDE_PERIOD;
 use crate::net::Network;
 use crate::store::Store;
 use cadence::Cadence;
@@ -645,11 +644,12 @@ impl Coordinator {
                         .note_demand(household, demand.demand_permille, false, now);
                     // A radiator that found us through our work records (`net::work`) is
                     // not among the peers our announcements reach: offered directly.
-                    let window = WORK_PROVIDE_PERIOD.as_millis() as u64;
-                    if self
-                        .cadence
-                        .offer_to(household, demand.demand_permille, now, window)
-                    {
+                    if self.cadence.offer_to(
+                        household,
+                        demand.demand_permille,
+                        now,
+                        cadence::DIRECT_OFFER_WINDOW_MS,
+                    ) {
                         self.offer_directly(&household);
                     }
                     return Response::Noted;

@@ -3,10 +3,18 @@
 //! to the download state machine. Part of the swarm task (`actor.rs`).
 
 use super::super::work::{
-    buckets_in_use, network_size_estimate, provide_buckets, seek_bucket, work_key, MAX_WORK_FOUND,
-    WORK_PROVIDE_BUCKETS,
+    buckets_in_use, draw_bucket, network_size_estimate, work_key, MAX_WORK_FOUND,
 };
 use super::*;
+
+/// A random byte for drawing a work bucket; 0 (the first bucket) without randomness.
+fn random_byte() -> u8 {
+    let mut b = [0u8; 1];
+    if let Err(e) = getrandom::fill(&mut b) {
+        warn!("no randomness for the work key ({e}); the first bucket is used");
+    }
+    b[0]
+}
 
 /// A work lookup's caller and the providers found so far (`work.rs`).
 pub(super) struct WorkFind {
@@ -22,25 +30,19 @@ impl Actor {
         buckets_in_use(network_size_estimate(routing_peers))
     }
 
-    /// Publishes provider records under [`WORK_PROVIDE_BUCKETS`] work keys drawn at random.
+    /// Publishes a provider record under a work key drawn at random.
     pub(super) fn provide_work(&mut self) {
-        let mut random = [0u8; WORK_PROVIDE_BUCKETS];
-        if let Err(e) = getrandom::fill(&mut random) {
-            warn!("no randomness for the work keys ({e}); the first buckets are used");
-        }
-        let in_use = self.work_buckets();
-        for bucket in provide_buckets(in_use, random) {
-            match self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .start_providing(work_key(bucket))
-            {
-                Ok(id) => {
-                    self.queries.insert(id, QueryKind::WorkProvide);
-                }
-                Err(e) => warn!(bucket, "cannot provide work: {e}"),
+        let bucket = draw_bucket(self.work_buckets(), random_byte());
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(work_key(bucket))
+        {
+            Ok(id) => {
+                self.queries.insert(id, QueryKind::WorkProvide);
             }
+            Err(e) => warn!(bucket, "cannot provide work: {e}"),
         }
     }
 
@@ -58,11 +60,7 @@ impl Actor {
             let _ = reply.send(Vec::new());
             return;
         }
-        let mut random = [0u8; 1];
-        if let Err(e) = getrandom::fill(&mut random) {
-            warn!("no randomness for the work key ({e}); the first bucket is used");
-        }
-        let bucket = seek_bucket(self.work_buckets(), random[0]);
+        let bucket = draw_bucket(self.work_buckets(), random_byte());
         let id = self
             .swarm
             .behaviour_mut()
