@@ -53,6 +53,30 @@ use super::{
 };
 use crate::store::{Store, StoreError};
 
+/// Dials `peer` unless it is connected or being dialled, at `addrs` besides those the
+/// behaviours know (Kademlia's routing table and running lookups, identify's cache), and
+/// counts the dial under `origin`. The one way the swarm task dials a peer by its id.
+fn dial_peer(
+    swarm: &mut Swarm<Behaviour>,
+    dials: &DialLog,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    origin: DialOrigin,
+) {
+    if swarm.is_connected(&peer) {
+        return;
+    }
+    let opts = DialOpts::peer_id(peer)
+        .addresses(addrs)
+        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .build();
+    let id = opts.connection_id();
+    match swarm.dial(opts) {
+        Ok(()) => dials.dialled(origin, id),
+        Err(e) => debug!(%peer, origin = origin.name(), "dial not started: {e}"),
+    }
+}
+
 /// Outbound control requests awaiting an answer.
 const MAX_PENDING_REQUESTS: usize = 1024;
 /// Dials awaiting their outcome.

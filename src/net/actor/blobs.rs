@@ -133,14 +133,7 @@ impl Io for NetIo<'_> {
     }
 
     fn dial(&mut self, peer: &PeerId) {
-        let opts = DialOpts::peer_id(*peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => self.dials.dialled(DialOrigin::Blob, id),
-            Err(e) => debug!(%peer, "dial to provider not started: {e}"),
-        }
+        dial_peer(self.swarm, self.dials, *peer, Vec::new(), DialOrigin::Blob);
     }
 
     fn disconnect(&mut self, peer: &PeerId) {

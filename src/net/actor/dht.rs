@@ -95,17 +95,13 @@ impl Actor {
         }
         let full = find.found.len() >= MAX_WORK_FOUND;
         for peer in dial {
-            if self.swarm.is_connected(&peer) {
-                continue;
-            }
-            let opts = DialOpts::peer_id(peer)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            let conn = opts.connection_id();
-            match self.swarm.dial(opts) {
-                Ok(()) => self.dials.dialled(DialOrigin::Work, conn),
-                Err(e) => debug!(%peer, "dial to a work provider not started: {e}"),
-            }
+            dial_peer(
+                &mut self.swarm,
+                &self.dials,
+                peer,
+                Vec::new(),
+                DialOrigin::Work,
+            );
         }
         if last || full {
             if let Some(find) = self.work_finds.remove(&id) {
@@ -199,17 +195,13 @@ impl Actor {
                 .behaviour_mut()
                 .kad
                 .add_address(&peer, addr.clone());
-            if !self.swarm.is_connected(&peer) {
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(vec![addr])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => self.dials.dialled(DialOrigin::Mdns, id),
-                    Err(e) => debug!(%peer, "mDNS dial not started: {e}"),
-                }
-            }
+            dial_peer(
+                &mut self.swarm,
+                &self.dials,
+                peer,
+                vec![addr],
+                DialOrigin::Mdns,
+            );
         }
     }
 
