@@ -1,6 +1,7 @@
 //! Kademlia and mDNS upkeep on the swarm task: provider records for the blobs held, their
-//! publication a few queries at a time, bootstrap, LAN discovery, and provider answers handed
-//! to the download state machine. Part of the swarm task (`actor.rs`).
+//! publication a few queries at a time, work keys published and looked up (`work.rs`),
+//! bootstrap, LAN discovery, and provider answers handed to the download state machine. Part
+//! of the swarm task (`actor.rs`).
 
 use super::super::work::{
     buckets_in_use, draw_bucket, network_size_estimate, work_key, MAX_WORK_FOUND,
