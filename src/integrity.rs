@@ -23,6 +23,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -40,7 +41,7 @@ use crate::store::Store;
 pub const CHECKPOINT: &str = "db.expect";
 
 /// How often a running node refreshes its checkpoint.
-pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntegrityError {
@@ -338,9 +339,9 @@ pub async fn repair(
         .iter()
         .map(|l| {
             format!(
-                "{l}: what was lost is not on this machine any more (receipts of this household \
-                 are also held by the coordinators that countersigned them; fetching them back \
-                 from peers is not implemented)"
+                "{l}: what was lost is not on this machine any more (the coordinators that \
+                 countersigned this household's receipts hold them too: `hearth doctor --repair \
+                 --from <coordinator address>` fetches them back)"
             )
         })
         .collect();
@@ -383,11 +384,27 @@ pub const RECEIPTS_ANSWERS_AT_ONCE: usize = 1;
 /// How long a peer told "busy" waits before asking again.
 pub const RECEIPTS_BUSY_RETRY_MS: u64 = 500;
 
-/// Who is being answered a [`Request::Receipts`] now: at most one answer per peer and
-/// [`RECEIPTS_ANSWERS_AT_ONCE`] in all (`docs/threat-model.md`). A peer asking again before
-/// its answer is read, or while two others are, is told busy ([`ReceiptsGate::enter`]).
+/// How many peers told busy the gate remembers, in the order they were told (the network
+/// layer keeps at most 256 requests open at once, so no more can be waiting).
+pub const RECEIPTS_WAITERS_MAX: usize = 256;
+/// A peer told busy that has not asked again for this long has given up (it asks every
+/// [`RECEIPTS_BUSY_RETRY_MS`]) and loses its turn.
+pub const RECEIPTS_WAITER_GONE: Duration = Duration::from_millis(4 * RECEIPTS_BUSY_RETRY_MS);
+
+/// Who is being answered a [`Request::Receipts`] now, and who was told busy: at most one
+/// answer per peer and [`RECEIPTS_ANSWERS_AT_ONCE`] in all (`docs/threat-model.md`). A peer
+/// asking again before its answer is read, or while others are, is told busy; when the gate
+/// is free it goes to the peer told busy first that still asks ([`ReceiptsGate::enter`]), so
+/// a peer that asks again the moment its answer arrives cannot keep out one that waits.
 #[derive(Clone, Default)]
-pub struct ReceiptsGate(std::sync::Arc<std::sync::Mutex<Vec<PeerId>>>);
+pub struct ReceiptsGate(std::sync::Arc<std::sync::Mutex<GateState>>);
+
+#[derive(Default)]
+struct GateState {
+    inside: Vec<PeerId>,
+    /// Peers told busy, first told first, each with when it last asked.
+    waiting: std::collections::VecDeque<(PeerId, Instant)>,
+}
 
 /// One answer being read; leaving the gate when dropped.
 pub struct ReceiptsPass {
@@ -396,34 +413,52 @@ pub struct ReceiptsPass {
 }
 
 impl ReceiptsGate {
-    /// A pass for `peer`'s answer, or the answer to give instead (busy, with the reason).
-    pub fn enter(&self, peer: PeerId) -> Result<ReceiptsPass, Response> {
-        let busy = |detail: &str| Response::Denied {
-            reason: crate::model::wire::DenyReason::Busy,
-            retry_after_ms: RECEIPTS_BUSY_RETRY_MS,
-            detail: detail.into(),
+    /// A pass for `peer`'s answer, asked for at `now`, or the answer to give instead (busy,
+    /// with the reason).
+    pub fn enter(&self, peer: PeerId, now: Instant) -> Result<ReceiptsPass, Response> {
+        let busy = |detail: &str| {
+            Err(Response::Denied {
+                reason: crate::model::wire::DenyReason::Busy,
+                retry_after_ms: RECEIPTS_BUSY_RETRY_MS,
+                detail: detail.into(),
+            })
         };
-        let Ok(mut inside) = self.0.lock() else {
-            return Err(busy("the receipts gate is broken"));
+        let Ok(mut state) = self.0.lock() else {
+            return busy("the receipts gate is broken");
         };
+        let GateState { inside, waiting } = &mut *state;
         if inside.contains(&peer) {
-            return Err(busy("still reading your previous receipts request"));
+            return busy("still reading your previous receipts request");
         }
-        if inside.len() >= RECEIPTS_ANSWERS_AT_ONCE {
-            return Err(busy("reading other households' receipts requests"));
+        waiting.retain(|(_, asked)| now.saturating_duration_since(*asked) < RECEIPTS_WAITER_GONE);
+        let first = waiting.front().map(|(p, _)| *p);
+        if inside.len() < RECEIPTS_ANSWERS_AT_ONCE && first.is_none_or(|f| f == peer) {
+            if first == Some(peer) {
+                waiting.pop_front();
+            }
+            inside.push(peer);
+            return Ok(ReceiptsPass {
+                gate: self.clone(),
+                peer,
+            });
         }
-        inside.push(peer);
-        Ok(ReceiptsPass {
-            gate: self.clone(),
-            peer,
-        })
+        if let Some(w) = waiting.iter_mut().find(|(p, _)| *p == peer) {
+            w.1 = now;
+        } else if waiting.len() < RECEIPTS_WAITERS_MAX {
+            waiting.push_back((peer, now));
+        }
+        if inside.len() < RECEIPTS_ANSWERS_AT_ONCE {
+            busy("other households asked first; your turn comes")
+        } else {
+            busy("reading other households' receipts requests")
+        }
     }
 }
 
 impl Drop for ReceiptsPass {
     fn drop(&mut self) {
-        if let Ok(mut inside) = self.gate.0.lock() {
-            inside.retain(|p| *p != self.peer);
+        if let Ok(mut state) = self.gate.0.lock() {
+            state.inside.retain(|p| *p != self.peer);
         }
     }
 }
@@ -446,6 +481,18 @@ pub const MAX_BUSY_RETRIES: u64 = 120;
 /// Most pages asked of one coordinator (each up to [`MAX_RECEIPTS_PER_ANSWER`] receipts):
 /// bounds a repair against a peer that always says "more".
 pub const MAX_REPAIR_PAGES: usize = 100_000;
+
+/// The coordinator an address of `hearth doctor --repair --from` names: its last part must be
+/// `/p2p/PEER_ID`, or the coordinator could not be authenticated. Checked before anything is
+/// repaired, so a mistyped address changes nothing.
+pub fn coordinator_peer(addr: &Multiaddr) -> Result<PeerId, IntegrityError> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok(peer),
+        _ => Err(IntegrityError::Repair(format!(
+            "{addr} does not end in /p2p/PEER_ID, so the coordinator cannot be authenticated"
+        ))),
+    }
+}
 
 /// `hearth doctor --repair --from ADDR...`: asks each coordinator (a multiaddr ending in
 /// `/p2p/PEER`) for every receipt it countersigned crediting this household and keeps those
@@ -471,11 +518,7 @@ pub async fn fetch_receipts(
     let own = identity.public();
     let mut out = Vec::new();
     for addr in from {
-        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
-            return Err(IntegrityError::Repair(format!(
-                "{addr} does not end in /p2p/PEER_ID, so the coordinator cannot be authenticated"
-            )));
-        };
+        let peer = coordinator_peer(addr)?;
         let result = fetch_from(&net, ledger, &own, addr, peer).await;
         out.push((peer, result));
     }
@@ -585,27 +628,82 @@ mod tests {
     #[test]
     fn receipts_answers_are_one_per_peer_and_bounded_in_all() {
         let gate = ReceiptsGate::default();
+        let now = Instant::now();
         let a = PeerId::random();
-        let first = gate.enter(a).unwrap_or_else(|_| panic!("open"));
-        assert!(is_busy(&gate.enter(a)), "a second answer to the same peer");
+        let first = gate.enter(a, now).unwrap_or_else(|_| panic!("open"));
+        assert!(
+            is_busy(&gate.enter(a, now)),
+            "a second answer to the same peer"
+        );
         let others: Vec<ReceiptsPass> = (1..RECEIPTS_ANSWERS_AT_ONCE)
             .map(|_| {
-                gate.enter(PeerId::random())
+                gate.enter(PeerId::random(), now)
                     .unwrap_or_else(|_| panic!("open"))
             })
             .collect();
         let late = PeerId::random();
         assert!(
-            is_busy(&gate.enter(late)),
+            is_busy(&gate.enter(late, now)),
             "one answer more than allowed in all"
         );
         drop(first);
-        let room = gate.enter(late).unwrap_or_else(|_| panic!("room again"));
-        assert!(is_busy(&gate.enter(a)));
+        let room = gate
+            .enter(late, now)
+            .unwrap_or_else(|_| panic!("room again"));
+        assert!(is_busy(&gate.enter(a, now)));
         drop((others, room));
         // A pass moved to another thread is let go there.
-        let pass = gate.enter(a).unwrap_or_else(|_| panic!("open"));
+        let pass = gate.enter(a, now).unwrap_or_else(|_| panic!("open"));
         std::thread::spawn(move || drop(pass)).join().unwrap();
-        assert!(gate.enter(a).is_ok());
+        assert!(gate.enter(a, now).is_ok());
+    }
+
+    /// A peer that asks again the moment its answer is read (it knows when: the answer
+    /// arrives) must not keep out one that was told busy and asks every
+    /// [`RECEIPTS_BUSY_RETRY_MS`]: the gate is let in turn by turn, in the order peers were
+    /// told busy. (Failed before: the greedy peer found the gate free every time, and an
+    /// honest repair gave up after 120 busy answers.)
+    #[test]
+    fn a_greedy_peer_does_not_starve_one_that_waits() {
+        let gate = ReceiptsGate::default();
+        let now = Instant::now();
+        let (greedy, honest, third) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let pass = gate.enter(greedy, now).unwrap_or_else(|_| panic!("open"));
+        assert!(
+            is_busy(&gate.enter(honest, now)),
+            "the greedy peer is inside"
+        );
+        assert!(is_busy(&gate.enter(third, now)));
+        drop(pass);
+        // The greedy peer asks at once; the honest one was told busy first: its turn, then
+        // the third's, then the greedy peer's.
+        assert!(is_busy(&gate.enter(greedy, now)), "the waiting peers' turn");
+        assert!(is_busy(&gate.enter(third, now)), "not the third's turn yet");
+        let later = now + Duration::from_millis(RECEIPTS_BUSY_RETRY_MS);
+        drop(
+            gate.enter(honest, later)
+                .unwrap_or_else(|_| panic!("its turn")),
+        );
+        assert!(is_busy(&gate.enter(greedy, later)));
+        drop(
+            gate.enter(third, later)
+                .unwrap_or_else(|_| panic!("its turn")),
+        );
+        assert!(gate.enter(greedy, later).is_ok(), "then the greedy peer's");
+    }
+
+    /// A peer told busy that stops asking (it gave up, or went away) loses its turn once
+    /// [`RECEIPTS_WAITER_GONE`] has passed, so nobody waits for it.
+    #[test]
+    fn a_peer_that_stopped_asking_loses_its_turn() {
+        let gate = ReceiptsGate::default();
+        let now = Instant::now();
+        let (a, gone) = (PeerId::random(), PeerId::random());
+        let pass = gate.enter(a, now).unwrap_or_else(|_| panic!("open"));
+        assert!(is_busy(&gate.enter(gone, now)));
+        drop(pass);
+        let soon = now + RECEIPTS_WAITER_GONE - Duration::from_millis(1);
+        assert!(is_busy(&gate.enter(a, soon)), "still its turn");
+        assert!(gate.enter(a, now + RECEIPTS_WAITER_GONE).is_ok());
     }
 }

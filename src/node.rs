@@ -886,7 +886,7 @@ async fn control(
         Request::Receipts { after } => {
             // One answer per peer and two in all at once; the pass is held by the read itself,
             // so it is let go when the read ends, even if this request was dropped.
-            let pass = match receipts_gate.enter(peer) {
+            let pass = match receipts_gate.enter(peer, std::time::Instant::now()) {
                 Ok(pass) => pass,
                 Err(busy) => return busy,
             };

@@ -99,6 +99,10 @@ pub async fn doctor(
     from: &[libp2p::Multiaddr],
 ) -> anyhow::Result<()> {
     use crate::integrity;
+    // A mistyped coordinator address is refused before anything is repaired.
+    for addr in from {
+        integrity::coordinator_peer(addr)?;
+    }
     let identity =
         Identity::load(data_dir).context("no household key here yet? run `hearth init`")?;
     let db = match node::open_db(data_dir) {
