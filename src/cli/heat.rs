@@ -29,13 +29,17 @@ pub struct HeatArgs {
 pub enum HeatCommand {
     /// Hold this setpoint (°C, 5 to 27) until `hearth heat auto`; also ends `off` and `boost`.
     Set {
+        /// The setpoint in °C.
         #[arg(value_parser = parse_setpoint, allow_negative_numbers = true)]
         celsius: f64,
     },
     /// Follow the weekly schedule again.
     Auto,
     /// Full power for a while (e.g. `1h`, `90m`, `1h30m`; a bare number is minutes).
-    Boost { duration: String },
+    Boost {
+        /// How long: `1h`, `90m`, `1h30m`, or a bare number of minutes.
+        duration: String,
+    },
     /// Stop heating until `hearth heat set` or `hearth heat auto`.
     Off,
     /// Simulate winter days of the room and the controller; with `--tariff` or

@@ -63,11 +63,13 @@ pub enum Command {
     Dashboard,
     /// Show the running node's status.
     Status {
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List the running node's peers.
     Peers {
+        /// Print the peers as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -79,11 +81,13 @@ pub enum Command {
     Job(JobCommand),
     /// List the jobs the running node coordinates.
     Jobs {
+        /// Print the jobs as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Run every shard of a stored job on this machine (no network).
     RunLocal {
+        /// The job's id (its manifest's hash, as `hearth job new` prints it).
         job: String,
         /// Where to write the assembled result.
         #[arg(short, long)]
@@ -121,6 +125,7 @@ pub enum Command {
     Trust {
         /// One household (hex key; default: every household the node knows of).
         household: Option<String>,
+        /// Print the standings as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -134,14 +139,19 @@ pub enum Command {
     /// Start a local network of radiators on loopback, render a Mandelbrot set across them
     /// and check every receipt.
     Demo {
+        /// Radiators to start (at least 2; every fourth stands in a warm room and does no work).
         #[arg(long, default_value_t = 4)]
         radiators: usize,
+        /// Directory for the radiators' data, the image and the receipts export.
         #[arg(long, default_value = "hearth-demo")]
         out: PathBuf,
+        /// Image width in pixels.
         #[arg(long, default_value_t = 1024)]
         width: u32,
+        /// Image height in pixels.
         #[arg(long, default_value_t = 768)]
         height: u32,
+        /// Side of a square tile in pixels, one shard each (edge tiles are smaller).
         #[arg(long, default_value_t = 128)]
         tile: u32,
     },
@@ -158,6 +168,7 @@ pub struct NodeArgs {
     /// Do not use mDNS to find radiators on the local network.
     #[arg(long)]
     pub no_mdns: bool,
+    /// What this node does: run shards for its room, or route and relay for others.
     #[arg(long, value_enum)]
     pub role: Option<Role>,
     /// Shards run at once at full heat demand.
@@ -177,10 +188,15 @@ pub struct NodeArgs {
 #[derive(Subcommand, Debug)]
 pub enum BlobCommand {
     /// Store a file; prints its blake3 hash.
-    Put { file: PathBuf },
+    Put {
+        /// The file to store.
+        file: PathBuf,
+    },
     /// Write a stored blob to a file.
     Get {
+        /// The blob's blake3 hash (64 hex digits).
         hash: String,
+        /// The file to write it to (written whole, then renamed into place).
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -201,6 +217,7 @@ pub enum JobCommand {
     Status {
         /// The job's id, or enough of its first digits to name one job of this node's.
         id: String,
+        /// Print the job's status as JSON.
         #[arg(long)]
         json: bool,
         /// List every verified shard too, with its output, fuel and households.
@@ -219,6 +236,7 @@ pub enum JobCommand {
     Result {
         /// The job's id, or enough of its first digits to name one job of this node's.
         id: String,
+        /// The file to write the result to.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -228,21 +246,28 @@ pub enum JobCommand {
 pub enum SpecArgs {
     /// Tiled Mandelbrot render, assembled into a PNG.
     Mandelbrot {
+        /// Image width in pixels.
         #[arg(long, default_value_t = 1024)]
         width: u32,
+        /// Image height in pixels.
         #[arg(long, default_value_t = 768)]
         height: u32,
+        /// Side of a square tile in pixels, one shard each (edge tiles are smaller).
         #[arg(long, default_value_t = 128)]
         tile: u32,
+        /// Most iterations per pixel before it counts as inside the set.
         #[arg(long, default_value_t = 500)]
         max_iter: u32,
     },
     /// Monte Carlo estimate of pi, an independent seed per shard.
     Pi {
+        /// Shards to split the samples over.
         #[arg(long, default_value_t = 8)]
         shards: u32,
+        /// Random points in all, shared out evenly over the shards.
         #[arg(long, default_value_t = 1_000_000)]
         samples: u64,
+        /// Seed from which each shard's own seed is derived (the same seed, the same estimate).
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -251,6 +276,7 @@ pub enum SpecArgs {
         /// The module: WebAssembly binary (`.wasm`) or text (`.wat`, compiled here).
         #[arg(long)]
         module: PathBuf,
+        /// An input file, one shard each (repeat for each shard).
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -331,8 +357,8 @@ impl PolicyArgs {
 
 #[derive(Args, Debug)]
 pub struct ReceiptsArgs {
-    /// Only receipts crediting this household (hex public key).
-    #[arg(long)]
+    /// Only receipts crediting this household (hex public key); before or after `export`.
+    #[arg(long, global = true)]
     pub household: Option<String>,
     #[command(subcommand)]
     pub command: Option<ReceiptsCommand>,
@@ -342,13 +368,19 @@ pub struct ReceiptsArgs {
 pub enum ReceiptsCommand {
     /// Write receipts in the JSON export format.
     Export {
+        /// The export's format: JSON, the only one so far (docs/receipts.md, "Export format"). Asked
+        /// for by name so that a later format is never what a script gets by default.
         #[arg(long, required = true)]
         json: bool,
+        /// Write the export to this file (standard output without it).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
     /// Check every receipt of an export file: signatures and fields.
-    Verify { file: PathBuf },
+    Verify {
+        /// An export written by `hearth receipts export --json`.
+        file: PathBuf,
+    },
 }
 
 impl SpecArgs {
@@ -530,6 +562,12 @@ pub fn main() -> anyhow::Result<()> {
             output.as_deref(),
         )),
         Command::Receipts(args) => match &args.command {
+            Some(ReceiptsCommand::Verify { .. }) if args.household.is_some() => {
+                anyhow::bail!(
+                    "`receipts verify` checks every receipt of the export; --household does not \
+                     apply to it"
+                )
+            }
             Some(ReceiptsCommand::Verify { file }) => local::receipts_verify(file),
             Some(ReceiptsCommand::Export { output, .. }) => {
                 runtime.block_on(remote::receipts_export(
@@ -580,6 +618,28 @@ pub fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every option and argument of every command says what it is in `--help`: a household
+    /// reads nothing else. (Failed before: `hearth receipts export` listed `--json` and
+    /// `-o, --output` with no words.)
+    #[test]
+    fn every_option_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "hearth", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
 
     fn submit_policy(args: &[&str]) -> anyhow::Result<Option<crate::jobs::trust::Policy>> {
         let cli = Cli::try_parse_from(
@@ -706,5 +766,35 @@ mod tests {
         // A context that does not quote its cause is followed by it.
         let context = anyhow::Error::new(io()).context("reading the job spec");
         assert_eq!(report(&context), "reading the job spec: no such file");
+    }
+
+    /// `--household` may follow `export` as well as precede it: `hearth receipts export --json
+    /// --household KEY` is how one writes it, and was refused as an unexpected argument.
+    #[test]
+    fn receipts_household_goes_either_side_of_the_subcommand() {
+        let key = "ab".repeat(32);
+        for args in [
+            &[
+                "hearth",
+                "receipts",
+                "--household",
+                &key,
+                "export",
+                "--json",
+            ][..],
+            &[
+                "hearth",
+                "receipts",
+                "export",
+                "--json",
+                "--household",
+                &key,
+            ],
+        ] {
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Receipts(r)) => assert_eq!(r.household.as_deref(), Some(&*key)),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
     }
 }
