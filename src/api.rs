@@ -455,6 +455,18 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
         net.chunks_fetched as f64,
     );
     m.gauge(
+        "work_records",
+        "Live work records this node holds as a DHT node",
+        None,
+        net.work_records as f64,
+    );
+    m.counter(
+        "work_records_refused",
+        "Work records refused since start: the key was full or the sender's network held its share",
+        None,
+        net.work_records_refused as f64,
+    );
+    m.gauge(
         "uptime",
         "Time since the node started",
         Some(Unit::Seconds),

@@ -366,6 +366,71 @@ async fn multicast_self_test() -> std::io::Result<()> {
     }
 }
 
+/// Identities are free, addresses are not: a DHT node keeps at most two of one work key's
+/// providers from one network (`net::work`), so fresh keys on one machine cannot fill the 20
+/// slots radiators look work up in. Three publishers share loopback; the node told to limit
+/// local networks keeps two of them and refuses the third, the one that is not (loopback is
+/// a lab or a LAN to it, as in production) keeps all three: both got the same records over
+/// real Kademlia `ADD_PROVIDER`s, stored by the swarm task with the connection's address.
+/// Failed before: the limited node kept all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_network_gets_at_most_its_share_of_a_work_key() {
+    bounded(async {
+        let mut cfg = loopback();
+        cfg.limit_local_networks = true;
+        let limited = TestNode::start(cfg).await;
+        let entry = vec![limited.addr().await];
+        let open = TestNode::start(with_bootstrap(entry.clone())).await;
+        let mut publishers = Vec::new();
+        for _ in 0..3 {
+            publishers.push(TestNode::start(with_bootstrap(entry.clone())).await);
+        }
+        let storers = [limited.id(), open.id()];
+        for p in &publishers {
+            // Each publisher's lookup must reach both storers: connected to the entry node
+            // at least, and Kademlia finds the rest.
+            eventually("publisher connected", || async {
+                p.peer_ids().await.contains(&storers[0])
+            })
+            .await;
+        }
+        eventually("the open node connected to every publisher", || async {
+            let peers = open.peer_ids().await;
+            publishers.iter().all(|p| peers.contains(&p.id()))
+        })
+        .await;
+        for p in &publishers {
+            p.net.provide_work().await.expect("provide work");
+        }
+        eventually("the open node holds all three work records", || async {
+            open.net.status().await.expect("status").work_records == 3
+        })
+        .await;
+        eventually("the limited node refused a record", || async {
+            limited
+                .net
+                .status()
+                .await
+                .expect("status")
+                .work_records_refused
+                >= 1
+        })
+        .await;
+        let status = limited.net.status().await.expect("status");
+        assert_eq!(
+            status.work_records,
+            hearth::net::work::MAX_WORK_PROVIDERS_PER_NETWORK,
+            "{status:?}"
+        );
+        let open_status = open.net.status().await.expect("status");
+        assert_eq!(open_status.work_records_refused, 0, "{open_status:?}");
+        for n in publishers.iter().chain([&limited, &open]) {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------- gossip
 
 #[tokio::test]

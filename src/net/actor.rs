@@ -449,6 +449,8 @@ impl Actor {
                 }
             }
             Command::Status { reply } => {
+                let (work_records, work_records_refused) =
+                    self.swarm.behaviour_mut().kad.store_mut().work_counts();
                 let _ = reply.send(NetStatus {
                     peer_id: self.local,
                     listen_addrs: self.swarm.listeners().cloned().collect(),
@@ -457,6 +459,8 @@ impl Actor {
                     chunks_fetched: self.downloads.chunks_fetched,
                     reachability: self.reachability(),
                     dials: self.dials.counts(),
+                    work_records,
+                    work_records_refused,
                 });
             }
             Command::Peers { reply } => {

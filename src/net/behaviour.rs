@@ -193,15 +193,21 @@ fn build_behaviour(
         // add a full bootstrap every interval. Its automatic bootstrap while the routing table
         // holds fewer than k peers stays on.
         .set_periodic_bootstrap_interval(None)
-        .set_provider_publication_interval(Some(Duration::from_secs(6 * 3600)));
+        .set_provider_publication_interval(Some(Duration::from_secs(6 * 3600)))
+        // Records peers send come to the swarm task, which stores them with the address of
+        // the connection they came over (`work.rs`: one network's share of a work key).
+        .set_record_filtering(kad::StoreInserts::FilterBoth);
     // Work records (`work.rs`) are kept apart from blob records, short-lived and bounded.
-    let store = super::work::Store::new(MemoryStore::with_config(
-        peer_id,
-        MemoryStoreConfig {
-            max_provided_keys: MAX_PROVIDED_KEYS,
-            ..Default::default()
-        },
-    ));
+    let store = super::work::Store::new(
+        MemoryStore::with_config(
+            peer_id,
+            MemoryStoreConfig {
+                max_provided_keys: MAX_PROVIDED_KEYS,
+                ..Default::default()
+            },
+        ),
+        cfg.limit_local_networks,
+    );
     let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
     if !cfg.listen.is_empty() {
         // A LAN/home system: every node with a listener answers DHT queries, instead of

@@ -228,6 +228,11 @@ pub struct NetConfig {
     /// Topics this node subscribes to (it may publish on any). Default: every topic
     /// ([`Topic::ALL`]); the node layer subscribes radiators to none of the audit topics.
     pub topics: Vec<Topic>,
+    /// Share out work keys' slots among loopback and private networks too
+    /// ([`work::MAX_WORK_PROVIDERS_PER_NETWORK`]), as among public ones. Default: `false` (a
+    /// household's LAN, a docker testnet and loopback are not where identities come cheap);
+    /// tests and labs whose nodes all share one address turn it on to see the limit.
+    pub limit_local_networks: bool,
     /// Test-only misbehaviour. Default: none.
     #[doc(hidden)]
     pub fault: FaultInjection,
@@ -289,6 +294,7 @@ impl NetConfig {
             direct_wait: Duration::from_secs(30),
             peer_watermarks: Some(Watermarks::RADIATOR),
             topics: Topic::ALL.to_vec(),
+            limit_local_networks: false,
             fault: FaultInjection::default(),
         }
     }
@@ -435,6 +441,11 @@ pub struct NetStatus {
     pub reachability: Reachability,
     /// Dials since start by who asked for them, and connections established (`dials.rs`).
     pub dials: DialCounts,
+    /// Live work records (`work.rs`) this node holds as a DHT node, its own included.
+    pub work_records: usize,
+    /// Work records peers sent that this node refused since start: the key was full, or the
+    /// sender's network already held its share of it.
+    pub work_records_refused: u64,
 }
 
 /// How this node can be reached, and how its connections through relays fared.

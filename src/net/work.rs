@@ -20,6 +20,14 @@
 //! there are at most `256 × MAX_WORK_PROVIDERS` of them: the keys are recognised by their
 //! exact form, so no peer can make this node hold more. Everything else goes to libp2p's
 //! `MemoryStore` as before. Must not touch: the swarm, the coordinator.
+//!
+//! A full key ignores newcomers, so whoever fills a key's slots first keeps them while they
+//! keep publishing. Identities cost nothing to make; addresses do. So one *network* (the
+//! IPv4 /24 or IPv6 /48 a provider's connection comes from, [`network_of`]) holds at most
+//! [`MAX_WORK_PROVIDERS_PER_NETWORK`] of a key's slots at this node: filling a key takes
+//! addresses in ten networks, not twenty fresh keys on one machine. Loopback and private
+//! addresses (a household's LAN, a docker testnet) are not limited unless the node is told
+//! to (`NetConfig::limit_local_networks`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -27,7 +35,9 @@ use std::time::{Duration, Instant};
 
 use libp2p::kad::store::{self, MemoryStore, RecordStore};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
-use libp2p::PeerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Nodes per work bucket: the buckets in use are about the network's size divided by this
 /// ([`buckets_in_use`]), so that in a small network every coordinator with work is under one
@@ -49,6 +59,10 @@ pub const WORK_RECORD_TTL: Duration = Duration::from_secs(720);
 /// Providers kept per work key (Kademlia's k): a radiator needs one coordinator with work,
 /// not every one.
 pub const MAX_WORK_PROVIDERS: usize = 20;
+/// Slots of one work key that providers from one network ([`network_of`]) may hold at this
+/// node: ten networks are needed to fill a key, and honest coordinators behind one address
+/// (a campus, a carrier-grade NAT) still have two.
+pub const MAX_WORK_PROVIDERS_PER_NETWORK: usize = 2;
 /// Providers one lookup hands back; the rest are not needed to find work.
 pub const MAX_WORK_FOUND: usize = 8;
 
@@ -98,44 +112,159 @@ pub fn is_work_key(key: &RecordKey) -> bool {
     k.len() == PREFIX.len() + 1 && k.starts_with(PREFIX)
 }
 
+/// The network a connection comes from, for sharing out a work key's slots: an IPv4 /24 or an
+/// IPv6 /48 (what one site or one customer of a provider usually holds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Network {
+    V4([u8; 3]),
+    V6([u8; 6]),
+}
+
+/// The network of a connection's remote address `addr` (the first IP in it: for a relayed
+/// connection, the relay's, so every peer behind one relay shares one network). `None`: no
+/// limit applies, because the address has no IP, or it is loopback, private, link-local,
+/// carrier-grade NAT or unique-local and `limit_local` is off (those are a household's LAN or
+/// a lab, not the internet where identities are cheap).
+pub fn network_of(addr: &Multiaddr, limit_local: bool) -> Option<Network> {
+    let ip = addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    })?;
+    match ip {
+        std::net::IpAddr::V4(ip) => {
+            if !limit_local && is_local_v4(ip) {
+                return None;
+            }
+            let o = ip.octets();
+            Some(Network::V4([o[0], o[1], o[2]]))
+        }
+        std::net::IpAddr::V6(ip) => {
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return network_of(&Multiaddr::empty().with(Protocol::Ip4(v4)), limit_local);
+            }
+            if !limit_local && is_local_v6(ip) {
+                return None;
+            }
+            let o = ip.octets();
+            Some(Network::V6([o[0], o[1], o[2], o[3], o[4], o[5]]))
+        }
+    }
+}
+
+fn is_local_v4(ip: Ipv4Addr) -> bool {
+    let shared = ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64; // 100.64.0.0/10
+    ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || shared
+}
+
+fn is_local_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+}
+
+/// One work record and the network it came from (`None`: this node's own, or not limited).
+struct WorkProvider {
+    record: ProviderRecord,
+    network: Option<Network>,
+}
+
 /// Kademlia's record store on every hearth node: work records apart and short-lived, the rest
 /// in libp2p's `MemoryStore`.
 pub struct Store {
     inner: MemoryStore,
     /// Work key → its providers, each with an expiry no later than [`WORK_RECORD_TTL`] after
     /// it was stored. At most 256 keys (the work keys' form), [`MAX_WORK_PROVIDERS`] each.
-    work: HashMap<RecordKey, Vec<ProviderRecord>>,
+    work: HashMap<RecordKey, Vec<WorkProvider>>,
+    /// Apply [`MAX_WORK_PROVIDERS_PER_NETWORK`] to loopback and private networks too.
+    limit_local: bool,
+    /// Work records refused since start because their network held its share of the key.
+    refused: u64,
 }
 
 impl Store {
-    pub fn new(inner: MemoryStore) -> Store {
+    pub fn new(inner: MemoryStore, limit_local: bool) -> Store {
         Store {
             inner,
             work: HashMap::new(),
+            limit_local,
+            refused: 0,
         }
     }
 
-    /// Adds a work record, `now` being the time it arrived.
-    fn add_work(&mut self, mut record: ProviderRecord, now: Instant) {
+    /// Stores a provider record a peer sent (Kademlia's `ADD_PROVIDER`, passed on by the swarm
+    /// task because this store filters them), `from` being the remote address of the
+    /// connection it came over (`None`: unknown, and then a work record is refused, since its
+    /// network cannot be counted). Blob records go to the `MemoryStore` as before.
+    pub fn add_provider_from(&mut self, record: ProviderRecord, from: Option<&Multiaddr>) {
+        if !is_work_key(&record.key) {
+            if let Err(e) = self.inner.add_provider(record) {
+                tracing::debug!("provider record not stored: {e}");
+            }
+            return;
+        }
+        match from {
+            Some(addr) => {
+                let network = network_of(addr, self.limit_local);
+                self.add_work(record, network, Instant::now());
+            }
+            None => self.refused += 1,
+        }
+    }
+
+    /// Adds a work record from `network`, `now` being the time it arrived. A provider already
+    /// there is refreshed in place; a newcomer takes a free slot if its network holds fewer
+    /// than [`MAX_WORK_PROVIDERS_PER_NETWORK`] of the key's live records.
+    fn add_work(&mut self, mut record: ProviderRecord, network: Option<Network>, now: Instant) {
         let ttl_end = now + WORK_RECORD_TTL;
         record.expires = Some(record.expires.map_or(ttl_end, |e| e.min(ttl_end)));
         let providers = self.work.entry(record.key.clone()).or_default();
-        providers.retain(|p| !p.is_expired(now));
-        if let Some(p) = providers.iter_mut().find(|p| p.provider == record.provider) {
-            *p = record;
-        } else if providers.len() < MAX_WORK_PROVIDERS {
-            // A full key ignores newcomers until one of its records expires (as libp2p's
-            // MemoryStore does): a flood of fresh identities cannot push out coordinators
-            // that keep publishing.
-            providers.push(record);
+        providers.retain(|p| !p.record.is_expired(now));
+        if let Some(p) = providers
+            .iter_mut()
+            .find(|p| p.record.provider == record.provider)
+        {
+            // Its slot stays its own, from whatever network it now publishes.
+            *p = WorkProvider { record, network };
+            return;
+        }
+        let same_network = network.map_or(0, |n| {
+            providers.iter().filter(|p| p.network == Some(n)).count()
+        });
+        // A full key ignores newcomers until one of its records expires (as libp2p's
+        // MemoryStore does): a flood of fresh identities cannot push out coordinators that
+        // keep publishing, and one network cannot take more than its share of the slots.
+        if providers.len() < MAX_WORK_PROVIDERS && same_network < MAX_WORK_PROVIDERS_PER_NETWORK {
+            providers.push(WorkProvider { record, network });
+        } else {
+            self.refused += 1;
         }
     }
 
     fn work_providers(&self, key: &RecordKey, now: Instant) -> Vec<ProviderRecord> {
         self.work
             .get(key)
-            .map(|ps| ps.iter().filter(|p| !p.is_expired(now)).cloned().collect())
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| !p.record.is_expired(now))
+                    .map(|p| p.record.clone())
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// Live work records this node holds for other nodes and itself, and those refused since
+    /// start (a key full, or its network's share taken): `NetStatus`.
+    pub fn work_counts(&self) -> (usize, u64) {
+        let now = Instant::now();
+        let held = self
+            .work
+            .values()
+            .map(|ps| ps.iter().filter(|p| !p.record.is_expired(now)).count())
+            .sum();
+        (held, self.refused)
     }
 
     /// Work records this store holds now, expired ones included until their key is next
@@ -166,9 +295,11 @@ impl RecordStore for Store {
         self.inner.records()
     }
 
+    /// Records of this node's own (Kademlia's `start_providing`): a peer's come through
+    /// [`Store::add_provider_from`].
     fn add_provider(&mut self, record: ProviderRecord) -> store::Result<()> {
         if is_work_key(&record.key) {
-            self.add_work(record, Instant::now());
+            self.add_work(record, None, Instant::now());
             return Ok(());
         }
         self.inner.add_provider(record)
@@ -190,7 +321,7 @@ impl RecordStore for Store {
     fn remove_provider(&mut self, key: &RecordKey, provider: &PeerId) {
         if is_work_key(key) {
             if let Some(ps) = self.work.get_mut(key) {
-                ps.retain(|p| &p.provider != provider);
+                ps.retain(|p| &p.record.provider != provider);
                 if ps.is_empty() {
                     self.work.remove(key);
                 }
@@ -215,7 +346,7 @@ mod tests {
     }
 
     fn store() -> Store {
-        Store::new(MemoryStore::new(PeerId::random()))
+        Store::new(MemoryStore::new(PeerId::random()), false)
     }
 
     #[test]
@@ -262,14 +393,14 @@ mod tests {
         let now = Instant::now();
         let far = now + Duration::from_secs(48 * 3600);
         let p = PeerId::random();
-        s.add_work(record(work_key(3), p, Some(far)), now);
+        s.add_work(record(work_key(3), p, Some(far)), None, now);
         let q = PeerId::random();
-        s.add_work(record(work_key(3), q, None), now);
+        s.add_work(record(work_key(3), q, None), None, now);
         assert_eq!(s.work_providers(&work_key(3), now).len(), 2);
         let later = now + WORK_RECORD_TTL + Duration::from_millis(1);
         assert!(s.work_providers(&work_key(3), later).is_empty());
         // Published again: alive again, and the expired one makes room when the key is written.
-        s.add_work(record(work_key(3), p, Some(far)), later);
+        s.add_work(record(work_key(3), p, Some(far)), None, later);
         let got = s.work_providers(&work_key(3), later);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].provider, p);
@@ -282,15 +413,15 @@ mod tests {
         let now = Instant::now();
         let first: Vec<PeerId> = (0..MAX_WORK_PROVIDERS).map(|_| PeerId::random()).collect();
         for p in &first {
-            s.add_work(record(work_key(0), *p, None), now);
+            s.add_work(record(work_key(0), *p, None), None, now);
         }
-        s.add_work(record(work_key(0), PeerId::random(), None), now);
+        s.add_work(record(work_key(0), PeerId::random(), None), None, now);
         let got = s.work_providers(&work_key(0), now);
         assert_eq!(got.len(), MAX_WORK_PROVIDERS);
         assert!(got.iter().all(|r| first.contains(&r.provider)));
         // A provider already there is refreshed in place.
         let t = now + Duration::from_secs(100);
-        s.add_work(record(work_key(0), first[0], None), t);
+        s.add_work(record(work_key(0), first[0], None), None, t);
         let after_first_ttl = now + WORK_RECORD_TTL + Duration::from_secs(1);
         let alive = s.work_providers(&work_key(0), after_first_ttl);
         assert_eq!(alive.len(), 1);
@@ -313,7 +444,7 @@ mod tests {
     #[test]
     fn blob_records_still_go_to_the_memory_store_and_work_records_are_not_republished() {
         let local = PeerId::random();
-        let mut s = Store::new(MemoryStore::new(local));
+        let mut s = Store::new(MemoryStore::new(local), false);
         let blob = RecordKey::new(blake3::hash(b"blob").as_bytes());
         s.add_provider(record(blob.clone(), local, None)).unwrap();
         s.add_provider(record(work_key(5), local, None)).unwrap();
@@ -324,5 +455,106 @@ mod tests {
         s.remove_provider(&work_key(5), &local);
         assert!(s.providers(&work_key(5)).is_empty());
         assert!(s.work.is_empty());
+    }
+
+    fn addr(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_network_is_a_slash_24_or_a_slash_48_and_local_ones_are_not_limited() {
+        let net = |s: &str| network_of(&addr(s), false);
+        let a = net("/ip4/198.51.100.7/tcp/4001");
+        assert!(a.is_some());
+        assert_eq!(a, net("/ip4/198.51.100.200/udp/9/quic-v1"));
+        assert_ne!(a, net("/ip4/198.51.101.7/tcp/4001"));
+        // A relayed connection counts as its relay's network.
+        let relay = PeerId::random();
+        let relayed = format!("/ip4/198.51.100.2/tcp/4001/p2p/{relay}/p2p-circuit");
+        assert_eq!(net(&relayed), a);
+        // IPv6: the first 48 bits.
+        let b = net("/ip6/2001:db8:1:2::1/tcp/1");
+        assert!(b.is_some());
+        assert_eq!(b, net("/ip6/2001:db8:1:ffff::9/tcp/1"));
+        assert_ne!(b, net("/ip6/2001:db8:2:2::1/tcp/1"));
+        assert_eq!(net("/ip6/::ffff:198.51.100.9/tcp/1"), a);
+        // Local networks are free unless limited on purpose; no IP, no network.
+        for local in [
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/10.1.2.3/tcp/1",
+            "/ip4/172.20.0.5/tcp/1",
+            "/ip4/192.168.1.9/tcp/1",
+            "/ip4/100.64.3.4/tcp/1",
+            "/ip4/169.254.1.1/tcp/1",
+            "/ip6/::1/tcp/1",
+            "/ip6/fd00::1/tcp/1",
+            "/ip6/fe80::1/tcp/1",
+        ] {
+            assert_eq!(net(local), None, "{local}");
+            assert!(network_of(&addr(local), true).is_some(), "{local}");
+        }
+        assert_eq!(net("/ip4/100.128.0.1/tcp/1").map(|_| ()), Some(()));
+        assert_eq!(net("/dns4/example.org/tcp/1"), None);
+    }
+
+    #[test]
+    fn one_network_holds_at_most_its_share_of_a_work_key() {
+        let mut s = store();
+        let now = Instant::now();
+        let here = network_of(&addr("/ip4/198.51.100.1/tcp/1"), false);
+        let there = network_of(&addr("/ip4/203.0.113.1/tcp/1"), false);
+        let sybils: Vec<PeerId> = (0..MAX_WORK_PROVIDERS).map(|_| PeerId::random()).collect();
+        for p in &sybils {
+            s.add_work(record(work_key(0), *p, None), here, now);
+        }
+        let held = s.work_providers(&work_key(0), now);
+        assert_eq!(held.len(), MAX_WORK_PROVIDERS_PER_NETWORK);
+        assert_eq!(
+            s.work_counts(),
+            (
+                MAX_WORK_PROVIDERS_PER_NETWORK,
+                (MAX_WORK_PROVIDERS - MAX_WORK_PROVIDERS_PER_NETWORK) as u64
+            )
+        );
+        // Another network still gets in, and those held are refreshed in place.
+        let honest = PeerId::random();
+        s.add_work(record(work_key(0), honest, None), there, now);
+        s.add_work(record(work_key(0), held[0].provider, None), here, now);
+        let got: Vec<PeerId> = s
+            .work_providers(&work_key(0), now)
+            .iter()
+            .map(|r| r.provider)
+            .collect();
+        assert_eq!(got.len(), MAX_WORK_PROVIDERS_PER_NETWORK + 1);
+        assert!(got.contains(&honest));
+        // The share is per key: the same network may hold its share of another key.
+        s.add_work(record(work_key(1), sybils[5], None), here, now);
+        assert_eq!(s.work_providers(&work_key(1), now).len(), 1);
+        // Once a record expires, its network's slot is free again.
+        let later = now + WORK_RECORD_TTL + Duration::from_secs(1);
+        s.add_work(record(work_key(0), sybils[9], None), here, later);
+        assert_eq!(s.work_providers(&work_key(0), later).len(), 1);
+        // Unlimited (local or own) records fill the key up to its 20 as before.
+        for _ in 0..MAX_WORK_PROVIDERS {
+            s.add_work(record(work_key(2), PeerId::random(), None), None, now);
+        }
+        assert_eq!(
+            s.work_providers(&work_key(2), now).len(),
+            MAX_WORK_PROVIDERS
+        );
+    }
+
+    #[test]
+    fn a_work_record_from_an_unknown_address_is_refused_and_blob_records_are_kept() {
+        let mut s = store();
+        let before = s.work_counts();
+        s.add_provider_from(record(work_key(0), PeerId::random(), None), None);
+        assert_eq!(s.work_counts(), (0, before.1 + 1));
+        let blob = RecordKey::new(blake3::hash(b"b").as_bytes());
+        s.add_provider_from(record(blob.clone(), PeerId::random(), None), None);
+        assert_eq!(s.providers(&blob).len(), 1);
+        let from = addr("/ip4/198.51.100.1/tcp/1");
+        s.add_provider_from(record(work_key(0), PeerId::random(), None), Some(&from));
+        assert_eq!(s.work_counts().0, 1);
     }
 }

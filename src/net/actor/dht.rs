@@ -206,7 +206,40 @@ impl Actor {
         }
     }
 
+    /// A record a peer sent (Kademlia's record filtering is on, `behaviour.rs`): stored with
+    /// the remote address of the peer's oldest open connection, which the work keys' share
+    /// per network is counted by (`work.rs`). Value records are stored as Kademlia would.
+    fn on_inbound_record(&mut self, request: kad::InboundRequest) {
+        match request {
+            kad::InboundRequest::AddProvider {
+                record: Some(record),
+            } => {
+                let from = self.peers.get(&record.provider).and_then(|p| {
+                    p.endpoints
+                        .iter()
+                        .min_by_key(|(id, _)| **id)
+                        .map(|(_, a)| a.clone())
+                });
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                kad.store_mut().add_provider_from(record, from.as_ref());
+            }
+            kad::InboundRequest::PutRecord {
+                record: Some(record),
+                ..
+            } => {
+                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                    debug!("record not stored: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn on_kad(&mut self, ev: kad::Event) {
+        if let kad::Event::InboundRequest { request } = ev {
+            self.on_inbound_record(request);
+            return;
+        }
         let kad::Event::OutboundQueryProgressed {
             id, result, step, ..
         } = ev
