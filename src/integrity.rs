@@ -375,6 +375,23 @@ pub fn receipts_answer(
     }
 }
 
+/// The answer to a [`Request::Receipts`] from a household that no receipt in `ledger`
+/// credits: none, and no more, said at once without a turn at the [`ReceiptsGate`] or a pass
+/// over the ledger (the household's totals, one key, say so). Identities cost nothing; a
+/// household's receipts here cost verified work, so only households that did work for this
+/// node share the gate's turns. `None`: it has receipts here (or its totals could not be
+/// read), and its answer is read in turn.
+pub fn no_receipts_here(ledger: &Ledger, peer: &libp2p::PeerId) -> Option<Response> {
+    let asker = PublicKey::from_peer_id(peer)?;
+    match ledger.totals_of(&asker) {
+        Ok(t) if t.receipts == 0 => Some(Response::Receipts {
+            receipts: Vec::new(),
+            more: false,
+        }),
+        _ => None,
+    }
+}
+
 /// [`Request::Receipts`] answers read at once, by all peers together. Each is at most one
 /// pass over the ledger on a blocking thread (about 0.1 s of a core at 139 264 receipts,
 /// `benches/coordinator.rs`); a repair asks for one page after another. One at a time keeps

@@ -884,8 +884,11 @@ async fn control(
         }
         // Read off the async threads: a page may pass over many others' receipts.
         Request::Receipts { after } => {
-            // One answer per peer and two in all at once; the pass is held by the read itself,
-            // so it is let go when the read ends, even if this request was dropped.
+            if let Some(none) = crate::integrity::no_receipts_here(ledger, &peer) {
+                return none;
+            }
+            // One answer at once, in turns (`integrity::ReceiptsGate`); the pass is held by the
+            // read itself, so it is let go when the read ends, even if this request was dropped.
             let pass = match receipts_gate.enter(peer, std::time::Instant::now()) {
                 Ok(pass) => pass,
                 Err(busy) => return busy,

@@ -588,6 +588,40 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
         assert!(out.status.success(), "{}", text(&out));
         assert!(text(&out).contains("no damage found"), "{}", text(&out));
 
+        // A household with no receipts at this coordinator is answered at once, whoever holds
+        // the gate: the ledger's totals say it has none, so there is nothing to read and no
+        // turn to take. Identities cost nothing, so without this fresh ones by the hundred
+        // could each take a turn before an honest repair. (Failed before: the stranger was
+        // told busy until the pass below was let go.)
+        let stranger = dir.path().join("stranger");
+        let out = hearth(&stranger, &["init"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let pass = coordinator
+            .context
+            .receipts_gate
+            .enter(worker_peer, std::time::Instant::now())
+            .unwrap_or_else(|_| panic!("the gate is open"));
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3_000)).await;
+            drop(pass);
+        });
+        let out = hearth(
+            &stranger,
+            &["doctor", "--repair", "--from", &addr.to_string()],
+        );
+        release.await.unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("0 receipts for this household"),
+            "{}",
+            text(&out)
+        );
+        assert!(
+            !text(&out).contains("busy answering other requests"),
+            "{}",
+            text(&out)
+        );
+
         // Lost again, while another peer asks for its receipts again the moment each answer
         // is read (here its requests are passes taken at the gate every answer goes through,
         // each held 300 ms as a long ledger's page would be). The gate takes turns in the
