@@ -149,6 +149,12 @@ pub struct Status {
     pub shard_memory_bytes: u64,
     #[serde(default)]
     pub shard_memory_limit_bytes: u64,
+    /// Live work records this node holds as a DHT node, and those refused since start (key
+    /// full, or the sender's network held its share: `net::work`). 0 from older nodes.
+    #[serde(default)]
+    pub work_records: usize,
+    #[serde(default)]
+    pub work_records_refused: u64,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
@@ -166,6 +172,8 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         reachability: net.reachability,
         shard_memory_bytes: ctx.executor.memory_in_use(),
         shard_memory_limit_bytes: ctx.executor.limits().memory_total,
+        work_records: net.work_records,
+        work_records_refused: net.work_records_refused,
     }))
 }
 

@@ -350,6 +350,9 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         serde_json::from_str(&ok(&dirs[0], &["--api", &api(0), "status", "--json"])).unwrap();
     assert_eq!(status["role"], "bootstrap");
     assert_eq!(status["peer_id"], peer_id(&dirs[0]));
+    assert!(status["work_records"].is_u64(), "{status:#}");
+    let text = ok(&dirs[0], &["--api", &api(0), "status"]);
+    assert!(text.contains("work keys:"), "{text}");
 
     // Submit from radiator 1; radiators 1 and 2 verify each other's shards.
     let png = root.path().join("net.png");

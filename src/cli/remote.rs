@@ -41,6 +41,11 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
     for a in &s.listen_addrs {
         println!("listening:  {a}");
     }
+    println!(
+        "work keys:  {} record(s) of coordinators with open jobs held for the DHT; {} refused \
+         (a key full, or its sender's network holding its share)",
+        s.work_records, s.work_records_refused
+    );
     let r = &s.reachability;
     if r.is_public() {
         for a in &r.confirmed_addrs {
