@@ -419,7 +419,7 @@ async fn one_network_gets_at_most_its_share_of_a_work_key() {
         let status = limited.net.status().await.expect("status");
         assert_eq!(
             status.work_records,
-            hearth::net::work::MAX_WORK_PROVIDERS_PER_NETWORK,
+            hearth::net::work::MAX_WORK_PROVIDERS_PER_SUBNET,
             "{status:?}"
         );
         let open_status = open.net.status().await.expect("status");

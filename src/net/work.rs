@@ -22,9 +22,9 @@
 //! `MemoryStore` as before. Must not touch: the swarm, the coordinator.
 //!
 //! A full key ignores newcomers, so whoever fills a key's slots first keeps them while they
-//! keep publishing. Identities cost nothing to make; addresses do. So one *network* (the
-//! IPv4 /24 or IPv6 /48 a provider's connection comes from, [`network_of`]) holds at most
-//! [`MAX_WORK_PROVIDERS_PER_NETWORK`] of a key's slots at this node: filling a key takes
+//! keep publishing. Identities cost nothing to make; addresses do. So one *subnet* (the
+//! IPv4 /24 or IPv6 /48 a provider's connection comes from, [`subnet_of`]) holds at most
+//! [`MAX_WORK_PROVIDERS_PER_SUBNET`] of a key's slots at this node: filling a key takes
 //! addresses in ten networks, not twenty fresh keys on one machine. Loopback and private
 //! addresses (a household's LAN, a docker testnet) are not limited unless the node is told
 //! to (`NetConfig::limit_local_networks`).
@@ -59,10 +59,10 @@ pub const WORK_RECORD_TTL: Duration = Duration::from_secs(720);
 /// Providers kept per work key (Kademlia's k): a radiator needs one coordinator with work,
 /// not every one.
 pub const MAX_WORK_PROVIDERS: usize = 20;
-/// Slots of one work key that providers from one network ([`network_of`]) may hold at this
+/// Slots of one work key that providers from one network ([`subnet_of`]) may hold at this
 /// node: ten networks are needed to fill a key, and honest coordinators behind one address
 /// (a campus, a carrier-grade NAT) still have two.
-pub const MAX_WORK_PROVIDERS_PER_NETWORK: usize = 2;
+pub const MAX_WORK_PROVIDERS_PER_SUBNET: usize = 2;
 /// Providers one lookup hands back; the rest are not needed to find work.
 pub const MAX_WORK_FOUND: usize = 8;
 
@@ -112,20 +112,20 @@ pub fn is_work_key(key: &RecordKey) -> bool {
     k.len() == PREFIX.len() + 1 && k.starts_with(PREFIX)
 }
 
-/// The network a connection comes from, for sharing out a work key's slots: an IPv4 /24 or an
+/// The subnet a connection comes from, for sharing out a work key's slots: an IPv4 /24 or an
 /// IPv6 /48 (what one site or one customer of a provider usually holds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Network {
+pub enum Subnet {
     V4([u8; 3]),
     V6([u8; 6]),
 }
 
-/// The network of a connection's remote address `addr` (the first IP in it: for a relayed
+/// The subnet of a connection's remote address `addr` (the first IP in it: for a relayed
 /// connection, the relay's, so every peer behind one relay shares one network). `None`: no
 /// limit applies, because the address has no IP, or it is loopback, private, link-local,
 /// carrier-grade NAT or unique-local and `limit_local` is off (those are a household's LAN or
 /// a lab, not the internet where identities are cheap).
-pub fn network_of(addr: &Multiaddr, limit_local: bool) -> Option<Network> {
+pub fn subnet_of(addr: &Multiaddr, limit_local: bool) -> Option<Subnet> {
     let ip = addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
@@ -137,17 +137,17 @@ pub fn network_of(addr: &Multiaddr, limit_local: bool) -> Option<Network> {
                 return None;
             }
             let o = ip.octets();
-            Some(Network::V4([o[0], o[1], o[2]]))
+            Some(Subnet::V4([o[0], o[1], o[2]]))
         }
         std::net::IpAddr::V6(ip) => {
             if let Some(v4) = ip.to_ipv4_mapped() {
-                return network_of(&Multiaddr::empty().with(Protocol::Ip4(v4)), limit_local);
+                return subnet_of(&Multiaddr::empty().with(Protocol::Ip4(v4)), limit_local);
             }
             if !limit_local && is_local_v6(ip) {
                 return None;
             }
             let o = ip.octets();
-            Some(Network::V6([o[0], o[1], o[2], o[3], o[4], o[5]]))
+            Some(Subnet::V6([o[0], o[1], o[2], o[3], o[4], o[5]]))
         }
     }
 }
@@ -168,7 +168,7 @@ fn is_local_v6(ip: Ipv6Addr) -> bool {
 /// One work record and the network it came from (`None`: this node's own, or not limited).
 struct WorkProvider {
     record: ProviderRecord,
-    network: Option<Network>,
+    subnet: Option<Subnet>,
 }
 
 /// Kademlia's record store on every hearth node: work records apart and short-lived, the rest
@@ -178,7 +178,7 @@ pub struct Store {
     /// Work key → its providers, each with an expiry no later than [`WORK_RECORD_TTL`] after
     /// it was stored. At most 256 keys (the work keys' form), [`MAX_WORK_PROVIDERS`] each.
     work: HashMap<RecordKey, Vec<WorkProvider>>,
-    /// Apply [`MAX_WORK_PROVIDERS_PER_NETWORK`] to loopback and private networks too.
+    /// Apply [`MAX_WORK_PROVIDERS_PER_SUBNET`] to loopback and private networks too.
     limit_local: bool,
     /// Work records refused since start because their network held its share of the key.
     refused: u64,
@@ -207,8 +207,8 @@ impl Store {
         }
         match from {
             Some(addr) => {
-                let network = network_of(addr, self.limit_local);
-                self.add_work(record, network, Instant::now());
+                let subnet = subnet_of(addr, self.limit_local);
+                self.add_work(record, subnet, Instant::now());
             }
             None => self.refused += 1,
         }
@@ -216,8 +216,8 @@ impl Store {
 
     /// Adds a work record from `network`, `now` being the time it arrived. A provider already
     /// there is refreshed in place; a newcomer takes a free slot if its network holds fewer
-    /// than [`MAX_WORK_PROVIDERS_PER_NETWORK`] of the key's live records.
-    fn add_work(&mut self, mut record: ProviderRecord, network: Option<Network>, now: Instant) {
+    /// than [`MAX_WORK_PROVIDERS_PER_SUBNET`] of the key's live records.
+    fn add_work(&mut self, mut record: ProviderRecord, subnet: Option<Subnet>, now: Instant) {
         let ttl_end = now + WORK_RECORD_TTL;
         record.expires = Some(record.expires.map_or(ttl_end, |e| e.min(ttl_end)));
         let providers = self.work.entry(record.key.clone()).or_default();
@@ -227,17 +227,17 @@ impl Store {
             .find(|p| p.record.provider == record.provider)
         {
             // Its slot stays its own, from whatever network it now publishes.
-            *p = WorkProvider { record, network };
+            *p = WorkProvider { record, subnet };
             return;
         }
-        let same_network = network.map_or(0, |n| {
-            providers.iter().filter(|p| p.network == Some(n)).count()
+        let same_subnet = subnet.map_or(0, |n| {
+            providers.iter().filter(|p| p.subnet == Some(n)).count()
         });
         // A full key ignores newcomers until one of its records expires (as libp2p's
         // MemoryStore does): a flood of fresh identities cannot push out coordinators that
         // keep publishing, and one network cannot take more than its share of the slots.
-        if providers.len() < MAX_WORK_PROVIDERS && same_network < MAX_WORK_PROVIDERS_PER_NETWORK {
-            providers.push(WorkProvider { record, network });
+        if providers.len() < MAX_WORK_PROVIDERS && same_subnet < MAX_WORK_PROVIDERS_PER_SUBNET {
+            providers.push(WorkProvider { record, subnet });
         } else {
             self.refused += 1;
         }
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn a_network_is_a_slash_24_or_a_slash_48_and_local_ones_are_not_limited() {
-        let net = |s: &str| network_of(&addr(s), false);
+        let net = |s: &str| subnet_of(&addr(s), false);
         let a = net("/ip4/198.51.100.7/tcp/4001");
         assert!(a.is_some());
         assert_eq!(a, net("/ip4/198.51.100.200/udp/9/quic-v1"));
@@ -491,7 +491,7 @@ mod tests {
             "/ip6/fe80::1/tcp/1",
         ] {
             assert_eq!(net(local), None, "{local}");
-            assert!(network_of(&addr(local), true).is_some(), "{local}");
+            assert!(subnet_of(&addr(local), true).is_some(), "{local}");
         }
         assert_eq!(net("/ip4/100.128.0.1/tcp/1").map(|_| ()), Some(()));
         assert_eq!(net("/dns4/example.org/tcp/1"), None);
@@ -501,19 +501,19 @@ mod tests {
     fn one_network_holds_at_most_its_share_of_a_work_key() {
         let mut s = store();
         let now = Instant::now();
-        let here = network_of(&addr("/ip4/198.51.100.1/tcp/1"), false);
-        let there = network_of(&addr("/ip4/203.0.113.1/tcp/1"), false);
+        let here = subnet_of(&addr("/ip4/198.51.100.1/tcp/1"), false);
+        let there = subnet_of(&addr("/ip4/203.0.113.1/tcp/1"), false);
         let sybils: Vec<PeerId> = (0..MAX_WORK_PROVIDERS).map(|_| PeerId::random()).collect();
         for p in &sybils {
             s.add_work(record(work_key(0), *p, None), here, now);
         }
         let held = s.work_providers(&work_key(0), now);
-        assert_eq!(held.len(), MAX_WORK_PROVIDERS_PER_NETWORK);
+        assert_eq!(held.len(), MAX_WORK_PROVIDERS_PER_SUBNET);
         assert_eq!(
             s.work_counts(),
             (
-                MAX_WORK_PROVIDERS_PER_NETWORK,
-                (MAX_WORK_PROVIDERS - MAX_WORK_PROVIDERS_PER_NETWORK) as u64
+                MAX_WORK_PROVIDERS_PER_SUBNET,
+                (MAX_WORK_PROVIDERS - MAX_WORK_PROVIDERS_PER_SUBNET) as u64
             )
         );
         // Another network still gets in, and those held are refreshed in place.
@@ -525,7 +525,7 @@ mod tests {
             .iter()
             .map(|r| r.provider)
             .collect();
-        assert_eq!(got.len(), MAX_WORK_PROVIDERS_PER_NETWORK + 1);
+        assert_eq!(got.len(), MAX_WORK_PROVIDERS_PER_SUBNET + 1);
         assert!(got.contains(&honest));
         // The share is per key: the same network may hold its share of another key.
         s.add_work(record(work_key(1), sybils[5], None), here, now);
