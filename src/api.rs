@@ -468,6 +468,18 @@ async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
         None,
         net.work_records as f64,
     );
+    m.gauge(
+        "blob_provider_records",
+        "Blob provider records this node holds for other nodes as a DHT node",
+        None,
+        net.blob_records as f64,
+    );
+    m.counter(
+        "blob_provider_records_refused",
+        "Blob provider records refused since start: a bound of the store was reached",
+        None,
+        net.blob_records_refused as f64,
+    );
     m.counter(
         "work_records_refused",
         "Work records refused since start: the key was full or the sender's network held its share",

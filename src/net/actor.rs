@@ -449,8 +449,9 @@ impl Actor {
                 }
             }
             Command::Status { reply } => {
-                let (work_records, work_records_refused) =
-                    self.swarm.behaviour_mut().kad.store_mut().work_counts();
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let (work_records, work_records_refused) = store.work_counts();
+                let (blob_records, blob_records_refused) = store.blob_counts();
                 let _ = reply.send(NetStatus {
                     peer_id: self.local,
                     listen_addrs: self.swarm.listeners().cloned().collect(),
@@ -461,6 +462,8 @@ impl Actor {
                     dials: self.dials.counts(),
                     work_records,
                     work_records_refused,
+                    blob_records,
+                    blob_records_refused,
                 });
             }
             Command::Peers { reply } => {

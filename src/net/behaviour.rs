@@ -25,7 +25,8 @@ use super::{
 /// Gossipsub heartbeat; mesh repair and IHAVE gossip happen at this pace (delivery itself
 /// is immediate).
 pub(crate) const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(300);
-/// Provider records this node keeps for blobs it holds (bounded Kademlia store).
+/// Provider records this node keeps for blobs it holds (its own only: those of other nodes
+/// are held apart and bounded, `remote.rs`).
 pub(crate) const MAX_PROVIDED_KEYS: usize = 65_536;
 /// Concurrent inbound streams per connection for each request-response protocol.
 const MAX_CONCURRENT_STREAMS: usize = 64;

@@ -49,6 +49,7 @@ mod download;
 mod prune;
 mod punch;
 mod relayed;
+mod remote;
 mod serve;
 pub mod wire;
 pub mod work;
@@ -446,6 +447,10 @@ pub struct NetStatus {
     /// Work records peers sent that this node refused since start: the key was full, or the
     /// sender's network already held its share of it.
     pub work_records_refused: u64,
+    /// Blob provider records this node holds for other nodes (`remote.rs`), and those it
+    /// refused since start (bounds reached).
+    pub blob_records: usize,
+    pub blob_records_refused: u64,
 }
 
 /// How this node can be reached, and how its connections through relays fared.

@@ -39,6 +39,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::remote::{trim_addresses, RemoteProviders};
+
 /// Nodes per work bucket: the buckets in use are about the network's size divided by this
 /// ([`buckets_in_use`]), so that in a small network every coordinator with work is under one
 /// key and a radiator's first lookup finds them all, and in a large one the publications of
@@ -171,10 +173,12 @@ struct WorkProvider {
     subnet: Option<Subnet>,
 }
 
-/// Kademlia's record store on every hearth node: work records apart and short-lived, the rest
-/// in libp2p's `MemoryStore`.
+/// Kademlia's record store on every hearth node: work records apart and short-lived, blob
+/// records other nodes sent apart and bounded (`remote.rs`), this node's own blob records
+/// and value records in libp2p's `MemoryStore`.
 pub struct Store {
     inner: MemoryStore,
+    remote: RemoteProviders,
     /// Work key → its providers, each with an expiry no later than [`WORK_RECORD_TTL`] after
     /// it was stored. At most 256 keys (the work keys' form), [`MAX_WORK_PROVIDERS`] each.
     work: HashMap<RecordKey, Vec<WorkProvider>>,
@@ -188,6 +192,7 @@ impl Store {
     pub fn new(inner: MemoryStore, limit_local: bool) -> Store {
         Store {
             inner,
+            remote: RemoteProviders::default(),
             work: HashMap::new(),
             limit_local,
             refused: 0,
@@ -196,21 +201,24 @@ impl Store {
 
     /// Stores a provider record a peer sent (Kademlia's `ADD_PROVIDER`, passed on by the swarm
     /// task because this store filters them), `from` being the remote address of the
-    /// connection it came over (`None`: unknown, and then a work record is refused, since its
-    /// network cannot be counted). Blob records go to the `MemoryStore` as before.
+    /// connection it came over (`None`: unknown, and then the record is refused, since its
+    /// subnet cannot be counted). Work records go to the work keys, blob records to
+    /// [`RemoteProviders`]; neither ever counts against this node's own.
     pub fn add_provider_from(&mut self, record: ProviderRecord, from: Option<&Multiaddr>) {
-        if !is_work_key(&record.key) {
-            if let Err(e) = self.inner.add_provider(record) {
-                tracing::debug!("provider record not stored: {e}");
+        let work = is_work_key(&record.key);
+        let Some(addr) = from else {
+            if work {
+                self.refused += 1;
+            } else {
+                self.remote.refuse();
             }
             return;
-        }
-        match from {
-            Some(addr) => {
-                let subnet = subnet_of(addr, self.limit_local);
-                self.add_work(record, subnet, Instant::now());
-            }
-            None => self.refused += 1,
+        };
+        let subnet = subnet_of(addr, self.limit_local);
+        if work {
+            self.add_work(record, subnet, Instant::now());
+        } else {
+            self.remote.add(record, subnet, Instant::now());
         }
     }
 
@@ -220,6 +228,7 @@ impl Store {
     fn add_work(&mut self, mut record: ProviderRecord, subnet: Option<Subnet>, now: Instant) {
         let ttl_end = now + WORK_RECORD_TTL;
         record.expires = Some(record.expires.map_or(ttl_end, |e| e.min(ttl_end)));
+        trim_addresses(&mut record.addresses);
         let providers = self.work.entry(record.key.clone()).or_default();
         providers.retain(|p| !p.record.is_expired(now));
         if let Some(p) = providers
@@ -273,6 +282,16 @@ impl Store {
     fn work_records(&self) -> usize {
         self.work.values().map(Vec::len).sum()
     }
+
+    /// Blob provider records held for other nodes, and those refused since start.
+    pub fn blob_counts(&self) -> (usize, u64) {
+        self.remote.counts()
+    }
+
+    #[cfg(test)]
+    fn remote_blob_records(&self) -> usize {
+        self.remote.counts().0
+    }
 }
 
 impl RecordStore for Store {
@@ -309,7 +328,9 @@ impl RecordStore for Store {
         if is_work_key(key) {
             return self.work_providers(key, Instant::now());
         }
-        self.inner.providers(key)
+        let mut all = self.inner.providers(key);
+        all.extend(self.remote.providers(key, Instant::now()));
+        all
     }
 
     /// Only blob records: Kademlia republishes these every 6 hours. This node's own work
@@ -328,6 +349,7 @@ impl RecordStore for Store {
             }
             return;
         }
+        self.remote.remove(key, provider);
         self.inner.remove_provider(key, provider)
     }
 }
@@ -545,16 +567,62 @@ mod tests {
     }
 
     #[test]
-    fn a_work_record_from_an_unknown_address_is_refused_and_blob_records_are_kept() {
+    fn a_record_from_an_unknown_address_is_refused() {
         let mut s = store();
-        let before = s.work_counts();
         s.add_provider_from(record(work_key(0), PeerId::random(), None), None);
-        assert_eq!(s.work_counts(), (0, before.1 + 1));
+        assert_eq!(s.work_counts(), (0, 1));
         let blob = RecordKey::new(blake3::hash(b"b").as_bytes());
         s.add_provider_from(record(blob.clone(), PeerId::random(), None), None);
-        assert_eq!(s.providers(&blob).len(), 1);
+        assert!(s.providers(&blob).is_empty());
+        assert_eq!(s.blob_counts(), (0, 1));
         let from = addr("/ip4/198.51.100.1/tcp/1");
         s.add_provider_from(record(work_key(0), PeerId::random(), None), Some(&from));
+        s.add_provider_from(record(blob.clone(), PeerId::random(), None), Some(&from));
         assert_eq!(s.work_counts().0, 1);
+        assert_eq!(s.providers(&blob).len(), 1);
+    }
+
+    /// Blob provider records peers send are held apart from this node's own, bounded in
+    /// number, share per subnet and addresses, so no flood of them can stop this node
+    /// recording its own blobs or grow its memory without bound. (Failed before: libp2p's
+    /// `MemoryStore` counted peers' keys against the 65 536 this node keeps for its own
+    /// blobs, so a peer sending records for 65 536 made-up keys left it unable to provide
+    /// anything, and each record kept every address it came with, up to 16 KiB of them.)
+    #[test]
+    fn a_flood_of_blob_records_leaves_room_for_our_own_and_stays_bounded() {
+        use crate::net::behaviour::MAX_PROVIDED_KEYS;
+        use crate::net::remote::{MAX_RECORD_ADDRESSES, MAX_REMOTE_BLOB_RECORDS};
+        let local = PeerId::random();
+        let mut s = Store::new(
+            MemoryStore::with_config(
+                local,
+                libp2p::kad::store::MemoryStoreConfig {
+                    max_provided_keys: MAX_PROVIDED_KEYS,
+                    ..Default::default()
+                },
+            ),
+            false,
+        );
+        let many_addrs: Vec<Multiaddr> = (0..200u16)
+            .map(|p| addr(&format!("/ip4/198.51.100.9/tcp/{p}")))
+            .collect();
+        for i in 0..(MAX_PROVIDED_KEYS as u32 + 100) {
+            let key = RecordKey::new(blake3::hash(&i.to_be_bytes()).as_bytes());
+            // From many subnets, so only the overall bound can stop it.
+            let from = addr(&format!("/ip4/11.{}.{}.1/tcp/1", (i >> 8) & 255, i & 255));
+            let mut r = record(key, PeerId::random(), None);
+            r.addresses = many_addrs.clone();
+            s.add_provider_from(r, Some(&from));
+        }
+        let own = RecordKey::new(blake3::hash(b"our own blob").as_bytes());
+        s.add_provider(record(own.clone(), local, None))
+            .expect("our own record is kept whatever peers sent");
+        assert_eq!(s.providers(&own).len(), 1);
+        assert!(s.remote_blob_records() <= MAX_REMOTE_BLOB_RECORDS);
+        let some = RecordKey::new(blake3::hash(&0u32.to_be_bytes()).as_bytes());
+        let kept = s.providers(&some);
+        assert!(kept
+            .iter()
+            .all(|r| r.addresses.len() <= MAX_RECORD_ADDRESSES));
     }
 }
