@@ -174,8 +174,8 @@ struct WorkProvider {
 }
 
 /// Kademlia's record store on every hearth node: work records apart and short-lived, blob
-/// records other nodes sent apart and bounded (`remote.rs`), this node's own blob records
-/// and value records in libp2p's `MemoryStore`.
+/// records other nodes sent apart and bounded (`remote.rs`), this node's own blob records in
+/// libp2p's `MemoryStore`, and no value records.
 pub struct Store {
     inner: MemoryStore,
     remote: RemoteProviders,
@@ -302,8 +302,11 @@ impl RecordStore for Store {
         self.inner.get(k)
     }
 
-    fn put(&mut self, r: Record) -> store::Result<()> {
-        self.inner.put(r)
+    /// Hearth uses no value records (no `PUT_VALUE` or `GET_VALUE` of its own), so it keeps
+    /// none: a peer's are answered by Kademlia and dropped here, instead of holding up to
+    /// 1 024 of up to 16 KiB each in the `MemoryStore`.
+    fn put(&mut self, _: Record) -> store::Result<()> {
+        Err(store::Error::MaxRecords)
     }
 
     fn remove(&mut self, k: &RecordKey) {
@@ -624,5 +627,17 @@ mod tests {
         assert!(kept
             .iter()
             .all(|r| r.addresses.len() <= MAX_RECORD_ADDRESSES));
+    }
+
+    /// Hearth uses no value records, so it keeps none: a peer's `PUT_VALUE` is answered by
+    /// Kademlia and dropped. (Failed before: libp2p's `MemoryStore` kept up to 1 024 of them,
+    /// each up to a 16 KiB message, 16 MiB of a radiator's memory for any peer to fill.)
+    #[test]
+    fn value_records_are_not_kept() {
+        let mut s = store();
+        let key = RecordKey::new(b"k");
+        assert!(s.put(Record::new(key.clone(), vec![7u8; 1000])).is_err());
+        assert!(s.get(&key).is_none());
+        assert_eq!(s.records().count(), 0);
     }
 }

@@ -206,9 +206,10 @@ impl Actor {
         }
     }
 
-    /// A record a peer sent (Kademlia's record filtering is on, `behaviour.rs`): stored with
-    /// the remote address of the peer's oldest open connection, which the work keys' share
-    /// per network is counted by (`work.rs`). Value records are stored as Kademlia would.
+    /// A record a peer sent (Kademlia's record filtering is on, `behaviour.rs`): a provider
+    /// record is stored with the remote address of the peer's oldest open connection, by
+    /// which its subnet's share is counted (`work.rs`, `remote.rs`). Value records are not
+    /// kept (hearth uses none; `work::Store::put`).
     fn on_inbound_record(&mut self, request: kad::InboundRequest) {
         match request {
             kad::InboundRequest::AddProvider {
@@ -222,14 +223,6 @@ impl Actor {
                 });
                 let kad = &mut self.swarm.behaviour_mut().kad;
                 kad.store_mut().add_provider_from(record, from.as_ref());
-            }
-            kad::InboundRequest::PutRecord {
-                record: Some(record),
-                ..
-            } => {
-                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-                    debug!("record not stored: {e}");
-                }
             }
             _ => {}
         }
