@@ -211,21 +211,20 @@ impl Actor {
     /// which its subnet's share is counted (`work.rs`, `remote.rs`). Value records are not
     /// kept (hearth uses none; `work::Store::put`).
     fn on_inbound_record(&mut self, request: kad::InboundRequest) {
-        match request {
-            kad::InboundRequest::AddProvider {
-                record: Some(record),
-            } => {
-                let from = self.peers.get(&record.provider).and_then(|p| {
-                    p.endpoints
-                        .iter()
-                        .min_by_key(|(id, _)| **id)
-                        .map(|(_, a)| a.clone())
-                });
-                let kad = &mut self.swarm.behaviour_mut().kad;
-                kad.store_mut().add_provider_from(record, from.as_ref());
-            }
-            _ => {}
-        }
+        let kad::InboundRequest::AddProvider {
+            record: Some(record),
+        } = request
+        else {
+            return;
+        };
+        let from = self.peers.get(&record.provider).and_then(|p| {
+            p.endpoints
+                .iter()
+                .min_by_key(|(id, _)| **id)
+                .map(|(_, a)| a.clone())
+        });
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        kad.store_mut().add_provider_from(record, from.as_ref());
     }
 
     pub(super) fn on_kad(&mut self, ev: kad::Event) {
