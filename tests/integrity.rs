@@ -474,6 +474,24 @@ async fn only_a_lock_really_held_blames_another_node() {
     assert!(!e.to_string().contains("another hearth node"), "{e}");
 }
 
+/// Holds `node`'s Receipts gate as `peer`'s answer being read would, for `how_long`; the
+/// handle ends when it is let go.
+fn hold_gate(
+    node: &hearth::node::RunningNode,
+    peer: libp2p::PeerId,
+    how_long: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let pass = node
+        .context
+        .receipts_gate
+        .enter(peer, std::time::Instant::now())
+        .unwrap_or_else(|_| panic!("the gate is open"));
+    tokio::spawn(async move {
+        tokio::time::sleep(how_long).await;
+        drop(pass);
+    })
+}
+
 /// Issue 16, item 3: receipts a worker lost come back from the coordinator that countersigned
 /// them. The coordinator keeps every receipt it made; `hearth doctor --repair --from ADDR`
 /// asks it for this household's, checks each one and stores those missing.
@@ -552,15 +570,7 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
         // While an earlier answer to this household is still being read, the coordinator
         // says it is busy (one answer per peer at once: `integrity::ReceiptsGate`); the repair
         // asks the same page again after the wait the answer names, and gets everything.
-        let pass = coordinator
-            .context
-            .receipts_gate
-            .enter(worker_peer, std::time::Instant::now())
-            .unwrap_or_else(|_| panic!("the gate is open"));
-        let release = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
-            drop(pass);
-        });
+        let release = hold_gate(&coordinator, worker_peer, Duration::from_millis(1_500));
         let out = hearth(&wdir, &["doctor", "--repair", "--from", &addr.to_string()]);
         release.await.unwrap();
         assert!(out.status.success(), "{}", text(&out));
@@ -596,15 +606,7 @@ async fn doctor_restores_lost_receipts_from_their_coordinator() {
         let stranger = dir.path().join("stranger");
         let out = hearth(&stranger, &["init"]);
         assert!(out.status.success(), "{}", text(&out));
-        let pass = coordinator
-            .context
-            .receipts_gate
-            .enter(worker_peer, std::time::Instant::now())
-            .unwrap_or_else(|_| panic!("the gate is open"));
-        let release = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(3_000)).await;
-            drop(pass);
-        });
+        let release = hold_gate(&coordinator, worker_peer, Duration::from_millis(3_000));
         let out = hearth(
             &stranger,
             &["doctor", "--repair", "--from", &addr.to_string()],
