@@ -115,24 +115,31 @@ pub fn is_work_key(key: &RecordKey) -> bool {
 }
 
 /// The subnet a connection comes from, for sharing out a work key's slots: an IPv4 /24 or an
-/// IPv6 /48 (what one site or one customer of a provider usually holds).
+/// IPv6 /48 (what one site or one customer of a provider usually holds), or, for an address
+/// with no IP to place it by, one subnet shared by all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Subnet {
     V4([u8; 3]),
     V6([u8; 6]),
+    /// No IP in the address: a connection that came in through a relay (libp2p gives its
+    /// remote address as `/p2p/<source>` alone) or one dialled by name.
+    Unplaced,
 }
 
-/// The subnet of a connection's remote address `addr` (the first IP in it: for a relayed
-/// connection, the relay's, so every peer behind one relay shares one network). `None`: no
-/// limit applies, because the address has no IP, or it is loopback, private, link-local,
-/// carrier-grade NAT or unique-local and `limit_local` is off (those are a household's LAN or
-/// a lab, not the internet where identities are cheap).
+/// The subnet of a connection's remote address `addr`: that of the first IP in it (for a
+/// connection this node made through a relay, the relay's, so every peer behind one relay
+/// shares it), [`Subnet::Unplaced`] without one. `None`: no limit applies, because the
+/// address is loopback, private, link-local, carrier-grade NAT or unique-local and
+/// `limit_local` is off (a household's LAN or a lab, not the internet where identities are
+/// cheap).
 pub fn subnet_of(addr: &Multiaddr, limit_local: bool) -> Option<Subnet> {
-    let ip = addr.iter().find_map(|p| match p {
+    let Some(ip) = addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
         _ => None,
-    })?;
+    }) else {
+        return Some(Subnet::Unplaced);
+    };
     match ip {
         std::net::IpAddr::V4(ip) => {
             if !limit_local && is_local_v4(ip) {
@@ -519,7 +526,14 @@ mod tests {
             assert!(subnet_of(&addr(local), true).is_some(), "{local}");
         }
         assert_eq!(net("/ip4/100.128.0.1/tcp/1").map(|_| ()), Some(()));
-        assert_eq!(net("/dns4/example.org/tcp/1"), None);
+        // No IP to place it by: a connection that came in through a relay (libp2p gives its
+        // remote address as `/p2p/<source>` alone) or a name. All such share one subnet,
+        // limited like any other. (Were not limited before: an attacker reaching a home
+        // through a relay could fill its work keys from one machine.)
+        let unplaced = net(&format!("/p2p/{relay}"));
+        assert!(unplaced.is_some());
+        assert_eq!(net("/dns4/example.org/tcp/1"), unplaced);
+        assert_ne!(unplaced, a);
     }
 
     #[test]
