@@ -229,10 +229,11 @@ pub struct NetConfig {
     /// Topics this node subscribes to (it may publish on any). Default: every topic
     /// ([`Topic::ALL`]); the node layer subscribes radiators to none of the audit topics.
     pub topics: Vec<Topic>,
-    /// Share out work keys' slots among loopback and private networks too
-    /// ([`work::MAX_WORK_PROVIDERS_PER_SUBNET`]), as among public ones. Default: `false` (a
-    /// household's LAN, a docker testnet and loopback are not where identities come cheap);
-    /// tests and labs whose nodes all share one address turn it on to see the limit.
+    /// Share out work keys' slots and blob records among loopback and private networks too
+    /// ([`work::MAX_WORK_PROVIDERS_PER_SUBNET`], `remote.rs`), as among public ones.
+    /// Default: `false` (a household's LAN, a docker testnet and loopback are not where
+    /// identities come cheap); tests and labs whose nodes all share one address turn it on to
+    /// see the limit.
     pub limit_local_networks: bool,
     /// Test-only misbehaviour. Default: none.
     #[doc(hidden)]
