@@ -1,0 +1,304 @@
+//! `GET /metrics`: the node's state in the Prometheus text exposition format, read at scrape
+//! time. Moved out of `api.rs` (2026-12-04), which had passed 700 lines.
+
+use std::sync::atomic::AtomicU64;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::*;
+
+/// Prometheus metrics, read from the node's state at scrape time (one registry per scrape, so
+/// nothing is counted twice). Names follow the Prometheus conventions: base units in the name
+/// (`_seconds`, `_joules`, `_celsius`, `_watts`), `_total` on counters (values that only grow:
+/// the encoder appends it), gauges for values that go up and down. `docs/operations.md` lists
+/// every name.
+pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, ApiError> {
+    let mut m = Metrics::new();
+    let net = ctx.net.status().await.map_err(internal)?;
+    m.gauge("peers", "Connected peers", None, net.connected_peers as f64);
+    let r = &net.reachability;
+    m.counter(
+        "hole_punch_attempts",
+        "Hole punches (DCUtR) finished since the node started, successful or not",
+        None,
+        r.hole_punch_attempts as f64,
+    );
+    m.counter(
+        "hole_punch_successes",
+        "Hole punches that gave a direct connection since the node started",
+        None,
+        r.hole_punch_successes as f64,
+    );
+    m.gauge(
+        "relayed_peers",
+        "Peers connected only through a relay",
+        None,
+        r.relayed_peers.len() as f64,
+    );
+    m.gauge(
+        "reachable_public",
+        "1 when a direct address of this node is confirmed reachable from the internet",
+        None,
+        f64::from(u8::from(r.is_public())),
+    );
+    m.counter(
+        "blob_chunks_served",
+        "Blob pieces served to peers since the node started",
+        None,
+        net.chunks_served as f64,
+    );
+    m.counter(
+        "blob_chunks_fetched",
+        "Verified blob pieces fetched from peers since the node started",
+        None,
+        net.chunks_fetched as f64,
+    );
+    m.gauge(
+        "work_records",
+        "Live work records this node holds as a DHT node",
+        None,
+        net.work_records as f64,
+    );
+    m.gauge(
+        "blob_provider_records",
+        "Blob provider records this node holds for other nodes as a DHT node",
+        None,
+        net.blob_records as f64,
+    );
+    m.counter(
+        "blob_provider_records_refused",
+        "Blob provider records refused since start: a bound of the store was reached",
+        None,
+        net.blob_records_refused as f64,
+    );
+    m.counter(
+        "work_records_refused",
+        "Work records refused since start: the key was full or the sender's network held its share",
+        None,
+        net.work_records_refused as f64,
+    );
+    m.gauge(
+        "uptime",
+        "Time since the node started",
+        Some(Unit::Seconds),
+        ctx.started.elapsed().as_secs_f64(),
+    );
+    m.gauge(
+        "worker_slots",
+        "Worker slots the room wants filled now",
+        None,
+        *ctx.slots.borrow() as f64,
+    );
+    m.gauge(
+        "worker_slots_max",
+        "Worker slots at full heat",
+        None,
+        ctx.max_slots as f64,
+    );
+    m.gauge(
+        "shard_memory",
+        "Memory of the radiator's shard budget held now: running shards and unstored outputs",
+        Some(Unit::Bytes),
+        ctx.executor.memory_in_use() as f64,
+    );
+    m.gauge(
+        "shard_memory_limit",
+        "The radiator's shard memory budget (memory_total_mib)",
+        Some(Unit::Bytes),
+        ctx.executor.limits().memory_total as f64,
+    );
+    m.counter(
+        "shard_cpu",
+        "CPU time spent inside shards by this process",
+        Some(Unit::Seconds),
+        crate::exec::Executor::process_shard_cpu_time().as_secs_f64(),
+    );
+    let own = ctx
+        .ledger
+        .totals_of(&ctx.identity.public())
+        .map_err(internal)?;
+    m.counter(
+        "receipts_credited",
+        "Verified receipts crediting this household",
+        None,
+        own.receipts as f64,
+    );
+    m.counter(
+        "energy_credited",
+        "Energy credited to this household in verified receipts",
+        Some(Unit::Joules),
+        own.credited_mj as f64 / 1000.0,
+    );
+    m.counter(
+        "fuel_credited",
+        "Fuel (wasm instructions) credited to this household in verified receipts",
+        None,
+        own.fuel as f64,
+    );
+    let all: u64 = ctx
+        .ledger
+        .totals()
+        .map_err(internal)?
+        .iter()
+        .map(|(_, t)| t.receipts)
+        .sum();
+    m.counter(
+        "ledger_receipts",
+        "Receipts of all households in this node's ledger",
+        None,
+        all as f64,
+    );
+    let jobs = ctx.coordinator.list().await;
+    let jobs_family = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+    for (state, n) in [
+        (
+            "running",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Running)),
+        ),
+        (
+            "done",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Done { .. })),
+        ),
+        (
+            "failed",
+            count_jobs(&jobs, |s| matches!(s, JobStatus::Failed { .. })),
+        ),
+    ] {
+        jobs_family
+            .get_or_create(&vec![("state".to_string(), state.to_string())])
+            .set(n);
+    }
+    m.registry
+        .register("jobs", "Jobs this node coordinates, by state", jobs_family);
+    if let Some(heat) = &ctx.heat {
+        let h = heat.status();
+        if let Some(room) = h.room_celsius {
+            m.gauge(
+                "room_temperature",
+                "Room temperature (absent while the reading is not trusted)",
+                Some(Unit::Celsius),
+                room,
+            );
+        }
+        m.gauge(
+            "room_setpoint",
+            "Room temperature the radiator aims for",
+            Some(Unit::Celsius),
+            h.setpoint_celsius,
+        );
+        m.gauge(
+            "heat_demand_ratio",
+            "Heat the room wants, 0 to 1 of full power",
+            None,
+            f64::from(h.demand_permille) / 1000.0,
+        );
+        m.gauge(
+            "power",
+            "Electrical power of the radiator",
+            Some(Unit::Other("watts".into())),
+            h.power_watts,
+        );
+        // Starts again from 0 at local midnight, so a gauge, not a counter.
+        m.gauge(
+            "energy_today",
+            "Electrical energy the radiator drew since local midnight",
+            Some(Unit::Joules),
+            h.energy_today_kwh * 3.6e6,
+        );
+        m.gauge(
+            "energy_charged_today",
+            "Energy the meter charged to shards that ran since local midnight (idle never is)",
+            Some(Unit::Joules),
+            h.energy_charged_today_kwh * 3.6e6,
+        );
+        if let Some(credited) = h.energy_credited_today_kwh {
+            m.gauge(
+                "energy_credited_today",
+                "Energy this household's receipts credit since local midnight",
+                Some(Unit::Joules),
+                credited * 3.6e6,
+            );
+        }
+        m.gauge(
+            "heat_fail_safe",
+            "1 while heating is held back by an untrusted reading",
+            None,
+            f64::from(u8::from(h.fail_safe)),
+        );
+    }
+    let build = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+    build
+        .get_or_create(&vec![
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            (
+                "protocol".to_string(),
+                crate::model::wire::PROTOCOL_VERSION.to_string(),
+            ),
+            ("role".to_string(), format!("{:?}", ctx.role).to_lowercase()),
+        ])
+        .set(1.0);
+    m.registry.register(
+        "build_info",
+        "Always 1; the labels say which hearth this is",
+        build,
+    );
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, &m.registry).map_err(internal)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+fn count_jobs(jobs: &[crate::jobs::JobSummary], f: fn(&JobStatus) -> bool) -> f64 {
+    jobs.iter().filter(|j| f(&j.status)).count() as f64
+}
+
+/// One scrape's registry, with the prefix `hearth_`.
+struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        Metrics {
+            registry: Registry::with_prefix("hearth"),
+        }
+    }
+
+    fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        match unit {
+            Some(unit) => self.registry.register_with_unit(name, help, unit, metric),
+            None => self.registry.register(name, help, metric),
+        }
+    }
+
+    /// A value that goes up and down.
+    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>, value: f64) {
+        let g: Gauge<f64, AtomicU64> = Gauge::default();
+        g.set(value);
+        self.register(name, help, unit, g);
+    }
+
+    /// A value that only grows while the node runs (the encoder appends `_total`).
+    fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>, value: f64) {
+        let c: Counter<f64, AtomicU64> = Counter::default();
+        c.inc_by(value);
+        self.register(name, help, unit, c);
+    }
+}
