@@ -151,6 +151,12 @@ pub struct Status {
     pub work_records: usize,
     #[serde(default)]
     pub work_records_refused: u64,
+    /// Peers in the DHT routing table, and those kept out since start because their network
+    /// held its share of a bucket or of the table (`net::table`). 0 from older nodes.
+    #[serde(default)]
+    pub routing_peers: usize,
+    #[serde(default)]
+    pub routing_refused: u64,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
@@ -170,6 +176,8 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         shard_memory_limit_bytes: ctx.executor.limits().memory_total,
         work_records: net.work_records,
         work_records_refused: net.work_records_refused,
+        routing_peers: net.routing_peers,
+        routing_refused: net.routing_refused,
     }))
 }
 

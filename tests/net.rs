@@ -431,6 +431,78 @@ async fn one_network_gets_at_most_its_share_of_a_work_key() {
     .await;
 }
 
+/// A key pair whose peer id falls into the farthest bucket of `of`'s routing table (half of
+/// all ids do).
+fn key_in_farthest_bucket(of: PeerId) -> Keypair {
+    use libp2p::kad::KBucketKey;
+    loop {
+        let k = Keypair::generate_ed25519();
+        let d = KBucketKey::from(of).distance(&KBucketKey::from(k.public().to_peer_id()));
+        if d.ilog2() == Some(255) {
+            return k;
+        }
+    }
+}
+
+/// Routing-table diversity (`net::table`, eclipse): three peers from one subnet (loopback's
+/// 127.0.0.0/24, limited at this node) that fall into one bucket of its routing table get two
+/// places in it; a fourth in the same bucket, reached at 127.0.1.1, another subnet, gets its
+/// own. The refused one stays connected: it is only not handed out in lookups. Failed before
+/// (every peer that spoke Kademlia went into any bucket with room): four in the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_network_gets_at_most_its_share_of_a_routing_bucket() {
+    bounded(async {
+        let mut cfg = loopback();
+        cfg.limit_local_networks = true;
+        let limited = TestNode::start(cfg).await;
+        let entry = vec![limited.addr().await];
+        let mut crowd = Vec::new();
+        for _ in 0..3 {
+            let mut cfg = NetConfig::loopback(key_in_farthest_bucket(limited.id()));
+            cfg.bootstrap = entry.clone();
+            crowd.push(TestNode::start(cfg).await);
+        }
+        let mut cfg = NetConfig::loopback(key_in_farthest_bucket(limited.id()));
+        cfg.listen = vec!["/ip4/127.0.1.1/tcp/0".parse().unwrap()];
+        let elsewhere = TestNode::start(cfg).await;
+        // The limited node dials it, so the connection's address is 127.0.1.1 for certain.
+        limited
+            .net
+            .dial(elsewhere.addr().await)
+            .await
+            .expect("dial the node elsewhere");
+        eventually("every peer connected to the limited node", || async {
+            let peers = limited.peer_ids().await;
+            crowd
+                .iter()
+                .chain([&elsewhere])
+                .all(|n| peers.contains(&n.id()))
+        })
+        .await;
+        eventually("one of the crowd kept out of the routing table", || async {
+            limited.net.status().await.expect("status").routing_refused >= 1
+        })
+        .await;
+        // Identify and Kademlia have had their say for every peer; nothing else gets in.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let status = limited.net.status().await.expect("status");
+        assert_eq!(
+            status.routing_peers,
+            hearth::net::table::MAX_TABLE_PEERS_PER_SUBNET_PER_BUCKET + 1,
+            "{status:?}"
+        );
+        let peers = limited.peer_ids().await;
+        assert!(
+            crowd.iter().all(|n| peers.contains(&n.id())),
+            "still connected"
+        );
+        for n in crowd.iter().chain([&limited, &elsewhere]) {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------- gossip
 
 #[tokio::test]

@@ -83,6 +83,18 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         net.work_records_refused as f64,
     );
     m.gauge(
+        "routing_peers",
+        "Peers in the DHT routing table",
+        None,
+        net.routing_peers as f64,
+    );
+    m.counter(
+        "routing_refused",
+        "Peers kept out of the DHT routing table since start: their network held its share of a bucket or of the table",
+        None,
+        net.routing_refused as f64,
+    );
+    m.gauge(
         "uptime",
         "Time since the node started",
         Some(Unit::Seconds),

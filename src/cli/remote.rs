@@ -46,6 +46,11 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
          (a key full, or its sender's network holding its share)",
         s.work_records, s.work_records_refused
     );
+    println!(
+        "routing:    {} peer(s) in the DHT routing table; {} kept out (their network holding \
+         its share of a bucket or of the table)",
+        s.routing_peers, s.routing_refused
+    );
     let r = &s.reachability;
     if r.is_public() {
         for a in &r.confirmed_addrs {

@@ -46,6 +46,7 @@ use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::punch::PunchRetry;
 use super::serve::{Served, Server};
+use super::table::Diversity;
 use super::wire::BlobRequest;
 use super::{
     Command, NetConfig, NetError, NetEvent, NetStatus, PeerInfo, Reachability, Topic, KAD_PROTOCOL,
@@ -195,6 +196,8 @@ pub(crate) struct Actor {
     /// Blobs a fetch just completed, to announce.
     fetched: Vec<blake3::Hash>,
     queries: HashMap<QueryId, QueryKind>,
+    /// Who Kademlia's routing table takes (`table.rs`): every insertion asks it first.
+    diversity: Diversity,
     announce_queue: VecDeque<blake3::Hash>,
     announcing: usize,
     /// Work lookups in progress (`work.rs`): their callers and the providers found so far. At
@@ -235,21 +238,6 @@ impl Actor {
                 .map_err(|e| NetError::Setup(format!("cannot listen on {addr}: {e}")))?;
             listeners += 1;
         }
-        for addr in &cfg.bootstrap {
-            match peer_id_of(addr) {
-                Some(peer) if peer != local => {
-                    swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, without_peer_id(addr));
-                }
-                Some(_) => {}
-                None => {
-                    warn!(%addr, "bootstrap address has no /p2p/<peer id>; dialled but not added to Kademlia")
-                }
-            }
-        }
-
         for addr in &cfg.external_addrs {
             // Declared by the operator (a bootstrap node's public address): confirmed now, so
             // a relay server serves at once.
@@ -278,6 +266,7 @@ impl Actor {
             store_jobs: FuturesUnordered::new(),
             fetched: Vec::new(),
             queries: HashMap::new(),
+            diversity: Diversity::new(cfg.limit_local_networks),
             announce_queue: VecDeque::new(),
             announcing: 0,
             work_finds: HashMap::new(),
@@ -293,6 +282,17 @@ impl Actor {
             rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
         };
+        for addr in &cfg.bootstrap {
+            match peer_id_of(addr) {
+                Some(peer) if peer != local => {
+                    actor.add_trusted_to_table(peer, without_peer_id(addr))
+                }
+                Some(_) => {}
+                None => {
+                    warn!(%addr, "bootstrap address has no /p2p/<peer id>; dialled but not added to Kademlia")
+                }
+            }
+        }
         actor.provide_local_blobs()?;
         Ok(actor)
     }
@@ -449,6 +449,7 @@ impl Actor {
                 }
             }
             Command::Status { reply } => {
+                let (routing_peers, routing_refused) = self.table_counts();
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let (work_records, work_records_refused) = store.work_counts();
                 let (blob_records, blob_records_refused) = store.blob_counts();
@@ -464,6 +465,8 @@ impl Actor {
                     work_records_refused,
                     blob_records,
                     blob_records_refused,
+                    routing_peers,
+                    routing_refused,
                 });
             }
             Command::Peers { reply } => {

@@ -197,7 +197,10 @@ fn build_behaviour(
         .set_provider_publication_interval(Some(Duration::from_secs(6 * 3600)))
         // Records peers send come to the swarm task, which stores them with the address of
         // the connection they came over (`work.rs`: one network's share of a work key).
-        .set_record_filtering(kad::StoreInserts::FilterBoth);
+        .set_record_filtering(kad::StoreInserts::FilterBoth)
+        // Peers go into the routing table through the swarm task only, which keeps any one
+        // subnet to its share of each bucket and of the table (`table.rs`: eclipse).
+        .set_kbucket_inserts(kad::BucketInserts::Manual);
     // Work records (`work.rs`) are kept apart from blob records, short-lived and bounded.
     let store = super::work::Store::new(
         MemoryStore::with_config(

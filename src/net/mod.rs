@@ -52,6 +52,7 @@ mod punch;
 mod relayed;
 mod remote;
 mod serve;
+pub mod table;
 pub mod wire;
 pub mod work;
 
@@ -453,6 +454,10 @@ pub struct NetStatus {
     /// refused since start (bounds reached).
     pub blob_records: usize,
     pub blob_records_refused: u64,
+    /// Peers in Kademlia's routing table, and those kept out of it since start because their
+    /// subnet held its share of their bucket or of the table (`table.rs`).
+    pub routing_peers: usize,
+    pub routing_refused: u64,
 }
 
 /// How this node can be reached, and how its connections through relays fared.

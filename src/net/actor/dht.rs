@@ -26,8 +26,7 @@ pub(super) struct WorkFind {
 impl Actor {
     /// The work buckets in use for the network's size as this node's routing table shows it.
     fn work_buckets(&mut self) -> u16 {
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let routing_peers: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+        let (routing_peers, _) = self.table_counts();
         buckets_in_use(network_size_estimate(routing_peers))
     }
 
@@ -192,10 +191,7 @@ impl Actor {
                 continue;
             }
             debug!(%peer, %addr, "discovered on the LAN");
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&peer, addr.clone());
+            self.add_to_table(peer, std::slice::from_ref(&addr));
             dial_peer(
                 &mut self.swarm,
                 &self.dials,
@@ -217,21 +213,91 @@ impl Actor {
         else {
             return;
         };
-        let from = self.peers.get(&record.provider).and_then(|p| {
-            p.endpoints
-                .iter()
-                .min_by_key(|(id, _)| **id)
-                .map(|(_, a)| a.clone())
-        });
+        let from = self.seen_at(&record.provider);
         let kad = &mut self.swarm.behaviour_mut().kad;
         kad.store_mut().add_provider_from(record, from.as_ref());
     }
 
-    pub(super) fn on_kad(&mut self, ev: kad::Event) {
-        if let kad::Event::InboundRequest { request } = ev {
-            self.on_inbound_record(request);
-            return;
+    /// The remote address of `peer`'s oldest open connection: where the network showed it to
+    /// be, by which its subnet is counted (records, routing table).
+    fn seen_at(&self, peer: &PeerId) -> Option<Multiaddr> {
+        self.peers.get(peer).and_then(|p| {
+            p.endpoints
+                .iter()
+                .min_by_key(|(id, _)| **id)
+                .map(|(_, a)| a.clone())
+        })
+    }
+
+    /// The peers of `peer`'s bucket in Kademlia's routing table, whether `peer` is among them,
+    /// and every peer of the table. `None`: `peer` is this node.
+    fn table_around(&mut self, peer: PeerId) -> Option<(bool, Vec<PeerId>, Vec<PeerId>)> {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let bucket: Vec<PeerId> = {
+            let b = kad.kbucket(peer)?;
+            b.iter().map(|e| *e.node.key.preimage()).collect()
+        };
+        let present = bucket.contains(&peer);
+        let mut table = Vec::new();
+        for b in kad.kbuckets() {
+            table.extend(b.iter().map(|e| *e.node.key.preimage()));
         }
+        Some((present, bucket, table))
+    }
+
+    /// Puts `addrs` of `peer` into Kademlia's routing table. Kademlia inserts no peer by
+    /// itself (`BucketInserts::Manual`, `behaviour.rs`): identify, mDNS and its own
+    /// `RoutablePeer` events all come here, and a peer not yet in the table goes in only if
+    /// its subnet holds less than its share of the bucket and of the table (`table.rs`).
+    pub(super) fn add_to_table(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        let Some(first) = addrs.first() else {
+            return;
+        };
+        let Some((present, bucket, table)) = self.table_around(peer) else {
+            return;
+        };
+        if !present {
+            let seen_at = self.seen_at(&peer).unwrap_or_else(|| first.clone());
+            if let Err(why) = self.diversity.admit(peer, &seen_at, &bucket, &table) {
+                debug!(%peer, %seen_at, "kept out of the routing table: {why}");
+                return;
+            }
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for a in addrs {
+            kad.add_address(&peer, a.clone());
+        }
+    }
+
+    /// Puts a bootstrap node the operator configured into the routing table, counted against
+    /// no subnet's share.
+    pub(super) fn add_trusted_to_table(&mut self, peer: PeerId, addr: Multiaddr) {
+        let Some((present, _, table)) = self.table_around(peer) else {
+            return;
+        };
+        if !present {
+            self.diversity.admit_trusted(peer, &table);
+        }
+        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+    }
+
+    /// Peers kept out of the routing table since start (`table.rs`), and the peers in it.
+    pub(super) fn table_counts(&mut self) -> (usize, u64) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let peers = kad.kbuckets().map(|b| b.num_entries()).sum();
+        (peers, self.diversity.refused())
+    }
+
+    pub(super) fn on_kad(&mut self, ev: kad::Event) {
+        let ev = match ev {
+            kad::Event::InboundRequest { request } => return self.on_inbound_record(request),
+            // A peer that speaks Kademlia, reached by dialling it (`BucketInserts::Manual`).
+            kad::Event::RoutablePeer { peer, address }
+            | kad::Event::PendingRoutablePeer { peer, address } => {
+                return self.add_to_table(peer, &[address]);
+            }
+            ev => ev,
+        };
         let kad::Event::OutboundQueryProgressed {
             id, result, step, ..
         } = ev

@@ -310,12 +310,7 @@ impl Actor {
             .take(MAX_ADDRS_PER_PEER)
             .collect();
         if speaks_kad {
-            for a in &addrs {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .add_address(&peer_id, a.clone());
-            }
+            self.add_to_table(peer_id, &addrs);
         }
         if let Some(p) = self.peers.get_mut(&peer_id) {
             p.agent_version = Some(truncate(info.agent_version, 256));
