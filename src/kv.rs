@@ -24,7 +24,8 @@
 //! - It gives atomicity, not isolation: a concurrent reader may see a batch half applied, and
 //!   two batches that touch the same key must be serialised by their caller (every caller holds
 //!   its own lock around read-decide-commit; each says where).
-//! - [`flush`] runs sled's blocking `flush` on tokio's blocking pool.
+//! - [`flush`] runs sled's blocking `flush` on a thread of its own, for at most
+//!   [`FLUSH_DEADLINE`] (a full disk can park it inside sled forever).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +49,9 @@ const LARGE_INTENTS: &str = "kv/intents/large";
 /// 2 KB) and a settlement batch of 32 shards stay below it; a seal of a few hundred receipts
 /// or more, and a large job's submission (its manifest), are above.
 const LARGE_INTENT: usize = 64 * 1024;
+
+/// How long a flush may take before it is given up as one that will never finish.
+pub const FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Longest tree name an intent can hold (one length byte; hearth's names are under 40 bytes).
 const MAX_NAME: usize = u8::MAX as usize;
@@ -234,33 +238,65 @@ impl Batch {
 }
 
 /// Makes every write made to the database before the call durable. sled's blocking flush, on
-/// tokio's blocking pool (never sled's `flush_async`: see the module header).
+/// a thread of its own, waited for at most [`FLUSH_DEADLINE`] (never sled's `flush_async`:
+/// see the module header; why a thread of its own: [`off_the_runtime`]).
 pub async fn flush(tree: &sled::Tree) -> sled::Result<()> {
-    on_blocking_pool(None, tree).await
+    off_the_runtime(None, tree).await
 }
 
-/// Commits `batch` and then flushes the database, both on tokio's blocking pool: when it
+/// Commits `batch` and then flushes the database, both on a thread of their own: when it
 /// returns, the batch and every write made before the call are durable. For write-behind
 /// (the coordinator's group commit): the writes of many requests, collected in one batch
 /// while the previous flush ran, are applied just before the flush that acknowledges them.
 pub async fn commit_and_flush(batch: Batch, tree: &sled::Tree) -> sled::Result<()> {
-    on_blocking_pool(Some(batch), tree).await
+    off_the_runtime(Some(batch), tree).await
 }
 
-async fn on_blocking_pool(batch: Option<Batch>, tree: &sled::Tree) -> sled::Result<()> {
+/// Whether `e` is the error of a flush given up at [`FLUSH_DEADLINE`]. Its thread is still
+/// parked inside sled, and so would be every later flush of that database, including the one
+/// sled runs when the database is dropped: a node that sees it stops without writing its
+/// checkpoint and leaves the database open (`RunningNode::shutdown`); its restart recovers
+/// what was confirmed.
+pub fn gave_up(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// Runs a commit and a flush on a thread of its own and waits for it at most
+/// [`FLUSH_DEADLINE`]. sled 0.34 can park a flush forever: a value too large for its log
+/// buffer (over about 128 KiB) goes to a file of its own, and when writing that file fails
+/// (a full disk) the write keeps its place in the log buffer, which then never reaches the
+/// disk; every flush waits for it (`tests/integrity.rs`,
+/// `a_flush_sled_never_finishes_fails_instead_of_hanging`). On tokio's blocking pool such a
+/// thread would also keep the runtime from ever shutting down, so this is a plain thread,
+/// left parked if it never returns. Before the deadline the caller gets sled's own answer
+/// (a full disk is usually reported at once); after it, an error that says the database
+/// stopped confirming writes, and nothing that waited for the flush is acknowledged.
+async fn off_the_runtime(batch: Option<Batch>, tree: &sled::Tree) -> sled::Result<()> {
     let tree = tree.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Some(batch) = batch {
-            batch.commit()?;
-        }
-        tree.flush().map(drop)
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(sled::Error::Io(std::io::Error::other(format!(
-            "database flush did not finish: {e}"
-        ))))
-    })
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hearth-flush".into())
+        .spawn(move || {
+            let done = batch
+                .map_or(Ok(()), Batch::commit)
+                .and_then(|()| tree.flush().map(drop));
+            let _ = tx.send(done);
+        })
+        .map_err(sled::Error::Io)?;
+    match tokio::time::timeout(FLUSH_DEADLINE, rx).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(_)) => Err(sled::Error::Io(std::io::Error::other(
+            "database flush did not finish: its thread ended without an answer",
+        ))),
+        Err(_) => Err(sled::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the database did not confirm a write within {} s (is the disk full or \
+                     failing?); it will not confirm another before the node restarts",
+                FLUSH_DEADLINE.as_secs()
+            ),
+        ))),
+    }
 }
 
 /// Intent keys: unique within the process (one counter for every database) and increasing,

@@ -317,7 +317,9 @@ impl RunningNode {
     }
 
     /// Stops every service and flushes the database. Returns the services that failed as
-    /// they stopped ("name: reason"; each is also logged): none, for a node shutting down
+    /// they stopped ("name: reason"; each is also logged), and "final flush: reason" if the
+    /// database's last flush was given up (`kv::gave_up`; it is then left open): none, for a
+    /// node shutting down
     /// cleanly.
     pub async fn shutdown(mut self) -> Vec<String> {
         // Receivers are held by the services; none listening means all have stopped.
@@ -332,6 +334,19 @@ impl RunningNode {
         }
         if let Err(e) = crate::kv::flush(&self.db).await {
             tracing::error!("could not flush the database on shutdown: {e}");
+            if crate::kv::gave_up(&e) {
+                // sled will confirm nothing more in this process, and dropping the database
+                // would park this thread in sled's own last flush: it stays open (its lock
+                // too) until the process ends, and the restart recovers what was confirmed.
+                tracing::error!("the database stopped confirming writes; restart the node");
+                let RunningNode {
+                    context, tasks, db, ..
+                } = self;
+                drop((context, tasks));
+                std::mem::forget(db);
+                failed.push(format!("final flush: {e}"));
+                return failed;
+            }
         }
         match crate::jobs::coordinator::persist::Persist::open(&self.db) {
             Ok(persist) => {

@@ -328,6 +328,48 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// sled 0.34 wedges when a value too large for its log (over about 128 KiB: it goes to a file
+/// of its own) is written while the disk is full: the failed write keeps its place in the log
+/// buffer, which then never reaches the disk, and every flush after it waits forever (found
+/// 2026-12-04, when `the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim` hung CI
+/// with the coordinator's flush and the database's final flush both parked in sled; a group
+/// commit's intent had passed 128 KiB). `kv::flush` gives up on such a flush after
+/// `kv::FLUSH_DEADLINE`, with an error that says so, instead of never returning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flush_sled_never_finishes_fails_instead_of_hanging() {
+    tokio::time::timeout(hearth::kv::FLUSH_DEADLINE * 3, async {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 16) else {
+            return;
+        };
+        let db = hearth::kv::open(&fs.0.join("db")).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        tree.insert(b"small", b"before the disk filled".to_vec())
+            .unwrap();
+        hearth::kv::flush(&tree).await.expect("a healthy flush");
+        let root = fs.0.clone();
+        let filler = tokio::task::spawn_blocking(move || fill(&root))
+            .await
+            .unwrap();
+        // A large value, refused for want of space (or accepted into memory).
+        let refused = tree.insert(b"large", vec![7u8; 200 * 1024]);
+        eprintln!("the large write: {refused:?}");
+        let started = std::time::Instant::now();
+        let flushed = hearth::kv::flush(&tree).await;
+        eprintln!("the flush after it: {flushed:?} in {:?}", started.elapsed());
+        let err = flushed.expect_err("nothing can be durable on a full disk");
+        assert!(
+            err.to_string().contains("did not confirm") || err.to_string().contains("space"),
+            "{err}"
+        );
+        std::fs::remove_file(filler).unwrap();
+        // The node would stop here; the process must still be able to end.
+        std::mem::forget(db);
+    })
+    .await
+    .expect("test timed out: a flush never returned");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_acknowledges_nothing_and_the_node_recovers() {
     tokio::time::timeout(TIMEOUT, async {
@@ -787,28 +829,27 @@ async fn shard_loop(
     }
 }
 
-/// Rule 16 under load: the coordinator answers leases and claims in groups, one flush per
-/// group. When the disk fills while many radiators lease and claim, every lease and claim
-/// it acknowledged is in its database afterwards, and those it could not save were refused
-/// with a reason. Real sled on a real full filesystem (tmpfs), real signatures.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
-    use std::sync::{Arc, Mutex};
-    tokio::time::timeout(TIMEOUT, async {
-        let dir = tempfile::tempdir().unwrap();
-        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 48) else {
-            return;
-        };
+/// A node on `fs` (a bootstrap node: its own worker takes no shards, every lease goes to the
+/// shard loops) with a job of `shards` trivial shards submitted, and what the loops need.
+struct Loaded {
+    node: std::sync::Arc<RunningNode>,
+    data: PathBuf,
+    manifest: std::sync::Arc<hearth::model::JobManifest>,
+    output: blake3::Hash,
+    told: std::sync::Arc<std::sync::Mutex<Told>>,
+}
+
+impl Loaded {
+    async fn start(fs: &Tmpfs, shards: usize) -> Loaded {
         let data = fs.0.join("node");
         let mut opts = loopback_options(&data, None, 1).unwrap();
-        // A bootstrap node's worker takes no shards: every lease goes to the loops below.
         opts.config.node.role = hearth::config::Role::Bootstrap;
-        let node = Arc::new(hearth::node::start(opts).await.unwrap());
+        let node = std::sync::Arc::new(hearth::node::start(opts).await.unwrap());
         let store = &node.context.store;
         let input = store.put_bytes(b"a trivial input").unwrap();
-        let manifest = Arc::new(hearth::model::JobManifest {
+        let manifest = std::sync::Arc::new(hearth::model::JobManifest {
             module: store.put_bytes(&support::trivial_module()).unwrap(),
-            inputs: vec![input; 20_000],
+            inputs: vec![input; shards],
             limits: JobLimits::default(),
             replication: 2,
             assembly: hearth::model::Assembly::Concat,
@@ -816,51 +857,68 @@ async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
             created_ms: hearth::model::now_ms(),
         });
         let output = store.put_bytes(b"a trivial output").unwrap();
-        let job = node
-            .context
+        node.context
             .coordinator
             .submit((*manifest).clone())
             .await
             .unwrap();
-        let told = Arc::new(Mutex::new(Told::default()));
+        Loaded {
+            node,
+            data,
+            manifest,
+            output,
+            told: Default::default(),
+        }
+    }
+
+    /// `radiators` × 4 shard loops, each ending at its first refusal.
+    fn loops(&self, radiators: usize) -> Vec<tokio::task::JoinHandle<()>> {
         let mut loops = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..radiators {
             let worker = Identity::generate();
             for _ in 0..4 {
                 loops.push(tokio::spawn(shard_loop(
-                    node.clone(),
+                    self.node.clone(),
                     worker.clone(),
-                    manifest.clone(),
-                    output,
-                    told.clone(),
+                    self.manifest.clone(),
+                    self.output,
+                    self.told.clone(),
                 )));
             }
         }
-        // The disk fills while claims flow.
-        while told.lock().unwrap().claims.len() < 200 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let root = fs.0.clone();
-        let filler = tokio::task::spawn_blocking(move || fill(&root))
-            .await
-            .unwrap();
-        for l in loops {
-            l.await.unwrap();
-        }
-        let node = Arc::try_unwrap(node)
+        loops
+    }
+
+    /// Stops the node; returns what the loops were told and the services that failed, then
+    /// checks that every lease and claim acknowledged is in the database as a restart reads
+    /// it (`filler` removed first: space returns).
+    async fn stop_and_check(self, filler: PathBuf, scratch: &Path) -> (Told, Vec<String>) {
+        let job = self.manifest.id();
+        let node = std::sync::Arc::try_unwrap(self.node)
             .ok()
             .expect("the node is still shared");
-        node.shutdown().await;
-        let told = Arc::try_unwrap(told).ok().unwrap().into_inner().unwrap();
+        let failed = node.shutdown().await;
+        let told = std::sync::Arc::try_unwrap(self.told)
+            .ok()
+            .unwrap()
+            .into_inner()
+            .unwrap();
         eprintln!(
-            "acknowledged {} leases and {} claims; first refusal: {:?}",
+            "acknowledged {} leases and {} claims; first refusal: {:?}; failed: {failed:?}",
             told.leases.len(),
             told.claims.len(),
             told.refusals.first()
         );
-        // Space returns; what the database holds is read as a restart reads it.
         std::fs::remove_file(filler).unwrap();
-        let db = sled::open(data.join("db")).unwrap();
+        // A database whose flush sled never finished (`kv::gave_up`) stays open in this
+        // process; what a restart reads is what is on disk.
+        let mut db_dir = self.data.join("db");
+        if failed.iter().any(|f| f.starts_with("final flush:")) {
+            let copy = scratch.join("copy");
+            copy_dir(&db_dir, &copy);
+            db_dir = copy;
+        }
+        let db = sled::open(db_dir).unwrap();
         let (jobs, _) = Persist::open(&db).unwrap().load().unwrap();
         let book = &jobs.iter().find(|(id, _)| *id == job).expect("the job").1;
         for (shard, worker, nonce) in &told.claims {
@@ -884,6 +942,35 @@ async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
                 "a granted lease on shard {shard} is not in the database"
             );
         }
+        (told, failed)
+    }
+}
+
+/// Rule 16 under load: the coordinator answers leases and claims in groups, one flush per
+/// group. When the disk fills while many radiators lease and claim, every lease and claim
+/// it acknowledged is in its database afterwards, and those it could not save were refused
+/// with a reason. Real sled on a real full filesystem (tmpfs), real signatures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 48) else {
+            return;
+        };
+        let loaded = Loaded::start(&fs, 20_000).await;
+        let loops = loaded.loops(4);
+        // The disk fills while claims flow.
+        while loaded.told.lock().unwrap().claims.len() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let root = fs.0.clone();
+        let filler = tokio::task::spawn_blocking(move || fill(&root))
+            .await
+            .unwrap();
+        for l in loops {
+            l.await.unwrap();
+        }
+        let (told, _) = loaded.stop_and_check(filler, dir.path()).await;
         // And what it could not save, it refused, saying why.
         assert_eq!(told.refusals.len(), 16, "every loop ends refused");
         assert!(
@@ -891,6 +978,70 @@ async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
                 .iter()
                 .any(|r| r.contains("space") || r.contains("disk") || r.contains("quota")),
             "no refusal says the disk is full: {:?}",
+            told.refusals
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The same with the database wedged as the disk fills: a blob of 200 KiB stored when less
+/// room is left (a radiator keeping a fetched input) is too large for sled's log buffer, and
+/// its failed write leaves every later flush parked inside sled
+/// (`a_flush_sled_never_finishes_fails_instead_of_hanging`). The coordinator gives its flush
+/// up at `kv::FLUSH_DEADLINE`, refuses what waited for it saying why, and the node stops
+/// naming the database; nothing acknowledged before is lost. Hung before (found 2026-12-04 in
+/// CI, on the test above: the coordinator, then the node's shutdown, waited forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_wedged_as_the_disk_fills_stops_the_node_and_loses_nothing() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 48) else {
+            return;
+        };
+        let loaded = Loaded::start(&fs, 2_000).await;
+        let first = loaded.loops(1);
+        while loaded.told.lock().unwrap().claims.len() < 50 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for l in first {
+            l.abort();
+        }
+        // Full, but for 128 KiB: room for the coordinator's next writes, not for the blob.
+        let root = fs.0.clone();
+        let filler = tokio::task::spawn_blocking(move || {
+            let filler = fill(&root);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&filler)
+                .unwrap();
+            f.set_len(f.metadata().unwrap().len().saturating_sub(128 * 1024))
+                .unwrap();
+            filler
+        })
+        .await
+        .unwrap();
+        let store = &loaded.node.context.store;
+        assert!(store.put_bytes(&vec![9u8; 200 * 1024]).is_err(), "no room");
+        let acknowledged = loaded.told.lock().unwrap().claims.len();
+        for l in loaded.loops(1) {
+            l.await.unwrap();
+        }
+        let (told, failed) = loaded.stop_and_check(filler, dir.path()).await;
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.starts_with("final flush:") && f.contains("did not confirm")),
+            "the node did not say its database stopped: {failed:?}"
+        );
+        assert_eq!(
+            told.claims.len(),
+            acknowledged,
+            "nothing acknowledged after the wedge"
+        );
+        assert!(
+            told.refusals.iter().any(|r| r.contains("did not confirm")),
+            "no refusal says why: {:?}",
             told.refusals
         );
     })
