@@ -22,14 +22,12 @@
 //! ([`no_receipts_here`])). That is the only use of the network here; the checks themselves
 //! never touch it.
 //!
-//! Size: about 630 lines before its unit tests: the checkpoint, the start-up check, the
-//! doctor's report and repairs, and both ends of fetching receipts back (the repair's pages
-//! and the coordinator's answer with its gate). The gate (about 120 lines with its tests) is
-//! the part to move out if the file grows.
+//! The coordinator's gate for those answers (turns, and each household's share of reading
+//! time) is `integrity/gate.rs`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -42,6 +40,12 @@ use crate::ledger::{Ledger, LedgerCheck, LedgerError};
 use crate::model::wire::{Request, Response, MAX_RECEIPTS_PER_ANSWER};
 use crate::net::{NetConfig, Network};
 use crate::store::Store;
+
+mod gate;
+pub use gate::{
+    ReceiptsGate, ReceiptsPass, RECEIPTS_ANSWERS_AT_ONCE, RECEIPTS_BUSY_RETRY_MS,
+    RECEIPTS_WAITERS_MAX, RECEIPTS_WAITER_GONE,
+};
 
 /// The checkpoint's file name in the data directory.
 pub const CHECKPOINT: &str = "db.expect";
@@ -398,94 +402,6 @@ pub fn no_receipts_here(ledger: &Ledger, peer: &libp2p::PeerId) -> Option<Respon
     }
 }
 
-/// [`Request::Receipts`] answers read at once, by all peers together. Each is at most one
-/// pass over the ledger on a blocking thread (about 0.1 s of a core at 139 264 receipts,
-/// `benches/coordinator.rs`); a repair asks for one page after another. One at a time keeps
-/// a radiator's other cores for its shards and its network however many peers ask (a
-/// radiator may have two); repairs that meet wait their turn, half a second at a time.
-pub const RECEIPTS_ANSWERS_AT_ONCE: usize = 1;
-/// How long a peer told "busy" waits before asking again.
-pub const RECEIPTS_BUSY_RETRY_MS: u64 = 500;
-
-/// How many peers told busy the gate remembers, in the order they were told (the network
-/// layer keeps at most 256 requests open at once, so no more can be waiting).
-pub const RECEIPTS_WAITERS_MAX: usize = 256;
-/// A peer told busy that has not asked again for this long has given up (it asks every
-/// [`RECEIPTS_BUSY_RETRY_MS`]) and loses its turn.
-pub const RECEIPTS_WAITER_GONE: Duration = Duration::from_millis(4 * RECEIPTS_BUSY_RETRY_MS);
-
-/// Who is being answered a [`Request::Receipts`] now, and who was told busy: at most one
-/// answer per peer and [`RECEIPTS_ANSWERS_AT_ONCE`] in all (`docs/threat-model.md`). A peer
-/// asking again before its answer is read, or while others are, is told busy; when the gate
-/// is free it goes to the peer told busy first that still asks ([`ReceiptsGate::enter`]), so
-/// a peer that asks again the moment its answer arrives cannot keep out one that waits.
-#[derive(Clone, Default)]
-pub struct ReceiptsGate(std::sync::Arc<std::sync::Mutex<GateState>>);
-
-#[derive(Default)]
-struct GateState {
-    inside: Vec<PeerId>,
-    /// Peers told busy, first told first, each with when it last asked.
-    waiting: std::collections::VecDeque<(PeerId, Instant)>,
-}
-
-/// One answer being read; leaving the gate when dropped.
-pub struct ReceiptsPass {
-    gate: ReceiptsGate,
-    peer: PeerId,
-}
-
-impl ReceiptsGate {
-    /// A pass for `peer`'s answer, asked for at `now`, or the answer to give instead (busy,
-    /// with the reason).
-    pub fn enter(&self, peer: PeerId, now: Instant) -> Result<ReceiptsPass, Response> {
-        let busy = |detail: &str| {
-            Err(Response::Denied {
-                reason: crate::model::wire::DenyReason::Busy,
-                retry_after_ms: RECEIPTS_BUSY_RETRY_MS,
-                detail: detail.into(),
-            })
-        };
-        let Ok(mut state) = self.0.lock() else {
-            return busy("the receipts gate is broken");
-        };
-        let GateState { inside, waiting } = &mut *state;
-        if inside.contains(&peer) {
-            return busy("still reading your previous receipts request");
-        }
-        waiting.retain(|(_, asked)| now.saturating_duration_since(*asked) < RECEIPTS_WAITER_GONE);
-        let first = waiting.front().map(|(p, _)| *p);
-        if inside.len() < RECEIPTS_ANSWERS_AT_ONCE && first.is_none_or(|f| f == peer) {
-            if first == Some(peer) {
-                waiting.pop_front();
-            }
-            inside.push(peer);
-            return Ok(ReceiptsPass {
-                gate: self.clone(),
-                peer,
-            });
-        }
-        if let Some(w) = waiting.iter_mut().find(|(p, _)| *p == peer) {
-            w.1 = now;
-        } else if waiting.len() < RECEIPTS_WAITERS_MAX {
-            waiting.push_back((peer, now));
-        }
-        if inside.len() < RECEIPTS_ANSWERS_AT_ONCE {
-            busy("other households asked first; your turn comes")
-        } else {
-            busy("reading other households' receipts requests")
-        }
-    }
-}
-
-impl Drop for ReceiptsPass {
-    fn drop(&mut self) {
-        if let Ok(mut state) = self.gate.0.lock() {
-            state.inside.retain(|p| *p != self.peer);
-        }
-    }
-}
-
 /// What [`fetch_receipts`] got from one coordinator.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -630,103 +546,4 @@ async fn fetch_from(
     Err(format!(
         "stopped after {MAX_REPAIR_PAGES} pages; run the repair again to continue"
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::wire::DenyReason;
-
-    fn is_busy(r: &Result<ReceiptsPass, Response>) -> bool {
-        matches!(
-            r,
-            Err(Response::Denied {
-                reason: DenyReason::Busy,
-                retry_after_ms: RECEIPTS_BUSY_RETRY_MS,
-                ..
-            })
-        )
-    }
-
-    #[test]
-    fn receipts_answers_are_one_per_peer_and_bounded_in_all() {
-        let gate = ReceiptsGate::default();
-        let now = Instant::now();
-        let a = PeerId::random();
-        let first = gate.enter(a, now).unwrap_or_else(|_| panic!("open"));
-        assert!(
-            is_busy(&gate.enter(a, now)),
-            "a second answer to the same peer"
-        );
-        let others: Vec<ReceiptsPass> = (1..RECEIPTS_ANSWERS_AT_ONCE)
-            .map(|_| {
-                gate.enter(PeerId::random(), now)
-                    .unwrap_or_else(|_| panic!("open"))
-            })
-            .collect();
-        let late = PeerId::random();
-        assert!(
-            is_busy(&gate.enter(late, now)),
-            "one answer more than allowed in all"
-        );
-        drop(first);
-        let room = gate
-            .enter(late, now)
-            .unwrap_or_else(|_| panic!("room again"));
-        assert!(is_busy(&gate.enter(a, now)));
-        drop((others, room));
-        // A pass moved to another thread is let go there.
-        let pass = gate.enter(a, now).unwrap_or_else(|_| panic!("open"));
-        std::thread::spawn(move || drop(pass)).join().unwrap();
-        assert!(gate.enter(a, now).is_ok());
-    }
-
-    /// A peer that asks again the moment its answer is read (it knows when: the answer
-    /// arrives) must not keep out one that was told busy and asks every
-    /// [`RECEIPTS_BUSY_RETRY_MS`]: the gate is let in turn by turn, in the order peers were
-    /// told busy. (Failed before: the greedy peer found the gate free every time, and an
-    /// honest repair gave up after 120 busy answers.)
-    #[test]
-    fn a_greedy_peer_does_not_starve_one_that_waits() {
-        let gate = ReceiptsGate::default();
-        let now = Instant::now();
-        let (greedy, honest, third) = (PeerId::random(), PeerId::random(), PeerId::random());
-        let pass = gate.enter(greedy, now).unwrap_or_else(|_| panic!("open"));
-        assert!(
-            is_busy(&gate.enter(honest, now)),
-            "the greedy peer is inside"
-        );
-        assert!(is_busy(&gate.enter(third, now)));
-        drop(pass);
-        // The greedy peer asks at once; the honest one was told busy first: its turn, then
-        // the third's, then the greedy peer's.
-        assert!(is_busy(&gate.enter(greedy, now)), "the waiting peers' turn");
-        assert!(is_busy(&gate.enter(third, now)), "not the third's turn yet");
-        let later = now + Duration::from_millis(RECEIPTS_BUSY_RETRY_MS);
-        drop(
-            gate.enter(honest, later)
-                .unwrap_or_else(|_| panic!("its turn")),
-        );
-        assert!(is_busy(&gate.enter(greedy, later)));
-        drop(
-            gate.enter(third, later)
-                .unwrap_or_else(|_| panic!("its turn")),
-        );
-        assert!(gate.enter(greedy, later).is_ok(), "then the greedy peer's");
-    }
-
-    /// A peer told busy that stops asking (it gave up, or went away) loses its turn once
-    /// [`RECEIPTS_WAITER_GONE`] has passed, so nobody waits for it.
-    #[test]
-    fn a_peer_that_stopped_asking_loses_its_turn() {
-        let gate = ReceiptsGate::default();
-        let now = Instant::now();
-        let (a, gone) = (PeerId::random(), PeerId::random());
-        let pass = gate.enter(a, now).unwrap_or_else(|_| panic!("open"));
-        assert!(is_busy(&gate.enter(gone, now)));
-        drop(pass);
-        let soon = now + RECEIPTS_WAITER_GONE - Duration::from_millis(1);
-        assert!(is_busy(&gate.enter(a, soon)), "still its turn");
-        assert!(gate.enter(a, now + RECEIPTS_WAITER_GONE).is_ok());
-    }
 }
