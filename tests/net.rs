@@ -503,6 +503,82 @@ async fn one_network_gets_at_most_its_share_of_a_routing_bucket() {
     .await;
 }
 
+/// A bare libp2p client (TCP, noise, yamux, no protocols) that connects to `target` and
+/// keeps the connection open until the returned task is aborted.
+fn bare_client(target: Multiaddr) -> (PeerId, tokio::task::JoinHandle<()>) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    let id = *swarm.local_peer_id();
+    swarm.dial(target).unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (id, task)
+}
+
+/// Connections one subnet opens to a node (`net::subnets`): of nine from loopback's
+/// 127.0.0.0/24 (limited at this node) eight are let in and the ninth is refused before its
+/// handshake; when one of the eight leaves, a newcomer from the subnet gets its place.
+/// (Another subnet's connections are counted apart: `net::subnets` unit test; every client
+/// here leaves from 127.0.0.1.) Failed before: all nine in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_network_gets_at_most_its_share_of_a_nodes_connections() {
+    use hearth::net::subnets::MAX_INBOUND_PER_SUBNET;
+    bounded(async {
+        let mut cfg = loopback();
+        cfg.limit_local_networks = true;
+        let node = TestNode::start(cfg).await;
+        let target = node.addr().await;
+        let crowd: Vec<_> = (0..=MAX_INBOUND_PER_SUBNET)
+            .map(|_| bare_client(target.clone()))
+            .collect();
+        eventually("one of the crowd refused", || async {
+            node.net.status().await.expect("status").inbound_refused >= 1
+        })
+        .await;
+        eventually("the others connected", || async {
+            node.net.status().await.expect("status").connected_peers == MAX_INBOUND_PER_SUBNET
+        })
+        .await;
+        let in_now = node.peer_ids().await;
+        let (leaving, task) = crowd
+            .iter()
+            .find(|(id, _)| in_now.contains(id))
+            .expect("one of the crowd is in");
+        task.abort();
+        eventually("one of the eight left", || async {
+            !node.peer_ids().await.contains(leaving)
+        })
+        .await;
+        let (newcomer, task) = bare_client(target.clone());
+        eventually("a newcomer from the subnet took its place", || async {
+            node.peer_ids().await.contains(&newcomer)
+        })
+        .await;
+        let status = node.net.status().await.expect("status");
+        assert_eq!(status.connected_peers, MAX_INBOUND_PER_SUBNET, "{status:?}");
+        assert_eq!(status.inbound_refused, 1, "{status:?}");
+        task.abort();
+        for (_, t) in crowd {
+            t.abort();
+        }
+        node.net.shutdown().await;
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------- gossip
 
 #[tokio::test]

@@ -94,6 +94,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         net.routing_refused as f64,
     );
+    m.counter(
+        "inbound_refused",
+        "Connections peers opened to this node refused since start: their network held its share of them",
+        None,
+        net.inbound_refused as f64,
+    );
     m.gauge(
         "uptime",
         "Time since the node started",

@@ -467,6 +467,7 @@ impl Actor {
                     blob_records_refused,
                     routing_peers,
                     routing_refused,
+                    inbound_refused: self.swarm.behaviour().per_subnet.refused,
                 });
             }
             Command::Peers { reply } => {

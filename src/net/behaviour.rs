@@ -16,6 +16,7 @@ use libp2p::{
 use super::codec::FrameCodec;
 use super::dials::{Counted, DialLog, DialOrigin};
 use super::relayed::OneRelayed;
+use super::subnets::InboundPerSubnet;
 use super::wire::{MAX_BLOB_REQUEST, MAX_BLOB_RESPONSE};
 use super::{
     NetConfig, NetError, RelayLimits, Topic, BLOB_PROTOCOL, CONTROL_PROTOCOL, GOSSIP_MAX_TRANSMIT,
@@ -34,6 +35,8 @@ const MAX_CONCURRENT_STREAMS: usize = 64;
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
+    /// At most 8 inbound connections from one subnet (`subnets.rs`).
+    pub(crate) per_subnet: InboundPerSubnet,
     /// One relayed connection per peer, none beside a direct one (`relayed.rs`); before the
     /// behaviours with handlers, so that a connection it denies never starts one.
     pub(crate) one_relayed: OneRelayed,
@@ -269,6 +272,7 @@ fn build_behaviour(
 
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
+        per_subnet: InboundPerSubnet::new(cfg.limit_local_networks),
         one_relayed: OneRelayed::new(peer_id),
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),

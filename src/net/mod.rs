@@ -52,6 +52,7 @@ mod punch;
 mod relayed;
 mod remote;
 mod serve;
+pub mod subnets;
 pub mod table;
 pub mod wire;
 pub mod work;
@@ -458,6 +459,9 @@ pub struct NetStatus {
     /// subnet held its share of their bucket or of the table (`table.rs`).
     pub routing_peers: usize,
     pub routing_refused: u64,
+    /// Connections peers opened to this node refused since start because their subnet held
+    /// its share of them (`subnets.rs`).
+    pub inbound_refused: u64,
 }
 
 /// How this node can be reached, and how its connections through relays fared.

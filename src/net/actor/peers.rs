@@ -274,7 +274,7 @@ impl Actor {
             BehaviourEvent::Control(ev) => self.on_control(ev),
             BehaviourEvent::Blob(ev) => self.on_blob(ev),
             BehaviourEvent::Ping(_) => {}
-            BehaviourEvent::OneRelayed(never) => match never {},
+            BehaviourEvent::OneRelayed(never) | BehaviourEvent::PerSubnet(never) => match never {},
             BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
             BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
             BehaviourEvent::RelayServer(ev) => on_relay_server(ev),
