@@ -159,6 +159,14 @@ fn loopback() -> NetConfig {
     NetConfig::loopback(Keypair::generate_ed25519())
 }
 
+/// A loopback node that shares out its records, routing table and connections among
+/// loopback's subnets as among public ones (`NetConfig::limit_local_networks`).
+fn limiting_local_networks() -> NetConfig {
+    let mut cfg = loopback();
+    cfg.limit_local_networks = true;
+    cfg
+}
+
 fn with_bootstrap(addrs: Vec<Multiaddr>) -> NetConfig {
     let mut cfg = loopback();
     cfg.bootstrap = addrs;
@@ -376,9 +384,7 @@ async fn multicast_self_test() -> std::io::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_network_gets_at_most_its_share_of_a_work_key() {
     bounded(async {
-        let mut cfg = loopback();
-        cfg.limit_local_networks = true;
-        let limited = TestNode::start(cfg).await;
+        let limited = TestNode::start(limiting_local_networks()).await;
         let entry = vec![limited.addr().await];
         let open = TestNode::start(with_bootstrap(entry.clone())).await;
         let mut publishers = Vec::new();
@@ -452,9 +458,7 @@ fn key_in_farthest_bucket(of: PeerId) -> Keypair {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_network_gets_at_most_its_share_of_a_routing_bucket() {
     bounded(async {
-        let mut cfg = loopback();
-        cfg.limit_local_networks = true;
-        let limited = TestNode::start(cfg).await;
+        let limited = TestNode::start(limiting_local_networks()).await;
         let entry = vec![limited.addr().await];
         let mut crowd = Vec::new();
         for _ in 0..3 {
@@ -537,9 +541,7 @@ fn bare_client(target: Multiaddr) -> (PeerId, tokio::task::JoinHandle<()>) {
 async fn one_network_gets_at_most_its_share_of_a_nodes_connections() {
     use hearth::net::subnets::MAX_INBOUND_PER_SUBNET;
     bounded(async {
-        let mut cfg = loopback();
-        cfg.limit_local_networks = true;
-        let node = TestNode::start(cfg).await;
+        let node = TestNode::start(limiting_local_networks()).await;
         let target = node.addr().await;
         let crowd: Vec<_> = (0..=MAX_INBOUND_PER_SUBNET)
             .map(|_| bare_client(target.clone()))
