@@ -232,11 +232,12 @@ pub struct NetConfig {
     /// Topics this node subscribes to (it may publish on any). Default: every topic
     /// ([`Topic::ALL`]); the node layer subscribes radiators to none of the audit topics.
     pub topics: Vec<Topic>,
-    /// Share out work keys' slots and blob records among loopback and private networks too
-    /// ([`work::MAX_WORK_PROVIDERS_PER_SUBNET`], `remote.rs`), as among public ones.
-    /// Default: `false` (a household's LAN, a docker testnet and loopback are not where
-    /// identities come cheap); tests and labs whose nodes all share one address turn it on to
-    /// see the limit.
+    /// Share out work keys' slots, blob records, the routing table and inbound connections
+    /// among loopback and private networks by /24 and /48, as among public ones
+    /// ([`work::subnet_of`]). Default: `false`: loopback is not limited (many nodes on one
+    /// machine are a lab, a test or the demo) and on a private network each host counts as a
+    /// network of its own (a household's LAN, a docker testnet: every machine a neighbour, one
+    /// machine still one). Tests whose nodes all share loopback turn it on to see the limits.
     pub limit_local_networks: bool,
     /// Test-only misbehaviour. Default: none.
     #[doc(hidden)]

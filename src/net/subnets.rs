@@ -8,8 +8,8 @@
 //! already holds its share (`handle_pending_inbound_connection`), so a refused one costs no
 //! encryption. Connections this node dials are not counted (it chooses whom it dials), nor
 //! those that came in through a relay (their address holds no IP; the relay's own limits and
-//! `relayed.rs` bound them), nor loopback and private networks unless
-//! `NetConfig::limit_local_networks` says so (a household's LAN, a docker testnet).
+//! `relayed.rs` bound them), nor loopback unless `NetConfig::limit_local_networks` says so; on
+//! a private network each host counts on its own (`work::subnet_of`).
 //!
 //! A protocol-less behaviour, placed before every behaviour with a handler (`behaviour.rs`).
 //! Must not touch: anything but its counts.
@@ -200,11 +200,15 @@ mod tests {
             remaining_established: 0,
         }));
         assert!(b.admit(&crowd).is_ok());
-        // Loopback, private and relayed connections are not counted.
+        // Loopback and relayed connections are not counted; a private host on its own.
         let relayed = format!("/p2p/{}", PeerId::random());
-        for free in ["/ip4/127.0.0.1/tcp/1", "/ip4/192.168.1.9/tcp/1", &relayed] {
+        for free in ["/ip4/127.0.0.1/tcp/1", &relayed] {
             assert!(b.subnet(&free.parse().unwrap()).is_none(), "{free}");
         }
+        assert_ne!(
+            b.subnet(&"/ip4/192.168.1.9/tcp/1".parse().unwrap()),
+            b.subnet(&"/ip4/192.168.1.10/tcp/1".parse().unwrap())
+        );
         assert_eq!(b.refused, 1);
     }
 }

@@ -14,8 +14,8 @@
 //! the TCP or QUIC handshake showed, not what the peer claims), else of the address it would be
 //! dialled at (found by mDNS). A peer is counted by the subnet it was admitted by, whatever
 //! addresses it lists later. Addresses the operator configured (bootstrap nodes) are trusted and
-//! count against nothing. Loopback and private networks are not limited, as for work keys,
-//! unless `NetConfig::limit_local_networks` says so.
+//! count against nothing. As for work keys, loopback is not limited and a private network's
+//! hosts count one by one, unless `NetConfig::limit_local_networks` says so.
 //!
 //! The counts are taken from the table as it is at each admission: Kademlia drops entries on
 //! its own (a pending peer replaces an unreachable one), so counts kept beside the table would
@@ -217,6 +217,14 @@ mod tests {
             let _ = offer(&mut limited, &mut t2, 0, PeerId::random(), &a);
         }
         assert_eq!((t1[0].len(), t2[0].len()), (5, 2));
+        // A private network's hosts one by one: two places for one host, others still in.
+        let mut lan = Diversity::new(false);
+        let mut t = vec![Vec::new(); 1];
+        for _ in 0..3 {
+            let _ = offer(&mut lan, &mut t, 0, PeerId::random(), &at("192.168.1.9"));
+        }
+        offer(&mut lan, &mut t, 0, PeerId::random(), &at("192.168.1.10")).expect("another host");
+        assert_eq!(t[0].len(), 3);
         // Trusted (bootstrap) peers count against nothing.
         let mut d = Diversity::new(true);
         let mut t = vec![Vec::new(); 1];

@@ -25,9 +25,9 @@
 //! keep publishing. Identities cost nothing to make; addresses do. So one *subnet* (the
 //! IPv4 /24 or IPv6 /48 a provider's connection comes from, [`subnet_of`]) holds at most
 //! [`MAX_WORK_PROVIDERS_PER_SUBNET`] of a key's slots at this node: filling a key takes
-//! addresses in ten networks, not twenty fresh keys on one machine. Loopback and private
-//! addresses (a household's LAN, a docker testnet) are not limited unless the node is told
-//! to (`NetConfig::limit_local_networks`).
+//! addresses in ten networks, not twenty fresh keys on one machine. On a private network (a
+//! household's LAN, a docker testnet) each host counts as a network of its own; loopback is
+//! not limited unless the node is told to (`NetConfig::limit_local_networks`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -115,12 +115,16 @@ pub fn is_work_key(key: &RecordKey) -> bool {
 }
 
 /// The subnet a connection comes from, for sharing out a work key's slots: an IPv4 /24 or an
-/// IPv6 /48 (what one site or one customer of a provider usually holds), or, for an address
-/// with no IP to place it by, one subnet shared by all of them.
+/// IPv6 /48 (what one site or one customer of a provider usually holds); on a private network,
+/// one host (on a household's LAN or a docker network every machine is a neighbour, but a
+/// machine with many identities is still one machine); or, for an address with no IP to place
+/// it by, one subnet shared by all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Subnet {
     V4([u8; 3]),
     V6([u8; 6]),
+    /// One address of a private, carrier-grade NAT, link-local or unique-local network.
+    Host(std::net::IpAddr),
     /// No IP in the address: a connection that came in through a relay (libp2p gives its
     /// remote address as `/p2p/<source>` alone) or one dialled by name.
     Unplaced,
@@ -128,10 +132,11 @@ pub enum Subnet {
 
 /// The subnet of a connection's remote address `addr`: that of the first IP in it (for a
 /// connection this node made through a relay, the relay's, so every peer behind one relay
-/// shares it), [`Subnet::Unplaced`] without one. `None`: no limit applies, because the
-/// address is loopback, private, link-local, carrier-grade NAT or unique-local and
-/// `limit_local` is off (a household's LAN or a lab, not the internet where identities are
-/// cheap).
+/// shares it), [`Subnet::Unplaced`] without one. A private, link-local, carrier-grade NAT or
+/// unique-local address is a [`Subnet::Host`] of its own unless `limit_local` is on (then its
+/// /24 or /48, as on the internet). `None`: no limit applies, because the address is loopback
+/// (or unspecified) and `limit_local` is off: many nodes on one machine are a lab, a test or
+/// the demo.
 pub fn subnet_of(addr: &Multiaddr, limit_local: bool) -> Option<Subnet> {
     let Some(ip) = addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
@@ -143,7 +148,8 @@ pub fn subnet_of(addr: &Multiaddr, limit_local: bool) -> Option<Subnet> {
     match ip {
         std::net::IpAddr::V4(ip) => {
             if !limit_local && is_local_v4(ip) {
-                return None;
+                return (!ip.is_loopback() && !ip.is_unspecified())
+                    .then_some(Subnet::Host(std::net::IpAddr::V4(ip)));
             }
             let o = ip.octets();
             Some(Subnet::V4([o[0], o[1], o[2]]))
@@ -153,7 +159,8 @@ pub fn subnet_of(addr: &Multiaddr, limit_local: bool) -> Option<Subnet> {
                 return subnet_of(&Multiaddr::empty().with(Protocol::Ip4(v4)), limit_local);
             }
             if !limit_local && is_local_v6(ip) {
-                return None;
+                return (!ip.is_loopback() && !ip.is_unspecified())
+                    .then_some(Subnet::Host(std::net::IpAddr::V6(ip)));
             }
             let o = ip.octets();
             Some(Subnet::V6([o[0], o[1], o[2], o[3], o[4], o[5]]))
@@ -189,7 +196,7 @@ pub struct Store {
     /// Work key → its providers, each with an expiry no later than [`WORK_RECORD_TTL`] after
     /// it was stored. At most 256 keys (the work keys' form), [`MAX_WORK_PROVIDERS`] each.
     work: HashMap<RecordKey, Vec<WorkProvider>>,
-    /// Apply [`MAX_WORK_PROVIDERS_PER_SUBNET`] to loopback and private networks too.
+    /// Count loopback and private networks by their /24 or /48, as public ones ([`subnet_of`]).
     limit_local: bool,
     /// Work records refused since start because their network held its share of the key.
     refused: u64,
@@ -494,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn a_network_is_a_slash_24_or_a_slash_48_and_local_ones_are_not_limited() {
+    fn a_network_is_a_slash_24_or_a_slash_48_a_private_one_a_host_and_loopback_free() {
         let net = |s: &str| subnet_of(&addr(s), false);
         let a = net("/ip4/198.51.100.7/tcp/4001");
         assert!(a.is_some());
@@ -510,21 +517,32 @@ mod tests {
         assert_eq!(b, net("/ip6/2001:db8:1:ffff::9/tcp/1"));
         assert_ne!(b, net("/ip6/2001:db8:2:2::1/tcp/1"));
         assert_eq!(net("/ip6/::ffff:198.51.100.9/tcp/1"), a);
-        // Local networks are free unless limited on purpose; no IP, no network.
-        for local in [
-            "/ip4/127.0.0.1/tcp/1",
+        // Loopback is free unless limited on purpose; on a private network each host is a
+        // network of its own (limited on purpose: its /24 or /48).
+        for local in ["/ip4/127.0.0.1/tcp/1", "/ip6/::1/tcp/1"] {
+            assert_eq!(net(local), None, "{local}");
+            assert!(subnet_of(&addr(local), true).is_some(), "{local}");
+        }
+        for private in [
             "/ip4/10.1.2.3/tcp/1",
             "/ip4/172.20.0.5/tcp/1",
             "/ip4/192.168.1.9/tcp/1",
             "/ip4/100.64.3.4/tcp/1",
             "/ip4/169.254.1.1/tcp/1",
-            "/ip6/::1/tcp/1",
             "/ip6/fd00::1/tcp/1",
             "/ip6/fe80::1/tcp/1",
         ] {
-            assert_eq!(net(local), None, "{local}");
-            assert!(subnet_of(&addr(local), true).is_some(), "{local}");
+            assert!(matches!(net(private), Some(Subnet::Host(_))), "{private}");
+            assert!(
+                !matches!(subnet_of(&addr(private), true), Some(Subnet::Host(_))),
+                "{private}"
+            );
         }
+        assert_ne!(net("/ip4/10.1.2.3/tcp/1"), net("/ip4/10.1.2.4/tcp/1"));
+        assert_eq!(
+            net("/ip4/10.1.2.3/tcp/1"),
+            net("/ip4/10.1.2.3/udp/9/quic-v1")
+        );
         assert_eq!(net("/ip4/100.128.0.1/tcp/1").map(|_| ()), Some(()));
         // No IP to place it by: a connection that came in through a relay (libp2p gives its
         // remote address as `/p2p/<source>` alone) or a name. All such share one subnet,
