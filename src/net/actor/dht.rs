@@ -281,7 +281,8 @@ impl Actor {
         self.swarm.behaviour_mut().kad.add_address(&peer, addr);
     }
 
-    /// Peers kept out of the routing table since start (`table.rs`), and the peers in it.
+    /// The peers in Kademlia's routing table, and those kept out of it since start
+    /// (`table.rs`).
     pub(super) fn table_counts(&mut self) -> (usize, u64) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         let peers = kad.kbuckets().map(|b| b.num_entries()).sum();
