@@ -44,7 +44,8 @@ use crate::store::Store;
 mod gate;
 pub use gate::{
     ReceiptsGate, ReceiptsPass, RECEIPTS_ANSWERS_AT_ONCE, RECEIPTS_BUSY_RETRY_MS,
-    RECEIPTS_WAITERS_MAX, RECEIPTS_WAITER_GONE,
+    RECEIPTS_HOUSEHOLDS_MAX, RECEIPTS_READING_REFILL, RECEIPTS_READING_SHARE, RECEIPTS_WAITERS_MAX,
+    RECEIPTS_WAITER_GONE,
 };
 
 /// The checkpoint's file name in the data directory.
@@ -417,6 +418,28 @@ pub struct Fetched {
 /// at most 5 s): a coordinator that stays busy for minutes is reported, not waited on.
 pub const MAX_BUSY_RETRIES: u64 = 120;
 
+/// Longest wait a repair accepts from a busy coordinator: one that asks for more (a household
+/// past its share of reading time, `integrity/gate.rs`) is reported at once, with its reason.
+pub const MAX_REPAIR_WAIT_MS: u64 = 60_000;
+
+/// How long a repair waits before asking a busy coordinator again, the `busy`-th time it was
+/// told busy, `retry_after_ms` and `detail` being its answer: the wait it names (at least
+/// 0.1 s, at most 5 s), or the reason the repair stops (busy too often, or asked to wait more
+/// than [`MAX_REPAIR_WAIT_MS`]).
+fn busy_wait(busy: u64, retry_after_ms: u64, detail: &str) -> Result<Duration, String> {
+    if retry_after_ms > MAX_REPAIR_WAIT_MS {
+        return Err(format!(
+            "the coordinator asks to wait {} s before the next page ({detail}); run the repair \
+             again then",
+            retry_after_ms.div_ceil(1000)
+        ));
+    }
+    if busy > MAX_BUSY_RETRIES {
+        return Err(format!("the coordinator stayed busy: {detail}"));
+    }
+    Ok(Duration::from_millis(retry_after_ms.clamp(100, 5_000)))
+}
+
 /// Most pages asked of one coordinator (each up to [`MAX_RECEIPTS_PER_ANSWER`] receipts):
 /// bounds a repair against a peer that always says "more".
 pub const MAX_REPAIR_PAGES: usize = 100_000;
@@ -510,11 +533,8 @@ async fn fetch_from(
                 detail,
             }) => {
                 fetched.busy += 1;
-                if fetched.busy > MAX_BUSY_RETRIES {
-                    return Err(format!("the coordinator stayed busy: {detail}"));
-                }
-                let wait = retry_after_ms.clamp(100, 5_000);
-                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                let wait = busy_wait(fetched.busy, retry_after_ms, &detail)?;
+                tokio::time::sleep(wait).await;
                 continue;
             }
             Ok(Response::Error { detail }) => return Err(detail),
@@ -546,4 +566,38 @@ async fn fetch_from(
     Err(format!(
         "stopped after {MAX_REPAIR_PAGES} pages; run the repair again to continue"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repair waits as long as a busy coordinator names, within bounds, and stops with the
+    /// coordinator's reason when asked to wait past a minute (a household past its share of
+    /// reading time) or when told busy too often; before, it asked again every 5 s for ten
+    /// minutes whatever the wait named.
+    #[test]
+    fn a_repair_waits_what_the_coordinator_names_or_stops_saying_why() {
+        assert_eq!(busy_wait(1, 500, "x"), Ok(Duration::from_millis(500)));
+        assert_eq!(busy_wait(1, 10, "x"), Ok(Duration::from_millis(100)));
+        assert_eq!(busy_wait(1, 30_000, "x"), Ok(Duration::from_secs(5)));
+        let err = busy_wait(MAX_BUSY_RETRIES + 1, 500, "reading others").unwrap_err();
+        assert!(err.contains("stayed busy: reading others"), "{err}");
+        // The gate's answer to a household past its share.
+        let gate = ReceiptsGate::default();
+        let hog = PeerId::random();
+        let long_ago = std::time::Instant::now() - 2 * RECEIPTS_READING_SHARE;
+        drop(gate.enter(hog, long_ago).unwrap_or_else(|_| panic!("open")));
+        let Err(Response::Denied {
+            retry_after_ms,
+            detail,
+            ..
+        }) = gate.enter(hog, std::time::Instant::now())
+        else {
+            panic!("past its share");
+        };
+        let err = busy_wait(1, retry_after_ms, &detail).unwrap_err();
+        assert!(err.contains("asks to wait"), "{err}");
+        assert!(err.contains("share of reading time"), "{err}");
+    }
 }
