@@ -3,6 +3,7 @@
 
     pip install blake3                                # cryptography too, for the naive-library demo
     python3 docs/verify_receipt.py receipts.json      # an export of `hearth receipts export --json`
+    python3 docs/verify_receipt.py receipts.json --trusted submitters.txt   # and what they vouched for
     python3 docs/verify_receipt.py --example          # the worked examples and test vectors
 
 An export may carry inclusion proofs (format hearth-receipts/3): each is checked against its
@@ -321,7 +322,62 @@ def check_inclusions(inclusions, receipts, listed) -> tuple:
             lines.append(f"inclusion {n}: INVALID: {e}")
     lines.append(f"{len(seen)} receipts proven included in {len(commitments)} signed commitments; "
                  f"{len(receipts) - len(seen)} without an inclusion proof")
-    return lines, bad
+    return lines, bad, seen
+
+
+# ---------------------------------------------------------------- what an export credits
+MJ_PER_WH = 3_600_000
+
+
+def tally_lines(receipts, committed, trusted) -> list:
+    """docs/receipts.md "What an export credits": per worker household (in key order), what
+    the valid receipts credit, per submitter (in key order), in a verified commitment, and, with
+    a list of trusted submitters, what those vouched for other than the household itself."""
+    households = {}
+    for f in receipts:
+        h = households.setdefault(f["worker"], {"n": 0, "credited": 0, "claimed": 0, "by": {},
+                                                "committed": [0, 0], "trusted": [0, 0]})
+        h["n"] += 1
+        h["credited"] += f["credited_mj"]
+        h["claimed"] += f["energy_mj"]
+        by = h["by"].setdefault(f["submitter"], [0, 0])
+        by[0] += 1
+        by[1] += f["credited_mj"]
+        if f["id"] in committed:
+            h["committed"][0] += 1
+            h["committed"][1] += f["credited_mj"]
+        if trusted is not None and f["submitter"] != f["worker"] and f["submitter"] in trusted:
+            h["trusted"][0] += 1
+            h["trusted"][1] += f["credited_mj"]
+    lines = []
+    for worker, h in sorted(households.items()):
+        lines.append(f"credit of household {worker}: {h['n']} receipts, {h['credited']} mJ credited "
+                     f"({h['credited'] // MJ_PER_WH} Wh) of {h['claimed']} mJ claimed")
+        for submitter, (n, credited) in sorted(h["by"].items()):
+            marks = [m for m, yes in (("self-dealt", submitter == worker),
+                                      ("trusted", trusted is not None and submitter in trusted)) if yes]
+            marks = f" ({', '.join(marks)})" if marks else ""
+            lines.append(f"  countersigned by {submitter}{marks}: {n} receipts, {credited} mJ")
+        lines.append(f"  in a verified commitment: {h['committed'][0]} receipts, {h['committed'][1]} mJ")
+        if trusted is not None:
+            n, credited = h["trusted"]
+            lines.append(f"  countersigned by trusted submitters, not self-dealt: {n} receipts, "
+                         f"{credited} mJ ({credited // MJ_PER_WH} Wh)")
+    return lines
+
+
+def parse_trusted(text: str) -> set:
+    """One household key (64 hex digits, either case) per line; blank lines and lines starting
+    with # skipped, surrounding spaces ignored; anything else is an error naming its line."""
+    keys = set()
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if len(line) != 64 or any(c not in "0123456789abcdefABCDEF" for c in line):
+            raise ValueError(f"line {n}: {line!r} is not a household key (64 hex digits)")
+        keys.add(line.lower())
+    return keys
 
 
 # ---------------------------------------------------------------- the export format
@@ -381,8 +437,9 @@ def _field(kind, value, where):
     return value
 
 
-def check_export(export: dict):
-    """docs/receipts.md "Verifying an export". Returns (lines, number of receipts, failures)."""
+def check_export(export: dict, trusted=None):
+    """docs/receipts.md "Verifying an export", then what it credits (`trusted`: the set of
+    submitter keys the reader trusts, or None). Returns (lines, number of receipts, failures)."""
     lines, bad = [], 0
     _exact_keys(export, ("format", "receipts"), ("chain", "inclusions"), "export")
     if export["format"] not in EXPORT_FORMATS:
@@ -424,9 +481,10 @@ def check_export(export: dict):
             bad += 1
             lines.append(f"chain: INVALID: {e}")
     listed = {r.get("id") for r in export["receipts"] if isinstance(r, dict)}
-    proof_lines, proof_bad = check_inclusions(export.get("inclusions", []), valid, listed)
+    proof_lines, proof_bad, proven = check_inclusions(export.get("inclusions", []), valid, listed)
     lines += proof_lines
     bad += proof_bad
+    lines += tally_lines(valid, proven, trusted)
     return lines, len(export["receipts"]), bad
 
 
@@ -519,6 +577,21 @@ def self_test() -> list:
     expect(f["id"] == "5439cfefcdf9e94a9b36a67e78a7ebb0c94003705144a63dfc5415741ca2763e",
            f"worked example verifies, id {f['id']}")
     expect(public_key(bytes([1]) * 32).hex() == f["worker"], "worker key from seed 32 x 01")
+
+    # What the example export credits, with its submitter trusted (docs/receipts.md, "What an
+    # export credits"): the lines given there, exactly.
+    export = load_export(os.path.join(HERE, "receipts-example.json"))
+    lines, _, bad = check_export(export, parse_trusted(f"# the example's submitter\n{f['submitter']}\n"))
+    doc = open(os.path.join(HERE, "receipts.md"), encoding="utf-8").read()
+    given = doc.split("prints, for the example export")[1].split("```text")[1].split("```")[0]
+    expect(bad == 0 and [l for l in lines if l.startswith(("credit of", "  "))] == given.strip("\n").split("\n"),
+           "the example export's credit, with its submitter trusted, is the one docs/receipts.md gives")
+    for text in ("ab" * 31, "ab" * 32 + " x", "0x" + "ab" * 31):
+        try:
+            parse_trusted(text)
+            expect(False, f"a trusted list reading {text!r} is refused")
+        except ValueError:
+            expect(True, f"a trusted list reading {text[:12]!r}... is refused")
 
     # The small-order forgery: a naive check accepts it for any message, the strict one never.
     naive = None
@@ -655,13 +728,23 @@ def main() -> int:
         failures = self_test()
         print(f"{len(failures)} failures")
         return 1 if failures else 0
-    if len(sys.argv) != 2:
+    args, trusted = sys.argv[1:], None
+    if len(args) == 3 and "--trusted" in args[:2]:
+        i = args.index("--trusted")
+        try:
+            with open(args[i + 1], encoding="utf-8") as f:
+                trusted = parse_trusted(f.read())
+        except (ValueError, OSError) as e:
+            print(f"{args[i + 1]}: {e}", file=sys.stderr)
+            return 1
+        del args[i:i + 2]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        lines, n, bad = check_export(load_export(sys.argv[1]))
+        lines, n, bad = check_export(load_export(args[0]), trusted)
     except (ValueError, OSError) as e:
-        print(f"{sys.argv[1]}: {e}", file=sys.stderr)
+        print(f"{args[0]}: {e}", file=sys.stderr)
         return 1
     for line in lines:
         print(line)

@@ -434,7 +434,72 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         verified.contains("4 receipts proven included in"),
         "{verified}"
     );
-    python_verifies(&export);
+    python_verifies(&export, None, &verified);
+    // Whoever repays credit names the submitters it trusts (here the one that countersigned
+    // everything, and a stranger); the credit they vouched for is what the receipts credit,
+    // less what the submitter's own radiator earned from its own job.
+    let household = ok(&dirs[1], &["id"])
+        .lines()
+        .find_map(|l| l.strip_prefix("household:").map(|k| k.trim().to_string()))
+        .unwrap();
+    let trusted = root.path().join("trusted.txt");
+    std::fs::write(
+        &trusted,
+        format!(
+            "# the submitter\n{}\n{}\n",
+            household.to_uppercase(),
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let weighed = ok(
+        &dirs[1],
+        &[
+            "receipts",
+            "verify",
+            export.to_str().unwrap(),
+            "--trusted",
+            trusted.to_str().unwrap(),
+        ],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let (mut want_n, mut want_mj) = (0u64, 0u128);
+    for r in doc["receipts"].as_array().unwrap() {
+        if r["worker"] != r["submitter"] {
+            want_n += 1;
+            want_mj += r["credited_mj"].as_str().unwrap().parse::<u128>().unwrap();
+        }
+    }
+    let (mut n, mut mj) = (0u64, 0u128);
+    for line in weighed.lines() {
+        if let Some(rest) =
+            line.strip_prefix("  countersigned by trusted submitters, not self-dealt: ")
+        {
+            let words: Vec<&str> = rest.split(' ').collect();
+            n += words[0].parse::<u64>().unwrap();
+            mj += words[2].parse::<u128>().unwrap();
+        }
+    }
+    assert_eq!((n, mj), (want_n, want_mj), "{weighed}");
+    assert!(
+        weighed.contains(&format!("countersigned by {household} (trusted): ")),
+        "{weighed}"
+    );
+    python_verifies(&export, Some(&trusted), &weighed);
+    // A list with a typo is refused with its line, not read as trusting nobody.
+    std::fs::write(&trusted, format!("{}\n{}x\n", household, &household[1..])).unwrap();
+    let err = fails(
+        &dirs[1],
+        &[
+            "receipts",
+            "verify",
+            export.to_str().unwrap(),
+            "--trusted",
+            trusted.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("line 2:"), "{err}");
     let text = std::fs::read_to_string(&export).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(
@@ -564,13 +629,14 @@ fn coordinator_killed_with_sigkill_restarts_and_finishes_its_job() {
         verified_out.contains("24 receipts, 24 valid, 0 invalid"),
         "{verified_out}"
     );
-    python_verifies(&export);
+    python_verifies(&export, None, &verified_out);
 }
 
 /// The independent verifier (`docs/verify_receipt.py`, written from `docs/receipts.md`)
 /// checks a real export too, chain included, where Python with `blake3` is installed (CI
-/// installs it; elsewhere the check says it was skipped).
-fn python_verifies(export: &Path) {
+/// installs it; elsewhere the check says it was skipped), and prints the same credit, line
+/// for line, as `hearth receipts verify` did (`hearth_out`), given the same `trusted` list.
+fn python_verifies(export: &Path, trusted: Option<&Path>, hearth_out: &str) {
     let has_python = Command::new("python3")
         .args(["-c", "import blake3"])
         .output()
@@ -588,11 +654,12 @@ fn python_verifies(export: &Path) {
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/verify_receipt.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(export)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(export);
+    if let Some(list) = trusted {
+        cmd.arg("--trusted").arg(list);
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -600,4 +667,12 @@ fn python_verifies(export: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains(" 0 invalid"), "{stdout}");
+    let credit = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("credit of household ") || l.starts_with("  "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(!credit(hearth_out).is_empty(), "{hearth_out}");
+    assert_eq!(credit(&stdout), credit(hearth_out), "python:\n{stdout}");
 }

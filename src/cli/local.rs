@@ -2,14 +2,17 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, bail, Context};
 
 use crate::config::{self, Config, CONFIG_FILE};
 use crate::exec::Executor;
-use crate::identity::Identity;
+use crate::identity::{Identity, PublicKey};
 use crate::jobs::build::{build, JobSpec};
 use crate::jobs::local::run_local as run_jobs_locally;
 use crate::model::receipt::{check_conservation, verify_batch, ReceiptExport};
+use crate::model::tally;
 use crate::model::{parse_hash, JobManifest};
 use crate::node::{self, NodeOptions};
 use crate::store::Store;
@@ -305,9 +308,17 @@ pub fn run_local(
 }
 
 /// `hearth receipts verify FILE`: the checks of `docs/receipts.md` ("Verifying an export").
-pub fn receipts_verify(file: &Path) -> anyhow::Result<()> {
+pub fn receipts_verify(file: &Path, trusted: Option<&Path>) -> anyhow::Result<()> {
+    let trusted = match trusted {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading trusted submitters from {}", path.display()))?;
+            Some(tally::parse_trusted(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let export = super::export::read_export(file)?;
-    let report = check_export(&export);
+    let report = check_export(&export, trusted.as_ref());
     for line in &report.problems {
         println!("{line}");
     }
@@ -322,6 +333,9 @@ pub fn receipts_verify(file: &Path) -> anyhow::Result<()> {
         report.commitments,
         export.receipts.len().saturating_sub(report.proven)
     );
+    for line in &report.credit {
+        println!("{line}");
+    }
     let total = export.receipts.len();
     println!(
         "{total} receipts, {} valid, {} invalid",
@@ -351,12 +365,15 @@ struct ExportReport {
     /// Receipts whose inclusion proof checks out, and the distinct commitments they name.
     proven: usize,
     commitments: usize,
+    /// What the receipts that passed credit (`model::tally`).
+    credit: Vec<String>,
 }
 
 /// Every receipt decodes and its readable fields match; physics, terms and both signatures
 /// hold; no later receipt repeats an earlier one's (job, shard, worker); and the chain, if the
-/// export carries one, checks out against the receipts.
-fn check_export(export: &ReceiptExport) -> ExportReport {
+/// export carries one, checks out against the receipts. Then what the receipts that passed
+/// credit, `trusted` the submitters the reader trusts.
+fn check_export(export: &ReceiptExport, trusted: Option<&BTreeSet<PublicKey>>) -> ExportReport {
     let mut report = ExportReport {
         bad: 0,
         problems: Vec::new(),
@@ -364,6 +381,7 @@ fn check_export(export: &ReceiptExport) -> ExportReport {
         chain_ok: true,
         proven: 0,
         commitments: 0,
+        credit: Vec::new(),
     };
     let mut decoded = Vec::new();
     for (i, r) in export.receipts.iter().enumerate() {
@@ -429,6 +447,7 @@ fn check_export(export: &ReceiptExport) -> ExportReport {
     }
     report.proven = proven.len();
     report.commitments = commitments.len();
+    report.credit = tally::lines(&tally::tally(&passed, &proven, trusted), trusted);
     if let Some(chain) = &export.chain {
         match chain.verify(&list) {
             Ok(household) => report.chain = Some((household.to_hex(), chain.entries.len())),
@@ -439,4 +458,33 @@ fn check_export(export: &ReceiptExport) -> ExportReport {
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `hearth receipts verify --trusted` on the documented example export prints the credit
+    /// `docs/receipts.md` gives ("What an export credits"), which `docs/verify_receipt.py
+    /// --example` checks too: one specification, two implementations, the same lines.
+    #[test]
+    fn the_example_exports_credit_is_the_documented_one() {
+        let example = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/receipts-example.json"
+        ));
+        let export = super::super::export::read_export(example).unwrap();
+        let submitter = PublicKey::from_hex(&export.receipts[0].submitter).unwrap();
+        let report = check_export(&export, Some(&[submitter].into()));
+        assert!(report.problems.is_empty() && report.bad == 0);
+        let doc = include_str!("../../docs/receipts.md");
+        let given = doc
+            .split("prints, for the example export")
+            .nth(1)
+            .and_then(|rest| rest.split("```text").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/receipts.md gives the example export's credit");
+        let given: Vec<&str> = given.trim_matches('\n').lines().collect();
+        assert_eq!(report.credit, given);
+    }
 }

@@ -376,10 +376,15 @@ pub enum ReceiptsCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Check every receipt of an export file: signatures and fields.
+    /// Check every receipt of an export file (signatures, fields, physics, chain, inclusion
+    /// proofs) and print what it credits, per household and per submitter.
     Verify {
         /// An export written by `hearth receipts export --json`.
         file: PathBuf,
+        /// Submitters whose countersignatures you trust: one household key (hex) per line,
+        /// `#` comments. Adds what those vouched for to the credit printed.
+        #[arg(long, value_name = "FILE")]
+        trusted: Option<PathBuf>,
     },
 }
 
@@ -568,7 +573,9 @@ pub fn main() -> anyhow::Result<()> {
                      apply to it"
                 )
             }
-            Some(ReceiptsCommand::Verify { file }) => local::receipts_verify(file),
+            Some(ReceiptsCommand::Verify { file, trusted }) => {
+                local::receipts_verify(file, trusted.as_deref())
+            }
             Some(ReceiptsCommand::Export { output, .. }) => {
                 runtime.block_on(remote::receipts_export(
                     &api()?,

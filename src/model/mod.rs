@@ -9,6 +9,7 @@ pub mod export;
 pub mod job;
 pub mod power;
 pub mod receipt;
+pub mod tally;
 pub mod wire;
 
 pub use canon::DecodeError;
