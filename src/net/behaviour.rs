@@ -164,6 +164,33 @@ fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds
     (params, thresholds)
 }
 
+/// Kademlia as hearth runs it (also the configuration `lookup_tests.rs` puts under attack).
+pub(super) fn kademlia_config() -> kad::Config {
+    let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+    kad_cfg
+        .set_query_timeout(Duration::from_secs(30))
+        // The swarm task runs the refreshes on its own schedule (`actor.rs`: full bootstraps at
+        // start and every half hour, own-key lookups in between); Kademlia's own timer would
+        // add a full bootstrap every interval. Its automatic bootstrap while the routing table
+        // holds fewer than k peers stays on.
+        .set_periodic_bootstrap_interval(None)
+        .set_provider_publication_interval(Some(Duration::from_secs(6 * 3600)))
+        // Records peers send come to the swarm task, which stores them with the address of
+        // the connection they came over (`work.rs`: one network's share of a work key).
+        .set_record_filtering(kad::StoreInserts::FilterBoth)
+        // Peers go into the routing table through the swarm task only, which keeps any one
+        // subnet to its share of each bucket and of the table (`table.rs`: eclipse).
+        .set_kbucket_inserts(kad::BucketInserts::Manual)
+        // Every iterative lookup (who provides a work key or a blob, who is near our own key)
+        // follows 3 disjoint paths (S/Kademlia; 3 is the default parallelism): a peer's answer
+        // feeds only the path that asked it, so peers that answer every lookup with one
+        // another's names capture the paths that start with them and no other, and a path
+        // that starts at an honest peer still reaches the honest peers near the key
+        // (`lookup_tests.rs`, which fails without it).
+        .disjoint_query_paths(true);
+    kad_cfg
+}
+
 fn build_behaviour(
     cfg: &NetConfig,
     relay_client: relay::client::Behaviour,
@@ -189,21 +216,7 @@ fn build_behaviour(
             .with_push_listen_addr_updates(true),
     );
 
-    let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
-    kad_cfg
-        .set_query_timeout(Duration::from_secs(30))
-        // The swarm task runs the refreshes on its own schedule (`actor.rs`: full bootstraps at
-        // start and every half hour, own-key lookups in between); Kademlia's own timer would
-        // add a full bootstrap every interval. Its automatic bootstrap while the routing table
-        // holds fewer than k peers stays on.
-        .set_periodic_bootstrap_interval(None)
-        .set_provider_publication_interval(Some(Duration::from_secs(6 * 3600)))
-        // Records peers send come to the swarm task, which stores them with the address of
-        // the connection they came over (`work.rs`: one network's share of a work key).
-        .set_record_filtering(kad::StoreInserts::FilterBoth)
-        // Peers go into the routing table through the swarm task only, which keeps any one
-        // subnet to its share of each bucket and of the table (`table.rs`: eclipse).
-        .set_kbucket_inserts(kad::BucketInserts::Manual);
+    let kad_cfg = kademlia_config();
     // Work records (`work.rs`) are kept apart from blob records, short-lived and bounded.
     let store = super::work::Store::new(
         MemoryStore::with_config(

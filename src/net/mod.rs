@@ -47,6 +47,8 @@ mod codec;
 mod dials;
 pub mod direct;
 mod download;
+#[cfg(test)]
+mod lookup_tests;
 mod prune;
 mod punch;
 mod relayed;
