@@ -14,6 +14,7 @@ Ed25519 is verified here in pure Python (RFC 8032, cofactorless, with the strict
 docs/receipts.md): OpenSSL, behind the `cryptography` package, accepts small-order keys and R
 points, so it cannot be the verifier on its own. Exits 0 when everything verifies, 1 otherwise.
 """
+import bisect
 import hashlib
 import json
 import os
@@ -491,21 +492,76 @@ def check_export(export: dict, trusted=None):
 def conservation(receipts) -> str:
     """docs/receipts.md "Conservation": for each household and each interval [a, b] from some
     receipt's start to some receipt's end, the energy claimed by its receipts lying inside
-    [a, b] is at most MAX_WATTS x (b - a). None if it holds, else what breaks it."""
+    [a, b] is at most MAX_WATTS x (b - a). None if it holds, else what breaks it (the interval
+    with the earliest a, and for it the earliest b)."""
     households = {}
     for f in receipts:
         households.setdefault(f["worker"], []).append((f["start_ms"], f["end_ms"], f["energy_mj"]))
     for household, windows in sorted(households.items()):
-        windows.sort(key=lambda w: w[1])
-        for a in sorted({w[0] for w in windows}):
-            total = 0
-            for start, end, energy in windows:
-                if start >= a:
-                    total += energy
-                    if total > MAX_WATTS * (end - a):
-                        return (f"household {household}: receipts within {a}..{end} ms claim "
-                                f"{total} mJ, more than {MAX_WATTS} W can deliver in {end - a} ms")
+        broken = overdrawn(windows)
+        if broken:
+            a, b, total = broken
+            return (f"household {household}: receipts within {a}..{b} ms claim "
+                    f"{total} mJ, more than {MAX_WATTS} W can deliver in {b - a} ms")
     return None
+
+
+def overdrawn(windows):
+    """The interval (a, b, energy inside) that breaks conservation with the earliest a, and for
+    it the earliest b; None if none does. Every a against every b would take hours for a year
+    of receipts, so a sweeps the starts from the latest down, each window joining when a
+    reaches its start and adding its energy to S(b) for every end b at or after its own; a
+    segment tree over the distinct ends holds S(b) - MAX_WATTS * b, and [a, b] breaks the
+    law exactly when that exceeds -MAX_WATTS * a (b >= a). O(n log n)."""
+    ends = sorted({w[1] for w in windows})
+    n = len(ends)
+    size = 1
+    while size < n:
+        size *= 2
+    low = -(1 << 200)
+    best = [low] * (2 * size)   # max over a node's leaves, its own pending addition included
+    add = [0] * (2 * size)      # addition pending for a node's leaves
+    for i, b in enumerate(ends):
+        best[size + i] = -MAX_WATTS * b
+    for v in range(size - 1, 0, -1):
+        best[v] = max(best[2 * v], best[2 * v + 1])
+
+    def add_from(lo, value, v=1, l=0, r=size - 1):
+        if r < lo:
+            return
+        if lo <= l:
+            best[v] += value
+            add[v] += value
+            return
+        m = (l + r) // 2
+        add_from(lo, value, 2 * v, l, m)
+        add_from(lo, value, 2 * v + 1, m + 1, r)
+        best[v] = max(best[2 * v], best[2 * v + 1]) + add[v]
+
+    def first_above(lo, t, v=1, l=0, r=size - 1, above=0):
+        if r < lo or best[v] + above <= t:
+            return None
+        if l == r:
+            return l, best[v] + above
+        m = (l + r) // 2
+        above += add[v]
+        found = first_above(lo, t, 2 * v, l, m, above)
+        return found if found is not None else first_above(lo, t, 2 * v + 1, m + 1, r, above)
+
+    found = None
+    by_start = sorted(windows, key=lambda w: -w[0])
+    i = 0
+    while i < len(by_start):
+        a = by_start[i][0]
+        while i < len(by_start) and by_start[i][0] == a:
+            _, end, energy = by_start[i]
+            add_from(bisect.bisect_left(ends, end), energy)
+            i += 1
+        hit = first_above(bisect.bisect_left(ends, a), -MAX_WATTS * a) if n else None
+        if hit is not None:
+            at, value = hit
+            found = (a, ends[at], value + MAX_WATTS * ends[at])
+    return found
 
 
 def check_chain(chain: dict, receipts) -> str:
@@ -577,6 +633,24 @@ def self_test() -> list:
     expect(f["id"] == "5439cfefcdf9e94a9b36a67e78a7ebb0c94003705144a63dfc5415741ca2763e",
            f"worked example verifies, id {f['id']}")
     expect(public_key(bytes([1]) * 32).hex() == f["worker"], "worker key from seed 32 x 01")
+
+    # Conservation's sweep against its definition (every start against every end).
+    import random
+    rng, agree = random.Random(7), True
+    for _ in range(400):
+        ws = [(s, s + rng.randrange(12), rng.randrange(60_000))
+              for s in (rng.randrange(40) for _ in range(rng.randrange(14)))]
+        want = None
+        for a in sorted({w[0] for w in ws}):
+            for b in sorted({w[1] for w in ws if w[1] >= a}):
+                inside = sum(e for s, t, e in ws if s >= a and t <= b)
+                if inside > MAX_WATTS * (b - a):
+                    want = (a, b, inside)
+                    break
+            if want:
+                break
+        agree &= overdrawn(ws) == want
+    expect(agree, "conservation's sweep finds what its definition finds, on 400 random sets")
 
     # What the example export credits, with its submitter trusted (docs/receipts.md, "What an
     # export credits"): the lines given there, exactly.

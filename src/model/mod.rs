@@ -4,6 +4,7 @@
 
 pub mod canon;
 pub mod commit;
+pub mod conservation;
 pub mod evidence;
 pub mod export;
 pub mod job;

@@ -12,7 +12,7 @@
 //! household circuit delivers ([`MAX_WATTS`]) or cover more than [`MAX_WINDOW_MS`], and no
 //! receipt credits more than its worker claimed.
 //!
-//! Size: about 620 lines before its tests (record, claim, terms, receipt and their physics
+//! Size: about 550 lines before its tests (record, claim, terms, receipt and their physics
 //! checks, one canonical format); the rest are the documented test vectors and property tests
 //! that keep docs/receipts.md true byte for byte.
 
@@ -545,79 +545,6 @@ pub fn verify_batch(receipts: &[Receipt]) -> Vec<Result<(), ReceiptError>> {
     receipts.iter().map(Receipt::verify).collect()
 }
 
-/// A household's receipts that together imply more power than [`MAX_WATTS`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("household {household}: receipts within {from_ms}..{to_ms} ms claim {energy_mj} mJ, more than {MAX_WATTS} W can deliver in those {} ms", to_ms - from_ms)]
-pub struct ConservationError {
-    pub household: PublicKey,
-    pub from_ms: u64,
-    pub to_ms: u64,
-    pub energy_mj: u128,
-}
-
-/// Conservation across receipts: for every household and every interval [a, b], the energy
-/// claimed by its receipts whose windows lie inside [a, b] is at most `MAX_WATTS × (b − a)`.
-/// One radiator cannot draw more than one circuit delivers, however its work is split into
-/// shards. Only intervals from some receipt's start to some receipt's end can be tight, so
-/// those are the ones checked: O(n²) per household after sorting.
-pub fn check_conservation(receipts: &[Receipt]) -> Result<(), ConservationError> {
-    let mut by_household: std::collections::BTreeMap<PublicKey, Vec<(u64, u64, u64)>> =
-        Default::default();
-    for r in receipts {
-        let rec = &r.record;
-        by_household
-            .entry(rec.worker)
-            .or_default()
-            .push((rec.start_ms, rec.end_ms, rec.energy_mj));
-    }
-    for (household, mut windows) in by_household {
-        if let Some((from_ms, to_ms, energy_mj)) = overdrawn(&mut windows, None) {
-            return Err(ConservationError {
-                household,
-                from_ms,
-                to_ms,
-                energy_mj,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The law of [`check_conservation`] over one household's `(start_ms, end_ms, energy_mj)`
-/// windows (reordered): the first interval `(from, to, energy)` whose windows claim more than
-/// `MAX_WATTS` allows, among the intervals from a window's start to a window's end, or only
-/// those containing `within` (a window of the set: the coordinator weighing a new claim
-/// against the ones it holds, which were weighed before it). O(n²).
-pub(crate) fn overdrawn(
-    windows: &mut [(u64, u64, u64)],
-    within: Option<(u64, u64)>,
-) -> Option<(u64, u64, u128)> {
-    let (latest_from, earliest_to) = within.unwrap_or((u64::MAX, 0));
-    // Sorted by end: walking them accumulates every window that ends by each end.
-    windows.sort_unstable_by_key(|&(_, end, _)| end);
-    let mut starts: Vec<u64> = windows
-        .iter()
-        .map(|&(start, _, _)| start)
-        .filter(|s| *s <= latest_from)
-        .collect();
-    starts.sort_unstable();
-    starts.dedup();
-    for from in starts {
-        let mut sum = 0u128;
-        for &(start, end, energy) in windows.iter() {
-            if start < from {
-                continue;
-            }
-            sum += u128::from(energy);
-            let span = u128::from(end.saturating_sub(from));
-            if end >= earliest_to && sum > u128::from(MAX_WATTS) * span {
-                return Some((from, end, sum));
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -887,56 +814,6 @@ pub(crate) mod tests {
         let text = serde_json::to_string(&json).unwrap();
         let dup = text.replacen("{", "{\"shard\":1,", 1);
         assert!(serde_json::from_str::<ReceiptJson>(&dup).is_err());
-    }
-
-    #[test]
-    fn overlapping_receipts_of_one_household_obey_conservation() {
-        let (w, other, s) = (
-            Identity::generate(),
-            Identity::generate(),
-            Identity::generate(),
-        );
-        let at = |who: &Identity, shard: u32, start: u64, end: u64, energy: u64| {
-            let rec = WorkRecord {
-                shard,
-                start_ms: start,
-                end_ms: end,
-                energy_mj: energy,
-                ..record(who, &s)
-            };
-            receipt_of(rec, who, &s)
-        };
-        // Two shards at 2 000 W each over the same second: each alone is possible, together
-        // they draw 4 000 W from one circuit.
-        let a = at(&w, 0, 1_000, 2_000, 2_000_000);
-        let b = at(&w, 1, 1_000, 2_000, 2_000_000);
-        assert!(a.verify().is_ok() && b.verify().is_ok());
-        let err = check_conservation(&[a.clone(), b.clone()]).unwrap_err();
-        assert_eq!(err.household, w.public());
-        assert_eq!((err.from_ms, err.to_ms), (1_000, 2_000));
-        // Back to back, or on two households, they are fine.
-        let c = at(&w, 1, 2_000, 3_000, 2_000_000);
-        let d = at(&other, 1, 1_000, 2_000, 2_000_000);
-        check_conservation(&[a.clone(), c, d]).unwrap();
-        // A short burst inside a longer shard counts too.
-        let long = at(&w, 2, 0, 10_000, 30_000_000);
-        let burst = at(&w, 3, 4_000, 4_010, 36_800);
-        check_conservation(std::slice::from_ref(&long)).unwrap();
-        assert!(
-            check_conservation(&[long, burst]).is_ok(),
-            "inside [0, 10 s]: 30.0368 kJ ≤ 36.8 kJ"
-        );
-        // A burst at the ceiling inside a 2 000 W second is possible (the longer shard may
-        // have drawn its energy at other moments of its window)...
-        let at_ceiling = at(&w, 4, 1_500, 1_600, 368_000);
-        check_conservation(&[a.clone(), at_ceiling]).unwrap();
-        // ...but 2 000 J + 1 700 J within the same second is not.
-        let e = at(&w, 5, 1_200, 1_900, 1_700_000);
-        assert!(e.verify().is_ok());
-        assert!(
-            check_conservation(&[a, e]).is_err(),
-            "3 700 J in one second"
-        );
     }
 
     proptest::proptest! {

@@ -15,7 +15,7 @@
 //! replica goes to another household.)
 //!
 //! The law is the one `receipts verify` checks across a household's export
-//! ([`crate::model::receipt::check_conservation`]): for every interval [a, b], the energy of
+//! ([`crate::model::conservation::check_conservation`]): for every interval [a, b], the energy of
 //! the claims whose windows lie inside it is at most `MAX_WATTS × (b − a)`. Here it is checked
 //! for every interval that contains the new claim, over the household's claims that start
 //! within [`REACH_MS`] of it (the [`MAX_WEIGHED`] nearest, if more). Within that reach the
@@ -34,7 +34,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::identity::PublicKey;
-use crate::model::receipt::{overdrawn, WorkRecord, MAX_WATTS};
+use crate::model::conservation::overdrawn;
+use crate::model::receipt::{WorkRecord, MAX_WATTS};
 
 /// Claims that started this long before the household's newest are forgotten, and households
 /// without a claim this recent: the reach, plus a lease's life (10 minutes) and the clock skew
@@ -379,7 +380,7 @@ mod tests {
                 .iter()
                 .map(|r| crate::model::receipt::tests::receipt_of(r.clone(), &worker, &submitter))
                 .collect();
-            proptest::prop_assert!(crate::model::receipt::check_conservation(&receipts).is_ok());
+            proptest::prop_assert!(crate::model::conservation::check_conservation(&receipts).is_ok());
         }
     }
 }
