@@ -452,16 +452,14 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         ),
     )
     .unwrap();
-    let weighed = ok(
-        &dirs[1],
-        &[
-            "receipts",
-            "verify",
-            export.to_str().unwrap(),
-            "--trusted",
-            trusted.to_str().unwrap(),
-        ],
-    );
+    let weigh = [
+        "receipts",
+        "verify",
+        export.to_str().unwrap(),
+        "--trusted",
+        trusted.to_str().unwrap(),
+    ];
+    let weighed = ok(&dirs[1], &weigh);
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
     let (mut want_n, mut want_mj) = (0u64, 0u128);
@@ -489,16 +487,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     python_verifies(&export, Some(&trusted), &weighed);
     // A list with a typo is refused with its line, not read as trusting nobody.
     std::fs::write(&trusted, format!("{}\n{}x\n", household, &household[1..])).unwrap();
-    let err = fails(
-        &dirs[1],
-        &[
-            "receipts",
-            "verify",
-            export.to_str().unwrap(),
-            "--trusted",
-            trusted.to_str().unwrap(),
-        ],
-    );
+    let err = fails(&dirs[1], &weigh);
     assert!(err.contains("line 2:"), "{err}");
     let text = std::fs::read_to_string(&export).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -156,23 +156,17 @@ pub fn parse_trusted(text: &str) -> Result<BTreeSet<PublicKey>, String> {
 mod tests {
     use super::*;
     use crate::identity::Identity;
-    use crate::model::receipt::{Claim, CreditBasis, CreditTerms, EnergyMethod, WorkRecord};
+    use crate::model::receipt::tests::record;
+    use crate::model::receipt::{Claim, CreditBasis, CreditTerms, WorkRecord};
 
     fn receipt(worker: &Identity, submitter: &Identity, shard: u32, credited: u64) -> Receipt {
         let record = WorkRecord {
-            job: blake3::hash(b"job"),
             shard,
-            module: blake3::hash(b"module"),
-            input: blake3::hash(b"input"),
-            output: blake3::hash(b"output"),
-            worker: worker.public(),
-            submitter: submitter.public(),
-            fuel: 1_000,
             energy_mj: credited + 5,
-            method: EnergyMethod::CpuEstimate,
             start_ms: 1_700_000_000_000,
             end_ms: 1_700_001_000_000,
             nonce: [shard as u8; 16],
+            ..record(worker, submitter)
         };
         let claim = Claim::sign(record, worker).unwrap();
         let mut terms = CreditTerms::claimed(&claim.record, 2, 2);
