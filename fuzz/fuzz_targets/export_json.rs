@@ -10,8 +10,9 @@ mod common;
 
 use arbitrary::{Result, Unstructured};
 use hearth::identity::Identity;
+use hearth::model::conservation::check_conservation;
 use hearth::model::export::{ReceiptExport, ReceiptJson};
-use hearth::model::receipt::{check_conservation, verify_batch, CreditTerms};
+use hearth::model::receipt::{verify_batch, CreditTerms};
 use hearth::model::Receipt;
 use libfuzzer_sys::fuzz_target;
 

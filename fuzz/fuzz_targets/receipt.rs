@@ -8,8 +8,9 @@
 mod common;
 
 use arbitrary::Unstructured;
+use hearth::model::conservation::check_conservation;
 use hearth::model::export::ReceiptJson;
-use hearth::model::receipt::{check_conservation, verify_batch};
+use hearth::model::receipt::verify_batch;
 use hearth::model::{Claim, Receipt, WorkRecord};
 use libfuzzer_sys::fuzz_target;
 
