@@ -212,7 +212,13 @@ async fn put_blob(
         .store
         .blocking(move |store| store.put_bytes(&body))
         .await
-        .map_err(internal)?;
+        .map_err(|e| match e {
+            // The household's disk, not the node, is short: 507, with what it keeps free.
+            e @ crate::store::StoreError::DiskLow { .. } => {
+                ApiError(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+            }
+            e => internal(e),
+        })?;
     if let Err(e) = ctx.net.provide(hash).await {
         tracing::debug!("could not advertise blob: {e}");
     }

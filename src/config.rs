@@ -214,6 +214,10 @@ pub struct LimitsConfig {
     /// store past it is not fetched. Blobs fetched for a job are deleted once the job is
     /// closed or dropped. Default 10240 (10 GiB).
     pub store_mib: u64,
+    /// Free space the store leaves on its disk, in MiB: a blob that would leave less is not
+    /// stored (a peer's is not fetched, the household's own is refused with the reason), so
+    /// the node's records always have room. 0 turns the check off. Default 256.
+    pub disk_free_mib: u64,
 }
 
 impl Default for LimitsConfig {
@@ -229,6 +233,7 @@ impl Default for LimitsConfig {
             locals: d.locals,
             compile_secs: d.compile_timeout.as_secs(),
             store_mib: 10 * 1024,
+            disk_free_mib: 256,
         }
     }
 }
@@ -270,12 +275,18 @@ impl LimitsConfig {
         )?;
         within("locals", self.locals.into(), 1, 50_000)?;
         within("compile_secs", self.compile_secs, 1, 3600)?;
-        within("store_mib", self.store_mib, 64, 1 << 24)
+        within("store_mib", self.store_mib, 64, 1 << 24)?;
+        within("disk_free_mib", self.disk_free_mib, 0, 1 << 24)
     }
 
     /// The store's disk quota in bytes.
     pub fn store_quota(&self) -> u64 {
         self.store_mib.saturating_mul(1 << 20)
+    }
+
+    /// The free space the store leaves on its disk, in bytes.
+    pub fn disk_floor(&self) -> u64 {
+        self.disk_free_mib.saturating_mul(1 << 20)
     }
 }
 
@@ -424,6 +435,9 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # Disk quota of the blob store, in MiB: blobs from peers beyond it are not fetched; blobs
 # fetched for a job are deleted once it closes (HEARTH_STORE_MIB).
 # store_mib = 10240
+# Free space the blob store leaves on the disk, in MiB: a blob that would leave less is not
+# stored, so leases, claims and receipts always have room; 0 turns it off (HEARTH_DISK_FREE_MIB).
+# disk_free_mib = 256
 "#;
 
 impl Config {
@@ -498,6 +512,7 @@ impl Config {
             ("HEARTH_INPUT_MIB", &mut limits.input_mib),
             ("HEARTH_COMPILE_SECS", &mut limits.compile_secs),
             ("HEARTH_STORE_MIB", &mut limits.store_mib),
+            ("HEARTH_DISK_FREE_MIB", &mut limits.disk_free_mib),
         ] {
             if let Some(v) = env(var) {
                 *field = v

@@ -262,8 +262,9 @@ pub fn gave_up(e: &sled::Error) -> bool {
 }
 
 /// Runs a commit and a flush on a thread of its own and waits for it at most
-/// [`FLUSH_DEADLINE`]. sled 0.34 can park a flush forever: a value too large for its log
-/// buffer (over about 128 KiB) goes to a file of its own, and when writing that file fails
+/// [`FLUSH_DEADLINE`]. sled 0.34 can park a flush forever: an item of its log over about
+/// 128 KiB (a large value, or a leaf whose values add up to that) goes to a file of its own
+/// (`tests::sled_spills_leaves_of_16_kib_values_to_files_of_their_own`), and when writing that file fails
 /// (a full disk) the write keeps its place in the log buffer, which then never reaches the
 /// disk; every flush waits for it (`tests/integrity.rs`,
 /// `a_flush_sled_never_finishes_fails_instead_of_hanging`). On tokio's blocking pool such a
@@ -384,6 +385,26 @@ fn decode(mut b: &[u8]) -> Result<Vec<Decoded<'_>>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What makes sled 0.34 write a file of its own (and wedge if that write fails,
+    /// docs/storage.md "A flush sled never finishes"): any item of its log over about 128 KiB,
+    /// and a leaf page is one item holding every value of the leaf (up to 16 of them). So values
+    /// of 16 KiB, far below 128 KiB, spill as their leaves are rewritten: keeping each value
+    /// under 128 KiB would not keep sled off that path. Measured with values of 9 KiB or less
+    /// and 2 000 of them: no file.
+    #[test]
+    fn sled_spills_leaves_of_16_kib_values_to_files_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        for i in 0..400u32 {
+            tree.insert(i.to_be_bytes(), vec![i as u8; 16 * 1024])
+                .unwrap();
+        }
+        tree.flush().unwrap();
+        let spilled = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+        assert!(spilled > 0, "no leaf of 16 KiB values went to a file");
+    }
 
     #[test]
     fn a_batch_applies_every_write_and_leaves_no_intent() {

@@ -138,7 +138,7 @@ pub fn open_db(data_dir: &Path) -> Result<sled::Db, NodeError> {
     let path = data_dir.join("db");
     // sled opened on a full disk can leave a database it later calls corrupt even once space
     // returns (tests/integrity.rs), so it is not opened without room to write.
-    if let Some(free) = free_bytes(data_dir).filter(|&f| f < MIN_FREE_BYTES) {
+    if let Some(free) = crate::store::free_bytes(data_dir).filter(|&f| f < MIN_FREE_BYTES) {
         return Err(NodeError::DiskFull {
             path,
             source: sled::Error::Io(std::io::Error::new(
@@ -222,28 +222,6 @@ pub fn blob_dir(data_dir: &Path) -> std::path::PathBuf {
 
 /// Free space the database needs to open safely: several of sled's 512 KiB log segments.
 const MIN_FREE_BYTES: u64 = 8 << 20;
-
-/// Bytes an unprivileged writer may still use on the filesystem holding `dir`; `None` if it
-/// cannot be asked (the database is then opened anyway).
-fn free_bytes(dir: &Path) -> Option<u64> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: `c` is a valid NUL-terminated path and `st` a zeroed statvfs that the
-        // call fills; nothing is read from it unless the call succeeded.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-            return None;
-        }
-        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        None
-    }
-}
 
 /// Names why sled would not open: only a lock really held blames another node (sled reports
 /// it as an I/O error of kind `Other` saying it "could not acquire lock").
@@ -443,6 +421,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let db = open_db(&opts.data_dir)?;
     let store = Store::with_files(&db, &blob_dir(&opts.data_dir))?;
     store.set_quota(opts.config.limits.store_quota());
+    store.set_disk_floor(opts.config.limits.disk_floor());
     let ledger = Ledger::open(&db, identity.public())?;
     // Before anything is served: a damaged database stops the start (docs/storage.md).
     crate::integrity::ensure_intact(&opts.data_dir, &db, &ledger).await?;

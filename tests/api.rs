@@ -828,3 +828,31 @@ async fn trust_says_where_a_household_stands_and_why() {
     })
     .await
 }
+
+/// A blob the disk has no room for (it would leave less than `[limits] disk_free_mib`) is
+/// refused with 507 and the reason, and nothing is stored; with room, the same upload works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_the_disk_has_no_room_for_is_refused_with_507() {
+    tokio::time::timeout(TIMEOUT, async {
+        let n = start().await;
+        let store = &n.node.context.store;
+        let free = hearth::store::free_bytes(n._dir.path()).unwrap();
+        store.set_disk_floor(free + (1 << 30));
+        let upload = || {
+            n.authed(Method::POST, "/v1/blobs")
+                .body("more bytes")
+                .send()
+        };
+        let resp = upload().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("keeps free on its disk"), "{error}");
+        assert!(!store.has(&blake3::hash(b"more bytes")).unwrap());
+        store.set_disk_floor(0);
+        assert_eq!(upload().await.unwrap().status(), StatusCode::OK);
+        n.node.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -29,9 +29,7 @@ const SHARDS: u32 = 6;
 /// Starts a radiator on `dir`, has it run a job of [`SHARDS`] shards for itself (so it holds
 /// that many receipts on its hash chain and one finished job), and stops it cleanly.
 async fn node_with_history(dir: &Path) {
-    let node = hearth::node::start(loopback_options(dir, None, 2).unwrap())
-        .await
-        .unwrap();
+    let node = hearth::node::start(floorless(dir, 2)).await.unwrap();
     let spec = JobSpec::Pi {
         shards: SHARDS,
         samples: 20_000,
@@ -48,6 +46,14 @@ async fn node_with_history(dir: &Path) {
     let id = node.context.coordinator.submit(manifest).await.unwrap();
     wait_for(&node, id).await;
     node.shutdown().await;
+}
+
+/// Options for a node that must meet a full disk itself, on a tmpfs smaller than the disk
+/// floor it would otherwise keep free (`[limits] disk_free_mib`): the floor off.
+fn floorless(dir: &Path, slots: usize) -> hearth::node::NodeOptions {
+    let mut opts = loopback_options(dir, None, slots).unwrap();
+    opts.config.limits.disk_free_mib = 0;
+    opts
 }
 
 async fn wait_for(node: &RunningNode, id: blake3::Hash) {
@@ -333,6 +339,18 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// Fills the filesystem of `dir` but for about `room` bytes; returns the filler file.
+fn fill_leaving(dir: &Path, room: u64) -> PathBuf {
+    let filler = fill(dir);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    f.set_len(f.metadata().unwrap().len().saturating_sub(room))
+        .unwrap();
+    filler
+}
+
 /// sled 0.34 wedges when a value too large for its log (over about 128 KiB: it goes to a file
 /// of its own) is written while the disk is full: the failed write keeps its place in the log
 /// buffer, which then never reaches the disk, and every flush after it waits forever (found
@@ -385,9 +403,7 @@ async fn a_full_disk_acknowledges_nothing_and_the_node_recovers() {
         let data = fs.0.join("node");
         node_with_history(&data).await;
 
-        let node = hearth::node::start(loopback_options(&data, None, 1).unwrap())
-            .await
-            .unwrap();
+        let node = hearth::node::start(floorless(&data, 1)).await.unwrap();
         let filler = fill(&fs.0);
         // Submit jobs until one cannot be saved. sled may still have room in the segments it
         // already allocated, so the first ones can really be on disk; whatever was
@@ -460,7 +476,7 @@ async fn a_full_disk_acknowledges_nothing_and_the_node_recovers() {
 
         // Restarting on the full disk does not blame another node, and does not open sled
         // (which, opened on a full disk, left a database it called corrupt once space returned).
-        if let Err(e) = hearth::node::start(loopback_options(&data, None, 1).unwrap()).await {
+        if let Err(e) = hearth::node::start(floorless(&data, 1)).await {
             let e = e.to_string();
             eprintln!("start on a full disk: {e}");
             assert!(!e.contains("another hearth node"), "{e}");
@@ -471,7 +487,7 @@ async fn a_full_disk_acknowledges_nothing_and_the_node_recovers() {
         // really held, and said so): retry for a few seconds.
         let mut tries = 0;
         let node = loop {
-            match hearth::node::start(loopback_options(&data, None, 1).unwrap()).await {
+            match hearth::node::start(floorless(&data, 1)).await {
                 Ok(node) => break node,
                 Err(e) if tries < 50 && e.to_string().contains("another hearth node") => {
                     tries += 1;
@@ -847,7 +863,7 @@ struct Loaded {
 impl Loaded {
     async fn start(fs: &Tmpfs, shards: usize) -> Loaded {
         let data = fs.0.join("node");
-        let mut opts = loopback_options(&data, None, 1).unwrap();
+        let mut opts = floorless(&data, 1);
         opts.config.node.role = hearth::config::Role::Bootstrap;
         let node = std::sync::Arc::new(hearth::node::start(opts).await.unwrap());
         let store = &node.context.store;
@@ -991,7 +1007,8 @@ async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
 }
 
 /// The same with the database wedged as the disk fills: a blob of 200 KiB stored when less
-/// room is left (a radiator keeping a fetched input) is too large for sled's log buffer, and
+/// room is left (a radiator keeping a fetched input, with its disk floor off: the next test
+/// shows the floor refusing that blob) is too large for sled's log buffer, and
 /// its failed write leaves every later flush parked inside sled
 /// (`a_flush_sled_never_finishes_fails_instead_of_hanging`). The coordinator gives its flush
 /// up at `kv::FLUSH_DEADLINE`, refuses what waited for it saying why, and the node stops
@@ -1014,18 +1031,9 @@ async fn a_database_wedged_as_the_disk_fills_stops_the_node_and_loses_nothing() 
         }
         // Full, but for 128 KiB: room for the coordinator's next writes, not for the blob.
         let root = fs.0.clone();
-        let filler = tokio::task::spawn_blocking(move || {
-            let filler = fill(&root);
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&filler)
-                .unwrap();
-            f.set_len(f.metadata().unwrap().len().saturating_sub(128 * 1024))
-                .unwrap();
-            filler
-        })
-        .await
-        .unwrap();
+        let filler = tokio::task::spawn_blocking(move || fill_leaving(&root, 128 * 1024))
+            .await
+            .unwrap();
         let store = &loaded.node.context.store;
         assert!(store.put_bytes(&vec![9u8; 200 * 1024]).is_err(), "no room");
         let acknowledged = loaded.told.lock().unwrap().claims.len();
@@ -1049,6 +1057,66 @@ async fn a_database_wedged_as_the_disk_fills_stops_the_node_and_loses_nothing() 
             "no refusal says why: {:?}",
             told.refusals
         );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A radiator keeps `[limits] disk_free_mib` free on its disk. With the disk nearly full (by
+/// another program: here a filler file), a blob whose bytes would leave less than the floor is
+/// refused before any byte of it is written, saying why, a smaller one is stored, and the node
+/// goes on running a job and recording its receipts in the room kept. Without the floor the
+/// large blob is stored and the room is gone (the test fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_radiator_keeps_its_disk_floor_free_and_goes_on_recording() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 96) else {
+            return;
+        };
+        let data = fs.0.join("node");
+        let mut opts = loopback_options(&data, None, 2).unwrap();
+        opts.config.limits.disk_free_mib = 32;
+        let node = hearth::node::start(opts).await.unwrap();
+        let root = fs.0.clone();
+        let filler = tokio::task::spawn_blocking(move || fill_leaving(&root, 40 << 20))
+            .await
+            .unwrap();
+        let store = &node.context.store;
+        let free = hearth::store::free_bytes(&data).unwrap();
+        let refused = store
+            .put_bytes(&vec![3u8; 16 << 20])
+            .expect_err("a blob that would leave less than the floor was stored");
+        eprintln!("{free} bytes free; refused: {refused}");
+        assert!(
+            matches!(refused, hearth::store::StoreError::DiskLow { floor, len, .. }
+                if floor == 32 << 20 && len == 16 << 20),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().contains("keeps free on its disk"),
+            "{refused}"
+        );
+        let after = hearth::store::free_bytes(&data).unwrap();
+        assert!(
+            after + (1 << 20) >= free,
+            "the refused blob took {} bytes",
+            free - after
+        );
+        store
+            .put_bytes(&vec![4u8; 1 << 20])
+            .expect("a blob that leaves the floor free");
+        // The node goes on: a job of its own, run, verified and credited in the room kept.
+        let spec = JobSpec::Pi {
+            shards: SHARDS,
+            samples: 20_000,
+            seed: 11,
+        };
+        let manifest = build(store, &spec, node.household(), JobLimits::default(), 1).unwrap();
+        let id = node.context.coordinator.submit(manifest).await.unwrap();
+        wait_for(&node, id).await;
+        node.shutdown().await;
+        std::fs::remove_file(filler).unwrap();
     })
     .await
     .expect("test timed out");

@@ -703,6 +703,55 @@ fn quota_refuses_imports_from_peers_and_counts_everything() {
     store.put_bytes(&pattern(3000)).unwrap();
 }
 
+/// The disk floor, against this filesystem's real free space (read with `statvfs` as the
+/// store does): a floor above what is free refuses every new blob, own or a peer's, before
+/// anything of it is stored; one well below it refuses nothing; resuming an import is not a
+/// new blob. Margins of 1 GiB keep other writers on this disk from changing the outcome.
+#[test]
+fn the_disk_floor_refuses_blobs_that_would_leave_less_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let small = pattern(1000);
+    let small_hash = blake3::hash(&small);
+    let started = store
+        .begin_import(&small_hash, &Outboard::compute(&small))
+        .unwrap();
+    drop(started);
+    let free = hearth::store::free_bytes(dir.path()).expect("statvfs");
+    store.set_disk_floor(free + (1 << 30));
+    let big = pattern(2 * CHUNK_SIZE);
+    let err = store.put_bytes(&big).unwrap_err();
+    assert!(
+        matches!(err, StoreError::DiskLow { len, floor, .. }
+            if len == big.len() as u64 && floor == free + (1 << 30)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("keeps free on its disk"), "{err}");
+    let peers = pattern(5 * CHUNK_SIZE);
+    let err = store
+        .begin_import(&blake3::hash(&peers), &Outboard::compute(&peers))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DiskLow { .. }), "{err:?}");
+    assert!(
+        store.list().unwrap().is_empty(),
+        "a refused blob was stored"
+    );
+    assert_eq!(store.usage().unwrap(), 1000, "only the import begun before");
+    // Resuming the import begun before is not a new blob.
+    let resumed = store
+        .begin_import(&small_hash, &Outboard::compute(&small))
+        .unwrap();
+    resumed.put_chunk(0, &small).unwrap();
+    resumed.finish().unwrap();
+    if free > 2 << 30 {
+        store.set_disk_floor(free - (1 << 30));
+        store.put_bytes(&big).unwrap();
+        store.put_bytes(&peers).unwrap();
+    }
+    store.set_disk_floor(0);
+    store.put_bytes(&pattern(3000)).unwrap();
+}
+
 #[test]
 fn kept_blobs_survive_delete_unless_kept() {
     let dir = tempfile::tempdir().unwrap();

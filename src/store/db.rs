@@ -75,6 +75,9 @@ pub struct Store {
     /// Most bytes of blobs (complete and partial) an import from a peer may bring the store
     /// to; `u64::MAX` (the default) means no quota. Shared by every clone of the handle.
     quota: Arc<AtomicU64>,
+    /// Bytes a new blob must leave free on the disk of the blob directory; 0 (the default)
+    /// checks nothing. Shared by every clone of the handle.
+    floor: Arc<AtomicU64>,
     cache: Arc<Mutex<Cache>>,
 }
 
@@ -120,6 +123,7 @@ impl Store {
             lock: Arc::new(Mutex::new(())),
             kv: crate::kv::Kv::open(db)?,
             quota: Arc::new(AtomicU64::new(u64::MAX)),
+            floor: Arc::new(AtomicU64::new(0)),
             cache: Arc::new(Mutex::new(Cache::default())),
         })
     }
@@ -155,6 +159,35 @@ impl Store {
 
     pub(crate) fn quota(&self) -> u64 {
         self.quota.load(Ordering::Relaxed)
+    }
+
+    /// Sets the free space every new blob must leave on the disk (`[limits] disk_free_mib`):
+    /// a blob whose bytes would leave less is refused with [`StoreError::DiskLow`] before any
+    /// of them is written, whoever stores it (a peer's blob is then not fetched; the node's
+    /// own is refused with the reason). What it keeps free is room for the node's records
+    /// (leases, claims, receipts): a radiator never fills its disk with blobs, and sled never
+    /// meets a full disk through them (docs/storage.md, "A flush sled never finishes").
+    /// Checked only with a blob directory ([`Store::with_files`], every node); applies to
+    /// every clone of this handle.
+    pub fn set_disk_floor(&self, bytes: u64) {
+        self.floor.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Refuses a new blob of `len` bytes that would leave less than the floor free. The free
+    /// space is read from the filesystem now, so it counts what other programs wrote; imports
+    /// that start at the same moment may each pass before any wrote, which the floor absorbs
+    /// (a few blobs of at most [`MAX_BLOB_LEN`], against a floor of hundreds of MiB).
+    pub(crate) fn check_disk_floor(&self, len: u64) -> Result<(), StoreError> {
+        let floor = self.floor.load(Ordering::Relaxed);
+        let Some(files) = self.files.as_ref().filter(|_| floor > 0) else {
+            return Ok(());
+        };
+        match super::files::free_bytes(files.dir()) {
+            Some(free) if free < floor.saturating_add(len) => {
+                Err(StoreError::DiskLow { len, free, floor })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Bytes of blob data stored, complete blobs and partial imports at their full length

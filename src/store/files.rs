@@ -34,6 +34,11 @@ impl Files {
         })
     }
 
+    /// The directory itself.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Path of a complete blob's file.
     pub(crate) fn complete(&self, hash: &blake3::Hash) -> PathBuf {
         self.dir.join(hash.to_hex().as_str())
@@ -106,6 +111,28 @@ impl Files {
             }
         }
         Ok(out)
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`; `None` if it
+/// cannot be asked (callers then go on as if there were room).
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a zeroed statvfs that the
+        // call fills; nothing is read from it unless the call succeeded.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
     }
 }
 

@@ -71,7 +71,8 @@ impl Store {
                 ));
             }
             let resuming = self.partial.contains_key(key)?;
-            // A new import must fit the quota; one being resumed is already counted.
+            // A new import must fit the quota and leave the disk floor free; one being resumed is
+            // already counted.
             let quota = if quota { self.quota() } else { u64::MAX };
             if quota != u64::MAX && !resuming {
                 let used = self.usage()?;
@@ -82,6 +83,9 @@ impl Store {
                         quota,
                     });
                 }
+            }
+            if !resuming {
+                self.check_disk_floor(outboard.len)?;
             }
             // Where the bytes go is decided once, when the import starts: a resumed import
             // keeps its place even if the store was reopened with another configuration.

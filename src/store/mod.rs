@@ -57,6 +57,8 @@ mod outboard;
 #[cfg(feature = "node")]
 pub use db::Store;
 #[cfg(feature = "node")]
+pub use files::free_bytes;
+#[cfg(feature = "node")]
 pub use import::Import;
 pub use outboard::{Outboard, MAX_OUTBOARD_BYTES};
 
@@ -126,6 +128,16 @@ pub enum StoreError {
         used: u64,
         /// The quota, `[limits] store_mib`.
         quota: u64,
+    },
+    /// Storing the blob would leave less free space on the disk than this radiator keeps.
+    #[error("a blob of {len} bytes would leave less than the {floor} bytes this radiator keeps free on its disk ({free} bytes free); it was not stored")]
+    DiskLow {
+        /// Length of the refused blob.
+        len: u64,
+        /// Bytes free on the disk when it was refused.
+        free: u64,
+        /// What the radiator keeps free, `[limits] disk_free_mib`.
+        floor: u64,
     },
     /// A chunk group index past the end of the blob was asked for.
     #[error("blob {hash} has {count} pieces; piece {index} does not exist")]
