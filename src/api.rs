@@ -36,6 +36,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use serde::{Deserialize, Serialize};
 
+mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod history;
@@ -75,6 +76,8 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         .route("/v1/receipts/related", get(receipts_related))
         .route("/v1/trust", get(trust_all))
         .route("/v1/trust/{household}", get(trust_one))
+        .route("/v1/audit", get(audit::summary))
+        .route("/v1/audit/{coordinator}", get(audit::coordinator))
         .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(ctx.clone())

@@ -39,6 +39,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "node")]
 pub mod api;
 #[cfg(feature = "node")]
+pub mod audit;
+#[cfg(feature = "node")]
 pub mod cli;
 #[cfg(feature = "node")]
 pub mod config;

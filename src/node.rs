@@ -71,6 +71,8 @@ pub enum NodeError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
     Jobs(#[from] crate::jobs::JobError),
     #[error(transparent)]
     Exec(#[from] crate::exec::ExecError),
@@ -260,6 +262,8 @@ pub struct NodeContext {
     pub executor: Executor,
     /// Who is being answered a `Receipts` request now (`integrity::ReceiptsGate`).
     pub receipts_gate: ReceiptsGate,
+    /// The auditor's log of commitments heard (bootstrap nodes only; `crate::audit`).
+    pub audit: Option<crate::audit::AuditLog>,
 }
 
 /// How a service ended: its name, and why if it failed.
@@ -455,6 +459,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         .filter(|t| *t != Topic::Commitments || config.node.role == Role::Bootstrap)
         .collect();
     let (net, mut events, net_task) = net::spawn(net_config, store.clone()).await?;
+    // The nodes that hear commitments keep the auditor's log of them (`crate::audit`).
+    let audit = match config.node.role {
+        Role::Bootstrap => Some(crate::audit::AuditLog::open(&db)?),
+        Role::Radiator => None,
+    };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks: JoinSet<ServiceExit> = JoinSet::new();
@@ -608,6 +617,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         trust: trust.clone(),
         executor,
         receipts_gate: ReceiptsGate::default(),
+        audit: audit.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)
@@ -658,6 +668,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         offers,
         trust,
         receipts_gate: context.receipts_gate.clone(),
+        audit,
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -721,6 +732,8 @@ struct Router {
     trust: crate::jobs::trust::service::TrustHandle,
     /// Bounds the `Receipts` answers read at once.
     receipts_gate: ReceiptsGate,
+    /// The auditor's log of commitments (bootstrap nodes).
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl Router {
@@ -809,6 +822,29 @@ impl Router {
         Response::Noted
     }
 
+    /// Logs a checked commitment in the auditor's log. An equivocation is forwarded all the
+    /// same (every auditor should see the proof) and said loudly; a failed write is logged
+    /// and costs the commitment its first-seen time here, nothing else.
+    fn audit_heard(&self, c: &Commitment) {
+        let Some(audit) = &self.audit else { return };
+        match audit.hear(c, crate::model::now_ms()) {
+            Ok(crate::audit::Heard::Equivocation { first }) => tracing::warn!(
+                coordinator = %c.coordinator.to_hex(),
+                seq = c.seq,
+                first = %first.id().to_hex(),
+                second = %c.id().to_hex(),
+                "equivocation: the coordinator signed two different commitments with one number \
+                 (kept as proof; `hearth audit KEY`)"
+            ),
+            Ok(crate::audit::Heard::Full) => tracing::debug!(
+                coordinator = %c.coordinator.to_hex(),
+                "audit log full; commitment counted, not kept"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("audit log: {e}"),
+        }
+    }
+
     async fn gossip(
         &self,
         topic: Topic,
@@ -821,10 +857,14 @@ impl Router {
             return Verdict::Reject;
         };
         match topic {
-            // Audited, not stored: a commitment must be signed by its author's household key.
-            // Whoever holds one of its receipts has it already, with the receipt's proof.
+            // Audited: a commitment must be signed by its author's household key. Logged with
+            // when it was first heard, not put in the ledger: whoever holds one of its receipts
+            // has it already, with the receipt's proof.
             Topic::Commitments => match Commitment::from_bytes(&data) {
-                Ok(c) if c.coordinator.peer_id() == source && c.verify().is_ok() => Verdict::Accept,
+                Ok(c) if c.coordinator.peer_id() == source && c.verify().is_ok() => {
+                    self.audit_heard(&c);
+                    Verdict::Accept
+                }
                 _ => Verdict::Reject,
             },
             // Judged (and, if new, queued for a re-run) by the trust service.

@@ -142,6 +142,12 @@ fn every_route() -> Vec<(Method, &'static str, &'static str)> {
             "/v1/trust/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
             "",
         ),
+        (Method::GET, "/v1/audit", ""),
+        (
+            Method::GET,
+            "/v1/audit/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+            "",
+        ),
         (Method::GET, "/metrics", ""),
         (Method::GET, "/v1/overview", ""),
         (Method::POST, "/v1/login/ticket", ""),

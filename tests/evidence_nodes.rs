@@ -433,3 +433,120 @@ async fn a_node_that_joins_later_still_excludes_the_liar_after_its_own_rerun() {
     .await
     .expect("test timed out");
 }
+
+/// The auditor's log (`hearth::audit`) over real gossip. A bootstrap node logs the
+/// commitments a radiator seals for its own job, with when it first heard each; a second,
+/// different commitment signed by the radiator's key under a number already logged (what a
+/// thief of the key, or a coordinator swapping the receipts it vouched for, would publish) is
+/// kept beside the first as proof; `hearth audit` shows both signed bodies. A radiator keeps
+/// no log and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_proof() {
+    use hearth::model::commit::Commitment;
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                o.config.node.role = hearth::config::Role::Bootstrap;
+            }
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let (auditor, sub) = (&nodes[0], &nodes[1]);
+        let key = sub.household();
+        let log = auditor
+            .context
+            .audit
+            .as_ref()
+            .expect("a bootstrap keeps the log");
+        let before = now_ms();
+        let (id, _) = submit(sub, &SPEC, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(120)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        let logged = loop {
+            let l = log.coordinator(&key, 0, 100).unwrap();
+            if !l.commitments.is_empty() {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let first = &logged.commitments[0];
+        assert!(
+            (before..=now_ms()).contains(&first.first_seen_ms),
+            "{first:?}"
+        );
+        let c0 = Commitment::from_bytes(&hex::decode(&first.signed).unwrap()).unwrap();
+        c0.verify().unwrap();
+        assert_eq!(
+            (c0.coordinator, c0.id().to_hex().to_string()),
+            (key, first.id.clone())
+        );
+        assert!(logged.equivocations.is_empty());
+
+        let identity = Identity::load(&dir.path().join("radiator-1")).unwrap();
+        let (forged, _) = Commitment::seal(
+            &identity,
+            c0.seq,
+            &[blake3::hash(b"a receipt minted later")],
+            c0.first_ms,
+            c0.last_ms,
+        )
+        .unwrap();
+        sub.context
+            .net
+            .publish(Topic::Commitments, forged.to_bytes())
+            .await
+            .unwrap();
+        let proof = loop {
+            let l = log.coordinator(&key, 0, 100).unwrap();
+            if let Some(e) = l.equivocations.first() {
+                break e.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(proof.seq, c0.seq);
+        assert_eq!(proof.first.signed, first.signed, "the first heard stays");
+        assert_eq!(proof.second.signed, hex::encode(forged.to_bytes()));
+
+        let cli = |node: usize, args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("radiator-{node}")))
+                .arg("--api")
+                .arg(nodes[node].api_addr.to_string())
+                .args(args)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        };
+        let out = cli(0, &["audit"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&key.to_hex()) && l.contains("EQUIVOCATED 1 time(s)")),
+            "{text}"
+        );
+        let out = cli(0, &["audit", &key.to_hex()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.contains(&format!("EQUIVOCATION at #{}", c0.seq)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&first.signed) && text.contains(&proof.second.signed),
+            "{text}"
+        );
+        let out = cli(1, &["audit"]);
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("keeps no audit log"), "{said}");
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

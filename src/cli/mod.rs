@@ -5,6 +5,7 @@
 //! Size: about 620 lines before its unit tests, most of them the argument definitions clap
 //! reads (each with the help text a household sees) and one dispatch `match`.
 
+mod audit;
 mod client;
 pub mod export;
 pub mod heat;
@@ -126,6 +127,19 @@ pub enum Command {
         /// One household (hex key; default: every household the node knows of).
         household: Option<String>,
         /// Print the standings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The commitments a bootstrap node heard (its auditor's log): each coordinator's
+    /// numbers, when they were first seen, and any equivocation (two different commitments
+    /// signed with one number), with both signed bodies as proof.
+    Audit {
+        /// One coordinator (hex key): its commitments, from `--from` on.
+        coordinator: Option<String>,
+        /// First commitment number to list.
+        #[arg(long, default_value_t = 0, requires = "coordinator")]
+        from: u64,
+        /// Print JSON (the API's answer).
         #[arg(long)]
         json: bool,
     },
@@ -548,6 +562,11 @@ pub fn main() -> anyhow::Result<()> {
         Command::Trust { household, json } => {
             runtime.block_on(remote::trust(&api()?, household.as_deref(), *json))
         }
+        Command::Audit {
+            coordinator,
+            from,
+            json,
+        } => runtime.block_on(audit::show(&api()?, coordinator.as_deref(), *from, *json)),
         Command::RunLocal {
             job,
             output,

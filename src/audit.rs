@@ -1,0 +1,444 @@
+//! The auditor's log (bootstrap nodes): every signed commitment heard on
+//! `hearth/commitments/1`, kept with the moment this node first saw it, and every
+//! equivocation heard (two different commitments one coordinator signed with one number).
+//!
+//! A commitment proves that its coordinator counted a receipt among those of commitment `seq`;
+//! it does not prove that the commitment was ever shown to anyone, or when. This log does:
+//! a commitment in it was public no later than its first-seen time, and a second body for a
+//! number already logged is kept beside the first, the pair being the proof
+//! (docs/receipts.md, "Commitments and inclusion proofs"). It is what a revocation of a
+//! stolen key needs to name the commitments made before the theft (docs/threat-model.md).
+//!
+//! Owns the `audit/commitments` and `audit/equivocations` trees (docs/storage.md) and nothing
+//! else. Only commitments that passed the gossip check (they decode, `count` is 1 to 65 536,
+//! the signature verifies, the signer is the gossip author) reach [`AuditLog::hear`].
+//!
+//! Bounds: everything in a commitment is its signer's claim, `seq` included; the log stores
+//! at most [`MAX_LOGGED`] commitments (about 45 MB) and counts, without storing, what comes
+//! after (the first commitments heard are the ones a first-seen log must keep), and at most
+//! one equivocation for each commitment stored. Listing one
+//! coordinator's log returns at most [`MAX_PAGE`] entries per call.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sled::Tree;
+
+use crate::identity::PublicKey;
+use crate::model::commit::{Commitment, COMMITMENT_LEN};
+
+const LOG_TREE: &str = "audit/commitments";
+const EQUIVOCATIONS_TREE: &str = "audit/equivocations";
+
+/// Most commitments the log stores: 262 144 entries of 170 bytes. A coordinator seals at most one commitment per round of 5 s (17 280 a day), so
+/// this holds weeks of a busy network's commitments; after it, commitments are counted, not
+/// kept, and `hearth audit` says how many.
+pub const MAX_LOGGED: u64 = 1 << 18;
+
+/// Most commitments one listing of a coordinator's log returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// Format byte of a stored entry.
+const ENTRY_VERSION: u8 = 1;
+
+/// A stored entry: version ‖ first seen (u64 big-endian ms) ‖ the signed commitment.
+const ENTRY_LEN: usize = 1 + 8 + COMMITMENT_LEN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit log's database failed: {0}")]
+    Db(#[from] sled::Error),
+    #[error("the audit log's entry {key} is damaged: {reason}")]
+    Damaged { key: String, reason: String },
+}
+
+/// What hearing a commitment did to the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// First time this coordinator's number was heard: logged.
+    New,
+    /// The same signed commitment again (gossip repeats): nothing changed.
+    Again,
+    /// Another body for a number already logged: kept beside the first (the first
+    /// equivocation per number, even in a full log; later ones are [`Heard::Again`]).
+    Equivocation { first: Box<Commitment> },
+    /// The log is full: counted, not stored.
+    Full,
+}
+
+/// Cheap, cloneable handle on the log.
+#[derive(Clone)]
+pub struct AuditLog {
+    log: Tree,
+    equivocations: Tree,
+    /// Commitments stored.
+    stored: Arc<AtomicU64>,
+    /// Commitments not stored because the log was full, since this node started.
+    dropped: Arc<AtomicU64>,
+}
+
+fn key_of(coordinator: &PublicKey, seq: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(&coordinator.0);
+    key[32..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn entry(c: &Commitment, seen_ms: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ENTRY_LEN);
+    v.push(ENTRY_VERSION);
+    v.extend_from_slice(&seen_ms.to_be_bytes());
+    v.extend_from_slice(&c.to_bytes());
+    v
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<(u64, Commitment), AuditError> {
+    let damaged = |reason: String| AuditError::Damaged {
+        key: hex::encode(key),
+        reason,
+    };
+    if value.len() != ENTRY_LEN || value[0] != ENTRY_VERSION {
+        return Err(damaged(format!(
+            "{} bytes, version {:?}",
+            value.len(),
+            value.first()
+        )));
+    }
+    let seen = u64::from_be_bytes(value[1..9].try_into().expect("8 bytes"));
+    let c = Commitment::from_bytes(&value[9..]).map_err(|e| damaged(e.to_string()))?;
+    if key_of(&c.coordinator, c.seq)[..] != *key {
+        return Err(damaged("its key does not name its commitment".into()));
+    }
+    Ok((seen, c))
+}
+
+impl AuditLog {
+    /// Opens the log's trees in `db`, counting what they hold (once, linear in the log).
+    pub fn open(db: &sled::Db) -> Result<AuditLog, AuditError> {
+        let log = db.open_tree(LOG_TREE)?;
+        let equivocations = db.open_tree(EQUIVOCATIONS_TREE)?;
+        let stored = log.len() as u64;
+        Ok(AuditLog {
+            log,
+            equivocations,
+            stored: Arc::new(AtomicU64::new(stored)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Logs `c`, heard at `now_ms`, unless this coordinator's number is logged already (then
+    /// [`Heard::Again`], or [`Heard::Equivocation`] for another body) or the log is full. The
+    /// caller has checked the commitment's signature. Not flushed here: sled writes it within
+    /// half a second, and a crash before loses a first-seen time, never a stored one's.
+    pub fn hear(&self, c: &Commitment, now_ms: u64) -> Result<Heard, AuditError> {
+        let key = key_of(&c.coordinator, c.seq);
+        if let Some(value) = self.log.get(key)? {
+            let (_, first) = decode(&key, &value)?;
+            if first.body() == c.body() {
+                return Ok(Heard::Again);
+            }
+            // One proof per number is enough; so the equivocations stored never outnumber
+            // the commitments, and need no bound of their own.
+            let stored = self.equivocations.compare_and_swap(
+                key,
+                None as Option<&[u8]>,
+                Some(entry(c, now_ms)),
+            )?;
+            return Ok(match stored {
+                Ok(()) => Heard::Equivocation {
+                    first: Box::new(first),
+                },
+                Err(_) => Heard::Again,
+            });
+        }
+        if !self.room() {
+            return Ok(Heard::Full);
+        }
+        match self
+            .log
+            .compare_and_swap(key, None as Option<&[u8]>, Some(entry(c, now_ms)))?
+        {
+            Ok(()) => {
+                self.stored.fetch_add(1, Ordering::Relaxed);
+                Ok(Heard::New)
+            }
+            // Logged meanwhile by another caller: heard again, judged then.
+            Err(_) => self.hear(c, now_ms),
+        }
+    }
+
+    /// Whether another entry may be stored; counts a refusal.
+    fn room(&self) -> bool {
+        if self.stored.load(Ordering::Relaxed) < MAX_LOGGED {
+            return true;
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Every coordinator in the log, with what was heard of it. Reads the whole log.
+    pub fn summary(&self) -> Result<AuditSummary, AuditError> {
+        let mut coordinators: Vec<CoordinatorSummary> = Vec::new();
+        for item in self.log.iter() {
+            let (key, value) = item?;
+            let (seen, c) = decode(&key, &value)?;
+            let hex = c.coordinator.to_hex();
+            match coordinators.last_mut() {
+                // Keys sort by coordinator, then by number.
+                Some(s) if s.coordinator == hex => {
+                    s.commitments += 1;
+                    s.last_seq = c.seq;
+                    s.receipts += u64::from(c.count);
+                    s.first_seen_ms = s.first_seen_ms.min(seen);
+                    s.last_seen_ms = s.last_seen_ms.max(seen);
+                }
+                _ => coordinators.push(CoordinatorSummary {
+                    coordinator: hex,
+                    commitments: 1,
+                    first_seq: c.seq,
+                    last_seq: c.seq,
+                    receipts: u64::from(c.count),
+                    first_seen_ms: seen,
+                    last_seen_ms: seen,
+                    equivocations: 0,
+                }),
+            }
+        }
+        for key in self.equivocations.iter().keys() {
+            let key = key?;
+            let hex = hex::encode(&key[..32]);
+            if let Some(s) = coordinators.iter_mut().find(|s| s.coordinator == hex) {
+                s.equivocations += 1;
+            }
+        }
+        Ok(AuditSummary {
+            stored: self.stored.load(Ordering::Relaxed),
+            capacity: MAX_LOGGED,
+            dropped: self.dropped.load(Ordering::Relaxed),
+            coordinators,
+        })
+    }
+
+    /// `coordinator`'s commitments from number `from` on (at most `limit`, itself at most
+    /// [`MAX_PAGE`]), and every equivocation of it.
+    pub fn coordinator(
+        &self,
+        coordinator: &PublicKey,
+        from: u64,
+        limit: usize,
+    ) -> Result<CoordinatorLog, AuditError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let start = key_of(coordinator, from);
+        let end = key_of(coordinator, u64::MAX);
+        let mut commitments = Vec::new();
+        let mut next = None;
+        for item in self.log.range(start..=end) {
+            let (key, value) = item?;
+            let (seen, c) = decode(&key, &value)?;
+            if commitments.len() == limit {
+                next = Some(c.seq);
+                break;
+            }
+            commitments.push(LoggedCommitment::of(&c, seen));
+        }
+        let mut equivocations = Vec::new();
+        for item in self.equivocations.scan_prefix(coordinator.0) {
+            let (key, value) = item?;
+            let (seen, second) = decode(&key, &value)?;
+            let first = match self.log.get(&key)? {
+                Some(v) => decode(&key, &v)?,
+                None => {
+                    return Err(AuditError::Damaged {
+                        key: hex::encode(&key),
+                        reason: "an equivocation without the commitment it contradicts".into(),
+                    })
+                }
+            };
+            equivocations.push(EquivocationView {
+                seq: second.seq,
+                first: LoggedCommitment::of(&first.1, first.0),
+                second: LoggedCommitment::of(&second, seen),
+            });
+        }
+        Ok(CoordinatorLog {
+            coordinator: coordinator.to_hex(),
+            commitments,
+            next,
+            equivocations,
+        })
+    }
+}
+
+/// `GET /v1/audit`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AuditSummary {
+    /// Commitments stored.
+    pub stored: u64,
+    /// Most entries the log stores, [`MAX_LOGGED`].
+    pub capacity: u64,
+    /// Commitments heard but not stored because the log was full, since the node started.
+    pub dropped: u64,
+    pub coordinators: Vec<CoordinatorSummary>,
+}
+
+/// One coordinator as the log saw it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CoordinatorSummary {
+    /// Household key, hex.
+    pub coordinator: String,
+    /// Commitments logged.
+    pub commitments: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Receipts they cover (sum of `count`).
+    pub receipts: u64,
+    /// When the earliest and the latest were first seen here, ms since the epoch.
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// Numbers for which a second, different commitment was heard.
+    pub equivocations: u64,
+}
+
+/// `GET /v1/audit/{coordinator}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CoordinatorLog {
+    pub coordinator: String,
+    pub commitments: Vec<LoggedCommitment>,
+    /// The number to ask `from` for the next page, if there is one.
+    pub next: Option<u64>,
+    pub equivocations: Vec<EquivocationView>,
+}
+
+/// A commitment as logged.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LoggedCommitment {
+    pub seq: u64,
+    /// Commitment id: blake3 of its body, hex.
+    pub id: String,
+    pub count: u32,
+    /// Merkle root, hex.
+    pub root: String,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    /// When this node first heard it, ms since the epoch (this node's clock).
+    pub first_seen_ms: u64,
+    /// The signed commitment (161 bytes), hex: checkable by anyone (docs/receipts.md).
+    pub signed: String,
+}
+
+impl LoggedCommitment {
+    fn of(c: &Commitment, seen_ms: u64) -> LoggedCommitment {
+        LoggedCommitment {
+            seq: c.seq,
+            id: c.id().to_hex().to_string(),
+            count: c.count,
+            root: hex::encode(c.root),
+            first_ms: c.first_ms,
+            last_ms: c.last_ms,
+            first_seen_ms: seen_ms,
+            signed: hex::encode(c.to_bytes()),
+        }
+    }
+}
+
+/// Two different commitments the coordinator signed with one number: the proof.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EquivocationView {
+    pub seq: u64,
+    /// The one logged first.
+    pub first: LoggedCommitment,
+    /// The other.
+    pub second: LoggedCommitment,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn sealed(who: &Identity, seq: u64, ids: &[&[u8]]) -> Commitment {
+        let ids: Vec<blake3::Hash> = ids.iter().map(|b| blake3::hash(b)).collect();
+        Commitment::seal(who, seq, &ids, 1_700_000_000_000, 1_700_000_009_000)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn the_log_keeps_the_first_seen_and_proves_an_equivocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::kv::open(dir.path()).unwrap();
+        let log = AuditLog::open(&db).unwrap();
+        let a = Identity::from_seed([1; 32]);
+        let b = Identity::from_seed([2; 32]);
+        let c0 = sealed(&a, 0, &[b"r1", b"r2"]);
+        let c1 = sealed(&a, 1, &[b"r3"]);
+        assert_eq!(log.hear(&c0, 10).unwrap(), Heard::New);
+        assert_eq!(log.hear(&c0, 20).unwrap(), Heard::Again);
+        assert_eq!(log.hear(&c1, 30).unwrap(), Heard::New);
+        assert_eq!(log.hear(&sealed(&b, 0, &[b"x"]), 40).unwrap(), Heard::New);
+        // Another body under number 0: the first stays, the second is the proof.
+        let other = sealed(&a, 0, &[b"r1", b"minted"]);
+        assert_eq!(
+            log.hear(&other, 50).unwrap(),
+            Heard::Equivocation {
+                first: Box::new(c0.clone())
+            }
+        );
+        assert_eq!(log.hear(&other, 60).unwrap(), Heard::Again);
+        let s = log.summary().unwrap();
+        assert_eq!(s.stored, 3);
+        let sa = s
+            .coordinators
+            .iter()
+            .find(|x| x.coordinator == a.public().to_hex())
+            .unwrap();
+        assert_eq!(
+            (sa.commitments, sa.first_seq, sa.last_seq, sa.receipts),
+            (2, 0, 1, 3)
+        );
+        assert_eq!(
+            (sa.first_seen_ms, sa.last_seen_ms, sa.equivocations),
+            (10, 30, 1)
+        );
+        let la = log.coordinator(&a.public(), 0, 10).unwrap();
+        assert_eq!(la.commitments.len(), 2);
+        assert_eq!(la.commitments[0].first_seen_ms, 10);
+        assert_eq!(la.commitments[0].signed, hex::encode(c0.to_bytes()));
+        assert_eq!(la.next, None);
+        let e = &la.equivocations[0];
+        assert_eq!(
+            (e.seq, e.first.id.clone()),
+            (0, c0.id().to_hex().to_string())
+        );
+        assert_eq!(e.second.signed, hex::encode(other.to_bytes()));
+        // Paged: one at a time.
+        let page = log.coordinator(&a.public(), 0, 1).unwrap();
+        assert_eq!((page.commitments.len(), page.next), (1, Some(1)));
+        // What was logged survives a reopen, counted.
+        drop(log);
+        let log = AuditLog::open(&db).unwrap();
+        assert_eq!(log.summary().unwrap().stored, 3);
+        assert_eq!(log.hear(&c1, 99).unwrap(), Heard::Again);
+    }
+
+    #[test]
+    fn a_full_log_counts_what_it_cannot_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::kv::open(dir.path()).unwrap();
+        let log = AuditLog::open(&db).unwrap();
+        let a = Identity::from_seed([3; 32]);
+        log.stored.store(MAX_LOGGED - 1, Ordering::Relaxed);
+        assert_eq!(log.hear(&sealed(&a, 0, &[b"r"]), 1).unwrap(), Heard::New);
+        assert_eq!(log.hear(&sealed(&a, 1, &[b"s"]), 2).unwrap(), Heard::Full);
+        // A known commitment is still recognised, and an equivocation of it still kept.
+        assert_eq!(log.hear(&sealed(&a, 0, &[b"r"]), 3).unwrap(), Heard::Again);
+        assert!(matches!(
+            log.hear(&sealed(&a, 0, &[b"t"]), 4).unwrap(),
+            Heard::Equivocation { .. }
+        ));
+        let s = log.summary().unwrap();
+        assert_eq!((s.stored, s.dropped), (MAX_LOGGED, 1));
+        assert_eq!(s.coordinators[0].equivocations, 1);
+    }
+}

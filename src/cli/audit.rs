@@ -1,0 +1,90 @@
+//! `hearth audit [COORDINATOR]`: the auditor's log a bootstrap node keeps (`crate::audit`),
+//! read from its API.
+
+use super::client::Client;
+use crate::audit::{AuditSummary, CoordinatorLog, LoggedCommitment};
+
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+pub async fn show(
+    api: &Client,
+    coordinator: Option<&str>,
+    from: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let Some(coordinator) = coordinator else {
+        let s: AuditSummary = api.get("/v1/audit").await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            return Ok(());
+        }
+        println!(
+            "{} commitments logged (at most {}); {} heard but not kept since the node started (log full)",
+            s.stored, s.capacity, s.dropped
+        );
+        for c in &s.coordinators {
+            let span = c.last_seq - c.first_seq + 1;
+            println!(
+                "{}  commitments {}..={} ({} logged, {} missing), {} receipts, first seen {}, last seen {}{}",
+                c.coordinator,
+                c.first_seq,
+                c.last_seq,
+                c.commitments,
+                span.saturating_sub(c.commitments),
+                c.receipts,
+                utc(c.first_seen_ms),
+                utc(c.last_seen_ms),
+                if c.equivocations > 0 {
+                    format!(", EQUIVOCATED {} time(s)", c.equivocations)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        return Ok(());
+    };
+    let log: CoordinatorLog = api
+        .get(&format!(
+            "/v1/audit/{}?from={from}",
+            coordinator.trim().to_lowercase()
+        ))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&log)?);
+        return Ok(());
+    }
+    let line = |c: &LoggedCommitment| {
+        format!(
+            "#{} {} receipts, ends {}..{}, first seen {}, id {}",
+            c.seq,
+            c.count,
+            utc(c.first_ms),
+            utc(c.last_ms),
+            utc(c.first_seen_ms),
+            c.id
+        )
+    };
+    println!("coordinator {}", log.coordinator);
+    for c in &log.commitments {
+        println!("  {}", line(c));
+    }
+    if let Some(next) = log.next {
+        println!("  more: hearth audit {} --from {next}", log.coordinator);
+    }
+    for e in &log.equivocations {
+        println!(
+            "  EQUIVOCATION at #{}: two different signed commitments",
+            e.seq
+        );
+        println!("    first:  {}", line(&e.first));
+        println!("            {}", e.first.signed);
+        println!("    second: {}", line(&e.second));
+        println!("            {}", e.second.signed);
+    }
+    Ok(())
+}
