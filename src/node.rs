@@ -7,7 +7,7 @@
 //! the wrong author or carries a bad signature is rejected, which counts against its sender's
 //! gossipsub score.
 //!
-//! Size: about 925 lines: start-up wiring of every service (the trust service since issue 10),
+//! Size: about 945 lines: start-up wiring of every service (the trust service since issue 10),
 //! the router (with its Receipts gate) and the integrity checkpoint.
 //! The checkpoint service is the first thing to move out if it grows.
 
