@@ -1020,3 +1020,71 @@ async fn failure_reports_do_not_fail_a_shard_with_an_honest_claim() {
     .await
     .expect("test timed out");
 }
+
+/// A radiator whose disk has no room for a job's blobs (storing them would leave less than its
+/// `[limits] disk_free_mib`) gives its lease back at once with the reason, which the submitter
+/// sees, instead of asking for lease after lease it cannot work (it did until 2026-12-04: the
+/// refusal looked like an unreachable coordinator, retried every second); once there is room
+/// it asks again and works the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_radiator_short_of_disk_gives_work_back_saying_why_and_takes_it_once_there_is_room() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // 0 submits (warm: it does not work); 1 works.
+        let nodes = start_radiators(dir.path(), 2, 1, &|i, o: &mut NodeOptions| {
+            warm_if(i == 0, o)
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let (sub, worker) = (&nodes[0], &nodes[1]);
+        let free = hearth::store::free_bytes(dir.path()).unwrap();
+        worker.context.store.set_disk_floor(free + (1 << 30));
+        let spec = JobSpec::Pi {
+            shards: 2,
+            samples: 10_000,
+            seed: 3,
+        };
+        let manifest = build(
+            &sub.context.store,
+            &spec,
+            sub.household(),
+            JobLimits::default(),
+            1,
+        )
+        .unwrap();
+        let id = sub.context.coordinator.submit(manifest).await.unwrap();
+        let http = reqwest::Client::new();
+        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let view: serde_json::Value = http
+                .get(format!("http://{}/v1/jobs/{}", sub.api_addr, id.to_hex()))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let reason = view["shards"][0]["reason"].as_str().unwrap_or_default();
+            if reason.contains("declined by 1 household(s)") {
+                assert!(reason.contains("keeps free on its disk"), "{reason}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the submitter was not told: {view:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        worker.context.store.set_disk_floor(0);
+        let view = wait_done(sub, id, Duration::from_secs(75)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

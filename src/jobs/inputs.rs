@@ -61,6 +61,7 @@ impl Inputs<'_> {
             Err(e @ NetError::RelayedOnly { .. }) => {
                 Err(JobError::RelayedOnly(format!("the {what}: {e}")))
             }
+            Err(NetError::NoRoom(why)) => Err(JobError::NoRoom(format!("the {what}: {why}"))),
             Err(e) => Err(JobError::Network(format!(
                 "fetching {}: {e}",
                 hash.to_hex()

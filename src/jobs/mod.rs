@@ -44,6 +44,10 @@ pub enum JobError {
     /// relay and hole punching failed (blobs never cross a relay). Declined, not failed.
     #[error("cannot fetch the job's data here: {0}")]
     RelayedOnly(String),
+    /// This radiator's store has no room for the job's data now (its quota, or the free space
+    /// it keeps on its disk). Given back, not failed: there may be room later.
+    #[error("no room here for the job's data: {0}")]
+    NoRoom(String),
     #[error("the shard could not run: {0}")]
     Exec(#[from] crate::exec::ExecError),
     #[error("ledger: {0}")]

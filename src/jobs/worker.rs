@@ -206,14 +206,15 @@ enum Outcome {
     /// The job is beyond this radiator's limits; the coordinator was told why.
     Declined(String),
     /// The job's blobs cannot reach this radiator now (only a relay leads to their providers
-    /// and hole punching failed); its lease was given back with the reason. Asked again after
-    /// [`RELAYED_ONLY_RETRY`]: a later circuit may hole punch, or a directly reachable
-    /// radiator may hold the blobs by then.
-    RelayedOnly(String),
+    /// and hole punching failed), or its store has no room for them now (its quota, the free
+    /// space it keeps on its disk); its lease was given back with the reason. Asked again
+    /// after [`GIVE_BACK_RETRY`]: a later circuit may hole punch, a directly reachable
+    /// radiator may hold the blobs, or closed jobs may have freed room by then.
+    GivenBack(String),
 }
 
-/// How long a job whose blobs only a relay could carry is left before asking again.
-const RELAYED_ONLY_RETRY: Duration = Duration::from_secs(30);
+/// How long a job given back ([`Outcome::GivenBack`]) is left before asking again.
+const GIVE_BACK_RETRY: Duration = Duration::from_secs(30);
 
 /// The lease of a shard being worked, as its renewals leave it.
 #[derive(Clone, Debug)]
@@ -428,10 +429,10 @@ impl Worker {
                 }
                 self.declined.push_back(job);
             }
-            Outcome::RelayedOnly(reason) => {
-                tracing::info!(job = %job, "lease given back: {reason}; asking again in {RELAYED_ONLY_RETRY:?}");
+            Outcome::GivenBack(reason) => {
+                tracing::info!(job = %job, "lease given back: {reason}; asking again in {GIVE_BACK_RETRY:?}");
                 k.unreachable_since = None;
-                k.next_try = Instant::now() + RELAYED_ONLY_RETRY;
+                k.next_try = Instant::now() + GIVE_BACK_RETRY;
             }
             Outcome::Unreachable(e) => {
                 let since = *k.unreachable_since.get_or_insert_with(Instant::now);

@@ -699,6 +699,9 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
                 f.beginning = false;
                 self.drop_provider(io, now, hash, peer, true);
             }
+            Done::Begun(Err(
+                e @ (StoreError::DiskLow { .. } | StoreError::QuotaExceeded { .. }),
+            )) => self.finish(io, hash, Err(NetError::NoRoom(e.to_string()))),
             Done::Begun(Err(e)) => self.finish(io, hash, Err(NetError::Store(e.to_string()))),
             Done::TooLarge(len) => {
                 let (fits, over): (Vec<_>, Vec<_>) = std::mem::take(&mut f.waiters)

@@ -375,6 +375,10 @@ pub enum NetError {
     /// The local content store failed.
     #[error("the local content store failed: {0}")]
     Store(String),
+    /// The store has no room for the blob: its quota or the free space it keeps on its disk
+    /// (`StoreError::QuotaExceeded`, `StoreError::DiskLow`). Nothing of it was fetched.
+    #[error("{0}")]
+    NoRoom(String),
     /// Dialling an address failed.
     #[error("could not connect to {addr}: {reason}")]
     Dial { addr: Multiaddr, reason: String },

@@ -280,6 +280,26 @@ fn a_blob_over_every_callers_limit_is_refused_at_the_outboard() {
     assert_eq!(h.store.usage().unwrap(), 0);
 }
 
+/// A blob the store has no room for (its quota here) ends the fetch with `NoRoom`, which the
+/// worker gives back with the reason, not as a store failure or an unreachable provider.
+#[test]
+fn a_blob_the_store_has_no_room_for_ends_the_fetch_saying_so() {
+    let mut h = Harness::new();
+    h.store.set_quota(CHUNK_SIZE as u64);
+    let data = blob(3 * CHUNK_SIZE);
+    let hash = blake3::hash(&data);
+    let a = PeerId::random();
+    h.io.links.insert(a, Link::Direct);
+    let mut rx = h.start(hash, Some(a), data.len() as u64);
+    h.answer(&data, &[]);
+    let got = rx.try_recv().unwrap();
+    assert!(
+        matches!(&got, Err(NetError::NoRoom(why)) if why.contains("quota")),
+        "{got:?}"
+    );
+    assert_eq!(h.store.usage().unwrap(), 0);
+}
+
 #[test]
 fn a_provider_reachable_only_through_a_relay_is_given_up_after_the_wait() {
     let mut h = Harness::new();
