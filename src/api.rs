@@ -160,10 +160,18 @@ pub struct Status {
     pub routing_peers: usize,
     #[serde(default)]
     pub routing_refused: u64,
+    /// Bytes free on the disk of the data directory now (absent if it cannot be asked), and
+    /// the free space the blob store keeps there (`[limits] disk_free_mib`). 0 and absent
+    /// from older nodes.
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+    #[serde(default)]
+    pub disk_floor_bytes: u64,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
     let net = ctx.net.status().await.map_err(internal)?;
+    let (disk_free_bytes, disk_floor_bytes) = ctx.store.disk_room();
     Ok(Json(Status {
         version: env!("CARGO_PKG_VERSION").into(),
         peer_id: net.peer_id.to_string(),
@@ -181,6 +189,8 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         work_records_refused: net.work_records_refused,
         routing_peers: net.routing_peers,
         routing_refused: net.routing_refused,
+        disk_free_bytes,
+        disk_floor_bytes,
     }))
 }
 

@@ -699,6 +699,8 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
             "hearth_shard_cpu_seconds",
             "hearth_shard_memory_bytes",
             "hearth_shard_memory_limit_bytes",
+            "hearth_disk_free_bytes",
+            "hearth_disk_floor_bytes",
             "hearth_energy_credited_joules",
             "hearth_receipts_credited",
             "hearth_ledger_receipts",
@@ -855,6 +857,17 @@ async fn a_blob_the_disk_has_no_room_for_is_refused_with_507() {
         let error = body["error"].as_str().unwrap();
         assert!(error.contains("keeps free on its disk"), "{error}");
         assert!(!store.has(&blake3::hash(b"more bytes")).unwrap());
+        // The household sees the room left and the floor (`hearth status`, `/metrics`).
+        let status: serde_json::Value = n
+            .authed(Method::GET, "/v1/status")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["disk_floor_bytes"], free + (1 << 30), "{status:#}");
+        assert!(status["disk_free_bytes"].is_u64(), "{status:#}");
         store.set_disk_floor(0);
         assert_eq!(upload().await.unwrap().status(), StatusCode::OK);
         n.node.shutdown().await;

@@ -353,6 +353,10 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     assert!(status["work_records"].is_u64(), "{status:#}");
     let text = ok(&dirs[0], &["--api", &api(0), "status"]);
     assert!(text.contains("work keys:"), "{text}");
+    assert!(
+        text.contains("MiB free; blobs that would leave less than 256 MiB are refused"),
+        "{text}"
+    );
 
     // Submit from radiator 1; radiators 1 and 2 verify each other's shards.
     let png = root.path().join("net.png");
@@ -410,6 +414,22 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
     let jobs = ok(&dirs[1], &["--api", &api(1), "jobs"]);
     assert!(jobs.contains("done") && jobs.contains("2/2"), "{jobs}");
+    // The bootstrap node, an auditor, heard radiator 1 commit to the job's receipts.
+    let sub: serde_json::Value =
+        serde_json::from_str(&ok(&dirs[1], &["--api", &api(1), "status", "--json"])).unwrap();
+    let household = sub["household"].as_str().unwrap().to_string();
+    wait_for(
+        "the auditor to log a commitment",
+        Duration::from_secs(20),
+        || {
+            let audit = ok(&dirs[0], &["--api", &api(0), "audit"]);
+            audit
+                .lines()
+                .any(|l| l.starts_with(&household) && l.contains("receipts"))
+        },
+    );
+    let err = fails(&dirs[1], &["--api", &api(1), "audit"]);
+    assert!(err.contains("keeps no audit log"), "{err}");
     // Every receipt the submitter holds verifies offline, and a tampered export does not.
     let export = root.path().join("receipts.json");
     ok(

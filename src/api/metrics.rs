@@ -130,6 +130,21 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         Some(Unit::Bytes),
         ctx.executor.limits().memory_total as f64,
     );
+    let (disk_free, disk_floor) = ctx.store.disk_room();
+    if let Some(free) = disk_free {
+        m.gauge(
+            "disk_free",
+            "Free space on the disk of the data directory",
+            Some(Unit::Bytes),
+            free as f64,
+        );
+    }
+    m.gauge(
+        "disk_floor",
+        "Free space the blob store keeps on that disk (disk_free_mib)",
+        Some(Unit::Bytes),
+        disk_floor as f64,
+    );
     m.counter(
         "shard_cpu",
         "CPU time spent inside shards by this process",

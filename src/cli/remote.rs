@@ -38,6 +38,13 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
         s.shard_memory_bytes.div_ceil(1 << 20),
         s.shard_memory_limit_bytes >> 20
     );
+    if let Some(free) = s.disk_free_bytes {
+        println!(
+            "disk:       {} MiB free; blobs that would leave less than {} MiB are refused",
+            free >> 20,
+            s.disk_floor_bytes >> 20
+        );
+    }
     for a in &s.listen_addrs {
         println!("listening:  {a}");
     }

@@ -173,6 +173,16 @@ impl Store {
         self.floor.store(bytes, Ordering::Relaxed);
     }
 
+    /// Bytes free on the disk of the blob directory now (`None` without one, or if the
+    /// filesystem cannot be asked), and the floor the store keeps free there.
+    pub fn disk_room(&self) -> (Option<u64>, u64) {
+        let free = self
+            .files
+            .as_ref()
+            .and_then(|f| super::files::free_bytes(f.dir()));
+        (free, self.floor.load(Ordering::Relaxed))
+    }
+
     /// Refuses a new blob of `len` bytes that would leave less than the floor free. The free
     /// space is read from the filesystem now, so it counts what other programs wrote; imports
     /// that start at the same moment may each pass before any wrote, which the floor absorbs
