@@ -4,6 +4,7 @@
     pip install blake3                                # cryptography too, for the naive-library demo
     python3 docs/verify_receipt.py receipts.json      # an export of `hearth receipts export --json`
     python3 docs/verify_receipt.py receipts.json --trusted submitters.txt   # and what they vouched for
+    python3 docs/verify_receipt.py receipts.json --trusted submitters.txt --json   # the credit as JSON
     python3 docs/verify_receipt.py --example          # the worked examples and test vectors
 
 An export may carry inclusion proofs (format hearth-receipts/3): each is checked against its
@@ -330,10 +331,10 @@ def check_inclusions(inclusions, receipts, listed) -> tuple:
 MJ_PER_WH = 3_600_000
 
 
-def tally_lines(receipts, committed, trusted) -> list:
-    """docs/receipts.md "What an export credits": per worker household (in key order), what
-    the valid receipts credit, per submitter (in key order), in a verified commitment, and, with
-    a list of trusted submitters, what those vouched for other than the household itself."""
+def tally(receipts, committed, trusted) -> dict:
+    """docs/receipts.md "What an export credits": per worker household, what the valid
+    receipts credit, per submitter, in a verified commitment, and, with a list of trusted
+    submitters, what those vouched for other than the household itself."""
     households = {}
     for f in receipts:
         h = households.setdefault(f["worker"], {"n": 0, "credited": 0, "claimed": 0, "by": {},
@@ -350,6 +351,11 @@ def tally_lines(receipts, committed, trusted) -> list:
         if trusted is not None and f["submitter"] != f["worker"] and f["submitter"] in trusted:
             h["trusted"][0] += 1
             h["trusted"][1] += f["credited_mj"]
+    return households
+
+
+def tally_lines(households, trusted) -> list:
+    """The tally's lines: households in key order, each one's submitters in key order."""
     lines = []
     for worker, h in sorted(households.items()):
         lines.append(f"credit of household {worker}: {h['n']} receipts, {h['credited']} mJ credited "
@@ -365,6 +371,33 @@ def tally_lines(receipts, committed, trusted) -> list:
             lines.append(f"  countersigned by trusted submitters, not self-dealt: {n} receipts, "
                          f"{credited} mJ ({credited // MJ_PER_WH} Wh)")
     return lines
+
+
+def tally_json(households, trusted, receipts: int, valid: int) -> dict:
+    """The tally as one JSON object (docs/receipts.md, "As JSON")."""
+    def pair(t):
+        return {"receipts": t[0], "credited_mj": t[1]}
+    return {
+        "format": "hearth-credit/1",
+        "receipts": receipts,
+        "valid": valid,
+        "households": [{
+            "household": worker,
+            "receipts": h["n"],
+            "credited_mj": h["credited"],
+            "credited_wh": h["credited"] // MJ_PER_WH,
+            "claimed_mj": h["claimed"],
+            "by_submitter": [{
+                "submitter": submitter,
+                "self_dealt": submitter == worker,
+                "trusted": trusted is not None and submitter in trusted,
+                "receipts": n,
+                "credited_mj": credited,
+            } for submitter, (n, credited) in sorted(h["by"].items())],
+            "committed": pair(h["committed"]),
+            "trusted": pair(h["trusted"]) if trusted is not None else None,
+        } for worker, h in sorted(households.items())],
+    }
 
 
 def parse_trusted(text: str) -> set:
@@ -440,7 +473,8 @@ def _field(kind, value, where):
 
 def check_export(export: dict, trusted=None):
     """docs/receipts.md "Verifying an export", then what it credits (`trusted`: the set of
-    submitter keys the reader trusts, or None). Returns (lines, number of receipts, failures)."""
+    submitter keys the reader trusts, or None). Returns (lines, number of receipts, failures,
+    the credit as JSON)."""
     lines, bad = [], 0
     _exact_keys(export, ("format", "receipts"), ("chain", "inclusions"), "export")
     if export["format"] not in EXPORT_FORMATS:
@@ -485,8 +519,10 @@ def check_export(export: dict, trusted=None):
     proof_lines, proof_bad, proven = check_inclusions(export.get("inclusions", []), valid, listed)
     lines += proof_lines
     bad += proof_bad
-    lines += tally_lines(valid, proven, trusted)
-    return lines, len(export["receipts"]), bad
+    households = tally(valid, proven, trusted)
+    lines += tally_lines(households, trusted)
+    credit = tally_json(households, trusted, len(export["receipts"]), len(valid))
+    return lines, len(export["receipts"]), bad, credit
 
 
 def conservation(receipts) -> str:
@@ -655,11 +691,13 @@ def self_test() -> list:
     # What the example export credits, with its submitter trusted (docs/receipts.md, "What an
     # export credits"): the lines given there, exactly.
     export = load_export(os.path.join(HERE, "receipts-example.json"))
-    lines, _, bad = check_export(export, parse_trusted(f"# the example's submitter\n{f['submitter']}\n"))
+    lines, _, bad, credit = check_export(export, parse_trusted(f"# the example's submitter\n{f['submitter']}\n"))
     doc = open(os.path.join(HERE, "receipts.md"), encoding="utf-8").read()
     given = doc.split("prints, for the example export")[1].split("```text")[1].split("```")[0]
     expect(bad == 0 and [l for l in lines if l.startswith(("credit of", "  "))] == given.strip("\n").split("\n"),
            "the example export's credit, with its submitter trusted, is the one docs/receipts.md gives")
+    given = doc.split("**As JSON.**")[1].split("```json")[1].split("```")[0]
+    expect(credit == json.loads(given), "and as JSON, the object docs/receipts.md gives")
     for text in ("ab" * 31, "ab" * 32 + " x", "0x" + "ab" * 31):
         try:
             parse_trusted(text)
@@ -733,7 +771,7 @@ def self_test() -> list:
 
     # The complete example export, with its chain; then the same export pruned and edited.
     export = load_export(os.path.join(HERE, "receipts-example.json"))
-    lines, n, bad = check_export(export)
+    lines, n, bad, _ = check_export(export)
     for line in lines:
         print(f"     {line}")
     expect(n == 4 and bad == 0, "docs/receipts-example.json verifies, chain included")
@@ -803,6 +841,9 @@ def main() -> int:
         print(f"{len(failures)} failures")
         return 1 if failures else 0
     args, trusted = sys.argv[1:], None
+    as_json = "--json" in args
+    if as_json:
+        args.remove("--json")
     if len(args) == 3 and "--trusted" in args[:2]:
         i = args.index("--trusted")
         try:
@@ -816,13 +857,17 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        lines, n, bad = check_export(load_export(args[0]), trusted)
+        lines, n, bad, credit = check_export(load_export(args[0]), trusted)
     except (ValueError, OSError) as e:
         print(f"{args[0]}: {e}", file=sys.stderr)
         return 1
+    out = sys.stderr if as_json else sys.stdout
     for line in lines:
-        print(line)
-    print(f"{n} receipts, {n - min(bad, n)} valid, {bad} invalid")
+        if not (as_json and line.startswith(("credit of", "  "))):
+            print(line, file=out)
+    if as_json:
+        print(json.dumps(credit, indent=2, sort_keys=True))
+    print(f"{n} receipts, {n - min(bad, n)} valid, {bad} invalid", file=out)
     return 1 if bad else 0
 
 

@@ -664,7 +664,7 @@ fn python_verifies(export: &Path, trusted: Option<&Path>, hearth_out: &str) {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/verify_receipt.py");
     let mut cmd = Command::new("python3");
-    cmd.arg(script).arg(export);
+    cmd.arg(&script).arg(export);
     if let Some(list) = trusted {
         cmd.arg("--trusted").arg(list);
     }
@@ -684,4 +684,25 @@ fn python_verifies(export: &Path, trusted: Option<&Path>, hearth_out: &str) {
     };
     assert!(!credit(hearth_out).is_empty(), "{hearth_out}");
     assert_eq!(credit(&stdout), credit(hearth_out), "python:\n{stdout}");
+    // And as JSON (docs/receipts.md, "As JSON"): the same object from both, on stdout alone.
+    let json = |mut cmd: Command| -> serde_json::Value {
+        cmd.arg(export).arg("--json");
+        if let Some(list) = trusted {
+            cmd.arg("--trusted").arg(list);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out:?}"))
+    };
+    let mut py = Command::new("python3");
+    py.arg(&script);
+    let mut rs = Command::new(BIN);
+    rs.arg("--data-dir")
+        .arg(export.with_extension("no-data-dir"))
+        .args(["receipts", "verify"]);
+    let (py, rs) = (json(py), json(rs));
+    assert_eq!(py, rs);
+    assert_eq!(py["format"], "hearth-credit/1");
+    assert_eq!(py["valid"], py["receipts"], "{py:#}");
 }

@@ -309,7 +309,10 @@ pub fn run_local(
 }
 
 /// `hearth receipts verify FILE`: the checks of `docs/receipts.md` ("Verifying an export").
-pub fn receipts_verify(file: &Path, trusted: Option<&Path>) -> anyhow::Result<()> {
+/// Checks an export and prints what it credits. With `json`, the lines of the checks go to
+/// stderr and stdout gets one JSON object, the credit (`model::tally::json`); the exit status
+/// says whether every check held, as without it.
+pub fn receipts_verify(file: &Path, trusted: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let trusted = match trusted {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -320,29 +323,41 @@ pub fn receipts_verify(file: &Path, trusted: Option<&Path>) -> anyhow::Result<()
     };
     let export = super::export::read_export(file)?;
     let report = check_export(&export, trusted.as_ref());
+    // Lines for a person: on stdout, or beside the JSON on stderr.
+    let say = |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     for line in &report.problems {
-        println!("{line}");
+        say(line);
     }
     if let Some((household, length)) = &report.chain {
-        println!(
+        say(&format!(
             "chain of household {household}: {length} entries, links, head and receipts agree"
-        );
+        ));
     }
-    println!(
+    say(&format!(
         "{} receipts proven included in {} signed commitments; {} without an inclusion proof",
         report.proven,
         report.commitments,
         export.receipts.len().saturating_sub(report.proven)
-    );
-    for line in &report.credit {
-        println!("{line}");
+    ));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.credit_json)?);
+    } else {
+        for line in &report.credit {
+            println!("{line}");
+        }
     }
     let total = export.receipts.len();
-    println!(
+    say(&format!(
         "{total} receipts, {} valid, {} invalid",
         total - report.bad,
         report.bad
-    );
+    ));
     if report.bad > 0 || !report.problems.is_empty() {
         bail!(
             "{} of {total} receipts failed verification{}",
@@ -366,8 +381,9 @@ struct ExportReport {
     /// Receipts whose inclusion proof checks out, and the distinct commitments they name.
     proven: usize,
     commitments: usize,
-    /// What the receipts that passed credit (`model::tally`).
+    /// What the receipts that passed credit (`model::tally`), as lines and as JSON.
     credit: Vec<String>,
+    credit_json: serde_json::Value,
 }
 
 /// Every receipt decodes and its readable fields match; physics, terms and both signatures
@@ -383,6 +399,7 @@ fn check_export(export: &ReceiptExport, trusted: Option<&BTreeSet<PublicKey>>) -
         proven: 0,
         commitments: 0,
         credit: Vec::new(),
+        credit_json: serde_json::Value::Null,
     };
     let mut decoded = Vec::new();
     for (i, r) in export.receipts.iter().enumerate() {
@@ -448,7 +465,9 @@ fn check_export(export: &ReceiptExport, trusted: Option<&BTreeSet<PublicKey>>) -
     }
     report.proven = proven.len();
     report.commitments = commitments.len();
-    report.credit = tally::lines(&tally::tally(&passed, &proven, trusted), trusted);
+    let households = tally::tally(&passed, &proven, trusted);
+    report.credit = tally::lines(&households, trusted);
+    report.credit_json = tally::json(&households, trusted, export.receipts.len(), passed.len());
     if let Some(chain) = &export.chain {
         match chain.verify(&list) {
             Ok(household) => report.chain = Some((household.to_hex(), chain.entries.len())),
@@ -487,5 +506,13 @@ mod tests {
             .expect("docs/receipts.md gives the example export's credit");
         let given: Vec<&str> = given.trim_matches('\n').lines().collect();
         assert_eq!(report.credit, given);
+        let given = doc
+            .split("**As JSON.**")
+            .nth(1)
+            .and_then(|rest| rest.split("```json").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/receipts.md gives the example export's credit as JSON");
+        let given: serde_json::Value = serde_json::from_str(given).unwrap();
+        assert_eq!(report.credit_json, given);
     }
 }

@@ -399,6 +399,10 @@ pub enum ReceiptsCommand {
         /// `#` comments. Adds what those vouched for to the credit printed.
         #[arg(long, value_name = "FILE")]
         trusted: Option<PathBuf>,
+        /// Print the credit as one JSON object on stdout (docs/receipts.md); the checks'
+        /// lines go to stderr.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -592,9 +596,11 @@ pub fn main() -> anyhow::Result<()> {
                      apply to it"
                 )
             }
-            Some(ReceiptsCommand::Verify { file, trusted }) => {
-                local::receipts_verify(file, trusted.as_deref())
-            }
+            Some(ReceiptsCommand::Verify {
+                file,
+                trusted,
+                json,
+            }) => local::receipts_verify(file, trusted.as_deref(), *json),
             Some(ReceiptsCommand::Export { output, .. }) => {
                 runtime.block_on(remote::receipts_export(
                     &api()?,

@@ -130,6 +130,54 @@ pub fn lines(households: &[HouseholdCredit], trusted: Option<&BTreeSet<PublicKey
     out
 }
 
+/// The same tally as one JSON object (`hearth receipts verify --json`; `docs/receipts.md`
+/// gives its exact form, which `docs/verify_receipt.py --json` prints too): `receipts` and
+/// `valid` count the export's receipts and those that passed; energies are integers in mJ
+/// (they may exceed 2^53); `trusted` is `null` without a list.
+pub fn json(
+    households: &[HouseholdCredit],
+    trusted: Option<&BTreeSet<PublicKey>>,
+    receipts: usize,
+    valid: usize,
+) -> serde_json::Value {
+    use serde_json::json;
+    let tally = |t: &Tally| json!({ "receipts": t.receipts, "credited_mj": t.credited_mj });
+    let households: Vec<serde_json::Value> = households
+        .iter()
+        .map(|h| {
+            let by_submitter: Vec<serde_json::Value> = h
+                .by_submitter
+                .iter()
+                .map(|(submitter, t)| {
+                    json!({
+                        "submitter": submitter.to_hex(),
+                        "self_dealt": *submitter == h.household,
+                        "trusted": trusted.is_some_and(|list| list.contains(submitter)),
+                        "receipts": t.receipts,
+                        "credited_mj": t.credited_mj,
+                    })
+                })
+                .collect();
+            json!({
+                "household": h.household.to_hex(),
+                "receipts": h.all.receipts,
+                "credited_mj": h.all.credited_mj,
+                "credited_wh": h.all.credited_mj / MJ_PER_WH,
+                "claimed_mj": h.claimed_mj,
+                "by_submitter": by_submitter,
+                "committed": tally(&h.committed),
+                "trusted": h.trusted.as_ref().map(tally),
+            })
+        })
+        .collect();
+    json!({
+        "format": "hearth-credit/1",
+        "receipts": receipts,
+        "valid": valid,
+        "households": households,
+    })
+}
+
 /// Reads a list of trusted submitters: one household key (64 hex digits, either case) per
 /// line; blank lines and lines starting with `#` are skipped, surrounding spaces ignored.
 /// Anything else is an error naming its line, so a typo never silently trusts nobody.
