@@ -78,16 +78,20 @@ impl Node {
         .to_string()
     }
 
-    /// A session cookie obtained the way a browser does: ticket, then `/login`.
-    async fn login(&self) -> String {
-        let t: serde_json::Value = self
-            .authed(Method::POST, "/v1/login/ticket")
+    /// The JSON answer to an authenticated request.
+    async fn authed_json(&self, method: Method, path: &str) -> serde_json::Value {
+        self.authed(method, path)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A session cookie obtained the way a browser does: ticket, then `/login`.
+    async fn login(&self) -> String {
+        let t = self.authed_json(Method::POST, "/v1/login/ticket").await;
         let resp = self
             .req(Method::GET, t["path"].as_str().unwrap())
             .send()
@@ -858,14 +862,7 @@ async fn a_blob_the_disk_has_no_room_for_is_refused_with_507() {
         assert!(error.contains("keeps free on its disk"), "{error}");
         assert!(!store.has(&blake3::hash(b"more bytes")).unwrap());
         // The household sees the room left and the floor (`hearth status`, `/metrics`).
-        let status: serde_json::Value = n
-            .authed(Method::GET, "/v1/status")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = n.authed_json(Method::GET, "/v1/status").await;
         assert_eq!(status["disk_floor_bytes"], free + (1 << 30), "{status:#}");
         assert!(status["disk_free_bytes"].is_u64(), "{status:#}");
         store.set_disk_floor(0);

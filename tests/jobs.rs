@@ -426,6 +426,41 @@ fn compile_bomb(n: u32) -> Vec<u8> {
     .unwrap()
 }
 
+/// Polls the job's view on the API of `sub` (radiator 0 of `start_radiators(root, ..)`), as
+/// `hearth job status` reads it, until its first shard's reason says it was declined by
+/// `households` household(s), for at most `secs`; returns that reason and the view.
+async fn wait_declined(
+    root: &std::path::Path,
+    sub: &RunningNode,
+    id: blake3::Hash,
+    households: usize,
+    secs: u64,
+) -> (String, serde_json::Value) {
+    let http = reqwest::Client::new();
+    let token = std::fs::read_to_string(root.join("radiator-0/api.token")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let view: serde_json::Value = http
+            .get(format!("http://{}/v1/jobs/{}", sub.api_addr, id.to_hex()))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let reason = view["shards"][0]["reason"].as_str().unwrap_or_default();
+        if reason.contains(&format!("declined by {households} household(s)")) {
+            return (reason.to_string(), view);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not declined: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_beyond_the_radiators_limits_are_declined_and_the_submitter_sees_why() {
     tokio::time::timeout(TIMEOUT, async {
@@ -494,32 +529,10 @@ async fn jobs_beyond_the_radiators_limits_are_declined_and_the_submitter_sees_wh
         let started = std::time::Instant::now();
         // `hearth job status` reads this API: every job waits, declined by all three
         // households, with the reason.
-        let http = reqwest::Client::new();
-        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
         for (id, expect) in &jobs {
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                let view: serde_json::Value = http
-                    .get(format!("http://{}/v1/jobs/{}", sub.api_addr, id.to_hex()))
-                    .bearer_auth(token.trim())
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let reason = view["shards"][0]["reason"].as_str().unwrap_or_default();
-                if reason.contains("declined by 3 household(s)") {
-                    assert!(reason.contains(expect), "{reason}");
-                    assert_eq!(view["status"]["state"], "running", "{view:#}");
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "not declined: {view:#}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let (reason, view) = wait_declined(dir.path(), sub, *id, 3, 60).await;
+            assert!(reason.contains(expect), "{reason}");
+            assert_eq!(view["status"]["state"], "running", "{view:#}");
         }
         eprintln!(
             "three jobs declined by three radiators in {:?}",
@@ -1045,39 +1058,9 @@ async fn a_radiator_short_of_disk_gives_work_back_saying_why_and_takes_it_once_t
             samples: 10_000,
             seed: 3,
         };
-        let manifest = build(
-            &sub.context.store,
-            &spec,
-            sub.household(),
-            JobLimits::default(),
-            1,
-        )
-        .unwrap();
-        let id = sub.context.coordinator.submit(manifest).await.unwrap();
-        let http = reqwest::Client::new();
-        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let view: serde_json::Value = http
-                .get(format!("http://{}/v1/jobs/{}", sub.api_addr, id.to_hex()))
-                .bearer_auth(token.trim())
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let reason = view["shards"][0]["reason"].as_str().unwrap_or_default();
-            if reason.contains("declined by 1 household(s)") {
-                assert!(reason.contains("keeps free on its disk"), "{reason}");
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the submitter was not told: {view:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (id, _) = submit(sub, &spec, 1).await;
+        let (reason, _) = wait_declined(dir.path(), sub, id, 1, 30).await;
+        assert!(reason.contains("keeps free on its disk"), "{reason}");
         worker.context.store.set_disk_floor(0);
         let view = wait_done(sub, id, Duration::from_secs(75)).await;
         assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
