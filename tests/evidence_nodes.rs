@@ -550,3 +550,48 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
     .await
     .expect("test timed out");
 }
+
+/// A coordinator that seals before any auditor listens keeps its commitments and gossips them
+/// once one does: a bootstrap node that comes after the job is done still logs them. Until
+/// 2026-12-04 a commitment nobody was subscribed for was dropped, and the auditors never knew
+/// it existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commitments_sealed_before_an_auditor_listens_reach_it_later() {
+    tokio::time::timeout(Duration::from_secs(150), async {
+        let dir = tempfile::tempdir().unwrap();
+        let sub =
+            hearth::node::start(loopback_options(&dir.path().join("alone"), None, 2).unwrap())
+                .await
+                .unwrap();
+        let spec = JobSpec::Pi {
+            shards: 4,
+            samples: 10_000,
+            seed: 9,
+        };
+        let (id, _) = submit(&sub, &spec, 1).await;
+        let view = wait_done(&sub, id, Duration::from_secs(90)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        let addr = hearth::demo::listen_addr(&sub).await.unwrap();
+        let mut opts = loopback_options(&dir.path().join("auditor"), Some(addr), 1).unwrap();
+        opts.config.node.role = hearth::config::Role::Bootstrap;
+        let auditor = hearth::node::start(opts).await.unwrap();
+        let log = auditor.context.audit.clone().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let heard = log.coordinator(&sub.household(), 0, 10).unwrap();
+            if !heard.commitments.is_empty() {
+                assert_eq!(heard.commitments[0].seq, 0);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the auditor never heard the coordinator's commitments"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        auditor.shutdown().await;
+        sub.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}

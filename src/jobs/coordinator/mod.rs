@@ -20,7 +20,7 @@
 //! Fetching outputs, countersigning, delivering receipts and assembling the result run off
 //! the actor and report back, so the actor never waits on the network or the CPU. Everyone
 //! else talks to it through [`CoordinatorHandle`].
-//! Size: about 750 lines, just past the house style's limit: the actor's state, its loop with the
+//! Size: about 760 lines, just past the house style's limit: the actor's state, its loop with the
 //! group commit, and the dispatch of every request, which read best together; what follows a
 //! decision already lives in the files above.
 //! Must not touch: the worker, the Swarm.
@@ -142,6 +142,9 @@ pub struct Coordinator {
     sealing: bool,
     /// ... and another was asked for meanwhile.
     seal_again: bool,
+    /// Commitments no auditor was listening for when they were made, oldest first; gossiped
+    /// again each round (`outgoing.rs`, `republish_commitments`).
+    unpublished: std::collections::VecDeque<crate::model::commit::Commitment>,
     /// Countersigning, sealing and assembly, on blocking threads. Awaited, never abandoned, when the
     /// actor stops: a blocking thread cannot be cancelled, and one still holding the
     /// database after the node shut down would keep it locked.
@@ -256,6 +259,7 @@ impl Coordinator {
                 to_settle: Vec::new(),
                 sealing: false,
                 seal_again: false,
+                unpublished: std::collections::VecDeque::new(),
                 blocking: tokio::task::JoinSet::new(),
                 blocking_work: HashMap::new(),
                 own,
@@ -331,6 +335,7 @@ impl Coordinator {
                     self.provide_work().await;
                     self.seal();
                     self.retry_deliveries();
+                    self.republish_commitments().await;
                 }
                 Some(done) = self.blocking.join_next_with_id(), if !self.blocking.is_empty() => {
                     self.blocking_done(done).await;

@@ -17,6 +17,10 @@ use super::delivery::{self, MAX_DELIVERIES_PER_ROUND};
 use super::handle::Command;
 use super::{Coordinator, JobStatus, Waiting, MAX_ANNOUNCED_PER_ROUND};
 
+/// Most commitments kept for auditors not yet reachable: at one per round of 5 s, 21 minutes
+/// of a busy coordinator's commitments (161 bytes each).
+const MAX_UNPUBLISHED: usize = 256;
+
 impl Coordinator {
     /// Starts sealing the receipts countersigned since the last commitment into a signed
     /// commitment, on a blocking thread: a commitment covers up to 65 536 receipts, and
@@ -63,10 +67,34 @@ impl Coordinator {
     /// A commitment is durable: gossips it on `hearth/commitments/1` (heard by auditors, not
     /// by every radiator) and sends the waiting receipts with their proofs.
     pub(super) async fn committed(&mut self, c: Commitment) {
-        if let Err(e) = self.net.publish(Topic::Commitments, c.to_bytes()).await {
-            tracing::debug!("commitment not gossiped: {e}");
+        self.unpublished.push_back(c);
+        if self.unpublished.len() > MAX_UNPUBLISHED {
+            if let Some(old) = self.unpublished.pop_front() {
+                tracing::warn!(
+                    seq = old.seq,
+                    "no auditor heard commitment {} for {MAX_UNPUBLISHED} commitments; no longer offered",
+                    old.id().to_hex()
+                );
+            }
         }
+        self.republish_commitments().await;
         self.retry_deliveries();
+    }
+
+    /// Gossips the commitments no auditor was listening for, oldest first, until one finds
+    /// nobody again (no bootstrap node connected, or its subscription not heard yet). So an
+    /// auditor's first-seen log (`crate::audit`) misses no commitment of a coordinator that
+    /// sealed before it reached one; a commitment that could not be sent for another reason
+    /// (too large cannot happen: 161 bytes) is dropped with the reason.
+    pub(super) async fn republish_commitments(&mut self) {
+        while let Some(c) = self.unpublished.front() {
+            match self.net.publish(Topic::Commitments, c.to_bytes()).await {
+                Err(e) if e.is_no_peers() => return,
+                Err(e) => tracing::debug!(seq = c.seq, "commitment not gossiped: {e}"),
+                Ok(()) => {}
+            }
+            self.unpublished.pop_front();
+        }
     }
 
     pub(super) fn send_receipt(&mut self, receipt: Receipt) {
