@@ -5,6 +5,7 @@
     python3 docs/verify_receipt.py receipts.json      # an export of `hearth receipts export --json`
     python3 docs/verify_receipt.py receipts.json --trusted submitters.txt   # and what they vouched for
     python3 docs/verify_receipt.py receipts.json --trusted submitters.txt --json   # the credit as JSON
+    python3 docs/verify_receipt.py receipts.json --audit log.json   # and what auditors logged (repeatable)
     python3 docs/verify_receipt.py --example          # the worked examples and test vectors
 
 An export may carry inclusion proofs (format hearth-receipts/3): each is checked against its
@@ -243,28 +244,45 @@ def merkle_root(leaves):
     return node_hash(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
 
 
-def decode_inclusion(b: bytes) -> dict:
-    """An inclusion proof's bytes: "HINC", version 1, the signed commitment, the leaf index
-    (u32 LE), the path length (u8, at most 16) and the path's 32-byte hashes."""
-    if b[:5] != b"HINC\x01":
-        raise ValueError("bad inclusion magic or version")
-    c = b[5:5 + COMMITMENT_LEN]
+def decode_commitment(c: bytes) -> dict:
+    """A signed commitment's 161 bytes: "HCMT", version 1, coordinator, seq (u64 LE), count
+    (u32 LE), root, first_ms and last_ms (u64 LE), then the signature."""
     if len(c) != COMMITMENT_LEN or c[:5] != b"HCMT\x01":
         raise ValueError("bad commitment magic, version or length")
-    rest = b[5 + COMMITMENT_LEN:]
-    if len(rest) < 5:
-        raise ValueError("inclusion proof ends early")
-    (index,), n = struct.unpack_from("<I", rest, 0), rest[4]
-    if n > MAX_PATH or len(rest) != 5 + 32 * n:
-        raise ValueError("inclusion path too long, or bytes left over")
     seq, count = struct.unpack_from("<QI", c, 37)
     first_ms, last_ms = struct.unpack_from("<QQ", c, 81)
     return {
         "commitment": blake3.blake3(c[:COMMIT_BODY_LEN]).hexdigest(), "body": c[:COMMIT_BODY_LEN],
         "coordinator": c[5:37].hex(), "seq": seq, "count": count, "root": c[49:81].hex(),
         "first_ms": first_ms, "last_ms": last_ms, "commitment_sig": c[COMMIT_BODY_LEN:].hex(),
-        "index": index, "path": [rest[5 + 32 * i:37 + 32 * i].hex() for i in range(n)],
     }
+
+
+def verify_commitment(f: dict):
+    """A decoded commitment's count bound and its signature (strict Ed25519 over
+    COMMIT_DOMAIN ‖ body) under its coordinator; raises ValueError."""
+    if not 1 <= f["count"] <= MAX_LEAVES:
+        raise ValueError(f"a commitment covers 1 to {MAX_LEAVES} receipts, not {f['count']}")
+    why = strict_verify(bytes.fromhex(f["coordinator"]), COMMIT_DOMAIN + f["body"],
+                        bytes.fromhex(f["commitment_sig"]))
+    if why:
+        raise ValueError(f"the commitment signature does not verify: {why}")
+
+
+def decode_inclusion(b: bytes) -> dict:
+    """An inclusion proof's bytes: "HINC", version 1, the signed commitment, the leaf index
+    (u32 LE), the path length (u8, at most 16) and the path's 32-byte hashes."""
+    if b[:5] != b"HINC\x01":
+        raise ValueError("bad inclusion magic or version")
+    f = decode_commitment(b[5:5 + COMMITMENT_LEN])
+    rest = b[5 + COMMITMENT_LEN:]
+    if len(rest) < 5:
+        raise ValueError("inclusion proof ends early")
+    (index,), n = struct.unpack_from("<I", rest, 0), rest[4]
+    if n > MAX_PATH or len(rest) != 5 + 32 * n:
+        raise ValueError("inclusion path too long, or bytes left over")
+    f.update(index=index, path=[rest[5 + 32 * i:37 + 32 * i].hex() for i in range(n)])
+    return f
 
 
 def verify_inclusion(proof: bytes, receipt: dict) -> dict:
@@ -272,12 +290,7 @@ def verify_inclusion(proof: bytes, receipt: dict) -> dict:
     its coordinator is the receipt's submitter, and the path leads from the receipt's leaf to
     the committed root. Returns the decoded proof or raises ValueError."""
     f = decode_inclusion(proof)
-    if not 1 <= f["count"] <= MAX_LEAVES:
-        raise ValueError(f"a commitment covers 1 to {MAX_LEAVES} receipts, not {f['count']}")
-    why = strict_verify(bytes.fromhex(f["coordinator"]), COMMIT_DOMAIN + f["body"],
-                        bytes.fromhex(f["commitment_sig"]))
-    if why:
-        raise ValueError(f"the commitment signature does not verify: {why}")
+    verify_commitment(f)
     if f["coordinator"] != receipt["submitter"]:
         raise ValueError("the commitment is not the receipt's submitter's")
     root = root_from_path(leaf_hash(bytes.fromhex(receipt["id"])), f["index"], f["count"],
@@ -294,15 +307,16 @@ INCLUSION_KEYS = {
 }
 
 
-def check_inclusions(inclusions, receipts, listed) -> tuple:
+def check_inclusions(inclusions, receipts, listed, audit=None) -> tuple:
     """Each proof names a receipt of the export (by id), once, its readable fields match its
     canonical bytes, and it verifies. `receipts`: the valid receipts' fields; `listed`: every
     id the export lists (a proof of a receipt that already failed is not counted twice).
-    Returns (lines, failures)."""
+    `audit`: what auditors' logs hold (`add_audit_log`), or None. Returns (lines, failures,
+    the ids proven included, those of them in a commitment the logs hold)."""
     if not isinstance(inclusions, list):
         raise ValueError("inclusions: expected a list")
     by_id = {r["id"]: r for r in receipts}
-    lines, bad, seen, commitments = [], 0, set(), set()
+    lines, bad, seen, commitments, audited = [], 0, set(), set(), set()
     for n, j in enumerate(inclusions):
         try:
             _exact_keys(j, INCLUSION_KEYS, (), f"inclusion {n}")
@@ -319,26 +333,57 @@ def check_inclusions(inclusions, receipts, listed) -> tuple:
                     raise ValueError(f"field {k!r} does not match the canonical bytes")
             seen.add(readable["receipt"])
             commitments.add(f["commitment"])
+            if audit is not None and audit.get((f["coordinator"], f["seq"])) == f["commitment"]:
+                audited.add(readable["receipt"])
         except (ValueError, KeyError) as e:
             bad += 1
             lines.append(f"inclusion {n}: INVALID: {e}")
     lines.append(f"{len(seen)} receipts proven included in {len(commitments)} signed commitments; "
                  f"{len(receipts) - len(seen)} without an inclusion proof")
-    return lines, bad, seen
+    return lines, bad, seen, audited
+
+
+def add_audit_log(audit: dict, text: str):
+    """docs/receipts.md "What an export credits", auditors' logs: every entry's signed bytes
+    checked (decode, strict signature, the log's coordinator, its own seq and id); a
+    (coordinator, seq) holding two different commitments maps to None. Raises ValueError."""
+    log = json.loads(text)
+    if not isinstance(log, dict) or not isinstance(log.get("coordinator"), str):
+        raise ValueError('no "coordinator"')
+    coordinator = log["coordinator"]
+
+    def read(what, i, entry):
+        try:
+            f = decode_commitment(bytes.fromhex(entry["signed"]))
+            verify_commitment(f)
+            if f["coordinator"] != coordinator:
+                raise ValueError("signed by another coordinator than the log's")
+            if entry.get("seq") != f["seq"] or entry.get("id") != f["commitment"]:
+                raise ValueError("its seq or id is not its signed bytes'")
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{what} {i}: {e}")
+        key = (f["coordinator"], f["seq"])
+        if audit.setdefault(key, f["commitment"]) != f["commitment"]:
+            audit[key] = None
+    for i, entry in enumerate(log.get("commitments") or []):
+        read("commitment", i, entry)
+    for i, e in enumerate(log.get("equivocations") or []):
+        read("equivocation (first)", i, e.get("first"))
+        read("equivocation (second)", i, e.get("second"))
 
 
 # ---------------------------------------------------------------- what an export credits
 MJ_PER_WH = 3_600_000
 
 
-def tally(receipts, committed, trusted) -> dict:
+def tally(receipts, committed, trusted, audited=None) -> dict:
     """docs/receipts.md "What an export credits": per worker household, what the valid
     receipts credit, per submitter, in a verified commitment, and, with a list of trusted
     submitters, what those vouched for other than the household itself."""
     households = {}
     for f in receipts:
         h = households.setdefault(f["worker"], {"n": 0, "credited": 0, "claimed": 0, "by": {},
-                                                "committed": [0, 0], "trusted": [0, 0]})
+                                                "committed": [0, 0], "audited": [0, 0], "trusted": [0, 0]})
         h["n"] += 1
         h["credited"] += f["credited_mj"]
         h["claimed"] += f["energy_mj"]
@@ -348,13 +393,16 @@ def tally(receipts, committed, trusted) -> dict:
         if f["id"] in committed:
             h["committed"][0] += 1
             h["committed"][1] += f["credited_mj"]
+        if audited is not None and f["id"] in audited:
+            h["audited"][0] += 1
+            h["audited"][1] += f["credited_mj"]
         if trusted is not None and f["submitter"] != f["worker"] and f["submitter"] in trusted:
             h["trusted"][0] += 1
             h["trusted"][1] += f["credited_mj"]
     return households
 
 
-def tally_lines(households, trusted) -> list:
+def tally_lines(households, trusted, audited=None) -> list:
     """The tally's lines: households in key order, each one's submitters in key order."""
     lines = []
     for worker, h in sorted(households.items()):
@@ -366,6 +414,8 @@ def tally_lines(households, trusted) -> list:
             marks = f" ({', '.join(marks)})" if marks else ""
             lines.append(f"  countersigned by {submitter}{marks}: {n} receipts, {credited} mJ")
         lines.append(f"  in a verified commitment: {h['committed'][0]} receipts, {h['committed'][1]} mJ")
+        if audited is not None:
+            lines.append(f"  in a commitment an auditor logged: {h['audited'][0]} receipts, {h['audited'][1]} mJ")
         if trusted is not None:
             n, credited = h["trusted"]
             lines.append(f"  countersigned by trusted submitters, not self-dealt: {n} receipts, "
@@ -373,7 +423,7 @@ def tally_lines(households, trusted) -> list:
     return lines
 
 
-def tally_json(households, trusted, receipts: int, valid: int) -> dict:
+def tally_json(households, trusted, receipts: int, valid: int, audited=None) -> dict:
     """The tally as one JSON object (docs/receipts.md, "As JSON")."""
     def pair(t):
         return {"receipts": t[0], "credited_mj": t[1]}
@@ -395,6 +445,7 @@ def tally_json(households, trusted, receipts: int, valid: int) -> dict:
                 "credited_mj": credited,
             } for submitter, (n, credited) in sorted(h["by"].items())],
             "committed": pair(h["committed"]),
+            "audited": pair(h["audited"]) if audited is not None else None,
             "trusted": pair(h["trusted"]) if trusted is not None else None,
         } for worker, h in sorted(households.items())],
     }
@@ -471,7 +522,7 @@ def _field(kind, value, where):
     return value
 
 
-def check_export(export: dict, trusted=None):
+def check_export(export: dict, trusted=None, audit=None):
     """docs/receipts.md "Verifying an export", then what it credits (`trusted`: the set of
     submitter keys the reader trusts, or None). Returns (lines, number of receipts, failures,
     the credit as JSON)."""
@@ -516,12 +567,13 @@ def check_export(export: dict, trusted=None):
             bad += 1
             lines.append(f"chain: INVALID: {e}")
     listed = {r.get("id") for r in export["receipts"] if isinstance(r, dict)}
-    proof_lines, proof_bad, proven = check_inclusions(export.get("inclusions", []), valid, listed)
+    proof_lines, proof_bad, proven, audited = check_inclusions(export.get("inclusions", []), valid, listed, audit)
+    audited = audited if audit is not None else None
     lines += proof_lines
     bad += proof_bad
-    households = tally(valid, proven, trusted)
-    lines += tally_lines(households, trusted)
-    credit = tally_json(households, trusted, len(export["receipts"]), len(valid))
+    households = tally(valid, proven, trusted, audited)
+    lines += tally_lines(households, trusted, audited)
+    credit = tally_json(households, trusted, len(export["receipts"]), len(valid), audited)
     return lines, len(export["receipts"]), bad, credit
 
 
@@ -691,13 +743,33 @@ def self_test() -> list:
     # What the example export credits, with its submitter trusted (docs/receipts.md, "What an
     # export credits"): the lines given there, exactly.
     export = load_export(os.path.join(HERE, "receipts-example.json"))
-    lines, _, bad, credit = check_export(export, parse_trusted(f"# the example's submitter\n{f['submitter']}\n"))
+    audit = {}
+    add_audit_log(audit, open(os.path.join(HERE, "audit-example.json"), encoding="utf-8").read())
+    lines, _, bad, credit = check_export(export, parse_trusted(f"# the example's submitter\n{f['submitter']}\n"),
+                                         audit)
     doc = open(os.path.join(HERE, "receipts.md"), encoding="utf-8").read()
     given = doc.split("prints, for the example export")[1].split("```text")[1].split("```")[0]
     expect(bad == 0 and [l for l in lines if l.startswith(("credit of", "  "))] == given.strip("\n").split("\n"),
            "the example export's credit, with its submitter trusted, is the one docs/receipts.md gives")
     given = doc.split("**As JSON.**")[1].split("```json")[1].split("```")[0]
     expect(credit == json.loads(given), "and as JSON, the object docs/receipts.md gives")
+    logged = json.load(open(os.path.join(HERE, "audit-example.json"), encoding="utf-8"))
+    edited = json.loads(json.dumps(logged))
+    edited["commitments"][0]["seq"] = 5
+    try:
+        add_audit_log({}, json.dumps(edited))
+        expect(False, "an auditor's log whose seq was edited is refused")
+    except ValueError:
+        expect(True, "an auditor's log whose seq was edited is refused")
+    twice = {}
+    add_audit_log(twice, json.dumps(logged))
+    other = json.loads(json.dumps(logged))
+    other["equivocations"] = [{"seq": 0, "first": logged["commitments"][0], "second": logged["commitments"][0]}]
+    add_audit_log(twice, json.dumps(other))
+    expect(twice[(f["submitter"], 0)] is not None, "the same commitment in two logs still counts")
+    _, _, _, unlogged = check_export(export, None, {(f["submitter"], 0): None})
+    expect(all(h["audited"]["receipts"] == 0 for h in unlogged["households"]),
+           "a commitment the logs hold two bodies for counts for neither")
     for text in ("ab" * 31, "ab" * 32 + " x", "0x" + "ab" * 31):
         try:
             parse_trusted(text)
@@ -840,24 +912,32 @@ def main() -> int:
         failures = self_test()
         print(f"{len(failures)} failures")
         return 1 if failures else 0
-    args, trusted = sys.argv[1:], None
-    as_json = "--json" in args
-    if as_json:
-        args.remove("--json")
-    if len(args) == 3 and "--trusted" in args[:2]:
-        i = args.index("--trusted")
-        try:
-            with open(args[i + 1], encoding="utf-8") as f:
-                trusted = parse_trusted(f.read())
-        except (ValueError, OSError) as e:
-            print(f"{args[i + 1]}: {e}", file=sys.stderr)
-            return 1
-        del args[i:i + 2]
+    args, trusted, audit, files = [], None, None, []
+    rest = sys.argv[1:]
+    as_json = "--json" in rest
+    rest = [a for a in rest if a != "--json"]
+    while rest:
+        a = rest.pop(0)
+        if a in ("--trusted", "--audit") and rest:
+            path = rest.pop(0)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                if a == "--trusted":
+                    trusted = parse_trusted(text)
+                else:
+                    audit = {} if audit is None else audit
+                    add_audit_log(audit, text)
+            except (ValueError, OSError) as e:
+                print(f"{path}: {e}", file=sys.stderr)
+                return 1
+        else:
+            args.append(a)
     if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        lines, n, bad, credit = check_export(load_export(args[0]), trusted)
+        lines, n, bad, credit = check_export(load_export(args[0]), trusted, audit)
     except (ValueError, OSError) as e:
         print(f"{args[0]}: {e}", file=sys.stderr)
         return 1

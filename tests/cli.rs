@@ -454,7 +454,42 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         verified.contains("4 receipts proven included in"),
         "{verified}"
     );
-    python_verifies(&export, None, &verified);
+    python_verifies(&export, None, None, &verified);
+    // With the bootstrap's log of the submitter's commitments (once it holds every one the
+    // export's proofs name), all of the receipts sit in commitments an auditor logged, and
+    // both verifiers say so.
+    let named: std::collections::BTreeSet<String> = {
+        let e: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+        e["inclusions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["commitment"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let audit = root.path().join("audit.json");
+    wait_for(
+        "the auditor to log every commitment of the export",
+        Duration::from_secs(20),
+        || {
+            let log = ok(&dirs[0], &["--api", &api(0), "audit", &household, "--json"]);
+            std::fs::write(&audit, &log).unwrap();
+            let log: serde_json::Value = serde_json::from_str(&log).unwrap();
+            let logged: std::collections::BTreeSet<String> = log["commitments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+                .collect();
+            named.is_subset(&logged)
+        },
+    );
+    let credit = python_verifies(&export, None, Some(&audit), &verified);
+    for h in credit["households"].as_array().into_iter().flatten() {
+        assert_eq!(h["audited"], h["committed"], "{credit:#}");
+        assert!(h["audited"]["receipts"].as_u64() > Some(0), "{credit:#}");
+    }
     // Whoever repays credit names the submitters it trusts (here the one that countersigned
     // everything, and a stranger); the credit they vouched for is what the receipts credit,
     // less what the submitter's own radiator earned from its own job.
@@ -504,7 +539,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         weighed.contains(&format!("countersigned by {household} (trusted): ")),
         "{weighed}"
     );
-    python_verifies(&export, Some(&trusted), &weighed);
+    python_verifies(&export, Some(&trusted), None, &weighed);
     // A list with a typo is refused with its line, not read as trusting nobody.
     std::fs::write(&trusted, format!("{}\n{}x\n", household, &household[1..])).unwrap();
     let err = fails(&dirs[1], &weigh);
@@ -638,14 +673,23 @@ fn coordinator_killed_with_sigkill_restarts_and_finishes_its_job() {
         verified_out.contains("24 receipts, 24 valid, 0 invalid"),
         "{verified_out}"
     );
-    python_verifies(&export, None, &verified_out);
+    python_verifies(&export, None, None, &verified_out);
 }
 
 /// The independent verifier (`docs/verify_receipt.py`, written from `docs/receipts.md`)
 /// checks a real export too, chain included, where Python with `blake3` is installed (CI
 /// installs it; elsewhere the check says it was skipped), and prints the same credit, line
 /// for line, as `hearth receipts verify` did (`hearth_out`), given the same `trusted` list.
-fn python_verifies(export: &Path, trusted: Option<&Path>, hearth_out: &str) {
+/// Runs docs/verify_receipt.py on `export` (with the same list) and compares its credit lines
+/// with `hearth_out`, what `hearth receipts verify` printed; then both tools with `--json`
+/// (and `audit`, an auditor's log, when given), whose objects must be equal. Returns that
+/// object (`Null` where Python is missing and not required).
+fn python_verifies(
+    export: &Path,
+    trusted: Option<&Path>,
+    audit: Option<&Path>,
+    hearth_out: &str,
+) -> serde_json::Value {
     let has_python = Command::new("python3")
         .args(["-c", "import blake3"])
         .output()
@@ -660,7 +704,7 @@ fn python_verifies(export: &Path, trusted: Option<&Path>, hearth_out: &str) {
             "python3 with blake3 not found: cross-check of {} skipped",
             export.display()
         );
-        return;
+        return serde_json::Value::Null;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/verify_receipt.py");
     let mut cmd = Command::new("python3");
@@ -690,6 +734,9 @@ fn python_verifies(export: &Path, trusted: Option<&Path>, hearth_out: &str) {
         if let Some(list) = trusted {
             cmd.arg("--trusted").arg(list);
         }
+        if let Some(log) = audit {
+            cmd.arg("--audit").arg(log);
+        }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{out:?}");
         serde_json::from_slice(&out.stdout)
@@ -705,4 +752,5 @@ fn python_verifies(export: &Path, trusted: Option<&Path>, hearth_out: &str) {
     assert_eq!(py, rs);
     assert_eq!(py["format"], "hearth-credit/1");
     assert_eq!(py["valid"], py["receipts"], "{py:#}");
+    py
 }

@@ -1,6 +1,6 @@
 //! Commands that work on the data directory directly, without a running node.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::collections::BTreeSet;
 
@@ -312,7 +312,24 @@ pub fn run_local(
 /// Checks an export and prints what it credits. With `json`, the lines of the checks go to
 /// stderr and stdout gets one JSON object, the credit (`model::tally::json`); the exit status
 /// says whether every check held, as without it.
-pub fn receipts_verify(file: &Path, trusted: Option<&Path>, json: bool) -> anyhow::Result<()> {
+pub fn receipts_verify(
+    file: &Path,
+    trusted: Option<&Path>,
+    audit: &[PathBuf],
+    json: bool,
+) -> anyhow::Result<()> {
+    let audit = if audit.is_empty() {
+        None
+    } else {
+        let mut logs = tally::AuditLogs::default();
+        for path in audit {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading an auditor's log from {}", path.display()))?;
+            logs.add(&text)
+                .map_err(|e| anyhow!("auditor's log {}: {e}", path.display()))?;
+        }
+        Some(logs)
+    };
     let trusted = match trusted {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -322,7 +339,7 @@ pub fn receipts_verify(file: &Path, trusted: Option<&Path>, json: bool) -> anyho
         None => None,
     };
     let export = super::export::read_export(file)?;
-    let report = check_export(&export, trusted.as_ref());
+    let report = check_export(&export, trusted.as_ref(), audit.as_ref());
     // Lines for a person: on stdout, or beside the JSON on stderr.
     let say = |line: &str| {
         if json {
@@ -390,7 +407,11 @@ struct ExportReport {
 /// hold; no later receipt repeats an earlier one's (job, shard, worker); and the chain, if the
 /// export carries one, checks out against the receipts. Then what the receipts that passed
 /// credit, `trusted` the submitters the reader trusts.
-fn check_export(export: &ReceiptExport, trusted: Option<&BTreeSet<PublicKey>>) -> ExportReport {
+fn check_export(
+    export: &ReceiptExport,
+    trusted: Option<&BTreeSet<PublicKey>>,
+    audit: Option<&tally::AuditLogs>,
+) -> ExportReport {
     let mut report = ExportReport {
         bad: 0,
         problems: Vec::new(),
@@ -444,6 +465,7 @@ fn check_export(export: &ReceiptExport, trusted: Option<&BTreeSet<PublicKey>>) -
     // root its coordinator signed. A receipt without a proof is reported, not refused
     // (format 2 exports, receipts not yet committed).
     let mut proven = std::collections::HashSet::new();
+    let mut audited = std::collections::HashSet::new();
     let mut commitments = std::collections::HashSet::new();
     for (n, j) in export.inclusions.iter().enumerate() {
         let result = j.to_inclusion().and_then(|(id, inc)| {
@@ -455,6 +477,9 @@ fn check_export(export: &ReceiptExport, trusted: Option<&BTreeSet<PublicKey>>) -
                 return Err(format!("a second proof for receipt {}", j.receipt));
             }
             commitments.insert(inc.commitment.id());
+            if audit.is_some_and(|logs| logs.logged(&inc.commitment)) {
+                audited.insert(id);
+            }
             Ok(())
         });
         if let Err(e) = result {
@@ -465,7 +490,7 @@ fn check_export(export: &ReceiptExport, trusted: Option<&BTreeSet<PublicKey>>) -
     }
     report.proven = proven.len();
     report.commitments = commitments.len();
-    let households = tally::tally(&passed, &proven, trusted);
+    let households = tally::tally(&passed, &proven, audit.map(|_| &audited), trusted);
     report.credit = tally::lines(&households, trusted);
     report.credit_json = tally::json(&households, trusted, export.receipts.len(), passed.len());
     if let Some(chain) = &export.chain {
@@ -495,7 +520,11 @@ mod tests {
         ));
         let export = super::super::export::read_export(example).unwrap();
         let submitter = PublicKey::from_hex(&export.receipts[0].submitter).unwrap();
-        let report = check_export(&export, Some(&[submitter].into()));
+        let mut audit = tally::AuditLogs::default();
+        audit
+            .add(include_str!("../../docs/audit-example.json"))
+            .unwrap();
+        let report = check_export(&export, Some(&[submitter].into()), Some(&audit));
         assert!(report.problems.is_empty() && report.bad == 0);
         let doc = include_str!("../../docs/receipts.md");
         let given = doc

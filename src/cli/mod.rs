@@ -399,6 +399,10 @@ pub enum ReceiptsCommand {
         /// `#` comments. Adds what those vouched for to the credit printed.
         #[arg(long, value_name = "FILE")]
         trusted: Option<PathBuf>,
+        /// An auditor's log of one coordinator's commitments (`hearth audit KEY --json` on a
+        /// bootstrap node), repeatable: adds what sits in commitments the auditors logged.
+        #[arg(long, value_name = "FILE")]
+        audit: Vec<PathBuf>,
         /// Print the credit as one JSON object on stdout (docs/receipts.md); the checks'
         /// lines go to stderr.
         #[arg(long)]
@@ -599,8 +603,9 @@ pub fn main() -> anyhow::Result<()> {
             Some(ReceiptsCommand::Verify {
                 file,
                 trusted,
+                audit,
                 json,
-            }) => local::receipts_verify(file, trusted.as_deref(), *json),
+            }) => local::receipts_verify(file, trusted.as_deref(), audit, *json),
             Some(ReceiptsCommand::Export { output, .. }) => {
                 runtime.block_on(remote::receipts_export(
                     &api()?,

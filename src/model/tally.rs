@@ -10,8 +10,9 @@
 //! Pure: receipts in, lines out. Sums are u128: one receipt credits at most `MAX_WATTS` × 24 h
 //! (about 3.2 × 10^11 mJ), so a u64 sum could overflow past about 58 million receipts.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use super::commit::Commitment;
 use super::receipt::Receipt;
 use crate::identity::PublicKey;
 
@@ -42,6 +43,9 @@ pub struct HouseholdCredit {
     pub by_submitter: BTreeMap<PublicKey, Tally>,
     /// Receipts with a verified inclusion proof in the export.
     pub committed: Tally,
+    /// Of those, the ones whose commitment an auditor's log holds (the same body under its
+    /// coordinator and number, no other); `None` when no log was given.
+    pub audited: Option<Tally>,
     /// Countersigned by a trusted submitter that is not the household itself; `None` when no
     /// list of trusted submitters was given.
     pub trusted: Option<Tally>,
@@ -49,10 +53,12 @@ pub struct HouseholdCredit {
 
 /// Tallies `receipts` (those that passed verification: valid, and the first for their job,
 /// shard and worker) per worker household, in key order. `committed` holds the ids of
-/// receipts whose inclusion proof verified; `trusted`, the submitters the reader trusts.
+/// receipts whose inclusion proof verified; `audited`, those of them in a commitment an
+/// auditor logged (when logs were given); `trusted`, the submitters the reader trusts.
 pub fn tally(
     receipts: &[Receipt],
     committed: &HashSet<blake3::Hash>,
+    audited: Option<&HashSet<blake3::Hash>>,
     trusted: Option<&BTreeSet<PublicKey>>,
 ) -> Vec<HouseholdCredit> {
     let mut out: BTreeMap<PublicKey, HouseholdCredit> = BTreeMap::new();
@@ -64,6 +70,7 @@ pub fn tally(
             claimed_mj: 0,
             by_submitter: BTreeMap::new(),
             committed: Tally::default(),
+            audited: audited.map(|_| Tally::default()),
             trusted: trusted.map(|_| Tally::default()),
         });
         h.all.add(r);
@@ -71,6 +78,11 @@ pub fn tally(
         h.by_submitter.entry(submitter).or_default().add(r);
         if committed.contains(&r.id()) {
             h.committed.add(r);
+        }
+        if let (Some(t), Some(set)) = (h.audited.as_mut(), audited) {
+            if set.contains(&r.id()) {
+                t.add(r);
+            }
         }
         if let (Some(t), Some(list)) = (h.trusted.as_mut(), trusted) {
             if submitter != worker && list.contains(&submitter) {
@@ -118,6 +130,12 @@ pub fn lines(households: &[HouseholdCredit], trusted: Option<&BTreeSet<PublicKey
             "  in a verified commitment: {} receipts, {} mJ",
             h.committed.receipts, h.committed.credited_mj
         ));
+        if let Some(t) = &h.audited {
+            out.push(format!(
+                "  in a commitment an auditor logged: {} receipts, {} mJ",
+                t.receipts, t.credited_mj
+            ));
+        }
         if let Some(t) = &h.trusted {
             out.push(format!(
                 "  countersigned by trusted submitters, not self-dealt: {} receipts, {} mJ ({} Wh)",
@@ -166,6 +184,7 @@ pub fn json(
                 "claimed_mj": h.claimed_mj,
                 "by_submitter": by_submitter,
                 "committed": tally(&h.committed),
+                "audited": h.audited.as_ref().map(tally),
                 "trusted": h.trusted.as_ref().map(tally),
             })
         })
@@ -176,6 +195,68 @@ pub fn json(
         "valid": valid,
         "households": households,
     })
+}
+
+/// What auditors' logs say was published: for each (coordinator, number), the one commitment
+/// logged, or `None` when the logs hold two different ones (an equivocation, in one log or
+/// across two). Read from `hearth audit KEY --json` answers (`GET /v1/audit/{coordinator}`).
+#[derive(Debug, Default)]
+pub struct AuditLogs {
+    seen: HashMap<(PublicKey, u64), Option<blake3::Hash>>,
+}
+
+impl AuditLogs {
+    /// Adds one log. Every commitment in it is checked as a ledger checks one: its signed
+    /// bytes decode, the signature verifies (strictly) under the log's coordinator, and its
+    /// `seq` and `id` fields are those bytes'. Anything else is an error naming the entry, so
+    /// a log that was edited never counts anything.
+    pub fn add(&mut self, text: &str) -> Result<(), String> {
+        let log: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let coordinator = log["coordinator"]
+            .as_str()
+            .ok_or("no \"coordinator\"")
+            .and_then(|h| PublicKey::from_hex(h).map_err(|_| "a bad \"coordinator\""))?;
+        let mut read = |what: &str, i: usize, entry: &serde_json::Value| {
+            let bad = |why: &str| format!("{what} {i}: {why}");
+            let bytes = entry["signed"]
+                .as_str()
+                .and_then(|h| hex::decode(h).ok())
+                .ok_or_else(|| bad("no hex \"signed\""))?;
+            let c = Commitment::from_bytes(&bytes).map_err(|e| bad(&e.to_string()))?;
+            c.verify().map_err(|e| bad(&e.to_string()))?;
+            if c.coordinator != coordinator {
+                return Err(bad("signed by another coordinator than the log's"));
+            }
+            if entry["seq"].as_u64() != Some(c.seq)
+                || entry["id"].as_str() != Some(c.id().to_hex().as_str())
+            {
+                return Err(bad("its seq or id is not its signed bytes'"));
+            }
+            let slot = self
+                .seen
+                .entry((c.coordinator, c.seq))
+                .or_insert(Some(c.id()));
+            if *slot != Some(c.id()) {
+                *slot = None;
+            }
+            Ok(())
+        };
+        let list = |key: &str| log[key].as_array().cloned().unwrap_or_default();
+        for (i, entry) in list("commitments").iter().enumerate() {
+            read("commitment", i, entry)?;
+        }
+        for (i, e) in list("equivocations").iter().enumerate() {
+            read("equivocation (first)", i, &e["first"])?;
+            read("equivocation (second)", i, &e["second"])?;
+        }
+        Ok(())
+    }
+
+    /// Whether the logs hold `c` under its coordinator and number, and no other.
+    pub fn logged(&self, c: &Commitment) -> bool {
+        self.seen.get(&(c.coordinator, c.seq)) == Some(&Some(c.id()))
+    }
 }
 
 /// Reads a list of trusted submitters: one household key (64 hex digits, either case) per
@@ -241,7 +322,7 @@ mod tests {
         let committed: HashSet<_> = [rs[0].id(), rs[2].id()].into();
         // The household trusts itself too: its self-dealt receipt is still not trusted credit.
         let trusted: BTreeSet<_> = [lab.public(), home.public()].into();
-        let t = tally(&rs, &committed, Some(&trusted));
+        let t = tally(&rs, &committed, None, Some(&trusted));
         assert_eq!(t.len(), 2);
         let h = t.iter().find(|h| h.household == home.public()).unwrap();
         let sum = 7_200_000 + 3_600_000 + 1_000_000_000 + 500;
@@ -278,7 +359,7 @@ mod tests {
             "{text}"
         );
         // Without a list there is no trusted line and no trusted mark.
-        let plain = lines(&tally(&rs, &committed, None), None).join("\n");
+        let plain = lines(&tally(&rs, &committed, None, None), None).join("\n");
         assert!(!plain.contains("trusted"), "{plain}");
     }
 
@@ -291,5 +372,68 @@ mod tests {
         assert!(err.starts_with("line 2:"), "{err}");
         assert!(parse_trusted(&format!("{k} lab\n")).is_err());
         assert!(parse_trusted("").unwrap().is_empty());
+    }
+
+    /// An auditor's log counts a commitment only when its signed bytes check and no log given
+    /// holds another body under its number; an edited log is refused, naming the entry.
+    #[test]
+    fn auditors_logs_count_a_commitment_only_as_signed_and_unequivocated() {
+        let lab = Identity::from_seed([7; 32]);
+        let seal = |seq: u64, what: &[u8]| {
+            Commitment::seal(&lab, seq, &[blake3::hash(what)], 1, 2)
+                .unwrap()
+                .0
+        };
+        let entry = |c: &Commitment| {
+            serde_json::json!({
+                "seq": c.seq, "id": c.id().to_hex().to_string(),
+                "signed": hex::encode(c.to_bytes()), "first_seen_ms": 3,
+            })
+        };
+        let log = |commitments: Vec<serde_json::Value>, equivocations: Vec<serde_json::Value>| {
+            serde_json::json!({
+                "coordinator": lab.public().to_hex(),
+                "commitments": commitments, "equivocations": equivocations, "next": null,
+            })
+            .to_string()
+        };
+        let (c0, c1, c1b, c2, c2b) = (
+            seal(0, b"a"),
+            seal(1, b"b"),
+            seal(1, b"minted"),
+            seal(2, b"c"),
+            seal(2, b"swapped"),
+        );
+        let mut logs = AuditLogs::default();
+        logs.add(&log(vec![entry(&c0), entry(&c1)], vec![]))
+            .unwrap();
+        assert!(logs.logged(&c0) && logs.logged(&c1) && !logs.logged(&c1b));
+        // A second log that disagrees on #1: neither body counts any more.
+        logs.add(&log(vec![entry(&c1b)], vec![])).unwrap();
+        assert!(logs.logged(&c0) && !logs.logged(&c1) && !logs.logged(&c1b));
+        // An equivocation the auditor kept: neither body of #2 counts.
+        let proof = serde_json::json!({"seq": 2, "first": entry(&c2), "second": entry(&c2b)});
+        logs.add(&log(vec![entry(&c2)], vec![proof])).unwrap();
+        assert!(!logs.logged(&c2) && !logs.logged(&c2b));
+        // Edited logs are refused whole, saying where.
+        let mut moved = entry(&c0);
+        moved["seq"] = 5.into();
+        let mut flipped = entry(&c0);
+        let mut bytes = c0.to_bytes();
+        bytes[60] ^= 1;
+        flipped["signed"] = hex::encode(bytes).into();
+        let other = Identity::from_seed([8; 32]);
+        let foreign = Commitment::seal(&other, 0, &[blake3::hash(b"x")], 1, 2)
+            .unwrap()
+            .0;
+        for (bad, says) in [
+            (log(vec![moved], vec![]), "seq or id"),
+            (log(vec![flipped], vec![]), "commitment 0"),
+            (log(vec![entry(&foreign)], vec![]), "another coordinator"),
+            ("[]".to_string(), "coordinator"),
+        ] {
+            let err = AuditLogs::default().add(&bad).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
     }
 }
