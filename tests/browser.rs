@@ -268,6 +268,11 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
             .wait_text(&sid, "#shards", |t| t.ends_with("MiB of memory"))
             .await;
         assert!(shards.contains(" of 2048 MiB of memory"), "{shards}");
+        // The disk's free space, and the 256 MiB the store keeps free by default.
+        let disk = wd
+            .wait_text(&sid, "#disk", |t| t.contains("MiB free"))
+            .await;
+        assert!(disk.ends_with("hearth keeps 256 MiB free"), "{disk}");
         // Chart: a line for the room.
         wd.element(&sid, "#chart path.room-line").await;
 

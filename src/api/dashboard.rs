@@ -68,6 +68,11 @@ pub struct Overview {
     /// Memory the radiator's shard budget holds now, and the budget (`memory_total_mib`).
     pub shard_memory_bytes: u64,
     pub shard_memory_limit_bytes: u64,
+    /// Free space on the data directory's disk (absent if it cannot be asked), and what the
+    /// blob store keeps free there (`disk_free_mib`): below it, jobs with new blobs are
+    /// given back.
+    pub disk_free_bytes: Option<u64>,
+    pub disk_floor_bytes: u64,
     /// Radiators only.
     pub heat: Option<HeatStatus>,
     /// Room and setpoint, one sample a minute, up to 24 h.
@@ -262,6 +267,7 @@ pub async fn overview(
             submitted_ms: j.submitted_ms,
         })
         .collect();
+    let (disk_free_bytes, disk_floor_bytes) = ctx.store.disk_room();
     Ok(Json(Overview {
         headline,
         heating: running_shards > 0,
@@ -270,6 +276,8 @@ pub async fn overview(
         running_shards,
         shard_memory_bytes: ctx.executor.memory_in_use(),
         shard_memory_limit_bytes: ctx.executor.limits().memory_total,
+        disk_free_bytes,
+        disk_floor_bytes,
         heat,
         history: history.samples(),
         credited: Credit {

@@ -122,6 +122,10 @@ function render(o) {
     " of " + mib(o.shard_memory_limit_bytes) + " MiB of memory");
   text("credited", kwh(o.credited.energy_kwh) + " in " + o.credited.receipts + " receipts");
   text("peers", o.peers + " connected");
+  text("disk", o.disk_free_bytes === null
+    ? "unknown"
+    : mib(o.disk_free_bytes) + " MiB free; hearth keeps " + mib(o.disk_floor_bytes) + " MiB free" +
+      (o.disk_free_bytes < o.disk_floor_bytes ? ": too full to take jobs with new data" : ""));
   chart(o.history, o.heat);
   rows("days", o.credit_per_day.slice().reverse(), (tr, d) => {
     cell(tr, d.day); cell(tr, d.receipts); cell(tr, kwh(d.energy_kwh));
