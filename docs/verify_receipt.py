@@ -360,14 +360,18 @@ def add_audit_log(audit: dict, text: str):
                 raise ValueError("signed by another coordinator than the log's")
             if entry.get("seq") != f["seq"] or entry.get("id") != f["commitment"]:
                 raise ValueError("its seq or id is not its signed bytes'")
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{what} {i}: {e}")
         key = (f["coordinator"], f["seq"])
         if audit.setdefault(key, f["commitment"]) != f["commitment"]:
             audit[key] = None
+    for key in ("commitments", "equivocations"):
+        if not isinstance(log.get(key, []), (list, type(None))):
+            raise ValueError(f'"{key}" is not a list')
     for i, entry in enumerate(log.get("commitments") or []):
         read("commitment", i, entry)
     for i, e in enumerate(log.get("equivocations") or []):
+        e = e if isinstance(e, dict) else {}
         read("equivocation (first)", i, e.get("first"))
         read("equivocation (second)", i, e.get("second"))
 

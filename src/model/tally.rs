@@ -242,11 +242,15 @@ impl AuditLogs {
             }
             Ok(())
         };
-        let list = |key: &str| log[key].as_array().cloned().unwrap_or_default();
-        for (i, entry) in list("commitments").iter().enumerate() {
+        let list = |key: &str| match &log[key] {
+            serde_json::Value::Null => Ok(Vec::new()),
+            serde_json::Value::Array(a) => Ok(a.clone()),
+            _ => Err(format!("\"{key}\" is not a list")),
+        };
+        for (i, entry) in list("commitments")?.iter().enumerate() {
             read("commitment", i, entry)?;
         }
-        for (i, e) in list("equivocations").iter().enumerate() {
+        for (i, e) in list("equivocations")?.iter().enumerate() {
             read("equivocation (first)", i, &e["first"])?;
             read("equivocation (second)", i, &e["second"])?;
         }
@@ -431,6 +435,11 @@ mod tests {
             (log(vec![flipped], vec![]), "commitment 0"),
             (log(vec![entry(&foreign)], vec![]), "another coordinator"),
             ("[]".to_string(), "coordinator"),
+            (
+                serde_json::json!({"coordinator": lab.public().to_hex(), "commitments": "x"})
+                    .to_string(),
+                "not a list",
+            ),
         ] {
             let err = AuditLogs::default().add(&bad).unwrap_err();
             assert!(err.contains(says), "{err}");
