@@ -30,7 +30,7 @@ pub enum JobError {
     #[error("invalid job: {0}")]
     Invalid(String),
     #[error("content store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
     #[error("database: {0}")]
     Db(#[from] sled::Error),
     #[error("network: {0}")]
@@ -45,7 +45,8 @@ pub enum JobError {
     #[error("cannot fetch the job's data here: {0}")]
     RelayedOnly(String),
     /// This radiator's store has no room for the job's data now (its quota, or the free space
-    /// it keeps on its disk). Given back, not failed: there may be room later.
+    /// it keeps on its disk), whether a fetched blob or a shard's output found none. Given
+    /// back, not failed: there may be room later.
     #[error("no room here for the job's data: {0}")]
     NoRoom(String),
     #[error("the shard could not run: {0}")]
@@ -56,4 +57,18 @@ pub enum JobError {
     Stopped,
     #[error("the coordinator stopped: {0}")]
     CoordinatorFailed(String),
+}
+
+/// A store that has no room (quota, disk floor) is [`JobError::NoRoom`], like a fetch the
+/// store refused for want of room (`jobs::inputs`): one kind, given back by the worker.
+impl From<crate::store::StoreError> for JobError {
+    fn from(e: crate::store::StoreError) -> JobError {
+        use crate::store::StoreError;
+        match e {
+            StoreError::DiskLow { .. } | StoreError::QuotaExceeded { .. } => {
+                JobError::NoRoom(e.to_string())
+            }
+            e => JobError::Store(e),
+        }
+    }
 }

@@ -184,16 +184,13 @@ impl Store {
     }
 
     /// Refuses a new blob of `len` bytes that would leave less than the floor free. The free
-    /// space is read from the filesystem now, so it counts what other programs wrote; imports
-    /// that start at the same moment may each pass before any wrote, which the floor absorbs
-    /// (a few blobs of at most [`MAX_BLOB_LEN`], against a floor of hundreds of MiB).
+    /// space is read from the filesystem now, so it counts what other programs wrote. Imports
+    /// that start at the same moment may each pass before any wrote: the floor (256 MiB by
+    /// default) absorbs a few of the blobs a radiator fetches (inputs of at most 256 MiB,
+    /// modules of 64 MiB), not several of the largest the store accepts.
     pub(crate) fn check_disk_floor(&self, len: u64) -> Result<(), StoreError> {
-        let floor = self.floor.load(Ordering::Relaxed);
-        let Some(files) = self.files.as_ref().filter(|_| floor > 0) else {
-            return Ok(());
-        };
-        match super::files::free_bytes(files.dir()) {
-            Some(free) if free < floor.saturating_add(len) => {
+        match self.disk_room() {
+            (Some(free), floor) if floor > 0 && free < floor.saturating_add(len) => {
                 Err(StoreError::DiskLow { len, free, floor })
             }
             _ => Ok(()),

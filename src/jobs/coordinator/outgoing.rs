@@ -84,8 +84,8 @@ impl Coordinator {
     /// Gossips the commitments no auditor was listening for, oldest first, until one finds
     /// nobody again (no bootstrap node connected, or its subscription not heard yet). So an
     /// auditor's first-seen log (`crate::audit`) misses no commitment of a coordinator that
-    /// sealed before it reached one; a commitment that could not be sent for another reason
-    /// (too large cannot happen: 161 bytes) is dropped with the reason.
+    /// sealed before it reached one. A commitment refused for another reason is dropped, the
+    /// reason logged.
     pub(super) async fn republish_commitments(&mut self) {
         while let Some(c) = self.unpublished.front() {
             match self.net.publish(Topic::Commitments, c.to_bytes()).await {

@@ -14,7 +14,6 @@ use crate::model::wire::{DenyReason, Lease, Request, Response, PROTOCOL_VERSION}
 
 use super::{Ctx, Held, Outcome};
 use crate::jobs::JobError;
-use crate::store::StoreError;
 
 /// Renewals are never sent more often than this, whatever the lease length.
 const MIN_RENEW_EVERY_MS: u64 = 100;
@@ -98,11 +97,7 @@ impl Ctx {
         match result {
             Ok(()) => Outcome::Worked,
             // The job's data cannot reach this radiator, or has no room here, for now.
-            Err(
-                e @ (JobError::RelayedOnly(_)
-                | JobError::NoRoom(_)
-                | JobError::Store(StoreError::DiskLow { .. })),
-            ) => {
+            Err(e @ (JobError::RelayedOnly(_) | JobError::NoRoom(_))) => {
                 // The lease goes back at once (a decline releases it) and the submitter sees
                 // why, rather than the shard waiting for the lease to expire. The coordinator
                 // does not bar a household that declined, so it may ask again later.
