@@ -6,6 +6,7 @@
     python3 docs/verify_receipt.py receipts.json --trusted submitters.txt   # and what they vouched for
     python3 docs/verify_receipt.py receipts.json --trusted submitters.txt --json   # the credit as JSON
     python3 docs/verify_receipt.py receipts.json --audit log.json   # and what auditors logged (repeatable)
+    python3 docs/verify_receipt.py receipts.json --revoked statement.json   # a key's revocation (repeatable)
     python3 docs/verify_receipt.py --example          # the worked examples and test vectors
 
 An export may carry inclusion proofs (format hearth-receipts/3): each is checked against its
@@ -35,6 +36,10 @@ COMMIT_DOMAIN = b"hearth/commitment/v1"
 COMMIT_BODY_LEN = 97
 COMMITMENT_LEN = COMMIT_BODY_LEN + 64  # 161
 MAX_LEAVES, MAX_PATH = 1 << 16, 16
+REVOKE_DOMAIN = b"hearth/revocation/v1"
+REVOKE_BODY_LEN = 53
+REVOCATION_LEN = REVOKE_BODY_LEN + 64  # 117
+REVOCATION_FORMAT = "hearth-revocation/1"
 MAX_WATTS = 3680  # W; W x ms = mJ
 MAX_WINDOW_MS = 24 * 3600 * 1000
 METHODS = {1: "rapl", 2: "cpu_estimate", 3: "simulated"}
@@ -312,11 +317,12 @@ def check_inclusions(inclusions, receipts, listed, audit=None) -> tuple:
     canonical bytes, and it verifies. `receipts`: the valid receipts' fields; `listed`: every
     id the export lists (a proof of a receipt that already failed is not counted twice).
     `audit`: what auditors' logs hold (`add_audit_log`), or None. Returns (lines, failures,
-    the ids proven included, those of them in a commitment the logs hold)."""
+    the ids proven included mapped to their commitment's seq, those of them in a commitment
+    the logs hold)."""
     if not isinstance(inclusions, list):
         raise ValueError("inclusions: expected a list")
     by_id = {r["id"]: r for r in receipts}
-    lines, bad, seen, commitments, audited = [], 0, set(), set(), set()
+    lines, bad, seen, commitments, audited = [], 0, {}, set(), set()
     for n, j in enumerate(inclusions):
         try:
             _exact_keys(j, INCLUSION_KEYS, (), f"inclusion {n}")
@@ -331,7 +337,7 @@ def check_inclusions(inclusions, receipts, listed, audit=None) -> tuple:
             for k, v in readable.items():
                 if k not in ("receipt", "canonical") and f[k] != v:
                     raise ValueError(f"field {k!r} does not match the canonical bytes")
-            seen.add(readable["receipt"])
+            seen[readable["receipt"]] = f["seq"]
             commitments.add(f["commitment"])
             if audit is not None and audit.get((f["coordinator"], f["seq"])) == f["commitment"]:
                 audited.add(readable["receipt"])
@@ -374,6 +380,52 @@ def add_audit_log(audit: dict, text: str):
         e = e if isinstance(e, dict) else {}
         read("equivocation (first)", i, e.get("first"))
         read("equivocation (second)", i, e.get("second"))
+
+
+def read_revocation(obj) -> tuple:
+    """docs/receipts.md "Revoking a key": one statement in its JSON form. Its signed bytes are
+    "HREV", version 1, the key, keep and issued_ms (u64 LE), then a strict Ed25519 signature
+    by that key over REVOKE_DOMAIN ‖ body; its readable fields must be those bytes'. Returns
+    (key hex, keep) or raises ValueError."""
+    if not isinstance(obj, dict) or obj.get("format") != REVOCATION_FORMAT:
+        raise ValueError(f'"format" is not {REVOCATION_FORMAT!r}')
+    signed = obj.get("signed")
+    if not isinstance(signed, str) or len(signed) % 2 or any(c not in "0123456789abcdefABCDEF" for c in signed):
+        raise ValueError('no hex "signed"')
+    b = bytes.fromhex(signed)
+    if len(b) != REVOCATION_LEN or b[:5] != b"HREV\x01":
+        raise ValueError("bad revocation magic, version or length")
+    key = b[5:37]
+    keep, issued_ms = struct.unpack_from("<QQ", b, 37)
+    why = strict_verify(key, REVOKE_DOMAIN + b[:REVOKE_BODY_LEN], b[REVOKE_BODY_LEN:])
+    if why:
+        raise ValueError(f"the revocation's signature is not its key's: {why}")
+    if (obj.get("key") != key.hex() or type(obj.get("keep")) is not int or obj["keep"] != keep
+            or type(obj.get("issued_ms")) is not int or obj["issued_ms"] != issued_ms):
+        raise ValueError("its key, keep or issued_ms is not its signed bytes'")
+    return key.hex(), keep
+
+
+def add_revocations(revoked: dict, text: str):
+    """Every statement of a file (one statement, or a list of them) into `revoked`, key hex ->
+    the smallest keep of all its statements. Raises ValueError."""
+    value = json.loads(text)
+    for i, obj in enumerate(value if isinstance(value, list) else [value]):
+        try:
+            key, keep = read_revocation(obj)
+        except ValueError as e:
+            raise ValueError(f"statement {i}: {e}" if isinstance(value, list) else str(e))
+        revoked[key] = min(keep, revoked.get(key, keep))
+
+
+def revocation_check(revoked: dict, submitter: str, seq) -> str:
+    """Why a receipt countersigned by `submitter`, whose proof names commitment `seq` (None
+    without a proof), no longer counts; "" when it does."""
+    keep = revoked.get(submitter)
+    if keep is None or (seq is not None and seq < keep):
+        return ""
+    place = "this receipt has no inclusion proof" if seq is None else f"this receipt is in commitment #{seq}"
+    return f"its submitter {submitter} revoked its key, vouching only for commitments below #{keep}; {place}"
 
 
 # ---------------------------------------------------------------- what an export credits
@@ -526,10 +578,10 @@ def _field(kind, value, where):
     return value
 
 
-def check_export(export: dict, trusted=None, audit=None):
+def check_export(export: dict, trusted=None, audit=None, revoked=None):
     """docs/receipts.md "Verifying an export", then what it credits (`trusted`: the set of
-    submitter keys the reader trusts, or None). Returns (lines, number of receipts, failures,
-    the credit as JSON)."""
+    submitter keys the reader trusts, or None; `revoked`: `add_revocations`' map, or None).
+    Returns (lines, number of receipts, failures, the credit as JSON)."""
     lines, bad = [], 0
     _exact_keys(export, ("format", "receipts"), ("chain", "inclusions"), "export")
     if export["format"] not in EXPORT_FORMATS:
@@ -538,7 +590,7 @@ def check_export(export: dict, trusted=None, audit=None):
         raise ValueError(f"inclusions need format {EXPORT_FORMAT!r}")
     if not isinstance(export["receipts"], list):
         raise ValueError("receipts: expected a list")
-    valid, slots = [], set()
+    valid, valid_at, slots = [], [], set()
     for i, r in enumerate(export["receipts"]):
         try:
             _exact_keys(r, RECEIPT_KEYS, (), f"receipt {i}")
@@ -552,16 +604,13 @@ def check_export(export: dict, trusted=None, audit=None):
                 raise ValueError("an earlier receipt covers the same job, shard and worker")
             slots.add(slot)
             valid.append(fields)
+            valid_at.append(i)
             lines.append(f"receipt {i}: valid, id {fields['id']}, shard {fields['shard']}, "
                          f"{fields['credited_mj']} of {fields['energy_mj']} mJ credited "
                          f"({fields['basis']}, {fields['energy_method']})")
         except (ValueError, KeyError) as e:
             bad += 1
             lines.append(f"receipt {i}: INVALID: {e}")
-    why = conservation(valid)
-    if why:
-        bad += 1
-        lines.append(f"conservation: INVALID: {why}")
     chain = export.get("chain")
     if chain is not None:
         try:
@@ -575,6 +624,21 @@ def check_export(export: dict, trusted=None, audit=None):
     audited = audited if audit is not None else None
     lines += proof_lines
     bad += proof_bad
+    # Revocations: a receipt countersigned by a revoked key counts only in a commitment
+    # numbered below the line its statements draw; then conservation over what counts.
+    kept = []
+    for i, fields in zip(valid_at, valid):
+        why = revocation_check(revoked or {}, fields["submitter"], proven.get(fields["id"]))
+        if why:
+            bad += 1
+            lines.append(f"receipt {i}: REVOKED: {why}")
+        else:
+            kept.append(fields)
+    valid = kept
+    why = conservation(valid)
+    if why:
+        bad += 1
+        lines.append(f"conservation: INVALID: {why}")
     households = tally(valid, proven, trusted, audited)
     lines += tally_lines(households, trusted, audited)
     credit = tally_json(households, trusted, len(export["receipts"]), len(valid), audited)
@@ -774,6 +838,33 @@ def self_test() -> list:
     _, _, _, unlogged = check_export(export, None, {(f["submitter"], 0): None})
     expect(all(h["audited"]["receipts"] == 0 for h in unlogged["households"]),
            "a commitment the logs hold two bodies for counts for neither")
+    # Revoking a key (docs/receipts.md, "Revoking a key"): the example statement keeps the
+    # submitter's commitment 0, so all four receipts still count; one keeping none voids them,
+    # and of two statements the smaller keep stands.
+    statement = json.load(open(os.path.join(HERE, "revocation-example.json"), encoding="utf-8"))
+    revoked = {}
+    add_revocations(revoked, json.dumps(statement))
+    expect(revoked == {f["submitter"]: 1}, "the example revocation verifies: keep 1")
+    _, _, bad, kept = check_export(export, None, None, revoked)
+    expect(bad == 0 and kept["valid"] == 4, "it leaves the example export's four receipts in commitment 0")
+    seed = bytes([2]) * 32
+    body = b"HREV\x01" + public_key(seed) + struct.pack("<QQ", 0, 1700000200000)
+    none = {"format": REVOCATION_FORMAT, "key": public_key(seed).hex(), "keep": 0,
+            "issued_ms": 1700000200000, "signed": (body + sign(seed, REVOKE_DOMAIN + body)).hex()}
+    add_revocations(revoked, json.dumps([statement, none]))
+    expect(revoked == {f["submitter"]: 0}, "of two statements the smaller keep stands")
+    lines, _, bad, voided = check_export(export, None, None, revoked)
+    given = doc.split("keeping none instead")[1].split("```text")[1].split("```")[0].strip("\n")
+    expect(bad == 4 and voided["valid"] == 0 and voided["households"] == [] and given in lines,
+           "a statement keeping none voids all four, saying so as docs/receipts.md gives")
+    for edit in ({"keep": 2}, {"keep": True}, {"signed": statement["signed"][:-2] + "00"},
+                 {"format": "hearth-revocation/2"}, {"signed": " " + statement["signed"][1:]}):
+        try:
+            add_revocations({}, json.dumps({**statement, **edit}))
+            expect(False, f"a revocation edited to {str(edit)[:40]} is refused")
+        except ValueError:
+            expect(True, f"a revocation edited to {str(edit)[:40]} is refused")
+
     for text in ("ab" * 31, "ab" * 32 + " x", "0x" + "ab" * 31):
         try:
             parse_trusted(text)
@@ -916,19 +1007,21 @@ def main() -> int:
         failures = self_test()
         print(f"{len(failures)} failures")
         return 1 if failures else 0
-    args, trusted, audit, files = [], None, None, []
+    args, trusted, audit, revoked, files = [], None, None, {}, []
     rest = sys.argv[1:]
     as_json = "--json" in rest
     rest = [a for a in rest if a != "--json"]
     while rest:
         a = rest.pop(0)
-        if a in ("--trusted", "--audit") and rest:
+        if a in ("--trusted", "--audit", "--revoked") and rest:
             path = rest.pop(0)
             try:
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
                 if a == "--trusted":
                     trusted = parse_trusted(text)
+                elif a == "--revoked":
+                    add_revocations(revoked, text)
                 else:
                     audit = {} if audit is None else audit
                     add_audit_log(audit, text)
@@ -941,7 +1034,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        lines, n, bad, credit = check_export(load_export(args[0]), trusted, audit)
+        lines, n, bad, credit = check_export(load_export(args[0]), trusted, audit, revoked)
     except (ValueError, OSError) as e:
         print(f"{args[0]}: {e}", file=sys.stderr)
         return 1

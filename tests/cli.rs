@@ -490,6 +490,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         assert_eq!(h["audited"], h["committed"], "{credit:#}");
         assert!(h["audited"]["receipts"].as_u64() > Some(0), "{credit:#}");
     }
+    revoking_the_submitters_key_voids_what_it_no_longer_vouches_for(&dirs[1], &export);
     // Whoever repays credit names the submitters it trusts (here the one that countersigned
     // everything, and a stranger); the credit they vouched for is what the receipts credit,
     // less what the submitter's own radiator earned from its own job.
@@ -684,6 +685,120 @@ fn coordinator_killed_with_sigkill_restarts_and_finishes_its_job() {
 /// with `hearth_out`, what `hearth receipts verify` printed; then both tools with `--json`
 /// (and `audit`, an auditor's log, when given), whose objects must be equal. Returns that
 /// object (`Null` where Python is missing and not required).
+/// The submitter's key was stolen: it revokes it (`hearth receipts revoke`), keeping its
+/// commitments below the last one the export names. Both verifiers then refuse exactly the
+/// receipts outside those, fail, and agree on what still counts (docs/receipts.md, "Revoking a
+/// key"); the same statement signed by a stranger's key is refused before any verdict.
+fn revoking_the_submitters_key_voids_what_it_no_longer_vouches_for(dir: &Path, export: &Path) {
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export).unwrap()).unwrap();
+    let total = e["receipts"].as_array().unwrap().len();
+    let seqs: Vec<u64> = e["inclusions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["seq"].as_str().unwrap().parse::<u64>().unwrap())
+        .collect();
+    let keep = *seqs.iter().max().unwrap();
+    let voided = total - seqs.iter().filter(|s| **s < keep).count();
+    let statement = dir.join("revoked.json");
+    let out = hearth(
+        dir,
+        &[
+            "receipts",
+            "revoke",
+            "--keep",
+            &keep.to_string(),
+            "-o",
+            statement.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("are vouched for") || said.contains("none of its commitments"),
+        "{said}"
+    );
+    let verify = |mut cmd: Command, statement: &Path| -> Output {
+        cmd.arg(export)
+            .arg("--json")
+            .arg("--revoked")
+            .arg(statement)
+            .output()
+            .unwrap()
+    };
+    let hearth_verify = || {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["receipts", "verify"]);
+        cmd
+    };
+    let rs = verify(hearth_verify(), &statement);
+    assert!(!rs.status.success(), "{rs:?}");
+    let stderr = String::from_utf8_lossy(&rs.stderr);
+    assert_eq!(stderr.matches(": REVOKED: ").count(), voided, "{stderr}");
+    assert!(
+        stderr.contains(&format!("vouching only for commitments below #{keep}")),
+        "{stderr}"
+    );
+    let credit: serde_json::Value = serde_json::from_slice(&rs.stdout).unwrap();
+    assert_eq!(credit["valid"].as_u64(), Some((total - voided) as u64));
+    // A statement naming the submitter's key, signed by another: no verdict at all.
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&statement).unwrap()).unwrap();
+    let stranger = dir.join("stranger");
+    ok(&stranger, &["init"]);
+    let theirs = stranger.join("theirs.json");
+    ok(
+        &stranger,
+        &[
+            "receipts",
+            "revoke",
+            "--keep",
+            "0",
+            "-o",
+            theirs.to_str().unwrap(),
+        ],
+    );
+    let theirs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&theirs).unwrap()).unwrap();
+    let sig = &theirs["signed"].as_str().unwrap()[106..];
+    let ours = forged["signed"].as_str().unwrap().to_string();
+    forged["signed"] = format!("{}{sig}", &ours[..106]).into();
+    let forged_file = dir.join("forged.json");
+    std::fs::write(&forged_file, forged.to_string()).unwrap();
+    let out = verify(hearth_verify(), &forged_file);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature is not its key's"),
+        "{out:?}"
+    );
+    // The independent verifier, from docs/receipts.md alone: the same refusals, the same credit.
+    if Command::new("python3")
+        .args(["-c", "import blake3"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/verify_receipt.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script);
+        let py = verify(cmd, &statement);
+        assert!(!py.status.success(), "{py:?}");
+        let py_credit: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+        assert_eq!(py_credit, credit);
+        let py_err = String::from_utf8_lossy(&py.stderr);
+        assert_eq!(py_err.matches(": REVOKED: ").count(), voided, "{py_err}");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script);
+        let py = verify(cmd, &forged_file);
+        assert!(!py.status.success() && py.stdout.is_empty(), "{py:?}");
+    } else {
+        assert!(
+            std::env::var_os("HEARTH_REQUIRE_PYTHON").is_none(),
+            "HEARTH_REQUIRE_PYTHON is set but python3 cannot import blake3"
+        );
+    }
+}
+
 fn python_verifies(
     export: &Path,
     trusted: Option<&Path>,

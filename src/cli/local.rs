@@ -12,7 +12,8 @@ use crate::identity::{Identity, PublicKey};
 use crate::jobs::build::{build, JobSpec};
 use crate::jobs::local::run_local as run_jobs_locally;
 use crate::model::conservation::check_conservation;
-use crate::model::receipt::{verify_batch, ReceiptExport};
+use crate::model::receipt::{verify_batch, Receipt, ReceiptExport};
+use crate::model::revoke::{Revocation, Revocations};
 use crate::model::tally;
 use crate::model::{parse_hash, JobManifest};
 use crate::node::{self, NodeOptions};
@@ -316,8 +317,17 @@ pub fn receipts_verify(
     file: &Path,
     trusted: Option<&Path>,
     audit: &[PathBuf],
+    revoked: &[PathBuf],
     json: bool,
 ) -> anyhow::Result<()> {
+    let mut revocations = Revocations::default();
+    for path in revoked {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading a revocation from {}", path.display()))?;
+        revocations
+            .add_json(&text)
+            .map_err(|e| anyhow!("revocation {}: {e}", path.display()))?;
+    }
     let audit = if audit.is_empty() {
         None
     } else {
@@ -339,7 +349,7 @@ pub fn receipts_verify(
         None => None,
     };
     let export = super::export::read_export(file)?;
-    let report = check_export(&export, trusted.as_ref(), audit.as_ref());
+    let report = check_export(&export, trusted.as_ref(), audit.as_ref(), &revocations);
     // Lines for a person: on stdout, or beside the JSON on stderr.
     let say = |line: &str| {
         if json {
@@ -389,6 +399,31 @@ pub fn receipts_verify(
     Ok(())
 }
 
+/// `hearth receipts revoke --keep N`: signs, with this household's key, the statement that of
+/// its commitments only those numbered below `keep` are its own (`model::revoke`), and writes
+/// it in its JSON form.
+pub fn receipts_revoke(data_dir: &Path, keep: u64, output: Option<&Path>) -> anyhow::Result<()> {
+    let identity = Identity::load(data_dir)?;
+    let statement = Revocation::sign(&identity, keep, crate::model::now_ms());
+    let text = serde_json::to_string_pretty(&statement.to_json())? + "\n";
+    match output {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            let kept = match keep {
+                0 => "none of its commitments is vouched for".to_string(),
+                n => format!("only its commitments #0 to #{} are vouched for", n - 1),
+            };
+            eprintln!(
+                "revocation of {} written to {}: {kept}",
+                identity.public().to_hex(),
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
 struct ExportReport {
     /// Receipts that failed.
     bad: usize,
@@ -411,6 +446,7 @@ fn check_export(
     export: &ReceiptExport,
     trusted: Option<&BTreeSet<PublicKey>>,
     audit: Option<&tally::AuditLogs>,
+    revoked: &Revocations,
 ) -> ExportReport {
     let mut report = ExportReport {
         bad: 0,
@@ -453,18 +489,14 @@ fn check_export(
                 "receipt {i} ({id}): INVALID: an earlier receipt covers the same job, shard and worker"
             ));
         } else {
-            passed.push(r.clone());
+            passed.push((*i, r.clone()));
         }
-    }
-    // Conservation across the receipts that passed: a household's overlapping receipts never
-    // claim more than one circuit delivers.
-    if let Err(e) = check_conservation(&passed) {
-        report.problems.push(format!("conservation: INVALID: {e}"));
     }
     // Inclusion proofs: each names a receipt of this export, once, and leads from it to a
     // root its coordinator signed. A receipt without a proof is reported, not refused
     // (format 2 exports, receipts not yet committed).
     let mut proven = std::collections::HashSet::new();
+    let mut seq_of = std::collections::HashMap::new();
     let mut audited = std::collections::HashSet::new();
     let mut commitments = std::collections::HashSet::new();
     for (n, j) in export.inclusions.iter().enumerate() {
@@ -477,6 +509,7 @@ fn check_export(
                 return Err(format!("a second proof for receipt {}", j.receipt));
             }
             commitments.insert(inc.commitment.id());
+            seq_of.insert(id, inc.commitment.seq);
             if audit.is_some_and(|logs| logs.logged(&inc.commitment)) {
                 audited.insert(id);
             }
@@ -490,6 +523,29 @@ fn check_export(
     }
     report.proven = proven.len();
     report.commitments = commitments.len();
+    // Revocations (docs/receipts.md, "Revoking a key"): a receipt countersigned by a revoked
+    // key counts only if its proof places it in a commitment numbered below the line drawn.
+    let passed: Vec<Receipt> = passed
+        .into_iter()
+        .filter_map(|(i, r)| {
+            let id = r.id();
+            match revoked.check(&r.record.submitter, seq_of.get(&id).copied()) {
+                Ok(()) => Some(r),
+                Err(why) => {
+                    report.bad += 1;
+                    report
+                        .problems
+                        .push(format!("receipt {i} ({}): REVOKED: {why}", id.to_hex()));
+                    None
+                }
+            }
+        })
+        .collect();
+    // Conservation across the receipts that passed: a household's overlapping receipts never
+    // claim more than one circuit delivers.
+    if let Err(e) = check_conservation(&passed) {
+        report.problems.push(format!("conservation: INVALID: {e}"));
+    }
     let households = tally::tally(&passed, &proven, audit.map(|_| &audited), trusted);
     report.credit = tally::lines(&households, trusted);
     report.credit_json = tally::json(&households, trusted, export.receipts.len(), passed.len());
@@ -524,7 +580,12 @@ mod tests {
         audit
             .add(include_str!("../../docs/audit-example.json"))
             .unwrap();
-        let report = check_export(&export, Some(&[submitter].into()), Some(&audit));
+        let report = check_export(
+            &export,
+            Some(&[submitter].into()),
+            Some(&audit),
+            &Revocations::default(),
+        );
         assert!(report.problems.is_empty() && report.bad == 0);
         let doc = include_str!("../../docs/receipts.md");
         let given = doc
@@ -543,5 +604,49 @@ mod tests {
             .expect("docs/receipts.md gives the example export's credit as JSON");
         let given: serde_json::Value = serde_json::from_str(given).unwrap();
         assert_eq!(report.credit_json, given);
+    }
+
+    /// Revocations (docs/receipts.md, "Revoking a key"): the documented statement keeps the
+    /// example's commitment 0, so its four receipts still count; a statement keeping none voids
+    /// all four with the documented reason, and the smaller keep of the two stands.
+    #[test]
+    fn a_revoked_submitters_receipts_count_only_in_the_commitments_it_still_vouches_for() {
+        let example = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/receipts-example.json"
+        ));
+        let export = super::super::export::read_export(example).unwrap();
+        let mut revoked = Revocations::default();
+        revoked
+            .add_json(include_str!("../../docs/revocation-example.json"))
+            .unwrap();
+        let kept = check_export(&export, None, None, &revoked);
+        assert!(
+            kept.problems.is_empty() && kept.bad == 0,
+            "{:?}",
+            kept.problems
+        );
+        assert_eq!(kept.credit_json["valid"], 4);
+        let submitter = Identity::from_seed([2; 32]);
+        revoked.add(&Revocation::sign(&submitter, 0, 1_700_000_200_000));
+        let voided = check_export(&export, None, None, &revoked);
+        assert_eq!(voided.bad, 4);
+        assert_eq!(voided.credit_json["valid"], 0);
+        assert!(voided.credit.is_empty(), "{:?}", voided.credit);
+        let doc = include_str!("../../docs/receipts.md");
+        let given = doc
+            .split("keeping none instead")
+            .nth(1)
+            .and_then(|rest| rest.split("```text").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/receipts.md gives the line of a revoked receipt")
+            .trim_matches('\n');
+        // hearth names the receipt's id beside its place, which the Python verifier does not.
+        let ours = given.replacen(
+            "receipt 0:",
+            &format!("receipt 0 ({}):", export.receipts[0].id),
+            1,
+        );
+        assert!(voided.problems.contains(&ours), "{:?}", voided.problems);
     }
 }

@@ -403,10 +403,28 @@ pub enum ReceiptsCommand {
         /// bootstrap node), repeatable: adds what sits in commitments the auditors logged.
         #[arg(long, value_name = "FILE")]
         audit: Vec<PathBuf>,
+        /// A revocation statement (`hearth receipts revoke` by the household whose key it
+        /// revokes), repeatable: receipts that key countersigned count only in the
+        /// commitments it still vouches for.
+        #[arg(long, value_name = "FILE")]
+        revoked: Vec<PathBuf>,
         /// Print the credit as one JSON object on stdout (docs/receipts.md); the checks'
         /// lines go to stderr.
         #[arg(long)]
         json: bool,
+    },
+    /// Revoke this household's key after a theft (docs/receipts.md, "Revoking a key"): sign a
+    /// statement that, of its commitments, only those numbered below KEEP are its own. Hand it
+    /// to whoever verifies receipts it countersigned; a receipt outside those commitments then
+    /// counts for nothing. Needs only the key file, no running node.
+    Revoke {
+        /// Commitments numbered 0 to KEEP - 1 stay vouched for (0: none). `hearth audit KEY` on
+        /// a bootstrap node lists the commitments published under the key.
+        #[arg(long)]
+        keep: u64,
+        /// Write the statement to this file (standard output without it).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -600,12 +618,21 @@ pub fn main() -> anyhow::Result<()> {
                      apply to it"
                 )
             }
+            Some(ReceiptsCommand::Revoke { .. }) if args.household.is_some() => {
+                anyhow::bail!(
+                    "`receipts revoke` revokes this node's own key; --household does not apply to it"
+                )
+            }
             Some(ReceiptsCommand::Verify {
                 file,
                 trusted,
                 audit,
+                revoked,
                 json,
-            }) => local::receipts_verify(file, trusted.as_deref(), audit, *json),
+            }) => local::receipts_verify(file, trusted.as_deref(), audit, revoked, *json),
+            Some(ReceiptsCommand::Revoke { keep, output }) => {
+                local::receipts_revoke(&data_dir, *keep, output.as_deref())
+            }
             Some(ReceiptsCommand::Export { output, .. }) => {
                 runtime.block_on(remote::receipts_export(
                     &api()?,

@@ -10,6 +10,7 @@ pub mod export;
 pub mod job;
 pub mod power;
 pub mod receipt;
+pub mod revoke;
 pub mod tally;
 pub mod wire;
 
