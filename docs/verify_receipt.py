@@ -349,10 +349,12 @@ def check_inclusions(inclusions, receipts, listed, audit=None) -> tuple:
     return lines, bad, seen, audited
 
 
-def add_audit_log(audit: dict, text: str):
+def add_audit_log(audit: dict, text: str, revoked=None):
     """docs/receipts.md "What an export credits", auditors' logs: every entry's signed bytes
     checked (decode, strict signature, the log's coordinator, its own seq and id); a
-    (coordinator, seq) holding two different commitments maps to None. Raises ValueError."""
+    (coordinator, seq) holding two different commitments maps to None. The log's
+    `revocation`, if any, is checked as `read_revocation` does, must be its coordinator's, and
+    goes into `revoked` (key hex -> smallest keep). Raises ValueError."""
     log = json.loads(text)
     if not isinstance(log, dict) or not isinstance(log.get("coordinator"), str):
         raise ValueError('no "coordinator"')
@@ -376,6 +378,15 @@ def add_audit_log(audit: dict, text: str):
             raise ValueError(f'"{key}" is not a list')
     for i, entry in enumerate(log.get("commitments") or []):
         read("commitment", i, entry)
+    if log.get("revocation") is not None:
+        try:
+            key, keep = read_revocation(log["revocation"])
+        except ValueError as e:
+            raise ValueError(f"revocation: {e}")
+        if key != coordinator:
+            raise ValueError("revocation: of another key than the log's coordinator")
+        if revoked is not None:
+            revoked[key] = min(keep, revoked.get(key, keep))
     for i, e in enumerate(log.get("equivocations") or []):
         e = e if isinstance(e, dict) else {}
         read("equivocation (first)", i, e.get("first"))
@@ -857,6 +868,15 @@ def self_test() -> list:
     given = doc.split("keeping none instead")[1].split("```text")[1].split("```")[0].strip("\n")
     expect(bad == 4 and voided["valid"] == 0 and voided["households"] == [] and given in lines,
            "a statement keeping none voids all four, saying so as docs/receipts.md gives")
+    # An auditor's log carries the revocation its auditor heard; it applies as one given.
+    from_log = {}
+    add_audit_log({}, json.dumps({**logged, "revocation": {**none, "first_seen_ms": 5}}), from_log)
+    expect(from_log == {f["submitter"]: 0}, "an auditor's log's revocation applies")
+    try:
+        add_audit_log({}, json.dumps({**logged, "revocation": {**none, "keep": 1}}), {})
+        expect(False, "an auditor's log with an edited revocation is refused")
+    except ValueError:
+        expect(True, "an auditor's log with an edited revocation is refused")
     for edit in ({"keep": 2}, {"keep": True}, {"signed": statement["signed"][:-2] + "00"},
                  {"format": "hearth-revocation/2"}, {"signed": " " + statement["signed"][1:]}):
         try:
@@ -1024,7 +1044,7 @@ def main() -> int:
                     add_revocations(revoked, text)
                 else:
                     audit = {} if audit is None else audit
-                    add_audit_log(audit, text)
+                    add_audit_log(audit, text, revoked)
             except (ValueError, OSError) as e:
                 print(f"{path}: {e}", file=sys.stderr)
                 return 1

@@ -78,6 +78,7 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         .route("/v1/trust/{household}", get(trust_one))
         .route("/v1/audit", get(audit::summary))
         .route("/v1/audit/{coordinator}", get(audit::coordinator))
+        .route("/v1/revocations", post(audit::publish_revocation))
         .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(ctx.clone())

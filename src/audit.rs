@@ -9,14 +9,20 @@
 //! (docs/receipts.md, "Commitments and inclusion proofs"). It is what a revocation of a
 //! stolen key needs to name the commitments made before the theft (docs/threat-model.md).
 //!
-//! Owns the `audit/commitments` and `audit/equivocations` trees (docs/storage.md) and nothing
-//! else. Only commitments that passed the gossip check (they decode, `count` is 1 to 65 536,
+//! It also keeps, per coordinator, the strictest revocation statement heard for its key
+//! (`model::revoke`: the one with the smallest `keep`), with when it was first heard, so a
+//! verifier given this log applies it (docs/receipts.md, "Revoking a key").
+//!
+//! Owns the `audit/commitments`, `audit/equivocations` and `audit/revocations` trees
+//! (docs/storage.md) and nothing else. Only commitments that passed the gossip check (they decode, `count` is 1 to 65 536,
 //! the signature verifies, the signer is the gossip author) reach [`AuditLog::hear`].
 //!
 //! Bounds: everything in a commitment is its signer's claim, `seq` included; the log stores
 //! at most [`MAX_LOGGED`] commitments (about 45 MB) and counts, without storing, what comes
 //! after (the first commitments heard are the ones a first-seen log must keep), and at most
-//! one equivocation for each commitment stored. Listing one
+//! one equivocation for each commitment stored, and one revocation for each coordinator that
+//! has a commitment stored (a statement for a key the log holds nothing of is not kept: keys
+//! cost nothing to make, commitments count against the bound). Listing one
 //! coordinator's log returns at most [`MAX_PAGE`] entries per call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +33,15 @@ use sled::Tree;
 
 use crate::identity::PublicKey;
 use crate::model::commit::{Commitment, COMMITMENT_LEN};
+use crate::model::revoke::{Revocation, REVOCATION_LEN};
 
 const LOG_TREE: &str = "audit/commitments";
 const EQUIVOCATIONS_TREE: &str = "audit/equivocations";
+const REVOCATIONS_TREE: &str = "audit/revocations";
+
+/// A stored revocation: version ‖ first seen (u64 big-endian ms) ‖ the signed statement, under
+/// the 32 bytes of its key.
+const REVOCATION_ENTRY_LEN: usize = 1 + 8 + REVOCATION_LEN;
 
 /// Most commitments the log stores: 262 144 entries of 170 bytes. A coordinator seals at most one commitment per round of 5 s (17 280 a day), so
 /// this holds weeks of a busy network's commitments; after it, commitments are counted, not
@@ -67,11 +79,23 @@ pub enum Heard {
     Full,
 }
 
+/// What hearing a revocation statement did to the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeardRevocation {
+    /// The first statement heard for this key, or one with a smaller `keep`: kept.
+    Kept,
+    /// The key's line is drawn already at or below this statement's `keep`: nothing changed.
+    Again,
+    /// The log holds no commitment of this key: not kept (nothing logged for it to void).
+    Unknown,
+}
+
 /// Cheap, cloneable handle on the log.
 #[derive(Clone)]
 pub struct AuditLog {
     log: Tree,
     equivocations: Tree,
+    revocations: Tree,
     /// Commitments stored.
     stored: Arc<AtomicU64>,
     /// Commitments not stored because the log was full, since this node started.
@@ -113,15 +137,33 @@ fn decode(key: &[u8], value: &[u8]) -> Result<(u64, Commitment), AuditError> {
     Ok((seen, c))
 }
 
+fn decode_revocation(key: &[u8], value: &[u8]) -> Result<(u64, Revocation), AuditError> {
+    let damaged = |reason: String| AuditError::Damaged {
+        key: hex::encode(key),
+        reason,
+    };
+    if value.len() != REVOCATION_ENTRY_LEN || value[0] != ENTRY_VERSION {
+        return Err(damaged(format!("a revocation of {} bytes", value.len())));
+    }
+    let seen = u64::from_be_bytes(value[1..9].try_into().expect("8 bytes"));
+    let r = Revocation::from_bytes(&value[9..]).map_err(|e| damaged(e.to_string()))?;
+    if r.key.0[..] != *key {
+        return Err(damaged("its key does not name its revocation".into()));
+    }
+    Ok((seen, r))
+}
+
 impl AuditLog {
     /// Opens the log's trees in `db`, counting what they hold (once, linear in the log).
     pub fn open(db: &sled::Db) -> Result<AuditLog, AuditError> {
         let log = db.open_tree(LOG_TREE)?;
         let equivocations = db.open_tree(EQUIVOCATIONS_TREE)?;
+        let revocations = db.open_tree(REVOCATIONS_TREE)?;
         let stored = log.len() as u64;
         Ok(AuditLog {
             log,
             equivocations,
+            revocations,
             stored: Arc::new(AtomicU64::new(stored)),
             dropped: Arc::new(AtomicU64::new(0)),
         })
@@ -166,6 +208,48 @@ impl AuditLog {
             // Logged meanwhile by another caller: heard again, judged then.
             Err(_) => self.hear(c, now_ms),
         }
+    }
+
+    /// Keeps `r`, heard at `now_ms`, if it draws its key's line lower than any statement kept
+    /// so far and the log holds a commitment of that key. The caller has checked its
+    /// signature. Not flushed here, as [`AuditLog::hear`].
+    pub fn hear_revocation(
+        &self,
+        r: &Revocation,
+        now_ms: u64,
+    ) -> Result<HeardRevocation, AuditError> {
+        if self.log.scan_prefix(r.key.0).next().transpose()?.is_none() {
+            return Ok(HeardRevocation::Unknown);
+        }
+        let mut entry = Vec::with_capacity(REVOCATION_ENTRY_LEN);
+        entry.push(ENTRY_VERSION);
+        entry.extend_from_slice(&now_ms.to_be_bytes());
+        entry.extend_from_slice(&r.to_bytes());
+        loop {
+            let old = self.revocations.get(r.key.0)?;
+            if let Some(v) = &old {
+                let (_, kept) = decode_revocation(&r.key.0, v)?;
+                if kept.keep <= r.keep {
+                    return Ok(HeardRevocation::Again);
+                }
+            }
+            if self
+                .revocations
+                .compare_and_swap(r.key.0, old, Some(entry.as_slice()))?
+                .is_ok()
+            {
+                return Ok(HeardRevocation::Kept);
+            }
+        }
+    }
+
+    /// The revocation kept for `key`, with when it was first heard.
+    fn revocation(&self, key: &PublicKey) -> Result<Option<LoggedRevocation>, AuditError> {
+        let Some(v) = self.revocations.get(key.0)? else {
+            return Ok(None);
+        };
+        let (seen, r) = decode_revocation(&key.0, &v)?;
+        Ok(Some(LoggedRevocation::of(&r, seen)))
     }
 
     /// Whether another entry may be stored; counts a refusal.
@@ -266,6 +350,7 @@ impl AuditLog {
             commitments,
             next,
             equivocations,
+            revocation: self.revocation(coordinator)?,
         })
     }
 }
@@ -308,6 +393,35 @@ pub struct CoordinatorLog {
     /// The number to ask `from` for the next page, if there is one.
     pub next: Option<u64>,
     pub equivocations: Vec<EquivocationView>,
+    /// The strictest revocation heard for the coordinator's key, if any.
+    pub revocation: Option<LoggedRevocation>,
+}
+
+/// A revocation as logged: its JSON form (docs/receipts.md, "Revoking a key") and when this
+/// node first heard it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LoggedRevocation {
+    pub format: String,
+    pub key: String,
+    pub keep: u64,
+    pub issued_ms: u64,
+    /// The signed statement (117 bytes), hex.
+    pub signed: String,
+    /// When this node first heard it, ms since the epoch (this node's clock).
+    pub first_seen_ms: u64,
+}
+
+impl LoggedRevocation {
+    fn of(r: &Revocation, seen_ms: u64) -> LoggedRevocation {
+        LoggedRevocation {
+            format: crate::model::revoke::FORMAT.to_string(),
+            key: r.key.to_hex(),
+            keep: r.keep,
+            issued_ms: r.issued_ms,
+            signed: hex::encode(r.to_bytes()),
+            first_seen_ms: seen_ms,
+        }
+    }
 }
 
 /// A commitment as logged.
@@ -420,6 +534,56 @@ mod tests {
         let log = AuditLog::open(&db).unwrap();
         assert_eq!(log.summary().unwrap().stored, 3);
         assert_eq!(log.hear(&c1, 99).unwrap(), Heard::Again);
+    }
+
+    /// The strictest statement heard stands: a later one with a larger `keep` (a thief's)
+    /// changes nothing, a smaller one replaces it; a key with no commitment logged is not kept.
+    #[test]
+    fn the_log_keeps_the_strictest_revocation_of_a_key_it_holds_commitments_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::kv::open(dir.path()).unwrap();
+        let log = AuditLog::open(&db).unwrap();
+        let (home, stranger) = (Identity::from_seed([4; 32]), Identity::from_seed([5; 32]));
+        let stranger_says = Revocation::sign(&stranger, 0, 1);
+        assert_eq!(
+            log.hear_revocation(&stranger_says, 10).unwrap(),
+            HeardRevocation::Unknown
+        );
+        log.hear(&sealed(&home, 0, &[b"r"]), 5).unwrap();
+        let keep2 = Revocation::sign(&home, 2, 1);
+        assert_eq!(
+            log.hear_revocation(&keep2, 20).unwrap(),
+            HeardRevocation::Kept
+        );
+        assert_eq!(
+            log.hear_revocation(&Revocation::sign(&home, 7, 2), 30)
+                .unwrap(),
+            HeardRevocation::Again
+        );
+        assert_eq!(
+            log.hear_revocation(&keep2, 40).unwrap(),
+            HeardRevocation::Again
+        );
+        let listed = log.coordinator(&home.public(), 0, 10).unwrap();
+        let kept = listed.revocation.unwrap();
+        assert_eq!((kept.keep, kept.first_seen_ms), (2, 20));
+        // The log's entry is the statement's JSON form: what `--revoked` reads.
+        let json = serde_json::to_value(&kept).unwrap();
+        assert_eq!(Revocation::from_json(&json).unwrap(), keep2);
+        let keep0 = Revocation::sign(&home, 0, 3);
+        assert_eq!(
+            log.hear_revocation(&keep0, 50).unwrap(),
+            HeardRevocation::Kept
+        );
+        drop(log);
+        let log = AuditLog::open(&db).unwrap();
+        let kept = log.coordinator(&home.public(), 0, 10).unwrap().revocation;
+        assert_eq!(kept.map(|r| (r.keep, r.first_seen_ms)), Some((0, 50)));
+        assert!(log
+            .coordinator(&stranger.public(), 0, 10)
+            .unwrap()
+            .revocation
+            .is_none());
     }
 
     #[test]

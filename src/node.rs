@@ -7,7 +7,7 @@
 //! the wrong author or carries a bad signature is rejected, which counts against its sender's
 //! gossipsub score.
 //!
-//! Size: about 945 lines: start-up wiring of every service (the trust service since issue 10),
+//! Size: about 970 lines: start-up wiring of every service (the trust service since issue 10),
 //! the router (with its Receipts gate) and the integrity checkpoint.
 //! The checkpoint service is the first thing to move out if it grows.
 
@@ -845,6 +845,22 @@ impl Router {
         }
     }
 
+    /// Logs a checked revocation in the auditor's log, and says so: a household declaring its
+    /// key stolen is news an operator wants in the log.
+    fn audit_revoked(&self, r: &crate::model::revoke::Revocation) {
+        let Some(audit) = &self.audit else { return };
+        match audit.hear_revocation(r, crate::model::now_ms()) {
+            Ok(crate::audit::HeardRevocation::Kept) => tracing::warn!(
+                key = %r.key.to_hex(),
+                keep = r.keep,
+                "revocation: a household vouches only for its commitments below this number \
+                 (`hearth audit KEY`)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("audit log: {e}"),
+        }
+    }
+
     async fn gossip(
         &self,
         topic: Topic,
@@ -860,6 +876,18 @@ impl Router {
             // Audited: a commitment must be signed by its author's household key. Logged with
             // when it was first heard, not put in the ledger: whoever holds one of its receipts
             // has it already, with the receipt's proof.
+            // The topic also carries revocation statements (docs/receipts.md, "Revoking a
+            // key"), told apart by their magic; one must be signed by the key it revokes,
+            // which is its author's.
+            Topic::Commitments if data.starts_with(b"HREV") => {
+                match crate::model::revoke::Revocation::from_bytes(&data) {
+                    Ok(r) if r.key.peer_id() == source && r.verify().is_ok() => {
+                        self.audit_revoked(&r);
+                        Verdict::Accept
+                    }
+                    _ => Verdict::Reject,
+                }
+            }
             Topic::Commitments => match Commitment::from_bytes(&data) {
                 Ok(c) if c.coordinator.peer_id() == source && c.verify().is_ok() => {
                     self.audit_heard(&c);

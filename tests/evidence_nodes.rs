@@ -543,12 +543,115 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
         assert!(!out.status.success());
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(said.contains("keeps no audit log"), "{said}");
+        a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
+            &cli,
+            dir.path(),
+            &key,
+            &nodes[1].api_addr.to_string(),
+        )
+        .await;
         for n in nodes {
             n.shutdown().await;
         }
     })
     .await
     .expect("test timed out");
+}
+
+/// The household behind radiator 1 finds its key stolen (the forged commitment above): it
+/// revokes it, vouching for none of its commitments, and publishes the statement from its
+/// node (`hearth receipts revoke --publish`). The auditor logs it, `hearth audit KEY` shows
+/// it, and a verifier given only that log refuses every receipt the key countersigned
+/// (docs/receipts.md, "Revoking a key"). A node refuses to publish another key's statement.
+async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
+    cli: &dyn Fn(usize, &[&str]) -> std::process::Output,
+    dir: &std::path::Path,
+    key: &PublicKey,
+    api_of_1: &str,
+) {
+    let out = cli(1, &["receipts", "revoke", "--keep", "0", "--publish"]);
+    assert!(out.status.success(), "{out:?}");
+    let statement: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(statement["keep"], 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("published"));
+    let log = dir.join("audit.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let logged = loop {
+        let out = cli(0, &["audit", &key.to_hex(), "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        std::fs::write(&log, &out.stdout).unwrap();
+        let l: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if !l["revocation"].is_null() {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the auditor did not log the revocation within 30 s: {l:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(logged["revocation"]["signed"], statement["signed"]);
+    let out = cli(0, &["audit", &key.to_hex()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("REVOKED: the key's own statement vouches for none of its commitments"),
+        "{text}"
+    );
+    // Every receipt the submitter's node holds was countersigned by it (its own job).
+    let export = dir.join("receipts.json");
+    let out = cli(
+        1,
+        &[
+            "receipts",
+            "export",
+            "--json",
+            "-o",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let receipts = exported["receipts"].as_array().unwrap().len();
+    assert!(receipts > 0);
+    let out = cli(
+        1,
+        &[
+            "receipts",
+            "verify",
+            export.to_str().unwrap(),
+            "--audit",
+            log.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches(": REVOKED: ").count(), receipts, "{text}");
+    assert!(
+        text.contains(&format!("{receipts} receipts, 0 valid, {receipts} invalid")),
+        "{text}"
+    );
+    // Radiator 2's key, handed to radiator 1's node: not its key, refused before any gossip.
+    let token = std::fs::read_to_string(dir.join("radiator-1").join("api.token")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--data-dir")
+        .arg(dir.join("radiator-2"))
+        .args([
+            "--api",
+            api_of_1,
+            "receipts",
+            "revoke",
+            "--keep",
+            "0",
+            "--publish",
+        ])
+        .env("HEARTH_API_TOKEN", token.trim())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not this node's key"), "{said}");
 }
 
 /// A coordinator that seals before any auditor listens keeps its commitments and gossips them

@@ -1,5 +1,6 @@
 //! `GET /v1/audit` and `GET /v1/audit/{coordinator}`: the auditor's log of commitments
 //! (`crate::audit`), kept by bootstrap nodes. A radiator keeps none and answers 404 saying so.
+//! `POST /v1/revocations`: gossips this household's own revocation statement to the auditors.
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -8,6 +9,8 @@ use serde::Deserialize;
 use super::{bad, internal, not_found, ApiError};
 use crate::audit::{AuditLog, AuditSummary, CoordinatorLog, MAX_PAGE};
 use crate::identity::PublicKey;
+use crate::model::revoke::Revocation;
+use crate::net::Topic;
 use crate::node::NodeContext;
 
 fn log_of(ctx: &NodeContext) -> Result<AuditLog, ApiError> {
@@ -51,4 +54,36 @@ pub(super) async fn coordinator(
         .map_err(internal)?
         .map_err(internal)?;
     Ok(Json(listed))
+}
+
+/// `POST /v1/revocations` with a statement in its JSON form (`hearth receipts revoke
+/// --publish`): checked (it decodes, its signature verifies, it revokes this node's own key:
+/// gossip carries it under this node's key, and auditors accept a statement only from the key
+/// it revokes), then published on `hearth/commitments/1`. 503 when no auditor is connected to
+/// hear it, so the household knows to try again.
+pub(super) async fn publish_revocation(
+    State(ctx): State<NodeContext>,
+    Json(statement): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r = Revocation::from_json(&statement).map_err(|e| bad(format!("revocation: {e}")))?;
+    if r.key != ctx.identity.public() {
+        return Err(bad(format!(
+            "revocation: it revokes {}, not this node's key {}; publish it from the node that \
+             holds that key",
+            r.key.to_hex(),
+            ctx.identity.public().to_hex()
+        )));
+    }
+    match ctx.net.publish(Topic::Commitments, r.to_bytes()).await {
+        Ok(()) => Ok(Json(
+            serde_json::json!({ "published": true, "keep": r.keep }),
+        )),
+        Err(e) if e.is_no_peers() => Err(ApiError(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "no auditor (bootstrap node) is connected to hear it yet; try again once the node \
+             has peers"
+                .into(),
+        )),
+        Err(e) => Err(internal(e)),
+    }
 }

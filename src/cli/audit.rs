@@ -76,6 +76,18 @@ pub async fn show(
     if let Some(next) = log.next {
         println!("  more: hearth audit {} --from {next}", log.coordinator);
     }
+    if let Some(r) = &log.revocation {
+        let kept = match r.keep {
+            0 => "none of its commitments".to_string(),
+            n => format!("only its commitments #0 to #{}", n - 1),
+        };
+        println!(
+            "  REVOKED: the key's own statement vouches for {kept} (signed {}, first seen {})",
+            utc(r.issued_ms),
+            utc(r.first_seen_ms)
+        );
+        println!("            {}", r.signed);
+    }
     for e in &log.equivocations {
         println!(
             "  EQUIVOCATION at #{}: two different signed commitments",

@@ -338,6 +338,9 @@ pub fn receipts_verify(
             logs.add(&text)
                 .map_err(|e| anyhow!("auditor's log {}: {e}", path.display()))?;
         }
+        // A log carries the revocations its auditor heard: each signed by the key it
+        // revokes, so they apply as a statement given by hand does.
+        revocations.merge(logs.revocations());
         Some(logs)
     };
     let trusted = match trusted {
@@ -401,11 +404,15 @@ pub fn receipts_verify(
 
 /// `hearth receipts revoke --keep N`: signs, with this household's key, the statement that of
 /// its commitments only those numbered below `keep` are its own (`model::revoke`), and writes
-/// it in its JSON form.
-pub fn receipts_revoke(data_dir: &Path, keep: u64, output: Option<&Path>) -> anyhow::Result<()> {
+/// it in its JSON form, which it returns.
+pub fn receipts_revoke(
+    data_dir: &Path,
+    keep: u64,
+    output: Option<&Path>,
+) -> anyhow::Result<serde_json::Value> {
     let identity = Identity::load(data_dir)?;
-    let statement = Revocation::sign(&identity, keep, crate::model::now_ms());
-    let text = serde_json::to_string_pretty(&statement.to_json())? + "\n";
+    let statement = Revocation::sign(&identity, keep, crate::model::now_ms()).to_json();
+    let text = serde_json::to_string_pretty(&statement)? + "\n";
     match output {
         Some(path) => {
             std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
@@ -421,7 +428,7 @@ pub fn receipts_revoke(data_dir: &Path, keep: u64, output: Option<&Path>) -> any
         }
         None => print!("{text}"),
     }
-    Ok(())
+    Ok(statement)
 }
 
 struct ExportReport {

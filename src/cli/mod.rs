@@ -2,7 +2,7 @@
 //! node talk to its local API (`client`); commands on the data directory itself (`local`) open
 //! it directly. `anyhow` is used here and nowhere below.
 //!
-//! Size: about 655 lines before its unit tests, most of them the argument definitions clap
+//! Size: about 695 lines before its unit tests, most of them the argument definitions clap
 //! reads (each with the help text a household sees) and one dispatch `match`.
 
 mod audit;
@@ -425,6 +425,10 @@ pub enum ReceiptsCommand {
         /// Write the statement to this file (standard output without it).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Also hand it to the running node, which gossips it to the auditors (bootstrap
+        /// nodes): their logs then carry it to every verifier that reads them.
+        #[arg(long)]
+        publish: bool,
     },
 }
 
@@ -630,8 +634,19 @@ pub fn main() -> anyhow::Result<()> {
                 revoked,
                 json,
             }) => local::receipts_verify(file, trusted.as_deref(), audit, revoked, *json),
-            Some(ReceiptsCommand::Revoke { keep, output }) => {
-                local::receipts_revoke(&data_dir, *keep, output.as_deref())
+            Some(ReceiptsCommand::Revoke {
+                keep,
+                output,
+                publish,
+            }) => {
+                let statement = local::receipts_revoke(&data_dir, *keep, output.as_deref())?;
+                if *publish {
+                    let _: serde_json::Value = runtime
+                        .block_on(api()?.post_json("/v1/revocations", &statement))
+                        .context("publishing the revocation")?;
+                    eprintln!("published: auditors that hear it keep it in their logs");
+                }
+                Ok(())
             }
             Some(ReceiptsCommand::Export { output, .. }) => {
                 runtime.block_on(remote::receipts_export(

@@ -154,8 +154,12 @@ pub struct Revocations {
 impl Revocations {
     /// Adds a statement whose signature was verified ([`Revocation::from_json`]).
     pub fn add(&mut self, r: &Revocation) {
-        let keep = self.keep.entry(r.key).or_insert(r.keep);
-        *keep = (*keep).min(r.keep);
+        self.draw(r.key, r.keep);
+    }
+
+    fn draw(&mut self, key: PublicKey, keep: u64) {
+        let line = self.keep.entry(key).or_insert(keep);
+        *line = (*line).min(keep);
     }
 
     /// Adds every statement of a file: one statement in its JSON form, or a list of them.
@@ -173,8 +177,11 @@ impl Revocations {
         Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.keep.is_empty()
+    /// Adds every line `other` draws (the smaller `keep` standing for a key in both).
+    pub fn merge(&mut self, other: &Revocations) {
+        for (key, &keep) in &other.keep {
+            self.draw(*key, keep);
+        }
     }
 
     /// Whether a receipt countersigned by `submitter` still counts, given the number of the

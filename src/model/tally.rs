@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::commit::Commitment;
 use super::receipt::Receipt;
+use super::revoke::{Revocation, Revocations};
 use crate::identity::PublicKey;
 
 /// Millijoules in a watt-hour.
@@ -199,10 +200,12 @@ pub fn json(
 
 /// What auditors' logs say was published: for each (coordinator, number), the one commitment
 /// logged, or `None` when the logs hold two different ones (an equivocation, in one log or
-/// across two). Read from `hearth audit KEY --json` answers (`GET /v1/audit/{coordinator}`).
+/// across two); and the revocation statements they heard. Read from `hearth audit KEY --json` answers (`GET /v1/audit/{coordinator}`).
 #[derive(Debug, Default)]
 pub struct AuditLogs {
     seen: HashMap<(PublicKey, u64), Option<blake3::Hash>>,
+    /// The revocations the logs carry (`revocation`, one per log at most).
+    revocations: Revocations,
 }
 
 impl AuditLogs {
@@ -250,11 +253,24 @@ impl AuditLogs {
         for (i, entry) in list("commitments")?.iter().enumerate() {
             read("commitment", i, entry)?;
         }
+        if !log["revocation"].is_null() {
+            let r = Revocation::from_json(&log["revocation"])
+                .map_err(|e| format!("revocation: {e}"))?;
+            if r.key != coordinator {
+                return Err("revocation: of another key than the log's coordinator".into());
+            }
+            self.revocations.add(&r);
+        }
         for (i, e) in list("equivocations")?.iter().enumerate() {
             read("equivocation (first)", i, &e["first"])?;
             read("equivocation (second)", i, &e["second"])?;
         }
         Ok(())
+    }
+
+    /// The revocation statements the logs carry, the smallest `keep` per key.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// Whether the logs hold `c` under its coordinator and number, and no other.
@@ -419,6 +435,26 @@ mod tests {
         let proof = serde_json::json!({"seq": 2, "first": entry(&c2), "second": entry(&c2b)});
         logs.add(&log(vec![entry(&c2)], vec![proof])).unwrap();
         assert!(!logs.logged(&c2) && !logs.logged(&c2b));
+        // A log may carry its coordinator's revocation: it applies, the smallest keep standing
+        // across logs; one of another key, or edited, refuses the log.
+        let revoked = |keep: u64| {
+            let mut l: serde_json::Value =
+                serde_json::from_str(&log(vec![entry(&c0)], vec![])).unwrap();
+            l["revocation"] = Revocation::sign(&lab, keep, 9).to_json();
+            l
+        };
+        logs.add(&revoked(4).to_string()).unwrap();
+        logs.add(&revoked(1).to_string()).unwrap();
+        assert!(logs.revocations().check(&lab.public(), Some(0)).is_ok());
+        assert!(logs.revocations().check(&lab.public(), Some(1)).is_err());
+        let mut theirs = revoked(0);
+        theirs["revocation"] = Revocation::sign(&Identity::from_seed([8; 32]), 0, 9).to_json();
+        let err = AuditLogs::default().add(&theirs.to_string()).unwrap_err();
+        assert!(err.contains("another key"), "{err}");
+        let mut edited = revoked(0);
+        edited["revocation"]["keep"] = 3.into();
+        let err = AuditLogs::default().add(&edited.to_string()).unwrap_err();
+        assert!(err.starts_with("revocation:"), "{err}");
         // Edited logs are refused whole, saying where.
         let mut moved = entry(&c0);
         moved["seq"] = 5.into();
