@@ -12,6 +12,12 @@
 //! each knowing the next 20): with 24 that all knew one another a plain lookup still reached the
 //! honest peer, because libp2p-kad, once 3 answers bring nothing nearer, asks up to 20 peers at
 //! once, walking past the nearest 20 while some of them have not answered yet.
+//!
+//! It failed once in CI (2026-12-04, the whole suite on two loaded cores) with disjoint paths
+//! on. The honest peer now counts the lookups it is asked: a lookup that never reached it
+//! (its one request failed, so its path ended) is tried again, up to three, and only a lookup
+//! that asked it and still missed the holder is capture. Without disjoint paths it still
+//! fails at the first lookup, with the honest peer asked (three runs in three).
 
 use std::time::Duration;
 
@@ -125,7 +131,19 @@ async fn a_lookup_reaches_the_honest_provider_past_peers_that_name_only_one_anot
     first
         .behaviour_mut()
         .add_address(&holder_id, holder_addr.clone());
-    serve(first);
+    // How many provider lookups the honest peer was asked (and so answered, naming the holder).
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(kad::Event::InboundRequest {
+                request: kad::InboundRequest::GetProvider { .. },
+            }) = first.select_next_some().await
+            {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
     let (mut provider, provider_addr) = node(key_sharing(&target, 0, 2), plain()).await;
     let provider_id = *provider.local_peer_id();
     // The record carries the provider's external addresses (the holder knows no other).
@@ -173,31 +191,45 @@ async fn a_lookup_reaches_the_honest_provider_past_peers_that_name_only_one_anot
             connected += 1;
         }
     }
-    me.behaviour_mut().get_providers(key.clone());
-    let found = tokio::time::timeout(Duration::from_secs(40), async {
-        loop {
-            if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
-                result: QueryResult::GetProviders(result),
-                step,
-                ..
-            }) = me.select_next_some().await
-            {
-                if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = &result {
-                    if providers.contains(&provider_id) {
-                        return true;
+    // A lookup can also miss the holder because the one request the honest path starts with
+    // failed: on two loaded cores (the whole test suite at once) the honest peer, served on
+    // this test's runtime beside 64 busy attackers, once did not answer in time, and that
+    // path ended. That is not capture, so a lookup whose request to the honest peer failed is
+    // tried again (at most three lookups), and the verdict is on lookups that did ask it.
+    let mut failures = Vec::new();
+    for attempt in 1..=3 {
+        let before = asked.load(std::sync::atomic::Ordering::SeqCst);
+        me.behaviour_mut().get_providers(key.clone());
+        let found = tokio::time::timeout(Duration::from_secs(40), async {
+            loop {
+                if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                    result: QueryResult::GetProviders(result),
+                    step,
+                    ..
+                }) = me.select_next_some().await
+                {
+                    if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = &result {
+                        if providers.contains(&provider_id) {
+                            return true;
+                        }
+                    }
+                    if step.last {
+                        return false;
                     }
                 }
-                if step.last {
-                    return false;
-                }
             }
+        })
+        .await
+        .expect("the lookup ended within 40 s");
+        if found {
+            return;
         }
-    })
-    .await
-    .expect("the lookup ended within 40 s");
-    assert!(
-        found,
-        "the lookup ended without asking the peer holding the record: the attackers' answers \
-         captured it"
-    );
+        assert!(
+            asked.load(std::sync::atomic::Ordering::SeqCst) == before,
+            "lookup {attempt} asked the honest peer and still ended without asking the peer \
+             holding the record: the attackers' answers captured it"
+        );
+        failures.push(attempt);
+    }
+    panic!("in each of lookups {failures:?} the request to the honest peer failed");
 }
