@@ -1,7 +1,7 @@
 //! An auditor's log (`hearth receipts verify --audit LOG`) is JSON from a bootstrap node the
 //! repayer chose, or from anyone who hands one over. Reading it must not panic; a log that
 //! is accepted names only commitments whose signatures verify, which a second reading of
-//! the same text accepts again.
+//! the same text accepts again, with the same revocations (a log may carry its coordinator's).
 #![no_main]
 
 use hearth::model::tally::AuditLogs;
@@ -13,6 +13,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut logs = AuditLogs::default();
     if logs.add(text).is_ok() {
-        assert!(AuditLogs::default().add(text).is_ok(), "a log read once is read again");
+        let mut again = AuditLogs::default();
+        assert!(again.add(text).is_ok(), "a log read once is read again");
+        assert_eq!(again.revocations(), logs.revocations());
     }
 });
