@@ -1,15 +1,16 @@
 //! One radiator: wires the identity, store, ledger, executor, network, coordinator, worker
-//! and local API together, routes network events to them, and owns shutdown.
+//! and local API together, hands network events to its router (`router.rs`), and owns
+//! shutdown.
 //!
 //! Every service runs in one `JoinSet`; a single `watch` signal (ctrl-c, SIGTERM, or
 //! [`RunningNode::shutdown`]) tells them all to stop, after which sled is flushed. Gossip is
-//! validated here, where the model types are decoded: a message that does not decode, names
-//! the wrong author or carries a bad signature is rejected, which counts against its sender's
-//! gossipsub score.
+//! validated by the router, where the model types are decoded: a message that does not
+//! decode, names the wrong author or carries a bad signature is rejected, which counts
+//! against its sender's gossipsub score.
 //!
-//! Size: about 970 lines: start-up wiring of every service (the trust service since issue 10),
-//! the router (with its Receipts gate) and the integrity checkpoint.
-//! The checkpoint service is the first thing to move out if it grows.
+//! Size: about 730 lines, just past the house style's ~700: start-up wiring of every service
+//! (the trust service since issue 10) and the integrity checkpoint, which is the first thing
+//! to move out if it grows.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,18 +24,19 @@ use crate::exec::Executor;
 use crate::identity::{Identity, PublicKey};
 use crate::integrity::ReceiptsGate;
 use crate::jobs::{
-    ControlRoute, Coordinator, CoordinatorConfig, CoordinatorHandle, Loopback, Worker,
-    WorkerConfig, WorkerEvent,
+    ControlRoute, Coordinator, CoordinatorConfig, CoordinatorHandle, Loopback, Worker, WorkerConfig,
 };
 use crate::ledger::{Ledger, LedgerError};
-use crate::model::commit::Commitment;
-use crate::model::wire::{JobGossip, Request, Response};
-use crate::model::JobManifest;
-use crate::net::{self, NetConfig, NetEvent, Network, Topic, Verdict};
+use crate::model::wire::JobGossip;
+use crate::net::{self, NetConfig, NetEvent, Network, Topic};
 
 mod offers;
+pub mod revoked;
+mod router;
 use crate::store::Store;
 use offers::Offers;
+use revoked::RevokedKeys;
+use router::Router;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -264,6 +266,8 @@ pub struct NodeContext {
     pub receipts_gate: ReceiptsGate,
     /// The auditor's log of commitments heard (bootstrap nodes only; `crate::audit`).
     pub audit: Option<crate::audit::AuditLog>,
+    /// Keys whose households revoked them: no work is taken from them (`node::revoked`).
+    pub revoked: RevokedKeys,
 }
 
 /// How a service ended: its name, and why if it failed.
@@ -464,6 +468,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         Role::Bootstrap => Some(crate::audit::AuditLog::open(&db)?),
         Role::Radiator => None,
     };
+    let revoked = RevokedKeys::open(&db).map_err(|source| NodeError::Db {
+        path: opts.data_dir.clone(),
+        source,
+    })?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks: JoinSet<ServiceExit> = JoinSet::new();
@@ -618,6 +626,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         executor,
         receipts_gate: ReceiptsGate::default(),
         audit: audit.clone(),
+        revoked: revoked.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)
@@ -669,6 +678,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         trust,
         receipts_gate: context.receipts_gate.clone(),
         audit,
+        revoked,
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -716,257 +726,4 @@ fn credit_source(ledger: Ledger, own: PublicKey) -> crate::heat::service::Credit
             .credited_since(&own, since_ms)
             .map_err(|e| e.to_string())
     })
-}
-
-/// Gives each network event to the service it is for.
-struct Router {
-    ledger: Ledger,
-    net: Network,
-    coordinator: CoordinatorHandle,
-    worker: mpsc::Sender<WorkerEvent>,
-    own: PublicKey,
-    local_peer: libp2p::PeerId,
-    /// Coordinators that announced work to this node, for its heat demand.
-    offers: Offers,
-    /// Judges fraud evidence.
-    trust: crate::jobs::trust::service::TrustHandle,
-    /// Bounds the `Receipts` answers read at once.
-    receipts_gate: ReceiptsGate,
-    /// The auditor's log of commitments (bootstrap nodes).
-    audit: Option<crate::audit::AuditLog>,
-}
-
-impl Router {
-    async fn route(&self, ev: NetEvent, requests: &mut JoinSet<()>) {
-        match ev {
-            NetEvent::Gossip {
-                topic,
-                id,
-                source,
-                propagation_source,
-                data,
-            } => {
-                let verdict = self.gossip(topic, source, propagation_source, data).await;
-                self.net
-                    .report_validation(id, propagation_source, verdict)
-                    .await;
-            }
-            NetEvent::ControlRequest { peer, data, reply } => {
-                // Announcements are for the worker: answered here, in order, at once.
-                if let Ok(Request::Announce(msg)) = Request::from_bytes(&data) {
-                    let _ = reply.send(self.announcement(msg, peer).to_bytes());
-                    return;
-                }
-                let coordinator = self.coordinator.clone();
-                let ledger = self.ledger.clone();
-                let gate = self.receipts_gate.clone();
-                let own = self.own;
-                // Each request is served on its own task so a slow one (a claim whose state is
-                // being flushed) does not hold up the others; the network layer bounds how many
-                // inbound requests are open at once.
-                let trust = self.trust.view.clone();
-                requests.spawn(async move {
-                    let response =
-                        control(&coordinator, &ledger, &gate, &trust, own, peer, &data).await;
-                    let _ = reply.send(response.to_bytes());
-                });
-            }
-            // A newly connected peer may hold fraud evidence gossiped before this node could
-            // hear it: the trust service asks it (bounded, `jobs::trust::service`).
-            NetEvent::PeerConnected(peer) => self.trust.peer_connected(peer),
-            NetEvent::PeerSettled(peer) => self.trust.peer_settled(peer),
-            NetEvent::PeerDisconnected(_) => {}
-        }
-    }
-
-    /// Tells the worker of a job announcement, a peer's or this node's own.
-    fn job_gossip(&self, msg: JobGossip, source: libp2p::PeerId) {
-        let event = match msg {
-            JobGossip::Announce { job, .. } => WorkerEvent::Announced {
-                job,
-                coordinator: source,
-            },
-            JobGossip::Closed { job, .. } => WorkerEvent::Closed { job, from: source },
-        };
-        // A full queue means the worker is busy; announcements repeat every few seconds.
-        if self.worker.try_send(event).is_err() {
-            tracing::debug!(%source, "worker busy; job announcement dropped");
-        }
-    }
-
-    /// A job announcement from the coordinator `source`: checked (an inline manifest must be
-    /// the job's and the sender's own), remembered for heat demand, given to the worker.
-    fn announcement(&self, msg: JobGossip, source: libp2p::PeerId) -> Response {
-        match &msg {
-            JobGossip::Announce {
-                job,
-                manifest: Some(bytes),
-                ..
-            } => {
-                let Ok(m) = JobManifest::from_bytes(bytes) else {
-                    return Response::Error {
-                        detail: "the announced manifest does not decode".into(),
-                    };
-                };
-                if m.id() != *job || m.submitter.peer_id() != source {
-                    return Response::Error {
-                        detail: "the announced manifest is not that job's or not yours".into(),
-                    };
-                }
-                self.offers.heard(source, Instant::now());
-            }
-            JobGossip::Announce { .. } => self.offers.heard(source, Instant::now()),
-            JobGossip::Closed { .. } => self.offers.closed(&source),
-        }
-        self.job_gossip(msg, source);
-        Response::Noted
-    }
-
-    /// Logs a checked commitment in the auditor's log. An equivocation is forwarded all the
-    /// same (every auditor should see the proof) and said loudly; a failed write is logged
-    /// and costs the commitment its first-seen time here, nothing else.
-    fn audit_heard(&self, c: &Commitment) {
-        let Some(audit) = &self.audit else { return };
-        match audit.hear(c, crate::model::now_ms()) {
-            Ok(crate::audit::Heard::Equivocation { first }) => tracing::warn!(
-                coordinator = %c.coordinator.to_hex(),
-                seq = c.seq,
-                first = %first.id().to_hex(),
-                second = %c.id().to_hex(),
-                "equivocation: the coordinator signed two different commitments with one number \
-                 (kept as proof; `hearth audit KEY`)"
-            ),
-            Ok(crate::audit::Heard::Full) => tracing::debug!(
-                coordinator = %c.coordinator.to_hex(),
-                "audit log full; commitment counted, not kept"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("audit log: {e}"),
-        }
-    }
-
-    /// Logs a checked revocation in the auditor's log, and says so: a household declaring its
-    /// key stolen is news an operator wants in the log.
-    fn audit_revoked(&self, r: &crate::model::revoke::Revocation) {
-        let Some(audit) = &self.audit else { return };
-        match audit.hear_revocation(r, crate::model::now_ms()) {
-            Ok(crate::audit::HeardRevocation::Kept) => tracing::warn!(
-                key = %r.key.to_hex(),
-                keep = r.keep,
-                "revocation: a household vouches only for its commitments below this number \
-                 (`hearth audit KEY`)"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("audit log: {e}"),
-        }
-    }
-
-    async fn gossip(
-        &self,
-        topic: Topic,
-        source: Option<libp2p::PeerId>,
-        via: libp2p::PeerId,
-        data: Vec<u8>,
-    ) -> Verdict {
-        let Some(source) = source else {
-            // Hearth gossip is always signed; an anonymous message is someone else's traffic.
-            return Verdict::Reject;
-        };
-        match topic {
-            // Audited: a commitment must be signed by its author's household key. Logged with
-            // when it was first heard, not put in the ledger: whoever holds one of its receipts
-            // has it already, with the receipt's proof.
-            // The topic also carries revocation statements (docs/receipts.md, "Revoking a
-            // key"), told apart by their magic; one must be signed by the key it revokes,
-            // which is its author's.
-            Topic::Commitments if data.starts_with(b"HREV") => {
-                match crate::model::revoke::Revocation::from_bytes(&data) {
-                    Ok(r) if r.key.peer_id() == source && r.verify().is_ok() => {
-                        self.audit_revoked(&r);
-                        Verdict::Accept
-                    }
-                    _ => Verdict::Reject,
-                }
-            }
-            Topic::Commitments => match Commitment::from_bytes(&data) {
-                Ok(c) if c.coordinator.peer_id() == source && c.verify().is_ok() => {
-                    self.audit_heard(&c);
-                    Verdict::Accept
-                }
-                _ => Verdict::Reject,
-            },
-            // Judged (and, if new, queued for a re-run) by the trust service.
-            Topic::Evidence => self.trust.offer(source, source == via, data).await,
-        }
-    }
-}
-
-async fn control(
-    coordinator: &CoordinatorHandle,
-    ledger: &Ledger,
-    receipts_gate: &ReceiptsGate,
-    trust: &crate::jobs::trust::view::TrustView,
-    own: PublicKey,
-    peer: libp2p::PeerId,
-    data: &[u8],
-) -> Response {
-    let request = match Request::from_bytes(data) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(%peer, "malformed control request: {e}");
-            return Response::Error {
-                detail: format!("malformed request: {e}"),
-            };
-        }
-    };
-    match request {
-        Request::Receipt { receipt, inclusion } => {
-            if receipt.record.worker != own {
-                return Response::Error {
-                    detail: "that receipt credits another household".into(),
-                };
-            }
-            if PublicKey::from_peer_id(&peer) != Some(receipt.record.submitter) {
-                return Response::Error {
-                    detail: "only the coordinator that countersigned a receipt delivers it".into(),
-                };
-            }
-            match ledger.insert_proven(&receipt, &inclusion) {
-                // Acknowledged only once on disk: the coordinator then drops it from its outbox.
-                Ok(_) | Err(LedgerError::Replay { .. }) => match ledger.flush().await {
-                    Ok(()) => Response::ReceiptStored,
-                    Err(e) => Response::Error {
-                        detail: e.to_string(),
-                    },
-                },
-                Err(e) => Response::Error {
-                    detail: e.to_string(),
-                },
-            }
-        }
-        // Read off the async threads: a page may pass over many others' receipts.
-        Request::Receipts { after } => {
-            if let Some(none) = crate::integrity::no_receipts_here(ledger, &peer) {
-                return none;
-            }
-            // One answer at once, in turns (`integrity::ReceiptsGate`); the pass is held by the
-            // read itself, so it is let go when the read ends, even if this request was dropped.
-            let pass = match receipts_gate.enter(peer, std::time::Instant::now()) {
-                Ok(pass) => pass,
-                Err(busy) => return busy,
-            };
-            let ledger = ledger.clone();
-            tokio::task::spawn_blocking(move || {
-                let _pass = pass;
-                crate::integrity::receipts_answer(&ledger, &own, &peer, after)
-            })
-            .await
-            .unwrap_or_else(|e| Response::Error {
-                detail: format!("the receipts could not be read: {e}"),
-            })
-        }
-        // Evidence this node checked itself, for a node that joined after it was gossiped.
-        Request::Evidence { after } => trust.evidence_answer(after.as_ref()),
-        other => coordinator.control(peer, other).await,
-    }
 }

@@ -547,7 +547,7 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
             &cli,
             dir.path(),
             &key,
-            &nodes[1].api_addr.to_string(),
+            &nodes,
         )
         .await;
         for n in nodes {
@@ -561,14 +561,16 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
 /// The household behind radiator 1 finds its key stolen (the forged commitment above): it
 /// revokes it, vouching for none of its commitments, and publishes the statement from its
 /// node (`hearth receipts revoke --publish`). The auditor logs it, `hearth audit KEY` shows
-/// it, and a verifier given only that log refuses every receipt the key countersigned
-/// (docs/receipts.md, "Revoking a key"). A node refuses to publish another key's statement.
+/// it, a verifier given only that log refuses every receipt the key countersigned
+/// (docs/receipts.md, "Revoking a key"), and no radiator takes work from the key any more. A
+/// node refuses to publish another key's statement.
 async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
     cli: &dyn Fn(usize, &[&str]) -> std::process::Output,
     dir: &std::path::Path,
     key: &PublicKey,
-    api_of_1: &str,
+    nodes: &[RunningNode],
 ) {
+    let api_of_1 = &nodes[1].api_addr.to_string();
     let out = cli(1, &["receipts", "revoke", "--keep", "0", "--publish"]);
     assert!(out.status.success(), "{out:?}");
     let statement: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -631,6 +633,23 @@ async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
         text.contains(&format!("{receipts} receipts, 0 valid, {receipts} invalid")),
         "{text}"
     );
+    // Radiator 2 heard it too (every radiator hears `hearth/evidence/1`) and takes no more
+    // work from the key, nor does radiator 1 from itself: a job radiator 1 submits now is
+    // worked by nobody, where the first one was done in seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !nodes[2].context.revoked.contains(key) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "radiator 2 did not hear the revocation within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(nodes[1].context.revoked.contains(key));
+    let (job, _) = submit(&nodes[1], &SPEC, 2).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let view = nodes[1].context.coordinator.view(job).await.unwrap();
+    assert!(matches!(view.status, JobStatus::Running), "{view:#?}");
+    assert_eq!(view.shards_verified, 0, "{view:#?}");
     // Radiator 2's key, handed to radiator 1's node: not its key, refused before any gossip.
     let token = std::fs::read_to_string(dir.join("radiator-1").join("api.token")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))

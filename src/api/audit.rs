@@ -1,6 +1,6 @@
 //! `GET /v1/audit` and `GET /v1/audit/{coordinator}`: the auditor's log of commitments
 //! (`crate::audit`), kept by bootstrap nodes. A radiator keeps none and answers 404 saying so.
-//! `POST /v1/revocations`: gossips this household's own revocation statement to the auditors.
+//! `POST /v1/revocations`: gossips this household's own revocation statement to every node.
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -58,9 +58,9 @@ pub(super) async fn coordinator(
 
 /// `POST /v1/revocations` with a statement in its JSON form (`hearth receipts revoke
 /// --publish`): checked (it decodes, its signature verifies, it revokes this node's own key:
-/// gossip carries it under this node's key, and auditors accept a statement only from the key
-/// it revokes), then published on `hearth/commitments/1`. 503 when no auditor is connected to
-/// hear it, so the household knows to try again.
+/// gossip carries it under this node's key, and nodes accept a statement only from the key it
+/// revokes), kept by this node, then published on `hearth/evidence/1`. 503 when no peer is
+/// connected to hear it, so the household knows to try again.
 pub(super) async fn publish_revocation(
     State(ctx): State<NodeContext>,
     Json(statement): Json<serde_json::Value>,
@@ -74,15 +74,24 @@ pub(super) async fn publish_revocation(
             ctx.identity.public().to_hex()
         )));
     }
-    match ctx.net.publish(Topic::Commitments, r.to_bytes()).await {
+    // This node takes no more work from its own key either (its own announcements go the
+    // same way as a peer's), and, if it is an auditor, logs it: gossip does not come back to
+    // its author.
+    ctx.revoked.hear(&r.key, true).map_err(internal)?;
+    if let Some(audit) = &ctx.audit {
+        audit
+            .hear_revocation(&r, crate::model::now_ms())
+            .map_err(internal)?;
+    }
+    // Every node hears `hearth/evidence/1`: the radiators stop working for the key, the
+    // auditors log it for the verifiers.
+    match ctx.net.publish(Topic::Evidence, r.to_bytes()).await {
         Ok(()) => Ok(Json(
             serde_json::json!({ "published": true, "keep": r.keep }),
         )),
         Err(e) if e.is_no_peers() => Err(ApiError(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "no auditor (bootstrap node) is connected to hear it yet; try again once the node \
-             has peers"
-                .into(),
+            "no peer is connected to hear it yet; try again once the node has peers".into(),
         )),
         Err(e) => Err(internal(e)),
     }

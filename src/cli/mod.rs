@@ -425,8 +425,8 @@ pub enum ReceiptsCommand {
         /// Write the statement to this file (standard output without it).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Also hand it to the running node, which gossips it to the auditors (bootstrap
-        /// nodes): their logs then carry it to every verifier that reads them.
+        /// Also hand it to the running node, which gossips it to every node: radiators take
+        /// no more work from the key, auditors (bootstrap nodes) log it for the verifiers.
         #[arg(long)]
         publish: bool,
     },
@@ -644,7 +644,10 @@ pub fn main() -> anyhow::Result<()> {
                     let _: serde_json::Value = runtime
                         .block_on(api()?.post_json("/v1/revocations", &statement))
                         .context("publishing the revocation")?;
-                    eprintln!("published: auditors that hear it keep it in their logs");
+                    eprintln!(
+                        "published: radiators that hear it take no more work from this key, \
+                         auditors keep it in their logs"
+                    );
                 }
                 Ok(())
             }

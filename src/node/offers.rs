@@ -97,6 +97,11 @@ impl Offers {
         map.insert(peer, now);
     }
 
+    /// Whether `peer` offered work lately (within the last [`MAX_OFFERS`] coordinators heard).
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        self.0.lock().is_ok_and(|map| map.contains_key(peer))
+    }
+
     /// A coordinator said its job closed. It may have others; it is heard again if so.
     pub fn closed(&self, peer: &PeerId) {
         if let Ok(mut map) = self.0.lock() {
