@@ -572,16 +572,32 @@ fn check_export(
 mod tests {
     use super::*;
 
+    const DOC: &str = include_str!("../../docs/receipts.md");
+
+    fn example_export() -> ReceiptExport {
+        let example = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/receipts-example.json"
+        ));
+        super::super::export::read_export(example).unwrap()
+    }
+
+    /// The first block fenced as `fence` after `marker` in docs/receipts.md.
+    fn block_after(marker: &str, fence: &str) -> &'static str {
+        DOC.split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split(fence).nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("docs/receipts.md has a {fence} block after {marker:?}"))
+            .trim_matches('\n')
+    }
+
     /// `hearth receipts verify --trusted` on the documented example export prints the credit
     /// `docs/receipts.md` gives ("What an export credits"), which `docs/verify_receipt.py
     /// --example` checks too: one specification, two implementations, the same lines.
     #[test]
     fn the_example_exports_credit_is_the_documented_one() {
-        let example = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docs/receipts-example.json"
-        ));
-        let export = super::super::export::read_export(example).unwrap();
+        let export = example_export();
         let submitter = PublicKey::from_hex(&export.receipts[0].submitter).unwrap();
         let mut audit = tally::AuditLogs::default();
         audit
@@ -594,22 +610,12 @@ mod tests {
             &Revocations::default(),
         );
         assert!(report.problems.is_empty() && report.bad == 0);
-        let doc = include_str!("../../docs/receipts.md");
-        let given = doc
-            .split("prints, for the example export")
-            .nth(1)
-            .and_then(|rest| rest.split("```text").nth(1))
-            .and_then(|rest| rest.split("```").next())
-            .expect("docs/receipts.md gives the example export's credit");
-        let given: Vec<&str> = given.trim_matches('\n').lines().collect();
+        let given: Vec<&str> = block_after("prints, for the example export", "```text")
+            .lines()
+            .collect();
         assert_eq!(report.credit, given);
-        let given = doc
-            .split("**As JSON.**")
-            .nth(1)
-            .and_then(|rest| rest.split("```json").nth(1))
-            .and_then(|rest| rest.split("```").next())
-            .expect("docs/receipts.md gives the example export's credit as JSON");
-        let given: serde_json::Value = serde_json::from_str(given).unwrap();
+        let given: serde_json::Value =
+            serde_json::from_str(block_after("**As JSON.**", "```json")).unwrap();
         assert_eq!(report.credit_json, given);
     }
 
@@ -618,11 +624,7 @@ mod tests {
     /// all four with the documented reason, and the smaller keep of the two stands.
     #[test]
     fn a_revoked_submitters_receipts_count_only_in_the_commitments_it_still_vouches_for() {
-        let example = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docs/receipts-example.json"
-        ));
-        let export = super::super::export::read_export(example).unwrap();
+        let export = example_export();
         let mut revoked = Revocations::default();
         revoked
             .add_json(include_str!("../../docs/revocation-example.json"))
@@ -640,14 +642,7 @@ mod tests {
         assert_eq!(voided.bad, 4);
         assert_eq!(voided.credit_json["valid"], 0);
         assert!(voided.credit.is_empty(), "{:?}", voided.credit);
-        let doc = include_str!("../../docs/receipts.md");
-        let given = doc
-            .split("keeping none instead")
-            .nth(1)
-            .and_then(|rest| rest.split("```text").nth(1))
-            .and_then(|rest| rest.split("```").next())
-            .expect("docs/receipts.md gives the line of a revoked receipt")
-            .trim_matches('\n');
+        let given = block_after("keeping none instead", "```text");
         // hearth names the receipt's id beside its place, which the Python verifier does not.
         let ours = given.replacen(
             "receipt 0:",
