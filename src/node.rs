@@ -679,6 +679,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         receipts_gate: context.receipts_gate.clone(),
         audit,
         revoked,
+        revocations_admitted: Default::default(),
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {

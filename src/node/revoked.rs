@@ -12,10 +12,15 @@
 //! thousand. The node keeps at most [`MAX_REVOKED`] keys (32 bytes each, in the `revoked`
 //! tree and in memory: about 2 MB), and past [`MAX_UNKNOWN`] it keeps only keys of
 //! coordinators it has heard from (`known`), so a flood of strangers' statements cannot
-//! crowd out the revocation of a coordinator this radiator works for.
+//! crowd out the revocation of a coordinator this radiator works for; and it admits at most
+//! [`BURST`] statements at once, then one a minute, from each peer that forwards them
+//! ([`Admission`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
 
 use crate::identity::PublicKey;
 
@@ -24,6 +29,55 @@ const TREE: &str = "revoked";
 pub const MAX_REVOKED: usize = 65_536;
 /// Past this many, only keys of coordinators this node has heard from are kept.
 pub const MAX_UNKNOWN: usize = 4_096;
+
+/// Revocations admitted from one forwarder at once (a bucket's size).
+pub const BURST: u32 = 16;
+/// After a burst, one more revocation admitted per forwarder this often.
+pub const REFILL: Duration = Duration::from_secs(60);
+/// Forwarders tracked at once; past it, the one whose bucket filled longest ago makes room.
+const MAX_FORWARDERS: usize = 1_024;
+
+/// How many revocations each forwarder (gossipsub's propagation source) may bring: a
+/// revocation checks itself, but anyone can sign one for a fresh key, and each costs every
+/// node a signature check and a place among the strangers' keys. A household revokes its key
+/// once; [`BURST`] at once and one per [`REFILL`] after is far above what honest peers
+/// forward, and a flooding peer's statements beyond it are ignored (not forwarded, no
+/// penalty, since an honest forwarder may pass on a flood it did not make). Pure: time comes
+/// in as a parameter.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Per forwarder: tokens left and when they were last counted.
+    buckets: HashMap<PeerId, (u32, Instant)>,
+}
+
+impl Admission {
+    /// Whether a revocation `forwarder` brought is admitted at `now`; counts it if so.
+    pub fn admit(&mut self, forwarder: PeerId, now: Instant) -> bool {
+        if !self.buckets.contains_key(&forwarder) && self.buckets.len() >= MAX_FORWARDERS {
+            let oldest = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(p, _)| *p);
+            if let Some(p) = oldest {
+                self.buckets.remove(&p);
+            }
+        }
+        let (tokens, at) = self.buckets.entry(forwarder).or_insert((BURST, now));
+        let refilled = now.saturating_duration_since(*at).as_secs() / REFILL.as_secs();
+        if refilled > 0 {
+            *tokens = (*tokens)
+                .saturating_add(refilled.min(u64::from(BURST)) as u32)
+                .min(BURST);
+            *at += REFILL * refilled.min(u64::from(u32::MAX)) as u32;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+}
 
 /// What hearing a revocation did.
 #[derive(Debug, PartialEq, Eq)]
@@ -97,6 +151,31 @@ impl RevokedKeys {
 mod tests {
     use super::*;
     use crate::identity::Identity;
+
+    #[test]
+    fn a_forwarder_brings_a_burst_then_one_a_minute_and_others_are_not_held_back() {
+        let (flooder, honest) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let mut a = Admission::default();
+        for _ in 0..BURST {
+            assert!(a.admit(flooder, t0));
+        }
+        assert!(!a.admit(flooder, t0 + Duration::from_secs(59)));
+        assert!(a.admit(honest, t0 + Duration::from_secs(59)));
+        assert!(a.admit(flooder, t0 + REFILL));
+        assert!(!a.admit(flooder, t0 + REFILL));
+        // A long quiet refills the bucket, never past its size.
+        let later = t0 + REFILL * 1_000;
+        for _ in 0..BURST {
+            assert!(a.admit(flooder, later));
+        }
+        assert!(!a.admit(flooder, later));
+        // Many forwarders: the map stays bounded.
+        for i in 0..(MAX_FORWARDERS as u64 * 2) {
+            a.admit(PeerId::random(), later + Duration::from_millis(i));
+        }
+        assert!(a.buckets.len() <= MAX_FORWARDERS);
+    }
 
     #[test]
     fn revoked_keys_survive_a_reopen_and_strangers_cannot_crowd_out_known_ones() {

@@ -36,6 +36,8 @@ pub(super) struct Router {
     pub(super) audit: Option<crate::audit::AuditLog>,
     /// Keys revoked by their households: their announcements are refused.
     pub(super) revoked: RevokedKeys,
+    /// How many revocations each forwarder may bring (`revoked::Admission`).
+    pub(super) revocations_admitted: std::sync::Mutex<revoked::Admission>,
 }
 
 impl Router {
@@ -219,6 +221,13 @@ impl Router {
             Topic::Evidence if data.starts_with(b"HREV") => {
                 match crate::model::revoke::Revocation::from_bytes(&data) {
                     Ok(r) if r.key.peer_id() == source && r.verify().is_ok() => {
+                        let admitted = self
+                            .revocations_admitted
+                            .lock()
+                            .is_ok_and(|mut a| a.admit(via, Instant::now()));
+                        if !admitted {
+                            return Verdict::Ignore;
+                        }
                         self.revocation_heard(&r);
                         Verdict::Accept
                     }
