@@ -287,6 +287,17 @@ async fn submit(
     State(ctx): State<NodeContext>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if ctx.revoked.contains(&ctx.identity.public()) {
+        // Every receipt this key countersigns now is void to a verifier holding the
+        // statement, and radiators that heard it refuse the job: say so rather than queue it.
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "this household revoked its own key (`hearth receipts revoke`): no radiator works \
+             for it and no receipt it countersigns counts; submit from a new identity \
+             (docs/operations.md, \"A household whose key was stolen\")"
+                .into(),
+        ));
+    }
     let req: SubmitJob =
         serde_json::from_slice(&body).map_err(|e| bad(format!("job request: {e}")))?;
     let allow = crate::jobs::trust::parse_keys(req.allow.iter().map(String::as_str))

@@ -650,6 +650,14 @@ async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
     let view = nodes[1].context.coordinator.view(job).await.unwrap();
     assert!(matches!(view.status, JobStatus::Running), "{view:#?}");
     assert_eq!(view.shards_verified, 0, "{view:#?}");
+    // The household's own node now refuses a new job at once, saying why.
+    let out = cli(
+        1,
+        &["submit", "mandelbrot", "--width", "64", "--height", "64"],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("revoked its own key"), "{said}");
     // Radiator 2's key, handed to radiator 1's node: not its key, refused before any gossip.
     let token = std::fs::read_to_string(dir.join("radiator-1").join("api.token")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
