@@ -121,12 +121,9 @@ impl RevokedKeys {
     }
 
     /// How many keys are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.keys.read().expect("revoked keys lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Keeps `key` as revoked; `known` says whether this node has heard from it as a
