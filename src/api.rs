@@ -168,6 +168,14 @@ pub struct Status {
     pub disk_free_bytes: Option<u64>,
     #[serde(default)]
     pub disk_floor_bytes: u64,
+    /// Why radiators refuse this node's own key, if they do: `"revoked"` (its household
+    /// revoked it) and/or `"equivocated"` (it signed two commitments under one number).
+    /// Empty from older nodes.
+    #[serde(default)]
+    pub own_key_refused: Vec<String>,
+    /// Keys this node takes no work from (revoked, or caught equivocating; `node::revoked`).
+    #[serde(default)]
+    pub refused_keys: usize,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
@@ -192,6 +200,22 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         routing_refused: net.routing_refused,
         disk_free_bytes,
         disk_floor_bytes,
+        own_key_refused: ctx
+            .refusals
+            .keys()
+            .reasons(&ctx.identity.public())
+            .map(|r| {
+                let mut why = Vec::new();
+                if r.revoked {
+                    why.push("revoked".to_string());
+                }
+                if r.equivocated {
+                    why.push("equivocated".to_string());
+                }
+                why
+            })
+            .unwrap_or_default(),
+        refused_keys: ctx.refusals.keys().count(),
     }))
 }
 
@@ -287,15 +311,22 @@ async fn submit(
     State(ctx): State<NodeContext>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if ctx.revoked.contains(&ctx.identity.public()) {
-        // Every receipt this key countersigns now is void to a verifier holding the
-        // statement, and radiators that heard it refuse the job: say so rather than queue it.
+    if let Some(reasons) = ctx.refusals.keys().reasons(&ctx.identity.public()) {
+        // Every receipt this key countersigns now is void to a verifier holding the proof,
+        // and radiators that heard it refuse the job: say so rather than queue it.
+        let why = if reasons.revoked {
+            "this household revoked its own key (`hearth receipts revoke`)"
+        } else {
+            "this node's key signed two different receipt commitments under one number (a \
+             restored backup, or a thief holding the key; `hearth audit KEY` on a bootstrap \
+             node shows both)"
+        };
         return Err(ApiError(
             StatusCode::CONFLICT,
-            "this household revoked its own key (`hearth receipts revoke`): no radiator works \
-             for it and no receipt it countersigns counts; submit from a new identity \
-             (docs/operations.md, \"A household whose key was stolen\")"
-                .into(),
+            format!(
+                "{why}: no radiator works for it and no receipt it countersigns counts; submit \
+                 from a new identity (docs/operations.md, \"A household whose key was stolen\")"
+            ),
         ));
     }
     let req: SubmitJob =

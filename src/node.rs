@@ -31,10 +31,12 @@ use crate::model::wire::JobGossip;
 use crate::net::{self, NetConfig, NetEvent, Network, Topic};
 
 mod offers;
+pub mod refusals;
 pub mod revoked;
 mod router;
 use crate::store::Store;
 use offers::Offers;
+use refusals::Refusals;
 use revoked::RevokedKeys;
 use router::Router;
 
@@ -266,8 +268,9 @@ pub struct NodeContext {
     pub receipts_gate: ReceiptsGate,
     /// The auditor's log of commitments heard (bootstrap nodes only; `crate::audit`).
     pub audit: Option<crate::audit::AuditLog>,
-    /// Keys whose households revoked them: no work is taken from them (`node::revoked`).
-    pub revoked: RevokedKeys,
+    /// Keys revoked by their households or caught equivocating, with the proofs: no work is
+    /// taken from them (`node::refusals`, `node::revoked`).
+    pub refusals: Refusals,
 }
 
 /// How a service ended: its name, and why if it failed.
@@ -611,6 +614,15 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         ("direct dialler", Ok(()))
     });
 
+    // Coordinators that offered this node work, for its heat demand.
+    let offers = Offers::default();
+    let refusals = Refusals::new(
+        revoked,
+        offers.clone(),
+        audit.clone(),
+        identity.public(),
+        net.clone(),
+    );
     let context = NodeContext {
         identity: identity.clone(),
         role: config.node.role,
@@ -626,7 +638,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         executor,
         receipts_gate: ReceiptsGate::default(),
         audit: audit.clone(),
-        revoked: revoked.clone(),
+        refusals: refusals.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)
@@ -651,7 +663,6 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         ("local API", serve.await.map_err(|e| e.to_string()))
     });
 
-    let offers = Offers::default();
     if let Some(heat) = heat.clone() {
         let (net, stop, offers) = (net.clone(), shutdown_rx.clone(), offers.clone());
         tasks.spawn(async move {
@@ -678,8 +689,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         trust,
         receipts_gate: context.receipts_gate.clone(),
         audit,
-        revoked,
-        revocations_admitted: Default::default(),
+        refusals,
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {

@@ -438,7 +438,9 @@ async fn a_node_that_joins_later_still_excludes_the_liar_after_its_own_rerun() {
 /// commitments a radiator seals for its own job, with when it first heard each; a second,
 /// different commitment signed by the radiator's key under a number already logged (what a
 /// thief of the key, or a coordinator swapping the receipts it vouched for, would publish) is
-/// kept beside the first as proof; `hearth audit` shows both signed bodies. A radiator keeps
+/// kept beside the first as proof; `hearth audit` shows both signed bodies. The auditor
+/// gossips the proof: a radiator that never heard the forged commitment takes no more work
+/// from the key, and so does one that joins after the gossip, from its peers. A radiator keeps
 /// no log and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_proof() {
@@ -508,6 +510,49 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
         assert_eq!(proof.seq, c0.seq);
         assert_eq!(proof.first.signed, first.signed, "the first heard stays");
         assert_eq!(proof.second.signed, hex::encode(forged.to_bytes()));
+
+        // The auditor gossips the proof (`model::equivocate`): radiator 2, which keeps no log
+        // and never heard the forged commitment, takes no more work from the key.
+        let equivocated = |n: &RunningNode| {
+            n.context
+                .refusals
+                .keys()
+                .reasons(&key)
+                .is_some_and(|r| r.equivocated)
+        };
+        // Gossip takes well under a second; 10 s is less than a peer takes to settle and be
+        // asked (30 s), so only gossip can bring it in time.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !equivocated(&nodes[2]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "radiator 2 did not hear the equivocation proof within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A radiator that joins long after the gossip (past gossipsub's message cache) asks
+        // its peers for the proofs they hold (`Request::Refusals`) once they settle (30 s on a
+        // radiator) and refuses the key too.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let late = hearth::node::start(
+            loopback_options(
+                &dir.path().join("radiator-late"),
+                Some(hearth::demo::listen_addr(&nodes[2]).await.unwrap()),
+                1,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !equivocated(&late) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a radiator that joined later did not learn the equivocation within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        late.shutdown().await;
 
         let cli = |node: usize, args: &[&str]| {
             std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
@@ -634,17 +679,25 @@ async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
         "{text}"
     );
     // Radiator 2 heard it too (every radiator hears `hearth/evidence/1`) and takes no more
-    // work from the key, nor does radiator 1 from itself: a job radiator 1 submits now is
-    // worked by nobody, where the first one was done in seconds.
+    // work from the key (refused already for its equivocation), nor does radiator 1 from
+    // itself: a job radiator 1 submits now is worked by nobody, where the first one was done
+    // in seconds.
+    let revoked = |n: &RunningNode| {
+        n.context
+            .refusals
+            .keys()
+            .reasons(key)
+            .is_some_and(|r| r.revoked)
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !nodes[2].context.revoked.contains(key) {
+    while !revoked(&nodes[2]) {
         assert!(
             std::time::Instant::now() < deadline,
             "radiator 2 did not hear the revocation within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(nodes[1].context.revoked.contains(key));
+    assert!(revoked(&nodes[1]));
     let (job, _) = submit(&nodes[1], &SPEC, 2).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let view = nodes[1].context.coordinator.view(job).await.unwrap();
@@ -658,6 +711,14 @@ async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
     assert!(!out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("revoked its own key"), "{said}");
+    // `hearth status` says both why radiators refuse its key.
+    let out = cli(1, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("KEY REVOKED") && text.contains("KEY REFUSED: this key signed two"),
+        "{text}"
+    );
     // Radiator 2's key, handed to radiator 1's node: not its key, refused before any gossip.
     let token = std::fs::read_to_string(dir.join("radiator-1").join("api.token")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))

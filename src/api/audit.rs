@@ -77,12 +77,7 @@ pub(super) async fn publish_revocation(
     // This node takes no more work from its own key either (its own announcements go the
     // same way as a peer's), and, if it is an auditor, logs it: gossip does not come back to
     // its author.
-    ctx.revoked.hear(&r.key, true).map_err(internal)?;
-    if let Some(audit) = &ctx.audit {
-        audit
-            .hear_revocation(&r, crate::model::now_ms())
-            .map_err(internal)?;
-    }
+    ctx.refusals.own_revocation(&r).map_err(internal)?;
     // Every node hears `hearth/evidence/1`: the radiators stop working for the key, the
     // auditors log it for the verifiers.
     match ctx.net.publish(Topic::Evidence, r.to_bytes()).await {

@@ -28,6 +28,20 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
     }
     println!("peer id:    {}", s.peer_id);
     println!("household:  {}", s.household);
+    for why in &s.own_key_refused {
+        match why.as_str() {
+            "revoked" => println!(
+                "KEY REVOKED: this household revoked this key; radiators take no work from it \
+                 and no receipt it countersigns now counts (docs/operations.md, \"A household \
+                 whose key was stolen\")"
+            ),
+            _ => println!(
+                "KEY REFUSED: this key signed two different receipt commitments under one \
+                 number; radiators take no work from it and verifiers count neither (`hearth \
+                 audit KEY` on a bootstrap node shows both)"
+            ),
+        }
+    }
     println!("role:       {}", s.role);
     println!("version:    {}", s.version);
     println!("uptime:     {} s", s.uptime_s);
@@ -52,6 +66,10 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
         "work keys:  {} record(s) of coordinators with open jobs held for the DHT; {} refused \
          (a key full, or its sender's network holding its share)",
         s.work_records, s.work_records_refused
+    );
+    println!(
+        "refusing:   {} key(s) whose households revoked them or that equivocated",
+        s.refused_keys
     );
     println!(
         "routing:    {} peer(s) in the DHT routing table; {} kept out (their network holding \

@@ -5,6 +5,7 @@
 pub mod canon;
 pub mod commit;
 pub mod conservation;
+pub mod equivocate;
 pub mod evidence;
 pub mod export;
 pub mod job;

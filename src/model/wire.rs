@@ -209,7 +209,19 @@ pub enum Request {
     /// that joined after the evidence was gossiped still hears it (`docs/trust.md`).
     /// Answered with [`Response::Evidence`]. Tag 10.
     Evidence { after: Option<[u8; 68]> },
+    /// A node asks a peer for the proofs it holds against keys it takes no work from
+    /// (revocations and equivocation proofs, `node::revoked`), in key order after `after` (the
+    /// 33-byte cursor: key ‖ kind), so a node that joined after they were gossiped refuses
+    /// those keys too (`docs/protocol.md` §6.6). Answered with [`Response::Refusals`]. Tag 11.
+    Refusals { after: Option<[u8; 33]> },
 }
+
+/// Most proofs in one [`Response::Refusals`]: as many of the longest (an equivocation proof)
+/// as fit [`MAX_CONTROL_MESSAGE`] with their 4-byte lengths, after a 3-byte header.
+pub const MAX_REFUSALS_PER_ANSWER: usize = 12;
+const _: () = assert!(
+    3 + MAX_REFUSALS_PER_ANSWER * (4 + super::equivocate::EQUIVOCATION_LEN) <= MAX_CONTROL_MESSAGE
+);
 
 /// Most pieces of evidence in one [`Response::Evidence`]: as many as fit
 /// [`MAX_CONTROL_MESSAGE`] (a piece is `EVIDENCE_LEN` bytes plus its 4-byte length, after a
@@ -322,6 +334,14 @@ pub enum Response {
         evidence: Vec<super::evidence::Evidence>,
         more: bool,
     },
+    /// Proofs answering [`Request::Refusals`], at most [`MAX_REFUSALS_PER_ANSWER`], each a
+    /// revocation or an equivocation proof in its signed bytes, in key order; `more` says
+    /// whether to ask again after the last one. Not decoded: the asker checks each as if it
+    /// came from gossip. Tag 12.
+    Refusals {
+        proofs: Vec<Vec<u8>>,
+        more: bool,
+    },
 }
 
 fn reason_text(s: &str) -> &str {
@@ -400,6 +420,13 @@ impl Request {
                     None => w.u8(0),
                 };
             }
+            Request::Refusals { after } => {
+                w.u8(11);
+                match after {
+                    Some(k) => w.u8(1).raw(k),
+                    None => w.u8(0),
+                };
+            }
         }
         w.into_bytes()
     }
@@ -459,16 +486,10 @@ impl Request {
                 },
             },
             10 => Request::Evidence {
-                after: match r.u8("cursor flag")? {
-                    0 => None,
-                    1 => Some(r.array("cursor")?),
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "cursor flag",
-                            tag,
-                        })
-                    }
-                },
+                after: cursor(&mut r)?,
+            },
+            11 => Request::Refusals {
+                after: cursor(&mut r)?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -539,6 +560,13 @@ impl Response {
                     w.bytes(&e.to_bytes());
                 }
             }
+            Response::Refusals { proofs, more } => {
+                let n = proofs.len().min(MAX_REFUSALS_PER_ANSWER);
+                w.u8(12).u8(u8::from(*more)).u8(n as u8);
+                for p in &proofs[..n] {
+                    w.bytes(p);
+                }
+            }
         }
         w.into_bytes()
     }
@@ -604,6 +632,15 @@ impl Response {
                 }
                 Response::Evidence { evidence, more }
             }
+            12 => {
+                let (more, n) = page_header(&mut r, "refusals answer", MAX_REFUSALS_PER_ANSWER)?;
+                let mut proofs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let max = super::equivocate::EQUIVOCATION_LEN;
+                    proofs.push(r.bytes(max, "refusal proof")?.to_vec());
+                }
+                Response::Refusals { proofs, more }
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "response",
@@ -613,6 +650,18 @@ impl Response {
         };
         r.finish()?;
         Ok(resp)
+    }
+}
+
+/// An optional fixed-length cursor: a flag byte (0 none, 1 some) and, if some, its bytes.
+fn cursor<const N: usize>(r: &mut Reader<'_>) -> Result<Option<[u8; N]>, DecodeError> {
+    match r.u8("cursor flag")? {
+        0 => Ok(None),
+        1 => Ok(Some(r.array("cursor")?)),
+        tag => Err(DecodeError::UnknownTag {
+            what: "cursor flag",
+            tag,
+        }),
     }
 }
 
@@ -789,6 +838,37 @@ mod tests {
             more: false,
         };
         assert!(full.to_bytes().len() <= MAX_CONTROL_MESSAGE);
+    }
+
+    #[test]
+    fn refusals_requests_and_pages_round_trip_and_bound_what_a_peer_sends() {
+        let cursor = [3u8; 33];
+        for req in [
+            Request::Refusals { after: None },
+            Request::Refusals {
+                after: Some(cursor),
+            },
+        ] {
+            assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
+        }
+        assert_eq!(Request::Refusals { after: None }.to_bytes(), vec![11, 0]);
+        assert!(Request::from_bytes(&[11, 1, 0]).is_err(), "a cut cursor");
+        let longest = vec![9u8; crate::model::equivocate::EQUIVOCATION_LEN];
+        let full = Response::Refusals {
+            proofs: vec![longest.clone(); MAX_REFUSALS_PER_ANSWER],
+            more: true,
+        };
+        let bytes = full.to_bytes();
+        assert!(bytes.len() <= MAX_CONTROL_MESSAGE);
+        assert_eq!(Response::from_bytes(&bytes).unwrap(), full);
+        // More proofs than a page holds, or one longer than any proof: refused.
+        let mut too_many = vec![12, 0, MAX_REFUSALS_PER_ANSWER as u8 + 1];
+        too_many.extend(std::iter::repeat_n(0u8, 4));
+        assert!(Response::from_bytes(&too_many).is_err());
+        let mut too_long = vec![12, 0, 1];
+        too_long.extend_from_slice(&(longest.len() as u32 + 1).to_le_bytes());
+        too_long.extend(std::iter::repeat_n(0u8, longest.len() + 1));
+        assert!(Response::from_bytes(&too_long).is_err());
     }
 
     /// The layouts `docs/protocol.md` states for the lease renewal: request tag 5 (job,

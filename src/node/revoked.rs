@@ -1,28 +1,34 @@
-//! Keys whose households revoked them (docs/receipts.md, "Revoking a key"), as this node heard
-//! them on gossip: a radiator takes no work from a coordinator whose key is revoked, since
-//! whatever that key countersigns from now on is void to every verifier that holds the
-//! statement, and the heat spent on it would earn the household nothing.
+//! Keys this node takes no work from, each with the proof that says why, as heard on gossip
+//! or from a peer: keys whose households revoked them (docs/receipts.md, "Revoking a key")
+//! and keys that signed two different commitments under one number (`model::equivocate`).
+//! Whatever such a key countersigns from now on is void to every verifier that holds the
+//! proof, so the heat spent on its work would earn the household nothing.
 //!
-//! A statement is checked before it comes here (it decodes, its signature is its key's, its
-//! author is that key). Only the fact matters to a radiator, not `keep`: a household draws
-//! its line at the first commitment it did not seal, so any commitment the key seals later is
-//! past it.
+//! A proof is checked before it comes here ([`Refusal::checked`]; gossip also checks that a
+//! revocation's author is its key). Only the fact matters to a radiator, not a revocation's
+//! `keep`: a household draws its line at the first commitment it did not seal, so any
+//! commitment the key seals later is past it. The proofs are kept for the peers that ask
+//! (`Request::Refusals`, [`RevokedKeys::page`]): a node that joins after the gossip learns
+//! them from its peers; of a key's revocations the strictest (smallest `keep`) is kept, since
+//! verifiers apply that one.
 //!
-//! Bounds: keys cost nothing to make, so anyone can sign revocations of fresh keys by the
-//! thousand. The node keeps at most [`MAX_REVOKED`] keys (32 bytes each, in the `revoked`
-//! tree and in memory: about 2 MB), and past [`MAX_UNKNOWN`] it keeps only keys of
-//! coordinators it has heard from (`known`), so a flood of strangers' statements cannot
-//! crowd out the revocation of a coordinator this radiator works for; and it admits at most
-//! [`BURST`] statements at once, then one a minute, from each peer that forwards them
-//! ([`Admission`]).
+//! Bounds: keys cost nothing to make, so anyone can sign revocations (or two commitments) of
+//! fresh keys by the thousand. The node keeps at most [`MAX_REVOKED`] keys (in memory 32
+//! bytes and two flags each, about 2.5 MB; on disk the proofs, at most 117 + 327 bytes a key
+//! in the `revoked` tree), and past [`MAX_UNKNOWN`] it keeps only keys of coordinators it has
+//! heard from (`known`), so a flood of strangers' proofs cannot crowd out the refusal of a
+//! coordinator this radiator works for; and it admits at most [`BURST`] proofs at once, then
+//! one a minute, from each peer that forwards them ([`Admission`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
 use crate::identity::PublicKey;
+use crate::model::equivocate::Equivocation;
+use crate::model::revoke::Revocation;
 
 const TREE: &str = "revoked";
 /// Most revoked keys kept.
@@ -79,34 +85,154 @@ impl Admission {
     }
 }
 
-/// What hearing a revocation did.
+/// Why this node takes no work from a key. Each comes with a proof any node checks alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The household revoked the key (a `Revocation`, signed by the key).
+    Revoked = 0,
+    /// The key signed two different commitments under one number (an `Equivocation`).
+    Equivocated = 1,
+}
+
+/// A checked reason to refuse a key, as kept and as handed to a peer that asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Revoked(Revocation),
+    Equivocated(Box<Equivocation>),
+}
+
+impl Refusal {
+    /// Decodes a revocation or an equivocation proof (told apart by their magic) and checks
+    /// its signatures. A revocation's author is not known here: gossip checks that apart.
+    pub fn checked(bytes: &[u8]) -> Result<Refusal, String> {
+        let refusal = if bytes.starts_with(b"HREV") {
+            Refusal::Revoked(Revocation::from_bytes(bytes).map_err(|e| e.to_string())?)
+        } else {
+            Refusal::Equivocated(Box::new(
+                Equivocation::from_bytes(bytes).map_err(|e| e.to_string())?,
+            ))
+        };
+        match &refusal {
+            Refusal::Revoked(r) => r.verify()?,
+            Refusal::Equivocated(e) => e.verify()?,
+        }
+        Ok(refusal)
+    }
+
+    /// A proof as gossiped by `source`: it checks, and a revocation comes from its own key (a
+    /// household publishes its own statement; anyone may pass on an equivocation proof, which
+    /// needs nobody's word).
+    pub fn gossiped(bytes: &[u8], source: &PeerId) -> Result<Refusal, String> {
+        match Refusal::checked(bytes)? {
+            Refusal::Revoked(r) if r.key.peer_id() != *source => {
+                Err("a revocation published by another key than the one it revokes".into())
+            }
+            refusal => Ok(refusal),
+        }
+    }
+
+    /// The key refused.
+    pub fn key(&self) -> PublicKey {
+        match self {
+            Refusal::Revoked(r) => r.key,
+            Refusal::Equivocated(e) => e.coordinator(),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Refusal::Revoked(_) => Kind::Revoked,
+            Refusal::Equivocated(_) => Kind::Equivocated,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Refusal::Revoked(r) => r.to_bytes(),
+            Refusal::Equivocated(e) => e.to_bytes(),
+        }
+    }
+
+    /// Whether `self` should replace `kept`, a proof of the same kind for the same key: a
+    /// stricter revocation (smaller `keep`) does, since verifiers apply the smallest; one
+    /// equivocation proves as much as another.
+    fn replaces(&self, kept: &[u8]) -> bool {
+        match (self, Revocation::from_bytes(kept)) {
+            (Refusal::Revoked(new), Ok(old)) => new.keep < old.keep,
+            (Refusal::Revoked(_), Err(_)) => true,
+            (Refusal::Equivocated(_), _) => false,
+        }
+    }
+}
+
+/// What hearing a refusal did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Heard {
-    /// Kept: this node takes no more work from the key.
+    /// Kept: this node takes no more work from the key, if it took any until now.
     Kept,
-    /// Kept already.
+    /// A stricter revocation of a key kept already: kept in place of the first.
+    Stricter,
+    /// Kept already (this reason for this key).
     Again,
     /// Not kept: the set is full for keys this node knows nothing of.
     Full,
 }
 
+/// Which reasons this node holds against one key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reasons {
+    pub revoked: bool,
+    pub equivocated: bool,
+}
+
+impl Reasons {
+    fn set(&mut self, kind: Kind) {
+        match kind {
+            Kind::Revoked => self.revoked = true,
+            Kind::Equivocated => self.equivocated = true,
+        }
+    }
+
+    fn has(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Revoked => self.revoked,
+            Kind::Equivocated => self.equivocated,
+        }
+    }
+}
+
+/// Where a page of refusals ends: key ‖ kind, the `revoked` tree's key.
+pub type Cursor = [u8; 33];
+
+/// Proofs read for a peer, each with its cursor.
+pub type Proofs = Vec<(Cursor, Vec<u8>)>;
+
 /// Cheap, cloneable handle on the set.
 #[derive(Clone)]
 pub struct RevokedKeys {
     tree: sled::Tree,
-    keys: Arc<RwLock<HashSet<PublicKey>>>,
+    keys: Arc<RwLock<HashMap<PublicKey, Reasons>>>,
 }
 
 impl RevokedKeys {
-    /// Opens the set in `db`, reading every key into memory (at most [`MAX_REVOKED`]).
+    /// Opens the set in `db`, reading every key's reasons into memory (at most
+    /// [`MAX_REVOKED`] keys; the proofs stay on disk). Entries are key ‖ kind → proof; an
+    /// entry of a node from before 2026-12-04 (the key alone, no proof) still refuses the key
+    /// as revoked but cannot be handed on.
     pub fn open(db: &sled::Db) -> Result<RevokedKeys, sled::Error> {
         let tree = db.open_tree(TREE)?;
-        let mut keys = HashSet::new();
+        let mut keys: HashMap<PublicKey, Reasons> = HashMap::new();
         for key in tree.iter().keys() {
             let key = key?;
-            // A damaged entry (not 32 bytes) revokes nothing; it is dropped on the next write.
-            if let Ok(k) = <[u8; 32]>::try_from(key.as_ref()) {
-                keys.insert(PublicKey(k));
+            // A damaged entry refuses nothing; it is dropped on the next write of that key.
+            let kind = match key.len() {
+                32 => Some(Kind::Revoked),
+                33 if key[32] == Kind::Revoked as u8 => Some(Kind::Revoked),
+                33 if key[32] == Kind::Equivocated as u8 => Some(Kind::Equivocated),
+                _ => None,
+            };
+            if let (Some(kind), Ok(k)) = (kind, <[u8; 32]>::try_from(&key[..32])) {
+                keys.entry(PublicKey(k)).or_default().set(kind);
             }
         }
         Ok(RevokedKeys {
@@ -115,32 +241,94 @@ impl RevokedKeys {
         })
     }
 
-    /// Whether `key` is revoked.
+    /// Whether this node takes no work from `key` (revoked, or caught equivocating).
     pub fn contains(&self, key: &PublicKey) -> bool {
-        self.keys.read().expect("revoked keys lock").contains(key)
+        self.keys
+            .read()
+            .expect("revoked keys lock")
+            .contains_key(key)
     }
 
-    /// How many keys are kept.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Why this node takes no work from `key`, if it takes none.
+    pub fn reasons(&self, key: &PublicKey) -> Option<Reasons> {
+        self.keys
+            .read()
+            .expect("revoked keys lock")
+            .get(key)
+            .copied()
+    }
+
+    /// How many keys are refused.
+    pub fn count(&self) -> usize {
         self.keys.read().expect("revoked keys lock").len()
     }
 
-    /// Keeps `key` as revoked; `known` says whether this node has heard from it as a
-    /// coordinator. Written before it counts (a revocation forgotten by a crash would let the
+    /// Keeps a checked refusal; `known` says whether this node has heard from its key as a
+    /// coordinator. Written before it counts (a refusal forgotten by a crash would let the
     /// radiator work for the key again), then flushed by sled within half a second.
-    pub fn hear(&self, key: &PublicKey, known: bool) -> Result<Heard, sled::Error> {
+    pub fn hear(&self, refusal: &Refusal, known: bool) -> Result<Heard, sled::Error> {
+        let key = refusal.key();
+        let kind = refusal.kind();
+        let mut entry = [0u8; 33];
+        entry[..32].copy_from_slice(&key.0);
+        entry[32] = kind as u8;
         let mut keys = self.keys.write().expect("revoked keys lock");
-        if keys.contains(key) {
-            return Ok(Heard::Again);
+        let reasons = keys.get(&key).copied();
+        if reasons.is_some_and(|r| r.has(kind)) {
+            return match self.tree.get(entry)? {
+                Some(kept) if refusal.replaces(&kept) => {
+                    self.tree.insert(entry, refusal.to_bytes())?;
+                    Ok(Heard::Stricter)
+                }
+                Some(_) => Ok(Heard::Again),
+                // Refused by an entry without its proof (from before proofs were kept): the
+                // proof is kept now, so it can be handed on.
+                None => {
+                    self.tree.insert(entry, refusal.to_bytes())?;
+                    self.tree.remove(key.0)?;
+                    Ok(Heard::Again)
+                }
+            };
         }
         let room = if known { MAX_REVOKED } else { MAX_UNKNOWN };
-        if keys.len() >= room {
+        if reasons.is_none() && keys.len() >= room {
             return Ok(Heard::Full);
         }
-        self.tree.insert(key.0, &[] as &[u8])?;
-        keys.insert(*key);
+        self.tree.insert(entry, refusal.to_bytes())?;
+        // A pre-2026-12-04 entry (the key alone) is replaced by one with its proof.
+        if kind == Kind::Revoked {
+            self.tree.remove(key.0)?;
+        }
+        keys.entry(key).or_default().set(kind);
         Ok(Heard::Kept)
+    }
+
+    /// Up to `max` kept proofs after `after`, in key order, each with its cursor; and whether
+    /// more follow. What a node hands a peer that joined after the gossip (`Request::Refusals`).
+    pub fn page(&self, after: Option<&Cursor>, max: usize) -> Result<(Proofs, bool), sled::Error> {
+        let range = match after {
+            Some(c) => self.tree.range::<&[u8], _>((
+                std::ops::Bound::Excluded(&c[..]),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.tree.iter(),
+        };
+        let mut out = Vec::new();
+        for item in range {
+            let (key, proof) = item?;
+            // Entries without a proof (from before proofs were kept) cannot be handed on.
+            let Ok(cursor) = Cursor::try_from(key.as_ref()) else {
+                continue;
+            };
+            if proof.is_empty() {
+                continue;
+            }
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            out.push((cursor, proof.to_vec()));
+        }
+        Ok((out, false))
     }
 }
 
@@ -174,6 +362,15 @@ mod tests {
         assert!(a.buckets.len() <= MAX_FORWARDERS);
     }
 
+    fn revocation(key: PublicKey, keep: u64) -> Refusal {
+        Refusal::Revoked(Revocation {
+            key,
+            keep,
+            issued_ms: 0,
+            sig: [0; 64],
+        })
+    }
+
     #[test]
     fn revoked_keys_survive_a_reopen_and_strangers_cannot_crowd_out_known_ones() {
         let dir = tempfile::tempdir().unwrap();
@@ -181,8 +378,8 @@ mod tests {
         let set = RevokedKeys::open(&db).unwrap();
         let (lab, other) = (Identity::generate().public(), Identity::generate().public());
         assert!(!set.contains(&lab));
-        assert_eq!(set.hear(&lab, false).unwrap(), Heard::Kept);
-        assert_eq!(set.hear(&lab, true).unwrap(), Heard::Again);
+        assert_eq!(set.hear(&revocation(lab, 5), false).unwrap(), Heard::Kept);
+        assert_eq!(set.hear(&revocation(lab, 5), true).unwrap(), Heard::Again);
         assert!(set.contains(&lab) && !set.contains(&other));
         drop(set);
         let set = RevokedKeys::open(&db).unwrap();
@@ -191,12 +388,121 @@ mod tests {
         for i in 1..MAX_UNKNOWN {
             let mut k = [0u8; 32];
             k[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            set.hear(&PublicKey(k), false).unwrap();
+            set.hear(&revocation(PublicKey(k), 0), false).unwrap();
         }
-        assert_eq!(set.len(), MAX_UNKNOWN);
-        assert_eq!(set.hear(&other, false).unwrap(), Heard::Full);
+        assert_eq!(set.count(), MAX_UNKNOWN);
+        assert_eq!(set.hear(&revocation(other, 0), false).unwrap(), Heard::Full);
         assert!(!set.contains(&other));
-        assert_eq!(set.hear(&other, true).unwrap(), Heard::Kept);
+        assert_eq!(set.hear(&revocation(other, 0), true).unwrap(), Heard::Kept);
         assert!(set.contains(&other));
+        // A second reason for a key already kept takes no room.
+        let lab_id = Identity::generate();
+        let seal = |what: &[u8]| {
+            crate::model::commit::Commitment::seal(&lab_id, 0, &[blake3::hash(what)], 1, 2)
+                .unwrap()
+                .0
+        };
+        let twice =
+            Refusal::Equivocated(Box::new(Equivocation::new(seal(b"a"), seal(b"b")).unwrap()));
+        assert_eq!(set.hear(&twice, false).unwrap(), Heard::Full);
+        set.hear(&revocation(lab_id.public(), 3), true).unwrap();
+        assert_eq!(set.hear(&twice, false).unwrap(), Heard::Kept);
+        assert_eq!(
+            set.reasons(&lab_id.public()),
+            Some(Reasons {
+                revoked: true,
+                equivocated: true
+            })
+        );
+    }
+
+    /// What gossip takes: a revocation only from its own key, an equivocation proof from
+    /// anyone, nothing whose signatures do not check or that is neither.
+    #[test]
+    fn gossip_takes_a_revocation_from_its_key_and_a_proof_from_anyone() {
+        let (lab, stranger) = (Identity::generate(), Identity::generate());
+        let statement = Revocation::sign(&lab, 0, 1).to_bytes();
+        assert!(Refusal::gossiped(&statement, &lab.peer_id()).is_ok());
+        let said = Refusal::gossiped(&statement, &stranger.peer_id()).unwrap_err();
+        assert!(said.contains("another key"), "{said}");
+        let seal = |what: &[u8]| {
+            crate::model::commit::Commitment::seal(&lab, 7, &[blake3::hash(what)], 1, 2)
+                .unwrap()
+                .0
+        };
+        let proof = Equivocation::new(seal(b"a"), seal(b"b"))
+            .unwrap()
+            .to_bytes();
+        let heard = Refusal::gossiped(&proof, &stranger.peer_id()).unwrap();
+        assert_eq!(
+            (heard.key(), heard.kind()),
+            (lab.public(), Kind::Equivocated)
+        );
+        let mut forged = statement.clone();
+        forged[40] ^= 1;
+        assert!(Refusal::gossiped(&forged, &lab.peer_id()).is_err());
+        let mut forged = proof.clone();
+        forged[300] ^= 1;
+        assert!(Refusal::gossiped(&forged, &stranger.peer_id()).is_err());
+        assert!(Refusal::gossiped(b"HEQV", &stranger.peer_id()).is_err());
+        assert!(Refusal::gossiped(&[], &stranger.peer_id()).is_err());
+    }
+
+    /// What a peer that asks is handed: every proof, page by page, a revocation in its
+    /// strictest form, and nothing for an entry kept without its proof.
+    #[test]
+    fn the_kept_proofs_are_handed_on_page_by_page_the_strictest_revocation_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::kv::open(dir.path()).unwrap();
+        let set = RevokedKeys::open(&db).unwrap();
+        let keys: Vec<PublicKey> = (0..5).map(|_| Identity::generate().public()).collect();
+        for k in &keys {
+            set.hear(&revocation(*k, 9), true).unwrap();
+        }
+        assert_eq!(
+            set.hear(&revocation(keys[0], 10), true).unwrap(),
+            Heard::Again
+        );
+        assert_eq!(
+            set.hear(&revocation(keys[0], 2), true).unwrap(),
+            Heard::Stricter
+        );
+        assert_eq!(
+            set.hear(&revocation(keys[0], 4), true).unwrap(),
+            Heard::Again
+        );
+        // An entry from before proofs were kept: the key alone.
+        let legacy = Identity::generate().public();
+        db.open_tree(TREE)
+            .unwrap()
+            .insert(legacy.0, &[] as &[u8])
+            .unwrap();
+        let set = RevokedKeys::open(&db).unwrap();
+        assert!(set.contains(&legacy));
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, more) = set.page(after.as_ref(), 2).unwrap();
+            assert!(page.len() <= 2);
+            after = page.last().map(|(c, _)| *c);
+            all.extend(page);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(all.len(), 5, "the legacy entry has no proof to hand on");
+        let handed: Vec<Revocation> = all
+            .iter()
+            .map(|(_, b)| Revocation::from_bytes(b).unwrap())
+            .collect();
+        let first = handed.iter().find(|r| r.key == keys[0]).unwrap();
+        assert_eq!(first.keep, 2);
+        // Its proof heard now, the legacy key is handed on too, and still refused.
+        assert_eq!(
+            set.hear(&revocation(legacy, 0), true).unwrap(),
+            Heard::Again
+        );
+        assert_eq!(set.page(None, 100).unwrap().0.len(), 6);
+        assert!(RevokedKeys::open(&db).unwrap().contains(&legacy));
     }
 }

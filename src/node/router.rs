@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::offers::Offers;
-use super::revoked::{self, RevokedKeys};
+use super::refusals::Refusals;
 use crate::identity::PublicKey;
 use crate::integrity::ReceiptsGate;
 use crate::jobs::{CoordinatorHandle, WorkerEvent};
@@ -34,10 +34,9 @@ pub(super) struct Router {
     pub(super) receipts_gate: ReceiptsGate,
     /// The auditor's log of commitments (bootstrap nodes).
     pub(super) audit: Option<crate::audit::AuditLog>,
-    /// Keys revoked by their households: their announcements are refused.
-    pub(super) revoked: RevokedKeys,
-    /// How many revocations each forwarder may bring (`revoked::Admission`).
-    pub(super) revocations_admitted: std::sync::Mutex<revoked::Admission>,
+    /// Keys revoked by their households or caught equivocating: their announcements are
+    /// refused.
+    pub(super) refusals: Refusals,
 }
 
 impl Router {
@@ -56,10 +55,28 @@ impl Router {
                     .await;
             }
             NetEvent::ControlRequest { peer, data, reply } => {
-                // Announcements are for the worker: answered here, in order, at once.
-                if let Ok(Request::Announce(msg)) = Request::from_bytes(&data) {
-                    let _ = reply.send(self.announcement(msg, peer).to_bytes());
-                    return;
+                match Request::from_bytes(&data) {
+                    // Announcements are for the worker: answered here, in order, at once.
+                    Ok(Request::Announce(msg)) => {
+                        let _ = reply.send(self.announcement(msg, peer).to_bytes());
+                        return;
+                    }
+                    // A page of proofs, read off the async threads.
+                    Ok(Request::Refusals { after }) => {
+                        let refusals = self.refusals.clone();
+                        requests.spawn(async move {
+                            let answer = tokio::task::spawn_blocking(move || {
+                                refusals.answer(after.as_ref())
+                            })
+                            .await
+                            .unwrap_or_else(|e| Response::Error {
+                                detail: format!("the refusal proofs could not be read: {e}"),
+                            });
+                            let _ = reply.send(answer.to_bytes());
+                        });
+                        return;
+                    }
+                    _ => {}
                 }
                 let coordinator = self.coordinator.clone();
                 let ledger = self.ledger.clone();
@@ -78,15 +95,20 @@ impl Router {
             // A newly connected peer may hold fraud evidence gossiped before this node could
             // hear it: the trust service asks it (bounded, `jobs::trust::service`).
             NetEvent::PeerConnected(peer) => self.trust.peer_connected(peer),
-            NetEvent::PeerSettled(peer) => self.trust.peer_settled(peer),
+            // It may also hold proofs against keys (revocations, equivocations) gossiped before
+            // this node could hear them (`node::refusals`).
+            NetEvent::PeerSettled(peer) => {
+                self.trust.peer_settled(peer);
+                self.refusals.peer_settled(peer);
+            }
             NetEvent::PeerDisconnected(_) => {}
         }
     }
 
     /// Tells the worker of a job announcement, a peer's or this node's own.
     pub(super) fn job_gossip(&self, msg: JobGossip, source: libp2p::PeerId) {
-        if matches!(msg, JobGossip::Announce { .. }) && self.is_revoked(&source) {
-            tracing::debug!(%source, "announcement of a revoked key's job: no work taken");
+        if matches!(msg, JobGossip::Announce { .. }) && self.refused(&source).is_some() {
+            tracing::debug!(%source, "announcement of a refused key's job: no work taken");
             return;
         }
         let event = match msg {
@@ -105,12 +127,12 @@ impl Router {
     /// A job announcement from the coordinator `source`: checked (an inline manifest must be
     /// the job's and the sender's own), remembered for heat demand, given to the worker.
     fn announcement(&self, msg: JobGossip, source: libp2p::PeerId) -> Response {
-        if matches!(msg, JobGossip::Announce { .. }) && self.is_revoked(&source) {
-            return Response::Error {
-                detail: "your household revoked this key: no receipt it countersigns counts, so \
-                         this radiator takes no work from it"
-                    .into(),
-            };
+        if matches!(msg, JobGossip::Announce { .. }) {
+            if let Some(why) = self.refused(&source) {
+                return Response::Error {
+                    detail: format!("{why}: this radiator takes no work from this key"),
+                };
+            }
         }
         match &msg {
             JobGossip::Announce {
@@ -138,19 +160,23 @@ impl Router {
     }
 
     /// Logs a checked commitment in the auditor's log. An equivocation is forwarded all the
-    /// same (every auditor should see the proof) and said loudly; a failed write is logged
-    /// and costs the commitment its first-seen time here, nothing else.
+    /// same (every auditor should see the proof), said loudly, and its proof gossiped to
+    /// every node, which takes no more work from the key; a failed write is logged and costs
+    /// the commitment its first-seen time here, nothing else.
     fn audit_heard(&self, c: &Commitment) {
         let Some(audit) = &self.audit else { return };
         match audit.hear(c, crate::model::now_ms()) {
-            Ok(crate::audit::Heard::Equivocation { first }) => tracing::warn!(
-                coordinator = %c.coordinator.to_hex(),
-                seq = c.seq,
-                first = %first.id().to_hex(),
-                second = %c.id().to_hex(),
-                "equivocation: the coordinator signed two different commitments with one number \
-                 (kept as proof; `hearth audit KEY`)"
-            ),
+            Ok(crate::audit::Heard::Equivocation { first }) => {
+                tracing::warn!(
+                    coordinator = %c.coordinator.to_hex(),
+                    seq = c.seq,
+                    first = %first.id().to_hex(),
+                    second = %c.id().to_hex(),
+                    "equivocation: the coordinator signed two different commitments with one \
+                     number (kept as proof; `hearth audit KEY`; proof gossiped)"
+                );
+                self.refusals.equivocation_found(*first, c.clone());
+            }
             Ok(crate::audit::Heard::Full) => tracing::debug!(
                 coordinator = %c.coordinator.to_hex(),
                 "audit log full; commitment counted, not kept"
@@ -160,47 +186,18 @@ impl Router {
         }
     }
 
-    /// Whether the household behind `peer` revoked its key.
-    fn is_revoked(&self, peer: &libp2p::PeerId) -> bool {
-        PublicKey::from_peer_id(peer).is_some_and(|k| self.revoked.contains(&k))
-    }
-
-    /// A checked revocation: the radiator takes no more work from the key (its offers are
-    /// forgotten, its announcements refused from now on), and an auditor logs it.
-    fn revocation_heard(&self, r: &crate::model::revoke::Revocation) {
-        let peer = r.key.peer_id();
-        let known = self.offers.knows(&peer) || r.key == self.own;
-        match self.revoked.hear(&r.key, known) {
-            Ok(revoked::Heard::Kept) => {
-                self.offers.closed(&peer);
-                tracing::warn!(
-                    key = %r.key.to_hex(),
-                    "a household revoked its key: no work is taken from it any more"
-                );
-            }
-            Ok(revoked::Heard::Again) => {}
-            Ok(revoked::Heard::Full) => {
-                tracing::debug!(key = %r.key.to_hex(), "revocation of an unknown key not kept (full)")
-            }
-            Err(e) => tracing::warn!("could not keep a revocation: {e}"),
-        }
-        self.audit_revoked(r);
-    }
-
-    /// Logs a checked revocation in the auditor's log, and says so: a household declaring its
-    /// key stolen is news an operator wants in the log.
-    fn audit_revoked(&self, r: &crate::model::revoke::Revocation) {
-        let Some(audit) = &self.audit else { return };
-        match audit.hear_revocation(r, crate::model::now_ms()) {
-            Ok(crate::audit::HeardRevocation::Kept) => tracing::warn!(
-                key = %r.key.to_hex(),
-                keep = r.keep,
-                "revocation: a household vouches only for its commitments below this number \
-                 (`hearth audit KEY`)"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("audit log: {e}"),
-        }
+    /// Why this node takes no work from the key behind `peer`, if it takes none.
+    fn refused(&self, peer: &libp2p::PeerId) -> Option<&'static str> {
+        let reasons = self
+            .refusals
+            .keys()
+            .reasons(&PublicKey::from_peer_id(peer)?)?;
+        Some(if reasons.revoked {
+            "your household revoked this key, so no receipt it countersigns counts"
+        } else {
+            "this key signed two different commitments under one number, so verifiers count \
+             neither"
+        })
     }
 
     async fn gossip(
@@ -216,23 +213,10 @@ impl Router {
         };
         match topic {
             // Evidence also carries revocation statements (docs/receipts.md, "Revoking a
-            // key"), told apart by their magic, so every node hears them, auditors and
-            // radiators alike; one must be signed by the key it revokes, its author's.
-            Topic::Evidence if data.starts_with(b"HREV") => {
-                match crate::model::revoke::Revocation::from_bytes(&data) {
-                    Ok(r) if r.key.peer_id() == source && r.verify().is_ok() => {
-                        let admitted = self
-                            .revocations_admitted
-                            .lock()
-                            .is_ok_and(|mut a| a.admit(via, Instant::now()));
-                        if !admitted {
-                            return Verdict::Ignore;
-                        }
-                        self.revocation_heard(&r);
-                        Verdict::Accept
-                    }
-                    _ => Verdict::Reject,
-                }
+            // key") and equivocation proofs, told apart by their magic, so every node hears
+            // them, auditors and radiators alike (`node::refusals`).
+            Topic::Evidence if data.starts_with(b"HREV") || data.starts_with(b"HEQV") => {
+                self.refusals.gossip(&data, source, via)
             }
             // Audited: a commitment must be signed by its author's household key. Logged with
             // when it was first heard, not put in the ledger: whoever holds one of its receipts

@@ -602,64 +602,66 @@ impl Coordinator {
             }
             Control::Other(request) => request,
         };
-        let step =
-            match request {
-                Request::Lease {
-                    job,
-                    protocol,
-                    demand_permille,
-                } => {
-                    self.book.note_demand(household, demand_permille, true, now);
-                    self.cadence.asked(&job);
-                    let mut nonce = [0u8; 16];
-                    if getrandom::fill(&mut nonce).is_err() {
-                        return busy("no randomness for a lease nonce");
-                    }
-                    self.book
-                        .lease(&job, &household, protocol, demand_permille, nonce, now)
+        let step = match request {
+            Request::Lease {
+                job,
+                protocol,
+                demand_permille,
+            } => {
+                self.book.note_demand(household, demand_permille, true, now);
+                self.cadence.asked(&job);
+                let mut nonce = [0u8; 16];
+                if getrandom::fill(&mut nonce).is_err() {
+                    return busy("no randomness for a lease nonce");
                 }
-                Request::Renew { job, shard, nonce } => {
-                    self.book.renew(&job, &household, shard, nonce, now)
+                self.book
+                    .lease(&job, &household, protocol, demand_permille, nonce, now)
+            }
+            Request::Renew { job, shard, nonce } => {
+                self.book.renew(&job, &household, shard, nonce, now)
+            }
+            // The handle checks claims and sends them as `Control::Claim`.
+            Request::Claim(claim) => self.book.claim(&household, claim, now),
+            Request::Failure {
+                job,
+                shard,
+                nonce,
+                reason,
+            } => self
+                .book
+                .failure(&job, &household, shard, nonce, reason, now),
+            Request::Decline { job, reason } => {
+                tracing::info!(job = %job, %household, "declined: {reason}");
+                self.book.decline(&job, &household, reason, now)
+            }
+            // Answered by the node (`node::router`), never passed here.
+            Request::Receipt { .. }
+            | Request::Announce(_)
+            | Request::Receipts { .. }
+            | Request::Evidence { .. }
+            | Request::Refusals { .. } => {
+                return Response::Error {
+                    detail: "receipts, evidence, refusals and announcements are the node's, not \
+                             the coordinator's"
+                        .into(),
                 }
-                // The handle checks claims and sends them as `Control::Claim`.
-                Request::Claim(claim) => self.book.claim(&household, claim, now),
-                Request::Failure {
-                    job,
-                    shard,
-                    nonce,
-                    reason,
-                } => self
-                    .book
-                    .failure(&job, &household, shard, nonce, reason, now),
-                Request::Decline { job, reason } => {
-                    tracing::info!(job = %job, %household, "declined: {reason}");
-                    self.book.decline(&job, &household, reason, now)
+            }
+            Request::Heat(demand) => {
+                self.book
+                    .note_demand(household, demand.demand_permille, false, now);
+                // A radiator that found us through our work records (`net::work`) is
+                // not among the peers our announcements reach: offered directly.
+                if self.cadence.offer_to(
+                    household,
+                    demand.demand_permille,
+                    now,
+                    cadence::DIRECT_OFFER_WINDOW_MS,
+                ) {
+                    self.offer_directly(&household);
                 }
-                // Answered by the node (node.rs `control`), never passed here.
-                Request::Receipt { .. }
-                | Request::Announce(_)
-                | Request::Receipts { .. }
-                | Request::Evidence { .. } => return Response::Error {
-                    detail:
-                        "receipts, evidence and announcements are the node's, not the coordinator's"
-                            .into(),
-                },
-                Request::Heat(demand) => {
-                    self.book
-                        .note_demand(household, demand.demand_permille, false, now);
-                    // A radiator that found us through our work records (`net::work`) is
-                    // not among the peers our announcements reach: offered directly.
-                    if self.cadence.offer_to(
-                        household,
-                        demand.demand_permille,
-                        now,
-                        cadence::DIRECT_OFFER_WINDOW_MS,
-                    ) {
-                        self.offer_directly(&household);
-                    }
-                    return Response::Noted;
-                }
-            };
+                return Response::Noted;
+            }
+        };
         self.step(household, step)
     }
 
