@@ -622,7 +622,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         audit.clone(),
         identity.public(),
         net.clone(),
+        coordinator_handle.clone(),
     );
+    refusals.close_own_jobs();
     let context = NodeContext {
         identity: identity.clone(),
         role: config.node.role,

@@ -440,8 +440,8 @@ async fn a_node_that_joins_later_still_excludes_the_liar_after_its_own_rerun() {
 /// thief of the key, or a coordinator swapping the receipts it vouched for, would publish) is
 /// kept beside the first as proof; `hearth audit` shows both signed bodies. The auditor
 /// gossips the proof: a radiator that never heard the forged commitment takes no more work
-/// from the key, and so does one that joins after the gossip, from its peers. A radiator keeps
-/// no log and says so.
+/// from the key, and so does one that joins after the gossip, from its peers; the key's own
+/// node closes its running job saying why. A radiator keeps no log and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_proof() {
     use hearth::model::commit::Commitment;
@@ -486,6 +486,8 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
         );
         assert!(logged.equivocations.is_empty());
 
+        // A job that cannot finish: three replicas wanted, two radiators to run them.
+        let (stuck, _) = submit(sub, &SPEC, 3).await;
         let identity = Identity::load(&dir.path().join("radiator-1")).unwrap();
         let (forged, _) = Commitment::seal(
             &identity,
@@ -530,6 +532,16 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Radiator 1's own node heard it too: it closes the job no radiator will work for,
+        // saying why.
+        let view = wait_done(sub, stuck, Duration::from_secs(10)).await;
+        let JobStatus::Failed { reason } = &view.status else {
+            panic!("{view:#?}")
+        };
+        assert!(
+            reason.contains("two different receipt commitments"),
+            "{reason}"
+        );
         // A radiator that joins long after the gossip (past gossipsub's message cache) asks
         // its peers for the proofs they hold (`Request::Refusals`) once they settle (30 s on a
         // radiator) and refuses the key too.

@@ -14,6 +14,7 @@ use super::revoked::{Admission, Cursor, Heard, Refusal, RevokedKeys};
 use crate::audit::AuditLog;
 use crate::identity::PublicKey;
 use crate::jobs::trust::evidence::Pulls;
+use crate::jobs::CoordinatorHandle;
 use crate::model::commit::Commitment;
 use crate::model::equivocate::Equivocation;
 use crate::model::revoke::Revocation;
@@ -38,6 +39,8 @@ struct Inner {
     audit: Option<AuditLog>,
     own: PublicKey,
     net: Network,
+    /// This node's coordinator: its running jobs close when its own key is refused.
+    coordinator: CoordinatorHandle,
     /// How many proofs each gossip forwarder may bring.
     admission: Mutex<Admission>,
     /// Which settled peer to ask next (the trust service's schedule: each peer at most every
@@ -52,6 +55,7 @@ impl Refusals {
         audit: Option<AuditLog>,
         own: PublicKey,
         net: Network,
+        coordinator: CoordinatorHandle,
     ) -> Refusals {
         Refusals {
             inner: Arc::new(Inner {
@@ -60,6 +64,7 @@ impl Refusals {
                 audit,
                 own,
                 net,
+                coordinator,
                 admission: Mutex::new(Admission::default()),
                 pulls: Mutex::new(Pulls::default()),
             }),
@@ -163,7 +168,29 @@ impl Refusals {
         if heard != Heard::Full {
             self.log(refusal);
         }
+        if heard == Heard::Kept && key == self.inner.own {
+            self.close_own_jobs();
+        }
         Ok(heard)
+    }
+
+    /// If radiators refuse this node's own key, closes its running jobs saying why: no
+    /// radiator will work for them. Called when the refusal is heard and when the node starts
+    /// (a crash may have come between keeping the refusal and closing the jobs).
+    pub(super) fn close_own_jobs(&self) {
+        let Some(reasons) = self.inner.keys.reasons(&self.inner.own) else {
+            return;
+        };
+        let reason = if reasons.revoked {
+            "this household revoked its key (`hearth receipts revoke`): radiators take no work \
+             from it and no receipt it countersigns now counts"
+        } else {
+            "this node's key signed two different receipt commitments under one number: \
+             radiators take no work from it and verifiers count neither (`hearth audit KEY` on \
+             a bootstrap node)"
+        };
+        let coordinator = self.inner.coordinator.clone();
+        tokio::spawn(async move { coordinator.fail_running(reason.to_string()).await });
     }
 
     /// On an auditor: logs a revocation, or both commitments of an equivocation (so an

@@ -356,6 +356,26 @@ impl Book {
             .collect()
     }
 
+    /// Every running job closed as failed for `reason`: what the actor writes when no radiator
+    /// will work for this coordinator's key any more (its household revoked it, or it was
+    /// caught equivocating: `node::refusals`), so a submitter reads why instead of watching
+    /// shards wait for ever. Leases still out expire; claims on a closed job are refused.
+    pub fn fail_running(&self, reason: &str, now_ms: u64) -> Vec<Update> {
+        self.running()
+            .into_iter()
+            .map(|id| Update {
+                job: Some(id),
+                status: Some((
+                    JobStatus::Failed {
+                        reason: reason.to_string(),
+                    },
+                    Some(now_ms),
+                )),
+                ..Update::default()
+            })
+            .collect()
+    }
+
     /// The answer to send for an accepted request once its step's update is applied (the
     /// actor calls it after [`Book::apply`]). A claim is answered with whether its shard is
     /// verified now: a late replica of a verified shard learns so at once.

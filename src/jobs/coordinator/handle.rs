@@ -59,6 +59,11 @@ pub(super) enum Command {
     ExcludeChecked {
         household: PublicKey,
     },
+    /// Radiators refuse this coordinator's key (`node::refusals`): every running job fails
+    /// with `reason`.
+    FailRunning {
+        reason: String,
+    },
 }
 
 /// A control request as the actor gets it: a claim arrives with its signature checked.
@@ -170,6 +175,13 @@ impl CoordinatorHandle {
     /// (the coordinator loads it at start), so one lost when the node stops is not lost.
     pub async fn exclude_checked(&self, household: PublicKey) {
         let _ = self.tx.send(Command::ExcludeChecked { household }).await;
+    }
+
+    /// Closes every running job as failed for `reason`, once radiators refuse this node's key
+    /// (revoked by its household, or caught equivocating): no radiator will work for it, and
+    /// the submitter reads why. Waits while the coordinator is busy.
+    pub async fn fail_running(&self, reason: String) {
+        let _ = self.tx.send(Command::FailRunning { reason }).await;
     }
 
     pub async fn list(&self) -> Vec<JobSummary> {

@@ -478,6 +478,13 @@ impl Coordinator {
                 }
             }
             Command::ExcludeChecked { household } => self.book.insert_excluded(household),
+            Command::FailRunning { reason } => {
+                let updates = self.book.fail_running(&reason, now_ms());
+                if let Err(e) = self.write(updates) {
+                    // The jobs stay running; the node asks again when it next starts.
+                    tracing::error!("could not close the running jobs of a refused key: {e}");
+                }
+            }
             Command::List { reply } => {
                 let now = now_ms();
                 let warmth = self.book.warmth(now);

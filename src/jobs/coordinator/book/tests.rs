@@ -456,6 +456,28 @@ fn failures_from_replication_households_and_no_claim_fail_the_shard() {
     );
 }
 
+/// A coordinator whose key radiators refuse closes its running jobs with the reason: the
+/// open job fails, its next lease is refused, and a finished job keeps its result.
+#[test]
+fn a_refused_key_fails_its_running_jobs_and_leaves_finished_ones() {
+    let mut f = Fix::new(2, 2);
+    f.lease(1, 0).unwrap();
+    let updates = f.book.fail_running("the household revoked its key", 5);
+    assert_eq!(updates.len(), 1);
+    for u in updates {
+        f.book.apply(u);
+    }
+    let JobStatus::Failed { reason } = f.status() else {
+        panic!("job not failed: {:?}", f.status())
+    };
+    assert_eq!(reason, "the household revoked its key");
+    assert!(f.lease(2, 6).is_err(), "a failed job leases nothing");
+    assert!(
+        f.book.fail_running("again", 7).is_empty(),
+        "only running jobs are closed"
+    );
+}
+
 #[test]
 fn an_excluded_household_and_another_protocol_get_no_lease() {
     let mut f = Fix::new(1, 1);
