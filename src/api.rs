@@ -36,7 +36,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use serde::{Deserialize, Serialize};
 
-mod audit;
+pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod history;
@@ -79,6 +79,7 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
         .route("/v1/audit", get(audit::summary))
         .route("/v1/audit/{coordinator}", get(audit::coordinator))
         .route("/v1/revocations", post(audit::publish_revocation))
+        .route("/v1/refusals", get(audit::refusals))
         .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(ctx.clone())

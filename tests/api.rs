@@ -152,6 +152,8 @@ fn every_route() -> Vec<(Method, &'static str, &'static str)> {
             "/v1/audit/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
             "",
         ),
+        (Method::POST, "/v1/revocations", "{}"),
+        (Method::GET, "/v1/refusals", ""),
         (Method::GET, "/metrics", ""),
         (Method::GET, "/v1/overview", ""),
         (Method::POST, "/v1/login/ticket", ""),
@@ -382,6 +384,7 @@ async fn every_route_needs_the_token_and_works_with_it() {
             "/v1/jobs",
             "/v1/receipts",
             "/v1/trust",
+            "/v1/refusals",
             "/metrics",
             "/v1/heat",
         ] {
@@ -389,6 +392,21 @@ async fn every_route_needs_the_token_and_works_with_it() {
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
             assert_eq!(resp.headers()["cache-control"], "no-store");
         }
+        // A cursor that no page ended at is refused, saying why.
+        let resp = n
+            .authed(Method::GET, "/v1/refusals?after=00ff")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .contains("33-byte hex cursor"),
+            "{err}"
+        );
         let resp = n
             .authed(Method::POST, "/v1/heat/setpoint")
             .json(&serde_json::json!({"celsius": 22.5}))

@@ -486,6 +486,17 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
         );
         assert!(logged.equivocations.is_empty());
 
+        let cli = |node: usize, args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("radiator-{node}")))
+                .arg("--api")
+                .arg(nodes[node].api_addr.to_string())
+                .args(args)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        };
         // A job that cannot finish: three replicas wanted, two radiators to run them.
         let (stuck, _) = submit(sub, &SPEC, 3).await;
         let identity = Identity::load(&dir.path().join("radiator-1")).unwrap();
@@ -532,6 +543,18 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // `hearth refusals` on radiator 2 shows why, with the proof.
+        let out = cli(2, &["refusals"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.contains(&format!(
+                "{}  signed two different commitments as #{}",
+                key.to_hex(),
+                c0.seq
+            )),
+            "{text}"
+        );
         // Radiator 1's own node heard it too: it closes the job no radiator will work for,
         // saying why.
         let view = wait_done(sub, stuck, Duration::from_secs(10)).await;
@@ -566,17 +589,6 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
         }
         late.shutdown().await;
 
-        let cli = |node: usize, args: &[&str]| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("radiator-{node}")))
-                .arg("--api")
-                .arg(nodes[node].api_addr.to_string())
-                .args(args)
-                .env_remove("RUST_LOG")
-                .output()
-                .unwrap()
-        };
         let out = cli(0, &["audit"]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{out:?}");
@@ -710,6 +722,26 @@ async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(revoked(&nodes[1]));
+    // Radiator 2 lists both proofs against the key, the revocation with its line.
+    let out = cli(2, &["refusals", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap(), r["kind"].as_str().unwrap()))
+        .collect();
+    let hex_key = key.to_hex();
+    assert_eq!(
+        kinds,
+        vec![
+            (hex_key.as_str(), "revoked"),
+            (hex_key.as_str(), "equivocated")
+        ],
+        "{listed:#}"
+    );
+    assert_eq!(listed[0]["signed"], statement["signed"]);
     let (job, _) = submit(&nodes[1], &SPEC, 2).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let view = nodes[1].context.coordinator.view(job).await.unwrap();

@@ -1,10 +1,11 @@
 //! `GET /v1/audit` and `GET /v1/audit/{coordinator}`: the auditor's log of commitments
 //! (`crate::audit`), kept by bootstrap nodes. A radiator keeps none and answers 404 saying so.
 //! `POST /v1/revocations`: gossips this household's own revocation statement to every node.
+//! `GET /v1/refusals`: the keys this node takes no work from, each with its proof (every node).
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{bad, internal, not_found, ApiError};
 use crate::audit::{AuditLog, AuditSummary, CoordinatorLog, MAX_PAGE};
@@ -90,4 +91,87 @@ pub(super) async fn publish_revocation(
         )),
         Err(e) => Err(internal(e)),
     }
+}
+
+/// Most refusals listed in one answer of `GET /v1/refusals`.
+pub const MAX_REFUSALS_PAGE: usize = 256;
+
+/// One key this node takes no work from, and the proof why.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RefusalView {
+    /// The household key (hex).
+    pub key: String,
+    /// `"revoked"` (its household's statement) or `"equivocated"` (two commitments under one
+    /// number).
+    pub kind: String,
+    /// Of a revocation: the commitments below this number stay vouched for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u64>,
+    /// Of an equivocation: the number both commitments carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The proof's bytes (hex): a revocation statement or an equivocation proof
+    /// (`docs/protocol.md` §6.6), which anyone can check alone.
+    pub signed: String,
+}
+
+/// A page of `GET /v1/refusals`; `next` is the cursor to ask with for the rest.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RefusalPage {
+    pub refusals: Vec<RefusalView>,
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RefusalQuery {
+    /// The cursor (hex, 33 bytes) the last page ended at.
+    after: Option<String>,
+}
+
+/// `GET /v1/refusals[?after=CURSOR]`: the keys this node refuses (revoked, or caught
+/// equivocating) with their proofs, [`MAX_REFUSALS_PAGE`] at a time, in key order. Entries
+/// kept without their proof (before 2026-12-05) are not listed; `hearth status` counts them.
+pub(super) async fn refusals(
+    State(ctx): State<NodeContext>,
+    Query(q): Query<RefusalQuery>,
+) -> Result<Json<RefusalPage>, ApiError> {
+    use crate::node::revoked::{Cursor, Refusal};
+    let after: Option<Cursor> = match q.after {
+        None => None,
+        Some(h) => Some(
+            hex::decode(&h)
+                .ok()
+                .and_then(|b| Cursor::try_from(b.as_slice()).ok())
+                .ok_or_else(|| bad("after: not a 33-byte hex cursor from an earlier page"))?,
+        ),
+    };
+    let keys = ctx.refusals.keys().clone();
+    // Reads the disk: off the runtime's threads.
+    let (page, more) =
+        tokio::task::spawn_blocking(move || keys.page(after.as_ref(), MAX_REFUSALS_PAGE))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+    let next = more
+        .then(|| page.last().map(|(c, _)| hex::encode(c)))
+        .flatten();
+    let refusals = page
+        .into_iter()
+        .map(|(cursor, bytes)| {
+            // Checked when kept; one damaged on disk is shown as it is, marked.
+            let (kind, keep, seq) = match Refusal::checked(&bytes) {
+                Ok(Refusal::Revoked(r)) => ("revoked", Some(r.keep), None),
+                Ok(Refusal::Equivocated(e)) => ("equivocated", None, Some(e.seq())),
+                Err(_) => ("damaged", None, None),
+            };
+            RefusalView {
+                key: hex::encode(&cursor[..32]),
+                kind: kind.into(),
+                keep,
+                seq,
+                signed: hex::encode(&bytes),
+            }
+        })
+        .collect();
+    Ok(Json(RefusalPage { refusals, next }))
 }

@@ -1,5 +1,5 @@
 //! `hearth audit [COORDINATOR]`: the auditor's log a bootstrap node keeps (`crate::audit`),
-//! read from its API.
+//! read from its API. `hearth refusals`: the keys a node takes no work from, with the proofs.
 
 use super::client::Client;
 use crate::audit::{AuditSummary, CoordinatorLog, LoggedCommitment};
@@ -97,6 +97,47 @@ pub async fn show(
         println!("            {}", e.first.signed);
         println!("    second: {}", line(&e.second));
         println!("            {}", e.second.signed);
+    }
+    Ok(())
+}
+
+/// Most pages `hearth refusals` reads: a node keeps at most 65 536 keys, two proofs each.
+const MAX_REFUSAL_PAGES: usize = 2 * 65_536 / crate::api::audit::MAX_REFUSALS_PAGE + 1;
+
+pub async fn refusals(api: &Client, json: bool) -> anyhow::Result<()> {
+    use crate::api::audit::RefusalPage;
+    let mut all = Vec::new();
+    let mut path = "/v1/refusals".to_string();
+    for _ in 0..MAX_REFUSAL_PAGES {
+        let page: RefusalPage = api.get(&path).await?;
+        all.extend(page.refusals);
+        match page.next {
+            Some(next) => path = format!("/v1/refusals?after={next}"),
+            None => break,
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("no key refused: this node takes work from every coordinator that offers it");
+    }
+    for r in &all {
+        let why = match (r.kind.as_str(), r.keep, r.seq) {
+            ("revoked", Some(0), _) => {
+                "revoked by its household, vouching for none of its commitments".to_string()
+            }
+            ("revoked", Some(keep), _) => format!(
+                "revoked by its household, vouching only for its commitments #0 to #{}",
+                keep - 1
+            ),
+            ("equivocated", _, Some(seq)) => {
+                format!("signed two different commitments as #{seq}")
+            }
+            (kind, _, _) => format!("{kind} (the kept proof does not check)"),
+        };
+        println!("{}  {why}", r.key);
     }
     Ok(())
 }

@@ -143,6 +143,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keys this node takes no work from: revoked by their households, or caught signing two
+    /// different commitments under one number; each with the proof, which anyone can check.
+    Refusals {
+        /// Print JSON (every page of the API's answers, as one list).
+        #[arg(long)]
+        json: bool,
+    },
     /// Heat-work receipts.
     Receipts(ReceiptsArgs),
     /// The room: status, setpoint, boost, off, and a simulated winter day.
@@ -597,6 +604,7 @@ pub fn main() -> anyhow::Result<()> {
             from,
             json,
         } => runtime.block_on(audit::show(&api()?, coordinator.as_deref(), *from, *json)),
+        Command::Refusals { json } => runtime.block_on(audit::refusals(&api()?, *json)),
         Command::RunLocal {
             job,
             output,
