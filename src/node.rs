@@ -596,6 +596,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         worker_rx,
         heat.as_ref().map(|h| h.meter()),
     )?;
+    // No lease from a coordinator this node refuses, however the worker knows its job.
+    let refused_keys = revoked.clone();
+    let worker = worker.refusing(std::sync::Arc::new(move |peer: &libp2p::PeerId| {
+        PublicKey::from_peer_id(peer).is_some_and(|k| refused_keys.contains(&k))
+    }));
     // Shards held ahead of the running ones while the room wants heat (issue 15).
     let worker = match &heat {
         Some(h) => worker.lease_ahead(h.lease_ahead()),

@@ -830,3 +830,86 @@ async fn commitments_sealed_before_an_auditor_listens_reach_it_later() {
     .await
     .expect("test timed out");
 }
+
+/// A radiator that comes to refuse a coordinator in the middle of its job (told here
+/// directly, as if it had just heard the household's revocation) takes no more of that job's
+/// shards, though it learned of the job before: the worker asks before every lease, not only
+/// when a job is announced. Until 2026-12-05 it only refused new announcements and went on
+/// working the jobs it knew for as long as the coordinator leased them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_radiator_takes_no_more_shards_of_a_job_whose_coordinator_it_came_to_refuse() {
+    use hearth::jobs::{JobView, ShardView};
+    use hearth::model::revoke::Revocation;
+    use hearth::node::revoked::Refusal;
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 2, 1, &|_, _| {}).await.unwrap();
+        settle(&nodes).await;
+        let (sub, radiator) = (&nodes[0], &nodes[1]);
+        let mine = radiator.household().to_hex();
+        // Far more work than the submitter's own radiator does in the test's time.
+        let spec = JobSpec::Pi {
+            shards: 2_000,
+            samples: 2_000_000,
+            seed: 5,
+        };
+        let (job, _) = submit(sub, &spec, 1).await;
+        let taken = |v: &JobView| {
+            v.shards
+                .iter()
+                .filter(|s| match s {
+                    ShardView::Leased { to, .. } => to.contains(&mine),
+                    ShardView::Verified { households, .. } => households.contains(&mine),
+                    _ => false,
+                })
+                .count()
+        };
+        let view = |sub: &RunningNode| {
+            let c = sub.context.coordinator.clone();
+            async move { c.view(job).await.expect("job known") }
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while taken(&view(sub).await) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the radiator took no shard of the job in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let statement = Revocation::sign(
+            &Identity::load(&dir.path().join("radiator-0")).unwrap(),
+            0,
+            now_ms(),
+        );
+        radiator
+            .context
+            .refusals
+            .keys()
+            .hear(&Refusal::Revoked(statement), true)
+            .unwrap();
+        // What it leased already may still end; nothing after. A shard claimed but not yet
+        // verified names no household: each may be one of the radiator's.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let at = view(sub).await;
+        let verifying = at
+            .shards
+            .iter()
+            .filter(|s| matches!(s, ShardView::Verifying { .. }))
+            .count();
+        let then = taken(&at);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let now = view(sub).await;
+        assert!(matches!(now.status, JobStatus::Running), "{now:#?}");
+        assert!(
+            taken(&now) <= then + verifying,
+            "shards taken after the refusal: {} then ({verifying} being verified), {} now",
+            then,
+            taken(&now)
+        );
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

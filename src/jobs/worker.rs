@@ -171,6 +171,10 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Whether a coordinator (its PeerId) is refused: the node's set of revoked and equivocating
+/// keys, which the worker only reads.
+pub type Refused = Arc<dyn Fn(&libp2p::PeerId) -> bool + Send + Sync>;
+
 /// What the node tells the worker.
 pub enum WorkerEvent {
     Announced {
@@ -255,6 +259,9 @@ pub struct Worker {
     /// Shards to hold leased ahead of the running ones (the heat service's hint); none
     /// without a heat service.
     lease_ahead: Option<watch::Receiver<usize>>,
+    /// Whether a coordinator is refused here (its household revoked its key, or it was
+    /// caught equivocating: `node::refusals`); none refused unless the node says.
+    refused: Option<Refused>,
     max_slots: usize,
     events: mpsc::Receiver<WorkerEvent>,
     known: HashMap<blake3::Hash, KnownJob>,
@@ -305,6 +312,7 @@ impl Worker {
             },
             slots,
             lease_ahead: None,
+            refused: None,
             max_slots: max_slots.max(1),
             events,
             known: HashMap::new(),
@@ -319,6 +327,14 @@ impl Worker {
     /// heat (at most `max_slots` more): the heat service's `lease_ahead_slots`.
     pub fn lease_ahead(mut self, hint: watch::Receiver<usize>) -> Worker {
         self.lease_ahead = Some(hint);
+        self
+    }
+
+    /// Asks `refused` before each lease: a job whose coordinator is refused is forgotten,
+    /// however this worker learned of it (an announcement heard before the refusal, the blobs
+    /// of an earlier run), so no heat goes into receipts a verifier would void.
+    pub fn refusing(mut self, refused: Refused) -> Worker {
+        self.refused = Some(refused);
         self
     }
 
@@ -477,9 +493,14 @@ impl Worker {
                 return;
             };
             let job = *job;
+            let coordinator = k.coordinator;
+            if self.refused.as_ref().is_some_and(|r| r(&coordinator)) {
+                tracing::info!(job = %job, %coordinator, "the job's coordinator is refused here (revoked or equivocated); job dropped");
+                self.forget(job);
+                continue;
+            }
             self.running += 1;
             let ctx = self.ctx.clone();
-            let coordinator = k.coordinator;
             self.tasks.spawn(async move {
                 let outcome = ctx.lease_and_work(job, coordinator).await;
                 (job, outcome)
