@@ -312,6 +312,23 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
         wd.wait_text(&sid, "#setpoint", |t| t == "23.5 °C").await;
         wd.wait_text(&sid, "#mode", |t| t == "manual").await;
 
+        // Radiators take work from this household's key: no warning shows. Once the
+        // household revokes its key, the page says so.
+        assert_eq!(wd.text(&sid, "#key-refused").await, "");
+        let identity = hearth::identity::Identity::load(dir.path()).unwrap();
+        node.context
+            .refusals
+            .own_revocation(&hearth::model::revoke::Revocation::sign(
+                &identity,
+                0,
+                hearth::model::now_ms(),
+            ))
+            .unwrap();
+        wd.wait_text(&sid, "#key-refused", |t| {
+            t.starts_with("Your key is refused: this household revoked its key")
+        })
+        .await;
+
         // Keep a screenshot.
         let png = wd
             .call(

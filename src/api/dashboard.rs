@@ -84,6 +84,10 @@ pub struct Overview {
     pub recent_receipts: Vec<RecentReceipt>,
     /// Jobs this node coordinates, newest first.
     pub jobs: Vec<JobLine>,
+    /// Why radiators refuse this household's key, if they do (it revoked it, or it signed two
+    /// commitments under one number): the household must know at once.
+    #[serde(default)]
+    pub key_refused: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -287,6 +291,11 @@ pub async fn overview(
         credit_per_day,
         recent_receipts: recent,
         jobs,
+        key_refused: ctx
+            .refusals
+            .keys()
+            .reasons(&ctx.identity.public())
+            .map(|r| format!("Your key is refused: {}.", r.own_key_sentence())),
     }))
 }
 

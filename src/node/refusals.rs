@@ -181,14 +181,7 @@ impl Refusals {
         let Some(reasons) = self.inner.keys.reasons(&self.inner.own) else {
             return;
         };
-        let reason = if reasons.revoked {
-            "this household revoked its key (`hearth receipts revoke`): radiators take no work \
-             from it and no receipt it countersigns now counts"
-        } else {
-            "this node's key signed two different receipt commitments under one number: \
-             radiators take no work from it and verifiers count neither (`hearth audit KEY` on \
-             a bootstrap node)"
-        };
+        let reason = reasons.own_key_sentence();
         let coordinator = self.inner.coordinator.clone();
         tokio::spawn(async move { coordinator.fail_running(reason.to_string()).await });
     }

@@ -186,6 +186,19 @@ pub struct Reasons {
 }
 
 impl Reasons {
+    /// Why radiators refuse a node's own key, for its household: the reason its running jobs
+    /// close with and the dashboard shows.
+    pub fn own_key_sentence(&self) -> &'static str {
+        if self.revoked {
+            "this household revoked its key (`hearth receipts revoke`): radiators take no work \
+             from it and no receipt it countersigns now counts"
+        } else {
+            "this node's key signed two different receipt commitments under one number: \
+             radiators take no work from it and verifiers count neither (`hearth audit KEY` on \
+             a bootstrap node)"
+        }
+    }
+
     fn set(&mut self, kind: Kind) {
         match kind {
             Kind::Revoked => self.revoked = true,

@@ -102,6 +102,8 @@ function render(o) {
   $("signin").hidden = true;
   $("error").hidden = true;
   text("headline", o.headline);
+  $("key-refused").hidden = !o.key_refused;
+  if (o.key_refused) text("key-refused", o.key_refused);
   const h = o.heat;
   if (h) {
     text("room", celsius(h.room_celsius));
