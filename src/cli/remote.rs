@@ -1,6 +1,6 @@
 //! Commands that talk to a running node through its local API.
 //!
-//! Size: about 670 lines before its unit tests: one thin function per command, each reading
+//! Size: about 690 lines before its unit tests: one thin function per command, each reading
 //! the API and printing; what is printed is decided in small pure helpers tested below.
 
 use std::collections::BTreeMap;
