@@ -722,6 +722,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             }
         };
         requests.shutdown().await;
+        router.refusals.stop();
         ("router", reason)
     });
 

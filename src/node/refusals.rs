@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use libp2p::PeerId;
+use tokio::task::JoinSet;
 
 use super::offers::Offers;
 use super::revoked::{Admission, Cursor, Heard, Refusal, RevokedKeys};
@@ -46,6 +47,9 @@ struct Inner {
     /// Which settled peer to ask next (the trust service's schedule: each peer at most every
     /// ten minutes, one pull at a time, eight waiting at most).
     pulls: Mutex<Pulls>,
+    /// Pulls, publications and job closings in flight: aborted when the node stops
+    /// ([`Refusals::stop`]), so none outlives it.
+    tasks: Mutex<JoinSet<()>>,
 }
 
 impl Refusals {
@@ -67,6 +71,7 @@ impl Refusals {
                 coordinator,
                 admission: Mutex::new(Admission::default()),
                 pulls: Mutex::new(Pulls::default()),
+                tasks: Mutex::new(JoinSet::new()),
             }),
         }
     }
@@ -125,11 +130,26 @@ impl Refusals {
         let net = self.inner.net.clone();
         // Published off the router's loop: the network may be waiting for the router to take
         // its next event.
-        tokio::spawn(async move {
+        self.spawn(async move {
             if let Err(e) = net.publish(Topic::Evidence, proof.to_bytes()).await {
                 tracing::warn!("could not publish an equivocation proof: {e}");
             }
         });
+    }
+
+    /// Runs `task` among this node's refusal tasks (finished ones are reaped first).
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(task);
+        }
+    }
+
+    /// Aborts the tasks in flight: the node is stopping.
+    pub(super) fn stop(&self) {
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            tasks.abort_all();
+        }
     }
 
     /// Keeps a checked proof: the radiator takes no more work from the key (its offers are
@@ -183,7 +203,7 @@ impl Refusals {
         };
         let reason = reasons.own_key_sentence();
         let coordinator = self.inner.coordinator.clone();
-        tokio::spawn(async move { coordinator.fail_running(reason.to_string()).await });
+        self.spawn(async move { coordinator.fail_running(reason.to_string()).await });
     }
 
     /// On an auditor: logs a revocation, or both commitments of an equivocation (so an
@@ -232,7 +252,7 @@ impl Refusals {
             .and_then(|mut p| p.next(crate::model::now_ms()));
         let Some(peer) = next else { return };
         let me = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             me.pull_from(peer).await;
             if let Ok(mut p) = me.inner.pulls.lock() {
                 p.done();
