@@ -839,8 +839,8 @@ async fn commitments_sealed_before_an_auditor_listens_reach_it_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_radiator_takes_no_more_shards_of_a_job_whose_coordinator_it_came_to_refuse() {
     use hearth::jobs::{JobView, ShardView};
+    use hearth::model::refusal::Refusal;
     use hearth::model::revoke::Revocation;
-    use hearth::node::revoked::Refusal;
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir().unwrap();
         let nodes = start_radiators(dir.path(), 2, 1, &|_, _| {}).await.unwrap();

@@ -1,5 +1,5 @@
 //! Fraud evidence arrives on `hearth/evidence/1` from any peer (`src/model/evidence.rs`), and
-//! so do revocations and equivocation proofs (`src/node/revoked.rs`, `Refusal`).
+//! so do revocations and equivocation proofs (`src/model/refusal.rs`).
 //! Decoding must not panic and is canonical; `check` returns on anything decoded; built
 //! evidence round-trips; evidence signed by real keys checks, and with any one byte changed
 //! it no longer does.
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     canonical!(Evidence, data);
     canonical!(hearth::model::equivocate::Equivocation, data);
     canonical!(hearth::model::revoke::Revocation, data);
-    let _ = hearth::node::revoked::Refusal::checked(data);
+    let _ = hearth::model::refusal::Refusal::checked(data);
     if let Ok(e) = Evidence::from_bytes(data) {
         let _ = e.check();
         let _ = e.accused();

@@ -135,7 +135,8 @@ pub(super) async fn refusals(
     State(ctx): State<NodeContext>,
     Query(q): Query<RefusalQuery>,
 ) -> Result<Json<RefusalPage>, ApiError> {
-    use crate::node::revoked::{Cursor, Refusal};
+    use crate::model::refusal::Refusal;
+    use crate::node::revoked::Cursor;
     let after: Option<Cursor> = match q.after {
         None => None,
         Some(h) => Some(

@@ -11,6 +11,7 @@ pub mod export;
 pub mod job;
 pub mod power;
 pub mod receipt;
+pub mod refusal;
 pub mod revoke;
 pub mod tally;
 pub mod wire;

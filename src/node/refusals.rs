@@ -11,13 +11,14 @@ use libp2p::PeerId;
 use tokio::task::JoinSet;
 
 use super::offers::Offers;
-use super::revoked::{Admission, Cursor, Heard, Refusal, RevokedKeys};
+use super::revoked::{Admission, Cursor, Heard, RevokedKeys};
 use crate::audit::AuditLog;
 use crate::identity::PublicKey;
 use crate::jobs::trust::evidence::Pulls;
 use crate::jobs::CoordinatorHandle;
 use crate::model::commit::Commitment;
 use crate::model::equivocate::Equivocation;
+use crate::model::refusal::Refusal;
 use crate::model::revoke::Revocation;
 use crate::model::wire::{Request, Response, MAX_REFUSALS_PER_ANSWER};
 use crate::net::{Network, Topic, Verdict};
@@ -86,7 +87,8 @@ impl Refusals {
     /// publish (a household publishes its own statement; anyone may pass on a proof);
     /// ignored past the forwarder's share ([`Admission`]) or when the set is full.
     pub(super) fn gossip(&self, data: &[u8], source: PeerId, via: PeerId) -> Verdict {
-        let refusal = match Refusal::gossiped(data, &source) {
+        let author = PublicKey::from_peer_id(&source);
+        let refusal = match Refusal::gossiped(data, author.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(%source, "refusal proof refused: {e}");
