@@ -718,6 +718,8 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
             "hearth_routing_peers",
             "hearth_routing_refused",
             "hearth_inbound_refused",
+            "hearth_refused_keys",
+            "hearth_own_key_refused",
             "hearth_shard_cpu_seconds",
             "hearth_shard_memory_bytes",
             "hearth_shard_memory_limit_bytes",
@@ -745,6 +747,7 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
             text.contains("hearth_jobs{state=\"running\"} 0.0"),
             "{text}"
         );
+        assert!(text.contains("\nhearth_own_key_refused 0.0\n"), "{text}");
         n.node.shutdown().await;
     })
     .await

@@ -101,6 +101,20 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         net.inbound_refused as f64,
     );
     m.gauge(
+        "refused_keys",
+        "Coordinator keys this node takes no work from: revoked by their households or caught equivocating",
+        None,
+        ctx.refusals.keys().count() as f64,
+    );
+    m.gauge(
+        "own_key_refused",
+        "1 when radiators refuse this household's own key (revoked, or equivocated)",
+        None,
+        f64::from(u8::from(
+            ctx.refusals.keys().contains(&ctx.identity.public()),
+        )),
+    );
+    m.gauge(
         "uptime",
         "Time since the node started",
         Some(Unit::Seconds),
