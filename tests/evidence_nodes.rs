@@ -834,7 +834,7 @@ async fn commitments_sealed_before_an_auditor_listens_reach_it_later() {
 /// A radiator that comes to refuse a coordinator in the middle of its job (told here
 /// directly, as if it had just heard the household's revocation) takes no more of that job's
 /// shards, though it learned of the job before: the worker asks before every lease, not only
-/// when a job is announced. Until 2026-12-05 it only refused new announcements and went on
+/// when a job is announced. Until the late evening of 2026-12-04 it only refused new announcements and went on
 /// working the jobs it knew for as long as the coordinator leased them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_radiator_takes_no_more_shards_of_a_job_whose_coordinator_it_came_to_refuse() {

@@ -153,7 +153,7 @@ pub struct RevokedKeys {
 impl RevokedKeys {
     /// Opens the set in `db`, reading every key's reasons into memory (at most
     /// [`MAX_REVOKED`] keys; the proofs stay on disk). Entries are key ‖ kind → proof; an
-    /// entry of a node from before 2026-12-04 (the key alone, no proof) still refuses the key
+    /// entry kept before proofs were (the key alone, no proof) still refuses the key
     /// as revoked but cannot be handed on.
     pub fn open(db: &sled::Db) -> Result<RevokedKeys, sled::Error> {
         let tree = db.open_tree(TREE)?;
