@@ -29,6 +29,28 @@ use crate::net::{Network, Topic, Verdict};
 /// lying peer's target at most 1 536 signature checks.
 pub const MAX_PULL_PAGES: usize = 64;
 
+/// The proofs of one page a peer handed, checked, in order, up to the first that does not
+/// check or whose cursor (key ‖ kind) is not above the one before (`after`, moved on past
+/// each proof taken); and, if it stopped there, why. Pure: what to keep is decided after.
+fn checked_page(after: &mut Option<Cursor>, proofs: &[Vec<u8>]) -> (Vec<Refusal>, Option<String>) {
+    let mut taken = Vec::with_capacity(proofs.len());
+    for bytes in proofs {
+        let refusal = match Refusal::checked(bytes) {
+            Ok(r) => r,
+            Err(e) => return (taken, Some(format!("a proof does not check: {e}"))),
+        };
+        let mut cursor = [0u8; 33];
+        cursor[..32].copy_from_slice(&refusal.key().0);
+        cursor[32] = refusal.kind() as u8;
+        if after.is_some_and(|a| cursor <= a) {
+            return (taken, Some("the proofs are out of order".into()));
+        }
+        *after = Some(cursor);
+        taken.push(refusal);
+    }
+    (taken, None)
+}
+
 /// Cheap, cloneable handle: the router, the API and the pulls share it.
 #[derive(Clone)]
 pub struct Refusals {
@@ -286,23 +308,9 @@ impl Refusals {
             let Ok(Response::Refusals { proofs, more }) = answer else {
                 return;
             };
-            for bytes in proofs {
-                let refusal = match Refusal::checked(&bytes) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::debug!(%peer, "a pulled refusal proof does not check: {e}");
-                        return;
-                    }
-                };
-                let mut cursor = [0u8; 33];
-                cursor[..32].copy_from_slice(&refusal.key().0);
-                cursor[32] = refusal.kind() as u8;
-                if after.is_some_and(|a| cursor <= a) {
-                    tracing::debug!(%peer, "refusal pages out of order; stopped asking");
-                    return;
-                }
-                after = Some(cursor);
-                match self.hear(&refusal) {
+            let (page, stopped) = checked_page(&mut after, &proofs);
+            for refusal in &page {
+                match self.hear(refusal) {
                     Ok(Heard::Full) => return,
                     Ok(_) => {}
                     Err(e) => {
@@ -310,6 +318,10 @@ impl Refusals {
                         return;
                     }
                 }
+            }
+            if let Some(why) = stopped {
+                tracing::debug!(%peer, "stopped asking for refusal proofs: {why}");
+                return;
             }
             if !more || after.is_none() {
                 return;
@@ -329,5 +341,44 @@ impl Refusals {
                 detail: format!("the refusal proofs could not be read: {e}"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    /// A peer's page is taken in key order, proof by proof; a proof that does not check, or
+    /// one that goes back (a peer paging in circles), ends the pull there.
+    #[test]
+    fn a_pulled_page_is_taken_in_order_up_to_the_first_bad_proof() {
+        let mut households: Vec<Identity> = (0..4).map(|_| Identity::generate()).collect();
+        households.sort_by_key(|h| h.public().0);
+        let statement = |h: &Identity| Revocation::sign(h, 0, 1).to_bytes();
+        let all: Vec<Vec<u8>> = households.iter().map(statement).collect();
+
+        let mut after = None;
+        let (taken, stopped) = checked_page(&mut after, &all[..2]);
+        assert_eq!((taken.len(), stopped), (2, None));
+        let (taken, stopped) = checked_page(&mut after, &all[2..]);
+        assert_eq!((taken.len(), stopped), (2, None));
+        assert_eq!(
+            after.map(|c| c[..32].to_vec()),
+            Some(households[3].public().0.to_vec())
+        );
+
+        // Going back: the first proof again after the last.
+        let (taken, stopped) = checked_page(&mut after, &all[..1]);
+        assert!(taken.is_empty());
+        assert!(stopped.unwrap().contains("out of order"));
+
+        // A forged proof in the middle: what came before it is taken, nothing after.
+        let mut forged = all[1].clone();
+        forged[60] ^= 1;
+        let mut after = None;
+        let (taken, stopped) = checked_page(&mut after, &[all[0].clone(), forged, all[2].clone()]);
+        assert_eq!(taken.len(), 1);
+        assert!(stopped.unwrap().contains("does not check"));
     }
 }
