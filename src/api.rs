@@ -315,18 +315,12 @@ async fn submit(
     if let Some(reasons) = ctx.refusals.keys().reasons(&ctx.identity.public()) {
         // Every receipt this key countersigns now is void to a verifier holding the proof,
         // and radiators that heard it refuse the job: say so rather than queue it.
-        let why = if reasons.revoked {
-            "this household revoked its own key (`hearth receipts revoke`)"
-        } else {
-            "this node's key signed two different receipt commitments under one number (a \
-             restored backup, or a thief holding the key; `hearth audit KEY` on a bootstrap \
-             node shows both)"
-        };
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!(
-                "{why}: no radiator works for it and no receipt it countersigns counts; submit \
-                 from a new identity (docs/operations.md, \"A household whose key was stolen\")"
+                "{}; submit from a new identity (docs/operations.md, \"A household whose key \
+                 was stolen\")",
+                reasons.own_key_sentence()
             ),
         ));
     }

@@ -754,7 +754,10 @@ async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
     );
     assert!(!out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("revoked its own key"), "{said}");
+    assert!(
+        said.contains("this household revoked its key") && said.contains("new identity"),
+        "{said}"
+    );
     // `hearth status` says both why radiators refuse its key.
     let out = cli(1, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -130,7 +130,8 @@ pub(super) struct RefusalQuery {
 
 /// `GET /v1/refusals[?after=CURSOR]`: the keys this node refuses (revoked, or caught
 /// equivocating) with their proofs, [`MAX_REFUSALS_PAGE`] at a time, in key order. Entries
-/// kept without their proof (by hearth before request 11, 2026-12-04) are not listed; `hearth status` counts them.
+/// kept without their proof (by hearth before request 11, 2026-12-04) are not listed;
+/// `hearth status` counts them.
 pub(super) async fn refusals(
     State(ctx): State<NodeContext>,
     Query(q): Query<RefusalQuery>,

@@ -39,18 +39,19 @@ pub const MAX_REVOKED: usize = 65_536;
 /// Past this many, only keys of coordinators this node has heard from are kept.
 pub const MAX_UNKNOWN: usize = 4_096;
 
-/// Revocations admitted from one forwarder at once (a bucket's size).
+/// Proofs (revocations and equivocation proofs) admitted from one forwarder at once (a
+/// bucket's size).
 pub const BURST: u32 = 16;
-/// After a burst, one more revocation admitted per forwarder this often.
+/// After a burst, one more proof admitted per forwarder this often.
 pub const REFILL: Duration = Duration::from_secs(60);
 /// Forwarders tracked at once; past it, the one whose bucket filled longest ago makes room.
 const MAX_FORWARDERS: usize = 1_024;
 
-/// How many revocations each forwarder (gossipsub's propagation source) may bring: a
-/// revocation checks itself, but anyone can sign one for a fresh key, and each costs every
-/// node a signature check and a place among the strangers' keys. A household revokes its key
-/// once; [`BURST`] at once and one per [`REFILL`] after is far above what honest peers
-/// forward, and a flooding peer's statements beyond it are ignored (not forwarded, no
+/// How many proofs each forwarder (gossipsub's propagation source) may bring: a proof checks
+/// itself, but anyone can sign one for a fresh key, and each costs every node a signature
+/// check or two and a place among the strangers' keys. A household revokes its key once and
+/// an auditor finds an equivocation once; [`BURST`] at once and one per [`REFILL`] after is
+/// far above what honest peers forward, and a flooding peer's proofs beyond it are ignored (not forwarded, no
 /// penalty, since an honest forwarder may pass on a flood it did not make). Pure: time comes
 /// in as a parameter.
 #[derive(Debug, Default)]
@@ -60,7 +61,7 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Whether a revocation `forwarder` brought is admitted at `now`; counts it if so.
+    /// Whether a proof `forwarder` brought is admitted at `now`; counts it if so.
     pub fn admit(&mut self, forwarder: PeerId, now: Instant) -> bool {
         if !self.buckets.contains_key(&forwarder) && self.buckets.len() >= MAX_FORWARDERS {
             let oldest = self
@@ -231,7 +232,7 @@ impl RevokedKeys {
             return Ok(Heard::Full);
         }
         self.tree.insert(entry, refusal.to_bytes())?;
-        // A pre-2026-12-04 entry (the key alone) is replaced by one with its proof.
+        // An entry from before proofs were kept (the key alone) gives way to this one.
         if kind == Kind::Revoked {
             self.tree.remove(key.0)?;
         }

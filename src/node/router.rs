@@ -105,12 +105,9 @@ impl Router {
         }
     }
 
-    /// Tells the worker of a job announcement, a peer's or this node's own.
+    /// Tells the worker of a job announcement, a peer's or this node's own. A refused
+    /// coordinator's job is dropped by the worker before any lease (`Worker::refusing`).
     pub(super) fn job_gossip(&self, msg: JobGossip, source: libp2p::PeerId) {
-        if matches!(msg, JobGossip::Announce { .. }) && self.refused(&source).is_some() {
-            tracing::debug!(%source, "announcement of a refused key's job: no work taken");
-            return;
-        }
         let event = match msg {
             JobGossip::Announce { job, .. } => WorkerEvent::Announced {
                 job,
