@@ -304,6 +304,19 @@ impl AuditLog {
         })
     }
 
+    /// The commitment with the highest number logged of `coordinator` (the first body heard
+    /// for it), or none: what a coordinator numbering on after a restart asks for
+    /// (`Request::LastCommitment`). One read.
+    pub fn last(&self, coordinator: &PublicKey) -> Result<Option<Commitment>, AuditError> {
+        match self.log.scan_prefix(coordinator.0).next_back() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some(decode(&key, &value)?.1))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// `coordinator`'s commitments from number `from` on (at most `limit`, itself at most
     /// [`MAX_PAGE`]), and every equivocation of it.
     pub fn coordinator(
@@ -500,6 +513,13 @@ mod tests {
             }
         );
         assert_eq!(log.hear(&other, 60).unwrap(), Heard::Again);
+        // The last logged of a key is its highest number, first body; none for a stranger.
+        assert_eq!(log.last(&a.public()).unwrap(), Some(c1.clone()));
+        assert_eq!(log.last(&b.public()).unwrap(), Some(sealed(&b, 0, &[b"x"])));
+        assert_eq!(
+            log.last(&Identity::from_seed([3; 32]).public()).unwrap(),
+            None
+        );
         let s = log.summary().unwrap();
         assert_eq!(s.stored, 3);
         let sa = s

@@ -916,3 +916,136 @@ async fn a_radiator_takes_no_more_shards_of_a_job_whose_coordinator_it_came_to_r
     .await
     .expect("test timed out");
 }
+
+/// A household restores its radiator's data directory from a backup taken before the node
+/// sealed receipt commitments that the auditor logged. Restarted, the node asks its bootstrap
+/// node (the auditor) for the last commitment it logged of the key before sealing anything,
+/// numbers on past it, and so never signs a number twice: the auditor finds no equivocation,
+/// and the key is not refused. Until 2026-12-04 the restored node sealed from its own ledger,
+/// signed number 0 again over other receipts, and the auditor proved an equivocation that
+/// every radiator then refused the household's key for, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_directory_restored_from_a_backup_numbers_on_past_what_the_auditor_logged() {
+    tokio::time::timeout(Duration::from_secs(200), async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = loopback_options(&dir.path().join("auditor"), None, 1).unwrap();
+        opts.config.node.role = hearth::config::Role::Bootstrap;
+        let auditor = hearth::node::start(opts).await.unwrap();
+        let log = auditor.context.audit.clone().unwrap();
+        let bootstrap = hearth::demo::listen_addr(&auditor).await.unwrap();
+        let home = dir.path().join("home");
+        let start = || async {
+            hearth::node::start(loopback_options(&home, Some(bootstrap.clone()), 2).unwrap())
+                .await
+                .unwrap()
+        };
+        // One job worked by the household's own radiator; returns the highest number the
+        // auditor then holds of the key, once it holds one above `above`.
+        let job = |node: RunningNode, seed: u64, above: Option<u64>| {
+            let log = log.clone();
+            async move {
+                let spec = JobSpec::Pi {
+                    shards: 4,
+                    samples: 10_000,
+                    seed,
+                };
+                let (id, _) = submit(&node, &spec, 1).await;
+                let view = wait_done(&node, id, Duration::from_secs(60)).await;
+                assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+                let key = node.household();
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                let last = loop {
+                    let heard = log.coordinator(&key, 0, 1000).unwrap();
+                    assert!(
+                        heard.equivocations.is_empty(),
+                        "the key signed a number twice: {:#?}",
+                        heard.equivocations
+                    );
+                    match heard.commitments.last().map(|c| c.seq) {
+                        Some(last) if Some(last) > above => break last,
+                        _ => {}
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the auditor heard no new commitment of the key"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                };
+                (node, last)
+            }
+        };
+        let (node, first) = job(start().await, 1, None).await;
+        let key = node.household();
+        node.shutdown().await;
+        let backup = dir.path().join("backup");
+        copy_dir(&home, &backup);
+
+        let (node, second) = job(start().await, 2, Some(first)).await;
+        node.shutdown().await;
+        // The household restores the backup over the newer data directory.
+        std::fs::remove_dir_all(&home).unwrap();
+        copy_dir(&backup, &home);
+
+        let (node, third) = job(start().await, 3, Some(second)).await;
+        assert!(third > second, "{first} {second} {third}");
+        // A little longer, for a late commitment: still no equivocation, nothing refused.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let heard = log.coordinator(&key, 0, 1000).unwrap();
+        assert!(heard.equivocations.is_empty(), "{:#?}", heard.equivocations);
+        assert!(auditor.context.refusals.keys().reasons(&key).is_none());
+        assert!(node.context.refusals.keys().reasons(&key).is_none());
+        node.shutdown().await;
+        auditor.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A node whose bootstrap nodes do not answer (here one that does not exist) holds its
+/// receipts back, durable, until the numbering wait is over, then seals from its own ledger
+/// all the same: a household cut off from its auditors still gets its receipts, later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_bootstrap_nodes_never_answer_seals_after_the_numbering_wait() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        // A bootstrap address where nobody listens.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let nobody = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let bootstrap = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{nobody}")
+            .parse()
+            .unwrap();
+        let wait = Duration::from_secs(8);
+        let mut opts = loopback_options(&dir.path().join("home"), Some(bootstrap), 2).unwrap();
+        opts.numbering_wait = wait;
+        let started = std::time::Instant::now();
+        let node = hearth::node::start(opts).await.unwrap();
+        let spec = JobSpec::Pi {
+            shards: 4,
+            samples: 10_000,
+            seed: 4,
+        };
+        let (id, _) = submit(&node, &spec, 1).await;
+        let view = wait_done(&node, id, Duration::from_secs(60)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        let ledger = &node.context.ledger;
+        loop {
+            if ledger.pending_count() == 0 && !ledger.commitments().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            started.elapsed() >= wait,
+            "sealed {:?} after the start, before the numbering wait was over",
+            started.elapsed()
+        );
+        assert_eq!(ledger.commitments().unwrap()[0].seq, 0);
+        node.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}

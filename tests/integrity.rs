@@ -20,7 +20,7 @@ use hearth::model::JobLimits;
 use hearth::node::RunningNode;
 
 mod support;
-use support::trivial_claim;
+use support::{copy_dir, trivial_claim};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const BIN: &str = env!("CARGO_BIN_EXE_hearth");
@@ -86,19 +86,6 @@ fn what_sled_opens(dir: &Path) -> Result<(u64, u64, u64), String> {
     let persist = Persist::open(&db).map_err(|e| e.to_string())?;
     let (_, finished, _) = persist.counts().map_err(|e| e.to_string())?;
     Ok((receipts, links, finished))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// sled's data file.

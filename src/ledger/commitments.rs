@@ -13,6 +13,21 @@ use crate::identity::{Identity, PublicKey};
 use crate::model::commit::{path_in, Commitment, Inclusion, MAX_LEAVES, MAX_PATH};
 use crate::model::receipt::Receipt;
 
+/// What [`Ledger::adopt_own`] made of an auditor's commitment of this node's key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// It is above every own commitment here: the next seal numbers on after it.
+    Raised,
+    /// This ledger holds the same commitment.
+    Known,
+    /// This ledger has sealed past it (the auditor has not heard the later ones yet).
+    Behind { last: u64 },
+    /// This ledger holds another commitment under its number: the key already signed that
+    /// number twice (a data directory restored after it sealed it, or someone else holding the
+    /// key). Nothing is changed; the auditors already hold the proof.
+    Conflict,
+}
+
 fn commitment_key(coordinator: &PublicKey, seq: u64) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..32].copy_from_slice(&coordinator.0);
@@ -169,14 +184,8 @@ impl Ledger {
             return Ok(None);
         }
         let own = identity.public();
-        let seq = match self.commitments.scan_prefix(own.0).keys().next_back() {
-            Some(k) => {
-                let k = k?;
-                let seq: [u8; 8] = k[32..]
-                    .try_into()
-                    .map_err(|_| LedgerError::Corrupt("commitment key".into()))?;
-                u64::from_be_bytes(seq).saturating_add(1)
-            }
+        let seq = match self.last_own_seq(&own)? {
+            Some(last) => last.saturating_add(1),
             None => 0,
         };
         let (commitment, sealed) = Commitment::seal(identity, seq, &ids, first, last)
@@ -198,6 +207,54 @@ impl Ledger {
         }
         batch.commit()?;
         Ok(Some(commitment))
+    }
+
+    /// Numbers on past `c`, a commitment of this node's own key that an auditor logged
+    /// (`node::numbering`): if it is above every own commitment stored here, it is stored (its
+    /// 161 signed bytes, without a tree: no receipt here is proven by it), and the next
+    /// [`Ledger::seal`] takes the number after it. A data directory restored from an old
+    /// backup so never signs again a number it already published. The caller checked that
+    /// `c` is signed by `own`; checked again here (one signature, once per auditor per start).
+    pub fn adopt_own(&self, own: &PublicKey, c: &Commitment) -> Result<Adopted, LedgerError> {
+        if c.coordinator != *own || c.verify().is_err() {
+            return Err(LedgerError::Corrupt(format!(
+                "commitment #{} offered as this node's own is not signed by its key",
+                c.seq
+            )));
+        }
+        // Under the ledger's lock, as a seal: a seal running meanwhile numbers after it.
+        let _write = self.write_lock();
+        let key = commitment_key(own, c.seq);
+        if let Some(stored) = self.commitments.get(key)? {
+            return Ok(if stored.as_ref() == c.to_bytes().as_slice() {
+                Adopted::Known
+            } else {
+                Adopted::Conflict
+            });
+        }
+        if let Some(last) = self.last_own_seq(own)? {
+            if last > c.seq {
+                return Ok(Adopted::Behind { last });
+            }
+        }
+        let mut batch = self.kv.batch();
+        batch.insert(&self.commitments, key.as_slice(), c.to_bytes().as_slice());
+        batch.commit()?;
+        Ok(Adopted::Raised)
+    }
+
+    /// The highest number among this node's own commitments stored here.
+    fn last_own_seq(&self, own: &PublicKey) -> Result<Option<u64>, LedgerError> {
+        match self.commitments.scan_prefix(own.0).keys().next_back() {
+            Some(k) => {
+                let k = k?;
+                let seq: [u8; 8] = k[32..]
+                    .try_into()
+                    .map_err(|_| LedgerError::Corrupt("commitment key".into()))?;
+                Ok(Some(u64::from_be_bytes(seq)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The inclusion proof of a stored receipt, once it is in a commitment.
@@ -345,6 +402,62 @@ mod tests {
             .unwrap()
             .countersign(submitter, terms)
             .unwrap()
+    }
+
+    /// A data directory restored from an old backup numbers on past what an auditor logged
+    /// of its key, instead of signing those numbers again: the next seal takes the number
+    /// after the auditor's. A commitment below what is sealed here, the same one again, or
+    /// another body under a number sealed here change nothing; a commitment of another key,
+    /// or one whose signature fails, is refused.
+    #[test]
+    fn an_auditors_last_commitment_moves_the_numbering_on_and_never_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (coord, w) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
+        let own = coord.public();
+        let db = crate::node::test_db(dir.path()).unwrap();
+        let l = Ledger::open(&db, own).unwrap();
+        l.insert_countersigned(&receipt(&w, &coord, 0)).unwrap();
+        let c0 = l.seal(&coord).unwrap().unwrap();
+        assert_eq!(c0.seq, 0);
+
+        // What the node sealed after the backup was taken, as the auditor logged it.
+        let (logged, _) = Commitment::seal(&coord, 41, &[blake3::hash(b"later")], 5, 6).unwrap();
+        assert_eq!(l.adopt_own(&own, &logged).unwrap(), Adopted::Raised);
+        assert_eq!(l.adopt_own(&own, &logged).unwrap(), Adopted::Known);
+        l.insert_countersigned(&receipt(&w, &coord, 1)).unwrap();
+        let next = l.seal(&coord).unwrap().unwrap();
+        assert_eq!(next.seq, 42, "numbered on after the auditor's");
+        // The receipt sealed after adopting is proven as before.
+        let inc = l.inclusion(&receipt(&w, &coord, 1).id()).unwrap().unwrap();
+        assert_eq!(inc.commitment, next);
+
+        // Below what is sealed here: nothing changes.
+        let (old, _) = Commitment::seal(&coord, 3, &[blake3::hash(b"old")], 1, 1).unwrap();
+        assert_eq!(
+            l.adopt_own(&own, &old).unwrap(),
+            Adopted::Behind { last: 42 }
+        );
+        // Another body under a number sealed here: said, nothing stored.
+        let (other, _) = Commitment::seal(&coord, 0, &[blake3::hash(b"x")], 1, 1).unwrap();
+        assert_eq!(l.adopt_own(&own, &other).unwrap(), Adopted::Conflict);
+        assert_eq!(
+            l.inclusion(&receipt(&w, &coord, 0).id())
+                .unwrap()
+                .unwrap()
+                .commitment,
+            c0
+        );
+
+        // Not this key's, or not signed by it: refused.
+        let (theirs, _) = Commitment::seal(&w, 90, &[blake3::hash(b"y")], 1, 1).unwrap();
+        assert!(l.adopt_own(&own, &theirs).is_err());
+        let mut forged = Commitment::seal(&coord, 90, &[blake3::hash(b"z")], 1, 1)
+            .unwrap()
+            .0;
+        forged.count += 1;
+        assert!(l.adopt_own(&own, &forged).is_err());
+        l.insert_countersigned(&receipt(&w, &coord, 2)).unwrap();
+        assert_eq!(l.seal(&coord).unwrap().unwrap().seq, 43);
     }
 
     /// `insert_countersigned` does not verify signatures in release builds (the coordinator

@@ -3,7 +3,7 @@
 //! network layer moves them as opaque bytes and the jobs layer gives them meaning.
 //! `docs/protocol.md` lists every schema and limit.
 //!
-//! Size: about 695 lines of code (every control request and response with its bounds, kept in
+//! Size: about 730 lines of code (every control request and response with its bounds, kept in
 //! one place so the tags cannot collide); the rest are round-trip and bound tests.
 
 use super::canon::{DecodeError, Reader, Writer};
@@ -214,6 +214,13 @@ pub enum Request {
     /// 33-byte cursor: key ‖ kind), so a node that joined after they were gossiped refuses
     /// those keys too (`docs/protocol.md` §6.6). Answered with [`Response::Refusals`]. Tag 11.
     Refusals { after: Option<[u8; 33]> },
+    /// A node about to seal its first receipt commitment since it started asks a bootstrap
+    /// node for the last commitment its auditor's log holds of the asker's own key (the key of
+    /// the connection's peer id: no other key can be asked about), so that a node whose data
+    /// directory was restored from an old backup numbers on past what it already published
+    /// instead of signing a number twice (`node::numbering`). Answered with
+    /// [`Response::LastCommitment`], or `Error` by a node that keeps no log. Tag 12.
+    LastCommitment,
 }
 
 /// Most proofs in one [`Response::Refusals`]: as many of the longest (an equivocation proof)
@@ -342,6 +349,10 @@ pub enum Response {
         proofs: Vec<Vec<u8>>,
         more: bool,
     },
+    /// The commitment with the highest number this auditor logged of the asker's key, as it
+    /// was signed (the first body heard for that number), or none. Decoded, not checked: the
+    /// asker checks that it is its own signature before it numbers on from it. Tag 13.
+    LastCommitment(Option<Box<super::commit::Commitment>>),
 }
 
 fn reason_text(s: &str) -> &str {
@@ -427,6 +438,9 @@ impl Request {
                     None => w.u8(0),
                 };
             }
+            Request::LastCommitment => {
+                w.u8(12);
+            }
         }
         w.into_bytes()
     }
@@ -491,6 +505,7 @@ impl Request {
             11 => Request::Refusals {
                 after: cursor(&mut r)?,
             },
+            12 => Request::LastCommitment,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "request",
@@ -567,6 +582,13 @@ impl Response {
                     w.bytes(p);
                 }
             }
+            Response::LastCommitment(c) => {
+                w.u8(13);
+                match c {
+                    Some(c) => w.u8(1).raw(&c.to_bytes()),
+                    None => w.u8(0),
+                };
+            }
         }
         w.into_bytes()
     }
@@ -641,6 +663,19 @@ impl Response {
                 }
                 Response::Refusals { proofs, more }
             }
+            13 => Response::LastCommitment(match r.u8("commitment flag")? {
+                0 => None,
+                1 => {
+                    let bytes: [u8; super::commit::COMMITMENT_LEN] = r.array("commitment")?;
+                    Some(Box::new(super::commit::Commitment::from_bytes(&bytes)?))
+                }
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "commitment flag",
+                        tag,
+                    })
+                }
+            }),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "response",
@@ -869,6 +904,45 @@ mod tests {
         too_long.extend_from_slice(&(longest.len() as u32 + 1).to_le_bytes());
         too_long.extend(std::iter::repeat_n(0u8, longest.len() + 1));
         assert!(Response::from_bytes(&too_long).is_err());
+    }
+
+    /// The layouts `docs/protocol.md` states for asking an auditor where a key's numbering
+    /// stands: request tag 12 (nothing else), response tag 13 (a flag and, if 1, the 161-byte
+    /// signed commitment). Anything else is refused: another flag, a cut or padded
+    /// commitment, one whose bytes do not decode.
+    #[test]
+    fn last_commitment_layout() {
+        assert_eq!(Request::LastCommitment.to_bytes(), vec![12]);
+        assert_eq!(Request::from_bytes(&[12]).unwrap(), Request::LastCommitment);
+        assert!(Request::from_bytes(&[12, 0]).is_err(), "trailing bytes");
+        let who = crate::identity::Identity::generate();
+        let (c, _) =
+            super::super::commit::Commitment::seal(&who, 7, &[blake3::hash(b"r")], 1, 2).unwrap();
+        let some = Response::LastCommitment(Some(Box::new(c.clone())));
+        let bytes = some.to_bytes();
+        assert_eq!(bytes.len(), 2 + super::super::commit::COMMITMENT_LEN);
+        assert_eq!(&bytes[..2], &[13, 1]);
+        assert_eq!(&bytes[2..], &c.to_bytes()[..]);
+        assert_eq!(Response::from_bytes(&bytes).unwrap(), some);
+        assert_eq!(Response::LastCommitment(None).to_bytes(), vec![13, 0]);
+        assert_eq!(
+            Response::from_bytes(&[13, 0]).unwrap(),
+            Response::LastCommitment(None)
+        );
+        assert!(Response::from_bytes(&[13, 2]).is_err(), "another flag");
+        assert!(
+            Response::from_bytes(&bytes[..bytes.len() - 1]).is_err(),
+            "cut"
+        );
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert!(Response::from_bytes(&padded).is_err(), "padded");
+        let mut bad_magic = bytes.clone();
+        bad_magic[2] ^= 1;
+        assert!(
+            Response::from_bytes(&bad_magic).is_err(),
+            "not a commitment"
+        );
     }
 
     /// The layouts `docs/protocol.md` states for the lease renewal: request tag 5 (job,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::numbering::Numbering;
 use super::offers::Offers;
 use super::refusals::Refusals;
 use crate::identity::PublicKey;
@@ -37,6 +38,8 @@ pub(super) struct Router {
     /// Keys revoked by their households or caught equivocating: their announcements are
     /// refused.
     pub(super) refusals: Refusals,
+    /// Asks the bootstrap nodes how far this key's numbering went, before the first seal.
+    pub(super) numbering: Numbering,
 }
 
 impl Router {
@@ -76,6 +79,21 @@ impl Router {
                         });
                         return;
                     }
+                    // The last commitment this auditor logged of the asker's key.
+                    Ok(Request::LastCommitment) => {
+                        let audit = self.audit.clone();
+                        requests.spawn(async move {
+                            let answer = tokio::task::spawn_blocking(move || {
+                                Numbering::answer(audit.as_ref(), &peer)
+                            })
+                            .await
+                            .unwrap_or_else(|e| Response::Error {
+                                detail: format!("the audit log could not be read: {e}"),
+                            });
+                            let _ = reply.send(answer.to_bytes());
+                        });
+                        return;
+                    }
                     _ => {}
                 }
                 let coordinator = self.coordinator.clone();
@@ -94,7 +112,11 @@ impl Router {
             }
             // A newly connected peer may hold fraud evidence gossiped before this node could
             // hear it: the trust service asks it (bounded, `jobs::trust::service`).
-            NetEvent::PeerConnected(peer) => self.trust.peer_connected(peer),
+            NetEvent::PeerConnected(peer) => {
+                self.trust.peer_connected(peer);
+                // A bootstrap node is asked how far this key's numbering went (once).
+                self.numbering.peer_connected(peer);
+            }
             // It may also hold proofs against keys (revocations, equivocations) gossiped before
             // this node could hear them (`node::refusals`).
             NetEvent::PeerSettled(peer) => {

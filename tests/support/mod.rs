@@ -37,6 +37,21 @@ pub fn household_key(dir: &Path, i: usize) -> PublicKey {
         .public()
 }
 
+/// Copies a directory and everything under it (a data directory's backup, as a household
+/// makes one).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Waits until every node is connected (20 s at most), then lets gossipsub graft its mesh
 /// before the first announcement.
 pub async fn settle(nodes: &[RunningNode]) {

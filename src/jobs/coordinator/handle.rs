@@ -59,6 +59,9 @@ pub(super) enum Command {
     ExcludeChecked {
         household: PublicKey,
     },
+    /// The node's auditors said how far its key's numbering went (`node::numbering`), or
+    /// none answered in time: seals may begin.
+    Numbered,
     /// Radiators refuse this coordinator's key (`node::refusals`): every running job fails
     /// with `reason`.
     FailRunning {
@@ -182,6 +185,12 @@ impl CoordinatorHandle {
     /// the submitter reads why. Waits while the coordinator is busy.
     pub async fn fail_running(&self, reason: String) {
         let _ = self.tx.send(Command::FailRunning { reason }).await;
+    }
+
+    /// Lets the coordinator seal receipt commitments (held while `await_numbering`): the
+    /// ledger numbers on past what the node's auditors logged of its key.
+    pub async fn numbered(&self) {
+        let _ = self.tx.send(Command::Numbered).await;
     }
 
     pub async fn list(&self) -> Vec<JobSummary> {

@@ -20,7 +20,7 @@
 //! Fetching outputs, countersigning, delivering receipts and assembling the result run off
 //! the actor and report back, so the actor never waits on the network or the CPU. Everyone
 //! else talks to it through [`CoordinatorHandle`].
-//! Size: about 760 lines, just past the house style's limit: the actor's state, its loop with the
+//! Size: about 780 lines, just past the house style's limit: the actor's state, its loop with the
 //! group commit, and the dispatch of every request, which read best together; what follows a
 //! decision already lives in the files above.
 //! Must not touch: the worker, the Swarm.
@@ -85,6 +85,11 @@ pub struct CoordinatorConfig {
     /// its own when receipts are marked as going to a household that shares an address with
     /// it (`jobs::trust::related`), besides those the network confirmed. Default empty.
     pub own_addresses: Vec<libp2p::Multiaddr>,
+    /// Seal no receipt commitment until the node has asked its auditors how far its key's
+    /// numbering went (`node::numbering`, [`CoordinatorHandle::numbered`]): set when the node
+    /// has bootstrap nodes to ask. Until then receipts wait, durable, in the ledger's
+    /// `pending`. Default false.
+    pub await_numbering: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -97,6 +102,7 @@ impl Default for CoordinatorConfig {
             announce_fanout: 16,
             trust: Default::default(),
             own_addresses: Vec::new(),
+            await_numbering: false,
         }
     }
 }
@@ -142,6 +148,8 @@ pub struct Coordinator {
     sealing: bool,
     /// ... and another was asked for meanwhile.
     seal_again: bool,
+    /// Whether this node's numbering is known: no seal before (`await_numbering`).
+    numbered: bool,
     /// Commitments no auditor was listening for when they were made, oldest first; gossiped
     /// again each round (`outgoing.rs`, `republish_commitments`).
     unpublished: std::collections::VecDeque<crate::model::commit::Commitment>,
@@ -233,6 +241,7 @@ impl Coordinator {
         let (tx, rx) = mpsc::channel(256);
         let failure = std::sync::Arc::new(std::sync::OnceLock::new());
         let staged = persist.batch();
+        let numbered = !config.await_numbering;
         let handle = CoordinatorHandle {
             tx: tx.clone(),
             failure: failure.clone(),
@@ -259,6 +268,7 @@ impl Coordinator {
                 to_settle: Vec::new(),
                 sealing: false,
                 seal_again: false,
+                numbered,
                 unpublished: std::collections::VecDeque::new(),
                 blocking: tokio::task::JoinSet::new(),
                 blocking_work: HashMap::new(),
@@ -478,6 +488,10 @@ impl Coordinator {
                 }
             }
             Command::ExcludeChecked { household } => self.book.insert_excluded(household),
+            Command::Numbered => {
+                self.numbered = true;
+                self.seal();
+            }
             Command::FailRunning { reason } => {
                 let updates = self.book.fail_running(&reason, now_ms());
                 if let Err(e) = self.write(updates) {
@@ -646,10 +660,11 @@ impl Coordinator {
             | Request::Announce(_)
             | Request::Receipts { .. }
             | Request::Evidence { .. }
-            | Request::Refusals { .. } => {
+            | Request::Refusals { .. }
+            | Request::LastCommitment => {
                 return Response::Error {
-                    detail: "receipts, evidence, refusals and announcements are the node's, not \
-                             the coordinator's"
+                    detail: "receipts, evidence, refusals, commitments and announcements are the \
+                             node's, not the coordinator's"
                         .into(),
                 }
             }

@@ -28,6 +28,11 @@ impl Coordinator {
     /// seal runs at a time; one asked for meanwhile follows it (the receipts of a job's last
     /// shard must not wait for the next round).
     pub(super) fn seal(&mut self) {
+        // Not before the auditors were asked how far this key's numbering went: the receipts
+        // wait in `pending`, durable, and the first seal follows `Command::Numbered`.
+        if !self.numbered {
+            return;
+        }
         if self.sealing {
             self.seal_again = true;
             return;

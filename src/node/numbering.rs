@@ -1,0 +1,329 @@
+//! Where this node's commitment numbering stands, asked of its auditors before its first
+//! seal since it started.
+//!
+//! A coordinator numbers its receipt commitments 0, 1, 2, … from its own ledger; two
+//! different commitments under one number are an equivocation, and the auditors that hear
+//! them refuse the key for good (`node::refusals`). A household that restores its data
+//! directory from an old backup holds a ledger that stops before the commitments it sealed
+//! since, and would sign those numbers again: an honest mistake that looks, and is treated,
+//! exactly like a thief minting receipts. So before the first seal the node asks each of its
+//! bootstrap nodes (the auditors it knows) for the last commitment they logged of its key
+//! (`Request::LastCommitment`), checks that it is its own signature, and numbers on past the
+//! highest (`Ledger::adopt_own`). The coordinator seals nothing until every bootstrap node has
+//! answered (an auditor or not) or [`NUMBERING_WAIT`] has passed (`CoordinatorConfig::
+//! await_numbering`); the receipts wait, durable, meanwhile.
+//!
+//! What it cannot guard against: commitments no auditor asked heard (a restore while every
+//! bootstrap node is unreachable for a minute, or commitments published to an auditor that is
+//! not in this node's list). `docs/operations.md` says so.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::task::JoinSet;
+
+use crate::identity::PublicKey;
+use crate::jobs::CoordinatorHandle;
+use crate::ledger::commitments::Adopted;
+use crate::ledger::Ledger;
+use crate::model::wire::{Request, Response};
+use crate::net::Network;
+
+/// Longest the first seal after a start waits for the bootstrap nodes' answers, unless the
+/// node is told otherwise (`NodeOptions::numbering_wait`): a minute of receipts held back
+/// (they stay in `pending`, durable) against sealing blind.
+pub const NUMBERING_WAIT: Duration = Duration::from_secs(60);
+
+/// The peers of bootstrap addresses (their `/p2p/` part), this node's own left out.
+pub fn bootstrap_peers(bootstrap: &[Multiaddr], own: PeerId) -> HashSet<PeerId> {
+    bootstrap
+        .iter()
+        .filter_map(|a| {
+            a.iter().find_map(|p| match p {
+                Protocol::P2p(peer) => Some(peer),
+                _ => None,
+            })
+        })
+        .filter(|p| *p != own)
+        .collect()
+}
+
+/// When seals may begin: once every bootstrap node answered, or at the deadline. Pure: the
+/// caller says who answered and what time it is.
+#[derive(Debug)]
+struct Gate {
+    waiting_for: HashSet<PeerId>,
+    deadline: Instant,
+    open: bool,
+}
+
+impl Gate {
+    fn new(expected: HashSet<PeerId>, now: Instant, wait: Duration) -> Gate {
+        Gate {
+            open: expected.is_empty(),
+            waiting_for: expected,
+            deadline: now + wait,
+        }
+    }
+
+    /// `peer` answered (after what it said was acted on). True when this opens the gate.
+    fn answered(&mut self, peer: &PeerId) -> bool {
+        self.waiting_for.remove(peer);
+        self.opens(self.waiting_for.is_empty())
+    }
+
+    /// The time is `now`. True when this opens the gate (the deadline passed).
+    fn tick(&mut self, now: Instant) -> bool {
+        self.opens(now >= self.deadline)
+    }
+
+    fn opens(&mut self, now_open: bool) -> bool {
+        let opened = now_open && !self.open;
+        self.open |= now_open;
+        opened
+    }
+
+    fn is_waiting_for(&self, peer: &PeerId) -> bool {
+        self.waiting_for.contains(peer)
+    }
+}
+
+/// Cheap, cloneable handle: the router tells it of connections.
+#[derive(Clone)]
+pub(super) struct Numbering {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ledger: Ledger,
+    own: PublicKey,
+    net: Network,
+    coordinator: CoordinatorHandle,
+    gate: Mutex<Gate>,
+    /// Bootstrap nodes being asked right now (one question each at a time).
+    asking: Mutex<HashSet<PeerId>>,
+    /// Questions in flight and the deadline: aborted when the node stops.
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Numbering {
+    /// Starts waiting for `bootstrap`'s answers (none to wait for: the coordinator was never
+    /// held, `await_numbering` false).
+    pub(super) fn start(
+        bootstrap: HashSet<PeerId>,
+        wait: Duration,
+        ledger: Ledger,
+        own: PublicKey,
+        net: Network,
+        coordinator: CoordinatorHandle,
+    ) -> Numbering {
+        let waiting = !bootstrap.is_empty();
+        let numbering = Numbering {
+            inner: Arc::new(Inner {
+                ledger,
+                own,
+                net,
+                coordinator,
+                gate: Mutex::new(Gate::new(bootstrap, Instant::now(), wait)),
+                asking: Mutex::new(HashSet::new()),
+                tasks: Mutex::new(JoinSet::new()),
+            }),
+        };
+        if waiting {
+            let me = numbering.clone();
+            numbering.spawn(async move {
+                tokio::time::sleep(wait).await;
+                let opened = me
+                    .inner
+                    .gate
+                    .lock()
+                    .is_ok_and(|mut g| g.tick(Instant::now()));
+                if opened {
+                    tracing::warn!(
+                        "not every bootstrap node said within {} s which receipt commitments it \
+                         logged of this key; sealing on from this node's own ledger (if this \
+                         data directory was restored from a backup, it may now sign a number \
+                         twice)",
+                        wait.as_secs()
+                    );
+                    me.inner.coordinator.numbered().await;
+                }
+            });
+        }
+        numbering
+    }
+
+    /// A peer connected: asked, if it is a bootstrap node that has not answered yet.
+    pub(super) fn peer_connected(&self, peer: PeerId) {
+        let waiting = self
+            .inner
+            .gate
+            .lock()
+            .is_ok_and(|g| g.is_waiting_for(&peer));
+        let fresh = waiting && self.inner.asking.lock().is_ok_and(|mut a| a.insert(peer));
+        if !fresh {
+            return;
+        }
+        let me = self.clone();
+        self.spawn(async move {
+            let answered = me.ask(peer).await;
+            if let Ok(mut a) = me.inner.asking.lock() {
+                a.remove(&peer);
+            }
+            if !answered {
+                return;
+            }
+            let opened = me.inner.gate.lock().is_ok_and(|mut g| g.answered(&peer));
+            if opened {
+                tracing::debug!("every bootstrap node said where this key's numbering stands");
+                me.inner.coordinator.numbered().await;
+            }
+        });
+    }
+
+    /// Asks `peer`, and numbers on past what it logged. False when it could not be asked
+    /// (asked again when it next connects).
+    async fn ask(&self, peer: PeerId) -> bool {
+        let answer = match self
+            .inner
+            .net
+            .request_if_connected(peer, Request::LastCommitment.to_bytes())
+            .await
+        {
+            Ok(bytes) => Response::from_bytes(&bytes),
+            Err(e) => {
+                tracing::debug!(%peer, "could not ask where this key's numbering stands: {e}");
+                return false;
+            }
+        };
+        let c = match answer {
+            Ok(Response::LastCommitment(Some(c))) => *c,
+            // Nothing logged, no log kept (`Error`), or an older node: nothing to number past.
+            _ => return true,
+        };
+        // The number is the peer's claim until the signature says it is this key's own: a
+        // peer could otherwise push the numbering anywhere.
+        if c.coordinator != self.inner.own || c.verify().is_err() {
+            tracing::warn!(
+                %peer,
+                "a bootstrap node answered with a commitment this key did not sign; ignored"
+            );
+            return true;
+        }
+        let (ledger, own, seq) = (self.inner.ledger.clone(), self.inner.own, c.seq);
+        let adopted = tokio::task::spawn_blocking(move || ledger.adopt_own(&own, &c)).await;
+        match adopted {
+            Ok(Ok(Adopted::Raised)) => tracing::warn!(
+                %peer,
+                seq,
+                "a bootstrap node logged a receipt commitment of this key that this data \
+                 directory does not hold (restored from a backup?); numbering on after it"
+            ),
+            Ok(Ok(Adopted::Conflict)) => tracing::error!(
+                %peer,
+                seq,
+                "this key already signed another commitment under a number this ledger used: \
+                 radiators will refuse it (`hearth status`; docs/operations.md, \"A key that \
+                 equivocated\")"
+            ),
+            Ok(Ok(Adopted::Known | Adopted::Behind { .. })) => {}
+            // The disk failed: not counted as answered, so the deadline still bounds the wait.
+            Ok(Err(e)) => {
+                tracing::error!("could not keep an auditor's commitment of this key: {e}");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!("could not keep an auditor's commitment of this key: {e}");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The answer to a peer's `Request::LastCommitment`: the last commitment this node's
+    /// auditor's log holds of the asker's key. Reads the disk: called off the async threads.
+    pub(super) fn answer(audit: Option<&crate::audit::AuditLog>, peer: &PeerId) -> Response {
+        let Some(audit) = audit else {
+            return Response::Error {
+                detail: "this node keeps no audit log".into(),
+            };
+        };
+        let Some(key) = PublicKey::from_peer_id(peer) else {
+            return Response::Error {
+                detail: "the asking peer's id is not an ed25519 key".into(),
+            };
+        };
+        match audit.last(&key) {
+            Ok(c) => Response::LastCommitment(c.map(Box::new)),
+            Err(e) => Response::Error {
+                detail: format!("the audit log could not be read: {e}"),
+            },
+        }
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(task);
+        }
+    }
+
+    /// Aborts the questions in flight and the deadline: the node is stopping.
+    pub(super) fn stop(&self) {
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            tasks.abort_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    /// Seals wait for every bootstrap node, each counted once, or for the deadline; with no
+    /// bootstrap node there is nothing to wait for.
+    #[test]
+    fn seals_wait_for_every_bootstrap_node_or_the_deadline() {
+        let t0 = Instant::now();
+        let wait = Duration::from_secs(60);
+        let p = peers(3);
+        let mut g = Gate::new(p[..2].iter().copied().collect(), t0, wait);
+        assert!(!g.open);
+        assert!(!g.answered(&p[2]), "not a bootstrap node");
+        assert!(!g.answered(&p[0]));
+        assert!(!g.answered(&p[0]), "the same one again");
+        assert!(!g.tick(t0 + wait - Duration::from_millis(1)));
+        assert!(g.answered(&p[1]), "the last one opens it");
+        assert!(!g.answered(&p[1]) && !g.tick(t0 + wait), "opened once");
+
+        let mut g = Gate::new(p[..2].iter().copied().collect(), t0, wait);
+        assert!(!g.answered(&p[0]));
+        assert!(g.tick(t0 + wait), "the deadline opens it");
+        assert!(!g.answered(&p[1]));
+        assert!(g.open);
+
+        assert!(Gate::new(HashSet::new(), t0, wait).open);
+    }
+
+    #[test]
+    fn bootstrap_peers_are_read_from_their_addresses_without_this_node() {
+        let p = peers(2);
+        let addrs: Vec<Multiaddr> = vec![
+            format!("/ip4/10.0.0.1/tcp/4001/p2p/{}", p[0])
+                .parse()
+                .unwrap(),
+            format!("/dns4/b.example/tcp/4001/p2p/{}", p[1])
+                .parse()
+                .unwrap(),
+            "/ip4/10.0.0.2/tcp/4001".parse().unwrap(),
+        ];
+        assert_eq!(bootstrap_peers(&addrs, p[1]), HashSet::from([p[0]]));
+    }
+}
