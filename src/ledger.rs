@@ -64,6 +64,19 @@ pub enum LedgerError {
         "receipt {id} comes without a valid proof that its coordinator committed to it: {reason}"
     )]
     Unproven { id: String, reason: String },
+    /// The receipt's proof is in a commitment its coordinator signed under a number that
+    /// this ledger holds another commitment of: both verified, they prove an equivocation
+    /// (`model::equivocate`), which the node publishes (`node::router`).
+    #[error(
+        "receipt {id} comes without a valid proof that its coordinator committed to it: its \
+         coordinator signed two different commitments numbered {}",
+        second.seq
+    )]
+    Equivocated {
+        id: String,
+        first: Box<crate::model::commit::Commitment>,
+        second: Box<crate::model::commit::Commitment>,
+    },
 }
 
 /// Credit of one household.
@@ -381,14 +394,20 @@ impl Ledger {
         let write_proof = |batch: &mut crate::kv::Batch| -> Result<(), LedgerError> {
             let Some(p) = &proof else { return Ok(()) };
             match self.commitments.get(p.key)? {
-                // Two signed commitments with one number: keep the first, refuse.
+                // Two signed commitments with one number: keep the first, refuse, and hand
+                // both back as the proof (both verified before they were stored or offered).
                 Some(existing) if existing.as_ref() != p.commitment => {
-                    return Err(LedgerError::Unproven {
+                    let decode = |bytes: &[u8]| {
+                        crate::model::commit::Commitment::from_bytes(bytes)
+                            .map(Box::new)
+                            .map_err(|e| {
+                                LedgerError::Corrupt(format!("commitment #{}: {e}", p.seq))
+                            })
+                    };
+                    return Err(LedgerError::Equivocated {
                         id: id.to_hex().to_string(),
-                        reason: format!(
-                            "its coordinator signed two different commitments numbered {}",
-                            p.seq
-                        ),
+                        first: decode(&existing)?,
+                        second: decode(p.commitment)?,
                     });
                 }
                 Some(_) => {}

@@ -1049,3 +1049,117 @@ async fn a_node_whose_bootstrap_nodes_never_answer_seals_after_the_numbering_wai
     .await
     .expect("test timed out");
 }
+
+/// A coordinator that shows a radiator a second commitment under a number the radiator
+/// already holds one of, and publishes it to no auditor: the radiator's ledger refuses the
+/// receipt, and its node publishes the two signed commitments as the proof, so every node
+/// refuses the key, the one that never saw either commitment too. Until the night of
+/// 2026-12-04 the ledger refused the receipt and said nothing: an equivocation kept from the
+/// auditors was seen only by the one ledger that received both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_radiator_shown_two_commitments_under_one_number_publishes_the_proof() {
+    use hearth::model::commit::{Commitment, Inclusion};
+    use hearth::model::receipt::CreditTerms;
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        // 0 coordinates (warm: it runs no shards); 1 and 2 work every shard.
+        let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
+            warm_if(i == 0, o)
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let (sub, worker) = (&nodes[0], &nodes[1]);
+        let key = sub.household();
+        let spec = JobSpec::Pi {
+            shards: 4,
+            samples: 10_000,
+            seed: 5,
+        };
+        let (id, _) = submit(sub, &spec, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(120)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        // A commitment of the coordinator that came to radiator 1 with its receipts.
+        let held = loop {
+            let all = worker.context.ledger.commitments().unwrap();
+            if let Some(c) = all.into_iter().find(|c| c.coordinator == key) {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+
+        // The coordinator's key signs another commitment under that number, over a receipt
+        // for radiator 1, and hands it to radiator 1 alone.
+        let coord = Identity::load(&dir.path().join("radiator-0")).unwrap();
+        let me = Identity::load(&dir.path().join("radiator-1")).unwrap();
+        let end = now_ms();
+        let record = WorkRecord {
+            job: blake3::hash(b"a job shown to one radiator"),
+            shard: 0,
+            module: blake3::hash(b"m"),
+            input: blake3::hash(b"i"),
+            output: blake3::hash(b"o"),
+            worker: me.public(),
+            submitter: coord.public(),
+            fuel: 100,
+            energy_mj: 2_000,
+            method: EnergyMethod::CpuEstimate,
+            start_ms: end - 10,
+            end_ms: end,
+            nonce: [7; 16],
+        };
+        let terms = CreditTerms::claimed(&record, 2, 2);
+        let receipt = Claim::sign(record, &me)
+            .unwrap()
+            .countersign(&coord, terms)
+            .unwrap();
+        let (twin, sealed) = Commitment::seal(&coord, held.seq, &[receipt.id()], end, end).unwrap();
+        assert_ne!(twin, held);
+        let (_, index, path) = sealed.proofs().next().unwrap();
+        let request = Request::Receipt {
+            receipt: Box::new(receipt),
+            inclusion: Inclusion {
+                commitment: twin,
+                index,
+                path,
+            },
+        };
+        let answer = sub
+            .context
+            .net
+            .request(worker.peer_id(), request.to_bytes())
+            .await
+            .unwrap();
+        match Response::from_bytes(&answer).unwrap() {
+            Response::Error { detail } => {
+                assert!(detail.contains("two different commitments"), "{detail}")
+            }
+            other => panic!("the receipt was taken: {other:?}"),
+        }
+        // Radiator 1 refuses the key; radiator 2, which saw neither the second commitment nor
+        // any auditor's log, hears the proof on gossip (well under the 30 s a peer takes to
+        // settle and be asked), and so does the coordinator's own node.
+        let equivocated = |n: &RunningNode| {
+            n.context
+                .refusals
+                .keys()
+                .reasons(&key)
+                .is_some_and(|r| r.equivocated)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for (i, n) in nodes.iter().enumerate() {
+            while !equivocated(n) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "node {i} did not learn of the equivocation within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

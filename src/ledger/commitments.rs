@@ -554,6 +554,13 @@ mod tests {
             err.to_string().contains("two different commitments"),
             "{err}"
         );
+        // The error carries both signed commitments, first the one the ledger holds: the
+        // proof the node publishes.
+        let LedgerError::Equivocated { first, second, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!((*first, *second), (c.clone(), inc.commitment.clone()));
+        assert!(crate::model::equivocate::Equivocation::new(c.clone(), inc.commitment).is_some());
     }
 
     /// A seal keeps its commitment's tree once and 44 bytes per receipt (where its leaf is),

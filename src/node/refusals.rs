@@ -142,8 +142,9 @@ impl Refusals {
         self.hear(&Refusal::Revoked(r.clone())).map(|_| ())
     }
 
-    /// This node's auditor's log found two commitments the coordinator signed under one
-    /// number: the key is refused here, and the proof goes to every node.
+    /// This node's auditor's log, or its ledger (a receipt's proof in another commitment
+    /// under a number it holds one of), found two commitments the coordinator signed under
+    /// one number: the key is refused here, and the proof goes to every node.
     pub(super) fn equivocation_found(&self, first: Commitment, second: Commitment) {
         let Some(proof) = Equivocation::new(first, second) else {
             return;

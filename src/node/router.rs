@@ -104,9 +104,16 @@ impl Router {
                 // being flushed) does not hold up the others; the network layer bounds how many
                 // inbound requests are open at once.
                 let trust = self.trust.view.clone();
+                let refusals = self.refusals.clone();
                 requests.spawn(async move {
-                    let response =
-                        control(&coordinator, &ledger, &gate, &trust, own, peer, &data).await;
+                    let services = Services {
+                        coordinator: &coordinator,
+                        ledger: &ledger,
+                        receipts_gate: &gate,
+                        trust: &trust,
+                        refusals: &refusals,
+                    };
+                    let response = control(services, own, peer, &data).await;
                     let _ = reply.send(response.to_bytes());
                 });
             }
@@ -253,15 +260,23 @@ impl Router {
     }
 }
 
-async fn control(
-    coordinator: &CoordinatorHandle,
-    ledger: &Ledger,
-    receipts_gate: &ReceiptsGate,
-    trust: &crate::jobs::trust::view::TrustView,
-    own: PublicKey,
-    peer: libp2p::PeerId,
-    data: &[u8],
-) -> Response {
+/// What a control request may reach.
+struct Services<'a> {
+    coordinator: &'a CoordinatorHandle,
+    ledger: &'a Ledger,
+    receipts_gate: &'a ReceiptsGate,
+    trust: &'a crate::jobs::trust::view::TrustView,
+    refusals: &'a Refusals,
+}
+
+async fn control(s: Services<'_>, own: PublicKey, peer: libp2p::PeerId, data: &[u8]) -> Response {
+    let Services {
+        coordinator,
+        ledger,
+        receipts_gate,
+        trust,
+        refusals,
+    } = s;
     let request = match Request::from_bytes(data) {
         Ok(r) => r,
         Err(e) => {
@@ -291,6 +306,16 @@ async fn control(
                         detail: e.to_string(),
                     },
                 },
+                // The coordinator showed this ledger two commitments under one number: the
+                // proof goes to every node, which refuse the key from then on (an auditor may
+                // never have seen either, when the coordinator publishes neither).
+                Err(e @ LedgerError::Equivocated { .. }) => {
+                    let detail = e.to_string();
+                    if let LedgerError::Equivocated { first, second, .. } = e {
+                        refusals.equivocation_found(*first, *second);
+                    }
+                    Response::Error { detail }
+                }
                 Err(e) => Response::Error {
                     detail: e.to_string(),
                 },
