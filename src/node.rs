@@ -30,13 +30,13 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::model::wire::JobGossip;
 use crate::net::{self, NetConfig, NetEvent, Network, Topic};
 
-mod numbering;
+mod auditors;
 mod offers;
 pub mod refusals;
 pub mod revoked;
 mod router;
 use crate::store::Store;
-use numbering::Numbering;
+use auditors::Auditors;
 use offers::Offers;
 use refusals::Refusals;
 use revoked::RevokedKeys;
@@ -113,7 +113,7 @@ pub struct NodeOptions {
     pub coordinator: CoordinatorConfig,
     pub worker: WorkerConfig,
     /// Longest the first receipt commitment after the start waits for the bootstrap nodes to
-    /// say how far this key's numbering went (`node::numbering`; default 60 s).
+    /// say how far this key's numbering went (`node::auditors`; default 60 s).
     pub numbering_wait: std::time::Duration,
     /// Test-only network fault injection.
     #[doc(hidden)]
@@ -139,7 +139,7 @@ impl NodeOptions {
             config,
             coordinator,
             worker: WorkerConfig::default(),
-            numbering_wait: numbering::NUMBERING_WAIT,
+            numbering_wait: auditors::NUMBERING_WAIT,
             net_fault: net::FaultInjection::default(),
         }
     }
@@ -451,8 +451,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     } else {
         config.node.bootstrap.clone()
     };
-    // The auditors this node asks how far its key's numbering went before it seals.
-    let auditors = numbering::bootstrap_peers(&bootstrap, identity.peer_id());
+    // The auditors this node asks how far its key's numbering went before it seals, and
+    // tells of the commitments its receipts came in.
+    let bootstrap_peers = auditors::bootstrap_peers(&bootstrap, identity.peer_id());
     let mut net_config = NetConfig::new(identity.libp2p_keypair());
     net_config.listen = config.node.listen.clone();
     net_config.bootstrap = bootstrap;
@@ -507,7 +508,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         net.clone(),
         CoordinatorConfig {
             own_addresses: config.node.external_addresses.clone(),
-            await_numbering: !auditors.is_empty(),
+            await_numbering: !bootstrap_peers.is_empty(),
             ..opts.coordinator.clone()
         },
         own_tx,
@@ -639,8 +640,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         coordinator_handle.clone(),
     );
     refusals.close_own_jobs();
-    let numbering = Numbering::start(
-        auditors,
+    let auditors = Auditors::start(
+        bootstrap_peers,
         opts.numbering_wait,
         ledger.clone(),
         identity.public(),
@@ -714,7 +715,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         receipts_gate: context.receipts_gate.clone(),
         audit,
         refusals,
-        numbering,
+        auditors,
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -741,7 +742,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         };
         requests.shutdown().await;
         router.refusals.stop();
-        router.numbering.stop();
+        router.auditors.stop();
         ("router", reason)
     });
 

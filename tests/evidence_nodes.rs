@@ -1163,3 +1163,157 @@ async fn a_radiator_shown_two_commitments_under_one_number_publishes_the_proof()
     .await
     .expect("test timed out");
 }
+
+/// A coordinator that shows two radiators two different commitments under one number, each
+/// with that radiator's receipt, and publishes neither: each radiator hands the commitment its
+/// receipt came in to its bootstrap node (`Request::Witness`), whose auditor's log so holds
+/// the first, finds the second, and publishes the proof; every node refuses the key. Until the
+/// night of 2026-12-04 no ledger and no auditor held both, and nobody saw it. An auditor
+/// refuses a witnessed commitment whose signature fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_under_one_number() {
+    use hearth::model::commit::{Commitment, Inclusion};
+    use hearth::model::receipt::{CreditTerms, Receipt};
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                o.config.node.role = hearth::config::Role::Bootstrap;
+            }
+            warm_if(i == 1, o);
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let (auditor, sub) = (&nodes[0], &nodes[1]);
+        let log = auditor.context.audit.clone().unwrap();
+        let key = sub.household();
+        let coord = Identity::load(&dir.path().join("radiator-1")).unwrap();
+        // A receipt for radiator `i`, in a commitment numbered 77 of its own.
+        let shown = |i: usize| -> (Receipt, Inclusion) {
+            let me = Identity::load(&dir.path().join(format!("radiator-{i}"))).unwrap();
+            let end = now_ms();
+            let record = WorkRecord {
+                job: blake3::hash(b"a job shown to two radiators"),
+                shard: i as u32,
+                module: blake3::hash(b"m"),
+                input: blake3::hash(b"i"),
+                output: blake3::hash(b"o"),
+                worker: me.public(),
+                submitter: coord.public(),
+                fuel: 100,
+                energy_mj: 2_000,
+                method: EnergyMethod::CpuEstimate,
+                start_ms: end - 10,
+                end_ms: end,
+                nonce: [i as u8; 16],
+            };
+            let terms = CreditTerms::claimed(&record, 2, 2);
+            let receipt = Claim::sign(record, &me)
+                .unwrap()
+                .countersign(&coord, terms)
+                .unwrap();
+            let (c, sealed) = Commitment::seal(&coord, 77, &[receipt.id()], end, end).unwrap();
+            let (_, index, path) = sealed.proofs().next().unwrap();
+            (
+                receipt,
+                Inclusion {
+                    commitment: c,
+                    index,
+                    path,
+                },
+            )
+        };
+        let deliver = |i: usize, (receipt, inclusion): (Receipt, Inclusion)| {
+            let to = nodes[i].peer_id();
+            let request = Request::Receipt {
+                receipt: Box::new(receipt),
+                inclusion,
+            };
+            async move {
+                let answer = sub
+                    .context
+                    .net
+                    .request(to, request.to_bytes())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    Response::from_bytes(&answer).unwrap(),
+                    Response::ReceiptStored
+                );
+            }
+        };
+        let (first, second) = (shown(2), shown(3));
+        let (c2, c3) = (first.1.commitment.clone(), second.1.commitment.clone());
+        assert_ne!(c2, c3);
+        // Radiator 2 stores its receipt and hands on the commitment: the auditor logs it,
+        // though the coordinator published nothing.
+        deliver(2, first).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let heard = log.coordinator(&key, 77, 10).unwrap();
+            if let Some(c) = heard.commitments.first() {
+                assert_eq!(c.signed, hex::encode(c2.to_bytes()));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the auditor did not hear the commitment radiator 2 was shown"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Radiator 3 is shown the other body: stored too (its ledger holds no other), handed
+        // on, and the auditor holds both.
+        deliver(3, second).await;
+        let equivocated = |n: &RunningNode| {
+            n.context
+                .refusals
+                .keys()
+                .reasons(&key)
+                .is_some_and(|r| r.equivocated)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for (i, n) in nodes.iter().enumerate() {
+            while !equivocated(n) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "node {i} did not learn of the equivocation within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let heard = log.coordinator(&key, 0, 10).unwrap();
+        assert_eq!(heard.equivocations.len(), 1, "{heard:#?}");
+        assert_eq!(
+            heard.equivocations[0].second.signed,
+            hex::encode(c3.to_bytes())
+        );
+
+        // A witnessed commitment whose signature fails is refused, and not logged.
+        let mut forged = c2.clone();
+        forged.seq = 78;
+        let answer = nodes[2]
+            .context
+            .net
+            .request(
+                auditor.peer_id(),
+                Request::Witness(Box::new(forged)).to_bytes(),
+            )
+            .await
+            .unwrap();
+        match Response::from_bytes(&answer).unwrap() {
+            Response::Error { detail } => assert!(detail.contains("does not verify"), "{detail}"),
+            other => panic!("a forged commitment was taken: {other:?}"),
+        }
+        assert!(log
+            .coordinator(&key, 78, 10)
+            .unwrap()
+            .commitments
+            .is_empty());
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

@@ -210,7 +210,7 @@ impl Ledger {
     }
 
     /// Numbers on past `c`, a commitment of this node's own key that an auditor logged
-    /// (`node::numbering`): if it is above every own commitment stored here, it is stored (its
+    /// (`node::auditors`): if it is above every own commitment stored here, it is stored (its
     /// 161 signed bytes, without a tree: no receipt here is proven by it), and the next
     /// [`Ledger::seal`] takes the number after it. A data directory restored from an old
     /// backup so never signs again a number it already published. The caller checked that

@@ -218,9 +218,14 @@ pub enum Request {
     /// node for the last commitment its auditor's log holds of the asker's own key (the key of
     /// the connection's peer id: no other key can be asked about), so that a node whose data
     /// directory was restored from an old backup numbers on past what it already published
-    /// instead of signing a number twice (`node::numbering`). Answered with
+    /// instead of signing a number twice (`node::auditors`). Answered with
     /// [`Response::LastCommitment`], or `Error` by a node that keeps no log. Tag 12.
     LastCommitment,
+    /// A radiator hands a bootstrap node a commitment one of its receipts came in, signed by
+    /// that receipt's coordinator, so the auditor logs it even if the coordinator never
+    /// published it, and finds it out if it signed another body under that number
+    /// (`node::auditors`). Answered with [`Response::Noted`], or `Error`. Tag 13.
+    Witness(Box<super::commit::Commitment>),
 }
 
 /// Most proofs in one [`Response::Refusals`]: as many of the longest (an equivocation proof)
@@ -441,6 +446,9 @@ impl Request {
             Request::LastCommitment => {
                 w.u8(12);
             }
+            Request::Witness(c) => {
+                w.u8(13).raw(&c.to_bytes());
+            }
         }
         w.into_bytes()
     }
@@ -506,6 +514,10 @@ impl Request {
                 after: cursor(&mut r)?,
             },
             12 => Request::LastCommitment,
+            13 => {
+                let bytes: [u8; super::commit::COMMITMENT_LEN] = r.array("commitment")?;
+                Request::Witness(Box::new(super::commit::Commitment::from_bytes(&bytes)?))
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "request",
@@ -908,8 +920,9 @@ mod tests {
 
     /// The layouts `docs/protocol.md` states for asking an auditor where a key's numbering
     /// stands: request tag 12 (nothing else), response tag 13 (a flag and, if 1, the 161-byte
-    /// signed commitment). Anything else is refused: another flag, a cut or padded
-    /// commitment, one whose bytes do not decode.
+    /// signed commitment); and for handing it a commitment as its witness: request tag 13
+    /// (the 161 bytes). Anything else is refused: another flag, a cut or padded commitment,
+    /// one whose bytes do not decode.
     #[test]
     fn last_commitment_layout() {
         assert_eq!(Request::LastCommitment.to_bytes(), vec![12]);
@@ -943,6 +956,20 @@ mod tests {
             Response::from_bytes(&bad_magic).is_err(),
             "not a commitment"
         );
+
+        // A witness: tag 13 and the 161 signed bytes, nothing else.
+        let witness = Request::Witness(Box::new(c.clone()));
+        let bytes = witness.to_bytes();
+        assert_eq!(bytes[0], 13);
+        assert_eq!(&bytes[1..], &c.to_bytes()[..]);
+        assert_eq!(Request::from_bytes(&bytes).unwrap(), witness);
+        assert!(
+            Request::from_bytes(&bytes[..bytes.len() - 1]).is_err(),
+            "cut"
+        );
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert!(Request::from_bytes(&padded).is_err(), "padded");
     }
 
     /// The layouts `docs/protocol.md` states for the lease renewal: request tag 5 (job,

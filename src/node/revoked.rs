@@ -54,13 +54,34 @@ const MAX_FORWARDERS: usize = 1_024;
 /// far above what honest peers forward, and a flooding peer's proofs beyond it are ignored (not forwarded, no
 /// penalty, since an honest forwarder may pass on a flood it did not make). Pure: time comes
 /// in as a parameter.
-#[derive(Debug, Default)]
+/// The same buckets, sized otherwise, bound the commitments a peer hands an auditor as their
+/// witness (`node::auditors`).
+#[derive(Debug)]
 pub struct Admission {
+    /// Admitted at once from one peer (a bucket's size) ...
+    burst: u32,
+    /// ... and one more this often after (at least a millisecond).
+    refill: Duration,
     /// Per forwarder: tokens left and when they were last counted.
     buckets: HashMap<PeerId, (u32, Instant)>,
 }
 
+impl Default for Admission {
+    /// The bound of refusal proofs: [`BURST`], then one per [`REFILL`].
+    fn default() -> Self {
+        Admission::new(BURST, REFILL)
+    }
+}
+
 impl Admission {
+    pub fn new(burst: u32, refill: Duration) -> Admission {
+        Admission {
+            burst,
+            refill: refill.max(Duration::from_millis(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
     /// Whether a proof `forwarder` brought is admitted at `now`; counts it if so.
     pub fn admit(&mut self, forwarder: PeerId, now: Instant) -> bool {
         if !self.buckets.contains_key(&forwarder) && self.buckets.len() >= MAX_FORWARDERS {
@@ -73,13 +94,13 @@ impl Admission {
                 self.buckets.remove(&p);
             }
         }
-        let (tokens, at) = self.buckets.entry(forwarder).or_insert((BURST, now));
-        let refilled = now.saturating_duration_since(*at).as_secs() / REFILL.as_secs();
+        let (burst, refill) = (self.burst, self.refill);
+        let (tokens, at) = self.buckets.entry(forwarder).or_insert((burst, now));
+        let refilled = now.saturating_duration_since(*at).as_millis() / refill.as_millis();
         if refilled > 0 {
-            *tokens = (*tokens)
-                .saturating_add(refilled.min(u64::from(BURST)) as u32)
-                .min(BURST);
-            *at += REFILL * refilled.min(u64::from(u32::MAX)) as u32;
+            let refilled = refilled.min(u128::from(u32::MAX)) as u32;
+            *tokens = tokens.saturating_add(refilled.min(burst)).min(burst);
+            *at += refill * refilled;
         }
         if *tokens == 0 {
             return false;
@@ -297,6 +318,14 @@ mod tests {
             a.admit(PeerId::random(), later + Duration::from_millis(i));
         }
         assert!(a.buckets.len() <= MAX_FORWARDERS);
+        // Sized otherwise (the witnesses of `node::auditors`): the same rule.
+        let mut w = Admission::new(4, Duration::from_secs(1));
+        for _ in 0..4 {
+            assert!(w.admit(flooder, t0));
+        }
+        assert!(!w.admit(flooder, t0 + Duration::from_millis(999)));
+        assert!(w.admit(flooder, t0 + Duration::from_secs(1)));
+        assert!(!w.admit(flooder, t0 + Duration::from_secs(1)));
     }
 
     fn revocation(key: PublicKey, keep: u64) -> Refusal {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::numbering::Numbering;
+use super::auditors::Auditors;
 use super::offers::Offers;
 use super::refusals::Refusals;
 use crate::identity::PublicKey;
@@ -38,8 +38,9 @@ pub(super) struct Router {
     /// Keys revoked by their households or caught equivocating: their announcements are
     /// refused.
     pub(super) refusals: Refusals,
-    /// Asks the bootstrap nodes how far this key's numbering went, before the first seal.
-    pub(super) numbering: Numbering,
+    /// What this node asks of and tells its bootstrap nodes (the auditors it knows): how
+    /// far its key's numbering went, the commitments its receipts came in.
+    pub(super) auditors: Auditors,
 }
 
 impl Router {
@@ -79,12 +80,17 @@ impl Router {
                         });
                         return;
                     }
+                    // A commitment a radiator's receipts came in: logged like a gossiped one.
+                    Ok(Request::Witness(c)) => {
+                        let _ = reply.send(self.witness(peer, &c).to_bytes());
+                        return;
+                    }
                     // The last commitment this auditor logged of the asker's key.
                     Ok(Request::LastCommitment) => {
                         let audit = self.audit.clone();
                         requests.spawn(async move {
                             let answer = tokio::task::spawn_blocking(move || {
-                                Numbering::answer(audit.as_ref(), &peer)
+                                Auditors::last_commitment(audit.as_ref(), &peer)
                             })
                             .await
                             .unwrap_or_else(|e| Response::Error {
@@ -105,6 +111,7 @@ impl Router {
                 // inbound requests are open at once.
                 let trust = self.trust.view.clone();
                 let refusals = self.refusals.clone();
+                let auditors = self.auditors.clone();
                 requests.spawn(async move {
                     let services = Services {
                         coordinator: &coordinator,
@@ -112,6 +119,7 @@ impl Router {
                         receipts_gate: &gate,
                         trust: &trust,
                         refusals: &refusals,
+                        auditors: &auditors,
                     };
                     let response = control(services, own, peer, &data).await;
                     let _ = reply.send(response.to_bytes());
@@ -122,7 +130,7 @@ impl Router {
             NetEvent::PeerConnected(peer) => {
                 self.trust.peer_connected(peer);
                 // A bootstrap node is asked how far this key's numbering went (once).
-                self.numbering.peer_connected(peer);
+                self.auditors.peer_connected(peer);
             }
             // It may also hold proofs against keys (revocations, equivocations) gossiped before
             // this node could hear them (`node::refusals`).
@@ -212,6 +220,25 @@ impl Router {
         }
     }
 
+    /// A radiator hands this auditor a commitment its receipts came in (`node::auditors`):
+    /// checked and logged as if its coordinator had gossiped it, within the peer's share.
+    fn witness(&self, peer: libp2p::PeerId, c: &Commitment) -> Response {
+        let refuse = |detail: &str| Response::Error {
+            detail: detail.into(),
+        };
+        if self.audit.is_none() {
+            return refuse("this node keeps no audit log");
+        }
+        if !self.auditors.admit_witness(peer) {
+            return refuse("too many commitments from this peer; hand them on later");
+        }
+        if c.verify().is_err() {
+            return refuse("the commitment does not verify under its coordinator's key");
+        }
+        self.audit_heard(c);
+        Response::Noted
+    }
+
     /// Why this node takes no work from the key behind `peer`, if it takes none.
     fn refused(&self, peer: &libp2p::PeerId) -> Option<&'static str> {
         let reasons = self
@@ -267,6 +294,7 @@ struct Services<'a> {
     receipts_gate: &'a ReceiptsGate,
     trust: &'a crate::jobs::trust::view::TrustView,
     refusals: &'a Refusals,
+    auditors: &'a Auditors,
 }
 
 async fn control(s: Services<'_>, own: PublicKey, peer: libp2p::PeerId, data: &[u8]) -> Response {
@@ -276,6 +304,7 @@ async fn control(s: Services<'_>, own: PublicKey, peer: libp2p::PeerId, data: &[
         receipts_gate,
         trust,
         refusals,
+        auditors,
     } = s;
     let request = match Request::from_bytes(data) {
         Ok(r) => r,
@@ -298,7 +327,13 @@ async fn control(s: Services<'_>, own: PublicKey, peer: libp2p::PeerId, data: &[
                     detail: "only the coordinator that countersigned a receipt delivers it".into(),
                 };
             }
-            match ledger.insert_proven(&receipt, &inclusion) {
+            let stored = ledger.insert_proven(&receipt, &inclusion);
+            // The commitment goes to the auditors too, so its coordinator cannot show the
+            // auditors another (or none) under that number unseen.
+            if stored.is_ok() {
+                auditors.witness(&inclusion.commitment);
+            }
+            match stored {
                 // Acknowledged only once on disk: the coordinator then drops it from its outbox.
                 Ok(_) | Err(LedgerError::Replay { .. }) => match ledger.flush().await {
                     Ok(()) => Response::ReceiptStored,

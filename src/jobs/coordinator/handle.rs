@@ -59,7 +59,7 @@ pub(super) enum Command {
     ExcludeChecked {
         household: PublicKey,
     },
-    /// The node's auditors said how far its key's numbering went (`node::numbering`), or
+    /// The node's auditors said how far its key's numbering went (`node::auditors`), or
     /// none answered in time: seals may begin.
     Numbered,
     /// Radiators refuse this coordinator's key (`node::refusals`): every running job fails

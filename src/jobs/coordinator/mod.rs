@@ -86,7 +86,7 @@ pub struct CoordinatorConfig {
     /// it (`jobs::trust::related`), besides those the network confirmed. Default empty.
     pub own_addresses: Vec<libp2p::Multiaddr>,
     /// Seal no receipt commitment until the node has asked its auditors how far its key's
-    /// numbering went (`node::numbering`, [`CoordinatorHandle::numbered`]): set when the node
+    /// numbering went (`node::auditors`, [`CoordinatorHandle::numbered`]): set when the node
     /// has bootstrap nodes to ask. Until then receipts wait, durable, in the ledger's
     /// `pending`. Default false.
     pub await_numbering: bool,
@@ -661,7 +661,8 @@ impl Coordinator {
             | Request::Receipts { .. }
             | Request::Evidence { .. }
             | Request::Refusals { .. }
-            | Request::LastCommitment => {
+            | Request::LastCommitment
+            | Request::Witness(_) => {
                 return Response::Error {
                     detail: "receipts, evidence, refusals, commitments and announcements are the \
                              node's, not the coordinator's"

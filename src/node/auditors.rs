@@ -1,23 +1,29 @@
-//! Where this node's commitment numbering stands, asked of its auditors before its first
-//! seal since it started.
+//! What this node asks of and tells its bootstrap nodes, the auditors it knows, about receipt
+//! commitments (`docs/protocol.md` §6.2).
 //!
-//! A coordinator numbers its receipt commitments 0, 1, 2, … from its own ledger; two
-//! different commitments under one number are an equivocation, and the auditors that hear
-//! them refuse the key for good (`node::refusals`). A household that restores its data
-//! directory from an old backup holds a ledger that stops before the commitments it sealed
-//! since, and would sign those numbers again: an honest mistake that looks, and is treated,
-//! exactly like a thief minting receipts. So before the first seal the node asks each of its
-//! bootstrap nodes (the auditors it knows) for the last commitment they logged of its key
+//! **Where its numbering stands.** A coordinator numbers its receipt commitments 0, 1, 2, …
+//! from its own ledger; two different commitments under one number are an equivocation, and
+//! the auditors that hear them refuse the key for good (`node::refusals`). A household that
+//! restores its data directory from an old backup holds a ledger that stops before the
+//! commitments it sealed since, and would sign those numbers again: an honest mistake that
+//! looks, and is treated, exactly like a thief minting receipts. So before the first seal the
+//! node asks each of its bootstrap nodes for the last commitment they logged of its key
 //! (`Request::LastCommitment`), checks that it is its own signature, and numbers on past the
 //! highest (`Ledger::adopt_own`). The coordinator seals nothing until every bootstrap node has
 //! answered (an auditor or not) or [`NUMBERING_WAIT`] has passed (`CoordinatorConfig::
-//! await_numbering`); the receipts wait, durable, meanwhile.
+//! await_numbering`); the receipts wait, durable, meanwhile. It cannot guard against
+//! commitments no auditor asked heard (a restore while every bootstrap node is unreachable for
+//! a minute, or commitments published to an auditor not in this node's list);
+//! `docs/operations.md` says so.
 //!
-//! What it cannot guard against: commitments no auditor asked heard (a restore while every
-//! bootstrap node is unreachable for a minute, or commitments published to an auditor that is
-//! not in this node's list). `docs/operations.md` says so.
+//! **Witnessing.** A coordinator could show each radiator its own commitment under a number
+//! and publish another, or none, to the auditors. So each commitment a radiator's receipts
+//! come in is handed to every connected bootstrap node once (`Request::Witness`); an auditor
+//! logs it like a gossiped one and, if it holds another body under that number, publishes
+//! the proof. An auditor admits [`WITNESS_BURST`] witnessed commitments from one peer at once,
+//! then one per [`WITNESS_REFILL`].
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,13 +35,27 @@ use crate::identity::PublicKey;
 use crate::jobs::CoordinatorHandle;
 use crate::ledger::commitments::Adopted;
 use crate::ledger::Ledger;
+use crate::model::commit::Commitment;
 use crate::model::wire::{Request, Response};
 use crate::net::Network;
+
+use super::revoked::Admission;
 
 /// Longest the first seal after a start waits for the bootstrap nodes' answers, unless the
 /// node is told otherwise (`NodeOptions::numbering_wait`): a minute of receipts held back
 /// (they stay in `pending`, durable) against sealing blind.
 pub const NUMBERING_WAIT: Duration = Duration::from_secs(60);
+
+/// Witnessed commitments an auditor takes from one peer at once, then one per
+/// [`WITNESS_REFILL`]: a radiator sees at most one new commitment per coordinator per round
+/// (5 s) and works for a few coordinators at a time; a peer handing over commitments of fresh
+/// keys by the thousand (each costs a signature check and a place in the log) is held to it.
+pub const WITNESS_BURST: u32 = 64;
+pub const WITNESS_REFILL: Duration = Duration::from_secs(1);
+
+/// Commitment ids a radiator remembers having witnessed (32 bytes each): a commitment of up
+/// to 65 536 receipts arrives with each of its receipts, and is handed on once.
+const WITNESSED_KEPT: usize = 1024;
 
 /// The peers of bootstrap addresses (their `/p2p/` part), this node's own left out.
 pub fn bootstrap_peers(bootstrap: &[Multiaddr], own: PeerId) -> HashSet<PeerId> {
@@ -93,7 +113,7 @@ impl Gate {
 
 /// Cheap, cloneable handle: the router tells it of connections.
 #[derive(Clone)]
-pub(super) struct Numbering {
+pub(super) struct Auditors {
     inner: Arc<Inner>,
 }
 
@@ -102,14 +122,20 @@ struct Inner {
     own: PublicKey,
     net: Network,
     coordinator: CoordinatorHandle,
+    /// The bootstrap nodes (this node left out).
+    bootstrap: HashSet<PeerId>,
     gate: Mutex<Gate>,
+    /// Commitments handed on already (ids, oldest first), at most [`WITNESSED_KEPT`].
+    witnessed: Mutex<(HashSet<blake3::Hash>, VecDeque<blake3::Hash>)>,
+    /// On an auditor: how many witnessed commitments each peer may hand over.
+    witnesses: Mutex<Admission>,
     /// Bootstrap nodes being asked right now (one question each at a time).
     asking: Mutex<HashSet<PeerId>>,
     /// Questions in flight and the deadline: aborted when the node stops.
     tasks: Mutex<JoinSet<()>>,
 }
 
-impl Numbering {
+impl Auditors {
     /// Starts waiting for `bootstrap`'s answers (none to wait for: the coordinator was never
     /// held, `await_numbering` false).
     pub(super) fn start(
@@ -119,22 +145,25 @@ impl Numbering {
         own: PublicKey,
         net: Network,
         coordinator: CoordinatorHandle,
-    ) -> Numbering {
+    ) -> Auditors {
         let waiting = !bootstrap.is_empty();
-        let numbering = Numbering {
+        let auditors = Auditors {
             inner: Arc::new(Inner {
                 ledger,
                 own,
                 net,
                 coordinator,
+                bootstrap: bootstrap.clone(),
                 gate: Mutex::new(Gate::new(bootstrap, Instant::now(), wait)),
+                witnessed: Mutex::new((HashSet::new(), VecDeque::new())),
+                witnesses: Mutex::new(Admission::new(WITNESS_BURST, WITNESS_REFILL)),
                 asking: Mutex::new(HashSet::new()),
                 tasks: Mutex::new(JoinSet::new()),
             }),
         };
         if waiting {
-            let me = numbering.clone();
-            numbering.spawn(async move {
+            let me = auditors.clone();
+            auditors.spawn(async move {
                 tokio::time::sleep(wait).await;
                 let opened = me
                     .inner
@@ -153,7 +182,7 @@ impl Numbering {
                 }
             });
         }
-        numbering
+        auditors
     }
 
     /// A peer connected: asked, if it is a bootstrap node that has not answered yet.
@@ -245,7 +274,10 @@ impl Numbering {
 
     /// The answer to a peer's `Request::LastCommitment`: the last commitment this node's
     /// auditor's log holds of the asker's key. Reads the disk: called off the async threads.
-    pub(super) fn answer(audit: Option<&crate::audit::AuditLog>, peer: &PeerId) -> Response {
+    pub(super) fn last_commitment(
+        audit: Option<&crate::audit::AuditLog>,
+        peer: &PeerId,
+    ) -> Response {
         let Some(audit) = audit else {
             return Response::Error {
                 detail: "this node keeps no audit log".into(),
@@ -262,6 +294,65 @@ impl Numbering {
                 detail: format!("the audit log could not be read: {e}"),
             },
         }
+    }
+
+    /// A receipt of this radiator came in `c` (checked and stored): hands `c` to every
+    /// connected bootstrap node, once per commitment. Best effort: a commitment no bootstrap
+    /// node could be given is handed on when the next receipt in it arrives; its coordinator's
+    /// gossip is the first way to the auditors.
+    pub(super) fn witness(&self, c: &Commitment) {
+        if self.inner.bootstrap.is_empty() {
+            return;
+        }
+        let id = c.id();
+        let fresh = self.inner.witnessed.lock().is_ok_and(|mut w| {
+            let (ids, order) = &mut *w;
+            if !ids.insert(id) {
+                return false;
+            }
+            order.push_back(id);
+            if order.len() > WITNESSED_KEPT {
+                if let Some(old) = order.pop_front() {
+                    ids.remove(&old);
+                }
+            }
+            true
+        });
+        if !fresh {
+            return;
+        }
+        let me = self.clone();
+        let request = Request::Witness(Box::new(c.clone())).to_bytes();
+        self.spawn(async move {
+            let mut given = false;
+            for peer in &me.inner.bootstrap {
+                match me
+                    .inner
+                    .net
+                    .request_if_connected(*peer, request.clone())
+                    .await
+                {
+                    Ok(bytes) => match Response::from_bytes(&bytes) {
+                        Ok(Response::Noted) => given = true,
+                        other => tracing::debug!(%peer, "a witnessed commitment: {other:?}"),
+                    },
+                    Err(e) => tracing::debug!(%peer, "could not hand on a commitment: {e}"),
+                }
+            }
+            if !given {
+                if let Ok(mut w) = me.inner.witnessed.lock() {
+                    w.0.remove(&id);
+                }
+            }
+        });
+    }
+
+    /// On an auditor: whether `peer` may hand over one more witnessed commitment now.
+    pub(super) fn admit_witness(&self, peer: PeerId) -> bool {
+        self.inner
+            .witnesses
+            .lock()
+            .is_ok_and(|mut a| a.admit(peer, Instant::now()))
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
