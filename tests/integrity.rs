@@ -1108,3 +1108,71 @@ async fn a_radiator_keeps_its_disk_floor_free_and_goes_on_recording() {
     .await
     .expect("test timed out");
 }
+
+/// A shard whose output would leave less than the radiator's disk floor is not kept: the store
+/// refuses the output before writing a byte of it, and the radiator gives the job back, so the
+/// submitter reads why (`no room here for the job's data`, naming the floor) instead of a lease
+/// running out in silence; the disk keeps its room. The write of a fetched blob meets the same
+/// floor in `a_radiator_keeps_its_disk_floor_free_and_goes_on_recording`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_output_that_would_break_the_disk_floor_is_given_back_saying_why() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 96) else {
+            return;
+        };
+        let data = fs.0.join("node");
+        let mut opts = loopback_options(&data, None, 1).unwrap();
+        opts.config.limits.disk_free_mib = 32;
+        let node = hearth::node::start(opts).await.unwrap();
+        let root = fs.0.clone();
+        let filler = tokio::task::spawn_blocking(move || fill_leaving(&root, 40 << 20))
+            .await
+            .unwrap();
+        // A shard whose output is 16 MiB of its memory (20 MiB, 320 pages): with 40 MiB
+        // free and 32 MiB kept, there is no room for it.
+        let module = wat::parse_str(
+            r#"(module (memory (export "memory") 320)
+                (func (export "alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "run") (param i32 i32) (result i64)
+                    i64.const 0x0000040001000000))"#,
+        )
+        .unwrap();
+        let spec = JobSpec::Wasm {
+            module,
+            inputs: vec![b"in".to_vec()],
+        };
+        let store = &node.context.store;
+        let free = hearth::store::free_bytes(&data).unwrap();
+        let manifest = build(store, &spec, node.household(), JobLimits::default(), 1).unwrap();
+        let id = node.context.coordinator.submit(manifest).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let waiting = loop {
+            let s = node.context.coordinator.summary(id).await.unwrap();
+            if let Some(w) = s.waiting.as_ref().filter(|w| w.contains("declined")) {
+                break w.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the job was not given back: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        eprintln!("{waiting}");
+        assert!(
+            waiting.contains("no room here for the job's data")
+                && waiting.contains("keeps free on its disk"),
+            "{waiting}"
+        );
+        let after = hearth::store::free_bytes(&data).unwrap();
+        assert!(
+            after + (2 << 20) >= free,
+            "the refused output took {} bytes",
+            free.saturating_sub(after)
+        );
+        node.shutdown().await;
+        std::fs::remove_file(filler).unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
