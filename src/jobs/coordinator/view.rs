@@ -197,7 +197,7 @@ fn declined_text(declined: &[FailureRec]) -> String {
         .map(|d| format!("{}: {}", &d.worker.to_hex()[..8], d.reason))
         .collect();
     format!(
-        "declined by {} household(s) as beyond their limits ({}); waiting for a radiator that accepts it",
+        "declined by {} household(s) ({}); waiting for a radiator that accepts it",
         declined.len(),
         reasons.join("; ")
     )
