@@ -177,6 +177,11 @@ pub struct Status {
     /// Keys this node takes no work from (revoked, or caught equivocating; `node::revoked`).
     #[serde(default)]
     pub refused_keys: usize,
+    /// Why this node seals no more receipt commitments, if a bootstrap node logged one of its
+    /// key that it did not seal while it ran: another node signs with this key
+    /// (`node::auditors`). Absent from older nodes.
+    #[serde(default)]
+    pub key_used_elsewhere: Option<String>,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
@@ -217,6 +222,7 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
             })
             .unwrap_or_default(),
         refused_keys: ctx.refusals.keys().count(),
+        key_used_elsewhere: ctx.auditors.elsewhere(),
     }))
 }
 

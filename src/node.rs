@@ -30,7 +30,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::model::wire::JobGossip;
 use crate::net::{self, NetConfig, NetEvent, Network, Topic};
 
-mod auditors;
+pub mod auditors;
 mod offers;
 pub mod refusals;
 pub mod revoked;
@@ -115,6 +115,9 @@ pub struct NodeOptions {
     /// Longest the first receipt commitment after the start waits for the bootstrap nodes to
     /// say how far this key's numbering went (`node::auditors`; default 60 s).
     pub numbering_wait: std::time::Duration,
+    /// How often a running node asks its bootstrap nodes again, to find another node signing
+    /// commitments with its key (`node::auditors`; default 120 s).
+    pub numbering_check: std::time::Duration,
     /// Test-only network fault injection.
     #[doc(hidden)]
     pub net_fault: net::FaultInjection,
@@ -140,6 +143,7 @@ impl NodeOptions {
             coordinator,
             worker: WorkerConfig::default(),
             numbering_wait: auditors::NUMBERING_WAIT,
+            numbering_check: auditors::NUMBERING_CHECK,
             net_fault: net::FaultInjection::default(),
         }
     }
@@ -277,6 +281,9 @@ pub struct NodeContext {
     /// Keys revoked by their households or caught equivocating, with the proofs: no work is
     /// taken from them (`node::refusals`, `node::revoked`).
     pub refusals: Refusals,
+    /// What this node asks of and tells its bootstrap nodes; whether another node signs with
+    /// its key (`node::auditors`).
+    pub auditors: Auditors,
 }
 
 /// How a service ended: its name, and why if it failed.
@@ -643,6 +650,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let auditors = Auditors::start(
         bootstrap_peers,
         opts.numbering_wait,
+        opts.numbering_check,
         ledger.clone(),
         identity.public(),
         net.clone(),
@@ -664,6 +672,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         receipts_gate: ReceiptsGate::default(),
         audit: audit.clone(),
         refusals: refusals.clone(),
+        auditors: auditors.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)

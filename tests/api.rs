@@ -720,6 +720,7 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
             "hearth_inbound_refused",
             "hearth_refused_keys",
             "hearth_own_key_refused",
+            "hearth_own_key_used_elsewhere",
             "hearth_shard_cpu_seconds",
             "hearth_shard_memory_bytes",
             "hearth_shard_memory_limit_bytes",
@@ -748,6 +749,10 @@ async fn metrics_are_named_by_the_prometheus_conventions() {
             "{text}"
         );
         assert!(text.contains("\nhearth_own_key_refused 0.0\n"), "{text}");
+        assert!(
+            text.contains("\nhearth_own_key_used_elsewhere 0.0\n"),
+            "{text}"
+        );
         n.node.shutdown().await;
     })
     .await

@@ -1317,3 +1317,129 @@ async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_unde
     .await
     .expect("test timed out");
 }
+
+/// Another node signs receipt commitments with this node's key (here as a thief or a copy of
+/// the data directory would: a commitment of the key numbered past the node's, gossiped). The
+/// node's next check with its bootstrap node finds a commitment it did not seal, stops sealing
+/// (its receipts wait, durable) and says why in `hearth status`; the auditor never sees one
+/// number signed twice. Restarted, the node numbers on past the other's commitment and seals
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_finds_its_key_signing_elsewhere_stops_sealing_and_says_why() {
+    use hearth::model::commit::Commitment;
+    tokio::time::timeout(Duration::from_secs(200), async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = loopback_options(&dir.path().join("auditor"), None, 1).unwrap();
+        opts.config.node.role = hearth::config::Role::Bootstrap;
+        let auditor = hearth::node::start(opts).await.unwrap();
+        let log = auditor.context.audit.clone().unwrap();
+        let bootstrap = hearth::demo::listen_addr(&auditor).await.unwrap();
+        let home = dir.path().join("home");
+        let start = || async {
+            let mut opts = loopback_options(&home, Some(bootstrap.clone()), 2).unwrap();
+            opts.numbering_check = Duration::from_secs(2);
+            hearth::node::start(opts).await.unwrap()
+        };
+        let logged_past = |key: PublicKey, seq: Option<u64>| {
+            let log = log.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let heard = log.coordinator(&key, 0, 1000).unwrap();
+                    assert!(heard.equivocations.is_empty(), "{heard:#?}");
+                    match heard.commitments.last().map(|c| c.seq) {
+                        Some(last) if Some(last) > seq => break last,
+                        _ => {}
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "nothing logged past {seq:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let node = start().await;
+        let key = node.household();
+        pi_job(&node, 1).await;
+        let sealed = logged_past(key, None).await;
+
+        // The same key signs a commitment elsewhere, five numbers on.
+        let identity = Identity::load(&home).unwrap();
+        let (other, _) = Commitment::seal(
+            &identity,
+            sealed + 5,
+            &[blake3::hash(b"countersigned elsewhere")],
+            now_ms(),
+            now_ms(),
+        )
+        .unwrap();
+        node.context
+            .net
+            .publish(Topic::Commitments, other.to_bytes())
+            .await
+            .unwrap();
+        assert_eq!(logged_past(key, Some(sealed)).await, sealed + 5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let why = loop {
+            if let Some(why) = node.context.auditors.elsewhere() {
+                break why;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not notice its key signing elsewhere"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(why.contains(&format!("#{}", sealed + 5)), "{why}");
+        let api = node.api_addr.to_string();
+        let out = tokio::task::spawn_blocking({
+            let home = home.clone();
+            move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+                    .arg("--data-dir")
+                    .arg(&home)
+                    .args(["--api", &api, "status"])
+                    .env_remove("RUST_LOG")
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.contains("KEY USED ELSEWHERE") && text.contains("another node signs"),
+            "{text}"
+        );
+        // Its next job runs, but nothing more is sealed: the receipts wait.
+        pi_job(&node, 2).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(node.context.ledger.pending_count() > 0);
+        let heard = log.coordinator(&key, 0, 1000).unwrap();
+        assert_eq!(heard.commitments.last().map(|c| c.seq), Some(sealed + 5));
+        node.shutdown().await;
+
+        // Restarted, it asks first, numbers on past the other's commitment, and seals.
+        let node = start().await;
+        assert_eq!(logged_past(key, Some(sealed + 5)).await, sealed + 6);
+        assert!(node.context.auditors.elsewhere().is_none());
+        node.shutdown().await;
+        auditor.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A small job of `node`'s own, worked by its own radiator, run to done.
+async fn pi_job(node: &RunningNode, seed: u64) {
+    let spec = JobSpec::Pi {
+        shards: 4,
+        samples: 10_000,
+        seed,
+    };
+    let (id, _) = submit(node, &spec, 1).await;
+    let view = wait_done(node, id, Duration::from_secs(60)).await;
+    assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+}

@@ -115,6 +115,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         )),
     );
     m.gauge(
+        "own_key_used_elsewhere",
+        "1 when a bootstrap node logged a receipt commitment of this key that this node did not seal: it seals no more until restarted",
+        None,
+        f64::from(u8::from(ctx.auditors.elsewhere().is_some())),
+    );
+    m.gauge(
         "uptime",
         "Time since the node started",
         Some(Unit::Seconds),

@@ -42,6 +42,9 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
             ),
         }
     }
+    if let Some(why) = &s.key_used_elsewhere {
+        println!("KEY USED ELSEWHERE: {why}");
+    }
     println!("role:       {}", s.role);
     println!("version:    {}", s.version);
     println!("uptime:     {} s", s.uptime_s);

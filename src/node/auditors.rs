@@ -16,6 +16,12 @@
 //! a minute, or commitments published to an auditor not in this node's list);
 //! `docs/operations.md` says so.
 //!
+//! **Another node with this key.** While it runs, the node asks again every
+//! [`NUMBERING_CHECK`]: a commitment of its key above everything it sealed can only be another
+//! node's (a copy of the data directory running elsewhere, or a thief). It then seals nothing
+//! more until restarted (so the two never sign one number twice), and says why (`hearth
+//! status`: `KEY USED ELSEWHERE`).
+//!
 //! **Witnessing.** A coordinator could show each radiator its own commitment under a number
 //! and publish another, or none, to the auditors. So each commitment a radiator's receipts
 //! come in is handed to every connected bootstrap node once (`Request::Witness`); an auditor
@@ -45,6 +51,13 @@ use super::revoked::Admission;
 /// node is told otherwise (`NodeOptions::numbering_wait`): a minute of receipts held back
 /// (they stay in `pending`, durable) against sealing blind.
 pub const NUMBERING_WAIT: Duration = Duration::from_secs(60);
+
+/// How often a running node asks its bootstrap nodes again for the last commitment of its key,
+/// unless told otherwise (`NodeOptions::numbering_check`): one above everything it sealed
+/// means another node signs commitments with this key (a copy of this data directory running
+/// elsewhere, or a thief), and this node seals nothing more until it is restarted, so the two
+/// do not sign one number twice.
+pub const NUMBERING_CHECK: Duration = Duration::from_secs(120);
 
 /// Witnessed commitments an auditor takes from one peer at once, then one per
 /// [`WITNESS_REFILL`]: a radiator sees at most one new commitment per coordinator per round
@@ -109,11 +122,15 @@ impl Gate {
     fn is_waiting_for(&self, peer: &PeerId) -> bool {
         self.waiting_for.contains(peer)
     }
+
+    fn is_open(&self) -> bool {
+        self.open
+    }
 }
 
 /// Cheap, cloneable handle: the router tells it of connections.
 #[derive(Clone)]
-pub(super) struct Auditors {
+pub struct Auditors {
     inner: Arc<Inner>,
 }
 
@@ -129,6 +146,9 @@ struct Inner {
     witnessed: Mutex<(HashSet<blake3::Hash>, VecDeque<blake3::Hash>)>,
     /// On an auditor: how many witnessed commitments each peer may hand over.
     witnesses: Mutex<Admission>,
+    /// Why this node stopped sealing, if a bootstrap node logged a commitment of its key
+    /// that it did not seal while it ran.
+    elsewhere: Mutex<Option<String>>,
     /// Bootstrap nodes being asked right now (one question each at a time).
     asking: Mutex<HashSet<PeerId>>,
     /// Questions in flight and the deadline: aborted when the node stops.
@@ -141,6 +161,7 @@ impl Auditors {
     pub(super) fn start(
         bootstrap: HashSet<PeerId>,
         wait: Duration,
+        check: Duration,
         ledger: Ledger,
         own: PublicKey,
         net: Network,
@@ -157,6 +178,7 @@ impl Auditors {
                 gate: Mutex::new(Gate::new(bootstrap, Instant::now(), wait)),
                 witnessed: Mutex::new((HashSet::new(), VecDeque::new())),
                 witnesses: Mutex::new(Admission::new(WITNESS_BURST, WITNESS_REFILL)),
+                elsewhere: Mutex::new(None),
                 asking: Mutex::new(HashSet::new()),
                 tasks: Mutex::new(JoinSet::new()),
             }),
@@ -181,8 +203,31 @@ impl Auditors {
                     me.inner.coordinator.numbered().await;
                 }
             });
+            // While it runs: is anyone else signing commitments with this key?
+            let me = auditors.clone();
+            auditors.spawn(async move {
+                let mut every = tokio::time::interval(check);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    let open = me.inner.gate.lock().is_ok_and(|g| g.is_open());
+                    if !open || me.elsewhere().is_some() {
+                        continue;
+                    }
+                    for peer in me.inner.bootstrap.clone() {
+                        me.ask(peer, true).await;
+                    }
+                }
+            });
         }
         auditors
+    }
+
+    /// Why this node seals no more commitments, if a bootstrap node logged one of its key
+    /// that it did not seal while it ran (`hearth status`).
+    pub fn elsewhere(&self) -> Option<String> {
+        self.inner.elsewhere.lock().ok().and_then(|e| e.clone())
     }
 
     /// A peer connected: asked, if it is a bootstrap node that has not answered yet.
@@ -198,7 +243,7 @@ impl Auditors {
         }
         let me = self.clone();
         self.spawn(async move {
-            let answered = me.ask(peer).await;
+            let answered = me.ask(peer, false).await;
             if let Ok(mut a) = me.inner.asking.lock() {
                 a.remove(&peer);
             }
@@ -214,8 +259,9 @@ impl Auditors {
     }
 
     /// Asks `peer`, and numbers on past what it logged. False when it could not be asked
-    /// (asked again when it next connects).
-    async fn ask(&self, peer: PeerId) -> bool {
+    /// (asked again when it next connects). `running`: asked after the start's questions,
+    /// when a commitment of this key above this ledger can only be another node's.
+    async fn ask(&self, peer: PeerId, running: bool) -> bool {
         let answer = match self
             .inner
             .net
@@ -245,6 +291,9 @@ impl Auditors {
         let (ledger, own, seq) = (self.inner.ledger.clone(), self.inner.own, c.seq);
         let adopted = tokio::task::spawn_blocking(move || ledger.adopt_own(&own, &c)).await;
         match adopted {
+            Ok(Ok(Adopted::Raised | Adopted::Conflict)) if running => {
+                self.signed_elsewhere(peer, seq).await
+            }
             Ok(Ok(Adopted::Raised)) => tracing::warn!(
                 %peer,
                 seq,
@@ -270,6 +319,26 @@ impl Auditors {
             }
         }
         true
+    }
+
+    /// A bootstrap node logged commitment `seq` of this key, which this node did not seal while
+    /// it ran: another node signs with this key. Sealing stops here until a restart (whose
+    /// start-up question then numbers on past the other's), so the two sign no number twice.
+    async fn signed_elsewhere(&self, peer: PeerId, seq: u64) {
+        let why = format!(
+            "a bootstrap node logged commitment #{seq} of this key, which this node did not \
+             seal: another node signs receipt commitments with this key (a copy of this data \
+             directory running elsewhere, or a thief holding the key; docs/operations.md, \
+             \"One key, one node\"); this node seals no more commitments until it is restarted"
+        );
+        tracing::error!(%peer, "{why}");
+        if let Ok(mut e) = self.inner.elsewhere.lock() {
+            if e.is_some() {
+                return;
+            }
+            *e = Some(why.clone());
+        }
+        self.inner.coordinator.hold_seals().await;
     }
 
     /// The answer to a peer's `Request::LastCommitment`: the last commitment this node's

@@ -62,6 +62,8 @@ pub(super) enum Command {
     /// The node's auditors said how far its key's numbering went (`node::auditors`), or
     /// none answered in time: seals may begin.
     Numbered,
+    /// Another node signs commitments with this key (`node::auditors`): seal nothing more.
+    HoldSeals,
     /// Radiators refuse this coordinator's key (`node::refusals`): every running job fails
     /// with `reason`.
     FailRunning {
@@ -191,6 +193,13 @@ impl CoordinatorHandle {
     /// ledger numbers on past what the node's auditors logged of its key.
     pub async fn numbered(&self) {
         let _ = self.tx.send(Command::Numbered).await;
+    }
+
+    /// Stops the coordinator sealing receipt commitments for the rest of its run: another
+    /// node signs with this key, and the two would sign one number twice. Receipts wait in
+    /// `pending`, durable, for the next start.
+    pub async fn hold_seals(&self) {
+        let _ = self.tx.send(Command::HoldSeals).await;
     }
 
     pub async fn list(&self) -> Vec<JobSummary> {

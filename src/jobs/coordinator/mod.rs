@@ -492,6 +492,7 @@ impl Coordinator {
                 self.numbered = true;
                 self.seal();
             }
+            Command::HoldSeals => self.numbered = false,
             Command::FailRunning { reason } => {
                 let updates = self.book.fail_running(&reason, now_ms());
                 if let Err(e) = self.write(updates) {
