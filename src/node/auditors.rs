@@ -328,7 +328,8 @@ impl Auditors {
         let why = format!(
             "a bootstrap node logged commitment #{seq} of this key, which this node did not \
              seal: another node signs receipt commitments with this key (a copy of this data \
-             directory running elsewhere, or a thief holding the key; docs/operations.md, \
+             directory running elsewhere, or a thief holding the key; or this data directory \
+             was restored from a backup while no bootstrap node answered; docs/operations.md, \
              \"One key, one node\"); this node seals no more commitments until it is restarted"
         );
         tracing::error!(%peer, "{why}");
@@ -367,8 +368,8 @@ impl Auditors {
 
     /// A receipt of this radiator came in `c` (checked and stored): hands `c` to every
     /// connected bootstrap node, once per commitment. Best effort: a commitment no bootstrap
-    /// node could be given is handed on when the next receipt in it arrives; its coordinator's
-    /// gossip is the first way to the auditors.
+    /// node could be reached for is handed on when the next receipt in it arrives; its
+    /// coordinator's gossip is the first way to the auditors.
     pub(super) fn witness(&self, c: &Commitment) {
         if self.inner.bootstrap.is_empty() {
             return;
@@ -393,22 +394,22 @@ impl Auditors {
         let me = self.clone();
         let request = Request::Witness(Box::new(c.clone())).to_bytes();
         self.spawn(async move {
-            let mut given = false;
+            // Handed on once some bootstrap node answered, whatever it said (one that keeps no
+            // log, or an older one, answers Error and would answer it again).
+            let mut answered = false;
             for peer in &me.inner.bootstrap {
-                match me
-                    .inner
-                    .net
-                    .request_if_connected(*peer, request.clone())
-                    .await
-                {
-                    Ok(bytes) => match Response::from_bytes(&bytes) {
-                        Ok(Response::Noted) => given = true,
-                        other => tracing::debug!(%peer, "a witnessed commitment: {other:?}"),
-                    },
+                let net = &me.inner.net;
+                match net.request_if_connected(*peer, request.clone()).await {
+                    Ok(bytes) => {
+                        answered = true;
+                        if !matches!(Response::from_bytes(&bytes), Ok(Response::Noted)) {
+                            tracing::debug!(%peer, "a witnessed commitment was not taken");
+                        }
+                    }
                     Err(e) => tracing::debug!(%peer, "could not hand on a commitment: {e}"),
                 }
             }
-            if !given {
+            if !answered {
                 if let Ok(mut w) = me.inner.witnessed.lock() {
                     w.0.remove(&id);
                 }
