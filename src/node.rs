@@ -35,6 +35,7 @@ mod offers;
 pub mod refusals;
 pub mod revoked;
 mod router;
+mod tasks;
 use crate::store::Store;
 use auditors::Auditors;
 use offers::Offers;

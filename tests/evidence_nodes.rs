@@ -184,6 +184,29 @@ async fn checked_evidence_excludes_the_liar_at_another_node_and_survives_its_res
     .expect("test timed out");
 }
 
+/// Waits until `node` refuses `key` for an equivocation; fails, naming `who`, at `deadline`.
+async fn wait_equivocated(
+    node: &RunningNode,
+    key: &PublicKey,
+    deadline: std::time::Instant,
+    who: &str,
+) {
+    let refuses = || {
+        node.context
+            .refusals
+            .keys()
+            .reasons(key)
+            .is_some_and(|r| r.equivocated)
+    };
+    while !refuses() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{who}: the equivocation was not learnt in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A claim on shard 0 of `manifest` by `worker` with `output` and `fuel`.
 fn claim(
     worker: &Identity,
@@ -526,23 +549,10 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
 
         // The auditor gossips the proof (`model::equivocate`): radiator 2, which keeps no log
         // and never heard the forged commitment, takes no more work from the key.
-        let equivocated = |n: &RunningNode| {
-            n.context
-                .refusals
-                .keys()
-                .reasons(&key)
-                .is_some_and(|r| r.equivocated)
-        };
         // Gossip takes well under a second; 10 s is less than a peer takes to settle and be
         // asked (30 s), so only gossip can bring it in time.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !equivocated(&nodes[2]) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "radiator 2 did not hear the equivocation proof within 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_equivocated(&nodes[2], &key, deadline, "radiator 2 within 10 s").await;
         // `hearth refusals` on radiator 2 shows why, with the proof.
         let out = cli(2, &["refusals"]);
         let text = String::from_utf8_lossy(&out.stdout);
@@ -580,13 +590,13 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
         .await
         .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !equivocated(&late) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "a radiator that joined later did not learn the equivocation within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_equivocated(
+            &late,
+            &key,
+            deadline,
+            "a radiator that joined later, within 60 s",
+        )
+        .await;
         late.shutdown().await;
 
         let out = cli(0, &["audit"]);
@@ -1139,22 +1149,9 @@ async fn a_radiator_shown_two_commitments_under_one_number_publishes_the_proof()
         // Radiator 1 refuses the key; radiator 2, which saw neither the second commitment nor
         // any auditor's log, hears the proof on gossip (well under the 30 s a peer takes to
         // settle and be asked), and so does the coordinator's own node.
-        let equivocated = |n: &RunningNode| {
-            n.context
-                .refusals
-                .keys()
-                .reasons(&key)
-                .is_some_and(|r| r.equivocated)
-        };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         for (i, n) in nodes.iter().enumerate() {
-            while !equivocated(n) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "node {i} did not learn of the equivocation within 10 s"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_equivocated(n, &key, deadline, &format!("node {i} within 10 s")).await;
         }
         for n in nodes {
             n.shutdown().await;
@@ -1265,22 +1262,9 @@ async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_unde
         // Radiator 3 is shown the other body: stored too (its ledger holds no other), handed
         // on, and the auditor holds both.
         deliver(3, second).await;
-        let equivocated = |n: &RunningNode| {
-            n.context
-                .refusals
-                .keys()
-                .reasons(&key)
-                .is_some_and(|r| r.equivocated)
-        };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         for (i, n) in nodes.iter().enumerate() {
-            while !equivocated(n) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "node {i} did not learn of the equivocation within 10 s"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_equivocated(n, &key, deadline, &format!("node {i} within 10 s")).await;
         }
         let heard = log.coordinator(&key, 0, 10).unwrap();
         assert_eq!(heard.equivocations.len(), 1, "{heard:#?}");

@@ -1049,6 +1049,25 @@ async fn a_database_wedged_as_the_disk_fills_stops_the_node_and_loses_nothing() 
     .expect("test timed out");
 }
 
+/// A radiator on a 96 MiB tmpfs keeping 32 MiB free (`[limits] disk_free_mib`), the disk then
+/// filled by another program (a filler file) but for 40 MiB: the mount, the data directory,
+/// the node and the filler. `None` where no tmpfs can be mounted.
+async fn near_its_floor(
+    dir: &Path,
+    slots: usize,
+) -> Option<(Tmpfs, PathBuf, RunningNode, PathBuf)> {
+    let fs = Tmpfs::mount(&dir.join("fs"), 96)?;
+    let data = fs.0.join("node");
+    let mut opts = loopback_options(&data, None, slots).unwrap();
+    opts.config.limits.disk_free_mib = 32;
+    let node = hearth::node::start(opts).await.unwrap();
+    let root = fs.0.clone();
+    let filler = tokio::task::spawn_blocking(move || fill_leaving(&root, 40 << 20))
+        .await
+        .unwrap();
+    Some((fs, data, node, filler))
+}
+
 /// A radiator keeps `[limits] disk_free_mib` free on its disk. With the disk nearly full (by
 /// another program: here a filler file), a blob whose bytes would leave less than the floor is
 /// refused before any byte of it is written, saying why, a smaller one is stored, and the node
@@ -1058,17 +1077,9 @@ async fn a_database_wedged_as_the_disk_fills_stops_the_node_and_loses_nothing() 
 async fn a_radiator_keeps_its_disk_floor_free_and_goes_on_recording() {
     tokio::time::timeout(TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 96) else {
+        let Some((_fs, data, node, filler)) = near_its_floor(dir.path(), 2).await else {
             return;
         };
-        let data = fs.0.join("node");
-        let mut opts = loopback_options(&data, None, 2).unwrap();
-        opts.config.limits.disk_free_mib = 32;
-        let node = hearth::node::start(opts).await.unwrap();
-        let root = fs.0.clone();
-        let filler = tokio::task::spawn_blocking(move || fill_leaving(&root, 40 << 20))
-            .await
-            .unwrap();
         let store = &node.context.store;
         let free = hearth::store::free_bytes(&data).unwrap();
         let refused = store
@@ -1118,17 +1129,9 @@ async fn a_radiator_keeps_its_disk_floor_free_and_goes_on_recording() {
 async fn a_shard_output_that_would_break_the_disk_floor_is_given_back_saying_why() {
     tokio::time::timeout(TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let Some(fs) = Tmpfs::mount(&dir.path().join("fs"), 96) else {
+        let Some((_fs, data, node, filler)) = near_its_floor(dir.path(), 1).await else {
             return;
         };
-        let data = fs.0.join("node");
-        let mut opts = loopback_options(&data, None, 1).unwrap();
-        opts.config.limits.disk_free_mib = 32;
-        let node = hearth::node::start(opts).await.unwrap();
-        let root = fs.0.clone();
-        let filler = tokio::task::spawn_blocking(move || fill_leaving(&root, 40 << 20))
-            .await
-            .unwrap();
         // A shard whose output is 16 MiB of its memory (20 MiB, 320 pages): with 40 MiB
         // free and 32 MiB kept, there is no room for it.
         let module = wat::parse_str(

@@ -35,8 +35,9 @@ use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use tokio::task::JoinSet;
 
+use super::revoked::Admission;
+use super::tasks::Tasks;
 use crate::identity::PublicKey;
 use crate::jobs::CoordinatorHandle;
 use crate::ledger::commitments::Adopted;
@@ -44,8 +45,6 @@ use crate::ledger::Ledger;
 use crate::model::commit::Commitment;
 use crate::model::wire::{Request, Response};
 use crate::net::Network;
-
-use super::revoked::Admission;
 
 /// Longest the first seal after a start waits for the bootstrap nodes' answers, unless the
 /// node is told otherwise (`NodeOptions::numbering_wait`): a minute of receipts held back
@@ -152,7 +151,7 @@ struct Inner {
     /// Bootstrap nodes being asked right now (one question each at a time).
     asking: Mutex<HashSet<PeerId>>,
     /// Questions in flight and the deadline: aborted when the node stops.
-    tasks: Mutex<JoinSet<()>>,
+    tasks: Tasks,
 }
 
 impl Auditors {
@@ -180,7 +179,7 @@ impl Auditors {
                 witnesses: Mutex::new(Admission::new(WITNESS_BURST, WITNESS_REFILL)),
                 elsewhere: Mutex::new(None),
                 asking: Mutex::new(HashSet::new()),
-                tasks: Mutex::new(JoinSet::new()),
+                tasks: Tasks::default(),
             }),
         };
         if waiting {
@@ -426,17 +425,12 @@ impl Auditors {
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        if let Ok(mut tasks) = self.inner.tasks.lock() {
-            while tasks.try_join_next().is_some() {}
-            tasks.spawn(task);
-        }
+        self.inner.tasks.spawn(task);
     }
 
-    /// Aborts the questions in flight and the deadline: the node is stopping.
+    /// Aborts the tasks in flight: the node is stopping.
     pub(super) fn stop(&self) {
-        if let Ok(mut tasks) = self.inner.tasks.lock() {
-            tasks.abort_all();
-        }
+        self.inner.tasks.stop();
     }
 }
 

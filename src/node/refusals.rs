@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use libp2p::PeerId;
-use tokio::task::JoinSet;
 
 use super::offers::Offers;
 use super::revoked::{Admission, Cursor, Heard, RevokedKeys};
+use super::tasks::Tasks;
 use crate::audit::AuditLog;
 use crate::identity::PublicKey;
 use crate::jobs::trust::evidence::Pulls;
@@ -72,7 +72,7 @@ struct Inner {
     pulls: Mutex<Pulls>,
     /// Pulls, publications and job closings in flight: aborted when the node stops
     /// ([`Refusals::stop`]), so none outlives it.
-    tasks: Mutex<JoinSet<()>>,
+    tasks: Tasks,
 }
 
 impl Refusals {
@@ -94,7 +94,7 @@ impl Refusals {
                 coordinator,
                 admission: Mutex::new(Admission::default()),
                 pulls: Mutex::new(Pulls::default()),
-                tasks: Mutex::new(JoinSet::new()),
+                tasks: Tasks::default(),
             }),
         }
     }
@@ -162,19 +162,13 @@ impl Refusals {
         });
     }
 
-    /// Runs `task` among this node's refusal tasks (finished ones are reaped first).
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        if let Ok(mut tasks) = self.inner.tasks.lock() {
-            while tasks.try_join_next().is_some() {}
-            tasks.spawn(task);
-        }
+        self.inner.tasks.spawn(task);
     }
 
     /// Aborts the tasks in flight: the node is stopping.
     pub(super) fn stop(&self) {
-        if let Ok(mut tasks) = self.inner.tasks.lock() {
-            tasks.abort_all();
-        }
+        self.inner.tasks.stop();
     }
 
     /// Keeps a checked proof: the radiator takes no more work from the key (its offers are
