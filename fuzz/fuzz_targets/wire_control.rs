@@ -7,6 +7,7 @@
 mod common;
 
 use arbitrary::{Result, Unstructured};
+use hearth::model::commit::Commitment;
 use hearth::model::wire::{
     DenyReason, Lease, Request, Response, MAX_REASON, MAX_RECEIPTS_PER_ANSWER,
 };
@@ -16,8 +17,20 @@ fn reason(u: &mut Unstructured<'_>) -> Result<String> {
     u.arbitrary()
 }
 
+fn commitment(u: &mut Unstructured<'_>) -> Result<Commitment> {
+    Ok(Commitment {
+        coordinator: common::key(u)?,
+        seq: u.arbitrary()?,
+        count: u.arbitrary()?,
+        root: u.arbitrary()?,
+        first_ms: u.arbitrary()?,
+        last_ms: u.arbitrary()?,
+        sig: u.arbitrary()?,
+    })
+}
+
 fn built(u: &mut Unstructured<'_>) -> Result<()> {
-    let req = match u.int_in_range(0..=7u8)? {
+    let req = match u.int_in_range(0..=9u8)? {
         0 => Request::Lease {
             job: common::hash(u)?,
             protocol: u.arbitrary()?,
@@ -27,15 +40,7 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
         2 => Request::Receipt {
             receipt: Box::new(common::receipt(u)?),
             inclusion: hearth::model::commit::Inclusion {
-                commitment: hearth::model::commit::Commitment {
-                    coordinator: common::key(u)?,
-                    seq: u.arbitrary()?,
-                    count: u.arbitrary()?,
-                    root: u.arbitrary()?,
-                    first_ms: u.arbitrary()?,
-                    last_ms: u.arbitrary()?,
-                    sig: u.arbitrary()?,
-                },
+                commitment: commitment(u)?,
                 index: u.arbitrary()?,
                 path: (0..u.int_in_range(0..=16u8)?)
                     .map(|_| u.arbitrary())
@@ -66,6 +71,8 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
                 None
             },
         },
+        7 => Request::LastCommitment,
+        8 => Request::Witness(Box::new(commitment(u)?)),
         _ => Request::Renew {
             job: common::hash(u)?,
             shard: u.arbitrary()?,
@@ -89,7 +96,7 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
         _ => assert_eq!(back.ok().as_ref(), Some(&req)),
     }
 
-    let resp = match u.int_in_range(0..=8u8)? {
+    let resp = match u.int_in_range(0..=9u8)? {
         0 => Response::Leased(Lease {
             job: common::hash(u)?,
             shard: u.arbitrary()?,
@@ -121,6 +128,11 @@ fn built(u: &mut Unstructured<'_>) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?,
             more: u.arbitrary()?,
         },
+        8 => Response::LastCommitment(if u.arbitrary()? {
+            Some(Box::new(commitment(u)?))
+        } else {
+            None
+        }),
         _ => Response::Renewed {
             deadline_ms: u.arbitrary()?,
         },
