@@ -169,7 +169,15 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
     };
     tokio::time::timeout(TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let opts = loopback_options(dir.path(), None, 2).unwrap();
+        // A bootstrap node keeping the auditor's log, which the radiator asks every second
+        // whether another node signs with its key.
+        let audit_dir = tempfile::tempdir().unwrap();
+        let mut opts = loopback_options(audit_dir.path(), None, 1).unwrap();
+        opts.config.node.role = hearth::config::Role::Bootstrap;
+        let auditor = node::start(opts).await.unwrap();
+        let bootstrap = hearth::demo::listen_addr(&auditor).await.unwrap();
+        let mut opts = loopback_options(dir.path(), Some(bootstrap), 2).unwrap();
+        opts.numbering_check = Duration::from_secs(1);
         let node = node::start(opts).await.unwrap();
         let heat = node.context.heat.clone().unwrap();
         let api = node.api_addr.to_string();
@@ -312,10 +320,34 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
         wd.wait_text(&sid, "#setpoint", |t| t == "23.5 °C").await;
         wd.wait_text(&sid, "#mode", |t| t == "manual").await;
 
-        // Radiators take work from this household's key: no warning shows. Once the
-        // household revokes its key, the page says so.
-        assert_eq!(wd.text(&sid, "#key-refused").await, "");
+        // Radiators take work from this household's key: no warning shows. Once another node
+        // signs a commitment with it (here the radiator's own, as a copy of its data
+        // directory would), the page says so.
+        assert_eq!(wd.text(&sid, "#key-warning").await, "");
         let identity = hearth::identity::Identity::load(dir.path()).unwrap();
+        let (elsewhere, _) = hearth::model::commit::Commitment::seal(
+            &identity,
+            5,
+            &[blake3::hash(b"countersigned elsewhere")],
+            hearth::model::now_ms(),
+            hearth::model::now_ms(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Err(e) = node
+            .context
+            .net
+            .publish(hearth::net::Topic::Commitments, elsewhere.to_bytes())
+            .await
+        {
+            assert!(Instant::now() < deadline, "no auditor to publish to: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wd.wait_text(&sid, "#key-warning", |t| {
+            t.starts_with("Your key is used elsewhere: a bootstrap node logged commitment #5")
+        })
+        .await;
+        // Once the household revokes its key, the page says that first.
         node.context
             .refusals
             .own_revocation(&hearth::model::revoke::Revocation::sign(
@@ -324,7 +356,7 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
                 hearth::model::now_ms(),
             ))
             .unwrap();
-        wd.wait_text(&sid, "#key-refused", |t| {
+        wd.wait_text(&sid, "#key-warning", |t| {
             t.starts_with("Your key is refused: this household revoked its key")
         })
         .await;
@@ -348,6 +380,7 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
         wd.call(reqwest::Method::DELETE, &format!("/session/{sid}"), None)
             .await;
         node.shutdown().await;
+        auditor.shutdown().await;
     })
     .await
     .expect("browser test timed out");

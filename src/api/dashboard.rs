@@ -88,6 +88,10 @@ pub struct Overview {
     /// commitments under one number): the household must know at once.
     #[serde(default)]
     pub key_refused: Option<String>,
+    /// Why this node seals no more receipt commitments, if another node signs with its key
+    /// (`node::auditors`): shown where a refusal would be, when there is none.
+    #[serde(default)]
+    pub key_elsewhere: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -296,6 +300,10 @@ pub async fn overview(
             .keys()
             .reasons(&ctx.identity.public())
             .map(|r| format!("Your key is refused: {}.", r.own_key_sentence())),
+        key_elsewhere: ctx
+            .auditors
+            .elsewhere()
+            .map(|why| format!("Your key is used elsewhere: {why}.")),
     }))
 }
 

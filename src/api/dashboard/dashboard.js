@@ -102,8 +102,10 @@ function render(o) {
   $("signin").hidden = true;
   $("error").hidden = true;
   text("headline", o.headline);
-  $("key-refused").hidden = !o.key_refused;
-  if (o.key_refused) text("key-refused", o.key_refused);
+  // A refused key first; else another node signing with it.
+  const keyWarning = o.key_refused || o.key_elsewhere;
+  $("key-warning").hidden = !keyWarning;
+  if (keyWarning) text("key-warning", keyWarning);
   const h = o.heat;
   if (h) {
     text("room", celsius(h.room_celsius));
