@@ -261,6 +261,17 @@ impl AuditLog {
         false
     }
 
+    /// What the metrics show without reading the log: commitments stored, commitments heard
+    /// but not kept (the log full) since this node started, and equivocations logged (at most
+    /// one per commitment stored; read from their tree, which holds few).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.stored.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+            self.equivocations.len() as u64,
+        )
+    }
+
     /// Every coordinator in the log, with what was heard of it. Reads the whole log.
     pub fn summary(&self) -> Result<AuditSummary, AuditError> {
         let mut coordinators: Vec<CoordinatorSummary> = Vec::new();
@@ -520,6 +531,7 @@ mod tests {
             log.last(&Identity::from_seed([3; 32]).public()).unwrap(),
             None
         );
+        assert_eq!(log.counts(), (3, 0, 1));
         let s = log.summary().unwrap();
         assert_eq!(s.stored, 3);
         let sa = s

@@ -1294,6 +1294,27 @@ async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_unde
             .unwrap()
             .commitments
             .is_empty());
+        // The bootstrap node's operator sees it in the metrics: the log, its equivocation,
+        // the two commitments taken and the forged one refused.
+        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
+        let text = reqwest::Client::new()
+            .get(format!("http://{}/metrics", auditor.api_addr))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            "hearth_audit_commitments 1.0",
+            "hearth_audit_equivocations 1.0",
+            "hearth_audit_witnessed_total 2.0",
+            "hearth_audit_witnessed_refused_total 1.0",
+            "hearth_audit_commitments_unkept_total 0.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
         for n in nodes {
             n.shutdown().await;
         }

@@ -120,6 +120,41 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         f64::from(u8::from(ctx.auditors.elsewhere().is_some())),
     );
+    // The auditor's log (bootstrap nodes only).
+    if let Some(audit) = &ctx.audit {
+        let (stored, unkept, equivocations) = audit.counts();
+        m.gauge(
+            "audit_commitments",
+            "Receipt commitments in this auditor's log",
+            None,
+            stored as f64,
+        );
+        m.counter(
+            "audit_commitments_unkept",
+            "Commitments heard but not kept since start: the log is full",
+            None,
+            unkept as f64,
+        );
+        m.gauge(
+            "audit_equivocations",
+            "Equivocations in this auditor's log: two commitments one coordinator signed under one number",
+            None,
+            equivocations as f64,
+        );
+        let (taken, refused) = ctx.auditors.witness_counts();
+        m.counter(
+            "audit_witnessed",
+            "Commitments radiators handed on (the ones their receipts came in) and this auditor checked and logged, since start",
+            None,
+            taken as f64,
+        );
+        m.counter(
+            "audit_witnessed_refused",
+            "Commitments radiators handed on that were refused since start: a signature that failed, or the peer's share used up",
+            None,
+            refused as f64,
+        );
+    }
     m.gauge(
         "uptime",
         "Time since the node started",

@@ -30,6 +30,7 @@
 //! then one per [`WITNESS_REFILL`].
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,9 @@ struct Inner {
     /// Why this node stopped sealing, if a bootstrap node logged a commitment of its key
     /// that it did not seal while it ran.
     elsewhere: Mutex<Option<String>>,
+    /// On an auditor: witnessed commitments taken and refused since the node started.
+    witnessed_taken: AtomicU64,
+    witnessed_refused: AtomicU64,
     /// Bootstrap nodes being asked right now (one question each at a time).
     asking: Mutex<HashSet<PeerId>>,
     /// Questions in flight and the deadline: aborted when the node stops.
@@ -178,6 +182,8 @@ impl Auditors {
                 witnessed: Mutex::new((HashSet::new(), VecDeque::new())),
                 witnesses: Mutex::new(Admission::new(WITNESS_BURST, WITNESS_REFILL)),
                 elsewhere: Mutex::new(None),
+                witnessed_taken: AtomicU64::new(0),
+                witnessed_refused: AtomicU64::new(0),
                 asking: Mutex::new(HashSet::new()),
                 tasks: Tasks::default(),
             }),
@@ -422,6 +428,23 @@ impl Auditors {
             .witnesses
             .lock()
             .is_ok_and(|mut a| a.admit(peer, Instant::now()))
+    }
+
+    /// On an auditor: counts a witnessed commitment taken (`true`) or refused.
+    pub(super) fn count_witness(&self, taken: bool) {
+        let counter = match taken {
+            true => &self.inner.witnessed_taken,
+            false => &self.inner.witnessed_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// On an auditor: witnessed commitments taken and refused since the node started.
+    pub fn witness_counts(&self) -> (u64, u64) {
+        (
+            self.inner.witnessed_taken.load(Ordering::Relaxed),
+            self.inner.witnessed_refused.load(Ordering::Relaxed),
+        )
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

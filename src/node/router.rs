@@ -229,14 +229,17 @@ impl Router {
         if self.audit.is_none() {
             return refuse("this node keeps no audit log");
         }
-        if !self.auditors.admit_witness(peer) {
-            return refuse("too many commitments from this peer; hand them on later");
-        }
-        if c.verify().is_err() {
-            return refuse("the commitment does not verify under its coordinator's key");
-        }
-        self.audit_heard(c);
-        Response::Noted
+        let why = if !self.auditors.admit_witness(peer) {
+            "too many commitments from this peer; hand them on later"
+        } else if c.verify().is_err() {
+            "the commitment does not verify under its coordinator's key"
+        } else {
+            self.auditors.count_witness(true);
+            self.audit_heard(c);
+            return Response::Noted;
+        };
+        self.auditors.count_witness(false);
+        refuse(why)
     }
 
     /// Why this node takes no work from the key behind `peer`, if it takes none.
