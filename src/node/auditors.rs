@@ -17,8 +17,8 @@
 //! `docs/operations.md` says so.
 //!
 //! **Another node with this key.** While it runs, the node asks again every
-//! [`NUMBERING_CHECK`]: a commitment of its key above everything it sealed can only be another
-//! node's (a copy of the data directory running elsewhere, or a thief). It then seals nothing
+//! [`NUMBERING_CHECK`] (one bootstrap node, in turn): a commitment of its key above everything
+//! it sealed can only be another node's (a copy of the data directory running elsewhere, or a thief). It then seals nothing
 //! more until restarted (so the two never sign one number twice), and says why (`hearth
 //! status`: `KEY USED ELSEWHERE`).
 //!
@@ -208,9 +208,14 @@ impl Auditors {
                     me.inner.coordinator.numbered().await;
                 }
             });
-            // While it runs: is anyone else signing commitments with this key?
+            // While it runs: is anyone else signing commitments with this key? One bootstrap
+            // node per check, in turn (every auditor hears every gossiped commitment, so one
+            // answers for all; each bootstrap node so hears from a node every `check` × their
+            // number, not every `check`): the first that answers.
             let me = auditors.clone();
             auditors.spawn(async move {
+                let order: Vec<PeerId> = me.inner.bootstrap.iter().copied().collect();
+                let mut turn = 0usize;
                 let mut every = tokio::time::interval(check);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 every.tick().await;
@@ -220,8 +225,12 @@ impl Auditors {
                     if !open || me.elsewhere().is_some() {
                         continue;
                     }
-                    for peer in me.inner.bootstrap.clone() {
-                        me.ask(peer, true).await;
+                    for _ in 0..order.len() {
+                        let peer = order[turn % order.len()];
+                        turn = turn.wrapping_add(1);
+                        if me.ask(peer, true).await {
+                            break;
+                        }
                     }
                 }
             });
