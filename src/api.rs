@@ -182,6 +182,10 @@ pub struct Status {
     /// (`node::auditors`). Absent from older nodes.
     #[serde(default)]
     pub key_used_elsewhere: Option<String>,
+    /// While this node's first receipt commitment since its start waits for its bootstrap
+    /// nodes (`node::auditors`), why. Absent otherwise and from older nodes.
+    #[serde(default)]
+    pub sealing_waits: Option<String>,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
@@ -223,6 +227,7 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
             .unwrap_or_default(),
         refused_keys: ctx.refusals.keys().count(),
         key_used_elsewhere: ctx.auditors.elsewhere(),
+        sealing_waits: ctx.auditors.sealing_waits(),
     }))
 }
 

@@ -1033,6 +1033,25 @@ async fn a_node_whose_bootstrap_nodes_never_answer_seals_after_the_numbering_wai
         opts.numbering_wait = wait;
         let started = std::time::Instant::now();
         let node = hearth::node::start(opts).await.unwrap();
+        // `hearth status` says why receipts wait.
+        let api = node.api_addr.to_string();
+        let home = dir.path().join("home");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+                .arg("--data-dir")
+                .arg(&home)
+                .args(["--api", &api, "status"])
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("sealing:    waiting for 1 of 1 bootstrap node(s)"),
+            "{text}"
+        );
         let spec = JobSpec::Pi {
             shards: 4,
             samples: 10_000,
@@ -1054,6 +1073,7 @@ async fn a_node_whose_bootstrap_nodes_never_answer_seals_after_the_numbering_wai
             started.elapsed()
         );
         assert_eq!(ledger.commitments().unwrap()[0].seq, 0);
+        assert!(node.context.auditors.sealing_waits().is_none());
         node.shutdown().await;
     })
     .await

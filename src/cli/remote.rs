@@ -46,6 +46,9 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
         println!("KEY USED ELSEWHERE: {why}");
     }
     println!("role:       {}", s.role);
+    if let Some(why) = &s.sealing_waits {
+        println!("sealing:    {why}");
+    }
     println!("version:    {}", s.version);
     println!("uptime:     {} s", s.uptime_s);
     println!("peers:      {}", s.peers);

@@ -126,6 +126,17 @@ impl Gate {
     fn is_open(&self) -> bool {
         self.open
     }
+
+    /// While closed: how many bootstrap nodes have yet to answer, and how long it may still
+    /// wait at `now`.
+    fn waiting(&self, now: Instant) -> Option<(usize, Duration)> {
+        (!self.open).then(|| {
+            (
+                self.waiting_for.len(),
+                self.deadline.saturating_duration_since(now),
+            )
+        })
+    }
 }
 
 /// Cheap, cloneable handle: the router tells it of connections.
@@ -236,6 +247,18 @@ impl Auditors {
             });
         }
         auditors
+    }
+
+    /// While the first seal waits for the bootstrap nodes, why (`hearth status`): receipts
+    /// countersigned meanwhile wait, durable, and go out after.
+    pub fn sealing_waits(&self) -> Option<String> {
+        let (left, time) = self.inner.gate.lock().ok()?.waiting(Instant::now())?;
+        Some(format!(
+            "waiting for {left} of {} bootstrap node(s) to say how far this key's commitment \
+             numbering went (at most {} s more); receipts wait on disk meanwhile",
+            self.inner.bootstrap.len(),
+            time.as_secs()
+        ))
     }
 
     /// Why this node seals no more commitments, if a bootstrap node logged one of its key
@@ -487,7 +510,12 @@ mod tests {
         assert!(!g.answered(&p[0]));
         assert!(!g.answered(&p[0]), "the same one again");
         assert!(!g.tick(t0 + wait - Duration::from_millis(1)));
+        assert_eq!(
+            g.waiting(t0 + Duration::from_secs(10)),
+            Some((1, Duration::from_secs(50)))
+        );
         assert!(g.answered(&p[1]), "the last one opens it");
+        assert_eq!(g.waiting(t0), None);
         assert!(!g.answered(&p[1]) && !g.tick(t0 + wait), "opened once");
 
         let mut g = Gate::new(p[..2].iter().copied().collect(), t0, wait);
