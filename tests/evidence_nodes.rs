@@ -752,6 +752,23 @@ async fn a_published_revocation_reaches_the_log_and_voids_the_keys_receipts(
         "{listed:#}"
     );
     assert_eq!(listed[0]["signed"], statement["signed"]);
+    // Radiator 2's household sees which of its receipts the refused key countersigned (all:
+    // it worked only that key's job), and what they may be worth.
+    let out = cli(2, &["receipts"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let marked = text
+        .matches(
+            "COORDINATOR REFUSED: its submitter's key was revoked by its household and signed two commitments under one number",
+        )
+        .count();
+    assert!(marked > 0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!(": {marked} receipts, "))
+                && l.contains("countersigned by keys this node refuses (`hearth refusals`)")),
+        "{text}"
+    );
     let (job, _) = submit(&nodes[1], &SPEC, 2).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let view = nodes[1].context.coordinator.view(job).await.unwrap();

@@ -104,7 +104,10 @@ pub async fn show(
 /// Most pages `hearth refusals` reads: a node keeps at most 65 536 keys, two proofs each.
 const MAX_REFUSAL_PAGES: usize = 2 * 65_536 / crate::api::audit::MAX_REFUSALS_PAGE + 1;
 
-pub async fn refusals(api: &Client, json: bool) -> anyhow::Result<()> {
+/// Every key the node refuses, with its proof (`GET /v1/refusals`, page after page).
+pub(crate) async fn load_refusals(
+    api: &Client,
+) -> anyhow::Result<Vec<crate::api::audit::RefusalView>> {
     use crate::api::audit::RefusalPage;
     let mut all = Vec::new();
     let mut path = "/v1/refusals".to_string();
@@ -116,6 +119,11 @@ pub async fn refusals(api: &Client, json: bool) -> anyhow::Result<()> {
             None => break,
         }
     }
+    Ok(all)
+}
+
+pub async fn refusals(api: &Client, json: bool) -> anyhow::Result<()> {
+    let all = load_refusals(api).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());

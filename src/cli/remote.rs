@@ -524,6 +524,7 @@ pub async fn receipts(
 ) -> anyhow::Result<()> {
     let export = load_receipts(api, data_dir, household).await?;
     let related = load_related(api, data_dir).await;
+    let refused = load_refused(api, data_dir, &export.receipts).await;
     if export.receipts.is_empty() {
         match household {
             Some(h) => println!("no receipts credit household {h} here"),
@@ -562,6 +563,12 @@ pub async fn receipts(
                 None => "",
             },
         );
+        if let Some(why) = refused.get(&r.submitter) {
+            println!(
+                "{:<16}  ^ COORDINATOR REFUSED: its submitter's key {why}",
+                ""
+            );
+        }
     }
     for (k, t) in totals_by_worker(&export.receipts, &related) {
         println!(
@@ -570,6 +577,19 @@ pub async fn receipts(
             t.others.1 as f64 / 1000.0,
             t.others.2 as f64 / 1000.0
         );
+        let (n, credited) = export
+            .receipts
+            .iter()
+            .filter(|r| r.worker == k && refused.contains_key(&r.submitter))
+            .fold((0u64, 0u64), |(n, e), r| {
+                (n + 1, e.saturating_add(r.credited_mj))
+            });
+        if n > 0 {
+            println!(
+                "household {k}: {n} receipts, {:.3} J credited, countersigned by keys this node refuses (`hearth refusals`): a verifier holding the proofs counts them for nothing (a revoked key's count only in its commitments below its line)",
+                credited as f64 / 1000.0
+            );
+        }
         if t.own.0 > 0 {
             println!(
                 "household {k}: {} self-dealt receipts (its own jobs, or jobs of a household sharing its address), {:.3} J credited of {:.3} J claimed; nobody else vouched for them",
@@ -605,6 +625,56 @@ async fn load_related(api: &Client, data_dir: &Path) -> BTreeMap<String, Relatio
         }
         Err(e) => {
             tracing::debug!("no self-dealing marks: {e}");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// The submitters of `receipts` that the node refuses (revoked, or caught equivocating), with
+/// why: from `GET /v1/refusals`, or the database when no node answers. Empty when neither can
+/// be read.
+async fn load_refused(
+    api: &Client,
+    data_dir: &Path,
+    receipts: &[crate::model::export::ReceiptJson],
+) -> BTreeMap<String, String> {
+    let why = |revoked: bool, equivocated: bool| match (revoked, equivocated) {
+        (true, true) => "was revoked by its household and signed two commitments under one number",
+        (true, false) => "was revoked by its household",
+        _ => "signed two commitments under one number",
+    };
+    match super::audit::load_refusals(api).await {
+        Ok(all) => {
+            let mut out: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+            for r in all {
+                let e = out.entry(r.key).or_default();
+                e.0 |= r.kind == "revoked";
+                e.1 |= r.kind == "equivocated";
+            }
+            out.into_iter()
+                .map(|(k, (r, e))| (k, why(r, e).to_string()))
+                .collect()
+        }
+        Err(e) if Client::is_unreachable(&e) => {
+            let read = || -> anyhow::Result<BTreeMap<String, String>> {
+                let db = crate::node::open_db(data_dir)?;
+                let keys = crate::node::revoked::RevokedKeys::open(&db)?;
+                let mut out = BTreeMap::new();
+                for r in receipts {
+                    let Ok(key) = PublicKey::from_hex(&r.submitter) else {
+                        continue;
+                    };
+                    if let Some(reasons) = keys.reasons(&key) {
+                        let text = why(reasons.revoked, reasons.equivocated).to_string();
+                        out.insert(r.submitter.clone(), text);
+                    }
+                }
+                Ok(out)
+            };
+            read().unwrap_or_default()
+        }
+        Err(e) => {
+            tracing::debug!("no refused keys: {e}");
             BTreeMap::new()
         }
     }
