@@ -1333,16 +1333,7 @@ async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_unde
             .is_empty());
         // The bootstrap node's operator sees it in the metrics: the log, its equivocation,
         // the two commitments taken and the forged one refused.
-        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
-        let text = reqwest::Client::new()
-            .get(format!("http://{}/metrics", auditor.api_addr))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = scrape_metrics(auditor, &dir.path().join("radiator-0")).await;
         for line in [
             "hearth_audit_commitments 1.0",
             "hearth_audit_equivocations 1.0",

@@ -48,16 +48,7 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
         assert_eq!(held, shards * 2);
         // Operators see the same through Prometheus, with the node's API token as a scraper
         // is configured with (`credentials_file`).
-        let token = std::fs::read_to_string(dir.path().join("radiator-0/api.token")).unwrap();
-        let metrics = reqwest::Client::new()
-            .get(format!("http://{}/metrics", sub.api_addr))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = scrape_metrics(sub, &dir.path().join("radiator-0")).await;
         assert!(
             metrics.contains("hearth_jobs{state=\"done\"} 1.0"),
             "{metrics}"

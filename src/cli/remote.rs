@@ -1,7 +1,8 @@
 //! Commands that talk to a running node through its local API.
 //!
-//! Size: about 690 lines before its unit tests: one thin function per command, each reading
-//! the API and printing; what is printed is decided in small pure helpers tested below.
+//! Size: about 765 lines before its unit tests, past the house style's ~700: one thin function
+//! per command, each reading the API and printing; what is printed is decided in small pure
+//! helpers tested below. `hearth receipts` (its marks and totals) is what to move out first.
 
 use std::collections::BTreeMap;
 use std::path::Path;

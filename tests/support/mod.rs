@@ -52,6 +52,21 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// What `node`'s `/metrics` shows, read as a Prometheus scraper does, with the API token of
+/// its data directory `data_dir`.
+pub async fn scrape_metrics(node: &RunningNode, data_dir: &Path) -> String {
+    let token = std::fs::read_to_string(data_dir.join("api.token")).unwrap();
+    reqwest::Client::new()
+        .get(format!("http://{}/metrics", node.api_addr))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Waits until every node is connected (20 s at most), then lets gossipsub graft its mesh
 /// before the first announcement.
 pub async fn settle(nodes: &[RunningNode]) {
