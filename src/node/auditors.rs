@@ -12,15 +12,15 @@
 //! highest (`Ledger::adopt_own`). The coordinator seals nothing until every bootstrap node has
 //! answered (an auditor or not) or [`NUMBERING_WAIT`] has passed (`CoordinatorConfig::
 //! await_numbering`); the receipts wait, durable, meanwhile. It cannot guard against
-//! commitments no auditor asked heard (a restore while every bootstrap node is unreachable for
-//! a minute, or commitments published to an auditor not in this node's list);
-//! `docs/operations.md` says so.
+//! commitments that none of the auditors it asks has heard (a restore while every bootstrap
+//! node is unreachable for a minute, or commitments published only to an auditor not in this
+//! node's list); `docs/operations.md` says so.
 //!
 //! **Another node with this key.** While it runs, the node asks again every
 //! [`NUMBERING_CHECK`] (one bootstrap node, in turn): a commitment of its key above everything
-//! it sealed can only be another node's (a copy of the data directory running elsewhere, or a thief). It then seals nothing
-//! more until restarted (so the two never sign one number twice), and says why (`hearth
-//! status`: `KEY USED ELSEWHERE`).
+//! it sealed can only be another node's (a copy of the data directory running elsewhere, or a
+//! thief). It then seals nothing more until restarted (so the two never sign one number
+//! twice), and says why (`hearth status`: `KEY USED ELSEWHERE`).
 //!
 //! **Witnessing.** A coordinator could show each radiator its own commitment under a number
 //! and publish another, or none, to the auditors. So each commitment a radiator's receipts
