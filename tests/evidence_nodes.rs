@@ -16,9 +16,10 @@ use hearth::jobs::build::JobSpec;
 use hearth::jobs::trust::view::HouseholdTrust;
 use hearth::jobs::trust::TrustConfig;
 use hearth::jobs::JobStatus;
+use hearth::model::commit::{Commitment, Inclusion};
 use hearth::model::evidence::Evidence;
 use hearth::model::now_ms;
-use hearth::model::receipt::{Claim, EnergyMethod, WorkRecord};
+use hearth::model::receipt::{Claim, CreditTerms, EnergyMethod, WorkRecord};
 use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
 use hearth::net::Topic;
 use hearth::node::{NodeOptions, RunningNode};
@@ -467,7 +468,6 @@ async fn a_node_that_joins_later_still_excludes_the_liar_after_its_own_rerun() {
 /// node closes its running job saying why. A radiator keeps no log and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_proof() {
-    use hearth::model::commit::Commitment;
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir().unwrap();
         let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
@@ -837,10 +837,7 @@ async fn commitments_sealed_before_an_auditor_listens_reach_it_later() {
         let view = wait_done(&sub, id, Duration::from_secs(90)).await;
         assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
         let addr = hearth::demo::listen_addr(&sub).await.unwrap();
-        let mut opts = loopback_options(&dir.path().join("auditor"), Some(addr), 1).unwrap();
-        opts.config.node.role = hearth::config::Role::Bootstrap;
-        let auditor = hearth::node::start(opts).await.unwrap();
-        let log = auditor.context.audit.clone().unwrap();
+        let (auditor, log, _) = start_auditor(dir.path(), Some(addr)).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(40);
         loop {
             let heard = log.coordinator(&sub.household(), 0, 10).unwrap();
@@ -955,65 +952,32 @@ async fn a_radiator_takes_no_more_shards_of_a_job_whose_coordinator_it_came_to_r
 async fn a_data_directory_restored_from_a_backup_numbers_on_past_what_the_auditor_logged() {
     tokio::time::timeout(Duration::from_secs(200), async {
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = loopback_options(&dir.path().join("auditor"), None, 1).unwrap();
-        opts.config.node.role = hearth::config::Role::Bootstrap;
-        let auditor = hearth::node::start(opts).await.unwrap();
-        let log = auditor.context.audit.clone().unwrap();
-        let bootstrap = hearth::demo::listen_addr(&auditor).await.unwrap();
+        let (auditor, log, bootstrap) = start_auditor(dir.path(), None).await;
         let home = dir.path().join("home");
         let start = || async {
             hearth::node::start(loopback_options(&home, Some(bootstrap.clone()), 2).unwrap())
                 .await
                 .unwrap()
         };
-        // One job worked by the household's own radiator; returns the highest number the
-        // auditor then holds of the key, once it holds one above `above`.
-        let job = |node: RunningNode, seed: u64, above: Option<u64>| {
-            let log = log.clone();
-            async move {
-                let spec = JobSpec::Pi {
-                    shards: 4,
-                    samples: 10_000,
-                    seed,
-                };
-                let (id, _) = submit(&node, &spec, 1).await;
-                let view = wait_done(&node, id, Duration::from_secs(60)).await;
-                assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
-                let key = node.household();
-                let deadline = std::time::Instant::now() + Duration::from_secs(60);
-                let last = loop {
-                    let heard = log.coordinator(&key, 0, 1000).unwrap();
-                    assert!(
-                        heard.equivocations.is_empty(),
-                        "the key signed a number twice: {:#?}",
-                        heard.equivocations
-                    );
-                    match heard.commitments.last().map(|c| c.seq) {
-                        Some(last) if Some(last) > above => break last,
-                        _ => {}
-                    }
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the auditor heard no new commitment of the key"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                };
-                (node, last)
-            }
-        };
-        let (node, first) = job(start().await, 1, None).await;
+        let node = start().await;
         let key = node.household();
+        pi_job(&node, 1).await;
+        let first = logged_past(&log, &key, None).await;
         node.shutdown().await;
         let backup = dir.path().join("backup");
         copy_dir(&home, &backup);
 
-        let (node, second) = job(start().await, 2, Some(first)).await;
+        let node = start().await;
+        pi_job(&node, 2).await;
+        let second = logged_past(&log, &key, Some(first)).await;
         node.shutdown().await;
         // The household restores the backup over the newer data directory.
         std::fs::remove_dir_all(&home).unwrap();
         copy_dir(&backup, &home);
 
-        let (node, third) = job(start().await, 3, Some(second)).await;
+        let node = start().await;
+        pi_job(&node, 3).await;
+        let third = logged_past(&log, &key, Some(second)).await;
         assert!(third > second, "{first} {second} {third}");
         // A little longer, for a late commitment: still no equivocation, nothing refused.
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -1105,8 +1069,6 @@ async fn a_node_whose_bootstrap_nodes_never_answer_seals_after_the_numbering_wai
 /// auditors was seen only by the one ledger that received both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_radiator_shown_two_commitments_under_one_number_publishes_the_proof() {
-    use hearth::model::commit::{Commitment, Inclusion};
-    use hearth::model::receipt::CreditTerms;
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir().unwrap();
         // 0 coordinates (warm: it runs no shards); 1 and 2 work every shard.
@@ -1139,45 +1101,10 @@ async fn a_radiator_shown_two_commitments_under_one_number_publishes_the_proof()
         // for radiator 1, and hands it to radiator 1 alone.
         let coord = Identity::load(&dir.path().join("radiator-0")).unwrap();
         let me = Identity::load(&dir.path().join("radiator-1")).unwrap();
-        let end = now_ms();
-        let record = WorkRecord {
-            job: blake3::hash(b"a job shown to one radiator"),
-            shard: 0,
-            module: blake3::hash(b"m"),
-            input: blake3::hash(b"i"),
-            output: blake3::hash(b"o"),
-            worker: me.public(),
-            submitter: coord.public(),
-            fuel: 100,
-            energy_mj: 2_000,
-            method: EnergyMethod::CpuEstimate,
-            start_ms: end - 10,
-            end_ms: end,
-            nonce: [7; 16],
-        };
-        let terms = CreditTerms::claimed(&record, 2, 2);
-        let receipt = Claim::sign(record, &me)
-            .unwrap()
-            .countersign(&coord, terms)
-            .unwrap();
-        let (twin, sealed) = Commitment::seal(&coord, held.seq, &[receipt.id()], end, end).unwrap();
+        let (request, twin) = shown_receipt(&coord, &me, 0, held.seq);
         assert_ne!(twin, held);
-        let (_, index, path) = sealed.proofs().next().unwrap();
-        let request = Request::Receipt {
-            receipt: Box::new(receipt),
-            inclusion: Inclusion {
-                commitment: twin,
-                index,
-                path,
-            },
-        };
-        let answer = sub
-            .context
-            .net
-            .request(worker.peer_id(), request.to_bytes())
-            .await
-            .unwrap();
-        match Response::from_bytes(&answer).unwrap() {
+        let answer = deliver(sub, worker, request).await;
+        match answer {
             Response::Error { detail } => {
                 assert!(detail.contains("two different commitments"), "{detail}")
             }
@@ -1206,8 +1133,6 @@ async fn a_radiator_shown_two_commitments_under_one_number_publishes_the_proof()
 /// refuses a witnessed commitment whose signature fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_under_one_number() {
-    use hearth::model::commit::{Commitment, Inclusion};
-    use hearth::model::receipt::{CreditTerms, Receipt};
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempfile::tempdir().unwrap();
         let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
@@ -1224,65 +1149,18 @@ async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_unde
         let key = sub.household();
         let coord = Identity::load(&dir.path().join("radiator-1")).unwrap();
         // A receipt for radiator `i`, in a commitment numbered 77 of its own.
-        let shown = |i: usize| -> (Receipt, Inclusion) {
+        let shown = |i: usize| {
             let me = Identity::load(&dir.path().join(format!("radiator-{i}"))).unwrap();
-            let end = now_ms();
-            let record = WorkRecord {
-                job: blake3::hash(b"a job shown to two radiators"),
-                shard: i as u32,
-                module: blake3::hash(b"m"),
-                input: blake3::hash(b"i"),
-                output: blake3::hash(b"o"),
-                worker: me.public(),
-                submitter: coord.public(),
-                fuel: 100,
-                energy_mj: 2_000,
-                method: EnergyMethod::CpuEstimate,
-                start_ms: end - 10,
-                end_ms: end,
-                nonce: [i as u8; 16],
-            };
-            let terms = CreditTerms::claimed(&record, 2, 2);
-            let receipt = Claim::sign(record, &me)
-                .unwrap()
-                .countersign(&coord, terms)
-                .unwrap();
-            let (c, sealed) = Commitment::seal(&coord, 77, &[receipt.id()], end, end).unwrap();
-            let (_, index, path) = sealed.proofs().next().unwrap();
-            (
-                receipt,
-                Inclusion {
-                    commitment: c,
-                    index,
-                    path,
-                },
-            )
+            shown_receipt(&coord, &me, i as u32, 77)
         };
-        let deliver = |i: usize, (receipt, inclusion): (Receipt, Inclusion)| {
-            let to = nodes[i].peer_id();
-            let request = Request::Receipt {
-                receipt: Box::new(receipt),
-                inclusion,
-            };
-            async move {
-                let answer = sub
-                    .context
-                    .net
-                    .request(to, request.to_bytes())
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    Response::from_bytes(&answer).unwrap(),
-                    Response::ReceiptStored
-                );
-            }
-        };
-        let (first, second) = (shown(2), shown(3));
-        let (c2, c3) = (first.1.commitment.clone(), second.1.commitment.clone());
+        let ((first, c2), (second, c3)) = (shown(2), shown(3));
         assert_ne!(c2, c3);
         // Radiator 2 stores its receipt and hands on the commitment: the auditor logs it,
         // though the coordinator published nothing.
-        deliver(2, first).await;
+        assert_eq!(
+            deliver(sub, &nodes[2], first).await,
+            Response::ReceiptStored
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let heard = log.coordinator(&key, 77, 10).unwrap();
@@ -1298,7 +1176,10 @@ async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_unde
         }
         // Radiator 3 is shown the other body: stored too (its ledger holds no other), handed
         // on, and the auditor holds both.
-        deliver(3, second).await;
+        assert_eq!(
+            deliver(sub, &nodes[3], second).await,
+            Response::ReceiptStored
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         for (i, n) in nodes.iter().enumerate() {
             wait_equivocated(n, &key, deadline, &format!("node {i} within 10 s")).await;
@@ -1359,43 +1240,19 @@ async fn commitments_radiators_were_shown_reach_the_auditor_which_finds_two_unde
 /// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_finds_its_key_signing_elsewhere_stops_sealing_and_says_why() {
-    use hearth::model::commit::Commitment;
     tokio::time::timeout(Duration::from_secs(200), async {
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = loopback_options(&dir.path().join("auditor"), None, 1).unwrap();
-        opts.config.node.role = hearth::config::Role::Bootstrap;
-        let auditor = hearth::node::start(opts).await.unwrap();
-        let log = auditor.context.audit.clone().unwrap();
-        let bootstrap = hearth::demo::listen_addr(&auditor).await.unwrap();
+        let (auditor, log, bootstrap) = start_auditor(dir.path(), None).await;
         let home = dir.path().join("home");
         let start = || async {
             let mut opts = loopback_options(&home, Some(bootstrap.clone()), 2).unwrap();
             opts.numbering_check = Duration::from_secs(2);
             hearth::node::start(opts).await.unwrap()
         };
-        let logged_past = |key: PublicKey, seq: Option<u64>| {
-            let log = log.clone();
-            async move {
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                loop {
-                    let heard = log.coordinator(&key, 0, 1000).unwrap();
-                    assert!(heard.equivocations.is_empty(), "{heard:#?}");
-                    match heard.commitments.last().map(|c| c.seq) {
-                        Some(last) if Some(last) > seq => break last,
-                        _ => {}
-                    }
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "nothing logged past {seq:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
         let node = start().await;
         let key = node.household();
         pi_job(&node, 1).await;
-        let sealed = logged_past(key, None).await;
+        let sealed = logged_past(&log, &key, None).await;
 
         // The same key signs a commitment elsewhere, five numbers on.
         let identity = Identity::load(&home).unwrap();
@@ -1412,7 +1269,7 @@ async fn a_node_that_finds_its_key_signing_elsewhere_stops_sealing_and_says_why(
             .publish(Topic::Commitments, other.to_bytes())
             .await
             .unwrap();
-        assert_eq!(logged_past(key, Some(sealed)).await, sealed + 5);
+        assert_eq!(logged_past(&log, &key, Some(sealed)).await, sealed + 5);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let why = loop {
             if let Some(why) = node.context.auditors.elsewhere() {
@@ -1456,13 +1313,104 @@ async fn a_node_that_finds_its_key_signing_elsewhere_stops_sealing_and_says_why(
 
         // Restarted, it asks first, numbers on past the other's commitment, and seals.
         let node = start().await;
-        assert_eq!(logged_past(key, Some(sealed + 5)).await, sealed + 6);
+        assert_eq!(logged_past(&log, &key, Some(sealed + 5)).await, sealed + 6);
         assert!(node.context.auditors.elsewhere().is_none());
         node.shutdown().await;
         auditor.shutdown().await;
     })
     .await
     .expect("test timed out");
+}
+
+/// A bootstrap node keeping the auditor's log, in `dir/auditor`, bootstrapping from
+/// `bootstrap`: the node, its log, and its address for others to bootstrap from.
+async fn start_auditor(
+    dir: &std::path::Path,
+    bootstrap: Option<libp2p::Multiaddr>,
+) -> (RunningNode, hearth::audit::AuditLog, libp2p::Multiaddr) {
+    let mut opts = loopback_options(&dir.join("auditor"), bootstrap, 1).unwrap();
+    opts.config.node.role = hearth::config::Role::Bootstrap;
+    let auditor = hearth::node::start(opts).await.unwrap();
+    let log = auditor.context.audit.clone().unwrap();
+    let addr = hearth::demo::listen_addr(&auditor).await.unwrap();
+    (auditor, log, addr)
+}
+
+/// Waits (30 s at most) until `log` holds a commitment of `key` numbered above `above`, and
+/// returns the highest; fails at once if the log holds an equivocation of the key.
+async fn logged_past(log: &hearth::audit::AuditLog, key: &PublicKey, above: Option<u64>) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let heard = log.coordinator(key, 0, 1000).unwrap();
+        assert!(
+            heard.equivocations.is_empty(),
+            "the key signed a number twice: {:#?}",
+            heard.equivocations
+        );
+        match heard.commitments.last().map(|c| c.seq) {
+            Some(last) if Some(last) > above => return last,
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing logged past {above:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A receipt crediting `worker` for shard `shard` of a job nobody announced, countersigned by
+/// `coord`, delivered with its proof in a commitment of its own that `coord` signs as number
+/// `seq`: what a coordinator would show one radiator alone. The request and that commitment.
+fn shown_receipt(
+    coord: &Identity,
+    worker: &Identity,
+    shard: u32,
+    seq: u64,
+) -> (Request, Commitment) {
+    let end = now_ms();
+    let record = WorkRecord {
+        job: blake3::hash(b"a job shown to radiators one by one"),
+        shard,
+        module: blake3::hash(b"m"),
+        input: blake3::hash(b"i"),
+        output: blake3::hash(b"o"),
+        worker: worker.public(),
+        submitter: coord.public(),
+        fuel: 100,
+        energy_mj: 2_000,
+        method: EnergyMethod::CpuEstimate,
+        start_ms: end - 10,
+        end_ms: end,
+        nonce: [shard as u8; 16],
+    };
+    let terms = CreditTerms::claimed(&record, 2, 2);
+    let receipt = Claim::sign(record, worker)
+        .unwrap()
+        .countersign(coord, terms)
+        .unwrap();
+    let (commitment, sealed) = Commitment::seal(coord, seq, &[receipt.id()], end, end).unwrap();
+    let (_, index, path) = sealed.proofs().next().unwrap();
+    let request = Request::Receipt {
+        receipt: Box::new(receipt),
+        inclusion: Inclusion {
+            commitment: commitment.clone(),
+            index,
+            path,
+        },
+    };
+    (request, commitment)
+}
+
+/// Sends `request` from `from` to `to` over the control protocol; `to`'s answer.
+async fn deliver(from: &RunningNode, to: &RunningNode, request: Request) -> Response {
+    let answer = from
+        .context
+        .net
+        .request(to.peer_id(), request.to_bytes())
+        .await
+        .unwrap();
+    Response::from_bytes(&answer).unwrap()
 }
 
 /// A small job of `node`'s own, worked by its own radiator, run to done.

@@ -118,7 +118,7 @@ pub async fn run(args: &ImpactArgs, api: Option<&Client>, data_dir: &Path) -> an
     };
     let export = match (&args.file, api) {
         (Some(file), _) => super::export::read_export(file)?,
-        (None, Some(api)) => super::remote::load_receipts(api, data_dir, None).await?,
+        (None, Some(api)) => super::receipts::load_receipts(api, data_dir, None).await?,
         (None, None) => bail!("give --file EXPORT, or run it where a node or its data is"),
     };
     print!("{}", report(args, &export)?);

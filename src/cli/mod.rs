@@ -11,6 +11,7 @@ pub mod export;
 pub mod heat;
 pub mod impact;
 mod local;
+mod receipts;
 mod remote;
 
 use std::path::{Path, PathBuf};
@@ -660,14 +661,14 @@ pub fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Some(ReceiptsCommand::Export { output, .. }) => {
-                runtime.block_on(remote::receipts_export(
+                runtime.block_on(receipts::receipts_export(
                     &api()?,
                     &data_dir,
                     args.household.as_deref(),
                     output.as_deref(),
                 ))
             }
-            None => runtime.block_on(remote::receipts(
+            None => runtime.block_on(receipts::receipts(
                 &api()?,
                 &data_dir,
                 args.household.as_deref(),
