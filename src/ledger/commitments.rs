@@ -26,6 +26,8 @@ pub enum Adopted {
     /// number twice (a data directory restored after it sealed it, or someone else holding the
     /// key). Nothing is changed; the auditors already hold the proof.
     Conflict,
+    /// Not a commitment signed by this node's key: ignored.
+    NotOwn,
 }
 
 fn commitment_key(coordinator: &PublicKey, seq: u64) -> [u8; 40] {
@@ -213,14 +215,12 @@ impl Ledger {
     /// (`node::auditors`): if it is above every own commitment stored here, it is stored (its
     /// 161 signed bytes, without a tree: no receipt here is proven by it), and the next
     /// [`Ledger::seal`] takes the number after it. A data directory restored from an old
-    /// backup so never signs again a number it already published. The caller checked that
-    /// `c` is signed by `own`; checked again here (one signature, once per auditor per start).
+    /// backup so never signs again a number it already published. The number is the auditor's
+    /// claim until the signature says the commitment is `own`'s: one that is not
+    /// ([`Adopted::NotOwn`]) changes nothing, else a peer could push the numbering anywhere.
     pub fn adopt_own(&self, own: &PublicKey, c: &Commitment) -> Result<Adopted, LedgerError> {
         if c.coordinator != *own || c.verify().is_err() {
-            return Err(LedgerError::Corrupt(format!(
-                "commitment #{} offered as this node's own is not signed by its key",
-                c.seq
-            )));
+            return Ok(Adopted::NotOwn);
         }
         // Under the ledger's lock, as a seal: a seal running meanwhile numbers after it.
         let _write = self.write_lock();
@@ -406,9 +406,9 @@ mod tests {
 
     /// A data directory restored from an old backup numbers on past what an auditor logged
     /// of its key, instead of signing those numbers again: the next seal takes the number
-    /// after the auditor's. A commitment below what is sealed here, the same one again, or
-    /// another body under a number sealed here change nothing; a commitment of another key,
-    /// or one whose signature fails, is refused.
+    /// after the auditor's. A commitment below what is sealed here, the same one again,
+    /// another body under a number sealed here, a commitment of another key or one whose
+    /// signature fails change nothing.
     #[test]
     fn an_auditors_last_commitment_moves_the_numbering_on_and_never_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -448,14 +448,14 @@ mod tests {
             c0
         );
 
-        // Not this key's, or not signed by it: refused.
+        // Not this key's, or not signed by it: ignored.
         let (theirs, _) = Commitment::seal(&w, 90, &[blake3::hash(b"y")], 1, 1).unwrap();
-        assert!(l.adopt_own(&own, &theirs).is_err());
+        assert_eq!(l.adopt_own(&own, &theirs).unwrap(), Adopted::NotOwn);
         let mut forged = Commitment::seal(&coord, 90, &[blake3::hash(b"z")], 1, 1)
             .unwrap()
             .0;
         forged.count += 1;
-        assert!(l.adopt_own(&own, &forged).is_err());
+        assert_eq!(l.adopt_own(&own, &forged).unwrap(), Adopted::NotOwn);
         l.insert_countersigned(&receipt(&w, &coord, 2)).unwrap();
         assert_eq!(l.seal(&coord).unwrap().unwrap().seq, 43);
     }

@@ -316,15 +316,6 @@ impl Auditors {
             // Nothing logged, no log kept (`Error`), or an older node: nothing to number past.
             _ => return true,
         };
-        // The number is the peer's claim until the signature says it is this key's own: a
-        // peer could otherwise push the numbering anywhere.
-        if c.coordinator != self.inner.own || c.verify().is_err() {
-            tracing::warn!(
-                %peer,
-                "a bootstrap node answered with a commitment this key did not sign; ignored"
-            );
-            return true;
-        }
         let (ledger, own, seq) = (self.inner.ledger.clone(), self.inner.own, c.seq);
         let adopted = tokio::task::spawn_blocking(move || ledger.adopt_own(&own, &c)).await;
         match adopted {
@@ -343,6 +334,10 @@ impl Auditors {
                 "this key already signed another commitment under a number this ledger used: \
                  radiators will refuse it (`hearth status`; docs/operations.md, \"A key that \
                  equivocated\")"
+            ),
+            Ok(Ok(Adopted::NotOwn)) => tracing::warn!(
+                %peer,
+                "a bootstrap node answered with a commitment this key did not sign; ignored"
             ),
             Ok(Ok(Adopted::Known | Adopted::Behind { .. })) => {}
             // The disk failed: not counted as answered, so the deadline still bounds the wait.

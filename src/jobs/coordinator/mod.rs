@@ -148,8 +148,9 @@ pub struct Coordinator {
     sealing: bool,
     /// ... and another was asked for meanwhile.
     seal_again: bool,
-    /// Whether this node's numbering is known: no seal before (`await_numbering`).
-    numbered: bool,
+    /// Whether seals may run: not before the node's numbering is known (`await_numbering`),
+    /// nor after another node was found signing with its key (`Command::HoldSeals`).
+    may_seal: bool,
     /// Commitments no auditor was listening for when they were made, oldest first; gossiped
     /// again each round (`outgoing.rs`, `republish_commitments`).
     unpublished: std::collections::VecDeque<crate::model::commit::Commitment>,
@@ -241,7 +242,7 @@ impl Coordinator {
         let (tx, rx) = mpsc::channel(256);
         let failure = std::sync::Arc::new(std::sync::OnceLock::new());
         let staged = persist.batch();
-        let numbered = !config.await_numbering;
+        let may_seal = !config.await_numbering;
         let handle = CoordinatorHandle {
             tx: tx.clone(),
             failure: failure.clone(),
@@ -268,7 +269,7 @@ impl Coordinator {
                 to_settle: Vec::new(),
                 sealing: false,
                 seal_again: false,
-                numbered,
+                may_seal,
                 unpublished: std::collections::VecDeque::new(),
                 blocking: tokio::task::JoinSet::new(),
                 blocking_work: HashMap::new(),
@@ -489,10 +490,10 @@ impl Coordinator {
             }
             Command::ExcludeChecked { household } => self.book.insert_excluded(household),
             Command::Numbered => {
-                self.numbered = true;
+                self.may_seal = true;
                 self.seal();
             }
-            Command::HoldSeals => self.numbered = false,
+            Command::HoldSeals => self.may_seal = false,
             Command::FailRunning { reason } => {
                 let updates = self.book.fail_running(&reason, now_ms());
                 if let Err(e) = self.write(updates) {

@@ -30,7 +30,7 @@ impl Coordinator {
     pub(super) fn seal(&mut self) {
         // Not before the auditors were asked how far this key's numbering went: the receipts
         // wait in `pending`, durable, and the first seal follows `Command::Numbered`.
-        if !self.numbered {
+        if !self.may_seal {
             return;
         }
         if self.sealing {
