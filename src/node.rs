@@ -521,6 +521,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         },
         own_tx,
     )?;
+    // No lease, renewal or vote for a key this node refuses (`jobs::coordinator::book::refused`).
+    let refused_workers = revoked.clone();
+    let coordinator = coordinator.refusing(std::sync::Arc::new(move |household: &PublicKey| {
+        refused_workers
+            .reasons(household)
+            .map(|r| r.worker_sentence())
+    }));
     let coordinator_stop = shutdown_rx.clone();
     tasks.spawn(async move {
         (

@@ -941,6 +941,101 @@ async fn a_radiator_takes_no_more_shards_of_a_job_whose_coordinator_it_came_to_r
     .expect("test timed out");
 }
 
+/// A radiator's household revokes its key (as after a theft) while the radiator holds leases
+/// of another node's job. That node's coordinator takes the leases back at once, leases the
+/// key nothing more and says why, and counts no claim of it (`jobs::coordinator::book::
+/// refused`); the job goes on with the others. Until 2026-12-05 a refused key was refused
+/// only as a coordinator: as a worker it kept its leases, got new ones and voted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_revoked() {
+    use hearth::jobs::{JobView, ShardView};
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {}).await.unwrap();
+        settle(&nodes).await;
+        let (sub, thief) = (&nodes[0], &nodes[1]);
+        let (key, mine) = (thief.household(), thief.household().to_hex());
+        // Far more work than the radiators do in the test's time: leases are always out.
+        let spec = JobSpec::Pi {
+            shards: 2_000,
+            samples: 2_000_000,
+            seed: 9,
+        };
+        let (job, _) = submit(sub, &spec, 2).await;
+        let leased_to_it = |v: &JobView| {
+            v.shards
+                .iter()
+                .filter(|s| matches!(s, ShardView::Leased { to, .. } if to.contains(&mine)))
+                .count()
+        };
+        let view = || async { sub.context.coordinator.view(job).await.expect("job known") };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while leased_to_it(&view().await) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the radiator held no lease of the job in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!excluded(&lease_answer(sub, &key).await));
+        // The household revokes the key from its own node, which publishes the statement.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .arg("--data-dir")
+            .arg(dir.path().join("radiator-1"))
+            .args(["--api", &thief.api_addr.to_string()])
+            .args(["receipts", "revoke", "--keep", "0", "--publish"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !sub.context.refusals.keys().contains(&key) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the submitter's node did not hear the revocation in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // No lease, and the radiator is told why.
+        match lease_answer(sub, &key).await {
+            Response::Denied {
+                reason: DenyReason::Excluded,
+                detail,
+                ..
+            } => assert!(detail.contains("revoked"), "{detail}"),
+            other => panic!("a revoked key was answered {other:?}"),
+        }
+        // What it held is taken back (not left to run out), and nothing new goes to it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let held = leased_to_it(&view().await);
+            if held == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{held} lease(s) still held by the revoked key 5 s after the node heard it"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = view().await;
+        assert_eq!(leased_to_it(&now), 0);
+        assert!(matches!(now.status, JobStatus::Running), "{now:#?}");
+        assert!(
+            now.shards
+                .iter()
+                .any(|s| matches!(s, ShardView::Leased { to, .. } if !to.contains(&mine))),
+            "the others still work the job: {now:#?}"
+        );
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// A household restores its radiator's data directory from a backup taken before the node
 /// sealed receipt commitments that the auditor logged. Restarted, the node asks its bootstrap
 /// node (the auditor) for the last commitment it logged of the key before sealing anything,

@@ -63,7 +63,8 @@ struct Inner {
     audit: Option<AuditLog>,
     own: PublicKey,
     net: Network,
-    /// This node's coordinator: its running jobs close when its own key is refused.
+    /// This node's coordinator: its running jobs close when its own key is refused, and what a
+    /// refused key holds in them as a worker is taken back.
     coordinator: CoordinatorHandle,
     /// How many proofs each gossip forwarder may bring.
     admission: Mutex<Admission>,
@@ -207,8 +208,13 @@ impl Refusals {
         if heard != Heard::Full {
             self.log(refusal);
         }
-        if heard == Heard::Kept && key == self.inner.own {
-            self.close_own_jobs();
+        if heard == Heard::Kept {
+            if key == self.inner.own {
+                self.close_own_jobs();
+            }
+            // What the key holds as a worker in this node's running jobs is taken back.
+            let coordinator = self.inner.coordinator.clone();
+            self.spawn(async move { coordinator.withdraw_refused().await });
         }
         Ok(heard)
     }

@@ -144,6 +144,18 @@ impl Reasons {
         }
     }
 
+    /// What a coordinator tells a household whose key it refuses when it asks for work
+    /// (`jobs::coordinator::RefusedKeys`).
+    pub fn worker_sentence(&self) -> &'static str {
+        if self.revoked {
+            "your household's key is revoked by its own statement (`hearth receipts revoke`): \
+             this coordinator leases nothing to it and counts no claim of it"
+        } else {
+            "your household's key signed two different receipt commitments under one number: \
+             this coordinator leases nothing to it and counts no claim of it"
+        }
+    }
+
     fn set(&mut self, kind: Kind) {
         match kind {
             Kind::Revoked => self.revoked = true,

@@ -16,7 +16,8 @@
 //!
 //! Parts: `shard.rs` (one shard's and one job's state, and the vote), `demand.rs` (heat
 //! priority), `verify.rs` (after the vote: output checked, claims settled, job assembled),
-//! `draw.rs` (one household's claims together stay within one circuit), `tests.rs` (unit and
+//! `draw.rs` (one household's claims together stay within one circuit), `refused.rs` (what
+//! households whose keys the node refuses still hold is taken back), `tests.rs` (unit and
 //! property tests with injected time and real signatures).
 //!
 //! `index.rs` keeps, per job, the shards a decision has to look at, so a lease costs
@@ -29,6 +30,7 @@
 mod demand;
 mod draw;
 mod index;
+mod refused;
 mod shard;
 mod verify;
 

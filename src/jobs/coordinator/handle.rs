@@ -69,6 +69,9 @@ pub(super) enum Command {
     FailRunning {
         reason: String,
     },
+    /// A key was refused (`node::refusals`): what refused keys hold in running jobs is taken
+    /// back ([`super::Coordinator::refusing`]).
+    WithdrawRefused,
 }
 
 /// A control request as the actor gets it: a claim arrives with its signature checked.
@@ -189,6 +192,12 @@ impl CoordinatorHandle {
         let _ = self.tx.send(Command::FailRunning { reason }).await;
     }
 
+    /// Another key is refused here: the leases and undecided claims it holds in running jobs
+    /// are taken back. Waits while the coordinator is busy.
+    pub async fn withdraw_refused(&self) {
+        let _ = self.tx.send(Command::WithdrawRefused).await;
+    }
+
     /// Lets the coordinator seal receipt commitments (held while `await_numbering`): the
     /// ledger numbers on past what the node's auditors logged of its key.
     pub async fn numbered(&self) {
@@ -208,6 +217,31 @@ impl CoordinatorHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+}
+
+/// Whether this node refuses a household's key (revoked by its own household, or caught
+/// signing two receipt commitments under one number: `node::revoked`), and the sentence that
+/// household is told. Set by the node ([`super::Coordinator::refusing`]); without it none is
+/// refused.
+pub type RefusedKeys = Arc<dyn Fn(&PublicKey) -> Option<&'static str> + Send + Sync>;
+
+/// What a household whose key this node refuses is told instead of being served (`why`: the
+/// reason [`RefusedKeys`] gave); `None` for what is served as anyone's: giving a lease back or
+/// declining a job frees a shard.
+pub(super) fn turned_away(request: &Control, why: &str) -> Option<Response> {
+    match request {
+        Control::Claim(_) | Control::Other(Request::Claim(_)) => Some(Response::ClaimRejected {
+            detail: format!("{why}; the claim is not counted"),
+        }),
+        Control::Other(Request::Lease { .. } | Request::Renew { .. }) => Some(Response::Denied {
+            reason: DenyReason::Excluded,
+            retry_after_ms: 0,
+            detail: why.to_string(),
+        }),
+        // Its heat demand neither holds shards for it nor brings it offers.
+        Control::Other(Request::Heat(_)) => Some(Response::Noted),
+        Control::Other(_) => None,
     }
 }
 

@@ -20,7 +20,7 @@
 //! Fetching outputs, countersigning, delivering receipts and assembling the result run off
 //! the actor and report back, so the actor never waits on the network or the CPU. Everyone
 //! else talks to it through [`CoordinatorHandle`].
-//! Size: about 780 lines, just past the house style's limit: the actor's state, its loop with the
+//! Size: about 830 lines, just past the house style's limit: the actor's state, its loop with the
 //! group commit, and the dispatch of every request, which read best together; what follows a
 //! decision already lives in the files above.
 //! Must not touch: the worker, the Swarm.
@@ -58,7 +58,8 @@ use persist::Persist;
 
 pub use book::JobStatus;
 pub use handle::CoordinatorHandle;
-use handle::{busy, Command, Control};
+pub use handle::RefusedKeys;
+use handle::{busy, turned_away, Command, Control};
 pub use view::{JobSummary, JobView, ShardView};
 
 #[derive(Clone, Debug)]
@@ -172,6 +173,8 @@ pub struct Coordinator {
     /// The addresses this node and its peers were last seen at, for marking receipts of
     /// households that share one with this node (`after.rs`, `jobs::trust::related`).
     addresses: after::Addresses,
+    /// Keys this node refuses: given no lease, no renewal and no say in a vote.
+    refused: Option<RefusedKeys>,
 }
 
 /// An answer, follow-up work or announcement that may go out only once the writes it
@@ -279,9 +282,41 @@ impl Coordinator {
                 group: GroupCommit::default(),
                 staged,
                 addresses: after::Addresses::default(),
+                refused: None,
             },
             handle,
         ))
+    }
+
+    /// Turns households whose keys `refused` names away: no lease, renewal or claim of theirs
+    /// is taken, their heat demand is not heard, and what they hold in running jobs is taken
+    /// back when the coordinator starts and whenever [`CoordinatorHandle::withdraw_refused`]
+    /// says another key was refused.
+    pub fn refusing(mut self, refused: RefusedKeys) -> Coordinator {
+        self.refused = Some(refused);
+        self
+    }
+
+    /// Takes back the leases and undecided claims of refused keys in running jobs
+    /// (`book::refused`), written like any update: a lease request that follows sees them gone.
+    fn withdraw_refused(&mut self) {
+        let Some(refused) = self.refused.clone() else {
+            return;
+        };
+        let updates = self.book.withdraw(&|h| refused(h).is_some());
+        if updates.is_empty() {
+            return;
+        }
+        let shards = updates.len();
+        match self.write(updates) {
+            Ok(()) => tracing::info!(
+                shards,
+                "took back the leases and undecided claims of refused keys"
+            ),
+            Err(e) => tracing::error!(
+                "could not take back what refused keys hold: {e}; tried again at the next start"
+            ),
+        }
     }
 
     /// Runs until every handle is dropped or `shutdown` fires. An error means a commit or a
@@ -305,6 +340,8 @@ impl Coordinator {
         reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flushing: Option<persist::Flush> = None;
         let mut failed = None;
+        // A key refused while the node was down (or just before a crash) holds nothing here.
+        self.withdraw_refused();
         loop {
             // Everything settled since the last turn (a flush's release, a round) goes to
             // the blocking pool together.
@@ -494,6 +531,7 @@ impl Coordinator {
                 self.seal();
             }
             Command::HoldSeals => self.may_seal = false,
+            Command::WithdrawRefused => self.withdraw_refused(),
             Command::FailRunning { reason } => {
                 let updates = self.book.fail_running(&reason, now_ms());
                 if let Err(e) = self.write(updates) {
@@ -618,6 +656,11 @@ impl Coordinator {
                 detail: "your peer id carries no ed25519 household key".into(),
             };
         };
+        if let Some(why) = self.refused.as_ref().and_then(|r| r(&household)) {
+            if let Some(answer) = turned_away(&request, why) {
+                return answer;
+            }
+        }
         let now = now_ms();
         let request = match request {
             Control::Claim(claim) => {
