@@ -874,13 +874,7 @@ async fn a_radiator_takes_no_more_shards_of_a_job_whose_coordinator_it_came_to_r
         settle(&nodes).await;
         let (sub, radiator) = (&nodes[0], &nodes[1]);
         let mine = radiator.household().to_hex();
-        // Far more work than the submitter's own radiator does in the test's time.
-        let spec = JobSpec::Pi {
-            shards: 2_000,
-            samples: 2_000_000,
-            seed: 5,
-        };
-        let (job, _) = submit(sub, &spec, 1).await;
+        let (job, _) = submit(sub, &endless(5), 1).await;
         let taken = |v: &JobView| {
             v.shards
                 .iter()
@@ -955,13 +949,7 @@ async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_revo
         settle(&nodes).await;
         let (sub, thief) = (&nodes[0], &nodes[1]);
         let (key, mine) = (thief.household(), thief.household().to_hex());
-        // Far more work than the radiators do in the test's time: leases are always out.
-        let spec = JobSpec::Pi {
-            shards: 2_000,
-            samples: 2_000_000,
-            seed: 9,
-        };
-        let (job, _) = submit(sub, &spec, 2).await;
+        let (job, _) = submit(sub, &endless(9), 2).await;
         let leased_to_it = |v: &JobView| {
             v.shards
                 .iter()
@@ -1509,6 +1497,15 @@ async fn deliver(from: &RunningNode, to: &RunningNode, request: Request) -> Resp
 }
 
 /// A small job of `node`'s own, worked by its own radiator, run to done.
+/// A job of far more work than a test's radiators do in its time: leases are always out.
+fn endless(seed: u64) -> JobSpec {
+    JobSpec::Pi {
+        shards: 2_000,
+        samples: 2_000_000,
+        seed,
+    }
+}
+
 async fn pi_job(node: &RunningNode, seed: u64) {
     let spec = JobSpec::Pi {
         shards: 4,
