@@ -27,7 +27,7 @@
 //! its last failure: a failed punch often closes the last connection between the two homes,
 //! and until 2026-12-05 the state went with it, so the next relayed connection started the
 //! count again and a pair whose punches kept failing retried every 11 s or so without end
-//! (the NAT lab counted 11 retries by one radiator with one peer in two minutes). Behind a NAT
+//! (the NAT lab counted 8 and 9 retries by one radiator with one peer in two minutes). Behind a NAT
 //! that maps per destination (symmetric) every punch fails, so a pair costs the relay at most
 //! `RETRIES` more short circuits per [`FORGET`].
 
@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-/// Retries of a failed hole punch per peer per connected spell: four, so that their waits
-/// together (200 s) pass [`STALE_NAT_STATE`].
+/// Retries of a failed hole punch per peer, counted across disconnects ([`PunchMemory`]): four,
+/// so that their waits together (200 s) pass [`STALE_NAT_STATE`].
 pub(crate) const RETRIES: u32 = 4;
 /// How long a home router may keep a half-open entry that breaks punches on its four-tuple:
 /// Linux conntrack's default timeout for a connection still in its SYN exchange.
