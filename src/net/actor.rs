@@ -44,7 +44,7 @@ use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
-use super::punch::{PunchMemory, PunchRetry};
+use super::punch::PunchRetry;
 use super::serve::{Served, Server};
 use super::table::Diversity;
 use super::wire::BlobRequest;
@@ -181,8 +181,6 @@ pub(crate) struct Actor {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     peers: HashMap<PeerId, PeerState>,
-    /// Failed punches of peers that disconnected, carried on when they come back (`punch.rs`).
-    punch_memory: PunchMemory,
     pending_dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<(), NetError>>)>,
     /// Every dial by origin (`dials.rs`), for [`NetStatus::dials`].
     dials: DialLog,
@@ -258,7 +256,6 @@ impl Actor {
             commands,
             events,
             peers: HashMap::new(),
-            punch_memory: PunchMemory::default(),
             pending_dials: HashMap::new(),
             dials,
             pending_requests: HashMap::new(),

@@ -21,23 +21,21 @@
 //! routers, and now left there on purpose (`testnet/nat`, cone variant). So the last retry
 //! comes [`STALE_NAT_STATE`] or more after the first failure.
 //!
-//! Bounds: at most [`RETRIES`] retries per peer, each wait three times the last from
-//! [`FIRST_WAIT`] (5, 15, 45, 135 s); a success resets them. The state lives with the peer's
-//! connection state and, when the peer disconnects, in [`PunchMemory`] until [`FORGET`] after
-//! its last failure: a failed punch often closes the last connection between the two homes,
-//! and until 2026-12-05 the state went with it, so the next relayed connection started the
-//! count again and a pair whose punches kept failing retried every 11 s or so without end
-//! (the NAT lab counted 8 and 9 retries by one radiator with one peer in two minutes). Behind a NAT
-//! that maps per destination (symmetric) every punch fails, so a pair costs the relay at most
-//! `RETRIES` more short circuits per [`FORGET`].
+//! Bounds: at most [`RETRIES`] retries per peer per connected spell (the state lives with the
+//! peer's connection state and goes when the peer disconnects), each wait three times the
+//! last from [`FIRST_WAIT`] (5, 15, 45, 135 s); a success resets them. Not a bound in practice:
+//! a failed punch often closes the pair's last connection, the state goes with it, and the
+//! next relayed connection starts again at 5 s (the NAT lab saw 8 and 9 retries with one peer
+//! in two minutes). Keeping the state across disconnects was tried and reverted: with sparse
+//! retries a stale router entry outlived the lab's 480 s wait (docs/testnet.md).
 
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-/// Retries of a failed hole punch per peer, counted across disconnects ([`PunchMemory`]): four,
-/// so that their waits together (200 s) pass [`STALE_NAT_STATE`].
+/// Retries of a failed hole punch per peer per connected spell: four, so that their waits
+/// together (200 s) pass [`STALE_NAT_STATE`].
 pub(crate) const RETRIES: u32 = 4;
 /// How long a home router may keep a half-open entry that breaks punches on its four-tuple:
 /// Linux conntrack's default timeout for a connection still in its SYN exchange.
@@ -49,14 +47,6 @@ const _: () = assert!(total_wait_secs() > STALE_NAT_STATE.as_secs());
 /// four-tuple (the listen port, reused, to the peer's address) until libp2p's 10 s connection
 /// timeout, and a punch dialled meanwhile gets a fresh port that no NAT mapping expects.
 pub(crate) const FIRST_WAIT: Duration = Duration::from_secs(5);
-
-/// How long the retry state of a peer that disconnected is kept after its last failed punch
-/// ([`PunchMemory`]): longer than the retries' waits together, so the budget holds.
-pub(crate) const FORGET: Duration = Duration::from_secs(600);
-/// Peers whose retry state is kept after they disconnected, at most (each a few dozen bytes);
-/// past it the one that failed longest ago is forgotten first.
-pub(crate) const MAX_REMEMBERED: usize = 4096;
-const _: () = assert!(FORGET.as_secs() > total_wait_secs());
 
 /// The waits of all [`RETRIES`] retries together, in seconds.
 const fn total_wait_secs() -> u64 {
@@ -71,7 +61,7 @@ const fn total_wait_secs() -> u64 {
 
 /// Hole punches with one connected peer: failures since the last success (what a blob fetch
 /// waiting on the peer reports, and what bounds the retries) and the retry due.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct PunchRetry {
     failed: u32,
     last_failed: Option<Instant>,
@@ -119,53 +109,6 @@ impl PunchRetry {
             }
             _ => false,
         }
-    }
-}
-
-/// The retry state of peers that disconnected after failed punches, until [`FORGET`] after
-/// the last failure: a peer met again carries its failures on (module docs).
-#[derive(Debug, Default)]
-pub(crate) struct PunchMemory {
-    peers: std::collections::HashMap<PeerId, PunchRetry>,
-}
-
-impl PunchMemory {
-    /// `peer` disconnected with `retry`: kept if a punch with it failed since the last success.
-    pub(crate) fn keep(&mut self, peer: PeerId, retry: PunchRetry, now: Instant) {
-        if retry.failed == 0 {
-            return;
-        }
-        self.peers.retain(|_, r| !Self::stale(r, now));
-        if self.peers.len() >= MAX_REMEMBERED && !self.peers.contains_key(&peer) {
-            if let Some(oldest) = self
-                .peers
-                .iter()
-                .min_by_key(|(_, r)| r.last_failed)
-                .map(|(p, _)| *p)
-            {
-                self.peers.remove(&oldest);
-            }
-        }
-        self.peers.insert(peer, retry);
-    }
-
-    /// The state `peer` starts a connected spell with: what it left, unless forgotten.
-    pub(crate) fn take(&mut self, peer: &PeerId, now: Instant) -> PunchRetry {
-        match self.peers.remove(peer) {
-            Some(r) if !Self::stale(&r, now) => r,
-            _ => PunchRetry::default(),
-        }
-    }
-
-    /// How many peers' states are kept.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.peers.len()
-    }
-
-    fn stale(r: &PunchRetry, now: Instant) -> bool {
-        r.last_failed
-            .is_none_or(|t| now.saturating_duration_since(t) >= FORGET)
     }
 }
 
@@ -237,65 +180,6 @@ mod tests {
         r.succeeded();
         assert_eq!((r.failures(), r.last_failed()), (0, None));
         assert_eq!(r.failed(t0, true), Some(t0 + FIRST_WAIT));
-    }
-
-    #[test]
-    fn a_peer_met_again_after_failed_punches_carries_its_failures_on() {
-        let t0 = Instant::now();
-        let peer = PeerId::random();
-        let mut memory = PunchMemory::default();
-        // A punch fails and the last connection goes: met again, the next failure waits 15 s,
-        // not 5 s, and after RETRIES failures in all no retry is scheduled.
-        let mut r = memory.take(&peer, t0);
-        assert_eq!(r.failed(t0, true), Some(t0 + FIRST_WAIT));
-        memory.keep(peer, r, t0);
-        assert_eq!(memory.len(), 1);
-        let mut waits = Vec::new();
-        for _ in 0..RETRIES {
-            let mut r = memory.take(&peer, t0);
-            if let Some(due) = r.failed(t0, true) {
-                waits.push(due - t0);
-            }
-            memory.keep(peer, r, t0);
-        }
-        assert_eq!(waits, [15, 45, 135].map(Duration::from_secs));
-        assert_eq!(memory.take(&peer, t0).failures(), RETRIES + 1);
-        // Nothing kept for a peer without failures; a state FORGET after its last failure is
-        // forgotten.
-        memory.keep(peer, PunchRetry::default(), t0);
-        assert_eq!(memory.len(), 0);
-        let mut r = PunchRetry::default();
-        r.failed(t0, true);
-        memory.keep(peer, r.clone(), t0);
-        assert_eq!(memory.take(&peer, t0 + FORGET - Duration::from_secs(1)), r);
-        memory.keep(peer, r, t0);
-        assert_eq!(memory.take(&peer, t0 + FORGET), PunchRetry::default());
-    }
-
-    #[test]
-    fn punch_memory_is_bounded_and_forgets_the_oldest_first() {
-        let t0 = Instant::now();
-        let mut memory = PunchMemory::default();
-        let first = PeerId::random();
-        let failed_at = |t: Instant| {
-            let mut r = PunchRetry::default();
-            r.failed(t, true);
-            r
-        };
-        memory.keep(first, failed_at(t0), t0);
-        for i in 1..MAX_REMEMBERED as u64 {
-            let t = t0 + Duration::from_millis(i);
-            memory.keep(PeerId::random(), failed_at(t), t);
-        }
-        assert_eq!(memory.len(), MAX_REMEMBERED);
-        let t = t0 + Duration::from_secs(10);
-        memory.keep(PeerId::random(), failed_at(t), t);
-        assert_eq!(memory.len(), MAX_REMEMBERED);
-        assert_eq!(
-            memory.take(&first, t),
-            PunchRetry::default(),
-            "the oldest went"
-        );
     }
 
     #[test]

@@ -121,11 +121,7 @@ impl Actor {
                     self.direct_settled(peer_id);
                 }
                 if num_established == 0 {
-                    if let Some(p) = self.peers.remove(&peer_id) {
-                        // Failed punches are remembered: met again, the peer's retries go on
-                        // backing off instead of starting over (`punch.rs`).
-                        self.punch_memory.keep(peer_id, p.punch, Instant::now());
-                    }
+                    self.peers.remove(&peer_id);
                     info!("peer disconnected");
                     self.emit(NetEvent::PeerDisconnected(peer_id));
                     if self.peers.is_empty() {
@@ -199,7 +195,7 @@ impl Actor {
             relayed: HashSet::new(),
             direct: HashSet::new(),
             hole_punched: false,
-            punch: self.punch_memory.take(&peer, Instant::now()),
+            punch: PunchRetry::default(),
             relayed_since: None,
             connected_at: Instant::now(),
             last_used: None,
