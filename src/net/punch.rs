@@ -18,7 +18,8 @@
 //! four-tuple is then out of window, goes out untranslated or not at all, and fails, until
 //! the entry expires 120 s after its last valid packet (`nf_conntrack_tcp_timeout_syn_sent`;
 //! the failed punches do not refresh it). Found in the NAT lab under load, captured on the
-//! routers, and now left there on purpose (`testnet/nat`, cone variant). So the last retry
+//! routers, and reproduced on purpose by `testnet/nat --stale-entry` (where hearth does not yet
+//! always get past it: the entry has been seen to outlive 480 s of failing punches). So the last retry
 //! comes [`STALE_NAT_STATE`] or more after the first failure.
 //!
 //! Bounds: at most [`RETRIES`] retries per peer per connected spell (the state lives with the
