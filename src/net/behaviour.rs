@@ -15,6 +15,7 @@ use libp2p::{
 
 use super::codec::FrameCodec;
 use super::dials::{Counted, DialLog, DialOrigin};
+use super::keep::KeepOpen;
 use super::relayed::OneRelayed;
 use super::subnets::InboundPerSubnet;
 use super::wire::{MAX_BLOB_REQUEST, MAX_BLOB_RESPONSE};
@@ -42,6 +43,8 @@ pub(crate) struct Behaviour {
     pub(crate) one_relayed: OneRelayed,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
+    /// Hole-punched connections kept open while idle (`keep.rs`).
+    pub(crate) keep_open: KeepOpen,
     pub(crate) kad: Counted<kad::Behaviour<super::work::Store>>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) gossipsub: Counted<gossipsub::Behaviour>,
@@ -289,6 +292,7 @@ fn build_behaviour(
         one_relayed: OneRelayed::new(peer_id),
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),
+        keep_open: KeepOpen::default(),
         kad: Counted::new(kad, DialOrigin::Kad, dials),
         mdns: Toggle::from(mdns),
         gossipsub: Counted::new(gossipsub, DialOrigin::Gossipsub, dials),

@@ -47,6 +47,7 @@ mod codec;
 mod dials;
 pub mod direct;
 mod download;
+mod keep;
 #[cfg(test)]
 mod lookup_tests;
 mod prune;

@@ -230,9 +230,20 @@ impl Actor {
         } else {
             state.relayed.iter().copied().collect()
         };
+        // A direct connection that replaces a relayed one came from a hole punch (both ends
+        // see it so, whichever dial it came from): it is kept open while idle, since it could
+        // only come back by punching again (`keep.rs`).
+        let punched = !relayed && !obsolete.is_empty();
         let span = state.span.clone();
         let _g = span.enter();
         debug!(%remote, dialer = endpoint.is_dialer(), origin = origin.map(|o| o.name()), relayed, "connection established");
+        if punched {
+            debug!("keeping the direct connection open while idle: it replaces a relayed one");
+            self.swarm
+                .behaviour_mut()
+                .keep_open
+                .keep(peer, connection_id);
+        }
         for id in obsolete {
             debug!("closing the relayed connection: a direct one is open");
             self.swarm.close_connection(id);
@@ -274,7 +285,9 @@ impl Actor {
             BehaviourEvent::Control(ev) => self.on_control(ev),
             BehaviourEvent::Blob(ev) => self.on_blob(ev),
             BehaviourEvent::Ping(_) => {}
-            BehaviourEvent::OneRelayed(never) | BehaviourEvent::PerSubnet(never) => match never {},
+            BehaviourEvent::OneRelayed(never)
+            | BehaviourEvent::PerSubnet(never)
+            | BehaviourEvent::KeepOpen(never) => match never {},
             BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
             BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
             BehaviourEvent::RelayServer(ev) => on_relay_server(ev),
