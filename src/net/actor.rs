@@ -44,7 +44,7 @@ use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
-use super::punch::PunchRetry;
+use super::punch::{PunchMemory, PunchRetry};
 use super::serve::{Served, Server};
 use super::table::Diversity;
 use super::wire::BlobRequest;
@@ -181,6 +181,8 @@ pub(crate) struct Actor {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     peers: HashMap<PeerId, PeerState>,
+    /// Failed punches of peers that disconnected a moment ago (`punch.rs`).
+    punch_memory: PunchMemory,
     pending_dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<(), NetError>>)>,
     /// Every dial by origin (`dials.rs`), for [`NetStatus::dials`].
     dials: DialLog,
@@ -256,6 +258,7 @@ impl Actor {
             commands,
             events,
             peers: HashMap::new(),
+            punch_memory: PunchMemory::default(),
             pending_dials: HashMap::new(),
             dials,
             pending_requests: HashMap::new(),

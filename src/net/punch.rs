@@ -22,14 +22,24 @@
 //! always get past it: the entry has been seen to outlive 480 s of failing punches). So the last retry
 //! comes [`STALE_NAT_STATE`] or more after the first failure.
 //!
-//! Bounds: at most [`RETRIES`] retries per peer per connected spell (the state lives with the
-//! peer's connection state and goes when the peer disconnects), each wait three times the
-//! last from [`FIRST_WAIT`] (5, 15, 45, 135 s); a success resets them. Not a bound in practice:
-//! a failed punch often closes the pair's last connection, the state goes with it, and the
-//! next relayed connection starts again at 5 s (the NAT lab saw 8 and 9 retries with one peer
-//! in two minutes). Keeping the state across disconnects was tried and reverted: with sparse
-//! retries a stale router entry outlived the lab's 480 s wait (docs/testnet.md).
+//! Bounds: at most [`RETRIES`] retries per peer per connected spell, each wait three times the
+//! last from [`FIRST_WAIT`] (5, 15, 45, 135 s); a success resets them. The state lives with the
+//! peer's connection state and, when the peer disconnects, in [`PunchMemory`] for [`REJOIN`]:
+//! a retry's fresh relayed connection replaces the one before (`relayed.rs`: the newer stays),
+//! and the far end sees the old one close a moment before the new one is established, so it
+//! saw the peer disconnect, its retry state went with it, and its next failure scheduled a
+//! retry at 5 s again. DCUtR reports a round's failure only to the end that accepted the
+//! relayed connection, so the two homes took turns, each restarting at 5 s: the NAT lab counted
+//! 8 and 9 retries by one home with one peer in two minutes, for as long as punches failed
+//! (two homes behind one router without hairpinning never stop failing). Kept across a
+//! disconnection of a few seconds, each home's backoff grows, and a pair costs the relay at
+//! most 2 × [`RETRIES`] fresh circuits per connected spell. A spell that ends for longer
+//! (nothing of hearth's wants the peer; a relay circuit lasts 120 s) forgets it: the next one
+//! comes from the node's own use of the peer, not from a timer. (Keeping the state 10 minutes
+//! was tried and reverted on 2026-12-05 before `keep.rs` existed, when idle punched
+//! connections kept re-punching into fresh stale router entries; docs/testnet.md.)
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
@@ -49,6 +59,14 @@ const _: () = assert!(total_wait_secs() > STALE_NAT_STATE.as_secs());
 /// timeout, and a punch dialled meanwhile gets a fresh port that no NAT mapping expects.
 pub(crate) const FIRST_WAIT: Duration = Duration::from_secs(5);
 
+/// How long the retry state of a peer that disconnected is kept ([`PunchMemory`]): the gap
+/// between a replaced relayed connection closing and its replacement being established is a
+/// relay round trip; a few seconds of slack for a loaded radiator.
+pub(crate) const REJOIN: Duration = Duration::from_secs(10);
+/// Peers whose retry state is kept after they disconnected, at most (each a few dozen bytes,
+/// each for [`REJOIN`]); past it the one that left longest ago is forgotten first.
+pub(crate) const MAX_REMEMBERED: usize = 1024;
+
 /// The waits of all [`RETRIES`] retries together, in seconds.
 const fn total_wait_secs() -> u64 {
     let (mut total, mut wait, mut i) = (0, FIRST_WAIT.as_secs(), 0);
@@ -62,7 +80,7 @@ const fn total_wait_secs() -> u64 {
 
 /// Hole punches with one connected peer: failures since the last success (what a blob fetch
 /// waiting on the peer reports, and what bounds the retries) and the retry due.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PunchRetry {
     failed: u32,
     last_failed: Option<Instant>,
@@ -110,6 +128,51 @@ impl PunchRetry {
             }
             _ => false,
         }
+    }
+}
+
+/// The retry state of peers that disconnected after failed punches, for [`REJOIN`]: a peer
+/// back within it carries its failures on (module docs).
+#[derive(Debug, Default)]
+pub(crate) struct PunchMemory {
+    peers: HashMap<PeerId, (PunchRetry, Instant)>,
+}
+
+impl PunchMemory {
+    /// `peer` disconnected at `now` with `retry`: kept if a punch with it failed since the last
+    /// success.
+    pub(crate) fn keep(&mut self, peer: PeerId, retry: PunchRetry, now: Instant) {
+        if retry.failed == 0 {
+            return;
+        }
+        self.peers
+            .retain(|_, (_, left)| now.saturating_duration_since(*left) < REJOIN);
+        if self.peers.len() >= MAX_REMEMBERED && !self.peers.contains_key(&peer) {
+            let oldest = self
+                .peers
+                .iter()
+                .min_by_key(|(_, (_, left))| *left)
+                .map(|(p, _)| *p);
+            if let Some(p) = oldest {
+                self.peers.remove(&p);
+            }
+        }
+        self.peers.insert(peer, (retry, now));
+    }
+
+    /// The state `peer` starts a connected spell with at `now`: what it left within
+    /// [`REJOIN`], else a fresh one.
+    pub(crate) fn take(&mut self, peer: &PeerId, now: Instant) -> PunchRetry {
+        match self.peers.remove(peer) {
+            Some((r, left)) if now.saturating_duration_since(left) < REJOIN => r,
+            _ => PunchRetry::default(),
+        }
+    }
+
+    /// How many peers' states are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.peers.len()
     }
 }
 
@@ -181,6 +244,63 @@ mod tests {
         r.succeeded();
         assert_eq!((r.failures(), r.last_failed()), (0, None));
         assert_eq!(r.failed(t0, true), Some(t0 + FIRST_WAIT));
+    }
+
+    #[test]
+    fn a_peer_back_within_moments_carries_its_failures_on_and_one_gone_longer_starts_afresh() {
+        let t0 = Instant::now();
+        let peer = PeerId::random();
+        let mut memory = PunchMemory::default();
+        // Each failure closes the last connection and the peer is back a moment later (the
+        // other home's retry): the waits grow and the budget holds.
+        let mut waits = Vec::new();
+        let mut now = t0;
+        for _ in 0..=RETRIES {
+            let mut r = memory.take(&peer, now);
+            if let Some(due) = r.failed(now, true) {
+                waits.push(due - now);
+            }
+            memory.keep(peer, r, now);
+            now += Duration::from_secs(1);
+        }
+        assert_eq!(waits, [5, 15, 45, 135].map(Duration::from_secs));
+        assert_eq!(memory.take(&peer, now).failures(), RETRIES + 1);
+        // Nothing kept for a peer without failures.
+        memory.keep(peer, PunchRetry::default(), t0);
+        assert_eq!(memory.len(), 0);
+        // Back after REJOIN: a new spell, a fresh state.
+        let mut r = PunchRetry::default();
+        r.failed(t0, true);
+        memory.keep(peer, r.clone(), t0);
+        assert_eq!(
+            memory.take(&peer, t0 + REJOIN - Duration::from_millis(1)),
+            r
+        );
+        memory.keep(peer, r, t0);
+        assert_eq!(memory.take(&peer, t0 + REJOIN), PunchRetry::default());
+    }
+
+    #[test]
+    fn punch_memory_is_bounded_and_forgets_who_left_first() {
+        let t0 = Instant::now();
+        let mut memory = PunchMemory::default();
+        let mut failed = PunchRetry::default();
+        failed.failed(t0, true);
+        let first = PeerId::random();
+        memory.keep(first, failed.clone(), t0);
+        let later = t0 + Duration::from_millis(1);
+        for _ in 1..MAX_REMEMBERED {
+            memory.keep(PeerId::random(), failed.clone(), later);
+        }
+        assert_eq!(memory.len(), MAX_REMEMBERED);
+        let last = PeerId::random();
+        memory.keep(last, failed.clone(), later);
+        assert_eq!(memory.len(), MAX_REMEMBERED);
+        assert_eq!(memory.take(&first, later), PunchRetry::default());
+        assert_eq!(memory.take(&last, later), failed);
+        // Who left REJOIN ago goes when the next one is kept.
+        memory.keep(PeerId::random(), failed, later + REJOIN);
+        assert_eq!(memory.len(), 1);
     }
 
     #[test]

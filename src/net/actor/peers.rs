@@ -121,7 +121,11 @@ impl Actor {
                     self.direct_settled(peer_id);
                 }
                 if num_established == 0 {
-                    self.peers.remove(&peer_id);
+                    if let Some(p) = self.peers.remove(&peer_id) {
+                        // A peer back within moments (the other home's retry replaced the
+                        // relayed connection) carries its failed punches on (`punch.rs`).
+                        self.punch_memory.keep(peer_id, p.punch, Instant::now());
+                    }
                     info!("peer disconnected");
                     self.emit(NetEvent::PeerDisconnected(peer_id));
                     if self.peers.is_empty() {
@@ -195,7 +199,7 @@ impl Actor {
             relayed: HashSet::new(),
             direct: HashSet::new(),
             hole_punched: false,
-            punch: PunchRetry::default(),
+            punch: self.punch_memory.take(&peer, Instant::now()),
             relayed_since: None,
             connected_at: Instant::now(),
             last_used: None,
