@@ -17,10 +17,11 @@
 //! punch's four-tuple half open and expecting the old numbers. Every later punch on that
 //! four-tuple is then out of window, goes out untranslated or not at all, and fails, until
 //! the entry expires 120 s after its last valid packet (`nf_conntrack_tcp_timeout_syn_sent`;
-//! the failed punches do not refresh it). Found in the NAT lab under load, captured on the
-//! routers, and reproduced on purpose by `testnet/nat --stale-entry` (where hearth does not yet
-//! always get past it: the entry has been seen to outlive 480 s of failing punches). So the last retry
-//! comes [`STALE_NAT_STATE`] or more after the first failure.
+//! the failed punches do not refresh it: `conntrack -E` on the lab's router showed none). Found
+//! in the NAT lab under load, captured on the routers, and reproduced on purpose by
+//! `testnet/nat --stale-entry`. So the last retry comes [`STALE_NAT_STATE`] or more after the
+//! first failure. (A punch on the four-tuple of a connection that closed a moment ago meets the
+//! same race, and made such entries afresh: so punched connections are kept open, `keep.rs`.)
 //!
 //! Bounds: at most [`RETRIES`] retries per peer per connected spell, each wait three times the
 //! last from [`FIRST_WAIT`] (5, 15, 45, 135 s); a success resets them. The state lives with the
