@@ -235,8 +235,9 @@ impl Actor {
             state.relayed.iter().copied().collect()
         };
         // A direct connection that replaces a relayed one came from a hole punch (both ends
-        // see it so, whichever dial it came from): it is kept open while idle, since it could
-        // only come back by punching again (`keep.rs`).
+        // see it so, whichever dial it came from), or from dialling a public peer first met
+        // through a relay (`direct.rs`): kept open while idle (`keep.rs`), since a punched one
+        // could only come back by punching again (the public one costs a ping every 15 s).
         let punched = !relayed && !obsolete.is_empty();
         let span = state.span.clone();
         let _g = span.enter();
