@@ -145,6 +145,9 @@ struct PeerState {
     direct: HashSet<ConnectionId>,
     /// The current direct connection came from a hole punch.
     hole_punched: bool,
+    /// Open direct connections that replaced a relayed one, kept open while idle (`keep.rs`)
+    /// and pruned last (`prune.rs`).
+    kept_open: HashSet<ConnectionId>,
     /// Failed hole punches and their retry (`punch.rs`).
     punch: PunchRetry,
     /// When the latest relayed connection was established (DCUtR runs once per relayed

@@ -17,10 +17,10 @@
 //! then dialled, `direct.rs`, which costs a ping every 15 s) is kept open by both ends
 //! ([`KeepOpen::keep`], called from `actor/peers.rs`): its handler keeps it alive, and ping
 //! (every 15 s both ways) keeps both routers' mappings for it fresh. One end alone cannot:
-//! the other closes it when idle.
-//! It ends when it fails, when the peer closes it, or when the node prunes the peer
-//! (`prune.rs`): closing a connection on purpose does not ask its handlers, so the prune's
-//! watermarks still bound how many connections a node holds.
+//! the other closes it when idle. It ends when it fails, when the peer closes it, or when
+//! the node prunes the peer (`prune.rs`, which takes punched peers last): closing a
+//! connection on purpose does not ask its handlers, so the prune's watermarks still bound how
+//! many connections a node holds.
 //!
 //! Must not touch: anything but the connections it is told to keep.
 

@@ -14,7 +14,9 @@
 //! "Use" is hearth's own traffic (control requests and blob transfers, either way): Kademlia,
 //! identify and ping do not count. A peer is never disconnected while it is protected (a
 //! relay we listen through, a bootstrap peer), within the grace period of its connection
-//! (60 s), or used by hearth within the last minute.
+//! (60 s), or used by hearth within the last minute. A peer reached by hole punching goes
+//! after every other prunable one (it comes back only through a relay and a new punch,
+//! `keep.rs`), but it does go: the watermarks bound a node's connections.
 //!
 //! **Lookup connections.** Kademlia dials the peers its lookups ask, and a routing-table
 //! refresh (every 15 minutes) asks most of a small network. Held for the whole grace period,
@@ -90,6 +92,10 @@ pub(crate) struct Candidate {
     /// radiators refresh on the same schedule), and hearth traffic on any of them shows in
     /// `last_used`.
     pub looked_up: bool,
+    /// Reached by a direct connection that replaced a relayed one (a hole punch, `keep.rs`):
+    /// pruned after every other prunable peer, since it comes back only through a relay and
+    /// a new punch, which right after the close can meet the routers' stale state for it.
+    pub punched: bool,
 }
 
 /// The peers to disconnect now, never taking the count below `w.low`:
@@ -98,7 +104,8 @@ pub(crate) struct Candidate {
 ///   for at least `w.lookup_grace`) whenever more than `w.low` are connected, oldest first;
 /// - above `w.high`, also the other prunable ones (unprotected, connected for at least
 ///   `w.grace`, unused for at least `w.idle`): never-used first, then least recently used,
-///   oldest connection first among equals.
+///   oldest connection first among equals, and hole-punched ones ([`Candidate::punched`])
+///   after all the others.
 pub(crate) fn to_prune(now: Instant, peers: &[Candidate], w: Watermarks) -> Vec<PeerId> {
     let low = w.low.min(w.high);
     if peers.len() <= low {
@@ -123,7 +130,7 @@ pub(crate) fn to_prune(now: Instant, peers: &[Candidate], w: Watermarks) -> Vec<
                     && c.last_used.is_none_or(|t| older(t, w.idle)))
         })
         .collect();
-    prunable.sort_by_key(|c| (!lookup(c), c.last_used, c.connected_at, c.peer));
+    prunable.sort_by_key(|c| (!lookup(c), c.punched, c.last_used, c.connected_at, c.peer));
     prunable.into_iter().take(excess).map(|c| c.peer).collect()
 }
 
@@ -147,6 +154,7 @@ mod tests {
             last_used: used_s.map(|s| t0 + Duration::from_secs(s)),
             protected,
             looked_up: false,
+            punched: false,
         }
     }
 
@@ -219,6 +227,32 @@ mod tests {
         // stay), in order never used, then least recently used.
         let out = to_prune(now, &peers, W);
         assert_eq!(out, vec![never.peer, old_use.peer, newer_use.peer]);
+    }
+
+    #[test]
+    fn above_high_a_punched_peer_goes_after_every_other_prunable_one() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(1000);
+        // The punched peer was never used and connected first: it would go first otherwise.
+        let punched = Candidate {
+            punched: true,
+            ..cand(t0, 0, None, false)
+        };
+        let old_use = cand(t0, 0, Some(100), false);
+        let newer_use = cand(t0, 0, Some(500), false);
+        let looked_up = lookup(t0, 900);
+        let keep = cand(t0, 990, None, false);
+        let peers = [punched, old_use, looked_up, newer_use, keep, keep];
+        // 6 connected, low 2: 4 go, the punched one last.
+        assert_eq!(
+            to_prune(now, &peers, W),
+            vec![looked_up.peer, old_use.peer, newer_use.peer, punched.peer]
+        );
+        // Down to low it still goes: the watermarks bound a node's connections.
+        assert_eq!(
+            to_prune(now, &[punched, keep, keep, keep, keep], W),
+            vec![punched.peer]
+        );
     }
 
     #[test]

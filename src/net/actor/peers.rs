@@ -32,6 +32,7 @@ impl Actor {
                     || self.relay_listeners.contains_key(id)
                     || self.bootstrap.iter().any(|a| peer_id_of(a) == Some(*id)),
                 looked_up: !p.kad_dialled.is_empty(),
+                punched: !p.kept_open.is_empty(),
             })
             .collect();
         let out = crate::net::prune::to_prune(now, &candidates, w);
@@ -111,6 +112,7 @@ impl Actor {
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.endpoints.remove(&connection_id);
                     p.kad_dialled.remove(&connection_id);
+                    p.kept_open.remove(&connection_id);
                     relayed_closed = p.relayed.remove(&connection_id);
                     if p.direct.remove(&connection_id) && p.direct.is_empty() {
                         p.hole_punched = false;
@@ -199,6 +201,7 @@ impl Actor {
             relayed: HashSet::new(),
             direct: HashSet::new(),
             hole_punched: false,
+            kept_open: HashSet::new(),
             punch: self.punch_memory.take(&peer, Instant::now()),
             relayed_since: None,
             connected_at: Instant::now(),
@@ -239,6 +242,9 @@ impl Actor {
         // through a relay (`direct.rs`): kept open while idle (`keep.rs`), since a punched one
         // could only come back by punching again (the public one costs a ping every 15 s).
         let punched = !relayed && !obsolete.is_empty();
+        if punched {
+            state.kept_open.insert(connection_id);
+        }
         let span = state.span.clone();
         let _g = span.enter();
         debug!(%remote, dialer = endpoint.is_dialer(), origin = origin.map(|o| o.name()), relayed, "connection established");
