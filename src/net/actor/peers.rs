@@ -241,7 +241,7 @@ impl Actor {
         // see it so, whichever dial it came from), or from dialling a public peer first met
         // through a relay (`direct.rs`): kept open while idle (`keep.rs`), since a punched one
         // could only come back by punching again (the public one costs a ping every 15 s).
-        let punched = !relayed && !obsolete.is_empty();
+        let punched = !obsolete.is_empty();
         if punched {
             state.kept_open.insert(connection_id);
         }
