@@ -31,6 +31,7 @@ use crate::model::wire::JobGossip;
 use crate::net::{self, NetConfig, NetEvent, Network, Topic};
 
 pub mod auditors;
+pub mod instances;
 mod offers;
 pub mod refusals;
 pub mod revoked;
@@ -119,6 +120,9 @@ pub struct NodeOptions {
     /// How often a running node asks its bootstrap nodes again, to find another node signing
     /// commitments with its key (`node::auditors`; default 120 s).
     pub numbering_check: std::time::Duration,
+    /// On a bootstrap node: how long it lends a key to an instance of it that it does not hear
+    /// from (`node::instances`; default 300 s).
+    pub instance_lease: std::time::Duration,
     /// Test-only network fault injection.
     #[doc(hidden)]
     pub net_fault: net::FaultInjection,
@@ -145,6 +149,7 @@ impl NodeOptions {
             worker: WorkerConfig::default(),
             numbering_wait: auditors::NUMBERING_WAIT,
             numbering_check: auditors::NUMBERING_CHECK,
+            instance_lease: instances::INSTANCE_LEASE,
             net_fault: net::FaultInjection::default(),
         }
     }
@@ -327,6 +332,8 @@ impl RunningNode {
     pub async fn shutdown(mut self) -> Vec<String> {
         // Receivers are held by the services; none listening means all have stopped.
         let _ = self.shutdown.send(true);
+        // This run gives its key's lease back while the network still runs.
+        self.context.auditors.leave().await;
         self.context.net.shutdown().await;
         let mut failed = Vec::new();
         while let Some(exit) = self.tasks.join_next().await {
@@ -517,6 +524,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         CoordinatorConfig {
             own_addresses: config.node.external_addresses.clone(),
             await_numbering: !bootstrap_peers.is_empty(),
+            auditors: bootstrap_peers.iter().copied().collect(),
             ..opts.coordinator.clone()
         },
         own_tx,
@@ -657,8 +665,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     refusals.close_own_jobs();
     let auditors = Auditors::start(
         bootstrap_peers,
-        opts.numbering_wait,
-        opts.numbering_check,
+        auditors::Timing {
+            wait: opts.numbering_wait,
+            check: opts.numbering_check,
+            lease: opts.instance_lease,
+        },
         ledger.clone(),
         identity.public(),
         net.clone(),

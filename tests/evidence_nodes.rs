@@ -1365,23 +1365,7 @@ async fn a_node_that_finds_its_key_signing_elsewhere_stops_sealing_and_says_why(
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert!(why.contains(&format!("#{}", sealed + 5)), "{why}");
-        let api = node.api_addr.to_string();
-        let out = tokio::task::spawn_blocking({
-            let home = home.clone();
-            move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-                    .arg("--data-dir")
-                    .arg(&home)
-                    .args(["--api", &api, "status"])
-                    .env_remove("RUST_LOG")
-                    .output()
-                    .unwrap()
-            }
-        })
-        .await
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{out:?}");
+        let text = status_text(&node, &home).await;
         assert!(
             text.contains("KEY USED ELSEWHERE") && text.contains("another node signs"),
             "{text}"
@@ -1403,6 +1387,123 @@ async fn a_node_that_finds_its_key_signing_elsewhere_stops_sealing_and_says_why(
     })
     .await
     .expect("test timed out");
+}
+
+/// A copy of a data directory (an image flashed after `hearth init`, a cloned disk) runs
+/// beside the node it was copied from: two nodes, one key, one ledger. The bootstrap node lends
+/// the key to the one that asked first, so only that one seals: the copy runs its job, its
+/// receipts wait, durable, and `hearth status` on both says another node runs with the key.
+/// When the first stops it gives the lease back, and the copy numbers on past the first's
+/// commitments and seals. The auditor never sees one number signed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copied_data_directory_seals_nothing_while_the_node_it_was_copied_from_runs() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        let (auditor, log, bootstrap) = start_auditor(dir.path(), None).await;
+        let (home, copy) = (dir.path().join("home"), dir.path().join("copy"));
+        let start = |home: std::path::PathBuf| {
+            let bootstrap = bootstrap.clone();
+            async move {
+                let mut opts = loopback_options(&home, Some(bootstrap), 2).unwrap();
+                opts.numbering_check = Duration::from_secs(2);
+                hearth::node::start(opts).await.unwrap()
+            }
+        };
+        // Set up once, then copied as it lies on disk.
+        let first = start(home.clone()).await;
+        let key = first.household();
+        first.shutdown().await;
+        support::copy_dir(&home, &copy);
+
+        let first = start(home.clone()).await;
+        pi_job(&first, 1).await;
+        let sealed = logged_past(&log, &key, None).await;
+        let twin = start(copy.clone()).await;
+        assert_eq!(twin.household(), key);
+        assert_ne!(
+            twin.context.auditors.instance(),
+            first.context.auditors.instance()
+        );
+        pi_job(&twin, 2).await;
+        pi_job(&first, 3).await;
+        let sealed = logged_past(&log, &key, Some(sealed)).await;
+        // The copy says why it seals nothing, and the first that another node waits.
+        let why = twin
+            .context
+            .auditors
+            .elsewhere()
+            .expect("the copy says nothing");
+        assert!(why.contains("another node runs with this key"), "{why}");
+        let text = status_text(&twin, &copy).await;
+        assert!(
+            text.contains("KEY USED ELSEWHERE") && text.contains("lend this key to another"),
+            "{text}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let why = loop {
+            if let Some(why) = first.context.auditors.elsewhere() {
+                break why;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first node was not told of the copy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(why.contains("waits while this one seals"), "{why}");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(twin.context.ledger.pending_count() > 0, "the copy sealed");
+        let heard = log.coordinator(&key, 0, 1000).unwrap();
+        assert!(heard.equivocations.is_empty());
+        assert_eq!(heard.commitments.last().map(|c| c.seq), Some(sealed));
+        let text = scrape_metrics(&auditor, &dir.path().join("auditor")).await;
+        assert!(
+            text.lines().any(|l| l == "hearth_instance_leases 1.0"),
+            "{text}"
+        );
+
+        // The first stops and gives the key back: the copy takes it, numbers on past the
+        // first's commitments, and seals what waited.
+        first.shutdown().await;
+        assert!(logged_past(&log, &key, Some(sealed)).await > sealed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while twin.context.ledger.pending_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the copy's receipts still wait"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(twin.context.auditors.elsewhere().is_none());
+        assert!(log
+            .coordinator(&key, 0, 1000)
+            .unwrap()
+            .equivocations
+            .is_empty());
+        twin.shutdown().await;
+        auditor.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// What `hearth status` prints for `node` (its data directory `home`).
+async fn status_text(node: &RunningNode, home: &std::path::Path) -> String {
+    let api = node.api_addr.to_string();
+    let home = home.to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .arg("--data-dir")
+            .arg(&home)
+            .args(["--api", &api, "status"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A bootstrap node keeping the auditor's log, in `dir/auditor`, bootstrapping from

@@ -116,7 +116,7 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
     );
     m.gauge(
         "own_key_used_elsewhere",
-        "1 when a bootstrap node logged a receipt commitment of this key that this node did not seal: it seals no more until restarted",
+        "1 when another node runs with this key: a bootstrap node logged a commitment of it that this node did not seal or lends it to another instance (this node seals no more until restarted, or waits for the other), or another instance waits for this one",
         None,
         f64::from(u8::from(ctx.auditors.elsewhere().is_some())),
     );
@@ -153,6 +153,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
             "Commitments radiators handed on that were refused since start: a signature that failed, or the peer's share used up",
             None,
             refused as f64,
+        );
+        m.gauge(
+            "instance_leases",
+            "Keys this bootstrap node lends to one running instance each (one sealing node per key)",
+            None,
+            ctx.auditors.leases() as f64,
         );
     }
     m.gauge(

@@ -226,6 +226,24 @@ pub enum Request {
     /// published it, and finds it out if it signed another body under that number
     /// (`node::auditors`). Answered with [`Response::Noted`], or `Error`. Tag 13.
     Witness(Box<super::commit::Commitment>),
+    /// A node tells a bootstrap node that its key runs as instance `id` (16 random bytes
+    /// chosen at each start) and asks for the key's lease: one instance at a time seals
+    /// receipt commitments (`node::instances`). Asked at start and every `NUMBERING_CHECK`;
+    /// `leaving` gives the lease back as the node stops. Answered with
+    /// [`Response::Instance`] (`Noted` when leaving), or `Error` by a node that keeps no
+    /// leases. Tag 14.
+    Instance { id: [u8; 16], leaving: bool },
+}
+
+/// A bootstrap node's answer to [`Request::Instance`]: whether the asking instance holds its
+/// key's lease. Durations are whole seconds since that instance was last heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceLease {
+    /// The asker holds the lease; `contender`: another instance of the key that asked within
+    /// the lease, and how long ago.
+    Granted { contender: Option<([u8; 16], u32)> },
+    /// Another instance of the key holds the lease.
+    HeldBy { id: [u8; 16], ago_s: u32 },
 }
 
 /// Most proofs in one [`Response::Refusals`]: as many of the longest (an equivocation proof)
@@ -358,6 +376,8 @@ pub enum Response {
     /// was signed (the first body heard for that number), or none. Decoded, not checked: the
     /// asker checks that it is its own signature before it numbers on from it. Tag 13.
     LastCommitment(Option<Box<super::commit::Commitment>>),
+    /// Whether the asking instance holds its key's lease ([`Request::Instance`]). Tag 14.
+    Instance(InstanceLease),
 }
 
 fn reason_text(s: &str) -> &str {
@@ -449,6 +469,9 @@ impl Request {
             Request::Witness(c) => {
                 w.u8(13).raw(&c.to_bytes());
             }
+            Request::Instance { id, leaving } => {
+                w.u8(14).raw(id).u8(u8::from(*leaving));
+            }
         }
         w.into_bytes()
     }
@@ -518,6 +541,10 @@ impl Request {
                 let bytes: [u8; super::commit::COMMITMENT_LEN] = r.array("commitment")?;
                 Request::Witness(Box::new(super::commit::Commitment::from_bytes(&bytes)?))
             }
+            14 => Request::Instance {
+                id: r.array("instance id")?,
+                leaving: flag(&mut r, "leaving flag")?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "request",
@@ -600,6 +627,16 @@ impl Response {
                     Some(c) => w.u8(1).raw(&c.to_bytes()),
                     None => w.u8(0),
                 };
+            }
+            Response::Instance(InstanceLease::Granted { contender }) => {
+                w.u8(14).u8(1);
+                match contender {
+                    Some((id, ago_s)) => w.u8(1).raw(id).u32(*ago_s),
+                    None => w.u8(0),
+                };
+            }
+            Response::Instance(InstanceLease::HeldBy { id, ago_s }) => {
+                w.u8(14).u8(2).raw(id).u32(*ago_s);
             }
         }
         w.into_bytes()
@@ -688,6 +725,23 @@ impl Response {
                     })
                 }
             }),
+            14 => Response::Instance(match r.u8("lease verdict")? {
+                1 => InstanceLease::Granted {
+                    contender: flag(&mut r, "contender flag")?
+                        .then(|| Ok::<_, DecodeError>((r.array("instance id")?, r.u32("age")?)))
+                        .transpose()?,
+                },
+                2 => InstanceLease::HeldBy {
+                    id: r.array("instance id")?,
+                    ago_s: r.u32("age")?,
+                },
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "lease verdict",
+                        tag,
+                    })
+                }
+            }),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "response",
@@ -709,6 +763,15 @@ fn cursor<const N: usize>(r: &mut Reader<'_>) -> Result<Option<[u8; N]>, DecodeE
             what: "cursor flag",
             tag,
         }),
+    }
+}
+
+/// A flag byte: 0 false, 1 true, anything else refused.
+fn flag(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        tag => Err(DecodeError::UnknownTag { what, tag }),
     }
 }
 
@@ -970,6 +1033,58 @@ mod tests {
         let mut padded = bytes.clone();
         padded.push(0);
         assert!(Request::from_bytes(&padded).is_err(), "padded");
+    }
+
+    /// The layouts `docs/protocol.md` states for an instance's key lease: request tag 14 (the
+    /// 16-byte instance id, then the leaving flag: 18 bytes); response tag 14, then 1 and a
+    /// contender flag (and, if 1, its id and a little-endian u32 of seconds), or 2, the
+    /// holder's id and its seconds. Anything else is refused.
+    #[test]
+    fn instance_lease_layout() {
+        let id = [7u8; 16];
+        let ask = Request::Instance { id, leaving: false };
+        let mut bytes = vec![14];
+        bytes.extend_from_slice(&id);
+        bytes.push(0);
+        assert_eq!(ask.to_bytes(), bytes);
+        assert_eq!(Request::from_bytes(&bytes).unwrap(), ask);
+        bytes[17] = 1;
+        assert_eq!(
+            Request::from_bytes(&bytes).unwrap(),
+            Request::Instance { id, leaving: true }
+        );
+        bytes[17] = 2;
+        assert!(Request::from_bytes(&bytes).is_err(), "leaving flag 2");
+        assert!(Request::from_bytes(&bytes[..17]).is_err(), "cut");
+
+        let granted = Response::Instance(InstanceLease::Granted { contender: None });
+        assert_eq!(granted.to_bytes(), vec![14, 1, 0]);
+        assert_eq!(Response::from_bytes(&[14, 1, 0]).unwrap(), granted);
+        let contended = Response::Instance(InstanceLease::Granted {
+            contender: Some((id, 300)),
+        });
+        let mut bytes = vec![14, 1, 1];
+        bytes.extend_from_slice(&id);
+        bytes.extend_from_slice(&300u32.to_le_bytes());
+        assert_eq!(contended.to_bytes(), bytes);
+        assert_eq!(Response::from_bytes(&bytes).unwrap(), contended);
+        let held = Response::Instance(InstanceLease::HeldBy { id, ago_s: 5 });
+        let mut bytes = vec![14, 2];
+        bytes.extend_from_slice(&id);
+        bytes.extend_from_slice(&5u32.to_le_bytes());
+        assert_eq!(held.to_bytes(), bytes);
+        assert_eq!(Response::from_bytes(&bytes).unwrap(), held);
+        assert!(Response::from_bytes(&[14, 3]).is_err(), "another verdict");
+        assert!(
+            Response::from_bytes(&[14, 1, 2]).is_err(),
+            "contender flag 2"
+        );
+        assert!(
+            Response::from_bytes(&bytes[..bytes.len() - 1]).is_err(),
+            "cut"
+        );
+        bytes.push(0);
+        assert!(Response::from_bytes(&bytes).is_err(), "padded");
     }
 
     /// The layouts `docs/protocol.md` states for the lease renewal: request tag 5 (job,

@@ -22,6 +22,16 @@
 //! thief). It then seals nothing more until restarted (so the two never sign one number
 //! twice), and says why (`hearth status`: `KEY USED ELSEWHERE`).
 //!
+//! **One instance of a key at a time.** That check sees a twin only once the twin's commitment
+//! was logged. So the node also picks a random instance id at each start and asks each bootstrap
+//! node for its key's lease (`Request::Instance`, `node::instances`) before the first seal, and
+//! again every [`NUMBERING_CHECK`]. While another instance holds the lease (a copy of this data
+//! directory that was running first), seals wait (`hearth status` says why) until that instance
+//! stops: it gives the lease back as it stops, or its lease runs out
+//! (`instances::INSTANCE_LEASE`) after it was last heard. The holder is told of the instance
+//! that waits, and says so too (`KEY USED ELSEWHERE`). A node that loses its lease to another
+//! instance while it runs seals no more until it is restarted, as above.
+//!
 //! **Witnessing.** A coordinator could show each radiator its own commitment under a number
 //! and publish another, or none, to the auditors. So each commitment a radiator's receipts
 //! come in is handed to every connected bootstrap node once (`Request::Witness`); an auditor
@@ -37,6 +47,7 @@ use std::time::{Duration, Instant};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
+use super::instances::{InstanceId, Leases, Verdict, INSTANCE_LEASE, MAX_LEASES};
 use super::revoked::Admission;
 use super::tasks::Tasks;
 use crate::identity::PublicKey;
@@ -44,7 +55,7 @@ use crate::jobs::CoordinatorHandle;
 use crate::ledger::commitments::Adopted;
 use crate::ledger::Ledger;
 use crate::model::commit::Commitment;
-use crate::model::wire::{Request, Response};
+use crate::model::wire::{InstanceLease, Request, Response};
 use crate::net::Network;
 
 /// Longest the first seal after a start waits for the bootstrap nodes' answers, unless the
@@ -70,6 +81,39 @@ pub const WITNESS_REFILL: Duration = Duration::from_secs(1);
 /// to 65 536 receipts arrives with each of its receipts, and is handed on once.
 const WITNESSED_KEPT: usize = 1024;
 
+/// How long this node waits and how often it asks (`NodeOptions`), and how long it lends a key
+/// to an instance it does not hear from (on a bootstrap node).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Longest the first seal waits for bootstrap nodes that do not answer ([`NUMBERING_WAIT`]).
+    pub wait: Duration,
+    /// How often the running node asks again ([`NUMBERING_CHECK`]).
+    pub check: Duration,
+    /// On a bootstrap node: how long a key stays lent to an instance not heard from
+    /// ([`INSTANCE_LEASE`]).
+    pub lease: Duration,
+}
+
+/// A bootstrap node's answer to this instance's ask for its key's lease.
+#[derive(Debug)]
+enum Claim {
+    /// This instance holds the lease; `contender`: another instance of the key that asked.
+    Holds {
+        contender: Option<(InstanceId, u32)>,
+    },
+    /// Another instance holds it, last heard `ago_s` seconds ago.
+    HeldBy { id: InstanceId, ago_s: u32 },
+    /// A node that keeps no leases (an older one, or not a bootstrap node): nothing to wait for.
+    Unknown,
+    /// Not asked: not connected, or no answer.
+    Unreachable,
+}
+
+/// An instance id as the household reads it (the first 8 bytes, hex).
+fn short(id: &InstanceId) -> String {
+    id[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The peers of bootstrap addresses (their `/p2p/` part), this node's own left out.
 pub fn bootstrap_peers(bootstrap: &[Multiaddr], own: PeerId) -> HashSet<PeerId> {
     bootstrap
@@ -84,11 +128,14 @@ pub fn bootstrap_peers(bootstrap: &[Multiaddr], own: PeerId) -> HashSet<PeerId> 
         .collect()
 }
 
-/// When seals may begin: once every bootstrap node answered, or at the deadline. Pure: the
-/// caller says who answered and what time it is.
+/// When seals may begin: once every bootstrap node answered, or at the deadline; never while
+/// a bootstrap node says another instance of this key holds its lease. Pure: the caller says
+/// who answered and what time it is.
 #[derive(Debug)]
 struct Gate {
     waiting_for: HashSet<PeerId>,
+    /// Bootstrap nodes that lend this key to another instance (still waited for).
+    held: HashSet<PeerId>,
     deadline: Instant,
     open: bool,
 }
@@ -98,41 +145,49 @@ impl Gate {
         Gate {
             open: expected.is_empty(),
             waiting_for: expected,
+            held: HashSet::new(),
             deadline: now + wait,
         }
     }
 
-    /// `peer` answered (after what it said was acted on). True when this opens the gate.
-    fn answered(&mut self, peer: &PeerId) -> bool {
+    /// `peer` answered (after what it said was acted on) at `now`. True when this opens the
+    /// gate.
+    fn answered(&mut self, peer: &PeerId, now: Instant) -> bool {
         self.waiting_for.remove(peer);
-        self.opens(self.waiting_for.is_empty())
+        self.held.remove(peer);
+        self.tick(now)
     }
 
-    /// The time is `now`. True when this opens the gate (the deadline passed).
+    /// `peer` lends this key to another instance: the gate stays shut until it answers again.
+    fn held_by(&mut self, peer: PeerId) {
+        if !self.open {
+            self.held.insert(peer);
+        }
+    }
+
+    /// The time is `now`. True when this opens the gate.
     fn tick(&mut self, now: Instant) -> bool {
-        self.opens(now >= self.deadline)
-    }
-
-    fn opens(&mut self, now_open: bool) -> bool {
-        let opened = now_open && !self.open;
-        self.open |= now_open;
+        let may = self.held.is_empty() && (self.waiting_for.is_empty() || now >= self.deadline);
+        let opened = may && !self.open;
+        self.open |= may;
         opened
     }
 
     fn is_waiting_for(&self, peer: &PeerId) -> bool {
-        self.waiting_for.contains(peer)
+        !self.open && self.waiting_for.contains(peer)
     }
 
     fn is_open(&self) -> bool {
         self.open
     }
 
-    /// While closed: how many bootstrap nodes have yet to answer, and how long it may still
-    /// wait at `now`.
-    fn waiting(&self, now: Instant) -> Option<(usize, Duration)> {
+    /// While closed: how many bootstrap nodes have yet to answer, how many of them lend the
+    /// key to another instance, and how long it may still wait at `now` for the others.
+    fn waiting(&self, now: Instant) -> Option<(usize, usize, Duration)> {
         (!self.open).then(|| {
             (
                 self.waiting_for.len(),
+                self.held.len(),
                 self.deadline.saturating_duration_since(now),
             )
         })
@@ -150,6 +205,8 @@ struct Inner {
     own: PublicKey,
     net: Network,
     coordinator: CoordinatorHandle,
+    /// This run of the node (random, never stored).
+    instance: InstanceId,
     /// The bootstrap nodes (this node left out).
     bootstrap: HashSet<PeerId>,
     gate: Mutex<Gate>,
@@ -157,9 +214,14 @@ struct Inner {
     witnessed: Mutex<(HashSet<blake3::Hash>, VecDeque<blake3::Hash>)>,
     /// On an auditor: how many witnessed commitments each peer may hand over.
     witnesses: Mutex<Admission>,
+    /// On a bootstrap node: which instance of each key holds its lease.
+    leases: Mutex<Leases>,
     /// Why this node stopped sealing, if a bootstrap node logged a commitment of its key
-    /// that it did not seal while it ran.
+    /// that it did not seal while it ran, or lent its key to another instance.
     elsewhere: Mutex<Option<String>>,
+    /// Another instance of this key, as a bootstrap node told of it: the one this node's
+    /// first seal waits for, or one that waits for this node.
+    twin: Mutex<Option<String>>,
     /// On an auditor: witnessed commitments taken and refused since the node started.
     witnessed_taken: AtomicU64,
     witnessed_refused: AtomicU64,
@@ -174,33 +236,49 @@ impl Auditors {
     /// held, `await_numbering` false).
     pub(super) fn start(
         bootstrap: HashSet<PeerId>,
-        wait: Duration,
-        check: Duration,
+        timing: Timing,
         ledger: Ledger,
         own: PublicKey,
         net: Network,
         coordinator: CoordinatorHandle,
     ) -> Auditors {
         let waiting = !bootstrap.is_empty();
+        let mut instance = InstanceId::default();
+        if let Err(e) = getrandom::fill(&mut instance) {
+            // Only ever seen on a system without a random source; two nodes would then have
+            // to clash by pid and clock to be taken for one.
+            tracing::warn!("no random instance id ({e}); using the process id and clock");
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            instance[..4].copy_from_slice(&std::process::id().to_le_bytes());
+            instance[4..].copy_from_slice(&t.to_le_bytes()[..12]);
+        }
         let auditors = Auditors {
             inner: Arc::new(Inner {
                 ledger,
                 own,
                 net,
                 coordinator,
+                instance,
                 bootstrap: bootstrap.clone(),
-                gate: Mutex::new(Gate::new(bootstrap, Instant::now(), wait)),
+                gate: Mutex::new(Gate::new(bootstrap, Instant::now(), timing.wait)),
                 witnessed: Mutex::new((HashSet::new(), VecDeque::new())),
                 witnesses: Mutex::new(Admission::new(WITNESS_BURST, WITNESS_REFILL)),
+                leases: Mutex::new(Leases::new(timing.lease, MAX_LEASES)),
                 elsewhere: Mutex::new(None),
+                twin: Mutex::new(None),
                 witnessed_taken: AtomicU64::new(0),
                 witnessed_refused: AtomicU64::new(0),
                 asking: Mutex::new(HashSet::new()),
                 tasks: Tasks::default(),
             }),
         };
+        tracing::info!(instance = %short(&instance), "this run's instance id");
         if waiting {
             let me = auditors.clone();
+            let wait = timing.wait;
             auditors.spawn(async move {
                 tokio::time::sleep(wait).await;
                 let opened = me
@@ -219,21 +297,26 @@ impl Auditors {
                     me.inner.coordinator.numbered().await;
                 }
             });
-            // While it runs: is anyone else signing commitments with this key? One bootstrap
-            // node per check, in turn (every auditor hears every gossiped commitment, so one
-            // answers for all; each bootstrap node so hears from a node every `check` × their
-            // number, not every `check`): the first that answers.
+            // While it runs: every bootstrap node hears that this instance still holds its
+            // key's lease (dialled if need be: a lease not renewed runs out), and one in turn
+            // is asked for the last commitment of this key (every auditor hears every gossiped
+            // commitment, so one answers for all; each bootstrap node so hears that question
+            // every `check` × their number): the first that answers.
             let me = auditors.clone();
             auditors.spawn(async move {
                 let order: Vec<PeerId> = me.inner.bootstrap.iter().copied().collect();
                 let mut turn = 0usize;
-                let mut every = tokio::time::interval(check);
+                let mut every = tokio::time::interval(timing.check);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 every.tick().await;
                 loop {
                     every.tick().await;
+                    for peer in &order {
+                        me.visit(*peer, true).await;
+                    }
                     let open = me.inner.gate.lock().is_ok_and(|g| g.is_open());
-                    if !open || me.elsewhere().is_some() {
+                    let stopped = me.inner.elsewhere.lock().is_ok_and(|e| e.is_some());
+                    if !open || stopped {
                         continue;
                     }
                     for _ in 0..order.len() {
@@ -252,7 +335,16 @@ impl Auditors {
     /// While the first seal waits for the bootstrap nodes, why (`hearth status`): receipts
     /// countersigned meanwhile wait, durable, and go out after.
     pub fn sealing_waits(&self) -> Option<String> {
-        let (left, time) = self.inner.gate.lock().ok()?.waiting(Instant::now())?;
+        let (left, held, time) = self.inner.gate.lock().ok()?.waiting(Instant::now())?;
+        if held > 0 {
+            return Some(format!(
+                "{held} bootstrap node(s) lend this key to another running node (another \
+                 instance of it, started first); nothing is sealed until that node stops (it \
+                 gives the key back, or its lease runs out {} s after it was last heard); \
+                 receipts wait on disk meanwhile",
+                INSTANCE_LEASE.as_secs()
+            ));
+        }
         Some(format!(
             "waiting for {left} of {} bootstrap node(s) to say how far this key's commitment \
              numbering went (at most {} s more); receipts wait on disk meanwhile",
@@ -261,10 +353,18 @@ impl Auditors {
         ))
     }
 
-    /// Why this node seals no more commitments, if a bootstrap node logged one of its key
-    /// that it did not seal while it ran (`hearth status`).
+    /// Why this node's key is in use elsewhere, if it is: it seals no more commitments (a
+    /// bootstrap node logged one of its key that it did not seal while it ran, or lent the key
+    /// to another instance), its first seal waits for another node with its key, or another
+    /// node with its key waits for it (`hearth status`).
     pub fn elsewhere(&self) -> Option<String> {
-        self.inner.elsewhere.lock().ok().and_then(|e| e.clone())
+        let stopped = self.inner.elsewhere.lock().ok().and_then(|e| e.clone());
+        stopped.or_else(|| self.inner.twin.lock().ok().and_then(|t| t.clone()))
+    }
+
+    /// This run's instance id.
+    pub fn instance(&self) -> InstanceId {
+        self.inner.instance
     }
 
     /// A peer connected: asked, if it is a bootstrap node that has not answered yet.
@@ -274,25 +374,181 @@ impl Auditors {
             .gate
             .lock()
             .is_ok_and(|g| g.is_waiting_for(&peer));
-        let fresh = waiting && self.inner.asking.lock().is_ok_and(|mut a| a.insert(peer));
+        if waiting {
+            let me = self.clone();
+            self.spawn(async move { me.visit(peer, false).await });
+        }
+    }
+
+    /// Asks bootstrap node `peer` for this key's lease and acts on the answer; if the first
+    /// seal still waits for `peer`, then also where this key's numbering stands there. One
+    /// visit per peer at a time. `dial`: reach it if it is not connected.
+    async fn visit(&self, peer: PeerId, dial: bool) {
+        let fresh = self.inner.asking.lock().is_ok_and(|mut a| a.insert(peer));
         if !fresh {
             return;
         }
-        let me = self.clone();
-        self.spawn(async move {
-            let answered = me.ask(peer, false).await;
-            if let Ok(mut a) = me.inner.asking.lock() {
-                a.remove(&peer);
-            }
-            if !answered {
+        self.visit_once(peer, dial).await;
+        if let Ok(mut a) = self.inner.asking.lock() {
+            a.remove(&peer);
+        }
+    }
+
+    async fn visit_once(&self, peer: PeerId, dial: bool) {
+        match self.claim(peer, dial).await {
+            Claim::Unreachable => return,
+            Claim::HeldBy { id, ago_s } => {
+                let open = self.inner.gate.lock().is_ok_and(|mut g| {
+                    g.held_by(peer);
+                    g.is_open()
+                });
+                if open {
+                    let why = format!(
+                        "a bootstrap node lends this key to another instance of it ({}, heard \
+                         {ago_s} s ago) after this node's lease ran out: another node runs with \
+                         this key (a copy of this data directory, or a thief holding the key; \
+                         docs/operations.md, \"One key, one node\"); this node seals no more \
+                         commitments until it is restarted",
+                        short(&id)
+                    );
+                    self.stop_sealing(peer, why).await;
+                } else {
+                    let why = format!(
+                        "another node runs with this key (instance {}, heard {ago_s} s ago by a \
+                         bootstrap node, which lends the key to it): a copy of this data \
+                         directory started first; this node seals nothing until that one stops \
+                         (docs/operations.md, \"One key, one node\")",
+                        short(&id)
+                    );
+                    let fresh = self.set_twin(Some(why.clone()));
+                    if fresh {
+                        tracing::error!(%peer, "{why}");
+                    }
+                }
                 return;
             }
-            let opened = me.inner.gate.lock().is_ok_and(|mut g| g.answered(&peer));
-            if opened {
-                tracing::debug!("every bootstrap node said where this key's numbering stands");
-                me.inner.coordinator.numbered().await;
+            Claim::Holds {
+                contender: Some((id, ago_s)),
+            } => {
+                let why = format!(
+                    "another node with this key (instance {}) asked a bootstrap node for it \
+                     {ago_s} s ago and waits while this one seals: a copy of this data \
+                     directory runs elsewhere; give it its own key (docs/operations.md, \"One \
+                     key, one node\")",
+                    short(&id)
+                );
+                if self.set_twin(Some(why.clone())) {
+                    tracing::error!(%peer, "{why}");
+                }
             }
+            Claim::Holds { contender: None } | Claim::Unknown => {
+                let held = self.inner.gate.lock().is_ok_and(|g| !g.held.is_empty());
+                if !held {
+                    self.set_twin(None);
+                }
+            }
+        }
+        let waiting = self
+            .inner
+            .gate
+            .lock()
+            .is_ok_and(|g| g.is_waiting_for(&peer));
+        if !waiting || !self.ask(peer, false).await {
+            return;
+        }
+        let opened = self
+            .inner
+            .gate
+            .lock()
+            .is_ok_and(|mut g| g.answered(&peer, Instant::now()));
+        if opened {
+            self.set_twin(None);
+            tracing::debug!("every bootstrap node said where this key's numbering stands");
+            self.inner.coordinator.numbered().await;
+        }
+    }
+
+    /// Sets what `hearth status` says of another instance of this key; true when it changed
+    /// to a new sentence (to be logged once).
+    fn set_twin(&self, why: Option<String>) -> bool {
+        self.inner.twin.lock().is_ok_and(|mut t| {
+            let changed = *t != why;
+            *t = why;
+            changed && t.is_some()
+        })
+    }
+
+    /// Asks bootstrap node `peer` for this key's lease, as this instance.
+    async fn claim(&self, peer: PeerId, dial: bool) -> Claim {
+        let request = Request::Instance {
+            id: self.inner.instance,
+            leaving: false,
+        }
+        .to_bytes();
+        let net = &self.inner.net;
+        let answer = match dial {
+            true => net.request(peer, request).await,
+            false => net.request_if_connected(peer, request).await,
+        };
+        match answer.map(|bytes| Response::from_bytes(&bytes)) {
+            Err(e) => {
+                tracing::debug!(%peer, "could not ask for this key's lease: {e}");
+                Claim::Unreachable
+            }
+            Ok(Ok(Response::Instance(InstanceLease::Granted { contender }))) => {
+                Claim::Holds { contender }
+            }
+            Ok(Ok(Response::Instance(InstanceLease::HeldBy { id, ago_s }))) => {
+                Claim::HeldBy { id, ago_s }
+            }
+            Ok(_) => Claim::Unknown,
+        }
+    }
+
+    /// As the node stops: gives this instance's lease back to every connected bootstrap node,
+    /// so a restart need not wait for it to run out. Best effort, two seconds at most.
+    pub(super) async fn leave(&self) {
+        let request = Request::Instance {
+            id: self.inner.instance,
+            leaving: true,
+        }
+        .to_bytes();
+        let asks = self.inner.bootstrap.iter().map(|peer| {
+            let (net, request) = (self.inner.net.clone(), request.clone());
+            async move { net.request_if_connected(*peer, request).await }
         });
+        let all = futures::future::join_all(asks);
+        let _ = tokio::time::timeout(Duration::from_secs(2), all).await;
+    }
+
+    /// On a bootstrap node: instance `id` of `peer`'s key asks for the key's lease, or gives
+    /// it back (`leaving`).
+    pub(super) fn lease(&self, peer: PeerId, id: InstanceId, leaving: bool) -> Response {
+        let Ok(mut leases) = self.inner.leases.lock() else {
+            return Response::Error {
+                detail: "the lease book is unavailable".into(),
+            };
+        };
+        if leaving {
+            leases.leave(peer, id);
+            return Response::Noted;
+        }
+        // Seconds since a holder or contender was heard: at most a lease, far below u32.
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        Response::Instance(match leases.ask(peer, id, Instant::now()) {
+            Verdict::Granted { contender } => InstanceLease::Granted {
+                contender: contender.map(|(other, ago)| (other, secs(ago))),
+            },
+            Verdict::HeldBy { id, ago } => InstanceLease::HeldBy {
+                id,
+                ago_s: secs(ago),
+            },
+        })
+    }
+
+    /// On a bootstrap node: keys it lends to an instance now (`/metrics`).
+    pub fn leases(&self) -> usize {
+        self.inner.leases.lock().map_or(0, |l| l.len())
     }
 
     /// Asks `peer`, and numbers on past what it logged. False when it could not be asked
@@ -354,8 +610,7 @@ impl Auditors {
     }
 
     /// A bootstrap node logged commitment `seq` of this key, which this node did not seal while
-    /// it ran: another node signs with this key. Sealing stops here until a restart (whose
-    /// start-up question then numbers on past the other's), so the two sign no number twice.
+    /// it ran: another node signs with this key.
     async fn signed_elsewhere(&self, peer: PeerId, seq: u64) {
         let why = format!(
             "a bootstrap node logged commitment #{seq} of this key, which this node did not \
@@ -364,13 +619,20 @@ impl Auditors {
              was restored from a backup while no bootstrap node answered; docs/operations.md, \
              \"One key, one node\"); this node seals no more commitments until it is restarted"
         );
-        tracing::error!(%peer, "{why}");
+        self.stop_sealing(peer, why).await;
+    }
+
+    /// Another node signs, or may sign, with this key (`why`, as `peer` showed): sealing stops
+    /// here until a restart (whose start-up questions then number on past the other's, and
+    /// wait while it holds the key's lease), so the two sign no number twice.
+    async fn stop_sealing(&self, peer: PeerId, why: String) {
         if let Ok(mut e) = self.inner.elsewhere.lock() {
             if e.is_some() {
                 return;
             }
             *e = Some(why.clone());
         }
+        tracing::error!(%peer, "{why}");
         self.inner.coordinator.hold_seals().await;
     }
 
@@ -501,25 +763,53 @@ mod tests {
         let p = peers(3);
         let mut g = Gate::new(p[..2].iter().copied().collect(), t0, wait);
         assert!(!g.open);
-        assert!(!g.answered(&p[2]), "not a bootstrap node");
-        assert!(!g.answered(&p[0]));
-        assert!(!g.answered(&p[0]), "the same one again");
+        assert!(!g.answered(&p[2], t0), "not a bootstrap node");
+        assert!(!g.answered(&p[0], t0));
+        assert!(!g.answered(&p[0], t0), "the same one again");
         assert!(!g.tick(t0 + wait - Duration::from_millis(1)));
         assert_eq!(
             g.waiting(t0 + Duration::from_secs(10)),
-            Some((1, Duration::from_secs(50)))
+            Some((1, 0, Duration::from_secs(50)))
         );
-        assert!(g.answered(&p[1]), "the last one opens it");
+        assert!(g.answered(&p[1], t0), "the last one opens it");
         assert_eq!(g.waiting(t0), None);
-        assert!(!g.answered(&p[1]) && !g.tick(t0 + wait), "opened once");
+        assert!(!g.answered(&p[1], t0) && !g.tick(t0 + wait), "opened once");
 
         let mut g = Gate::new(p[..2].iter().copied().collect(), t0, wait);
-        assert!(!g.answered(&p[0]));
+        assert!(!g.answered(&p[0], t0));
         assert!(g.tick(t0 + wait), "the deadline opens it");
-        assert!(!g.answered(&p[1]));
+        assert!(!g.answered(&p[1], t0 + wait));
         assert!(g.open);
 
         assert!(Gate::new(HashSet::new(), t0, wait).open);
+    }
+
+    /// While a bootstrap node lends the key to another instance, neither the other bootstrap
+    /// nodes' answers nor the deadline open the gate; that node answering (the lease is this
+    /// instance's now) does. An open gate is not closed by a lease held elsewhere (the running
+    /// node stops sealing instead).
+    #[test]
+    fn seals_wait_while_another_instance_holds_the_key() {
+        let t0 = Instant::now();
+        let wait = Duration::from_secs(60);
+        let p = peers(2);
+        let mut g = Gate::new(p.iter().copied().collect(), t0, wait);
+        g.held_by(p[0]);
+        assert!(!g.answered(&p[1], t0));
+        assert!(g.is_waiting_for(&p[0]));
+        assert_eq!(g.waiting(t0), Some((1, 1, wait)));
+        assert!(!g.tick(t0 + wait * 10), "the deadline does not open it");
+        assert!(g.answered(&p[0], t0 + wait * 10));
+        g.held_by(p[0]);
+        assert!(g.is_open() && g.held.is_empty());
+        assert!(!g.is_waiting_for(&p[0]));
+
+        // Held by one, then past the deadline with the other never answering: the held one's
+        // answer opens it.
+        let mut g = Gate::new(p.iter().copied().collect(), t0, wait);
+        g.held_by(p[0]);
+        assert!(!g.tick(t0 + wait));
+        assert!(g.answered(&p[0], t0 + wait));
     }
 
     #[test]

@@ -85,6 +85,17 @@ impl Router {
                         let _ = reply.send(self.witness(peer, &c).to_bytes());
                         return;
                     }
+                    // The asker's instance asks for its key's lease (`node::instances`).
+                    Ok(Request::Instance { id, leaving }) => {
+                        let answer = match self.audit {
+                            Some(_) => self.auditors.lease(peer, id, leaving),
+                            None => Response::Error {
+                                detail: "this node keeps no leases (not a bootstrap node)".into(),
+                            },
+                        };
+                        let _ = reply.send(answer.to_bytes());
+                        return;
+                    }
                     // The last commitment this auditor logged of the asker's key.
                     Ok(Request::LastCommitment) => {
                         let audit = self.audit.clone();

@@ -91,6 +91,11 @@ pub struct CoordinatorConfig {
     /// has bootstrap nodes to ask. Until then receipts wait, durable, in the ledger's
     /// `pending`. Default false.
     pub await_numbering: bool,
+    /// The bootstrap nodes (the auditors this node knows): each commitment sealed here is
+    /// also handed to them directly (`Request::Witness`), so they log it whatever the gossip
+    /// mesh reaches (a peer that shared a connection with another instance of this key never
+    /// sent this one its subscriptions: `node::instances`). Default none.
+    pub auditors: Vec<libp2p::PeerId>,
 }
 
 impl Default for CoordinatorConfig {
@@ -104,6 +109,7 @@ impl Default for CoordinatorConfig {
             trust: Default::default(),
             own_addresses: Vec::new(),
             await_numbering: false,
+            auditors: Vec::new(),
         }
     }
 }
@@ -707,7 +713,8 @@ impl Coordinator {
             | Request::Evidence { .. }
             | Request::Refusals { .. }
             | Request::LastCommitment
-            | Request::Witness(_) => {
+            | Request::Witness(_)
+            | Request::Instance { .. } => {
                 return Response::Error {
                     detail: "receipts, evidence, refusals, commitments and announcements are the \
                              node's, not the coordinator's"

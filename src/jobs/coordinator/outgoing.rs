@@ -6,7 +6,7 @@ use crate::identity::PublicKey;
 use crate::model::commit::Commitment;
 use crate::model::now_ms;
 use crate::model::receipt::Receipt;
-use crate::model::wire::{JobGossip, Request};
+use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::JobManifest;
 use crate::net::work::WORK_PROVIDE_PERIOD;
 use crate::net::Topic;
@@ -70,8 +70,10 @@ impl Coordinator {
     }
 
     /// A commitment is durable: gossips it on `hearth/commitments/1` (heard by auditors, not
-    /// by every radiator) and sends the waiting receipts with their proofs.
+    /// by every radiator), hands it to the bootstrap nodes directly, and sends the waiting
+    /// receipts with their proofs.
     pub(super) async fn committed(&mut self, c: Commitment) {
+        self.hand_to_auditors(&c);
         self.unpublished.push_back(c);
         if self.unpublished.len() > MAX_UNPUBLISHED {
             if let Some(old) = self.unpublished.pop_front() {
@@ -84,6 +86,30 @@ impl Coordinator {
         }
         self.republish_commitments().await;
         self.retry_deliveries();
+    }
+
+    /// Hands `c` to every bootstrap node (`CoordinatorConfig::auditors`) as its witness, each
+    /// on a task of its own: an auditor logs it like a gossiped one. The gossip may not reach
+    /// one (no mesh to it yet, or a connection whose subscriptions went to another instance
+    /// of this key); this does, dialling if need be. Best effort: the gossip and the
+    /// radiators' own witnessing still stand behind it.
+    fn hand_to_auditors(&mut self, c: &Commitment) {
+        if self.config.auditors.is_empty() {
+            return;
+        }
+        let request = Request::Witness(Box::new(c.clone())).to_bytes();
+        for peer in self.config.auditors.clone() {
+            let (net, request, seq) = (self.net.clone(), request.clone(), c.seq);
+            self.tasks.spawn(async move {
+                match net.request(peer, request).await.map(|b| Response::from_bytes(&b)) {
+                    Ok(Ok(Response::Noted)) => {}
+                    Ok(answer) => {
+                        tracing::debug!(%peer, seq, "an auditor did not take a commitment: {answer:?}")
+                    }
+                    Err(e) => tracing::debug!(%peer, seq, "could not hand a commitment on: {e}"),
+                }
+            });
+        }
     }
 
     /// Gossips the commitments no auditor was listening for, oldest first, until one finds
