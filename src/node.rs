@@ -670,6 +670,18 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             check: opts.numbering_check,
             lease: opts.instance_lease,
         },
+        match config.node.role {
+            Role::Bootstrap => {
+                Some(
+                    db.open_tree(auditors::LEASES_TREE)
+                        .map_err(|source| NodeError::Db {
+                            path: opts.data_dir.clone(),
+                            source,
+                        })?,
+                )
+            }
+            Role::Radiator => None,
+        },
         ledger.clone(),
         identity.public(),
         net.clone(),

@@ -1453,19 +1453,44 @@ async fn a_copied_data_directory_seals_nothing_while_the_node_it_was_copied_from
         assert!(why.contains("waits while this one seals"), "{why}");
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert!(twin.context.ledger.pending_count() > 0, "the copy sealed");
-        let heard = log.coordinator(&key, 0, 1000).unwrap();
-        assert!(heard.equivocations.is_empty());
-        assert_eq!(heard.commitments.last().map(|c| c.seq), Some(sealed));
+        assert!(twin.context.ledger.commitments().unwrap().is_empty());
+        assert!(log
+            .coordinator(&key, 0, 1000)
+            .unwrap()
+            .equivocations
+            .is_empty());
         let text = scrape_metrics(&auditor, &dir.path().join("auditor")).await;
         assert!(
             text.lines().any(|l| l == "hearth_instance_leases 1.0"),
             "{text}"
         );
 
+        // The bootstrap node restarts (an upgrade). It kept who holds the key, so the copy,
+        // which asks as often as the first and may reach it first, still waits, and the first
+        // seals on.
+        auditor.shutdown().await;
+        drop(log); // it holds the auditor's database open
+        let (auditor, log) = restart_auditor(dir.path(), &bootstrap).await;
+        pi_job(&first, 4).await;
+        let sealed = logged_past(&log, &key, Some(sealed)).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(twin.context.ledger.pending_count() > 0, "the copy sealed");
+        let why = twin
+            .context
+            .auditors
+            .elsewhere()
+            .expect("the copy says nothing");
+        assert!(why.contains("another node runs with this key"), "{why}");
+        assert!(twin.context.ledger.commitments().unwrap().is_empty());
+        assert!(log
+            .coordinator(&key, 0, 1000)
+            .unwrap()
+            .equivocations
+            .is_empty());
+
         // The first stops and gives the key back: the copy takes it, numbers on past the
-        // first's commitments, and seals what waited.
+        // first's commitments, and seals what waited; the auditor logs it, and no number twice.
         first.shutdown().await;
-        assert!(logged_past(&log, &key, Some(sealed)).await > sealed);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while twin.context.ledger.pending_count() > 0 {
             assert!(
@@ -1474,17 +1499,35 @@ async fn a_copied_data_directory_seals_nothing_while_the_node_it_was_copied_from
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let own = twin.context.ledger.commitments().unwrap();
+        let last = own.last().expect("the copy sealed nothing").seq;
+        assert!(last > sealed);
+        assert_eq!(logged_past(&log, &key, Some(last - 1)).await, last);
         assert!(twin.context.auditors.elsewhere().is_none());
-        assert!(log
-            .coordinator(&key, 0, 1000)
-            .unwrap()
-            .equivocations
-            .is_empty());
         twin.shutdown().await;
         auditor.shutdown().await;
     })
     .await
     .expect("test timed out");
+}
+
+/// The bootstrap node of [`start_auditor`] started again on its data directory and at its
+/// address `addr`: the node and its log.
+async fn restart_auditor(
+    dir: &std::path::Path,
+    addr: &libp2p::Multiaddr,
+) -> (RunningNode, hearth::audit::AuditLog) {
+    let mut opts = loopback_options(&dir.join("auditor"), None, 1).unwrap();
+    opts.config.node.role = hearth::config::Role::Bootstrap;
+    let listen: libp2p::Multiaddr = addr
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    opts.config.node.listen = vec![listen];
+    let auditor = hearth::node::start(opts).await.unwrap();
+    assert_eq!(hearth::demo::listen_addr(&auditor).await.unwrap(), *addr);
+    let log = auditor.context.audit.clone().unwrap();
+    (auditor, log)
 }
 
 /// What `hearth status` prints for `node` (its data directory `home`).

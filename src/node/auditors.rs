@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-use super::instances::{InstanceId, Leases, Verdict, INSTANCE_LEASE, MAX_LEASES};
+use super::instances::{Change, InstanceId, Leases, Verdict, INSTANCE_LEASE, MAX_LEASES};
 use super::revoked::Admission;
 use super::tasks::Tasks;
 use crate::identity::PublicKey;
@@ -76,6 +76,10 @@ pub const NUMBERING_CHECK: Duration = Duration::from_secs(120);
 /// keys by the thousand (each costs a signature check and a place in the log) is held to it.
 pub const WITNESS_BURST: u32 = 64;
 pub const WITNESS_REFILL: Duration = Duration::from_secs(1);
+
+/// The sled tree in which a bootstrap node keeps which instance holds each key (PeerId bytes
+/// → 16-byte instance id), read back at its start (`node::instances`).
+pub const LEASES_TREE: &str = "instance_leases";
 
 /// Commitment ids a radiator remembers having witnessed (32 bytes each): a commitment of up
 /// to 65 536 receipts arrives with each of its receipts, and is handed on once.
@@ -112,6 +116,35 @@ enum Claim {
 /// An instance id as the household reads it (the first 8 bytes, hex).
 fn short(id: &InstanceId) -> String {
     id[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The lease book as a bootstrap node's last run left it on disk (`tree`), every holder heard
+/// now; entries that do not decode are dropped.
+fn restored(tree: Option<&sled::Tree>, lease: Duration) -> Leases {
+    let mut leases = Leases::new(lease, MAX_LEASES);
+    let Some(tree) = tree else {
+        return leases;
+    };
+    let mut held = Vec::new();
+    for entry in tree.iter() {
+        match entry {
+            Ok((key, id)) => match (PeerId::from_bytes(&key), InstanceId::try_from(&id[..])) {
+                (Ok(key), Ok(id)) => held.push((key, id)),
+                _ => {
+                    tracing::warn!("dropped a stored lease that does not decode");
+                    if let Err(e) = tree.remove(key) {
+                        tracing::error!("could not drop a stored lease: {e}");
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::error!("could not read the stored key leases: {e}; starting without");
+                break;
+            }
+        }
+    }
+    leases.restore(held, Instant::now());
+    leases
 }
 
 /// The peers of bootstrap addresses (their `/p2p/` part), this node's own left out.
@@ -214,8 +247,10 @@ struct Inner {
     witnessed: Mutex<(HashSet<blake3::Hash>, VecDeque<blake3::Hash>)>,
     /// On an auditor: how many witnessed commitments each peer may hand over.
     witnesses: Mutex<Admission>,
-    /// On a bootstrap node: which instance of each key holds its lease.
+    /// On a bootstrap node: which instance of each key holds its lease, and where the holders
+    /// are kept across restarts.
     leases: Mutex<Leases>,
+    lease_tree: Option<sled::Tree>,
     /// Why this node stopped sealing, if a bootstrap node logged a commitment of its key
     /// that it did not seal while it ran, or lent its key to another instance.
     elsewhere: Mutex<Option<String>>,
@@ -237,6 +272,7 @@ impl Auditors {
     pub(super) fn start(
         bootstrap: HashSet<PeerId>,
         timing: Timing,
+        lease_tree: Option<sled::Tree>,
         ledger: Ledger,
         own: PublicKey,
         net: Network,
@@ -266,7 +302,8 @@ impl Auditors {
                 gate: Mutex::new(Gate::new(bootstrap, Instant::now(), timing.wait)),
                 witnessed: Mutex::new((HashSet::new(), VecDeque::new())),
                 witnesses: Mutex::new(Admission::new(WITNESS_BURST, WITNESS_REFILL)),
-                leases: Mutex::new(Leases::new(timing.lease, MAX_LEASES)),
+                leases: Mutex::new(restored(lease_tree.as_ref(), timing.lease)),
+                lease_tree,
                 elsewhere: Mutex::new(None),
                 twin: Mutex::new(None),
                 witnessed_taken: AtomicU64::new(0),
@@ -531,11 +568,14 @@ impl Auditors {
         };
         if leaving {
             leases.leave(peer, id);
+            self.keep(leases.take_changes());
             return Response::Noted;
         }
         // Seconds since a holder or contender was heard: at most a lease, far below u32.
         let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-        Response::Instance(match leases.ask(peer, id, Instant::now()) {
+        let verdict = leases.ask(peer, id, Instant::now());
+        self.keep(leases.take_changes());
+        Response::Instance(match verdict {
             Verdict::Granted { contender } => InstanceLease::Granted {
                 contender: contender.map(|(other, ago)| (other, secs(ago))),
             },
@@ -544,6 +584,25 @@ impl Auditors {
                 ago_s: secs(ago),
             },
         })
+    }
+
+    /// On a bootstrap node: stores who holds which key now. Not flushed here (sled writes it
+    /// out within its flush interval): a holder lost to a crash asks again within a
+    /// `NUMBERING_CHECK`, and only another instance asking first in that window could take
+    /// the key.
+    fn keep(&self, changes: Vec<Change>) {
+        let Some(tree) = &self.inner.lease_tree else {
+            return;
+        };
+        for change in changes {
+            let written = match change {
+                Change::Held(key, id) => tree.insert(key.to_bytes(), &id[..]).map(drop),
+                Change::Freed(key) => tree.remove(key.to_bytes()).map(drop),
+            };
+            if let Err(e) = written {
+                tracing::error!("could not keep a key's lease holder: {e}");
+            }
+        }
     }
 
     /// On a bootstrap node: keys it lends to an instance now (`/metrics`).

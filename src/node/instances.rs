@@ -14,7 +14,14 @@
 //! its next ask. A node that stops cleanly gives its lease back, so a restart does not wait;
 //! after a power cut the new instance waits until the old one's lease ran out.
 //!
-//! Pure: the caller says what time it is. Bounded by [`MAX_LEASES`] keys.
+//! A bootstrap node keeps who holds each key on disk (`Auditors`, tree `instance_leases`) and,
+//! when it starts, counts every holder as heard at that moment ([`Leases::restore`]): a
+//! restart (an upgrade) neither forgets a holder, which would let the instance that waits for
+//! it take the key while it still seals, nor lets a lease run out while the bootstrap node
+//! was down and the holder could not ask.
+//!
+//! Pure: the caller says what time it is, and stores the [`Change`]s it is handed. Bounded by
+//! [`MAX_LEASES`] keys.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -49,6 +56,13 @@ pub enum Verdict {
     HeldBy { id: InstanceId, ago: Duration },
 }
 
+/// A change to who holds a key, for the caller to store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Held(PeerId, InstanceId),
+    Freed(PeerId),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Lease {
     holder: InstanceId,
@@ -64,6 +78,8 @@ pub struct Leases {
     by_key: HashMap<PeerId, Lease>,
     /// The same leases by when their holder was last heard: what goes first when full.
     by_heard: BTreeSet<(Instant, PeerId)>,
+    /// Changes of holder not yet taken by the caller ([`Leases::take_changes`]).
+    changes: Vec<Change>,
 }
 
 impl Leases {
@@ -73,7 +89,31 @@ impl Leases {
             max: max.max(1),
             by_key: HashMap::new(),
             by_heard: BTreeSet::new(),
+            changes: Vec::new(),
         }
+    }
+
+    /// The holders a bootstrap node kept from its last run, each counted as heard `now` (at
+    /// most `max` of them; no change to store).
+    pub fn restore(&mut self, held: impl IntoIterator<Item = (PeerId, InstanceId)>, now: Instant) {
+        for (key, holder) in held.into_iter().take(self.max) {
+            if let Some(old) = self.by_key.insert(
+                key,
+                Lease {
+                    holder,
+                    heard: now,
+                    contender: None,
+                },
+            ) {
+                self.by_heard.remove(&(old.heard, key));
+            }
+            self.by_heard.insert((now, key));
+        }
+    }
+
+    /// The changes of holder since the last call, oldest first, for the caller to store.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Instance `id` of `key` asks at `now` (the key is the asking connection's peer id, so no
@@ -99,6 +139,9 @@ impl Leases {
         } else {
             self.make_room(now);
         }
+        if previous.is_none_or(|l| l.holder != id) {
+            self.changes.push(Change::Held(key, id));
+        }
         self.by_key.insert(
             key,
             Lease {
@@ -118,6 +161,7 @@ impl Leases {
         if self.by_key.get(&key).is_some_and(|l| l.holder == id) {
             if let Some(l) = self.by_key.remove(&key) {
                 self.by_heard.remove(&(l.heard, key));
+                self.changes.push(Change::Freed(key));
             }
         }
     }
@@ -140,6 +184,7 @@ impl Leases {
             }
             self.by_heard.pop_first();
             self.by_key.remove(&key);
+            self.changes.push(Change::Freed(key));
         }
     }
 }
@@ -234,6 +279,46 @@ mod tests {
         assert_eq!(
             l.ask(key, B, t0 + s(2)),
             Verdict::Granted { contender: None }
+        );
+    }
+
+    /// What the caller stores: a new holder, not a renewal; a lease given back or pushed out.
+    /// What it restores counts as heard at the restart, so the holder keeps the key for a
+    /// whole lease after it, and an instance that waited is still told to wait.
+    #[test]
+    fn changes_of_holder_are_handed_out_and_a_restored_holder_is_heard_at_the_restart() {
+        let t0 = Instant::now();
+        let (k1, k2) = (PeerId::random(), PeerId::random());
+        let mut l = Leases::new(s(300), 1);
+        l.ask(k1, A, t0);
+        l.ask(k1, A, t0 + s(1));
+        l.ask(k1, B, t0 + s(2));
+        assert_eq!(l.take_changes(), vec![Change::Held(k1, A)]);
+        l.ask(k2, A, t0 + s(3));
+        assert_eq!(
+            l.take_changes(),
+            vec![Change::Freed(k1), Change::Held(k2, A)],
+            "full: k1 pushed out"
+        );
+        l.leave(k2, A);
+        assert_eq!(l.take_changes(), vec![Change::Freed(k2)]);
+        assert!(l.take_changes().is_empty());
+
+        // The bootstrap node restarts 290 s after A was last heard, then B asks.
+        let restart = t0 + s(290);
+        let mut l = Leases::new(s(300), 1);
+        l.restore([(k1, A), (k2, A)], restart);
+        assert_eq!(l.len(), 1, "at most max restored");
+        assert!(l.take_changes().is_empty());
+        assert_eq!(
+            l.ask(k1, B, restart + s(100)),
+            Verdict::HeldBy { id: A, ago: s(100) }
+        );
+        assert_eq!(
+            l.ask(k1, A, restart + s(120)),
+            Verdict::Granted {
+                contender: Some((B, s(20)))
+            }
         );
     }
 
