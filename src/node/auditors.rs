@@ -451,8 +451,8 @@ impl Auditors {
                     self.stop_sealing(peer, why).await;
                 } else {
                     let why = format!(
-                        "another node runs with this key (instance {}, heard {ago_s} s ago by a \
-                         bootstrap node, which lends the key to it): a copy of this data \
+                        "another node runs with this key (instance {}, heard {ago_s} s ago by \
+                         bootstrap node {peer}, which lends the key to it): a copy of this data \
                          directory started first; this node seals nothing until that one stops \
                          (docs/operations.md, \"One key, one node\")",
                         short(&id)
@@ -515,7 +515,11 @@ impl Auditors {
         })
     }
 
-    /// Asks bootstrap node `peer` for this key's lease, as this instance.
+    /// Asks bootstrap node `peer` for this key's lease, as this instance. What it answers is
+    /// its claim: an instance id is only compared and shown, its seconds only shown; a
+    /// bootstrap node that lies can hold this node's first seal back (as one that never
+    /// answers `LastCommitment` could not, past [`NUMBERING_WAIT`]), which `hearth status`
+    /// then names, and cannot make it seal.
     async fn claim(&self, peer: PeerId, dial: bool) -> Claim {
         let request = Request::Instance {
             id: self.inner.instance,
