@@ -113,6 +113,13 @@ enum Claim {
     Unreachable,
 }
 
+/// Whether an instance a bootstrap node last heard `ago_s` seconds ago (whole seconds, cut
+/// down) was heard after this run started, `uptime` ago: then it is another running node, not
+/// this node's own run before a power cut.
+fn heard_since(ago_s: u32, uptime: Duration) -> bool {
+    Duration::from_secs(u64::from(ago_s) + 1) < uptime
+}
+
 /// An instance id as the household reads it (the first 8 bytes, hex).
 fn short(id: &InstanceId) -> String {
     id[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -257,6 +264,11 @@ struct Inner {
     /// Another instance of this key, as a bootstrap node told of it: the one this node's
     /// first seal waits for, or one that waits for this node.
     twin: Mutex<Option<String>>,
+    /// While a bootstrap node lends this key to another instance: what it said, for the
+    /// `sealing:` line.
+    holder: Mutex<Option<String>>,
+    /// When this run started: a holder heard since is another running node.
+    started: Instant,
     /// On an auditor: witnessed commitments taken and refused since the node started.
     witnessed_taken: AtomicU64,
     witnessed_refused: AtomicU64,
@@ -306,6 +318,8 @@ impl Auditors {
                 lease_tree,
                 elsewhere: Mutex::new(None),
                 twin: Mutex::new(None),
+                holder: Mutex::new(None),
+                started: Instant::now(),
                 witnessed_taken: AtomicU64::new(0),
                 witnessed_refused: AtomicU64::new(0),
                 asking: Mutex::new(HashSet::new()),
@@ -374,13 +388,10 @@ impl Auditors {
     pub fn sealing_waits(&self) -> Option<String> {
         let (left, held, time) = self.inner.gate.lock().ok()?.waiting(Instant::now())?;
         if held > 0 {
-            return Some(format!(
-                "{held} bootstrap node(s) lend this key to another running node (another \
-                 instance of it, started first); nothing is sealed until that node stops (it \
-                 gives the key back, or its lease runs out {} s after it was last heard); \
-                 receipts wait on disk meanwhile",
-                INSTANCE_LEASE.as_secs()
-            ));
+            let holder = self.inner.holder.lock().ok().and_then(|h| h.clone());
+            return Some(holder.unwrap_or_else(|| {
+                format!("{held} bootstrap node(s) lend this key to another instance of it")
+            }));
         }
         Some(format!(
             "waiting for {left} of {} bootstrap node(s) to say how far this key's commitment \
@@ -449,7 +460,7 @@ impl Auditors {
                         short(&id)
                     );
                     self.stop_sealing(peer, why).await;
-                } else {
+                } else if heard_since(ago_s, self.inner.started.elapsed()) {
                     let why = format!(
                         "another node runs with this key (instance {}, heard {ago_s} s ago by \
                          bootstrap node {peer}, which lends the key to it): a copy of this data \
@@ -457,9 +468,31 @@ impl Auditors {
                          (docs/operations.md, \"One key, one node\")",
                         short(&id)
                     );
-                    let fresh = self.set_twin(Some(why.clone()));
-                    if fresh {
+                    self.set_holder(format!(
+                        "bootstrap node {peer} lends this key to another running node (instance \
+                         {}, heard {ago_s} s ago); nothing is sealed until that node stops; \
+                         receipts wait on disk meanwhile",
+                        short(&id)
+                    ));
+                    if self.set_twin(Some(why.clone())) {
                         tracing::error!(%peer, "{why}");
+                    }
+                } else {
+                    // Not heard since this run started: most likely this node's own run
+                    // before a power cut or a crash. A copy that runs asks again within a
+                    // `NUMBERING_CHECK` and is then named above.
+                    let left = INSTANCE_LEASE.as_secs().saturating_sub(u64::from(ago_s));
+                    let why = format!(
+                        "bootstrap node {peer} still lends this key to instance {}, last heard \
+                         {ago_s} s ago, before this run started: this node's previous run, which \
+                         stopped without giving the key back (a power cut, a crash), or another \
+                         node with this key; nothing is sealed until that lease runs out (about \
+                         {left} s more) or, if another node holds it, until that node stops; \
+                         receipts wait on disk meanwhile",
+                        short(&id)
+                    );
+                    if self.set_holder(why.clone()) {
+                        tracing::warn!(%peer, "{why}");
                     }
                 }
                 return;
@@ -503,6 +536,16 @@ impl Auditors {
             tracing::debug!("every bootstrap node said where this key's numbering stands");
             self.inner.coordinator.numbered().await;
         }
+    }
+
+    /// Sets what `hearth status` says on its `sealing:` line while a bootstrap node lends this
+    /// key to another instance; true when it changed (to be logged once).
+    fn set_holder(&self, why: String) -> bool {
+        self.inner.holder.lock().is_ok_and(|mut h| {
+            let changed = h.as_ref() != Some(&why);
+            *h = Some(why);
+            changed
+        })
     }
 
     /// Sets what `hearth status` says of another instance of this key; true when it changed
@@ -873,6 +916,24 @@ mod tests {
         g.held_by(p[0]);
         assert!(!g.tick(t0 + wait));
         assert!(g.answered(&p[0], t0 + wait));
+    }
+
+    /// A holder last heard before this run started may be its own previous run; one heard
+    /// since, even rounded down to whole seconds, is another node.
+    #[test]
+    fn a_holder_heard_since_this_run_started_is_another_node() {
+        let s = Duration::from_secs;
+        assert!(!heard_since(12, Duration::from_millis(50)), "the first ask");
+        assert!(
+            !heard_since(130, s(120)),
+            "heard before the start, asked again"
+        );
+        assert!(
+            !heard_since(119, s(120)),
+            "heard within the second of the start"
+        );
+        assert!(heard_since(3, s(120)));
+        assert!(heard_since(0, Duration::from_millis(1_001)));
     }
 
     #[test]
