@@ -120,6 +120,33 @@ fn heard_since(ago_s: u32, uptime: Duration) -> bool {
     Duration::from_secs(u64::from(ago_s) + 1) < uptime
 }
 
+/// What a node does when a bootstrap node says another instance holds its key's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Sealing: stop for the rest of the run (another running node holds the key).
+    Stop,
+    /// Sealing began at the deadline without this bootstrap node's answer, and the holder was
+    /// not heard since this run started: most likely this node's own previous run. A copy that
+    /// runs asks within a `NUMBERING_CHECK`, and is then heard since.
+    SealOn,
+    /// Not sealing yet: wait, and say another node runs with this key.
+    WaitForCopy,
+    /// Not sealing yet: wait for the lease to run out (this node's run before a power cut, or a
+    /// copy not heard yet); no alarm.
+    WaitForPrevious,
+}
+
+/// Pure: whether the node seals already (`open`), and whether the holder was heard since this
+/// run started.
+fn on_held(open: bool, since: bool) -> Held {
+    match (open, since) {
+        (true, true) => Held::Stop,
+        (true, false) => Held::SealOn,
+        (false, true) => Held::WaitForCopy,
+        (false, false) => Held::WaitForPrevious,
+    }
+}
+
 /// An instance id as the household reads it (the first 8 bytes, hex).
 fn short(id: &InstanceId) -> String {
     id[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -450,39 +477,46 @@ impl Auditors {
                     g.held_by(peer);
                     g.is_open()
                 });
-                if open {
-                    let why = format!(
-                        "a bootstrap node lends this key to another instance of it ({}, heard \
-                         {ago_s} s ago) after this node's lease ran out: another node runs with \
-                         this key (a copy of this data directory, or a thief holding the key; \
-                         docs/operations.md, \"One key, one node\"); this node seals no more \
-                         commitments until it is restarted",
+                let since = heard_since(ago_s, self.inner.started.elapsed());
+                match on_held(open, since) {
+                    Held::SealOn => tracing::warn!(
+                        %peer,
+                        "a bootstrap node still lends this key to instance {}, last heard {ago_s} s \
+                         ago, before this run started (this node's previous run?); sealing goes on",
                         short(&id)
-                    );
-                    self.stop_sealing(peer, why).await;
-                } else if heard_since(ago_s, self.inner.started.elapsed()) {
-                    let why = format!(
-                        "another node runs with this key (instance {}, heard {ago_s} s ago by \
-                         bootstrap node {peer}, which lends the key to it): a copy of this data \
-                         directory started first; this node seals nothing until that one stops \
-                         (docs/operations.md, \"One key, one node\")",
-                        short(&id)
-                    );
-                    self.set_holder(format!(
+                    ),
+                    Held::Stop => {
+                        let why = format!(
+                            "a bootstrap node lends this key to another instance of it ({}, heard \
+                             {ago_s} s ago) after this node's lease ran out: another node runs with \
+                             this key (a copy of this data directory, or a thief holding the key; \
+                             docs/operations.md, \"One key, one node\"); this node seals no more \
+                             commitments until it is restarted",
+                            short(&id)
+                        );
+                        self.stop_sealing(peer, why).await;
+                    }
+                    Held::WaitForCopy => {
+                        let why = format!(
+                            "another node runs with this key (instance {}, heard {ago_s} s ago by \
+                             bootstrap node {peer}, which lends the key to it): a copy of this data \
+                             directory started first; this node seals nothing until that one stops \
+                             (docs/operations.md, \"One key, one node\")",
+                            short(&id)
+                        );
+                        self.set_holder(format!(
                         "bootstrap node {peer} lends this key to another running node (instance \
                          {}, heard {ago_s} s ago); nothing is sealed until that node stops; \
                          receipts wait on disk meanwhile",
                         short(&id)
                     ));
-                    if self.set_twin(Some(why.clone())) {
-                        tracing::error!(%peer, "{why}");
+                        if self.set_twin(Some(why.clone())) {
+                            tracing::error!(%peer, "{why}");
+                        }
                     }
-                } else {
-                    // Not heard since this run started: most likely this node's own run
-                    // before a power cut or a crash. A copy that runs asks again within a
-                    // `NUMBERING_CHECK` and is then named above.
-                    let left = INSTANCE_LEASE.as_secs().saturating_sub(u64::from(ago_s));
-                    let why = format!(
+                    Held::WaitForPrevious => {
+                        let left = INSTANCE_LEASE.as_secs().saturating_sub(u64::from(ago_s));
+                        let why = format!(
                         "bootstrap node {peer} still lends this key to instance {}, last heard \
                          {ago_s} s ago, before this run started: this node's previous run, which \
                          stopped without giving the key back (a power cut, a crash), or another \
@@ -491,8 +525,9 @@ impl Auditors {
                          receipts wait on disk meanwhile",
                         short(&id)
                     );
-                    if self.set_holder(why.clone()) {
-                        tracing::warn!(%peer, "{why}");
+                        if self.set_holder(why.clone()) {
+                            tracing::warn!(%peer, "{why}");
+                        }
                     }
                 }
                 return;
@@ -934,6 +969,16 @@ mod tests {
         );
         assert!(heard_since(3, s(120)));
         assert!(heard_since(0, Duration::from_millis(1_001)));
+    }
+
+    /// Only a holder heard since this run started stops a sealing node or raises the alarm;
+    /// one not heard since is taken for this node's own run before a power cut.
+    #[test]
+    fn only_a_holder_heard_since_the_start_stops_sealing_or_raises_the_alarm() {
+        assert_eq!(on_held(true, true), Held::Stop);
+        assert_eq!(on_held(true, false), Held::SealOn);
+        assert_eq!(on_held(false, true), Held::WaitForCopy);
+        assert_eq!(on_held(false, false), Held::WaitForPrevious);
     }
 
     #[test]
