@@ -1098,20 +1098,7 @@ async fn a_node_whose_bootstrap_nodes_never_answer_seals_after_the_numbering_wai
         let started = std::time::Instant::now();
         let node = hearth::node::start(opts).await.unwrap();
         // `hearth status` says why receipts wait.
-        let api = node.api_addr.to_string();
-        let home = dir.path().join("home");
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-                .arg("--data-dir")
-                .arg(&home)
-                .args(["--api", &api, "status"])
-                .env_remove("RUST_LOG")
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = status_text(&node, &dir.path().join("home")).await;
         assert!(
             text.contains("sealing:    waiting for 1 of 1 bootstrap node(s)"),
             "{text}"

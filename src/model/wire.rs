@@ -543,7 +543,7 @@ impl Request {
             }
             14 => Request::Instance {
                 id: r.array("instance id")?,
-                leaving: flag(&mut r, "leaving flag")?,
+                leaving: r.flag("leaving flag")?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -657,17 +657,8 @@ impl Response {
                 detail: r.str(MAX_REASON, "detail")?.to_string(),
             },
             3 => Response::ClaimAccepted {
-                verified: match r.u8("verified")? {
-                    0 => false,
-                    1 => true,
-                    // Any other byte would be a second encoding of `true`.
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "verified flag",
-                            tag,
-                        })
-                    }
-                },
+                // Any other byte would be a second encoding of `true`.
+                verified: r.flag("verified flag")?,
             },
             4 => Response::ClaimRejected {
                 detail: r.str(MAX_REASON, "detail")?.to_string(),
@@ -712,24 +703,19 @@ impl Response {
                 }
                 Response::Refusals { proofs, more }
             }
-            13 => Response::LastCommitment(match r.u8("commitment flag")? {
-                0 => None,
-                1 => {
+            13 => Response::LastCommitment(match r.flag("commitment flag")? {
+                true => {
                     let bytes: [u8; super::commit::COMMITMENT_LEN] = r.array("commitment")?;
                     Some(Box::new(super::commit::Commitment::from_bytes(&bytes)?))
                 }
-                tag => {
-                    return Err(DecodeError::UnknownTag {
-                        what: "commitment flag",
-                        tag,
-                    })
-                }
+                false => None,
             }),
             14 => Response::Instance(match r.u8("lease verdict")? {
                 1 => InstanceLease::Granted {
-                    contender: flag(&mut r, "contender flag")?
-                        .then(|| Ok::<_, DecodeError>((r.array("instance id")?, r.u32("age")?)))
-                        .transpose()?,
+                    contender: match r.flag("contender flag")? {
+                        true => Some((r.array("instance id")?, r.u32("age")?)),
+                        false => None,
+                    },
                 },
                 2 => InstanceLease::HeldBy {
                     id: r.array("instance id")?,
@@ -756,23 +742,10 @@ impl Response {
 
 /// An optional fixed-length cursor: a flag byte (0 none, 1 some) and, if some, its bytes.
 fn cursor<const N: usize>(r: &mut Reader<'_>) -> Result<Option<[u8; N]>, DecodeError> {
-    match r.u8("cursor flag")? {
-        0 => Ok(None),
-        1 => Ok(Some(r.array("cursor")?)),
-        tag => Err(DecodeError::UnknownTag {
-            what: "cursor flag",
-            tag,
-        }),
-    }
-}
-
-/// A flag byte: 0 false, 1 true, anything else refused.
-fn flag(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
-    match r.u8(what)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        tag => Err(DecodeError::UnknownTag { what, tag }),
-    }
+    Ok(match r.flag("cursor flag")? {
+        true => Some(r.array("cursor")?),
+        false => None,
+    })
 }
 
 /// The head of a paged answer (receipts, evidence): the "more" flag (0 or 1) and the count of
@@ -783,16 +756,7 @@ fn page_header(
     what: &'static str,
     max: usize,
 ) -> Result<(bool, usize), DecodeError> {
-    let more = match r.u8("more flag")? {
-        0 => false,
-        1 => true,
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "more flag",
-                tag,
-            })
-        }
-    };
+    let more = r.flag("more flag")?;
     let n = usize::from(r.u8("item count")?);
     if n > max {
         return Err(DecodeError::Invalid {

@@ -182,11 +182,6 @@ fn decode_shard(bytes: &[u8]) -> Result<ReadShard, String> {
 fn decode_state(bytes: &[u8]) -> Result<ReadShard, crate::model::DecodeError> {
     use crate::model::DecodeError;
     let mut r = crate::model::canon::Reader::new(bytes);
-    let flag = |r: &mut crate::model::canon::Reader<'_>, what| match r.u8(what)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        tag => Err(DecodeError::UnknownTag { what, tag }),
-    };
     let mut shard = ShardBook::default();
     for _ in 0..r.count(MAX_SHARD_LIST, 64, "leases")? {
         shard.leases.push(LeaseRec {
@@ -210,7 +205,7 @@ fn decode_state(bytes: &[u8]) -> Result<ReadShard, crate::model::DecodeError> {
             reason: r.str(MAX_SHARD_TEXT, "failure reason")?.to_string(),
         });
     }
-    if flag(&mut r, "verified")? {
+    if r.flag("verified")? {
         shard.verified = Some(Outcome {
             output: r.hash("verified output")?,
             fuel: r.u64("verified fuel")?,
@@ -219,10 +214,10 @@ fn decode_state(bytes: &[u8]) -> Result<ReadShard, crate::model::DecodeError> {
     for _ in 0..r.count(MAX_SHARD_LIST, 4, "settled")? {
         shard.settled.push(r.u32("settled claim")?);
     }
-    if flag(&mut r, "failed")? {
+    if r.flag("failed")? {
         shard.failed = Some(r.str(MAX_SHARD_TEXT, "failure")?.to_string());
     }
-    if flag(&mut r, "credit")? {
+    if r.flag("credit")? {
         shard.credit = Some(ShardCredit {
             reference_mj: r.u64("credit reference")?,
             agreeing: r.u8("credit agreeing")?,
