@@ -14,7 +14,7 @@
 //! its next ask. A node that stops cleanly gives its lease back, so a restart does not wait;
 //! after a power cut the new instance waits until the old one's lease ran out.
 //!
-//! A bootstrap node keeps who holds each key on disk (`Auditors`, tree `instance_leases`) and,
+//! A bootstrap node keeps who holds each key on disk ([`Desk`], tree `instance_leases`) and,
 //! when it starts, counts every holder as heard at that moment ([`Leases::restore`]): a
 //! restart (an upgrade) neither forgets a holder, which would let the instance that waits for
 //! it take the key while it still seals, nor lets a lease run out while the bootstrap node
@@ -24,9 +24,12 @@
 //! [`MAX_LEASES`] keys.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+
+use crate::model::wire::{InstanceLease, Response};
 
 /// A node's run: 16 random bytes chosen at each start, never stored (a copy of the data
 /// directory must not carry it).
@@ -186,6 +189,104 @@ impl Leases {
             self.by_key.remove(&key);
             self.changes.push(Change::Freed(key));
         }
+    }
+}
+
+/// The sled tree in which a bootstrap node keeps which instance holds each key (PeerId bytes
+/// → 16-byte instance id), read back at its start (`node::instances`).
+pub const LEASES_TREE: &str = "instance_leases";
+
+/// A bootstrap node's lease book and where it keeps the holders: what answers
+/// `Request::Instance`.
+#[derive(Debug)]
+pub struct Desk {
+    leases: Mutex<Leases>,
+    tree: Option<sled::Tree>,
+}
+
+impl Desk {
+    /// The lease book as the last run left it in `tree` (none: a node that keeps no leases on
+    /// disk), every holder heard now; entries that do not decode are dropped.
+    pub fn open(tree: Option<sled::Tree>, lease: Duration) -> Desk {
+        let mut leases = Leases::new(lease, MAX_LEASES);
+        let mut held = Vec::new();
+        for entry in tree.iter().flat_map(|t| t.iter()) {
+            match entry {
+                Ok((key, id)) => match (PeerId::from_bytes(&key), InstanceId::try_from(&id[..])) {
+                    (Ok(key), Ok(id)) => held.push((key, id)),
+                    _ => {
+                        tracing::warn!("dropped a stored lease that does not decode");
+                        if let Some(Err(e)) = tree.as_ref().map(|t| t.remove(key)) {
+                            tracing::error!("could not drop a stored lease: {e}");
+                        }
+                    }
+                },
+                Err(e) => {
+                    tracing::error!("could not read the stored key leases: {e}; starting without");
+                    break;
+                }
+            }
+        }
+        leases.restore(held, Instant::now());
+        Desk {
+            leases: Mutex::new(leases),
+            tree,
+        }
+    }
+
+    /// Instance `id` of `peer`'s key asks for the key's lease at `now`, or gives it back
+    /// (`leaving`).
+    pub fn answer(&self, peer: PeerId, id: InstanceId, leaving: bool, now: Instant) -> Response {
+        let Ok(mut leases) = self.leases.lock() else {
+            return Response::Error {
+                detail: "the lease book is unavailable".into(),
+            };
+        };
+        if leaving {
+            leases.leave(peer, id);
+            self.keep(leases.take_changes());
+            return Response::Noted;
+        }
+        // Seconds since a holder or contender was heard: at most a lease, far below u32.
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        let verdict = leases.ask(peer, id, now);
+        self.keep(leases.take_changes());
+        Response::Instance(match verdict {
+            Verdict::Granted { contender } => InstanceLease::Granted {
+                contender: contender.map(|(other, ago)| (other, secs(ago))),
+            },
+            Verdict::HeldBy { id, ago } => InstanceLease::HeldBy {
+                id,
+                ago_s: secs(ago),
+            },
+        })
+    }
+
+    /// Stores who holds which key now. Not flushed here (sled writes it out within its flush
+    /// interval): a holder lost to a crash asks again within a `NUMBERING_CHECK`, and only
+    /// another instance asking first in that window could take the key.
+    fn keep(&self, changes: Vec<Change>) {
+        let Some(tree) = &self.tree else {
+            return;
+        };
+        for change in changes {
+            let written = match change {
+                Change::Held(key, id) => tree.insert(key.to_bytes(), &id[..]).map(drop),
+                Change::Freed(key) => tree.remove(key.to_bytes()).map(drop),
+            };
+            if let Err(e) = written {
+                tracing::error!("could not keep a key's lease holder: {e}");
+            }
+        }
+    }
+
+    /// Keys lent to an instance now (`/metrics`).
+    pub fn len(&self) -> usize {
+        self.leases.lock().map_or(0, |l| l.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
