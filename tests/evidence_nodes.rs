@@ -1416,14 +1416,7 @@ async fn a_copied_data_directory_seals_nothing_while_the_node_it_was_copied_from
         );
         let why = told_elsewhere(&first, "the first").await;
         assert!(why.contains("waits while this one seals"), "{why}");
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        assert!(twin.context.ledger.pending_count() > 0, "the copy sealed");
-        assert!(twin.context.ledger.commitments().unwrap().is_empty());
-        assert!(log
-            .coordinator(&key, 0, 1000)
-            .unwrap()
-            .equivocations
-            .is_empty());
+        copy_still_waits(&twin, &log, &key).await;
         let text = scrape_metrics(&auditor, &dir.path().join("auditor")).await;
         assert!(
             text.lines().any(|l| l == "hearth_instance_leases 1.0"),
@@ -1438,16 +1431,9 @@ async fn a_copied_data_directory_seals_nothing_while_the_node_it_was_copied_from
         let (auditor, log) = restart_auditor(dir.path(), &bootstrap).await;
         pi_job(&first, 4).await;
         let sealed = logged_past(&log, &key, Some(sealed)).await;
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        assert!(twin.context.ledger.pending_count() > 0, "the copy sealed");
+        copy_still_waits(&twin, &log, &key).await;
         let why = told_elsewhere(&twin, "the copy").await;
         assert!(why.contains("another node runs with this key"), "{why}");
-        assert!(twin.context.ledger.commitments().unwrap().is_empty());
-        assert!(log
-            .coordinator(&key, 0, 1000)
-            .unwrap()
-            .equivocations
-            .is_empty());
 
         // The first stops and gives the key back: the copy takes it, numbers on past the
         // first's commitments, and seals what waited; the auditor logs it, and no number twice.
@@ -1489,6 +1475,17 @@ async fn restart_auditor(
     assert_eq!(hearth::demo::listen_addr(&auditor).await.unwrap(), *addr);
     let log = auditor.context.audit.clone().unwrap();
     (auditor, log)
+}
+
+/// Six seconds on (three of the copy's asks), the copy `twin` still seals nothing: its
+/// receipts wait, its ledger holds no commitment, and the auditor's `log` no equivocation of
+/// `key`.
+async fn copy_still_waits(twin: &RunningNode, log: &hearth::audit::AuditLog, key: &PublicKey) {
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(twin.context.ledger.pending_count() > 0, "the copy sealed");
+    assert!(twin.context.ledger.commitments().unwrap().is_empty());
+    let heard = log.coordinator(key, 0, 1000).unwrap();
+    assert!(heard.equivocations.is_empty());
 }
 
 /// What `node` says of its key being used elsewhere, once it says it (20 s at most).

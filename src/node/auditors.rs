@@ -417,7 +417,7 @@ impl Auditors {
                 }
             }
             Claim::Holds { contender: None } | Claim::Unknown => {
-                let held = self.inner.gate.lock().is_ok_and(|g| !g.held.is_empty());
+                let held = self.inner.gate.lock().is_ok_and(|g| g.is_held());
                 if !held {
                     self.set_twin(None);
                 }

@@ -14,7 +14,7 @@ use libp2p::PeerId;
 pub(super) struct Gate {
     waiting_for: HashSet<PeerId>,
     /// Bootstrap nodes that lend this key to another instance (still waited for).
-    pub(super) held: HashSet<PeerId>,
+    held: HashSet<PeerId>,
     deadline: Instant,
     open: bool,
 }
@@ -54,6 +54,11 @@ impl Gate {
 
     pub(super) fn is_waiting_for(&self, peer: &PeerId) -> bool {
         !self.open && self.waiting_for.contains(peer)
+    }
+
+    /// Whether a bootstrap node lends this key to another instance (the gate is shut).
+    pub(super) fn is_held(&self) -> bool {
+        !self.held.is_empty()
     }
 
     pub(super) fn is_open(&self) -> bool {
@@ -162,7 +167,7 @@ mod tests {
         assert!(!g.tick(t0 + wait * 10), "the deadline does not open it");
         assert!(g.answered(&p[0], t0 + wait * 10));
         g.held_by(p[0]);
-        assert!(g.is_open() && g.held.is_empty());
+        assert!(g.is_open() && !g.is_held());
         assert!(!g.is_waiting_for(&p[0]));
 
         // Held by one, then past the deadline with the other never answering: the held one's
