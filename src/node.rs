@@ -38,12 +38,14 @@ pub mod refusals;
 pub mod revoked;
 mod router;
 mod tasks;
+pub mod witness;
 use crate::store::Store;
 use auditors::Auditors;
 use offers::Offers;
 use refusals::Refusals;
 use revoked::RevokedKeys;
 use router::Router;
+use witness::Witnesses;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -124,6 +126,9 @@ pub struct NodeOptions {
     /// On a bootstrap node: how long it lends a key to an instance of it that it does not hear
     /// from (`node::instances`; default 300 s).
     pub instance_lease: std::time::Duration,
+    /// How long a node with nothing to seal keeps its key's lease before it gives it back and
+    /// stops asking its bootstrap nodes (`node::auditors`; default 600 s).
+    pub lease_idle: std::time::Duration,
     /// Test-only network fault injection.
     #[doc(hidden)]
     pub net_fault: net::FaultInjection,
@@ -151,6 +156,7 @@ impl NodeOptions {
             numbering_wait: auditors::NUMBERING_WAIT,
             numbering_check: auditors::NUMBERING_CHECK,
             instance_lease: instances::INSTANCE_LEASE,
+            lease_idle: auditors::LEASE_IDLE,
             net_fault: net::FaultInjection::default(),
         }
     }
@@ -291,6 +297,9 @@ pub struct NodeContext {
     /// What this node asks of and tells its bootstrap nodes; whether another node signs with
     /// its key (`node::auditors`).
     pub auditors: Auditors,
+    /// The commitments this node's receipts came in, handed to its bootstrap nodes; on an
+    /// auditor, how many radiators handed it (`node::witness`).
+    pub witnesses: Witnesses,
 }
 
 /// How a service ended: its name, and why if it failed.
@@ -672,12 +681,14 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         ),
         Role::Radiator => None,
     };
+    let witnesses = Witnesses::new(bootstrap_peers.clone(), net.clone());
     let auditors = Auditors::start(
         bootstrap_peers,
         auditors::Timing {
             wait: opts.numbering_wait,
             check: opts.numbering_check,
             lease: opts.instance_lease,
+            idle: opts.lease_idle,
         },
         lease_tree,
         ledger.clone(),
@@ -702,6 +713,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         audit: audit.clone(),
         refusals: refusals.clone(),
         auditors: auditors.clone(),
+        witnesses: witnesses.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.node.api)
@@ -754,6 +766,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         audit,
         refusals,
         auditors,
+        witnesses,
     };
     let mut stop = shutdown_rx;
     tasks.spawn(async move {
@@ -781,6 +794,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         requests.shutdown().await;
         router.refusals.stop();
         router.auditors.stop();
+        router.witnesses.stop();
         ("router", reason)
     });
 

@@ -1458,6 +1458,94 @@ async fn a_copied_data_directory_seals_nothing_while_the_node_it_was_copied_from
     .expect("test timed out");
 }
 
+/// A node asks its bootstrap nodes for its key's lease only while it has something to seal
+/// (and for `lease_idle` after): a radiator that only works for others does not load them for
+/// as long as it runs. Real nodes on loopback: the node gives the lease back once idle (the
+/// bootstrap node lends the key to nobody, `hearth status` says why nothing is sealed); a copy
+/// of its data directory started meanwhile takes the key, numbers on past the node's
+/// commitments and seals; the node, given a job while the copy holds the key, waits, then
+/// takes the key when the copy gives it back, numbers on past the copy's commitments, and
+/// seals what waited. The auditor logs every commitment, and no number twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_nothing_to_seal_gives_its_keys_lease_back_and_takes_it_again() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        let (auditor, log, bootstrap) = start_auditor(dir.path(), None).await;
+        let (home, copy) = (dir.path().join("home"), dir.path().join("copy"));
+        let start = |home: std::path::PathBuf, idle: u64| {
+            let bootstrap = bootstrap.clone();
+            async move {
+                let mut opts = loopback_options(&home, Some(bootstrap), 2).unwrap();
+                opts.numbering_check = Duration::from_secs(1);
+                opts.lease_idle = Duration::from_secs(idle);
+                hearth::node::start(opts).await.unwrap()
+            }
+        };
+        let first = start(home.clone(), 3).await;
+        let key = first.household();
+        first.shutdown().await;
+        support::copy_dir(&home, &copy);
+
+        let first = start(home.clone(), 3).await;
+        pi_job(&first, 1).await;
+        let sealed = logged_past(&log, &key, None).await;
+        // Idle: the lease goes back, and the bootstrap node lends the key to nobody.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = scrape_metrics(&auditor, &dir.path().join("auditor")).await;
+            if text.lines().any(|l| l == "hearth_instance_leases 0.0") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease was kept: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let text = status_text(&first, &home).await;
+        assert!(text.contains("sealing:    nothing to seal"), "{text}");
+
+        // The copy starts and takes the key while the first has nothing to seal, and seals
+        // past the first's commitments.
+        let twin = start(copy.clone(), 8).await;
+        pi_job(&twin, 2).await;
+        let by_twin = logged_past(&log, &key, Some(sealed)).await;
+        let own = twin.context.ledger.commitments().unwrap();
+        assert_eq!(own.last().map(|c| c.seq), Some(by_twin));
+
+        // The first has a job while the copy holds the key: its receipts wait ...
+        pi_job(&first, 3).await;
+        let waits = first.context.auditors.sealing_waits().unwrap_or_default();
+        assert!(waits.contains("lends this key to another"), "{waits}");
+        assert!(first.context.ledger.pending_count() > 0, "the first sealed");
+        // ... until the copy, idle, gives the key back: the first numbers on past the
+        // copy's commitments.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while first.context.ledger.pending_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first's receipts still wait"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let last = first
+            .context
+            .ledger
+            .commitments()
+            .unwrap()
+            .last()
+            .unwrap()
+            .seq;
+        assert!(last > by_twin, "{last} after {by_twin}");
+        assert_eq!(logged_past(&log, &key, Some(last - 1)).await, last);
+        for node in [first, twin, auditor] {
+            node.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// The bootstrap node of [`start_auditor`] started again on its data directory and at its
 /// address `addr`: the node and its log.
 async fn restart_auditor(
@@ -1613,7 +1701,6 @@ async fn deliver(from: &RunningNode, to: &RunningNode, request: Request) -> Resp
     Response::from_bytes(&answer).unwrap()
 }
 
-/// A small job of `node`'s own, worked by its own radiator, run to done.
 /// A job of far more work than a test's radiators do in its time: leases are always out.
 fn endless(seed: u64) -> JobSpec {
     JobSpec::Pi {
@@ -1623,6 +1710,7 @@ fn endless(seed: u64) -> JobSpec {
     }
 }
 
+/// A small job of `node`'s own, worked by its own radiator, run to done.
 async fn pi_job(node: &RunningNode, seed: u64) {
     let spec = JobSpec::Pi {
         shards: 4,

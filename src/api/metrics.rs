@@ -141,7 +141,7 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
             None,
             equivocations as f64,
         );
-        let (taken, refused) = ctx.auditors.witness_counts();
+        let (taken, refused) = ctx.witnesses.counts();
         m.counter(
             "audit_witnessed",
             "Commitments radiators handed on (the ones their receipts came in) and this auditor checked and logged, since start",

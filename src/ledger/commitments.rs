@@ -154,6 +154,12 @@ impl Ledger {
         self.pending.len()
     }
 
+    /// Whether any countersigned receipt waits for a seal (reads one key at most, where
+    /// `pending_count` walks them all).
+    pub fn has_pending(&self) -> bool {
+        self.pending.first().map(|f| f.is_some()).unwrap_or(true)
+    }
+
     /// Seals up to [`MAX_LEAVES`] pending receipts into the next commitment of `identity`
     /// (this node as coordinator), stores it, its tree and every receipt's place in it, and
     /// clears them from `pending`, in one kv batch (all or none after a crash). `None` when

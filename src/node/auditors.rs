@@ -32,35 +32,32 @@
 //! that waits, and says so too (`KEY USED ELSEWHERE`). A node that loses its lease to another
 //! instance while it runs seals no more until it is restarted, as above.
 //!
-//! **Witnessing.** A coordinator could show each radiator its own commitment under a number
-//! and publish another, or none, to the auditors. So each commitment a radiator's receipts
-//! come in is handed to every connected bootstrap node once (`Request::Witness`); an auditor
-//! logs it like a gossiped one and, if it holds another body under that number, publishes
-//! the proof. An auditor admits [`WITNESS_BURST`] witnessed commitments from one peer at once,
-//! then one per [`WITNESS_REFILL`].
+//! **Only while there is something to seal.** A node holds the lease from its start and while
+//! its coordinator has something to seal (`CoordinatorHandle::seal_demand`), then for
+//! [`LEASE_IDLE`] more; then it stops sealing, gives the lease back and asks its bootstrap
+//! nodes nothing (`Spell`, pure, in `gate.rs`). When something comes to seal, it asks them as
+//! at a start, with a new gate. So a bootstrap node's load is the nodes that seal, not every
+//! node of the network.
 //!
-//! Size: about 740 lines, past the house style's ~700: the household-facing sentences of
+//! Size: about 750 lines, past the house style's ~700: the household-facing sentences of
 //! every case (each names what happened and what to do) are a third of it. The decisions are
-//! in `gate.rs` (pure) and the bootstrap node's side of leases in `instances.rs`; the
-//! witnessing is the next thing to move out if it grows.
+//! in `gate.rs` (pure), the bootstrap node's side of leases in `instances.rs`, and the
+//! witnessing of other coordinators' commitments in `witness.rs`.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-use super::gate::{heard_since, on_held, Gate, Held};
+use super::gate::{heard_since, on_held, Gate, Held, Spell, Step};
 use super::instances::{Desk, InstanceId, INSTANCE_LEASE};
-use super::revoked::Admission;
 use super::tasks::Tasks;
 use crate::identity::PublicKey;
 use crate::jobs::CoordinatorHandle;
 use crate::ledger::commitments::Adopted;
 use crate::ledger::Ledger;
-use crate::model::commit::Commitment;
 use crate::model::wire::{InstanceLease, Request, Response};
 use crate::net::Network;
 
@@ -76,16 +73,13 @@ pub const NUMBERING_WAIT: Duration = Duration::from_secs(60);
 /// do not sign one number twice.
 pub const NUMBERING_CHECK: Duration = Duration::from_secs(120);
 
-/// Witnessed commitments an auditor takes from one peer at once, then one per
-/// [`WITNESS_REFILL`]: a radiator sees at most one new commitment per coordinator per round
-/// (5 s) and works for a few coordinators at a time; a peer handing over commitments of fresh
-/// keys by the thousand (each costs a signature check and a place in the log) is held to it.
-pub const WITNESS_BURST: u32 = 64;
-pub const WITNESS_REFILL: Duration = Duration::from_secs(1);
-
-/// Commitment ids a radiator remembers having witnessed (32 bytes each): a commitment of up
-/// to 65 536 receipts arrives with each of its receipts, and is handed on once.
-const WITNESSED_KEPT: usize = 1024;
+/// How long a node keeps its key's lease with nothing to seal (no job of its own running, no
+/// receipt waiting for a seal), unless told otherwise (`NodeOptions::lease_idle`), before it
+/// gives it back and stops asking its bootstrap nodes: a radiator that only works for others
+/// asks them for a few minutes after its start, not for as long as it runs. Ten minutes, so a
+/// household submitting jobs one after another keeps it, and the next spell's questions (at
+/// most [`NUMBERING_WAIT`] of receipts held back) come seldom.
+pub const LEASE_IDLE: Duration = Duration::from_secs(600);
 
 /// How long this node waits and how often it asks (`NodeOptions`), and how long it lends a key
 /// to an instance it does not hear from (on a bootstrap node).
@@ -98,6 +92,8 @@ pub struct Timing {
     /// On a bootstrap node: how long a key stays lent to an instance not heard from
     /// ([`INSTANCE_LEASE`]).
     pub lease: Duration,
+    /// How long a node with nothing to seal keeps its key's lease ([`LEASE_IDLE`]).
+    pub idle: Duration,
 }
 
 /// A bootstrap node's answer to this instance's ask for its key's lease.
@@ -150,10 +146,9 @@ struct Inner {
     /// The bootstrap nodes (this node left out).
     bootstrap: HashSet<PeerId>,
     gate: Mutex<Gate>,
-    /// Commitments handed on already (ids, oldest first), at most [`WITNESSED_KEPT`].
-    witnessed: Mutex<(HashSet<blake3::Hash>, VecDeque<blake3::Hash>)>,
-    /// On an auditor: how many witnessed commitments each peer may hand over.
-    witnesses: Mutex<Admission>,
+    /// Whether this node holds its key's lease now (it has had something to seal lately).
+    spell: Mutex<Spell>,
+    timing: Timing,
     /// On a bootstrap node: which instance of each key holds its lease.
     desk: Desk,
     /// Why this node stopped sealing, if a bootstrap node logged a commitment of its key
@@ -167,9 +162,6 @@ struct Inner {
     holder: Mutex<Option<String>>,
     /// When this run started: a holder heard since is another running node.
     started: Instant,
-    /// On an auditor: witnessed commitments taken and refused since the node started.
-    witnessed_taken: AtomicU64,
-    witnessed_refused: AtomicU64,
     /// Bootstrap nodes being asked right now (one question each at a time).
     asking: Mutex<HashSet<PeerId>>,
     /// Questions in flight and the deadline: aborted when the node stops.
@@ -189,6 +181,7 @@ impl Auditors {
         coordinator: CoordinatorHandle,
     ) -> Auditors {
         let waiting = !bootstrap.is_empty();
+        let timing_kept = timing;
         let mut instance = InstanceId::default();
         if let Err(e) = getrandom::fill(&mut instance) {
             // Only ever seen on a system without a random source; two nodes would then have
@@ -210,61 +203,69 @@ impl Auditors {
                 instance,
                 bootstrap: bootstrap.clone(),
                 gate: Mutex::new(Gate::new(bootstrap, Instant::now(), timing.wait)),
-                witnessed: Mutex::new((HashSet::new(), VecDeque::new())),
-                witnesses: Mutex::new(Admission::new(WITNESS_BURST, WITNESS_REFILL)),
+                spell: Mutex::new(Spell::new(timing.idle)),
+                timing: timing_kept,
                 desk: Desk::open(lease_tree, timing.lease),
                 elsewhere: Mutex::new(None),
                 twin: Mutex::new(None),
                 holder: Mutex::new(None),
                 started: Instant::now(),
-                witnessed_taken: AtomicU64::new(0),
-                witnessed_refused: AtomicU64::new(0),
                 asking: Mutex::new(HashSet::new()),
                 tasks: Tasks::default(),
             }),
         };
         tracing::info!(instance = %short(&instance), "this run's instance id");
         if waiting {
-            let me = auditors.clone();
-            let wait = timing.wait;
-            auditors.spawn(async move {
-                tokio::time::sleep(wait).await;
-                let opened = me
-                    .inner
-                    .gate
-                    .lock()
-                    .is_ok_and(|mut g| g.tick(Instant::now()));
-                if opened {
-                    tracing::warn!(
-                        "not every bootstrap node said within {} s which receipt commitments it \
-                         logged of this key; sealing on from this node's own ledger (if this \
-                         data directory was restored from a backup, it may now sign a number \
-                         twice)",
-                        wait.as_secs()
-                    );
-                    me.inner.coordinator.numbered().await;
-                }
-            });
+            auditors.open_at_deadline(timing.wait);
             // While it runs: every bootstrap node hears that this instance still holds its
             // key's lease (dialled if need be: a lease not renewed runs out), and one in turn
             // is asked for the last commitment of this key (every auditor hears every gossiped
             // commitment, so one answers for all; each bootstrap node so hears that question
-            // every `check` × their number): the first that answers.
+            // every `check` × their number): the first that answers. Only while the node holds
+            // the lease: after `idle` with nothing to seal it gives it back and asks nothing,
+            // until something comes to seal (`Spell`).
             let me = auditors.clone();
+            let mut demand = auditors.inner.coordinator.seal_demand();
             auditors.spawn(async move {
                 let order: Vec<PeerId> = me.inner.bootstrap.iter().copied().collect();
                 let mut turn = 0usize;
                 let mut every = tokio::time::interval(timing.check);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 every.tick().await;
+                // False once the coordinator stopped (its end of `demand` dropped).
+                let mut told = true;
                 loop {
-                    every.tick().await;
+                    let tick = tokio::select! {
+                        _ = every.tick() => true,
+                        changed = demand.changed(), if told => {
+                            told = changed.is_ok();
+                            false
+                        }
+                    };
+                    let wanted = *demand.borrow_and_update();
+                    let step = me
+                        .inner
+                        .spell
+                        .lock()
+                        .map(|mut s| s.step(wanted, Instant::now(), tick))
+                        .unwrap_or(Step::Rest);
+                    match step {
+                        Step::Rest => continue,
+                        Step::Release => {
+                            me.release().await;
+                            continue;
+                        }
+                        Step::Acquire => {
+                            me.acquire();
+                            continue;
+                        }
+                        Step::Renew => {}
+                    }
                     for peer in &order {
                         me.visit(*peer, true).await;
                     }
                     let open = me.inner.gate.lock().is_ok_and(|g| g.is_open());
-                    let stopped = me.inner.elsewhere.lock().is_ok_and(|e| e.is_some());
-                    if !open || stopped {
+                    if !open || me.is_stopped() {
                         continue;
                     }
                     for _ in 0..order.len() {
@@ -280,10 +281,94 @@ impl Auditors {
         auditors
     }
 
+    /// Opens the gate at its deadline, `wait` from now, if every bootstrap node has not
+    /// answered by then (and none lends the key to another instance).
+    fn open_at_deadline(&self, wait: Duration) {
+        let me = self.clone();
+        self.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let opened = me
+                .inner
+                .gate
+                .lock()
+                .is_ok_and(|mut g| g.tick(Instant::now()));
+            if opened && !me.is_stopped() {
+                tracing::warn!(
+                    "not every bootstrap node said within {} s which receipt commitments it \
+                     logged of this key; sealing on from this node's own ledger (if this \
+                     data directory was restored from a backup, it may now sign a number \
+                     twice)",
+                    wait.as_secs()
+                );
+                me.inner.coordinator.numbered().await;
+            }
+        });
+    }
+
+    /// Whether this node stopped sealing for the rest of its run (another node signs with its
+    /// key).
+    fn is_stopped(&self) -> bool {
+        self.inner.elsewhere.lock().map_or(true, |e| e.is_some())
+    }
+
+    /// Nothing to seal for a while: the coordinator stops sealing (if it has nothing after all,
+    /// it carries on and so does the lease), the gate rests, and every connected bootstrap node
+    /// gets the lease back. From now on this node asks them nothing until something comes to
+    /// seal; another instance of its key may take the lease meanwhile, and the next spell then
+    /// waits for it and numbers on past whatever it sealed.
+    async fn release(&self) {
+        if !self.inner.coordinator.release_seals().await {
+            if let Ok(mut s) = self.inner.spell.lock() {
+                s.keep();
+            }
+            return;
+        }
+        if let Ok(mut g) = self.inner.gate.lock() {
+            g.rest();
+        }
+        // Whatever was said of another instance waiting held while this one sealed.
+        self.set_twin(None);
+        tracing::info!(
+            "nothing to seal for {} s: this key's lease goes back to the bootstrap nodes until \
+             there is",
+            self.inner.timing.idle.as_secs()
+        );
+        self.leave().await;
+    }
+
+    /// Something to seal while this node did not hold its key's lease: as at a start, every
+    /// bootstrap node is asked for the lease and where the numbering stands (dialled if need
+    /// be), and seals wait until all answered or the numbering wait passed, and while any of
+    /// them lends the key to another instance.
+    fn acquire(&self) {
+        if self.is_stopped() {
+            return;
+        }
+        let wait = self.inner.timing.wait;
+        if let Ok(mut g) = self.inner.gate.lock() {
+            *g = Gate::new(self.inner.bootstrap.clone(), Instant::now(), wait);
+        }
+        tracing::info!("something to seal: asking the bootstrap nodes for this key's lease again");
+        self.open_at_deadline(wait);
+        for peer in self.inner.bootstrap.iter().copied() {
+            let me = self.clone();
+            self.spawn(async move { me.visit(peer, true).await });
+        }
+    }
+
     /// While the first seal waits for the bootstrap nodes, why (`hearth status`): receipts
     /// countersigned meanwhile wait, durable, and go out after.
     pub fn sealing_waits(&self) -> Option<String> {
-        let (left, held, time) = self.inner.gate.lock().ok()?.waiting(Instant::now())?;
+        let gate = self.inner.gate.lock().ok()?;
+        if gate.is_resting() {
+            return Some(
+                "nothing to seal; this key's lease is given back to the bootstrap nodes until \
+                 there is"
+                    .into(),
+            );
+        }
+        let (left, held, time) = gate.waiting(Instant::now())?;
+        drop(gate);
         if held > 0 {
             let holder = self.inner.holder.lock().ok().and_then(|h| h.clone());
             return Some(holder.unwrap_or_else(|| {
@@ -370,14 +455,15 @@ impl Auditors {
                         let why = format!(
                             "another node runs with this key (instance {}, heard {ago_s} s ago by \
                              bootstrap node {peer}, which lends the key to it): a copy of this data \
-                             directory started first; this node seals nothing until that one stops \
-                             (docs/operations.md, \"One key, one node\")",
+                             directory, which took the key first; this node seals nothing until that \
+                             one gives it back (it stops, or has had nothing to seal for a while; \
+                             docs/operations.md, \"One key, one node\")",
                             short(&id)
                         );
                         self.set_holder(format!(
                         "bootstrap node {peer} lends this key to another running node (instance \
-                         {}, heard {ago_s} s ago); nothing is sealed until that node stops; \
-                         receipts wait on disk meanwhile",
+                         {}, heard {ago_s} s ago); nothing is sealed until that node gives it \
+                         back; receipts wait on disk meanwhile",
                         short(&id)
                     ));
                         if self.set_twin(Some(why.clone())) {
@@ -552,7 +638,9 @@ impl Auditors {
                 %peer,
                 seq,
                 "a bootstrap node logged a receipt commitment of this key that this data \
-                 directory does not hold (restored from a backup?); numbering on after it"
+                 directory does not hold: another node with this key sealed it while this one \
+                 had nothing to seal, or this data directory was restored from a backup; \
+                 numbering on after it"
             ),
             Ok(Ok(Adopted::Conflict)) => tracing::error!(
                 %peer,
@@ -628,82 +716,6 @@ impl Auditors {
                 detail: format!("the audit log could not be read: {e}"),
             },
         }
-    }
-
-    /// A receipt of this radiator came in `c` (checked and stored): hands `c` to every
-    /// connected bootstrap node, once per commitment. Best effort: a commitment no bootstrap
-    /// node could be reached for is handed on when the next receipt in it arrives; its
-    /// coordinator's gossip is the first way to the auditors.
-    pub(super) fn witness(&self, c: &Commitment) {
-        if self.inner.bootstrap.is_empty() {
-            return;
-        }
-        let id = c.id();
-        let fresh = self.inner.witnessed.lock().is_ok_and(|mut w| {
-            let (ids, order) = &mut *w;
-            if !ids.insert(id) {
-                return false;
-            }
-            order.push_back(id);
-            if order.len() > WITNESSED_KEPT {
-                if let Some(old) = order.pop_front() {
-                    ids.remove(&old);
-                }
-            }
-            true
-        });
-        if !fresh {
-            return;
-        }
-        let me = self.clone();
-        let request = Request::Witness(Box::new(c.clone())).to_bytes();
-        self.spawn(async move {
-            // Handed on once some bootstrap node answered, whatever it said (one that keeps no
-            // log, or an older one, answers Error and would answer it again).
-            let mut answered = false;
-            for peer in &me.inner.bootstrap {
-                let net = &me.inner.net;
-                match net.request_if_connected(*peer, request.clone()).await {
-                    Ok(bytes) => {
-                        answered = true;
-                        if !matches!(Response::from_bytes(&bytes), Ok(Response::Noted)) {
-                            tracing::debug!(%peer, "a witnessed commitment was not taken");
-                        }
-                    }
-                    Err(e) => tracing::debug!(%peer, "could not hand on a commitment: {e}"),
-                }
-            }
-            if !answered {
-                if let Ok(mut w) = me.inner.witnessed.lock() {
-                    w.0.remove(&id);
-                }
-            }
-        });
-    }
-
-    /// On an auditor: whether `peer` may hand over one more witnessed commitment now.
-    pub(super) fn admit_witness(&self, peer: PeerId) -> bool {
-        self.inner
-            .witnesses
-            .lock()
-            .is_ok_and(|mut a| a.admit(peer, Instant::now()))
-    }
-
-    /// On an auditor: counts a witnessed commitment taken (`true`) or refused.
-    pub(super) fn count_witness(&self, taken: bool) {
-        let counter = match taken {
-            true => &self.inner.witnessed_taken,
-            false => &self.inner.witnessed_refused,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// On an auditor: witnessed commitments taken and refused since the node started.
-    pub fn witness_counts(&self) -> (u64, u64) {
-        (
-            self.inner.witnessed_taken.load(Ordering::Relaxed),
-            self.inner.witnessed_refused.load(Ordering::Relaxed),
-        )
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

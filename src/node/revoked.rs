@@ -55,7 +55,7 @@ const MAX_FORWARDERS: usize = 1_024;
 /// penalty, since an honest forwarder may pass on a flood it did not make). Pure: time comes
 /// in as a parameter.
 /// The same buckets, sized otherwise, bound the commitments a peer hands an auditor as their
-/// witness (`node::auditors`).
+/// witness (`node::witness`).
 #[derive(Debug)]
 pub struct Admission {
     /// Admitted at once from one peer (a bucket's size) ...
@@ -330,7 +330,7 @@ mod tests {
             a.admit(PeerId::random(), later + Duration::from_millis(i));
         }
         assert!(a.buckets.len() <= MAX_FORWARDERS);
-        // Sized otherwise (the witnesses of `node::auditors`): the same rule.
+        // Sized otherwise (the witnesses of `node::witness`): the same rule.
         let mut w = Admission::new(4, Duration::from_secs(1));
         for _ in 0..4 {
             assert!(w.admit(flooder, t0));

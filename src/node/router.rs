@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use super::auditors::Auditors;
 use super::offers::Offers;
 use super::refusals::Refusals;
+use super::witness::Witnesses;
 use crate::identity::PublicKey;
 use crate::integrity::ReceiptsGate;
 use crate::jobs::{CoordinatorHandle, WorkerEvent};
@@ -41,6 +42,9 @@ pub(super) struct Router {
     /// What this node asks of and tells its bootstrap nodes (the auditors it knows): how
     /// far its key's numbering went, the commitments its receipts came in.
     pub(super) auditors: Auditors,
+    /// The commitments this node's receipts came in, handed to its bootstrap nodes; on an
+    /// auditor, those radiators hand it (`node::witness`).
+    pub(super) witnesses: Witnesses,
 }
 
 impl Router {
@@ -122,7 +126,7 @@ impl Router {
                 // inbound requests are open at once.
                 let trust = self.trust.view.clone();
                 let refusals = self.refusals.clone();
-                let auditors = self.auditors.clone();
+                let witnesses = self.witnesses.clone();
                 requests.spawn(async move {
                     let services = Services {
                         coordinator: &coordinator,
@@ -130,7 +134,7 @@ impl Router {
                         receipts_gate: &gate,
                         trust: &trust,
                         refusals: &refusals,
-                        auditors: &auditors,
+                        witnesses: &witnesses,
                     };
                     let response = control(services, own, peer, &data).await;
                     let _ = reply.send(response.to_bytes());
@@ -231,7 +235,7 @@ impl Router {
         }
     }
 
-    /// A radiator hands this auditor a commitment its receipts came in (`node::auditors`):
+    /// A radiator hands this auditor a commitment its receipts came in (`node::witness`):
     /// checked and logged as if its coordinator had gossiped it, within the peer's share.
     fn witness(&self, peer: libp2p::PeerId, c: &Commitment) -> Response {
         let refuse = |detail: &str| Response::Error {
@@ -240,16 +244,16 @@ impl Router {
         if self.audit.is_none() {
             return refuse("this node keeps no audit log");
         }
-        let why = if !self.auditors.admit_witness(peer) {
+        let why = if !self.witnesses.admit(peer) {
             "too many commitments from this peer; hand them on later"
         } else if c.verify().is_err() {
             "the commitment does not verify under its coordinator's key"
         } else {
-            self.auditors.count_witness(true);
+            self.witnesses.count(true);
             self.audit_heard(c);
             return Response::Noted;
         };
-        self.auditors.count_witness(false);
+        self.witnesses.count(false);
         refuse(why)
     }
 
@@ -308,7 +312,7 @@ struct Services<'a> {
     receipts_gate: &'a ReceiptsGate,
     trust: &'a crate::jobs::trust::view::TrustView,
     refusals: &'a Refusals,
-    auditors: &'a Auditors,
+    witnesses: &'a Witnesses,
 }
 
 async fn control(s: Services<'_>, own: PublicKey, peer: libp2p::PeerId, data: &[u8]) -> Response {
@@ -318,7 +322,7 @@ async fn control(s: Services<'_>, own: PublicKey, peer: libp2p::PeerId, data: &[
         receipts_gate,
         trust,
         refusals,
-        auditors,
+        witnesses,
     } = s;
     let request = match Request::from_bytes(data) {
         Ok(r) => r,
@@ -345,7 +349,7 @@ async fn control(s: Services<'_>, own: PublicKey, peer: libp2p::PeerId, data: &[
             // The commitment goes to the auditors too, so its coordinator cannot show the
             // auditors another (or none) under that number unseen.
             if stored.is_ok() {
-                auditors.witness(&inclusion.commitment);
+                witnesses.witness(&inclusion.commitment);
             }
             match stored {
                 // Acknowledged only once on disk: the coordinator then drops it from its outbox.

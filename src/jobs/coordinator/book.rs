@@ -349,6 +349,11 @@ impl Book {
         self.jobs.iter()
     }
 
+    /// Whether any job is still running.
+    pub fn has_running(&self) -> bool {
+        self.jobs.values().any(|j| j.status == JobStatus::Running)
+    }
+
     /// Ids of the jobs still running.
     pub fn running(&self) -> Vec<blake3::Hash> {
         self.jobs

@@ -76,6 +76,11 @@ impl<T> GroupCommit<T> {
         out
     }
 
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
     /// Everything still held (when the actor stops).
     pub fn drain(&mut self) -> Vec<T> {
         self.waiting.drain(..).map(|(_, item)| item).collect()

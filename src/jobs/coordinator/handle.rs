@@ -64,6 +64,12 @@ pub(super) enum Command {
     Numbered,
     /// Another node signs commitments with this key (`node::auditors`): seal nothing more.
     HoldSeals,
+    /// The node gives its key's lease back (`node::auditors`, nothing to seal for a while):
+    /// seal nothing until `Numbered` again, if nothing is being sealed or waits for a seal and
+    /// no job of this node runs (`true`); otherwise carry on (`false`).
+    Release {
+        reply: oneshot::Sender<bool>,
+    },
     /// Radiators refuse this coordinator's key (`node::refusals`): every running job fails
     /// with `reason`.
     FailRunning {
@@ -87,6 +93,9 @@ pub struct CoordinatorHandle {
     /// Why the coordinator stopped, when it stopped on a failure (set before it drops any
     /// request), so a submitter is told the cause rather than only that it stopped.
     pub(super) failure: Arc<OnceLock<String>>,
+    /// Whether the coordinator has anything to seal: a job of its own running, or receipts
+    /// waiting for a seal (`Coordinator::tell_seal_demand`).
+    pub(super) demand: tokio::sync::watch::Receiver<bool>,
 }
 
 impl CoordinatorHandle {
@@ -209,6 +218,24 @@ impl CoordinatorHandle {
     /// `pending`, durable, for the next start.
     pub async fn hold_seals(&self) {
         let _ = self.tx.send(Command::HoldSeals).await;
+    }
+
+    /// Whether the coordinator has anything to seal now, and changes to it: a job of its own
+    /// running, or receipts countersigned and waiting for a seal.
+    pub fn seal_demand(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.demand.clone()
+    }
+
+    /// Asks the coordinator to seal nothing more until [`CoordinatorHandle::numbered`] again,
+    /// because the node gives its key's lease back. Done (`true`) only when nothing is being
+    /// sealed or waits for a seal and no job of this node runs; once it answers `true`, no
+    /// seal begins before `numbered`. `false`: it had something after all, or it stopped.
+    pub async fn release_seals(&self) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Release { reply }).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     pub async fn list(&self) -> Vec<JobSummary> {

@@ -156,8 +156,12 @@ pub struct Coordinator {
     /// ... and another was asked for meanwhile.
     seal_again: bool,
     /// Whether seals may run: not before the node's numbering is known (`await_numbering`),
-    /// nor after another node was found signing with its key (`Command::HoldSeals`).
+    /// nor after another node was found signing with its key (`Command::HoldSeals`), nor while
+    /// the node does not hold its key's lease (`Command::Release`).
     may_seal: bool,
+    /// Whether there is anything to seal (a job of this node running, receipts pending), for
+    /// the node's auditors: a node holds its key's lease only while there is.
+    demand: tokio::sync::watch::Sender<bool>,
     /// Commitments no auditor was listening for when they were made, oldest first; gossiped
     /// again each round (`outgoing.rs`, `republish_commitments`).
     unpublished: std::collections::VecDeque<crate::model::commit::Commitment>,
@@ -252,9 +256,12 @@ impl Coordinator {
         let failure = std::sync::Arc::new(std::sync::OnceLock::new());
         let staged = persist.batch();
         let may_seal = !config.await_numbering;
+        let wanted = book.has_running() || ledger.has_pending();
+        let (demand, demand_rx) = tokio::sync::watch::channel(wanted);
         let handle = CoordinatorHandle {
             tx: tx.clone(),
             failure: failure.clone(),
+            demand: demand_rx,
         };
         Ok((
             Coordinator {
@@ -279,6 +286,7 @@ impl Coordinator {
                 sealing: false,
                 seal_again: false,
                 may_seal,
+                demand,
                 unpublished: std::collections::VecDeque::new(),
                 blocking: tokio::task::JoinSet::new(),
                 blocking_work: HashMap::new(),
@@ -388,6 +396,7 @@ impl Coordinator {
                     self.announce_open().await;
                     self.provide_work().await;
                     self.seal();
+                    self.tell_seal_demand();
                     self.retry_deliveries();
                     self.republish_commitments().await;
                 }
@@ -491,6 +500,7 @@ impl Coordinator {
             } => {
                 let result = self.submit(manifest, policy, allow).await;
                 let _ = reply.send(result);
+                self.tell_seal_demand();
             }
             Command::Control {
                 from,
@@ -537,6 +547,13 @@ impl Coordinator {
                 self.seal();
             }
             Command::HoldSeals => self.may_seal = false,
+            Command::Release { reply } => {
+                let idle = self.may_release();
+                if idle {
+                    self.may_seal = false;
+                }
+                let _ = reply.send(idle);
+            }
             Command::WithdrawRefused => self.withdraw_refused(),
             Command::FailRunning { reason } => {
                 let updates = self.book.fail_running(&reason, now_ms());

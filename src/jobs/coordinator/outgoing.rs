@@ -46,6 +46,26 @@ impl Coordinator {
         self.blocking_work.insert(task.id(), Work::Seal);
     }
 
+    /// Tells the node's auditors whether there is anything to seal: a job of this node running,
+    /// or receipts waiting for a seal (read from the ledger's `pending` tree, one key at most).
+    pub(super) fn tell_seal_demand(&self) {
+        let wanted = self.book.has_running() || self.ledger.has_pending();
+        self.demand
+            .send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
+    }
+
+    /// Whether the coordinator may give up sealing until `Numbered` again (`Command::Release`):
+    /// nothing to seal, no seal running, no commitment waiting for its flush (after which it
+    /// is handed to the bootstrap nodes, `committed`). The node gives the lease back only
+    /// after `lease_idle` with nothing to seal, so the last commitment it sealed went to its
+    /// bootstrap nodes that long before, and an instance that takes the lease next numbers on
+    /// past it. (Not whether gossip carried it: a node never hears the bootstrap node's
+    /// subscription when another instance of its key connected to it first, protocol.md §6.2.)
+    pub(super) fn may_release(&self) -> bool {
+        self.tell_seal_demand();
+        !*self.demand.borrow() && !self.sealing && self.group.is_empty()
+    }
+
     /// A seal returned. Its commitment is published, and the receipts it covers go out with
     /// their proofs, once a flush begun after the seal's writes returns (`flushed`).
     pub(super) fn sealed(&mut self, result: Result<Option<Commitment>, String>) {
