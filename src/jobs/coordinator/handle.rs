@@ -64,6 +64,10 @@ pub(super) enum Command {
     Numbered,
     /// Another node signs commitments with this key (`node::auditors`): seal nothing more.
     HoldSeals,
+    /// A bootstrap node took commitment `id` (answered Noted to its hand-over).
+    Handed {
+        id: blake3::Hash,
+    },
     /// The node gives its key's lease back (`node::auditors`, nothing to seal for a while):
     /// seal nothing until `Numbered` again, if nothing is being sealed or waits for a seal and
     /// no job of this node runs (`true`); otherwise carry on (`false`).
@@ -166,10 +170,18 @@ impl CoordinatorHandle {
             .await
             .is_err()
         {
-            return busy("the coordinator is shutting down");
+            return self.gone();
         }
-        rx.await
-            .unwrap_or_else(|_| busy("the coordinator is shutting down"))
+        rx.await.unwrap_or_else(|_| self.gone())
+    }
+
+    /// The answer to a peer's request the coordinator can no longer answer: why it stopped,
+    /// when it stopped on a failure (a full disk), so the radiator is told the cause.
+    fn gone(&self) -> Response {
+        match self.failure.get() {
+            Some(why) => busy(format!("the coordinator stopped: {why}")),
+            None => busy("the coordinator is shutting down"),
+        }
     }
 
     pub async fn view(&self, job: blake3::Hash) -> Option<JobView> {

@@ -165,6 +165,10 @@ pub struct Coordinator {
     /// Commitments no auditor was listening for when they were made, oldest first; gossiped
     /// again each round (`outgoing.rs`, `republish_commitments`).
     unpublished: std::collections::VecDeque<crate::model::commit::Commitment>,
+    /// Commitments no bootstrap node took yet (`outgoing.rs`, `hand_to_auditors`), oldest
+    /// first, at most `MAX_UNPUBLISHED`; and when the oldest was last handed again.
+    unhanded: std::collections::VecDeque<crate::model::commit::Commitment>,
+    handed_again: Option<std::time::Instant>,
     /// Countersigning, sealing and assembly, on blocking threads. Awaited, never abandoned, when the
     /// actor stops: a blocking thread cannot be cancelled, and one still holding the
     /// database after the node shut down would keep it locked.
@@ -288,6 +292,8 @@ impl Coordinator {
                 may_seal,
                 demand,
                 unpublished: std::collections::VecDeque::new(),
+                unhanded: std::collections::VecDeque::new(),
+                handed_again: None,
                 blocking: tokio::task::JoinSet::new(),
                 blocking_work: HashMap::new(),
                 own,
@@ -399,6 +405,7 @@ impl Coordinator {
                     self.tell_seal_demand();
                     self.retry_deliveries();
                     self.republish_commitments().await;
+                    self.hand_over_again();
                 }
                 Some(done) = self.blocking.join_next_with_id(), if !self.blocking.is_empty() => {
                     self.blocking_done(done).await;
@@ -547,6 +554,7 @@ impl Coordinator {
                 self.seal();
             }
             Command::HoldSeals => self.may_seal = false,
+            Command::Handed { id } => self.unhanded.retain(|c| c.id() != id),
             Command::Release { reply } => {
                 let idle = self.may_release();
                 if idle {

@@ -21,6 +21,9 @@ use super::{Coordinator, JobStatus, Waiting, MAX_ANNOUNCED_PER_ROUND};
 /// of a busy coordinator's commitments (161 bytes each).
 const MAX_UNPUBLISHED: usize = 256;
 
+/// How often a commitment no bootstrap node took yet is handed to them again.
+const HANDOVER_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Coordinator {
     /// Starts sealing the receipts countersigned since the last commitment into a signed
     /// commitment, on a blocking thread: a commitment covers up to 65 536 receipts, and
@@ -55,15 +58,14 @@ impl Coordinator {
     }
 
     /// Whether the coordinator may give up sealing until `Numbered` again (`Command::Release`):
-    /// nothing to seal, no seal running, no commitment waiting for its flush (after which it
-    /// is handed to the bootstrap nodes, `committed`). The node gives the lease back only
-    /// after `lease_idle` with nothing to seal, so the last commitment it sealed went to its
-    /// bootstrap nodes that long before, and an instance that takes the lease next numbers on
-    /// past it. (Not whether gossip carried it: a node never hears the bootstrap node's
+    /// nothing to seal, no seal running, no commitment waiting for its flush, and every
+    /// commitment it sealed taken by a bootstrap node (`unhanded` empty). So an instance of
+    /// this key that takes the lease next hears of them (`LastCommitment`) and numbers on past
+    /// them. (Not whether gossip carried them: a node never hears the bootstrap node's
     /// subscription when another instance of its key connected to it first, protocol.md §6.2.)
     pub(super) fn may_release(&self) -> bool {
         self.tell_seal_demand();
-        !*self.demand.borrow() && !self.sealing && self.group.is_empty()
+        !*self.demand.borrow() && !self.sealing && self.group.is_empty() && self.unhanded.is_empty()
     }
 
     /// A seal returned. Its commitment is published, and the receipts it covers go out with
@@ -111,24 +113,50 @@ impl Coordinator {
     /// Hands `c` to every bootstrap node (`CoordinatorConfig::auditors`) as its witness, each
     /// on a task of its own: an auditor logs it like a gossiped one. The gossip may not reach
     /// one (no mesh to it yet, or a connection whose subscriptions went to another instance
-    /// of this key); this does, dialling if need be. Best effort: the gossip and the
-    /// radiators' own witnessing still stand behind it.
+    /// of this key); this does, dialling if need be. Until one bootstrap node answers Noted
+    /// (`Command::Handed`) the commitment stays in `unhanded` and is handed again
+    /// ([`HANDOVER_RETRY`]), and the node keeps its key's lease (`may_release`).
     fn hand_to_auditors(&mut self, c: &Commitment) {
         if self.config.auditors.is_empty() {
             return;
         }
+        let id = c.id();
+        if !self.unhanded.iter().any(|u| u.id() == id) {
+            self.unhanded.push_back(c.clone());
+            if self.unhanded.len() > MAX_UNPUBLISHED {
+                self.unhanded.pop_front();
+            }
+        }
         let request = Request::Witness(Box::new(c.clone())).to_bytes();
         for peer in self.config.auditors.clone() {
-            let (net, request, seq) = (self.net.clone(), request.clone(), c.seq);
+            let (net, request, seq, tx) =
+                (self.net.clone(), request.clone(), c.seq, self.tx.clone());
             self.tasks.spawn(async move {
                 match net.request(peer, request).await.map(|b| Response::from_bytes(&b)) {
-                    Ok(Ok(Response::Noted)) => {}
+                    Ok(Ok(Response::Noted)) => {
+                        let _ = tx.send(Command::Handed { id }).await;
+                    }
                     Ok(answer) => {
                         tracing::debug!(%peer, seq, "an auditor did not take a commitment: {answer:?}")
                     }
                     Err(e) => tracing::debug!(%peer, seq, "could not hand a commitment on: {e}"),
                 }
             });
+        }
+    }
+
+    /// Hands the oldest commitment no bootstrap node took yet to them again, at most once per
+    /// [`HANDOVER_RETRY`] (each hand-over may dial every bootstrap node).
+    pub(super) fn hand_over_again(&mut self) {
+        let due = self
+            .handed_again
+            .is_none_or(|at| at.elapsed() >= HANDOVER_RETRY);
+        if !due {
+            return;
+        }
+        if let Some(c) = self.unhanded.front().cloned() {
+            self.handed_again = Some(std::time::Instant::now());
+            self.hand_to_auditors(&c);
         }
     }
 
