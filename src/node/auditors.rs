@@ -181,7 +181,6 @@ impl Auditors {
         coordinator: CoordinatorHandle,
     ) -> Auditors {
         let waiting = !bootstrap.is_empty();
-        let timing_kept = timing;
         let mut instance = InstanceId::default();
         if let Err(e) = getrandom::fill(&mut instance) {
             // Only ever seen on a system without a random source; two nodes would then have
@@ -204,7 +203,7 @@ impl Auditors {
                 bootstrap: bootstrap.clone(),
                 gate: Mutex::new(Gate::new(bootstrap, Instant::now(), timing.wait)),
                 spell: Mutex::new(Spell::new(timing.idle)),
-                timing: timing_kept,
+                timing,
                 desk: Desk::open(lease_tree, timing.lease),
                 elsewhere: Mutex::new(None),
                 twin: Mutex::new(None),
