@@ -1438,16 +1438,7 @@ async fn a_copied_data_directory_seals_nothing_while_the_node_it_was_copied_from
         // The first stops and gives the key back: the copy takes it, numbers on past the
         // first's commitments, and seals what waited; the auditor logs it, and no number twice.
         first.shutdown().await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while twin.context.ledger.pending_count() > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the copy's receipts still wait"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let own = twin.context.ledger.commitments().unwrap();
-        let last = own.last().expect("the copy sealed nothing").seq;
+        let last = sealed_all(&twin, 30, "the copy").await;
         assert!(last > sealed);
         assert_eq!(logged_past(&log, &key, Some(last - 1)).await, last);
         assert!(twin.context.auditors.elsewhere().is_none());
@@ -1520,22 +1511,7 @@ async fn a_node_with_nothing_to_seal_gives_its_keys_lease_back_and_takes_it_agai
         assert!(first.context.ledger.pending_count() > 0, "the first sealed");
         // ... until the copy, idle, gives the key back: the first numbers on past the
         // copy's commitments.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while first.context.ledger.pending_count() > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the first's receipts still wait"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let last = first
-            .context
-            .ledger
-            .commitments()
-            .unwrap()
-            .last()
-            .unwrap()
-            .seq;
+        let last = sealed_all(&first, 60, "the first").await;
         assert!(last > by_twin, "{last} after {by_twin}");
         assert_eq!(logged_past(&log, &key, Some(last - 1)).await, last);
         for node in [first, twin, auditor] {
@@ -1574,6 +1550,23 @@ async fn copy_still_waits(twin: &RunningNode, log: &hearth::audit::AuditLog, key
     assert!(twin.context.ledger.commitments().unwrap().is_empty());
     let heard = log.coordinator(key, 0, 1000).unwrap();
     assert!(heard.equivocations.is_empty());
+}
+
+/// Once no receipt of `node` (`who`) waits for a seal any more (`secs` at most): the number of
+/// its last commitment.
+async fn sealed_all(node: &RunningNode, secs: u64, who: &str) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while node.context.ledger.pending_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{who}'s receipts still wait"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let own = node.context.ledger.commitments().unwrap();
+    own.last()
+        .unwrap_or_else(|| panic!("{who} sealed nothing"))
+        .seq
 }
 
 /// What `node` says of its key being used elsewhere, once it says it (20 s at most).
