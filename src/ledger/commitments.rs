@@ -155,7 +155,8 @@ impl Ledger {
     }
 
     /// Whether any countersigned receipt waits for a seal (reads one key at most, where
-    /// `pending_count` walks them all).
+    /// `pending_count` walks them all). A read that fails counts as "yes": the node then keeps
+    /// its key's lease rather than give it back with receipts it could not see.
     pub fn has_pending(&self) -> bool {
         self.pending.first().map(|f| f.is_some()).unwrap_or(true)
     }

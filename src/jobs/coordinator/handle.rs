@@ -69,8 +69,9 @@ pub(super) enum Command {
         id: blake3::Hash,
     },
     /// The node gives its key's lease back (`node::auditors`, nothing to seal for a while):
-    /// seal nothing until `Numbered` again, if nothing is being sealed or waits for a seal and
-    /// no job of this node runs (`true`); otherwise carry on (`false`).
+    /// seal nothing until `Numbered` again, if nothing is being sealed or waits for a seal, no
+    /// job of this node runs and a bootstrap node took every commitment it sealed (`true`);
+    /// otherwise carry on (`false`).
     Release {
         reply: oneshot::Sender<bool>,
     },
@@ -240,7 +241,8 @@ impl CoordinatorHandle {
 
     /// Asks the coordinator to seal nothing more until [`CoordinatorHandle::numbered`] again,
     /// because the node gives its key's lease back. Done (`true`) only when nothing is being
-    /// sealed or waits for a seal and no job of this node runs; once it answers `true`, no
+    /// sealed or waits for a seal, no job of this node runs and a bootstrap node took every
+    /// commitment it sealed; once it answers `true`, no
     /// seal begins before `numbered`. `false`: it had something after all, or it stopped.
     pub async fn release_seals(&self) -> bool {
         let (reply, rx) = oneshot::channel();
