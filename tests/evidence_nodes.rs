@@ -1378,20 +1378,8 @@ async fn a_copied_data_directory_seals_nothing_while_the_node_it_was_copied_from
         let dir = tempfile::tempdir().unwrap();
         let (auditor, log, bootstrap) = start_auditor(dir.path(), None).await;
         let (home, copy) = (dir.path().join("home"), dir.path().join("copy"));
-        let start = |home: std::path::PathBuf| {
-            let bootstrap = bootstrap.clone();
-            async move {
-                let mut opts = loopback_options(&home, Some(bootstrap), 2).unwrap();
-                opts.numbering_check = Duration::from_secs(2);
-                hearth::node::start(opts).await.unwrap()
-            }
-        };
-        // Set up once, then copied as it lies on disk.
-        let first = start(home.clone()).await;
-        let key = first.household();
-        first.shutdown().await;
-        support::copy_dir(&home, &copy);
-
+        let start = |home: std::path::PathBuf| start_twin(home, &bootstrap, 2, 600);
+        let key = set_up_and_copy(&home, &copy, &bootstrap).await;
         let first = start(home.clone()).await;
         pi_job(&first, 1).await;
         let sealed = logged_past(&log, &key, None).await;
@@ -1463,20 +1451,8 @@ async fn a_node_with_nothing_to_seal_gives_its_keys_lease_back_and_takes_it_agai
         let dir = tempfile::tempdir().unwrap();
         let (auditor, log, bootstrap) = start_auditor(dir.path(), None).await;
         let (home, copy) = (dir.path().join("home"), dir.path().join("copy"));
-        let start = |home: std::path::PathBuf, idle: u64| {
-            let bootstrap = bootstrap.clone();
-            async move {
-                let mut opts = loopback_options(&home, Some(bootstrap), 2).unwrap();
-                opts.numbering_check = Duration::from_secs(1);
-                opts.lease_idle = Duration::from_secs(idle);
-                hearth::node::start(opts).await.unwrap()
-            }
-        };
-        let first = start(home.clone(), 3).await;
-        let key = first.household();
-        first.shutdown().await;
-        support::copy_dir(&home, &copy);
-
+        let start = |home: std::path::PathBuf, idle: u64| start_twin(home, &bootstrap, 1, idle);
+        let key = set_up_and_copy(&home, &copy, &bootstrap).await;
         let first = start(home.clone(), 3).await;
         pi_job(&first, 1).await;
         let sealed = logged_past(&log, &key, None).await;
@@ -1550,6 +1526,35 @@ async fn copy_still_waits(twin: &RunningNode, log: &hearth::audit::AuditLog, key
     assert!(twin.context.ledger.commitments().unwrap().is_empty());
     let heard = log.coordinator(key, 0, 1000).unwrap();
     assert!(heard.equivocations.is_empty());
+}
+
+/// A node of the twin tests on data directory `home`, bootstrapping from `bootstrap`, asking
+/// its bootstrap nodes again every `check` seconds and keeping its key's lease `idle` seconds
+/// with nothing to seal.
+async fn start_twin(
+    home: std::path::PathBuf,
+    bootstrap: &libp2p::Multiaddr,
+    check: u64,
+    idle: u64,
+) -> RunningNode {
+    let mut opts = loopback_options(&home, Some(bootstrap.clone()), 2).unwrap();
+    opts.numbering_check = Duration::from_secs(check);
+    opts.lease_idle = Duration::from_secs(idle);
+    hearth::node::start(opts).await.unwrap()
+}
+
+/// A node set up once in `home`, stopped, and its data directory copied to `copy` as it lies on
+/// disk (an image flashed after `hearth init`): its key.
+async fn set_up_and_copy(
+    home: &std::path::Path,
+    copy: &std::path::Path,
+    bootstrap: &libp2p::Multiaddr,
+) -> PublicKey {
+    let node = start_twin(home.to_path_buf(), bootstrap, 2, 600).await;
+    let key = node.household();
+    node.shutdown().await;
+    support::copy_dir(home, copy);
+    key
 }
 
 /// Once no receipt of `node` (`who`) waits for a seal any more (`secs` at most): the number of
