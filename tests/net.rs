@@ -1468,3 +1468,151 @@ async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
     })
     .await;
 }
+
+/// A TCP forwarder on loopback standing in for a home router: it forwards every connection to
+/// `target`, until [`SilentPath::silence`] makes the connections open at that moment go silent
+/// (bytes are read and dropped, nothing is answered, the sockets stay open): what a router
+/// that rebooted or got a new public address does to the connections through it. Connections
+/// opened afterwards are forwarded again.
+struct SilentPath {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    silent_below: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SilentPath {
+    async fn to(target: std::net::SocketAddr) -> SilentPath {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let silent_below = Arc::new(AtomicUsize::new(0));
+        let (acc, silent) = (accepted.clone(), silent_below.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let index = acc.fetch_add(1, Ordering::SeqCst);
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                for (mut from, mut to) in [(ri, wo), (ro, wi)].map(|(r, w)| (r, w)) {
+                    let silent = silent.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if index < silent.load(Ordering::SeqCst) {
+                                // Silent: read and drop, hold the socket open.
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        SilentPath {
+            addr,
+            accepted,
+            silent_below,
+        }
+    }
+
+    /// The connections open now go silent.
+    fn silence(&self) {
+        use std::sync::atomic::Ordering;
+        self.silent_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// A node behind NAT listens through its bootstrap node's relay; then the path to the relay
+/// goes silent (its home router rebooted: no reset, no answer). The connection must be closed
+/// as dead once its pings fail, and the node must dial its bootstrap node again and listen
+/// through the relay again, although it still has another peer (before: the dead connection
+/// was held until TCP gave up, about 15 minutes on a real path, forever on this one, and a
+/// node with any peer never redialled its bootstrap nodes, so it stayed unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_path_to_its_relay_goes_silent_drops_it_and_listens_through_the_relay_again() {
+    bounded(async {
+        let fast_pings = |cfg: &mut NetConfig| {
+            cfg.ping_interval = Duration::from_secs(1);
+            cfg.ping_timeout = Duration::from_secs(2);
+        };
+        let port = free_port();
+        let relay_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr");
+        let mut r_cfg = loopback();
+        r_cfg.listen = vec![relay_addr.clone()];
+        r_cfg.external_addrs = vec![relay_addr.clone()];
+        r_cfg.relay_server = Some(net::RelayLimits::default());
+        fast_pings(&mut r_cfg);
+        let relay = TestNode::start(r_cfg).await;
+        let other = TestNode::start(loopback()).await;
+
+        // The home: no listen address (behind NAT), its bootstrap node reached through the
+        // forwarder that will go silent.
+        let path = SilentPath::to(format!("127.0.0.1:{port}").parse().expect("socket addr")).await;
+        let through_path: Multiaddr =
+            format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", path.addr.port(), relay.id())
+                .parse()
+                .expect("addr");
+        let mut h_cfg = with_bootstrap(vec![through_path]);
+        h_cfg.listen = Vec::new();
+        fast_pings(&mut h_cfg);
+        let started = tokio::time::Instant::now();
+        let home = TestNode::start(h_cfg).await;
+        let listening = || async {
+            let s = home.net.status().await.expect("status");
+            s.reachability.relays.contains(&relay.id())
+        };
+        eventually("the home listens through the relay", listening).await;
+        // Another peer, reached directly: the home is not alone when its relay goes.
+        home.net
+            .dial(other.addr().await)
+            .await
+            .expect("dial the other peer");
+        // The home's connections to its bootstrap node so far (the other peer may reach the
+        // relay through the forwarder too, so the forwarder's count says nothing of the home's).
+        let to_bootstrap = || async {
+            let s = home.net.status().await.expect("status");
+            s.dials
+                .by_origin
+                .iter()
+                .find(|(o, _, _)| *o == net::DialOrigin::Bootstrap)
+                .map_or(0, |(_, _, established)| *established)
+        };
+        let before = to_bootstrap().await;
+        assert!(before >= 1);
+        // Kademlia's start-up refreshes (2 and 10 s after the start, then 42 s) dial the
+        // bootstrap node too when one is under way as the dead connection closes; past the
+        // second one, the redial must come from the node's own rule, within the ~15 s a dead
+        // connection takes to be closed here, long before the third.
+        tokio::time::sleep_until(started + Duration::from_secs(11)).await;
+        path.silence();
+        eventually(
+            "the dead connection is closed and the bootstrap node dialled again",
+            || async { to_bootstrap().await > before },
+        )
+        .await;
+        eventually("the home listens through the relay again", || async {
+            let s = home.net.status().await.expect("status");
+            s.reachability.relays.contains(&relay.id())
+                && home.peer_ids().await.contains(&other.id())
+        })
+        .await;
+        for n in [&home, &relay, &other] {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}

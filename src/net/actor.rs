@@ -26,8 +26,8 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    autonat, dcutr, gossipsub, identify, mdns, relay, upnp, Multiaddr, PeerId, StreamProtocol,
-    Swarm,
+    autonat, dcutr, gossipsub, identify, mdns, ping, relay, upnp, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Span};
@@ -44,7 +44,7 @@ use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
-use super::punch::{PunchMemory, PunchRetry};
+use super::punch::{Lost, PunchMemory, PunchRetry};
 use super::serve::{Served, Server};
 use super::table::Diversity;
 use super::wire::BlobRequest;
@@ -148,6 +148,8 @@ struct PeerState {
     /// Open direct connections that replaced a relayed one, kept open while idle (`keep.rs`)
     /// and pruned last (`prune.rs`).
     kept_open: HashSet<ConnectionId>,
+    /// Open connections whose pings failed, being closed as dead (`peers.rs`, `on_ping`).
+    failed: HashSet<ConnectionId>,
     /// Failed hole punches and their retry (`punch.rs`).
     punch: PunchRetry,
     /// When the latest relayed connection was established (DCUtR runs once per relayed
@@ -186,6 +188,12 @@ pub(crate) struct Actor {
     peers: HashMap<PeerId, PeerState>,
     /// Failed punches of peers that disconnected a moment ago (`punch.rs`).
     punch_memory: PunchMemory,
+    /// Peers whose hole-punched connection died, to be reached through a relay again
+    /// (`punch.rs`, [`Lost`]).
+    lost: Lost,
+    /// Bootstrap peers that offer a relay (identify): while this node should listen through
+    /// a relay and listens through none, it dials them again (`on_tick`).
+    relay_bootstrap: HashSet<PeerId>,
     pending_dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<(), NetError>>)>,
     /// Every dial by origin (`dials.rs`), for [`NetStatus::dials`].
     dials: DialLog,
@@ -262,6 +270,8 @@ impl Actor {
             events,
             peers: HashMap::new(),
             punch_memory: PunchMemory::default(),
+            lost: Lost::default(),
+            relay_bootstrap: HashSet::new(),
             pending_dials: HashMap::new(),
             dials,
             pending_requests: HashMap::new(),
@@ -538,8 +548,24 @@ impl Actor {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        // Redial bootstrap peers while alone, with capped exponential backoff.
-        if self.peers.is_empty() && !self.bootstrap.is_empty() && now >= self.next_redial {
+        // Redial bootstrap peers while alone, or while this node should listen through a relay
+        // and its connection to every relay it knew died (its home router rebooted or got a
+        // new address: other homes reach it only through a relay, and punch from there), with
+        // capped exponential backoff.
+        let relay_lost = self.relay_client
+            && self.confirmed.is_empty()
+            && self.relay_listeners.is_empty()
+            && self
+                .relay_bootstrap
+                .iter()
+                .any(|r| !self.peers.contains_key(r));
+        if (self.peers.is_empty() || relay_lost)
+            && !self.bootstrap.is_empty()
+            && now >= self.next_redial
+        {
+            if relay_lost && !self.peers.is_empty() {
+                info!("listening through no relay: dialling the bootstrap nodes again");
+            }
             self.redial_bootstrap();
         }
         if now >= self.next_kad_bootstrap {
@@ -570,6 +596,7 @@ impl Actor {
         }
         self.report_settled(now);
         self.retry_hole_punches(now);
+        self.bring_back_lost(now);
         // Fetch deadlines; providers reachable only through a relay for too long.
         self.with_downloads(|d, io| d.tick(io, now));
         self.drain_announcements();

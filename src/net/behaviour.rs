@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
@@ -291,7 +292,11 @@ fn build_behaviour(
         per_subnet: InboundPerSubnet::new(cfg.limit_local_networks),
         one_relayed: OneRelayed::new(peer_id),
         identify,
-        ping: ping::Behaviour::new(ping::Config::new()),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(cfg.ping_interval)
+                .with_timeout(cfg.ping_timeout),
+        ),
         keep_open: KeepOpen::default(),
         kad: Counted::new(kad, DialOrigin::Kad, dials),
         mdns: Toggle::from(mdns),
@@ -316,18 +321,60 @@ fn build_behaviour(
     })
 }
 
+/// How long data sent on a TCP connection may stay unacknowledged before the kernel aborts
+/// the connection (`TCP_USER_TIMEOUT`, Linux). Without it a connection whose path went silent
+/// (a home router rebooted or got a new public address) outlives the ping check that closes
+/// it (`NetConfig::ping_timeout`, `actor/peers.rs`): closed gracefully, its socket lingers in
+/// the kernel retransmitting a FIN into the silence for minutes and holds its four-tuple, so
+/// a hole punch between the same two listening ports (port reuse) cannot be dialled, and the
+/// punch that should bring the two homes back together fails until it goes (the NAT lab,
+/// 2026-12-05: sub <-> h2a punched again only after more than 5 minutes). Aborted, it frees
+/// the four-tuple at once, and hearth sees the connection fail with "timed out". 45 s: past
+/// any round trip a radiator's line has while it works (a ping waits at most 20 s), shorter
+/// than the two failed pings (about a minute) that close such a connection otherwise.
+pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// TCP with noise and yamux, as libp2p's `SwarmBuilder::with_tcp` builds it, each connection's
+/// socket given [`TCP_USER_TIMEOUT`].
+type Tcp = libp2p::core::transport::Boxed<(libp2p::PeerId, StreamMuxerBox)>;
+fn tcp_transport(
+    keypair: &libp2p::identity::Keypair,
+) -> Result<Tcp, Box<dyn std::error::Error + Send + Sync>> {
+    use libp2p::core::upgrade::Version;
+    use libp2p::Transport as _;
+    Ok(
+        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+            .map(|stream: tcp::tokio::TcpStream, _| {
+                set_user_timeout(&stream.0);
+                stream
+            })
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise::Config::new(keypair)?)
+            .multiplex(yamux::Config::default())
+            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            .boxed(),
+    )
+}
+
+/// Set [`TCP_USER_TIMEOUT`] on a connection's socket; where the system has no such option,
+/// or refuses it, the connection keeps the system's default (logged).
+fn set_user_timeout(stream: &tokio::net::TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+        tracing::debug!("TCP user timeout not set: {e}");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = stream;
+}
+
 /// Build the swarm: TCP (noise, yamux), QUIC, DNS and relayed circuits over tokio.
 /// Dials of every behaviour that can dial are logged by origin in `dials`.
 pub(crate) fn build_swarm(cfg: &NetConfig, dials: &DialLog) -> Result<Swarm<Behaviour>, NetError> {
     let swarm = SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| NetError::Setup(format!("TCP transport: {e}")))?
         .with_quic()
+        .with_other_transport(tcp_transport)
+        .map_err(|e| NetError::Setup(format!("TCP transport: {e}")))?
         .with_dns()
         .map_err(|e| NetError::Setup(format!("DNS resolver: {e}")))?
         .with_relay_client(noise::Config::new, yamux::Config::default)

@@ -212,6 +212,14 @@ pub struct NetConfig {
     pub fetch_timeout: Duration,
     /// Timeout of one control or blob request. Default: 30 s.
     pub request_timeout: Duration,
+    /// How often each connection is pinged, and how long a ping may take. A connection whose
+    /// pings fail twice running is closed as dead (`actor/peers.rs`): a path that went silent
+    /// (a home router that rebooted or got a new public address forgets its mappings and says
+    /// nothing) would otherwise hold it open, and every request to the peer would wait on it,
+    /// until TCP gives up after about 15 minutes. Default: libp2p's 15 s and 20 s, so a dead
+    /// connection is closed within about a minute.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
     /// Addresses at which this node is known to be reachable from the internet (a bootstrap
     /// node's public address). They are used as confirmed external addresses at once, without
     /// waiting for AutoNAT; a relay server only serves once it has one. Default: none.
@@ -296,6 +304,8 @@ impl NetConfig {
             redial_backoff_max: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(20),
             external_addrs: Vec::new(),
             relay_server: None,
             relay_client: true,

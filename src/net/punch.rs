@@ -177,6 +177,91 @@ impl PunchMemory {
     }
 }
 
+/// Peers whose hole-punched connection died (its pings failed: a home router rebooted or got
+/// a new public address and forgot its mappings), to be reached again through a relay, where
+/// DCUtR punches anew from the addresses both homes have now. A punched connection is kept
+/// open because it is what makes a home behind NAT a full peer (`keep.rs`); one that died is
+/// brought back the same way, instead of waiting for a job to need the peer, when a fetch
+/// would wait on the punch (`NetConfig::direct_wait`) and might give up on it.
+///
+/// Both ends see the connection die, about together (their pings fail alike), so the end
+/// whose peer id sorts lower tries first, [`FIRST_WAIT`] after, and the other a wait later
+/// (three times as long): a relayed connection from the first end forgets the peer at the
+/// second before its own try, and the two never run two punches at once. Each try that does
+/// not reach the peer (its home has not reserved a slot at the relay again yet) schedules the
+/// next three times later, at most [`RETRIES`] in all; a connection to the peer, however made,
+/// forgets it. A connection the peer closed, or pruning did, is not brought back: only one
+/// whose pings failed. At most [`MAX_REMEMBERED`] peers; past that the latest is not kept.
+#[derive(Debug, Default)]
+pub(crate) struct Lost {
+    peers: HashMap<PeerId, LostPeer>,
+}
+
+#[derive(Debug)]
+struct LostPeer {
+    circuit: Multiaddr,
+    tries: u32,
+    wait: Duration,
+    due: Instant,
+}
+
+impl Lost {
+    /// `peer`'s hole-punched connection died at `now`; `circuit` reaches it through a relay
+    /// ([`circuit_addr`]). `first`: this end tries first (its peer id sorts lower). Returns
+    /// when the first try is due, if the peer is kept.
+    pub(crate) fn lost(
+        &mut self,
+        peer: PeerId,
+        circuit: Multiaddr,
+        now: Instant,
+        first: bool,
+    ) -> Option<Instant> {
+        if self.peers.len() >= MAX_REMEMBERED && !self.peers.contains_key(&peer) {
+            return None;
+        }
+        let wait = if first { FIRST_WAIT } else { FIRST_WAIT * 3 };
+        let due = now + wait;
+        self.peers.insert(
+            peer,
+            LostPeer {
+                circuit,
+                tries: 0,
+                wait,
+                due,
+            },
+        );
+        Some(due)
+    }
+
+    /// `peer` is connected again: nothing to bring back.
+    pub(crate) fn found(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+    }
+
+    /// The tries due at `now`, each with the address to dial; the next one of each is
+    /// scheduled (three times the wait), and a peer whose tries are spent is forgotten.
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(PeerId, Multiaddr)> {
+        let mut due = Vec::new();
+        self.peers.retain(|peer, p| {
+            if now < p.due {
+                return true;
+            }
+            due.push((*peer, p.circuit.clone()));
+            p.tries += 1;
+            p.wait = p.wait.saturating_mul(3);
+            p.due = now + p.wait;
+            p.tries < RETRIES
+        });
+        due
+    }
+
+    /// Whether `peer` is to be brought back.
+    #[cfg(test)]
+    fn has(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+}
+
 /// An address that reaches `peer` through a relay, to open a fresh relayed connection: the
 /// address of a relayed connection we dialled (an inbound one's send-back address is only
 /// `/p2p/<peer>`), else one of the peer's own relayed listen addresses (identify). Only
@@ -219,6 +304,65 @@ pub(crate) fn circuit_addr<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn circuit(peer: &PeerId) -> Multiaddr {
+        format!(
+            "/ip4/198.51.100.2/tcp/4001/p2p/{}/p2p-circuit/p2p/{peer}",
+            PeerId::random()
+        )
+        .parse()
+        .expect("multiaddr")
+    }
+
+    #[test]
+    fn a_lost_punched_peer_is_tried_a_bounded_number_of_times_the_lower_id_first() {
+        let t0 = Instant::now();
+        let peer = PeerId::random();
+        for (first, waits) in [(true, [5, 15, 45, 135]), (false, [15, 45, 135, 405])] {
+            let mut lost = Lost::default();
+            let addr = circuit(&peer);
+            let mut due = lost.lost(peer, addr.clone(), t0, first).expect("kept");
+            let mut seen = Vec::new();
+            for i in 0..RETRIES {
+                assert!(
+                    lost.take_due(due - Duration::from_millis(1)).is_empty(),
+                    "not before it is due"
+                );
+                assert_eq!(lost.take_due(due), vec![(peer, addr.clone())], "try {i}");
+                seen.push((due - t0).as_secs());
+                let wait = Duration::from_secs(waits.get(i as usize + 1).copied().unwrap_or(0));
+                due += wait;
+            }
+            let sums: Vec<u64> = waits
+                .iter()
+                .scan(0, |acc, w| {
+                    *acc += w;
+                    Some(*acc)
+                })
+                .collect();
+            assert_eq!(seen, sums, "first: {first}");
+            assert!(!lost.has(&peer), "the tries are spent");
+            assert!(lost.take_due(t0 + Duration::from_secs(3600)).is_empty());
+        }
+        // Connected again (either end's try worked): nothing more is tried.
+        let mut lost = Lost::default();
+        let due = lost.lost(peer, circuit(&peer), t0, false).expect("kept");
+        lost.found(&peer);
+        assert!(lost.take_due(due).is_empty());
+    }
+
+    #[test]
+    fn lost_peers_are_bounded() {
+        let t0 = Instant::now();
+        let mut lost = Lost::default();
+        for _ in 0..MAX_REMEMBERED {
+            let p = PeerId::random();
+            assert!(lost.lost(p, circuit(&p), t0, true).is_some());
+        }
+        let p = PeerId::random();
+        assert_eq!(lost.lost(p, circuit(&p), t0, true), None, "past the bound");
+        assert_eq!(lost.take_due(t0 + FIRST_WAIT).len(), MAX_REMEMBERED);
+    }
 
     #[test]
     fn retries_are_bounded_and_back_off() {

@@ -3,6 +3,7 @@
 //! peer, and connection pruning. Part of the swarm task (`actor.rs`).
 
 use super::*;
+use crate::net::punch::circuit_addr;
 
 impl Actor {
     /// Hearth traffic with `peer` (a control or blob request or answer, either way): pruning
@@ -109,15 +110,42 @@ impl Actor {
                 let _g = span.enter();
                 debug!(?cause, "connection closed");
                 let mut relayed_closed = false;
+                let mut punched_died = None;
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.endpoints.remove(&connection_id);
                     p.kad_dialled.remove(&connection_id);
-                    p.kept_open.remove(&connection_id);
+                    let kept = p.kept_open.remove(&connection_id);
+                    // Dead: its pings failed and we closed it, or the kernel aborted it
+                    // (data unacknowledged past `TCP_USER_TIMEOUT`, `behaviour.rs`).
+                    let dead = p.failed.remove(&connection_id)
+                        || cause.as_ref().is_some_and(|c| timed_out(c));
                     relayed_closed = p.relayed.remove(&connection_id);
                     if p.direct.remove(&connection_id) && p.direct.is_empty() {
                         p.hole_punched = false;
+                        // A punched connection that died, with no other direct one left: the
+                        // peer is brought back through a relay (`punch.rs`, `Lost`).
+                        if kept && dead {
+                            let dialled = p.relayed.iter().filter_map(|c| p.endpoints.get(c));
+                            punched_died = Some(circuit_addr(&peer_id, dialled, &p.listen_addrs));
+                        }
                     }
                     p.connections = num_established;
+                }
+                match punched_died {
+                    Some(Some(circuit)) => {
+                        let now = Instant::now();
+                        let first = self.local < peer_id;
+                        if let Some(at) = self.lost.lost(peer_id, circuit, now, first) {
+                            info!(
+                                try_in_s = at.saturating_duration_since(now).as_secs(),
+                                "the hole-punched connection died: reaching the peer through a relay again, to punch anew"
+                            );
+                        }
+                    }
+                    Some(None) => info!(
+                        "the hole-punched connection died; no address reaches the peer through a relay, so it is not punched again until it is used"
+                    ),
+                    None => {}
                 }
                 if relayed_closed {
                     self.direct_settled(peer_id);
@@ -192,6 +220,7 @@ impl Actor {
         if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
             let _ = reply.send(Ok(()));
         }
+        self.lost.found(&peer);
         let first = !self.peers.contains_key(&peer);
         let was_alone = self.peers.is_empty();
         let state = self.peers.entry(peer).or_insert_with(|| PeerState {
@@ -202,6 +231,7 @@ impl Actor {
             direct: HashSet::new(),
             hole_punched: false,
             kept_open: HashSet::new(),
+            failed: HashSet::new(),
             punch: self.punch_memory.take(&peer, Instant::now()),
             relayed_since: None,
             connected_at: Instant::now(),
@@ -287,6 +317,33 @@ impl Actor {
         }
     }
 
+    /// A ping's outcome. libp2p reports a failure only when a connection's pings failed twice
+    /// running, and closes nothing itself: such a connection is dead (its path went silent:
+    /// a home router rebooted or got a new address and forgot its mappings) and is closed
+    /// here, or every request to the peer would wait on it until TCP gives up (about 15
+    /// minutes). A peer that does not speak ping is left alone.
+    fn on_ping(&mut self, ev: ping::Event) {
+        let Err(failure) = ev.result else { return };
+        let span = self.span(&ev.peer);
+        let _g = span.enter();
+        if matches!(failure, ping::Failure::Unsupported) {
+            debug!("the peer does not answer pings: {failure}");
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&ev.peer) else {
+            return;
+        };
+        if !p.endpoints.contains_key(&ev.connection) || !p.failed.insert(ev.connection) {
+            return;
+        }
+        let addr = p.endpoints.get(&ev.connection).cloned();
+        info!(
+            addr = addr.map(|a| a.to_string()),
+            "a connection to this peer stopped answering pings: closing it as dead ({failure})"
+        );
+        self.swarm.close_connection(ev.connection);
+    }
+
     pub(super) fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
         match ev {
             BehaviourEvent::Gossipsub(ev) => self.on_gossip(ev),
@@ -295,7 +352,7 @@ impl Actor {
             BehaviourEvent::Mdns(ev) => self.on_mdns(ev),
             BehaviourEvent::Control(ev) => self.on_control(ev),
             BehaviourEvent::Blob(ev) => self.on_blob(ev),
-            BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Ping(ev) => self.on_ping(ev),
             BehaviourEvent::OneRelayed(never)
             | BehaviourEvent::PerSubnet(never)
             | BehaviourEvent::KeepOpen(never) => match never {},
@@ -321,6 +378,13 @@ impl Actor {
         let kad_proto = StreamProtocol::new(KAD_PROTOCOL);
         let speaks_kad = info.protocols.contains(&kad_proto);
         if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            if self
+                .bootstrap
+                .iter()
+                .any(|a| peer_id_of(a) == Some(peer_id))
+            {
+                self.relay_bootstrap.insert(peer_id);
+            }
             self.maybe_listen_via(peer_id);
         }
         let on_loopback = self
@@ -353,4 +417,63 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
+}
+
+/// Whether a connection ended because something timed out (an `io::Error` of kind
+/// `TimedOut` anywhere in its chain, the kernel's `ETIMEDOUT` among them), not because the
+/// peer closed it.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e = error;
+    loop {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+            // An `io::Error` wrapping another error hides it from `source()`.
+            if let Some(inner) = io.get_ref() {
+                e = inner;
+                continue;
+            }
+        }
+        match e.source() {
+            Some(next) => e = next,
+            None => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timed_out;
+    use libp2p::swarm::ConnectionError;
+    use std::io::{Error, ErrorKind};
+
+    /// An error that wraps another, as the connection's layers (noise, yamux) do.
+    #[derive(Debug)]
+    struct Layer(Error);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "layer: {}", self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_kernel_timeout_under_any_layer_is_a_death_and_a_close_is_not() {
+        let dead = |e: Error| timed_out(&ConnectionError::IO(e));
+        assert!(dead(Error::from(ErrorKind::TimedOut)));
+        assert!(dead(Error::other(Layer(Error::from(ErrorKind::TimedOut)))));
+        assert!(dead(Error::other(Layer(Error::other(Layer(Error::from(
+            ErrorKind::TimedOut
+        )))))));
+        assert!(!dead(Error::from(ErrorKind::UnexpectedEof)));
+        assert!(!dead(Error::other(Layer(Error::from(
+            ErrorKind::ConnectionReset
+        )))));
+        assert!(!timed_out(&ConnectionError::KeepAliveTimeout));
+    }
 }

@@ -97,6 +97,8 @@ impl Actor {
                 }
                 if self.relay_listeners.contains_key(&relay_peer_id) {
                     self.relays.insert(relay_peer_id);
+                    // Back behind a relay: the next loss of it starts the redial afresh.
+                    self.backoff.reset();
                 }
             }
             relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
@@ -141,6 +143,31 @@ impl Actor {
                     self.dials.dialled(DialOrigin::PunchRetry, id);
                 }
                 Err(e) => info!(%addr, "hole punch not retried: {e}"),
+            }
+        }
+    }
+
+    /// Peers whose hole-punched connection died (`punch.rs`, `Lost`) and whose try is due: a
+    /// relayed connection to each one not connected meanwhile; DCUtR punches over it.
+    pub(super) fn bring_back_lost(&mut self, now: Instant) {
+        for (peer, addr) in self.lost.take_due(now) {
+            if self.peers.contains_key(&peer) {
+                self.lost.found(&peer);
+                continue;
+            }
+            let span = self.span(&peer);
+            let _g = span.enter();
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    info!(%addr, "reaching the peer whose hole-punched connection died through a relay");
+                    self.dials.dialled(DialOrigin::PunchRetry, id);
+                }
+                Err(e) => info!(%addr, "not dialled through the relay: {e}"),
             }
         }
     }
