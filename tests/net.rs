@@ -1390,20 +1390,29 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A relay server on a loopback port (publicly reachable there, as a bootstrap node is),
+/// configured further by `tune`; returns it and its port.
+async fn start_relay(tune: impl FnOnce(&mut NetConfig)) -> (TestNode, u16) {
+    let port = free_port();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr");
+    let mut cfg = loopback();
+    cfg.listen = vec![addr.clone()];
+    cfg.external_addrs = vec![addr];
+    cfg.relay_server = Some(net::RelayLimits::default());
+    tune(&mut cfg);
+    (TestNode::start(cfg).await, port)
+}
+
 /// Two nodes without any listen address (as behind NAT) reach each other only through a
 /// relay; hole punching cannot work (neither listens anywhere), so a blob fetch must end
 /// quickly with the reason, not hang and not pull the blob through the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
     bounded(async {
-        let port = free_port();
-        let relay_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr");
-        let mut r_cfg = loopback();
-        r_cfg.listen = vec![relay_addr.clone()];
-        r_cfg.external_addrs = vec![relay_addr.clone()];
-        r_cfg.relay_server = Some(net::RelayLimits::default());
-        let relay = TestNode::start(r_cfg).await;
-        let relay_full = relay_addr.with(libp2p::multiaddr::Protocol::P2p(relay.id()));
+        let (relay, port) = start_relay(|_| {}).await;
+        let relay_full: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", relay.id())
+            .parse()
+            .expect("addr");
 
         let mut a_cfg = with_bootstrap(vec![relay_full.clone()]);
         a_cfg.listen = Vec::new();
@@ -1549,14 +1558,7 @@ async fn a_node_whose_path_to_its_relay_goes_silent_drops_it_and_listens_through
             cfg.ping_interval = Duration::from_secs(1);
             cfg.ping_timeout = Duration::from_secs(2);
         };
-        let port = free_port();
-        let relay_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr");
-        let mut r_cfg = loopback();
-        r_cfg.listen = vec![relay_addr.clone()];
-        r_cfg.external_addrs = vec![relay_addr.clone()];
-        r_cfg.relay_server = Some(net::RelayLimits::default());
-        fast_pings(&mut r_cfg);
-        let relay = TestNode::start(r_cfg).await;
+        let (relay, port) = start_relay(fast_pings).await;
         let other = TestNode::start(loopback()).await;
 
         // The home: no listen address (behind NAT), its bootstrap node reached through the
@@ -1604,6 +1606,12 @@ async fn a_node_whose_path_to_its_relay_goes_silent_drops_it_and_listens_through
             || async { to_bootstrap().await > before },
         )
         .await;
+        let s = home.net.status().await.expect("status");
+        assert!(
+            s.reachability.dead_connections >= 1,
+            "the closed connection is counted as dead: {:?}",
+            s.reachability
+        );
         eventually("the home listens through the relay again", || async {
             let s = home.net.status().await.expect("status");
             s.reachability.relays.contains(&relay.id())

@@ -34,6 +34,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         r.hole_punch_successes as f64,
     );
+    m.counter(
+        "dead_connections",
+        "Connections closed since the node started because their path went silent (pings failed, or the kernel's TCP timeout)",
+        None,
+        r.dead_connections as f64,
+    );
     m.gauge(
         "relayed_peers",
         "Peers connected only through a relay",

@@ -94,6 +94,12 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
         r.hole_punched_peers.len(),
         r.relayed_peers.len()
     );
+    if r.dead_connections > 0 {
+        println!(
+            "dead paths: {} connection(s) closed since start because their path went silent (a router rebooted or changed address)",
+            r.dead_connections
+        );
+    }
     for p in &r.hole_punched_peers {
         println!("direct:     {p} (hole punched)");
     }

@@ -182,6 +182,8 @@ pub(crate) struct Actor {
     /// Relays that accepted our reservation.
     relays: HashSet<PeerId>,
     hole_punch_successes: u64,
+    /// Connections closed since start because their path went silent (`peers.rs`).
+    dead_connections: u64,
     hole_punch_failures: u64,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
@@ -265,6 +267,7 @@ impl Actor {
             relay_listeners: HashMap::new(),
             relays: HashSet::new(),
             hole_punch_successes: 0,
+            dead_connections: 0,
             hole_punch_failures: 0,
             commands,
             events,

@@ -499,6 +499,11 @@ pub struct Reachability {
     pub hole_punch_attempts: u64,
     pub hole_punch_successes: u64,
     pub hole_punch_failures: u64,
+    /// Connections closed since start because their path went silent: their pings failed
+    /// twice running, or the kernel aborted them (data unacknowledged for 45 s). A home
+    /// router that rebooted or got a new address shows here.
+    #[serde(default)]
+    pub dead_connections: u64,
 }
 
 impl Reachability {

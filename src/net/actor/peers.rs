@@ -111,6 +111,7 @@ impl Actor {
                 debug!(?cause, "connection closed");
                 let mut relayed_closed = false;
                 let mut punched_died = None;
+                let mut died = false;
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.endpoints.remove(&connection_id);
                     p.kad_dialled.remove(&connection_id);
@@ -119,6 +120,7 @@ impl Actor {
                     // (data unacknowledged past `TCP_USER_TIMEOUT`, `behaviour.rs`).
                     let dead = p.failed.remove(&connection_id)
                         || cause.as_ref().is_some_and(|c| timed_out(c));
+                    died = dead;
                     relayed_closed = p.relayed.remove(&connection_id);
                     if p.direct.remove(&connection_id) && p.direct.is_empty() {
                         p.hole_punched = false;
@@ -130,6 +132,9 @@ impl Actor {
                         }
                     }
                     p.connections = num_established;
+                }
+                if died {
+                    self.dead_connections = self.dead_connections.saturating_add(1);
                 }
                 match punched_died {
                     Some(Some(circuit)) => {

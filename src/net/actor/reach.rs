@@ -31,6 +31,7 @@ impl Actor {
                 .saturating_add(self.hole_punch_failures),
             hole_punch_successes: self.hole_punch_successes,
             hole_punch_failures: self.hole_punch_failures,
+            dead_connections: self.dead_connections,
         }
     }
 
@@ -132,16 +133,8 @@ impl Actor {
                 info!("hole punch not retried: no address reaches this peer through a relay");
                 continue;
             };
-            let opts = DialOpts::peer_id(peer)
-                .addresses(vec![addr.clone()])
-                .condition(PeerCondition::Always)
-                .build();
-            let id = opts.connection_id();
-            match self.swarm.dial(opts) {
-                Ok(()) => {
-                    info!(%addr, "retrying the hole punch: a fresh relayed connection");
-                    self.dials.dialled(DialOrigin::PunchRetry, id);
-                }
+            match self.dial_circuit(peer, &addr, PeerCondition::Always) {
+                Ok(()) => info!(%addr, "retrying the hole punch: a fresh relayed connection"),
                 Err(e) => info!(%addr, "hole punch not retried: {e}"),
             }
         }
@@ -157,19 +150,31 @@ impl Actor {
             }
             let span = self.span(&peer);
             let _g = span.enter();
-            let opts = DialOpts::peer_id(peer)
-                .addresses(vec![addr.clone()])
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            let id = opts.connection_id();
-            match self.swarm.dial(opts) {
+            match self.dial_circuit(peer, &addr, PeerCondition::DisconnectedAndNotDialing) {
                 Ok(()) => {
-                    info!(%addr, "reaching the peer whose hole-punched connection died through a relay");
-                    self.dials.dialled(DialOrigin::PunchRetry, id);
+                    info!(%addr, "reaching the peer whose hole-punched connection died through a relay")
                 }
                 Err(e) => info!(%addr, "not dialled through the relay: {e}"),
             }
         }
+    }
+
+    /// Dial `peer` at its relayed address `addr` (a fresh relayed connection, over which
+    /// DCUtR punches), counted as a punch retry.
+    fn dial_circuit(
+        &mut self,
+        peer: PeerId,
+        addr: &Multiaddr,
+        condition: PeerCondition,
+    ) -> Result<(), libp2p::swarm::DialError> {
+        let opts = DialOpts::peer_id(peer)
+            .addresses(vec![addr.clone()])
+            .condition(condition)
+            .build();
+        let id = opts.connection_id();
+        self.swarm.dial(opts)?;
+        self.dials.dialled(DialOrigin::PunchRetry, id);
+        Ok(())
     }
 
     pub(super) fn on_dcutr(&mut self, ev: dcutr::Event) {
