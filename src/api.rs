@@ -186,6 +186,10 @@ pub struct Status {
     /// nodes (`node::auditors`), why. Absent otherwise and from older nodes.
     #[serde(default)]
     pub sealing_waits: Option<String>,
+    /// What this node serves as a circuit relay (bootstrap nodes). Absent otherwise and from
+    /// older nodes.
+    #[serde(default)]
+    pub relay: Option<crate::net::RelayServed>,
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {
@@ -202,6 +206,7 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         worker_slots: *ctx.slots.borrow(),
         worker_slots_max: ctx.max_slots,
         reachability: net.reachability,
+        relay: net.relay,
         shard_memory_bytes: ctx.executor.memory_in_use(),
         shard_memory_limit_bytes: ctx.executor.limits().memory_total,
         work_records: net.work_records,

@@ -40,6 +40,32 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         r.dead_connections as f64,
     );
+    if let Some(relay) = &net.relay {
+        m.gauge(
+            "relay_reservations",
+            "Relay servers only: peers holding a reservation (listening through this relay)",
+            None,
+            relay.reservations as f64,
+        );
+        m.gauge(
+            "relay_circuits",
+            "Relay servers only: relayed connections open now",
+            None,
+            relay.circuits as f64,
+        );
+        m.counter(
+            "relay_circuits_opened",
+            "Relay servers only: relayed connections opened since the node started",
+            None,
+            relay.circuits_total as f64,
+        );
+        m.counter(
+            "relay_refused",
+            "Relay servers only: reservations and relayed connections refused since the node started (a limit was reached, or the destination had no reservation)",
+            None,
+            relay.refused_total as f64,
+        );
+    }
     m.gauge(
         "relayed_peers",
         "Peers connected only through a relay",

@@ -75,6 +75,13 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
          its share of a bucket or of the table)",
         s.routing_peers, s.routing_refused
     );
+    if let Some(relay) = &s.relay {
+        println!(
+            "relay:      {} home(s) listening through this relay; {} relayed connection(s) open, \
+             {} since start; {} refused",
+            relay.reservations, relay.circuits, relay.circuits_total, relay.refused_total
+        );
+    }
     let r = &s.reachability;
     if r.is_public() {
         for a in &r.confirmed_addrs {

@@ -39,7 +39,7 @@ mod peers;
 mod reach;
 
 use self::control::ControlReply;
-use self::reach::{on_autonat, on_relay_server, on_upnp};
+use self::reach::{on_autonat, on_upnp};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
 use super::dials::{DialLog, DialOrigin};
@@ -49,8 +49,8 @@ use super::serve::{Served, Server};
 use super::table::Diversity;
 use super::wire::BlobRequest;
 use super::{
-    Command, NetConfig, NetError, NetEvent, NetStatus, PeerInfo, Reachability, Topic, KAD_PROTOCOL,
-    MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
+    Command, NetConfig, NetError, NetEvent, NetStatus, PeerInfo, Reachability, RelayServed, Topic,
+    KAD_PROTOCOL, MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
 };
 use crate::store::{Store, StoreError};
 
@@ -184,6 +184,9 @@ pub(crate) struct Actor {
     hole_punch_successes: u64,
     /// Connections closed since start because their path went silent (`peers.rs`).
     dead_connections: u64,
+    /// As a relay server (`None` otherwise): the peers holding a reservation and the counts
+    /// of [`RelayServed`] (`reach.rs`).
+    relay_server: Option<(HashSet<PeerId>, RelayServed)>,
     hole_punch_failures: u64,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
@@ -268,6 +271,10 @@ impl Actor {
             relays: HashSet::new(),
             hole_punch_successes: 0,
             dead_connections: 0,
+            relay_server: cfg
+                .relay_server
+                .as_ref()
+                .map(|_| (HashSet::new(), RelayServed::default())),
             hole_punch_failures: 0,
             commands,
             events,
@@ -487,6 +494,7 @@ impl Actor {
                     routing_peers,
                     routing_refused,
                     inbound_refused: self.swarm.behaviour().per_subnet.refused,
+                    relay: self.relay_served(),
                 });
             }
             Command::Peers { reply } => {
@@ -558,16 +566,24 @@ impl Actor {
         let relay_lost = self.relay_client
             && self.confirmed.is_empty()
             && self.relay_listeners.is_empty()
-            && self
-                .relay_bootstrap
-                .iter()
-                .any(|r| !self.peers.contains_key(r));
+            && !self.relay_bootstrap.is_empty();
         if (self.peers.is_empty() || relay_lost)
             && !self.bootstrap.is_empty()
             && now >= self.next_redial
         {
             if relay_lost && !self.peers.is_empty() {
                 info!("listening through no relay: dialling the bootstrap nodes again");
+                // A relay still connected by another connection (the one listened through
+                // died) is listened through again at once; the others are dialled.
+                let connected: Vec<PeerId> = self
+                    .relay_bootstrap
+                    .iter()
+                    .filter(|r| self.peers.contains_key(r))
+                    .copied()
+                    .collect();
+                for relay in connected {
+                    self.maybe_listen_via(relay);
+                }
             }
             self.redial_bootstrap();
         }

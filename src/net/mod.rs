@@ -480,6 +480,23 @@ pub struct NetStatus {
     /// Connections peers opened to this node refused since start because their subnet held
     /// its share of them (`subnets.rs`).
     pub inbound_refused: u64,
+    /// What this node serves as a circuit relay; `None` unless it is one (bootstrap nodes).
+    pub relay: Option<RelayServed>,
+}
+
+/// A relay server's load (`NetConfig::relay_server`): what its operator watches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayServed {
+    /// Peers holding a reservation now (listening through this relay; at most
+    /// `RelayLimits::max_reservations`).
+    pub reservations: usize,
+    /// Relayed connections open now (at most `RelayLimits::max_circuits`), and opened since
+    /// start.
+    pub circuits: u64,
+    pub circuits_total: u64,
+    /// Reservations and relayed connections refused since start (a limit was reached, or the
+    /// peer had no reservation).
+    pub refused_total: u64,
 }
 
 /// How this node can be reached, and how its connections through relays fared.

@@ -363,7 +363,7 @@ impl Actor {
             | BehaviourEvent::KeepOpen(never) => match never {},
             BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
             BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
-            BehaviourEvent::RelayServer(ev) => on_relay_server(ev),
+            BehaviourEvent::RelayServer(ev) => self.on_relay_server(ev),
             BehaviourEvent::Autonat(ev) => on_autonat(ev),
             BehaviourEvent::AutonatServer(ev) => {
                 debug!(client = %ev.client, addr = %ev.tested_addr, ok = ev.result.is_ok(), "AutoNAT: tested a peer's address")

@@ -219,23 +219,60 @@ fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
-pub(super) fn on_relay_server(ev: relay::Event) {
-    match ev {
-        relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
-            debug!(peer = %src_peer_id, "relay: reservation accepted")
+impl Actor {
+    /// A relay server event: its load, counted for the operator (`RelayServed`).
+    pub(super) fn on_relay_server(&mut self, ev: relay::Event) {
+        let Some((reserved, served)) = self.relay_server.as_mut() else {
+            return;
+        };
+        match ev {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                debug!(peer = %src_peer_id, "relay: reservation accepted");
+                reserved.insert(src_peer_id);
+            }
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                debug!(peer = %src_peer_id, "relay: reservation ended");
+                reserved.remove(&src_peer_id);
+            }
+            relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+                debug!(peer = %src_peer_id, "relay: reservation refused");
+                served.refused_total = served.refused_total.saturating_add(1);
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened");
+                served.circuits = served.circuits.saturating_add(1);
+                served.circuits_total = served.circuits_total.saturating_add(1);
+            }
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit refused");
+                served.refused_total = served.refused_total.saturating_add(1);
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+                ..
+            } => {
+                debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "relay: circuit closed");
+                served.circuits = served.circuits.saturating_sub(1);
+            }
+            other => debug!(?other, "relay server event"),
         }
-        relay::Event::CircuitReqAccepted {
-            src_peer_id,
-            dst_peer_id,
-            ..
-        } => debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened"),
-        relay::Event::CircuitClosed {
-            src_peer_id,
-            dst_peer_id,
-            error,
-            ..
-        } => debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "relay: circuit closed"),
-        other => debug!(?other, "relay server event"),
+        served.reservations = reserved.len();
+    }
+
+    /// What this node serves as a relay, if it is one.
+    pub(super) fn relay_served(&self) -> Option<RelayServed> {
+        self.relay_server.as_ref().map(|(_, served)| served.clone())
     }
 }
 
