@@ -45,6 +45,7 @@ use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling,
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::punch::{Lost, PunchMemory, PunchRetry};
+use super::relay_load::RelayLoad;
 use super::serve::{Served, Server};
 use super::table::Diversity;
 use super::wire::BlobRequest;
@@ -184,9 +185,8 @@ pub(crate) struct Actor {
     hole_punch_successes: u64,
     /// Connections closed since start because their path went silent (`peers.rs`).
     dead_connections: u64,
-    /// As a relay server (`None` otherwise): the peers holding a reservation and the counts
-    /// of [`RelayServed`] (`reach.rs`).
-    relay_server: Option<(HashSet<PeerId>, RelayServed)>,
+    /// As a relay server (`None` otherwise): what it serves (`relay_load.rs`).
+    relay_server: Option<RelayLoad>,
     hole_punch_failures: u64,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
@@ -271,10 +271,7 @@ impl Actor {
             relays: HashSet::new(),
             hole_punch_successes: 0,
             dead_connections: 0,
-            relay_server: cfg
-                .relay_server
-                .as_ref()
-                .map(|_| (HashSet::new(), RelayServed::default())),
+            relay_server: cfg.relay_server.as_ref().map(|_| RelayLoad::default()),
             hole_punch_failures: 0,
             commands,
             events,

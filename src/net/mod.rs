@@ -52,6 +52,7 @@ mod keep;
 mod lookup_tests;
 mod prune;
 mod punch;
+mod relay_load;
 mod relayed;
 mod remote;
 mod serve;
@@ -488,7 +489,7 @@ pub struct NetStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayServed {
     /// Peers holding a reservation now (listening through this relay; at most
-    /// `RelayLimits::max_reservations`).
+    /// `RelayLimits::max_reservations` reservations).
     pub reservations: usize,
     /// Relayed connections open now (at most `RelayLimits::max_circuits`), and opened since
     /// start.

@@ -220,24 +220,27 @@ fn is_relayed(addr: &Multiaddr) -> bool {
 }
 
 impl Actor {
-    /// A relay server event: its load, counted for the operator (`RelayServed`).
+    /// A relay server event: its load, counted for the operator (`relay_load.rs`).
     pub(super) fn on_relay_server(&mut self, ev: relay::Event) {
-        let Some((reserved, served)) = self.relay_server.as_mut() else {
+        let Some(served) = self.relay_server.as_mut() else {
             return;
         };
         match ev {
-            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
-                debug!(peer = %src_peer_id, "relay: reservation accepted");
-                reserved.insert(src_peer_id);
+            relay::Event::ReservationReqAccepted {
+                src_peer_id,
+                renewed,
+            } => {
+                debug!(peer = %src_peer_id, renewed, "relay: reservation accepted");
+                served.reservation_accepted(src_peer_id, renewed);
             }
             relay::Event::ReservationClosed { src_peer_id }
             | relay::Event::ReservationTimedOut { src_peer_id } => {
                 debug!(peer = %src_peer_id, "relay: reservation ended");
-                reserved.remove(&src_peer_id);
+                served.reservation_ended(&src_peer_id);
             }
             relay::Event::ReservationReqDenied { src_peer_id, .. } => {
                 debug!(peer = %src_peer_id, "relay: reservation refused");
-                served.refused_total = served.refused_total.saturating_add(1);
+                served.refused();
             }
             relay::Event::CircuitReqAccepted {
                 src_peer_id,
@@ -245,8 +248,7 @@ impl Actor {
                 ..
             } => {
                 debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened");
-                served.circuits = served.circuits.saturating_add(1);
-                served.circuits_total = served.circuits_total.saturating_add(1);
+                served.circuit_opened();
             }
             relay::Event::CircuitReqDenied {
                 src_peer_id,
@@ -254,7 +256,7 @@ impl Actor {
                 ..
             } => {
                 debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit refused");
-                served.refused_total = served.refused_total.saturating_add(1);
+                served.refused();
             }
             relay::Event::CircuitClosed {
                 src_peer_id,
@@ -263,16 +265,15 @@ impl Actor {
                 ..
             } => {
                 debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "relay: circuit closed");
-                served.circuits = served.circuits.saturating_sub(1);
+                served.circuit_closed();
             }
             other => debug!(?other, "relay server event"),
         }
-        served.reservations = reserved.len();
     }
 
     /// What this node serves as a relay, if it is one.
     pub(super) fn relay_served(&self) -> Option<RelayServed> {
-        self.relay_server.as_ref().map(|(_, served)| served.clone())
+        self.relay_server.as_ref().map(RelayLoad::counts)
     }
 }
 
