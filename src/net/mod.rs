@@ -12,8 +12,8 @@
 //!
 //! Size: about 830 lines, most of them the public surface (config with its documented
 //! defaults, events, errors, status, one method per command, the work-key ones since
-//! 2026-12-03, the DHT store's counts since 2026-12-04, the relay's load since 2026-12-05); the work is in `actor` and its
-//! parts.
+//! 2026-12-03, the DHT store's counts since 2026-12-04, the relay's load since 2026-12-05);
+//! the work is in `actor` and its parts.
 //!
 //! ## Shape (rust-libp2p `examples/file-sharing`)
 //!
