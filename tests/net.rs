@@ -1522,7 +1522,7 @@ impl SilentPath {
                 };
                 let (ri, wi) = inbound.into_split();
                 let (ro, wo) = outbound.into_split();
-                for (mut from, mut to) in [(ri, wo), (ro, wi)].map(|(r, w)| (r, w)) {
+                for (mut from, mut to) in [(ri, wo), (ro, wi)] {
                     let silent = silent.clone();
                     tokio::spawn(async move {
                         use tokio::io::{AsyncReadExt, AsyncWriteExt};

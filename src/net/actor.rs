@@ -183,11 +183,11 @@ pub(crate) struct Actor {
     /// Relays that accepted our reservation.
     relays: HashSet<PeerId>,
     hole_punch_successes: u64,
+    hole_punch_failures: u64,
     /// Connections closed since start because their path went silent (`peers.rs`).
     dead_connections: u64,
     /// As a relay server (`None` otherwise): what it serves (`relay_load.rs`).
     relay_server: Option<RelayLoad>,
-    hole_punch_failures: u64,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     peers: HashMap<PeerId, PeerState>,
@@ -270,9 +270,9 @@ impl Actor {
             relay_listeners: HashMap::new(),
             relays: HashSet::new(),
             hole_punch_successes: 0,
+            hole_punch_failures: 0,
             dead_connections: 0,
             relay_server: cfg.relay_server.as_ref().map(|_| RelayLoad::default()),
-            hole_punch_failures: 0,
             commands,
             events,
             peers: HashMap::new(),

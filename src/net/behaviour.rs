@@ -334,9 +334,11 @@ fn build_behaviour(
 /// than the two failed pings (about a minute) that close such a connection otherwise.
 pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// An authenticated, multiplexed transport, as the swarm builder takes it.
+type Tcp = libp2p::core::transport::Boxed<(libp2p::PeerId, StreamMuxerBox)>;
+
 /// TCP with noise and yamux, as libp2p's `SwarmBuilder::with_tcp` builds it, each connection's
 /// socket given [`TCP_USER_TIMEOUT`].
-type Tcp = libp2p::core::transport::Boxed<(libp2p::PeerId, StreamMuxerBox)>;
 fn tcp_transport(
     keypair: &libp2p::identity::Keypair,
 ) -> Result<Tcp, Box<dyn std::error::Error + Send + Sync>> {

@@ -338,12 +338,14 @@ impl Actor {
         let Some(p) = self.peers.get_mut(&ev.peer) else {
             return;
         };
-        if !p.endpoints.contains_key(&ev.connection) || !p.failed.insert(ev.connection) {
+        let Some(addr) = p.endpoints.get(&ev.connection).cloned() else {
+            return;
+        };
+        if !p.failed.insert(ev.connection) {
             return;
         }
-        let addr = p.endpoints.get(&ev.connection).cloned();
         info!(
-            addr = addr.map(|a| a.to_string()),
+            %addr,
             "a connection to this peer stopped answering pings: closing it as dead ({failure})"
         );
         self.swarm.close_connection(ev.connection);

@@ -225,49 +225,22 @@ impl Actor {
         let Some(served) = self.relay_server.as_mut() else {
             return;
         };
+        debug!(?ev, "relay server event");
         match ev {
             relay::Event::ReservationReqAccepted {
                 src_peer_id,
                 renewed,
-            } => {
-                debug!(peer = %src_peer_id, renewed, "relay: reservation accepted");
-                served.reservation_accepted(src_peer_id, renewed);
-            }
+            } => served.reservation_accepted(src_peer_id, renewed),
             relay::Event::ReservationClosed { src_peer_id }
             | relay::Event::ReservationTimedOut { src_peer_id } => {
-                debug!(peer = %src_peer_id, "relay: reservation ended");
-                served.reservation_ended(&src_peer_id);
+                served.reservation_ended(&src_peer_id)
             }
-            relay::Event::ReservationReqDenied { src_peer_id, .. } => {
-                debug!(peer = %src_peer_id, "relay: reservation refused");
-                served.refused();
+            relay::Event::ReservationReqDenied { .. } | relay::Event::CircuitReqDenied { .. } => {
+                served.refused()
             }
-            relay::Event::CircuitReqAccepted {
-                src_peer_id,
-                dst_peer_id,
-                ..
-            } => {
-                debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened");
-                served.circuit_opened();
-            }
-            relay::Event::CircuitReqDenied {
-                src_peer_id,
-                dst_peer_id,
-                ..
-            } => {
-                debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit refused");
-                served.refused();
-            }
-            relay::Event::CircuitClosed {
-                src_peer_id,
-                dst_peer_id,
-                error,
-                ..
-            } => {
-                debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "relay: circuit closed");
-                served.circuit_closed();
-            }
-            other => debug!(?other, "relay server event"),
+            relay::Event::CircuitReqAccepted { .. } => served.circuit_opened(),
+            relay::Event::CircuitClosed { .. } => served.circuit_closed(),
+            _ => {}
         }
     }
 
