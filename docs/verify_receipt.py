@@ -7,6 +7,7 @@
     python3 docs/verify_receipt.py receipts.json --trusted submitters.txt --json   # the credit as JSON
     python3 docs/verify_receipt.py receipts.json --audit log.json   # and what auditors logged (repeatable)
     python3 docs/verify_receipt.py receipts.json --revoked statement.json   # a key's revocation (repeatable)
+    python3 docs/verify_receipt.py receipts.json --keys key-log.json   # a household's key log (repeatable)
     python3 docs/verify_receipt.py --example          # the worked examples and test vectors
 
 An export may carry inclusion proofs (format hearth-receipts/3): each is checked against its
@@ -40,6 +41,11 @@ REVOKE_DOMAIN = b"hearth/revocation/v1"
 REVOKE_BODY_LEN = 53
 REVOCATION_LEN = REVOKE_BODY_LEN + 64  # 117
 REVOCATION_FORMAT = "hearth-revocation/1"
+KEY_EVENT_DOMAIN = b"hearth/key-event/v1"
+NEXT_KEY_DOMAIN = b"hearth/next-key/v1"
+KEY_EVENT_BODY_LEN = 117
+KEY_EVENT_LEN = KEY_EVENT_BODY_LEN + 64  # 181
+KEY_EVENT_FORMAT = "hearth-key-event/1"
 MAX_WATTS = 3680  # W; W x ms = mJ
 MAX_WINDOW_MS = 24 * 3600 * 1000
 METHODS = {1: "rapl", 2: "cpu_estimate", 3: "simulated"}
@@ -439,22 +445,147 @@ def revocation_check(revoked: dict, submitter: str, seq) -> str:
     return f"its submitter {submitter} revoked its key, vouching only for commitments below #{keep}; {place}"
 
 
+# ---------------------------------------------------------------- rotating a key
+def next_digest(key: bytes) -> str:
+    """The hash a key event commits to for the key after it: blake3(NEXT_KEY_DOMAIN ‖ key)."""
+    return blake3.blake3(NEXT_KEY_DOMAIN + key).hexdigest()
+
+
+def read_key_event(obj) -> dict:
+    """docs/receipts.md "Rotating a key": one event in its JSON form. Its signed bytes are
+    "HKEY", version 1, household, seq (u64 LE), key, next, issued_ms (u64 LE), then a strict
+    Ed25519 signature by `key` over KEY_EVENT_DOMAIN ‖ body; event #0 is signed by the household
+    itself; its readable fields must be those bytes'. Raises ValueError."""
+    if not isinstance(obj, dict) or obj.get("format") != KEY_EVENT_FORMAT:
+        raise ValueError(f'"format" is not {KEY_EVENT_FORMAT!r}')
+    signed = obj.get("signed")
+    if not isinstance(signed, str) or len(signed) % 2 or any(c not in "0123456789abcdefABCDEF" for c in signed):
+        raise ValueError('no hex "signed"')
+    b = bytes.fromhex(signed)
+    if len(b) != KEY_EVENT_LEN or b[:5] != b"HKEY\x01":
+        raise ValueError("bad key event magic, version or length")
+    household, key, nxt = b[5:37], b[45:77], b[77:109]
+    (seq,) = struct.unpack_from("<Q", b, 37)
+    (issued_ms,) = struct.unpack_from("<Q", b, 109)
+    if seq == 0 and key != household:
+        raise ValueError("event #0 is not signed by the household's own key")
+    why = strict_verify(key, KEY_EVENT_DOMAIN + b[:KEY_EVENT_BODY_LEN], b[KEY_EVENT_BODY_LEN:])
+    if why:
+        raise ValueError(f"the key event's signature is not its key's: {why}")
+    e = {"household": household.hex(), "seq": seq, "key": key.hex(), "next": nxt.hex(),
+         "issued_ms": issued_ms, "signed": b.hex()}
+    for k in ("household", "seq", "key", "next", "issued_ms"):
+        if type(obj.get(k)) is not type(e[k]) or obj[k] != e[k]:
+            raise ValueError("its household, seq, key, next or issued_ms is not its signed bytes'")
+    return e
+
+
+def add_key_log(events: list, text: str):
+    """Every event of a key log (one event, or a list of them) into `events`. Raises ValueError."""
+    value = json.loads(text)
+    for i, obj in enumerate(value if isinstance(value, list) else [value]):
+        try:
+            events.append(read_key_event(obj))
+        except ValueError as e:
+            raise ValueError(f"event {i}: {e}" if isinstance(value, list) else str(e))
+
+
+class KeyChains:
+    """Every household's chain of keys built from its events, as docs/receipts.md ("Rotating a
+    key") says: households in key order; event #0, then for n = 1, 2, ... the events #n whose
+    key hashes to what #n-1 committed to and whose issued_ms is not below it; two different
+    events under one number stop the chain at their key (the earlier issued_ms retires the key
+    before); a key that is another household's, or already in a chain, stops it before it."""
+
+    def __init__(self, events=()):
+        self.chains, self.owner, self.notes = {}, {}, []
+        logs = {}
+        for e in events:
+            logs.setdefault(e["household"], {}).setdefault(e["seq"], {})[e["signed"]] = e
+        taken = set(logs)
+        for household in sorted(logs):
+            log = logs[household]
+            chain = [[household, None]]
+            first = list(log.get(0, {}).values())
+            prev = first[0] if len(first) == 1 else None
+            if not first:
+                self.notes.append(f"keys of household {household}: no event #0: its key is not rotated")
+            elif len(first) > 1:
+                self.notes.append(f"keys of household {household}: two different events #0: "
+                                  f"the chain stops at key {household}")
+            while prev is not None:
+                seq = prev["seq"] + 1
+                cands = [e for e in log.get(seq, {}).values()
+                         if next_digest(bytes.fromhex(e["key"])) == prev["next"]
+                         and e["issued_ms"] >= prev["issued_ms"]]
+                if not cands:
+                    break
+                key = cands[0]["key"]
+                if key in taken:
+                    self.notes.append(f"keys of household {household}: key {key} of event #{seq} is "
+                                      f"another household's or already in a chain: the chain stops before it")
+                    break
+                taken.add(key)
+                chain[-1][1] = min(e["issued_ms"] for e in cands)
+                chain.append([key, None])
+                prev = cands[0] if len(cands) == 1 else None
+                if prev is None:
+                    self.notes.append(f"keys of household {household}: two different events #{seq}: "
+                                      f"the chain stops at key {key}")
+            for i, (key, _) in enumerate(chain):
+                self.owner[key] = (household, i)
+            self.chains[household] = chain
+
+    def household_of(self, key: str) -> str:
+        return self.owner.get(key, (key, 0))[0]
+
+    def keys_of(self, household: str) -> list:
+        return self.chains.get(household, [[household, None]])
+
+    def retired(self, worker: str, end_ms: int) -> str:
+        """Why a receipt crediting `worker` over a window ending at `end_ms` no longer counts;
+        "" when it does."""
+        if worker not in self.owner:
+            return ""
+        household, i = self.owner[worker]
+        at = self.chains[household][i][1]
+        if at is None or end_ms <= at:
+            return ""
+        return (f"its worker key {worker} of household {household} was retired at {at} ms, "
+                f"before its window ended at {end_ms} ms")
+
+
 # ---------------------------------------------------------------- what an export credits
 MJ_PER_WH = 3_600_000
 
 
-def tally(receipts, committed, trusted, audited=None) -> dict:
-    """docs/receipts.md "What an export credits": per worker household, what the valid
-    receipts credit, per submitter, in a verified commitment, and, with a list of trusted
-    submitters, what those vouched for other than the household itself."""
+def tally(receipts, committed, trusted, audited=None, chains=None) -> dict:
+    """docs/receipts.md "What an export credits": per worker household (each key counted under
+    its household by `chains`), what the valid receipts credit, per key, per submitter, in a
+    verified commitment, and, with a list of trusted submitters, what those vouched for other
+    than the household itself."""
+    chains = chains or KeyChains()
+
+    def trusts(key):
+        return trusted is not None and any(k in trusted for k, _ in chains.keys_of(chains.household_of(key)))
+
     households = {}
     for f in receipts:
-        h = households.setdefault(f["worker"], {"n": 0, "credited": 0, "claimed": 0, "by": {},
-                                                "committed": [0, 0], "audited": [0, 0], "trusted": [0, 0]})
+        household = chains.household_of(f["worker"])
+        h = households.get(household)
+        if h is None:
+            h = households[household] = {
+                "n": 0, "credited": 0, "claimed": 0, "by": {}, "committed": [0, 0], "audited": [0, 0],
+                "trusted": [0, 0], "keys": [[k, at, 0, 0] for k, at in chains.keys_of(household)]}
         h["n"] += 1
         h["credited"] += f["credited_mj"]
         h["claimed"] += f["energy_mj"]
-        by = h["by"].setdefault(f["submitter"], [0, 0])
+        for k in h["keys"]:
+            if k[0] == f["worker"]:
+                k[2] += 1
+                k[3] += f["credited_mj"]
+        by = h["by"].setdefault(f["submitter"], [0, 0, chains.household_of(f["submitter"]) == household,
+                                                 trusts(f["submitter"])])
         by[0] += 1
         by[1] += f["credited_mj"]
         if f["id"] in committed:
@@ -463,7 +594,7 @@ def tally(receipts, committed, trusted, audited=None) -> dict:
         if audited is not None and f["id"] in audited:
             h["audited"][0] += 1
             h["audited"][1] += f["credited_mj"]
-        if trusted is not None and f["submitter"] != f["worker"] and f["submitter"] in trusted:
+        if trusted is not None and chains.household_of(f["submitter"]) != household and trusts(f["submitter"]):
             h["trusted"][0] += 1
             h["trusted"][1] += f["credited_mj"]
     return households
@@ -475,9 +606,12 @@ def tally_lines(households, trusted, audited=None) -> list:
     for worker, h in sorted(households.items()):
         lines.append(f"credit of household {worker}: {h['n']} receipts, {h['credited']} mJ credited "
                      f"({h['credited'] // MJ_PER_WH} Wh) of {h['claimed']} mJ claimed")
-        for submitter, (n, credited) in sorted(h["by"].items()):
-            marks = [m for m, yes in (("self-dealt", submitter == worker),
-                                      ("trusted", trusted is not None and submitter in trusted)) if yes]
+        if len(h["keys"]) > 1:
+            for key, at, n, credited in h["keys"]:
+                state = "current" if at is None else f"retired at {at} ms"
+                lines.append(f"  under key {key} ({state}): {n} receipts, {credited} mJ")
+        for submitter, (n, credited, self_dealt, trusts) in sorted(h["by"].items()):
+            marks = [m for m, yes in (("self-dealt", self_dealt), ("trusted", trusts)) if yes]
             marks = f" ({', '.join(marks)})" if marks else ""
             lines.append(f"  countersigned by {submitter}{marks}: {n} receipts, {credited} mJ")
         lines.append(f"  in a verified commitment: {h['committed'][0]} receipts, {h['committed'][1]} mJ")
@@ -504,13 +638,15 @@ def tally_json(households, trusted, receipts: int, valid: int, audited=None) -> 
             "credited_mj": h["credited"],
             "credited_wh": h["credited"] // MJ_PER_WH,
             "claimed_mj": h["claimed"],
+            "keys": [{"key": key, "retired_ms": at, "receipts": n, "credited_mj": credited}
+                     for key, at, n, credited in h["keys"]],
             "by_submitter": [{
                 "submitter": submitter,
-                "self_dealt": submitter == worker,
-                "trusted": trusted is not None and submitter in trusted,
+                "self_dealt": self_dealt,
+                "trusted": trusts,
                 "receipts": n,
                 "credited_mj": credited,
-            } for submitter, (n, credited) in sorted(h["by"].items())],
+            } for submitter, (n, credited, self_dealt, trusts) in sorted(h["by"].items())],
             "committed": pair(h["committed"]),
             "audited": pair(h["audited"]) if audited is not None else None,
             "trusted": pair(h["trusted"]) if trusted is not None else None,
@@ -589,11 +725,13 @@ def _field(kind, value, where):
     return value
 
 
-def check_export(export: dict, trusted=None, audit=None, revoked=None):
+def check_export(export: dict, trusted=None, audit=None, revoked=None, chains=None):
     """docs/receipts.md "Verifying an export", then what it credits (`trusted`: the set of
-    submitter keys the reader trusts, or None; `revoked`: `add_revocations`' map, or None).
+    submitter keys the reader trusts, or None; `revoked`: `add_revocations`' map, or None;
+    `chains`: the households' key chains, `KeyChains`, or None).
     Returns (lines, number of receipts, failures, the credit as JSON)."""
-    lines, bad = [], 0
+    chains = chains or KeyChains()
+    lines, bad = list(chains.notes), 0
     _exact_keys(export, ("format", "receipts"), ("chain", "inclusions"), "export")
     if export["format"] not in EXPORT_FORMATS:
         raise ValueError(f"format {export['format']!r}, expected one of {EXPORT_FORMATS!r}")
@@ -601,7 +739,7 @@ def check_export(export: dict, trusted=None, audit=None, revoked=None):
         raise ValueError(f"inclusions need format {EXPORT_FORMAT!r}")
     if not isinstance(export["receipts"], list):
         raise ValueError("receipts: expected a list")
-    valid, valid_at, slots = [], [], set()
+    valid, valid_at, slots = [], [], {}
     for i, r in enumerate(export["receipts"]):
         try:
             _exact_keys(r, RECEIPT_KEYS, (), f"receipt {i}")
@@ -610,10 +748,14 @@ def check_export(export: dict, trusted=None, audit=None, revoked=None):
             for k, v in readable.items():
                 if fields[k] != v:
                     raise ValueError(f"field {k!r} does not match the canonical bytes")
-            slot = (fields["job"], fields["shard"], fields["worker"])
+            household = chains.household_of(fields["worker"])
+            slot = (fields["job"], fields["shard"], household)
             if slot in slots:
-                raise ValueError("an earlier receipt covers the same job, shard and worker")
-            slots.add(slot)
+                if slots[slot] == fields["worker"]:
+                    raise ValueError("an earlier receipt covers the same job, shard and worker")
+                raise ValueError(f"an earlier receipt covers the same job and shard for household "
+                                 f"{household}, under another of its keys")
+            slots[slot] = fields["worker"]
             valid.append(fields)
             valid_at.append(i)
             lines.append(f"receipt {i}: valid, id {fields['id']}, shard {fields['shard']}, "
@@ -626,7 +768,8 @@ def check_export(export: dict, trusted=None, audit=None, revoked=None):
     if chain is not None:
         try:
             lines.append(check_chain(chain, [bytes.fromhex(r["canonical"]) for r in export["receipts"]
-                                             if isinstance(r, dict) and isinstance(r.get("canonical"), str)]))
+                                             if isinstance(r, dict) and isinstance(r.get("canonical"), str)],
+                                     chains))
         except ValueError as e:
             bad += 1
             lines.append(f"chain: INVALID: {e}")
@@ -640,30 +783,36 @@ def check_export(export: dict, trusted=None, audit=None, revoked=None):
     kept = []
     for i, fields in zip(valid_at, valid):
         why = revocation_check(revoked or {}, fields["submitter"], proven.get(fields["id"]))
+        retired = chains.retired(fields["worker"], fields["end_ms"])
         if why:
             bad += 1
             lines.append(f"receipt {i}: REVOKED: {why}")
+        elif retired:
+            bad += 1
+            lines.append(f"receipt {i}: RETIRED: {retired}")
         else:
             kept.append(fields)
     valid = kept
-    why = conservation(valid)
+    why = conservation(valid, chains)
     if why:
         bad += 1
         lines.append(f"conservation: INVALID: {why}")
-    households = tally(valid, proven, trusted, audited)
+    households = tally(valid, proven, trusted, audited, chains)
     lines += tally_lines(households, trusted, audited)
     credit = tally_json(households, trusted, len(export["receipts"]), len(valid), audited)
     return lines, len(export["receipts"]), bad, credit
 
 
-def conservation(receipts) -> str:
+def conservation(receipts, chains=None) -> str:
     """docs/receipts.md "Conservation": for each household and each interval [a, b] from some
     receipt's start to some receipt's end, the energy claimed by its receipts lying inside
     [a, b] is at most MAX_WATTS x (b - a). None if it holds, else what breaks it (the interval
     with the earliest a, and for it the earliest b)."""
+    chains = chains or KeyChains()
     households = {}
     for f in receipts:
-        households.setdefault(f["worker"], []).append((f["start_ms"], f["end_ms"], f["energy_mj"]))
+        households.setdefault(chains.household_of(f["worker"]), []).append(
+            (f["start_ms"], f["end_ms"], f["energy_mj"]))
     for household, windows in sorted(households.items()):
         broken = overdrawn(windows)
         if broken:
@@ -731,7 +880,8 @@ def overdrawn(windows):
     return found
 
 
-def check_chain(chain: dict, receipts) -> str:
+def check_chain(chain: dict, receipts, chains=None) -> str:
+    chains = chains or KeyChains()
     _exact_keys(chain, ("household", "length", "head", "entries"), (), "chain")
     household = _field("hex32", chain["household"], "chain household")
     length = _field("u64", chain["length"], "chain length")
@@ -745,7 +895,7 @@ def check_chain(chain: dict, receipts) -> str:
             f = decode(r)
         except ValueError:
             continue
-        if f["worker"] == household:
+        if chains.household_of(f["worker"]) == household:
             own.add(f["id"])
     prev, seen = bytes(32), set()
     for n, e in enumerate(chain["entries"]):
@@ -884,6 +1034,48 @@ def self_test() -> list:
             expect(False, f"a revocation edited to {str(edit)[:40]} is refused")
         except ValueError:
             expect(True, f"a revocation edited to {str(edit)[:40]} is refused")
+    # Rotating a key (docs/receipts.md, "Rotating a key"): the example log makes the first
+    # worker one household under two keys; its receipt that ended after its first key was
+    # retired is refused, and the household's lines are the documented ones.
+    events = []
+    add_key_log(events, open(os.path.join(HERE, "key-log-example.json"), encoding="utf-8").read())
+    chains = KeyChains(events)
+    expect(chains.household_of(public_key(bytes([4]) * 32).hex()) == public_key(bytes([1]) * 32).hex()
+           and not chains.notes, "the example key log chains the first worker's key to seed 04's")
+    lines, _, bad, rotated = check_export(export, None, None, None, chains)
+    given = doc.split("print for that household:")[1].split("```text")[1].split("```")[0].strip("\n")
+    expect(bad == 1 and rotated["valid"] == 3 and all(line in lines for line in given.split("\n")),
+           "with the example key log, receipt 2 is retired and the lines are docs/receipts.md's")
+    printed = doc.split("Event #1's 181 bytes:")[1].split("```text")[1].split("```")[0]
+    expect("".join(printed.split()) == events[1]["signed"], "docs/receipts.md prints event #1's bytes")
+    # The export's other worker (seed 03) as the next key: shard 7 twice for one household.
+    def key_event(seq, seed, nxt, issued):
+        body = (b"HKEY\x01" + public_key(bytes([1]) * 32) + struct.pack("<Q", seq)
+                + public_key(bytes([seed]) * 32) + bytes.fromhex(next_digest(public_key(bytes([nxt]) * 32)))
+                + struct.pack("<Q", issued))
+        b = body + sign(bytes([seed]) * 32, KEY_EVENT_DOMAIN + body)
+        return read_key_event({"format": KEY_EVENT_FORMAT, "household": b[5:37].hex(), "seq": seq,
+                               "key": b[45:77].hex(), "next": b[77:109].hex(), "issued_ms": issued,
+                               "signed": b.hex()})
+    twin = KeyChains([key_event(0, 1, 3, 1699999999000), key_event(1, 3, 5, 1700000100000)])
+    lines, _, bad, _ = check_export(export, None, None, None, twin)
+    expect(any(line.startswith("receipt 3: INVALID: an earlier receipt covers the same job and shard")
+               and line.endswith("under another of its keys") for line in lines),
+           "a second receipt for one shard under another key of the household is refused")
+    # A second event #0 freezes the chain at the first key; an event whose key was not
+    # committed to is not followed.
+    frozen = KeyChains(events + [key_event(0, 1, 3, 1699999999001)])
+    expect(frozen.keys_of(events[0]["household"]) == [[events[0]["household"], None]]
+           and "two different events #0" in frozen.notes[0], "two events #0 stop the chain at the first key")
+    stray = KeyChains([events[0], key_event(1, 3, 5, 1700000100000)])
+    expect(len(stray.keys_of(events[0]["household"])) == 1, "an event by a key not committed to is not followed")
+    for edit in ({"seq": 2}, {"issued_ms": True}, {"signed": events[1]["signed"][:-2] + "00"},
+                 {"format": "hearth-key-event/2"}, {"key": events[0]["key"]}):
+        try:
+            add_key_log([], json.dumps({**events[1], **edit}))
+            expect(False, f"a key event edited to {str(edit)[:40]} is refused")
+        except ValueError:
+            expect(True, f"a key event edited to {str(edit)[:40]} is refused")
 
     for text in ("ab" * 31, "ab" * 32 + " x", "0x" + "ab" * 31):
         try:
@@ -1027,13 +1219,13 @@ def main() -> int:
         failures = self_test()
         print(f"{len(failures)} failures")
         return 1 if failures else 0
-    args, trusted, audit, revoked, files = [], None, None, {}, []
+    args, trusted, audit, revoked, events = [], None, None, {}, []
     rest = sys.argv[1:]
     as_json = "--json" in rest
     rest = [a for a in rest if a != "--json"]
     while rest:
         a = rest.pop(0)
-        if a in ("--trusted", "--audit", "--revoked") and rest:
+        if a in ("--trusted", "--audit", "--revoked", "--keys") and rest:
             path = rest.pop(0)
             try:
                 with open(path, encoding="utf-8") as f:
@@ -1042,6 +1234,8 @@ def main() -> int:
                     trusted = parse_trusted(text)
                 elif a == "--revoked":
                     add_revocations(revoked, text)
+                elif a == "--keys":
+                    add_key_log(events, text)
                 else:
                     audit = {} if audit is None else audit
                     add_audit_log(audit, text, revoked)
@@ -1054,7 +1248,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        lines, n, bad, credit = check_export(load_export(args[0]), trusted, audit, revoked)
+        lines, n, bad, credit = check_export(load_export(args[0]), trusted, audit, revoked, KeyChains(events))
     except (ValueError, OSError) as e:
         print(f"{args[0]}: {e}", file=sys.stderr)
         return 1

@@ -306,12 +306,23 @@ impl Identity {
     /// Writes the key to `data_dir/identity.key` with mode 0600. Refuses to replace an existing
     /// key unless `force`.
     pub fn save(&self, data_dir: &Path, force: bool) -> Result<PathBuf, IdentityError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| IdentityError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let path = Identity::path(data_dir);
+        self.save_file(&path, force)?;
+        Ok(path)
+    }
+
+    /// Writes the key, in the key file's form, to `path` with mode 0600 and `fsync`s it (a
+    /// household's next key, `hearth key`). Refuses to replace an existing file unless `force`.
+    pub fn save_file(&self, path: &Path, force: bool) -> Result<(), IdentityError> {
+        let path = path.to_path_buf();
         let io = |source| IdentityError::Io {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true);
         if force {
@@ -345,12 +356,18 @@ impl Identity {
         );
         file.write_all(text.as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(path)
+        Ok(())
     }
 
     /// Reads `data_dir/identity.key`. A malformed file is reported with its line number.
     pub fn load(data_dir: &Path) -> Result<Identity, IdentityError> {
-        let path = Identity::path(data_dir);
+        Identity::load_file(&Identity::path(data_dir))
+    }
+
+    /// Reads a key file at any path (a household's next key, `hearth key rotate`), with the
+    /// checks of [`Identity::load`].
+    pub fn load_file(path: &Path) -> Result<Identity, IdentityError> {
+        let path = path.to_path_buf();
         let text = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
             path: path.clone(),
             source,

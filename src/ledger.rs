@@ -183,11 +183,50 @@ pub struct Ledger {
     /// The trees of this node's own commitments: coordinator key ‖ seq → every node of the
     /// tree, 32 bytes each (`model::commit::path_in`), written once by the seal.
     trees: sled::Tree,
-    own: PublicKey,
+    own: Own,
     kv: crate::kv::Kv,
     /// Held by every read-decide-write of the ledger's trees (insert, sealing a commitment),
     /// which sled's transactions used to isolate (`kv`'s header says why they are gone).
     write: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+/// This node's household: the key its credit goes under (the first key of its chain,
+/// `model::rotate`) and every key of that chain, first to current. Receipts crediting any of
+/// them are its own: on its hash chain, in its index, in its totals. A household that never
+/// rotated is just its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Own {
+    pub household: PublicKey,
+    pub keys: Vec<PublicKey>,
+}
+
+impl Own {
+    /// A household's keys, first to current (`keys::own_keys`).
+    pub fn chain(keys: Vec<PublicKey>) -> Own {
+        Own {
+            household: keys[0],
+            keys,
+        }
+    }
+
+    /// Whether `key` is one of the household's.
+    pub fn holds(&self, key: &PublicKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// The key the household signs with now.
+    pub fn current(&self) -> PublicKey {
+        self.keys[self.keys.len() - 1]
+    }
+}
+
+impl From<PublicKey> for Own {
+    fn from(key: PublicKey) -> Own {
+        Own {
+            household: key,
+            keys: vec![key],
+        }
+    }
 }
 
 /// The key of an own receipt in `own_by_end`: window end (u64 BE) ‖ id.
@@ -279,9 +318,11 @@ struct Staged {
 }
 
 impl Ledger {
-    /// Opens the ledger in a shared sled database. `own` is this node's household, whose
-    /// receipts go on the hash chain.
-    pub fn open(db: &sled::Db, own: PublicKey) -> Result<Ledger, LedgerError> {
+    /// Opens the ledger in a shared sled database. `own` is this node's household (its key, or
+    /// every key of its chain), whose receipts go on the hash chain.
+    pub fn open(db: &sled::Db, own: impl Into<Own>) -> Result<Ledger, LedgerError> {
+        let own = own.into();
+        assert!(!own.keys.is_empty(), "a household has at least one key");
         let ledger = Ledger {
             receipts: db.open_tree("ledger/v2/receipts")?,
             slots: db.open_tree("ledger/v2/slots")?,
@@ -311,7 +352,7 @@ impl Ledger {
             let (_, v) = item?;
             // A receipt that does not decode is `hearth doctor`'s to report; not indexed.
             match Receipt::from_bytes(&v) {
-                Ok(r) if r.record.worker == self.own => {
+                Ok(r) if self.own.holds(&r.record.worker) => {
                     self.own_by_end
                         .insert(own_key(&r), &r.terms.credited_mj.to_le_bytes())?;
                 }
@@ -387,7 +428,7 @@ impl Ledger {
         let id = receipt.id();
         let slot = slot_key(receipt);
         let worker = receipt.record.worker;
-        let on_chain = worker == self.own;
+        let on_chain = self.own.holds(&worker);
         let corrupt = |what: &str| LedgerError::Corrupt(what.to_string());
         // The receipt's inclusion proof (and the commitment it points into) is written in the
         // same batch: a kill can never leave one without the other.
@@ -539,7 +580,7 @@ impl Ledger {
             Receipt::from_bytes(v)
                 .map_err(|e| LedgerError::Corrupt(format!("receipt {}: {e}", hex::encode(k))))
         };
-        if household.is_none_or(|h| *h != self.own) {
+        if household.is_none_or(|h| !self.own.holds(h)) {
             let mut out = Vec::new();
             for item in self.receipts.iter() {
                 let (k, v) = item?;
@@ -632,12 +673,28 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Totals of the receipts crediting `household`: for this node's own, those of every key
+    /// of its chain, added up.
     pub fn totals_of(&self, household: &PublicKey) -> Result<Totals, LedgerError> {
-        Ok(match self.totals.get(household.0)? {
-            Some(v) => {
-                Totals::from_bytes(&v).ok_or_else(|| LedgerError::Corrupt("totals".into()))?
-            }
-            None => Totals::default(),
+        let one = |key: &PublicKey| -> Result<Totals, LedgerError> {
+            Ok(match self.totals.get(key.0)? {
+                Some(v) => {
+                    Totals::from_bytes(&v).ok_or_else(|| LedgerError::Corrupt("totals".into()))?
+                }
+                None => Totals::default(),
+            })
+        };
+        if !self.own.holds(household) {
+            return one(household);
+        }
+        self.own.keys.iter().try_fold(Totals::default(), |sum, key| {
+            let t = one(key)?;
+            Ok(Totals {
+                receipts: sum.receipts.saturating_add(t.receipts),
+                fuel: sum.fuel.saturating_add(t.fuel),
+                credited_mj: sum.credited_mj.saturating_add(t.credited_mj),
+                claimed_mj: sum.claimed_mj.saturating_add(t.claimed_mj),
+            })
         })
     }
 
@@ -645,7 +702,7 @@ impl Ledger {
     /// ended at or after `since_ms` (ms since the Unix epoch), in mJ.
     /// This household's through its index; another's by decoding every receipt.
     pub fn credited_since(&self, household: &PublicKey, since_ms: u64) -> Result<u64, LedgerError> {
-        if *household == self.own {
+        if self.own.holds(household) {
             return self
                 .own_since(since_ms)
                 .try_fold(0u64, |sum, w| Ok(sum.saturating_add(w?.credited_mj)));
@@ -783,7 +840,7 @@ impl Ledger {
                 id.copy_from_slice(&v[..32]);
                 if chain_link(&prev, &blake3::Hash::from_bytes(id)) != v[32..] {
                     Some("does not link to the entry before it".to_string())
-                } else if by_id.get(&id).is_none_or(|r| r.record.worker != self.own) {
+                } else if by_id.get(&id).is_none_or(|r| !self.own.holds(&r.record.worker)) {
                     Some(format!(
                         "names receipt {} that is missing, unreadable or not this household's",
                         hex::encode(id)
@@ -820,7 +877,7 @@ impl Ledger {
         }
         let unchained = good
             .iter()
-            .filter(|r| r.record.worker == self.own && !chained.contains(r.id().as_bytes()))
+            .filter(|r| self.own.holds(&r.record.worker) && !chained.contains(r.id().as_bytes()))
             .count() as u64;
         if unchained > 0 && !broken {
             damage.push(LedgerDamage::Unchained { count: unchained });
@@ -845,7 +902,7 @@ impl Ledger {
 
         // The index of own receipts by time.
         let mut wrong_own = 0u64;
-        for r in good.iter().filter(|r| r.record.worker == self.own) {
+        for r in good.iter().filter(|r| self.own.holds(&r.record.worker)) {
             if self.own_by_end.get(own_key(r))?.as_deref()
                 != Some(r.terms.credited_mj.to_le_bytes().as_slice())
             {
@@ -860,7 +917,7 @@ impl Ledger {
             let named = <[u8; 32]>::try_from(k.get(8..).unwrap_or_default())
                 .ok()
                 .and_then(|id| by_id.get(&id));
-            if named.is_none_or(|r| r.record.worker != self.own || own_key(r) != k.as_ref()) {
+            if named.is_none_or(|r| !self.own.holds(&r.record.worker) || own_key(r) != k.as_ref()) {
                 wrong_own += 1;
             }
         }
@@ -952,7 +1009,7 @@ impl Ledger {
         }
         let mut missing: Vec<&Receipt> = good
             .iter()
-            .filter(|r| r.record.worker == self.own && !chained.contains(&r.id()))
+            .filter(|r| self.own.holds(&r.record.worker) && !chained.contains(&r.id()))
             .collect();
         missing.sort_by_key(|r| (r.record.end_ms, *r.id().as_bytes()));
         let mut seq = keep;
@@ -986,11 +1043,11 @@ impl Ledger {
             }
         }
         inclusions.sort_by(|a, b| a.receipt.cmp(&b.receipt));
-        let chain = if household.is_none_or(|h| *h == self.own) {
+        let chain = if household.is_none_or(|h| self.own.holds(h)) {
             let entries = self.chain_entries()?;
             let head = entries.last().map_or([0u8; 32], |(_, e)| *e);
             Some(ChainJson {
-                household: self.own.to_hex(),
+                household: self.own.household.to_hex(),
                 length: entries.len() as u64,
                 head: hex::encode(head),
                 entries: entries

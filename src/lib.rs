@@ -18,7 +18,7 @@
 //!                       (reputation; fraud evidence, re-run before it excludes anyone)
 //! net        ledger     net moves bytes between peers; ledger keeps receipts in sled
 //! model                 manifests, receipts, wire messages: pure data, canonical bytes
-//! exec kernels store heat identity config   leaves: no knowledge of the network
+//! exec kernels store heat identity keys config   leaves: no knowledge of the network
 //! ```
 //!
 //! `docs/architecture.md` argues the layering and the choice of crates.
@@ -53,6 +53,8 @@ pub mod homeassistant;
 pub mod identity;
 #[cfg(feature = "node")]
 pub mod impact;
+#[cfg(feature = "node")]
+pub mod keys;
 #[cfg(feature = "node")]
 pub mod integrity;
 #[cfg(feature = "node")]

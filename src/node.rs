@@ -102,6 +102,8 @@ pub enum NodeError {
     ApiNotLoopback { addr: SocketAddr },
     #[error("API token: {0}")]
     ApiToken(#[from] crate::api::auth::TokenError),
+    #[error("key log: {0:#}")]
+    KeyLog(anyhow::Error),
     #[error("local API on {addr}: {source}")]
     Api {
         addr: SocketAddr,
@@ -464,7 +466,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let store = Store::with_files(&db, &blob_dir(&opts.data_dir))?;
     store.set_quota(opts.config.limits.store_quota());
     store.set_disk_floor(opts.config.limits.disk_floor());
-    let ledger = Ledger::open(&db, identity.public())?;
+    // The household's keys, first to current (`hearth key`): receipts crediting any of them
+    // are its own.
+    let own = crate::keys::own_keys(&opts.data_dir, &identity).map_err(NodeError::KeyLog)?;
+    let ledger = Ledger::open(&db, crate::ledger::Own::chain(own))?;
     // Before anything is served: a damaged database stops the start (docs/storage.md).
     crate::integrity::ensure_intact(&opts.data_dir, &db, &ledger).await?;
     let config = &opts.config;

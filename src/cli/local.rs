@@ -11,9 +11,10 @@ use crate::exec::Executor;
 use crate::identity::{Identity, PublicKey};
 use crate::jobs::build::{build, JobSpec};
 use crate::jobs::local::run_local as run_jobs_locally;
-use crate::model::conservation::check_conservation;
+use crate::model::conservation::check_conservation_by;
 use crate::model::receipt::{verify_batch, Receipt, ReceiptExport};
 use crate::model::revoke::{Revocation, Revocations};
+use crate::model::rotate::{self, KeyChains};
 use crate::model::tally;
 use crate::model::{parse_hash, JobManifest};
 use crate::node::{self, NodeOptions};
@@ -124,7 +125,8 @@ pub async fn doctor(
         }
         other => other?,
     };
-    let ledger = crate::ledger::Ledger::open(&db, identity.public())?;
+    let own = crate::keys::own_keys(data_dir, &identity)?;
+    let ledger = crate::ledger::Ledger::open(&db, crate::ledger::Own::chain(own))?;
     let persist = crate::jobs::coordinator::persist::Persist::open(&db)?;
     let report = integrity::check(data_dir, &ledger, &persist)?;
     let now = &report.now;
@@ -318,8 +320,18 @@ pub fn receipts_verify(
     trusted: Option<&Path>,
     audit: &[PathBuf],
     revoked: &[PathBuf],
+    keys: &[PathBuf],
     json: bool,
 ) -> anyhow::Result<()> {
+    let mut events = Vec::new();
+    for path in keys {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading a key log from {}", path.display()))?;
+        events.extend(
+            rotate::parse_log(&text).map_err(|e| anyhow!("key log {}: {e}", path.display()))?,
+        );
+    }
+    let chains = KeyChains::build(&events);
     let mut revocations = Revocations::default();
     for path in revoked {
         let text = std::fs::read_to_string(path)
@@ -352,7 +364,13 @@ pub fn receipts_verify(
         None => None,
     };
     let export = super::export::read_export(file)?;
-    let report = check_export(&export, trusted.as_ref(), audit.as_ref(), &revocations);
+    let report = check_export(
+        &export,
+        trusted.as_ref(),
+        audit.as_ref(),
+        &revocations,
+        &chains,
+    );
     // Lines for a person: on stdout, or beside the JSON on stderr.
     let say = |line: &str| {
         if json {
@@ -361,7 +379,7 @@ pub fn receipts_verify(
             println!("{line}");
         }
     };
-    for line in &report.problems {
+    for line in chains.notes.iter().chain(&report.problems) {
         say(line);
     }
     if let Some((household, length)) = &report.chain {
@@ -402,15 +420,89 @@ pub fn receipts_verify(
     Ok(())
 }
 
+/// `hearth key`: the household's key log and rotation (`crate::keys`).
+pub fn key(data_dir: &Path, command: &super::KeyCommand) -> anyhow::Result<()> {
+    use super::KeyCommand;
+    let log_text = |data_dir: &Path| -> anyhow::Result<String> {
+        let list: Vec<serde_json::Value> = crate::keys::load_log(data_dir)?
+            .iter()
+            .map(crate::model::rotate::KeyEvent::to_json)
+            .collect();
+        Ok(serde_json::to_string_pretty(&list)? + "\n")
+    };
+    match command {
+        KeyCommand::Prerotate { next } => {
+            let e = crate::keys::prerotate(data_dir, next, crate::model::now_ms())?;
+            eprintln!(
+                "key log of household {} started: its next key is fixed and written to {}.\n\
+                 Keep that file offline: it alone can take this household's credit over from \
+                 the current key (`hearth key rotate --next {}`).",
+                e.household.to_hex(),
+                next.display(),
+                next.display()
+            );
+        }
+        KeyCommand::Rotate {
+            next,
+            new_next,
+            force,
+        } => {
+            // The node must be stopped: it holds the database, and would go on signing with the
+            // retired key until restarted.
+            let db = crate::node::open_db(data_dir).context(
+                "the node must be stopped before its key is rotated (its database is in use?)",
+            )?;
+            let identity = Identity::load(data_dir)?;
+            let ledger = crate::ledger::Ledger::open(&db, identity.public())?;
+            let (jobs, undelivered) = crate::jobs::coordinator::under_way(&db)?;
+            let unsealed = ledger.pending_count();
+            if (jobs > 0 || undelivered > 0 || unsealed > 0) && !force {
+                bail!(
+                    "this node still coordinates under its current key: {jobs} running jobs, \
+                     {undelivered} receipts not yet confirmed by their workers, {unsealed} not \
+                     yet sealed into a commitment. Workers take a receipt only from the key that \
+                     countersigned it: let the node finish them and rotate then, or rotate now \
+                     with --force and those receipts never reach their workers from this node"
+                );
+            }
+            drop((ledger, db));
+            let e = crate::keys::rotate(data_dir, next, new_next, crate::model::now_ms())?;
+            eprintln!(
+                "household {} now signs with key {} (event #{}); the key before it is retired \
+                 (kept in {}). The next key is fixed and written to {}: keep it offline. Hand \
+                 `hearth key log` with your receipts to whoever verifies them.",
+                e.household.to_hex(),
+                e.key.to_hex(),
+                e.seq,
+                data_dir.join(crate::keys::RETIRED_DIR).display(),
+                new_next.display()
+            );
+        }
+        KeyCommand::Log { output } => {
+            let text = log_text(data_dir)?;
+            match output {
+                Some(path) => std::fs::write(path, &text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `hearth receipts revoke --keep N`: signs, with this household's key, the statement that of
 /// its commitments only those numbered below `keep` are its own (`model::revoke`), and writes
 /// it in its JSON form, which it returns.
 pub fn receipts_revoke(
     data_dir: &Path,
+    key: Option<&Path>,
     keep: u64,
     output: Option<&Path>,
 ) -> anyhow::Result<serde_json::Value> {
-    let identity = Identity::load(data_dir)?;
+    let identity = match key {
+        Some(path) => Identity::load_file(path)?,
+        None => Identity::load(data_dir)?,
+    };
     let statement = Revocation::sign(&identity, keep, crate::model::now_ms()).to_json();
     let text = serde_json::to_string_pretty(&statement)? + "\n";
     match output {
@@ -448,12 +540,14 @@ struct ExportReport {
 /// Every receipt decodes and its readable fields match; physics, terms and both signatures
 /// hold; no later receipt repeats an earlier one's (job, shard, worker); and the chain, if the
 /// export carries one, checks out against the receipts. Then what the receipts that passed
-/// credit, `trusted` the submitters the reader trusts.
+/// credit, `trusted` the submitters the reader trusts, each key counted under its household
+/// by `chains` (`model::rotate`).
 fn check_export(
     export: &ReceiptExport,
     trusted: Option<&BTreeSet<PublicKey>>,
     audit: Option<&tally::AuditLogs>,
     revoked: &Revocations,
+    chains: &KeyChains,
 ) -> ExportReport {
     let mut report = ExportReport {
         bad: 0,
@@ -479,23 +573,35 @@ fn check_export(
     }
     let list: Vec<_> = decoded.iter().map(|(_, r)| r.clone()).collect();
     let checks = verify_batch(&list);
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashMap::new();
     let mut passed = Vec::new();
     for ((i, r), check) in decoded.iter().zip(checks.iter()) {
         let id = r.id().to_hex();
+        let worker = r.record.worker;
+        let household = chains.household_of(&worker);
         if let Err(e) = check {
             report.bad += 1;
             report
                 .problems
                 .push(format!("receipt {i} ({id}): INVALID: {e}"));
-        } else if !seen.insert((r.record.job, r.record.shard, r.record.worker)) {
-            // The first receipt for a (job, shard, worker) in file order stands; every later
-            // one is refused, as a ledger refuses a replay or a conflict.
+        } else if let Some(earlier) = seen.get(&(r.record.job, r.record.shard, household)) {
+            // The first receipt for a (job, shard, worker household) in file order stands;
+            // every later one is refused, as a ledger refuses a replay or a conflict. Under
+            // another key of the same household it is one household replicating itself.
             report.bad += 1;
-            report.problems.push(format!(
-                "receipt {i} ({id}): INVALID: an earlier receipt covers the same job, shard and worker"
-            ));
+            let why = if *earlier == worker {
+                "an earlier receipt covers the same job, shard and worker".to_string()
+            } else {
+                format!(
+                    "an earlier receipt covers the same job and shard for household {}, under another of its keys",
+                    household.to_hex()
+                )
+            };
+            report
+                .problems
+                .push(format!("receipt {i} ({id}): INVALID: {why}"));
         } else {
+            seen.insert((r.record.job, r.record.shard, household), worker);
             passed.push((*i, r.clone()));
         }
     }
@@ -536,28 +642,38 @@ fn check_export(
         .into_iter()
         .filter_map(|(i, r)| {
             let id = r.id();
-            match revoked.check(&r.record.submitter, seq_of.get(&id).copied()) {
+            // Rotations (docs/receipts.md, "Rotating a key"): a retired key's receipts count
+            // only for windows that ended by its retirement.
+            let verdict = revoked
+                .check(&r.record.submitter, seq_of.get(&id).copied())
+                .map_err(|why| format!("REVOKED: {why}"))
+                .and_then(|()| {
+                    chains
+                        .check(&r.record.worker, r.record.end_ms)
+                        .map_err(|why| format!("RETIRED: {why}"))
+                });
+            match verdict {
                 Ok(()) => Some(r),
                 Err(why) => {
                     report.bad += 1;
                     report
                         .problems
-                        .push(format!("receipt {i} ({}): REVOKED: {why}", id.to_hex()));
+                        .push(format!("receipt {i} ({}): {why}", id.to_hex()));
                     None
                 }
             }
         })
         .collect();
-    // Conservation across the receipts that passed: a household's overlapping receipts never
-    // claim more than one circuit delivers.
-    if let Err(e) = check_conservation(&passed) {
+    // Conservation across the receipts that passed: a household's overlapping receipts, under
+    // all of its keys, never claim more than one circuit delivers.
+    if let Err(e) = check_conservation_by(&passed, &|key| chains.household_of(key)) {
         report.problems.push(format!("conservation: INVALID: {e}"));
     }
-    let households = tally::tally(&passed, &proven, audit.map(|_| &audited), trusted);
-    report.credit = tally::lines(&households, trusted);
-    report.credit_json = tally::json(&households, trusted, export.receipts.len(), passed.len());
+    let households = tally::tally(&passed, chains, &proven, audit.map(|_| &audited), trusted);
+    report.credit = tally::lines(&households);
+    report.credit_json = tally::json(&households, export.receipts.len(), passed.len());
     if let Some(chain) = &export.chain {
-        match chain.verify(&list) {
+        match chain.verify(&list, chains) {
             Ok(household) => report.chain = Some((household.to_hex(), chain.entries.len())),
             Err(e) => {
                 report.chain_ok = false;
@@ -608,6 +724,7 @@ mod tests {
             Some(&[submitter].into()),
             Some(&audit),
             &Revocations::default(),
+            &KeyChains::default(),
         );
         assert!(report.problems.is_empty() && report.bad == 0);
         let given: Vec<&str> = block_after("prints, for the example export", "```text")
@@ -617,6 +734,61 @@ mod tests {
         let given: serde_json::Value =
             serde_json::from_str(block_after("**As JSON.**", "```json")).unwrap();
         assert_eq!(report.credit_json, given);
+    }
+
+    /// Rotations (docs/receipts.md, "Rotating a key"): with the documented key log the example's
+    /// first worker is one household under two keys; its receipt whose window ended after its
+    /// first key was retired is refused with the documented line, and the rest are tallied as
+    /// documented. A log that makes the export's other worker (seed 03) the household's next
+    /// key makes the two replicas of shard 7 one household's: the second is refused.
+    #[test]
+    fn a_rotated_households_receipts_are_one_households_and_a_retired_keys_late_ones_count_for_nothing(
+    ) {
+        use crate::model::rotate::{parse_log, KeyEvent};
+        let export = example_export();
+        let chains = KeyChains::build(
+            &parse_log(include_str!("../../docs/key-log-example.json")).unwrap(),
+        );
+        let report = check_export(&export, None, None, &Revocations::default(), &chains);
+        assert_eq!(report.bad, 1);
+        let given = block_after("print for that household:", "```text");
+        let mut lines = given.lines();
+        let retired = lines.next().unwrap().replacen(
+            "receipt 2:",
+            &format!("receipt 2 ({}):", export.receipts[2].id),
+            1,
+        );
+        assert_eq!(report.problems, vec![retired]);
+        let credit: Vec<&str> = lines.collect();
+        assert_eq!(report.credit[..credit.len()], credit[..]);
+        assert_eq!(report.chain_ok, true);
+        // Without the log the same receipts are two households' and all count.
+        let plain = check_export(
+            &export,
+            None,
+            None,
+            &Revocations::default(),
+            &KeyChains::default(),
+        );
+        assert_eq!((plain.bad, plain.problems.len()), (0, 0));
+        // Seed 03 as the next key: one household replicated shard 7 under two keys.
+        let seed = |i: u8| Identity::from_seed([i; 32]);
+        let h = seed(1).public();
+        let chains = KeyChains::build(&[
+            KeyEvent::sign(h, 0, &seed(1), &seed(3).public(), 1_699_999_999_000),
+            KeyEvent::sign(h, 1, &seed(3), &seed(5).public(), 1_700_000_100_000),
+        ]);
+        let report = check_export(&export, None, None, &Revocations::default(), &chains);
+        assert_eq!(report.bad, 1, "{:?}", report.problems);
+        assert!(
+            report.problems[0].ends_with(&format!(
+                "INVALID: an earlier receipt covers the same job and shard for household {}, under another of its keys",
+                h.to_hex()
+            )),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(report.credit_json["households"].as_array().unwrap().len(), 1);
     }
 
     /// Revocations (docs/receipts.md, "Revoking a key"): the documented statement keeps the
@@ -629,7 +801,7 @@ mod tests {
         revoked
             .add_json(include_str!("../../docs/revocation-example.json"))
             .unwrap();
-        let kept = check_export(&export, None, None, &revoked);
+        let kept = check_export(&export, None, None, &revoked, &KeyChains::default());
         assert!(
             kept.problems.is_empty() && kept.bad == 0,
             "{:?}",
@@ -638,7 +810,7 @@ mod tests {
         assert_eq!(kept.credit_json["valid"], 4);
         let submitter = Identity::from_seed([2; 32]);
         revoked.add(&Revocation::sign(&submitter, 0, 1_700_000_200_000));
-        let voided = check_export(&export, None, None, &revoked);
+        let voided = check_export(&export, None, None, &revoked, &KeyChains::default());
         assert_eq!(voided.bad, 4);
         assert_eq!(voided.credit_json["valid"], 0);
         assert!(voided.credit.is_empty(), "{:?}", voided.credit);

@@ -153,6 +153,9 @@ pub enum Command {
     },
     /// Heat-work receipts.
     Receipts(ReceiptsArgs),
+    /// The household's key log and key rotation (docs/receipts.md, "Rotating a key").
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// The room: status, setpoint, boost, off, and a simulated winter day.
     Heat(heat::HeatArgs),
     /// What the receipts say hearth saved: energy, heat into homes, data-centre energy and
@@ -387,6 +390,42 @@ pub struct ReceiptsArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Start the household's key log while its key is safe: fix the next key now. The next
+    /// key is written to FILE: keep it offline (a USB stick in a drawer, a printout); it is the
+    /// only key that can take the household's credit over from the current one, so a thief of
+    /// the current key cannot.
+    Prerotate {
+        /// Where to write the next key (never over an existing file).
+        #[arg(long, value_name = "FILE")]
+        next: PathBuf,
+    },
+    /// Rotate to the next key, after a theft or to retire a machine (the node must be
+    /// stopped): the next key becomes the household's, the current one is retired (kept in
+    /// DATA_DIR/retired-keys/) and a fresh next key is fixed. Receipts under the retired key
+    /// keep counting for work that ended before now; after it, they count for nothing.
+    Rotate {
+        /// The next key, as `hearth key prerotate` (or the last rotation) wrote it.
+        #[arg(long, value_name = "FILE")]
+        next: PathBuf,
+        /// Where to write the fresh next key (never over an existing file): keep it offline.
+        #[arg(long, value_name = "FILE")]
+        new_next: PathBuf,
+        /// Rotate even though this node still coordinates jobs under the current key (their
+        /// undelivered receipts then never reach their workers from this node).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the household's key log: hand it with a receipts export to whoever verifies it
+    /// (`hearth receipts verify --keys FILE`).
+    Log {
+        /// Write the log to this file (standard output without it).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ReceiptsCommand {
     /// Write receipts in the JSON export format.
     Export {
@@ -416,6 +455,11 @@ pub enum ReceiptsCommand {
         /// commitments it still vouches for.
         #[arg(long, value_name = "FILE")]
         revoked: Vec<PathBuf>,
+        /// A household's key log (`hearth key log`), repeatable: receipts crediting any key
+        /// of its chain are its own, and a retired key's count only for work that ended by
+        /// its retirement (docs/receipts.md, "Rotating a key").
+        #[arg(long, value_name = "FILE")]
+        keys: Vec<PathBuf>,
         /// Print the credit as one JSON object on stdout (docs/receipts.md); the checks'
         /// lines go to stderr.
         #[arg(long)]
@@ -437,6 +481,11 @@ pub enum ReceiptsCommand {
         /// no more work from the key, auditors (bootstrap nodes) log it for the verifiers.
         #[arg(long)]
         publish: bool,
+        /// Sign with this key file instead of the household's current key: a key retired by
+        /// `hearth key rotate` (DATA_DIR/retired-keys/KEY.key), which alone can revoke what it
+        /// countersigned.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
     },
 }
 
@@ -641,14 +690,17 @@ pub fn main() -> anyhow::Result<()> {
                 trusted,
                 audit,
                 revoked,
+                keys,
                 json,
-            }) => local::receipts_verify(file, trusted.as_deref(), audit, revoked, *json),
+            }) => local::receipts_verify(file, trusted.as_deref(), audit, revoked, keys, *json),
             Some(ReceiptsCommand::Revoke {
                 keep,
                 output,
                 publish,
+                key,
             }) => {
-                let statement = local::receipts_revoke(&data_dir, *keep, output.as_deref())?;
+                let statement =
+                    local::receipts_revoke(&data_dir, key.as_deref(), *keep, output.as_deref())?;
                 if *publish {
                     let _: serde_json::Value = runtime
                         .block_on(api()?.post_json("/v1/revocations", &statement))
@@ -674,6 +726,7 @@ pub fn main() -> anyhow::Result<()> {
                 args.household.as_deref(),
             )),
         },
+        Command::Key(command) => local::key(&data_dir, command),
         Command::Heat(args) => {
             let config = Config::load(&data_dir, &config::process_env, &Overrides::default())?;
             // Offline: needs no node and no API token.

@@ -31,7 +31,8 @@ pub(crate) async fn load_receipts(
             let identity = Identity::load(data_dir)
                 .context("no node answers and this data directory has no household key")?;
             let db = crate::node::open_db(data_dir)?;
-            let ledger = Ledger::open(&db, identity.public())?;
+            let own = crate::keys::own_keys(data_dir, &identity)?;
+            let ledger = Ledger::open(&db, crate::ledger::Own::chain(own))?;
             let filter = household
                 .map(PublicKey::from_hex)
                 .transpose()

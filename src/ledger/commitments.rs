@@ -374,7 +374,7 @@ impl Ledger {
             };
             // A receipt that does not decode is the receipt check's to report and remove.
             if let Ok(Some(r)) = self.get(&blake3::Hash::from_bytes(id)) {
-                if r.record.submitter == self.own {
+                if r.record.submitter == self.own.current() {
                     self.pending.insert(&key, &r.record.end_ms.to_be_bytes())?;
                 }
             }

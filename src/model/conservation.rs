@@ -23,12 +23,22 @@ pub struct ConservationError {
 /// shards. Only intervals from some receipt's start to some receipt's end can be tight, so
 /// those are the ones checked ([`overdrawn`]: O(n log n) per household).
 pub fn check_conservation(receipts: &[Receipt]) -> Result<(), ConservationError> {
+    check_conservation_by(receipts, &|key| *key)
+}
+
+/// [`check_conservation`] with each worker key counted under its household
+/// (`model::rotate::KeyChains::household_of`): a household that rotated its key draws from one
+/// circuit under all of its keys.
+pub fn check_conservation_by(
+    receipts: &[Receipt],
+    household_of: &dyn Fn(&PublicKey) -> PublicKey,
+) -> Result<(), ConservationError> {
     let mut by_household: std::collections::BTreeMap<PublicKey, Vec<(u64, u64, u64)>> =
         Default::default();
     for r in receipts {
         let rec = &r.record;
         by_household
-            .entry(rec.worker)
+            .entry(household_of(&rec.worker))
             .or_default()
             .push((rec.start_ms, rec.end_ms, rec.energy_mj));
     }

@@ -275,10 +275,14 @@ impl ReceiptJson {
 
 impl ChainJson {
     /// Checks the chain against the receipts of the same export: every link, the length and
-    /// the head; every entry names a receipt of the export crediting `household`, once; and
-    /// every receipt of the export crediting `household` is on the chain. Returns the
-    /// household.
-    pub fn verify(&self, receipts: &[Receipt]) -> Result<PublicKey, String> {
+    /// the head; every entry names a receipt of the export crediting `household` (under any
+    /// key of its chain, `chains`: `model::rotate`), once; and every receipt of the export
+    /// crediting `household` is on the chain. Returns the household.
+    pub fn verify(
+        &self,
+        receipts: &[Receipt],
+        chains: &super::rotate::KeyChains,
+    ) -> Result<PublicKey, String> {
         let household = PublicKey(hash32("chain household", &self.household)?);
         if self.length != self.entries.len() as u64 {
             return Err(format!(
@@ -289,7 +293,7 @@ impl ChainJson {
         }
         let own: std::collections::HashSet<blake3::Hash> = receipts
             .iter()
-            .filter(|r| r.record.worker == household)
+            .filter(|r| chains.household_of(&r.record.worker) == household)
             .map(Receipt::id)
             .collect();
         let mut seen = std::collections::HashSet::new();
@@ -302,7 +306,8 @@ impl ChainJson {
             }
             if !own.contains(&id) {
                 return Err(format!(
-                    "chain entry {n} names receipt {} that this export does not hold for household {}",
+                    "chain entry {n} names receipt {} that this export does not hold for household {} \
+                     (one of its keys after a rotation? give its key log with --keys)",
                     e.id, self.household
                 ));
             }

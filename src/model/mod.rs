@@ -13,6 +13,7 @@ pub mod power;
 pub mod receipt;
 pub mod refusal;
 pub mod revoke;
+pub mod rotate;
 pub mod tally;
 pub mod wire;
 

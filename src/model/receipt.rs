@@ -1035,7 +1035,7 @@ pub(crate) mod vector {
             .collect();
         assert!(verify_batch(&receipts).iter().all(Result::is_ok));
         let chain = back.chain.as_ref().unwrap();
-        assert_eq!(chain.verify(&receipts).unwrap(), worker().public());
+        assert_eq!(chain.verify(&receipts, &Default::default()).unwrap(), worker().public());
         assert_eq!(back.inclusions.len(), receipts.len());
         // docs/receipts.md shows the worked example's proof byte for byte.
         let proof = inclusions()
@@ -1061,10 +1061,10 @@ pub(crate) mod vector {
             .filter(|r| r.record.shard != 8)
             .cloned()
             .collect();
-        assert!(chain.verify(&pruned).is_err());
+        assert!(chain.verify(&pruned, &Default::default()).is_err());
         // So does reordering the chain.
         let mut reordered = chain.clone();
         reordered.entries.swap(0, 1);
-        assert!(reordered.verify(&receipts).is_err());
+        assert!(reordered.verify(&receipts, &Default::default()).is_err());
     }
 }

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::commit::Commitment;
 use super::receipt::Receipt;
 use super::revoke::{Revocation, Revocations};
+use super::rotate::{ChainKey, KeyChains};
 use crate::identity::PublicKey;
 
 /// Millijoules in a watt-hour.
@@ -34,14 +35,27 @@ impl Tally {
     }
 }
 
+/// What one submitter countersigned for a household.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BySubmitter {
+    pub tally: Tally,
+    /// The submitter is a key of the household's own chain.
+    pub self_dealt: bool,
+    /// A list of trusted submitters was given and names the submitter's household.
+    pub trusted: bool,
+}
+
 /// What one worker household's receipts in an export credit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HouseholdCredit {
+    /// The household's first key (`model::rotate`): every key of its chain credits it.
     pub household: PublicKey,
+    /// Each key of the household's chain, first to current, with what its receipts credit.
+    pub keys: Vec<(ChainKey, Tally)>,
     pub all: Tally,
     /// The sum of the workers' own claims (`energy_mj`) over the same receipts.
     pub claimed_mj: u128,
-    pub by_submitter: BTreeMap<PublicKey, Tally>,
+    pub by_submitter: BTreeMap<PublicKey, BySubmitter>,
     /// Receipts with a verified inclusion proof in the export.
     pub committed: Tally,
     /// Of those, the ones whose commitment an auditor's log holds (the same body under its
@@ -53,20 +67,39 @@ pub struct HouseholdCredit {
 }
 
 /// Tallies `receipts` (those that passed verification: valid, and the first for their job,
-/// shard and worker) per worker household, in key order. `committed` holds the ids of
-/// receipts whose inclusion proof verified; `audited`, those of them in a commitment an
-/// auditor logged (when logs were given); `trusted`, the submitters the reader trusts.
+/// shard and worker) per worker household, in key order, each key counted under its
+/// household by `chains`. `committed` holds the ids of receipts whose inclusion proof
+/// verified; `audited`, those of them in a commitment an auditor logged (when logs were
+/// given); `trusted`, the submitters the reader trusts: a household listed by any key of its
+/// chain is trusted under every one. A receipt is self-dealt when its submitter's household is
+/// its worker's.
 pub fn tally(
     receipts: &[Receipt],
+    chains: &KeyChains,
     committed: &HashSet<blake3::Hash>,
     audited: Option<&HashSet<blake3::Hash>>,
     trusted: Option<&BTreeSet<PublicKey>>,
 ) -> Vec<HouseholdCredit> {
     let mut out: BTreeMap<PublicKey, HouseholdCredit> = BTreeMap::new();
+    let trusts = |key: &PublicKey| {
+        trusted.is_some_and(|list| {
+            let household = chains.household_of(key);
+            chains
+                .keys_of(&household)
+                .iter()
+                .any(|k| list.contains(&k.key))
+        })
+    };
     for r in receipts {
         let (worker, submitter) = (r.record.worker, r.record.submitter);
-        let h = out.entry(worker).or_insert_with(|| HouseholdCredit {
-            household: worker,
+        let household = chains.household_of(&worker);
+        let h = out.entry(household).or_insert_with(|| HouseholdCredit {
+            household,
+            keys: chains
+                .keys_of(&household)
+                .into_iter()
+                .map(|k| (k, Tally::default()))
+                .collect(),
             all: Tally::default(),
             claimed_mj: 0,
             by_submitter: BTreeMap::new(),
@@ -75,8 +108,16 @@ pub fn tally(
             trusted: trusted.map(|_| Tally::default()),
         });
         h.all.add(r);
+        if let Some((_, t)) = h.keys.iter_mut().find(|(k, _)| k.key == worker) {
+            t.add(r);
+        }
         h.claimed_mj += u128::from(r.record.energy_mj);
-        h.by_submitter.entry(submitter).or_default().add(r);
+        let by = h.by_submitter.entry(submitter).or_insert_with(|| BySubmitter {
+            tally: Tally::default(),
+            self_dealt: chains.household_of(&submitter) == household,
+            trusted: trusts(&submitter),
+        });
+        by.tally.add(r);
         if committed.contains(&r.id()) {
             h.committed.add(r);
         }
@@ -85,8 +126,8 @@ pub fn tally(
                 t.add(r);
             }
         }
-        if let (Some(t), Some(list)) = (h.trusted.as_mut(), trusted) {
-            if submitter != worker && list.contains(&submitter) {
+        if let Some(t) = h.trusted.as_mut() {
+            if chains.household_of(&submitter) != household && trusts(&submitter) {
                 t.add(r);
             }
         }
@@ -96,7 +137,7 @@ pub fn tally(
 
 /// The lines `hearth receipts verify` prints for a tally (`docs/receipts.md` gives their exact
 /// form, which `docs/verify_receipt.py` prints too).
-pub fn lines(households: &[HouseholdCredit], trusted: Option<&BTreeSet<PublicKey>>) -> Vec<String> {
+pub fn lines(households: &[HouseholdCredit]) -> Vec<String> {
     let mut out = Vec::new();
     for h in households {
         out.push(format!(
@@ -107,12 +148,27 @@ pub fn lines(households: &[HouseholdCredit], trusted: Option<&BTreeSet<PublicKey
             h.all.credited_mj / MJ_PER_WH,
             h.claimed_mj
         ));
-        for (submitter, t) in &h.by_submitter {
+        if h.keys.len() > 1 {
+            for (k, t) in &h.keys {
+                let retired = match k.retired_ms {
+                    Some(at) => format!(" (retired at {at} ms)"),
+                    None => " (current)".to_string(),
+                };
+                out.push(format!(
+                    "  under key {}{retired}: {} receipts, {} mJ",
+                    k.key.to_hex(),
+                    t.receipts,
+                    t.credited_mj
+                ));
+            }
+        }
+        for (submitter, by) in &h.by_submitter {
+            let t = &by.tally;
             let mut marks = Vec::new();
-            if *submitter == h.household {
+            if by.self_dealt {
                 marks.push("self-dealt");
             }
-            if trusted.is_some_and(|list| list.contains(submitter)) {
+            if by.trusted {
                 marks.push("trusted");
             }
             let marks = if marks.is_empty() {
@@ -153,12 +209,7 @@ pub fn lines(households: &[HouseholdCredit], trusted: Option<&BTreeSet<PublicKey
 /// gives its exact form, which `docs/verify_receipt.py --json` prints too): `receipts` and
 /// `valid` count the export's receipts and those that passed; energies are integers in mJ
 /// (they may exceed 2^53); `trusted` is `null` without a list.
-pub fn json(
-    households: &[HouseholdCredit],
-    trusted: Option<&BTreeSet<PublicKey>>,
-    receipts: usize,
-    valid: usize,
-) -> serde_json::Value {
+pub fn json(households: &[HouseholdCredit], receipts: usize, valid: usize) -> serde_json::Value {
     use serde_json::json;
     let tally = |t: &Tally| json!({ "receipts": t.receipts, "credited_mj": t.credited_mj });
     let households: Vec<serde_json::Value> = households
@@ -167,11 +218,23 @@ pub fn json(
             let by_submitter: Vec<serde_json::Value> = h
                 .by_submitter
                 .iter()
-                .map(|(submitter, t)| {
+                .map(|(submitter, by)| {
                     json!({
                         "submitter": submitter.to_hex(),
-                        "self_dealt": *submitter == h.household,
-                        "trusted": trusted.is_some_and(|list| list.contains(submitter)),
+                        "self_dealt": by.self_dealt,
+                        "trusted": by.trusted,
+                        "receipts": by.tally.receipts,
+                        "credited_mj": by.tally.credited_mj,
+                    })
+                })
+                .collect();
+            let keys: Vec<serde_json::Value> = h
+                .keys
+                .iter()
+                .map(|(k, t)| {
+                    json!({
+                        "key": k.key.to_hex(),
+                        "retired_ms": k.retired_ms,
                         "receipts": t.receipts,
                         "credited_mj": t.credited_mj,
                     })
@@ -183,6 +246,7 @@ pub fn json(
                 "credited_mj": h.all.credited_mj,
                 "credited_wh": h.all.credited_mj / MJ_PER_WH,
                 "claimed_mj": h.claimed_mj,
+                "keys": keys,
                 "by_submitter": by_submitter,
                 "committed": tally(&h.committed),
                 "audited": h.audited.as_ref().map(tally),
@@ -342,7 +406,8 @@ mod tests {
         let committed: HashSet<_> = [rs[0].id(), rs[2].id()].into();
         // The household trusts itself too: its self-dealt receipt is still not trusted credit.
         let trusted: BTreeSet<_> = [lab.public(), home.public()].into();
-        let t = tally(&rs, &committed, None, Some(&trusted));
+        let none = KeyChains::default();
+        let t = tally(&rs, &none, &committed, None, Some(&trusted));
         assert_eq!(t.len(), 2);
         let h = t.iter().find(|h| h.household == home.public()).unwrap();
         let sum = 7_200_000 + 3_600_000 + 1_000_000_000 + 500;
@@ -354,8 +419,8 @@ mod tests {
             }
         );
         assert_eq!(h.claimed_mj, sum + 4 * 5);
-        assert_eq!(h.by_submitter[&lab.public()].credited_mj, 10_800_000);
-        assert_eq!(h.by_submitter[&home.public()].receipts, 1);
+        assert_eq!(h.by_submitter[&lab.public()].tally.credited_mj, 10_800_000);
+        assert_eq!(h.by_submitter[&home.public()].tally.receipts, 1);
         assert_eq!(h.committed.credited_mj, 1_007_200_000);
         assert_eq!(
             h.trusted,
@@ -364,7 +429,7 @@ mod tests {
                 credited_mj: 10_800_000
             })
         );
-        let text = lines(&t, Some(&trusted)).join("\n");
+        let text = lines(&t).join("\n");
         assert!(
             text.contains(&format!(
                 "countersigned by {} (self-dealt, trusted): 1 receipts, 1000000000 mJ",
@@ -379,8 +444,70 @@ mod tests {
             "{text}"
         );
         // Without a list there is no trusted line and no trusted mark.
-        let plain = lines(&tally(&rs, &committed, None, None), None).join("\n");
+        let plain = lines(&tally(&rs, &none, &committed, None, None)).join("\n");
         assert!(!plain.contains("trusted"), "{plain}");
+        assert!(!plain.contains("under key"), "{plain}");
+    }
+
+    /// A household that rotated its key (`model::rotate`) is one household: receipts under
+    /// both keys credit it, each key's share is printed, its own jobs under either key are
+    /// self-dealt, and a submitter trusted by its first key is trusted under the next.
+    #[test]
+    fn a_rotated_households_keys_are_tallied_as_one() {
+        use crate::model::rotate::KeyEvent;
+        let (old, new, next, lab, other) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let (labs_old, labs_new) = (Identity::generate(), Identity::generate());
+        let h = old.public();
+        let chains = KeyChains::build(&[
+            KeyEvent::sign(h, 0, &old, &new.public(), 1),
+            KeyEvent::sign(h, 1, &new, &next.public(), 1_800_000_000_000),
+            KeyEvent::sign(labs_old.public(), 0, &labs_old, &labs_new.public(), 1),
+            KeyEvent::sign(labs_old.public(), 1, &labs_new, &lab.public(), 2),
+        ]);
+        let rs = vec![
+            receipt(&old, &other, 0, 1_000),
+            receipt(&new, &other, 1, 2_000),
+            receipt(&new, &old, 2, 4_000),
+            receipt(&old, &labs_new, 3, 8_000),
+        ];
+        let trusted: BTreeSet<_> = [labs_old.public()].into();
+        let t = tally(&rs, &chains, &HashSet::new(), None, Some(&trusted));
+        assert_eq!(t.len(), 1, "{t:?}");
+        let hh = &t[0];
+        assert_eq!(hh.household, h);
+        assert_eq!(hh.all.credited_mj, 15_000);
+        assert_eq!(hh.keys[0].1.credited_mj, 9_000);
+        assert_eq!(hh.keys[1].1.credited_mj, 6_000);
+        assert!(hh.by_submitter[&old.public()].self_dealt);
+        assert!(hh.by_submitter[&labs_new.public()].trusted);
+        assert_eq!(hh.trusted.map(|t| t.credited_mj), Some(8_000));
+        let text = lines(&t).join("\n");
+        assert!(
+            text.contains(&format!(
+                "  under key {} (retired at 1800000000000 ms): 2 receipts, 9000 mJ",
+                h.to_hex()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "  under key {} (current): 2 receipts, 6000 mJ",
+                new.public().to_hex()
+            )),
+            "{text}"
+        );
+        let j = json(&t, 4, 4);
+        assert_eq!(
+            j["households"][0]["keys"][0]["retired_ms"],
+            1_800_000_000_000u64
+        );
+        assert!(j["households"][0]["keys"][1]["retired_ms"].is_null());
     }
 
     #[test]

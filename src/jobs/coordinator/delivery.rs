@@ -130,6 +130,11 @@ impl Outbox {
         })
     }
 
+    /// Receipts waiting for their workers' confirmation.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
     /// The half that queues receipts ([`OutboxWriter::queue`]).
     pub fn writer(&self) -> OutboxWriter {
         OutboxWriter {

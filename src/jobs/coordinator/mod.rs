@@ -38,6 +38,14 @@ mod view;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+/// What this node, as a coordinator, still has under way in its database: jobs running and
+/// receipts its workers have not yet confirmed. Both are signed under the node's current key,
+/// so `hearth key rotate` refuses while either is (`crate::keys`).
+pub fn under_way(db: &sled::Db) -> Result<(u64, usize), JobError> {
+    let (jobs, finished, _) = persist::Persist::open(db)?.counts()?;
+    Ok((jobs.saturating_sub(finished), delivery::Outbox::open(db)?.len()))
+}
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::{Identity, PublicKey};
