@@ -134,7 +134,11 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 pub struct Status {
     pub version: String,
     pub peer_id: String,
+    /// The key this node signs with (its PeerId's).
     pub household: String,
+    /// Every key of the household's chain, first (its name for credit) to current
+    /// (`hearth key`, docs/receipts.md "Rotating a key"); just `household` if it never rotated.
+    pub household_keys: Vec<String>,
     pub role: String,
     pub listen_addrs: Vec<String>,
     pub peers: usize,
@@ -199,6 +203,13 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         version: env!("CARGO_PKG_VERSION").into(),
         peer_id: net.peer_id.to_string(),
         household: ctx.identity.public().to_hex(),
+        household_keys: ctx
+            .ledger
+            .own()
+            .keys
+            .iter()
+            .map(PublicKey::to_hex)
+            .collect(),
         role: format!("{:?}", ctx.role).to_lowercase(),
         listen_addrs: net.listen_addrs.iter().map(ToString::to_string).collect(),
         peers: net.connected_peers,

@@ -119,9 +119,7 @@ pub fn rotate(
     let keys = chains.keys_of(&household);
     let current = chains.current(&household);
     // Interrupted after the log was written: finish the install.
-    if current == next.public()
-        && keys.len() >= 2
-        && keys[keys.len() - 2].key == identity.public()
+    if current == next.public() && keys.len() >= 2 && keys[keys.len() - 2].key == identity.public()
     {
         next.save(data_dir, true)?;
         return log
@@ -173,7 +171,9 @@ pub fn rotate(
 
 /// Where a retired key is kept.
 pub fn retired_key_path(data_dir: &Path, key: &PublicKey) -> PathBuf {
-    data_dir.join(RETIRED_DIR).join(format!("{}.key", key.to_hex()))
+    data_dir
+        .join(RETIRED_DIR)
+        .join(format!("{}.key", key.to_hex()))
 }
 
 #[cfg(test)]

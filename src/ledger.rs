@@ -343,6 +343,11 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// This node's household: its keys, first to current.
+    pub fn own(&self) -> &Own {
+        &self.own
+    }
+
     /// (Re)builds `own_by_end` from the receipts, then marks it built: a ledger from before
     /// the index, or one a repair rebuilds. Interrupted, it starts again at the next open (the
     /// mark is written last).
@@ -687,15 +692,18 @@ impl Ledger {
         if !self.own.holds(household) {
             return one(household);
         }
-        self.own.keys.iter().try_fold(Totals::default(), |sum, key| {
-            let t = one(key)?;
-            Ok(Totals {
-                receipts: sum.receipts.saturating_add(t.receipts),
-                fuel: sum.fuel.saturating_add(t.fuel),
-                credited_mj: sum.credited_mj.saturating_add(t.credited_mj),
-                claimed_mj: sum.claimed_mj.saturating_add(t.claimed_mj),
+        self.own
+            .keys
+            .iter()
+            .try_fold(Totals::default(), |sum, key| {
+                let t = one(key)?;
+                Ok(Totals {
+                    receipts: sum.receipts.saturating_add(t.receipts),
+                    fuel: sum.fuel.saturating_add(t.fuel),
+                    credited_mj: sum.credited_mj.saturating_add(t.credited_mj),
+                    claimed_mj: sum.claimed_mj.saturating_add(t.claimed_mj),
+                })
             })
-        })
     }
 
     /// Energy credited to `household` (the terms' `credited_mj`) by receipts whose window
@@ -840,7 +848,10 @@ impl Ledger {
                 id.copy_from_slice(&v[..32]);
                 if chain_link(&prev, &blake3::Hash::from_bytes(id)) != v[32..] {
                     Some("does not link to the entry before it".to_string())
-                } else if by_id.get(&id).is_none_or(|r| !self.own.holds(&r.record.worker)) {
+                } else if by_id
+                    .get(&id)
+                    .is_none_or(|r| !self.own.holds(&r.record.worker))
+                {
                     Some(format!(
                         "names receipt {} that is missing, unreadable or not this household's",
                         hex::encode(id)

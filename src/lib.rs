@@ -54,13 +54,13 @@ pub mod identity;
 #[cfg(feature = "node")]
 pub mod impact;
 #[cfg(feature = "node")]
-pub mod keys;
-#[cfg(feature = "node")]
 pub mod integrity;
 #[cfg(feature = "node")]
 pub mod jobs;
 #[cfg(feature = "node")]
 pub mod kernels;
+#[cfg(feature = "node")]
+pub mod keys;
 #[cfg(feature = "node")]
 pub mod kv;
 #[cfg(feature = "node")]

@@ -272,6 +272,8 @@ struct Trio {
     dirs: Vec<PathBuf>,
     apis: Vec<u16>,
     listen0: String,
+    /// The arguments nodes 1 and 2 were started with.
+    others: Vec<String>,
     daemons: Vec<Daemon>,
 }
 
@@ -287,39 +289,64 @@ impl Trio {
         let apis: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut first = vec!["--listen", listen0.as_str()];
         first.extend_from_slice(first_args);
-        let others = [
+        let others: Vec<String> = [
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
             "--bootstrap",
             &boot,
             "--slots",
             "1",
-        ];
+        ]
+        .map(String::from)
+        .to_vec();
+        let args: Vec<&str> = others.iter().map(String::as_str).collect();
         let daemons = vec![
             spawn_node(&dirs[0], apis[0], &first),
-            spawn_node(&dirs[1], apis[1], &others),
-            spawn_node(&dirs[2], apis[2], &others),
+            spawn_node(&dirs[1], apis[1], &args),
+            spawn_node(&dirs[2], apis[2], &args),
         ];
         let trio = Trio {
             dirs,
             apis,
             listen0,
+            others,
             daemons,
         };
         for i in 0..3 {
-            wait_for(
-                &format!("node {i} to see both others"),
-                Duration::from_secs(60),
-                || {
-                    let out = hearth(&trio.dirs[i], &["--api", &trio.api(i), "peers", "--json"]);
-                    out.status.success()
-                        && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-                            .map(|v| v.len() >= 2)
-                            .unwrap_or(false)
-                },
-            );
+            trio.wait_for_peers(i);
         }
         trio
+    }
+
+    fn wait_for_peers(&self, i: usize) {
+        wait_for(
+            &format!("node {i} to see both others"),
+            Duration::from_secs(60),
+            || {
+                let out = hearth(&self.dirs[i], &["--api", &self.api(i), "peers", "--json"]);
+                out.status.success()
+                    && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                        .map(|v| v.len() >= 2)
+                        .unwrap_or(false)
+            },
+        );
+    }
+
+    /// Stops radiator `i` (1 or 2) with SIGTERM, as a household's service manager does, runs
+    /// `meanwhile` on its data directory, and starts it again with the same arguments.
+    fn restart(&mut self, i: usize, meanwhile: impl FnOnce(&Path)) {
+        assert!(i > 0, "the bootstrap node keeps running");
+        let pid = self.daemons[i].0.id().to_string();
+        let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(term.success());
+        let status = self.daemons[i].0.wait().unwrap();
+        assert!(status.success(), "node {i} ended with {status} on SIGTERM");
+        meanwhile(&self.dirs[i]);
+        let args: Vec<&str> = self.others.iter().map(String::as_str).collect();
+        self.daemons[i] = spawn_node(&self.dirs[i], self.apis[i], &args);
+        for n in 0..3 {
+            self.wait_for_peers(n);
+        }
     }
 
     fn api(&self, i: usize) -> String {
@@ -454,7 +481,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         verified.contains("4 receipts proven included in"),
         "{verified}"
     );
-    python_verifies(&export, None, None, &verified);
+    python_verifies(&export, None, None, None, &verified);
     // With the bootstrap's log of the submitter's commitments (once it holds every one the
     // export's proofs name), all of the receipts sit in commitments an auditor logged, and
     // both verifiers say so.
@@ -485,7 +512,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
             named.is_subset(&logged)
         },
     );
-    let credit = python_verifies(&export, None, Some(&audit), &verified);
+    let credit = python_verifies(&export, None, Some(&audit), None, &verified);
     for h in credit["households"].as_array().into_iter().flatten() {
         assert_eq!(h["audited"], h["committed"], "{credit:#}");
         assert!(h["audited"]["receipts"].as_u64() > Some(0), "{credit:#}");
@@ -540,7 +567,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         weighed.contains(&format!("countersigned by {household} (trusted): ")),
         "{weighed}"
     );
-    python_verifies(&export, Some(&trusted), None, &weighed);
+    python_verifies(&export, Some(&trusted), None, None, &weighed);
     // A list with a typo is refused with its line, not read as trusting nobody.
     std::fs::write(&trusted, format!("{}\n{}x\n", household, &household[1..])).unwrap();
     let err = fails(&dirs[1], &weigh);
@@ -568,6 +595,188 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         &["receipts", "verify", tampered.to_str().unwrap()],
     );
     assert!(err.contains("failed verification"), "{err}");
+}
+
+/// Submits a Mandelbrot job of `width` × 128 pixels (128-pixel tiles) from node `from` and
+/// waits until it is done. Returns its id.
+fn run_job(trio: &Trio, from: usize, width: u32) -> String {
+    let (dir, api) = (&trio.dirs[from], trio.api(from));
+    let width = width.to_string();
+    let out = ok(
+        dir,
+        &[
+            "--api",
+            &api,
+            "submit",
+            "mandelbrot",
+            "--width",
+            &width,
+            "--height",
+            "128",
+            "--tile",
+            "128",
+        ],
+    );
+    let job = out.lines().last().unwrap().trim().to_string();
+    let waited = hearth(
+        dir,
+        &["--api", &api, "job", "wait", &job, "--timeout", "90"],
+    );
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    job
+}
+
+/// The receipts node `i`'s ledger holds crediting `worker`.
+fn receipts_crediting(trio: &Trio, i: usize, worker: &str) -> usize {
+    let out = ok(
+        &trio.dirs[i],
+        &["--api", &trio.api(i), "receipts", "export", "--json"],
+    );
+    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
+    export["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["worker"] == worker)
+        .count()
+}
+
+/// Key rotation as a household does it (docs/receipts.md, "Rotating a key"): radiator 2 fixes
+/// its next key, earns receipts, is stopped, rotates to the next key, and earns more under it
+/// after its restart. Its export is one household under two keys on one hash chain: with its
+/// key log both verifiers credit the household for all of it, line for line the same; without
+/// the log the chain does not add up. A rotation to a key that was not committed to is refused.
+#[test]
+fn a_household_that_rotates_its_key_keeps_its_credit_as_one_household() {
+    let root = tempfile::tempdir().unwrap();
+    let (cold, warm) = (room(12.0), room(24.0));
+    let mut trio = Trio::start(root.path(), [&warm, &cold, &cold], &["--role", "bootstrap"]);
+    let key_of = |dir: &Path| {
+        ok(dir, &["id"])
+            .lines()
+            .find_map(|l| l.strip_prefix("household:").map(|k| k.trim().to_string()))
+            .unwrap()
+    };
+    let first = key_of(&trio.dirs[2]);
+    let next = root.path().join("next.key");
+    let after = root.path().join("after-next.key");
+    ok(
+        &trio.dirs[2],
+        &["key", "prerotate", "--next", next.to_str().unwrap()],
+    );
+    run_job(&trio, 1, 256);
+    wait_for(
+        "radiator 2 to hold its receipts",
+        Duration::from_secs(30),
+        || receipts_crediting(&trio, 2, &first) == 2,
+    );
+    let stranger = root.path().join("stranger");
+    ok(&stranger, &["init"]);
+    trio.restart(2, |dir| {
+        let wrong = stranger.join("identity.key");
+        let err = fails(
+            dir,
+            &[
+                "key",
+                "rotate",
+                "--next",
+                wrong.to_str().unwrap(),
+                "--new-next",
+                after.to_str().unwrap(),
+            ],
+        );
+        assert!(err.contains("not the next key"), "{err}");
+        ok(
+            dir,
+            &[
+                "key",
+                "rotate",
+                "--next",
+                next.to_str().unwrap(),
+                "--new-next",
+                after.to_str().unwrap(),
+            ],
+        );
+    });
+    let id = ok(&trio.dirs[2], &["id"]);
+    assert!(id.contains(&format!("household: {first}")), "{id}");
+    let second = id
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("key:")
+                .map(|k| k.split_whitespace().next().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("{id}"));
+    assert_ne!(second, first);
+    run_job(&trio, 1, 384);
+    wait_for(
+        "radiator 2 to hold receipts under its new key",
+        Duration::from_secs(30),
+        || receipts_crediting(&trio, 2, &second) == 3,
+    );
+    let export = root.path().join("rotated.json");
+    let log = root.path().join("keys.json");
+    let dir = &trio.dirs[2];
+    let api = trio.api(2);
+    ok(
+        dir,
+        &[
+            "--api",
+            &api,
+            "receipts",
+            "export",
+            "--json",
+            "-o",
+            export.to_str().unwrap(),
+        ],
+    );
+    ok(dir, &["key", "log", "-o", log.to_str().unwrap()]);
+    let verified = ok(
+        dir,
+        &[
+            "receipts",
+            "verify",
+            export.to_str().unwrap(),
+            "--keys",
+            log.to_str().unwrap(),
+        ],
+    );
+    assert!(verified.contains(" 0 invalid"), "{verified}");
+    assert!(
+        verified.contains(&format!("chain of household {first}: 5 entries")),
+        "{verified}"
+    );
+    assert!(
+        verified.contains(&format!("credit of household {first}: 5 receipts")),
+        "{verified}"
+    );
+    assert!(
+        verified.contains(&format!("  under key {first} (retired at ")),
+        "{verified}"
+    );
+    assert!(
+        verified.contains(&format!("  under key {second} (current): 3 receipts")),
+        "{verified}"
+    );
+    python_verifies(&export, None, None, Some(&log), &verified);
+    // Without the log the new key's receipts are not the household's, and its chain says so.
+    let err = fails(dir, &["receipts", "verify", export.to_str().unwrap()]);
+    assert!(err.contains("the chain failed"), "{err}");
+    // The household's own figures count both keys.
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["--api", &api, "status", "--json"])).unwrap();
+    assert_eq!(
+        status["household_keys"],
+        serde_json::json!([first, second]),
+        "{status:#}"
+    );
+    let heat: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["--api", &api, "heat", "--json"])).unwrap();
+    assert_eq!(heat["credited_receipts"], 5, "{heat:#}");
 }
 
 #[test]
@@ -674,7 +883,7 @@ fn coordinator_killed_with_sigkill_restarts_and_finishes_its_job() {
         verified_out.contains("24 receipts, 24 valid, 0 invalid"),
         "{verified_out}"
     );
-    python_verifies(&export, None, None, &verified_out);
+    python_verifies(&export, None, None, None, &verified_out);
 }
 
 /// The independent verifier (`docs/verify_receipt.py`, written from `docs/receipts.md`)
@@ -803,6 +1012,7 @@ fn python_verifies(
     export: &Path,
     trusted: Option<&Path>,
     audit: Option<&Path>,
+    keys: Option<&Path>,
     hearth_out: &str,
 ) -> serde_json::Value {
     let has_python = Command::new("python3")
@@ -826,6 +1036,9 @@ fn python_verifies(
     cmd.arg(&script).arg(export);
     if let Some(list) = trusted {
         cmd.arg("--trusted").arg(list);
+    }
+    if let Some(log) = keys {
+        cmd.arg("--keys").arg(log);
     }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -851,6 +1064,9 @@ fn python_verifies(
         }
         if let Some(log) = audit {
             cmd.arg("--audit").arg(log);
+        }
+        if let Some(log) = keys {
+            cmd.arg("--keys").arg(log);
         }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{out:?}");

@@ -102,10 +102,11 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     // Energy credited to this household in verified receipts, from its ledger.
     let node: crate::api::Status = client.get("/v1/status").await?;
     let totals: Vec<crate::api::TotalsView> = client.get("/v1/receipts/totals").await?;
+    // Under every key of the household (one, unless it rotated).
     let (credited_receipts, credited_mj) = totals
         .iter()
-        .find(|t| t.household == node.household)
-        .map_or((0, 0), |t| (t.receipts, t.energy_mj));
+        .filter(|t| node.household_keys.contains(&t.household))
+        .fold((0, 0), |(n, mj), t| (n + t.receipts, mj + t.energy_mj));
     let credited_kwh = credited_mj as f64 / 3.6e9;
     if json {
         let mut v = serde_json::to_value(&s)?;

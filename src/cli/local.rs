@@ -47,7 +47,15 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<()> {
 pub fn id(data_dir: &Path) -> anyhow::Result<()> {
     let identity =
         Identity::load(data_dir).context("no household key here yet? run `hearth init`")?;
-    println!("household: {}", identity.public());
+    let keys = crate::keys::own_keys(data_dir, &identity)?;
+    println!("household: {}", keys[0]);
+    if keys.len() > 1 {
+        println!(
+            "key:       {} (rotated {} times; `hearth key log`)",
+            identity.public(),
+            keys.len() - 1
+        );
+    }
     println!("peer id:   {}", identity.peer_id());
     Ok(())
 }
@@ -746,9 +754,8 @@ mod tests {
     ) {
         use crate::model::rotate::{parse_log, KeyEvent};
         let export = example_export();
-        let chains = KeyChains::build(
-            &parse_log(include_str!("../../docs/key-log-example.json")).unwrap(),
-        );
+        let chains =
+            KeyChains::build(&parse_log(include_str!("../../docs/key-log-example.json")).unwrap());
         let report = check_export(&export, None, None, &Revocations::default(), &chains);
         assert_eq!(report.bad, 1);
         let given = block_after("print for that household:", "```text");
@@ -788,7 +795,10 @@ mod tests {
             "{:?}",
             report.problems
         );
-        assert_eq!(report.credit_json["households"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            report.credit_json["households"].as_array().unwrap().len(),
+            1
+        );
     }
 
     /// Revocations (docs/receipts.md, "Revoking a key"): the documented statement keeps the

@@ -1035,7 +1035,10 @@ pub(crate) mod vector {
             .collect();
         assert!(verify_batch(&receipts).iter().all(Result::is_ok));
         let chain = back.chain.as_ref().unwrap();
-        assert_eq!(chain.verify(&receipts, &Default::default()).unwrap(), worker().public());
+        assert_eq!(
+            chain.verify(&receipts, &Default::default()).unwrap(),
+            worker().public()
+        );
         assert_eq!(back.inclusions.len(), receipts.len());
         // docs/receipts.md shows the worked example's proof byte for byte.
         let proof = inclusions()

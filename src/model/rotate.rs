@@ -175,7 +175,9 @@ impl KeyEvent {
             || value["next"].as_str() != Some(hex::encode(e.next).as_str())
             || value["issued_ms"].as_u64() != Some(e.issued_ms)
         {
-            return Err("its household, seq, key, next or issued_ms is not its signed bytes'".into());
+            return Err(
+                "its household, seq, key, next or issued_ms is not its signed bytes'".into(),
+            );
         }
         Ok(e)
     }
@@ -382,7 +384,10 @@ mod tests {
             .contains("not its signed bytes'"));
         // Event #0 must be the household's own.
         let stranger = KeyEvent::sign(k[0].public(), 0, &k[1], &k[2].public(), 7);
-        assert!(stranger.verify().unwrap_err().contains("household's own key"));
+        assert!(stranger
+            .verify()
+            .unwrap_err()
+            .contains("household's own key"));
     }
 
     #[test]
@@ -493,7 +498,11 @@ mod tests {
         assert!(KeyChains::build(&[]).notes.is_empty());
         let only_later = vec![KeyEvent::sign(h, 1, &k[1], &k[2].public(), 2_000)];
         let chains = KeyChains::build(&only_later);
-        assert!(chains.notes[0].contains("no event #0"), "{:?}", chains.notes);
+        assert!(
+            chains.notes[0].contains("no event #0"),
+            "{:?}",
+            chains.notes
+        );
     }
 
     /// `docs/key-log-example.json` and the bytes `docs/receipts.md` prints are what hearth

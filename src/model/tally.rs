@@ -112,11 +112,14 @@ pub fn tally(
             t.add(r);
         }
         h.claimed_mj += u128::from(r.record.energy_mj);
-        let by = h.by_submitter.entry(submitter).or_insert_with(|| BySubmitter {
-            tally: Tally::default(),
-            self_dealt: chains.household_of(&submitter) == household,
-            trusted: trusts(&submitter),
-        });
+        let by = h
+            .by_submitter
+            .entry(submitter)
+            .or_insert_with(|| BySubmitter {
+                tally: Tally::default(),
+                self_dealt: chains.household_of(&submitter) == household,
+                trusted: trusts(&submitter),
+            });
         by.tally.add(r);
         if committed.contains(&r.id()) {
             h.committed.add(r);

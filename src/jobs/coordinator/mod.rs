@@ -43,7 +43,10 @@ use std::time::Duration;
 /// so `hearth key rotate` refuses while either is (`crate::keys`).
 pub fn under_way(db: &sled::Db) -> Result<(u64, usize), JobError> {
     let (jobs, finished, _) = persist::Persist::open(db)?.counts()?;
-    Ok((jobs.saturating_sub(finished), delivery::Outbox::open(db)?.len()))
+    Ok((
+        jobs.saturating_sub(finished),
+        delivery::Outbox::open(db)?.len(),
+    ))
 }
 
 use tokio::sync::{mpsc, oneshot};
