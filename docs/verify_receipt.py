@@ -355,12 +355,15 @@ def check_inclusions(inclusions, receipts, listed, audit=None) -> tuple:
     return lines, bad, seen, audited
 
 
-def add_audit_log(audit: dict, text: str, revoked=None):
+def add_audit_log(audit: dict, text: str, revoked=None, keys=None):
     """docs/receipts.md "What an export credits", auditors' logs: every entry's signed bytes
     checked (decode, strict signature, the log's coordinator, its own seq and id); a
     (coordinator, seq) holding two different commitments maps to None. The log's
     `revocation`, if any, is checked as `read_revocation` does, must be its coordinator's, and
-    goes into `revoked` (key hex -> smallest keep). Raises ValueError."""
+    goes into `revoked` (key hex -> smallest keep). Its key events (`key_events`, both of each of
+    `key_contests`), each checked as `read_key_event` does and of the log's household, go into
+    `keys["events"]`, and the one heard first under each (household, seq) into
+    `keys["first"]` (None where logs disagree). Raises ValueError."""
     log = json.loads(text)
     if not isinstance(log, dict) or not isinstance(log.get("coordinator"), str):
         raise ValueError('no "coordinator"')
@@ -397,6 +400,32 @@ def add_audit_log(audit: dict, text: str, revoked=None):
         e = e if isinstance(e, dict) else {}
         read("equivocation (first)", i, e.get("first"))
         read("equivocation (second)", i, e.get("second"))
+
+    def event(what, i, obj):
+        try:
+            e = read_key_event(obj)
+        except ValueError as err:
+            raise ValueError(f"{what} {i}: {err}")
+        if e["household"] != coordinator:
+            raise ValueError(f"{what} {i}: of another household than the log's")
+        return e
+    for key in ("key_events", "key_contests"):
+        if not isinstance(log.get(key, []), (list, type(None))):
+            raise ValueError(f'"{key}" is not a list')
+    keys = {"events": [], "first": {}} if keys is None else keys
+    firsts = [event("key event", i, obj) for i, obj in enumerate(log.get("key_events") or [])]
+    for i, c in enumerate(log.get("key_contests") or []):
+        c = c if isinstance(c, dict) else {}
+        first, second = event("key contest (first)", i, c.get("first")), event("key contest (second)", i, c.get("second"))
+        if first["seq"] != second["seq"] or first["signed"] == second["signed"]:
+            raise ValueError(f"key contest {i}: not two events under one number")
+        keys["events"].append(second)
+        firsts.append(first)
+    for e in firsts:
+        slot = (e["household"], e["seq"])
+        if keys["first"].setdefault(slot, e["signed"]) != e["signed"]:
+            keys["first"][slot] = None
+        keys["events"].append(e)
 
 
 def read_revocation(obj) -> tuple:
@@ -497,8 +526,15 @@ class KeyChains:
     events under one number stop the chain at their key (the earlier issued_ms retires the key
     before); a key that is another household's, or already in a chain, stops it before it."""
 
-    def __init__(self, events=()):
+    def __init__(self, events=(), first=None):
+        """`first`: what auditors' logs heard first, (household, seq) -> signed hex, or None
+        where logs disagree; where they hold one, only that event is taken under that number."""
         self.chains, self.owner, self.notes = {}, {}, []
+        first = first or {}
+
+        def heard_first(e):
+            logged = first.get((e["household"], e["seq"]))
+            return logged is None or logged == e["signed"]
         logs = {}
         for e in events:
             logs.setdefault(e["household"], {}).setdefault(e["seq"], {})[e["signed"]] = e
@@ -506,18 +542,18 @@ class KeyChains:
         for household in sorted(logs):
             log = logs[household]
             chain = [[household, None]]
-            first = list(log.get(0, {}).values())
-            prev = first[0] if len(first) == 1 else None
-            if not first:
+            zero = [e for e in log.get(0, {}).values() if heard_first(e)]
+            prev = zero[0] if len(zero) == 1 else None
+            if not zero:
                 self.notes.append(f"keys of household {household}: no event #0: its key is not rotated")
-            elif len(first) > 1:
+            elif len(zero) > 1:
                 self.notes.append(f"keys of household {household}: two different events #0: "
                                   f"the chain stops at key {household}")
             while prev is not None:
                 seq = prev["seq"] + 1
                 cands = [e for e in log.get(seq, {}).values()
                          if next_digest(bytes.fromhex(e["key"])) == prev["next"]
-                         and e["issued_ms"] >= prev["issued_ms"]]
+                         and e["issued_ms"] >= prev["issued_ms"] and heard_first(e)]
                 if not cands:
                     break
                 key = cands[0]["key"]
@@ -1069,6 +1105,23 @@ def self_test() -> list:
            and "two different events #0" in frozen.notes[0], "two events #0 stop the chain at the first key")
     stray = KeyChains([events[0], key_event(1, 3, 5, 1700000100000)])
     expect(len(stray.keys_of(events[0]["household"])) == 1, "an event by a key not committed to is not followed")
+    # An auditor's log that heard the household's #0 first (and the forged one later, as a
+    # contest) settles it: the chain is the household's again.
+    forged = key_event(0, 1, 3, 1699999999001)
+    logged = lambda e: {k: e[k] for k in ("household", "seq", "key", "next", "issued_ms", "signed")} | {
+        "format": KEY_EVENT_FORMAT, "first_seen_ms": 7}
+    log = {"coordinator": events[0]["household"], "key_events": [logged(e) for e in events],
+           "key_contests": [{"seq": 0, "first": logged(events[0]), "second": logged(forged)}]}
+    keys = {"events": [], "first": {}}
+    add_audit_log({}, json.dumps(log), None, keys)
+    settled = KeyChains(keys["events"], keys["first"])
+    expect(len(settled.keys_of(events[0]["household"])) == 2 and not settled.notes,
+           "an auditor's log that heard the household's event #0 first settles a contest")
+    other = {**log, "key_events": [logged(forged)], "key_contests": []}
+    add_audit_log({}, json.dumps(other), None, keys)
+    disputed = KeyChains(keys["events"], keys["first"])
+    expect(len(disputed.keys_of(events[0]["household"])) == 1,
+           "auditors' logs that disagree on the first event #0 leave the chain stopped")
     for edit in ({"seq": 2}, {"issued_ms": True}, {"signed": events[1]["signed"][:-2] + "00"},
                  {"format": "hearth-key-event/2"}, {"key": events[0]["key"]}):
         try:
@@ -1219,7 +1272,8 @@ def main() -> int:
         failures = self_test()
         print(f"{len(failures)} failures")
         return 1 if failures else 0
-    args, trusted, audit, revoked, events = [], None, None, {}, []
+    args, trusted, audit, revoked = [], None, None, {}
+    keys = {"events": [], "first": {}}
     rest = sys.argv[1:]
     as_json = "--json" in rest
     rest = [a for a in rest if a != "--json"]
@@ -1235,10 +1289,10 @@ def main() -> int:
                 elif a == "--revoked":
                     add_revocations(revoked, text)
                 elif a == "--keys":
-                    add_key_log(events, text)
+                    add_key_log(keys["events"], text)
                 else:
                     audit = {} if audit is None else audit
-                    add_audit_log(audit, text, revoked)
+                    add_audit_log(audit, text, revoked, keys)
             except (ValueError, OSError) as e:
                 print(f"{path}: {e}", file=sys.stderr)
                 return 1
@@ -1248,7 +1302,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        lines, n, bad, credit = check_export(load_export(args[0]), trusted, audit, revoked, KeyChains(events))
+        lines, n, bad, credit = check_export(load_export(args[0]), trusted, audit, revoked, KeyChains(keys["events"], keys["first"]))
     except (ValueError, OSError) as e:
         print(f"{args[0]}: {e}", file=sys.stderr)
         return 1

@@ -13,8 +13,15 @@
 //! (`model::revoke`: the one with the smallest `keep`), with when it was first heard, so a
 //! verifier given this log applies it (docs/receipts.md, "Revoking a key").
 //!
-//! Owns the `audit/commitments`, `audit/equivocations` and `audit/revocations` trees
-//! (docs/storage.md) and nothing else. Only commitments that passed the gossip check (they decode, `count` is 1 to 65 536,
+//! And it keeps every household's key events (`model::rotate`: the log by which a household
+//! rotates its key) the same way as commitments: the first event heard under each (household,
+//! number), with when, and a second, different one beside it as the proof of a contest. A
+//! verifier given this log takes the first one heard (docs/receipts.md, "Rotating a key"):
+//! a thief who stole a household's key after it fixed its next one cannot undo the rotation
+//! with an event of its own signed later.
+//!
+//! Owns the `audit/commitments`, `audit/equivocations`, `audit/revocations`,
+//! `audit/key-events` and `audit/key-contests` trees (docs/storage.md) and nothing else. Only commitments that passed the gossip check (they decode, `count` is 1 to 65 536,
 //! the signature verifies, the signer is the gossip author) reach [`AuditLog::hear`].
 //!
 //! Bounds: everything in a commitment is its signer's claim, `seq` included; the log stores
@@ -22,7 +29,9 @@
 //! after (the first commitments heard are the ones a first-seen log must keep), and at most
 //! one equivocation for each commitment stored, and one revocation for each coordinator that
 //! has a commitment stored (a statement for a key the log holds nothing of is not kept: keys
-//! cost nothing to make, commitments count against the bound). Listing one
+//! cost nothing to make, commitments count against the bound). Key events are logged for any
+//! household, radiators that never coordinate included, up to [`MAX_KEY_EVENTS`] (then
+//! counted, not kept), and at most one contest per event stored. Listing one
 //! coordinator's log returns at most [`MAX_PAGE`] entries per call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,10 +43,22 @@ use sled::Tree;
 use crate::identity::PublicKey;
 use crate::model::commit::{Commitment, COMMITMENT_LEN};
 use crate::model::revoke::{Revocation, REVOCATION_LEN};
+use crate::model::rotate::{KeyEvent, EVENT_LEN};
 
 const LOG_TREE: &str = "audit/commitments";
 const EQUIVOCATIONS_TREE: &str = "audit/equivocations";
 const REVOCATIONS_TREE: &str = "audit/revocations";
+const KEY_EVENTS_TREE: &str = "audit/key-events";
+const KEY_CONTESTS_TREE: &str = "audit/key-contests";
+
+/// Most key events the log stores: 65 536 entries of 190 bytes (12 MB). A household writes one
+/// when it starts its key log and one per rotation; after the bound, events are counted, not
+/// kept (the first heard are the ones a first-seen log must keep).
+pub const MAX_KEY_EVENTS: u64 = 1 << 16;
+
+/// A stored key event: version ‖ first seen (u64 big-endian ms) ‖ the signed event, under
+/// household ‖ seq (u64 big-endian).
+const KEY_EVENT_ENTRY_LEN: usize = 1 + 8 + EVENT_LEN;
 
 /// A stored revocation: version ‖ first seen (u64 big-endian ms) ‖ the signed statement, under
 /// the 32 bytes of its key.
@@ -90,12 +111,31 @@ pub enum HeardRevocation {
     Unknown,
 }
 
+/// What hearing a key event did to the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeardKeyEvent {
+    /// First event heard under its household and number: logged.
+    New,
+    /// The same event again, or a third one for a number already contested: nothing changed.
+    Again,
+    /// Another event under a number already logged: kept beside the first as the proof.
+    Contest,
+    /// The log of key events is full: counted, not stored.
+    Full,
+}
+
 /// Cheap, cloneable handle on the log.
 #[derive(Clone)]
 pub struct AuditLog {
     log: Tree,
     equivocations: Tree,
     revocations: Tree,
+    key_events: Tree,
+    key_contests: Tree,
+    /// Key events stored.
+    key_events_stored: Arc<AtomicU64>,
+    /// Key events not stored because their log was full, since this node started.
+    key_events_dropped: Arc<AtomicU64>,
     /// Commitments stored.
     stored: Arc<AtomicU64>,
     /// Commitments not stored because the log was full, since this node started.
@@ -153,17 +193,39 @@ fn decode_revocation(key: &[u8], value: &[u8]) -> Result<(u64, Revocation), Audi
     Ok((seen, r))
 }
 
+fn decode_key_event(key: &[u8], value: &[u8]) -> Result<(u64, KeyEvent), AuditError> {
+    let damaged = |reason: String| AuditError::Damaged {
+        key: hex::encode(key),
+        reason,
+    };
+    if value.len() != KEY_EVENT_ENTRY_LEN || value[0] != ENTRY_VERSION {
+        return Err(damaged(format!("a key event of {} bytes", value.len())));
+    }
+    let seen = u64::from_be_bytes(value[1..9].try_into().expect("8 bytes"));
+    let e = KeyEvent::from_bytes(&value[9..]).map_err(|e| damaged(e.to_string()))?;
+    if key_of(&e.household, e.seq)[..] != *key {
+        return Err(damaged("its key does not name its key event".into()));
+    }
+    Ok((seen, e))
+}
+
 impl AuditLog {
     /// Opens the log's trees in `db`, counting what they hold (once, linear in the log).
     pub fn open(db: &sled::Db) -> Result<AuditLog, AuditError> {
         let log = db.open_tree(LOG_TREE)?;
         let equivocations = db.open_tree(EQUIVOCATIONS_TREE)?;
         let revocations = db.open_tree(REVOCATIONS_TREE)?;
+        let key_events = db.open_tree(KEY_EVENTS_TREE)?;
+        let key_contests = db.open_tree(KEY_CONTESTS_TREE)?;
         let stored = log.len() as u64;
         Ok(AuditLog {
             log,
             equivocations,
             revocations,
+            key_events_stored: Arc::new(AtomicU64::new(key_events.len() as u64)),
+            key_events_dropped: Arc::new(AtomicU64::new(0)),
+            key_events,
+            key_contests,
             stored: Arc::new(AtomicU64::new(stored)),
             dropped: Arc::new(AtomicU64::new(0)),
         })
@@ -241,6 +303,87 @@ impl AuditLog {
                 return Ok(HeardRevocation::Kept);
             }
         }
+    }
+
+    /// Logs a household's key event `e`, heard at `now_ms`: the first one under its household
+    /// and number is kept with that time; a different one later is kept beside it as the
+    /// proof of a contest (one per number). The caller has checked its signature
+    /// (`KeyEvent::verify`). Not flushed here, as [`AuditLog::hear`].
+    pub fn hear_key_event(&self, e: &KeyEvent, now_ms: u64) -> Result<HeardKeyEvent, AuditError> {
+        let key = key_of(&e.household, e.seq);
+        let mut value = Vec::with_capacity(KEY_EVENT_ENTRY_LEN);
+        value.push(ENTRY_VERSION);
+        value.extend_from_slice(&now_ms.to_be_bytes());
+        value.extend_from_slice(&e.to_bytes());
+        if let Some(first) = self.key_events.get(key)? {
+            let (_, first) = decode_key_event(&key, &first)?;
+            if first == *e {
+                return Ok(HeardKeyEvent::Again);
+            }
+            let stored =
+                self.key_contests
+                    .compare_and_swap(key, None as Option<&[u8]>, Some(value))?;
+            return Ok(match stored {
+                Ok(()) => HeardKeyEvent::Contest,
+                Err(_) => HeardKeyEvent::Again,
+            });
+        }
+        if self.key_events_stored.load(Ordering::Relaxed) >= MAX_KEY_EVENTS {
+            self.key_events_dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(HeardKeyEvent::Full);
+        }
+        match self
+            .key_events
+            .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
+        {
+            Ok(()) => {
+                self.key_events_stored.fetch_add(1, Ordering::Relaxed);
+                Ok(HeardKeyEvent::New)
+            }
+            Err(_) => self.hear_key_event(e, now_ms),
+        }
+    }
+
+    /// `household`'s key events as logged (the first heard per number, in order) and every
+    /// contest of them.
+    fn key_log(
+        &self,
+        household: &PublicKey,
+    ) -> Result<(Vec<LoggedKeyEvent>, Vec<KeyContest>), AuditError> {
+        let mut events = Vec::new();
+        for item in self.key_events.scan_prefix(household.0) {
+            let (key, value) = item?;
+            let (seen, e) = decode_key_event(&key, &value)?;
+            events.push(LoggedKeyEvent::of(&e, seen));
+        }
+        let mut contests = Vec::new();
+        for item in self.key_contests.scan_prefix(household.0) {
+            let (key, value) = item?;
+            let (seen, second) = decode_key_event(&key, &value)?;
+            let first = match self.key_events.get(&key)? {
+                Some(v) => decode_key_event(&key, &v)?,
+                None => {
+                    return Err(AuditError::Damaged {
+                        key: hex::encode(&key),
+                        reason: "a contest without the key event it contests".into(),
+                    })
+                }
+            };
+            contests.push(KeyContest {
+                seq: second.seq,
+                first: LoggedKeyEvent::of(&first.1, first.0),
+                second: LoggedKeyEvent::of(&second, seen),
+            });
+        }
+        Ok((events, contests))
+    }
+
+    /// Key events stored, and those heard but not kept (the log full) since the node started.
+    pub fn key_event_counts(&self) -> (u64, u64) {
+        (
+            self.key_events_stored.load(Ordering::Relaxed),
+            self.key_events_dropped.load(Ordering::Relaxed),
+        )
     }
 
     /// The revocation kept for `key`, with when it was first heard.
@@ -369,12 +512,15 @@ impl AuditLog {
                 second: LoggedCommitment::of(&second, seen),
             });
         }
+        let (key_events, key_contests) = self.key_log(coordinator)?;
         Ok(CoordinatorLog {
             coordinator: coordinator.to_hex(),
             commitments,
             next,
             equivocations,
             revocation: self.revocation(coordinator)?,
+            key_events,
+            key_contests,
         })
     }
 }
@@ -419,6 +565,54 @@ pub struct CoordinatorLog {
     pub equivocations: Vec<EquivocationView>,
     /// The strictest revocation heard for the coordinator's key, if any.
     pub revocation: Option<LoggedRevocation>,
+    /// The key events of the household named by this key (its first key), the first heard
+    /// under each number, in order (docs/receipts.md, "Rotating a key").
+    #[serde(default)]
+    pub key_events: Vec<LoggedKeyEvent>,
+    /// Numbers under which a second, different key event was heard: both, the proof.
+    #[serde(default)]
+    pub key_contests: Vec<KeyContest>,
+}
+
+/// A key event as logged: its JSON form (docs/receipts.md, "Rotating a key") and when this
+/// node first heard it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LoggedKeyEvent {
+    pub format: String,
+    pub household: String,
+    pub seq: u64,
+    pub key: String,
+    pub next: String,
+    pub issued_ms: u64,
+    /// The signed event (181 bytes), hex.
+    pub signed: String,
+    /// When this node first heard it, ms since the epoch (this node's clock).
+    pub first_seen_ms: u64,
+}
+
+impl LoggedKeyEvent {
+    fn of(e: &KeyEvent, seen_ms: u64) -> LoggedKeyEvent {
+        LoggedKeyEvent {
+            format: crate::model::rotate::FORMAT.to_string(),
+            household: e.household.to_hex(),
+            seq: e.seq,
+            key: e.key.to_hex(),
+            next: hex::encode(e.next),
+            issued_ms: e.issued_ms,
+            signed: hex::encode(e.to_bytes()),
+            first_seen_ms: seen_ms,
+        }
+    }
+}
+
+/// Two different key events of one household under one number.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct KeyContest {
+    pub seq: u64,
+    /// The one logged first.
+    pub first: LoggedKeyEvent,
+    /// The other.
+    pub second: LoggedKeyEvent,
 }
 
 /// A revocation as logged: its JSON form (docs/receipts.md, "Revoking a key") and when this
@@ -500,6 +694,67 @@ mod tests {
         Commitment::seal(who, seq, &ids, 1_700_000_000_000, 1_700_000_009_000)
             .unwrap()
             .0
+    }
+
+    /// Key events (`model::rotate`): the first heard under each household and number is kept
+    /// with its time, a different one later beside it as the proof, and the log lists both.
+    #[test]
+    fn the_log_keeps_a_households_first_key_events_and_proves_a_contest() {
+        use crate::model::rotate::KeyEvent;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::kv::open(dir.path()).unwrap();
+        let log = AuditLog::open(&db).unwrap();
+        let (home, next, thief) = (
+            Identity::from_seed([1; 32]),
+            Identity::from_seed([4; 32]),
+            Identity::from_seed([9; 32]),
+        );
+        let h = home.public();
+        let e0 = KeyEvent::sign(h, 0, &home, &next.public(), 100);
+        let e1 = KeyEvent::sign(h, 1, &next, &thief.public(), 200);
+        let forged = KeyEvent::sign(h, 0, &home, &thief.public(), 50);
+        assert_eq!(log.hear_key_event(&e0, 10).unwrap(), HeardKeyEvent::New);
+        assert_eq!(log.hear_key_event(&e0, 11).unwrap(), HeardKeyEvent::Again);
+        assert_eq!(log.hear_key_event(&e1, 20).unwrap(), HeardKeyEvent::New);
+        assert_eq!(
+            log.hear_key_event(&forged, 30).unwrap(),
+            HeardKeyEvent::Contest
+        );
+        assert_eq!(
+            log.hear_key_event(&forged, 31).unwrap(),
+            HeardKeyEvent::Again
+        );
+        assert_eq!(log.key_event_counts(), (2, 0));
+        let l = log.coordinator(&h, 0, 10).unwrap();
+        assert_eq!(
+            l.key_events
+                .iter()
+                .map(|e| (e.seq, e.signed.clone(), e.first_seen_ms))
+                .collect::<Vec<_>>(),
+            vec![
+                (0, hex::encode(e0.to_bytes()), 10),
+                (1, hex::encode(e1.to_bytes()), 20)
+            ]
+        );
+        assert_eq!(l.key_contests.len(), 1);
+        assert_eq!(
+            l.key_contests[0].second.signed,
+            hex::encode(forged.to_bytes())
+        );
+        // A verifier given this log, as `hearth audit KEY --json` prints it, takes the event
+        // heard first: the household's rotation stands against the forged #0 given beside it.
+        let json = serde_json::to_string(&l).unwrap();
+        let mut logs = crate::model::tally::AuditLogs::default();
+        logs.add(&json).unwrap();
+        let chains = logs.chains(&[forged.clone()]);
+        assert_eq!(chains.current(&h), next.public());
+        assert!(chains.notes.is_empty(), "{:?}", chains.notes);
+        // Without the log, the forged event given beside the household's stops the chain.
+        let alone = crate::model::rotate::KeyChains::build(&[e0.clone(), e1.clone(), forged]);
+        assert_eq!(alone.current(&h), h);
+        // Reopened, the count is the stored one.
+        drop(log);
+        assert_eq!(AuditLog::open(&db).unwrap().key_event_counts(), (2, 0));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::net::{self, NetConfig, NetEvent, Network, Topic};
 pub mod auditors;
 mod gate;
 pub mod instances;
+mod key_log;
 mod offers;
 pub mod refusals;
 pub mod revoked;
@@ -755,6 +756,19 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         tasks.spawn(async move {
             offers::seek_work(heat, net, offers, stop).await;
             ("work seeker", Ok(()))
+        });
+    }
+
+    {
+        let (dir, net, audit, stop) = (
+            opts.data_dir.clone(),
+            net.clone(),
+            audit.clone(),
+            shutdown_rx.clone(),
+        );
+        tasks.spawn(async move {
+            key_log::publish(dir, net, audit, stop).await;
+            ("key log", Ok(()))
         });
     }
 

@@ -763,6 +763,56 @@ fn a_household_that_rotates_its_key_keeps_its_credit_as_one_household() {
         "{verified}"
     );
     python_verifies(&export, None, None, Some(&log), &verified);
+    // The node published its key log; the bootstrap node, an auditor, logged both events
+    // with when it first heard them, and its log alone gives a verifier the same chain.
+    let audit = root.path().join("audit.json");
+    wait_for(
+        "the auditor to log the household's key events",
+        Duration::from_secs(30),
+        || {
+            let out = ok(
+                &trio.dirs[0],
+                &["--api", &trio.api(0), "audit", &first, "--json"],
+            );
+            std::fs::write(&audit, &out).unwrap();
+            let l: serde_json::Value = serde_json::from_str(&out).unwrap();
+            l["key_events"].as_array().is_some_and(|e| e.len() == 2)
+        },
+    );
+    let text = ok(&trio.dirs[0], &["--api", &trio.api(0), "audit", &first]);
+    assert!(
+        text.contains(&format!("KEY: rotated to key {second} (#1)")),
+        "{text}"
+    );
+    let by_log = ok(
+        dir,
+        &[
+            "receipts",
+            "verify",
+            export.to_str().unwrap(),
+            "--audit",
+            audit.to_str().unwrap(),
+        ],
+    );
+    let under = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("  under key") || l.starts_with("credit of"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(under(&by_log), under(&verified), "{by_log}");
+    if let Ok(out) = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/verify_receipt.py"))
+        .arg(&export)
+        .arg("--audit")
+        .arg(&audit)
+        .output()
+    {
+        if out.status.success() || std::env::var_os("HEARTH_REQUIRE_PYTHON").is_some() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(under(&text), under(&verified), "{text}");
+        }
+    }
     // Without the log the new key's receipts are not the household's, and its chain says so.
     let err = fails(dir, &["receipts", "verify", export.to_str().unwrap()]);
     assert!(err.contains("the chain failed"), "{err}");

@@ -88,6 +88,25 @@ pub async fn show(
         );
         println!("            {}", r.signed);
     }
+    for e in &log.key_events {
+        let step = match e.seq {
+            0 => "key log started".to_string(),
+            n => format!("rotated to key {} (#{n})", e.key),
+        };
+        println!(
+            "  KEY: {step}, signed {}, first seen {}",
+            utc(e.issued_ms),
+            utc(e.first_seen_ms)
+        );
+    }
+    for c in &log.key_contests {
+        println!(
+            "  KEY CONTEST at #{}: a second, different key event, first seen {}; the first stands",
+            c.seq,
+            utc(c.second.first_seen_ms)
+        );
+        println!("            {}", c.second.signed);
+    }
     for e in &log.equivocations {
         println!(
             "  EQUIVOCATION at #{}: two different signed commitments",

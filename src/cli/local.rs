@@ -339,7 +339,6 @@ pub fn receipts_verify(
             rotate::parse_log(&text).map_err(|e| anyhow!("key log {}: {e}", path.display()))?,
         );
     }
-    let chains = KeyChains::build(&events);
     let mut revocations = Revocations::default();
     for path in revoked {
         let text = std::fs::read_to_string(path)
@@ -362,6 +361,12 @@ pub fn receipts_verify(
         // revokes, so they apply as a statement given by hand does.
         revocations.merge(logs.revocations());
         Some(logs)
+    };
+    // Key chains from the logs given (`--keys`) and those the auditors' logs carry, which
+    // settle which of two events under one number came first.
+    let chains = match &audit {
+        Some(logs) => logs.chains(&events),
+        None => KeyChains::build(&events),
     };
     let trusted = match trusted {
         Some(path) => {

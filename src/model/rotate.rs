@@ -197,6 +197,10 @@ pub fn parse_log(text: &str) -> Result<Vec<KeyEvent>, String> {
     }
 }
 
+/// What auditors' logs hold per (household, number): the one event heard first, or `None`
+/// when logs disagree (`model::tally::AuditLogs`).
+pub type Logged = std::collections::HashMap<(PublicKey, u64), Option<KeyEvent>>;
+
 /// One key of a household's chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainKey {
@@ -223,6 +227,15 @@ impl KeyChains {
     /// than it. Two different events under one number stop the chain at their key; a key
     /// that is another household's, or already in a chain, stops it before that key.
     pub fn build(events: &[KeyEvent]) -> KeyChains {
+        KeyChains::build_logged(events, &Logged::new())
+    }
+
+    /// [`KeyChains::build`] with what auditors' logs say was heard first: where the logs hold
+    /// one event under a (household, number), only that event is taken there (the others
+    /// were signed later: a thief's); where they hold two different ones (`None`: auditors
+    /// that disagree), every event stands and the chain stops as without logs. The logged
+    /// events must be among `events`.
+    pub fn build_logged(events: &[KeyEvent], logged: &Logged) -> KeyChains {
         let mut by_household: BTreeMap<PublicKey, BTreeMap<u64, BTreeSet<&KeyEvent>>> =
             BTreeMap::new();
         for e in events {
@@ -242,7 +255,17 @@ impl KeyChains {
                 key: *household,
                 retired_ms: None,
             }];
-            let first: Vec<&KeyEvent> = log.get(&0).into_iter().flatten().copied().collect();
+            let heard_first = |seq: u64, e: &KeyEvent| match logged.get(&(*household, seq)) {
+                Some(Some(first)) => first == e,
+                _ => true,
+            };
+            let first: Vec<&KeyEvent> = log
+                .get(&0)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|e| heard_first(0, e))
+                .collect();
             let mut prev = match first.as_slice() {
                 [] => {
                     out.notes.push(format!(
@@ -266,6 +289,7 @@ impl KeyChains {
                     .flatten()
                     .copied()
                     .filter(|e| next_digest(&e.key) == p.next && e.issued_ms >= p.issued_ms)
+                    .filter(|e| heard_first(seq, e))
                     .collect();
                 let Some(e) = candidates.first() else {
                     break;
@@ -474,6 +498,33 @@ mod tests {
         assert_eq!(chains.keys_of(&h)[0].retired_ms, Some(2_000));
         assert_eq!(chains.household_of(&thief.public()), thief.public());
         assert!(chains.notes[0].contains("two different events #1"));
+    }
+
+    /// With auditors' logs the event heard first stands: the household's event #0, logged
+    /// before a thief signed another with the stolen key, keeps the rotation; logs that
+    /// disagree leave the contest, and the chain stops as without them.
+    #[test]
+    fn an_auditors_first_heard_event_settles_a_contest() {
+        let k = ids();
+        let h = k[0].public();
+        let thief = Identity::from_seed([9; 32]);
+        let mut events = log(&k);
+        let forged = KeyEvent::sign(h, 0, &k[0], &thief.public(), 500);
+        events.push(forged.clone());
+        assert_eq!(KeyChains::build(&events).current(&h), h);
+        let mut logged = Logged::new();
+        logged.insert((h, 0), Some(events[0].clone()));
+        let settled = KeyChains::build_logged(&events, &logged);
+        assert_eq!(settled.current(&h), k[2].public());
+        assert!(settled.notes.is_empty(), "{:?}", settled.notes);
+        // The thief's logged first (it stole the key before the household's log was heard):
+        // the chain is the thief's #0, whose next key nobody ever brought in.
+        logged.insert((h, 0), Some(forged));
+        assert_eq!(KeyChains::build_logged(&events, &logged).current(&h), h);
+        logged.insert((h, 0), None);
+        let disputed = KeyChains::build_logged(&events, &logged);
+        assert_eq!(disputed.current(&h), h);
+        assert!(disputed.notes[0].contains("two different events #0"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::commit::Commitment;
 use super::receipt::Receipt;
 use super::revoke::{Revocation, Revocations};
-use super::rotate::{ChainKey, KeyChains};
+use super::rotate::{ChainKey, KeyChains, KeyEvent, Logged};
 use crate::identity::PublicKey;
 
 /// Millijoules in a watt-hour.
@@ -273,6 +273,10 @@ pub struct AuditLogs {
     seen: HashMap<(PublicKey, u64), Option<blake3::Hash>>,
     /// The revocations the logs carry (`revocation`, one per log at most).
     revocations: Revocations,
+    /// The key events the logs carry (`key_events`, both of each of `key_contests`).
+    key_events: Vec<KeyEvent>,
+    /// Per (household, number), the key event heard first, or `None` when logs disagree.
+    first_key_events: Logged,
 }
 
 impl AuditLogs {
@@ -332,7 +336,48 @@ impl AuditLogs {
             read("equivocation (first)", i, &e["first"])?;
             read("equivocation (second)", i, &e["second"])?;
         }
+        // Key events (docs/receipts.md, "Rotating a key"): the log names the household by
+        // its first key, the log's `coordinator`; each event is the first this auditor heard
+        // under its number, and a contest adds the later one.
+        let event = |what: &str, i: usize, v: &serde_json::Value| {
+            let e = KeyEvent::from_json(v).map_err(|e| format!("{what} {i}: {e}"))?;
+            if e.household != coordinator {
+                return Err(format!("{what} {i}: of another household than the log's"));
+            }
+            Ok(e)
+        };
+        let mut firsts = Vec::new();
+        for (i, v) in list("key_events")?.iter().enumerate() {
+            firsts.push(event("key event", i, v)?);
+        }
+        for (i, c) in list("key_contests")?.iter().enumerate() {
+            let first = event("key contest (first)", i, &c["first"])?;
+            let second = event("key contest (second)", i, &c["second"])?;
+            if first.seq != second.seq || first == second {
+                return Err(format!("key contest {i}: not two events under one number"));
+            }
+            self.key_events.push(second);
+            firsts.push(first);
+        }
+        for e in firsts {
+            let slot = self
+                .first_key_events
+                .entry((e.household, e.seq))
+                .or_insert_with(|| Some(e.clone()));
+            if slot.as_ref() != Some(&e) {
+                *slot = None;
+            }
+            self.key_events.push(e);
+        }
         Ok(())
+    }
+
+    /// Every household's key chain from `given` events (`--keys`) and the logs' events, where
+    /// the logs agree on which came first taking only that one.
+    pub fn chains(&self, given: &[KeyEvent]) -> KeyChains {
+        let mut all = given.to_vec();
+        all.extend(self.key_events.iter().cloned());
+        KeyChains::build_logged(&all, &self.first_key_events)
     }
 
     /// The revocation statements the logs carry, the smallest `keep` per key.

@@ -289,6 +289,11 @@ impl Router {
             Topic::Evidence if data.starts_with(b"HREV") || data.starts_with(b"HEQV") => {
                 self.refusals.gossip(&data, source, via)
             }
+            // And households' key events (docs/receipts.md, "Rotating a key"), which auditors
+            // log (`node::key_log`).
+            Topic::Evidence if data.starts_with(b"HKEY") => {
+                super::key_log::gossip(self.audit.as_ref(), &data)
+            }
             // Audited: a commitment must be signed by its author's household key. Logged with
             // when it was first heard, not put in the ledger: whoever holds one of its receipts
             // has it already, with the receipt's proof.
