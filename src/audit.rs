@@ -746,7 +746,7 @@ mod tests {
         let json = serde_json::to_string(&l).unwrap();
         let mut logs = crate::model::tally::AuditLogs::default();
         logs.add(&json).unwrap();
-        let chains = logs.chains(&[forged.clone()]);
+        let chains = logs.chains(std::slice::from_ref(&forged));
         assert_eq!(chains.current(&h), next.public());
         assert!(chains.notes.is_empty(), "{:?}", chains.notes);
         // Without the log, the forged event given beside the household's stops the chain.

@@ -773,7 +773,7 @@ mod tests {
         assert_eq!(report.problems, vec![retired]);
         let credit: Vec<&str> = lines.collect();
         assert_eq!(report.credit[..credit.len()], credit[..]);
-        assert_eq!(report.chain_ok, true);
+        assert!(report.chain_ok);
         // Without the log the same receipts are two households' and all count.
         let plain = check_export(
             &export,
