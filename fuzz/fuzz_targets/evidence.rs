@@ -1,5 +1,6 @@
 //! Fraud evidence arrives on `hearth/evidence/1` from any peer (`src/model/evidence.rs`), and
-//! so do revocations and equivocation proofs (`src/model/refusal.rs`).
+//! so do revocations and equivocation proofs (`src/model/refusal.rs`) and households' key
+//! events (`src/model/rotate.rs`).
 //! Decoding must not panic and is canonical; `check` returns on anything decoded; built
 //! evidence round-trips; evidence signed by real keys checks, and with any one byte changed
 //! it no longer does.
@@ -18,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     canonical!(Evidence, data);
     canonical!(hearth::model::equivocate::Equivocation, data);
     canonical!(hearth::model::revoke::Revocation, data);
+    canonical!(hearth::model::rotate::KeyEvent, data);
     let _ = hearth::model::refusal::Refusal::checked(data);
+    if let Ok(e) = hearth::model::rotate::KeyEvent::from_bytes(data) {
+        let _ = e.verify();
+    }
     if let Ok(e) = Evidence::from_bytes(data) {
         let _ = e.check();
         let _ = e.accused();
