@@ -827,6 +827,32 @@ fn a_household_that_rotates_its_key_keeps_its_credit_as_one_household() {
     let heat: serde_json::Value =
         serde_json::from_str(&ok(dir, &["--api", &api, "heat", "--json"])).unwrap();
     assert_eq!(heat["credited_receipts"], 5, "{heat:#}");
+    // `hearth doctor --repair --from` asks the coordinator under each key the household still
+    // holds (the retired one from retired-keys/), since a coordinator hands a peer only the
+    // receipts crediting its PeerId's key.
+    let coordinator: serde_json::Value = serde_json::from_str(&ok(
+        &trio.dirs[1],
+        &["--api", &trio.api(1), "status", "--json"],
+    ))
+    .unwrap();
+    let from = format!(
+        "{}/p2p/{}",
+        coordinator["listen_addrs"][0].as_str().unwrap(),
+        coordinator["peer_id"].as_str().unwrap()
+    );
+    trio.restart(2, |dir| {
+        let out = ok(dir, &["doctor", "--repair", "--from", &from]);
+        let old = format!("  under key {first}:\n  - coordinator ");
+        assert!(out.contains(&old), "{out}");
+        assert!(
+            out.contains("2 receipts for this household, 0 of them missing here"),
+            "{out}"
+        );
+        assert!(
+            out.contains("3 receipts for this household, 0 of them missing here"),
+            "{out}"
+        );
+    });
 }
 
 #[test]

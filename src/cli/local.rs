@@ -62,7 +62,11 @@ pub fn id(data_dir: &Path) -> anyhow::Result<()> {
 
 /// The receipt part of `hearth doctor --repair --from`: prints what each coordinator gave;
 /// an unreachable or misbehaving coordinator is reported and fails the command.
+/// A household that rotated its key asks under each key of its chain it still holds (the
+/// retired ones in `retired-keys/`, `crate::keys`): a coordinator hands a peer only the
+/// receipts crediting the key its PeerId carries.
 async fn fetch_receipts(
+    data_dir: &Path,
     identity: &Identity,
     db: &sled::Db,
     ledger: &crate::ledger::Ledger,
@@ -71,7 +75,33 @@ async fn fetch_receipts(
     if from.is_empty() {
         return Ok(());
     }
+    let mut keys = vec![identity.clone()];
+    for key in &ledger.own().keys {
+        let path = crate::keys::retired_key_path(data_dir, key);
+        if *key != identity.public() && path.exists() {
+            keys.push(Identity::load_file(&path)?);
+        }
+    }
     let mut failed = Vec::new();
+    for key in &keys {
+        if keys.len() > 1 {
+            println!("  under key {}:", key.public());
+        }
+        fetch_with(key, db, ledger, from, &mut failed).await?;
+    }
+    if !failed.is_empty() {
+        bail!("could not fetch receipts from {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+async fn fetch_with(
+    identity: &Identity,
+    db: &sled::Db,
+    ledger: &crate::ledger::Ledger,
+    from: &[libp2p::Multiaddr],
+    failed: &mut Vec<String>,
+) -> anyhow::Result<()> {
     for (peer, result) in crate::integrity::fetch_receipts(identity, db, ledger, from).await? {
         match result {
             Ok(f) => {
@@ -91,9 +121,6 @@ async fn fetch_receipts(
                 failed.push(peer.to_string());
             }
         }
-    }
-    if !failed.is_empty() {
-        bail!("could not fetch receipts from {}", failed.join(", "));
     }
     Ok(())
 }
@@ -154,7 +181,7 @@ pub async fn doctor(
     if damage.is_empty() {
         println!("no damage found");
         if repair {
-            fetch_receipts(&identity, &db, &ledger, from).await?;
+            fetch_receipts(data_dir, &identity, &db, &ledger, from).await?;
             integrity::checkpoint(data_dir, &db, &ledger, &persist).await?;
         }
         return Ok(());
@@ -190,7 +217,7 @@ pub async fn doctor(
         println!("not repaired: {n}");
     }
     if !from.is_empty() {
-        fetch_receipts(&identity, &db, &ledger, from).await?;
+        fetch_receipts(data_dir, &identity, &db, &ledger, from).await?;
         integrity::checkpoint(data_dir, &db, &ledger, &persist).await?;
     }
     let after = integrity::check(data_dir, &ledger, &persist)?.damage();
