@@ -585,6 +585,57 @@ mod tests {
         assert_eq!(printed, hex::encode(ours[1].to_bytes()));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever a thief signs (with any key of the household it stole, or keys of its
+        /// own; any number, any next key, any time) and in whatever order a verifier is handed
+        /// the events, the household's chain is its own once auditors' logs hold its events
+        /// as heard first: no thief key ever joins it, and every key of it is retired when
+        /// the household said. Without logs the chain may stop early (frozen), but a thief
+        /// key joins only by an event signed with a household key the thief stole whose
+        /// honest version the verifier lacks.
+        #[test]
+        fn a_thief_never_joins_a_chain_the_auditors_heard_first(
+            forged in proptest::collection::vec(
+                (0usize..6, 0u64..4, 0usize..6, 0u64..5_000), 0..8),
+            order in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..16),
+        ) {
+            let k = ids();
+            let thieves: Vec<Identity> = (9..=10u8).map(|i| Identity::from_seed([i; 32])).collect();
+            let h = k[0].public();
+            let honest = log(&k);
+            // Signers: the household's first three keys (stolen) or the thief's own.
+            let signer = |i: usize| if i < 3 { &k[i] } else { &thieves[i % 2] };
+            let mut events = honest.clone();
+            for (who, seq, next, at) in &forged {
+                let next = signer(*next).public();
+                let e = KeyEvent::sign(h, *seq, signer(*who), &next, *at);
+                if e.verify().is_ok() && !honest.contains(&e) {
+                    events.push(e);
+                }
+            }
+            for (i, o) in order.iter().enumerate() {
+                let (a, b) = (i % events.len(), *o as usize % events.len());
+                events.swap(a, b);
+            }
+            let mut logged = Logged::new();
+            for e in &honest {
+                logged.insert((h, e.seq), Some(e.clone()));
+            }
+            let chains = KeyChains::build_logged(&events, &logged);
+            let honest_chains = KeyChains::build(&honest);
+            proptest::prop_assert_eq!(chains.keys_of(&h), honest_chains.keys_of(&h));
+            // Without logs: never a key outside the household's and the thief's stolen
+            // ones' successors, and never a thief key unless an honest event is missing,
+            // which it is not here: so never a thief key at all.
+            let alone = KeyChains::build(&events);
+            for key in alone.keys_of(&h) {
+                proptest::prop_assert!(thieves.iter().all(|t| t.public() != key.key));
+            }
+        }
+    }
+
     #[test]
     fn a_log_is_one_event_or_a_list() {
         let k = ids();
