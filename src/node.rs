@@ -545,12 +545,21 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         },
         own_tx,
     )?;
-    // No lease, renewal or vote for a key this node refuses (`jobs::coordinator::book::refused`).
+    // No lease, renewal or vote for a key this node refuses (`jobs::coordinator::book::refused`),
+    // nor for a key its household rotated away from (`node::key_log`).
+    let key_book = key_log::KeyBook::default();
     let refused_workers = revoked.clone();
+    let retired_workers = key_book.clone();
     let coordinator = coordinator.refusing(std::sync::Arc::new(move |household: &PublicKey| {
         refused_workers
             .reasons(household)
             .map(|r| r.worker_sentence())
+            .or_else(|| {
+                retired_workers.retired(household).map(|_| {
+                    "your household rotated this key to its next one (`hearth key rotate`): \
+                     this coordinator leases nothing to it and counts no claim of it"
+                })
+            })
     }));
     let coordinator_stop = shutdown_rx.clone();
     tasks.spawn(async move {
@@ -646,9 +655,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         heat.as_ref().map(|h| h.meter()),
     )?;
     // No lease from a coordinator this node refuses, however the worker knows its job.
-    let refused_keys = revoked.clone();
+    let (refused_keys, retired_keys) = (revoked.clone(), key_book.clone());
     let worker = worker.refusing(std::sync::Arc::new(move |peer: &libp2p::PeerId| {
-        PublicKey::from_peer_id(peer).is_some_and(|k| refused_keys.contains(&k))
+        PublicKey::from_peer_id(peer)
+            .is_some_and(|k| refused_keys.contains(&k) || retired_keys.retired(&k).is_some())
     }));
     // Shards held ahead of the running ones while the room wants heat (issue 15).
     let worker = match &heat {
@@ -760,14 +770,15 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     }
 
     {
-        let (dir, net, audit, stop) = (
+        let (dir, net, audit, book, stop) = (
             opts.data_dir.clone(),
             net.clone(),
             audit.clone(),
+            key_book.clone(),
             shutdown_rx.clone(),
         );
         tasks.spawn(async move {
-            key_log::publish(dir, net, audit, stop).await;
+            key_log::publish(dir, net, audit, book, stop).await;
             ("key log", Ok(()))
         });
     }
@@ -783,6 +794,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         trust,
         receipts_gate: context.receipts_gate.clone(),
         audit,
+        key_book,
         refusals,
         auditors,
         witnesses,

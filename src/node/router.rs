@@ -36,6 +36,8 @@ pub(super) struct Router {
     pub(super) receipts_gate: ReceiptsGate,
     /// The auditor's log of commitments (bootstrap nodes).
     pub(super) audit: Option<crate::audit::AuditLog>,
+    /// Households' key events heard, and the keys they retire (`node::key_log`).
+    pub(super) key_book: super::key_log::KeyBook,
     /// Keys revoked by their households or caught equivocating: their announcements are
     /// refused.
     pub(super) refusals: Refusals,
@@ -292,7 +294,14 @@ impl Router {
             // And households' key events (docs/receipts.md, "Rotating a key"), which auditors
             // log (`node::key_log`).
             Topic::Evidence if data.starts_with(b"HKEY") => {
-                super::key_log::gossip(self.audit.as_ref(), &data)
+                let (verdict, retired) =
+                    super::key_log::gossip(self.audit.as_ref(), &self.key_book, &data);
+                if !retired.is_empty() {
+                    // What a retired key holds as a worker in this node's jobs is taken back.
+                    let coordinator = self.coordinator.clone();
+                    tokio::spawn(async move { coordinator.withdraw_refused().await });
+                }
+                verdict
             }
             // Audited: a commitment must be signed by its author's household key. Logged with
             // when it was first heard, not put in the ledger: whoever holds one of its receipts
