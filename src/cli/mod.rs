@@ -10,6 +10,7 @@ mod client;
 pub mod export;
 pub mod heat;
 pub mod impact;
+mod key;
 mod local;
 mod receipts;
 mod remote;
@@ -726,7 +727,7 @@ pub fn main() -> anyhow::Result<()> {
                 args.household.as_deref(),
             )),
         },
-        Command::Key(command) => local::key(&data_dir, command),
+        Command::Key(command) => key::run(&data_dir, command),
         Command::Heat(args) => {
             let config = Config::load(&data_dir, &config::process_env, &Overrides::default())?;
             // Offline: needs no node and no API token.
