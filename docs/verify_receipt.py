@@ -428,19 +428,27 @@ def add_audit_log(audit: dict, text: str, revoked=None, keys=None):
         keys["events"].append(e)
 
 
+def _signed(obj, fmt: str, header: bytes, length: int, what: str) -> bytes:
+    """The signed bytes of a statement's JSON form (a revocation, a key event): `format` is
+    `fmt`, `signed` is hex of exactly `length` bytes starting with `header` (magic and
+    version). Raises ValueError."""
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise ValueError(f'"format" is not {fmt!r}')
+    signed = obj.get("signed")
+    if not isinstance(signed, str) or len(signed) % 2 or any(c not in "0123456789abcdefABCDEF" for c in signed):
+        raise ValueError('no hex "signed"')
+    b = bytes.fromhex(signed)
+    if len(b) != length or b[:5] != header:
+        raise ValueError(f"bad {what} magic, version or length")
+    return b
+
+
 def read_revocation(obj) -> tuple:
     """docs/receipts.md "Revoking a key": one statement in its JSON form. Its signed bytes are
     "HREV", version 1, the key, keep and issued_ms (u64 LE), then a strict Ed25519 signature
     by that key over REVOKE_DOMAIN ‖ body; its readable fields must be those bytes'. Returns
     (key hex, keep) or raises ValueError."""
-    if not isinstance(obj, dict) or obj.get("format") != REVOCATION_FORMAT:
-        raise ValueError(f'"format" is not {REVOCATION_FORMAT!r}')
-    signed = obj.get("signed")
-    if not isinstance(signed, str) or len(signed) % 2 or any(c not in "0123456789abcdefABCDEF" for c in signed):
-        raise ValueError('no hex "signed"')
-    b = bytes.fromhex(signed)
-    if len(b) != REVOCATION_LEN or b[:5] != b"HREV\x01":
-        raise ValueError("bad revocation magic, version or length")
+    b = _signed(obj, REVOCATION_FORMAT, b"HREV\x01", REVOCATION_LEN, "revocation")
     key = b[5:37]
     keep, issued_ms = struct.unpack_from("<QQ", b, 37)
     why = strict_verify(key, REVOKE_DOMAIN + b[:REVOKE_BODY_LEN], b[REVOKE_BODY_LEN:])
@@ -485,14 +493,7 @@ def read_key_event(obj) -> dict:
     "HKEY", version 1, household, seq (u64 LE), key, next, issued_ms (u64 LE), then a strict
     Ed25519 signature by `key` over KEY_EVENT_DOMAIN ‖ body; event #0 is signed by the household
     itself; its readable fields must be those bytes'. Raises ValueError."""
-    if not isinstance(obj, dict) or obj.get("format") != KEY_EVENT_FORMAT:
-        raise ValueError(f'"format" is not {KEY_EVENT_FORMAT!r}')
-    signed = obj.get("signed")
-    if not isinstance(signed, str) or len(signed) % 2 or any(c not in "0123456789abcdefABCDEF" for c in signed):
-        raise ValueError('no hex "signed"')
-    b = bytes.fromhex(signed)
-    if len(b) != KEY_EVENT_LEN or b[:5] != b"HKEY\x01":
-        raise ValueError("bad key event magic, version or length")
+    b = _signed(obj, KEY_EVENT_FORMAT, b"HKEY\x01", KEY_EVENT_LEN, "key event")
     household, key, nxt = b[5:37], b[45:77], b[77:109]
     (seq,) = struct.unpack_from("<Q", b, 37)
     (issued_ms,) = struct.unpack_from("<Q", b, 109)

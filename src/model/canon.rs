@@ -101,6 +101,20 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
+    /// The magic and version byte a signed statement starts with (a revocation, a key event):
+    /// another magic or version is refused.
+    pub fn header(
+        &mut self,
+        magic: &[u8],
+        version: u8,
+        what: &'static str,
+    ) -> Result<(), DecodeError> {
+        self.magic(magic, what)?;
+        match self.u8(what)? {
+            v if v == version => Ok(()),
+            v => Err(DecodeError::Version { what, version: v }),
+        }
+    }
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }

@@ -27,6 +27,14 @@ pub fn parse_hash(s: &str) -> Result<blake3::Hash, String> {
         .map_err(|_| format!("{s:?} is not a blake3 hash (64 hex digits)"))
 }
 
+/// The `signed` field of a signed statement's JSON form (a revocation, a key event): its bytes.
+fn signed_hex(value: &serde_json::Value) -> Result<Vec<u8>, String> {
+    value["signed"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| "no hex \"signed\"".to_string())
+}
+
 /// Milliseconds since the Unix epoch, the time unit of every hearth message.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -84,14 +84,7 @@ impl Revocation {
     /// Decodes exactly [`REVOCATION_LEN`] bytes. Does not check the signature.
     pub fn from_bytes(bytes: &[u8]) -> Result<Revocation, DecodeError> {
         let mut r = Reader::new(bytes);
-        r.magic(MAGIC, "revocation")?;
-        let version = r.u8("revocation version")?;
-        if version != VERSION {
-            return Err(DecodeError::Version {
-                what: "revocation",
-                version,
-            });
-        }
+        r.header(MAGIC, VERSION, "revocation")?;
         let out = Revocation {
             key: PublicKey(r.array("revoked key")?),
             keep: r.u64("keep")?,
@@ -128,10 +121,7 @@ impl Revocation {
         if value["format"].as_str() != Some(FORMAT) {
             return Err(format!("\"format\" is not {FORMAT:?}"));
         }
-        let bytes = value["signed"]
-            .as_str()
-            .and_then(|h| hex::decode(h).ok())
-            .ok_or("no hex \"signed\"")?;
+        let bytes = super::signed_hex(value)?;
         let r = Revocation::from_bytes(&bytes).map_err(|e| e.to_string())?;
         r.verify()?;
         if value["key"].as_str() != Some(r.key.to_hex().as_str())

@@ -111,14 +111,7 @@ impl KeyEvent {
     /// Decodes exactly [`EVENT_LEN`] bytes. Does not check the signature.
     pub fn from_bytes(bytes: &[u8]) -> Result<KeyEvent, DecodeError> {
         let mut r = Reader::new(bytes);
-        r.magic(MAGIC, "key event")?;
-        let version = r.u8("key event version")?;
-        if version != VERSION {
-            return Err(DecodeError::Version {
-                what: "key event",
-                version,
-            });
-        }
+        r.header(MAGIC, VERSION, "key event")?;
         let out = KeyEvent {
             household: PublicKey(r.array("household")?),
             seq: r.u64("seq")?,
@@ -163,10 +156,7 @@ impl KeyEvent {
         if value["format"].as_str() != Some(FORMAT) {
             return Err(format!("\"format\" is not {FORMAT:?}"));
         }
-        let bytes = value["signed"]
-            .as_str()
-            .and_then(|h| hex::decode(h).ok())
-            .ok_or("no hex \"signed\"")?;
+        let bytes = super::signed_hex(value)?;
         let e = KeyEvent::from_bytes(&bytes).map_err(|e| e.to_string())?;
         e.verify()?;
         if value["household"].as_str() != Some(e.household.to_hex().as_str())
