@@ -7,16 +7,8 @@ use anyhow::{bail, Context};
 
 use crate::identity::Identity;
 
-/// `hearth key`: the household's key log and rotation (`crate::keys`).
 pub fn run(data_dir: &Path, command: &super::KeyCommand) -> anyhow::Result<()> {
     use super::KeyCommand;
-    let log_text = |data_dir: &Path| -> anyhow::Result<String> {
-        let list: Vec<serde_json::Value> = crate::keys::load_log(data_dir)?
-            .iter()
-            .map(crate::model::rotate::KeyEvent::to_json)
-            .collect();
-        Ok(serde_json::to_string_pretty(&list)? + "\n")
-    };
     match command {
         KeyCommand::Prerotate { next } => {
             let e = crate::keys::prerotate(data_dir, next, crate::model::now_ms())?;
@@ -66,7 +58,11 @@ pub fn run(data_dir: &Path, command: &super::KeyCommand) -> anyhow::Result<()> {
             );
         }
         KeyCommand::Log { output } => {
-            let text = log_text(data_dir)?;
+            let list: Vec<serde_json::Value> = crate::keys::load_log(data_dir)?
+                .iter()
+                .map(crate::model::rotate::KeyEvent::to_json)
+                .collect();
+            let text = serde_json::to_string_pretty(&list)? + "\n";
             match output {
                 Some(path) => std::fs::write(path, &text)
                     .with_context(|| format!("writing {}", path.display()))?,

@@ -38,17 +38,6 @@ mod view;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-/// What this node, as a coordinator, still has under way in its database: jobs running and
-/// receipts its workers have not yet confirmed. Both are signed under the node's current key,
-/// so `hearth key rotate` refuses while either is (`crate::keys`).
-pub fn under_way(db: &sled::Db) -> Result<(u64, usize), JobError> {
-    let (jobs, finished, _) = persist::Persist::open(db)?.counts()?;
-    Ok((
-        jobs.saturating_sub(finished),
-        delivery::Outbox::open(db)?.len(),
-    ))
-}
-
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::{Identity, PublicKey};
@@ -72,6 +61,14 @@ pub use handle::CoordinatorHandle;
 pub use handle::RefusedKeys;
 use handle::{busy, turned_away, Command, Control};
 pub use view::{JobSummary, JobView, ShardView};
+
+/// What this node, as a coordinator, still has under way in its database: jobs running and
+/// receipts its workers have not yet confirmed. Both are signed under the node's current key,
+/// so `hearth key rotate` refuses while either is (`crate::keys`).
+pub fn under_way(db: &sled::Db) -> Result<(u64, usize), JobError> {
+    let (jobs, finished, _) = Persist::open(db)?.counts()?;
+    Ok((jobs.saturating_sub(finished), Outbox::open(db)?.len()))
+}
 
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
