@@ -12,7 +12,7 @@
 //! The file is created with mode 0600 and never overwritten unless the caller asks (`--force`).
 //! This module touches only that file; it knows nothing of the network or the ledger.
 //!
-//! Size: about 430 lines of code (the key file, the strict signature checks spelled out, the
+//! Size: about 450 lines of code (the key file, the strict signature checks spelled out, the
 //! PeerId layout); the rest are tests with fixed vectors (the small-order and torsion
 //! signatures), kept beside the checks they hold.
 

@@ -632,6 +632,11 @@ fn run_job(trio: &Trio, from: usize, width: u32) -> String {
 
 /// The receipts node `i`'s ledger holds crediting `worker`.
 fn receipts_crediting(trio: &Trio, i: usize, worker: &str) -> usize {
+    receipts_where(trio, i, "worker", worker)
+}
+
+/// The receipts node `i`'s ledger holds whose `field` (worker or submitter) is `key`.
+fn receipts_where(trio: &Trio, i: usize, field: &str, key: &str) -> usize {
     let out = ok(
         &trio.dirs[i],
         &["--api", &trio.api(i), "receipts", "export", "--json"],
@@ -641,7 +646,7 @@ fn receipts_crediting(trio: &Trio, i: usize, worker: &str) -> usize {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["worker"] == worker)
+        .filter(|r| r[field] == key)
         .count()
 }
 
@@ -874,6 +879,42 @@ fn a_household_that_rotates_its_key_keeps_its_credit_as_one_household() {
     );
     run_job(&trio, 1, 512);
     assert_eq!(receipts_crediting(&trio, 1, &first), 2);
+    // Nor do the household's radiators work for the old key: a job the thief submits is not
+    // done (its own radiator is one household, replication needs two), and neither radiator
+    // holds a receipt the old key countersigned. Without the refusal both took it at once.
+    let thief_api = format!("127.0.0.1:{thief_api}");
+    let out = ok(
+        &thief,
+        &[
+            "--api",
+            &thief_api,
+            "submit",
+            "mandelbrot",
+            "--width",
+            "256",
+            "--height",
+            "128",
+            "--tile",
+            "128",
+        ],
+    );
+    let job = out.lines().last().unwrap().trim().to_string();
+    let waited = hearth(
+        &thief,
+        &["--api", &thief_api, "job", "wait", &job, "--timeout", "20"],
+    );
+    assert!(
+        !waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    for i in [1, 2] {
+        assert_eq!(
+            receipts_where(&trio, i, "submitter", &first),
+            0,
+            "radiator {i}"
+        );
+    }
     trio.restart(2, |dir| {
         let out = ok(dir, &["doctor", "--repair", "--from", &from]);
         let under_old = out
