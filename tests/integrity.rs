@@ -997,11 +997,14 @@ async fn the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim() {
 /// The same with the database wedged as the disk fills: a blob of 200 KiB stored when less
 /// room is left (a radiator keeping a fetched input, with its disk floor off: the next test
 /// shows the floor refusing that blob) is too large for sled's log buffer, and
-/// its failed write leaves every later flush parked inside sled
+/// its failed write usually leaves every later flush parked inside sled
 /// (`a_flush_sled_never_finishes_fails_instead_of_hanging`). The coordinator gives its flush
 /// up at `kv::FLUSH_DEADLINE`, refuses what waited for it saying why, and the node stops
 /// naming the database; nothing acknowledged before is lost. Hung before (found 2026-12-04 in
 /// CI, on the test above: the coordinator, then the node's shutdown, waited forever).
+/// Whether sled parks the flush or reports the full disk at once is decided by timing inside
+/// sled (CI saw the second on 2026-12-05): either way the node must stop, say why and lose
+/// nothing, so the test takes either answer and prints which it saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_wedged_as_the_disk_fills_stops_the_node_and_loses_nothing() {
     tokio::time::timeout(TIMEOUT, async {
@@ -1029,19 +1032,36 @@ async fn a_database_wedged_as_the_disk_fills_stops_the_node_and_loses_nothing() 
             l.await.unwrap();
         }
         let (told, failed) = loaded.stop_and_check(filler, dir.path()).await;
+        let wedged = failed
+            .iter()
+            .any(|f| f.starts_with("final flush:") && f.contains("did not confirm"));
+        eprintln!(
+            "sled {}",
+            if wedged {
+                "parked the flush"
+            } else {
+                "reported the full disk"
+            }
+        );
         assert!(
-            failed
-                .iter()
-                .any(|f| f.starts_with("final flush:") && f.contains("did not confirm")),
+            wedged
+                || failed
+                    .iter()
+                    .any(|f| f.contains("database") && f.contains("space")),
             "the node did not say its database stopped: {failed:?}"
         );
-        assert_eq!(
-            told.claims.len(),
-            acknowledged,
-            "nothing acknowledged after the wedge"
-        );
+        // Parked, sled confirms nothing more; reporting the full disk, it may still have
+        // saved a few claims in room it held, and `stop_and_check` found those on disk.
+        if wedged {
+            assert_eq!(
+                told.claims.len(),
+                acknowledged,
+                "nothing acknowledged after the wedge"
+            );
+        }
+        let why = if wedged { "did not confirm" } else { "space" };
         assert!(
-            told.refusals.iter().any(|r| r.contains("did not confirm")),
+            told.refusals.iter().any(|r| r.contains(why)),
             "no refusal says why: {:?}",
             told.refusals
         );
