@@ -547,7 +547,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     )?;
     // No lease, renewal or vote for a key this node refuses (`jobs::coordinator::book::refused`),
     // nor for a key its household rotated away from (`node::key_log`).
-    let key_book = key_log::KeyBook::default();
+    let key_book = key_log::KeyBook::open(&db).map_err(|source| NodeError::Db {
+        path: opts.data_dir.clone(),
+        source,
+    })?;
     let refused_workers = revoked.clone();
     let retired_workers = key_book.clone();
     let coordinator = coordinator.refusing(std::sync::Arc::new(move |household: &PublicKey| {
