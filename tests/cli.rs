@@ -930,6 +930,71 @@ fn a_household_that_rotates_its_key_keeps_its_credit_as_one_household() {
     });
 }
 
+/// `hearth key rotate` refuses while the node still coordinates a job under the current key
+/// (workers take a receipt only from the key that countersigned it), changes nothing when it
+/// refuses, and rotates with `--force`.
+#[test]
+fn a_rotation_waits_for_the_jobs_the_current_key_coordinates() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    ok(&dir, &["init"]);
+    let household = ok(&dir, &["id"]);
+    let (next, after) = (root.path().join("next.key"), root.path().join("after.key"));
+    ok(
+        &dir,
+        &["key", "prerotate", "--next", next.to_str().unwrap()],
+    );
+    // A bootstrap node alone: no radiator takes the job's shards, so it stays running.
+    let port = free_port();
+    let api = format!("127.0.0.1:{port}");
+    let node = spawn_node(
+        &dir,
+        port,
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--role", "bootstrap"],
+    );
+    wait_for("the node's API", Duration::from_secs(30), || {
+        hearth(&dir, &["--api", &api, "status"]).status.success()
+    });
+    ok(&dir, &["--api", &api, "submit", "pi", "--shards", "2"]);
+    drop(node);
+    let rotate = |extra: &[&str]| {
+        let mut args = vec![
+            "key",
+            "rotate",
+            "--next",
+            next.to_str().unwrap(),
+            "--new-next",
+            after.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = rotate(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = fails(&dir, &args);
+    assert!(
+        err.contains("still coordinates under its current key: 1 running jobs"),
+        "{err}"
+    );
+    assert_eq!(
+        ok(&dir, &["id"]),
+        household,
+        "a refused rotation changed the key"
+    );
+    assert_eq!(
+        ok(&dir, &["key", "log"]).matches("\"seq\"").count(),
+        1,
+        "a refused rotation wrote an event"
+    );
+    assert!(!after.exists(), "a refused rotation wrote a next key");
+    let args = rotate(&["--force"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&dir, &args);
+    let id = ok(&dir, &["id"]);
+    assert_ne!(id, household, "the key did not change");
+    assert_eq!(ok(&dir, &["key", "log"]).matches("\"seq\"").count(), 2);
+}
+
 #[test]
 fn coordinator_killed_with_sigkill_restarts_and_finishes_its_job() {
     let root = tempfile::tempdir().unwrap();
