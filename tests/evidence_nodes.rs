@@ -20,6 +20,7 @@ use hearth::model::commit::{Commitment, Inclusion};
 use hearth::model::evidence::Evidence;
 use hearth::model::now_ms;
 use hearth::model::receipt::{Claim, CreditTerms, EnergyMethod, WorkRecord};
+use hearth::model::rotate::KeyEvent;
 use hearth::model::wire::{DenyReason, Request, Response, PROTOCOL_VERSION};
 use hearth::net::Topic;
 use hearth::node::{NodeOptions, RunningNode};
@@ -942,13 +943,76 @@ async fn a_radiator_takes_no_more_shards_of_a_job_whose_coordinator_it_came_to_r
 /// only as a coordinator: as a worker it kept its leases, got new ones and voted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_revoked() {
+    a_refused_worker_key_loses_its_leases(
+        async |dir, nodes| {
+            // The household revokes the key from its own node, which publishes the statement.
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+                .arg("--data-dir")
+                .arg(dir.join("radiator-1"))
+                .args(["--api", &nodes[1].api_addr.to_string()])
+                .args(["receipts", "revoke", "--keep", "0", "--publish"])
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        },
+        "revoked",
+    )
+    .await;
+}
+
+/// The same when the household rotates away from the key (`hearth key rotate`, as after a
+/// theft: the thief's radiator goes on running under the old key) and its key events reach
+/// the coordinator's node by gossip: the coordinator takes back what the retired key holds
+/// and leases it nothing (`node::key_log`, the router's `withdraw_refused` on a newly retired
+/// key). Fails without the take-back: the leases run on until they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_rotated_away_from() {
+    a_refused_worker_key_loses_its_leases(
+        async |_, nodes| {
+            let old = &nodes[1].context.identity;
+            let (next, after) = (Identity::generate(), Identity::generate());
+            let events = [
+                KeyEvent::sign(old.public(), 0, old, &next.public(), now_ms()),
+                KeyEvent::sign(old.public(), 1, &next, &after.public(), now_ms()),
+            ];
+            // Published by a third node: anyone may pass a key event on.
+            for e in events {
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while let Err(err) = nodes[2]
+                    .context
+                    .net
+                    .publish(Topic::Evidence, e.to_bytes())
+                    .await
+                {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "key event not published: {err}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        },
+        "rotated",
+    )
+    .await;
+}
+
+/// Three radiators; radiator 1 takes leases of an endless job of radiator 0's; then `refuse`
+/// (given the root directory and the nodes) makes its key one radiator 0 refuses. Radiator
+/// 0's coordinator answers it Denied (excluded) with a detail naming `why`, takes back what
+/// it held within 5 s, leases it nothing more, and the job goes on with the others.
+async fn a_refused_worker_key_loses_its_leases(
+    refuse: impl AsyncFnOnce(&std::path::Path, &[RunningNode]),
+    why: &str,
+) {
     use hearth::jobs::{JobView, ShardView};
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir().unwrap();
         let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {}).await.unwrap();
         settle(&nodes).await;
-        let (sub, thief) = (&nodes[0], &nodes[1]);
-        let (key, mine) = (thief.household(), thief.household().to_hex());
+        let (sub, refused) = (&nodes[0], &nodes[1]);
+        let (key, mine) = (refused.household(), refused.household().to_hex());
         let (job, _) = submit(sub, &endless(9), 2).await;
         let leased_to_it = |v: &JobView| {
             v.shards
@@ -966,33 +1030,24 @@ async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_revo
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(!excluded(&lease_answer(sub, &key).await));
-        // The household revokes the key from its own node, which publishes the statement.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-            .arg("--data-dir")
-            .arg(dir.path().join("radiator-1"))
-            .args(["--api", &thief.api_addr.to_string()])
-            .args(["receipts", "revoke", "--keep", "0", "--publish"])
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        refuse(dir.path(), &nodes).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !sub.context.refusals.keys().contains(&key) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the submitter's node did not hear the revocation in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         // No lease, and the radiator is told why.
-        match lease_answer(sub, &key).await {
-            Response::Denied {
-                reason: DenyReason::Excluded,
-                detail,
-                ..
-            } => assert!(detail.contains("revoked"), "{detail}"),
-            other => panic!("a revoked key was answered {other:?}"),
-        }
+        let detail = loop {
+            match lease_answer(sub, &key).await {
+                Response::Denied {
+                    reason: DenyReason::Excluded,
+                    detail,
+                    ..
+                } => break detail,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "the submitter's node still answers the key {other:?} 30 s on"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(detail.contains(why), "{detail}");
         // What it held is taken back (not left to run out), and nothing new goes to it.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -1002,7 +1057,7 @@ async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_revo
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{held} lease(s) still held by the revoked key 5 s after the node heard it"
+                "{held} lease(s) still held by the refused key 5 s after the node heard why"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
