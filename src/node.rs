@@ -685,6 +685,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let offers = Offers::default();
     let refusals = Refusals::new(
         revoked,
+        key_book.clone(),
         offers.clone(),
         audit.clone(),
         identity.public(),

@@ -969,33 +969,97 @@ async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_revo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_rotated_away_from() {
     a_refused_worker_key_loses_its_leases(
-        async |_, nodes| {
-            let old = &nodes[1].context.identity;
-            let (next, after) = (Identity::generate(), Identity::generate());
-            let events = [
-                KeyEvent::sign(old.public(), 0, old, &next.public(), now_ms()),
-                KeyEvent::sign(old.public(), 1, &next, &after.public(), now_ms()),
-            ];
-            // Published by a third node: anyone may pass a key event on.
-            for e in events {
-                let deadline = std::time::Instant::now() + Duration::from_secs(20);
-                while let Err(err) = nodes[2]
-                    .context
-                    .net
-                    .publish(Topic::Evidence, e.to_bytes())
-                    .await
-                {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "key event not published: {err}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        },
+        async |_, nodes| publish_rotation(&nodes[2], &nodes[1].context.identity).await,
         "rotated",
     )
     .await;
+}
+
+/// Publishes a rotation of `old`'s household (events #0 and #1, to a fresh key) from `via`:
+/// anyone may pass a key event on.
+async fn publish_rotation(via: &RunningNode, old: &Identity) {
+    let (next, after) = (Identity::generate(), Identity::generate());
+    let events = [
+        KeyEvent::sign(old.public(), 0, old, &next.public(), now_ms()),
+        KeyEvent::sign(old.public(), 1, &next, &after.public(), now_ms()),
+    ];
+    for e in events {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Err(err) = via.context.net.publish(Topic::Evidence, e.to_bytes()).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "key event not published: {err}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Polls `node`'s coordinator until it answers `key` Denied (excluded) saying its household
+/// rotated away from it; panics with `what` at `deadline`.
+async fn wait_retired(
+    node: &RunningNode,
+    key: &PublicKey,
+    deadline: std::time::Instant,
+    what: &str,
+) {
+    loop {
+        match lease_answer(node, key).await {
+            Response::Denied {
+                reason: DenyReason::Excluded,
+                detail,
+                ..
+            } if detail.contains("rotated") => return,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the key is still answered {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node that joins after a household's key events were gossiped (past gossipsub's message
+/// cache) asks its peers for the events they heard (`Request::KeyEvents`) once they settle,
+/// and refuses the retired key at once, not only after the household's next round (up to
+/// 10 minutes). Fails without the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_joins_later_learns_a_rotation_from_its_peers() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|_, _| {}).await.unwrap();
+        settle(&nodes).await;
+        let key = nodes[1].household();
+        publish_rotation(&nodes[2], &nodes[1].context.identity).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        wait_retired(&nodes[0], &key, deadline, "radiator 0, within 30 s").await;
+        // Long past gossipsub's message cache (a few heartbeats): the gossip is gone.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let late = hearth::node::start(
+            loopback_options(
+                &dir.path().join("radiator-late"),
+                Some(hearth::demo::listen_addr(&nodes[2]).await.unwrap()),
+                1,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        wait_retired(
+            &late,
+            &key,
+            deadline,
+            "a radiator that joined later, within 60 s",
+        )
+        .await;
+        late.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
 }
 
 /// Three radiators; radiator 1 takes leases of an endless job of radiator 0's; then `refuse`

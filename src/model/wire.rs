@@ -233,6 +233,12 @@ pub enum Request {
     /// [`Response::Instance`] (`Noted` when leaving), or `Error` by a node that keeps no
     /// leases. Tag 14.
     Instance { id: [u8; 16], leaving: bool },
+    /// A node asks a peer for the households' key events it heard (`node::key_log`), in the
+    /// order of its `key-events` tree after `after` (the 41-byte cursor: household ‖ kind ‖
+    /// number, big-endian), so a node that joined after they were gossiped refuses the keys
+    /// they retire at once (`docs/protocol.md` §6.7). Answered with [`Response::KeyEvents`].
+    /// Tag 15.
+    KeyEvents { after: Option<[u8; 41]> },
 }
 
 /// A bootstrap node's answer to [`Request::Instance`]: whether the asking instance holds its
@@ -252,6 +258,11 @@ pub const MAX_REFUSALS_PER_ANSWER: usize = 12;
 const _: () = assert!(
     3 + MAX_REFUSALS_PER_ANSWER * (4 + super::equivocate::EQUIVOCATION_LEN) <= MAX_CONTROL_MESSAGE
 );
+
+/// Most key events in one [`Response::KeyEvents`]: 16 × 181 bytes after a 44-byte header.
+pub const MAX_KEY_EVENTS_PER_ANSWER: usize = 16;
+const _: () =
+    assert!(3 + 41 + MAX_KEY_EVENTS_PER_ANSWER * super::rotate::EVENT_LEN <= MAX_CONTROL_MESSAGE);
 
 /// Most pieces of evidence in one [`Response::Evidence`]: as many as fit
 /// [`MAX_CONTROL_MESSAGE`] (a piece is `EVIDENCE_LEN` bytes plus its 4-byte length, after a
@@ -378,6 +389,13 @@ pub enum Response {
     LastCommitment(Option<Box<super::commit::Commitment>>),
     /// Whether the asking instance holds its key's lease ([`Request::Instance`]). Tag 14.
     Instance(InstanceLease),
+    /// Key events answering [`Request::KeyEvents`], at most [`MAX_KEY_EVENTS_PER_ANSWER`],
+    /// and the cursor to ask on from (none: no more). Decoded, not checked: the asker checks
+    /// each as if it came from gossip. Tag 15.
+    KeyEvents {
+        events: Vec<super::rotate::KeyEvent>,
+        next: Option<[u8; 41]>,
+    },
 }
 
 fn reason_text(s: &str) -> &str {
@@ -472,6 +490,13 @@ impl Request {
             Request::Instance { id, leaving } => {
                 w.u8(14).raw(id).u8(u8::from(*leaving));
             }
+            Request::KeyEvents { after } => {
+                w.u8(15);
+                match after {
+                    Some(k) => w.u8(1).raw(k),
+                    None => w.u8(0),
+                };
+            }
         }
         w.into_bytes()
     }
@@ -544,6 +569,9 @@ impl Request {
             14 => Request::Instance {
                 id: r.array("instance id")?,
                 leaving: r.flag("leaving flag")?,
+            },
+            15 => Request::KeyEvents {
+                after: cursor(&mut r)?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -638,6 +666,18 @@ impl Response {
             Response::Instance(InstanceLease::HeldBy { id, ago_s }) => {
                 w.u8(14).u8(2).raw(id).u32(*ago_s);
             }
+            Response::KeyEvents { events, next } => {
+                w.u8(15);
+                match next {
+                    Some(k) => w.u8(1).raw(k),
+                    None => w.u8(0),
+                };
+                let n = events.len().min(MAX_KEY_EVENTS_PER_ANSWER);
+                w.u8(n as u8);
+                for e in &events[..n] {
+                    w.raw(&e.to_bytes());
+                }
+            }
         }
         w.into_bytes()
     }
@@ -728,6 +768,22 @@ impl Response {
                     })
                 }
             }),
+            15 => {
+                let next = cursor(&mut r)?;
+                let n = usize::from(r.u8("item count")?);
+                if n > MAX_KEY_EVENTS_PER_ANSWER {
+                    return Err(DecodeError::Invalid {
+                        what: "key events answer",
+                        reason: format!("{n} items, more than {MAX_KEY_EVENTS_PER_ANSWER}"),
+                    });
+                }
+                let mut events = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let bytes: [u8; super::rotate::EVENT_LEN] = r.array("key event")?;
+                    events.push(super::rotate::KeyEvent::from_bytes(&bytes)?);
+                }
+                Response::KeyEvents { events, next }
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "response",
@@ -943,6 +999,51 @@ mod tests {
         too_long.extend_from_slice(&(longest.len() as u32 + 1).to_le_bytes());
         too_long.extend(std::iter::repeat_n(0u8, longest.len() + 1));
         assert!(Response::from_bytes(&too_long).is_err());
+    }
+
+    /// The layouts `docs/protocol.md` §6.7 states for pulling key events: request tag 15 (a
+    /// cursor flag and, if 1, the 41-byte cursor); response tag 15 (the next cursor the same
+    /// way, a count, then each 181-byte event). More events than a page holds, a cut event or
+    /// bytes that are not a key event are refused.
+    #[test]
+    fn key_event_pulls_round_trip_and_bound_what_a_peer_sends() {
+        for req in [
+            Request::KeyEvents { after: None },
+            Request::KeyEvents {
+                after: Some([4u8; 41]),
+            },
+        ] {
+            assert_eq!(Request::from_bytes(&req.to_bytes()).unwrap(), req);
+        }
+        assert_eq!(Request::KeyEvents { after: None }.to_bytes(), vec![15, 0]);
+        assert!(Request::from_bytes(&[15, 1, 0]).is_err(), "a cut cursor");
+        let who = crate::identity::Identity::generate();
+        let next = crate::identity::Identity::generate().public();
+        let e = super::super::rotate::KeyEvent::sign(who.public(), 0, &who, &next, 5);
+        let full = Response::KeyEvents {
+            events: vec![e.clone(); MAX_KEY_EVENTS_PER_ANSWER],
+            next: Some([1u8; 41]),
+        };
+        let bytes = full.to_bytes();
+        assert!(bytes.len() <= MAX_CONTROL_MESSAGE);
+        assert_eq!(&bytes[..2], &[15, 1]);
+        assert_eq!(bytes[43], MAX_KEY_EVENTS_PER_ANSWER as u8);
+        assert_eq!(&bytes[44..44 + e.to_bytes().len()], &e.to_bytes()[..]);
+        assert_eq!(Response::from_bytes(&bytes).unwrap(), full);
+        let last = Response::KeyEvents {
+            events: vec![e.clone()],
+            next: None,
+        };
+        assert_eq!(Response::from_bytes(&last.to_bytes()).unwrap(), last);
+        let mut too_many = vec![15, 0, MAX_KEY_EVENTS_PER_ANSWER as u8 + 1];
+        too_many.extend(std::iter::repeat_n(0u8, 181));
+        assert!(Response::from_bytes(&too_many).is_err());
+        let mut cut = last.to_bytes();
+        cut.pop();
+        assert!(Response::from_bytes(&cut).is_err());
+        let mut not_an_event = last.to_bytes();
+        not_an_event[3] = b'X';
+        assert!(Response::from_bytes(&not_an_event).is_err());
     }
 
     /// The layouts `docs/protocol.md` states for asking an auditor where a key's numbering

@@ -22,11 +22,15 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use libp2p::PeerId;
+
+use super::revoked::Admission;
 use crate::audit::{AuditLog, HeardKeyEvent};
 use crate::identity::PublicKey;
 use crate::model::rotate::{KeyChains, KeyEvent, Logged};
+use crate::model::wire::{Request, Response, MAX_KEY_EVENTS_PER_ANSWER};
 use crate::net::{NetError, Network, Topic, Verdict};
 
 /// Most key events a node keeps in its [`KeyBook`] (about 200 bytes each in memory, and on
@@ -36,9 +40,18 @@ use crate::net::{NetError, Network, Topic, Verdict};
 pub const MAX_HEARD: usize = 1 << 14;
 
 /// The `key-events` tree: household ‖ 0x00 ‖ number (8 bytes, big-endian) → the event first
-/// heard under them; household ‖ 0x01 → the second, different event heard under one of its
-/// numbers (the proof that the household is contested here; one is enough).
+/// heard under them; household ‖ 0x01 ‖ number → a second, different event heard under that
+/// number (the proof that the household is contested here; the first such proof is enough).
+/// A peer pages through it in key order (`Request::KeyEvents`, the key being the cursor).
 const TREE: &str = "key-events";
+
+/// A place in the `key-events` tree: household ‖ kind ‖ number.
+pub type Cursor = [u8; 41];
+
+/// Pages asked of one peer per pull: 64 × [`MAX_KEY_EVENTS_PER_ANSWER`] (16) = 1 024 events,
+/// each checked (one signature); a pull that stops there goes on from where it stopped at the
+/// next peer asked.
+pub const MAX_PULL_PAGES: usize = 64;
 
 /// The key events this node heard and the keys they retire, kept in memory and in the
 /// `key-events` tree, so a restart forgets no rotation and no contest. Cheap to clone.
@@ -46,6 +59,14 @@ const TREE: &str = "key-events";
 pub struct KeyBook {
     inner: Arc<Mutex<Book>>,
     tree: sled::Tree,
+    /// How many events new to this node each gossip forwarder may bring: anyone can sign
+    /// events for fresh keys by the thousand, each costing a signature check and one of the
+    /// [`MAX_HEARD`] places for good. An event heard before passes free (households republish
+    /// their logs every [`REPUBLISH`]); a household writes a new event once per rotation, far
+    /// below the bound, and what a node missed it pulls from its peers ([`KeyBook::pull`]).
+    admission: Arc<Mutex<Admission>>,
+    /// Where the last pull stopped, so the next peer asked goes on from there.
+    resume: Arc<Mutex<Option<Cursor>>>,
 }
 
 #[derive(Default)]
@@ -101,18 +122,12 @@ impl Book {
     }
 }
 
-/// The tree key of the event first heard under `household` and `seq`.
-fn event_entry(household: &PublicKey, seq: u64) -> [u8; 41] {
-    let mut entry = [0u8; 41];
-    entry[..32].copy_from_slice(&household.0);
-    entry[33..].copy_from_slice(&seq.to_be_bytes());
-    entry
-}
-
-/// The tree key of `household`'s contest proof.
-fn contest_entry(household: &PublicKey) -> [u8; 33] {
-    let mut entry = [1u8; 33];
-    entry[..32].copy_from_slice(&household.0);
+/// The tree key of an event under its household and number: `kind` 0 for the event first
+/// heard, 1 for a contest proof.
+fn entry(e: &KeyEvent, kind: u8) -> Cursor {
+    let mut entry = [kind; 41];
+    entry[..32].copy_from_slice(&e.household.0);
+    entry[33..].copy_from_slice(&e.seq.to_be_bytes());
     entry
 }
 
@@ -124,23 +139,16 @@ impl KeyBook {
         let mut book = Book::default();
         for item in tree.iter() {
             let (key, value) = item?;
-            let Ok(household) = <[u8; 32]>::try_from(&key[..key.len().min(32)]) else {
+            let Ok(e) = KeyEvent::from_bytes(&value) else {
                 continue;
             };
-            let household = PublicKey(household);
-            match (key.len(), key.get(32)) {
-                (41, Some(0)) if book.first.len() < MAX_HEARD => {
-                    let Ok(e) = KeyEvent::from_bytes(&value) else {
-                        continue;
-                    };
-                    if e.verify().is_ok() && key[..] == event_entry(&e.household, e.seq)[..] {
-                        book.first.insert((e.household, e.seq), e);
-                    }
-                }
-                (33, Some(1)) => {
-                    book.contested.insert(household);
-                }
-                _ => {}
+            if e.verify().is_err() {
+                continue;
+            }
+            if key[..] == entry(&e, 0)[..] && book.first.len() < MAX_HEARD {
+                book.first.insert((e.household, e.seq), e);
+            } else if key[..] == entry(&e, 1)[..] {
+                book.contested.insert(e.household);
             }
         }
         let households: HashSet<PublicKey> = book.first.keys().map(|(h, _)| *h).collect();
@@ -150,7 +158,17 @@ impl KeyBook {
         Ok(KeyBook {
             inner: Arc::new(Mutex::new(book)),
             tree,
+            admission: Arc::new(Mutex::new(Admission::default())),
+            resume: Arc::default(),
         })
+    }
+
+    /// Whether `e` is the event this node first heard under its household and number: heard
+    /// before, nothing to check again.
+    fn known(&self, e: &KeyEvent) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|book| book.first.get(&(e.household, e.seq)) == Some(e))
     }
 
     /// Takes a checked event (`KeyEvent::verify`). Returns the keys it newly retires. Written
@@ -165,8 +183,7 @@ impl KeyBook {
             Some(true) => return Ok(Vec::new()),
             Some(false) => {
                 if !book.contested.contains(&e.household) {
-                    self.tree
-                        .insert(contest_entry(&e.household), e.to_bytes())?;
+                    self.tree.insert(entry(e, 1), e.to_bytes())?;
                 }
                 book.contest(e.household);
                 return Ok(Vec::new());
@@ -174,8 +191,7 @@ impl KeyBook {
             None if book.first.len() >= MAX_HEARD => return Ok(Vec::new()),
             None => {}
         }
-        self.tree
-            .insert(event_entry(&e.household, e.seq), e.to_bytes())?;
+        self.tree.insert(entry(e, 0), e.to_bytes())?;
         book.first.insert(slot, e.clone());
         Ok(book.retire(e.household))
     }
@@ -183,6 +199,93 @@ impl KeyBook {
     /// The current key of the household that retired `key`, if this node knows it did.
     pub fn retired(&self, key: &PublicKey) -> Option<PublicKey> {
         self.inner.lock().ok()?.retired.get(key).copied()
+    }
+
+    /// Up to `max` kept events after `after`, in key order, and the cursor to go on from if
+    /// more follow: what a node hands a peer that asks (`Request::KeyEvents`). Reads the disk.
+    pub fn page(
+        &self,
+        after: Option<&Cursor>,
+        max: usize,
+    ) -> Result<(Vec<KeyEvent>, Option<Cursor>), sled::Error> {
+        let range = match after {
+            Some(c) => self.tree.range::<&[u8], _>((
+                std::ops::Bound::Excluded(&c[..]),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.tree.iter(),
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        for item in range {
+            let (key, value) = item?;
+            // Damaged entries are skipped, as at start.
+            let (Ok(cursor), Ok(e)) =
+                (Cursor::try_from(key.as_ref()), KeyEvent::from_bytes(&value))
+            else {
+                continue;
+            };
+            if out.len() == max {
+                return Ok((out, last));
+            }
+            out.push(e);
+            last = Some(cursor);
+        }
+        Ok((out, None))
+    }
+
+    /// Asks `peer` for the events it heard, page after page from where the last pull stopped,
+    /// checking and keeping each; returns the keys they newly retire. Stops at
+    /// [`MAX_PULL_PAGES`], at the first answer that is not a page (an older node answers
+    /// Error), at the first event that does not check or cannot be kept, and when the peer's
+    /// cursor stops increasing.
+    pub(super) async fn pull(&self, net: &Network, peer: PeerId) -> Vec<PublicKey> {
+        let mut after = self.resume.lock().ok().and_then(|r| *r);
+        let mut retired = Vec::new();
+        for _ in 0..MAX_PULL_PAGES {
+            let answer = match net
+                .request_if_connected(peer, Request::KeyEvents { after }.to_bytes())
+                .await
+            {
+                Ok(bytes) => Response::from_bytes(&bytes),
+                Err(e) => {
+                    tracing::debug!(%peer, "could not ask for key events: {e}");
+                    break;
+                }
+            };
+            let Ok(Response::KeyEvents { events, next }) = answer else {
+                break;
+            };
+            for e in &events {
+                if let Err(err) = e.verify() {
+                    tracing::debug!(%peer, "stopped asking for key events: one does not check: {err}");
+                    return retired;
+                }
+                match self.hear(e) {
+                    Ok(newly) => retired.extend(newly),
+                    Err(err) => {
+                        tracing::warn!("could not keep a pulled key event: {err}");
+                        return retired;
+                    }
+                }
+            }
+            match next {
+                Some(n) if after.is_none_or(|a| n > a) => after = Some(n),
+                Some(_) => {
+                    tracing::debug!(%peer, "stopped asking for key events: the cursor went back");
+                    return retired;
+                }
+                // The peer's tree is done: the next pull starts from its beginning.
+                None => {
+                    after = None;
+                    break;
+                }
+            }
+        }
+        if let Ok(mut resume) = self.resume.lock() {
+            *resume = after;
+        }
+        retired
     }
 }
 
@@ -234,27 +337,42 @@ pub(super) async fn publish(
     }
 }
 
-/// A key event gossiped on `hearth/evidence/1`: rejected unless it decodes and its signature
-/// is its key's (event #0 its household's own); anyone may pass one on, since it proves
-/// itself. Kept in `book`, and on an auditor logged; ignored (not forwarded) when the
-/// auditor's log is full. Returns the keys it newly retires beside the verdict.
+/// A key event gossiped on `hearth/evidence/1` by way of `via`: rejected unless it decodes and
+/// its signature is its key's (event #0 its household's own); anyone may pass one on, since it
+/// proves itself. Kept in `book` and, on an auditor, logged; ignored (not forwarded) past the
+/// forwarder's share of events new to this node, or when it cannot be kept, or when the
+/// auditor's log is full. An event this node heard first before passes without a second
+/// check. Returns the keys it newly retires beside the verdict.
 pub(super) fn gossip(
     audit: Option<&AuditLog>,
     book: &KeyBook,
     data: &[u8],
+    via: PeerId,
 ) -> (Verdict, Vec<PublicKey>) {
-    let e = match KeyEvent::from_bytes(data) {
-        Ok(e) if e.verify().is_ok() => e,
-        _ => return (Verdict::Reject, Vec::new()),
+    let Ok(e) = KeyEvent::from_bytes(data) else {
+        return (Verdict::Reject, Vec::new());
     };
-    // Not kept, not passed on: it comes again with its household's next round.
-    let retired = match book.hear(&e) {
-        Ok(retired) => retired,
-        Err(err) => {
-            tracing::warn!("a key event heard could not be kept: {err}");
+    let mut retired = Vec::new();
+    if !book.known(&e) {
+        let admitted = book
+            .admission
+            .lock()
+            .is_ok_and(|mut a| a.admit(via, Instant::now()));
+        if !admitted {
             return (Verdict::Ignore, Vec::new());
         }
-    };
+        if e.verify().is_err() {
+            return (Verdict::Reject, Vec::new());
+        }
+        // Not kept, not passed on: it comes again with its household's next round.
+        retired = match book.hear(&e) {
+            Ok(retired) => retired,
+            Err(err) => {
+                tracing::warn!("a key event heard could not be kept: {err}");
+                return (Verdict::Ignore, Vec::new());
+            }
+        };
+    }
     for key in &retired {
         tracing::info!(
             key = %key.to_hex(),
@@ -267,6 +385,17 @@ pub(super) fn gossip(
         _ => Verdict::Accept,
     };
     (verdict, retired)
+}
+
+/// The answer to a peer's `Request::KeyEvents`: a page of the events kept here. Reads the
+/// disk: called off the async threads.
+pub(super) fn answer(book: &KeyBook, after: Option<&Cursor>) -> Response {
+    match book.page(after, MAX_KEY_EVENTS_PER_ANSWER) {
+        Ok((events, next)) => Response::KeyEvents { events, next },
+        Err(e) => Response::Error {
+            detail: format!("the key events could not be read: {e}"),
+        },
+    }
 }
 
 /// Logs `e` on an auditor, saying what was new.
@@ -325,6 +454,79 @@ mod tests {
         let e2 = KeyEvent::sign(h, 2, &k[2], &k[3].public(), 40);
         assert!(hear(&e2).is_empty());
         assert_eq!(book.retired(&k[1].public()), None);
+    }
+
+    /// A peer's gossip of events new to this node is taken up to its share
+    /// (`revoked::BURST`), then ignored (not forwarded, no penalty); an event heard before
+    /// passes free, and another forwarder has a share of its own. Bytes that are not a key
+    /// event, or one whose signature fails, are rejected.
+    #[test]
+    fn gossip_takes_a_forwarders_share_of_new_events_and_known_ones_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = KeyBook::open(&sled::open(dir.path()).unwrap()).unwrap();
+        let (via, other) = (PeerId::random(), PeerId::random());
+        let next = Identity::from_seed([1; 32]).public();
+        let fresh = |i: u32| {
+            let mut seed = [7u8; 32];
+            seed[..4].copy_from_slice(&i.to_be_bytes());
+            let h = Identity::from_seed(seed);
+            KeyEvent::sign(h.public(), 0, &h, &next, 10).to_bytes()
+        };
+        let burst = super::super::revoked::BURST;
+        for i in 0..burst {
+            assert_eq!(gossip(None, &book, &fresh(i), via).0, Verdict::Accept);
+        }
+        assert_eq!(gossip(None, &book, &fresh(burst), via).0, Verdict::Ignore);
+        assert_eq!(
+            gossip(None, &book, &fresh(0), via).0,
+            Verdict::Accept,
+            "known"
+        );
+        assert_eq!(gossip(None, &book, &fresh(burst), other).0, Verdict::Accept);
+        let mut forged = fresh(burst + 1);
+        forged[100] ^= 1;
+        assert_eq!(gossip(None, &book, &forged, other).0, Verdict::Reject);
+        assert_eq!(gossip(None, &book, b"HKEY", other).0, Verdict::Reject);
+    }
+
+    /// Paging through the book hands every kept entry once, in key order, contest proofs
+    /// included, whatever the page size; a cursor past the end gives nothing.
+    #[test]
+    fn pages_hand_every_kept_event_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = KeyBook::open(&sled::open(dir.path()).unwrap()).unwrap();
+        let next = Identity::from_seed([1; 32]).public();
+        let mut kept = Vec::new();
+        for i in 2..12u8 {
+            let h = Identity::from_seed([i; 32]);
+            let e = KeyEvent::sign(h.public(), 0, &h, &next, 10);
+            book.hear(&e).unwrap();
+            kept.push(e);
+        }
+        let h = Identity::from_seed([2; 32]);
+        let contest = KeyEvent::sign(h.public(), 0, &h, &h.public(), 11);
+        book.hear(&contest).unwrap();
+        kept.push(contest);
+        for max in [1, 3, 16] {
+            let (mut got, mut after) = (Vec::new(), None);
+            loop {
+                let (page, next) = book.page(after.as_ref(), max).unwrap();
+                assert!(page.len() <= max);
+                got.extend(page);
+                match next {
+                    Some(n) => {
+                        assert!(after.is_none_or(|a| n > a));
+                        after = Some(n);
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(got.len(), kept.len(), "page size {max}");
+            for e in &kept {
+                assert!(got.contains(e));
+            }
+        }
+        assert!(book.page(Some(&[0xff; 41]), 16).unwrap().0.is_empty());
     }
 
     /// What the book heard survives a restart (real sled on disk): a retired key stays

@@ -2,13 +2,16 @@
 //! heard on `hearth/evidence/1`, found by this node's auditor's log, published by this node's
 //! household, or pulled from a peer when it settles (`Request::Refusals`), so a node that was
 //! not listening when a proof was gossiped still learns it (`docs/protocol.md` §6.6). Each
-//! proof is checked here, kept in [`RevokedKeys`] and, on an auditor, logged.
+//! proof is checked here, kept in [`RevokedKeys`] and, on an auditor, logged. The same pull
+//! asks the peer for the households' key events it heard (`Request::KeyEvents`,
+//! `node::key_log`), which retire the keys their households rotated away from (§6.7).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use libp2p::PeerId;
 
+use super::key_log::KeyBook;
 use super::offers::Offers;
 use super::revoked::{Admission, Cursor, Heard, RevokedKeys};
 use super::tasks::Tasks;
@@ -59,6 +62,8 @@ pub struct Refusals {
 
 struct Inner {
     keys: RevokedKeys,
+    /// Households' key events, pulled from the same peers (`node::key_log`).
+    key_book: KeyBook,
     offers: Offers,
     audit: Option<AuditLog>,
     own: PublicKey,
@@ -79,6 +84,7 @@ struct Inner {
 impl Refusals {
     pub(super) fn new(
         keys: RevokedKeys,
+        key_book: KeyBook,
         offers: Offers,
         audit: Option<AuditLog>,
         own: PublicKey,
@@ -88,6 +94,7 @@ impl Refusals {
         Refusals {
             inner: Arc::new(Inner {
                 keys,
+                key_book,
                 offers,
                 audit,
                 own,
@@ -279,6 +286,11 @@ impl Refusals {
         let me = self.clone();
         self.spawn(async move {
             me.pull_from(peer).await;
+            let retired = me.inner.key_book.pull(&me.inner.net, peer).await;
+            if !retired.is_empty() {
+                // What a retired key holds as a worker in this node's jobs is taken back.
+                me.inner.coordinator.withdraw_refused().await;
+            }
             if let Ok(mut p) = me.inner.pulls.lock() {
                 p.done();
             }

@@ -71,18 +71,18 @@ impl Router {
                         let _ = reply.send(self.announcement(msg, peer).to_bytes());
                         return;
                     }
-                    // A page of proofs, read off the async threads.
+                    // Pages of proofs and of key events, read off the async threads.
                     Ok(Request::Refusals { after }) => {
                         let refusals = self.refusals.clone();
-                        requests.spawn(async move {
-                            let answer = tokio::task::spawn_blocking(move || {
-                                refusals.answer(after.as_ref())
-                            })
-                            .await
-                            .unwrap_or_else(|e| Response::Error {
-                                detail: format!("the refusal proofs could not be read: {e}"),
-                            });
-                            let _ = reply.send(answer.to_bytes());
+                        read_off_thread(requests, reply, "refusal proofs", move || {
+                            refusals.answer(after.as_ref())
+                        });
+                        return;
+                    }
+                    Ok(Request::KeyEvents { after }) => {
+                        let book = self.key_book.clone();
+                        read_off_thread(requests, reply, "key events", move || {
+                            super::key_log::answer(&book, after.as_ref())
                         });
                         return;
                     }
@@ -295,7 +295,7 @@ impl Router {
             // log (`node::key_log`).
             Topic::Evidence if data.starts_with(b"HKEY") => {
                 let (verdict, retired) =
-                    super::key_log::gossip(self.audit.as_ref(), &self.key_book, &data);
+                    super::key_log::gossip(self.audit.as_ref(), &self.key_book, &data, via);
                 if !retired.is_empty() {
                     // What a retired key holds as a worker in this node's jobs is taken back.
                     let coordinator = self.coordinator.clone();
@@ -317,6 +317,24 @@ impl Router {
             Topic::Evidence => self.trust.offer(source, source == via, data).await,
         }
     }
+}
+
+/// Answers a control request with what `read` reads off the disk, on tokio's blocking pool:
+/// `what` names it in the error answered if the read never finished.
+fn read_off_thread(
+    requests: &mut JoinSet<()>,
+    reply: tokio::sync::oneshot::Sender<Vec<u8>>,
+    what: &'static str,
+    read: impl FnOnce() -> Response + Send + 'static,
+) {
+    requests.spawn(async move {
+        let answer = tokio::task::spawn_blocking(read)
+            .await
+            .unwrap_or_else(|e| Response::Error {
+                detail: format!("the {what} could not be read: {e}"),
+            });
+        let _ = reply.send(answer.to_bytes());
+    });
 }
 
 /// What a control request may reach.

@@ -747,10 +747,11 @@ impl Coordinator {
             | Request::Refusals { .. }
             | Request::LastCommitment
             | Request::Witness(_)
-            | Request::Instance { .. } => {
+            | Request::Instance { .. }
+            | Request::KeyEvents { .. } => {
                 return Response::Error {
-                    detail: "receipts, evidence, refusals, commitments and announcements are the \
-                             node's, not the coordinator's"
+                    detail: "receipts, evidence, refusals, key events, commitments and \
+                             announcements are the node's, not the coordinator's"
                         .into(),
                 }
             }
