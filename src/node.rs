@@ -546,24 +546,30 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         own_tx,
     )?;
     // No lease, renewal or vote for a key this node refuses (`jobs::coordinator::book::refused`),
-    // nor for a key its household rotated away from (`node::key_log`).
+    // nor for a key its household rotated away from (`node::key_log`), whose receipts go to
+    // the household's current key.
     let key_book = key_log::KeyBook::open(&db).map_err(|source| NodeError::Db {
         path: opts.data_dir.clone(),
         source,
     })?;
     let refused_workers = revoked.clone();
     let retired_workers = key_book.clone();
-    let coordinator = coordinator.refusing(std::sync::Arc::new(move |household: &PublicKey| {
-        refused_workers
-            .reasons(household)
-            .map(|r| r.worker_sentence())
-            .or_else(|| {
-                retired_workers.retired(household).map(|_| {
-                    "your household rotated this key to its next one (`hearth key rotate`): \
+    let current_keys = key_book.clone();
+    let coordinator = coordinator
+        .delivering_to_current(std::sync::Arc::new(move |key: &PublicKey| {
+            current_keys.retired(key)
+        }))
+        .refusing(std::sync::Arc::new(move |household: &PublicKey| {
+            refused_workers
+                .reasons(household)
+                .map(|r| r.worker_sentence())
+                .or_else(|| {
+                    retired_workers.retired(household).map(|_| {
+                        "your household rotated this key to its next one (`hearth key rotate`): \
                      this coordinator leases nothing to it and counts no claim of it"
+                    })
                 })
-            })
-    }));
+        }));
     let coordinator_stop = shutdown_rx.clone();
     tasks.spawn(async move {
         (

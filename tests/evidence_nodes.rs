@@ -1062,6 +1062,109 @@ async fn a_node_that_joins_later_learns_a_rotation_from_its_peers() {
     .expect("test timed out");
 }
 
+/// A radiator's receipts that its coordinator could not deliver before the household rotated
+/// its key (the radiator was off) reach the radiator under its new key: the coordinator hears
+/// the rotation (`node::key_log`) and delivers what credits the retired key to the
+/// household's current one, whose ledger takes them as its own. Before, they waited for the
+/// retired key, which never came back (or came back as a thief), until the household ran
+/// `hearth doctor --repair --from`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receipts_waiting_for_a_retired_key_reach_the_households_current_one() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        // Radiator 0 coordinates from a warm room (it works none of its job); radiator 1
+        // works alone at first, so each shard it claims waits for a second replica.
+        let nodes = start_radiators(dir.path(), 2, 1, &|i, o| warm_if(i == 0, o))
+            .await
+            .unwrap();
+        settle(&nodes).await;
+        let mut nodes = nodes.into_iter();
+        let (sub, worker) = (nodes.next().unwrap(), nodes.next().unwrap());
+        let old = worker.household();
+        let spec = JobSpec::Pi {
+            shards: 6,
+            samples: 100_000,
+            seed: 5,
+        };
+        let (job, _) = submit(&sub, &spec, 2).await;
+        let claimed = || async {
+            let view = sub.context.coordinator.view(job).await.expect("job known");
+            view.shards.iter().any(|s| {
+                matches!(s, hearth::jobs::ShardView::Waiting { reason }
+                    if reason.contains("agreeing replicas so far"))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !claimed().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no claim in 60 s: {:#?}",
+                sub.context.coordinator.view(job).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The radiator goes off with claims no second replica has matched yet.
+        worker.shutdown().await;
+        let worker_dir = dir.path().join("radiator-1");
+        let bootstrap = hearth::demo::listen_addr(&sub).await.unwrap();
+        let other = hearth::node::start(
+            loopback_options(&dir.path().join("radiator-2"), Some(bootstrap.clone()), 1).unwrap(),
+        )
+        .await
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let waiting = loop {
+            let n = sub.context.ledger.list(Some(&old)).unwrap().len();
+            if n > 0 {
+                break n;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no receipt countersigned for the radiator that went off"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Meanwhile the household rotates its key, and starts its radiator again under it.
+        let (next, after) = (dir.path().join("next.key"), dir.path().join("after.key"));
+        hearth::keys::prerotate(&worker_dir, &next, now_ms()).unwrap();
+        hearth::keys::rotate(&worker_dir, &next, &after, now_ms()).unwrap();
+        let back = hearth::node::start(loopback_options(&worker_dir, Some(bootstrap), 1).unwrap())
+            .await
+            .unwrap();
+        assert_ne!(
+            back.context.identity.public(),
+            old,
+            "the key did not change"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            // The household's ledger lists its receipts under every key of its chain.
+            let held = back
+                .context
+                .ledger
+                .list(Some(&old))
+                .unwrap()
+                .iter()
+                .filter(|r| r.record.worker == old)
+                .count();
+            if held >= waiting {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the radiator holds {held} of the {waiting} receipts its old key earned, 60 s \
+                 after it came back under its new key"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for n in [back, other, sub] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// Three radiators; radiator 1 takes leases of an endless job of radiator 0's; then `refuse`
 /// (given the root directory and the nodes) makes its key one radiator 0 refuses. Radiator
 /// 0's coordinator answers it Denied (excluded) with a detail naming `why`, takes back what

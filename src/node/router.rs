@@ -367,7 +367,9 @@ async fn control(s: Services<'_>, own: PublicKey, peer: libp2p::PeerId, data: &[
     };
     match request {
         Request::Receipt { receipt, inclusion } => {
-            if receipt.record.worker != own {
+            // Under any key of this household's chain: a coordinator delivers the receipts of
+            // a key the household rotated away from to its current one.
+            if !ledger.own().holds(&receipt.record.worker) {
                 return Response::Error {
                     detail: "that receipt credits another household".into(),
                 };

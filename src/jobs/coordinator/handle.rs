@@ -267,6 +267,12 @@ impl CoordinatorHandle {
 /// refused.
 pub type RefusedKeys = Arc<dyn Fn(&PublicKey) -> Option<&'static str> + Send + Sync>;
 
+/// The key a household signs with now, for a key it rotated away from (`node::key_log`):
+/// receipts crediting the retired key go to that key's node. Set by the node
+/// ([`super::Coordinator::delivering_to_current`]); without it every receipt goes to the key
+/// it credits.
+pub type CurrentKeys = Arc<dyn Fn(&PublicKey) -> Option<PublicKey> + Send + Sync>;
+
 /// What a household whose key this node refuses is told instead of being served (`why`: the
 /// reason [`RefusedKeys`] gave); `None` for what is served as anyone's: giving a lease back or
 /// declining a job frees a shard.

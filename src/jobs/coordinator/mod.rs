@@ -58,8 +58,8 @@ use persist::Persist;
 
 pub use book::JobStatus;
 pub use handle::CoordinatorHandle;
-pub use handle::RefusedKeys;
 use handle::{busy, turned_away, Command, Control};
+pub use handle::{CurrentKeys, RefusedKeys};
 pub use view::{JobSummary, JobView, ShardView};
 
 /// What this node, as a coordinator, still has under way in its database: jobs running and
@@ -197,6 +197,8 @@ pub struct Coordinator {
     addresses: after::Addresses,
     /// Keys this node refuses: given no lease, no renewal and no say in a vote.
     refused: Option<RefusedKeys>,
+    /// Where a retired key's household signs now: its receipts are delivered there.
+    current: Option<CurrentKeys>,
 }
 
 /// An answer, follow-up work or announcement that may go out only once the writes it
@@ -311,6 +313,7 @@ impl Coordinator {
                 staged,
                 addresses: after::Addresses::default(),
                 refused: None,
+                current: None,
             },
             handle,
         ))
@@ -322,6 +325,14 @@ impl Coordinator {
     /// says another key was refused.
     pub fn refusing(mut self, refused: RefusedKeys) -> Coordinator {
         self.refused = Some(refused);
+        self
+    }
+
+    /// Delivers the receipts of a key its household rotated away from to the household's
+    /// current key, as `current` names it: the household's node runs under that key now, and
+    /// its ledger takes receipts under every key of its chain as its own.
+    pub fn delivering_to_current(mut self, current: CurrentKeys) -> Coordinator {
+        self.current = Some(current);
         self
     }
 

@@ -187,7 +187,15 @@ impl Coordinator {
                 return;
             }
         };
-        let peer = receipt.record.worker.peer_id();
+        // A household that rotated away from the key the receipt credits runs its node under
+        // its current key; the retired key's node is gone, or is a thief's.
+        let worker = receipt.record.worker;
+        let to = self
+            .current
+            .as_ref()
+            .and_then(|c| c(&worker))
+            .unwrap_or(worker);
+        let peer = to.peer_id();
         if !self.outbox.begin(id) {
             return;
         }
