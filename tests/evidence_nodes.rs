@@ -969,15 +969,17 @@ async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_revo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_rotated_away_from() {
     a_refused_worker_key_loses_its_leases(
-        async |_, nodes| publish_rotation(&nodes[2], &nodes[1].context.identity).await,
+        async |_, nodes| {
+            publish_rotation(&nodes[2], &nodes[1].context.identity).await;
+        },
         "rotated",
     )
     .await;
 }
 
 /// Publishes a rotation of `old`'s household (events #0 and #1, to a fresh key) from `via`:
-/// anyone may pass a key event on.
-async fn publish_rotation(via: &RunningNode, old: &Identity) {
+/// anyone may pass a key event on. Returns the household's new key.
+async fn publish_rotation(via: &RunningNode, old: &Identity) -> PublicKey {
     let (next, after) = (Identity::generate(), Identity::generate());
     let events = [
         KeyEvent::sign(old.public(), 0, old, &next.public(), now_ms()),
@@ -993,6 +995,7 @@ async fn publish_rotation(via: &RunningNode, old: &Identity) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    next.public()
 }
 
 /// Polls `node`'s coordinator until it answers `key` Denied (excluded) saying its household
@@ -1158,6 +1161,65 @@ async fn receipts_waiting_for_a_retired_key_reach_the_households_current_one() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         for n in [back, other, sub] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A liar excluded by a coordinator's vote cannot come back clean by rotating its key: the
+/// coordinator hears the rotation and excludes the new key too (`Book::inherit`), where
+/// before the new key started afresh on probation and got leases at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_liar_excluded_here_stays_excluded_under_the_key_it_rotates_to() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = household_key(dir.path(), 1);
+        // 0 coordinates (warm) and trusts 1; 2 is honest; 3 lies on every shard.
+        let nodes = start_radiators(dir.path(), 4, 1, &|i, o: &mut NodeOptions| {
+            warm_if(i == 0, o);
+            if i == 0 {
+                o.coordinator.trust = TrustConfig {
+                    trusted: vec![trusted.to_hex()],
+                    ..TrustConfig::default()
+                };
+            }
+            o.worker.cheat = i == 3;
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let (sub, liar) = (&nodes[0], &nodes[3]);
+        let (id, _) = submit(sub, &SPEC, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(180)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        assert!(excluded(&lease_answer(sub, &liar.household()).await));
+        let next = publish_rotation(&nodes[1], &liar.context.identity).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        wait_retired(
+            sub,
+            &liar.household(),
+            deadline,
+            "the coordinator, within 30 s",
+        )
+        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !excluded(&lease_answer(sub, &next).await) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the liar's new key is served 10 s after its rotation was heard: {:?}",
+                lease_answer(sub, &next).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let at_sub = sub.context.trust.view.household(&next).unwrap();
+        assert!(
+            at_sub.excluded_by_vote.is_some(),
+            "{at_sub:#?} {:?}",
+            lease_answer(sub, &next).await
+        );
+        for n in nodes {
             n.shutdown().await;
         }
     })

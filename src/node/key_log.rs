@@ -29,6 +29,7 @@ use libp2p::PeerId;
 use super::revoked::Admission;
 use crate::audit::{AuditLog, HeardKeyEvent};
 use crate::identity::PublicKey;
+use crate::jobs::CoordinatorHandle;
 use crate::model::rotate::{KeyChains, KeyEvent, Logged};
 use crate::model::wire::{Request, Response, MAX_KEY_EVENTS_PER_ANSWER};
 use crate::net::{NetError, Network, Topic, Verdict};
@@ -385,6 +386,24 @@ pub(super) fn gossip(
         _ => Verdict::Accept,
     };
     (verdict, retired)
+}
+
+/// Tells this node's coordinator of `keys`, newly retired: an exclusion of one carries over to
+/// its household's current key, and what they hold in running jobs is taken back.
+pub(super) async fn retired_here(
+    coordinator: &CoordinatorHandle,
+    book: &KeyBook,
+    keys: &[PublicKey],
+) {
+    if keys.is_empty() {
+        return;
+    }
+    for key in keys {
+        if let Some(current) = book.retired(key) {
+            coordinator.key_rotated(*key, current).await;
+        }
+    }
+    coordinator.withdraw_refused().await;
 }
 
 /// The answer to a peer's `Request::KeyEvents`: a page of the events kept here. Reads the

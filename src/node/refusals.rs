@@ -287,10 +287,7 @@ impl Refusals {
         self.spawn(async move {
             me.pull_from(peer).await;
             let retired = me.inner.key_book.pull(&me.inner.net, peer).await;
-            if !retired.is_empty() {
-                // What a retired key holds as a worker in this node's jobs is taken back.
-                me.inner.coordinator.withdraw_refused().await;
-            }
+            super::key_log::retired_here(&me.inner.coordinator, &me.inner.key_book, &retired).await;
             if let Ok(mut p) = me.inner.pulls.lock() {
                 p.done();
             }

@@ -297,9 +297,11 @@ impl Router {
                 let (verdict, retired) =
                     super::key_log::gossip(self.audit.as_ref(), &self.key_book, &data, via);
                 if !retired.is_empty() {
-                    // What a retired key holds as a worker in this node's jobs is taken back.
-                    let coordinator = self.coordinator.clone();
-                    tokio::spawn(async move { coordinator.withdraw_refused().await });
+                    // Off the router's loop: the coordinator may be busy.
+                    let (coordinator, book) = (self.coordinator.clone(), self.key_book.clone());
+                    tokio::spawn(async move {
+                        super::key_log::retired_here(&coordinator, &book, &retired).await
+                    });
                 }
                 verdict
             }

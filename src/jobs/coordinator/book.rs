@@ -31,6 +31,7 @@ mod demand;
 mod draw;
 mod index;
 mod refused;
+mod rotated;
 mod shard;
 mod verify;
 

@@ -83,6 +83,12 @@ pub(super) enum Command {
     /// A key was refused (`node::refusals`): what refused keys hold in running jobs is taken
     /// back ([`super::Coordinator::refusing`]).
     WithdrawRefused,
+    /// `old`'s household signs with `new` now (`node::key_log`): an exclusion here carries
+    /// over ([`super::book::Book::inherit`]).
+    KeyRotated {
+        old: PublicKey,
+        new: PublicKey,
+    },
 }
 
 /// A control request as the actor gets it: a claim arrives with its signature checked.
@@ -218,6 +224,12 @@ impl CoordinatorHandle {
     /// are taken back. Waits while the coordinator is busy.
     pub async fn withdraw_refused(&self) {
         let _ = self.tx.send(Command::WithdrawRefused).await;
+    }
+
+    /// `old`'s household rotated to `new`: if `old` is excluded here, `new` is too. Waits
+    /// while the coordinator is busy.
+    pub async fn key_rotated(&self, old: PublicKey, new: PublicKey) {
+        let _ = self.tx.send(Command::KeyRotated { old, new }).await;
     }
 
     /// Lets the coordinator seal receipt commitments (held while `await_numbering`): the

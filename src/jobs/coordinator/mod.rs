@@ -582,6 +582,20 @@ impl Coordinator {
                 let _ = reply.send(idle);
             }
             Command::WithdrawRefused => self.withdraw_refused(),
+            Command::KeyRotated { old, new } => {
+                let Some(update) = self.book.inherit(&old, &new) else {
+                    return;
+                };
+                match self.write(vec![update]) {
+                    Ok(()) => tracing::info!(
+                        old = %old.to_hex(),
+                        new = %new.to_hex(),
+                        "a household excluded here rotated its key: the new one is excluded too"
+                    ),
+                    // Lost until the household is caught again under the new key.
+                    Err(e) => tracing::error!("could not exclude a rotated key's successor: {e}"),
+                }
+            }
             Command::FailRunning { reason } => {
                 let updates = self.book.fail_running(&reason, now_ms());
                 if let Err(e) = self.write(updates) {

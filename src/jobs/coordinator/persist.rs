@@ -765,6 +765,11 @@ impl Persist {
         update: &Update,
         job: Option<&JobBook>,
     ) -> Result<(), JobError> {
+        // Exclusions are the coordinator's, whether or not a job's state changed with them
+        // (a rotated key's, `book::rotated`, comes with none).
+        for (household, evidence) in &update.exclude {
+            batch.insert(&self.excluded, household.0, evidence.as_bytes());
+        }
         let Some(id) = update.job else {
             // No job's state changed; the reputation records (if any) alone.
             self.reputation.stage(batch, &update.reputation);
@@ -804,9 +809,6 @@ impl Persist {
             })
             .map_err(|e| JobError::Corrupt(format!("encoding a job entry: {e}")))?;
             batch.insert(&self.jobs, id.as_bytes(), meta);
-        }
-        for (household, evidence) in &update.exclude {
-            batch.insert(&self.excluded, household.0, evidence.as_bytes());
         }
         for household in &update.suspend {
             batch.insert(

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::identity::Identity;
 use crate::jobs::coordinator::view::{self, ShardView};
+use crate::jobs::trust::{Rules, Standing};
 use crate::model::receipt::{EnergyMethod, WorkRecord};
 use crate::model::{Assembly, JobLimits};
 
@@ -1154,4 +1155,47 @@ proptest! {
             }
         }
     }
+}
+
+/// A household this coordinator excluded stays excluded under the key it rotated to; a good
+/// record does not carry over (a thief's own rotation of a stolen key could take it:
+/// `book/rotated.rs`), and a key with nothing against it carries nothing.
+#[test]
+fn a_rotated_household_stays_excluded_under_its_new_key_and_carries_no_good_record() {
+    let mut f = Fix::new(1, 2);
+    let day = 24 * 3600 * 1000;
+    let mut reputation = Reputation::new(Rules::default());
+    let (old, new, liar, liars_next) = (
+        household(1).public(),
+        household(2).public(),
+        household(3).public(),
+        household(4).public(),
+    );
+    reputation.insert(
+        old,
+        Record {
+            verified: 30,
+            first_seen_ms: 0,
+            last_seen_ms: 2 * day,
+            ..Record::default()
+        },
+    );
+    f.book.set_reputation(reputation);
+    f.book.insert_excluded(liar);
+    assert_eq!(f.book.reputation().standing(&old), Standing::Established);
+    assert!(f.book.inherit(&old, &new).is_none(), "a good record stays");
+    assert_eq!(f.book.reputation().standing(&new), Standing::Probation);
+
+    let update = f
+        .book
+        .inherit(&liar, &liars_next)
+        .expect("an exclusion to carry");
+    assert!(update.exclude[0].1.contains(&liar.to_hex()));
+    f.book.apply(update);
+    assert!(f.book.is_excluded(&liars_next));
+    assert!(
+        f.book.inherit(&liar, &liars_next).is_none(),
+        "carried already"
+    );
+    assert!(f.book.inherit(&liar, &liar).is_none());
 }
