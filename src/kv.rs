@@ -257,6 +257,17 @@ pub async fn commit_and_flush(batch: Batch, tree: &sled::Tree) -> sled::Result<(
 /// sled runs when the database is dropped: a node that sees it stops without writing its
 /// checkpoint and leaves the database open (`RunningNode::shutdown`); its restart recovers
 /// what was confirmed.
+/// The entries of `tree` after `cursor` (all of them without one), in key order: where a
+/// page a peer asked for starts.
+pub fn after(tree: &sled::Tree, cursor: Option<&[u8]>) -> sled::Iter {
+    match cursor {
+        Some(c) => {
+            tree.range::<&[u8], _>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+        }
+        None => tree.iter(),
+    }
+}
+
 pub fn gave_up(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
 }

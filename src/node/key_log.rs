@@ -209,16 +209,9 @@ impl KeyBook {
         after: Option<&Cursor>,
         max: usize,
     ) -> Result<(Vec<KeyEvent>, Option<Cursor>), sled::Error> {
-        let range = match after {
-            Some(c) => self.tree.range::<&[u8], _>((
-                std::ops::Bound::Excluded(&c[..]),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.tree.iter(),
-        };
         let mut out = Vec::new();
         let mut last = None;
-        for item in range {
+        for item in crate::kv::after(&self.tree, after.map(|c| &c[..])) {
             let (key, value) = item?;
             // Damaged entries are skipped, as at start.
             let (Ok(cursor), Ok(e)) =

@@ -276,15 +276,8 @@ impl RevokedKeys {
     /// Up to `max` kept proofs after `after`, in key order, each with its cursor; and whether
     /// more follow. What a node hands a peer that joined after the gossip (`Request::Refusals`).
     pub fn page(&self, after: Option<&Cursor>, max: usize) -> Result<(Proofs, bool), sled::Error> {
-        let range = match after {
-            Some(c) => self.tree.range::<&[u8], _>((
-                std::ops::Bound::Excluded(&c[..]),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.tree.iter(),
-        };
         let mut out = Vec::new();
-        for item in range {
+        for item in crate::kv::after(&self.tree, after.map(|c| &c[..])) {
             let (key, proof) = item?;
             // Entries without a proof (from before proofs were kept) cannot be handed on.
             let Ok(cursor) = Cursor::try_from(key.as_ref()) else {
