@@ -3,7 +3,7 @@
 //! network layer moves them as opaque bytes and the jobs layer gives them meaning.
 //! `docs/protocol.md` lists every schema and limit.
 //!
-//! Size: about 740 lines of code (every control request and response with its bounds, kept in
+//! Size: about 830 lines of code (every control request and response with its bounds, kept in
 //! one place so the tags cannot collide); the rest are round-trip and bound tests.
 
 use super::canon::{DecodeError, Reader, Writer};

@@ -27,7 +27,7 @@
 //! shard), never silently.
 //! Must not touch: the network, the book's decisions.
 //!
-//! Size: about 1 330 lines, of which the tests are 470 (the binary shard entry, the claims
+//! Size: about 1 320 lines, of which the tests are 470 (the binary shard entry, the claims
 //! written once, and the migration from JSON entries added about 430): one tree per kind of
 //! coordinator state (jobs, shards, exclusions, suspensions, per-job policies, and the
 //! reputation records through `TrustStore::stage`) read and written together in one kv
