@@ -1,25 +1,26 @@
 //! A household's key log on the network (docs/receipts.md, "Rotating a key"; docs/protocol.md
-//! §6.6): the node publishes its own log's events on `hearth/evidence/1`, and takes others'
-//! from gossip, checking each; an auditor (bootstrap node) logs the first heard under each
-//! household and number, and a second, different one as the proof of a contest
-//! (`audit::AuditLog::hear_key_event`). What the first-heard record settles: a thief who
-//! stole the current key after the household published its log cannot undo the rotation with
-//! an event signed later.
+//! §6.7): the node publishes its own log's events on `hearth/evidence/1`, and takes others'
+//! from gossip and from its peers (`Request::KeyEvents`), checking each; an auditor (bootstrap
+//! node) logs the first heard under each household and number, and a second, different one as
+//! the proof of a contest (`audit::AuditLog::hear_key_event`). What the first-heard record
+//! settles: a thief who stole the current key after the household published its log cannot
+//! undo the rotation with an event signed later.
 //!
 //! Every node also keeps the events it heard in a [`KeyBook`] (the first heard per household
 //! and number, as an auditor keeps them, in memory and in its database) and refuses the keys
-//! they retire: its
-//! coordinator leases nothing to a retired key and counts no claim of it, its worker takes no
-//! work from one, so a thief working under a stolen key that its household rotated away from
-//! gets nothing here. A household for which this node heard two different events under one
-//! number is left alone (the thief may be the one heard first).
+//! they retire: its coordinator leases nothing to a retired key and counts no claim of it,
+//! delivers the receipts still waiting for it to the household's current key and excludes
+//! that key if it excluded the retired one; its worker takes no work from one. So a thief
+//! working under a stolen key that its household rotated away from gets nothing here. A
+//! household for which this node heard two different events under one number is left alone
+//! (the thief may be the one heard first).
 //!
 //! The node reads its log from `DATA_DIR/keys.json` each round, so a log started with
 //! `hearth key prerotate` while the node runs goes out at the next round: 5 s after the start,
 //! again every 5 s until a round went out, then every 10 minutes, so an auditor that was away
 //! hears it at the next round.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,8 +73,10 @@ pub struct KeyBook {
 
 #[derive(Default)]
 struct Book {
-    /// The first event heard under each (household, number).
-    first: HashMap<(PublicKey, u64), KeyEvent>,
+    /// The first event heard under each number, by household.
+    first: HashMap<PublicKey, BTreeMap<u64, KeyEvent>>,
+    /// How many events `first` holds: at most [`MAX_HEARD`].
+    events: usize,
     /// Households for which a second, different event was heard.
     contested: HashSet<PublicKey>,
     /// Retired key → the household's current key, as this node's chains say.
@@ -81,15 +84,34 @@ struct Book {
 }
 
 impl Book {
+    /// The event first heard under `household` and `seq`.
+    fn get(&self, household: &PublicKey, seq: u64) -> Option<&KeyEvent> {
+        self.first.get(household)?.get(&seq)
+    }
+
+    /// Keeps `e` as the first heard under its household and number (the caller checked there
+    /// was none, and room).
+    fn insert(&mut self, e: KeyEvent) {
+        let household = e.household;
+        if self
+            .first
+            .entry(household)
+            .or_default()
+            .insert(e.seq, e)
+            .is_none()
+        {
+            self.events += 1;
+        }
+    }
+
     /// Leaves `household` alone: its keys are retired by nobody's word here any more.
     fn contest(&mut self, household: PublicKey) {
         self.contested.insert(household);
         let keys: Vec<PublicKey> = self
             .first
-            .values()
-            .filter(|f| f.household == household)
-            .map(|f| f.key)
-            .collect();
+            .get(&household)
+            .map(|events| events.values().map(|f| f.key).collect())
+            .unwrap_or_default();
         for k in keys {
             self.retired.remove(&k);
         }
@@ -103,10 +125,9 @@ impl Book {
         }
         let events: Vec<KeyEvent> = self
             .first
-            .values()
-            .filter(|f| f.household == household)
-            .cloned()
-            .collect();
+            .get(&household)
+            .map(|events| events.values().cloned().collect())
+            .unwrap_or_default();
         let logged: Logged = events
             .iter()
             .map(|f| ((f.household, f.seq), Some(f.clone())))
@@ -146,13 +167,13 @@ impl KeyBook {
             if e.verify().is_err() {
                 continue;
             }
-            if key[..] == entry(&e, 0)[..] && book.first.len() < MAX_HEARD {
-                book.first.insert((e.household, e.seq), e);
+            if key[..] == entry(&e, 0)[..] && book.events < MAX_HEARD {
+                book.insert(e);
             } else if key[..] == entry(&e, 1)[..] {
                 book.contested.insert(e.household);
             }
         }
-        let households: HashSet<PublicKey> = book.first.keys().map(|(h, _)| *h).collect();
+        let households: Vec<PublicKey> = book.first.keys().copied().collect();
         for h in households {
             book.retire(h);
         }
@@ -169,7 +190,7 @@ impl KeyBook {
     fn known(&self, e: &KeyEvent) -> bool {
         self.inner
             .lock()
-            .is_ok_and(|book| book.first.get(&(e.household, e.seq)) == Some(e))
+            .is_ok_and(|book| book.get(&e.household, e.seq) == Some(e))
     }
 
     /// Takes a checked event (`KeyEvent::verify`). Returns the keys it newly retires. Written
@@ -179,8 +200,7 @@ impl KeyBook {
         let Ok(mut book) = self.inner.lock() else {
             return Ok(Vec::new());
         };
-        let slot = (e.household, e.seq);
-        match book.first.get(&slot).map(|first| first == e) {
+        match book.get(&e.household, e.seq).map(|first| first == e) {
             Some(true) => return Ok(Vec::new()),
             Some(false) => {
                 if !book.contested.contains(&e.household) {
@@ -189,11 +209,11 @@ impl KeyBook {
                 book.contest(e.household);
                 return Ok(Vec::new());
             }
-            None if book.first.len() >= MAX_HEARD => return Ok(Vec::new()),
+            None if book.events >= MAX_HEARD => return Ok(Vec::new()),
             None => {}
         }
         self.tree.insert(entry(e, 0), e.to_bytes())?;
-        book.first.insert(slot, e.clone());
+        book.insert(e.clone());
         Ok(book.retire(e.household))
     }
 
