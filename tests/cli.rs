@@ -387,22 +387,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
 
     // Submit from radiator 1; radiators 1 and 2 verify each other's shards.
     let png = root.path().join("net.png");
-    let out = ok(
-        &dirs[1],
-        &[
-            "--api",
-            &api(1),
-            "submit",
-            "mandelbrot",
-            "--width",
-            "256",
-            "--height",
-            "128",
-            "--tile",
-            "128",
-        ],
-    );
-    let job = out.lines().last().unwrap().trim().to_string();
+    let job = submit_mandelbrot(&dirs[1], &api(1), 256);
     // A job is named by the start of its id, as `hearth receipts` prints it; `job wait` says
     // how it ended even when no terminal shows its progress bar.
     let short = &job[..12];
@@ -601,23 +586,7 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
 /// waits until it is done. Returns its id.
 fn run_job(trio: &Trio, from: usize, width: u32) -> String {
     let (dir, api) = (&trio.dirs[from], trio.api(from));
-    let width = width.to_string();
-    let out = ok(
-        dir,
-        &[
-            "--api",
-            &api,
-            "submit",
-            "mandelbrot",
-            "--width",
-            &width,
-            "--height",
-            "128",
-            "--tile",
-            "128",
-        ],
-    );
-    let job = out.lines().last().unwrap().trim().to_string();
+    let job = submit_mandelbrot(dir, &api, width);
     let waited = hearth(
         dir,
         &["--api", &api, "job", "wait", &job, "--timeout", "90"],
@@ -628,6 +597,28 @@ fn run_job(trio: &Trio, from: usize, width: u32) -> String {
         String::from_utf8_lossy(&waited.stderr)
     );
     job
+}
+
+/// Submits a mandelbrot job `width` × 128 pixels in tiles of 128 through the node at `api`;
+/// returns its id.
+fn submit_mandelbrot(dir: &Path, api: &str, width: u32) -> String {
+    let width = width.to_string();
+    let out = ok(
+        dir,
+        &[
+            "--api",
+            api,
+            "submit",
+            "mandelbrot",
+            "--width",
+            &width,
+            "--height",
+            "128",
+            "--tile",
+            "128",
+        ],
+    );
+    out.lines().last().unwrap().trim().to_string()
 }
 
 /// The receipts node `i`'s ledger holds crediting `worker`.
@@ -883,22 +874,7 @@ fn a_household_that_rotates_its_key_keeps_its_credit_as_one_household() {
     // done (its own radiator is one household, replication needs two), and neither radiator
     // holds a receipt the old key countersigned. Without the refusal both took it at once.
     let thief_api = format!("127.0.0.1:{thief_api}");
-    let out = ok(
-        &thief,
-        &[
-            "--api",
-            &thief_api,
-            "submit",
-            "mandelbrot",
-            "--width",
-            "256",
-            "--height",
-            "128",
-            "--tile",
-            "128",
-        ],
-    );
-    let job = out.lines().last().unwrap().trim().to_string();
+    let job = submit_mandelbrot(&thief, &thief_api, 256);
     let waited = hearth(
         &thief,
         &["--api", &thief_api, "job", "wait", &job, "--timeout", "20"],

@@ -53,6 +53,15 @@ async fn start_with_a_liar(dir: &std::path::Path) -> Vec<RunningNode> {
     .unwrap()
 }
 
+/// A radiator that joins through `via` long after the gossip it must learn (6 s: past
+/// gossipsub's message cache, a few heartbeats), so it learns only by asking its peers.
+async fn join_late(dir: &std::path::Path, via: &RunningNode) -> RunningNode {
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let bootstrap = hearth::demo::listen_addr(via).await.unwrap();
+    let opts = loopback_options(&dir.join("radiator-late"), Some(bootstrap), 1).unwrap();
+    hearth::node::start(opts).await.unwrap()
+}
+
 /// Polls `node`'s trust view of `household` until `done` holds.
 async fn wait_for(
     node: &RunningNode,
@@ -573,17 +582,7 @@ async fn a_bootstrap_logs_commitments_first_seen_and_keeps_an_equivocation_as_pr
         // A radiator that joins long after the gossip (past gossipsub's message cache) asks
         // its peers for the proofs they hold (`Request::Refusals`) once they settle (30 s on a
         // radiator) and refuses the key too.
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        let late = hearth::node::start(
-            loopback_options(
-                &dir.path().join("radiator-late"),
-                Some(hearth::demo::listen_addr(&nodes[2]).await.unwrap()),
-                1,
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        let late = join_late(dir.path(), &nodes[2]).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         wait_equivocated(
             &late,
@@ -1030,18 +1029,7 @@ async fn a_node_that_joins_later_learns_a_rotation_from_its_peers() {
         publish_rotation(&nodes[2], &nodes[1].context.identity).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         wait_retired(&nodes[0], &key, deadline, "radiator 0, within 30 s").await;
-        // Long past gossipsub's message cache (a few heartbeats): the gossip is gone.
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        let late = hearth::node::start(
-            loopback_options(
-                &dir.path().join("radiator-late"),
-                Some(hearth::demo::listen_addr(&nodes[2]).await.unwrap()),
-                1,
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        let late = join_late(dir.path(), &nodes[2]).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         wait_retired(
             &late,
