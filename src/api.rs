@@ -186,6 +186,11 @@ pub struct Status {
     /// (`node::auditors`). Absent from older nodes.
     #[serde(default)]
     pub key_used_elsewhere: Option<String>,
+    /// Why this household must look, if an event of its key log that this node did not sign
+    /// was heard (`KeyBook::not_signed_here`): someone else holding its key signed a log of
+    /// their own. Absent otherwise and from older nodes.
+    #[serde(default)]
+    pub key_event_not_signed_here: Option<String>,
     /// While this node's first receipt commitment since its start waits for its bootstrap
     /// nodes (`node::auditors`), why. Absent otherwise and from older nodes.
     #[serde(default)]
@@ -243,6 +248,7 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
             .unwrap_or_default(),
         refused_keys: ctx.refusals.keys().count(),
         key_used_elsewhere: ctx.auditors.elsewhere(),
+        key_event_not_signed_here: ctx.refusals.key_book().not_signed_here(),
         sealing_waits: ctx.auditors.sealing_waits(),
     }))
 }

@@ -780,15 +780,27 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     }
 
     {
-        let (dir, net, audit, book, stop) = (
+        // What the key book heard before this start, told again: a carried record, or a
+        // contest's take-back, lost to a crash before the coordinator wrote it is written now
+        // (telling twice changes nothing). One message each, then done: not a service.
+        let (coordinator, heard) = (
+            coordinator_handle.clone(),
+            key_log::Heard {
+                rotated: key_book.rotations(),
+                contested: key_book.contested_keys(),
+            },
+        );
+        tokio::spawn(async move { key_log::tell_coordinator(&coordinator, heard).await });
+        let (dir, key, net, audit, book, stop) = (
             opts.data_dir.clone(),
+            identity.public(),
             net.clone(),
             audit.clone(),
             key_book.clone(),
             shutdown_rx.clone(),
         );
         tasks.spawn(async move {
-            key_log::publish(dir, net, audit, book, stop).await;
+            key_log::publish(dir, key, net, audit, book, stop).await;
             ("key log", Ok(()))
         });
     }

@@ -973,22 +973,130 @@ async fn a_coordinator_takes_back_and_leases_nothing_to_a_key_its_household_rota
 /// Publishes a rotation of `old`'s household (events #0 and #1, to a fresh key) from `via`:
 /// anyone may pass a key event on. Returns the household's new key.
 async fn publish_rotation(via: &RunningNode, old: &Identity) -> PublicKey {
+    publish_rotation_after(via, old, Duration::ZERO).await
+}
+
+/// [`publish_rotation`] with `wait` between event #0 (which fixes the new key) and event #1.
+async fn publish_rotation_after(via: &RunningNode, old: &Identity, wait: Duration) -> PublicKey {
     let (next, after) = (Identity::generate(), Identity::generate());
-    let events = [
-        KeyEvent::sign(old.public(), 0, old, &next.public(), now_ms()),
-        KeyEvent::sign(old.public(), 1, &next, &after.public(), now_ms()),
-    ];
-    for e in events {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while let Err(err) = via.context.net.publish(Topic::Evidence, e.to_bytes()).await {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "key event not published: {err}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    publish_key_event(
+        via,
+        &KeyEvent::sign(old.public(), 0, old, &next.public(), now_ms()),
+    )
+    .await;
+    tokio::time::sleep(wait).await;
+    publish_key_event(
+        via,
+        &KeyEvent::sign(old.public(), 1, &next, &after.public(), now_ms()),
+    )
+    .await;
     next.public()
+}
+
+/// Publishes `e` from `via`, retrying until the topic has peers.
+async fn publish_key_event(via: &RunningNode, e: &KeyEvent) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while let Err(err) = via.context.net.publish(Topic::Evidence, e.to_bytes()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "key event not published: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A household established at a coordinator keeps its standing there under the key it rotates
+/// to, when the coordinator heard the event that fixed that key long enough before the
+/// rotation (`[trust] rules.carry_after_ms`, 3 s here); a household whose events came back to
+/// back (as a thief's own rotation of a stolen key would, unless it waits) starts on
+/// probation; and a contest heard later (a second, different event #0) takes the carried
+/// standing back. Fails without the carry (the rotated household's new key is on probation),
+/// and without the take-back (it stays established after the contest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_household_keeps_its_standing_only_after_the_wait_and_loses_it_to_a_contest() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
+            warm_if(i == 0, o);
+            o.coordinator.trust.rules = hearth::jobs::trust::Rules {
+                established_after: 2,
+                established_age_ms: 0,
+                carry_after_ms: 3_000,
+            };
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let (sub, waits, hurries) = (&nodes[0], &nodes[1], &nodes[2]);
+        let (id, _) = submit(sub, &SPEC, 2).await;
+        let view = wait_done(sub, id, Duration::from_secs(180)).await;
+        assert!(matches!(view.status, JobStatus::Done { .. }), "{view:#?}");
+        for n in [waits, hurries] {
+            let before = sub.context.trust.view.household(&n.household()).unwrap();
+            assert_eq!(before.standing, "established", "{before:#?}");
+        }
+        let (waited, hurried) = tokio::join!(
+            publish_rotation_after(&nodes[2], &waits.context.identity, Duration::from_secs(6)),
+            publish_rotation(&nodes[1], &hurries.context.identity),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for key in [waits.household(), hurries.household()] {
+            wait_retired(sub, &key, deadline, "the coordinator, within 30 s").await;
+        }
+        let carried = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait_for(sub, &waited, |v| v.standing == "established"),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the household that waited is not established under its new key: {:#?}",
+                sub.context.trust.view.household(&waited).unwrap()
+            )
+        });
+        assert_eq!(
+            carried.carried_from,
+            Some(waits.household().to_hex()),
+            "{carried:#?}"
+        );
+        assert!(carried.why.contains("rotated from"), "{carried:#?}");
+        let on_probation = sub.context.trust.view.household(&hurried).unwrap();
+        assert_eq!(on_probation.standing, "probation", "{on_probation:#?}");
+        assert_eq!(on_probation.carried_from, None);
+        // The household's own node signed none of this (it has no key log): its owner is
+        // told, by `hearth status`, that someone holding its key did.
+        let status = status_text(waits, &dir.path().join("radiator-1")).await;
+        assert!(
+            status.contains("KEY EVENT NOT SIGNED HERE: key event #"),
+            "{status}"
+        );
+        // Someone else holding the old key signs another event #0: the household is contested
+        // here, and its new key stands on its own record (none) again.
+        let thief = Identity::generate();
+        let old = &waits.context.identity;
+        publish_key_event(
+            &nodes[1],
+            &KeyEvent::sign(old.public(), 0, old, &thief.public(), now_ms()),
+        )
+        .await;
+        let taken_back = tokio::time::timeout(
+            Duration::from_secs(30),
+            wait_for(sub, &waited, |v| v.standing == "probation"),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "a contest did not take the carried standing back: {:#?}",
+                sub.context.trust.view.household(&waited).unwrap()
+            )
+        });
+        assert_eq!(taken_back.carried_from, None, "{taken_back:#?}");
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
 }
 
 /// Polls `node`'s coordinator until it answers `key` Denied (excluded) saying its household

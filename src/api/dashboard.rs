@@ -92,6 +92,10 @@ pub struct Overview {
     /// (`node::auditors`): shown where a refusal would be, when there is none.
     #[serde(default)]
     pub key_elsewhere: Option<String>,
+    /// Why the household must look, if an event of its key log that this node did not sign
+    /// was heard (`node::key_log`): shown where the two above would be, when there is neither.
+    #[serde(default)]
+    pub key_event: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -304,6 +308,11 @@ pub async fn overview(
             .auditors
             .elsewhere()
             .map(|why| format!("Your key is used elsewhere: {why}.")),
+        key_event: ctx
+            .refusals
+            .key_book()
+            .not_signed_here()
+            .map(|why| format!("Someone signed for your household: {why}.")),
     }))
 }
 

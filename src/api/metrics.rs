@@ -152,6 +152,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         f64::from(u8::from(ctx.auditors.elsewhere().is_some())),
     );
+    m.gauge(
+        "own_key_event_not_signed_here",
+        "1 when an event of this household's key log that this node did not sign was heard: someone else holding its key signed a log of their own",
+        None,
+        f64::from(u8::from(ctx.refusals.key_book().not_signed_here().is_some())),
+    );
     // The auditor's log (bootstrap nodes only).
     if let Some(audit) = &ctx.audit {
         let (stored, unkept, equivocations) = audit.counts();

@@ -38,6 +38,9 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
     if let Some(why) = &s.key_used_elsewhere {
         println!("KEY USED ELSEWHERE: {why}");
     }
+    if let Some(why) = &s.key_event_not_signed_here {
+        println!("KEY EVENT NOT SIGNED HERE: {why}");
+    }
     println!("role:       {}", s.role);
     if let Some(why) = &s.sealing_waits {
         println!("sealing:    {why}");

@@ -44,7 +44,10 @@ pub const MAX_HEARD: usize = 1 << 14;
 /// The `key-events` tree: household ‖ 0x00 ‖ number (8 bytes, big-endian) → the event first
 /// heard under them; household ‖ 0x01 ‖ number → a second, different event heard under that
 /// number (the proof that the household is contested here; the first such proof is enough).
-/// A peer pages through it in key order (`Request::KeyEvents`, the key being the cursor).
+/// Each value is the signed event (181 bytes) ‖ when this node first heard it (ms, u64
+/// big-endian); a value of the event alone (written before heard times were kept) counts as
+/// heard when the book is opened. A peer pages through it in key order (`Request::KeyEvents`,
+/// the key being the cursor).
 const TREE: &str = "key-events";
 
 /// A place in the `key-events` tree: household ‖ kind ‖ number.
@@ -69,12 +72,77 @@ pub struct KeyBook {
     admission: Arc<Mutex<Admission>>,
     /// Where the last pull stopped, so the next peer asked goes on from there.
     resume: Arc<Mutex<Option<Cursor>>>,
+    /// This node's household and its log as last read ([`publish`]): what an event of the
+    /// household heard here is compared with ([`KeyBook::not_signed_here`]).
+    own: Arc<Mutex<Option<OwnLog>>>,
+}
+
+/// A household and its own key log (empty: it has none).
+type OwnLog = (PublicKey, Vec<KeyEvent>);
+
+/// A rotation this node's chains show: the household's key `old` was retired for `new`, the
+/// key after it, whose hash the event before (#n−1) fixed `gap_ms` before this node heard the
+/// rotation (#n). What a coordinator needs to carry a household's standing
+/// (`Book::inherit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub old: PublicKey,
+    pub new: PublicKey,
+    pub gap_ms: u64,
+}
+
+/// What events heard changed here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Heard {
+    /// Rotations newly shown, in the order of their chains.
+    pub rotated: Vec<Rotation>,
+    /// The keys of households newly contested here: nothing retires them any more, and no
+    /// record carried between them counts.
+    pub contested: Vec<PublicKey>,
+}
+
+impl Heard {
+    pub fn is_empty(&self) -> bool {
+        self.rotated.is_empty() && self.contested.is_empty()
+    }
+
+    fn extend(&mut self, other: Heard) {
+        self.rotated.extend(other.rotated);
+        self.contested.extend(other.contested);
+    }
+}
+
+/// An event kept, with when this node first heard it (ms).
+#[derive(Clone)]
+struct Kept {
+    event: KeyEvent,
+    heard_ms: u64,
+}
+
+/// A stored value: the event and when it was first heard (`None`: an entry written before
+/// heard times were kept).
+fn decode(value: &[u8]) -> Option<(KeyEvent, Option<u64>)> {
+    const SIGNED: usize = crate::model::rotate::EVENT_LEN;
+    match value.len() {
+        n if n == SIGNED + 8 => {
+            let e = KeyEvent::from_bytes(&value[..SIGNED]).ok()?;
+            let heard = u64::from_be_bytes(value[SIGNED..].try_into().ok()?);
+            Some((e, Some(heard)))
+        }
+        _ => Some((KeyEvent::from_bytes(value).ok()?, None)),
+    }
+}
+
+fn encode(e: &KeyEvent, heard_ms: u64) -> Vec<u8> {
+    let mut v = e.to_bytes();
+    v.extend_from_slice(&heard_ms.to_be_bytes());
+    v
 }
 
 #[derive(Default)]
 struct Book {
     /// The first event heard under each number, by household.
-    first: HashMap<PublicKey, BTreeMap<u64, KeyEvent>>,
+    first: HashMap<PublicKey, BTreeMap<u64, Kept>>,
     /// How many events `first` holds: at most [`MAX_HEARD`].
     events: usize,
     /// Households for which a second, different event was heard.
@@ -86,58 +154,82 @@ struct Book {
 impl Book {
     /// The event first heard under `household` and `seq`.
     fn get(&self, household: &PublicKey, seq: u64) -> Option<&KeyEvent> {
-        self.first.get(household)?.get(&seq)
+        self.first.get(household)?.get(&seq).map(|k| &k.event)
     }
 
-    /// Keeps `e` as the first heard under its household and number (the caller checked there
-    /// was none, and room).
-    fn insert(&mut self, e: KeyEvent) {
-        let household = e.household;
+    /// Keeps `e`, heard at `heard_ms`, as the first heard under its household and number (the
+    /// caller checked there was none, and room).
+    fn insert(&mut self, e: KeyEvent, heard_ms: u64) {
+        let (household, seq) = (e.household, e.seq);
+        let kept = Kept { event: e, heard_ms };
         if self
             .first
             .entry(household)
             .or_default()
-            .insert(e.seq, e)
+            .insert(seq, kept)
             .is_none()
         {
             self.events += 1;
         }
     }
 
-    /// Leaves `household` alone: its keys are retired by nobody's word here any more.
-    fn contest(&mut self, household: PublicKey) {
-        self.contested.insert(household);
-        let keys: Vec<PublicKey> = self
-            .first
-            .get(&household)
-            .map(|events| events.values().map(|f| f.key).collect())
-            .unwrap_or_default();
-        for k in keys {
-            self.retired.remove(&k);
+    /// The keys of `household`'s events kept here, its own first key among them.
+    fn keys(&self, household: &PublicKey) -> Vec<PublicKey> {
+        let mut keys = vec![*household];
+        if let Some(events) = self.first.get(household) {
+            keys.extend(
+                events
+                    .values()
+                    .map(|k| k.event.key)
+                    .filter(|k| k != household),
+            );
         }
+        keys
     }
 
-    /// Builds `household`'s chain from the events heard first; returns the keys it newly
-    /// retires.
-    fn retire(&mut self, household: PublicKey) -> Vec<PublicKey> {
+    /// Leaves `household` alone: its keys are retired by nobody's word here any more. Returns
+    /// its keys.
+    fn contest(&mut self, household: PublicKey) -> Vec<PublicKey> {
+        self.contested.insert(household);
+        let keys = self.keys(&household);
+        for k in &keys {
+            self.retired.remove(k);
+        }
+        keys
+    }
+
+    /// Builds `household`'s chain from the events heard first; returns the rotations it newly
+    /// shows (each retiring a key).
+    fn retire(&mut self, household: PublicKey) -> Vec<Rotation> {
         if self.contested.contains(&household) {
             return Vec::new();
         }
-        let events: Vec<KeyEvent> = self
+        let kept: Vec<&Kept> = self
             .first
             .get(&household)
-            .map(|events| events.values().cloned().collect())
+            .map(|events| events.values().collect())
             .unwrap_or_default();
+        // Event #n brought in the chain's n-th key (`KeyChains::build_logged`).
+        let heard: HashMap<u64, u64> = kept.iter().map(|k| (k.event.seq, k.heard_ms)).collect();
+        let events: Vec<KeyEvent> = kept.iter().map(|k| k.event.clone()).collect();
         let logged: Logged = events
             .iter()
             .map(|f| ((f.household, f.seq), Some(f.clone())))
             .collect();
         let chains = KeyChains::build_logged(&events, &logged);
         let current = chains.current(&household);
+        let keys = chains.keys_of(&household);
         let mut newly = Vec::new();
-        for k in chains.keys_of(&household) {
-            if k.retired_ms.is_some() && self.retired.insert(k.key, current).is_none() {
-                newly.push(k.key);
+        for (n, pair) in keys.windows(2).enumerate() {
+            let (old, new) = (&pair[0], &pair[1]);
+            if old.retired_ms.is_some() && self.retired.insert(old.key, current).is_none() {
+                let at = |seq: u64| heard.get(&seq).copied().unwrap_or(u64::MAX);
+                let seq = n as u64 + 1;
+                newly.push(Rotation {
+                    old: old.key,
+                    new: new.key,
+                    gap_ms: at(seq).saturating_sub(at(seq - 1)),
+                });
             }
         }
         newly
@@ -159,16 +251,17 @@ impl KeyBook {
     pub fn open(db: &sled::Db) -> Result<KeyBook, sled::Error> {
         let tree = db.open_tree(TREE)?;
         let mut book = Book::default();
+        let now = crate::model::now_ms();
         for item in tree.iter() {
             let (key, value) = item?;
-            let Ok(e) = KeyEvent::from_bytes(&value) else {
+            let Some((e, heard_ms)) = decode(&value) else {
                 continue;
             };
             if e.verify().is_err() {
                 continue;
             }
             if key[..] == entry(&e, 0)[..] && book.events < MAX_HEARD {
-                book.insert(e);
+                book.insert(e, heard_ms.unwrap_or(now));
             } else if key[..] == entry(&e, 1)[..] {
                 book.contested.insert(e.household);
             }
@@ -182,6 +275,7 @@ impl KeyBook {
             tree,
             admission: Arc::new(Mutex::new(Admission::default())),
             resume: Arc::default(),
+            own: Arc::default(),
         })
     }
 
@@ -193,28 +287,102 @@ impl KeyBook {
             .is_ok_and(|book| book.get(&e.household, e.seq) == Some(e))
     }
 
-    /// Takes a checked event (`KeyEvent::verify`). Returns the keys it newly retires. Written
-    /// before it counts, then flushed by sled within half a second; an event lost to a crash
-    /// in that time comes again with its household's next round.
-    pub fn hear(&self, e: &KeyEvent) -> Result<Vec<PublicKey>, sled::Error> {
+    /// Takes a checked event (`KeyEvent::verify`), heard at `now_ms`. Returns the rotations it
+    /// newly shows, or the keys of a household it newly contests. Written before it counts,
+    /// then flushed by sled within half a second; an event lost to a crash in that time comes
+    /// again with its household's next round.
+    pub fn hear(&self, e: &KeyEvent, now_ms: u64) -> Result<Heard, sled::Error> {
         let Ok(mut book) = self.inner.lock() else {
-            return Ok(Vec::new());
+            return Ok(Heard::default());
         };
         match book.get(&e.household, e.seq).map(|first| first == e) {
-            Some(true) => return Ok(Vec::new()),
+            Some(true) => return Ok(Heard::default()),
             Some(false) => {
-                if !book.contested.contains(&e.household) {
-                    self.tree.insert(entry(e, 1), e.to_bytes())?;
+                if book.contested.contains(&e.household) {
+                    return Ok(Heard::default());
                 }
-                book.contest(e.household);
-                return Ok(Vec::new());
+                self.tree.insert(entry(e, 1), encode(e, now_ms))?;
+                return Ok(Heard {
+                    contested: book.contest(e.household),
+                    ..Heard::default()
+                });
             }
-            None if book.events >= MAX_HEARD => return Ok(Vec::new()),
+            None if book.events >= MAX_HEARD => return Ok(Heard::default()),
             None => {}
         }
-        self.tree.insert(entry(e, 0), e.to_bytes())?;
-        book.insert(e.clone());
-        Ok(book.retire(e.household))
+        self.tree.insert(entry(e, 0), encode(e, now_ms))?;
+        book.insert(e.clone(), now_ms);
+        Ok(Heard {
+            rotated: book.retire(e.household),
+            ..Heard::default()
+        })
+    }
+
+    /// The keys of every household contested here: what a coordinator must not carry a
+    /// record between (told again at each start, in case the last telling was not written).
+    pub fn contested_keys(&self) -> Vec<PublicKey> {
+        let Ok(book) = self.inner.lock() else {
+            return Vec::new();
+        };
+        book.contested.iter().flat_map(|h| book.keys(h)).collect()
+    }
+
+    /// Every rotation this node's chains show: what a coordinator needs to carry standing
+    /// (told again at each start, in case the last telling was not written).
+    pub fn rotations(&self) -> Vec<Rotation> {
+        let Ok(mut book) = self.inner.lock() else {
+            return Vec::new();
+        };
+        book.retired.clear();
+        let households: Vec<PublicKey> = book.first.keys().copied().collect();
+        households
+            .into_iter()
+            .flat_map(|h| book.retire(h))
+            .collect()
+    }
+
+    /// Sets this node's household and its log (read from `DATA_DIR/keys.json`; empty: none).
+    pub fn set_own(&self, household: PublicKey, log: Vec<KeyEvent>) {
+        if let Ok(mut own) = self.own.lock() {
+            *own = Some((household, log));
+        }
+    }
+
+    /// Why this household's owner must look, if an event of this household that its log does
+    /// not hold was heard here: someone holding its key signed a log of their own (a thief,
+    /// unless the owner signed it on another machine). A coordinator carries the household's
+    /// standing to a rotation after `rules.carry_after_ms` (`book::rotated`); a contest (the
+    /// owner's own `hearth key prerotate`, whose event #0 differs) stops that.
+    pub fn not_signed_here(&self) -> Option<String> {
+        let (household, log) = self.own.lock().ok()?.clone()?;
+        let book = self.inner.lock().ok()?;
+        let foreign = book
+            .first
+            .get(&household)
+            .and_then(|events| events.values().find(|k| !log.contains(&k.event)));
+        let contested = book.contested.contains(&household);
+        let advice = if log.is_empty() {
+            "if nobody of this household signed it, its key was stolen: `hearth key prerotate` \
+             contests it (coordinators then carry no standing to the thief's key), and see \
+             \"A household whose key was stolen\" in docs/operations.md"
+        } else {
+            "if nobody of this household signed it, its key was stolen: this node's own log, \
+             published every 10 minutes, contests it; see \"A household whose key was stolen\" \
+             in docs/operations.md"
+        };
+        match (foreign, contested) {
+            (Some(k), _) => Some(format!(
+                "key event #{} of this household, signed by key {}, was heard and is not in \
+                 this node's key log; {advice}",
+                k.event.seq,
+                k.event.key.to_hex()
+            )),
+            (None, true) => Some(format!(
+                "a second key event of this household under a number of its log was heard, \
+                 one this node did not sign; {advice}"
+            )),
+            (None, false) => None,
+        }
     }
 
     /// The current key of the household that retired `key`, if this node knows it did.
@@ -234,8 +402,7 @@ impl KeyBook {
         for item in crate::kv::after(&self.tree, after.map(|c| &c[..])) {
             let (key, value) = item?;
             // Damaged entries are skipped, as at start.
-            let (Ok(cursor), Ok(e)) =
-                (Cursor::try_from(key.as_ref()), KeyEvent::from_bytes(&value))
+            let (Ok(cursor), Some((e, _))) = (Cursor::try_from(key.as_ref()), decode(&value))
             else {
                 continue;
             };
@@ -249,13 +416,13 @@ impl KeyBook {
     }
 
     /// Asks `peer` for the events it heard, page after page from where the last pull stopped,
-    /// checking and keeping each; returns the keys they newly retire. Stops at
+    /// checking and keeping each; returns what they changed here. Stops at
     /// [`MAX_PULL_PAGES`], at the first answer that is not a page (an older node answers
     /// Error), at the first event that does not check or cannot be kept, and when the peer's
     /// cursor stops increasing.
-    pub(super) async fn pull(&self, net: &Network, peer: PeerId) -> Vec<PublicKey> {
+    pub(super) async fn pull(&self, net: &Network, peer: PeerId) -> Heard {
         let mut after = self.resume.lock().ok().and_then(|r| *r);
-        let mut retired = Vec::new();
+        let mut retired = Heard::default();
         for _ in 0..MAX_PULL_PAGES {
             let answer = match net
                 .request_if_connected(peer, Request::KeyEvents { after }.to_bytes())
@@ -275,7 +442,7 @@ impl KeyBook {
                     tracing::debug!(%peer, "stopped asking for key events: one does not check: {err}");
                     return retired;
                 }
-                match self.hear(e) {
+                match self.hear(e, crate::model::now_ms()) {
                     Ok(newly) => retired.extend(newly),
                     Err(err) => {
                         tracing::warn!("could not keep a pulled key event: {err}");
@@ -310,8 +477,11 @@ const RETRY: Duration = Duration::from_secs(5);
 
 /// Publishes the household's key log, round after round, until `stop` changes. On an
 /// auditor, also logs its own events (gossip does not bring a message back to its author).
+/// Each round also tells `book` the log (the household is `key`'s when there is none), and
+/// logs an error while an event of the household that the log does not hold was heard.
 pub(super) async fn publish(
     data_dir: PathBuf,
+    key: PublicKey,
     net: Network,
     audit: Option<AuditLog>,
     book: KeyBook,
@@ -331,10 +501,12 @@ pub(super) async fn publish(
                 continue;
             }
         };
+        let household = events.first().map_or(key, |e| e.household);
+        book.set_own(household, events.clone());
         let mut out = 0;
         for e in &events {
             heard(audit.as_ref(), e);
-            if let Err(err) = book.hear(e) {
+            if let Err(err) = book.hear(e, crate::model::now_ms()) {
                 tracing::warn!(seq = e.seq, "own key event not kept: {err}");
             }
             match net.publish(Topic::Evidence, e.to_bytes()).await {
@@ -342,6 +514,9 @@ pub(super) async fn publish(
                 Ok(()) | Err(NetError::Duplicate) => out += 1,
                 Err(err) => tracing::debug!(seq = e.seq, "key event not published yet: {err}"),
             }
+        }
+        if let Some(why) = book.not_signed_here() {
+            tracing::error!("{why}");
         }
         wait = if out > 0 || events.is_empty() {
             REPUBLISH
@@ -356,42 +531,49 @@ pub(super) async fn publish(
 /// proves itself. Kept in `book` and, on an auditor, logged; ignored (not forwarded) past the
 /// forwarder's share of events new to this node, or when it cannot be kept, or when the
 /// auditor's log is full. An event this node heard first before passes without a second
-/// check. Returns the keys it newly retires beside the verdict.
+/// check. Returns what it changed here beside the verdict.
 pub(super) fn gossip(
     audit: Option<&AuditLog>,
     book: &KeyBook,
     data: &[u8],
     via: PeerId,
-) -> (Verdict, Vec<PublicKey>) {
+) -> (Verdict, Heard) {
     let Ok(e) = KeyEvent::from_bytes(data) else {
-        return (Verdict::Reject, Vec::new());
+        return (Verdict::Reject, Heard::default());
     };
-    let mut retired = Vec::new();
+    let mut retired = Heard::default();
     if !book.known(&e) {
         let admitted = book
             .admission
             .lock()
             .is_ok_and(|mut a| a.admit(via, Instant::now()));
         if !admitted {
-            return (Verdict::Ignore, Vec::new());
+            return (Verdict::Ignore, Heard::default());
         }
         if e.verify().is_err() {
-            return (Verdict::Reject, Vec::new());
+            return (Verdict::Reject, Heard::default());
         }
         // Not kept, not passed on: it comes again with its household's next round.
-        retired = match book.hear(&e) {
+        retired = match book.hear(&e, crate::model::now_ms()) {
             Ok(retired) => retired,
             Err(err) => {
                 tracing::warn!("a key event heard could not be kept: {err}");
-                return (Verdict::Ignore, Vec::new());
+                return (Verdict::Ignore, Heard::default());
             }
         };
     }
-    for key in &retired {
+    for r in &retired.rotated {
         tracing::info!(
-            key = %key.to_hex(),
+            key = %r.old.to_hex(),
             household = %e.household.to_hex(),
             "a household rotated away from this key: no work is leased to it or taken from it here"
+        );
+    }
+    if !retired.contested.is_empty() {
+        tracing::warn!(
+            household = %e.household.to_hex(),
+            seq = e.seq,
+            "two different key events under one number: this household's keys are left alone here"
         );
     }
     let verdict = match heard(audit, &e) {
@@ -401,20 +583,19 @@ pub(super) fn gossip(
     (verdict, retired)
 }
 
-/// Tells this node's coordinator of `keys`, newly retired: an exclusion of one carries over to
-/// its household's current key, and what they hold in running jobs is taken back.
-pub(super) async fn retired_here(
-    coordinator: &CoordinatorHandle,
-    book: &KeyBook,
-    keys: &[PublicKey],
-) {
-    if keys.is_empty() {
+/// Tells this node's coordinator what events changed here: for each rotation, an exclusion
+/// of the old key carries over to the new one, and after a long enough wait its record
+/// (`Book::inherit`); what retired keys hold in running jobs is taken back; and a contested
+/// household's keys count no carried record any more.
+pub(super) async fn tell_coordinator(coordinator: &CoordinatorHandle, heard: Heard) {
+    if !heard.contested.is_empty() {
+        coordinator.keys_contested(heard.contested).await;
+    }
+    if heard.rotated.is_empty() {
         return;
     }
-    for key in keys {
-        if let Some(current) = book.retired(key) {
-            coordinator.key_rotated(*key, current).await;
-        }
+    for r in &heard.rotated {
+        coordinator.key_rotated(r.old, r.new, r.gap_ms).await;
     }
     coordinator.withdraw_refused().await;
 }
@@ -461,31 +642,90 @@ mod tests {
     use super::*;
     use crate::identity::Identity;
 
-    /// A rotation heard retires the key before it; a household whose events were contested
-    /// here retires nothing (the thief may have been heard first).
+    /// A rotation heard retires the key before it, saying how long before the rotation this
+    /// node heard the event that fixed the new key; a household whose events were contested
+    /// here retires nothing (the thief may have been heard first), and its keys are named
+    /// once, when the contest is heard.
     #[test]
     fn a_heard_rotation_retires_the_key_before_it_unless_contested() {
         let k: Vec<Identity> = (1..=4u8).map(|i| Identity::from_seed([i; 32])).collect();
         let h = k[0].public();
         let dir = tempfile::tempdir().unwrap();
         let book = KeyBook::open(&sled::open(dir.path()).unwrap()).unwrap();
-        let hear = |e: &KeyEvent| book.hear(e).unwrap();
+        let hear = |e: &KeyEvent, at: u64| book.hear(e, at).unwrap();
         let e0 = KeyEvent::sign(h, 0, &k[0], &k[1].public(), 10);
         let e1 = KeyEvent::sign(h, 1, &k[1], &k[2].public(), 20);
-        assert!(hear(&e0).is_empty());
-        assert_eq!(hear(&e1), vec![h]);
-        assert!(hear(&e1).is_empty(), "heard again: nothing new");
+        assert!(hear(&e0, 1_000).is_empty());
+        let rotated = Rotation {
+            old: h,
+            new: k[1].public(),
+            gap_ms: 4_000,
+        };
+        assert_eq!(hear(&e1, 5_000).rotated, vec![rotated]);
+        assert!(hear(&e1, 6_000).is_empty(), "heard again: nothing new");
         assert_eq!(book.retired(&h), Some(k[1].public()));
         assert_eq!(book.retired(&k[1].public()), None);
+        assert_eq!(book.rotations(), vec![rotated], "told again at start");
+        assert!(book.contested_keys().is_empty());
         // A thief signs another #1 with the stolen key 2: the household is contested here,
         // and nothing of it stays retired.
         let thief = Identity::from_seed([9; 32]);
         let forged = KeyEvent::sign(h, 1, &k[1], &thief.public(), 30);
-        assert!(hear(&forged).is_empty());
+        assert_eq!(hear(&forged, 7_000).contested, vec![h, k[1].public()]);
+        assert!(hear(&forged, 7_000).is_empty(), "contested already");
         assert_eq!(book.retired(&h), None);
         let e2 = KeyEvent::sign(h, 2, &k[2], &k[3].public(), 40);
-        assert!(hear(&e2).is_empty());
+        assert!(hear(&e2, 8_000).is_empty());
         assert_eq!(book.retired(&k[1].public()), None);
+        assert!(book.rotations().is_empty());
+        assert_eq!(
+            book.contested_keys().len(),
+            3,
+            "{:?}",
+            book.contested_keys()
+        );
+    }
+
+    /// A household's node says so when it hears an event of its household that its own log
+    /// does not hold: without a log, any event; with one, a thief's second event under one of
+    /// its numbers. Its own events, heard back, are not a reason.
+    #[test]
+    fn a_node_names_an_event_of_its_household_it_did_not_sign() {
+        let id = |i: u8| Identity::from_seed([i; 32]);
+        let (h, next, thief) = (id(1), id(2), id(9));
+        let dir = tempfile::tempdir().unwrap();
+        let book = KeyBook::open(&sled::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(book.not_signed_here(), None, "the log not read yet");
+        book.set_own(h.public(), Vec::new());
+        assert_eq!(book.not_signed_here(), None);
+        let stolen = KeyEvent::sign(h.public(), 0, &h, &thief.public(), 20);
+        book.hear(&stolen, 1).unwrap();
+        let why = book.not_signed_here().expect("a foreign event #0");
+        assert!(
+            why.contains("#0") && why.contains("`hearth key prerotate` contests it"),
+            "{why}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let book = KeyBook::open(&sled::open(dir.path()).unwrap()).unwrap();
+        let own = KeyEvent::sign(h.public(), 0, &h, &next.public(), 10);
+        book.set_own(h.public(), vec![own.clone()]);
+        book.hear(&own, 1).unwrap();
+        assert_eq!(book.not_signed_here(), None, "its own event");
+        book.hear(&stolen, 2).unwrap();
+        let why = book.not_signed_here().expect("a second event under #0");
+        assert!(why.contains("a second key event"), "{why}");
+        // Another household's events are not this one's business.
+        let other = id(3);
+        book.hear(
+            &KeyEvent::sign(other.public(), 0, &other, &thief.public(), 20),
+            3,
+        )
+        .unwrap();
+        book.set_own(other.public(), Vec::new());
+        assert!(book.not_signed_here().is_some());
+        book.set_own(id(4).public(), Vec::new());
+        assert_eq!(book.not_signed_here(), None);
     }
 
     /// A peer's gossip of events new to this node is taken up to its share
@@ -532,12 +772,12 @@ mod tests {
         for i in 2..12u8 {
             let h = Identity::from_seed([i; 32]);
             let e = KeyEvent::sign(h.public(), 0, &h, &next, 10);
-            book.hear(&e).unwrap();
+            book.hear(&e, 10).unwrap();
             kept.push(e);
         }
         let h = Identity::from_seed([2; 32]);
         let contest = KeyEvent::sign(h.public(), 0, &h, &h.public(), 11);
-        book.hear(&contest).unwrap();
+        book.hear(&contest, 11).unwrap();
         kept.push(contest);
         for max in [1, 3, 16] {
             let (mut got, mut after) = (Vec::new(), None);
@@ -565,12 +805,14 @@ mod tests {
     /// refused, a contested household stays left alone, and the event heard first stays the
     /// one that counts, even when the other is heard first after the restart. Before, the book
     /// lived in memory only: for up to [`REPUBLISH`] after each restart the node leased to a
-    /// key its household had rotated away from.
+    /// key its household had rotated away from. When each event was heard survives too: a
+    /// rotation heard long after the event before it still says so after a restart, and an
+    /// entry written before heard times were kept counts as heard at the restart.
     #[test]
     fn what_the_book_heard_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let id = |i: u8| Identity::from_seed([i; 32]);
-        let (a, b, c, thief) = (id(1), id(2), id(3), id(9));
+        let (a, b, c, d, thief) = (id(1), id(2), id(3), id(8), id(9));
         let next = id(4);
         let b0 = KeyEvent::sign(b.public(), 0, &b, &next.public(), 10);
         let c0 = KeyEvent::sign(c.public(), 0, &c, &next.public(), 10);
@@ -580,26 +822,45 @@ mod tests {
             let book = KeyBook::open(&db).unwrap();
             let a0 = KeyEvent::sign(a.public(), 0, &a, &next.public(), 10);
             let a1 = KeyEvent::sign(a.public(), 1, &next, &id(5).public(), 20);
-            assert!(book.hear(&a0).unwrap().is_empty());
-            assert_eq!(book.hear(&a1).unwrap(), vec![a.public()]);
-            for e in [b0, stolen(&b), c0] {
-                assert!(book.hear(&e).unwrap().is_empty());
-            }
+            assert!(book.hear(&a0, 1_000).unwrap().is_empty());
+            assert_eq!(
+                book.hear(&a1, 9_000).unwrap().rotated,
+                vec![Rotation {
+                    old: a.public(),
+                    new: next.public(),
+                    gap_ms: 8_000
+                }]
+            );
+            assert!(book.hear(&b0, 1_000).unwrap().is_empty());
+            assert!(!book.hear(&stolen(&b), 1_000).unwrap().contested.is_empty());
+            assert!(book.hear(&c0, 1_000).unwrap().is_empty());
+            // d's #0 as a node kept it before heard times were kept: the event alone.
+            let d0 = KeyEvent::sign(d.public(), 0, &d, &next.public(), 10);
+            book.tree.insert(entry(&d0, 0), d0.to_bytes()).unwrap();
             db.flush().unwrap();
         }
+        let before = crate::model::now_ms();
         let db = sled::open(dir.path()).unwrap();
         let book = KeyBook::open(&db).unwrap();
         assert_eq!(book.retired(&a.public()), Some(next.public()), "a rotated");
+        assert_eq!(book.rotations()[0].gap_ms, 8_000, "heard times kept");
+        assert_eq!(book.contested_keys(), vec![b.public()]);
         // b was contested before the restart: its own #1 retires nothing here.
         let b1 = KeyEvent::sign(b.public(), 1, &next, &id(6).public(), 20);
-        assert!(book.hear(&b1).unwrap().is_empty());
+        assert!(book.hear(&b1, 2_000).unwrap().is_empty());
         assert_eq!(book.retired(&b.public()), None, "b is still contested");
         // The thief's #0 for c, heard first after the restart, is second here: with its #1,
         // it does not retire c's key to the thief's.
         let c1 = KeyEvent::sign(c.public(), 1, &thief, &id(7).public(), 20);
-        for e in [stolen(&c), c1] {
-            assert!(book.hear(&e).unwrap().is_empty());
-        }
+        assert!(!book.hear(&stolen(&c), 2_000).unwrap().contested.is_empty());
+        assert!(book.hear(&c1, 2_000).unwrap().is_empty());
         assert_eq!(book.retired(&c.public()), None, "c's first #0 still counts");
+        // d's old entry counts as heard at the restart, not before.
+        let d1 = KeyEvent::sign(d.public(), 1, &next, &id(6).public(), 20);
+        let heard = book.hear(&d1, before + 5_000).unwrap();
+        assert!(
+            heard.rotated[0].gap_ms <= 5_000,
+            "{heard:?}: the old entry counted as heard before the restart"
+        );
     }
 }

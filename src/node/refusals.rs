@@ -112,6 +112,11 @@ impl Refusals {
         &self.inner.keys
     }
 
+    /// The key events this node heard (`node::key_log`).
+    pub fn key_book(&self) -> &KeyBook {
+        &self.inner.key_book
+    }
+
     /// A revocation or equivocation proof gossiped on `hearth/evidence/1` by `source`, brought
     /// by `via`. Rejected if it does not check, or if it is a revocation its key did not
     /// publish (a household publishes its own statement; anyone may pass on a proof);
@@ -286,8 +291,8 @@ impl Refusals {
         let me = self.clone();
         self.spawn(async move {
             me.pull_from(peer).await;
-            let retired = me.inner.key_book.pull(&me.inner.net, peer).await;
-            super::key_log::retired_here(&me.inner.coordinator, &me.inner.key_book, &retired).await;
+            let heard = me.inner.key_book.pull(&me.inner.net, peer).await;
+            super::key_log::tell_coordinator(&me.inner.coordinator, heard).await;
             if let Ok(mut p) = me.inner.pulls.lock() {
                 p.done();
             }

@@ -294,13 +294,13 @@ impl Router {
             // And households' key events (docs/receipts.md, "Rotating a key"), which auditors
             // log (`node::key_log`).
             Topic::Evidence if data.starts_with(b"HKEY") => {
-                let (verdict, retired) =
+                let (verdict, heard) =
                     super::key_log::gossip(self.audit.as_ref(), &self.key_book, &data, via);
-                if !retired.is_empty() {
+                if !heard.is_empty() {
                     // Off the router's loop: the coordinator may be busy.
-                    let (coordinator, book) = (self.coordinator.clone(), self.key_book.clone());
+                    let coordinator = self.coordinator.clone();
                     tokio::spawn(async move {
-                        super::key_log::retired_here(&coordinator, &book, &retired).await
+                        super::key_log::tell_coordinator(&coordinator, heard).await
                     });
                 }
                 verdict

@@ -102,8 +102,9 @@ function render(o) {
   $("signin").hidden = true;
   $("error").hidden = true;
   text("headline", o.headline);
-  // A refused key first; else another node signing with it.
-  const keyWarning = o.key_refused || o.key_elsewhere;
+  // A refused key first; else another node signing with it; else a key event of the
+  // household that this node did not sign.
+  const keyWarning = o.key_refused || o.key_elsewhere || o.key_event;
   $("key-warning").hidden = !keyWarning;
   if (keyWarning) text("key-warning", keyWarning);
   const h = o.heat;

@@ -111,6 +111,11 @@ pub struct Update {
     /// Households shut out of this job only: they lost a vote that no established household
     /// took part in, which is not proof that they lied (see `Book::settled`).
     pub suspend: Vec<PublicKey>,
+    /// Records carried to a rotated household's new key: (new key, the key it rotated
+    /// from) (`book::rotated`).
+    pub carry: Vec<(PublicKey, PublicKey)>,
+    /// Keys whose carried record is taken back (their household was contested).
+    pub uncarry: Vec<PublicKey>,
 }
 
 /// Work the actor does after an update is applied.
@@ -408,6 +413,12 @@ impl Book {
         }
         for (household, record) in update.reputation {
             self.reputation.insert(household, record);
+        }
+        for (new, old) in update.carry {
+            self.reputation.carry(new, old);
+        }
+        for key in update.uncarry {
+            self.reputation.uncarry(&key);
         }
         if let Some(id) = update.job {
             for household in update.suspend {

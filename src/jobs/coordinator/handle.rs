@@ -83,11 +83,18 @@ pub(super) enum Command {
     /// A key was refused (`node::refusals`): what refused keys hold in running jobs is taken
     /// back ([`super::Coordinator::refusing`]).
     WithdrawRefused,
-    /// `old`'s household signs with `new` now (`node::key_log`): an exclusion here carries
-    /// over ([`super::book::Book::inherit`]).
+    /// `old`'s household signs with `new` now (`node::key_log`), this node having heard the
+    /// event that fixed `new` `gap_ms` before the rotation: an exclusion here carries over,
+    /// and after a long enough gap a good record ([`super::book::Book::inherit`]).
     KeyRotated {
         old: PublicKey,
         new: PublicKey,
+        gap_ms: u64,
+    },
+    /// The households of `keys` were contested (`node::key_log`): records carried to any of
+    /// them are taken back ([`super::book::Book::uncarry`]).
+    KeysContested {
+        keys: Vec<PublicKey>,
     },
 }
 
@@ -226,10 +233,17 @@ impl CoordinatorHandle {
         let _ = self.tx.send(Command::WithdrawRefused).await;
     }
 
-    /// `old`'s household rotated to `new`: if `old` is excluded here, `new` is too. Waits
-    /// while the coordinator is busy.
-    pub async fn key_rotated(&self, old: PublicKey, new: PublicKey) {
-        let _ = self.tx.send(Command::KeyRotated { old, new }).await;
+    /// `old`'s household rotated to `new`, the event that fixed `new` heard `gap_ms` before
+    /// the rotation: if `old` is excluded here, `new` is too; after a long enough gap, `old`'s
+    /// record counts for `new`. Waits while the coordinator is busy.
+    pub async fn key_rotated(&self, old: PublicKey, new: PublicKey, gap_ms: u64) {
+        let _ = self.tx.send(Command::KeyRotated { old, new, gap_ms }).await;
+    }
+
+    /// The households of `keys` were contested: no record carried to one of them counts any
+    /// more. Waits while the coordinator is busy.
+    pub async fn keys_contested(&self, keys: Vec<PublicKey>) {
+        let _ = self.tx.send(Command::KeysContested { keys }).await;
     }
 
     /// Lets the coordinator seal receipt commitments (held while `await_numbering`): the

@@ -258,7 +258,11 @@ impl Coordinator {
             book.insert_excluded(household);
         }
         let trust = crate::jobs::trust::store::TrustStore::open(db)?;
-        book.set_reputation(config.trust.reputation(identity.public(), trust.load()?));
+        book.set_reputation(config.trust.reputation(
+            identity.public(),
+            trust.load()?,
+            trust.load_carried()?,
+        ));
         book.set_default_policy(config.trust.policy());
         book.set_allowed(config.trust.allowed());
         let mut spot_key = [0u8; 32];
@@ -582,18 +586,33 @@ impl Coordinator {
                 let _ = reply.send(idle);
             }
             Command::WithdrawRefused => self.withdraw_refused(),
-            Command::KeyRotated { old, new } => {
-                let Some(update) = self.book.inherit(&old, &new) else {
+            Command::KeyRotated { old, new, gap_ms } => {
+                let Some(update) = self.book.inherit(&old, &new, gap_ms) else {
                     return;
                 };
+                let what = if update.exclude.is_empty() {
+                    "a household rotated its key: its record under the old one counts for the new one"
+                } else {
+                    "a household excluded here rotated its key: the new one is excluded too"
+                };
                 match self.write(vec![update]) {
-                    Ok(()) => tracing::info!(
-                        old = %old.to_hex(),
-                        new = %new.to_hex(),
-                        "a household excluded here rotated its key: the new one is excluded too"
-                    ),
-                    // Lost until the household is caught again under the new key.
-                    Err(e) => tracing::error!("could not exclude a rotated key's successor: {e}"),
+                    Ok(()) => tracing::info!(old = %old.to_hex(), new = %new.to_hex(), "{what}"),
+                    // Lost until the rotation is heard again (the household's next round, or
+                    // the node's next start) or the household is caught again.
+                    Err(e) => tracing::error!("could not carry a rotated key's standing: {e}"),
+                }
+            }
+            Command::KeysContested { keys } => {
+                let Some(update) = self.book.uncarry(&keys) else {
+                    return;
+                };
+                if let Err(e) = self.write(vec![update.clone()]) {
+                    // Taken back in memory all the same (safety first); on disk at the node's
+                    // next start, which tells the coordinator of every contest again.
+                    tracing::error!(
+                        "could not take back a contested household's carried record: {e}"
+                    );
+                    self.book.apply(update);
                 }
             }
             Command::FailRunning { reason } => {

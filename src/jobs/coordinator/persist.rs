@@ -765,11 +765,13 @@ impl Persist {
         update: &Update,
         job: Option<&JobBook>,
     ) -> Result<(), JobError> {
-        // Exclusions are the coordinator's, whether or not a job's state changed with them
-        // (a rotated key's, `book::rotated`, comes with none).
+        // Exclusions and carried records are the coordinator's, whether or not a job's state
+        // changed with them (a rotated key's, `book::rotated`, come with none).
         for (household, evidence) in &update.exclude {
             batch.insert(&self.excluded, household.0, evidence.as_bytes());
         }
+        self.reputation
+            .stage_carried(batch, &update.carry, &update.uncarry);
         let Some(id) = update.job else {
             // No job's state changed; the reputation records (if any) alone.
             self.reputation.stage(batch, &update.reputation);

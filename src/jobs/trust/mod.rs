@@ -46,6 +46,15 @@ pub struct Rules {
     /// How long a household must have been known, ms, before it is established. Default one
     /// day: a fresh identity cannot buy trust with a burst of work.
     pub established_age_ms: u64,
+    /// How long before a household's rotation (its key event #n) this node must have heard
+    /// the event that fixed the new key (#n−1), ms, for the record under the old key to count
+    /// for the new one. Default 7 days: a thief who stole a key whose household never
+    /// published its log can sign an event #0 of its own, and must then leave it heard and
+    /// uncontested that long (the household's node warns when it hears an event of its
+    /// household that it did not sign; `hearth key prerotate` then contests it) before a
+    /// rotation to its own key takes the household's standing. A contest heard later takes
+    /// the standing back.
+    pub carry_after_ms: u64,
 }
 
 impl Default for Rules {
@@ -53,9 +62,23 @@ impl Default for Rules {
         Rules {
             established_after: 20,
             established_age_ms: 24 * 3600 * 1000,
+            carry_after_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
+
+impl Rules {
+    /// Whether a rotation whose new key was fixed `gap_ms` before the rotation was heard here
+    /// carries the old key's record (see [`Rules::carry_after_ms`]).
+    pub fn carries(&self, gap_ms: u64) -> bool {
+        gap_ms >= self.carry_after_ms
+    }
+}
+
+/// Longest chain of carried records [`Reputation::standing`] follows: a household writes one
+/// link per rotation, and every link comes from an event this node checked (`node::key_log`);
+/// past it older records are not added.
+pub const MAX_CARRIED: usize = 16;
 
 /// One household's record at one coordinator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +114,10 @@ pub struct Reputation {
     /// The submitter's own trusted set (its own household at least): established from the
     /// start. Bounded by configuration, not by peers.
     trusted: HashSet<PublicKey>,
+    /// A household's new key → the key it rotated from, whose record counts for the new one
+    /// ([`Rules::carries`]). One entry per rotation heard and checked here: bounded by the
+    /// node's key book (`node::key_log::MAX_HEARD`).
+    carried: HashMap<PublicKey, PublicKey>,
 }
 
 impl Reputation {
@@ -124,11 +151,60 @@ impl Reputation {
         self.records.insert(household, record);
     }
 
+    /// Counts `old`'s record for `new` from now on: `new`'s household rotated to it from
+    /// `old`.
+    pub fn carry(&mut self, new: PublicKey, old: PublicKey) {
+        if new != old {
+            self.carried.insert(new, old);
+        }
+    }
+
+    /// Stops counting any other key's record for `key`. Whether it counted one.
+    pub fn uncarry(&mut self, key: &PublicKey) -> bool {
+        self.carried.remove(key).is_some()
+    }
+
+    /// The key whose record counts for `key`, if any.
+    pub fn carried_from(&self, key: &PublicKey) -> Option<PublicKey> {
+        self.carried.get(key).copied()
+    }
+
+    /// The record that decides `household`'s standing: its own, with the records of the keys
+    /// it rotated from (at most [`MAX_CARRIED`] of them) added: results summed, first seen
+    /// the earliest, last seen the latest. `None`: no record under any of them.
+    pub fn combined(&self, household: &PublicKey) -> Option<Record> {
+        let mut out: Option<Record> = None;
+        let mut key = *household;
+        let mut seen = HashSet::new();
+        for _ in 0..=MAX_CARRIED {
+            if !seen.insert(key) {
+                break;
+            }
+            if let Some(r) = self.records.get(&key) {
+                out = Some(match out {
+                    None => *r,
+                    Some(o) => Record {
+                        verified: o.verified.saturating_add(r.verified),
+                        wrong: o.wrong.saturating_add(r.wrong),
+                        disputed: o.disputed.saturating_add(r.disputed),
+                        first_seen_ms: o.first_seen_ms.min(r.first_seen_ms),
+                        last_seen_ms: o.last_seen_ms.max(r.last_seen_ms),
+                    },
+                });
+            }
+            match self.carried.get(&key) {
+                Some(old) => key = *old,
+                None => break,
+            }
+        }
+        out
+    }
+
     pub fn standing(&self, household: &PublicKey) -> Standing {
         if self.trusted.contains(household) {
             return Standing::Established;
         }
-        match self.records.get(household) {
+        match self.combined(household) {
             Some(r)
                 if r.wrong == 0
                     && r.verified >= self.rules.established_after
@@ -344,9 +420,15 @@ impl TrustConfig {
         })
     }
 
-    /// The reputation a coordinator starts from: its stored records, its own household and
-    /// the configured ones trusted outright. Unparsable keys are skipped.
-    pub fn reputation(&self, own: PublicKey, records: Vec<(PublicKey, Record)>) -> Reputation {
+    /// The reputation a coordinator starts from: its stored records and carried records
+    /// (new key, old key), its own household and the configured ones trusted outright.
+    /// Unparsable keys are skipped.
+    pub fn reputation(
+        &self,
+        own: PublicKey,
+        records: Vec<(PublicKey, Record)>,
+        carried: Vec<(PublicKey, PublicKey)>,
+    ) -> Reputation {
         let mut rep = Reputation::new(self.rules);
         rep.trust(own);
         for key in self.trusted.iter().take(256) {
@@ -356,6 +438,9 @@ impl TrustConfig {
         }
         for (h, r) in records {
             rep.insert(h, r);
+        }
+        for (new, old) in carried {
+            rep.carry(new, old);
         }
         rep
     }
@@ -398,6 +483,7 @@ mod tests {
         let mut rep = Reputation::new(Rules {
             established_after: 3,
             established_age_ms: 100,
+            ..Rules::default()
         });
         assert_eq!(rep.standing(&h), Standing::Probation);
         let mut r = Record {
@@ -417,6 +503,58 @@ mod tests {
         let own = Identity::from_seed([2; 32]).public();
         rep.trust(own);
         assert_eq!(rep.standing(&own), Standing::Established);
+    }
+
+    /// A rotated household's standing counts the records of the keys it rotated from, and
+    /// stops counting them when the carry is taken back; a wrong result under an old key
+    /// counts too; a loop of carries ends.
+    #[test]
+    fn a_carried_record_counts_for_the_new_key_until_it_is_taken_back() {
+        let k: Vec<PublicKey> = (1..=4u8)
+            .map(|i| Identity::from_seed([i; 32]).public())
+            .collect();
+        let mut rep = Reputation::new(Rules {
+            established_after: 4,
+            established_age_ms: 100,
+            ..Rules::default()
+        });
+        let rec = |verified, first_seen_ms, last_seen_ms| Record {
+            verified,
+            first_seen_ms,
+            last_seen_ms,
+            ..Record::default()
+        };
+        rep.insert(k[0], rec(3, 0, 60));
+        rep.insert(k[1], rec(1, 70, 120));
+        assert_eq!(rep.standing(&k[0]), Standing::Probation);
+        assert_eq!(rep.standing(&k[1]), Standing::Probation);
+        rep.carry(k[1], k[0]);
+        assert_eq!(rep.combined(&k[1]), Some(rec(4, 0, 120)));
+        assert_eq!(rep.standing(&k[1]), Standing::Established);
+        // Two rotations: the third key has no record of its own yet.
+        rep.carry(k[2], k[1]);
+        assert_eq!(rep.combined(&k[2]), Some(rec(4, 0, 120)));
+        assert_eq!(rep.standing(&k[2]), Standing::Established);
+        let mut lied = rec(3, 0, 60);
+        lied.wrong = 1;
+        rep.insert(k[0], lied);
+        assert_eq!(
+            rep.standing(&k[2]),
+            Standing::Probation,
+            "a lie under the first key"
+        );
+        rep.insert(k[0], rec(3, 0, 60));
+        assert!(rep.uncarry(&k[1]));
+        assert!(!rep.uncarry(&k[1]));
+        assert_eq!(rep.standing(&k[2]), Standing::Probation);
+        assert_eq!(rep.combined(&k[2]), Some(rec(1, 70, 120)));
+        // A loop (not a chain a key book builds, but a peer's events are claims) ends.
+        rep.carry(k[0], k[2]);
+        rep.carry(k[1], k[0]);
+        assert_eq!(rep.combined(&k[1]), Some(rec(4, 0, 120)));
+        assert_eq!(rep.combined(&k[3]), None);
+        assert!(Rules::default().carries(7 * 24 * 3600 * 1000));
+        assert!(!Rules::default().carries(7 * 24 * 3600 * 1000 - 1));
     }
 
     #[test]

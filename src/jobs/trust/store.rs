@@ -3,6 +3,10 @@
 //! little-endian, 28 bytes). Written in the kv batch of the coordinator's update that changed
 //! it, so a record is durable exactly when the shard update that changed it is.
 //!
+//! `trust_carried`: a household's new key (32 bytes) → the key it rotated from (32 bytes),
+//! whose record counts for the new one (`Reputation::carry`). Written, and removed, in the
+//! kv batch of the coordinator's update that carried it or took it back.
+//!
 //! `trust_related`: receipt id (32 bytes) → one byte, [`Relation::tag`]: receipts this node
 //! countersigned whose worker it saw sharing an address with itself (`related.rs`). Local
 //! observation, not part of the signed receipt; written after the receipt is durable.
@@ -15,12 +19,14 @@ use crate::jobs::JobError;
 
 const TREE: &str = "trust_reputation";
 const RELATED: &str = "trust_related";
+const CARRIED: &str = "trust_carried";
 const LEN: usize = 4 * 3 + 8 * 2;
 
 #[derive(Clone)]
 pub struct TrustStore {
     tree: sled::Tree,
     related: sled::Tree,
+    carried: sled::Tree,
 }
 
 fn encode(r: &Record) -> [u8; LEN] {
@@ -53,6 +59,7 @@ impl TrustStore {
         Ok(TrustStore {
             tree: db.open_tree(TREE)?,
             related: db.open_tree(RELATED)?,
+            carried: db.open_tree(CARRIED)?,
         })
     }
 
@@ -70,6 +77,38 @@ impl TrustStore {
             out.push((household, record));
         }
         Ok(out)
+    }
+
+    /// Every carried record: (new key, the key it rotated from).
+    pub fn load_carried(&self) -> Result<Vec<(PublicKey, PublicKey)>, JobError> {
+        let mut out = Vec::new();
+        for entry in self.carried.iter() {
+            let (k, v) = entry?;
+            let (Ok(new), Ok(old)) = (
+                <[u8; 32]>::try_from(k.as_ref()),
+                <[u8; 32]>::try_from(v.as_ref()),
+            ) else {
+                return Err(JobError::Corrupt("carried reputation entry".into()));
+            };
+            out.push((PublicKey(new), PublicKey(old)));
+        }
+        Ok(out)
+    }
+
+    /// Adds to `batch` the records carried (new key, old key) and the keys whose carried
+    /// record is taken back.
+    pub fn stage_carried(
+        &self,
+        batch: &mut crate::kv::Batch,
+        carry: &[(PublicKey, PublicKey)],
+        uncarry: &[PublicKey],
+    ) {
+        for (new, old) in carry {
+            batch.insert(&self.carried, new.0, old.0);
+        }
+        for key in uncarry {
+            batch.remove(&self.carried, key.0);
+        }
     }
 
     /// Marks receipts whose worker is tied to this node (`related.rs`). Each mark is one key
@@ -146,5 +185,35 @@ mod tests {
         }
         let db = crate::node::test_db(dir.path()).unwrap();
         assert_eq!(TrustStore::open(&db).unwrap().load().unwrap(), vec![(h, r)]);
+    }
+
+    #[test]
+    fn carried_records_survive_a_reopen_and_a_take_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let k: Vec<PublicKey> = (1..=3u8)
+            .map(|i| crate::identity::Identity::from_seed([i; 32]).public())
+            .collect();
+        let write = |carry: &[(PublicKey, PublicKey)], uncarry: &[PublicKey]| {
+            let db = crate::node::test_db(dir.path()).unwrap();
+            let kv = crate::kv::Kv::open(&db).unwrap();
+            let mut batch = kv.batch();
+            TrustStore::open(&db)
+                .unwrap()
+                .stage_carried(&mut batch, carry, uncarry);
+            batch.commit().unwrap();
+            db.flush().unwrap();
+        };
+        write(&[(k[1], k[0]), (k[2], k[1])], &[]);
+        let read = || {
+            let db = crate::node::test_db(dir.path()).unwrap();
+            let mut all = TrustStore::open(&db).unwrap().load_carried().unwrap();
+            all.sort_by_key(|(new, _)| new.0);
+            all
+        };
+        let mut both = vec![(k[1], k[0]), (k[2], k[1])];
+        both.sort_by_key(|(new, _)| new.0);
+        assert_eq!(read(), both);
+        write(&[], &[k[1]]);
+        assert_eq!(read(), vec![(k[2], k[1])]);
     }
 }

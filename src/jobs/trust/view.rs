@@ -36,6 +36,10 @@ pub struct HouseholdTrust {
     pub trusted: bool,
     /// Its record with this node's coordinator; `None`: never had a claim accepted here.
     pub record: Option<RecordView>,
+    /// The key its household rotated from, whose record counts for this one here (its
+    /// standing is decided by both records together; docs/trust.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_from: Option<String>,
     /// Excluded by this node's own vote: the evidence kept (JSON: job, shard, both claims).
     pub excluded_by_vote: Option<serde_json::Value>,
     /// Fraud evidence heard against it from other coordinators, and how each re-run went.
@@ -177,7 +181,11 @@ impl TrustView {
     /// What every description needs, read once.
     fn load(&self) -> Result<Loaded, JobError> {
         Ok(Loaded {
-            reputation: self.config.reputation(self.own, self.reputation.load()?),
+            reputation: self.config.reputation(
+                self.own,
+                self.reputation.load()?,
+                self.reputation.load_carried()?,
+            ),
             excluded: self.persist.excluded_evidence()?.into_iter().collect(),
         })
     }
@@ -185,6 +193,7 @@ impl TrustView {
     fn describe(&self, loaded: &Loaded, household: &PublicKey) -> Result<HouseholdTrust, JobError> {
         let reputation = &loaded.reputation;
         let record = reputation.record(household).copied();
+        let carried_from = reputation.carried_from(household);
         let trusted = reputation.is_trusted(household);
         let standing = reputation.standing(household);
         let excluded_by_vote = loaded.excluded.get(household).map(|json| {
@@ -221,7 +230,8 @@ impl TrustView {
             own: *household == self.own,
             trusted,
             standing,
-            record,
+            record: reputation.combined(household),
+            carried_from: carried_from.map(|k| k.to_hex()),
             excluded_by_vote: excluded_by_vote.is_some(),
             confirmed: evidence
                 .iter()
@@ -250,6 +260,7 @@ impl TrustView {
                 first_seen_ms: r.first_seen_ms,
                 last_seen_ms: r.last_seen_ms,
             }),
+            carried_from: carried_from.map(|k| k.to_hex()),
             excluded_by_vote,
             evidence,
             false_accuser,
@@ -263,7 +274,11 @@ pub struct Facts {
     pub own: bool,
     pub trusted: bool,
     pub standing: Standing,
+    /// Its record with the records of the keys it rotated from added
+    /// (`Reputation::combined`).
     pub record: Option<Record>,
+    /// The key it rotated from, whose record counts here.
+    pub carried_from: Option<String>,
     pub excluded_by_vote: bool,
     /// The coordinator whose evidence a re-run here confirmed.
     pub confirmed: Option<String>,
@@ -288,7 +303,13 @@ pub fn why(f: &Facts) -> String {
         return "probation: no claim of this household was ever accepted here".into();
     };
     let known_ms = r.last_seen_ms.saturating_sub(r.first_seen_ms);
-    match f.standing {
+    let carried = match &f.carried_from {
+        Some(old) => {
+            format!(" (with its record under key {old}, which its household rotated from)")
+        }
+        None => String::new(),
+    };
+    let standing = match f.standing {
         Standing::Established => format!(
             "established: {} verified results, none wrong, over {} h",
             r.verified,
@@ -310,7 +331,8 @@ pub fn why(f: &Facts) -> String {
                 String::new()
             }
         ),
-    }
+    };
+    standing + &carried
 }
 
 #[cfg(test)]
@@ -325,6 +347,7 @@ mod tests {
             trusted: false,
             standing: Standing::Probation,
             record: None,
+            carried_from: None,
             excluded_by_vote: false,
             confirmed: None,
             rules,
@@ -352,6 +375,15 @@ mod tests {
             ..base.clone()
         });
         assert!(s.contains("1 wrong result"), "{s}");
+        let s = why(&Facts {
+            record: Some(r),
+            carried_from: Some("ab12".into()),
+            ..base.clone()
+        });
+        assert!(
+            s.ends_with("(with its record under key ab12, which its household rotated from)"),
+            "{s}"
+        );
         let s = why(&Facts {
             confirmed: Some("abc".into()),
             ..base.clone()

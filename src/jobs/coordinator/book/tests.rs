@@ -1158,12 +1158,15 @@ proptest! {
 }
 
 /// A household this coordinator excluded stays excluded under the key it rotated to; a good
-/// record does not carry over (a thief's own rotation of a stolen key could take it:
-/// `book/rotated.rs`), and a key with nothing against it carries nothing.
+/// record carries over only when the key it rotated to was fixed long enough before the
+/// rotation was heard (a thief's own rotation of a stolen key would have to leave its event #0
+/// uncontested that long: `book/rotated.rs`), and a contest takes it back; a key with nothing
+/// here carries nothing.
 #[test]
-fn a_rotated_household_stays_excluded_under_its_new_key_and_carries_no_good_record() {
+fn a_rotated_household_stays_excluded_and_keeps_its_good_record_only_after_the_wait() {
     let mut f = Fix::new(1, 2);
     let day = 24 * 3600 * 1000;
+    let wait = Rules::default().carry_after_ms;
     let mut reputation = Reputation::new(Rules::default());
     let (old, new, liar, liars_next) = (
         household(1).public(),
@@ -1171,6 +1174,7 @@ fn a_rotated_household_stays_excluded_under_its_new_key_and_carries_no_good_reco
         household(3).public(),
         household(4).public(),
     );
+    let (stranger, strangers_next) = (household(5).public(), household(6).public());
     reputation.insert(
         old,
         Record {
@@ -1183,19 +1187,40 @@ fn a_rotated_household_stays_excluded_under_its_new_key_and_carries_no_good_reco
     f.book.set_reputation(reputation);
     f.book.insert_excluded(liar);
     assert_eq!(f.book.reputation().standing(&old), Standing::Established);
-    assert!(f.book.inherit(&old, &new).is_none(), "a good record stays");
+    assert!(
+        f.book.inherit(&old, &new, wait - 1).is_none(),
+        "fixed too shortly before"
+    );
+    assert!(f.book.inherit(&stranger, &strangers_next, wait).is_none());
+    assert_eq!(f.book.reputation().standing(&new), Standing::Probation);
+    let update = f.book.inherit(&old, &new, wait).expect("a record to carry");
+    assert_eq!(update.carry, vec![(new, old)]);
+    f.book.apply(update);
+    assert_eq!(f.book.reputation().standing(&new), Standing::Established);
+    assert!(
+        f.book.inherit(&old, &new, wait).is_none(),
+        "carried already"
+    );
+    assert!(
+        f.book.uncarry(&[old, stranger]).is_none(),
+        "nothing carried to them"
+    );
+    let update = f.book.uncarry(&[old, new]).expect("a carry to take back");
+    assert_eq!(update.uncarry, vec![new]);
+    f.book.apply(update);
     assert_eq!(f.book.reputation().standing(&new), Standing::Probation);
 
     let update = f
         .book
-        .inherit(&liar, &liars_next)
+        .inherit(&liar, &liars_next, wait)
         .expect("an exclusion to carry");
     assert!(update.exclude[0].1.contains(&liar.to_hex()));
+    assert!(update.carry.is_empty());
     f.book.apply(update);
     assert!(f.book.is_excluded(&liars_next));
     assert!(
-        f.book.inherit(&liar, &liars_next).is_none(),
+        f.book.inherit(&liar, &liars_next, 0).is_none(),
         "carried already"
     );
-    assert!(f.book.inherit(&liar, &liar).is_none());
+    assert!(f.book.inherit(&liar, &liar, 0).is_none());
 }

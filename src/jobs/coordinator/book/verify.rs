@@ -242,6 +242,7 @@ impl Book {
                 declined: None,
                 reputation,
                 suspend,
+                ..Update::default()
             });
         }
         updates
