@@ -689,6 +689,18 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
 
     // Coordinators that offered this node work, for its heat demand.
     let offers = Offers::default();
+    // Past `key_log::MAX_UNKNOWN` events, the key book keeps only those of households this
+    // node knows: coordinators that offered it work, households with a record at its
+    // coordinator (and its own, which the key book knows itself).
+    {
+        let (offers, records) = (
+            offers.clone(),
+            crate::jobs::trust::store::TrustStore::open(&db)?,
+        );
+        key_book.set_known(std::sync::Arc::new(move |key: &PublicKey| {
+            offers.knows(&key.peer_id()) || records.has_record(key)
+        }));
+    }
     let refusals = Refusals::new(
         revoked,
         key_book.clone(),

@@ -15,6 +15,12 @@
 //! household for which this node heard two different events under one number is left alone
 //! (the thief may be the one heard first).
 //!
+//! A household that rotates keeps its standing with a coordinator that heard the event fixing
+//! its new key long enough before (`Rotation::gap_ms`, from when this book first heard each
+//! event; `jobs::coordinator::book::rotated`), and a contest takes it back. A node that hears
+//! an event of its own household that its log does not hold says so
+//! ([`KeyBook::not_signed_here`]): someone else holds the key.
+//!
 //! The node reads its log from `DATA_DIR/keys.json` each round, so a log started with
 //! `hearth key prerotate` while the node runs goes out at the next round: 5 s after the start,
 //! again every 5 s until a round went out, then every 10 minutes, so an auditor that was away
@@ -40,6 +46,17 @@ use crate::net::{NetError, Network, Topic, Verdict};
 /// writes one when it starts its log and one per rotation; past the bound, new households'
 /// events are not kept (and their keys not refused here).
 pub const MAX_HEARD: usize = 1 << 14;
+
+/// Past this many events kept, only those of households this node knows are kept
+/// ([`KeyBook::set_known`]: its own, coordinators that offered it work, households with a
+/// record at its coordinator): events for fresh keys cost nothing to sign, and a flood of them
+/// must not crowd out the rotation of a household this node works with. A stranger's event
+/// not kept comes again with its household's next round (every 10 minutes), and is kept once
+/// the household is known.
+pub const MAX_UNKNOWN: usize = 1 << 12;
+
+/// Whether this node knows a key (see [`MAX_UNKNOWN`]).
+pub type Knows = Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>;
 
 /// The `key-events` tree: household ‖ 0x00 ‖ number (8 bytes, big-endian) → the event first
 /// heard under them; household ‖ 0x01 ‖ number → a second, different event heard under that
@@ -75,6 +92,9 @@ pub struct KeyBook {
     /// This node's household and its log as last read ([`publish`]): what an event of the
     /// household heard here is compared with ([`KeyBook::not_signed_here`]).
     own: Arc<Mutex<Option<OwnLog>>>,
+    /// Which keys this node knows, set once its services exist ([`KeyBook::set_known`]);
+    /// unset, only its own household counts as known.
+    known: Arc<std::sync::OnceLock<Knows>>,
 }
 
 /// A household and its own key log (empty: it has none).
@@ -276,6 +296,7 @@ impl KeyBook {
             admission: Arc::new(Mutex::new(Admission::default())),
             resume: Arc::default(),
             own: Arc::default(),
+            known: Arc::default(),
         })
     }
 
@@ -308,6 +329,9 @@ impl KeyBook {
                 });
             }
             None if book.events >= MAX_HEARD => return Ok(Heard::default()),
+            None if book.events >= MAX_UNKNOWN && !self.knows(&book, e) => {
+                return Ok(Heard::default())
+            }
             None => {}
         }
         self.tree.insert(entry(e, 0), encode(e, now_ms))?;
@@ -339,6 +363,33 @@ impl KeyBook {
             .into_iter()
             .flat_map(|h| book.retire(h))
             .collect()
+    }
+
+    /// Sets which keys this node knows (see [`MAX_UNKNOWN`]); only the first call counts.
+    pub fn set_known(&self, known: Knows) {
+        let _ = self.known.set(known);
+    }
+
+    /// Whether `e` is of a household this node knows: its own, or one whose first key, the
+    /// key `e` brings in or the key before it is known.
+    fn knows(&self, book: &Book, e: &KeyEvent) -> bool {
+        let own = self
+            .own
+            .lock()
+            .ok()
+            .and_then(|o| o.as_ref().map(|(h, _)| *h));
+        if own == Some(e.household) {
+            return true;
+        }
+        let Some(known) = self.known.get() else {
+            return false;
+        };
+        let before = e
+            .seq
+            .checked_sub(1)
+            .and_then(|seq| book.get(&e.household, seq))
+            .map(|b| b.key);
+        known(&e.household) || known(&e.key) || before.is_some_and(|k| known(&k))
     }
 
     /// Sets this node's household and its log (read from `DATA_DIR/keys.json`; empty: none).
@@ -726,6 +777,63 @@ mod tests {
         assert!(book.not_signed_here().is_some());
         book.set_own(id(4).public(), Vec::new());
         assert_eq!(book.not_signed_here(), None);
+    }
+
+    /// Past [`MAX_UNKNOWN`] events, a stranger's event is not kept, while one of a household
+    /// this node knows still is: by its first key, by the key the event brings in, by the key
+    /// before it, or as this node's own. Before, a flood of fresh households' events filled
+    /// the book for everyone.
+    #[test]
+    fn strangers_cannot_crowd_out_the_rotations_of_households_this_node_knows() {
+        let id = |i: u32| {
+            let mut seed = [5u8; 32];
+            seed[..4].copy_from_slice(&i.to_be_bytes());
+            Identity::from_seed(seed)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let book = KeyBook::open(&sled::open(dir.path()).unwrap()).unwrap();
+        let next = id(u32::MAX).public();
+        // A coordinator this node works for rotated once before the flood: it offers work
+        // under its second key.
+        let (h, k1, k2, k3) = (id(1_000_001), id(1_000_002), id(1_000_003), id(1_000_004));
+        book.hear(&KeyEvent::sign(h.public(), 0, &h, &k1.public(), 1), 1)
+            .unwrap();
+        book.hear(&KeyEvent::sign(h.public(), 1, &k1, &k2.public(), 2), 2)
+            .unwrap();
+        let (worked_with, by_key) = (id(1_000_005), id(1_000_006));
+        let known: std::collections::HashSet<PublicKey> =
+            [k1.public(), worked_with.public(), by_key.public()].into();
+        book.set_known(Arc::new(move |k: &PublicKey| known.contains(k)));
+        for i in 2..MAX_UNKNOWN as u32 {
+            let s = id(i);
+            book.hear(&KeyEvent::sign(s.public(), 0, &s, &next, 10), 10)
+                .unwrap();
+        }
+        let stranger = id(900_000);
+        let first = |who: &Identity| KeyEvent::sign(who.public(), 0, who, &next, 10);
+        book.hear(&first(&stranger), 11).unwrap();
+        assert!(
+            !book.known(&first(&stranger)),
+            "a stranger past the room for strangers"
+        );
+        book.hear(&first(&worked_with), 11).unwrap();
+        assert!(book.known(&first(&worked_with)), "known by its first key");
+        let e2 = KeyEvent::sign(h.public(), 2, &k2, &k3.public(), 3);
+        assert_eq!(
+            book.hear(&e2, 12).unwrap().rotated.len(),
+            1,
+            "known by the key before"
+        );
+        // A household whose event #1 brings in a key this node knows (its own event #0 was
+        // kept before the flood or not at all: the book checks the event's own keys).
+        let new_household = id(1_000_007);
+        let to_known = KeyEvent::sign(new_household.public(), 1, &by_key, &next, 10);
+        book.hear(&to_known, 13).unwrap();
+        assert!(book.known(&to_known), "known by the key it brings in");
+        let own = id(1_000_008);
+        book.set_own(own.public(), Vec::new());
+        book.hear(&first(&own), 14).unwrap();
+        assert!(book.known(&first(&own)), "this node's own household");
     }
 
     /// A peer's gossip of events new to this node is taken up to its share

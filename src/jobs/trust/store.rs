@@ -79,6 +79,13 @@ impl TrustStore {
         Ok(out)
     }
 
+    /// Whether `household` has a record here (it had a claim accepted by this coordinator). A
+    /// read error counts as no record: the answer only decides whether a key event of it is
+    /// kept when the key book is crowded (`node::key_log::MAX_UNKNOWN`).
+    pub fn has_record(&self, household: &PublicKey) -> bool {
+        self.tree.contains_key(household.0).unwrap_or(false)
+    }
+
     /// Every carried record: (new key, the key it rotated from).
     pub fn load_carried(&self) -> Result<Vec<(PublicKey, PublicKey)>, JobError> {
         let mut out = Vec::new();
