@@ -965,7 +965,12 @@ fn a_rotation_waits_for_the_jobs_the_current_key_coordinates() {
     assert!(!after.exists(), "a refused rotation wrote a next key");
     let args = rotate(&["--force"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&dir, &args);
+    let out = hearth(&dir, &args);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    // Rotated minutes after the next key was fixed: coordinators start the new key on
+    // probation, and the household is told.
+    assert!(said.contains("starts on probation with them"), "{said}");
     let id = ok(&dir, &["id"]);
     assert_ne!(id, household, "the key did not change");
     assert_eq!(ok(&dir, &["key", "log"]).matches("\"seq\"").count(), 2);

@@ -7,6 +7,28 @@ use anyhow::{bail, Context};
 
 use crate::identity::Identity;
 
+/// What a rotation does to the household's standing with coordinators, its next key having
+/// been fixed `fixed_ms` before the rotation (event #`seq` − 1 signed then; `None`: not in the
+/// log).
+fn standing_note(fixed_ms: Option<u64>, seq: u64) -> String {
+    let wait = crate::jobs::trust::Rules::default().carry_after_ms;
+    let days = wait / (24 * 3_600_000);
+    match fixed_ms {
+        Some(ms) if ms >= wait => format!(
+            "Coordinators that heard event #{} at least {days} days before this rotation keep \
+             the household's standing under the new key; others start it on probation \
+             (docs/trust.md).",
+            seq - 1
+        ),
+        _ => format!(
+            "The new key was fixed {} h before this rotation, less than the {days} days \
+             coordinators wait before a rotation keeps the household's standing: the new key \
+             starts on probation with them (docs/trust.md).",
+            fixed_ms.unwrap_or(0) / 3_600_000
+        ),
+    }
+}
+
 pub fn run(data_dir: &Path, command: &super::KeyCommand) -> anyhow::Result<()> {
     use super::KeyCommand;
     match command {
@@ -56,6 +78,12 @@ pub fn run(data_dir: &Path, command: &super::KeyCommand) -> anyhow::Result<()> {
                 data_dir.join(crate::keys::RETIRED_DIR).display(),
                 new_next.display()
             );
+            let log = crate::keys::load_log(data_dir)?;
+            let fixed = log
+                .iter()
+                .find(|p| e.seq.checked_sub(1) == Some(p.seq))
+                .map(|p| e.issued_ms.saturating_sub(p.issued_ms));
+            eprintln!("{}", standing_note(fixed, e.seq));
         }
         KeyCommand::Log { output } => {
             let list: Vec<serde_json::Value> = crate::keys::load_log(data_dir)?
@@ -71,4 +99,23 @@ pub fn run(data_dir: &Path, command: &super::KeyCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::standing_note;
+
+    /// A rotation whose next key was fixed at least the coordinators' wait before says the
+    /// standing follows; one sooner, that the new key starts on probation.
+    #[test]
+    fn a_rotation_says_whether_the_households_standing_follows() {
+        let day = 24 * 3_600_000;
+        assert!(standing_note(Some(7 * day), 3).contains("heard event #2 at least 7 days"));
+        let soon = standing_note(Some(2 * 3_600_000), 1);
+        assert!(
+            soon.contains("fixed 2 h before") && soon.contains("probation"),
+            "{soon}"
+        );
+        assert!(standing_note(None, 1).contains("probation"));
+    }
 }
