@@ -191,6 +191,10 @@ pub struct Status {
     /// their own. Absent otherwise and from older nodes.
     #[serde(default)]
     pub key_event_not_signed_here: Option<String>,
+    /// How many events the household's own key log holds (0: none, so nothing fixes its next
+    /// key; `hearth key prerotate`). Absent until the node read it, and from older nodes.
+    #[serde(default)]
+    pub key_log_events: Option<usize>,
     /// While this node's first receipt commitment since its start waits for its bootstrap
     /// nodes (`node::auditors`), why. Absent otherwise and from older nodes.
     #[serde(default)]
@@ -249,6 +253,7 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         refused_keys: ctx.refusals.keys().count(),
         key_used_elsewhere: ctx.auditors.elsewhere(),
         key_event_not_signed_here: ctx.refusals.key_book().not_signed_here(),
+        key_log_events: ctx.refusals.key_book().own_log_len(),
         sealing_waits: ctx.auditors.sealing_waits(),
     }))
 }

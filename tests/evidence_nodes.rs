@@ -1067,7 +1067,8 @@ async fn a_rotated_household_keeps_its_standing_only_after_the_wait_and_loses_it
         // told, by `hearth status`, that someone holding its key did.
         let status = status_text(waits, &dir.path().join("radiator-1")).await;
         assert!(
-            status.contains("KEY EVENT NOT SIGNED HERE: key event #"),
+            status.contains("KEY EVENT NOT SIGNED HERE: key event #")
+                && status.contains("key log:    none: `hearth key prerotate"),
             "{status}"
         );
         // Someone else holding the old key signs another event #0: the household is contested

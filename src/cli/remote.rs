@@ -42,6 +42,15 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
         println!("KEY EVENT NOT SIGNED HERE: {why}");
     }
     println!("role:       {}", s.role);
+    match s.key_log_events {
+        Some(0) => println!(
+            "key log:    none: `hearth key prerotate --next FILE` fixes your next key (keep FILE \
+             offline), so that a thief of this key cannot take your household over and your \
+             credit can follow you to a new key (docs/operations.md)"
+        ),
+        Some(n) => println!("key log:    {n} event(s); the next key is fixed"),
+        None => {}
+    }
     if let Some(why) = &s.sealing_waits {
         println!("sealing:    {why}");
     }

@@ -243,12 +243,16 @@ impl Book {
         for (n, pair) in keys.windows(2).enumerate() {
             let (old, new) = (&pair[0], &pair[1]);
             if old.retired_ms.is_some() && self.retired.insert(old.key, current).is_none() {
-                let at = |seq: u64| heard.get(&seq).copied().unwrap_or(u64::MAX);
                 let seq = n as u64 + 1;
+                // Both were kept with their times; were one missing, no gap (nothing carries).
+                let gap_ms = match (heard.get(&seq), heard.get(&(seq - 1))) {
+                    (Some(rotation), Some(fixed)) => rotation.saturating_sub(*fixed),
+                    _ => 0,
+                };
                 newly.push(Rotation {
                     old: old.key,
                     new: new.key,
-                    gap_ms: at(seq).saturating_sub(at(seq - 1)),
+                    gap_ms,
                 });
             }
         }
@@ -390,6 +394,12 @@ impl KeyBook {
             .and_then(|seq| book.get(&e.household, seq))
             .map(|b| b.key);
         known(&e.household) || known(&e.key) || before.is_some_and(|k| known(&k))
+    }
+
+    /// How many events this household's own key log holds (0: it keeps none), once the node
+    /// read it (5 s after its start).
+    pub fn own_log_len(&self) -> Option<usize> {
+        self.own.lock().ok()?.as_ref().map(|(_, log)| log.len())
     }
 
     /// Sets this node's household and its log (read from `DATA_DIR/keys.json`; empty: none).

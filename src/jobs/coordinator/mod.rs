@@ -595,11 +595,17 @@ impl Coordinator {
                 } else {
                     "a household excluded here rotated its key: the new one is excluded too"
                 };
-                match self.write(vec![update]) {
+                match self.write(vec![update.clone()]) {
                     Ok(()) => tracing::info!(old = %old.to_hex(), new = %new.to_hex(), "{what}"),
-                    // Lost until the rotation is heard again (the household's next round, or
-                    // the node's next start) or the household is caught again.
-                    Err(e) => tracing::error!("could not carry a rotated key's standing: {e}"),
+                    // On disk at the node's next start, which tells the coordinator of every
+                    // rotation again; meanwhile an exclusion holds in memory (safety first), a
+                    // carried record does not.
+                    Err(e) => {
+                        tracing::error!("could not carry a rotated key's standing: {e}");
+                        if !update.exclude.is_empty() {
+                            self.book.apply(update);
+                        }
+                    }
                 }
             }
             Command::KeysContested { keys } => {

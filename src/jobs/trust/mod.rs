@@ -9,6 +9,9 @@
 //! - **Standing**: a household is *established* once it has `established_after` verified
 //!   results, none wrong, over at least `established_age_ms`; until then it is on
 //!   *probation*. Households the submitter trusts (its own) are established from the start.
+//!   A household that rotated its key is judged by its records under every key it rotated
+//!   through, when the coordinator carried them ([`Reputation::carry`],
+//!   `coordinator/book/rotated.rs`).
 //! - **Policy** ([`Policy`]): how many agreeing replicas a shard needs when an established
 //!   household ran it, how many when only households on probation did, the spot-check rate,
 //!   and how far replication may rise when rooms want more heat than there is work.
