@@ -560,6 +560,79 @@ mod tests {
         assert!(!Rules::default().carries(7 * 24 * 3600 * 1000 - 1));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever the records and carries (chains, loops, self-links, a key carried twice):
+        /// a key's combined record is the sum of the records along its chain of carries (each
+        /// key once, the latest carry of a key counting), so a wrong result anywhere on it keeps
+        /// the key on probation; a key established alone stays established unless a wrong
+        /// result is added; and taking a key's carry back leaves exactly its own standing.
+        #[test]
+        fn a_combined_record_is_the_sum_along_its_chain_and_a_wrong_one_anywhere_keeps_probation(
+            records in proptest::collection::vec(
+                (0u8..6, 0u32..30, 0u32..2, 0u64..200, 0u64..200), 0..8),
+            links in proptest::collection::vec((0u8..6, 0u8..6), 0..8),
+        ) {
+            let key = |i: u8| Identity::from_seed([i + 1; 32]).public();
+            let rules = Rules { established_after: 20, established_age_ms: 100, ..Rules::default() };
+            let (mut alone, mut rep) = (Reputation::new(rules), Reputation::new(rules));
+            let mut model: HashMap<u8, Record> = HashMap::new();
+            for (i, verified, wrong, a, b) in &records {
+                let r = Record {
+                    verified: *verified,
+                    wrong: *wrong,
+                    first_seen_ms: *a.min(b),
+                    last_seen_ms: *a.max(b),
+                    ..Record::default()
+                };
+                alone.insert(key(*i), r);
+                rep.insert(key(*i), r);
+                model.insert(*i, r);
+            }
+            let mut carried: HashMap<u8, u8> = HashMap::new();
+            for (new, old) in &links {
+                rep.carry(key(*new), key(*old));
+                if new != old {
+                    carried.insert(*new, *old);
+                }
+            }
+            for i in 0..6u8 {
+                let k = key(i);
+                // The chain, walked apart from the code under test.
+                let (mut sum, mut at, mut seen) = (None::<Record>, i, HashSet::new());
+                while seen.insert(at) {
+                    if let Some(r) = model.get(&at) {
+                        sum = Some(match sum {
+                            None => *r,
+                            Some(s) => Record {
+                                verified: s.verified + r.verified,
+                                wrong: s.wrong + r.wrong,
+                                disputed: 0,
+                                first_seen_ms: s.first_seen_ms.min(r.first_seen_ms),
+                                last_seen_ms: s.last_seen_ms.max(r.last_seen_ms),
+                            },
+                        });
+                    }
+                    match carried.get(&at) {
+                        Some(old) => at = *old,
+                        None => break,
+                    }
+                }
+                proptest::prop_assert_eq!(rep.combined(&k), sum);
+                if sum.is_some_and(|s| s.wrong > 0) {
+                    proptest::prop_assert_eq!(rep.standing(&k), Standing::Probation);
+                }
+                if alone.established(&k) && sum.is_some_and(|s| s.wrong == 0) {
+                    proptest::prop_assert_eq!(rep.standing(&k), Standing::Established);
+                }
+                let mut back = rep.clone();
+                back.uncarry(&k);
+                proptest::prop_assert_eq!(back.combined(&k), alone.record(&k).copied());
+                proptest::prop_assert_eq!(back.standing(&k), alone.standing(&k));
+            }
+        }
+    }
+
     #[test]
     fn spot_checks_follow_their_rate() {
         let key = [7; 32];
