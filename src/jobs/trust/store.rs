@@ -86,7 +86,8 @@ impl TrustStore {
         self.tree.contains_key(household.0).unwrap_or(false)
     }
 
-    /// Every carried record: (new key, the key it rotated from).
+    /// Every carried record: (new key, the key it rotated from). An entry that is not two
+    /// keys is skipped (the new key is then judged by its own record: the cautious side).
     pub fn load_carried(&self) -> Result<Vec<(PublicKey, PublicKey)>, JobError> {
         let mut out = Vec::new();
         for entry in self.carried.iter() {
@@ -95,7 +96,8 @@ impl TrustStore {
                 <[u8; 32]>::try_from(k.as_ref()),
                 <[u8; 32]>::try_from(v.as_ref()),
             ) else {
-                return Err(JobError::Corrupt("carried reputation entry".into()));
+                tracing::warn!("a damaged carried-record entry is skipped");
+                continue;
             };
             out.push((PublicKey(new), PublicKey(old)));
         }
@@ -221,6 +223,16 @@ mod tests {
         both.sort_by_key(|(new, _)| new.0);
         assert_eq!(read(), both);
         write(&[], &[k[1]]);
+        assert_eq!(read(), vec![(k[2], k[1])]);
+        // A damaged entry is skipped, not a reason to stop.
+        {
+            let db = crate::node::test_db(dir.path()).unwrap();
+            db.open_tree(CARRIED)
+                .unwrap()
+                .insert(&[9u8; 5], &[1u8; 3])
+                .unwrap();
+            db.flush().unwrap();
+        }
         assert_eq!(read(), vec![(k[2], k[1])]);
     }
 }
