@@ -229,7 +229,7 @@ mod tests {
             let db = crate::node::test_db(dir.path()).unwrap();
             db.open_tree(CARRIED)
                 .unwrap()
-                .insert(&[9u8; 5], &[1u8; 3])
+                .insert([9u8; 5], &[1u8; 3])
                 .unwrap();
             db.flush().unwrap();
         }
