@@ -190,7 +190,9 @@ impl PunchMemory {
 /// second before its own try, and the two never run two punches at once. Each try that does
 /// not reach the peer (its home has not reserved a slot at the relay again yet) schedules the
 /// next three times later, at most [`RETRIES`] in all; a connection to the peer, however made,
-/// forgets it. A connection the peer closed, or pruning did, is not brought back: only one
+/// forgets it. A home that lost its relay too (its line was down) tries every lost peer at
+/// once when it listens through a relay again, its tries counted afresh ([`Lost::relay_back`]):
+/// that is the moment both ends can reach each other again, which no timer knows. A connection the peer closed, or pruning did, is not brought back: only one
 /// whose pings failed. At most [`MAX_REMEMBERED`] peers; past that the latest is not kept.
 #[derive(Debug, Default)]
 pub(crate) struct Lost {
@@ -236,6 +238,21 @@ impl Lost {
     /// `peer` is connected again: nothing to bring back.
     pub(crate) fn found(&mut self, peer: &PeerId) {
         self.peers.remove(peer);
+    }
+
+    /// This node listens through a relay again after it listened through none (its home's
+    /// line came back, with a new address perhaps): every lost peer is due at `now`, with its
+    /// tries counted afresh. While this node had no relay, neither end's tries could reach the
+    /// other (ours had no relay connection to go through, the peer's found no reservation of
+    /// ours), and the tries left were spread over minutes by then: the NAT lab's home 2 was
+    /// punched again up to ~5 minutes after its line came back. Bounded by the reservations
+    /// this node makes afresh, each after it lost every relay.
+    pub(crate) fn relay_back(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            p.tries = 0;
+            p.wait = FIRST_WAIT;
+            p.due = now;
+        }
     }
 
     /// The tries due at `now`, each with the address to dial; the next one of each is
@@ -349,6 +366,42 @@ mod tests {
         let due = lost.lost(peer, circuit(&peer), t0, false).expect("kept");
         lost.found(&peer);
         assert!(lost.take_due(due).is_empty());
+    }
+
+    #[test]
+    fn a_node_back_behind_a_relay_tries_its_lost_peers_at_once_with_fresh_tries() {
+        let t0 = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut lost = Lost::default();
+        lost.lost(a, circuit(&a), t0, false).expect("kept");
+        lost.lost(b, circuit(&b), t0, true).expect("kept");
+        // Three tries each while the line was down: all failed, one left, due minutes later.
+        let mut now = t0;
+        for _ in 0..3 {
+            now += Duration::from_secs(200);
+            assert_eq!(lost.take_due(now).len(), 2);
+        }
+        let back = now + Duration::from_secs(1);
+        assert!(
+            lost.take_due(back).is_empty(),
+            "the last tries are not due yet"
+        );
+        // This node reserved a relay slot again: both peers at once.
+        lost.relay_back(back);
+        let mut due: Vec<PeerId> = lost.take_due(back).into_iter().map(|(p, _)| p).collect();
+        due.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(due, want);
+        // And the full count of tries again, each wait three times the last (15, 45, 135 s).
+        let mut at = back;
+        for i in 1..RETRIES {
+            assert!(lost.has(&a) && lost.has(&b), "try {i} is still to come");
+            at += FIRST_WAIT.saturating_mul(3u32.pow(i));
+            assert!(lost.take_due(at - Duration::from_millis(1)).is_empty());
+            assert_eq!(lost.take_due(at).len(), 2, "try {i}");
+        }
+        assert!(!lost.has(&a) && !lost.has(&b), "the fresh tries are spent");
     }
 
     #[test]

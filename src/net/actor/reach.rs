@@ -97,9 +97,17 @@ impl Actor {
                     info!(relay = %relay_peer_id, "relay reservation accepted: reachable through it");
                 }
                 if self.relay_listeners.contains_key(&relay_peer_id) {
+                    let was_unreachable = self.relays.is_empty();
                     self.relays.insert(relay_peer_id);
                     // Back behind a relay: the next loss of it starts the redial afresh.
                     self.backoff.reset();
+                    if was_unreachable && !renewal {
+                        // Reachable again: the peers whose punched connections died while we
+                        // were not are tried now, not on the timer set back then (`Lost`).
+                        let now = Instant::now();
+                        self.lost.relay_back(now);
+                        self.bring_back_lost(now);
+                    }
                 }
             }
             relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
