@@ -120,11 +120,105 @@ impl Backoff {
     pub(crate) fn reset(&mut self) {
         self.current = Self::INITIAL;
     }
+
+    /// The next delay is at most `d`.
+    pub(crate) fn at_most(&mut self, d: Duration) {
+        self.current = self.current.min(d).max(Self::INITIAL);
+    }
+}
+
+/// How often a node redials its bootstrap nodes while its dials to them fail at its own door
+/// ([`unreachable_from_here`]): the line is down, and it wants to know within moments that it
+/// is back (a home router's reboot, a DSL reconnection). Such a dial reached no bootstrap node,
+/// so polling costs them nothing; it costs a packet to the home router every few seconds.
+pub(crate) const LINE_DOWN_REDIAL: Duration = Duration::from_secs(5);
+
+/// Whether every address of a failed dial failed as unreachable from this host (the kernel's
+/// `ENETUNREACH` or `EHOSTUNREACH`: no route, the home router answered "unreachable", or the
+/// gateway does not answer ARP), so that nothing reached the far end. Read from the error's
+/// `Debug` form: libp2p wraps the socket's `io::Error` in layers of `Either`, whose
+/// `Error::source` passes over the inner error, so no downcast reaches it. Should the form
+/// change, this answers false and the redial keeps its usual backoff.
+pub(crate) fn unreachable_from_here(error: &libp2p::swarm::DialError) -> bool {
+    let libp2p::swarm::DialError::Transport(attempts) = error else {
+        return false;
+    };
+    !attempts.is_empty()
+        && attempts.iter().all(|(_, e)| {
+            let d = format!("{e:?}");
+            ["NetworkUnreachable", "HostUnreachable"]
+                .iter()
+                .any(|k| d.contains(&format!("kind: {k}")) || d.contains(&format!("Kind({k})")))
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket error from the kernel under layers of wrapping, as libp2p nests a TCP dial's
+    /// error under DNS and the relay transport (the NAT lab's logs: `Other(Custom { kind:
+    /// Other, error: Other(Right(Dial([Transport(Right(Custom { kind: Other, error:
+    /// Left(Left(Os { code: 101, kind: NetworkUnreachable, .. }))}))])))})`).
+    fn nested(os: std::io::Error) -> libp2p::TransportError<std::io::Error> {
+        let inner = std::io::Error::other(Layer(os));
+        libp2p::TransportError::Other(std::io::Error::other(Layer(inner)))
+    }
+
+    /// A wrapper that, like libp2p's, prints what it wraps.
+    #[derive(Debug)]
+    struct Layer(std::io::Error);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+    impl std::error::Error for Layer {}
+
+    #[test]
+    fn a_dial_that_fails_at_its_own_door_is_told_from_one_that_reached_out() {
+        use libp2p::swarm::DialError;
+        let addr: Multiaddr = "/ip4/198.51.100.2/tcp/4001".parse().unwrap();
+        let os = std::io::Error::from_raw_os_error;
+        let dial = |errs: Vec<std::io::Error>| {
+            DialError::Transport(
+                errs.into_iter()
+                    .map(|e| (addr.clone(), nested(e)))
+                    .collect(),
+            )
+        };
+        assert!(unreachable_from_here(&dial(vec![os(libc::ENETUNREACH)])));
+        assert!(unreachable_from_here(&dial(vec![
+            os(libc::EHOSTUNREACH),
+            std::io::Error::from(std::io::ErrorKind::NetworkUnreachable),
+        ])));
+        // The far end was reached (refused), or may have been (timed out): not at the door.
+        for far in [libc::ECONNREFUSED, libc::ETIMEDOUT] {
+            assert!(!unreachable_from_here(&dial(vec![os(far)])), "{far}");
+            assert!(!unreachable_from_here(&dial(vec![
+                os(libc::ENETUNREACH),
+                os(far)
+            ])));
+        }
+        assert!(!unreachable_from_here(&dial(Vec::new())));
+        assert!(!unreachable_from_here(&DialError::Aborted));
+    }
+
+    #[test]
+    fn a_backoff_held_at_most_a_while() {
+        let mut b = Backoff::new(Duration::from_secs(300));
+        for _ in 0..10 {
+            b.next_delay();
+        }
+        assert_eq!(b.next_delay(), Duration::from_secs(300));
+        b.at_most(LINE_DOWN_REDIAL);
+        assert_eq!(b.next_delay(), LINE_DOWN_REDIAL);
+        assert_eq!(
+            b.next_delay(),
+            LINE_DOWN_REDIAL * 2,
+            "it doubles again after"
+        );
+    }
 
     #[test]
     fn loopback_addresses_only_from_a_peer_on_this_machine() {

@@ -3,6 +3,7 @@
 //! peer, and connection pruning. Part of the swarm task (`actor.rs`).
 
 use super::*;
+use crate::net::bootstrap::{unreachable_from_here, LINE_DOWN_REDIAL};
 use crate::net::punch::circuit_addr;
 
 impl Actor {
@@ -176,7 +177,14 @@ impl Actor {
                 error,
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
-                self.dials.failed(connection_id);
+                let origin = self.dials.failed(connection_id);
+                if origin == Some(DialOrigin::Bootstrap) && unreachable_from_here(&error) {
+                    // The line is down (the home router answered "unreachable", or nothing
+                    // routes out): no bootstrap node saw this dial, so it costs them nothing
+                    // to try again soon, and the node is back within moments of the line.
+                    self.backoff.at_most(LINE_DOWN_REDIAL);
+                    self.next_redial = self.next_redial.min(Instant::now() + LINE_DOWN_REDIAL);
+                }
                 if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
                     // libp2p words a denial "Dial error" alone; the cause's source says
                     // which of this node's rules refused it.

@@ -158,7 +158,11 @@ impl Actor {
             }
             let span = self.span(&peer);
             let _g = span.enter();
-            match self.dial_circuit(peer, &addr, PeerCondition::DisconnectedAndNotDialing) {
+            // Beside any dial to the peer under way: one to its direct address (which a home
+            // behind NAT never answers) holds the peer for libp2p's 10 s dial timeout, and a
+            // home back behind its relay found one so and waited for its timer (the NAT lab,
+            // 2026-12-06: punched 16 s after its reservation instead of at once).
+            match self.dial_circuit(peer, &addr, PeerCondition::Disconnected) {
                 Ok(()) => {
                     info!(%addr, "reaching the peer whose hole-punched connection died through a relay")
                 }
@@ -193,11 +197,24 @@ impl Actor {
             Ok(connection) => {
                 self.hole_punch_successes = self.hole_punch_successes.saturating_add(1);
                 info!("hole punch succeeded: direct connection");
+                let mut keep = false;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     if p.direct.contains(&connection) {
                         p.hole_punched = true;
+                        // Kept open (and brought back if it dies, `Lost`) even when the
+                        // relayed connection it replaces closed before it was established,
+                        // which `on_connected` cannot see as a punch: the far end closes the
+                        // relayed one as soon as its own side of the punch connects (NAT lab,
+                        // 2026-12-06: h2a kept nothing, and when the line went down only
+                        // home 1's timer brought the pair back, 29 s after h2a could be
+                        // reached again).
+                        keep = p.kept_open.insert(connection);
                     }
                     p.punch.succeeded();
+                }
+                if keep {
+                    debug!("keeping the hole-punched connection open while idle");
+                    self.swarm.behaviour_mut().keep_open.keep(peer, connection);
                 }
                 self.direct_settled(peer);
             }
