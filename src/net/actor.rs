@@ -41,7 +41,9 @@ mod reach;
 use self::control::ControlReply;
 use self::reach::{on_autonat, on_upnp};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
-use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
+use super::bootstrap::{
+    is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff, RedialRound,
+};
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::punch::{Lost, PunchMemory, PunchRetry};
@@ -226,6 +228,8 @@ pub(crate) struct Actor {
     bootstrap: Vec<Multiaddr>,
     backoff: Backoff,
     next_redial: Instant,
+    /// The last bootstrap redial's dials: whether they all failed at this node's door.
+    redial_round: RedialRound,
     /// Kademlia refresh: soon after start (peers learn of each other while the network
     /// forms), then every `rebootstrap_interval`.
     next_kad_bootstrap: Instant,
@@ -297,6 +301,7 @@ impl Actor {
             bootstrap: cfg.bootstrap.clone(),
             backoff: Backoff::new(cfg.redial_backoff_max),
             next_redial: Instant::now(),
+            redial_round: RedialRound::default(),
             next_kad_bootstrap: Instant::now() + KAD_FIRST_REFRESH,
             watermarks: cfg.peer_watermarks,
             next_prune: Instant::now() + PRUNE_EVERY,
@@ -625,6 +630,7 @@ impl Actor {
         let delay = self.backoff.next_delay();
         self.next_redial = Instant::now() + delay;
         debug!(next_in = ?delay, "dialling bootstrap peers");
+        let mut started = Vec::new();
         for addr in self.bootstrap.clone() {
             if peer_id_of(&addr) == Some(self.local) {
                 continue;
@@ -638,10 +644,14 @@ impl Actor {
             };
             let id = opts.connection_id();
             match self.swarm.dial(opts) {
-                Ok(()) => self.dials.dialled(DialOrigin::Bootstrap, id),
+                Ok(()) => {
+                    self.dials.dialled(DialOrigin::Bootstrap, id);
+                    started.push(id);
+                }
                 Err(e) => debug!(%addr, "bootstrap dial not started: {e}"),
             }
         }
+        self.redial_round.start(started);
     }
 
     fn on_gossip(&mut self, ev: gossipsub::Event) {

@@ -127,11 +127,40 @@ impl Backoff {
     }
 }
 
-/// How often a node redials its bootstrap nodes while its dials to them fail at its own door
-/// ([`unreachable_from_here`]): the line is down, and it wants to know within moments that it
+/// How often a node redials its bootstrap nodes while every dial of a round fails at its own door
+/// ([`RedialRound`]): the line is down, and it wants to know within moments that it
 /// is back (a home router's reboot, a DSL reconnection). Such a dial reached no bootstrap node,
 /// so polling costs them nothing; it costs a packet to the home router every few seconds.
 pub(crate) const LINE_DOWN_REDIAL: Duration = Duration::from_secs(5);
+
+/// The dials of one bootstrap redial round: whether every one of them failed at this node's
+/// own door ([`unreachable_from_here`]). Only then is the line taken to be down: a bootstrap
+/// list with an IPv6 entry on a host without IPv6 fails that entry so every round, while its
+/// IPv4 entries reach out to the bootstrap nodes, whom the backoff protects.
+#[derive(Debug, Default)]
+pub(crate) struct RedialRound {
+    pending: std::collections::HashSet<libp2p::swarm::ConnectionId>,
+    reached_out: bool,
+}
+
+impl RedialRound {
+    /// A round begins with these dials (those that started); the last round is forgotten.
+    pub(crate) fn start(&mut self, dials: impl IntoIterator<Item = libp2p::swarm::ConnectionId>) {
+        self.pending = dials.into_iter().collect();
+        self.reached_out = false;
+    }
+
+    /// Dial `id` failed, at this node's door or not. True when it was the round's last open
+    /// dial and every one of them failed at the door. A dial that connected never ends here,
+    /// so its round never counts as the line down.
+    pub(crate) fn failed(&mut self, id: libp2p::swarm::ConnectionId, at_door: bool) -> bool {
+        if !self.pending.remove(&id) {
+            return false;
+        }
+        self.reached_out |= !at_door;
+        self.pending.is_empty() && !self.reached_out
+    }
+}
 
 /// Whether every address of a failed dial failed as unreachable from this host (the kernel's
 /// `ENETUNREACH` or `EHOSTUNREACH`: no route, the home router answered "unreachable", or the
@@ -202,6 +231,34 @@ mod tests {
         }
         assert!(!unreachable_from_here(&dial(Vec::new())));
         assert!(!unreachable_from_here(&DialError::Aborted));
+    }
+
+    #[test]
+    fn the_line_is_down_only_when_every_dial_of_a_round_failed_at_the_door() {
+        use libp2p::swarm::ConnectionId;
+        let (a, b) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        let mut round = RedialRound::default();
+        round.start([a, b]);
+        assert!(!round.failed(a, true), "one dial is still open");
+        assert!(round.failed(b, true), "both failed at the door");
+        assert!(!round.failed(b, true), "each dial ends once");
+        // One entry unreachable (IPv6 on a host without it), the other reached out.
+        round.start([a, b]);
+        assert!(!round.failed(a, true));
+        assert!(!round.failed(b, false));
+        round.start([a, b]);
+        assert!(!round.failed(b, false));
+        assert!(!round.failed(a, true));
+        // One connected (never fails): the round never says the line is down.
+        round.start([a, b]);
+        assert!(!round.failed(a, true));
+        // A dial of an earlier round.
+        round.start([b]);
+        assert!(!round.failed(a, true));
+        assert!(round.failed(b, true));
     }
 
     #[test]

@@ -179,9 +179,9 @@ impl DialLog {
         })
     }
 
-    /// A dial failed; who made it, if it was recorded.
-    pub(crate) fn failed(&self, id: ConnectionId) -> Option<DialOrigin> {
-        self.with(|i| i.pending.remove(&id))
+    /// A dial failed.
+    pub(crate) fn failed(&self, id: ConnectionId) {
+        self.with(|i| i.pending.remove(&id));
     }
 
     pub(crate) fn counts(&self) -> DialCounts {

@@ -177,11 +177,14 @@ impl Actor {
                 error,
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
-                let origin = self.dials.failed(connection_id);
-                if origin == Some(DialOrigin::Bootstrap) && unreachable_from_here(&error) {
+                self.dials.failed(connection_id);
+                if self
+                    .redial_round
+                    .failed(connection_id, unreachable_from_here(&error))
+                {
                     // The line is down (the home router answered "unreachable", or nothing
-                    // routes out): no bootstrap node saw this dial, so it costs them nothing
-                    // to try again soon, and the node is back within moments of the line.
+                    // routes out): no bootstrap node saw the round's dials, so it costs them
+                    // nothing to try again soon, and the node is back within moments of it.
                     self.backoff.at_most(LINE_DOWN_REDIAL);
                     self.next_redial = self.next_redial.min(Instant::now() + LINE_DOWN_REDIAL);
                 }
