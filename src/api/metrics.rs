@@ -40,6 +40,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         r.dead_connections as f64,
     );
+    m.gauge(
+        "line_down",
+        "1 while every redial of the bootstrap nodes fails at this node's own door (network unreachable: the home's line or router is down), else 0",
+        None,
+        if r.line_down_since_ms.is_some() { 1.0 } else { 0.0 },
+    );
     if let Some(relay) = &net.relay {
         m.gauge(
             "relay_reservations",

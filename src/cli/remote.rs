@@ -106,6 +106,13 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
             println!("reachable:  behind NAT, via relay {relay}");
         }
     }
+    if let Some(since) = r.line_down_since_ms {
+        println!(
+            "LINE DOWN:  the network has been unreachable from here for {} s (the home's line \
+             or router is down); trying the bootstrap nodes every 5 s",
+            crate::model::now_ms().saturating_sub(since) / 1000
+        );
+    }
     println!(
         "hole punch: {} of {} succeeded; direct after hole punch: {}; relayed only: {}",
         r.hole_punch_successes,

@@ -230,6 +230,8 @@ pub(crate) struct Actor {
     next_redial: Instant,
     /// The last bootstrap redial's dials: whether they all failed at this node's door.
     redial_round: RedialRound,
+    /// Since when (Unix ms) every redial round failed at this node's door (`Reachability`).
+    line_down_since: Option<u64>,
     /// Kademlia refresh: soon after start (peers learn of each other while the network
     /// forms), then every `rebootstrap_interval`.
     next_kad_bootstrap: Instant,
@@ -302,6 +304,7 @@ impl Actor {
             backoff: Backoff::new(cfg.redial_backoff_max),
             next_redial: Instant::now(),
             redial_round: RedialRound::default(),
+            line_down_since: None,
             next_kad_bootstrap: Instant::now() + KAD_FIRST_REFRESH,
             watermarks: cfg.peer_watermarks,
             next_prune: Instant::now() + PRUNE_EVERY,

@@ -150,16 +150,33 @@ impl RedialRound {
         self.reached_out = false;
     }
 
-    /// Dial `id` failed, at this node's door or not. True when it was the round's last open
-    /// dial and every one of them failed at the door. A dial that connected never ends here,
-    /// so its round never counts as the line down.
-    pub(crate) fn failed(&mut self, id: libp2p::swarm::ConnectionId, at_door: bool) -> bool {
+    /// Dial `id` failed, at this node's door or not: what that tells of the line. A dial that
+    /// connected never ends here, so its round never counts as the line down.
+    pub(crate) fn failed(&mut self, id: libp2p::swarm::ConnectionId, at_door: bool) -> Line {
         if !self.pending.remove(&id) {
-            return false;
+            return Line::Unknown;
         }
-        self.reached_out |= !at_door;
-        self.pending.is_empty() && !self.reached_out
+        if !at_door {
+            self.reached_out = true;
+            return Line::Up;
+        }
+        if self.pending.is_empty() && !self.reached_out {
+            Line::Down
+        } else {
+            Line::Unknown
+        }
     }
+}
+
+/// What a failed dial of a redial round tells of this node's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// Every dial of the round failed at the door.
+    Down,
+    /// This dial reached out (refused, timed out): packets leave the home.
+    Up,
+    /// Nothing yet (other dials of the round are open), or not a dial of the round.
+    Unknown,
 }
 
 /// Whether every address of a failed dial failed as unreachable from this host (the kernel's
@@ -242,23 +259,27 @@ mod tests {
         );
         let mut round = RedialRound::default();
         round.start([a, b]);
-        assert!(!round.failed(a, true), "one dial is still open");
-        assert!(round.failed(b, true), "both failed at the door");
-        assert!(!round.failed(b, true), "each dial ends once");
+        assert_eq!(
+            round.failed(a, true),
+            Line::Unknown,
+            "one dial is still open"
+        );
+        assert_eq!(round.failed(b, true), Line::Down, "both failed at the door");
+        assert_eq!(round.failed(b, true), Line::Unknown, "each dial ends once");
         // One entry unreachable (IPv6 on a host without it), the other reached out.
         round.start([a, b]);
-        assert!(!round.failed(a, true));
-        assert!(!round.failed(b, false));
+        assert_eq!(round.failed(a, true), Line::Unknown);
+        assert_eq!(round.failed(b, false), Line::Up);
         round.start([a, b]);
-        assert!(!round.failed(b, false));
-        assert!(!round.failed(a, true));
+        assert_eq!(round.failed(b, false), Line::Up);
+        assert_eq!(round.failed(a, true), Line::Unknown);
         // One connected (never fails): the round never says the line is down.
         round.start([a, b]);
-        assert!(!round.failed(a, true));
+        assert_eq!(round.failed(a, true), Line::Unknown);
         // A dial of an earlier round.
         round.start([b]);
-        assert!(!round.failed(a, true));
-        assert!(round.failed(b, true));
+        assert_eq!(round.failed(a, true), Line::Unknown);
+        assert_eq!(round.failed(b, true), Line::Down);
     }
 
     #[test]

@@ -522,6 +522,11 @@ pub struct Reachability {
     /// router that rebooted or got a new address shows here.
     #[serde(default)]
     pub dead_connections: u64,
+    /// Since when (Unix ms) every redial of the bootstrap nodes has failed at this node's own
+    /// door ("network unreachable": the home's line or router is down), while the node tries
+    /// again every 5 s; `None` once a dial reaches out or connects, or a relay takes it.
+    #[serde(default)]
+    pub line_down_since_ms: Option<u64>,
 }
 
 impl Reachability {

@@ -3,10 +3,18 @@
 //! peer, and connection pruning. Part of the swarm task (`actor.rs`).
 
 use super::*;
-use crate::net::bootstrap::{unreachable_from_here, LINE_DOWN_REDIAL};
+use crate::net::bootstrap::{unreachable_from_here, Line, LINE_DOWN_REDIAL};
 use crate::net::punch::circuit_addr;
 
 impl Actor {
+    /// A dial reached out of the home, or a relay took this node: its line works.
+    pub(super) fn line_up(&mut self) {
+        if let Some(since) = self.line_down_since.take() {
+            let secs = crate::model::now_ms().saturating_sub(since) / 1000;
+            info!(down_s = secs, "the network is reachable from here again");
+        }
+    }
+
     /// Hearth traffic with `peer` (a control or blob request or answer, either way): pruning
     /// keeps it connected for the grace period.
     pub(super) fn touch(&mut self, peer: &PeerId) {
@@ -178,15 +186,24 @@ impl Actor {
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
                 self.dials.failed(connection_id);
-                if self
+                match self
                     .redial_round
                     .failed(connection_id, unreachable_from_here(&error))
                 {
-                    // The line is down (the home router answered "unreachable", or nothing
-                    // routes out): no bootstrap node saw the round's dials, so it costs them
-                    // nothing to try again soon, and the node is back within moments of it.
-                    self.backoff.at_most(LINE_DOWN_REDIAL);
-                    self.next_redial = self.next_redial.min(Instant::now() + LINE_DOWN_REDIAL);
+                    Line::Down => {
+                        // The line is down (the home router answered "unreachable", or
+                        // nothing routes out): no bootstrap node saw the round's dials, so it
+                        // costs them nothing to try again soon, and the node is back within
+                        // moments of it.
+                        self.backoff.at_most(LINE_DOWN_REDIAL);
+                        self.next_redial = self.next_redial.min(Instant::now() + LINE_DOWN_REDIAL);
+                        if self.line_down_since.is_none() {
+                            warn!("the network is unreachable from here (the line or the home router is down): trying the bootstrap nodes every {} s", LINE_DOWN_REDIAL.as_secs());
+                            self.line_down_since = Some(crate::model::now_ms());
+                        }
+                    }
+                    Line::Up => self.line_up(),
+                    Line::Unknown => {}
                 }
                 if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
                     // libp2p words a denial "Dial error" alone; the cause's source says
@@ -233,6 +250,9 @@ impl Actor {
     ) {
         let remote = endpoint.get_remote_address().clone();
         let origin = self.dials.established(connection_id, endpoint.is_dialer());
+        if origin == Some(DialOrigin::Bootstrap) {
+            self.line_up();
+        }
         if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
             let _ = reply.send(Ok(()));
         }

@@ -32,6 +32,7 @@ impl Actor {
             hole_punch_successes: self.hole_punch_successes,
             hole_punch_failures: self.hole_punch_failures,
             dead_connections: self.dead_connections,
+            line_down_since_ms: self.line_down_since,
         }
     }
 
@@ -96,6 +97,7 @@ impl Actor {
                 if !renewal {
                     info!(relay = %relay_peer_id, "relay reservation accepted: reachable through it");
                 }
+                self.line_up();
                 if self.relay_listeners.contains_key(&relay_peer_id) {
                     let was_unreachable = self.relays.is_empty();
                     self.relays.insert(relay_peer_id);
