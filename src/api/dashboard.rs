@@ -135,6 +135,9 @@ pub struct Facts<'a> {
     pub heat: Option<&'a HeatStatus>,
     pub running_shards: usize,
     pub peers: usize,
+    /// How long (seconds) the node has found the network unreachable from its own door, if
+    /// it does (`Reachability::line_down_since_ms`).
+    pub line_down_s: Option<u64>,
 }
 
 /// One sentence a household understands: whether the radiator heats, and why or why not.
@@ -173,6 +176,15 @@ pub fn headline(f: &Facts) -> String {
         return format!(
             "Heating: computing {} shard(s) at {:.0} W, because {why}.",
             f.running_shards, h.power_watts
+        );
+    }
+    if let Some(secs) = f.line_down_s {
+        return format!(
+            "Wants heat but is not heating: the room is {room}, and this home's internet \
+             connection has been down for {} minute(s) (the network is unreachable from this \
+             computer; check the router), so no work can come. It starts again by itself once \
+             the line is back.",
+            secs / 60
         );
     }
     if f.peers == 0 {
@@ -252,6 +264,10 @@ pub async fn overview(
         heat: heat.as_ref(),
         running_shards,
         peers: net.connected_peers,
+        line_down_s: net
+            .reachability
+            .line_down_since_ms
+            .map(|since| crate::model::now_ms().saturating_sub(since) / 1000),
     });
     // The ledger is read off the async threads.
     let ledger = ctx.ledger.clone();
@@ -415,6 +431,7 @@ mod tests {
             heat: h,
             running_shards: running,
             peers,
+            line_down_s: None,
         })
     }
 
@@ -437,6 +454,25 @@ mod tests {
         assert!(
             s.contains("none of the 4 connected radiators has work"),
             "{s}"
+        );
+        // The home's line is down: that is the reason, whatever peers the LAN still holds.
+        let down = |running| {
+            headline(&Facts {
+                heat: Some(&cold),
+                running_shards: running,
+                peers: 1,
+                line_down_s: Some(185),
+            })
+        };
+        let s = down(0);
+        assert!(
+            s.contains("internet connection has been down for 3 minute(s)")
+                && s.contains("starts again by itself"),
+            "{s}"
+        );
+        assert!(
+            down(2).starts_with("Heating: computing 2 shard(s)"),
+            "shards run on"
         );
         let warm = heat(serde_json::json!({"room_celsius": 21.0, "slots": 0}));
         let s = say(Some(&warm), 0, 4);
