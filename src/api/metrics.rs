@@ -36,7 +36,7 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
     );
     m.counter(
         "dead_connections",
-        "Connections closed since the node started because their path went silent (pings failed, or the kernel's TCP timeout)",
+        "Connections closed since the node started because their path went silent or broke (pings failed, the kernel's TCP timeout, or the home router answered unreachable)",
         None,
         r.dead_connections as f64,
     );

@@ -517,9 +517,10 @@ pub struct Reachability {
     pub hole_punch_attempts: u64,
     pub hole_punch_successes: u64,
     pub hole_punch_failures: u64,
-    /// Connections closed since start because their path went silent: their pings failed
-    /// twice running, or the kernel aborted them (data unacknowledged for 45 s). A home
-    /// router that rebooted or got a new address shows here.
+    /// Connections closed since start because their path went silent or broke: their pings
+    /// failed twice running, or the kernel aborted them (data unacknowledged for 45 s, or the
+    /// home router answered "unreachable"). A home router that rebooted, lost its line or got
+    /// a new address shows here.
     #[serde(default)]
     pub dead_connections: u64,
     /// Since when (Unix ms) every redial of the bootstrap nodes has failed at this node's own

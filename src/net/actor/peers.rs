@@ -126,9 +126,10 @@ impl Actor {
                     p.kad_dialled.remove(&connection_id);
                     let kept = p.kept_open.remove(&connection_id);
                     // Dead: its pings failed and we closed it, or the kernel aborted it
-                    // (data unacknowledged past `TCP_USER_TIMEOUT`, `behaviour.rs`).
+                    // (data unacknowledged past `TCP_USER_TIMEOUT`, `behaviour.rs`, or the
+                    // home router answered "unreachable" for it).
                     let dead = p.failed.remove(&connection_id)
-                        || cause.as_ref().is_some_and(|c| timed_out(c));
+                        || cause.as_ref().is_some_and(|c| path_broke(c));
                     died = dead;
                     relayed_closed = p.relayed.remove(&connection_id);
                     if p.direct.remove(&connection_id) && p.direct.is_empty() {
@@ -457,14 +458,16 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// Whether a connection ended because something timed out (an `io::Error` of kind
-/// `TimedOut` anywhere in its chain, the kernel's `ETIMEDOUT` among them), not because the
-/// peer closed it.
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether a connection ended because its path broke, not because the peer closed it: an
+/// `io::Error` anywhere in its chain of kind `TimedOut` (the kernel's `ETIMEDOUT` among
+/// them), or `NetworkUnreachable`/`HostUnreachable` (the home router answered "unreachable"
+/// for its packets: its line is down).
+fn path_broke(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut};
     let mut e = error;
     loop {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
+            if matches!(io.kind(), TimedOut | NetworkUnreachable | HostUnreachable) {
                 return true;
             }
             // An `io::Error` wrapping another error hides it from `source()`.
@@ -482,7 +485,7 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::timed_out;
+    use super::path_broke;
     use libp2p::swarm::ConnectionError;
     use std::io::{Error, ErrorKind};
 
@@ -502,16 +505,22 @@ mod tests {
 
     #[test]
     fn a_kernel_timeout_under_any_layer_is_a_death_and_a_close_is_not() {
-        let dead = |e: Error| timed_out(&ConnectionError::IO(e));
+        let dead = |e: Error| path_broke(&ConnectionError::IO(e));
         assert!(dead(Error::from(ErrorKind::TimedOut)));
         assert!(dead(Error::other(Layer(Error::from(ErrorKind::TimedOut)))));
         assert!(dead(Error::other(Layer(Error::other(Layer(Error::from(
             ErrorKind::TimedOut
         )))))));
+        // The home router answered "unreachable" for the connection's packets (its line is
+        // down): the kernel fails the socket so (NAT lab, 2026-12-06).
+        assert!(dead(Error::other(Layer(Error::from(
+            ErrorKind::NetworkUnreachable
+        )))));
+        assert!(dead(Error::from(ErrorKind::HostUnreachable)));
         assert!(!dead(Error::from(ErrorKind::UnexpectedEof)));
         assert!(!dead(Error::other(Layer(Error::from(
             ErrorKind::ConnectionReset
         )))));
-        assert!(!timed_out(&ConnectionError::KeepAliveTimeout));
+        assert!(!path_broke(&ConnectionError::KeepAliveTimeout));
     }
 }
