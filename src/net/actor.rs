@@ -8,8 +8,8 @@
 //! verifying and writing pieces, the final `fsync`) and every store read for serving
 //! (`serve.rs`) runs on the blocking pool and reports back by message. The handlers are split
 //! by subject into `actor/`: `peers.rs` (swarm events, connections, identify, pruning),
-//! `blobs.rs`, `control.rs`, `dht.rs` (Kademlia, mDNS) and `reach.rs` (relays, hole punching,
-//! AutoNAT, UPnP); this file keeps the loop, the commands, the maintenance tick and gossip.
+//! `blobs.rs`, `control.rs`, `dht.rs` (Kademlia, mDNS) and `reach.rs` (bootstrap redial,
+//! relays, hole punching, AutoNAT, UPnP); this file keeps the loop, the commands, the maintenance tick and gossip.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
@@ -624,37 +624,6 @@ impl Actor {
         // Fetch deadlines; providers reachable only through a relay for too long.
         self.with_downloads(|d, io| d.tick(io, now));
         self.drain_announcements();
-    }
-
-    fn redial_bootstrap(&mut self) {
-        if self.bootstrap.is_empty() {
-            return;
-        }
-        let delay = self.backoff.next_delay();
-        self.next_redial = Instant::now() + delay;
-        debug!(next_in = ?delay, "dialling bootstrap peers");
-        let mut started = Vec::new();
-        for addr in self.bootstrap.clone() {
-            if peer_id_of(&addr) == Some(self.local) {
-                continue;
-            }
-            let opts = match peer_id_of(&addr) {
-                Some(peer) => DialOpts::peer_id(peer)
-                    .addresses(vec![addr.clone()])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build(),
-                None => DialOpts::from(addr.clone()),
-            };
-            let id = opts.connection_id();
-            match self.swarm.dial(opts) {
-                Ok(()) => {
-                    self.dials.dialled(DialOrigin::Bootstrap, id);
-                    started.push(id);
-                }
-                Err(e) => debug!(%addr, "bootstrap dial not started: {e}"),
-            }
-        }
-        self.redial_round.start(started);
     }
 
     fn on_gossip(&mut self, ev: gossipsub::Event) {

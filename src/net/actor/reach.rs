@@ -1,6 +1,6 @@
-//! Reachability on the swarm task: listening through relays while not publicly reachable,
-//! confirmed external addresses, hole punches (DCUtR) and their outcome for blob fetches,
-//! AutoNAT and UPnP reports. Part of the swarm task (`actor.rs`).
+//! Reachability on the swarm task: the bootstrap redial, listening through relays while not
+//! publicly reachable, confirmed external addresses, hole punches (DCUtR) and their outcome for
+//! blob fetches, AutoNAT and UPnP reports. Part of the swarm task (`actor.rs`).
 
 use super::*;
 use crate::net::punch::circuit_addr;
@@ -119,6 +119,40 @@ impl Actor {
                 debug!(peer = %src_peer_id, "a peer connected to us through a relay")
             }
         }
+    }
+
+    /// Dial the bootstrap nodes again (alone, or behind NAT without a relay), one round, and
+    /// set when the next is due: the backoff's delay, cut to `LINE_DOWN_REDIAL` when the
+    /// round fails at this node's door (`peers.rs`).
+    pub(super) fn redial_bootstrap(&mut self) {
+        if self.bootstrap.is_empty() {
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        self.next_redial = Instant::now() + delay;
+        debug!(next_in = ?delay, "dialling bootstrap peers");
+        let mut started = Vec::new();
+        for addr in self.bootstrap.clone() {
+            if peer_id_of(&addr) == Some(self.local) {
+                continue;
+            }
+            let opts = match peer_id_of(&addr) {
+                Some(peer) => DialOpts::peer_id(peer)
+                    .addresses(vec![addr.clone()])
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+                None => DialOpts::from(addr.clone()),
+            };
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.dials.dialled(DialOrigin::Bootstrap, id);
+                    started.push(id);
+                }
+                Err(e) => debug!(%addr, "bootstrap dial not started: {e}"),
+            }
+        }
+        self.redial_round.start(started);
     }
 
     /// Failed hole punches whose retry is due (`punch.rs`): a fresh relayed connection to each
