@@ -9,7 +9,8 @@
 //! (`serve.rs`) runs on the blocking pool and reports back by message. The handlers are split
 //! by subject into `actor/`: `peers.rs` (swarm events, connections, identify, pruning),
 //! `blobs.rs`, `control.rs`, `dht.rs` (Kademlia, mDNS) and `reach.rs` (bootstrap redial,
-//! relays, hole punching, AutoNAT, UPnP); this file keeps the loop, the commands, the maintenance tick and gossip.
+//! relays, hole punching, AutoNAT, UPnP); this file keeps the loop, the commands, the
+//! maintenance tick and gossip.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};

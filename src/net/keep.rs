@@ -16,8 +16,8 @@
 //! came from: both ends see it so; now and then a public peer first met through a relay and
 //! then dialled, `direct.rs`, which costs a ping every 15 s) is kept open by both ends
 //! ([`KeepOpen::keep`], called from `actor/peers.rs`, and from `actor/reach.rs` when DCUtR
-//! names a punched connection whose relayed one had already closed): its handler keeps it alive, and ping
-//! (every 15 s both ways) keeps both routers' mappings for it fresh. One end alone cannot:
+//! names a punched connection whose relayed one had already closed): its handler keeps it
+//! alive, and ping (every 15 s both ways) keeps both routers' mappings for it fresh. One end alone cannot:
 //! the other closes it when idle. It ends when it fails, when the peer closes it, or when
 //! the node prunes the peer (`prune.rs`, which takes punched peers last): closing a
 //! connection on purpose does not ask its handlers, so the prune's watermarks still bound how

@@ -199,7 +199,11 @@ impl Actor {
                         self.backoff.at_most(LINE_DOWN_REDIAL);
                         self.next_redial = self.next_redial.min(Instant::now() + LINE_DOWN_REDIAL);
                         if self.line_down_since.is_none() {
-                            warn!("the network is unreachable from here (the line or the home router is down): trying the bootstrap nodes every {} s", LINE_DOWN_REDIAL.as_secs());
+                            warn!(
+                                every_s = LINE_DOWN_REDIAL.as_secs(),
+                                "the network is unreachable from here (the line or the home \
+                                 router is down): trying the bootstrap nodes again and again"
+                            );
                             self.line_down_since = Some(crate::model::now_ms());
                         }
                     }
