@@ -42,12 +42,11 @@ mod reach;
 use self::control::ControlReply;
 use self::reach::{on_autonat, on_upnp};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
-use super::bootstrap::{
-    is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff, RedialRound,
-};
+use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
-use super::punch::{Lost, PunchMemory, PunchRetry};
+use super::line::{RedialRound, Silence};
+use super::punch::{Direct, Lost, PunchMemory, PunchRetry};
 use super::relay_load::RelayLoad;
 use super::serve::{Served, Server};
 use super::table::Diversity;
@@ -146,12 +145,9 @@ struct PeerState {
     /// Open connections through a relay / direct ones (at most 4 per peer in all: connection
     /// limits).
     relayed: HashSet<ConnectionId>,
-    direct: HashSet<ConnectionId>,
-    /// The current direct connection came from a hole punch.
-    hole_punched: bool,
-    /// Open direct connections that replaced a relayed one, kept open while idle (`keep.rs`)
-    /// and pruned last (`prune.rs`).
-    kept_open: HashSet<ConnectionId>,
+    /// Open direct connections, those kept open while idle (`keep.rs`) because they replaced
+    /// a relayed one, and whether a hole punch made them (`punch.rs`, `Direct`).
+    direct: Direct,
     /// Open connections whose pings failed, being closed as dead (`peers.rs`, `on_ping`).
     failed: HashSet<ConnectionId>,
     /// Failed hole punches and their retry (`punch.rs`).
@@ -231,7 +227,10 @@ pub(crate) struct Actor {
     next_redial: Instant,
     /// The last bootstrap redial's dials: whether they all failed at this node's door.
     redial_round: RedialRound,
-    /// Since when (Unix ms) every redial round failed at this node's door (`Reachability`).
+    /// Connections out of the home lost to broken paths: whether the line went silent.
+    silence: Silence,
+    /// Since when (Unix ms) the line has been down: every redial round failed at this node's
+    /// door, or went unanswered after it lost its connections out (`Reachability`, `line.rs`).
     line_down_since: Option<u64>,
     /// Kademlia refresh: soon after start (peers learn of each other while the network
     /// forms), then every `rebootstrap_interval`.
@@ -305,6 +304,7 @@ impl Actor {
             backoff: Backoff::new(cfg.redial_backoff_max),
             next_redial: Instant::now(),
             redial_round: RedialRound::default(),
+            silence: Silence::default(),
             line_down_since: None,
             next_kad_bootstrap: Instant::now() + KAD_FIRST_REFRESH,
             watermarks: cfg.peer_watermarks,
@@ -569,10 +569,7 @@ impl Actor {
         // and its connection to every relay it knew died (its home router rebooted or got a
         // new address: other homes reach it only through a relay, and punch from there), with
         // capped exponential backoff.
-        let relay_lost = self.relay_client
-            && self.confirmed.is_empty()
-            && self.relay_listeners.is_empty()
-            && !self.relay_bootstrap.is_empty();
+        let relay_lost = self.relay_lost();
         if (self.peers.is_empty() || relay_lost)
             && !self.bootstrap.is_empty()
             && now >= self.next_redial

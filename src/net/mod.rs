@@ -48,6 +48,7 @@ mod dials;
 pub mod direct;
 mod download;
 mod keep;
+mod line;
 #[cfg(test)]
 mod lookup_tests;
 mod prune;
@@ -524,8 +525,10 @@ pub struct Reachability {
     #[serde(default)]
     pub dead_connections: u64,
     /// Since when (Unix ms) every redial of the bootstrap nodes has failed at this node's own
-    /// door ("network unreachable": the home's line or router is down), while the node tries
-    /// again every 5 s; `None` once a dial reaches out or connects, or a relay takes it.
+    /// door ("network unreachable": the home's line or router is down), or gone unanswered
+    /// after the node lost its connections out of the home to broken paths (a router that
+    /// drops packets while its line is down; `line.rs`), while the node tries again every 5 s;
+    /// `None` once a dial is answered or connects, or a relay takes it.
     #[serde(default)]
     pub line_down_since_ms: Option<u64>,
 }

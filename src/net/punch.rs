@@ -40,10 +40,11 @@
 //! was tried and reverted on 2026-12-05 before `keep.rs` existed, when idle punched
 //! connections kept re-punching into fresh stale router entries; docs/testnet.md.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
 /// Retries of a failed hole punch per peer per connected spell: four, so that their waits
@@ -67,6 +68,9 @@ pub(crate) const REJOIN: Duration = Duration::from_secs(10);
 /// Peers whose retry state is kept after they disconnected, at most (each a few dozen bytes,
 /// each for [`REJOIN`]); past it the one that left longest ago is forgotten first.
 pub(crate) const MAX_REMEMBERED: usize = 1024;
+/// The longest wait between two tries to bring back a lost peer ([`Lost`]): reached only by
+/// a node that listens through no relay meanwhile, whose tries go on until it does.
+pub(crate) const MAX_LOST_WAIT: Duration = Duration::from_secs(600);
 
 /// The waits of all [`RETRIES`] retries together, in seconds.
 const fn total_wait_secs() -> u64 {
@@ -190,9 +194,10 @@ impl PunchMemory {
 /// second before its own try, and the two never run two punches at once. Each try that does
 /// not reach the peer (its home has not reserved a slot at the relay again yet) schedules the
 /// next three times later, at most [`RETRIES`] in all; a connection to the peer, however made,
-/// forgets it. A home that lost its relay too (its line was down) tries every lost peer at
-/// once when it listens through a relay again, its tries counted afresh ([`Lost::relay_back`]):
-/// that is the moment both ends can reach each other again, which no timer knows. A
+/// forgets it. A home that lost its relay too (its line was down) keeps its lost peers however
+/// long it has none, and tries every one at once when it listens through a relay again, its
+/// tries counted afresh ([`Lost::relay_back`]): that is the moment both ends can reach each
+/// other again, which no timer knows. A
 /// connection the peer closed, or pruning did, is not brought back: only one whose path broke
 /// (its pings failed, or the kernel aborted or failed it). At most [`MAX_REMEMBERED`] peers; past that the latest is not kept.
 #[derive(Debug, Default)]
@@ -257,8 +262,14 @@ impl Lost {
     }
 
     /// The tries due at `now`, each with the address to dial; the next one of each is
-    /// scheduled (three times the wait), and a peer whose tries are spent is forgotten.
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(PeerId, Multiaddr)> {
+    /// scheduled (three times the wait, at most [`MAX_LOST_WAIT`]), and a peer whose tries are
+    /// spent is forgotten, unless `relayless`: this node should listen through a relay and
+    /// listens through none, so nobody can reach it yet, and its peers are kept, tried on,
+    /// until [`Lost::relay_back`]. In the NAT lab, a home whose line was down for 300 s had
+    /// spent every try by the time the line came back (5 to 200 s after the death), kept
+    /// nothing to try at its reservation, and was punched again only when a job needed it,
+    /// 283 s later.
+    pub(crate) fn take_due(&mut self, now: Instant, relayless: bool) -> Vec<(PeerId, Multiaddr)> {
         let mut due = Vec::new();
         self.peers.retain(|peer, p| {
             if now < p.due {
@@ -266,9 +277,9 @@ impl Lost {
             }
             due.push((*peer, p.circuit.clone()));
             p.tries += 1;
-            p.wait = p.wait.saturating_mul(3);
+            p.wait = p.wait.saturating_mul(3).min(MAX_LOST_WAIT);
             p.due = now + p.wait;
-            p.tries < RETRIES
+            relayless || p.tries < RETRIES
         });
         due
     }
@@ -277,6 +288,86 @@ impl Lost {
     #[cfg(test)]
     fn has(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
+    }
+}
+
+/// A peer's open direct connections, and which of them are kept open while idle because they
+/// replaced a relayed one (a hole punch, or a public peer first met through a relay: `keep.rs`,
+/// pruned last by `prune.rs`). Says when the last one closes whether the peer is to be brought
+/// back through a relay ([`Lost`]): when a kept one among them died of a broken path, whether
+/// it closed last or not (a late dial of a punch round can leave a second direct connection,
+/// not kept, that outlives the kept one by moments or is pruned later).
+#[derive(Debug, Default)]
+pub(crate) struct Direct {
+    open: HashSet<ConnectionId>,
+    kept: HashSet<ConnectionId>,
+    /// DCUtR reported one of the open connections as its punch's.
+    hole_punched: bool,
+    /// A kept connection died of a broken path since one was last kept.
+    kept_died: bool,
+}
+
+impl Direct {
+    /// A direct connection was established.
+    pub(crate) fn opened(&mut self, id: ConnectionId) {
+        self.open.insert(id);
+    }
+
+    /// Keep open connection `id` (it replaced a relayed one): whether it was not kept before.
+    /// A punched path that is alive again clears an earlier death.
+    pub(crate) fn keep(&mut self, id: ConnectionId) -> bool {
+        if !self.open.contains(&id) {
+            return false;
+        }
+        self.kept_died = false;
+        self.kept.insert(id)
+    }
+
+    /// DCUtR reported `id` as its punch's: kept (whether it was not before, as [`keep`]).
+    ///
+    /// [`keep`]: Direct::keep
+    pub(crate) fn punched(&mut self, id: ConnectionId) -> bool {
+        if !self.open.contains(&id) {
+            return false;
+        }
+        self.hole_punched = true;
+        self.keep(id)
+    }
+
+    /// Connection `id` closed, `dead` if its path broke (`actor/peers.rs`, `path_broke`).
+    /// True when it was the last direct connection and a kept one died: the peer is to be
+    /// brought back ([`Lost`]).
+    pub(crate) fn closed(&mut self, id: ConnectionId, dead: bool) -> bool {
+        let kept = self.kept.remove(&id);
+        if !self.open.remove(&id) {
+            return false;
+        }
+        if kept && dead {
+            self.kept_died = true;
+        }
+        if !self.open.is_empty() {
+            return false;
+        }
+        self.hole_punched = false;
+        std::mem::take(&mut self.kept_died)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &ConnectionId> {
+        self.open.iter()
+    }
+
+    /// Whether any open connection is kept (pruning keeps such a peer last).
+    pub(crate) fn any_kept(&self) -> bool {
+        !self.kept.is_empty()
+    }
+
+    /// Whether the peer is connected directly by a hole punch now.
+    pub(crate) fn hole_punched(&self) -> bool {
+        self.hole_punched && !self.open.is_empty()
     }
 }
 
@@ -343,10 +434,15 @@ mod tests {
             let mut seen = Vec::new();
             for i in 0..RETRIES {
                 assert!(
-                    lost.take_due(due - Duration::from_millis(1)).is_empty(),
+                    lost.take_due(due - Duration::from_millis(1), false)
+                        .is_empty(),
                     "not before it is due"
                 );
-                assert_eq!(lost.take_due(due), vec![(peer, addr.clone())], "try {i}");
+                assert_eq!(
+                    lost.take_due(due, false),
+                    vec![(peer, addr.clone())],
+                    "try {i}"
+                );
                 seen.push((due - t0).as_secs());
                 let wait = Duration::from_secs(waits.get(i as usize + 1).copied().unwrap_or(0));
                 due += wait;
@@ -360,13 +456,15 @@ mod tests {
                 .collect();
             assert_eq!(seen, sums, "first: {first}");
             assert!(!lost.has(&peer), "the tries are spent");
-            assert!(lost.take_due(t0 + Duration::from_secs(3600)).is_empty());
+            assert!(lost
+                .take_due(t0 + Duration::from_secs(3600), false)
+                .is_empty());
         }
         // Connected again (either end's try worked): nothing more is tried.
         let mut lost = Lost::default();
         let due = lost.lost(peer, circuit(&peer), t0, false).expect("kept");
         lost.found(&peer);
-        assert!(lost.take_due(due).is_empty());
+        assert!(lost.take_due(due, false).is_empty());
     }
 
     #[test]
@@ -380,16 +478,20 @@ mod tests {
         let mut now = t0;
         for _ in 0..3 {
             now += Duration::from_secs(200);
-            assert_eq!(lost.take_due(now).len(), 2);
+            assert_eq!(lost.take_due(now, false).len(), 2);
         }
         let back = now + Duration::from_secs(1);
         assert!(
-            lost.take_due(back).is_empty(),
+            lost.take_due(back, false).is_empty(),
             "the last tries are not due yet"
         );
         // This node reserved a relay slot again: both peers at once.
         lost.relay_back(back);
-        let mut due: Vec<PeerId> = lost.take_due(back).into_iter().map(|(p, _)| p).collect();
+        let mut due: Vec<PeerId> = lost
+            .take_due(back, false)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         due.sort();
         let mut want = vec![a, b];
         want.sort();
@@ -399,10 +501,92 @@ mod tests {
         for i in 1..RETRIES {
             assert!(lost.has(&a) && lost.has(&b), "try {i} is still to come");
             at += FIRST_WAIT.saturating_mul(3u32.pow(i));
-            assert!(lost.take_due(at - Duration::from_millis(1)).is_empty());
-            assert_eq!(lost.take_due(at).len(), 2, "try {i}");
+            assert!(lost
+                .take_due(at - Duration::from_millis(1), false)
+                .is_empty());
+            assert_eq!(lost.take_due(at, false).len(), 2, "try {i}");
         }
         assert!(!lost.has(&a) && !lost.has(&b), "the fresh tries are spent");
+    }
+
+    #[test]
+    fn a_node_without_its_relay_keeps_its_lost_peers_however_long_its_line_is_down() {
+        let t0 = Instant::now();
+        let peer = PeerId::random();
+        let mut lost = Lost::default();
+        lost.lost(peer, circuit(&peer), t0, true).expect("kept");
+        // An hour without a relay (the home's line down): tries go on, none reaches the peer,
+        // and none is the last; the waits stop growing at `MAX_LOST_WAIT`.
+        let mut tries = 0;
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(3600) {
+            now += Duration::from_secs(1);
+            tries += lost.take_due(now, true).len();
+        }
+        assert!(lost.has(&peer), "kept while this node has no relay");
+        assert!(tries > RETRIES as usize, "{tries} tries");
+        assert!(
+            tries <= RETRIES as usize + (3600 / MAX_LOST_WAIT.as_secs()) as usize,
+            "{tries} tries"
+        );
+        // The relay again: the peer at once, then the usual count of tries.
+        lost.relay_back(now);
+        assert_eq!(lost.take_due(now, false).len(), 1);
+        for _ in 1..RETRIES {
+            now += MAX_LOST_WAIT;
+            assert_eq!(lost.take_due(now, false).len(), 1);
+        }
+        assert!(!lost.has(&peer), "the fresh tries are spent");
+    }
+
+    #[test]
+    fn a_peer_is_brought_back_when_a_kept_connection_died_whichever_closed_last() {
+        let c = ConnectionId::new_unchecked;
+        // One punched connection: brought back if it died, not if it was closed.
+        for dead in [true, false] {
+            let mut d = Direct::default();
+            d.opened(c(1));
+            assert!(d.punched(c(1)));
+            assert!(d.hole_punched() && d.any_kept());
+            assert_eq!(d.closed(c(1), dead), dead);
+            assert!(d.is_empty() && !d.hole_punched() && !d.any_kept());
+        }
+        // A second direct connection beside the punched one (a late dial of the punch round):
+        // the punched one dies first, the other closes after it, dead or pruned.
+        for second_dead in [true, false] {
+            let mut d = Direct::default();
+            d.opened(c(1));
+            d.punched(c(1));
+            d.opened(c(2));
+            assert!(!d.closed(c(1), true), "another direct connection is open");
+            assert!(d.hole_punched(), "still connected directly");
+            assert!(d.closed(c(2), second_dead), "the punched path died");
+        }
+        // The kept one closed by the peer, the other dies: not a punched path lost.
+        let mut d = Direct::default();
+        d.opened(c(1));
+        d.keep(c(1));
+        d.opened(c(2));
+        assert!(!d.closed(c(1), false));
+        assert!(!d.closed(c(2), true));
+        // A kept one died, then a fresh punch kept another, which the peer closed: alive
+        // again in between, so nothing to bring back.
+        let mut d = Direct::default();
+        d.opened(c(1));
+        d.punched(c(1));
+        d.opened(c(2));
+        assert!(!d.closed(c(1), true));
+        d.opened(c(3));
+        assert!(d.punched(c(3)));
+        assert!(!d.closed(c(2), false));
+        assert!(!d.closed(c(3), false));
+        // Only open connections are kept, each once; unknown ones close quietly.
+        let mut d = Direct::default();
+        assert!(!d.keep(c(9)) && !d.punched(c(9)));
+        d.opened(c(1));
+        assert!(d.keep(c(1)) && !d.keep(c(1)));
+        assert!(!d.closed(c(9), true));
+        assert_eq!(d.ids().collect::<Vec<_>>(), vec![&c(1)]);
     }
 
     #[test]
@@ -415,7 +599,7 @@ mod tests {
         }
         let p = PeerId::random();
         assert_eq!(lost.lost(p, circuit(&p), t0, true), None, "past the bound");
-        assert_eq!(lost.take_due(t0 + FIRST_WAIT).len(), MAX_REMEMBERED);
+        assert_eq!(lost.take_due(t0 + FIRST_WAIT, false).len(), MAX_REMEMBERED);
     }
 
     #[test]

@@ -124,7 +124,8 @@ impl OneRelayed {
     }
 }
 
-fn is_relayed(addr: &Multiaddr) -> bool {
+/// True for an address through a relay (`/p2p-circuit`).
+pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter()
         .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
 }

@@ -3,7 +3,7 @@
 //! peer, and connection pruning. Part of the swarm task (`actor.rs`).
 
 use super::*;
-use crate::net::bootstrap::{unreachable_from_here, Line, LINE_DOWN_REDIAL};
+use crate::net::line::{dial_end, outside_home, Line, LINE_DOWN_REDIAL};
 use crate::net::punch::circuit_addr;
 
 impl Actor {
@@ -42,7 +42,7 @@ impl Actor {
                     || self.relay_listeners.contains_key(id)
                     || self.bootstrap.iter().any(|a| peer_id_of(a) == Some(*id)),
                 looked_up: !p.kad_dialled.is_empty(),
-                punched: !p.kept_open.is_empty(),
+                punched: p.direct.any_kept(),
             })
             .collect();
         let out = crate::net::prune::to_prune(now, &candidates, w);
@@ -122,24 +122,26 @@ impl Actor {
                 let mut punched_died = None;
                 let mut died = false;
                 if let Some(p) = self.peers.get_mut(&peer_id) {
-                    p.endpoints.remove(&connection_id);
+                    let remote = p.endpoints.remove(&connection_id);
                     p.kad_dialled.remove(&connection_id);
-                    let kept = p.kept_open.remove(&connection_id);
                     // Dead: its pings failed and we closed it, or the kernel aborted it
                     // (data unacknowledged past `TCP_USER_TIMEOUT`, `behaviour.rs`, or the
                     // home router answered "unreachable" for it).
                     let dead = p.failed.remove(&connection_id)
                         || cause.as_ref().is_some_and(|c| path_broke(c));
                     died = dead;
+                    if dead && remote.as_ref().is_some_and(outside_home) {
+                        // Its relay and its peers out of the home dying together is how a
+                        // home router that drops packets while its line is down shows
+                        // (`line.rs`, `Silence`).
+                        self.silence.lost(Instant::now());
+                    }
                     relayed_closed = p.relayed.remove(&connection_id);
-                    if p.direct.remove(&connection_id) && p.direct.is_empty() {
-                        p.hole_punched = false;
-                        // A punched connection that died, with no other direct one left: the
-                        // peer is brought back through a relay (`punch.rs`, `Lost`).
-                        if kept && dead {
-                            let dialled = p.relayed.iter().filter_map(|c| p.endpoints.get(c));
-                            punched_died = Some(circuit_addr(&peer_id, dialled, &p.listen_addrs));
-                        }
+                    // The last direct connection closed and a punched one among them died:
+                    // the peer is brought back through a relay (`punch.rs`, `Direct`, `Lost`).
+                    if p.direct.closed(connection_id, dead) {
+                        let dialled = p.relayed.iter().filter_map(|c| p.endpoints.get(c));
+                        punched_died = Some(circuit_addr(&peer_id, dialled, &p.listen_addrs));
                     }
                     p.connections = num_established;
                 }
@@ -187,15 +189,12 @@ impl Actor {
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
                 self.dials.failed(connection_id);
-                match self
-                    .redial_round
-                    .failed(connection_id, unreachable_from_here(&error))
-                {
+                match self.redial_round.failed(connection_id, dial_end(&error)) {
                     Line::Down => {
-                        // The line is down (the home router answered "unreachable", or
-                        // nothing routes out): no bootstrap node saw the round's dials, so it
-                        // costs them nothing to try again soon, and the node is back within
-                        // moments of it.
+                        // The line is down (the home router answered "unreachable" or, just
+                        // after the node's connections out died, nothing answered): no
+                        // bootstrap node saw the round's dials, so it costs them nothing to
+                        // try again soon, and the node is back within moments of it.
                         self.backoff.at_most(LINE_DOWN_REDIAL);
                         self.next_redial = self.next_redial.min(Instant::now() + LINE_DOWN_REDIAL);
                         if self.line_down_since.is_none() {
@@ -254,6 +253,9 @@ impl Actor {
         num_established: u32,
     ) {
         let remote = endpoint.get_remote_address().clone();
+        if outside_home(&remote) {
+            self.silence.established();
+        }
         let origin = self.dials.established(connection_id, endpoint.is_dialer());
         if origin == Some(DialOrigin::Bootstrap) {
             self.line_up();
@@ -269,9 +271,7 @@ impl Actor {
             connections: 0,
             endpoints: HashMap::new(),
             relayed: HashSet::new(),
-            direct: HashSet::new(),
-            hole_punched: false,
-            kept_open: HashSet::new(),
+            direct: Direct::default(),
             failed: HashSet::new(),
             punch: self.punch_memory.take(&peer, Instant::now()),
             relayed_since: None,
@@ -298,7 +298,7 @@ impl Actor {
             state.relayed.insert(connection_id);
             state.relayed_since = Some(Instant::now());
         } else {
-            state.direct.insert(connection_id);
+            state.direct.opened(connection_id);
         }
         // Once a direct connection exists the relayed ones are closed, so that every request
         // (request-response picks among a peer's connections) goes direct and the relay is
@@ -314,7 +314,7 @@ impl Actor {
         // could only come back by punching again (the public one costs a ping every 15 s).
         let punched = !obsolete.is_empty();
         if punched {
-            state.kept_open.insert(connection_id);
+            state.direct.keep(connection_id);
         }
         let span = state.span.clone();
         let _g = span.enter();

@@ -3,7 +3,9 @@
 //! blob fetches, AutoNAT and UPnP reports. Part of the swarm task (`actor.rs`).
 
 use super::*;
+use crate::net::line::outside_home;
 use crate::net::punch::circuit_addr;
+use crate::net::relayed::is_relayed;
 
 impl Actor {
     pub(super) fn reachability(&self) -> Reachability {
@@ -15,7 +17,7 @@ impl Actor {
             if p.direct.is_empty() && !p.relayed.is_empty() {
                 relayed_peers.push(*id);
             }
-            if p.hole_punched && !p.direct.is_empty() {
+            if p.direct.hole_punched() {
                 hole_punched_peers.push(*id);
             }
         }
@@ -51,7 +53,7 @@ impl Actor {
         // The address we reach the relay at: a direct connection's remote address.
         let Some(base) = self.peers.get(&relay).and_then(|p| {
             p.direct
-                .iter()
+                .ids()
                 .filter_map(|id| p.endpoints.get(id))
                 .find(|a| !is_relayed(a))
                 .cloned()
@@ -121,9 +123,19 @@ impl Actor {
         }
     }
 
+    /// Whether this node should listen through a relay (behind NAT, no confirmed direct
+    /// address) and listens through none: the connection to every relay it knew died (its
+    /// home router rebooted, got a new address, or its line is down).
+    pub(super) fn relay_lost(&self) -> bool {
+        self.relay_client
+            && self.confirmed.is_empty()
+            && self.relay_listeners.is_empty()
+            && !self.relay_bootstrap.is_empty()
+    }
+
     /// Dial the bootstrap nodes again (alone, or behind NAT without a relay), one round, and
     /// set when the next is due: the backoff's delay, cut to `LINE_DOWN_REDIAL` when the
-    /// round fails at this node's door (`peers.rs`).
+    /// round says the line is down (`line.rs`, `peers.rs`).
     pub(super) fn redial_bootstrap(&mut self) {
         if self.bootstrap.is_empty() {
             return;
@@ -152,7 +164,12 @@ impl Actor {
                 Err(e) => debug!(%addr, "bootstrap dial not started: {e}"),
             }
         }
-        self.redial_round.start(started);
+        let outside_open = self
+            .peers
+            .values()
+            .any(|p| p.endpoints.values().any(outside_home));
+        let silent = self.silence.silent(Instant::now(), outside_open);
+        self.redial_round.start(started, silent);
     }
 
     /// Failed hole punches whose retry is due (`punch.rs`): a fresh relayed connection to each
@@ -187,7 +204,7 @@ impl Actor {
     /// Peers whose hole-punched connection died (`punch.rs`, `Lost`) and whose try is due: a
     /// relayed connection to each one not connected meanwhile; DCUtR punches over it.
     pub(super) fn bring_back_lost(&mut self, now: Instant) {
-        for (peer, addr) in self.lost.take_due(now) {
+        for (peer, addr) in self.lost.take_due(now, self.relay_lost()) {
             if self.peers.contains_key(&peer) {
                 self.lost.found(&peer);
                 continue;
@@ -235,17 +252,14 @@ impl Actor {
                 info!("hole punch succeeded: direct connection");
                 let mut keep = false;
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    if p.direct.contains(&connection) {
-                        p.hole_punched = true;
-                        // Kept open (and brought back if it dies, `Lost`) even when the
-                        // relayed connection it replaces closed before it was established,
-                        // which `on_connected` cannot see as a punch: the far end closes the
-                        // relayed one as soon as its own side of the punch connects (NAT lab,
-                        // 2026-12-06: h2a kept nothing, and when the line went down only
-                        // home 1's timer brought the pair back, 29 s after h2a could be
-                        // reached again).
-                        keep = p.kept_open.insert(connection);
-                    }
+                    // Kept open (and brought back if it dies, `Lost`) even when the
+                    // relayed connection it replaces closed before it was established,
+                    // which `on_connected` cannot see as a punch: the far end closes the
+                    // relayed one as soon as its own side of the punch connects (NAT lab,
+                    // 2026-12-06: h2a kept nothing, and when the line went down only
+                    // home 1's timer brought the pair back, 29 s after h2a could be
+                    // reached again).
+                    keep = p.direct.punched(connection);
                     p.punch.succeeded();
                 }
                 if keep {
@@ -273,11 +287,6 @@ impl Actor {
             }
         }
     }
-}
-
-/// True for an address through a relay (`/p2p-circuit`).
-fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
 impl Actor {
