@@ -189,7 +189,11 @@ impl Actor {
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
                 self.dials.failed(connection_id);
-                match self.redial_round.failed(connection_id, dial_end(&error)) {
+                let silent = self.silent();
+                match self
+                    .redial_round
+                    .failed(connection_id, dial_end(&error), silent)
+                {
                     Line::Down => {
                         // The line is down (the home router answered "unreachable" or, just
                         // after the node's connections out died, nothing answered): no

@@ -164,12 +164,17 @@ impl Actor {
                 Err(e) => debug!(%addr, "bootstrap dial not started: {e}"),
             }
         }
+        self.redial_round.start(started);
+    }
+
+    /// Whether the connections out of the home died and none is open: unanswered redials
+    /// then count as the line down (`line.rs`, `Silence`).
+    pub(super) fn silent(&self) -> bool {
         let outside_open = self
             .peers
             .values()
             .any(|p| p.endpoints.values().any(outside_home));
-        let silent = self.silence.silent(Instant::now(), outside_open);
-        self.redial_round.start(started, silent);
+        self.silence.silent(Instant::now(), outside_open)
     }
 
     /// Failed hole punches whose retry is due (`punch.rs`): a fresh relayed connection to each
