@@ -140,9 +140,18 @@ pub(crate) struct RedialRound {
 }
 
 impl RedialRound {
-    /// A round begins with these dials (those that started); the last round is forgotten.
+    /// A round begins with these dials (those that started); the last round is forgotten,
+    /// unless no dial started (every bootstrap node was still being dialled or connected),
+    /// when the round under way goes on: a round every second or two, while each dial waits
+    /// up to 10 s for an answer that never comes, would otherwise forget every dial before it
+    /// failed (in the NAT lab the line was said to be down only once the backoff had grown
+    /// past the 10 s, ~45 s after the connections out died).
     pub(crate) fn start(&mut self, dials: impl IntoIterator<Item = ConnectionId>) {
-        self.pending = dials.into_iter().collect();
+        let dials: std::collections::HashSet<ConnectionId> = dials.into_iter().collect();
+        if dials.is_empty() {
+            return;
+        }
+        self.pending = dials;
         self.reached_out = false;
     }
 
@@ -319,6 +328,22 @@ mod tests {
             Line::Up,
             "an answer is an answer"
         );
+        // The connections out died while the round was open: its last failure decides.
+        round.start([a, b]);
+        assert_eq!(round.failed(a, none, false), Line::Up);
+        assert_eq!(
+            round.failed(b, none, true),
+            Line::Unknown,
+            "a dial reached out"
+        );
+        round.start([a, b]);
+        assert_eq!(round.failed(a, door, false), Line::Unknown);
+        assert_eq!(round.failed(b, none, true), Line::Down);
+        // A round that started no dial (each still being dialled) leaves the one under way.
+        round.start([a, b]);
+        round.start([]);
+        assert_eq!(round.failed(a, none, true), Line::Unknown);
+        assert_eq!(round.failed(b, none, true), Line::Down);
     }
 
     #[test]
