@@ -155,6 +155,11 @@ impl RedialRound {
         self.reached_out = false;
     }
 
+    /// Whether dial `id` belongs to the round under way.
+    pub(crate) fn holds(&self, id: ConnectionId) -> bool {
+        self.pending.contains(&id)
+    }
+
     /// Dial `id` failed so: what that tells of the line, `silent` being what [`Silence`]
     /// says now (the connections out of the home may have died while the round's dials were
     /// open: in the NAT lab the first rounds after the relay died started with one loss and
@@ -342,7 +347,9 @@ mod tests {
         // A round that started no dial (each still being dialled) leaves the one under way.
         round.start([a, b]);
         round.start([]);
+        assert!(round.holds(a) && round.holds(b));
         assert_eq!(round.failed(a, none, true), Line::Unknown);
+        assert!(!round.holds(a), "each dial ends once");
         assert_eq!(round.failed(b, none, true), Line::Down);
     }
 

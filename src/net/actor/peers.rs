@@ -3,7 +3,7 @@
 //! peer, and connection pruning. Part of the swarm task (`actor.rs`).
 
 use super::*;
-use crate::net::line::{dial_end, outside_home, Line, LINE_DOWN_REDIAL};
+use crate::net::line::{dial_end, outside_home, DialEnd, Line, LINE_DOWN_REDIAL};
 use crate::net::punch::circuit_addr;
 
 impl Actor {
@@ -189,11 +189,16 @@ impl Actor {
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
                 self.dials.failed(connection_id);
-                let silent = self.silent();
-                match self
-                    .redial_round
-                    .failed(connection_id, dial_end(&error), silent)
-                {
+                // Only a dial of the redial round tells of the line: the others (Kademlia's,
+                // punches) are not read, nor the peers walked for the silence.
+                let line = if self.redial_round.holds(connection_id) {
+                    let end = dial_end(&error);
+                    let silent = end == DialEnd::Unanswered && self.silent();
+                    self.redial_round.failed(connection_id, end, silent)
+                } else {
+                    Line::Unknown
+                };
+                match line {
                     Line::Down => {
                         // The line is down (the home router answered "unreachable" or, just
                         // after the node's connections out died, nothing answered): no
