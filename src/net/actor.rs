@@ -119,8 +119,20 @@ const FULL_REFRESH_EVERY: u32 = 4;
 const MAX_RELAYS: usize = 2;
 /// Confirmed external addresses remembered.
 const MAX_CONFIRMED: usize = 16;
-/// How often connection pruning looks at the peers held (`prune.rs`).
+/// How often connection pruning looks at the peers held (`prune.rs`), at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often pruning runs under `watermarks`, from the first time on: never less often than
+/// their shortest period (short ones in tests), so that a lookup peer goes before it has
+/// settled and been asked, which would make it a peer in use (the first run came
+/// [`PRUNE_EVERY`] after start-up whatever the watermarks, and the start-up lookup peers of a
+/// test whose peers settle after 4 s were all asked and kept).
+fn prune_every(watermarks: Option<super::Watermarks>) -> Duration {
+    let every = watermarks.map_or(PRUNE_EVERY, |w| {
+        PRUNE_EVERY.min(w.grace).min(w.idle).min(w.lookup_grace)
+    });
+    every.max(Duration::from_secs(1))
+}
 /// How long `wait_listening` waits for listeners to report an address.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -308,7 +320,7 @@ impl Actor {
             line_down_since: None,
             next_kad_bootstrap: Instant::now() + KAD_FIRST_REFRESH,
             watermarks: cfg.peer_watermarks,
-            next_prune: Instant::now() + PRUNE_EVERY,
+            next_prune: Instant::now() + prune_every(cfg.peer_watermarks),
             kad_bootstraps: 0,
             steady_refreshes: 0,
             rebootstrap_interval: cfg.rebootstrap_interval,
@@ -609,11 +621,7 @@ impl Actor {
             }
         }
         if now >= self.next_prune {
-            // Never less often than the grace period (a short one in tests).
-            let every = self.watermarks.map_or(PRUNE_EVERY, |w| {
-                PRUNE_EVERY.min(w.grace).min(w.idle).min(w.lookup_grace)
-            });
-            self.next_prune = now + every.max(Duration::from_secs(1));
+            self.next_prune = now + prune_every(self.watermarks);
             self.prune_peers(now);
         }
         self.report_settled(now);
