@@ -93,10 +93,21 @@ pub(crate) fn outside_home(remote: &Multiaddr) -> bool {
     super::relayed::is_relayed(remote) || super::direct::is_public_direct(remote)
 }
 
-/// Connections outside the home this node lost to broken paths (pings failed, the kernel
-/// gave up on them) since it last established one: when it holds none outside the home and
-/// lost at least [`SILENT_LOSSES`] within [`SILENCE_WINDOW`], its line has likely gone
-/// silent, and unanswered redials count as the line down.
+/// Whether the connection at `remote` is itself a path out of the home, whose death
+/// [`Silence`] counts as a loss: a direct connection to an address on the internet. A
+/// relayed connection rides on the node's connection to its relay, a path of its own whose
+/// death is counted once; were the relayed ones counted too, one relay host dying would be
+/// two losses or more (each connection's pings call it dead on their own timer), and a home
+/// whose only path out was its relay would take its relay's death for its own line.
+pub(crate) fn path_out_of_home(remote: &Multiaddr) -> bool {
+    super::direct::is_public_direct(remote)
+}
+
+/// Direct connections out of the home ([`path_out_of_home`]) that died of broken paths (pings
+/// failed, the kernel gave up on them) since the node last established a connection outside
+/// the home ([`outside_home`]): when it holds none outside the home and lost at least
+/// [`SILENT_LOSSES`] within [`SILENCE_WINDOW`], its line has likely gone silent, and
+/// unanswered redials count as the line down.
 #[derive(Debug, Default)]
 pub(crate) struct Silence {
     /// When each loss happened, the latest last; at most [`SILENT_LOSSES`].
@@ -104,7 +115,7 @@ pub(crate) struct Silence {
 }
 
 impl Silence {
-    /// A connection outside the home died of a broken path.
+    /// A direct connection out of the home ([`path_out_of_home`]) died of a broken path.
     pub(crate) fn lost(&mut self, now: Instant) {
         if self.losses.len() == SILENT_LOSSES {
             self.losses.pop_front();
@@ -395,6 +406,17 @@ mod tests {
             ("/ip6/2001:db8::3/tcp/4001", true),
         ] {
             assert_eq!(outside_home(&a(addr)), out, "{addr}");
+            // Of these, only the direct ones are paths of their own.
+            let own_path = out && !addr.ends_with("p2p-circuit");
+            assert_eq!(path_out_of_home(&a(addr)), own_path, "{addr}");
         }
+        // A connection dialled through a relay, and one a peer dialled to us through it
+        // (its remote address is only the peer's id): their relay's connection is the path.
+        let dialled_through = a("/ip4/198.51.100.2/tcp/4001/p2p/12D3KooWCQ7VyJfZhSX95n2qamrVEGkr2aCWtQPqWD6W7BryLDLz/p2p-circuit/p2p/12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE");
+        assert!(outside_home(&dialled_through));
+        assert!(!path_out_of_home(&dialled_through));
+        assert!(!path_out_of_home(&a(
+            "/p2p/12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE"
+        )));
     }
 }

@@ -3,7 +3,7 @@
 //! peer, and connection pruning. Part of the swarm task (`actor.rs`).
 
 use super::*;
-use crate::net::line::{dial_end, outside_home, DialEnd, Line, LINE_DOWN_REDIAL};
+use crate::net::line::{dial_end, outside_home, path_out_of_home, DialEnd, Line, LINE_DOWN_REDIAL};
 use crate::net::punch::circuit_addr;
 
 impl Actor {
@@ -130,10 +130,10 @@ impl Actor {
                     let dead = p.failed.remove(&connection_id)
                         || cause.as_ref().is_some_and(|c| path_broke(c));
                     died = dead;
-                    if dead && remote.as_ref().is_some_and(outside_home) {
+                    if dead && remote.as_ref().is_some_and(path_out_of_home) {
                         // Its relay and its peers out of the home dying together is how a
                         // home router that drops packets while its line is down shows
-                        // (`line.rs`, `Silence`).
+                        // (`line.rs`, `Silence`); relayed connections die with their relay's.
                         self.silence.lost(Instant::now());
                     }
                     relayed_closed = p.relayed.remove(&connection_id);
