@@ -369,6 +369,19 @@ fn set_user_timeout(stream: &tokio::net::TcpStream) {
     let _ = stream;
 }
 
+/// How many addresses of one dial are tried at once: all of a hole punch's. DCUtR sends its
+/// address candidates oldest first, from an LRU of up to 20 that keeps every public address
+/// the home ever had, so a home whose address changed (a DSL line's daily reconnection) sends
+/// its current one last. Dialled 8 at a time (libp2p's default), a ninth address came after
+/// 8 old ones had timed out, and by then its own 10 s connection timeout, which runs from the
+/// dial's start, had passed too: a home whose address had changed seven times could not be
+/// hole punched again (`tests::a_dial_tries_every_address_of_a_punch_at_once`, which fails
+/// with 8: every address timed out, the live ninth one too). Bounded: one dial opens at most
+/// 20 sockets at once; a DCUtR message is at most 4 KiB (about 100 addresses: a peer that
+/// sends more than 20 gets its first 20 tried, the rest only as those fail), and hearth keeps
+/// at most 16 addresses per peer (`actor.rs`, `MAX_ADDRS_PER_PEER`).
+const DIAL_CONCURRENCY: std::num::NonZeroU8 = std::num::NonZeroU8::new(20).unwrap();
+
 /// Build the swarm: TCP (noise, yamux), QUIC, DNS and relayed circuits over tokio.
 /// Dials of every behaviour that can dial are logged by origin in `dials`.
 pub(crate) fn build_swarm(cfg: &NetConfig, dials: &DialLog) -> Result<Swarm<Behaviour>, NetError> {
@@ -385,7 +398,10 @@ pub(crate) fn build_swarm(cfg: &NetConfig, dials: &DialLog) -> Result<Swarm<Beha
             build_behaviour(cfg, relay_client, dials).map_err(|e| Box::new(e) as _)
         })
         .map_err(|e| NetError::Setup(format!("behaviour: {e}")))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(cfg.idle_timeout)
+                .with_dial_concurrency_factor(DIAL_CONCURRENCY)
+        })
         .build();
     Ok(swarm)
 }
@@ -393,6 +409,60 @@ pub(crate) fn build_swarm(cfg: &NetConfig, dials: &DialLog) -> Result<Swarm<Beha
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hole punch dials the addresses the peer sent all at once. DCUtR sends its address
+    /// candidates oldest first (an LRU of up to 20 that never forgets a public address it
+    /// once had), so a home whose public address changed seven times sent its current one
+    /// ninth, after the old ones and one `/p2p/<id>` entry learnt over a relayed connection;
+    /// the swarm dialled 8 at a time and reached the ninth only when the first 8 had timed
+    /// out (10 s), long after the other end's simultaneous dial: the punch failed, each
+    /// time. Here the first 8 addresses accept TCP and never answer.
+    #[tokio::test]
+    async fn a_dial_tries_every_address_of_a_punch_at_once() {
+        use futures::StreamExt;
+        use libp2p::swarm::{dial_opts::DialOpts, SwarmEvent};
+        let swarm = || {
+            let cfg = NetConfig::loopback(libp2p::identity::Keypair::generate_ed25519());
+            build_swarm(&cfg, &DialLog::default()).unwrap()
+        };
+        let (mut a, mut b) = (swarm(), swarm());
+        b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let b_addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+                break address;
+            }
+        };
+        // Listeners that never accept: the kernel completes the TCP handshake, nobody speaks.
+        let silent: Vec<std::net::TcpListener> = (0..8)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut addrs: Vec<libp2p::Multiaddr> = silent
+            .iter()
+            .map(|l| format!("/ip4/127.0.0.1/tcp/{}", l.local_addr().unwrap().port()))
+            .map(|a| a.parse().unwrap())
+            .collect();
+        addrs.push(b_addr);
+        let b_id = *b.local_peer_id();
+        a.dial(DialOpts::peer_id(b_id).addresses(addrs).build())
+            .unwrap();
+        let errors = loop {
+            tokio::select! {
+                ev = a.select_next_some() => match ev {
+                    SwarmEvent::ConnectionEstablished { peer_id, concurrent_dial_errors, .. }
+                        if peer_id == b_id => break concurrent_dial_errors.unwrap_or_default(),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial failed: {error}"),
+                    _ => {}
+                },
+                _ = b.select_next_some() => {}
+            }
+        };
+        assert!(
+            errors.is_empty(),
+            "the live address was dialled only after {} others failed: {errors:?}",
+            errors.len()
+        );
+    }
 
     fn message(author: libp2p::PeerId, data: &[u8]) -> gossipsub::Message {
         gossipsub::Message {
