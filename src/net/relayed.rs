@@ -14,13 +14,15 @@
 //!
 //! So when a second relayed connection to a peer is established, one of the two is dropped
 //! before any handler runs on it (denied) or closed (the older one), and both homes must drop
-//! the same one without talking. [`keep_new`] decides: two connections established within
-//! [`RACE`] of each other are the "both dialled at once" case, and the one dialled by the
-//! smaller peer id stays (each side knows who dialled which); otherwise the newer stays (a
-//! retried punch or a dial-back is there to run a fresh round). Both sides see establishment
-//! times within a relay round trip of each other, so they disagree only when the gap is within
-//! a round trip of `RACE`; then both drop one, the peer disconnects, and it is dialled again
-//! when next wanted.
+//! the same one without talking. [`keep`] decides: two connections established within
+//! [`RACE`] of each other, one dialled by each side, are the "both dialled at once" case, and
+//! the one dialled by the smaller peer id stays (each side knows who dialled which); two that
+//! one side dialled within `RACE` of each other are closed by that side alone, which keeps the
+//! newer by its own clock (the other end may have seen them established in the opposite
+//! order: it waits); otherwise the newer stays (a retried punch or a dial-back is there to
+//! run a fresh round). Both sides see establishment times within a relay round trip of each
+//! other, so they disagree only when the gap is within a round trip of `RACE`; then both drop
+//! one, the peer disconnects, and it is dialled again when next wanted.
 
 use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll, Waker};
@@ -49,14 +51,42 @@ pub(crate) struct Relayed {
     pub(crate) dialled_by_us: bool,
 }
 
-/// Whether `new` replaces `old` (two relayed connections to one peer); `we_are_smaller`: our
-/// peer id sorts before the peer's. Both homes reach the same answer (module docs).
-pub(crate) fn keep_new(old: Relayed, new: Relayed, we_are_smaller: bool) -> bool {
-    if new.at.saturating_duration_since(old.at) >= RACE || old.dialled_by_us == new.dialled_by_us {
-        return true;
+/// Which of two relayed connections to one peer this end keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// The new one; the old one is closed.
+    New,
+    /// The old one; the new one is denied.
+    Old,
+    /// Both, for now: the peer dialled both at once and closes one of them itself.
+    Both,
+}
+
+/// Which of `old` and `new` (two relayed connections to one peer, `new` established later
+/// here) this end keeps; `we_are_smaller`: our peer id sorts before the peer's. Both homes
+/// keep the same one (module docs).
+pub(crate) fn keep(old: Relayed, new: Relayed, we_are_smaller: bool) -> Keep {
+    let at_once = new.at.saturating_duration_since(old.at) < RACE;
+    if old.dialled_by_us == new.dialled_by_us {
+        // One end dialled both. Dialled at once, the two ends may see them established in
+        // opposite orders (two circuits through a relay finish their handshakes in either
+        // order), so only the end that dialled them decides, by its own order; the other waits
+        // for its close.
+        return if at_once && !new.dialled_by_us {
+            Keep::Both
+        } else {
+            Keep::New
+        };
+    }
+    if !at_once {
+        return Keep::New;
     }
     // Dialled at once, one from each side: the one the smaller peer dialled stays.
-    new.dialled_by_us == we_are_smaller
+    if new.dialled_by_us == we_are_smaller {
+        Keep::New
+    } else {
+        Keep::Old
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +128,21 @@ impl OneRelayed {
         };
         let smaller = self.local < peer;
         let held = self.relayed.entry(peer).or_default();
-        if held.iter().any(|(_, old)| !keep_new(*old, new, smaller)) || held.len() >= MAX_PER_PEER {
+        if held
+            .iter()
+            .any(|(_, old)| keep(*old, new, smaller) == Keep::Old)
+            || held.len() >= MAX_PER_PEER
+        {
             return Err(ConnectionDenied::new(Redundant));
         }
-        for (old, _) in held.drain(..) {
-            self.to_close.push_back((peer, old));
-        }
+        let local = &mut self.to_close;
+        held.retain(|(old_id, old)| {
+            let close = keep(*old, new, smaller) == Keep::New;
+            if close {
+                local.push_back((peer, *old_id));
+            }
+            !close
+        });
         held.push((id, new));
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -231,13 +270,15 @@ mod tests {
         }
     }
 
-    /// Both homes' views of the same two connections reach the same answer: the same one
-    /// stays. A connection: (dialled by home A, established at A (ms), established at B (ms));
-    /// A's peer id is the smaller.
+    /// Both homes' views of the same two connections reach the same answer: exactly one stays
+    /// (neither end drops it; the other is dropped by at least one end). A connection:
+    /// (dialled by home A, established at A (ms), established at B (ms)); A's peer id is the
+    /// smaller.
     #[test]
     fn both_homes_keep_the_same_connection() {
         let t = Instant::now();
-        let kept = |home_a: bool, c: [(bool, u64, u64); 2]| -> usize {
+        // The connections home A (or B) drops, by index.
+        let dropped = |home_a: bool, c: [(bool, u64, u64); 2]| -> Vec<usize> {
             let view = |i: usize| {
                 let (by_a, at_a, at_b) = c[i];
                 at(t, if home_a { at_a } else { at_b }, by_a == home_a)
@@ -247,10 +288,10 @@ mod tests {
             } else {
                 (1, 0)
             };
-            if keep_new(view(old), view(new), home_a) {
-                new
-            } else {
-                old
+            match keep(view(old), view(new), home_a) {
+                Keep::New => vec![old],
+                Keep::Old => vec![new],
+                Keep::Both => vec![],
             }
         };
         for c in [
@@ -259,12 +300,23 @@ mod tests {
             [(false, 0, 30), (true, 25, 1)],
             // The same order on both sides.
             [(true, 0, 1), (false, 2_000, 2_010)],
+            // A dialled both at once (a timer's try and the reservation's, `punch.rs`,
+            // `Lost`), established in opposite orders at the two ends: two circuits through
+            // the relay finish their handshakes in either order (NAT lab, 2026-12-06: each end
+            // kept the newer by its own clock, both were closed, and nothing punched again).
+            [(true, 0, 5), (true, 1, 2)],
+            [(false, 3, 0), (false, 2, 1)],
+            [(true, 0, 0), (true, 1, 1)],
             // A retried a punch; B retried; a dial-back long after.
             [(true, 0, 0), (true, 10_000, 10_001)],
             [(false, 0, 0), (false, 10_000, 9_998)],
             [(false, 0, 3), (true, 8_000, 8_001)],
         ] {
-            assert_eq!(kept(true, c), kept(false, c), "{c:?}");
+            let mut gone = dropped(true, c);
+            gone.extend(dropped(false, c));
+            gone.sort_unstable();
+            gone.dedup();
+            assert_eq!(gone.len(), 1, "{c:?}: dropped {gone:?}");
         }
     }
 
@@ -272,13 +324,17 @@ mod tests {
     fn at_once_the_smaller_peers_dial_stays_and_later_the_newer() {
         let t = Instant::now();
         // We are smaller: our own dial stays whichever arrived first.
-        assert!(!keep_new(at(t, 0, true), at(t, 10, false), true));
-        assert!(keep_new(at(t, 0, false), at(t, 10, true), true));
+        assert_eq!(keep(at(t, 0, true), at(t, 10, false), true), Keep::Old);
+        assert_eq!(keep(at(t, 0, false), at(t, 10, true), true), Keep::New);
         // We are larger: the peer's dial stays.
-        assert!(keep_new(at(t, 0, true), at(t, 10, false), false));
-        assert!(!keep_new(at(t, 0, false), at(t, 10, true), false));
+        assert_eq!(keep(at(t, 0, true), at(t, 10, false), false), Keep::New);
+        assert_eq!(keep(at(t, 0, false), at(t, 10, true), false), Keep::Old);
         // Long apart: the newer, whoever dialled it (a retried punch, a dial-back).
-        assert!(keep_new(at(t, 0, true), at(t, 3_000, false), true));
-        assert!(keep_new(at(t, 0, false), at(t, 3_000, true), false));
+        assert_eq!(keep(at(t, 0, true), at(t, 3_000, false), true), Keep::New);
+        assert_eq!(keep(at(t, 0, false), at(t, 3_000, true), false), Keep::New);
+        assert_eq!(keep(at(t, 0, false), at(t, 3_000, false), false), Keep::New);
+        // One side dialled both at once: it decides; the other keeps both until it does.
+        assert_eq!(keep(at(t, 0, true), at(t, 10, true), false), Keep::New);
+        assert_eq!(keep(at(t, 0, false), at(t, 10, false), true), Keep::Both);
     }
 }
