@@ -177,6 +177,10 @@ struct PeerState {
     /// `NetEvent::PeerSettled` was sent for this connected spell.
     settled: bool,
     listen_addrs: Vec<Multiaddr>,
+    /// The addresses DCUtR dialled its punched connections at this spell (the peer's NAT
+    /// mappings; at most `MAX_ADDRS_PER_PEER`): kept out of Kademlia's routing table unless
+    /// advertised (`table.rs`, `punched_only`).
+    punched_addrs: Vec<Multiaddr>,
     agent_version: Option<String>,
     protocol_version: Option<String>,
     span: Span,

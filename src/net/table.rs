@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 
 use libp2p::{Multiaddr, PeerId};
 
+use super::bootstrap::without_peer_id;
 use super::work::{subnet_of, Subnet};
 
 /// Peers of one subnet in one bucket of the routing table (discv5's limit). A bucket holds 20.
@@ -56,6 +57,24 @@ impl std::fmt::Display for Refusal {
             ),
         }
     }
+}
+
+/// Whether the routing table should drop `addr` of a peer: it is the address a hole punch
+/// dialled the peer at (`punched`: its NAT's mapping, which takes nobody's dial but a
+/// punch's), and the peer does not advertise it itself (`advertised`, from identify: a
+/// mapping that does take dials, confirmed by AutoNAT, is advertised). libp2p-kad puts the
+/// address of every connection it confirms Kademlia on and we dialled into the table, so
+/// without this each home behind NAT kept its punched peers' mappings, offered them to its
+/// own dials of those peers (which timed out, and could hold a later punch's four-tuple:
+/// `docs/testnet.md`) and handed them to other nodes' lookups.
+pub(crate) fn punched_only(
+    addr: &Multiaddr,
+    punched: &[Multiaddr],
+    advertised: &[Multiaddr],
+) -> bool {
+    let bare = without_peer_id(addr);
+    let is = |list: &[Multiaddr]| list.iter().any(|a| without_peer_id(a) == bare);
+    is(punched) && !is(advertised)
 }
 
 /// The subnets of the peers in the routing table, and the admissions refused.
@@ -133,6 +152,37 @@ impl Diversity {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_hole_punchs_address_stays_out_of_the_table_unless_the_peer_advertises_it() {
+        let a = |s: &str| s.parse::<Multiaddr>().unwrap();
+        let id = "/p2p/12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE";
+        let mapping = a(&format!("/ip4/203.0.113.11/tcp/4001{id}"));
+        let punched = [mapping.clone()];
+        let circuit = [a(&format!(
+            "/ip4/198.51.100.2/tcp/4001/p2p/12D3KooWCQ7VyJfZhSX95n2qamrVEGkr2aCWtQPqWD6W7BryLDLz/p2p-circuit{id}"
+        ))];
+        // Kademlia offers the punched mapping (with or without the peer id): dropped.
+        assert!(punched_only(&mapping, &punched, &circuit));
+        assert!(punched_only(
+            &a("/ip4/203.0.113.11/tcp/4001"),
+            &punched,
+            &[]
+        ));
+        // Anything else stays: the relay circuit, an address never punched.
+        assert!(!punched_only(&circuit[0], &punched, &circuit));
+        assert!(!punched_only(
+            &a("/ip4/198.51.100.3/tcp/4001"),
+            &punched,
+            &[]
+        ));
+        // A mapping the peer advertises itself (confirmed by AutoNAT: it takes dials) stays.
+        assert!(!punched_only(
+            &mapping,
+            &punched,
+            &[a("/ip4/203.0.113.11/tcp/4001")]
+        ));
+    }
 
     fn at(ip: &str) -> Multiaddr {
         format!("/ip4/{ip}/tcp/4001").parse().unwrap()

@@ -289,13 +289,36 @@ impl Actor {
         (peers, self.diversity.refused())
     }
 
+    /// Whether `addr` is only the address a hole punch dialled `peer` at (`table.rs`).
+    fn punched_only(&self, peer: &PeerId, addr: &Multiaddr) -> bool {
+        self.peers.get(peer).is_some_and(|p| {
+            crate::net::table::punched_only(addr, &p.punched_addrs, &p.listen_addrs)
+        })
+    }
+
     pub(super) fn on_kad(&mut self, ev: kad::Event) {
         let ev = match ev {
             kad::Event::InboundRequest { request } => return self.on_inbound_record(request),
             // A peer that speaks Kademlia, reached by dialling it (`BucketInserts::Manual`).
             kad::Event::RoutablePeer { peer, address }
             | kad::Event::PendingRoutablePeer { peer, address } => {
+                if self.punched_only(&peer, &address) {
+                    return;
+                }
                 return self.add_to_table(peer, &[address]);
+            }
+            // Kademlia adds the address it dialled a peer at by itself: a punched
+            // connection's is the peer's NAT mapping (`table.rs`, `punched_only`).
+            kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            } => {
+                for a in addresses.iter() {
+                    if self.punched_only(&peer, a) {
+                        debug!(%peer, addr = %a, "a hole punch's address kept out of the routing table");
+                        self.swarm.behaviour_mut().kad.remove_address(&peer, a);
+                    }
+                }
+                return;
             }
             ev => ev,
         };

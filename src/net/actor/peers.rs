@@ -289,6 +289,7 @@ impl Actor {
             kad_dialled: HashSet::new(),
             settled: false,
             listen_addrs: Vec::new(),
+            punched_addrs: Vec::new(),
             agent_version: None,
             protocol_version: None,
             span: tracing::info_span!("conn", peer = %peer),
@@ -301,6 +302,12 @@ impl Actor {
         // `/p2p/<peer>`, its local address holds the `/p2p-circuit`.
         if origin == Some(DialOrigin::Kad) {
             state.kad_dialled.insert(connection_id);
+        }
+        if origin == Some(DialOrigin::Dcutr)
+            && state.punched_addrs.len() < MAX_ADDRS_PER_PEER
+            && !state.punched_addrs.contains(&remote)
+        {
+            state.punched_addrs.push(remote.clone());
         }
         let relayed = endpoint.is_relayed();
         if relayed {
