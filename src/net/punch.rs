@@ -246,7 +246,7 @@ impl Lost {
         Some(due)
     }
 
-    /// `peer` is connected again: nothing to bring back.
+    /// `peer` is reached directly again: nothing to bring back.
     pub(crate) fn found(&mut self, peer: &PeerId) {
         self.peers.remove(peer);
     }

@@ -272,7 +272,13 @@ impl Actor {
         if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
             let _ = reply.send(Ok(()));
         }
-        self.lost.found(&peer);
+        // A lost peer is found when it is reached directly again (punched). A relayed
+        // connection to it may close before its punch (the peer still held a direct
+        // connection to our old address and refused it: the NAT lab, `--renumber`), so the
+        // peer stays lost meanwhile (`punch.rs`, `Lost`; `reach.rs`, `bring_back_lost`).
+        if !endpoint.is_relayed() {
+            self.lost.found(&peer);
+        }
         let first = !self.peers.contains_key(&peer);
         let was_alone = self.peers.is_empty();
         let state = self.peers.entry(peer).or_insert_with(|| PeerState {

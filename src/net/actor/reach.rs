@@ -210,8 +210,13 @@ impl Actor {
     /// relayed connection to each one not connected meanwhile; DCUtR punches over it.
     pub(super) fn bring_back_lost(&mut self, now: Instant) {
         for (peer, addr) in self.lost.take_due(now, self.relay_lost()) {
-            if self.peers.contains_key(&peer) {
-                self.lost.found(&peer);
+            if let Some(p) = self.peers.get(&peer) {
+                // Reached directly: found. Reached only through a relay: the punch over that
+                // connection is at work (DCUtR, then `PunchRetry`); this try is passed over and
+                // the next one stays due, should that connection close unpunched.
+                if !p.direct.is_empty() {
+                    self.lost.found(&peer);
+                }
                 continue;
             }
             let span = self.span(&peer);
