@@ -135,11 +135,11 @@ impl OneRelayed {
         {
             return Err(ConnectionDenied::new(Redundant));
         }
-        let local = &mut self.to_close;
+        let to_close = &mut self.to_close;
         held.retain(|(old_id, old)| {
             let close = keep(*old, new, smaller) == Keep::New;
             if close {
-                local.push_back((peer, *old_id));
+                to_close.push_back((peer, *old_id));
             }
             !close
         });

@@ -10,7 +10,8 @@
 //!
 //! Kademlia inserts no peer by itself (`BucketInserts::Manual`, `behaviour.rs`): every insertion
 //! goes through the swarm task (`actor/dht.rs`, `add_to_table`), which asks [`Diversity::admit`]
-//! first. A candidate's subnet is that of the remote address of its oldest open connection (what
+//! first. It does add by itself, to a peer already in the table, the address it dialled the
+//! peer at; the swarm task takes a hole punch's back out ([`punched_only`]). A candidate's subnet is that of the remote address of its oldest open connection (what
 //! the TCP or QUIC handshake showed, not what the peer claims), else of the address it would be
 //! dialled at (found by mDNS). A peer is counted by the subnet it was admitted by, whatever
 //! addresses it lists later. Addresses the operator configured (bootstrap nodes) are trusted and
