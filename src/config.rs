@@ -163,6 +163,11 @@ pub struct NodeConfig {
     pub use_relays: bool,
     /// Ask the home router for a port mapping with UPnP. Default false.
     pub upnp: bool,
+    /// Peers at public addresses in the routing table past which a node that is not
+    /// reachable from the internet stops serving the DHT (Kademlia client mode) until fewer
+    /// than half as many remain (`src/net/dht_role.rs`). Default 20; 0: never serve it while
+    /// not reachable from the internet.
+    pub dht_client_at: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -317,6 +322,7 @@ impl Default for NodeConfig {
             external_addresses: Vec::new(),
             use_relays: true,
             upnp: false,
+            dht_client_at: crate::net::dht_role::DEFAULT_CLIENT_AT,
         }
     }
 }
@@ -390,6 +396,9 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # use_relays = true
 # Ask the home router for a port mapping with UPnP (off: many routers' UPnP is a risk).
 # upnp = false
+# Behind NAT, stop answering other nodes' DHT lookups (each would cost a relay circuit) once
+# the routing table holds this many peers at public addresses; 0: never answer them.
+# dht_client_at = 20
 
 [relay]
 # A bootstrap node relays for homes behind NAT (serve defaults to true for role = "bootstrap").

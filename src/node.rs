@@ -494,6 +494,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     net_config.external_addrs = config.node.external_addresses.clone();
     net_config.relay_client = config.node.use_relays && config.node.role == Role::Radiator;
     net_config.upnp = config.node.upnp;
+    net_config.dht_client_at = config.node.dht_client_at;
     net_config.relay_server = config.relay.limits(config.node.role);
     // A bootstrap node holds its newcomers' connections; a radiator only those it uses.
     if config.node.role == Role::Bootstrap {

@@ -507,6 +507,64 @@ async fn one_network_gets_at_most_its_share_of_a_routing_bucket() {
     .await;
 }
 
+/// A node that is not publicly reachable, in a network with DHT servers enough at public
+/// addresses (`dht_client_at`; 0 here: loopback has no public address), stops serving the
+/// DHT (`src/net/dht_role.rs`): the peers that had it in their routing tables drop it once
+/// identify tells them, and it still finds a blob's provider through the DHT and fetches it.
+#[tokio::test]
+async fn a_node_behind_nat_among_servers_enough_uses_the_dht_as_a_client() {
+    bounded(async {
+        let s = TestNode::start(loopback()).await;
+        let entry = vec![s.addr().await];
+        let p = TestNode::start(with_bootstrap(entry.clone())).await;
+        let data = blob_bytes("client", 1024 * 1024);
+        let hash = p.store.put_bytes(&data).expect("put");
+        p.net.provide(hash).await.expect("provide");
+        let mut cfg = with_bootstrap(entry);
+        cfg.dht_client_at = 0;
+        let home = TestNode::start(cfg).await;
+        let routing = |n: &TestNode| {
+            let net = n.net.clone();
+            async move { net.status().await.expect("status").routing_peers }
+        };
+        // The mode is first chosen a few seconds after start: until then the home serves
+        // the DHT as every node with listeners does, and the bootstrap node takes it in.
+        eventually("the bootstrap node lists both peers", || async {
+            routing(&s).await == 2
+        })
+        .await;
+        eventually("the home a DHT client", || async {
+            home.net
+                .status()
+                .await
+                .expect("status")
+                .reachability
+                .dht_client
+        })
+        .await;
+        eventually("the bootstrap node lists only the server", || async {
+            routing(&s).await == 1
+        })
+        .await;
+        // Nothing brings it back: the home's own lookups, identify, Kademlia's refreshes.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(routing(&s).await, 1, "the bootstrap node's table");
+        assert_eq!(routing(&p).await, 1, "the provider's table");
+        assert!(!p.net.status().await.unwrap().reachability.dht_client);
+        // A client still uses the DHT: it finds the provider and fetches from it.
+        assert!(routing(&home).await >= 1, "the home's own table is empty");
+        home.net
+            .fetch_blob(hash, None)
+            .await
+            .expect("the home fetches");
+        assert_eq!(home.store.get_bytes(&hash).expect("held"), data);
+        for n in [&s, &p, &home] {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
 /// A bare libp2p client (TCP, noise, yamux, no protocols) that connects to `target` and
 /// keeps the connection open until the returned task is aborted.
 fn bare_client(target: Multiaddr) -> (PeerId, tokio::task::JoinHandle<()>) {

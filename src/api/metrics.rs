@@ -46,6 +46,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         if r.line_down_since_ms.is_some() { 1.0 } else { 0.0 },
     );
+    m.gauge(
+        "dht_client",
+        "1 while this node only uses the DHT (Kademlia client mode: not reachable from the internet, and the routing table holds public servers enough), 0 while it serves it",
+        None,
+        if r.dht_client { 1.0 } else { 0.0 },
+    );
     if let Some(relay) = &net.relay {
         m.gauge(
             "relay_reservations",

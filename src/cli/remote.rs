@@ -87,6 +87,12 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
          its share of a bucket or of the table)",
         s.routing_peers, s.routing_refused
     );
+    if s.reachability.dht_client {
+        println!(
+            "dht:        client (behind NAT in a network with public servers enough: this node \
+             looks up and provides, and answers no lookups)"
+        );
+    }
     if let Some(relay) = &s.relay {
         println!(
             "relay:      {} home(s) listening through this relay; {} relayed connection(s) open, \

@@ -43,6 +43,7 @@ use self::control::ControlReply;
 use self::reach::{on_autonat, on_upnp};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
+use super::dht_role;
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::line::{RedialRound, Silence};
@@ -119,6 +120,9 @@ const FULL_REFRESH_EVERY: u32 = 4;
 const MAX_RELAYS: usize = 2;
 /// Confirmed external addresses remembered.
 const MAX_CONFIRMED: usize = 16;
+/// How often the node chooses whether it serves the DHT (`dht_role.rs`): each time it counts
+/// the routing table's public servers (at most a few hundred entries).
+const DHT_ROLE_EVERY: Duration = Duration::from_secs(5);
 /// How often connection pruning looks at the peers held (`prune.rs`), at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
@@ -259,6 +263,13 @@ pub(crate) struct Actor {
     steady_refreshes: u32,
     rebootstrap_interval: Duration,
     listeners_waiting: usize,
+    /// The Kademlia mode this node chose (`dht_role.rs`); `None`: it has no listeners and
+    /// leaves the mode to libp2p (a client until an external address is confirmed).
+    dht_mode: Option<kad::Mode>,
+    /// Public servers in the routing table from which a node behind NAT is a client.
+    dht_client_at: usize,
+    /// When the mode is next chosen (every [`DHT_ROLE_EVERY`]).
+    next_dht_role: Instant,
 }
 
 impl Actor {
@@ -329,6 +340,10 @@ impl Actor {
             steady_refreshes: 0,
             rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
+            // `behaviour.rs` sets server mode for a node with listeners.
+            dht_mode: (!cfg.listen.is_empty()).then_some(kad::Mode::Server),
+            dht_client_at: cfg.dht_client_at,
+            next_dht_role: Instant::now() + DHT_ROLE_EVERY,
         };
         for addr in &cfg.bootstrap {
             match peer_id_of(addr) {
@@ -623,6 +638,10 @@ impl Actor {
                     self.kad_refresh_own_key();
                 }
             }
+        }
+        if now >= self.next_dht_role {
+            self.next_dht_role = now + DHT_ROLE_EVERY;
+            self.choose_dht_mode();
         }
         if now >= self.next_prune {
             self.next_prune = now + prune_every(self.watermarks);

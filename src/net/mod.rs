@@ -44,6 +44,7 @@ mod actor;
 mod behaviour;
 mod bootstrap;
 mod codec;
+pub mod dht_role;
 mod dials;
 pub mod direct;
 mod download;
@@ -79,7 +80,7 @@ pub use libp2p::gossipsub::MessageId;
 
 use crate::store::Store;
 
-/// Kademlia protocol id. Nodes with a listen address run it in server mode.
+/// Kademlia protocol id. Nodes with a listen address serve it unless [`dht_role`] says otherwise.
 pub const KAD_PROTOCOL: &str = "/hearth/kad/1.0.0";
 /// Request-response protocol carrying opaque control messages for the layers above.
 pub const CONTROL_PROTOCOL: &str = "/hearth/control/1";
@@ -188,7 +189,8 @@ pub struct NetConfig {
     /// The node's identity. The PeerId derives from it; keep it stable across restarts.
     pub keypair: Keypair,
     /// Addresses to listen on. Default: `/ip4/0.0.0.0/tcp/0` and `/ip4/0.0.0.0/udp/0/quic-v1`.
-    /// A node with at least one listen address runs Kademlia in server mode.
+    /// A node with at least one listen address runs Kademlia in server mode unless it is
+    /// not publicly reachable in a network with enough public servers ([`dht_role`]).
     pub listen: Vec<Multiaddr>,
     /// Bootstrap peers, each ending in `/p2p/<peer id>`. Default: empty (see
     /// [`default_bootstrap`] for the shipped list).
@@ -234,6 +236,11 @@ pub struct NetConfig {
     pub relay_client: bool,
     /// Ask the home router for a port mapping with UPnP IGD. Default: `false`.
     pub upnp: bool,
+    /// Peers at public addresses in the routing table from which a node with listeners but
+    /// no confirmed direct address runs Kademlia as a client (answers no lookups, stays out of
+    /// others' tables), until fewer than half as many remain ([`dht_role`]). Default:
+    /// [`dht_role::DEFAULT_CLIENT_AT`] (20); 0: a client whenever not publicly reachable.
+    pub dht_client_at: usize,
     /// How long a blob fetch waits for a direct connection to a provider it only reaches
     /// through a relay (hole punching in progress) before trying another provider.
     /// Default: 30 s.
@@ -312,6 +319,7 @@ impl NetConfig {
             relay_server: None,
             relay_client: true,
             upnp: false,
+            dht_client_at: dht_role::DEFAULT_CLIENT_AT,
             direct_wait: Duration::from_secs(30),
             peer_watermarks: Some(Watermarks::RADIATOR),
             topics: Topic::ALL.to_vec(),
@@ -531,6 +539,11 @@ pub struct Reachability {
     /// `None` once a dial is answered or connects, or a relay takes it.
     #[serde(default)]
     pub line_down_since_ms: Option<u64>,
+    /// This node only uses the DHT (Kademlia client mode): it is not publicly reachable and
+    /// its routing table holds enough public servers (`dht_role.rs`). `false`: it answers
+    /// other nodes' lookups and stores their records (server mode).
+    #[serde(default)]
+    pub dht_client: bool,
 }
 
 impl Reachability {

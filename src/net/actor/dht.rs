@@ -281,6 +281,45 @@ impl Actor {
         self.swarm.behaviour_mut().kad.add_address(&peer, addr);
     }
 
+    /// Serve the DHT or only use it (`dht_role.rs`), by the public servers in the routing
+    /// table and whether a direct address of this node is confirmed.
+    pub(super) fn choose_dht_mode(&mut self) {
+        let Some(current) = self.dht_mode else {
+            return;
+        };
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let servers: usize = kad
+            .kbuckets()
+            .map(|b| dht_role::public_servers(b.iter().map(|e| e.node.value.iter())))
+            .sum();
+        let public = !self.confirmed.is_empty();
+        let mode = dht_role::decide(current, public, servers, self.dht_client_at);
+        if mode == current {
+            return;
+        }
+        match mode {
+            kad::Mode::Client => info!(
+                public_servers = servers,
+                "not reachable from the internet and the DHT has servers enough: \
+                 using it as a client (answering no lookups)"
+            ),
+            kad::Mode::Server => info!(
+                public_servers = servers,
+                public, "serving the DHT again (answering lookups)"
+            ),
+        }
+        kad.set_mode(Some(mode));
+        self.dht_mode = Some(mode);
+    }
+
+    /// `peer` no longer speaks Kademlia (identify said so: it became a DHT client): out of
+    /// the routing table, which would otherwise hand it to lookups that cannot ask it.
+    pub(super) fn not_a_dht_server(&mut self, peer: PeerId) {
+        if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
+            debug!(%peer, "no longer a DHT server: out of the routing table");
+        }
+    }
+
     /// The peers in Kademlia's routing table, and those kept out of it since start
     /// (`table.rs`).
     pub(super) fn table_counts(&mut self) -> (usize, u64) {

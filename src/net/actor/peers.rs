@@ -464,6 +464,8 @@ impl Actor {
             .collect();
         if speaks_kad {
             self.add_to_table(peer_id, &addrs);
+        } else {
+            self.not_a_dht_server(peer_id);
         }
         if let Some(p) = self.peers.get_mut(&peer_id) {
             p.agent_version = Some(truncate(info.agent_version, 256));

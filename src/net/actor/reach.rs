@@ -35,6 +35,7 @@ impl Actor {
             hole_punch_failures: self.hole_punch_failures,
             dead_connections: self.dead_connections,
             line_down_since_ms: self.line_down_since,
+            dht_client: self.dht_mode == Some(kad::Mode::Client),
         }
     }
 
