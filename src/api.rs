@@ -166,6 +166,11 @@ pub struct Status {
     pub routing_peers: usize,
     #[serde(default)]
     pub routing_refused: u64,
+    /// Dials since start by who asked for them, and the connections they established
+    /// (`net::DialCounts`): where a radiator's outbound connections come from. Empty from
+    /// older nodes.
+    #[serde(default)]
+    pub dials: crate::net::DialCounts,
     /// Bytes free on the disk of the data directory now (absent if it cannot be asked), and
     /// the free space the blob store keeps there (`[limits] disk_free_mib`). 0 and absent
     /// from older nodes.
@@ -232,6 +237,7 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         work_records: net.work_records,
         work_records_refused: net.work_records_refused,
         routing_peers: net.routing_peers,
+        dials: net.dials,
         routing_refused: net.routing_refused,
         disk_free_bytes,
         disk_floor_bytes,

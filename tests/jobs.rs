@@ -822,7 +822,7 @@ async fn a_shard_waiting_for_memory_is_not_charged_for_the_wait() {
         // The household sees its radiator's memory in `hearth status` (`GET /v1/status`).
         let token = std::fs::read_to_string(dir.path().join("radiator-1/api.token")).unwrap();
         let status_url = format!("http://{}/v1/status", nodes[1].api_addr);
-        let memory = move || {
+        let status = move || {
             let (url, token) = (status_url.clone(), token.clone());
             async move {
                 let s: hearth::api::Status = reqwest::Client::new()
@@ -834,9 +834,19 @@ async fn a_shard_waiting_for_memory_is_not_charged_for_the_wait() {
                     .json()
                     .await
                     .unwrap();
-                (s.shard_memory_bytes, s.shard_memory_limit_bytes)
+                s
             }
         };
+        let memory = || async {
+            let s = status().await;
+            (s.shard_memory_bytes, s.shard_memory_limit_bytes)
+        };
+        // And where its radiator's connections came from: it dialled its bootstrap node.
+        let dials = status().await.dials;
+        assert!(
+            dials.established(hearth::net::DialOrigin::Bootstrap) >= 1,
+            "{dials:?}"
+        );
         let id = sub.context.coordinator.submit(manifest).await.unwrap();
         let mut most = 0;
         loop {
