@@ -120,8 +120,7 @@ const FULL_REFRESH_EVERY: u32 = 4;
 const MAX_RELAYS: usize = 2;
 /// Confirmed external addresses remembered.
 const MAX_CONFIRMED: usize = 16;
-/// How often the node chooses whether it serves the DHT (`dht_role.rs`): each time it counts
-/// the routing table's public servers (at most a few hundred entries).
+/// How often the node chooses whether it serves the DHT (`dht_role.rs`; counts the table).
 const DHT_ROLE_EVERY: Duration = Duration::from_secs(5);
 /// How often connection pruning looks at the peers held (`prune.rs`), at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
@@ -263,12 +262,10 @@ pub(crate) struct Actor {
     steady_refreshes: u32,
     rebootstrap_interval: Duration,
     listeners_waiting: usize,
-    /// The Kademlia mode this node chose (`dht_role.rs`); `None`: it has no listeners and
-    /// leaves the mode to libp2p (a client until an external address is confirmed).
+    /// The Kademlia mode chosen (`dht_role.rs`, from `dht_client_at`, next at `next_dht_role`);
+    /// `None`: no listeners, libp2p's automatic mode (a client until an address is confirmed).
     dht_mode: Option<kad::Mode>,
-    /// Public servers in the routing table from which a node behind NAT is a client.
     dht_client_at: usize,
-    /// When the mode is next chosen (every [`DHT_ROLE_EVERY`]).
     next_dht_role: Instant,
 }
 
@@ -340,8 +337,7 @@ impl Actor {
             steady_refreshes: 0,
             rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
-            // `behaviour.rs` sets server mode for a node with listeners.
-            dht_mode: (!cfg.listen.is_empty()).then_some(kad::Mode::Server),
+            dht_mode: (!cfg.listen.is_empty()).then_some(kad::Mode::Server), // behaviour.rs
             dht_client_at: cfg.dht_client_at,
             next_dht_role: Instant::now() + DHT_ROLE_EVERY,
         };

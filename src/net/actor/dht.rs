@@ -312,6 +312,31 @@ impl Actor {
         self.dht_mode = Some(mode);
     }
 
+    /// Drops from `peer`'s routing-table entry the relay circuits it no longer lists
+    /// (`advertised`, from identify; `table.rs`, `withdrawn_circuit`).
+    pub(super) fn forget_withdrawn_circuits(&mut self, peer: PeerId, advertised: &[Multiaddr]) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let stale: Vec<Multiaddr> = match kad.kbucket(peer) {
+            Some(bucket) => bucket
+                .iter()
+                .find(|e| *e.node.key.preimage() == peer)
+                .map(|e| {
+                    e.node
+                        .value
+                        .iter()
+                        .filter(|a| crate::net::table::withdrawn_circuit(a, advertised))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => return,
+        };
+        for a in stale {
+            debug!(%peer, addr = %a, "a relay circuit the peer no longer lists: out of the routing table");
+            kad.remove_address(&peer, &a);
+        }
+    }
+
     /// `peer` no longer speaks Kademlia (identify said so: it became a DHT client): out of
     /// the routing table, which would otherwise hand it to lookups that cannot ask it.
     pub(super) fn not_a_dht_server(&mut self, peer: PeerId) {

@@ -464,6 +464,7 @@ impl Actor {
             .collect();
         if speaks_kad {
             self.add_to_table(peer_id, &addrs);
+            self.forget_withdrawn_circuits(peer_id, &addrs);
         } else {
             self.not_a_dht_server(peer_id);
         }
