@@ -1491,6 +1491,7 @@ async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
         let data = blob_bytes("relayed", 300 * 1024);
         let hash = a.store.put_bytes(&data).expect("put");
         let circuit = relay_full
+            .clone()
             .with(libp2p::multiaddr::Protocol::P2pCircuit)
             .with(libp2p::multiaddr::Protocol::P2p(a.id()));
         // A may have dialled B through the relay at the same moment; then B keeps that
@@ -1549,6 +1550,18 @@ async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
             None,
             "b is no relay"
         );
+        // A circuit to a peer that holds no reservation is refused, and the operator sees why.
+        let nobody = relay_full
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2pCircuit)
+            .with(libp2p::multiaddr::Protocol::P2p(libp2p::PeerId::random()));
+        assert!(b.net.dial(nobody).await.is_err(), "nobody to reach");
+        eventually("the relay counts the refusal by its reason", || async {
+            let s = relay.net.status().await.expect("status").relay;
+            let s = s.expect("a relay server");
+            s.refused.no_reservation == 1 && s.refused_total == s.refused.total()
+        })
+        .await;
     })
     .await;
 }

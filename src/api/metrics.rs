@@ -71,11 +71,24 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
             None,
             relay.circuits_total as f64,
         );
-        m.counter(
+        let refused = Family::<Vec<(String, String)>, Counter<f64, AtomicU64>>::default();
+        let r = &relay.refused;
+        for (reason, n) in [
+            ("no_reservation", r.no_reservation),
+            ("circuits_full", r.circuits_full),
+            ("peer_circuits_full", r.peer_circuits_full),
+            ("reservations_full", r.reservations_full),
+            ("rate_limited", r.rate_limited),
+            ("other", r.other),
+        ] {
+            refused
+                .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+                .inc_by(n as f64);
+        }
+        m.registry.register(
             "relay_refused",
-            "Relay servers only: reservations and relayed connections refused since the node started (a limit was reached, or the destination had no reservation)",
-            None,
-            relay.refused_total as f64,
+            "Relay servers only: reservations and relayed connections refused since the node started, by reason: the destination held no reservation, or which limit was reached (docs/operations.md, Running a relay)",
+            refused,
         );
     }
     m.gauge(

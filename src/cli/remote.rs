@@ -96,8 +96,12 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
     if let Some(relay) = &s.relay {
         println!(
             "relay:      {} home(s) listening through this relay; {} relayed connection(s) open, \
-             {} since start; {} refused",
-            relay.reservations, relay.circuits, relay.circuits_total, relay.refused_total
+             {} since start; {} refused{}",
+            relay.reservations,
+            relay.circuits,
+            relay.circuits_total,
+            relay.refused_total,
+            refusal_reasons(&relay.refused)
         );
     }
     let r = &s.reachability;
@@ -305,6 +309,28 @@ pub async fn trust(api: &Client, household: Option<&str>, json: bool) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// `refused`'s reasons in words, for the status line: " (3 to homes without a reservation,
+/// 2 rate limited)", or nothing when none was refused.
+fn refusal_reasons(r: &crate::net::RelayRefusals) -> String {
+    let parts: Vec<String> = [
+        (r.no_reservation, "to homes without a reservation here"),
+        (r.circuits_full, "at max_circuits"),
+        (r.peer_circuits_full, "at max_circuits_per_peer"),
+        (r.reservations_full, "at max_reservations"),
+        (r.rate_limited, "rate limited"),
+        (r.other, "malformed or not allowed"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, why)| format!("{n} {why}"))
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
 }
 
 fn state_word(s: &JobStatus) -> &'static str {
@@ -524,6 +550,21 @@ pub async fn job_result(api: &Client, id: &str, output: &Path) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relays_refusals_are_said_by_reason() {
+        let none = crate::net::RelayRefusals::default();
+        assert_eq!(refusal_reasons(&none), "");
+        let some = crate::net::RelayRefusals {
+            no_reservation: 3,
+            rate_limited: 2,
+            ..none
+        };
+        assert_eq!(
+            refusal_reasons(&some),
+            " (3 to homes without a reservation here, 2 rate limited)"
+        );
+    }
 
     /// A big job's status is a few lines: counts, then the shards that are not verified, runs
     /// of shards saying the same on one line; `--all` lists each verified shard too.

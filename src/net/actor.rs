@@ -302,7 +302,7 @@ impl Actor {
             hole_punch_successes: 0,
             hole_punch_failures: 0,
             dead_connections: 0,
-            relay_server: cfg.relay_server.as_ref().map(|_| RelayLoad::default()),
+            relay_server: cfg.relay_server.as_ref().map(RelayLoad::new),
             commands,
             events,
             peers: HashMap::new(),

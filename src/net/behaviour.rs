@@ -67,8 +67,9 @@ pub(crate) struct Behaviour {
     pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
-/// The relay server configuration from our limits. Rate limits stay libp2p's defaults (per
-/// peer one reservation / circuit every 2 min, at most 30 an hour; per IP one a minute).
+/// The relay server configuration from our limits. Rate limits stay libp2p's defaults (token
+/// buckets: per source peer 30 reservations and 30 circuits, one of each back every 2 min;
+/// per source IP 60, one back a minute).
 fn relay_config(l: &RelayLimits) -> relay::Config {
     relay::Config {
         max_reservations: l.max_reservations,

@@ -505,8 +505,40 @@ pub struct RelayServed {
     pub circuits: u64,
     pub circuits_total: u64,
     /// Reservations and relayed connections refused since start (a limit was reached, or the
-    /// peer had no reservation).
+    /// destination had no reservation): the sum of `refused`.
     pub refused_total: u64,
+    pub refused: RelayRefusals,
+}
+
+/// Why a relay server refused reservations and relayed connections, counted since start. The
+/// limit behind a refusal is told from the relay's counts at the time (`relay_load.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRefusals {
+    /// A circuit to a peer holding no reservation here (an address of a circuit it gave up,
+    /// or of another relay's).
+    pub no_reservation: u64,
+    /// `RelayLimits::max_circuits` were open.
+    pub circuits_full: u64,
+    /// The asking peer was an end of more than `RelayLimits::max_circuits_per_peer` circuits.
+    pub peer_circuits_full: u64,
+    /// `RelayLimits::max_reservations` were held.
+    pub reservations_full: u64,
+    /// libp2p's rate limiters (per source peer and per source IP address; reservations also
+    /// four per peer at once).
+    pub rate_limited: u64,
+    /// Any other answer (a malformed or unexpected request, a denied permission).
+    pub other: u64,
+}
+
+impl RelayRefusals {
+    pub fn total(&self) -> u64 {
+        self.no_reservation
+            + self.circuits_full
+            + self.peer_circuits_full
+            + self.reservations_full
+            + self.rate_limited
+            + self.other
+    }
 }
 
 /// How this node can be reached, and how its connections through relays fared.

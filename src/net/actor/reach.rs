@@ -316,11 +316,23 @@ impl Actor {
             | relay::Event::ReservationTimedOut { src_peer_id } => {
                 served.reservation_ended(&src_peer_id)
             }
-            relay::Event::ReservationReqDenied { .. } | relay::Event::CircuitReqDenied { .. } => {
-                served.refused()
+            relay::Event::ReservationReqDenied { status, .. } => {
+                served.reservation_refused(&status)
             }
-            relay::Event::CircuitReqAccepted { .. } => served.circuit_opened(),
-            relay::Event::CircuitClosed { .. } => served.circuit_closed(),
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                status,
+                ..
+            } => served.circuit_refused(&src_peer_id, &status),
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => served.circuit_opened(src_peer_id, dst_peer_id),
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => served.circuit_closed(&src_peer_id, &dst_peer_id),
             _ => {}
         }
     }
