@@ -122,10 +122,11 @@ status() { hx "$1" status --json 2>/dev/null; }
 peer_of() { status "$1" | jq -r .peer_id; }
 
 wait_until() { # TIMEOUT DESCRIPTION COMMAND...
-  local deadline=$(($(date +%s) + $1)) what=$2
+  local secs=$1 what=$2
+  local deadline=$(($(date +%s) + secs))
   shift 2
   until "$@"; do
-    [ "$(date +%s)" -lt "$deadline" ] || { log "timed out after $1... waiting for: $what"; return 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { log "timed out after $secs s waiting for: $what"; return 1; }
     sleep 1
   done
 }

@@ -1072,3 +1072,75 @@ async fn a_radiator_short_of_disk_gives_work_back_saying_why_and_takes_it_once_t
     .await
     .expect("test timed out");
 }
+
+/// A coordinator that went away (its home's line down, its machine off) is asked less and less
+/// often, not every second until the radiator gives its job up. Every ask of a peer a radiator
+/// is not connected to is a dial; to a home behind NAT it is a circuit at the relay, whose rate
+/// limiter charges the radiator for it (30, then one per 2 minutes), so a radiator that asked
+/// a gone coordinator every second would be left, for the next hour, unable to reach any other
+/// home through that relay. Real nodes on loopback, where a dial to the gone coordinator fails
+/// at once, as a circuit to a home without a reservation does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_radiator_asks_a_coordinator_that_went_away_less_and_less_often() {
+    use hearth::net::DialOrigin;
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = start_radiators(dir.path(), 3, 1, &|i, o: &mut NodeOptions| {
+            o.coordinator.lease = Duration::from_secs(3);
+            warm_if(i == 0, o);
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let spec = JobSpec::Pi {
+            shards: 64,
+            samples: 64_000_000,
+            seed: 5,
+        };
+        let (id, _) = submit(&nodes[0], &spec, 2).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = nodes[0].context.coordinator.view(id).await.unwrap();
+            if v.shards_verified >= 1 {
+                assert!(v.shards_verified < v.shards_total, "job finished too soon");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no shard verified");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        nodes.remove(0).shutdown().await;
+        let asks = || async {
+            let mut n = Vec::new();
+            for r in &nodes {
+                n.push(
+                    r.context
+                        .net
+                        .status()
+                        .await
+                        .unwrap()
+                        .dials
+                        .dials(DialOrigin::Control),
+                );
+            }
+            n
+        };
+        let before = asks().await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let after = asks().await;
+        eprintln!("dials to the gone coordinator in 30 s: before {before:?}, after {after:?}");
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            // Leases asked for 1, 2, 4, 8, 16 s apart and each held claim sent again 2, 4, 8,
+            // 16 s apart: about 15 dials in 30 s. Every second, 30 for the leases alone.
+            assert!(
+                a - b <= 20,
+                "radiator {i} dialled the gone coordinator {} times in 30 s",
+                a - b
+            );
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

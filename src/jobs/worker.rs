@@ -6,7 +6,8 @@
 //! output, and sends a signed claim. A trap is reported as a failure, never as an output.
 //! Leases being worked are kept in sled (`worker/leases`) so a radiator killed mid-shard
 //! picks the work up again after a restart if the lease is still valid. A job whose
-//! coordinator stays unreachable is dropped after `give_up`.
+//! coordinator stays unreachable is asked again less and less often ([`unanswered_wait`])
+//! and dropped after `give_up`.
 //!
 //! While a shard is worked its lease is renewed every third of its length (`Request::Renew`),
 //! so a shard slower than the lease does not livelock. Execution starts only if at least
@@ -192,6 +193,8 @@ struct KnownJob {
     coordinator: libp2p::PeerId,
     next_try: Instant,
     unreachable_since: Option<Instant>,
+    /// Asks its coordinator did not answer in a row ([`unanswered_wait`]).
+    unanswered: u32,
     /// A shard of it ran here: its blobs reach this radiator and its module suits it, so
     /// shards of it may be leased ahead.
     worked: bool,
@@ -219,6 +222,23 @@ enum Outcome {
 
 /// How long a job given back ([`Outcome::GivenBack`]) is left before asking again.
 const GIVE_BACK_RETRY: Duration = Duration::from_secs(30);
+
+/// The longest wait between two asks of a coordinator that does not answer.
+const MAX_UNANSWERED_WAIT: Duration = Duration::from_secs(30);
+
+/// How long to wait before asking again a coordinator that has not answered `failures` times
+/// in a row (lease requests: `first` 1 s; claims: 2 s): `first`, doubling each time, at most
+/// [`MAX_UNANSWERED_WAIT`]. A gone coordinator is asked about 8 times before `give_up` (120
+/// s), not every second: every ask of a peer not connected is a dial, and to a home behind
+/// NAT a circuit at its relay, whose rate limiter charges this radiator for it (30, then one
+/// per 2 min; `docs/operations.md`, "Running a relay"). One that comes back is found within
+/// 30 s.
+pub(super) fn unanswered_wait(first: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    first
+        .saturating_mul(1u32 << doublings)
+        .min(MAX_UNANSWERED_WAIT)
+}
 
 /// The lease of a shard being worked, as its renewals leave it.
 #[derive(Clone, Debug)]
@@ -388,6 +408,7 @@ impl Worker {
                         coordinator,
                         next_try: Instant::now(),
                         unreachable_since: None,
+                        unanswered: 0,
                         worked: false,
                     }
                 });
@@ -421,6 +442,7 @@ impl Worker {
         match outcome {
             Outcome::Worked => {
                 k.unreachable_since = None;
+                k.unanswered = 0;
                 k.next_try = Instant::now();
                 k.worked = true;
             }
@@ -430,6 +452,7 @@ impl Worker {
                 detail,
             } => {
                 k.unreachable_since = None;
+                k.unanswered = 0;
                 if retry_after.is_zero() {
                     tracing::info!(job = %job, ?reason, "coordinator has no more work for us: {detail}");
                     self.forget(job);
@@ -448,6 +471,7 @@ impl Worker {
             Outcome::GivenBack(reason) => {
                 tracing::info!(job = %job, "lease given back: {reason}; asking again in {GIVE_BACK_RETRY:?}");
                 k.unreachable_since = None;
+                k.unanswered = 0;
                 k.next_try = Instant::now() + GIVE_BACK_RETRY;
             }
             Outcome::Unreachable(e) => {
@@ -456,7 +480,9 @@ impl Worker {
                     tracing::warn!(job = %job, "coordinator unreachable for {give_up:?} ({e}); dropping the job");
                     self.forget(job);
                 } else {
-                    k.next_try = Instant::now() + Duration::from_secs(1);
+                    k.unanswered = k.unanswered.saturating_add(1);
+                    k.next_try =
+                        Instant::now() + unanswered_wait(Duration::from_secs(1), k.unanswered);
                 }
             }
         }
@@ -543,6 +569,7 @@ impl Worker {
                 coordinator,
                 next_try: Instant::now(),
                 unreachable_since: None,
+                unanswered: 0,
                 worked: false,
             });
         }
@@ -596,6 +623,7 @@ impl Worker {
                 coordinator,
                 next_try: Instant::now(),
                 unreachable_since: None,
+                unanswered: 0,
                 worked: false,
             });
             self.running += 1;
@@ -605,5 +633,28 @@ impl Worker {
                 (job, ctx.outcome(job, coordinator, result).await)
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_coordinator_that_does_not_answer_is_asked_about_eight_times_before_give_up() {
+        let first = Duration::from_secs(1);
+        let waits: Vec<u64> = (1..=7)
+            .map(|n| unanswered_wait(first, n).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(unanswered_wait(first, 0), first, "the first failure");
+        assert_eq!(unanswered_wait(first, u32::MAX), MAX_UNANSWERED_WAIT);
+        // Asks at 0, 1, 3, 7, 15, 31, 61, 91 s: eight before the default give_up of 120 s.
+        let (mut at, mut asks) = (Duration::ZERO, 0);
+        while at < WorkerConfig::default().give_up {
+            asks += 1;
+            at += unanswered_wait(first, asks);
+        }
+        assert_eq!(asks, 8);
     }
 }

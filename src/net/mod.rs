@@ -507,6 +507,8 @@ pub struct RelayServed {
     /// Reservations and relayed connections refused since start (a limit was reached, or the
     /// destination had no reservation): the sum of `refused`.
     pub refused_total: u64,
+    /// Absent from older nodes.
+    #[serde(default)]
     pub refused: RelayRefusals,
 }
 

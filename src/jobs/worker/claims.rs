@@ -21,7 +21,8 @@
 //!   A refusal that came after the lease's deadline (as this radiator last knew it) is logged
 //!   as "refused after its lease ran out", any other as "claim rejected";
 //! - a claim whose coordinator did not answer (unreachable, or it could not save the claim)
-//!   is sent again every [`RESEND_AFTER`], and dropped with a warning once its coordinator has
+//!   is sent again [`RESEND_AFTER`] later, then twice as long each time up to 30 s
+//!   (`worker::unanswered_wait`), and dropped with a warning once its coordinator has
 //!   not answered for the worker's `give_up`, counted from the first failure in this run (a
 //!   claim stored before a long outage is sent at least once after the restart);
 //! - a claim that cannot be read back (damaged) is dropped with an error.
@@ -58,7 +59,8 @@ pub(super) const MAX_STORED_CLAIMS: usize = 256;
 /// it; after that it waits [`RESEND_AFTER`] like an unanswered one.
 const CLAIM_RETRIES: u32 = 3;
 
-/// How long an unanswered claim waits before it is sent again.
+/// How long an unanswered claim first waits before it is sent again (then longer each time,
+/// `worker::unanswered_wait`).
 pub(super) const RESEND_AFTER: Duration = Duration::from_secs(2);
 
 /// Version byte of a stored entry.
@@ -146,8 +148,9 @@ struct Waiting {
     /// The entry this is about (see [`Outgoing::entry`]).
     entry: Vec<u8>,
     next_try: Instant,
-    /// Since when its coordinator has not answered, in this run.
+    /// Since when its coordinator has not answered, in this run, and how many times.
     unanswered_since: Option<Instant>,
+    unanswered: u32,
     /// A task is sending it now.
     sending: bool,
     /// The latest deadline known for its lease (a saved lease renewed after the claim was
@@ -219,6 +222,7 @@ impl ClaimOutbox {
                             entry: out.entry,
                             next_try: now,
                             unanswered_since: None,
+                            unanswered: 0,
                             sending: false,
                             deadline_ms: out.deadline_ms,
                         },
@@ -266,6 +270,7 @@ impl ClaimOutbox {
                 entry: entry.clone(),
                 next_try: Instant::now(),
                 unanswered_since: None,
+                unanswered: 0,
                 sending: true,
                 deadline_ms,
             },
@@ -394,8 +399,8 @@ impl ClaimOutbox {
         }
     }
 
-    /// No answer: sent again after [`RESEND_AFTER`], or dropped once its coordinator has not
-    /// answered for `give_up`. Returns whether it was dropped.
+    /// No answer: sent again after [`RESEND_AFTER`] and longer each time, or dropped once its
+    /// coordinator has not answered for `give_up`. Returns whether it was dropped.
     fn unanswered(&self, out: &Outgoing, give_up: Duration) -> bool {
         let now = Instant::now();
         let expired = {
@@ -404,7 +409,8 @@ impl ClaimOutbox {
                 return false;
             };
             w.sending = false;
-            w.next_try = now + RESEND_AFTER;
+            w.unanswered = w.unanswered.saturating_add(1);
+            w.next_try = now + super::unanswered_wait(RESEND_AFTER, w.unanswered);
             now.duration_since(*w.unanswered_since.get_or_insert(now)) >= give_up
         };
         if expired {
