@@ -78,6 +78,7 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
             ("circuits_full", r.circuits_full),
             ("peer_circuits_full", r.peer_circuits_full),
             ("reservations_full", r.reservations_full),
+            ("destination_failed", r.destination_failed),
             ("rate_limited", r.rate_limited),
             ("other", r.other),
         ] {
@@ -87,7 +88,7 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         }
         m.registry.register(
             "relay_refused",
-            "Relay servers only: reservations and relayed connections refused since the node started, by reason: the destination held no reservation, or which limit was reached (docs/operations.md, Running a relay)",
+            "Relay servers only: reservations and relayed connections refused since the node started, by reason: the destination held no reservation or did not take the circuit, or which limit was reached (docs/operations.md, Running a relay)",
             refused,
         );
     }

@@ -319,6 +319,7 @@ fn refusal_reasons(r: &crate::net::RelayRefusals) -> String {
         (r.circuits_full, "at max_circuits"),
         (r.peer_circuits_full, "at max_circuits_per_peer"),
         (r.reservations_full, "at max_reservations"),
+        (r.destination_failed, "not taken by their destination"),
         (r.rate_limited, "rate limited"),
         (r.other, "malformed or not allowed"),
     ]

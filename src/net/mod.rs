@@ -525,6 +525,11 @@ pub struct RelayRefusals {
     pub peer_circuits_full: u64,
     /// `RelayLimits::max_reservations` were held.
     pub reservations_full: u64,
+    /// The destination did not take the circuit (it refused it, as a home already holding a
+    /// relayed or direct connection to the asking peer does, or its connection failed).
+    /// Absent from older nodes.
+    #[serde(default)]
+    pub destination_failed: u64,
     /// libp2p's rate limiters (per source peer and per source IP address; reservations also
     /// four per peer at once).
     pub rate_limited: u64,
@@ -538,6 +543,7 @@ impl RelayRefusals {
             + self.circuits_full
             + self.peer_circuits_full
             + self.reservations_full
+            + self.destination_failed
             + self.rate_limited
             + self.other
     }

@@ -108,6 +108,7 @@ impl RelayLoad {
         let r = &mut self.counts.refused;
         match status {
             StatusCode::NoReservation => r.no_reservation += 1,
+            StatusCode::ConnectionFailed => r.destination_failed += 1,
             StatusCode::ResourceLimitExceeded
                 if self.counts.circuits as usize >= self.max_circuits =>
             {
@@ -225,6 +226,8 @@ mod tests {
         );
         s.circuit_refused(&a, &StatusCode::MalformedMessage);
         assert_eq!(s.counts().refused.other, 1);
+        s.circuit_refused(&a, &StatusCode::ConnectionFailed);
+        assert_eq!(s.counts().refused.destination_failed, 1);
 
         s.reservation_refused(&limit);
         assert_eq!(s.counts().refused.rate_limited, 5, "no reservation held");
@@ -235,7 +238,7 @@ mod tests {
         s.reservation_refused(&StatusCode::PermissionDenied);
         let r = s.counts();
         assert_eq!(r.refused.other, 2);
-        assert_eq!(r.refused_total, 10);
+        assert_eq!(r.refused_total, 11);
         assert_eq!(r.refused_total, r.refused.total());
     }
 }
