@@ -14,6 +14,7 @@ use libp2p::{
     request_response, tcp, upnp, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
 
+use super::candidates::DirectCandidates;
 use super::codec::FrameCodec;
 use super::dials::{Counted, DialLog, DialOrigin};
 use super::keep::KeepOpen;
@@ -42,7 +43,8 @@ pub(crate) struct Behaviour {
     /// One relayed connection per peer, none beside a direct one (`relayed.rs`); before the
     /// behaviours with handlers, so that a connection it denies never starts one.
     pub(crate) one_relayed: OneRelayed,
-    pub(crate) identify: identify::Behaviour,
+    /// Identify, reporting only direct addresses as candidates for ours (`candidates.rs`).
+    pub(crate) identify: DirectCandidates<identify::Behaviour>,
     pub(crate) ping: ping::Behaviour,
     /// Hole-punched connections kept open while idle (`keep.rs`).
     pub(crate) keep_open: KeepOpen,
@@ -292,7 +294,7 @@ fn build_behaviour(
         limits: connection_limits::Behaviour::new(limits),
         per_subnet: InboundPerSubnet::new(cfg.limit_local_networks),
         one_relayed: OneRelayed::new(peer_id),
-        identify,
+        identify: DirectCandidates { inner: identify },
         ping: ping::Behaviour::new(
             ping::Config::new()
                 .with_interval(cfg.ping_interval)

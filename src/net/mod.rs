@@ -43,6 +43,7 @@
 mod actor;
 mod behaviour;
 mod bootstrap;
+mod candidates;
 mod codec;
 pub mod dht_role;
 mod dials;
