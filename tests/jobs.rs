@@ -247,19 +247,7 @@ async fn restarted_coordinator_finishes_the_job() {
         };
         let (id, _) = submit(&nodes[0], &spec, 2).await;
         // Let some work happen, then restart the coordinator mid-job.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = nodes[0].context.coordinator.view(id).await.unwrap();
-            if v.shards_verified >= 1 {
-                assert!(
-                    v.shards_verified < v.shards_total,
-                    "job finished before the restart"
-                );
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        partly_verified(&nodes[0], id, Duration::from_secs(30)).await;
         let coordinator = nodes.remove(0);
         let data_dir = dir.path().join("radiator-0");
         coordinator.shutdown().await;
@@ -1098,16 +1086,7 @@ async fn a_radiator_asks_a_coordinator_that_went_away_less_and_less_often() {
             seed: 5,
         };
         let (id, _) = submit(&nodes[0], &spec, 2).await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let v = nodes[0].context.coordinator.view(id).await.unwrap();
-            if v.shards_verified >= 1 {
-                assert!(v.shards_verified < v.shards_total, "job finished too soon");
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "no shard verified");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        partly_verified(&nodes[0], id, Duration::from_secs(60)).await;
         nodes.remove(0).shutdown().await;
         let asks = || async {
             let mut n = Vec::new();
@@ -1143,4 +1122,22 @@ async fn a_radiator_asks_a_coordinator_that_went_away_less_and_less_often() {
     })
     .await
     .expect("test timed out");
+}
+
+/// Waits (at most `within`) until the job `sub` coordinates has a shard verified, and fails
+/// if every shard was by then: the test needs the job still running.
+async fn partly_verified(sub: &RunningNode, id: blake3::Hash, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let v = sub.context.coordinator.view(id).await.unwrap();
+        if v.shards_verified >= 1 {
+            assert!(
+                v.shards_verified < v.shards_total,
+                "the job finished too soon"
+            );
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no shard verified");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

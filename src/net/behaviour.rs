@@ -294,7 +294,7 @@ fn build_behaviour(
         limits: connection_limits::Behaviour::new(limits),
         per_subnet: InboundPerSubnet::new(cfg.limit_local_networks),
         one_relayed: OneRelayed::new(peer_id),
-        identify: DirectCandidates { inner: identify },
+        identify: DirectCandidates::new(identify),
         ping: ping::Behaviour::new(
             ping::Config::new()
                 .with_interval(cfg.ping_interval)

@@ -13,21 +13,16 @@
 //!
 //! Must not touch: anything identify does but the candidates it reports.
 
-use std::task::{Context, Poll};
-
-use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
-};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::swarm::ToSwarm;
+use libp2p::Multiaddr;
 
-/// Whether `addr` can be a direct external address of ours: not relayed, and starting with
-/// an IP address or a DNS name (what a dial-back or a hole punch can dial).
-pub(crate) fn is_direct_candidate(addr: &Multiaddr) -> bool {
-    let starts_at_host = matches!(
+use super::wrapped::{Hook, Wrapped};
+
+/// Whether `addr` starts with an IP address or a DNS name: something a dial can reach by
+/// itself, unlike `/p2p/<id>` alone.
+pub(crate) fn starts_at_host(addr: &Multiaddr) -> bool {
+    matches!(
         addr.iter().next(),
         Some(
             Protocol::Ip4(_)
@@ -36,103 +31,38 @@ pub(crate) fn is_direct_candidate(addr: &Multiaddr) -> bool {
                 | Protocol::Dns4(_)
                 | Protocol::Dns6(_)
         )
-    );
-    starts_at_host && !addr.iter().any(|p| p == Protocol::P2pCircuit)
+    )
 }
 
-/// `inner` (identify), with its non-direct address candidates dropped.
-pub(crate) struct DirectCandidates<B> {
-    pub(crate) inner: B,
+/// Whether `addr` can be a direct external address of ours: not relayed, and starting at a
+/// host (what a dial-back or a hole punch can dial).
+pub(crate) fn is_direct_candidate(addr: &Multiaddr) -> bool {
+    starts_at_host(addr) && !addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
-impl<B: NetworkBehaviour> NetworkBehaviour for DirectCandidates<B> {
-    type ConnectionHandler = B::ConnectionHandler;
-    type ToSwarm = B::ToSwarm;
+/// `B` (identify), with its non-direct address candidates dropped (`wrapped.rs`).
+pub(crate) type DirectCandidates<B> = Wrapped<B, DirectOnly>;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+/// The hook of [`DirectCandidates`].
+pub(crate) struct DirectOnly;
+
+impl<B> DirectCandidates<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Wrapped {
+            inner,
+            hook: DirectOnly,
+        }
     }
+}
 
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        self.inner.on_swarm_event(event)
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.inner
-            .on_connection_handler_event(peer_id, connection_id, event)
-    }
-
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        loop {
-            match self.inner.poll(cx) {
-                Poll::Ready(ToSwarm::NewExternalAddrCandidate(addr))
-                    if !is_direct_candidate(&addr) =>
-                {
-                    tracing::debug!(%addr, "observed over a relayed connection: no candidate");
-                }
-                other => return other,
+impl<T, I> Hook<T, I> for DirectOnly {
+    fn pass(&mut self, ev: &ToSwarm<T, I>) -> bool {
+        match ev {
+            ToSwarm::NewExternalAddrCandidate(addr) if !is_direct_candidate(addr) => {
+                tracing::debug!(%addr, "observed over a relayed connection: no candidate");
+                false
             }
+            _ => true,
         }
     }
 }
@@ -140,6 +70,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for DirectCandidates<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::PeerId;
 
     fn a(s: &str) -> Multiaddr {
         s.parse().expect("multiaddr")

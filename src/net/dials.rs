@@ -12,18 +12,12 @@
 //! it only observes.
 
 use std::collections::HashMap;
-use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
-use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
-};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::swarm::{ConnectionId, ToSwarm};
 use serde::{Deserialize, Serialize};
+
+use super::wrapped::{Hook, Wrapped};
 
 /// Dials awaiting their outcome whose origin is remembered.
 pub(crate) const MAX_TRACKED: usize = 1024;
@@ -196,120 +190,34 @@ impl DialLog {
     }
 }
 
-/// A behaviour whose dials are logged as `origin`; otherwise it is `B` (and derefs to it).
-pub(crate) struct Counted<B> {
-    inner: B,
+/// A behaviour whose dials are logged as `origin` (`wrapped.rs`); otherwise it is `B` (and
+/// derefs to it).
+pub(crate) type Counted<B> = Wrapped<B, DialHook>;
+
+/// The hook of [`Counted`]: logs every dial its behaviour asks for.
+pub(crate) struct DialHook {
     origin: DialOrigin,
     log: DialLog,
 }
 
 impl<B> Counted<B> {
     pub(crate) fn new(inner: B, origin: DialOrigin, log: &DialLog) -> Self {
-        Self {
+        Wrapped {
             inner,
-            origin,
-            log: log.clone(),
+            hook: DialHook {
+                origin,
+                log: log.clone(),
+            },
         }
     }
 }
 
-impl<B> Deref for Counted<B> {
-    type Target = B;
-    fn deref(&self) -> &B {
-        &self.inner
-    }
-}
-
-impl<B> DerefMut for Counted<B> {
-    fn deref_mut(&mut self) -> &mut B {
-        &mut self.inner
-    }
-}
-
-impl<B: NetworkBehaviour> NetworkBehaviour for Counted<B> {
-    type ConnectionHandler = B::ConnectionHandler;
-    type ToSwarm = B::ToSwarm;
-
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        self.inner.on_swarm_event(event)
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.inner
-            .on_connection_handler_event(peer_id, connection_id, event)
-    }
-
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        let ev = self.inner.poll(cx);
-        if let Poll::Ready(ToSwarm::Dial { opts }) = &ev {
+impl<T, I> Hook<T, I> for DialHook {
+    fn pass(&mut self, ev: &ToSwarm<T, I>) -> bool {
+        if let ToSwarm::Dial { opts } = ev {
             self.log.dialled(self.origin, opts.connection_id());
         }
-        ev
+        true
     }
 }
 

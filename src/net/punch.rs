@@ -52,6 +52,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
+use super::candidates::starts_at_host;
+
 /// Retries of a failed hole punch per peer per connected spell: four, so that their waits
 /// together (200 s) pass [`STALE_NAT_STATE`].
 pub(crate) const RETRIES: u32 = 4;
@@ -386,18 +388,7 @@ pub(crate) fn circuit_addr<'a>(
     dialled: impl IntoIterator<Item = &'a Multiaddr>,
     listen: impl IntoIterator<Item = &'a Multiaddr>,
 ) -> Option<Multiaddr> {
-    let usable = |a: &&Multiaddr| {
-        matches!(
-            a.iter().next(),
-            Some(
-                Protocol::Ip4(_)
-                    | Protocol::Ip6(_)
-                    | Protocol::Dns(_)
-                    | Protocol::Dns4(_)
-                    | Protocol::Dns6(_)
-            )
-        ) && a.iter().any(|p| p == Protocol::P2pCircuit)
-    };
+    let usable = |a: &&Multiaddr| starts_at_host(a) && a.iter().any(|p| p == Protocol::P2pCircuit);
     let addr = dialled
         .into_iter()
         .find(usable)
