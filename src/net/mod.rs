@@ -529,14 +529,14 @@ pub struct RelayRefusals {
     /// `RelayLimits::max_reservations` were held.
     pub reservations_full: u64,
     /// The destination did not take the circuit (it refused it, as a home already holding a
-    /// relayed or direct connection to the asking peer does, or its connection failed).
+    /// relayed or direct connection to the asking peer does, or the relay could not reach it).
     /// Absent from older nodes.
     #[serde(default)]
     pub destination_failed: u64,
     /// libp2p's rate limiters (per source peer and per source IP address; reservations also
     /// four per peer at once).
     pub rate_limited: u64,
-    /// Any other answer (a malformed or unexpected request, a denied permission).
+    /// Any other answer (a malformed request, a denied permission).
     pub other: u64,
 }
 

@@ -108,7 +108,12 @@ impl RelayLoad {
         let r = &mut self.counts.refused;
         match status {
             StatusCode::NoReservation => r.no_reservation += 1,
-            StatusCode::ConnectionFailed => r.destination_failed += 1,
+            // The relay's STOP request to the destination failed (`ConnectionFailed`), or the
+            // destination answered it with a status other than OK, which libp2p reports as
+            // `UnexpectedMessage` (`outbound_stop.rs`, the only place that status is made).
+            StatusCode::ConnectionFailed | StatusCode::UnexpectedMessage => {
+                r.destination_failed += 1
+            }
             StatusCode::ResourceLimitExceeded
                 if self.counts.circuits as usize >= self.max_circuits =>
             {
@@ -227,7 +232,8 @@ mod tests {
         s.circuit_refused(&a, &StatusCode::MalformedMessage);
         assert_eq!(s.counts().refused.other, 1);
         s.circuit_refused(&a, &StatusCode::ConnectionFailed);
-        assert_eq!(s.counts().refused.destination_failed, 1);
+        s.circuit_refused(&a, &StatusCode::UnexpectedMessage);
+        assert_eq!(s.counts().refused.destination_failed, 2);
 
         s.reservation_refused(&limit);
         assert_eq!(s.counts().refused.rate_limited, 5, "no reservation held");
@@ -238,7 +244,7 @@ mod tests {
         s.reservation_refused(&StatusCode::PermissionDenied);
         let r = s.counts();
         assert_eq!(r.refused.other, 2);
-        assert_eq!(r.refused_total, 11);
+        assert_eq!(r.refused_total, 12);
         assert_eq!(r.refused_total, r.refused.total());
     }
 }
