@@ -17,6 +17,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ToSwarm;
 use libp2p::Multiaddr;
 
+use super::relayed::is_relayed;
 use super::wrapped::{Hook, Wrapped};
 
 /// Whether `addr` starts with an IP address or a DNS name: something a dial can reach by
@@ -37,7 +38,7 @@ pub(crate) fn starts_at_host(addr: &Multiaddr) -> bool {
 /// Whether `addr` can be a direct external address of ours: not relayed, and starting at a
 /// host (what a dial-back or a hole punch can dial).
 pub(crate) fn is_direct_candidate(addr: &Multiaddr) -> bool {
-    starts_at_host(addr) && !addr.iter().any(|p| p == Protocol::P2pCircuit)
+    starts_at_host(addr) && !is_relayed(addr)
 }
 
 /// `B` (identify), with its non-direct address candidates dropped (`wrapped.rs`).
@@ -94,5 +95,20 @@ mod tests {
         assert!(!is_direct_candidate(&a(&format!(
             "/ip4/198.51.100.2/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{id}"
         ))));
+    }
+
+    #[test]
+    fn the_hook_drops_only_candidates_that_are_no_direct_address() {
+        type Ev = ToSwarm<(), ()>;
+        let mut hook = DirectOnly;
+        let candidate = |s: String| -> Ev { ToSwarm::NewExternalAddrCandidate(a(&s)) };
+        let id = PeerId::random();
+        assert!(!hook.pass(&candidate(format!("/p2p/{id}"))));
+        assert!(!hook.pass(&candidate(format!(
+            "/ip4/198.51.100.2/tcp/4001/p2p/{id}/p2p-circuit"
+        ))));
+        assert!(hook.pass(&candidate("/ip4/198.19.1.2/tcp/4001".to_string())));
+        let other: Ev = ToSwarm::ExternalAddrConfirmed(a(&format!("/p2p/{id}")));
+        assert!(hook.pass(&other), "only candidates are filtered");
     }
 }

@@ -53,6 +53,7 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
 use super::candidates::starts_at_host;
+use super::relayed::is_relayed;
 
 /// Retries of a failed hole punch per peer per connected spell: four, so that their waits
 /// together (200 s) pass [`STALE_NAT_STATE`].
@@ -388,7 +389,7 @@ pub(crate) fn circuit_addr<'a>(
     dialled: impl IntoIterator<Item = &'a Multiaddr>,
     listen: impl IntoIterator<Item = &'a Multiaddr>,
 ) -> Option<Multiaddr> {
-    let usable = |a: &&Multiaddr| starts_at_host(a) && a.iter().any(|p| p == Protocol::P2pCircuit);
+    let usable = |a: &&Multiaddr| starts_at_host(a) && is_relayed(a);
     let addr = dialled
         .into_iter()
         .find(usable)

@@ -56,7 +56,7 @@ pub(super) const CLAIMS_TREE: &str = "worker/claims";
 pub(super) const MAX_STORED_CLAIMS: usize = 256;
 
 /// Times a claim is sent again at once when its coordinator answered that it could not save
-/// it; after that it waits [`RESEND_AFTER`] like an unanswered one.
+/// it; after that it waits like an unanswered one ([`RESEND_AFTER`], then longer).
 const CLAIM_RETRIES: u32 = 3;
 
 /// How long an unanswered claim first waits before it is sent again (then longer each time,
