@@ -40,21 +40,18 @@ mod peers;
 mod reach;
 
 use self::control::ControlReply;
-use self::reach::{on_autonat, on_upnp};
+use self::reach::on_upnp;
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling, Backoff};
-use super::dht_role;
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::line::{RedialRound, Silence};
 use super::punch::{Direct, Lost, PunchMemory, PunchRetry};
-use super::relay_load::RelayLoad;
 use super::serve::{Served, Server};
-use super::table::Diversity;
-use super::wire::BlobRequest;
 use super::{
-    Command, NetConfig, NetError, NetEvent, NetStatus, PeerInfo, Reachability, RelayServed, Topic,
-    KAD_PROTOCOL, MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
+    dht_role, reach_book::ReachBook, relay_gate::RelayGate, relay_load::RelayLoad,
+    table::Diversity, wire::BlobRequest, Command, NetConfig, NetError, NetEvent, NetStatus,
+    PeerInfo, Reachability, RelayServed, Topic, KAD_PROTOCOL, MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
 };
 use crate::store::{Store, StoreError};
 
@@ -193,7 +190,8 @@ pub(crate) struct Actor {
     swarm: Swarm<Behaviour>,
     local: PeerId,
     store: Store,
-    relay_client: bool,
+    /// When to listen through a relay (`relay_gate.rs`).
+    relay_gate: RelayGate,
     /// Confirmed external direct addresses (no `/p2p-circuit`).
     confirmed: Vec<Multiaddr>,
     /// Relay listeners we opened, by relay.
@@ -225,6 +223,8 @@ pub(crate) struct Actor {
     control_per_peer: HashMap<PeerId, usize>,
     /// Serving blobs to peers (`serve.rs`).
     server: Server,
+    /// How peers met lately could be reached, for the order fetches ask providers in.
+    reach_book: ReachBook,
     /// Fetching blobs from peers (`download.rs`) and the store work of those fetches, run on
     /// the blocking pool (bounded by the fetches and their pipelines).
     downloads: Downloads<OutboundRequestId, QueryId>,
@@ -295,7 +295,7 @@ impl Actor {
             swarm,
             local,
             store: store.clone(),
-            relay_client: cfg.relay_client,
+            relay_gate: RelayGate::new(cfg.relay_client, Instant::now()),
             confirmed: Vec::new(),
             relay_listeners: HashMap::new(),
             relays: HashSet::new(),
@@ -315,6 +315,7 @@ impl Actor {
             control_replies: FuturesUnordered::new(),
             control_per_peer: HashMap::new(),
             server: Server::new(store.clone(), cfg.fault.clone()),
+            reach_book: ReachBook::default(),
             downloads: Downloads::new(local, cfg.fetch_timeout, cfg.direct_wait),
             store_jobs: FuturesUnordered::new(),
             fetched: Vec::new(),
@@ -596,6 +597,7 @@ impl Actor {
         // and its connection to every relay it knew died (its home router rebooted or got a
         // new address: other homes reach it only through a relay, and punch from there), with
         // capped exponential backoff.
+        self.listen_via_held_relays();
         let relay_lost = self.relay_lost();
         if (self.peers.is_empty() || relay_lost)
             && !self.bootstrap.is_empty()

@@ -28,6 +28,7 @@ use libp2p::PeerId;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::reach_book::Seen;
 use super::wire::{chunk_data, BlobErrorCode, BlobRequest, BlobResponse, MAX_RANGE_GROUPS};
 use super::NetError;
 use crate::store::{Import, Outboard, Store, StoreError};
@@ -53,8 +54,23 @@ pub(crate) enum Link {
     /// Only through a relay. `punch_over`: the hole punch over the current relayed connection
     /// already failed; `failures`: hole punches given up so far.
     Relayed { punch_over: bool, failures: u32 },
-    /// Not connected.
-    Absent,
+    /// Not connected; what was seen of it lately (`reach_book.rs`).
+    Absent(Seen),
+}
+
+impl Link {
+    /// Which providers a fetch asks first, the lowest: one connected directly; one known to
+    /// list a public address (a plain dial); one not known; last, one reachable only through
+    /// a relay, for whom a dial is a circuit the relay charges to us and the fetch waits for a
+    /// hole punch (`reach_book.rs`).
+    fn rank(self) -> u8 {
+        match self {
+            Link::Direct => 0,
+            Link::Absent(Seen::Public) => 1,
+            Link::Absent(Seen::Unknown) => 2,
+            Link::Absent(Seen::RelayedOnly) | Link::Relayed { .. } => 3,
+        }
+    }
 }
 
 /// What the state machine needs from the swarm task.
@@ -362,16 +378,18 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
         let Some(f) = self.fetches.get_mut(&hash) else {
             return;
         };
-        let mut better = false;
+        let mut best = u8::MAX;
         for p in peers {
             if p == self.local || f.seen.len() >= MAX_CANDIDATES || !f.seen.insert(p) {
                 continue;
             }
-            better |= !matches!(io.link(&p), Link::Relayed { .. });
+            best = best.min(io.link(&p).rank());
             f.candidates.push_back(p);
         }
-        // Waiting for a hole punch to the current provider while a provider we may reach
-        // directly turned up: switch (the current one stays a candidate, after it).
+        // Waiting for a direct connection to the current provider (a dial, or a hole punch)
+        // while one we may reach sooner turned up: switch (the current one stays a
+        // candidate, after it).
+        let better = f.current.is_some_and(|cur| best < io.link(&cur).rank());
         if better
             && f.direct_deadline.is_some()
             && f.outboard_req.is_none()
@@ -394,14 +412,15 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
             return;
         }
         if f.current.is_none() {
-            // Providers reachable only through a relay come last: they need a hole punch.
-            let usable = |p: &PeerId| !f.banned.contains(p);
-            let relayed = |p: &PeerId| matches!(io.link(p), Link::Relayed { .. });
+            // The first of the best ranked (`Link::rank`): providers reachable only through
+            // a relay come last.
             let pick = f
                 .candidates
                 .iter()
-                .position(|p| usable(p) && !relayed(p))
-                .or_else(|| f.candidates.iter().position(usable));
+                .enumerate()
+                .filter(|(_, p)| !f.banned.contains(p))
+                .min_by_key(|(i, p)| (io.link(p).rank(), *i))
+                .map(|(i, _)| i);
             f.current = pick.and_then(|i| f.candidates.remove(i));
             let Some(peer) = f.current else {
                 if f.providers_query.is_none() {
@@ -434,7 +453,7 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
             link => {
                 if f.direct_deadline.is_none() {
                     f.direct_deadline = Some(now + self.direct_wait);
-                    if link == Link::Absent {
+                    if let Link::Absent(_) = link {
                         io.dial(&peer);
                     } else {
                         info!(blob = %hash, %peer, wait_s = self.direct_wait.as_secs(), "blob fetch waits: only a relayed connection to this provider; waiting for the hole punch");

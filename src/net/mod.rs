@@ -56,6 +56,8 @@ mod line;
 mod lookup_tests;
 mod prune;
 mod punch;
+mod reach_book;
+mod relay_gate;
 mod relay_load;
 mod relayed;
 mod remote;

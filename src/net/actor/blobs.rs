@@ -78,6 +78,7 @@ impl Actor {
             jobs: &mut self.store_jobs,
             fetched: &mut self.fetched,
             dials: &self.dials,
+            reach_book: &self.reach_book,
         };
         f(&mut self.downloads, &mut io);
         if self.fetched.is_empty() {
@@ -100,6 +101,7 @@ pub(super) struct NetIo<'a> {
     jobs: &'a mut FuturesUnordered<BoxFuture<'static, Option<StoreDone>>>,
     fetched: &'a mut Vec<blake3::Hash>,
     dials: &'a DialLog,
+    reach_book: &'a ReachBook,
 }
 
 impl Io for NetIo<'_> {
@@ -116,7 +118,7 @@ impl Io for NetIo<'_> {
                     .is_some_and(|(since, failed_at)| failed_at >= since),
                 failures: p.punch.failures(),
             },
-            _ => Link::Absent,
+            _ => Link::Absent(self.reach_book.seen(peer, Instant::now())),
         }
     }
 

@@ -80,6 +80,7 @@ impl Actor {
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
+                self.relay_gate.listening_at(&address);
                 self.listeners_waiting = self.listeners_waiting.saturating_sub(1);
             }
             SwarmEvent::ListenerError { error, .. } => warn!("listener error: {error}"),
@@ -189,6 +190,11 @@ impl Actor {
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
                 self.dials.failed(connection_id);
+                if let (Some(peer), libp2p::swarm::DialError::Transport(tried)) = (peer_id, &error)
+                {
+                    let tried = tried.iter().map(|(a, _)| a);
+                    self.reach_book.dial_failed(peer, tried, Instant::now());
+                }
                 // Only a dial of the redial round tells of the line: the others (Kademlia's,
                 // punches) are not read, nor the peers walked for the silence.
                 let line = if self.redial_round.holds(connection_id) {
@@ -424,7 +430,7 @@ impl Actor {
             BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
             BehaviourEvent::RelayClient(ev) => self.on_relay_client(ev),
             BehaviourEvent::RelayServer(ev) => self.on_relay_server(ev),
-            BehaviourEvent::Autonat(ev) => on_autonat(ev),
+            BehaviourEvent::Autonat(ev) => self.on_autonat(ev),
             BehaviourEvent::AutonatServer(ev) => {
                 debug!(client = %ev.client, addr = %ev.tested_addr, ok = ev.result.is_ok(), "AutoNAT: tested a peer's address")
             }
@@ -462,6 +468,7 @@ impl Actor {
             .filter(|a| worth_dialling(a, on_loopback))
             .take(MAX_ADDRS_PER_PEER)
             .collect();
+        self.reach_book.listens_at(peer_id, &addrs, Instant::now());
         if speaks_kad {
             self.add_to_table(peer_id, &addrs);
             self.forget_withdrawn_circuits(peer_id, &addrs);

@@ -43,11 +43,12 @@ impl Actor {
 
     /// A relay-capable peer identified itself: listen through it while we have no confirmed
     /// direct address, so that other homes can reach us (and hole punch) through it.
+    /// A node with a public address of its own waits for AutoNAT first (`relay_gate.rs`).
     pub(super) fn maybe_listen_via(&mut self, relay: PeerId) {
-        if !self.relay_client
-            || !self.confirmed.is_empty()
+        if !self.confirmed.is_empty()
             || self.relay_listeners.len() >= MAX_RELAYS
             || self.relay_listeners.contains_key(&relay)
+            || !self.relay_gate.offered(relay, Instant::now())
         {
             return;
         }
@@ -128,7 +129,7 @@ impl Actor {
     /// address) and listens through none: the connection to every relay it knew died (its
     /// home router rebooted, got a new address, or its line is down).
     pub(super) fn relay_lost(&self) -> bool {
-        self.relay_client
+        self.relay_gate.open(Instant::now())
             && self.confirmed.is_empty()
             && self.relay_listeners.is_empty()
             && !self.relay_bootstrap.is_empty()
@@ -343,13 +344,32 @@ impl Actor {
     }
 }
 
-pub(super) fn on_autonat(ev: autonat::v2::client::Event) {
-    match ev.result {
-        Ok(()) => {
-            info!(addr = %ev.tested_addr, server = %ev.server, "AutoNAT: address reachable from outside")
+impl Actor {
+    /// An AutoNAT verdict on one of our addresses; the first on a public one may open the
+    /// relay gate (`relay_gate.rs`).
+    pub(super) fn on_autonat(&mut self, ev: autonat::v2::client::Event) {
+        match &ev.result {
+            Ok(()) => {
+                info!(addr = %ev.tested_addr, server = %ev.server, "AutoNAT: address reachable from outside")
+            }
+            Err(e) => {
+                debug!(addr = %ev.tested_addr, server = %ev.server, "AutoNAT: address not reachable from outside: {e}")
+            }
         }
-        Err(e) => {
-            debug!(addr = %ev.tested_addr, server = %ev.server, "AutoNAT: address not reachable from outside: {e}")
+        self.relay_gate.autonat(&ev.tested_addr, ev.result.is_ok());
+        self.listen_via_held_relays();
+    }
+
+    /// Once the relay gate opens: listen through the relays offered while it was shut.
+    pub(super) fn listen_via_held_relays(&mut self) {
+        let held = self.relay_gate.release(Instant::now());
+        if !held.is_empty() && self.confirmed.is_empty() {
+            info!("no confirmed public address: listening through the relays met meanwhile");
+        }
+        for relay in held {
+            if self.peers.contains_key(&relay) {
+                self.maybe_listen_via(relay);
+            }
         }
     }
 }

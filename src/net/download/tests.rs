@@ -24,7 +24,10 @@ impl Io for Fake {
     type Query = u64;
 
     fn link(&self, peer: &PeerId) -> Link {
-        self.links.get(peer).copied().unwrap_or(Link::Absent)
+        self.links
+            .get(peer)
+            .copied()
+            .unwrap_or(Link::Absent(Seen::Unknown))
     }
     fn held(&self, hash: &blake3::Hash) -> Result<Option<u64>, StoreError> {
         self.store.as_ref().expect("store").len(hash)
@@ -358,4 +361,65 @@ fn a_server_without_range_requests_is_asked_group_by_group() {
     assert!(matches!(rx.try_recv(), Ok(Ok(()))));
     assert!(h.io.disconnected.is_empty(), "not knowing ranges is no lie");
     assert_eq!(h.store.get_bytes(&hash).unwrap(), data);
+}
+
+/// `testnet/dht-scale` (docs/scale.md, item 7): most providers of a job's inputs are homes
+/// behind NAT, and each dial of one is a circuit the relay charges to the radiator.
+#[test]
+fn providers_known_to_list_a_public_address_are_asked_before_homes_behind_a_relay() {
+    let mut h = Harness::new();
+    let data = blob(3 * CHUNK_SIZE);
+    let hash = blake3::hash(&data);
+    let (home, unknown, public) = (PeerId::random(), PeerId::random(), PeerId::random());
+    h.io.links.insert(home, Link::Absent(Seen::RelayedOnly));
+    h.io.links.insert(unknown, Link::Absent(Seen::Unknown));
+    h.io.links.insert(public, Link::Absent(Seen::Public));
+    // The job's coordinator, a home, is the hint: the only provider known, so it is dialled.
+    let mut rx = h.start(hash, Some(home), u64::MAX);
+    assert_eq!(h.io.dialed, vec![home]);
+    // The lookup finds others: the public one is dialled at once, the home kept for later.
+    h.d.providers(&mut h.io, h.now, hash, QUERY, [unknown, public], true);
+    assert_eq!(h.io.dialed, vec![home, public]);
+    h.io.links.insert(public, Link::Direct);
+    h.d.direct_to(&mut h.io, h.now, public);
+    let answered = h.answer(&data, &[]);
+    assert!(answered.iter().all(|(p, _)| *p == public), "{answered:?}");
+    assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+}
+
+#[test]
+fn without_a_hint_providers_are_tried_best_ranked_first() {
+    let mut h = Harness::new();
+    let hash = blake3::hash(b"held by three");
+    let (home, relayed, unknown, public) = (
+        PeerId::random(),
+        PeerId::random(),
+        PeerId::random(),
+        PeerId::random(),
+    );
+    h.io.links.insert(home, Link::Absent(Seen::RelayedOnly));
+    h.io.links.insert(
+        relayed,
+        Link::Relayed {
+            punch_over: false,
+            failures: 0,
+        },
+    );
+    h.io.links.insert(unknown, Link::Absent(Seen::Unknown));
+    h.io.links.insert(public, Link::Absent(Seen::Public));
+    let _rx = h.start(hash, None, u64::MAX);
+    h.d.providers(
+        &mut h.io,
+        h.now,
+        hash,
+        QUERY,
+        [home, relayed, unknown, public],
+        true,
+    );
+    assert_eq!(h.io.dialed, vec![public]);
+    h.d.unreachable(&mut h.io, h.now, public);
+    assert_eq!(h.io.dialed, vec![public, unknown]);
+    h.d.unreachable(&mut h.io, h.now, unknown);
+    // Last, the two reachable only through a relay, in the order they were found.
+    assert_eq!(h.io.dialed, vec![public, unknown, home]);
 }
