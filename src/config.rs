@@ -10,10 +10,13 @@
 //! section struct per subsystem; the rest are its unit tests.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use libp2p::Multiaddr;
+
+use crate::net::RelayRate;
 use serde::{Deserialize, Serialize};
 
 /// File name of the configuration inside the data directory.
@@ -103,6 +106,14 @@ pub struct RelayConfig {
     pub max_circuit_secs: u64,
     /// A relayed connection closes after carrying this many KiB. Default 1024.
     pub max_circuit_kib: u64,
+    /// Circuits one peer may ask for at once, and the seconds until it may ask for one more
+    /// (a token bucket). Default 30 and 120 (libp2p's).
+    pub circuit_burst_per_peer: NonZeroU32,
+    pub circuit_refill_per_peer_secs: NonZeroU64,
+    /// The same per source IP address (homes behind one carrier-grade NAT share one).
+    /// Default 60 and 60 (libp2p's).
+    pub circuit_burst_per_ip: NonZeroU32,
+    pub circuit_refill_per_ip_secs: NonZeroU64,
 }
 
 impl Default for RelayConfig {
@@ -115,8 +126,17 @@ impl Default for RelayConfig {
             max_circuits_per_peer: l.max_circuits_per_peer,
             max_circuit_secs: l.max_circuit_duration.as_secs(),
             max_circuit_kib: l.max_circuit_bytes / 1024,
+            circuit_burst_per_peer: l.circuit_rate_per_peer.burst,
+            circuit_refill_per_peer_secs: secs(l.circuit_rate_per_peer.every),
+            circuit_burst_per_ip: l.circuit_rate_per_ip.burst,
+            circuit_refill_per_ip_secs: secs(l.circuit_rate_per_ip.every),
         }
     }
+}
+
+/// Whole seconds of a rate's refill, at least one.
+fn secs(d: std::time::Duration) -> NonZeroU64 {
+    NonZeroU64::new(d.as_secs()).unwrap_or(NonZeroU64::MIN)
 }
 
 impl RelayConfig {
@@ -131,6 +151,14 @@ impl RelayConfig {
             max_circuits_per_peer: self.max_circuits_per_peer,
             max_circuit_duration: std::time::Duration::from_secs(self.max_circuit_secs),
             max_circuit_bytes: self.max_circuit_kib.saturating_mul(1024),
+            circuit_rate_per_peer: RelayRate::new(
+                self.circuit_burst_per_peer,
+                self.circuit_refill_per_peer_secs,
+            ),
+            circuit_rate_per_ip: RelayRate::new(
+                self.circuit_burst_per_ip,
+                self.circuit_refill_per_ip_secs,
+            ),
         })
     }
 }
@@ -409,6 +437,12 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # max_circuits_per_peer = 8
 # max_circuit_secs = 120
 # max_circuit_kib = 1024
+# Circuits one peer may ask for at once, and seconds until it may ask for one more; the
+# same per source IP address (docs/operations.md, "Running a relay").
+# circuit_burst_per_peer = 30
+# circuit_refill_per_peer_secs = 120
+# circuit_burst_per_ip = 60
+# circuit_refill_per_ip_secs = 60
 
 [worker]
 # Shards run at once when the room wants full heat (HEARTH_SLOTS; --slots). Default: CPU cores.
@@ -794,6 +828,41 @@ mod tests {
         let env = env_of(&[("HEARTH_LOCALS", "many")]);
         let err = Config::load(dir.path(), &env, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("HEARTH_LOCALS"), "{err}");
+    }
+
+    #[test]
+    fn a_relays_circuit_rates_come_from_the_file_and_zero_is_refused() {
+        let text = "[relay]\ncircuit_burst_per_peer = 90\ncircuit_refill_per_peer_secs = 10\n\
+                    circuit_burst_per_ip = 500\ncircuit_refill_per_ip_secs = 2\n";
+        let c = Config::parse(text, Path::new("hearth.toml")).unwrap();
+        let l = c
+            .relay
+            .limits(Role::Bootstrap)
+            .expect("a bootstrap node relays");
+        assert_eq!(l.circuit_rate_per_peer.burst.get(), 90);
+        assert_eq!(
+            l.circuit_rate_per_peer.every,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(l.circuit_rate_per_ip.burst.get(), 500);
+        assert_eq!(
+            l.circuit_rate_per_ip.every,
+            std::time::Duration::from_secs(2)
+        );
+        let defaults = Config::default().relay.limits(Role::Bootstrap).unwrap();
+        assert_eq!(defaults, crate::net::RelayLimits::default());
+        for bad in [
+            "circuit_burst_per_peer = 0",
+            "circuit_refill_per_ip_secs = 0",
+        ] {
+            let err = Config::parse(&format!("[relay]\n{bad}\n"), Path::new("hearth.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("hearth.toml") && err.contains("nonzero"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

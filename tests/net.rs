@@ -1566,6 +1566,56 @@ async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
     .await;
 }
 
+/// The relay's circuit rate limit per peer is the operator's (`[relay]
+/// circuit_burst_per_peer`, `circuit_refill_per_peer_secs`): with a burst of 2, a peer's third
+/// circuit request is refused as rate limited (libp2p spends a token before it looks for the
+/// destination, so requests to peers holding no reservation spend them too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_limits_each_peers_circuits_at_the_rate_its_operator_set() {
+    bounded(async {
+        let (relay, port) = start_relay(|cfg| {
+            let limits = cfg.relay_server.as_mut().expect("a relay");
+            limits.circuit_rate_per_peer = net::RelayRate::new(
+                std::num::NonZeroU32::new(2).expect("2"),
+                std::num::NonZeroU64::new(3600).expect("3600"),
+            );
+        })
+        .await;
+        let relay_full: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", relay.id())
+            .parse()
+            .expect("addr");
+        let mut cfg = with_bootstrap(vec![relay_full.clone()]);
+        cfg.listen = Vec::new();
+        let b = TestNode::start(cfg).await;
+        eventually("B is connected to the relay", || async {
+            b.net
+                .peers()
+                .await
+                .expect("peers")
+                .iter()
+                .any(|p| p.peer_id == relay.id())
+        })
+        .await;
+        for _ in 0..3 {
+            let nobody = relay_full
+                .clone()
+                .with(libp2p::multiaddr::Protocol::P2pCircuit)
+                .with(libp2p::multiaddr::Protocol::P2p(libp2p::PeerId::random()));
+            assert!(b.net.dial(nobody).await.is_err(), "nobody to reach");
+        }
+        eventually(
+            "two refused for want of a reservation, the third rate limited",
+            || async {
+                let s = relay.net.status().await.expect("status").relay;
+                let s = s.expect("a relay server");
+                s.refused.no_reservation == 2 && s.refused.rate_limited == 1
+            },
+        )
+        .await;
+    })
+    .await;
+}
+
 /// A TCP forwarder on loopback standing in for a home router: it forwards every connection to
 /// `target`, until [`SilentPath::silence`] makes the connections open at that moment go silent
 /// (bytes are read and dropped, nothing is answered, the sockets stay open): what a router

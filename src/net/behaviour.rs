@@ -69,9 +69,9 @@ pub(crate) struct Behaviour {
     pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
-/// The relay server configuration from our limits. Rate limits stay libp2p's defaults (token
-/// buckets: per source peer 30 reservations and 30 circuits, one of each back every 2 min;
-/// per source IP 60, one back a minute).
+/// The relay server configuration from our limits. The circuits' rate limits are ours
+/// (`[relay]`, by default libp2p's); the reservations' stay libp2p's (token buckets: per source
+/// peer 30, one back every 2 min; per source IP 60, one back a minute).
 fn relay_config(l: &RelayLimits) -> relay::Config {
     relay::Config {
         max_reservations: l.max_reservations,
@@ -80,8 +80,11 @@ fn relay_config(l: &RelayLimits) -> relay::Config {
         max_circuits_per_peer: l.max_circuits_per_peer,
         max_circuit_duration: l.max_circuit_duration,
         max_circuit_bytes: l.max_circuit_bytes,
+        circuit_src_rate_limiters: Vec::new(),
         ..Default::default()
     }
+    .circuit_src_per_peer(l.circuit_rate_per_peer.burst, l.circuit_rate_per_peer.every)
+    .circuit_src_per_ip(l.circuit_rate_per_ip.burst, l.circuit_rate_per_ip.every)
 }
 
 /// Gossip message id: blake3(author ‖ data), the author being the message's signed `from`

@@ -285,6 +285,29 @@ pub struct RelayLimits {
     /// A relayed connection is closed after carrying this many bytes (both directions).
     /// Default: 1 MiB (libp2p's default is 128 KiB, less than one 256 KiB control message).
     pub max_circuit_bytes: u64,
+    /// Circuits one source peer may ask for. Default: libp2p's, 30 at once and one more
+    /// every 2 min.
+    pub circuit_rate_per_peer: RelayRate,
+    /// Circuits one source IP address may ask for. Default: libp2p's, 60 at once and one more
+    /// a minute.
+    pub circuit_rate_per_ip: RelayRate,
+}
+
+/// A token bucket (libp2p's relay rate limiter): `burst` at once, one more every `every`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayRate {
+    pub burst: std::num::NonZeroU32,
+    pub every: Duration,
+}
+
+impl RelayRate {
+    /// `burst` at once, one more every `every_secs` seconds.
+    pub fn new(burst: std::num::NonZeroU32, every_secs: std::num::NonZeroU64) -> Self {
+        RelayRate {
+            burst,
+            every: Duration::from_secs(every_secs.get()),
+        }
+    }
 }
 
 impl Default for RelayLimits {
@@ -295,6 +318,14 @@ impl Default for RelayLimits {
             max_circuits_per_peer: 8,
             max_circuit_duration: Duration::from_secs(120),
             max_circuit_bytes: 1 << 20,
+            circuit_rate_per_peer: RelayRate::new(
+                std::num::NonZeroU32::new(30).expect("30 > 0"),
+                std::num::NonZeroU64::new(120).expect("120 > 0"),
+            ),
+            circuit_rate_per_ip: RelayRate::new(
+                std::num::NonZeroU32::new(60).expect("60 > 0"),
+                std::num::NonZeroU64::new(60).expect("60 > 0"),
+            ),
         }
     }
 }

@@ -76,7 +76,11 @@ impl ReachBook {
         let mut any = false;
         for a in tried {
             if !is_relayed(a) {
-                if self.seen.get(&peer).is_some_and(|(s, _)| *s == Seen::Public) {
+                if self
+                    .seen
+                    .get(&peer)
+                    .is_some_and(|(s, _)| *s == Seen::Public)
+                {
                     self.seen.remove(&peer);
                 }
                 return;
