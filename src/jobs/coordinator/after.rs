@@ -56,6 +56,18 @@ pub(super) struct Settling {
 /// 65 536-shard bench (docs/architecture.md, "Coordinator throughput").
 pub(super) const MAX_SETTLE_BATCH: usize = 32;
 
+/// Shards whose failed output fetches are counted for [`refetch_wait`], at most (beyond it a
+/// shard's retry waits the first wait; an entry leaves when its output arrives).
+pub(super) const MAX_REFETCHING: usize = 65_536;
+
+/// The wait before fetching a shard's output again after `failures` failed fetches in a
+/// row: 1 s, doubling to 32 s. A fetch of a worker behind NAT that cannot be reached is a
+/// dial, and through a relay a circuit its rate limiter charges to this node (every second,
+/// before, for as long as it failed).
+pub(super) fn refetch_wait(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5))
+}
+
 /// What a blocking thread is doing, so a failed one frees its guard.
 pub(super) enum Work {
     Settle(Vec<(blake3::Hash, u32)>),
@@ -79,6 +91,7 @@ impl Coordinator {
         let net = self.net.clone();
         let store = self.store.clone();
         let tx = self.tx.clone();
+        let worker = hint;
         let hint = hint.map(|h| h.peer_id());
         self.tasks.spawn(async move {
             let output = outcome.output;
@@ -96,36 +109,57 @@ impl Coordinator {
                     job,
                     shard,
                     outcome,
+                    hint: worker,
                     result,
                 })
                 .await;
         });
     }
 
-    pub(super) async fn output_fetched(
+    /// A fetch of a shard's output ended. A failed one is tried again, from the same worker
+    /// first (before 2026-12-07 the retry named none, and in `testnet/dht-scale` two outputs
+    /// then failed every second for minutes, thousands of times, while every fetch named a
+    /// worker succeeded), after [`refetch_wait`].
+    pub(super) fn output_fetched(
         &mut self,
         job: blake3::Hash,
         shard: u32,
         outcome: Outcome,
+        hint: Option<PublicKey>,
         result: Result<(), String>,
     ) {
         self.fetching.remove(&(job, shard));
         if let Err(e) = result {
-            tracing::warn!(job = %job, shard, "could not fetch the verified output: {e}; retrying");
+            let room = self.refetching.len() < MAX_REFETCHING;
+            let failures = match self.refetching.get_mut(&(job, shard)) {
+                Some(n) => {
+                    *n = n.saturating_add(1);
+                    *n
+                }
+                None => {
+                    if room {
+                        self.refetching.insert((job, shard), 1);
+                    }
+                    1
+                }
+            };
+            let wait = refetch_wait(failures);
+            tracing::warn!(job = %job, shard, failures, retry_in_s = wait.as_secs(), "could not fetch the verified output: {e}; retrying");
             let tx = self.tx.clone();
             self.tasks.spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(wait).await;
                 let _ = tx
                     .send(Command::Retry(Action::FetchOutput {
                         job,
                         shard,
                         outcome,
-                        hint: None,
+                        hint,
                     }))
                     .await;
             });
             return;
         }
+        self.refetching.remove(&(job, shard));
         let Some(step) = self.book.output_checked(&job, shard, outcome) else {
             return;
         };
@@ -419,5 +453,18 @@ impl Coordinator {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_output_fetch_is_tried_less_and_less_often() {
+        let secs: Vec<u64> = (1..=8).map(|n| refetch_wait(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 32, 32]);
+        assert_eq!(refetch_wait(0), Duration::from_secs(1));
+        assert_eq!(refetch_wait(u32::MAX), Duration::from_secs(32));
     }
 }

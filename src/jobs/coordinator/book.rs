@@ -862,8 +862,6 @@ impl Book {
                 ..Record::default()
             });
         record.last_seen_ms = record.last_seen_ms.max(now_ms);
-        let hint = claim.record.worker;
-        let (output, fuel) = (claim.record.output, claim.record.fuel);
         next.claims.push(claim);
         let mut then = Vec::new();
         let mut status = None;
@@ -876,7 +874,7 @@ impl Book {
                     job,
                     shard: index,
                     outcome,
-                    hint: (outcome.output == output && outcome.fuel == fuel).then_some(hint),
+                    hint: next.agreeing_worker(&outcome),
                 }),
                 Decision::Hopeless => {
                     let reason = format!(

@@ -35,6 +35,8 @@ pub(super) enum Command {
         job: blake3::Hash,
         shard: u32,
         outcome: Outcome,
+        /// The worker it was asked of first, asked first again if it failed.
+        hint: Option<PublicKey>,
         result: Result<(), String>,
     },
     /// A follow-up action to retry (after a failed fetch).

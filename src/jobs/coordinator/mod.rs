@@ -151,6 +151,9 @@ pub struct Coordinator {
     tasks: tokio::task::JoinSet<()>,
     /// Shards whose output is being fetched (at most one fetch per shard).
     fetching: HashSet<(blake3::Hash, u32)>,
+    /// Failed output fetches in a row, per shard, for the wait before the next
+    /// (`after.rs`, `refetch_wait`); at most `MAX_REFETCHING` shards.
+    refetching: HashMap<(blake3::Hash, u32), u32>,
     /// Jobs being assembled (at most one assembly per job).
     assembling: HashSet<blake3::Hash>,
     /// Shards whose claims are queued or being countersigned (at most one settlement per
@@ -298,6 +301,7 @@ impl Coordinator {
                 failure,
                 tasks: tokio::task::JoinSet::new(),
                 fetching: HashSet::new(),
+                refetching: HashMap::new(),
                 assembling: HashSet::new(),
                 settling: HashSet::new(),
                 to_settle: Vec::new(),
@@ -544,8 +548,9 @@ impl Coordinator {
                 job,
                 shard,
                 outcome,
+                hint,
                 result,
-            } => self.output_fetched(job, shard, outcome, result).await,
+            } => self.output_fetched(job, shard, outcome, hint, result),
             Command::Retry(action) => self.act(action).await,
             Command::View { job, reply } => {
                 let now = now_ms();

@@ -74,6 +74,16 @@ pub struct ShardCredit {
 }
 
 impl ShardBook {
+    /// The worker of the latest claim agreeing with `outcome`: one that holds the output, to
+    /// fetch it from first (the fetch also asks the DHT for others).
+    pub(super) fn agreeing_worker(&self, outcome: &Outcome) -> Option<PublicKey> {
+        self.claims
+            .iter()
+            .rev()
+            .find(|c| c.record.output == outcome.output && c.record.fuel == outcome.fuel)
+            .map(|c| c.record.worker)
+    }
+
     pub(super) fn live_leases(&self, now_ms: u64) -> impl Iterator<Item = &LeaseRec> {
         self.leases.iter().filter(move |l| l.deadline_ms > now_ms)
     }

@@ -375,6 +375,39 @@ fn a_renewed_lease_lives_on_up_to_its_bound_and_no_further() {
     assert!(f.book.renew(&f.id, &other, 0, l.nonce, 10).is_err());
 }
 
+/// A decided shard whose output is not fetched yet (the fetch failed, or the coordinator
+/// restarted) is found again by `pending`, which must name a worker that holds the output:
+/// without one the fetch relies on provider records alone, and in `testnet/dht-scale` (homes
+/// as DHT clients, 4 096 shards) such fetches failed thousands of times, every second, while
+/// every fetch given a worker succeeded.
+#[test]
+fn a_decided_shard_found_again_names_an_agreeing_worker_to_fetch_from() {
+    let mut f = Fix::new(1, 2);
+    let a = f.lease(1, 0).unwrap();
+    let b = f.lease(2, 0).unwrap();
+    assert!(f.claim(1, &a, b"right", 10, 1).unwrap().is_empty());
+    let decided = f.claim(2, &b, b"right", 10, 2).unwrap();
+    let Some(Action::FetchOutput { hint, .. }) = decided.first() else {
+        panic!("no decision: {decided:?}")
+    };
+    assert_eq!(*hint, Some(household(2).public()));
+    let again: Vec<Action> = f
+        .book
+        .pending()
+        .into_iter()
+        .filter(|a| matches!(a, Action::FetchOutput { .. }))
+        .collect();
+    let [Action::FetchOutput { hint, outcome, .. }] = again.as_slice() else {
+        panic!("the decided shard is not found again: {again:?}")
+    };
+    assert_eq!(outcome.output, blake3::hash(b"right"));
+    assert_eq!(
+        *hint,
+        Some(household(2).public()),
+        "the latest agreeing worker"
+    );
+}
+
 #[test]
 fn a_strict_majority_decides_and_disagreement_adds_replicas() {
     let mut f = Fix::new(1, 2);

@@ -332,7 +332,7 @@ impl Book {
                         job: *id,
                         shard: i,
                         outcome,
-                        hint: None,
+                        hint: s.agreeing_worker(&outcome),
                     });
                 }
             }
