@@ -1464,6 +1464,21 @@ async fn start_relay(tune: impl FnOnce(&mut NetConfig)) -> (TestNode, u16) {
     (TestNode::start(cfg).await, port)
 }
 
+/// The relay on loopback `port`, with its peer id.
+fn relay_addr(relay: &TestNode, port: u16) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", relay.id())
+        .parse()
+        .expect("addr")
+}
+
+/// `peer` through the relay at `relay` (a circuit address).
+fn through(relay: &Multiaddr, peer: libp2p::PeerId) -> Multiaddr {
+    relay
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2pCircuit)
+        .with(libp2p::multiaddr::Protocol::P2p(peer))
+}
+
 /// Two nodes without any listen address (as behind NAT) reach each other only through a
 /// relay; hole punching cannot work (neither listens anywhere), so a blob fetch must end
 /// quickly with the reason, not hang and not pull the blob through the relay.
@@ -1471,9 +1486,7 @@ async fn start_relay(tune: impl FnOnce(&mut NetConfig)) -> (TestNode, u16) {
 async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
     bounded(async {
         let (relay, port) = start_relay(|_| {}).await;
-        let relay_full: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", relay.id())
-            .parse()
-            .expect("addr");
+        let relay_full = relay_addr(&relay, port);
 
         let mut a_cfg = with_bootstrap(vec![relay_full.clone()]);
         a_cfg.listen = Vec::new();
@@ -1490,10 +1503,7 @@ async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
         .await;
         let data = blob_bytes("relayed", 300 * 1024);
         let hash = a.store.put_bytes(&data).expect("put");
-        let circuit = relay_full
-            .clone()
-            .with(libp2p::multiaddr::Protocol::P2pCircuit)
-            .with(libp2p::multiaddr::Protocol::P2p(a.id()));
+        let circuit = through(&relay_full, a.id());
         // A may have dialled B through the relay at the same moment; then B keeps that
         // connection and refuses its own (one relayed connection per peer, `net/relayed.rs`).
         // Either way the two are connected through the relay only.
@@ -1551,10 +1561,7 @@ async fn blob_fetch_over_a_relayed_only_connection_fails_with_the_reason() {
             "b is no relay"
         );
         // A circuit to a peer that holds no reservation is refused, and the operator sees why.
-        let nobody = relay_full
-            .clone()
-            .with(libp2p::multiaddr::Protocol::P2pCircuit)
-            .with(libp2p::multiaddr::Protocol::P2p(libp2p::PeerId::random()));
+        let nobody = through(&relay_full, libp2p::PeerId::random());
         assert!(b.net.dial(nobody).await.is_err(), "nobody to reach");
         eventually("the relay counts the refusal by its reason", || async {
             let s = relay.net.status().await.expect("status").relay;
@@ -1581,9 +1588,7 @@ async fn a_relay_limits_each_peers_circuits_at_the_rate_its_operator_set() {
             );
         })
         .await;
-        let relay_full: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", relay.id())
-            .parse()
-            .expect("addr");
+        let relay_full = relay_addr(&relay, port);
         let mut cfg = with_bootstrap(vec![relay_full.clone()]);
         cfg.listen = Vec::new();
         let b = TestNode::start(cfg).await;
@@ -1597,10 +1602,7 @@ async fn a_relay_limits_each_peers_circuits_at_the_rate_its_operator_set() {
         })
         .await;
         for _ in 0..3 {
-            let nobody = relay_full
-                .clone()
-                .with(libp2p::multiaddr::Protocol::P2pCircuit)
-                .with(libp2p::multiaddr::Protocol::P2p(libp2p::PeerId::random()));
+            let nobody = through(&relay_full, libp2p::PeerId::random());
             assert!(b.net.dial(nobody).await.is_err(), "nobody to reach");
         }
         eventually(

@@ -593,11 +593,11 @@ impl Actor {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        self.listen_via_held_relays();
         // Redial bootstrap peers while alone, or while this node should listen through a relay
         // and its connection to every relay it knew died (its home router rebooted or got a
         // new address: other homes reach it only through a relay, and punch from there), with
         // capped exponential backoff.
-        self.listen_via_held_relays();
         let relay_lost = self.relay_lost();
         if (self.peers.is_empty() || relay_lost)
             && !self.bootstrap.is_empty()
