@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
 
 use crate::net::RelayRate;
-use serde::{Deserialize, Serialize};
 
 /// File name of the configuration inside the data directory.
 pub const CONFIG_FILE: &str = "hearth.toml";

@@ -10,7 +10,7 @@ use crate::model::now_ms;
 use crate::net::Topic;
 
 use super::assemble;
-use super::book::{self, Action, Finish, Outcome};
+use super::book::{self, Finish, Outcome};
 use super::delivery;
 use super::handle::Command;
 use super::Coordinator;
@@ -128,8 +128,8 @@ impl Coordinator {
         hint: Option<PublicKey>,
         result: Result<(), String>,
     ) {
-        self.fetching.remove(&(job, shard));
         if let Err(e) = result {
+            // Still in `fetching` until the wait is over (`Command::Refetch`).
             let room = self.refetching.len() < MAX_REFETCHING;
             let failures = match self.refetching.get_mut(&(job, shard)) {
                 Some(n) => {
@@ -149,16 +149,17 @@ impl Coordinator {
             self.tasks.spawn(async move {
                 tokio::time::sleep(wait).await;
                 let _ = tx
-                    .send(Command::Retry(Action::FetchOutput {
+                    .send(Command::Refetch {
                         job,
                         shard,
                         outcome,
                         hint,
-                    }))
+                    })
                     .await;
             });
             return;
         }
+        self.fetching.remove(&(job, shard));
         self.refetching.remove(&(job, shard));
         let Some(step) = self.book.output_checked(&job, shard, outcome) else {
             return;

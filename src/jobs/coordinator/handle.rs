@@ -10,7 +10,7 @@ use crate::identity::PublicKey;
 use crate::model::wire::{DenyReason, Request, Response};
 use crate::model::JobManifest;
 
-use super::book::{Action, CheckedClaim, Outcome};
+use super::book::{CheckedClaim, Outcome};
 use super::view::{JobSummary, JobView};
 use super::JobError;
 
@@ -39,8 +39,15 @@ pub(super) enum Command {
         hint: Option<PublicKey>,
         result: Result<(), String>,
     },
-    /// A follow-up action to retry (after a failed fetch).
-    Retry(Action),
+    /// Fetch a shard's output again, its wait after a failed fetch over (`after.rs`). The
+    /// shard stays in `fetching` through the wait, so `Book::pending` starts no second fetch
+    /// of it meanwhile (each failing fetch would start its own chain of retries).
+    Refetch {
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        hint: Option<PublicKey>,
+    },
     View {
         job: blake3::Hash,
         reply: oneshot::Sender<Option<JobView>>,

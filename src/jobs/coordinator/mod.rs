@@ -551,7 +551,23 @@ impl Coordinator {
                 hint,
                 result,
             } => self.output_fetched(job, shard, outcome, hint, result),
-            Command::Retry(action) => self.act(action).await,
+            Command::Refetch {
+                job,
+                shard,
+                outcome,
+                hint,
+            } => {
+                self.fetching.remove(&(job, shard));
+                let running = self
+                    .book
+                    .job(&job)
+                    .is_some_and(|j| j.status == JobStatus::Running);
+                if running {
+                    self.fetch_output(job, shard, outcome, hint);
+                } else {
+                    self.refetching.remove(&(job, shard));
+                }
+            }
             Command::View { job, reply } => {
                 let now = now_ms();
                 let warmth = self.book.warmth(now);
