@@ -20,7 +20,7 @@
 //! Fetching outputs, countersigning, delivering receipts and assembling the result run off
 //! the actor and report back, so the actor never waits on the network or the CPU. Everyone
 //! else talks to it through [`CoordinatorHandle`].
-//! Size: about 910 lines, past the house style's limit: the actor's state, its loop with the
+//! Size: about 940 lines, past the house style's limit: the actor's state, its loop with the
 //! group commit, and the dispatch of every request, which read best together; what follows a
 //! decision already lives in the files above.
 //! Must not touch: the worker, the Swarm.
