@@ -91,8 +91,7 @@ impl Coordinator {
         let net = self.net.clone();
         let store = self.store.clone();
         let tx = self.tx.clone();
-        let worker = hint;
-        let hint = hint.map(|h| h.peer_id());
+        let peer = hint.map(|h| h.peer_id());
         self.tasks.spawn(async move {
             let output = outcome.output;
             let result = match store.has(&output) {
@@ -100,7 +99,7 @@ impl Coordinator {
                 // The store checks every piece against the output hash as it arrives.
                 _ => net
                     // No shard output can be larger than the executor produces.
-                    .fetch_blob_within(output, hint, crate::exec::MAX_OUTPUT_BYTES as u64)
+                    .fetch_blob_within(output, peer, crate::exec::MAX_OUTPUT_BYTES as u64)
                     .await
                     .map_err(|e| e.to_string()),
             };
@@ -109,11 +108,32 @@ impl Coordinator {
                     job,
                     shard,
                     outcome,
-                    hint: worker,
+                    hint,
                     result,
                 })
                 .await;
         });
+    }
+
+    /// A failed fetch's wait is over: fetch the output again, unless its job is no longer
+    /// running.
+    pub(super) fn refetch_output(
+        &mut self,
+        job: blake3::Hash,
+        shard: u32,
+        outcome: Outcome,
+        hint: Option<PublicKey>,
+    ) {
+        self.fetching.remove(&(job, shard));
+        let running = self
+            .book
+            .job(&job)
+            .is_some_and(|j| j.status == book::JobStatus::Running);
+        if running {
+            self.fetch_output(job, shard, outcome, hint);
+        } else {
+            self.refetching.remove(&(job, shard));
+        }
     }
 
     /// A fetch of a shard's output ended. A failed one is tried again, from the same worker

@@ -23,7 +23,7 @@
 //! `index.rs` keeps, per job, the shards a decision has to look at, so a lease costs
 //! O(shards in flight), not O(shards).
 //!
-//! Size: about 1 040 lines since trust (reputation, probation, adaptive replication, spot
+//! Size: about 1 050 lines since trust (reputation, probation, adaptive replication, spot
 //! checks) joined the lease and vote decisions; `trust` policy helpers are the next to move
 //! into a part of their own.
 

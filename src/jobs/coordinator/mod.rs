@@ -20,7 +20,7 @@
 //! Fetching outputs, countersigning, delivering receipts and assembling the result run off
 //! the actor and report back, so the actor never waits on the network or the CPU. Everyone
 //! else talks to it through [`CoordinatorHandle`].
-//! Size: about 940 lines, past the house style's limit: the actor's state, its loop with the
+//! Size: about 930 lines, past the house style's limit: the actor's state, its loop with the
 //! group commit, and the dispatch of every request, which read best together; what follows a
 //! decision already lives in the files above.
 //! Must not touch: the worker, the Swarm.
@@ -556,18 +556,7 @@ impl Coordinator {
                 shard,
                 outcome,
                 hint,
-            } => {
-                self.fetching.remove(&(job, shard));
-                let running = self
-                    .book
-                    .job(&job)
-                    .is_some_and(|j| j.status == JobStatus::Running);
-                if running {
-                    self.fetch_output(job, shard, outcome, hint);
-                } else {
-                    self.refetching.remove(&(job, shard));
-                }
-            }
+            } => self.refetch_output(job, shard, outcome, hint),
             Command::View { job, reply } => {
                 let now = now_ms();
                 let warmth = self.book.warmth(now);
