@@ -1768,3 +1768,155 @@ async fn a_node_whose_path_to_its_relay_goes_silent_drops_it_and_listens_through
     })
     .await;
 }
+
+// ------------------------------------------------------------------------------ AutoNAT
+
+/// The protocol an AutoNAT v2 server answers dial requests on (libp2p's AutoNAT v2 spec).
+const AUTONAT_DIAL_REQUEST: &str = "/libp2p/autonat/2/dial-request";
+
+/// A request codec that says when a request stream opened and then reads it forever.
+#[derive(Clone)]
+struct Mute(mpsc::UnboundedSender<()>);
+
+impl request_response::Codec for Mute {
+    type Protocol = StreamProtocol;
+    type Request = ();
+    type Response = ();
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<()>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let _ = self.0.send(());
+        futures::future::pending().await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<()>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        Err(std::io::Error::other("a mute server asks nothing"))
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: (),
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: (),
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
+}
+
+/// A peer that says it serves AutoNAT (identify lists the dial-request protocol) but never
+/// answers a dial request.
+#[derive(NetworkBehaviour)]
+struct MuteAutonat {
+    identify: libp2p::identify::Behaviour,
+    dial_request: request_response::Behaviour<Mute>,
+}
+
+/// A mute AutoNAT server listening on loopback: its address, and a receiver that gets a unit
+/// each time a dial request reaches it. Dropping the returned task's handle does not stop it;
+/// aborting it drops the swarm and every connection with it.
+async fn mute_autonat_server() -> (
+    Multiaddr,
+    mpsc::UnboundedReceiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (asked_tx, asked) = mpsc::unbounded_channel();
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| MuteAutonat {
+            identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                net::IDENTIFY_PROTOCOL_VERSION.to_string(),
+                key.public(),
+            )),
+            dial_request: request_response::Behaviour::with_codec(
+                Mute(asked_tx),
+                [(
+                    StreamProtocol::new(AUTONAT_DIAL_REQUEST),
+                    request_response::ProtocolSupport::Inbound,
+                )],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(300)),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address.with(libp2p::multiaddr::Protocol::P2p(*swarm.local_peer_id()));
+        }
+    };
+    let task = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (addr, asked, task)
+}
+
+/// A node whose AutoNAT probe was lost with the connection it went out on (the server left
+/// before answering) tests its address again with the next server it meets. libp2p's AutoNAT
+/// client tests each address once, and a probe whose connection closes never reports: before,
+/// the address stayed untested for the node's whole life, so a public radiator whose first
+/// probe went to a peer that then left never learnt it was public (`testnet/dht-scale`:
+/// `docs/scale.md`, "What breaks first", item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_autonat_probe_was_lost_with_its_connection_tests_its_address_again() {
+    bounded(async {
+        let (mute, mut asked, mute_task) = mute_autonat_server().await;
+        let node = TestNode::start(with_bootstrap(vec![mute])).await;
+        // The node's address is tested by the only server it has dialled: the mute one.
+        tokio::time::timeout(Duration::from_secs(30), asked.recv())
+            .await
+            .expect("the node sends the mute server a dial request")
+            .expect("the mute server runs");
+        // The server leaves without an answer.
+        mute_task.abort();
+        let server = TestNode::start(loopback()).await;
+        node.net.dial(server.addr().await).await.expect("dial");
+        eventually("the node's address confirmed by AutoNAT", || async {
+            !node
+                .net
+                .status()
+                .await
+                .expect("status")
+                .reachability
+                .confirmed_addrs
+                .is_empty()
+        })
+        .await;
+        let rearms = node.net.status().await.expect("status").reachability.autonat_rearms;
+        assert_eq!(rearms, 1, "one probe lost, one re-arm");
+        for n in [&node, &server] {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}

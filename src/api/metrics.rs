@@ -40,6 +40,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         r.dead_connections as f64,
     );
+    m.counter(
+        "autonat_rearms",
+        "AutoNAT probes lost with their connection since the node started (the server left before answering), after each of which the node tested its addresses again",
+        None,
+        r.autonat_rearms as f64,
+    );
     m.gauge(
         "line_down",
         "1 while every redial of the bootstrap nodes fails at this node's own door (network unreachable: the home's line or router is down), else 0",

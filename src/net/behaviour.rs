@@ -62,7 +62,7 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: Counted<dcutr::Behaviour>,
     /// AutoNAT v2: asks peers to dial our address candidates back; a candidate that works
     /// becomes a confirmed external address.
-    pub(crate) autonat: autonat::v2::client::Behaviour,
+    pub(crate) autonat: super::autonat::Rearmed,
     /// AutoNAT v2 server: dials other nodes' candidates back (from a new port).
     pub(crate) autonat_server: Counted<autonat::v2::server::Behaviour>,
     /// UPnP port mapping on the home router, off by default (`NetConfig::upnp`).
@@ -317,7 +317,7 @@ fn build_behaviour(
         ),
         dcutr: Counted::new(dcutr::Behaviour::new(peer_id), DialOrigin::Dcutr, dials),
         // Defaults: up to 10 candidates, one probe every 5 s.
-        autonat: autonat::v2::client::Behaviour::default(),
+        autonat: super::autonat::Rearmed::default(),
         autonat_server: Counted::new(
             autonat::v2::server::Behaviour::default(),
             DialOrigin::AutonatServer,

@@ -42,6 +42,7 @@
 //! `docs/protocol.md` specifies every protocol id, byte layout and limit used here.
 
 mod actor;
+mod autonat;
 mod behaviour;
 mod bootstrap;
 mod candidates;
@@ -620,6 +621,10 @@ pub struct Reachability {
     /// other nodes' lookups and stores their records (server mode).
     #[serde(default)]
     pub dht_client: bool,
+    /// Times since start that an AutoNAT probe was lost with its connection (the server left
+    /// before answering) and this node tested its addresses again (`autonat.rs`).
+    #[serde(default)]
+    pub autonat_rearms: u64,
 }
 
 impl Reachability {

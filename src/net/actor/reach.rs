@@ -36,6 +36,7 @@ impl Actor {
             dead_connections: self.dead_connections,
             line_down_since_ms: self.line_down_since,
             dht_client: self.dht_mode == Some(kad::Mode::Client),
+            autonat_rearms: self.swarm.behaviour().autonat.rearms(),
         }
     }
 

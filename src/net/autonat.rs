@@ -1,0 +1,421 @@
+//! AutoNAT's client: probes over direct connections only, re-armed when a probe is lost with
+//! its connection.
+//!
+//! libp2p's AutoNAT v2 client tests each address candidate once for the life of the process:
+//! it sends one probe to one server over one connection and marks the candidate pending until
+//! that connection's handler reports an outcome. If the connection closes first, no outcome
+//! ever comes and nothing resets the candidate (libp2p-autonat 0.16, `v2/client/behaviour.rs`):
+//! the address is never tested again. `testnet/dht-scale` showed how it happens to a public
+//! radiator (`docs/scale.md`, "What breaks first", item 7): its outbound connections to homes
+//! go through the relay, and the client picks its server among all outbound connections. A
+//! home asked over a relayed connection dials the radiator back directly; that direct
+//! connection replaces the relayed one, which this node then closes (`actor/peers.rs`), and the
+//! probe's answer, on the relayed connection, is lost with it. So the better the radiator is
+//! reachable, the surer its probe was lost: it never learnt it was public, and after 30 s its
+//! relay gate (`relay_gate.rs`) let it listen through the relay as if it were behind NAT.
+//!
+//! Two remedies here:
+//! - **Direct connections only**: a relayed connection is never shown to the clients, so no
+//!   probe goes over one (it would also cost the relay the 30–100 KB of dial data a server asks
+//!   for when the tested address is not the one it sees the connection come from).
+//! - **Re-armed when a probe is lost** for any other reason (the server left or was pruned):
+//!   [`Rearmed`] keeps two clients on every connection, the active one, shown the candidates,
+//!   and a standby, shown the connections only, so that it learns which peers serve AutoNAT (a
+//!   client learns that once per connection, from the connection's handler, and cannot be told
+//!   it later). When a connection closes with a probe of the active client unanswered
+//!   ([`ProbeWatch`]), the standby takes over and is shown the candidates again: every address
+//!   is tested afresh. The old client is replaced by a new standby, which learns the
+//!   connections established from then on. A re-arm costs one probe per candidate and needs a
+//!   probe lost; probes go out on the client's own 5 s tick, so however often servers vanish, a
+//!   peer cannot make this node probe faster than libp2p would
+//!   (`tests/net.rs::a_node_whose_autonat_probe_was_lost_with_its_connection_tests_its_address_again`).
+//!
+//! A dial-back (the server's answer to a probe, on a new inbound connection) reaches whichever
+//! of the two handlers its stream picked; it is handed to the active client, whose probe it
+//! answers.
+//!
+//! Must not touch: anything but AutoNAT's client.
+
+use std::collections::{HashMap, VecDeque};
+use std::task::{Context, Poll};
+
+use libp2p::autonat::v2::client;
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::swarm::handler::ConnectionHandlerSelect;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionHandler, ConnectionId, FromSwarm, NetworkBehaviour,
+    NewExternalAddrCandidate, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+use tracing::info;
+
+/// Candidates remembered to show a new client, most recent first kept. libp2p's client tests
+/// at most 10 at a time (its `max_candidates`); a few more cover addresses seen once.
+const MAX_CANDIDATES: usize = 16;
+
+/// Which probes of the active client are unanswered, and the candidates it was shown: what
+/// decides a re-arm, and what the new client is shown. Pure.
+#[derive(Debug, Default)]
+pub(crate) struct ProbeWatch {
+    /// Probes sent and not yet answered, by the connection they went out on.
+    unanswered: HashMap<ConnectionId, u32>,
+    /// Distinct candidates, most recent last, at most [`MAX_CANDIDATES`].
+    candidates: VecDeque<Multiaddr>,
+    /// Re-arms since start.
+    rearms: u64,
+}
+
+impl ProbeWatch {
+    /// Identify (or another behaviour) reported `addr` as a candidate external address.
+    pub(crate) fn candidate(&mut self, addr: &Multiaddr) {
+        self.candidates.retain(|a| a != addr);
+        if self.candidates.len() == MAX_CANDIDATES {
+            self.candidates.pop_front();
+        }
+        self.candidates.push_back(addr.clone());
+    }
+
+    /// The active client sent a probe over `conn`.
+    pub(crate) fn probe_sent(&mut self, conn: ConnectionId) {
+        *self.unanswered.entry(conn).or_default() += 1;
+    }
+
+    /// The probing side of `conn`'s handler reported to the active client: an outcome (or,
+    /// before any probe, that the peer serves AutoNAT, which answers nothing).
+    pub(crate) fn reported(&mut self, conn: ConnectionId) {
+        if let Some(n) = self.unanswered.get_mut(&conn) {
+            *n -= 1;
+            if *n == 0 {
+                self.unanswered.remove(&conn);
+            }
+        }
+    }
+
+    /// `conn` closed; true if it took an unanswered probe with it: re-arm.
+    pub(crate) fn closed(&mut self, conn: ConnectionId) -> bool {
+        self.unanswered.remove(&conn).is_some()
+    }
+
+    /// A new client takes over: nothing of the old one's is unanswered any more. Returns the
+    /// candidates to show it.
+    pub(crate) fn rearmed(&mut self) -> impl Iterator<Item = &Multiaddr> {
+        self.unanswered.clear();
+        self.rearms += 1;
+        self.candidates.iter()
+    }
+
+    pub(crate) fn rearms(&self) -> u64 {
+        self.rearms
+    }
+}
+
+/// Two AutoNAT clients, one active and one standing by; see the module's documentation.
+pub(crate) struct Rearmed {
+    clients: [client::Behaviour; 2],
+    /// Each client's generation: bumped when it is replaced by a new one.
+    generations: [u64; 2],
+    /// Which of the two is shown the candidates.
+    active: usize,
+    /// Each open direct connection, with the generation of each client when it was
+    /// established: a client hears of a connection only if it is the generation that saw it
+    /// open.
+    connections: HashMap<ConnectionId, [u64; 2]>,
+    watch: ProbeWatch,
+}
+
+impl Default for Rearmed {
+    fn default() -> Self {
+        Rearmed {
+            clients: [client::Behaviour::default(), client::Behaviour::default()],
+            generations: [0, 0],
+            active: 0,
+            connections: HashMap::new(),
+            watch: ProbeWatch::default(),
+        }
+    }
+}
+
+type ClientHandler = THandler<client::Behaviour>;
+
+impl Rearmed {
+    /// Times a lost probe made a new client test every address again, since start.
+    pub(crate) fn rearms(&self) -> u64 {
+        self.watch.rearms()
+    }
+
+    /// Whether client `slot` knows connection `conn` (it saw it open).
+    fn knows(&self, slot: usize, conn: ConnectionId) -> bool {
+        self.connections
+            .get(&conn)
+            .is_some_and(|g| g[slot] == self.generations[slot])
+    }
+
+    fn rearm(&mut self) {
+        let old = self.active;
+        self.active = 1 - old;
+        self.clients[old] = client::Behaviour::default();
+        self.generations[old] += 1;
+        let active = &mut self.clients[self.active];
+        let mut shown = 0;
+        for addr in self.watch.rearmed() {
+            active.on_swarm_event(FromSwarm::NewExternalAddrCandidate(
+                NewExternalAddrCandidate { addr },
+            ));
+            shown += 1;
+        }
+        info!(
+            candidates = shown,
+            "AutoNAT: a probe was lost with its connection; testing our addresses again"
+        );
+    }
+}
+
+impl NetworkBehaviour for Rearmed {
+    type ConnectionHandler = ConnectionHandlerSelect<ClientHandler, ClientHandler>;
+    type ToSwarm = client::Event;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        let [a, b] = &mut self.clients;
+        Ok(
+            a.handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)?
+                .select(b.handle_established_inbound_connection(
+                    connection_id,
+                    peer,
+                    local_addr,
+                    remote_addr,
+                )?),
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        let [a, b] = &mut self.clients;
+        Ok(a.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )?
+        .select(b.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )?))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::NewExternalAddrCandidate(c) => {
+                self.watch.candidate(c.addr);
+                self.clients[self.active].on_swarm_event(event);
+            }
+            // A relayed connection is not shown: no probe goes over one.
+            FromSwarm::ConnectionEstablished(e) if e.endpoint.is_relayed() => {}
+            FromSwarm::ConnectionEstablished(e) => {
+                self.connections.insert(e.connection_id, self.generations);
+                for c in &mut self.clients {
+                    c.on_swarm_event(event);
+                }
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                for slot in 0..2 {
+                    if self.knows(slot, e.connection_id) {
+                        self.clients[slot].on_swarm_event(event);
+                    }
+                }
+                self.connections.remove(&e.connection_id);
+                if self.watch.closed(e.connection_id) {
+                    self.rearm();
+                }
+            }
+            // The client acts on none of the others.
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        use either::Either::{Left, Right};
+        let (slot, event) = match event {
+            // A dial-back: it answers the active client's probe, whichever handler took it.
+            Left(Right(nonce)) | Right(Right(nonce)) => (self.active, Right(nonce)),
+            Left(Left(probing)) => (0, Left(probing)),
+            Right(Left(probing)) => (1, Left(probing)),
+        };
+        let probing = event.is_left();
+        if probing && !self.knows(slot, connection_id) {
+            // From a replaced client's handler: nobody is waiting for it.
+            return;
+        }
+        if probing && slot == self.active {
+            self.watch.reported(connection_id);
+        }
+        self.clients[slot].on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        for slot in [self.active, 1 - self.active] {
+            if let Poll::Ready(ev) = self.clients[slot].poll(cx) {
+                if let ToSwarm::NotifyHandler {
+                    handler: NotifyHandler::One(conn),
+                    ..
+                } = &ev
+                {
+                    if slot == self.active {
+                        self.watch.probe_sent(*conn);
+                    }
+                }
+                return Poll::Ready(ev.map_in(|e| {
+                    if slot == 0 {
+                        either::Either::Left(e)
+                    } else {
+                        either::Either::Right(e)
+                    }
+                }));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::core::ConnectedPoint;
+    use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished};
+
+    use super::*;
+
+    fn conn(n: usize) -> ConnectionId {
+        ConnectionId::new_unchecked(n)
+    }
+
+    fn a(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_connection_closed_with_a_probe_unanswered_rearms_and_one_answered_does_not() {
+        let mut w = ProbeWatch::default();
+        // The server's support is reported before any probe: it answers nothing.
+        w.reported(conn(1));
+        w.probe_sent(conn(1));
+        w.reported(conn(1));
+        assert!(!w.closed(conn(1)), "its probe was answered");
+
+        w.probe_sent(conn(2));
+        w.probe_sent(conn(2));
+        w.reported(conn(2));
+        assert!(
+            !w.closed(conn(3)),
+            "another connection took nothing with it"
+        );
+        assert!(w.closed(conn(2)), "one of its two probes was unanswered");
+        assert!(!w.closed(conn(2)), "closed once");
+    }
+
+    #[test]
+    fn a_rearm_forgets_the_old_clients_probes_and_shows_the_candidates_again() {
+        let mut w = ProbeWatch::default();
+        w.candidate(&a("/ip4/198.51.100.7/tcp/4001"));
+        w.candidate(&a("/ip4/198.51.100.7/tcp/51000"));
+        w.candidate(&a("/ip4/198.51.100.7/tcp/4001"));
+        w.probe_sent(conn(1));
+        w.probe_sent(conn(2));
+        let shown: Vec<_> = w.rearmed().cloned().collect();
+        assert_eq!(
+            shown,
+            vec![
+                a("/ip4/198.51.100.7/tcp/51000"),
+                a("/ip4/198.51.100.7/tcp/4001")
+            ],
+            "each once, most recent last"
+        );
+        assert_eq!(w.rearms(), 1);
+        assert!(!w.closed(conn(1)), "the old client's probe is nobody's now");
+    }
+
+    fn dialled(addr: &str) -> ConnectedPoint {
+        ConnectedPoint::Dialer {
+            address: a(addr),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        }
+    }
+
+    /// The swarm tells `r` that connection `id` to `endpoint` opened (`open`) or closed.
+    fn event(r: &mut Rearmed, open: bool, id: ConnectionId, endpoint: &ConnectedPoint) {
+        let peer_id = PeerId::random();
+        r.on_swarm_event(if open {
+            FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id,
+                connection_id: id,
+                endpoint,
+                failed_addresses: &[],
+                other_established: 0,
+            })
+        } else {
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id: id,
+                endpoint,
+                cause: None,
+                remaining_established: 0,
+            })
+        });
+    }
+
+    #[test]
+    fn a_relayed_connection_is_never_shown_to_the_clients_and_a_direct_one_to_both() {
+        let mut r = Rearmed::default();
+        let relay =
+            "/ip4/198.51.100.2/tcp/4001/p2p/12D3KooWKisTCaRnkk6anEdUZdUgxoPnP66uLXxooLFiebEUBn7P";
+        let relayed = dialled(&format!("{relay}/p2p-circuit"));
+        event(&mut r, true, conn(1), &relayed);
+        assert!(!r.knows(0, conn(1)) && !r.knows(1, conn(1)), "not shown");
+        // Closing what a client never saw open would panic inside libp2p's client.
+        event(&mut r, false, conn(1), &relayed);
+
+        let direct = dialled("/ip4/198.51.100.2/tcp/4001");
+        event(&mut r, true, conn(2), &direct);
+        assert!(r.knows(0, conn(2)) && r.knows(1, conn(2)), "shown to both");
+        event(&mut r, false, conn(2), &direct);
+        assert!(
+            !r.knows(0, conn(2)) && !r.knows(1, conn(2)),
+            "forgotten once closed"
+        );
+    }
+
+    #[test]
+    fn candidates_are_bounded_and_the_oldest_goes_first() {
+        let mut w = ProbeWatch::default();
+        for port in 0..(MAX_CANDIDATES as u16 + 5) {
+            w.candidate(&a(&format!("/ip4/198.51.100.7/tcp/{}", 40000 + port)));
+        }
+        let shown: Vec<_> = w.rearmed().cloned().collect();
+        assert_eq!(shown.len(), MAX_CANDIDATES);
+        assert_eq!(shown[0], a("/ip4/198.51.100.7/tcp/40005"));
+    }
+}
