@@ -1912,7 +1912,13 @@ async fn a_node_whose_autonat_probe_was_lost_with_its_connection_tests_its_addre
                 .is_empty()
         })
         .await;
-        let rearms = node.net.status().await.expect("status").reachability.autonat_rearms;
+        let rearms = node
+            .net
+            .status()
+            .await
+            .expect("status")
+            .reachability
+            .autonat_rearms;
         assert_eq!(rearms, 1, "one probe lost, one re-arm");
         for n in [&node, &server] {
             n.net.shutdown().await;

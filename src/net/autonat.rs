@@ -25,10 +25,14 @@
 //!   it later). When a connection closes with a probe of the active client unanswered
 //!   ([`ProbeWatch`]), the standby takes over and is shown the candidates again: every address
 //!   is tested afresh. The old client is replaced by a new standby, which learns the
-//!   connections established from then on. A re-arm costs one probe per candidate and needs a
-//!   probe lost; probes go out on the client's own 5 s tick, so however often servers vanish, a
-//!   peer cannot make this node probe faster than libp2p would
+//!   connections established from then on
 //!   (`tests/net.rs::a_node_whose_autonat_probe_was_lost_with_its_connection_tests_its_address_again`).
+//!   A re-arm costs one probe per candidate, and each probe a server's dial-back. The first
+//!   comes at once (a public radiator learns it is public within seconds); each later one
+//!   waits at least [`REARM_WAIT_FIRST`] after the one before, doubling to [`REARM_WAIT_MAX`].
+//!   Homes behind NAT lose probes all the time (in `testnet/dht-scale`, 106 lost in 7 minutes
+//!   by 40 homes, re-armed at once: their probes went from 57 to 256), and however often
+//!   servers vanish, no peer can make this node probe more than that.
 //!
 //! A dial-back (the server's answer to a probe, on a new inbound connection) reaches whichever
 //! of the two handlers its stream picked; it is handed to the active client, whose probe it
@@ -38,6 +42,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use libp2p::autonat::v2::client;
 use libp2p::core::transport::PortUse;
@@ -48,22 +53,47 @@ use libp2p::swarm::{
     NewExternalAddrCandidate, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
+use tokio::time::Instant;
 use tracing::info;
 
 /// Candidates remembered to show a new client, most recent first kept. libp2p's client tests
 /// at most 10 at a time (its `max_candidates`); a few more cover addresses seen once.
 const MAX_CANDIDATES: usize = 16;
 
+/// The least time between a re-arm and the next (the first comes at once).
+pub(crate) const REARM_WAIT_FIRST: Duration = Duration::from_secs(60);
+/// The wait between re-arms doubles up to this.
+pub(crate) const REARM_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
+
 /// Which probes of the active client are unanswered, and the candidates it was shown: what
 /// decides a re-arm, and what the new client is shown. Pure.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ProbeWatch {
     /// Probes sent and not yet answered, by the connection they went out on.
     unanswered: HashMap<ConnectionId, u32>,
     /// Distinct candidates, most recent last, at most [`MAX_CANDIDATES`].
     candidates: VecDeque<Multiaddr>,
+    /// A probe of the active client was lost: re-arm once the wait allows.
+    due: bool,
+    /// No re-arm before this (`None`: none yet, the first comes at once).
+    not_before: Option<Instant>,
+    /// The wait after the next re-arm.
+    wait: Duration,
     /// Re-arms since start.
     rearms: u64,
+}
+
+impl Default for ProbeWatch {
+    fn default() -> Self {
+        ProbeWatch {
+            unanswered: HashMap::new(),
+            candidates: VecDeque::new(),
+            due: false,
+            not_before: None,
+            wait: REARM_WAIT_FIRST,
+            rearms: 0,
+        }
+    }
 }
 
 impl ProbeWatch {
@@ -92,15 +122,25 @@ impl ProbeWatch {
         }
     }
 
-    /// `conn` closed; true if it took an unanswered probe with it: re-arm.
-    pub(crate) fn closed(&mut self, conn: ConnectionId) -> bool {
-        self.unanswered.remove(&conn).is_some()
+    /// `conn` closed; if it took an unanswered probe with it, a re-arm is due.
+    pub(crate) fn closed(&mut self, conn: ConnectionId) {
+        if self.unanswered.remove(&conn).is_some() {
+            self.due = true;
+        }
     }
 
-    /// A new client takes over: nothing of the old one's is unanswered any more. Returns the
-    /// candidates to show it.
-    pub(crate) fn rearmed(&mut self) -> impl Iterator<Item = &Multiaddr> {
+    /// Whether to re-arm at `now`: one is due and the wait since the last has passed.
+    pub(crate) fn rearm_now(&self, now: Instant) -> bool {
+        self.due && self.not_before.is_none_or(|t| now >= t)
+    }
+
+    /// A new client takes over at `now`: nothing of the old one's is unanswered any more, and
+    /// the next re-arm waits. Returns the candidates to show it.
+    pub(crate) fn rearmed(&mut self, now: Instant) -> impl Iterator<Item = &Multiaddr> {
         self.unanswered.clear();
+        self.due = false;
+        self.not_before = Some(now + self.wait);
+        self.wait = (self.wait * 2).min(REARM_WAIT_MAX);
         self.rearms += 1;
         self.candidates.iter()
     }
@@ -158,7 +198,7 @@ impl Rearmed {
         self.generations[old] += 1;
         let active = &mut self.clients[self.active];
         let mut shown = 0;
-        for addr in self.watch.rearmed() {
+        for addr in self.watch.rearmed(Instant::now()) {
             active.on_swarm_event(FromSwarm::NewExternalAddrCandidate(
                 NewExternalAddrCandidate { addr },
             ));
@@ -240,9 +280,7 @@ impl NetworkBehaviour for Rearmed {
                     }
                 }
                 self.connections.remove(&e.connection_id);
-                if self.watch.closed(e.connection_id) {
-                    self.rearm();
-                }
+                self.watch.closed(e.connection_id);
             }
             // The client acts on none of the others.
             _ => {}
@@ -277,6 +315,10 @@ impl NetworkBehaviour for Rearmed {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        // Polled after every swarm event and at least on the clients' 5 s tick.
+        if self.watch.rearm_now(Instant::now()) {
+            self.rearm();
+        }
         for slot in [self.active, 1 - self.active] {
             if let Poll::Ready(ev) = self.clients[slot].poll(cx) {
                 if let ToSwarm::NotifyHandler {
@@ -318,33 +360,38 @@ mod tests {
 
     #[test]
     fn a_connection_closed_with_a_probe_unanswered_rearms_and_one_answered_does_not() {
+        let t0 = Instant::now();
         let mut w = ProbeWatch::default();
         // The server's support is reported before any probe: it answers nothing.
         w.reported(conn(1));
         w.probe_sent(conn(1));
         w.reported(conn(1));
-        assert!(!w.closed(conn(1)), "its probe was answered");
+        w.closed(conn(1));
+        assert!(!w.rearm_now(t0), "its probe was answered");
 
         w.probe_sent(conn(2));
         w.probe_sent(conn(2));
         w.reported(conn(2));
+        w.closed(conn(3));
+        assert!(!w.rearm_now(t0), "another connection took nothing with it");
+        w.closed(conn(2));
         assert!(
-            !w.closed(conn(3)),
-            "another connection took nothing with it"
+            w.rearm_now(t0),
+            "one of its two probes was unanswered: at once, the first"
         );
-        assert!(w.closed(conn(2)), "one of its two probes was unanswered");
-        assert!(!w.closed(conn(2)), "closed once");
     }
 
     #[test]
     fn a_rearm_forgets_the_old_clients_probes_and_shows_the_candidates_again() {
+        let t0 = Instant::now();
         let mut w = ProbeWatch::default();
         w.candidate(&a("/ip4/198.51.100.7/tcp/4001"));
         w.candidate(&a("/ip4/198.51.100.7/tcp/51000"));
         w.candidate(&a("/ip4/198.51.100.7/tcp/4001"));
         w.probe_sent(conn(1));
         w.probe_sent(conn(2));
-        let shown: Vec<_> = w.rearmed().cloned().collect();
+        w.closed(conn(2));
+        let shown: Vec<_> = w.rearmed(t0).cloned().collect();
         assert_eq!(
             shown,
             vec![
@@ -354,7 +401,36 @@ mod tests {
             "each once, most recent last"
         );
         assert_eq!(w.rearms(), 1);
-        assert!(!w.closed(conn(1)), "the old client's probe is nobody's now");
+        w.closed(conn(1));
+        assert!(
+            !w.rearm_now(t0 + REARM_WAIT_MAX),
+            "the old client's probe is nobody's now"
+        );
+    }
+
+    #[test]
+    fn rearms_after_the_first_wait_a_minute_doubling_to_half_an_hour() {
+        let mut w = ProbeWatch::default();
+        let mut now = Instant::now();
+        let lose = |w: &mut ProbeWatch, n| {
+            w.probe_sent(conn(n));
+            w.closed(conn(n));
+        };
+        lose(&mut w, 1);
+        assert!(w.rearm_now(now), "the first at once");
+        let _ = w.rearmed(now);
+        let mut waits = Vec::new();
+        for n in 2..10 {
+            lose(&mut w, n);
+            let mut waited = Duration::ZERO;
+            while !w.rearm_now(now + waited) {
+                waited += Duration::from_secs(1);
+            }
+            now += waited;
+            let _ = w.rearmed(now);
+            waits.push(waited.as_secs());
+        }
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1800, 1800, 1800]);
     }
 
     fn dialled(addr: &str) -> ConnectedPoint {
@@ -414,7 +490,7 @@ mod tests {
         for port in 0..(MAX_CANDIDATES as u16 + 5) {
             w.candidate(&a(&format!("/ip4/198.51.100.7/tcp/{}", 40000 + port)));
         }
-        let shown: Vec<_> = w.rearmed().cloned().collect();
+        let shown: Vec<_> = w.rearmed(Instant::now()).cloned().collect();
         assert_eq!(shown.len(), MAX_CANDIDATES);
         assert_eq!(shown[0], a("/ip4/198.51.100.7/tcp/40005"));
     }
