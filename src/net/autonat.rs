@@ -30,9 +30,14 @@
 //!   A re-arm costs one probe per candidate, and each probe a server's dial-back. The first
 //!   comes at once (a public radiator learns it is public within seconds); each later one
 //!   waits at least [`REARM_WAIT_FIRST`] after the one before, doubling to [`REARM_WAIT_MAX`].
-//!   Homes behind NAT lose probes all the time (in `testnet/dht-scale`, 106 lost in 7 minutes
-//!   by 40 homes, re-armed at once: their probes went from 57 to 256), and however often
-//!   servers vanish, no peer can make this node probe more than that.
+//! - **A budget of probes without a verdict**: a home behind NAT never gets one (its router
+//!   drops the server's dial-back silently, and the dial outlasts the client's 10 s wait), and
+//!   libp2p's client tries again every 5 s tick for as long as the node runs. After
+//!   [`MAX_FRUITLESS`] probes without a verdict the next is dropped, and the client waits for
+//!   the next re-arm. In `testnet/dht-scale` 40 homes timed out 272 probes in 6 minutes
+//!   without it (while the old client's lost probes still silenced them for good: 57).
+//!
+//! However often servers vanish or stall, no peer can make this node probe more than that.
 //!
 //! A dial-back (the server's answer to a probe, on a new inbound connection) reaches whichever
 //! of the two handlers its stream picked; it is handed to the active client, whose probe it
@@ -56,9 +61,15 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 use tracing::info;
 
-/// Candidates remembered to show a new client, most recent first kept. libp2p's client tests
-/// at most 10 at a time (its `max_candidates`); a few more cover addresses seen once.
+/// Candidates remembered to show a new client (the most recent). libp2p's client tests at most
+/// 10 at a time (its `max_candidates`); a few more cover addresses seen once.
 const MAX_CANDIDATES: usize = 16;
+
+/// Probes a client may send without a verdict; the next waits for a re-arm. A home's router
+/// drops the server's dial-back silently, and the dial outlasts the client's own 10 s wait:
+/// each probe ends "timed out", and libp2p's client tries again on its next 5 s tick, for as
+/// long as the node runs.
+pub(crate) const MAX_FRUITLESS: u32 = 3;
 
 /// The least time between a re-arm and the next (the first comes at once).
 pub(crate) const REARM_WAIT_FIRST: Duration = Duration::from_secs(60);
@@ -73,7 +84,9 @@ pub(crate) struct ProbeWatch {
     unanswered: HashMap<ConnectionId, u32>,
     /// Distinct candidates, most recent last, at most [`MAX_CANDIDATES`].
     candidates: VecDeque<Multiaddr>,
-    /// A probe of the active client was lost: re-arm once the wait allows.
+    /// Probes of the active client since its last verdict.
+    fruitless: u32,
+    /// A probe of the active client was lost or dropped: re-arm once the wait allows.
     due: bool,
     /// No re-arm before this (`None`: none yet, the first comes at once).
     not_before: Option<Instant>,
@@ -88,6 +101,7 @@ impl Default for ProbeWatch {
         ProbeWatch {
             unanswered: HashMap::new(),
             candidates: VecDeque::new(),
+            fruitless: 0,
             due: false,
             not_before: None,
             wait: REARM_WAIT_FIRST,
@@ -106,9 +120,22 @@ impl ProbeWatch {
         self.candidates.push_back(addr.clone());
     }
 
-    /// The active client sent a probe over `conn`.
-    pub(crate) fn probe_sent(&mut self, conn: ConnectionId) {
+    /// The active client would send a probe over `conn`: true to send it, false to drop it
+    /// (the client's last [`MAX_FRUITLESS`] probes brought no verdict: a re-arm is due, and
+    /// until then the client waits for the dropped probe's outcome, which never comes).
+    pub(crate) fn may_probe(&mut self, conn: ConnectionId) -> bool {
+        if self.fruitless >= MAX_FRUITLESS {
+            self.due = true;
+            return false;
+        }
+        self.fruitless += 1;
         *self.unanswered.entry(conn).or_default() += 1;
+        true
+    }
+
+    /// The active client reached a verdict on an address (reachable or not).
+    pub(crate) fn verdict(&mut self) {
+        self.fruitless = 0;
     }
 
     /// The probing side of `conn`'s handler reported to the active client: an outcome (or,
@@ -138,6 +165,7 @@ impl ProbeWatch {
     /// the next re-arm waits. Returns the candidates to show it.
     pub(crate) fn rearmed(&mut self, now: Instant) -> impl Iterator<Item = &Multiaddr> {
         self.unanswered.clear();
+        self.fruitless = 0;
         self.due = false;
         self.not_before = Some(now + self.wait);
         self.wait = (self.wait * 2).min(REARM_WAIT_MAX);
@@ -320,14 +348,15 @@ impl NetworkBehaviour for Rearmed {
             self.rearm();
         }
         for slot in [self.active, 1 - self.active] {
-            if let Poll::Ready(ev) = self.clients[slot].poll(cx) {
-                if let ToSwarm::NotifyHandler {
-                    handler: NotifyHandler::One(conn),
-                    ..
-                } = &ev
-                {
-                    if slot == self.active {
-                        self.watch.probe_sent(*conn);
+            while let Poll::Ready(ev) = self.clients[slot].poll(cx) {
+                if slot == self.active {
+                    match &ev {
+                        ToSwarm::NotifyHandler {
+                            handler: NotifyHandler::One(conn),
+                            ..
+                        } if !self.watch.may_probe(*conn) => continue,
+                        ToSwarm::GenerateEvent(_) => self.watch.verdict(),
+                        _ => {}
                     }
                 }
                 return Poll::Ready(ev.map_in(|e| {
@@ -364,13 +393,13 @@ mod tests {
         let mut w = ProbeWatch::default();
         // The server's support is reported before any probe: it answers nothing.
         w.reported(conn(1));
-        w.probe_sent(conn(1));
+        assert!(w.may_probe(conn(1)));
         w.reported(conn(1));
         w.closed(conn(1));
         assert!(!w.rearm_now(t0), "its probe was answered");
 
-        w.probe_sent(conn(2));
-        w.probe_sent(conn(2));
+        assert!(w.may_probe(conn(2)));
+        assert!(w.may_probe(conn(2)));
         w.reported(conn(2));
         w.closed(conn(3));
         assert!(!w.rearm_now(t0), "another connection took nothing with it");
@@ -388,8 +417,8 @@ mod tests {
         w.candidate(&a("/ip4/198.51.100.7/tcp/4001"));
         w.candidate(&a("/ip4/198.51.100.7/tcp/51000"));
         w.candidate(&a("/ip4/198.51.100.7/tcp/4001"));
-        w.probe_sent(conn(1));
-        w.probe_sent(conn(2));
+        assert!(w.may_probe(conn(1)));
+        assert!(w.may_probe(conn(2)));
         w.closed(conn(2));
         let shown: Vec<_> = w.rearmed(t0).cloned().collect();
         assert_eq!(
@@ -409,11 +438,39 @@ mod tests {
     }
 
     #[test]
+    fn a_client_whose_probes_bring_no_verdict_stops_until_a_rearm() {
+        let t0 = Instant::now();
+        let mut w = ProbeWatch::default();
+        // Answered, but no verdict (timed out): the client would try again at once.
+        for _ in 0..MAX_FRUITLESS {
+            assert!(w.may_probe(conn(1)));
+            w.reported(conn(1));
+        }
+        assert!(!w.rearm_now(t0));
+        assert!(!w.may_probe(conn(1)), "dropped");
+        assert!(w.rearm_now(t0), "the first re-arm at once");
+        let _ = w.rearmed(t0);
+        assert!(w.may_probe(conn(1)), "a new client probes");
+        w.reported(conn(1));
+        w.verdict();
+        for _ in 0..MAX_FRUITLESS {
+            assert!(w.may_probe(conn(1)), "a verdict starts the count again");
+            w.reported(conn(1));
+        }
+        assert!(!w.may_probe(conn(1)));
+        assert!(
+            !w.rearm_now(t0 + REARM_WAIT_FIRST / 2),
+            "the next re-arm waits"
+        );
+        assert!(w.rearm_now(t0 + REARM_WAIT_FIRST));
+    }
+
+    #[test]
     fn rearms_after_the_first_wait_a_minute_doubling_to_half_an_hour() {
         let mut w = ProbeWatch::default();
         let mut now = Instant::now();
         let lose = |w: &mut ProbeWatch, n| {
-            w.probe_sent(conn(n));
+            assert!(w.may_probe(conn(n)));
             w.closed(conn(n));
         };
         lose(&mut w, 1);
