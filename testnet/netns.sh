@@ -43,6 +43,26 @@ cleanup() {
   for n in "${NSS[@]}"; do ip netns del "$n" 2>/dev/null; done
   NSS=()
   PIDS=()
+  [ ${#NEIGH_SAVED[@]} -gt 0 ] && sysctl -qw "${NEIGH_SAVED[@]}"
+  NEIGH_SAVED=()
+}
+
+# neigh_room: room in the kernel's neighbour (ARP) table for a lab of many namespaces. The
+# table and its limits are the whole machine's, not each namespace's: at the default 1 024
+# entries, `testnet/dht-scale` with 40 homes filled it ("neighbour: arp_cache: neighbor table
+# overflow!" in the kernel log), and homes could not resolve their router, nor routers the
+# bootstrap node, for up to 2 minutes (docs/scale.md). Raised for the lab (never lowered), put
+# back by `cleanup`.
+NEIGH_SAVED=()
+neigh_room() {
+  local k want have
+  for k in 1 2 3; do
+    case $k in 1) want=4096 ;; 2) want=32768 ;; 3) want=65536 ;; esac
+    have=$(sysctl -n "net.ipv4.neigh.default.gc_thresh$k") || continue
+    [ "$have" -ge "$want" ] && continue
+    NEIGH_SAVED+=("net.ipv4.neigh.default.gc_thresh$k=$have")
+    sysctl -qw "net.ipv4.neigh.default.gc_thresh$k=$want"
+  done
 }
 trap 'cleanup; [ -n "$OUT" ] || rm -rf "$WORK"' EXIT
 trap 'exit 1' INT TERM
