@@ -6,7 +6,7 @@
 //! variable names the variable. This module reads files and the environment it is handed; it
 //! knows nothing of what the values are used for.
 //!
-//! Size: about 700 lines of code, most of it the commented `hearth.toml` template and one
+//! Size: about 740 lines of code, most of it the commented `hearth.toml` template and one
 //! section struct per subsystem; the rest are its unit tests.
 
 use std::net::SocketAddr;
@@ -46,6 +46,13 @@ pub enum ConfigError {
     #[error("no data directory: set --data-dir or HEARTH_DATA_DIR, or HOME so the default ~/.local/share/hearth can be used")]
     NoDataDir,
 }
+
+/// A radiator's connections when `max_connections` is unset: its neighbours, the peers its
+/// jobs and shards use, and room for newcomers (it prunes idle ones past 16).
+pub const RADIATOR_CONNECTIONS: u32 = 128;
+/// A bootstrap node's when unset: its relay's default 256 reservations (one connection each)
+/// and the newcomers it introduces; as `bootstrap/hearth-bootstrap.service` sets it.
+pub const BOOTSTRAP_CONNECTIONS: u32 = 1024;
 
 /// What a node does on the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
@@ -181,8 +188,9 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// `radiator` (default) or `bootstrap`.
     pub role: Role,
-    /// Most established connections. Default 128; bootstrap nodes want more.
-    pub max_connections: u32,
+    /// Most established connections. Unset: [`RADIATOR_CONNECTIONS`] on a radiator,
+    /// [`BOOTSTRAP_CONNECTIONS`] on a bootstrap node ([`NodeConfig::max_connections`]).
+    pub max_connections: Option<u32>,
     /// Public addresses of this node, known to reach it from the internet (a bootstrap
     /// node's). Empty (default): AutoNAT finds out.
     pub external_addresses: Vec<Multiaddr>,
@@ -332,6 +340,16 @@ impl Default for JobsConfig {
     }
 }
 
+impl NodeConfig {
+    /// `max_connections`, or the role's default when unset.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections.unwrap_or(match self.role {
+            Role::Radiator => RADIATOR_CONNECTIONS,
+            Role::Bootstrap => BOOTSTRAP_CONNECTIONS,
+        })
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
@@ -346,7 +364,7 @@ impl Default for NodeConfig {
             bootstrap: Vec::new(),
             mdns: true,
             role: Role::Radiator,
-            max_connections: 128,
+            max_connections: None,
             external_addresses: Vec::new(),
             use_relays: true,
             upnp: false,
@@ -413,7 +431,9 @@ const NODE_TEMPLATE: &str = r#"# hearth.toml: configuration of this radiator.
 # "radiator" runs shards; "bootstrap" only helps others find each other (HEARTH_ROLE; --role).
 # role = "radiator"
 
-# Most established connections (HEARTH_MAX_CONNECTIONS; --max-connections).
+# Most established connections (HEARTH_MAX_CONNECTIONS; --max-connections). Unset: 128 on a
+# radiator, 1024 on a bootstrap node (its relay holds a connection to every node listening
+# through it: [relay] max_reservations must stay below this).
 # max_connections = 128
 
 # Behind a home router nothing needs setting: the radiator learns whether it is reachable
@@ -500,7 +520,28 @@ impl Config {
         config.apply_env(env)?;
         config.apply_flags(flags)?;
         config.limits.check().map_err(ConfigError::Limit)?;
+        config.check_connections().map_err(ConfigError::Limit)?;
         Ok(config)
+    }
+
+    /// The connection limit within what hearth can hold, and room in it for every node this
+    /// node's relay (if it serves as one) lets listen through it.
+    fn check_connections(&self) -> Result<(), String> {
+        let n = self.node.max_connections();
+        parse_connections(&n.to_string())
+            .map_err(|r| format!("node.max_connections = {n}: {r}"))?;
+        if let Some(relay) = self.relay.limits(self.node.role) {
+            if relay.max_reservations >= n as usize {
+                return Err(format!(
+                    "relay.max_reservations = {} does not fit in node.max_connections = {n}: \
+                     every node listening through this relay holds a connection to it, and \
+                     other peers need some too; raise max_connections above max_reservations \
+                     or lower max_reservations",
+                    relay.max_reservations
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -542,7 +583,7 @@ impl Config {
         }
         if let Some(v) = env("HEARTH_MAX_CONNECTIONS") {
             self.node.max_connections =
-                parse_connections(&v).map_err(|r| bad("HEARTH_MAX_CONNECTIONS", &v, r))?;
+                Some(parse_connections(&v).map_err(|r| bad("HEARTH_MAX_CONNECTIONS", &v, r))?);
         }
         let limits = &mut self.limits;
         for (var, field) in [
@@ -628,7 +669,7 @@ impl Config {
         }
         if let Some(n) = flags.max_connections {
             self.node.max_connections =
-                parse_connections(&n.to_string()).map_err(|r| bad("--max-connections", r))?;
+                Some(parse_connections(&n.to_string()).map_err(|r| bad("--max-connections", r))?);
         }
         if let Some(slots) = flags.slots {
             self.worker.slots = parse_slots(&slots.to_string()).map_err(|r| bad("--slots", r))?;
@@ -706,6 +747,47 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    /// A relay holds a connection to every node listening through it. A bootstrap node's
+    /// default connections fell short of its relay's default reservations (128 against 256):
+    /// in `testnet/dht-scale` with 150 homes, those past the 128th were refused again and again.
+    #[test]
+    fn a_bootstrap_nodes_default_connections_hold_every_reservation_its_relay_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[node]\nrole = \"bootstrap\"\n",
+        )
+        .unwrap();
+        let c = Config::load(dir.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        let relay = c
+            .relay
+            .limits(c.node.role)
+            .expect("a bootstrap node relays");
+        assert!(c.node.max_connections() as usize > relay.max_reservations);
+        assert_eq!(c.node.max_connections(), BOOTSTRAP_CONNECTIONS);
+        let radiator = Config::default();
+        assert_eq!(radiator.node.max_connections(), RADIATOR_CONNECTIONS);
+
+        // An operator's limit that leaves no room is refused, naming both settings.
+        let flags = Overrides {
+            max_connections: Some(256),
+            ..Overrides::default()
+        };
+        let err = Config::load(dir.path(), &env_of(&[]), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("relay.max_reservations = 256") && err.contains("max_connections = 256"),
+            "{err}"
+        );
+        let flags = Overrides {
+            max_connections: Some(300),
+            ..Overrides::default()
+        };
+        let c = Config::load(dir.path(), &env_of(&[]), &flags).unwrap();
+        assert_eq!(c.node.max_connections(), 300);
     }
 
     #[test]

@@ -490,7 +490,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     net_config.bootstrap = bootstrap;
     // A bootstrap node serves the internet at large; multicast on its LAN helps nobody.
     net_config.mdns = config.node.mdns && config.node.role == Role::Radiator;
-    net_config.max_connections = config.node.max_connections;
+    net_config.max_connections = config.node.max_connections();
     net_config.external_addrs = config.node.external_addresses.clone();
     net_config.relay_client = config.node.use_relays && config.node.role == Role::Radiator;
     net_config.upnp = config.node.upnp;
