@@ -200,7 +200,7 @@ pub struct NodeArgs {
     /// Shards run at once at full heat demand.
     #[arg(long)]
     pub slots: Option<usize>,
-    /// Most established connections (bootstrap nodes want more than the default 128).
+    /// Most established connections (default 128 on a radiator, 1024 on a bootstrap node).
     #[arg(long)]
     pub max_connections: Option<u32>,
     /// Create the household key first if the data directory has none (containers).
