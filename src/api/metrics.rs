@@ -42,7 +42,7 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
     );
     m.counter(
         "autonat_rearms",
-        "AutoNAT probes lost with their connection since the node started (the server left before answering), after each of which the node tested its addresses again",
+        "Times since the node started that it tested its addresses afresh with a new AutoNAT client: a probe was lost with its connection (the tester left before answering), or 3 probes brought no verdict (as behind NAT); the first at once, then at least 60 s apart, doubling to 30 min",
         None,
         r.autonat_rearms as f64,
     );

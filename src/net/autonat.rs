@@ -76,6 +76,24 @@ pub(crate) const REARM_WAIT_FIRST: Duration = Duration::from_secs(60);
 /// The wait between re-arms doubles up to this.
 pub(crate) const REARM_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
 
+/// Why a new client takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// A probe was lost with its connection.
+    Lost,
+    /// [`MAX_FRUITLESS`] probes brought no verdict.
+    Fruitless,
+}
+
+impl Due {
+    fn because(self) -> &'static str {
+        match self {
+            Due::Lost => "a probe was lost with its connection",
+            Due::Fruitless => "the last probes brought no verdict",
+        }
+    }
+}
+
 /// Which probes of the active client are unanswered, and the candidates it was shown: what
 /// decides a re-arm, and what the new client is shown. Pure.
 #[derive(Debug)]
@@ -86,8 +104,8 @@ pub(crate) struct ProbeWatch {
     candidates: VecDeque<Multiaddr>,
     /// Probes of the active client since its last verdict.
     fruitless: u32,
-    /// A probe of the active client was lost or dropped: re-arm once the wait allows.
-    due: bool,
+    /// Why a re-arm is due, if one is: done once the wait allows.
+    due: Option<Due>,
     /// No re-arm before this (`None`: none yet, the first comes at once).
     not_before: Option<Instant>,
     /// The wait after the next re-arm.
@@ -102,7 +120,7 @@ impl Default for ProbeWatch {
             unanswered: HashMap::new(),
             candidates: VecDeque::new(),
             fruitless: 0,
-            due: false,
+            due: None,
             not_before: None,
             wait: REARM_WAIT_FIRST,
             rearms: 0,
@@ -125,7 +143,7 @@ impl ProbeWatch {
     /// until then the client waits for the dropped probe's outcome, which never comes).
     pub(crate) fn may_probe(&mut self, conn: ConnectionId) -> bool {
         if self.fruitless >= MAX_FRUITLESS {
-            self.due = true;
+            self.due.get_or_insert(Due::Fruitless);
             return false;
         }
         self.fruitless += 1;
@@ -152,13 +170,14 @@ impl ProbeWatch {
     /// `conn` closed; if it took an unanswered probe with it, a re-arm is due.
     pub(crate) fn closed(&mut self, conn: ConnectionId) {
         if self.unanswered.remove(&conn).is_some() {
-            self.due = true;
+            self.due.get_or_insert(Due::Lost);
         }
     }
 
-    /// Whether to re-arm at `now`: one is due and the wait since the last has passed.
-    pub(crate) fn rearm_now(&self, now: Instant) -> bool {
-        self.due && self.not_before.is_none_or(|t| now >= t)
+    /// Whether to re-arm at `now`, and why: one is due and the wait since the last has passed.
+    pub(crate) fn rearm_now(&self, now: Instant) -> Option<Due> {
+        self.due
+            .filter(|_| self.not_before.is_none_or(|t| now >= t))
     }
 
     /// A new client takes over at `now`: nothing of the old one's is unanswered any more, and
@@ -166,7 +185,7 @@ impl ProbeWatch {
     pub(crate) fn rearmed(&mut self, now: Instant) -> impl Iterator<Item = &Multiaddr> {
         self.unanswered.clear();
         self.fruitless = 0;
-        self.due = false;
+        self.due = None;
         self.not_before = Some(now + self.wait);
         self.wait = (self.wait * 2).min(REARM_WAIT_MAX);
         self.rearms += 1;
@@ -219,7 +238,7 @@ impl Rearmed {
             .is_some_and(|g| g[slot] == self.generations[slot])
     }
 
-    fn rearm(&mut self) {
+    fn rearm(&mut self, why: Due) {
         let old = self.active;
         self.active = 1 - old;
         self.clients[old] = client::Behaviour::default();
@@ -234,7 +253,8 @@ impl Rearmed {
         }
         info!(
             candidates = shown,
-            "AutoNAT: a probe was lost with its connection; testing our addresses again"
+            because = why.because(),
+            "AutoNAT: testing our addresses again"
         );
     }
 }
@@ -344,8 +364,8 @@ impl NetworkBehaviour for Rearmed {
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         // Polled after every swarm event and at least on the clients' 5 s tick.
-        if self.watch.rearm_now(Instant::now()) {
-            self.rearm();
+        if let Some(why) = self.watch.rearm_now(Instant::now()) {
+            self.rearm(why);
         }
         for slot in [self.active, 1 - self.active] {
             while let Poll::Ready(ev) = self.clients[slot].poll(cx) {
@@ -396,16 +416,21 @@ mod tests {
         assert!(w.may_probe(conn(1)));
         w.reported(conn(1));
         w.closed(conn(1));
-        assert!(!w.rearm_now(t0), "its probe was answered");
+        assert_eq!(None, w.rearm_now(t0), "its probe was answered");
 
         assert!(w.may_probe(conn(2)));
         assert!(w.may_probe(conn(2)));
         w.reported(conn(2));
         w.closed(conn(3));
-        assert!(!w.rearm_now(t0), "another connection took nothing with it");
-        w.closed(conn(2));
-        assert!(
+        assert_eq!(
+            None,
             w.rearm_now(t0),
+            "another connection took nothing with it"
+        );
+        w.closed(conn(2));
+        assert_eq!(
+            w.rearm_now(t0),
+            Some(Due::Lost),
             "one of its two probes was unanswered: at once, the first"
         );
     }
@@ -431,8 +456,9 @@ mod tests {
         );
         assert_eq!(w.rearms(), 1);
         w.closed(conn(1));
-        assert!(
-            !w.rearm_now(t0 + REARM_WAIT_MAX),
+        assert_eq!(
+            w.rearm_now(t0 + REARM_WAIT_MAX),
+            None,
             "the old client's probe is nobody's now"
         );
     }
@@ -446,9 +472,13 @@ mod tests {
             assert!(w.may_probe(conn(1)));
             w.reported(conn(1));
         }
-        assert!(!w.rearm_now(t0));
+        assert_eq!(None, w.rearm_now(t0));
         assert!(!w.may_probe(conn(1)), "dropped");
-        assert!(w.rearm_now(t0), "the first re-arm at once");
+        assert_eq!(
+            w.rearm_now(t0),
+            Some(Due::Fruitless),
+            "the first re-arm at once"
+        );
         let _ = w.rearmed(t0);
         assert!(w.may_probe(conn(1)), "a new client probes");
         w.reported(conn(1));
@@ -458,11 +488,12 @@ mod tests {
             w.reported(conn(1));
         }
         assert!(!w.may_probe(conn(1)));
-        assert!(
-            !w.rearm_now(t0 + REARM_WAIT_FIRST / 2),
+        assert_eq!(
+            w.rearm_now(t0 + REARM_WAIT_FIRST / 2),
+            None,
             "the next re-arm waits"
         );
-        assert!(w.rearm_now(t0 + REARM_WAIT_FIRST));
+        assert_eq!(w.rearm_now(t0 + REARM_WAIT_FIRST), Some(Due::Fruitless));
     }
 
     #[test]
@@ -474,13 +505,13 @@ mod tests {
             w.closed(conn(n));
         };
         lose(&mut w, 1);
-        assert!(w.rearm_now(now), "the first at once");
+        assert_eq!(w.rearm_now(now), Some(Due::Lost), "the first at once");
         let _ = w.rearmed(now);
         let mut waits = Vec::new();
         for n in 2..10 {
             lose(&mut w, n);
             let mut waited = Duration::ZERO;
-            while !w.rearm_now(now + waited) {
+            while w.rearm_now(now + waited).is_none() {
                 waited += Duration::from_secs(1);
             }
             now += waited;

@@ -621,8 +621,9 @@ pub struct Reachability {
     /// other nodes' lookups and stores their records (server mode).
     #[serde(default)]
     pub dht_client: bool,
-    /// Times since start that an AutoNAT probe was lost with its connection (the server left
-    /// before answering) and this node tested its addresses again (`autonat.rs`).
+    /// Times since start that this node tested its addresses afresh with a new AutoNAT client:
+    /// a probe was lost with its connection (the tester left before answering), or 3 probes
+    /// brought no verdict (as behind NAT); spaced out (`autonat.rs`).
     #[serde(default)]
     pub autonat_rearms: u64,
 }
