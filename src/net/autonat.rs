@@ -198,6 +198,7 @@ impl ProbeWatch {
 }
 
 /// Two AutoNAT clients, one active and one standing by; see the module's documentation.
+#[derive(Default)]
 pub(crate) struct Rearmed {
     clients: [client::Behaviour; 2],
     /// Each client's generation: bumped when it is replaced by a new one.
@@ -209,18 +210,6 @@ pub(crate) struct Rearmed {
     /// open.
     connections: HashMap<ConnectionId, [u64; 2]>,
     watch: ProbeWatch,
-}
-
-impl Default for Rearmed {
-    fn default() -> Self {
-        Rearmed {
-            clients: [client::Behaviour::default(), client::Behaviour::default()],
-            generations: [0, 0],
-            active: 0,
-            connections: HashMap::new(),
-            watch: ProbeWatch::default(),
-        }
-    }
 }
 
 type ClientHandler = THandler<client::Behaviour>;
