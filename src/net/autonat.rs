@@ -215,7 +215,7 @@ pub(crate) struct Rearmed {
 type ClientHandler = THandler<client::Behaviour>;
 
 impl Rearmed {
-    /// Times a lost probe made a new client test every address again, since start.
+    /// Times a new client took over and tested every address again, since start.
     pub(crate) fn rearms(&self) -> u64 {
         self.watch.rearms()
     }
@@ -227,14 +227,14 @@ impl Rearmed {
             .is_some_and(|g| g[slot] == self.generations[slot])
     }
 
-    fn rearm(&mut self, why: Due) {
+    fn rearm(&mut self, why: Due, now: Instant) {
         let old = self.active;
         self.active = 1 - old;
         self.clients[old] = client::Behaviour::default();
         self.generations[old] += 1;
         let active = &mut self.clients[self.active];
         let mut shown = 0;
-        for addr in self.watch.rearmed(Instant::now()) {
+        for addr in self.watch.rearmed(now) {
             active.on_swarm_event(FromSwarm::NewExternalAddrCandidate(
                 NewExternalAddrCandidate { addr },
             ));
@@ -353,8 +353,9 @@ impl NetworkBehaviour for Rearmed {
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         // Polled after every swarm event and at least on the clients' 5 s tick.
-        if let Some(why) = self.watch.rearm_now(Instant::now()) {
-            self.rearm(why);
+        let now = Instant::now();
+        if let Some(why) = self.watch.rearm_now(now) {
+            self.rearm(why, now);
         }
         for slot in [self.active, 1 - self.active] {
             while let Poll::Ready(ev) = self.clients[slot].poll(cx) {
