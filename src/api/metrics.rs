@@ -54,7 +54,7 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
     );
     m.gauge(
         "dht_client",
-        "1 while this node only uses the DHT (Kademlia client mode: not reachable from the internet, and the routing table holds public servers enough), 0 while it serves it",
+        "1 while this node only uses the DHT (Kademlia client mode: not reachable from the internet, and the routing table holds public servers enough; or joined a network seconds ago and not yet chosen), 0 while it serves it",
         None,
         if r.dht_client { 1.0 } else { 0.0 },
     );

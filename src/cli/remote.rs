@@ -89,8 +89,9 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
     );
     if s.reachability.dht_client {
         println!(
-            "dht:        client (behind NAT in a network with public servers enough: this node \
-             looks up and provides, and answers no lookups)"
+            "dht:        client (this node looks up and provides, and answers no lookups: it is \
+             behind NAT in a network with public servers enough, or joined in the last seconds \
+             and has not yet chosen)"
         );
     }
     if let Some(relay) = &s.relay {

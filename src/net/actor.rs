@@ -265,6 +265,8 @@ pub(crate) struct Actor {
     /// The Kademlia mode chosen (`dht_role.rs`, from `dht_client_at`, next at `next_dht_role`);
     /// `None`: no listeners, libp2p's automatic mode (a client until an address is confirmed).
     dht_mode: Option<kad::Mode>,
+    /// Whether the routing table shows the network yet (`dht_role::Heard`).
+    dht_heard: dht_role::Heard,
     dht_client_at: usize,
     next_dht_role: Instant,
 }
@@ -338,7 +340,9 @@ impl Actor {
             steady_refreshes: 0,
             rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
-            dht_mode: (!cfg.listen.is_empty()).then_some(kad::Mode::Server), // behaviour.rs
+            // Chosen once the listeners have reported their addresses (`wait_listening`).
+            dht_mode: (!cfg.listen.is_empty()).then_some(kad::Mode::Client),
+            dht_heard: dht_role::Heard::new(Instant::now()),
             dht_client_at: cfg.dht_client_at,
             next_dht_role: Instant::now() + DHT_ROLE_EVERY,
         };
@@ -369,6 +373,7 @@ impl Actor {
                 }
             }
         }
+        self.start_dht_mode();
     }
 
     pub(crate) async fn run(mut self) {

@@ -238,12 +238,9 @@ fn build_behaviour(
         ),
         cfg.limit_local_networks,
     );
-    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
-    if !cfg.listen.is_empty() {
-        // A LAN/home system: every node with a listener answers DHT queries, instead of
-        // waiting for a confirmed external address as the automatic mode would.
-        kad.set_mode(Some(kad::Mode::Server));
-    }
+    // A node with listeners gets its mode from the swarm task (`dht_role.rs`, `start_mode`);
+    // one without stays in libp2p's automatic mode.
+    let kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
 
     let mdns = if cfg.mdns {
         let mdns_cfg = mdns::Config {

@@ -17,9 +17,21 @@
 //! tables and tip back. go-libp2p-kad-dht runs homes behind NAT as clients the same way
 //! (AutoNAT-driven), without the small-network floor.
 //!
+//! Until its table shows the network ([`Heard`]), a node with no public address of its own
+//! that joins a network (it has bootstrap peers: a home behind NAT) **starts as a client**
+//! ([`start_mode`]): a home that started as a server was taken into the bootstrap node's
+//! table at once and handed on in every lookup answer, and in its first seconds every other
+//! node's lookups dialled it through the relay; as a client it is in no one's table unless it
+//! decides to serve (measured: the start-up storm, `docs/scale.md` item 8). A node with
+//! nothing to learn from (the first of a network, a LAN found by mDNS) and one at a public
+//! address start as servers: the public radiators must be in the tables the homes' first
+//! lookups read, or the homes would find too few servers and serve themselves.
+//!
 //! A node in client mode still looks up, provides and fetches: its provider records carry its
 //! relay circuit addresses, by which others reach it. Peers stop listing it once identify tells
 //! them it no longer speaks Kademlia (`actor/peers.rs`).
+
+use std::time::{Duration, Instant};
 
 use libp2p::kad::Mode;
 use libp2p::Multiaddr;
@@ -30,19 +42,88 @@ use super::direct::is_public_direct;
 /// runs as a DHT client (Kademlia's k, one bucket's worth).
 pub const DEFAULT_CLIENT_AT: usize = 20;
 
+/// The Kademlia mode a node with listeners starts in. `public_address`: it has a public
+/// address of its own (its operator declared one, as on a bootstrap node, or it listens at
+/// one, as a public radiator does; AutoNAT has not confirmed it yet); `joining`: it has
+/// bootstrap peers other than itself, whose answers will show the network. A node with no
+/// public address joining a network (a home behind NAT) starts as a client until [`decide`]
+/// has heard from the network; the others serve from the start, as every node did before.
+pub fn start_mode(public_address: bool, joining: bool) -> Mode {
+    if public_address || !joining {
+        Mode::Server
+    } else {
+        Mode::Client
+    }
+}
+
 /// The Kademlia mode a node with listeners runs in. `public`: it has a confirmed direct
-/// address; `public_servers`: peers of its routing table at a public direct address
-/// ([`public_servers`]); `current`: the mode it runs in now. Between half of `client_at` and
-/// `client_at` the current mode stays, so a table near the threshold does not flap.
-pub fn decide(current: Mode, public: bool, public_servers: usize, client_at: usize) -> Mode {
+/// address; `heard`: its routing table shows the network (its first Kademlia bootstrap step
+/// finished); `public_servers`: peers of its routing table at a public direct address
+/// ([`public_servers`]); `current`: the mode it runs in now. Until it has heard, the mode it
+/// started in ([`start_mode`]) stays unless it is confirmed public. Between half of
+/// `client_at` and `client_at` the current mode stays, so a table near the threshold does not
+/// flap.
+pub fn decide(
+    current: Mode,
+    public: bool,
+    heard: bool,
+    public_servers: usize,
+    client_at: usize,
+) -> Mode {
     if public {
         Mode::Server
+    } else if !heard {
+        current
     } else if public_servers >= client_at {
         Mode::Client
     } else if public_servers < client_at.div_ceil(2) {
         Mode::Server
     } else {
         current
+    }
+}
+
+/// How long after a Kademlia bootstrap step a peer answered the node reads its routing table
+/// for its role: the peers the lookup reached enter the table when identify has told that they
+/// serve the DHT (`BucketInserts::Manual`, `actor/dht.rs`), which may come just after their
+/// last answer.
+pub const HEARD_SETTLE: Duration = Duration::from_secs(2);
+
+/// How long a node joining a network waits at most for a bootstrap step a peer answered: one
+/// whose bootstrap peers never answer (its line is down, a LAN of its own) then chooses from
+/// its table as it is.
+pub const HEARD_BY: Duration = Duration::from_secs(60);
+
+/// Whether a node's routing table shows the network yet ([`decide`]'s `heard`): from
+/// [`HEARD_SETTLE`] after the first Kademlia bootstrap step that any peer answered, and at the
+/// latest [`HEARD_BY`] after start. A step no peer answered says nothing: libp2p's own
+/// bootstrap, started when the bootstrap peers enter the table before any connection, ends
+/// at once with no answer (measured: the homes of `testnet/dht-scale` chose from a table
+/// holding only the bootstrap node, served the DHT for 5 s, and were asked through the relay
+/// meanwhile).
+#[derive(Debug, Clone, Copy)]
+pub struct Heard {
+    from: Instant,
+}
+
+impl Heard {
+    /// A node started at `start`.
+    pub fn new(start: Instant) -> Self {
+        Self {
+            from: start + HEARD_BY,
+        }
+    }
+
+    /// A bootstrap step ended at `now`, `answered` peers having answered its lookups.
+    pub fn bootstrap_step(&mut self, answered: u32, now: Instant) {
+        if answered > 0 {
+            self.from = self.from.min(now + HEARD_SETTLE);
+        }
+    }
+
+    /// Whether the table shows the network at `now`.
+    pub fn heard(&self, now: Instant) -> bool {
+        now >= self.from
     }
 }
 
@@ -68,7 +149,7 @@ mod tests {
     fn a_publicly_reachable_node_serves_whatever_its_table() {
         for current in [Mode::Client, Mode::Server] {
             for n in [0, 5, 20, 1000] {
-                assert_eq!(decide(current, true, n, 20), Mode::Server);
+                assert_eq!(decide(current, true, true, n, 20), Mode::Server);
             }
         }
     }
@@ -76,29 +157,92 @@ mod tests {
     #[test]
     fn a_node_behind_nat_serves_a_small_network_and_uses_a_large_one() {
         // A few public nodes (the NAT lab, a new network): the homes serve the DHT.
-        assert_eq!(decide(Mode::Server, false, 2, 20), Mode::Server);
-        assert_eq!(decide(Mode::Client, false, 2, 20), Mode::Server);
+        assert_eq!(decide(Mode::Server, false, true, 2, 20), Mode::Server);
+        assert_eq!(decide(Mode::Client, false, true, 2, 20), Mode::Server);
         // A bucket's worth of public servers: the home only uses the DHT.
-        assert_eq!(decide(Mode::Server, false, 20, 20), Mode::Client);
-        assert_eq!(decide(Mode::Server, false, 300, 20), Mode::Client);
+        assert_eq!(decide(Mode::Server, false, true, 20, 20), Mode::Client);
+        assert_eq!(decide(Mode::Server, false, true, 300, 20), Mode::Client);
     }
 
     #[test]
     fn between_half_and_the_threshold_the_mode_stays() {
         for n in 10..20 {
-            assert_eq!(decide(Mode::Server, false, n, 20), Mode::Server, "{n}");
-            assert_eq!(decide(Mode::Client, false, n, 20), Mode::Client, "{n}");
+            assert_eq!(
+                decide(Mode::Server, false, true, n, 20),
+                Mode::Server,
+                "{n}"
+            );
+            assert_eq!(
+                decide(Mode::Client, false, true, n, 20),
+                Mode::Client,
+                "{n}"
+            );
         }
-        assert_eq!(decide(Mode::Client, false, 9, 20), Mode::Server);
+        assert_eq!(decide(Mode::Client, false, true, 9, 20), Mode::Server);
         // Odd thresholds: server again below half (2.5 of 5).
-        assert_eq!(decide(Mode::Client, false, 3, 5), Mode::Client);
-        assert_eq!(decide(Mode::Client, false, 2, 5), Mode::Server);
+        assert_eq!(decide(Mode::Client, false, true, 3, 5), Mode::Client);
+        assert_eq!(decide(Mode::Client, false, true, 2, 5), Mode::Server);
+    }
+
+    #[test]
+    fn a_node_joining_a_network_uses_the_dht_until_its_table_shows_the_network() {
+        // A home with bootstrap peers starts as a client, in no one's routing table.
+        assert_eq!(start_mode(false, true), Mode::Client);
+        // Until its first bootstrap step is heard, that holds whatever the (empty) table says.
+        for n in [0, 5, 20] {
+            assert_eq!(
+                decide(Mode::Client, false, false, n, 20),
+                Mode::Client,
+                "{n}"
+            );
+        }
+        // Heard: a small network needs it as a server, a large one does not.
+        assert_eq!(decide(Mode::Client, false, true, 2, 20), Mode::Server);
+        assert_eq!(decide(Mode::Client, false, true, 20, 20), Mode::Client);
+        // Confirmed public: a server at once, heard or not.
+        assert_eq!(decide(Mode::Client, true, false, 0, 20), Mode::Server);
+    }
+
+    #[test]
+    fn the_first_of_a_network_and_a_node_at_a_public_address_serve_from_the_start() {
+        assert_eq!(
+            start_mode(false, false),
+            Mode::Server,
+            "nothing to learn from"
+        );
+        assert_eq!(start_mode(true, true), Mode::Server, "a public radiator");
+        assert_eq!(start_mode(true, false), Mode::Server);
+    }
+
+    #[test]
+    fn a_bootstrap_step_no_peer_answered_says_nothing_of_the_network() {
+        let t0 = Instant::now();
+        let mut h = Heard::new(t0);
+        // libp2p's own bootstrap, before any connection: over at once, nobody asked.
+        h.bootstrap_step(0, t0);
+        assert!(!h.heard(t0 + Duration::from_secs(5)));
+        // The first step the bootstrap node answered: read the table once identify is done.
+        h.bootstrap_step(1, t0 + Duration::from_secs(3));
+        assert!(!h.heard(t0 + Duration::from_secs(4)));
+        assert!(h.heard(t0 + Duration::from_secs(3) + HEARD_SETTLE));
+        // Later steps do not push it back.
+        h.bootstrap_step(4, t0 + Duration::from_secs(20));
+        assert!(h.heard(t0 + Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn a_node_nobody_answers_chooses_from_its_table_in_the_end() {
+        let t0 = Instant::now();
+        let mut h = Heard::new(t0);
+        h.bootstrap_step(0, t0 + Duration::from_secs(2));
+        assert!(!h.heard(t0 + HEARD_BY - Duration::from_millis(1)));
+        assert!(h.heard(t0 + HEARD_BY));
     }
 
     #[test]
     fn a_threshold_of_zero_is_always_client_behind_nat() {
         for current in [Mode::Client, Mode::Server] {
-            assert_eq!(decide(current, false, 0, 0), Mode::Client);
+            assert_eq!(decide(current, false, true, 0, 0), Mode::Client);
         }
     }
 

@@ -78,6 +78,11 @@ impl RelayGate {
         }
     }
 
+    /// Whether the node listens at a public direct address of its own.
+    pub(crate) fn listens_publicly(&self) -> bool {
+        self.public_listen
+    }
+
     /// AutoNAT tested `addr`: reachable from outside or not. Only the first verdict on a public
     /// address counts; later ones change what is confirmed (libp2p), not the gate.
     pub(crate) fn autonat(&mut self, addr: &Multiaddr, reachable: bool) {

@@ -3,6 +3,7 @@
 //! bootstrap, LAN discovery, and provider answers handed to the download state machine. Part
 //! of the swarm task (`actor.rs`).
 
+use super::super::direct::is_public_direct;
 use super::super::work::{
     buckets_in_use, draw_bucket, network_size_estimate, work_key, MAX_WORK_FOUND,
 };
@@ -281,6 +282,27 @@ impl Actor {
         self.swarm.behaviour_mut().kad.add_address(&peer, addr);
     }
 
+    /// The DHT role a node with listeners starts in (`dht_role::start_mode`), set when its
+    /// listeners have reported and again at each address it listens at until its table shows
+    /// the network (a listener on all interfaces reports each interface's address, the
+    /// public one maybe after the rest): a node at a public address (declared by its
+    /// operator, or one it listens at) serves, as does one with no bootstrap peer to learn
+    /// the network from.
+    pub(super) fn start_dht_mode(&mut self) {
+        if self.dht_mode.is_none() || self.dht_heard.heard(Instant::now()) {
+            return;
+        }
+        let local = self.local;
+        let joining = self.bootstrap.iter().any(|a| peer_id_of(a) != Some(local));
+        // A relay circuit is confirmed as an external address too (libp2p's relay client,
+        // once its reservation is accepted): only direct ones are this node's own.
+        let public = self.swarm.external_addresses().any(is_public_direct)
+            || self.relay_gate.listens_publicly();
+        let mode = dht_role::start_mode(public, joining);
+        self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+        self.dht_mode = Some(mode);
+    }
+
     /// Serve the DHT or only use it (`dht_role.rs`), by the public servers in the routing
     /// table and whether a direct address of this node is confirmed.
     pub(super) fn choose_dht_mode(&mut self) {
@@ -293,7 +315,8 @@ impl Actor {
             .map(|b| dht_role::public_servers(b.iter().map(|e| e.node.value.iter())))
             .sum();
         let public = !self.confirmed.is_empty();
-        let mode = dht_role::decide(current, public, servers, self.dht_client_at);
+        let heard = self.dht_heard.heard(Instant::now());
+        let mode = dht_role::decide(current, public, heard, servers, self.dht_client_at);
         if mode == current {
             return;
         }
@@ -387,7 +410,10 @@ impl Actor {
             ev => ev,
         };
         let kad::Event::OutboundQueryProgressed {
-            id, result, step, ..
+            id,
+            result,
+            step,
+            stats,
         } = ev
         else {
             return;
@@ -398,7 +424,16 @@ impl Actor {
             None
         };
         match result {
-            QueryResult::Bootstrap(res) if step.last => {
+            // A step (the first: the lookup of our own key) that a peer answered filled the
+            // table with the nearest peers: the DHT role can be chosen from it. (One that no
+            // peer answered, such as libp2p's own bootstrap before the first connection, says
+            // nothing.)
+            QueryResult::Bootstrap(_) if !step.last => self
+                .dht_heard
+                .bootstrap_step(stats.num_successes(), Instant::now()),
+            QueryResult::Bootstrap(res) => {
+                self.dht_heard
+                    .bootstrap_step(stats.num_successes(), Instant::now());
                 debug!(ok = res.is_ok(), "Kademlia bootstrap finished");
                 if !self.announced_with_peers && !self.peers.is_empty() {
                     // Our provider records were only local so far: publish them all.

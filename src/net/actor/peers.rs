@@ -81,6 +81,7 @@ impl Actor {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.relay_gate.listening_at(&address);
+                self.start_dht_mode();
                 self.listeners_waiting = self.listeners_waiting.saturating_sub(1);
             }
             SwarmEvent::ListenerError { error, .. } => warn!("listener error: {error}"),
