@@ -1928,3 +1928,123 @@ async fn a_node_whose_autonat_probe_was_lost_with_its_connection_tests_its_addre
     })
     .await;
 }
+
+/// Offers one address to AutoNAT's client as a candidate for testing, once.
+struct Candidate(Option<Multiaddr>);
+
+impl NetworkBehaviour for Candidate {
+    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: libp2p::swarm::ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: libp2p::swarm::ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: libp2p::core::Endpoint,
+        _: libp2p::core::transport::PortUse,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: libp2p::swarm::FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: libp2p::swarm::ConnectionId,
+        event: libp2p::swarm::THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<libp2p::swarm::ToSwarm<Self::ToSwarm, libp2p::swarm::THandlerInEvent<Self>>>
+    {
+        match self.0.take() {
+            Some(a) => std::task::Poll::Ready(libp2p::swarm::ToSwarm::NewExternalAddrCandidate(a)),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// A bare AutoNAT v2 client: identify (to learn who serves AutoNAT) and one candidate.
+#[derive(NetworkBehaviour)]
+struct Prober {
+    identify: libp2p::identify::Behaviour,
+    autonat: libp2p::autonat::v2::client::Behaviour,
+    candidate: Candidate,
+}
+
+/// A node serving AutoNAT tells a client whose address swallows the dial-back (a home's
+/// router drops it silently) that the address is not reachable, before the client stops
+/// waiting (`src/net/autonat_server.rs`). Here the address is a socket that completes TCP
+/// handshakes and then says nothing, so the server's dial never connects or fails by itself.
+/// Before, the server answered only when its dial ended, after the client's 10 s wait: the
+/// client never heard a verdict, and tried again for as long as it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_address_swallows_the_dial_back_hears_it_is_not_reachable() {
+    bounded(async {
+        let server = TestNode::start(loopback()).await;
+        // Listening, never accepting: the kernel completes the handshakes, nobody speaks.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let silent_addr: Multiaddr =
+            format!("/ip4/127.0.0.1/tcp/{}", silent.local_addr().unwrap().port())
+                .parse()
+                .unwrap();
+        let mut prober = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|key| Prober {
+                identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                    net::IDENTIFY_PROTOCOL_VERSION.to_string(),
+                    key.public(),
+                )),
+                autonat: libp2p::autonat::v2::client::Behaviour::default(),
+                candidate: Candidate(Some(silent_addr.clone())),
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+        prober.dial(server.addr().await).expect("dial");
+        let verdict = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let SwarmEvent::Behaviour(ProberEvent::Autonat(ev)) =
+                    prober.select_next_some().await
+                {
+                    if ev.tested_addr == silent_addr {
+                        return ev;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("a verdict on the silent address within 30 s (before: none, ever)");
+        assert!(
+            verdict.result.is_err(),
+            "the silent address was found reachable"
+        );
+        let s = server.net.status().await.expect("status");
+        assert!(s.reachability.autonat_dial_backs_given_up >= 1);
+        drop(silent);
+        server.net.shutdown().await;
+    })
+    .await;
+}

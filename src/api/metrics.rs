@@ -46,6 +46,12 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         None,
         r.autonat_rearms as f64,
     );
+    m.counter(
+        "autonat_dial_backs_given_up",
+        "AutoNAT dial-backs this node, as a server, gave up since it started: the tested address did not connect within 5 s, so the node that asked heard that it is not reachable",
+        None,
+        r.autonat_dial_backs_given_up as f64,
+    );
     m.gauge(
         "line_down",
         "1 while every redial of the bootstrap nodes fails at this node's own door (network unreachable: the home's line or router is down), else 0",

@@ -30,9 +30,11 @@
 //!   A re-arm costs one probe per candidate, and each probe a server's dial-back. The first
 //!   comes at once (a public radiator learns it is public within seconds); each later one
 //!   waits at least [`REARM_WAIT_FIRST`] after the one before, doubling to [`REARM_WAIT_MAX`].
-//! - **A budget of probes without a verdict**: a home behind NAT never gets one (its router
-//!   drops the server's dial-back silently, and the dial outlasts the client's 10 s wait), and
-//!   libp2p's client tries again every 5 s tick for as long as the node runs. After
+//! - **A budget of probes without a verdict**: a home behind NAT got none from libp2p's server
+//!   (its router drops the server's dial-back silently, and the dial outlasts the client's
+//!   10 s wait; a hearth server now gives it up in 5 s and answers, `autonat_server.rs`, but
+//!   not every server is hearth's, or on time under load), and libp2p's client tries again
+//!   every 5 s tick for as long as the node runs. After
 //!   [`MAX_FRUITLESS`] probes without a verdict the next is dropped, and the client waits for
 //!   the next re-arm. In `testnet/dht-scale` 40 homes timed out 272 probes in about 3 minutes
 //!   without it, 146 with it, mostly the start's re-arms (`docs/scale.md`, item 7).

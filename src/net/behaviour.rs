@@ -14,6 +14,7 @@ use libp2p::{
     request_response, tcp, upnp, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
 
+use super::autonat_server::Bounded;
 use super::candidates::DirectCandidates;
 use super::codec::FrameCodec;
 use super::dials::{Counted, DialLog, DialOrigin};
@@ -63,8 +64,9 @@ pub(crate) struct Behaviour {
     /// AutoNAT v2: asks peers to dial our address candidates back; a candidate that works
     /// becomes a confirmed external address.
     pub(crate) autonat: super::autonat::Rearmed,
-    /// AutoNAT v2 server: dials other nodes' candidates back (from a new port).
-    pub(crate) autonat_server: Counted<autonat::v2::server::Behaviour>,
+    /// AutoNAT v2 server: dials other nodes' candidates back (from a new port), giving up a
+    /// dial-back before the client stops waiting (`autonat_server.rs`).
+    pub(crate) autonat_server: Bounded<Counted<autonat::v2::server::Behaviour>>,
     /// UPnP port mapping on the home router, off by default (`NetConfig::upnp`).
     pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
 }
@@ -315,11 +317,11 @@ fn build_behaviour(
         dcutr: Counted::new(dcutr::Behaviour::new(peer_id), DialOrigin::Dcutr, dials),
         // Defaults: up to 10 candidates, one probe every 5 s.
         autonat: super::autonat::Rearmed::default(),
-        autonat_server: Counted::new(
+        autonat_server: Bounded::new(Counted::new(
             autonat::v2::server::Behaviour::default(),
             DialOrigin::AutonatServer,
             dials,
-        ),
+        )),
         upnp: Toggle::from(cfg.upnp.then(upnp::tokio::Behaviour::default)),
     })
 }

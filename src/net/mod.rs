@@ -43,6 +43,7 @@
 
 mod actor;
 mod autonat;
+mod autonat_server;
 mod behaviour;
 mod bootstrap;
 mod candidates;
@@ -626,6 +627,10 @@ pub struct Reachability {
     /// brought no verdict (as behind NAT); spaced out (`autonat.rs`).
     #[serde(default)]
     pub autonat_rearms: u64,
+    /// AutoNAT dial-backs this node, as a server, gave up since start: the tested address did
+    /// not connect within 5 s, and the asking node heard "not reachable" (`autonat_server.rs`).
+    #[serde(default)]
+    pub autonat_dial_backs_given_up: u64,
 }
 
 impl Reachability {

@@ -1,0 +1,273 @@
+//! AutoNAT's server: a dial-back gives up before the client stops waiting, so a client whose
+//! address cannot be reached hears "not reachable" instead of nothing.
+//!
+//! libp2p's AutoNAT v2 server answers a probe only when its dial-back has connected or failed
+//! (libp2p-autonat 0.16, `v2/server`). A home's router drops the dial-back silently, so the
+//! dial ends only with the transport's own timeout, and the client's 10 s wait for the answer
+//! (which starts before the server even dials) runs out first: the client logs a timed-out
+//! probe, learns nothing, and libp2p's client tries again on its next tick. Every home behind
+//! NAT probed for as long as it ran, each probe a dial-back left hanging at the server (the
+//! client side now stops after 3 fruitless probes, `autonat.rs`, but still never hears a
+//! verdict; `docs/scale.md`, item 7).
+//!
+//! [`Bounded`] wraps the server and tells it a dial-back failed once [`DIAL_BACK_WAIT`] has
+//! passed without a connection: the server answers the client "dial error" and the client
+//! marks the address not reachable, for good (libp2p's client tests a failed address no more).
+//! The dial itself is left to the swarm; if it connects after all, the server has forgotten
+//! it and gives the connection no dial-back handler (libp2p's own path for a dial it did not
+//! ask for).
+//!
+//! Why 5 s: a reachable address answers a TCP dial within a round trip, and noise and yamux
+//! take two or three more: about 2 s over a 500 ms satellite path. The client's 10 s cover
+//! its request, the dial-back and the answer, so the dial-back must give up well inside them.
+//!
+//! Must not touch: anything but the dials of the behaviour it wraps.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::FutureExt;
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::swarm::{
+    behaviour::ConnectionEstablished, ConnectionClosed, ConnectionDenied, ConnectionId, DialError,
+    DialFailure, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+use tokio::time::{Instant, Sleep};
+use tracing::debug;
+
+/// How long a dial-back may take before the server tells its client the address is not
+/// reachable (module header: why 5 s).
+pub(crate) const DIAL_BACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Dial-backs under way and when each gives up. Bounded by the server itself: libp2p's server
+/// holds at most 10 requests per connection, and a node's connections are capped.
+#[derive(Debug, Default)]
+pub(crate) struct Deadlines {
+    due: HashMap<ConnectionId, (Option<PeerId>, Instant)>,
+}
+
+impl Deadlines {
+    /// The server dialled `id` (to `peer`) at `now`.
+    pub(crate) fn dialled(&mut self, id: ConnectionId, peer: Option<PeerId>, now: Instant) {
+        self.due.insert(id, (peer, now + DIAL_BACK_WAIT));
+    }
+
+    /// The dial `id` connected or failed: no deadline.
+    pub(crate) fn ended(&mut self, id: ConnectionId) {
+        self.due.remove(&id);
+    }
+
+    /// The dials whose time ran out by `now`, forgotten here.
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<(ConnectionId, Option<PeerId>)> {
+        let gone: Vec<(ConnectionId, Option<PeerId>)> = self
+            .due
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(id, (peer, _))| (*id, *peer))
+            .collect();
+        for (id, _) in &gone {
+            self.due.remove(id);
+        }
+        gone
+    }
+
+    /// The earliest deadline, if any dial is under way.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.due.values().map(|(_, at)| *at).min()
+    }
+}
+
+/// `inner` (AutoNAT's server) with its dial-backs given [`DIAL_BACK_WAIT`] at most; otherwise
+/// it is `B`.
+pub(crate) struct Bounded<B> {
+    inner: B,
+    deadlines: Deadlines,
+    timer: Option<Pin<Box<Sleep>>>,
+    given_up: u64,
+}
+
+impl<B> Bounded<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Bounded {
+            inner,
+            deadlines: Deadlines::default(),
+            timer: None,
+            given_up: 0,
+        }
+    }
+
+    /// Dial-backs given up since start (their client heard "not reachable").
+    pub(crate) fn given_up(&self) -> u64 {
+        self.given_up
+    }
+}
+
+impl<B: NetworkBehaviour> NetworkBehaviour for Bounded<B> {
+    type ConnectionHandler = B::ConnectionHandler;
+    type ToSwarm = B::ToSwarm;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.deadlines.ended(connection_id);
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match &event {
+            FromSwarm::ConnectionEstablished(ConnectionEstablished { connection_id, .. })
+            | FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. })
+            | FromSwarm::DialFailure(DialFailure { connection_id, .. }) => {
+                self.deadlines.ended(*connection_id)
+            }
+            _ => {}
+        }
+        self.inner.on_swarm_event(event)
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event)
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        let now = Instant::now();
+        for (connection_id, peer_id) in self.deadlines.expired(now) {
+            debug!(
+                ?peer_id,
+                "AutoNAT dial-back not connected in time: the client hears \"not reachable\""
+            );
+            self.given_up = self.given_up.saturating_add(1);
+            self.inner
+                .on_swarm_event(FromSwarm::DialFailure(DialFailure {
+                    peer_id,
+                    error: &DialError::Aborted,
+                    connection_id,
+                }));
+        }
+        let polled = self.inner.poll(cx);
+        if let Poll::Ready(ToSwarm::Dial { opts }) = &polled {
+            self.deadlines
+                .dialled(opts.connection_id(), opts.get_peer_id(), now);
+        }
+        // Woken at the earliest deadline.
+        self.timer = self.deadlines.next().map(|at| match self.timer.take() {
+            Some(mut t) => {
+                t.as_mut().reset(at);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(at)),
+        });
+        if let Some(t) = self.timer.as_mut() {
+            if t.poll_unpin(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dial_back_that_neither_connects_nor_fails_expires_after_the_wait() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        let (a, b) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        let peer = PeerId::random();
+        d.dialled(a, Some(peer), t0);
+        d.dialled(b, None, t0 + Duration::from_secs(1));
+        assert_eq!(d.next(), Some(t0 + DIAL_BACK_WAIT));
+        assert!(d
+            .expired(t0 + DIAL_BACK_WAIT - Duration::from_millis(1))
+            .is_empty());
+        assert_eq!(d.expired(t0 + DIAL_BACK_WAIT), vec![(a, Some(peer))]);
+        // Told once only.
+        assert!(d.expired(t0 + DIAL_BACK_WAIT).is_empty());
+        assert_eq!(d.next(), Some(t0 + Duration::from_secs(1) + DIAL_BACK_WAIT));
+    }
+
+    #[test]
+    fn a_dial_back_that_connected_or_failed_never_expires() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        let (a, b) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        d.dialled(a, None, t0);
+        d.dialled(b, None, t0);
+        d.ended(a);
+        d.ended(b);
+        assert!(d.expired(t0 + DIAL_BACK_WAIT * 10).is_empty());
+        assert_eq!(d.next(), None);
+    }
+}
