@@ -102,8 +102,7 @@ const MAX_MDNS_PER_EVENT: usize = 32;
 /// 32, 128 s), while the wait is shorter than both `KAD_STARTUP_MAX` and the configured
 /// `rebootstrap_interval`; after that one refresh every `rebootstrap_interval`.
 const KAD_FIRST_REFRESH: Duration = Duration::from_secs(2);
-/// The start-up refreshes (full bootstraps: the network is forming) end once the next would
-/// wait this long or more.
+/// The start-up refreshes (full bootstraps) end once the next would wait this long or more.
 const KAD_STARTUP_MAX: Duration = Duration::from_secs(180);
 /// Once the start-up refreshes are over, every this-many-th refresh is a full bootstrap (a
 /// lookup per bucket: an hour apart at the default 15 min); the others look up only our own
@@ -154,8 +153,7 @@ struct PeerState {
     since: SystemTime,
     connections: u32,
     endpoints: HashMap<ConnectionId, Multiaddr>,
-    /// Open connections through a relay / direct ones (at most 4 per peer in all: connection
-    /// limits).
+    /// Open connections through a relay / direct ones (at most 4 per peer: connection limits).
     relayed: HashSet<ConnectionId>,
     /// Open direct connections, those kept open while idle (`keep.rs`) because they replaced
     /// a relayed one, and whether a hole punch made them (`punch.rs`, `Direct`).
@@ -164,8 +162,7 @@ struct PeerState {
     failed: HashSet<ConnectionId>,
     /// Failed hole punches and their retry (`punch.rs`).
     punch: PunchRetry,
-    /// When the latest relayed connection was established (DCUtR runs once per relayed
-    /// connection).
+    /// When the latest relayed connection was established (DCUtR runs once per connection).
     relayed_since: Option<Instant>,
     /// When the first of its open connections was established, and the last hearth request
     /// or answer either way (control or blob): what connection pruning weighs.
@@ -209,8 +206,7 @@ pub(crate) struct Actor {
     peers: HashMap<PeerId, PeerState>,
     /// Failed punches of peers that disconnected a moment ago (`punch.rs`).
     punch_memory: PunchMemory,
-    /// Peers whose hole-punched connection died, to be reached through a relay again
-    /// (`punch.rs`, [`Lost`]).
+    /// Peers whose punched connection died, to be reached through a relay again ([`Lost`]).
     lost: Lost,
     /// Bootstrap peers that offer a relay (identify): while this node should listen through
     /// a relay and listens through none, it dials them again (`on_tick`).
@@ -262,8 +258,9 @@ pub(crate) struct Actor {
     steady_refreshes: u32,
     rebootstrap_interval: Duration,
     listeners_waiting: usize,
-    /// The Kademlia mode chosen (`dht_role.rs`, from `dht_client_at`, next at `next_dht_role`);
-    /// `None`: no listeners, libp2p's automatic mode (a client until an address is confirmed).
+    /// The Kademlia mode chosen (`dht_role.rs`, from `dht_client_at`, next at `next_dht_role`;
+    /// the start mode once the listeners have reported, `wait_listening`); `None`: no
+    /// listeners, libp2p's automatic mode (a client until an address is confirmed).
     dht_mode: Option<kad::Mode>,
     /// Whether the routing table shows the network yet (`dht_role::Heard`).
     dht_heard: dht_role::Heard,
@@ -340,7 +337,6 @@ impl Actor {
             steady_refreshes: 0,
             rebootstrap_interval: cfg.rebootstrap_interval,
             listeners_waiting: listeners,
-            // Chosen once the listeners have reported their addresses (`wait_listening`).
             dht_mode: (!cfg.listen.is_empty()).then_some(kad::Mode::Client),
             dht_heard: dht_role::Heard::new(Instant::now()),
             dht_client_at: cfg.dht_client_at,
