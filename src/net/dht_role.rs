@@ -57,8 +57,7 @@ pub fn start_mode(public_address: bool, joining: bool) -> Mode {
 }
 
 /// The Kademlia mode a node with listeners runs in. `public`: it has a confirmed direct
-/// address; `heard`: its routing table shows the network (its first Kademlia bootstrap step
-/// finished); `public_servers`: peers of its routing table at a public direct address
+/// address; `heard`: its routing table shows the network ([`Heard`]); `public_servers`: peers of its routing table at a public direct address
 /// ([`public_servers`]); `current`: the mode it runs in now. Until it has heard, the mode it
 /// started in ([`start_mode`]) stays unless it is confirmed public. Between half of
 /// `client_at` and `client_at` the current mode stays, so a table near the threshold does not

@@ -328,7 +328,7 @@ impl Actor {
             ),
             kad::Mode::Server => info!(
                 public_servers = servers,
-                public, "serving the DHT again (answering lookups)"
+                public, "serving the DHT (answering lookups)"
             ),
         }
         kad.set_mode(Some(mode));
