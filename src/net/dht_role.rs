@@ -18,23 +18,25 @@
 //! (AutoNAT-driven), without the small-network floor.
 //!
 //! Until its table shows the network ([`Heard`]), a node with no public address of its own
-//! that joins a network (it has bootstrap peers: a home behind NAT) **starts as a client**
+//! that joins a network over the internet (it has bootstrap peers at public addresses: a
+//! home behind NAT) **starts as a client**
 //! ([`start_mode`]): a home that started as a server was taken into the bootstrap node's
 //! table at once and handed on in every lookup answer, and in its first seconds every other
 //! node's lookups dialled it through the relay; as a client it is in no one's table unless it
 //! decides to serve (measured: the start-up storm, `docs/scale.md` item 8). A node with
-//! nothing to learn from (the first of a network, a LAN found by mDNS) and one at a public
-//! address start as servers: the public radiators must be in the tables the homes' first
+//! nothing to learn from (the first of a network, a LAN found by mDNS, a LAN or loopback
+//! network whose bootstrap peers are private) and one at a public address start as servers: the public radiators must be in the tables the homes' first
 //! lookups read, or the homes would find too few servers and serve themselves.
 //!
 //! A node in client mode still looks up, provides and fetches: its provider records carry its
 //! relay circuit addresses, by which others reach it. Peers stop listing it once identify tells
 //! them it no longer speaks Kademlia (`actor/peers.rs`).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use libp2p::kad::Mode;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 
 use super::direct::is_public_direct;
 
@@ -45,9 +47,12 @@ pub const DEFAULT_CLIENT_AT: usize = 20;
 /// The Kademlia mode a node with listeners starts in. `public_address`: it has a public
 /// address of its own (its operator declared one, as on a bootstrap node, or it listens at
 /// one, as a public radiator does; AutoNAT has not confirmed it yet); `joining`: it has
-/// bootstrap peers other than itself, whose answers will show the network. A node with no
-/// public address joining a network (a home behind NAT) starts as a client until [`decide`]
-/// has heard from the network; the others serve from the start, as every node did before.
+/// bootstrap peers other than itself at public addresses or DNS names, whose answers will
+/// show the network (a LAN's or a test's bootstrap peers at private or loopback addresses
+/// are all reachable directly, and their network needs its members as servers). A node with
+/// no public address joining a network over the internet (a home behind NAT) starts as a
+/// client until [`decide`] has heard from the network; the others serve from the start, as
+/// every node did before.
 pub fn start_mode(public_address: bool, joining: bool) -> Mode {
     if public_address || !joining {
         Mode::Server
@@ -93,23 +98,40 @@ pub const HEARD_SETTLE: Duration = Duration::from_secs(2);
 /// its table as it is.
 pub const HEARD_BY: Duration = Duration::from_secs(60);
 
+/// Public nodes remembered as reached ([`Heard::reached_public`]); past half of any sane
+/// `client_at` the count no longer matters.
+const MAX_REACHED: usize = 64;
+
 /// Whether a node's routing table shows the network yet ([`decide`]'s `heard`): from
-/// [`HEARD_SETTLE`] after the first Kademlia bootstrap step that any peer answered, and at the
-/// latest [`HEARD_BY`] after start. A step no peer answered says nothing: libp2p's own
-/// bootstrap, started when the bootstrap peers enter the table before any connection, ends
-/// at once with no answer (measured: the homes of `testnet/dht-scale` chose from a table
-/// holding only the bootstrap node, served the DHT for 5 s, and were asked through the relay
-/// meanwhile).
-#[derive(Debug, Clone, Copy)]
+/// [`HEARD_SETTLE`] after the first Kademlia bootstrap step that any peer answered, once the
+/// table holds as many public servers as the node has reached public nodes (up to half of
+/// `client_at`), and at the latest [`HEARD_BY`] after start.
+///
+/// A step no peer answered says nothing: libp2p's own bootstrap, started when the bootstrap
+/// peers enter the table before any connection, ends at once with no answer (measured: the
+/// homes of `testnet/dht-scale` chose from a table holding only the bootstrap node, served
+/// the DHT for 5 s, and were asked through the relay meanwhile). A table behind what the
+/// node has seen waits too: a public server at its connection limit closes a newcomer's
+/// connection at once, before identify can put it into the newcomer's table (150 homes and 4
+/// public radiators: 23 homes found only the bootstrap node in their tables, served the DHT
+/// for about 20 s, and drew 4 767 refused circuits; `docs/scale.md` item 8). Such a
+/// connection still shows a public node exists: the node dialled it at a public address and
+/// it proved its key. Names in lookup answers would not (anyone can name anything), so only
+/// reached nodes count, and they only make the node wait, never choose.
+#[derive(Debug, Clone)]
 pub struct Heard {
+    started: Instant,
     from: Instant,
+    reached: HashSet<PeerId>,
 }
 
 impl Heard {
     /// A node started at `start`.
     pub fn new(start: Instant) -> Self {
         Self {
+            started: start,
             from: start + HEARD_BY,
+            reached: HashSet::new(),
         }
     }
 
@@ -120,9 +142,22 @@ impl Heard {
         }
     }
 
-    /// Whether the table shows the network at `now`.
-    pub fn heard(&self, now: Instant) -> bool {
-        now >= self.from
+    /// This node dialled `peer` at a public direct address and the connection was made (it
+    /// may have closed at once). Bounded: [`MAX_REACHED`].
+    pub fn reached_public(&mut self, peer: PeerId) {
+        if self.reached.len() < MAX_REACHED {
+            self.reached.insert(peer);
+        }
+    }
+
+    /// Whether the table shows the network at `now`, holding `public_servers` peers at public
+    /// direct addresses, for a node that turns client at `client_at`.
+    pub fn heard(&self, now: Instant, public_servers: usize, client_at: usize) -> bool {
+        if now >= self.started + HEARD_BY {
+            return true;
+        }
+        let seen = self.reached.len().min(client_at.div_ceil(2));
+        now >= self.from && public_servers >= seen
     }
 }
 
@@ -217,16 +252,17 @@ mod tests {
     fn a_bootstrap_step_no_peer_answered_says_nothing_of_the_network() {
         let t0 = Instant::now();
         let mut h = Heard::new(t0);
+        let heard = |h: &Heard, secs| h.heard(t0 + Duration::from_secs(secs), 1, 20);
         // libp2p's own bootstrap, before any connection: over at once, nobody asked.
         h.bootstrap_step(0, t0);
-        assert!(!h.heard(t0 + Duration::from_secs(5)));
+        assert!(!heard(&h, 5));
         // The first step the bootstrap node answered: read the table once identify is done.
         h.bootstrap_step(1, t0 + Duration::from_secs(3));
-        assert!(!h.heard(t0 + Duration::from_secs(4)));
-        assert!(h.heard(t0 + Duration::from_secs(3) + HEARD_SETTLE));
+        assert!(!heard(&h, 4));
+        assert!(heard(&h, 3 + HEARD_SETTLE.as_secs()));
         // Later steps do not push it back.
         h.bootstrap_step(4, t0 + Duration::from_secs(20));
-        assert!(h.heard(t0 + Duration::from_secs(6)));
+        assert!(heard(&h, 6));
     }
 
     #[test]
@@ -234,8 +270,52 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Heard::new(t0);
         h.bootstrap_step(0, t0 + Duration::from_secs(2));
-        assert!(!h.heard(t0 + HEARD_BY - Duration::from_millis(1)));
-        assert!(h.heard(t0 + HEARD_BY));
+        assert!(!h.heard(t0 + HEARD_BY - Duration::from_millis(1), 0, 20));
+        assert!(h.heard(t0 + HEARD_BY, 0, 20));
+    }
+
+    #[test]
+    fn a_table_behind_the_public_nodes_reached_waits_for_them() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut h = Heard::new(t0);
+        // The bootstrap node and four public radiators reached; the radiators, at their
+        // connection limit, closed at once: the table holds the bootstrap node alone.
+        for _ in 0..5 {
+            h.reached_public(PeerId::random());
+        }
+        h.bootstrap_step(1, at(1));
+        // client_at 4: half is 2, so a table of one public server waits...
+        assert!(!h.heard(at(10), 1, 4));
+        // ...until it holds the two (then `decide` keeps it a client between 2 and 4)...
+        assert!(h.heard(at(10), 2, 4));
+        // ...or HEARD_BY has passed, the table as it is.
+        assert!(h.heard(t0 + HEARD_BY, 1, 4));
+    }
+
+    #[test]
+    fn a_small_network_hears_once_its_table_holds_the_public_nodes_it_reached() {
+        let t0 = Instant::now();
+        let mut h = Heard::new(t0);
+        // The NAT lab: the bootstrap node and one public radiator, client_at 20.
+        h.reached_public(PeerId::random());
+        h.reached_public(PeerId::random());
+        h.bootstrap_step(2, t0);
+        assert!(h.heard(t0 + HEARD_SETTLE, 2, 20));
+        assert!(!h.heard(t0 + HEARD_SETTLE, 1, 20));
+        // Loopback and LAN networks reach no public node: the table is heard as it is.
+        let mut lan = Heard::new(t0);
+        lan.bootstrap_step(1, t0);
+        assert!(lan.heard(t0 + HEARD_SETTLE, 0, 20));
+    }
+
+    #[test]
+    fn public_nodes_reached_are_bounded() {
+        let mut h = Heard::new(Instant::now());
+        for _ in 0..MAX_REACHED * 2 {
+            h.reached_public(PeerId::random());
+        }
+        assert_eq!(h.reached.len(), MAX_REACHED);
     }
 
     #[test]

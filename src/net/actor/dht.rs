@@ -286,14 +286,17 @@ impl Actor {
     /// listeners have reported and again at each address it listens at until its table shows
     /// the network (a listener on all interfaces reports each interface's address, the
     /// public one maybe after the rest): a node at a public address (declared by its
-    /// operator, or one it listens at) serves, as does one with no bootstrap peer to learn
-    /// the network from.
+    /// operator, or one it listens at) serves, as does one with no bootstrap peer at a public
+    /// address (or a DNS name) to join the internet's network through.
     pub(super) fn start_dht_mode(&mut self) {
-        if self.dht_mode.is_none() || self.dht_heard.heard(Instant::now()) {
+        if self.dht_mode.is_none() || self.dht_heard_now().1 {
             return;
         }
         let local = self.local;
-        let joining = self.bootstrap.iter().any(|a| peer_id_of(a) != Some(local));
+        let joining = self
+            .bootstrap
+            .iter()
+            .any(|a| peer_id_of(a) != Some(local) && is_public_direct(a));
         // A relay circuit is confirmed as an external address too (libp2p's relay client,
         // once its reservation is accepted): only direct ones are this node's own.
         let public = self.swarm.external_addresses().any(is_public_direct)
@@ -303,23 +306,35 @@ impl Actor {
         self.dht_mode = Some(mode);
     }
 
+    /// The routing table's peers at a public direct address, and whether the table shows the
+    /// network yet (`dht_role::Heard`).
+    fn dht_heard_now(&mut self) -> (usize, bool) {
+        let servers: usize = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| dht_role::public_servers(b.iter().map(|e| e.node.value.iter())))
+            .sum();
+        let heard = self
+            .dht_heard
+            .heard(Instant::now(), servers, self.dht_client_at);
+        (servers, heard)
+    }
+
     /// Serve the DHT or only use it (`dht_role.rs`), by the public servers in the routing
     /// table and whether a direct address of this node is confirmed.
     pub(super) fn choose_dht_mode(&mut self) {
         let Some(current) = self.dht_mode else {
             return;
         };
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let servers: usize = kad
-            .kbuckets()
-            .map(|b| dht_role::public_servers(b.iter().map(|e| e.node.value.iter())))
-            .sum();
+        let (servers, heard) = self.dht_heard_now();
         let public = !self.confirmed.is_empty();
-        let heard = self.dht_heard.heard(Instant::now());
         let mode = dht_role::decide(current, public, heard, servers, self.dht_client_at);
         if mode == current {
             return;
         }
+        let kad = &mut self.swarm.behaviour_mut().kad;
         match mode {
             kad::Mode::Client => info!(
                 public_servers = servers,

@@ -3,6 +3,7 @@
 //! peer, and connection pruning. Part of the swarm task (`actor.rs`).
 
 use super::*;
+use crate::net::direct::is_public_direct;
 use crate::net::line::{dial_end, outside_home, path_out_of_home, DialEnd, Line, LINE_DOWN_REDIAL};
 use crate::net::punch::circuit_addr;
 
@@ -285,6 +286,13 @@ impl Actor {
         // peer stays lost meanwhile (`punch.rs`, `Lost`; `reach.rs`, `bring_back_lost`).
         if !endpoint.is_relayed() {
             self.lost.found(&peer);
+        }
+        if matches!(origin, Some(DialOrigin::Kad | DialOrigin::Bootstrap))
+            && is_public_direct(&remote)
+        {
+            // A public DHT node exists, whether it keeps the connection or not (a hole punch
+            // reaches a home at its router's address: not counted; `dht_role::Heard`).
+            self.dht_heard.reached_public(peer);
         }
         let first = !self.peers.contains_key(&peer);
         let was_alone = self.peers.is_empty();
