@@ -32,13 +32,15 @@
 //! relay circuit addresses, by which others reach it. Peers stop listing it once identify tells
 //! them it no longer speaks Kademlia (`actor/peers.rs`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::kad::Mode;
 use libp2p::{Multiaddr, PeerId};
 
 use super::direct::is_public_direct;
+use super::table::MAX_TABLE_PEERS_PER_SUBNET;
+use super::work::Subnet;
 
 /// Default of `client_at`: public servers in the routing table past which a node behind NAT
 /// runs as a DHT client (Kademlia's k, one bucket's worth).
@@ -98,40 +100,44 @@ pub const HEARD_SETTLE: Duration = Duration::from_secs(2);
 /// its table as it is.
 pub const HEARD_BY: Duration = Duration::from_secs(60);
 
-/// Public nodes remembered as reached ([`Heard::reached_public`]); past half of any sane
-/// `client_at` the count no longer matters.
+/// Public nodes remembered as reached ([`Heard::reached_public`]), the oldest forgotten first.
 const MAX_REACHED: usize = 64;
 
-/// Whether a node's routing table shows the network yet ([`decide`]'s `heard`): from
-/// [`HEARD_SETTLE`] after the first Kademlia bootstrap step that any peer answered, once the
-/// table holds as many public servers as the node has reached public nodes (up to half of
-/// `client_at`), and at the latest [`HEARD_BY`] after start.
+/// How long a public node reached counts as a server ([`Heard::public_servers`]).
+pub const REACHED_FOR: Duration = Duration::from_secs(10 * 60);
+
+/// What a node has heard of the network for its DHT role: whether its routing table shows
+/// the network yet ([`decide`]'s `heard`), and the public nodes it has reached.
 ///
-/// A step no peer answered says nothing: libp2p's own bootstrap, started when the bootstrap
-/// peers enter the table before any connection, ends at once with no answer (measured: the
-/// homes of `testnet/dht-scale` chose from a table holding only the bootstrap node, served
-/// the DHT for 5 s, and were asked through the relay meanwhile). A table behind what the
-/// node has seen waits too: a public server at its connection limit closes a newcomer's
-/// connection at once, before identify can put it into the newcomer's table (150 homes and 4
-/// public radiators: 23 homes found only the bootstrap node in their tables, served the DHT
-/// for about 20 s, and drew 4 767 refused circuits; `docs/scale.md` item 8). Such a
-/// connection still shows a public node exists: the node dialled it at a public address and
-/// it proved its key. Names in lookup answers would not (anyone can name anything), so only
-/// reached nodes count, and they only make the node wait, never choose.
+/// Heard: from [`HEARD_SETTLE`] after the first Kademlia bootstrap step that any peer
+/// answered, at the latest [`HEARD_BY`] after start. A step no peer answered says nothing:
+/// libp2p's own bootstrap, started when the bootstrap peers enter the table before any
+/// connection, ends at once with no answer (measured: the homes of `testnet/dht-scale` chose
+/// from a table holding only the bootstrap node, served the DHT for 5 s, and were asked
+/// through the relay meanwhile).
+///
+/// Reached: a public server at its connection limit closes a newcomer's connection at once,
+/// before identify can put it into the newcomer's table (150 homes and 4 public radiators:
+/// 23 homes found only the bootstrap node in their tables, served the DHT, and drew 4 767
+/// refused circuits; waiting for the table did not help, as the table still lagged after a
+/// minute: `docs/scale.md` item 8). Such a connection still shows a public node is there:
+/// the node dialled it at a public address for the DHT (a Kademlia or bootstrap dial) and it
+/// proved its key. So the public nodes reached in the last [`REACHED_FOR`] count as servers
+/// when they are more than the table's ([`Heard::public_servers`]), at most
+/// [`MAX_TABLE_PEERS_PER_SUBNET`] per subnet as in the table: one address can show any
+/// number of keys. Names in lookup answers would not count: anyone can name anything.
 #[derive(Debug, Clone)]
 pub struct Heard {
-    started: Instant,
     from: Instant,
-    reached: HashSet<PeerId>,
+    reached: HashMap<PeerId, (Subnet, Instant)>,
 }
 
 impl Heard {
     /// A node started at `start`.
     pub fn new(start: Instant) -> Self {
         Self {
-            started: start,
             from: start + HEARD_BY,
-            reached: HashSet::new(),
+            reached: HashMap::new(),
         }
     }
 
@@ -142,22 +148,39 @@ impl Heard {
         }
     }
 
-    /// This node dialled `peer` at a public direct address and the connection was made (it
-    /// may have closed at once). Bounded: [`MAX_REACHED`].
-    pub fn reached_public(&mut self, peer: PeerId) {
-        if self.reached.len() < MAX_REACHED {
-            self.reached.insert(peer);
-        }
+    /// Whether the table shows the network at `now`.
+    pub fn heard(&self, now: Instant) -> bool {
+        now >= self.from
     }
 
-    /// Whether the table shows the network at `now`, holding `public_servers` peers at public
-    /// direct addresses, for a node that turns client at `client_at`.
-    pub fn heard(&self, now: Instant, public_servers: usize, client_at: usize) -> bool {
-        if now >= self.started + HEARD_BY {
-            return true;
+    /// This node dialled `peer` at a public direct address in `subnet` for the DHT, and the
+    /// connection was made at `now` (it may have closed at once). Bounded: [`MAX_REACHED`].
+    pub fn reached_public(&mut self, peer: PeerId, subnet: Subnet, now: Instant) {
+        if self.reached.len() >= MAX_REACHED && !self.reached.contains_key(&peer) {
+            let oldest = self.reached.iter().min_by_key(|(_, (_, at))| *at);
+            if let Some(oldest) = oldest.map(|(p, _)| *p) {
+                self.reached.remove(&oldest);
+            }
         }
-        let seen = self.reached.len().min(client_at.div_ceil(2));
-        now >= self.from && public_servers >= seen
+        self.reached.insert(peer, (subnet, now));
+    }
+
+    /// The public DHT servers this node counts at `now`, its routing table holding `table`:
+    /// those, or the public nodes reached in the last [`REACHED_FOR`] (at most
+    /// [`MAX_TABLE_PEERS_PER_SUBNET`] per subnet) when they are more.
+    pub fn public_servers(&self, table: usize, now: Instant) -> usize {
+        let mut per_subnet: HashMap<Subnet, usize> = HashMap::new();
+        let reached = self
+            .reached
+            .values()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < REACHED_FOR)
+            .filter(|(subnet, _)| {
+                let n = per_subnet.entry(*subnet).or_default();
+                *n += 1;
+                *n <= MAX_TABLE_PEERS_PER_SUBNET
+            })
+            .count();
+        table.max(reached)
     }
 }
 
@@ -251,18 +274,18 @@ mod tests {
     #[test]
     fn a_bootstrap_step_no_peer_answered_says_nothing_of_the_network() {
         let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
         let mut h = Heard::new(t0);
-        let heard = |h: &Heard, secs| h.heard(t0 + Duration::from_secs(secs), 1, 20);
         // libp2p's own bootstrap, before any connection: over at once, nobody asked.
         h.bootstrap_step(0, t0);
-        assert!(!heard(&h, 5));
+        assert!(!h.heard(at(5)));
         // The first step the bootstrap node answered: read the table once identify is done.
-        h.bootstrap_step(1, t0 + Duration::from_secs(3));
-        assert!(!heard(&h, 4));
-        assert!(heard(&h, 3 + HEARD_SETTLE.as_secs()));
+        h.bootstrap_step(1, at(3));
+        assert!(!h.heard(at(4)));
+        assert!(h.heard(at(3) + HEARD_SETTLE));
         // Later steps do not push it back.
-        h.bootstrap_step(4, t0 + Duration::from_secs(20));
-        assert!(heard(&h, 6));
+        h.bootstrap_step(4, at(20));
+        assert!(h.heard(at(6)));
     }
 
     #[test]
@@ -270,52 +293,56 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Heard::new(t0);
         h.bootstrap_step(0, t0 + Duration::from_secs(2));
-        assert!(!h.heard(t0 + HEARD_BY - Duration::from_millis(1), 0, 20));
-        assert!(h.heard(t0 + HEARD_BY, 0, 20));
+        assert!(!h.heard(t0 + HEARD_BY - Duration::from_millis(1)));
+        assert!(h.heard(t0 + HEARD_BY));
+    }
+
+    fn subnet(n: u8) -> Subnet {
+        Subnet::V4([198, 19, n])
     }
 
     #[test]
-    fn a_table_behind_the_public_nodes_reached_waits_for_them() {
+    fn public_nodes_reached_count_as_servers_when_the_table_lags() {
         let t0 = Instant::now();
-        let at = |secs| t0 + Duration::from_secs(secs);
         let mut h = Heard::new(t0);
         // The bootstrap node and four public radiators reached; the radiators, at their
         // connection limit, closed at once: the table holds the bootstrap node alone.
-        for _ in 0..5 {
-            h.reached_public(PeerId::random());
+        for n in 0..5 {
+            h.reached_public(PeerId::random(), subnet(n), t0);
         }
-        h.bootstrap_step(1, at(1));
-        // client_at 4: half is 2, so a table of one public server waits...
-        assert!(!h.heard(at(10), 1, 4));
-        // ...until it holds the two (then `decide` keeps it a client between 2 and 4)...
-        assert!(h.heard(at(10), 2, 4));
-        // ...or HEARD_BY has passed, the table as it is.
-        assert!(h.heard(t0 + HEARD_BY, 1, 4));
+        assert_eq!(h.public_servers(1, t0), 5);
+        // So a home with client_at 4 uses the DHT instead of serving it.
+        let servers = h.public_servers(1, t0);
+        assert_eq!(decide(Mode::Client, false, true, servers, 4), Mode::Client);
+        // The table, when it holds more, is what counts.
+        assert_eq!(h.public_servers(30, t0), 30);
+        // Reached nodes count for REACHED_FOR; then the table alone.
+        assert_eq!(h.public_servers(1, t0 + REACHED_FOR), 1);
     }
 
     #[test]
-    fn a_small_network_hears_once_its_table_holds_the_public_nodes_it_reached() {
+    fn one_subnet_counts_as_far_as_its_share_of_a_table() {
         let t0 = Instant::now();
         let mut h = Heard::new(t0);
-        // The NAT lab: the bootstrap node and one public radiator, client_at 20.
-        h.reached_public(PeerId::random());
-        h.reached_public(PeerId::random());
-        h.bootstrap_step(2, t0);
-        assert!(h.heard(t0 + HEARD_SETTLE, 2, 20));
-        assert!(!h.heard(t0 + HEARD_SETTLE, 1, 20));
-        // Loopback and LAN networks reach no public node: the table is heard as it is.
-        let mut lan = Heard::new(t0);
-        lan.bootstrap_step(1, t0);
-        assert!(lan.heard(t0 + HEARD_SETTLE, 0, 20));
+        // One address can show any number of keys.
+        for _ in 0..40 {
+            h.reached_public(PeerId::random(), subnet(7), t0);
+        }
+        assert_eq!(h.public_servers(0, t0), MAX_TABLE_PEERS_PER_SUBNET);
     }
 
     #[test]
-    fn public_nodes_reached_are_bounded() {
-        let mut h = Heard::new(Instant::now());
-        for _ in 0..MAX_REACHED * 2 {
-            h.reached_public(PeerId::random());
+    fn public_nodes_reached_are_bounded_and_the_oldest_go_first() {
+        let t0 = Instant::now();
+        let mut h = Heard::new(t0);
+        let first = PeerId::random();
+        h.reached_public(first, subnet(0), t0);
+        for n in 0..MAX_REACHED * 2 {
+            let at = t0 + Duration::from_millis(1 + n as u64);
+            h.reached_public(PeerId::random(), subnet((n % 200) as u8 + 1), at);
         }
         assert_eq!(h.reached.len(), MAX_REACHED);
+        assert!(!h.reached.contains_key(&first));
     }
 
     #[test]

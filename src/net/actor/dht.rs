@@ -289,7 +289,7 @@ impl Actor {
     /// operator, or one it listens at) serves, as does one with no bootstrap peer at a public
     /// address (or a DNS name) to join the internet's network through.
     pub(super) fn start_dht_mode(&mut self) {
-        if self.dht_mode.is_none() || self.dht_heard_now().1 {
+        if self.dht_mode.is_none() || self.dht_heard.heard(Instant::now()) {
             return;
         }
         let local = self.local;
@@ -306,29 +306,22 @@ impl Actor {
         self.dht_mode = Some(mode);
     }
 
-    /// The routing table's peers at a public direct address, and whether the table shows the
-    /// network yet (`dht_role::Heard`).
-    fn dht_heard_now(&mut self) -> (usize, bool) {
-        let servers: usize = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .kbuckets()
-            .map(|b| dht_role::public_servers(b.iter().map(|e| e.node.value.iter())))
-            .sum();
-        let heard = self
-            .dht_heard
-            .heard(Instant::now(), servers, self.dht_client_at);
-        (servers, heard)
-    }
-
     /// Serve the DHT or only use it (`dht_role.rs`), by the public servers in the routing
     /// table and whether a direct address of this node is confirmed.
     pub(super) fn choose_dht_mode(&mut self) {
         let Some(current) = self.dht_mode else {
             return;
         };
-        let (servers, heard) = self.dht_heard_now();
+        let now = Instant::now();
+        let table: usize = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| dht_role::public_servers(b.iter().map(|e| e.node.value.iter())))
+            .sum();
+        let servers = self.dht_heard.public_servers(table, now);
+        let heard = self.dht_heard.heard(now);
         let public = !self.confirmed.is_empty();
         let mode = dht_role::decide(current, public, heard, servers, self.dht_client_at);
         if mode == current {

@@ -6,6 +6,7 @@ use super::*;
 use crate::net::direct::is_public_direct;
 use crate::net::line::{dial_end, outside_home, path_out_of_home, DialEnd, Line, LINE_DOWN_REDIAL};
 use crate::net::punch::circuit_addr;
+use crate::net::work::subnet_of;
 
 impl Actor {
     /// A dial reached out of the home, or a relay took this node: its line works.
@@ -287,12 +288,12 @@ impl Actor {
         if !endpoint.is_relayed() {
             self.lost.found(&peer);
         }
-        if matches!(origin, Some(DialOrigin::Kad | DialOrigin::Bootstrap))
-            && is_public_direct(&remote)
+        if let (Some(DialOrigin::Kad | DialOrigin::Bootstrap), Some(subnet), true) =
+            (origin, subnet_of(&remote, true), is_public_direct(&remote))
         {
-            // A public DHT node exists, whether it keeps the connection or not (a hole punch
-            // reaches a home at its router's address: not counted; `dht_role::Heard`).
-            self.dht_heard.reached_public(peer);
+            // A public DHT node is there, whether it keeps the connection or not (a hole
+            // punch reaches a home at its router's address: not counted; `dht_role::Heard`).
+            self.dht_heard.reached_public(peer, subnet, Instant::now());
         }
         let first = !self.peers.contains_key(&peer);
         let was_alone = self.peers.is_empty();
