@@ -262,7 +262,7 @@ pub(crate) struct Actor {
     /// the start mode once the listeners have reported, `wait_listening`); `None`: no
     /// listeners, libp2p's automatic mode (a client until an address is confirmed).
     dht_mode: Option<kad::Mode>,
-    /// Whether the routing table shows the network yet (`dht_role::Heard`).
+    /// What the node has heard of the network for its DHT role (`dht_role::Heard`).
     dht_heard: dht_role::Heard,
     dht_client_at: usize,
     next_dht_role: Instant,

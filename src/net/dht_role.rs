@@ -19,14 +19,17 @@
 //!
 //! Until its table shows the network ([`Heard`]), a node with no public address of its own
 //! that joins a network over the internet (it has bootstrap peers at public addresses: a
-//! home behind NAT) **starts as a client**
-//! ([`start_mode`]): a home that started as a server was taken into the bootstrap node's
-//! table at once and handed on in every lookup answer, and in its first seconds every other
-//! node's lookups dialled it through the relay; as a client it is in no one's table unless it
-//! decides to serve (measured: the start-up storm, `docs/scale.md` item 8). A node with
-//! nothing to learn from (the first of a network, a LAN found by mDNS, a LAN or loopback
-//! network whose bootstrap peers are private) and one at a public address start as servers: the public radiators must be in the tables the homes' first
-//! lookups read, or the homes would find too few servers and serve themselves.
+//! home behind NAT) **starts as a client** ([`start_mode`]): a home that started as a server
+//! was taken into the bootstrap node's table at once and handed on in every lookup answer,
+//! and in its first seconds every other node's lookups dialled it through the relay; as a
+//! client it is in no one's table unless it decides to serve (measured: the start-up storm,
+//! `docs/scale.md` item 8). A node with nothing to learn from (the first of a network, a LAN
+//! found by mDNS, a LAN or loopback network whose bootstrap peers are private) and one at a
+//! public address start as servers: the public radiators must be in the tables the homes'
+//! first lookups read, or the homes would find too few servers and serve themselves. Public
+//! servers are counted in the table or, when more, among the public nodes the node reached
+//! ([`Heard::public_servers`]): a public server at its connection limit closes a newcomer's
+//! connection before identify can put it into the newcomer's table.
 //!
 //! A node in client mode still looks up, provides and fetches: its provider records carry its
 //! relay circuit addresses, by which others reach it. Peers stop listing it once identify tells
@@ -64,8 +67,9 @@ pub fn start_mode(public_address: bool, joining: bool) -> Mode {
 }
 
 /// The Kademlia mode a node with listeners runs in. `public`: it has a confirmed direct
-/// address; `heard`: its routing table shows the network ([`Heard`]); `public_servers`: peers of its routing table at a public direct address
-/// ([`public_servers`]); `current`: the mode it runs in now. Until it has heard, the mode it
+/// address; `heard`: its routing table shows the network ([`Heard`]); `public_servers`: the
+/// public DHT servers it counts ([`Heard::public_servers`], from [`public_servers`] of its
+/// routing table); `current`: the mode it runs in now. Until it has heard, the mode it
 /// started in ([`start_mode`]) stays unless it is confirmed public. Between half of
 /// `client_at` and `client_at` the current mode stays, so a table near the threshold does not
 /// flap.
