@@ -584,10 +584,10 @@ async fn a_node_behind_nat_among_servers_enough_uses_the_dht_as_a_client() {
     .await;
 }
 
-/// A bare libp2p client (TCP, noise, yamux, no protocols) that connects to `target` and
-/// keeps the connection open until the returned task is aborted.
-fn bare_client(target: Multiaddr) -> (PeerId, tokio::task::JoinHandle<()>) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+/// A bare libp2p swarm (TCP, noise, yamux) with the behaviour `make` builds from its key;
+/// an idle connection stays open `idle`.
+fn bare_swarm<B: NetworkBehaviour>(make: impl FnOnce(&Keypair) -> B, idle: Duration) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
             libp2p::tcp::Config::default(),
@@ -595,10 +595,19 @@ fn bare_client(target: Multiaddr) -> (PeerId, tokio::task::JoinHandle<()>) {
             libp2p::yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+        .with_behaviour(make)
         .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .build();
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build()
+}
+
+/// A bare libp2p client (TCP, noise, yamux, no protocols) that connects to `target` and
+/// keeps the connection open until the returned task is aborted.
+fn bare_client(target: Multiaddr) -> (PeerId, tokio::task::JoinHandle<()>) {
+    let mut swarm = bare_swarm(
+        |_| libp2p::swarm::dummy::Behaviour,
+        Duration::from_secs(120),
+    );
     let id = *swarm.local_peer_id();
     swarm.dial(target).unwrap();
     let task = tokio::spawn(async move {
@@ -1160,15 +1169,8 @@ struct Rogue {
 }
 
 fn rogue_swarm() -> Swarm<Rogue> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
+    bare_swarm(
+        |key| {
             let cfg = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(1 << 20)
                 .validation_mode(gossipsub::ValidationMode::Permissive)
@@ -1195,10 +1197,9 @@ fn rogue_swarm() -> Swarm<Rogue> {
                 control: rr(net::CONTROL_PROTOCOL),
                 blob: rr(net::BLOB_PROTOCOL),
             }
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+        },
+        Duration::from_secs(60),
+    )
 }
 
 /// Drive the rogue swarm until `pick` returns a value.
@@ -1859,15 +1860,8 @@ async fn mute_autonat_server() -> (
     tokio::task::JoinHandle<()>,
 ) {
     let (asked_tx, asked) = mpsc::unbounded_channel();
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| MuteAutonat {
+    let mut swarm = bare_swarm(
+        |key| MuteAutonat {
             identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
                 net::IDENTIFY_PROTOCOL_VERSION.to_string(),
                 key.public(),
@@ -1880,10 +1874,9 @@ async fn mute_autonat_server() -> (
                 )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(300)),
             ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-        .build();
+        },
+        Duration::from_secs(300),
+    );
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();
@@ -2021,25 +2014,17 @@ async fn a_client_whose_address_swallows_the_dial_back_hears_it_is_not_reachable
             format!("/ip4/127.0.0.1/tcp/{}", silent.local_addr().unwrap().port())
                 .parse()
                 .unwrap();
-        let mut prober = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|key| Prober {
+        let mut prober = bare_swarm(
+            |key| Prober {
                 identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
                     net::IDENTIFY_PROTOCOL_VERSION.to_string(),
                     key.public(),
                 )),
                 autonat: libp2p::autonat::v2::client::Behaviour::default(),
                 candidate: Candidate(Some(silent_addr.clone())),
-            })
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-            .build();
+            },
+            Duration::from_secs(120),
+        );
         prober.dial(server.addr().await).expect("dial");
         let verdict = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
