@@ -41,6 +41,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod history;
 mod metrics;
+pub mod serve;
 
 use auth::Access;
 

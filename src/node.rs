@@ -2,13 +2,14 @@
 //! and local API together, hands network events to its router (`router.rs`), and owns
 //! shutdown.
 //!
-//! Every service runs in one `JoinSet`; a single `watch` signal (ctrl-c, SIGTERM, or
-//! [`RunningNode::shutdown`]) tells them all to stop, after which sled is flushed. Gossip is
+//! Every service runs as a named task (`services.rs`); a single `watch` signal (ctrl-c,
+//! SIGTERM, or [`RunningNode::shutdown`]) tells them all to stop, those not stopped within
+//! `services::STOP_WAIT` are named in the log and aborted, and then sled is flushed. Gossip is
 //! validated by the router, where the model types are decoded: a message that does not
 //! decode, names the wrong author or carries a bad signature is rejected, which counts
 //! against its sender's gossipsub score.
 //!
-//! Size: about 890 lines, past the house style's ~700: start-up wiring of every service
+//! Size: about 870 lines, past the house style's ~700: start-up wiring of every service
 //! (the trust service since issue 10) and the integrity checkpoint, which is the first thing
 //! to move out if it grows.
 
@@ -38,6 +39,7 @@ mod offers;
 pub mod refusals;
 pub mod revoked;
 mod router;
+mod services;
 mod tasks;
 pub mod witness;
 use crate::store::Store;
@@ -46,6 +48,7 @@ use offers::Offers;
 use refusals::Refusals;
 use revoked::RevokedKeys;
 use router::Router;
+use services::Services;
 use witness::Witnesses;
 
 #[derive(Debug, thiserror::Error)]
@@ -305,27 +308,14 @@ pub struct NodeContext {
     pub witnesses: Witnesses,
 }
 
-/// How a service ended: its name, and why if it failed.
-type ServiceExit = (&'static str, Result<(), String>);
-
 pub struct RunningNode {
     pub context: NodeContext,
     pub api_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     /// Every service of the node; each reports its name and exit reason.
-    tasks: JoinSet<ServiceExit>,
+    services: Services,
     db: sled::Db,
     data_dir: PathBuf,
-}
-
-/// Logs how a service ended.
-fn log_exit(exit: Result<ServiceExit, tokio::task::JoinError>) {
-    match exit {
-        Ok((name, Ok(()))) => tracing::debug!(service = name, "service stopped"),
-        Ok((name, Err(e))) => tracing::error!(service = name, "service failed: {e}"),
-        Err(e) if e.is_panic() => tracing::error!("a service panicked: {e}"),
-        Err(e) => tracing::debug!("a service was cancelled: {e}"),
-    }
 }
 
 impl RunningNode {
@@ -348,13 +338,7 @@ impl RunningNode {
         // This run gives its key's lease back while the network still runs.
         self.context.auditors.leave().await;
         self.context.net.shutdown().await;
-        let mut failed = Vec::new();
-        while let Some(exit) = self.tasks.join_next().await {
-            if let Ok((name, Err(e))) = &exit {
-                failed.push(format!("{name}: {e}"));
-            }
-            log_exit(exit);
-        }
+        let mut failed = self.services.stop(services::STOP_WAIT).await;
         if let Err(e) = crate::kv::flush(&self.db).await {
             tracing::error!("could not flush the database on shutdown: {e}");
             if crate::kv::gave_up(&e) {
@@ -363,9 +347,12 @@ impl RunningNode {
                 // too) until the process ends, and the restart recovers what was confirmed.
                 tracing::error!("the database stopped confirming writes; restart the node");
                 let RunningNode {
-                    context, tasks, db, ..
+                    context,
+                    services,
+                    db,
+                    ..
                 } = self;
-                drop((context, tasks));
+                drop((context, services));
                 std::mem::forget(db);
                 failed.push(format!("final flush: {e}"));
                 return failed;
@@ -393,12 +380,12 @@ impl RunningNode {
         // one for a moment.
         let RunningNode {
             context,
-            tasks,
+            services,
             db,
             data_dir,
             ..
         } = self;
-        drop((context, tasks, db));
+        drop((context, services, db));
         let lock = data_dir.join("db").join("db");
         match tokio::task::spawn_blocking(move || wait_unlocked(&lock, DB_RELEASE_WAIT)).await {
             Ok(Ok(())) => {}
@@ -408,26 +395,29 @@ impl RunningNode {
         failed
     }
 
-    /// Runs until ctrl-c, SIGTERM or a service ends, then shuts down. Returns the reason a
-    /// service failed, if one did (the process then exits non-zero, so a supervisor restarts
-    /// it: how a node recovers from a database that refused a write, see docs/storage.md).
+    /// Runs until ctrl-c, SIGTERM or a service ends, then shuts down. Returns why, if a
+    /// service failed, did not stop in time or the last flush was given up (the process then
+    /// exits non-zero, so a supervisor restarts it: how a node recovers from a database that
+    /// refused a write, see docs/storage.md).
     pub async fn run_until_signal(mut self) -> Result<(), String> {
         let mut stop = self.shutdown.subscribe();
-        let mut failed = Ok(());
+        let mut failed = Vec::new();
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
-            Some(exit) = self.tasks.join_next() => {
-                let name = exit.as_ref().map(|(n, _)| *n).unwrap_or("unknown");
-                if let Ok((_, Err(e))) = &exit {
-                    failed = Err(format!("{name}: {e}"));
+            Some((name, exit)) = self.services.next() => {
+                if let Err(e) = exit {
+                    failed.push(format!("{name}: {e}"));
                 }
-                log_exit(exit);
                 tracing::warn!(service = name, "a service stopped; shutting down");
             }
             _ = stop.changed() => tracing::info!("shutdown requested"),
         }
-        self.shutdown().await;
-        failed
+        failed.extend(self.shutdown().await);
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
     }
 }
 
@@ -518,15 +508,17 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     })?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks: JoinSet<ServiceExit> = JoinSet::new();
-    tasks.spawn(async move { ("network", net_task.await.map_err(|e| e.to_string())) });
+    let mut services = Services::default();
+    services.spawn("network", async move {
+        net_task.await.map_err(|e| e.to_string())
+    });
     let checkpoint = crate::integrity::keep_checkpoint(
         opts.data_dir.clone(),
         db.clone(),
         ledger.clone(),
         shutdown_rx.clone(),
     );
-    tasks.spawn(async move { ("database", checkpoint.await) });
+    services.spawn("database", checkpoint);
 
     // Bounded: announcements beyond it are dropped and arrive again with the next one.
     let (worker_tx, worker_rx) = mpsc::channel(256);
@@ -572,14 +564,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
                 })
         }));
     let coordinator_stop = shutdown_rx.clone();
-    tasks.spawn(async move {
-        (
-            "coordinator",
-            coordinator
-                .run(coordinator_stop)
-                .await
-                .map_err(|e| e.to_string()),
-        )
+    services.spawn("coordinator", async move {
+        coordinator
+            .run(coordinator_stop)
+            .await
+            .map_err(|e| e.to_string())
     });
 
     let max_slots = config.worker.slots.max(1);
@@ -598,7 +587,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
                 shutdown_rx.clone(),
                 Some(credit_source(ledger.clone(), identity.public())),
             )?;
-            tasks.spawn(async move { ("heat", task.await.map_err(|e| e.to_string())) });
+            services.spawn("heat", async move { task.await.map_err(|e| e.to_string()) });
             Some(handle)
         }
         Role::Bootstrap => None,
@@ -612,9 +601,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             Some(credit_source(ledger.clone(), identity.public())),
         )?;
         let stop = shutdown_rx.clone();
-        tasks.spawn(async move {
+        services.spawn("home assistant", async move {
             bridge.run(stop).await;
-            ("home assistant", Ok(()))
+            Ok(())
         });
     }
     // Fraud evidence heard on gossip is re-run here, under this radiator's limits, before it
@@ -638,14 +627,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         coordinator_handle.clone(),
     )?;
     let trust_stop = shutdown_rx.clone();
-    tasks.spawn(async move {
-        (
-            "trust",
-            trust_service
-                .run(trust_stop)
-                .await
-                .map_err(|e| e.to_string()),
-        )
+    services.spawn("trust", async move {
+        trust_service
+            .run(trust_stop)
+            .await
+            .map_err(|e| e.to_string())
     });
     // Requests this node's worker sends to this node's coordinator come back through the
     // router below, the same path as a peer's.
@@ -676,16 +662,16 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         None => worker,
     };
     let worker_stop = shutdown_rx.clone();
-    tasks.spawn(async move {
+    services.spawn("worker", async move {
         worker.run(worker_stop).await;
-        ("worker", Ok(()))
+        Ok(())
     });
     // A public peer first met through a relay is dialled directly: blobs never cross a relay,
     // and hole punching cannot help behind a symmetric NAT (issue 11).
     let (direct_net, direct_stop) = (net.clone(), shutdown_rx.clone());
-    tasks.spawn(async move {
+    services.spawn("direct dialler", async move {
         net::direct::run(direct_net, direct_stop).await;
-        ("direct dialler", Ok(()))
+        Ok(())
     });
 
     // Coordinators that offered this node work, for its heat demand.
@@ -769,26 +755,23 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         context.clone(),
         crate::api::auth::Access::new(&api_token, api_addr),
     );
-    let mut api_stop = shutdown_rx.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = api_stop.changed().await;
-        });
-        ("local API", serve.await.map_err(|e| e.to_string()))
-    });
+    services.spawn(
+        "local API",
+        crate::api::serve::serve(listener, app, shutdown_rx.clone()),
+    );
 
     if let Some(heat) = heat.clone() {
         let (net, stop, offers) = (net.clone(), shutdown_rx.clone(), offers.clone());
-        tasks.spawn(async move {
+        services.spawn("heat demand", async move {
             offers::send_heat(heat, net, offers, stop).await;
-            ("heat demand", Ok(()))
+            Ok(())
         });
     }
     if let Some(heat) = heat.clone() {
         let (net, stop, offers) = (net.clone(), shutdown_rx.clone(), offers.clone());
-        tasks.spawn(async move {
+        services.spawn("work seeker", async move {
             offers::seek_work(heat, net, offers, stop).await;
-            ("work seeker", Ok(()))
+            Ok(())
         });
     }
 
@@ -812,9 +795,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             key_book.clone(),
             shutdown_rx.clone(),
         );
-        tasks.spawn(async move {
+        services.spawn("key log", async move {
             key_log::publish(dir, key, net, audit, book, stop).await;
-            ("key log", Ok(()))
+            Ok(())
         });
     }
 
@@ -835,7 +818,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         witnesses,
     };
     let mut stop = shutdown_rx;
-    tasks.spawn(async move {
+    services.spawn("router", async move {
         // Control requests in flight; aborted and awaited on shutdown.
         let mut requests = JoinSet::new();
         let reason = loop {
@@ -861,7 +844,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         router.refusals.stop();
         router.auditors.stop();
         router.witnesses.stop();
-        ("router", reason)
+        reason
     });
 
     tracing::info!(peer = %net.local_peer_id(), household = %identity.public(), api = %api_addr, "node started");
@@ -869,7 +852,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         context,
         api_addr,
         shutdown,
-        tasks,
+        services,
         db,
         data_dir: opts.data_dir.clone(),
     })

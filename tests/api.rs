@@ -898,3 +898,45 @@ async fn a_blob_the_disk_has_no_room_for_is_refused_with_507() {
     .await
     .expect("test timed out");
 }
+
+/// A client that opens the API and never finishes its request's head is cut off after
+/// `api::serve::HEAD_WAIT`, while a client that goes on making requests is served throughout:
+/// a stuck or hostile client holds no connection for ever. (`axum::serve` kept such a
+/// connection open as long as the client did.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_never_finished_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    within(async {
+        let n = start().await;
+        let mut stuck = tokio::net::TcpStream::connect(n.node.api_addr)
+            .await
+            .unwrap();
+        stuck
+            .write_all(b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        let cut = tokio::spawn(async move {
+            // Whatever the node answers before it closes (a 408, say), then the end.
+            while let Ok(read) = stuck.read(&mut buf).await {
+                if read == 0 {
+                    break;
+                }
+            }
+        });
+        // Served meanwhile.
+        while !cut.is_finished() {
+            let r = n.authed(Method::GET, "/v1/status").send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= hearth::api::serve::HEAD_WAIT - Duration::from_secs(1),
+            "cut off after {waited:?}, before the head's wait"
+        );
+        n.node.shutdown().await;
+    })
+    .await;
+}

@@ -771,6 +771,41 @@ async fn a_node_shut_down_reports_no_failed_service() {
     .expect("test timed out");
 }
 
+/// A client that opened the local API and stopped half-way through a request (a stuck script,
+/// a proxy, a browser tab frozen mid-request) does not keep the node from stopping, nor its
+/// database held: its connection is cut once the API's drain wait has passed, and the node
+/// starts again at once on the same directory. (Hung before: the API's graceful shutdown
+/// waited for that request to end, which it never did.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_api_request_does_not_hold_the_node_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let node = hearth::node::start(loopback_options(dir.path(), None, 1).unwrap())
+        .await
+        .unwrap();
+    let mut socket = tokio::net::TcpStream::connect(node.api_addr).await.unwrap();
+    // The request line and one header, never the blank line that ends the head.
+    socket
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failed = tokio::time::timeout(Duration::from_secs(60), node.shutdown())
+        .await
+        .expect("the node's shutdown waited on the half-sent request");
+    assert!(failed.is_empty(), "{failed:?}");
+    // The node closed the connection (end of stream or reset, not silence).
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+        .await
+        .expect("the half-sent request's connection is still open");
+    assert!(!matches!(read, Ok(n) if n > 0 && !buf[..n].starts_with(b"HTTP/1.1 ")));
+    let node = hearth::node::start(loopback_options(dir.path(), None, 1).unwrap())
+        .await
+        .expect("the database is still held after shutdown");
+    node.shutdown().await;
+}
+
 /// What the radiators of [`the_disk_filling_under_load_loses_no_acknowledged_lease_or_claim`]
 /// were told: `(shard, worker, nonce)` of every lease granted and every claim accepted, and
 /// the first answer that was neither.
