@@ -110,12 +110,24 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
         for a in &r.confirmed_addrs {
             println!("reachable:  public, at {a}");
         }
-    } else if r.relays.is_empty() {
-        println!("reachable:  behind NAT (no relay yet; other homes cannot reach this node)");
     } else {
-        for relay in &r.relays {
-            println!("reachable:  behind NAT, via relay {relay}");
+        // Behind NAT for certain once AutoNAT found an address of this node not reachable;
+        // until a verdict, only not known to be public.
+        let behind = if r.unreachable_addrs.is_empty() {
+            "not confirmed public (no AutoNAT verdict yet)"
+        } else {
+            "behind NAT"
+        };
+        if r.relays.is_empty() {
+            println!("reachable:  {behind} (no relay yet: other homes cannot reach this node)");
+        } else {
+            for relay in &r.relays {
+                println!("reachable:  {behind}, via relay {relay}");
+            }
         }
+    }
+    for a in &r.unreachable_addrs {
+        println!("not public: {a} (AutoNAT: not reachable from outside)");
     }
     if let Some(since) = r.line_down_since_ms {
         println!(

@@ -114,6 +114,10 @@ pub(crate) struct ProbeWatch {
     wait: Duration,
     /// Re-arms since start.
     rearms: u64,
+    /// Addresses whose latest verdict was "not reachable from outside", most recent last, at
+    /// most [`MAX_CANDIDATES`]: what tells a household its radiator is behind NAT for certain,
+    /// not merely untested.
+    unreachable: VecDeque<Multiaddr>,
 }
 
 impl Default for ProbeWatch {
@@ -126,6 +130,7 @@ impl Default for ProbeWatch {
             not_before: None,
             wait: REARM_WAIT_FIRST,
             rearms: 0,
+            unreachable: VecDeque::new(),
         }
     }
 }
@@ -153,9 +158,21 @@ impl ProbeWatch {
         true
     }
 
-    /// The active client reached a verdict on an address (reachable or not).
-    pub(crate) fn verdict(&mut self) {
+    /// The active client reached a verdict on `addr`: reachable from outside or not.
+    pub(crate) fn verdict(&mut self, addr: &Multiaddr, reachable: bool) {
         self.fruitless = 0;
+        self.unreachable.retain(|a| a != addr);
+        if !reachable {
+            if self.unreachable.len() == MAX_CANDIDATES {
+                self.unreachable.pop_front();
+            }
+            self.unreachable.push_back(addr.clone());
+        }
+    }
+
+    /// Addresses AutoNAT last found not reachable from outside, most recent last.
+    pub(crate) fn unreachable(&self) -> impl Iterator<Item = &Multiaddr> {
+        self.unreachable.iter()
     }
 
     /// The probing side of `conn`'s handler reported to the active client: an outcome (or,
@@ -220,6 +237,11 @@ impl Rearmed {
     /// Times a new client took over and tested every address again, since start.
     pub(crate) fn rearms(&self) -> u64 {
         self.watch.rearms()
+    }
+
+    /// Addresses AutoNAT last found not reachable from outside, most recent last.
+    pub(crate) fn unreachable(&self) -> Vec<Multiaddr> {
+        self.watch.unreachable().cloned().collect()
     }
 
     /// Whether client `slot` knows connection `conn` (it saw it open).
@@ -367,7 +389,9 @@ impl NetworkBehaviour for Rearmed {
                             handler: NotifyHandler::One(conn),
                             ..
                         } if !self.watch.may_probe(*conn) => continue,
-                        ToSwarm::GenerateEvent(_) => self.watch.verdict(),
+                        ToSwarm::GenerateEvent(ev) => {
+                            self.watch.verdict(&ev.tested_addr, ev.result.is_ok())
+                        }
                         _ => {}
                     }
                 }
@@ -474,7 +498,7 @@ mod tests {
         let _ = w.rearmed(t0);
         assert!(w.may_probe(conn(1)), "a new client probes");
         w.reported(conn(1));
-        w.verdict();
+        w.verdict(&a("/ip4/198.51.100.7/tcp/4001"), false);
         for _ in 0..MAX_FRUITLESS {
             assert!(w.may_probe(conn(1)), "a verdict starts the count again");
             w.reported(conn(1));
@@ -573,5 +597,35 @@ mod tests {
         let shown: Vec<_> = w.rearmed(Instant::now()).cloned().collect();
         assert_eq!(shown.len(), MAX_CANDIDATES);
         assert_eq!(shown[0], a("/ip4/198.51.100.7/tcp/40005"));
+    }
+
+    #[test]
+    fn the_latest_verdict_on_each_address_is_kept_and_those_not_reachable_are_bounded() {
+        let mut w = ProbeWatch::default();
+        let (mapped, other) = (
+            a("/ip4/198.51.100.7/tcp/4001"),
+            a("/ip4/198.51.100.7/tcp/4002"),
+        );
+        w.verdict(&mapped, false);
+        w.verdict(&other, false);
+        w.verdict(&mapped, false);
+        let unreachable: Vec<_> = w.unreachable().cloned().collect();
+        assert_eq!(
+            unreachable,
+            [other.clone(), mapped.clone()],
+            "once each, latest last"
+        );
+        // Tested again and reachable (a port forwarded since): no longer listed.
+        w.verdict(&mapped, true);
+        assert_eq!(w.unreachable().cloned().collect::<Vec<_>>(), [other]);
+        for port in 0..(MAX_CANDIDATES as u16 + 5) {
+            w.verdict(
+                &a(&format!("/ip4/198.51.100.7/tcp/{}", 40000 + port)),
+                false,
+            );
+        }
+        let unreachable: Vec<_> = w.unreachable().cloned().collect();
+        assert_eq!(unreachable.len(), MAX_CANDIDATES);
+        assert_eq!(unreachable[0], a("/ip4/198.51.100.7/tcp/40005"));
     }
 }

@@ -10,7 +10,7 @@
 //! ([`Network::report_validation`]). The only messages this module decodes itself are its own
 //! blob-protocol messages ([`wire`]).
 //!
-//! Size: about 940 lines, most of them the public surface (config with its documented
+//! Size: about 950 lines, most of them the public surface (config with its documented
 //! defaults, events, errors, status, one method per command, the work-key ones since
 //! 2026-12-03, the DHT store's counts since 2026-12-04, the relay's load since 2026-12-05,
 //! its refusals by reason since 2026-12-06, its rate limits and AutoNAT's given-up
@@ -592,8 +592,13 @@ impl RelayRefusals {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reachability {
     /// Direct addresses confirmed reachable from outside (AutoNAT, configuration or UPnP).
-    /// Empty: behind NAT (or not yet tested).
+    /// Empty: behind NAT (or not yet tested; [`Reachability::unreachable_addrs`] tells).
     pub confirmed_addrs: Vec<Multiaddr>,
+    /// Addresses AutoNAT last found not reachable from outside, most recent last (at most
+    /// 16): the address a home router maps this node to, when it is behind NAT. Empty with
+    /// no confirmed address: not tested yet.
+    #[serde(default)]
+    pub unreachable_addrs: Vec<Multiaddr>,
     /// Relays this node holds a reservation with: other homes reach it through them.
     pub relays: Vec<PeerId>,
     /// Peers connected only through a relay right now.

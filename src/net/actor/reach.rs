@@ -25,6 +25,7 @@ impl Actor {
         hole_punched_peers.sort();
         Reachability {
             confirmed_addrs: self.confirmed.clone(),
+            unreachable_addrs: self.swarm.behaviour().autonat.unreachable(),
             relays,
             relayed_peers,
             hole_punched_peers,
