@@ -10,7 +10,7 @@
 //! client side now stops after 3 fruitless probes, `autonat.rs`, but still never hears a
 //! verdict; `docs/scale.md`, item 7).
 //!
-//! [`Bounded`] wraps the server and tells it a dial-back failed once [`DIAL_BACK_WAIT`] has
+//! [`Bounded`] wraps the server (`wrapped.rs`) and tells it a dial-back failed once [`DIAL_BACK_WAIT`] has
 //! passed without a connection: the server answers the client "dial error" and the client
 //! marks the address not reachable, for good (libp2p's client tests a failed address no more).
 //! The dial itself is left to the swarm; if it connects after all, the server has forgotten
@@ -25,19 +25,19 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::Duration;
 
 use futures::FutureExt;
-use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
 use libp2p::swarm::{
-    behaviour::ConnectionEstablished, ConnectionClosed, ConnectionDenied, ConnectionId, DialError,
-    DialFailure, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    behaviour::ConnectionEstablished, ConnectionClosed, ConnectionId, DialError, DialFailure,
+    FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm,
 };
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
+
+use super::wrapped::{Hook, Wrapped};
 
 /// How long a dial-back may take before the server tells its client the address is not
 /// reachable (module header: why 5 s).
@@ -81,95 +81,37 @@ impl Deadlines {
     }
 }
 
-/// `inner` (AutoNAT's server) with its dial-backs given [`DIAL_BACK_WAIT`] at most; otherwise
-/// it is `B`.
-pub(crate) struct Bounded<B> {
-    inner: B,
+/// `inner` (AutoNAT's server) with its dial-backs given [`DIAL_BACK_WAIT`] at most
+/// (`wrapped.rs`); otherwise it is `B`.
+pub(crate) type Bounded<B> = Wrapped<B, DialBackWait>;
+
+impl<B> Bounded<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Wrapped {
+            inner,
+            hook: DialBackWait::default(),
+        }
+    }
+}
+
+/// The hook of [`Bounded`].
+#[derive(Default)]
+pub(crate) struct DialBackWait {
     deadlines: Deadlines,
     timer: Option<Pin<Box<Sleep>>>,
     given_up: u64,
 }
 
-impl<B> Bounded<B> {
-    pub(crate) fn new(inner: B) -> Self {
-        Bounded {
-            inner,
-            deadlines: Deadlines::default(),
-            timer: None,
-            given_up: 0,
-        }
-    }
-
+impl DialBackWait {
     /// Dial-backs given up since start (their client heard "not reachable").
     pub(crate) fn given_up(&self) -> u64 {
         self.given_up
     }
 }
 
-impl<B: NetworkBehaviour> NetworkBehaviour for Bounded<B> {
-    type ConnectionHandler = B::ConnectionHandler;
-    type ToSwarm = B::ToSwarm;
-
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.deadlines.ended(connection_id);
-        self.inner.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        match &event {
+impl<B: NetworkBehaviour> Hook<B> for DialBackWait {
+    fn on_swarm_event(&mut self, event: &FromSwarm) {
+        match event {
             FromSwarm::ConnectionEstablished(ConnectionEstablished { connection_id, .. })
             | FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. })
             | FromSwarm::DialFailure(DialFailure { connection_id, .. }) => {
@@ -177,43 +119,23 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Bounded<B> {
             }
             _ => {}
         }
-        self.inner.on_swarm_event(event)
     }
 
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.inner
-            .on_connection_handler_event(peer_id, connection_id, event)
-    }
-
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        let now = Instant::now();
-        for (connection_id, peer_id) in self.deadlines.expired(now) {
+    fn before_poll(&mut self, inner: &mut B, cx: &mut Context<'_>) {
+        for (connection_id, peer_id) in self.deadlines.expired(Instant::now()) {
             debug!(
                 ?peer_id,
                 "AutoNAT dial-back not connected in time: the client hears \"not reachable\""
             );
             self.given_up = self.given_up.saturating_add(1);
-            self.inner
-                .on_swarm_event(FromSwarm::DialFailure(DialFailure {
-                    peer_id,
-                    error: &DialError::Aborted,
-                    connection_id,
-                }));
+            inner.on_swarm_event(FromSwarm::DialFailure(DialFailure {
+                peer_id,
+                error: &DialError::Aborted,
+                connection_id,
+            }));
         }
-        let polled = self.inner.poll(cx);
-        if let Poll::Ready(ToSwarm::Dial { opts }) = &polled {
-            self.deadlines
-                .dialled(opts.connection_id(), opts.get_peer_id(), now);
-        }
-        // Woken at the earliest deadline.
+        // Woken at the earliest deadline. A dial seen by `pass` in this poll is timed from
+        // the next one, which comes at once: the swarm polls again after every event.
         self.timer = self.deadlines.next().map(|at| match self.timer.take() {
             Some(mut t) => {
                 t.as_mut().reset(at);
@@ -226,7 +148,14 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Bounded<B> {
                 cx.waker().wake_by_ref();
             }
         }
-        polled
+    }
+
+    fn pass(&mut self, ev: &ToSwarm<B::ToSwarm, THandlerInEvent<B>>) -> bool {
+        if let ToSwarm::Dial { opts } = ev {
+            self.deadlines
+                .dialled(opts.connection_id(), opts.get_peer_id(), Instant::now());
+        }
+        true
     }
 }
 

@@ -14,7 +14,7 @@
 //! Must not touch: anything identify does but the candidates it reports.
 
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::ToSwarm;
+use libp2p::swarm::{NetworkBehaviour, THandlerInEvent, ToSwarm};
 use libp2p::Multiaddr;
 
 use super::relayed::is_relayed;
@@ -56,8 +56,8 @@ impl<B> DirectCandidates<B> {
     }
 }
 
-impl<T, I> Hook<T, I> for DirectOnly {
-    fn pass(&mut self, ev: &ToSwarm<T, I>) -> bool {
+impl<B: NetworkBehaviour> Hook<B> for DirectOnly {
+    fn pass(&mut self, ev: &ToSwarm<B::ToSwarm, THandlerInEvent<B>>) -> bool {
         match ev {
             ToSwarm::NewExternalAddrCandidate(addr) if !is_direct_candidate(addr) => {
                 tracing::debug!(%addr, "observed over a relayed connection: no candidate");
@@ -99,16 +99,18 @@ mod tests {
 
     #[test]
     fn the_hook_drops_only_candidates_that_are_no_direct_address() {
-        type Ev = ToSwarm<(), ()>;
+        type B = libp2p::swarm::dummy::Behaviour;
+        type Ev = ToSwarm<<B as NetworkBehaviour>::ToSwarm, THandlerInEvent<B>>;
         let mut hook = DirectOnly;
+        let mut pass = |ev: Ev| Hook::<B>::pass(&mut hook, &ev);
         let candidate = |s: String| -> Ev { ToSwarm::NewExternalAddrCandidate(a(&s)) };
         let id = PeerId::random();
-        assert!(!hook.pass(&candidate(format!("/p2p/{id}"))));
-        assert!(!hook.pass(&candidate(format!(
+        assert!(!pass(candidate(format!("/p2p/{id}"))));
+        assert!(!pass(candidate(format!(
             "/ip4/198.51.100.2/tcp/4001/p2p/{id}/p2p-circuit"
         ))));
-        assert!(hook.pass(&candidate("/ip4/198.19.1.2/tcp/4001".to_string())));
+        assert!(pass(candidate("/ip4/198.19.1.2/tcp/4001".to_string())));
         let other: Ev = ToSwarm::ExternalAddrConfirmed(a(&format!("/p2p/{id}")));
-        assert!(hook.pass(&other), "only candidates are filtered");
+        assert!(pass(other), "only candidates are filtered");
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use libp2p::swarm::{ConnectionId, ToSwarm};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, THandlerInEvent, ToSwarm};
 use serde::{Deserialize, Serialize};
 
 use super::wrapped::{Hook, Wrapped};
@@ -212,8 +212,8 @@ impl<B> Counted<B> {
     }
 }
 
-impl<T, I> Hook<T, I> for DialHook {
-    fn pass(&mut self, ev: &ToSwarm<T, I>) -> bool {
+impl<B: NetworkBehaviour> Hook<B> for DialHook {
+    fn pass(&mut self, ev: &ToSwarm<B::ToSwarm, THandlerInEvent<B>>) -> bool {
         if let ToSwarm::Dial { opts } = ev {
             self.log.dialled(self.origin, opts.connection_id());
         }

@@ -1,9 +1,11 @@
-//! A behaviour wrapped to see what it gives the swarm: [`Wrapped`] forwards everything to its
-//! inner behaviour and shows each event the inner one polls out to a [`Hook`], which may drop
-//! it. Two hooks: `dials.rs` counts dials by who asked (`Counted`), `candidates.rs` drops
-//! address candidates that are no direct address (`DirectCandidates`).
+//! A behaviour wrapped to see what passes between it and the swarm: [`Wrapped`] forwards
+//! everything to its inner behaviour and shows a [`Hook`] each event from the swarm and each
+//! event the inner one polls out, which the hook may drop; before each poll the hook may act on
+//! the inner behaviour. Three hooks: `dials.rs` counts dials by who asked (`Counted`),
+//! `candidates.rs` drops address candidates that are no direct address (`DirectCandidates`),
+//! `autonat_server.rs` gives AutoNAT's dial-backs up after a while (`Bounded`).
 //!
-//! Must not touch: anything but the events its hook is shown.
+//! Must not touch: anything but what its hook is shown.
 
 use std::ops::{Deref, DerefMut};
 use std::task::{Context, Poll};
@@ -16,10 +18,17 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId};
 
-/// What a [`Wrapped`] behaviour does with each event its inner one gives the swarm.
-pub(crate) trait Hook<T, I> {
-    /// Sees `ev`; false drops it.
-    fn pass(&mut self, ev: &ToSwarm<T, I>) -> bool;
+/// What a [`Wrapped`] behaviour does beside its inner one `B`.
+pub(crate) trait Hook<B: NetworkBehaviour> {
+    /// Sees each event from the swarm, before the inner behaviour does.
+    fn on_swarm_event(&mut self, _event: &FromSwarm) {}
+
+    /// Runs before each poll of the inner behaviour, and may tell it what the swarm did not;
+    /// `cx` wakes the swarm for a deadline.
+    fn before_poll(&mut self, _inner: &mut B, _cx: &mut Context<'_>) {}
+
+    /// Sees `ev`, an event the inner behaviour gives the swarm; false drops it.
+    fn pass(&mut self, ev: &ToSwarm<B::ToSwarm, THandlerInEvent<B>>) -> bool;
 }
 
 /// `inner`, its events shown to `hook` on their way to the swarm; otherwise it is `B` (and
@@ -45,7 +54,7 @@ impl<B, H> DerefMut for Wrapped<B, H> {
 impl<B, H> NetworkBehaviour for Wrapped<B, H>
 where
     B: NetworkBehaviour,
-    H: Hook<B::ToSwarm, THandlerInEvent<B>> + 'static,
+    H: Hook<B> + 'static,
 {
     type ConnectionHandler = B::ConnectionHandler;
     type ToSwarm = B::ToSwarm;
@@ -108,6 +117,7 @@ where
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.hook.on_swarm_event(&event);
         self.inner.on_swarm_event(event)
     }
 
@@ -125,6 +135,7 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        self.hook.before_poll(&mut self.inner, cx);
         loop {
             match self.inner.poll(cx) {
                 Poll::Ready(ev) if !self.hook.pass(&ev) => continue,

@@ -38,7 +38,7 @@ impl Actor {
             line_down_since_ms: self.line_down_since,
             dht_client: self.dht_mode == Some(kad::Mode::Client),
             autonat_rearms: self.swarm.behaviour().autonat.rearms(),
-            autonat_dial_backs_given_up: self.swarm.behaviour().autonat_server.given_up(),
+            autonat_dial_backs_given_up: self.swarm.behaviour().autonat_server.hook.given_up(),
         }
     }
 
