@@ -940,3 +940,36 @@ async fn a_request_head_never_finished_is_cut_off() {
     })
     .await;
 }
+
+/// At most `api::serve::MAX_CONNECTIONS` connections are served at once: a client that opens
+/// more waits until one ends, and the node's own file descriptors stay its own. (Each was
+/// taken and held before, without bound.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_bound_wait_for_one_to_end() {
+    use tokio::io::AsyncWriteExt;
+    within(async {
+        let n = start().await;
+        let mut held = Vec::new();
+        for _ in 0..hearth::api::serve::MAX_CONNECTIONS {
+            let mut s = tokio::net::TcpStream::connect(n.node.api_addr)
+                .await
+                .unwrap();
+            s.write_all(b"GET /v1/status HTTP/1.1\r\n").await.unwrap();
+            held.push(s);
+        }
+        // Every connection is taken: the request waits in the backlog.
+        let waiting = tokio::spawn(n.authed(Method::GET, "/v1/status").send());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!waiting.is_finished(), "served beyond the bound");
+        held.truncate(hearth::api::serve::MAX_CONNECTIONS - 1);
+        let r = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("not served once a connection ended")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        drop(held);
+        n.node.shutdown().await;
+    })
+    .await;
+}

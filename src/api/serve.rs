@@ -21,6 +21,12 @@ pub const DRAIN_WAIT: Duration = Duration::from_secs(5);
 /// connection that sends less (a stuck or hostile client) is closed then, not kept open.
 pub const HEAD_WAIT: Duration = Duration::from_secs(30);
 
+/// Connections served at once. A browser opens at most six to one host, the CLI and a
+/// Prometheus scraper one each: this leaves room for several of each, and keeps a client that
+/// opens connections without end from taking the file descriptors the node's peers, database
+/// and blobs need (further connections wait in the kernel's backlog until one ends).
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// How long the accept loop pauses after the operating system refused a connection (out of
 /// file descriptors, say) before it accepts again.
 const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
@@ -36,7 +42,7 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
                 Ok((io, _)) => {
                     connections.spawn(connection(io, app.clone(), draining.clone()));
                 }
