@@ -229,6 +229,9 @@ pub(crate) fn reopen_db_with<T, E: std::fmt::Display>(
 /// within one flush.
 const DB_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long [`RunningNode::shutdown`] waits for the swarm task to acknowledge the stop.
+const NET_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Waits until nothing holds `lock` (the `flock` sled takes on `DATA_DIR/db/db`) or `wait`
 /// passed. Takes the lock for an instant itself, non-blocking, then lets it go.
 fn wait_unlocked(lock: &Path, wait: std::time::Duration) -> std::io::Result<()> {
@@ -337,7 +340,17 @@ impl RunningNode {
         let _ = self.shutdown.send(true);
         // This run gives its key's lease back while the network still runs.
         self.context.auditors.leave().await;
-        self.context.net.shutdown().await;
+        // The swarm task answers at once unless stuck; if it is, the services' bound below
+        // names and aborts it.
+        if tokio::time::timeout(NET_STOP_WAIT, self.context.net.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "the network did not stop within {} s",
+                NET_STOP_WAIT.as_secs()
+            );
+        }
         let mut failed = self.services.stop(services::STOP_WAIT).await;
         if let Err(e) = crate::kv::flush(&self.db).await {
             tracing::error!("could not flush the database on shutdown: {e}");
@@ -510,7 +523,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut services = Services::default();
     services.spawn("network", async move {
-        net_task.await.map_err(|e| e.to_string())
+        services::joined(net_task).await.map_err(|e| e.to_string())
     });
     let checkpoint = crate::integrity::keep_checkpoint(
         opts.data_dir.clone(),
@@ -587,7 +600,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
                 shutdown_rx.clone(),
                 Some(credit_source(ledger.clone(), identity.public())),
             )?;
-            services.spawn("heat", async move { task.await.map_err(|e| e.to_string()) });
+            services.spawn("heat", async move {
+                services::joined(task).await.map_err(|e| e.to_string())
+            });
             Some(handle)
         }
         Role::Bootstrap => None,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::task::{Id, JoinError, JoinSet};
+use tokio::task::{AbortHandle, Id, JoinError, JoinHandle, JoinSet};
 
 /// How long [`Services::stop`] waits for the services to end after the stop signal. Every
 /// service ends within a few hundred milliseconds of it on a healthy node; the longest
@@ -94,6 +94,20 @@ impl Services {
     }
 }
 
+/// Waits for `task`, spawned elsewhere (the network's swarm task, the heat service), as a
+/// service: aborting the service aborts `task` too, which merely dropping its handle would
+/// leave running, holding what it holds (the database among it).
+pub(super) async fn joined<T>(task: JoinHandle<T>) -> Result<T, JoinError> {
+    struct AbortOnDrop(AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _abort = AbortOnDrop(task.abort_handle());
+    task.await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +153,29 @@ mod tests {
             "the aborted service was dropped"
         );
         assert!(services.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_joined_as_a_service_is_aborted_with_it() {
+        let mut services = Services::default();
+        let held = std::sync::Arc::new(());
+        let holder = held.clone();
+        let task = tokio::spawn(async move {
+            let _holder = holder;
+            std::future::pending::<()>().await;
+        });
+        services.spawn("spawned elsewhere", async move {
+            joined(task).await.map_err(|e| e.to_string())
+        });
+        let failed = services.stop(Duration::from_secs(1)).await;
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        // The aborted task ends at its next poll.
+        tokio::task::yield_now().await;
+        assert_eq!(
+            std::sync::Arc::strong_count(&held),
+            1,
+            "the task still runs"
+        );
     }
 
     #[tokio::test(start_paused = true)]
