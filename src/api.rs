@@ -14,7 +14,7 @@
 //! | GET | `/v1/status` | peer id, household, listen addresses, peer count, uptime, version | yes |
 //! | GET | `/v1/peers` | connected peers | yes |
 //! | POST | `/v1/blobs` | store the body as a blob → `{"hash"}` | yes |
-//! | GET | `/v1/blobs/{hash}` | a blob's bytes | yes |
+//! | GET | `/v1/blobs/{hash}` | a blob's bytes, streamed as they are verified ([`stream`]) | yes |
 //! | POST | `/v1/jobs` | submit a job (JSON [`SubmitJob`]) → `{"id"}` | yes |
 //! | GET | `/v1/jobs` | jobs this node coordinates, each without its shards ([`crate::jobs::JobSummary`]) | yes |
 //! | GET | `/v1/jobs/{id}` | one job, shard by shard ([`crate::jobs::JobView`]) | yes |
@@ -29,7 +29,7 @@
 //! | GET, PUT, POST | `/v1/heat/...` | thermostat and controller (radiators only; `crate::heat::api`) | yes |
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,6 +42,7 @@ pub mod dashboard;
 pub mod history;
 mod metrics;
 pub mod serve;
+pub mod stream;
 
 use auth::Access;
 
@@ -53,6 +54,10 @@ use crate::node::NodeContext;
 
 /// Largest blob accepted through the API in one request.
 pub const MAX_UPLOAD: usize = 256 << 20;
+/// Uploads received at once: each is held in memory whole until stored, so this bounds what
+/// uploads take of the radiator's memory (`UPLOADS_AT_ONCE` × [`MAX_UPLOAD`]); more wait, their
+/// bodies not yet read.
+pub const UPLOADS_AT_ONCE: usize = 2;
 
 /// The API with its access control: `access` knows the token and the address the API is
 /// bound to. Which routes need the token is decided here, by which router a route joins.
@@ -66,7 +71,6 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
     let mut private = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
-        .route("/v1/blobs", post(put_blob))
         .route("/v1/blobs/{hash}", get(get_blob))
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{id}", get(job))
@@ -93,6 +97,15 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
             Router::new()
                 .route("/v1/overview", get(dashboard::overview))
                 .with_state((ctx.clone(), history)),
+        )
+        .merge(
+            Router::new()
+                .route("/v1/blobs", post(put_blob))
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+                .with_state((
+                    ctx.clone(),
+                    std::sync::Arc::new(tokio::sync::Semaphore::new(UPLOADS_AT_ONCE)),
+                )),
         );
     if let Some(heat) = heat {
         private = private.merge(crate::heat::routes().with_state(heat));
@@ -117,6 +130,12 @@ pub struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Response {
+        e.into_response()
     }
 }
 
@@ -289,9 +308,14 @@ async fn peers(State(ctx): State<NodeContext>) -> Result<Json<Vec<PeerView>>, Ap
 }
 
 async fn put_blob(
-    State(ctx): State<NodeContext>,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    State((ctx, uploads)): State<(NodeContext, std::sync::Arc<tokio::sync::Semaphore>)>,
+    request: axum::extract::Request,
+) -> Result<Json<serde_json::Value>, Response> {
+    // Taken before the body is read, so waiting uploads hold no memory.
+    let _turn = uploads.acquire().await.map_err(internal)?;
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
     let hash = ctx
         .store
         .blocking(move |store| store.put_bytes(&body))
@@ -314,10 +338,10 @@ async fn put_blob(
 async fn get_blob(
     State(ctx): State<NodeContext>,
     Path(hash): Path<String>,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash).map_err(bad)?;
-    match ctx.store.read(hash).await {
-        Ok(b) => Ok(b),
+    match stream::blob(&ctx.store, hash).await {
+        Ok(body) => Ok(body),
         Err(crate::store::StoreError::NotFound(h)) => {
             Err(not_found(format!("blob {h} is not stored here")))
         }
@@ -429,7 +453,7 @@ async fn job(
 async fn result(
     State(ctx): State<NodeContext>,
     Path(id): Path<String>,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_hash(&id).map_err(bad)?;
     let view = ctx
         .coordinator
@@ -439,7 +463,7 @@ async fn result(
     match view.status {
         JobStatus::Done { result } => {
             let hash = parse_hash(&result).map_err(internal)?;
-            ctx.store.read(hash).await.map_err(internal)
+            stream::blob(&ctx.store, hash).await.map_err(internal)
         }
         JobStatus::Failed { reason } => Err(ApiError(
             StatusCode::CONFLICT,
