@@ -941,6 +941,25 @@ async fn a_request_head_never_finished_is_cut_off() {
     .await;
 }
 
+/// While `held` takes every place the bound allows, `request` waits (it is `what` beyond the
+/// bound otherwise); once the last of `held` goes, it is answered.
+async fn waits_for_a_place(
+    held: &mut Vec<tokio::net::TcpStream>,
+    request: reqwest::RequestBuilder,
+    what: &str,
+) {
+    let waiting = tokio::spawn(request.send());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!waiting.is_finished(), "{what} beyond the bound");
+    drop(held.pop());
+    let r = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap_or_else(|_| panic!("not {what} once a place was free"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 /// At most `api::serve::MAX_CONNECTIONS` connections are served at once: a client that opens
 /// more waits until one ends, and the node's own file descriptors stay its own. (Each was
 /// taken and held before, without bound.)
@@ -958,16 +977,7 @@ async fn connections_beyond_the_bound_wait_for_one_to_end() {
             held.push(s);
         }
         // Every connection is taken: the request waits in the backlog.
-        let waiting = tokio::spawn(n.authed(Method::GET, "/v1/status").send());
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(!waiting.is_finished(), "served beyond the bound");
-        held.truncate(hearth::api::serve::MAX_CONNECTIONS - 1);
-        let r = tokio::time::timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("not served once a connection ended")
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+        waits_for_a_place(&mut held, n.authed(Method::GET, "/v1/status"), "served").await;
         drop(held);
         n.node.shutdown().await;
     })
@@ -1098,21 +1108,11 @@ async fn uploads_beyond_the_bound_wait_for_one_to_end() {
             slow.push(s);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let waiting = tokio::spawn(
-            n.authed(Method::POST, "/v1/blobs")
-                .body(b"a small blob".to_vec())
-                .send(),
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(!waiting.is_finished(), "received beyond the bound");
-        // One slow upload's client goes away: its turn passes on.
-        drop(slow.pop());
-        let r = tokio::time::timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("not received once an upload ended")
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+        // One slow upload's client going away passes its turn on.
+        let small = n
+            .authed(Method::POST, "/v1/blobs")
+            .body(b"a small blob".to_vec());
+        waits_for_a_place(&mut slow, small, "received").await;
         drop(slow);
         n.node.shutdown().await;
     })
