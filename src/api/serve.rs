@@ -13,8 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// How long requests in progress when the node stops may take to finish; connections still
-/// open then are closed. The API's answers are all made from memory or the local database
-/// (a blob of at most `MAX_UPLOAD` included), far within it on a local link.
+/// open then are closed. Every answer but a download is made from memory or the local
+/// database, far within it; a download still streaming then is cut short (its client gets
+/// fewer bytes than announced, and fetches again from the restarted node).
 pub const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a client may take to send a request's head, the request line and headers: a
