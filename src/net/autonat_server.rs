@@ -10,9 +10,10 @@
 //! client side now stops after 3 fruitless probes, `autonat.rs`, but still never hears a
 //! verdict; `docs/scale.md`, item 7).
 //!
-//! [`Bounded`] wraps the server (`wrapped.rs`) and tells it a dial-back failed once [`DIAL_BACK_WAIT`] has
-//! passed without a connection: the server answers the client "dial error" and the client
-//! marks the address not reachable, for good (libp2p's client tests a failed address no more).
+//! [`Bounded`] wraps the server (`wrapped.rs`) and tells it a dial-back failed once
+//! [`DIAL_BACK_WAIT`] has passed without a connection: the server answers the client "dial
+//! error" and the client marks the address not reachable, for good (libp2p's client tests a
+//! failed address no more).
 //! The dial itself is left to the swarm; if it connects after all, the server has forgotten
 //! it and gives the connection no dial-back handler (libp2p's own path for a dial it did not
 //! ask for).
@@ -134,8 +135,8 @@ impl<B: NetworkBehaviour> Hook<B> for DialBackWait {
                 connection_id,
             }));
         }
-        // Woken at the earliest deadline. A dial seen by `pass` in this poll is timed from
-        // the next one, which comes at once: the swarm polls again after every event.
+        // Woken at the earliest deadline. A dial `pass` records in this poll gets its wake-up
+        // at the next poll, which comes at once: the swarm polls again after every event.
         self.timer = self.deadlines.next().map(|at| match self.timer.take() {
             Some(mut t) => {
                 t.as_mut().reset(at);
