@@ -281,6 +281,14 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
             .wait_text(&sid, "#disk", |t| t.contains("MiB free"))
             .await;
         assert!(disk.ends_with("hearth keeps 256 MiB free"), "{disk}");
+        // How other homes reach it: a node alone on loopback has no AutoNAT verdict and no
+        // relay (`Reachability::summary`).
+        let reach = wd.wait_text(&sid, "#reach", |t| t != "–").await;
+        assert_eq!(
+            reach,
+            "not confirmed public yet (no AutoNAT verdict), and no relay yet: other homes \
+             cannot reach this node"
+        );
         // Chart: a line for the room.
         wd.element(&sid, "#chart path.room-line").await;
 

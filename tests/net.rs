@@ -2050,3 +2050,28 @@ async fn a_client_whose_address_swallows_the_dial_back_hears_it_is_not_reachable
     })
     .await;
 }
+
+/// What `hearth status` and the dashboard say of how other homes reach a node: public once an
+/// address is confirmed, "behind NAT" only once AutoNAT found one not reachable, and whether a
+/// relay carries it.
+#[test]
+fn reachability_is_summed_up_in_words_a_household_understands() {
+    let addr = |s: &str| -> Multiaddr { s.parse().unwrap() };
+    let mut r = hearth::net::Reachability::default();
+    assert_eq!(
+        r.summary(),
+        "not confirmed public yet (no AutoNAT verdict), and no relay yet: other homes cannot \
+         reach this node"
+    );
+    r.unreachable_addrs = vec![addr("/ip4/203.0.113.9/tcp/61872")];
+    assert_eq!(
+        r.summary(),
+        "behind NAT, and no relay yet: other homes cannot reach this node"
+    );
+    r.relays = vec![PeerId::random()];
+    assert_eq!(r.summary(), "behind NAT, reached through a relay");
+    r.relays.push(PeerId::random());
+    assert_eq!(r.summary(), "behind NAT, reached through 2 relays");
+    r.confirmed_addrs = vec![addr("/ip4/203.0.113.9/tcp/4001")];
+    assert_eq!(r.summary(), "public, at /ip4/203.0.113.9/tcp/4001");
+}

@@ -64,6 +64,10 @@ pub struct Overview {
     pub heating: bool,
     pub role: String,
     pub peers: usize,
+    /// How other homes reach this radiator (`Reachability::summary`: public, behind NAT and
+    /// reached through a relay, ...), with how many peers it reaches directly by hole punching.
+    #[serde(default)]
+    pub reach: String,
     pub running_shards: usize,
     /// Memory the radiator's shard budget holds now, and the budget (`memory_total_mib`).
     pub shard_memory_bytes: u64,
@@ -301,6 +305,13 @@ pub async fn overview(
         heating: running_shards > 0,
         role: format!("{:?}", ctx.role).to_lowercase(),
         peers: net.connected_peers,
+        reach: match net.reachability.hole_punched_peers.len() {
+            0 => net.reachability.summary(),
+            n => format!(
+                "{}; {n} peer(s) reached directly by hole punching",
+                net.reachability.summary()
+            ),
+        },
         running_shards,
         shard_memory_bytes: ctx.executor.memory_in_use(),
         shard_memory_limit_bytes: ctx.executor.limits().memory_total,

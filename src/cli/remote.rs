@@ -111,19 +111,9 @@ pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
             println!("reachable:  public, at {a}");
         }
     } else {
-        // Behind NAT for certain once AutoNAT found an address of this node not reachable;
-        // until a verdict, only not known to be public.
-        let behind = if r.unreachable_addrs.is_empty() {
-            "not confirmed public (no AutoNAT verdict yet)"
-        } else {
-            "behind NAT"
-        };
-        if r.relays.is_empty() {
-            println!("reachable:  {behind} (no relay yet: other homes cannot reach this node)");
-        } else {
-            for relay in &r.relays {
-                println!("reachable:  {behind}, via relay {relay}");
-            }
+        println!("reachable:  {}", r.summary());
+        for relay in &r.relays {
+            println!("via relay:  {relay}");
         }
     }
     for a in &r.unreachable_addrs {

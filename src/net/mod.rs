@@ -644,6 +644,26 @@ impl Reachability {
     pub fn is_public(&self) -> bool {
         !self.confirmed_addrs.is_empty()
     }
+
+    /// How other homes reach this node, in a few words a household understands: what
+    /// `hearth status` and the dashboard say.
+    pub fn summary(&self) -> String {
+        if let Some(a) = self.confirmed_addrs.first() {
+            return format!("public, at {a}");
+        }
+        // Behind NAT for certain once AutoNAT found an address of this node not reachable;
+        // until a verdict, only not known to be public.
+        let behind = if self.unreachable_addrs.is_empty() {
+            "not confirmed public yet (no AutoNAT verdict)"
+        } else {
+            "behind NAT"
+        };
+        match self.relays.len() {
+            0 => format!("{behind}, and no relay yet: other homes cannot reach this node"),
+            1 => format!("{behind}, reached through a relay"),
+            n => format!("{behind}, reached through {n} relays"),
+        }
+    }
 }
 
 /// What is known of one connected peer.

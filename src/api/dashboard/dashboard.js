@@ -127,6 +127,7 @@ function render(o) {
     " of " + mib(o.shard_memory_limit_bytes) + " MiB of memory");
   text("credited", kwh(o.credited.energy_kwh) + " in " + o.credited.receipts + " receipts");
   text("peers", o.peers + " connected");
+  text("reach", o.reach);
   text("disk", o.disk_free_bytes === null
     ? "unknown"
     : mib(o.disk_free_bytes) + " MiB free; hearth keeps " + mib(o.disk_floor_bytes) + " MiB free" +
