@@ -10,12 +10,12 @@
 //! ([`Network::report_validation`]). The only messages this module decodes itself are its own
 //! blob-protocol messages ([`wire`]).
 //!
-//! Size: about 950 lines, most of them the public surface (config with its documented
+//! Size: about 970 lines, most of them the public surface (config with its documented
 //! defaults, events, errors, status, one method per command, the work-key ones since
 //! 2026-12-03, the DHT store's counts since 2026-12-04, the relay's load since 2026-12-05,
-//! its refusals by reason since 2026-12-06, its rate limits and AutoNAT's given-up
-//! dial-backs since 2026-12-07);
-//! the work is in `actor` and its parts.
+//! its refusals by reason since 2026-12-06, its rate limits, AutoNAT's given-up dial-backs
+//! and unreachable addresses and the reachability's summary since 2026-12-07); the work is in
+//! `actor` and its parts.
 //!
 //! ## Shape (rust-libp2p `examples/file-sharing`)
 //!
