@@ -71,6 +71,7 @@ pub fn router(ctx: NodeContext, access: Access) -> Router {
     let mut private = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
+        .route("/v1/reachability/check", post(recheck))
         .route("/v1/blobs/{hash}", get(get_blob))
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{id}", get(job))
@@ -228,6 +229,13 @@ pub struct Status {
     /// older nodes.
     #[serde(default)]
     pub relay: Option<crate::net::RelayServed>,
+}
+
+/// Test every address of this node again with AutoNAT, now or 10 s after the last test (a
+/// port forwarded or removed on the household's router since). The verdicts show in
+/// `GET /v1/status` (`reachability.autonat_verdicts` counts them).
+async fn recheck(State(ctx): State<NodeContext>) -> Result<Json<crate::net::Recheck>, ApiError> {
+    Ok(Json(ctx.net.recheck().await.map_err(internal)?))
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError> {

@@ -153,6 +153,7 @@ fn every_route() -> Vec<(Method, &'static str, &'static str)> {
             "",
         ),
         (Method::POST, "/v1/revocations", "{}"),
+        (Method::POST, "/v1/reachability/check", ""),
         (Method::GET, "/v1/refusals", ""),
         (Method::GET, "/metrics", ""),
         (Method::GET, "/v1/overview", ""),
@@ -407,6 +408,21 @@ async fn every_route_needs_the_token_and_works_with_it() {
                 .contains("33-byte hex cursor"),
             "{err}"
         );
+        // A test of the node's addresses again: a lone node has none to test; the next
+        // request waits for what is left of 10 s.
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let resp = n
+                .authed(Method::POST, "/v1/reachability/check")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            answers.push(resp.json::<serde_json::Value>().await.unwrap());
+        }
+        assert_eq!(answers[0]["candidates"], 0, "{answers:?}");
+        let wait = answers[1]["starts_in_ms"].as_u64().unwrap();
+        assert!(wait <= 10_000, "{answers:?}");
         let resp = n
             .authed(Method::POST, "/v1/heat/setpoint")
             .json(&serde_json::json!({"celsius": 22.5}))

@@ -384,6 +384,19 @@ fn three_nodes_started_by_hand_see_each_other_and_run_a_job() {
         text.contains("MiB free; blobs that would leave less than 256 MiB are refused"),
         "{text}"
     );
+    // The household asks for its addresses to be tested again (a port forwarded since): the
+    // command says what it tests, waits for the verdicts, then prints the status.
+    let out = hearth(&dirs[1], &["--api", &api(1), "status", "--recheck"]);
+    let (said, text) = (
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("recheck:    testing ") && said.contains("address(es) again with AutoNAT"),
+        "{said}"
+    );
+    assert!(text.contains("reachable:"), "{text}");
 
     // Submit from radiator 1; radiators 1 and 2 verify each other's shards.
     let png = root.path().join("net.png");

@@ -2075,3 +2075,182 @@ fn reachability_is_summed_up_in_words_a_household_understands() {
     r.confirmed_addrs = vec![addr("/ip4/203.0.113.9/tcp/4001")];
     assert_eq!(r.summary(), "public, at /ip4/203.0.113.9/tcp/4001");
 }
+
+/// A home router on loopback with one port that can be forwarded to the node behind it. The
+/// node dials its peer at [`Router::inside`]; the router carries each such connection out from
+/// its own address, 127.0.0.2, at the node's own port, so the peer sees the node there (the
+/// port a NAT that keeps ports maps it to; at another port, libp2p's identify would translate
+/// the address back to the node's listening port). Nothing answers at that address until
+/// [`Router::forward`] opens a listener on it that carries each connection in to the node;
+/// [`Router::unforward`] closes it again.
+struct Router {
+    inside: Multiaddr,
+    outside: std::net::SocketAddr,
+    forwarding: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Both directions of `a` <-> `b`, until either side closes.
+fn pipe(a: tokio::net::TcpStream, b: tokio::net::TcpStream) {
+    tokio::spawn(async move {
+        let (mut a, mut b) = (a, b);
+        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+    });
+}
+
+fn reusable_socket() -> tokio::net::TcpSocket {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.set_reuseaddr(true).expect("SO_REUSEADDR");
+    s.set_reuseport(true).expect("SO_REUSEPORT");
+    s
+}
+
+fn socket_addr(addr: &Multiaddr) -> std::net::SocketAddr {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Tcp(port) => return (ip.expect("an IPv4 address first"), port).into(),
+            _ => {}
+        }
+    }
+    panic!("no TCP address in {addr}")
+}
+
+impl Router {
+    /// A router for the node listening at `node`, whose connections out all go to `server` (a
+    /// `/ip4/../tcp/../p2p/..` address).
+    async fn to(server: &Multiaddr, node: &Multiaddr) -> Router {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let inside_port = listener.local_addr().expect("addr").port();
+        let outside = std::net::SocketAddr::from(([127, 0, 0, 2], socket_addr(node).port()));
+        let target = socket_addr(server);
+        tokio::spawn(async move {
+            while let Ok((from_node, _)) = listener.accept().await {
+                // A second connection to the same server cannot take the same port (the four
+                // addresses would be the same): it goes out from another, as a NAT does.
+                let mut to_server = None;
+                for from in [outside, std::net::SocketAddr::from(([127, 0, 0, 2], 0))] {
+                    let out = reusable_socket();
+                    if out.bind(from).is_ok() {
+                        if let Ok(c) = out.connect(target).await {
+                            to_server = Some(c);
+                            break;
+                        }
+                    }
+                }
+                if let Some(c) = to_server {
+                    pipe(from_node, c);
+                }
+            }
+        });
+        let server_id = server
+            .iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                _ => None,
+            })
+            .expect("the server's peer id");
+        Router {
+            inside: format!("/ip4/127.0.0.1/tcp/{inside_port}/p2p/{server_id}")
+                .parse()
+                .unwrap(),
+            outside,
+            forwarding: None,
+        }
+    }
+
+    /// The address the router maps the node to, as its peers see it.
+    fn mapped(&self) -> Multiaddr {
+        format!("/ip4/{}/tcp/{}", self.outside.ip(), self.outside.port())
+            .parse()
+            .unwrap()
+    }
+
+    /// Forward the router's port to the node listening at `node`.
+    fn forward(&mut self, node: &Multiaddr) {
+        let target = socket_addr(node);
+        let s = reusable_socket();
+        s.bind(self.outside).expect("bind the forwarded port");
+        let listener = s.listen(16).expect("listen on the forwarded port");
+        self.forwarding = Some(tokio::spawn(async move {
+            while let Ok((from_outside, _)) = listener.accept().await {
+                if let Ok(to_node) = tokio::net::TcpStream::connect(target).await {
+                    pipe(from_outside, to_node);
+                }
+            }
+        }));
+    }
+
+    /// Remove the port forward: nothing answers at the router's port any more.
+    fn unforward(&mut self) {
+        if let Some(t) = self.forwarding.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Before: libp2p's AutoNAT client tests an address once for the life of the process, so a
+/// port the household forwarded on its router after "behind NAT" showed in `hearth status`
+/// was confirmed only after a restart, and a forward removed left the node claiming an
+/// address nobody could reach. Now the household can ask for a test again (`hearth status
+/// --recheck`), and every address is tested again every half hour by itself (`autonat.rs`,
+/// unit tests): a forwarded port is confirmed, and a confirmed one whose forward is gone is
+/// withdrawn after failing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_forwarded_later_is_confirmed_when_asked_and_withdrawn_once_it_is_gone() {
+    bounded(async {
+        let server = TestNode::start(loopback()).await;
+        let node = TestNode::start(loopback()).await;
+        let own = node.addr().await;
+        let mut router = Router::to(&server.addr().await, &own).await;
+        node.net.dial(router.inside.clone()).await.expect("dial");
+        let mapped = router.mapped();
+        let reach = || async { node.net.status().await.expect("status").reachability };
+        eventually("the router's port found not reachable", || async {
+            reach().await.unreachable_addrs.contains(&mapped)
+        })
+        .await;
+        assert!(!reach().await.confirmed_addrs.contains(&mapped));
+
+        // The household forwards the port, and asks for a test.
+        router.forward(&own);
+        let before = reach().await.autonat_verdicts;
+        let asked = node.net.recheck().await.expect("recheck");
+        assert!(asked.candidates >= 1, "{asked:?}");
+        eventually("the forwarded port confirmed", || async {
+            reach().await.confirmed_addrs.contains(&mapped)
+        })
+        .await;
+        let r = reach().await;
+        assert!(!r.unreachable_addrs.contains(&mapped), "{r:?}");
+        assert!(r.autonat_verdicts > before);
+
+        // The forward is removed: one failure is one server's word; the second, from the
+        // next test, withdraws the address.
+        router.unforward();
+        let rearms = reach().await.autonat_rearms;
+        node.net.recheck().await.expect("recheck");
+        eventually("the removed forward found not reachable", || async {
+            reach().await.unreachable_addrs.contains(&mapped)
+        })
+        .await;
+        assert!(
+            reach().await.confirmed_addrs.contains(&mapped),
+            "still confirmed after one failure"
+        );
+        let again = node.net.recheck().await.expect("recheck");
+        assert!(again.starts_in_ms <= 10_000, "{again:?}");
+        eventually("the removed forward withdrawn", || async {
+            !reach().await.confirmed_addrs.contains(&mapped)
+        })
+        .await;
+        assert!(reach().await.autonat_rearms >= rearms + 2);
+        for n in [&node, &server] {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}

@@ -69,6 +69,10 @@ pub enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        /// Have AutoNAT test this node's addresses again first (after forwarding a port on
+        /// the router, or removing one), and wait up to 30 s for the verdicts.
+        #[arg(long)]
+        recheck: bool,
     },
     /// List the running node's peers.
     Peers {
@@ -629,7 +633,9 @@ pub fn main() -> anyhow::Result<()> {
             runtime.block_on(local::node(&data_dir, config))
         }
         Command::Dashboard => runtime.block_on(remote::dashboard(&api()?)),
-        Command::Status { json } => runtime.block_on(remote::status(&api()?, *json)),
+        Command::Status { json, recheck } => {
+            runtime.block_on(remote::status(&api()?, *json, *recheck))
+        }
         Command::Peers { json } => runtime.block_on(remote::peers(&api()?, *json)),
         Command::Blob(cmd) => local::blob(&data_dir, cmd),
         Command::Job(JobCommand::New { spec, common }) => {

@@ -13,7 +13,14 @@ use crate::jobs::{JobStatus, JobSummary, JobView, ShardView};
 use super::client::Client;
 use super::JobArgs;
 
-pub async fn status(api: &Client, json: bool) -> anyhow::Result<()> {
+/// How long `hearth status --recheck` waits for AutoNAT's verdicts once the test started: the
+/// client sends its probes on a 5 s tick and waits 10 s at most for each dial-back.
+const RECHECK_WAIT: Duration = Duration::from_secs(30);
+
+pub async fn status(api: &Client, json: bool, recheck: bool) -> anyhow::Result<()> {
+    if recheck {
+        self::recheck(api).await?;
+    }
     let s: Status = api.get("/v1/status").await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -549,6 +556,49 @@ pub async fn job_result(api: &Client, id: &str, output: &Path) -> anyhow::Result
     std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     eprintln!("wrote {} bytes to {}", bytes.len(), output.display());
     Ok(())
+}
+
+/// Ask the node to test its addresses again and wait for the verdicts (or [`RECHECK_WAIT`]
+/// after the test starts), saying on stderr what it waits for.
+async fn recheck(api: &Client) -> anyhow::Result<()> {
+    let before: Status = api.get("/v1/status").await?;
+    let r: crate::net::Recheck = api.post_json("/v1/reachability/check", &()).await?;
+    if r.candidates == 0 {
+        eprintln!(
+            "recheck:    no address to test yet: no peer has told this node how it sees it \
+             (connect to the network first)"
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "recheck:    testing {} address(es) again with AutoNAT{}...",
+        r.candidates,
+        match r.starts_in_ms {
+            0 => String::new(),
+            ms => format!(" in {} s (one test every 10 s at most)", ms.div_ceil(1000)),
+        }
+    );
+    let want = before.reachability.autonat_verdicts + r.candidates as u64;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(r.starts_in_ms) + RECHECK_WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let s: Status = api.get("/v1/status").await?;
+        let got = s.reachability.autonat_verdicts;
+        if got >= want {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "recheck:    {} of {} verdict(s) came within {} s (a server did not answer); \
+                 the others follow as servers answer",
+                got.saturating_sub(before.reachability.autonat_verdicts),
+                r.candidates,
+                RECHECK_WAIT.as_secs()
+            );
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

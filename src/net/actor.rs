@@ -489,6 +489,9 @@ impl Actor {
             Command::ProvideWork => self.provide_work(),
             Command::StopWork => self.stop_work(),
             Command::FindWork { reply } => self.find_work(reply),
+            Command::Recheck { reply } => {
+                let _ = reply.send(self.recheck());
+            }
             Command::Dial { addr, reply } => {
                 if self.pending_dials.len() >= MAX_PENDING_DIALS {
                     let _ = reply.send(Err(NetError::Busy("dials")));

@@ -14,7 +14,7 @@
 //! reachable, the surer its probe was lost: it never learnt it was public, and after 30 s its
 //! relay gate (`relay_gate.rs`) let it listen through the relay as if it were behind NAT.
 //!
-//! Three remedies here:
+//! Four remedies here:
 //! - **Direct connections only**: a relayed connection is never shown to the clients, so no
 //!   probe goes over one (it would also cost the relay the 30–100 KB of dial data a server asks
 //!   for when the tested address is not the one it sees the connection come from).
@@ -39,11 +39,28 @@
 //!   the next re-arm. In `testnet/dht-scale` 40 homes timed out 272 probes in about 3 minutes
 //!   without it, 146 with it, mostly the start's re-arms (`docs/scale.md`, item 7).
 //!
+//! - **Tested again every half hour, or when the household asks**: libp2p's client keeps a
+//!   failed address failed and a confirmed one confirmed for the life of the process, so a
+//!   port forwarded on the household's router after the start (the natural answer to
+//!   "behind NAT" in `hearth status`) showed only after a restart, and a forward removed, or a
+//!   new router, left the node claiming an address nobody could reach, listening through no
+//!   relay. Now a re-arm is due [`RECHECK_EVERY`] after the last one, and at once (at most one
+//!   per [`REQUESTED_WAIT`]) when the household asks (`hearth status --recheck`,
+//!   `POST /v1/reachability/check`). A confirmed address that fails is withdrawn
+//!   (`ToSwarm::ExternalAddrExpired`; the node then listens through a relay again,
+//!   `actor/reach.rs`) only after [`STRIKES_TO_EXPIRE`] failures in a row, each from another
+//!   client: a failure is one server's unverifiable word. Addresses declared in the
+//!   configuration are never withdrawn.
+//!
 //! However often servers vanish or stall, no peer can make this node probe more than that.
 //!
 //! A dial-back (the server's answer to a probe, on a new inbound connection) reaches whichever
 //! of the two handlers its stream picked; it is handed to the active client, whose probe it
 //! answers.
+//!
+//! Size: about 960 lines, two fifths of them unit tests of the pure bookkeeping
+//! ([`ProbeWatch`]: re-arms, rechecks, requests, strikes) with an injected clock; the rest is
+//! that bookkeeping and the two clients around it, which belong together.
 //!
 //! Must not touch: anything but AutoNAT's client.
 
@@ -54,6 +71,7 @@ use std::time::Duration;
 use libp2p::autonat::v2::client;
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::handler::ConnectionHandlerSelect;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionHandler, ConnectionId, FromSwarm, NetworkBehaviour,
@@ -62,6 +80,10 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 use tracing::info;
+
+/// The protocol an AutoNAT v2 server answers dial requests on (libp2p's own constant is
+/// private): identify's list of a peer's protocols tells whether it is a tester.
+pub(crate) const DIAL_REQUEST_PROTOCOL: &str = "/libp2p/autonat/2/dial-request";
 
 /// Candidates remembered to show a new client (the most recent). libp2p's client tests at most
 /// 10 at a time (its `max_candidates`); a few more cover addresses seen once.
@@ -77,6 +99,19 @@ pub(crate) const MAX_FRUITLESS: u32 = 3;
 pub(crate) const REARM_WAIT_FIRST: Duration = Duration::from_secs(60);
 /// The wait between re-arms doubles up to this.
 pub(crate) const REARM_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
+/// Every address is tested again this long after the last re-arm (or the start), whatever
+/// happened: a port forwarded on the household's router since, or one removed, or a new
+/// router, is noticed without a restart. Each recheck costs one probe per candidate.
+pub(crate) const RECHECK_EVERY: Duration = Duration::from_secs(30 * 60);
+/// The least time between a re-arm the household asked for (`hearth status --recheck`) and
+/// the re-arm before it: the local API may ask as often as it likes, no more probes go out.
+pub(crate) const REQUESTED_WAIT: Duration = Duration::from_secs(10);
+/// Failed verdicts in a row, each from a different client (a re-test at least
+/// [`REQUESTED_WAIT`] after the one before), that withdraw an address this node's AutoNAT
+/// confirmed. A failure is a server's word that cannot be checked (a confirmation carries the
+/// dial-back's nonce; a failure carries nothing), so one server alone cannot take a confirmed
+/// address away: after the first, a second test follows at the next re-arm.
+pub(crate) const STRIKES_TO_EXPIRE: u8 = 2;
 
 /// Why a new client takes over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +120,11 @@ pub(crate) enum Due {
     Lost,
     /// [`MAX_FRUITLESS`] probes brought no verdict.
     Fruitless,
+    /// [`RECHECK_EVERY`] passed since the last re-arm, or a confirmed address failed a test
+    /// and wants a second opinion.
+    Recheck,
+    /// The household asked (`hearth status --recheck`, `POST /v1/reachability/check`).
+    Requested,
 }
 
 impl Due {
@@ -92,6 +132,10 @@ impl Due {
         match self {
             Due::Lost => "a probe was lost with its connection",
             Due::Fruitless => "the last probes brought no verdict",
+            Due::Recheck => {
+                "addresses are tested again every half hour, or a second time after a failure"
+            }
+            Due::Requested => "asked through the local API",
         }
     }
 }
@@ -108,8 +152,19 @@ pub(crate) struct ProbeWatch {
     fruitless: u32,
     /// Why a re-arm is due, if one is: done once the wait allows.
     due: Option<Due>,
-    /// No re-arm before this (`None`: none yet, the first comes at once).
+    /// No re-arm for a lost probe, fruitless probes or a recheck before this (`None`: none
+    /// yet, the first comes at once).
     not_before: Option<Instant>,
+    /// The last re-arm: a requested one waits [`REQUESTED_WAIT`] after it.
+    last_rearm: Option<Instant>,
+    /// When the next periodic recheck is due (`None` until the first [`ProbeWatch::tick`]).
+    recheck_at: Option<Instant>,
+    /// Direct addresses the active clients confirmed (not those declared in the configuration,
+    /// which are never withdrawn), at most [`MAX_CANDIDATES`], with their failed verdicts in
+    /// a row and the re-arm count at the last one.
+    confirmed: Vec<Confirmed>,
+    /// Verdicts since start (either way): `hearth status --recheck` waits on it.
+    verdicts: u64,
     /// The wait after the next re-arm.
     wait: Duration,
     /// Re-arms since start.
@@ -120,6 +175,15 @@ pub(crate) struct ProbeWatch {
     unreachable: VecDeque<Multiaddr>,
 }
 
+/// An address AutoNAT confirmed, and how many of its later tests failed in a row.
+#[derive(Debug)]
+struct Confirmed {
+    addr: Multiaddr,
+    strikes: u8,
+    /// [`ProbeWatch::rearms`] at the last strike: a strike counts once per client.
+    at_rearm: u64,
+}
+
 impl Default for ProbeWatch {
     fn default() -> Self {
         ProbeWatch {
@@ -128,6 +192,10 @@ impl Default for ProbeWatch {
             fruitless: 0,
             due: None,
             not_before: None,
+            last_rearm: None,
+            recheck_at: None,
+            confirmed: Vec::new(),
+            verdicts: 0,
             wait: REARM_WAIT_FIRST,
             rearms: 0,
             unreachable: VecDeque::new(),
@@ -158,15 +226,81 @@ impl ProbeWatch {
         true
     }
 
-    /// The active client reached a verdict on `addr`: reachable from outside or not.
-    pub(crate) fn verdict(&mut self, addr: &Multiaddr, reachable: bool) {
+    /// The active client reached a verdict on `addr`: reachable from outside or not. Returns
+    /// the address if it is withdrawn: it was confirmed, and this is its
+    /// [`STRIKES_TO_EXPIRE`]th failure in a row, each from another client. After a confirmed
+    /// address's first failure a re-arm is due, for a second opinion.
+    pub(crate) fn verdict(&mut self, addr: &Multiaddr, reachable: bool) -> Option<Multiaddr> {
         self.fruitless = 0;
+        self.verdicts += 1;
         self.unreachable.retain(|a| a != addr);
         if !reachable {
             if self.unreachable.len() == MAX_CANDIDATES {
                 self.unreachable.pop_front();
             }
             self.unreachable.push_back(addr.clone());
+        }
+        let i = self.confirmed.iter().position(|c| c.addr == *addr)?;
+        let c = &mut self.confirmed[i];
+        if reachable {
+            c.strikes = 0;
+            return None;
+        }
+        if c.strikes > 0 && c.at_rearm == self.rearms {
+            // The same client again (libp2p's tests each candidate once; a second server's
+            // verdict within one client would be another candidate): no new opinion.
+            return None;
+        }
+        c.strikes += 1;
+        c.at_rearm = self.rearms;
+        if c.strikes < STRIKES_TO_EXPIRE {
+            self.due.get_or_insert(Due::Recheck);
+            return None;
+        }
+        Some(self.confirmed.remove(i).addr)
+    }
+
+    /// The active client confirmed `addr` (it answered a probe's dial-back).
+    pub(crate) fn confirmed(&mut self, addr: &Multiaddr) {
+        if let Some(c) = self.confirmed.iter_mut().find(|c| c.addr == *addr) {
+            c.strikes = 0;
+            return;
+        }
+        if self.confirmed.len() == MAX_CANDIDATES {
+            self.confirmed.remove(0);
+        }
+        self.confirmed.push(Confirmed {
+            addr: addr.clone(),
+            strikes: 0,
+            at_rearm: self.rearms,
+        });
+    }
+
+    /// Verdicts since start, either way.
+    pub(crate) fn verdicts(&self) -> u64 {
+        self.verdicts
+    }
+
+    /// Candidates a re-arm would show the new client now.
+    pub(crate) fn candidates(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// The household asked for every address to be tested again. Returns how long until the
+    /// re-arm may run (zero: at the next poll).
+    pub(crate) fn request(&mut self, now: Instant) -> Duration {
+        self.due = Some(Due::Requested);
+        self.last_rearm.map_or(Duration::ZERO, |t| {
+            (t + REQUESTED_WAIT).saturating_duration_since(now)
+        })
+    }
+
+    /// Time passed: the periodic recheck is due once [`RECHECK_EVERY`] has passed since the
+    /// last re-arm, or since the first tick.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        let at = *self.recheck_at.get_or_insert(now + RECHECK_EVERY);
+        if now >= at {
+            self.due.get_or_insert(Due::Recheck);
         }
     }
 
@@ -193,20 +327,35 @@ impl ProbeWatch {
         }
     }
 
-    /// Whether to re-arm at `now`, and why: one is due and the wait since the last has passed.
+    /// Whether to re-arm at `now`, and why: one is due and the wait since the last has passed
+    /// (for one the household asked for, [`REQUESTED_WAIT`]).
     pub(crate) fn rearm_now(&self, now: Instant) -> Option<Due> {
-        self.due
-            .filter(|_| self.not_before.is_none_or(|t| now >= t))
+        self.due.filter(|due| match due {
+            Due::Requested => self.last_rearm.is_none_or(|t| now >= t + REQUESTED_WAIT),
+            _ => self.not_before.is_none_or(|t| now >= t),
+        })
     }
 
-    /// A new client takes over at `now`: nothing of the old one's is unanswered any more, and
-    /// the next re-arm waits. Returns the candidates to show it.
-    pub(crate) fn rearmed(&mut self, now: Instant) -> impl Iterator<Item = &Multiaddr> {
+    /// A new client takes over at `now`, for `why`: nothing of the old one's is unanswered
+    /// any more, and the next re-arm waits (a lost probe or fruitless ones double the wait;
+    /// a recheck or a request does not, it waits at least [`REARM_WAIT_FIRST`]). Returns the
+    /// candidates to show it.
+    pub(crate) fn rearmed(&mut self, now: Instant, why: Due) -> impl Iterator<Item = &Multiaddr> {
         self.unanswered.clear();
         self.fruitless = 0;
         self.due = None;
-        self.not_before = Some(now + self.wait);
-        self.wait = (self.wait * 2).min(REARM_WAIT_MAX);
+        match why {
+            Due::Lost | Due::Fruitless => {
+                self.not_before = Some(now + self.wait);
+                self.wait = (self.wait * 2).min(REARM_WAIT_MAX);
+            }
+            Due::Recheck | Due::Requested => {
+                let least = now + REARM_WAIT_FIRST;
+                self.not_before = Some(self.not_before.map_or(least, |t| t.max(least)));
+            }
+        }
+        self.last_rearm = Some(now);
+        self.recheck_at = Some(now + RECHECK_EVERY);
         self.rearms += 1;
         self.candidates.iter()
     }
@@ -214,6 +363,16 @@ impl ProbeWatch {
     pub(crate) fn rearms(&self) -> u64 {
         self.rearms
     }
+}
+
+/// An open direct connection, as [`Rearmed`] knows it.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    generations: [u64; 2],
+    peer: PeerId,
+    outbound: bool,
+    /// Identify says the peer serves AutoNAT on it (`actor/peers.rs`).
+    serving: bool,
 }
 
 /// Two AutoNAT clients, one active and one standing by; see the module's documentation.
@@ -225,15 +384,42 @@ pub(crate) struct Rearmed {
     /// Which of the two is shown the candidates.
     active: usize,
     /// Each open direct connection, with the generation of each client when it was
-    /// established: a client hears of a connection only if it is the generation that saw it
-    /// open.
-    connections: HashMap<ConnectionId, [u64; 2]>,
+    /// established (a client hears of a connection only if it is the generation that saw it
+    /// open), its peer, and whether this node dialled it (a client probes only over those:
+    /// libp2p gives an inbound connection the dial-back handler alone).
+    connections: HashMap<ConnectionId, Open>,
+    /// A fresh connection to a tester, asked for at a re-arm ([`Rearmed::rearm`]).
+    dial: Option<PeerId>,
     watch: ProbeWatch,
+    /// Declared in the configuration (`[node] external_addresses`): never withdrawn here.
+    pinned: Vec<Multiaddr>,
+    /// Confirmed addresses withdrawn ([`ProbeWatch::verdict`]), to tell the swarm.
+    withdrawn: VecDeque<Multiaddr>,
 }
 
 type ClientHandler = THandler<client::Behaviour>;
 
 impl Rearmed {
+    /// The clients of a node whose configuration declares `pinned` as its public addresses.
+    pub(crate) fn new(pinned: Vec<Multiaddr>) -> Self {
+        Rearmed {
+            pinned,
+            ..Rearmed::default()
+        }
+    }
+
+    /// The household asked for every address to be tested again: returns how many candidates
+    /// will be tested and how long until the test starts.
+    pub(crate) fn recheck(&mut self) -> (usize, Duration) {
+        let wait = self.watch.request(Instant::now());
+        (self.watch.candidates(), wait)
+    }
+
+    /// AutoNAT's verdicts since start, either way.
+    pub(crate) fn verdicts(&self) -> u64 {
+        self.watch.verdicts()
+    }
+
     /// Times a new client took over and tested every address again, since start.
     pub(crate) fn rearms(&self) -> u64 {
         self.watch.rearms()
@@ -248,7 +434,36 @@ impl Rearmed {
     fn knows(&self, slot: usize, conn: ConnectionId) -> bool {
         self.connections
             .get(&conn)
-            .is_some_and(|g| g[slot] == self.generations[slot])
+            .is_some_and(|o| o.generations[slot] == self.generations[slot])
+    }
+
+    /// Identify reported on `conn`: whether the peer serves AutoNAT on it (speaks
+    /// [`DIAL_REQUEST_PROTOCOL`]; a server lists it only on connections it did not dial, so
+    /// never on its dial-backs).
+    pub(crate) fn serves(&mut self, conn: ConnectionId, yes: bool) {
+        if let Some(open) = self.connections.get_mut(&conn) {
+            open.serving = yes;
+        }
+    }
+
+    /// A tester that client `slot` can probe through, if it knows one, or else a connected
+    /// tester to dial afresh (`Err`), if any. A client learns that a peer serves AutoNAT once
+    /// per connection this node dialled, when identify first reports on it: one made at a
+    /// re-arm knows only the testers of connections opened since (`tests/net.rs::a_port_forwarded_later_
+    /// is_confirmed_when_asked_and_withdrawn_once_it_is_gone` re-arms three times on two
+    /// connections that stay open).
+    fn tester(&self, slot: usize) -> Result<PeerId, Option<PeerId>> {
+        let mut unknown = None;
+        for (conn, open) in &self.connections {
+            if !open.outbound || !open.serving {
+                continue;
+            }
+            if self.knows(slot, *conn) {
+                return Ok(open.peer);
+            }
+            unknown = Some(open.peer);
+        }
+        Err(unknown)
     }
 
     fn rearm(&mut self, why: Due, now: Instant) {
@@ -258,7 +473,7 @@ impl Rearmed {
         self.generations[old] += 1;
         let active = &mut self.clients[self.active];
         let mut shown = 0;
-        for addr in self.watch.rearmed(now) {
+        for addr in self.watch.rearmed(now, why) {
             active.on_swarm_event(FromSwarm::NewExternalAddrCandidate(
                 NewExternalAddrCandidate { addr },
             ));
@@ -269,6 +484,12 @@ impl Rearmed {
             because = why.because(),
             "AutoNAT: testing our addresses again"
         );
+        // The new client knows no tester: a fresh connection to one, which both clients hear
+        // of (the swarm allows several connections to a peer; this one closes when idle).
+        if let Err(Some(peer)) = self.tester(self.active) {
+            info!(%peer, "AutoNAT: a fresh connection to a tester, for the new client");
+            self.dial = Some(peer);
+        }
     }
 }
 
@@ -329,7 +550,15 @@ impl NetworkBehaviour for Rearmed {
             // A relayed connection is not shown: no probe goes over one.
             FromSwarm::ConnectionEstablished(e) if e.endpoint.is_relayed() => {}
             FromSwarm::ConnectionEstablished(e) => {
-                self.connections.insert(e.connection_id, self.generations);
+                self.connections.insert(
+                    e.connection_id,
+                    Open {
+                        generations: self.generations,
+                        peer: e.peer_id,
+                        outbound: e.endpoint.is_dialer(),
+                        serving: false,
+                    },
+                );
                 for c in &mut self.clients {
                     c.on_swarm_event(event);
                 }
@@ -377,9 +606,21 @@ impl NetworkBehaviour for Rearmed {
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         // Polled after every swarm event and at least on the clients' 5 s tick.
+        if let Some(addr) = self.withdrawn.pop_front() {
+            info!(%addr, "AutoNAT: address no longer reachable from outside (tested twice)");
+            return Poll::Ready(ToSwarm::ExternalAddrExpired(addr));
+        }
         let now = Instant::now();
+        self.watch.tick(now);
         if let Some(why) = self.watch.rearm_now(now) {
             self.rearm(why, now);
+        }
+        if let Some(peer) = self.dial.take() {
+            return Poll::Ready(ToSwarm::Dial {
+                opts: DialOpts::peer_id(peer)
+                    .condition(PeerCondition::Always)
+                    .build(),
+            });
         }
         for slot in [self.active, 1 - self.active] {
             while let Poll::Ready(ev) = self.clients[slot].poll(cx) {
@@ -390,7 +631,14 @@ impl NetworkBehaviour for Rearmed {
                             ..
                         } if !self.watch.may_probe(*conn) => continue,
                         ToSwarm::GenerateEvent(ev) => {
-                            self.watch.verdict(&ev.tested_addr, ev.result.is_ok())
+                            let addr = &ev.tested_addr;
+                            if let Some(gone) = self.watch.verdict(addr, ev.result.is_ok()) {
+                                self.withdrawn.push_back(gone);
+                                cx.waker().wake_by_ref();
+                            }
+                        }
+                        ToSwarm::ExternalAddrConfirmed(addr) if !self.pinned.contains(addr) => {
+                            self.watch.confirmed(addr)
                         }
                         _ => {}
                     }
@@ -461,7 +709,7 @@ mod tests {
         assert!(w.may_probe(conn(1)));
         assert!(w.may_probe(conn(2)));
         w.closed(conn(2));
-        let shown: Vec<_> = w.rearmed(t0).cloned().collect();
+        let shown: Vec<_> = w.rearmed(t0, Due::Lost).cloned().collect();
         assert_eq!(
             shown,
             vec![
@@ -495,7 +743,7 @@ mod tests {
             Some(Due::Fruitless),
             "the first re-arm at once"
         );
-        let _ = w.rearmed(t0);
+        let _ = w.rearmed(t0, Due::Fruitless);
         assert!(w.may_probe(conn(1)), "a new client probes");
         w.reported(conn(1));
         w.verdict(&a("/ip4/198.51.100.7/tcp/4001"), false);
@@ -522,7 +770,7 @@ mod tests {
         };
         lose(&mut w, 1);
         assert_eq!(w.rearm_now(now), Some(Due::Lost), "the first at once");
-        let _ = w.rearmed(now);
+        let _ = w.rearmed(now, Due::Lost);
         let mut waits = Vec::new();
         for n in 2..10 {
             lose(&mut w, n);
@@ -531,7 +779,7 @@ mod tests {
                 waited += Duration::from_secs(1);
             }
             now += waited;
-            let _ = w.rearmed(now);
+            let _ = w.rearmed(now, Due::Lost);
             waits.push(waited.as_secs());
         }
         assert_eq!(waits, [60, 120, 240, 480, 960, 1800, 1800, 1800]);
@@ -594,7 +842,7 @@ mod tests {
         for port in 0..(MAX_CANDIDATES as u16 + 5) {
             w.candidate(&a(&format!("/ip4/198.51.100.7/tcp/{}", 40000 + port)));
         }
-        let shown: Vec<_> = w.rearmed(Instant::now()).cloned().collect();
+        let shown: Vec<_> = w.rearmed(Instant::now(), Due::Lost).cloned().collect();
         assert_eq!(shown.len(), MAX_CANDIDATES);
         assert_eq!(shown[0], a("/ip4/198.51.100.7/tcp/40005"));
     }
@@ -627,5 +875,95 @@ mod tests {
         let unreachable: Vec<_> = w.unreachable().cloned().collect();
         assert_eq!(unreachable.len(), MAX_CANDIDATES);
         assert_eq!(unreachable[0], a("/ip4/198.51.100.7/tcp/40005"));
+    }
+
+    #[test]
+    fn every_address_is_tested_again_half_an_hour_after_the_last_rearm() {
+        let t0 = Instant::now();
+        let mut w = ProbeWatch::default();
+        w.candidate(&a("/ip4/198.51.100.7/tcp/4001"));
+        w.tick(t0);
+        assert_eq!(w.rearm_now(t0), None, "nothing due at start");
+        w.tick(t0 + RECHECK_EVERY - Duration::from_secs(1));
+        assert_eq!(w.rearm_now(t0 + RECHECK_EVERY), None, "not yet");
+        let t1 = t0 + RECHECK_EVERY;
+        w.tick(t1);
+        assert_eq!(w.rearm_now(t1), Some(Due::Recheck));
+        let shown: Vec<_> = w.rearmed(t1, Due::Recheck).cloned().collect();
+        assert_eq!(shown, [a("/ip4/198.51.100.7/tcp/4001")], "shown again");
+        w.tick(t1 + RECHECK_EVERY - Duration::from_secs(1));
+        assert_eq!(
+            w.rearm_now(t1 + RECHECK_EVERY),
+            None,
+            "counted from the re-arm"
+        );
+        w.tick(t1 + RECHECK_EVERY);
+        assert_eq!(w.rearm_now(t1 + RECHECK_EVERY), Some(Due::Recheck));
+        // A recheck does not double the wait a lost probe meets afterwards.
+        let t2 = t1 + RECHECK_EVERY;
+        let _ = w.rearmed(t2, Due::Recheck);
+        assert!(w.may_probe(conn(1)));
+        w.closed(conn(1));
+        assert_eq!(w.rearm_now(t2 + REARM_WAIT_FIRST), Some(Due::Lost));
+    }
+
+    #[test]
+    fn a_rearm_the_household_asks_for_waits_at_most_ten_seconds_after_the_last() {
+        let t0 = Instant::now();
+        let mut w = ProbeWatch::default();
+        w.candidate(&a("/ip4/198.51.100.7/tcp/4001"));
+        assert_eq!(w.request(t0), Duration::ZERO, "the first at once");
+        assert_eq!(w.rearm_now(t0), Some(Due::Requested));
+        let _ = w.rearmed(t0, Due::Requested);
+        let t = t0 + Duration::from_secs(3);
+        assert_eq!(w.request(t), REQUESTED_WAIT - Duration::from_secs(3));
+        assert_eq!(w.rearm_now(t), None, "asked again at once: no more probes");
+        assert_eq!(
+            w.rearm_now(t0 + REQUESTED_WAIT),
+            Some(Due::Requested),
+            "not the minute a lost probe waits"
+        );
+    }
+
+    #[test]
+    fn a_confirmed_address_is_withdrawn_after_failing_twice_each_time_in_another_client() {
+        let t0 = Instant::now();
+        let mut w = ProbeWatch::default();
+        let (forwarded, other) = (
+            a("/ip4/198.51.100.7/tcp/4001"),
+            a("/ip4/198.51.100.7/tcp/4002"),
+        );
+        w.candidate(&forwarded);
+        assert_eq!(w.verdict(&forwarded, true), None);
+        w.confirmed(&forwarded);
+        // Tested again (the port forward was removed): the first failure asks for a second
+        // opinion, at the next re-arm.
+        let t1 = t0 + RECHECK_EVERY;
+        let _ = w.rearmed(t1, Due::Recheck);
+        assert_eq!(w.verdict(&forwarded, false), None, "one server's word");
+        assert_eq!(w.verdict(&forwarded, false), None, "the same client again");
+        assert_eq!(w.verdict(&other, false), None, "never confirmed");
+        assert_eq!(w.rearm_now(t1), None, "a second opinion waits a minute");
+        assert_eq!(w.rearm_now(t1 + REARM_WAIT_FIRST), Some(Due::Recheck));
+        let t2 = t1 + REARM_WAIT_FIRST;
+        let _ = w.rearmed(t2, Due::Recheck);
+        assert_eq!(w.verdict(&forwarded, false), Some(forwarded.clone()));
+        assert_eq!(
+            w.verdict(&forwarded, false),
+            None,
+            "withdrawn once; no longer confirmed"
+        );
+        assert_eq!(w.unreachable().last(), Some(&forwarded));
+
+        // A success between two failures starts the count again.
+        w.confirmed(&forwarded);
+        let _ = w.rearmed(t2 + REARM_WAIT_FIRST, Due::Requested);
+        assert_eq!(w.verdict(&forwarded, false), None);
+        let _ = w.rearmed(t2 + 2 * REARM_WAIT_FIRST, Due::Requested);
+        assert_eq!(w.verdict(&forwarded, true), None);
+        assert!(w.unreachable().all(|x| *x != forwarded), "reachable again");
+        let _ = w.rearmed(t2 + 3 * REARM_WAIT_FIRST, Due::Requested);
+        assert_eq!(w.verdict(&forwarded, false), None, "a first failure again");
+        assert_eq!(w.verdicts(), 9);
     }
 }

@@ -18,6 +18,13 @@
 //! it and gives the connection no dial-back handler (libp2p's own path for a dial it did not
 //! ask for).
 //!
+//! A dial-back that connected is closed once its test is done (the server has answered its
+//! client): it carried one nonce, and left open it stayed 60 s (the idle timeout) at both ends,
+//! a full connection each, and counted against the 4 connections a node allows one peer
+//! (`behaviour.rs`). A client tested again and again (`autonat.rs`: every half hour, or when
+//! its household asks) filled those with dial-backs from its tester until its next fresh
+//! connection to it was refused.
+//!
 //! Why 5 s: a reachable address answers a TCP dial within a round trip, and noise and yamux
 //! take two or three more: about 2 s over a 500 ms satellite path. The client's 10 s cover
 //! its request, the dial-back and the answer, so the dial-back must give up well inside them.
@@ -30,14 +37,17 @@ use std::task::Context;
 use std::time::Duration;
 
 use futures::FutureExt;
+use libp2p::autonat::v2::server;
+use libp2p::core::ConnectedPoint;
 use libp2p::swarm::{
-    behaviour::ConnectionEstablished, ConnectionClosed, ConnectionId, DialError, DialFailure,
-    FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm,
+    behaviour::ConnectionEstablished, CloseConnection, ConnectionClosed, ConnectionId, DialError,
+    DialFailure, FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm,
 };
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
+use super::bootstrap::without_peer_id;
 use super::wrapped::{Hook, Wrapped};
 
 /// How long a dial-back may take before the server tells its client the address is not
@@ -55,6 +65,11 @@ impl Deadlines {
     /// The server dialled `id` (to `peer`) at `now`.
     pub(crate) fn dialled(&mut self, id: ConnectionId, peer: Option<PeerId>, now: Instant) {
         self.due.insert(id, (peer, now + DIAL_BACK_WAIT));
+    }
+
+    /// Whether dial `id` is under way.
+    pub(crate) fn is_due(&self, id: ConnectionId) -> bool {
+        self.due.contains_key(&id)
     }
 
     /// The dial `id` connected or failed: no deadline.
@@ -82,6 +97,40 @@ impl Deadlines {
     }
 }
 
+/// Dial-backs that connected, until their test is done: then they are closed. Bounded like
+/// [`Deadlines`], and each leaves when its connection closes.
+#[derive(Debug, Default)]
+pub(crate) struct Connected {
+    open: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+}
+
+impl Connected {
+    /// Dial-back `id` connected to `client` at `addr`.
+    pub(crate) fn connected(&mut self, id: ConnectionId, client: PeerId, addr: Multiaddr) {
+        self.open.insert(id, (client, addr));
+    }
+
+    /// Connection `id` closed.
+    pub(crate) fn closed(&mut self, id: ConnectionId) {
+        self.open.remove(&id);
+    }
+
+    /// The test of `client`'s `addr` is done: the dial-backs that carried it, to close
+    /// (forgotten here).
+    pub(crate) fn done(&mut self, client: PeerId, addr: &Multiaddr) -> Vec<ConnectionId> {
+        let ids: Vec<ConnectionId> = self
+            .open
+            .iter()
+            .filter(|(_, (c, a))| *c == client && a == addr)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.open.remove(id);
+        }
+        ids
+    }
+}
+
 /// `inner` (AutoNAT's server) with its dial-backs given [`DIAL_BACK_WAIT`] at most
 /// (`wrapped.rs`); otherwise it is `B`.
 pub(crate) type Bounded<B> = Wrapped<B, DialBackWait>;
@@ -99,6 +148,9 @@ impl<B> Bounded<B> {
 #[derive(Default)]
 pub(crate) struct DialBackWait {
     deadlines: Deadlines,
+    connected: Connected,
+    /// Dial-backs whose test is done, to close.
+    closing: Vec<(PeerId, ConnectionId)>,
     timer: Option<Pin<Box<Sleep>>>,
     given_up: u64,
 }
@@ -110,16 +162,39 @@ impl DialBackWait {
     }
 }
 
-impl<B: NetworkBehaviour> Hook<B> for DialBackWait {
+impl<B: NetworkBehaviour<ToSwarm = server::Event>> Hook<B> for DialBackWait {
     fn on_swarm_event(&mut self, event: &FromSwarm) {
         match event {
+            FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                connection_id,
+                peer_id,
+                endpoint: ConnectedPoint::Dialer { address, .. },
+                ..
+            }) if self.deadlines.is_due(*connection_id) => {
+                self.deadlines.ended(*connection_id);
+                // Dialled as `<tested address>/p2p/<client>`.
+                self.connected
+                    .connected(*connection_id, *peer_id, without_peer_id(address));
+            }
             FromSwarm::ConnectionEstablished(ConnectionEstablished { connection_id, .. })
-            | FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. })
             | FromSwarm::DialFailure(DialFailure { connection_id, .. }) => {
                 self.deadlines.ended(*connection_id)
             }
+            FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) => {
+                self.deadlines.ended(*connection_id);
+                self.connected.closed(*connection_id);
+            }
             _ => {}
         }
+    }
+
+    fn own(&mut self) -> Option<ToSwarm<server::Event, THandlerInEvent<B>>> {
+        let (peer_id, id) = self.closing.pop()?;
+        debug!(%peer_id, "AutoNAT: test done, closing its dial-back connection");
+        Some(ToSwarm::CloseConnection {
+            peer_id,
+            connection: CloseConnection::One(id),
+        })
     }
 
     fn before_poll(&mut self, inner: &mut B, cx: &mut Context<'_>) {
@@ -152,9 +227,19 @@ impl<B: NetworkBehaviour> Hook<B> for DialBackWait {
     }
 
     fn pass(&mut self, ev: &ToSwarm<B::ToSwarm, THandlerInEvent<B>>) -> bool {
-        if let ToSwarm::Dial { opts } = ev {
-            self.deadlines
-                .dialled(opts.connection_id(), opts.get_peer_id(), Instant::now());
+        match ev {
+            ToSwarm::Dial { opts } => {
+                self.deadlines
+                    .dialled(opts.connection_id(), opts.get_peer_id(), Instant::now());
+            }
+            // The server answered its client: the dial-back that carried the test has done
+            // its work (closed at the next poll, which comes at once).
+            ToSwarm::GenerateEvent(done) => {
+                for id in self.connected.done(done.client, &done.tested_addr) {
+                    self.closing.push((done.client, id));
+                }
+            }
+            _ => {}
         }
         true
     }
@@ -199,5 +284,22 @@ mod tests {
         d.ended(b);
         assert!(d.expired(t0 + DIAL_BACK_WAIT * 10).is_empty());
         assert_eq!(d.next(), None);
+    }
+
+    #[test]
+    fn a_dial_back_is_closed_once_its_test_is_done_and_not_another() {
+        let mut c = Connected::default();
+        let (client, other) = (PeerId::random(), PeerId::random());
+        let addr: Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
+        let second: Multiaddr = "/ip4/198.51.100.7/tcp/4002".parse().unwrap();
+        let id = |n| ConnectionId::new_unchecked(n);
+        c.connected(id(1), client, addr.clone());
+        c.connected(id(2), client, second.clone());
+        c.connected(id(3), other, addr.clone());
+        assert_eq!(c.done(client, &addr), [id(1)], "the test's own dial-back");
+        assert!(c.done(client, &addr).is_empty(), "closed once");
+        c.closed(id(2));
+        assert!(c.done(client, &second).is_empty(), "already closed");
+        assert_eq!(c.done(other, &addr), [id(3)]);
     }
 }

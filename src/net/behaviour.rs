@@ -62,8 +62,8 @@ pub(crate) struct Behaviour {
     /// Direct connection upgrade through relay: hole punching over a relayed connection.
     pub(crate) dcutr: Counted<dcutr::Behaviour>,
     /// AutoNAT v2: asks peers to dial our address candidates back; a candidate that works
-    /// becomes a confirmed external address.
-    pub(crate) autonat: super::autonat::Rearmed,
+    /// becomes a confirmed external address (tested again: `autonat.rs`).
+    pub(crate) autonat: Counted<super::autonat::Rearmed>,
     /// AutoNAT v2 server: dials other nodes' candidates back (from a new port), giving up a
     /// dial-back before the client stops waiting (`autonat_server.rs`).
     pub(crate) autonat_server: Bounded<Counted<autonat::v2::server::Behaviour>>,
@@ -316,7 +316,11 @@ fn build_behaviour(
         ),
         dcutr: Counted::new(dcutr::Behaviour::new(peer_id), DialOrigin::Dcutr, dials),
         // Defaults: up to 10 candidates, one probe every 5 s.
-        autonat: super::autonat::Rearmed::default(),
+        autonat: Counted::new(
+            super::autonat::Rearmed::new(cfg.external_addrs.clone()),
+            DialOrigin::AutonatClient,
+            dials,
+        ),
         autonat_server: Bounded::new(Counted::new(
             autonat::v2::server::Behaviour::default(),
             DialOrigin::AutonatServer,

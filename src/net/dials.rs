@@ -43,6 +43,9 @@ pub enum DialOrigin {
     PunchRetry,
     /// The AutoNAT v2 server dialling a peer's address candidate back.
     AutonatServer,
+    /// The AutoNAT client's fresh connection to a tester its new client does not know
+    /// (`autonat.rs`).
+    AutonatClient,
     /// The swarm task redialling its bootstrap peers.
     Bootstrap,
     /// The swarm task dialling a peer mDNS found.
@@ -55,7 +58,7 @@ pub enum DialOrigin {
 
 impl DialOrigin {
     /// Every origin, in the order [`DialCounts`] lists them.
-    pub const ALL: [DialOrigin; 12] = [
+    pub const ALL: [DialOrigin; 13] = [
         DialOrigin::Kad,
         DialOrigin::Gossipsub,
         DialOrigin::Control,
@@ -64,6 +67,7 @@ impl DialOrigin {
         DialOrigin::Dcutr,
         DialOrigin::PunchRetry,
         DialOrigin::AutonatServer,
+        DialOrigin::AutonatClient,
         DialOrigin::Bootstrap,
         DialOrigin::Mdns,
         DialOrigin::Command,
@@ -80,6 +84,7 @@ impl DialOrigin {
             DialOrigin::Dcutr => "dcutr",
             DialOrigin::PunchRetry => "punch_retry",
             DialOrigin::AutonatServer => "autonat_server",
+            DialOrigin::AutonatClient => "autonat_client",
             DialOrigin::Bootstrap => "bootstrap",
             DialOrigin::Mdns => "mdns",
             DialOrigin::Command => "command",

@@ -10,12 +10,12 @@
 //! ([`Network::report_validation`]). The only messages this module decodes itself are its own
 //! blob-protocol messages ([`wire`]).
 //!
-//! Size: about 970 lines, most of them the public surface (config with its documented
+//! Size: about 990 lines, most of them the public surface (config with its documented
 //! defaults, events, errors, status, one method per command, the work-key ones since
 //! 2026-12-03, the DHT store's counts since 2026-12-04, the relay's load since 2026-12-05,
 //! its refusals by reason since 2026-12-06, its rate limits, AutoNAT's given-up dial-backs
-//! and unreachable addresses and the reachability's summary since 2026-12-07); the work is in
-//! `actor` and its parts.
+//! and unreachable addresses, the reachability's summary and the recheck on request since
+//! 2026-12-07); the work is in `actor` and its parts.
 //!
 //! ## Shape (rust-libp2p `examples/file-sharing`)
 //!
@@ -637,6 +637,20 @@ pub struct Reachability {
     /// not connect within 5 s, and the asking node heard "not reachable" (`autonat_server.rs`).
     #[serde(default)]
     pub autonat_dial_backs_given_up: u64,
+    /// AutoNAT verdicts on this node's addresses since start, either way: `hearth status
+    /// --recheck` waits for those its request asked for.
+    #[serde(default)]
+    pub autonat_verdicts: u64,
+}
+
+/// The answer to a request to test this node's addresses again ([`Network::recheck`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Recheck {
+    /// Candidate addresses to be tested (the addresses peers saw this node at, at most 16):
+    /// each brings one verdict, unless its server does not answer.
+    pub candidates: usize,
+    /// How long until the test starts: zero, or what is left of 10 s since the last one.
+    pub starts_in_ms: u64,
 }
 
 impl Reachability {
@@ -730,6 +744,10 @@ enum Command {
     StopWork,
     FindWork {
         reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    /// Test every address again with AutoNAT (`autonat.rs`).
+    Recheck {
+        reply: oneshot::Sender<Recheck>,
     },
     Dial {
         addr: Multiaddr,
@@ -913,6 +931,12 @@ impl Network {
     /// [`work::MAX_WORK_FOUND`], never this node; empty when nobody does or the lookup failed.
     pub async fn find_work(&self) -> Result<Vec<PeerId>, NetError> {
         self.call(|reply| Command::FindWork { reply }).await
+    }
+
+    /// Test every address of this node again with AutoNAT (a port forwarded or removed on the
+    /// household's router since): at once, or 10 s after the last test at the earliest.
+    pub async fn recheck(&self) -> Result<Recheck, NetError> {
+        self.call(|reply| Command::Recheck { reply }).await
     }
 
     /// Connect to `addr` (optionally ending in `/p2p/<peer id>`); returns once connected.

@@ -3,7 +3,8 @@
 //! event the inner one polls out, which the hook may drop; before each poll the hook may act on
 //! the inner behaviour. Three hooks: `dials.rs` counts dials by who asked (`Counted`),
 //! `candidates.rs` drops address candidates that are no direct address (`DirectCandidates`),
-//! `autonat_server.rs` gives AutoNAT's dial-backs up after a while (`Bounded`).
+//! `autonat_server.rs` gives AutoNAT's dial-backs up after a while and closes those that
+//! connected once their test is done (`Bounded`).
 //!
 //! Must not touch: anything but what its hook is shown.
 
@@ -29,6 +30,11 @@ pub(crate) trait Hook<B: NetworkBehaviour> {
 
     /// Sees `ev`, an event the inner behaviour gives the swarm; false drops it.
     fn pass(&mut self, ev: &ToSwarm<B::ToSwarm, THandlerInEvent<B>>) -> bool;
+
+    /// An event of the hook's own for the swarm, given before the inner behaviour's.
+    fn own(&mut self) -> Option<ToSwarm<B::ToSwarm, THandlerInEvent<B>>> {
+        None
+    }
 }
 
 /// `inner`, its events shown to `hook` on their way to the swarm; otherwise it is `B` (and
@@ -136,6 +142,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         self.hook.before_poll(&mut self.inner, cx);
+        if let Some(ev) = self.hook.own() {
+            return Poll::Ready(ev);
+        }
         loop {
             match self.inner.poll(cx) {
                 Poll::Ready(ev) if !self.hook.pass(&ev) => continue,

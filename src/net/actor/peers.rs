@@ -255,10 +255,7 @@ impl Actor {
                 ..
             } => debug!(%send_back_addr, "incoming connection failed: {error}"),
             SwarmEvent::ExternalAddrConfirmed { address } => self.on_confirmed(address),
-            SwarmEvent::ExternalAddrExpired { address } => {
-                info!(%address, "external address no longer confirmed");
-                self.confirmed.retain(|a| *a != address);
-            }
+            SwarmEvent::ExternalAddrExpired { address } => self.on_expired(address),
             _ => {}
         }
     }
@@ -450,7 +447,12 @@ impl Actor {
     }
 
     pub(super) fn on_identify(&mut self, ev: identify::Event) {
-        let identify::Event::Received { peer_id, info, .. } = ev else {
+        let identify::Event::Received {
+            peer_id,
+            info,
+            connection_id,
+        } = ev
+        else {
             return;
         };
         let span = self.span(&peer_id);
@@ -458,6 +460,11 @@ impl Actor {
         debug!(agent = %info.agent_version, "identified");
         let kad_proto = StreamProtocol::new(KAD_PROTOCOL);
         let speaks_kad = info.protocols.contains(&kad_proto);
+        let tests = StreamProtocol::new(crate::net::autonat::DIAL_REQUEST_PROTOCOL);
+        self.swarm
+            .behaviour_mut()
+            .autonat
+            .serves(connection_id, info.protocols.contains(&tests));
         if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
             if self
                 .bootstrap

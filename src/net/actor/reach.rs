@@ -39,6 +39,7 @@ impl Actor {
             dht_client: self.dht_mode == Some(kad::Mode::Client),
             autonat_rearms: self.swarm.behaviour().autonat.rearms(),
             autonat_dial_backs_given_up: self.swarm.behaviour().autonat_server.hook.given_up(),
+            autonat_verdicts: self.swarm.behaviour().autonat.verdicts(),
         }
     }
 
@@ -91,6 +92,37 @@ impl Actor {
             info!(%relay, "directly reachable: stopped listening through relay");
             self.relays.remove(&relay);
             self.swarm.remove_listener(id);
+        }
+    }
+
+    /// The household asked for every address to be tested again (`autonat.rs`).
+    pub(super) fn recheck(&mut self) -> crate::net::Recheck {
+        let (candidates, wait) = self.swarm.behaviour_mut().autonat.recheck();
+        info!(candidates, "AutoNAT: testing our addresses again, as asked");
+        crate::net::Recheck {
+            candidates,
+            starts_in_ms: wait.as_millis() as u64,
+        }
+    }
+
+    /// An external address is no longer confirmed (AutoNAT tested it again and it failed
+    /// twice, `autonat.rs`: a port forward removed, a new router). With no direct address
+    /// left, other homes reach this node only through a relay again: listen through the
+    /// relays it is connected to now; the tick's redial finds one otherwise.
+    pub(super) fn on_expired(&mut self, address: Multiaddr) {
+        info!(%address, "external address no longer confirmed");
+        self.confirmed.retain(|a| *a != address);
+        if is_relayed(&address) || !self.confirmed.is_empty() {
+            return;
+        }
+        let connected: Vec<PeerId> = self
+            .relay_bootstrap
+            .iter()
+            .filter(|r| self.peers.contains_key(r))
+            .copied()
+            .collect();
+        for relay in connected {
+            self.maybe_listen_via(relay);
         }
     }
 
