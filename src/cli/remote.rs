@@ -124,7 +124,12 @@ pub async fn status(api: &Client, json: bool, recheck: bool) -> anyhow::Result<(
         }
     }
     for a in &r.unreachable_addrs {
-        println!("not public: {a} (AutoNAT: not reachable from outside)");
+        if r.confirmed_addrs.contains(a) {
+            // Confirmed before, failed once since: withdrawn only if the next test fails too.
+            println!("doubted:    {a} (AutoNAT: not reachable in the last test; tested again)");
+        } else {
+            println!("not public: {a} (AutoNAT: not reachable from outside)");
+        }
     }
     if let Some(since) = r.line_down_since_ms {
         println!(
