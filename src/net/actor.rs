@@ -611,15 +611,7 @@ impl Actor {
                 info!("listening through no relay: dialling the bootstrap nodes again");
                 // A relay still connected by another connection (the one listened through
                 // died) is listened through again at once; the others are dialled.
-                let connected: Vec<PeerId> = self
-                    .relay_bootstrap
-                    .iter()
-                    .filter(|r| self.peers.contains_key(r))
-                    .copied()
-                    .collect();
-                for relay in connected {
-                    self.maybe_listen_via(relay);
-                }
+                self.listen_via_connected_relays();
             }
             self.redial_bootstrap();
         }

@@ -115,6 +115,12 @@ impl Actor {
         if is_relayed(&address) || !self.confirmed.is_empty() {
             return;
         }
+        self.listen_via_connected_relays();
+    }
+
+    /// Listen through each bootstrap relay this node is connected to (`maybe_listen_via`
+    /// decides whether it should).
+    pub(super) fn listen_via_connected_relays(&mut self) {
         let connected: Vec<PeerId> = self
             .relay_bootstrap
             .iter()
