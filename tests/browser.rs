@@ -289,6 +289,42 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
             "not confirmed public yet (no AutoNAT verdict), and no relay yet: other homes \
              cannot reach this node"
         );
+        // "Test again": the node starts a round of AutoNAT tests, and the page says what it
+        // tests (or that it has nothing to test yet).
+        let rearms = node
+            .context
+            .net
+            .status()
+            .await
+            .unwrap()
+            .reachability
+            .autonat_rearms;
+        let recheck = wd.element(&sid, "#recheck").await;
+        wd.call(
+            reqwest::Method::POST,
+            &format!("/session/{sid}/element/{recheck}/click"),
+            Some(json!({})),
+        )
+        .await;
+        wd.wait_text(&sid, "#recheck-said", |t| {
+            t == "nothing to test yet: no other radiator has seen this one"
+                || (t.starts_with("testing ") && t.ends_with("; the line follows the verdicts"))
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while node
+            .context
+            .net
+            .status()
+            .await
+            .unwrap()
+            .reachability
+            .autonat_rearms
+            == rearms
+        {
+            assert!(Instant::now() < deadline, "no round of tests started");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // Chart: a line for the room.
         wd.element(&sid, "#chart path.room-line").await;
 

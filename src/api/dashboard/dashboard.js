@@ -188,6 +188,33 @@ async function command(path, body) {
   poll();
 }
 
+// Other radiators test again whether they can reach this one (`hearth status --recheck`);
+// the "Reachable" line follows their verdicts at the next polls.
+async function recheck() {
+  try {
+    const resp = await fetch("/v1/reachability/check", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "content-type": "application/json" },
+      body: "null",
+    });
+    if (!resp.ok) {
+      problem((await resp.json()).error || "the radiator refused (" + resp.status + ")");
+      return;
+    }
+    const r = await resp.json();
+    const when = r.starts_in_ms > 0 ? " in " + Math.ceil(r.starts_in_ms / 1000) + " s" : "";
+    text(
+      "recheck-said",
+      r.candidates === 0
+        ? "nothing to test yet: no other radiator has seen this one"
+        : "testing " + r.candidates + " address(es)" + when + "; the line follows the verdicts",
+    );
+  } catch (e) {
+    problem("The radiator does not answer (is `hearth node` running?)");
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("setpoint-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -198,6 +225,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("auto").addEventListener("click", () => command("/v1/heat/auto"));
   $("boost").addEventListener("click", () => command("/v1/heat/boost", { minutes: 60 }));
   $("off").addEventListener("click", () => command("/v1/heat/off"));
+  $("recheck").addEventListener("click", recheck);
   poll();
   setInterval(poll, POLL_MS);
 });
