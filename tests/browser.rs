@@ -60,6 +60,17 @@ impl WebDriver {
         v["value"].clone()
     }
 
+    /// Click the element `css` selects.
+    async fn click(&self, session: &str, css: &str) {
+        let e = self.element(session, css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/session/{session}/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     async fn element(&self, session: &str, css: &str) -> String {
         let v = self
             .call(
@@ -299,13 +310,7 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
             .unwrap()
             .reachability
             .autonat_rearms;
-        let recheck = wd.element(&sid, "#recheck").await;
-        wd.call(
-            reqwest::Method::POST,
-            &format!("/session/{sid}/element/{recheck}/click"),
-            Some(json!({})),
-        )
-        .await;
+        wd.click(&sid, "#recheck").await;
         wd.wait_text(&sid, "#recheck-said", |t| {
             t == "nothing to test yet: no other radiator has seen this one"
                 || (t.starts_with("testing ") && t.ends_with("; the line follows the verdicts"))
@@ -342,13 +347,7 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
             Some(json!({ "text": "23.5" })),
         )
         .await;
-        let save = wd.element(&sid, "#setpoint-save").await;
-        wd.call(
-            reqwest::Method::POST,
-            &format!("/session/{sid}/element/{save}/click"),
-            Some(json!({})),
-        )
-        .await;
+        wd.click(&sid, "#setpoint-save").await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let s = heat.status();
