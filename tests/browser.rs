@@ -302,14 +302,11 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
         );
         // "Test again": the node starts a round of AutoNAT tests, and the page says what it
         // tests (or that it has nothing to test yet).
-        let rearms = node
-            .context
-            .net
-            .status()
-            .await
-            .unwrap()
-            .reachability
-            .autonat_rearms;
+        let rearms = || async {
+            let s = node.context.net.status().await.unwrap();
+            s.reachability.autonat_rearms
+        };
+        let before = rearms().await;
         wd.click(&sid, "#recheck").await;
         wd.wait_text(&sid, "#recheck-said", |t| {
             t == "nothing to test yet: no other radiator has seen this one"
@@ -317,16 +314,7 @@ async fn dashboard_in_headless_chromium_shows_the_room_and_sets_the_setpoint() {
         })
         .await;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while node
-            .context
-            .net
-            .status()
-            .await
-            .unwrap()
-            .reachability
-            .autonat_rearms
-            == rearms
-        {
+        while rearms().await == before {
             assert!(Instant::now() < deadline, "no round of tests started");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

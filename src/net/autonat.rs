@@ -58,9 +58,9 @@
 //! of the two handlers its stream picked; it is handed to the active client, whose probe it
 //! answers.
 //!
-//! Size: about 960 lines, two fifths of them unit tests of the pure bookkeeping
-//! ([`ProbeWatch`]: re-arms, rechecks, requests, strikes) with an injected clock; the rest is
-//! that bookkeeping and the two clients around it, which belong together.
+//! Size: about 960 lines, 310 of them unit tests of the pure bookkeeping ([`ProbeWatch`]:
+//! re-arms, rechecks, requests, strikes) with an injected clock; the rest is that bookkeeping
+//! and the two clients around it, which belong together.
 //!
 //! Must not touch: anything but AutoNAT's client.
 
@@ -446,24 +446,22 @@ impl Rearmed {
         }
     }
 
-    /// A tester that client `slot` can probe through, if it knows one, or else a connected
-    /// tester to dial afresh (`Err`), if any. A client learns that a peer serves AutoNAT once
-    /// per connection this node dialled, when identify first reports on it: one made at a
-    /// re-arm knows only the testers of connections opened since (`tests/net.rs::a_port_forwarded_later_
-    /// is_confirmed_when_asked_and_withdrawn_once_it_is_gone` re-arms three times on two
-    /// connections that stay open).
-    fn tester(&self, slot: usize) -> Result<PeerId, Option<PeerId>> {
-        let mut unknown = None;
-        for (conn, open) in &self.connections {
-            if !open.outbound || !open.serving {
-                continue;
-            }
-            if self.knows(slot, *conn) {
-                return Ok(open.peer);
-            }
-            unknown = Some(open.peer);
+    /// A connected tester to dial afresh for client `slot`, if it knows none it can probe
+    /// through. A client learns that a peer serves AutoNAT once per connection this node
+    /// dialled, when identify first reports on it: one made at a re-arm knows only the testers
+    /// of connections opened since (`tests/net.rs::a_port_forwarded_later_is_confirmed_when_
+    /// asked_and_withdrawn_once_it_is_gone` re-arms three times on two connections that stay
+    /// open).
+    fn tester_to_dial(&self, slot: usize) -> Option<PeerId> {
+        let testers = || {
+            self.connections
+                .iter()
+                .filter(|(_, open)| open.outbound && open.serving)
+        };
+        if testers().any(|(conn, _)| self.knows(slot, *conn)) {
+            return None;
         }
-        Err(unknown)
+        testers().map(|(_, open)| open.peer).next()
     }
 
     fn rearm(&mut self, why: Due, now: Instant) {
@@ -486,7 +484,7 @@ impl Rearmed {
         );
         // The new client knows no tester: a fresh connection to one, which both clients hear
         // of (the swarm allows several connections to a peer; this one closes when idle).
-        if let Err(Some(peer)) = self.tester(self.active) {
+        if let Some(peer) = self.tester_to_dial(self.active) {
             info!(%peer, "AutoNAT: a fresh connection to a tester, for the new client");
             self.dial = Some(peer);
         }
