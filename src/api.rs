@@ -181,6 +181,15 @@ pub struct Status {
     pub work_records: usize,
     #[serde(default)]
     pub work_records_refused: u64,
+    /// Live want records (radiators that want heat and were offered no work) held likewise,
+    /// and the lookups of the work and want boards this node made since start. 0 from older
+    /// nodes.
+    #[serde(default)]
+    pub want_records: usize,
+    #[serde(default)]
+    pub work_lookups: u64,
+    #[serde(default)]
+    pub want_lookups: u64,
     /// Peers in the DHT routing table, and those kept out since start because their network
     /// held its share of a bucket or of the table (`net::table`). 0 from older nodes.
     #[serde(default)]
@@ -264,6 +273,9 @@ async fn status(State(ctx): State<NodeContext>) -> Result<Json<Status>, ApiError
         shard_memory_limit_bytes: ctx.executor.limits().memory_total,
         work_records: net.work_records,
         work_records_refused: net.work_records_refused,
+        want_records: net.want_records,
+        work_lookups: net.work_lookups,
+        want_lookups: net.want_lookups,
         routing_peers: net.routing_peers,
         dials: net.dials,
         routing_refused: net.routing_refused,

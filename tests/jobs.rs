@@ -108,6 +108,61 @@ async fn a_radiator_finds_work_that_was_announced_to_nobody_through_the_dht() {
     .expect("test timed out");
 }
 
+/// A job submitted after a cold radiator's lookup of the work board found nothing reaches it
+/// at once: the radiator went on the DHT's want board before that lookup, and the
+/// coordinator, whose announcements reach nobody, looks the want board up once its work record
+/// is published and offers the job directly (`net::work`, `Board`). The radiator makes no
+/// second lookup for it. Failed before (no want board): the radiator heard of the job only at
+/// its next lookup, 40 s after the first (and up to 21 minutes in a network without work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_submitted_after_a_cold_radiator_looked_reaches_it_through_the_want_board() {
+    tokio::time::timeout(TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = start_radiators(dir.path(), 2, 1, &|i, o: &mut NodeOptions| {
+            if i == 0 {
+                warm_if(true, o);
+                o.coordinator.announce_fanout = 0;
+            }
+        })
+        .await
+        .unwrap();
+        settle(&nodes).await;
+        let (sub, cold) = (&nodes[0], &nodes[1]);
+        // The cold radiator's first lookup (20 s after its start) ended empty-handed, and its
+        // want record is held by the coordinator's node.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let looked = cold.context.net.status().await.unwrap().work_lookups;
+            let held = sub.context.net.status().await.unwrap().want_records;
+            if looked >= 1 && held >= 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lookups {looked}, want records held {held}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (id, shards) = submit(sub, &mandelbrot(128, 64, 64), 1).await;
+        let view = wait_done(sub, id, Duration::from_secs(90)).await;
+        assert_eq!(result_bytes(sub, &view), native_png(128, 64, 64));
+        let receipts = sub.context.ledger.list(None).unwrap();
+        assert_eq!(receipts.len(), shards);
+        assert!(receipts.iter().all(|r| r.record.worker == cold.household()));
+        let status = cold.context.net.status().await.unwrap();
+        assert_eq!(
+            status.work_lookups, 1,
+            "the job reached the radiator through a lookup of its own, not the want board"
+        );
+        assert!(sub.context.net.status().await.unwrap().want_lookups >= 1);
+        for n in nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cheating_radiator_is_outvoted_and_excluded() {
     tokio::time::timeout(TIMEOUT, async {

@@ -406,7 +406,10 @@ async fn one_network_gets_at_most_its_share_of_a_work_key() {
         })
         .await;
         for p in &publishers {
-            p.net.provide_work().await.expect("provide work");
+            p.net
+                .post(net::work::Board::Work)
+                .await
+                .expect("publish work");
         }
         eventually("the open node holds all three work records", || async {
             open.net.status().await.expect("status").work_records == 3

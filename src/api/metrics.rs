@@ -135,6 +135,24 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         net.work_records as f64,
     );
     m.gauge(
+        "want_records",
+        "Live want records (radiators that want heat and were offered no work) this node holds as a DHT node",
+        None,
+        net.want_records as f64,
+    );
+    m.counter(
+        "work_lookups",
+        "Lookups of the DHT's work board (coordinators with open jobs) since start",
+        None,
+        net.work_lookups as f64,
+    );
+    m.counter(
+        "want_lookups",
+        "Lookups of the DHT's want board (radiators that want heat) since start",
+        None,
+        net.want_lookups as f64,
+    );
+    m.gauge(
         "blob_provider_records",
         "Blob provider records this node holds for other nodes as a DHT node",
         None,
@@ -148,7 +166,7 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
     );
     m.counter(
         "work_records_refused",
-        "Work records refused since start: the key was full or the sender's network held its share",
+        "Work and want records refused since start: the key was full or the sender's network held its share",
         None,
         net.work_records_refused as f64,
     );

@@ -81,9 +81,10 @@ pub async fn status(api: &Client, json: bool, recheck: bool) -> anyhow::Result<(
         println!("listening:  {a}");
     }
     println!(
-        "work keys:  {} record(s) of coordinators with open jobs held for the DHT; {} refused \
-         (a key full, or its sender's network holding its share)",
-        s.work_records, s.work_records_refused
+        "work keys:  {} record(s) of coordinators with open jobs and {} of radiators wanting \
+         heat held for the DHT; {} refused (a key full, or its sender's network holding its \
+         share); looked up {} time(s) for work, {} for radiators",
+        s.work_records, s.want_records, s.work_records_refused, s.work_lookups, s.want_lookups
     );
     println!(
         "refusing:   {} key(s) whose households revoked them or that equivocated",

@@ -48,6 +48,7 @@ use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::line::{RedialRound, Silence};
 use super::punch::{Direct, Lost, PunchMemory, PunchRetry};
 use super::serve::{Served, Server};
+use super::work::Board;
 use super::{
     dht_role, reach_book::ReachBook, relay_gate::RelayGate, relay_load::RelayLoad,
     table::Diversity, wire::BlobRequest, Command, NetConfig, NetError, NetEvent, NetStatus,
@@ -83,7 +84,7 @@ fn dial_peer(
 const MAX_PENDING_REQUESTS: usize = 1024;
 /// Dials awaiting their outcome.
 const MAX_PENDING_DIALS: usize = 256;
-/// Work lookups at once; a node starts one a minute at most (`node/offers.rs`).
+/// Board lookups, and board publications, at once (each made every 20 s at most).
 const MAX_WORK_FINDS: usize = 4;
 /// Inbound control requests handed to the node layer and not yet answered, per peer / total.
 const MAX_INBOUND_CONTROL_PER_PEER: usize = 16;
@@ -142,10 +143,10 @@ enum QueryKind {
     OwnKey,
     Providers(blake3::Hash),
     Announce,
-    /// Publishing this node's work records (`work.rs`).
-    WorkProvide,
-    /// A lookup of a work key; its caller waits in `Actor::work_finds`.
-    FindWork,
+    /// Publishing a record on a board (`work.rs`); its caller waits in `Actor::boards`.
+    Post,
+    /// A lookup of a board key; its caller waits in `Actor::boards`.
+    Find,
 }
 
 /// State of one connected peer.
@@ -232,9 +233,8 @@ pub(crate) struct Actor {
     diversity: Diversity,
     announce_queue: VecDeque<blake3::Hash>,
     announcing: usize,
-    /// Work lookups in progress (`work.rs`): their callers and the providers found so far. At
-    /// most [`MAX_WORK_FINDS`].
-    work_finds: HashMap<QueryId, dht::WorkFind>,
+    /// Board publications and lookups in progress (`work.rs`) and who waits for them.
+    boards: dht::Boards,
     /// Provider records have been (re)published since the node last had peers.
     announced_with_peers: bool,
     bootstrap: Vec<Multiaddr>,
@@ -322,7 +322,7 @@ impl Actor {
             diversity: Diversity::new(cfg.limit_local_networks),
             announce_queue: VecDeque::new(),
             announcing: 0,
-            work_finds: HashMap::new(),
+            boards: dht::Boards::default(),
             announced_with_peers: false,
             bootstrap: cfg.bootstrap.clone(),
             backoff: Backoff::new(cfg.redial_backoff_max),
@@ -486,9 +486,9 @@ impl Actor {
                 };
                 let _ = reply.send(res);
             }
-            Command::ProvideWork => self.provide_work(),
-            Command::StopWork => self.stop_work(),
-            Command::FindWork { reply } => self.find_work(reply),
+            Command::Post { board, done } => self.post(board, done),
+            Command::Withdraw(board) => self.withdraw(board),
+            Command::Find { board, reply } => self.find(board, reply),
             Command::Recheck { reply } => {
                 let _ = reply.send(self.recheck());
             }
@@ -515,7 +515,8 @@ impl Actor {
             Command::Status { reply } => {
                 let (routing_peers, routing_refused) = self.table_counts();
                 let store = self.swarm.behaviour_mut().kad.store_mut();
-                let (work_records, work_records_refused) = store.work_counts();
+                let boards = [Board::Work, Board::Want].map(|b| store.board_count(b));
+                let work_records_refused = store.board_refused();
                 let (blob_records, blob_records_refused) = store.blob_counts();
                 let _ = reply.send(NetStatus {
                     peer_id: self.local,
@@ -525,8 +526,11 @@ impl Actor {
                     chunks_fetched: self.downloads.chunks_fetched,
                     reachability: self.reachability(),
                     dials: self.dials.counts(),
-                    work_records,
+                    work_records: boards[0],
+                    want_records: boards[1],
                     work_records_refused,
+                    work_lookups: self.boards.lookups.0,
+                    want_lookups: self.boards.lookups.1,
                     blob_records,
                     blob_records_refused,
                     routing_peers,

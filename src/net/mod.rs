@@ -515,9 +515,15 @@ pub struct NetStatus {
     pub dials: DialCounts,
     /// Live work records (`work.rs`) this node holds as a DHT node, its own included.
     pub work_records: usize,
-    /// Work records peers sent that this node refused since start: the key was full, or the
-    /// sender's network already held its share of it.
+    /// Live want records (radiators that want heat and were offered no work) likewise.
+    pub want_records: usize,
+    /// Work and want records peers sent that this node refused since start: the key was
+    /// full, or the sender's network already held its share of it.
     pub work_records_refused: u64,
+    /// Lookups of the work board (a cold radiator looking for coordinators) and of the want
+    /// board (a coordinator looking for cold radiators) this node started since start.
+    pub work_lookups: u64,
+    pub want_lookups: u64,
     /// Blob provider records this node holds for other nodes (`remote.rs`), and those it
     /// refused since start (bounds reached).
     pub blob_records: usize,
@@ -738,11 +744,17 @@ enum Command {
         hash: blake3::Hash,
         reply: oneshot::Sender<Result<(), NetError>>,
     },
-    /// Publish this node's work records now (`work.rs`); fire and forget.
-    ProvideWork,
-    /// No more work: drop this node's own work records (they expire elsewhere).
-    StopWork,
-    FindWork {
+    /// Publish this node's record on a board now (`work.rs`); `done` is answered when the
+    /// publication ended (stored at the closest nodes found, or failed).
+    Post {
+        board: work::Board,
+        done: oneshot::Sender<()>,
+    },
+    /// Drop this node's own records of a board (they expire elsewhere).
+    Withdraw(work::Board),
+    /// Look one key of a board up.
+    Find {
+        board: work::Board,
         reply: oneshot::Sender<Vec<PeerId>>,
     },
     /// Test every address again with AutoNAT (`autonat.rs`).
@@ -907,30 +919,29 @@ impl Network {
         self.call(|reply| Command::Provide { hash, reply }).await?
     }
 
-    /// Publishes this node as a provider of work (`work.rs`: under a few work keys drawn
-    /// among those in use for the network's size as this node sees it): returns once the
-    /// swarm task has the command; publication continues in the background.
-    pub async fn provide_work(&self) -> Result<(), NetError> {
+    /// Publishes this node on `board` (`work.rs`: under one key drawn among those in use for
+    /// the network's size as this node sees it). Returns once the publication ended: the
+    /// record is stored at the closest nodes the lookup found, or it could not be (a lookup
+    /// bounded by Kademlia's query timeout). Looking the other board up only after this is
+    /// what lets a coordinator and a radiator that arrive together find each other.
+    pub async fn post(&self, board: work::Board) -> Result<(), NetError> {
+        self.call(|done| Command::Post { board, done }).await
+    }
+
+    /// This node leaves `board`: its own records go at once, those other nodes hold expire
+    /// within the board's TTL ([`work::Board::ttl`]).
+    pub async fn withdraw(&self, board: work::Board) -> Result<(), NetError> {
         self.commands
-            .send(Command::ProvideWork)
+            .send(Command::Withdraw(board))
             .await
             .map_err(|_| NetError::Stopped)
     }
 
-    /// This node has no open job any more: it stops providing work (its records elsewhere
-    /// expire within [`work::WORK_RECORD_TTL`]).
-    pub async fn stop_work(&self) -> Result<(), NetError> {
-        self.commands
-            .send(Command::StopWork)
-            .await
-            .map_err(|_| NetError::Stopped)
-    }
-
-    /// Looks up who provides work under one work key drawn among those in use, and starts
-    /// dialling them while the lookup still holds their addresses. At most
-    /// [`work::MAX_WORK_FOUND`], never this node; empty when nobody does or the lookup failed.
-    pub async fn find_work(&self) -> Result<Vec<PeerId>, NetError> {
-        self.call(|reply| Command::FindWork { reply }).await
+    /// Looks up who is on `board` under one key drawn among those in use, and starts dialling
+    /// them while the lookup still holds their addresses. At most [`work::MAX_WORK_FOUND`],
+    /// never this node; empty when nobody is or the lookup failed.
+    pub async fn find(&self, board: work::Board) -> Result<Vec<PeerId>, NetError> {
+        self.call(|reply| Command::Find { board, reply }).await
     }
 
     /// Test every address of this node again with AutoNAT (a port forwarded or removed on the

@@ -1,25 +1,30 @@
-//! Work beyond a coordinator's neighbours: where coordinators with open jobs say so on the DHT,
-//! and how the Kademlia store of every node keeps those records short-lived and bounded.
+//! Work beyond a coordinator's neighbours: where coordinators with open jobs and radiators
+//! that want heat say so on the DHT, and how the Kademlia store of every node keeps those
+//! records short-lived and bounded.
 //!
 //! A coordinator offers its jobs to the peers it is connected to (`docs/protocol.md`, "How
 //! work and heat demand travel"). In a large network those are its Kademlia neighbourhood, so
 //! a radiator whose neighbours have no work would stay cold while a coordinator further away
-//! has more work than its own neighbours want. So a coordinator with an open job also keeps a
-//! provider record under a *work key* ([`work_key`]), drawn at random among the buckets in use
+//! has more work than its own neighbours want. So two *boards* ([`Board`]) are kept on the
+//! DHT as provider records under short-lived keys, drawn at random among the buckets in use
 //! ([`buckets_in_use`]: one in a network of a few hundred nodes, up to [`MAX_BUCKETS`] in a
-//! large one) each time it publishes ([`WORK_PROVIDE_PERIOD`]); a cold radiator that no
-//! coordinator offers work looks one of those keys up, and tells the providers it finds its
-//! heat demand, which makes them offer it their jobs.
+//! large one) each time a record is published: a coordinator with an open job is on the
+//! *work* board, and looks the *want* board up and offers its jobs to the radiators it finds;
+//! a cold radiator that no coordinator offers work is on the want board, and looks the work
+//! board up and tells the coordinators it finds its heat demand, which makes them offer it
+//! their jobs. Each publishes before it looks, so whichever of the two comes second finds
+//! the first: a job submitted after a radiator's lookup found nothing reaches it at once,
+//! not at the radiator's next lookup (up to 21 minutes later).
 //!
-//! Blob provider records live 48 hours and are published every 6 hours. A work record must
+//! Blob provider records live 48 hours and are published every 6 hours. A board record must
 //! not: a coordinator's work ends within minutes, and a record that outlived it would send
 //! radiators to a coordinator with nothing to give (and, in libp2p's `MemoryStore`, whose
 //! full key ignores newcomers, would keep live coordinators out). So every node's store
-//! ([`Store`]) keeps work records apart: each expires [`WORK_RECORD_TTL`] after it was last
-//! published, whatever TTL the publisher's or this node's Kademlia configuration names, and
-//! there are at most `256 × MAX_WORK_PROVIDERS` of them: the keys are recognised by their
-//! exact form, so no peer can make this node hold more. Everything else goes to libp2p's
-//! `MemoryStore` as before. Must not touch: the swarm, the coordinator.
+//! ([`Store`]) keeps board records apart: each expires its board's TTL ([`Board::ttl`]) after
+//! it was last published, whatever TTL the publisher's or this node's Kademlia configuration
+//! names, and there are at most `2 × 256 × MAX_WORK_PROVIDERS` of them: the keys are
+//! recognised by their exact form, so no peer can make this node hold more. Everything else
+//! goes to libp2p's `MemoryStore` as before. Must not touch: the swarm, the coordinator.
 //!
 //! A full key ignores newcomers, so whoever fills a key's slots first keeps them while they
 //! keep publishing. Identities cost nothing to make; addresses do. So one *subnet* (the
@@ -28,6 +33,10 @@
 //! addresses in ten networks, not twenty fresh keys on one machine. On a private network (a
 //! household's LAN, a docker testnet) each host counts as a network of its own; loopback is
 //! not limited unless the node is told to (`NetConfig::limit_local_networks`).
+//!
+//! Size: about 830 lines, past the house style's limit: the code is about 440 (the boards'
+//! keys, the network-size estimate, the subnet rules and the store); the rest is their unit
+//! and property tests, which need the store's private parts.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -58,24 +67,78 @@ pub const WORK_PROVIDE_PERIOD: Duration = Duration::from_secs(300);
 /// A coordinator is therefore under two or three buckets at once, and its records outlive
 /// its last job by at most this (a radiator that finds it then is told nothing).
 pub const WORK_RECORD_TTL: Duration = Duration::from_secs(720);
-/// Providers kept per work key (Kademlia's k): a radiator needs one coordinator with work,
-/// not every one.
+/// How often a radiator that wants heat, and that no coordinator offers work, publishes its
+/// want record again. Twice the coordinators' period: a cold radiator may want heat all day
+/// in a network without work, and pays a third of a coordinator's 66 MB a day for it.
+pub const WANT_PROVIDE_PERIOD: Duration = Duration::from_secs(600);
+/// How long a want record lives after its last publication: a little over two periods. A
+/// radiator that warmed up or was offered work stays on the board at most this long; a
+/// coordinator that finds it then sends one announcement for nothing.
+pub const WANT_RECORD_TTL: Duration = Duration::from_secs(1_500);
+/// Providers kept per board key (Kademlia's k): a radiator needs one coordinator with work,
+/// not every one, and a coordinator a few radiators that want heat.
 pub const MAX_WORK_PROVIDERS: usize = 20;
 /// Slots of one work key that providers from one network ([`subnet_of`]) may hold at this
 /// node: ten networks are needed to fill a key, and honest coordinators behind one address
 /// (a campus, a carrier-grade NAT) still have two.
 pub const MAX_WORK_PROVIDERS_PER_SUBNET: usize = 2;
-/// Providers one lookup hands back; the rest are not needed to find work.
+/// Providers one lookup hands back; the rest are not needed to find work or workers.
 pub const MAX_WORK_FOUND: usize = 8;
 
-const PREFIX: &[u8] = b"hearth/work/1/";
+/// The two boards kept under short-lived keys on the DHT: whoever arrives second finds the
+/// first. A coordinator with an open job publishes on the work board and then looks the want
+/// board up; a cold radiator publishes on the want board and then looks the work board up.
+/// Each publishes before it looks, so of a coordinator and a radiator that arrive together at
+/// least one finds the other (the later lookup starts after the earlier publication ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Board {
+    /// Coordinators with an open job: keys `hearth/work/1/` and a bucket byte.
+    Work,
+    /// Radiators that want heat and that no coordinator offers work: keys `hearth/want/1/`
+    /// and a bucket byte.
+    Want,
+}
 
-/// The DHT key of work bucket `bucket`: the bytes `hearth/work/1/` followed by the bucket as
-/// one byte (`docs/protocol.md`, section 4).
-pub fn work_key(bucket: u8) -> RecordKey {
-    let mut k = PREFIX.to_vec();
-    k.push(bucket);
-    RecordKey::new(&k)
+impl Board {
+    fn prefix(self) -> &'static [u8] {
+        match self {
+            Board::Work => b"hearth/work/1/",
+            Board::Want => b"hearth/want/1/",
+        }
+    }
+
+    /// The DHT key of bucket `bucket` of this board: the 14 ASCII bytes of the prefix
+    /// followed by the bucket as one byte (`docs/protocol.md`, section 2).
+    pub fn key(self, bucket: u8) -> RecordKey {
+        let mut k = self.prefix().to_vec();
+        k.push(bucket);
+        RecordKey::new(&k)
+    }
+
+    /// The board `key` belongs to, recognised by its exact form; `None` for any other key.
+    pub fn of(key: &RecordKey) -> Option<Board> {
+        let k = key.as_ref();
+        [Board::Work, Board::Want]
+            .into_iter()
+            .find(|b| k.len() == b.prefix().len() + 1 && k.starts_with(b.prefix()))
+    }
+
+    /// How often a record of this board is published again while it holds.
+    pub fn period(self) -> Duration {
+        match self {
+            Board::Work => WORK_PROVIDE_PERIOD,
+            Board::Want => WANT_PROVIDE_PERIOD,
+        }
+    }
+
+    /// How long a hearth node keeps a record of this board after it arrived, whatever the
+    /// publisher's Kademlia configuration says.
+    pub fn ttl(self) -> Duration {
+        match self {
+            Board::Work => WORK_RECORD_TTL,
+            Board::Want => WANT_RECORD_TTL,
+        }
+    }
 }
 
 /// How big the network is, estimated from how many peers this node's Kademlia routing table
@@ -106,12 +169,6 @@ pub fn buckets_in_use(nodes: u64) -> u16 {
 /// The bucket a coordinator publishes under, or a radiator looks up, drawn from `random`.
 pub fn draw_bucket(in_use: u16, random: u8) -> u8 {
     (u16::from(random) % in_use.clamp(1, MAX_BUCKETS)) as u8
-}
-
-/// Whether `key` is a work key (of any of the 256 buckets).
-pub fn is_work_key(key: &RecordKey) -> bool {
-    let k = key.as_ref();
-    k.len() == PREFIX.len() + 1 && k.starts_with(PREFIX)
 }
 
 /// The subnet a connection comes from, for sharing out a work key's slots: an IPv4 /24 or an
@@ -193,8 +250,9 @@ struct WorkProvider {
 pub struct Store {
     inner: MemoryStore,
     remote: RemoteProviders,
-    /// Work key → its providers, each with an expiry no later than [`WORK_RECORD_TTL`] after
-    /// it was stored. At most 256 keys (the work keys' form), [`MAX_WORK_PROVIDERS`] each.
+    /// Board key (work or want) → its providers, each with an expiry no later than its
+    /// board's TTL ([`Board::ttl`]) after it was stored. At most 2 × 256 keys (the boards'
+    /// form), [`MAX_WORK_PROVIDERS`] each.
     work: HashMap<RecordKey, Vec<WorkProvider>>,
     /// Count loopback and private networks by their /24 or /48, as public ones ([`subnet_of`]).
     limit_local: bool,
@@ -219,9 +277,9 @@ impl Store {
     /// subnet cannot be counted). Work records go to the work keys, blob records to
     /// [`RemoteProviders`]; neither ever counts against this node's own.
     pub fn add_provider_from(&mut self, record: ProviderRecord, from: Option<&Multiaddr>) {
-        let work = is_work_key(&record.key);
+        let board = Board::of(&record.key);
         let Some(addr) = from else {
-            if work {
+            if board.is_some() {
                 self.refused += 1;
             } else {
                 self.remote.refuse();
@@ -229,18 +287,24 @@ impl Store {
             return;
         };
         let subnet = subnet_of(addr, self.limit_local);
-        if work {
-            self.add_work(record, subnet, Instant::now());
+        if let Some(board) = board {
+            self.add_work(board, record, subnet, Instant::now());
         } else {
             self.remote.add(record, subnet, Instant::now());
         }
     }
 
-    /// Adds a work record from `network`, `now` being the time it arrived. A provider already
-    /// there is refreshed in place; a newcomer takes a free slot if its network holds fewer
-    /// than [`MAX_WORK_PROVIDERS_PER_SUBNET`] of the key's live records.
-    fn add_work(&mut self, mut record: ProviderRecord, subnet: Option<Subnet>, now: Instant) {
-        let ttl_end = now + WORK_RECORD_TTL;
+    /// Adds a record of `board` from `network`, `now` being the time it arrived. A provider
+    /// already there is refreshed in place; a newcomer takes a free slot if its network holds
+    /// fewer than [`MAX_WORK_PROVIDERS_PER_SUBNET`] of the key's live records.
+    fn add_work(
+        &mut self,
+        board: Board,
+        mut record: ProviderRecord,
+        subnet: Option<Subnet>,
+        now: Instant,
+    ) {
+        let ttl_end = now + board.ttl();
         record.expires = Some(record.expires.map_or(ttl_end, |e| e.min(ttl_end)));
         trim_addresses(&mut record.addresses);
         let providers = self.work.entry(record.key.clone()).or_default();
@@ -278,16 +342,20 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Live work records this node holds for other nodes and itself, and those refused since
-    /// start (a key full, or its network's share taken): `NetStatus`.
-    pub fn work_counts(&self) -> (usize, u64) {
+    /// Live records of `board` this node holds for other nodes and itself: `NetStatus`.
+    pub fn board_count(&self, board: Board) -> usize {
         let now = Instant::now();
-        let held = self
-            .work
-            .values()
-            .map(|ps| ps.iter().filter(|p| !p.record.is_expired(now)).count())
-            .sum();
-        (held, self.refused)
+        self.work
+            .iter()
+            .filter(|(k, _)| Board::of(k) == Some(board))
+            .map(|(_, ps)| ps.iter().filter(|p| !p.record.is_expired(now)).count())
+            .sum()
+    }
+
+    /// Records of either board refused since start (a key full, or its network's share
+    /// taken): `NetStatus`.
+    pub fn board_refused(&self) -> u64 {
+        self.refused
     }
 
     /// Work records this store holds now, expired ones included until their key is next
@@ -334,15 +402,15 @@ impl RecordStore for Store {
     /// Records of this node's own (Kademlia's `start_providing`): a peer's come through
     /// [`Store::add_provider_from`].
     fn add_provider(&mut self, record: ProviderRecord) -> store::Result<()> {
-        if is_work_key(&record.key) {
-            self.add_work(record, None, Instant::now());
+        if let Some(board) = Board::of(&record.key) {
+            self.add_work(board, record, None, Instant::now());
             return Ok(());
         }
         self.inner.add_provider(record)
     }
 
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
-        if is_work_key(key) {
+        if Board::of(key).is_some() {
             return self.work_providers(key, Instant::now());
         }
         let mut all = self.inner.providers(key);
@@ -357,7 +425,7 @@ impl RecordStore for Store {
     }
 
     fn remove_provider(&mut self, key: &RecordKey, provider: &PeerId) {
-        if is_work_key(key) {
+        if Board::of(key).is_some() {
             if let Some(ps) = self.work.get_mut(key) {
                 ps.retain(|p| &p.record.provider != provider);
                 if ps.is_empty() {
@@ -417,13 +485,52 @@ mod tests {
     }
 
     #[test]
-    fn work_keys_are_recognised_by_their_exact_form() {
-        assert!(is_work_key(&work_key(0)));
-        assert!(is_work_key(&work_key(255)));
-        assert!(!is_work_key(&RecordKey::new(b"hearth/work/1/")));
-        assert!(!is_work_key(&RecordKey::new(b"hearth/work/1/ab")));
-        assert!(!is_work_key(&RecordKey::new(blake3::hash(b"x").as_bytes())));
-        assert_ne!(work_key(1), work_key(2));
+    fn board_keys_are_recognised_by_their_exact_form() {
+        for board in [Board::Work, Board::Want] {
+            assert_eq!(Board::of(&board.key(0)), Some(board));
+            assert_eq!(Board::of(&board.key(255)), Some(board));
+            assert_ne!(board.key(1), board.key(2));
+        }
+        assert_eq!(Board::Want.key(7).as_ref(), b"hearth/want/1/\x07");
+        assert_ne!(Board::Work.key(0), Board::Want.key(0));
+        assert_eq!(Board::of(&RecordKey::new(b"hearth/work/1/")), None);
+        assert_eq!(Board::of(&RecordKey::new(b"hearth/work/1/ab")), None);
+        assert_eq!(Board::of(&RecordKey::new(b"hearth/want/2/a")), None);
+        assert_eq!(
+            Board::of(&RecordKey::new(blake3::hash(b"x").as_bytes())),
+            None
+        );
+    }
+
+    /// A want record lives its own board's TTL, longer than a work record's, and shares the
+    /// store's bounds: a key's twenty slots, a network's two.
+    #[test]
+    fn a_want_record_lives_its_boards_ttl_and_shares_the_bounds() {
+        let mut s = store();
+        let now = Instant::now();
+        let here = subnet_of(&addr("/ip4/198.51.100.1/tcp/1"), false);
+        for _ in 0..5 {
+            let r = record(Board::Want.key(0), PeerId::random(), None);
+            s.add_work(Board::Want, r, here, now);
+        }
+        let r = record(Board::Work.key(0), PeerId::random(), None);
+        s.add_work(Board::Work, r, here, now);
+        assert_eq!(s.board_count(Board::Want), MAX_WORK_PROVIDERS_PER_SUBNET);
+        assert_eq!(s.board_count(Board::Work), 1);
+        assert_eq!(s.board_refused(), 3);
+        let after_work = now + WORK_RECORD_TTL + Duration::from_secs(1);
+        assert!(s.work_providers(&Board::Work.key(0), after_work).is_empty());
+        assert_eq!(s.work_providers(&Board::Want.key(0), after_work).len(), 2);
+        let after_want = now + WANT_RECORD_TTL + Duration::from_secs(1);
+        assert!(s.work_providers(&Board::Want.key(0), after_want).is_empty());
+        for bucket in 0..=255u8 {
+            for _ in 0..(MAX_WORK_PROVIDERS + 1) {
+                s.add_provider(record(Board::Want.key(bucket), PeerId::random(), None))
+                    .unwrap();
+            }
+        }
+        assert_eq!(s.work.len(), 1 + 256, "one work key, every want key");
+        assert!(s.work_records() <= 2 * 256 * MAX_WORK_PROVIDERS);
     }
 
     #[test]
@@ -432,15 +539,25 @@ mod tests {
         let now = Instant::now();
         let far = now + Duration::from_secs(48 * 3600);
         let p = PeerId::random();
-        s.add_work(record(work_key(3), p, Some(far)), None, now);
+        s.add_work(
+            Board::Work,
+            record(Board::Work.key(3), p, Some(far)),
+            None,
+            now,
+        );
         let q = PeerId::random();
-        s.add_work(record(work_key(3), q, None), None, now);
-        assert_eq!(s.work_providers(&work_key(3), now).len(), 2);
+        s.add_work(Board::Work, record(Board::Work.key(3), q, None), None, now);
+        assert_eq!(s.work_providers(&Board::Work.key(3), now).len(), 2);
         let later = now + WORK_RECORD_TTL + Duration::from_millis(1);
-        assert!(s.work_providers(&work_key(3), later).is_empty());
+        assert!(s.work_providers(&Board::Work.key(3), later).is_empty());
         // Published again: alive again, and the expired one makes room when the key is written.
-        s.add_work(record(work_key(3), p, Some(far)), None, later);
-        let got = s.work_providers(&work_key(3), later);
+        s.add_work(
+            Board::Work,
+            record(Board::Work.key(3), p, Some(far)),
+            None,
+            later,
+        );
+        let got = s.work_providers(&Board::Work.key(3), later);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].provider, p);
         assert_eq!(s.work_records(), 1);
@@ -452,17 +569,27 @@ mod tests {
         let now = Instant::now();
         let first: Vec<PeerId> = (0..MAX_WORK_PROVIDERS).map(|_| PeerId::random()).collect();
         for p in &first {
-            s.add_work(record(work_key(0), *p, None), None, now);
+            s.add_work(Board::Work, record(Board::Work.key(0), *p, None), None, now);
         }
-        s.add_work(record(work_key(0), PeerId::random(), None), None, now);
-        let got = s.work_providers(&work_key(0), now);
+        s.add_work(
+            Board::Work,
+            record(Board::Work.key(0), PeerId::random(), None),
+            None,
+            now,
+        );
+        let got = s.work_providers(&Board::Work.key(0), now);
         assert_eq!(got.len(), MAX_WORK_PROVIDERS);
         assert!(got.iter().all(|r| first.contains(&r.provider)));
         // A provider already there is refreshed in place.
         let t = now + Duration::from_secs(100);
-        s.add_work(record(work_key(0), first[0], None), None, t);
+        s.add_work(
+            Board::Work,
+            record(Board::Work.key(0), first[0], None),
+            None,
+            t,
+        );
         let after_first_ttl = now + WORK_RECORD_TTL + Duration::from_secs(1);
-        let alive = s.work_providers(&work_key(0), after_first_ttl);
+        let alive = s.work_providers(&Board::Work.key(0), after_first_ttl);
         assert_eq!(alive.len(), 1);
         assert_eq!(alive[0].provider, first[0]);
     }
@@ -472,7 +599,7 @@ mod tests {
         let mut s = store();
         for bucket in 0..=255u8 {
             for _ in 0..(MAX_WORK_PROVIDERS + 5) {
-                s.add_provider(record(work_key(bucket), PeerId::random(), None))
+                s.add_provider(record(Board::Work.key(bucket), PeerId::random(), None))
                     .unwrap();
             }
         }
@@ -486,13 +613,14 @@ mod tests {
         let mut s = Store::new(MemoryStore::new(local), false);
         let blob = RecordKey::new(blake3::hash(b"blob").as_bytes());
         s.add_provider(record(blob.clone(), local, None)).unwrap();
-        s.add_provider(record(work_key(5), local, None)).unwrap();
+        s.add_provider(record(Board::Work.key(5), local, None))
+            .unwrap();
         let provided: Vec<RecordKey> = s.provided().map(|r| r.key.clone()).collect();
         assert_eq!(provided, vec![blob.clone()]);
         assert_eq!(s.providers(&blob).len(), 1);
-        assert_eq!(s.providers(&work_key(5)).len(), 1);
-        s.remove_provider(&work_key(5), &local);
-        assert!(s.providers(&work_key(5)).is_empty());
+        assert_eq!(s.providers(&Board::Work.key(5)).len(), 1);
+        s.remove_provider(&Board::Work.key(5), &local);
+        assert!(s.providers(&Board::Work.key(5)).is_empty());
         assert!(s.work.is_empty());
     }
 
@@ -562,41 +690,64 @@ mod tests {
         let there = subnet_of(&addr("/ip4/203.0.113.1/tcp/1"), false);
         let sybils: Vec<PeerId> = (0..MAX_WORK_PROVIDERS).map(|_| PeerId::random()).collect();
         for p in &sybils {
-            s.add_work(record(work_key(0), *p, None), here, now);
+            s.add_work(Board::Work, record(Board::Work.key(0), *p, None), here, now);
         }
-        let held = s.work_providers(&work_key(0), now);
+        let held = s.work_providers(&Board::Work.key(0), now);
         assert_eq!(held.len(), MAX_WORK_PROVIDERS_PER_SUBNET);
+        assert_eq!(s.board_count(Board::Work), MAX_WORK_PROVIDERS_PER_SUBNET);
         assert_eq!(
-            s.work_counts(),
-            (
-                MAX_WORK_PROVIDERS_PER_SUBNET,
-                (MAX_WORK_PROVIDERS - MAX_WORK_PROVIDERS_PER_SUBNET) as u64
-            )
+            s.board_refused(),
+            (MAX_WORK_PROVIDERS - MAX_WORK_PROVIDERS_PER_SUBNET) as u64
         );
         // Another network still gets in, and those held are refreshed in place.
         let honest = PeerId::random();
-        s.add_work(record(work_key(0), honest, None), there, now);
-        s.add_work(record(work_key(0), held[0].provider, None), here, now);
+        s.add_work(
+            Board::Work,
+            record(Board::Work.key(0), honest, None),
+            there,
+            now,
+        );
+        s.add_work(
+            Board::Work,
+            record(Board::Work.key(0), held[0].provider, None),
+            here,
+            now,
+        );
         let got: Vec<PeerId> = s
-            .work_providers(&work_key(0), now)
+            .work_providers(&Board::Work.key(0), now)
             .iter()
             .map(|r| r.provider)
             .collect();
         assert_eq!(got.len(), MAX_WORK_PROVIDERS_PER_SUBNET + 1);
         assert!(got.contains(&honest));
         // The share is per key: the same network may hold its share of another key.
-        s.add_work(record(work_key(1), sybils[5], None), here, now);
-        assert_eq!(s.work_providers(&work_key(1), now).len(), 1);
+        s.add_work(
+            Board::Work,
+            record(Board::Work.key(1), sybils[5], None),
+            here,
+            now,
+        );
+        assert_eq!(s.work_providers(&Board::Work.key(1), now).len(), 1);
         // Once a record expires, its network's slot is free again.
         let later = now + WORK_RECORD_TTL + Duration::from_secs(1);
-        s.add_work(record(work_key(0), sybils[9], None), here, later);
-        assert_eq!(s.work_providers(&work_key(0), later).len(), 1);
+        s.add_work(
+            Board::Work,
+            record(Board::Work.key(0), sybils[9], None),
+            here,
+            later,
+        );
+        assert_eq!(s.work_providers(&Board::Work.key(0), later).len(), 1);
         // Unlimited (local or own) records fill the key up to its 20 as before.
         for _ in 0..MAX_WORK_PROVIDERS {
-            s.add_work(record(work_key(2), PeerId::random(), None), None, now);
+            s.add_work(
+                Board::Work,
+                record(Board::Work.key(2), PeerId::random(), None),
+                None,
+                now,
+            );
         }
         assert_eq!(
-            s.work_providers(&work_key(2), now).len(),
+            s.work_providers(&Board::Work.key(2), now).len(),
             MAX_WORK_PROVIDERS
         );
     }
@@ -604,16 +755,19 @@ mod tests {
     #[test]
     fn a_record_from_an_unknown_address_is_refused() {
         let mut s = store();
-        s.add_provider_from(record(work_key(0), PeerId::random(), None), None);
-        assert_eq!(s.work_counts(), (0, 1));
+        s.add_provider_from(record(Board::Work.key(0), PeerId::random(), None), None);
+        assert_eq!((s.board_count(Board::Work), s.board_refused()), (0, 1));
         let blob = RecordKey::new(blake3::hash(b"b").as_bytes());
         s.add_provider_from(record(blob.clone(), PeerId::random(), None), None);
         assert!(s.providers(&blob).is_empty());
         assert_eq!(s.blob_counts(), (0, 1));
         let from = addr("/ip4/198.51.100.1/tcp/1");
-        s.add_provider_from(record(work_key(0), PeerId::random(), None), Some(&from));
+        s.add_provider_from(
+            record(Board::Work.key(0), PeerId::random(), None),
+            Some(&from),
+        );
         s.add_provider_from(record(blob.clone(), PeerId::random(), None), Some(&from));
-        assert_eq!(s.work_counts().0, 1);
+        assert_eq!(s.board_count(Board::Work), 1);
         assert_eq!(s.providers(&blob).len(), 1);
     }
 

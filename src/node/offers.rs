@@ -5,11 +5,12 @@
 //! demand changes and every [`HEAT_REFRESH`]. What a radiator sends therefore grows with the
 //! coordinators near it that have work, at most [`MAX_OFFERS`], never with the network.
 //!
-//! A radiator that wants heat and that no coordinator offered work within [`OFFER_TTL`] looks
-//! for coordinators with work beyond its neighbours on the DHT ([`seek_work`], `net::work`)
-//! and tells those it finds its heat demand; a coordinator with an open job answers by
-//! offering it (`jobs::coordinator`, `Cadence::offer_to`), and is an offer like any other
-//! from then on.
+//! A radiator that wants heat and that no coordinator offered work within [`OFFER_TTL`] goes
+//! on the DHT's want board and looks for coordinators with work beyond its neighbours on the
+//! work board ([`seek_work`], `net::work`), and tells those it finds its heat demand; a
+//! coordinator with an open job answers by offering it (`jobs::coordinator`,
+//! `Cadence::offer_to`), and is an offer like any other from then on. A coordinator whose job
+//! opens later finds the radiator on the want board and offers it the job at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use libp2p::PeerId;
 use tokio::sync::watch;
 
 use crate::model::wire::{HeatDemand, Request, Response};
+use crate::net::work::{Board, WANT_PROVIDE_PERIOD};
 use crate::net::Network;
 
 /// Coordinators remembered at once; the one heard from longest ago makes room.
@@ -39,12 +41,26 @@ pub const SEEK_FIRST: Duration = Duration::from_secs(20);
 /// less often than Kademlia's own 15-minute refresh, not every 20 s (`docs/scale.md`).
 pub const SEEK_MAX: Duration = Duration::from_secs(1_280);
 
-/// When the work seeker looks next (pure: time comes in as a parameter).
+/// When the work seeker looks next, and whether it is on the want board (pure: time comes
+/// in as a parameter).
 #[derive(Debug)]
 pub struct Seek {
     wait: Duration,
     next: Instant,
     wanted: bool,
+    /// When this radiator's want record was last published; `None` while it is not on the
+    /// want board.
+    posted: Option<Instant>,
+}
+
+/// What to do about this radiator's want record (`net::work`, [`Board::Want`]) now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WantStep {
+    /// Publish it (again), and only then look the work board up.
+    Post,
+    /// Warm, or offered work: leave the board (records elsewhere expire on their own).
+    Withdraw,
+    Nothing,
 }
 
 impl Seek {
@@ -53,6 +69,31 @@ impl Seek {
             wait: SEEK_FIRST,
             next: now + SEEK_FIRST,
             wanted: false,
+            posted: None,
+        }
+    }
+
+    /// Whether to go on the want board: when the first lookup after the room turned cold and
+    /// unoffered is due (published first, so that a coordinator whose record comes after the
+    /// lookup finds this radiator), again every [`WANT_PROVIDE_PERIOD`] while that lasts, and
+    /// off the board once the room wants no heat or a coordinator offers work. Called after
+    /// [`Seek::due`] with the same arguments.
+    pub fn want_step(&mut self, now: Instant, wanting: bool, offered: bool) -> WantStep {
+        let cold = wanting && !offered;
+        match self.posted {
+            Some(_) if !cold => {
+                self.posted = None;
+                WantStep::Withdraw
+            }
+            Some(at) if now.saturating_duration_since(at) >= WANT_PROVIDE_PERIOD => {
+                self.posted = Some(now);
+                WantStep::Post
+            }
+            None if cold && now >= self.next => {
+                self.posted = Some(now);
+                WantStep::Post
+            }
+            _ => WantStep::Nothing,
         }
     }
 
@@ -186,8 +227,8 @@ fn demand_request(s: &crate::heat::HeatStatus) -> Vec<u8> {
 }
 
 /// While this radiator wants heat and no coordinator has offered it work within
-/// [`OFFER_TTL`], looks up coordinators with work on the DHT ([`Network::find_work`]) as
-/// [`Seek`] says, and sends each one found this radiator's heat demand.
+/// [`OFFER_TTL`], keeps it on the want board and looks up coordinators on the work board
+/// ([`Network::find`]) as [`Seek`] says, and sends each one found this radiator's heat demand.
 pub async fn seek_work(
     heat: crate::heat::HeatHandle,
     net: Network,
@@ -206,11 +247,31 @@ pub async fn seek_work(
         let s = status.borrow().clone();
         let now = Instant::now();
         let wanting = s.demand_permille > 0 && s.slots > 0;
-        if !seek.due(now, wanting, !offers.current(now).is_empty()) {
+        let offered = !offers.current(now).is_empty();
+        let look = seek.due(now, wanting, offered);
+        match seek.want_step(now, wanting, offered) {
+            WantStep::Post => {
+                // Ends within Kademlia's query timeout; the lookup follows it.
+                let posted = tokio::select! {
+                    posted = net.post(Board::Want) => posted,
+                    _ = stop.changed() => break,
+                };
+                if let Err(e) = posted {
+                    tracing::debug!("want record not published: {e}");
+                }
+            }
+            WantStep::Withdraw => {
+                if let Err(e) = net.withdraw(Board::Want).await {
+                    tracing::debug!("want record not withdrawn: {e}");
+                }
+            }
+            WantStep::Nothing => {}
+        }
+        if !look {
             continue;
         }
         let found = tokio::select! {
-            found = net.find_work() => found,
+            found = net.find(Board::Work) => found,
             _ = stop.changed() => break,
         };
         let found = found.unwrap_or_else(|e| {
@@ -273,6 +334,52 @@ mod tests {
         // Found someone: back to the short wait.
         seek.looked(at(now + 22), 1);
         assert!(seek.due(at(now + 42), true, false));
+    }
+
+    /// A cold, unoffered radiator goes on the want board before its first lookup, stays on
+    /// it (published again every period, whatever its lookups' backoff) while that lasts, and
+    /// leaves it once offered work or warm.
+    #[test]
+    fn a_cold_radiator_is_on_the_want_board_while_it_is_cold_and_unoffered() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut seek = Seek::new(t0);
+        let mut step = |s: u64, wanting: bool, offered: bool| {
+            let look = seek.due(at(s), wanting, offered);
+            let want = seek.want_step(at(s), wanting, offered);
+            if look {
+                seek.looked(at(s), 0);
+            }
+            (want, look)
+        };
+        assert_eq!(
+            step(19, true, false),
+            (WantStep::Nothing, false),
+            "neighbours first"
+        );
+        assert_eq!(
+            step(20, true, false),
+            (WantStep::Post, true),
+            "posted, then looked"
+        );
+        assert_eq!(step(21, true, false), (WantStep::Nothing, false));
+        // Its lookups back off to 21 minutes; the record is published every period.
+        let period = WANT_PROVIDE_PERIOD.as_secs();
+        assert_eq!(step(20 + period - 1, true, false).0, WantStep::Nothing);
+        assert_eq!(step(20 + period, true, false).0, WantStep::Post);
+        assert_eq!(step(20 + 2 * period, true, false).0, WantStep::Post);
+        // Offered work: off the board; no more lookups.
+        assert_eq!(step(1_300, true, true), (WantStep::Withdraw, false));
+        assert_eq!(step(1_301, true, true), (WantStep::Nothing, false));
+        // The offers end (the job closed): on the board again at the next lookup.
+        let (want, look) = step(3_000, true, false);
+        assert_eq!((want, look), (WantStep::Post, true));
+        // Warm: off the board.
+        assert_eq!(step(3_001, false, false), (WantStep::Withdraw, false));
+        assert_eq!(step(3_002, false, false), (WantStep::Nothing, false));
+        // Cold again: on the board with the lookup, SEEK_FIRST later.
+        assert_eq!(step(3_003, true, false), (WantStep::Nothing, false));
+        assert_eq!(step(3_003 + 20, true, false), (WantStep::Post, true));
     }
 
     #[test]

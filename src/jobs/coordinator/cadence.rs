@@ -88,18 +88,13 @@ impl Cadence {
         }
     }
 
-    /// A radiator told us its heat demand: whether to offer it our open jobs directly now.
-    /// Yes when it wants heat, a job is open, and it was not offered them in the last
-    /// `window_ms` (so a radiator that keeps telling us, every 10 s, is offered them once a
-    /// window, enough to keep us among its offers; and no peer can make us send more).
-    pub fn offer_to(
-        &mut self,
-        household: PublicKey,
-        demand_permille: u16,
-        now_ms: u64,
-        window_ms: u64,
-    ) -> bool {
-        if demand_permille == 0 || self.jobs.is_empty() {
+    /// A radiator wants heat (it told us its demand, or our lookup found it on the want
+    /// board): whether to offer it our open jobs directly now. Yes when a job is open and it
+    /// was not offered them in the last `window_ms` (so a radiator that keeps telling us,
+    /// every 10 s, is offered them once a window, enough to keep us among its offers; and no
+    /// peer can make us send more).
+    pub fn offer_to(&mut self, household: PublicKey, now_ms: u64, window_ms: u64) -> bool {
+        if self.jobs.is_empty() {
             return false;
         }
         let recent = |at: u64| now_ms.saturating_sub(at) < window_ms;
@@ -226,14 +221,13 @@ mod tests {
     fn a_radiator_wanting_heat_is_offered_the_open_jobs_once_a_window() {
         let mut c = Cadence::new(5_000, 40_000);
         let h = household(1);
-        assert!(!c.offer_to(h, 500, 0, 60_000), "no open job");
+        assert!(!c.offer_to(h, 0, 60_000), "no open job");
         c.start(blake3::hash(b"j"), 0);
-        assert!(!c.offer_to(h, 0, 0, 60_000), "wants no heat");
-        assert!(c.offer_to(h, 500, 0, 60_000));
-        assert!(!c.offer_to(h, 500, 10_000, 60_000));
-        assert!(!c.offer_to(h, 500, 59_999, 60_000));
-        assert!(c.offer_to(h, 500, 60_000, 60_000));
-        assert!(c.offer_to(household(2), 500, 60_000, 60_000));
+        assert!(c.offer_to(h, 0, 60_000));
+        assert!(!c.offer_to(h, 10_000, 60_000));
+        assert!(!c.offer_to(h, 59_999, 60_000));
+        assert!(c.offer_to(h, 60_000, 60_000));
+        assert!(c.offer_to(household(2), 60_000, 60_000));
     }
 
     #[test]
@@ -241,16 +235,16 @@ mod tests {
         let mut c = Cadence::new(5_000, 40_000);
         c.start(blake3::hash(b"j"), 0);
         for i in 0..MAX_DIRECT_OFFERS as u32 {
-            assert!(c.offer_to(household(i), 1, u64::from(i), 60_000));
+            assert!(c.offer_to(household(i), u64::from(i), 60_000));
         }
         let newcomer = household(u32::MAX);
         assert!(
-            !c.offer_to(newcomer, 1, 1_000, 60_000),
+            !c.offer_to(newcomer, 1_000, 60_000),
             "all recent: nobody new"
         );
         assert_eq!(c.offered.len(), MAX_DIRECT_OFFERS);
         // Once the first have aged out, they make room.
-        assert!(c.offer_to(newcomer, 1, 60_010, 60_000));
+        assert!(c.offer_to(newcomer, 60_010, 60_000));
         assert!(c.offered.len() <= MAX_DIRECT_OFFERS);
     }
 

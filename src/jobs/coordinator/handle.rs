@@ -48,6 +48,11 @@ pub(super) enum Command {
         outcome: Outcome,
         hint: Option<PublicKey>,
     },
+    /// Radiators on the want board, found after this coordinator published its work record
+    /// (`outgoing.rs`, `provide_work`): offered our open jobs directly.
+    Wanting {
+        found: Vec<libp2p::PeerId>,
+    },
     View {
         job: blake3::Hash,
         reply: oneshot::Sender<Option<JobView>>,

@@ -190,6 +190,9 @@ pub struct Coordinator {
     cadence: Cadence,
     /// Rotates which connected peers hear the next announcement.
     announce_turn: usize,
+    /// A publication on the work board and the want board's lookup after it are under way
+    /// (`outgoing.rs`, `provide_work`): at most one at a time.
+    seeking: bool,
     /// What waits for the flush that makes the writes it depends on durable (`group.rs`).
     group: GroupCommit<Waiting>,
     /// Updates written behind since the last flush began (`Persist::write`): committed by
@@ -317,6 +320,7 @@ impl Coordinator {
                 own,
                 cadence,
                 announce_turn: 0,
+                seeking: false,
                 group: GroupCommit::default(),
                 staged,
                 addresses: after::Addresses::default(),
@@ -576,6 +580,7 @@ impl Coordinator {
                     .map(|(j, ix)| view::summary(&job, j, ix, warmth, now));
                 let _ = reply.send(s);
             }
+            Command::Wanting { found } => self.offer_wanting(found),
             Command::Delivered { id, stored } => {
                 if let Err(e) = self.outbox.done(&id, stored) {
                     tracing::error!(receipt = %id, "could not remove a delivered receipt from the outbox: {e}; it will be sent again");
@@ -820,12 +825,11 @@ impl Coordinator {
                     .note_demand(household, demand.demand_permille, false, now);
                 // A radiator that found us through our work records (`net::work`) is
                 // not among the peers our announcements reach: offered directly.
-                if self.cadence.offer_to(
-                    household,
-                    demand.demand_permille,
-                    now,
-                    cadence::DIRECT_OFFER_WINDOW_MS,
-                ) {
+                if demand.demand_permille > 0
+                    && self
+                        .cadence
+                        .offer_to(household, now, cadence::DIRECT_OFFER_WINDOW_MS)
+                {
                     self.offer_directly(&household);
                 }
                 return Response::Noted;

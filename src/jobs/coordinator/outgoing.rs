@@ -8,7 +8,7 @@ use crate::model::now_ms;
 use crate::model::receipt::Receipt;
 use crate::model::wire::{JobGossip, Request, Response};
 use crate::model::JobManifest;
-use crate::net::work::WORK_PROVIDE_PERIOD;
+use crate::net::work::{Board, WORK_PROVIDE_PERIOD};
 use crate::net::Topic;
 
 use super::after::{Blocking, Work};
@@ -302,17 +302,62 @@ impl Coordinator {
         });
     }
 
-    /// Publishes or withdraws this coordinator's work records (`net::work`) as
-    /// `cadence.rs` says.
+    /// Publishes or withdraws this coordinator's work record (`net::work`) as `cadence.rs`
+    /// says. After each publication has ended, looks the want board up: radiators that want
+    /// heat, that no coordinator offered work and that looked the work board up before our
+    /// record was there, are offered our jobs now ([`Coordinator::offer_wanting`]) instead of
+    /// at their next lookup (up to 21 minutes later). One publication and lookup at a time;
+    /// each ends within two Kademlia query timeouts.
     pub(super) async fn provide_work(&mut self) {
         let period = WORK_PROVIDE_PERIOD.as_millis() as u64;
-        let res = match self.cadence.work_step(now_ms(), period) {
-            WorkStep::Nothing => return,
-            WorkStep::Stop => self.net.stop_work().await,
-            WorkStep::Provide => self.net.provide_work().await,
-        };
-        if let Err(e) = res {
-            tracing::debug!("work records not updated: {e}");
+        match self.cadence.work_step(now_ms(), period) {
+            WorkStep::Nothing => {}
+            WorkStep::Stop => {
+                if let Err(e) = self.net.withdraw(Board::Work).await {
+                    tracing::debug!("work record not withdrawn: {e}");
+                }
+            }
+            WorkStep::Provide if self.seeking => {
+                tracing::debug!("the last work publication has not ended; this one skipped");
+            }
+            WorkStep::Provide => {
+                self.seeking = true;
+                let (net, tx) = (self.net.clone(), self.tx.clone());
+                self.tasks.spawn(async move {
+                    let found = match net.post(Board::Work).await {
+                        Ok(()) => net.find(Board::Want).await.unwrap_or_else(|e| {
+                            tracing::debug!("want board not looked up: {e}");
+                            Vec::new()
+                        }),
+                        Err(e) => {
+                            tracing::debug!("work record not published: {e}");
+                            Vec::new()
+                        }
+                    };
+                    let _ = tx.send(Command::Wanting { found }).await;
+                });
+            }
+        }
+    }
+
+    /// Radiators found on the want board: each offered our open jobs directly, as one that
+    /// told us its heat demand is, at most once per window (`cadence.rs`). At most
+    /// [`crate::net::work::MAX_WORK_FOUND`] of them.
+    pub(super) fn offer_wanting(&mut self, found: Vec<libp2p::PeerId>) {
+        self.seeking = false;
+        let now = now_ms();
+        for peer in found {
+            // A record names a peer; a hearth radiator's peer id holds its household key.
+            let Some(household) = PublicKey::from_peer_id(&peer) else {
+                continue;
+            };
+            if self
+                .cadence
+                .offer_to(household, now, super::cadence::DIRECT_OFFER_WINDOW_MS)
+            {
+                tracing::debug!(%peer, "offering our jobs to a radiator on the want board");
+                self.offer_directly(&household);
+            }
         }
     }
 

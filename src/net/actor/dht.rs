@@ -1,74 +1,98 @@
 //! Kademlia and mDNS upkeep on the swarm task: provider records for the blobs held, their
-//! publication a few queries at a time, work keys published and looked up (`work.rs`),
-//! bootstrap, LAN discovery, and provider answers handed to the download state machine. Part
-//! of the swarm task (`actor.rs`).
+//! publication a few queries at a time, the work and want boards published and looked up
+//! (`work.rs`), bootstrap, LAN discovery, and provider answers handed to the download state
+//! machine. Part of the swarm task (`actor.rs`).
 
 use super::super::direct::is_public_direct;
-use super::super::work::{
-    buckets_in_use, draw_bucket, network_size_estimate, work_key, MAX_WORK_FOUND,
-};
+use super::super::work::{buckets_in_use, draw_bucket, network_size_estimate, MAX_WORK_FOUND};
 use super::*;
 
-/// A random byte for drawing a work bucket; 0 (the first bucket) without randomness.
+/// A random byte for drawing a board bucket; 0 (the first bucket) without randomness.
 fn random_byte() -> u8 {
     let mut b = [0u8; 1];
     if let Err(e) = getrandom::fill(&mut b) {
-        warn!("no randomness for the work key ({e}); the first bucket is used");
+        warn!("no randomness for the board key ({e}); the first bucket is used");
     }
     b[0]
 }
 
-/// A work lookup's caller and the providers found so far (`work.rs`).
-pub(super) struct WorkFind {
+/// A board lookup's caller and the providers found so far (`work.rs`).
+struct WorkFind {
     reply: oneshot::Sender<Vec<PeerId>>,
     found: Vec<PeerId>,
 }
 
+/// Board publications and lookups in progress, and the lookups made since start.
+#[derive(Default)]
+pub(super) struct Boards {
+    /// Lookups and their callers: at most [`MAX_WORK_FINDS`].
+    finds: HashMap<QueryId, WorkFind>,
+    /// Publications and who waits for each to end: at most [`MAX_WORK_FINDS`] (the
+    /// coordinator and the work seeker post once every few minutes).
+    posts: HashMap<QueryId, oneshot::Sender<()>>,
+    /// Lookups started since start: work board, want board (`NetStatus`).
+    pub(super) lookups: (u64, u64),
+}
+
 impl Actor {
-    /// The work buckets in use for the network's size as this node's routing table shows it.
+    /// The board buckets in use for the network's size as this node's routing table shows it.
     fn work_buckets(&mut self) -> u16 {
         let (routing_peers, _) = self.table_counts();
         buckets_in_use(network_size_estimate(routing_peers))
     }
 
-    /// Publishes a provider record under a work key drawn at random.
-    pub(super) fn provide_work(&mut self) {
+    /// Publishes a provider record on `board` under a key drawn at random; `done` is answered
+    /// when the publication ends (at once if it cannot start, or too many are under way).
+    pub(super) fn post(&mut self, board: Board, done: oneshot::Sender<()>) {
+        if self.boards.posts.len() >= MAX_WORK_FINDS {
+            let _ = done.send(());
+            return;
+        }
         let bucket = draw_bucket(self.work_buckets(), random_byte());
         match self
             .swarm
             .behaviour_mut()
             .kad
-            .start_providing(work_key(bucket))
+            .start_providing(board.key(bucket))
         {
             Ok(id) => {
-                self.queries.insert(id, QueryKind::WorkProvide);
+                self.queries.insert(id, QueryKind::Post);
+                self.boards.posts.insert(id, done);
             }
-            Err(e) => warn!(bucket, "cannot provide work: {e}"),
+            Err(e) => {
+                warn!(?board, bucket, "cannot publish on the board: {e}");
+                let _ = done.send(());
+            }
         }
     }
 
-    /// Drops this node's own work records; those other nodes hold expire on their own.
-    pub(super) fn stop_work(&mut self) {
+    /// Drops this node's own records of `board`; those other nodes hold expire on their own.
+    pub(super) fn withdraw(&mut self, board: Board) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         for bucket in 0..=u8::MAX {
-            kad.stop_providing(&work_key(bucket));
+            kad.stop_providing(&board.key(bucket));
         }
     }
 
-    /// Starts a lookup of one work key drawn at random; `reply` gets the providers found.
-    pub(super) fn find_work(&mut self, reply: oneshot::Sender<Vec<PeerId>>) {
-        if self.work_finds.len() >= MAX_WORK_FINDS {
+    /// Starts a lookup of one key of `board` drawn at random; `reply` gets the providers
+    /// found.
+    pub(super) fn find(&mut self, board: Board, reply: oneshot::Sender<Vec<PeerId>>) {
+        if self.boards.finds.len() >= MAX_WORK_FINDS {
             let _ = reply.send(Vec::new());
             return;
+        }
+        match board {
+            Board::Work => self.boards.lookups.0 += 1,
+            Board::Want => self.boards.lookups.1 += 1,
         }
         let bucket = draw_bucket(self.work_buckets(), random_byte());
         let id = self
             .swarm
             .behaviour_mut()
             .kad
-            .get_providers(work_key(bucket));
-        self.queries.insert(id, QueryKind::FindWork);
-        self.work_finds.insert(
+            .get_providers(board.key(bucket));
+        self.queries.insert(id, QueryKind::Find);
+        self.boards.finds.insert(
             id,
             WorkFind {
                 reply,
@@ -77,11 +101,11 @@ impl Actor {
         );
     }
 
-    /// Providers of a work key arrived: dialled at once, while the lookup still holds their
+    /// Providers of a board key arrived: dialled at once, while the lookup still holds their
     /// addresses (Kademlia keeps a provider's addresses only for the lookup's lifetime). The
     /// caller is answered when the lookup ends or [`MAX_WORK_FOUND`] are found.
     fn work_found(&mut self, id: QueryId, providers: HashSet<PeerId>, last: bool) {
-        let Some(find) = self.work_finds.get_mut(&id) else {
+        let Some(find) = self.boards.finds.get_mut(&id) else {
             return;
         };
         let mut dial = Vec::new();
@@ -105,8 +129,8 @@ impl Actor {
             );
         }
         if last || full {
-            if let Some(find) = self.work_finds.remove(&id) {
-                debug!(found = find.found.len(), "work lookup done");
+            if let Some(find) = self.boards.finds.remove(&id) {
+                debug!(found = find.found.len(), "board lookup done");
                 let _ = find.reply.send(find.found);
             }
             if !last {
@@ -466,6 +490,9 @@ impl Actor {
                 if matches!(kind, Some(QueryKind::Announce)) {
                     self.announcing = self.announcing.saturating_sub(1);
                 }
+                if let Some(done) = self.boards.posts.remove(&id) {
+                    let _ = done.send(());
+                }
                 if let Err(e) = res {
                     debug!("provider announcement incomplete: {e}");
                 }
@@ -474,7 +501,7 @@ impl Actor {
             QueryResult::GetProviders(res)
                 if matches!(
                     (&kind, self.queries.get(&id)),
-                    (Some(QueryKind::FindWork), _) | (None, Some(QueryKind::FindWork))
+                    (Some(QueryKind::Find), _) | (None, Some(QueryKind::Find))
                 ) =>
             {
                 let found = match res {
