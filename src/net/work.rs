@@ -68,13 +68,14 @@ pub const WORK_PROVIDE_PERIOD: Duration = Duration::from_secs(300);
 /// its last job by at most this (a radiator that finds it then is told nothing).
 pub const WORK_RECORD_TTL: Duration = Duration::from_secs(720);
 /// How often a radiator that wants heat, and that no coordinator offers work, publishes its
-/// want record again. Twice the coordinators' period: a cold radiator may want heat all day
-/// in a network without work, and pays a third of a coordinator's 66 MB a day for it.
-pub const WANT_PROVIDE_PERIOD: Duration = Duration::from_secs(600);
+/// want record again. Four times the coordinators' period: a cold radiator may want heat all
+/// day in a network without work; 72 publications of about 270 kB in a large network
+/// (`docs/scale.md`) are about 19 MB a day, as much as its lookups of the work board.
+pub const WANT_PROVIDE_PERIOD: Duration = Duration::from_secs(1_200);
 /// How long a want record lives after its last publication: a little over two periods. A
 /// radiator that warmed up or was offered work stays on the board at most this long; a
 /// coordinator that finds it then sends one announcement for nothing.
-pub const WANT_RECORD_TTL: Duration = Duration::from_secs(1_500);
+pub const WANT_RECORD_TTL: Duration = Duration::from_secs(2_700);
 /// Providers kept per board key (Kademlia's k): a radiator needs one coordinator with work,
 /// not every one, and a coordinator a few radiators that want heat.
 pub const MAX_WORK_PROVIDERS: usize = 20;

@@ -29,8 +29,15 @@ pub const DIRECT_OFFER_WINDOW_MS: u64 = 60_000;
 /// What to do about this coordinator's work records (`net::work`) now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkStep {
-    /// Publish them (again): a job is open.
-    Provide,
+    /// Publish them (again): a job is open. `look`: a job opened since the want board was
+    /// last looked up, so look it up once the publication has ended.
+    Provide {
+        look: bool,
+    },
+    /// A job opened while the records are already published: look the want board up now.
+    /// Radiators that go on it later find our record themselves, so it is looked up once
+    /// per job opened, not with every publication.
+    Look,
     /// The last open job closed: stop providing.
     Stop,
     Nothing,
@@ -55,6 +62,8 @@ pub struct Cadence {
     jobs: HashMap<blake3::Hash, Slot>,
     /// When the work records are next due while providing; `None` while not providing.
     work_next_ms: Option<u64>,
+    /// A job opened since the want board was last looked up.
+    opened: bool,
     /// Radiators offered our jobs directly, by when (at most [`MAX_DIRECT_OFFERS`]).
     offered: HashMap<PublicKey, u64>,
 }
@@ -67,18 +76,28 @@ impl Cadence {
             max_ms: max_ms.max(base_ms),
             jobs: HashMap::new(),
             work_next_ms: None,
+            opened: false,
             offered: HashMap::new(),
         }
     }
 
     /// Whether to publish the work records now (every `period_ms` while a job is open) or
-    /// stop providing (once, when the last open job has closed).
+    /// stop providing (once, when the last open job has closed), and whether to look the
+    /// want board up (once after each job opened).
     pub fn work_step(&mut self, now_ms: u64, period_ms: u64) -> WorkStep {
         match (self.jobs.is_empty(), self.work_next_ms) {
-            (false, Some(next)) if now_ms < next => WorkStep::Nothing,
+            (false, Some(next)) if now_ms < next => {
+                if std::mem::take(&mut self.opened) {
+                    WorkStep::Look
+                } else {
+                    WorkStep::Nothing
+                }
+            }
             (false, _) => {
                 self.work_next_ms = Some(now_ms.saturating_add(period_ms.max(1)));
-                WorkStep::Provide
+                WorkStep::Provide {
+                    look: std::mem::take(&mut self.opened),
+                }
             }
             (true, Some(_)) => {
                 self.work_next_ms = None;
@@ -113,12 +132,15 @@ impl Cadence {
 
     /// A job to announce now (submitted, or found open after a restart).
     pub fn start(&mut self, job: blake3::Hash, now_ms: u64) {
-        self.jobs.entry(job).or_insert(Slot {
-            next_ms: now_ms,
-            interval_ms: self.base_ms,
-            asked: false,
-            fresh: true,
-        });
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.jobs.entry(job) {
+            slot.insert(Slot {
+                next_ms: now_ms,
+                interval_ms: self.base_ms,
+                asked: false,
+                fresh: true,
+            });
+            self.opened = true;
+        }
     }
 
     /// A lease request for the job arrived.
@@ -202,15 +224,31 @@ mod tests {
         assert_eq!(c.work_step(0, 60_000), WorkStep::Nothing);
         let job = blake3::hash(b"j");
         c.start(job, 1_000);
-        assert_eq!(c.work_step(1_000, 60_000), WorkStep::Provide);
+        let (first, again) = (
+            WorkStep::Provide { look: true },
+            WorkStep::Provide { look: false },
+        );
+        assert_eq!(c.work_step(1_000, 60_000), first);
         assert_eq!(c.work_step(60_999, 60_000), WorkStep::Nothing);
-        assert_eq!(c.work_step(61_000, 60_000), WorkStep::Provide);
+        assert_eq!(
+            c.work_step(61_000, 60_000),
+            again,
+            "the want board once per job"
+        );
+        // A second job while the records are published: the want board is looked up at
+        // once; the same job started again (a restart's reload) is not a new one.
+        let second = blake3::hash(b"second");
+        c.start(second, 61_500);
+        c.start(job, 61_500);
+        assert_eq!(c.work_step(61_600, 60_000), WorkStep::Look);
+        assert_eq!(c.work_step(61_700, 60_000), WorkStep::Nothing);
         c.forget(&job);
+        c.forget(&second);
         assert_eq!(c.work_step(62_000, 60_000), WorkStep::Stop);
         assert_eq!(c.work_step(200_000, 60_000), WorkStep::Nothing);
         // A new job publishes at once, not a period after the last publication.
         c.start(job, 200_000);
-        assert_eq!(c.work_step(200_001, 60_000), WorkStep::Provide);
+        assert_eq!(c.work_step(200_001, 60_000), first);
     }
 
     fn household(i: u32) -> PublicKey {

@@ -303,41 +303,47 @@ impl Coordinator {
     }
 
     /// Publishes or withdraws this coordinator's work record (`net::work`) as `cadence.rs`
-    /// says. After each publication has ended, looks the want board up: radiators that want
-    /// heat, that no coordinator offered work and that looked the work board up before our
-    /// record was there, are offered our jobs now ([`Coordinator::offer_wanting`]) instead of
+    /// says. When a job opened, looks the want board up too, after the publication has ended
+    /// (or at once if the record is already out): radiators that want heat, that no
+    /// coordinator offered work and whose last lookup of the work board came before our
+    /// record was there are offered the job now ([`Coordinator::offer_wanting`]) instead of
     /// at their next lookup (up to 21 minutes later). One publication and lookup at a time;
-    /// each ends within two Kademlia query timeouts.
+    /// each ends within Kademlia's query timeout.
     pub(super) async fn provide_work(&mut self) {
         let period = WORK_PROVIDE_PERIOD.as_millis() as u64;
-        match self.cadence.work_step(now_ms(), period) {
-            WorkStep::Nothing => {}
+        let (post, look) = match self.cadence.work_step(now_ms(), period) {
+            WorkStep::Nothing => return,
             WorkStep::Stop => {
                 if let Err(e) = self.net.withdraw(Board::Work).await {
                     tracing::debug!("work record not withdrawn: {e}");
                 }
+                return;
             }
-            WorkStep::Provide if self.seeking => {
-                tracing::debug!("the last work publication has not ended; this one skipped");
-            }
-            WorkStep::Provide => {
-                self.seeking = true;
-                let (net, tx) = (self.net.clone(), self.tx.clone());
-                self.tasks.spawn(async move {
-                    let found = match net.post(Board::Work).await {
-                        Ok(()) => net.find(Board::Want).await.unwrap_or_else(|e| {
-                            tracing::debug!("want board not looked up: {e}");
-                            Vec::new()
-                        }),
-                        Err(e) => {
-                            tracing::debug!("work record not published: {e}");
-                            Vec::new()
-                        }
-                    };
-                    let _ = tx.send(Command::Wanting { found }).await;
-                });
-            }
+            WorkStep::Provide { look } => (true, look),
+            WorkStep::Look => (false, true),
+        };
+        if self.seeking {
+            tracing::debug!("the last work publication has not ended; this one is skipped");
+            return;
         }
+        self.seeking = true;
+        let (net, tx) = (self.net.clone(), self.tx.clone());
+        self.tasks.spawn(async move {
+            if post {
+                if let Err(e) = net.post(Board::Work).await {
+                    tracing::debug!("work record not published: {e}");
+                }
+            }
+            let found = if look {
+                net.find(Board::Want).await.unwrap_or_else(|e| {
+                    tracing::debug!("want board not looked up: {e}");
+                    Vec::new()
+                })
+            } else {
+                Vec::new()
+            };
+            let _ = tx.send(Command::Wanting { found }).await;
+        });
     }
 
     /// Radiators found on the want board: each offered our open jobs directly, as one that
