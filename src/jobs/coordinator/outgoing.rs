@@ -352,6 +352,7 @@ impl Coordinator {
     pub(super) fn offer_wanting(&mut self, found: Vec<libp2p::PeerId>) {
         self.seeking = false;
         let now = now_ms();
+        let mut offered = 0;
         for peer in found {
             // A record names a peer; a hearth radiator's peer id holds its household key.
             let Some(household) = PublicKey::from_peer_id(&peer) else {
@@ -361,9 +362,15 @@ impl Coordinator {
                 .cadence
                 .offer_to(household, now, super::cadence::DIRECT_OFFER_WINDOW_MS)
             {
-                tracing::debug!(%peer, "offering our jobs to a radiator on the want board");
                 self.offer_directly(&household);
+                offered += 1;
             }
+        }
+        if offered > 0 {
+            tracing::info!(
+                radiators = offered,
+                "offered our jobs to radiators found on the want board"
+            );
         }
     }
 
