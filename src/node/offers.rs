@@ -382,6 +382,60 @@ mod tests {
         assert_eq!(step(3_003 + 20, true, false), (WantStep::Post, true));
     }
 
+    proptest::proptest! {
+        /// Whatever the room and the offers do, second by second: a radiator is on the want
+        /// board only while cold and unoffered (it leaves at the first step that is not),
+        /// publishes again at least every period while it stays so, never more often than
+        /// that except on coming back on the board, and withdraws only what it published.
+        #[test]
+        fn the_want_board_follows_the_room_and_the_offers(
+            spells in proptest::collection::vec((1u64..3_000, proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()), 1..12)
+        ) {
+            let t0 = Instant::now();
+            let mut seek = Seek::new(t0);
+            let period = WANT_PROVIDE_PERIOD.as_secs();
+            let (mut on, mut last_post) = (false, None::<u64>);
+            let mut now = 0u64;
+            for (secs, wanting, offered) in spells {
+                for _ in 0..secs {
+                    now += 1;
+                    let at = t0 + Duration::from_secs(now);
+                    // As `seek_work` does: the lookup's decision, the board's, then the
+                    // lookup (which finds nothing here).
+                    let look = seek.due(at, wanting, offered);
+                    let step = seek.want_step(at, wanting, offered);
+                    let cold = wanting && !offered;
+                    match step {
+                        WantStep::Post => {
+                            proptest::prop_assert!(cold, "published while warm or offered");
+                            if on {
+                                let since = now - last_post.unwrap_or(0);
+                                proptest::prop_assert!(since >= period, "again after {since} s");
+                            }
+                            on = true;
+                            last_post = Some(now);
+                        }
+                        WantStep::Withdraw => {
+                            proptest::prop_assert!(on && !cold);
+                            on = false;
+                        }
+                        WantStep::Nothing => {
+                            proptest::prop_assert!(!on || cold, "stayed on the board");
+                            if on {
+                                let since = now - last_post.unwrap_or(0);
+                                proptest::prop_assert!(since < period, "not republished after {since} s");
+                            }
+                        }
+                    }
+                    if look {
+                        proptest::prop_assert!(on, "looked before publishing");
+                        seek.looked(at, 0);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn offers_are_bounded_and_expire() {
         let offers = Offers::default();
