@@ -10,8 +10,8 @@
 //! ([`Network::report_validation`]). The only messages this module decodes itself are its own
 //! blob-protocol messages ([`wire`]).
 //!
-//! Size: about 990 lines, most of them the public surface (config with its documented
-//! defaults, events, errors, status, one method per command, the work-key ones since
+//! Size: about 1 000 lines, most of them the public surface (config with its documented
+//! defaults, events, errors, status, one method per command, the work and want board ones since
 //! 2026-12-03, the DHT store's counts since 2026-12-04, the relay's load since 2026-12-05,
 //! its refusals by reason since 2026-12-06, its rate limits, AutoNAT's given-up dial-backs
 //! and unreachable addresses, the reachability's summary and the recheck on request since
