@@ -75,6 +75,21 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
     .expect("test timed out");
 }
 
+/// Two radiators: 0, warm, coordinates and announces its jobs to nobody (as one whose
+/// neighbours all have work, far from the radiators that want heat); 1 is cold.
+async fn coordinator_heard_by_nobody(dir: &std::path::Path) -> Vec<RunningNode> {
+    let nodes = start_radiators(dir, 2, 1, &|i, o: &mut NodeOptions| {
+        if i == 0 {
+            warm_if(true, o);
+            o.coordinator.announce_fanout = 0;
+        }
+    })
+    .await
+    .unwrap();
+    settle(&nodes).await;
+    nodes
+}
+
 /// A coordinator whose announcements reach nobody (as one whose neighbours all have work, far
 /// from the radiators that want heat) is still found: a cold radiator that no coordinator
 /// offered work looks the work keys up on the DHT, tells the coordinators it finds its heat
@@ -83,15 +98,7 @@ async fn multi_node_job_completes_with_right_output_and_receipts() {
 async fn a_radiator_finds_work_that_was_announced_to_nobody_through_the_dht() {
     tokio::time::timeout(TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = start_radiators(dir.path(), 2, 1, &|i, o: &mut NodeOptions| {
-            if i == 0 {
-                warm_if(true, o);
-                o.coordinator.announce_fanout = 0;
-            }
-        })
-        .await
-        .unwrap();
-        settle(&nodes).await;
+        let nodes = coordinator_heard_by_nobody(dir.path()).await;
         let sub = &nodes[0];
         let (id, shards) = submit(sub, &mandelbrot(128, 64, 64), 1).await;
         let view = wait_done(sub, id, Duration::from_secs(100)).await;
@@ -118,15 +125,7 @@ async fn a_radiator_finds_work_that_was_announced_to_nobody_through_the_dht() {
 async fn a_job_submitted_after_a_cold_radiator_looked_reaches_it_through_the_want_board() {
     tokio::time::timeout(TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = start_radiators(dir.path(), 2, 1, &|i, o: &mut NodeOptions| {
-            if i == 0 {
-                warm_if(true, o);
-                o.coordinator.announce_fanout = 0;
-            }
-        })
-        .await
-        .unwrap();
-        settle(&nodes).await;
+        let nodes = coordinator_heard_by_nobody(dir.path()).await;
         let (sub, cold) = (&nodes[0], &nodes[1]);
         // The cold radiator's first lookup (20 s after its start) ended empty-handed, and its
         // want record is held by the coordinator's node.
