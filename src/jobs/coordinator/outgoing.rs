@@ -307,9 +307,12 @@ impl Coordinator {
     /// (or at once if the record is already out): radiators that want heat, that no
     /// coordinator offered work and whose last lookup of the work board came before our
     /// record was there are offered the job now ([`Coordinator::offer_wanting`]) instead of
-    /// at their next lookup (up to 21 minutes later). One publication and lookup at a time;
-    /// each ends within Kademlia's query timeout.
+    /// at their next lookup (up to 21 minutes later). One publication and lookup at a time,
+    /// each ending within Kademlia's query timeout: the next step waits until it is over.
     pub(super) async fn provide_work(&mut self) {
+        if self.seeking {
+            return;
+        }
         let period = WORK_PROVIDE_PERIOD.as_millis() as u64;
         let (post, look) = match self.cadence.work_step(now_ms(), period) {
             WorkStep::Nothing => return,
@@ -322,10 +325,6 @@ impl Coordinator {
             WorkStep::Provide { look } => (true, look),
             WorkStep::Look => (false, true),
         };
-        if self.seeking {
-            tracing::debug!("the last work publication has not ended; this one is skipped");
-            return;
-        }
         self.seeking = true;
         let (net, tx) = (self.net.clone(), self.tx.clone());
         self.tasks.spawn(async move {
