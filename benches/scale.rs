@@ -10,6 +10,10 @@
 //!   shard runs per radiator, the same per-radiator load at every N), measured over `LOAD`
 //!   seconds from the first submission;
 //!
+//! - boards: on a few radiators in turn, one publication of the want record and one lookup of
+//!   the work board (`net/work.rs`), and the loopback bytes each cost the network beyond its
+//!   idle rate: what a cold radiator in a network without work pays a day;
+//!
 //! and prints per radiator: bytes and TCP segments received per second, CPU (share of one
 //! core), resident memory, ledger bytes, receipts held, and job latency (submit → verified
 //! result); then the exponent `b` of a fit `cost ∝ N^b` between the smallest and largest N.
@@ -30,6 +34,7 @@ use hearth::demo::{loopback_options, wait_connected};
 use hearth::jobs::build::{build, JobSpec};
 use hearth::jobs::JobStatus;
 use hearth::model::JobLimits;
+use hearth::net::work::Board;
 use hearth::net::{DialCounts, DialOrigin};
 use hearth::node::{self, RunningNode};
 
@@ -152,6 +157,67 @@ struct Row {
     jobs: usize,
     latency_median: Duration,
     latency_max: Duration,
+    /// The DHT boards (`net/work.rs`), measured one radiator at a time in the idle network.
+    boards: Boards,
+}
+
+/// What one radiator's use of the DHT boards costs the whole network, measured: loopback bytes
+/// received (by every radiator together) while one publication or one lookup runs, less what
+/// the idle network receives in as long.
+#[derive(Clone, Copy, Default)]
+struct Boards {
+    /// Mean bytes of publishing this radiator's want record (`post(Board::Want)`).
+    want_post_bytes: f64,
+    want_post_secs: f64,
+    /// Mean bytes of one lookup of the work board (`find(Board::Work)`).
+    work_find_bytes: f64,
+    work_find_secs: f64,
+    samples: usize,
+}
+
+impl Boards {
+    /// Bytes a day one cold radiator in a network without work costs through the boards: its
+    /// want record every `WANT_PROVIDE_PERIOD` and a lookup of the work board every `SEEK_MAX`
+    /// once its waits have grown (`node/offers.rs`).
+    fn cold_bytes_per_day(&self) -> f64 {
+        let day = 86_400.0;
+        self.want_post_bytes * day / hearth::net::work::WANT_PROVIDE_PERIOD.as_secs_f64()
+            + self.work_find_bytes * day / hearth::node::offers::SEEK_MAX.as_secs_f64()
+    }
+}
+
+/// Radiators sampled for [`Boards`].
+const BOARD_SAMPLES: usize = 8;
+
+/// Measures [`Boards`] on up to [`BOARD_SAMPLES`] radiators spread over `nodes`, one operation
+/// at a time; `idle_bytes_per_s` is the whole network's idle rate, subtracted.
+async fn measure_boards(nodes: &[RunningNode], idle_bytes_per_s: f64) -> Boards {
+    let step = (nodes.len() / BOARD_SAMPLES).max(1);
+    let mut b = Boards::default();
+    for node in nodes.iter().step_by(step).take(BOARD_SAMPLES) {
+        let net = &node.context.net;
+        let (rx, at) = (lo_rx().0, Instant::now());
+        if net.post(Board::Want).await.is_err() {
+            continue;
+        }
+        let secs = at.elapsed().as_secs_f64();
+        b.want_post_bytes += ((lo_rx().0 - rx) as f64 - idle_bytes_per_s * secs).max(0.0);
+        b.want_post_secs += secs;
+        let (rx, at) = (lo_rx().0, Instant::now());
+        if net.find(Board::Work).await.is_err() {
+            continue;
+        }
+        let secs = at.elapsed().as_secs_f64();
+        b.work_find_bytes += ((lo_rx().0 - rx) as f64 - idle_bytes_per_s * secs).max(0.0);
+        b.work_find_secs += secs;
+        b.samples += 1;
+    }
+    let k = b.samples.max(1) as f64;
+    b.want_post_bytes /= k;
+    b.want_post_secs /= k;
+    b.work_find_bytes /= k;
+    b.work_find_secs /= k;
+    b
 }
 
 /// Radiators per bootstrap node: like a real network, several bootstrap nodes share the
@@ -225,6 +291,17 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
         idle.segments_per_s,
         idle.cpu_share * 100.0,
         peers_total as f64 / n as f64
+    );
+
+    let boards = measure_boards(&nodes, idle.bytes_per_s * n as f64).await;
+    eprintln!(
+        "scale: N={n} boards ({} radiators): want record published {:.0} B in {:.2} s, work board looked up {:.0} B in {:.2} s; a cold radiator without work {:.1} MB/day",
+        boards.samples,
+        boards.want_post_bytes,
+        boards.want_post_secs,
+        boards.work_find_bytes,
+        boards.work_find_secs,
+        boards.cold_bytes_per_day() / 1e6
     );
 
     // Load: every fifth radiator submits a job.
@@ -302,6 +379,7 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
         jobs: jobs.len(),
         latency_median: lat.get(lat.len() / 2).copied().unwrap_or_default(),
         latency_max: lat.last().copied().unwrap_or_default(),
+        boards,
     };
     for node in nodes {
         node.shutdown().await;
@@ -443,6 +521,24 @@ fn main() -> anyhow::Result<()> {
     for r in &rows {
         print_row(r);
     }
+    println!("\nDHT boards, measured one radiator at a time in the idle network (bytes every radiator received):");
+    println!(
+        "{:>5} | {:>7} | {:>12} {:>8} | {:>12} {:>8} | {:>22}",
+        "N", "sampled", "want post B", "s", "work find B", "s", "cold, no work: MB/day"
+    );
+    for r in &rows {
+        let b = &r.boards;
+        println!(
+            "{:>5} | {:>7} | {:>12.0} {:>8.2} | {:>12.0} {:>8.2} | {:>22.1}",
+            r.n,
+            b.samples,
+            b.want_post_bytes,
+            b.want_post_secs,
+            b.work_find_bytes,
+            b.work_find_secs,
+            b.cold_bytes_per_day() / 1e6
+        );
+    }
     if rows.len() >= 2 {
         let (a, b) = (rows[0].n, rows[rows.len() - 1].n);
         println!("\ngrowth from N={a} to N={b} (ratio, and b of cost ∝ N^b):");
@@ -455,6 +551,14 @@ fn main() -> anyhow::Result<()> {
         println!("  RSS            {}", fit(&rows, |r| r.rss_per_node));
         println!("  peers          {}", fit(&rows, |r| r.peers_mean));
         println!("  ledger bytes   {}", fit(&rows, |r| r.ledger_mean));
+        println!(
+            "  want post B    {}",
+            fit(&rows, |r| r.boards.want_post_bytes)
+        );
+        println!(
+            "  work find B    {}",
+            fit(&rows, |r| r.boards.work_find_bytes)
+        );
         println!(
             "  job latency    {}",
             fit(&rows, |r| r.latency_median.as_secs_f64())

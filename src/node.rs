@@ -35,7 +35,7 @@ pub mod auditors;
 mod gate;
 pub mod instances;
 mod key_log;
-mod offers;
+pub mod offers;
 pub mod refusals;
 pub mod revoked;
 mod router;

@@ -2075,6 +2075,13 @@ fn reachability_is_summed_up_in_words_a_household_understands() {
     assert_eq!(r.summary(), "behind NAT, reached through a relay");
     r.relays.push(PeerId::random());
     assert_eq!(r.summary(), "behind NAT, reached through 2 relays");
+    // Its public peers each saw it at a port of their own (`mapping.rs`).
+    r.nat_mapping = hearth::net::NatMapping::AddressDependent;
+    assert_eq!(
+        r.summary(),
+        "behind NAT, reached through 2 relays; symmetric NAT: homes behind NAT cannot be \
+         reached directly"
+    );
     r.confirmed_addrs = vec![addr("/ip4/203.0.113.9/tcp/4001")];
     assert_eq!(r.summary(), "public, at /ip4/203.0.113.9/tcp/4001");
 }

@@ -139,6 +139,9 @@ pub async fn status(api: &Client, json: bool, recheck: bool) -> anyhow::Result<(
             crate::model::now_ms().saturating_sub(since) / 1000
         );
     }
+    if !r.is_public() {
+        println!("NAT:        {}", r.nat_mapping.describe());
+    }
     println!(
         "hole punch: {} of {} succeeded; direct after hole punch: {}; relayed only: {}",
         r.hole_punch_successes,

@@ -58,7 +58,7 @@ impl Inputs<'_> {
             // Behind NATs that defeat hole punching (symmetric ones) a relay is the only path
             // to the submitter, and blobs never cross it: waiting would only hold the lease
             // until it expires. Declined instead (issue 11).
-            Err(e @ NetError::RelayedOnly { .. }) => {
+            Err(e @ (NetError::RelayedOnly { .. } | NetError::NoPunch { .. })) => {
                 Err(JobError::RelayedOnly(format!("the {what}: {e}")))
             }
             Err(NetError::NoRoom(why)) => Err(JobError::NoRoom(format!("the {what}: {why}"))),

@@ -46,13 +46,15 @@ use super::bootstrap::{is_loopback, peer_id_of, without_peer_id, worth_dialling,
 use super::dials::{DialLog, DialOrigin};
 use super::download::{Downloads, Io, Link, StoreDone, StoreJob};
 use super::line::{RedialRound, Silence};
+use super::mapping::Mappings;
 use super::punch::{Direct, Lost, PunchMemory, PunchRetry};
 use super::serve::{Served, Server};
 use super::work::Board;
 use super::{
     dht_role, reach_book::ReachBook, relay_gate::RelayGate, relay_load::RelayLoad,
-    table::Diversity, wire::BlobRequest, Command, NetConfig, NetError, NetEvent, NetStatus,
-    PeerInfo, Reachability, RelayServed, Topic, KAD_PROTOCOL, MAX_CONTROL_MESSAGE, MAX_GOSSIP_DATA,
+    table::Diversity, wire::BlobRequest, Command, NatMapping, NetConfig, NetError, NetEvent,
+    NetStatus, PeerInfo, Reachability, RelayServed, Topic, KAD_PROTOCOL, MAX_CONTROL_MESSAGE,
+    MAX_GOSSIP_DATA,
 };
 use crate::store::{Store, StoreError};
 
@@ -119,20 +121,6 @@ const MAX_RELAYS: usize = 2;
 const MAX_CONFIRMED: usize = 16;
 /// How often the node chooses whether it serves the DHT (`dht_role.rs`; counts the table).
 const DHT_ROLE_EVERY: Duration = Duration::from_secs(5);
-/// How often connection pruning looks at the peers held (`prune.rs`), at most.
-const PRUNE_EVERY: Duration = Duration::from_secs(5);
-
-/// How often pruning runs under `watermarks`, from the first time on: never less often than
-/// their shortest period (short ones in tests), so that a lookup peer goes before it has
-/// settled and been asked, which would make it a peer in use (the first run came
-/// [`PRUNE_EVERY`] after start-up whatever the watermarks, and the start-up lookup peers of a
-/// test whose peers settle after 4 s were all asked and kept).
-fn prune_every(watermarks: Option<super::Watermarks>) -> Duration {
-    let every = watermarks.map_or(PRUNE_EVERY, |w| {
-        PRUNE_EVERY.min(w.grace).min(w.idle).min(w.lookup_grace)
-    });
-    every.max(Duration::from_secs(1))
-}
 /// How long `wait_listening` waits for listeners to report an address.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -222,6 +210,8 @@ pub(crate) struct Actor {
     server: Server,
     /// How peers met lately could be reached, for the order fetches ask providers in.
     reach_book: ReachBook,
+    /// What this node's NAT does to its connections, as its peers see it (`mapping.rs`).
+    mappings: Mappings,
     /// Fetching blobs from peers (`download.rs`) and the store work of those fetches, run on
     /// the blocking pool (bounded by the fetches and their pipelines).
     downloads: Downloads<OutboundRequestId, QueryId>,
@@ -315,6 +305,7 @@ impl Actor {
             control_per_peer: HashMap::new(),
             server: Server::new(store.clone(), cfg.fault.clone()),
             reach_book: ReachBook::default(),
+            mappings: Mappings::default(),
             downloads: Downloads::new(local, cfg.fetch_timeout, cfg.direct_wait),
             store_jobs: FuturesUnordered::new(),
             fetched: Vec::new(),
@@ -332,7 +323,7 @@ impl Actor {
             line_down_since: None,
             next_kad_bootstrap: Instant::now() + KAD_FIRST_REFRESH,
             watermarks: cfg.peer_watermarks,
-            next_prune: Instant::now() + prune_every(cfg.peer_watermarks),
+            next_prune: Instant::now() + crate::net::prune::every(cfg.peer_watermarks),
             kad_bootstraps: 0,
             steady_refreshes: 0,
             rebootstrap_interval: cfg.rebootstrap_interval,
@@ -642,7 +633,7 @@ impl Actor {
             self.choose_dht_mode();
         }
         if now >= self.next_prune {
-            self.next_prune = now + prune_every(self.watermarks);
+            self.next_prune = now + crate::net::prune::every(self.watermarks);
             self.prune_peers(now);
         }
         self.report_settled(now);

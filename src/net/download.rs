@@ -80,6 +80,9 @@ pub(crate) trait Io {
     /// Identifies a provider query (`QueryId`).
     type Query: Copy + Eq;
     fn link(&self, peer: &PeerId) -> Link;
+    /// This node's NAT gives each peer a port of its own (`mapping.rs`): no hole punch can
+    /// give a direct connection to a peer reached only through a relay.
+    fn punch_hopeless(&self) -> bool;
     /// Length of the blob if it is held complete.
     fn held(&self, hash: &blake3::Hash) -> Result<Option<u64>, StoreError>;
     fn send(&mut self, peer: &PeerId, req: BlobRequest) -> Self::Req;
@@ -229,9 +232,18 @@ struct Fetch<R, Q> {
     /// The current provider is reachable only through a relay (or not yet connected): its
     /// requests wait for a direct connection until this instant.
     direct_deadline: Option<Instant>,
-    /// The last provider given up because only a relayed connection existed, with its
-    /// hole-punch failures: the reason the fetch gives if nobody else has the blob.
-    relayed_only: Option<(PeerId, u32)>,
+    /// The last provider given up because only a relayed connection existed, and why no
+    /// direct one: the reason the fetch gives if nobody else has the blob.
+    relayed_only: Option<(PeerId, Relayed)>,
+}
+
+/// Why a provider reached only through a relay was given up.
+#[derive(Clone, Copy, Debug)]
+enum Relayed {
+    /// Hole punching failed this many times.
+    Failed(u32),
+    /// This node's NAT gives each peer a port of its own: no punch can succeed.
+    NoPunch,
 }
 
 /// Every blob being fetched, and the requests in flight for them.
@@ -425,10 +437,14 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
             let Some(peer) = f.current else {
                 if f.providers_query.is_none() {
                     let err = match f.relayed_only {
-                        Some((peer, failures)) => NetError::RelayedOnly {
+                        Some((peer, Relayed::Failed(failures))) => NetError::RelayedOnly {
                             hash: hash.to_hex().to_string(),
                             peer,
                             failures,
+                        },
+                        Some((peer, Relayed::NoPunch)) => NetError::NoPunch {
+                            hash: hash.to_hex().to_string(),
+                            peer,
                         },
                         None => NetError::BlobUnavailable(hash.to_hex().to_string()),
                     };
@@ -450,6 +466,11 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
             Link::Relayed {
                 punch_over: true, ..
             } => return self.give_up_relayed(io, now, hash, peer),
+            // Nor when no punch can succeed: the wait would only hold the caller (a lease)
+            // for nothing (the NAT lab's symmetric variant waited 30 s, then declined).
+            Link::Relayed { .. } | Link::Absent(Seen::RelayedOnly) if io.punch_hopeless() => {
+                return self.give_up_relayed(io, now, hash, peer)
+            }
             link => {
                 if f.direct_deadline.is_none() {
                     f.direct_deadline = Some(now + self.direct_wait);
@@ -877,11 +898,21 @@ impl<R: Copy + Eq + std::hash::Hash, Q: Copy + Eq> Downloads<R, Q> {
         if f.current != Some(peer) {
             return;
         }
-        if let Link::Relayed { failures, .. } = io.link(&peer) {
-            warn!(blob = %hash, %peer, failures, "only a relayed connection to this provider and hole punching did not give a direct one; trying another provider");
-            f.relayed_only = Some((peer, failures));
-        } else {
-            info!(blob = %hash, %peer, "no connection to this provider; trying another");
+        match io.link(&peer) {
+            Link::Relayed {
+                punch_over: false, ..
+            }
+            | Link::Absent(Seen::RelayedOnly)
+                if io.punch_hopeless() =>
+            {
+                warn!(blob = %hash, %peer, "only a relayed connection to this provider, and this node's NAT gives each peer a port of its own: no hole punch can give a direct one; trying another provider");
+                f.relayed_only = Some((peer, Relayed::NoPunch));
+            }
+            Link::Relayed { failures, .. } => {
+                warn!(blob = %hash, %peer, failures, "only a relayed connection to this provider and hole punching did not give a direct one; trying another provider");
+                f.relayed_only = Some((peer, Relayed::Failed(failures)));
+            }
+            _ => info!(blob = %hash, %peer, "no connection to this provider; trying another"),
         }
         self.drop_provider(io, now, hash, peer, false);
     }

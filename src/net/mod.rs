@@ -57,6 +57,7 @@ mod keep;
 mod line;
 #[cfg(test)]
 mod lookup_tests;
+mod mapping;
 mod prune;
 mod punch;
 mod reach_book;
@@ -72,6 +73,7 @@ pub mod work;
 mod wrapped;
 
 pub use dials::{DialCounts, DialOrigin};
+pub use mapping::NatMapping;
 pub use prune::{Watermarks, SETTLE};
 
 use std::fmt;
@@ -424,6 +426,10 @@ pub enum NetError {
         peer: PeerId,
         failures: u32,
     },
+    /// The only provider(s) left are reachable through a relay only, and this node's NAT
+    /// gives each peer a port of its own (`mapping.rs`), so no hole punch can succeed.
+    #[error("blob {hash}: only a relayed connection to {peer}, and this node's NAT gives each peer a port of its own (symmetric NAT), so no hole punch can give a direct one (blobs are only fetched over direct connections; a port forwarded to this radiator lifts it)")]
+    NoPunch { hash: String, peer: PeerId },
     /// The blob is longer than the caller accepts; none of its bytes was fetched.
     #[error(
         "blob {hash} is {len} bytes, over this radiator's limit of {max} bytes; it was not fetched"
@@ -647,6 +653,10 @@ pub struct Reachability {
     /// --recheck` waits for those its request asked for.
     #[serde(default)]
     pub autonat_verdicts: u64,
+    /// How this node's NAT maps its listening port, from what its public peers saw
+    /// (`mapping.rs`): `address-dependent` ("symmetric") means no hole punch can succeed.
+    #[serde(default)]
+    pub nat_mapping: NatMapping,
 }
 
 /// The answer to a request to test this node's addresses again ([`Network::recheck`]).
@@ -678,10 +688,16 @@ impl Reachability {
         } else {
             "behind NAT"
         };
-        match self.relays.len() {
+        let via = match self.relays.len() {
             0 => format!("{behind}, and no relay yet: other homes cannot reach this node"),
             1 => format!("{behind}, reached through a relay"),
             n => format!("{behind}, reached through {n} relays"),
+        };
+        match self.nat_mapping {
+            NatMapping::AddressDependent => {
+                format!("{via}; symmetric NAT: homes behind NAT cannot be reached directly")
+            }
+            _ => via,
         }
     }
 }

@@ -134,6 +134,21 @@ pub(crate) fn to_prune(now: Instant, peers: &[Candidate], w: Watermarks) -> Vec<
     prunable.into_iter().take(excess).map(|c| c.peer).collect()
 }
 
+/// How often connection pruning looks at the peers held (`prune.rs`), at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often pruning runs under `watermarks`, from the first time on: never less often than
+/// their shortest period (short ones in tests), so that a lookup peer goes before it has
+/// settled and been asked, which would make it a peer in use (the first run came
+/// [`PRUNE_EVERY`] after start-up whatever the watermarks, and the start-up lookup peers of a
+/// test whose peers settle after 4 s were all asked and kept).
+pub(crate) fn every(watermarks: Option<Watermarks>) -> Duration {
+    let every = watermarks.map_or(PRUNE_EVERY, |w| {
+        PRUNE_EVERY.min(w.grace).min(w.idle).min(w.lookup_grace)
+    });
+    every.max(Duration::from_secs(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

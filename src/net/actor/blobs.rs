@@ -79,6 +79,7 @@ impl Actor {
             fetched: &mut self.fetched,
             dials: &self.dials,
             reach_book: &self.reach_book,
+            mappings: &self.mappings,
         };
         f(&mut self.downloads, &mut io);
         if self.fetched.is_empty() {
@@ -102,6 +103,7 @@ pub(super) struct NetIo<'a> {
     fetched: &'a mut Vec<blake3::Hash>,
     dials: &'a DialLog,
     reach_book: &'a ReachBook,
+    mappings: &'a Mappings,
 }
 
 impl Io for NetIo<'_> {
@@ -120,6 +122,10 @@ impl Io for NetIo<'_> {
             },
             _ => Link::Absent(self.reach_book.seen(peer, Instant::now())),
         }
+    }
+
+    fn punch_hopeless(&self) -> bool {
+        self.mappings.verdict(Instant::now()) == NatMapping::AddressDependent
     }
 
     fn held(&self, hash: &blake3::Hash) -> Result<Option<u64>, StoreError> {

@@ -7,6 +7,7 @@ use crate::net::direct::is_public_direct;
 use crate::net::line::{dial_end, outside_home, path_out_of_home, DialEnd, Line, LINE_DOWN_REDIAL};
 use crate::net::punch::circuit_addr;
 use crate::net::work::subnet_of;
+use libp2p::core::transport::PortUse;
 
 impl Actor {
     /// A dial reached out of the home, or a relay took this node: its line works.
@@ -171,6 +172,7 @@ impl Actor {
                 if relayed_closed {
                     self.direct_settled(peer_id);
                 }
+                self.mappings.closed(connection_id);
                 if num_established == 0 {
                     if let Some(p) = self.peers.remove(&peer_id) {
                         // A peer back within moments (the other home's retry replaced the
@@ -271,6 +273,21 @@ impl Actor {
         if outside_home(&remote) {
             self.silence.established();
         }
+        // Whether the connection leaves from our listening port: accepted, or dialled with port
+        // reuse while a TCP listener is open (else libp2p dials from a fresh port).
+        let from_listen_port = match &endpoint {
+            ConnectedPoint::Listener { .. } => true,
+            ConnectedPoint::Dialer { port_use, .. } => {
+                *port_use == PortUse::Reuse
+                    && self.swarm.listeners().any(|a| {
+                        !crate::net::relayed::is_relayed(a)
+                            && a.iter()
+                                .any(|p| matches!(p, Protocol::Tcp(port) if port != 0))
+                    })
+            }
+        };
+        self.mappings
+            .connected(connection_id, &remote, from_listen_port);
         let origin = self.dials.established(connection_id, endpoint.is_dialer());
         if origin == Some(DialOrigin::Bootstrap) {
             self.line_up();
@@ -457,7 +474,18 @@ impl Actor {
         };
         let span = self.span(&peer_id);
         let _g = span.enter();
-        debug!(agent = %info.agent_version, "identified");
+        debug!(agent = %info.agent_version, observed = %info.observed_addr, "identified");
+        if let Some(now) =
+            self.mappings
+                .observed(connection_id, &info.observed_addr, Instant::now())
+        {
+            match now {
+                NatMapping::AddressDependent => warn!(
+                    "this node's NAT gives each peer a port of its own (address-dependent mapping, a \"symmetric\" NAT): hole punches cannot succeed, so homes behind NAT are reached only through relays, which carry no blobs; forward a port to this radiator to lift it"
+                ),
+                other => info!(mapping = ?other, "this node's NAT mapping, as its public peers see it"),
+            }
+        }
         let kad_proto = StreamProtocol::new(KAD_PROTOCOL);
         let speaks_kad = info.protocols.contains(&kad_proto);
         let tests = StreamProtocol::new(crate::net::autonat::DIAL_REQUEST_PROTOCOL);

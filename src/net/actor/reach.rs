@@ -40,6 +40,7 @@ impl Actor {
             autonat_rearms: self.swarm.behaviour().autonat.rearms(),
             autonat_dial_backs_given_up: self.swarm.behaviour().autonat_server.hook.given_up(),
             autonat_verdicts: self.swarm.behaviour().autonat.verdicts(),
+            nat_mapping: self.mappings.verdict(Instant::now()),
         }
     }
 

@@ -8,6 +8,8 @@ use crate::store::CHUNK_SIZE;
 #[derive(Default)]
 struct Fake {
     links: HashMap<PeerId, Link>,
+    /// What `punch_hopeless` answers.
+    hopeless: bool,
     next: u64,
     /// Requests sent and not yet answered by the test: id → (peer, request).
     sent: Vec<(u64, PeerId, BlobRequest)>,
@@ -28,6 +30,9 @@ impl Io for Fake {
             .get(peer)
             .copied()
             .unwrap_or(Link::Absent(Seen::Unknown))
+    }
+    fn punch_hopeless(&self) -> bool {
+        self.hopeless
     }
     fn held(&self, hash: &blake3::Hash) -> Result<Option<u64>, StoreError> {
         self.store.as_ref().expect("store").len(hash)
@@ -325,6 +330,39 @@ fn a_provider_reachable_only_through_a_relay_is_given_up_after_the_wait() {
         rx.try_recv().unwrap(),
         Err(NetError::RelayedOnly { peer, failures: 2, .. }) if peer == relayed
     ));
+}
+
+/// Behind a NAT that gives each peer a port of its own (`mapping.rs`) no punch can come: the
+/// fetch moves on at once, neither waiting for one nor dialling a home known to be reached
+/// only through a relay (a circuit for nothing), and says why.
+#[test]
+fn behind_a_symmetric_nat_a_relayed_only_provider_is_given_up_at_once() {
+    let mut h = Harness::new();
+    h.io.hopeless = true;
+    let hash = blake3::hash(b"at a home behind a relay");
+    let (relayed, home) = (PeerId::random(), PeerId::random());
+    h.io.links.insert(
+        relayed,
+        Link::Relayed {
+            punch_over: false,
+            failures: 0,
+        },
+    );
+    h.io.links.insert(home, Link::Absent(Seen::RelayedOnly));
+    let mut rx = h.start(hash, Some(relayed), u64::MAX);
+    h.d.providers(&mut h.io, h.now, hash, QUERY, [home], true);
+    assert!(
+        h.io.sent.is_empty() && h.io.dialed.is_empty(),
+        "{:?}",
+        h.io.dialed
+    );
+    let got = rx.try_recv().expect("answered without waiting");
+    assert!(
+        matches!(&got, Err(NetError::NoPunch { peer, .. }) if *peer == home),
+        "{got:?}"
+    );
+    let msg = got.unwrap_err().to_string();
+    assert!(msg.contains("port of its own"), "{msg}");
 }
 
 #[test]
