@@ -59,6 +59,16 @@ pub(super) async fn metrics(State(ctx): State<NodeContext>) -> Result<Response, 
         if r.line_down_since_ms.is_some() { 1.0 } else { 0.0 },
     );
     m.gauge(
+        "nat_symmetric",
+        "1 while this node's public peers each saw it at a public port of their own (address-dependent NAT mapping, a symmetric NAT: no hole punch can succeed), else 0",
+        None,
+        if r.nat_mapping == crate::net::NatMapping::AddressDependent {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    m.gauge(
         "dht_client",
         "1 while this node only uses the DHT (Kademlia client mode: not reachable from the internet, and the routing table holds public servers enough; or joined a network seconds ago and not yet chosen), 0 while it serves it",
         None,
