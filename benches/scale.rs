@@ -163,7 +163,7 @@ struct Row {
 
 /// What one radiator's use of the DHT boards costs the whole network, measured: loopback bytes
 /// received (by every radiator together) while one publication or one lookup runs, less what
-/// the idle network receives in as long.
+/// the idle network receives in as long right after (`beyond_idle`).
 #[derive(Clone, Copy, Default)]
 struct Boards {
     /// Mean bytes of publishing this radiator's want record (`post(Board::Want)`).
@@ -189,27 +189,39 @@ impl Boards {
 /// Radiators sampled for [`Boards`].
 const BOARD_SAMPLES: usize = 8;
 
+/// Loopback bytes received while `op` runs, less those received in a quiet window of the same
+/// length right after (the idle network's own traffic, which drifts), and how long it ran.
+async fn beyond_idle<F: std::future::Future<Output = bool>>(op: F) -> Option<(f64, f64)> {
+    let (rx, at) = (lo_rx().0, Instant::now());
+    if !op.await {
+        return None;
+    }
+    let (bytes, took) = (lo_rx().0 - rx, at.elapsed());
+    let rx = lo_rx().0;
+    tokio::time::sleep(took).await;
+    let quiet = lo_rx().0 - rx;
+    Some((bytes as f64 - quiet as f64, took.as_secs_f64()))
+}
+
 /// Measures [`Boards`] on up to [`BOARD_SAMPLES`] radiators spread over `nodes`, one operation
-/// at a time; `idle_bytes_per_s` is the whole network's idle rate, subtracted.
-async fn measure_boards(nodes: &[RunningNode], idle_bytes_per_s: f64) -> Boards {
+/// at a time.
+async fn measure_boards(nodes: &[RunningNode]) -> Boards {
     let step = (nodes.len() / BOARD_SAMPLES).max(1);
     let mut b = Boards::default();
     for node in nodes.iter().step_by(step).take(BOARD_SAMPLES) {
         let net = &node.context.net;
-        let (rx, at) = (lo_rx().0, Instant::now());
-        if net.post(Board::Want).await.is_err() {
+        let Some((post, post_s)) = beyond_idle(async { net.post(Board::Want).await.is_ok() }).await
+        else {
             continue;
-        }
-        let secs = at.elapsed().as_secs_f64();
-        b.want_post_bytes += ((lo_rx().0 - rx) as f64 - idle_bytes_per_s * secs).max(0.0);
-        b.want_post_secs += secs;
-        let (rx, at) = (lo_rx().0, Instant::now());
-        if net.find(Board::Work).await.is_err() {
+        };
+        let Some((find, find_s)) = beyond_idle(async { net.find(Board::Work).await.is_ok() }).await
+        else {
             continue;
-        }
-        let secs = at.elapsed().as_secs_f64();
-        b.work_find_bytes += ((lo_rx().0 - rx) as f64 - idle_bytes_per_s * secs).max(0.0);
-        b.work_find_secs += secs;
+        };
+        b.want_post_bytes += post;
+        b.want_post_secs += post_s;
+        b.work_find_bytes += find;
+        b.work_find_secs += find_s;
         b.samples += 1;
     }
     let k = b.samples.max(1) as f64;
@@ -293,7 +305,7 @@ async fn run_n(n: usize) -> anyhow::Result<Row> {
         peers_total as f64 / n as f64
     );
 
-    let boards = measure_boards(&nodes, idle.bytes_per_s * n as f64).await;
+    let boards = measure_boards(&nodes).await;
     eprintln!(
         "scale: N={n} boards ({} radiators): want record published {:.0} B in {:.2} s, work board looked up {:.0} B in {:.2} s; a cold radiator without work {:.1} MB/day",
         boards.samples,

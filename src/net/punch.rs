@@ -101,12 +101,14 @@ pub(crate) struct PunchRetry {
 }
 
 impl PunchRetry {
-    /// A hole punch with this peer failed at `now`. `relayed_only`: we still reach it only
-    /// through a relay. Returns when the retry is due, if one is scheduled.
-    pub(crate) fn failed(&mut self, now: Instant, relayed_only: bool) -> Option<Instant> {
+    /// A hole punch with this peer failed at `now`. `worth_retrying`: we still reach it only
+    /// through a relay, and a punch can succeed (this node's NAT is not known to give each
+    /// peer a port of its own, `mapping.rs`). Returns when the retry is due, if one is
+    /// scheduled.
+    pub(crate) fn failed(&mut self, now: Instant, worth_retrying: bool) -> Option<Instant> {
         self.failed = self.failed.saturating_add(1);
         self.last_failed = Some(now);
-        if !relayed_only || self.failed > RETRIES {
+        if !worth_retrying || self.failed > RETRIES {
             self.due = None;
             return None;
         }

@@ -325,14 +325,20 @@ impl Actor {
             Err(e) => {
                 self.hole_punch_failures = self.hole_punch_failures.saturating_add(1);
                 let now = Instant::now();
+                // Behind a NAT that gives each peer a port of its own no retry can succeed:
+                // each would only cost the relay a fresh circuit (`mapping.rs`).
+                let hopeless = self.mappings.verdict(now) == NatMapping::AddressDependent;
                 let retry = self.peers.get_mut(&peer).and_then(|p| {
                     let relayed_only = p.direct.is_empty() && !p.relayed.is_empty();
-                    p.punch.failed(now, relayed_only)
+                    p.punch.failed(now, relayed_only && !hopeless)
                 });
                 match retry {
                     Some(at) => info!(
                         retry_in_s = at.saturating_duration_since(now).as_secs(),
                         "hole punch failed; the connection stays relayed until a retry succeeds: {e}"
+                    ),
+                    None if hopeless => info!(
+                        "hole punch failed; the connection stays relayed, and the punch is not tried again: this node's NAT gives each peer a port of its own: {e}"
                     ),
                     None => info!("hole punch failed; the connection stays relayed: {e}"),
                 }
