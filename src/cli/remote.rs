@@ -123,6 +123,7 @@ pub async fn status(api: &Client, json: bool, recheck: bool) -> anyhow::Result<(
         for relay in &r.relays {
             println!("via relay:  {relay}");
         }
+        println!("NAT:        {}", r.nat_mapping.describe());
     }
     for a in &r.unreachable_addrs {
         if r.confirmed_addrs.contains(a) {
@@ -138,9 +139,6 @@ pub async fn status(api: &Client, json: bool, recheck: bool) -> anyhow::Result<(
              or router is down); trying the bootstrap nodes every 5 s",
             crate::model::now_ms().saturating_sub(since) / 1000
         );
-    }
-    if !r.is_public() {
-        println!("NAT:        {}", r.nat_mapping.describe());
     }
     println!(
         "hole punch: {} of {} succeeded; direct after hole punch: {}; relayed only: {}",

@@ -16,7 +16,7 @@
 //! too) are never asked again. A provider that sends bad data is banned for the fetch and
 //! disconnected; the next one carries on from the pieces still missing.
 //!
-//! Size: about 915 lines, above the ~700 the house style asks: one state machine whose every
+//! Size: about 945 lines, above the ~700 the house style asks: one state machine whose every
 //! handler reads and changes the same per-fetch state, plus the store jobs it hands out;
 //! splitting it would scatter one invariant (what is asked, in flight, being written, missing)
 //! over several files. Its tests are in `download/tests.rs`.
