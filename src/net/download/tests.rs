@@ -64,6 +64,14 @@ impl Io for Fake {
 
 const QUERY: u64 = 1_000_000;
 
+/// Reached only through a relay, its hole punch under way after `failures` failed ones.
+fn relayed_punching(failures: u32) -> Link {
+    Link::Relayed {
+        punch_over: false,
+        failures,
+    }
+}
+
 struct Harness {
     d: Downloads<u64, u64>,
     io: Fake,
@@ -313,13 +321,7 @@ fn a_provider_reachable_only_through_a_relay_is_given_up_after_the_wait() {
     let mut h = Harness::new();
     let hash = blake3::hash(b"somewhere else");
     let relayed = PeerId::random();
-    h.io.links.insert(
-        relayed,
-        Link::Relayed {
-            punch_over: false,
-            failures: 2,
-        },
-    );
+    h.io.links.insert(relayed, relayed_punching(2));
     let mut rx = h.start(hash, Some(relayed), u64::MAX);
     h.d.providers(&mut h.io, h.now, hash, QUERY, [], true);
     assert!(h.io.sent.is_empty(), "no blob request over a relay");
@@ -341,13 +343,7 @@ fn behind_a_symmetric_nat_a_relayed_only_provider_is_given_up_at_once() {
     h.io.hopeless = true;
     let hash = blake3::hash(b"at a home behind a relay");
     let (relayed, home) = (PeerId::random(), PeerId::random());
-    h.io.links.insert(
-        relayed,
-        Link::Relayed {
-            punch_over: false,
-            failures: 0,
-        },
-    );
+    h.io.links.insert(relayed, relayed_punching(0));
     h.io.links.insert(home, Link::Absent(Seen::RelayedOnly));
     let mut rx = h.start(hash, Some(relayed), u64::MAX);
     h.d.providers(&mut h.io, h.now, hash, QUERY, [home], true);
@@ -436,13 +432,7 @@ fn without_a_hint_providers_are_tried_best_ranked_first() {
         PeerId::random(),
     );
     h.io.links.insert(home, Link::Absent(Seen::RelayedOnly));
-    h.io.links.insert(
-        relayed,
-        Link::Relayed {
-            punch_over: false,
-            failures: 0,
-        },
-    );
+    h.io.links.insert(relayed, relayed_punching(0));
     h.io.links.insert(unknown, Link::Absent(Seen::Unknown));
     h.io.links.insert(public, Link::Absent(Seen::Public));
     let _rx = h.start(hash, None, u64::MAX);
