@@ -170,6 +170,11 @@ impl Mappings {
             .retain(|_, s| now.saturating_duration_since(s.at) < FORGET);
     }
 
+    /// No hole punch can succeed from here: the verdict is address-dependent.
+    pub(crate) fn punch_hopeless(&self, now: Instant) -> bool {
+        self.verdict(now) == NatMapping::AddressDependent
+    }
+
     /// The verdict on the public address heard of last: address-dependent when at least two
     /// observers saw it and no port was seen by two of them.
     pub(crate) fn verdict(&self, now: Instant) -> NatMapping {

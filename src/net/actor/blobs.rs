@@ -125,7 +125,7 @@ impl Io for NetIo<'_> {
     }
 
     fn punch_hopeless(&self) -> bool {
-        self.mappings.verdict(Instant::now()) == NatMapping::AddressDependent
+        self.mappings.punch_hopeless(Instant::now())
     }
 
     fn held(&self, hash: &blake3::Hash) -> Result<Option<u64>, StoreError> {

@@ -327,7 +327,7 @@ impl Actor {
                 let now = Instant::now();
                 // Behind a NAT that gives each peer a port of its own no retry can succeed:
                 // each would only cost the relay a fresh circuit (`mapping.rs`).
-                let hopeless = self.mappings.verdict(now) == NatMapping::AddressDependent;
+                let hopeless = self.mappings.punch_hopeless(now);
                 let retry = self.peers.get_mut(&peer).and_then(|p| {
                     let relayed_only = p.direct.is_empty() && !p.relayed.is_empty();
                     p.punch.failed(now, relayed_only && !hopeless)
